@@ -1,0 +1,25 @@
+/* Subcommands of the alice binary. Each lives in its own file (src/cli/cmd_<name>.c) and is
+ * listed once in the command table of src/main.c. MPI is initialised before a command runs. */
+#ifndef ALICE_COMMANDS_H
+#define ALICE_COMMANDS_H
+
+#include "core/config.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} AliceCommand;
+
+int cmd_config(int argc, char **argv);
+int cmd_pretrain(int argc, char **argv);
+
+/* Shared argument handling: consumes `--config FILE` and `key=value` at argv[*i]; returns 1
+ * when it consumed something. Job files and overrides apply in command-line order. */
+int cli_config_arg(Config *cfg, int argc, char **argv, int *i);
+/* 1 when argv[i] is -h or --help. */
+int cli_is_help(const char *arg);
+/* Prints the resolved configuration (rank 0) under a heading. */
+void cli_print_config(const Config *cfg, const char *command);
+
+#endif

@@ -1,0 +1,65 @@
+#include "core/check.h"
+
+#include <mpi.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static _Noreturn void abort_all(int status)
+{
+    int up = 0, down = 0;
+    MPI_Initialized(&up);
+    MPI_Finalized(&down);
+    int size = 1;
+    if (up && !down) MPI_Comm_size(MPI_COMM_WORLD, &size);
+    fflush(stdout);
+    fflush(stderr);
+    /* One rank failing must end the whole job: without MPI_Abort the others wait forever
+     * in the next collective. */
+    if (up && !down && size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+    exit(status);
+}
+
+void alice_fatal_at(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "alice: error: %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort_all(1);
+}
+
+void alice_die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "alice: error: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    abort_all(2);
+}
+
+void alice_check_mpi_failed(int rc, const char *what, const char *file, int line)
+{
+    char msg[MPI_MAX_ERROR_STRING] = "unknown MPI error";
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    alice_fatal_at(file, line, "MPI call failed (%s): %s", msg, what);
+}
+
+void *alice_malloc_at(size_t bytes, const char *file, int line)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) alice_fatal_at(file, line, "out of host memory allocating %zu bytes", bytes);
+    return p;
+}
+
+void *alice_calloc_at(size_t count, size_t size, const char *file, int line)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) alice_fatal_at(file, line, "out of host memory allocating %zu x %zu bytes", count, size);
+    return p;
+}

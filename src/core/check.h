@@ -1,0 +1,32 @@
+/* Error checking for every library call: each macro reports the file and line of the
+ * failing call and ends the job (MPI_Abort when MPI is up, so no rank is left hanging). */
+#ifndef ALICE_CHECK_H
+#define ALICE_CHECK_H
+
+#include <stddef.h>
+
+/* Prints "alice: error: <file>:<line>: <message>" and aborts every rank. */
+_Noreturn void alice_fatal_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A user-facing error (bad input, bad config): "alice: error: <message>", exit status 2. */
+_Noreturn void alice_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define ALICE_FATAL(...) alice_fatal_at(__FILE__, __LINE__, __VA_ARGS__)
+#define ALICE_ASSERT(cond, ...) do { if (!(cond)) ALICE_FATAL(__VA_ARGS__); } while (0)
+
+/* MPI: any return other than MPI_SUCCESS. */
+#define CHECK_MPI(call) do { int rc_ = (call); \
+    if (rc_ != 0) alice_check_mpi_failed(rc_, #call, __FILE__, __LINE__); } while (0)
+_Noreturn void alice_check_mpi_failed(int rc, const char *what, const char *file, int line);
+
+/* HDF5: identifiers and herr_t are negative on failure. */
+#define CHECK_H5(call) ({ __typeof__(call) rc_ = (call); \
+    if (rc_ < 0) alice_fatal_at(__FILE__, __LINE__, "HDF5 call failed: %s", #call); rc_; })
+
+/* malloc that never returns NULL. */
+void *alice_malloc_at(size_t bytes, const char *file, int line);
+void *alice_calloc_at(size_t count, size_t size, const char *file, int line);
+#define xmalloc(bytes) alice_malloc_at((bytes), __FILE__, __LINE__)
+#define xcalloc(count, size) alice_calloc_at((count), (size), __FILE__, __LINE__)
+
+#endif

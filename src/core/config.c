@@ -1,0 +1,238 @@
+#include "core/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+
+const ConfigKey *config_find_key(const char *name)
+{
+    for (int i = 0; i < config_key_count; i++)
+        if (strcmp(config_keys[i].name, name) == 0) return &config_keys[i];
+    return NULL;
+}
+
+static void where(char *buf, size_t n, const char *origin, int line)
+{
+    if (line > 0) snprintf(buf, n, "%s:%d", origin, line);
+    else snprintf(buf, n, "%s", origin);
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v)) return 0;
+    *out = v;
+    return 1;
+}
+
+/* Range "min..max", either end may be empty. */
+static int in_range(const char *valid, double v)
+{
+    if (!valid || !strstr(valid, "..")) return 1;
+    char lo[64] = "", hi[64] = "";
+    const char *dots = strstr(valid, "..");
+    snprintf(lo, sizeof lo, "%.*s", (int)(dots - valid), valid);
+    snprintf(hi, sizeof hi, "%s", dots + 2);
+    if (lo[0] && v < atof(lo)) return 0;
+    if (hi[0] && v > atof(hi)) return 0;
+    return 1;
+}
+
+static int enum_has(const char *valid, const char *value)
+{
+    size_t n = strlen(value);
+    for (const char *p = valid; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == n && strncmp(p, value, n) == 0) return 1;
+        if (!bar) break;
+        p = bar + 1;
+    }
+    return 0;
+}
+
+static _Noreturn void unknown_key(const char *key, const char *at)
+{
+    /* Suggest keys that share a prefix, the usual typo. */
+    char hint[1024] = "";
+    size_t used = 0;
+    for (int i = 0; i < config_key_count && used + 40 < sizeof hint; i++)
+        if (strncmp(config_keys[i].name, key, 3) == 0)
+            used += (size_t)snprintf(hint + used, sizeof hint - used, "%s%s", used ? ", " : "",
+                                     config_keys[i].name);
+    alice_die("%s: unknown configuration key '%s'%s%s (`alice config --keys` lists every key)",
+              at, key, used ? "; did you mean: " : "", hint);
+}
+
+void config_set(Config *c, const char *key, const char *value, const char *origin, int line)
+{
+    char at[512];
+    where(at, sizeof at, origin, line);
+    const ConfigKey *k = config_find_key(key);
+    if (!k) unknown_key(key, at);
+    char *field = (char *)c + k->offset;
+    double d;
+    switch (k->type) {
+    case CFG_T_INT:
+    case CFG_T_LONG:
+        if (!parse_double(value, &d) || d != floor(d) || !in_range(k->valid, d))
+            alice_die("%s: %s = '%s' is not valid: expected an integer in %s", at, key, value,
+                      k->valid && k->valid[0] ? k->valid : "any range");
+        if (k->type == CFG_T_INT) *(int *)field = (int)d;
+        else *(long *)field = (long)d;
+        break;
+    case CFG_T_FLOAT:
+        if (!parse_double(value, &d) || !in_range(k->valid, d))
+            alice_die("%s: %s = '%s' is not valid: expected a number in %s", at, key, value,
+                      k->valid && k->valid[0] ? k->valid : "any range");
+        *(float *)field = (float)d;
+        break;
+    case CFG_T_BOOL:
+        if (!strcmp(value, "1") || !strcmp(value, "true") || !strcmp(value, "yes") || !strcmp(value, "on"))
+            *(int *)field = 1;
+        else if (!strcmp(value, "0") || !strcmp(value, "false") || !strcmp(value, "no") || !strcmp(value, "off"))
+            *(int *)field = 0;
+        else
+            alice_die("%s: %s = '%s' is not valid: expected one of 1|0|true|false|yes|no|on|off",
+                      at, key, value);
+        break;
+    case CFG_T_ENUM:
+        if (!enum_has(k->valid, value))
+            alice_die("%s: %s = '%s' is not valid: expected one of %s", at, key, value, k->valid);
+        /* fall through */
+    case CFG_T_STRING:
+        if (strlen(value) >= CFG_STR)
+            alice_die("%s: %s is longer than %d characters", at, key, CFG_STR - 1);
+        snprintf(field, CFG_STR, "%s", value);
+        break;
+    case CFG_T_INT3: {
+        int v[3];
+        char tail;
+        int n = sscanf(value, "%d , %d , %d %c", &v[0], &v[1], &v[2], &tail);
+        if (n == 1) v[1] = v[2] = v[0];
+        if ((n != 1 && n != 3) || !in_range(k->valid, v[0]) || !in_range(k->valid, v[1]) ||
+            !in_range(k->valid, v[2]))
+            alice_die("%s: %s = '%s' is not valid: expected X,Y,Z (or one number) in %s", at,
+                      key, value, k->valid);
+        memcpy(field, v, sizeof v);
+        break;
+    }
+    }
+}
+
+void config_defaults(Config *c)
+{
+    memset(c, 0, sizeof *c);
+    for (int i = 0; i < config_key_count; i++)
+        config_set(c, config_keys[i].name, config_keys[i].default_value, "built-in default", 0);
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s)) s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+    return s;
+}
+
+/* Applies `key = value` lines of text in place; line numbers count every line. */
+static void apply_text(Config *c, char *text, const char *origin)
+{
+    int line = 0;
+    char *p = text;
+    while (p && *p) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        line++;
+        char *hash = strchr(p, '#');
+        if (hash) *hash = '\0';
+        char *s = trim(p);
+        if (*s) {
+            char *eq = strchr(s, '=');
+            if (!eq) alice_die("%s:%d: expected 'key = value', got '%s'", origin, line, s);
+            *eq = '\0';
+            config_set(c, trim(s), trim(eq + 1), origin, line);
+        }
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+void config_load_file(Config *c, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) alice_die("cannot open job file %s: %s (check the path given to --config)", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = xmalloc((size_t)n + 1);
+    size_t got = fread(buf, 1, (size_t)n, f);
+    buf[got] = '\0';
+    fclose(f);
+    apply_text(c, buf, path);
+    free(buf);
+}
+
+char *config_to_text(const Config *c)
+{
+    size_t cap = 8192, used = 0;
+    char *out = xmalloc(cap);
+    out[0] = '\0';
+    for (int i = 0; i < config_key_count; i++) {
+        const ConfigKey *k = &config_keys[i];
+        const char *field = (const char *)c + k->offset;
+        char val[CFG_STR + 64];
+        switch (k->type) {
+        case CFG_T_INT: case CFG_T_BOOL: snprintf(val, sizeof val, "%d", *(const int *)field); break;
+        case CFG_T_LONG: snprintf(val, sizeof val, "%ld", *(const long *)field); break;
+        case CFG_T_FLOAT: snprintf(val, sizeof val, "%.9g", *(const float *)field); break;
+        case CFG_T_STRING: case CFG_T_ENUM: snprintf(val, sizeof val, "%s", field); break;
+        case CFG_T_INT3: {
+            const int *v = (const int *)field;
+            snprintf(val, sizeof val, "%d,%d,%d", v[0], v[1], v[2]);
+            break;
+        }
+        }
+        size_t need = strlen(k->name) + strlen(val) + 8;
+        if (used + need >= cap) { cap = 2 * cap + need; out = realloc(out, cap); ALICE_ASSERT(out, "out of memory"); }
+        used += (size_t)snprintf(out + used, cap - used, "%s = %s\n", k->name, val);
+    }
+    return out;
+}
+
+void config_from_text(Config *c, const char *text, const char *origin)
+{
+    config_defaults(c);
+    char *copy = strdup(text);
+    ALICE_ASSERT(copy, "out of memory");
+    apply_text(c, copy, origin);
+    free(copy);
+}
+
+void config_validate(const Config *c)
+{
+    const char *axis = "XYZ";
+    for (int a = 0; a < 3; a++)
+        if (c->crop[a] % c->patch)
+            alice_die("configuration: crop %c = %d is not divisible by patch = %d; choose a crop "
+                      "that is a multiple of the patch size", axis[a], c->crop[a], c->patch);
+    if (c->embed_dim % c->heads)
+        alice_die("configuration: embed_dim = %d is not divisible by heads = %d", c->embed_dim, c->heads);
+    if (c->dec_dim % c->dec_heads)
+        alice_die("configuration: dec_dim = %d is not divisible by dec_heads = %d", c->dec_dim, c->dec_heads);
+    if (c->window_hi <= c->window_lo)
+        alice_die("configuration: window_hi = %g must be above window_lo = %g", c->window_hi, c->window_lo);
+    if (c->fold >= c->num_folds)
+        alice_die("configuration: fold = %d but num_folds = %d (valid folds: 0..%d, or -1)",
+                  c->fold, c->num_folds, c->num_folds - 1);
+    int tokens = (c->crop[0] / c->patch) * (c->crop[1] / c->patch) * (c->crop[2] / c->patch);
+    int visible = tokens - (int)(c->mask_ratio * tokens);
+    if (visible < 1)
+        alice_die("configuration: mask_ratio = %g leaves no visible patch of %d", c->mask_ratio, tokens);
+}

@@ -1,0 +1,108 @@
+/* Job configuration: `key = value` files (jobs/*.cfg, '#' comments) plus `key=value` overrides
+ * on the command line. Every key is declared once in the registry (config_keys.c) with its
+ * type, default, valid values and help; an unknown key or a bad value is an error naming the
+ * key, the file and line, and what is valid. */
+#ifndef ALICE_CONFIG_H
+#define ALICE_CONFIG_H
+
+#include <stddef.h>
+
+#define CFG_STR 256
+
+typedef struct Config {
+    /* run */
+    char device[CFG_STR];         /* cpu | cuda */
+    char run_dir[CFG_STR];
+    long seed;
+    int threads;                  /* OpenMP threads per rank, 0 = all cores / ranks per node */
+
+    /* data */
+    char data[CFG_STR];           /* dataset.h5, or "synthetic" for the built-in source */
+    int crop[3];                  /* crop size X,Y,Z in voxels */
+    float window_lo, window_hi;   /* HU window mapped to [0, 1] at load time */
+    int prefetch;                 /* prefetch threads */
+    int fold;                     /* validation fold for fine-tuning, -1 = none */
+    int num_folds;
+
+    /* encoder (ViT) */
+    int patch;
+    int embed_dim;
+    int depth;
+    int heads;
+    int mlp_dim;
+    /* decoder */
+    int dec_dim;
+    int dec_depth;
+    int dec_heads;
+    int dec_mlp_dim;
+    float mask_ratio;
+    int norm_pix;                 /* per-patch normalised reconstruction targets */
+
+    /* Alice heads and CASA */
+    char method[CFG_STR];         /* mae | alice */
+    int head_hidden;
+    int head_bottleneck;
+    int head_out;
+    int casa_dim;
+    int inter_volume;             /* Q and K from two volumes (1) or one (0) */
+    int use_dv;                   /* l_dv on/off */
+    int use_casa;                 /* CASA on, or direct V/Y similarity */
+    float w_rec, w_dv, w_st;
+    float ema_start, ema_end;     /* cosine momentum schedule */
+
+    /* optimisation */
+    int batch;                    /* per rank */
+    long steps;
+    float lr;
+    float min_lr;
+    long warmup;
+    float weight_decay;
+    float beta1, beta2;
+    float adam_eps;
+    float clip;                   /* global gradient norm, 0 = off */
+    char on_nonfinite[CFG_STR];   /* stop | skip */
+
+    /* bookkeeping */
+    long ckpt_every;
+    long log_every;
+    int keep_ckpts;               /* how many periodic checkpoints to keep, 0 = all */
+
+    /* fine-tuning, inference, evaluation */
+    char pretrained[CFG_STR];     /* pre-training checkpoint, "" = random init */
+    int num_classes;
+    int feature_size;
+    float sw_overlap;
+    long val_every;
+    char label_set[CFG_STR];      /* flare | btcv */
+} Config;
+
+typedef enum { CFG_T_INT, CFG_T_LONG, CFG_T_FLOAT, CFG_T_STRING, CFG_T_BOOL, CFG_T_ENUM,
+               CFG_T_INT3 } ConfigType;
+
+typedef struct {
+    const char *name;
+    ConfigType type;
+    size_t offset;
+    const char *default_value;
+    const char *valid;            /* enum: "a|b|c"; numbers: "min..max" (either may be empty) */
+    const char *help;
+} ConfigKey;
+
+extern const ConfigKey config_keys[];
+extern const int config_key_count;
+
+/* Defaults of every key. */
+void config_defaults(Config *c);
+/* Applies a job file; errors name the file and line. */
+void config_load_file(Config *c, const char *path);
+/* Applies one "key=value" (origin names where it came from, e.g. "command line"). */
+void config_set(Config *c, const char *key, const char *value, const char *origin, int line);
+/* Resolved configuration as `key = value` lines (caller frees). */
+char *config_to_text(const Config *c);
+/* Parses text from config_to_text (checkpoints store it) into c. */
+void config_from_text(Config *c, const char *text, const char *origin);
+/* Cross-key checks (crop divisible by patch, width by heads, ...); errors name the keys. */
+void config_validate(const Config *c);
+const ConfigKey *config_find_key(const char *name);
+
+#endif

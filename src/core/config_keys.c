@@ -1,0 +1,74 @@
+/* The registry of configuration keys: the one place where a key, its default and its valid
+ * values are defined (docs/CONFIG.md is generated from it by `alice config --doc`). */
+#include <stddef.h>
+
+#include "core/config.h"
+
+#define K(name, type, field, def, valid, help) \
+    { name, type, offsetof(Config, field), def, valid, help }
+
+const ConfigKey config_keys[] = {
+    K("device", CFG_T_ENUM, device, "cpu", "cpu|cuda", "backend the model runs on"),
+    K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
+    K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
+    K("threads", CFG_T_INT, threads, "0", "0..1024", "OpenMP threads per rank (0 = cores / local ranks)"),
+
+    K("data", CFG_T_STRING, data, "synthetic", "", "dataset.h5 from `alice pack`, or 'synthetic'"),
+    K("crop", CFG_T_INT3, crop, "96,96,32", "1..", "crop size X,Y,Z in voxels"),
+    K("window_lo", CFG_T_FLOAT, window_lo, "-125", "", "HU mapped to 0"),
+    K("window_hi", CFG_T_FLOAT, window_hi, "225", "", "HU mapped to 1"),
+    K("prefetch", CFG_T_INT, prefetch, "2", "0..64", "loader prefetch threads"),
+    K("fold", CFG_T_INT, fold, "0", "-1..", "validation fold (-1 = train on all)"),
+    K("num_folds", CFG_T_INT, num_folds, "5", "1..100", "folds assigned at pack time"),
+
+    K("patch", CFG_T_INT, patch, "16", "1..64", "ViT patch size (voxels per side)"),
+    K("embed_dim", CFG_T_INT, embed_dim, "768", "1..", "encoder width"),
+    K("depth", CFG_T_INT, depth, "12", "1..", "encoder blocks"),
+    K("heads", CFG_T_INT, heads, "12", "1..", "encoder attention heads"),
+    K("mlp_dim", CFG_T_INT, mlp_dim, "3072", "1..", "encoder MLP hidden width"),
+    K("dec_dim", CFG_T_INT, dec_dim, "384", "1..", "decoder width"),
+    K("dec_depth", CFG_T_INT, dec_depth, "4", "1..", "decoder blocks"),
+    K("dec_heads", CFG_T_INT, dec_heads, "12", "1..", "decoder attention heads"),
+    K("dec_mlp_dim", CFG_T_INT, dec_mlp_dim, "1536", "1..", "decoder MLP hidden width"),
+    K("mask_ratio", CFG_T_FLOAT, mask_ratio, "0.75", "0..0.99", "fraction of patches masked"),
+    K("norm_pix", CFG_T_BOOL, norm_pix, "1", "", "per-patch normalised reconstruction targets"),
+
+    K("method", CFG_T_ENUM, method, "alice", "mae|alice", "pre-training method"),
+    K("head_hidden", CFG_T_INT, head_hidden, "2048", "1..", "projection head hidden width"),
+    K("head_bottleneck", CFG_T_INT, head_bottleneck, "256", "1..", "projection head bottleneck"),
+    K("head_out", CFG_T_INT, head_out, "256", "1..", "projection head output width"),
+    K("casa_dim", CFG_T_INT, casa_dim, "768", "1..", "CASA attention width"),
+    K("inter_volume", CFG_T_BOOL, inter_volume, "1", "", "Q and K crops from two volumes"),
+    K("use_dv", CFG_T_BOOL, use_dv, "1", "", "cross-volume [cls] loss l_dv"),
+    K("use_casa", CFG_T_BOOL, use_casa, "1", "", "CASA alignment (0 = direct V/Y similarity)"),
+    K("w_rec", CFG_T_FLOAT, w_rec, "1", "0..", "weight of l_r"),
+    K("w_dv", CFG_T_FLOAT, w_dv, "1", "0..", "weight of l_dv"),
+    K("w_st", CFG_T_FLOAT, w_st, "1", "0..", "weight of l_st"),
+    K("ema_start", CFG_T_FLOAT, ema_start, "0.996", "0..1", "EMA momentum at step 0"),
+    K("ema_end", CFG_T_FLOAT, ema_end, "1", "0..1", "EMA momentum at the last step"),
+
+    K("batch", CFG_T_INT, batch, "2", "1..", "samples per rank per step"),
+    K("steps", CFG_T_LONG, steps, "100", "1..", "optimiser steps"),
+    K("lr", CFG_T_FLOAT, lr, "5e-5", "0..", "peak learning rate"),
+    K("min_lr", CFG_T_FLOAT, min_lr, "0", "0..", "learning rate at the end of the cosine"),
+    K("warmup", CFG_T_LONG, warmup, "10", "0..", "linear warm-up steps"),
+    K("weight_decay", CFG_T_FLOAT, weight_decay, "0.05", "0..", "AdamW decoupled weight decay"),
+    K("beta1", CFG_T_FLOAT, beta1, "0.9", "0..1", "AdamW beta1"),
+    K("beta2", CFG_T_FLOAT, beta2, "0.95", "0..1", "AdamW beta2"),
+    K("adam_eps", CFG_T_FLOAT, adam_eps, "1e-8", "0..", "AdamW epsilon"),
+    K("clip", CFG_T_FLOAT, clip, "3", "0..", "global gradient-norm clip (0 = off)"),
+    K("on_nonfinite", CFG_T_ENUM, on_nonfinite, "stop", "stop|skip", "NaN/inf loss or gradient: stop the run or skip the step"),
+
+    K("ckpt_every", CFG_T_LONG, ckpt_every, "50", "1..", "steps between checkpoints"),
+    K("log_every", CFG_T_LONG, log_every, "1", "1..", "steps between log lines"),
+    K("keep_ckpts", CFG_T_INT, keep_ckpts, "3", "0..", "periodic checkpoints kept (0 = all)"),
+
+    K("pretrained", CFG_T_STRING, pretrained, "", "", "pre-training checkpoint for the encoder ('' = random init)"),
+    K("num_classes", CFG_T_INT, num_classes, "14", "2..255", "segmentation classes incl. background"),
+    K("feature_size", CFG_T_INT, feature_size, "16", "1..", "UNETR feature size"),
+    K("sw_overlap", CFG_T_FLOAT, sw_overlap, "0.5", "0..0.95", "sliding-window overlap"),
+    K("val_every", CFG_T_LONG, val_every, "50", "1..", "steps between validation passes"),
+    K("label_set", CFG_T_ENUM, label_set, "flare", "flare|btcv", "organ label convention"),
+};
+
+const int config_key_count = (int)(sizeof config_keys / sizeof config_keys[0]);

@@ -1,0 +1,50 @@
+/* alice: self-supervised pre-training (Alice, ICCV 2023) and evaluation of 3D segmentation
+ * models. One binary, one subcommand per stage of the workflow (see README.md). */
+#include <mpi.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/check.h"
+#include "core/log.h"
+
+static const AliceCommand commands[] = {
+    {"config", cmd_config, "print the resolved configuration or the key registry"},
+    {"pretrain", cmd_pretrain, "self-supervised pre-training (method = alice | mae)"},
+};
+static const int command_count = (int)(sizeof commands / sizeof commands[0]);
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: alice <command> [--config FILE] [key=value ...] [options]\n\ncommands:\n");
+    for (int i = 0; i < command_count; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`alice <command> --help` describes a command; `alice config --keys` lists "
+                 "every configuration key.\nRun under mpirun/srun for several ranks.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || cli_is_help(argv[1])) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const AliceCommand *cmd = NULL;
+    for (int i = 0; i < command_count; i++)
+        if (!strcmp(argv[1], commands[i].name)) cmd = &commands[i];
+    if (!cmd) {
+        fprintf(stderr, "alice: error: unknown command '%s'\n\n", argv[1]);
+        usage(stderr);
+        return 2;
+    }
+    int provided = 0;
+    /* Prefetch threads never call MPI; only the main thread does. */
+    CHECK_MPI(MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided));
+    int rank = 0, size = 1;
+    CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
+    log_set_rank(rank, size);
+    int rc = cmd->run(argc - 1, argv + 1);
+    CHECK_MPI(MPI_Finalize());
+    return rc;
+}

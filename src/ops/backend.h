@@ -1,0 +1,189 @@
+/* The ops seam: model code calls operations only through this table, so the same model runs
+ * on the CPU backend (src/ops/cpu_*.c, OpenMP + OpenBLAS) and the CUDA backend (cuda/*.cu).
+ *
+ * Conventions (shared by every backend; tests compare backends op by op):
+ *  - Every pointer argument is backend memory (device memory for CUDA), fp32 unless stated;
+ *    index arrays are int32 in backend memory. Model code never dereferences them on the host.
+ *  - Row-major, C order. A "rows x dim" matrix has dim contiguous.
+ *  - Backward ops OVERWRITE input gradients (dx) and ACCUMULATE parameter gradients
+ *    (dW, db, dgamma, dbeta, dmask_token) so a parameter used twice sums its gradients.
+ *    A NULL gradient pointer means "not needed" and is skipped.
+ *  - Volumes are [B, C, X, Y, Z] with Z fastest (PyTorch/MONAI [B, C, H, W, D]).
+ *  - Ops that return a float (losses, reductions) synchronise and return it to the host.
+ */
+#ifndef ALICE_BACKEND_H
+#define ALICE_BACKEND_H
+
+#include <stddef.h>
+
+typedef struct AliceBackend {
+    const char *name;
+
+    /* ---- memory ---- */
+    void *(*alloc)(size_t bytes);
+    void (*release)(void *p);
+    void (*upload)(void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *host_dst, const void *src, size_t bytes);
+    void (*copy)(void *dst, const void *src, size_t bytes);
+    void (*fill)(float *x, float value, size_t n);
+    void (*synchronize)(void);
+
+    /* ---- elementwise and reductions ---- */
+    /* y = a*x + b*y */
+    void (*axpby)(float *y, const float *x, float a, float b, size_t n);
+    void (*scale)(float *x, float a, size_t n);
+    /* out = a + b (out may alias a or b) */
+    void (*add)(float *out, const float *a, const float *b, size_t n);
+    /* sum of squares, accumulated in double */
+    double (*sum_squares)(const float *x, size_t n);
+    /* 1 when every element is finite */
+    int (*all_finite)(const float *x, size_t n);
+
+    /* ---- GEMM ----
+     * For i < batch: C_i = alpha * op(A_i) * op(B_i) + beta * C_i, op(A_i) is M x K, op(B_i)
+     * is K x N, C_i is M x N; matrices at A + i*strideA etc., leading dimensions lda, ldb, ldc
+     * (row-major: number of elements between consecutive rows as stored). */
+    void (*gemm)(int transA, int transB, int M, int N, int K, float alpha,
+                 const float *A, int lda, long strideA, const float *B, int ldb, long strideB,
+                 float beta, float *C, int ldc, long strideC, int batch);
+    /* Linear layer (PyTorch nn.Linear): y[r, o] = sum_i x[r, i] W[o, i] + b[o]; b may be NULL. */
+    void (*linear_fwd)(float *y, const float *x, const float *W, const float *b,
+                       int rows, int in, int out);
+    /* dx = dy W (overwrite), dW += dy^T x, db += column sums of dy. */
+    void (*linear_bwd)(float *dx, float *dW, float *db, const float *dy, const float *x,
+                       const float *W, int rows, int in, int out);
+
+    /* ---- normalisation and activations ---- */
+    /* LayerNorm over the last dim; mean and rstd [rows] are saved for backward. */
+    void (*layernorm_fwd)(float *y, float *mean, float *rstd, const float *x,
+                          const float *gamma, const float *beta, int rows, int dim, float eps);
+    void (*layernorm_bwd)(float *dx, float *dgamma, float *dbeta, const float *dy,
+                          const float *x, const float *mean, const float *rstd,
+                          const float *gamma, int rows, int dim);
+    /* GELU, exact erf form: x/2 (1 + erf(x/sqrt 2)) */
+    void (*gelu_fwd)(float *y, const float *x, size_t n);
+    void (*gelu_bwd)(float *dx, const float *dy, const float *x, size_t n);
+    /* Softmax over rows of length cols. */
+    void (*softmax_fwd)(float *y, const float *x, int rows, int cols);
+    void (*softmax_bwd)(float *dx, const float *dy, const float *y, int rows, int cols);
+
+    /* ---- attention ----
+     * Multi-head scaled dot-product attention, queries and keys/values from any sources.
+     * q[b, t, h*Dh + d] with row stride ldq (so a packed qkv buffer of width 3C is q = qkv,
+     * k = qkv + C, v = qkv + 2C, ldq = ldkv = 3C). out [B, Tq, H*Dh] contiguous.
+     * probs [B, H, Tq, Tk] softmax(q k^T / sqrt(Dh)) is saved for backward.
+     * Backward writes dq, dk, dv with the same strides as q, k, v (overwrite). */
+    void (*attention_fwd)(float *out, float *probs, const float *q, const float *k,
+                          const float *v, int B, int H, int Tq, int Tk, int Dh,
+                          int ldq, int ldkv);
+    void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                          const float *k, const float *v, const float *probs, int B, int H,
+                          int Tq, int Tk, int Dh, int ldq, int ldkv);
+
+    /* ---- patches and tokens ----
+     * vol [B, X, Y, Z] (one channel) <-> patches [B, N, p^3], N = (X/p)(Y/p)(Z/p), token n =
+     * (ix*gy + iy)*gz + iz, element (px*p + py)*p + pz: identical to MONAI's Conv3d patch
+     * embedding followed by flatten(2).transpose(1, 2). */
+    void (*patchify)(float *patches, const float *vol, int B, int X, int Y, int Z, int p);
+    void (*unpatchify)(float *vol, const float *patches, int B, int X, int Y, int Z, int p);
+    /* out[b, j, :] = in[b, idx[b*idx_ld + j], :] for j < nsel; in is [B, N, C]. */
+    void (*gather_rows)(float *out, const float *in, const int *idx, int idx_ld,
+                        int B, int N, int nsel, int C);
+    /* Backward of gather_rows: din[b, idx[b*idx_ld + j], :] += dout[b, j, :]. */
+    void (*scatter_add_rows)(float *din, const float *dout, const int *idx, int idx_ld,
+                             int B, int N, int nsel, int C);
+    /* x[b, j, :] += table[idx[b*idx_ld + j], :] (fixed position embeddings of visible tokens) */
+    void (*add_table_rows)(float *x, const float *table, const int *idx, int idx_ld,
+                           int B, int nsel, int C);
+    /* perm [B, N]: perm[b, :nvis] are the visible token positions (in the order of visible),
+     * perm[b, nvis:] the masked ones. out[b, perm[b, j]] = visible[b, j] for j < nvis and
+     * mask_token otherwise. */
+    void (*insert_mask_tokens)(float *out, const float *visible, const float *mask_token,
+                               const int *perm, int B, int N, int nvis, int C);
+    void (*insert_mask_tokens_bwd)(float *dvisible, float *dmask_token, const float *dout,
+                                   const int *perm, int B, int N, int nvis, int C);
+
+    /* ---- pooling, normalisation of vectors, losses ---- */
+    /* out[b, c] = mean_t in[b, t, c] */
+    void (*mean_rows_fwd)(float *out, const float *in, int B, int T, int C);
+    void (*mean_rows_bwd)(float *din, const float *dout, int B, int T, int C);
+    /* y = x / max(||x||, eps) per row; norms [rows] saved. */
+    void (*l2norm_fwd)(float *y, float *norms, const float *x, int rows, int dim, float eps);
+    void (*l2norm_bwd)(float *dx, const float *dy, const float *x, const float *norms,
+                       int rows, int dim, float eps);
+    /* Cosine loss: mean over rows of (1 - cos(a_r, b_r)). bwd: da, db (either may be NULL)
+     * receive scale * d(loss)/d(.), overwritten. */
+    float (*cosine_loss_fwd)(const float *a, const float *b, int rows, int dim);
+    void (*cosine_loss_bwd)(float *da, float *db, const float *a, const float *b, int rows,
+                            int dim, float scale);
+    /* Per-row normalisation of reconstruction targets (MAE norm_pix_loss):
+     * out = (x - mean) / sqrt(var + eps), var unbiased=False. No gradient. */
+    void (*normalize_rows)(float *out, const float *x, int rows, int dim, float eps);
+    /* MSE on masked rows (eq. 1): sum_r mask[r] * mean_d (pred - target)^2 / sum_r mask[r].
+     * mask [rows] is 1 for masked patches, 0 for visible. */
+    float (*masked_mse_fwd)(const float *pred, const float *target, const float *mask,
+                            int rows, int dim);
+    void (*masked_mse_bwd)(float *dpred, const float *pred, const float *target,
+                           const float *mask, int rows, int dim, float scale);
+
+    /* ---- optimiser and target network (flat buffers) ---- */
+    /* AdamW (decoupled decay): m,v moments; step is 1-based for bias correction. */
+    void (*adamw)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, long step);
+    /* target = momentum * target + (1 - momentum) * online */
+    void (*ema_update)(float *target, const float *online, size_t n, float momentum);
+
+    /* ---- 3D convolution network ops (UNETR) ----
+     * conv3d: x [B, Cin, X, Y, Z], W [Cout, Cin, k, k, k] (PyTorch layout), b [Cout] or NULL,
+     * stride s, zero padding pad on every side; y [B, Cout, X', Y', Z'],
+     * X' = (X + 2 pad - k) / s + 1. */
+    void (*conv3d_fwd)(float *y, const float *x, const float *W, const float *b, int B,
+                       int Cin, int Cout, int X, int Y, int Z, int k, int s, int pad);
+    void (*conv3d_bwd)(float *dx, float *dW, float *db, const float *dy, const float *x,
+                       const float *W, int B, int Cin, int Cout, int X, int Y, int Z,
+                       int k, int s, int pad);
+    /* Transposed conv with kernel == stride (UNETR up-sampling): x [B, Cin, X, Y, Z],
+     * W [Cin, Cout, k, k, k] (PyTorch ConvTranspose3d layout), y [B, Cout, kX, kY, kZ]. */
+    void (*conv_transpose3d_fwd)(float *y, const float *x, const float *W, const float *b,
+                                 int B, int Cin, int Cout, int X, int Y, int Z, int k);
+    void (*conv_transpose3d_bwd)(float *dx, float *dW, float *db, const float *dy,
+                                 const float *x, const float *W, int B, int Cin, int Cout,
+                                 int X, int Y, int Z, int k);
+    /* Instance norm over each (b, c) volume of V voxels; gamma/beta [C] or NULL (affine=False);
+     * mean, rstd [B*C] saved. */
+    void (*instnorm_fwd)(float *y, float *mean, float *rstd, const float *x,
+                         const float *gamma, const float *beta, int B, int C, long V, float eps);
+    void (*instnorm_bwd)(float *dx, float *dgamma, float *dbeta, const float *dy,
+                         const float *x, const float *mean, const float *rstd,
+                         const float *gamma, int B, int C, long V);
+    void (*leaky_relu_fwd)(float *y, const float *x, size_t n, float slope);
+    void (*leaky_relu_bwd)(float *dx, const float *dy, const float *x, size_t n, float slope);
+    /* Segmentation losses on logits [B, K, V] and int32 labels [B, V] in 0..K-1.
+     * probs [B, K, V] = softmax over K is written by fwd and reused by bwd.
+     * ce = mean over B*V voxels of -log p_label;
+     * dice = 1 - mean over (b, k) of (2 sum p*y + 1e-5) / (sum p + sum y + 1e-5) (MONAI
+     * DiceLoss(softmax=True, to_onehot_y=True), smooth_nr = smooth_dr = 1e-5).
+     * bwd writes dlogits = w_ce * d ce + w_dice * d dice. */
+    void (*dicece_fwd)(float *probs, float *ce, float *dice, const float *logits,
+                       const int *labels, int B, int K, long V);
+    void (*dicece_bwd)(float *dlogits, const float *probs, const int *labels, int B, int K,
+                       long V, float w_ce, float w_dice);
+    /* out [B, C1 + C2, V] = concat(a [B, C1, V], b [B, C2, V]) along channels; bwd splits. */
+    void (*concat_channels)(float *out, const float *a, const float *b, int B, int C1,
+                            int C2, long V);
+    void (*split_channels)(float *da, float *db, const float *dout, int B, int C1, int C2,
+                           long V);
+    /* out[b, c, n] = in[b, n, c] (tokens -> feature volume); its own inverse with rows/cols
+     * swapped, so backward is the same op. */
+    void (*transpose_tokens)(float *out, const float *in, int B, int rows, int cols);
+} AliceBackend;
+
+/* The CPU backend (always present). */
+const AliceBackend *backend_cpu(void);
+/* The CUDA backend, or NULL when built without CUDA. Errors out when built with CUDA but no
+ * device is visible. */
+const AliceBackend *backend_cuda(void);
+/* "cpu" or "cuda"; a clear error for anything else or for cuda without a GPU. */
+const AliceBackend *backend_by_name(const char *name);
+
+#endif

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every test: C test binaries ($BUILD/tests/test_*), then script tests
+# (tests/*/test_*.sh and tests/*/test_*.py). Exit status 0 passes, 77 skips, anything else
+# fails. The last line is "N passed, N failed, N skipped".
+# TESTS=<pattern> runs only the tests whose name matches the pattern.
+set -u
+BUILD=${BUILD:-build}
+BIN=${BIN:-bin}
+PYTHON=${PYTHON:-/usr/bin/python3}
+export BUILD BIN PYTHON ALICE="$PWD/$BIN/alice" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+pattern=${TESTS:-}
+logdir=${TEST_LOGS:-$BUILD/test-logs}
+mkdir -p "$logdir"
+pass=0; fail=0; skip=0; failed=()
+
+run_one() {
+  local name=$1; shift
+  [ -n "$pattern" ] && [[ "$name" != *$pattern* ]] && return
+  local log="$logdir/$name.log" t0=$SECONDS rc
+  timeout "${TEST_TIMEOUT:-900}" "$@" >"$log" 2>&1; rc=$?
+  local dt=$((SECONDS - t0))
+  case $rc in
+    0) pass=$((pass + 1)); printf 'PASS %-40s %4ds\n' "$name" "$dt" ;;
+    77) skip=$((skip + 1)); printf 'SKIP %-40s %4ds  %s\n' "$name" "$dt" "$(grep -m1 -i 'skip' "$log" | cut -c1-100)" ;;
+    *) fail=$((fail + 1)); failed+=("$name"); printf 'FAIL %-40s %4ds  (exit %d, log %s)\n' "$name" "$dt" "$rc" "$log"
+       tail -n 25 "$log" | sed 's/^/    | /' ;;
+  esac
+}
+
+for t in "$BUILD"/tests/test_*; do
+  [ -x "$t" ] && run_one "$(basename "$t")" "$t"
+done
+for t in $(ls tests/*/test_*.sh tests/*/test_*.py 2>/dev/null | sort); do
+  case $t in
+    *.sh) run_one "$(basename "$t" .sh)" bash "$t" ;;
+    *.py) run_one "$(basename "$t" .py)" "$PYTHON" "$t" ;;
+  esac
+done
+[ $fail -gt 0 ] && echo "failed: ${failed[*]}"
+echo "$pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]

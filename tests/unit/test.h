@@ -1,0 +1,37 @@
+/* Minimal test harness for C tests. A test binary runs its cases with TEST_RUN, then returns
+ * test_finish(): exit 0 when every check passed, 1 on any failure, 77 when every case skipped
+ * (tests/run.sh counts 77 as skipped). Checks print the failing values, file and line. */
+#ifndef ALICE_TEST_H
+#define ALICE_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int test_failures = 0, test_cases = 0, test_skipped = 0, test_case_failed = 0;
+
+#define TEST_CHECK(cond, ...) do { if (!(cond)) { \
+    fprintf(stderr, "  FAIL %s:%d: ", __FILE__, __LINE__); fprintf(stderr, __VA_ARGS__); \
+    fputc('\n', stderr); test_failures++; test_case_failed = 1; } } while (0)
+
+/* |a - b| <= atol + rtol * |b| */
+#define TEST_CLOSE(a, b, rtol, atol, what) do { double a_ = (a), b_ = (b); \
+    TEST_CHECK(fabs(a_ - b_) <= (atol) + (rtol) * fabs(b_) && !isnan(a_), \
+               "%s: got %.9g, expected %.9g (rtol %g, atol %g)", what, a_, b_, \
+               (double)(rtol), (double)(atol)); } while (0)
+
+/* A case returns 0 when it ran, 77 when it skipped (with a message saying why). */
+#define TEST_RUN(fn) do { test_cases++; test_case_failed = 0; \
+    int r_ = fn(); \
+    if (r_ == 77) { test_skipped++; printf("  skip %s\n", #fn); } \
+    else printf("  %s %s\n", test_case_failed ? "FAIL" : "ok  ", #fn); \
+    fflush(stdout); } while (0)
+
+static inline int test_finish(void)
+{
+    if (test_failures) return 1;
+    if (test_cases > 0 && test_skipped == test_cases) return 77;
+    return 0;
+}
+
+#endif
