@@ -30,6 +30,8 @@ CU_SRC   := $(sort $(wildcard cuda/*.cu))
 CU_OBJ   := $(CU_SRC:%.cu=$(BUILD)/%.o)
 TEST_SRC := $(sort $(wildcard tests/unit/test_*.c))
 TEST_BIN := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/tests/%)
 
@@ -70,10 +72,15 @@ $(BUILD)/tests/bench_%: tests/bench/bench_%.c $(BUILD)/libalice.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
 
+# Test helper programs (dumps for the PyTorch parity scripts and the like).
+$(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libalice.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
+
 deps:
 	@bash scripts/deps.sh
 
-tests-build: $(BIN)/alice $(TEST_BIN)
+tests-build: $(BIN)/alice $(TEST_BIN) $(TOOL_BIN)
 .PHONY: tests-build
 
 test: deps

@@ -1,4 +1,4 @@
-/* Job configuration: `key = value` files (jobs/*.cfg, '#' comments) plus `key=value` overrides
+/* Job configuration: `key = value` files (jobs/<name>.cfg, '#' comments) plus `key=value` overrides
  * on the command line. Every key is declared once in the registry (config_keys.c) with its
  * type, default, valid values and help; an unknown key or a bad value is an error naming the
  * key, the file and line, and what is valid. */

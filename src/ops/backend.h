@@ -1,5 +1,5 @@
 /* The ops seam: model code calls operations only through this table, so the same model runs
- * on the CPU backend (src/ops/cpu_*.c, OpenMP + OpenBLAS) and the CUDA backend (cuda/*.cu).
+ * on the CPU backend (src/ops/cpu_<op>.c, OpenMP + OpenBLAS) and the CUDA backend (cuda/<op>.cu).
  *
  * Conventions (shared by every backend; tests compare backends op by op):
  *  - Every pointer argument is backend memory (device memory for CUDA), fp32 unless stated;

@@ -1,0 +1,28 @@
+/* An in-memory CT volume as every stage after reading sees it: RAS-oriented, C order
+ * [X, Y, Z] with Z fastest (what nibabel's array[x, y, z] and MONAI's [H, W, D] hold), HU as
+ * int16 and an optional uint8 label map on the same grid. */
+#ifndef ALICE_VOLUME_H
+#define ALICE_VOLUME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int dim[3];              /* X, Y, Z voxels */
+    float spacing[3];        /* mm */
+    double affine[4][4];     /* voxel index (x, y, z, 1) -> world RAS mm */
+    int16_t *image;          /* HU, dim[0]*dim[1]*dim[2] */
+    uint8_t *label;          /* organ ids, or NULL when the case has no label */
+} Volume;
+
+static inline size_t volume_voxels(const Volume *v)
+{
+    return (size_t)v->dim[0] * (size_t)v->dim[1] * (size_t)v->dim[2];
+}
+static inline size_t volume_index(const int dim[3], int x, int y, int z)
+{
+    return ((size_t)x * (size_t)dim[1] + (size_t)y) * (size_t)dim[2] + (size_t)z;
+}
+void volume_free(Volume *v);
+
+#endif
