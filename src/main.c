@@ -11,6 +11,7 @@
 static const AliceCommand commands[] = {
     {"config", cmd_config, "print the resolved configuration or the key registry"},
     {"pretrain", cmd_pretrain, "self-supervised pre-training (method = alice | mae)"},
+    {"phantom", cmd_phantom, "write synthetic abdominal CTs with 13 organ labels (NIfTI)"},
 };
 static const int command_count = (int)(sizeof commands / sizeof commands[0]);
 

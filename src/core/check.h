@@ -21,7 +21,8 @@ _Noreturn void alice_check_mpi_failed(int rc, const char *what, const char *file
 
 /* HDF5: identifiers and herr_t are negative on failure. */
 #define CHECK_H5(call) ({ __typeof__(call) rc_ = (call); \
-    if (rc_ < 0) alice_fatal_at(__FILE__, __LINE__, "HDF5 call failed: %s", #call); rc_; })
+    if (rc_ < 0) { alice_fatal_at(__FILE__, __LINE__, "HDF5 call failed: %s", #call); } \
+    rc_; })
 
 /* malloc that never returns NULL. */
 void *alice_malloc_at(size_t bytes, const char *file, int line);

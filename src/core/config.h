@@ -21,6 +21,10 @@ typedef struct Config {
     int crop[3];                  /* crop size X,Y,Z in voxels */
     float window_lo, window_hi;   /* HU window mapped to [0, 1] at load time */
     int prefetch;                 /* prefetch threads */
+    int cache_mb;                 /* loader volume cache limit in MiB (0 = no cache, -1 = unlimited) */
+    float pos_fraction;           /* fine-tuning crops centred on foreground: pos / (pos + neg) */
+    char matcher[CFG_STR];        /* anatomical matcher of pre-training pairs */
+    int synthetic_cases;          /* phantoms generated in memory when data = synthetic */
     int fold;                     /* validation fold for fine-tuning, -1 = none */
     int num_folds;
 

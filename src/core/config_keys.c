@@ -18,6 +18,10 @@ const ConfigKey config_keys[] = {
     K("window_lo", CFG_T_FLOAT, window_lo, "-125", "", "HU mapped to 0"),
     K("window_hi", CFG_T_FLOAT, window_hi, "225", "", "HU mapped to 1"),
     K("prefetch", CFG_T_INT, prefetch, "2", "0..64", "loader prefetch threads"),
+    K("cache_mb", CFG_T_INT, cache_mb, "-1", "-1..", "loader volume cache in MiB (0 = none, -1 = unlimited)"),
+    K("pos_fraction", CFG_T_FLOAT, pos_fraction, "0.5", "0..1", "fine-tuning crops centred on an organ (MONAI pos/(pos+neg))"),
+    K("matcher", CFG_T_ENUM, matcher, "profile", "profile|bbox", "anatomical matcher of pre-training pairs"),
+    K("synthetic_cases", CFG_T_INT, synthetic_cases, "8", "2..10000", "phantoms generated in memory when data = synthetic"),
     K("fold", CFG_T_INT, fold, "0", "-1..", "validation fold (-1 = train on all)"),
     K("num_folds", CFG_T_INT, num_folds, "5", "1..100", "folds assigned at pack time"),
 

@@ -22,6 +22,8 @@ typedef enum {
     RNG_TEST = 8,         /* tests */
     RNG_NOISE = 9,        /* phantom noise */
     RNG_FOLD = 10,        /* fold assignment */
+    RNG_AUG_NOISE = 11,   /* loader: per-voxel noise of augmented views */
+    RNG_CROP_KEY = 12,    /* loader: key-crop decisions of a pre-training pair */
 } RngPurpose;
 
 typedef struct {

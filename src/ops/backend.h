@@ -163,6 +163,8 @@ typedef struct AliceBackend {
      * ce = mean over B*V voxels of -log p_label;
      * dice = 1 - mean over (b, k) of (2 sum p*y + 1e-5) / (sum p + sum y + 1e-5) (MONAI
      * DiceLoss(softmax=True, to_onehot_y=True), smooth_nr = smooth_dr = 1e-5).
+     * ce and dice are HOST floats (like the float returned by other losses; either may be
+     * NULL); the op synchronises before writing them.
      * bwd writes dlogits = w_ce * d ce + w_dice * d dice. */
     void (*dicece_fwd)(float *probs, float *ce, float *dice, const float *logits,
                        const int *labels, int B, int K, long V);

@@ -1,0 +1,75 @@
+/* Multi-head scaled dot-product attention of the CUDA backend: per batch element, strided
+ * batched GEMMs over the heads (head h of q lives at column h*Dh of rows with stride ldq, so
+ * the head stride is Dh and one GEMM call covers all heads), plus warp-per-row softmax kernels.
+ * The probabilities [B, H, Tq, Tk] are materialised because the backend contract saves them
+ * for backward; at the paper's token counts (at most 576 per crop) they are small. GEMMs go
+ * through cuda_gemm, so they follow the backend's math mode (fp32 / TF32 / bf16). */
+#include <math.h>
+
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_ops.h"
+
+constexpr int kRowsPerBlock = kThreads / 32;
+
+/* In place: ds = scale * p * (dp - sum(dp p)) (softmax backward with the logit scale). */
+static __global__ void attention_softmax_bwd_kernel(float *ds, const float *p, int rows, int cols,
+                                                    float scale)
+{
+    const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    float *dr = ds + (size_t)row * cols;
+    const float *pr = p + (size_t)row * cols;
+    float s = 0.0f;
+    for (int c = lane; c < cols; c += 32) s += dr[c] * pr[c];
+    const float dot = warp_sum(s);
+    for (int c = lane; c < cols; c += 32) dr[c] = scale * pr[c] * (dr[c] - dot);
+}
+
+void cuda_attention_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
+                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
+{
+    if (B <= 0 || H <= 0 || Tq <= 0) return;
+    const float scale = 1.0f / sqrtf((float)Dh);
+    const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
+    for (int b = 0; b < B; b++)  /* S = scale q k^T for every head of element b */
+        cuda_gemm(0, 1, Tq, Tk, Dh, scale, q + (size_t)b * Tq * ldq, ldq, Dh,
+                  k + (size_t)b * Tk * ldkv, ldkv, Dh, 0.0f, probs + (size_t)b * per_b, Tk,
+                  head_tile, H);
+    cuda_softmax_fwd(probs, probs, B * H * Tq, Tk);
+    const int C = H * Dh;
+    for (int b = 0; b < B; b++)  /* out = P v, heads interleaved into [Tq, H*Dh] */
+        cuda_gemm(0, 0, Tq, Dh, Tk, 1.0f, probs + (size_t)b * per_b, Tk, head_tile,
+                  v + (size_t)b * Tk * ldkv, ldkv, Dh, 0.0f, out + (size_t)b * Tq * C, C, Dh, H);
+}
+
+void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const float *probs, int B, int H, int Tq,
+                        int Tk, int Dh, int ldq, int ldkv)
+{
+    if (B <= 0 || H <= 0 || Tq <= 0) return;
+    const float scale = 1.0f / sqrtf((float)Dh);
+    const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
+    const int C = H * Dh;
+    float *ds = (float *)cuda_scratch(SCRATCH_ATTN_GRAD, (size_t)per_b * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        const float *qb = q + (size_t)b * Tq * ldq, *kb = k + (size_t)b * Tk * ldkv;
+        const float *vb = v + (size_t)b * Tk * ldkv, *pb = probs + (size_t)b * per_b;
+        const float *dob = dout + (size_t)b * Tq * C;
+        if (dv)  /* dv = P^T dout */
+            cuda_gemm(1, 0, Tk, Dh, Tq, 1.0f, pb, Tk, head_tile, dob, C, Dh, 0.0f,
+                      dv + (size_t)b * Tk * ldkv, ldkv, Dh, H);
+        if (!dq && !dk) continue;
+        /* dP = dout v^T, then dS = scale * softmax_bwd(dP) */
+        cuda_gemm(0, 1, Tq, Tk, Dh, 1.0f, dob, C, Dh, vb, ldkv, Dh, 0.0f, ds, Tk, head_tile, H);
+        const int rows = H * Tq;
+        attention_softmax_bwd_kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, 0,
+                                       cuda_stream()>>>(ds, pb, rows, Tk, scale);
+        CUDA_CHECK_LAUNCH();
+        if (dq)  /* dq = dS k */
+            cuda_gemm(0, 0, Tq, Dh, Tk, 1.0f, ds, Tk, head_tile, kb, ldkv, Dh, 0.0f,
+                      dq + (size_t)b * Tq * ldq, ldq, Dh, H);
+        if (dk)  /* dk = dS^T q */
+            cuda_gemm(1, 0, Tk, Dh, Tq, 1.0f, ds, Tk, head_tile, qb, ldq, Dh, 0.0f,
+                      dk + (size_t)b * Tk * ldkv, ldkv, Dh, H);
+    }
+}

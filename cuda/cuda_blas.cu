@@ -1,0 +1,313 @@
+/* GEMM and linear layers of the CUDA backend through cuBLASLt.
+ *
+ * Row-major trick: a row-major M x N matrix C is the column-major N x M matrix C^T, so
+ * C = op(A) op(B) is computed as the column-major product C^T = op(B)^T op(A)^T: cuBLASLt's
+ * first operand is our B, its second our A, with the same transpose flags and leading
+ * dimensions. Plans (descriptors, layouts and the heuristic's algorithm) are cached by shape,
+ * since the heuristic query costs far more host time than a small GEMM takes on the GPU.
+ *
+ * Precision: fp32 inputs with fp32 compute by default (parity with the CPU backend); TF32
+ * tensor cores only when gpu_set_math(allow_tf32 = 1); bf16 operands with fp32 accumulate
+ * and fp32 output when gpu_set_math(bf16_gemm = 1) (mixed precision: the fp32 operands are
+ * rounded to bf16 copies in scratch memory first). */
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_ops.h"
+
+enum GemmEpilogue { GEMM_EPILOGUE_NONE = 0, GEMM_EPILOGUE_BIAS = 1 };
+enum GemmOperandType { GEMM_OPERANDS_FP32 = 0, GEMM_OPERANDS_BF16 = 1 };
+
+struct GemmKey {
+    int transA, transB, M, N, K, lda, ldb, ldc, batch;
+    int epilogue, operands, tf32, align;
+    long strideA, strideB, strideC;
+};
+
+struct GemmPlan {
+    GemmKey key;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t layout_a, layout_b, layout_c;  /* cuBLASLt's A (our B), B (our A), C */
+    cublasLtMatmulAlgo_t algo;
+    int has_algo;  /* 0: no cuBLASLt algorithm fits; fall back to cublasGemmStridedBatchedEx */
+};
+
+enum { kPlanCacheSize = 256 };
+static GemmPlan g_plans[kPlanCacheSize];
+static int g_plan_count, g_plan_evict_next;
+
+/* Largest power of two (at most 256) dividing the address and, for batches, the stride. */
+static int alignment_bytes(const void *p, long stride_elems, int batch, size_t elem_bytes)
+{
+    uintptr_t bits = (uintptr_t)p | 256u;
+    if (batch > 1) bits |= (uintptr_t)((size_t)stride_elems * elem_bytes);
+    return (int)(bits & (~bits + 1));
+}
+
+static void destroy_plan(GemmPlan *p)
+{
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->layout_a));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->layout_b));
+    CUBLAS_CHECK(cublasLtMatrixLayoutDestroy(p->layout_c));
+    CUBLAS_CHECK(cublasLtMatmulDescDestroy(p->op));
+}
+
+static cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int cols, int ld,
+                                          int batch, long stride)
+{
+    cublasLtMatrixLayout_t l;
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, type, (uint64_t)rows, (uint64_t)cols, ld));
+    if (batch > 1) {
+        int32_t count = batch;
+        int64_t offset = stride;
+        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                      &count, sizeof count));
+        CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+            l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset, sizeof offset));
+    }
+    return l;
+}
+
+static void build_plan(GemmPlan *p, const GemmKey *k)
+{
+    CudaContext *ctx = cuda_context();
+    p->key = *k;
+    const cudaDataType_t in_type = k->operands == GEMM_OPERANDS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t compute =
+        (k->tf32 && k->operands == GEMM_OPERANDS_FP32) ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                        : CUBLAS_COMPUTE_32F;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, compute, CUDA_R_32F));
+    const cublasOperation_t op_a = k->transB ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = k->transA ? CUBLAS_OP_T : CUBLAS_OP_N;
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &op_a,
+                                                sizeof op_a));
+    CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB, &op_b,
+                                                sizeof op_b));
+    if (k->epilogue == GEMM_EPILOGUE_BIAS) {
+        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        const cudaDataType_t bias_type = CUDA_R_32F;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
+                                                    sizeof epi));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+            p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+    }
+    /* Stored shapes in column-major terms (see the file comment). */
+    p->layout_a = make_layout(in_type, k->transB ? k->K : k->N, k->transB ? k->N : k->K, k->ldb,
+                              k->batch, k->strideB);
+    p->layout_b = make_layout(in_type, k->transA ? k->M : k->K, k->transA ? k->K : k->M, k->lda,
+                              k->batch, k->strideA);
+    p->layout_c = make_layout(CUDA_R_32F, k->N, k->M, k->ldc, k->batch, k->strideC);
+
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = ctx->lt_workspace_bytes;
+    const uint32_t align = (uint32_t)k->align;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    const cublasLtMatmulPreferenceAttributes_t align_attrs[] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    for (size_t i = 0; i < sizeof align_attrs / sizeof align_attrs[0]; i++)
+        CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, align_attrs[i], &align,
+                                                          sizeof align));
+    cublasLtMatmulHeuristicResult_t result;
+    int returned = 0;
+    cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->op, p->layout_a, p->layout_b,
+                                                      p->layout_c, p->layout_c, pref, 1, &result,
+                                                      &returned);
+    CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
+    p->has_algo = (s == CUBLAS_STATUS_SUCCESS && returned > 0);
+    if (p->has_algo) p->algo = result.algo;
+}
+
+static GemmPlan *find_plan(const GemmKey *k)
+{
+    for (int i = 0; i < g_plan_count; i++)
+        if (memcmp(&g_plans[i].key, k, sizeof *k) == 0) return &g_plans[i];
+    GemmPlan *p;
+    if (g_plan_count < kPlanCacheSize) {
+        p = &g_plans[g_plan_count++];
+    } else {  /* round-robin eviction: shapes of one model fit easily, this is a safety net */
+        p = &g_plans[g_plan_evict_next];
+        g_plan_evict_next = (g_plan_evict_next + 1) % kPlanCacheSize;
+        destroy_plan(p);
+    }
+    build_plan(p, k);
+    return p;
+}
+
+/* y[r, c] += bias[c] over an M x N row-major block (only for the fallback path). */
+static __global__ void add_bias_kernel(float *C, int ldc, const float *bias, int M, int N)
+{
+    GRID_STRIDE(i, (size_t)M * N) {
+        const size_t r = i / (size_t)N, c = i % (size_t)N;
+        C[r * ldc + c] += bias[c];
+    }
+}
+
+/* C_i = beta C_i when K = 0 (an empty sum). */
+static __global__ void scale_blocks_kernel(float *C, int ldc, long strideC, int M, int N,
+                                           int batch, float beta)
+{
+    GRID_STRIDE(i, (size_t)batch * M * N) {
+        const size_t b = i / ((size_t)M * N), rc = i % ((size_t)M * N);
+        float *c = C + b * strideC + (rc / N) * ldc + rc % N;
+        *c = beta == 0.0f ? 0.0f : beta * *c;
+    }
+}
+
+/* One GEMM on fp32 or bf16 operands (A, B point at operands of that type), optional bias. */
+static void gemm_dispatch(int operands, int transA, int transB, int M, int N, int K, float alpha,
+                          const void *A, int lda, long strideA, const void *B, int ldb,
+                          long strideB, float beta, float *C, int ldc, long strideC, int batch,
+                          const float *bias)
+{
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    CudaContext *ctx = cuda_context();
+    if (K <= 0) {
+        scale_blocks_kernel<<<grid_for((size_t)batch * M * N), kThreads, 0, ctx->stream>>>(
+            C, ldc, strideC, M, N, batch, beta);
+        CUDA_CHECK_LAUNCH();
+        if (bias) {
+            for (int b = 0; b < batch; b++)
+                add_bias_kernel<<<grid_for((size_t)M * N), kThreads, 0, ctx->stream>>>(
+                    C + (size_t)b * strideC, ldc, bias, M, N);
+            CUDA_CHECK_LAUNCH();
+        }
+        return;
+    }
+    const size_t elem = operands == GEMM_OPERANDS_BF16 ? 2 : 4;
+    GemmKey key;
+    memset(&key, 0, sizeof key);  /* padding too: keys are compared with memcmp */
+    key.transA = transA; key.transB = transB; key.M = M; key.N = N; key.K = K;
+    key.lda = lda; key.ldb = ldb; key.ldc = ldc; key.batch = batch;
+    key.strideA = batch > 1 ? strideA : 0;
+    key.strideB = batch > 1 ? strideB : 0;
+    key.strideC = batch > 1 ? strideC : 0;
+    key.epilogue = bias ? GEMM_EPILOGUE_BIAS : GEMM_EPILOGUE_NONE;
+    key.operands = operands;
+    key.tf32 = ctx->allow_tf32;
+    int align = alignment_bytes(A, strideA, batch, elem);
+    int a2 = alignment_bytes(B, strideB, batch, elem), a3 = alignment_bytes(C, strideC, batch, 4);
+    if (a2 < align) align = a2;
+    if (a3 < align) align = a3;
+    if (bias) {
+        int a4 = alignment_bytes(bias, 0, 1, 4);
+        if (a4 < align) align = a4;
+    }
+    key.align = align;
+    GemmPlan *plan = find_plan(&key);
+    if (plan->has_algo) {
+        if (bias)
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+                plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        CUBLAS_CHECK(cublasLtMatmul(ctx->lt, plan->op, &alpha, B, plan->layout_a, A,
+                                    plan->layout_b, &beta, C, plan->layout_c, C, plan->layout_c,
+                                    &plan->algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
+                                    ctx->stream));
+        return;
+    }
+    /* No cuBLASLt algorithm for this shape/alignment: classic cuBLAS, bias added after. */
+    const cudaDataType_t t = operands == GEMM_OPERANDS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cublasComputeType_t compute =
+        (ctx->allow_tf32 && operands == GEMM_OPERANDS_FP32) ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                             : CUBLAS_COMPUTE_32F;
+    CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+        ctx->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
+        K, &alpha, B, t, ldb, strideB, A, t, lda, strideA, &beta, C, CUDA_R_32F, ldc, strideC,
+        batch, compute, CUBLAS_GEMM_DEFAULT));
+    if (bias) {
+        for (int b = 0; b < batch; b++)
+            add_bias_kernel<<<grid_for((size_t)M * N), kThreads, 0, ctx->stream>>>(
+                C + (size_t)b * strideC, ldc, bias, M, N);
+        CUDA_CHECK_LAUNCH();
+    }
+}
+
+static __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_t n)
+{
+    GRID_STRIDE(i, n) out[i] = __float2bfloat16_rn(in[i]);
+}
+
+/* Elements spanned by a strided batch of stored rows x cols matrices with leading dim ld. */
+static size_t operand_span(int rows, int cols, int ld, long stride, int batch)
+{
+    if (rows <= 0 || cols <= 0 || batch <= 0) return 0;
+    return (size_t)(batch - 1) * (size_t)stride + (size_t)(rows - 1) * ld + (size_t)cols;
+}
+
+static const __nv_bfloat16 *bf16_copy(CudaScratchSlot slot, const float *x, size_t n)
+{
+    __nv_bfloat16 *out = (__nv_bfloat16 *)cuda_scratch(slot, n * sizeof(__nv_bfloat16) + 256);
+    to_bf16_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(out, x, n);
+    CUDA_CHECK_LAUNCH();
+    return out;
+}
+
+/* Mixed precision: both operands rounded to bf16 (the whole strided span, so leading
+ * dimensions and batch strides keep their meaning), fp32 accumulate and output. */
+static void gemm_bf16_bias(int transA, int transB, int M, int N, int K, float alpha,
+                           const float *A, int lda, long strideA, const float *B, int ldb,
+                           long strideB, float beta, float *C, int ldc, long strideC, int batch,
+                           const float *bias)
+{
+    const size_t span_a = operand_span(transA ? K : M, transA ? M : K, lda, strideA, batch);
+    const size_t span_b = operand_span(transB ? N : K, transB ? K : N, ldb, strideB, batch);
+    const __nv_bfloat16 *a16 = bf16_copy(SCRATCH_BF16_A, A, span_a);
+    const __nv_bfloat16 *b16 = bf16_copy(SCRATCH_BF16_B, B, span_b);
+    gemm_dispatch(GEMM_OPERANDS_BF16, transA, transB, M, N, K, alpha, a16, lda, strideA, b16,
+                  ldb, strideB, beta, C, ldc, strideC, batch, bias);
+}
+
+void cuda_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                    int lda, long strideA, const float *B, int ldb, long strideB, float beta,
+                    float *C, int ldc, long strideC, int batch)
+{
+    gemm_bf16_bias(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C,
+                   ldc, strideC, batch, NULL);
+}
+
+/* fp32 or mixed precision, by the context's math mode. */
+static void gemm_any(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                     int lda, long strideA, const float *B, int ldb, long strideB, float beta,
+                     float *C, int ldc, long strideC, int batch, const float *bias)
+{
+    if (cuda_context()->bf16_gemm)
+        gemm_bf16_bias(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta,
+                       C, ldc, strideC, batch, bias);
+    else
+        gemm_dispatch(GEMM_OPERANDS_FP32, transA, transB, M, N, K, alpha, A, lda, strideA, B,
+                      ldb, strideB, beta, C, ldc, strideC, batch, bias);
+}
+
+void cuda_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+               long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc,
+               long strideC, int batch)
+{
+    gemm_any(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc,
+             strideC, batch, NULL);
+}
+
+void cuda_linear_fwd(float *y, const float *x, const float *W, const float *b, int rows, int in,
+                     int out)
+{
+    /* y = x W^T + b with the bias fused into the GEMM epilogue. */
+    gemm_any(0, 1, rows, out, in, 1.0f, x, in, 0, W, in, 0, 0.0f, y, out, 0, 1, b);
+}
+
+void cuda_add_column_sums(float *db, const float *dy, long rows, int cols, long ld)
+{
+    colsum_accumulate(db, rows, cols, MatrixElement{dy, ld});
+}
+
+void cuda_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                     const float *W, int rows, int in, int out)
+{
+    if (dx) gemm_any(0, 0, rows, in, out, 1.0f, dy, out, 0, W, in, 0, 0.0f, dx, in, 0, 1, NULL);
+    if (dW) gemm_any(1, 0, out, in, rows, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0, 1, NULL);
+    /* The bias gradient accumulates (a BGRAD epilogue would overwrite it), so it is a
+     * deterministic column sum instead. */
+    if (db) cuda_add_column_sums(db, dy, rows, out, out);
+}

@@ -1,0 +1,102 @@
+/* Device selection, stream, library handles and scratch buffers of the CUDA backend. */
+#include "cuda/cuda_context.h"
+
+/* The C API only: Open MPI's deprecated C++ bindings do not compile warning-free. */
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+#include <stdlib.h>
+
+static CudaContext g_ctx;
+
+/* cuBLASLt workspace: NVIDIA recommends 32 MiB on Hopper for the best kernels. */
+static const size_t kLtWorkspaceBytes = 32u << 20;
+
+CudaContext *cuda_context(void) { return &g_ctx; }
+
+int gpu_device_count(void)
+{
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();  /* clear the sticky-free error so later calls are clean */
+        return 0;
+    }
+    return count;
+}
+
+/* Rank within the node: launcher variables first (they exist before MPI_Init), then MPI's
+ * shared-memory split when MPI is up, else 0 (single process). */
+static int local_rank(void)
+{
+    const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID",
+                          "PMIX_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return atoi(v);
+    }
+    int mpi_up = 0, mpi_down = 0;
+    MPI_Initialized(&mpi_up);
+    MPI_Finalized(&mpi_down);
+    if (!mpi_up || mpi_down) return 0;
+    MPI_Comm node;
+    int rank = 0;
+    CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    CHECK_MPI(MPI_Comm_rank(node, &rank));
+    CHECK_MPI(MPI_Comm_free(&node));
+    return rank;
+}
+
+void cuda_context_init(void)
+{
+    if (g_ctx.initialised) return;
+    int count = gpu_device_count();
+    if (count <= 0)
+        alice_die("device = cuda, but no CUDA device is visible to this process (no GPU, no "
+                  "driver, or CUDA_VISIBLE_DEVICES hides them); run on a GPU node or set "
+                  "device = cpu");
+    g_ctx.device = local_rank() % count;
+    CUDA_CHECK(cudaSetDevice(g_ctx.device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&g_ctx.stream, cudaStreamNonBlocking));
+    CUBLAS_CHECK(cublasCreate(&g_ctx.blas));
+    CUBLAS_CHECK(cublasSetStream(g_ctx.blas, g_ctx.stream));
+    /* fp32 parity by default: no TF32 unless gpu_set_math allows it. */
+    CUBLAS_CHECK(cublasSetMathMode(g_ctx.blas, CUBLAS_DEFAULT_MATH));
+    CUBLAS_CHECK(cublasLtCreate(&g_ctx.lt));
+    CUDNN_CHECK(cudnnCreate(&g_ctx.dnn));
+    CUDNN_CHECK(cudnnSetStream(g_ctx.dnn, g_ctx.stream));
+    g_ctx.lt_workspace_bytes = kLtWorkspaceBytes;
+    CUDA_CHECK(cudaMalloc(&g_ctx.lt_workspace, g_ctx.lt_workspace_bytes));
+    CUBLAS_CHECK(cublasSetWorkspace(g_ctx.blas, g_ctx.lt_workspace, g_ctx.lt_workspace_bytes));
+    CUDA_CHECK(cudaMallocHost((void **)&g_ctx.host_result, 64 * sizeof(double)));
+    g_ctx.initialised = 1;
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, g_ctx.device));
+    log_info("cuda: device %d of %d: %s (sm_%d%d, %.1f GiB)", g_ctx.device, count, prop.name,
+             prop.major, prop.minor, (double)prop.totalGlobalMem / (1u << 30));
+}
+
+void gpu_set_math(int allow_tf32, int bf16_gemm)
+{
+    g_ctx.allow_tf32 = allow_tf32 != 0;
+    g_ctx.bf16_gemm = bf16_gemm != 0;
+    if (g_ctx.initialised)
+        CUBLAS_CHECK(cublasSetMathMode(g_ctx.blas, g_ctx.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                    : CUBLAS_DEFAULT_MATH));
+}
+
+unsigned long long gpu_peak_bytes(void) { return g_ctx.peak_bytes; }
+
+void *cuda_scratch(CudaScratchSlot slot, size_t bytes)
+{
+    if (bytes <= g_ctx.scratch_bytes[slot]) return g_ctx.scratch[slot];
+    /* Grow by half again so a slowly growing request does not reallocate every call. */
+    size_t want = bytes + bytes / 2;
+    if (g_ctx.scratch[slot]) {
+        CUDA_CHECK(cudaStreamSynchronize(g_ctx.stream));  /* pending kernels may read it */
+        CUDA_CHECK(cudaFree(g_ctx.scratch[slot]));
+    }
+    CUDA_CHECK(cudaMalloc(&g_ctx.scratch[slot], want));
+    g_ctx.scratch_bytes[slot] = want;
+    return g_ctx.scratch[slot];
+}

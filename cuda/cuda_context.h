@@ -1,0 +1,48 @@
+/* The per-rank CUDA context: the device this rank owns, its one stream, library handles and
+ * growable scratch buffers. Every op of the CUDA backend runs on this one stream, so ops are
+ * ordered without events, and scratch buffers may be reused by consecutive ops. */
+#ifndef ALICE_CUDA_CONTEXT_H
+#define ALICE_CUDA_CONTEXT_H
+
+#include "cuda/cuda_check.h"
+
+/* Named scratch buffers (no magic indices). Each grows on demand and is only valid until the
+ * op that asked for it returns control to the stream order (i.e. within one op). */
+enum CudaScratchSlot {
+    SCRATCH_REDUCE,          /* per-block partial sums of device-wide reductions (double) */
+    SCRATCH_COLSUM,          /* per-chunk partial column sums (float) */
+    SCRATCH_STATS,           /* per-row / per-plane statistics of backward passes */
+    SCRATCH_ATTN_GRAD,       /* dP / dS of attention backward, one batch element */
+    SCRATCH_CONV_WORKSPACE,  /* cuDNN workspace */
+    SCRATCH_BF16_A,          /* bf16 copies of GEMM operands (mixed precision) */
+    SCRATCH_BF16_B,
+    SCRATCH_SLOT_COUNT
+};
+
+struct CudaContext {
+    int device;
+    int initialised;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    cudnnHandle_t dnn;
+    void *lt_workspace;          /* cuBLASLt workspace, fixed size */
+    size_t lt_workspace_bytes;
+    void *scratch[SCRATCH_SLOT_COUNT];
+    size_t scratch_bytes[SCRATCH_SLOT_COUNT];
+    double *host_result;         /* pinned: reductions come back through it */
+    int allow_tf32;
+    int bf16_gemm;
+    unsigned long long live_bytes, peak_bytes;
+};
+
+/* Picks the device (local rank modulo device count), creates stream and handles. Errors out
+ * with a clear message when no device is visible. Idempotent. */
+void cuda_context_init(void);
+/* The context; valid after cuda_context_init (backend_cuda() runs it). */
+CudaContext *cuda_context(void);
+static inline cudaStream_t cuda_stream(void) { return cuda_context()->stream; }
+/* A scratch buffer of at least bytes (grows by reallocation after synchronising). */
+void *cuda_scratch(CudaScratchSlot slot, size_t bytes);
+
+#endif

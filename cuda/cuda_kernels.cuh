@@ -1,0 +1,155 @@
+/* Building blocks shared by the kernels of the CUDA backend: launch sizes, warp/block
+ * reductions, and DETERMINISTIC device-wide and column reductions (fixed block counts and a
+ * fixed summation tree, no float atomics), so a run is bitwise repeatable and N ranks agree
+ * with one rank to float tolerance. */
+#ifndef ALICE_CUDA_KERNELS_CUH
+#define ALICE_CUDA_KERNELS_CUH
+
+#include "cuda/cuda_context.h"
+
+constexpr int kThreads = 256;
+/* Blocks of a device-wide reduction: two per SM of an H100 (132 SMs); fixed, so the tree
+ * (and the rounding) does not depend on n. */
+constexpr int kReduceBlocks = 264;
+/* Grid-stride loops cap the grid here; each thread then loops. */
+constexpr size_t kMaxBlocks = 65536;
+
+static inline unsigned grid_for(size_t n, int threads = kThreads)
+{
+    size_t g = (n + (size_t)threads - 1) / (size_t)threads;
+    if (g < 1) g = 1;
+    if (g > kMaxBlocks) g = kMaxBlocks;
+    return (unsigned)g;
+}
+
+#define GRID_STRIDE(i, n) \
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)(n); \
+         i += (size_t)gridDim.x * blockDim.x)
+
+template <typename T> __device__ __forceinline__ T warp_sum(T v)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets it. */
+template <typename T> __device__ T block_sum(T v)
+{
+    __shared__ T partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();  /* a previous call may still be reading partial[0] */
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    const int warps = (int)(blockDim.x + 31) >> 5;
+    if (warp == 0) {
+        v = lane < warps ? partial[lane] : T(0);
+        v = warp_sum(v);
+        if (lane == 0) partial[0] = v;
+    }
+    __syncthreads();
+    return partial[0];
+}
+
+__device__ inline float block_max(float v)
+{
+    __shared__ float partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    const int warps = (int)(blockDim.x + 31) >> 5;
+    if (warp == 0) {
+        v = lane < warps ? partial[lane] : -INFINITY;
+        v = warp_max(v);
+        if (lane == 0) partial[0] = v;
+    }
+    __syncthreads();
+    return partial[0];
+}
+
+/* ---- device-wide sums returned to the host ---- */
+
+/* partials[block] = sum over the block's grid-stride share of f(i), in double. */
+template <class F> __global__ void reduce_partials_kernel(double *partials, size_t n, F f)
+{
+    double acc = 0.0;
+    GRID_STRIDE(i, n) acc += (double)f(i);
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) partials[blockIdx.x] = acc;
+}
+
+/* Sums count partials on the device into partials[count] (the caller allocates count + 1),
+ * copies the total to the host and synchronises. */
+double cuda_reduce_finish(double *partials, int count);
+
+/* sum_{i<n} f(i) in double; synchronises (the value goes to the host). */
+template <class F> double device_sum(size_t n, F f)
+{
+    double *partials = (double *)cuda_scratch(SCRATCH_REDUCE, (kReduceBlocks + 1) * sizeof(double));
+    reduce_partials_kernel<<<kReduceBlocks, kThreads, 0, cuda_stream()>>>(partials, n, f);
+    CUDA_CHECK_LAUNCH();
+    return cuda_reduce_finish(partials, kReduceBlocks);
+}
+
+/* ---- column sums accumulated into a vector: target[c] += sum_r f(r, c) ----
+ * Stage 1: blocks of 32 columns x 8 row lanes each sum one chunk of rows; stage 2 sums the
+ * chunks in a fixed order and adds to target (parameter gradients accumulate). */
+constexpr int kColsumCols = 32, kColsumLanes = 8;
+
+template <class F>
+__global__ void colsum_partial_kernel(float *partial, long rows, int cols, long rows_per_chunk,
+                                      F f)
+{
+    __shared__ float lanes[kColsumLanes][kColsumCols + 1];
+    const int c = blockIdx.x * kColsumCols + threadIdx.x;
+    const long r0 = (long)blockIdx.y * rows_per_chunk;
+    const long r1 = min(rows, r0 + rows_per_chunk);
+    float acc = 0.0f;
+    if (c < cols)
+        for (long r = r0 + threadIdx.y; r < r1; r += kColsumLanes) acc += f(r, c);
+    lanes[threadIdx.y][threadIdx.x] = acc;
+    __syncthreads();
+    if (threadIdx.y == 0 && c < cols) {
+        float t = 0.0f;
+        for (int k = 0; k < kColsumLanes; k++) t += lanes[k][threadIdx.x];
+        partial[(size_t)blockIdx.y * cols + c] = t;
+    }
+}
+
+/* target[c] += sum over chunks of partial[chunk, c] (stage 2, in cuda_reduce.cu). */
+void cuda_colsum_finish(float *target, const float *partial, int chunks, int cols);
+
+template <class F> void colsum_accumulate(float *target, long rows, int cols, F f)
+{
+    if (!target || cols <= 0) return;
+    /* Enough chunks to fill the GPU, each long enough to amortise its partial write. */
+    long chunks = (rows + 127) / 128;
+    if (chunks < 1) chunks = 1;
+    if (chunks > 512) chunks = 512;
+    const long per_chunk = (rows + chunks - 1) / chunks;
+    chunks = rows > 0 ? (rows + per_chunk - 1) / per_chunk : 1;
+    float *partial = (float *)cuda_scratch(SCRATCH_COLSUM, (size_t)chunks * cols * sizeof(float));
+    dim3 block(kColsumCols, kColsumLanes), grid((cols + kColsumCols - 1) / kColsumCols,
+                                                 (unsigned)chunks);
+    colsum_partial_kernel<<<grid, block, 0, cuda_stream()>>>(partial, rows, cols,
+                                                             rows > 0 ? per_chunk : 0, f);
+    CUDA_CHECK_LAUNCH();
+    cuda_colsum_finish(target, partial, (int)chunks, cols);
+}
+
+/* f(r, c) = m[r * ld + c] */
+struct MatrixElement {
+    const float *m;
+    long ld;
+    __device__ float operator()(long r, int c) const { return m[r * ld + c]; }
+};
+
+#endif

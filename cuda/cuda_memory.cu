@@ -1,0 +1,77 @@
+/* Device memory of the CUDA backend. Transfers run on the backend's stream; upload and
+ * download return only when the host buffer may be reused (the caller's buffer is pageable). */
+#include <map>
+
+#include "cuda/cuda_context.h"
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_ops.h"
+
+/* Sizes of live allocations, for the peak-memory figure of benchmarks. */
+static std::map<void *, size_t> g_sizes;
+
+void *cuda_alloc(size_t bytes)
+{
+    if (bytes == 0) return NULL;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+        alice_die("out of GPU memory: %.2f GiB requested, %.2f GiB free of %.2f GiB; reduce "
+                  "batch or crop, or use a larger GPU", (double)bytes / (1u << 30),
+                  (double)free_b / (1u << 30), (double)total_b / (1u << 30));
+    }
+    CUDA_CHECK(e);
+    CudaContext *ctx = cuda_context();
+    g_sizes[p] = bytes;
+    ctx->live_bytes += bytes;
+    if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
+    return p;
+}
+
+void cuda_release(void *p)
+{
+    if (!p) return;
+    CudaContext *ctx = cuda_context();
+    std::map<void *, size_t>::iterator it = g_sizes.find(p);
+    if (it != g_sizes.end()) {
+        ctx->live_bytes -= it->second;
+        g_sizes.erase(it);
+    }
+    CUDA_CHECK(cudaFree(p));  /* implicitly waits for kernels that may still use p */
+}
+
+void cuda_upload(void *dst, const void *host_src, size_t bytes)
+{
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_stream()));
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+}
+
+void cuda_download(void *host_dst, const void *src, size_t bytes)
+{
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cuda_stream()));
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+}
+
+void cuda_copy(void *dst, const void *src, size_t bytes)
+{
+    if (bytes == 0 || dst == src) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cuda_stream()));
+}
+
+static __global__ void fill_kernel(float *x, float value, size_t n)
+{
+    GRID_STRIDE(i, n) x[i] = value;
+}
+
+void cuda_fill(float *x, float value, size_t n)
+{
+    if (n == 0) return;
+    fill_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(x, value, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(cuda_stream())); }

@@ -1,0 +1,119 @@
+/* Internal declarations of the CUDA backend. Each cuda_<concern>.cu implements one group;
+ * backend_cuda.cu assembles them into the AliceBackend table. Semantics are exactly those
+ * documented in src/ops/backend.h (the CPU backend is the reference). */
+#ifndef ALICE_CUDA_OPS_H
+#define ALICE_CUDA_OPS_H
+
+#include <stddef.h>
+
+/* cuda_memory.cu */
+void *cuda_alloc(size_t bytes);
+void cuda_release(void *p);
+void cuda_upload(void *dst, const void *host_src, size_t bytes);
+void cuda_download(void *host_dst, const void *src, size_t bytes);
+void cuda_copy(void *dst, const void *src, size_t bytes);
+void cuda_fill(float *x, float value, size_t n);
+void cuda_synchronize(void);
+
+/* cuda_elementwise.cu */
+void cuda_axpby(float *y, const float *x, float a, float b, size_t n);
+void cuda_scale(float *x, float a, size_t n);
+void cuda_add(float *out, const float *a, const float *b, size_t n);
+double cuda_sum_squares(const float *x, size_t n);
+int cuda_all_finite(const float *x, size_t n);
+void cuda_gelu_fwd(float *y, const float *x, size_t n);
+void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
+void cuda_leaky_relu_fwd(float *y, const float *x, size_t n, float slope);
+void cuda_leaky_relu_bwd(float *dx, const float *dy, const float *x, size_t n, float slope);
+
+/* cuda_blas.cu */
+void cuda_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+               long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc,
+               long strideC, int batch);
+void cuda_linear_fwd(float *y, const float *x, const float *W, const float *b, int rows, int in,
+                     int out);
+void cuda_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                     const float *W, int rows, int in, int out);
+/* Same GEMM, operands rounded to bf16, fp32 accumulate and output (mixed precision). */
+void cuda_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                    int lda, long strideA, const float *B, int ldb, long strideB, float beta,
+                    float *C, int ldc, long strideC, int batch);
+/* db[c] += sum_r dy[r * ld + c] (deterministic). */
+void cuda_add_column_sums(float *db, const float *dy, long rows, int cols, long ld);
+
+/* cuda_norm.cu */
+void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                        const float *beta, int rows, int dim, float eps);
+void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *mean, const float *rstd, const float *gamma, int rows,
+                        int dim);
+void cuda_softmax_fwd(float *y, const float *x, int rows, int cols);
+void cuda_softmax_bwd(float *dx, const float *dy, const float *y, int rows, int cols);
+void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                       const float *beta, int B, int C, long V, float eps);
+void cuda_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                       const float *mean, const float *rstd, const float *gamma, int B, int C,
+                       long V);
+
+/* cuda_attention.cu */
+void cuda_attention_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
+                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                        const float *k, const float *v, const float *probs, int B, int H, int Tq,
+                        int Tk, int Dh, int ldq, int ldkv);
+
+/* cuda_tokens.cu */
+void cuda_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p);
+void cuda_unpatchify(float *vol, const float *patches, int B, int X, int Y, int Z, int p);
+void cuda_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                      int nsel, int C);
+void cuda_scatter_add_rows(float *din, const float *dout, const int *idx, int idx_ld, int B,
+                           int N, int nsel, int C);
+void cuda_add_table_rows(float *x, const float *table, const int *idx, int idx_ld, int B,
+                         int nsel, int C);
+void cuda_insert_mask_tokens(float *out, const float *visible, const float *mask_token,
+                             const int *perm, int B, int N, int nvis, int C);
+void cuda_insert_mask_tokens_bwd(float *dvisible, float *dmask_token, const float *dout,
+                                 const int *perm, int B, int N, int nvis, int C);
+void cuda_mean_rows_fwd(float *out, const float *in, int B, int T, int C);
+void cuda_mean_rows_bwd(float *din, const float *dout, int B, int T, int C);
+void cuda_concat_channels(float *out, const float *a, const float *b, int B, int C1, int C2,
+                          long V);
+void cuda_split_channels(float *da, float *db, const float *dout, int B, int C1, int C2, long V);
+void cuda_transpose_tokens(float *out, const float *in, int B, int rows, int cols);
+
+/* cuda_losses.cu */
+void cuda_l2norm_fwd(float *y, float *norms, const float *x, int rows, int dim, float eps);
+void cuda_l2norm_bwd(float *dx, const float *dy, const float *x, const float *norms, int rows,
+                     int dim, float eps);
+float cuda_cosine_loss_fwd(const float *a, const float *b, int rows, int dim);
+void cuda_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows, int dim,
+                          float scale);
+void cuda_normalize_rows(float *out, const float *x, int rows, int dim, float eps);
+float cuda_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
+                          int dim);
+void cuda_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,
+                         int rows, int dim, float scale);
+void cuda_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,
+                     int B, int K, long V);
+void cuda_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B, int K, long V,
+                     float w_ce, float w_dice);
+
+/* cuda_optim.cu */
+void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                float beta1, float beta2, float eps, float weight_decay, long step);
+void cuda_ema_update(float *target, const float *online, size_t n, float momentum);
+
+/* cuda_conv.cu */
+void cuda_conv3d_fwd(float *y, const float *x, const float *W, const float *b, int B, int Cin,
+                     int Cout, int X, int Y, int Z, int k, int s, int pad);
+void cuda_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                     const float *W, int B, int Cin, int Cout, int X, int Y, int Z, int k, int s,
+                     int pad);
+void cuda_conv_transpose3d_fwd(float *y, const float *x, const float *W, const float *b, int B,
+                               int Cin, int Cout, int X, int Y, int Z, int k);
+void cuda_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                               const float *W, int B, int Cin, int Cout, int X, int Y, int Z,
+                               int k);
+
+#endif

@@ -1,0 +1,285 @@
+/* Patches, token gathers/scatters, mask tokens, pooling and channel/token layout ops of the
+ * CUDA backend. Each output element is written by exactly one thread (no atomics) except in
+ * scatter_add_rows, where indices of one batch element are distinct token positions. */
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_ops.h"
+
+/* Patch element e of token n of batch b <-> voxel of vol [B, X, Y, Z]; see backend.h. */
+__device__ __forceinline__ size_t patch_voxel(size_t i, int X, int Y, int Z, int p)
+{
+    const int p3 = p * p * p, gy = Y / p, gz = Z / p;
+    const int N = (X / p) * gy * gz;
+    const size_t e = i % p3, bn = i / p3;
+    const int n = (int)(bn % N);
+    const size_t b = bn / N;
+    const int ix = n / (gy * gz), iy = (n / gz) % gy, iz = n % gz;
+    const int px = (int)(e / (p * p)), py = (int)(e / p) % p, pz = (int)(e % p);
+    return ((b * X + (size_t)(ix * p + px)) * Y + (iy * p + py)) * Z + (iz * p + pz);
+}
+
+static __global__ void patchify_kernel(float *patches, const float *vol, int X, int Y, int Z,
+                                       int p, size_t n)
+{
+    GRID_STRIDE(i, n) patches[i] = vol[patch_voxel(i, X, Y, Z, p)];
+}
+
+static __global__ void unpatchify_kernel(float *vol, const float *patches, int X, int Y, int Z,
+                                         int p, size_t n)
+{
+    GRID_STRIDE(i, n) vol[patch_voxel(i, X, Y, Z, p)] = patches[i];
+}
+
+void cuda_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p)
+{
+    const size_t n = (size_t)B * X * Y * Z;
+    if (n == 0) return;
+    patchify_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(patches, vol, X, Y, Z, p, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_unpatchify(float *vol, const float *patches, int B, int X, int Y, int Z, int p)
+{
+    const size_t n = (size_t)B * X * Y * Z;
+    if (n == 0) return;
+    unpatchify_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(vol, patches, X, Y, Z, p, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void gather_rows_kernel(float *out, const float *in, const int *idx, int idx_ld,
+                                          int N, int nsel, int C, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const int c = (int)(i % C);
+        const size_t bj = i / C;
+        const int j = (int)(bj % nsel), b = (int)(bj / nsel);
+        out[i] = in[((size_t)b * N + idx[(size_t)b * idx_ld + j]) * C + c];
+    }
+}
+
+void cuda_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                      int nsel, int C)
+{
+    const size_t n = (size_t)B * nsel * C;
+    if (n == 0) return;
+    gather_rows_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(out, in, idx, idx_ld, N, nsel,
+                                                                     C, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void scatter_add_rows_kernel(float *din, const float *dout, const int *idx,
+                                               int idx_ld, int N, int nsel, int C, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const int c = (int)(i % C);
+        const size_t bj = i / C;
+        const int j = (int)(bj % nsel), b = (int)(bj / nsel);
+        /* atomic only to stay correct if an index repeats; distinct indices never contend */
+        atomicAdd(&din[((size_t)b * N + idx[(size_t)b * idx_ld + j]) * C + c], dout[i]);
+    }
+}
+
+void cuda_scatter_add_rows(float *din, const float *dout, const int *idx, int idx_ld, int B,
+                           int N, int nsel, int C)
+{
+    const size_t n = (size_t)B * nsel * C;
+    if (n == 0 || !din) return;
+    scatter_add_rows_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(din, dout, idx, idx_ld,
+                                                                          N, nsel, C, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void add_table_rows_kernel(float *x, const float *table, const int *idx,
+                                             int idx_ld, int nsel, int C, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const int c = (int)(i % C);
+        const size_t bj = i / C;
+        const int j = (int)(bj % nsel), b = (int)(bj / nsel);
+        x[i] += table[(size_t)idx[(size_t)b * idx_ld + j] * C + c];
+    }
+}
+
+void cuda_add_table_rows(float *x, const float *table, const int *idx, int idx_ld, int B,
+                         int nsel, int C)
+{
+    const size_t n = (size_t)B * nsel * C;
+    if (n == 0) return;
+    add_table_rows_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(x, table, idx, idx_ld, nsel,
+                                                                        C, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* Thread per (b, j, c), j over all N positions of perm. */
+static __global__ void insert_mask_tokens_kernel(float *out, const float *visible,
+                                                 const float *mask_token, const int *perm, int N,
+                                                 int nvis, int C, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const int c = (int)(i % C);
+        const size_t bj = i / C;
+        const int j = (int)(bj % N), b = (int)(bj / N);
+        const float value = j < nvis ? visible[((size_t)b * nvis + j) * C + c] : mask_token[c];
+        out[((size_t)b * N + perm[(size_t)b * N + j]) * C + c] = value;
+    }
+}
+
+void cuda_insert_mask_tokens(float *out, const float *visible, const float *mask_token,
+                             const int *perm, int B, int N, int nvis, int C)
+{
+    const size_t n = (size_t)B * N * C;
+    if (n == 0) return;
+    insert_mask_tokens_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(
+        out, visible, mask_token, perm, N, nvis, C, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void gather_visible_grad_kernel(float *dvisible, const float *dout,
+                                                  const int *perm, int N, int nvis, int C,
+                                                  size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const int c = (int)(i % C);
+        const size_t bj = i / C;
+        const int j = (int)(bj % nvis), b = (int)(bj / nvis);
+        dvisible[i] = dout[((size_t)b * N + perm[(size_t)b * N + j]) * C + c];
+    }
+}
+
+/* Row r of the masked rows (r over B * (N - nvis)) of dout. */
+struct MaskedRowElement {
+    const float *dout;
+    const int *perm;
+    int N, nvis, C;
+    __device__ float operator()(long r, int c) const
+    {
+        const int nmask = N - nvis;
+        const long b = r / nmask;
+        const int j = nvis + (int)(r % nmask);
+        return dout[((size_t)b * N + perm[(size_t)b * N + j]) * C + c];
+    }
+};
+
+void cuda_insert_mask_tokens_bwd(float *dvisible, float *dmask_token, const float *dout,
+                                 const int *perm, int B, int N, int nvis, int C)
+{
+    const size_t n = (size_t)B * nvis * C;
+    if (dvisible && n > 0) {
+        gather_visible_grad_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(
+            dvisible, dout, perm, N, nvis, C, n);
+        CUDA_CHECK_LAUNCH();
+    }
+    if (dmask_token && N > nvis)
+        colsum_accumulate(dmask_token, (long)B * (N - nvis), C,
+                          MaskedRowElement{dout, perm, N, nvis, C});
+}
+
+/* out[b, c] = mean_t in[b, t, c]: thread per (b, c), coalesced over c. */
+static __global__ void mean_rows_fwd_kernel(float *out, const float *in, int T, int C, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const size_t b = i / C;
+        const int c = (int)(i % C);
+        const float *p = in + b * T * C + c;
+        float s = 0.0f;
+        for (int t = 0; t < T; t++) s += p[(size_t)t * C];
+        out[i] = s / T;
+    }
+}
+
+void cuda_mean_rows_fwd(float *out, const float *in, int B, int T, int C)
+{
+    const size_t n = (size_t)B * C;
+    if (n == 0) return;
+    mean_rows_fwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(out, in, T, C, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void mean_rows_bwd_kernel(float *din, const float *dout, int T, int C, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const size_t b = i / ((size_t)T * C);
+        din[i] = dout[b * C + i % C] / T;
+    }
+}
+
+void cuda_mean_rows_bwd(float *din, const float *dout, int B, int T, int C)
+{
+    const size_t n = (size_t)B * T * C;
+    if (n == 0 || !din) return;
+    mean_rows_bwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(din, dout, T, C, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void concat_channels_kernel(float *out, const float *a, const float *b, int C1,
+                                              int C2, long V, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const size_t v = i % V, bc = i / V;
+        const int c = (int)(bc % (C1 + C2));
+        const size_t bb = bc / (C1 + C2);
+        out[i] = c < C1 ? a[(bb * C1 + c) * V + v] : b[(bb * C2 + (c - C1)) * V + v];
+    }
+}
+
+void cuda_concat_channels(float *out, const float *a, const float *b, int B, int C1, int C2,
+                          long V)
+{
+    const size_t n = (size_t)B * (C1 + C2) * V;
+    if (n == 0) return;
+    concat_channels_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(out, a, b, C1, C2, V, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void split_channels_kernel(float *da, float *db, const float *dout, int C1,
+                                             int C2, long V, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const size_t v = i % V, bc = i / V;
+        const int c = (int)(bc % (C1 + C2));
+        const size_t bb = bc / (C1 + C2);
+        if (c < C1) {
+            if (da) da[(bb * C1 + c) * V + v] = dout[i];
+        } else if (db) {
+            db[(bb * C2 + (c - C1)) * V + v] = dout[i];
+        }
+    }
+}
+
+void cuda_split_channels(float *da, float *db, const float *dout, int B, int C1, int C2, long V)
+{
+    const size_t n = (size_t)B * (C1 + C2) * V;
+    if (n == 0 || (!da && !db)) return;
+    split_channels_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(da, db, dout, C1, C2, V, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* out[b, c, r] = in[b, r, c] through a 32x32 shared tile so both sides are coalesced. */
+constexpr int kTile = 32, kTileRows = 8;
+
+static __global__ void transpose_kernel(float *out, const float *in, int rows, int cols)
+{
+    __shared__ float tile[kTile][kTile + 1];
+    const size_t b = blockIdx.z;
+    const float *src = in + b * rows * cols;
+    float *dst = out + b * rows * cols;
+    int c = blockIdx.x * kTile + threadIdx.x;
+    for (int k = threadIdx.y; k < kTile; k += kTileRows) {
+        const int r = blockIdx.y * kTile + k;
+        if (r < rows && c < cols) tile[k][threadIdx.x] = src[(size_t)r * cols + c];
+    }
+    __syncthreads();
+    const int r = blockIdx.y * kTile + threadIdx.x;
+    for (int k = threadIdx.y; k < kTile; k += kTileRows) {
+        c = blockIdx.x * kTile + k;
+        if (r < rows && c < cols) dst[(size_t)c * rows + r] = tile[threadIdx.x][k];
+    }
+}
+
+void cuda_transpose_tokens(float *out, const float *in, int B, int rows, int cols)
+{
+    if (B <= 0 || rows <= 0 || cols <= 0) return;
+    dim3 block(kTile, kTileRows);
+    dim3 grid((cols + kTile - 1) / kTile, (rows + kTile - 1) / kTile, B);
+    transpose_kernel<<<grid, block, 0, cuda_stream()>>>(out, in, rows, cols);
+    CUDA_CHECK_LAUNCH();
+}

@@ -1,0 +1,77 @@
+/* Geometry of `alice pack`: reorientation to RAS, resampling to a target spacing, the body box,
+ * and the way back from the packed grid to a case's original grid (for `alice infer`).
+ *
+ * Conventions: volumes are C order [X][Y][Z] (Z fastest); an affine maps voxel index
+ * (x, y, z, 1) to world RAS+ mm (x to the patient's right, y anterior, z superior). */
+#ifndef ALICE_GEOMETRY_H
+#define ALICE_GEOMETRY_H
+
+#include <stdint.h>
+
+/* How one case went from its file to the packed grid. Every field is stored in dataset.h5 (see
+ * docs/FORMAT.md), so a prediction on the packed grid can be mapped back exactly. */
+typedef struct {
+    int orig_dim[3];            /* voxels in the file */
+    double orig_affine[4][4];   /* the file's affine (sform, else qform, else pixdim) */
+    int ras_axis[3];            /* RAS axis a is file voxel axis ras_axis[a] */
+    int ras_flip[3];            /* 1 when that file axis runs against RAS (it is reversed) */
+    int resampled_dim[3];       /* RAS grid at the target spacing, before the body crop */
+    int crop_lo[3], crop_hi[3]; /* body box in the resampled grid, hi exclusive */
+    int dim[3];                 /* packed grid = crop_hi - crop_lo */
+    float spacing[3];           /* packed grid spacing, mm */
+    double affine[4][4];        /* packed grid voxel -> world */
+} PackGeometry;
+
+/* Which file axis points along each world axis, and whether it is reversed (nibabel's
+ * io_orientation: the largest |affine| entries, each axis used once). */
+void geometry_ras_orientation(const double affine[4][4], int ras_axis[3], int ras_flip[3]);
+
+/* Permutes/flips in (dim, affine) into RAS order: out_dim, out (caller allocates the same
+ * voxel count) and the affine of the new grid (world positions of voxels are unchanged). */
+void geometry_reorient(const float *in, const int dim[3], const double affine[4][4],
+                       const int ras_axis[3], const int ras_flip[3], float *out, int out_dim[3],
+                       double out_affine[4][4]);
+
+/* Voxel size along each voxel axis: the column norms of the affine. */
+void geometry_spacing(const double affine[4][4], float spacing[3]);
+
+/* Resampled grid size: output voxel i samples input coordinate i * out_sp / in_sp, and only
+ * points inside the input's sampled extent are kept: floor((n - 1) * in_sp / out_sp) + 1. */
+void geometry_resampled_dim(const int dim[3], const float in_sp[3], const float out_sp[3],
+                            int out_dim[3]);
+
+/* Samples in at coordinates i * step[a] (see above): trilinear, or nearest neighbour (ties
+ * round up) for labels. out has out_dim voxels. */
+void geometry_resample(const float *in, const int dim[3], const double step[3], const int out_dim[3],
+                       int nearest, float *out);
+
+/* Bounding box of the body: voxels above threshold_hu, keeping each slice along an axis that
+ * holds at least min_fraction of the largest such count (drops specks of noise), grown by
+ * margin voxels, and always containing every labelled voxel (label may be NULL). Returns 0 and
+ * the full grid when no voxel passes. */
+int geometry_body_box(const float *image, const uint8_t *label, const int dim[3],
+                      float threshold_hu, float min_fraction, int margin, int lo[3], int hi[3]);
+
+/* Copies the box [lo, hi) of in (dim) to out. */
+void geometry_crop(const float *in, const int dim[3], const int lo[3], const int hi[3], float *out);
+
+/* Runs the whole pack chain on one case: reorient, resample image (trilinear) and label
+ * (nearest; may be NULL) to target_spacing, crop to the body box. Returns the packed image and
+ * label (caller frees; *label_out NULL when label is NULL) and fills g. */
+void geometry_pack_case(const float *image, const float *label, const int dim[3],
+                        const double affine[4][4], const float target_spacing[3], PackGeometry *g,
+                        float **image_out, uint8_t **label_out);
+
+/* Maps a label volume on the packed grid back onto a case's original grid by nearest
+ * neighbour through the two affines; original voxels outside the packed box get 0 (the body
+ * crop only removes air). out has orig_dim voxels. */
+void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
+                                const double packed_affine[4][4], const int orig_dim[3],
+                                const double orig_affine[4][4], uint8_t *out);
+
+/* 4x4 affine helpers. */
+void affine_multiply(const double a[4][4], const double b[4][4], double out[4][4]);
+/* Returns -1 when singular. */
+int affine_invert(const double a[4][4], double out[4][4]);
+
+#endif

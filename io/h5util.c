@@ -1,0 +1,180 @@
+#include "h5util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+
+hid_t h5_create_tmp(const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    hid_t f;
+    H5E_BEGIN_TRY { f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT); } H5E_END_TRY;
+    if (f < 0)
+        alice_die("cannot create %s: check that the directory exists and is writable", tmp);
+    return f;
+}
+
+void h5_commit(hid_t file, const char *path)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
+    CHECK_H5(H5Fclose(file));
+    if (rename(tmp, path) != 0)
+        alice_die("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+}
+
+hid_t h5_open_read(const char *path, const char *what)
+{
+    hid_t f;
+    H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); } H5E_END_TRY;
+    if (f < 0)
+        alice_die("cannot open %s %s: missing or not an HDF5 file (check the path)", what, path);
+    return f;
+}
+
+static hid_t link_props(void)
+{
+    hid_t lcpl = CHECK_H5(H5Pcreate(H5P_LINK_CREATE));
+    CHECK_H5(H5Pset_create_intermediate_group(lcpl, 1));
+    return lcpl;
+}
+
+static void write_any(hid_t loc, const char *name, int ndim, const int *dims, hid_t type, const void *data)
+{
+    hsize_t hd[8];
+    ALICE_ASSERT(ndim >= 0 && ndim <= 8, "rank %d", ndim);
+    for (int i = 0; i < ndim; i++) hd[i] = (hsize_t)dims[i];
+    hid_t space = CHECK_H5(ndim ? H5Screate_simple(ndim, hd, NULL) : H5Screate(H5S_SCALAR));
+    hid_t lcpl = link_props();
+    hid_t ds = CHECK_H5(H5Dcreate2(loc, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT));
+    CHECK_H5(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+    CHECK_H5(H5Dclose(ds));
+    CHECK_H5(H5Pclose(lcpl));
+    CHECK_H5(H5Sclose(space));
+}
+
+void h5_write_floats(hid_t loc, const char *name, int ndim, const int *dims, const float *data)
+{
+    write_any(loc, name, ndim, dims, H5T_NATIVE_FLOAT, data);
+}
+void h5_write_ints(hid_t loc, const char *name, int ndim, const int *dims, const int *data)
+{
+    write_any(loc, name, ndim, dims, H5T_NATIVE_INT, data);
+}
+void h5_write_doubles(hid_t loc, const char *name, int ndim, const int *dims, const double *data)
+{
+    write_any(loc, name, ndim, dims, H5T_NATIVE_DOUBLE, data);
+}
+
+int h5_exists(hid_t loc, const char *name)
+{
+    char buf[1024];
+    snprintf(buf, sizeof buf, "%s", name);
+    for (char *p = buf; (p = strchr(p + 1, '/'));) {
+        *p = '\0';
+        htri_t e = H5Lexists(loc, buf, H5P_DEFAULT);
+        *p = '/';
+        if (e <= 0) return 0;
+    }
+    return H5Lexists(loc, buf, H5P_DEFAULT) > 0;
+}
+
+int h5_shape(hid_t loc, const char *name, int maxdims, long long *dims)
+{
+    hid_t ds = CHECK_H5(H5Dopen2(loc, name, H5P_DEFAULT));
+    hid_t space = CHECK_H5(H5Dget_space(ds));
+    int nd = CHECK_H5(H5Sget_simple_extent_ndims(space));
+    hsize_t hd[16];
+    ALICE_ASSERT(nd <= 16 && nd <= maxdims, "dataset %s has rank %d", name, nd);
+    CHECK_H5(H5Sget_simple_extent_dims(space, hd, NULL));
+    for (int i = 0; i < nd; i++) dims[i] = (long long)hd[i];
+    CHECK_H5(H5Sclose(space));
+    CHECK_H5(H5Dclose(ds));
+    return nd;
+}
+
+static void read_any(hid_t loc, const char *name, hid_t type, void *data, size_t count)
+{
+    hid_t ds = CHECK_H5(H5Dopen2(loc, name, H5P_DEFAULT));
+    hid_t space = CHECK_H5(H5Dget_space(ds));
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    ALICE_ASSERT(n == (hssize_t)count, "dataset %s holds %lld values, expected %zu", name, (long long)n, count);
+    CHECK_H5(H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+    CHECK_H5(H5Sclose(space));
+    CHECK_H5(H5Dclose(ds));
+}
+
+void h5_read_floats(hid_t loc, const char *name, float *data, size_t count)
+{
+    read_any(loc, name, H5T_NATIVE_FLOAT, data, count);
+}
+void h5_read_ints(hid_t loc, const char *name, int *data, size_t count)
+{
+    read_any(loc, name, H5T_NATIVE_INT, data, count);
+}
+
+void h5_attr_string(hid_t loc, const char *name, const char *value)
+{
+    hid_t type = CHECK_H5(H5Tcopy(H5T_C_S1));
+    CHECK_H5(H5Tset_size(type, strlen(value) + 1));
+    CHECK_H5(H5Tset_strpad(type, H5T_STR_NULLTERM));
+    hid_t space = CHECK_H5(H5Screate(H5S_SCALAR));
+    hid_t attr = CHECK_H5(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT));
+    CHECK_H5(H5Awrite(attr, type, value));
+    CHECK_H5(H5Aclose(attr));
+    CHECK_H5(H5Sclose(space));
+    CHECK_H5(H5Tclose(type));
+}
+
+static void attr_scalar(hid_t loc, const char *name, hid_t type, const void *value)
+{
+    hid_t space = CHECK_H5(H5Screate(H5S_SCALAR));
+    hid_t attr = CHECK_H5(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT));
+    CHECK_H5(H5Awrite(attr, type, value));
+    CHECK_H5(H5Aclose(attr));
+    CHECK_H5(H5Sclose(space));
+}
+
+void h5_attr_long(hid_t loc, const char *name, long value) { attr_scalar(loc, name, H5T_NATIVE_LONG, &value); }
+void h5_attr_double(hid_t loc, const char *name, double value) { attr_scalar(loc, name, H5T_NATIVE_DOUBLE, &value); }
+
+char *h5_attr_read_string(hid_t loc, const char *name)
+{
+    if (H5Aexists(loc, name) <= 0) return NULL;
+    hid_t attr = CHECK_H5(H5Aopen(loc, name, H5P_DEFAULT));
+    hid_t type = CHECK_H5(H5Aget_type(attr));
+    char *out;
+    if (H5Tis_variable_str(type) > 0) {
+        char *v = NULL;
+        hid_t mem = CHECK_H5(H5Tcopy(H5T_C_S1));
+        CHECK_H5(H5Tset_size(mem, H5T_VARIABLE));
+        CHECK_H5(H5Aread(attr, mem, &v));
+        out = strdup(v ? v : "");
+        H5free_memory(v);
+        CHECK_H5(H5Tclose(mem));
+    } else {
+        size_t n = H5Tget_size(type);
+        out = xcalloc(n + 1, 1);
+        hid_t mem = CHECK_H5(H5Tcopy(H5T_C_S1));
+        CHECK_H5(H5Tset_size(mem, n + 1));
+        CHECK_H5(H5Aread(attr, mem, out));
+        CHECK_H5(H5Tclose(mem));
+    }
+    CHECK_H5(H5Tclose(type));
+    CHECK_H5(H5Aclose(attr));
+    return out;
+}
+
+int h5_attr_read_long(hid_t loc, const char *name, long *value)
+{
+    if (H5Aexists(loc, name) <= 0) return 0;
+    hid_t attr = CHECK_H5(H5Aopen(loc, name, H5P_DEFAULT));
+    CHECK_H5(H5Aread(attr, H5T_NATIVE_LONG, value));
+    CHECK_H5(H5Aclose(attr));
+    return 1;
+}

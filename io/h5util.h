@@ -1,0 +1,36 @@
+/* Small HDF5 helpers shared by checkpoints, results and dumps: named float datasets with a
+ * shape, string and integer attributes, and atomic file replacement. Every call is checked
+ * (CHECK_H5) and reports file and line. Files are opened serially (default property lists). */
+#ifndef ALICE_H5UTIL_H
+#define ALICE_H5UTIL_H
+
+#include <hdf5.h>
+#include <stddef.h>
+
+/* Creates `path`.tmp for writing; h5_commit closes it and renames it over `path`, so a reader
+ * never sees a half-written file and a crash leaves the old file intact. */
+hid_t h5_create_tmp(const char *path);
+void h5_commit(hid_t file, const char *path);
+/* Opens an existing file read-only; a clear error (naming the file and the fix) otherwise. */
+hid_t h5_open_read(const char *path, const char *what);
+
+/* Dataset at `name` (intermediate groups created). */
+void h5_write_floats(hid_t loc, const char *name, int ndim, const int *dims, const float *data);
+void h5_write_ints(hid_t loc, const char *name, int ndim, const int *dims, const int *data);
+void h5_write_doubles(hid_t loc, const char *name, int ndim, const int *dims, const double *data);
+/* 1 when the link exists (intermediate groups are checked one by one). */
+int h5_exists(hid_t loc, const char *name);
+/* Shape of a dataset; returns its rank (at most maxdims). */
+int h5_shape(hid_t loc, const char *name, int maxdims, long long *dims);
+void h5_read_floats(hid_t loc, const char *name, float *data, size_t count);
+void h5_read_ints(hid_t loc, const char *name, int *data, size_t count);
+
+void h5_attr_string(hid_t loc, const char *name, const char *value);
+void h5_attr_long(hid_t loc, const char *name, long value);
+void h5_attr_double(hid_t loc, const char *name, double value);
+/* Reads a string attribute into a malloc'd buffer (NULL when absent). */
+char *h5_attr_read_string(hid_t loc, const char *name);
+/* Reads an integer attribute; returns 0 when absent (value untouched). */
+int h5_attr_read_long(hid_t loc, const char *name, long *value);
+
+#endif

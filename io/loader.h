@@ -1,0 +1,150 @@
+/* The prefetching crop loader: turns cases (from dataset.h5 or from memory) into batches of
+ * windowed, cropped, augmented float crops for pre-training and fine-tuning.
+ *
+ * Reproducibility contract. Sample j of rank r at step s has the global index
+ *     g = s * global_batch + r * batch + j,   global_batch = batch * size,
+ * and every random decision for it (which case, which key volume, where to crop, which
+ * augmentation, the noise) is a Philox stream keyed by (seed, s, g, purpose). So the samples
+ * of a step are the same bytes whatever the rank count, thread count or timing: 1 rank with
+ * batch 2 sees exactly the samples that 2 ranks with batch 1 see, in the same order. The
+ * loader's only position is the step number, so resuming a run needs nothing else.
+ *
+ * Sharding. Each rank reads only the cases its own samples name (cases are drawn from an
+ * epoch permutation, sample g taking perm_e[g mod n] with e = g / n), so over an epoch a rank
+ * reads about 1/size of the cases; a pre-training key volume may be any case.
+ *
+ * Memory. A case read once stays in memory (int16 HU + uint8 label, plus its foreground
+ * index and matcher summary) until the cache exceeds its limit; then the least recently used
+ * unreferenced cases go. Batches are prepared by `prefetch` threads into a ring of
+ * prefetch + 1 batch buffers allocated through a host allocator the caller may replace (e.g.
+ * by cudaHostAlloc for pinned memory). Training asks for step s; the threads are already
+ * working on s + 1 ... s + prefetch. Asking for any other step than the next one (a resume,
+ * a jump) is fine: the ring restarts there.
+ *
+ * Threads never call MPI or HDF5 concurrently: source reads are serialised by a lock.
+ * Crops are float [B, 1, X, Y, Z], Z fastest, intensities windowed to [0, 1] (then
+ * augmented), zero where a crop leaves its volume; labels int32 [B, 1, X, Y, Z]. */
+#ifndef ALICE_LOADER_H
+#define ALICE_LOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "data/augment.h"
+#include "data/crop.h"
+#include "data/matcher.h"
+#include "volume.h"
+
+/* Where cases come from. read_case fills *out with buffers the loader then owns (malloc). */
+typedef struct {
+    void *ctx;
+    int num_cases;
+    const char *(*case_name)(void *ctx, int i);
+    int (*case_fold)(void *ctx, int i);     /* fold assigned at pack time */
+    int (*case_has_label)(void *ctx, int i);
+    void (*read_case)(void *ctx, int i, Volume *out);
+    void (*close)(void *ctx);
+} LoaderSource;
+
+/* Cases held by the caller (copied on read; the array must outlive the loader). folds may be
+ * NULL (all fold 0). */
+LoaderSource loader_source_memory(const Volume *volumes, int count, const int *folds);
+
+typedef enum { LOADER_PRETRAIN, LOADER_FINETUNE } LoaderMode;
+
+typedef struct {
+    LoaderMode mode;
+    uint64_t seed;
+    int rank, size;            /* this rank and the rank count (not read from MPI) */
+    int batch;                 /* samples per rank per step */
+    int crop[3];
+    HuWindow window;
+    int prefetch;              /* threads; 0 = prepare each batch in the caller */
+    long cache_bytes;          /* volume cache limit; 0 = none, < 0 = unlimited */
+    /* pre-training */
+    int inter_volume;          /* key from another case (1) or the query's own (0) */
+    float key_jitter;          /* key centre moved by U(-j, j) * crop per axis after matching */
+    const Matcher *matcher;
+    AugmentParams aug_masked;  /* the masked views' augmentation (default none) */
+    AugmentParams aug_intact;  /* the intact views' strong augmentation */
+    /* fine-tuning */
+    int validation_fold;       /* cases of this fold are held out (-1 = none) */
+    float pos_fraction;        /* pos / (pos + neg) of RandCropByPosNegLabeld */
+    AugmentParams aug_finetune;
+    /* batch buffers: e.g. cudaHostAlloc/cudaFreeHost for pinned memory; NULL = malloc/free */
+    void *(*host_alloc)(size_t bytes);
+    void (*host_free)(void *ptr);
+} LoaderOptions;
+
+/* Options from the configuration: seed, batch, crop, window_lo/hi, prefetch, cache_mb,
+ * inter_volume, matcher, fold, pos_fraction. The window comes from the config as it stands:
+ * the fine-tuning command should default window_lo/hi to WINDOW_FINETUNE_LO/HI
+ * ([-175, 250], MONAI's UNETR recipe) before applying the job file. */
+LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int rank, int size);
+
+/* One pre-training batch: Alice's crops Q (from the query volume) and K (the same anatomy in
+ * the key volume, found by the matcher). query/key are the inputs of the masked views (the
+ * model draws the masks); query_intact/key_intact are the strongly augmented copies for the
+ * target encoder, whose geometric transform is in query_aug/key_aug (flips then quarter
+ * turns, see data/augment.h). Centres are voxel indices in each case. */
+typedef struct {
+    int batch;
+    int crop[3];
+    float *query, *key;                    /* [B, 1, X, Y, Z] */
+    float *query_intact, *key_intact;      /* [B, 1, X, Y, Z] */
+    int *query_case, *key_case;            /* [B] */
+    int (*query_center)[3], (*key_center)[3];
+    AugmentDraw *query_aug, *key_aug;      /* [B] */
+} PretrainBatch;
+
+typedef struct {
+    int batch;
+    int crop[3];
+    float *image;                          /* [B, 1, X, Y, Z] */
+    int32_t *label;                        /* [B, 1, X, Y, Z] */
+    int *case_index;                       /* [B] */
+    int *positive;                         /* [B] 1 when centred on foreground */
+} FinetuneBatch;
+
+/* A whole case, windowed (for validation and sliding-window inference). */
+typedef struct {
+    int dim[3];
+    float spacing[3];
+    double affine[4][4];
+    float *image;                          /* [X, Y, Z] windowed */
+    int32_t *label;                        /* [X, Y, Z], NULL without a label */
+} WindowedCase;
+
+typedef struct Loader Loader;
+
+/* Takes ownership of source. Dies with a clear message when no case qualifies (no cases;
+ * fine-tuning without labelled training cases). Starts the prefetch threads. */
+Loader *loader_create(const LoaderOptions *opt, LoaderSource source);
+void loader_destroy(Loader *L);
+
+/* The batch of `step`. Its buffers belong to the loader and stay valid until the next call
+ * on this loader (or loader_destroy). The mode must match the loader's. */
+void loader_next_pretrain_batch(Loader *L, long step, PretrainBatch *out);
+void loader_next_finetune_batch(Loader *L, long step, FinetuneBatch *out);
+
+/* Whole case i (all cases are addressable, training or not). Free with windowed_case_free. */
+void loader_read_full_case(Loader *L, int case_index, WindowedCase *out);
+void windowed_case_free(WindowedCase *c);
+
+int loader_num_cases(const Loader *L);
+const char *loader_case_name(const Loader *L, int case_index);
+/* Cases samples are drawn from (all for pre-training; labelled, not held out, for
+ * fine-tuning), and the held-out labelled cases of the validation fold. */
+int loader_training_cases(const Loader *L, const int **cases);
+int loader_validation_cases(const Loader *L, const int **cases);
+
+/* Cache statistics (for tests and the log). */
+typedef struct {
+    long reads;           /* source reads so far */
+    long hits;            /* acquisitions served from memory */
+    size_t bytes;         /* held now */
+} LoaderCacheStats;
+LoaderCacheStats loader_cache_stats(Loader *L);
+
+#endif

@@ -1,0 +1,246 @@
+#include "nifti_io.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nifti2_io.h>
+#include <znzlib.h>
+
+#include "core/check.h"
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return -1;
+}
+
+/* niftilib prints its own diagnostics; ours name the file and the fix, so keep it quiet. */
+static void quiet_niftilib(void) { nifti_set_debug_level(0); }
+
+static int supported_datatype(int dt)
+{
+    switch (dt) {
+    case NIFTI_TYPE_UINT8: case NIFTI_TYPE_INT8: case NIFTI_TYPE_INT16: case NIFTI_TYPE_UINT16:
+    case NIFTI_TYPE_INT32: case NIFTI_TYPE_UINT32: case NIFTI_TYPE_INT64: case NIFTI_TYPE_UINT64:
+    case NIFTI_TYPE_FLOAT32: case NIFTI_TYPE_FLOAT64:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* sform when set, else qform, else pixdim alone (the NIfTI standard's method 3, 2, 1). */
+static void header_affine(const nifti_image *nim, double affine[4][4])
+{
+    if (nim->sform_code > 0) {
+        memcpy(affine, nim->sto_xyz.m, sizeof(double) * 16);
+    } else if (nim->qform_code > 0) {
+        memcpy(affine, nim->qto_xyz.m, sizeof(double) * 16);
+    } else {
+        memset(affine, 0, sizeof(double) * 16);
+        affine[0][0] = nim->dx > 0 ? nim->dx : 1.0;
+        affine[1][1] = nim->dy > 0 ? nim->dy : 1.0;
+        affine[2][2] = nim->dz > 0 ? nim->dz : 1.0;
+        affine[3][3] = 1.0;
+    }
+}
+
+/* Checks what both readers need; fills dim and affine. */
+static int check_header(const char *path, const nifti_image *nim, int dim[3], double affine[4][4],
+                        char *err, size_t errlen)
+{
+    if (!supported_datatype(nim->datatype))
+        return fail(err, errlen,
+                    "%s: unsupported NIfTI datatype %s (code %d); convert it to int16 or float32, "
+                    "e.g. with nibabel: nib.save(nib.Nifti1Image(img.get_fdata().astype('float32'), "
+                    "img.affine), path)",
+                    path, nifti_datatype_string(nim->datatype), nim->datatype);
+    for (int d = 4; d <= 7; d++)
+        if (nim->dim[0] >= d && nim->dim[d] > 1)
+            return fail(err, errlen,
+                        "%s: not a 3D volume (dim[%d] = %lld frames); store one 3D volume per file",
+                        path, d, (long long)nim->dim[d]);
+    const int64_t n[3] = {nim->nx, nim->ny, nim->nz};
+    for (int a = 0; a < 3; a++) {
+        if (n[a] < 1 || n[a] > 1 << 20)
+            return fail(err, errlen, "%s: bad dimension %d = %lld in the header; the file is corrupt",
+                        path, a, (long long)n[a]);
+        dim[a] = (int)n[a];
+    }
+    header_affine(nim, affine);
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            if (!isfinite(affine[r][c]))
+                return fail(err, errlen, "%s: the affine holds a non-finite value; fix the sform/qform",
+                            path);
+    return 0;
+}
+
+int nifti_read_header_info(const char *path, int dim[3], int *datatype, double affine[4][4],
+                           char *err, size_t errlen)
+{
+    quiet_niftilib();
+    if (access(path, R_OK) != 0)
+        return fail(err, errlen, "%s: cannot open: %s (check the path)", path, strerror(errno));
+    nifti_image *nim = nifti_image_read(path, 0);
+    if (!nim)
+        return fail(err, errlen, "%s: not a readable NIfTI header (corrupt or not NIfTI)", path);
+    int rc = check_header(path, nim, dim, affine, err, errlen);
+    if (datatype) *datatype = nim->datatype;
+    nifti_image_free(nim);
+    return rc;
+}
+
+/* Voxel value as double whatever the stored type. */
+static double voxel_value(const void *base, int dt, size_t i)
+{
+    switch (dt) {
+    case NIFTI_TYPE_UINT8: return ((const uint8_t *)base)[i];
+    case NIFTI_TYPE_INT8: return ((const int8_t *)base)[i];
+    case NIFTI_TYPE_INT16: return ((const int16_t *)base)[i];
+    case NIFTI_TYPE_UINT16: return ((const uint16_t *)base)[i];
+    case NIFTI_TYPE_INT32: return ((const int32_t *)base)[i];
+    case NIFTI_TYPE_UINT32: return ((const uint32_t *)base)[i];
+    case NIFTI_TYPE_INT64: return (double)((const int64_t *)base)[i];
+    case NIFTI_TYPE_UINT64: return (double)((const uint64_t *)base)[i];
+    case NIFTI_TYPE_FLOAT32: return ((const float *)base)[i];
+    case NIFTI_TYPE_FLOAT64: return ((const double *)base)[i];
+    default: ALICE_FATAL("datatype %d passed the header check", dt);
+    }
+}
+
+int nifti_read_volume(const char *path, float **data, int dim[3], double affine[4][4], char *err,
+                      size_t errlen)
+{
+    quiet_niftilib();
+    *data = NULL;
+    if (access(path, R_OK) != 0)
+        return fail(err, errlen, "%s: cannot open: %s (check the path)", path, strerror(errno));
+    nifti_image *nim = nifti_image_read(path, 0);
+    if (!nim)
+        return fail(err, errlen, "%s: not a readable NIfTI header (corrupt or not NIfTI)", path);
+    if (check_header(path, nim, dim, affine, err, errlen) != 0) {
+        nifti_image_free(nim);
+        return -1;
+    }
+    if (nifti_image_load(nim) != 0 || !nim->data) {
+        nifti_image_free(nim);
+        return fail(err, errlen,
+                    "%s: the voxel data cannot be read (truncated or corrupt file); re-export or "
+                    "re-download it", path);
+    }
+    /* NIfTI: a slope of 0 means "no scaling". */
+    const double slope = nim->scl_slope != 0.0 && isfinite(nim->scl_slope) ? nim->scl_slope : 1.0;
+    const double inter = nim->scl_slope != 0.0 && isfinite(nim->scl_inter) ? nim->scl_inter : 0.0;
+    const size_t nx = (size_t)dim[0], ny = (size_t)dim[1], nz = (size_t)dim[2];
+    float *out = xmalloc(nx * ny * nz * sizeof(float));
+    for (size_t z = 0; z < nz; z++)
+        for (size_t y = 0; y < ny; y++)
+            for (size_t x = 0; x < nx; x++) {
+                size_t src = x + nx * (y + ny * z);  /* file order: x fastest */
+                out[(x * ny + y) * nz + z] = (float)(voxel_value(nim->data, nim->datatype, src) * slope + inter);
+            }
+    nifti_image_free(nim);
+    *data = out;
+    return 0;
+}
+
+static size_t datatype_bytes(int datatype)
+{
+    switch (datatype) {
+    case NIFTI_TYPE_INT16: return 2;
+    case NIFTI_TYPE_UINT8: return 1;
+    case NIFTI_TYPE_FLOAT32: return 4;
+    default: ALICE_FATAL("nifti_write_volume: datatype %d is not one of int16, uint8, float32", datatype);
+    }
+}
+
+/* "dir/name.nii.gz" -> "dir/.name.tmp<pid>.nii.gz": same directory (rename stays atomic), same
+ * extension (niftilib picks compression from it). */
+static void temp_name(const char *path, char *out, size_t n)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dir_len = slash ? (size_t)(slash - path) + 1 : 0;
+    const char *base = path + dir_len;
+    const char *ext = strstr(base, ".nii");
+    size_t stem_len = ext ? (size_t)(ext - base) : strlen(base);
+    snprintf(out, n, "%.*s.%.*s.tmp%ld%s", (int)dir_len, path, (int)stem_len, base, (long)getpid(),
+             ext ? ext : ".nii");
+}
+
+void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
+                        const double affine[4][4])
+{
+    quiet_niftilib();
+    const size_t bytes = datatype_bytes(datatype);
+    const int64_t dims[8] = {3, dim[0], dim[1], dim[2], 1, 1, 1, 1};
+    nifti_image *nim = nifti_make_new_nim(dims, datatype, 0);
+    ALICE_ASSERT(nim, "nifti_make_new_nim failed for %s", path);
+    const size_t nx = (size_t)dim[0], ny = (size_t)dim[1], nz = (size_t)dim[2];
+    unsigned char *file_order = xmalloc(nx * ny * nz * bytes);
+    const unsigned char *src = data;
+    for (size_t x = 0; x < nx; x++)
+        for (size_t y = 0; y < ny; y++)
+            for (size_t z = 0; z < nz; z++)
+                memcpy(file_order + (x + nx * (y + ny * z)) * bytes, src + ((x * ny + y) * nz + z) * bytes, bytes);
+    nim->data = file_order;
+
+    nifti_dmat44 m;
+    memcpy(m.m, affine, sizeof m.m);
+    nim->sform_code = NIFTI_XFORM_SCANNER_ANAT;
+    nim->sto_xyz = m;
+    nim->sto_ijk = nifti_dmat44_inverse(m);
+    nim->qform_code = NIFTI_XFORM_SCANNER_ANAT;
+    nifti_dmat44_to_quatern(m, &nim->quatern_b, &nim->quatern_c, &nim->quatern_d, &nim->qoffset_x,
+                            &nim->qoffset_y, &nim->qoffset_z, &nim->dx, &nim->dy, &nim->dz, &nim->qfac);
+    nim->pixdim[1] = nim->dx;
+    nim->pixdim[2] = nim->dy;
+    nim->pixdim[3] = nim->dz;
+    nim->pixdim[0] = nim->qfac;
+    nim->qto_xyz = nifti_quatern_to_dmat44(nim->quatern_b, nim->quatern_c, nim->quatern_d,
+                                           nim->qoffset_x, nim->qoffset_y, nim->qoffset_z,
+                                           nim->dx, nim->dy, nim->dz, nim->qfac);
+    nim->qto_ijk = nifti_dmat44_inverse(nim->qto_xyz);
+    nim->xyz_units = NIFTI_UNITS_MM;
+    nim->scl_slope = 1.0;
+    nim->scl_inter = 0.0;
+    nim->nifti_type = NIFTI_FTYPE_NIFTI1_1;
+
+    char tmp[4096];
+    temp_name(path, tmp, sizeof tmp);
+    FILE *probe = fopen(tmp, "wb");
+    if (!probe)
+        alice_die("cannot write %s: %s (choose a writable output directory)", path, strerror(errno));
+    fclose(probe);
+    if (nifti_set_filenames(nim, tmp, 0, 1) != 0)
+        alice_die("cannot use %s as a NIfTI file name (it must end in .nii or .nii.gz)", path);
+    znzFile fp = nifti_image_write_hdr_img(nim, 3 /* header + data, leave open */, "wb");
+    int ok = !znz_isnull(fp);
+    if (ok) znzclose(fp);
+    struct stat st;
+    if (!ok || stat(tmp, &st) != 0 || st.st_size == 0) {
+        unlink(tmp);
+        alice_die("writing %s failed (disk full or directory not writable?)", path);
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        alice_die("cannot rename %s to %s: %s", tmp, path, strerror(e));
+    }
+    free(file_order);
+    nim->data = NULL;
+    nifti_image_free(nim);
+}

@@ -1,0 +1,34 @@
+/* NIfTI-1/-2 volumes (.nii, .nii.gz) through niftilib, in the project's memory order.
+ *
+ * On disk NIfTI stores x fastest (Fortran order); in memory every stage of alice uses C order
+ * [X][Y][Z] with Z fastest (what nibabel's array[x, y, z] holds), so reading and writing
+ * transpose. The affine maps voxel index (x, y, z, 1) to world mm in NIfTI's RAS+ convention. */
+#ifndef ALICE_NIFTI_IO_H
+#define ALICE_NIFTI_IO_H
+
+#include <stddef.h>
+
+/* Reads a 3D volume of any real datatype (u)int8/16/32/64, float32/64, applying
+ * scl_slope/scl_inter when a slope is set. The affine is the sform when sform_code > 0, else
+ * the qform when qform_code > 0, else diag(pixdim). A 4D file is accepted only with one frame.
+ * Returns 0, or -1 with a message naming the file, the problem and the fix in err (nothing is
+ * allocated then). On success *data holds dim[0]*dim[1]*dim[2] floats (caller frees). Voxels
+ * are returned as stored: NaN/inf are left for the caller to judge. */
+int nifti_read_volume(const char *path, float **data, int dim[3], double affine[4][4], char *err,
+                      size_t errlen);
+
+/* Reads only the header: dimensions, datatype code (NIFTI_TYPE_*) and affine. Same rules and
+ * return convention as nifti_read_volume. */
+int nifti_read_header_info(const char *path, int dim[3], int *datatype, double affine[4][4],
+                           char *err, size_t errlen);
+
+/* Writes data (C order [X][Y][Z]) as a NIfTI-1 file, gzip-compressed when the path ends in
+ * .gz. datatype is NIFTI_TYPE_INT16 (int16_t data), NIFTI_TYPE_UINT8 (uint8_t data) or
+ * NIFTI_TYPE_FLOAT32 (float data). The affine goes into both sform and qform (code 1, scanner
+ * anatomical; the qform is the closest rigid transform). Written under a temporary name in the
+ * same directory and renamed, so a reader never sees a half-written file. An unwritable path
+ * ends the job with a message naming the path and the fix. */
+void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
+                        const double affine[4][4]);
+
+#endif

@@ -1,0 +1,74 @@
+#include "results.h"
+
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "h5util.h"
+
+/* Fixed-length string dataset (h5py reads it as bytes; .astype(str) decodes). */
+static void write_strings(hid_t file, const char *name, int n, const char *const *s)
+{
+    size_t width = 1;
+    for (int i = 0; i < n; i++)
+        if (strlen(s[i]) + 1 > width) width = strlen(s[i]) + 1;
+    char *buf = xcalloc((size_t)(n > 0 ? n : 1), width);
+    for (int i = 0; i < n; i++) memcpy(buf + (size_t)i * width, s[i], strlen(s[i]));
+    hid_t type = CHECK_H5(H5Tcopy(H5T_C_S1));
+    CHECK_H5(H5Tset_size(type, width));
+    CHECK_H5(H5Tset_strpad(type, H5T_STR_NULLPAD));
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t space = CHECK_H5(H5Screate_simple(1, dims, NULL));
+    hid_t ds = CHECK_H5(H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    if (n > 0) CHECK_H5(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
+    CHECK_H5(H5Dclose(ds));
+    CHECK_H5(H5Sclose(space));
+    CHECK_H5(H5Tclose(type));
+    free(buf);
+}
+
+static void write_h5(const char *path, const EvalResults *r)
+{
+    hid_t f = h5_create_tmp(path);
+    h5_attr_string(f, "format", "alice-eval-results");
+    h5_attr_long(f, "format_version", 1);
+    h5_attr_string(f, "label_set", r->label_set);
+    h5_attr_string(f, "config", r->config_text);
+    h5_attr_string(f, "checkpoint", r->checkpoint);
+    h5_attr_string(f, "prediction_dir", r->prediction_dir);
+    h5_attr_string(f, "truth", r->truth);
+    write_strings(f, "case_names", r->num_cases, r->case_names);
+    write_strings(f, "organ_names", r->num_organs, r->organ_names);
+    const int shape[2] = {r->num_cases, r->num_organs};
+    h5_write_doubles(f, "dsc", 2, shape, r->dsc);
+    h5_write_doubles(f, "nsd", 2, shape, r->nsd);
+    h5_write_doubles(f, "tolerance_mm", 1, &r->num_organs, r->tolerance_mm);
+    h5_write_ints(f, "organ_ids", 1, &r->num_organs, r->organ_ids);
+    h5_commit(f, path);
+}
+
+static void write_csv(const char *path, const EvalResults *r)
+{
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) alice_die("%s: path too long", path);
+    FILE *out = fopen(tmp, "w");
+    if (!out) alice_die("%s: cannot create the results table; check that the directory exists and is writable", tmp);
+    fprintf(out, "case,organ,dsc,nsd\n");
+    for (int c = 0; c < r->num_cases; c++)
+        for (int o = 0; o < r->num_organs; o++)
+            fprintf(out, "%s,%s,%.9g,%.9g\n", r->case_names[c], r->organ_names[o],
+                    r->dsc[(size_t)c * r->num_organs + o], r->nsd[(size_t)c * r->num_organs + o]);
+    if (fclose(out) != 0) alice_die("%s: write failed (disk full?)", tmp);
+    if (rename(tmp, path) != 0) alice_die("%s: cannot rename %s into place", path, tmp);
+}
+
+void results_write(const char *stem, const EvalResults *r)
+{
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s.h5", stem) >= (int)sizeof path) alice_die("%s: path too long", stem);
+    write_h5(path, r);
+    snprintf(path, sizeof path, "%s.csv", stem);
+    write_csv(path, r);
+}

@@ -1,0 +1,24 @@
+/* results.h5 and results.csv of `alice eval` (layout: docs/FORMAT.md, "Evaluation results").
+ * Both are written under a temporary name and renamed. */
+#ifndef ALICE_RESULTS_H
+#define ALICE_RESULTS_H
+
+typedef struct {
+    int num_cases, num_organs;
+    const char *const *case_names;     /* [num_cases] */
+    const char *const *organ_names;    /* [num_organs] */
+    const int *organ_ids;              /* [num_organs] label values */
+    const double *tolerance_mm;        /* [num_organs] */
+    const double *dsc;                 /* [num_cases * num_organs], row = case */
+    const double *nsd;
+    const char *label_set;
+    const char *config_text;           /* resolved configuration */
+    const char *checkpoint;            /* "" when not given */
+    const char *prediction_dir;
+    const char *truth;                 /* dataset.h5 or label directory */
+} EvalResults;
+
+/* Writes <stem>.h5 and <stem>.csv (case,organ,dsc,nsd). */
+void results_write(const char *stem, const EvalResults *r);
+
+#endif

@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Submits the whole Alice workflow as one Slurm dependency chain and prints the job ids:
+#
+#   pack -> pretrain -> finetune (array over folds) -> infer (array, fold k after fold k)
+#        -> eval
+#
+#   slurm/chain.sh --run-dir runs/exp1 --input /data/flare22 \
+#       --pretrain-config jobs/pretrain_vitb_paper.cfg --finetune-config jobs/finetune_btcv.cfg
+#
+# Options (each also settable by the environment variable in brackets):
+#   --run-dir DIR            everything this chain writes goes under DIR (required) [ALICE_RUN_DIR]
+#   --input PATH             NIfTI folder to pack, or phantoms:N for N synthetic phantoms
+#                            [ALICE_INPUT]
+#   --dataset FILE           use this packed data set and skip the pack job [ALICE_DATASET]
+#   --pretrain-config FILE   [ALICE_PRETRAIN_CONFIG, default jobs/pretrain_vitb_paper.cfg]
+#   --finetune-config FILE   also used by infer and eval unless given
+#                            [ALICE_FINETUNE_CONFIG, default jobs/finetune_btcv.cfg]
+#   --infer-config FILE, --eval-config FILE   [ALICE_INFER_CONFIG, ALICE_EVAL_CONFIG]
+#   --folds N                fine-tuning folds = array size [ALICE_FOLDS, default 5]
+#   --nodes N, --gpus-per-node N   layout of the pre-training job (one task per GPU)
+#                            [ALICE_NODES, default 1; ALICE_GPUS_PER_NODE, default 8]
+#   --cpus-per-task N        [ALICE_CPUS_PER_TASK, default: the scripts' own]
+#   --partition P, --account A, --time-pretrain T   passed to sbatch
+#   --pretrain-args "k=v ...", --finetune-args, --infer-args, --eval-args, --pack-args
+#                            extra alice key=value for one stage
+#   --dry-run                print the sbatch commands without submitting
+# Environment:
+#   ALICE_GPUS=0             no GPU options (CPU-only partitions, the local test cluster):
+#                            jobs get --gpus-per-task=0; --gpus-per-node then means tasks.
+#   ALICE_SBATCH_OPTS        extra sbatch options for every job (e.g. "--qos=high")
+#   ALICE_LAUNCHER, ALICE_BIN, ... see slurm/common.sh; they reach the jobs unchanged.
+#
+# Layout under the run directory:
+#   data/dataset.h5 (and data/phantoms/), pretrain/ (ckpt_<step>.h5, metrics.csv),
+#   finetune/fold<k>/, predictions/fold<k>/, eval/results.{h5,csv}, logs/<job>-<id>.out,
+#   jobs.txt (stage and job id, one per line).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ALICE_HOME=${ALICE_HOME:-$(dirname "$here")}
+export ALICE_HOME
+
+run_dir=${ALICE_RUN_DIR:-}
+input=${ALICE_INPUT:-}
+dataset=${ALICE_DATASET:-}
+pretrain_cfg=${ALICE_PRETRAIN_CONFIG:-jobs/pretrain_vitb_paper.cfg}
+finetune_cfg=${ALICE_FINETUNE_CONFIG:-jobs/finetune_btcv.cfg}
+infer_cfg=${ALICE_INFER_CONFIG:-}
+eval_cfg=${ALICE_EVAL_CONFIG:-}
+folds=${ALICE_FOLDS:-5}
+nodes=${ALICE_NODES:-1}
+gpus_per_node=${ALICE_GPUS_PER_NODE:-8}
+cpus_per_task=${ALICE_CPUS_PER_TASK:-}
+partition="" account="" time_pretrain=""
+pack_args="" pretrain_args="" finetune_args="" infer_args="" eval_args=""
+dry_run=0
+
+usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+fail() { echo "chain.sh: error: $*" >&2; exit 2; }
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --run-dir) run_dir=$2; shift ;;
+    --input) input=$2; shift ;;
+    --dataset) dataset=$2; shift ;;
+    --pretrain-config) pretrain_cfg=$2; shift ;;
+    --finetune-config) finetune_cfg=$2; shift ;;
+    --infer-config) infer_cfg=$2; shift ;;
+    --eval-config) eval_cfg=$2; shift ;;
+    --folds) folds=$2; shift ;;
+    --nodes) nodes=$2; shift ;;
+    --gpus-per-node) gpus_per_node=$2; shift ;;
+    --cpus-per-task) cpus_per_task=$2; shift ;;
+    --partition) partition=$2; shift ;;
+    --account) account=$2; shift ;;
+    --time-pretrain) time_pretrain=$2; shift ;;
+    --pack-args) pack_args=$2; shift ;;
+    --pretrain-args) pretrain_args=$2; shift ;;
+    --finetune-args) finetune_args=$2; shift ;;
+    --infer-args) infer_args=$2; shift ;;
+    --eval-args) eval_args=$2; shift ;;
+    --dry-run) dry_run=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) fail "unknown option '$1' (see --help)" ;;
+  esac
+  shift
+done
+
+[ -n "$run_dir" ] || fail "--run-dir is required (every output of the chain goes under it)"
+[ -n "$input$dataset" ] || fail "give --input (NIfTI folder or phantoms:N) or --dataset (a packed dataset.h5)"
+[ -z "$input" ] || [ -z "$dataset" ] || fail "--input and --dataset exclude each other"
+infer_cfg=${infer_cfg:-$finetune_cfg}
+eval_cfg=${eval_cfg:-$finetune_cfg}
+for f in "$pretrain_cfg" "$finetune_cfg" "$infer_cfg" "$eval_cfg"; do
+  [ -r "$f" ] || fail "job config '$f' not found"
+done
+[[ $folds =~ ^[1-9][0-9]*$ ]] || fail "--folds '$folds' is not a positive integer"
+[[ $nodes =~ ^[1-9][0-9]*$ ]] || fail "--nodes '$nodes' is not a positive integer"
+[[ $gpus_per_node =~ ^[1-9][0-9]*$ ]] || fail "--gpus-per-node '$gpus_per_node' is not a positive integer"
+command -v sbatch >/dev/null || fail "sbatch not found: run this on a Slurm login node"
+
+mkdir -p "$run_dir/logs" "$run_dir/data"
+run_dir=$(cd "$run_dir" && pwd)
+dataset=${dataset:-$run_dir/data/dataset.h5}
+
+common=(--parsable --kill-on-invalid-dep=yes)
+[ -n "$partition" ] && common+=(--partition="$partition")
+[ -n "$account" ] && common+=(--account="$account")
+[ -n "${ALICE_SBATCH_OPTS:-}" ] && read -r -a extra <<<"$ALICE_SBATCH_OPTS" && common+=("${extra[@]}")
+cpus=(); [ -n "$cpus_per_task" ] && cpus=(--cpus-per-task="$cpus_per_task")
+gpu=(); [ "${ALICE_GPUS:-1}" = 0 ] && gpu=(--gpus-per-task=0)
+
+# submit NAME DEPENDENCY SBATCH-OPTIONS... -- SCRIPT ARGS...: prints the job id.
+# Logs: <run_dir>/logs/<job name>-<job id>.out (arrays: -<array id>_<task>.out).
+log=(--output="$run_dir/logs/%x-%j.out")
+submit() {
+  local stage=$1 dep=$2; shift 2
+  local opts=("${common[@]}")
+  [ -n "$dep" ] && opts+=(--dependency="$dep")
+  while [ "$1" != -- ]; do opts+=("$1"); shift; done
+  shift
+  if [ "$dry_run" = 1 ]; then
+    echo "sbatch ${opts[*]} $*" >&2
+    echo "DRY-$stage"
+  else
+    sbatch "${opts[@]}" "$@" | cut -d';' -f1
+  fi
+}
+
+last_fold=$((folds - 1))
+jobs_file=$run_dir/jobs.txt
+: >"$jobs_file"
+record() { echo "$1 $2" | tee -a "$jobs_file"; }
+
+# Word-split the per-stage extra arguments on purpose ("k=v k2=v2").
+# shellcheck disable=SC2086
+{
+  dep=""
+  if [ -n "$input" ]; then
+    pack_id=$(submit pack "" "${log[@]}" "${cpus[@]}" -- "$here/pack.sbatch" "$input" "$dataset" num_folds="$folds" $pack_args)
+    record pack "$pack_id"
+    dep=afterok:$pack_id
+  fi
+  pretrain_opts=("${log[@]}" --nodes="$nodes" --ntasks-per-node="$gpus_per_node" "${gpu[@]}" "${cpus[@]}")
+  [ -n "$time_pretrain" ] && pretrain_opts+=(--time="$time_pretrain")
+  pretrain_id=$(submit pretrain "$dep" "${pretrain_opts[@]}" -- \
+    "$here/pretrain.sbatch" "$pretrain_cfg" "$run_dir/pretrain" data="$dataset" $pretrain_args)
+  record pretrain "$pretrain_id"
+
+  array=(--array=0-"$last_fold" --output="$run_dir/logs/%x-%A_%a.out")
+  finetune_id=$(submit finetune "afterok:$pretrain_id" "${array[@]}" "${gpu[@]}" "${cpus[@]}" \
+    --export=ALL,ALICE_PRETRAIN_DIR="$run_dir/pretrain" -- \
+    "$here/finetune.sbatch" "$finetune_cfg" "$run_dir/finetune" data="$dataset" num_folds="$folds" $finetune_args)
+  record finetune "$finetune_id"
+
+  # aftercorr: infer fold k starts when fine-tuning fold k has succeeded.
+  infer_id=$(submit infer "aftercorr:$finetune_id" "${array[@]}" "${gpu[@]}" "${cpus[@]}" -- \
+    "$here/infer.sbatch" "$infer_cfg" "$run_dir/finetune" "$run_dir/predictions" data="$dataset" \
+    num_folds="$folds" $infer_args)
+  record infer "$infer_id"
+
+  eval_id=$(submit eval "afterok:$infer_id" "${log[@]}" "${cpus[@]}" -- \
+    "$here/eval.sbatch" "$eval_cfg" "$run_dir/predictions" "$run_dir/eval" data="$dataset" $eval_args)
+  record eval "$eval_id"
+}
+echo "chain submitted; job ids in $jobs_file, logs in $run_dir/logs/ (squeue -u $(id -un) to follow)" >&2

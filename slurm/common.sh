@@ -1,0 +1,125 @@
+# Shared by every slurm/*.sbatch script (sourced, not run). One place for: finding the alice
+# binary, launching one MPI task per GPU (srun --mpi=pmix, or mpirun), forwarding the
+# preemption signal to the ranks, and requeueing a run that stopped with ALICE_EXIT_REQUEUE.
+#
+# Environment (all optional; chain.sh sets the first two):
+#   ALICE_HOME       repository root holding bin/alice and slurm/   (default: the submit dir)
+#   ALICE_BIN        the alice binary                                (default: $ALICE_HOME/bin/alice)
+#   ALICE_LAUNCHER   srun (default) | mpirun. mpirun is the fallback for sites whose Slurm has
+#                    no PMIx plugin (`srun --mpi=list` lacks pmix) or whose MPI was built
+#                    without Slurm/PMIx support: Open MPI's mpirun reads the allocation itself.
+#   ALICE_SRUN_MPI   the --mpi plugin for srun (default pmix; `srun --mpi=list` shows yours)
+#   ALICE_CPU_BIND   srun --cpu-bind value (default cores; `none` where binding is unwanted)
+#   ALICE_REQUEUE    1 (default): requeue the job when alice exits with status 3; 0: just exit 3
+#
+# Exit status of alice that the scripts act on (src/core/preempt.h):
+#   0 done; 3 = ALICE_EXIT_REQUEUE: stopped on SIGUSR1/SIGTERM after writing a checkpoint;
+#   anything else: an error, reported and passed on so `afterok` dependents do not start.
+
+ALICE_EXIT_REQUEUE=3
+
+ALICE_HOME=${ALICE_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
+ALICE_BIN=${ALICE_BIN:-$ALICE_HOME/bin/alice}
+ALICE_LAUNCHER=${ALICE_LAUNCHER:-srun}
+export ALICE_HOME ALICE_BIN
+
+alice_log() { echo "[$(date '+%F %T')] ${SLURM_JOB_NAME:-alice}: $*"; }
+
+alice_fail() { echo "[$(date '+%F %T')] ${SLURM_JOB_NAME:-alice}: error: $*" >&2; exit 2; }
+
+# Prints what this job is and checks the binary; every script calls it first.
+alice_job_header() {
+  [ -x "$ALICE_BIN" ] || alice_fail "alice binary '$ALICE_BIN' not found or not executable; build it" \
+    "(make) or point ALICE_BIN/ALICE_HOME at it"
+  alice_log "job ${SLURM_JOB_ID:-none}${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}" \
+    "on ${SLURM_JOB_NODELIST:-$(hostname -s)}: ${SLURM_NTASKS:-1} tasks," \
+    "${SLURM_CPUS_PER_TASK:-1} cpus/task, launcher $ALICE_LAUNCHER," \
+    "restart ${SLURM_RESTART_COUNT:-0}"
+  # OpenMP threads per rank = the cores Slurm gave each task; alice also gets threads=.
+  export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-${OMP_NUM_THREADS:-1}}
+  export OMP_PROC_BIND=${OMP_PROC_BIND:-close} OMP_PLACES=${OMP_PLACES:-cores}
+  # Open MPI refuses to start as root unless told; harmless for ordinary users.
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+}
+
+# The launcher prefix: one MPI task per GPU (per Slurm task), bound to its cores.
+alice_launcher_cmd() {
+  case $ALICE_LAUNCHER in
+    srun)
+      # --kill-on-bad-exit: one rank dying ends the step instead of leaving the others
+      # blocked in a collective (rank-failure handling, see docs/OPERATIONS.md).
+      echo srun --mpi="${ALICE_SRUN_MPI:-pmix}" --cpu-bind="${ALICE_CPU_BIND:-cores}" \
+        --kill-on-bad-exit=1 ;;
+    mpirun)
+      # Open MPI reads the Slurm allocation; PE= gives each rank its --cpus-per-task cores.
+      # Open MPI ends the whole job when one rank exits non-zero (its default).
+      echo mpirun -np "${SLURM_NTASKS:-1}" \
+        --map-by "ppr:${SLURM_NTASKS_PER_NODE:-${SLURM_NTASKS:-1}}:node:PE=${SLURM_CPUS_PER_TASK:-1}" \
+        --bind-to core -x OMP_NUM_THREADS -x OMP_PROC_BIND -x OMP_PLACES ;;
+    *) alice_fail "ALICE_LAUNCHER='$ALICE_LAUNCHER' is not srun or mpirun" ;;
+  esac
+}
+
+_alice_child=""
+_alice_forward_signal() {
+  # Slurm's --signal=B:USR1@T signals this batch shell only; pass it on to the ranks. Both
+  # srun and Open MPI's mpirun forward SIGUSR1 to every task, and alice treats SIGUSR1 and
+  # SIGTERM alike, so SIGUSR1 is what the ranks get whichever signal arrived here.
+  alice_log "received SIG$1: asking the ranks to checkpoint and stop (SIGUSR1 to pid $_alice_child)"
+  [ -n "$_alice_child" ] && kill -USR1 "$_alice_child" 2>/dev/null || true
+}
+
+# alice_run ARGS...: launches "$ALICE_BIN" ARGS... on every task with signal forwarding, waits,
+# and on ALICE_EXIT_REQUEUE requeues this job (the requeued job resumes from the checkpoint).
+# Returns alice's exit status (0 after a successful requeue).
+alice_run() {
+  local launcher rc
+  launcher=$(alice_launcher_cmd) || exit 2
+  alice_log "running: $launcher $ALICE_BIN $*"
+  trap '_alice_forward_signal USR1' USR1
+  trap '_alice_forward_signal TERM' TERM
+  # In the background so the traps run while it works (bash defers traps during a
+  # foreground child until that child exits).
+  $launcher "$ALICE_BIN" "$@" &
+  _alice_child=$!
+  # A trapped signal interrupts `wait`; keep waiting until the launcher itself has exited,
+  # then collect its status (bash keeps it for a later `wait`).
+  while kill -0 "$_alice_child" 2>/dev/null; do wait "$_alice_child"; done
+  wait "$_alice_child"; rc=$?
+  trap - USR1 TERM
+  _alice_child=""
+  if [ "$rc" -eq "$ALICE_EXIT_REQUEUE" ]; then
+    if [ "${ALICE_REQUEUE:-1}" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+      alice_log "alice checkpointed and stopped (status $rc): requeueing job $SLURM_JOB_ID;" \
+        "it resumes from the latest checkpoint"
+      if scontrol requeue "$SLURM_JOB_ID"; then return 0; fi
+      alice_log "scontrol requeue failed (job not requeueable? submit with --requeue);" \
+        "resubmit this script to resume"
+    else
+      alice_log "alice checkpointed and stopped (status $rc); resubmit to resume"
+    fi
+  elif [ "$rc" -ne 0 ]; then
+    alice_log "alice failed with status $rc (see the messages above)"
+  fi
+  return "$rc"
+}
+
+# The array task id as the fold, with a clear error outside an array job.
+alice_array_fold() {
+  [ -n "${SLURM_ARRAY_TASK_ID:-}" ] ||
+    alice_fail "this script is a job array over folds: submit with --array=0-4 (one task per fold)"
+  echo "$SLURM_ARRAY_TASK_ID"
+}
+
+# The highest-numbered complete checkpoint DIR/ckpt_<step>.h5 (checkpoints are written under a
+# temporary name and renamed, so every file matching the pattern is complete).
+alice_latest_ckpt() {
+  local best="" best_step=-1 f step
+  for f in "$1"/ckpt_*.h5; do
+    step=${f##*/ckpt_}; step=${step%.h5}
+    [[ $step =~ ^[0-9]+$ ]] || continue
+    if [ "$((10#$step))" -gt "$best_step" ]; then best_step=$((10#$step)); best=$f; fi
+  done
+  [ -n "$best" ] || return 1
+  echo "$best"
+}

@@ -1,0 +1,69 @@
+#include "core/preempt.h"
+
+#include <mpi.h>
+#include <signal.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/log.h"
+
+/* Written by the handler, read by the loop: sig_atomic_t is the only type the C standard
+ * lets a signal handler store to; volatile stops the compiler caching it across a step. */
+static volatile sig_atomic_t g_signal_seen = 0;
+static int g_installed = 0;
+static int g_announced = 0;
+
+static void on_preempt_signal(int signo)
+{
+    /* Async-signal-safe: one store, nothing else. Keep the first signal's number. */
+    if (!g_signal_seen) g_signal_seen = signo;
+}
+
+static void install_one(int signo)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_preempt_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(signo, &sa, NULL) != 0)
+        ALICE_FATAL("sigaction(%s) failed: cannot handle preemption signals",
+                    signo == SIGTERM ? "SIGTERM" : "SIGUSR1");
+}
+
+void preempt_install(void)
+{
+    if (g_installed) return;
+    install_one(SIGTERM);
+    install_one(SIGUSR1);
+    g_installed = 1;
+}
+
+int preempt_requested(void) { return g_signal_seen != 0; }
+
+int preempt_signal(void) { return (int)g_signal_seen; }
+
+void preempt_reset(void)
+{
+    g_signal_seen = 0;
+    g_announced = 0;
+}
+
+int preempt_agreed(void)
+{
+    int local = preempt_requested(), any = local;
+    int up = 0, down = 0;
+    CHECK_MPI(MPI_Initialized(&up));
+    CHECK_MPI(MPI_Finalized(&down));
+    if (up && !down)
+        CHECK_MPI(MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    if (any && !g_announced) {
+        g_announced = 1;
+        log_info("preemption requested (%s): checkpointing at this step boundary, then exiting "
+                 "with status %d so the batch script requeues the job",
+                 preempt_signal() == SIGTERM ? "SIGTERM"
+                 : preempt_signal() == SIGUSR1 ? "SIGUSR1" : "signal on another rank",
+                 ALICE_EXIT_REQUEUE);
+    }
+    return any;
+}

@@ -1,0 +1,73 @@
+/* Crops out of a Volume: HU window to [0, 1] at cut time, zero padding where the crop leaves
+ * the volume, and the choice of crop centres (uniform inside the body for pre-training,
+ * positive/negative label sampling for fine-tuning, MONAI RandCropByPosNegLabeld semantics).
+ *
+ * Coordinates are voxel indices of the volume, C order [X, Y, Z] with Z fastest; crops are
+ * float [X, Y, Z] buffers (one channel) and optional int32 label buffers of the same shape. */
+#ifndef ALICE_CROP_H
+#define ALICE_CROP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/rng.h"
+#include "volume.h"
+
+/* HU window mapped linearly to [0, 1] and clipped (MONAI ScaleIntensityRanged, clip=True). */
+typedef struct {
+    float lo, hi;
+} HuWindow;
+
+/* Pre-training window of the released Alice code, and MONAI's UNETR fine-tuning window. */
+#define WINDOW_PRETRAIN_LO (-125.0f)
+#define WINDOW_PRETRAIN_HI 225.0f
+#define WINDOW_FINETUNE_LO (-175.0f)
+#define WINDOW_FINETUNE_HI 250.0f
+
+/* HU above which a voxel belongs to the body (air and lung lie far below, fat at about -100). */
+#define BODY_HU_THRESHOLD (-500)
+
+static inline float window_apply(HuWindow w, float hu)
+{
+    float v = (hu - w.lo) / (w.hi - w.lo);
+    return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+}
+
+/* Cuts the crop whose first voxel is `start` (may be negative or reach past the volume) and
+ * whose shape is `size`. Voxels outside the volume become 0 -- the window's minimum, i.e.
+ * what air maps to -- and label 0 (background). label_out may be NULL; a volume without a
+ * label gives an all-zero label crop. */
+void crop_extract(const Volume *v, HuWindow w, const int start[3], const int size[3],
+                  float *image_out, int32_t *label_out);
+
+/* First voxel of the crop of `size` centred on `center`. Where the volume is at least as big
+ * as the crop along an axis the crop is shifted to lie inside it (MONAI correct_crop_centers);
+ * where it is smaller, the crop is centred on the volume so the padding splits evenly
+ * (MONAI SpatialPad then crop). */
+void crop_start_for_center(const int dim[3], const int size[3], const int center[3], int start[3]);
+
+/* A centre drawn uniformly over the positions that keep the crop inside the volume, retried
+ * (a bounded number of times) until the centre voxel lies in the body, so pre-training crops
+ * are not mostly air. Returns 1 when the centre is in the body. */
+int crop_random_body_center(const Volume *v, const int size[3], RngStream *r, int center[3]);
+
+/* Foreground voxel indices of a labelled volume (label > 0), computed once per case so that a
+ * positive centre is a uniform draw over foreground voxels. */
+typedef struct {
+    uint32_t *foreground;  /* flat volume indices */
+    size_t count;
+} LabelIndex;
+
+void label_index_build(const Volume *v, LabelIndex *out);
+void label_index_free(LabelIndex *idx);
+
+/* MONAI RandCropByPosNegLabeld(pos, neg, image_threshold) centre: with probability
+ * pos_fraction = pos / (pos + neg) a uniform foreground voxel, else a uniform background
+ * voxel (label 0 and windowed image > 0, i.e. HU above the window's low end, as MONAI does
+ * with image_threshold = 0 on the windowed image). A volume without foreground gives a
+ * negative centre; one without qualifying background a positive one. Returns 1 for a
+ * positive centre, 0 for a negative one. */
+int crop_posneg_center(const Volume *v, const LabelIndex *idx, HuWindow w, float pos_fraction,
+                       RngStream *r, int center[3]);
+
+#endif

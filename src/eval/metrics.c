@@ -1,0 +1,147 @@
+#include "eval/metrics.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "eval/edt.h"
+#include "eval/surface_area.h"
+
+/* Voxel counts and the bounding box of the union of both masks. */
+typedef struct {
+    long gt, pred, both;
+    int lo[3], hi[3];   /* inclusive; lo > hi when both masks are empty */
+} MaskExtent;
+
+static MaskExtent mask_extent(const uint8_t *gt, const uint8_t *pred, const int dim[3], int label)
+{
+    MaskExtent e = {0, 0, 0, {dim[0], dim[1], dim[2]}, {-1, -1, -1}};
+    for (int x = 0; x < dim[0]; x++)
+        for (int y = 0; y < dim[1]; y++) {
+            const size_t row = ((size_t)x * (size_t)dim[1] + (size_t)y) * (size_t)dim[2];
+            int first = -1, last = -1;
+            for (int z = 0; z < dim[2]; z++) {
+                int g = gt ? gt[row + (size_t)z] == label : 0;
+                int p = pred ? pred[row + (size_t)z] == label : 0;
+                e.gt += g;
+                e.pred += p;
+                e.both += g & p;
+                if (g | p) { if (first < 0) first = z; last = z; }
+            }
+            if (first < 0) continue;
+            if (x < e.lo[0]) e.lo[0] = x;
+            if (x > e.hi[0]) e.hi[0] = x;
+            if (y < e.lo[1]) e.lo[1] = y;
+            if (y > e.hi[1]) e.hi[1] = y;
+            if (first < e.lo[2]) e.lo[2] = first;
+            if (last > e.hi[2]) e.hi[2] = last;
+        }
+    return e;
+}
+
+/* Neighbour codes on the corner grid of the box: corner (i, j, k) of a grid one larger than
+ * the box in every axis sees box voxels (i-1..i, j-1..j, k-1..k); outside the box is empty
+ * (the box holds every voxel of the label), as DeepMind's zero padding makes it. */
+static void neighbour_codes(const uint8_t *labels, const int dim[3], const MaskExtent *box, int label,
+                            const int grid[3], uint8_t *code)
+{
+    if (!labels) {   /* an absent volume is an empty mask */
+        memset(code, 0, (size_t)grid[0] * (size_t)grid[1] * (size_t)grid[2]);
+        return;
+    }
+    for (int i = 0; i < grid[0]; i++)
+        for (int j = 0; j < grid[1]; j++)
+            for (int k = 0; k < grid[2]; k++) {
+                int c = 0;
+                for (int a = 0; a < 2; a++) {
+                    int x = box->lo[0] + i + a - 1;
+                    if (x < box->lo[0] || x > box->hi[0]) continue;
+                    for (int b = 0; b < 2; b++) {
+                        int y = box->lo[1] + j + b - 1;
+                        if (y < box->lo[1] || y > box->hi[1]) continue;
+                        const size_t row = ((size_t)x * (size_t)dim[1] + (size_t)y) * (size_t)dim[2];
+                        for (int d = 0; d < 2; d++) {
+                            int z = box->lo[2] + k + d - 1;
+                            if (z < box->lo[2] || z > box->hi[2]) continue;
+                            if (labels[row + (size_t)z] == label) c |= neighbour_code_bit(a, b, d);
+                        }
+                    }
+                }
+                code[((size_t)i * (size_t)grid[1] + (size_t)j) * (size_t)grid[2] + (size_t)k] = (uint8_t)c;
+            }
+}
+
+static int is_surface(uint8_t code) { return code != 0 && code != NEIGHBOUR_CODES - 1; }
+
+/* Area of the surface of `code` that lies within tolerance of the other mask's surface
+ * (squared distances other_d2; NULL: just the total area). */
+static double surface_area_within(const uint8_t *code, size_t n, const double area[NEIGHBOUR_CODES],
+                                  const double *other_d2, double tolerance_mm, double *total)
+{
+    double within = 0, all = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!is_surface(code[i])) continue;
+        double a = area[code[i]];
+        all += a;
+        /* sqrt, then compare, as the reference does (distances <= tolerance_mm) */
+        if (other_d2 && sqrt(other_d2[i]) <= tolerance_mm) within += a;
+    }
+    *total = all;
+    return within;
+}
+
+OrganScore organ_score(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
+                       int label, double tolerance_mm)
+{
+    OrganScore s = {0, 0, 0, 0, 0, 0};
+    MaskExtent box = mask_extent(gt, pred, dim, label);
+    s.gt_voxels = box.gt;
+    s.pred_voxels = box.pred;
+    if (box.gt == 0 && box.pred == 0) { s.dsc = 1; s.nsd = 1; return s; }
+    s.dsc = 2.0 * (double)box.both / (double)(box.gt + box.pred);
+    const int grid[3] = {box.hi[0] - box.lo[0] + 2, box.hi[1] - box.lo[1] + 2, box.hi[2] - box.lo[2] + 2};
+    const size_t n = (size_t)grid[0] * (size_t)grid[1] * (size_t)grid[2];
+    double area[NEIGHBOUR_CODES];
+    surface_area_table(spacing, area);
+    uint8_t *code_gt = xmalloc(n), *code_pred = xmalloc(n), *border = xmalloc(n);
+    neighbour_codes(gt, dim, &box, label, grid, code_gt);
+    neighbour_codes(pred, dim, &box, label, grid, code_pred);
+    if (box.gt == 0 || box.pred == 0) {
+        /* one mask empty: no surface of it to be near, so NSD = 0 (and DSC = 0 above) */
+        surface_area_within(box.gt ? code_gt : code_pred, n, area, NULL, 0, box.gt ? &s.gt_area : &s.pred_area);
+        free(code_gt); free(code_pred); free(border);
+        return s;
+    }
+    double *d2_gt = xmalloc(sizeof(double) * n), *d2_pred = xmalloc(sizeof(double) * n);
+    for (size_t i = 0; i < n; i++) border[i] = (uint8_t)is_surface(code_gt[i]);
+    edt_squared(border, grid, spacing, d2_gt);
+    for (size_t i = 0; i < n; i++) border[i] = (uint8_t)is_surface(code_pred[i]);
+    edt_squared(border, grid, spacing, d2_pred);
+    double gt_near = surface_area_within(code_gt, n, area, d2_pred, tolerance_mm, &s.gt_area);
+    double pred_near = surface_area_within(code_pred, n, area, d2_gt, tolerance_mm, &s.pred_area);
+    double total = s.gt_area + s.pred_area;
+    s.nsd = total > 0 ? (gt_near + pred_near) / total : 0.0;
+    free(d2_gt); free(d2_pred);
+    free(code_gt); free(code_pred); free(border);
+    return s;
+}
+
+void case_scores(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
+                 const LabelSet *set, double *dsc, double *nsd)
+{
+    /* Organs differ a lot in size (liver vs adrenal), so hand them out one at a time. */
+    #pragma omp parallel for schedule(dynamic, 1)
+    for (int o = 0; o < set->count; o++) {
+        OrganScore s = organ_score(gt, pred, dim, spacing, set->organs[o].id, set->organs[o].tolerance_mm);
+        dsc[o] = s.dsc;
+        nsd[o] = s.nsd;
+    }
+}
+
+double mask_surface_area(const uint8_t *labels, const int dim[3], const double spacing[3], int label)
+{
+    OrganScore s = organ_score(labels, NULL, dim, spacing, label, 0.0);
+    return s.gt_area;
+}

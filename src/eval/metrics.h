@@ -1,0 +1,41 @@
+/* Segmentation metrics per organ, as the FLARE 2022 evaluation computes them:
+ *  - DSC = 2 |G & P| / (|G| + |P|) over voxels;
+ *  - NSD (normalised surface Dice, Nikolov et al. 2021, DeepMind surface-distance
+ *    `compute_surface_distances` + `compute_surface_dice_at_tolerance`): surface elements of
+ *    each mask on the 2x2x2 corner grid weighted by their marching-cubes area
+ *    (eval/surface_area.h); NSD = (area of G's surface within tol of P's surface + area of P's
+ *    surface within tol of G's) / (area of G's surface + area of P's), distances from an exact
+ *    anisotropic Euclidean distance transform (eval/edt.h).
+ * Empty masks: both empty gives DSC = NSD = 1 (FLARE convention: nothing to find, nothing
+ * found); exactly one empty gives 0 for both.
+ * Volumes are uint8 label maps in C order [X, Y, Z] (Z fastest); spacing in mm per axis. */
+#ifndef ALICE_METRICS_H
+#define ALICE_METRICS_H
+
+#include <stdint.h>
+
+#include "eval/labels.h"
+
+typedef struct {
+    double dsc;
+    double nsd;
+    long gt_voxels;
+    long pred_voxels;
+    double gt_area;        /* surface area of the truth, mm^2 (0 when empty) */
+    double pred_area;
+} OrganScore;
+
+/* Scores organ `label` of the prediction against the truth. Only the bounding box of the
+ * union of both masks (plus the corner row the 2x2x2 code needs) is processed: every surface
+ * element lies inside it, so the distances are exact. */
+OrganScore organ_score(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
+                       int label, double tolerance_mm);
+
+/* Every organ of a label set (OpenMP over organs): dsc[o], nsd[o] in the set's order. */
+void case_scores(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
+                 const LabelSet *set, double *dsc, double *nsd);
+
+/* Total surface-element area (mm^2) of the voxels equal to `label`. */
+double mask_surface_area(const uint8_t *labels, const int dim[3], const double spacing[3], int label);
+
+#endif

@@ -1,0 +1,109 @@
+#include "models/casa.h"
+
+#include <stdio.h>
+
+#include "nn/layers.h"
+#include "nn/transformer.h"
+
+void casa_register(Casa *c, ParamSet *ps, const char *prefix, int qdim, int kvdim, int dim, int out)
+{
+    c->qdim = qdim;
+    c->kvdim = kvdim;
+    c->dim = dim;
+    c->out = out;
+    char name[PARAM_NAME_MAX];
+    int unused;
+    snprintf(name, sizeof name, "%s.norm_q", prefix);
+    register_layernorm(ps, name, qdim, &c->norm_q_w, &c->norm_q_b);
+    snprintf(name, sizeof name, "%s.norm_kv", prefix);
+    register_layernorm(ps, name, kvdim, &c->norm_kv_w, &c->norm_kv_b);
+    snprintf(name, sizeof name, "%s.q", prefix);
+    register_linear(ps, name, qdim, dim, 0, &c->q_w, &unused);
+    snprintf(name, sizeof name, "%s.k", prefix);
+    register_linear(ps, name, kvdim, dim, 0, &c->k_w, &unused);
+    snprintf(name, sizeof name, "%s.v", prefix);
+    register_linear(ps, name, kvdim, dim, 0, &c->v_w, &unused);
+    snprintf(name, sizeof name, "%s.zeta", prefix);
+    register_linear(ps, name, dim, out, 1, &c->zeta_w, &c->zeta_b);
+}
+
+void casa_query_layout(const Casa *c, CasaQuery *q, Arena *ar, int B, int Tq, int train)
+{
+    size_t r = (size_t)B * Tq;
+    q->B = B;
+    q->Tq = Tq;
+    q->lnq = arena_floats(ar, r * c->qdim);
+    q->mean = arena_floats(ar, r);
+    q->rstd = arena_floats(ar, r);
+    q->q = arena_floats(ar, r * c->dim);
+    q->dq = train ? arena_floats(ar, r * c->dim) : NULL;
+    q->dlnq = train ? arena_floats(ar, r * c->qdim) : NULL;
+    q->dV = train ? arena_floats(ar, r * c->qdim) : NULL;
+}
+
+void casa_kv_layout(const Casa *c, CasaKV *kv, Arena *ar, int B, int Tq, int Tk, int train)
+{
+    size_t rk = (size_t)B * Tk, rq = (size_t)B * Tq;
+    kv->B = B;
+    kv->Tk = Tk;
+    kv->train = train;
+    kv->lnkv = arena_floats(ar, rk * c->kvdim);
+    kv->mean = arena_floats(ar, rk);
+    kv->rstd = arena_floats(ar, rk);
+    kv->k = arena_floats(ar, rk * c->dim);
+    kv->v = arena_floats(ar, rk * c->dim);
+    kv->probs = arena_floats(ar, rq * Tk);
+    kv->att = arena_floats(ar, rq * c->dim);
+    kv->out = arena_floats(ar, rq * c->out);
+    if (!train) return;
+    kv->dout = arena_floats(ar, rq * c->out);
+    kv->datt = arena_floats(ar, rq * c->dim);
+    kv->dk = arena_floats(ar, rk * c->dim);
+    kv->dv = arena_floats(ar, rk * c->dim);
+    kv->dlnkv = arena_floats(ar, rk * c->kvdim);
+    kv->dlnkv2 = arena_floats(ar, rk * c->kvdim);
+    kv->dfeat = arena_floats(ar, rk * c->kvdim);
+}
+
+void casa_query_forward(const Casa *c, CasaQuery *q, const ParamSet *ps, const float *V)
+{
+    const int R = q->B * q->Tq;
+    ps->be->layernorm_fwd(q->lnq, q->mean, q->rstd, V, param(ps, c->norm_q_w),
+                          param(ps, c->norm_q_b), R, c->qdim, LAYERNORM_EPS);
+    linear_forward(ps, c->q_w, NO_PARAM, q->q, q->lnq, R, c->qdim, c->dim);
+}
+
+void casa_kv_forward(const Casa *c, const CasaQuery *q, CasaKV *kv, const ParamSet *ps, const float *feat)
+{
+    const AliceBackend *be = ps->be;
+    const int Rk = kv->B * kv->Tk;
+    be->layernorm_fwd(kv->lnkv, kv->mean, kv->rstd, feat, param(ps, c->norm_kv_w),
+                      param(ps, c->norm_kv_b), Rk, c->kvdim, LAYERNORM_EPS);
+    linear_forward(ps, c->k_w, NO_PARAM, kv->k, kv->lnkv, Rk, c->kvdim, c->dim);
+    linear_forward(ps, c->v_w, NO_PARAM, kv->v, kv->lnkv, Rk, c->kvdim, c->dim);
+    be->attention_fwd(kv->att, kv->probs, q->q, kv->k, kv->v, kv->B, 1, q->Tq, kv->Tk, c->dim,
+                      c->dim, c->dim);
+    linear_forward(ps, c->zeta_w, c->zeta_b, kv->out, kv->att, kv->B * q->Tq, c->dim, c->out);
+}
+
+void casa_kv_backward(const Casa *c, CasaQuery *q, CasaKV *kv, ParamSet *ps, const float *feat)
+{
+    const AliceBackend *be = ps->be;
+    const int Rq = kv->B * q->Tq, Rk = kv->B * kv->Tk;
+    linear_backward(ps, c->zeta_w, c->zeta_b, kv->datt, kv->dout, kv->att, Rq, c->dim, c->out);
+    be->attention_bwd(q->dq, kv->dk, kv->dv, kv->datt, q->q, kv->k, kv->v, kv->probs, kv->B, 1,
+                      q->Tq, kv->Tk, c->dim, c->dim, c->dim);
+    linear_backward(ps, c->k_w, NO_PARAM, kv->dlnkv, kv->dk, kv->lnkv, Rk, c->kvdim, c->dim);
+    linear_backward(ps, c->v_w, NO_PARAM, kv->dlnkv2, kv->dv, kv->lnkv, Rk, c->kvdim, c->dim);
+    be->add(kv->dlnkv, kv->dlnkv, kv->dlnkv2, (size_t)Rk * c->kvdim);
+    be->layernorm_bwd(kv->dfeat, param_grad(ps, c->norm_kv_w), param_grad(ps, c->norm_kv_b),
+                      kv->dlnkv, feat, kv->mean, kv->rstd, param(ps, c->norm_kv_w), Rk, c->kvdim);
+}
+
+void casa_query_backward(const Casa *c, CasaQuery *q, ParamSet *ps, const float *V)
+{
+    const int R = q->B * q->Tq;
+    linear_backward(ps, c->q_w, NO_PARAM, q->dlnq, q->dq, q->lnq, R, c->qdim, c->dim);
+    ps->be->layernorm_bwd(q->dV, param_grad(ps, c->norm_q_w), param_grad(ps, c->norm_q_b),
+                          q->dlnq, V, q->mean, q->rstd, param(ps, c->norm_q_w), R, c->qdim);
+}

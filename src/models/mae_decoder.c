@@ -1,0 +1,65 @@
+#include "models/mae_decoder.h"
+
+#include <stdio.h>
+
+#include "nn/layers.h"
+
+void mae_decoder_register(MaeDecoder *d, ParamSet *ps, const char *prefix, int in_width, int width,
+                          int heads, int mlp, int depth, int P)
+{
+    d->in_width = in_width;
+    d->width = width;
+    d->P = P;
+    char name[PARAM_NAME_MAX];
+    snprintf(name, sizeof name, "%s.decoder_embed", prefix);
+    register_linear(ps, name, in_width, width, 1, &d->embed_w, &d->embed_b);
+    snprintf(name, sizeof name, "%s.mask_token", prefix);
+    d->mask_token = params_add1(ps, name, width, 0, INIT_NORMAL_002);
+    tstack_register(&d->stack, ps, prefix, width, heads, mlp, depth);
+    snprintf(name, sizeof name, "%s.pred", prefix);
+    register_linear(ps, name, width, P, 1, &d->pred_w, &d->pred_b);
+}
+
+void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N, int nvis, int train)
+{
+    a->B = B;
+    a->N = N;
+    a->nvis = nvis;
+    size_t D = (size_t)d->width;
+    a->z = arena_floats(ar, (size_t)B * nvis * D);
+    a->pred = arena_floats(ar, (size_t)B * N * d->P);
+    a->dH = train ? arena_floats(ar, (size_t)B * N * D) : NULL;
+    a->dfull = train ? arena_floats(ar, (size_t)B * N * D) : NULL;
+    a->dz = train ? arena_floats(ar, (size_t)B * nvis * D) : NULL;
+    tstack_layout(&d->stack, &a->st, ar, B, N, train);
+}
+
+void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,
+                         const float *V, const int *perm, const float *posD, const int *identity)
+{
+    const AliceBackend *be = ps->be;
+    const int B = a->B, N = a->N, nvis = a->nvis, D = d->width;
+    linear_forward(ps, d->embed_w, d->embed_b, a->z, V, B * nvis, d->in_width, D);
+    be->insert_mask_tokens(a->st.x0, a->z, param(ps, d->mask_token), perm, B, N, nvis, D);
+    be->add_table_rows(a->st.x0, posD, identity, N, B, N, D);
+    tstack_forward(&d->stack, &a->st, ps);
+    linear_forward(ps, d->pred_w, d->pred_b, a->pred, a->st.out, B * N, D, d->P);
+}
+
+void mae_decoder_backward(const MaeDecoder *d, MaeDecoderActs *a, ParamSet *ps, const float *V,
+                          const int *perm, const float *dpred, const float *dH_extra, float *dV)
+{
+    const AliceBackend *be = ps->be;
+    const int B = a->B, N = a->N, nvis = a->nvis, D = d->width;
+    linear_backward(ps, d->pred_w, d->pred_b, a->dH, dpred, a->st.out, B * N, D, d->P);
+    if (dH_extra) be->add(a->dH, a->dH, dH_extra, (size_t)B * N * D);
+    tstack_backward(&d->stack, &a->st, ps, a->dH, a->dfull);
+    be->insert_mask_tokens_bwd(a->dz, param_grad(ps, d->mask_token), a->dfull, perm, B, N, nvis, D);
+    linear_backward(ps, d->embed_w, d->embed_b, dV, a->dz, V, B * nvis, d->in_width, D);
+}
+
+double mae_decoder_forward_flops(const MaeDecoder *d, int B, int N, int nvis)
+{
+    return 2.0 * B * nvis * (double)d->in_width * d->width + tstack_forward_flops(&d->stack, B, N) +
+           2.0 * B * N * (double)d->width * d->P;
+}

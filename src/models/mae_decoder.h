@@ -1,0 +1,38 @@
+/* MAE-style light transformer decoder: projects the visible encoder tokens to its width,
+ * inserts the mask token at every masked position, adds the fixed position embedding, runs its
+ * blocks and predicts the voxels of every patch. H (the normalised block output) is what the
+ * Alice head phi reads. */
+#ifndef ALICE_MAE_DECODER_H
+#define ALICE_MAE_DECODER_H
+
+#include "nn/transformer.h"
+
+typedef struct {
+    int in_width, width, P;
+    int embed_w, embed_b, mask_token, pred_w, pred_b;
+    TStack stack;
+} MaeDecoder;
+
+typedef struct {
+    int B, N, nvis;
+    float *z;        /* [B, nvis, D] projected visible tokens */
+    float *pred;     /* [B, N, P] */
+    float *dH;       /* [B, N, D] gradient w.r.t. H (training) */
+    float *dfull;    /* [B, N, D] gradient w.r.t. the block input (training) */
+    float *dz;       /* [B, nvis, D] (training) */
+    TStackActs st;   /* st.x0: full token sequence, st.out: H */
+} MaeDecoderActs;
+
+void mae_decoder_register(MaeDecoder *d, ParamSet *ps, const char *prefix, int in_width, int width,
+                          int heads, int mlp, int depth, int P);
+void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N, int nvis, int train);
+/* V [B, nvis, E] visible encoder tokens, perm [B, N], posD [N, D], identity [B, N] (0..N-1). */
+void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,
+                         const float *V, const int *perm, const float *posD, const int *identity);
+/* dpred [B, N, P]; dH_extra [B, N, D] or NULL (gradient reaching H from other losses);
+ * dV [B, nvis, E] overwritten. */
+void mae_decoder_backward(const MaeDecoder *d, MaeDecoderActs *a, ParamSet *ps, const float *V,
+                          const int *perm, const float *dpred, const float *dH_extra, float *dV);
+double mae_decoder_forward_flops(const MaeDecoder *d, int B, int N, int nvis);
+
+#endif

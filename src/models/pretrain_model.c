@@ -1,0 +1,314 @@
+#include "models/pretrain_model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/rng.h"
+#include "nn/layers.h"
+
+static void check_config(const Config *c)
+{
+    config_validate(c);
+    if (c->embed_dim % 6)
+        alice_die("configuration: embed_dim = %d must be divisible by 6 (3D sin-cos position "
+                  "embedding); 768, 384 and 96 are", c->embed_dim);
+    if (c->dec_dim % 6)
+        alice_die("configuration: dec_dim = %d must be divisible by 6 (3D sin-cos position "
+                  "embedding)", c->dec_dim);
+}
+
+static void layout(PretrainModel *m, Arena *ar)
+{
+    const Config *c = &m->cfg;
+    const int B = m->B, N = m->N, nvis = m->nvis, P = m->P, E = c->embed_dim, D = c->dec_dim;
+    const size_t vox = (size_t)B * m->dims[0] * m->dims[1] * m->dims[2];
+    const int out = c->head_out;
+    m->posE = arena_floats(ar, (size_t)N * E);
+    m->posD = arena_floats(ar, (size_t)N * D);
+    m->identity = arena_ints(ar, (size_t)B * N);
+    const int masked_views = m->alice ? MASKED_VIEWS : 1;
+    for (int v = 0; v < masked_views; v++) {
+        MaskedViewActs *a = &m->mv[v];
+        a->vol = arena_floats(ar, vox);
+        a->perm = arena_ints(ar, (size_t)B * N);
+        a->mask = arena_floats(ar, (size_t)B * N);
+        a->patches = arena_floats(ar, (size_t)B * N * P);
+        a->target = arena_floats(ar, (size_t)B * N * P);
+        a->dpred = arena_floats(ar, (size_t)B * N * P);
+        a->dV = arena_floats(ar, (size_t)B * nvis * E);
+        vit_encoder_layout(&m->enc, &a->enc, ar, B, nvis, 1);
+        mae_decoder_layout(&m->dec, &a->dec, ar, B, N, nvis, 1);
+        if (!m->alice) continue;
+        proj_head_layout(&m->head, &a->phi, ar, B * N, 1);
+        a->cls = arena_floats(ar, (size_t)B * out);
+        a->dcls = arena_floats(ar, (size_t)B * out);
+        casa_query_layout(&m->casa, &a->cq, ar, B, nvis, 1);
+        casa_kv_layout(&m->casa, &a->student, ar, B, nvis, N, 1);
+        casa_kv_layout(&m->casa, &a->teacher, ar, B, nvis, N, 0);
+        a->sel_s = arena_floats(ar, (size_t)B * nvis * out);
+        a->sel_t = arena_floats(ar, (size_t)B * nvis * out);
+        a->dsel = arena_floats(ar, (size_t)B * nvis * out);
+    }
+    if (!m->alice) return;
+    for (int v = 0; v < MASKED_VIEWS; v++) {
+        IntactViewActs *a = &m->iv[v];
+        a->vol = arena_floats(ar, vox);
+        a->patches = arena_floats(ar, (size_t)B * N * P);
+        vit_encoder_layout(&m->enc, &a->enc, ar, B, N, 0);
+        a->yd = arena_floats(ar, (size_t)B * N * D);
+        proj_head_layout(&m->head, &a->psi, ar, B * N, 0);
+        a->cls = arena_floats(ar, (size_t)B * out);
+    }
+}
+
+void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend *be, int B)
+{
+    memset(m, 0, sizeof *m);
+    check_config(cfg);
+    m->cfg = *cfg;
+    m->be = be;
+    m->alice = strcmp(cfg->method, "alice") == 0;
+    m->B = B;
+    m->N = 1;
+    for (int a = 0; a < 3; a++) {
+        m->dims[a] = cfg->crop[a];
+        m->grid[a] = cfg->crop[a] / cfg->patch;
+        m->N *= m->grid[a];
+    }
+    m->nvis = m->N - (int)floorf(cfg->mask_ratio * (float)m->N);
+    m->P = cfg->patch * cfg->patch * cfg->patch;
+
+    ParamSet *ps = &m->online;
+    params_init_registry(ps);
+    vit_encoder_register(&m->enc, ps, "encoder", cfg->patch, cfg->embed_dim, cfg->heads,
+                         cfg->mlp_dim, cfg->depth);
+    mae_decoder_register(&m->dec, ps, "decoder", cfg->embed_dim, cfg->dec_dim, cfg->dec_heads,
+                         cfg->dec_mlp_dim, cfg->dec_depth, m->P);
+    if (m->alice) {
+        proj_head_register(&m->head, ps, "head", cfg->dec_dim, cfg->head_hidden,
+                           cfg->head_bottleneck, cfg->head_out);
+        casa_register(&m->casa, ps, "casa", cfg->embed_dim, cfg->head_out, cfg->casa_dim,
+                      cfg->head_out);
+    }
+    params_allocate(ps, be, 1);
+    params_initialize(ps, (uint64_t)cfg->seed);
+    if (m->alice) {
+        params_clone_layout(&m->target, ps);
+        params_allocate(&m->target, be, 0);
+        be->copy(m->target.data, ps->data, ps->total * sizeof(float));
+    }
+
+    arena_plan(&m->arena, be);
+    layout(m, &m->arena);
+    arena_commit(&m->arena);
+    layout(m, &m->arena);
+
+    const int N = m->N;
+    float *pos = xmalloc((size_t)N * (cfg->embed_dim > cfg->dec_dim ? cfg->embed_dim : cfg->dec_dim) * sizeof(float));
+    sincos_position_embedding_3d(pos, m->grid, cfg->embed_dim);
+    be->upload(m->posE, pos, (size_t)N * cfg->embed_dim * sizeof(float));
+    sincos_position_embedding_3d(pos, m->grid, cfg->dec_dim);
+    be->upload(m->posD, pos, (size_t)N * cfg->dec_dim * sizeof(float));
+    free(pos);
+    int *ident = xmalloc((size_t)B * N * sizeof(int));
+    for (int b = 0; b < B; b++)
+        for (int n = 0; n < N; n++) ident[(size_t)b * N + n] = n;
+    be->upload(m->identity, ident, (size_t)B * N * sizeof(int));
+    free(ident);
+    m->perm_host = xmalloc((size_t)B * N * sizeof(int));
+    m->mask_host = xmalloc((size_t)B * N * sizeof(float));
+}
+
+void pretrain_model_free(PretrainModel *m)
+{
+    arena_free(&m->arena);
+    params_free(&m->online);
+    if (m->alice) params_free(&m->target);
+    free(m->perm_host);
+    free(m->mask_host);
+}
+
+void pretrain_model_set_masks(PretrainModel *m, int view, const int *perm_host)
+{
+    const int N = m->N;
+    for (int b = 0; b < m->B; b++)
+        for (int j = 0; j < N; j++)
+            m->mask_host[(size_t)b * N + perm_host[(size_t)b * N + j]] = j >= m->nvis ? 1.0f : 0.0f;
+    m->be->upload(m->mv[view].perm, perm_host, (size_t)m->B * N * sizeof(int));
+    m->be->upload(m->mv[view].mask, m->mask_host, (size_t)m->B * N * sizeof(float));
+}
+
+void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample)
+{
+    const int views = m->alice ? MASKED_VIEWS : 1;
+    for (int v = 0; v < views; v++) {
+        for (int b = 0; b < m->B; b++) {
+            /* Key: global sample g, view v -> sample word 2g + v (see docs/MODEL.md). */
+            long g = first_sample + b;
+            RngStream rng;
+            rng_init(&rng, (uint64_t)m->cfg.seed, (uint32_t)step, (uint32_t)(2 * g + v), RNG_MASK);
+            rng_permutation(&rng, m->perm_host + (size_t)b * m->N, m->N);
+        }
+        pretrain_model_set_masks(m, v, m->perm_host);
+    }
+}
+
+void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_COUNT])
+{
+    const size_t bytes = (size_t)m->B * m->dims[0] * m->dims[1] * m->dims[2] * sizeof(float);
+    const int masked_views = m->alice ? MASKED_VIEWS : 1;
+    for (int v = 0; v < masked_views; v++) {
+        ALICE_ASSERT(views[v], "missing input view %d", v);
+        m->be->upload(m->mv[v].vol, views[v], bytes);
+    }
+    if (!m->alice) return;
+    for (int v = 0; v < MASKED_VIEWS; v++) {
+        ALICE_ASSERT(views[VIEW_INTACT_Q + v], "missing intact view %d", v);
+        m->be->upload(m->iv[v].vol, views[VIEW_INTACT_Q + v], bytes);
+    }
+}
+
+/* Target branch of one intact view: EMA encoder on all tokens, EMA decoder_embed, psi, pool. */
+static void intact_forward(PretrainModel *m, IntactViewActs *a)
+{
+    const AliceBackend *be = m->be;
+    const Config *c = &m->cfg;
+    const int B = m->B, N = m->N;
+    be->patchify(a->patches, a->vol, B, m->dims[0], m->dims[1], m->dims[2], c->patch);
+    vit_encoder_forward(&m->enc, &a->enc, &m->target, a->patches, N, m->identity, N, m->posE);
+    linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, B * N,
+                   c->embed_dim, c->dec_dim);
+    proj_head_forward(&m->head, &a->psi, &m->target, a->yd);
+    be->mean_rows_fwd(a->cls, a->psi.z, B, N, c->head_out);
+}
+
+static double masked_forward(PretrainModel *m, MaskedViewActs *a)
+{
+    const AliceBackend *be = m->be;
+    const Config *c = &m->cfg;
+    const int B = m->B, N = m->N;
+    be->patchify(a->patches, a->vol, B, m->dims[0], m->dims[1], m->dims[2], c->patch);
+    if (c->norm_pix) be->normalize_rows(a->target, a->patches, B * N, m->P, 1e-6f);
+    else be->copy(a->target, a->patches, (size_t)B * N * m->P * sizeof(float));
+    vit_encoder_forward(&m->enc, &a->enc, &m->online, a->patches, N, a->perm, N, m->posE);
+    mae_decoder_forward(&m->dec, &a->dec, &m->online, a->enc.st.out, a->perm, m->posD, m->identity);
+    return be->masked_mse_fwd(a->dec.pred, a->target, a->mask, B * N, m->P);
+}
+
+/* Alice terms of one masked view against its paired intact view; returns (l_st, l_dv). */
+static void alice_forward(PretrainModel *m, MaskedViewActs *a, const IntactViewActs *paired,
+                          const IntactViewActs *cross, double *l_st, double *l_dv)
+{
+    const AliceBackend *be = m->be;
+    const Config *c = &m->cfg;
+    const int B = m->B, N = m->N, nvis = m->nvis, out = c->head_out;
+    proj_head_forward(&m->head, &a->phi, &m->online, a->dec.st.out);
+    be->mean_rows_fwd(a->cls, a->phi.z, B, N, out);
+    if (c->use_casa) {
+        casa_query_forward(&m->casa, &a->cq, &m->online, a->enc.st.out);
+        casa_kv_forward(&m->casa, &a->cq, &a->student, &m->online, a->phi.z);
+        casa_kv_forward(&m->casa, &a->cq, &a->teacher, &m->online, paired->psi.z);
+        *l_st = be->cosine_loss_fwd(a->student.out, a->teacher.out, B * nvis, out);
+    } else {
+        be->gather_rows(a->sel_s, a->phi.z, a->perm, N, B, N, nvis, out);
+        be->gather_rows(a->sel_t, paired->psi.z, a->perm, N, B, N, nvis, out);
+        *l_st = be->cosine_loss_fwd(a->sel_s, a->sel_t, B * nvis, out);
+    }
+    *l_dv = c->use_dv ? be->cosine_loss_fwd(a->cls, cross->cls, B, out) : 0.0;
+}
+
+static void masked_backward(PretrainModel *m, MaskedViewActs *a, const IntactViewActs *paired,
+                            const IntactViewActs *cross, float rec_scale)
+{
+    const AliceBackend *be = m->be;
+    const Config *c = &m->cfg;
+    const int B = m->B, N = m->N, nvis = m->nvis, out = c->head_out;
+    ParamSet *ps = &m->online;
+    be->masked_mse_bwd(a->dpred, a->dec.pred, a->target, a->mask, B * N, m->P, rec_scale);
+    const float *dH_extra = NULL;
+    if (m->alice) {
+        /* Gradients reaching phi(H): pooled [cls] (l_dv) and CASA keys/values or the direct
+         * token similarity (l_st). Targets (teacher side) are constants. */
+        if (c->use_dv) {
+            be->cosine_loss_bwd(a->dcls, NULL, a->cls, cross->cls, B, out, c->w_dv);
+            be->mean_rows_bwd(a->phi.dz, a->dcls, B, N, out);
+        } else {
+            be->fill(a->phi.dz, 0.0f, (size_t)B * N * out);
+        }
+        if (c->use_casa) {
+            be->cosine_loss_bwd(a->student.dout, NULL, a->student.out, a->teacher.out, B * nvis,
+                                out, c->w_st);
+            casa_kv_backward(&m->casa, &a->cq, &a->student, ps, a->phi.z);
+            be->add(a->phi.dz, a->phi.dz, a->student.dfeat, (size_t)B * N * out);
+        } else {
+            be->cosine_loss_bwd(a->dsel, NULL, a->sel_s, a->sel_t, B * nvis, out, c->w_st);
+            be->scatter_add_rows(a->phi.dz, a->dsel, a->perm, N, B, N, nvis, out);
+        }
+        (void)paired;
+        proj_head_backward(&m->head, &a->phi, ps, a->dec.st.out);
+        dH_extra = a->phi.dx;
+    }
+    mae_decoder_backward(&m->dec, &a->dec, ps, a->enc.st.out, a->perm, a->dpred, dH_extra, a->dV);
+    if (m->alice && c->use_casa) {
+        casa_query_backward(&m->casa, &a->cq, ps, a->enc.st.out);
+        be->add(a->dV, a->dV, a->cq.dV, (size_t)B * nvis * c->embed_dim);
+    }
+    vit_encoder_backward(&m->enc, &a->enc, ps, a->dV);
+}
+
+LossTerms pretrain_model_forward_backward(PretrainModel *m)
+{
+    const Config *c = &m->cfg;
+    LossTerms t = {0, 0, 0, 0};
+    m->be->fill(m->online.grad, 0.0f, m->online.total);
+    if (!m->alice) {
+        t.l_r = masked_forward(m, &m->mv[0]);
+        t.loss = c->w_rec * t.l_r;
+        masked_backward(m, &m->mv[0], NULL, NULL, c->w_rec);
+        return t;
+    }
+    for (int v = 0; v < MASKED_VIEWS; v++) intact_forward(m, &m->iv[v]);
+    for (int v = 0; v < MASKED_VIEWS; v++) {
+        MaskedViewActs *a = &m->mv[v];
+        const IntactViewActs *paired = &m->iv[PAIRED_INTACT(v) - VIEW_INTACT_Q];
+        const IntactViewActs *cross = &m->iv[CROSS_INTACT(v) - VIEW_INTACT_Q];
+        double l_st, l_dv;
+        t.l_r += 0.5 * masked_forward(m, a);
+        alice_forward(m, a, paired, cross, &l_st, &l_dv);
+        t.l_st += l_st;
+        t.l_dv += l_dv;
+    }
+    t.loss = c->w_rec * t.l_r + c->w_dv * t.l_dv + c->w_st * t.l_st;
+    for (int v = 0; v < MASKED_VIEWS; v++)
+        masked_backward(m, &m->mv[v], &m->iv[PAIRED_INTACT(v) - VIEW_INTACT_Q],
+                        &m->iv[CROSS_INTACT(v) - VIEW_INTACT_Q], 0.5f * c->w_rec);
+    return t;
+}
+
+double pretrain_model_step_flops(const PretrainModel *m)
+{
+    const Config *c = &m->cfg;
+    const int B = m->B, N = m->N, nvis = m->nvis;
+    double student = vit_encoder_forward_flops(&m->enc, B, nvis) +
+                     mae_decoder_forward_flops(&m->dec, B, N, nvis);
+    if (!m->alice) return 3.0 * student;
+    const ProjHead *h = &m->head;
+    double head = 2.0 * B * N * ((double)h->in * h->hidden + (double)h->hidden * h->hidden +
+                                 (double)h->hidden * h->bottleneck + (double)h->bottleneck * h->out);
+    double casa_q = 2.0 * B * nvis * (double)c->embed_dim * c->casa_dim;
+    double casa_kv = 2.0 * B * N * 2.0 * c->head_out * c->casa_dim +
+                     2.0 * 2.0 * B * (double)nvis * N * c->casa_dim + 2.0 * B * nvis * (double)c->casa_dim * c->head_out;
+    double teacher = vit_encoder_forward_flops(&m->enc, B, N) +
+                     2.0 * B * N * (double)c->embed_dim * c->dec_dim + head;
+    double per_view = 3.0 * (student + head + (c->use_casa ? casa_q + casa_kv : 0)) +
+                      (c->use_casa ? casa_kv : 0) + teacher;
+    return MASKED_VIEWS * per_view;
+}
+
+float pretrain_ema_momentum(const Config *cfg, long step)
+{
+    double s = cfg->steps > 0 ? (double)step / (double)cfg->steps : 1.0;
+    return (float)(cfg->ema_end - (cfg->ema_end - cfg->ema_start) * (cos(M_PI * s) + 1.0) / 2.0);
+}

@@ -1,0 +1,86 @@
+/* The pre-training model: MAE (method = mae) or Alice (method = alice), every loss term of
+ * docs/MODEL.md, forward and backward through the ops table. The training loop owns the
+ * optimiser, EMA, data and checkpoints; this owns parameters, activations and the math. */
+#ifndef ALICE_PRETRAIN_MODEL_H
+#define ALICE_PRETRAIN_MODEL_H
+
+#include "core/config.h"
+#include "models/casa.h"
+#include "models/mae_decoder.h"
+#include "models/proj_head.h"
+#include "models/vit.h"
+
+/* The four views of a step (Alice); MAE uses only VIEW_MASKED_Q. */
+typedef enum { VIEW_MASKED_Q, VIEW_MASKED_K, VIEW_INTACT_Q, VIEW_INTACT_K, VIEW_COUNT } ViewId;
+/* Masked view m pairs with intact view PAIRED_INTACT(m) of the same crop. */
+#define MASKED_VIEWS 2
+#define PAIRED_INTACT(m) ((m) == VIEW_MASKED_Q ? VIEW_INTACT_Q : VIEW_INTACT_K)
+/* ... and with the intact view of the OTHER crop for the cross-volume loss l_dv. */
+#define CROSS_INTACT(m) ((m) == VIEW_MASKED_Q ? VIEW_INTACT_K : VIEW_INTACT_Q)
+
+typedef struct {
+    double loss, l_r, l_dv, l_st;
+} LossTerms;
+
+typedef struct {
+    float *vol;           /* [B, X, Y, Z] */
+    int *perm;            /* [B, N] */
+    float *mask;          /* [B*N], 1 = masked */
+    float *patches;       /* [B, N, P] */
+    float *target;        /* [B*N, P] reconstruction target */
+    float *dpred;         /* [B*N, P] */
+    float *dV;            /* [B, nvis, E] */
+    VitEncoderActs enc;
+    MaeDecoderActs dec;
+    ProjHeadActs phi;     /* Alice only */
+    float *cls, *dcls;    /* [B, out] pooled phi, its gradient */
+    CasaQuery cq;
+    CasaKV student, teacher;
+    float *sel_s, *sel_t, *dsel;   /* no-CASA: head outputs at the visible positions */
+} MaskedViewActs;
+
+typedef struct {
+    float *vol, *patches;
+    VitEncoderActs enc;   /* forward only, all tokens */
+    float *yd;            /* [B, N, D] target decoder_embed output */
+    ProjHeadActs psi;
+    float *cls;           /* [B, out] */
+} IntactViewActs;
+
+typedef struct {
+    Config cfg;
+    const AliceBackend *be;
+    int alice;
+    int B, dims[3], grid[3], N, nvis, P;
+    ParamSet online, target;
+    VitEncoder enc;
+    MaeDecoder dec;
+    ProjHead head;
+    Casa casa;
+    float *posE, *posD;
+    int *identity;
+    Arena arena;
+    MaskedViewActs mv[MASKED_VIEWS];
+    IntactViewActs iv[MASKED_VIEWS];   /* indexed by view - VIEW_INTACT_Q */
+    int *perm_host;
+    float *mask_host;
+} PretrainModel;
+
+/* Registers, allocates and initialises everything for B samples per step; errors out (before
+ * any work) when the configuration is inconsistent. */
+void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend *be, int B);
+void pretrain_model_free(PretrainModel *m);
+/* Draws the masks of the step for global samples first_sample .. first_sample + B - 1. */
+void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample);
+/* Sets the masks explicitly (host [B, N] per masked view; tests and parity dumps). */
+void pretrain_model_set_masks(PretrainModel *m, int view, const int *perm_host);
+/* views[v]: host [B, X, Y, Z] crops; views of unused kinds may be NULL. */
+void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_COUNT]);
+/* Zeroes the gradients, runs forward and backward, returns the loss terms. */
+LossTerms pretrain_model_forward_backward(PretrainModel *m);
+/* Matmul FLOPs of one forward + backward step (backward counted as 2x forward). */
+double pretrain_model_step_flops(const PretrainModel *m);
+/* EMA momentum at step s of `steps` (cosine from ema_start to ema_end). */
+float pretrain_ema_momentum(const Config *cfg, long step);
+
+#endif

@@ -1,0 +1,53 @@
+#include "models/vit.h"
+
+#include <stdio.h>
+
+#include "nn/layers.h"
+
+void vit_encoder_register(VitEncoder *e, ParamSet *ps, const char *prefix, int patch, int width,
+                          int heads, int mlp, int depth)
+{
+    e->patch = patch;
+    e->P = patch * patch * patch;
+    e->width = width;
+    char name[PARAM_NAME_MAX];
+    /* Stored in Conv3d layout so MONAI loads it as is; row-major it is the [E, P] matrix. */
+    int shape[5] = {width, 1, patch, patch, patch};
+    snprintf(name, sizeof name, "%s.patch_embedding.patch_embeddings.weight", prefix);
+    e->pe_w = params_add(ps, name, 5, shape, 1, INIT_XAVIER_UNIFORM);
+    snprintf(name, sizeof name, "%s.patch_embedding.patch_embeddings.bias", prefix);
+    e->pe_b = params_add1(ps, name, width, 0, INIT_ZEROS);
+    tstack_register(&e->stack, ps, prefix, width, heads, mlp, depth);
+}
+
+void vit_encoder_layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok, int train)
+{
+    a->B = B;
+    a->ntok = ntok;
+    a->patches_sel = arena_floats(ar, (size_t)B * ntok * e->P);
+    a->dtokens = train ? arena_floats(ar, (size_t)B * ntok * e->width) : NULL;
+    tstack_layout(&e->stack, &a->st, ar, B, ntok, train);
+}
+
+void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,
+                         const float *patches, int N, const int *idx, int idx_ld, const float *pos)
+{
+    const AliceBackend *be = ps->be;
+    be->gather_rows(a->patches_sel, patches, idx, idx_ld, a->B, N, a->ntok, e->P);
+    linear_forward(ps, e->pe_w, e->pe_b, a->st.x0, a->patches_sel, a->B * a->ntok, e->P, e->width);
+    be->add_table_rows(a->st.x0, pos, idx, idx_ld, a->B, a->ntok, e->width);
+    tstack_forward(&e->stack, &a->st, ps);
+}
+
+void vit_encoder_backward(const VitEncoder *e, VitEncoderActs *a, ParamSet *ps, const float *dout)
+{
+    tstack_backward(&e->stack, &a->st, ps, dout, a->dtokens);
+    /* The position embedding is fixed and the patches are data: only the weights get gradients. */
+    linear_backward(ps, e->pe_w, e->pe_b, NULL, a->dtokens, a->patches_sel, a->B * a->ntok, e->P,
+                    e->width);
+}
+
+double vit_encoder_forward_flops(const VitEncoder *e, int B, int ntok)
+{
+    return 2.0 * B * ntok * (double)e->P * e->width + tstack_forward_flops(&e->stack, B, ntok);
+}

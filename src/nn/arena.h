@@ -1,0 +1,28 @@
+/* Activation arena: one backend allocation per (model, batch shape), planned before the loop.
+ *
+ * Model code lays out its activations with arena_floats/arena_ints twice: once in planning
+ * mode (nothing is allocated; the arena only adds up sizes, the returned pointers are never
+ * dereferenced) and once after arena_commit, which allocates exactly the planned size. The
+ * training loop then runs without a single allocation. */
+#ifndef ALICE_ARENA_H
+#define ALICE_ARENA_H
+
+#include <stddef.h>
+
+#include "ops/backend.h"
+
+typedef struct {
+    const AliceBackend *be;
+    char *base;
+    size_t cap, used;
+    int planning;
+} Arena;
+
+void arena_plan(Arena *a, const AliceBackend *be);
+/* Allocates the planned size and rewinds, ready for the real layout pass. */
+void arena_commit(Arena *a);
+float *arena_floats(Arena *a, size_t n);
+int *arena_ints(Arena *a, size_t n);
+void arena_free(Arena *a);
+
+#endif

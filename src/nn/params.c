@@ -1,0 +1,125 @@
+#include "nn/params.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/rng.h"
+
+void params_init_registry(ParamSet *ps) { memset(ps, 0, sizeof *ps); }
+
+int params_find(const ParamSet *ps, const char *name)
+{
+    for (int i = 0; i < ps->count; i++)
+        if (strcmp(ps->info[i].name, name) == 0) return i;
+    return -1;
+}
+
+int params_add(ParamSet *ps, const char *name, int ndim, const int *shape, int decay, ParamInit init)
+{
+    ALICE_ASSERT(!ps->data, "params_add(%s) after allocation", name);
+    ALICE_ASSERT(ndim >= 1 && ndim <= PARAM_MAX_DIMS, "tensor %s: bad rank %d", name, ndim);
+    ALICE_ASSERT(strlen(name) < PARAM_NAME_MAX, "tensor name too long: %s", name);
+    ALICE_ASSERT(params_find(ps, name) < 0, "tensor %s registered twice", name);
+    if (ps->count == ps->cap) {
+        ps->cap = ps->cap ? 2 * ps->cap : 64;
+        ps->info = realloc(ps->info, (size_t)ps->cap * sizeof *ps->info);
+        ALICE_ASSERT(ps->info, "out of memory");
+    }
+    ParamInfo *t = &ps->info[ps->count];
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = ndim;
+    t->numel = 1;
+    for (int d = 0; d < ndim; d++) {
+        ALICE_ASSERT(shape[d] > 0, "tensor %s: non-positive dimension", name);
+        t->shape[d] = shape[d];
+        t->numel *= (size_t)shape[d];
+    }
+    t->offset = ps->total;
+    /* 16-float alignment keeps every tensor 64-byte aligned for vector loads on both backends. */
+    ps->total += (t->numel + 15) & ~(size_t)15;
+    t->decay = decay;
+    t->init = init;
+    return ps->count++;
+}
+
+int params_add1(ParamSet *ps, const char *name, int n, int decay, ParamInit init)
+{
+    return params_add(ps, name, 1, &n, decay, init);
+}
+
+int params_add2(ParamSet *ps, const char *name, int rows, int cols, int decay, ParamInit init)
+{
+    int shape[2] = {rows, cols};
+    return params_add(ps, name, 2, shape, decay, init);
+}
+
+void params_allocate(ParamSet *ps, const AliceBackend *be, int trainable)
+{
+    ps->be = be;
+    size_t bytes = ps->total * sizeof(float);
+    ps->data = be->alloc(bytes);
+    be->fill(ps->data, 0.0f, ps->total);
+    if (trainable) {
+        ps->grad = be->alloc(bytes);
+        ps->m = be->alloc(bytes);
+        ps->v = be->alloc(bytes);
+        be->fill(ps->grad, 0.0f, ps->total);
+        be->fill(ps->m, 0.0f, ps->total);
+        be->fill(ps->v, 0.0f, ps->total);
+    }
+}
+
+void params_initialize(ParamSet *ps, uint64_t seed)
+{
+    float *host = xcalloc(ps->total, sizeof(float));
+    for (int i = 0; i < ps->count; i++) {
+        const ParamInfo *t = &ps->info[i];
+        float *p = host + t->offset;
+        RngStream rng;
+        rng_init(&rng, seed, 0, (uint32_t)i, RNG_PARAM_INIT);
+        switch (t->init) {
+        case INIT_ZEROS: break;
+        case INIT_ONES:
+            for (size_t k = 0; k < t->numel; k++) p[k] = 1.0f;
+            break;
+        case INIT_XAVIER_UNIFORM: {
+            double fan_out = t->shape[0], fan_in = (double)t->numel / t->shape[0];
+            float a = (float)sqrt(6.0 / (fan_in + fan_out));
+            for (size_t k = 0; k < t->numel; k++) p[k] = a * (2.0f * rng_uniform(&rng) - 1.0f);
+            break;
+        }
+        case INIT_NORMAL_002:
+            for (size_t k = 0; k < t->numel; k++) p[k] = 0.02f * rng_normal(&rng);
+            break;
+        }
+    }
+    ps->be->upload(ps->data, host, ps->total * sizeof(float));
+    free(host);
+}
+
+void params_free(ParamSet *ps)
+{
+    if (ps->be) {
+        ps->be->release(ps->data);
+        if (ps->grad) {
+            ps->be->release(ps->grad);
+            ps->be->release(ps->m);
+            ps->be->release(ps->v);
+        }
+    }
+    free(ps->info);
+    memset(ps, 0, sizeof *ps);
+}
+
+void params_clone_layout(ParamSet *dst, const ParamSet *src)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->count = dst->cap = src->count;
+    dst->total = src->total;
+    dst->info = xmalloc((size_t)src->count * sizeof *src->info);
+    memcpy(dst->info, src->info, (size_t)src->count * sizeof *src->info);
+}

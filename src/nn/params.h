@@ -1,0 +1,65 @@
+/* Named tensors carved out of flat buffers.
+ *
+ * A ParamSet is a registry of tensors (PyTorch/MONAI-style name, shape, weight-decay flag,
+ * initialiser) laid out back to back in one flat buffer each for values, gradients and the
+ * two AdamW moments, so all-reduce, clipping, AdamW and EMA are one pass over one buffer and
+ * checkpoints store one dataset per name. Model code holds tensor INDICES returned by
+ * params_add (never positional magic numbers) and asks for pointers after allocation. */
+#ifndef ALICE_PARAMS_H
+#define ALICE_PARAMS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops/backend.h"
+
+#define PARAM_NAME_MAX 96
+#define PARAM_MAX_DIMS 5
+
+typedef enum {
+    INIT_ZEROS,
+    INIT_ONES,
+    INIT_XAVIER_UNIFORM,   /* on the [shape[0], prod(shape[1:])] matrix */
+    INIT_NORMAL_002,       /* normal(0, 0.02) */
+} ParamInit;
+
+typedef struct {
+    char name[PARAM_NAME_MAX];
+    int ndim;
+    int shape[PARAM_MAX_DIMS];
+    size_t numel;
+    size_t offset;          /* in floats, into every flat buffer */
+    int decay;              /* AdamW weight decay applies */
+    ParamInit init;
+} ParamInfo;
+
+typedef struct {
+    ParamInfo *info;
+    int count, cap;
+    size_t total;           /* floats */
+    const AliceBackend *be;
+    float *data, *grad, *m, *v;   /* backend memory; grad/m/v NULL when not trainable */
+} ParamSet;
+
+void params_init_registry(ParamSet *ps);
+/* Registers a tensor; returns its index. Duplicate names are a programming error. */
+int params_add(ParamSet *ps, const char *name, int ndim, const int *shape, int decay, ParamInit init);
+/* Convenience for 1-D and 2-D tensors. */
+int params_add1(ParamSet *ps, const char *name, int n, int decay, ParamInit init);
+int params_add2(ParamSet *ps, const char *name, int rows, int cols, int decay, ParamInit init);
+/* Allocates the flat buffers (with gradient and moments when trainable). */
+void params_allocate(ParamSet *ps, const AliceBackend *be, int trainable);
+/* Initialises every tensor from the counter RNG (seed, 0, tensor index, RNG_PARAM_INIT). */
+void params_initialize(ParamSet *ps, uint64_t seed);
+void params_free(ParamSet *ps);
+/* Index of a tensor by name, or -1. */
+int params_find(const ParamSet *ps, const char *name);
+
+static inline float *param(const ParamSet *ps, int idx) { return ps->data + ps->info[idx].offset; }
+static inline float *param_grad(const ParamSet *ps, int idx) { return ps->grad + ps->info[idx].offset; }
+
+
+
+/* A second ParamSet with the same tensors at the same indices and offsets (the EMA target). */
+void params_clone_layout(ParamSet *dst, const ParamSet *src);
+#endif

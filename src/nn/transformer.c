@@ -1,0 +1,155 @@
+#include "nn/transformer.h"
+
+#include <stdio.h>
+
+#include "core/check.h"
+#include "nn/layers.h"
+
+void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int heads, int mlp, int depth)
+{
+    ALICE_ASSERT(depth <= TSTACK_MAX_DEPTH, "depth %d above the supported %d", depth, TSTACK_MAX_DEPTH);
+    s->width = width;
+    s->heads = heads;
+    s->mlp = mlp;
+    s->depth = depth;
+    char name[PARAM_NAME_MAX];
+    int unused;
+    for (int i = 0; i < depth; i++) {
+        BlockParams *b = &s->blk[i];
+        snprintf(name, sizeof name, "%s.blocks.%d.norm1", prefix, i);
+        register_layernorm(ps, name, width, &b->norm1_w, &b->norm1_b);
+        snprintf(name, sizeof name, "%s.blocks.%d.attn.qkv", prefix, i);
+        register_linear(ps, name, width, 3 * width, 0, &b->qkv_w, &unused);
+        snprintf(name, sizeof name, "%s.blocks.%d.attn.out_proj", prefix, i);
+        register_linear(ps, name, width, width, 1, &b->proj_w, &b->proj_b);
+        snprintf(name, sizeof name, "%s.blocks.%d.norm2", prefix, i);
+        register_layernorm(ps, name, width, &b->norm2_w, &b->norm2_b);
+        snprintf(name, sizeof name, "%s.blocks.%d.mlp.linear1", prefix, i);
+        register_linear(ps, name, width, mlp, 1, &b->fc1_w, &b->fc1_b);
+        snprintf(name, sizeof name, "%s.blocks.%d.mlp.linear2", prefix, i);
+        register_linear(ps, name, mlp, width, 1, &b->fc2_w, &b->fc2_b);
+    }
+    snprintf(name, sizeof name, "%s.norm", prefix);
+    register_layernorm(ps, name, width, &s->norm_w, &s->norm_b);
+}
+
+static void layout_block(BlockActs *b, Arena *ar, size_t rows, int W, int M, size_t probs)
+{
+    b->ln1 = arena_floats(ar, rows * W);
+    b->ln1_mean = arena_floats(ar, rows);
+    b->ln1_rstd = arena_floats(ar, rows);
+    b->qkv = arena_floats(ar, rows * 3 * W);
+    b->probs = arena_floats(ar, probs);
+    b->att = arena_floats(ar, rows * W);
+    b->mid = arena_floats(ar, rows * W);
+    b->ln2 = arena_floats(ar, rows * W);
+    b->ln2_mean = arena_floats(ar, rows);
+    b->ln2_rstd = arena_floats(ar, rows);
+    b->h = arena_floats(ar, rows * M);
+    b->hg = arena_floats(ar, rows * M);
+    b->out = arena_floats(ar, rows * W);
+}
+
+void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, int train)
+{
+    a->B = B;
+    a->T = T;
+    a->train = train;
+    size_t rows = (size_t)B * T, W = (size_t)s->width, M = (size_t)s->mlp;
+    size_t probs = (size_t)B * s->heads * T * T;
+    a->x0 = arena_floats(ar, rows * W);
+    if (train) {
+        for (int i = 0; i < s->depth; i++) layout_block(&a->act[i], ar, rows, (int)W, (int)M, probs);
+    } else {
+        /* Inference: block i reads block i-1's out, so two alternating sets suffice. */
+        BlockActs pair[2];
+        layout_block(&pair[0], ar, rows, (int)W, (int)M, probs);
+        layout_block(&pair[1], ar, rows, (int)W, (int)M, probs);
+        for (int i = 0; i < s->depth; i++) a->act[i] = pair[i % 2];
+    }
+    a->out = arena_floats(ar, rows * W);
+    a->out_mean = arena_floats(ar, rows);
+    a->out_rstd = arena_floats(ar, rows);
+    if (train) {
+        a->g0 = arena_floats(ar, rows * W);
+        a->g1 = arena_floats(ar, rows * W);
+        a->dmid = arena_floats(ar, rows * W);
+        a->dtmp = arena_floats(ar, rows * W);
+        a->dtmp2 = arena_floats(ar, rows * W);
+        a->datt = arena_floats(ar, rows * W);
+        a->dh1 = arena_floats(ar, rows * M);
+        a->dh2 = arena_floats(ar, rows * M);
+        a->dqkv = arena_floats(ar, rows * 3 * W);
+    }
+}
+
+void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
+{
+    const AliceBackend *be = ps->be;
+    const int W = s->width, M = s->mlp, H = s->heads, B = a->B, T = a->T;
+    const int rows = B * T;
+    const float *x = a->x0;
+    for (int i = 0; i < s->depth; i++) {
+        const BlockParams *p = &s->blk[i];
+        BlockActs *b = &a->act[i];
+        be->layernorm_fwd(b->ln1, b->ln1_mean, b->ln1_rstd, x, param(ps, p->norm1_w),
+                          param(ps, p->norm1_b), rows, W, LAYERNORM_EPS);
+        linear_forward(ps, p->qkv_w, NO_PARAM, b->qkv, b->ln1, rows, W, 3 * W);
+        be->attention_fwd(b->att, b->probs, b->qkv, b->qkv + W, b->qkv + 2 * W, B, H, T, T,
+                          W / H, 3 * W, 3 * W);
+        linear_forward(ps, p->proj_w, p->proj_b, b->mid, b->att, rows, W, W);
+        be->add(b->mid, b->mid, x, (size_t)rows * W);
+        be->layernorm_fwd(b->ln2, b->ln2_mean, b->ln2_rstd, b->mid, param(ps, p->norm2_w),
+                          param(ps, p->norm2_b), rows, W, LAYERNORM_EPS);
+        linear_forward(ps, p->fc1_w, p->fc1_b, b->h, b->ln2, rows, W, M);
+        be->gelu_fwd(b->hg, b->h, (size_t)rows * M);
+        linear_forward(ps, p->fc2_w, p->fc2_b, b->out, b->hg, rows, M, W);
+        be->add(b->out, b->out, b->mid, (size_t)rows * W);
+        x = b->out;
+    }
+    be->layernorm_fwd(a->out, a->out_mean, a->out_rstd, x, param(ps, s->norm_w),
+                      param(ps, s->norm_b), rows, W, LAYERNORM_EPS);
+}
+
+void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout, float *dx0)
+{
+    ALICE_ASSERT(a->train, "backward through a stack laid out for inference");
+    const AliceBackend *be = ps->be;
+    const int W = s->width, M = s->mlp, H = s->heads, B = a->B, T = a->T;
+    const int rows = B * T;
+    const size_t n = (size_t)rows * W;
+    const float *last = s->depth ? a->act[s->depth - 1].out : a->x0;
+    /* g: gradient w.r.t. the residual stream entering the current point. */
+    float *g = s->depth ? a->g0 : dx0;
+    be->layernorm_bwd(g, param_grad(ps, s->norm_w), param_grad(ps, s->norm_b), dout, last,
+                      a->out_mean, a->out_rstd, param(ps, s->norm_w), rows, W);
+    for (int i = s->depth - 1; i >= 0; i--) {
+        const BlockParams *p = &s->blk[i];
+        BlockActs *b = &a->act[i];
+        const float *x = i ? a->act[i - 1].out : a->x0;
+        float *gnext = i ? (g == a->g0 ? a->g1 : a->g0) : dx0;
+        /* MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))) */
+        linear_backward(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
+        be->gelu_bwd(a->dh2, a->dh1, b->h, (size_t)rows * M);
+        linear_backward(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh2, b->ln2, rows, W, M);
+        be->layernorm_bwd(a->dtmp2, param_grad(ps, p->norm2_w), param_grad(ps, p->norm2_b),
+                          a->dtmp, b->mid, b->ln2_mean, b->ln2_rstd, param(ps, p->norm2_w), rows, W);
+        be->add(a->dmid, g, a->dtmp2, n);
+        /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) */
+        linear_backward(ps, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
+        be->attention_bwd(a->dqkv, a->dqkv + W, a->dqkv + 2 * W, a->datt, b->qkv, b->qkv + W,
+                          b->qkv + 2 * W, b->probs, B, H, T, T, W / H, 3 * W, 3 * W);
+        linear_backward(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
+        be->layernorm_bwd(a->dtmp2, param_grad(ps, p->norm1_w), param_grad(ps, p->norm1_b),
+                          a->dtmp, x, b->ln1_mean, b->ln1_rstd, param(ps, p->norm1_w), rows, W);
+        be->add(gnext, a->dmid, a->dtmp2, n);
+        g = gnext;
+    }
+}
+
+double tstack_forward_flops(const TStack *s, int B, int T)
+{
+    double rows = (double)B * T, W = s->width, M = s->mlp;
+    double per_block = 2.0 * rows * (3 * W * W + W * W + 2 * W * M) + 2.0 * 2.0 * B * (double)T * T * W;
+    return per_block * s->depth;
+}

@@ -1,0 +1,47 @@
+/* A stack of pre-norm transformer blocks (MONAI TransformerBlock) with a final LayerNorm.
+ * TStack holds the tensor indices (shared by the online and the EMA target ParamSet, which
+ * have identical layouts); TStackActs holds the activations of one batch shape. */
+#ifndef ALICE_TRANSFORMER_H
+#define ALICE_TRANSFORMER_H
+
+#include "nn/arena.h"
+#include "nn/params.h"
+
+#define TSTACK_MAX_DEPTH 48
+#define LAYERNORM_EPS 1e-5f
+
+typedef struct {
+    int norm1_w, norm1_b, qkv_w, proj_w, proj_b, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b;
+} BlockParams;
+
+typedef struct {
+    int width, heads, mlp, depth;
+    BlockParams blk[TSTACK_MAX_DEPTH];
+    int norm_w, norm_b;
+} TStack;
+
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *mid;
+    float *ln2, *ln2_mean, *ln2_rstd, *h, *hg, *out;
+} BlockActs;
+
+typedef struct {
+    int B, T, train;
+    BlockActs act[TSTACK_MAX_DEPTH];  /* forward-only stacks reuse two sets */
+    float *x0;                        /* input [B, T, W], written by the caller */
+    float *out, *out_mean, *out_rstd; /* final LayerNorm output */
+    /* backward scratch */
+    float *g0, *g1, *dmid, *dtmp, *dtmp2, *dh1, *dh2, *datt, *dqkv;
+} TStackActs;
+
+/* Registers "<prefix>.blocks.{i}.*" and "<prefix>.norm.*". */
+void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int heads, int mlp, int depth);
+/* Lays out activations for B x T tokens; train = 0 keeps only what a forward needs. */
+void tstack_layout(const TStack *s, TStackActs *a, Arena *arena, int B, int T, int train);
+void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps);
+/* dout: gradient w.r.t. out; dx0 (overwritten) receives the gradient w.r.t. x0. */
+void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout, float *dx0);
+/* Matmul FLOPs of one forward (2 per multiply-add), for utilisation figures. */
+double tstack_forward_flops(const TStack *s, int B, int T);
+
+#endif

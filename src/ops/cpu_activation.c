@@ -1,0 +1,76 @@
+/* CPU backend: activations (GELU, leaky ReLU) and row softmax. */
+#include "ops/cpu_ops.h"
+
+#include <math.h>
+
+#define INV_SQRT2 0.70710678118654752440
+#define INV_SQRT_2PI 0.39894228040143267794
+
+void cpu_gelu_fwd(float *y, const float *x, size_t n)
+{
+    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    for (size_t i = 0; i < n; i++)
+        y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)INV_SQRT2));
+}
+
+void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
+{
+    /* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
+    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    for (size_t i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erff(x[i] * (float)INV_SQRT2));
+        float pdf = (float)INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
+        dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
+void cpu_softmax_row(float *row, int cols)
+{
+    float max = -INFINITY;
+    for (int c = 0; c < cols; c++) max = row[c] > max ? row[c] : max;
+    float sum = 0.0f;
+    for (int c = 0; c < cols; c++) {
+        row[c] = expf(row[c] - max);
+        sum += row[c];
+    }
+    float inv = 1.0f / sum;
+    for (int c = 0; c < cols; c++) row[c] *= inv;
+}
+
+void cpu_softmax_fwd(float *y, const float *x, int rows, int cols)
+{
+    #pragma omp parallel for schedule(static) if ((long)rows * cols > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        float *yr = y + (long)r * cols;
+        const float *xr = x + (long)r * cols;
+        if (yr != xr)
+            for (int c = 0; c < cols; c++) yr[c] = xr[c];
+        cpu_softmax_row(yr, cols);
+    }
+}
+
+void cpu_softmax_bwd(float *dx, const float *dy, const float *y, int rows, int cols)
+{
+    /* dx = y * (dy - <dy, y>) */
+    #pragma omp parallel for schedule(static) if ((long)rows * cols > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *dyr = dy + (long)r * cols, *yr = y + (long)r * cols;
+        float *dxr = dx + (long)r * cols;
+        float dot = 0.0f;
+        for (int c = 0; c < cols; c++) dot += dyr[c] * yr[c];
+        for (int c = 0; c < cols; c++) dxr[c] = yr[c] * (dyr[c] - dot);
+    }
+}
+
+void cpu_leaky_relu_fwd(float *y, const float *x, size_t n, float slope)
+{
+    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
+}
+
+void cpu_leaky_relu_bwd(float *dx, const float *dy, const float *x, size_t n, float slope)
+{
+    /* At x == 0 the slope branch is taken, as in PyTorch. */
+    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : slope * dy[i];
+}

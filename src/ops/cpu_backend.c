@@ -1,0 +1,72 @@
+/* The CPU backend table: every op of ops/backend.h on OpenMP + OpenBLAS. */
+#include "ops/backend.h"
+#include "ops/cpu_ops.h"
+
+static const AliceBackend cpu_backend = {
+    .name = "cpu",
+
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .upload = cpu_upload,
+    .download = cpu_download,
+    .copy = cpu_copy,
+    .fill = cpu_fill,
+    .synchronize = cpu_synchronize,
+
+    .axpby = cpu_axpby,
+    .scale = cpu_scale,
+    .add = cpu_add,
+    .sum_squares = cpu_sum_squares,
+    .all_finite = cpu_all_finite,
+
+    .gemm = cpu_gemm,
+    .linear_fwd = cpu_linear_fwd,
+    .linear_bwd = cpu_linear_bwd,
+
+    .layernorm_fwd = cpu_layernorm_fwd,
+    .layernorm_bwd = cpu_layernorm_bwd,
+    .gelu_fwd = cpu_gelu_fwd,
+    .gelu_bwd = cpu_gelu_bwd,
+    .softmax_fwd = cpu_softmax_fwd,
+    .softmax_bwd = cpu_softmax_bwd,
+
+    .attention_fwd = cpu_attention_fwd,
+    .attention_bwd = cpu_attention_bwd,
+
+    .patchify = cpu_patchify,
+    .unpatchify = cpu_unpatchify,
+    .gather_rows = cpu_gather_rows,
+    .scatter_add_rows = cpu_scatter_add_rows,
+    .add_table_rows = cpu_add_table_rows,
+    .insert_mask_tokens = cpu_insert_mask_tokens,
+    .insert_mask_tokens_bwd = cpu_insert_mask_tokens_bwd,
+
+    .mean_rows_fwd = cpu_mean_rows_fwd,
+    .mean_rows_bwd = cpu_mean_rows_bwd,
+    .l2norm_fwd = cpu_l2norm_fwd,
+    .l2norm_bwd = cpu_l2norm_bwd,
+    .cosine_loss_fwd = cpu_cosine_loss_fwd,
+    .cosine_loss_bwd = cpu_cosine_loss_bwd,
+    .normalize_rows = cpu_normalize_rows,
+    .masked_mse_fwd = cpu_masked_mse_fwd,
+    .masked_mse_bwd = cpu_masked_mse_bwd,
+
+    .adamw = cpu_adamw,
+    .ema_update = cpu_ema_update,
+
+    .conv3d_fwd = cpu_conv3d_fwd,
+    .conv3d_bwd = cpu_conv3d_bwd,
+    .conv_transpose3d_fwd = cpu_conv_transpose3d_fwd,
+    .conv_transpose3d_bwd = cpu_conv_transpose3d_bwd,
+    .instnorm_fwd = cpu_instnorm_fwd,
+    .instnorm_bwd = cpu_instnorm_bwd,
+    .leaky_relu_fwd = cpu_leaky_relu_fwd,
+    .leaky_relu_bwd = cpu_leaky_relu_bwd,
+    .dicece_fwd = cpu_dicece_fwd,
+    .dicece_bwd = cpu_dicece_bwd,
+    .concat_channels = cpu_concat_channels,
+    .split_channels = cpu_split_channels,
+    .transpose_tokens = cpu_transpose_tokens,
+};
+
+const AliceBackend *backend_cpu(void) { return &cpu_backend; }

@@ -1,0 +1,155 @@
+/* CPU backend: vector normalisation and the pre-training losses (cosine loss of l_dv / l_st,
+ * masked MSE of l_r with normalised-patch targets). Loss sums are taken in double. */
+#include "ops/cpu_ops.h"
+
+#include <math.h>
+
+/* PyTorch's cosine_similarity clamps the product of the norms at eps^2 (eps = 1e-8). */
+#define COSINE_EPS 1e-8
+
+void cpu_l2norm_fwd(float *y, float *norms, const float *x, int rows, int dim, float eps)
+{
+    #pragma omp parallel for schedule(static) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (long)r * dim;
+        float *yr = y + (long)r * dim;
+        double sq = 0.0;
+        for (int d = 0; d < dim; d++) sq += (double)xr[d] * xr[d];
+        float norm = (float)sqrt(sq);
+        norms[r] = norm;
+        float inv = 1.0f / (norm > eps ? norm : eps);
+        for (int d = 0; d < dim; d++) yr[d] = xr[d] * inv;
+    }
+}
+
+void cpu_l2norm_bwd(float *dx, const float *dy, const float *x, const float *norms, int rows,
+                    int dim, float eps)
+{
+    #pragma omp parallel for schedule(static) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (long)r * dim, *dyr = dy + (long)r * dim;
+        float *dxr = dx + (long)r * dim;
+        float norm = norms[r];
+        if (!(norm > eps)) {
+            /* The clamped denominator is a constant. */
+            for (int d = 0; d < dim; d++) dxr[d] = dyr[d] / eps;
+            continue;
+        }
+        /* dx = (dy - x <x, dy> / n^2) / n */
+        double dot = 0.0;
+        for (int d = 0; d < dim; d++) dot += (double)xr[d] * dyr[d];
+        float inv = 1.0f / norm;
+        float c = (float)(dot / ((double)norm * norm));
+        for (int d = 0; d < dim; d++) dxr[d] = (dyr[d] - xr[d] * c) * inv;
+    }
+}
+
+typedef struct {
+    double dot, aa, bb;
+} RowProducts;
+
+static RowProducts row_products(const float *a, const float *b, int dim)
+{
+    RowProducts p = {0.0, 0.0, 0.0};
+    for (int d = 0; d < dim; d++) {
+        p.dot += (double)a[d] * b[d];
+        p.aa += (double)a[d] * a[d];
+        p.bb += (double)b[d] * b[d];
+    }
+    return p;
+}
+
+static double clamped_norm_product(RowProducts p)
+{
+    double prod = p.aa * p.bb;
+    return prod > COSINE_EPS * COSINE_EPS ? sqrt(prod) : COSINE_EPS;
+}
+
+float cpu_cosine_loss_fwd(const float *a, const float *b, int rows, int dim)
+{
+    double total = 0.0;
+    #pragma omp parallel for schedule(static) reduction(+ : total) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        RowProducts p = row_products(a + (long)r * dim, b + (long)r * dim, dim);
+        total += 1.0 - p.dot / clamped_norm_product(p);
+    }
+    return rows > 0 ? (float)(total / rows) : 0.0f;
+}
+
+void cpu_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows,
+                         int dim, float scale)
+{
+    #pragma omp parallel for schedule(static) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *ar = a + (long)r * dim, *br = b + (long)r * dim;
+        RowProducts p = row_products(ar, br, dim);
+        double denom = clamped_norm_product(p);
+        int clamped = !(p.aa * p.bb > COSINE_EPS * COSINE_EPS);
+        double cosv = p.dot / denom;
+        /* d(1 - cos)/da = -(b / denom - cos a / |a|^2), the last term absent when clamped */
+        float g = (float)(-(double)scale / rows);
+        float inv_den = (float)(1.0 / denom);
+        float ca = clamped ? 0.0f : (float)(cosv / p.aa);
+        float cb = clamped ? 0.0f : (float)(cosv / p.bb);
+        if (da)
+            for (int d = 0; d < dim; d++)
+                da[(long)r * dim + d] = g * (br[d] * inv_den - ar[d] * ca);
+        if (db)
+            for (int d = 0; d < dim; d++)
+                db[(long)r * dim + d] = g * (ar[d] * inv_den - br[d] * cb);
+    }
+}
+
+void cpu_normalize_rows(float *out, const float *x, int rows, int dim, float eps)
+{
+    #pragma omp parallel for schedule(static) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (long)r * dim;
+        float *or_ = out + (long)r * dim;
+        double sum = 0.0;
+        for (int d = 0; d < dim; d++) sum += xr[d];
+        double mean = sum / dim, sq = 0.0;
+        for (int d = 0; d < dim; d++) sq += (xr[d] - mean) * (xr[d] - mean);
+        float inv_std = (float)(1.0 / sqrt(sq / dim + eps));
+        float mu = (float)mean;
+        for (int d = 0; d < dim; d++) or_[d] = (xr[d] - mu) * inv_std;
+    }
+}
+
+static double mask_sum(const float *mask, int rows)
+{
+    double s = 0.0;
+    for (int r = 0; r < rows; r++) s += mask[r];
+    return s;
+}
+
+float cpu_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
+                         int dim)
+{
+    double msum = mask_sum(mask, rows);
+    if (msum == 0.0) return 0.0f; /* nothing masked: no reconstruction term */
+    double total = 0.0;
+    #pragma omp parallel for schedule(static) reduction(+ : total) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        if (mask[r] == 0.0f) continue;
+        const float *pr = pred + (long)r * dim, *tr = target + (long)r * dim;
+        double sq = 0.0;
+        for (int d = 0; d < dim; d++) sq += (double)(pr[d] - tr[d]) * (pr[d] - tr[d]);
+        total += mask[r] * sq / dim;
+    }
+    return (float)(total / msum);
+}
+
+void cpu_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,
+                        int rows, int dim, float scale)
+{
+    double msum = mask_sum(mask, rows);
+    float coef = msum == 0.0 ? 0.0f : (float)(2.0 * scale / (dim * msum));
+    #pragma omp parallel for schedule(static) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *pr = pred + (long)r * dim, *tr = target + (long)r * dim;
+        float *dr = dpred + (long)r * dim;
+        float c = coef * mask[r];
+        for (int d = 0; d < dim; d++) dr[d] = c * (pr[d] - tr[d]);
+    }
+}

@@ -1,0 +1,161 @@
+/* CPU backend: LayerNorm (over the last dim of token rows) and InstanceNorm (over each
+ * (b, c) volume). Statistics are accumulated in double; the variance is the biased one, as in
+ * PyTorch. Parameter gradients are summed per thread and then in thread order, so results do
+ * not depend on timing. */
+#include "ops/cpu_ops.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+
+#include "core/check.h"
+
+/* Mean and 1/sqrt(var + eps) of n values, two passes in double. */
+static void row_statistics(const float *x, long n, float eps, float *mean_out, float *rstd_out)
+{
+    double sum = 0.0;
+    for (long i = 0; i < n; i++) sum += x[i];
+    double mean = sum / (double)n;
+    double sq = 0.0;
+    for (long i = 0; i < n; i++) {
+        double d = x[i] - mean;
+        sq += d * d;
+    }
+    *mean_out = (float)mean;
+    *rstd_out = (float)(1.0 / sqrt(sq / (double)n + eps));
+}
+
+void cpu_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                       const float *beta, int rows, int dim, float eps)
+{
+    #pragma omp parallel for schedule(static) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (long)r * dim;
+        float *yr = y + (long)r * dim;
+        float mu, rs;
+        row_statistics(xr, dim, eps, &mu, &rs);
+        mean[r] = mu;
+        rstd[r] = rs;
+        for (int d = 0; d < dim; d++) {
+            float v = (xr[d] - mu) * rs;
+            if (gamma) v *= gamma[d];
+            if (beta) v += beta[d];
+            yr[d] = v;
+        }
+    }
+}
+
+void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                       const float *mean, const float *rstd, const float *gamma, int rows,
+                       int dim)
+{
+    int parallel = (long)rows * dim > CPU_OMP_MIN_ELEMENTS;
+    int nthreads = parallel ? omp_get_max_threads() : 1;
+    int want_params = dgamma || dbeta;
+    /* Per-thread partial sums of dgamma (first dim) and dbeta (next dim). */
+    double *partial = want_params ? xcalloc((size_t)nthreads * 2 * dim, sizeof(double)) : NULL;
+
+    #pragma omp parallel if (parallel) num_threads(nthreads)
+    {
+        double *pg = want_params ? partial + (size_t)omp_get_thread_num() * 2 * dim : NULL;
+        double *pb = want_params ? pg + dim : NULL;
+        #pragma omp for schedule(static)
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (long)r * dim, *dyr = dy + (long)r * dim;
+            float mu = mean[r], rs = rstd[r];
+            if (want_params)
+                for (int d = 0; d < dim; d++) {
+                    float xhat = (xr[d] - mu) * rs;
+                    pg[d] += dyr[d] * xhat;
+                    pb[d] += dyr[d];
+                }
+            if (!dx) continue;
+            /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma */
+            double sum_g = 0.0, sum_gx = 0.0;
+            for (int d = 0; d < dim; d++) {
+                float g = gamma ? dyr[d] * gamma[d] : dyr[d];
+                sum_g += g;
+                sum_gx += g * ((xr[d] - mu) * rs);
+            }
+            float mean_g = (float)(sum_g / dim), mean_gx = (float)(sum_gx / dim);
+            float *dxr = dx + (long)r * dim;
+            for (int d = 0; d < dim; d++) {
+                float g = gamma ? dyr[d] * gamma[d] : dyr[d];
+                float xhat = (xr[d] - mu) * rs;
+                dxr[d] = rs * (g - mean_g - xhat * mean_gx);
+            }
+        }
+    }
+    if (!want_params) return;
+    for (int d = 0; d < dim; d++) {
+        double g = 0.0, b = 0.0;
+        for (int t = 0; t < nthreads; t++) {
+            g += partial[(size_t)t * 2 * dim + d];
+            b += partial[(size_t)t * 2 * dim + dim + d];
+        }
+        if (dgamma) dgamma[d] += (float)g;
+        if (dbeta) dbeta[d] += (float)b;
+    }
+    free(partial);
+}
+
+void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                      const float *beta, int B, int C, long V, float eps)
+{
+    int planes = B * C;
+    #pragma omp parallel for schedule(static) if ((long)planes * V > CPU_OMP_MIN_ELEMENTS)
+    for (int bc = 0; bc < planes; bc++) {
+        const float *xp = x + (long)bc * V;
+        float *yp = y + (long)bc * V;
+        int c = bc % C;
+        float mu, rs;
+        row_statistics(xp, V, eps, &mu, &rs);
+        mean[bc] = mu;
+        rstd[bc] = rs;
+        /* y = x * a + shift with the affine folded in */
+        float a = rs * (gamma ? gamma[c] : 1.0f);
+        float shift = (beta ? beta[c] : 0.0f) - mu * a;
+        for (long i = 0; i < V; i++) yp[i] = xp[i] * a + shift;
+    }
+}
+
+void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                      const float *mean, const float *rstd, const float *gamma, int B, int C,
+                      long V)
+{
+    int planes = B * C;
+    /* Per-plane sums of dy and dy * xhat: they give dx and, summed over b, dbeta and dgamma. */
+    double *sum_dy = xmalloc((size_t)planes * sizeof(double));
+    double *sum_dyx = xmalloc((size_t)planes * sizeof(double));
+    #pragma omp parallel for schedule(static) if ((long)planes * V > CPU_OMP_MIN_ELEMENTS)
+    for (int bc = 0; bc < planes; bc++) {
+        const float *xp = x + (long)bc * V, *dyp = dy + (long)bc * V;
+        float mu = mean[bc], rs = rstd[bc];
+        double s = 0.0, sx = 0.0;
+        for (long i = 0; i < V; i++) {
+            s += dyp[i];
+            sx += dyp[i] * ((xp[i] - mu) * rs);
+        }
+        sum_dy[bc] = s;
+        sum_dyx[bc] = sx;
+        if (!dx) continue;
+        float gam = gamma ? gamma[bc % C] : 1.0f;
+        float mean_dy = (float)(s / V), mean_dyx = (float)(sx / V);
+        float *dxp = dx + (long)bc * V;
+        for (long i = 0; i < V; i++) {
+            float xhat = (xp[i] - mu) * rs;
+            dxp[i] = gam * rs * (dyp[i] - mean_dy - xhat * mean_dyx);
+        }
+    }
+    for (int c = 0; c < C; c++) {
+        double g = 0.0, b = 0.0;
+        for (int bi = 0; bi < B; bi++) {
+            g += sum_dyx[bi * C + c];
+            b += sum_dy[bi * C + c];
+        }
+        if (dgamma) dgamma[c] += (float)g;
+        if (dbeta) dbeta[c] += (float)b;
+    }
+    free(sum_dy);
+    free(sum_dyx);
+}

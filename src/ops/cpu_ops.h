@@ -1,0 +1,134 @@
+/* Internal declarations of the CPU backend (OpenMP + OpenBLAS). Each cpu_<concern>.c file
+ * implements one group; cpu_backend.c assembles them into the AliceBackend table. The
+ * semantics of every function are those documented in ops/backend.h. */
+#ifndef ALICE_CPU_OPS_H
+#define ALICE_CPU_OPS_H
+
+#include <stddef.h>
+
+/* Below this many elements an elementwise loop runs on one thread: starting an OpenMP team
+ * costs more than the loop. */
+#define CPU_OMP_MIN_ELEMENTS 32768
+
+/* Debian's OpenBLAS is the pthread build: its worker threads are separate from OpenMP's, so
+ * a sgemm called inside an omp parallel region would start its own threads on top of ours.
+ * A region that parallelises over many small GEMMs (attention heads) switches BLAS to one
+ * thread for its duration; begin returns the previous count for end to restore. Must be
+ * called outside any parallel region. */
+int cpu_blas_serial_begin(void);
+void cpu_blas_serial_end(int previous_threads);
+
+/* cpu_memory.c */
+void *cpu_alloc(size_t bytes);
+void cpu_release(void *p);
+void cpu_upload(void *dst, const void *host_src, size_t bytes);
+void cpu_download(void *host_dst, const void *src, size_t bytes);
+void cpu_copy(void *dst, const void *src, size_t bytes);
+void cpu_fill(float *x, float value, size_t n);
+void cpu_synchronize(void);
+
+/* cpu_elementwise.c */
+void cpu_axpby(float *y, const float *x, float a, float b, size_t n);
+void cpu_scale(float *x, float a, size_t n);
+void cpu_add(float *out, const float *a, const float *b, size_t n);
+double cpu_sum_squares(const float *x, size_t n);
+int cpu_all_finite(const float *x, size_t n);
+
+/* cpu_blas.c */
+void cpu_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+              long strideA, const float *B, int ldb, long strideB, float beta, float *C, int ldc,
+              long strideC, int batch);
+void cpu_linear_fwd(float *y, const float *x, const float *W, const float *b, int rows, int in,
+                    int out);
+void cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                    const float *W, int rows, int in, int out);
+/* db[c] += sum over rows of dy[r * ld + c] for c < cols, accumulated in double; deterministic
+ * for a given thread count. Shared by linear, insert_mask_tokens and conv biases. */
+void cpu_add_column_sums(float *db, const float *dy, long rows, int cols, long ld);
+
+/* cpu_norm.c */
+void cpu_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                       const float *beta, int rows, int dim, float eps);
+void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                       const float *mean, const float *rstd, const float *gamma, int rows,
+                       int dim);
+void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                      const float *beta, int B, int C, long V, float eps);
+void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                      const float *mean, const float *rstd, const float *gamma, int B, int C,
+                      long V);
+
+/* cpu_activation.c */
+void cpu_gelu_fwd(float *y, const float *x, size_t n);
+void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
+void cpu_softmax_fwd(float *y, const float *x, int rows, int cols);
+void cpu_softmax_bwd(float *dx, const float *dy, const float *y, int rows, int cols);
+void cpu_leaky_relu_fwd(float *y, const float *x, size_t n, float slope);
+void cpu_leaky_relu_bwd(float *dx, const float *dy, const float *x, size_t n, float slope);
+/* In-place softmax of one row (shared with attention). */
+void cpu_softmax_row(float *row, int cols);
+
+/* cpu_attention.c */
+void cpu_attention_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
+                       int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                       const float *k, const float *v, const float *probs, int B, int H, int Tq,
+                       int Tk, int Dh, int ldq, int ldkv);
+
+/* cpu_tokens.c */
+void cpu_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p);
+void cpu_unpatchify(float *vol, const float *patches, int B, int X, int Y, int Z, int p);
+void cpu_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                     int nsel, int C);
+void cpu_scatter_add_rows(float *din, const float *dout, const int *idx, int idx_ld, int B,
+                          int N, int nsel, int C);
+void cpu_add_table_rows(float *x, const float *table, const int *idx, int idx_ld, int B,
+                        int nsel, int C);
+void cpu_insert_mask_tokens(float *out, const float *visible, const float *mask_token,
+                            const int *perm, int B, int N, int nvis, int C);
+void cpu_insert_mask_tokens_bwd(float *dvisible, float *dmask_token, const float *dout,
+                                const int *perm, int B, int N, int nvis, int C);
+void cpu_mean_rows_fwd(float *out, const float *in, int B, int T, int C);
+void cpu_mean_rows_bwd(float *din, const float *dout, int B, int T, int C);
+void cpu_concat_channels(float *out, const float *a, const float *b, int B, int C1, int C2,
+                         long V);
+void cpu_split_channels(float *da, float *db, const float *dout, int B, int C1, int C2, long V);
+void cpu_transpose_tokens(float *out, const float *in, int B, int rows, int cols);
+
+/* cpu_losses.c */
+void cpu_l2norm_fwd(float *y, float *norms, const float *x, int rows, int dim, float eps);
+void cpu_l2norm_bwd(float *dx, const float *dy, const float *x, const float *norms, int rows,
+                    int dim, float eps);
+float cpu_cosine_loss_fwd(const float *a, const float *b, int rows, int dim);
+void cpu_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows,
+                         int dim, float scale);
+void cpu_normalize_rows(float *out, const float *x, int rows, int dim, float eps);
+float cpu_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
+                         int dim);
+void cpu_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,
+                        int rows, int dim, float scale);
+
+/* cpu_optim.c */
+void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+               float beta1, float beta2, float eps, float weight_decay, long step);
+void cpu_ema_update(float *target, const float *online, size_t n, float momentum);
+
+/* cpu_conv.c */
+void cpu_conv3d_fwd(float *y, const float *x, const float *W, const float *b, int B, int Cin,
+                    int Cout, int X, int Y, int Z, int k, int s, int pad);
+void cpu_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                    const float *W, int B, int Cin, int Cout, int X, int Y, int Z, int k, int s,
+                    int pad);
+void cpu_conv_transpose3d_fwd(float *y, const float *x, const float *W, const float *b, int B,
+                              int Cin, int Cout, int X, int Y, int Z, int k);
+void cpu_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                              const float *W, int B, int Cin, int Cout, int X, int Y, int Z,
+                              int k);
+
+/* cpu_seg.c */
+void cpu_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,
+                    int B, int K, long V);
+void cpu_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B, int K, long V,
+                    float w_ce, float w_dice);
+
+#endif

@@ -1,0 +1,20 @@
+/* The GPU device as seen from C code that must also build without CUDA: device discovery
+ * (tests skip when it is 0) and the math mode of the CUDA backend. Without CUDA compiled in,
+ * gpu_stub.c answers: no device, and setting a math mode is a no-op. */
+#ifndef ALICE_GPU_DEVICE_H
+#define ALICE_GPU_DEVICE_H
+
+/* Number of visible CUDA devices; 0 when built without CUDA, without a driver or without a
+ * device. Never errors out (tests use it to decide whether to skip). */
+int gpu_device_count(void);
+
+/* Math mode of the CUDA backend's GEMMs and convolutions (fp32 parity by default).
+ * allow_tf32: fp32 GEMMs/convolutions may use TF32 tensor cores (10-bit mantissa inputs).
+ * bf16_gemm: linear layers and attention GEMMs round their inputs to bf16 and accumulate in
+ * fp32 (mixed precision: parameters, gradients and optimiser state stay fp32). */
+void gpu_set_math(int allow_tf32, int bf16_gemm);
+
+/* Peak device memory allocated through the backend so far (bytes); 0 without CUDA. */
+unsigned long long gpu_peak_bytes(void);
+
+#endif

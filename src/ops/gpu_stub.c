@@ -1,0 +1,23 @@
+/* Answers of gpu_device.h and dist_gpu.h in a build without CUDA (USE_CUDA=0): no device, and
+ * NCCL calls are a clear error naming the fix. With CUDA, cuda/ provides the real ones. */
+#include "ops/dist_gpu.h"
+#include "ops/gpu_device.h"
+
+#ifndef ALICE_CUDA
+#include "core/check.h"
+
+int gpu_device_count(void) { return 0; }
+void gpu_set_math(int allow_tf32, int bf16_gemm) { (void)allow_tf32; (void)bf16_gemm; }
+unsigned long long gpu_peak_bytes(void) { return 0; }
+
+static _Noreturn void nccl_not_built(void)
+{
+    alice_die("NCCL all-reduce requested, but this alice was built without CUDA; rebuild with "
+              "USE_CUDA=1 (nvcc, NCCL) or use device = cpu");
+}
+void nccl_init_from_mpi(void) { nccl_not_built(); }
+void nccl_allreduce_mean(float *buf, size_t n) { (void)buf; (void)n; nccl_not_built(); }
+void nccl_allreduce_sum(float *buf, size_t n) { (void)buf; (void)n; nccl_not_built(); }
+int nccl_ready(void) { return 0; }
+void nccl_shutdown(void) {}
+#endif

@@ -1,0 +1,194 @@
+#include "train/checkpoint.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "h5util.h"
+
+#define CKPT_FORMAT "alice-checkpoint"
+
+static void write_set(hid_t f, const char *group, const ParamSet *ps, const float *buf, float *host)
+{
+    ps->be->download(host, buf, ps->total * sizeof(float));
+    for (int i = 0; i < ps->count; i++) {
+        const ParamInfo *t = &ps->info[i];
+        char name[PARAM_NAME_MAX + 32];
+        snprintf(name, sizeof name, "%s/%s", group, t->name);
+        h5_write_floats(f, name, t->ndim, t->shape, host + t->offset);
+        if (buf == ps->data) {
+            hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+            h5_attr_long(ds, "decay", t->decay);
+            CHECK_H5(H5Dclose(ds));
+        }
+    }
+}
+
+static void prune(const char *run_dir, int keep)
+{
+    if (keep <= 0) return;
+    DIR *d = opendir(run_dir);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 4096) {
+        long s;
+        char tail[8];
+        if (sscanf(e->d_name, "ckpt_%ld.h%2s", &s, tail) == 2 && !strcmp(tail, "5") &&
+            !strstr(e->d_name, ".tmp"))
+            steps[n++] = s;
+    }
+    closedir(d);
+    /* Remove the oldest until `keep` remain. */
+    while (n > keep) {
+        int oldest = 0;
+        for (int i = 1; i < n; i++) if (steps[i] < steps[oldest]) oldest = i;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, steps[oldest]);
+        unlink(path);
+        steps[oldest] = steps[--n];
+    }
+}
+
+void checkpoint_save(const char *run_dir, const char *name, long step, const Config *cfg,
+                     const char *kind, const ParamSet *online, const ParamSet *target, double metric)
+{
+    char path[4096];
+    if (name) snprintf(path, sizeof path, "%s/%s", run_dir, name);
+    else snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, step);
+    hid_t f = h5_create_tmp(path);
+    char *text = config_to_text(cfg);
+    h5_attr_string(f, "format", CKPT_FORMAT);
+    h5_attr_long(f, "format_version", 1);
+    h5_attr_string(f, "kind", kind);
+    h5_attr_string(f, "config", text);
+    h5_attr_long(f, "step", step);
+    h5_attr_double(f, "metric", metric);
+    free(text);
+    float *host = xmalloc(online->total * sizeof(float));
+    write_set(f, "params", online, online->data, host);
+    if (online->m) {
+        write_set(f, "adam_m", online, online->m, host);
+        write_set(f, "adam_v", online, online->v, host);
+    }
+    if (target) write_set(f, "target", target, target->data, host);
+    free(host);
+    h5_commit(f, path);
+    if (!name) prune(run_dir, cfg->keep_ckpts);
+}
+
+long checkpoint_find_latest(const char *run_dir, char *path, size_t n)
+{
+    DIR *d = opendir(run_dir);
+    if (!d) return -1;
+    long best = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long s;
+        size_t len = strlen(e->d_name);
+        /* Only complete files: a crash mid-write leaves ckpt_<step>.h5.tmp, never .h5. */
+        if (len > 3 && !strcmp(e->d_name + len - 3, ".h5") && sscanf(e->d_name, "ckpt_%ld.h5", &s) == 1 &&
+            s > best)
+            best = s;
+    }
+    closedir(d);
+    if (best >= 0) snprintf(path, n, "%s/ckpt_%ld.h5", run_dir, best);
+    return best;
+}
+
+static void check_format(hid_t f, const char *path)
+{
+    char *fmt = h5_attr_read_string(f, "format");
+    if (!fmt || strcmp(fmt, CKPT_FORMAT))
+        alice_die("%s is not an alice checkpoint (no format attribute '%s')", path, CKPT_FORMAT);
+    free(fmt);
+}
+
+static void read_set(hid_t f, const char *path, const char *group, const ParamSet *ps, float *buf, float *host)
+{
+    memset(host, 0, ps->total * sizeof(float));
+    for (int i = 0; i < ps->count; i++) {
+        const ParamInfo *t = &ps->info[i];
+        char name[PARAM_NAME_MAX + 32];
+        snprintf(name, sizeof name, "%s/%s", group, t->name);
+        if (!h5_exists(f, name))
+            alice_die("checkpoint %s was written by a different model: it has no tensor %s "
+                      "(check method and model keys against the checkpoint's config)", path, name);
+        long long dims[PARAM_MAX_DIMS + 3];
+        int nd = h5_shape(f, name, PARAM_MAX_DIMS + 3, dims);
+        int same = nd == t->ndim;
+        for (int d = 0; same && d < nd; d++) same = dims[d] == t->shape[d];
+        if (!same)
+            alice_die("checkpoint %s was written by a different model: tensor %s has another "
+                      "shape (check embed_dim, depth, patch and the other model keys)", path, name);
+        h5_read_floats(f, name, host + t->offset, t->numel);
+    }
+    ps->be->upload(buf, host, ps->total * sizeof(float));
+}
+
+long checkpoint_load(const char *path, ParamSet *online, ParamSet *target)
+{
+    hid_t f = h5_open_read(path, "checkpoint");
+    check_format(f, path);
+    long step = 0;
+    h5_attr_read_long(f, "step", &step);
+    float *host = xmalloc(online->total * sizeof(float));
+    read_set(f, path, "params", online, online->data, host);
+    if (online->m) {
+        read_set(f, path, "adam_m", online, online->m, host);
+        read_set(f, path, "adam_v", online, online->v, host);
+    }
+    if (target) read_set(f, path, "target", target, target->data, host);
+    free(host);
+    CHECK_H5(H5Fclose(f));
+    return step;
+}
+
+int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_prefix, const char *to_prefix)
+{
+    hid_t f = h5_open_read(path, "pre-training checkpoint");
+    check_format(f, path);
+    float *host = xmalloc(ps->total * sizeof(float));
+    ps->be->download(host, ps->data, ps->total * sizeof(float));
+    int loaded = 0, candidates = 0;
+    size_t tp = strlen(to_prefix);
+    for (int i = 0; i < ps->count; i++) {
+        const ParamInfo *t = &ps->info[i];
+        if (strncmp(t->name, to_prefix, tp)) continue;
+        candidates++;
+        char name[2 * PARAM_NAME_MAX];
+        snprintf(name, sizeof name, "params/%s%s", from_prefix, t->name + tp);
+        if (!h5_exists(f, name)) continue;
+        long long dims[PARAM_MAX_DIMS + 3];
+        int nd = h5_shape(f, name, PARAM_MAX_DIMS + 3, dims);
+        int same = nd == t->ndim;
+        for (int d = 0; same && d < nd; d++) same = dims[d] == t->shape[d];
+        if (!same)
+            alice_die("%s: tensor %s has a different shape than %s of this model (check that "
+                      "embed_dim, depth, heads, mlp_dim and patch match the pre-training config)",
+                      path, name + 7, t->name);
+        h5_read_floats(f, name, host + t->offset, t->numel);
+        loaded++;
+    }
+    ps->be->upload(ps->data, host, ps->total * sizeof(float));
+    free(host);
+    CHECK_H5(H5Fclose(f));
+    log_info("loaded %d of %d %s* tensors from %s (%d initialised at random)", loaded, candidates,
+             to_prefix, path, candidates - loaded);
+    return loaded;
+}
+
+char *checkpoint_config_text(const char *path)
+{
+    hid_t f = h5_open_read(path, "checkpoint");
+    check_format(f, path);
+    char *text = h5_attr_read_string(f, "config");
+    CHECK_H5(H5Fclose(f));
+    if (!text) alice_die("checkpoint %s has no config attribute", path);
+    return text;
+}

@@ -1,0 +1,33 @@
+/* Checkpoints: ckpt_<step>.h5 in the run directory (layout in docs/FORMAT.md): the resolved
+ * configuration, the step (masks, crops and the loader position are all keyed by it, so it is
+ * the whole RNG and loader state), one dataset per named tensor for the parameters
+ * (/params/<name>), AdamW moments (/adam_m, /adam_v) and the EMA target (/target/<name>).
+ * Written by rank 0 under a temporary name and renamed, so a checkpoint on disk is always
+ * complete. */
+#ifndef ALICE_CHECKPOINT_H
+#define ALICE_CHECKPOINT_H
+
+#include <stddef.h>
+
+#include "core/config.h"
+#include "nn/params.h"
+
+/* Writes <run_dir>/ckpt_<step>.h5 (and removes periodic ones beyond cfg->keep_ckpts).
+ * kind: "pretrain" or "finetune"; target may be NULL. Extra scalar metadata: best metric. */
+void checkpoint_save(const char *run_dir, const char *name, long step, const Config *cfg,
+                     const char *kind, const ParamSet *online, const ParamSet *target,
+                     double metric);
+/* Latest complete ckpt_<step>.h5 in run_dir: its path in `path` and its step, or -1. */
+long checkpoint_find_latest(const char *run_dir, char *path, size_t n);
+/* Restores parameters, moments and target; every tensor of the model must be present with
+ * the same shape (a clear error names the first one that is not). Returns the step. */
+long checkpoint_load(const char *path, ParamSet *online, ParamSet *target);
+/* Loads tensors by name mapping: every tensor of ps whose name starts with to_prefix is looked
+ * up as from_prefix + rest in /params of the file. Shape mismatches are errors; reports the
+ * counts of loaded and initialised tensors (rank 0) and returns the number loaded. */
+int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_prefix,
+                             const char *to_prefix);
+/* The configuration text stored in a checkpoint (malloc'd). */
+char *checkpoint_config_text(const char *path);
+
+#endif

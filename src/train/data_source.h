@@ -1,0 +1,11 @@
+/* Where training cases come from: a packed dataset.h5 (`data = path`) or, with
+ * `data = synthetic`, phantoms generated in memory (the embedded default, no files needed). */
+#ifndef ALICE_DATA_SOURCE_H
+#define ALICE_DATA_SOURCE_H
+
+#include "core/config.h"
+#include "loader.h"
+
+LoaderSource data_source_open(const Config *cfg);
+
+#endif

@@ -1,0 +1,27 @@
+/* The distribution layer: one rank per GPU (or CPU process); gradients are averaged across
+ * ranks through one function, NCCL on the GPU and MPI_Allreduce on the CPU. */
+#ifndef ALICE_DIST_H
+#define ALICE_DIST_H
+
+#include <stddef.h>
+
+#include "ops/backend.h"
+
+typedef struct {
+    int rank, size;
+    int local_rank, local_size;
+    int use_nccl;
+} Dist;
+
+/* Reads rank/size (MPI already initialised); sets up NCCL when the backend is CUDA and the job
+ * has more than one rank. */
+void dist_init(Dist *d, const AliceBackend *be);
+void dist_finalize(Dist *d);
+/* buf (backend memory, n floats) <- mean over ranks. */
+void dist_allreduce_mean(const Dist *d, const AliceBackend *be, float *buf, size_t n);
+/* Sum of a host double over ranks. */
+double dist_sum_double(double x);
+/* Max of a host int over ranks. */
+int dist_max_int(int x);
+
+#endif

@@ -1,0 +1,39 @@
+#include "train/optim.h"
+
+#include <math.h>
+
+float schedule_lr(const Config *cfg, long step)
+{
+    if (step < cfg->warmup) return cfg->lr * (float)(step + 1) / (float)cfg->warmup;
+    long span = cfg->steps - cfg->warmup;
+    double t = span > 0 ? (double)(step - cfg->warmup) / (double)span : 1.0;
+    if (t > 1.0) t = 1.0;
+    return (float)(cfg->min_lr + (cfg->lr - cfg->min_lr) * 0.5 * (1.0 + cos(M_PI * t)));
+}
+
+double grad_global_norm(const ParamSet *ps)
+{
+    /* Padding between tensors is never written, so it stays zero and adds nothing. */
+    return sqrt(ps->be->sum_squares(ps->grad, ps->total));
+}
+
+void clip_grad_norm(ParamSet *ps, double norm, double max_norm)
+{
+    if (max_norm <= 0 || norm <= max_norm) return;
+    ps->be->scale(ps->grad, (float)(max_norm / (norm + 1e-6)), ps->total);
+}
+
+void adamw_step(ParamSet *ps, const Config *cfg, float lr, long step1)
+{
+    for (int i = 0; i < ps->count; i++) {
+        const ParamInfo *t = &ps->info[i];
+        ps->be->adamw(ps->data + t->offset, ps->grad + t->offset, ps->m + t->offset,
+                      ps->v + t->offset, t->numel, lr, cfg->beta1, cfg->beta2, cfg->adam_eps,
+                      t->decay ? cfg->weight_decay : 0.0f, step1);
+    }
+}
+
+void ema_step(ParamSet *target, const ParamSet *online, float momentum)
+{
+    target->be->ema_update(target->data, online->data, online->total, momentum);
+}

@@ -1,0 +1,186 @@
+#include "train/pretrain.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <mpi.h>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "core/preempt.h"
+#include "core/rng.h"
+#include "core/timer.h"
+#include "loader.h"
+#include "models/pretrain_model.h"
+#include "train/checkpoint.h"
+#include "train/data_source.h"
+#include "train/dist.h"
+#include "train/optim.h"
+#include "train/runlog.h"
+#include "train/train_common.h"
+
+enum { COL_LOSS, COL_LR_REC, COL_L_DV, COL_L_ST, COL_LR, COL_GNORM, COL_MS, COL_SPS, COL_COUNT };
+static const char *const log_columns[] = {"loss", "l_r", "l_dv", "l_st", "lr", "grad_norm",
+                                          "ms_per_step", "samples_per_s", NULL};
+
+/* Views of a loader batch in the model's order. */
+static void batch_views(const PretrainBatch *b, const float *views[VIEW_COUNT])
+{
+    views[VIEW_MASKED_Q] = b->query;
+    views[VIEW_MASKED_K] = b->key;
+    views[VIEW_INTACT_Q] = b->query_intact;
+    views[VIEW_INTACT_K] = b->key_intact;
+}
+
+/* Timing of the step on random inputs: the figures of `make bench`. */
+static int run_bench(PretrainModel *m, const Config *cfg, long steps)
+{
+    size_t n = (size_t)m->B * m->dims[0] * m->dims[1] * m->dims[2];
+    float *vol = xmalloc(n * sizeof(float));
+    RngStream rng;
+    rng_init(&rng, (uint64_t)cfg->seed, 0, 0, RNG_TEST);
+    for (size_t i = 0; i < n; i++) vol[i] = rng_uniform(&rng);
+    const float *views[VIEW_COUNT] = {vol, vol, vol, vol};
+    pretrain_model_set_views(m, views);
+    double times[1024];
+    long count = steps < 1024 ? steps : 1024;
+    for (long s = 0; s <= count; s++) {   /* step 0 is warm-up */
+        pretrain_model_draw_masks(m, s, 0);
+        double t0 = wall_seconds();
+        LossTerms t = pretrain_model_forward_backward(m);
+        adamw_step(&m->online, cfg, 1e-4f, s + 1);
+        m->be->synchronize();
+        if (s) times[s - 1] = wall_seconds() - t0;
+        if (!isfinite(t.loss)) alice_die("benchmark step produced a non-finite loss");
+    }
+    /* median */
+    for (long i = 0; i < count; i++)
+        for (long j = i + 1; j < count; j++)
+            if (times[j] < times[i]) { double x = times[i]; times[i] = times[j]; times[j] = x; }
+    double med = times[count / 2];
+    double flops = pretrain_model_step_flops(m);
+    log_info("alice_step method=%s device=%s crop=%d,%d,%d batch=%d s_per_step=%.4f "
+             "peak_rss_mb=%.0f gflop_per_step=%.2f gflops=%.1f", cfg->method, cfg->device,
+             cfg->crop[0], cfg->crop[1], cfg->crop[2], m->B, med, train_peak_rss_mib(),
+             flops / 1e9, flops / med / 1e9);
+    free(vol);
+    return 0;
+}
+
+static void log_model(const PretrainModel *m, const Dist *d)
+{
+    const Config *c = &m->cfg;
+    size_t acts = m->arena.cap;
+    log_info("model: %s, encoder %dx%d (%d heads, mlp %d), decoder %dx%d, patch %d, crop %dx%dx%d "
+             "-> %d tokens (%d visible)", c->method, c->depth, c->embed_dim, c->heads, c->mlp_dim,
+             c->dec_depth, c->dec_dim, c->patch, c->crop[0], c->crop[1], c->crop[2], m->N, m->nvis);
+    log_info("parameters: %zu (%.1f MiB with gradients and AdamW moments%s), activations %.1f MiB "
+             "per rank, batch %d per rank x %d ranks", m->online.total,
+             m->online.total * 16.0 / 1048576.0, m->alice ? " + EMA target" : "",
+             acts / 1048576.0, m->B, d->size);
+}
+
+int pretrain_run(const Config *cfg, const PretrainOptions *opt)
+{
+    const AliceBackend *be = backend_by_name(cfg->device);
+    Dist dist;
+    dist_init(&dist, be);
+    train_set_threads(cfg, &dist);
+    PretrainModel model;
+    pretrain_model_init(&model, cfg, be, cfg->batch);
+    log_model(&model, &dist);
+    train_check_memory(be, model.arena.cap + model.online.total * sizeof(float) * (model.alice ? 5 : 4),
+                       &dist, "pre-training");
+    if (opt->bench_steps > 0) {
+        int rc = run_bench(&model, cfg, opt->bench_steps);
+        pretrain_model_free(&model);
+        dist_finalize(&dist);
+        return rc;
+    }
+    train_prepare_run_dir(cfg, &dist, "pretrain");
+    ParamSet *target = model.alice ? &model.target : NULL;
+
+    long start = 0;
+    char ckpt[4096] = "";
+    if (opt->resume_from) snprintf(ckpt, sizeof ckpt, "%s", opt->resume_from);
+    else if (opt->resume) checkpoint_find_latest(cfg->run_dir, ckpt, sizeof ckpt);
+    if (ckpt[0]) {
+        start = checkpoint_load(ckpt, &model.online, target);
+        log_info("resumed from %s at step %ld", ckpt, start);
+    }
+    if (start >= cfg->steps) {
+        log_info("run %s is already complete (%ld of %ld steps)", cfg->run_dir, start, cfg->steps);
+        pretrain_model_free(&model);
+        dist_finalize(&dist);
+        return 0;
+    }
+
+    LoaderOptions lo = loader_options_from_config(cfg, LOADER_PRETRAIN, dist.rank, dist.size);
+    Loader *loader = loader_create(&lo, data_source_open(cfg));
+    RunLog log;
+    runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
+    preempt_install();
+
+    const long global_batch = (long)cfg->batch * dist.size;
+    int status = 0;
+    long step = start;
+    for (; step < cfg->steps; step++) {
+        double t0 = wall_seconds();
+        PretrainBatch batch;
+        loader_next_pretrain_batch(loader, step, &batch);
+        const float *views[VIEW_COUNT];
+        batch_views(&batch, views);
+        pretrain_model_set_views(&model, views);
+        pretrain_model_draw_masks(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
+        LossTerms t = pretrain_model_forward_backward(&model);
+        dist_allreduce_mean(&dist, be, model.online.grad, model.online.total);
+        double inv = 1.0 / dist.size;
+        t.loss = dist_sum_double(t.loss) * inv;
+        t.l_r = dist_sum_double(t.l_r) * inv;
+        t.l_dv = dist_sum_double(t.l_dv) * inv;
+        t.l_st = dist_sum_double(t.l_st) * inv;
+        double gnorm = grad_global_norm(&model.online);
+        float lr = schedule_lr(cfg, step);
+        if (!train_step_finite(be, t.loss, model.online.grad, model.online.total) || !isfinite(gnorm)) {
+            if (!strcmp(cfg->on_nonfinite, "stop")) {
+                log_warn("step %ld: non-finite loss (%g) or gradient; stopping. The last good "
+                         "checkpoint in %s is intact (set on_nonfinite = skip to skip such steps, "
+                         "or lower lr)", step, t.loss, cfg->run_dir);
+                status = 1;
+                break;
+            }
+            log_warn("step %ld: non-finite loss (%g) or gradient; step skipped", step, t.loss);
+            continue;
+        }
+        clip_grad_norm(&model.online, gnorm, cfg->clip);
+        adamw_step(&model.online, cfg, lr, step + 1);
+        if (target) ema_step(target, &model.online, pretrain_ema_momentum(cfg, step));
+        be->synchronize();
+        double dt = wall_seconds() - t0;
+        double row[COL_COUNT] = {t.loss, t.l_r, model.alice ? t.l_dv : NAN, model.alice ? t.l_st : NAN,
+                                 lr, gnorm, dt * 1e3, global_batch / dt};
+        runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
+        int last = step + 1 == cfg->steps;
+        if ((step + 1) % cfg->ckpt_every == 0 || last) {
+            if (dist.rank == 0)
+                checkpoint_save(cfg->run_dir, NULL, step + 1, cfg, "pretrain", &model.online, target, NAN);
+            CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+        }
+        if (!last && preempt_agreed()) {
+            if ((step + 1) % cfg->ckpt_every != 0 && dist.rank == 0)
+                checkpoint_save(cfg->run_dir, NULL, step + 1, cfg, "pretrain", &model.online, target, NAN);
+            CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+            log_info("preempted after step %ld: checkpoint written, exiting with status %d for requeue",
+                     step, ALICE_EXIT_REQUEUE);
+            status = ALICE_EXIT_REQUEUE;
+            break;
+        }
+    }
+    if (status == 0) log_info("pre-training done: %ld steps, run directory %s", cfg->steps, cfg->run_dir);
+    runlog_close(&log);
+    loader_destroy(loader);
+    pretrain_model_free(&model);
+    dist_finalize(&dist);
+    return status;
+}

@@ -1,0 +1,28 @@
+/* Run output on rank 0: a step table on stdout and <run_dir>/metrics.csv for the analysis
+ * scripts. Columns are named once; a resumed run drops rows at or after its start step, so
+ * the file reads as one uninterrupted run. */
+#ifndef ALICE_RUNLOG_H
+#define ALICE_RUNLOG_H
+
+#include <stdio.h>
+
+#define RUNLOG_MAX_COLS 16
+
+typedef struct {
+    FILE *csv;
+    int ncols;
+    const char *cols[RUNLOG_MAX_COLS];
+    long total_steps, start_step;
+    double t_start;
+    int rows_printed;
+} RunLog;
+
+/* cols: the value columns after "step" (NULL-terminated). Rank 0 only; other ranks get a
+ * RunLog that ignores rows. */
+void runlog_open(RunLog *r, const char *run_dir, const char *file, const char *const *cols,
+                 long start_step, long total_steps, int is_root);
+/* One row: values in column order; NaN prints as empty. print: also print to the table. */
+void runlog_row(RunLog *r, long step, const double *values, int print);
+void runlog_close(RunLog *r);
+
+#endif

@@ -1,0 +1,87 @@
+#include "train/train_common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/check.h"
+#include "core/log.h"
+#include <mpi.h>
+
+void train_set_threads(const Config *cfg, const Dist *d)
+{
+    int n = cfg->threads;
+    if (n <= 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        n = (int)(cores / (d->local_size > 0 ? d->local_size : 1));
+        if (n < 1) n = 1;
+    }
+    omp_set_num_threads(n);
+    /* OpenBLAS reads its own thread count; keep both in step. */
+    char buf[16];
+    snprintf(buf, sizeof buf, "%d", n);
+    setenv("OPENBLAS_NUM_THREADS", buf, 0);
+}
+
+static void mkdir_p(const char *path)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            alice_die("cannot create directory %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        alice_die("cannot create run directory %s: %s (set run_dir to a writable path)", buf, strerror(errno));
+}
+
+void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command)
+{
+    if (d->rank == 0) {
+        mkdir_p(cfg->run_dir);
+        char path[4096], tmp[4200];
+        snprintf(path, sizeof path, "%s/config.txt", cfg->run_dir);
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *f = fopen(tmp, "w");
+        if (!f) alice_die("cannot write %s: %s (set run_dir to a writable path)", tmp, strerror(errno));
+        char *text = config_to_text(cfg);
+        fprintf(f, "# alice %s, %d rank(s)\n%s", command, d->size, text);
+        free(text);
+        fclose(f);
+        if (rename(tmp, path) != 0) alice_die("cannot write %s: %s", path, strerror(errno));
+    }
+    CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+}
+
+void train_check_memory(const AliceBackend *be, size_t bytes, const Dist *d, const char *what)
+{
+    if (strcmp(be->name, "cpu") != 0) return;   /* the CUDA backend reports its own OOM */
+    double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    double need = (double)bytes * (d->local_size > 0 ? d->local_size : 1);
+    if (need > 0.95 * avail)
+        alice_die("%s needs %.2f GiB of memory per rank (x%d ranks on this node) but only %.2f GiB "
+                  "are available: lower batch, crop or the model size (embed_dim, depth, mlp_dim)",
+                  what, bytes / 1073741824.0, d->local_size, avail / 1073741824.0);
+}
+
+double train_peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+int train_step_finite(const AliceBackend *be, double loss, const float *grad, size_t n)
+{
+    int bad = !isfinite(loss) || !be->all_finite(grad, n);
+    return !dist_max_int(bad);
+}

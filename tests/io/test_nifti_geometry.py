@@ -1,0 +1,188 @@
+"""io/nifti_io and io/geometry against nibabel and scipy (independent references).
+
+Reads every datatype and orientation nibabel can write (LPS, RAS, permuted axes, sform vs
+qform vs pixdim only, scl_slope/scl_inter), rejects unsupported and truncated files, writes
+int16/uint8 files nibabel reads back, reorients like nibabel's as_closest_canonical and
+resamples like scipy.ndimage.map_coordinates (order 1 and 0)."""
+import gzip
+import os
+import subprocess
+import sys
+import tempfile
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+BUILD = os.environ.get("BUILD", "build")
+TOOL = os.path.join(BUILD, "tools", "nifti_tool")
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what)
+    if not cond:
+        failures.append(what)
+
+
+def save_bin(path, data, affine):
+    with open(path, "wb") as f:
+        f.write(np.asarray(data.shape, np.int32).tobytes())
+        f.write(np.asarray(affine, np.float64).tobytes())
+        f.write(np.ascontiguousarray(data, np.float32).tobytes())
+
+
+def load_bin(path):
+    raw = open(path, "rb").read()
+    dim = np.frombuffer(raw[:12], np.int32)
+    aff = np.frombuffer(raw[12:140], np.float64).reshape(4, 4)
+    data = np.frombuffer(raw[140:], np.float32).reshape(dim)
+    return data, aff
+
+
+def tool(*args):
+    return subprocess.run([TOOL, *args], capture_output=True, text=True)
+
+
+def read_with_tool(path, tmp):
+    out = os.path.join(tmp, "read.bin")
+    r = tool("read", path, out)
+    if r.returncode != 0:
+        return None, None, r.stderr
+    d, a = load_bin(out)
+    return d, a, ""
+
+
+def main():
+    if not os.path.exists(TOOL):
+        print(f"FAIL: {TOOL} missing (make tests-build)")
+        return 1
+    rng = np.random.default_rng(7)
+    tmp = tempfile.mkdtemp(prefix="alice_nifti_")
+    shape = (7, 5, 4)
+    lps = np.diag([-1.5, -1.5, 2.5, 1.0])
+    lps[:3, 3] = [100.0, 80.0, -40.0]
+
+    # 1. every datatype, with and without scaling
+    dtypes = [np.uint8, np.int8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.float32,
+              np.float64]
+    for dt in dtypes:
+        info = np.iinfo(dt) if np.issubdtype(dt, np.integer) else None
+        lo, hi = (max(info.min, -2000), min(info.max, 3000)) if info else (-1000.0, 1000.0)
+        data = rng.uniform(lo, hi, shape).astype(dt)
+        img = nib.Nifti1Image(data, lps, dtype=dt)
+        if dt == np.int16:
+            img.header.set_slope_inter(0.5, -10.0)
+        p = os.path.join(tmp, f"t_{np.dtype(dt).name}.nii.gz")
+        nib.save(img, p)
+        ref = nib.load(p)
+        got, aff, err = read_with_tool(p, tmp)
+        check(got is not None, f"read {np.dtype(dt).name} {err}")
+        if got is None:
+            continue
+        check(np.allclose(got, ref.get_fdata(), rtol=1e-6, atol=1e-3),
+              f"{np.dtype(dt).name}: voxels equal nibabel's get_fdata (scaled: {dt == np.int16})")
+        check(np.allclose(aff, ref.affine, atol=1e-5), f"{np.dtype(dt).name}: affine")
+
+    # 2. orientations and which transform wins
+    base = rng.integers(-1000, 1000, shape).astype(np.int16)
+    perm = np.array([[0, 0, 2.0, 10], [-1.2, 0, 0, 20], [0, 3.0, 0, -5], [0, 0, 0, 1]])
+    ras = np.diag([0.8, 0.9, 3.0, 1.0])
+    for name, aff in [("LPS", lps), ("RAS", ras), ("permuted", perm)]:
+        p = os.path.join(tmp, f"o_{name}.nii")
+        nib.save(nib.Nifti1Image(base, aff), p)
+        got, a, err = read_with_tool(p, tmp)
+        check(got is not None and np.array_equal(got, base) and np.allclose(a, aff, atol=1e-5),
+              f"orientation {name}: voxels and affine {err}")
+    # qform only (sform code 0) and sform preferred over a different qform
+    img = nib.Nifti1Image(base, None)
+    img.set_qform(perm, code=1)
+    img.set_sform(np.eye(4), code=0)
+    p = os.path.join(tmp, "qform_only.nii.gz")
+    nib.save(img, p)
+    _, a, _ = read_with_tool(p, tmp)
+    check(a is not None and np.allclose(a, perm, atol=1e-4), "qform used when sform_code = 0")
+    img = nib.Nifti1Image(base, None)
+    img.set_qform(ras, code=1)
+    img.set_sform(lps, code=2)
+    p = os.path.join(tmp, "sform_wins.nii.gz")
+    nib.save(img, p)
+    _, a, _ = read_with_tool(p, tmp)
+    check(a is not None and np.allclose(a, lps, atol=1e-5), "sform preferred when sform_code > 0")
+    img = nib.Nifti1Image(base, None)
+    img.header.set_zooms((1.25, 2.0, 4.0))
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    p = os.path.join(tmp, "pixdim_only.nii.gz")
+    nib.save(img, p)
+    _, a, _ = read_with_tool(p, tmp)
+    check(a is not None and np.allclose(a, np.diag([1.25, 2.0, 4.0, 1.0])),
+          "pixdim alone when neither transform is set")
+
+    # 3. bad input: unsupported datatype, truncated gzip, not NIfTI at all
+    p = os.path.join(tmp, "complex.nii.gz")
+    nib.save(nib.Nifti1Image(base.astype(np.complex64), lps), p)
+    got, _, err = read_with_tool(p, tmp)
+    check(got is None and "unsupported" in err and "complex.nii.gz" in err,
+          f"complex64 rejected naming the file: {err.strip()}")
+    big = rng.integers(-1000, 1000, (40, 40, 30)).astype(np.int16)
+    p = os.path.join(tmp, "full.nii.gz")
+    nib.save(nib.Nifti1Image(big, lps), p)
+    raw = open(p, "rb").read()
+    pt = os.path.join(tmp, "truncated.nii.gz")
+    open(pt, "wb").write(raw[: len(raw) // 2])
+    got, _, err = read_with_tool(pt, tmp)
+    check(got is None and "truncated.nii.gz" in err, f"truncated .nii.gz rejected: {err.strip()}")
+    pc = os.path.join(tmp, "garbage.nii.gz")
+    open(pc, "wb").write(gzip.compress(b"this is not a nifti file" * 20))
+    got, _, err = read_with_tool(pc, tmp)
+    check(got is None and "garbage.nii.gz" in err, f"corrupt .nii.gz rejected: {err.strip()}")
+
+    # 4. writing: nibabel reads back what we write
+    for dtype, npt in [("int16", np.int16), ("uint8", np.uint8), ("float32", np.float32)]:
+        vals = base if dtype != "uint8" else (np.abs(base) % 14)
+        bp = os.path.join(tmp, "w.bin")
+        save_bin(bp, vals.astype(np.float32), perm)
+        out = os.path.join(tmp, f"written_{dtype}.nii.gz")
+        r = tool("write", bp, out, dtype)
+        check(r.returncode == 0, f"write {dtype} {r.stderr}")
+        back = nib.load(out)
+        check(back.get_data_dtype() == npt, f"written {dtype}: dtype {back.get_data_dtype()}")
+        check(np.array_equal(np.asarray(back.dataobj), vals.astype(npt)), f"written {dtype}: voxels")
+        check(np.allclose(back.affine, perm, atol=1e-5), f"written {dtype}: sform affine")
+        check(np.allclose(back.get_qform(), perm, atol=1e-4), f"written {dtype}: qform affine")
+    leftovers = [f for f in os.listdir(tmp) if ".tmp" in f]
+    check(not leftovers, f"no temporary files left behind ({leftovers})")
+
+    # 5. reorientation to RAS equals nibabel's as_closest_canonical
+    for name, aff in [("LPS", lps), ("permuted", perm)]:
+        img = nib.as_closest_canonical(nib.Nifti1Image(base.astype(np.float32), aff))
+        bp = os.path.join(tmp, "r.bin")
+        save_bin(bp, base.astype(np.float32), aff)
+        r = tool("reorient", bp, os.path.join(tmp, "r_out.bin"))
+        d, a = load_bin(os.path.join(tmp, "r_out.bin"))
+        check(r.returncode == 0 and np.array_equal(d, img.get_fdata()) and np.allclose(a, img.affine),
+              f"reorient {name} equals as_closest_canonical")
+
+    # 6. resampling equals scipy.ndimage.map_coordinates (order 1 and 0)
+    vol = rng.normal(0, 100, (13, 11, 9)).astype(np.float32)
+    step = (1.5 / 1.3, 0.7, 2.0 / 1.7)
+    bp = os.path.join(tmp, "s.bin")
+    save_bin(bp, vol, np.eye(4))
+    for mode, order in [("linear", 1), ("nearest", 0)]:
+        out = os.path.join(tmp, f"s_{mode}.bin")
+        r = tool("resample", bp, out, *[repr(s) for s in step], mode)
+        d, _ = load_bin(out)
+        expect_dim = [int(np.floor((n - 1) / s + 1e-6)) + 1 for n, s in zip(vol.shape, step)]
+        check(list(d.shape) == expect_dim, f"resample {mode}: shape {d.shape} vs {expect_dim}")
+        grid = np.meshgrid(*[np.arange(n) * s for n, s in zip(d.shape, step)], indexing="ij")
+        ref = ndimage.map_coordinates(vol.astype(np.float64), grid, order=order, mode="nearest")
+        err = np.abs(d - ref).max()
+        check(r.returncode == 0 and err < 1e-3, f"resample {mode} vs scipy order={order}: max err {err:.2e}")
+
+    print(f"{len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

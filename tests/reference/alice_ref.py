@@ -1,0 +1,793 @@
+"""PyTorch reference of the Alice models (docs/MODEL.md is the contract), the parity-dump
+loader and comparer, and a writer that emits the same dump layout from PyTorch itself.
+
+Everything here follows docs/MODEL.md literally so that a disagreement with the C side points
+at one of the two implementations, not at a convention: parameter names are the registry
+names, qkv columns are ordered [3, heads, W/heads], patches are flattened (px*p + py)*p + pz.
+PyTorch 1.13 (Debian) has no scaled_dot_product_attention, so attention is written out.
+
+Dump layout (written by `$BUILD/tools/parity_dump OUT.h5 [key=value ...]`, read by load_dump):
+  attrs config ("key = value" lines), method ("mae" | "alice")
+  /params/<name>  float32, attribute decay (1 = AdamW weight decay applies)
+  /batch/u, /batch/perm_u (+ r, perm_r, w, v for alice)
+  /out/{loss,l_r,l_dv,l_st} float64 [1]
+  /grads/<name>   float32, every online tensor
+  /adam/losses    float64 [5]
+  /ema/<target name> float32 (alice: targets after the first step's EMA update)
+"""
+import math
+import os
+import re
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+LN_EPS = 1e-5          # LayerNorm eps (MONAI / PyTorch default)
+NORM_PIX_EPS = 1e-6    # per-patch target normalisation, as MAE
+L2_EPS = 1e-12         # l2normalize: x / max(||x||, eps), as F.normalize
+COS_EPS = 1e-8         # cos(a, b) = a.b / max(||a|| ||b||, eps), as F.cosine_similarity
+CLIP_EPS = 1e-6        # global-norm clipping: scale = clip / (norm + eps), as clip_grad_norm_
+ADAM_STEPS = 5         # AdamW steps recorded in /adam/losses
+
+# Overrides the parity tests pass to the dump tool (and the PyTorch writer): a learning rate
+# large enough that 5 AdamW steps move the loss well beyond the tolerance, both branches of the
+# schedule (warm-up 2 of 5 steps, cosine to a non-zero min_lr), a visible weight decay, and an
+# EMA momentum far from 1 so that the EMA check sees the update. clip = 0 as the brief says:
+# Adam is nearly invariant to a gradient scale, so the 5 losses cannot discriminate clipping.
+PARITY_OVERRIDES = dict(lr="1e-3", min_lr="1e-4", warmup="2", steps="5", weight_decay="0.5",
+                        ema_start="0.5", ema_end="1", clip="0")
+
+
+# ----------------------------------------------------------------------------- configuration
+
+def registry_defaults(path=os.path.join(REPO, "src", "core", "config_keys.c")):
+    """Defaults of every key, read from the C registry so there is one source of truth."""
+    text = open(path).read()
+    pat = re.compile(r'K\("(\w+)",\s*CFG_T_\w+,\s*\w+,\s*"([^"]*)"')
+    return {k: v for k, v in pat.findall(text)}
+
+
+def parse_config_text(text):
+    """`key = value` lines ('#' comments) -> dict of strings."""
+    cfg = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise ValueError("config line without '=': %r" % line)
+        k, v = line.split("=", 1)
+        cfg[k.strip()] = v.strip()
+    return cfg
+
+
+class Cfg:
+    """Typed view of a string config dict (the dump's resolved config or registry defaults)."""
+
+    def __init__(self, d):
+        self.d = dict(d)
+
+    def s(self, k):
+        if k not in self.d:
+            raise KeyError("config key '%s' missing (have: %s)" % (k, ", ".join(sorted(self.d))))
+        return self.d[k]
+
+    def i(self, k):
+        return int(self.s(k))
+
+    def f(self, k):
+        return float(self.s(k))
+
+    def b(self, k):
+        v = self.s(k).lower()
+        if v in ("1", "true", "yes", "on"):
+            return True
+        if v in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("config key %s: %r is not a boolean" % (k, v))
+
+    def i3(self, k):
+        v = [int(x) for x in self.s(k).replace("x", ",").split(",")]
+        if len(v) != 3:
+            raise ValueError("config key %s: %r is not X,Y,Z" % (k, self.s(k)))
+        return v
+
+    def text(self):
+        return "".join("%s = %s\n" % (k, v) for k, v in self.d.items())
+
+
+def tiny_config(**overrides):
+    """Registry defaults with the tiny parity model of the brief (and any overrides)."""
+    d = registry_defaults()
+    d.update(crop="16,16,8", patch="4", embed_dim="24", depth="2", heads="2", mlp_dim="48",
+             dec_dim="12", dec_depth="1", dec_heads="2", dec_mlp_dim="24", head_hidden="16",
+             head_bottleneck="8", head_out="16", casa_dim="12", batch="2", clip="0")
+    d.update({k: str(v) for k, v in overrides.items()})
+    return Cfg(d)
+
+
+# ----------------------------------------------------------------------------- fixed pieces
+
+def grid_of(cfg):
+    p = cfg.i("patch")
+    X, Y, Z = cfg.i3("crop")
+    for name, n in zip("XYZ", (X, Y, Z)):
+        if n % p:
+            raise ValueError("crop %s=%d is not divisible by patch %d" % (name, n, p))
+    return X // p, Y // p, Z // p
+
+
+def num_visible(cfg, n_tokens):
+    # float32 arithmetic like the C side (Config.mask_ratio is a float)
+    masked = int(np.floor(np.float32(cfg.f("mask_ratio")) * np.float32(n_tokens)))
+    return n_tokens - masked
+
+
+def sincos_pos_embed(grid, dim, dtype=torch.float32):
+    """MONAI build_sincos_position_embedding(grid, dim, spatial_dims=3, temperature=10000)."""
+    if dim % 6:
+        raise ValueError("width %d is not divisible by 6 (3D sin-cos position embedding)" % dim)
+    gh, gw, gd = torch.meshgrid(*[torch.arange(g, dtype=torch.float32) for g in grid],
+                                indexing="ij")
+    k = dim // 6
+    omega = 1.0 / (10000.0 ** (torch.arange(k, dtype=torch.float32) / k))
+    oh, ow, od = (torch.einsum("m,d->md", g.flatten(), omega) for g in (gh, gw, gd))
+    pos = torch.cat([ow.sin(), ow.cos(), oh.sin(), oh.cos(), od.sin(), od.cos()], dim=1)
+    return pos.to(dtype)
+
+
+def patchify(x, p):
+    """[B, 1, X, Y, Z] -> [B, N, p^3]; token (ix*gy + iy)*gz + iz, element (px*p + py)*p + pz."""
+    B, C, X, Y, Z = x.shape
+    assert C == 1
+    gx, gy, gz = X // p, Y // p, Z // p
+    t = x.reshape(B, gx, p, gy, p, gz, p).permute(0, 1, 3, 5, 2, 4, 6)
+    return t.reshape(B, gx * gy * gz, p * p * p)
+
+
+def gather_tokens(x, idx):
+    """x [B, N, C], idx [B, n] -> [B, n, C]."""
+    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def l2normalize(x):
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(L2_EPS)
+
+
+def cos_loss(a, b):
+    """mean over all leading positions of 1 - cos(a, b); b is a target (detached)."""
+    b = b.detach()
+    norms = (a * a).sum(-1) * (b * b).sum(-1)
+    cos = (a * b).sum(-1) / norms.clamp_min(COS_EPS * COS_EPS).sqrt()
+    return (1.0 - cos).mean()
+
+
+# ----------------------------------------------------------------------------- modules
+
+class Attention(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        if width % heads:
+            raise ValueError("width %d is not divisible by heads %d" % (width, heads))
+        self.heads = heads
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.out_proj = nn.Linear(width, width)
+
+    def forward(self, x):
+        B, n, W = x.shape
+        hd = W // self.heads
+        qkv = self.qkv(x).reshape(B, n, 3, self.heads, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]                      # [B, heads, n, hd]
+        att = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd)), dim=-1)
+        o = (att @ v).transpose(1, 2).reshape(B, n, W)
+        return self.out_proj(o)
+
+
+class Mlp(nn.Module):
+    def __init__(self, width, hidden):
+        super().__init__()
+        self.linear1 = nn.Linear(width, hidden)
+        self.linear2 = nn.Linear(hidden, width)
+
+    def forward(self, x):
+        return self.linear2(F.gelu(self.linear1(x)))     # exact (erf) GELU
+
+
+class Block(nn.Module):
+    """MONAI TransformerBlock, pre-norm."""
+
+    def __init__(self, width, heads, mlp):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, eps=LN_EPS)
+        self.attn = Attention(width, heads)
+        self.norm2 = nn.LayerNorm(width, eps=LN_EPS)
+        self.mlp = Mlp(width, mlp)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbedding(nn.Module):
+    def __init__(self, patch, width):
+        super().__init__()
+        # MONAI name; applied as patchify + linear (same numbers as Conv3d(stride=p) on the crop)
+        self.patch_embeddings = nn.Conv3d(1, width, patch, stride=patch)
+
+
+class Encoder(nn.Module):
+    """ViT on the visible tokens of a crop (all tokens when idx is None)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        E = cfg.i("embed_dim")
+        self.patch = cfg.i("patch")
+        self.patch_embedding = PatchEmbedding(self.patch, E)
+        self.blocks = nn.ModuleList([Block(E, cfg.i("heads"), cfg.i("mlp_dim"))
+                                     for _ in range(cfg.i("depth"))])
+        self.norm = nn.LayerNorm(E, eps=LN_EPS)
+        self.register_buffer("pos", sincos_pos_embed(grid_of(cfg), E), persistent=False)
+
+    def forward(self, x, idx=None):
+        conv = self.patch_embedding.patch_embeddings
+        w = conv.weight.reshape(conv.weight.shape[0], -1)
+        patches = patchify(x, self.patch)
+        pos = self.pos.unsqueeze(0).expand(x.shape[0], -1, -1)
+        if idx is not None:
+            patches = gather_tokens(patches, idx)
+            pos = gather_tokens(pos, idx)
+        t = F.linear(patches, w, conv.bias) + pos
+        for blk in self.blocks:
+            t = blk(t)
+        return self.norm(t)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        E, D, p = cfg.i("embed_dim"), cfg.i("dec_dim"), cfg.i("patch")
+        self.decoder_embed = nn.Linear(E, D)
+        self.mask_token = nn.Parameter(torch.zeros(D))
+        self.blocks = nn.ModuleList([Block(D, cfg.i("dec_heads"), cfg.i("dec_mlp_dim"))
+                                     for _ in range(cfg.i("dec_depth"))])
+        self.norm = nn.LayerNorm(D, eps=LN_EPS)
+        self.pred = nn.Linear(D, p ** 3)
+        self.register_buffer("pos", sincos_pos_embed(grid_of(cfg), D), persistent=False)
+
+    def forward(self, V, perm):
+        """V [B, nvis, E], perm [B, N] -> H [B, N, D], pred [B, N, P]."""
+        B, nvis, _ = V.shape
+        z = self.decoder_embed(V)
+        D = z.shape[-1]
+        full = self.mask_token.reshape(1, 1, D).expand(B, perm.shape[1], D)
+        full = full.scatter(1, perm[:, :nvis].unsqueeze(-1).expand(-1, -1, D), z)
+        full = full + self.pos.unsqueeze(0)
+        for blk in self.blocks:
+            full = blk(full)
+        H = self.norm(full)
+        return H, self.pred(H)
+
+
+class TargetDecoder(nn.Module):
+    """The target branch keeps only the decoder's input projection (docs/MODEL.md)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.decoder_embed = nn.Linear(cfg.i("embed_dim"), cfg.i("dec_dim"))
+
+
+class Head(nn.Module):
+    """DINO-style head: 3-layer MLP, l2-normalised bottleneck, bias-free last layer."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        D, hid = cfg.i("dec_dim"), cfg.i("head_hidden")
+        bott, out = cfg.i("head_bottleneck"), cfg.i("head_out")
+        self.fc1 = nn.Linear(D, hid)
+        self.fc2 = nn.Linear(hid, hid)
+        self.fc3 = nn.Linear(hid, bott)
+        self.last = nn.Linear(bott, out, bias=False)
+
+    def forward(self, x):
+        h = F.gelu(self.fc1(x))
+        h = F.gelu(self.fc2(h))
+        return self.last(l2normalize(self.fc3(h)))
+
+
+class Casa(nn.Module):
+    """Single-head cross attention: queries from V, keys/values from head features."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        E, C, out = cfg.i("embed_dim"), cfg.i("casa_dim"), cfg.i("head_out")
+        self.norm_q = nn.LayerNorm(E, eps=LN_EPS)
+        self.norm_kv = nn.LayerNorm(out, eps=LN_EPS)
+        self.q = nn.Linear(E, C, bias=False)
+        self.k = nn.Linear(out, C, bias=False)
+        self.v = nn.Linear(out, C, bias=False)
+        self.zeta = nn.Linear(C, out)
+
+    def forward(self, V, feats):
+        q = self.q(self.norm_q(V))
+        kv = self.norm_kv(feats)
+        k, v = self.k(kv), self.v(kv)
+        att = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])), dim=-1)
+        return self.zeta(att @ v)
+
+
+class Target(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.encoder = Encoder(cfg)
+        self.decoder = TargetDecoder(cfg)
+        self.head = Head(cfg)
+
+
+class AliceModel(nn.Module):
+    """method = mae: encoder + decoder. method = alice: + head, casa and the EMA target."""
+
+    def __init__(self, cfg, method=None):
+        super().__init__()
+        self.cfg = cfg
+        self.method = method or cfg.s("method")
+        if self.method not in ("mae", "alice"):
+            raise ValueError("method %r is not mae|alice" % self.method)
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        if self.method == "alice":
+            self.head = Head(cfg)
+            self.casa = Casa(cfg)
+            self.target = Target(cfg)
+            for p in self.target.parameters():
+                p.requires_grad_(False)
+
+    def online_names(self):
+        return [n for n, p in self.named_parameters() if not n.startswith("target.")]
+
+    def target_names(self):
+        return [n for n, _ in self.named_parameters() if n.startswith("target.")]
+
+
+# ----------------------------------------------------------------------------- losses
+
+def recon_loss(pred, x, perm, nvis, patch, norm_pix):
+    """l_r (eq. 1): MSE over the masked patches, per-patch normalised targets."""
+    target = patchify(x, patch)
+    if norm_pix:
+        mean = target.mean(-1, keepdim=True)
+        var = target.var(-1, unbiased=False, keepdim=True)
+        target = (target - mean) / torch.sqrt(var + NORM_PIX_EPS)
+    masked = perm[:, nvis:]
+    err = (gather_tokens(pred, masked) - gather_tokens(target, masked)) ** 2
+    return err.mean(-1).sum() / masked.numel()
+
+
+def forward_loss(model, batch):
+    """Loss terms of one step. batch: tensors u, perm_u (long) [, r, perm_r, w, v].
+    Returns dict loss, l_r, l_dv, l_st (0-dim tensors; switched-off terms are 0)."""
+    cfg = model.cfg
+    p, norm_pix = cfg.i("patch"), cfg.b("norm_pix")
+    N = batch["perm_u"].shape[1]
+    nvis = num_visible(cfg, N)
+
+    def online(x, perm):
+        V = model.encoder(x, perm[:, :nvis])
+        H, pred = model.decoder(V, perm)
+        return V, H, recon_loss(pred, x, perm, nvis, p, norm_pix)
+
+    V_u, H_u, lr_q = online(batch["u"], batch["perm_u"])
+    zero = lr_q.new_zeros(())
+    if model.method == "mae":
+        l_r = lr_q
+        return dict(loss=cfg.f("w_rec") * l_r, l_r=l_r, l_dv=zero, l_st=zero)
+
+    V_r, H_r, lr_k = online(batch["r"], batch["perm_r"])
+    l_r = 0.5 * (lr_q + lr_k)
+    with torch.no_grad():
+        t = model.target
+        psi_w = t.head(t.decoder.decoder_embed(t.encoder(batch["w"])))
+        psi_v = t.head(t.decoder.decoder_embed(t.encoder(batch["v"])))
+    phi_u, phi_r = model.head(H_u), model.head(H_r)
+
+    l_dv = zero
+    if cfg.b("use_dv"):
+        l_dv = cos_loss(phi_u.mean(1), psi_v.mean(1)) + cos_loss(phi_r.mean(1), psi_w.mean(1))
+
+    if cfg.b("use_casa"):
+        S_u, S_r = model.casa(V_u, phi_u), model.casa(V_r, phi_r)
+        with torch.no_grad():
+            T_w, T_v = model.casa(V_u, psi_w), model.casa(V_r, psi_v)
+        l_st = cos_loss(S_u, T_w) + cos_loss(S_r, T_v)
+    else:
+        vis_u, vis_r = batch["perm_u"][:, :nvis], batch["perm_r"][:, :nvis]
+        l_st = (cos_loss(gather_tokens(phi_u, vis_u), gather_tokens(psi_w, vis_u))
+                + cos_loss(gather_tokens(phi_r, vis_r), gather_tokens(psi_v, vis_r)))
+
+    loss = cfg.f("w_rec") * l_r + cfg.f("w_dv") * l_dv + cfg.f("w_st") * l_st
+    return dict(loss=loss, l_r=l_r, l_dv=l_dv, l_st=l_st)
+
+
+# ----------------------------------------------------------------------------- optimisation
+
+def lr_at(cfg, s):
+    """Linear warm-up then cosine to min_lr; s is the 0-based step."""
+    lr, min_lr, warmup, steps = cfg.f("lr"), cfg.f("min_lr"), cfg.i("warmup"), cfg.i("steps")
+    if s < warmup:
+        return lr * (s + 1) / warmup
+    span = max(steps - warmup, 1)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * (s - warmup) / span))
+
+
+def ema_momentum(cfg, s):
+    a, b, steps = cfg.f("ema_start"), cfg.f("ema_end"), cfg.i("steps")
+    return b - (b - a) * (math.cos(math.pi * s / steps) + 1.0) / 2.0
+
+
+class AdamW:
+    """Decoupled AdamW written out: p -= lr*wd*p (decay tensors only), then
+    p -= lr * mhat / (sqrt(vhat) + eps) with bias correction at step s+1. Global-norm
+    clipping first when clip > 0. Mathematically the same as torch.optim.AdamW
+    (checked by test_reference_selfcheck.py)."""
+
+    def __init__(self, named_params, decay, cfg):
+        self.params = list(named_params)        # [(name, tensor)]
+        self.decay = decay                      # name -> bool
+        self.cfg = cfg
+        self.m = {n: torch.zeros_like(p) for n, p in self.params}
+        self.v = {n: torch.zeros_like(p) for n, p in self.params}
+
+    @torch.no_grad()
+    def step(self, s):
+        cfg = self.cfg
+        lr, wd = lr_at(cfg, s), cfg.f("weight_decay")
+        b1, b2, eps, clip = cfg.f("beta1"), cfg.f("beta2"), cfg.f("adam_eps"), cfg.f("clip")
+        grads = {n: p.grad for n, p in self.params}
+        if clip > 0:
+            norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads.values()))
+            scale = clip / (norm + CLIP_EPS)
+            if scale < 1.0:
+                grads = {n: g * scale for n, g in grads.items()}
+        bc1, bc2 = 1.0 - b1 ** (s + 1), 1.0 - b2 ** (s + 1)
+        for n, p in self.params:
+            g = grads[n]
+            if self.decay[n]:
+                p.sub_(lr * wd * p)
+            self.m[n].mul_(b1).add_((1.0 - b1) * g)
+            self.v[n].mul_(b2).add_((1.0 - b2) * g * g)
+            mhat, vhat = self.m[n] / bc1, self.v[n] / bc2
+            p.sub_(lr * mhat / (vhat.sqrt() + eps))
+
+
+@torch.no_grad()
+def ema_update(model, s):
+    m = ema_momentum(model.cfg, s)
+    online = dict(model.named_parameters())
+    for name in model.target_names():
+        t = online[name]
+        t.mul_(m).add_((1.0 - m) * online[name[len("target."):]])
+
+
+def default_decay(name, tensor):
+    """Weight matrices (and the patch-embedding kernel) decay; biases, norms, mask_token don't."""
+    return tensor.dim() >= 2
+
+
+# ----------------------------------------------------------------------------- init (writer)
+
+def init_params(model, seed):
+    """docs/MODEL.md initialisation, drawn from torch's generator (the writer's own weights;
+    the C weights come from its Philox RNG, so only the distributions agree)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("target."):
+                continue
+            if name.endswith("mask_token"):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+            elif p.dim() >= 2:
+                w = p.reshape(p.shape[0], -1)
+                bound = math.sqrt(6.0 / (w.shape[0] + w.shape[1]))
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
+            elif ".norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+        online = dict(model.named_parameters())
+        for name in (model.target_names() if model.method == "alice" else []):
+            online[name].copy_(online[name[len("target."):]])
+
+
+# ----------------------------------------------------------------------------- dump I/O
+
+BATCH_KEYS = {"mae": ("u", "perm_u"), "alice": ("u", "perm_u", "r", "perm_r", "w", "v")}
+LOSS_KEYS = ("loss", "l_r", "l_dv", "l_st")
+
+
+def _attr_text(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray):
+        return _attr_text(v.reshape(-1)[0])
+    return str(v)
+
+
+def load_dump(path):
+    import h5py
+    with h5py.File(path, "r") as f:
+        for attr in ("config", "method"):
+            if attr not in f.attrs:
+                raise ValueError("%s: root attribute '%s' missing" % (path, attr))
+        cfg = Cfg(parse_config_text(_attr_text(f.attrs["config"])))
+        method = _attr_text(f.attrs["method"]).strip()
+        d = dict(path=path, cfg=cfg, method=method)
+        d["params"] = {k: np.array(v) for k, v in f["params"].items()}
+        d["decay"] = {k: bool(int(np.array(v.attrs.get("decay", 0)).reshape(-1)[0]))
+                      for k, v in f["params"].items()}
+        d["batch"] = {k: np.array(v) for k, v in f["batch"].items()}
+        d["out"] = {k: float(np.array(v).reshape(-1)[0]) for k, v in f["out"].items()}
+        d["grads"] = {k: np.array(v) for k, v in f["grads"].items()}
+        d["adam"] = np.array(f["adam/losses"], dtype=np.float64).reshape(-1)
+        d["ema"] = {k: np.array(v) for k, v in f["ema"].items()} if "ema" in f else {}
+    return d
+
+
+def build_from_dump(dump, dtype=torch.float32):
+    """Model with the dump's weights; raises on a name or shape mismatch."""
+    model = AliceModel(dump["cfg"], dump["method"]).to(dtype)
+    own = dict(model.named_parameters())
+    missing = sorted(set(own) - set(dump["params"]))
+    extra = sorted(set(dump["params"]) - set(own))
+    if missing or extra:
+        raise ValueError("%s: parameter names differ from docs/MODEL.md: missing %s, unexpected %s"
+                         % (dump["path"], missing, extra))
+    with torch.no_grad():
+        for n, p in own.items():
+            a = dump["params"][n]
+            if tuple(a.shape) != tuple(p.shape):
+                raise ValueError("%s: /params/%s has shape %s, docs/MODEL.md says %s"
+                                 % (dump["path"], n, a.shape, tuple(p.shape)))
+            p.copy_(torch.from_numpy(a.astype(np.float64)))
+    return model
+
+
+def batch_tensors(dump, dtype=torch.float32):
+    keys = BATCH_KEYS[dump["method"]]
+    out = {}
+    for k in keys:
+        if k not in dump["batch"]:
+            raise ValueError("%s: /batch/%s missing" % (dump["path"], k))
+        a = dump["batch"][k]
+        out[k] = torch.from_numpy(a.astype(np.int64)) if k.startswith("perm") \
+            else torch.from_numpy(a.astype(np.float64)).to(dtype)
+    return out
+
+
+def reference_run(model, batch, decay, steps=ADAM_STEPS):
+    """Everything the dump records, computed by the reference from the model's current weights:
+    loss terms and gradients at the initial weights, the losses before each AdamW step, and the
+    targets after the first EMA update. Leaves the model at its post-steps weights."""
+    names = model.online_names()
+    params = dict(model.named_parameters())
+    opt = AdamW([(n, params[n]) for n in names], decay, model.cfg)
+    res = dict(adam=[], ema={})
+    for s in range(steps):
+        for n in names:
+            params[n].grad = None
+        terms = forward_loss(model, batch)
+        terms["loss"].backward()
+        for n in names:   # tensors a switch leaves unused (CASA with use_casa = 0) get zeros
+            if params[n].grad is None:
+                params[n].grad = torch.zeros_like(params[n])
+        if s == 0:
+            res["out"] = {k: float(v) for k, v in terms.items()}
+            res["grads"] = {n: params[n].grad.detach().clone() for n in names}
+        res["adam"].append(float(terms["loss"]))
+        opt.step(s)
+        if model.method == "alice":
+            ema_update(model, s)
+            if s == 0:
+                res["ema"] = {n: params[n].detach().clone() for n in model.target_names()}
+    return res
+
+
+def write_dump(path, cfg, method, seed=1, perturb=None):
+    """The dump layout from PyTorch itself (validates the harness without the C tool).
+    perturb: optional callable(res) that edits the recorded results before writing."""
+    import h5py
+    torch.manual_seed(seed)
+    model = AliceModel(cfg, method)
+    init_params(model, seed)
+    params0 = {n: p.detach().clone() for n, p in model.named_parameters()}
+    decay = {n: default_decay(n, p) for n, p in params0.items()}
+    B, (X, Y, Z) = cfg.i("batch"), cfg.i3("crop")
+    N = int(np.prod(grid_of(cfg)))
+    g = torch.Generator().manual_seed(seed + 1)
+    batch = {}
+    for k in BATCH_KEYS[method]:
+        if k.startswith("perm"):
+            batch[k] = torch.stack([torch.randperm(N, generator=g) for _ in range(B)])
+        else:
+            batch[k] = torch.randn((B, 1, X, Y, Z), generator=g)
+    res = reference_run(model, batch, decay)
+    if perturb:
+        perturb(res)
+    tmp = path + ".tmp"
+    with h5py.File(tmp, "w") as f:
+        f.attrs["config"] = cfg.text()
+        f.attrs["method"] = method
+        for n, p in params0.items():
+            ds = f.create_dataset("params/" + n, data=p.numpy().astype(np.float32))
+            ds.attrs["decay"] = np.int32(decay[n])
+        for k, v in batch.items():
+            f.create_dataset("batch/" + k, data=v.numpy().astype(
+                np.int32 if k.startswith("perm") else np.float32))
+        for k in LOSS_KEYS:
+            f.create_dataset("out/" + k, data=np.array([res["out"][k]], dtype=np.float64))
+        for n, v in res["grads"].items():
+            f.create_dataset("grads/" + n, data=v.numpy().astype(np.float32))
+        f.create_dataset("adam/losses", data=np.array(res["adam"], dtype=np.float64))
+        for n, v in res["ema"].items():
+            f.create_dataset("ema/" + n, data=v.numpy().astype(np.float32))
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- comparison
+
+def rel_err(c, t):
+    """||c - t|| / ||t|| (absolute when t is exactly 0)."""
+    c = np.asarray(c, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    den = np.linalg.norm(t)
+    num = np.linalg.norm(c - t)
+    return num / den if den > 0 else num
+
+
+def compare_dump(path, tol=1e-4, ema_change_tol=1e-2, show=8, log=print):
+    """Recompute a dump in PyTorch float32 and compare. Returns the list of failures (empty
+    when everything matches). Also prints the float64 reference's distance as the noise floor."""
+    dump = load_dump(path)
+    method = dump["method"]
+    fails = []
+    runs = {}
+    for dtype in (torch.float32, torch.float64):
+        model = build_from_dump(dump, dtype)
+        runs[dtype] = reference_run(model, batch_tensors(dump, dtype), dump["decay"])
+    ref, ref64 = runs[torch.float32], runs[torch.float64]
+    log("parity %s (%s): %d parameter tensors" % (path, method, len(dump["params"])))
+
+    log("  %-8s %16s %16s %10s %10s" % ("term", "C", "torch fp32", "rel err", "fp32-fp64"))
+    for k in LOSS_KEYS:
+        if k not in dump["out"]:
+            fails.append("/out/%s missing" % k)
+            continue
+        c, t, t64 = dump["out"][k], ref["out"][k], ref64["out"][k]
+        e, e64 = rel_err(c, t), rel_err(t, t64)
+        log("  %-8s %16.9g %16.9g %10.2e %10.2e" % (k, c, t, e, e64))
+        if not e <= tol:
+            fails.append("loss term %s: C %.9g vs torch %.9g (rel %.2e > %g)" % (k, c, t, e, tol))
+
+    names = sorted(ref["grads"])
+    missing = [n for n in names if n not in dump["grads"]]
+    extra = sorted(set(dump["grads"]) - set(names))
+    if missing or extra:
+        fails.append("gradient names: missing %s, unexpected %s" % (missing, extra))
+    errs = []
+    for n in names:
+        if n in dump["grads"]:
+            c, t = dump["grads"][n], ref["grads"][n].numpy()
+            if c.shape != t.shape:
+                fails.append("/grads/%s shape %s, expected %s" % (n, c.shape, t.shape))
+                continue
+            errs.append((rel_err(c, t), n, rel_err(t, ref64["grads"][n].numpy()),
+                         float(np.linalg.norm(t))))
+    errs.sort(reverse=True)
+    log("  gradients (worst %d of %d): rel err, fp32-fp64, ||g||" % (min(show, len(errs)), len(errs)))
+    for e, n, e64, gn in errs[:show]:
+        log("    %-50s %10.2e %10.2e %10.3e" % (n, e, e64, gn))
+    for e, n, _, _ in errs:
+        if not e <= tol:
+            fails.append("gradient %s: rel err %.2e > %g" % (n, e, tol))
+
+    c_adam = dump["adam"]
+    if len(c_adam) != ADAM_STEPS:
+        fails.append("/adam/losses has %d entries, expected %d" % (len(c_adam), ADAM_STEPS))
+    else:
+        log("  AdamW losses (C, torch, rel err, fp32-fp64):")
+        for s in range(ADAM_STEPS):
+            e = rel_err(c_adam[s], ref["adam"][s])
+            log("    step %d %16.9g %16.9g %10.2e %10.2e" % (s, c_adam[s], ref["adam"][s], e,
+                                                         rel_err(ref["adam"][s], ref64["adam"][s])))
+            if not e <= tol:
+                fails.append("AdamW loss before step %d: rel err %.2e > %g" % (s, e, tol))
+        moved = abs(ref["adam"][-1] - ref["adam"][0]) / max(abs(ref["adam"][0]), 1e-30)
+        log("  AdamW moved the loss by %.2e (relative) over %d steps" % (moved, ADAM_STEPS))
+        if moved < 100 * tol:
+            log("  WARNING: the loss barely moves; the AdamW comparison does not discriminate "
+                "(raise lr in the parity config)")
+
+    if method == "alice":
+        tnames = sorted(ref["ema"])
+        missing = [n for n in tnames if n not in dump["ema"]]
+        if missing:
+            fails.append("/ema tensors missing: %s" % missing)
+        worst = []
+        for n in tnames:
+            if n in dump["ema"]:
+                c, t = dump["ema"][n], ref["ema"][n].numpy()
+                t0 = dump["params"][n]
+                e = rel_err(c, t)
+                # the EMA moves a target by (1 - m) * (online update): compare against that
+                # change too, or an EMA that does nothing would pass the plain test
+                change = np.linalg.norm(t.astype(np.float64) - t0)
+                ec = np.linalg.norm(c.astype(np.float64) - t) / change if change > 0 else 0.0
+                worst.append((ec, n, e))
+                if not e <= tol:
+                    fails.append("EMA %s: rel err %.2e > %g" % (n, e, tol))
+                if not ec <= ema_change_tol:
+                    fails.append("EMA %s: error %.2e of the EMA change > %g" % (n, ec, ema_change_tol))
+        worst.sort(reverse=True)
+        log("  EMA after step 0 (worst %d of %d): err / change, rel err" % (min(show, len(worst)), len(worst)))
+        for ec, n, e in worst[:show]:
+            log("    %-50s %10.2e %10.2e" % (n, ec, e))
+
+    log("  %s" % ("PASS" if not fails else "FAIL: %d problems" % len(fails)))
+    for f in fails[:20]:
+        log("    " + f)
+    return fails
+
+
+# ----------------------------------------------------------------------------- C tool driver
+
+def dump_tool_path():
+    build = os.environ.get("BUILD", "build")
+    path = build if os.path.isabs(build) else os.path.join(REPO, build)
+    return os.path.join(path, "tools", "parity_dump")
+
+
+def run_dump_tool(out, overrides):
+    """Runs the C dump tool; returns the path it wrote."""
+    import subprocess
+    cmd = [dump_tool_path(), out] + ["%s=%s" % kv for kv in overrides.items()]
+    print("running:", " ".join(cmd), flush=True)
+    r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(r.stdout[-4000:])
+    if r.returncode != 0:
+        raise RuntimeError("parity_dump exited with %d" % r.returncode)
+    return out
+
+
+def parity_main(method, variants):
+    """Body of the parity tests: for each variant (overrides beyond PARITY_OVERRIDES) run the C
+    dump tool and compare. Returns the exit status (0 pass, 1 fail, 77 skip)."""
+    import shutil
+    import sys
+    import tempfile
+    tool = dump_tool_path()
+    if not os.access(tool, os.X_OK):
+        print("skip: %s is not built (make tests-build BUILD=%s builds it)"
+              % (tool, os.environ.get("BUILD", "build")))
+        return 77
+    torch.set_num_threads(1)
+    tmp = tempfile.mkdtemp(prefix="alice_parity_")
+    failed = []
+    try:
+        for i, extra in enumerate(variants):
+            overrides = dict(PARITY_OVERRIDES, method=method, **extra)
+            out = os.path.join(tmp, "dump%d.h5" % i)
+            try:
+                run_dump_tool(out, overrides)
+                fails = compare_dump(out)
+            except (RuntimeError, ValueError, KeyError, OSError) as e:
+                fails = ["%s: %s" % (type(e).__name__, e)]
+                print("  FAIL:", fails[0])
+            if fails:
+                failed.append((extra, len(fails)))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for extra, n in failed:
+        print("variant %s: %d problems" % (extra or "default", n))
+    sys.stdout.flush()
+    return 1 if failed else 0

@@ -1,0 +1,16 @@
+"""PyTorch parity of the whole Alice loss (issue 4): every loss term, every online gradient
+(encoder, decoder, both heads' online half, CASA), the losses of 5 AdamW steps and the EMA
+targets after the first step, C dump tool against alice_ref.py (float32, relative error
+<= 1e-4; the EMA also against the size of its own update). Skips when
+$BUILD/tools/parity_dump is not built."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import alice_ref  # noqa: E402
+
+if __name__ == "__main__":
+    # the paper's default, and the ablation switches with non-unit loss weights
+    variants = [{}, {"use_casa": "0", "use_dv": "0", "w_rec": "0.7", "w_st": "2"},
+                {"w_dv": "0.5"}]
+    sys.exit(alice_ref.parity_main("alice", variants))

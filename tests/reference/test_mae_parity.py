@@ -1,0 +1,13 @@
+"""PyTorch parity of the tiny MAE (issue 2): the C dump tool's loss, every parameter gradient
+and the losses of 5 AdamW steps against the reference in alice_ref.py (float32, relative error
+<= 1e-4; the float64 reference's distance is printed as the noise floor). Skips when
+$BUILD/tools/parity_dump is not built."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import alice_ref  # noqa: E402
+
+if __name__ == "__main__":
+    # default tiny model, and one with norm_pix off and another mask ratio (different nvis)
+    sys.exit(alice_ref.parity_main("mae", [{}, {"norm_pix": "0", "mask_ratio": "0.5"}]))

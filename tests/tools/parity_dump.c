@@ -1,0 +1,134 @@
+/* Writes everything the PyTorch parity tests need (tests/reference/test_*_parity.py): the
+ * tiny model's initial weights, a batch and its masks, the C loss terms and gradients, the
+ * losses of 5 AdamW steps on that batch and the EMA target after the first step.
+ * usage: parity_dump OUT.h5 [key=value ...]   (method=mae|alice, ...) */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/rng.h"
+#include "h5util.h"
+#include "models/pretrain_model.h"
+#include "train/optim.h"
+
+static const char *const tiny_config[][2] = {
+    {"crop", "16,16,8"}, {"patch", "4"}, {"embed_dim", "24"}, {"depth", "2"}, {"heads", "2"},
+    {"mlp_dim", "48"}, {"dec_dim", "12"}, {"dec_depth", "1"}, {"dec_heads", "2"},
+    {"dec_mlp_dim", "24"}, {"head_hidden", "16"}, {"head_bottleneck", "8"}, {"head_out", "16"},
+    {"casa_dim", "12"}, {"batch", "2"}, {"clip", "0"}, {"lr", "1e-3"}, {"warmup", "2"},
+    {"steps", "5"}, {"ema_start", "0.9"}, {"ema_end", "1"}, {"weight_decay", "0.05"},
+};
+
+/* Target tensors the teacher branch uses (docs/MODEL.md). */
+static int teacher_tensor(const char *name)
+{
+    return !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.decoder_embed.", 22) ||
+           !strncmp(name, "head.", 5);
+}
+
+static void write_set(hid_t f, const char *group, const char *prefix, const ParamSet *ps,
+                      const float *buf, int teacher_only)
+{
+    float *host = xmalloc(ps->total * sizeof(float));
+    ps->be->download(host, buf, ps->total * sizeof(float));
+    for (int i = 0; i < ps->count; i++) {
+        const ParamInfo *t = &ps->info[i];
+        if (teacher_only && !teacher_tensor(t->name)) continue;
+        char name[256];
+        snprintf(name, sizeof name, "%s/%s%s", group, prefix, t->name);
+        h5_write_floats(f, name, t->ndim, t->shape, host + t->offset);
+        hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+        h5_attr_long(ds, "decay", t->decay);
+        CHECK_H5(H5Dclose(ds));
+    }
+    free(host);
+}
+
+static void write_scalar(hid_t f, const char *name, double v)
+{
+    int one = 1;
+    h5_write_doubles(f, name, 1, &one, &v);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    if (argc < 2) { fprintf(stderr, "usage: parity_dump OUT.h5 [key=value ...]\n"); return 2; }
+    Config cfg;
+    config_defaults(&cfg);
+    for (size_t i = 0; i < sizeof tiny_config / sizeof tiny_config[0]; i++)
+        config_set(&cfg, tiny_config[i][0], tiny_config[i][1], "parity defaults", 0);
+    for (int i = 2; i < argc; i++) {
+        char key[128];
+        const char *eq = strchr(argv[i], '=');
+        if (!eq) alice_die("expected key=value, got %s", argv[i]);
+        snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i]), argv[i]);
+        config_set(&cfg, key, eq + 1, "command line", 0);
+    }
+    const AliceBackend *be = backend_cpu();
+    PretrainModel m;
+    pretrain_model_init(&m, &cfg, be, cfg.batch);
+    const int views = m.alice ? VIEW_COUNT : 1;
+    const size_t vox = (size_t)m.B * m.dims[0] * m.dims[1] * m.dims[2];
+    float *vol[VIEW_COUNT] = {0};
+    for (int v = 0; v < views; v++) {
+        vol[v] = xmalloc(vox * sizeof(float));
+        RngStream rng;
+        rng_init(&rng, (uint64_t)cfg.seed, 0, (uint32_t)v, RNG_TEST);
+        /* Smooth-ish content: a ramp plus noise, so normalised patches are well conditioned. */
+        for (size_t i = 0; i < vox; i++) vol[v][i] = 0.5f * rng_uniform(&rng) + (float)(i % 7) / 7.0f;
+    }
+    pretrain_model_set_views(&m, (const float *const *)vol);
+    pretrain_model_draw_masks(&m, 0, 0);
+
+    hid_t f = h5_create_tmp(argv[1]);
+    char *text = config_to_text(&cfg);
+    h5_attr_string(f, "config", text);
+    h5_attr_string(f, "method", cfg.method);
+    free(text);
+    write_set(f, "params", "", &m.online, m.online.data, 0);
+    if (m.alice) write_set(f, "params", "target.", &m.target, m.target.data, 1);
+    static const char *const view_names[VIEW_COUNT] = {"u", "r", "w", "v"};
+    int vdims[5] = {m.B, 1, m.dims[0], m.dims[1], m.dims[2]};
+    int pdims[2] = {m.B, m.N};
+    int *perm = xmalloc((size_t)m.B * m.N * sizeof(int));
+    for (int v = 0; v < views; v++) {
+        char name[64];
+        snprintf(name, sizeof name, "batch/%s", view_names[v]);
+        h5_write_floats(f, name, 5, vdims, vol[v]);
+        if (v < (m.alice ? MASKED_VIEWS : 1)) {
+            be->download(perm, m.mv[v].perm, (size_t)m.B * m.N * sizeof(int));
+            snprintf(name, sizeof name, "batch/perm_%s", view_names[v]);
+            h5_write_ints(f, name, 2, pdims, perm);
+        }
+    }
+    double losses[5];
+    for (int s = 0; s < 5; s++) {
+        LossTerms t = pretrain_model_forward_backward(&m);
+        losses[s] = t.loss;
+        if (s == 0) {
+            write_scalar(f, "out/loss", t.loss);
+            write_scalar(f, "out/l_r", t.l_r);
+            write_scalar(f, "out/l_dv", t.l_dv);
+            write_scalar(f, "out/l_st", t.l_st);
+            write_set(f, "grads", "", &m.online, m.online.grad, 0);
+        }
+        clip_grad_norm(&m.online, grad_global_norm(&m.online), cfg.clip);
+        adamw_step(&m.online, &cfg, schedule_lr(&cfg, s), s + 1);
+        if (m.alice) {
+            ema_step(&m.target, &m.online, pretrain_ema_momentum(&cfg, s));
+            if (s == 0) write_set(f, "ema", "target.", &m.target, m.target.data, 1);
+        }
+    }
+    int five = 5;
+    h5_write_doubles(f, "adam/losses", 1, &five, losses);
+    h5_commit(f, argv[1]);
+    printf("parity_dump: %s method=%s loss=%.9g\n", argv[1], cfg.method, losses[0]);
+    free(perm);
+    for (int v = 0; v < views; v++) free(vol[v]);
+    pretrain_model_free(&m);
+    MPI_Finalize();
+    return 0;
+}
