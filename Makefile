@@ -69,16 +69,19 @@ cuda-objs: $(CU_OBJ)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libalice.a tests/unit/test.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
+	@echo "  CCLD  $@"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
 
 $(BUILD)/tests/bench_%: tests/bench/bench_%.c $(BUILD)/libalice.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
+	@echo "  CCLD  $@"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
 
 # Test helper programs (dumps for the PyTorch parity scripts and the like).
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libalice.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
+	@echo "  CCLD  $@"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
 
 deps:
 	@bash scripts/deps.sh

@@ -23,11 +23,55 @@ static void fill_table(AliceBackend *t)
     t->add = cuda_add;
     t->sum_squares = cuda_sum_squares;
     t->all_finite = cuda_all_finite;
+    /* GEMM */
+    t->gemm = cuda_gemm;
+    t->linear_fwd = cuda_linear_fwd;
+    t->linear_bwd = cuda_linear_bwd;
     /* normalisation and activations */
+    t->layernorm_fwd = cuda_layernorm_fwd;
+    t->layernorm_bwd = cuda_layernorm_bwd;
     t->gelu_fwd = cuda_gelu_fwd;
     t->gelu_bwd = cuda_gelu_bwd;
+    t->softmax_fwd = cuda_softmax_fwd;
+    t->softmax_bwd = cuda_softmax_bwd;
+    /* attention */
+    t->attention_fwd = cuda_attention_fwd;
+    t->attention_bwd = cuda_attention_bwd;
+    /* patches and tokens */
+    t->patchify = cuda_patchify;
+    t->unpatchify = cuda_unpatchify;
+    t->gather_rows = cuda_gather_rows;
+    t->scatter_add_rows = cuda_scatter_add_rows;
+    t->add_table_rows = cuda_add_table_rows;
+    t->insert_mask_tokens = cuda_insert_mask_tokens;
+    t->insert_mask_tokens_bwd = cuda_insert_mask_tokens_bwd;
+    /* pooling, vector normalisation, losses */
+    t->mean_rows_fwd = cuda_mean_rows_fwd;
+    t->mean_rows_bwd = cuda_mean_rows_bwd;
+    t->l2norm_fwd = cuda_l2norm_fwd;
+    t->l2norm_bwd = cuda_l2norm_bwd;
+    t->cosine_loss_fwd = cuda_cosine_loss_fwd;
+    t->cosine_loss_bwd = cuda_cosine_loss_bwd;
+    t->normalize_rows = cuda_normalize_rows;
+    t->masked_mse_fwd = cuda_masked_mse_fwd;
+    t->masked_mse_bwd = cuda_masked_mse_bwd;
+    /* optimiser and target network */
+    t->adamw = cuda_adamw;
+    t->ema_update = cuda_ema_update;
+    /* 3D convolution network ops */
+    t->conv3d_fwd = cuda_conv3d_fwd;
+    t->conv3d_bwd = cuda_conv3d_bwd;
+    t->conv_transpose3d_fwd = cuda_conv_transpose3d_fwd;
+    t->conv_transpose3d_bwd = cuda_conv_transpose3d_bwd;
+    t->instnorm_fwd = cuda_instnorm_fwd;
+    t->instnorm_bwd = cuda_instnorm_bwd;
     t->leaky_relu_fwd = cuda_leaky_relu_fwd;
     t->leaky_relu_bwd = cuda_leaky_relu_bwd;
+    t->dicece_fwd = cuda_dicece_fwd;
+    t->dicece_bwd = cuda_dicece_bwd;
+    t->concat_channels = cuda_concat_channels;
+    t->split_channels = cuda_split_channels;
+    t->transpose_tokens = cuda_transpose_tokens;
 }
 
 extern "C" const AliceBackend *backend_cuda(void)

@@ -122,6 +122,44 @@ static double voxel_value(const void *base, int dt, size_t i)
     }
 }
 
+/* niftilib silently turns NaN/inf floats into 0 while loading, which would hide broken
+ * scans; so float files are scanned for non-finite values in their raw bytes first.
+ * Returns the count (first flat file index in *first), or -1 when the data cannot be read. */
+static long long count_nonfinite(const nifti_image *nim, long long *first)
+{
+    const int is64 = nim->datatype == NIFTI_TYPE_FLOAT64;
+    const size_t bytes = is64 ? 8 : 4, block = 1 << 16;
+    znzFile fp = znzopen(nim->iname, "rb", nifti_is_gzfile(nim->iname));
+    if (znz_isnull(fp)) return -1;
+    if (znzseek(fp, (long)nim->iname_offset, SEEK_SET) < 0) {
+        znzclose(fp);
+        return -1;
+    }
+    const int swap = nim->byteorder != nifti_short_order();
+    unsigned char *buf = xmalloc(block * bytes);
+    long long count = 0, done = 0;
+    *first = -1;
+    while (done < nim->nvox) {
+        size_t want = (size_t)(nim->nvox - done) < block ? (size_t)(nim->nvox - done) : block;
+        if (znzread(buf, bytes, want, fp) != want) {
+            count = -1;
+            break;
+        }
+        if (swap) {
+            if (is64) nifti_swap_8bytes((int64_t)want, buf);
+            else nifti_swap_4bytes((int64_t)want, buf);
+        }
+        for (size_t i = 0; i < want; i++) {
+            double v = is64 ? ((const double *)(const void *)buf)[i] : ((const float *)(const void *)buf)[i];
+            if (!isfinite(v) && count++ == 0) *first = done + (long long)i;
+        }
+        done += (long long)want;
+    }
+    free(buf);
+    znzclose(fp);
+    return count;
+}
+
 int nifti_read_volume(const char *path, float **data, int dim[3], double affine[4][4], char *err,
                       size_t errlen)
 {
@@ -135,6 +173,16 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
     if (check_header(path, nim, dim, affine, err, errlen) != 0) {
         nifti_image_free(nim);
         return -1;
+    }
+    if (nim->datatype == NIFTI_TYPE_FLOAT32 || nim->datatype == NIFTI_TYPE_FLOAT64) {
+        long long first = -1, bad = count_nonfinite(nim, &first);
+        if (bad > 0) {
+            const long long nx = nim->nx, ny = nim->ny;
+            nifti_image_free(nim);
+            return fail(err, errlen,
+                        "%s: %lld NaN/inf voxels (the first at voxel %lld,%lld,%lld); fix or exclude the image",
+                        path, bad, first % nx, (first / nx) % ny, first / (nx * ny));
+        }
     }
     if (nifti_image_load(nim) != 0 || !nim->data) {
         nifti_image_free(nim);

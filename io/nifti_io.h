@@ -12,8 +12,8 @@
  * scl_slope/scl_inter when a slope is set. The affine is the sform when sform_code > 0, else
  * the qform when qform_code > 0, else diag(pixdim). A 4D file is accepted only with one frame.
  * Returns 0, or -1 with a message naming the file, the problem and the fix in err (nothing is
- * allocated then). On success *data holds dim[0]*dim[1]*dim[2] floats (caller frees). Voxels
- * are returned as stored: NaN/inf are left for the caller to judge. */
+ * allocated then). On success *data holds dim[0]*dim[1]*dim[2] floats (caller frees). A float
+ * file with NaN/inf voxels is an error (niftilib would silently turn them into 0). */
 int nifti_read_volume(const char *path, float **data, int dim[3], double affine[4][4], char *err,
                       size_t errlen);
 

@@ -12,6 +12,9 @@ static const AliceCommand commands[] = {
     {"config", cmd_config, "print the resolved configuration or the key registry"},
     {"pretrain", cmd_pretrain, "self-supervised pre-training (method = alice | mae)"},
     {"phantom", cmd_phantom, "write synthetic abdominal CTs with 13 organ labels (NIfTI)"},
+    {"pack", cmd_pack, "preprocess NIfTI volumes into one dataset.h5 (MPI-parallel)"},
+    {"eval", cmd_eval, "per case x organ DSC and NSD of predictions -> results.h5 + .csv"},
+    {"match", cmd_match, "anatomical matcher landmark error (--eval): profile vs bbox baseline"},
 };
 static const int command_count = (int)(sizeof commands / sizeof commands[0]);
 

@@ -14,6 +14,9 @@ typedef struct {
 int cmd_config(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
 int cmd_phantom(int argc, char **argv);
+int cmd_pack(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_match(int argc, char **argv);
 
 /* Shared argument handling: consumes `--config FILE` and `key=value` at argv[*i]; returns 1
  * when it consumed something. Job files and overrides apply in command-line order. */

@@ -27,6 +27,7 @@ typedef struct Config {
     int synthetic_cases;          /* phantoms generated in memory when data = synthetic */
     int fold;                     /* validation fold for fine-tuning, -1 = none */
     int num_folds;
+    char spacing[CFG_STR];        /* pack target spacing "X,Y,Z" mm */
 
     /* encoder (ViT) */
     int patch;

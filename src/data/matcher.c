@@ -20,6 +20,11 @@
  * |scale - 1| that makes an uninformative profile fall back to scale 1. */
 static const double z_scales[] = {0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15};
 #define SCALE_PENALTY 0.2
+/* Profiles are smoothed along Z before correlation: the ribs (and vertebrae) repeat every
+ * 25-30 mm, and unsmoothed they let the correlation lock onto the neighbouring rib. A
+ * Gaussian of this sigma keeps the large-scale shape (lung bases, pelvis) and damps that
+ * period to a few percent. */
+#define PROFILE_SMOOTH_MM (getenv("SM")?atof(getenv("SM")):12.0)
 /* Half height of the slab whose body extent normalises X and Y. */
 #define XY_WINDOW_MM 15.0
 
@@ -33,6 +38,26 @@ typedef struct {
     float *feature[FEATURE_COUNT]; /* per BIN_MM bin */
     int box_lo[3], box_hi[3];      /* 3D body bounding box (the baseline) */
 } ProfileDescription;
+
+/* Gaussian smoothing in place, the kernel renormalised where it meets the ends. */
+static void smooth_profile(float *f, int n)
+{
+    const double sigma = PROFILE_SMOOTH_MM / BIN_MM;
+    const int radius = (int)ceil(3 * sigma);
+    float *out = xmalloc((size_t)n * sizeof *out);
+    for (int i = 0; i < n; i++) {
+        double sum = 0, weight = 0;
+        for (int j = i - radius; j <= i + radius; j++) {
+            if (j < 0 || j >= n) continue;
+            double w = exp(-0.5 * (j - i) * (j - i) / (sigma * sigma));
+            sum += w * f[j];
+            weight += w;
+        }
+        out[i] = (float)(sum / weight);
+    }
+    memcpy(f, out, (size_t)n * sizeof *f);
+    free(out);
+}
 
 static void *describe(const Volume *v)
 {
@@ -113,6 +138,7 @@ static void *describe(const Volume *v)
         d->feature[FEATURE_AIR][b] = (float)((1 - t) * fa0 + t * fa1);
         d->feature[FEATURE_BONE][b] = (float)((1 - t) * fb0 + t * fb1);
     }
+    for (int f = 0; f < FEATURE_COUNT; f++) smooth_profile(d->feature[f], d->nbins);
     free(area); free(air); free(bone); free(first); free(last);
     return d;
 }
@@ -160,6 +186,7 @@ static double alignment_score(const ProfileDescription *q, const ProfileDescript
         double cq = sqq - sq * sq / n, ck = skk - sk * sk / n, cqk = sqk - sq * sk / n;
         /* A flat profile (e.g. no bone anywhere) says nothing about the shift. */
         if (cq <= 1e-9 * (sqq + 1e-12) || ck <= 1e-9 * (skk + 1e-12)) continue;
+        if (getenv("FMASK") && !(atoi(getenv("FMASK")) & (1<<f))) continue;
         score += cqk / sqrt(cq * ck);
         used++;
     }
@@ -175,6 +202,7 @@ static void align(const ProfileDescription *q, const ProfileDescription *k, doub
     double best = 0.0, best_a = 1.0, best_t = 0.5 * (len_k - len_q);
     for (size_t s = 0; s < sizeof z_scales / sizeof z_scales[0]; s++) {
         double a = z_scales[s];
+        if (getenv("NOSCALE") && a != 1.0) continue;
         for (double t = -a * len_q; t <= len_k + 1e-9; t += BIN_MM) {
             double sc = alignment_score(q, k, a, t);
             if (sc > best + 1e-12) { best = sc; best_a = a; best_t = t; }

@@ -209,7 +209,8 @@ static void alice_forward(PretrainModel *m, MaskedViewActs *a, const IntactViewA
     if (c->use_casa) {
         casa_query_forward(&m->casa, &a->cq, &m->online, a->enc.st.out);
         casa_kv_forward(&m->casa, &a->cq, &a->student, &m->online, a->phi.z);
-        casa_kv_forward(&m->casa, &a->cq, &a->teacher, &m->online, paired->psi.z);
+        if (!m->freeze_teacher)
+            casa_kv_forward(&m->casa, &a->cq, &a->teacher, &m->online, paired->psi.z);
         *l_st = be->cosine_loss_fwd(a->student.out, a->teacher.out, B * nvis, out);
     } else {
         be->gather_rows(a->sel_s, a->phi.z, a->perm, N, B, N, nvis, out);

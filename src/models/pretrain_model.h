@@ -64,6 +64,10 @@ typedef struct {
     IntactViewActs iv[MASKED_VIEWS];   /* indexed by view - VIEW_INTACT_Q */
     int *perm_host;
     float *mask_host;
+    /* T (CASA on the teacher features) uses the online query and CASA weights but is a
+     * stop-gradient target. With freeze_teacher set, a forward keeps the T of the previous
+     * forward, so finite differences see the loss exactly as the analytic gradient treats it. */
+    int freeze_teacher;
 } PretrainModel;
 
 /* Registers, allocates and initialises everything for B samples per step; errors out (before

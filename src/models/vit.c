@@ -41,7 +41,13 @@ void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet 
 
 void vit_encoder_backward(const VitEncoder *e, VitEncoderActs *a, ParamSet *ps, const float *dout)
 {
-    tstack_backward(&e->stack, &a->st, ps, dout, a->dtokens);
+    vit_encoder_backward_taps(e, a, ps, dout, NULL);
+}
+
+void vit_encoder_backward_taps(const VitEncoder *e, VitEncoderActs *a, ParamSet *ps,
+                               const float *dout, const float *const *dtaps)
+{
+    tstack_backward_taps(&e->stack, &a->st, ps, dout, dtaps, a->dtokens);
     /* The position embedding is fixed and the patches are data: only the weights get gradients. */
     linear_backward(ps, e->pe_w, e->pe_b, NULL, a->dtokens, a->patches_sel, a->B * a->ntok, e->P,
                     e->width);

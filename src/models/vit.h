@@ -27,6 +27,10 @@ void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet 
                          const float *patches, int N, const int *idx, int idx_ld, const float *pos);
 /* dout [B, ntok, E]: accumulates parameter gradients (the input has none). */
 void vit_encoder_backward(const VitEncoder *e, VitEncoderActs *a, ParamSet *ps, const float *dout);
+/* Same, plus gradients w.r.t. the outputs of blocks i (dtaps[i], NULL for none; UNETR's skips
+ * read a.st.act[i].out). */
+void vit_encoder_backward_taps(const VitEncoder *e, VitEncoderActs *a, ParamSet *ps,
+                               const float *dout, const float *const *dtaps);
 double vit_encoder_forward_flops(const VitEncoder *e, int B, int ntok);
 
 #endif

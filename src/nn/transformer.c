@@ -113,6 +113,12 @@ void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
 
 void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout, float *dx0)
 {
+    tstack_backward_taps(s, a, ps, dout, NULL, dx0);
+}
+
+void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout,
+                          const float *const *dtaps, float *dx0)
+{
     ALICE_ASSERT(a->train, "backward through a stack laid out for inference");
     const AliceBackend *be = ps->be;
     const int W = s->width, M = s->mlp, H = s->heads, B = a->B, T = a->T;
@@ -128,6 +134,9 @@ void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *
         BlockActs *b = &a->act[i];
         const float *x = i ? a->act[i - 1].out : a->x0;
         float *gnext = i ? (g == a->g0 ? a->g1 : a->g0) : dx0;
+        /* g is the gradient w.r.t. block i's output here: add what read that output directly
+         * (UNETR's skips from hidden states). */
+        if (dtaps && dtaps[i]) be->add(g, g, dtaps[i], n);
         /* MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))) */
         linear_backward(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
         be->gelu_bwd(a->dh2, a->dh1, b->h, (size_t)rows * M);

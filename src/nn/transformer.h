@@ -41,6 +41,10 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *arena, int B, int T, i
 void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps);
 /* dout: gradient w.r.t. out; dx0 (overwritten) receives the gradient w.r.t. x0. */
 void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout, float *dx0);
+/* Same, with extra gradients w.r.t. block outputs: dtaps[i] (NULL entries, or dtaps NULL, for
+ * none) adds to the gradient of act[i].out, for models that read intermediate blocks. */
+void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout,
+                          const float *const *dtaps, float *dx0);
 /* Matmul FLOPs of one forward (2 per multiply-add), for utilisation figures. */
 double tstack_forward_flops(const TStack *s, int B, int T);
 

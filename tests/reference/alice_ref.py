@@ -35,10 +35,12 @@ ADAM_STEPS = 5         # AdamW steps recorded in /adam/losses
 # Overrides the parity tests pass to the dump tool (and the PyTorch writer): a learning rate
 # large enough that 5 AdamW steps move the loss well beyond the tolerance, both branches of the
 # schedule (warm-up 2 of 5 steps, cosine to a non-zero min_lr), a visible weight decay, and an
-# EMA momentum far from 1 so that the EMA check sees the update. clip = 0 as the brief says:
-# Adam is nearly invariant to a gradient scale, so the 5 losses cannot discriminate clipping.
+# EMA momentum far from 1 so that the EMA check sees the update. clip = 0 here; Adam is nearly
+# invariant to a gradient scale, so the tests check clipping in a variant with a large adam_eps
+# (CLIP_VARIANT_EPS), where clipping changes the 5 losses by about 1e-2.
 PARITY_OVERRIDES = dict(lr="1e-3", min_lr="1e-4", warmup="2", steps="5", weight_decay="0.5",
                         ema_start="0.5", ema_end="1", clip="0")
+CLIP_VARIANT_EPS = "1e-2"
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -90,7 +92,7 @@ class Cfg:
         raise ValueError("config key %s: %r is not a boolean" % (k, v))
 
     def i3(self, k):
-        v = [int(x) for x in self.s(k).replace("x", ",").split(",")]
+        v = [int(x) for x in re.split(r"[,x\s]+", self.s(k).strip())]
         if len(v) != 3:
             raise ValueError("config key %s: %r is not X,Y,Z" % (k, self.s(k)))
         return v
@@ -560,8 +562,15 @@ def batch_tensors(dump, dtype=torch.float32):
         if k not in dump["batch"]:
             raise ValueError("%s: /batch/%s missing" % (dump["path"], k))
         a = dump["batch"][k]
-        out[k] = torch.from_numpy(a.astype(np.int64)) if k.startswith("perm") \
-            else torch.from_numpy(a.astype(np.float64)).to(dtype)
+        if k.startswith("perm"):
+            out[k] = torch.from_numpy(a.astype(np.int64))
+            continue
+        if a.ndim == 4:      # [B, X, Y, Z] without the channel axis: same voxels
+            a = a[:, None]
+        if a.ndim != 5 or a.shape[1] != 1:
+            raise ValueError("%s: /batch/%s has shape %s, expected [B, 1, X, Y, Z]"
+                             % (dump["path"], k, a.shape))
+        out[k] = torch.from_numpy(a.astype(np.float64)).to(dtype)
     return out
 
 
@@ -670,6 +679,10 @@ def compare_dump(path, tol=1e-4, ema_change_tol=1e-2, show=8, log=print):
             fails.append("loss term %s: C %.9g vs torch %.9g (rel %.2e > %g)" % (k, c, t, e, tol))
 
     names = sorted(ref["grads"])
+    gnorm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in ref["grads"].values()))
+    clip = dump["cfg"].f("clip")
+    log("  global gradient norm %.6g, clip %g (%s)" % (gnorm, clip, "active" if 0 < clip < gnorm
+                                                      else "inactive"))
     missing = [n for n in names if n not in dump["grads"]]
     extra = sorted(set(dump["grads"]) - set(names))
     if missing or extra:

@@ -102,6 +102,7 @@ def main(argv):
     online = dict(named)
     targets = [(p, online[n[len("target."):]]) for n, p in model.named_parameters()
                if n.startswith("target.")]
+    target_list, source_list = [t for t, _ in targets], [o for _, o in targets]
     gen = torch.Generator().manual_seed(args.seed + 1)
     batch = random_batch(cfg, method, gen)
     nparams = sum(p.numel() for _, p in named)
@@ -129,26 +130,30 @@ def main(argv):
         for group in opt.param_groups:
             group["lr"] = ar.lr_at(cfg, s)
         opt.step()
+        t3 = time.perf_counter()
         if targets:
             m = ar.ema_momentum(cfg, s)
-            with torch.no_grad():
-                for t, o in targets:
-                    t.lerp_(o, 1.0 - m)
+            with torch.no_grad():   # the usual fused EMA idiom (timm ModelEmaV3)
+                torch._foreach_mul_(target_list, m)
+                torch._foreach_add_(target_list, source_list, alpha=1.0 - m)
         dt = time.perf_counter() - t0
         print("  step %d%s %.3f s loss %.5f" % (s, " (warm-up)" if s < args.warmup_steps else "",
                                                 dt, float(terms["loss"])), flush=True)
         if s >= args.warmup_steps:
             times.append(dt)
-            parts.append((t1 - t0, t2 - t1, t0 + dt - t2))
+            parts.append((t1 - t0, t2 - t1, t3 - t2, t0 + dt - t3))
 
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # KiB on Linux
-    fwd, bwd, opt_s = (statistics.median(p[i] for p in parts) for i in range(3))
+    fwd, bwd, opt_s, ema_s = (statistics.median(p[i] for p in parts) for i in range(4))
     print("torch_step method=%s s_per_step=%.4f peak_rss_mb=%.1f threads=%d batch=%d crop=%s "
-          "steps=%d fwd_s=%.4f bwd_s=%.4f opt_ema_s=%.4f"
+          "steps=%d fwd_s=%.4f bwd_s=%.4f opt_s=%.4f ema_s=%.4f"
           % (method, statistics.median(times), peak_mb, args.threads, cfg.i("batch"),
-             cfg.s("crop").replace(" ", ""), len(times), fwd, bwd, opt_s))
+             cfg.s("crop").replace(" ", ""), len(times), fwd, bwd, opt_s, ema_s))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except (ValueError, KeyError) as e:   # inconsistent sizes: say which, no traceback
+        sys.exit("bench_torch_step: error: %s" % e)

@@ -9,5 +9,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import alice_ref  # noqa: E402
 
 if __name__ == "__main__":
-    # default tiny model, and one with norm_pix off and another mask ratio (different nvis)
-    sys.exit(alice_ref.parity_main("mae", [{}, {"norm_pix": "0", "mask_ratio": "0.5"}]))
+    # default tiny model; norm_pix off with another mask ratio (different nvis); global-norm
+    # clipping active (initial norm about 0.8) with an adam_eps that makes Adam see the scale
+    sys.exit(alice_ref.parity_main("mae", [{}, {"norm_pix": "0", "mask_ratio": "0.5"},
+                                           {"clip": "0.1", "adam_eps": alice_ref.CLIP_VARIANT_EPS}]))

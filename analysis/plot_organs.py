@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Per-organ DSC and NSD bars (mean +- std across cases, or folds) for several runs.
+
+usage: plot_organs.py --out organs.png NAME=results.h5 [NAME=results.h5 ...]"""
+import argparse
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from results_io import parse_runs  # noqa: E402
+from tables import summarise  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    summ = {n: summarise(p) for n, p in parse_runs(a.runs).items()}
+    organs = next(iter(summ.values()))["organs"]
+    x = np.arange(len(organs))
+    width = 0.8 / len(summ)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(organs)), 7), sharex=True)
+    for ax, metric in zip(axes, ("dsc", "nsd")):
+        for k, (name, s) in enumerate(summ.items()):
+            ax.bar(x + (k - (len(summ) - 1) / 2) * width, s[metric][0], width, yerr=s[metric][1], capsize=2,
+                   label=name)
+        ax.set_ylabel(metric.upper())
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(ncol=min(4, len(summ)))
+    axes[1].set_xticks(x)
+    axes[1].set_xticklabels(organs, rotation=45, ha="right")
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=100)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

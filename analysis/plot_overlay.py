@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Slice overlays of a prediction against the ground truth on the CT image (PNG).
+
+usage: plot_overlay.py --image ct.nii.gz --truth label.nii.gz --pred pred.nii.gz --out overlay.png
+                       [--slices 3] [--window -125 225]
+
+Axial slices (third voxel axis) with the most labelled voxels are shown; each row: image, truth
+overlay, prediction overlay. All three files must share one grid."""
+import argparse
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def load(path, what):
+    try:
+        img = nib.load(path)
+    except Exception as e:  # nibabel raises several types
+        raise SystemExit(f"{path}: cannot read the {what} ({e})")
+    return np.asarray(img.dataobj), img.affine
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--truth", required=True)
+    ap.add_argument("--pred", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--slices", type=int, default=3)
+    ap.add_argument("--window", type=float, nargs=2, default=(-125, 225))
+    a = ap.parse_args(argv)
+    image, aff = load(a.image, "image")
+    truth, taff = load(a.truth, "ground truth")
+    pred, paff = load(a.pred, "prediction")
+    for arr, af, p in ((truth, taff, a.truth), (pred, paff, a.pred)):
+        if arr.shape != image.shape or not np.allclose(af, aff, atol=1e-3):
+            raise SystemExit(f"{p}: grid {arr.shape} differs from the image {a.image} {image.shape}; "
+                             "overlays need the same grid and affine")
+    truth = truth.astype(np.int32)
+    pred = pred.astype(np.int32)
+    counts = (truth > 0).sum((0, 1)) + (pred > 0).sum((0, 1))
+    zs = sorted(np.argsort(counts)[::-1][:a.slices])
+    lo, hi = a.window
+    n_labels = max(int(truth.max()), int(pred.max()), 1)
+    cmap = plt.get_cmap("tab20", n_labels + 1)
+    fig, axes = plt.subplots(len(zs), 3, figsize=(10, 3.4 * len(zs)), squeeze=False)
+    for row, z in enumerate(zs):
+        sl = np.clip((image[:, :, z].astype(float) - lo) / (hi - lo), 0, 1).T   # rows = y, cols = x
+        for col, (lab, title) in enumerate(((None, "image"), (truth, "ground truth"), (pred, "prediction"))):
+            ax = axes[row][col]
+            ax.imshow(sl, cmap="gray", origin="lower")
+            if lab is not None:
+                m = np.ma.masked_equal(lab[:, :, z].T, 0)
+                ax.imshow(m, cmap=cmap, vmin=0, vmax=n_labels, alpha=0.45, origin="lower", interpolation="nearest")
+            ax.set_title(f"{title}, z = {z}", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(a.out, dpi=90)
+    print(f"wrote {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

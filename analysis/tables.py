@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Table-1-style comparison of segmentation results (markdown and LaTeX).
+
+usage: tables.py [--format md|latex|both] NAME=results.h5 [NAME=results.h5 ...]
+
+One results.h5 per method gives mean +- std across cases; several files under one name (folds)
+give the mean over folds of the per-fold means, +- the std across folds. Printed: the mean DSC
+and NSD over organs per method, then DSC and NSD per organ."""
+import argparse
+import sys
+
+import numpy as np
+
+from results_io import load_results, parse_runs
+
+
+def summarise(paths):
+    """Per method: organ names, per-organ (mean, std) of DSC and NSD, overall (mean, std)."""
+    res = [load_results(p) for p in paths]
+    organs = res[0]["organs"]
+    for r, p in zip(res, paths):
+        if r["organs"] != organs:
+            raise SystemExit(f"{p}: organs {r['organs']} differ from {paths[0]}; use one label set per table")
+    out = {"organs": organs}
+    for metric in ("dsc", "nsd"):
+        if len(res) == 1:
+            m = res[0][metric]                       # [cases, organs]
+            per_organ = (m.mean(0), m.std(0))
+            case_means = m.mean(1)                   # organ-averaged score of each case
+            overall = (case_means.mean(), case_means.std())
+        else:
+            folds = np.stack([r[metric].mean(0) for r in res])   # [folds, organs]
+            per_organ = (folds.mean(0), folds.std(0))
+            fold_means = folds.mean(1)
+            overall = (fold_means.mean(), fold_means.std())
+        out[metric] = per_organ
+        out[metric + "_overall"] = overall
+    out["spread"] = "cases" if len(res) == 1 else f"{len(res)} folds"
+    return out
+
+
+def fmt(mean, std, latex=False):
+    return f"{100 * mean:.2f} $\\pm$ {100 * std:.2f}" if latex else f"{100 * mean:.2f} ± {100 * std:.2f}"
+
+
+def markdown(summ):
+    lines = ["| Method | DSC (%) | NSD (%) | std across |", "|---|---|---|---|"]
+    for name, s in summ.items():
+        lines.append(f"| {name} | {fmt(*s['dsc_overall'])} | {fmt(*s['nsd_overall'])} | {s['spread']} |")
+    organs = next(iter(summ.values()))["organs"]
+    head = "| Organ | " + " | ".join(f"{n} DSC | {n} NSD" for n in summ) + " |"
+    lines += ["", head, "|---|" + "---|" * (2 * len(summ))]
+    for j, o in enumerate(organs):
+        cells = []
+        for s in summ.values():
+            cells += [fmt(s["dsc"][0][j], s["dsc"][1][j]), fmt(s["nsd"][0][j], s["nsd"][1][j])]
+        lines.append(f"| {o} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def latex(summ):
+    esc = lambda t: t.replace("_", "\\_")
+    lines = ["\\begin{tabular}{lcc}", "\\toprule", "Method & DSC (\\%) & NSD (\\%) \\\\", "\\midrule"]
+    for name, s in summ.items():
+        lines.append(f"{esc(name)} & {fmt(*s['dsc_overall'], True)} & {fmt(*s['nsd_overall'], True)} \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    organs = next(iter(summ.values()))["organs"]
+    lines += ["\\begin{tabular}{l" + "cc" * len(summ) + "}", "\\toprule",
+              "Organ & " + " & ".join(f"{esc(n)} DSC & {esc(n)} NSD" for n in summ) + " \\\\", "\\midrule"]
+    for j, o in enumerate(organs):
+        cells = []
+        for s in summ.values():
+            cells += [fmt(s["dsc"][0][j], s["dsc"][1][j], True), fmt(s["nsd"][0][j], s["nsd"][1][j], True)]
+        lines.append(f"{esc(o)} & " + " & ".join(cells) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="NAME=path/to/results.h5 (repeat a NAME for folds)")
+    ap.add_argument("--format", choices=["md", "latex", "both"], default="both")
+    a = ap.parse_args(argv)
+    summ = {name: summarise(paths) for name, paths in parse_runs(a.runs).items()}
+    if a.format in ("md", "both"):
+        print(markdown(summ))
+    if a.format in ("latex", "both"):
+        print()
+        print(latex(summ))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

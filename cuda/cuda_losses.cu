@@ -1,0 +1,416 @@
+/* Vector normalisation and the losses of the CUDA backend: l2norm, cosine loss (l_dv, l_st),
+ * per-patch target normalisation and masked MSE (l_r), and DiceCE (fine-tuning). Row-wise
+ * quantities use one warp per row; the scalars returned to the host go through the
+ * deterministic device_sum (double), matching the CPU backend's double accumulation. */
+#include <math.h>
+
+#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_ops.h"
+
+constexpr int kRowsPerBlock = kThreads / 32;
+/* PyTorch's cosine_similarity clamps the product of the norms at eps^2 (eps = 1e-8). */
+constexpr double kCosineEps = 1e-8;
+constexpr double kDiceSmooth = 1e-5;
+
+static unsigned row_blocks(int rows) { return (unsigned)((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
+
+#define WARP_ROW(rows) \
+    const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31; \
+    if (row >= (rows)) return
+
+/* ---- l2 normalisation ---- */
+
+static __global__ void l2norm_fwd_kernel(float *y, float *norms, const float *x, int rows, int dim,
+                                         float eps)
+{
+    WARP_ROW(rows);
+    const float *xr = x + (size_t)row * dim;
+    double sq = 0.0;
+    for (int d = lane; d < dim; d += 32) sq += (double)xr[d] * xr[d];
+    const float norm = (float)sqrt(warp_sum(sq));
+    if (lane == 0) norms[row] = norm;
+    const float inv = 1.0f / (norm > eps ? norm : eps);
+    float *yr = y + (size_t)row * dim;
+    for (int d = lane; d < dim; d += 32) yr[d] = xr[d] * inv;
+}
+
+void cuda_l2norm_fwd(float *y, float *norms, const float *x, int rows, int dim, float eps)
+{
+    if (rows <= 0) return;
+    l2norm_fwd_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(y, norms, x, rows, dim, eps);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* dx = (dy - x <x, dy> / n^2) / n, or dy / eps where the norm was clamped */
+static __global__ void l2norm_bwd_kernel(float *dx, const float *dy, const float *x,
+                                         const float *norms, int rows, int dim, float eps)
+{
+    WARP_ROW(rows);
+    const float *xr = x + (size_t)row * dim, *dyr = dy + (size_t)row * dim;
+    float *dxr = dx + (size_t)row * dim;
+    const float norm = norms[row];
+    if (!(norm > eps)) {
+        for (int d = lane; d < dim; d += 32) dxr[d] = dyr[d] / eps;
+        return;
+    }
+    double dot = 0.0;
+    for (int d = lane; d < dim; d += 32) dot += (double)xr[d] * dyr[d];
+    dot = warp_sum(dot);
+    const float inv = 1.0f / norm, c = (float)(dot / ((double)norm * norm));
+    for (int d = lane; d < dim; d += 32) dxr[d] = (dyr[d] - xr[d] * c) * inv;
+}
+
+void cuda_l2norm_bwd(float *dx, const float *dy, const float *x, const float *norms, int rows,
+                     int dim, float eps)
+{
+    if (rows <= 0 || !dx) return;
+    l2norm_bwd_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(dx, dy, x, norms, rows, dim,
+                                                                         eps);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* ---- cosine loss ---- */
+
+struct RowProducts { double dot, aa, bb; };
+
+__device__ RowProducts warp_row_products(const float *a, const float *b, int dim, int lane)
+{
+    RowProducts p = {0.0, 0.0, 0.0};
+    for (int d = lane; d < dim; d += 32) {
+        p.dot += (double)a[d] * b[d];
+        p.aa += (double)a[d] * a[d];
+        p.bb += (double)b[d] * b[d];
+    }
+    p.dot = warp_sum(p.dot);
+    p.aa = warp_sum(p.aa);
+    p.bb = warp_sum(p.bb);
+    return p;
+}
+
+__device__ double clamped_norm_product(RowProducts p)
+{
+    const double prod = p.aa * p.bb;
+    return prod > kCosineEps * kCosineEps ? sqrt(prod) : kCosineEps;
+}
+
+static __global__ void cosine_rows_kernel(double *row_loss, const float *a, const float *b,
+                                          int rows, int dim)
+{
+    WARP_ROW(rows);
+    const RowProducts p = warp_row_products(a + (size_t)row * dim, b + (size_t)row * dim, dim, lane);
+    if (lane == 0) row_loss[row] = 1.0 - p.dot / clamped_norm_product(p);
+}
+
+struct DoubleElement {
+    const double *x;
+    __device__ double operator()(size_t i) const { return x[i]; }
+};
+
+float cuda_cosine_loss_fwd(const float *a, const float *b, int rows, int dim)
+{
+    if (rows <= 0) return 0.0f;
+    double *row_loss = (double *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(double));
+    cosine_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(row_loss, a, b, rows, dim);
+    CUDA_CHECK_LAUNCH();
+    return (float)(device_sum((size_t)rows, DoubleElement{row_loss}) / rows);
+}
+
+/* d(1 - cos)/da = -(b / denom - cos a / |a|^2), the last term absent when clamped */
+static __global__ void cosine_bwd_kernel(float *da, float *db, const float *a, const float *b,
+                                         int rows, int dim, float scale)
+{
+    WARP_ROW(rows);
+    const float *ar = a + (size_t)row * dim, *br = b + (size_t)row * dim;
+    const RowProducts p = warp_row_products(ar, br, dim, lane);
+    const double denom = clamped_norm_product(p);
+    const bool clamped = !(p.aa * p.bb > kCosineEps * kCosineEps);
+    const double cosv = p.dot / denom;
+    const float g = (float)(-(double)scale / rows);
+    const float inv_den = (float)(1.0 / denom);
+    const float ca = clamped ? 0.0f : (float)(cosv / p.aa);
+    const float cb = clamped ? 0.0f : (float)(cosv / p.bb);
+    for (int d = lane; d < dim; d += 32) {
+        if (da) da[(size_t)row * dim + d] = g * (br[d] * inv_den - ar[d] * ca);
+        if (db) db[(size_t)row * dim + d] = g * (ar[d] * inv_den - br[d] * cb);
+    }
+}
+
+void cuda_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows, int dim,
+                          float scale)
+{
+    if (rows <= 0 || (!da && !db)) return;
+    cosine_bwd_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(da, db, a, b, rows, dim,
+                                                                         scale);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* ---- reconstruction targets and masked MSE ---- */
+
+static __global__ void normalize_rows_kernel(float *out, const float *x, int rows, int dim,
+                                             float eps)
+{
+    WARP_ROW(rows);
+    const float *xr = x + (size_t)row * dim;
+    double s = 0.0;
+    for (int d = lane; d < dim; d += 32) s += xr[d];
+    const double mean = warp_sum(s) / dim;
+    double sq = 0.0;
+    for (int d = lane; d < dim; d += 32) sq += (xr[d] - mean) * (xr[d] - mean);
+    const float inv_std = (float)(1.0 / sqrt(warp_sum(sq) / dim + eps));
+    const float mu = (float)mean;
+    float *orow = out + (size_t)row * dim;
+    for (int d = lane; d < dim; d += 32) orow[d] = (xr[d] - mu) * inv_std;
+}
+
+void cuda_normalize_rows(float *out, const float *x, int rows, int dim, float eps)
+{
+    if (rows <= 0) return;
+    normalize_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(out, x, rows, dim, eps);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* row_loss[r] = mask[r] * mean_d (pred - target)^2 */
+static __global__ void masked_mse_rows_kernel(double *row_loss, const float *pred,
+                                              const float *target, const float *mask, int rows,
+                                              int dim)
+{
+    WARP_ROW(rows);
+    if (mask[row] == 0.0f) {
+        if (lane == 0) row_loss[row] = 0.0;
+        return;
+    }
+    const float *pr = pred + (size_t)row * dim, *tr = target + (size_t)row * dim;
+    double sq = 0.0;
+    for (int d = lane; d < dim; d += 32) {
+        const float t = pr[d] - tr[d];
+        sq += (double)t * t;
+    }
+    sq = warp_sum(sq);
+    if (lane == 0) row_loss[row] = mask[row] * sq / dim;
+}
+
+struct FloatElement {
+    const float *x;
+    __device__ double operator()(size_t i) const { return x[i]; }
+};
+
+float cuda_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
+                          int dim)
+{
+    if (rows <= 0) return 0.0f;
+    const double msum = device_sum((size_t)rows, FloatElement{mask});
+    if (msum == 0.0) return 0.0f;  /* nothing masked: no reconstruction term */
+    double *row_loss = (double *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(double));
+    masked_mse_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(row_loss, pred,
+                                                                              target, mask, rows,
+                                                                              dim);
+    CUDA_CHECK_LAUNCH();
+    return (float)(device_sum((size_t)rows, DoubleElement{row_loss}) / msum);
+}
+
+/* coef[0] = 2 scale / (dim * sum(mask)), or 0 when nothing is masked (one block, no host trip). */
+static __global__ void mse_coef_kernel(float *coef, const float *mask, int rows, int dim,
+                                       float scale)
+{
+    double s = 0.0;
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) s += mask[r];
+    s = block_sum(s);
+    if (threadIdx.x == 0) coef[0] = s == 0.0 ? 0.0f : (float)(2.0 * scale / (dim * s));
+}
+
+static __global__ void masked_mse_bwd_kernel(float *dpred, const float *pred, const float *target,
+                                             const float *mask, const float *coef, int dim,
+                                             size_t n)
+{
+    GRID_STRIDE(i, n) dpred[i] = coef[0] * mask[i / dim] * (pred[i] - target[i]);
+}
+
+void cuda_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,
+                         int rows, int dim, float scale)
+{
+    if (rows <= 0 || !dpred) return;
+    float *coef = (float *)cuda_scratch(SCRATCH_STATS, sizeof(float));
+    mse_coef_kernel<<<1, kThreads, 0, cuda_stream()>>>(coef, mask, rows, dim, scale);
+    CUDA_CHECK_LAUNCH();
+    const size_t n = (size_t)rows * dim;
+    masked_mse_bwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(dpred, pred, target, mask,
+                                                                        coef, dim, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* ---- DiceCE ---- */
+
+/* Per voxel (b, v): softmax over K classes (stride V) into probs; ce[b*V + v] = -log p_label
+ * (from the logits, without forming log p), or NaN for a label outside 0..K-1. */
+static __global__ void dicece_softmax_kernel(float *probs, float *ce, const float *logits,
+                                             const int *labels, int K, long V, size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const size_t b = i / V, v = i % V;
+        const float *lg = logits + b * K * V + v;
+        float *pr = probs + b * K * V + v;
+        float mx = -INFINITY;
+        for (int k = 0; k < K; k++) mx = fmaxf(mx, lg[(size_t)k * V]);
+        float sum = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const float e = expf(lg[(size_t)k * V] - mx);
+            pr[(size_t)k * V] = e;
+            sum += e;
+        }
+        const int y = labels[i];
+        ce[i] = (y < 0 || y >= K) ? NAN : logf(sum) - (lg[(size_t)y * V] - mx);
+        const float inv = 1.0f / sum;
+        for (int k = 0; k < K; k++) pr[(size_t)k * V] *= inv;
+    }
+}
+
+struct BadLabel {
+    const int *labels;
+    int K;
+    __device__ double operator()(size_t i) const { return (labels[i] < 0 || labels[i] >= K) ? 1.0 : 0.0; }
+};
+
+struct FiniteOrZero {
+    const float *x;
+    __device__ double operator()(size_t i) const { return isnan(x[i]) ? 0.0 : (double)x[i]; }
+};
+
+constexpr long kDiceChunk = 16384;
+
+/* partial[(seg * chunks + chunk) * 3 + {0,1,2}] = chunk sums of p*y, p, y for seg = b*K + k */
+static __global__ void dice_moments_kernel(double *partial, const float *probs, const int *labels,
+                                           int K, long V)
+{
+    const int chunk = blockIdx.x, chunks = gridDim.x, seg = blockIdx.y;
+    const int b = seg / K, k = seg % K;
+    const float *p = probs + (size_t)seg * V;
+    const int *lab = labels + (size_t)b * V;
+    const long v0 = (long)chunk * kDiceChunk, v1 = min(V, v0 + kDiceChunk);
+    double si = 0.0, sp = 0.0, sy = 0.0;
+    for (long v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
+        const bool hit = lab[v] == k;
+        sp += p[v];
+        si += hit ? p[v] : 0.0f;
+        sy += hit ? 1.0 : 0.0;
+    }
+    si = block_sum(si);
+    sp = block_sum(sp);
+    sy = block_sum(sy);
+    if (threadIdx.x == 0) {
+        double *out = partial + ((size_t)seg * chunks + chunk) * 3;
+        out[0] = si;
+        out[1] = sp;
+        out[2] = sy;
+    }
+}
+
+static __global__ void dice_totals_kernel(double *stats, const double *partial, int segs,
+                                          int chunks)
+{
+    GRID_STRIDE(s, segs) {
+        double t[3] = {0.0, 0.0, 0.0};
+        for (int c = 0; c < chunks; c++)
+            for (int q = 0; q < 3; q++) t[q] += partial[((size_t)s * chunks + c) * 3 + q];
+        for (int q = 0; q < 3; q++) stats[s * 3 + q] = t[q];
+    }
+}
+
+/* stats [B*K*3] (intersection, prediction sum, label count) in device memory. */
+static double *dice_statistics(const float *probs, const int *labels, int B, int K, long V)
+{
+    const int segs = B * K;
+    long chunks = (V + kDiceChunk - 1) / kDiceChunk;
+    if (chunks < 1) chunks = 1;
+    double *partial = (double *)cuda_scratch(
+        SCRATCH_STATS, ((size_t)segs * chunks * 3 + (size_t)segs * 3) * sizeof(double));
+    double *stats = partial + (size_t)segs * chunks * 3;
+    dice_moments_kernel<<<dim3((unsigned)chunks, segs), kThreads, 0, cuda_stream()>>>(
+        partial, probs, labels, K, V);
+    CUDA_CHECK_LAUNCH();
+    dice_totals_kernel<<<grid_for(segs), kThreads, 0, cuda_stream()>>>(stats, partial, segs,
+                                                                       (int)chunks);
+    CUDA_CHECK_LAUNCH();
+    return stats;
+}
+
+void cuda_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,
+                     int B, int K, long V)
+{
+    const size_t n = (size_t)B * V;
+    if (n == 0 || K <= 0) return;
+    /* per-voxel CE terms in the colsum scratch (not used by the dice statistics below) */
+    float *ce_voxel = (float *)cuda_scratch(SCRATCH_COLSUM, n * sizeof(float));
+    dicece_softmax_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(probs, ce_voxel, logits,
+                                                                        labels, K, V, n);
+    CUDA_CHECK_LAUNCH();
+    const double bad = device_sum(n, BadLabel{labels, K});
+    if (bad > 0.0)
+        alice_die("segmentation loss: %.0f label voxels lie outside 0..%d (the network predicts "
+                  "%d classes); make the model's class count match the data set's label set",
+                  bad, K - 1, K);
+    const double ce_sum = device_sum(n, FiniteOrZero{ce_voxel});
+    const int segs = B * K;
+    double *stats = dice_statistics(probs, labels, B, K, V);
+    double *host = (double *)xmalloc((size_t)segs * 3 * sizeof(double));
+    CUDA_CHECK(cudaMemcpyAsync(host, stats, (size_t)segs * 3 * sizeof(double),
+                               cudaMemcpyDeviceToHost, cuda_stream()));
+    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    double dice_mean = 0.0;
+    for (int i = 0; i < segs; i++)
+        dice_mean += (2.0 * host[i * 3] + kDiceSmooth) /
+                     (host[i * 3 + 1] + host[i * 3 + 2] + kDiceSmooth);
+    free(host);
+    if (ce) *ce = (float)(ce_sum / ((double)B * V));
+    if (dice) *dice = (float)(1.0 - dice_mean / segs);
+}
+
+/* coefs[seg * 2 + {0,1}]: d dice / d p = a y + c, a = -(2/den)/(BK), c = (num/den^2)/(BK),
+ * both scaled by w_dice. */
+static __global__ void dice_coef_kernel(float *coefs, const double *stats, int segs, float w_dice)
+{
+    GRID_STRIDE(s, segs) {
+        const double num = 2.0 * stats[s * 3] + kDiceSmooth;
+        const double den = stats[s * 3 + 1] + stats[s * 3 + 2] + kDiceSmooth;
+        coefs[s * 2] = (float)(-(double)w_dice * 2.0 / den / segs);
+        coefs[s * 2 + 1] = (float)((double)w_dice * num / (den * den) / segs);
+    }
+}
+
+/* dz_k = ce_scale (p_k - y_k) + p_k (g_k - sum_j p_j g_j), g_k = a_k [y == k] + c_k */
+static __global__ void dicece_bwd_kernel(float *dlogits, const float *probs, const int *labels,
+                                         const float *coefs, int K, long V, float ce_scale,
+                                         size_t n)
+{
+    GRID_STRIDE(i, n) {
+        const size_t b = i / V, v = i % V;
+        const float *pr = probs + b * K * V + v;
+        float *dl = dlogits + b * K * V + v;
+        const float *cb = coefs + b * K * 2;
+        const int y = labels[i];
+        const bool valid = y >= 0 && y < K;
+        float dot = valid ? cb[y * 2] * pr[(size_t)y * V] : 0.0f;
+        for (int k = 0; k < K; k++) dot += cb[k * 2 + 1] * pr[(size_t)k * V];
+        for (int k = 0; k < K; k++) {
+            const float p = pr[(size_t)k * V];
+            const bool hit = k == y;
+            const float g = (hit ? cb[k * 2] : 0.0f) + cb[k * 2 + 1];
+            dl[(size_t)k * V] = ce_scale * (p - (hit ? 1.0f : 0.0f)) + p * (g - dot);
+        }
+    }
+}
+
+void cuda_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B, int K, long V,
+                     float w_ce, float w_dice)
+{
+    const size_t n = (size_t)B * V;
+    if (n == 0 || K <= 0 || !dlogits) return;
+    const int segs = B * K;
+    double *stats = dice_statistics(probs, labels, B, K, V);
+    float *coefs = (float *)cuda_scratch(SCRATCH_COLSUM, (size_t)segs * 2 * sizeof(float));
+    dice_coef_kernel<<<grid_for(segs), kThreads, 0, cuda_stream()>>>(coefs, stats, segs, w_dice);
+    CUDA_CHECK_LAUNCH();
+    const float ce_scale = (float)(w_ce / ((double)B * V));
+    dicece_bwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(dlogits, probs, labels, coefs,
+                                                                    K, V, ce_scale, n);
+    CUDA_CHECK_LAUNCH();
+}

@@ -1,0 +1,223 @@
+/* The read side of dataset.h5: serial HDF5, one process-wide lock (the parallel HDF5 build is
+ * not thread-safe, and prefetch threads read concurrently). */
+#include <hdf5.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "dataset.h"
+#include "dataset_write.h"
+
+struct Dataset {
+    char path[DATASET_PATH_LEN];
+    hid_t file;
+    int count, num_folds;
+    float spacing[3];
+    DatasetCase *cases;
+};
+
+static pthread_mutex_t h5_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int attr_exists(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
+
+static void attr_read(const Dataset *ds, hid_t obj, const char *where, const char *name, hid_t type, void *out)
+{
+    if (!attr_exists(obj, name))
+        alice_die("%s: %s has no attribute '%s'; the file was not written by this version of "
+                  "`alice pack` (re-pack it)", ds->path, where, name);
+    hid_t a = CHECK_H5(H5Aopen(obj, name, H5P_DEFAULT));
+    CHECK_H5(H5Aread(a, type, out));
+    CHECK_H5(H5Aclose(a));
+}
+
+static void attr_read_string(const Dataset *ds, hid_t obj, const char *where, const char *name,
+                             char *out, size_t n)
+{
+    if (!attr_exists(obj, name))
+        alice_die("%s: %s has no attribute '%s' (re-pack the data set)", ds->path, where, name);
+    hid_t a = CHECK_H5(H5Aopen(obj, name, H5P_DEFAULT));
+    hid_t ft = CHECK_H5(H5Aget_type(a));
+    if (H5Tis_variable_str(ft) > 0) {
+        char *s = NULL;
+        hid_t mt = CHECK_H5(H5Tcopy(H5T_C_S1));
+        CHECK_H5(H5Tset_size(mt, H5T_VARIABLE));
+        CHECK_H5(H5Aread(a, mt, &s));
+        snprintf(out, n, "%s", s ? s : "");
+        hid_t space = CHECK_H5(H5Aget_space(a));
+        H5Dvlen_reclaim(mt, space, H5P_DEFAULT, &s);
+        CHECK_H5(H5Sclose(space));
+        CHECK_H5(H5Tclose(mt));
+    } else {
+        size_t sz = H5Tget_size(ft);
+        char *buf = xcalloc(sz + 1, 1);
+        hid_t mt = CHECK_H5(H5Tcopy(H5T_C_S1));
+        CHECK_H5(H5Tset_size(mt, sz));
+        CHECK_H5(H5Aread(a, mt, buf));
+        snprintf(out, n, "%s", buf);
+        free(buf);
+        CHECK_H5(H5Tclose(mt));
+    }
+    CHECK_H5(H5Tclose(ft));
+    CHECK_H5(H5Aclose(a));
+}
+
+static void read_case_meta(Dataset *ds, DatasetCase *c)
+{
+    char where[DATASET_NAME_LEN + 16];
+    snprintf(where, sizeof where, "case %s", c->name);
+    hid_t cases = CHECK_H5(H5Gopen2(ds->file, DS_GROUP_CASES, H5P_DEFAULT));
+    if (H5Lexists(cases, c->name, H5P_DEFAULT) <= 0)
+        alice_die("%s: the index lists case %s but /%s/%s is missing; the file is damaged (re-pack it)",
+                  ds->path, c->name, DS_GROUP_CASES, c->name);
+    hid_t g = CHECK_H5(H5Gopen2(cases, c->name, H5P_DEFAULT));
+    double sp[3];
+    attr_read(ds, g, where, "spacing", H5T_NATIVE_DOUBLE, sp);
+    for (int a = 0; a < 3; a++) c->spacing[a] = (float)sp[a];
+    attr_read(ds, g, where, "affine", H5T_NATIVE_DOUBLE, c->affine);
+    attr_read(ds, g, where, "original_shape", H5T_NATIVE_INT, c->orig_dim);
+    attr_read(ds, g, where, "original_affine", H5T_NATIVE_DOUBLE, c->orig_affine);
+    int crop[2][3];
+    attr_read(ds, g, where, "crop_box", H5T_NATIVE_INT, crop);
+    memcpy(c->crop_lo, crop[0], sizeof c->crop_lo);
+    memcpy(c->crop_hi, crop[1], sizeof c->crop_hi);
+    attr_read(ds, g, where, "ras_axis", H5T_NATIVE_INT, c->ras_axis);
+    attr_read(ds, g, where, "ras_flip", H5T_NATIVE_INT, c->ras_flip);
+    attr_read(ds, g, where, "fold", H5T_NATIVE_INT, &c->fold);
+    attr_read_string(ds, g, where, "source_image", c->source_image, sizeof c->source_image);
+    attr_read_string(ds, g, where, "source_label", c->source_label, sizeof c->source_label);
+    c->has_label = H5Lexists(g, DS_LABEL, H5P_DEFAULT) > 0;
+    hid_t d = CHECK_H5(H5Dopen2(g, DS_IMAGE, H5P_DEFAULT));
+    hid_t space = CHECK_H5(H5Dget_space(d));
+    hsize_t dims[3];
+    if (H5Sget_simple_extent_ndims(space) != 3)
+        alice_die("%s: case %s: image is not 3D (re-pack the data set)", ds->path, c->name);
+    CHECK_H5(H5Sget_simple_extent_dims(space, dims, NULL));
+    for (int a = 0; a < 3; a++) c->dim[a] = (int)dims[a];
+    CHECK_H5(H5Sclose(space));
+    CHECK_H5(H5Dclose(d));
+    CHECK_H5(H5Gclose(g));
+    CHECK_H5(H5Gclose(cases));
+}
+
+Dataset *dataset_open(const char *path)
+{
+    pthread_mutex_lock(&h5_lock);
+    Dataset *ds = xcalloc(1, sizeof *ds);
+    snprintf(ds->path, sizeof ds->path, "%s", path);
+    FILE *probe = fopen(path, "rb");
+    if (!probe)
+        alice_die("cannot open data set %s: no such file (create it with `alice pack`, or set "
+                  "data=synthetic)", path);
+    fclose(probe);
+    if (H5Fis_hdf5(path) <= 0)
+        alice_die("%s is not an HDF5 file (expected a dataset.h5 written by `alice pack`)", path);
+    ds->file = CHECK_H5(H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT));
+    char format[64] = "";
+    if (attr_exists(ds->file, "format")) attr_read_string(ds, ds->file, "the root", "format", format, sizeof format);
+    if (strcmp(format, DATASET_FORMAT_NAME) != 0)
+        alice_die("%s is an HDF5 file but not an alice data set (no format = '%s' attribute); "
+                  "create it with `alice pack`", path, DATASET_FORMAT_NAME);
+    int version = 0;
+    attr_read(ds, ds->file, "the root", "format_version", H5T_NATIVE_INT, &version);
+    if (version != DATASET_FORMAT_VERSION)
+        alice_die("%s: data set format version %d, this alice reads version %d (re-pack it)", path,
+                  version, DATASET_FORMAT_VERSION);
+    double sp[3];
+    attr_read(ds, ds->file, "the root", "spacing", H5T_NATIVE_DOUBLE, sp);
+    for (int a = 0; a < 3; a++) ds->spacing[a] = (float)sp[a];
+    attr_read(ds, ds->file, "the root", "num_folds", H5T_NATIVE_INT, &ds->num_folds);
+    attr_read(ds, ds->file, "the root", "num_cases", H5T_NATIVE_INT, &ds->count);
+    if (ds->count > 0) {
+        ds->cases = xcalloc((size_t)ds->count, sizeof(DatasetCase));
+        char *names = xcalloc((size_t)ds->count, DATASET_NAME_LEN);
+        hid_t d = CHECK_H5(H5Dopen2(ds->file, DS_GROUP_INDEX "/name", H5P_DEFAULT));
+        hid_t mt = CHECK_H5(H5Tcopy(H5T_C_S1));
+        CHECK_H5(H5Tset_size(mt, DATASET_NAME_LEN));
+        CHECK_H5(H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, names));
+        CHECK_H5(H5Tclose(mt));
+        CHECK_H5(H5Dclose(d));
+        for (int i = 0; i < ds->count; i++) {
+            snprintf(ds->cases[i].name, DATASET_NAME_LEN, "%s", names + (size_t)i * DATASET_NAME_LEN);
+            read_case_meta(ds, &ds->cases[i]);
+        }
+        free(names);
+    }
+    pthread_mutex_unlock(&h5_lock);
+    return ds;
+}
+
+void dataset_close(Dataset *ds)
+{
+    if (!ds) return;
+    pthread_mutex_lock(&h5_lock);
+    CHECK_H5(H5Fclose(ds->file));
+    pthread_mutex_unlock(&h5_lock);
+    free(ds->cases);
+    free(ds);
+}
+
+int dataset_num_cases(const Dataset *ds) { return ds->count; }
+int dataset_num_folds(const Dataset *ds) { return ds->num_folds; }
+void dataset_spacing(const Dataset *ds, float spacing[3]) { memcpy(spacing, ds->spacing, sizeof ds->spacing); }
+
+const DatasetCase *dataset_case(const Dataset *ds, int i)
+{
+    ALICE_ASSERT(i >= 0 && i < ds->count, "case index %d outside 0..%d", i, ds->count - 1);
+    return &ds->cases[i];
+}
+
+int dataset_find_case(const Dataset *ds, const char *name)
+{
+    for (int i = 0; i < ds->count; i++)
+        if (!strcmp(ds->cases[i].name, name)) return i;
+    return -1;
+}
+
+/* Reads box [lo, lo + size) of one volume dataset of a case; caller holds the lock. */
+static void read_box_locked(Dataset *ds, const DatasetCase *c, const char *what, hid_t type,
+                            const int lo[3], const int size[3], void *out)
+{
+    char path[DATASET_NAME_LEN + 32];
+    snprintf(path, sizeof path, DS_GROUP_CASES "/%s/%s", c->name, what);
+    hid_t d = CHECK_H5(H5Dopen2(ds->file, path, H5P_DEFAULT));
+    hid_t space = CHECK_H5(H5Dget_space(d));
+    const hsize_t start[3] = {(hsize_t)lo[0], (hsize_t)lo[1], (hsize_t)lo[2]};
+    const hsize_t count[3] = {(hsize_t)size[0], (hsize_t)size[1], (hsize_t)size[2]};
+    CHECK_H5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL));
+    hid_t mem = CHECK_H5(H5Screate_simple(3, count, NULL));
+    CHECK_H5(H5Dread(d, type, mem, space, H5P_DEFAULT, out));
+    CHECK_H5(H5Sclose(mem));
+    CHECK_H5(H5Sclose(space));
+    CHECK_H5(H5Dclose(d));
+}
+
+void dataset_read_box(Dataset *ds, int i, const int lo[3], const int size[3], int16_t *image,
+                      uint8_t *label)
+{
+    const DatasetCase *c = dataset_case(ds, i);
+    for (int a = 0; a < 3; a++)
+        ALICE_ASSERT(lo[a] >= 0 && size[a] >= 1 && lo[a] + size[a] <= c->dim[a],
+                     "dataset_read_box: box [%d, %d) outside axis %d of case %s (0..%d)", lo[a],
+                     lo[a] + size[a], a, c->name, c->dim[a]);
+    ALICE_ASSERT(!label || c->has_label, "dataset_read_box: case %s has no label", c->name);
+    pthread_mutex_lock(&h5_lock);
+    if (image) read_box_locked(ds, c, DS_IMAGE, H5T_NATIVE_INT16, lo, size, image);
+    if (label) read_box_locked(ds, c, DS_LABEL, H5T_NATIVE_UINT8, lo, size, label);
+    pthread_mutex_unlock(&h5_lock);
+}
+
+void dataset_read_case(Dataset *ds, int i, Volume *out)
+{
+    const DatasetCase *c = dataset_case(ds, i);
+    memset(out, 0, sizeof *out);
+    memcpy(out->dim, c->dim, sizeof out->dim);
+    memcpy(out->spacing, c->spacing, sizeof out->spacing);
+    memcpy(out->affine, c->affine, sizeof out->affine);
+    const size_t n = volume_voxels(out);
+    out->image = xmalloc(n * sizeof(int16_t));
+    out->label = c->has_label ? xmalloc(n) : NULL;
+    const int lo[3] = {0, 0, 0};
+    dataset_read_box(ds, i, lo, c->dim, out->image, out->label);
+}

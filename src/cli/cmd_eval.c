@@ -1,0 +1,298 @@
+/* alice eval: per case x organ DSC and NSD of predictions (NIfTI, one per case) against the
+ * truth, from the original label files (--labels DIR) or a packed data set (--data FILE). Ranks
+ * take cases round-robin; rank 0 gathers, writes results.h5 + results.csv and prints means. */
+#include <dirent.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/commands.h"
+#include "core/check.h"
+#include "core/log.h"
+#include "core/timer.h"
+#include "dataset.h"
+#include "eval/labels.h"
+#include "eval/metrics.h"
+#include "nifti_io.h"
+#include "results.h"
+
+enum { PATH_LEN = 4096, NAME_LEN = 256 };
+/* Affines of a prediction and its truth must agree to this (mm) to be the same grid. */
+static const double affine_tolerance_mm = 1e-3;
+
+typedef struct {
+    char name[NAME_LEN];
+    char truth[PATH_LEN];    /* label NIfTI, or "" for a data-set case */
+    char pred[PATH_LEN];     /* "" when the prediction is missing */
+    int dataset_index;       /* -1 for a label-file case */
+} EvalCase;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: alice eval --pred DIR (--labels DIR | --data dataset.h5) [--out STEM]\n"
+            "                  [--checkpoint PATH] [--config FILE] [label_set=flare|btcv] [key=value ...]\n"
+            "Scores every case that has a prediction <pred>/<case>.nii.gz (or .nii): DSC and NSD per\n"
+            "organ (FLARE 2022 tolerances). --labels: truth from the original label NIfTI files\n"
+            "<labels>/<case>.nii[.gz], spacing from their affine. --data: truth from the packed data\n"
+            "set; predictions must then be on the packed grid. Writes STEM.h5 and STEM.csv\n"
+            "(default STEM: results) and prints the per-organ means.\n");
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Case name of a NIfTI file name, or 0 when it is not one. */
+static int nifti_stem(const char *file, char *name, size_t len)
+{
+    size_t n = strlen(file);
+    size_t cut = 0;
+    if (n > 7 && !strcmp(file + n - 7, ".nii.gz")) cut = 7;
+    else if (n > 4 && !strcmp(file + n - 4, ".nii")) cut = 4;
+    if (!cut || n - cut >= len) return 0;
+    memcpy(name, file, n - cut);
+    name[n - cut] = '\0';
+    return 1;
+}
+
+static void find_prediction(const char *pred_dir, EvalCase *c)
+{
+    const char *ext[] = {".nii.gz", ".nii"};
+    c->pred[0] = '\0';
+    for (int e = 0; e < 2; e++) {
+        char path[PATH_LEN];
+        snprintf(path, sizeof path, "%s/%s%s", pred_dir, c->name, ext[e]);
+        if (file_exists(path)) { snprintf(c->pred, sizeof c->pred, "%s", path); return; }
+    }
+}
+
+static int compare_cases(const void *a, const void *b)
+{
+    return strcmp(((const EvalCase *)a)->name, ((const EvalCase *)b)->name);
+}
+
+static EvalCase *cases_from_label_dir(const char *dir, int *count)
+{
+    DIR *d = opendir(dir);
+    if (!d) alice_die("--labels %s: cannot open the directory; give the folder of label NIfTI files", dir);
+    int cap = 64, n = 0;
+    EvalCase *cases = xmalloc(sizeof(EvalCase) * (size_t)cap);
+    struct dirent *ent;
+    while ((ent = readdir(d))) {
+        char name[NAME_LEN];
+        if (!nifti_stem(ent->d_name, name, sizeof name)) continue;
+        if (n == cap) {
+            cap *= 2;
+            EvalCase *grown = xmalloc(sizeof(EvalCase) * (size_t)cap);
+            memcpy(grown, cases, sizeof(EvalCase) * (size_t)n);
+            free(cases);
+            cases = grown;
+        }
+        EvalCase *c = &cases[n++];
+        snprintf(c->name, sizeof c->name, "%s", name);
+        snprintf(c->truth, sizeof c->truth, "%s/%s", dir, ent->d_name);
+        c->dataset_index = -1;
+    }
+    closedir(d);
+    if (n == 0) alice_die("--labels %s: no .nii or .nii.gz files there", dir);
+    qsort(cases, (size_t)n, sizeof(EvalCase), compare_cases);
+    *count = n;
+    return cases;
+}
+
+static EvalCase *cases_from_dataset(Dataset *ds, const char *path, int *count)
+{
+    int total = dataset_num_cases(ds), n = 0;
+    EvalCase *cases = xmalloc(sizeof(EvalCase) * (size_t)(total > 0 ? total : 1));
+    for (int i = 0; i < total; i++) {
+        const DatasetCase *dc = dataset_case(ds, i);
+        if (!dc->has_label) continue;
+        EvalCase *c = &cases[n++];
+        snprintf(c->name, sizeof c->name, "%s", dc->name);
+        c->truth[0] = '\0';
+        c->dataset_index = i;
+    }
+    if (n == 0) alice_die("--data %s: no case has a label, so there is nothing to score against", path);
+    *count = n;
+    return cases;
+}
+
+/* Reads a NIfTI label map as uint8; every voxel must be an integer in 0..255. */
+static uint8_t *read_labels(const char *path, int dim[3], double affine[4][4])
+{
+    float *data = NULL;
+    char err[1024];
+    if (nifti_read_volume(path, &data, dim, affine, err, sizeof err) != 0) alice_die("%s", err);
+    size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    uint8_t *out = xmalloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+        float v = data[i];
+        if (!(v >= 0 && v <= 255) || v != floorf(v))
+            alice_die("%s: voxel %zu holds %g, not an organ id 0..255; give a label map (uint8 ids), "
+                      "not an image or probabilities", path, i, (double)v);
+        out[i] = (uint8_t)v;
+    }
+    free(data);
+    return out;
+}
+
+static void check_same_grid(const char *pred, const int pd[3], const double pa[4][4], const char *truth,
+                            const int td[3], const double ta[4][4])
+{
+    if (pd[0] != td[0] || pd[1] != td[1] || pd[2] != td[2])
+        alice_die("prediction %s has shape %dx%dx%d but its truth %s has %dx%dx%d; predictions must be on the "
+                  "truth's grid (alice infer writes them on each case's original grid; with --data they "
+                  "must be on the packed grid)", pred, pd[0], pd[1], pd[2], truth, td[0], td[1], td[2]);
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            if (fabs(pa[r][c] - ta[r][c]) > affine_tolerance_mm)
+                alice_die("prediction %s and its truth %s have different affines (entry [%d][%d]: %g vs %g); "
+                          "they are not on the same grid, so voxels would be compared at different places. "
+                          "Resample the prediction onto the truth's grid", pred, truth, r, c, pa[r][c], ta[r][c]);
+}
+
+static void spacing_of(const double affine[4][4], double spacing[3])
+{
+    for (int j = 0; j < 3; j++)
+        spacing[j] = sqrt(affine[0][j] * affine[0][j] + affine[1][j] * affine[1][j] + affine[2][j] * affine[2][j]);
+}
+
+/* Scores one case into dsc/nsd rows. */
+static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, const LabelSet *set, double *dsc,
+                       double *nsd)
+{
+    int pd[3], td[3];
+    double pa[4][4], ta[4][4], spacing[3];
+    uint8_t *pred = read_labels(c->pred, pd, pa);
+    uint8_t *truth;
+    char truth_name[PATH_LEN];
+    if (c->dataset_index >= 0) {
+        Volume v;
+        dataset_read_case(ds, c->dataset_index, &v);
+        truth = v.label;
+        v.label = NULL;
+        memcpy(td, v.dim, sizeof td);
+        memcpy(ta, v.affine, sizeof ta);
+        volume_free(&v);
+        snprintf(truth_name, sizeof truth_name, "%s (case %s)", data_path, c->name);
+    } else {
+        truth = read_labels(c->truth, td, ta);
+        snprintf(truth_name, sizeof truth_name, "%s", c->truth);
+    }
+    check_same_grid(c->pred, pd, pa, truth_name, td, ta);
+    spacing_of(ta, spacing);
+    case_scores(truth, pred, td, spacing, set, dsc, nsd);
+    free(pred);
+    free(truth);
+}
+
+static void print_means(const LabelSet *set, int ncases, const double *dsc, const double *nsd)
+{
+    printf("\n%-22s %6s %8s %8s\n", "organ", "tol_mm", "DSC", "NSD");
+    double all_d = 0, all_n = 0;
+    for (int o = 0; o < set->count; o++) {
+        double d = 0, n = 0;
+        for (int c = 0; c < ncases; c++) {
+            d += dsc[(size_t)c * set->count + o];
+            n += nsd[(size_t)c * set->count + o];
+        }
+        d /= ncases;
+        n /= ncases;
+        all_d += d;
+        all_n += n;
+        printf("%-22s %6.1f %8.4f %8.4f\n", set->organs[o].name, set->organs[o].tolerance_mm, d, n);
+    }
+    printf("%-22s %6s %8.4f %8.4f\n", "mean", "", all_d / set->count, all_n / set->count);
+    fflush(stdout);
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    const char *pred_dir = NULL, *labels_dir = NULL, *data_path = NULL, *out = "results", *checkpoint = "";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (cli_is_help(a)) { usage(stdout); return 0; }
+        if (cli_config_arg(&cfg, argc, argv, &i)) continue;
+        const char **slot = !strcmp(a, "--pred") ? &pred_dir : !strcmp(a, "--labels") ? &labels_dir
+                          : !strcmp(a, "--data") ? &data_path : !strcmp(a, "--out") ? &out
+                          : !strcmp(a, "--checkpoint") ? &checkpoint : NULL;
+        if (!slot) { usage(stderr); alice_die("eval: unknown argument '%s'", a); }
+        if (i + 1 >= argc) alice_die("eval: %s needs a value", a);
+        *slot = argv[++i];
+    }
+    if (!pred_dir) { usage(stderr); alice_die("eval: --pred DIR is required (the folder alice infer wrote)"); }
+    if (!labels_dir == !data_path) {
+        usage(stderr);
+        alice_die("eval: give exactly one source of truth: --labels DIR (label NIfTI files) or --data dataset.h5");
+    }
+    const LabelSet *set = label_set_find(cfg.label_set);
+    if (!set) alice_die("eval: label_set=%s is not known; use %s", cfg.label_set, label_set_names());
+    cli_print_config(&cfg, "eval");
+
+    Dataset *ds = data_path ? dataset_open(data_path) : NULL;
+    int ncases = 0;
+    EvalCase *cases = ds ? cases_from_dataset(ds, data_path, &ncases) : cases_from_label_dir(labels_dir, &ncases);
+    int nscored = 0;
+    for (int c = 0; c < ncases; c++) {
+        find_prediction(pred_dir, &cases[c]);
+        if (cases[c].pred[0]) cases[nscored++] = cases[c];
+        else if (log_rank() == 0) log_warn("eval: no prediction for case %s in %s (skipped)", cases[c].name, pred_dir);
+    }
+    if (nscored < ncases && log_rank() == 0)
+        log_warn("eval: %d of %d cases have no prediction; scoring the other %d", ncases - nscored, ncases, nscored);
+    if (nscored == 0)
+        alice_die("eval: no prediction in %s matches a case of %s; predictions are named <case>.nii.gz",
+                  pred_dir, ds ? data_path : labels_dir);
+
+    int rank = 0, size = 1;
+    CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
+    const size_t cells = (size_t)nscored * (size_t)set->count;
+    double *dsc = xcalloc(cells, sizeof(double)), *nsd = xcalloc(cells, sizeof(double));
+    double t0 = wall_seconds();
+    for (int c = rank; c < nscored; c += size) {
+        double tc = wall_seconds();
+        score_case(&cases[c], ds, data_path, set, dsc + (size_t)c * set->count, nsd + (size_t)c * set->count);
+        if (size == 1) log_info("eval: %-24s %3d/%d  %.2f s", cases[c].name, c + 1, nscored, wall_seconds() - tc);
+    }
+    /* every cell is written by exactly one rank, zero elsewhere: a sum gathers them */
+    CHECK_MPI(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : dsc, dsc, (int)cells, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD));
+    CHECK_MPI(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : nsd, nsd, (int)cells, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD));
+    if (rank == 0) {
+        const char **case_names = xmalloc(sizeof(char *) * (size_t)nscored);
+        const char **organ_names = xmalloc(sizeof(char *) * (size_t)set->count);
+        int *ids = xmalloc(sizeof(int) * (size_t)set->count);
+        double *tol = xmalloc(sizeof(double) * (size_t)set->count);
+        for (int c = 0; c < nscored; c++) case_names[c] = cases[c].name;
+        for (int o = 0; o < set->count; o++) {
+            organ_names[o] = set->organs[o].name;
+            ids[o] = set->organs[o].id;
+            tol[o] = set->organs[o].tolerance_mm;
+        }
+        char *config_text = config_to_text(&cfg);
+        EvalResults r = {nscored, set->count, case_names, organ_names, ids, tol, dsc, nsd, set->name,
+                         config_text, checkpoint, pred_dir, ds ? data_path : labels_dir};
+        results_write(out, &r);
+        log_info("eval: %d cases x %d organs in %.2f s (%.2f s per case) -> %s.h5, %s.csv", nscored, set->count,
+                 wall_seconds() - t0, (wall_seconds() - t0) / nscored, out, out);
+        print_means(set, nscored, dsc, nsd);
+        free(config_text);
+        free(case_names);
+        free(organ_names);
+        free(ids);
+        free(tol);
+    }
+    free(dsc);
+    free(nsd);
+    free(cases);
+    if (ds) dataset_close(ds);
+    return 0;
+}

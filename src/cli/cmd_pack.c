@@ -1,0 +1,276 @@
+/* `alice pack`: NIfTI volumes -> one dataset.h5 (docs/FORMAT.md). Ranks preprocess cases in
+ * rounds (case r * ranks + rank in round r), then write them together with parallel HDF5.
+ * Output goes to <out>.tmp and is renamed when complete. */
+#include <errno.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli/commands.h"
+#include "cli/pack_discover.h"
+#include "core/check.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "core/timer.h"
+#include "dataset_write.h"
+#include "geometry.h"
+#include "nifti_io.h"
+
+/* Room for a message naming a case, two paths and the problem. */
+enum { ERR_LEN = 4096 };
+
+/* Outcome of one case on its rank, exchanged every round. */
+typedef struct {
+    int index;                 /* case index, -1 when the rank had none */
+    int ok;
+    char error[ERR_LEN];
+} CaseStatus;
+
+static void parse_spacing(const char *text, float sp[3])
+{
+    char tail;
+    int n = sscanf(text, "%f , %f , %f %c", &sp[0], &sp[1], &sp[2], &tail);
+    if (n == 1) sp[1] = sp[2] = sp[0];
+    if ((n != 1 && n != 3) || !(sp[0] > 0 && sp[1] > 0 && sp[2] > 0 && sp[0] < 100 && sp[1] < 100 && sp[2] < 100))
+        alice_die("spacing = '%s' is not valid: expected X,Y,Z in mm (e.g. spacing=1.5,1.5,2.0)", text);
+}
+
+static int affines_match(const double a[4][4], const double b[4][4])
+{
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            if (fabs(a[r][c] - b[r][c]) > 1e-3 * (1.0 + fabs(a[r][c]))) return 0;
+    return 1;
+}
+
+/* Reads, checks and preprocesses one case. Returns 0, or -1 with the reason in err. */
+static int prepare_case(const PackInput *in, const float spacing[3], int max_label, DatasetCase *meta,
+                        float **image_out, uint8_t **label_out, char *err, size_t errlen)
+{
+    float *image = NULL, *label = NULL;
+    int dim[3], ldim[3];
+    double affine[4][4], laffine[4][4];
+    char msg[2 * DATASET_PATH_LEN];
+    if (nifti_read_volume(in->image, &image, dim, affine, msg, sizeof msg) != 0) {
+        snprintf(err, errlen, "case %s: %s", in->name, msg);
+        return -1;
+    }
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(image[i]) && bad++ == 0) first_bad = i;
+    if (bad) {
+        snprintf(err, errlen, "case %s: %s holds %zu NaN/inf voxels (first at flat index %zu); fix or "
+                 "exclude the image", in->name, in->image, bad, first_bad);
+        free(image);
+        return -1;
+    }
+    if (in->label[0]) {
+        if (nifti_read_volume(in->label, &label, ldim, laffine, msg, sizeof msg) != 0) {
+            snprintf(err, errlen, "case %s: %s", in->name, msg);
+            free(image);
+            return -1;
+        }
+        const char *problem = NULL;
+        char detail[256] = "";
+        if (memcmp(dim, ldim, sizeof dim) != 0) {
+            problem = "shape";
+            snprintf(detail, sizeof detail, "image %dx%dx%d, label %dx%dx%d", dim[0], dim[1], dim[2],
+                     ldim[0], ldim[1], ldim[2]);
+        } else if (!affines_match(affine, laffine)) {
+            problem = "affine";
+            snprintf(detail, sizeof detail, "origins (%.2f, %.2f, %.2f) vs (%.2f, %.2f, %.2f) mm",
+                     affine[0][3], affine[1][3], affine[2][3], laffine[0][3], laffine[1][3], laffine[2][3]);
+        }
+        if (problem) {
+            snprintf(err, errlen, "case %s: label %s does not match the image %s (%s); the label must "
+                     "be on the image's grid", in->name, in->label, problem, detail);
+            free(image);
+            free(label);
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            float v = label[i];
+            if (!(v >= 0 && v <= max_label && v == floorf(v))) {
+                snprintf(err, errlen, "case %s: label %s holds value %g at flat index %zu, outside the "
+                         "label set 0..%d (check the label convention or num_classes)", in->name,
+                         in->label, (double)v, i, max_label);
+                free(image);
+                free(label);
+                return -1;
+            }
+        }
+    }
+    PackGeometry g;
+    float *packed = NULL;
+    geometry_pack_case(image, label, dim, (const double (*)[4])affine, spacing, &g, &packed, label_out);
+    free(image);
+    free(label);
+    memset(meta, 0, sizeof *meta);
+    snprintf(meta->name, sizeof meta->name, "%s", in->name);
+    memcpy(meta->dim, g.dim, sizeof meta->dim);
+    memcpy(meta->spacing, g.spacing, sizeof meta->spacing);
+    memcpy(meta->affine, g.affine, sizeof meta->affine);
+    meta->has_label = in->label[0] != '\0';
+    memcpy(meta->orig_dim, g.orig_dim, sizeof meta->orig_dim);
+    memcpy(meta->orig_affine, g.orig_affine, sizeof meta->orig_affine);
+    memcpy(meta->crop_lo, g.crop_lo, sizeof meta->crop_lo);
+    memcpy(meta->crop_hi, g.crop_hi, sizeof meta->crop_hi);
+    memcpy(meta->ras_axis, g.ras_axis, sizeof meta->ras_axis);
+    memcpy(meta->ras_flip, g.ras_flip, sizeof meta->ras_flip);
+    snprintf(meta->source_image, sizeof meta->source_image, "%s", in->image);
+    snprintf(meta->source_label, sizeof meta->source_label, "%s", in->label);
+    *image_out = packed;
+    return 0;
+}
+
+/* Round to int16 HU; values beyond int16 (rare calibration junk) are clamped. */
+static int16_t *to_int16(const float *v, const int dim[3])
+{
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    int16_t *out = xmalloc(n * sizeof(int16_t));
+    for (size_t i = 0; i < n; i++) {
+        long h = lrintf(v[i]);
+        out[i] = (int16_t)(h < -32768 ? -32768 : h > 32767 ? 32767 : h);
+    }
+    return out;
+}
+
+static void usage(void)
+{
+    printf("usage: alice pack (--input DIR | --list FILE) --out dataset.h5 [--force] [--keep-going]\n"
+           "                  [spacing=X,Y,Z] [num_folds=K] [seed=S] [num_classes=N] [--config FILE]\n"
+           "  Reads NIfTI images (and labels where present), reorients them to RAS, resamples to\n"
+           "  `spacing` (trilinear image, nearest label), crops to the body and writes one HDF5\n"
+           "  data set (docs/FORMAT.md). Cases are found by FLARE 2022 naming (NAME_0000.nii.gz +\n"
+           "  NAME.nii.gz beside it or in ../labelsTr), BTCV naming (imgX.nii.gz + labelX.nii.gz)\n"
+           "  or a list file of 'image [label]' lines. Folds are assigned from `seed`.\n"
+           "  --force overwrites an existing output; --keep-going skips bad cases and lists them.\n"
+           "  Run under mpirun for several ranks: each preprocesses a share of the cases.\n");
+}
+
+int cmd_pack(int argc, char **argv)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    const char *input = NULL, *list = NULL, *out = NULL;
+    int force = 0, keep_going = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_next = i + 1 < argc;
+        if (cli_is_help(a)) { usage(); return 0; }
+        if (!strcmp(a, "--input") && has_next) input = argv[++i];
+        else if (!strcmp(a, "--list") && has_next) list = argv[++i];
+        else if (!strcmp(a, "--out") && has_next) out = argv[++i];
+        else if (!strcmp(a, "--force")) force = 1;
+        else if (!strcmp(a, "--keep-going")) keep_going = 1;
+        else if (!cli_config_arg(&cfg, argc, argv, &i))
+            alice_die("alice pack: unknown or incomplete argument '%s' (see alice pack --help)", a);
+    }
+    if (!input == !list) alice_die("alice pack: give exactly one of --input DIR or --list FILE");
+    if (!out) alice_die("alice pack: --out dataset.h5 is required");
+    float spacing[3];
+    parse_spacing(cfg.spacing, spacing);
+    const int max_label = cfg.num_classes - 1;
+
+    int rank = 0, nranks = 1;
+    CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+    CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &nranks));
+    if (access(out, F_OK) == 0 && !force)
+        alice_die("%s already exists; pass --force to overwrite it, or choose another --out", out);
+
+    /* Every rank scans the same inputs (cheap, and avoids shipping the list around). */
+    PackInput *cases = NULL;
+    const int n = input ? pack_discover_dir(input, &cases) : pack_discover_list(list, &cases);
+    int *fold = xmalloc(sizeof(int) * (size_t)n), *perm = xmalloc(sizeof(int) * (size_t)n);
+    RngStream fs;
+    rng_init(&fs, (uint64_t)cfg.seed, 0, 0, RNG_FOLD);
+    rng_permutation(&fs, perm, n);
+    for (int i = 0; i < n; i++) fold[perm[i]] = i % cfg.num_folds;
+    free(perm);
+
+    char tmp[DATASET_PATH_LEN + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    char err[ERR_LEN];
+    DatasetWriter *w = dataset_writer_create(tmp, MPI_COMM_WORLD, spacing, cfg.num_folds, err, sizeof err);
+    if (!w) alice_die("%s", err);
+    log_info("alice pack: %d case(s) from %s -> %s on %d rank(s); spacing %g,%g,%g mm, %d folds",
+             n, input ? input : list, out, nranks, spacing[0], spacing[1], spacing[2], cfg.num_folds);
+
+    const double t0 = wall_seconds();
+    CaseStatus *status = xmalloc(sizeof(CaseStatus) * (size_t)nranks);
+    char **skipped = xcalloc((size_t)n, sizeof(char *));
+    int nskipped = 0, failed = 0;
+    for (int base = 0; base < n && !failed; base += nranks) {
+        const int c = base + rank;
+        CaseStatus mine = {.index = -1, .ok = 0, .error = ""};
+        DatasetCase meta;
+        float *image = NULL;
+        uint8_t *label = NULL;
+        if (c < n) {
+            mine.index = c;
+            mine.ok = prepare_case(&cases[c], spacing, max_label, &meta, &image, &label, mine.error,
+                                   sizeof mine.error) == 0;
+            meta.fold = fold[c];
+        }
+        CHECK_MPI(MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, status, (int)sizeof mine, MPI_BYTE,
+                                MPI_COMM_WORLD));
+        for (int r = 0; r < nranks; r++) {
+            if (status[r].index < 0 || status[r].ok) continue;
+            if (rank == 0) fprintf(stderr, "alice: %s: %s\n", keep_going ? "skipping" : "error", status[r].error);
+            if (keep_going) skipped[nskipped++] = strdup(status[r].error);
+            else failed = 1;
+        }
+        if (failed) {
+            free(image);
+            free(label);
+            break;
+        }
+        int16_t *image16 = mine.ok ? to_int16(image, meta.dim) : NULL;
+        free(image);
+        dataset_writer_round(w, mine.ok ? &meta : NULL, image16, label);
+        free(image16);
+        free(label);
+        const int done = base + nranks < n ? base + nranks : n;
+        log_info("  [%d/%d] %s%s  %.1f s", done, n, cases[base].name, nranks > 1 ? " ..." : "",
+                 wall_seconds() - t0);
+    }
+    free(status);
+    int rc = 0;
+    if (failed) {
+        dataset_writer_abort(w);
+        if (rank == 0) {
+            unlink(tmp);
+            fprintf(stderr, "alice: error: alice pack stopped; nothing was written to %s (fix the case "
+                    "above, or pass --keep-going to pack the rest)\n", out);
+        }
+        rc = 2;
+    } else {
+        const int written = dataset_writer_count(w);
+        dataset_writer_finish(w);
+        CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+        if (rank == 0) {
+            if (rename(tmp, out) != 0)
+                alice_die("cannot rename %s to %s: %s", tmp, out, strerror(errno));
+            struct stat st;
+            double mb = stat(out, &st) == 0 ? st.st_size / 1048576.0 : 0;
+            log_info("alice pack: wrote %d case(s) to %s (%.1f MiB) in %.1f s", written, out, mb,
+                     wall_seconds() - t0);
+            if (nskipped) {
+                log_info("alice pack: skipped %d case(s):", nskipped);
+                for (int i = 0; i < nskipped; i++) log_info("  %s", skipped[i]);
+            }
+        }
+        if (written == 0) rc = 2;
+    }
+    for (int i = 0; i < nskipped; i++) free(skipped[i]);
+    free(skipped);
+    free(fold);
+    free(cases);
+    CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+    return rc;
+}

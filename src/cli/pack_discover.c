@@ -1,0 +1,164 @@
+#include "cli/pack_discover.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/check.h"
+
+static int is_file(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Length of the name without .nii or .nii.gz, or 0 when it is neither. */
+static size_t nifti_stem(const char *name)
+{
+    size_t n = strlen(name);
+    if (n > 7 && !strcmp(name + n - 7, ".nii.gz")) return n - 7;
+    if (n > 4 && !strcmp(name + n - 4, ".nii")) return n - 4;
+    return 0;
+}
+
+/* First of DIR/STEM.nii.gz, DIR/STEM.nii that exists, into out. */
+static int find_nifti(const char *dir, const char *stem, char *out, size_t n)
+{
+    static const char *const ext[] = {".nii.gz", ".nii"};
+    for (int e = 0; e < 2; e++) {
+        snprintf(out, n, "%s/%s%s", dir, stem, ext[e]);
+        if (is_file(out)) return 1;
+    }
+    out[0] = '\0';
+    return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const PackInput *)a)->name, ((const PackInput *)b)->name);
+}
+
+static void finish(PackInput *v, int n, const char *source)
+{
+    qsort(v, (size_t)n, sizeof *v, by_name);
+    for (int i = 1; i < n; i++)
+        if (!strcmp(v[i].name, v[i - 1].name))
+            alice_die("%s: two images give the case name '%s' (%s and %s); rename one", source,
+                      v[i].name, v[i - 1].image, v[i].image);
+}
+
+static void push(PackInput **v, int *n, int *cap, const char *name, const char *image, const char *label)
+{
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 64;
+        *v = realloc(*v, sizeof **v * (size_t)*cap);
+        ALICE_ASSERT(*v, "out of memory");
+    }
+    PackInput *p = &(*v)[(*n)++];
+    if (strlen(name) >= sizeof p->name) alice_die("case name too long: %s", name);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    if (strlen(image) >= sizeof p->image || strlen(label) >= sizeof p->label)
+        alice_die("path too long (over %d characters): %s", DATASET_PATH_LEN - 1, image);
+    snprintf(p->image, sizeof p->image, "%s", image);
+    snprintf(p->label, sizeof p->label, "%s", label);
+}
+
+int pack_discover_dir(const char *dir_in, PackInput **out)
+{
+    char dir[DATASET_PATH_LEN];
+    snprintf(dir, sizeof dir, "%s", dir_in);
+    if (!is_dir(dir)) alice_die("--input %s: not a directory (give the folder holding the .nii.gz files)", dir);
+    /* The FLARE/nnU-Net top folder: use its imagesTr/. */
+    char sub[DATASET_PATH_LEN];
+    if (snprintf(sub, sizeof sub, "%s/imagesTr", dir) < (int)sizeof sub && is_dir(sub))
+        memcpy(dir, sub, sizeof dir);
+    char sibling_labels[DATASET_PATH_LEN + 32];
+    snprintf(sibling_labels, sizeof sibling_labels, "%s/../labelsTr", dir);
+
+    DIR *d = opendir(dir);
+    if (!d) alice_die("--input %s: cannot read the directory: %s", dir, strerror(errno));
+    PackInput *v = NULL;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t stem = nifti_stem(e->d_name);
+        if (!stem) continue;
+        char name[DATASET_NAME_LEN], image[DATASET_PATH_LEN + 300], label[DATASET_PATH_LEN + 300] = "";
+        snprintf(image, sizeof image, "%s/%s", dir, e->d_name);
+        if (stem > 5 && !strncmp(e->d_name + stem - 5, "_0000", 5)) {          /* FLARE */
+            snprintf(name, sizeof name, "%.*s", (int)(stem - 5), e->d_name);
+            if (!find_nifti(dir, name, label, sizeof label))
+                find_nifti(sibling_labels, name, label, sizeof label);
+        } else if (!strncmp(e->d_name, "img", 3)) {                           /* BTCV */
+            snprintf(name, sizeof name, "%.*s", (int)stem, e->d_name);
+            char lstem[DATASET_NAME_LEN + 8];
+            snprintf(lstem, sizeof lstem, "label%s", name + 3);
+            if (!find_nifti(dir, lstem, label, sizeof label)) {
+                char labels_dir[DATASET_PATH_LEN + 32];
+                snprintf(labels_dir, sizeof labels_dir, "%s/../labelsTr", dir);
+                if (!find_nifti(labels_dir, lstem, label, sizeof label)) {
+                    snprintf(labels_dir, sizeof labels_dir, "%s/../label", dir);
+                    find_nifti(labels_dir, lstem, label, sizeof label);
+                }
+            }
+        } else {
+            continue;  /* labels and anything else */
+        }
+        push(&v, &n, &cap, name, image, label);
+    }
+    closedir(d);
+    if (n == 0)
+        alice_die("--input %s: no images found. Expected FLARE 2022 naming (NAME_0000.nii.gz, label "
+                  "NAME.nii.gz beside it or in ../labelsTr/), BTCV naming (imgXXXX.nii.gz, label "
+                  "labelXXXX.nii.gz), or use --list FILE with 'image [label]' lines", dir);
+    finish(v, n, dir);
+    *out = v;
+    return n;
+}
+
+int pack_discover_list(const char *list_file, PackInput **out)
+{
+    FILE *f = fopen(list_file, "r");
+    if (!f) alice_die("--list %s: cannot open: %s", list_file, strerror(errno));
+    char base[DATASET_PATH_LEN] = ".";
+    const char *slash = strrchr(list_file, '/');
+    if (slash) snprintf(base, sizeof base, "%.*s", (int)(slash - list_file), list_file);
+    PackInput *v = NULL;
+    int n = 0, cap = 0, line_no = 0;
+    char line[4 * DATASET_PATH_LEN];
+    while (fgets(line, sizeof line, f)) {
+        line_no++;
+        char *hash = strchr(line, '#');
+        if (hash) *hash = '\0';
+        char a[DATASET_PATH_LEN], b[DATASET_PATH_LEN], extra[8];
+        int k = sscanf(line, "%1023s %1023s %7s", a, b, extra);
+        if (k <= 0) continue;
+        if (k > 2) alice_die("%s:%d: expected 'image [label]', got more fields", list_file, line_no);
+        char image[2 * DATASET_PATH_LEN + 2], label[2 * DATASET_PATH_LEN + 2] = "";
+        /* Relative paths are relative to the list file. */
+        snprintf(image, sizeof image, "%s%s%s", a[0] == '/' ? "" : base, a[0] == '/' ? "" : "/", a);
+        if (k == 2) snprintf(label, sizeof label, "%s%s%s", b[0] == '/' ? "" : base, b[0] == '/' ? "" : "/", b);
+        const char *fname = strrchr(a, '/') ? strrchr(a, '/') + 1 : a;
+        size_t stem = nifti_stem(fname);
+        if (!stem) alice_die("%s:%d: %s is not a .nii or .nii.gz file", list_file, line_no, a);
+        char name[DATASET_NAME_LEN];
+        if (stem > 5 && !strncmp(fname + stem - 5, "_0000", 5)) stem -= 5;
+        snprintf(name, sizeof name, "%.*s", (int)stem, fname);
+        push(&v, &n, &cap, name, image, label);
+    }
+    fclose(f);
+    if (n == 0) alice_die("--list %s: no 'image [label]' lines found", list_file);
+    finish(v, n, list_file);
+    *out = v;
+    return n;
+}

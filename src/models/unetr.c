@@ -1,0 +1,437 @@
+#include "models/unetr.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "nn/layers.h"
+#include "train/checkpoint.h"
+
+/* ---- registration ----------------------------------------------------------------------- */
+
+static int add_conv(ParamSet *ps, const char *prefix, const char *what, int cout, int cin, int k)
+{
+    char name[PARAM_NAME_MAX];
+    snprintf(name, sizeof name, "%s.%s", prefix, what);
+    int shape[5] = {cout, cin, k, k, k};
+    return params_add(ps, name, 5, shape, 1, INIT_XAVIER_UNIFORM);
+}
+
+static void res_register(ResBlock *r, ParamSet *ps, const char *prefix, int cin, int cout)
+{
+    r->cin = cin;
+    r->cout = cout;
+    r->conv1 = add_conv(ps, prefix, "conv1.conv.weight", cout, cin, 3);
+    r->conv2 = add_conv(ps, prefix, "conv2.conv.weight", cout, cout, 3);
+    /* MONAI's UnetResBlock adds conv3/norm3 on the residual only when the channels differ
+     * (stride is always 1 here). */
+    r->conv3 = cin != cout ? add_conv(ps, prefix, "conv3.conv.weight", cout, cin, 1) : NO_PARAM;
+}
+
+static void up_register(UpConv *u, ParamSet *ps, const char *name, int cin, int cout)
+{
+    u->cin = cin;
+    u->cout = cout;
+    /* ConvTranspose3d weight layout [cin, cout, k, k, k]. */
+    int shape[5] = {cin, cout, 2, 2, 2};
+    u->w = params_add(ps, name, 5, shape, 1, INIT_XAVIER_UNIFORM);
+}
+
+static void prup_register(PrUpBlock *p, ParamSet *ps, const char *prefix, int E, int cout, int layers)
+{
+    char name[PARAM_NAME_MAX];
+    p->layers = layers;
+    p->level_in = 0;
+    snprintf(name, sizeof name, "%s.transp_conv_init.conv.weight", prefix);
+    up_register(&p->init, ps, name, E, cout);
+    for (int i = 0; i < layers; i++) {
+        snprintf(name, sizeof name, "%s.blocks.%d.0.conv.weight", prefix, i);
+        up_register(&p->up[i], ps, name, cout, cout);
+        snprintf(name, sizeof name, "%s.blocks.%d.1", prefix, i);
+        res_register(&p->res[i], ps, name, cout, cout);
+    }
+}
+
+static void upblock_register(UpBlock *u, ParamSet *ps, const char *prefix, int cin, int cout, int level_out)
+{
+    char name[PARAM_NAME_MAX];
+    snprintf(name, sizeof name, "%s.transp_conv.conv.weight", prefix);
+    up_register(&u->up, ps, name, cin, cout);
+    snprintf(name, sizeof name, "%s.conv_block", prefix);
+    res_register(&u->res, ps, name, 2 * cout, cout);
+    u->level_out = level_out;
+}
+
+/* ---- activations ------------------------------------------------------------------------ */
+
+static void res_layout(const ResBlock *r, ResBlockActs *a, Arena *ar, int B, long V)
+{
+    const size_t n = (size_t)B * r->cout * V;
+    a->c1 = arena_floats(ar, n);
+    a->n1 = arena_floats(ar, n);
+    a->a1 = arena_floats(ar, n);
+    a->c2 = arena_floats(ar, n);
+    a->sum = arena_floats(ar, n);
+    a->c3 = r->conv3 != NO_PARAM ? arena_floats(ar, n) : NULL;
+    a->n3 = r->conv3 != NO_PARAM ? arena_floats(ar, n) : NULL;
+    a->out = arena_floats(ar, n);
+    for (int i = 0; i < 3; i++) {
+        a->mean[i] = arena_floats(ar, (size_t)B * r->cout);
+        a->rstd[i] = arena_floats(ar, (size_t)B * r->cout);
+    }
+}
+
+/* Largest B * max(cin, cout) * V over the res blocks: the backward scratch size. */
+static size_t res_scratch(const ResBlock *r, int B, long V)
+{
+    return (size_t)B * (r->cin > r->cout ? r->cin : r->cout) * V;
+}
+
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+static void layout(UnetrModel *m, Arena *ar)
+{
+    const int B = m->B, E = m->E, N = m->N, K = m->K;
+    const long D = m->level_vox[UNETR_LEVELS - 1];
+    m->pos = arena_floats(ar, (size_t)N * E);
+    m->identity = arena_ints(ar, (size_t)B * N);
+    m->image = arena_floats(ar, (size_t)B * D);
+    m->label = arena_ints(ar, (size_t)B * D);
+    m->patches = arena_floats(ar, (size_t)B * N * m->P);
+    /* Always the training layout for the ViT: it keeps every block's output, which the skips
+     * read (the forward-only layout reuses two buffers). Tokens are few, so this is cheap. */
+    vit_encoder_layout(&m->vit, &m->va, ar, B, N, 1);
+    res_layout(&m->enc1, &m->enc1_a, ar, B, D);
+    size_t scratch = res_scratch(&m->enc1, B, D), chain = 0;
+    for (int k = 0; k < UNETR_SKIPS; k++) {
+        const PrUpBlock *p = &m->enc[k];
+        PrUpActs *a = &m->enc_a[k];
+        a->feat = arena_floats(ar, (size_t)B * E * N);
+        long V = m->level_vox[1];
+        a->init_out = arena_floats(ar, (size_t)B * p->init.cout * V);
+        a->out = a->init_out;
+        chain = max_size(chain, (size_t)B * p->init.cout * V);
+        for (int i = 0; i < p->layers; i++) {
+            V = m->level_vox[2 + i];
+            a->up_out[i] = arena_floats(ar, (size_t)B * p->up[i].cout * V);
+            res_layout(&p->res[i], &a->res[i], ar, B, V);
+            a->out = a->res[i].out;
+            scratch = max_size(scratch, res_scratch(&p->res[i], B, V));
+            chain = max_size(chain, (size_t)B * p->up[i].cout * V);
+        }
+    }
+    m->xfeat = arena_floats(ar, (size_t)B * E * N);
+    size_t cat = 0;
+    for (int d = 0; d < UNETR_DECODERS; d++) {
+        const UpBlock *u = &m->dec[d];
+        UpBlockActs *a = &m->dec_a[d];
+        const long V = m->level_vox[u->level_out];
+        a->up_out = arena_floats(ar, (size_t)B * u->up.cout * V);
+        a->cat = arena_floats(ar, (size_t)B * 2 * u->up.cout * V);
+        res_layout(&u->res, &a->res, ar, B, V);
+        scratch = max_size(scratch, res_scratch(&u->res, B, V));
+        cat = max_size(cat, (size_t)B * 2 * u->up.cout * V);
+    }
+    m->logits = arena_floats(ar, (size_t)B * K * D);
+    m->probs = arena_floats(ar, (size_t)B * K * D);
+    if (!m->train) return;
+    m->dlogits = arena_floats(ar, (size_t)B * K * D);
+    for (int i = 0; i < 3; i++) m->scratch[i] = arena_floats(ar, scratch);
+    m->dcat = arena_floats(ar, cat);
+    m->dup = arena_floats(ar, cat / 2);
+    for (int i = 0; i < 2; i++) m->chain[i] = arena_floats(ar, chain);
+    for (int d = 0; d < UNETR_DECODERS; d++)
+        m->ddec[d] = arena_floats(ar, (size_t)B * m->dec[d].up.cout * m->level_vox[m->dec[d].level_out]);
+    m->denc1 = arena_floats(ar, (size_t)B * m->F * D);
+    for (int k = 0; k < UNETR_SKIPS; k++) {
+        const PrUpBlock *p = &m->enc[k];
+        m->denc[k] = arena_floats(ar, (size_t)B * p->init.cout * m->level_vox[1 + p->layers]);
+        m->dtaps[k] = arena_floats(ar, (size_t)B * N * E);
+    }
+    m->dfeat = arena_floats(ar, (size_t)B * E * N);
+    m->dvit_out = arena_floats(ar, (size_t)B * N * E);
+}
+
+/* ---- forward / backward of the blocks ---------------------------------------------------- */
+
+static void res_forward(const UnetrModel *m, const ResBlock *r, ResBlockActs *a, const float *x, int level)
+{
+    const AliceBackend *be = m->be;
+    const ParamSet *ps = &m->ps;
+    const int *d = m->level_dim[level];
+    const long V = m->level_vox[level];
+    const int B = m->B, C = r->cout;
+    const size_t n = (size_t)B * C * V;
+    be->conv3d_fwd(a->c1, x, param(ps, r->conv1), NULL, B, r->cin, C, d[0], d[1], d[2], 3, 1, 1);
+    be->instnorm_fwd(a->n1, a->mean[0], a->rstd[0], a->c1, NULL, NULL, B, C, V, UNETR_NORM_EPS);
+    be->leaky_relu_fwd(a->a1, a->n1, n, UNETR_LEAKY_SLOPE);
+    be->conv3d_fwd(a->c2, a->a1, param(ps, r->conv2), NULL, B, C, C, d[0], d[1], d[2], 3, 1, 1);
+    be->instnorm_fwd(a->sum, a->mean[1], a->rstd[1], a->c2, NULL, NULL, B, C, V, UNETR_NORM_EPS);
+    if (r->conv3 != NO_PARAM) {
+        be->conv3d_fwd(a->c3, x, param(ps, r->conv3), NULL, B, r->cin, C, d[0], d[1], d[2], 1, 1, 0);
+        be->instnorm_fwd(a->n3, a->mean[2], a->rstd[2], a->c3, NULL, NULL, B, C, V, UNETR_NORM_EPS);
+        be->add(a->sum, a->sum, a->n3, n);
+    } else {
+        be->add(a->sum, a->sum, x, n);
+    }
+    be->leaky_relu_fwd(a->out, a->sum, n, UNETR_LEAKY_SLOPE);
+}
+
+/* dout: gradient w.r.t. a->out; dx (overwritten; NULL = not needed) w.r.t. the input x. */
+static void res_backward(UnetrModel *m, const ResBlock *r, ResBlockActs *a, const float *x, int level,
+                         const float *dout, float *dx)
+{
+    const AliceBackend *be = m->be;
+    ParamSet *ps = &m->ps;
+    const int *d = m->level_dim[level];
+    const long V = m->level_vox[level];
+    const int B = m->B, C = r->cout;
+    const size_t n = (size_t)B * C * V;
+    float *s0 = m->scratch[0], *s1 = m->scratch[1], *s2 = m->scratch[2];
+    be->leaky_relu_bwd(s0, dout, a->sum, n, UNETR_LEAKY_SLOPE);           /* d sum */
+    /* Residual branch first: it writes dx, the main branch adds to it. */
+    if (r->conv3 != NO_PARAM) {
+        be->instnorm_bwd(s1, NULL, NULL, s0, a->c3, a->mean[2], a->rstd[2], NULL, B, C, V);
+        be->conv3d_bwd(dx, param_grad(ps, r->conv3), NULL, s1, x, param(ps, r->conv3), B, r->cin,
+                       C, d[0], d[1], d[2], 1, 1, 0);
+    } else if (dx) {
+        be->copy(dx, s0, n * sizeof(float));
+    }
+    be->instnorm_bwd(s1, NULL, NULL, s0, a->c2, a->mean[1], a->rstd[1], NULL, B, C, V);
+    be->conv3d_bwd(s2, param_grad(ps, r->conv2), NULL, s1, a->a1, param(ps, r->conv2), B, C, C,
+                   d[0], d[1], d[2], 3, 1, 1);                              /* d a1 */
+    be->leaky_relu_bwd(s0, s2, a->n1, n, UNETR_LEAKY_SLOPE);               /* d n1 */
+    be->instnorm_bwd(s1, NULL, NULL, s0, a->c1, a->mean[0], a->rstd[0], NULL, B, C, V);
+    be->conv3d_bwd(dx ? s2 : NULL, param_grad(ps, r->conv1), NULL, s1, x, param(ps, r->conv1), B,
+                   r->cin, C, d[0], d[1], d[2], 3, 1, 1);
+    if (dx) be->add(dx, dx, s2, (size_t)B * r->cin * V);
+}
+
+static void up_forward(const UnetrModel *m, const UpConv *u, float *y, const float *x, int level_in)
+{
+    const int *d = m->level_dim[level_in];
+    m->be->conv_transpose3d_fwd(y, x, param(&m->ps, u->w), NULL, m->B, u->cin, u->cout, d[0], d[1],
+                                d[2], 2);
+}
+
+static void up_backward(UnetrModel *m, const UpConv *u, float *dx, const float *dy, const float *x,
+                        int level_in)
+{
+    const int *d = m->level_dim[level_in];
+    m->be->conv_transpose3d_bwd(dx, param_grad(&m->ps, u->w), NULL, dy, x, param(&m->ps, u->w),
+                                m->B, u->cin, u->cout, d[0], d[1], d[2], 2);
+}
+
+static void prup_forward(const UnetrModel *m, const PrUpBlock *p, PrUpActs *a, const float *tokens)
+{
+    /* MONAI proj_feat: [B, N, E] -> view [B, gx, gy, gz, E] -> permute to [B, E, gx, gy, gz]. */
+    m->be->transpose_tokens(a->feat, tokens, m->B, m->N, m->E);
+    up_forward(m, &p->init, a->init_out, a->feat, 0);
+    const float *x = a->init_out;
+    for (int i = 0; i < p->layers; i++) {
+        up_forward(m, &p->up[i], a->up_out[i], x, 1 + i);
+        res_forward(m, &p->res[i], &a->res[i], a->up_out[i], 2 + i);
+        x = a->res[i].out;
+    }
+}
+
+/* dout: gradient w.r.t. the block's output; dtok [B, N, E] receives the gradient w.r.t. the
+ * hidden state (overwritten). */
+static void prup_backward(UnetrModel *m, const PrUpBlock *p, PrUpActs *a, const float *dout, float *dtok)
+{
+    const float *g = dout;
+    for (int i = p->layers - 1; i >= 0; i--) {
+        /* Two buffers alternate: the block's output gradient g is dead once the res block's
+         * input gradient is written, so the up-conv's input gradient may take its place. */
+        float *dup_out = g == m->chain[0] ? m->chain[1] : m->chain[0];
+        res_backward(m, &p->res[i], &a->res[i], a->up_out[i], 2 + i, g, dup_out);
+        float *dx = dup_out == m->chain[0] ? m->chain[1] : m->chain[0];
+        up_backward(m, &p->up[i], dx, dup_out, i ? a->res[i - 1].out : a->init_out, 1 + i);
+        g = dx;
+    }
+    up_backward(m, &p->init, m->dfeat, g, a->feat, 0);
+    m->be->transpose_tokens(dtok, m->dfeat, m->B, m->E, m->N);
+}
+
+static void upblock_forward(const UnetrModel *m, const UpBlock *u, UpBlockActs *a, const float *x,
+                            const float *skip)
+{
+    const int C = u->up.cout;
+    up_forward(m, &u->up, a->up_out, x, u->level_out - 1);
+    m->be->concat_channels(a->cat, a->up_out, skip, m->B, C, C, m->level_vox[u->level_out]);
+    res_forward(m, &u->res, &a->res, a->cat, u->level_out);
+}
+
+/* dx: w.r.t. the up-sampled input; dskip: w.r.t. the skip (both overwritten). */
+static void upblock_backward(UnetrModel *m, const UpBlock *u, UpBlockActs *a, const float *x,
+                             const float *dout, float *dx, float *dskip)
+{
+    const int C = u->up.cout;
+    res_backward(m, &u->res, &a->res, a->cat, u->level_out, dout, m->dcat);
+    m->be->split_channels(m->dup, dskip, m->dcat, m->B, C, C, m->level_vox[u->level_out]);
+    up_backward(m, &u->up, dx, m->dup, x, u->level_out - 1);
+}
+
+/* ---- the model ----------------------------------------------------------------------------- */
+
+static void check_config(const Config *c)
+{
+    config_validate(c);
+    if (c->patch != UNETR_PATCH)
+        alice_die("configuration: UNETR needs patch = %d (MONAI's UNETR up-samples the token grid "
+                  "four times by 2), got patch = %d; set patch = 16 (and pre-train with it)",
+                  UNETR_PATCH, c->patch);
+    for (int a = 0; a < 3; a++)
+        if (c->crop[a] % UNETR_PATCH)
+            alice_die("configuration: crop = %d,%d,%d must be divisible by %d on every axis for "
+                      "UNETR (e.g. 96,96,96 or 32,32,32)", c->crop[0], c->crop[1], c->crop[2],
+                      UNETR_PATCH);
+    if (c->embed_dim % 6)
+        alice_die("configuration: embed_dim = %d must be divisible by 6 (3D sin-cos position "
+                  "embedding); 768, 384 and 96 are", c->embed_dim);
+    if (c->depth < 3)
+        alice_die("configuration: UNETR needs depth >= 3 (its three skips read blocks depth/4, "
+                  "depth/2 and 3*depth/4, which must differ), got depth = %d", c->depth);
+    if (c->depth > TSTACK_MAX_DEPTH)
+        alice_die("configuration: depth = %d exceeds the supported %d", c->depth, TSTACK_MAX_DEPTH);
+}
+
+long unetr_crop_voxels(const UnetrModel *m) { return m->level_vox[UNETR_LEVELS - 1]; }
+
+void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B, int train)
+{
+    memset(m, 0, sizeof *m);
+    check_config(cfg);
+    m->cfg = *cfg;
+    m->be = be;
+    m->B = B;
+    m->train = train;
+    m->E = cfg->embed_dim;
+    m->F = cfg->feature_size;
+    m->K = cfg->num_classes;
+    m->P = UNETR_PATCH * UNETR_PATCH * UNETR_PATCH;
+    m->N = 1;
+    for (int a = 0; a < 3; a++) {
+        m->grid[a] = cfg->crop[a] / UNETR_PATCH;
+        m->N *= m->grid[a];
+    }
+    for (int l = 0; l < UNETR_LEVELS; l++) {
+        m->level_vox[l] = 1;
+        for (int a = 0; a < 3; a++) {
+            m->level_dim[l][a] = m->grid[a] << l;
+            m->level_vox[l] *= m->level_dim[l][a];
+        }
+    }
+    for (int k = 0; k < UNETR_SKIPS; k++) m->skip_block[k] = (k + 1) * cfg->depth / 4;
+
+    const int E = m->E, F = m->F;
+    ParamSet *ps = &m->ps;
+    params_init_registry(ps);
+    vit_encoder_register(&m->vit, ps, "vit", UNETR_PATCH, E, cfg->heads, cfg->mlp_dim, cfg->depth);
+    res_register(&m->enc1, ps, "encoder1.layer", 1, F);
+    static const char *const enc_names[UNETR_SKIPS] = {"encoder2", "encoder3", "encoder4"};
+    for (int k = 0; k < UNETR_SKIPS; k++)
+        prup_register(&m->enc[k], ps, enc_names[k], E, F << (k + 1), UNETR_PRUP_MAX_LAYERS - k);
+    static const char *const dec_names[UNETR_DECODERS] = {"decoder5", "decoder4", "decoder3", "decoder2"};
+    for (int d = 0; d < UNETR_DECODERS; d++) {
+        int cout = F << (UNETR_DECODERS - 1 - d);       /* 8F, 4F, 2F, F */
+        int cin = d == DEC5 ? E : 2 * cout;
+        upblock_register(&m->dec[d], ps, dec_names[d], cin, cout, d + 1);
+    }
+    m->out_w = add_conv(ps, "out", "conv.conv.weight", m->K, F, 1);
+    m->out_b = params_add1(ps, "out.conv.conv.bias", m->K, 0, INIT_ZEROS);
+    params_allocate(ps, be, train);
+    params_initialize(ps, (uint64_t)cfg->seed);
+
+    arena_plan(&m->arena, be);
+    layout(m, &m->arena);
+    arena_commit(&m->arena);
+    layout(m, &m->arena);
+
+    float *pos = xmalloc((size_t)m->N * E * sizeof(float));
+    sincos_position_embedding_3d(pos, m->grid, E);
+    be->upload(m->pos, pos, (size_t)m->N * E * sizeof(float));
+    free(pos);
+    int *ident = xmalloc((size_t)B * m->N * sizeof(int));
+    for (int b = 0; b < B; b++)
+        for (int n = 0; n < m->N; n++) ident[(size_t)b * m->N + n] = n;
+    be->upload(m->identity, ident, (size_t)B * m->N * sizeof(int));
+    free(ident);
+    for (int i = 0; i < TSTACK_MAX_DEPTH; i++) m->taps[i] = NULL;
+    if (train)
+        for (int k = 0; k < UNETR_SKIPS; k++) m->taps[m->skip_block[k]] = m->dtaps[k];
+}
+
+void unetr_free(UnetrModel *m)
+{
+    arena_free(&m->arena);
+    params_free(&m->ps);
+}
+
+int unetr_load_pretrained(UnetrModel *m, const char *path)
+{
+    return checkpoint_load_matching(path, &m->ps, "encoder.", "vit.");
+}
+
+void unetr_set_batch(UnetrModel *m, const float *image, const int32_t *label)
+{
+    const size_t n = (size_t)m->B * unetr_crop_voxels(m);
+    m->be->upload(m->image, image, n * sizeof(float));
+    if (label) m->be->upload(m->label, label, n * sizeof(int32_t));
+}
+
+const float *unetr_forward(UnetrModel *m)
+{
+    const AliceBackend *be = m->be;
+    const int B = m->B, N = m->N;
+    const int *crop = m->level_dim[UNETR_LEVELS - 1];
+    be->patchify(m->patches, m->image, B, crop[0], crop[1], crop[2], UNETR_PATCH);
+    vit_encoder_forward(&m->vit, &m->va, &m->ps, m->patches, N, m->identity, N, m->pos);
+    res_forward(m, &m->enc1, &m->enc1_a, m->image, UNETR_LEVELS - 1);
+    for (int k = 0; k < UNETR_SKIPS; k++)
+        prup_forward(m, &m->enc[k], &m->enc_a[k], m->va.st.act[m->skip_block[k]].out);
+    be->transpose_tokens(m->xfeat, m->va.st.out, B, N, m->E);
+    /* decoder5 pairs with encoder4, decoder4 with encoder3, decoder3 with encoder2, decoder2
+     * with encoder1. */
+    const float *x = m->xfeat;
+    for (int d = 0; d < UNETR_DECODERS; d++) {
+        const float *skip = d == DEC2 ? m->enc1_a.out : m->enc_a[UNETR_SKIPS - 1 - d].out;
+        upblock_forward(m, &m->dec[d], &m->dec_a[d], x, skip);
+        x = m->dec_a[d].res.out;
+    }
+    be->conv3d_fwd(m->logits, x, param(&m->ps, m->out_w), param(&m->ps, m->out_b), B, m->F, m->K,
+                   crop[0], crop[1], crop[2], 1, 1, 0);
+    return m->logits;
+}
+
+SegLoss unetr_forward_backward(UnetrModel *m)
+{
+    ALICE_ASSERT(m->train, "unetr_forward_backward on a model laid out for inference");
+    const AliceBackend *be = m->be;
+    ParamSet *ps = &m->ps;
+    const int B = m->B, N = m->N;
+    const long D = unetr_crop_voxels(m);
+    const int *crop = m->level_dim[UNETR_LEVELS - 1];
+    be->fill(ps->grad, 0.0f, ps->total);
+    unetr_forward(m);
+    float ce = 0.0f, dice = 0.0f;
+    be->dicece_fwd(m->probs, &ce, &dice, m->logits, m->label, B, m->K, D);
+    SegLoss loss = {(double)ce + (double)dice, ce, dice};
+    be->dicece_bwd(m->dlogits, m->probs, m->label, B, m->K, D, 1.0f, 1.0f);
+    const float *x = m->dec_a[DEC2].res.out;
+    be->conv3d_bwd(m->ddec[DEC2], param_grad(ps, m->out_w), param_grad(ps, m->out_b), m->dlogits, x,
+                   param(ps, m->out_w), B, m->F, m->K, crop[0], crop[1], crop[2], 1, 1, 0);
+    for (int d = DEC2; d >= DEC5; d--) {
+        const float *in = d == DEC5 ? m->xfeat : m->dec_a[d - 1].res.out;
+        float *dskip = d == DEC2 ? m->denc1 : m->denc[UNETR_SKIPS - 1 - d];
+        float *dx = d == DEC5 ? m->dfeat : m->ddec[d - 1];
+        upblock_backward(m, &m->dec[d], &m->dec_a[d], in, m->ddec[d], dx, dskip);
+    }
+    be->transpose_tokens(m->dvit_out, m->dfeat, B, m->E, N);
+    res_backward(m, &m->enc1, &m->enc1_a, m->image, UNETR_LEVELS - 1, m->denc1, NULL);
+    for (int k = 0; k < UNETR_SKIPS; k++)
+        prup_backward(m, &m->enc[k], &m->enc_a[k], m->denc[k], m->dtaps[k]);
+    vit_encoder_backward_taps(&m->vit, &m->va, ps, m->dvit_out, m->taps);
+    return loss;
+}

@@ -1,0 +1,121 @@
+"""analysis/*.py on fake results and run logs: the table numbers against means/stds computed
+here, and the plots written as non-trivial PNGs."""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+try:
+    import h5py
+    import matplotlib  # noqa: F401
+    import nibabel as nib
+except ImportError as e:
+    print(f"skip: {e}")
+    sys.exit(77)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ANALYSIS = os.path.join(ROOT, "analysis")
+ORGANS = ["liver", "spleen", "left_kidney"]
+
+
+def write_results(path, dsc, nsd):
+    cases = [f"case{i}" for i in range(dsc.shape[0])]
+    with h5py.File(path, "w") as h:   # fixed-length strings, as alice eval writes them
+        h["case_names"] = np.array(cases, dtype="S")
+        h["organ_names"] = np.array(ORGANS, dtype="S")
+        h["dsc"] = dsc
+        h["nsd"] = nsd
+        h["tolerance_mm"] = np.array([5.0, 3.0, 3.0])
+        h.attrs["label_set"] = np.bytes_("flare")
+
+
+def run(args):
+    r = subprocess.run([sys.executable] + args, capture_output=True, text=True, cwd=ANALYSIS)
+    if r.returncode != 0:
+        print(r.stdout, r.stderr)
+        raise SystemExit(f"{args[0]} failed")
+    return r.stdout
+
+
+def png_ok(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return head == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
+
+
+def main():
+    rng = np.random.default_rng(3)
+    failures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        a = rng.uniform(0.6, 0.95, (5, 3)), rng.uniform(0.6, 0.95, (5, 3))
+        folds = [(rng.uniform(0.5, 0.9, (4, 3)), rng.uniform(0.5, 0.9, (4, 3))) for _ in range(2)]
+        write_results(os.path.join(tmp, "a.h5"), *a)
+        for k, f in enumerate(folds):
+            write_results(os.path.join(tmp, f"b{k}.h5"), *f)
+        args = [f"alice={tmp}/a.h5", f"scratch={tmp}/b0.h5", f"scratch={tmp}/b1.h5"]
+        out = run(["tables.py", "--format", "both"] + args)
+        print(out)
+        # alice: one file -> mean/std across cases of the organ-averaged scores
+        case_means = a[0].mean(1)
+        want = f"| alice | {100 * case_means.mean():.2f} ± {100 * case_means.std():.2f}"
+        if want not in out:
+            failures.append(f"missing '{want}'")
+        # scratch: two folds -> mean/std across the fold means
+        fold_means = np.array([f[1].mean() for f in folds])
+        want = f"{100 * fold_means.mean():.2f} ± {100 * fold_means.std():.2f} | 2 folds"
+        if want not in out:
+            failures.append(f"missing '{want}'")
+        # per organ: spleen DSC of alice across cases
+        want = f"| spleen | {100 * a[0][:, 1].mean():.2f} ± {100 * a[0][:, 1].std():.2f}"
+        if want not in out:
+            failures.append(f"missing '{want}'")
+        per_fold = np.array([f[0][:, 2].mean() for f in folds])
+        want = f"{100 * per_fold.mean():.2f} $\\pm$ {100 * per_fold.std():.2f}"
+        if "\\begin{tabular}" not in out or want not in out:
+            failures.append(f"LaTeX table missing or without '{want}'")
+
+        organs_png = os.path.join(tmp, "organs.png")
+        run(["plot_organs.py", "--out", organs_png] + args)
+        if not png_ok(organs_png):
+            failures.append("organ bars PNG missing or trivial")
+
+        pre, fine = os.path.join(tmp, "pre"), os.path.join(tmp, "fine")
+        os.makedirs(pre)
+        os.makedirs(fine)
+        with open(os.path.join(pre, "metrics.csv"), "w") as f:
+            f.write("step,loss,l_r,l_dv,l_st,lr,grad_norm,ms_per_step,samples_per_s\n")
+            for s in range(1, 31):
+                f.write(f"{s},{3 / s + 1},{1 / s},,{2 / s + 1},1e-4,1.0,50,40\n")   # no l_dv term
+        with open(os.path.join(fine, "metrics.csv"), "w") as f:
+            f.write("step,loss,ce,dice,lr,grad_norm,ms_per_step,samples_per_s\n")
+            for s in range(1, 31):
+                f.write(f"{s},{2 / s},{1 / s},{1 / s},1e-4,1.0,80,10\n")
+        with open(os.path.join(fine, "val.csv"), "w") as f:
+            f.write("step,mean_dice\n10,0.3\n20,0.5\n30,0.6\n")
+        loss_png = os.path.join(tmp, "losses.png")
+        run(["plot_losses.py", "--out", loss_png, pre, fine])
+        if not png_ok(loss_png):
+            failures.append("loss curves PNG missing or trivial")
+
+        shape = (48, 40, 12)
+        image = rng.normal(40, 30, shape).astype(np.int16)
+        truth = np.zeros(shape, np.uint8)
+        truth[10:30, 8:25, 2:9] = 1
+        truth[32:44, 20:35, 4:10] = 3
+        pred = np.roll(truth, 2, axis=0)
+        for arr, name in ((image, "img"), (truth, "truth"), (pred, "pred")):
+            nib.save(nib.Nifti1Image(arr, np.diag([0.8, 0.8, 2.5, 1])), os.path.join(tmp, name + ".nii.gz"))
+        ov = os.path.join(tmp, "overlay.png")
+        run(["plot_overlay.py", "--image", f"{tmp}/img.nii.gz", "--truth", f"{tmp}/truth.nii.gz",
+             "--pred", f"{tmp}/pred.nii.gz", "--out", ov, "--slices", "2"])
+        if not png_ok(ov):
+            failures.append("overlay PNG missing or trivial")
+    for f in failures:
+        print("FAIL:", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""alice phantom + alice pack end to end, against nibabel/scipy/h5py references.
+
+- phantom: same seed gives the same bytes; every organ present in full-coverage cases; HU by
+  tissue plausible.
+- pack: h5py read-back equals an independent nibabel + scipy reimplementation of the
+  preprocessing (reorient, trilinear/nearest resampling, crop box from the attributes);
+  attributes and index consistent; 1-rank and 2-rank packs hold identical content.
+- bad input: corrupt .nii.gz, unsupported datatype, shape and affine mismatch, label values
+  outside 0..13, NaN voxels, empty folder, unwritable output, existing output without --force:
+  each a clear error naming the case and the problem; --keep-going packs the rest and lists
+  what was skipped."""
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import h5py
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+ALICE = os.environ.get("ALICE", "bin/alice")
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def run(*args, np_=1):
+    cmd = ([ "mpirun", "-np", str(np_), "--oversubscribe"] if np_ > 1 else []) + [ALICE, *args]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def h5_content(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            for k, v in obj.attrs.items():
+                out[f"{name}@{k}"] = np.asarray(v)
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[()]
+        f.visititems(visit)
+        for k, v in f.attrs.items():
+            out[f"/@{k}"] = np.asarray(v)
+    return out
+
+
+def same_content(a, b):
+    if a.keys() != b.keys():
+        return False
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def reference_pack(img_path, lab_path, grp):
+    """Independent reimplementation: world position of each packed voxel -> source voxel
+    coordinate -> scipy map_coordinates (order 1 image, order 0 label)."""
+    img = nib.load(img_path)
+    A = np.asarray(grp.attrs["affine"])
+    shape = grp["image"].shape
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), 0).reshape(3, -1)
+    src = (np.linalg.inv(img.affine) @ A @ np.vstack([idx, np.ones(idx.shape[1])]))[:3]
+    ref_img = ndimage.map_coordinates(img.get_fdata(), src, order=1, mode="nearest").reshape(shape)
+    lab = nib.load(lab_path).get_fdata()
+    # nearest: round half up, as documented in io/geometry.h
+    ri = np.clip(np.floor(src + 0.5 + 1e-9).astype(int), 0, np.array(lab.shape)[:, None] - 1)
+    ref_lab = lab[ri[0], ri[1], ri[2]].reshape(shape)
+    return ref_img, ref_lab
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="alice_pack_")
+    ph = os.path.join(tmp, "ph")
+    r = run("phantom", "--out", ph, "--cases", "3", "--seed", "11")
+    check(r.returncode == 0, f"alice phantom runs {r.stderr[-300:]}")
+    r2 = run("phantom", "--out", os.path.join(tmp, "ph2"), "--cases", "3", "--seed", "11")
+    same = all(filecmp.cmp(os.path.join(ph, d, f), os.path.join(tmp, "ph2", d, f), shallow=False)
+               for d in ("imagesTr", "labelsTr") for f in os.listdir(os.path.join(ph, d)))
+    check(r2.returncode == 0 and same, "phantom: same seed, same bytes")
+    r3 = run("phantom", "--out", os.path.join(tmp, "ph3"), "--cases", "1", "--seed", "12")
+    differs = not filecmp.cmp(os.path.join(ph, "imagesTr", "case0000_0000.nii.gz"),
+                              os.path.join(tmp, "ph3", "imagesTr", "case0000_0000.nii.gz"), shallow=False)
+    check(r3.returncode == 0 and differs, "phantom: another seed, another volume")
+
+    # plausibility, on more cases written by 2 ranks
+    pl = os.path.join(tmp, "plaus")
+    r = run("phantom", "--out", pl, "--cases", "6", "--seed", "3", np_=2)
+    check(r.returncode == 0, f"phantom with 2 ranks {r.stderr[-300:]}")
+    full = 0
+    for c in range(6):
+        img = nib.load(os.path.join(pl, "imagesTr", f"case{c:04d}_0000.nii.gz"))
+        lab = np.asarray(nib.load(os.path.join(pl, "labelsTr", f"case{c:04d}.nii.gz")).dataobj)
+        a = np.asarray(img.dataobj).astype(np.float32)
+        extent = img.shape[2] * img.header.get_zooms()[2]
+        present = set(np.unique(lab)) - {0}
+        if extent > 250:
+            full += 1
+            check(present == set(range(1, 14)), f"case{c}: full coverage ({extent:.0f} mm) has all 13 organs, missing {set(range(1, 14)) - present}")
+        med = {k: np.median(a[lab == k]) for k in present}
+        if 1 in med:
+            check(30 < med[1] < 140, f"case{c}: liver median {med[1]:.0f} HU in 30..140")
+        if 5 in med:
+            check(20 < med[5] < 350, f"case{c}: aorta median {med[5]:.0f} HU in 20..350")
+        corners = np.concatenate([a[:4, :4].ravel(), a[-4:, -4:].ravel()])
+        check(np.median(corners) < -900, f"case{c}: air outside the body {np.median(corners):.0f} HU")
+        check((a > 400).sum() > 100, f"case{c}: bone present (> 400 HU)")
+        if 9 in med:
+            check(med[9] < 30, f"case{c}: gallbladder (bile) median {med[9]:.0f} HU below 30")
+    check(full >= 3, f"{full} of 6 phantom cases cover the full abdomen")
+
+    # pack: 1 rank vs 2 ranks, and the read-back against the reference
+    out1, out2 = os.path.join(tmp, "one.h5"), os.path.join(tmp, "two.h5")
+    r = run("pack", "--input", ph, "--out", out1, "num_folds=3")
+    check(r.returncode == 0 and os.path.exists(out1) and not os.path.exists(out1 + ".tmp"),
+          f"pack 1 rank {r.stderr[-500:]}")
+    r = run("pack", "--input", ph, "--out", out2, "num_folds=3", np_=2)
+    check(r.returncode == 0, f"pack 2 ranks {r.stderr[-500:]}")
+    check(same_content(h5_content(out1), h5_content(out2)), "1-rank and 2-rank packs hold identical content")
+    with h5py.File(out1, "r") as f:
+        check(f.attrs["format"] == b"alice-dataset" or f.attrs["format"] == "alice-dataset", "format attribute")
+        check(np.allclose(f.attrs["spacing"], [1.5, 1.5, 2.0]), "root spacing = default 1.5,1.5,2.0")
+        names = [n.decode() for n in f["index/name"][()]]
+        check(names == ["case0000", "case0001", "case0002"], f"index names {names}")
+        folds = f["index/fold"][()]
+        check(set(folds) <= {0, 1, 2} and len(set(folds)) == 3, f"3 folds assigned {folds}")
+        for i, name in enumerate(names):
+            g = f["cases"][name]
+            check(tuple(f["index/shape"][i]) == g["image"].shape, f"{name}: index shape matches")
+            check(g["image"].dtype == np.int16 and g["label"].dtype == np.uint8, f"{name}: dtypes")
+            check(g["image"].compression == "gzip" and g["image"].shuffle and g["image"].chunks,
+                  f"{name}: chunked, shuffled, deflated")
+            A = np.asarray(g.attrs["affine"])
+            check(np.allclose(np.linalg.norm(A[:3, :3], axis=0), [1.5, 1.5, 2.0]) and
+                  np.allclose(A[:3, :3], np.diag(np.diag(A[:3, :3]))) and (np.diag(A)[:3] > 0).all(),
+                  f"{name}: packed affine is RAS at 1.5,1.5,2.0")
+            src_img = g.attrs["source_image"]
+            src_img = src_img.decode() if isinstance(src_img, bytes) else src_img
+            src_lab = g.attrs["source_label"]
+            src_lab = src_lab.decode() if isinstance(src_lab, bytes) else src_lab
+            orig = nib.load(src_img)
+            check(np.allclose(g.attrs["original_affine"], orig.affine, atol=1e-4) and
+                  tuple(g.attrs["original_shape"]) == orig.shape, f"{name}: original shape and affine")
+            ref_img, ref_lab = reference_pack(src_img, src_lab, g)
+            d = np.abs(g["image"][()].astype(np.float64) - ref_img)
+            check(d.max() <= 1.0, f"{name}: image equals nibabel+scipy trilinear (max diff {d.max():.2f} HU)")
+            mism = (g["label"][()] != ref_lab).mean()
+            check(mism < 1e-3, f"{name}: label equals nearest-neighbour reference (mismatch {mism:.2e})")
+            # the crop only removed air: nothing labelled was lost
+            vol_src = (np.asarray(nib.load(src_lab).dataobj) > 0).sum() * np.prod(orig.header.get_zooms())
+            vol_pk = (g["label"][()] > 0).sum() * 1.5 * 1.5 * 2.0
+            check(abs(vol_pk - vol_src) / vol_src < 0.03, f"{name}: labelled volume kept ({vol_pk/1e3:.0f} vs {vol_src/1e3:.0f} mL)")
+
+    # bad input
+    bad = os.path.join(tmp, "bad")
+    os.makedirs(bad)
+    base_img = nib.load(os.path.join(ph, "imagesTr", "case0000_0000.nii.gz"))
+    base_lab = nib.load(os.path.join(ph, "labelsTr", "case0000.nii.gz"))
+    small = np.asarray(base_img.dataobj)[::4, ::4, ::4]
+    small_lab = np.asarray(base_lab.dataobj)[::4, ::4, ::4]
+    aff = base_img.affine.copy()
+    aff[:3, :3] *= 4
+
+    def write_case(name, img, lab, img_aff=aff, lab_aff=aff, dtype=None):
+        nib.save(nib.Nifti1Image(img, img_aff, dtype=dtype), os.path.join(bad, f"{name}_0000.nii.gz"))
+        if lab is not None:
+            nib.save(nib.Nifti1Image(lab, lab_aff), os.path.join(bad, f"{name}.nii.gz"))
+
+    write_case("good", small, small_lab)
+    write_case("nolabel", small, None)
+    raw = open(os.path.join(bad, "good_0000.nii.gz"), "rb").read()
+    open(os.path.join(bad, "corrupt_0000.nii.gz"), "wb").write(raw[: len(raw) // 3])
+    write_case("complex", small.astype(np.complex64), small_lab)
+    write_case("shape", small, small_lab[:-1])
+    shifted = aff.copy()
+    shifted[2, 3] += 30
+    write_case("affine", small, small_lab, lab_aff=shifted)
+    lab20 = small_lab.copy()
+    lab20[lab20 == 1] = 20
+    write_case("labelrange", small, lab20)
+    nanimg = small.astype(np.float32)
+    nanimg[3, 3, 3] = np.nan
+    write_case("nan", nanimg, small_lab)
+    expect = {"corrupt": "truncated or corrupt", "complex": "unsupported NIfTI datatype",
+              "shape": "does not match the image shape", "affine": "does not match the image affine",
+              "labelrange": "outside the label set", "nan": "NaN/inf"}
+    only = os.path.join(tmp, "only")
+    for case, phrase in expect.items():
+        shutil.rmtree(only, ignore_errors=True)
+        os.makedirs(only)
+        for f in os.listdir(bad):
+            if f.startswith(case + "_") or f == case + ".nii.gz":
+                shutil.copy(os.path.join(bad, f), only)
+        o = os.path.join(tmp, f"{case}.h5")
+        r = run("pack", "--input", only, "--out", o)
+        check(r.returncode != 0 and f"case {case}" in r.stderr and phrase in r.stderr
+              and not os.path.exists(o) and not os.path.exists(o + ".tmp"),
+              f"{case}: refused, message names case and problem: {r.stderr.strip().splitlines()[0][:160] if r.stderr else ''}")
+    o = os.path.join(tmp, "keep.h5")
+    r = run("pack", "--input", bad, "--out", o, "--keep-going", np_=2)
+    ok = r.returncode == 0 and os.path.exists(o)
+    if ok:
+        with h5py.File(o, "r") as f:
+            names = sorted(n.decode() for n in f["index/name"][()])
+            ok = names == ["good", "nolabel"] and "label" not in f["cases/nolabel"]
+    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 6 case(s)" in r.stdout,
+          f"--keep-going packs the good cases and lists the 6 skipped ({r.stdout[-200:]!r})")
+    empty = os.path.join(tmp, "empty")
+    os.makedirs(empty)
+    r = run("pack", "--input", empty, "--out", os.path.join(tmp, "e.h5"))
+    check(r.returncode != 0 and "no images found" in r.stderr, f"empty folder: {r.stderr.strip()[:120]}")
+    r = run("pack", "--input", ph, "--out", "/proc/alice_cannot_write/x.h5")
+    check(r.returncode != 0 and "cannot create" in r.stderr, f"unwritable output: {r.stderr.strip()[:120]}")
+    r = run("pack", "--input", ph, "--out", out1)
+    check(r.returncode != 0 and "--force" in r.stderr, f"existing output kept without --force: {r.stderr.strip()[:120]}")
+    before = h5_content(out1)
+    check(same_content(before, h5_content(out1)), "existing output untouched")
+    lst = os.path.join(tmp, "list.txt")
+    with open(lst, "w") as f:
+        f.write("# image label\n")
+        f.write(f"{ph}/imagesTr/case0001_0000.nii.gz {ph}/labelsTr/case0001.nii.gz\n")
+        f.write(f"{ph}/imagesTr/case0002_0000.nii.gz\n")
+    r = run("pack", "--list", lst, "--out", os.path.join(tmp, "list.h5"))
+    ok = r.returncode == 0
+    if ok:
+        with h5py.File(os.path.join(tmp, "list.h5"), "r") as f:
+            ok = list(f["index/has_label"][()]) == [1, 0] and np.array_equal(
+                f["cases/case0001/image"][()], h5py.File(out1, "r")["cases/case0001/image"][()])
+    check(ok, "--list file: labelled and unlabelled cases, same voxels as the folder pack")
+    shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,713 @@
+/* Every op of the backend table on the CUDA backend against the CPU backend (the reference) on
+ * fresh random inputs. Skipped (exit 77, "skip: no GPU") when built without CUDA or when no
+ * device is visible.
+ *
+ * Rules of every case:
+ *  - Outputs and input-gradient buffers are POISONED (NaN) on both backends before the op, so
+ *    an element a backend forgets to write fails the comparison (NaN never compares close).
+ *  - Parameter-gradient buffers start from the same random values on both backends, so a
+ *    backend that overwrites instead of accumulating fails.
+ *  - |gpu - cpu| <= atol + rtol |cpu| element by element, tolerances stated per op below
+ *    (fp32, no TF32: differences come only from summation order, so elementwise ops get
+ *    1e-6 and sums of K terms get about 1e-5 relative plus an absolute term growing with
+ *    sqrt(K)). Mixed-precision modes (TF32, bf16 GEMMs) are checked at the end with the
+ *    looser tolerances their 10-bit / 7-bit mantissas imply. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rng.h"
+#include "ops/backend.h"
+#include "ops/gpu_device.h"
+#include "test.h"
+
+static const AliceBackend *cpu, *gpu;
+static uint32_t next_stream = 1;
+
+/* ---- paired buffers: the same host data on both backends ---- */
+
+typedef enum { INIT_UNIFORM, INIT_POISON, INIT_ZERO } InitKind;
+
+typedef struct {
+    size_t n;
+    float *host;
+    float *c, *g; /* CPU-backend and GPU-backend memory */
+} Pair;
+
+typedef struct {
+    size_t n;
+    int *host;
+    int *c, *g;
+} IntPair;
+
+static void fill_uniform(float *x, size_t n, float lo, float hi)
+{
+    RngStream s;
+    rng_init(&s, 2024, 0, next_stream++, RNG_TEST);
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * rng_uniform(&s);
+}
+
+static Pair pair_make(size_t n, InitKind kind, float lo, float hi)
+{
+    Pair p = {n, malloc((n ? n : 1) * sizeof(float)), NULL, NULL};
+    if (kind == INIT_UNIFORM) fill_uniform(p.host, n, lo, hi);
+    else for (size_t i = 0; i < n; i++) p.host[i] = kind == INIT_POISON ? NAN : 0.0f;
+    p.c = cpu->alloc((n ? n : 1) * sizeof(float));
+    p.g = gpu->alloc((n ? n : 1) * sizeof(float));
+    cpu->upload(p.c, p.host, n * sizeof(float));
+    gpu->upload(p.g, p.host, n * sizeof(float));
+    return p;
+}
+
+/* Inputs uniform in [-1, 1); outputs poisoned; parameter gradients random (accumulation). */
+static Pair input(size_t n) { return pair_make(n, INIT_UNIFORM, -1.0f, 1.0f); }
+static Pair output(size_t n) { return pair_make(n, INIT_POISON, 0, 0); }
+static Pair param_grad(size_t n) { return pair_make(n, INIT_UNIFORM, -0.5f, 0.5f); }
+
+static IntPair int_pair(const int *values, size_t n)
+{
+    IntPair p = {n, malloc((n ? n : 1) * sizeof(int)), NULL, NULL};
+    memcpy(p.host, values, n * sizeof(int));
+    p.c = cpu->alloc((n ? n : 1) * sizeof(int));
+    p.g = gpu->alloc((n ? n : 1) * sizeof(int));
+    cpu->upload(p.c, p.host, n * sizeof(int));
+    gpu->upload(p.g, p.host, n * sizeof(int));
+    return p;
+}
+
+static void pair_free(Pair *p)
+{
+    free(p->host);
+    cpu->release(p->c);
+    gpu->release(p->g);
+}
+
+static void int_pair_free(IntPair *p)
+{
+    free(p->host);
+    cpu->release(p->c);
+    gpu->release(p->g);
+}
+
+/* Element-by-element comparison; reports the count of bad elements and the worst one. */
+static void compare(const Pair *p, double rtol, double atol, const char *what)
+{
+    float *hc = malloc((p->n ? p->n : 1) * sizeof(float));
+    float *hg = malloc((p->n ? p->n : 1) * sizeof(float));
+    cpu->download(hc, p->c, p->n * sizeof(float));
+    gpu->download(hg, p->g, p->n * sizeof(float));
+    size_t bad = 0, worst_i = 0;
+    double worst = -1.0;
+    for (size_t i = 0; i < p->n; i++) {
+        double err = fabs((double)hg[i] - hc[i]), tol = atol + rtol * fabs(hc[i]);
+        double r = err / tol;
+        if (!(err <= tol)) bad++;
+        if (!(r <= worst)) worst = r, worst_i = i;
+    }
+    TEST_CHECK(bad == 0, "%s: %zu of %zu elements off (rtol %g, atol %g); worst [%zu]: gpu %.9g, "
+               "cpu %.9g", what, bad, p->n, rtol, atol, worst_i, p->n ? hg[worst_i] : 0.0f,
+               p->n ? hc[worst_i] : 0.0f);
+    free(hc);
+    free(hg);
+}
+
+static void random_permutation(int *perm, int n)
+{
+    RngStream s;
+    rng_init(&s, 2024, 1, next_stream++, RNG_TEST);
+    rng_permutation(&s, perm, n);
+}
+
+/* ---- memory and elementwise ---- */
+
+static int test_memory(void)
+{
+    Pair a = input(1000), b = output(1000);
+    gpu->copy(b.g, a.g, 1000 * sizeof(float));
+    cpu->copy(b.c, a.c, 1000 * sizeof(float));
+    compare(&b, 0, 0, "copy");
+    gpu->fill(b.g, 0.25f, 777);
+    cpu->fill(b.c, 0.25f, 777);
+    compare(&b, 0, 0, "fill (first 777 filled, rest copied)");
+    gpu->synchronize();
+    pair_free(&a);
+    pair_free(&b);
+    return 0;
+}
+
+static int test_elementwise(void)
+{
+    const size_t n = 100003; /* odd: tails of grid-stride loops */
+    Pair x = input(n), y = input(n), out = output(n);
+    gpu->axpby(y.g, x.g, 0.7f, -1.3f, n);
+    cpu->axpby(y.c, x.c, 0.7f, -1.3f, n);
+    compare(&y, 1e-6, 1e-7, "axpby");
+    gpu->scale(y.g, 3.5f, n);
+    cpu->scale(y.c, 3.5f, n);
+    compare(&y, 1e-6, 1e-7, "scale");
+    gpu->add(out.g, x.g, y.g, n);
+    cpu->add(out.c, x.c, y.c, n);
+    compare(&out, 1e-6, 1e-7, "add");
+    gpu->add(x.g, x.g, y.g, n); /* aliasing */
+    cpu->add(x.c, x.c, y.c, n);
+    compare(&x, 1e-6, 1e-7, "add in place");
+    double sg = gpu->sum_squares(x.g, n), sc = cpu->sum_squares(x.c, n);
+    TEST_CLOSE(sg, sc, 1e-9, 0, "sum_squares");
+    TEST_CHECK(gpu->all_finite(x.g, n) == 1, "all_finite on finite data");
+    float inf = INFINITY;
+    gpu->upload(x.g + 4242, &inf, sizeof inf);
+    TEST_CHECK(gpu->all_finite(x.g, n) == 0, "all_finite misses an inf");
+    pair_free(&x);
+    pair_free(&y);
+    pair_free(&out);
+    return 0;
+}
+
+static int test_activations(void)
+{
+    const size_t n = 65537;
+    Pair x = pair_make(n, INIT_UNIFORM, -4, 4), dy = input(n), y = output(n), dx = output(n);
+    gpu->gelu_fwd(y.g, x.g, n);
+    cpu->gelu_fwd(y.c, x.c, n);
+    compare(&y, 1e-5, 1e-7, "gelu_fwd");
+    gpu->gelu_bwd(dx.g, dy.g, x.g, n);
+    cpu->gelu_bwd(dx.c, dy.c, x.c, n);
+    compare(&dx, 1e-5, 1e-7, "gelu_bwd");
+    gpu->leaky_relu_fwd(y.g, x.g, n, 0.01f);
+    cpu->leaky_relu_fwd(y.c, x.c, n, 0.01f);
+    compare(&y, 1e-6, 0, "leaky_relu_fwd");
+    gpu->leaky_relu_bwd(dx.g, dy.g, x.g, n, 0.01f);
+    cpu->leaky_relu_bwd(dx.c, dy.c, x.c, n, 0.01f);
+    compare(&dx, 1e-6, 0, "leaky_relu_bwd");
+    pair_free(&x);
+    pair_free(&dy);
+    pair_free(&y);
+    pair_free(&dx);
+    return 0;
+}
+
+/* ---- GEMM ---- */
+
+/* fp32 GEMM tolerance for K-term sums of uniform(-1,1) products. */
+static double gemm_atol(int K) { return 2e-6 * sqrt((double)K) * 4.0; }
+
+static void gemm_case(int transA, int transB, int M, int N, int K, int pad, int batch,
+                      float alpha, float beta)
+{
+    /* Stored shapes with leading dimensions padded by pad, batches strided with a gap. */
+    int ar = transA ? K : M, ac = transA ? M : K, br = transB ? N : K, bc = transB ? K : N;
+    int lda = ac + pad, ldb = bc + pad, ldc = N + pad;
+    long sA = (long)ar * lda + 3, sB = (long)br * ldb + 5, sC = (long)M * ldc + 7;
+    Pair A = input((size_t)sA * batch), B = input((size_t)sB * batch);
+    Pair C = beta != 0.0f ? input((size_t)sC * batch) : output((size_t)sC * batch);
+    gpu->gemm(transA, transB, M, N, K, alpha, A.g, lda, sA, B.g, ldb, sB, beta, C.g, ldc, sC, batch);
+    cpu->gemm(transA, transB, M, N, K, alpha, A.c, lda, sA, B.c, ldb, sB, beta, C.c, ldc, sC, batch);
+    /* The padding of C is never written by either backend: compare only the M x N blocks. */
+    Pair view = output((size_t)M * N * batch);
+    float *hc = malloc(C.n * sizeof(float)), *hg = malloc(C.n * sizeof(float));
+    cpu->download(hc, C.c, C.n * sizeof(float));
+    gpu->download(hg, C.g, C.n * sizeof(float));
+    float *vc = malloc(view.n * sizeof(float)), *vg = malloc(view.n * sizeof(float));
+    for (int b = 0; b < batch; b++)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) {
+                vc[((size_t)b * M + i) * N + j] = hc[b * sC + (long)i * ldc + j];
+                vg[((size_t)b * M + i) * N + j] = hg[b * sC + (long)i * ldc + j];
+            }
+    cpu->upload(view.c, vc, view.n * sizeof(float));
+    gpu->upload(view.g, vg, view.n * sizeof(float));
+    char what[160];
+    snprintf(what, sizeof what, "gemm tA=%d tB=%d M=%d N=%d K=%d pad=%d batch=%d", transA, transB,
+             M, N, K, pad, batch);
+    compare(&view, 1e-5, gemm_atol(K), what);
+    free(hc); free(hg); free(vc); free(vg);
+    pair_free(&A); pair_free(&B); pair_free(&C); pair_free(&view);
+}
+
+static int test_gemm(void)
+{
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            gemm_case(ta, tb, 37, 29, 45, 0, 1, 1.0f, 0.0f);
+            gemm_case(ta, tb, 16, 24, 33, 3, 3, 0.5f, 1.0f); /* padded, batched, accumulating */
+        }
+    return 0;
+}
+
+static void linear_case(int rows, int in, int out, int with_bias)
+{
+    Pair x = input((size_t)rows * in), W = input((size_t)out * in), b = input(out);
+    Pair y = output((size_t)rows * out), dy = input((size_t)rows * out);
+    Pair dx = output((size_t)rows * in), dW = param_grad((size_t)out * in), db = param_grad(out);
+    char what[160];
+    gpu->linear_fwd(y.g, x.g, W.g, with_bias ? b.g : NULL, rows, in, out);
+    cpu->linear_fwd(y.c, x.c, W.c, with_bias ? b.c : NULL, rows, in, out);
+    snprintf(what, sizeof what, "linear_fwd %dx%d->%d bias=%d", rows, in, out, with_bias);
+    compare(&y, 1e-5, gemm_atol(in), what);
+    gpu->linear_bwd(dx.g, dW.g, with_bias ? db.g : NULL, dy.g, x.g, W.g, rows, in, out);
+    cpu->linear_bwd(dx.c, dW.c, with_bias ? db.c : NULL, dy.c, x.c, W.c, rows, in, out);
+    snprintf(what, sizeof what, "linear_bwd dx %dx%d->%d", rows, in, out);
+    compare(&dx, 1e-5, gemm_atol(out), what);
+    snprintf(what, sizeof what, "linear_bwd dW (accumulated) %dx%d->%d", rows, in, out);
+    compare(&dW, 1e-5, gemm_atol(rows), what);
+    snprintf(what, sizeof what, "linear_bwd db (accumulated) %dx%d->%d", rows, in, out);
+    compare(&db, 1e-5, gemm_atol(rows), what);
+    /* dx NULL: only the parameter gradients (accumulate a second time). */
+    gpu->linear_bwd(NULL, dW.g, NULL, dy.g, x.g, W.g, rows, in, out);
+    cpu->linear_bwd(NULL, dW.c, NULL, dy.c, x.c, W.c, rows, in, out);
+    compare(&dW, 1e-5, 2 * gemm_atol(rows), "linear_bwd dW, dx = NULL");
+    pair_free(&x); pair_free(&W); pair_free(&b); pair_free(&y); pair_free(&dy);
+    pair_free(&dx); pair_free(&dW); pair_free(&db);
+}
+
+static int test_linear(void)
+{
+    linear_case(50, 24, 40, 1);
+    linear_case(33, 17, 9, 0);
+    linear_case(1152, 768, 3072, 1); /* ViT-B MLP: 2 crops of 576 tokens */
+    return 0;
+}
+
+/* ---- normalisation ---- */
+
+static int test_layernorm(void)
+{
+    const int rows = 300, dim = 200;
+    Pair x = pair_make((size_t)rows * dim, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
+    Pair y = output((size_t)rows * dim), mean = output(rows), rstd = output(rows);
+    Pair dy = input((size_t)rows * dim), dx = output((size_t)rows * dim);
+    Pair dg = param_grad(dim), dbt = param_grad(dim);
+    gpu->layernorm_fwd(y.g, mean.g, rstd.g, x.g, g.g, b.g, rows, dim, 1e-5f);
+    cpu->layernorm_fwd(y.c, mean.c, rstd.c, x.c, g.c, b.c, rows, dim, 1e-5f);
+    compare(&y, 1e-5, 1e-5, "layernorm_fwd y");
+    compare(&mean, 1e-5, 1e-6, "layernorm_fwd mean");
+    compare(&rstd, 1e-5, 1e-6, "layernorm_fwd rstd");
+    gpu->layernorm_bwd(dx.g, dg.g, dbt.g, dy.g, x.g, mean.g, rstd.g, g.g,
+                       rows, dim);
+    cpu->layernorm_bwd(dx.c, dg.c, dbt.c, dy.c, x.c, mean.c, rstd.c, g.c, rows, dim);
+    compare(&dx, 1e-4, 1e-5, "layernorm_bwd dx");
+    compare(&dg, 1e-5, 1e-4, "layernorm_bwd dgamma (accumulated)");
+    compare(&dbt, 1e-5, 1e-4, "layernorm_bwd dbeta (accumulated)");
+    pair_free(&x); pair_free(&g); pair_free(&b); pair_free(&y); pair_free(&mean);
+    pair_free(&rstd); pair_free(&dy); pair_free(&dx); pair_free(&dg); pair_free(&dbt);
+    return 0;
+}
+
+static int test_softmax(void)
+{
+    const int rows = 257, cols = 577;
+    Pair x = pair_make((size_t)rows * cols, INIT_UNIFORM, -8, 8), y = output((size_t)rows * cols);
+    Pair dy = input((size_t)rows * cols), dx = output((size_t)rows * cols);
+    gpu->softmax_fwd(y.g, x.g, rows, cols);
+    cpu->softmax_fwd(y.c, x.c, rows, cols);
+    compare(&y, 1e-5, 1e-8, "softmax_fwd");
+    gpu->softmax_bwd(dx.g, dy.g, y.g, rows, cols);
+    cpu->softmax_bwd(dx.c, dy.c, y.c, rows, cols);
+    compare(&dx, 1e-4, 1e-7, "softmax_bwd");
+    pair_free(&x); pair_free(&y); pair_free(&dy); pair_free(&dx);
+    return 0;
+}
+
+static int test_instnorm(void)
+{
+    const int B = 2, C = 3;
+    const long V = 5 * 6 * 7 * 100; /* several chunks per plane */
+    const size_t n = (size_t)B * C * V;
+    for (int affine = 0; affine < 2; affine++) {
+        Pair x = pair_make(n, INIT_UNIFORM, -1, 2), g = input(C), b = input(C);
+        Pair y = output(n), mean = output(B * C), rstd = output(B * C);
+        Pair dy = input(n), dx = output(n), dg = param_grad(C), dbt = param_grad(C);
+        const float *gg = affine ? g.g : NULL, *gc = affine ? g.c : NULL;
+        gpu->instnorm_fwd(y.g, mean.g, rstd.g, x.g, gg, affine ? b.g : NULL, B, C, V, 1e-5f);
+        cpu->instnorm_fwd(y.c, mean.c, rstd.c, x.c, gc, affine ? b.c : NULL, B, C, V, 1e-5f);
+        compare(&y, 1e-5, 1e-5, "instnorm_fwd y");
+        compare(&mean, 1e-5, 1e-6, "instnorm_fwd mean");
+        compare(&rstd, 1e-5, 1e-6, "instnorm_fwd rstd");
+        gpu->instnorm_bwd(dx.g, affine ? dg.g : NULL, affine ? dbt.g : NULL, dy.g, x.g, mean.g,
+                          rstd.g, gg, B, C, V);
+        cpu->instnorm_bwd(dx.c, affine ? dg.c : NULL, affine ? dbt.c : NULL, dy.c, x.c, mean.c,
+                          rstd.c, gc, B, C, V);
+        compare(&dx, 1e-4, 1e-6, "instnorm_bwd dx");
+        compare(&dg, 1e-5, 1e-3, "instnorm_bwd dgamma (accumulated)");
+        compare(&dbt, 1e-5, 1e-3, "instnorm_bwd dbeta (accumulated)");
+        pair_free(&x); pair_free(&g); pair_free(&b); pair_free(&y); pair_free(&mean);
+        pair_free(&rstd); pair_free(&dy); pair_free(&dx); pair_free(&dg); pair_free(&dbt);
+    }
+    return 0;
+}
+
+/* ---- attention ---- */
+
+/* tol scales every tolerance (1 in fp32). */
+static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, double tol)
+{
+    const int C = H * Dh;
+    /* packed: self-attention on one qkv buffer [B, T, 3C]; else q [B, Tq, C] and a packed kv
+     * buffer [B, Tk, 2C] (cross-attention, as CASA). */
+    const int ldq = packed ? 3 * C : C, ldkv = packed ? 3 * C : 2 * C;
+    Pair qbuf = input((size_t)B * Tq * ldq), kvbuf = packed ? qbuf : input((size_t)B * Tk * ldkv);
+    Pair dqbuf = output((size_t)B * Tq * ldq), dkvbuf = packed ? dqbuf : output((size_t)B * Tk * ldkv);
+    Pair out = output((size_t)B * Tq * C), probs = output((size_t)B * H * Tq * Tk);
+    Pair dout = input((size_t)B * Tq * C);
+    const int koff = packed ? C : 0, voff = packed ? 2 * C : C;
+    gpu->attention_fwd(out.g, probs.g, qbuf.g, kvbuf.g + koff, kvbuf.g + voff, B, H, Tq, Tk, Dh,
+                       ldq, ldkv);
+    cpu->attention_fwd(out.c, probs.c, qbuf.c, kvbuf.c + koff, kvbuf.c + voff, B, H, Tq, Tk, Dh,
+                       ldq, ldkv);
+    char what[160];
+    snprintf(what, sizeof what, "attention_fwd out B=%d H=%d Tq=%d Tk=%d Dh=%d packed=%d", B, H,
+             Tq, Tk, Dh, packed);
+    compare(&out, 1e-5 * tol, 1e-5 * tol, what);
+    compare(&probs, 1e-5 * tol, 1e-7 * tol, "attention_fwd probs");
+    gpu->attention_bwd(dqbuf.g, dkvbuf.g + koff, dkvbuf.g + voff, dout.g, qbuf.g, kvbuf.g + koff,
+                       kvbuf.g + voff, probs.g, B, H, Tq, Tk, Dh, ldq, ldkv);
+    cpu->attention_bwd(dqbuf.c, dkvbuf.c + koff, dkvbuf.c + voff, dout.c, qbuf.c, kvbuf.c + koff,
+                       kvbuf.c + voff, probs.c, B, H, Tq, Tk, Dh, ldq, ldkv);
+    /* Every element of the packed gradient buffers is a dq, dk or dv element: all written. */
+    snprintf(what, sizeof what, "attention_bwd d%s packed=%d", packed ? "qkv" : "q", packed);
+    compare(&dqbuf, 1e-4 * tol, 1e-5 * tol, what);
+    if (!packed) compare(&dkvbuf, 1e-4 * tol, 1e-5 * tol, "attention_bwd dkv");
+    pair_free(&qbuf); pair_free(&dqbuf); pair_free(&out); pair_free(&probs); pair_free(&dout);
+    if (!packed) { pair_free(&kvbuf); pair_free(&dkvbuf); }
+}
+
+static int test_attention(void)
+{
+    attention_case(2, 3, 17, 17, 8, 1, 1.0);
+    attention_case(3, 2, 11, 23, 16, 0, 1.0);
+    attention_case(2, 12, 144, 144, 64, 1, 1.0); /* ViT-B, visible tokens of a 192^2x64 crop */
+    return 0;
+}
+
+/* ---- patches and tokens ---- */
+
+static int test_patches(void)
+{
+    const int B = 2, X = 8, Y = 12, Z = 4, p = 4;
+    const size_t n = (size_t)B * X * Y * Z;
+    Pair vol = input(n), patches = output(n), back = output(n);
+    gpu->patchify(patches.g, vol.g, B, X, Y, Z, p);
+    cpu->patchify(patches.c, vol.c, B, X, Y, Z, p);
+    compare(&patches, 0, 0, "patchify");
+    gpu->unpatchify(back.g, patches.g, B, X, Y, Z, p);
+    cpu->unpatchify(back.c, patches.c, B, X, Y, Z, p);
+    compare(&back, 0, 0, "unpatchify");
+    pair_free(&vol); pair_free(&patches); pair_free(&back);
+    return 0;
+}
+
+static int test_gather_scatter(void)
+{
+    const int B = 3, N = 40, nsel = 13, C = 19, idx_ld = N; /* idx rows of a [B, N] perm */
+    int *perm = malloc((size_t)B * N * sizeof(int));
+    for (int b = 0; b < B; b++) random_permutation(perm + b * N, N);
+    IntPair idx = int_pair(perm, (size_t)B * N);
+    Pair in = input((size_t)B * N * C), out = output((size_t)B * nsel * C);
+    Pair din = input((size_t)B * N * C), table = input((size_t)N * C);
+    gpu->gather_rows(out.g, in.g, idx.g, idx_ld, B, N, nsel, C);
+    cpu->gather_rows(out.c, in.c, idx.c, idx_ld, B, N, nsel, C);
+    compare(&out, 0, 0, "gather_rows");
+    gpu->scatter_add_rows(din.g, out.g, idx.g, idx_ld, B, N, nsel, C);
+    cpu->scatter_add_rows(din.c, out.c, idx.c, idx_ld, B, N, nsel, C);
+    compare(&din, 1e-6, 1e-7, "scatter_add_rows (accumulated)");
+    gpu->add_table_rows(out.g, table.g, idx.g, idx_ld, B, nsel, C);
+    cpu->add_table_rows(out.c, table.c, idx.c, idx_ld, B, nsel, C);
+    compare(&out, 1e-6, 1e-7, "add_table_rows");
+    free(perm);
+    int_pair_free(&idx);
+    pair_free(&in); pair_free(&out); pair_free(&din); pair_free(&table);
+    return 0;
+}
+
+static int test_mask_tokens(void)
+{
+    const int B = 3, N = 64, nvis = 16, C = 24;
+    int *perm = malloc((size_t)B * N * sizeof(int));
+    for (int b = 0; b < B; b++) random_permutation(perm + b * N, N);
+    IntPair pp = int_pair(perm, (size_t)B * N);
+    Pair vis = input((size_t)B * nvis * C), tok = input(C), out = output((size_t)B * N * C);
+    Pair dout = input((size_t)B * N * C), dvis = output((size_t)B * nvis * C), dtok = param_grad(C);
+    gpu->insert_mask_tokens(out.g, vis.g, tok.g, pp.g, B, N, nvis, C);
+    cpu->insert_mask_tokens(out.c, vis.c, tok.c, pp.c, B, N, nvis, C);
+    compare(&out, 0, 0, "insert_mask_tokens");
+    gpu->insert_mask_tokens_bwd(dvis.g, dtok.g, dout.g, pp.g, B, N, nvis, C);
+    cpu->insert_mask_tokens_bwd(dvis.c, dtok.c, dout.c, pp.c, B, N, nvis, C);
+    compare(&dvis, 0, 0, "insert_mask_tokens_bwd dvisible");
+    compare(&dtok, 1e-5, 1e-5, "insert_mask_tokens_bwd dmask_token (accumulated)");
+    free(perm);
+    int_pair_free(&pp);
+    pair_free(&vis); pair_free(&tok); pair_free(&out); pair_free(&dout); pair_free(&dvis);
+    pair_free(&dtok);
+    return 0;
+}
+
+static int test_pool_and_layout(void)
+{
+    const int B = 3, T = 50, C = 70;
+    Pair in = input((size_t)B * T * C), pooled = output((size_t)B * C);
+    Pair dpooled = input((size_t)B * C), din = output((size_t)B * T * C);
+    gpu->mean_rows_fwd(pooled.g, in.g, B, T, C);
+    cpu->mean_rows_fwd(pooled.c, in.c, B, T, C);
+    compare(&pooled, 1e-5, 1e-6, "mean_rows_fwd");
+    gpu->mean_rows_bwd(din.g, dpooled.g, B, T, C);
+    cpu->mean_rows_bwd(din.c, dpooled.c, B, T, C);
+    compare(&din, 1e-6, 1e-8, "mean_rows_bwd");
+    Pair tr = output((size_t)B * T * C), back = output((size_t)B * T * C);
+    gpu->transpose_tokens(tr.g, in.g, B, T, C);
+    cpu->transpose_tokens(tr.c, in.c, B, T, C);
+    compare(&tr, 0, 0, "transpose_tokens");
+    gpu->transpose_tokens(back.g, tr.g, B, C, T);
+    cpu->transpose_tokens(back.c, tr.c, B, C, T);
+    compare(&back, 0, 0, "transpose_tokens back");
+    const int C1 = 3, C2 = 5;
+    const long V = 333;
+    Pair a = input((size_t)B * C1 * V), b = input((size_t)B * C2 * V);
+    Pair cat = output((size_t)B * (C1 + C2) * V), da = output(a.n), db = output(b.n);
+    gpu->concat_channels(cat.g, a.g, b.g, B, C1, C2, V);
+    cpu->concat_channels(cat.c, a.c, b.c, B, C1, C2, V);
+    compare(&cat, 0, 0, "concat_channels");
+    gpu->split_channels(da.g, db.g, cat.g, B, C1, C2, V);
+    cpu->split_channels(da.c, db.c, cat.c, B, C1, C2, V);
+    compare(&da, 0, 0, "split_channels a");
+    compare(&db, 0, 0, "split_channels b");
+    pair_free(&in); pair_free(&pooled); pair_free(&dpooled); pair_free(&din); pair_free(&tr);
+    pair_free(&back); pair_free(&a); pair_free(&b); pair_free(&cat); pair_free(&da);
+    pair_free(&db);
+    return 0;
+}
+
+/* ---- vector normalisation and losses ---- */
+
+static int test_l2norm(void)
+{
+    const int rows = 40, dim = 256;
+    Pair x = input((size_t)rows * dim), y = output(x.n), norms = output(rows);
+    Pair dy = input(x.n), dx = output(x.n);
+    float zeros[256] = {0}; /* one all-zero row: the clamped branch */
+    gpu->upload(x.g + 7 * dim, zeros, sizeof zeros);
+    cpu->upload(x.c + 7 * dim, zeros, sizeof zeros);
+    gpu->l2norm_fwd(y.g, norms.g, x.g, rows, dim, 1e-6f);
+    cpu->l2norm_fwd(y.c, norms.c, x.c, rows, dim, 1e-6f);
+    compare(&y, 1e-5, 1e-7, "l2norm_fwd y");
+    compare(&norms, 1e-5, 1e-7, "l2norm_fwd norms");
+    gpu->l2norm_bwd(dx.g, dy.g, x.g, norms.g, rows, dim, 1e-6f);
+    cpu->l2norm_bwd(dx.c, dy.c, x.c, norms.c, rows, dim, 1e-6f);
+    compare(&dx, 1e-4, 1e-6, "l2norm_bwd");
+    pair_free(&x); pair_free(&y); pair_free(&norms); pair_free(&dy); pair_free(&dx);
+    return 0;
+}
+
+static int test_cosine_loss(void)
+{
+    const int rows = 33, dim = 300;
+    Pair a = input((size_t)rows * dim), b = input(a.n), da = output(a.n), db = output(a.n);
+    float lg = gpu->cosine_loss_fwd(a.g, b.g, rows, dim);
+    float lc = cpu->cosine_loss_fwd(a.c, b.c, rows, dim);
+    TEST_CLOSE(lg, lc, 1e-6, 1e-7, "cosine_loss_fwd");
+    gpu->cosine_loss_bwd(da.g, db.g, a.g, b.g, rows, dim, 0.7f);
+    cpu->cosine_loss_bwd(da.c, db.c, a.c, b.c, rows, dim, 0.7f);
+    compare(&da, 1e-4, 1e-8, "cosine_loss_bwd da");
+    compare(&db, 1e-4, 1e-8, "cosine_loss_bwd db");
+    Pair da2 = output(a.n);
+    gpu->cosine_loss_bwd(da2.g, NULL, a.g, b.g, rows, dim, 1.0f);
+    cpu->cosine_loss_bwd(da2.c, NULL, a.c, b.c, rows, dim, 1.0f);
+    compare(&da2, 1e-4, 1e-8, "cosine_loss_bwd da, db = NULL");
+    pair_free(&a); pair_free(&b); pair_free(&da); pair_free(&db); pair_free(&da2);
+    return 0;
+}
+
+static int test_reconstruction_loss(void)
+{
+    const int rows = 96, dim = 512; /* 8^3 patches */
+    Pair x = pair_make((size_t)rows * dim, INIT_UNIFORM, 0, 1), target = output(x.n);
+    gpu->normalize_rows(target.g, x.g, rows, dim, 1e-6f);
+    cpu->normalize_rows(target.c, x.c, rows, dim, 1e-6f);
+    compare(&target, 1e-5, 1e-5, "normalize_rows");
+    float *mask = malloc(rows * sizeof(float));
+    for (int r = 0; r < rows; r++) mask[r] = (r * 7 % 4) != 0 ? 1.0f : 0.0f;
+    Pair m = pair_make(rows, INIT_ZERO, 0, 0);
+    gpu->upload(m.g, mask, rows * sizeof(float));
+    cpu->upload(m.c, mask, rows * sizeof(float));
+    Pair pred = input(x.n), dpred = output(x.n);
+    float lg = gpu->masked_mse_fwd(pred.g, target.g, m.g, rows, dim);
+    float lc = cpu->masked_mse_fwd(pred.c, target.c, m.c, rows, dim);
+    TEST_CLOSE(lg, lc, 1e-6, 1e-7, "masked_mse_fwd");
+    gpu->masked_mse_bwd(dpred.g, pred.g, target.g, m.g, rows, dim, 1.5f);
+    cpu->masked_mse_bwd(dpred.c, pred.c, target.c, m.c, rows, dim, 1.5f);
+    compare(&dpred, 1e-5, 1e-10, "masked_mse_bwd");
+    /* Nothing masked: zero loss, zero gradient (not NaN). */
+    Pair none = pair_make(rows, INIT_ZERO, 0, 0);
+    lg = gpu->masked_mse_fwd(pred.g, target.g, none.g, rows, dim);
+    TEST_CLOSE(lg, 0.0, 0, 0, "masked_mse_fwd with nothing masked");
+    gpu->masked_mse_bwd(dpred.g, pred.g, target.g, none.g, rows, dim, 1.0f);
+    cpu->masked_mse_bwd(dpred.c, pred.c, target.c, none.c, rows, dim, 1.0f);
+    compare(&dpred, 0, 0, "masked_mse_bwd with nothing masked");
+    free(mask);
+    pair_free(&x); pair_free(&target); pair_free(&m); pair_free(&pred); pair_free(&dpred);
+    pair_free(&none);
+    return 0;
+}
+
+static int test_dicece(void)
+{
+    const int B = 2, K = 4;
+    const long V = 6 * 7 * 8 * 50; /* several chunks per (b, k) */
+    Pair logits = pair_make((size_t)B * K * V, INIT_UNIFORM, -3, 3), probs = output(logits.n);
+    Pair dlogits = output(logits.n);
+    int *lab = malloc((size_t)B * V * sizeof(int));
+    RngStream s;
+    rng_init(&s, 2024, 2, next_stream++, RNG_TEST);
+    for (long i = 0; i < B * V; i++) lab[i] = (int)rng_below(&s, K);
+    IntPair labels = int_pair(lab, (size_t)B * V);
+    float ceg = -1, diceg = -1, cec = -2, dicec = -2;
+    gpu->dicece_fwd(probs.g, &ceg, &diceg, logits.g, labels.g, B, K, V);
+    cpu->dicece_fwd(probs.c, &cec, &dicec, logits.c, labels.c, B, K, V);
+    compare(&probs, 1e-5, 1e-8, "dicece_fwd probs");
+    TEST_CLOSE(ceg, cec, 1e-5, 1e-7, "dicece_fwd ce");
+    TEST_CLOSE(diceg, dicec, 1e-5, 1e-7, "dicece_fwd dice");
+    gpu->dicece_bwd(dlogits.g, probs.g, labels.g, B, K, V, 1.0f, 0.8f);
+    cpu->dicece_bwd(dlogits.c, probs.c, labels.c, B, K, V, 1.0f, 0.8f);
+    compare(&dlogits, 1e-4, 1e-11, "dicece_bwd");
+    free(lab);
+    int_pair_free(&labels);
+    pair_free(&logits); pair_free(&probs); pair_free(&dlogits);
+    return 0;
+}
+
+/* ---- optimiser ---- */
+
+static int test_optimizer(void)
+{
+    const size_t n = 50001;
+    Pair p = input(n), g = input(n), m = pair_make(n, INIT_UNIFORM, -0.1f, 0.1f);
+    Pair v = pair_make(n, INIT_UNIFORM, 0, 0.01f), t = input(n);
+    for (long step = 1; step <= 3; step++) {
+        gpu->adamw(p.g, g.g, m.g, v.g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, step);
+        cpu->adamw(p.c, g.c, m.c, v.c, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, step);
+    }
+    compare(&p, 1e-6, 1e-7, "adamw param");
+    compare(&m, 1e-6, 1e-8, "adamw m");
+    compare(&v, 1e-6, 1e-10, "adamw v");
+    gpu->ema_update(t.g, p.g, n, 0.996f);
+    cpu->ema_update(t.c, p.c, n, 0.996f);
+    compare(&t, 1e-6, 1e-7, "ema_update");
+    pair_free(&p); pair_free(&g); pair_free(&m); pair_free(&v); pair_free(&t);
+    return 0;
+}
+
+/* ---- 3D convolutions ---- */
+
+static void conv_case(int B, int Cin, int Cout, int X, int Y, int Z, int k, int s, int pad)
+{
+    const int Xo = (X + 2 * pad - k) / s + 1, Yo = (Y + 2 * pad - k) / s + 1;
+    const int Zo = (Z + 2 * pad - k) / s + 1;
+    const size_t nx = (size_t)B * Cin * X * Y * Z, ny = (size_t)B * Cout * Xo * Yo * Zo;
+    const size_t nw = (size_t)Cout * Cin * k * k * k;
+    Pair x = input(nx), W = input(nw), b = input(Cout), y = output(ny), dy = input(ny);
+    Pair dx = output(nx), dW = param_grad(nw), db = param_grad(Cout);
+    char what[160];
+    const int terms = Cin * k * k * k;
+    gpu->conv3d_fwd(y.g, x.g, W.g, b.g, B, Cin, Cout, X, Y, Z, k, s, pad);
+    cpu->conv3d_fwd(y.c, x.c, W.c, b.c, B, Cin, Cout, X, Y, Z, k, s, pad);
+    snprintf(what, sizeof what, "conv3d_fwd Cin=%d Cout=%d %dx%dx%d k=%d s=%d pad=%d", Cin, Cout,
+             X, Y, Z, k, s, pad);
+    compare(&y, 1e-5, gemm_atol(terms), what);
+    gpu->conv3d_bwd(dx.g, dW.g, db.g, dy.g, x.g, W.g, B, Cin, Cout, X, Y, Z, k, s, pad);
+    cpu->conv3d_bwd(dx.c, dW.c, db.c, dy.c, x.c, W.c, B, Cin, Cout, X, Y, Z, k, s, pad);
+    compare(&dx, 1e-5, gemm_atol(Cout * k * k * k), "conv3d_bwd dx");
+    compare(&dW, 1e-5, gemm_atol((int)(ny / Cout)), "conv3d_bwd dW (accumulated)");
+    compare(&db, 1e-5, gemm_atol((int)(ny / Cout)), "conv3d_bwd db (accumulated)");
+    pair_free(&x); pair_free(&W); pair_free(&b); pair_free(&y); pair_free(&dy); pair_free(&dx);
+    pair_free(&dW); pair_free(&db);
+}
+
+static void conv_transpose_case(int B, int Cin, int Cout, int X, int Y, int Z, int k)
+{
+    const size_t nx = (size_t)B * Cin * X * Y * Z, ny = (size_t)B * Cout * X * Y * Z * k * k * k;
+    const size_t nw = (size_t)Cin * Cout * k * k * k;
+    Pair x = input(nx), W = input(nw), b = input(Cout), y = output(ny), dy = input(ny);
+    Pair dx = output(nx), dW = param_grad(nw), db = param_grad(Cout);
+    gpu->conv_transpose3d_fwd(y.g, x.g, W.g, b.g, B, Cin, Cout, X, Y, Z, k);
+    cpu->conv_transpose3d_fwd(y.c, x.c, W.c, b.c, B, Cin, Cout, X, Y, Z, k);
+    compare(&y, 1e-5, gemm_atol(Cin), "conv_transpose3d_fwd");
+    gpu->conv_transpose3d_bwd(dx.g, dW.g, db.g, dy.g, x.g, W.g, B, Cin, Cout, X, Y, Z, k);
+    cpu->conv_transpose3d_bwd(dx.c, dW.c, db.c, dy.c, x.c, W.c, B, Cin, Cout, X, Y, Z, k);
+    compare(&dx, 1e-5, gemm_atol(Cout * k * k * k), "conv_transpose3d_bwd dx");
+    compare(&dW, 1e-5, gemm_atol(B * X * Y * Z), "conv_transpose3d_bwd dW (accumulated)");
+    compare(&db, 1e-5, gemm_atol((int)(ny / Cout)), "conv_transpose3d_bwd db (accumulated)");
+    pair_free(&x); pair_free(&W); pair_free(&b); pair_free(&y); pair_free(&dy); pair_free(&dx);
+    pair_free(&dW); pair_free(&db);
+}
+
+static int test_conv(void)
+{
+    conv_case(2, 3, 5, 8, 7, 6, 3, 1, 1);  /* UNETR residual blocks */
+    conv_case(1, 4, 6, 8, 8, 8, 2, 2, 0);  /* strided */
+    conv_case(2, 5, 3, 6, 5, 4, 1, 1, 0);  /* 1x1x1 head */
+    conv_transpose_case(2, 6, 4, 3, 4, 5, 2);
+    return 0;
+}
+
+/* ---- mixed-precision modes (looser, stated tolerances) ---- */
+
+static void linear_mode_case(const char *mode, double rtol, double atol_per_sqrt_k)
+{
+    const int rows = 256, in = 768, out = 512;
+    Pair x = input((size_t)rows * in), W = input((size_t)out * in), b = input(out);
+    Pair y = output((size_t)rows * out);
+    gpu->linear_fwd(y.g, x.g, W.g, b.g, rows, in, out);
+    cpu->linear_fwd(y.c, x.c, W.c, b.c, rows, in, out);
+    char what[120];
+    snprintf(what, sizeof what, "linear_fwd in %s mode", mode);
+    compare(&y, rtol, atol_per_sqrt_k * sqrt((double)in), what);
+    pair_free(&x); pair_free(&W); pair_free(&b); pair_free(&y);
+}
+
+static int test_mixed_precision(void)
+{
+    /* TF32: inputs rounded to 10-bit mantissas (relative 2^-11 each), products summed in fp32:
+     * error per term ~ 1e-3 of |x w|, random signs: ~1e-3 sqrt(K) absolute for |x|,|w| < 1. */
+    gpu_set_math(1, 0);
+    linear_mode_case("tf32", 1e-2, 2e-3);
+    /* bf16: 7-bit mantissas (relative 2^-8 per input): ~8x the TF32 error. */
+    gpu_set_math(0, 1);
+    linear_mode_case("bf16", 5e-2, 1.6e-2);
+    /* Attention GEMMs through the bf16 path too: logits off by ~1e-2, probabilities by ~1e-2
+     * relative, so 2000x the fp32 tolerances (out: 2e-2; gradients: 0.2 relative + 2e-2). */
+    attention_case(2, 4, 33, 33, 16, 1, 2000.0);
+    gpu_set_math(0, 0);
+    return 0;
+}
+
+int main(void)
+{
+    /* Device count first: backend_cuda() (rightly) errors out when no device is visible. */
+    if (gpu_device_count() == 0) {
+        printf("skip: no GPU (built without CUDA, or cudaGetDeviceCount finds no device)\n");
+        return 77;
+    }
+    cpu = backend_cpu();
+    gpu = backend_cuda();
+    TEST_RUN(test_memory);
+    TEST_RUN(test_elementwise);
+    TEST_RUN(test_activations);
+    TEST_RUN(test_gemm);
+    TEST_RUN(test_linear);
+    TEST_RUN(test_layernorm);
+    TEST_RUN(test_softmax);
+    TEST_RUN(test_instnorm);
+    TEST_RUN(test_attention);
+    TEST_RUN(test_patches);
+    TEST_RUN(test_gather_scatter);
+    TEST_RUN(test_mask_tokens);
+    TEST_RUN(test_pool_and_layout);
+    TEST_RUN(test_l2norm);
+    TEST_RUN(test_cosine_loss);
+    TEST_RUN(test_reconstruction_loss);
+    TEST_RUN(test_dicece);
+    TEST_RUN(test_optimizer);
+    TEST_RUN(test_conv);
+    TEST_RUN(test_mixed_precision);
+    return test_finish();
+}

@@ -1,0 +1,189 @@
+/* The loader: same seed gives the same bytes with or without prefetch threads; one rank with
+ * batch 2 equals two ranks with batch 1 sample by sample; a jump to another step gives what a
+ * fresh loader gives there; the cache reads each case once; labels move with images through
+ * the whole fine-tuning pipeline; pre-training key crops come from the other volume. */
+#include <string.h>
+
+#include "loader.h"
+#include "synthetic_body.h"
+#include "test.h"
+
+enum { NUM_CASES = 4 };
+static Volume cases[NUM_CASES];
+static const int folds[NUM_CASES] = {0, 1, 0, 1};
+
+static void make_cases(void)
+{
+    for (int i = 0; i < NUM_CASES; i++) {
+        BodyCase bc = {1.0 + 0.05 * i, 1.0 - 0.04 * i, 40.0 * i, 420.0 - 20.0 * i, {8, 8, 8}, 44};
+        body_make(&bc, &cases[i]);
+    }
+}
+
+static LoaderOptions options(LoaderMode mode, int rank, int size, int batch, int prefetch)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    LoaderOptions o = loader_options_from_config(&cfg, mode, rank, size);
+    o.seed = 42;
+    o.batch = batch;
+    o.prefetch = prefetch;
+    o.crop[0] = 16; o.crop[1] = 16; o.crop[2] = 8;
+    o.key_jitter = 0.1f;
+    o.validation_fold = 1;
+    /* Every augmentation on often, so the comparisons below cover them. */
+    o.aug_intact.p_noise = 0.5f;
+    o.aug_intact.p_gamma = 0.5f;
+    o.aug_finetune = augment_params_intact();
+    return o;
+}
+
+static size_t crop_n(const LoaderOptions *o) { return (size_t)o->crop[0] * o->crop[1] * o->crop[2]; }
+
+/* Sample j of a pre-training batch equals sample k of another, every view. */
+static int same_pretrain_sample(const PretrainBatch *a, int j, const PretrainBatch *b, int k, size_t n)
+{
+    return !memcmp(a->query + j * n, b->query + k * n, n * sizeof(float)) &&
+           !memcmp(a->key + j * n, b->key + k * n, n * sizeof(float)) &&
+           !memcmp(a->query_intact + j * n, b->query_intact + k * n, n * sizeof(float)) &&
+           !memcmp(a->key_intact + j * n, b->key_intact + k * n, n * sizeof(float)) &&
+           a->query_case[j] == b->query_case[k] && a->key_case[j] == b->key_case[k];
+}
+
+static int test_pretrain_deterministic_and_rank_independent(void)
+{
+    LoaderOptions o1 = options(LOADER_PRETRAIN, 0, 1, 2, 2);
+    LoaderOptions o0 = options(LOADER_PRETRAIN, 0, 1, 2, 0);
+    LoaderOptions r0 = options(LOADER_PRETRAIN, 0, 2, 1, 1);
+    LoaderOptions r1 = options(LOADER_PRETRAIN, 1, 2, 1, 3);
+    Loader *threaded = loader_create(&o1, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *inline_ = loader_create(&o0, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *rank0 = loader_create(&r0, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *rank1 = loader_create(&r1, loader_source_memory(cases, NUM_CASES, folds));
+    size_t n = crop_n(&o1);
+    int differ_q_k = 0, augmented = 0;
+    for (long step = 0; step < 6; step++) {
+        PretrainBatch a, b, c, d;
+        loader_next_pretrain_batch(threaded, step, &a);
+        loader_next_pretrain_batch(inline_, step, &b);
+        loader_next_pretrain_batch(rank0, step, &c);
+        loader_next_pretrain_batch(rank1, step, &d);
+        for (int j = 0; j < 2; j++)
+            TEST_CHECK(same_pretrain_sample(&a, j, &b, j, n), "step %ld sample %d: prefetch changed the bytes", step, j);
+        TEST_CHECK(same_pretrain_sample(&a, 0, &c, 0, n), "step %ld: rank 0 of 2 differs from sample 0", step);
+        TEST_CHECK(same_pretrain_sample(&a, 1, &d, 0, n), "step %ld: rank 1 of 2 differs from sample 1", step);
+        for (int j = 0; j < 2; j++) {
+            differ_q_k += a.query_case[j] != a.key_case[j];
+            augmented += memcmp(a.query + j * n, a.query_intact + j * n, n * sizeof(float)) != 0;
+        }
+    }
+    TEST_CHECK(differ_q_k == 12, "inter_volume: %d of 12 pairs from two volumes", differ_q_k);
+    TEST_CHECK(augmented > 0, "intact views never differ from the masked views");
+    /* Same seed, fresh loader: same bytes; another seed: other bytes. */
+    LoaderOptions other = o1;
+    other.seed = 43;
+    Loader *again = loader_create(&o1, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *reseeded = loader_create(&other, loader_source_memory(cases, NUM_CASES, folds));
+    PretrainBatch a, b, c;
+    loader_next_pretrain_batch(threaded, 2, &a);   /* a jump back: the ring restarts */
+    loader_next_pretrain_batch(again, 2, &b);      /* a jump ahead on a fresh loader */
+    for (int j = 0; j < 2; j++)
+        TEST_CHECK(same_pretrain_sample(&a, j, &b, j, n), "step 2 after a jump differs, sample %d", j);
+    loader_next_pretrain_batch(reseeded, 2, &c);
+    TEST_CHECK(!same_pretrain_sample(&b, 0, &c, 0, n), "another seed gave the same sample");
+    LoaderCacheStats s = loader_cache_stats(threaded);
+    TEST_CHECK(s.reads == NUM_CASES, "unlimited cache read %ld times for %d cases", s.reads, NUM_CASES);
+    loader_destroy(threaded);
+    loader_destroy(inline_);
+    loader_destroy(rank0);
+    loader_destroy(rank1);
+    loader_destroy(again);
+    loader_destroy(reseeded);
+    return 0;
+}
+
+static int test_pretrain_key_crop_shows_the_same_anatomy(void)
+{
+    /* Without jitter and augmentation, with the query volume also the key (one case), the
+     * key crop must be the query crop exactly. */
+    LoaderOptions o = options(LOADER_PRETRAIN, 0, 1, 2, 0);
+    o.key_jitter = 0;
+    o.inter_volume = 0;
+    Loader *L = loader_create(&o, loader_source_memory(cases, 1, folds));
+    size_t n = crop_n(&o);
+    PretrainBatch b;
+    for (long step = 0; step < 3; step++) {
+        loader_next_pretrain_batch(L, step, &b);
+        for (int j = 0; j < 2; j++) {
+            TEST_CHECK(!memcmp(b.query + j * n, b.key + j * n, n * sizeof(float)),
+                       "intra-volume pair without jitter: K differs from Q");
+            TEST_CHECK(!memcmp(b.query_center[j], b.key_center[j], sizeof b.key_center[j]),
+                       "centres differ");
+        }
+    }
+    loader_destroy(L);
+    return 0;
+}
+
+static int test_finetune_labels_and_rank_independence(void)
+{
+    LoaderOptions o1 = options(LOADER_FINETUNE, 0, 1, 2, 2);
+    LoaderOptions r0 = options(LOADER_FINETUNE, 0, 2, 1, 0);
+    LoaderOptions r1 = options(LOADER_FINETUNE, 1, 2, 1, 1);
+    o1.cache_bytes = 0; /* no cache: every sample reads its case again */
+    Loader *a = loader_create(&o1, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *b0 = loader_create(&r0, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *b1 = loader_create(&r1, loader_source_memory(cases, NUM_CASES, folds));
+    const int *train, *val;
+    TEST_CHECK(loader_training_cases(a, &train) == 2 && train[0] == 0 && train[1] == 2, "training cases");
+    TEST_CHECK(loader_validation_cases(a, &val) == 2 && val[0] == 1 && val[1] == 3, "validation cases");
+    size_t n = crop_n(&o1);
+    int positives = 0, labelled_voxels = 0;
+    for (long step = 0; step < 8; step++) {
+        FinetuneBatch x, y, z;
+        loader_next_finetune_batch(a, step, &x);
+        loader_next_finetune_batch(b0, step, &y);
+        loader_next_finetune_batch(b1, step, &z);
+        TEST_CHECK(!memcmp(x.image, y.image, n * sizeof(float)) && !memcmp(x.label, y.label, n * sizeof(int32_t)),
+                   "step %ld: rank 0 of 2 differs", step);
+        TEST_CHECK(!memcmp(x.image + n, z.image, n * sizeof(float)) && !memcmp(x.label + n, z.label, n * sizeof(int32_t)),
+                   "step %ld: rank 1 of 2 differs", step);
+        for (int j = 0; j < 2; j++) {
+            TEST_CHECK(x.case_index[j] == 0 || x.case_index[j] == 2, "validation case %d trained on", x.case_index[j]);
+            positives += x.positive[j];
+            const int32_t *lab = x.label + j * n;
+            /* Positive crops are centred on an organ; the crop's centre voxel region holds it
+             * unless augmentation moved it (it stays inside the crop either way). */
+            int has = 0;
+            for (size_t i = 0; i < n; i++) has |= lab[i] != 0;
+            if (x.positive[j]) TEST_CHECK(has, "positive crop without foreground");
+            labelled_voxels += has;
+        }
+    }
+    TEST_CHECK(positives > 0 && positives < 16, "positives %d of 16 (pos_fraction 0.5)", positives);
+    LoaderCacheStats s = loader_cache_stats(a);
+    /* 16 samples read, plus whatever the threads already prepared for steps 8 and 9. */
+    TEST_CHECK(s.reads >= 16, "no-cache loader: %ld reads", s.reads);
+    /* Whole case: windowed values and labels as stored. */
+    WindowedCase wc;
+    loader_read_full_case(a, 1, &wc);
+    size_t vn = volume_voxels(&cases[1]), bad = 0;
+    for (size_t i = 0; i < vn; i++)
+        bad += wc.image[i] != window_apply(o1.window, cases[1].image[i]) || wc.label[i] != cases[1].label[i];
+    TEST_CHECK(bad == 0 && wc.dim[2] == cases[1].dim[2], "full case: %zu voxels differ", bad);
+    windowed_case_free(&wc);
+    loader_destroy(a);
+    loader_destroy(b0);
+    loader_destroy(b1);
+    return 0;
+}
+
+int main(void)
+{
+    make_cases();
+    TEST_RUN(test_pretrain_deterministic_and_rank_independent);
+    TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
+    TEST_RUN(test_finetune_labels_and_rank_independence);
+    for (int i = 0; i < NUM_CASES; i++) volume_free(&cases[i]);
+    return test_finish();
+}
