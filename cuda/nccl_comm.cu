@@ -1,11 +1,19 @@
-/* NCCL collectives of the distribution layer (src/ops/dist_gpu.h): one communicator per job,
- * its unique id made by rank 0 and broadcast with MPI; all-reduces run on the CUDA backend's
- * stream, so they are ordered after the backward kernels that produced the gradients without
- * a host synchronisation. */
+/* Gradient all-reduce of the distribution layer (src/ops/dist_gpu.h) when device = cuda.
+ *
+ * One NCCL communicator per job: rank 0 makes the unique id, MPI_Bcast shares it. All-reduces
+ * run on the CUDA backend's stream, so they follow the backward kernels that produced the
+ * gradients without a host synchronisation.
+ *
+ * NCCL refuses two ranks of one communicator on the same GPU ("duplicate GPU"). That happens
+ * legitimately when a node runs more ranks than it has GPUs (tests: two ranks sharing one
+ * card must equal one rank with the doubled batch). Then the same calls reduce through MPI
+ * instead (device -> pinned host -> MPI_Allreduce -> device), with a warning, so results are
+ * identical and only slower. */
 #define OMPI_SKIP_MPICXX 1  /* C API only: Open MPI's C++ bindings are not warning-free */
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #include <nccl.h>
+#include <string.h>
 
 #include "cuda/cuda_context.h"
 
@@ -13,14 +21,45 @@
     alice_fatal_at(__FILE__, __LINE__, "NCCL call failed: %s: %s", #call, \
                    ncclGetErrorString(r_)); } while (0)
 
-static ncclComm_t g_comm;
-static int g_ready, g_size = 1;
+enum ReduceTransport { TRANSPORT_NONE, TRANSPORT_NCCL, TRANSPORT_MPI_STAGED };
 
-int nccl_ready(void) { return g_ready; }
+static ncclComm_t g_comm;
+static ReduceTransport g_transport = TRANSPORT_NONE;
+static int g_size = 1;
+static float *g_host_buf;      /* pinned staging buffer of the MPI transport */
+static size_t g_host_floats;
+
+int nccl_ready(void) { return g_transport != TRANSPORT_NONE; }
+
+/* Hostname + PCI bus id of this rank's device: equal keys mean a shared GPU. */
+enum { kDeviceKeyBytes = 128 };
+
+static int some_gpu_is_shared(int rank)
+{
+    char key[kDeviceKeyBytes];
+    memset(key, 0, sizeof key);
+    char bus[32] = {0};
+    CUDA_CHECK(cudaDeviceGetPCIBusId(bus, (int)sizeof bus, cuda_context()->device));
+    int name_len = 0;
+    char host[MPI_MAX_PROCESSOR_NAME];
+    CHECK_MPI(MPI_Get_processor_name(host, &name_len));
+    snprintf(key, sizeof key, "%.*s/%s", name_len < 90 ? name_len : 90, host, bus);
+    char *all = (char *)xmalloc((size_t)g_size * kDeviceKeyBytes);
+    CHECK_MPI(MPI_Allgather(key, kDeviceKeyBytes, MPI_CHAR, all, kDeviceKeyBytes, MPI_CHAR,
+                            MPI_COMM_WORLD));
+    int shared = 0;
+    for (int r = 0; r < g_size && !shared; r++)
+        if (r != rank && memcmp(all + (size_t)r * kDeviceKeyBytes, key, kDeviceKeyBytes) == 0)
+            shared = 1;
+    free(all);
+    /* Every rank must pick the same transport. */
+    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &shared, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    return shared;
+}
 
 void nccl_init_from_mpi(void)
 {
-    if (g_ready) return;
+    if (nccl_ready()) return;
     int mpi_up = 0;
     CHECK_MPI(MPI_Initialized(&mpi_up));
     if (!mpi_up) ALICE_FATAL("nccl_init_from_mpi called before MPI_Init");
@@ -28,24 +67,59 @@ void nccl_init_from_mpi(void)
     int rank = 0;
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &g_size));
+    if (some_gpu_is_shared(rank)) {
+        g_transport = TRANSPORT_MPI_STAGED;
+        if (rank == 0)
+            log_warn("more ranks than GPUs on a node: NCCL cannot put two ranks on one GPU, so "
+                     "gradients are averaged through MPI via host memory (correct, slower); "
+                     "start one rank per GPU for speed");
+        return;
+    }
     ncclUniqueId id;
     if (rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     CHECK_MPI(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD));
     NCCL_CHECK(ncclCommInitRank(&g_comm, g_size, id, rank));
-    g_ready = 1;
+    g_transport = TRANSPORT_NCCL;
     log_info("nccl: communicator over %d ranks (NCCL %d.%d.%d)", g_size, NCCL_MAJOR, NCCL_MINOR,
              NCCL_PATCH);
 }
 
 static void require_ready(void)
 {
-    if (!g_ready) ALICE_FATAL("NCCL all-reduce before nccl_init_from_mpi");
+    if (!nccl_ready()) ALICE_FATAL("GPU all-reduce before nccl_init_from_mpi");
+}
+
+/* MPI transport: sum over ranks through the pinned host buffer, times scale. */
+static void staged_allreduce(float *buf, size_t n, float scale)
+{
+    if (n > g_host_floats) {
+        if (g_host_buf) CUDA_CHECK(cudaFreeHost(g_host_buf));
+        CUDA_CHECK(cudaMallocHost((void **)&g_host_buf, n * sizeof(float)));
+        g_host_floats = n;
+    }
+    cudaStream_t s = cuda_stream();
+    CUDA_CHECK(cudaMemcpyAsync(g_host_buf, buf, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    const size_t kMaxCount = (size_t)1 << 30;  /* MPI counts are int */
+    for (size_t off = 0; off < n; off += kMaxCount) {
+        const int count = (int)(n - off < kMaxCount ? n - off : kMaxCount);
+        CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, g_host_buf + off, count, MPI_FLOAT, MPI_SUM,
+                                MPI_COMM_WORLD));
+    }
+    if (scale != 1.0f)
+        for (size_t i = 0; i < n; i++) g_host_buf[i] *= scale;
+    CUDA_CHECK(cudaMemcpyAsync(buf, g_host_buf, n * sizeof(float), cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));  /* the host buffer is reused by the next call */
 }
 
 void nccl_allreduce_sum(float *buf, size_t n)
 {
     require_ready();
     if (n == 0) return;
+    if (g_transport == TRANSPORT_MPI_STAGED) {
+        staged_allreduce(buf, n, 1.0f);
+        return;
+    }
     NCCL_CHECK(ncclAllReduce(buf, buf, n, ncclFloat32, ncclSum, g_comm, cuda_stream()));
 }
 
@@ -53,14 +127,21 @@ void nccl_allreduce_mean(float *buf, size_t n)
 {
     require_ready();
     if (n == 0) return;
+    if (g_transport == TRANSPORT_MPI_STAGED) {
+        staged_allreduce(buf, n, 1.0f / (float)g_size);
+        return;
+    }
     /* ncclAvg (NCCL >= 2.10) divides inside the reduction: one pass, no extra scale kernel. */
     NCCL_CHECK(ncclAllReduce(buf, buf, n, ncclFloat32, ncclAvg, g_comm, cuda_stream()));
 }
 
 void nccl_shutdown(void)
 {
-    if (!g_ready) return;
+    if (!nccl_ready()) return;
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  /* pending collectives finish first */
-    NCCL_CHECK(ncclCommDestroy(g_comm));
-    g_ready = 0;
+    if (g_transport == TRANSPORT_NCCL) NCCL_CHECK(ncclCommDestroy(g_comm));
+    if (g_host_buf) CUDA_CHECK(cudaFreeHost(g_host_buf));
+    g_host_buf = NULL;
+    g_host_floats = 0;
+    g_transport = TRANSPORT_NONE;
 }

@@ -124,8 +124,8 @@ void geometry_resampled_dim(const int dim[3], const float in_sp[3], const float 
                             int out_dim[3])
 {
     for (int a = 0; a < 3; a++) {
-        double extent = (double)(dim[a] - 1) * in_sp[a] / out_sp[a];
-        out_dim[a] = (int)floor(extent + 1e-6) + 1;
+        long n = lround((double)dim[a] * in_sp[a] / out_sp[a]);
+        out_dim[a] = n < 1 ? 1 : (int)n;
     }
 }
 

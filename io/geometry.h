@@ -35,8 +35,9 @@ void geometry_reorient(const float *in, const int dim[3], const double affine[4]
 /* Voxel size along each voxel axis: the column norms of the affine. */
 void geometry_spacing(const double affine[4][4], float spacing[3]);
 
-/* Resampled grid size: output voxel i samples input coordinate i * out_sp / in_sp, and only
- * points inside the input's sampled extent are kept: floor((n - 1) * in_sp / out_sp) + 1. */
+/* Resampled grid size: output voxel i samples input coordinate i * out_sp / in_sp (voxel 0
+ * stays where it was); round(n * in_sp / out_sp) voxels cover the same extent as the input, so
+ * label volumes are kept (samples past the last input voxel take the edge value). */
 void geometry_resampled_dim(const int dim[3], const float in_sp[3], const float out_sp[3],
                             int out_dim[3]);
 

@@ -10,12 +10,13 @@
 static void usage(void)
 {
     printf("usage: alice pretrain [--config FILE] [key=value ...] [--resume CKPT | --no-resume]\n"
-           "                      [--bench-steps N]\n"
+           "                      [--stop-after N] [--bench-steps N]\n"
            "  Self-supervised pre-training (method = alice | mae) on `data` (dataset.h5 from\n"
            "  `alice pack`, or 'synthetic'). Writes run_dir/ckpt_<step>.h5, metrics.csv and\n"
            "  config.txt; restarts resume from the latest complete checkpoint in run_dir.\n"
            "  --resume CKPT    resume from this checkpoint\n"
            "  --no-resume      start from scratch even if run_dir holds checkpoints\n"
+           "  --stop-after N   run at most N steps now, checkpoint and exit 0 (chunked jobs)\n"
            "  --bench-steps N  time N steps on random data (no files written) and print\n"
            "                   s/step, peak memory and GFLOP/s\n"
            "  Presets: jobs/pretrain_tiny.cfg, jobs/pretrain_vitb_paper.cfg, jobs/ablation_*.cfg\n");
@@ -25,13 +26,14 @@ int cmd_pretrain(int argc, char **argv)
 {
     Config cfg;
     config_defaults(&cfg);
-    PretrainOptions opt = {1, NULL, 0};
+    PretrainOptions opt = {1, NULL, 0, 0};
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(); return 0; }
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
         if (!strcmp(argv[i], "--no-resume")) opt.resume = 0;
         else if (!strcmp(argv[i], "--resume") && i + 1 < argc) opt.resume_from = argv[++i];
         else if (!strcmp(argv[i], "--bench-steps") && i + 1 < argc) opt.bench_steps = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) opt.stop_after = atol(argv[++i]);
         else alice_die("alice pretrain: unknown argument '%s' (see alice pretrain --help)", argv[i]);
     }
     config_validate(&cfg);

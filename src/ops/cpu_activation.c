@@ -3,23 +3,25 @@
 
 #include <math.h>
 
+#include "ops/cpu_math.h"
+
 #define INV_SQRT2 0.70710678118654752440
 #define INV_SQRT_2PI 0.39894228040143267794
 
 void cpu_gelu_fwd(float *y, const float *x, size_t n)
 {
-    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++)
-        y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)INV_SQRT2));
+        y[i] = 0.5f * x[i] * (1.0f + cpu_erff(x[i] * (float)INV_SQRT2));
 }
 
 void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 {
     /* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
-    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + erff(x[i] * (float)INV_SQRT2));
-        float pdf = (float)INV_SQRT_2PI * expf(-0.5f * x[i] * x[i]);
+        float cdf = 0.5f * (1.0f + cpu_erff(x[i] * (float)INV_SQRT2));
+        float pdf = (float)INV_SQRT_2PI * cpu_expf(-0.5f * x[i] * x[i]);
         dx[i] = dy[i] * (cdf + x[i] * pdf);
     }
 }
@@ -27,13 +29,16 @@ void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 void cpu_softmax_row(float *row, int cols)
 {
     float max = -INFINITY;
+    #pragma omp simd reduction(max : max)
     for (int c = 0; c < cols; c++) max = row[c] > max ? row[c] : max;
     float sum = 0.0f;
+    #pragma omp simd reduction(+ : sum)
     for (int c = 0; c < cols; c++) {
-        row[c] = expf(row[c] - max);
+        row[c] = cpu_expf(row[c] - max);
         sum += row[c];
     }
     float inv = 1.0f / sum;
+    #pragma omp simd
     for (int c = 0; c < cols; c++) row[c] *= inv;
 }
 
@@ -57,6 +62,7 @@ void cpu_softmax_bwd(float *dx, const float *dy, const float *y, int rows, int c
         const float *dyr = dy + (long)r * cols, *yr = y + (long)r * cols;
         float *dxr = dx + (long)r * cols;
         float dot = 0.0f;
+        #pragma omp simd reduction(+ : dot)
         for (int c = 0; c < cols; c++) dot += dyr[c] * yr[c];
         for (int c = 0; c < cols; c++) dxr[c] = yr[c] * (dyr[c] - dot);
     }

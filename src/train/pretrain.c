@@ -161,12 +161,14 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         double row[COL_COUNT] = {t.loss, t.l_r, model.alice ? t.l_dv : NAN, model.alice ? t.l_st : NAN,
                                  lr, gnorm, dt * 1e3, global_batch / dt};
         runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
-        int last = step + 1 == cfg->steps;
+        int chunk_done = opt->stop_after > 0 && step + 1 - start >= opt->stop_after;
+        int last = step + 1 == cfg->steps || chunk_done;
         if ((step + 1) % cfg->ckpt_every == 0 || last) {
             if (dist.rank == 0)
                 checkpoint_save(cfg->run_dir, NULL, step + 1, cfg, "pretrain", &model.online, target, NAN);
             CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
         }
+        if (chunk_done) break;
         if (!last && preempt_agreed()) {
             if ((step + 1) % cfg->ckpt_every != 0 && dist.rank == 0)
                 checkpoint_save(cfg->run_dir, NULL, step + 1, cfg, "pretrain", &model.online, target, NAN);
@@ -177,7 +179,11 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
             break;
         }
     }
-    if (status == 0) log_info("pre-training done: %ld steps, run directory %s", cfg->steps, cfg->run_dir);
+    if (status == 0 && step < cfg->steps)
+        log_info("stopped after %ld steps of this run (--stop-after); the next run resumes at step %ld",
+                 step + 1 - start, step + 1);
+    else if (status == 0)
+        log_info("pre-training done: %ld steps, run directory %s", cfg->steps, cfg->run_dir);
     runlog_close(&log);
     loader_destroy(loader);
     pretrain_model_free(&model);

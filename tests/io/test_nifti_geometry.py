@@ -173,7 +173,7 @@ def main():
         out = os.path.join(tmp, f"s_{mode}.bin")
         r = tool("resample", bp, out, *[repr(s) for s in step], mode)
         d, _ = load_bin(out)
-        expect_dim = [int(np.floor((n - 1) / s + 1e-6)) + 1 for n, s in zip(vol.shape, step)]
+        expect_dim = [max(1, int(round(n / s))) for n, s in zip(vol.shape, step)]
         check(list(d.shape) == expect_dim, f"resample {mode}: shape {d.shape} vs {expect_dim}")
         grid = np.meshgrid(*[np.arange(n) * s for n, s in zip(d.shape, step)], indexing="ij")
         ref = ndimage.map_coordinates(vol.astype(np.float64), grid, order=order, mode="nearest")

@@ -5,8 +5,9 @@ peak RSS as one machine-readable line:
 
   torch_step method=mae s_per_step=0.812 peak_rss_mb=2140.3 threads=2 ...
 
-Model sizes: ViT-B/16 with the paper crop by default; `--config jobs/<x>.cfg` takes them from
-a job file, then explicit flags and trailing key=value overrides win. Honest by construction:
+Model sizes: ViT-B/16 with the paper crop by default; `--config jobs/<x>.cfg` (repeatable, as
+for `alice pretrain`) takes them from job files, then explicit flags and trailing key=value
+overrides win. Honest by construction:
 torch.set_num_threads(threads), float32, no autocast, torch.optim.AdamW as a user would call it,
 fresh random masks every step.
 """
@@ -38,7 +39,9 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--method", choices=("mae", "alice"), default=None)
-    ap.add_argument("--config", help="job file (key = value lines) for the model sizes")
+    ap.add_argument("--config", action="append", default=[],
+                    help="job file (key = value lines) for the model sizes; repeatable, later "
+                         "files override earlier ones (as `alice pretrain --config`)")
     for flag, (key, default) in FLAGS.items():
         ap.add_argument("--" + flag.replace("_", "-"), dest=flag, default=None,
                         help="%s (default %s)" % (key, default))
@@ -54,8 +57,8 @@ def resolve_config(args):
     d = ar.registry_defaults()
     d.update({key: default for key, default in FLAGS.values()})
     d["method"] = "mae"
-    if args.config:
-        with open(args.config) as f:
+    for path in args.config:
+        with open(path) as f:
             d.update(ar.parse_config_text(f.read()))
     for flag, (key, _) in FLAGS.items():
         if getattr(args, flag) is not None:

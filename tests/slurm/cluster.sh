@@ -88,7 +88,7 @@ SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
 # cred_expire also delays a requeued job's restart (default 120 s); short for the tests.
-AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=10
+AuthInfo=socket=$DIR/munge/munge.socket,cred_expire=5
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/run/slurmctld.pid
@@ -108,7 +108,7 @@ MpiDefault=$mpi
 ReturnToService=2
 JobRequeue=1
 SchedulerType=sched/backfill
-SchedulerParameters=bf_interval=1,sched_min_interval=100000
+SchedulerParameters=bf_interval=1,sched_interval=2,sched_min_interval=100000
 # Short timers: tests wait on these. KillWait is the SIGTERM->SIGKILL grace on cancel/timeout.
 KillWait=10
 MinJobAge=600

@@ -1,0 +1,233 @@
+/* CUDA op microbenchmarks at the shapes of the paper configuration (ViT-B/16, crop 192x192x64
+ * = 576 tokens, mask ratio 0.75 = 144 visible, batch 8 x 2 crops): the backend's linear layer
+ * (cuBLASLt, fused bias) beside plain cuBLAS on the same shapes in the same run (cublasSgemm
+ * fp32, cublasSgemm with TF32 math, cublasGemmEx on pre-converted bf16 operands), and the
+ * attention forward + backward. Figures are TFLOP/s and ratios to the cuBLAS reference; no
+ * assertion on times. Prints "skip: no GPU" and exits 0 where no device is visible.
+ *
+ * Timing: wall clock around ITERS calls after WARMUP calls, with a device synchronisation on
+ * both ends (so launch overheads count, as they do in a training step). */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/timer.h"
+#include "ops/backend.h"
+#include "ops/gpu_device.h"
+
+#ifdef ALICE_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+enum { WARMUP = 3, ITERS = 20 };
+
+#define BENCH_CUDA(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { \
+    fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+    exit(1); } } while (0)
+#define BENCH_CUBLAS(call) do { cublasStatus_t s_ = (call); if (s_ != CUBLAS_STATUS_SUCCESS) { \
+    fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cublasGetStatusString(s_)); \
+    exit(1); } } while (0)
+
+typedef struct {
+    const char *name;
+    int M, K, N; /* rows, in, out of a linear layer */
+} LinearShape;
+
+/* Online encoder on the visible tokens (16 x 144 rows), target encoder and decoder on all
+ * tokens (16 x 576 rows). */
+static const LinearShape kShapes[] = {
+    {"enc qkv (visible)", 2304, 768, 2304},  {"enc fc1 (visible)", 2304, 768, 3072},
+    {"enc fc2 (visible)", 2304, 3072, 768},  {"tgt qkv (all)", 9216, 768, 2304},
+    {"tgt fc1 (all)", 9216, 768, 3072},      {"dec fc1 (all)", 9216, 384, 1536},
+};
+
+static const AliceBackend *gpu;
+static cublasHandle_t ref;
+
+static float *device_uniform(size_t n)
+{
+    float *h = malloc(n * sizeof(float));
+    uint32_t s = 12345u;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        h[i] = (float)((s >> 8) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+    }
+    float *d = gpu->alloc(n * sizeof(float));
+    gpu->upload(d, h, n * sizeof(float));
+    free(h);
+    return d;
+}
+
+/* bf16 bits of a float, round to nearest even (operands for the cuBLAS bf16 reference). */
+static uint16_t bf16_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static void *device_bf16_copy(const float *d, size_t n)
+{
+    float *h = malloc(n * sizeof(float));
+    uint16_t *hb = malloc(n * sizeof(uint16_t));
+    gpu->download(h, d, n * sizeof(float));
+    for (size_t i = 0; i < n; i++) hb[i] = bf16_bits(h[i]);
+    void *out = NULL;
+    BENCH_CUDA(cudaMalloc(&out, n * sizeof(uint16_t)));
+    BENCH_CUDA(cudaMemcpy(out, hb, n * sizeof(uint16_t), cudaMemcpyHostToDevice));
+    free(h);
+    free(hb);
+    return out;
+}
+
+typedef enum { REF_FP32, REF_TF32, REF_BF16 } RefMode;
+
+/* y = x W^T on the reference handle, row-major trick (C^T = W x^T in column-major). */
+static void ref_linear(RefMode mode, float *y, const void *x, const void *W, int M, int K, int N)
+{
+    const float one = 1.0f, zero = 0.0f;
+    if (mode == REF_BF16)
+        BENCH_CUBLAS(cublasGemmEx(ref, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, W, CUDA_R_16BF, K,
+                                  x, CUDA_R_16BF, K, &zero, y, CUDA_R_32F, N, CUBLAS_COMPUTE_32F,
+                                  CUBLAS_GEMM_DEFAULT));
+    else
+        BENCH_CUBLAS(cublasSgemm(ref, CUBLAS_OP_T, CUBLAS_OP_N, N, M, K, &one, (const float *)W, K,
+                                 (const float *)x, K, &zero, y, N));
+}
+
+static double time_ref(RefMode mode, float *y, const void *x, const void *W, int M, int K, int N)
+{
+    BENCH_CUBLAS(cublasSetMathMode(ref, mode == REF_TF32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                         : CUBLAS_DEFAULT_MATH));
+    for (int i = 0; i < WARMUP; i++) ref_linear(mode, y, x, W, M, K, N);
+    BENCH_CUDA(cudaDeviceSynchronize());
+    double t0 = wall_seconds();
+    for (int i = 0; i < ITERS; i++) ref_linear(mode, y, x, W, M, K, N);
+    BENCH_CUDA(cudaDeviceSynchronize());
+    return (wall_seconds() - t0) / ITERS;
+}
+
+static double time_backend_fwd(float *y, const float *x, const float *W, const float *b, int M,
+                               int K, int N)
+{
+    for (int i = 0; i < WARMUP; i++) gpu->linear_fwd(y, x, W, b, M, K, N);
+    gpu->synchronize();
+    double t0 = wall_seconds();
+    for (int i = 0; i < ITERS; i++) gpu->linear_fwd(y, x, W, b, M, K, N);
+    gpu->synchronize();
+    return (wall_seconds() - t0) / ITERS;
+}
+
+static double time_backend_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
+                               const float *W, int M, int K, int N)
+{
+    for (int i = 0; i < WARMUP; i++) gpu->linear_bwd(dx, dW, db, dy, x, W, M, K, N);
+    gpu->synchronize();
+    double t0 = wall_seconds();
+    for (int i = 0; i < ITERS; i++) gpu->linear_bwd(dx, dW, db, dy, x, W, M, K, N);
+    gpu->synchronize();
+    return (wall_seconds() - t0) / ITERS;
+}
+
+static void bench_linear(void)
+{
+    static const struct { const char *name; int tf32, bf16; RefMode ref; } modes[] = {
+        {"fp32", 0, 0, REF_FP32}, {"tf32", 1, 0, REF_TF32}, {"bf16", 0, 1, REF_BF16}};
+    printf("%-20s %-5s %10s %12s %12s %8s %12s\n", "linear (M x K -> N)", "mode", "fwd ms",
+           "fwd TFLOP/s", "cuBLAS TF/s", "ratio", "bwd TFLOP/s");
+    for (size_t s = 0; s < sizeof kShapes / sizeof kShapes[0]; s++) {
+        const LinearShape *sh = &kShapes[s];
+        const int M = sh->M, K = sh->K, N = sh->N;
+        float *x = device_uniform((size_t)M * K), *W = device_uniform((size_t)N * K);
+        float *b = device_uniform(N), *y = device_uniform((size_t)M * N);
+        float *dy = device_uniform((size_t)M * N), *dx = device_uniform((size_t)M * K);
+        float *dW = device_uniform((size_t)N * K), *db = device_uniform(N);
+        void *x16 = device_bf16_copy(x, (size_t)M * K), *W16 = device_bf16_copy(W, (size_t)N * K);
+        const double flops = 2.0 * M * N * K;
+        for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+            gpu_set_math(modes[m].tf32, modes[m].bf16);
+            double t_fwd = time_backend_fwd(y, x, W, b, M, K, N);
+            double t_bwd = time_backend_bwd(dx, dW, db, dy, x, W, M, K, N);
+            const int bf = modes[m].ref == REF_BF16;
+            double t_ref = time_ref(modes[m].ref, y, bf ? x16 : (void *)x, bf ? W16 : (void *)W,
+                                    M, K, N);
+            printf("%-20s %-5s %10.3f %12.1f %12.1f %8.2f %12.1f\n", sh->name, modes[m].name,
+                   1e3 * t_fwd, flops / t_fwd / 1e12, flops / t_ref / 1e12, t_ref / t_fwd,
+                   2.0 * flops / t_bwd / 1e12);
+        }
+        gpu_set_math(0, 0);
+        gpu->release(x); gpu->release(W); gpu->release(b); gpu->release(y); gpu->release(dy);
+        gpu->release(dx); gpu->release(dW); gpu->release(db);
+        BENCH_CUDA(cudaFree(x16));
+        BENCH_CUDA(cudaFree(W16));
+    }
+    printf("(ratio = cuBLAS time / backend time on the same shape and precision; the backend's\n"
+           " fwd includes the fused bias, and in bf16 mode the fp32->bf16 operand conversion;\n"
+           " bwd = dx + dW + db, 4MNK flops)\n");
+}
+
+static void bench_attention(void)
+{
+    static const struct { const char *name; int B, H, T, Dh; } cases[] = {
+        {"enc self-attn (visible)", 16, 12, 144, 64}, {"tgt self-attn (all)", 16, 12, 576, 64}};
+    printf("\n%-24s %5s %5s %10s %10s %12s %12s\n", "attention", "T", "B*H", "fwd ms", "bwd ms",
+           "fwd TFLOP/s", "bwd TFLOP/s");
+    static const struct { const char *name; int tf32, bf16; } modes[] = {
+        {"fp32", 0, 0}, {"tf32", 1, 0}, {"bf16", 0, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int B = cases[c].B, H = cases[c].H, T = cases[c].T, Dh = cases[c].Dh, C = H * Dh;
+        float *qkv = device_uniform((size_t)B * T * 3 * C), *dqkv = device_uniform((size_t)B * T * 3 * C);
+        float *out = device_uniform((size_t)B * T * C), *dout = device_uniform((size_t)B * T * C);
+        float *probs = device_uniform((size_t)B * H * T * T);
+        const double fwd_flops = 4.0 * B * H * (double)T * T * Dh, bwd_flops = 2.0 * fwd_flops;
+        for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
+            gpu_set_math(modes[m].tf32, modes[m].bf16);
+            for (int i = 0; i < WARMUP; i++)
+                gpu->attention_fwd(out, probs, qkv, qkv + C, qkv + 2 * C, B, H, T, T, Dh, 3 * C, 3 * C);
+            gpu->synchronize();
+            double t0 = wall_seconds();
+            for (int i = 0; i < ITERS; i++)
+                gpu->attention_fwd(out, probs, qkv, qkv + C, qkv + 2 * C, B, H, T, T, Dh, 3 * C, 3 * C);
+            gpu->synchronize();
+            double t_fwd = (wall_seconds() - t0) / ITERS;
+            t0 = wall_seconds();
+            for (int i = 0; i < ITERS; i++)
+                gpu->attention_bwd(dqkv, dqkv + C, dqkv + 2 * C, dout, qkv, qkv + C, qkv + 2 * C,
+                                   probs, B, H, T, T, Dh, 3 * C, 3 * C);
+            gpu->synchronize();
+            double t_bwd = (wall_seconds() - t0) / ITERS;
+            char label[64];
+            snprintf(label, sizeof label, "%s %s", cases[c].name, modes[m].name);
+            printf("%-24s %5d %5d %10.3f %10.3f %12.1f %12.1f\n", label, T, B * H, 1e3 * t_fwd,
+                   1e3 * t_bwd, fwd_flops / t_fwd / 1e12, bwd_flops / t_bwd / 1e12);
+        }
+        gpu_set_math(0, 0);
+        gpu->release(qkv); gpu->release(dqkv); gpu->release(out); gpu->release(dout);
+        gpu->release(probs);
+    }
+}
+
+int main(void)
+{
+    if (gpu_device_count() == 0) {
+        printf("skip: no GPU visible; nothing to benchmark\n");
+        return 0;
+    }
+    gpu = backend_cuda();
+    BENCH_CUBLAS(cublasCreate(&ref));
+    bench_linear();
+    bench_attention();
+    printf("\npeak backend memory: %.2f GiB\n", (double)gpu_peak_bytes() / (1u << 30));
+    BENCH_CUBLAS(cublasDestroy(ref));
+    return 0;
+}
+#else
+int main(void)
+{
+    printf("skip: no GPU (built without CUDA); nothing to benchmark\n");
+    return 0;
+}
+#endif

@@ -1,0 +1,114 @@
+/* Writes what the UNETR PyTorch parity test (tests/reference/test_unetr_parity.py) needs: the
+ * tiny model's initial weights (MONAI state_dict names), a batch (windowed image, labels), the
+ * logits, the DiceCE loss terms and every parameter gradient.
+ * usage: unetr_dump OUT.h5 [key=value ...]
+ * Layout: attr config; /params/<name> (attr decay); /batch/image [B,1,X,Y,Z] float32,
+ * /batch/label [B,X,Y,Z] int32; /out/{loss,ce,dice} float64 [1]; /out/logits [B,K,X,Y,Z];
+ * /grads/<name>. */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/rng.h"
+#include "h5util.h"
+#include "models/unetr.h"
+
+static const char *const tiny_config[][2] = {
+    {"crop", "32,32,16"}, {"patch", "16"}, {"embed_dim", "12"}, {"depth", "4"}, {"heads", "2"},
+    {"mlp_dim", "24"}, {"feature_size", "4"}, {"num_classes", "3"}, {"batch", "2"},
+};
+
+static void write_set(hid_t f, const char *group, const ParamSet *ps, const float *buf)
+{
+    float *host = xmalloc(ps->total * sizeof(float));
+    ps->be->download(host, buf, ps->total * sizeof(float));
+    for (int i = 0; i < ps->count; i++) {
+        const ParamInfo *t = &ps->info[i];
+        char name[256];
+        snprintf(name, sizeof name, "%s/%s", group, t->name);
+        h5_write_floats(f, name, t->ndim, t->shape, host + t->offset);
+        hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+        h5_attr_long(ds, "decay", t->decay);
+        CHECK_H5(H5Dclose(ds));
+    }
+    free(host);
+}
+
+static void write_scalar(hid_t f, const char *name, double v)
+{
+    int one = 1;
+    h5_write_doubles(f, name, 1, &one, &v);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    if (argc < 2) { fprintf(stderr, "usage: unetr_dump OUT.h5 [key=value ...]\n"); return 2; }
+    Config cfg;
+    config_defaults(&cfg);
+    for (size_t i = 0; i < sizeof tiny_config / sizeof tiny_config[0]; i++)
+        config_set(&cfg, tiny_config[i][0], tiny_config[i][1], "unetr_dump defaults", 0);
+    for (int i = 2; i < argc; i++) {
+        char key[128];
+        const char *eq = strchr(argv[i], '=');
+        if (!eq) alice_die("expected key=value, got %s", argv[i]);
+        snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i]), argv[i]);
+        config_set(&cfg, key, eq + 1, "command line", 0);
+    }
+    UnetrModel m;
+    unetr_init(&m, &cfg, backend_cpu(), cfg.batch, 1);
+    const int *c = cfg.crop;
+    const long D = unetr_crop_voxels(&m);
+    float *img = xmalloc((size_t)m.B * D * sizeof(float));
+    int32_t *lab = xmalloc((size_t)m.B * D * sizeof(int32_t));
+    RngStream rng;
+    rng_init(&rng, (uint64_t)cfg.seed, 0, 0, RNG_TEST);
+    /* An ellipsoid per foreground class over noise: every class present, smooth boundaries. */
+    for (int b = 0; b < m.B; b++)
+        for (int x = 0; x < c[0]; x++)
+            for (int y = 0; y < c[1]; y++)
+                for (int z = 0; z < c[2]; z++) {
+                    size_t i = (size_t)b * D + ((size_t)x * c[1] + y) * c[2] + z;
+                    int cls = 0;
+                    for (int k = 1; k < m.K; k++) {
+                        double cx = c[0] * (0.25 + 0.5 * k / m.K) + b, cy = c[1] * 0.5, cz = c[2] * 0.5;
+                        double r = (x - cx) * (x - cx) / (0.04 * c[0] * c[0]) +
+                                   (y - cy) * (y - cy) / (0.06 * c[1] * c[1]) +
+                                   (z - cz) * (z - cz) / (0.08 * c[2] * c[2]);
+                        if (r < 1.0) cls = k;
+                    }
+                    lab[i] = cls;
+                    img[i] = 0.2f + 0.25f * (float)cls + 0.1f * rng_uniform(&rng);
+                }
+    unetr_set_batch(&m, img, lab);
+
+    hid_t f = h5_create_tmp(argv[1]);
+    char *text = config_to_text(&cfg);
+    h5_attr_string(f, "config", text);
+    free(text);
+    write_set(f, "params", &m.ps, m.ps.data);
+    int vdims[5] = {m.B, 1, c[0], c[1], c[2]};
+    h5_write_floats(f, "batch/image", 5, vdims, img);
+    int ldims[4] = {m.B, c[0], c[1], c[2]};
+    h5_write_ints(f, "batch/label", 4, ldims, lab);
+    SegLoss l = unetr_forward_backward(&m);
+    write_scalar(f, "out/loss", l.loss);
+    write_scalar(f, "out/ce", l.ce);
+    write_scalar(f, "out/dice", l.dice);
+    float *logits = xmalloc((size_t)m.B * m.K * D * sizeof(float));
+    m.be->download(logits, m.logits, (size_t)m.B * m.K * D * sizeof(float));
+    int odims[5] = {m.B, m.K, c[0], c[1], c[2]};
+    h5_write_floats(f, "out/logits", 5, odims, logits);
+    write_set(f, "grads", &m.ps, m.ps.grad);
+    h5_commit(f, argv[1]);
+    printf("unetr_dump: %s depth=%d loss=%.9g (ce %.9g, dice %.9g), %d tensors\n", argv[1],
+           cfg.depth, l.loss, l.ce, l.dice, m.ps.count);
+    free(logits);
+    free(img);
+    free(lab);
+    unetr_free(&m);
+    MPI_Finalize();
+    return 0;
+}

@@ -1,0 +1,133 @@
+/* Finite-difference check of the tiny UNETR's DiceCE loss (w_ce = w_dice = 1) against the
+ * analytic gradient at sampled entries of EVERY parameter tensor (ViT, encoders, decoders,
+ * output conv), and a check that the ViT's skip taps carry gradient (blocks 1, 2, 3 of 4).
+ * Central differences in fp32 with h = 2e-3 on a loss near 2: round-off is about
+ * 2 * 2.4e-7 / 4e-3 = 1.2e-4 in the quotient; pass when |fd - analytic| <= 5e-4 + 5e-2 |fd|.
+ * LeakyReLU kinks can make an occasional entry differ; at most 2% of entries may be off (a
+ * wrong backward gets most entries of a tensor wrong). */
+#include <mpi.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/rng.h"
+#include "models/unetr.h"
+#include "test.h"
+
+static const char *const tiny[][2] = {
+    {"crop", "32,16,16"}, {"patch", "16"}, {"embed_dim", "12"}, {"depth", "4"}, {"heads", "2"},
+    {"mlp_dim", "16"}, {"feature_size", "2"}, {"num_classes", "3"}, {"batch", "2"},
+};
+
+static double loss_only(UnetrModel *m)
+{
+    unetr_forward(m);
+    float ce = 0.0f, dice = 0.0f;
+    m->be->dicece_fwd(m->probs, &ce, &dice, m->logits, m->label, m->B, m->K, unetr_crop_voxels(m));
+    return (double)ce + (double)dice;
+}
+
+static int test_unetr_gradients(void)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    UnetrModel m;
+    unetr_init(&m, &cfg, backend_cpu(), cfg.batch, 1);
+    TEST_CHECK(m.skip_block[0] == 1 && m.skip_block[1] == 2 && m.skip_block[2] == 3,
+               "skip blocks %d %d %d, expected 1 2 3 for depth 4", m.skip_block[0],
+               m.skip_block[1], m.skip_block[2]);
+    const long D = unetr_crop_voxels(&m);
+    float *img = xmalloc((size_t)m.B * D * sizeof(float));
+    int32_t *lab = xmalloc((size_t)m.B * D * sizeof(int32_t));
+    RngStream rng;
+    rng_init(&rng, 11, 0, 0, RNG_TEST);
+    /* A bright box of class 1 and a dim slab of class 2 over noise, so every class exists. */
+    for (int b = 0; b < m.B; b++)
+        for (int x = 0; x < 32; x++)
+            for (int y = 0; y < 16; y++)
+                for (int z = 0; z < 16; z++) {
+                    size_t i = (size_t)b * D + ((size_t)x * 16 + y) * 16 + z;
+                    int box = x >= 8 + b && x < 20 && y >= 4 && y < 12 && z >= 3 && z < 11;
+                    int slab = !box && z >= 12;
+                    lab[i] = box ? 1 : (slab ? 2 : 0);
+                    img[i] = (box ? 0.8f : (slab ? 0.4f : 0.1f)) + 0.1f * rng_uniform(&rng);
+                }
+    unetr_set_batch(&m, img, lab);
+    ParamSet *ps = &m.ps;
+    SegLoss l = unetr_forward_backward(&m);
+    TEST_CHECK(isfinite(l.loss) && l.loss > 0.5, "loss %g", l.loss);
+    float *grad = xmalloc(ps->total * sizeof(float));
+    memcpy(grad, ps->grad, ps->total * sizeof(float));
+    const float h = 2e-3f;
+    int checked = 0, bad = 0;
+    for (int t = 0; t < ps->count; t++) {
+        const ParamInfo *info = &ps->info[t];
+        double gmax = 0.0;
+        for (size_t k = 0; k < info->numel; k++) gmax = fmax(gmax, fabs(grad[info->offset + k]));
+        TEST_CHECK(gmax > 0.0, "%s: the gradient is zero everywhere", info->name);
+        for (int s = 0; s < 3; s++) {
+            size_t k = info->offset + rng_below(&rng, (uint32_t)info->numel);
+            float keep = ps->data[k];
+            ps->data[k] = keep + h;
+            double up = loss_only(&m);
+            ps->data[k] = keep - h;
+            double down = loss_only(&m);
+            ps->data[k] = keep;
+            double fd = (up - down) / (2.0 * h);
+            checked++;
+            if (fabs(fd - grad[k]) > 5e-4 + 5e-2 * fabs(fd)) {
+                bad++;
+                fprintf(stderr, "  off: %s[%zu]: finite difference %.6g, analytic %.6g\n",
+                        info->name, k - info->offset, fd, grad[k]);
+            }
+        }
+    }
+    printf("  %d entries of %d tensors checked, %d off (loss %.5f = ce %.5f + dice %.5f)\n",
+           checked, ps->count, bad, l.loss, l.ce, l.dice);
+    TEST_CHECK(bad <= checked / 50, "%d of %d finite-difference entries off", bad, checked);
+    free(grad);
+    free(img);
+    free(lab);
+    unetr_free(&m);
+    return 0;
+}
+
+/* Parameter names follow MONAI's UNETR state_dict. */
+static int test_unetr_names(void)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    UnetrModel m;
+    unetr_init(&m, &cfg, backend_cpu(), 1, 0);
+    static const char *const expect[] = {
+        "vit.patch_embedding.patch_embeddings.weight", "vit.blocks.0.attn.qkv.weight", "vit.norm.weight",
+        "encoder1.layer.conv1.conv.weight", "encoder1.layer.conv3.conv.weight",
+        "encoder2.transp_conv_init.conv.weight", "encoder2.blocks.1.0.conv.weight",
+        "encoder2.blocks.1.1.conv2.conv.weight", "encoder3.blocks.0.1.conv1.conv.weight",
+        "encoder4.transp_conv_init.conv.weight", "decoder5.transp_conv.conv.weight",
+        "decoder5.conv_block.conv3.conv.weight", "decoder2.conv_block.conv1.conv.weight",
+        "out.conv.conv.weight", "out.conv.conv.bias",
+    };
+    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++)
+        TEST_CHECK(params_find(&m.ps, expect[i]) >= 0, "no tensor %s", expect[i]);
+    TEST_CHECK(params_find(&m.ps, "encoder2.blocks.0.1.conv3.conv.weight") < 0,
+               "a res block with equal channels must have no conv3");
+    int d5 = params_find(&m.ps, "decoder5.conv_block.conv1.conv.weight");
+    TEST_CHECK(d5 >= 0 && m.ps.info[d5].shape[0] == 16 && m.ps.info[d5].shape[1] == 32,
+               "decoder5.conv_block.conv1 shape [8F, 16F, 3, 3, 3] with F = 2");
+    int e4 = params_find(&m.ps, "encoder4.transp_conv_init.conv.weight");
+    TEST_CHECK(e4 >= 0 && m.ps.info[e4].shape[0] == 12 && m.ps.info[e4].shape[1] == 16,
+               "encoder4.transp_conv_init shape [E, 8F, 2, 2, 2]");
+    unetr_free(&m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    TEST_RUN(test_unetr_names);
+    TEST_RUN(test_unetr_gradients);
+    MPI_Finalize();
+    return test_finish();
+}
