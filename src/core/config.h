@@ -12,6 +12,8 @@
 typedef struct Config {
     /* run */
     char device[CFG_STR];         /* cpu | cuda */
+    char precision[CFG_STR];      /* fp32 | bf16 (cuda: bf16 GEMM operands, fp32 master weights) */
+    int tf32;                     /* cuda fp32 GEMMs/convolutions may use TF32 tensor cores */
     char run_dir[CFG_STR];
     long seed;
     int threads;                  /* OpenMP threads per rank, 0 = all cores / ranks per node */

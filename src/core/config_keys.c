@@ -9,6 +9,8 @@
 
 const ConfigKey config_keys[] = {
     K("device", CFG_T_ENUM, device, "cpu", "cpu|cuda", "backend the model runs on"),
+    K("precision", CFG_T_ENUM, precision, "fp32", "fp32|bf16", "cuda: bf16 GEMM operands with fp32 accumulate and fp32 master weights (fp32 = parity with cpu)"),
+    K("tf32", CFG_T_BOOL, tf32, "0", "", "cuda: let fp32 GEMMs and convolutions use TF32 tensor cores"),
     K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
     K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
     K("threads", CFG_T_INT, threads, "0", "0..1024", "OpenMP threads per rank (0 = cores / local ranks)"),

@@ -435,3 +435,13 @@ SegLoss unetr_forward_backward(UnetrModel *m)
     vit_encoder_backward_taps(&m->vit, &m->va, ps, m->dvit_out, m->taps);
     return loss;
 }
+
+void unetr_predict_host(void *ctx, const float *windows, int n, float *logits)
+{
+    UnetrModel *m = ctx;
+    ALICE_ASSERT(n >= 1 && n <= m->B, "%d windows for a model of batch %d", n, m->B);
+    /* The model always runs its full batch; the caller zero-fills unused window slots. */
+    unetr_set_batch(m, windows, NULL);
+    const float *out = unetr_forward(m);
+    m->be->download(logits, out, (size_t)n * m->K * unetr_crop_voxels(m) * sizeof(float));
+}

@@ -143,6 +143,9 @@ void unetr_set_batch(UnetrModel *m, const float *image, const int32_t *label);
 const float *unetr_forward(UnetrModel *m);
 /* Zeroes the gradients, forward, DiceCE (w_ce = w_dice = 1), backward. */
 SegLoss unetr_forward_backward(UnetrModel *m);
+/* Sliding-window callback (eval/sliding_window.h SwPredictFn) with ctx = the UnetrModel:
+ * windows host [B, 1, crop] (slots n..B-1 ignored), logits host [n, K, crop]. */
+void unetr_predict_host(void *ctx, const float *windows, int n, float *logits);
 /* Number of voxels of one crop. */
 long unetr_crop_voxels(const UnetrModel *m);
 

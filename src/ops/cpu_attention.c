@@ -61,7 +61,9 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
                 float *row = dS + (long)i * Tk;
                 const float *prow = P + (long)i * Tk;
                 float dot = 0.0f;
+                #pragma omp simd reduction(+ : dot)
                 for (int j = 0; j < Tk; j++) dot += row[j] * prow[j];
+                #pragma omp simd
                 for (int j = 0; j < Tk; j++) row[j] = prow[j] * (row[j] - dot);
             }
             if (dq) /* dQ = scale dS K */

@@ -9,30 +9,30 @@ void cpu_axpby(float *y, const float *x, float a, float b, size_t n)
 {
     if (b == 0.0f) {
         /* beta = 0 means "ignore y" (BLAS convention), even when y holds NaN garbage. */
-        #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+        #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
         for (size_t i = 0; i < n; i++) y[i] = a * x[i];
         return;
     }
-    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) y[i] = a * x[i] + b * y[i];
 }
 
 void cpu_scale(float *x, float a, size_t n)
 {
-    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) x[i] *= a;
 }
 
 void cpu_add(float *out, const float *a, const float *b, size_t n)
 {
-    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
 double cpu_sum_squares(const float *x, size_t n)
 {
     double total = 0.0;
-    #pragma omp parallel for schedule(static) reduction(+ : total) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) reduction(+ : total) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) total += (double)x[i] * (double)x[i];
     return total;
 }
@@ -41,7 +41,7 @@ int cpu_all_finite(const float *x, size_t n)
 {
     /* No early exit: a branch-free count vectorises and a non-finite value is rare. */
     size_t bad = 0;
-    #pragma omp parallel for schedule(static) reduction(+ : bad) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) reduction(+ : bad) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) bad += !isfinite(x[i]);
     return bad == 0;
 }

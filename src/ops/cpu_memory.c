@@ -39,7 +39,7 @@ void cpu_copy(void *dst, const void *src, size_t bytes)
 
 void cpu_fill(float *x, float value, size_t n)
 {
-    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) x[i] = value;
 }
 

@@ -14,9 +14,11 @@
 static void row_statistics(const float *x, long n, float eps, float *mean_out, float *rstd_out)
 {
     double sum = 0.0;
+    #pragma omp simd reduction(+ : sum)
     for (long i = 0; i < n; i++) sum += x[i];
     double mean = sum / (double)n;
     double sq = 0.0;
+    #pragma omp simd reduction(+ : sq)
     for (long i = 0; i < n; i++) {
         double d = x[i] - mean;
         sq += d * d;
@@ -36,11 +38,16 @@ void cpu_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const
         row_statistics(xr, dim, eps, &mu, &rs);
         mean[r] = mu;
         rstd[r] = rs;
-        for (int d = 0; d < dim; d++) {
-            float v = (xr[d] - mu) * rs;
-            if (gamma) v *= gamma[d];
-            if (beta) v += beta[d];
-            yr[d] = v;
+        if (gamma && beta) {
+            #pragma omp simd
+            for (int d = 0; d < dim; d++) yr[d] = (xr[d] - mu) * rs * gamma[d] + beta[d];
+        } else {
+            for (int d = 0; d < dim; d++) {
+                float v = (xr[d] - mu) * rs;
+                if (gamma) v *= gamma[d];
+                if (beta) v += beta[d];
+                yr[d] = v;
+            }
         }
     }
 }
@@ -64,6 +71,7 @@ void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
             const float *xr = x + (long)r * dim, *dyr = dy + (long)r * dim;
             float mu = mean[r], rs = rstd[r];
             if (want_params)
+                #pragma omp simd
                 for (int d = 0; d < dim; d++) {
                     float xhat = (xr[d] - mu) * rs;
                     pg[d] += dyr[d] * xhat;
@@ -72,6 +80,7 @@ void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
             if (!dx) continue;
             /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma */
             double sum_g = 0.0, sum_gx = 0.0;
+            #pragma omp simd reduction(+ : sum_g, sum_gx)
             for (int d = 0; d < dim; d++) {
                 float g = gamma ? dyr[d] * gamma[d] : dyr[d];
                 sum_g += g;
@@ -79,6 +88,7 @@ void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
             }
             float mean_g = (float)(sum_g / dim), mean_gx = (float)(sum_gx / dim);
             float *dxr = dx + (long)r * dim;
+            #pragma omp simd
             for (int d = 0; d < dim; d++) {
                 float g = gamma ? dyr[d] * gamma[d] : dyr[d];
                 float xhat = (xr[d] - mu) * rs;
@@ -115,6 +125,7 @@ void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const 
         /* y = x * a + shift with the affine folded in */
         float a = rs * (gamma ? gamma[c] : 1.0f);
         float shift = (beta ? beta[c] : 0.0f) - mu * a;
+        #pragma omp simd
         for (long i = 0; i < V; i++) yp[i] = xp[i] * a + shift;
     }
 }
@@ -132,6 +143,7 @@ void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, c
         const float *xp = x + (long)bc * V, *dyp = dy + (long)bc * V;
         float mu = mean[bc], rs = rstd[bc];
         double s = 0.0, sx = 0.0;
+        #pragma omp simd reduction(+ : s, sx)
         for (long i = 0; i < V; i++) {
             s += dyp[i];
             sx += dyp[i] * ((xp[i] - mu) * rs);
@@ -142,6 +154,7 @@ void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, c
         float gam = gamma ? gamma[bc % C] : 1.0f;
         float mean_dy = (float)(s / V), mean_dyx = (float)(sx / V);
         float *dxp = dx + (long)bc * V;
+        #pragma omp simd
         for (long i = 0; i < V; i++) {
             float xhat = (xp[i] - mu) * rs;
             dxp[i] = gam * rs * (dyp[i] - mean_dy - xhat * mean_dyx);

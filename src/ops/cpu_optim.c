@@ -13,7 +13,7 @@ void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, fl
     const float step_size = (float)(lr / bc1);
     const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
     const float decay = 1.0f - lr * weight_decay;
-    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) {
         float g = grad[i];
         float mi = beta1 * m[i] + (1.0f - beta1) * g;
@@ -27,6 +27,6 @@ void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, fl
 void cpu_ema_update(float *target, const float *online, size_t n, float momentum)
 {
     const float rest = 1.0f - momentum;
-    #pragma omp parallel for schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) target[i] = momentum * target[i] + rest * online[i];
 }

@@ -2,12 +2,15 @@
  * softmax, one-hot labels, background included, smooth_nr = smooth_dr = 1e-5, and PyTorch's
  * mean cross-entropy). Voxels are processed in chunks so that the class loop (stride V) runs
  * over contiguous voxel runs and vectorises. */
+/* Lets GCC vectorise the clamps of cpu_expf (see ops/cpu_math.h). */
+#pragma GCC optimize("no-trapping-math")
 #include "ops/cpu_ops.h"
 
 #include <math.h>
 #include <stdlib.h>
 
 #include "core/check.h"
+#include "ops/cpu_math.h"
 
 #define DICE_SMOOTH 1e-5
 enum { VOXEL_CHUNK = 256 };
@@ -57,7 +60,7 @@ void cpu_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, c
                 for (int i = 0; i < n; i++) mx[i] = fmaxf(mx[i], lg[(long)k * V + i]);
             for (int k = 0; k < K; k++)
                 for (int i = 0; i < n; i++) {
-                    float e = expf(lg[(long)k * V + i] - mx[i]);
+                    float e = cpu_expf(lg[(long)k * V + i] - mx[i]);
                     pr[(long)k * V + i] = e;
                     sum[i] += e;
                 }

@@ -41,6 +41,11 @@ ADAM_STEPS = 5         # AdamW steps recorded in /adam/losses
 PARITY_OVERRIDES = dict(lr="1e-3", min_lr="1e-4", warmup="2", steps="5", weight_decay="0.5",
                         ema_start="0.5", ema_end="1", clip="0")
 CLIP_VARIANT_EPS = "1e-2"
+# A grid with three different sides (3 x 2 x 5 tokens), an odd batch and head count, two decoder
+# blocks: an axis swapped in patchify, the position embedding or the token order cannot hide
+# behind the 4 x 4 x 2 grid of the default tiny crop.
+ODD_SHAPE_VARIANT = dict(crop="12,8,20", batch="3", heads="3", embed_dim="18", dec_depth="2",
+                         casa_dim="6")
 
 
 # ----------------------------------------------------------------------------- configuration

@@ -11,7 +11,9 @@ import alice_ref  # noqa: E402
 
 if __name__ == "__main__":
     # the paper's default; the ablation switches with non-unit loss weights; clipping active
-    # (initial norm about 11) with an adam_eps that makes Adam see the scale, and w_dv != 1
+    # (initial norm about 11) with an adam_eps that makes Adam see the scale, and w_dv != 1;
+    # the odd-shaped grid (three different sides, batch 3, 3 heads)
     variants = [{}, {"use_casa": "0", "use_dv": "0", "w_rec": "0.7", "w_st": "2"},
-                {"w_dv": "0.5", "clip": "1", "adam_eps": alice_ref.CLIP_VARIANT_EPS}]
+                {"w_dv": "0.5", "clip": "1", "adam_eps": alice_ref.CLIP_VARIANT_EPS},
+                alice_ref.ODD_SHAPE_VARIANT]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -9,7 +9,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import alice_ref  # noqa: E402
 
 if __name__ == "__main__":
-    # default tiny model; norm_pix off with another mask ratio (different nvis); global-norm
-    # clipping active (initial norm about 0.8) with an adam_eps that makes Adam see the scale
-    sys.exit(alice_ref.parity_main("mae", [{}, {"norm_pix": "0", "mask_ratio": "0.5"},
-                                           {"clip": "0.1", "adam_eps": alice_ref.CLIP_VARIANT_EPS}]))
+    # default tiny model; norm_pix off with another mask ratio (different nvis) on the odd-shaped
+    # grid; global-norm clipping active (initial norm about 0.8) with an adam_eps that makes
+    # Adam see the scale
+    sys.exit(alice_ref.parity_main("mae", [
+        {}, dict(alice_ref.ODD_SHAPE_VARIANT, norm_pix="0", mask_ratio="0.5"),
+        {"clip": "0.1", "adam_eps": alice_ref.CLIP_VARIANT_EPS}]))

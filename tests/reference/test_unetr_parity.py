@@ -1,7 +1,7 @@
 """PyTorch parity of the tiny UNETR (issue 5 item 2): the C dump tool's logits, DiceCE loss
 terms and every parameter gradient against the MONAI-faithful reference in unetr_ref.py
 (float32, relative error <= 1e-4; the float64 reference's distance is printed as the noise
-floor). Variants: depth 12 (MONAI's own skips hs[3], hs[6], hs[9]) and depth 4 with another
+floor; see unetr_ref.compare_dump for ill-conditioned gradients). Variants: depth 12 (MONAI's own skips hs[3], hs[6], hs[9]) and depth 4 with another
 crop and class count. Skips when $BUILD/tools/unetr_dump is not built."""
 import os
 import shutil
@@ -16,7 +16,9 @@ import unetr_ref  # noqa: E402
 
 VARIANTS = [
     {"depth": "12"},
-    {"depth": "4", "crop": "32,16,32", "num_classes": "4", "feature_size": "2", "seed": "7"},
+    # (seed 7 here puts a decoder4 LeakyReLU input at 6e-7 from 0, within fp32 round-off: its
+    # slope flips between implementations and moves low-resolution gradients by ~0.5%)
+    {"depth": "4", "crop": "32,16,32", "num_classes": "4", "feature_size": "2"},
 ]
 
 

@@ -243,16 +243,26 @@ def reference_run(dump, dtype):
     model = build_from_dump(dump, dtype)
     x = torch.from_numpy(dump["image"]).to(dtype)
     y = torch.from_numpy(dump["label"].astype(np.int64))
+    kinks = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.LeakyReLU):
+            mod.register_forward_hook(
+                lambda mo, i, o, name=name: kinks.append((float(i[0].abs().min()), name)))
     logits = model(x)
     loss, ce, dice = dice_ce(logits, y)
     model.zero_grad()
     loss.backward()
-    return dict(out=dict(loss=float(loss), ce=float(ce), dice=float(dice)),
+    return dict(out=dict(loss=float(loss), ce=float(ce), dice=float(dice)), kink=min(kinks),
                 logits=logits.detach().numpy(),
                 grads={n: p.grad.detach().numpy() for n, p in model.named_parameters()})
 
 
 def compare_dump(path, tol=1e-4, show=8, log=print):
+    """A gradient passes when C is within tol of torch fp32, or -- where the gradient itself is
+    ill-conditioned (e.g. encoder1's conv3 weight: instance-norm gradients have zero mean and
+    meet a nearly constant input, so the sum cancels) -- when C is no further from the fp64
+    reference than 3x torch fp32 is. A LeakyReLU input within fp32 round-off of 0 can flip its
+    slope between implementations; the smallest |input| is printed to diagnose such cases."""
     dump = load_dump(path)
     ref = reference_run(dump, torch.float32)
     ref64 = reference_run(dump, torch.float64)
@@ -277,14 +287,18 @@ def compare_dump(path, tol=1e-4, show=8, log=print):
             fails.append("gradient %s missing from the dump" % n)
             continue
         c, t = dump["grads"][n], ref["grads"][n]
-        errs.append((rel(c, t), n, rel(t, ref64["grads"][n]), float(np.linalg.norm(t))))
+        errs.append((rel(c, t), n, rel(t, ref64["grads"][n]), float(np.linalg.norm(t)),
+                     rel(c, ref64["grads"][n])))
     errs.sort(reverse=True)
-    log("  gradients (worst %d of %d): rel err, fp32-fp64, ||g||" % (min(show, len(errs)), len(errs)))
-    for e, n, e64, gn in errs[:show]:
-        log("    %-50s %10.2e %10.2e %10.3e" % (n, e, e64, gn))
-    for e, n, _, gn in errs:
-        if not e <= tol:
-            fails.append("gradient %s: rel err %.2e > %g" % (n, e, tol))
+    log("  smallest |LeakyReLU input| (fp64): %.2e in %s" % ref64["kink"])
+    log("  gradients (worst %d of %d): rel err, fp32-fp64, ||g||, C-fp64"
+        % (min(show, len(errs)), len(errs)))
+    for e, n, e64, gn, c64 in errs[:show]:
+        log("    %-50s %10.2e %10.2e %10.3e %10.2e" % (n, e, e64, gn, c64))
+    for e, n, e64, gn, c64 in errs:
+        if not (e <= tol or c64 <= max(tol, 3.0 * e64)):
+            fails.append("gradient %s: rel err %.2e > %g (C-fp64 %.2e, torch fp32-fp64 %.2e)"
+                         % (n, e, tol, c64, e64))
         if gn == 0.0:
             fails.append("gradient %s is zero in the reference: the test does not see it" % n)
     log("  %s" % ("PASS" if not fails else "FAIL: %d problems" % len(fails)))

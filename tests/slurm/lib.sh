@@ -72,3 +72,17 @@ wait_lines() {
   echo "FAIL: $file did not reach $n lines within ${limit}s" >&2
   return 1
 }
+
+# Skips the test (exit 77) while `alice CMD` is not implemented yet (not in the command
+# table, or still answering "under construction").
+require_alice_command() {
+  local cmd=$1 out
+  [ -x "${ALICE:-}" ] || { echo "FAIL: ALICE='${ALICE:-}' is not an executable (run via tests/run.sh)"; exit 1; }
+  if ! out=$("$ALICE" "$cmd" --help 2>&1); then
+    echo "skip: alice $cmd is not available yet ($(head -n1 <<<"$out" | cut -c1-80))"
+    exit 77
+  fi
+}
+
+# Python with numpy and h5py (Debian's), as tests/run.sh exports it.
+PYTHON=${PYTHON:-/usr/bin/python3}

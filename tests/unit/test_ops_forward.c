@@ -518,6 +518,50 @@ static int test_dicece_large(void)
     return 0;
 }
 
+/* GELU and its derivative across [-8, 8] (both tails, the erf approximation's whole range)
+ * against libm's double erf and exp. */
+static int test_gelu_dense(void)
+{
+    size_t n = 160001;
+    float *x = filled(n, 0), *y = filled(n, NAN), *dx = filled(n, NAN), *one = filled(n, 1);
+    double *yr = dzeros(n), *dr = dzeros(n), *scale = dzeros(n);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = -8.0f + 16.0f * (float)i / (float)(n - 1);
+        double xv = x[i], cdf = 0.5 * (1 + erf(xv / sqrt(2.0))), pdf = exp(-0.5 * xv * xv) / sqrt(2 * M_PI);
+        yr[i] = xv * cdf, dr[i] = cdf + xv * pdf;
+        scale[i] = 1.0 + fabs(xv); /* the erf error (1.5e-7) is multiplied by x/2 */
+    }
+    be->gelu_fwd(y, x, n);
+    be->gelu_bwd(dx, one, x, n);
+    compare("gelu forward on [-8, 8]", y, yr, scale, n);
+    compare("gelu backward on [-8, 8]", dx, dr, scale, n);
+    free(x), free(y), free(dx), free(one), free(yr), free(dr), free(scale);
+    return 0;
+}
+
+/* softmax rows spanning the whole exp range (differences up to 120) against double */
+static int test_softmax_range(void)
+{
+    int rows = 64, cols = 300;
+    size_t n = (size_t)rows * cols;
+    float *x = randn(n, 20), *y = filled(n, NAN);
+    double *ref = dzeros(n);
+    for (int r = 0; r < rows; r++) {
+        double mx = -INFINITY, sum = 0;
+        for (int c = 0; c < cols; c++) mx = fmax(mx, x[r * cols + c]);
+        for (int c = 0; c < cols; c++) sum += exp(x[r * cols + c] - mx);
+        for (int c = 0; c < cols; c++) ref[r * cols + c] = exp(x[r * cols + c] - mx) / sum;
+    }
+    be->softmax_fwd(y, x, rows, cols);
+    compare("softmax over a wide range", y, ref, NULL, n);
+    float big[3] = {-INFINITY, 0.0f, -1000.0f}, out[3];
+    be->softmax_fwd(out, big, 1, 3);
+    TEST_CHECK(out[0] == 0.0f && fabsf(out[1] - 1.0f) < 1e-7f && out[2] < 1e-30f,
+               "softmax of [-inf, 0, -1000] = [%g, %g, %g], expected [0, 1, 0]", out[0], out[1], out[2]);
+    free(x), free(y), free(ref);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ tokens */
 
 static int test_patchify_layout(void)
@@ -647,6 +691,8 @@ int main(void)
     TEST_RUN(test_layernorm);
     TEST_RUN(test_instnorm);
     TEST_RUN(test_hand_cases);
+    TEST_RUN(test_gelu_dense);
+    TEST_RUN(test_softmax_range);
     TEST_RUN(test_dicece_large);
     TEST_RUN(test_patchify_layout);
     TEST_RUN(test_token_moves);

@@ -1,0 +1,167 @@
+#include "eval/sliding_window.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+
+/* MONAI clamps the importance map from below by max(smallest non-zero, 1e-3) so that no voxel
+ * of a window has zero weight. */
+#define SW_MIN_WEIGHT 1e-3f
+
+int sliding_window_starts(int size, int window, float overlap, int *starts)
+{
+    ALICE_ASSERT(size >= window, "axis of %d voxels is smaller than the window %d", size, window);
+    int interval = window == size ? window : (int)((float)window * (1.0f - overlap));
+    if (interval < 1) interval = 1;
+    /* First start whose window reaches the border, as MONAI's dense_patch_slices. */
+    int count = 0;
+    for (int i = 0;; i++) {
+        long s = (long)i * interval;
+        ALICE_ASSERT(count < SW_MAX_STARTS, "more than %d windows on one axis", SW_MAX_STARTS);
+        if (s + window >= size) {
+            starts[count++] = size - window;
+            break;
+        }
+        starts[count++] = (int)s;
+    }
+    return count;
+}
+
+/* MONAI gaussian_1d(sigma, truncated = 4, approx = "erf") evaluated at offset x. */
+static double gaussian_erf(double x, double sigma)
+{
+    int tail = (int)(fmax(sigma * 4.0, 0.5) + 0.5);
+    if (fabs(x) > tail) return 0.0;
+    double t = 0.70710678 / fabs(sigma);
+    double v = 0.5 * (erf(t * (x + 0.5)) - erf(t * (x - 0.5)));
+    return v > 0.0 ? v : 0.0;
+}
+
+void sliding_window_importance(const int window[3], float sigma_scale, float *map)
+{
+    double *axis[3];
+    for (int a = 0; a < 3; a++) {
+        axis[a] = xmalloc((size_t)window[a] * sizeof(double));
+        double sigma = window[a] * (double)sigma_scale;
+        for (int i = 0; i < window[a]; i++) axis[a][i] = gaussian_erf(i - window[a] / 2, sigma);
+    }
+    const size_t n = (size_t)window[0] * window[1] * window[2];
+    double mx = 0.0;
+    for (int x = 0; x < window[0]; x++)
+        for (int y = 0; y < window[1]; y++)
+            for (int z = 0; z < window[2]; z++) mx = fmax(mx, axis[0][x] * axis[1][y] * axis[2][z]);
+    float min_nonzero = INFINITY;
+    size_t i = 0;
+    for (int x = 0; x < window[0]; x++)
+        for (int y = 0; y < window[1]; y++)
+            for (int z = 0; z < window[2]; z++, i++) {
+                map[i] = (float)(axis[0][x] * axis[1][y] * axis[2][z] / mx);
+                if (map[i] > 0.0f && map[i] < min_nonzero) min_nonzero = map[i];
+            }
+    float floor_w = fmaxf(min_nonzero, SW_MIN_WEIGHT);
+    for (i = 0; i < n; i++) map[i] = fmaxf(map[i], floor_w);
+    for (int a = 0; a < 3; a++) free(axis[a]);
+}
+
+long sliding_window_argmax(const SlidingWindow *sw, const float *image, const int dim[3],
+                           uint8_t *labels, float *avg_logits)
+{
+    const int *w = sw->window;
+    const int K = sw->classes;
+    ALICE_ASSERT(K >= 1 && K <= 256, "classes %d", K);
+    /* Padded grid: at least the window on every axis, the image centred (MONAI pads
+     * diff // 2 before and the rest after). */
+    int pd[3], lo[3];
+    for (int a = 0; a < 3; a++) {
+        pd[a] = dim[a] > w[a] ? dim[a] : w[a];
+        lo[a] = (pd[a] - dim[a]) / 2;
+    }
+    const size_t pn = (size_t)pd[0] * pd[1] * pd[2];
+    const size_t wn = (size_t)w[0] * w[1] * w[2];
+    float *padded = xcalloc(pn, sizeof(float));
+    for (int x = 0; x < dim[0]; x++)
+        for (int y = 0; y < dim[1]; y++)
+            memcpy(padded + ((size_t)(x + lo[0]) * pd[1] + (y + lo[1])) * pd[2] + lo[2],
+                   image + ((size_t)x * dim[1] + y) * dim[2], (size_t)dim[2] * sizeof(float));
+    float *acc = xcalloc((size_t)K * pn, sizeof(float));
+    float *count = xcalloc(pn, sizeof(float));
+    float *imp = xmalloc(wn * sizeof(float));
+    sliding_window_importance(w, sw->sigma_scale, imp);
+    int *starts[3], ns[3];
+    for (int a = 0; a < 3; a++) {
+        starts[a] = xmalloc(SW_MAX_STARTS * sizeof(int));
+        ns[a] = sliding_window_starts(pd[a], w[a], sw->overlap, starts[a]);
+    }
+    const long total = (long)ns[0] * ns[1] * ns[2];
+    float *win = xcalloc((size_t)sw->batch * wn, sizeof(float));
+    float *out = xmalloc((size_t)sw->batch * K * wn * sizeof(float));
+    int (*origin)[3] = xmalloc((size_t)sw->batch * sizeof *origin);
+    for (long first = 0; first < total; first += sw->batch) {
+        int n = (int)(total - first < sw->batch ? total - first : sw->batch);
+        for (int j = 0; j < n; j++) {
+            long k = first + j;
+            int *o = origin[j];
+            o[0] = starts[0][k / ((long)ns[1] * ns[2])];
+            o[1] = starts[1][(k / ns[2]) % ns[1]];
+            o[2] = starts[2][k % ns[2]];
+            float *dst = win + (size_t)j * wn;
+            for (int x = 0; x < w[0]; x++)
+                for (int y = 0; y < w[1]; y++)
+                    memcpy(dst + ((size_t)x * w[1] + y) * w[2],
+                           padded + ((size_t)(o[0] + x) * pd[1] + (o[1] + y)) * pd[2] + o[2],
+                           (size_t)w[2] * sizeof(float));
+        }
+        /* Unused slots of a last partial batch hold zeros; their outputs are ignored. */
+        if (n < sw->batch) memset(win + (size_t)n * wn, 0, (size_t)(sw->batch - n) * wn * sizeof(float));
+        sw->predict(sw->ctx, win, n, out);
+        for (int j = 0; j < n; j++) {
+            const int *o = origin[j];
+            for (int c = 0; c < K; c++) {
+                const float *src = out + ((size_t)j * K + c) * wn;
+                float *dst = acc + (size_t)c * pn;
+                #pragma omp parallel for schedule(static)
+                for (int x = 0; x < w[0]; x++)
+                    for (int y = 0; y < w[1]; y++) {
+                        size_t d0 = ((size_t)(o[0] + x) * pd[1] + (o[1] + y)) * pd[2] + o[2];
+                        size_t s0 = ((size_t)x * w[1] + y) * w[2];
+                        for (int z = 0; z < w[2]; z++) dst[d0 + z] += src[s0 + z] * imp[s0 + z];
+                    }
+            }
+            #pragma omp parallel for schedule(static)
+            for (int x = 0; x < w[0]; x++)
+                for (int y = 0; y < w[1]; y++) {
+                    size_t d0 = ((size_t)(o[0] + x) * pd[1] + (o[1] + y)) * pd[2] + o[2];
+                    size_t s0 = ((size_t)x * w[1] + y) * w[2];
+                    for (int z = 0; z < w[2]; z++) count[d0 + z] += imp[s0 + z];
+                }
+        }
+    }
+    /* Argmax of the weighted mean on the original (unpadded) grid. */
+    #pragma omp parallel for schedule(static)
+    for (int x = 0; x < dim[0]; x++)
+        for (int y = 0; y < dim[1]; y++)
+            for (int z = 0; z < dim[2]; z++) {
+                size_t p = ((size_t)(x + lo[0]) * pd[1] + (y + lo[1])) * pd[2] + (z + lo[2]);
+                size_t i = ((size_t)x * dim[1] + y) * dim[2] + z;
+                int best = 0;
+                float bv = acc[p] / count[p];
+                if (avg_logits) avg_logits[i] = bv;
+                for (int c = 1; c < K; c++) {
+                    float v = acc[(size_t)c * pn + p] / count[p];
+                    if (avg_logits) avg_logits[(size_t)c * dim[0] * dim[1] * dim[2] + i] = v;
+                    if (v > bv) { bv = v; best = c; }
+                }
+                labels[i] = (uint8_t)best;
+            }
+    for (int a = 0; a < 3; a++) free(starts[a]);
+    free(origin);
+    free(out);
+    free(win);
+    free(imp);
+    free(count);
+    free(acc);
+    free(padded);
+    return total;
+}

@@ -1,0 +1,30 @@
+/* `alice finetune`: UNETR with the pre-trained encoder (or random init) trained with DiceCE on
+ * labelled crops (MONAI's BTCV protocol), validation Dice by sliding-window inference on the
+ * held-out fold every val_every steps, best and last checkpoints, MPI ranks, resume and
+ * preemption like pre-training. */
+#ifndef ALICE_FINETUNE_H
+#define ALICE_FINETUNE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/config.h"
+
+typedef struct {
+    int resume;                   /* 1: continue from the latest checkpoint in run_dir */
+    const char *resume_from;      /* explicit checkpoint, or NULL */
+} FinetuneOptions;
+
+/* Config defaults of the fine-tuning protocol (MONAI UNETR BTCV): applied before job files.
+ * window [-175, 250], 96^3 crops, batch 4 (1 volume x 4 samples in MONAI), AdamW lr 1e-4,
+ * weight decay 1e-5, betas (0.9, 0.999), no clipping, 25000 steps, validation every 500. */
+void finetune_config_defaults(Config *cfg);
+
+/* Returns the process exit status (0 done, ALICE_EXIT_REQUEUE when preempted). */
+int finetune_run(const Config *cfg, const FinetuneOptions *opt);
+
+/* Mean Dice over the foreground classes 1..K-1 of one case; classes absent from both the
+ * truth and the prediction are left out (nothing to find, nothing found); 1 when all are. */
+double case_mean_dice(const uint8_t *pred, const int32_t *truth, size_t n, int K);
+
+#endif
