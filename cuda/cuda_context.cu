@@ -26,7 +26,8 @@ int gpu_device_count(void)
 }
 
 /* Rank within the node: launcher variables first (they exist before MPI_Init), then MPI's
- * shared-memory split when MPI is up, else 0 (single process). */
+ * shared-memory split when MPI is up (collective: every rank then reaches backend_cuda() at
+ * the same point, as the training commands do), else 0 (single process). */
 static int local_rank(void)
 {
     const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID",
@@ -60,8 +61,9 @@ void cuda_context_init(void)
     CUDA_CHECK(cudaStreamCreateWithFlags(&g_ctx.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&g_ctx.blas));
     CUBLAS_CHECK(cublasSetStream(g_ctx.blas, g_ctx.stream));
-    /* fp32 parity by default: no TF32 unless gpu_set_math allows it. */
-    CUBLAS_CHECK(cublasSetMathMode(g_ctx.blas, CUBLAS_DEFAULT_MATH));
+    /* fp32 parity by default: no TF32 unless gpu_set_math allows it (it may run first). */
+    CUBLAS_CHECK(cublasSetMathMode(g_ctx.blas, g_ctx.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                : CUBLAS_DEFAULT_MATH));
     CUBLAS_CHECK(cublasLtCreate(&g_ctx.lt));
     CUDNN_CHECK(cudnnCreate(&g_ctx.dnn));
     CUDNN_CHECK(cudnnSetStream(g_ctx.dnn, g_ctx.stream));

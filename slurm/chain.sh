@@ -20,9 +20,13 @@
 #   --nodes N, --gpus-per-node N   layout of the pre-training job (one task per GPU)
 #                            [ALICE_NODES, default 1; ALICE_GPUS_PER_NODE, default 8]
 #   --cpus-per-task N        [ALICE_CPUS_PER_TASK, default: the scripts' own]
+#   --pack-tasks N           MPI ranks of the pack job [ALICE_PACK_TASKS, default: pack.sbatch's]
 #   --partition P, --account A, --time-pretrain T   passed to sbatch
 #   --pretrain-args "k=v ...", --finetune-args, --infer-args, --eval-args, --pack-args
-#                            extra alice key=value for one stage
+#                            extra alice arguments for one stage
+#   --labels DIR             ground-truth label NIfTI folder for eval (default: the phantoms'
+#                            labelsTr, or INPUT/../labelsTr for FLARE-style input; else give
+#                            --eval-args "--data <dataset.h5>") [ALICE_LABELS]
 #   --dry-run                print the sbatch commands without submitting
 # Environment:
 #   ALICE_GPUS=0             no GPU options (CPU-only partitions, the local test cluster):
@@ -32,7 +36,7 @@
 #
 # Layout under the run directory:
 #   data/dataset.h5 (and data/phantoms/), pretrain/ (ckpt_<step>.h5, metrics.csv),
-#   finetune/fold<k>/, predictions/fold<k>/, eval/results.{h5,csv}, logs/<job>-<id>.out,
+#   finetune/fold<k>/, predictions/<case>.nii.gz, eval/results.{h5,csv}, logs/<job>-<id>.out,
 #   jobs.txt (stage and job id, one per line).
 set -euo pipefail
 
@@ -43,6 +47,7 @@ export ALICE_HOME
 run_dir=${ALICE_RUN_DIR:-}
 input=${ALICE_INPUT:-}
 dataset=${ALICE_DATASET:-}
+labels=${ALICE_LABELS:-}
 pretrain_cfg=${ALICE_PRETRAIN_CONFIG:-jobs/pretrain_vitb_paper.cfg}
 finetune_cfg=${ALICE_FINETUNE_CONFIG:-jobs/finetune_btcv.cfg}
 infer_cfg=${ALICE_INFER_CONFIG:-}
@@ -51,6 +56,7 @@ folds=${ALICE_FOLDS:-5}
 nodes=${ALICE_NODES:-1}
 gpus_per_node=${ALICE_GPUS_PER_NODE:-8}
 cpus_per_task=${ALICE_CPUS_PER_TASK:-}
+pack_tasks=${ALICE_PACK_TASKS:-}
 partition="" account="" time_pretrain=""
 pack_args="" pretrain_args="" finetune_args="" infer_args="" eval_args=""
 dry_run=0
@@ -63,6 +69,7 @@ while [ $# -gt 0 ]; do
     --run-dir) run_dir=$2; shift ;;
     --input) input=$2; shift ;;
     --dataset) dataset=$2; shift ;;
+    --labels) labels=$2; shift ;;
     --pretrain-config) pretrain_cfg=$2; shift ;;
     --finetune-config) finetune_cfg=$2; shift ;;
     --infer-config) infer_cfg=$2; shift ;;
@@ -71,6 +78,7 @@ while [ $# -gt 0 ]; do
     --nodes) nodes=$2; shift ;;
     --gpus-per-node) gpus_per_node=$2; shift ;;
     --cpus-per-task) cpus_per_task=$2; shift ;;
+    --pack-tasks) pack_tasks=$2; shift ;;
     --partition) partition=$2; shift ;;
     --account) account=$2; shift ;;
     --time-pretrain) time_pretrain=$2; shift ;;
@@ -102,6 +110,16 @@ command -v sbatch >/dev/null || fail "sbatch not found: run this on a Slurm logi
 mkdir -p "$run_dir/logs" "$run_dir/data"
 run_dir=$(cd "$run_dir" && pwd)
 dataset=${dataset:-$run_dir/data/dataset.h5}
+if [ -z "$labels" ]; then
+  case $input in
+    phantoms:*) labels=$run_dir/data/phantoms/labelsTr ;;
+    ?*) [ -d "$input/../labelsTr" ] && labels=$(cd "$input/../labelsTr" && pwd) ;;
+  esac
+fi
+eval_truth=()
+[ -n "$labels" ] && eval_truth=(--labels "$labels")
+[ -n "$labels" ] || [[ " $eval_args " == *" --data "* ]] || [[ " $eval_args " == *" --labels "* ]] ||
+  fail "eval needs ground truth: give --labels DIR or --eval-args \"--data <dataset.h5>\""
 
 common=(--parsable --kill-on-invalid-dep=yes)
 [ -n "$partition" ] && common+=(--partition="$partition")
@@ -137,7 +155,9 @@ record() { echo "$1 $2" | tee -a "$jobs_file"; }
 {
   dep=""
   if [ -n "$input" ]; then
-    pack_id=$(submit pack "" "${log[@]}" "${cpus[@]}" -- "$here/pack.sbatch" "$input" "$dataset" num_folds="$folds" $pack_args)
+    pack_opts=("${log[@]}" "${cpus[@]}")
+    [ -n "$pack_tasks" ] && pack_opts+=(--ntasks-per-node="$pack_tasks")
+    pack_id=$(submit pack "" "${pack_opts[@]}" -- "$here/pack.sbatch" "$input" "$dataset" num_folds="$folds" $pack_args)
     record pack "$pack_id"
     dep=afterok:$pack_id
   fi
@@ -155,12 +175,14 @@ record() { echo "$1 $2" | tee -a "$jobs_file"; }
 
   # aftercorr: infer fold k starts when fine-tuning fold k has succeeded.
   infer_id=$(submit infer "aftercorr:$finetune_id" "${array[@]}" "${gpu[@]}" "${cpus[@]}" -- \
-    "$here/infer.sbatch" "$infer_cfg" "$run_dir/finetune" "$run_dir/predictions" data="$dataset" \
-    num_folds="$folds" $infer_args)
+    "$here/infer.sbatch" "$infer_cfg" "$run_dir/finetune" "$run_dir/predictions" --data "$dataset" \
+    $infer_args)
   record infer "$infer_id"
 
   eval_id=$(submit eval "afterok:$infer_id" "${log[@]}" "${cpus[@]}" -- \
-    "$here/eval.sbatch" "$eval_cfg" "$run_dir/predictions" "$run_dir/eval" data="$dataset" $eval_args)
+    "$here/eval.sbatch" "$eval_cfg" "$run_dir/predictions" "$run_dir/eval" "${eval_truth[@]}" \
+    $eval_args)
   record eval "$eval_id"
 }
+[ "$dry_run" = 1 ] && echo "dry run: nothing submitted" >&2
 echo "chain submitted; job ids in $jobs_file, logs in $run_dir/logs/ (squeue -u $(id -un) to follow)" >&2

@@ -13,6 +13,8 @@ static const AliceCommand commands[] = {
     {"pretrain", cmd_pretrain, "self-supervised pre-training (method = alice | mae)"},
     {"phantom", cmd_phantom, "write synthetic abdominal CTs with 13 organ labels (NIfTI)"},
     {"pack", cmd_pack, "preprocess NIfTI volumes into one dataset.h5 (MPI-parallel)"},
+    {"finetune", cmd_finetune, "UNETR fine-tuning (DiceCE) from a pre-training checkpoint or random init"},
+    {"infer", cmd_infer, "sliding-window UNETR prediction -> NIfTI in each case's original geometry"},
     {"eval", cmd_eval, "per case x organ DSC and NSD of predictions -> results.h5 + .csv"},
     {"match", cmd_match, "anatomical matcher landmark error (--eval): profile vs bbox baseline"},
 };

@@ -16,6 +16,8 @@ int cmd_pretrain(int argc, char **argv);
 int cmd_phantom(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+int cmd_infer(int argc, char **argv);
 int cmd_match(int argc, char **argv);
 
 /* Shared argument handling: consumes `--config FILE` and `key=value` at argv[*i]; returns 1

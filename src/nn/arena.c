@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/sysmem.h"
 
 #define ARENA_ALIGN 256   /* bytes: keeps every buffer aligned for vector loads and cuBLAS */
 
@@ -17,6 +18,14 @@ void arena_commit(Arena *a)
 {
     ALICE_ASSERT(a->planning, "arena_commit without a planning pass");
     a->cap = a->used;
+    /* Fail before allocating (and before any compute) when host memory cannot hold the plan. */
+    if (!strcmp(a->be->name, "cpu")) {
+        double avail = host_available_bytes();
+        if ((double)a->cap > 0.95 * avail)
+            alice_die("the activations of this model and batch need %.2f GiB, but %.2f GiB of memory "
+                      "are available: lower batch or crop, or the model size (embed_dim, depth, "
+                      "mlp_dim)", a->cap / 1073741824.0, avail / 1073741824.0);
+    }
     a->base = a->be->alloc(a->cap ? a->cap : ARENA_ALIGN);
     a->used = 0;
     a->planning = 0;

@@ -1,7 +1,7 @@
 /* CPU backend: multi-head scaled dot-product attention. One (batch, head) pair is one task:
- * two or three sgemm calls and a row softmax on a [Tq, Tk] tile that stays in cache. Tasks
- * run on OpenMP threads with single-threaded BLAS (B*H is 12 or more for every model here,
- * and one head's GEMMs are too small to split well). */
+ * two or three single-threaded sgemm calls and a row softmax on a [Tq, Tk] tile that stays
+ * in cache; tasks run on the OpenMP threads (B*H is 12 or more for every model here, and one
+ * head's GEMMs are too small to split well). */
 #include "ops/cpu_ops.h"
 
 #include <cblas.h>
@@ -15,7 +15,7 @@ void cpu_attention_fwd(float *out, float *probs, const float *q, const float *k,
 {
     const float scale = 1.0f / sqrtf((float)Dh);
     const int ldo = H * Dh;
-    int blas_threads = cpu_blas_serial_begin();
+    cpu_blas_single_thread();
     #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
         int b = bh / H, h = bh % H;
@@ -30,7 +30,6 @@ void cpu_attention_fwd(float *out, float *probs, const float *q, const float *k,
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, Dh, Tk, 1.0f, P, Tk, V, ldkv,
                     0.0f, O, ldo);
     }
-    cpu_blas_serial_end(blas_threads);
 }
 
 void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
@@ -39,7 +38,7 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
 {
     const float scale = 1.0f / sqrtf((float)Dh);
     const int ldo = H * Dh;
-    int blas_threads = cpu_blas_serial_begin();
+    cpu_blas_single_thread();
     #pragma omp parallel
     {
         /* dP, then dS in place: this thread's [Tq, Tk] scratch tile. */
@@ -75,5 +74,4 @@ void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const
         }
         free(dS);
     }
-    cpu_blas_serial_end(blas_threads);
 }

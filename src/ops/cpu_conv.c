@@ -4,10 +4,9 @@
  *
  * The column matrix of a 96^3 volume with 16 channels and a 3^3 kernel would take 1.5 GB, so
  * vol2col works on slabs of output x-planes sized to COL_BUDGET floats; each slab is one
- * sgemm call (outside any OpenMP region, so OpenBLAS uses all its threads). */
+ * GEMM split across the OpenMP threads (cpu_sgemm). */
 #include "ops/cpu_ops.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -167,7 +166,7 @@ void cpu_conv3d_fwd(float *y, const float *x, const float *W, const float *b, in
                 vol2col(col, xb, &g, ox0, ox1);
                 slab = col;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cout, (int)ncols, (int)g.rows,
+            cpu_sgemm(0, 0, Cout, (int)ncols, (int)g.rows,
                         1.0f, W, (int)g.rows, slab, (int)ncols, beta, yb + ox0 * plane_cols,
                         (int)g.out_plane);
         }
@@ -202,14 +201,14 @@ void cpu_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const floa
                     vol2col(col, xb, &g, ox0, ox1);
                     slab = col;
                 }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cout, (int)g.rows,
+                cpu_sgemm(0, 1, Cout, (int)g.rows,
                             (int)ncols, 1.0f, dy_slab, (int)g.out_plane, slab, (int)ncols, 1.0f,
                             dW, (int)g.rows);
             }
             if (dxb) {
                 /* dcol = W^T dy_slab; pointwise: that is dx itself */
                 float *target = g.pointwise ? dxb : dcol;
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.rows, (int)ncols,
+                cpu_sgemm(1, 0, (int)g.rows, (int)ncols,
                             Cout, 1.0f, W, (int)g.rows, dy_slab, (int)g.out_plane, 0.0f, target,
                             (int)ncols);
                 if (!g.pointwise) col2vol_add(dxb, dcol, &g, ox0, ox1);
@@ -255,7 +254,7 @@ void cpu_conv_transpose3d_fwd(float *y, const float *x, const float *W, const fl
     float *T = xmalloc((size_t)(rows * P) * sizeof(float));
     for (int bi = 0; bi < B; bi++) {
         /* T = W^T x_b: W is [Cin, Cout k^3] */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)rows, (int)P, Cin, 1.0f, W,
+        cpu_sgemm(1, 0, (int)rows, (int)P, Cin, 1.0f, W,
                     (int)rows, x + (long)bi * Cin * P, (int)P, 0.0f, T, (int)P);
         shuffle_kernel_blocks(T, y + (long)bi * rows * P, NULL, b, Cout, X, Y, Z, k);
     }
@@ -273,10 +272,10 @@ void cpu_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy, 
     for (int bi = 0; bi < B; bi++) {
         shuffle_kernel_blocks(dT, NULL, dy + (long)bi * rows * P, NULL, Cout, X, Y, Z, k);
         if (dx) /* dx_b = W dT */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Cin, (int)P, (int)rows, 1.0f,
+            cpu_sgemm(0, 0, Cin, (int)P, (int)rows, 1.0f,
                         W, (int)rows, dT, (int)P, 0.0f, dx + (long)bi * Cin * P, (int)P);
         if (dW) /* dW += x_b dT^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Cin, (int)rows, (int)P, 1.0f,
+            cpu_sgemm(0, 1, Cin, (int)rows, (int)P, 1.0f,
                         x + (long)bi * Cin * P, (int)P, dT, (int)P, 1.0f, dW, (int)rows);
     }
     free(dT);

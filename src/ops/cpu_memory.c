@@ -2,7 +2,6 @@
  * vector loops and OpenBLAS see cache-line aligned rows. */
 #include "ops/cpu_ops.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,15 +44,3 @@ void cpu_fill(float *x, float value, size_t n)
 
 /* Every CPU op completes before it returns. */
 void cpu_synchronize(void) {}
-
-int cpu_blas_serial_begin(void)
-{
-    int previous = openblas_get_num_threads();
-    if (previous != 1) openblas_set_num_threads(1);
-    return previous;
-}
-
-void cpu_blas_serial_end(int previous_threads)
-{
-    if (previous_threads != 1) openblas_set_num_threads(previous_threads);
-}

@@ -10,13 +10,13 @@
  * costs more than the loop. */
 #define CPU_OMP_MIN_ELEMENTS 32768
 
-/* Debian's OpenBLAS is the pthread build: its worker threads are separate from OpenMP's, so
- * a sgemm called inside an omp parallel region would start its own threads on top of ours.
- * A region that parallelises over many small GEMMs (attention heads) switches BLAS to one
- * thread for its duration; begin returns the previous count for end to restore. Must be
- * called outside any parallel region. */
-int cpu_blas_serial_begin(void);
-void cpu_blas_serial_end(int previous_threads);
+/* OpenBLAS runs single-threaded inside this backend: every parallel GEMM is split across the
+ * OpenMP threads instead (cpu_blas.c says why). Called before any sgemm; cheap when already so. */
+void cpu_blas_single_thread(void);
+/* One GEMM (row-major, as cblas_sgemm) on all OpenMP threads, or on the calling thread when
+ * small or already inside a parallel region. */
+void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc);
 
 /* cpu_memory.c */
 void *cpu_alloc(size_t bytes);

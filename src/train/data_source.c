@@ -8,50 +8,81 @@
 #include "data/phantom.h"
 #include "dataset.h"
 
-static const char *ds_name(void *ctx, int i) { return dataset_case(ctx, i)->name; }
-static int ds_fold(void *ctx, int i) { return dataset_case(ctx, i)->fold; }
-static int ds_has_label(void *ctx, int i) { return dataset_case(ctx, i)->has_label; }
-static void ds_read(void *ctx, int i, Volume *out) { dataset_read_case(ctx, i, out); }
-static void ds_close(void *ctx) { dataset_close(ctx); }
-
-/* Phantoms live as long as the loader: the memory source copies on read. */
+/* One context for both kinds: a packed data set, or phantoms held in memory (the memory
+ * source copies on read, so the phantoms live as long as the loader). */
 typedef struct {
-    LoaderSource inner;
+    int max_dim[3];
+    Dataset *ds;
+    LoaderSource mem;
     Volume *volumes;
     int *folds;
     int count;
-} SyntheticCtx;
+} SourceCtx;
 
-static const char *syn_name(void *ctx, int i) { SyntheticCtx *s = ctx; return s->inner.case_name(s->inner.ctx, i); }
-static int syn_fold(void *ctx, int i) { SyntheticCtx *s = ctx; return s->inner.case_fold(s->inner.ctx, i); }
-static int syn_has_label(void *ctx, int i) { SyntheticCtx *s = ctx; return s->inner.case_has_label(s->inner.ctx, i); }
-static void syn_read(void *ctx, int i, Volume *out) { SyntheticCtx *s = ctx; s->inner.read_case(s->inner.ctx, i, out); }
-static void syn_close(void *ctx)
+static const char *src_name(void *ctx, int i)
 {
-    SyntheticCtx *s = ctx;
-    if (s->inner.close) s->inner.close(s->inner.ctx);
+    SourceCtx *s = ctx;
+    return s->ds ? dataset_case(s->ds, i)->name : s->mem.case_name(s->mem.ctx, i);
+}
+static int src_fold(void *ctx, int i)
+{
+    SourceCtx *s = ctx;
+    return s->ds ? dataset_case(s->ds, i)->fold : s->mem.case_fold(s->mem.ctx, i);
+}
+static int src_has_label(void *ctx, int i)
+{
+    SourceCtx *s = ctx;
+    return s->ds ? dataset_case(s->ds, i)->has_label : s->mem.case_has_label(s->mem.ctx, i);
+}
+static void src_read(void *ctx, int i, Volume *out)
+{
+    SourceCtx *s = ctx;
+    if (s->ds) dataset_read_case(s->ds, i, out);
+    else s->mem.read_case(s->mem.ctx, i, out);
+}
+static void src_close(void *ctx)
+{
+    SourceCtx *s = ctx;
+    if (s->ds) dataset_close(s->ds);
+    if (s->mem.close) s->mem.close(s->mem.ctx);
     for (int i = 0; i < s->count; i++) volume_free(&s->volumes[i]);
     free(s->volumes);
     free(s->folds);
     free(s);
 }
 
+static void grow(int max_dim[3], const int dim[3])
+{
+    for (int a = 0; a < 3; a++)
+        if (dim[a] > max_dim[a]) max_dim[a] = dim[a];
+}
+
 LoaderSource data_source_open(const Config *cfg)
 {
+    SourceCtx *s = xcalloc(1, sizeof *s);
+    int n;
     if (strcmp(cfg->data, "synthetic") != 0) {
-        Dataset *ds = dataset_open(cfg->data);
-        log_info("data: %s, %d cases", cfg->data, dataset_num_cases(ds));
-        return (LoaderSource){ds, dataset_num_cases(ds), ds_name, ds_fold, ds_has_label, ds_read, ds_close};
+        s->ds = dataset_open(cfg->data);
+        n = dataset_num_cases(s->ds);
+        for (int i = 0; i < n; i++) grow(s->max_dim, dataset_case(s->ds, i)->dim);
+        log_info("data: %s, %d cases", cfg->data, n);
+    } else {
+        n = s->count = cfg->synthetic_cases;
+        s->volumes = xcalloc((size_t)n, sizeof *s->volumes);
+        s->folds = xcalloc((size_t)n, sizeof *s->folds);
+        for (int i = 0; i < n; i++) {
+            phantom_generate((uint64_t)cfg->seed, i, PHANTOM_SMALL, &s->volumes[i], NULL);
+            s->folds[i] = i % cfg->num_folds;
+            grow(s->max_dim, s->volumes[i].dim);
+        }
+        s->mem = loader_source_memory(s->volumes, n, s->folds);
+        log_info("data: %d synthetic phantoms generated in memory (seed %ld)", n, cfg->seed);
     }
-    SyntheticCtx *s = xcalloc(1, sizeof *s);
-    s->count = cfg->synthetic_cases;
-    s->volumes = xcalloc((size_t)s->count, sizeof *s->volumes);
-    s->folds = xcalloc((size_t)s->count, sizeof *s->folds);
-    for (int i = 0; i < s->count; i++) {
-        phantom_generate((uint64_t)cfg->seed, i, PHANTOM_SMALL, &s->volumes[i], NULL);
-        s->folds[i] = i % cfg->num_folds;
-    }
-    log_info("data: %d synthetic phantoms generated in memory (seed %ld)", s->count, cfg->seed);
-    s->inner = loader_source_memory(s->volumes, s->count, s->folds);
-    return (LoaderSource){s, s->count, syn_name, syn_fold, syn_has_label, syn_read, syn_close};
+    return (LoaderSource){s, n, src_name, src_fold, src_has_label, src_read, src_close};
+}
+
+void data_source_largest_dims(const LoaderSource *src, int max_dim[3])
+{
+    const SourceCtx *s = src->ctx;
+    memcpy(max_dim, s->max_dim, sizeof s->max_dim);
 }

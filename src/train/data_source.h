@@ -7,5 +7,8 @@
 #include "loader.h"
 
 LoaderSource data_source_open(const Config *cfg);
+/* Largest grid per axis over the cases of a source from data_source_open (for checks made
+ * before any compute, e.g. a pre-training crop larger than every volume). */
+void data_source_largest_dims(const LoaderSource *src, int max_dim[3]);
 
 #endif

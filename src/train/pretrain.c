@@ -13,6 +13,7 @@
 #include "core/timer.h"
 #include "loader.h"
 #include "models/pretrain_model.h"
+#include "ops/gpu_device.h"
 #include "train/checkpoint.h"
 #include "train/data_source.h"
 #include "train/dist.h"
@@ -60,12 +61,28 @@ static int run_bench(PretrainModel *m, const Config *cfg, long steps)
             if (times[j] < times[i]) { double x = times[i]; times[i] = times[j]; times[j] = x; }
     double med = times[count / 2];
     double flops = pretrain_model_step_flops(m);
-    log_info("alice_step method=%s device=%s crop=%d,%d,%d batch=%d s_per_step=%.4f "
-             "peak_rss_mb=%.0f gflop_per_step=%.2f gflops=%.1f", cfg->method, cfg->device,
-             cfg->crop[0], cfg->crop[1], cfg->crop[2], m->B, med, train_peak_rss_mib(),
-             flops / 1e9, flops / med / 1e9);
+    log_info("alice_step method=%s device=%s precision=%s crop=%d,%d,%d batch=%d s_per_step=%.4f "
+             "peak_rss_mb=%.0f gpu_peak_mb=%.0f gflop_per_step=%.2f gflops=%.1f", cfg->method,
+             cfg->device, cfg->precision, cfg->crop[0], cfg->crop[1], cfg->crop[2], m->B, med,
+             train_peak_rss_mib(), gpu_peak_bytes() / 1048576.0, flops / 1e9, flops / med / 1e9);
     free(vol);
     return 0;
+}
+
+/* Pre-training needs crops that mostly show anatomy and, with inter-volume pairs, two volumes. */
+static void check_data_fits(const Config *cfg, const LoaderSource *src)
+{
+    int largest[3];
+    data_source_largest_dims(src, largest);
+    for (int a = 0; a < 3; a++)
+        if (cfg->crop[a] > largest[a])
+            alice_die("crop = %d,%d,%d is larger than every volume of %s (largest %d,%d,%d voxels "
+                      "along X,Y,Z): choose a smaller crop, or pack the data at a finer spacing",
+                      cfg->crop[0], cfg->crop[1], cfg->crop[2], cfg->data, largest[0],
+                      largest[1], largest[2]);
+    if (cfg->inter_volume && src->num_cases < 2)
+        alice_die("%s has %d volume(s), but inter_volume = 1 pairs crops from two different "
+                  "volumes: add volumes, or set inter_volume = 0", cfg->data, src->num_cases);
 }
 
 static void log_model(const PretrainModel *m, const Dist *d)
@@ -84,6 +101,7 @@ static void log_model(const PretrainModel *m, const Dist *d)
 int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 {
     const AliceBackend *be = backend_by_name(cfg->device);
+    gpu_set_math(cfg->tf32, !strcmp(cfg->precision, "bf16"));
     Dist dist;
     dist_init(&dist, be);
     train_set_threads(cfg, &dist);
@@ -117,7 +135,9 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     }
 
     LoaderOptions lo = loader_options_from_config(cfg, LOADER_PRETRAIN, dist.rank, dist.size);
-    Loader *loader = loader_create(&lo, data_source_open(cfg));
+    LoaderSource source = data_source_open(cfg);
+    check_data_fits(cfg, &source);
+    Loader *loader = loader_create(&lo, source);
     RunLog log;
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
     preempt_install();

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/check.h"
+#include "core/sysmem.h"
 #include "core/log.h"
 #include <mpi.h>
 
@@ -65,7 +66,7 @@ void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command
 void train_check_memory(const AliceBackend *be, size_t bytes, const Dist *d, const char *what)
 {
     if (strcmp(be->name, "cpu") != 0) return;   /* the CUDA backend reports its own OOM */
-    double avail = (double)sysconf(_SC_AVPHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    double avail = host_available_bytes();
     double need = (double)bytes * (d->local_size > 0 ? d->local_size : 1);
     if (need > 0.95 * avail)
         alice_die("%s needs %.2f GiB of memory per rank (x%d ranks on this node) but only %.2f GiB "

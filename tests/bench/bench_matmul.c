@@ -2,6 +2,8 @@
  * 144 tokens = crop 192x192x64 of 16^3 patches, all tokens and the 25% visible ones):
  * backend_cpu()->linear_fwd / linear_bwd / gemm beside plain cblas_sgemm on the same shapes in
  * the same process. Prints GFLOP/s of both and the ratio backend / cblas (1.00 = no overhead).
+ * The reference is OpenBLAS with its own threads (as many as OpenMP has); the backend runs
+ * OpenBLAS single-threaded and splits GEMMs over the OpenMP threads (src/ops/cpu_blas.c).
  * Times are the best of several repetitions. */
 #include <cblas.h>
 #include <omp.h>
@@ -15,6 +17,8 @@
 enum { WIDTH = 768, HEADS = 12, HEAD_DIM = 64, REPEATS = 5 };
 
 static const AliceBackend *be;
+/* OpenBLAS threads of the reference runs (the backend sets 1 for its own calls). */
+static int reference_threads;
 
 static float *randn(size_t n)
 {
@@ -56,6 +60,7 @@ static void run_linear_fwd(void *p)
 static void run_cblas_linear_fwd(void *p)
 {
     LinearCase *c = p;
+    openblas_set_num_threads(reference_threads);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, c->rows, c->out, c->in, 1.0f, c->x,
                 c->in, c->W, c->in, 0.0f, c->y, c->out);
 }
@@ -69,6 +74,7 @@ static void run_linear_bwd(void *p)
 static void run_cblas_linear_bwd(void *p)
 {
     LinearCase *c = p;
+    openblas_set_num_threads(reference_threads);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, c->rows, c->in, c->out, 1.0f, c->dy,
                 c->out, c->W, c->in, 0.0f, c->dx, c->in);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, c->out, c->in, c->rows, 1.0f, c->dy,
@@ -91,6 +97,7 @@ static void run_gemm(void *p)
 static void run_cblas_gemm(void *p)
 {
     GemmCase *g = p;
+    openblas_set_num_threads(reference_threads);
     for (int i = 0; i < g->batch; i++)
         cblas_sgemm(CblasRowMajor, g->tA ? CblasTrans : CblasNoTrans,
                     g->tB ? CblasTrans : CblasNoTrans, g->M, g->N, g->K, 1.0f, g->A + i * g->sA,
@@ -110,8 +117,9 @@ static void row(const char *op, const char *shape, double flops, Runner ours, Ru
 int main(void)
 {
     be = backend_cpu();
-    printf("CPU backend GEMMs at ViT-B/16 shapes; %d OpenMP threads, %d OpenBLAS threads\n",
-           omp_get_max_threads(), openblas_get_num_threads());
+    reference_threads = omp_get_max_threads();
+    printf("CPU backend GEMMs at ViT-B/16 shapes; %d OpenMP threads; reference: cblas_sgemm "
+           "on %d OpenBLAS threads\n", omp_get_max_threads(), reference_threads);
     printf("%-12s %-34s %9s %9s %7s\n", "op", "shape", "GFLOP/s", "cblas", "ratio");
     static const int tokens[] = {576, 144};
     static const int linear_shapes[][2] = {{WIDTH, 3 * WIDTH}, {WIDTH, WIDTH}, {WIDTH, 4 * WIDTH},

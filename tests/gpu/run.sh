@@ -61,6 +61,15 @@ case $rc in
   *) record "op parity (fp32/tf32/bf16)" FAIL "exit $rc, $cases_bad of $((cases_ok + cases_bad)) cases failed (parity.log)" ;;
 esac
 
+# ---- a full pre-training step (MAE, Alice, Alice without CASA), CPU vs GPU in fp32 ----
+t0=$SECONDS
+timeout 120 "$BUILD/tests/test_step_parity_gpu" > "$LOGDIR/step_parity.log" 2>&1
+rc=$?
+case $rc in
+  0) record "step parity (loss, grads)" ok "mae, alice, alice-no-casa; $(( SECONDS - t0 )) s" ;;
+  *) record "step parity (loss, grads)" FAIL "exit $rc (step_parity.log): $(grep -m1 FAIL "$LOGDIR/step_parity.log" | cut -c1-70)" ;;
+esac
+
 # ---- all-reduce over 2 ranks ----
 timeout 90 bash tests/gpu/test_nccl_allreduce.sh > "$LOGDIR/nccl.log" 2>&1
 rc=$?

@@ -117,7 +117,7 @@ SlurmctldTimeout=30
 SlurmdTimeout=60
 InactiveLimit=0
 NodeName=$node NodeAddr=127.0.0.1 $cpus_line RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$node Default=YES MaxTime=60 State=UP OverSubscribe=NO
+PartitionName=debug Nodes=$node Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
 }
 

@@ -11,7 +11,7 @@ cfg=$SLURM_TEST_REPO/jobs/pretrain_tiny.cfg
 slurm_test_tmp
 run=$SLURM_TEST_TMP/run
 limit=${RANK_FAILURE_LIMIT_S:-60}
-steps=40
+steps=16
 
 mpirun -np 2 --oversubscribe "$ALICE" pretrain --config "$cfg" run_dir="$run" steps=$steps \
   ckpt_every=2 threads=1 >"$SLURM_TEST_TMP/run.log" 2>&1 &

@@ -1,0 +1,261 @@
+#include "train/finetune.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <errno.h>
+#include <unistd.h>
+
+#include <mpi.h>
+
+#include "core/check.h"
+#include "core/log.h"
+#include "core/preempt.h"
+#include "core/timer.h"
+#include "data/crop.h"
+#include "eval/sliding_window.h"
+#include "loader.h"
+#include "models/unetr.h"
+#include "train/checkpoint.h"
+#include "train/data_source.h"
+#include "train/dist.h"
+#include "train/optim.h"
+#include "train/runlog.h"
+#include "train/train_common.h"
+
+enum { COL_LOSS, COL_CE, COL_DICE, COL_LR, COL_GNORM, COL_MS, COL_SPS, COL_COUNT };
+static const char *const log_columns[] = {"loss", "ce", "dice", "lr", "grad_norm", "ms_per_step",
+                                          "samples_per_s", NULL};
+
+#define BEST_CKPT "ckpt_best.h5"
+#define VAL_CSV "val.csv"
+
+void finetune_config_defaults(Config *cfg)
+{
+    /* MONAI's UNETR BTCV recipe (tutorial + research-contributions): ScaleIntensityRanged
+     * a_min -175, a_max 250; RandCropByPosNegLabeld 96^3, pos = neg = 1, num_samples 4;
+     * AdamW(lr 1e-4, weight_decay 1e-5), default betas; 25000 iterations, validation every
+     * 500 with sliding windows of 96^3 at overlap 0.5. */
+    static const char *const keys[][2] = {
+        {"window_lo", "-175"}, {"window_hi", "250"}, {"crop", "96,96,96"}, {"batch", "4"},
+        {"pos_fraction", "0.5"}, {"lr", "1e-4"}, {"min_lr", "0"}, {"weight_decay", "1e-5"},
+        {"beta1", "0.9"}, {"beta2", "0.999"}, {"clip", "0"}, {"steps", "25000"},
+        {"warmup", "500"}, {"val_every", "500"}, {"ckpt_every", "500"}, {"run_dir", "runs/finetune"},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        config_set(cfg, keys[i][0], keys[i][1], "fine-tuning defaults", 0);
+}
+
+double case_mean_dice(const uint8_t *pred, const int32_t *truth, size_t n, int K)
+{
+    long *inter = xcalloc((size_t)K, sizeof(long)), *np = xcalloc((size_t)K, sizeof(long)),
+         *ng = xcalloc((size_t)K, sizeof(long));
+    for (size_t i = 0; i < n; i++) {
+        int p = pred[i], g = truth[i];
+        if (p < K) np[p]++;
+        if (g >= 0 && g < K) ng[g]++;
+        if (p == g && p < K) inter[p]++;
+    }
+    double sum = 0.0;
+    int counted = 0;
+    for (int k = 1; k < K; k++) {
+        if (np[k] + ng[k] == 0) continue;
+        sum += 2.0 * inter[k] / (double)(np[k] + ng[k]);
+        counted++;
+    }
+    free(inter);
+    free(np);
+    free(ng);
+    return counted ? sum / counted : 1.0;
+}
+
+/* Mean Dice over the held-out cases; ranks split the cases (case j goes to rank j % size). */
+static double validate(UnetrModel *m, Loader *loader, const Dist *d)
+{
+    const int *cases;
+    int nval = loader_validation_cases(loader, &cases);
+    SlidingWindow sw = {{m->cfg.crop[0], m->cfg.crop[1], m->cfg.crop[2]}, m->K, m->B,
+                        m->cfg.sw_overlap, SW_SIGMA_SCALE, unetr_predict_host, m};
+    double sum = 0.0;
+    for (int j = d->rank; j < nval; j += d->size) {
+        WindowedCase c;
+        loader_read_full_case(loader, cases[j], &c);
+        size_t n = (size_t)c.dim[0] * c.dim[1] * c.dim[2];
+        uint8_t *pred = xmalloc(n);
+        sliding_window_argmax(&sw, c.image, c.dim, pred, NULL);
+        sum += case_mean_dice(pred, c.label, n, m->K);
+        free(pred);
+        windowed_case_free(&c);
+    }
+    return dist_sum_double(sum) / nval;
+}
+
+/* val.csv keeps the rows of steps up to `upto` (a resumed run rewrites what came after) and
+ * returns the best mean Dice among them (-1 when none). Rank 0 only. */
+static double val_csv_restore(const char *run_dir, long upto)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/%s", run_dir, VAL_CSV);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    double best = -1.0;
+    FILE *in = fopen(path, "r");
+    FILE *out = fopen(tmp, "w");
+    if (!out) alice_die("%s: cannot write (%s); check that the run directory is writable", tmp, strerror(errno));
+    fprintf(out, "step,mean_dice\n");
+    if (in) {
+        char line[256];
+        while (fgets(line, sizeof line, in)) {
+            long s;
+            double v;
+            if (sscanf(line, "%ld,%lf", &s, &v) != 2 || s > upto) continue;
+            fprintf(out, "%ld,%.6f\n", s, v);
+            if (v > best) best = v;
+        }
+        fclose(in);
+    }
+    if (fclose(out) != 0 || rename(tmp, path) != 0)
+        alice_die("%s: cannot write (%s)", path, strerror(errno));
+    return best;
+}
+
+static void val_csv_append(const char *run_dir, long step, double dice)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", run_dir, VAL_CSV);
+    FILE *f = fopen(path, "a");
+    if (!f) alice_die("%s: cannot append (%s); check that the run directory is writable", path, strerror(errno));
+    fprintf(f, "%ld,%.6f\n", step, dice);
+    fclose(f);
+}
+
+static void save(const UnetrModel *m, const Dist *d, const char *name, long step, double metric)
+{
+    if (d->rank == 0) checkpoint_save(m->cfg.run_dir, name, step, &m->cfg, "finetune", &m->ps, NULL, metric);
+    CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+}
+
+int finetune_run(const Config *cfg, const FinetuneOptions *opt)
+{
+    const AliceBackend *be = backend_by_name(cfg->device);
+    Dist dist;
+    dist_init(&dist, be);
+    train_set_threads(cfg, &dist);
+    UnetrModel model;
+    unetr_init(&model, cfg, be, cfg->batch, 1);
+    log_info("model: UNETR, ViT %dx%d (%d heads, mlp %d), feature size %d, %d classes, crop %dx%dx%d "
+             "-> %d tokens, skips from blocks %d, %d, %d", cfg->depth, cfg->embed_dim, cfg->heads,
+             cfg->mlp_dim, cfg->feature_size, cfg->num_classes, cfg->crop[0], cfg->crop[1],
+             cfg->crop[2], model.N, model.skip_block[0], model.skip_block[1], model.skip_block[2]);
+    log_info("parameters: %zu (%.1f MiB with gradients and AdamW moments), activations %.1f MiB "
+             "per rank, batch %d per rank x %d ranks", model.ps.total, model.ps.total * 16.0 / 1048576.0,
+             model.arena.cap / 1048576.0, model.B, dist.size);
+    train_check_memory(be, model.arena.cap + model.ps.total * sizeof(float) * 4, &dist, "fine-tuning");
+    train_prepare_run_dir(cfg, &dist, "finetune");
+
+    long start = 0;
+    char ckpt[4096] = "";
+    if (opt->resume_from) snprintf(ckpt, sizeof ckpt, "%s", opt->resume_from);
+    else if (opt->resume) checkpoint_find_latest(cfg->run_dir, ckpt, sizeof ckpt);
+    if (ckpt[0]) {
+        start = checkpoint_load(ckpt, &model.ps, NULL);
+        log_info("resumed from %s at step %ld", ckpt, start);
+    } else if (cfg->pretrained[0]) {
+        unetr_load_pretrained(&model, cfg->pretrained);
+    } else {
+        log_info("encoder: random initialisation (no pretrained checkpoint)");
+    }
+    if (start >= cfg->steps) {
+        log_info("run %s is already complete (%ld of %ld steps)", cfg->run_dir, start, cfg->steps);
+        unetr_free(&model);
+        dist_finalize(&dist);
+        return 0;
+    }
+
+    LoaderOptions lo = loader_options_from_config(cfg, LOADER_FINETUNE, dist.rank, dist.size);
+    Loader *loader = loader_create(&lo, data_source_open(cfg));
+    const int *cases;
+    int nval = loader_validation_cases(loader, &cases);
+    int ntrain = loader_training_cases(loader, &cases);
+    log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
+             ntrain, nval, cfg->fold, cfg->val_every);
+    double best = -1.0;
+    if (dist.rank == 0) best = val_csv_restore(cfg->run_dir, start);
+    CHECK_MPI(MPI_Bcast(&best, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+
+    RunLog log;
+    runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
+    preempt_install();
+    const long global_batch = (long)cfg->batch * dist.size;
+    const size_t crop_vox = (size_t)unetr_crop_voxels(&model);
+    int32_t *labels = xmalloc((size_t)cfg->batch * crop_vox * sizeof(int32_t));
+    int status = 0;
+    for (long step = start; step < cfg->steps; step++) {
+        double t0 = wall_seconds();
+        FinetuneBatch batch;
+        loader_next_finetune_batch(loader, step, &batch);
+        for (size_t i = 0; i < (size_t)cfg->batch * crop_vox; i++) {
+            int32_t l = batch.label[i];
+            if (l < 0 || l >= cfg->num_classes)
+                alice_die("%s: label %d in case '%s' is outside 0..%d; set num_classes to the data "
+                          "set's label count (14 for FLARE/BTCV with background)", cfg->data, l,
+                          loader_case_name(loader, batch.case_index[i / crop_vox]), cfg->num_classes - 1);
+            labels[i] = l;
+        }
+        unetr_set_batch(&model, batch.image, labels);
+        SegLoss t = unetr_forward_backward(&model);
+        dist_allreduce_mean(&dist, be, model.ps.grad, model.ps.total);
+        double inv = 1.0 / dist.size;
+        t.loss = dist_sum_double(t.loss) * inv;
+        t.ce = dist_sum_double(t.ce) * inv;
+        t.dice = dist_sum_double(t.dice) * inv;
+        double gnorm = grad_global_norm(&model.ps);
+        float lr = schedule_lr(cfg, step);
+        if (!train_step_finite(be, t.loss, model.ps.grad, model.ps.total) || !isfinite(gnorm)) {
+            if (!strcmp(cfg->on_nonfinite, "stop")) {
+                log_warn("step %ld: non-finite loss (%g) or gradient; stopping. The last good "
+                         "checkpoint in %s is intact (set on_nonfinite = skip to skip such steps, "
+                         "or lower lr)", step, t.loss, cfg->run_dir);
+                status = 1;
+                break;
+            }
+            log_warn("step %ld: non-finite loss (%g) or gradient; step skipped", step, t.loss);
+            continue;
+        }
+        clip_grad_norm(&model.ps, gnorm, cfg->clip);
+        adamw_step(&model.ps, cfg, lr, step + 1);
+        be->synchronize();
+        double dt = wall_seconds() - t0;
+        double row[COL_COUNT] = {t.loss, t.ce, t.dice, lr, gnorm, dt * 1e3, global_batch / dt};
+        runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
+        const int last = step + 1 == cfg->steps;
+        if (nval > 0 && ((step + 1) % cfg->val_every == 0 || last)) {
+            double tv = wall_seconds();
+            double dice = validate(&model, loader, &dist);
+            int improved = dice > best;
+            if (improved) best = dice;
+            log_info("validation after step %ld: mean Dice %.4f over %d cases (best %.4f)%s, %.1f s",
+                     step + 1, dice, nval, best, improved ? ", new best" : "", wall_seconds() - tv);
+            if (dist.rank == 0) val_csv_append(cfg->run_dir, step + 1, dice);
+            if (improved) save(&model, &dist, BEST_CKPT, step + 1, dice);
+        }
+        if ((step + 1) % cfg->ckpt_every == 0 || last) save(&model, &dist, NULL, step + 1, best);
+        if (nval == 0 && last) save(&model, &dist, BEST_CKPT, step + 1, NAN);
+        if (!last && preempt_agreed()) {
+            if ((step + 1) % cfg->ckpt_every != 0) save(&model, &dist, NULL, step + 1, best);
+            log_info("preempted after step %ld: checkpoint written, exiting with status %d for requeue",
+                     step, ALICE_EXIT_REQUEUE);
+            status = ALICE_EXIT_REQUEUE;
+            break;
+        }
+    }
+    if (status == 0)
+        log_info("fine-tuning done: %ld steps, best validation Dice %.4f, run directory %s "
+                 "(ckpt_best.h5 and the last ckpt_<step>.h5)", cfg->steps, best, cfg->run_dir);
+    free(labels);
+    runlog_close(&log);
+    loader_destroy(loader);
+    unetr_free(&model);
+    dist_finalize(&dist);
+    return status;
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Bad input to `alice pretrain` ends with a clear error before compute starts (exit 2), and a
+# non-finite loss stops the run with the last good checkpoint intact.
+source "$(dirname "$0")/lib.sh"
+expect_error() {  # expected-message-regex, args...
+  local want=$1; shift
+  set +e; "$ALICE" pretrain --config "$MICRO" "$@" > "$WORK/out.log" 2>&1; local rc=$?; set -e
+  [ $rc -ne 0 ] || fail "expected failure for: $*"
+  grep -Eq "$want" "$WORK/out.log" || { cat "$WORK/out.log"; fail "message '$want' missing for: $*"; }
+  grep -q "step " "$WORK/out.log" && { grep "step " "$WORK/out.log" | head -2; fail "compute started for: $*"; } || true
+  echo "ok: $* -> $(grep -m1 'error' "$WORK/out.log")"
+}
+expect_error "crop X = 30 is not divisible by patch = 8" run_dir="$WORK/a" crop=30,32,16
+expect_error "embed_dim = 24 is not divisible by heads = 5" run_dir="$WORK/a" heads=5
+expect_error "unknown configuration key 'embed_dims'" run_dir="$WORK/a" embed_dims=24
+expect_error "larger than every volume" run_dir="$WORK/a" crop=192,192,32
+expect_error "activations of this model and batch need .* GiB" run_dir="$WORK/a" crop=96,96,96 patch=2 batch=64
+printf 'crop = 32,32,16\nbatch = two\n' > "$WORK/bad.cfg"
+expect_error "bad.cfg:2: batch = 'two' is not valid" run_dir="$WORK/a" --config "$WORK/bad.cfg"
+# One volume cannot give inter-volume pairs.
+"$ALICE" phantom --out "$WORK/one" --cases 1 > /dev/null
+"$ALICE" pack --input "$WORK/one" --out "$WORK/one.h5" spacing=3,3,3 > /dev/null
+expect_error "has 1 volume\(s\), but inter_volume = 1" run_dir="$WORK/a" data="$WORK/one.h5"
+# A checkpoint from another model.
+"$ALICE" pretrain --config "$MICRO" run_dir="$WORK/m" steps=3 > /dev/null
+expect_error "written by a different model" run_dir="$WORK/m" embed_dim=36 steps=6
+# Non-finite loss: stop, status 1, the last good checkpoint still loads.
+set +e; "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/nan" lr=1e30 ckpt_every=1 > "$WORK/nan.log" 2>&1; rc=$?; set -e
+[ $rc -eq 1 ] || { cat "$WORK/nan.log"; fail "non-finite run exited with $rc, expected 1"; }
+grep -q "non-finite loss" "$WORK/nan.log" || fail "no non-finite message"
+"$PYTHON" -c "import h5py,sys; f=h5py.File(sys.argv[1]); assert len(f['params']) > 10" "$WORK/nan/ckpt_1.h5"
+ls "$WORK/nan" | grep -q tmp && fail "a temporary file was left behind"
+# on_nonfinite = skip: the run goes on to the end.
+"$ALICE" pretrain --config "$MICRO" run_dir="$WORK/skip" lr=1e30 on_nonfinite=skip > "$WORK/skip.log" 2>&1
+grep -q "step skipped" "$WORK/skip.log" || fail "skip mode did not skip"
+echo "ok: non-finite loss stops (status 1) with ckpt_1.h5 intact; on_nonfinite = skip skips"

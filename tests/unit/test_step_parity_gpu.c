@@ -1,0 +1,165 @@
+/* A full pre-training step (MAE, Alice, Alice without CASA) in fp32 on the CPU backend and on
+ * the CUDA backend from the same initial weights, crops and masks: the loss terms, every
+ * parameter gradient, the parameters after one AdamW step and the EMA target after one
+ * update must agree. Skipped (exit 77, "skip: no GPU") without a visible GPU.
+ *
+ * Tolerances (fp32 on both sides, only summation orders differ; they compound through the
+ * depth of the model): loss terms 1e-4 relative + 1e-6; gradients per tensor
+ * |gpu - cpu| <= 2e-3 max|cpu of that tensor| + 1e-7 (a relative error per element would be
+ * ill-posed for entries that are sums of cancelling terms); parameters after AdamW 1e-5
+ * relative + 1e-6 (lr 1e-3 moves each by at most ~1e-3, so the gradient differences above
+ * can move them by ~1e-6). */
+#include <math.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/rng.h"
+#include "models/pretrain_model.h"
+#include "ops/gpu_device.h"
+#include "train/optim.h"
+#include "test.h"
+
+static const char *const small[][2] = {
+    {"crop", "32,32,16"}, {"patch", "8"}, {"embed_dim", "48"}, {"depth", "2"}, {"heads", "4"},
+    {"mlp_dim", "96"}, {"dec_dim", "36"}, {"dec_depth", "1"}, {"dec_heads", "4"},
+    {"dec_mlp_dim", "64"}, {"head_hidden", "64"}, {"head_bottleneck", "16"}, {"head_out", "32"},
+    {"casa_dim", "32"}, {"batch", "2"}, {"mask_ratio", "0.75"}, {"lr", "1e-3"},
+};
+
+static float *download_all(const AliceBackend *be, const float *buf, size_t n)
+{
+    float *h = xmalloc(n * sizeof(float));
+    be->download(h, buf, n * sizeof(float));
+    return h;
+}
+
+static void compare_terms(LossTerms g, LossTerms c, const char *method)
+{
+    char what[160];
+    snprintf(what, sizeof what, "%s loss", method);
+    TEST_CLOSE(g.loss, c.loss, 1e-4, 1e-6, what);
+    snprintf(what, sizeof what, "%s l_r", method);
+    TEST_CLOSE(g.l_r, c.l_r, 1e-4, 1e-6, what);
+    snprintf(what, sizeof what, "%s l_dv", method);
+    TEST_CLOSE(g.l_dv, c.l_dv, 1e-4, 1e-6, what);
+    snprintf(what, sizeof what, "%s l_st", method);
+    TEST_CLOSE(g.l_st, c.l_st, 1e-4, 1e-6, what);
+}
+
+/* Per tensor of the registry: |g - c| <= rel * max|c| + abs for every element. */
+static void compare_tensors(const ParamSet *ps, const float *g, const float *c, double rel,
+                            double abs_tol, const char *what)
+{
+    int bad_tensors = 0;
+    for (int t = 0; t < ps->count; t++) {
+        const ParamInfo *info = &ps->info[t];
+        double scale = 0.0;
+        for (size_t i = 0; i < info->numel; i++) scale = fmax(scale, fabs(c[info->offset + i]));
+        double worst = 0.0;
+        size_t worst_i = 0;
+        for (size_t i = 0; i < info->numel; i++) {
+            double e = fabs((double)g[info->offset + i] - c[info->offset + i]);
+            if (!(e <= worst)) worst = e, worst_i = i;
+        }
+        if (!(worst <= rel * scale + abs_tol)) {
+            bad_tensors++;
+            TEST_CHECK(0, "%s %s[%zu]: gpu %.9g, cpu %.9g (max |cpu| %.3g, tol %.3g)", what,
+                       info->name, worst_i, g[info->offset + worst_i], c[info->offset + worst_i],
+                       scale, rel * scale + abs_tol);
+        }
+    }
+    printf("  %s: %d tensors, %d off\n", what, ps->count, bad_tensors);
+}
+
+static int check_method(const char *method, int use_casa)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++)
+        config_set(&cfg, small[i][0], small[i][1], "test", 0);
+    config_set(&cfg, "method", method, "test", 0);
+    config_set(&cfg, "use_casa", use_casa ? "1" : "0", "test", 0);
+    const AliceBackend *cpu = backend_cpu(), *gpu = backend_cuda();
+    PretrainModel mc, mg;
+    pretrain_model_init(&mc, &cfg, cpu, cfg.batch);
+    pretrain_model_init(&mg, &cfg, gpu, cfg.batch);
+    const size_t total = mc.online.total;
+    TEST_CHECK(total == mg.online.total, "parameter counts differ: %zu vs %zu", total,
+               mg.online.total);
+
+    /* Same initial weights on both (the CPU's), and a perturbed teacher so every loss term has
+     * a gradient (as test_model_grad does). */
+    float *w = download_all(cpu, mc.online.data, total);
+    gpu->upload(mg.online.data, w, total * sizeof(float));
+    if (mc.alice) {
+        float *t = download_all(cpu, mc.target.data, total);
+        RngStream r;
+        rng_init(&r, 11, 0, 0, RNG_TEST);
+        for (size_t i = 0; i < total; i++) t[i] += 0.05f * rng_normal(&r);
+        cpu->upload(mc.target.data, t, total * sizeof(float));
+        gpu->upload(mg.target.data, t, total * sizeof(float));
+        free(t);
+    }
+    size_t vox = (size_t)mc.B * mc.dims[0] * mc.dims[1] * mc.dims[2];
+    float *vol = xmalloc(vox * VIEW_COUNT * sizeof(float));
+    RngStream rng;
+    rng_init(&rng, 5, 0, 0, RNG_TEST);
+    for (size_t i = 0; i < vox * VIEW_COUNT; i++) vol[i] = rng_uniform(&rng);
+    const float *views[VIEW_COUNT] = {vol, vol + vox, vol + 2 * vox, vol + 3 * vox};
+    pretrain_model_set_views(&mc, views);
+    pretrain_model_set_views(&mg, views);
+    pretrain_model_draw_masks(&mc, 3, 0);
+    pretrain_model_draw_masks(&mg, 3, 0);
+
+    LossTerms lc = pretrain_model_forward_backward(&mc);
+    LossTerms lg = pretrain_model_forward_backward(&mg);
+    char what[96];
+    snprintf(what, sizeof what, "%s%s", method, use_casa ? "" : " (no CASA)");
+    compare_terms(lg, lc, what);
+    float *gc = download_all(cpu, mc.online.grad, total), *gg = download_all(gpu, mg.online.grad, total);
+    snprintf(what, sizeof what, "%s%s gradients", method, use_casa ? "" : " (no CASA)");
+    compare_tensors(&mc.online, gg, gc, 2e-3, 1e-7, what);
+
+    adamw_step(&mc.online, &cfg, cfg.lr, 1);
+    adamw_step(&mg.online, &cfg, cfg.lr, 1);
+    float *pc = download_all(cpu, mc.online.data, total), *pg = download_all(gpu, mg.online.data, total);
+    size_t bad = 0;
+    for (size_t i = 0; i < total; i++)
+        if (!(fabs((double)pg[i] - pc[i]) <= 1e-5 * fabs(pc[i]) + 1e-6)) bad++;
+    TEST_CHECK(bad == 0, "%s: %zu of %zu parameters differ after AdamW", method, bad, total);
+    if (mc.alice) {
+        ema_step(&mc.target, &mc.online, 0.99f);
+        ema_step(&mg.target, &mg.online, 0.99f);
+        float *tc = download_all(cpu, mc.target.data, total), *tg = download_all(gpu, mg.target.data, total);
+        bad = 0;
+        for (size_t i = 0; i < total; i++)
+            if (!(fabs((double)tg[i] - tc[i]) <= 1e-5 * fabs(tc[i]) + 1e-6)) bad++;
+        TEST_CHECK(bad == 0, "%s: %zu of %zu EMA target values differ", method, bad, total);
+        free(tc);
+        free(tg);
+    }
+    free(w); free(vol); free(gc); free(gg); free(pc); free(pg);
+    pretrain_model_free(&mc);
+    pretrain_model_free(&mg);
+    return 0;
+}
+
+static int test_mae(void) { return check_method("mae", 1); }
+static int test_alice(void) { return check_method("alice", 1); }
+static int test_alice_no_casa(void) { return check_method("alice", 0); }
+
+int main(int argc, char **argv)
+{
+    if (gpu_device_count() == 0) {
+        printf("skip: no GPU (built without CUDA, or cudaGetDeviceCount finds no device)\n");
+        return 77;
+    }
+    MPI_Init(&argc, &argv);
+    TEST_RUN(test_mae);
+    TEST_RUN(test_alice);
+    TEST_RUN(test_alice_no_casa);
+    MPI_Finalize();
+    return test_finish();
+}
