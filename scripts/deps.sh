@@ -2,7 +2,7 @@
 # Finds the Debian packages Alice needs; installs the missing ones with apt-get when run as
 # root, otherwise prints the command to run. Quick when everything is present.
 set -euo pipefail
-pkgs=(libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev libnifti2-dev
+pkgs=(libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev libopenblas0-openmp libnifti2-dev
       python3-numpy python3-h5py python3-matplotlib python3-nibabel python3-scipy python3-torch
       slurm-wlm munge)
 missing=()

@@ -13,9 +13,9 @@
 #                            [ALICE_INPUT]
 #   --dataset FILE           use this packed data set and skip the pack job [ALICE_DATASET]
 #   --pretrain-config FILE   [ALICE_PRETRAIN_CONFIG, default jobs/pretrain_vitb_paper.cfg]
-#   --finetune-config FILE   also used by infer and eval unless given
-#                            [ALICE_FINETUNE_CONFIG, default jobs/finetune_btcv.cfg]
-#   --infer-config FILE, --eval-config FILE   [ALICE_INFER_CONFIG, ALICE_EVAL_CONFIG]
+#   --finetune-config FILE   also used by eval unless given (infer takes its settings from
+#                            the checkpoint) [ALICE_FINETUNE_CONFIG, default jobs/finetune_btcv.cfg]
+#   --eval-config FILE       [ALICE_EVAL_CONFIG]
 #   --folds N                fine-tuning folds = array size [ALICE_FOLDS, default 5]
 #   --nodes N, --gpus-per-node N   layout of the pre-training job (one task per GPU)
 #                            [ALICE_NODES, default 1; ALICE_GPUS_PER_NODE, default 8]
@@ -50,7 +50,6 @@ dataset=${ALICE_DATASET:-}
 labels=${ALICE_LABELS:-}
 pretrain_cfg=${ALICE_PRETRAIN_CONFIG:-jobs/pretrain_vitb_paper.cfg}
 finetune_cfg=${ALICE_FINETUNE_CONFIG:-jobs/finetune_btcv.cfg}
-infer_cfg=${ALICE_INFER_CONFIG:-}
 eval_cfg=${ALICE_EVAL_CONFIG:-}
 folds=${ALICE_FOLDS:-5}
 nodes=${ALICE_NODES:-1}
@@ -72,7 +71,6 @@ while [ $# -gt 0 ]; do
     --labels) labels=$2; shift ;;
     --pretrain-config) pretrain_cfg=$2; shift ;;
     --finetune-config) finetune_cfg=$2; shift ;;
-    --infer-config) infer_cfg=$2; shift ;;
     --eval-config) eval_cfg=$2; shift ;;
     --folds) folds=$2; shift ;;
     --nodes) nodes=$2; shift ;;
@@ -97,9 +95,8 @@ done
 [ -n "$run_dir" ] || fail "--run-dir is required (every output of the chain goes under it)"
 [ -n "$input$dataset" ] || fail "give --input (NIfTI folder or phantoms:N) or --dataset (a packed dataset.h5)"
 [ -z "$input" ] || [ -z "$dataset" ] || fail "--input and --dataset exclude each other"
-infer_cfg=${infer_cfg:-$finetune_cfg}
 eval_cfg=${eval_cfg:-$finetune_cfg}
-for f in "$pretrain_cfg" "$finetune_cfg" "$infer_cfg" "$eval_cfg"; do
+for f in "$pretrain_cfg" "$finetune_cfg" "$eval_cfg"; do
   [ -r "$f" ] || fail "job config '$f' not found"
 done
 [[ $folds =~ ^[1-9][0-9]*$ ]] || fail "--folds '$folds' is not a positive integer"
@@ -175,7 +172,7 @@ record() { echo "$1 $2" | tee -a "$jobs_file"; }
 
   # aftercorr: infer fold k starts when fine-tuning fold k has succeeded.
   infer_id=$(submit infer "aftercorr:$finetune_id" "${array[@]}" "${gpu[@]}" "${cpus[@]}" -- \
-    "$here/infer.sbatch" "$infer_cfg" "$run_dir/finetune" "$run_dir/predictions" --data "$dataset" \
+    "$here/infer.sbatch" "$run_dir/finetune" "$run_dir/predictions" --data "$dataset" \
     $infer_args)
   record infer "$infer_id"
 

@@ -16,6 +16,7 @@ static const AliceCommand commands[] = {
     {"finetune", cmd_finetune, "UNETR fine-tuning (DiceCE) from a pre-training checkpoint or random init"},
     {"infer", cmd_infer, "sliding-window UNETR prediction -> NIfTI in each case's original geometry"},
     {"eval", cmd_eval, "per case x organ DSC and NSD of predictions -> results.h5 + .csv"},
+    {"probe", cmd_probe, "k-NN probe of encoder patch features against organ labels"},
     {"match", cmd_match, "anatomical matcher landmark error (--eval): profile vs bbox baseline"},
 };
 static const int command_count = (int)(sizeof commands / sizeof commands[0]);

@@ -13,6 +13,7 @@ typedef struct {
 
 int cmd_config(int argc, char **argv);
 int cmd_pretrain(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
 int cmd_phantom(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

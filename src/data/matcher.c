@@ -24,7 +24,7 @@ static const double z_scales[] = {0.85, 0.9, 0.95, 1.0, 1.05, 1.1, 1.15};
  * 25-30 mm, and unsmoothed they let the correlation lock onto the neighbouring rib. A
  * Gaussian of this sigma keeps the large-scale shape (lung bases, pelvis) and damps that
  * period to a few percent. */
-#define PROFILE_SMOOTH_MM (getenv("SM")?atof(getenv("SM")):12.0)
+#define PROFILE_SMOOTH_MM 12.0
 /* Half height of the slab whose body extent normalises X and Y. */
 #define XY_WINDOW_MM 15.0
 
@@ -161,6 +161,12 @@ static double profile_at(const float *f, int n, double bin)
     return (1 - t) * f[b] + t * f[b + 1];
 }
 
+static int edge_margin_bins(int nbins)
+{
+    int m = (int)ceil(2.0 * PROFILE_SMOOTH_MM / BIN_MM);
+    return m < nbins / 4 ? m : nbins / 4;
+}
+
 /* Mean over features of the normalised cross-correlation of Q's profile with K's profile at
  * z_K = a z_Q + t, over the Q bins that land inside K. -2 when the overlap is too short. */
 static double alignment_score(const ProfileDescription *q, const ProfileDescription *k, double a,
@@ -170,14 +176,18 @@ static double alignment_score(const ProfileDescription *q, const ProfileDescript
     double lo = fmax(t, 0.0), hi = fmin(a * len_q + t, len_k);
     double shorter = fmin(a * len_q, len_k);
     if (hi - lo < MIN_OVERLAP_FRACTION * shorter || hi - lo < BIN_MM) return -2.0;
-    double score = 0;
+    /* Near the ends of a scan the smoothing kernel is cut off, so the smoothed values there
+     * differ from the same anatomy's values inside a longer scan: leave those bins out. */
+    int q_margin = edge_margin_bins(q->nbins), k_margin = edge_margin_bins(k->nbins);
+    double k_margin_mm = k_margin * BIN_MM;
+    double score = 0, weight_sum = 0;
     int used = 0;
     for (int f = 0; f < FEATURE_COUNT; f++) {
         double sq = 0, sk = 0, sqq = 0, skk = 0, sqk = 0;
         int n = 0;
-        for (int b = 0; b < q->nbins; b++) {
+        for (int b = q_margin; b < q->nbins - q_margin; b++) {
             double zk = a * b * BIN_MM + t;
-            if (zk < -1e-9 || zk > len_k + 1e-9) continue;
+            if (zk < k_margin_mm - 1e-9 || zk > len_k - k_margin_mm + 1e-9) continue;
             double vq = q->feature[f][b], vk = profile_at(k->feature[f], k->nbins, zk / BIN_MM);
             sq += vq; sk += vk; sqq += vq * vq; skk += vk * vk; sqk += vq * vk;
             n++;
@@ -186,12 +196,18 @@ static double alignment_score(const ProfileDescription *q, const ProfileDescript
         double cq = sqq - sq * sq / n, ck = skk - sk * sk / n, cqk = sqk - sq * sk / n;
         /* A flat profile (e.g. no bone anywhere) says nothing about the shift. */
         if (cq <= 1e-9 * (sqq + 1e-12) || ck <= 1e-9 * (skk + 1e-12)) continue;
-        if (getenv("FMASK") && !(atoi(getenv("FMASK")) & (1<<f))) continue;
-        score += cqk / sqrt(cq * ck);
+        /* Weighted by how much the feature varies along Q (coefficient of variation, capped
+         * at 1): the body area of an abdomen changes by a few percent and its correlation is
+         * mostly noise, while the air (lung bases) and bone (ribs, pelvis) fractions swing
+         * from near zero to large values. */
+        double mean = fabs(sq / n) + 1e-12;
+        double weight = fmin(1.0, sqrt(cq / n) / mean);
+        score += weight * cqk / sqrt(cq * ck);
+        weight_sum += weight;
         used++;
     }
     if (!used) return 0.0;
-    return score / used - SCALE_PENALTY * fabs(a - 1.0);
+    return score / weight_sum - SCALE_PENALTY * fabs(a - 1.0);
 }
 
 static void align(const ProfileDescription *q, const ProfileDescription *k, double *scale,
@@ -202,7 +218,6 @@ static void align(const ProfileDescription *q, const ProfileDescription *k, doub
     double best = 0.0, best_a = 1.0, best_t = 0.5 * (len_k - len_q);
     for (size_t s = 0; s < sizeof z_scales / sizeof z_scales[0]; s++) {
         double a = z_scales[s];
-        if (getenv("NOSCALE") && a != 1.0) continue;
         for (double t = -a * len_q; t <= len_k + 1e-9; t += BIN_MM) {
             double sc = alignment_score(q, k, a, t);
             if (sc > best + 1e-12) { best = sc; best_a = a; best_t = t; }

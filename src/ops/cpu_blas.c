@@ -26,15 +26,32 @@ void cpu_blas_single_thread(void)
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 
-void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
-               const float *B, int ldb, float beta, float *C, int ldc)
+/* C[rows, cols) block = alpha op(A) op(B) + beta C, where a non-NULL bias (length N) first
+ * overwrites every row of the block (and beta is then taken as 1). */
+static void sgemm_block(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                        const float *bias)
+{
+    if (bias) {
+        for (int r = 0; r < M; r++)
+            for (int c = 0; c < N; c++) C[(long)r * ldc + c] = bias[c];
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, cblas_op(transA), cblas_op(transB), M, N, K, alpha, A, lda, B, ldb,
+                beta, C, ldc);
+}
+
+/* cpu_sgemm with an optional bias broadcast over the rows of C, filled by each thread for its
+ * own block so that a linear layer is one parallel region. */
+static void sgemm_split(int transA, int transB, int M, int N, int K, float alpha, const float *A,
+                        int lda, const float *B, int ldb, float beta, float *C, int ldc,
+                        const float *bias)
 {
     if (M <= 0 || N <= 0) return;
     cpu_blas_single_thread();
     int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
     if (threads == 1 || 2.0 * M * N * K < CPU_PARALLEL_GEMM_FLOPS) {
-        cblas_sgemm(CblasRowMajor, cblas_op(transA), cblas_op(transB), M, N, K, alpha, A, lda,
-                    B, ldb, beta, C, ldc);
+        sgemm_block(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias);
         return;
     }
     /* Split the longer side of C: rows of op(A) or columns of op(B). */
@@ -48,14 +65,20 @@ void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const f
         int start = part * chunk, count = len - start < chunk ? len - start : chunk;
         if (split_rows) {
             const float *Ap = transA ? A + start : A + (long)start * lda;
-            cblas_sgemm(CblasRowMajor, cblas_op(transA), cblas_op(transB), count, N, K, alpha,
-                        Ap, lda, B, ldb, beta, C + (long)start * ldc, ldc);
+            sgemm_block(transA, transB, count, N, K, alpha, Ap, lda, B, ldb, beta,
+                        C + (long)start * ldc, ldc, bias);
         } else {
             const float *Bp = transB ? B + (long)start * ldb : B + start;
-            cblas_sgemm(CblasRowMajor, cblas_op(transA), cblas_op(transB), M, count, K, alpha,
-                        A, lda, Bp, ldb, beta, C + start, ldc);
+            sgemm_block(transA, transB, M, count, K, alpha, A, lda, Bp, ldb, beta, C + start,
+                        ldc, bias ? bias + start : NULL);
         }
     }
+}
+
+void cpu_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+               const float *B, int ldb, float beta, float *C, int ldc)
+{
+    sgemm_split(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, NULL);
 }
 
 void cpu_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
@@ -80,15 +103,8 @@ void cpu_gemm(int transA, int transB, int M, int N, int K, float alpha, const fl
 void cpu_linear_fwd(float *y, const float *x, const float *W, const float *b, int rows, int in,
                     int out)
 {
-    float beta = 0.0f;
-    if (b) {
-        /* Start every row from the bias and let sgemm accumulate onto it (beta = 1). */
-        #pragma omp parallel for schedule(static) if ((long)rows * out > CPU_OMP_MIN_ELEMENTS)
-        for (int r = 0; r < rows; r++)
-            for (int o = 0; o < out; o++) y[(long)r * out + o] = b[o];
-        beta = 1.0f;
-    }
-    cpu_sgemm(0, 1, rows, out, in, 1.0f, x, in, W, in, beta, y, out);
+    /* rows start from the bias (when given) and sgemm accumulates onto them */
+    sgemm_split(0, 1, rows, out, in, 1.0f, x, in, W, in, 0.0f, y, out, b);
 }
 
 void cpu_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,

@@ -23,11 +23,8 @@ void train_set_threads(const Config *cfg, const Dist *d)
         n = (int)(cores / (d->local_size > 0 ? d->local_size : 1));
         if (n < 1) n = 1;
     }
+    /* The OpenMP build of OpenBLAS (see the Makefile) runs its GEMMs on this same pool. */
     omp_set_num_threads(n);
-    /* OpenBLAS reads its own thread count; keep both in step. */
-    char buf[16];
-    snprintf(buf, sizeof buf, "%d", n);
-    setenv("OPENBLAS_NUM_THREADS", buf, 0);
 }
 
 static void mkdir_p(const char *path)

@@ -479,7 +479,7 @@ def ema_update(model, s):
 
 def default_decay(name, tensor):
     """Weight matrices (and the patch-embedding kernel) decay; biases, norms, mask_token don't."""
-    return tensor.dim() >= 2
+    return len(tensor.shape) >= 2     # torch tensor or numpy array
 
 
 # ----------------------------------------------------------------------------- init (writer)
@@ -568,6 +568,9 @@ def batch_tensors(dump, dtype=torch.float32):
             raise ValueError("%s: /batch/%s missing" % (dump["path"], k))
         a = dump["batch"][k]
         if k.startswith("perm"):
+            if a.ndim != 2 or not all(np.array_equal(np.sort(row), np.arange(a.shape[1])) for row in a):
+                raise ValueError("%s: /batch/%s is not one permutation of 0..N-1 per sample"
+                                 % (dump["path"], k))
             out[k] = torch.from_numpy(a.astype(np.int64))
             continue
         if a.ndim == 4:      # [B, X, Y, Z] without the channel axis: same voxels
@@ -659,6 +662,43 @@ def rel_err(c, t):
     return num / den if den > 0 else num
 
 
+def check_init(dump):
+    """The initial weights against docs/MODEL.md "Initialisation": Xavier-uniform matrices
+    (bound exact; spread within 25% of bound/sqrt(3) where there are >= 256 draws), zero
+    biases, unit/zero LayerNorm, mask_token ~ normal(0, 0.02), targets equal to their online
+    namesakes, and the decay flags of "Optimisation step". Returns the list of failures."""
+    fails = []
+    P = dump["params"]
+    for n, a in sorted(P.items()):
+        a = a.astype(np.float64)
+        if n.startswith("target."):
+            src = n[len("target."):]
+            if src in P and not np.array_equal(a, P[src]):
+                fails.append("init: %s is not a copy of %s" % (n, src))
+            continue
+        if dump["decay"][n] != default_decay(n, a):
+            fails.append("init: %s has decay %d; docs/MODEL.md: 1 exactly for rank >= 2 tensors"
+                         % (n, dump["decay"][n]))
+        if n.endswith("mask_token"):
+            if not (0 < np.abs(a).max() < 0.02 * 6):
+                fails.append("init: %s max |x| %.3g is not normal(0, 0.02)-like" % (n, np.abs(a).max()))
+        elif a.ndim >= 2:
+            m = a.reshape(a.shape[0], -1)
+            bound = math.sqrt(6.0 / (m.shape[0] + m.shape[1]))
+            if np.abs(m).max() > bound * (1 + 1e-6):
+                fails.append("init: %s exceeds the Xavier bound %.4g (max %.4g)"
+                             % (n, bound, np.abs(m).max()))
+            if m.size >= 256 and abs(m.std() / (bound / math.sqrt(3)) - 1) > 0.25:
+                fails.append("init: %s std %.4g, Xavier-uniform gives %.4g"
+                             % (n, m.std(), bound / math.sqrt(3)))
+        elif n.endswith("weight"):          # LayerNorm gains
+            if not np.all(a == 1):
+                fails.append("init: %s is not all ones" % n)
+        elif not np.all(a == 0):            # biases and LayerNorm shifts
+            fails.append("init: %s is not all zeros" % n)
+    return fails
+
+
 def compare_dump(path, tol=1e-4, ema_change_tol=1e-2, show=8, log=print):
     """Recompute a dump in PyTorch float32 and compare. Returns the list of failures (empty
     when everything matches). Also prints the float64 reference's distance as the noise floor."""
@@ -671,6 +711,10 @@ def compare_dump(path, tol=1e-4, ema_change_tol=1e-2, show=8, log=print):
         runs[dtype] = reference_run(model, batch_tensors(dump, dtype), dump["decay"])
     ref, ref64 = runs[torch.float32], runs[torch.float64]
     log("parity %s (%s): %d parameter tensors" % (path, method, len(dump["params"])))
+    init_fails = check_init(dump)
+    log("  initial weights (docs/MODEL.md Initialisation): %s"
+        % ("as documented" if not init_fails else "%d problems" % len(init_fails)))
+    fails += init_fails
 
     log("  %-8s %16s %16s %10s %10s" % ("term", "C", "torch fp32", "rel err", "fp32-fp64"))
     for k in LOSS_KEYS:

@@ -229,6 +229,9 @@ def test_harness(tmp):
         ("out/loss", lambda v: v * (1 + 1e-3), "loss term loss"),
         ("adam/losses", lambda v: v + np.eye(5)[3] * 1e-3 * v, "AdamW loss before step 3"),
         ("ema/target.head.fc1.weight", lambda v: v * (1 + 1e-3), "EMA target.head.fc1.weight"),
+        ("params/casa.zeta.bias", lambda v: v + 1e-3, "init: casa.zeta.bias is not all zeros"),
+        ("params/encoder.blocks.0.mlp.linear1.weight", lambda v: v * 2, "exceeds the Xavier bound"),
+        ("params/target.head.fc2.bias", lambda v: v + 1e-3, "init: target.head.fc2.bias is not a copy"),
     ]
     for i, (ds, fn, expect) in enumerate(cases):
         p = perturbed_copy(a, os.path.join(tmp, "bad%d.h5" % i), ds, fn)
@@ -245,6 +248,14 @@ def test_harness(tmp):
             f["ema"][n][...] = np.array(f["params"][n])
     fails = ar.compare_dump(p, log=quiet)
     check(any("of the EMA change" in f for f in fails), "EMA left out is caught")
+
+    # a decay flag that disagrees with docs/MODEL.md
+    p = os.path.join(tmp, "decay.h5")
+    shutil.copy(a, p)
+    with h5py.File(p, "r+") as f:
+        f["params/encoder.norm.bias"].attrs["decay"] = np.int32(1)
+    fails = ar.compare_dump(p, log=quiet)
+    check(any("encoder.norm.bias has decay 1" in f for f in fails), "wrong decay flag is caught")
 
     # a tensor under a name docs/MODEL.md does not have is rejected with both names
     p = os.path.join(tmp, "renamed.h5")
