@@ -1,11 +1,12 @@
 /* CPU backend: GEMM and the linear layer, on OpenBLAS sgemm.
  *
- * One thread pool for everything: OpenBLAS (Debian's pthread build) runs single-threaded and
- * the GEMM is split into blocks of C across the OpenMP threads, one sgemm per block. With
- * OpenBLAS's own threads beside OpenMP's, the OpenMP workers still spin after every
- * elementwise region while the BLAS threads want the same cores, which measured 0.4-0.8x of
- * plain sgemm for linear layers on 2 cores; with one pool the two kinds of work alternate on
- * the same threads. */
+ * One thread pool for everything: each GEMM is split into blocks of C across the OpenMP
+ * threads, one single-threaded sgemm per block (the bias of a linear layer filled by the same
+ * thread, so a layer is one parallel region). With Debian's pthread build of OpenBLAS its own
+ * threads would sit beside OpenMP's, each pool spinning while the other wants the cores
+ * (measured 0.4-0.8x of plain sgemm for linear layers on 2 cores), so that build is set to one
+ * thread. The OpenMP build (what the Makefile links when installed) needs nothing: inside a
+ * parallel region it runs single-threaded by itself. */
 #include "ops/cpu_ops.h"
 
 #include <cblas.h>
@@ -23,6 +24,9 @@ static inline CBLAS_TRANSPOSE cblas_op(int trans) { return trans ? CblasTrans : 
 
 void cpu_blas_single_thread(void)
 {
+    /* The OpenMP build must be left alone: its openblas_set_num_threads also calls
+     * omp_set_num_threads, which would serialise every OpenMP loop of the backend. */
+    if (openblas_get_parallel() == OPENBLAS_OPENMP) return;
     if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
 }
 

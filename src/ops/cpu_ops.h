@@ -11,7 +11,8 @@
 #define CPU_OMP_MIN_ELEMENTS 32768
 
 /* OpenBLAS runs single-threaded inside this backend: every parallel GEMM is split across the
- * OpenMP threads instead (cpu_blas.c says why). Called before any sgemm; cheap when already so. */
+ * OpenMP threads instead (cpu_blas.c says why). Called before any sgemm from this backend;
+ * a no-op for OpenBLAS's OpenMP build, cheap for the pthread build once set. */
 void cpu_blas_single_thread(void);
 /* One GEMM (row-major, as cblas_sgemm) on all OpenMP threads, or on the calling thread when
  * small or already inside a parallel region. */
