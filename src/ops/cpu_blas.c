@@ -90,8 +90,11 @@ void cpu_gemm(int transA, int transB, int M, int N, int K, float alpha, const fl
               long strideC, int batch)
 {
     if (batch <= 0 || M <= 0 || N <= 0) return;
-    if (batch >= omp_get_max_threads() && batch > 1) {
-        /* whole matrices per thread (attention heads) */
+    int threads = omp_get_max_threads();
+    /* Whole matrices per thread (attention heads) when the batch spreads evenly or the
+     * matrices are too small to split; otherwise each GEMM is split across the threads. */
+    int balanced = batch % threads == 0 || batch >= 4 * threads;
+    if (batch > 1 && batch >= threads && (balanced || 2.0 * M * N * K < CPU_PARALLEL_GEMM_FLOPS)) {
         cpu_blas_single_thread();
         #pragma omp parallel for schedule(static)
         for (int i = 0; i < batch; i++)

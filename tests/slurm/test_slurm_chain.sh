@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole workflow as one Slurm dependency chain (slurm/chain.sh) on the local cluster, on
-# tiny phantoms: pack (2 ranks) -> pretrain (2 tasks) -> finetune (array over 2 folds) ->
+# tiny phantoms (packed at 3 mm so sliding-window validation and inference stay quick):
+# pack (2 ranks) -> pretrain (2 tasks) -> finetune (array over 2 folds) ->
 # infer (array, aftercorr) -> eval. Waits for every job, then checks every output: the data
 # set (h5py: cases and folds), the pre-training checkpoints (h5py: tensors and step), each
 # fold's fine-tuning checkpoint, one prediction per case (nibabel: same shape and affine as
@@ -24,10 +25,10 @@ encoder=$(grep -E '^(patch|embed_dim|depth|heads|mlp_dim)[[:space:]]*=' jobs/fin
 
 ALICE_GPUS=0 ALICE_BIN=$ALICE ALICE_SBATCH_OPTS="--time=15" ALICE_PHANTOM_SIZE=small \
   bash slurm/chain.sh --run-dir "$run" --input phantoms:$cases --folds $folds \
-  --gpus-per-node 2 --cpus-per-task 1 --pack-tasks 2 \
+  --gpus-per-node 2 --cpus-per-task 1 --pack-tasks 2 --pack-args "spacing=3,3,3" \
   --pretrain-config jobs/pretrain_tiny.cfg --finetune-config jobs/finetune_tiny.cfg \
   --pretrain-args "${CHAIN_PRETRAIN_ARGS:-steps=4 ckpt_every=2 $encoder}" \
-  --finetune-args "${CHAIN_FINETUNE_ARGS:-steps=4 ckpt_every=2 val_every=2}"
+  --finetune-args "${CHAIN_FINETUNE_ARGS:-steps=4 ckpt_every=2 val_every=4}"
 cat "$run/jobs.txt"
 
 status=0

@@ -148,15 +148,17 @@ static int test_gemm(void)
 {
     for (int tA = 0; tA < 2; tA++)
         for (int tB = 0; tB < 2; tB++) {
-            gemm_case(tA, tB, 5, 6, 7, 3, 3);       /* small: one GEMM per thread */
-            gemm_case(tA, tB, 150, 170, 160, 2, 1); /* large: threaded BLAS, one at a time */
+            gemm_case(tA, tB, 5, 6, 7, 3, 3);       /* small: whole GEMMs per thread */
+            gemm_case(tA, tB, 150, 170, 160, 2, 1); /* large batch of 2: one per thread */
+            gemm_case(tA, tB, 300, 40, 100, 1, 2);  /* one GEMM split by rows of C */
+            gemm_case(tA, tB, 40, 300, 100, 1, 2);  /* one GEMM split by columns of C */
+            gemm_case(tA, tB, 90, 100, 130, 3, 1);  /* uneven batch: each GEMM split */
         }
     return 0;
 }
 
-static int test_linear(void)
+static void linear_case(int rows, int in, int out)
 {
-    int rows = 37, in = 29, out = 23;
     float *x = randn((size_t)rows * in, 1), *W = randn((size_t)out * in, 1), *b = randn(out, 1);
     float *y = filled((size_t)rows * out, NAN);
     double *ref = dzeros((size_t)rows * out), *scale = dzeros((size_t)rows * out);
@@ -169,13 +171,24 @@ static int test_linear(void)
             }
             ref[r * out + o] = s, scale[r * out + o] = mag;
         }
+    char what[64];
+    snprintf(what, sizeof what, "linear %dx%d->%d with bias", rows, in, out);
     be->linear_fwd(y, x, W, b, rows, in, out);
-    compare("linear with bias", y, ref, scale, (size_t)rows * out);
+    compare(what, y, ref, scale, (size_t)rows * out);
     for (int r = 0; r < rows; r++)
         for (int o = 0; o < out; o++) ref[r * out + o] -= b[o];
+    snprintf(what, sizeof what, "linear %dx%d->%d without bias", rows, in, out);
     be->linear_fwd(y, x, W, NULL, rows, in, out);
-    compare("linear without bias", y, ref, scale, (size_t)rows * out);
+    compare(what, y, ref, scale, (size_t)rows * out);
     free(x), free(W), free(b), free(y), free(ref), free(scale);
+}
+
+/* Small (one thread) and large enough to be split by rows or by columns, where each thread
+ * fills the bias of its own block. */
+static int test_linear(void)
+{
+    static const int shapes[][3] = {{37, 29, 23}, {200, 64, 96}, {64, 96, 200}};
+    for (int i = 0; i < 3; i++) linear_case(shapes[i][0], shapes[i][1], shapes[i][2]);
     return 0;
 }
 
