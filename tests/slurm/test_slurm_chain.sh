@@ -39,12 +39,12 @@ while read -r stage id; do
     [ "$state" = COMPLETED ] || status=1
   done <<<"$states"
 done <"$run/jobs.txt"
+show_logs() { for f in "$run"/logs/*.out; do echo "==== $f"; grep -v '^#' "$f" | tail -n 25; done; }
 if [ $status != 0 ]; then
-  for f in "$run"/logs/*.out; do echo "==== $f"; grep -v '^#' "$f" | tail -n 25; done
-  echo "FAIL: a job of the chain did not complete"; exit 1
+  show_logs; echo "FAIL: a job of the chain did not complete"; exit 1
 fi
 
-"$PYTHON" - "$run" $cases $folds <<'PY'
+"$PYTHON" - "$run" $cases $folds <<'PY' || { show_logs; exit 1; }
 import csv, glob, os, sys
 import h5py, nibabel as nib, numpy as np
 
