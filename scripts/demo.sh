@@ -10,8 +10,8 @@ ALICE=$PWD/$BIN/alice
 PYTHON=${PYTHON:-/usr/bin/python3}
 D=${DEMO_DIR:-demo}
 CASES=${DEMO_CASES:-10}
-PRE_STEPS=${DEMO_PRETRAIN_STEPS:-150}
-FT_STEPS=${DEMO_FINETUNE_STEPS:-150}
+PRE_STEPS=${DEMO_PRETRAIN_STEPS:-600}
+FT_STEPS=${DEMO_FINETUNE_STEPS:-300}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mpirun2() { mpirun --allow-run-as-root --oversubscribe -np 2 "$@"; }
 stage() { printf '\n==== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -21,20 +21,20 @@ mkdir -p "$D"
 stage "1/7 synthetic phantoms: $CASES abdominal CTs with 13 organ labels"
 [ -f "$D/nifti/.done" ] || { "$ALICE" phantom --out "$D/nifti" --cases "$CASES" --seed 1 && touch "$D/nifti/.done"; }
 
-stage "2/7 pack into $D/dataset.h5 with 2 MPI ranks (RAS, 1.5x1.5x2 mm -> demo spacing, body crop)"
+stage "2/7 pack into $D/dataset.h5 with 2 MPI ranks (RAS, resampled to 2.5 mm, body crop)"
 [ -f "$D/dataset.h5" ] || mpirun2 "$ALICE" pack --input "$D/nifti" --out "$D/dataset.h5" \
-  spacing=3,3,3 num_folds=5 seed=1
+  spacing=2.5,2.5,2.5 num_folds=5 seed=1
 
 stage "3/7 Alice pre-training (jobs/pretrain_tiny.cfg, $PRE_STEPS steps)"
 "$ALICE" pretrain --config jobs/pretrain_tiny.cfg data="$D/dataset.h5" run_dir="$D/runs/pretrain" \
-  steps="$PRE_STEPS" ckpt_every=50 log_every=25
+  steps="$PRE_STEPS" ckpt_every=200 log_every=50
 ckpt=$(ls "$D"/runs/pretrain/ckpt_*.h5 | sort -t_ -k2 -n | tail -1)
 
 stage "4/7 UNETR fine-tuning on folds != 0: from the Alice checkpoint, and from random init"
 for init in alice random; do
   pre=""; [ $init = alice ] && pre="pretrained=$ckpt"
   "$ALICE" finetune --config jobs/finetune_tiny.cfg data="$D/dataset.h5" run_dir="$D/runs/finetune_$init" \
-    fold=0 steps="$FT_STEPS" $pre
+    fold=0 steps="$FT_STEPS" val_every=100 ckpt_every=100 log_every=25 $pre
 done
 
 stage "5/7 sliding-window inference on the held-out fold 0, mapped back to each case's original grid"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by every slurm/*.sbatch script (sourced, not run). One place for: finding the alice
 # binary, launching one MPI task per GPU (srun --mpi=pmix, or mpirun), forwarding the
 # preemption signal to the ranks, and requeueing a run that stopped with ALICE_EXIT_REQUEUE.
@@ -122,4 +123,18 @@ alice_latest_ckpt() {
   done
   [ -n "$best" ] || return 1
   echo "$best"
+}
+
+# alice_config_snapshot CONFIG RUN_DIR: prints the job file this start should use. The first
+# start copies CONFIG to RUN_DIR/slurm_job.cfg; a requeued start (SLURM_RESTART_COUNT > 0)
+# uses that copy, so editing the job file while a run waits in the queue cannot change the
+# model under its checkpoints (alice would refuse the checkpoint, and the run would fail).
+alice_config_snapshot() {
+  local config=$1 run_dir=$2 snapshot=$2/slurm_job.cfg
+  if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] && [ -r "$snapshot" ]; then
+    echo "$snapshot"; return 0
+  fi
+  cp "$config" "$snapshot.tmp.$$" && mv "$snapshot.tmp.$$" "$snapshot" ||
+    alice_fail "cannot copy the job file '$config' into '$run_dir'"
+  echo "$snapshot"
 }

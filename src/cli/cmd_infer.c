@@ -11,6 +11,7 @@
 #include <nifti1.h>
 
 #include "cli/commands.h"
+#include "core/fsutil.h"
 #include "core/check.h"
 #include "core/log.h"
 #include "core/timer.h"
@@ -34,21 +35,6 @@ static void usage(void)
            "  mapped back to the case's original grid and affine, written as DIR/<case>.nii.gz\n"
            "  (uint8 labels, same shape and affine as the source image).\n"
            "  --cases fold:K   only the cases of fold K (default: all cases)\n");
-}
-
-static void make_dir(const char *dir)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", dir);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            alice_die("%s: cannot create directory (%s); choose a writable --out", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        alice_die("%s: cannot create directory (%s); choose a writable --out", buf, strerror(errno));
 }
 
 int cmd_infer(int argc, char **argv)
@@ -96,7 +82,7 @@ int cmd_infer(int argc, char **argv)
     if (n == 0)
         alice_die("%s: no case selected by --cases %s (the data set has %d cases in %d folds)", data,
                   select, total, dataset_num_folds(ds));
-    if (dist.rank == 0) make_dir(out);
+    if (dist.rank == 0) make_dirs(out, "choose a writable --out");
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
 
     UnetrModel model;

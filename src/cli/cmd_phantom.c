@@ -12,15 +12,10 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/log.h"
+#include "core/fsutil.h"
 #include "core/timer.h"
 #include "data/phantom.h"
 #include "nifti_io.h"
-
-static void make_dir(const char *path)
-{
-    if (mkdir(path, 0775) != 0 && errno != EEXIST)
-        alice_die("cannot create directory %s: %s (choose a writable --out)", path, strerror(errno));
-}
 
 /* Voxel order on disk: RAS as generated, or LPS (x and y reversed, as DICOM converters often
  * store), so that readers meet both. The affine follows, world positions are unchanged. */
@@ -91,9 +86,8 @@ int cmd_phantom(int argc, char **argv)
     snprintf(images, sizeof images, "%s/imagesTr", out);
     snprintf(labels, sizeof labels, "%s/labelsTr", out);
     if (rank == 0) {
-        make_dir(out);
-        make_dir(images);
-        make_dir(labels);
+        make_dirs(images, "choose a writable --out");
+        make_dirs(labels, "choose a writable --out");
     }
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
     log_info("alice phantom: %ld cases (seed %ld, size %s) into %s on %d rank(s)", cases, cfg.seed,

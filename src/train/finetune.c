@@ -135,6 +135,18 @@ static void save(const UnetrModel *m, const Dist *d, const char *name, long step
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
 }
 
+typedef struct {
+    const UnetrModel *model;
+    const Dist *dist;
+    double best;
+} PeriodicSave;
+
+static void save_periodic(void *ctx, long steps_done)
+{
+    PeriodicSave *p = ctx;
+    save(p->model, p->dist, NULL, steps_done, p->best);
+}
+
 int finetune_run(const Config *cfg, const FinetuneOptions *opt)
 {
     const AliceBackend *be = backend_by_name(cfg->device);
@@ -204,26 +216,15 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         }
         unetr_set_batch(&model, batch.image, labels);
         SegLoss t = unetr_forward_backward(&model);
-        dist_allreduce_mean(&dist, be, model.ps.grad, model.ps.total);
-        double inv = 1.0 / dist.size;
-        t.loss = dist_sum_double(t.loss) * inv;
-        t.ce = dist_sum_double(t.ce) * inv;
-        t.dice = dist_sum_double(t.dice) * inv;
-        double gnorm = grad_global_norm(&model.ps);
-        float lr = schedule_lr(cfg, step);
-        if (!train_step_finite(be, t.loss, model.ps.grad, model.ps.total) || !isfinite(gnorm)) {
-            if (!strcmp(cfg->on_nonfinite, "stop")) {
-                log_warn("step %ld: non-finite loss (%g) or gradient; stopping. The last good "
-                         "checkpoint in %s is intact (set on_nonfinite = skip to skip such steps, "
-                         "or lower lr)", step, t.loss, cfg->run_dir);
-                status = 1;
-                break;
-            }
-            log_warn("step %ld: non-finite loss (%g) or gradient; step skipped", step, t.loss);
-            continue;
-        }
-        clip_grad_norm(&model.ps, gnorm, cfg->clip);
-        adamw_step(&model.ps, cfg, lr, step + 1);
+        double terms[3] = {t.loss, t.ce, t.dice};
+        float lr;
+        double gnorm;
+        StepOutcome outcome = train_optimizer_step(cfg, &dist, &model.ps, terms, 3, step, &lr, &gnorm);
+        if (outcome == STEP_STOPPED) { status = 1; break; }
+        if (outcome == STEP_SKIPPED) continue;
+        t.loss = terms[0];
+        t.ce = terms[1];
+        t.dice = terms[2];
         be->synchronize();
         double dt = wall_seconds() - t0;
         double row[COL_COUNT] = {t.loss, t.ce, t.dice, lr, gnorm, dt * 1e3, global_batch / dt};
@@ -239,12 +240,9 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
             if (dist.rank == 0) val_csv_append(cfg->run_dir, step + 1, dice);
             if (improved) save(&model, &dist, BEST_CKPT, step + 1, dice);
         }
-        if ((step + 1) % cfg->ckpt_every == 0 || last) save(&model, &dist, NULL, step + 1, best);
         if (nval == 0 && last) save(&model, &dist, BEST_CKPT, step + 1, NAN);
-        if (!last && preempt_agreed()) {
-            if ((step + 1) % cfg->ckpt_every != 0) save(&model, &dist, NULL, step + 1, best);
-            log_info("preempted after step %ld: checkpoint written, exiting with status %d for requeue",
-                     step, ALICE_EXIT_REQUEUE);
+        PeriodicSave ps = {&model, &dist, best};
+        if (train_step_boundary(cfg, step, last, save_periodic, &ps)) {
             status = ALICE_EXIT_REQUEUE;
             break;
         }

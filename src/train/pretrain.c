@@ -69,6 +69,21 @@ static int run_bench(PretrainModel *m, const Config *cfg, long steps)
     return 0;
 }
 
+typedef struct {
+    const Config *cfg;
+    const Dist *dist;
+    PretrainModel *model;
+} SaveCtx;
+
+static void save_checkpoint(void *ctx, long steps_done)
+{
+    SaveCtx *s = ctx;
+    if (s->dist->rank == 0)
+        checkpoint_save(s->cfg->run_dir, NULL, steps_done, s->cfg, "pretrain", &s->model->online,
+                        s->model->alice ? &s->model->target : NULL, NAN);
+    CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+}
+
 /* Pre-training needs crops that mostly show anatomy and, with inter-volume pairs, two volumes. */
 static void check_data_fits(const Config *cfg, const LoaderSource *src)
 {
@@ -154,27 +169,13 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         pretrain_model_set_views(&model, views);
         pretrain_model_draw_masks(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
         LossTerms t = pretrain_model_forward_backward(&model);
-        dist_allreduce_mean(&dist, be, model.online.grad, model.online.total);
-        double inv = 1.0 / dist.size;
-        t.loss = dist_sum_double(t.loss) * inv;
-        t.l_r = dist_sum_double(t.l_r) * inv;
-        t.l_dv = dist_sum_double(t.l_dv) * inv;
-        t.l_st = dist_sum_double(t.l_st) * inv;
-        double gnorm = grad_global_norm(&model.online);
-        float lr = schedule_lr(cfg, step);
-        if (!train_step_finite(be, t.loss, model.online.grad, model.online.total) || !isfinite(gnorm)) {
-            if (!strcmp(cfg->on_nonfinite, "stop")) {
-                log_warn("step %ld: non-finite loss (%g) or gradient; stopping. The last good "
-                         "checkpoint in %s is intact (set on_nonfinite = skip to skip such steps, "
-                         "or lower lr)", step, t.loss, cfg->run_dir);
-                status = 1;
-                break;
-            }
-            log_warn("step %ld: non-finite loss (%g) or gradient; step skipped", step, t.loss);
-            continue;
-        }
-        clip_grad_norm(&model.online, gnorm, cfg->clip);
-        adamw_step(&model.online, cfg, lr, step + 1);
+        double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
+        float lr;
+        double gnorm;
+        StepOutcome outcome = train_optimizer_step(cfg, &dist, &model.online, terms, 4, step, &lr, &gnorm);
+        if (outcome == STEP_STOPPED) { status = 1; break; }
+        if (outcome == STEP_SKIPPED) continue;
+        t = (LossTerms){terms[0], terms[1], terms[2], terms[3]};
         if (target) ema_step(target, &model.online, pretrain_ema_momentum(cfg, step));
         be->synchronize();
         double dt = wall_seconds() - t0;
@@ -182,22 +183,12 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
                                  lr, gnorm, dt * 1e3, global_batch / dt};
         runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
         int chunk_done = opt->stop_after > 0 && step + 1 - start >= opt->stop_after;
-        int last = step + 1 == cfg->steps || chunk_done;
-        if ((step + 1) % cfg->ckpt_every == 0 || last) {
-            if (dist.rank == 0)
-                checkpoint_save(cfg->run_dir, NULL, step + 1, cfg, "pretrain", &model.online, target, NAN);
-            CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
-        }
-        if (chunk_done) break;
-        if (!last && preempt_agreed()) {
-            if ((step + 1) % cfg->ckpt_every != 0 && dist.rank == 0)
-                checkpoint_save(cfg->run_dir, NULL, step + 1, cfg, "pretrain", &model.online, target, NAN);
-            CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
-            log_info("preempted after step %ld: checkpoint written, exiting with status %d for requeue",
-                     step, ALICE_EXIT_REQUEUE);
+        SaveCtx save = {cfg, &dist, &model};
+        if (train_step_boundary(cfg, step, step + 1 == cfg->steps || chunk_done, save_checkpoint, &save)) {
             status = ALICE_EXIT_REQUEUE;
             break;
         }
+        if (chunk_done) break;
     }
     if (status == 0 && step < cfg->steps)
         log_info("stopped after %ld steps of this run (--stop-after); the next run resumes at step %ld",

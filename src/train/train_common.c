@@ -11,8 +11,11 @@
 #include <unistd.h>
 
 #include "core/check.h"
+#include "core/fsutil.h"
 #include "core/sysmem.h"
 #include "core/log.h"
+#include "core/preempt.h"
+#include "train/optim.h"
 #include <mpi.h>
 
 void train_set_threads(const Config *cfg, const Dist *d)
@@ -27,25 +30,10 @@ void train_set_threads(const Config *cfg, const Dist *d)
     omp_set_num_threads(n);
 }
 
-static void mkdir_p(const char *path)
-{
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            alice_die("cannot create directory %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        alice_die("cannot create run directory %s: %s (set run_dir to a writable path)", buf, strerror(errno));
-}
-
 void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command)
 {
     if (d->rank == 0) {
-        mkdir_p(cfg->run_dir);
+        make_dirs(cfg->run_dir, "set run_dir to a writable path");
         char path[4096], tmp[4200];
         snprintf(path, sizeof path, "%s/config.txt", cfg->run_dir);
         snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -82,4 +70,39 @@ int train_step_finite(const AliceBackend *be, double loss, const float *grad, si
 {
     int bad = !isfinite(loss) || !be->all_finite(grad, n);
     return !dist_max_int(bad);
+}
+
+StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, ParamSet *ps, double *terms,
+                                 int nterms, long step, float *lr, double *grad_norm)
+{
+    const AliceBackend *be = ps->be;
+    dist_allreduce_mean(d, be, ps->grad, ps->total);
+    for (int i = 0; i < nterms; i++) terms[i] = dist_sum_double(terms[i]) / d->size;
+    *grad_norm = grad_global_norm(ps);
+    *lr = schedule_lr(cfg, step);
+    if (!train_step_finite(be, terms[0], ps->grad, ps->total) || !isfinite(*grad_norm)) {
+        if (!strcmp(cfg->on_nonfinite, "stop")) {
+            log_warn("step %ld: non-finite loss (%g) or gradient; stopping. The last good "
+                     "checkpoint in %s is intact (set on_nonfinite = skip to skip such steps, "
+                     "or lower lr)", step, terms[0], cfg->run_dir);
+            return STEP_STOPPED;
+        }
+        log_warn("step %ld: non-finite loss (%g) or gradient; step skipped", step, terms[0]);
+        return STEP_SKIPPED;
+    }
+    clip_grad_norm(ps, *grad_norm, cfg->clip);
+    adamw_step(ps, cfg, *lr, step + 1);
+    return STEP_APPLIED;
+}
+
+int train_step_boundary(const Config *cfg, long step, int last, void (*save)(void *ctx, long steps_done),
+                        void *ctx)
+{
+    int periodic = (step + 1) % cfg->ckpt_every == 0;
+    if (periodic || last) save(ctx, step + 1);
+    if (last || !preempt_agreed()) return 0;
+    if (!periodic) save(ctx, step + 1);
+    log_info("preempted after step %ld: checkpoint written, exiting with status %d for requeue",
+             step, ALICE_EXIT_REQUEUE);
+    return 1;
 }

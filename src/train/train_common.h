@@ -7,6 +7,7 @@
 
 #include "core/config.h"
 #include "ops/backend.h"
+#include "nn/params.h"
 #include "train/dist.h"
 
 /* OpenMP threads: cfg->threads, or the node's cores divided by the ranks on the node. */
@@ -20,5 +21,19 @@ void train_check_memory(const AliceBackend *be, size_t bytes, const Dist *d, con
 double train_peak_rss_mib(void);
 /* 1 when loss and every gradient are finite on every rank. */
 int train_step_finite(const AliceBackend *be, double loss, const float *grad, size_t n);
+
+typedef enum { STEP_APPLIED, STEP_SKIPPED, STEP_STOPPED } StepOutcome;
+/* The optimiser half of a training step, shared by every loop: averages the gradients and the
+ * loss terms (terms[0] is the total loss) over the ranks, guards against non-finite values
+ * (cfg->on_nonfinite: stop with the last checkpoint intact, or skip the step), clips the
+ * global gradient norm and applies AdamW with the scheduled learning rate. */
+StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, ParamSet *ps, double *terms,
+                                 int nterms, long step, float *lr, double *grad_norm);
+
+/* The end of step `step` (0-based) of every loop: the periodic (or last) checkpoint through
+ * save(ctx, steps_done), then the collective preemption check. Returns 1 when the run must
+ * stop for a requeue; a checkpoint of the finished step then exists. Collective. */
+int train_step_boundary(const Config *cfg, long step, int last, void (*save)(void *ctx, long steps_done),
+                        void *ctx);
 
 #endif

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Helpers for the tests in tests/slurm/ (sourced). A test calls slurm_test_cluster_up first:
 # it starts a private cluster (tests/slurm/cluster.sh) in a fresh temp dir, stops it and removes
 # the dir on exit, and skips the test (exit 77) when the Slurm packages are missing.

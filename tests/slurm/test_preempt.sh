@@ -12,7 +12,7 @@ cfg=$SLURM_TEST_REPO/jobs/pretrain_tiny.cfg
 slurm_test_cluster_up
 tmp=$SLURM_TEST_TMP
 steps=${PREEMPT_TEST_STEPS:-12}
-args=(steps=$steps ckpt_every=1000 log_every=1)
+args=("steps=$steps" ckpt_every=1000 log_every=1)
 opts=(--parsable --gpus-per-task=0 --ntasks-per-node=2 --cpus-per-task=1 --time=10
       --output="$tmp/logs/%x-%j.out")
 mkdir -p "$tmp/logs"

@@ -41,7 +41,9 @@ wait $launcher && { echo "FAIL: the job exited 0 after losing a rank"; exit 1; }
 echo "job ended $((SECONDS - t_kill)) s after the kill, status $rc"
 tail -n 15 "$SLURM_TEST_TMP/run.log" | sed 's/^/  | /'
 
-latest=$(ls "$run"/ckpt_*.h5 | grep -E '/ckpt_[0-9]+\.h5$' | sort -t_ -k2 -n | tail -n1)
+# The latest complete checkpoint, the one a restart would load (same rule as the scripts).
+source "$SLURM_TEST_REPO/slurm/common.sh"
+latest=$(alice_latest_ckpt "$run") || { echo "FAIL: no complete checkpoint left in $run"; exit 1; }
 "$PYTHON" - "$latest" <<'PY'
 import sys, h5py
 path = sys.argv[1]
