@@ -96,15 +96,15 @@ tests-build: $(BIN)/alice $(TEST_BIN) $(TOOL_BIN)
 .PHONY: tests-build
 
 test: deps
-	@$(MAKE) --no-print-directory tests-build
+	@$(MAKE) --no-print-directory -j$$(nproc) tests-build
 	@BUILD=$(BUILD) BIN=$(BIN) bash tests/run.sh
 
 bench: deps
-	@$(MAKE) --no-print-directory $(BIN)/alice $(BENCH_BIN)
+	@$(MAKE) --no-print-directory -j$$(nproc) $(BIN)/alice $(BENCH_BIN)
 	@BUILD=$(BUILD) BIN=$(BIN) bash tests/bench/run.sh
 
 demo: deps
-	@$(MAKE) --no-print-directory $(BIN)/alice
+	@$(MAKE) --no-print-directory -j$$(nproc) $(BIN)/alice
 	@BIN=$(BIN) bash scripts/demo.sh
 
 clean:

@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "core/fsutil.h"
+#include "eval/prediction_out.h"
 #include "core/check.h"
 #include "core/log.h"
 #include "core/timer.h"
@@ -105,18 +106,14 @@ int cmd_infer(int argc, char **argv)
         for (size_t i = 0; i < nv; i++) img[i] = window_apply(window, v.image[i]);
         uint8_t *packed = xmalloc(nv);
         long windows = sliding_window_argmax(&sw, img, v.dim, packed, NULL);
-        size_t no = (size_t)c->orig_dim[0] * c->orig_dim[1] * c->orig_dim[2];
-        uint8_t *orig = xmalloc(no);
-        geometry_label_to_original(packed, v.dim, v.affine, c->orig_dim, c->orig_affine, orig);
         char path[4096];
         snprintf(path, sizeof path, "%s/%s.nii.gz", out, c->name);
-        nifti_write_volume(path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine);
+        prediction_write_original(c, packed, v.dim, (const double (*)[4])v.affine, path);
         /* Every rank reports its own cases (log_info speaks for rank 0 only). */
         printf("  [rank %d] case %d/%d %s: packed %dx%dx%d, %ld windows, %.1f s -> %s (%dx%dx%d)\n",
                  dist.rank, j + 1, n, c->name, v.dim[0], v.dim[1], v.dim[2], windows,
                  wall_seconds() - t0, path, c->orig_dim[0], c->orig_dim[1], c->orig_dim[2]);
         fflush(stdout);
-        free(orig);
         free(packed);
         free(img);
         volume_free(&v);
