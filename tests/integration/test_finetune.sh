@@ -15,7 +15,7 @@ T=$(mktemp -d /tmp/alice_finetune.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 fail() { echo "FAIL: $*"; exit 1; }
-run() { echo "+ $*"; "$@" > "$T/last.log" 2>&1 || { tail -30 "$T/last.log"; fail "$1 $2 exited with $?"; }; }
+run() { echo "+ $*"; local rc=0; "$@" > "$T/last.log" 2>&1 || rc=$?; [ $rc -eq 0 ] || { tail -30 "$T/last.log"; fail "$1 $2 exited with $rc"; }; }
 
 run "$ALICE" phantom --out "$T/ph" --cases 4 --size small --seed 5
 run "$ALICE" pack --input "$T/ph" --out "$T/ds.h5" spacing=3,3,3 num_folds=2 seed=1
@@ -26,7 +26,7 @@ CKPT="$T/pt/ckpt_2.h5"
 [ -f "$CKPT" ] || fail "pre-training wrote no $CKPT"
 
 run "$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" data="$T/ds.h5" run_dir="$T/ft" \
-    pretrained="$CKPT" fold=0
+    $ENC pretrained="$CKPT" fold=0
 cp "$T/last.log" "$T/ft.log"
 grep -E "loaded [0-9]+ of [0-9]+ vit" "$T/ft.log" || fail "no encoder loading line in the log"
 line=$(grep -E "loaded [0-9]+ of [0-9]+ vit" "$T/ft.log")
