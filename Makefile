@@ -41,12 +41,17 @@ TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRC := $(sort $(wildcard tests/bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/tests/%)
 
+# Clusters keep cuDNN and NCCL apart from the toolkit: NCCL_HOME / CUDNN_HOME add their
+# include and lib directories (see docs/OPERATIONS.md).
+CUDA_EXTRA_HOMES := $(strip $(NCCL_HOME) $(CUDNN_HOME))
 ifeq ($(USE_CUDA),1)
-CPPFLAGS += -DALICE_CUDA -I$(CUDA_HOME)/include
-LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudnn -lnccl -lcublasLt -lcublas -lcudart -lstdc++
+CPPFLAGS += -DALICE_CUDA -I$(CUDA_HOME)/include $(foreach h,$(CUDA_EXTRA_HOMES),-I$(h)/include)
+LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
+            $(foreach h,$(CUDA_EXTRA_HOMES),-L$(h)/lib -L$(h)/lib64 -Wl,-rpath,$(h)/lib -Wl,-rpath,$(h)/lib64) \
+            -lcudnn -lnccl -lcublasLt -lcublas -lcudart -lstdc++
 LIB_OBJ  += $(CU_OBJ)
 NVCCFLAGS ?= -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
-NVCCFLAGS += -I. -Isrc -Iio -DALICE_CUDA $(HDF5_CFLAGS)
+NVCCFLAGS += -I. -Isrc -Iio -DALICE_CUDA $(HDF5_CFLAGS) $(foreach h,$(CUDA_EXTRA_HOMES),-I$(h)/include)
 endif
 
 .PHONY: all deps demo test test-fast bench clean cuda-objs
@@ -54,7 +59,8 @@ all: $(BIN)/alice
 
 $(BIN)/alice: $(BUILD)/src/main.o $(BUILD)/libalice.a
 	@mkdir -p $(dir $@)
-	$(CC) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/libalice.a: $(LIB_OBJ)
 	@rm -f $@
@@ -76,18 +82,18 @@ cuda-objs: $(CU_OBJ)
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libalice.a tests/unit/test.h
 	@mkdir -p $(dir $@)
 	@echo "  CCLD  $@"
-	@$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
 
 $(BUILD)/tests/bench_%: tests/bench/bench_%.c $(BUILD)/libalice.a
 	@mkdir -p $(dir $@)
 	@echo "  CCLD  $@"
-	@$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
 
 # Test helper programs (dumps for the PyTorch parity scripts and the like).
 $(BUILD)/tools/%: tests/tools/%.c $(BUILD)/libalice.a
 	@mkdir -p $(dir $@)
 	@echo "  CCLD  $@"
-	@$(CC) $(CPPFLAGS) $(CFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(BUILD)/libalice.a $(LDLIBS)
 
 deps:
 	@bash scripts/deps.sh

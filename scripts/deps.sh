@@ -15,7 +15,7 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "deps: installing with apt-get (this takes a few minutes once)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >/dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/alice-deps.log 2>&1 || {
+  apt-get install -y -q "${missing[@]}" >/tmp/alice-deps.log 2>&1 || {
     echo "deps: apt-get install failed; see /tmp/alice-deps.log" >&2; exit 1; }
   echo "deps: installed"
 else
