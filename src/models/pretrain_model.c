@@ -313,3 +313,32 @@ float pretrain_ema_momentum(const Config *cfg, long step)
     double s = cfg->steps > 0 ? (double)step / (double)cfg->steps : 1.0;
     return (float)(cfg->ema_end - (cfg->ema_end - cfg->ema_start) * (cos(M_PI * s) + 1.0) / 2.0);
 }
+
+double pretrain_model_feature_spread(const PretrainModel *m)
+{
+    if (!m->alice) return NAN;
+    const int rows = m->B * m->N, dim = m->cfg.head_out;
+    float *z = xmalloc((size_t)rows * dim * sizeof(float));
+    m->be->download(z, m->iv[0].psi.z, (size_t)rows * dim * sizeof(float));
+    double *sum = xcalloc((size_t)dim, sizeof(double)), *sq = xcalloc((size_t)dim, sizeof(double));
+    for (int r = 0; r < rows; r++) {
+        const float *row = z + (size_t)r * dim;
+        double norm = 0;
+        for (int d = 0; d < dim; d++) norm += (double)row[d] * row[d];
+        norm = sqrt(norm) + 1e-12;
+        for (int d = 0; d < dim; d++) {
+            double v = row[d] / norm;
+            sum[d] += v;
+            sq[d] += v * v;
+        }
+    }
+    double spread = 0;
+    for (int d = 0; d < dim; d++) {
+        double mean = sum[d] / rows, var = sq[d] / rows - mean * mean;
+        spread += sqrt(var > 0 ? var : 0);
+    }
+    free(z);
+    free(sum);
+    free(sq);
+    return spread / dim * sqrt((double)dim);
+}

@@ -84,6 +84,11 @@ void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_CO
 LossTerms pretrain_model_forward_backward(PretrainModel *m);
 /* Matmul FLOPs of one forward + backward step (backward counted as 2x forward). */
 double pretrain_model_step_flops(const PretrainModel *m);
+/* Collapse monitor of the alignment losses: the spread of the teacher head's l2-normalised
+ * token outputs, sqrt(dim) x mean over dims of their standard deviation over tokens (about 1
+ * for outputs spread over the sphere, 0 when every token maps to the same vector: then l_dv and
+ * l_st carry no signal). NaN for MAE. Downloads one view's outputs: call at log steps. */
+double pretrain_model_feature_spread(const PretrainModel *m);
 /* EMA momentum at step s of `steps` (cosine from ema_start to ema_end). */
 float pretrain_ema_momentum(const Config *cfg, long step);
 

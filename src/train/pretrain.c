@@ -21,9 +21,10 @@
 #include "train/runlog.h"
 #include "train/train_common.h"
 
-enum { COL_LOSS, COL_LR_REC, COL_L_DV, COL_L_ST, COL_LR, COL_GNORM, COL_MS, COL_SPS, COL_COUNT };
+enum { COL_LOSS, COL_LR_REC, COL_L_DV, COL_L_ST, COL_LR, COL_GNORM, COL_MS, COL_SPS, COL_SPREAD,
+       COL_COUNT };
 static const char *const log_columns[] = {"loss", "l_r", "l_dv", "l_st", "lr", "grad_norm",
-                                          "ms_per_step", "samples_per_s", NULL};
+                                          "ms_per_step", "samples_per_s", "feat_spread", NULL};
 
 /* Views of a loader batch in the model's order. */
 static void batch_views(const PretrainBatch *b, const float *views[VIEW_COUNT])
@@ -179,9 +180,12 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         if (target) ema_step(target, &model.online, pretrain_ema_momentum(cfg, step));
         be->synchronize();
         double dt = wall_seconds() - t0;
+        int print = (step + 1) % cfg->log_every == 0 || step == start;
+        /* The collapse monitor costs a download: log steps only (rank 0's batch). */
+        double spread = print ? pretrain_model_feature_spread(&model) : NAN;
         double row[COL_COUNT] = {t.loss, t.l_r, model.alice ? t.l_dv : NAN, model.alice ? t.l_st : NAN,
-                                 lr, gnorm, dt * 1e3, global_batch / dt};
-        runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
+                                 lr, gnorm, dt * 1e3, global_batch / dt, spread};
+        runlog_row(&log, step, row, print);
         int chunk_done = opt->stop_after > 0 && step + 1 - start >= opt->stop_after;
         SaveCtx save = {cfg, &dist, &model};
         if (train_step_boundary(cfg, step, step + 1 == cfg->steps || chunk_done, save_checkpoint, &save)) {
