@@ -52,6 +52,8 @@ static void fill_table(AliceBackend *t)
     t->l2norm_bwd = cuda_l2norm_bwd;
     t->cosine_loss_fwd = cuda_cosine_loss_fwd;
     t->cosine_loss_bwd = cuda_cosine_loss_bwd;
+    t->soft_ce_fwd = cuda_soft_ce_fwd;
+    t->soft_ce_bwd = cuda_soft_ce_bwd;
     t->normalize_rows = cuda_normalize_rows;
     t->masked_mse_fwd = cuda_masked_mse_fwd;
     t->masked_mse_bwd = cuda_masked_mse_bwd;

@@ -1,5 +1,5 @@
-/* Vector normalisation and the losses of the CUDA backend: l2norm, cosine loss (l_dv, l_st),
- * per-patch target normalisation and masked MSE (l_r), and DiceCE (fine-tuning). Row-wise
+/* Vector normalisation and the losses of the CUDA backend: l2norm, cosine loss or DINO soft
+ * cross-entropy (l_dv, l_st), per-patch target normalisation and masked MSE (l_r), and DiceCE (fine-tuning). Row-wise
  * quantities use one warp per row; the scalars returned to the host go through the
  * deterministic device_sum (double), matching the CPU backend's double accumulation. */
 #include <math.h>
@@ -141,6 +141,80 @@ void cuda_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, 
     if (rows <= 0 || (!da && !db)) return;
     cosine_bwd_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(da, db, a, b, rows, dim,
                                                                          scale);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* ---- DINO soft cross-entropy (align_loss = dino) ---- */
+
+static __device__ double warp_max_double(double v)
+{
+    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* log sum_k exp((x_k - shift_k) inv_temp) over one row, max-shifted; shift may be NULL. */
+static __device__ double warp_row_logsumexp(const float *x, const float *shift, int dim,
+                                            double inv_temp, int lane)
+{
+    double mx = -INFINITY;
+    for (int d = lane; d < dim; d += 32)
+        mx = fmax(mx, ((double)x[d] - (shift ? shift[d] : 0.0)) * inv_temp);
+    mx = warp_max_double(mx);
+    double sum = 0.0;
+    for (int d = lane; d < dim; d += 32)
+        sum += exp(((double)x[d] - (shift ? shift[d] : 0.0)) * inv_temp - mx);
+    return mx + log(warp_sum(sum));
+}
+
+/* row_loss[r] = lse_s - sum_k p_k s_k inv_ts (sum_k p_k = 1) */
+static __global__ void soft_ce_rows_kernel(double *row_loss, const float *s, const float *t,
+                                           const float *center, int rows, int dim, double inv_ts,
+                                           double inv_tt)
+{
+    WARP_ROW(rows);
+    const float *sr = s + (size_t)row * dim, *tr = t + (size_t)row * dim;
+    const double lse_t = warp_row_logsumexp(tr, center, dim, inv_tt, lane);
+    const double lse_s = warp_row_logsumexp(sr, NULL, dim, inv_ts, lane);
+    double dot = 0.0;
+    for (int d = lane; d < dim; d += 32)
+        dot += exp(((double)tr[d] - center[d]) * inv_tt - lse_t) * ((double)sr[d] * inv_ts);
+    dot = warp_sum(dot);
+    if (lane == 0) row_loss[row] = lse_s - dot;
+}
+
+float cuda_soft_ce_fwd(const float *s, const float *t, const float *center, int rows, int dim,
+                       float inv_ts, float inv_tt)
+{
+    if (rows <= 0) return 0.0f;
+    double *row_loss = (double *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(double));
+    soft_ce_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(row_loss, s, t, center,
+                                                                           rows, dim, inv_ts, inv_tt);
+    CUDA_CHECK_LAUNCH();
+    return (float)(device_sum((size_t)rows, DoubleElement{row_loss}) / rows);
+}
+
+/* ds = g (softmax(s inv_ts) - softmax((t - center) inv_tt)), g = scale inv_ts / rows */
+static __global__ void soft_ce_bwd_kernel(float *ds, const float *s, const float *t,
+                                          const float *center, int rows, int dim, double inv_ts,
+                                          double inv_tt, double g)
+{
+    WARP_ROW(rows);
+    const float *sr = s + (size_t)row * dim, *tr = t + (size_t)row * dim;
+    const double lse_t = warp_row_logsumexp(tr, center, dim, inv_tt, lane);
+    const double lse_s = warp_row_logsumexp(sr, NULL, dim, inv_ts, lane);
+    for (int d = lane; d < dim; d += 32) {
+        const double q = exp((double)sr[d] * inv_ts - lse_s);
+        const double p = exp(((double)tr[d] - center[d]) * inv_tt - lse_t);
+        ds[(size_t)row * dim + d] = (float)(g * (q - p));
+    }
+}
+
+void cuda_soft_ce_bwd(float *ds, const float *s, const float *t, const float *center, int rows,
+                      int dim, float inv_ts, float inv_tt, float scale)
+{
+    if (rows <= 0 || !ds) return;
+    soft_ce_bwd_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
+        ds, s, t, center, rows, dim, inv_ts, inv_tt, (double)scale * inv_ts / rows);
     CUDA_CHECK_LAUNCH();
 }
 

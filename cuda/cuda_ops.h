@@ -89,6 +89,10 @@ void cuda_l2norm_bwd(float *dx, const float *dy, const float *x, const float *no
 float cuda_cosine_loss_fwd(const float *a, const float *b, int rows, int dim);
 void cuda_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows, int dim,
                           float scale);
+float cuda_soft_ce_fwd(const float *s, const float *t, const float *center, int rows, int dim,
+                       float inv_ts, float inv_tt);
+void cuda_soft_ce_bwd(float *ds, const float *s, const float *t, const float *center, int rows,
+                      int dim, float inv_ts, float inv_tt, float scale);
 void cuda_normalize_rows(float *out, const float *x, int rows, int dim, float eps);
 float cuda_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
                           int dim);

@@ -56,6 +56,9 @@ typedef struct Config {
     int use_casa;                 /* CASA on, or direct V/Y similarity */
     float w_rec, w_dv, w_st;
     float ema_start, ema_end;     /* cosine momentum schedule */
+    char align_loss[CFG_STR];     /* cosine | dino: the form of l_dv and l_st */
+    float teacher_temp, student_temp;   /* dino: softmax temperatures */
+    float center_momentum;        /* dino: EMA momentum of the teacher centers */
 
     /* optimisation */
     int batch;                    /* per rank */

@@ -53,6 +53,12 @@ const ConfigKey config_keys[] = {
     K("w_st", CFG_T_FLOAT, w_st, "1", "0..", "weight of l_st"),
     K("ema_start", CFG_T_FLOAT, ema_start, "0.996", "0..1", "EMA momentum at step 0"),
     K("ema_end", CFG_T_FLOAT, ema_end, "1", "0..1", "EMA momentum at the last step"),
+    K("align_loss", CFG_T_ENUM, align_loss, "cosine", "cosine|dino",
+      "form of l_dv and l_st: the paper's cosine, or DINO's centred, sharpened cross-entropy"),
+    K("teacher_temp", CFG_T_FLOAT, teacher_temp, "0.04", "1e-4..", "dino: teacher softmax temperature"),
+    K("student_temp", CFG_T_FLOAT, student_temp, "0.1", "1e-4..", "dino: student softmax temperature"),
+    K("center_momentum", CFG_T_FLOAT, center_momentum, "0.9", "0..1",
+      "dino: EMA momentum of the teacher centers"),
 
     K("batch", CFG_T_INT, batch, "2", "1..", "samples per rank per step"),
     K("steps", CFG_T_LONG, steps, "100", "1..", "optimiser steps"),

@@ -8,6 +8,8 @@
 #include "core/rng.h"
 #include "nn/layers.h"
 
+const char *const pretrain_center_names[CENTER_COUNT] = {"center.cls", "center.tokens"};
+
 static void check_config(const Config *c)
 {
     config_validate(c);
@@ -61,6 +63,10 @@ static void layout(PretrainModel *m, Arena *ar)
         proj_head_layout(&m->head, &a->psi, ar, B * N, 0);
         a->cls = arena_floats(ar, (size_t)B * out);
     }
+    if (m->dino) {
+        m->center_views = arena_floats(ar, (size_t)CENTER_COUNT * MASKED_VIEWS * out);
+        m->center_batch = arena_floats(ar, (size_t)CENTER_COUNT * out);
+    }
 }
 
 void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend *be, int B)
@@ -70,6 +76,7 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->cfg = *cfg;
     m->be = be;
     m->alice = strcmp(cfg->method, "alice") == 0;
+    m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
     m->B = B;
     m->N = 1;
     for (int a = 0; a < 3; a++) {
@@ -99,6 +106,15 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
         params_allocate(&m->target, be, 0);
         be->copy(m->target.data, ps->data, ps->total * sizeof(float));
     }
+    params_init_registry(&m->buffers);
+    if (m->dino) {
+        /* DINO starts its centers at zero. */
+        for (int c = 0; c < CENTER_COUNT; c++)
+            m->center[c] = params_add1(&m->buffers, pretrain_center_names[c], cfg->head_out, 0,
+                                       INIT_ZEROS);
+        params_allocate(&m->buffers, be, 0);
+        params_initialize(&m->buffers, (uint64_t)cfg->seed);
+    }
 
     arena_plan(&m->arena, be);
     layout(m, &m->arena);
@@ -126,6 +142,7 @@ void pretrain_model_free(PretrainModel *m)
     arena_free(&m->arena);
     params_free(&m->online);
     if (m->alice) params_free(&m->target);
+    if (m->dino) params_free(&m->buffers);
     free(m->perm_host);
     free(m->mask_host);
 }
@@ -197,6 +214,30 @@ static double masked_forward(PretrainModel *m, MaskedViewActs *a)
     return be->masked_mse_fwd(a->dec.pred, a->target, a->mask, B * N, m->P);
 }
 
+/* The alignment loss of l_dv / l_st on rows x head_out: the paper's cosine loss, or DINO's
+ * cross-entropy of the sharpened, centred teacher softmax against the student's. t is a
+ * stop-gradient target either way. */
+static double align_fwd(const PretrainModel *m, const float *s, const float *t, CenterId center,
+                        int rows)
+{
+    const Config *c = &m->cfg;
+    if (!m->dino) return m->be->cosine_loss_fwd(s, t, rows, c->head_out);
+    return m->be->soft_ce_fwd(s, t, param(&m->buffers, m->center[center]), rows, c->head_out,
+                              1.0f / c->student_temp, 1.0f / c->teacher_temp);
+}
+
+static void align_bwd(const PretrainModel *m, float *ds, const float *s, const float *t,
+                      CenterId center, int rows, float scale)
+{
+    const Config *c = &m->cfg;
+    if (!m->dino) {
+        m->be->cosine_loss_bwd(ds, NULL, s, t, rows, c->head_out, scale);
+        return;
+    }
+    m->be->soft_ce_bwd(ds, s, t, param(&m->buffers, m->center[center]), rows, c->head_out,
+                       1.0f / c->student_temp, 1.0f / c->teacher_temp, scale);
+}
+
 /* Alice terms of one masked view against its paired intact view; returns (l_st, l_dv). */
 static void alice_forward(PretrainModel *m, MaskedViewActs *a, const IntactViewActs *paired,
                           const IntactViewActs *cross, double *l_st, double *l_dv)
@@ -211,13 +252,13 @@ static void alice_forward(PretrainModel *m, MaskedViewActs *a, const IntactViewA
         casa_kv_forward(&m->casa, &a->cq, &a->student, &m->online, a->phi.z);
         if (!m->freeze_teacher)
             casa_kv_forward(&m->casa, &a->cq, &a->teacher, &m->online, paired->psi.z);
-        *l_st = be->cosine_loss_fwd(a->student.out, a->teacher.out, B * nvis, out);
+        *l_st = align_fwd(m, a->student.out, a->teacher.out, CENTER_TOKENS, B * nvis);
     } else {
         be->gather_rows(a->sel_s, a->phi.z, a->perm, N, B, N, nvis, out);
         be->gather_rows(a->sel_t, paired->psi.z, a->perm, N, B, N, nvis, out);
-        *l_st = be->cosine_loss_fwd(a->sel_s, a->sel_t, B * nvis, out);
+        *l_st = align_fwd(m, a->sel_s, a->sel_t, CENTER_TOKENS, B * nvis);
     }
-    *l_dv = c->use_dv ? be->cosine_loss_fwd(a->cls, cross->cls, B, out) : 0.0;
+    *l_dv = c->use_dv ? align_fwd(m, a->cls, cross->cls, CENTER_CLS, B) : 0.0;
 }
 
 static void masked_backward(PretrainModel *m, MaskedViewActs *a, const IntactViewActs *paired,
@@ -233,18 +274,18 @@ static void masked_backward(PretrainModel *m, MaskedViewActs *a, const IntactVie
         /* Gradients reaching phi(H): pooled [cls] (l_dv) and CASA keys/values or the direct
          * token similarity (l_st). Targets (teacher side) are constants. */
         if (c->use_dv) {
-            be->cosine_loss_bwd(a->dcls, NULL, a->cls, cross->cls, B, out, c->w_dv);
+            align_bwd(m, a->dcls, a->cls, cross->cls, CENTER_CLS, B, c->w_dv);
             be->mean_rows_bwd(a->phi.dz, a->dcls, B, N, out);
         } else {
             be->fill(a->phi.dz, 0.0f, (size_t)B * N * out);
         }
         if (c->use_casa) {
-            be->cosine_loss_bwd(a->student.dout, NULL, a->student.out, a->teacher.out, B * nvis,
-                                out, c->w_st);
+            align_bwd(m, a->student.dout, a->student.out, a->teacher.out, CENTER_TOKENS,
+                      B * nvis, c->w_st);
             casa_kv_backward(&m->casa, &a->cq, &a->student, ps, a->phi.z);
             be->add(a->phi.dz, a->phi.dz, a->student.dfeat, (size_t)B * N * out);
         } else {
-            be->cosine_loss_bwd(a->dsel, NULL, a->sel_s, a->sel_t, B * nvis, out, c->w_st);
+            align_bwd(m, a->dsel, a->sel_s, a->sel_t, CENTER_TOKENS, B * nvis, c->w_st);
             be->scatter_add_rows(a->phi.dz, a->dsel, a->perm, N, B, N, nvis, out);
         }
         (void)paired;
@@ -286,6 +327,29 @@ LossTerms pretrain_model_forward_backward(PretrainModel *m)
         masked_backward(m, &m->mv[v], &m->iv[PAIRED_INTACT(v) - VIEW_INTACT_Q],
                         &m->iv[CROSS_INTACT(v) - VIEW_INTACT_Q], 0.5f * c->w_rec);
     return t;
+}
+
+void pretrain_model_update_centers(PretrainModel *m, AllreduceMeanFn allreduce_mean, void *ctx)
+{
+    if (!m->dino) return;
+    const AliceBackend *be = m->be;
+    const int B = m->B, nvis = m->nvis, out = m->cfg.head_out;
+    /* The teacher rows each loss compared against in the forward just run: both intact views'
+     * pooled outputs (l_dv) and both masked views' T (or selected psi tokens without CASA). */
+    for (int v = 0; v < MASKED_VIEWS; v++) {
+        const MaskedViewActs *a = &m->mv[v];
+        const float *tokens = m->cfg.use_casa ? a->teacher.out : a->sel_t;
+        be->mean_rows_fwd(m->center_views + ((size_t)CENTER_CLS * MASKED_VIEWS + v) * out,
+                          m->iv[v].cls, 1, B, out);
+        be->mean_rows_fwd(m->center_views + ((size_t)CENTER_TOKENS * MASKED_VIEWS + v) * out,
+                          tokens, 1, B * nvis, out);
+    }
+    /* Every view holds the same number of rows, so the mean of the view means is the mean. */
+    be->mean_rows_fwd(m->center_batch, m->center_views, CENTER_COUNT, MASKED_VIEWS, out);
+    allreduce_mean(m->center_batch, (size_t)CENTER_COUNT * out, ctx);
+    for (int c = 0; c < CENTER_COUNT; c++)
+        be->ema_update(param(&m->buffers, m->center[c]), m->center_batch + (size_t)c * out,
+                       (size_t)out, m->cfg.center_momentum);
 }
 
 double pretrain_model_step_flops(const PretrainModel *m)

@@ -22,6 +22,15 @@ typedef struct {
     double loss, l_r, l_dv, l_st;
 } LossTerms;
 
+/* align_loss = dino: the running means of the teacher outputs subtracted before the teacher
+ * softmax (DINO's centering), one for the pooled [cls] rows of l_dv and one for the token rows
+ * of l_st. They are state (checkpointed under /buffers with these names), not parameters. */
+typedef enum { CENTER_CLS, CENTER_TOKENS, CENTER_COUNT } CenterId;
+extern const char *const pretrain_center_names[CENTER_COUNT];
+
+/* buf (backend memory, n floats) <- its mean over every rank of the job. */
+typedef void (*AllreduceMeanFn)(float *buf, size_t n, void *ctx);
+
 typedef struct {
     float *vol;           /* [B, X, Y, Z] */
     int *perm;            /* [B, N] */
@@ -53,6 +62,13 @@ typedef struct {
     int alice;
     int B, dims[3], grid[3], N, nvis, P;
     ParamSet online, target;
+    /* align_loss = dino (Alice only): non-trainable centers; dino is 0 otherwise and buffers
+     * stays empty (count 0), so cosine checkpoints are unchanged. */
+    int dino;
+    ParamSet buffers;
+    int center[CENTER_COUNT];       /* tensor indices in buffers */
+    float *center_views;            /* [CENTER_COUNT, MASKED_VIEWS, out] per-view batch means */
+    float *center_batch;            /* [CENTER_COUNT, out] batch means, then all-reduced */
     VitEncoder enc;
     MaeDecoder dec;
     ProjHead head;
@@ -82,6 +98,10 @@ void pretrain_model_set_masks(PretrainModel *m, int view, const int *perm_host);
 void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_COUNT]);
 /* Zeroes the gradients, runs forward and backward, returns the loss terms. */
 LossTerms pretrain_model_forward_backward(PretrainModel *m);
+/* align_loss = dino: after the step (DINO updates the centers after the loss of the step),
+ * c <- center_momentum c + (1 - center_momentum) mean over rows of this step's teacher outputs,
+ * the mean taken over every rank through allreduce_mean. No-op for cosine and MAE. */
+void pretrain_model_update_centers(PretrainModel *m, AllreduceMeanFn allreduce_mean, void *ctx);
 /* Matmul FLOPs of one forward + backward step (backward counted as 2x forward). */
 double pretrain_model_step_flops(const PretrainModel *m);
 /* Collapse monitor of the alignment losses: the spread of the teacher head's l2-normalised

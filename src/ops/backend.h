@@ -116,6 +116,15 @@ typedef struct AliceBackend {
     float (*cosine_loss_fwd)(const float *a, const float *b, int rows, int dim);
     void (*cosine_loss_bwd)(float *da, float *db, const float *a, const float *b, int rows,
                             int dim, float scale);
+    /* DINO soft cross-entropy (align_loss = dino): mean over rows of
+     * H(t, s) = -sum_k softmax((t - center) inv_tt)_k log softmax(s inv_ts)_k,
+     * inv_tt = 1/teacher_temp, inv_ts = 1/student_temp, center [dim] shared by every row; the
+     * teacher side t is a constant. bwd: ds = scale * d(loss)/ds
+     * = scale inv_ts (softmax(s inv_ts) - softmax((t - center) inv_tt)) / rows, overwritten. */
+    float (*soft_ce_fwd)(const float *s, const float *t, const float *center, int rows, int dim,
+                         float inv_ts, float inv_tt);
+    void (*soft_ce_bwd)(float *ds, const float *s, const float *t, const float *center, int rows,
+                        int dim, float inv_ts, float inv_tt, float scale);
     /* Per-row normalisation of reconstruction targets (MAE norm_pix_loss):
      * out = (x - mean) / sqrt(var + eps), var unbiased=False. No gradient. */
     void (*normalize_rows)(float *out, const float *x, int rows, int dim, float eps);

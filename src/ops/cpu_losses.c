@@ -1,5 +1,5 @@
-/* CPU backend: vector normalisation and the pre-training losses (cosine loss of l_dv / l_st,
- * masked MSE of l_r with normalised-patch targets). Loss sums are taken in double. */
+/* CPU backend: vector normalisation and the pre-training losses (cosine loss or DINO soft
+ * cross-entropy of l_dv / l_st, masked MSE of l_r with normalised-patch targets). Loss sums are taken in double. */
 #include "ops/cpu_ops.h"
 
 #include <math.h>
@@ -97,6 +97,56 @@ void cpu_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, i
         if (db)
             for (int d = 0; d < dim; d++)
                 db[(long)r * dim + d] = g * (ar[d] * inv_den - br[d] * cb);
+    }
+}
+
+/* log sum_k exp(x_k * inv_temp - shift_k * inv_temp) in double, max-shifted for stability;
+ * shift may be NULL (no centering). */
+static double row_logsumexp(const float *x, const float *shift, int dim, double inv_temp)
+{
+    double mx = -INFINITY;
+    for (int d = 0; d < dim; d++) {
+        double v = ((double)x[d] - (shift ? shift[d] : 0.0)) * inv_temp;
+        if (v > mx) mx = v;
+    }
+    double sum = 0.0;
+    for (int d = 0; d < dim; d++) sum += exp(((double)x[d] - (shift ? shift[d] : 0.0)) * inv_temp - mx);
+    return mx + log(sum);
+}
+
+float cpu_soft_ce_fwd(const float *s, const float *t, const float *center, int rows, int dim,
+                      float inv_ts, float inv_tt)
+{
+    double total = 0.0;
+    #pragma omp parallel for schedule(static) reduction(+ : total) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *sr = s + (long)r * dim, *tr = t + (long)r * dim;
+        double lse_t = row_logsumexp(tr, center, dim, inv_tt);
+        double lse_s = row_logsumexp(sr, NULL, dim, inv_ts);
+        /* H = -sum_k p_k (s_k inv_ts - lse_s) = lse_s - sum_k p_k s_k inv_ts, as sum_k p_k = 1 */
+        double dot = 0.0;
+        for (int d = 0; d < dim; d++)
+            dot += exp(((double)tr[d] - center[d]) * inv_tt - lse_t) * ((double)sr[d] * inv_ts);
+        total += lse_s - dot;
+    }
+    return rows > 0 ? (float)(total / rows) : 0.0f;
+}
+
+void cpu_soft_ce_bwd(float *ds, const float *s, const float *t, const float *center, int rows,
+                     int dim, float inv_ts, float inv_tt, float scale)
+{
+    const double g = (double)scale * inv_ts / (rows > 0 ? rows : 1);
+    #pragma omp parallel for schedule(static) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
+    for (int r = 0; r < rows; r++) {
+        const float *sr = s + (long)r * dim, *tr = t + (long)r * dim;
+        double lse_t = row_logsumexp(tr, center, dim, inv_tt);
+        double lse_s = row_logsumexp(sr, NULL, dim, inv_ts);
+        float *dr = ds + (long)r * dim;
+        for (int d = 0; d < dim; d++) {
+            double q = exp((double)sr[d] * inv_ts - lse_s);
+            double p = exp(((double)tr[d] - center[d]) * inv_tt - lse_t);
+            dr[d] = (float)(g * (q - p));
+        }
     }
 }
 

@@ -103,6 +103,10 @@ void cpu_l2norm_bwd(float *dx, const float *dy, const float *x, const float *nor
 float cpu_cosine_loss_fwd(const float *a, const float *b, int rows, int dim);
 void cpu_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows,
                          int dim, float scale);
+float cpu_soft_ce_fwd(const float *s, const float *t, const float *center, int rows, int dim,
+                      float inv_ts, float inv_tt);
+void cpu_soft_ce_bwd(float *ds, const float *s, const float *t, const float *center, int rows,
+                     int dim, float inv_ts, float inv_tt, float scale);
 void cpu_normalize_rows(float *out, const float *x, int rows, int dim, float eps);
 float cpu_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
                          int dim);
@@ -125,6 +129,24 @@ void cpu_conv_transpose3d_fwd(float *y, const float *x, const float *W, const fl
 void cpu_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
                               const float *W, int B, int Cin, int Cout, int X, int Y, int Z,
                               int k);
+/* db[c] += sum over b and voxels of dy[b, c, :] (accumulated in double). */
+void cpu_conv_bias_grad(float *db, const float *dy, int B, int C, long V);
+
+/* cpu_conv_im2col.c: conv3d of any geometry (vol2col + sgemm); the fallback and the benchmark's
+ * reference. Same semantics as cpu_conv3d_fwd / _bwd. */
+void cpu_conv3d_fwd_im2col(float *y, const float *x, const float *W, const float *b, int B,
+                           int Cin, int Cout, int X, int Y, int Z, int k, int s, int pad);
+void cpu_conv3d_bwd_im2col(float *dx, float *dW, float *db, const float *dy, const float *x,
+                           const float *W, int B, int Cin, int Cout, int X, int Y, int Z, int k,
+                           int s, int pad);
+
+/* cpu_conv_direct.c: direct conv3d for stride 1, k <= 3, pad <= k - 1 (every UNETR conv),
+ * vectorised over z. Same semantics as cpu_conv3d_fwd / _bwd except that db is not touched. */
+int cpu_conv3d_direct_supported(int k, int s, int pad);
+void cpu_conv3d_fwd_direct(float *y, const float *x, const float *W, const float *b, int B,
+                           int Cin, int Cout, int X, int Y, int Z, int k, int pad);
+void cpu_conv3d_bwd_direct(float *dx, float *dW, const float *dy, const float *x, const float *W,
+                           int B, int Cin, int Cout, int X, int Y, int Z, int k, int pad);
 
 /* cpu_seg.c */
 void cpu_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,

@@ -58,6 +58,13 @@ static void prune(const char *run_dir, int keep)
 void checkpoint_save(const char *run_dir, const char *name, long step, const Config *cfg,
                      const char *kind, const ParamSet *online, const ParamSet *target, double metric)
 {
+    checkpoint_save_state(run_dir, name, step, cfg, kind, online, target, NULL, metric);
+}
+
+void checkpoint_save_state(const char *run_dir, const char *name, long step, const Config *cfg,
+                           const char *kind, const ParamSet *online, const ParamSet *target,
+                           const ParamSet *buffers, double metric)
+{
     char path[4096];
     if (name) snprintf(path, sizeof path, "%s/%s", run_dir, name);
     else snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, step);
@@ -78,6 +85,11 @@ void checkpoint_save(const char *run_dir, const char *name, long step, const Con
     }
     if (target) write_set(f, "target", target, target->data, host);
     free(host);
+    if (buffers && buffers->count > 0) {
+        float *bhost = xmalloc(buffers->total * sizeof(float));
+        write_set(f, "buffers", buffers, buffers->data, bhost);
+        free(bhost);
+    }
     h5_commit(f, path);
     if (!name) prune(run_dir, cfg->keep_ckpts);
 }
@@ -133,6 +145,11 @@ static void read_set(hid_t f, const char *path, const char *group, const ParamSe
 
 long checkpoint_load(const char *path, ParamSet *online, ParamSet *target)
 {
+    return checkpoint_load_state(path, online, target, NULL);
+}
+
+long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target, ParamSet *buffers)
+{
     hid_t f = h5_open_read(path, "checkpoint");
     check_format(f, path);
     long step = 0;
@@ -145,6 +162,11 @@ long checkpoint_load(const char *path, ParamSet *online, ParamSet *target)
     }
     if (target) read_set(f, path, "target", target, target->data, host);
     free(host);
+    if (buffers && buffers->count > 0) {
+        float *bhost = xmalloc(buffers->total * sizeof(float));
+        read_set(f, path, "buffers", buffers, buffers->data, bhost);
+        free(bhost);
+    }
     CHECK_H5(H5Fclose(f));
     return step;
 }

@@ -1,7 +1,8 @@
 /* Checkpoints: ckpt_<step>.h5 in the run directory (layout in docs/FORMAT.md): the resolved
  * configuration, the step (masks, crops and the loader position are all keyed by it, so it is
  * the whole RNG and loader state), one dataset per named tensor for the parameters
- * (/params/<name>), AdamW moments (/adam_m, /adam_v) and the EMA target (/target/<name>).
+ * (/params/<name>), AdamW moments (/adam_m, /adam_v), the EMA target (/target/<name>) and
+ * non-trainable state such as DINO's centers (/buffers/<name>).
  * Written by rank 0 under a temporary name and renamed, so a checkpoint on disk is always
  * complete. */
 #ifndef ALICE_CHECKPOINT_H
@@ -17,11 +18,17 @@
 void checkpoint_save(const char *run_dir, const char *name, long step, const Config *cfg,
                      const char *kind, const ParamSet *online, const ParamSet *target,
                      double metric);
+/* The same with non-trainable state: buffers (may be NULL or empty) go to /buffers/<name>. */
+void checkpoint_save_state(const char *run_dir, const char *name, long step, const Config *cfg,
+                           const char *kind, const ParamSet *online, const ParamSet *target,
+                           const ParamSet *buffers, double metric);
 /* Latest complete ckpt_<step>.h5 in run_dir: its path in `path` and its step, or -1. */
 long checkpoint_find_latest(const char *run_dir, char *path, size_t n);
 /* Restores parameters, moments and target; every tensor of the model must be present with
  * the same shape (a clear error names the first one that is not). Returns the step. */
 long checkpoint_load(const char *path, ParamSet *online, ParamSet *target);
+/* The same, also restoring buffers (when not NULL and not empty) from /buffers/<name>. */
+long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target, ParamSet *buffers);
 /* Loads tensors by name mapping: every tensor of ps whose name starts with to_prefix is looked
  * up as from_prefix + rest in /params of the file. Shape mismatches are errors; reports the
  * counts of loaded and initialised tensors (rank 0) and returns the number loaded. */

@@ -80,9 +80,22 @@ static void save_checkpoint(void *ctx, long steps_done)
 {
     SaveCtx *s = ctx;
     if (s->dist->rank == 0)
-        checkpoint_save(s->cfg->run_dir, NULL, steps_done, s->cfg, "pretrain", &s->model->online,
-                        s->model->alice ? &s->model->target : NULL, NAN);
+        checkpoint_save_state(s->cfg->run_dir, NULL, steps_done, s->cfg, "pretrain",
+                              &s->model->online, s->model->alice ? &s->model->target : NULL,
+                              &s->model->buffers, NAN);
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
+}
+
+typedef struct {
+    const Dist *dist;
+    const AliceBackend *be;
+} AllreduceCtx;
+
+/* The model's hook for means over ranks (DINO centers). */
+static void allreduce_mean_over_ranks(float *buf, size_t n, void *ctx)
+{
+    const AllreduceCtx *a = ctx;
+    dist_allreduce_mean(a->dist, a->be, buf, n);
 }
 
 /* Pre-training needs crops that mostly show anatomy and, with inter-volume pairs, two volumes. */
@@ -140,7 +153,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     if (opt->resume_from) snprintf(ckpt, sizeof ckpt, "%s", opt->resume_from);
     else if (opt->resume) checkpoint_find_latest(cfg->run_dir, ckpt, sizeof ckpt);
     if (ckpt[0]) {
-        start = checkpoint_load(ckpt, &model.online, target);
+        start = checkpoint_load_state(ckpt, &model.online, target, &model.buffers);
         log_info("resumed from %s at step %ld", ckpt, start);
     }
     if (start >= cfg->steps) {
@@ -178,6 +191,8 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         if (outcome == STEP_SKIPPED) continue;
         t = (LossTerms){terms[0], terms[1], terms[2], terms[3]};
         if (target) ema_step(target, &model.online, pretrain_ema_momentum(cfg, step));
+        AllreduceCtx reduce = {&dist, be};
+        pretrain_model_update_centers(&model, allreduce_mean_over_ranks, &reduce);
         be->synchronize();
         double dt = wall_seconds() - t0;
         int print = (step + 1) % cfg->log_every == 0 || step == start;

@@ -14,6 +14,7 @@ Dump layout (written by `$BUILD/tools/parity_dump OUT.h5 [key=value ...]`, read 
   /grads/<name>   float32, every online tensor
   /adam/losses    float64 [5]
   /ema/<target name> float32 (alice: targets after the first step's EMA update)
+  /centers/center.{cls,tokens} float32 (align_loss = dino: the centers after the first update)
 """
 import math
 import os
@@ -170,6 +171,14 @@ def cos_loss(a, b):
     norms = (a * a).sum(-1) * (b * b).sum(-1)
     cos = (a * b).sum(-1) / norms.clamp_min(COS_EPS * COS_EPS).sqrt()
     return (1.0 - cos).mean()
+
+
+def dino_loss(s, t, center, cfg):
+    """align_loss = dino: mean over all leading positions of
+    -sum_k softmax((t - center) / teacher_temp)_k log softmax(s / student_temp)_k; t is a
+    detached target (DINO's centred, sharpened teacher)."""
+    p = F.softmax((t.detach() - center) / cfg.f("teacher_temp"), dim=-1)
+    return -(p * F.log_softmax(s / cfg.f("student_temp"), dim=-1)).sum(-1).mean()
 
 
 # ----------------------------------------------------------------------------- modules
@@ -350,6 +359,11 @@ class AliceModel(nn.Module):
             self.target = Target(cfg)
             for p in self.target.parameters():
                 p.requires_grad_(False)
+        # align_loss = dino: the teacher centers are state, not parameters (start at zero)
+        self.dino = self.method == "alice" and cfg.s("align_loss") == "dino"
+        if self.dino:
+            self.register_buffer("center_cls", torch.zeros(cfg.i("head_out")))
+            self.register_buffer("center_tokens", torch.zeros(cfg.i("head_out")))
 
     def online_names(self):
         return [n for n, p in self.named_parameters() if not n.startswith("target.")]
@@ -399,19 +413,29 @@ def forward_loss(model, batch):
         psi_v = t.head(t.decoder.decoder_embed(t.encoder(batch["v"])))
     phi_u, phi_r = model.head(H_u), model.head(H_r)
 
+    def align(s, t, center):
+        return dino_loss(s, t, center, cfg) if model.dino else cos_loss(s, t)
+
     l_dv = zero
+    c_cls = model.center_cls if model.dino else None
+    c_tok = model.center_tokens if model.dino else None
     if cfg.b("use_dv"):
-        l_dv = cos_loss(phi_u.mean(1), psi_v.mean(1)) + cos_loss(phi_r.mean(1), psi_w.mean(1))
+        l_dv = align(phi_u.mean(1), psi_v.mean(1), c_cls) + align(phi_r.mean(1), psi_w.mean(1), c_cls)
 
     if cfg.b("use_casa"):
         S_u, S_r = model.casa(V_u, phi_u), model.casa(V_r, phi_r)
         with torch.no_grad():
             T_w, T_v = model.casa(V_u, psi_w), model.casa(V_r, psi_v)
-        l_st = cos_loss(S_u, T_w) + cos_loss(S_r, T_v)
+        l_st = align(S_u, T_w, c_tok) + align(S_r, T_v, c_tok)
+        teacher_tokens = (T_w, T_v)
     else:
         vis_u, vis_r = batch["perm_u"][:, :nvis], batch["perm_r"][:, :nvis]
-        l_st = (cos_loss(gather_tokens(phi_u, vis_u), gather_tokens(psi_w, vis_u))
-                + cos_loss(gather_tokens(phi_r, vis_r), gather_tokens(psi_v, vis_r)))
+        teacher_tokens = (gather_tokens(psi_w, vis_u), gather_tokens(psi_v, vis_r))
+        l_st = (align(gather_tokens(phi_u, vis_u), teacher_tokens[0], c_tok)
+                + align(gather_tokens(phi_r, vis_r), teacher_tokens[1], c_tok))
+    # the teacher rows of this step, for the DINO center update after the step
+    model.teacher_rows = dict(cls=torch.cat([psi_w.mean(1), psi_v.mean(1)]).detach(),
+                              tokens=torch.cat([t.reshape(-1, t.shape[-1]) for t in teacher_tokens]).detach())
 
     loss = cfg.f("w_rec") * l_r + cfg.f("w_dv") * l_dv + cfg.f("w_st") * l_st
     return dict(loss=loss, l_r=l_r, l_dv=l_dv, l_st=l_st)
@@ -477,6 +501,15 @@ def ema_update(model, s):
         t.mul_(m).add_((1.0 - m) * online[name[len("target."):]])
 
 
+@torch.no_grad()
+def update_centers(model):
+    """align_loss = dino, after the step: c <- m c + (1 - m) mean over rows of the step's
+    teacher outputs (one rank here)."""
+    m = model.cfg.f("center_momentum")
+    model.center_cls.mul_(m).add_((1.0 - m) * model.teacher_rows["cls"].mean(0))
+    model.center_tokens.mul_(m).add_((1.0 - m) * model.teacher_rows["tokens"].mean(0))
+
+
 def default_decay(name, tensor):
     """Weight matrices (and the patch-embedding kernel) decay; biases, norms, mask_token don't."""
     return len(tensor.shape) >= 2     # torch tensor or numpy array
@@ -538,6 +571,7 @@ def load_dump(path):
         d["grads"] = {k: np.array(v) for k, v in f["grads"].items()}
         d["adam"] = np.array(f["adam/losses"], dtype=np.float64).reshape(-1)
         d["ema"] = {k: np.array(v) for k, v in f["ema"].items()} if "ema" in f else {}
+        d["centers"] = {k: np.array(v) for k, v in f["centers"].items()} if "centers" in f else {}
     return d
 
 
@@ -607,6 +641,11 @@ def reference_run(model, batch, decay, steps=ADAM_STEPS):
             ema_update(model, s)
             if s == 0:
                 res["ema"] = {n: params[n].detach().clone() for n in model.target_names()}
+            if model.dino:
+                update_centers(model)
+                if s == 0:
+                    res["centers"] = {"center.cls": model.center_cls.clone(),
+                                      "center.tokens": model.center_tokens.clone()}
     return res
 
 
@@ -794,6 +833,16 @@ def compare_dump(path, tol=1e-4, ema_change_tol=1e-2, show=8, log=print):
         log("  EMA after step 0 (worst %d of %d): err / change, rel err" % (min(show, len(worst)), len(worst)))
         for ec, n, e in worst[:show]:
             log("    %-50s %10.2e %10.2e" % (n, ec, e))
+
+    if "centers" in ref:
+        for n in sorted(ref["centers"]):
+            if n not in dump["centers"]:
+                fails.append("/centers/%s missing (align_loss = dino)" % n)
+                continue
+            e = rel_err(dump["centers"][n], ref["centers"][n].numpy())
+            log("  DINO %-14s after step 0: rel err %.2e" % (n, e))
+            if not e <= tol:
+                fails.append("DINO %s after step 0: rel err %.2e > %g" % (n, e, tol))
 
     log("  %s" % ("PASS" if not fails else "FAIL: %d problems" % len(fails)))
     for f in fails[:20]:

@@ -1,6 +1,7 @@
 """PyTorch parity of the whole Alice loss (issue 4): every loss term, every online gradient
 (encoder, decoder, both heads' online half, CASA), the losses of 5 AdamW steps and the EMA
-targets after the first step, C dump tool against alice_ref.py (float32, relative error
+targets after the first step (with align_loss = dino also the centers, which every step
+updates, so the later AdamW losses see them), C dump tool against alice_ref.py (float32, relative error
 <= 1e-4; the EMA also against the size of its own update). Skips when
 $BUILD/tools/parity_dump is not built."""
 import os
@@ -15,5 +16,8 @@ if __name__ == "__main__":
     # the odd-shaped grid (three different sides, batch 3, 3 heads)
     variants = [{}, {"use_casa": "0", "use_dv": "0", "w_rec": "0.7", "w_st": "2"},
                 {"w_dv": "0.5", "clip": "1", "adam_eps": alice_ref.CLIP_VARIANT_EPS},
-                alice_ref.ODD_SHAPE_VARIANT]
+                alice_ref.ODD_SHAPE_VARIANT,
+                # align_loss = dino (centers updated by every step), with and without CASA
+                {"align_loss": "dino"},
+                {"align_loss": "dino", "use_casa": "0", "center_momentum": "0.5"}]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -1,6 +1,7 @@
 /* Writes everything the PyTorch parity tests need (tests/reference/test_*_parity.py): the
  * tiny model's initial weights, a batch and its masks, the C loss terms and gradients, the
- * losses of 5 AdamW steps on that batch and the EMA target after the first step.
+ * losses of 5 AdamW steps on that batch, the EMA target after the first step and, with
+ * align_loss = dino, the centers after the first step (each step updates them).
  * usage: parity_dump OUT.h5 [key=value ...]   (method=mae|alice, ...) */
 #include <mpi.h>
 #include <stdio.h>
@@ -44,6 +45,12 @@ static void write_set(hid_t f, const char *group, const char *prefix, const Para
         CHECK_H5(H5Dclose(ds));
     }
     free(host);
+}
+
+/* One process: the mean over ranks is the value itself. */
+static void single_rank_mean(float *buf, size_t n, void *ctx)
+{
+    (void)buf, (void)n, (void)ctx;
 }
 
 static void write_scalar(hid_t f, const char *name, double v)
@@ -121,6 +128,8 @@ int main(int argc, char **argv)
             ema_step(&m.target, &m.online, pretrain_ema_momentum(&cfg, s));
             if (s == 0) write_set(f, "ema", "target.", &m.target, m.target.data, 1);
         }
+        pretrain_model_update_centers(&m, single_rank_mean, NULL);
+        if (m.dino && s == 0) write_set(f, "centers", "", &m.buffers, m.buffers.data, 0);
     }
     int five = 5;
     h5_write_doubles(f, "adam/losses", 1, &five, losses);

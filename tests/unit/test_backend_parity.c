@@ -517,6 +517,22 @@ static int test_cosine_loss(void)
     return 0;
 }
 
+static int test_soft_ce(void)
+{
+    const int rows = 33, dim = 300;
+    Pair s = input((size_t)rows * dim), t = input(s.n), c = input((size_t)dim), ds = output(s.n);
+    /* DINO's temperatures: sharp softmaxes exercise the max-shifted log-sum-exp */
+    const float inv_ts = 1.0f / 0.1f, inv_tt = 1.0f / 0.04f;
+    float lg = gpu->soft_ce_fwd(s.g, t.g, c.g, rows, dim, inv_ts, inv_tt);
+    float lc = cpu->soft_ce_fwd(s.c, t.c, c.c, rows, dim, inv_ts, inv_tt);
+    TEST_CLOSE(lg, lc, 1e-6, 1e-7, "soft_ce_fwd");
+    gpu->soft_ce_bwd(ds.g, s.g, t.g, c.g, rows, dim, inv_ts, inv_tt, 0.7f);
+    cpu->soft_ce_bwd(ds.c, s.c, t.c, c.c, rows, dim, inv_ts, inv_tt, 0.7f);
+    compare(&ds, 1e-4, 1e-8, "soft_ce_bwd ds");
+    pair_free(&s); pair_free(&t); pair_free(&c); pair_free(&ds);
+    return 0;
+}
+
 static int test_reconstruction_loss(void)
 {
     const int rows = 96, dim = 512; /* 8^3 patches */
@@ -704,6 +720,7 @@ int main(void)
     TEST_RUN(test_pool_and_layout);
     TEST_RUN(test_l2norm);
     TEST_RUN(test_cosine_loss);
+    TEST_RUN(test_soft_ce);
     TEST_RUN(test_reconstruction_loss);
     TEST_RUN(test_dicece);
     TEST_RUN(test_optimizer);

@@ -1,4 +1,6 @@
-/* Finite-difference check of the whole pre-training loss (MAE, Alice, Alice without CASA)
+/* Finite-difference check of the whole pre-training loss (MAE, Alice, Alice without CASA, and
+ * Alice with align_loss = dino with and without CASA, its centers set to random values and held
+ * fixed like the teacher)
  * against the analytic gradient at sampled entries of EVERY parameter tensor.
  * Central differences in fp32 with h = 2e-3; pass when |fd - analytic| <= 3e-3 + 5e-2 |fd|
  * (fp32 round-off of a loss near 1 divided by 2h is about 1e-4; the margin covers curvature). */
@@ -19,13 +21,14 @@ static const char *const tiny[][2] = {
 
 static double loss_of(PretrainModel *m) { return pretrain_model_forward_backward(m).loss; }
 
-static int check_method(const char *method, int use_casa)
+static int check_method(const char *method, int use_casa, const char *align_loss)
 {
     Config cfg;
     config_defaults(&cfg);
     for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "use_casa", use_casa ? "1" : "0", "test", 0);
+    config_set(&cfg, "align_loss", align_loss, "test", 0);
     const AliceBackend *be = backend_cpu();
     PretrainModel m;
     pretrain_model_init(&m, &cfg, be, cfg.batch);
@@ -43,6 +46,8 @@ static int check_method(const char *method, int use_casa)
     if (m.alice) {
         for (size_t i = 0; i < m.target.total; i++) m.target.data[i] += 0.05f * rng_normal(&rng);
     }
+    /* Zero centers would leave the centering untested: give them values of the outputs' size. */
+    for (size_t i = 0; i < m.buffers.total; i++) m.buffers.data[i] = 0.1f * rng_normal(&rng);
     loss_of(&m);
     m.freeze_teacher = 1;   /* T is a stop-gradient target: keep it fixed under perturbation */
     float *grad = xmalloc(ps->total * sizeof(float));
@@ -68,17 +73,19 @@ static int check_method(const char *method, int use_casa)
             }
         }
     }
-    printf("  %s%s: %d entries of %d tensors checked, %d off\n", method,
-           use_casa ? "" : " (no CASA)", checked, ps->count, bad);
+    printf("  %s%s, align_loss %s: %d entries of %d tensors checked, %d off\n", method,
+           use_casa ? "" : " (no CASA)", align_loss, checked, ps->count, bad);
     free(grad);
     free(vol);
     pretrain_model_free(&m);
     return 0;
 }
 
-static int test_mae(void) { return check_method("mae", 1); }
-static int test_alice(void) { return check_method("alice", 1); }
-static int test_alice_no_casa(void) { return check_method("alice", 0); }
+static int test_mae(void) { return check_method("mae", 1, "cosine"); }
+static int test_alice(void) { return check_method("alice", 1, "cosine"); }
+static int test_alice_no_casa(void) { return check_method("alice", 0, "cosine"); }
+static int test_alice_dino(void) { return check_method("alice", 1, "dino"); }
+static int test_alice_dino_no_casa(void) { return check_method("alice", 0, "dino"); }
 
 int main(int argc, char **argv)
 {
@@ -86,6 +93,8 @@ int main(int argc, char **argv)
     TEST_RUN(test_mae);
     TEST_RUN(test_alice);
     TEST_RUN(test_alice_no_casa);
+    TEST_RUN(test_alice_dino);
+    TEST_RUN(test_alice_dino_no_casa);
     MPI_Finalize();
     return test_finish();
 }

@@ -315,6 +315,11 @@ static int test_conv3d(void)
     conv_case(2, 5, 3, 4, 4, 4, 1, 1, 0, 1);
     /* Column matrix of 16*27 rows x 48*48 per plane: several x-plane slabs per volume. */
     conv_case(1, 16, 4, 10, 48, 48, 3, 1, 1, 1);
+    /* Direct kernels: channel blocks with a partial last one (9 = 4 + 4 + 1), z rows of two
+     * full vector tiles plus a partial vector (37), a 2x2x2 stride-1 kernel, pad 0 with k 3. */
+    conv_case(2, 6, 9, 5, 3, 37, 3, 1, 1, 1);
+    conv_case(1, 3, 5, 4, 5, 19, 2, 1, 1, 1);
+    conv_case(1, 3, 5, 6, 5, 20, 3, 1, 0, 1);
     return 0;
 }
 

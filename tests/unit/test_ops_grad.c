@@ -556,6 +556,51 @@ static int test_cosine_loss(void)
     return 0;
 }
 
+/* DINO soft cross-entropy: gradient of the student side (the teacher is a constant), at
+ * moderate temperatures so that the central difference with h = FD_EPS resolves the curvature;
+ * plus hand-computed values: a zero student gives log(dim) whatever the teacher, and a teacher
+ * equal to the center gives the uniform target, H = lse(s / T_s) - mean(s) / T_s. */
+static struct { int rows, dim; float inv_ts, inv_tt; float *s, *t, *c; } sce;
+
+static double loss_soft_ce(void)
+{
+    return LOSS_GAIN * (double)be->soft_ce_fwd(sce.s, sce.t, sce.c, sce.rows, sce.dim, sce.inv_ts,
+                                               sce.inv_tt);
+}
+
+static int test_soft_ce(void)
+{
+    sce.rows = 3, sce.dim = 6, sce.inv_ts = 1.0f / 0.5f, sce.inv_tt = 1.0f / 0.25f;
+    size_t n = (size_t)sce.rows * sce.dim;
+    sce.s = randn(n, 1), sce.t = randn(n, 1), sce.c = randn((size_t)sce.dim, 0.5f);
+    float *ds = filled(n, GARBAGE);
+    be->soft_ce_bwd(ds, sce.s, sce.t, sce.c, sce.rows, sce.dim, sce.inv_ts, sce.inv_tt, LOSS_GAIN);
+    check_grad("soft_ce ds", loss_soft_ce, sce.s, n, ds);
+    /* every row of the gradient sums to 0 (difference of two distributions) */
+    for (int r = 0; r < sce.rows; r++) {
+        double sum = 0;
+        for (int d = 0; d < sce.dim; d++) sum += ds[r * sce.dim + d];
+        TEST_CLOSE(sum, 0.0, 0, 1e-6, "soft_ce ds row sum");
+    }
+    float *zero = filled(n, 0.0f);
+    TEST_CLOSE(be->soft_ce_fwd(zero, sce.t, sce.c, sce.rows, sce.dim, 10.0f, 25.0f), log(6.0),
+               1e-6, 0, "soft_ce, zero student: log(dim)");
+    float *tc = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) tc[i] = sce.c[i % sce.dim];
+    double want = 0;
+    for (int r = 0; r < sce.rows; r++) {
+        double mx = -INFINITY, sum = 0, mean = 0;
+        for (int d = 0; d < sce.dim; d++) mx = fmax(mx, sce.s[r * sce.dim + d] * 10.0);
+        for (int d = 0; d < sce.dim; d++) sum += exp(sce.s[r * sce.dim + d] * 10.0 - mx);
+        for (int d = 0; d < sce.dim; d++) mean += sce.s[r * sce.dim + d] * 10.0 / sce.dim;
+        want += (mx + log(sum) - mean) / sce.rows;
+    }
+    TEST_CLOSE(be->soft_ce_fwd(sce.s, tc, sce.c, sce.rows, sce.dim, 10.0f, 25.0f), want, 1e-5, 0,
+               "soft_ce, teacher at the center: uniform target");
+    free(sce.s), free(sce.t), free(sce.c), free(ds), free(zero), free(tc);
+    return 0;
+}
+
 static double loss_masked_mse(void)
 {
     return LOSS_GAIN * (double)be->masked_mse_fwd(vl.x, vl.target, vl.mask, vl.rows, vl.dim);
@@ -707,6 +752,7 @@ int main(void)
     TEST_RUN(test_transpose_tokens);
     TEST_RUN(test_l2norm);
     TEST_RUN(test_cosine_loss);
+    TEST_RUN(test_soft_ce);
     TEST_RUN(test_masked_mse);
     TEST_RUN(test_conv3d);
     TEST_RUN(test_conv_transpose3d);
