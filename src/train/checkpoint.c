@@ -12,20 +12,22 @@
 
 #define CKPT_FORMAT "alice-checkpoint"
 
-static void write_set(hid_t f, const char *group, const ParamSet *ps, const float *buf, float *host)
+void params_write_h5(hid_t f, const char *group, const char *prefix, const ParamSet *ps,
+                     const float *buf, int (*keep)(const char *name))
 {
+    float *host = xmalloc(ps->total * sizeof(float));
     ps->be->download(host, buf, ps->total * sizeof(float));
     for (int i = 0; i < ps->count; i++) {
         const ParamInfo *t = &ps->info[i];
-        char name[PARAM_NAME_MAX + 32];
-        snprintf(name, sizeof name, "%s/%s", group, t->name);
+        if (keep && !keep(t->name)) continue;
+        char name[2 * PARAM_NAME_MAX + 64];
+        snprintf(name, sizeof name, "%s/%s%s", group, prefix, t->name);
         h5_write_floats(f, name, t->ndim, t->shape, host + t->offset);
-        if (buf == ps->data) {
-            hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
-            h5_attr_long(ds, "decay", t->decay);
-            CHECK_H5(H5Dclose(ds));
-        }
+        hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+        h5_attr_long(ds, "decay", t->decay);
+        CHECK_H5(H5Dclose(ds));
     }
+    free(host);
 }
 
 static void prune(const char *run_dir, int keep)
@@ -77,19 +79,13 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     h5_attr_long(f, "step", step);
     h5_attr_double(f, "metric", metric);
     free(text);
-    float *host = xmalloc(online->total * sizeof(float));
-    write_set(f, "params", online, online->data, host);
+    params_write_h5(f, "params", "", online, online->data, NULL);
     if (online->m) {
-        write_set(f, "adam_m", online, online->m, host);
-        write_set(f, "adam_v", online, online->v, host);
+        params_write_h5(f, "adam_m", "", online, online->m, NULL);
+        params_write_h5(f, "adam_v", "", online, online->v, NULL);
     }
-    if (target) write_set(f, "target", target, target->data, host);
-    free(host);
-    if (buffers && buffers->count > 0) {
-        float *bhost = xmalloc(buffers->total * sizeof(float));
-        write_set(f, "buffers", buffers, buffers->data, bhost);
-        free(bhost);
-    }
+    if (target) params_write_h5(f, "target", "", target, target->data, NULL);
+    if (buffers && buffers->count > 0) params_write_h5(f, "buffers", "", buffers, buffers->data, NULL);
     h5_commit(f, path);
     if (!name) prune(run_dir, cfg->keep_ckpts);
 }

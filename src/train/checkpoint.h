@@ -10,6 +10,8 @@
 
 #include <stddef.h>
 
+#include <hdf5.h>
+
 #include "core/config.h"
 #include "nn/params.h"
 
@@ -34,6 +36,11 @@ long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target,
  * counts of loaded and initialised tensors (rank 0) and returns the number loaded. */
 int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_prefix,
                              const char *to_prefix);
+/* Writes the tensors of ps held in buf (ps->data, ->grad, ->m or ->v, backend memory) as
+ * datasets <group>/<prefix><name> with their shapes and a `decay` attribute; only the tensors
+ * whose name passes keep (NULL: all). Checkpoints and the parity dumps of the tests use it. */
+void params_write_h5(hid_t file, const char *group, const char *prefix, const ParamSet *ps,
+                     const float *buf, int (*keep)(const char *name));
 /* The configuration text stored in a checkpoint (malloc'd). */
 char *checkpoint_config_text(const char *path);
 

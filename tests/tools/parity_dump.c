@@ -10,7 +10,9 @@
 
 #include "core/check.h"
 #include "core/rng.h"
+#include "cli/commands.h"
 #include "h5util.h"
+#include "train/checkpoint.h"
 #include "models/pretrain_model.h"
 #include "train/optim.h"
 
@@ -27,24 +29,6 @@ static int teacher_tensor(const char *name)
 {
     return !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.decoder_embed.", 22) ||
            !strncmp(name, "head.", 5);
-}
-
-static void write_set(hid_t f, const char *group, const char *prefix, const ParamSet *ps,
-                      const float *buf, int teacher_only)
-{
-    float *host = xmalloc(ps->total * sizeof(float));
-    ps->be->download(host, buf, ps->total * sizeof(float));
-    for (int i = 0; i < ps->count; i++) {
-        const ParamInfo *t = &ps->info[i];
-        if (teacher_only && !teacher_tensor(t->name)) continue;
-        char name[256];
-        snprintf(name, sizeof name, "%s/%s%s", group, prefix, t->name);
-        h5_write_floats(f, name, t->ndim, t->shape, host + t->offset);
-        hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
-        h5_attr_long(ds, "decay", t->decay);
-        CHECK_H5(H5Dclose(ds));
-    }
-    free(host);
 }
 
 /* One process: the mean over ranks is the value itself. */
@@ -67,13 +51,8 @@ int main(int argc, char **argv)
     config_defaults(&cfg);
     for (size_t i = 0; i < sizeof tiny_config / sizeof tiny_config[0]; i++)
         config_set(&cfg, tiny_config[i][0], tiny_config[i][1], "parity defaults", 0);
-    for (int i = 2; i < argc; i++) {
-        char key[128];
-        const char *eq = strchr(argv[i], '=');
-        if (!eq) alice_die("expected key=value, got %s", argv[i]);
-        snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i]), argv[i]);
-        config_set(&cfg, key, eq + 1, "command line", 0);
-    }
+    for (int i = 2; i < argc; i++)
+        if (!cli_config_arg(&cfg, argc, argv, &i)) alice_die("expected key=value, got %s", argv[i]);
     const AliceBackend *be = backend_cpu();
     PretrainModel m;
     pretrain_model_init(&m, &cfg, be, cfg.batch);
@@ -95,8 +74,8 @@ int main(int argc, char **argv)
     h5_attr_string(f, "config", text);
     h5_attr_string(f, "method", cfg.method);
     free(text);
-    write_set(f, "params", "", &m.online, m.online.data, 0);
-    if (m.alice) write_set(f, "params", "target.", &m.target, m.target.data, 1);
+    params_write_h5(f, "params", "", &m.online, m.online.data, NULL);
+    if (m.alice) params_write_h5(f, "params", "target.", &m.target, m.target.data, teacher_tensor);
     static const char *const view_names[VIEW_COUNT] = {"u", "r", "w", "v"};
     int vdims[5] = {m.B, 1, m.dims[0], m.dims[1], m.dims[2]};
     int pdims[2] = {m.B, m.N};
@@ -120,16 +99,16 @@ int main(int argc, char **argv)
             write_scalar(f, "out/l_r", t.l_r);
             write_scalar(f, "out/l_dv", t.l_dv);
             write_scalar(f, "out/l_st", t.l_st);
-            write_set(f, "grads", "", &m.online, m.online.grad, 0);
+            params_write_h5(f, "grads", "", &m.online, m.online.grad, NULL);
         }
         clip_grad_norm(&m.online, grad_global_norm(&m.online), cfg.clip);
         adamw_step(&m.online, &cfg, schedule_lr(&cfg, s), s + 1);
         if (m.alice) {
             ema_step(&m.target, &m.online, pretrain_ema_momentum(&cfg, s));
-            if (s == 0) write_set(f, "ema", "target.", &m.target, m.target.data, 1);
+            if (s == 0) params_write_h5(f, "ema", "target.", &m.target, m.target.data, teacher_tensor);
         }
         pretrain_model_update_centers(&m, single_rank_mean, NULL);
-        if (m.dino && s == 0) write_set(f, "centers", "", &m.buffers, m.buffers.data, 0);
+        if (m.dino && s == 0) params_write_h5(f, "centers", "", &m.buffers, m.buffers.data, NULL);
     }
     int five = 5;
     h5_write_doubles(f, "adam/losses", 1, &five, losses);

@@ -12,29 +12,15 @@
 
 #include "core/check.h"
 #include "core/rng.h"
+#include "cli/commands.h"
 #include "h5util.h"
+#include "train/checkpoint.h"
 #include "models/unetr.h"
 
 static const char *const tiny_config[][2] = {
     {"crop", "32,32,16"}, {"patch", "16"}, {"embed_dim", "12"}, {"depth", "4"}, {"heads", "2"},
     {"mlp_dim", "24"}, {"feature_size", "4"}, {"num_classes", "3"}, {"batch", "2"},
 };
-
-static void write_set(hid_t f, const char *group, const ParamSet *ps, const float *buf)
-{
-    float *host = xmalloc(ps->total * sizeof(float));
-    ps->be->download(host, buf, ps->total * sizeof(float));
-    for (int i = 0; i < ps->count; i++) {
-        const ParamInfo *t = &ps->info[i];
-        char name[256];
-        snprintf(name, sizeof name, "%s/%s", group, t->name);
-        h5_write_floats(f, name, t->ndim, t->shape, host + t->offset);
-        hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
-        h5_attr_long(ds, "decay", t->decay);
-        CHECK_H5(H5Dclose(ds));
-    }
-    free(host);
-}
 
 static void write_scalar(hid_t f, const char *name, double v)
 {
@@ -50,13 +36,8 @@ int main(int argc, char **argv)
     config_defaults(&cfg);
     for (size_t i = 0; i < sizeof tiny_config / sizeof tiny_config[0]; i++)
         config_set(&cfg, tiny_config[i][0], tiny_config[i][1], "unetr_dump defaults", 0);
-    for (int i = 2; i < argc; i++) {
-        char key[128];
-        const char *eq = strchr(argv[i], '=');
-        if (!eq) alice_die("expected key=value, got %s", argv[i]);
-        snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i]), argv[i]);
-        config_set(&cfg, key, eq + 1, "command line", 0);
-    }
+    for (int i = 2; i < argc; i++)
+        if (!cli_config_arg(&cfg, argc, argv, &i)) alice_die("expected key=value, got %s", argv[i]);
     UnetrModel m;
     unetr_init(&m, &cfg, backend_cpu(), cfg.batch, 1);
     const int *c = cfg.crop;
@@ -88,7 +69,7 @@ int main(int argc, char **argv)
     char *text = config_to_text(&cfg);
     h5_attr_string(f, "config", text);
     free(text);
-    write_set(f, "params", &m.ps, m.ps.data);
+    params_write_h5(f, "params", "", &m.ps, m.ps.data, NULL);
     int vdims[5] = {m.B, 1, c[0], c[1], c[2]};
     h5_write_floats(f, "batch/image", 5, vdims, img);
     int ldims[4] = {m.B, c[0], c[1], c[2]};
@@ -101,7 +82,7 @@ int main(int argc, char **argv)
     m.be->download(logits, m.logits, (size_t)m.B * m.K * D * sizeof(float));
     int odims[5] = {m.B, m.K, c[0], c[1], c[2]};
     h5_write_floats(f, "out/logits", 5, odims, logits);
-    write_set(f, "grads", &m.ps, m.ps.grad);
+    params_write_h5(f, "grads", "", &m.ps, m.ps.grad, NULL);
     h5_commit(f, argv[1]);
     printf("unetr_dump: %s depth=%d loss=%.9g (ce %.9g, dice %.9g), %d tensors\n", argv[1],
            cfg.depth, l.loss, l.ce, l.dice, m.ps.count);
