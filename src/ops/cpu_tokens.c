@@ -8,7 +8,9 @@
 /* Tile edge of the blocked transpose: a 32x32 float tile is 4 KiB, two fit L1. */
 enum { TRANSPOSE_TILE = 32 };
 
-void cpu_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p)
+/* Copies between the volume and its patch rows, one z-run of p voxels at a time; to_patches
+ * picks the direction, so patchify and its adjoint unpatchify share one walk. */
+static void patch_copy(float *patches, float *vol, int B, int X, int Y, int Z, int p, int to_patches)
 {
     int gx = X / p, gy = Y / p, gz = Z / p;
     long np3 = (long)p * p * p;
@@ -18,34 +20,25 @@ void cpu_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, 
             for (int iy = 0; iy < gy; iy++)
                 for (int iz = 0; iz < gz; iz++) {
                     long token = ((long)b * gx * gy * gz) + ((long)ix * gy + iy) * gz + iz;
-                    float *dst = patches + token * np3;
                     for (int px = 0; px < p; px++)
                         for (int py = 0; py < p; py++) {
-                            const float *src = vol + (((long)b * X + ix * p + px) * Y +
-                                                      iy * p + py) * Z + (long)iz * p;
-                            memcpy(dst + ((long)px * p + py) * p, src, (size_t)p * sizeof(float));
+                            float *row = patches + token * np3 + ((long)px * p + py) * p;
+                            float *run = vol + (((long)b * X + ix * p + px) * Y + iy * p + py) * Z +
+                                         (long)iz * p;
+                            if (to_patches) memcpy(row, run, (size_t)p * sizeof(float));
+                            else memcpy(run, row, (size_t)p * sizeof(float));
                         }
                 }
 }
 
+void cpu_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p)
+{
+    patch_copy(patches, (float *)vol, B, X, Y, Z, p, 1);
+}
+
 void cpu_unpatchify(float *vol, const float *patches, int B, int X, int Y, int Z, int p)
 {
-    int gx = X / p, gy = Y / p, gz = Z / p;
-    long np3 = (long)p * p * p;
-    #pragma omp parallel for collapse(2) schedule(static) if ((long)B * X * Y * Z > CPU_OMP_MIN_ELEMENTS)
-    for (int b = 0; b < B; b++)
-        for (int ix = 0; ix < gx; ix++)
-            for (int iy = 0; iy < gy; iy++)
-                for (int iz = 0; iz < gz; iz++) {
-                    long token = ((long)b * gx * gy * gz) + ((long)ix * gy + iy) * gz + iz;
-                    const float *src = patches + token * np3;
-                    for (int px = 0; px < p; px++)
-                        for (int py = 0; py < p; py++) {
-                            float *dst = vol + (((long)b * X + ix * p + px) * Y + iy * p + py) * Z +
-                                         (long)iz * p;
-                            memcpy(dst, src + ((long)px * p + py) * p, (size_t)p * sizeof(float));
-                        }
-                }
+    patch_copy((float *)patches, vol, B, X, Y, Z, p, 0);
 }
 
 void cpu_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,

@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "core/rng.h"
+
 static int test_failures = 0, test_cases = 0, test_skipped = 0, test_case_failed = 0;
 
 #define TEST_CHECK(cond, ...) do { if (!(cond)) { \
@@ -26,6 +28,24 @@ static int test_failures = 0, test_cases = 0, test_skipped = 0, test_case_failed
     if (r_ == 77) { test_skipped++; printf("  skip %s\n", #fn); } \
     else printf("  %s %s\n", test_case_failed ? "FAIL" : "ok  ", #fn); \
     fflush(stdout); } while (0)
+
+/* n standard-normal values times scale from the counter RNG (seed, stream); malloc'd. */
+static inline float *test_randn(uint64_t seed, uint32_t stream, size_t n, float scale)
+{
+    RngStream s;
+    rng_init(&s, seed, 0, stream, RNG_TEST);
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = scale * rng_normal(&s);
+    return x;
+}
+
+/* n copies of v; malloc'd. */
+static inline float *test_filled(size_t n, float v)
+{
+    float *x = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = v;
+    return x;
+}
 
 static inline int test_finish(void)
 {

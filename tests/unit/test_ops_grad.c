@@ -30,21 +30,9 @@
 static const AliceBackend *be;
 static uint32_t next_stream = 1;
 
-static float *randn(size_t n, float scale)
-{
-    RngStream s;
-    rng_init(&s, 20230601, 0, next_stream++, RNG_TEST);
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = scale * rng_normal(&s);
-    return x;
-}
+static float *randn(size_t n, float scale) { return test_randn(20230601, next_stream++, n, scale); }
 
-static float *filled(size_t n, float v)
-{
-    float *x = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = v;
-    return x;
-}
+static float *filled(size_t n, float v) { return test_filled(n, v); }
 
 static float *copy_of(const float *x, size_t n)
 {
