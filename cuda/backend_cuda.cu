@@ -37,6 +37,7 @@ static void fill_table(AliceBackend *t)
     /* attention */
     t->attention_fwd = cuda_attention_fwd;
     t->attention_bwd = cuda_attention_bwd;
+    t->attention_saved_floats = cuda_attention_saved_floats;
     /* patches and tokens */
     t->patchify = cuda_patchify;
     t->unpatchify = cuda_unpatchify;

@@ -1,9 +1,12 @@
-/* Multi-head scaled dot-product attention of the CUDA backend: per batch element, strided
- * batched GEMMs over the heads (head h of q lives at column h*Dh of rows with stride ldq, so
- * the head stride is Dh and one GEMM call covers all heads), plus warp-per-row softmax kernels.
- * The probabilities [B, H, Tq, Tk] are materialised because the backend contract saves them
- * for backward; at the paper's token counts (at most 576 per crop) they are small. GEMMs go
- * through cuda_gemm, so they follow the backend's math mode (fp32 / TF32 / bf16). */
+/* Multi-head scaled dot-product attention of the CUDA backend. With the fused kernel selected
+ * (gpu_set_attention(ATTN_KERNEL_FUSED), heads up to 128 wide) both entry points hand over to
+ * cuda/cuda_flash_attention.cu, which saves only the row logsumexp. Otherwise: per batch
+ * element, strided batched GEMMs over the heads (head h of q lives at column h*Dh of rows with
+ * stride ldq, so the head stride is Dh and one GEMM call covers all heads), plus warp-per-row
+ * softmax kernels. The probabilities [B, H, Tq, Tk] are materialised and saved for backward
+ * (8 x 12 x 576^2 floats = 127 MiB per ViT-B block at the paper's batch: the fused kernel's
+ * reason to exist). GEMMs go through cuda_gemm, so they follow the backend's math mode
+ * (fp32 / TF32 / bf16). */
 #include <math.h>
 
 #include "cuda/cuda_kernels.cuh"
@@ -25,10 +28,15 @@ static __global__ void attention_softmax_bwd_kernel(float *ds, const float *p, i
     for (int c = lane; c < cols; c += 32) dr[c] = scale * pr[c] * (dr[c] - dot);
 }
 
-void cuda_attention_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
+void cuda_attention_fwd(float *out, float *saved, const float *q, const float *k, const float *v,
                         int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
 {
     if (B <= 0 || H <= 0 || Tq <= 0) return;
+    if (cuda_flash_attention_applies(Dh)) {
+        cuda_flash_attention_fwd(out, saved, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
+        return;
+    }
+    float *probs = saved;
     const float scale = 1.0f / sqrtf((float)Dh);
     const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
     for (int b = 0; b < B; b++)  /* S = scale q k^T for every head of element b */
@@ -43,10 +51,16 @@ void cuda_attention_fwd(float *out, float *probs, const float *q, const float *k
 }
 
 void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const float *probs, int B, int H, int Tq,
-                        int Tk, int Dh, int ldq, int ldkv)
+                        const float *k, const float *v, const float *out, const float *saved,
+                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
 {
     if (B <= 0 || H <= 0 || Tq <= 0) return;
+    if (cuda_flash_attention_applies(Dh)) {
+        cuda_flash_attention_bwd(dq, dk, dv, dout, q, k, v, out, saved, B, H, Tq, Tk, Dh, ldq,
+                                 ldkv);
+        return;
+    }
+    const float *probs = saved;  /* the GEMM path needs no out: probs give the row dot */
     const float scale = 1.0f / sqrtf((float)Dh);
     const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
     const int C = H * Dh;

@@ -158,6 +158,23 @@ static __global__ void scale_blocks_kernel(float *C, int ldc, long strideC, int 
     }
 }
 
+/* C_i += bias broadcast over the rows of every M x N block (the unfused bias). */
+static void add_bias_blocks(float *C, int ldc, long strideC, const float *bias, int M, int N,
+                            int batch)
+{
+    for (int b = 0; b < batch; b++)
+        add_bias_kernel<<<grid_for((size_t)M * N), kThreads, 0, cuda_stream()>>>(
+            C + (size_t)b * strideC, ldc, bias, M, N);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* cuBLASLt's alignment preferences cover A, B, C and D but not the epilogue's bias vector, so
+ * the heuristic may pick a kernel that loads the bias 16 bytes at a time; a bias that is a
+ * slice of a larger buffer at a 4-byte offset would then fault ("misaligned address"). Such a
+ * bias is added by its own kernel instead (parameter tensors are 64-byte aligned, so the
+ * model's linear layers always fuse). */
+enum { kFusedBiasAlignBytes = 16 };
+
 /* One GEMM on fp32 or bf16 operands (A, B point at operands of that type), optional bias. */
 static void gemm_dispatch(int operands, int transA, int transB, int M, int N, int K, float alpha,
                           const void *A, int lda, long strideA, const void *B, int ldb,
@@ -170,14 +187,10 @@ static void gemm_dispatch(int operands, int transA, int transB, int M, int N, in
         scale_blocks_kernel<<<grid_for((size_t)batch * M * N), kThreads, 0, ctx->stream>>>(
             C, ldc, strideC, M, N, batch, beta);
         CUDA_CHECK_LAUNCH();
-        if (bias) {
-            for (int b = 0; b < batch; b++)
-                add_bias_kernel<<<grid_for((size_t)M * N), kThreads, 0, ctx->stream>>>(
-                    C + (size_t)b * strideC, ldc, bias, M, N);
-            CUDA_CHECK_LAUNCH();
-        }
+        if (bias) add_bias_blocks(C, ldc, strideC, bias, M, N, batch);
         return;
     }
+    const int fuse_bias = bias && alignment_bytes(bias, 0, 1, 4) >= kFusedBiasAlignBytes;
     const size_t elem = operands == GEMM_OPERANDS_BF16 ? 2 : 4;
     GemmKey key;
     memset(&key, 0, sizeof key);  /* padding too: keys are compared with memcmp */
@@ -186,27 +199,24 @@ static void gemm_dispatch(int operands, int transA, int transB, int M, int N, in
     key.strideA = batch > 1 ? strideA : 0;
     key.strideB = batch > 1 ? strideB : 0;
     key.strideC = batch > 1 ? strideC : 0;
-    key.epilogue = bias ? GEMM_EPILOGUE_BIAS : GEMM_EPILOGUE_NONE;
+    key.epilogue = fuse_bias ? GEMM_EPILOGUE_BIAS : GEMM_EPILOGUE_NONE;
     key.operands = operands;
     key.tf32 = ctx->allow_tf32;
     int align = alignment_bytes(A, strideA, batch, elem);
     int a2 = alignment_bytes(B, strideB, batch, elem), a3 = alignment_bytes(C, strideC, batch, 4);
     if (a2 < align) align = a2;
     if (a3 < align) align = a3;
-    if (bias) {
-        int a4 = alignment_bytes(bias, 0, 1, 4);
-        if (a4 < align) align = a4;
-    }
     key.align = align;
     GemmPlan *plan = find_plan(&key);
     if (plan->has_algo) {
-        if (bias)
+        if (fuse_bias)
             CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
                 plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
         CUBLAS_CHECK(cublasLtMatmul(ctx->lt, plan->op, &alpha, B, plan->layout_a, A,
                                     plan->layout_b, &beta, C, plan->layout_c, C, plan->layout_c,
                                     &plan->algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
                                     ctx->stream));
+        if (bias && !fuse_bias) add_bias_blocks(C, ldc, strideC, bias, M, N, batch);
         return;
     }
     /* No cuBLASLt algorithm for this shape/alignment: classic cuBLAS, bias added after. */
@@ -218,12 +228,7 @@ static void gemm_dispatch(int operands, int transA, int transB, int M, int N, in
         ctx->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
         K, &alpha, B, t, ldb, strideB, A, t, lda, strideA, &beta, C, CUDA_R_32F, ldc, strideC,
         batch, compute, CUBLAS_GEMM_DEFAULT));
-    if (bias) {
-        for (int b = 0; b < batch; b++)
-            add_bias_kernel<<<grid_for((size_t)M * N), kThreads, 0, ctx->stream>>>(
-                C + (size_t)b * strideC, ldc, bias, M, N);
-        CUDA_CHECK_LAUNCH();
-    }
+    if (bias) add_bias_blocks(C, ldc, strideC, bias, M, N, batch);
 }
 
 static __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_t n)

@@ -57,31 +57,22 @@ static void destroy_conv_plan(ConvPlan *p)
     CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv));
 }
 
-/* First deterministic, supported algorithm within the workspace limit from a heuristic list,
- * of the descriptor's math type (so fp32 mode never runs a TF32 tensor-core algorithm). */
+/* First deterministic, supported algorithm within the workspace limit from a heuristic list.
+ * The entries' reported mathType is not filtered on: the math that runs is the descriptor's
+ * (CUDNN_FMA_MATH in fp32 mode, set before the query and never changed), so no entry can turn
+ * TF32 on, and an entry whose reported type differs is still a valid algorithm to run. */
 template <typename Perf, typename Algo>
-static void pick_algo(const Perf *perf, int n, cudnnMathType_t math, Algo *algo, size_t *ws,
-                      const char *what)
+static void pick_algo(const Perf *perf, int n, Algo *algo, size_t *ws, const char *what)
 {
     for (int i = 0; i < n; i++)
         if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
-            perf[i].mathType == math && perf[i].memory <= kConvWorkspaceLimit) {
-            *algo = perf[i].algo;
-            *ws = perf[i].memory;
-            return;
-        }
-    /* Not expected (the heuristic answers for the descriptor's math type); keep running with
-     * the first deterministic choice rather than stop, and say so. */
-    for (int i = 0; i < n; i++)
-        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
             perf[i].memory <= kConvWorkspaceLimit) {
-            log_warn("cuDNN %s: no deterministic algorithm of math type %d; using algorithm %d "
-                     "of math type %d", what, (int)math, (int)perf[i].algo, (int)perf[i].mathType);
             *algo = perf[i].algo;
             *ws = perf[i].memory;
             return;
         }
-    ALICE_FATAL("cuDNN offers no deterministic %s algorithm for this convolution", what);
+    ALICE_FATAL("cuDNN offers no deterministic %s algorithm within %zu MiB of workspace for this "
+                "convolution", what, kConvWorkspaceLimit >> 20);
 }
 
 static void build_conv_plan(ConvPlan *p, const ConvKey *k)
@@ -111,15 +102,15 @@ static void build_conv_plan(ConvPlan *p, const ConvKey *k)
     cudnnConvolutionFwdAlgoPerf_t fwd[kMaxAlgos];
     CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(dnn, p->in, p->filter, p->conv, p->out,
                                                        kMaxAlgos, &n, fwd));
-    pick_algo(fwd, n, math, &p->fwd_algo, &p->fwd_ws, "forward");
+    pick_algo(fwd, n, &p->fwd_algo, &p->fwd_ws, "forward");
     cudnnConvolutionBwdDataAlgoPerf_t bd[kMaxAlgos];
     CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(dnn, p->filter, p->out, p->conv, p->in,
                                                             kMaxAlgos, &n, bd));
-    pick_algo(bd, n, math, &p->bwd_data_algo, &p->bwd_data_ws, "backward-data");
+    pick_algo(bd, n, &p->bwd_data_algo, &p->bwd_data_ws, "backward-data");
     cudnnConvolutionBwdFilterAlgoPerf_t bf[kMaxAlgos];
     CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn, p->in, p->out, p->conv,
                                                               p->filter, kMaxAlgos, &n, bf));
-    pick_algo(bf, n, math, &p->bwd_filter_algo, &p->bwd_filter_ws, "backward-filter");
+    pick_algo(bf, n, &p->bwd_filter_algo, &p->bwd_filter_ws, "backward-filter");
     /* The heuristic's memory figure can be an estimate: ask for the exact sizes. */
     CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(dnn, p->in, p->filter, p->conv, p->out,
                                                         p->fwd_algo, &p->fwd_ws));

@@ -7,10 +7,20 @@ static __global__ void axpby_kernel(float *y, const float *x, float a, float b, 
     GRID_STRIDE(i, n) y[i] = a * x[i] + b * y[i];
 }
 
+/* b == 0 ignores y (the BLAS convention the CPU backend follows): 0 * NaN garbage in a fresh
+ * buffer would otherwise come out as NaN. */
+static __global__ void ax_kernel(float *y, const float *x, float a, size_t n)
+{
+    GRID_STRIDE(i, n) y[i] = a * x[i];
+}
+
 void cuda_axpby(float *y, const float *x, float a, float b, size_t n)
 {
     if (n == 0) return;
-    axpby_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(y, x, a, b, n);
+    if (b == 0.0f)
+        ax_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(y, x, a, n);
+    else
+        axpby_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(y, x, a, b, n);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -55,12 +55,23 @@ void cuda_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
                        const float *mean, const float *rstd, const float *gamma, int B, int C,
                        long V);
 
-/* cuda_attention.cu */
-void cuda_attention_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
+/* cuda_attention.cu: the backend's entry points; they run the fused kernels below when
+ * cuda_flash_attention_applies(Dh), batched GEMMs with materialised probabilities otherwise. */
+void cuda_attention_fwd(float *out, float *saved, const float *q, const float *k, const float *v,
                         int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
 void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                        const float *k, const float *v, const float *probs, int B, int H, int Tq,
-                        int Tk, int Dh, int ldq, int ldkv);
+                        const float *k, const float *v, const float *out, const float *saved,
+                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+
+/* cuda_flash_attention.cu: fused attention (lse [B, H, Tq] saved instead of probabilities) */
+int cuda_flash_attention_applies(int Dh);
+size_t cuda_attention_saved_floats(int B, int H, int Tq, int Tk, int Dh);
+void cuda_flash_attention_fwd(float *out, float *lse, const float *q, const float *k,
+                              const float *v, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                              int ldkv);
+void cuda_flash_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                              const float *k, const float *v, const float *out, const float *lse,
+                              int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
 
 /* cuda_tokens.cu */
 void cuda_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p);

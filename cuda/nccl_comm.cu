@@ -2,7 +2,10 @@
  *
  * One NCCL communicator per job: rank 0 makes the unique id, MPI_Bcast shares it. All-reduces
  * run on the CUDA backend's stream, so they follow the backward kernels that produced the
- * gradients without a host synchronisation.
+ * gradients without a host synchronisation. The overlapped form (grad_sync's buckets) runs on a
+ * second, communication stream ordered after the compute stream by events, so a bucket's
+ * reduction proceeds while backward computes earlier layers; nccl_allreduce_wait orders the
+ * compute stream after all of them (the optimiser's kernels), again without the host waiting.
  *
  * NCCL refuses two ranks of one communicator on the same GPU ("duplicate GPU"). That happens
  * legitimately when a node runs more ranks than it has GPUs (tests: two ranks sharing one
@@ -28,6 +31,11 @@ static ReduceTransport g_transport = TRANSPORT_NONE;
 static int g_size = 1;
 static float *g_host_buf;      /* pinned staging buffer of the MPI transport */
 static size_t g_host_floats;
+/* Overlapped all-reduce: created on first use (NCCL transport only). */
+static cudaStream_t g_comm_stream;
+static cudaEvent_t g_grads_ready;   /* compute stream -> communication stream */
+static cudaEvent_t g_reduced;       /* communication stream -> compute stream */
+static int g_comm_stream_ready;
 
 int nccl_ready(void) { return g_transport != TRANSPORT_NONE; }
 
@@ -135,10 +143,56 @@ void nccl_allreduce_mean(float *buf, size_t n)
     NCCL_CHECK(ncclAllReduce(buf, buf, n, ncclFloat32, ncclAvg, g_comm, cuda_stream()));
 }
 
+static void comm_stream_init(void)
+{
+    if (g_comm_stream_ready) return;
+    /* The highest priority: a bucket's reduction should not queue behind the backward kernels
+     * it is meant to overlap (lower numbers are higher priorities). */
+    int lowest = 0, highest = 0;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&lowest, &highest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&g_comm_stream, cudaStreamNonBlocking, highest));
+    CUDA_CHECK(cudaEventCreateWithFlags(&g_grads_ready, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&g_reduced, cudaEventDisableTiming));
+    g_comm_stream_ready = 1;
+}
+
+void nccl_allreduce_mean_async(float *buf, size_t n)
+{
+    require_ready();
+    if (n == 0) return;
+    if (g_transport == TRANSPORT_MPI_STAGED) {
+        staged_allreduce(buf, n, 1.0f / (float)g_size);  /* on the compute stream, synchronous */
+        return;
+    }
+    comm_stream_init();
+    /* cudaStreamWaitEvent captures the event as recorded now, so one event serves every
+     * launch: each waits for exactly the kernels enqueued before it. */
+    CUDA_CHECK(cudaEventRecord(g_grads_ready, cuda_stream()));
+    CUDA_CHECK(cudaStreamWaitEvent(g_comm_stream, g_grads_ready, 0));
+    NCCL_CHECK(ncclAllReduce(buf, buf, n, ncclFloat32, ncclAvg, g_comm, g_comm_stream));
+}
+
+int nccl_allreduce_overlaps(void) { return g_transport == TRANSPORT_NCCL; }
+
+void nccl_allreduce_wait(void)
+{
+    require_ready();
+    if (!g_comm_stream_ready) return;   /* nothing was launched on it */
+    CUDA_CHECK(cudaEventRecord(g_reduced, g_comm_stream));
+    CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(), g_reduced, 0));
+}
+
 void nccl_shutdown(void)
 {
     if (!nccl_ready()) return;
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  /* pending collectives finish first */
+    if (g_comm_stream_ready) {
+        CUDA_CHECK(cudaStreamSynchronize(g_comm_stream));
+        CUDA_CHECK(cudaEventDestroy(g_grads_ready));
+        CUDA_CHECK(cudaEventDestroy(g_reduced));
+        CUDA_CHECK(cudaStreamDestroy(g_comm_stream));
+        g_comm_stream_ready = 0;
+    }
     if (g_transport == TRANSPORT_NCCL) NCCL_CHECK(ncclCommDestroy(g_comm));
     if (g_host_buf) CUDA_CHECK(cudaFreeHost(g_host_buf));
     g_host_buf = NULL;

@@ -6,7 +6,11 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "core/rng.h"
+#include "data/crop_recipe.h"
+#include "gpu_volume_cache.h"
+#include "ops/gpu_data.h"
 
 /* ---- memory source ---------------------------------------------------------------------- */
 
@@ -81,8 +85,22 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     o.aug_masked = augment_params_none();
     o.aug_intact = augment_params_intact();
     o.validation_fold = cfg->fold;
-    o.pos_fraction = cfg->pos_fraction;
+    crop_sampler_init(&o.sampler, cfg->crop_sampler, cfg->pos_fraction, cfg->class_ratios, cfg->num_classes);
     o.aug_finetune = augment_params_finetune();
+    o.num_classes = mode == LOADER_FINETUNE ? cfg->num_classes : 0;
+    if (!strcmp(cfg->data_device, "gpu")) {
+        if (strcmp(cfg->device, "cuda") != 0)
+            alice_die("data_device = gpu makes crops with a CUDA kernel, but device = %s: set "
+                      "device = cuda (on a GPU build and machine), or data_device = cpu",
+                      cfg->device);
+        o.data_on_gpu = 1;
+        o.gpu_cache_bytes = (long)cfg->gpu_cache_mb << 20;
+    }
+    if (!strcmp(cfg->device, "cuda")) {
+        /* Pinned batch buffers: the host-to-device copy of a batch is then a DMA. */
+        o.host_alloc = gpu_pinned_alloc;
+        o.host_free = gpu_pinned_free;
+    }
     return o;
 }
 
@@ -90,7 +108,7 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
 
 typedef enum { ENTRY_EMPTY, ENTRY_LOADING, ENTRY_READY } EntryState;
 
-typedef struct {
+typedef struct CacheEntry {
     EntryState state;
     int refs;
     unsigned long last_use;
@@ -112,7 +130,19 @@ typedef struct {
     FinetuneBatch fine;
     float *scratch_image;     /* one crop, before augmentation */
     int32_t *scratch_label;
+    /* data_on_gpu: one recipe per view and sample (order below), the cache entry whose
+     * volume it cuts (referenced until the batch is rendered), and whether the thread already
+     * cut it on the host (a volume beyond the GPU budget). */
+    CropRecipe *recipes;
+    struct CacheEntry **recipe_entry;
+    unsigned char *on_host;
+    int num_recipes;
 } Slot;
+
+/* The buffers of a batch, in recipe order: sample j's buffer v is recipe j * PRE_VIEW_SLOTS + v
+ * (pre-training) or j * FINE_VIEW_SLOTS + v (fine-tuning; its label rides with FINE_IMAGE). */
+enum { PRE_QUERY, PRE_KEY, PRE_QUERY_INTACT, PRE_KEY_INTACT, PRE_VIEW_SLOTS };
+enum { FINE_IMAGE, FINE_VIEW_SLOTS };
 
 struct Loader {
     LoaderOptions opt;
@@ -139,6 +169,13 @@ struct Loader {
     unsigned long generation; /* bumped when the ring restarts at another step */
     int stop;
     int held;                 /* slot handed to the caller, -1 */
+
+    /* data_on_gpu: used only by the thread that asks for batches */
+    GpuVolumeCache *gpu_cache;
+    float *dev_view[PRE_VIEW_SLOTS];   /* pre-training views, or dev_view[FINE_IMAGE] */
+    int32_t *dev_label;
+    CropRecipe *render_list;
+    long host_crops;
 };
 
 #define LOCK(m) ALICE_ASSERT(pthread_mutex_lock(m) == 0, "pthread_mutex_lock failed")
@@ -174,6 +211,20 @@ static void cache_trim(Loader *L)
     }
 }
 
+/* Labels index the classes of the loss: one out of range would be a silent wrong gradient on
+ * the CPU and an out-of-bounds read on the GPU, so each case is checked once, when read. */
+static void check_label_range(const Loader *L, int i, const Volume *v)
+{
+    if (!v->label || L->opt.num_classes <= 0) return;
+    uint8_t top = 0;
+    size_t n = volume_voxels(v);
+    for (size_t k = 0; k < n; k++) top = v->label[k] > top ? v->label[k] : top;
+    if (top >= L->opt.num_classes)
+        alice_die("case '%s': label %d is outside 0..%d; set num_classes to the data set's label "
+                  "count (14 for FLARE/BTCV with background)", L->src.case_name(L->src.ctx, i),
+                  top, L->opt.num_classes - 1);
+}
+
 static CacheEntry *cache_acquire(Loader *L, int i)
 {
     CacheEntry *e = &L->entries[i];
@@ -198,10 +249,11 @@ static CacheEntry *cache_acquire(Loader *L, int i)
     ALICE_ASSERT(v.image && v.dim[0] > 0 && v.dim[1] > 0 && v.dim[2] > 0,
                  "case %d (%s) came back empty from the data source", i,
                  L->src.case_name(L->src.ctx, i));
+    if (L->opt.mode == LOADER_FINETUNE) check_label_range(L, i, &v);
     /* Per-case summaries are computed once, outside every lock. */
-    LabelIndex labels = {NULL, 0};
+    LabelIndex labels = {0};
     void *summary = NULL;
-    if (L->opt.mode == LOADER_FINETUNE) label_index_build(&v, &labels);
+    if (L->opt.mode == LOADER_FINETUNE) crop_sampler_index_build(&L->opt.sampler, &v, L->opt.window, &labels);
     else summary = L->opt.matcher->describe(&v);
     size_t n = volume_voxels(&v);
     size_t bytes = n * sizeof(int16_t) + (v.label ? n : 0) + labels.count * sizeof(uint32_t);
@@ -250,6 +302,22 @@ static long global_sample(const Loader *L, long step, int j)
 {
     long global_batch = (long)L->opt.batch * L->opt.size;
     return step * global_batch + (long)L->opt.rank * L->opt.batch + j;
+}
+
+/* Recipe r of slot s: view of entry e at start with draw d. Keeps a reference to e for the
+ * renderer; cuts on the host now when the volume can never fit the GPU budget. Returns the
+ * noise words the view uses. */
+static uint32_t add_recipe(Loader *L, Slot *s, int r, CacheEntry *e, const int start[3],
+                           const AugmentDraw *d, const RngStream *noise, uint32_t offset,
+                           float *host_out, int32_t *host_label)
+{
+    CropRecipe *rc = &s->recipes[r];
+    crop_recipe_make(rc, &e->volume, L->opt.window, start, L->opt.crop, d, noise, offset,
+                     host_out, host_label);
+    s->recipe_entry[r] = e;
+    s->on_host[r] = gpu_volume_bytes(&e->volume, host_label != NULL) > (size_t)L->opt.gpu_cache_bytes;
+    if (s->on_host[r]) crop_recipe_render_cpu(rc);
+    return crop_recipe_noise_words(rc);
 }
 
 static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
@@ -309,7 +377,19 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
         {qe, qs, &masked_q, &b->query_aug[j], q, qi},
         {ke, ks, &masked_k, &b->key_aug[j], k, ki},
     };
-    for (int i = 0; i < 2; i++) {
+    if (L->opt.data_on_gpu) {
+        /* The same crops as recipes, noise words in the order the CPU path draws them. */
+        const int slot_of[2][2] = {{PRE_QUERY, PRE_QUERY_INTACT}, {PRE_KEY, PRE_KEY_INTACT}};
+        uint32_t offset = 0;
+        for (int i = 0; i < 2; i++) {
+            const AugmentDraw *draw[2] = {v[i].masked, v[i].intact};
+            float *host_out[2] = {v[i].view, v[i].strong};
+            for (int w = 0; w < 2; w++) {
+                int r = j * PRE_VIEW_SLOTS + slot_of[i][w];
+                offset += add_recipe(L, s, r, v[i].e, v[i].start, draw[w], &noise, offset, host_out[w], NULL);
+            }
+        }
+    } else for (int i = 0; i < 2; i++) {
         crop_extract(&v[i].e->volume, L->opt.window, v[i].start, crop, s->scratch_image, NULL);
         augment_geometric(v[i].masked, crop, s->scratch_image, v[i].view, NULL, NULL);
         augment_intensity(v[i].masked, n, v[i].view, &noise);
@@ -320,6 +400,7 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
     b->key_case[j] = kcase;
     memcpy(b->query_center[j], qc, sizeof qc);
     memcpy(b->key_center[j], kc, sizeof kc);
+    if (L->opt.data_on_gpu) return;   /* the recipes hold the entries until rendered */
     cache_release(L, qe);
     cache_release(L, ke);
 }
@@ -335,22 +416,38 @@ static void fill_finetune_sample(Loader *L, Slot *s, long step, int j)
     RngStream r, aug, noise;
     rng_init(&r, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_CROP);
     int center[3], start[3];
-    b->positive[j] = crop_posneg_center(&e->volume, &e->labels, L->opt.window, L->opt.pos_fraction, &r, center);
+    b->positive[j] = crop_sampler_center(&L->opt.sampler, &e->volume, &e->labels, L->opt.window, &r, center);
     crop_start_for_center(e->volume.dim, crop, center, start);
-    crop_extract(&e->volume, L->opt.window, start, crop, s->scratch_image, s->scratch_label);
-    cache_release(L, e);
     rng_init(&aug, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_AUGMENT);
     rng_init(&noise, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_AUG_NOISE);
     AugmentDraw d;
     augment_draw(&L->opt.aug_finetune, crop, &aug, &d);
     float *img = b->image + (size_t)j * n;
-    augment_geometric(&d, crop, s->scratch_image, img, s->scratch_label, b->label + (size_t)j * n);
-    augment_intensity(&d, n, img, &noise);
+    int32_t *lab = b->label + (size_t)j * n;
     b->case_index[j] = c;
+    if (L->opt.data_on_gpu) {   /* the recipe holds the entry until rendered */
+        add_recipe(L, s, j * FINE_VIEW_SLOTS + FINE_IMAGE, e, start, &d, &noise, 0, img, lab);
+        return;
+    }
+    crop_extract(&e->volume, L->opt.window, start, crop, s->scratch_image, s->scratch_label);
+    cache_release(L, e);
+    augment_geometric(&d, crop, s->scratch_image, img, s->scratch_label, lab);
+    augment_intensity(&d, n, img, &noise);
+}
+
+/* Drops the volume references of a slot's recipes (rendered, or abandoned by a jump). */
+static void slot_release_recipes(Loader *L, Slot *s)
+{
+    for (int r = 0; r < s->num_recipes; r++)
+        if (s->recipe_entry[r]) {
+            cache_release(L, s->recipe_entry[r]);
+            s->recipe_entry[r] = NULL;
+        }
 }
 
 static void fill_slot(Loader *L, Slot *s, long step)
 {
+    slot_release_recipes(L, s);
     for (int j = 0; j < L->opt.batch; j++) {
         if (L->opt.mode == LOADER_PRETRAIN) fill_pretrain_sample(L, s, step, j);
         else fill_finetune_sample(L, s, step, j);
@@ -430,14 +527,87 @@ static Slot *next_slot(Loader *L, long step, LoaderMode mode)
     return &L->slots[found];
 }
 
+/* ---- rendering on the GPU (data_on_gpu) ------------------------------------------------- */
+
+/* GPU memory the volume cache leaves to everything else (cuDNN/cuBLAS workspaces that grow
+ * later, fragmentation): a budget beyond what is free minus this is lowered, not an OOM. */
+#define GPU_CACHE_RESERVE_BYTES ((size_t)1 << 30)
+
+/* Batch buffers, then the volume budget against the memory still free: the first batch comes
+ * after the model has allocated its parameters and activation arena. */
+static void gpu_buffers_alloc(Loader *L)
+{
+    const size_t bytes = (size_t)L->opt.batch * L->crop_voxels * sizeof(float);
+    const int views = L->opt.mode == LOADER_PRETRAIN ? PRE_VIEW_SLOTS : FINE_VIEW_SLOTS;
+    for (int v = 0; v < views; v++) L->dev_view[v] = gpu_data_alloc(bytes);
+    if (L->opt.mode == LOADER_FINETUNE)
+        L->dev_label = gpu_data_alloc((size_t)L->opt.batch * L->crop_voxels * sizeof(int32_t));
+    size_t free_b = gpu_data_free_bytes();
+    size_t room = free_b > GPU_CACHE_RESERVE_BYTES ? free_b - GPU_CACHE_RESERVE_BYTES : 0;
+    if (room < (size_t)L->opt.gpu_cache_bytes)
+        log_warn("gpu_cache_mb = %ld, but %.0f MiB of GPU memory are free beside the model: the GPU "
+                 "volume cache gets %.0f MiB (cases beyond it are cropped on the host)",
+                 L->opt.gpu_cache_bytes >> 20, free_b / 1048576.0,
+                 gpu_volume_cache_limit(L->gpu_cache, room) / 1048576.0);
+}
+
+/* Renders the recipes of slot s into the device batch buffers, on the backend stream: volumes
+ * the GPU cache holds (or takes now) go to the kernel; the rest were or are cut on the host
+ * and uploaded into their place. */
+static void gpu_render_slot(Loader *L, Slot *s)
+{
+    if (!L->dev_view[0]) gpu_buffers_alloc(L);
+    const int views = L->opt.mode == LOADER_PRETRAIN ? PRE_VIEW_SLOTS : FINE_VIEW_SLOTS;
+    const size_t n = L->crop_voxels;
+    const int with_label = L->opt.mode == LOADER_FINETUNE;
+    gpu_volume_cache_begin_batch(L->gpu_cache);
+    int count = 0;
+    for (int r = 0; r < s->num_recipes; r++) {
+        const CropRecipe *host = &s->recipes[r];
+        float *dev_out = L->dev_view[r % views] + (size_t)(r / views) * n;
+        int32_t *dev_label = with_label ? L->dev_label + (size_t)(r / views) * n : NULL;
+        if (!s->on_host[r]) {
+            CropRecipe dev = *host;
+            if (gpu_volume_cache_fetch(L->gpu_cache, (int)(s->recipe_entry[r] - L->entries),
+                                       &s->recipe_entry[r]->volume, with_label, &dev.image, &dev.label)) {
+                dev.out = dev_out;
+                dev.out_label = dev_label;
+                L->render_list[count++] = dev;
+                continue;
+            }
+            /* Does not fit beside this batch's other volumes: cut on the host. */
+            crop_recipe_render_cpu(host);
+        }
+        L->host_crops++;
+        gpu_data_upload(dev_out, host->out, n * sizeof(float));
+        if (dev_label) gpu_data_upload(dev_label, host->out_label, n * sizeof(int32_t));
+    }
+    gpu_crops_render(L->render_list, count);
+    slot_release_recipes(L, s);
+}
+
 void loader_next_pretrain_batch(Loader *L, long step, PretrainBatch *out)
 {
-    *out = next_slot(L, step, LOADER_PRETRAIN)->pre;
+    Slot *s = next_slot(L, step, LOADER_PRETRAIN);
+    *out = s->pre;
+    if (!L->opt.data_on_gpu) return;
+    gpu_render_slot(L, s);
+    out->on_device = 1;
+    out->query = L->dev_view[PRE_QUERY];
+    out->key = L->dev_view[PRE_KEY];
+    out->query_intact = L->dev_view[PRE_QUERY_INTACT];
+    out->key_intact = L->dev_view[PRE_KEY_INTACT];
 }
 
 void loader_next_finetune_batch(Loader *L, long step, FinetuneBatch *out)
 {
-    *out = next_slot(L, step, LOADER_FINETUNE)->fine;
+    Slot *s = next_slot(L, step, LOADER_FINETUNE);
+    *out = s->fine;
+    if (!L->opt.data_on_gpu) return;
+    gpu_render_slot(L, s);
+    out->on_device = 1;
+    out->image = L->dev_view[FINE_IMAGE];
+    out->label = L->dev_label;
 }
 
 /* ---- create / destroy ------------------------------------------------------------------- */
@@ -465,6 +635,12 @@ static void slot_alloc(Loader *L, Slot *s)
     s->step = -1;
     s->scratch_image = xmalloc(L->crop_voxels * sizeof(float));
     s->scratch_label = xmalloc(L->crop_voxels * sizeof(int32_t));
+    if (L->opt.data_on_gpu) {
+        s->num_recipes = B * (L->opt.mode == LOADER_PRETRAIN ? PRE_VIEW_SLOTS : FINE_VIEW_SLOTS);
+        s->recipes = xcalloc((size_t)s->num_recipes, sizeof *s->recipes);
+        s->recipe_entry = xcalloc((size_t)s->num_recipes, sizeof *s->recipe_entry);
+        s->on_host = xcalloc((size_t)s->num_recipes, sizeof *s->on_host);
+    }
     if (L->opt.mode == LOADER_PRETRAIN) {
         PretrainBatch *b = &s->pre;
         b->batch = B;
@@ -494,6 +670,9 @@ static void slot_free(Loader *L, Slot *s)
 {
     free(s->scratch_image);
     free(s->scratch_label);
+    free(s->recipes);
+    free(s->recipe_entry);
+    free(s->on_host);
     PretrainBatch *p = &s->pre;
     host_free(L, p->query); host_free(L, p->key);
     host_free(L, p->query_intact); host_free(L, p->key_intact);
@@ -522,6 +701,16 @@ Loader *loader_create(const LoaderOptions *opt, LoaderSource source)
     if (source.num_cases <= 0)
         alice_die("the data source has no cases: pack some volumes with `alice pack` first");
     L->crop_voxels = (size_t)opt->crop[0] * (size_t)opt->crop[1] * (size_t)opt->crop[2];
+    if (opt->data_on_gpu) {
+        if (opt->gpu_cache_bytes <= 0)
+            alice_die("data_device = gpu needs GPU memory for volumes: set gpu_cache_mb > 0");
+        if (!L->opt.host_alloc) {   /* host-cut crops are uploaded from pinned memory */
+            L->opt.host_alloc = gpu_pinned_alloc;
+            L->opt.host_free = gpu_pinned_free;
+        }
+        L->gpu_cache = gpu_volume_cache_create(source.num_cases, (size_t)opt->gpu_cache_bytes);
+        L->render_list = xcalloc((size_t)opt->batch * PRE_VIEW_SLOTS, sizeof *L->render_list);
+    }
 
     int n = source.num_cases;
     L->train = xmalloc((size_t)n * sizeof(int));
@@ -566,6 +755,10 @@ void loader_destroy(Loader *L)
     for (int i = 0; i < L->num_threads; i++)
         ALICE_ASSERT(pthread_join(L->threads[i], NULL) == 0, "pthread_join failed");
     for (int i = 0; i < L->num_slots; i++) slot_free(L, &L->slots[i]);
+    for (int v = 0; v < PRE_VIEW_SLOTS; v++) if (L->dev_view[v]) gpu_data_free(L->dev_view[v]);
+    if (L->dev_label) gpu_data_free(L->dev_label);
+    gpu_volume_cache_destroy(L->gpu_cache);
+    free(L->render_list);
     for (int i = 0; i < L->src.num_cases; i++)
         if (L->entries[i].state == ENTRY_READY) entry_release_memory(&L->entries[i], L->opt.matcher);
     pthread_mutex_destroy(&L->cache_lock);
@@ -630,7 +823,12 @@ int loader_validation_cases(const Loader *L, const int **cases)
 LoaderCacheStats loader_cache_stats(Loader *L)
 {
     LOCK(&L->cache_lock);
-    LoaderCacheStats s = {L->reads, L->hits, L->cache_bytes};
+    LoaderCacheStats s = {L->reads, L->hits, L->cache_bytes, 0, 0, L->host_crops};
     UNLOCK(&L->cache_lock);
+    if (L->gpu_cache) {
+        GpuVolumeCacheStats g = gpu_volume_cache_stats(L->gpu_cache);
+        s.gpu_uploads = g.uploads;
+        s.gpu_hits = g.hits;
+    }
     return s;
 }

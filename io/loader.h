@@ -21,6 +21,10 @@
  * working on s + 1 ... s + prefetch. Asking for any other step than the next one (a resume,
  * a jump) is fine: the ring restarts there.
  *
+ * With data_on_gpu (config data_device = gpu) the threads prepare crop recipes instead of
+ * voxels (data/crop_recipe.h) and the thread that asks for a batch renders it with a CUDA
+ * kernel from volumes kept in GPU memory (io/gpu_volume_cache.h): same decisions, same bytes.
+ *
  * Threads never call MPI or HDF5 concurrently: source reads are serialised by a lock.
  * Crops are float [B, 1, X, Y, Z], Z fastest, intensities windowed to [0, 1] (then
  * augmented), zero where a crop leaves its volume; labels int32 [B, 1, X, Y, Z]. */
@@ -33,6 +37,7 @@
 #include "core/config.h"
 #include "data/augment.h"
 #include "data/crop.h"
+#include "data/crop_sampler.h"
 #include "data/matcher.h"
 #include "volume.h"
 
@@ -70,17 +75,29 @@ typedef struct {
     AugmentParams aug_intact;  /* the intact views' strong augmentation */
     /* fine-tuning */
     int validation_fold;       /* cases of this fold are held out (-1 = none) */
-    float pos_fraction;        /* pos / (pos + neg) of RandCropByPosNegLabeld */
+    CropSampler sampler;       /* crop centres: posneg (pos_fraction) or classes (class_ratios) */
     AugmentParams aug_finetune;
     /* batch buffers: e.g. cudaHostAlloc/cudaFreeHost for pinned memory; NULL = malloc/free */
     void *(*host_alloc)(size_t bytes);
     void (*host_free)(void *ptr);
+    /* data_device = gpu: the threads make every random decision as always, but emit crop
+     * recipes instead of voxels; the batch is rendered by a CUDA kernel on the backend stream
+     * (in the thread that asks for it) from volumes kept in GPU memory, straight into device
+     * batch buffers (PretrainBatch/FinetuneBatch.on_device), bit for bit the CPU crops except
+     * gamma (device powf, within 2 ulp). A case larger than gpu_cache_bytes is cropped on the
+     * host and uploaded. Host batch buffers default to pinned memory then. */
+    int data_on_gpu;
+    long gpu_cache_bytes;
+    int num_classes;           /* fine-tuning: every label must lie in 0..num_classes-1 (0 = unchecked) */
 } LoaderOptions;
 
 /* Options from the configuration: seed, batch, crop, window_lo/hi, prefetch, cache_mb,
- * inter_volume, matcher, fold, pos_fraction. The window comes from the config as it stands:
- * the fine-tuning command should default window_lo/hi to WINDOW_FINETUNE_LO/HI
- * ([-175, 250], MONAI's UNETR recipe) before applying the job file. */
+ * data_device, gpu_cache_mb (data_device = gpu needs device = cuda: a clear error otherwise;
+ * device = cuda makes the batch buffers pinned, so their upload is a DMA),
+ * inter_volume, matcher, fold, crop_sampler, pos_fraction, class_ratios, num_classes. The
+ * window comes from the config as it stands: the fine-tuning command should default
+ * window_lo/hi to WINDOW_FINETUNE_LO/HI ([-175, 250], MONAI's UNETR recipe) before applying
+ * the job file. */
 LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int rank, int size);
 
 /* One pre-training batch: Alice's crops Q (from the query volume) and K (the same anatomy in
@@ -91,6 +108,7 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
 typedef struct {
     int batch;
     int crop[3];
+    int on_device;                         /* 1: the four view buffers are GPU memory */
     float *query, *key;                    /* [B, 1, X, Y, Z] */
     float *query_intact, *key_intact;      /* [B, 1, X, Y, Z] */
     int *query_case, *key_case;            /* [B] */
@@ -101,6 +119,7 @@ typedef struct {
 typedef struct {
     int batch;
     int crop[3];
+    int on_device;                         /* 1: image and label are GPU memory */
     float *image;                          /* [B, 1, X, Y, Z] */
     int32_t *label;                        /* [B, 1, X, Y, Z] */
     int *case_index;                       /* [B] */
@@ -144,6 +163,9 @@ typedef struct {
     long reads;           /* source reads so far */
     long hits;            /* acquisitions served from memory */
     size_t bytes;         /* held now */
+    long gpu_uploads;     /* data_device = gpu: volumes copied to GPU memory */
+    long gpu_hits;        /* ... and fetches served from it */
+    long host_crops;      /* ... and crops made on the host (volume beyond the GPU budget) */
 } LoaderCacheStats;
 LoaderCacheStats loader_cache_stats(Loader *L);
 

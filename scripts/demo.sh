@@ -11,7 +11,9 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 D=${DEMO_DIR:-demo}
 CASES=${DEMO_CASES:-10}
 PRE_STEPS=${DEMO_PRETRAIN_STEPS:-600}
-FT_STEPS=${DEMO_FINETUNE_STEPS:-600}
+# Class-balanced crops (jobs/finetune_tiny.cfg) need this many steps before organs other than
+# the liver appear at all (600 steps: none; 1500: spleen, kidney, aorta).
+FT_STEPS=${DEMO_FINETUNE_STEPS:-1500}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mpirun2() { mpirun --allow-run-as-root --oversubscribe -np 2 "$@"; }
 stage() { printf '\n==== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
@@ -34,7 +36,7 @@ stage "4/7 UNETR fine-tuning on folds != 0: from the Alice checkpoint, and from 
 for init in alice random; do
   pre=""; [ $init = alice ] && pre="pretrained=$ckpt"
   "$ALICE" finetune --config jobs/finetune_tiny.cfg data="$D/dataset.h5" run_dir="$D/runs/finetune_$init" \
-    fold=0 steps="$FT_STEPS" val_every=200 ckpt_every=200 log_every=50 $pre
+    fold=0 steps="$FT_STEPS" val_every=500 ckpt_every=500 log_every=100 $pre
 done
 
 stage "5/7 sliding-window inference on the held-out fold 0, mapped back to each case's original grid"

@@ -14,6 +14,7 @@ typedef struct Config {
     char device[CFG_STR];         /* cpu | cuda */
     char precision[CFG_STR];      /* fp32 | bf16 (cuda: bf16 GEMM operands, fp32 master weights) */
     int tf32;                     /* cuda fp32 GEMMs/convolutions may use TF32 tensor cores */
+    char attention_kernel[CFG_STR]; /* cuda attention: gemm | fused (flash kernels) */
     char run_dir[CFG_STR];
     long seed;
     int threads;                  /* OpenMP threads per rank, 0 = all cores / ranks per node */
@@ -24,7 +25,11 @@ typedef struct Config {
     float window_lo, window_hi;   /* HU window mapped to [0, 1] at load time */
     int prefetch;                 /* prefetch threads */
     int cache_mb;                 /* loader volume cache limit in MiB (0 = no cache, -1 = unlimited) */
+    char data_device[CFG_STR];    /* cpu | gpu: where crops and augmentations are computed */
+    int gpu_cache_mb;             /* data_device = gpu: device memory for volumes, MiB */
     float pos_fraction;           /* fine-tuning crops centred on foreground: pos / (pos + neg) */
+    char crop_sampler[CFG_STR];   /* fine-tuning crop centres: posneg | classes */
+    char class_ratios[CFG_STR];   /* classes: weight per class, background first ("" = equal) */
     char matcher[CFG_STR];        /* anatomical matcher of pre-training pairs */
     int synthetic_cases;          /* phantoms generated in memory when data = synthetic */
     int fold;                     /* validation fold for fine-tuning, -1 = none */
@@ -71,6 +76,8 @@ typedef struct Config {
     float adam_eps;
     float clip;                   /* global gradient norm, 0 = off */
     char on_nonfinite[CFG_STR];   /* stop | skip */
+    int overlap_allreduce;        /* gradient all-reduce in buckets during backward */
+    float allreduce_bucket_mb;    /* target bucket size of that all-reduce */
 
     /* bookkeeping */
     long ckpt_every;

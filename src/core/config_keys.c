@@ -11,6 +11,10 @@ const ConfigKey config_keys[] = {
     K("device", CFG_T_ENUM, device, "cpu", "cpu|cuda", "backend the model runs on"),
     K("precision", CFG_T_ENUM, precision, "fp32", "fp32|bf16", "cuda: bf16 GEMM operands with fp32 accumulate and fp32 master weights (fp32 = parity with cpu)"),
     K("tf32", CFG_T_BOOL, tf32, "0", "", "cuda: let fp32 GEMMs and convolutions use TF32 tensor cores"),
+    K("attention_kernel", CFG_T_ENUM, attention_kernel, "gemm", "gemm|fused",
+      "cuda attention: gemm = batched GEMMs, probabilities [B,H,Tq,Tk] saved for backward; fused = "
+      "flash-attention kernels saving only the row logsumexp [B,H,Tq] (heads up to 128 wide). Default "
+      "gemm until a GPU run measures fused faster (tests/bench/bench_cuda_ops)"),
     K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
     K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
     K("threads", CFG_T_INT, threads, "0", "0..1024", "OpenMP threads per rank (0 = cores / local ranks)"),
@@ -21,7 +25,15 @@ const ConfigKey config_keys[] = {
     K("window_hi", CFG_T_FLOAT, window_hi, "225", "", "HU mapped to 1"),
     K("prefetch", CFG_T_INT, prefetch, "2", "0..64", "loader prefetch threads"),
     K("cache_mb", CFG_T_INT, cache_mb, "-1", "-1..", "loader volume cache in MiB (0 = none, -1 = unlimited)"),
+    K("data_device", CFG_T_ENUM, data_device, "cpu", "cpu|gpu", "where crops and augmentations are made: host threads, or a CUDA kernel from volumes kept in GPU memory (needs device = cuda)"),
+    K("gpu_cache_mb", CFG_T_INT, gpu_cache_mb, "8192", "1..", "data_device = gpu: GPU memory for volumes in MiB (least recently used go; a larger case is cropped on the host)"),
     K("pos_fraction", CFG_T_FLOAT, pos_fraction, "0.5", "0..1", "fine-tuning crops centred on an organ (MONAI pos/(pos+neg))"),
+    K("crop_sampler", CFG_T_ENUM, crop_sampler, "posneg", "posneg|classes",
+      "fine-tuning crop centres: posneg = foreground voxel with pos_fraction, else background (MONAI RandCropByPosNegLabeld); "
+      "classes = a class drawn by class_ratios, then one of its voxels (MONAI RandCropByLabelClassesd)"),
+    K("class_ratios", CFG_T_STRING, class_ratios, "", "",
+      "crop_sampler = classes: num_classes comma-separated weights, background first; classes absent "
+      "from a case get 0 and the rest are renormalised ('' = 1 for every class)"),
     K("matcher", CFG_T_ENUM, matcher, "profile", "profile|bbox", "anatomical matcher of pre-training pairs"),
     K("synthetic_cases", CFG_T_INT, synthetic_cases, "8", "2..10000", "phantoms generated in memory when data = synthetic"),
     K("fold", CFG_T_INT, fold, "0", "-1..", "validation fold (-1 = train on all)"),
@@ -71,6 +83,8 @@ const ConfigKey config_keys[] = {
     K("adam_eps", CFG_T_FLOAT, adam_eps, "1e-8", "0..", "AdamW epsilon"),
     K("clip", CFG_T_FLOAT, clip, "3", "0..", "global gradient-norm clip (0 = off)"),
     K("on_nonfinite", CFG_T_ENUM, on_nonfinite, "stop", "stop|skip", "NaN/inf loss or gradient: stop the run or skip the step"),
+    K("overlap_allreduce", CFG_T_BOOL, overlap_allreduce, "1", "", "several ranks: average gradient buckets while backward still runs (0 = one all-reduce after backward)"),
+    K("allreduce_bucket_mb", CFG_T_FLOAT, allreduce_bucket_mb, "25", "0..", "target size of those buckets in MiB, tensor-aligned, as PyTorch DDP (0 = one per tensor)"),
 
     K("ckpt_every", CFG_T_LONG, ckpt_every, "50", "1..", "steps between checkpoints"),
     K("log_every", CFG_T_LONG, log_every, "1", "1..", "steps between log lines"),

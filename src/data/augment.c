@@ -1,10 +1,10 @@
 #include "data/augment.h"
 
 #include <float.h>
-#include <math.h>
 #include <string.h>
 
 #include "core/check.h"
+#include "data/sample_voxel.h"
 
 AugmentParams augment_params_none(void)
 {
@@ -19,7 +19,9 @@ AugmentParams augment_params_finetune(void)
     AugmentParams p = augment_params_none();
     p.p_flip = 0.1f;
     p.p_rot90 = 0.1f;
-    p.p_shift = 0.5f;
+    p.p_scale = 0.1f;      /* RandScaleIntensityd(factors=0.1, prob=0.1) */
+    p.scale_range = 0.1f;
+    p.p_shift = 0.5f;      /* RandShiftIntensityd(offsets=0.1, prob=0.5) */
     p.shift_range = 0.1f;
     return p;
 }
@@ -71,22 +73,6 @@ int augment_is_geometric(const AugmentDraw *d)
     return d->flip[0] || d->flip[1] || d->flip[2] || d->rot90;
 }
 
-/* Source (x, y) in the input for output (ox, oy). The flip applies first, then the turn:
- * np.rot90(m, 1, axes=(0,1))[i, j] = m[j, Y-1-i] (its code: transpose(flip(m, axis 1))). */
-static void source_xy(const AugmentDraw *d, const int size[3], int ox, int oy, int *sx, int *sy)
-{
-    const int X = size[0], Y = size[1];
-    int fx, fy; /* coordinates in the flipped crop */
-    switch (d->rot90) {
-    case 1: fx = oy; fy = Y - 1 - ox; break;
-    case 2: fx = X - 1 - ox; fy = Y - 1 - oy; break;
-    case 3: fx = X - 1 - oy; fy = ox; break;
-    default: fx = ox; fy = oy; break;
-    }
-    *sx = d->flip[0] ? X - 1 - fx : fx;
-    *sy = d->flip[1] ? Y - 1 - fy : fy;
-}
-
 void augment_geometric(const AugmentDraw *d, const int size[3], const float *in, float *out,
                        const int32_t *lin, int32_t *lout)
 {
@@ -97,7 +83,7 @@ void augment_geometric(const AugmentDraw *d, const int size[3], const float *in,
     for (int ox = 0; ox < size[0]; ox++)
         for (int oy = 0; oy < size[1]; oy++) {
             int sx, sy;
-            source_xy(d, size, ox, oy, &sx, &sy);
+            sv_source_xy(d->flip[0], d->flip[1], d->rot90, size[0], size[1], ox, oy, &sx, &sy);
             size_t o = ((size_t)ox * (size_t)size[1] + (size_t)oy) * (size_t)Z;
             size_t s = ((size_t)sx * (size_t)size[1] + (size_t)sy) * (size_t)Z;
             if (d->flip[2]) {
@@ -111,22 +97,10 @@ void augment_geometric(const AugmentDraw *d, const int size[3], const float *in,
         }
 }
 
-/* An approximately normal number from four bytes (Irwin-Hall sum of four uniforms, scaled to
- * unit variance): a quarter of a Philox call per voxel instead of half a Box-Muller pair,
- * which matters at 2.4 million voxels per crop. Tails stop at +-3.46 sigma. */
-static float byte_normal(uint32_t word)
-{
-    /* Variance of one uniform byte: (256^2 - 1) / 12. */
-    const float inv_sd = 1.0f / sqrtf(4.0f * (256.0f * 256.0f - 1.0f) / 12.0f);
-    int sum = (int)(word & 255u) + (int)((word >> 8) & 255u) + (int)((word >> 16) & 255u) +
-              (int)(word >> 24);
-    return ((float)sum - 510.0f) * inv_sd;
-}
-
 void augment_intensity(const AugmentDraw *d, size_t n, float *image, RngStream *noise)
 {
     if (d->scale != 1.0f || d->shift != 0.0f)
-        for (size_t i = 0; i < n; i++) image[i] = image[i] * d->scale + d->shift;
+        for (size_t i = 0; i < n; i++) image[i] = sv_scale_shift(image[i], d->scale, d->shift);
     if (d->gamma != 1.0f && n) {
         /* MONAI AdjustContrast: over the crop's own range. */
         float lo = FLT_MAX, hi = -FLT_MAX;
@@ -135,10 +109,9 @@ void augment_intensity(const AugmentDraw *d, size_t n, float *image, RngStream *
             hi = image[i] > hi ? image[i] : hi;
         }
         float range = hi - lo;
-        if (range > 1e-7f)
-            for (size_t i = 0; i < n; i++)
-                image[i] = lo + range * powf((image[i] - lo) / range, d->gamma);
+        if (range > SV_GAMMA_MIN_RANGE)
+            for (size_t i = 0; i < n; i++) image[i] = sv_gamma(image[i], lo, range, d->gamma);
     }
     if (d->noise_std > 0.0f)
-        for (size_t i = 0; i < n; i++) image[i] += d->noise_std * byte_normal(rng_u32(noise));
+        for (size_t i = 0; i < n; i++) image[i] = sv_add_noise(image[i], d->noise_std, rng_u32(noise));
 }

@@ -34,7 +34,7 @@ typedef struct {
 } AugmentDraw;
 
 /* Fine-tuning recipe of MONAI's UNETR BTCV tutorial: flips 0.1 per axis, rot90 0.1,
- * shift 0.1 with p 0.5. */
+ * intensity scale 0.1 with p 0.1 (v *= 1 + U(-0.1, 0.1)), shift 0.1 with p 0.5. */
 AugmentParams augment_params_finetune(void);
 /* Strong augmentation of Alice's intact (target) views: flips 0.5, rot90 0.5, scale and shift
  * 0.1 with p 0.5, noise and gamma with p 0.2. */

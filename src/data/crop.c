@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "data/sample_voxel.h"
 
 /* Bounded rejection sampling: enough tries that a body covering a tenth of the volume is
  * found with certainty for practical purposes, few enough to cost nothing when it is absent. */
@@ -35,10 +36,7 @@ void crop_extract(const Volume *v, HuWindow w, const int start[3], const int siz
             for (int cz = 0; cz < z0; cz++) out[cz] = 0.0f;
             for (int cz = z1; cz < size[2]; cz++) out[cz] = 0.0f;
             const int16_t *src = v->image + volume_index(dim, x, y, start[2]);
-            for (int cz = z0; cz < z1; cz++) {
-                float t = ((float)src[cz] - w.lo) * scale;
-                out[cz] = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
-            }
+            for (int cz = z0; cz < z1; cz++) out[cz] = sv_window((float)src[cz], w.lo, scale);
             if (lout) {
                 memset(lout, 0, row * sizeof *lout);
                 if (v->label) {
@@ -86,8 +84,7 @@ int crop_random_body_center(const Volume *v, const int size[3], RngStream *r, in
 
 void label_index_build(const Volume *v, LabelIndex *out)
 {
-    out->foreground = NULL;
-    out->count = 0;
+    memset(out, 0, sizeof *out);
     if (!v->label) return;
     size_t n = volume_voxels(v), count = 0;
     ALICE_ASSERT(n <= UINT32_MAX, "volume of %zu voxels exceeds the 32-bit label index", n);
@@ -100,14 +97,36 @@ void label_index_build(const Volume *v, LabelIndex *out)
     out->count = count;
 }
 
+void label_index_build_by_class(const Volume *v, HuWindow w, LabelIndex *out)
+{
+    memset(out, 0, sizeof *out);
+    out->by_class = 1;
+    size_t n = volume_voxels(v);
+    ALICE_ASSERT(n <= UINT32_MAX, "volume of %zu voxels exceeds the 32-bit label index", n);
+    size_t per_class[LABEL_CLASS_COUNT] = {0};
+    for (size_t i = 0; i < n; i++) {
+        if (crop_is_background(v, w, i)) out->background_count++;
+        else if (v->label && v->label[i] > 0) per_class[v->label[i]]++;
+    }
+    /* class_start[c] = voxels of the classes below c; then each class fills its block in
+     * ascending voxel order (a stable counting sort). */
+    for (int c = 0; c < LABEL_CLASS_COUNT; c++) out->class_start[c + 1] = out->class_start[c] + per_class[c];
+    out->count = out->class_start[LABEL_CLASS_COUNT];
+    if (!out->count) return;
+    out->foreground = xmalloc(out->count * sizeof *out->foreground);
+    size_t next[LABEL_CLASS_COUNT];
+    memcpy(next, out->class_start, sizeof next);
+    for (size_t i = 0; i < n; i++)
+        if (v->label[i] > 0) out->foreground[next[v->label[i]]++] = (uint32_t)i;
+}
+
 void label_index_free(LabelIndex *idx)
 {
     free(idx->foreground);
-    idx->foreground = NULL;
-    idx->count = 0;
+    memset(idx, 0, sizeof *idx);
 }
 
-static void unflatten(const int dim[3], size_t i, int c[3])
+void volume_unflatten(const int dim[3], size_t i, int c[3])
 {
     c[2] = (int)(i % (size_t)dim[2]);
     i /= (size_t)dim[2];
@@ -121,23 +140,22 @@ int crop_posneg_center(const Volume *v, const LabelIndex *idx, HuWindow w, float
     int positive = rng_uniform(r) < pos_fraction;
     if (idx->count == 0) positive = 0;
     if (positive) {
-        unflatten(v->dim, idx->foreground[rng_below(r, (uint32_t)idx->count)], center);
+        volume_unflatten(v->dim, idx->foreground[rng_below(r, (uint32_t)idx->count)], center);
         return 1;
     }
     size_t n = volume_voxels(v);
     for (int t = 0; t < BACKGROUND_TRIES; t++) {
         size_t i = (size_t)rng_below(r, (uint32_t)n);
-        int is_background = !v->label || v->label[i] == 0;
-        if (is_background && (float)v->image[i] > w.lo) {
-            unflatten(v->dim, i, center);
+        if (crop_is_background(v, w, i)) {
+            volume_unflatten(v->dim, i, center);
             return 0;
         }
     }
     /* No qualifying background found: fall back to foreground when there is any. */
     if (idx->count) {
-        unflatten(v->dim, idx->foreground[rng_below(r, (uint32_t)idx->count)], center);
+        volume_unflatten(v->dim, idx->foreground[rng_below(r, (uint32_t)idx->count)], center);
         return 1;
     }
-    unflatten(v->dim, (size_t)rng_below(r, (uint32_t)n), center);
+    volume_unflatten(v->dim, (size_t)rng_below(r, (uint32_t)n), center);
     return 0;
 }

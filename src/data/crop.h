@@ -1,6 +1,7 @@
 /* Crops out of a Volume: HU window to [0, 1] at cut time, zero padding where the crop leaves
  * the volume, and the choice of crop centres (uniform inside the body for pre-training,
- * positive/negative label sampling for fine-tuning, MONAI RandCropByPosNegLabeld semantics).
+ * positive/negative label sampling for fine-tuning, MONAI RandCropByPosNegLabeld semantics;
+ * the class-balanced alternative and the choice between them are in data/crop_sampler.h).
  *
  * Coordinates are voxel indices of the volume, C order [X, Y, Z] with Z fastest; crops are
  * float [X, Y, Z] buffers (one channel) and optional int32 label buffers of the same shape. */
@@ -51,15 +52,41 @@ void crop_start_for_center(const int dim[3], const int size[3], const int center
  * are not mostly air. Returns 1 when the centre is in the body. */
 int crop_random_body_center(const Volume *v, const int size[3], RngStream *r, int center[3]);
 
+/* Label values a uint8 label volume can hold (class 0 = background). */
+#define LABEL_CLASS_COUNT 256
+
 /* Foreground voxel indices of a labelled volume (label > 0), computed once per case so that a
- * positive centre is a uniform draw over foreground voxels. */
+ * positive centre is a uniform draw over foreground voxels (or over one class's voxels). */
 typedef struct {
-    uint32_t *foreground;  /* flat volume indices */
+    uint32_t *foreground;  /* flat volume indices: ascending, or grouped by class (by_class) */
     size_t count;
+    /* label_index_build_by_class only (zero otherwise): class c owns foreground[class_start[c]
+     * .. class_start[c + 1]) (ascending within the class; class 0 is empty), and
+     * background_count voxels qualify as background centres (label 0, windowed image > 0).
+     * One int32 offset per foreground voxel, as the ungrouped index: no extra memory. */
+    int by_class;
+    size_t class_start[LABEL_CLASS_COUNT + 1];
+    size_t background_count;
 } LabelIndex;
 
+/* Ascending layout: what the posneg sampler draws from (its draws depend on this order). */
 void label_index_build(const Volume *v, LabelIndex *out);
+/* Grouped by class (a counting sort, two passes over the label), plus the background count
+ * under window w: what the class-balanced sampler (data/crop_sampler.h) draws from. */
+void label_index_build_by_class(const Volume *v, HuWindow w, LabelIndex *out);
 void label_index_free(LabelIndex *idx);
+/* Voxels of class c in the index (0 for the background, which is not indexed). */
+static inline size_t label_index_class_count(const LabelIndex *idx, int c)
+{
+    return idx->by_class && c > 0 && c < LABEL_CLASS_COUNT ? idx->class_start[c + 1] - idx->class_start[c] : 0;
+}
+/* Voxel coordinates of flat index i. */
+void volume_unflatten(const int dim[3], size_t i, int c[3]);
+/* True when voxel i may be a background centre: label 0 (or no label) and inside the window. */
+static inline int crop_is_background(const Volume *v, HuWindow w, size_t i)
+{
+    return (!v->label || v->label[i] == 0) && (float)v->image[i] > w.lo;
+}
 
 /* MONAI RandCropByPosNegLabeld(pos, neg, image_threshold) centre: with probability
  * pos_fraction = pos / (pos + neg) a uniform foreground voxel, else a uniform background

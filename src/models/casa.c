@@ -52,7 +52,7 @@ void casa_kv_layout(const Casa *c, CasaKV *kv, Arena *ar, int B, int Tq, int Tk,
     kv->rstd = arena_floats(ar, rk);
     kv->k = arena_floats(ar, rk * c->dim);
     kv->v = arena_floats(ar, rk * c->dim);
-    kv->probs = arena_floats(ar, rq * Tk);
+    kv->probs = arena_floats(ar, ar->be->attention_saved_floats(B, 1, Tq, Tk, c->dim));
     kv->att = arena_floats(ar, rq * c->dim);
     kv->out = arena_floats(ar, rq * c->out);
     if (!train) return;
@@ -91,8 +91,8 @@ void casa_kv_backward(const Casa *c, CasaQuery *q, CasaKV *kv, ParamSet *ps, con
     const AliceBackend *be = ps->be;
     const int Rq = kv->B * q->Tq, Rk = kv->B * kv->Tk;
     linear_backward(ps, c->zeta_w, c->zeta_b, kv->datt, kv->dout, kv->att, Rq, c->dim, c->out);
-    be->attention_bwd(q->dq, kv->dk, kv->dv, kv->datt, q->q, kv->k, kv->v, kv->probs, kv->B, 1,
-                      q->Tq, kv->Tk, c->dim, c->dim, c->dim);
+    be->attention_bwd(q->dq, kv->dk, kv->dv, kv->datt, q->q, kv->k, kv->v, kv->att, kv->probs,
+                      kv->B, 1, q->Tq, kv->Tk, c->dim, c->dim, c->dim);
     linear_backward(ps, c->k_w, NO_PARAM, kv->dlnkv, kv->dk, kv->lnkv, Rk, c->kvdim, c->dim);
     linear_backward(ps, c->v_w, NO_PARAM, kv->dlnkv2, kv->dv, kv->lnkv, Rk, c->kvdim, c->dim);
     be->add(kv->dlnkv, kv->dlnkv, kv->dlnkv2, (size_t)Rk * c->kvdim);

@@ -91,13 +91,19 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     params_init_registry(ps);
     vit_encoder_register(&m->enc, ps, "encoder", cfg->patch, cfg->embed_dim, cfg->heads,
                          cfg->mlp_dim, cfg->depth);
+    m->decoder_params = params_range_open(ps);
     mae_decoder_register(&m->dec, ps, "decoder", cfg->embed_dim, cfg->dec_dim, cfg->dec_heads,
                          cfg->dec_mlp_dim, cfg->dec_depth, m->P);
+    params_range_close(ps, &m->decoder_params);
+    m->head_params = m->casa_params = params_range_open(ps);
     if (m->alice) {
         proj_head_register(&m->head, ps, "head", cfg->dec_dim, cfg->head_hidden,
                            cfg->head_bottleneck, cfg->head_out);
+        params_range_close(ps, &m->head_params);
+        m->casa_params = params_range_open(ps);
         casa_register(&m->casa, ps, "casa", cfg->embed_dim, cfg->head_out, cfg->casa_dim,
                       cfg->head_out);
+        params_range_close(ps, &m->casa_params);
     }
     params_allocate(ps, be, 1);
     params_initialize(ps, (uint64_t)cfg->seed);
@@ -290,13 +296,17 @@ static void masked_backward(PretrainModel *m, MaskedViewActs *a, const IntactVie
         }
         (void)paired;
         proj_head_backward(&m->head, &a->phi, ps, a->dec.st.out);
+        params_grads_ready(ps, m->head_params);
         dH_extra = a->phi.dx;
     }
     mae_decoder_backward(&m->dec, &a->dec, ps, a->enc.st.out, a->perm, a->dpred, dH_extra, a->dV);
+    params_grads_ready(ps, m->decoder_params);
     if (m->alice && c->use_casa) {
         casa_query_backward(&m->casa, &a->cq, ps, a->enc.st.out);
         be->add(a->dV, a->dV, a->cq.dV, (size_t)B * nvis * c->embed_dim);
     }
+    /* Without CASA its tensors get no gradient at all: final (zero) either way. */
+    params_grads_ready(ps, m->casa_params);
     vit_encoder_backward(&m->enc, &a->enc, ps, a->dV);
 }
 
@@ -308,7 +318,9 @@ LossTerms pretrain_model_forward_backward(PretrainModel *m)
     if (!m->alice) {
         t.l_r = masked_forward(m, &m->mv[0]);
         t.loss = c->w_rec * t.l_r;
+        m->online.grads_final = 1;   /* one backward pass: every contribution is the last */
         masked_backward(m, &m->mv[0], NULL, NULL, c->w_rec);
+        m->online.grads_final = 0;
         return t;
     }
     for (int v = 0; v < MASKED_VIEWS; v++) intact_forward(m, &m->iv[v]);
@@ -323,9 +335,14 @@ LossTerms pretrain_model_forward_backward(PretrainModel *m)
         t.l_dv += l_dv;
     }
     t.loss = c->w_rec * t.l_r + c->w_dv * t.l_dv + c->w_st * t.l_st;
-    for (int v = 0; v < MASKED_VIEWS; v++)
+    for (int v = 0; v < MASKED_VIEWS; v++) {
+        /* Every masked view's backward adds to every online gradient: only the last one's
+         * module-by-module progress means "final". */
+        m->online.grads_final = v == MASKED_VIEWS - 1;
         masked_backward(m, &m->mv[v], &m->iv[PAIRED_INTACT(v) - VIEW_INTACT_Q],
                         &m->iv[CROSS_INTACT(v) - VIEW_INTACT_Q], 0.5f * c->w_rec);
+    }
+    m->online.grads_final = 0;
     return t;
 }
 
@@ -358,7 +375,10 @@ double pretrain_model_step_flops(const PretrainModel *m)
     const int B = m->B, N = m->N, nvis = m->nvis;
     double student = vit_encoder_forward_flops(&m->enc, B, nvis) +
                      mae_decoder_forward_flops(&m->dec, B, N, nvis);
-    if (!m->alice) return 3.0 * student;
+    /* Backward is 2x forward (weight and input gradient GEMMs) except for the patch embedding:
+     * its input is data, so vit_encoder_backward runs the weight gradient only. */
+    double patch_input_grad = 2.0 * B * nvis * (double)m->enc.P * m->enc.width;
+    if (!m->alice) return 3.0 * student - patch_input_grad;
     const ProjHead *h = &m->head;
     double head = 2.0 * B * N * ((double)h->in * h->hidden + (double)h->hidden * h->hidden +
                                  (double)h->hidden * h->bottleneck + (double)h->bottleneck * h->out);
@@ -368,7 +388,7 @@ double pretrain_model_step_flops(const PretrainModel *m)
     double teacher = vit_encoder_forward_flops(&m->enc, B, N) +
                      2.0 * B * N * (double)c->embed_dim * c->dec_dim + head;
     double per_view = 3.0 * (student + head + (c->use_casa ? casa_q + casa_kv : 0)) +
-                      (c->use_casa ? casa_kv : 0) + teacher;
+                      (c->use_casa ? casa_kv : 0) + teacher - patch_input_grad;
     return MASKED_VIEWS * per_view;
 }
 

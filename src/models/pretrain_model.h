@@ -73,6 +73,9 @@ typedef struct {
     MaeDecoder dec;
     ProjHead head;
     Casa casa;
+    /* Tensor ranges reported done after their module's backward in the last masked view (the
+     * encoder's blocks report themselves); head and casa are empty for MAE. */
+    ParamRange decoder_params, head_params, casa_params;
     float *posE, *posD;
     int *identity;
     Arena arena;

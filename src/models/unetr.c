@@ -329,6 +329,7 @@ void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B,
     ParamSet *ps = &m->ps;
     params_init_registry(ps);
     vit_encoder_register(&m->vit, ps, "vit", UNETR_PATCH, E, cfg->heads, cfg->mlp_dim, cfg->depth);
+    m->cnn_params = params_range_open(ps);
     res_register(&m->enc1, ps, "encoder1.layer", 1, F);
     static const char *const enc_names[UNETR_SKIPS] = {"encoder2", "encoder3", "encoder4"};
     for (int k = 0; k < UNETR_SKIPS; k++)
@@ -341,6 +342,7 @@ void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B,
     }
     m->out_w = add_conv(ps, "out", "conv.conv.weight", m->K, F, 1);
     m->out_b = params_add1(ps, "out.conv.conv.bias", m->K, 0, INIT_ZEROS);
+    params_range_close(ps, &m->cnn_params);
     params_allocate(ps, be, train);
     params_initialize(ps, (uint64_t)cfg->seed);
 
@@ -432,7 +434,11 @@ SegLoss unetr_forward_backward(UnetrModel *m)
     res_backward(m, &m->enc1, &m->enc1_a, m->image, UNETR_LEVELS - 1, m->denc1, NULL);
     for (int k = 0; k < UNETR_SKIPS; k++)
         prup_backward(m, &m->enc[k], &m->enc_a[k], m->denc[k], m->dtaps[k]);
+    /* One backward pass: each module's gradients are final once its backward is done. */
+    ps->grads_final = 1;
+    params_grads_ready(ps, m->cnn_params);
     vit_encoder_backward_taps(&m->vit, &m->va, ps, m->dvit_out, m->taps);
+    ps->grads_final = 0;
     return loss;
 }
 

@@ -98,6 +98,7 @@ typedef struct {
     PrUpBlock enc[UNETR_SKIPS];          /* encoder2, encoder3, encoder4 */
     UpBlock dec[UNETR_DECODERS];
     int out_w, out_b;
+    ParamRange cnn_params;   /* every tensor after the ViT: done before the ViT's backward */
 
     Arena arena;
     float *pos;                           /* [N, E] */

@@ -13,10 +13,12 @@ void vit_encoder_register(VitEncoder *e, ParamSet *ps, const char *prefix, int p
     char name[PARAM_NAME_MAX];
     /* Stored in Conv3d layout so MONAI loads it as is; row-major it is the [E, P] matrix. */
     int shape[5] = {width, 1, patch, patch, patch};
+    e->pe_params = params_range_open(ps);
     snprintf(name, sizeof name, "%s.patch_embedding.patch_embeddings.weight", prefix);
     e->pe_w = params_add(ps, name, 5, shape, 1, INIT_XAVIER_UNIFORM);
     snprintf(name, sizeof name, "%s.patch_embedding.patch_embeddings.bias", prefix);
     e->pe_b = params_add1(ps, name, width, 0, INIT_ZEROS);
+    params_range_close(ps, &e->pe_params);
     tstack_register(&e->stack, ps, prefix, width, heads, mlp, depth);
 }
 
@@ -51,6 +53,7 @@ void vit_encoder_backward_taps(const VitEncoder *e, VitEncoderActs *a, ParamSet 
     /* The position embedding is fixed and the patches are data: only the weights get gradients. */
     linear_backward(ps, e->pe_w, e->pe_b, NULL, a->dtokens, a->patches_sel, a->B * a->ntok, e->P,
                     e->width);
+    params_grads_ready(ps, e->pe_params);
 }
 
 double vit_encoder_forward_flops(const VitEncoder *e, int B, int ntok)

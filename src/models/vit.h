@@ -9,6 +9,7 @@
 typedef struct {
     int patch, P, width;
     int pe_w, pe_b;       /* patch_embedding.patch_embeddings.{weight [E,1,p,p,p], bias} */
+    ParamRange pe_params; /* the two above, reported done after the last op of backward */
     TStack stack;
 } VitEncoder;
 

@@ -33,12 +33,28 @@ typedef struct {
     ParamInit init;
 } ParamInfo;
 
+/* The tensors registered by one module: indices [first, end). */
+typedef struct {
+    int first, end;
+} ParamRange;
+
+/* Told that the gradients of tensors [first, end) are final for this step (train/grad_sync.h). */
+typedef void (*GradReadyFn)(void *ctx, int first, int end);
+
 typedef struct {
     ParamInfo *info;
     int count, cap;
     size_t total;           /* floats */
     const AliceBackend *be;
     float *data, *grad, *m, *v;   /* backend memory; grad/m/v NULL when not trainable */
+    /* Overlap of the gradient all-reduce with backward: the training loop attaches grad_ready;
+     * the model sets grads_final during the backward pass that makes the LAST contribution of the
+     * step to every gradient (a tensor may get several, e.g. one per masked view), and backward
+     * code reports each module's range after its backward through params_grads_ready. Unset,
+     * nothing is reported; a missed report costs overlap, never correctness. */
+    GradReadyFn grad_ready;
+    void *grad_ready_ctx;
+    int grads_final;
 } ParamSet;
 
 void params_init_registry(ParamSet *ps);
@@ -57,6 +73,15 @@ int params_find(const ParamSet *ps, const char *name);
 
 static inline float *param(const ParamSet *ps, int idx) { return ps->data + ps->info[idx].offset; }
 static inline float *param_grad(const ParamSet *ps, int idx) { return ps->grad + ps->info[idx].offset; }
+
+/* A range opened before a module registers its tensors and closed after. */
+static inline ParamRange params_range_open(const ParamSet *ps) { return (ParamRange){ps->count, ps->count}; }
+static inline void params_range_close(const ParamSet *ps, ParamRange *r) { r->end = ps->count; }
+/* The backward of the module owning r is done: its gradients are final when ps->grads_final. */
+static inline void params_grads_ready(const ParamSet *ps, ParamRange r)
+{
+    if (ps->grad_ready && ps->grads_final && r.end > r.first) ps->grad_ready(ps->grad_ready_ctx, r.first, r.end);
+}
 
 
 

@@ -16,6 +16,7 @@ void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int
     int unused;
     for (int i = 0; i < depth; i++) {
         BlockParams *b = &s->blk[i];
+        s->blk_params[i] = params_range_open(ps);
         snprintf(name, sizeof name, "%s.blocks.%d.norm1", prefix, i);
         register_layernorm(ps, name, width, &b->norm1_w, &b->norm1_b);
         snprintf(name, sizeof name, "%s.blocks.%d.attn.qkv", prefix, i);
@@ -28,9 +29,12 @@ void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int
         register_linear(ps, name, width, mlp, 1, &b->fc1_w, &b->fc1_b);
         snprintf(name, sizeof name, "%s.blocks.%d.mlp.linear2", prefix, i);
         register_linear(ps, name, mlp, width, 1, &b->fc2_w, &b->fc2_b);
+        params_range_close(ps, &s->blk_params[i]);
     }
+    s->norm_params = params_range_open(ps);
     snprintf(name, sizeof name, "%s.norm", prefix);
     register_layernorm(ps, name, width, &s->norm_w, &s->norm_b);
+    params_range_close(ps, &s->norm_params);
 }
 
 static void layout_block(BlockActs *b, Arena *ar, size_t rows, int W, int M, size_t probs)
@@ -56,7 +60,8 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, int 
     a->T = T;
     a->train = train;
     size_t rows = (size_t)B * T, W = (size_t)s->width, M = (size_t)s->mlp;
-    size_t probs = (size_t)B * s->heads * T * T;
+    /* what attention saves for backward: probabilities, or (fused CUDA) row logsumexps */
+    size_t probs = ar->be->attention_saved_floats(B, s->heads, T, T, s->width / s->heads);
     a->x0 = arena_floats(ar, rows * W);
     if (train) {
         for (int i = 0; i < s->depth; i++) layout_block(&a->act[i], ar, rows, (int)W, (int)M, probs);
@@ -129,6 +134,7 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
     float *g = s->depth ? a->g0 : dx0;
     be->layernorm_bwd(g, param_grad(ps, s->norm_w), param_grad(ps, s->norm_b), dout, last,
                       a->out_mean, a->out_rstd, param(ps, s->norm_w), rows, W);
+    params_grads_ready(ps, s->norm_params);
     for (int i = s->depth - 1; i >= 0; i--) {
         const BlockParams *p = &s->blk[i];
         BlockActs *b = &a->act[i];
@@ -147,11 +153,12 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
         /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) */
         linear_backward(ps, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
         be->attention_bwd(a->dqkv, a->dqkv + W, a->dqkv + 2 * W, a->datt, b->qkv, b->qkv + W,
-                          b->qkv + 2 * W, b->probs, B, H, T, T, W / H, 3 * W, 3 * W);
+                          b->qkv + 2 * W, b->att, b->probs, B, H, T, T, W / H, 3 * W, 3 * W);
         linear_backward(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
         be->layernorm_bwd(a->dtmp2, param_grad(ps, p->norm1_w), param_grad(ps, p->norm1_b),
                           a->dtmp, x, b->ln1_mean, b->ln1_rstd, param(ps, p->norm1_w), rows, W);
         be->add(gnext, a->dmid, a->dtmp2, n);
+        params_grads_ready(ps, s->blk_params[i]);
         g = gnext;
     }
 }

@@ -18,6 +18,8 @@ typedef struct {
     int width, heads, mlp, depth;
     BlockParams blk[TSTACK_MAX_DEPTH];
     int norm_w, norm_b;
+    /* Tensor ranges of each block and of the final norm: backward reports each as done. */
+    ParamRange blk_params[TSTACK_MAX_DEPTH], norm_params;
 } TStack;
 
 typedef struct {

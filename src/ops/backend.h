@@ -71,14 +71,20 @@ typedef struct AliceBackend {
      * Multi-head scaled dot-product attention, queries and keys/values from any sources.
      * q[b, t, h*Dh + d] with row stride ldq (so a packed qkv buffer of width 3C is q = qkv,
      * k = qkv + C, v = qkv + 2C, ldq = ldkv = 3C). out [B, Tq, H*Dh] contiguous.
-     * probs [B, H, Tq, Tk] softmax(q k^T / sqrt(Dh)) is saved for backward.
-     * Backward writes dq, dk, dv with the same strides as q, k, v (overwrite). */
-    void (*attention_fwd)(float *out, float *probs, const float *q, const float *k,
+     * saved holds attention_saved_floats(B, H, Tq, Tk, Dh) floats that forward writes and
+     * backward reads; its content belongs to the backend: the CPU backend (and the CUDA GEMM
+     * kernel) saves probs [B, H, Tq, Tk] = softmax(q k^T / sqrt(Dh)), the CUDA fused kernel only
+     * the row logsumexp [B, H, Tq]. Size it with the query (activation arenas do), and do not
+     * change the backend's attention kernel between planning, forward and backward.
+     * Backward also reads out (the forward's output) and writes dq, dk, dv with the same
+     * strides as q, k, v (overwrite). */
+    void (*attention_fwd)(float *out, float *saved, const float *q, const float *k,
                           const float *v, int B, int H, int Tq, int Tk, int Dh,
                           int ldq, int ldkv);
     void (*attention_bwd)(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                          const float *k, const float *v, const float *probs, int B, int H,
-                          int Tq, int Tk, int Dh, int ldq, int ldkv);
+                          const float *k, const float *v, const float *out, const float *saved,
+                          int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+    size_t (*attention_saved_floats)(int B, int H, int Tq, int Tk, int Dh);
 
     /* ---- patches and tokens ----
      * vol [B, X, Y, Z] (one channel) <-> patches [B, N, p^3], N = (X/p)(Y/p)(Z/p), token n =

@@ -32,10 +32,18 @@ void cpu_attention_fwd(float *out, float *probs, const float *q, const float *k,
     }
 }
 
-void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                       const float *k, const float *v, const float *probs, int B, int H, int Tq,
-                       int Tk, int Dh, int ldq, int ldkv)
+size_t cpu_attention_saved_floats(int B, int H, int Tq, int Tk, int Dh)
 {
+    (void)Dh;
+    return (size_t)B * H * Tq * Tk;
+}
+
+/* out is not needed: the saved probabilities give the softmax backward's row dot product. */
+void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                       const float *k, const float *v, const float *out, const float *probs, int B,
+                       int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
+{
+    (void)out;
     const float scale = 1.0f / sqrtf((float)Dh);
     const int ldo = H * Dh;
     cpu_blas_single_thread();

@@ -32,6 +32,7 @@ static const AliceBackend cpu_backend = {
 
     .attention_fwd = cpu_attention_fwd,
     .attention_bwd = cpu_attention_bwd,
+    .attention_saved_floats = cpu_attention_saved_floats,
 
     .patchify = cpu_patchify,
     .unpatchify = cpu_unpatchify,

@@ -73,8 +73,10 @@ void cpu_softmax_row(float *row, int cols);
 void cpu_attention_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
 void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                       const float *k, const float *v, const float *probs, int B, int H, int Tq,
-                       int Tk, int Dh, int ldq, int ldkv);
+                       const float *k, const float *v, const float *out, const float *probs, int B,
+                       int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+/* probs [B, H, Tq, Tk] */
+size_t cpu_attention_saved_floats(int B, int H, int Tq, int Tk, int Dh);
 
 /* cpu_tokens.c */
 void cpu_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p);

@@ -11,6 +11,18 @@
 void nccl_init_from_mpi(void);
 /* In place, on the backend's stream: buf[i] = mean over ranks of buf[i] (device memory). */
 void nccl_allreduce_mean(float *buf, size_t n);
+/* The overlapped form of nccl_allreduce_mean (grad_sync): records an event on the backend's
+ * (compute) stream, makes the communication stream wait for it and runs the averaging
+ * all-reduce there, so it starts once the kernels enqueued so far (which produced buf) are done
+ * while the compute stream goes on with later ones. Returns without a host synchronisation.
+ * Launches must come in the same order on every rank. With ranks sharing a GPU (MPI-staged
+ * transport) it reduces synchronously instead. */
+void nccl_allreduce_mean_async(float *buf, size_t n);
+/* 1 when nccl_allreduce_mean_async runs asynchronously (NCCL), 0 for the MPI-staged transport. */
+int nccl_allreduce_overlaps(void);
+/* Makes the compute stream wait for every all-reduce launched so far by
+ * nccl_allreduce_mean_async; no host synchronisation. */
+void nccl_allreduce_wait(void);
 /* In place sum over ranks (device memory). */
 void nccl_allreduce_sum(float *buf, size_t n);
 /* 1 once nccl_init_from_mpi has run (and before nccl_shutdown). */

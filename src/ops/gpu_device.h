@@ -14,6 +14,14 @@ int gpu_device_count(void);
  * fp32 (mixed precision: parameters, gradients and optimiser state stay fp32). */
 void gpu_set_math(int allow_tf32, int bf16_gemm);
 
+/* Attention kernel of the CUDA backend (config key attention_kernel). GEMM: batched GEMMs
+ * with the probabilities [B, H, Tq, Tk] materialised and saved for backward. FUSED: tiled
+ * flash-attention kernels that save only the row logsumexp [B, H, Tq] (heads up to 128 wide;
+ * wider ones keep the GEMM path). Set it before activation arenas are planned: the saved
+ * buffer's size (backend attention_saved_floats) depends on it. */
+enum GpuAttentionKernel { ATTN_KERNEL_GEMM, ATTN_KERNEL_FUSED };
+void gpu_set_attention(int kernel);
+
 /* Peak device memory allocated through the backend so far (bytes); 0 without CUDA. */
 unsigned long long gpu_peak_bytes(void);
 

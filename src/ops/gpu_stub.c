@@ -9,6 +9,7 @@
 int gpu_device_count(void) { return 0; }
 void gpu_set_math(int allow_tf32, int bf16_gemm) { (void)allow_tf32; (void)bf16_gemm; }
 unsigned long long gpu_peak_bytes(void) { return 0; }
+void gpu_set_attention(int kernel) { (void)kernel; }
 
 static _Noreturn void nccl_not_built(void)
 {
@@ -18,6 +19,9 @@ static _Noreturn void nccl_not_built(void)
 void nccl_init_from_mpi(void) { nccl_not_built(); }
 void nccl_allreduce_mean(float *buf, size_t n) { (void)buf; (void)n; nccl_not_built(); }
 void nccl_allreduce_sum(float *buf, size_t n) { (void)buf; (void)n; nccl_not_built(); }
+void nccl_allreduce_mean_async(float *buf, size_t n) { (void)buf; (void)n; nccl_not_built(); }
+void nccl_allreduce_wait(void) { nccl_not_built(); }
+int nccl_allreduce_overlaps(void) { return 0; }
 int nccl_ready(void) { return 0; }
 void nccl_shutdown(void) {}
 #endif

@@ -1,6 +1,7 @@
 #include "train/dist.h"
 
 #include <mpi.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/check.h"
@@ -54,4 +55,96 @@ int dist_max_int(int x)
     int out = x;
     CHECK_MPI(MPI_Allreduce(&x, &out, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     return out;
+}
+
+/* ---- non-blocking averaging for grad_sync ---------------------------------------------------- */
+
+/* MPI counts are int: a launch larger than this goes in slices. */
+static const size_t kMpiMaxCount = (size_t)1 << 30;
+
+typedef struct {
+    const Dist *dist;
+    const AliceBackend *be;
+    MPI_Request *requests;
+    float **bufs;             /* the slice of each request, scaled once it completed */
+    size_t *counts;
+    int pending, cap;
+} HostReduce;
+
+static void host_reduce_launch(void *ctx, float *buf, size_t n)
+{
+    HostReduce *h = ctx;
+    for (size_t at = 0; at < n; at += kMpiMaxCount) {
+        size_t len = n - at < kMpiMaxCount ? n - at : kMpiMaxCount;
+        if (h->pending == h->cap) {
+            h->cap = h->cap ? 2 * h->cap : 64;
+            h->requests = realloc(h->requests, (size_t)h->cap * sizeof *h->requests);
+            h->bufs = realloc(h->bufs, (size_t)h->cap * sizeof *h->bufs);
+            h->counts = realloc(h->counts, (size_t)h->cap * sizeof *h->counts);
+            ALICE_ASSERT(h->requests && h->bufs && h->counts, "out of memory");
+        }
+        CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, buf + at, (int)len, MPI_FLOAT, MPI_SUM,
+                                 MPI_COMM_WORLD, &h->requests[h->pending]));
+        h->bufs[h->pending] = buf + at;
+        h->counts[h->pending] = len;
+        h->pending++;
+    }
+    /* Open MPI progresses non-blocking collectives only inside MPI calls: a test here moves the
+     * earlier ones along while backward goes on. Completed requests become MPI_REQUEST_NULL,
+     * which the final MPI_Waitall accepts. */
+    int done = 0;
+    CHECK_MPI(MPI_Testall(h->pending, h->requests, &done, MPI_STATUSES_IGNORE));
+}
+
+static void host_reduce_wait_all(void *ctx)
+{
+    HostReduce *h = ctx;
+    CHECK_MPI(MPI_Waitall(h->pending, h->requests, MPI_STATUSES_IGNORE));
+    const float inv = 1.0f / (float)h->dist->size;
+    for (int i = 0; i < h->pending; i++) h->be->scale(h->bufs[i], inv, h->counts[i]);
+    h->pending = 0;
+}
+
+static void host_reduce_destroy(void *ctx)
+{
+    HostReduce *h = ctx;
+    if (!h) return;
+    ALICE_ASSERT(h->pending == 0, "gradient all-reduces still pending at shutdown");
+    free(h->requests);
+    free(h->bufs);
+    free(h->counts);
+    free(h);
+}
+
+static void device_reduce_launch(void *ctx, float *buf, size_t n)
+{
+    (void)ctx;
+    nccl_allreduce_mean_async(buf, n);
+}
+
+static void device_reduce_wait_all(void *ctx)
+{
+    (void)ctx;
+    nccl_allreduce_wait();
+}
+
+GradTransport dist_grad_transport(const Dist *d, const AliceBackend *be)
+{
+    GradTransport t = {NULL, NULL, NULL, NULL, 0};
+    if (d->size == 1) return t;
+    if (d->use_nccl) {
+        t.launch = device_reduce_launch;
+        t.wait_all = device_reduce_wait_all;
+        t.can_overlap = nccl_allreduce_overlaps();
+        return t;
+    }
+    HostReduce *h = xcalloc(1, sizeof *h);
+    h->dist = d;
+    h->be = be;
+    t.launch = host_reduce_launch;
+    t.wait_all = host_reduce_wait_all;
+    t.destroy = host_reduce_destroy;
+    t.ctx = h;
+    t.can_overlap = 1;
+    return t;
 }

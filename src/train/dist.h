@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "ops/backend.h"
+#include "train/grad_sync.h"
 
 typedef struct {
     int rank, size;
@@ -19,6 +20,11 @@ void dist_init(Dist *d, const AliceBackend *be);
 void dist_finalize(Dist *d);
 /* buf (backend memory, n floats) <- mean over ranks. */
 void dist_allreduce_mean(const Dist *d, const AliceBackend *be, float *buf, size_t n);
+/* The non-blocking averaging all-reduce behind grad_sync (backend memory): MPI_Iallreduce on
+ * host memory for cpu (scaled by 1/size once waited for), NCCL on a communication stream for
+ * cuda. One rank: a transport without launch (grad_sync then does nothing). d and be must
+ * outlive it. */
+GradTransport dist_grad_transport(const Dist *d, const AliceBackend *be);
 /* Sum of a host double over ranks. */
 double dist_sum_double(double x);
 /* Max of a host int over ranks. */

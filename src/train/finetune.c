@@ -17,6 +17,7 @@
 #include "eval/sliding_window.h"
 #include "loader.h"
 #include "models/unetr.h"
+#include "ops/gpu_data.h"
 #include "train/checkpoint.h"
 #include "train/data_source.h"
 #include "train/dist.h"
@@ -200,26 +201,33 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     preempt_install();
     const long global_batch = (long)cfg->batch * dist.size;
     const size_t crop_vox = (size_t)unetr_crop_voxels(&model);
-    int32_t *labels = xmalloc((size_t)cfg->batch * crop_vox * sizeof(int32_t));
+    GradSync sync;
+    train_grad_sync_init(&sync, cfg, &dist, &model.ps);
     int status = 0;
     for (long step = start; step < cfg->steps; step++) {
         double t0 = wall_seconds();
         FinetuneBatch batch;
         loader_next_finetune_batch(loader, step, &batch);
-        for (size_t i = 0; i < (size_t)cfg->batch * crop_vox; i++) {
-            int32_t l = batch.label[i];
-            if (l < 0 || l >= cfg->num_classes)
-                alice_die("%s: label %d in case '%s' is outside 0..%d; set num_classes to the data "
-                          "set's label count (14 for FLARE/BTCV with background)", cfg->data, l,
-                          loader_case_name(loader, batch.case_index[i / crop_vox]), cfg->num_classes - 1);
-            labels[i] = l;
+        /* Labels were checked against num_classes when each case was read (the loader). */
+        const size_t image_bytes = (size_t)cfg->batch * crop_vox * sizeof(float);
+        const size_t label_bytes = (size_t)cfg->batch * crop_vox * sizeof(int32_t);
+        if (batch.on_device) {   /* data_device = gpu: rendered in GPU memory already */
+            be->copy(model.image, batch.image, image_bytes);
+            be->copy(model.label, batch.label, label_bytes);
+        } else if (lo.host_alloc == gpu_pinned_alloc) {
+            /* Pinned buffers (device = cuda): a DMA queued on the backend stream; they stay
+             * untouched until the next batch is asked for, after this step has synchronised. */
+            gpu_data_upload_async(model.image, batch.image, image_bytes);
+            gpu_data_upload_async(model.label, batch.label, label_bytes);
+        } else {
+            unetr_set_batch(&model, batch.image, batch.label);
         }
-        unetr_set_batch(&model, batch.image, labels);
+        grad_sync_begin(&sync);
         SegLoss t = unetr_forward_backward(&model);
         double terms[3] = {t.loss, t.ce, t.dice};
         float lr;
         double gnorm;
-        StepOutcome outcome = train_optimizer_step(cfg, &dist, &model.ps, terms, 3, step, &lr, &gnorm);
+        StepOutcome outcome = train_optimizer_step(cfg, &dist, &sync, terms, 3, step, &lr, &gnorm);
         if (outcome == STEP_STOPPED) { status = 1; break; }
         if (outcome == STEP_SKIPPED) continue;
         t.loss = terms[0];
@@ -250,7 +258,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     if (status == 0)
         log_info("fine-tuning done: %ld steps, best validation Dice %.4f, run directory %s "
                  "(ckpt_best.h5 and the last ckpt_<step>.h5)", cfg->steps, best, cfg->run_dir);
-    free(labels);
+    grad_sync_free(&sync);
     runlog_close(&log);
     loader_destroy(loader);
     unetr_free(&model);

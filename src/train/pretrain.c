@@ -13,6 +13,7 @@
 #include "core/timer.h"
 #include "loader.h"
 #include "models/pretrain_model.h"
+#include "ops/gpu_data.h"
 #include "ops/gpu_device.h"
 #include "train/checkpoint.h"
 #include "train/data_source.h"
@@ -33,6 +34,28 @@ static void batch_views(const PretrainBatch *b, const float *views[VIEW_COUNT])
     views[VIEW_MASKED_K] = b->key;
     views[VIEW_INTACT_Q] = b->query_intact;
     views[VIEW_INTACT_K] = b->key_intact;
+}
+
+/* How the loader's views reach the model's inputs: uploaded from ordinary memory (the model's
+ * own path), uploaded asynchronously from the loader's pinned buffers (device = cuda: a DMA
+ * queued on the backend stream; the buffers stay untouched until the next batch is asked for,
+ * by which time the step has synchronised), or copied device to device (data_device = gpu:
+ * the loader rendered them in GPU memory). */
+typedef enum { VIEWS_UPLOAD, VIEWS_UPLOAD_ASYNC, VIEWS_DEVICE_COPY } ViewTransfer;
+
+static void set_views(PretrainModel *m, const float *const views[VIEW_COUNT], ViewTransfer how)
+{
+    if (how == VIEWS_UPLOAD) {
+        pretrain_model_set_views(m, views);
+        return;
+    }
+    const size_t bytes = (size_t)m->B * m->dims[0] * m->dims[1] * m->dims[2] * sizeof(float);
+    float *const inputs[VIEW_COUNT] = {m->mv[0].vol, m->mv[1].vol, m->iv[0].vol, m->iv[1].vol};
+    for (int v = 0; v < VIEW_COUNT; v++) {
+        if (!m->alice && v != VIEW_MASKED_Q) continue;   /* MAE reads one view */
+        if (how == VIEWS_DEVICE_COPY) m->be->copy(inputs[v], views[v], bytes);
+        else gpu_data_upload_async(inputs[v], views[v], bytes);
+    }
 }
 
 /* Timing of the step on random inputs: the figures of `make bench`. */
@@ -63,9 +86,10 @@ static int run_bench(PretrainModel *m, const Config *cfg, long steps)
     double med = times[count / 2];
     double flops = pretrain_model_step_flops(m);
     log_info("alice_step method=%s device=%s precision=%s crop=%d,%d,%d batch=%d s_per_step=%.4f "
-             "peak_rss_mb=%.0f gpu_peak_mb=%.0f gflop_per_step=%.2f gflops=%.1f", cfg->method,
-             cfg->device, cfg->precision, cfg->crop[0], cfg->crop[1], cfg->crop[2], m->B, med,
-             train_peak_rss_mib(), gpu_peak_bytes() / 1048576.0, flops / 1e9, flops / med / 1e9);
+             "peak_rss_mb=%.0f gpu_peak_mb=%.0f gflop_per_step=%.2f gflops=%.1f flop_per_step=%.0f",
+             cfg->method, cfg->device, cfg->precision, cfg->crop[0], cfg->crop[1], cfg->crop[2],
+             m->B, med, train_peak_rss_mib(), gpu_peak_bytes() / 1048576.0, flops / 1e9,
+             flops / med / 1e9, flops);   /* flop_per_step: exact, for tests/reference/test_flop_count.py */
     free(vol);
     return 0;
 }
@@ -131,6 +155,8 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 {
     const AliceBackend *be = backend_by_name(cfg->device);
     gpu_set_math(cfg->tf32, !strcmp(cfg->precision, "bf16"));
+    /* before the model plans its arena: the attention kernel decides what attention saves */
+    gpu_set_attention(strcmp(cfg->attention_kernel, "fused") ? ATTN_KERNEL_GEMM : ATTN_KERNEL_FUSED);
     Dist dist;
     dist_init(&dist, be);
     train_set_threads(cfg, &dist);
@@ -172,6 +198,8 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     preempt_install();
 
     const long global_batch = (long)cfg->batch * dist.size;
+    GradSync sync;
+    train_grad_sync_init(&sync, cfg, &dist, &model.online);
     int status = 0;
     long step = start;
     for (; step < cfg->steps; step++) {
@@ -180,13 +208,15 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         loader_next_pretrain_batch(loader, step, &batch);
         const float *views[VIEW_COUNT];
         batch_views(&batch, views);
-        pretrain_model_set_views(&model, views);
+        set_views(&model, views, batch.on_device ? VIEWS_DEVICE_COPY
+                                 : lo.host_alloc == gpu_pinned_alloc ? VIEWS_UPLOAD_ASYNC : VIEWS_UPLOAD);
         pretrain_model_draw_masks(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
+        grad_sync_begin(&sync);
         LossTerms t = pretrain_model_forward_backward(&model);
         double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
         float lr;
         double gnorm;
-        StepOutcome outcome = train_optimizer_step(cfg, &dist, &model.online, terms, 4, step, &lr, &gnorm);
+        StepOutcome outcome = train_optimizer_step(cfg, &dist, &sync, terms, 4, step, &lr, &gnorm);
         if (outcome == STEP_STOPPED) { status = 1; break; }
         if (outcome == STEP_SKIPPED) continue;
         t = (LossTerms){terms[0], terms[1], terms[2], terms[3]};
@@ -216,6 +246,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         log_info("pre-training done: %ld steps, run directory %s", cfg->steps, cfg->run_dir);
     runlog_close(&log);
     loader_destroy(loader);
+    grad_sync_free(&sync);
     pretrain_model_free(&model);
     dist_finalize(&dist);
     return status;

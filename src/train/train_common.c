@@ -72,11 +72,27 @@ int train_step_finite(const AliceBackend *be, double loss, const float *grad, si
     return !dist_max_int(bad);
 }
 
-StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, ParamSet *ps, double *terms,
+void train_grad_sync_init(GradSync *sync, const Config *cfg, const Dist *d, ParamSet *ps)
+{
+    const size_t bucket_floats = (size_t)(cfg->allreduce_bucket_mb * 1048576.0 / sizeof(float));
+    grad_sync_init(sync, ps, bucket_floats, cfg->overlap_allreduce, dist_grad_transport(d, ps->be));
+    if (d->size == 1) return;
+    if (cfg->overlap_allreduce && !sync->overlap)
+        log_info("overlap_allreduce: the ranks share a GPU, so each all-reduce goes through host "
+                 "memory and blocks; reducing once after backward instead");
+    log_info("gradient all-reduce: %s, %d bucket(s) of about %.3g MiB over %zu floats",
+             sync->overlap ? "overlapped with backward" : "after backward",
+             sync->overlap ? sync->nbuckets : 1,
+             sync->overlap ? (double)cfg->allreduce_bucket_mb : ps->total * 4.0 / 1048576.0,
+             ps->total);
+}
+
+StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *sync, double *terms,
                                  int nterms, long step, float *lr, double *grad_norm)
 {
+    ParamSet *ps = sync->ps;
     const AliceBackend *be = ps->be;
-    dist_allreduce_mean(d, be, ps->grad, ps->total);
+    grad_sync_finish(sync);
     for (int i = 0; i < nterms; i++) terms[i] = dist_sum_double(terms[i]) / d->size;
     *grad_norm = grad_global_norm(ps);
     *lr = schedule_lr(cfg, step);

@@ -9,6 +9,7 @@
 #include "ops/backend.h"
 #include "nn/params.h"
 #include "train/dist.h"
+#include "train/grad_sync.h"
 
 /* OpenMP threads: cfg->threads, or the node's cores divided by the ranks on the node. */
 void train_set_threads(const Config *cfg, const Dist *d);
@@ -22,12 +23,19 @@ double train_peak_rss_mib(void);
 /* 1 when loss and every gradient are finite on every rank. */
 int train_step_finite(const AliceBackend *be, double loss, const float *grad, size_t n);
 
+/* The gradient averaging of every loop (train/grad_sync.h) for the trainable ParamSet ps:
+ * buckets of cfg->allreduce_bucket_mb, overlapped with backward when cfg->overlap_allreduce.
+ * Call grad_sync_begin(sync) before each step's forward/backward; train_optimizer_step
+ * finishes it. d, ps and the backend must outlive sync (grad_sync_free). */
+void train_grad_sync_init(GradSync *sync, const Config *cfg, const Dist *d, ParamSet *ps);
+
 typedef enum { STEP_APPLIED, STEP_SKIPPED, STEP_STOPPED } StepOutcome;
-/* The optimiser half of a training step, shared by every loop: averages the gradients and the
- * loss terms (terms[0] is the total loss) over the ranks, guards against non-finite values
- * (cfg->on_nonfinite: stop with the last checkpoint intact, or skip the step), clips the
- * global gradient norm and applies AdamW with the scheduled learning rate. */
-StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, ParamSet *ps, double *terms,
+/* The optimiser half of a training step, shared by every loop: waits for the gradients of
+ * sync->ps averaged over the ranks (grad_sync_finish), averages the loss terms (terms[0] is the
+ * total loss), guards against non-finite values (cfg->on_nonfinite: stop with the last
+ * checkpoint intact, or skip the step), clips the global gradient norm and applies AdamW with
+ * the scheduled learning rate. */
+StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *sync, double *terms,
                                  int nterms, long step, float *lr, double *grad_norm);
 
 /* The end of step `step` (0-based) of every loop: the periodic (or last) checkpoint through

@@ -2,8 +2,9 @@
  * = 576 tokens, mask ratio 0.75 = 144 visible, batch 8 x 2 crops): the backend's linear layer
  * (cuBLASLt, fused bias) beside plain cuBLAS on the same shapes in the same run (cublasSgemm
  * fp32, cublasSgemm with TF32 math, cublasGemmEx on pre-converted bf16 operands), and the
- * attention forward + backward. Figures are TFLOP/s and ratios to the cuBLAS reference; no
- * assertion on times. Prints "skip: no GPU" and exits 0 where no device is visible.
+ * attention forward + backward, GEMM kernel beside the fused (flash) kernel. Figures are
+ * TFLOP/s and ratios to a reference measured in the same run; no assertion on times. Prints
+ * "skip: no GPU" and exits 0 where no device is visible.
  *
  * Timing: wall clock around ITERS calls after WARMUP calls, with a device synchronisation on
  * both ends (so launch overheads count, as they do in a training step). */
@@ -169,44 +170,76 @@ static void bench_linear(void)
            " bwd = dx + dW + db, 4MNK flops)\n");
 }
 
+/* Times one attention forward and backward (ms each) with the backend's current modes. */
+static void time_attention(double *t_fwd, double *t_bwd, float *out, float *saved, float *qkv,
+                           float *dqkv, float *dout, int B, int H, int T, int Dh)
+{
+    const int C = H * Dh;
+    for (int i = 0; i < WARMUP; i++) {
+        gpu->attention_fwd(out, saved, qkv, qkv + C, qkv + 2 * C, B, H, T, T, Dh, 3 * C, 3 * C);
+        gpu->attention_bwd(dqkv, dqkv + C, dqkv + 2 * C, dout, qkv, qkv + C, qkv + 2 * C, out,
+                           saved, B, H, T, T, Dh, 3 * C, 3 * C);
+    }
+    gpu->synchronize();
+    double t0 = wall_seconds();
+    for (int i = 0; i < ITERS; i++)
+        gpu->attention_fwd(out, saved, qkv, qkv + C, qkv + 2 * C, B, H, T, T, Dh, 3 * C, 3 * C);
+    gpu->synchronize();
+    *t_fwd = (wall_seconds() - t0) / ITERS;
+    t0 = wall_seconds();
+    for (int i = 0; i < ITERS; i++)
+        gpu->attention_bwd(dqkv, dqkv + C, dqkv + 2 * C, dout, qkv, qkv + C, qkv + 2 * C, out,
+                           saved, B, H, T, T, Dh, 3 * C, 3 * C);
+    gpu->synchronize();
+    *t_bwd = (wall_seconds() - t0) / ITERS;
+}
+
+/* Attention of the paper configuration, GEMM kernel (materialised probabilities) beside the
+ * fused kernel (attention_kernel = fused) in each math mode; "x gemm" is the fused kernel's
+ * speed-up over the GEMM kernel in the same mode (fwd+bwd time), "saved MiB" what each keeps
+ * for backward. TFLOP/s count model FLOPs (4 B H T^2 Dh forward, twice that backward), not
+ * the fused backward's recomputation. */
 static void bench_attention(void)
 {
     static const struct { const char *name; int B, H, T, Dh; } cases[] = {
-        {"enc self-attn (visible)", 16, 12, 144, 64}, {"tgt self-attn (all)", 16, 12, 576, 64}};
-    printf("\n%-24s %5s %5s %10s %10s %12s %12s\n", "attention", "T", "B*H", "fwd ms", "bwd ms",
-           "fwd TFLOP/s", "bwd TFLOP/s");
+        {"enc all tokens", 8, 12, 576, 64},  /* target encoder: T = 576, paper batch 8 */
+        {"enc visible", 8, 12, 144, 64},     /* online encoder on the masked view */
+        {"dec all tokens", 8, 12, 576, 32},  /* decoder: width 384, 12 heads */
+    };
     static const struct { const char *name; int tf32, bf16; } modes[] = {
         {"fp32", 0, 0}, {"tf32", 1, 0}, {"bf16", 0, 1}};
+    static const struct { const char *name; int kernel; } kernels[] = {
+        {"gemm", ATTN_KERNEL_GEMM}, {"fused", ATTN_KERNEL_FUSED}};
+    printf("\n%-28s %5s %3s %5s %9s %9s %11s %11s %9s %7s\n", "attention", "T", "Dh", "B*H",
+           "fwd ms", "bwd ms", "fwd TFLOP/s", "bwd TFLOP/s", "saved MiB", "x gemm");
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int B = cases[c].B, H = cases[c].H, T = cases[c].T, Dh = cases[c].Dh, C = H * Dh;
         float *qkv = device_uniform((size_t)B * T * 3 * C), *dqkv = device_uniform((size_t)B * T * 3 * C);
         float *out = device_uniform((size_t)B * T * C), *dout = device_uniform((size_t)B * T * C);
-        float *probs = device_uniform((size_t)B * H * T * T);
+        float *saved = device_uniform((size_t)B * H * T * T);  /* room for either kernel */
         const double fwd_flops = 4.0 * B * H * (double)T * T * Dh, bwd_flops = 2.0 * fwd_flops;
         for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
             gpu_set_math(modes[m].tf32, modes[m].bf16);
-            for (int i = 0; i < WARMUP; i++)
-                gpu->attention_fwd(out, probs, qkv, qkv + C, qkv + 2 * C, B, H, T, T, Dh, 3 * C, 3 * C);
-            gpu->synchronize();
-            double t0 = wall_seconds();
-            for (int i = 0; i < ITERS; i++)
-                gpu->attention_fwd(out, probs, qkv, qkv + C, qkv + 2 * C, B, H, T, T, Dh, 3 * C, 3 * C);
-            gpu->synchronize();
-            double t_fwd = (wall_seconds() - t0) / ITERS;
-            t0 = wall_seconds();
-            for (int i = 0; i < ITERS; i++)
-                gpu->attention_bwd(dqkv, dqkv + C, dqkv + 2 * C, dout, qkv, qkv + C, qkv + 2 * C,
-                                   probs, B, H, T, T, Dh, 3 * C, 3 * C);
-            gpu->synchronize();
-            double t_bwd = (wall_seconds() - t0) / ITERS;
-            char label[64];
-            snprintf(label, sizeof label, "%s %s", cases[c].name, modes[m].name);
-            printf("%-24s %5d %5d %10.3f %10.3f %12.1f %12.1f\n", label, T, B * H, 1e3 * t_fwd,
-                   1e3 * t_bwd, fwd_flops / t_fwd / 1e12, bwd_flops / t_bwd / 1e12);
+            double gemm_total = 0.0;
+            for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+                gpu_set_attention(kernels[k].kernel);
+                double t_fwd, t_bwd;
+                time_attention(&t_fwd, &t_bwd, out, saved, qkv, dqkv, dout, B, H, T, Dh);
+                if (kernels[k].kernel == ATTN_KERNEL_GEMM) gemm_total = t_fwd + t_bwd;
+                const double saved_mib =
+                    gpu->attention_saved_floats(B, H, T, T, Dh) * sizeof(float) / 1048576.0;
+                char label[64];
+                snprintf(label, sizeof label, "%s %s %s", cases[c].name, modes[m].name,
+                         kernels[k].name);
+                printf("%-28s %5d %3d %5d %9.3f %9.3f %11.1f %11.1f %9.1f %7.2f\n", label, T, Dh,
+                       B * H, 1e3 * t_fwd, 1e3 * t_bwd, fwd_flops / t_fwd / 1e12,
+                       bwd_flops / t_bwd / 1e12, saved_mib, gemm_total / (t_fwd + t_bwd));
+            }
         }
+        gpu_set_attention(ATTN_KERNEL_GEMM);
         gpu_set_math(0, 0);
         gpu->release(qkv); gpu->release(dqkv); gpu->release(out); gpu->release(dout);
-        gpu->release(probs);
+        gpu->release(saved);
     }
 }
 

@@ -7,6 +7,10 @@
  *    measured in the same run, is one memcpy of a crop's float bytes, so the ratio says how
  *    many memory copies a crop costs.
  * 2. The same with 2 prefetch threads (wall-clock throughput the training loop sees).
+ *    On a GPU (data_device = gpu) the same workloads again with crops rendered by the CUDA
+ *    kernel from volumes in GPU memory (threads then only make the random decisions), timed
+ *    to the end of the device work; "x CPU/core" is GPU crops/s over the CPU's crops/s per
+ *    core of the same workload. Without a GPU those rows are reported as skipped.
  * 3. The matcher's landmark error table on synthetic bodies (profile vs bbox baseline). */
 #include <stdio.h>
 #include <string.h>
@@ -14,6 +18,8 @@
 #include "core/timer.h"
 #include "data/match_eval.h"
 #include "loader.h"
+#include "ops/gpu_data.h"
+#include "ops/gpu_device.h"
 #include "synthetic_body.h"
 
 static double memcpy_seconds(size_t bytes, int reps)
@@ -34,7 +40,7 @@ static double memcpy_seconds(size_t bytes, int reps)
     return t;
 }
 
-static double time_batches(Loader *L, LoaderMode mode, int steps)
+static double time_batches(Loader *L, LoaderMode mode, int steps, int on_gpu)
 {
     /* One untimed batch fills the cache and per-case summaries. */
     if (mode == LOADER_PRETRAIN) { PretrainBatch b; loader_next_pretrain_batch(L, 0, &b); }
@@ -44,6 +50,7 @@ static double time_batches(Loader *L, LoaderMode mode, int steps)
         if (mode == LOADER_PRETRAIN) { PretrainBatch b; loader_next_pretrain_batch(L, s, &b); }
         else { FinetuneBatch b; loader_next_finetune_batch(L, s, &b); }
     }
+    if (on_gpu) gpu_data_synchronize();
     return wall_seconds() - t0;
 }
 
@@ -66,7 +73,11 @@ int main(void)
     size_t crop_bytes = (size_t)192 * 192 * 64 * sizeof(float);
     double ref = memcpy_seconds(crop_bytes, 20);
     printf("reference: memcpy of one crop (%.1f MB) %.2f ms\n\n", crop_bytes / 1e6, ref * 1e3);
-    printf("| workload | threads | crops/s | crops/s per core | ms/crop | x memcpy |\n|---|---:|---:|---:|---:|---:|\n");
+    const int have_gpu = gpu_device_count() > 0;
+    double cpu_per_core[2] = {0, 0};   /* per workload, 0 threads */
+    printf("| workload | data | threads | crops/s | crops/s per core | ms/crop | x memcpy | x CPU/core |\n"
+           "|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for (int on_gpu = 0; on_gpu <= have_gpu; on_gpu++)
     for (int threads = 0; threads <= 2; threads += 2) {
         for (int m = 0; m < 2; m++) {
             LoaderMode mode = m ? LOADER_PRETRAIN : LOADER_FINETUNE;
@@ -74,18 +85,23 @@ int main(void)
             o.prefetch = threads;
             o.validation_fold = -1;
             if (mode == LOADER_FINETUNE) o.window = (HuWindow){WINDOW_FINETUNE_LO, WINDOW_FINETUNE_HI};
+            o.data_on_gpu = on_gpu;
+            o.gpu_cache_bytes = 1L << 30;
             Loader *L = loader_create(&o, loader_source_memory(vols, CASES, NULL));
-            double t = time_batches(L, mode, STEPS);
+            double t = time_batches(L, mode, STEPS, on_gpu);
             loader_destroy(L);
             /* A pre-training sample is two crops (Q and K), each with its augmented copy. */
             int crops = STEPS * BATCH * (mode == LOADER_PRETRAIN ? 2 : 1);
             int cores = threads ? threads : 1;
             double per = t / crops;
-            printf("| %s | %d | %.1f | %.1f | %.1f | %.1f |\n",
+            if (!on_gpu && threads == 0) cpu_per_core[m] = crops / t;
+            printf("| %s | %s | %d | %.1f | %.1f | %.2f | %.2f | %.1f |\n",
                    mode == LOADER_PRETRAIN ? "pre-training crop (+ strong-aug copy)" : "fine-tuning crop + aug",
-                   threads, crops / t, crops / t / cores, per * 1e3, per / ref);
+                   on_gpu ? "gpu" : "cpu", threads, crops / t, crops / t / cores, per * 1e3, per / ref,
+                   crops / t / cpu_per_core[m]);
         }
     }
+    if (!have_gpu) printf("| GPU crops (data_device = gpu) | gpu | - | skipped: no GPU | | | | |\n");
     for (int i = 0; i < CASES; i++) volume_free(&vols[i]);
 
     /* Matcher landmark error on bodies that differ in girth, height, spacing and field of view. */

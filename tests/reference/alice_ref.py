@@ -278,7 +278,8 @@ class Decoder(nn.Module):
         B, nvis, _ = V.shape
         z = self.decoder_embed(V)
         D = z.shape[-1]
-        full = self.mask_token.reshape(1, 1, D).expand(B, perm.shape[1], D)
+        # .to(z.dtype): under bf16 autocast z is bf16 and scatter needs one dtype (no-op in fp32)
+        full = self.mask_token.to(z.dtype).reshape(1, 1, D).expand(B, perm.shape[1], D)
         full = full.scatter(1, perm[:, :nvis].unsqueeze(-1).expand(-1, -1, D), z)
         full = full + self.pos.unsqueeze(0)
         for blk in self.blocks:
@@ -328,7 +329,9 @@ class Casa(nn.Module):
 
     def forward(self, V, feats):
         q = self.q(self.norm_q(V))
-        kv = self.norm_kv(feats)
+        # autocast runs LayerNorm in fp32 on CUDA but not on the CPU (torch 1.13), where bf16
+        # features meet fp32 weights: cast to the weights' dtype (a no-op without autocast)
+        kv = self.norm_kv(feats.to(self.norm_kv.weight.dtype))
         k, v = self.k(kv), self.v(kv)
         att = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])), dim=-1)
         return self.zeta(att @ v)

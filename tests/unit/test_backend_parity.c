@@ -158,9 +158,41 @@ static int test_elementwise(void)
     float inf = INFINITY;
     gpu->upload(x.g + 4242, &inf, sizeof inf);
     TEST_CHECK(gpu->all_finite(x.g, n) == 0, "all_finite misses an inf");
+    float nan = NAN;
+    gpu->upload(x.g + 4242, &nan, sizeof nan);
+    TEST_CHECK(gpu->all_finite(x.g, n) == 0, "all_finite misses a NaN");
+    /* b = 0 ignores y (BLAS convention, as the CPU): a poisoned y must not leak NaN. */
+    gpu->axpby(out.g, y.g, -0.6f, 0.0f, n);
+    cpu->axpby(out.c, y.c, -0.6f, 0.0f, n);
+    compare(&out, 1e-6, 1e-7, "axpby with b = 0 onto a NaN-poisoned y");
     pair_free(&x);
     pair_free(&y);
     pair_free(&out);
+    return 0;
+}
+
+/* More elements than one grid covers (grid_for caps at 65536 blocks of 256 threads = 2^24
+ * threads), so every thread of the grid-stride loops runs more than one iteration, and the
+ * device-wide reductions too. */
+static int test_grid_stride(void)
+{
+    const size_t n = ((size_t)1 << 24) + ((size_t)1 << 20) + 3;
+    Pair x = input(n), y = output(n);
+    gpu->copy(y.g, x.g, n * sizeof(float));
+    cpu->copy(y.c, x.c, n * sizeof(float));
+    gpu->scale(y.g, -2.5f, n);
+    cpu->scale(y.c, -2.5f, n);
+    compare(&y, 1e-6, 0, "scale over 2^24 + 2^20 + 3 elements");
+    gpu->gelu_fwd(y.g, x.g, n);
+    cpu->gelu_fwd(y.c, x.c, n);
+    compare(&y, 1e-5, 1e-6, "gelu_fwd over 2^24 + 2^20 + 3 elements");
+    double sg = gpu->sum_squares(x.g, n), sc = cpu->sum_squares(x.c, n);
+    TEST_CLOSE(sg, sc, 1e-9, 0, "sum_squares over 2^24 + 2^20 + 3 elements");
+    float inf = INFINITY;
+    gpu->upload(x.g + n - 1, &inf, sizeof inf); /* the very last element */
+    TEST_CHECK(gpu->all_finite(x.g, n) == 0, "all_finite misses an inf in the last element");
+    pair_free(&x);
+    pair_free(&y);
     return 0;
 }
 
@@ -168,12 +200,17 @@ static int test_activations(void)
 {
     const size_t n = 65537;
     Pair x = pair_make(n, INIT_UNIFORM, -4, 4), dy = input(n), y = output(n), dx = output(n);
+    /* The CPU's erf is Abramowitz & Stegun 7.1.26 (absolute error 1.5e-7, as ATen's CPU GELU;
+     * ops/cpu_math.h), the GPU's is CUDA's erff (2 ulp): on [-4, 4] they differ by up to
+     * 4.8e-7 in gelu and 3.6e-7 in its derivative (measured against a double erf), which
+     * near gelu's negative tail (|y| ~ 1e-3) is far above a relative 1e-5: atol 1e-6. A
+     * wrong formula (the tanh approximation: up to ~5e-4 off) still fails by far. */
     gpu->gelu_fwd(y.g, x.g, n);
     cpu->gelu_fwd(y.c, x.c, n);
-    compare(&y, 1e-5, 1e-7, "gelu_fwd");
+    compare(&y, 1e-5, 1e-6, "gelu_fwd");
     gpu->gelu_bwd(dx.g, dy.g, x.g, n);
     cpu->gelu_bwd(dx.c, dy.c, x.c, n);
-    compare(&dx, 1e-5, 1e-7, "gelu_bwd");
+    compare(&dx, 1e-5, 1e-6, "gelu_bwd");
     gpu->leaky_relu_fwd(y.g, x.g, n, 0.01f);
     cpu->leaky_relu_fwd(y.c, x.c, n, 0.01f);
     compare(&y, 1e-6, 0, "leaky_relu_fwd");
@@ -261,8 +298,21 @@ static void linear_case(int rows, int in, int out, int with_bias)
     pair_free(&dx); pair_free(&dW); pair_free(&db);
 }
 
+/* A bias 4 bytes into its buffer (a slice of a larger one): not fused into cuBLASLt's epilogue
+ * (whose kernels may assume 16-byte alignment) but added by its own kernel. */
+static void linear_offset_bias_case(int rows, int in, int out)
+{
+    Pair x = input((size_t)rows * in), W = input((size_t)out * in), b = input((size_t)out + 1);
+    Pair y = output((size_t)rows * out);
+    gpu->linear_fwd(y.g, x.g, W.g, b.g + 1, rows, in, out);
+    cpu->linear_fwd(y.c, x.c, W.c, b.c + 1, rows, in, out);
+    compare(&y, 1e-5, gemm_atol(in), "linear_fwd, bias at a 4-byte offset");
+    pair_free(&x); pair_free(&W); pair_free(&b); pair_free(&y);
+}
+
 static int test_linear(void)
 {
+    linear_offset_bias_case(64, 96, 80);
     linear_case(50, 24, 40, 1);
     linear_case(33, 17, 9, 0);
     linear_case(1152, 768, 3072, 1); /* ViT-B MLP: 2 crops of 576 tokens */
@@ -339,7 +389,33 @@ static int test_instnorm(void)
 
 /* ---- attention ---- */
 
-/* tol scales every tolerance (1 in fp32). */
+/* Row logsumexp of the scaled scores in double, from the host copies of the inputs: the
+ * reference for what the fused kernel saves instead of the probabilities. */
+static void lse_reference(float *lse, const float *q, const float *k, int B, int H, int Tq,
+                          int Tk, int Dh, int ldq, int ldkv)
+{
+    double *s = malloc((size_t)Tk * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < Tq; i++) {
+                double mx = -INFINITY, sum = 0.0;
+                for (int j = 0; j < Tk; j++) {
+                    double d = 0.0;
+                    for (int e = 0; e < Dh; e++)
+                        d += (double)q[((size_t)b * Tq + i) * ldq + h * Dh + e] *
+                             k[((size_t)b * Tk + j) * ldkv + h * Dh + e];
+                    s[j] = d / sqrt((double)Dh);
+                    mx = fmax(mx, s[j]);
+                }
+                for (int j = 0; j < Tk; j++) sum += exp(s[j] - mx);
+                lse[((size_t)b * H + h) * Tq + i] = (float)(mx + log(sum));
+            }
+    free(s);
+}
+
+/* tol scales every tolerance (1 in fp32). The GPU's saved buffer has the size its backend asks
+ * for: probabilities (GEMM kernel, compared with the CPU's) or row logsumexps (fused kernel,
+ * compared with a double-precision reference). */
 static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, double tol)
 {
     const int C = H * Dh;
@@ -350,24 +426,55 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, dou
     Pair dqbuf = output((size_t)B * Tq * ldq), dkvbuf = packed ? dqbuf : output((size_t)B * Tk * ldkv);
     Pair out = output((size_t)B * Tq * C), probs = output((size_t)B * H * Tq * Tk);
     Pair dout = input((size_t)B * Tq * C);
+    const size_t rows = (size_t)B * H * Tq, n_saved = gpu->attention_saved_floats(B, H, Tq, Tk, Dh);
+    const int fused = n_saved != probs.n;
+    TEST_CHECK(n_saved == probs.n || n_saved == rows, "attention_saved_floats = %zu: neither "
+               "probabilities (%zu) nor row logsumexps (%zu)", n_saved, probs.n, rows);
+    float *saved_g = fused ? gpu->alloc(n_saved * sizeof(float)) : probs.g;
+    if (fused) {  /* poisoned like every output */
+        float *nan = malloc(n_saved * sizeof(float));
+        for (size_t i = 0; i < n_saved; i++) nan[i] = NAN;
+        gpu->upload(saved_g, nan, n_saved * sizeof(float));
+        free(nan);
+    }
     const int koff = packed ? C : 0, voff = packed ? 2 * C : C;
-    gpu->attention_fwd(out.g, probs.g, qbuf.g, kvbuf.g + koff, kvbuf.g + voff, B, H, Tq, Tk, Dh,
+    gpu->attention_fwd(out.g, saved_g, qbuf.g, kvbuf.g + koff, kvbuf.g + voff, B, H, Tq, Tk, Dh,
                        ldq, ldkv);
     cpu->attention_fwd(out.c, probs.c, qbuf.c, kvbuf.c + koff, kvbuf.c + voff, B, H, Tq, Tk, Dh,
                        ldq, ldkv);
     char what[160];
-    snprintf(what, sizeof what, "attention_fwd out B=%d H=%d Tq=%d Tk=%d Dh=%d packed=%d", B, H,
-             Tq, Tk, Dh, packed);
+    snprintf(what, sizeof what, "attention_fwd%s out B=%d H=%d Tq=%d Tk=%d Dh=%d packed=%d",
+             fused ? " (fused)" : "", B, H, Tq, Tk, Dh, packed);
     compare(&out, 1e-5 * tol, 1e-5 * tol, what);
-    compare(&probs, 1e-5 * tol, 1e-7 * tol, "attention_fwd probs");
+    if (!fused) {
+        compare(&probs, 1e-5 * tol, 1e-7 * tol, "attention_fwd probs");
+    } else {
+        /* lse ~ log Tk + O(1): fp32 differences are summation order in the logits */
+        float *lse = malloc(rows * sizeof(float)), *ref = malloc(rows * sizeof(float));
+        gpu->download(lse, saved_g, rows * sizeof(float));
+        lse_reference(ref, qbuf.host, kvbuf.host + koff, B, H, Tq, Tk, Dh, ldq, ldkv);
+        size_t bad = 0, worst_i = 0;
+        double worst = -1.0;
+        for (size_t i = 0; i < rows; i++) {
+            double err = fabs((double)lse[i] - ref[i]), tl = 1e-5 * tol * (1.0 + fabs(ref[i]));
+            if (!(err <= tl)) bad++;
+            if (!(err / tl <= worst)) worst = err / tl, worst_i = i;
+        }
+        TEST_CHECK(bad == 0, "attention_fwd (fused) lse: %zu of %zu rows off; worst [%zu]: gpu "
+                   "%.9g, reference %.9g", bad, rows, worst_i, lse[worst_i], ref[worst_i]);
+        free(lse);
+        free(ref);
+    }
     gpu->attention_bwd(dqbuf.g, dkvbuf.g + koff, dkvbuf.g + voff, dout.g, qbuf.g, kvbuf.g + koff,
-                       kvbuf.g + voff, probs.g, B, H, Tq, Tk, Dh, ldq, ldkv);
+                       kvbuf.g + voff, out.g, saved_g, B, H, Tq, Tk, Dh, ldq, ldkv);
     cpu->attention_bwd(dqbuf.c, dkvbuf.c + koff, dkvbuf.c + voff, dout.c, qbuf.c, kvbuf.c + koff,
-                       kvbuf.c + voff, probs.c, B, H, Tq, Tk, Dh, ldq, ldkv);
+                       kvbuf.c + voff, out.c, probs.c, B, H, Tq, Tk, Dh, ldq, ldkv);
     /* Every element of the packed gradient buffers is a dq, dk or dv element: all written. */
-    snprintf(what, sizeof what, "attention_bwd d%s packed=%d", packed ? "qkv" : "q", packed);
+    snprintf(what, sizeof what, "attention_bwd%s d%s packed=%d", fused ? " (fused)" : "",
+             packed ? "qkv" : "q", packed);
     compare(&dqbuf, 1e-4 * tol, 1e-5 * tol, what);
     if (!packed) compare(&dkvbuf, 1e-4 * tol, 1e-5 * tol, "attention_bwd dkv");
+    if (fused) gpu->release(saved_g);
     pair_free(&qbuf); pair_free(&dqbuf); pair_free(&out); pair_free(&probs); pair_free(&dout);
     if (!packed) { pair_free(&kvbuf); pair_free(&dkvbuf); }
 }
@@ -380,11 +487,38 @@ static int test_attention(void)
     return 0;
 }
 
+/* The fused (flash) kernel: fp32 parity with the CPU at the same tolerances as the GEMM path
+ * (out 1e-5 relative, gradients 1e-4), lse against double precision. Shapes: every templated
+ * head width (8, 16, 24, 32, 64) and the runtime-Dh fallback (40, 128 at 32-row tiles), T not
+ * a multiple of the 64 (or 32) tile, Tq != Tk (CASA), packed qkv and separate q / kv. CASA's
+ * 768-wide head stays on the GEMM path: saved size = probabilities. */
+static int test_attention_fused(void)
+{
+    gpu_set_attention(ATTN_KERNEL_FUSED);
+    TEST_CHECK(gpu->attention_saved_floats(2, 12, 144, 576, 64) == (size_t)2 * 12 * 144,
+               "fused: saved floats of B=2 H=12 Tq=144 Tk=576 Dh=64 should be B*H*Tq");
+    TEST_CHECK(gpu->attention_saved_floats(2, 1, 144, 576, 768) == (size_t)2 * 144 * 576,
+               "fused: a 768-wide head keeps the GEMM path (probabilities saved)");
+    attention_case(2, 3, 17, 17, 8, 1, 1.0);
+    attention_case(3, 2, 11, 23, 16, 0, 1.0);
+    attention_case(2, 4, 70, 70, 24, 1, 1.0);     /* tiny config head width, two tiles */
+    attention_case(2, 12, 144, 144, 32, 1, 1.0);  /* decoder head width */
+    attention_case(2, 12, 144, 144, 64, 1, 1.0);  /* ViT-B, visible tokens */
+    attention_case(2, 1, 144, 576, 64, 0, 1.0);   /* Tq != Tk: 3 query x 9 key tiles */
+    attention_case(1, 2, 65, 130, 40, 0, 1.0);    /* runtime Dh, 32-row tiles */
+    attention_case(1, 2, 33, 47, 128, 0, 1.0);    /* widest fused head */
+    attention_case(2, 1, 20, 30, 768, 0, 1.0);    /* CASA head: GEMM path under fused */
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    return 0;
+}
+
 /* ---- patches and tokens ---- */
 
 static int test_patches(void)
 {
-    const int B = 2, X = 8, Y = 12, Z = 4, p = 4;
+    /* A 2 x 3 x 4 token grid: every grid axis has its own length, so swapping any two of
+     * them in the token order (n = (ix gy + iy) gz + iz) changes the result. */
+    const int B = 2, X = 8, Y = 12, Z = 16, p = 4;
     const size_t n = (size_t)B * X * Y * Z;
     Pair vol = input(n), patches = output(n), back = output(n);
     gpu->patchify(patches.g, vol.g, B, X, Y, Z, p);
@@ -565,10 +699,8 @@ static int test_reconstruction_loss(void)
     return 0;
 }
 
-static int test_dicece(void)
+static void dicece_case(int B, int K, long V)
 {
-    const int B = 2, K = 4;
-    const long V = 6 * 7 * 8 * 50; /* several chunks per (b, k) */
     Pair logits = pair_make((size_t)B * K * V, INIT_UNIFORM, -3, 3), probs = output(logits.n);
     Pair dlogits = output(logits.n);
     int *lab = malloc((size_t)B * V * sizeof(int));
@@ -588,6 +720,12 @@ static int test_dicece(void)
     free(lab);
     int_pair_free(&labels);
     pair_free(&logits); pair_free(&probs); pair_free(&dlogits);
+}
+
+static int test_dicece(void)
+{
+    dicece_case(2, 4, 6 * 7 * 8 * 50); /* several chunks per (b, k) */
+    dicece_case(1, 14, 9 * 10 * 11);   /* the 13 organs + background of the phantoms */
     return 0;
 }
 
@@ -638,6 +776,28 @@ static void conv_case(int B, int Cin, int Cout, int X, int Y, int Z, int k, int 
     pair_free(&dW); pair_free(&db);
 }
 
+/* As UNETR calls them: no bias (b = NULL, db = NULL), and the first block's conv without an
+ * input gradient (dx = NULL): the GPU must neither touch nor need what is NULL, and dW must
+ * still accumulate. */
+static void conv_nobias_case(int B, int Cin, int Cout, int X, int Y, int Z, int k, int s, int pad)
+{
+    const int Xo = (X + 2 * pad - k) / s + 1, Yo = (Y + 2 * pad - k) / s + 1;
+    const int Zo = (Z + 2 * pad - k) / s + 1;
+    const size_t nx = (size_t)B * Cin * X * Y * Z, ny = (size_t)B * Cout * Xo * Yo * Zo;
+    const size_t nw = (size_t)Cout * Cin * k * k * k;
+    Pair x = input(nx), W = input(nw), y = output(ny), dy = input(ny), dW = param_grad(nw);
+    char what[160];
+    gpu->conv3d_fwd(y.g, x.g, W.g, NULL, B, Cin, Cout, X, Y, Z, k, s, pad);
+    cpu->conv3d_fwd(y.c, x.c, W.c, NULL, B, Cin, Cout, X, Y, Z, k, s, pad);
+    snprintf(what, sizeof what, "conv3d_fwd no bias Cin=%d Cout=%d %dx%dx%d k=%d s=%d pad=%d",
+             Cin, Cout, X, Y, Z, k, s, pad);
+    compare(&y, 1e-5, gemm_atol(Cin * k * k * k), what);
+    gpu->conv3d_bwd(NULL, dW.g, NULL, dy.g, x.g, W.g, B, Cin, Cout, X, Y, Z, k, s, pad);
+    cpu->conv3d_bwd(NULL, dW.c, NULL, dy.c, x.c, W.c, B, Cin, Cout, X, Y, Z, k, s, pad);
+    compare(&dW, 1e-5, gemm_atol((int)(ny / Cout)), "conv3d_bwd dW only (dx = db = NULL)");
+    pair_free(&x); pair_free(&W); pair_free(&y); pair_free(&dy); pair_free(&dW);
+}
+
 static void conv_transpose_case(int B, int Cin, int Cout, int X, int Y, int Z, int k)
 {
     const size_t nx = (size_t)B * Cin * X * Y * Z, ny = (size_t)B * Cout * X * Y * Z * k * k * k;
@@ -661,7 +821,12 @@ static int test_conv(void)
     conv_case(2, 3, 5, 8, 7, 6, 3, 1, 1);  /* UNETR residual blocks */
     conv_case(1, 4, 6, 8, 8, 8, 2, 2, 0);  /* strided */
     conv_case(2, 5, 3, 6, 5, 4, 1, 1, 0);  /* 1x1x1 head */
+    /* Wide on both sides: the CPU takes its vol2col + sgemm path, cuDNN other algorithms. */
+    conv_case(1, 32, 40, 6, 5, 4, 3, 1, 1);
+    conv_nobias_case(2, 3, 5, 7, 6, 5, 3, 1, 1);
+    conv_nobias_case(1, 32, 24, 5, 4, 6, 1, 1, 0);
     conv_transpose_case(2, 6, 4, 3, 4, 5, 2);
+    conv_transpose_case(1, 48, 16, 2, 3, 4, 2); /* UNETR up-sampling: many in, few out */
     return 0;
 }
 
@@ -692,6 +857,16 @@ static int test_mixed_precision(void)
     /* Attention GEMMs through the bf16 path too: logits off by ~1e-2, probabilities by ~1e-2
      * relative, so 2000x the fp32 tolerances (out: 2e-2; gradients: 0.2 relative + 2e-2). */
     attention_case(2, 4, 33, 33, 16, 1, 2000.0);
+    /* The fused kernel in bf16: tiles rounded to bf16 on tensor cores, softmax statistics and
+     * accumulators in fp32: the same stated tolerances (out 2e-2; gradients 0.2 rel + 2e-2). */
+    gpu_set_attention(ATTN_KERNEL_FUSED);
+    attention_case(2, 4, 33, 33, 16, 1, 2000.0);
+    attention_case(2, 3, 70, 70, 8, 1, 2000.0);
+    attention_case(2, 2, 37, 100, 24, 0, 2000.0);
+    attention_case(2, 12, 144, 144, 32, 1, 2000.0);
+    attention_case(1, 12, 130, 130, 64, 1, 2000.0);
+    attention_case(1, 2, 65, 130, 40, 0, 2000.0);
+    gpu_set_attention(ATTN_KERNEL_GEMM);
     gpu_set_math(0, 0);
     return 0;
 }
@@ -707,6 +882,7 @@ int main(void)
     gpu = backend_cuda();
     TEST_RUN(test_memory);
     TEST_RUN(test_elementwise);
+    TEST_RUN(test_grid_stride);
     TEST_RUN(test_activations);
     TEST_RUN(test_gemm);
     TEST_RUN(test_linear);
@@ -725,6 +901,9 @@ int main(void)
     TEST_RUN(test_dicece);
     TEST_RUN(test_optimizer);
     TEST_RUN(test_conv);
+    /* Last, after every established op: a CUDA error in a new kernel ends the process (fatal
+     * check), and the cases before it have then already reported. */
+    TEST_RUN(test_attention_fused);
     TEST_RUN(test_mixed_precision);
     return test_finish();
 }

@@ -1,7 +1,8 @@
 /* The loader: same seed gives the same bytes with or without prefetch threads; one rank with
  * batch 2 equals two ranks with batch 1 sample by sample; a jump to another step gives what a
  * fresh loader gives there; the cache reads each case once; labels move with images through
- * the whole fine-tuning pipeline; pre-training key crops come from the other volume. */
+ * the whole fine-tuning pipeline; pre-training key crops come from the other volume; the
+ * class-balanced crop sampler keeps the rank contract. */
 #include <string.h>
 
 #include "loader.h"
@@ -182,12 +183,71 @@ static int test_finetune_labels_and_rank_independence(void)
     return 0;
 }
 
+/* crop_sampler = classes keeps the contract: 1 rank x batch 2 (prefetching) equals 2 ranks x
+ * batch 1, sample by sample; sample g's crop holds the class that the sampler draws from the
+ * documented stream (seed, step, g, RNG_CROP) of its case; and the centres differ from posneg's. */
+static int test_finetune_class_sampler_rank_independence(void)
+{
+    LoaderOptions o1 = options(LOADER_FINETUNE, 0, 1, 2, 2);
+    LoaderOptions r0 = options(LOADER_FINETUNE, 0, 2, 1, 0);
+    LoaderOptions r1 = options(LOADER_FINETUNE, 1, 2, 1, 1);
+    LoaderOptions pn = options(LOADER_FINETUNE, 0, 1, 2, 0);
+    crop_sampler_init(&o1.sampler, "classes", 0.5f, "", 14);
+    r0.sampler = r1.sampler = o1.sampler;
+    Loader *a = loader_create(&o1, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *b0 = loader_create(&r0, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *b1 = loader_create(&r1, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *posneg = loader_create(&pn, loader_source_memory(cases, NUM_CASES, folds));
+    size_t n = crop_n(&o1);
+    int classes_seen[LABEL_CLASS_COUNT] = {0}, differ_from_posneg = 0, missing = 0;
+    for (long step = 0; step < 8; step++) {
+        FinetuneBatch x, y, z, p;
+        loader_next_finetune_batch(a, step, &x);
+        loader_next_finetune_batch(b0, step, &y);
+        loader_next_finetune_batch(b1, step, &z);
+        loader_next_finetune_batch(posneg, step, &p);
+        TEST_CHECK(!memcmp(x.image, y.image, n * sizeof(float)) && !memcmp(x.label, y.label, n * sizeof(int32_t)),
+                   "classes, step %ld: rank 0 of 2 differs", step);
+        TEST_CHECK(!memcmp(x.image + n, z.image, n * sizeof(float)) && !memcmp(x.label + n, z.label, n * sizeof(int32_t)),
+                   "classes, step %ld: rank 1 of 2 differs", step);
+        differ_from_posneg += memcmp(x.image, p.image, 2 * n * sizeof(float)) != 0;
+        for (int j = 0; j < 2; j++) {
+            const Volume *v = &cases[x.case_index[j]];
+            LabelIndex idx;
+            label_index_build_by_class(v, o1.window, &idx);
+            RngStream r;
+            rng_init(&r, o1.seed, (uint32_t)step, (uint32_t)(step * 2 + j), RNG_CROP);
+            int c[3];
+            int cls = crop_classes_center(v, &idx, o1.window, o1.sampler.class_ratios, 14, &r, c);
+            label_index_free(&idx);
+            classes_seen[cls]++;
+            TEST_CHECK(x.positive[j] == (cls > 0), "step %ld sample %d: positive %d for class %d",
+                       step, j, x.positive[j], cls);
+            int has = 0;
+            for (size_t i = 0; i < n; i++) has |= x.label[j * n + i] == cls;
+            missing += !has;
+        }
+    }
+    TEST_CHECK(missing == 0, "%d crops lack the class their centre was drawn from", missing);
+    TEST_CHECK(differ_from_posneg > 0, "the class sampler gave posneg's crops at every step");
+    int distinct = 0;
+    for (int c = 0; c < LABEL_CLASS_COUNT; c++) distinct += classes_seen[c] > 0;
+    /* 16 draws over the 6 classes present (background, 1, 2, 3, 5, 13) with equal weights. */
+    TEST_CHECK(distinct >= 4, "only %d distinct classes in 16 class-balanced draws", distinct);
+    loader_destroy(a);
+    loader_destroy(b0);
+    loader_destroy(b1);
+    loader_destroy(posneg);
+    return 0;
+}
+
 int main(void)
 {
     make_cases();
     TEST_RUN(test_pretrain_deterministic_and_rank_independent);
     TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
     TEST_RUN(test_finetune_labels_and_rank_independence);
+    TEST_RUN(test_finetune_class_sampler_rank_independence);
     for (int i = 0; i < NUM_CASES; i++) volume_free(&cases[i]);
     return test_finish();
 }

@@ -337,8 +337,8 @@ static int test_attention_cross(void)
     for (int r = 0; r < at.B * at.Tq; r++)
         for (int c = 0; c < C; c++) dq[(size_t)r * at.ldq + c] = GARBAGE;
     for (size_t i = 0; i < nkv; i++) dkv[i] = GARBAGE;
-    be->attention_bwd(dq, dkv, dkv + C, at.R, at.q, at.k, at.v, at.probs, at.B, at.H, at.Tq,
-                      at.Tk, at.Dh, at.ldq, at.ldkv);
+    be->attention_bwd(dq, dkv, dkv + C, at.R, at.q, at.k, at.v, at.out, at.probs, at.B, at.H,
+                      at.Tq, at.Tk, at.Dh, at.ldq, at.ldkv);
     check_grad("attention (cross, Tq != Tk) dq", loss_attention, qbuf, nq, dq);
     check_grad("attention (cross, Tq != Tk) dk and dv", loss_attention, kvbuf, nkv, dkv);
     free(qbuf), free(kvbuf), free(at.out), free(at.R), free(at.probs), free(dq), free(dkv);
@@ -358,8 +358,8 @@ static int test_attention_packed_qkv(void)
     at.probs = filled((size_t)at.B * at.H * at.Tq * at.Tk, 0);
     loss_attention();
     float *dqkv = filled(nqkv, GARBAGE);
-    be->attention_bwd(dqkv, dqkv + C, dqkv + 2 * C, at.R, at.q, at.k, at.v, at.probs, at.B, at.H,
-                      at.Tq, at.Tk, at.Dh, at.ldq, at.ldkv);
+    be->attention_bwd(dqkv, dqkv + C, dqkv + 2 * C, at.R, at.q, at.k, at.v, at.out, at.probs,
+                      at.B, at.H, at.Tq, at.Tk, at.Dh, at.ldq, at.ldkv);
     check_grad("attention (packed qkv) dqkv", loss_attention, qkv, nqkv, dqkv);
     free(qkv), free(at.out), free(at.R), free(at.probs), free(dqkv);
     return 0;

@@ -1,7 +1,8 @@
-/* A full pre-training step (MAE, Alice, Alice without CASA) in fp32 on the CPU backend and on
- * the CUDA backend from the same initial weights, crops and masks: the loss terms, every
- * parameter gradient, the parameters after one AdamW step and the EMA target after one
- * update must agree. Skipped (exit 77, "skip: no GPU") without a visible GPU.
+/* A full pre-training step (MAE, Alice, Alice without CASA, Alice on the fused attention
+ * kernel) in fp32 on the CPU backend and on the CUDA backend from the same initial weights,
+ * crops and masks: the loss terms, every parameter gradient, the parameters after one AdamW
+ * step and the EMA target after one update must agree. Skipped (exit 77, "skip: no GPU")
+ * without a visible GPU.
  *
  * Tolerances (fp32 on both sides, only summation orders differ; they compound through the
  * depth of the model): loss terms 1e-4 relative + 1e-6; gradients per tensor
@@ -17,6 +18,7 @@
 #include "core/check.h"
 #include "core/rng.h"
 #include "models/pretrain_model.h"
+#include "models/unetr.h"
 #include "ops/gpu_device.h"
 #include "train/optim.h"
 #include "test.h"
@@ -149,6 +151,73 @@ static int check_method(const char *method, int use_casa)
 static int test_mae(void) { return check_method("mae", 1); }
 static int test_alice(void) { return check_method("alice", 1); }
 static int test_alice_no_casa(void) { return check_method("alice", 0); }
+/* The fused attention kernel inside a whole step: the GPU model's arena is planned with row
+ * logsumexps instead of probabilities (attention_saved_floats), CASA's heads wider than 128
+ * stay on the GEMM path; losses, gradients, AdamW and EMA as tight as with the GEMM kernel. */
+static int test_alice_fused_attention(void)
+{
+    gpu_set_attention(ATTN_KERNEL_FUSED);
+    int rc = check_method("alice", 1);
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    return rc;
+}
+
+/* A UNETR fine-tuning step (ViT, convolutions, instance norms, transposed convolutions, leaky
+ * ReLU, channel concat, DiceCE) from the same weights and batch: ce, dice and every parameter
+ * gradient, at the tolerances of the pre-training step. Two classes plus background drawn as
+ * a box and a slab over noise, as in test_unetr_grad, so every class has voxels. */
+static const char *const unetr_small[][2] = {
+    {"crop", "32,32,16"}, {"patch", "16"}, {"embed_dim", "24"}, {"depth", "4"}, {"heads", "2"},
+    {"mlp_dim", "32"}, {"feature_size", "4"}, {"num_classes", "3"}, {"batch", "2"},
+};
+
+static int test_unetr_step(void)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    for (size_t i = 0; i < sizeof unetr_small / sizeof unetr_small[0]; i++)
+        config_set(&cfg, unetr_small[i][0], unetr_small[i][1], "test", 0);
+    const AliceBackend *cpu = backend_cpu(), *gpu = backend_cuda();
+    UnetrModel mc, mg;
+    unetr_init(&mc, &cfg, cpu, cfg.batch, 1);
+    unetr_init(&mg, &cfg, gpu, cfg.batch, 1);
+    const size_t total = mc.ps.total;
+    TEST_CHECK(total == mg.ps.total, "UNETR parameter counts differ: %zu vs %zu", total,
+               mg.ps.total);
+    float *w = download_all(cpu, mc.ps.data, total);
+    gpu->upload(mg.ps.data, w, total * sizeof(float));
+
+    const int X = cfg.crop[0], Y = cfg.crop[1], Z = cfg.crop[2];
+    const long V = unetr_crop_voxels(&mc);
+    float *img = xmalloc((size_t)mc.B * V * sizeof(float));
+    int32_t *lab = xmalloc((size_t)mc.B * V * sizeof(int32_t));
+    RngStream rng;
+    rng_init(&rng, 13, 0, 0, RNG_TEST);
+    for (int b = 0; b < mc.B; b++)
+        for (int x = 0; x < X; x++)
+            for (int y = 0; y < Y; y++)
+                for (int z = 0; z < Z; z++) {
+                    const size_t i = (size_t)b * V + ((size_t)x * Y + y) * Z + z;
+                    const int box = x >= X / 4 + b && x < 3 * X / 4 && y >= Y / 4 &&
+                                    y < 3 * Y / 4 && z >= Z / 4 && z < 3 * Z / 4;
+                    const int slab = !box && z >= 3 * Z / 4;
+                    lab[i] = box ? 1 : (slab ? 2 : 0);
+                    img[i] = (box ? 0.8f : (slab ? 0.4f : 0.1f)) + 0.1f * rng_uniform(&rng);
+                }
+    unetr_set_batch(&mc, img, lab);
+    unetr_set_batch(&mg, img, lab);
+    SegLoss lc = unetr_forward_backward(&mc);
+    SegLoss lg = unetr_forward_backward(&mg);
+    TEST_CLOSE(lg.ce, lc.ce, 1e-4, 1e-6, "unetr ce");
+    TEST_CLOSE(lg.dice, lc.dice, 1e-4, 1e-6, "unetr dice");
+    TEST_CLOSE(lg.loss, lc.loss, 1e-4, 1e-6, "unetr loss");
+    float *gc = download_all(cpu, mc.ps.grad, total), *gg = download_all(gpu, mg.ps.grad, total);
+    compare_tensors(&mc.ps, gg, gc, 2e-3, 1e-7, "unetr gradients");
+    free(w); free(img); free(lab); free(gc); free(gg);
+    unetr_free(&mc);
+    unetr_free(&mg);
+    return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -160,6 +229,8 @@ int main(int argc, char **argv)
     TEST_RUN(test_mae);
     TEST_RUN(test_alice);
     TEST_RUN(test_alice_no_casa);
+    TEST_RUN(test_unetr_step);
+    TEST_RUN(test_alice_fused_attention);
     MPI_Finalize();
     return test_finish();
 }

@@ -1,0 +1,225 @@
+/* Host emulation of the CUDA subset that cuda/cuda_flash_attention.cu uses, so its kernels run
+ * (slowly) on a machine without a GPU: one std::thread per CUDA thread, the blocks of a grid one
+ * after another, __syncthreads = a std::barrier of the block (threads that return leave it, as
+ * exited threads do on the GPU), warp shuffles through a per-warp barrier, nvcuda::wmma 16x16x16
+ * fragments as full 16x16 arrays computed redundantly by every lane (stores by lane 0 between
+ * warp barriers, so a lane's load of an accumulator never sees another lane's store), bf16 as
+ * round-to-nearest-even on the upper 16 bits. Shared memory starts filled with 0xff bytes (NaN),
+ * so a read of an element the kernel never wrote poisons the result.
+ *
+ * What it checks: indexing, tiling, padding, masking, barrier placement (races are likely,
+ * not certain, to show up with real threads), the bf16/fp32 branches and every launch's grid and
+ * shared-memory layout. What it cannot: real fragment layouts and alignment rules of wmma,
+ * shared-memory capacity, bank conflicts, speed. Used by test_flash_attention_emulated.sh. */
+#ifndef ALICE_EMU_CUDA_H
+#define ALICE_EMU_CUDA_H
+
+#include <algorithm>
+#include <barrier>
+#include <cmath>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+using std::max;
+using std::min;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(x)
+#define __align__(x) alignas(x)
+
+struct dim3 {
+    unsigned x, y, z;
+    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
+};
+struct EmuIndex { unsigned x, y, z; };
+
+/* State of the block being run (blocks run one at a time). */
+inline thread_local EmuIndex threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+inline unsigned char *emu_smem;
+inline std::barrier<> *emu_block_barrier;
+inline std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
+inline float emu_exchange[1024];
+
+inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+inline void emu_warp_sync() { emu_warp_barriers[threadIdx.x >> 5]->arrive_and_wait(); }
+
+/* The warp_sum of cuda/cuda_kernels.cuh (every lane gets the sum). */
+template <typename T> T warp_sum(T v)
+{
+    emu_warp_sync();
+    emu_exchange[threadIdx.x] = (float)v;
+    emu_warp_sync();
+    T s = 0;
+    const unsigned base = threadIdx.x & ~31u;
+    for (unsigned i = 0; i < 32; i++) s += (T)emu_exchange[base + i];
+    emu_warp_sync();
+    return s;
+}
+
+/* Every lane of the warp calls it (as the kernels do, with the full mask). */
+inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask)
+{
+    (void)mask;
+    emu_warp_sync();
+    emu_exchange[threadIdx.x] = v;
+    emu_warp_sync();
+    const float r = emu_exchange[(threadIdx.x & ~31u) | ((threadIdx.x & 31u) ^ (unsigned)lane_mask)];
+    emu_warp_sync();
+    return r;
+}
+
+/* kernel<<<grid, block, smem_bytes, stream>>>(args...) */
+template <typename Kernel, typename... Args>
+void emu_launch(Kernel kernel, dim3 grid, unsigned block, unsigned smem_bytes, int stream,
+                Args... args)
+{
+    (void)stream;
+    std::vector<unsigned char> smem(smem_bytes + 256);
+    blockDim = dim3(block);
+    gridDim = grid;
+    for (unsigned by = 0; by < grid.y; by++)
+        for (unsigned bx = 0; bx < grid.x; bx++) {
+            std::memset(smem.data(), 0xff, smem.size());
+            emu_smem = smem.data();
+            std::barrier<> bar((std::ptrdiff_t)block);
+            emu_block_barrier = &bar;
+            emu_warp_barriers.clear();
+            for (unsigned w = 0; w < (block + 31) / 32; w++)
+                emu_warp_barriers.emplace_back(new std::barrier<>(32));
+            std::vector<std::thread> threads;
+            for (unsigned t = 0; t < block; t++)
+                threads.emplace_back([&, t] {
+                    threadIdx = {t, 0, 0};
+                    blockIdx = {bx, by, 0};
+                    kernel(args...);
+                    bar.arrive_and_drop();
+                });
+            for (auto &th : threads) th.join();
+        }
+}
+
+/* ---- bf16 ---- */
+struct __nv_bfloat16 { uint16_t bits; };
+inline __nv_bfloat16 __float2bfloat16(float f)
+{
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    __nv_bfloat16 b;
+    b.bits = (uint16_t)(u >> 16);
+    return b;
+}
+inline float __bfloat162float(__nv_bfloat16 b)
+{
+    const uint32_t u = (uint32_t)b.bits << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+inline float emu_float(float x) { return x; }
+inline float emu_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+/* ---- nvcuda::wmma, 16x16x16 only ---- */
+namespace nvcuda {
+namespace wmma {
+struct row_major {};
+struct col_major {};
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+enum layout_t { mem_row_major, mem_col_major };
+
+/* x[i * 16 + j] is logical element (i, j) of the 16x16 operand or accumulator. */
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+    static constexpr int num_elements = 256;
+    T x[256];
+};
+
+template <typename Use, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout> &f, const T *p, unsigned ldm)
+{
+    constexpr bool col = std::is_same<Layout, col_major>::value;
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) f.x[i * 16 + j] = col ? p[i + j * ldm] : p[i * ldm + j];
+}
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float> &f, const float *p,
+                             unsigned ldm, layout_t layout)
+{
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++)
+            f.x[i * 16 + j] = layout == mem_col_major ? p[i + j * ldm] : p[i * ldm + j];
+}
+inline void store_matrix_sync(float *p, const fragment<accumulator, 16, 16, 16, float> &f,
+                              unsigned ldm, layout_t layout)
+{
+    emu_warp_sync();
+    if ((threadIdx.x & 31) == 0)
+        for (int i = 0; i < 16; i++)
+            for (int j = 0; j < 16; j++)
+                (layout == mem_col_major ? p[i + j * ldm] : p[i * ldm + j]) = f.x[i * 16 + j];
+    emu_warp_sync();
+}
+inline void fill_fragment(fragment<accumulator, 16, 16, 16, float> &f, float v)
+{
+    for (float &e : f.x) e = v;
+}
+template <typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
+              const fragment<matrix_a, 16, 16, 16, T, LA> &a,
+              const fragment<matrix_b, 16, 16, 16, T, LB> &b,
+              const fragment<accumulator, 16, 16, 16, float> &c)
+{
+    float r[256];
+    for (int i = 0; i < 16; i++)
+        for (int j = 0; j < 16; j++) {
+            float s = c.x[i * 16 + j];
+            for (int k = 0; k < 16; k++) s += emu_float(a.x[i * 16 + k]) * emu_float(b.x[k * 16 + j]);
+            r[i * 16 + j] = s;
+        }
+    std::memcpy(d.x, r, sizeof r);
+}
+}  // namespace wmma
+}  // namespace nvcuda
+
+/* ---- the parts of cuda/cuda_kernels.cuh and cuda/cuda_context.h the file uses ---- */
+constexpr int kThreads = 256;
+enum CudaScratchSlot { SCRATCH_STATS };
+struct CudaContext { int bf16_gemm; };
+inline CudaContext emu_context;
+inline CudaContext *cuda_context() { return &emu_context; }
+inline int cuda_stream() { return 0; }
+inline void *cuda_scratch(CudaScratchSlot, size_t bytes)
+{
+    static std::vector<unsigned char> buf;
+    if (buf.size() < bytes) buf.resize(bytes);
+    return buf.data();
+}
+typedef int cudaError_t;
+enum { cudaFuncAttributeMaxDynamicSharedMemorySize };
+template <typename Kernel> int cudaFuncSetAttribute(Kernel, int, int) { return 0; }
+#define CUDA_CHECK(call) (void)(call)
+#define CUDA_CHECK_LAUNCH() (void)0
+[[noreturn]] inline void alice_fatal_at(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "fatal at %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+#endif

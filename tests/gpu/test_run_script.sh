@@ -1,0 +1,255 @@
+#!/usr/bin/env bash
+# The one-call GPU check cannot be rehearsed without a GPU, so its pieces are checked here,
+# where they can still fail loudly:
+#   1. tests/gpu/run.sh, scripts/device_setup.sh and scripts/device_bundle.sh parse (bash -n);
+#   2. device_setup.sh against a tiny fake bundle (three .deb files built here) and a fake
+#      merged-/usr root: --dry-run changes nothing; a real run installs only what is absent,
+#      keeps the root's files and its copy of a soname, relinks a dev link to that copy,
+#      writes through the /lib -> usr/lib link, makes the update-alternatives links of the
+#      postinst scripts; the same with the `ar` + tar fallback (no dpkg);
+#   3. device_setup.sh's cuDNN/NCCL discovery in a pip-wheel layout (libX.so.N only): the
+#      scratch CUDNN_HOME/NCCL_HOME with the made libX.so links, LD_LIBRARY_PATH, and the
+#      one-line error when NCCL is missing;
+#   4. run.sh end to end with stand-ins for nvidia-smi and make: build row for sm_90, the
+#      missing programs as FAIL rows, the summary printed last, exit 1, and the summary file
+#      and the log archive in PACK_DIR;
+#   5. run.sh's parsing of the figures, with stand-in programs printing the real line
+#      formats: ms/step, samples/s, MFU, floor, the ratio and MFU targets, compile skips.
+set -u
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+W=$(mktemp -d)
+trap '[ -n "${KEEP_W:-}" ] || rm -rf "$W"' EXIT
+fails=0
+check() {  # check DESCRIPTION command...
+  if "${@:2}"; then echo "ok   $1"; else echo "FAIL $1"; fails=$((fails + 1)); fi
+}
+
+# ---- 1. syntax ----
+for f in tests/gpu/run.sh scripts/device_setup.sh scripts/device_bundle.sh; do
+  check "bash -n $f" bash -n "$f"
+done
+
+command -v dpkg-deb >/dev/null || { echo "skip: dpkg-deb not found (needed to build the fake bundle)"; exit 77; }
+
+# ---- 2. a fake bundle and a fake root ----
+mkpkg() {  # mkpkg NAME: build $W/pkg/NAME into $W/bundle/NAME_1.0_amd64.deb
+  mkdir -p "$W/pkg/$1/DEBIAN"
+  printf 'Package: %s\nVersion: 1.0\nArchitecture: amd64\nMaintainer: test <t@t>\nDescription: fake\n' "$1" \
+    > "$W/pkg/$1/DEBIAN/control"
+  dpkg-deb -Zgzip --root-owner-group --build "$W/pkg/$1" "$W/bundle/${1}_1.0_amd64.deb" >/dev/null
+}
+mkdir -p "$W/bundle"
+# fakempi: a program reached through an alternative, a library new to the root, a file the
+# root already has (must be kept), a file under /lib (merged /usr).
+P=$W/pkg/fakempi
+mkdir -p "$P/usr/bin" "$P/usr/lib/x86_64-linux-gnu" "$P/usr/share/fakempi" "$P/lib/x86_64-linux-gnu"
+printf '#!/bin/sh\necho fakempi\n' > "$P/usr/bin/fakempi.openmpi"; chmod +x "$P/usr/bin/fakempi.openmpi"
+echo new > "$P/usr/lib/x86_64-linux-gnu/libfresh.so.2.0.0"
+ln -s libfresh.so.2.0.0 "$P/usr/lib/x86_64-linux-gnu/libfresh.so.2"
+echo bundle > "$P/usr/share/fakempi/config.txt"
+echo underlib > "$P/lib/x86_64-linux-gnu/libold.so.7"
+mkdir -p "$P/DEBIAN"
+cat > "$P/DEBIAN/postinst" <<'EOF'
+#!/bin/sh
+set -e
+update-alternatives \
+	--install /usr/bin/fakempi fakempi /usr/bin/fakempi.openmpi 50 \
+	--slave /usr/bin/fakerun fakerun /usr/bin/fakerun.openmpi
+update-alternatives --install /usr/bin/fakecc mpi /usr/bin/fakempi.openmpi "$prio" --slave /usr/bin/x$suffix x /usr/bin/y
+EOF
+chmod +x "$P/DEBIAN/postinst"
+mkpkg fakempi
+# fakelib: a library whose soname the root already has (ours must stay out); fakedev: the
+# development link into it (must be pointed at the root's copy).
+P=$W/pkg/fakelib; mkdir -p "$P/usr/lib/x86_64-linux-gnu"
+echo ours > "$P/usr/lib/x86_64-linux-gnu/libimg.so.3.0.1"; ln -s libimg.so.3.0.1 "$P/usr/lib/x86_64-linux-gnu/libimg.so.3"
+mkpkg fakelib
+P=$W/pkg/fakedev; mkdir -p "$P/usr/lib/x86_64-linux-gnu" "$P/usr/include"
+ln -s libimg.so.3.0.1 "$P/usr/lib/x86_64-linux-gnu/libimg.so"; echo '/* img */' > "$P/usr/include/img.h"
+mkpkg fakedev
+
+mkroot() {  # mkroot DIR: a merged-/usr root that has libimg.so.3 and fakempi's config file
+  mkdir -p "$1/usr/lib/x86_64-linux-gnu" "$1/usr/share/fakempi" "$1/usr/bin"
+  ln -s usr/lib "$1/lib"
+  echo image > "$1/usr/lib/x86_64-linux-gnu/libimg.so.3.5.0"
+  ln -s libimg.so.3.5.0 "$1/usr/lib/x86_64-linux-gnu/libimg.so.3"
+  echo image > "$1/usr/share/fakempi/config.txt"
+}
+snapshot() { (cd "$1" && find . -printf '%p %y %l\n' | sort); }
+setup() { bash scripts/device_setup.sh --bundle "$W/bundle" --skip-cuda --no-checks "$@"; }
+
+mkroot "$W/dry"
+before=$(snapshot "$W/dry")
+setup --root "$W/dry" --stage "$W/stage-dry" --env-file "$W/dry.env" --dry-run > "$W/dry.log" 2>&1
+check "dry run exits 0" test $? = 0
+check "dry run changes nothing under the root" test "$before" = "$(snapshot "$W/dry")"
+check "dry run lists the library it would install" grep -q 'usr/lib/x86_64-linux-gnu/libfresh.so.2.0.0' "$W/dry.log"
+check "dry run lists the alternative link" grep -q 'would link /usr/bin/fakempi -> /usr/bin/fakempi.openmpi' "$W/dry.log"
+
+for mode in dpkg ar; do
+  R=$W/root-$mode
+  mkroot "$R"
+  extra=(); [ $mode = ar ] && extra=(--no-dpkg)
+  if [ $mode = ar ] && ! command -v ar >/dev/null; then echo "note: ar not found, fallback not checked"; continue; fi
+  setup --root "$R" --stage "$W/stage-$mode" --env-file "$W/$mode.env" "${extra[@]}" > "$W/$mode.log" 2>&1
+  check "[$mode] setup exits 0" test $? = 0
+  check "[$mode] unpacked with the right tool" grep -q "($( [ $mode = ar ] && echo 'ar + tar' || echo dpkg-deb))" "$W/$mode.log"
+  check "[$mode] new library installed" test "$(cat "$R/usr/lib/x86_64-linux-gnu/libfresh.so.2" 2>/dev/null)" = new
+  check "[$mode] root's file kept, not overwritten" test "$(cat "$R/usr/share/fakempi/config.txt")" = image
+  check "[$mode] root's soname kept" test "$(readlink "$R/usr/lib/x86_64-linux-gnu/libimg.so.3")" = libimg.so.3.5.0
+  check "[$mode] our copy of that soname left out" test ! -e "$R/usr/lib/x86_64-linux-gnu/libimg.so.3.0.1"
+  check "[$mode] dev link repointed at the root's soname" test "$(cat "$R/usr/lib/x86_64-linux-gnu/libimg.so" 2>/dev/null)" = image
+  check "[$mode] header installed" test -f "$R/usr/include/img.h"
+  check "[$mode] /lib stays a link to usr/lib" test "$(readlink "$R/lib")" = usr/lib
+  check "[$mode] file under /lib written through it" test -f "$R/usr/lib/x86_64-linux-gnu/libold.so.7"
+  check "[$mode] alternative link made" test "$(readlink "$R/usr/bin/fakempi")" = /usr/bin/fakempi.openmpi
+  check "[$mode] alternative to a missing file not made" test ! -e "$R/usr/bin/fakerun" -a ! -L "$R/usr/bin/fakerun"
+  check "[$mode] a variable priority does not matter" test "$(readlink "$R/usr/bin/fakecc")" = /usr/bin/fakempi.openmpi
+  check "[$mode] a variable path is ignored" test -z "$(ls "$R/usr/bin" | grep '^x')"
+  check "[$mode] env file has the Open MPI settings" grep -q '^export OMPI_ALLOW_RUN_AS_ROOT=1' "$W/$mode.env"
+done
+# A second run installs nothing new and keeps everything.
+setup --root "$W/root-dpkg" --stage "$W/stage-dpkg" --env-file "$W/again.env" > "$W/again.log" 2>&1
+check "second run: nothing left to install" grep -q '^device_setup: 0 files to install' "$W/again.log"
+# A missing bundle is one clear error naming the fix.
+bash scripts/device_setup.sh --bundle "$W/nothing" --root "$W/dry" --stage "$W/s" --skip-cuda --no-checks > "$W/nobundle.log" 2>&1
+rc=$?
+check "missing bundle fails" test $rc = 1
+check "missing bundle error names the fix" grep -q "ERROR: bundle folder .* not found: re-run scripts/device_bundle.sh" "$W/nobundle.log"
+
+# ---- 3. cuDNN/NCCL discovery in a pip-wheel layout ----
+C=$W/cuda; S=$W/site/nvidia
+mkdir -p "$C/bin" "$C/include" "$C/lib64" "$S/cudnn/include" "$S/cudnn/lib" "$S/nccl/include" "$S/nccl/lib"
+printf '#!/bin/sh\necho "Cuda compilation tools, release 13.0, V13.0.48"\n' > "$C/bin/nvcc"; chmod +x "$C/bin/nvcc"
+touch "$C/include/cuda_runtime.h" "$C/include/cublas_v2.h" "$C/lib64/libcublas.so" "$C/lib64/libcublasLt.so" "$C/lib64/libcudart.so"
+touch "$S/cudnn/include/cudnn.h" "$S/cudnn/include/cudnn_graph.h" "$S/cudnn/lib/libcudnn.so.9" "$S/cudnn/lib/libcudnn_graph.so.9"
+touch "$S/nccl/include/nccl.h" "$S/nccl/lib/libnccl.so.2"
+touch "$C/lib64/libnccl.so"   # a toolkit's NCCL: must not be paired with the wheel's header
+cuda_setup() {
+  PATH="$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 LD_LIBRARY_PATH= \
+    bash scripts/device_setup.sh --bundle "$W/bundle" --root "$W/root-dpkg" --no-checks "$@"
+}
+cuda_setup --stage "$W/stage-cuda" --env-file "$W/cuda.env" > "$W/cuda.log" 2>&1
+check "cuda discovery exits 0" test $? = 0
+H=$W/stage-cuda/cuda-extra
+check "CUDNN_HOME is the scratch home" grep -qx "export CUDNN_HOME=$H" "$W/cuda.env"
+check "NCCL_HOME is the scratch home" grep -qx "export NCCL_HOME=$H" "$W/cuda.env"
+check "libcudnn.so made for a wheel that has only .so.9" test "$(readlink "$H/lib/libcudnn.so")" = "$S/cudnn/lib/libcudnn.so.9"
+check "library taken beside its header" grep -q "NCCL: header $S/nccl/include/nccl.h, library $S/nccl/lib/libnccl.so.2" "$W/cuda.log"
+check "libnccl.so made" test "$(readlink "$H/lib/libnccl.so")" = "$S/nccl/lib/libnccl.so.2"
+check "cuDNN's engine libraries linked too" test -L "$H/lib/libcudnn_graph.so.9"
+check "headers linked" test -L "$H/include/cudnn.h" -a -L "$H/include/nccl.h" -a -L "$H/include/cudnn_graph.h"
+check "LD_LIBRARY_PATH has the wheels' lib folders" \
+  grep -q "^export LD_LIBRARY_PATH=.*$S/nccl/lib.*" "$W/cuda.env"
+check "LD_LIBRARY_PATH has cuDNN's folder" grep -q "$S/cudnn/lib" "$W/cuda.env"
+check "toolkit's cuBLAS not relinked" test ! -e "$H/lib/libcublas.so"
+( . "$W/cuda.env"; test "$CUDNN_HOME" = "$H" ) 
+check "env file sources cleanly" test $? = 0
+rm -rf "$S/nccl"
+cuda_setup --stage "$W/stage-cuda2" --env-file "$W/cuda2.env" > "$W/cuda2.log" 2>&1
+rc=$?
+check "missing NCCL fails" test $rc = 1
+check "missing NCCL: one line naming it" grep -q '^device_setup: ERROR: NCCL header nccl.h not found' "$W/cuda2.log"
+check "missing NCCL: no env file written" test ! -e "$W/cuda2.env"
+
+# ---- 4. run.sh with stand-ins for the GPU and the build ----
+F=$W/fakebin; mkdir -p "$F" "$S/nccl/include" "$S/nccl/lib"
+touch "$S/nccl/include/nccl.h" "$S/nccl/lib/libnccl.so.2"
+cat > "$F/nvidia-smi" <<'EOF'
+#!/bin/sh
+case "$*" in
+  *name*) echo "NVIDIA H100 80GB HBM3" ;;
+  *compute_cap*) echo "9.0" ;;
+  *) echo "fake nvidia-smi" ;;
+esac
+EOF
+printf '#!/bin/sh\necho "make $*" >> "%s/make.args"\nexit 0\n' "$W" > "$F/make"
+chmod +x "$F/nvidia-smi" "$F/make"
+PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
+  BUILD="$W/build-gpu" BIN="$W/bin-gpu" PACK_DIR="$W/out" TORCH_PYTHON= PYTHON=/bin/false BUDGET_S=120 \
+  timeout 100 bash tests/gpu/run.sh "$W/logs" > "$W/run.out" 2>&1
+rc=$?
+check "run.sh exits 1 when checks fail" test $rc = 1
+check "run.sh builds for sm_90 with CUDA" grep -q "USE_CUDA=1 CUDA_ARCH=sm_90 BUILD=$W/build-gpu BIN=$W/bin-gpu" "$W/make.args"
+check "run.sh builds only the needed targets" grep -q "$W/bin-gpu/alice $W/build-gpu/tests/test_backend_parity" "$W/make.args"
+check "run.sh build picks up the scratch NCCL_HOME" grep -q '^device_setup: NCCL: header' "$W/logs/setup.log"
+check "device row names the card" grep -q '^device .* ok .*H100 80GB HBM3' "$W/run.out"
+check "missing program is a FAIL row" grep -q '^op parity .* FAIL .*was not built' "$W/run.out"
+check "no CUDA PyTorch: torch rows skipped" grep -q '^torch step eager bf16 .* skip' "$W/run.out"
+check "targets without data: skip rows" grep -q '^alice bf16 MFU .* skip' "$W/run.out"
+check "summary printed last" bash -c "tail -1 '$W/run.out' | grep -q '^== SOME CHECKS FAILED; performance targets missed: 0'"
+check "summary file in PACK_DIR" grep -q '^build sm_90 .* ok' "$W/out/gpu_summary.txt"
+check "log archive in PACK_DIR holds the setup log" \
+  bash -c "tar -tzf '$W/out/gpu_logs.tar.gz' | grep -q 'logs/setup.log'"
+# A budget too small for the build: the build is skipped, the summary still comes last.
+PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
+  BUILD="$W/build-gpu" BIN="$W/bin-gpu" PACK_DIR="$W/out2" TORCH_PYTHON= BUDGET_S=25 \
+  timeout 60 bash tests/gpu/run.sh "$W/logs2" > "$W/run2.out" 2>&1
+check "tiny budget: checks skipped for time" grep -q 'skip  not run: time budget spent' "$W/run2.out"
+check "tiny budget: summary still last" bash -c "tail -1 '$W/run2.out' | grep -q '^== '"
+
+# ---- 5. run.sh parses the figures: stand-in programs print the real line formats ----
+# (alice_step of src/train/pretrain.c, torch_step of tests/reference/bench_torch_step.py,
+# the table of tests/bench/bench_cuda_ops.c)
+cat > "$F/fake_alice" <<'EOF'
+#!/bin/bash
+s=0.5; case "$*" in *precision=bf16*) s=0.2 ;; *tf32=1*) s=0.3 ;; esac
+g=$(awk -v s=$s 'BEGIN{printf "%.1f", 4112.5/s}')
+echo "alice_step method=alice device=cuda precision=x crop=192,192,64 batch=8 s_per_step=$s peak_rss_mb=900 gpu_peak_mb=30000 gflop_per_step=4112.50 gflops=$g flop_per_step=4112500000000"
+EOF
+cat > "$F/fake_bench" <<'EOF'
+#!/bin/sh
+echo "tgt fc1 (all) fp32 9216x768x3072 50.0 55.0 0.91 40.0"
+echo "tgt fc1 (all) bf16 9216x768x3072 500.0 520.0 0.96 450.0"
+echo "tgt self-attn (all) bf16 T=576 1.25 2.50 x y"
+EOF
+printf '#!/bin/sh\necho "  ok fake case"\n' > "$F/fake_test"
+cat > "$F/make" <<EOF
+#!/bin/bash
+# stand-in build: each target path becomes a stand-in program
+for t in "\$@"; do
+  case \$t in *=*) continue ;; */*) ;; *) continue ;; esac   # skip make's VAR=value arguments
+  mkdir -p "\$(dirname "\$t")"
+  case \$t in
+    */alice) cp "$F/fake_alice" "\$t" ;;
+    */bench_cuda_ops) cp "$F/fake_bench" "\$t" ;;
+    *) cp "$F/fake_test" "\$t" ;;
+  esac
+  chmod +x "\$t"
+done
+EOF
+cat > "$F/fake_torch_python" <<'EOF'
+#!/bin/bash
+case "$*" in
+  *"--compile 1"*) echo "torch_step method=alice device=cuda amp=bf16 compile=unavailable reason=no_triton_here"; exit 3 ;;
+  *"--amp bf16"*) s=0.4 ;;
+  *) s=1.0 ;;
+esac
+echo "  step 1 $s s"
+awk -v s=$s 'BEGIN{printf "torch_step method=alice device=cuda amp=x compile=0 batch=8 s_per_step=%.6f samples_per_s=%.3f peak_mem_mb=31000.0 gflop_per_step=4112.500000 gflops=%.3f mfu_pct=1 floor_ms=4.158 peak_tflops=989\n", s, 8/s, 4112.5/s}'
+EOF
+chmod +x "$F/make" "$F/fake_torch_python"
+PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
+  BUILD="$W/build-fig" BIN="$W/bin-fig" PACK_DIR="$W/out3" TORCH_PYTHON="$F/fake_torch_python" BUDGET_S=200 \
+  SKIP_CHECKS='^overlap' \
+  timeout 150 bash tests/gpu/run.sh "$W/logs3" > "$W/run3.out" 2>&1
+rc=$?
+check "figures: every check passes, exit 0" test $rc = 0
+check "figures: alice bf16 row (ms, samples/s, MFU, floor, memory)" \
+  grep -q '^alice step bf16 .* ok .*200.0 ms/step, 40.0 samples/s, 20.6 TFLOP/s, MFU 2.1% of 989; 4112 GFLOP/step, floor 4.2 ms; peak 30000 MB' "$W/run3.out"
+check "figures: torch eager bf16 row" grep -q '^torch step eager bf16 .* ok .*400.0 ms/step, 20.0 samples/s' "$W/run3.out"
+check "figures: failed torch.compile is a skip with the reason" grep -q '^torch step compile bf16 .* skip .*no_triton_here' "$W/run3.out"
+check "figures: throughput ratio against eager bf16 (target met)" \
+  grep -q '^alice bf16 / torch eager bf16 .* ok .*2.00x throughput' "$W/run3.out"
+check "figures: MFU target missed is 'miss', not a failure" grep -q '^alice bf16 MFU .* miss .*2.08% of 989' "$W/run3.out"
+check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"
+check "figures: SKIP_CHECKS lists the checks as skipped" grep -q '^overlap on = off, 2 ranks .* skip .*SKIP_CHECKS' "$W/run3.out"
+check "figures: summary counts the missed target" \
+  bash -c "tail -1 '$W/run3.out' | grep -q 'every check that ran passed; performance targets missed: 1'"
+
+if [ $fails -gt 0 ]; then
+  echo "$fails check(s) failed; logs:"; for f in "$W"/*.log "$W"/run*.out; do echo "--- $f"; tail -15 "$f"; done
+  exit 1
+fi
+echo "all checks passed"
