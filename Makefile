@@ -4,6 +4,9 @@
 #   make test       installs/finds dependencies, builds, runs every test
 #   make bench      benchmarks (figures printed as ratios against a reference)
 # BUILD=<dir> keeps object files apart (parallel work trees, CI).
+# CUDA_HOME=<dir> the toolkit (default: from nvcc on PATH); CUDA_LIBDIR=<dir> where its cuBLAS and
+# cudart libraries are (default $(CUDA_HOME)/lib64; e.g. .../targets/x86_64-linux/lib or
+# /usr/lib/x86_64-linux-gnu on distribution packages); NCCL_HOME / CUDNN_HOME: see below.
 
 BUILD    ?= build
 BIN      ?= bin
@@ -11,6 +14,7 @@ NVCC     ?= nvcc
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(shell command -v $(NVCC) 2>/dev/null))
 USE_CUDA ?= $(if $(CUDA_HOME),1,0)
 CUDA_ARCH ?= sm_90
+CUDA_LIBDIR ?= $(CUDA_HOME)/lib64
 
 # The Python that has numpy/h5py/torch (Debian's), not whatever python3 is first on PATH.
 PYTHON ?= $(shell for p in /usr/bin/python3 python3; do $$p -c 'import numpy, h5py' >/dev/null 2>&1 && { echo $$p; break; }; done)
@@ -46,7 +50,7 @@ BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/tests/%)
 CUDA_EXTRA_HOMES := $(strip $(NCCL_HOME) $(CUDNN_HOME))
 ifeq ($(USE_CUDA),1)
 CPPFLAGS += -DALICE_CUDA -I$(CUDA_HOME)/include $(foreach h,$(CUDA_EXTRA_HOMES),-I$(h)/include)
-LDLIBS   += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
+LDLIBS   += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) \
             $(foreach h,$(CUDA_EXTRA_HOMES),-L$(h)/lib -L$(h)/lib64 -Wl,-rpath,$(h)/lib -Wl,-rpath,$(h)/lib64) \
             -lcudnn -lnccl -lcublasLt -lcublas -lcudart -lstdc++
 LIB_OBJ  += $(CU_OBJ)

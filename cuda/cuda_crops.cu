@@ -6,6 +6,7 @@
  * 2 ulp of the host's). */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "cuda/cuda_context.h"
 #include "cuda/cuda_kernels.cuh"
@@ -18,12 +19,23 @@
 static CropRecipe *g_recipes;
 static int g_recipe_capacity;
 
+/* The rank's device made current in the calling thread. The current device is per thread and
+ * starts at 0, and a pinned allocation or free needs a context: from a loader thread that never
+ * chose a device (pin_volume, the pinned-volume graveyard) it would create a second context on
+ * device 0, costing every rank but local rank 0 hundreds of MiB of GPU 0. The backend's context
+ * is initialised by the main thread before the loader starts its threads. */
+static void bind_rank_device(void)
+{
+    cuda_context_init();
+    CUDA_CHECK(cudaSetDevice(cuda_context()->device));
+}
+
 void *gpu_pinned_alloc(size_t bytes)
 {
     void *p = NULL;
     /* The rank's own device first, so no stray context is made on device 0. Portable: pinned
      * for every device context anyway. */
-    cuda_context_init();
+    bind_rank_device();
     cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable);
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
@@ -35,7 +47,9 @@ void *gpu_pinned_alloc(size_t bytes)
 
 void gpu_pinned_free(void *ptr)
 {
-    if (ptr) CUDA_CHECK(cudaFreeHost(ptr));
+    if (!ptr) return;
+    bind_rank_device();
+    CUDA_CHECK(cudaFreeHost(ptr));
 }
 
 void *gpu_data_alloc(size_t bytes)
@@ -77,6 +91,88 @@ void gpu_data_download(void *host_dst, const void *src, size_t bytes)
 {
     cuda_context_init();
     cuda_download(host_dst, src, bytes);
+}
+
+/* ---- upload stream and events ---------------------------------------------------------- */
+
+/* The loader's upload stream: non-blocking (no implicit order with the compute stream, whose
+ * work it overlaps), so every dependency between the two is an explicit event. */
+static cudaStream_t g_upload_stream;
+
+static cudaStream_t stream_of(GpuStream s)
+{
+    cuda_context_init();
+    if (s == GPU_STREAM_COMPUTE) return cuda_stream();
+    if (!g_upload_stream) CUDA_CHECK(cudaStreamCreateWithFlags(&g_upload_stream, cudaStreamNonBlocking));
+    return g_upload_stream;
+}
+
+struct GpuEvent {
+    cudaEvent_t event;
+};
+
+GpuEvent *gpu_event_create(void)
+{
+    cuda_context_init();
+    GpuEvent *e = (GpuEvent *)xmalloc(sizeof *e);
+    CUDA_CHECK(cudaEventCreateWithFlags(&e->event, cudaEventDisableTiming));
+    return e;
+}
+
+void gpu_event_destroy(GpuEvent *e)
+{
+    if (!e) return;
+    CUDA_CHECK(cudaEventDestroy(e->event));
+    free(e);
+}
+
+void gpu_event_record(GpuEvent *e, GpuStream s) { CUDA_CHECK(cudaEventRecord(e->event, stream_of(s))); }
+
+int gpu_event_done(GpuEvent *e)
+{
+    cudaError_t r = cudaEventQuery(e->event);
+    if (r == cudaErrorNotReady) return 0;
+    CUDA_CHECK(r);
+    return 1;
+}
+
+void gpu_event_synchronize(GpuEvent *e) { CUDA_CHECK(cudaEventSynchronize(e->event)); }
+
+void gpu_stream_wait(GpuStream s, GpuEvent *e) { CUDA_CHECK(cudaStreamWaitEvent(stream_of(s), e->event, 0)); }
+
+void gpu_data_upload_on(GpuStream s, void *dst, const void *pinned_src, size_t bytes)
+{
+    if (bytes == 0) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, pinned_src, bytes, cudaMemcpyHostToDevice, stream_of(s)));
+}
+
+/* Stream-ordered allocations on the upload stream: a volume's memory comes and goes in the
+ * order of the uploads, and freeing it never waits for the device the way cudaFree does
+ * (which would stall the host behind the step being computed). Counted in the backend's
+ * peak-memory figure. */
+void *gpu_volume_alloc(size_t bytes)
+{
+    if (bytes == 0) return NULL;
+    cudaStream_t up = stream_of(GPU_STREAM_UPLOAD);
+    void *p = NULL;
+    cudaError_t e = cudaMallocAsync(&p, bytes, up);
+    if (e == cudaErrorMemoryAllocation) {
+        (void)cudaGetLastError();
+        alice_die("out of GPU memory for a %.0f MiB volume of the GPU volume cache; lower "
+                  "gpu_cache_mb, or set data_device = cpu", bytes / 1048576.0);
+    }
+    CUDA_CHECK(e);
+    CudaContext *ctx = cuda_context();
+    ctx->live_bytes += bytes;
+    if (ctx->live_bytes > ctx->peak_bytes) ctx->peak_bytes = ctx->live_bytes;
+    return p;
+}
+
+void gpu_volume_free(void *ptr, size_t bytes)
+{
+    if (!ptr) return;
+    CUDA_CHECK(cudaFreeAsync(ptr, stream_of(GPU_STREAM_UPLOAD)));
+    cuda_context()->live_bytes -= bytes;
 }
 
 /* blockIdx.y picks the recipe; the x blocks stride over its voxels, Z fastest, so neighbouring

@@ -1,6 +1,7 @@
 /* Elementwise ops and whole-buffer reductions of the CUDA backend. */
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
+#include "ops/cpu_math.h"
 
 static __global__ void axpby_kernel(float *y, const float *x, float a, float b, size_t n)
 {
@@ -70,13 +71,12 @@ int cuda_all_finite(const float *x, size_t n)
     return device_sum(n, NonFinite{x}) == 0.0;
 }
 
-/* GELU, exact erf form, as PyTorch's default nn.GELU(). */
+/* GELU, exact erf form, as PyTorch's default nn.GELU(): the CPU backend's formula
+ * (ops/cpu_math.h, Abramowitz & Stegun erf rather than CUDA's erff) with the same roundings,
+ * so the two backends agree bit for bit. */
 static __global__ void gelu_fwd_kernel(float *y, const float *x, size_t n)
 {
-    GRID_STRIDE(i, n) {
-        const float v = x[i];
-        y[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-    }
+    GRID_STRIDE(i, n) y[i] = gelu_erf(x[i]);
 }
 
 void cuda_gelu_fwd(float *y, const float *x, size_t n)
@@ -86,15 +86,9 @@ void cuda_gelu_fwd(float *y, const float *x, size_t n)
     CUDA_CHECK_LAUNCH();
 }
 
-/* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
 static __global__ void gelu_bwd_kernel(float *dx, const float *dy, const float *x, size_t n)
 {
-    GRID_STRIDE(i, n) {
-        const float v = x[i];
-        const float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
-        const float pdf = 0.39894228040143268f * expf(-0.5f * v * v);
-        dx[i] = dy[i] * (cdf + v * pdf);
-    }
+    GRID_STRIDE(i, n) dx[i] = dy[i] * gelu_erf_slope(x[i]);
 }
 
 void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)

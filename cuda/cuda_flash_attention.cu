@@ -290,6 +290,10 @@ flash_fwd_kernel(float *out, float *lse, const float *q, const float *k, const f
             const float sum =
                 parts_sum<kParts>(flash_part_exp(srow, my_part, kParts, keys, kTile, m_new));
             const float row_rescale = flash_row_commit(&m_row, &l_row, m_new, sum);
+            /* The shuffles order nothing in memory: without this barrier the compiler may sink
+             * another part's read of m/l below part 0's write (a data race), and that part
+             * would rescale its output columns by 1 instead of exp(m - m'). */
+            __syncwarp();
             if (my_part == 0) m[my_row] = m_row, l[my_row] = l_row;
             for (int c = my_part; c < dhp; c += kParts) orow[c] *= row_rescale;
             convert_part(P + my_row * ld_p, srow, my_part, kParts, kTile);

@@ -186,14 +186,16 @@ void nccl_shutdown(void)
 {
     if (!nccl_ready()) return;
     CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  /* pending collectives finish first */
+    if (g_comm_stream_ready) CUDA_CHECK(cudaStreamSynchronize(g_comm_stream));
+    /* The communicator goes before the stream its collectives ran on, so nothing NCCL may still
+     * refer to while it flushes and frees is already gone. */
+    if (g_transport == TRANSPORT_NCCL) NCCL_CHECK(ncclCommDestroy(g_comm));
     if (g_comm_stream_ready) {
-        CUDA_CHECK(cudaStreamSynchronize(g_comm_stream));
         CUDA_CHECK(cudaEventDestroy(g_grads_ready));
         CUDA_CHECK(cudaEventDestroy(g_reduced));
         CUDA_CHECK(cudaStreamDestroy(g_comm_stream));
         g_comm_stream_ready = 0;
     }
-    if (g_transport == TRANSPORT_NCCL) NCCL_CHECK(ncclCommDestroy(g_comm));
     if (g_host_buf) CUDA_CHECK(cudaFreeHost(g_host_buf));
     g_host_buf = NULL;
     g_host_floats = 0;

@@ -8,9 +8,12 @@
 typedef struct {
     int16_t *image;            /* device */
     uint8_t *label;            /* device, NULL without */
-    size_t bytes;
-    unsigned long last_use;
-    unsigned long batch;       /* batch that last fetched it */
+    size_t voxels, bytes;
+    unsigned long last_use;    /* LRU clock */
+    unsigned long batch;       /* batch (or prefetch window) that last took it */
+    int in_batch;              /* fetched since begin_batch: gets a last-use record */
+    GpuEvent *ready;           /* upload done (upload stream) */
+    GpuEvent *used;            /* last crop kernel that read it done (compute stream) */
 } GpuVolume;
 
 struct GpuVolumeCache {
@@ -18,7 +21,7 @@ struct GpuVolumeCache {
     int num_cases;
     size_t budget, bytes;
     unsigned long clock, batch;
-    long uploads, hits;
+    long uploads, hits, prefetched, evict_waits;
 };
 
 GpuVolumeCache *gpu_volume_cache_create(int num_cases, size_t budget_bytes)
@@ -30,10 +33,27 @@ GpuVolumeCache *gpu_volume_cache_create(int num_cases, size_t budget_bytes)
     return c;
 }
 
+/* Both events of an entry done: no upload writes it, no kernel reads it. */
+static int entry_idle(GpuVolume *e)
+{
+    return (!e->ready || gpu_event_done(e->ready)) && (!e->used || gpu_event_done(e->used));
+}
+
+static void entry_wait_idle(GpuVolumeCache *c, GpuVolume *e)
+{
+    if (entry_idle(e)) return;
+    c->evict_waits++;
+    if (e->ready) gpu_event_synchronize(e->ready);
+    if (e->used) gpu_event_synchronize(e->used);
+}
+
+/* Frees an idle entry's device memory. The upload stream still waits for the last use first:
+ * the free is stream-ordered there, and that wait is what makes it safe on the device. */
 static void entry_drop(GpuVolumeCache *c, GpuVolume *e)
 {
-    gpu_data_free(e->image);
-    gpu_data_free(e->label);
+    if (e->used) gpu_stream_wait(GPU_STREAM_UPLOAD, e->used);
+    gpu_volume_free(e->image, e->voxels * sizeof(int16_t));
+    gpu_volume_free(e->label, e->voxels);
     c->bytes -= e->bytes;
     e->image = NULL;
     e->label = NULL;
@@ -43,8 +63,14 @@ static void entry_drop(GpuVolumeCache *c, GpuVolume *e)
 void gpu_volume_cache_destroy(GpuVolumeCache *c)
 {
     if (!c) return;
-    for (int i = 0; i < c->num_cases; i++)
-        if (c->entries[i].image) entry_drop(c, &c->entries[i]);
+    for (int i = 0; i < c->num_cases; i++) {
+        GpuVolume *e = &c->entries[i];
+        if (e->ready) gpu_event_synchronize(e->ready);
+        if (e->used) gpu_event_synchronize(e->used);
+        if (e->image) entry_drop(c, e);
+        gpu_event_destroy(e->ready);
+        gpu_event_destroy(e->used);
+    }
     free(c->entries);
     free(c);
 }
@@ -63,62 +89,130 @@ size_t gpu_volume_cache_limit(GpuVolumeCache *c, size_t budget_bytes)
 
 void gpu_volume_cache_begin_batch(GpuVolumeCache *c) { c->batch++; }
 
-/* Frees least recently used volumes of earlier batches until `need` more bytes fit. Returns 0
- * when they cannot. */
-static int make_room(GpuVolumeCache *c, size_t need)
+/* Least recently used volume of an earlier batch, idle ones only unless any_state. */
+static GpuVolume *lru_victim(GpuVolumeCache *c, int any_state)
+{
+    GpuVolume *victim = NULL;
+    for (int i = 0; i < c->num_cases; i++) {
+        GpuVolume *e = &c->entries[i];
+        if (e->image && e->batch < c->batch && (!victim || e->last_use < victim->last_use) &&
+            (any_state || entry_idle(e)))
+            victim = e;
+    }
+    return victim;
+}
+
+/* Frees least recently used volumes of earlier batches until `need` more bytes fit: idle ones
+ * first; busy ones (last use or upload pending) only when may_wait, after waiting for them.
+ * Returns 0 when they cannot. */
+static int make_room(GpuVolumeCache *c, size_t need, int may_wait)
 {
     if (need > c->budget) return 0;
     while (c->bytes + need > c->budget) {
-        GpuVolume *victim = NULL;
-        for (int i = 0; i < c->num_cases; i++) {
-            GpuVolume *e = &c->entries[i];
-            if (e->image && e->batch < c->batch && (!victim || e->last_use < victim->last_use))
-                victim = e;
-        }
+        GpuVolume *victim = lru_victim(c, 0);
+        if (!victim && may_wait) victim = lru_victim(c, 1);
         if (!victim) return 0;
-        entry_drop(c, victim);   /* cudaFree waits for kernels still reading it */
+        entry_wait_idle(c, victim);
+        entry_drop(c, victim);
     }
     return 1;
 }
 
-/* Makes case i resident (uploading it when absent and it fits); 1 when it is. */
-static int ensure_resident(GpuVolumeCache *c, GpuVolume *e, const Volume *v, int want_label)
+/* Queues the upload of v into entry e on the upload stream, ending with its ready event. */
+static int upload(GpuVolumeCache *c, GpuVolume *e, const Volume *v, int want_label, int may_wait)
 {
-    if (e->image && want_label && !e->label) entry_drop(c, e);   /* re-upload with labels */
-    if (e->image) return 1;
     size_t bytes = gpu_volume_bytes(v, want_label);
-    if (!make_room(c, bytes)) return 0;
+    if (!make_room(c, bytes, may_wait)) return 0;
     size_t n = volume_voxels(v);
-    e->image = gpu_data_alloc(n * sizeof(int16_t));
-    gpu_data_upload(e->image, v->image, n * sizeof(int16_t));
+    e->image = gpu_volume_alloc(n * sizeof(int16_t));
+    gpu_data_upload_on(GPU_STREAM_UPLOAD, e->image, v->image, n * sizeof(int16_t));
     if (want_label) {
-        e->label = gpu_data_alloc(n);
-        gpu_data_upload(e->label, v->label, n);
+        e->label = gpu_volume_alloc(n);
+        gpu_data_upload_on(GPU_STREAM_UPLOAD, e->label, v->label, n);
     }
+    if (!e->ready) e->ready = gpu_event_create();
+    gpu_event_record(e->ready, GPU_STREAM_UPLOAD);
+    e->voxels = n;
     e->bytes = bytes;
     c->bytes += bytes;
     c->uploads++;
     return 1;
 }
 
+static GpuVolume *entry_of(GpuVolumeCache *c, int i)
+{
+    ALICE_ASSERT(i >= 0 && i < c->num_cases, "GPU volume cache: case %d of %d", i, c->num_cases);
+    return &c->entries[i];
+}
+
+static void take(GpuVolumeCache *c, GpuVolume *e)
+{
+    e->last_use = ++c->clock;
+    e->batch = c->batch;
+}
+
+int gpu_volume_cache_reserve(GpuVolumeCache *c, int i, const Volume *v, int with_label)
+{
+    GpuVolume *e = entry_of(c, i);
+    if (!e->image || (with_label && v->label && !e->label)) return 0;
+    take(c, e);
+    return 1;
+}
+
 int gpu_volume_cache_fetch(GpuVolumeCache *c, int i, const Volume *v, int with_label,
                            const int16_t **image, const uint8_t **label)
 {
-    ALICE_ASSERT(i >= 0 && i < c->num_cases, "GPU volume cache: case %d of %d", i, c->num_cases);
-    GpuVolume *e = &c->entries[i];
-    const int resident = e->image && (!(with_label && v->label) || e->label);
-    if (!ensure_resident(c, e, v, with_label && v->label)) return 0;
-    c->hits += resident;
-    e->last_use = ++c->clock;
-    e->batch = c->batch;
+    GpuVolume *e = entry_of(c, i);
+    const int want_label = with_label && v->label;
+    if (e->image && want_label && !e->label) {   /* re-upload with labels */
+        entry_wait_idle(c, e);
+        entry_drop(c, e);
+    }
+    if (e->image) c->hits++;
+    else if (!upload(c, e, v, want_label, 1)) return 0;
+    take(c, e);
+    if (!e->in_batch) {
+        e->in_batch = 1;
+        /* The kernel reads the volume only after its upload (a no-op once it is done). */
+        if (!gpu_event_done(e->ready)) gpu_stream_wait(GPU_STREAM_COMPUTE, e->ready);
+    }
     *image = e->image;
     *label = e->label;
     return 1;
 }
 
+int gpu_volume_cache_prefetch(GpuVolumeCache *c, int i, const Volume *v, int with_label)
+{
+    GpuVolume *e = entry_of(c, i);
+    const int want_label = with_label && v->label;
+    if (e->image && want_label && !e->label) return 0;   /* the batch re-uploads it */
+    if (!e->image) {
+        if (!upload(c, e, v, want_label, 0)) return 0;
+        c->prefetched++;
+    }
+    take(c, e);
+    return 1;
+}
+
+void gpu_volume_cache_end_batch(GpuVolumeCache *c)
+{
+    for (int i = 0; i < c->num_cases; i++) {
+        GpuVolume *e = &c->entries[i];
+        if (!e->in_batch) continue;
+        if (!e->used) e->used = gpu_event_create();
+        gpu_event_record(e->used, GPU_STREAM_COMPUTE);
+        e->in_batch = 0;
+    }
+}
+
+int gpu_volume_cache_upload_pending(GpuVolumeCache *c, int i)
+{
+    GpuVolume *e = entry_of(c, i);
+    return e->image && e->ready && !gpu_event_done(e->ready);
+}
 
 GpuVolumeCacheStats gpu_volume_cache_stats(const GpuVolumeCache *c)
 {
-    GpuVolumeCacheStats s = {c->uploads, c->hits, c->bytes};
+    GpuVolumeCacheStats s = {c->uploads, c->hits, c->bytes, c->prefetched, c->evict_waits};
     return s;
 }

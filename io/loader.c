@@ -100,6 +100,8 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
         /* Pinned batch buffers: the host-to-device copy of a batch is then a DMA. */
         o.host_alloc = gpu_pinned_alloc;
         o.host_free = gpu_pinned_free;
+        /* ... and, with crops made on the host, double-buffered in GPU memory. */
+        o.upload_batches = !o.data_on_gpu;
     }
     return o;
 }
@@ -116,6 +118,7 @@ typedef struct CacheEntry {
     Volume volume;
     LabelIndex labels;   /* fine-tuning */
     void *summary;       /* matcher description (pre-training) */
+    int pinned;          /* volume image/label in pinned memory (data_on_gpu) */
 } CacheEntry;
 
 /* ---- batch ring ------------------------------------------------------------------------- */
@@ -143,6 +146,17 @@ typedef struct {
  * (pre-training) or j * FINE_VIEW_SLOTS + v (fine-tuning; its label rides with FINE_IMAGE). */
 enum { PRE_QUERY, PRE_KEY, PRE_QUERY_INTACT, PRE_KEY_INTACT, PRE_VIEW_SLOTS };
 enum { FINE_IMAGE, FINE_VIEW_SLOTS };
+
+/* upload_batches: one of the two device batch buffers. */
+typedef struct {
+    float *view[PRE_VIEW_SLOTS];   /* pre-training views, or view[FINE_IMAGE] */
+    int32_t *label;
+    GpuEvent *ready;               /* upload stream: the batch's bytes are there */
+    GpuEvent *consumed;            /* compute stream: the step that read it is done with it */
+    const Slot *slot;              /* host slot uploaded from (NULL: none) ... */
+    long step;                     /* ... holding this step of this ring generation */
+    unsigned long generation;
+} DeviceBatch;
 
 struct Loader {
     LoaderOptions opt;
@@ -176,6 +190,17 @@ struct Loader {
     int32_t *dev_label;
     CropRecipe *render_list;
     long host_crops;
+    unsigned char *upload_ref;   /* case holds a host reference while its upload may run */
+
+    /* Pinned host volumes dropped from the cache, freed by fill_slot outside the lock:
+     * cudaFreeHost may wait for the device, which the rendering thread must never do. */
+    void **graveyard;
+    int graveyard_count, graveyard_cap;
+
+    /* upload_batches: used only by the thread that asks for batches */
+    DeviceBatch dev_batch[2];
+    int dev_current;             /* buffer handed out last, -1 */
+    long batches_ahead;
 };
 
 #define LOCK(m) ALICE_ASSERT(pthread_mutex_lock(m) == 0, "pthread_mutex_lock failed")
@@ -183,8 +208,42 @@ struct Loader {
 #define WAIT(c, m) ALICE_ASSERT(pthread_cond_wait(c, m) == 0, "pthread_cond_wait failed")
 #define BROADCAST(c) ALICE_ASSERT(pthread_cond_broadcast(c) == 0, "pthread_cond_broadcast failed")
 
-static void entry_release_memory(CacheEntry *e, const Matcher *m)
+/* Caller holds cache_lock (or is the only thread left). */
+static void graveyard_add(Loader *L, void *pinned)
 {
+    if (!pinned) return;
+    if (L->graveyard_count == L->graveyard_cap) {
+        L->graveyard_cap = L->graveyard_cap ? 2 * L->graveyard_cap : 16;
+        void **grown = realloc(L->graveyard, (size_t)L->graveyard_cap * sizeof *grown);
+        ALICE_ASSERT(grown, "out of memory growing the loader's list of %d pinned buffers",
+                     L->graveyard_cap);
+        L->graveyard = grown;
+    }
+    L->graveyard[L->graveyard_count++] = pinned;
+}
+
+/* Frees the pinned volumes dropped so far; called outside every lock. */
+static void graveyard_flush(Loader *L)
+{
+    for (;;) {
+        LOCK(&L->cache_lock);
+        void *p = L->graveyard_count ? L->graveyard[--L->graveyard_count] : NULL;
+        UNLOCK(&L->cache_lock);
+        if (!p) return;
+        gpu_pinned_free(p);
+    }
+}
+
+static void entry_release_memory(Loader *L, CacheEntry *e)
+{
+    const Matcher *m = L->opt.matcher;
+    if (e->pinned) {
+        graveyard_add(L, e->volume.image);
+        graveyard_add(L, e->volume.label);
+        e->volume.image = NULL;
+        e->volume.label = NULL;
+        e->pinned = 0;
+    }
     volume_free(&e->volume);
     label_index_free(&e->labels);
     if (e->summary && m) m->free_description(e->summary);
@@ -207,7 +266,7 @@ static void cache_trim(Loader *L)
         }
         if (victim < 0) return;
         L->cache_bytes -= L->entries[victim].bytes;
-        entry_release_memory(&L->entries[victim], L->opt.matcher);
+        entry_release_memory(L, &L->entries[victim]);
     }
 }
 
@@ -223,6 +282,24 @@ static void check_label_range(const Loader *L, int i, const Volume *v)
         alice_die("case '%s': label %d is outside 0..%d; set num_classes to the data set's label "
                   "count (14 for FLARE/BTCV with background)", L->src.case_name(L->src.ctx, i),
                   top, L->opt.num_classes - 1);
+}
+
+/* data_on_gpu: the volume moves to pinned memory here, in the thread that read it, so its
+ * upload to the GPU is a DMA the rendering thread only queues. */
+static void pin_volume(const Loader *L, int i, Volume *v)
+{
+    const size_t n = volume_voxels(v);
+    int16_t *image = gpu_pinned_alloc(n * sizeof *image);
+    uint8_t *label = v->label ? gpu_pinned_alloc(n) : NULL;
+    if (!image || (v->label && !label))
+        alice_die("case '%s': no pinned host memory for its %.0f MiB volume; lower cache_mb (the "
+                  "host volume cache is pinned with data_device = gpu)",
+                  L->src.case_name(L->src.ctx, i), n * 3.0 / 1048576.0);
+    memcpy(image, v->image, n * sizeof *image);
+    if (label) memcpy(label, v->label, n);
+    volume_free(v);
+    v->image = image;
+    v->label = label;
 }
 
 static CacheEntry *cache_acquire(Loader *L, int i)
@@ -250,6 +327,7 @@ static CacheEntry *cache_acquire(Loader *L, int i)
                  "case %d (%s) came back empty from the data source", i,
                  L->src.case_name(L->src.ctx, i));
     if (L->opt.mode == LOADER_FINETUNE) check_label_range(L, i, &v);
+    if (L->opt.data_on_gpu) pin_volume(L, i, &v);
     /* Per-case summaries are computed once, outside every lock. */
     LabelIndex labels = {0};
     void *summary = NULL;
@@ -263,6 +341,7 @@ static CacheEntry *cache_acquire(Loader *L, int i)
     e->labels = labels;
     e->summary = summary;
     e->bytes = bytes;
+    e->pinned = L->opt.data_on_gpu;
     e->refs = 1;
     e->last_use = ++L->use_clock;
     e->state = ENTRY_READY;
@@ -271,6 +350,14 @@ static CacheEntry *cache_acquire(Loader *L, int i)
     BROADCAST(&L->cache_cond);
     UNLOCK(&L->cache_lock);
     return e;
+}
+
+/* One more reference on an entry the caller already holds. */
+static void cache_ref(Loader *L, CacheEntry *e)
+{
+    LOCK(&L->cache_lock);
+    e->refs++;
+    UNLOCK(&L->cache_lock);
 }
 
 static void cache_release(Loader *L, CacheEntry *e)
@@ -314,6 +401,7 @@ static uint32_t add_recipe(Loader *L, Slot *s, int r, CacheEntry *e, const int s
     CropRecipe *rc = &s->recipes[r];
     crop_recipe_make(rc, &e->volume, L->opt.window, start, L->opt.crop, d, noise, offset,
                      host_out, host_label);
+    cache_ref(L, e);   /* one reference per recipe: slot_release_recipes drops one per recipe */
     s->recipe_entry[r] = e;
     s->on_host[r] = gpu_volume_bytes(&e->volume, host_label != NULL) > (size_t)L->opt.gpu_cache_bytes;
     if (s->on_host[r]) crop_recipe_render_cpu(rc);
@@ -400,8 +488,7 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
     b->key_case[j] = kcase;
     memcpy(b->query_center[j], qc, sizeof qc);
     memcpy(b->key_center[j], kc, sizeof kc);
-    if (L->opt.data_on_gpu) return;   /* the recipes hold the entries until rendered */
-    cache_release(L, qe);
+    cache_release(L, qe);   /* recipes hold their own references until rendered */
     cache_release(L, ke);
 }
 
@@ -425,8 +512,9 @@ static void fill_finetune_sample(Loader *L, Slot *s, long step, int j)
     float *img = b->image + (size_t)j * n;
     int32_t *lab = b->label + (size_t)j * n;
     b->case_index[j] = c;
-    if (L->opt.data_on_gpu) {   /* the recipe holds the entry until rendered */
+    if (L->opt.data_on_gpu) {   /* the recipe holds its own reference until rendered */
         add_recipe(L, s, j * FINE_VIEW_SLOTS + FINE_IMAGE, e, start, &d, &noise, 0, img, lab);
+        cache_release(L, e);
         return;
     }
     crop_extract(&e->volume, L->opt.window, start, crop, s->scratch_image, s->scratch_label);
@@ -452,6 +540,7 @@ static void fill_slot(Loader *L, Slot *s, long step)
         if (L->opt.mode == LOADER_PRETRAIN) fill_pretrain_sample(L, s, step, j);
         else fill_finetune_sample(L, s, step, j);
     }
+    graveyard_flush(L);
 }
 
 /* ---- prefetch threads ------------------------------------------------------------------- */
@@ -551,16 +640,82 @@ static void gpu_buffers_alloc(Loader *L)
                  gpu_volume_cache_limit(L->gpu_cache, room) / 1048576.0);
 }
 
-/* Renders the recipes of slot s into the device batch buffers, on the backend stream: volumes
- * the GPU cache holds (or takes now) go to the kernel; the rest were or are cut on the host
- * and uploaded into their place. */
+/* The prepared slot of `step` in the current ring generation, or NULL when the threads have
+ * not finished it. A READY slot turns FREE only in next_slot, i.e. in the calling thread, so
+ * its contents stay valid after the lock is dropped. */
+static Slot *ready_slot(Loader *L, long step)
+{
+    Slot *found = NULL;
+    LOCK(&L->ring_lock);
+    for (int i = 0; i < L->num_slots; i++)
+        if (L->slots[i].state == SLOT_READY && L->slots[i].generation == L->generation &&
+            L->slots[i].step == step)
+            found = &L->slots[i];
+    UNLOCK(&L->ring_lock);
+    return found;
+}
+
+static int recipe_case(const Loader *L, const Slot *s, int r) { return (int)(s->recipe_entry[r] - L->entries); }
+
+/* While an upload may still read case i's pinned host copy, the loader holds a reference on it,
+ * so the host cache cannot free that memory under the DMA; dropped once the upload is done. */
+static void upload_ref_take(Loader *L, int i)
+{
+    if (L->upload_ref[i] || !gpu_volume_cache_upload_pending(L->gpu_cache, i)) return;
+    cache_ref(L, &L->entries[i]);
+    L->upload_ref[i] = 1;
+}
+
+static void upload_refs_release_done(Loader *L)
+{
+    for (int i = 0; i < L->src.num_cases; i++)
+        if (L->upload_ref[i] && !gpu_volume_cache_upload_pending(L->gpu_cache, i)) {
+            L->upload_ref[i] = 0;
+            cache_release(L, &L->entries[i]);
+        }
+}
+
+/* Uploads the volumes of the steps after `step` that the threads have prepared, in step order,
+ * without waiting and without evicting anything in use, so they overlap the compute of `step`.
+ * The rendering thread issues them, not the prefetch threads: it owns the GPU volume cache and
+ * the backend allocator (neither is thread-safe, and a mutex-guarded second path would need its
+ * own eviction protocol), and queuing a DMA from a volume already in pinned memory costs it
+ * microseconds -- the copy into pinned memory, the part that takes time, was made by the
+ * thread that read the case. It runs before the model launches step `step`, whose loss
+ * download later blocks the host: issued after that, the uploads could not overlap it. */
+static void gpu_prefetch_volumes(Loader *L, long step)
+{
+    const int with_label = L->opt.mode == LOADER_FINETUNE;
+    for (long ahead = step + 1; ahead <= step + L->num_threads; ahead++) {
+        Slot *s = ready_slot(L, ahead);
+        if (!s) continue;
+        for (int r = 0; r < s->num_recipes; r++) {
+            if (s->on_host[r]) continue;
+            int i = recipe_case(L, s, r);
+            if (gpu_volume_cache_prefetch(L->gpu_cache, i, &s->recipe_entry[r]->volume, with_label))
+                upload_ref_take(L, i);
+        }
+    }
+}
+
+/* Renders the recipes of slot s into the device batch buffers, on the compute stream: volumes
+ * the GPU cache holds (or takes now) go to the kernel, which waits for their uploads; the rest
+ * were or are cut on the host and uploaded into their place. Then queues the uploads of the
+ * next prepared steps' volumes. */
 static void gpu_render_slot(Loader *L, Slot *s)
 {
     if (!L->dev_view[0]) gpu_buffers_alloc(L);
     const int views = L->opt.mode == LOADER_PRETRAIN ? PRE_VIEW_SLOTS : FINE_VIEW_SLOTS;
     const size_t n = L->crop_voxels;
     const int with_label = L->opt.mode == LOADER_FINETUNE;
+    upload_refs_release_done(L);
     gpu_volume_cache_begin_batch(L->gpu_cache);
+    /* Volumes already there (prefetched) are claimed first, so uploading the batch's other
+     * volumes cannot evict them. */
+    for (int r = 0; r < s->num_recipes; r++)
+        if (!s->on_host[r])
+            gpu_volume_cache_reserve(L->gpu_cache, recipe_case(L, s, r), &s->recipe_entry[r]->volume,
+                                     with_label);
     int count = 0;
     for (int r = 0; r < s->num_recipes; r++) {
         const CropRecipe *host = &s->recipes[r];
@@ -568,8 +723,10 @@ static void gpu_render_slot(Loader *L, Slot *s)
         int32_t *dev_label = with_label ? L->dev_label + (size_t)(r / views) * n : NULL;
         if (!s->on_host[r]) {
             CropRecipe dev = *host;
-            if (gpu_volume_cache_fetch(L->gpu_cache, (int)(s->recipe_entry[r] - L->entries),
-                                       &s->recipe_entry[r]->volume, with_label, &dev.image, &dev.label)) {
+            const int i = recipe_case(L, s, r);
+            if (gpu_volume_cache_fetch(L->gpu_cache, i, &s->recipe_entry[r]->volume, with_label,
+                                       &dev.image, &dev.label)) {
+                upload_ref_take(L, i);
                 dev.out = dev_out;
                 dev.out_label = dev_label;
                 L->render_list[count++] = dev;
@@ -583,31 +740,123 @@ static void gpu_render_slot(Loader *L, Slot *s)
         if (dev_label) gpu_data_upload(dev_label, host->out_label, n * sizeof(int32_t));
     }
     gpu_crops_render(L->render_list, count);
+    gpu_volume_cache_end_batch(L->gpu_cache);   /* last use of each volume: behind the kernel */
     slot_release_recipes(L, s);
+    gpu_prefetch_volumes(L, s->step);
+}
+
+/* ---- double-buffered batch uploads (upload_batches) ------------------------------------- */
+
+static size_t image_batch_bytes(const Loader *L) { return (size_t)L->opt.batch * L->crop_voxels * sizeof(float); }
+
+/* Queues the upload of slot s (step) into buffer k on the upload stream, after the step that
+ * last read buffer k is done with it. */
+static void batch_upload(Loader *L, int k, const Slot *s, long step)
+{
+    DeviceBatch *d = &L->dev_batch[k];
+    const size_t bytes = image_batch_bytes(L);
+    const size_t label_bytes = (size_t)L->opt.batch * L->crop_voxels * sizeof(int32_t);
+    if (!d->ready) {
+        const int views = L->opt.mode == LOADER_PRETRAIN ? PRE_VIEW_SLOTS : FINE_VIEW_SLOTS;
+        for (int v = 0; v < views; v++) d->view[v] = gpu_data_alloc(bytes);
+        if (L->opt.mode == LOADER_FINETUNE) d->label = gpu_data_alloc(label_bytes);
+        d->ready = gpu_event_create();
+        d->consumed = gpu_event_create();
+    }
+    gpu_stream_wait(GPU_STREAM_UPLOAD, d->consumed);
+    if (L->opt.mode == LOADER_PRETRAIN) {
+        const float *src[PRE_VIEW_SLOTS] = {s->pre.query, s->pre.key, s->pre.query_intact, s->pre.key_intact};
+        for (int v = 0; v < PRE_VIEW_SLOTS; v++) gpu_data_upload_on(GPU_STREAM_UPLOAD, d->view[v], src[v], bytes);
+    } else {
+        gpu_data_upload_on(GPU_STREAM_UPLOAD, d->view[FINE_IMAGE], s->fine.image, bytes);
+        gpu_data_upload_on(GPU_STREAM_UPLOAD, d->label, s->fine.label, label_bytes);
+    }
+    gpu_event_record(d->ready, GPU_STREAM_UPLOAD);
+    d->slot = s;
+    d->step = step;
+    d->generation = s->generation;
+}
+
+/* Before next_slot hands host slots back to the prefetch threads (the one held since the last
+ * call; on a jump every prepared one), the uploads reading them must be done: only the buffer
+ * prepared for exactly this step keeps its slot, which next_slot hands out again. The step
+ * that read the last buffer has been queued on the compute stream by now: that is its
+ * consumer, which the next upload into that buffer waits for. */
+static void batch_buffers_release(Loader *L, long step)
+{
+    if (L->dev_current >= 0) gpu_event_record(L->dev_batch[L->dev_current].consumed, GPU_STREAM_COMPUTE);
+    for (int k = 0; k < 2; k++) {
+        DeviceBatch *d = &L->dev_batch[k];
+        if (!d->slot) continue;
+        if (L->num_threads > 0 && k != L->dev_current && d->step == step &&
+            d->generation == L->generation)
+            continue;
+        gpu_event_synchronize(d->ready);
+        d->slot = NULL;
+    }
+}
+
+/* The device buffer of slot s (uploading it now unless that was done ahead), made the compute
+ * stream's input; then the upload of the next prepared step into the other buffer. */
+static const DeviceBatch *batch_buffers_take(Loader *L, const Slot *s, long step)
+{
+    int k = -1;
+    for (int i = 0; i < 2; i++)
+        if (L->dev_batch[i].slot == s && L->dev_batch[i].step == step &&
+            L->dev_batch[i].generation == s->generation)
+            k = i;
+    if (k < 0) {
+        k = L->dev_current >= 0 ? 1 - L->dev_current : 0;
+        batch_upload(L, k, s, step);
+    }
+    gpu_stream_wait(GPU_STREAM_COMPUTE, L->dev_batch[k].ready);
+    L->dev_current = k;
+    const Slot *next = L->num_threads > 0 ? ready_slot(L, step + 1) : NULL;
+    if (next) {
+        batch_upload(L, 1 - k, next, step + 1);
+        L->batches_ahead++;
+    }
+    return &L->dev_batch[k];
 }
 
 void loader_next_pretrain_batch(Loader *L, long step, PretrainBatch *out)
 {
+    if (L->opt.upload_batches) batch_buffers_release(L, step);
     Slot *s = next_slot(L, step, LOADER_PRETRAIN);
     *out = s->pre;
-    if (!L->opt.data_on_gpu) return;
-    gpu_render_slot(L, s);
+    float *const *view;
+    if (L->opt.upload_batches) {
+        view = batch_buffers_take(L, s, step)->view;
+    } else if (L->opt.data_on_gpu) {
+        gpu_render_slot(L, s);
+        view = L->dev_view;
+    } else {
+        return;
+    }
     out->on_device = 1;
-    out->query = L->dev_view[PRE_QUERY];
-    out->key = L->dev_view[PRE_KEY];
-    out->query_intact = L->dev_view[PRE_QUERY_INTACT];
-    out->key_intact = L->dev_view[PRE_KEY_INTACT];
+    out->query = view[PRE_QUERY];
+    out->key = view[PRE_KEY];
+    out->query_intact = view[PRE_QUERY_INTACT];
+    out->key_intact = view[PRE_KEY_INTACT];
 }
 
 void loader_next_finetune_batch(Loader *L, long step, FinetuneBatch *out)
 {
+    if (L->opt.upload_batches) batch_buffers_release(L, step);
     Slot *s = next_slot(L, step, LOADER_FINETUNE);
     *out = s->fine;
-    if (!L->opt.data_on_gpu) return;
-    gpu_render_slot(L, s);
+    if (L->opt.upload_batches) {
+        const DeviceBatch *d = batch_buffers_take(L, s, step);
+        out->image = d->view[FINE_IMAGE];
+        out->label = d->label;
+    } else if (L->opt.data_on_gpu) {
+        gpu_render_slot(L, s);
+        out->image = L->dev_view[FINE_IMAGE];
+        out->label = L->dev_label;
+    } else {
+        return;
+    }
     out->on_device = 1;
-    out->image = L->dev_view[FINE_IMAGE];
-    out->label = L->dev_label;
 }
 
 /* ---- create / destroy ------------------------------------------------------------------- */
@@ -710,7 +959,14 @@ Loader *loader_create(const LoaderOptions *opt, LoaderSource source)
         }
         L->gpu_cache = gpu_volume_cache_create(source.num_cases, (size_t)opt->gpu_cache_bytes);
         L->render_list = xcalloc((size_t)opt->batch * PRE_VIEW_SLOTS, sizeof *L->render_list);
+        L->upload_ref = xcalloc((size_t)source.num_cases, 1);
+        L->opt.upload_batches = 0;   /* batches are rendered in GPU memory already */
     }
+    if (L->opt.upload_batches && !L->opt.host_alloc) {   /* batch uploads are DMAs */
+        L->opt.host_alloc = gpu_pinned_alloc;
+        L->opt.host_free = gpu_pinned_free;
+    }
+    L->dev_current = -1;
 
     int n = source.num_cases;
     L->train = xmalloc((size_t)n * sizeof(int));
@@ -754,13 +1010,26 @@ void loader_destroy(Loader *L)
     UNLOCK(&L->ring_lock);
     for (int i = 0; i < L->num_threads; i++)
         ALICE_ASSERT(pthread_join(L->threads[i], NULL) == 0, "pthread_join failed");
+    /* Device work first: no upload may still read pinned host memory freed below. */
+    for (int k = 0; k < 2; k++) {
+        DeviceBatch *d = &L->dev_batch[k];
+        if (!d->ready) continue;
+        gpu_event_synchronize(d->ready);
+        for (int v = 0; v < PRE_VIEW_SLOTS; v++) if (d->view[v]) gpu_data_free(d->view[v]);
+        if (d->label) gpu_data_free(d->label);
+        gpu_event_destroy(d->ready);
+        gpu_event_destroy(d->consumed);
+    }
+    gpu_volume_cache_destroy(L->gpu_cache);
     for (int i = 0; i < L->num_slots; i++) slot_free(L, &L->slots[i]);
     for (int v = 0; v < PRE_VIEW_SLOTS; v++) if (L->dev_view[v]) gpu_data_free(L->dev_view[v]);
     if (L->dev_label) gpu_data_free(L->dev_label);
-    gpu_volume_cache_destroy(L->gpu_cache);
     free(L->render_list);
     for (int i = 0; i < L->src.num_cases; i++)
-        if (L->entries[i].state == ENTRY_READY) entry_release_memory(&L->entries[i], L->opt.matcher);
+        if (L->entries[i].state == ENTRY_READY) entry_release_memory(L, &L->entries[i]);
+    graveyard_flush(L);
+    free(L->graveyard);
+    free(L->upload_ref);
     pthread_mutex_destroy(&L->cache_lock);
     pthread_mutex_destroy(&L->io_lock);
     pthread_mutex_destroy(&L->ring_lock);
@@ -789,6 +1058,7 @@ void loader_read_full_case(Loader *L, int case_index, WindowedCase *out)
     memcpy(out->spacing, v->spacing, sizeof out->spacing);
     memcpy(out->affine, v->affine, sizeof out->affine);
     out->image = xmalloc(n * sizeof(float));
+    /* The formula of training crops and the GPU kernel (data/crop.h). */
     for (size_t i = 0; i < n; i++) out->image[i] = window_apply(L->opt.window, v->image[i]);
     if (v->label) {
         out->label = xmalloc(n * sizeof(int32_t));
@@ -823,12 +1093,14 @@ int loader_validation_cases(const Loader *L, const int **cases)
 LoaderCacheStats loader_cache_stats(Loader *L)
 {
     LOCK(&L->cache_lock);
-    LoaderCacheStats s = {L->reads, L->hits, L->cache_bytes, 0, 0, L->host_crops};
+    LoaderCacheStats s = {L->reads, L->hits, L->cache_bytes, 0, 0, L->host_crops, 0, 0, L->batches_ahead};
     UNLOCK(&L->cache_lock);
     if (L->gpu_cache) {
         GpuVolumeCacheStats g = gpu_volume_cache_stats(L->gpu_cache);
         s.gpu_uploads = g.uploads;
         s.gpu_hits = g.hits;
+        s.gpu_prefetched = g.prefetched;
+        s.gpu_evict_waits = g.evict_waits;
     }
     return s;
 }

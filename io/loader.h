@@ -85,15 +85,25 @@ typedef struct {
      * (in the thread that asks for it) from volumes kept in GPU memory, straight into device
      * batch buffers (PretrainBatch/FinetuneBatch.on_device), bit for bit the CPU crops except
      * gamma (device powf, within 2 ulp). A case larger than gpu_cache_bytes is cropped on the
-     * host and uploaded. Host batch buffers default to pinned memory then. */
+     * host and uploaded. Host batch buffers default to pinned memory then, and so do the
+     * cached host volumes (copied to pinned memory by the thread that reads them), so volume
+     * uploads are DMAs on an upload stream: the volumes of the prepared steps s+1 ...
+     * s+prefetch are uploaded while step s computes (io/gpu_volume_cache.h). */
     int data_on_gpu;
     long gpu_cache_bytes;
     int num_classes;           /* fine-tuning: every label must lie in 0..num_classes-1 (0 = unchecked) */
+    /* device = cuda with data_device = cpu: batches come back in GPU memory (on_device), through
+     * two device batch buffers: the batch of step s + 1 is uploaded from its pinned host buffers
+     * on the upload stream while step s computes, ordered by events (ready: the compute stream
+     * waits for it; consumed: recorded at the next call, the upload into that buffer waits for
+     * it). Needs pinned host_alloc. */
+    int upload_batches;
 } LoaderOptions;
 
 /* Options from the configuration: seed, batch, crop, window_lo/hi, prefetch, cache_mb,
  * data_device, gpu_cache_mb (data_device = gpu needs device = cuda: a clear error otherwise;
- * device = cuda makes the batch buffers pinned, so their upload is a DMA),
+ * device = cuda makes the batch buffers pinned and, with data_device = cpu, sets
+ * upload_batches),
  * inter_volume, matcher, fold, crop_sampler, pos_fraction, class_ratios, num_classes. The
  * window comes from the config as it stands: the fine-tuning command should default
  * window_lo/hi to WINDOW_FINETUNE_LO/HI ([-175, 250], MONAI's UNETR recipe) before applying
@@ -143,7 +153,9 @@ Loader *loader_create(const LoaderOptions *opt, LoaderSource source);
 void loader_destroy(Loader *L);
 
 /* The batch of `step`. Its buffers belong to the loader and stay valid until the next call
- * on this loader (or loader_destroy). The mode must match the loader's. */
+ * on this loader (or loader_destroy). The mode must match the loader's. Device buffers
+ * (on_device) are ready for work queued on the backend (compute) stream; whatever reads them
+ * must be queued there before the next call, which may start overwriting them in stream order. */
 void loader_next_pretrain_batch(Loader *L, long step, PretrainBatch *out);
 void loader_next_finetune_batch(Loader *L, long step, FinetuneBatch *out);
 
@@ -166,6 +178,9 @@ typedef struct {
     long gpu_uploads;     /* data_device = gpu: volumes copied to GPU memory */
     long gpu_hits;        /* ... and fetches served from it */
     long host_crops;      /* ... and crops made on the host (volume beyond the GPU budget) */
+    long gpu_prefetched;  /* ... volume uploads started for a step before it was asked for */
+    long gpu_evict_waits; /* ... evictions that waited for a pending use or upload */
+    long batches_ahead;   /* upload_batches: batch uploads started before the step was asked for */
 } LoaderCacheStats;
 LoaderCacheStats loader_cache_stats(Loader *L);
 

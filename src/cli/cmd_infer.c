@@ -70,6 +70,7 @@ int cmd_infer(int argc, char **argv)
     }
     config_validate(&cfg);
     const AliceBackend *be = backend_by_name(cfg.device);
+    train_apply_device_math(&cfg);   /* before the model plans its arena */
     Dist dist;
     dist_init(&dist, be);
     train_set_threads(&cfg, &dist);

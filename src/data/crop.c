@@ -21,7 +21,7 @@ void crop_extract(const Volume *v, HuWindow w, const int start[3], const int siz
     int z1 = size[2];
     if (start[2] + z1 > dim[2]) z1 = dim[2] - start[2];
     if (z1 < z0) z1 = z0;
-    const float scale = 1.0f / (w.hi - w.lo);
+    const float scale = window_inverse_width(w);
     for (int cx = 0; cx < size[0]; cx++) {
         int x = start[0] + cx;
         for (int cy = 0; cy < size[1]; cy++) {

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "core/rng.h"
+#include "data/sample_voxel.h"
 #include "volume.h"
 
 /* HU window mapped linearly to [0, 1] and clipped (MONAI ScaleIntensityRanged, clip=True). */
@@ -28,10 +29,13 @@ typedef struct {
 /* HU above which a voxel belongs to the body (air and lung lie far below, fat at about -100). */
 #define BODY_HU_THRESHOLD (-500)
 
+/* One windowing formula everywhere: whole cases (validation, inference) go through the very
+ * function training crops and the GPU crop kernel use (sv_window, multiply by the reciprocal),
+ * so a voxel windowed for inference is bit for bit the voxel a training crop saw. */
+static inline float window_inverse_width(HuWindow w) { return 1.0f / (w.hi - w.lo); }
 static inline float window_apply(HuWindow w, float hu)
 {
-    float v = (hu - w.lo) / (w.hi - w.lo);
-    return v < 0.0f ? 0.0f : (v > 1.0f ? 1.0f : v);
+    return sv_window(hu, w.lo, window_inverse_width(w));
 }
 
 /* Cuts the crop whose first voxel is `start` (may be negative or reach past the volume) and

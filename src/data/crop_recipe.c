@@ -78,7 +78,7 @@ void crop_recipe_make(CropRecipe *r, const Volume *v, HuWindow w, const int star
     ALICE_ASSERT(crop_recipe_voxels(r) <= UINT32_MAX, "crop %dx%dx%d is too large for a recipe",
                  size[0], size[1], size[2]);
     r->window_lo = w.lo;
-    r->window_scale = 1.0f / (w.hi - w.lo);   /* as crop_extract computes it */
+    r->window_scale = window_inverse_width(w);   /* as crop_extract and window_apply */
     r->rot90 = d->rot90;
     r->scale = d->scale;
     r->shift = d->shift;

@@ -178,19 +178,27 @@ void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample)
     }
 }
 
-void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_COUNT])
+/* The model's input buffer of view v (ViewId order). */
+static float *view_input(PretrainModel *m, int v)
+{
+    return v < VIEW_INTACT_Q ? m->mv[v].vol : m->iv[v - VIEW_INTACT_Q].vol;
+}
+
+void pretrain_model_transfer_views(PretrainModel *m, const float *const views[VIEW_COUNT],
+                                   ViewTransfer from)
 {
     const size_t bytes = (size_t)m->B * m->dims[0] * m->dims[1] * m->dims[2] * sizeof(float);
-    const int masked_views = m->alice ? MASKED_VIEWS : 1;
-    for (int v = 0; v < masked_views; v++) {
+    for (int v = 0; v < VIEW_COUNT; v++) {
+        if (!m->alice && v != VIEW_MASKED_Q) continue;   /* MAE reads one view */
         ALICE_ASSERT(views[v], "missing input view %d", v);
-        m->be->upload(m->mv[v].vol, views[v], bytes);
+        if (from == VIEWS_FROM_DEVICE) m->be->copy(view_input(m, v), views[v], bytes);
+        else m->be->upload(view_input(m, v), views[v], bytes);
     }
-    if (!m->alice) return;
-    for (int v = 0; v < MASKED_VIEWS; v++) {
-        ALICE_ASSERT(views[VIEW_INTACT_Q + v], "missing intact view %d", v);
-        m->be->upload(m->iv[v].vol, views[VIEW_INTACT_Q + v], bytes);
-    }
+}
+
+void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_COUNT])
+{
+    pretrain_model_transfer_views(m, views, VIEWS_FROM_HOST);
 }
 
 /* Target branch of one intact view: EMA encoder on all tokens, EMA decoder_embed, psi, pool. */

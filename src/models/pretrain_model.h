@@ -97,7 +97,13 @@ void pretrain_model_free(PretrainModel *m);
 void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample);
 /* Sets the masks explicitly (host [B, N] per masked view; tests and parity dumps). */
 void pretrain_model_set_masks(PretrainModel *m, int view, const int *perm_host);
-/* views[v]: host [B, X, Y, Z] crops; views of unused kinds may be NULL. */
+/* Where the views handed to the model live: host memory (uploaded), or memory of the model's
+ * own backend (copied on its stream, e.g. batches the loader rendered or uploaded to the GPU). */
+typedef enum { VIEWS_FROM_HOST, VIEWS_FROM_DEVICE } ViewTransfer;
+/* views[v]: [B, X, Y, Z] crops where `from` says; views the method does not read may be NULL. */
+void pretrain_model_transfer_views(PretrainModel *m, const float *const views[VIEW_COUNT],
+                                   ViewTransfer from);
+/* pretrain_model_transfer_views from host memory. */
 void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_COUNT]);
 /* Zeroes the gradients, runs forward and backward, returns the loss terms. */
 LossTerms pretrain_model_forward_backward(PretrainModel *m);

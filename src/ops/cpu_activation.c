@@ -7,25 +7,17 @@
 
 #include "ops/cpu_math.h"
 
-#define INV_SQRT2 0.70710678118654752440
-#define INV_SQRT_2PI 0.39894228040143267794
-
+/* GELU's formula lives in ops/cpu_math.h, shared with the CUDA kernels (bit-identical). */
 void cpu_gelu_fwd(float *y, const float *x, size_t n)
 {
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
-    for (size_t i = 0; i < n; i++)
-        y[i] = 0.5f * x[i] * (1.0f + cpu_erff(x[i] * (float)INV_SQRT2));
+    for (size_t i = 0; i < n; i++) y[i] = gelu_erf(x[i]);
 }
 
 void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 {
-    /* d/dx [x Phi(x)] = Phi(x) + x phi(x) */
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
-    for (size_t i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + cpu_erff(x[i] * (float)INV_SQRT2));
-        float pdf = (float)INV_SQRT_2PI * cpu_expf(-0.5f * x[i] * x[i]);
-        dx[i] = dy[i] * (cdf + x[i] * pdf);
-    }
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * gelu_erf_slope(x[i]);
 }
 
 void cpu_softmax_row(float *row, int cols)

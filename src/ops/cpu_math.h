@@ -1,12 +1,21 @@
-/* Vectorisable float exp and erf for the CPU backend's hot loops (softmax, GELU). glibc's
- * expf/erff are scalar calls that GCC cannot vectorise without -ffast-math; these are plain
- * branch-free arithmetic, so a loop under `#pragma omp simd` runs 4 (SSE) or 8 (AVX) lanes.
+/* Vectorisable float exp, erf and the erf GELU of the CPU backend's hot loops (softmax, GELU),
+ * shared with the CUDA backend's GELU kernels (ALICE_HOSTDEV), so both backends run one
+ * formula with the same roundings and agree bit for bit. glibc's expf/erff are scalar calls
+ * that GCC cannot vectorise without -ffast-math; these are plain branch-free arithmetic, so a
+ * loop under `#pragma omp simd` runs 4 (SSE) or 8 (AVX) lanes.
  *
  * cpu_expf: Cephes' expf (range reduction by ln 2, degree-6 polynomial), about 1 ulp; inputs
  *   below -87.3 (where float exp is denormal) and -inf give 0, above 88.4 FLT_MAX-ish, NaN
  *   stays NaN.
  * cpu_erff: Abramowitz & Stegun 7.1.26, absolute error below 1.5e-7 -- the same formula as
- *   ATen's vectorised erf, which PyTorch's CPU GELU uses.
+ *   ATen's vectorised erf, which PyTorch's CPU GELU uses. (CUDA's erff differs from it by up
+ *   to ~5e-7, which is why the GPU calls this one instead.)
+ * gelu_erf / gelu_erf_slope: x Phi(x) and its derivative Phi(x) + x phi(x).
+ *
+ * Every product and sum goes through MATH_MUL / MATH_ADD / MATH_SUB: nvcc contracts a * b + c
+ * into one FMA (one rounding instead of two) by default, gcc does not (ISO C mode,
+ * -ffp-contract=off; x86-64-v2 has no FMA either). On the device they are __fmul_rn & co.,
+ * which nvcc never contracts; on the host plain operators, so the CPU code is unchanged.
  *
  * GCC if-converts the clamps (and so vectorises the loop) only without -ftrapping-math: a file
  * that uses these starts with  #pragma GCC optimize("no-trapping-math")  (no result changes;
@@ -18,38 +27,67 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float cpu_expf(float x)
+#include "core/hostdev.h"
+
+#ifdef __CUDA_ARCH__
+#define MATH_MUL(a, b) __fmul_rn((a), (b))
+#define MATH_ADD(a, b) __fadd_rn((a), (b))
+#define MATH_SUB(a, b) __fsub_rn((a), (b))
+#else
+#define MATH_MUL(a, b) ((a) * (b))
+#define MATH_ADD(a, b) ((a) + (b))
+#define MATH_SUB(a, b) ((a) - (b))
+#endif
+
+static inline ALICE_HOSTDEV float cpu_expf(float x)
 {
     const float hi = 88.3762626647949f, lo = -87.3365447505531f;
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc; /* NaN fails both comparisons and propagates */
-    float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    float n = floorf(MATH_ADD(MATH_MUL(xc, 1.44269504088896341f), 0.5f));
     /* r = x - n ln2 in two parts so that r keeps full precision */
-    float r = xc - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
+    float r = MATH_SUB(xc, MATH_MUL(n, 0.693359375f));
+    r = MATH_SUB(r, MATH_MUL(n, -2.12194440e-4f));
     float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    p = MATH_ADD(MATH_MUL(p, r), 1.3981999507e-3f);
+    p = MATH_ADD(MATH_MUL(p, r), 8.3334519073e-3f);
+    p = MATH_ADD(MATH_MUL(p, r), 4.1665795894e-2f);
+    p = MATH_ADD(MATH_MUL(p, r), 1.6666665459e-1f);
+    p = MATH_ADD(MATH_MUL(p, r), 5.0000001201e-1f);
+    p = MATH_ADD(MATH_ADD(MATH_MUL(MATH_MUL(p, r), r), r), 1.0f);
     /* times 2^n: build the float with exponent n + 127 */
     int32_t bits = ((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return x < lo ? 0.0f : p * scale; /* underflow (and -inf) to exactly 0 */
+    return x < lo ? 0.0f : MATH_MUL(p, scale); /* underflow (and -inf) to exactly 0 */
 }
 
-static inline float cpu_erff(float x)
+static inline ALICE_HOSTDEV float cpu_erff(float x)
 {
     const float p = 0.3275911f, a1 = 0.254829592f, a2 = -0.284496736f, a3 = 1.421413741f,
                 a4 = -1.453152027f, a5 = 1.061405429f;
     float ax = fabsf(x);
-    float t = 1.0f / (1.0f + p * ax);
-    float poly = ((((a5 * t + a4) * t + a3) * t + a2) * t + a1) * t;
-    float y = 1.0f - poly * cpu_expf(-ax * ax);
+    float t = 1.0f / MATH_ADD(1.0f, MATH_MUL(p, ax));
+    float poly = MATH_MUL(MATH_ADD(MATH_MUL(MATH_ADD(MATH_MUL(MATH_ADD(MATH_MUL(
+                     MATH_ADD(MATH_MUL(a5, t), a4), t), a3), t), a2), t), a1), t);
+    float y = MATH_SUB(1.0f, MATH_MUL(poly, cpu_expf(MATH_MUL(-ax, ax))));
     return copysignf(y, x);
+}
+
+/* GELU, exact erf form (PyTorch's default nn.GELU()): x Phi(x), Phi(x) = (1 + erf(x/sqrt2))/2. */
+static inline ALICE_HOSTDEV float gelu_erf(float x)
+{
+    const float inv_sqrt2 = 0.70710678118654752440f;
+    return MATH_MUL(MATH_MUL(0.5f, x), MATH_ADD(1.0f, cpu_erff(MATH_MUL(x, inv_sqrt2))));
+}
+
+/* d/dx [x Phi(x)] = Phi(x) + x phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi). */
+static inline ALICE_HOSTDEV float gelu_erf_slope(float x)
+{
+    const float inv_sqrt2 = 0.70710678118654752440f, inv_sqrt_2pi = 0.39894228040143267794f;
+    float cdf = MATH_MUL(0.5f, MATH_ADD(1.0f, cpu_erff(MATH_MUL(x, inv_sqrt2))));
+    float pdf = MATH_MUL(inv_sqrt_2pi, cpu_expf(MATH_MUL(MATH_MUL(-0.5f, x), x)));
+    return MATH_ADD(cdf, MATH_MUL(x, pdf));
 }
 
 #endif

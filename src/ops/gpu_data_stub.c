@@ -39,6 +39,31 @@ void gpu_crops_render(const struct CropRecipe *recipes, int count)
     (void)recipes; (void)count;
     gpu_data_not_built();
 }
+GpuEvent *gpu_event_create(void) { gpu_data_not_built(); }
+void gpu_event_destroy(GpuEvent *e) { if (e) gpu_data_not_built(); }
+void gpu_event_record(GpuEvent *e, GpuStream s)
+{
+    (void)e; (void)s;
+    gpu_data_not_built();
+}
+int gpu_event_done(GpuEvent *e) { (void)e; gpu_data_not_built(); }
+void gpu_event_synchronize(GpuEvent *e) { (void)e; gpu_data_not_built(); }
+void gpu_stream_wait(GpuStream s, GpuEvent *e)
+{
+    (void)s; (void)e;
+    gpu_data_not_built();
+}
+void gpu_data_upload_on(GpuStream s, void *dst, const void *pinned_src, size_t bytes)
+{
+    (void)s; (void)dst; (void)pinned_src; (void)bytes;
+    gpu_data_not_built();
+}
+void *gpu_volume_alloc(size_t bytes) { (void)bytes; gpu_data_not_built(); }
+void gpu_volume_free(void *ptr, size_t bytes)
+{
+    (void)bytes;
+    if (ptr) gpu_data_not_built();
+}
 #else
 /* ISO C wants a translation unit to declare something. */
 typedef int gpu_data_stub_unused;

@@ -17,7 +17,6 @@
 #include "eval/sliding_window.h"
 #include "loader.h"
 #include "models/unetr.h"
-#include "ops/gpu_data.h"
 #include "train/checkpoint.h"
 #include "train/data_source.h"
 #include "train/dist.h"
@@ -151,6 +150,7 @@ static void save_periodic(void *ctx, long steps_done)
 int finetune_run(const Config *cfg, const FinetuneOptions *opt)
 {
     const AliceBackend *be = backend_by_name(cfg->device);
+    train_apply_device_math(cfg);   /* before the model plans its arena */
     Dist dist;
     dist_init(&dist, be);
     train_set_threads(cfg, &dist);
@@ -211,14 +211,11 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         /* Labels were checked against num_classes when each case was read (the loader). */
         const size_t image_bytes = (size_t)cfg->batch * crop_vox * sizeof(float);
         const size_t label_bytes = (size_t)cfg->batch * crop_vox * sizeof(int32_t);
-        if (batch.on_device) {   /* data_device = gpu: rendered in GPU memory already */
+        if (batch.on_device) {
+            /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory, on its
+             * upload stream while the previous step computed (io/loader.h). */
             be->copy(model.image, batch.image, image_bytes);
             be->copy(model.label, batch.label, label_bytes);
-        } else if (lo.host_alloc == gpu_pinned_alloc) {
-            /* Pinned buffers (device = cuda): a DMA queued on the backend stream; they stay
-             * untouched until the next batch is asked for, after this step has synchronised. */
-            gpu_data_upload_async(model.image, batch.image, image_bytes);
-            gpu_data_upload_async(model.label, batch.label, label_bytes);
         } else {
             unetr_set_batch(&model, batch.image, batch.label);
         }

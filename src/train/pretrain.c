@@ -13,7 +13,6 @@
 #include "core/timer.h"
 #include "loader.h"
 #include "models/pretrain_model.h"
-#include "ops/gpu_data.h"
 #include "ops/gpu_device.h"
 #include "train/checkpoint.h"
 #include "train/data_source.h"
@@ -34,28 +33,6 @@ static void batch_views(const PretrainBatch *b, const float *views[VIEW_COUNT])
     views[VIEW_MASKED_K] = b->key;
     views[VIEW_INTACT_Q] = b->query_intact;
     views[VIEW_INTACT_K] = b->key_intact;
-}
-
-/* How the loader's views reach the model's inputs: uploaded from ordinary memory (the model's
- * own path), uploaded asynchronously from the loader's pinned buffers (device = cuda: a DMA
- * queued on the backend stream; the buffers stay untouched until the next batch is asked for,
- * by which time the step has synchronised), or copied device to device (data_device = gpu:
- * the loader rendered them in GPU memory). */
-typedef enum { VIEWS_UPLOAD, VIEWS_UPLOAD_ASYNC, VIEWS_DEVICE_COPY } ViewTransfer;
-
-static void set_views(PretrainModel *m, const float *const views[VIEW_COUNT], ViewTransfer how)
-{
-    if (how == VIEWS_UPLOAD) {
-        pretrain_model_set_views(m, views);
-        return;
-    }
-    const size_t bytes = (size_t)m->B * m->dims[0] * m->dims[1] * m->dims[2] * sizeof(float);
-    float *const inputs[VIEW_COUNT] = {m->mv[0].vol, m->mv[1].vol, m->iv[0].vol, m->iv[1].vol};
-    for (int v = 0; v < VIEW_COUNT; v++) {
-        if (!m->alice && v != VIEW_MASKED_Q) continue;   /* MAE reads one view */
-        if (how == VIEWS_DEVICE_COPY) m->be->copy(inputs[v], views[v], bytes);
-        else gpu_data_upload_async(inputs[v], views[v], bytes);
-    }
 }
 
 /* Timing of the step on random inputs: the figures of `make bench`. */
@@ -154,9 +131,7 @@ static void log_model(const PretrainModel *m, const Dist *d)
 int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 {
     const AliceBackend *be = backend_by_name(cfg->device);
-    gpu_set_math(cfg->tf32, !strcmp(cfg->precision, "bf16"));
-    /* before the model plans its arena: the attention kernel decides what attention saves */
-    gpu_set_attention(strcmp(cfg->attention_kernel, "fused") ? ATTN_KERNEL_GEMM : ATTN_KERNEL_FUSED);
+    train_apply_device_math(cfg);   /* before the model plans its arena */
     Dist dist;
     dist_init(&dist, be);
     train_set_threads(cfg, &dist);
@@ -208,8 +183,9 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         loader_next_pretrain_batch(loader, step, &batch);
         const float *views[VIEW_COUNT];
         batch_views(&batch, views);
-        set_views(&model, views, batch.on_device ? VIEWS_DEVICE_COPY
-                                 : lo.host_alloc == gpu_pinned_alloc ? VIEWS_UPLOAD_ASYNC : VIEWS_UPLOAD);
+        /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory already,
+         * on its upload stream while the previous step computed (io/loader.h). */
+        pretrain_model_transfer_views(&model, views, batch.on_device ? VIEWS_FROM_DEVICE : VIEWS_FROM_HOST);
         pretrain_model_draw_masks(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
         grad_sync_begin(&sync);
         LossTerms t = pretrain_model_forward_backward(&model);

@@ -15,8 +15,22 @@
 #include "core/sysmem.h"
 #include "core/log.h"
 #include "core/preempt.h"
+#include "ops/gpu_device.h"
 #include "train/optim.h"
 #include <mpi.h>
+
+void train_apply_device_math(const Config *cfg)
+{
+    const int bf16 = !strcmp(cfg->precision, "bf16");
+    const int fused = !strcmp(cfg->attention_kernel, "fused");
+    gpu_set_math(cfg->tf32, bf16);
+    gpu_set_attention(fused ? ATTN_KERNEL_FUSED : ATTN_KERNEL_GEMM);
+    const char *other = cfg->tf32 ? "tf32" : "fp32";
+    if (!strcmp(cfg->device, "cuda"))
+        log_info("cuda math: linear/attention GEMMs %s, other GEMMs and convolutions %s, "
+                 "attention kernel %s", bf16 ? "bf16 operands (fp32 accumulate)" : other, other,
+                 fused ? "fused" : "gemm");
+}
 
 void train_set_threads(const Config *cfg, const Dist *d)
 {

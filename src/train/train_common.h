@@ -11,6 +11,11 @@
 #include "train/dist.h"
 #include "train/grad_sync.h"
 
+/* The math of the CUDA backend from cfg (keys tf32, precision, attention_kernel): GEMM modes
+ * and the attention kernel. Every command that builds a model (pretrain, finetune, infer) calls
+ * it before planning an arena, because the attention kernel decides how much attention saves
+ * for backward (backend attention_saved_floats). A no-op without CUDA or with device = cpu. */
+void train_apply_device_math(const Config *cfg);
 /* OpenMP threads: cfg->threads, or the node's cores divided by the ranks on the node. */
 void train_set_threads(const Config *cfg, const Dist *d);
 /* Creates run_dir (and parents) on rank 0 and writes config.txt; every rank waits for it. */

@@ -53,6 +53,12 @@ inline float emu_exchange[1024];
 
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
 inline void emu_warp_sync() { emu_warp_barriers[threadIdx.x >> 5]->arrive_and_wait(); }
+/* Every lane of the warp calls it (the kernels use the full mask). */
+inline void __syncwarp(unsigned mask = 0xffffffffu)
+{
+    (void)mask;
+    emu_warp_sync();
+}
 
 /* The warp_sum of cuda/cuda_kernels.cuh (every lane gets the sum). */
 template <typename T> T warp_sum(T v)

@@ -252,7 +252,6 @@ case $rc in
   *) record "overlap on = off, 2 ranks" FAIL "exit $rc (overlap_ranks.log): $(first_line FAIL "$LOGDIR/overlap_ranks.log")" ;;
 esac
 
-# ---- GPU crops and augmentations equal the CPU's (cuda/cuda_crops.cu) ----
 # ---- GPU crops (data_device = gpu): the CUDA crop kernel and the loader's GPU path vs the CPU ----
 rc=125
 built "gpu crops = cpu crops" "$BUILD/tests/test_gpu_crops" &&
@@ -262,6 +261,18 @@ case $rc in
   0) record "gpu crops = cpu crops" ok "$(grep -m1 'recipes' "$LOGDIR/gpu_crops.log" | sed 's/^ *//'); loader both modes, 3 budgets" ;;
   77) record "gpu crops = cpu crops" FAIL "skipped: no GPU visible to the test" ;;
   *) record "gpu crops = cpu crops" FAIL "exit $rc (gpu_crops.log): $(first_line FAIL "$LOGDIR/gpu_crops.log")" ;;
+esac
+
+# ---- device = cuda end to end: pretrain -> cpu resume, finetune, infer on cuda and cpu, eval ----
+rc=125
+built "cuda end to end (pretrain/finetune/infer)" "$BIN/alice" &&
+  { timed "cuda end to end (pretrain/finetune/infer)" 90 "$LOGDIR/cuda_e2e.log" \
+      env ALICE="$(abs_path "$BIN/alice")" bash tests/gpu/test_cuda_end_to_end.sh; rc=$?; }
+case $rc in
+  125) ;;
+  0) record "cuda end to end (pretrain/finetune/infer)" ok "$(grep -m1 '^summary: ' "$LOGDIR/cuda_e2e.log" | cut -c10-100)" ;;
+  77) record "cuda end to end (pretrain/finetune/infer)" FAIL "skipped: $(grep -m1 skip "$LOGDIR/cuda_e2e.log" | cut -c1-80)" ;;
+  *) record "cuda end to end (pretrain/finetune/infer)" FAIL "exit $rc (cuda_e2e.log): $(first_line 'FAIL|rror' "$LOGDIR/cuda_e2e.log")" ;;
 esac
 
 # ---------------------------------------------------------------------------------------
@@ -395,16 +406,19 @@ elif [ $rc != 125 ]; then
   record "loader bench" FAIL "exit $rc (bench_loader.log)"
 fi
 
-# ---- real training steps from a packed data set, host crops against GPU crops ----
 # ---- paper configuration trained from a data set: crops on the host vs on the GPU ----
 PH="$LOGDIR/phantoms"; DS="$LOGDIR/phantoms.h5"
 if built "train from data" "$BIN/alice" &&
    timed "phantom data set" 120 "$LOGDIR/phantoms.log" bash -c \
      "'$BIN/alice' phantom --out '$PH' --cases 4 --size large && '$BIN/alice' pack --input '$PH' --out '$DS' spacing=1.2,1.2,2"; then
-  for dd in cpu gpu; do
+  # gpu-churn: a GPU cache of about two of the four volumes, so uploads and evictions run
+  # every step (they should overlap the compute: close to the gpu row)
+  for dd in cpu gpu gpu-churn; do
+    extra=(); [ $dd = gpu-churn ] && extra=(gpu_cache_mb=96 prefetch=2)
     if timed "train data_device=$dd" 180 "$LOGDIR/train_data_$dd.log" "$BIN/alice" pretrain \
          --config jobs/pretrain_vitb_paper.cfg device=cuda batch=8 precision=bf16 tf32=1 data="$DS" \
-         data_device=$dd steps=8 warmup=1 log_every=1 ckpt_every=1000 run_dir="$LOGDIR/run_data_$dd"; then
+         data_device=${dd%-churn} "${extra[@]}" steps=8 warmup=1 log_every=1 ckpt_every=1000 \
+         run_dir="$LOGDIR/run_data_$dd"; then
       ms=$(awk -F, 'NR==1{for(i=1;i<=NF;i++) if($i=="ms_per_step") c=i; next} NR>3{s+=$c; n++} END{if(n) printf "%.1f", s/n}' \
            "$LOGDIR/run_data_$dd/metrics.csv")
       record "train data_device=$dd" ok "${ms:-?} ms/step (steps 4-8, paper config bf16, 4 large phantoms)"
