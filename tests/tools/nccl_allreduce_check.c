@@ -10,20 +10,13 @@
 #include "ops/backend.h"
 #include "ops/dist_gpu.h"
 #include "ops/gpu_device.h"
+#include "gpu_mpi_tool.h"
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
     int rank = 0, size = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (gpu_device_count() == 0) {
-        if (rank == 0) printf("skip: no GPU (built without CUDA or no device visible)\n");
-        MPI_Finalize();
-        return 77;
-    }
-    const AliceBackend *gpu = backend_cuda();
-    nccl_init_from_mpi();
+    const AliceBackend *gpu = gpu_tool_start(&argc, &argv, &rank, &size);
+    if (!gpu) return 77;
     const size_t n = 1000003; /* odd, a few MB: more than one NCCL chunk */
     float *h = malloc(n * sizeof(float));
     float *d = gpu->alloc(n * sizeof(float));
@@ -46,13 +39,10 @@ int main(int argc, char **argv)
             }
         }
     }
-    int any_bad = 0;
-    MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    int any_bad = gpu_tool_any_bad(bad);
     if (rank == 0) printf("%s: all-reduce mean and sum over %d ranks, %zu floats\n",
                           any_bad ? "FAIL" : "ok", size, n);
     gpu->release(d);
     free(h);
-    nccl_shutdown();
-    MPI_Finalize();
-    return any_bad ? 1 : 0;
+    return gpu_tool_finish(any_bad);
 }

@@ -16,22 +16,15 @@
 #include "ops/backend.h"
 #include "ops/dist_gpu.h"
 #include "ops/gpu_device.h"
+#include "gpu_mpi_tool.h"
 
 enum { BUCKETS = 8 };
 
 int main(int argc, char **argv)
 {
-    MPI_Init(&argc, &argv);
     int rank = 0, size = 1;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    if (gpu_device_count() == 0) {
-        if (rank == 0) printf("skip: no GPU (built without CUDA or no device visible)\n");
-        MPI_Finalize();
-        return 77;
-    }
-    const AliceBackend *gpu = backend_cuda();
-    nccl_init_from_mpi();
+    const AliceBackend *gpu = gpu_tool_start(&argc, &argv, &rank, &size);
+    if (!gpu) return 77;
     const size_t per = 1000003, n = per * BUCKETS;   /* odd sizes: more than one NCCL chunk */
     const size_t busy_n = (size_t)64 << 20;         /* 256 MB: a kernel that takes a while */
     float *d = gpu->alloc(n * sizeof(float));
@@ -60,8 +53,7 @@ int main(int argc, char **argv)
                 }
         }
     }
-    int any_bad = 0;
-    MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    int any_bad = gpu_tool_any_bad(bad);
     if (rank == 0)
         printf("%s: overlapped all-reduce (%s) over %d rank(s), %d buckets of %zu floats, 3 repeats\n",
                any_bad ? "FAIL" : "ok", nccl_allreduce_overlaps() ? "NCCL, communication stream" :
@@ -69,7 +61,5 @@ int main(int argc, char **argv)
     gpu->release(d);
     gpu->release(busy);
     free(h);
-    nccl_shutdown();
-    MPI_Finalize();
-    return any_bad ? 1 : 0;
+    return gpu_tool_finish(any_bad);
 }

@@ -47,6 +47,24 @@ static inline float *test_filled(size_t n, float v)
     return x;
 }
 
+/* Reference for the attention tests: the scaled scores q_i . k_j / sqrt(Dh), j < Tk, of query
+ * row (b, h, i) in double into s[Tk] (layouts of the backend's attention contract); returns
+ * their maximum. */
+static inline double test_attention_scores(double *s, const float *q, const float *k, int b, int h,
+                                           int i, int Tq, int Tk, int Dh, int ldq, int ldkv)
+{
+    double mx = -INFINITY;
+    for (int j = 0; j < Tk; j++) {
+        double d = 0.0;
+        for (int e = 0; e < Dh; e++)
+            d += (double)q[((size_t)b * Tq + i) * ldq + h * Dh + e] *
+                 k[((size_t)b * Tk + j) * ldkv + h * Dh + e];
+        s[j] = d / sqrt((double)Dh);
+        mx = fmax(mx, s[j]);
+    }
+    return mx;
+}
+
 static inline int test_finish(void)
 {
     if (test_failures) return 1;

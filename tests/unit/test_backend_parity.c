@@ -398,15 +398,8 @@ static void lse_reference(float *lse, const float *q, const float *k, int B, int
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
             for (int i = 0; i < Tq; i++) {
-                double mx = -INFINITY, sum = 0.0;
-                for (int j = 0; j < Tk; j++) {
-                    double d = 0.0;
-                    for (int e = 0; e < Dh; e++)
-                        d += (double)q[((size_t)b * Tq + i) * ldq + h * Dh + e] *
-                             k[((size_t)b * Tk + j) * ldkv + h * Dh + e];
-                    s[j] = d / sqrt((double)Dh);
-                    mx = fmax(mx, s[j]);
-                }
+                double sum = 0.0;
+                const double mx = test_attention_scores(s, q, k, b, h, i, Tq, Tk, Dh, ldq, ldkv);
                 for (int j = 0; j < Tk; j++) sum += exp(s[j] - mx);
                 lse[((size_t)b * H + h) * Tq + i] = (float)(mx + log(sum));
             }

@@ -196,15 +196,8 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < H; h++)
             for (int i = 0; i < Tq; i++) {
-                double mx = -INFINITY, sum = 0.0;
-                for (int j = 0; j < Tk; j++) {
-                    double d = 0.0;
-                    for (int e = 0; e < Dh; e++)
-                        d += (double)q[((long)b * Tq + i) * ldq + h * Dh + e] *
-                             k[((long)b * Tk + j) * ldkv + h * Dh + e];
-                    s[j] = d / sqrt((double)Dh);
-                    mx = s[j] > mx ? s[j] : mx;
-                }
+                double sum = 0.0;
+                const double mx = test_attention_scores(s, q, k, b, h, i, Tq, Tk, Dh, ldq, ldkv);
                 for (int j = 0; j < Tk; j++) sum += s[j] = exp(s[j] - mx);
                 for (int j = 0; j < Tk; j++) pref[(((long)b * H + h) * Tq + i) * Tk + j] = s[j] / sum;
                 for (int e = 0; e < Dh; e++) {
