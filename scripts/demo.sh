@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: the whole workflow end to end on synthetic phantoms, about 10-15 minutes on
-# 2 cores: phantoms -> pack (2 ranks) -> tiny Alice pre-training -> UNETR fine-tuning from it
+# `make demo`: the whole workflow end to end on synthetic phantoms, about 7-8 minutes on 2
+# idle cores (much longer when they are shared): phantoms -> pack (2 ranks) -> tiny Alice
+# pre-training (600 steps) -> UNETR fine-tuning (1500 steps, class-balanced crops) from it
 # and from random init -> inference -> DSC/NSD evaluation -> comparison table and plots.
 # Everything lands in $DEMO_DIR (default demo/). Re-running resumes finished stages.
 set -euo pipefail

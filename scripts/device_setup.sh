@@ -17,9 +17,11 @@
 #      installed library lacks a dependency (ldd);
 #   4. finds nvcc, cuDNN and NCCL (toolkit, /usr, or the pip wheels of the python3 on PATH,
 #      whose libraries may exist only as libX.so.N) and links what the Makefile cannot find
-#      by itself into a scratch CUDNN_HOME/NCCL_HOME;
+#      by itself into a scratch CUDNN_HOME/NCCL_HOME; CUDA_LIBDIR names cuBLAS/cudart's
+#      folder when they are not in $CUDA_HOME/lib64;
 #   5. writes FILE (default STAGE/env.sh): the exports (PATH, LD_LIBRARY_PATH, CUDNN_HOME,
-#      NCCL_HOME, Open MPI settings for root in a container) to source before building.
+#      NCCL_HOME, CUDA_LIBDIR, Open MPI settings for root in a container) to source before
+#      building.
 #
 # --dry-run reports what would be copied and linked and changes nothing under ROOT.
 # --root DIR installs into a fake root (tests); ldconfig and the tool checks then run only
@@ -309,8 +311,10 @@ scratch_home() {  # one include/ + lib/ folder of links, used as CUDNN_HOME / NC
 ld_dirs=()
 # provide LABEL HEADER LIBSTEM: make HEADER and libLIBSTEM.so findable; sets PROVIDED to
 # "scratch" when they had to be linked into the scratch home, "system" when the toolkit or
-# the system folders have them (no subshell: it records ld_dirs and may die).
-PROVIDED=
+# the system folders have them, PROVIDED_LIBDIR to the library's own folder and
+# PROVIDED_STD_INC to 1 when the header is where the Makefile looks anyway (no subshell: it
+# records ld_dirs and may die).
+PROVIDED= PROVIDED_LIBDIR= PROVIDED_STD_INC=
 provide() {
   local label=$1 header=$2 stem=$3 hdr lib="" libdir hdrdir f
   hdr=$(first_file "$header")
@@ -333,6 +337,7 @@ provide() {
   case $real_inc in /usr/include|"$(readlink -f "${CUDA_HOME:-/nonexistent}/include")") std_inc=1 ;; esac
   case $real_lib in /usr/lib/x86_64-linux-gnu|"$(readlink -f "${CUDA_HOME:-/nonexistent}/lib64")")
     [ -e "$libdir/lib$stem.so" ] && std_lib=1 ;; esac
+  PROVIDED_LIBDIR=$libdir PROVIDED_STD_INC=$std_inc
   if [ $std_inc = 1 ] && [ $std_lib = 1 ]; then PROVIDED=system; return; fi
   scratch_home
   for f in "$hdrdir"/*.h; do ln -sfn "$f" "$SCRATCH_HOME/include/"; done
@@ -356,15 +361,24 @@ setup_cuda() {
   log "nvcc: $nvcc ($("$nvcc" --version 2>/dev/null | grep -o 'release [0-9.]*' || echo '?')), CUDA_HOME=$CUDA_HOME"
   provide cuDNN cudnn.h cudnn; [ "$PROVIDED" = scratch ] && export_var CUDNN_HOME "$SCRATCH_HOME"
   provide NCCL nccl.h nccl; [ "$PROVIDED" = scratch ] && export_var NCCL_HOME "$SCRATCH_HOME"
-  # The Makefile links cuBLAS/cudart from CUDA_HOME/lib64; a pip-style toolkit keeps them
-  # elsewhere, so they go through the same scratch home.
-  local stem
+  # The Makefile links cuBLAS, cuBLASLt and cudart from CUDA_LIBDIR (default
+  # $CUDA_HOME/lib64). A toolkit that keeps them elsewhere (lib/ without lib64, a pip
+  # toolkit whose wheels hold only libX.so.N) gets CUDA_LIBDIR: the libraries' own folder
+  # when it has all three link names, else the scratch home, where provide() linked them all.
+  local stem cuda_libdir=
   for stem in cublas cublasLt cudart; do
-    if [ ! -e "$CUDA_HOME/lib64/lib$stem.so" ]; then
-      provide "lib$stem" "$( [ $stem = cudart ] && echo cuda_runtime.h || echo cublas_v2.h)" "$stem"
-      [ "$PROVIDED" = scratch ] && [ "${CUDNN_HOME:-}" != "$SCRATCH_HOME" ] && export_var CUDNN_HOME "$SCRATCH_HOME"
+    [ -e "$CUDA_HOME/lib64/lib$stem.so" ] && continue
+    provide "lib$stem" "$( [ $stem = cudart ] && echo cuda_runtime.h || echo cublas_v2.h)" "$stem"
+    [ "$PROVIDED" = system ] && continue
+    # Headers outside CUDA_HOME/include reach the compiler through the scratch include/.
+    [ "$PROVIDED_STD_INC" = 1 ] || [ "${CUDNN_HOME:-}" = "$SCRATCH_HOME" ] || export_var CUDNN_HOME "$SCRATCH_HOME"
+    if [ -e "$PROVIDED_LIBDIR/lib$stem.so" ] && { [ -z "$cuda_libdir" ] || [ "$cuda_libdir" = "$PROVIDED_LIBDIR" ]; }; then
+      cuda_libdir=$PROVIDED_LIBDIR
+    else
+      cuda_libdir=$SCRATCH_HOME/lib
     fi
   done
+  if [ -n "$cuda_libdir" ]; then export_var CUDA_LIBDIR "$cuda_libdir"; fi
   # cuDNN 9 dlopens its engine libraries by name at run time: their folders go on the path.
   local d ldp=${LD_LIBRARY_PATH:-}
   for d in "${ld_dirs[@]}"; do case ":$ldp:" in *":$d:"*) ;; *) ldp=$d${ldp:+:$ldp} ;; esac; done

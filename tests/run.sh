@@ -9,6 +9,9 @@ BIN=${BIN:-bin}
 PYTHON=${PYTHON:-/usr/bin/python3}
 export BUILD BIN PYTHON ALICE="$PWD/$BIN/alice" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
+# Tests run 2-rank jobs on 2 cores: spinning OpenMP workers then starve the other rank
+# (a 0.07 s step took 3.5-5 s at load 10-15). Passive waiting changes no result.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 pattern=${TESTS:-}
 logdir=${TEST_LOGS:-$BUILD/test-logs}
 mkdir -p "$logdir"

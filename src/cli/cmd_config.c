@@ -20,6 +20,24 @@ static const char *type_name(ConfigType t)
     return "?";
 }
 
+/* One cell of a Markdown table row: '|' escaped (enum lists like cpu|cuda would otherwise
+ * split the cell), code spans for names and defaults, "(empty)" for an empty default. */
+static void markdown_cell(const char *text, int code)
+{
+    putchar(' ');
+    if (!text || !*text) {
+        fputs(code ? "(empty)" : "", stdout);
+    } else {
+        if (code) putchar('`');
+        for (const char *c = text; *c; c++) {
+            if (*c == '|') putchar('\\');
+            putchar(*c);
+        }
+        if (code) putchar('`');
+    }
+    fputs(" |", stdout);
+}
+
 int cmd_config(int argc, char **argv)
 {
     Config cfg;
@@ -44,8 +62,13 @@ int cmd_config(int argc, char **argv)
                "| key | type | default | valid | meaning |\n|---|---|---|---|---|\n");
         for (int i = 0; i < config_key_count; i++) {
             const ConfigKey *k = &config_keys[i];
-            printf("| `%s` | %s | `%s` | %s | %s |\n", k->name, type_name(k->type),
-                   k->default_value, k->valid && k->valid[0] ? k->valid : "", k->help);
+            putchar('|');
+            markdown_cell(k->name, 1);
+            markdown_cell(type_name(k->type), 0);
+            markdown_cell(k->default_value, 1);
+            markdown_cell(k->valid, 0);
+            markdown_cell(k->help, 0);
+            putchar('\n');
         }
         return 0;
     }

@@ -20,6 +20,10 @@ REPS=${REPS:-2}
 BUCKET_MB=${BUCKET_MB:-0.5}
 T=${BENCH_THREADS:-$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+if [ "$DEVICE" = cuda ]; then
+  command -v nvidia-smi > /dev/null && nvidia-smi -L 2>/dev/null | grep -q GPU \
+    || { echo "skip: DEVICE=cuda but no GPU visible"; exit 77; }
+fi
 W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
 
 run() {  # run <name> <key=value...>

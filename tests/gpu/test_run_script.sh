@@ -9,12 +9,14 @@
 #      postinst scripts; the same with the `ar` + tar fallback (no dpkg);
 #   3. device_setup.sh's cuDNN/NCCL discovery in a pip-wheel layout (libX.so.N only): the
 #      scratch CUDNN_HOME/NCCL_HOME with the made libX.so links, LD_LIBRARY_PATH, and the
-#      one-line error when NCCL is missing;
+#      one-line error when NCCL is missing; CUDA_LIBDIR for a toolkit whose cuBLAS/cudart
+#      are in lib/ only or exist only as libX.so.N;
 #   4. run.sh end to end with stand-ins for nvidia-smi and make: build row for sm_90, the
 #      missing programs as FAIL rows, the summary printed last, exit 1, and the summary file
 #      and the log archive in PACK_DIR;
 #   5. run.sh's parsing of the figures, with stand-in programs printing the real line
-#      formats: ms/step, samples/s, MFU, floor, the ratio and MFU targets, compile skips.
+#      formats: ms/step, samples/s, MFU, floor, the ratio and MFU targets, compile skips,
+#      the loader rows; and the order of the checks (decisive rows first, extras last).
 set -u
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -146,6 +148,23 @@ check "LD_LIBRARY_PATH has cuDNN's folder" grep -q "$S/cudnn/lib" "$W/cuda.env"
 check "toolkit's cuBLAS not relinked" test ! -e "$H/lib/libcublas.so"
 ( . "$W/cuda.env"; test "$CUDNN_HOME" = "$H" ) 
 check "env file sources cleanly" test $? = 0
+check "cuBLAS in CUDA_HOME/lib64: no CUDA_LIBDIR" bash -c "! grep -q CUDA_LIBDIR '$W/cuda.env'"
+# cuBLAS/cudart outside $CUDA_HOME/lib64: CUDA_LIBDIR names their folder (a toolkit with lib/
+# only), or the scratch home when they exist only as libX.so.N (a pip toolkit).
+for kind in lib wheel; do
+  K=$W/cuda-$kind; mkdir -p "$K/bin" "$K/include" "$K/lib"
+  cp "$C/bin/nvcc" "$K/bin/"; touch "$K/include/cuda_runtime.h" "$K/include/cublas_v2.h"
+  for stem in cublas cublasLt cudart; do touch "$K/lib/lib$stem.so$( [ $kind = wheel ] && echo .13)"; done
+  PATH="$K/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 LD_LIBRARY_PATH= \
+    bash scripts/device_setup.sh --bundle "$W/bundle" --root "$W/root-dpkg" --no-checks \
+    --stage "$W/stage-$kind" --env-file "$W/$kind.env" > "$W/cuda-$kind.log" 2>&1
+  check "[$kind toolkit] cuda discovery exits 0" test $? = 0
+done
+check "[lib toolkit] CUDA_LIBDIR is its lib folder" grep -qx "export CUDA_LIBDIR=$W/cuda-lib/lib" "$W/lib.env"
+check "[wheel toolkit] CUDA_LIBDIR is the scratch home" \
+  grep -qx "export CUDA_LIBDIR=$W/stage-wheel/cuda-extra/lib" "$W/wheel.env"
+check "[wheel toolkit] libcublas.so made there" \
+  test "$(readlink "$W/stage-wheel/cuda-extra/lib/libcublas.so")" = "$W/cuda-wheel/lib/libcublas.so.13"
 rm -rf "$S/nccl"
 cuda_setup --stage "$W/stage-cuda2" --env-file "$W/cuda2.env" > "$W/cuda2.log" 2>&1
 rc=$?
@@ -194,6 +213,11 @@ check "tiny budget: summary still last" bash -c "tail -1 '$W/run2.out' | grep -q
 # the table of tests/bench/bench_cuda_ops.c)
 cat > "$F/fake_alice" <<'EOF'
 #!/bin/bash
+for a in "$@"; do   # a training run: its metrics.csv (steps 0-2 slow, 3-7 at 100 ms)
+  case $a in run_dir=*) d=${a#run_dir=}; mkdir -p "$d"
+    { echo step,loss,ms_per_step; for i in 0 1 2 3 4 5 6 7; do echo "$i,1,$( [ $i -lt 3 ] && echo 900 || echo 100)"; done; } > "$d/metrics.csv" ;;
+  esac
+done
 s=0.5; case "$*" in *precision=bf16*) s=0.2 ;; *tf32=1*) s=0.3 ;; esac
 g=$(awk -v s=$s 'BEGIN{printf "%.1f", 4112.5/s}')
 echo "alice_step method=alice device=cuda precision=x crop=192,192,64 batch=8 s_per_step=$s peak_rss_mb=900 gpu_peak_mb=30000 gflop_per_step=4112.50 gflops=$g flop_per_step=4112500000000"
@@ -205,6 +229,13 @@ echo "tgt fc1 (all) bf16 9216x768x3072 500.0 520.0 0.96 450.0"
 echo "tgt self-attn (all) bf16 T=576 1.25 2.50 x y"
 EOF
 printf '#!/bin/sh\necho "  ok fake case"\n' > "$F/fake_test"
+cat > "$F/fake_loader" <<'EOF'
+#!/bin/sh
+echo "| fine-tuning crop + aug | cpu | 0 | 119.4 | 119.4 | 8.37 | 4.71 | 1.0 |"
+echo "| pre-training crop (+ strong-aug copy) | cpu | 0 | 88.7 | 88.7 | 11.28 | 6.35 | 1.0 |"
+echo "| fine-tuning crop + aug | gpu | 2 | 2000.0 | 125.0 | 0.50 | 0.27 | 16.8 |"
+echo "| pre-training crop (+ strong-aug copy) | gpu | 2 | 1500.0 | 93.8 | 0.67 | 0.38 | 16.9 |"
+EOF
 cat > "$F/make" <<EOF
 #!/bin/bash
 # stand-in build: each target path becomes a stand-in program
@@ -214,6 +245,7 @@ for t in "\$@"; do
   case \$t in
     */alice) cp "$F/fake_alice" "\$t" ;;
     */bench_cuda_ops) cp "$F/fake_bench" "\$t" ;;
+    */bench_loader) cp "$F/fake_loader" "\$t" ;;
     *) cp "$F/fake_test" "\$t" ;;
   esac
   chmod +x "\$t"
@@ -229,7 +261,8 @@ esac
 echo "  step 1 $s s"
 awk -v s=$s 'BEGIN{printf "torch_step method=alice device=cuda amp=x compile=0 batch=8 s_per_step=%.6f samples_per_s=%.3f peak_mem_mb=31000.0 gflop_per_step=4112.500000 gflops=%.3f mfu_pct=1 floor_ms=4.158 peak_tflops=989\n", s, 8/s, 4112.5/s}'
 EOF
-chmod +x "$F/make" "$F/fake_torch_python"
+chmod +x "$F/make" "$F/fake_torch_python" "$F/fake_loader"
+mkdir -p "$W/logs3" && head -c 3000000 /dev/zero > "$W/logs3/big.bin"   # must stay out of the archive
 PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
   BUILD="$W/build-fig" BIN="$W/bin-fig" PACK_DIR="$W/out3" TORCH_PYTHON="$F/fake_torch_python" BUDGET_S=200 \
   SKIP_CHECKS='^overlap|^cuda end to end' \
@@ -244,6 +277,18 @@ check "figures: throughput ratio against eager bf16 (target met)" \
   grep -q '^alice bf16 / torch eager bf16 .* ok .*2.00x throughput' "$W/run3.out"
 check "figures: MFU target missed is 'miss', not a failure" grep -q '^alice bf16 MFU .* miss .*2.08% of 989' "$W/run3.out"
 check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"
+check "figures: train-from-data rows, mean of steps 4-8" grep -q '^train data_device=gpu-churn .* ok .*100.0 ms/step' "$W/run3.out"
+check "figures: a run's metrics.csv kept beside its log" test -s "$W/logs3/train_data_gpu.metrics.csv"
+check "figures: archive holds the logs, not files over 2 MiB" \
+  bash -c "tar -tzf '$W/out3/gpu_logs.tar.gz' > '$W/out3.list' && grep -q 'logs3/step_bf16.log' '$W/out3.list' && ! grep -q big.bin '$W/out3.list'"
+check "figures: loader row (cpu per core, gpu crops/s and ratio)" \
+  grep -q '^loader pre-training crops .* ok .*cpu 88.7 crops/s/core; gpu 1500.0 crops/s (16.9x one CPU core)' "$W/run3.out"
+# The decisive rows first (correctness, the pair the targets compare, the targets), the
+# extras last (torch.compile the very last check), so that a short budget drops extras.
+check "figures: decisive rows first, torch.compile last" awk '
+  BEGIN { n = split("op parity|step parity|cuda end to end|alice step bf16 |torch step eager bf16|alice bf16 / torch eager bf16|alice bf16 MFU|all-reduce 2 ranks|linear 9216x768->3072 fp32|loader pre-training|alice step fp32|torch step compile bf16", want, "|") }
+  { for (i = 1; i <= n; i++) if (!(i in at) && index($0, want[i]) == 1) at[i] = NR }
+  END { for (i = 1; i <= n; i++) { if (!(i in at)) exit 1; if (i > 1 && at[i] <= at[i-1]) exit 1 } }' "$W/run3.out"
 check "figures: SKIP_CHECKS lists the checks as skipped" grep -q '^overlap on = off, 2 ranks .* skip .*SKIP_CHECKS' "$W/run3.out"
 check "figures: summary counts the missed target" \
   bash -c "tail -1 '$W/run3.out' | grep -q 'every check that ran passed; performance targets missed: 1'"

@@ -702,7 +702,8 @@ static int test_dicece(void)
 {
     dc.B = 2, dc.K = 3, dc.V = 7;
     /* class 2 absent from the second volume: its Dice term is smooth / (sum p + smooth) */
-    int labels[] = {0, 1, 2, 2, 1, 0, 0, 1, 1, 0, 0, 1, 0, 1};
+    /* static: dc outlives this call (gcc 13 -Wdangling-pointer) */
+    static int labels[] = {0, 1, 2, 2, 1, 0, 0, 1, 1, 0, 0, 1, 0, 1};
     dc.labels = labels;
     size_t n = (size_t)dc.B * dc.K * dc.V;
     static const float weights[][2] = {{LOSS_GAIN, 0}, {0, LOSS_GAIN}, {3, 7}};
