@@ -69,11 +69,8 @@ int cmd_infer(int argc, char **argv)
         cli_config_arg(&cfg, 1, one, &k);
     }
     config_validate(&cfg);
-    const AliceBackend *be = backend_by_name(cfg.device);
-    train_apply_device_math(&cfg);   /* before the model plans its arena */
     Dist dist;
-    dist_init(&dist, be);
-    train_set_threads(&cfg, &dist);
+    const AliceBackend *be = train_begin(&cfg, &dist);
 
     Dataset *ds = dataset_open(data);
     const int total = dataset_num_cases(ds);

@@ -149,11 +149,8 @@ static void save_periodic(void *ctx, long steps_done)
 
 int finetune_run(const Config *cfg, const FinetuneOptions *opt)
 {
-    const AliceBackend *be = backend_by_name(cfg->device);
-    train_apply_device_math(cfg);   /* before the model plans its arena */
     Dist dist;
-    dist_init(&dist, be);
-    train_set_threads(cfg, &dist);
+    const AliceBackend *be = train_begin(cfg, &dist);
     UnetrModel model;
     unetr_init(&model, cfg, be, cfg->batch, 1);
     log_info("model: UNETR, ViT %dx%d (%d heads, mlp %d), feature size %d, %d classes, crop %dx%dx%d "

@@ -130,11 +130,8 @@ static void log_model(const PretrainModel *m, const Dist *d)
 
 int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 {
-    const AliceBackend *be = backend_by_name(cfg->device);
-    train_apply_device_math(cfg);   /* before the model plans its arena */
     Dist dist;
-    dist_init(&dist, be);
-    train_set_threads(cfg, &dist);
+    const AliceBackend *be = train_begin(cfg, &dist);
     PretrainModel model;
     pretrain_model_init(&model, cfg, be, cfg->batch);
     log_model(&model, &dist);

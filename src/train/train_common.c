@@ -32,6 +32,15 @@ void train_apply_device_math(const Config *cfg)
                  fused ? "fused" : "gemm");
 }
 
+const AliceBackend *train_begin(const Config *cfg, Dist *d)
+{
+    const AliceBackend *be = backend_by_name(cfg->device);
+    train_apply_device_math(cfg);   /* before any model plans its arena */
+    dist_init(d, be);
+    train_set_threads(cfg, d);
+    return be;
+}
+
 void train_set_threads(const Config *cfg, const Dist *d)
 {
     int n = cfg->threads;
