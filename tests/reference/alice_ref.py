@@ -53,7 +53,8 @@ ODD_SHAPE_VARIANT = dict(crop="12,8,20", batch="3", heads="3", embed_dim="18", d
 
 def registry_defaults(path=os.path.join(REPO, "src", "core", "config_keys.c")):
     """Defaults of every key, read from the C registry so there is one source of truth."""
-    text = open(path).read()
+    with open(path) as f:
+        text = f.read()
     pat = re.compile(r'K\("(\w+)",\s*CFG_T_\w+,\s*\w+,\s*"([^"]*)"')
     return {k: v for k, v in pat.findall(text)}
 
@@ -636,9 +637,9 @@ def reference_run(model, batch, decay, steps=ADAM_STEPS):
             if params[n].grad is None:
                 params[n].grad = torch.zeros_like(params[n])
         if s == 0:
-            res["out"] = {k: float(v) for k, v in terms.items()}
+            res["out"] = {k: float(v.detach()) for k, v in terms.items()}
             res["grads"] = {n: params[n].grad.detach().clone() for n in names}
-        res["adam"].append(float(terms["loss"]))
+        res["adam"].append(float(terms["loss"].detach()))
         opt.step(s)
         if model.method == "alice":
             ema_update(model, s)

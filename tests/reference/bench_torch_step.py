@@ -7,11 +7,13 @@ throughput, peak memory and the model FLOP utilisation as one machine-readable l
     samples_per_s=<x> peak_mem_mb=<MiB> gflop_per_step=<GFLOP> gflops=<GFLOP/s>
     tflops_achieved=<TFLOP/s> mfu_pct=<%> floor_ms=<ms> peak_tflops=<card> peak_rss_mb=<MiB>
     threads=<n> crop=<X,Y,Z> steps=<n> fwd_s= bwd_s= opt_s= ema_s= compile_scope= tf32=
+    attention=<explicit|sdpa> adamw=<fused|foreach>
 
 (one line in the output). gflop_per_step is the step's matmul FLOP count of flops_ref.py (the
 same count as `alice pretrain --bench-steps`), gflops the achieved GFLOP/s as in alice_step,
 mfu_pct = achieved / --peak-tflops, floor_ms the step time at 100% MFU. peak_mem_mb is
-torch.cuda.max_memory_allocated on cuda and the peak RSS on the CPU.
+torch.cuda.max_memory_allocated over the timed steps on cuda (reset after the warm-up) and
+the peak RSS on the CPU. AdamW is torch's fastest: fused on cuda, foreach elsewhere.
 
 Model sizes: ViT-B/16 with the paper crop by default; `--config jobs/<x>.cfg` (repeatable, as
 for `alice pretrain`) takes them from job files, then explicit flags and trailing key=value
@@ -31,6 +33,7 @@ that callers report "skip"; 1 on bad arguments.
 """
 import argparse
 import contextlib
+import inspect
 import os
 import resource
 import statistics
@@ -80,6 +83,10 @@ def parse_args(argv):
     ap.add_argument("--compile-scope", choices=("step", "modules"), default="step",
                     help="with --compile 1: the whole forward + loss function (default), or "
                          "each module (encoders, decoder, heads, CASA) on its own")
+    ap.add_argument("--attention", choices=("explicit", "sdpa"), default="explicit",
+                    help="the encoder/decoder self-attention: explicit softmax(QK^T)V as "
+                         "alice_ref.py and MONAI's SABlock write it (default), or "
+                         "F.scaled_dot_product_attention (torch >= 2.0; exit 3 where absent)")
     ap.add_argument("--tf32", type=int, choices=(0, 1), default=0,
                     help="1: torch.set_float32_matmul_precision('high') (TF32 on CUDA; "
                          "default 0: full float32)")
@@ -159,14 +166,32 @@ class StepClock:
         return [b - a for a, b in zip(self.marks, self.marks[1:])]
 
 
-def make_optimizer(named, cfg):
+def adamw_impl(device):
+    """torch's fastest AdamW here: the fused CUDA kernel (torch >= 2.0) on cuda, else the
+    multi-tensor (foreach) path. Returns (keyword arguments, name for the header line)."""
+    if device == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
+        return {"fused": True}, "fused"
+    return {"foreach": True}, "foreach"
+
+
+def make_optimizer(named, cfg, impl):
     """torch.optim.AdamW as a user would set it up: decay on the weight matrices only."""
     decay = [p for n, p in named if ar.default_decay(n, p)]
     no_decay = [p for n, p in named if not ar.default_decay(n, p)]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.f("weight_decay")},
                               {"params": no_decay, "weight_decay": 0.0}],
                              lr=cfg.f("lr"), betas=(cfg.f("beta1"), cfg.f("beta2")),
-                             eps=cfg.f("adam_eps"), foreach=True)   # torch's fastest AdamW path
+                             eps=cfg.f("adam_eps"), **impl)
+
+
+def sdpa_forward(self, x):
+    """alice_ref.Attention.forward with the score/softmax/PV part through
+    F.scaled_dot_product_attention (flash / memory-efficient kernels on cuda): the same
+    function, the same FLOPs, as a PyTorch >= 2.0 user would write it."""
+    B, n, W = x.shape
+    qkv = self.qkv(x).reshape(B, n, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+    o = torch.nn.functional.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+    return self.out_proj(o.transpose(1, 2).reshape(B, n, W))
 
 
 def step_forward(model, compile_scope):
@@ -203,6 +228,11 @@ def main(argv):
     if args.device == "cuda" and not torch.cuda.is_available():
         return unavailable("device", args, method, "torch %s sees no CUDA device (built %s CUDA)"
                            % (torch.__version__, "with" if torch.version.cuda else "without"))
+    if args.attention == "sdpa" and not hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+        return unavailable("attention", args, method, "torch %s has no "
+                           "F.scaled_dot_product_attention (it came in torch 2.0)" % torch.__version__)
+    if args.attention == "sdpa":
+        ar.Attention.forward = sdpa_forward   # before any torch.compile traces it
     dev = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -210,7 +240,8 @@ def main(argv):
     ar.init_params(model, args.seed)
     model.to(dev)
     named = [(n, p) for n, p in model.named_parameters() if not n.startswith("target.")]
-    opt = make_optimizer(named, cfg)
+    impl, impl_name = adamw_impl(args.device)
+    opt = make_optimizer(named, cfg, impl)
     online = dict(named)
     targets = [(p, online[n[len("target."):]]) for n, p in model.named_parameters()
                if n.startswith("target.")]
@@ -273,7 +304,10 @@ def main(argv):
         part = clock.intervals()
         dt = sum(part)
         print("  step %d%s %.4f s loss %.5f" % (s, " (warm-up)" if s < args.warmup_steps else "",
-                                                dt, float(terms["loss"])), flush=True)
+                                                dt, float(terms["loss"].detach())), flush=True)
+        if s + 1 == args.warmup_steps and args.device == "cuda":
+            # peak_mem_mb is a steady step's, not the warm-up's (compilation, first allocations)
+            torch.cuda.reset_peak_memory_stats(dev)
         if s >= args.warmup_steps:
             times.append(dt)
             parts.append(part)
@@ -287,13 +321,14 @@ def main(argv):
           "samples_per_s=%.3f peak_mem_mb=%.1f gflop_per_step=%.6f gflops=%.3f "
           "tflops_achieved=%.4f mfu_pct=%.3f floor_ms=%.4f peak_tflops=%g peak_rss_mb=%.1f "
           "threads=%d crop=%s steps=%d fwd_s=%.4f bwd_s=%.4f opt_s=%.4f ema_s=%.4f "
-          "compile_scope=%s tf32=%d"
+          "compile_scope=%s tf32=%d attention=%s adamw=%s"
           % (method, args.device, args.amp, args.compile, cfg.i("batch"), sps,
              cfg.i("batch") / sps, peak_mb, flops / 1e9, achieved / 1e9, achieved / 1e12,
              100.0 * achieved / (args.peak_tflops * 1e12),
              flops_ref.floor_ms(flops, args.peak_tflops), args.peak_tflops, rss, args.threads,
              cfg.s("crop").replace(" ", ""), len(times), fwd, bwd, opt_s, ema_s,
-             args.compile_scope if args.compile else "none", args.tf32))
+             args.compile_scope if args.compile else "none", args.tf32, args.attention,
+             impl_name))
     return 0
 
 

@@ -5,6 +5,8 @@ a tiny model, one timed step per run:
   - --amp bf16 on the CPU (torch.autocast exists there in torch 1.13): runs, finite loss;
   - --compile 1: measured where torch.compile exists and works, else exit 3 with a
     `compile=unavailable reason=...` line (Debian's torch 1.13 has no torch.compile);
+  - --attention sdpa (F.scaled_dot_product_attention, torch >= 2.0): the same first-step loss
+    as the explicit attention, else exit 3 with an `attention=unavailable` line;
   - --device cuda: measured where a CUDA device is visible, else exit 3 with `device=cuda
     unavailable`;
   - a crop not divisible by the patch is refused with a clear message.
@@ -30,9 +32,11 @@ LINE = re.compile(r"^torch_step method=(\w+) device=(\w+) amp=(\w+) compile=([01
                   r"s_per_step=%s samples_per_s=%s peak_mem_mb=%s gflop_per_step=%s gflops=%s "
                   r"tflops_achieved=%s mfu_pct=%s floor_ms=%s peak_tflops=%s peak_rss_mb=%s "
                   r"threads=1 crop=16,16,8 steps=1 fwd_s=[0-9.]+ bwd_s=[0-9.]+ "
-                  r"opt_s=[0-9.]+ ema_s=[0-9.]+ compile_scope=(none|step|modules) tf32=[01]$"
+                  r"opt_s=[0-9.]+ ema_s=[0-9.]+ compile_scope=(none|step|modules) tf32=[01] "
+                  r"attention=(?:explicit|sdpa) adamw=(?:fused|foreach)$"
                   % ((NUM,) * 10), re.M)
 LOSS = re.compile(r"^  step 1 [0-9.]+ s loss (\S+)$", re.M)
+FIRST_LOSS = re.compile(r"^  step 0 \(warm-up\) [0-9.]+ s loss (\S+)$", re.M)
 
 
 def run(args):
@@ -102,6 +106,27 @@ def main():
     else:
         probs = check_measured(r, "alice", "cpu", "bf16", 1)
         report(not probs, "--compile 1 measured %s" % (probs or ""), r.stdout)
+
+    # --attention sdpa computes the same function: the first step's loss (same seed, same
+    # weights, same batch) must match the explicit attention's to float32 rounding
+    explicit = run(["--method", "alice"] + TINY)
+    r = run(["--method", "alice", "--attention", "sdpa"] + TINY)
+    if r.returncode == 3:
+        ok = re.search(r"^torch_step method=alice device=cpu amp=none compile=0 "
+                       r"attention=unavailable reason=\S.*$", r.stdout, re.M) is not None
+        report(ok, "--attention sdpa where torch has no SDPA: exit 3 and an "
+               "attention=unavailable line (%s)" % r.stdout.strip().splitlines()[-1], r.stdout)
+    else:
+        probs = check_measured(r, "alice", "cpu", "none", 0)
+        a, b = FIRST_LOSS.search(explicit.stdout), FIRST_LOSS.search(r.stdout)
+        if a is None or b is None or not math.isclose(float(a.group(1)), float(b.group(1)),
+                                                       rel_tol=1e-5):
+            probs.append("first-step loss explicit %s vs sdpa %s" % (a and a.group(1),
+                                                                      b and b.group(1)))
+        if "attention=sdpa" not in r.stdout:
+            probs.append("the line does not say attention=sdpa")
+        report(not probs, "--attention sdpa: measured, same first-step loss as explicit %s"
+               % (probs or ""), r.stdout)
 
     r = run(["--method", "mae", "--device", "cuda"] + TINY)
     if r.returncode == 3:

@@ -121,7 +121,7 @@ def test_decoder_insertion_and_recon():
     check(ok, "decoder: full[perm[j]] = z[j] for j < nvis, mask_token otherwise")
 
     x = torch.randn(B, 1, 16, 16, 8, dtype=torch.float64)
-    loss = float(ar.recon_loss(pred, x, perm, nvis, 4, True))
+    loss = float(ar.recon_loss(pred, x, perm, nvis, 4, True).detach())
     xp = ar.patchify(x, 4).numpy()
     pr = pred.detach().numpy()
     tot = 0.0

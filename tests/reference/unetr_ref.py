@@ -247,12 +247,13 @@ def reference_run(dump, dtype):
     for name, mod in model.named_modules():
         if isinstance(mod, nn.LeakyReLU):
             mod.register_forward_hook(
-                lambda mo, i, o, name=name: kinks.append((float(i[0].abs().min()), name)))
+                lambda mo, i, o, name=name: kinks.append((float(i[0].detach().abs().min()), name)))
     logits = model(x)
     loss, ce, dice = dice_ce(logits, y)
     model.zero_grad()
     loss.backward()
-    return dict(out=dict(loss=float(loss), ce=float(ce), dice=float(dice)), kink=min(kinks),
+    return dict(out=dict(loss=float(loss.detach()), ce=float(ce.detach()),
+                         dice=float(dice.detach())), kink=min(kinks),
                 logits=logits.detach().numpy(),
                 grads={n: p.grad.detach().numpy() for n, p in model.named_parameters()})
 
