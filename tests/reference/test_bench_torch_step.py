@@ -87,6 +87,11 @@ def main():
         print("%s %s" % ("ok  " if ok else "FAIL", what))
         bad += not ok
 
+    def report_unavailable(r, line_re, what):
+        """Exit 3 runs: the machine-readable line says what is unavailable and why."""
+        last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else "(no output)"
+        report(re.search(line_re, r.stdout, re.M) is not None, "%s (%s)" % (what, last), r.stdout)
+
     for method in ("mae", "alice"):
         r = run(["--method", method] + TINY)
         probs = check_measured(r, method, "cpu", "none", 0)
@@ -99,10 +104,9 @@ def main():
 
     r = run(["--method", "alice", "--amp", "bf16", "--compile", "1"] + TINY)
     if r.returncode == 3:
-        ok = re.search(r"^torch_step method=alice device=cpu amp=bf16 compile=unavailable "
-                       r"reason=\S.*$", r.stdout, re.M) is not None
-        report(ok, "--compile 1 where it cannot run: exit 3 and a compile=unavailable line "
-               "(%s)" % r.stdout.strip().splitlines()[-1], r.stdout)
+        report_unavailable(r, r"^torch_step method=alice device=cpu amp=bf16 compile=unavailable "
+                           r"reason=\S.*$",
+                           "--compile 1 where it cannot run: exit 3 and a compile=unavailable line")
     else:
         probs = check_measured(r, "alice", "cpu", "bf16", 1)
         report(not probs, "--compile 1 measured %s" % (probs or ""), r.stdout)
@@ -112,10 +116,9 @@ def main():
     explicit = run(["--method", "alice"] + TINY)
     r = run(["--method", "alice", "--attention", "sdpa"] + TINY)
     if r.returncode == 3:
-        ok = re.search(r"^torch_step method=alice device=cpu amp=none compile=0 "
-                       r"attention=unavailable reason=\S.*$", r.stdout, re.M) is not None
-        report(ok, "--attention sdpa where torch has no SDPA: exit 3 and an "
-               "attention=unavailable line (%s)" % r.stdout.strip().splitlines()[-1], r.stdout)
+        report_unavailable(r, r"^torch_step method=alice device=cpu amp=none compile=0 "
+                           r"attention=unavailable reason=\S.*$", "--attention sdpa where torch "
+                           "has no SDPA: exit 3 and an attention=unavailable line")
     else:
         probs = check_measured(r, "alice", "cpu", "none", 0)
         a, b = FIRST_LOSS.search(explicit.stdout), FIRST_LOSS.search(r.stdout)
@@ -130,10 +133,9 @@ def main():
 
     r = run(["--method", "mae", "--device", "cuda"] + TINY)
     if r.returncode == 3:
-        ok = re.search(r"^torch_step method=mae device=unavailable amp=none compile=0 "
-                       r"reason=\S.*$", r.stdout, re.M) is not None
-        report(ok, "--device cuda without a CUDA device: exit 3 and a device=unavailable line "
-               "(%s)" % r.stdout.strip().splitlines()[-1], r.stdout)
+        report_unavailable(r, r"^torch_step method=mae device=unavailable amp=none compile=0 "
+                           r"reason=\S.*$",
+                           "--device cuda without a CUDA device: exit 3 and a device=unavailable line")
     else:
         probs = check_measured(r, "mae", "cuda", "none", 0)
         report(not probs, "--device cuda measured %s" % (probs or ""), r.stdout)

@@ -65,6 +65,19 @@ static inline double test_attention_scores(double *s, const float *q, const floa
     return mx;
 }
 
+/* Central finite difference (loss(x + h) - loss(x - h)) / 2h of one scalar *x of a model,
+ * which is restored afterwards; loss(ctx) evaluates the model (the gradient tests). */
+static inline double test_central_difference(float *x, float h, double (*loss)(void *ctx), void *ctx)
+{
+    const float keep = *x;
+    *x = keep + h;
+    const double up = loss(ctx);
+    *x = keep - h;
+    const double down = loss(ctx);
+    *x = keep;
+    return (up - down) / (2.0 * h);
+}
+
 static inline int test_finish(void)
 {
     if (test_failures) return 1;
