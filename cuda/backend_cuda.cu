@@ -3,6 +3,7 @@
  * out with a clear message when no device is visible. */
 #include "cuda/cuda_context.h"
 #include "cuda/cuda_ops.h"
+#include "cuda/cuda_weight_copy.h"
 
 static AliceBackend g_table;
 
@@ -12,15 +13,18 @@ static void fill_table(AliceBackend *t)
     /* memory */
     t->alloc = cuda_alloc;
     t->release = cuda_release;
-    t->upload = cuda_upload;
+    /* Entries that may write weight buffers keep their bf16 copies honest (weights_aware). */
+    t->upload = cuda_upload_weights_aware;
     t->download = cuda_download;
-    t->copy = cuda_copy;
-    t->fill = cuda_fill;
+    t->copy = cuda_copy_weights_aware;
+    t->fill = cuda_fill_weights_aware;
     t->synchronize = cuda_synchronize;
+    t->weights_hint = cuda_weights_hint;
+    t->weights_forget = cuda_weights_forget;
     /* elementwise and reductions */
-    t->axpby = cuda_axpby;
-    t->scale = cuda_scale;
-    t->add = cuda_add;
+    t->axpby = cuda_axpby_weights_aware;
+    t->scale = cuda_scale_weights_aware;
+    t->add = cuda_add_weights_aware;
     t->sum_squares = cuda_sum_squares;
     t->all_finite = cuda_all_finite;
     /* GEMM */
@@ -75,6 +79,14 @@ static void fill_table(AliceBackend *t)
     t->concat_channels = cuda_concat_channels;
     t->split_channels = cuda_split_channels;
     t->transpose_tokens = cuda_transpose_tokens;
+    /* mixed precision: bf16 activations */
+    t->linear_fwd_bf16 = cuda_linear_fwd_bf16;
+    t->linear_bwd_bf16 = cuda_linear_bwd_bf16;
+    t->layernorm_fwd_bf16 = cuda_layernorm_fwd_bf16;
+    t->gelu_fwd_bf16 = cuda_gelu_fwd_bf16;
+    t->gelu_bwd_bf16 = cuda_gelu_bwd_bf16;
+    t->attention_fwd_bf16 = cuda_attention_fwd_bf16;
+    t->attention_bwd_bf16 = cuda_attention_bwd_bf16;
 }
 
 extern "C" const AliceBackend *backend_cuda(void)

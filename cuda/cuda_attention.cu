@@ -11,6 +11,7 @@
 
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/cuda_weight_copy.h"  /* cuda_round_to_bf16 */
 
 constexpr int kRowsPerBlock = kThreads / 32;
 
@@ -85,5 +86,94 @@ void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, cons
         if (dk)  /* dk = dS^T q */
             cuda_gemm(1, 0, Tk, Dh, Tq, 1.0f, ds, Tk, head_tile, qb, ldq, Dh, 0.0f,
                       dk + (size_t)b * Tk * ldkv, ldkv, Dh, H);
+    }
+}
+
+/* ---- bf16 activations: bf16 q, k, v, out ----
+ * GEMM kernel: QK^T and PV as bf16-operand batched GEMMs straight on the strided bf16 inputs
+ * (no rounding pass); scores, softmax and the saved probabilities fp32; P rounded to bf16 (one
+ * batch element at a time, SCRATCH_ATTN_BF16) for PV, whose bf16 D rounds out once from the
+ * fp32 accumulator. Backward: dout rounded to bf16 once (SCRATCH_BF16_A); dP = dout V^T and the
+ * softmax backward in fp32; dS rounded to bf16 (the P slot, free once dV is done) for
+ * dQ = dS K and dK = dS^T Q; dV = P^T dout. Gradients fp32 with q's / kv's strides. */
+
+void cuda_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const bf16_t *k,
+                             const bf16_t *v, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                             int ldkv)
+{
+    if (B <= 0 || H <= 0 || Tq <= 0) return;
+    if (cuda_flash_attention_applies(Dh)) {
+        cuda_flash_attention_fwd_bf16(out, saved, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
+        return;
+    }
+    float *probs = saved;
+    const float scale = 1.0f / sqrtf((float)Dh);
+    const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
+    const int C = H * Dh;
+    for (int b = 0; b < B; b++)  /* S = scale q k^T for every head of element b */
+        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, scale, q + (size_t)b * Tq * ldq, ldq, Dh,
+                                k + (size_t)b * Tk * ldkv, ldkv, Dh, 0.0f,
+                                probs + (size_t)b * per_b, DTYPE_F32, Tk, head_tile, H);
+    cuda_softmax_fwd(probs, probs, B * H * Tq, Tk);
+    __nv_bfloat16 *p16 =
+        (__nv_bfloat16 *)cuda_scratch(SCRATCH_ATTN_BF16, (size_t)per_b * sizeof(__nv_bfloat16));
+    for (int b = 0; b < B; b++) {  /* out = P v, heads interleaved into [Tq, H*Dh], in bf16 */
+        cuda_round_to_bf16(p16, probs + (size_t)b * per_b, (size_t)per_b);
+        cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, (const bf16_t *)p16, Tk, head_tile,
+                                v + (size_t)b * Tk * ldkv, ldkv, Dh, 0.0f,
+                                out + (size_t)b * Tq * C, DTYPE_BF16, C, Dh, H);
+    }
+}
+
+void cuda_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout, const bf16_t *q,
+                             const bf16_t *k, const bf16_t *v, const bf16_t *out,
+                             const float *saved, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                             int ldkv)
+{
+    if (B <= 0 || H <= 0 || Tq <= 0) return;
+    if (cuda_flash_attention_applies(Dh)) {
+        cuda_flash_attention_bwd_bf16(dq, dk, dv, dout, q, k, v, out, saved, B, H, Tq, Tk, Dh,
+                                      ldq, ldkv);
+        return;
+    }
+    if (!dq && !dk && !dv) return;
+    const float *probs = saved;  /* the GEMM path needs no out: probs give the row dot */
+    const float scale = 1.0f / sqrtf((float)Dh);
+    const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
+    const int C = H * Dh;
+    const size_t n_dout = (size_t)B * Tq * C;
+    __nv_bfloat16 *dout16 =
+        (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_A, n_dout * sizeof(__nv_bfloat16));
+    cuda_round_to_bf16(dout16, dout, n_dout);
+    float *ds = (float *)cuda_scratch(SCRATCH_ATTN_GRAD, (size_t)per_b * sizeof(float));
+    __nv_bfloat16 *op16 =  /* P for dV, then dS for dQ and dK */
+        (__nv_bfloat16 *)cuda_scratch(SCRATCH_ATTN_BF16, (size_t)per_b * sizeof(__nv_bfloat16));
+    const bf16_t *op = (const bf16_t *)op16;
+    for (int b = 0; b < B; b++) {
+        const bf16_t *qb = q + (size_t)b * Tq * ldq, *kb = k + (size_t)b * Tk * ldkv;
+        const bf16_t *vb = v + (size_t)b * Tk * ldkv;
+        const bf16_t *dob = (const bf16_t *)(dout16 + (size_t)b * Tq * C);
+        const float *pb = probs + (size_t)b * per_b;
+        if (dv) {  /* dv = P^T dout */
+            cuda_round_to_bf16(op16, pb, (size_t)per_b);
+            cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f, op, Tk, head_tile, dob, C, Dh, 0.0f,
+                                    dv + (size_t)b * Tk * ldkv, DTYPE_F32, ldkv, Dh, H);
+        }
+        if (!dq && !dk) continue;
+        /* dP = dout v^T (fp32), then dS = scale * softmax_bwd(dP) in fp32, rounded once */
+        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, 1.0f, dob, C, Dh, vb, ldkv, Dh, 0.0f, ds,
+                                DTYPE_F32, Tk, head_tile, H);
+        const int rows = H * Tq;
+        attention_softmax_bwd_kernel<<<(rows + kRowsPerBlock - 1) / kRowsPerBlock, kThreads, 0,
+                                       cuda_stream()>>>(ds, pb, rows, Tk, scale);
+        CUDA_CHECK_LAUNCH();
+        /* the dv GEMM is done with P (stream order): its slot takes dS now */
+        cuda_round_to_bf16(op16, ds, (size_t)per_b);
+        if (dq)  /* dq = dS k */
+            cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, op, Tk, head_tile, kb, ldkv, Dh, 0.0f,
+                                    dq + (size_t)b * Tq * ldq, DTYPE_F32, ldq, Dh, H);
+        if (dk)  /* dk = dS^T q */
+            cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f, op, Tk, head_tile, qb, ldq, Dh, 0.0f,
+                                    dk + (size_t)b * Tk * ldkv, DTYPE_F32, ldkv, Dh, H);
     }
 }

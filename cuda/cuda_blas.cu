@@ -9,20 +9,31 @@
  * Precision: fp32 inputs with fp32 compute by default (parity with the CPU backend); TF32
  * tensor cores only when gpu_set_math(allow_tf32 = 1); bf16 operands with fp32 accumulate
  * and fp32 output when gpu_set_math(bf16_gemm = 1) (mixed precision: the fp32 operands are
- * rounded to bf16 copies in scratch memory first). */
+ * rounded to bf16 copies in scratch memory first; weights come from their bf16 copy, made once
+ * per change, see cuda/cuda_weight_copy.h).
+ *
+ * bf16 activations (backend.h, "bf16 activations"): bf16 inputs go to cuBLASLt as they are (no
+ * rounding pass) and the output D may be bf16 too (the plan key carries the output type): the
+ * fp32 accumulator, plus the bias, is rounded once by the epilogue. A bf16 D takes its bias in
+ * bf16 (cuBLASLt's bias type is the output type), i.e. the bias's bf16 weight copy. */
 #include <cuda_bf16.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/cuda_weight_copy.h"
 
 enum GemmEpilogue { GEMM_EPILOGUE_NONE = 0, GEMM_EPILOGUE_BIAS = 1 };
 enum GemmOperandType { GEMM_OPERANDS_FP32 = 0, GEMM_OPERANDS_BF16 = 1 };
+/* Element type of C/D (and of a fused bias); a bf16 C is written, never read (beta = 0). */
+enum GemmOutputType { GEMM_OUTPUT_FP32 = 0, GEMM_OUTPUT_BF16 = 1 };
+
+static size_t output_elem_bytes(int output) { return output == GEMM_OUTPUT_BF16 ? 2 : 4; }
 
 struct GemmKey {
     int transA, transB, M, N, K, lda, ldb, ldc, batch;
-    int epilogue, operands, tf32, align;
+    int epilogue, operands, output, tf32, align;
     long strideA, strideB, strideC;
 };
 
@@ -38,10 +49,14 @@ enum { kPlanCacheSize = 256 };
 static GemmPlan g_plans[kPlanCacheSize];
 static int g_plan_count, g_plan_evict_next;
 
-/* Largest power of two (at most 256) dividing the address and, for batches, the stride. */
+/* Largest power of two (at most 16) dividing the address and, for batches, the stride. The cap:
+ * 16 bytes is the widest access cuBLASLt's kernels need (a 128-bit load, the TMA minimum), and
+ * capping makes an operand read from a bf16 weight copy (32-byte aligned at a tensor's offset)
+ * and one rounded into scratch (256-byte aligned) share a plan, hence the kernel and bits. */
+enum { kMaxOperandAlignBytes = 16 };
 static int alignment_bytes(const void *p, long stride_elems, int batch, size_t elem_bytes)
 {
-    uintptr_t bits = (uintptr_t)p | 256u;
+    uintptr_t bits = (uintptr_t)p | (uintptr_t)kMaxOperandAlignBytes;
     if (batch > 1) bits |= (uintptr_t)((size_t)stride_elems * elem_bytes);
     return (int)(bits & (~bits + 1));
 }
@@ -75,6 +90,7 @@ static void build_plan(GemmPlan *p, const GemmKey *k)
     CudaContext *ctx = cuda_context();
     p->key = *k;
     const cudaDataType_t in_type = k->operands == GEMM_OPERANDS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t out_type = k->output == GEMM_OUTPUT_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     const cublasComputeType_t compute =
         (k->tf32 && k->operands == GEMM_OPERANDS_FP32) ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                         : CUBLAS_COMPUTE_32F;
@@ -87,7 +103,7 @@ static void build_plan(GemmPlan *p, const GemmKey *k)
                                                 sizeof op_b));
     if (k->epilogue == GEMM_EPILOGUE_BIAS) {
         const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        const cudaDataType_t bias_type = CUDA_R_32F;
+        const cudaDataType_t bias_type = out_type;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi,
                                                     sizeof epi));
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
@@ -98,7 +114,7 @@ static void build_plan(GemmPlan *p, const GemmKey *k)
                               k->batch, k->strideB);
     p->layout_b = make_layout(in_type, k->transA ? k->M : k->K, k->transA ? k->K : k->M, k->lda,
                               k->batch, k->strideA);
-    p->layout_c = make_layout(CUDA_R_32F, k->N, k->M, k->ldc, k->batch, k->strideC);
+    p->layout_c = make_layout(out_type, k->N, k->M, k->ldc, k->batch, k->strideC);
 
     cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -138,34 +154,50 @@ static GemmPlan *find_plan(const GemmKey *k)
     return p;
 }
 
-/* y[r, c] += bias[c] over an M x N row-major block (only for the fallback path). */
-static __global__ void add_bias_kernel(float *C, int ldc, const float *bias, int M, int N)
+/* y[r, c] += bias[c] over an M x N row-major block (only for the fallback path; with bf16 C
+ * only after K = 0, where C holds exact zeros, so the sum is rounded once). */
+template <typename T>
+static __global__ void add_bias_kernel(T *C, int ldc, const T *bias, int M, int N)
 {
     GRID_STRIDE(i, (size_t)M * N) {
         const size_t r = i / (size_t)N, c = i % (size_t)N;
-        C[r * ldc + c] += bias[c];
+        C[r * ldc + c] = narrow_to<T>(widen(C[r * ldc + c]) + widen(bias[c]));
     }
 }
 
 /* C_i = beta C_i when K = 0 (an empty sum). */
-static __global__ void scale_blocks_kernel(float *C, int ldc, long strideC, int M, int N,
-                                           int batch, float beta)
+template <typename T>
+static __global__ void scale_blocks_kernel(T *C, int ldc, long strideC, int M, int N, int batch,
+                                           float beta)
 {
     GRID_STRIDE(i, (size_t)batch * M * N) {
         const size_t b = i / ((size_t)M * N), rc = i % ((size_t)M * N);
-        float *c = C + b * strideC + (rc / N) * ldc + rc % N;
-        *c = beta == 0.0f ? 0.0f : beta * *c;
+        T *c = C + b * strideC + (rc / N) * ldc + rc % N;
+        *c = narrow_to<T>(beta == 0.0f ? 0.0f : beta * widen(*c));
     }
 }
 
 /* C_i += bias broadcast over the rows of every M x N block (the unfused bias). */
-static void add_bias_blocks(float *C, int ldc, long strideC, const float *bias, int M, int N,
-                            int batch)
+template <typename T>
+static void add_bias_blocks(T *C, int ldc, long strideC, const T *bias, int M, int N, int batch)
 {
     for (int b = 0; b < batch; b++)
-        add_bias_kernel<<<grid_for((size_t)M * N), kThreads, 0, cuda_stream()>>>(
+        add_bias_kernel<T><<<grid_for((size_t)M * N), kThreads, 0, cuda_stream()>>>(
             C + (size_t)b * strideC, ldc, bias, M, N);
     CUDA_CHECK_LAUNCH();
+}
+
+/* A bf16 C whose bias cannot ride the epilogue: C = round(C32 + bias), C32 the fp32 GEMM
+ * result (contiguous M x N blocks), so the output is rounded once, as the fused path does. */
+static __global__ void bias_round_kernel(__nv_bfloat16 *C, int ldc, long strideC,
+                                         const float *C32, const __nv_bfloat16 *bias, int M,
+                                         int N, int batch)
+{
+    GRID_STRIDE(i, (size_t)batch * M * N) {
+        const size_t b = i / ((size_t)M * N), rc = i % ((size_t)M * N);
+        const size_t r = rc / N, c = rc % N;
+        C[b * strideC + r * ldc + c] = narrow_to<__nv_bfloat16>(C32[i] + widen(bias[c]));
+    }
 }
 
 /* cuBLASLt's alignment preferences cover A, B, C and D but not the epilogue's bias vector, so
@@ -175,22 +207,40 @@ static void add_bias_blocks(float *C, int ldc, long strideC, const float *bias, 
  * model's linear layers always fuse). */
 enum { kFusedBiasAlignBytes = 16 };
 
-/* One GEMM on fp32 or bf16 operands (A, B point at operands of that type), optional bias. */
-static void gemm_dispatch(int operands, int transA, int transB, int M, int N, int K, float alpha,
-                          const void *A, int lda, long strideA, const void *B, int ldb,
-                          long strideB, float beta, float *C, int ldc, long strideC, int batch,
-                          const float *bias)
+/* K = 0 (an empty sum): C_i = beta C_i, plus the bias. */
+template <typename T>
+static void empty_sum(T *C, int ldc, long strideC, int M, int N, int batch, float beta,
+                      const T *bias)
+{
+    scale_blocks_kernel<T><<<grid_for((size_t)batch * M * N), kThreads, 0, cuda_stream()>>>(
+        C, ldc, strideC, M, N, batch, beta);
+    CUDA_CHECK_LAUNCH();
+    if (bias) add_bias_blocks(C, ldc, strideC, bias, M, N, batch);
+}
+
+/* One GEMM on fp32 or bf16 operands (A, B point at operands of that type) into an fp32 or
+ * bf16 C (beta must be 0 for bf16), optional bias of C's element type. */
+static void gemm_dispatch(int operands, int output, int transA, int transB, int M, int N, int K,
+                          float alpha, const void *A, int lda, long strideA, const void *B,
+                          int ldb, long strideB, float beta, void *C, int ldc, long strideC,
+                          int batch, const void *bias)
 {
     if (M <= 0 || N <= 0 || batch <= 0) return;
+    const int bf16_out = output == GEMM_OUTPUT_BF16;
+    if (bf16_out && beta != 0.0f)
+        alice_fatal_at(__FILE__, __LINE__, "gemm_dispatch: a bf16 output is written, not "
+                       "accumulated (beta = %g; use an fp32 output)", (double)beta);
     CudaContext *ctx = cuda_context();
     if (K <= 0) {
-        scale_blocks_kernel<<<grid_for((size_t)batch * M * N), kThreads, 0, ctx->stream>>>(
-            C, ldc, strideC, M, N, batch, beta);
-        CUDA_CHECK_LAUNCH();
-        if (bias) add_bias_blocks(C, ldc, strideC, bias, M, N, batch);
+        if (bf16_out)
+            empty_sum((__nv_bfloat16 *)C, ldc, strideC, M, N, batch, beta,
+                      (const __nv_bfloat16 *)bias);
+        else
+            empty_sum((float *)C, ldc, strideC, M, N, batch, beta, (const float *)bias);
         return;
     }
-    const int fuse_bias = bias && alignment_bytes(bias, 0, 1, 4) >= kFusedBiasAlignBytes;
+    const size_t out_elem = output_elem_bytes(output);
+    const int fuse_bias = bias && alignment_bytes(bias, 0, 1, out_elem) >= kFusedBiasAlignBytes;
     const size_t elem = operands == GEMM_OPERANDS_BF16 ? 2 : 4;
     GemmKey key;
     memset(&key, 0, sizeof key);  /* padding too: keys are compared with memcmp */
@@ -201,13 +251,26 @@ static void gemm_dispatch(int operands, int transA, int transB, int M, int N, in
     key.strideC = batch > 1 ? strideC : 0;
     key.epilogue = fuse_bias ? GEMM_EPILOGUE_BIAS : GEMM_EPILOGUE_NONE;
     key.operands = operands;
+    key.output = output;
     key.tf32 = ctx->allow_tf32;
     int align = alignment_bytes(A, strideA, batch, elem);
-    int a2 = alignment_bytes(B, strideB, batch, elem), a3 = alignment_bytes(C, strideC, batch, 4);
+    int a2 = alignment_bytes(B, strideB, batch, elem);
+    int a3 = alignment_bytes(C, strideC, batch, out_elem);
     if (a2 < align) align = a2;
     if (a3 < align) align = a3;
     key.align = align;
-    GemmPlan *plan = find_plan(&key);
+    GemmPlan *plan = bias && bf16_out && !fuse_bias ? NULL : find_plan(&key);
+    if (bias && bf16_out && !(plan && plan->has_algo)) {
+        /* The bias cannot be fused: an fp32 result first, then bias and one rounding. */
+        float *c32 = (float *)cuda_scratch(SCRATCH_GEMM_F32,
+                                           (size_t)batch * M * N * sizeof(float));
+        gemm_dispatch(operands, GEMM_OUTPUT_FP32, transA, transB, M, N, K, alpha, A, lda,
+                      strideA, B, ldb, strideB, 0.0f, c32, N, (long)M * N, batch, NULL);
+        bias_round_kernel<<<grid_for((size_t)batch * M * N), kThreads, 0, ctx->stream>>>(
+            (__nv_bfloat16 *)C, ldc, strideC, c32, (const __nv_bfloat16 *)bias, M, N, batch);
+        CUDA_CHECK_LAUNCH();
+        return;
+    }
     if (plan->has_algo) {
         if (fuse_bias)
             CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
@@ -216,24 +279,22 @@ static void gemm_dispatch(int operands, int transA, int transB, int M, int N, in
                                     plan->layout_b, &beta, C, plan->layout_c, C, plan->layout_c,
                                     &plan->algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
                                     ctx->stream));
-        if (bias && !fuse_bias) add_bias_blocks(C, ldc, strideC, bias, M, N, batch);
+        if (bias && !fuse_bias)  /* fp32 C here: a bf16 C with such a bias took the route above */
+            add_bias_blocks((float *)C, ldc, strideC, (const float *)bias, M, N, batch);
         return;
     }
-    /* No cuBLASLt algorithm for this shape/alignment: classic cuBLAS, bias added after. */
+    /* No cuBLASLt algorithm for this shape/alignment: classic cuBLAS, bias added after (fp32 C:
+     * a bf16 C with a bias took the fp32 route above). */
     const cudaDataType_t t = operands == GEMM_OPERANDS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t tc = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
     const cublasComputeType_t compute =
         (ctx->allow_tf32 && operands == GEMM_OPERANDS_FP32) ? CUBLAS_COMPUTE_32F_FAST_TF32
                                                              : CUBLAS_COMPUTE_32F;
     CUBLAS_CHECK(cublasGemmStridedBatchedEx(
         ctx->blas, transB ? CUBLAS_OP_T : CUBLAS_OP_N, transA ? CUBLAS_OP_T : CUBLAS_OP_N, N, M,
-        K, &alpha, B, t, ldb, strideB, A, t, lda, strideA, &beta, C, CUDA_R_32F, ldc, strideC,
-        batch, compute, CUBLAS_GEMM_DEFAULT));
-    if (bias) add_bias_blocks(C, ldc, strideC, bias, M, N, batch);
-}
-
-static __global__ void to_bf16_kernel(__nv_bfloat16 *out, const float *in, size_t n)
-{
-    GRID_STRIDE(i, n) out[i] = __float2bfloat16_rn(in[i]);
+        K, &alpha, B, t, ldb, strideB, A, t, lda, strideA, &beta, C, tc, ldc, strideC, batch,
+        compute, CUBLAS_GEMM_DEFAULT));
+    if (bias) add_bias_blocks((float *)C, ldc, strideC, (const float *)bias, M, N, batch);
 }
 
 /* Elements spanned by a strided batch of stored rows x cols matrices with leading dim ld. */
@@ -243,11 +304,14 @@ static size_t operand_span(int rows, int cols, int ld, long stride, int batch)
     return (size_t)(batch - 1) * (size_t)stride + (size_t)(rows - 1) * ld + (size_t)cols;
 }
 
-static const __nv_bfloat16 *bf16_copy(CudaScratchSlot slot, const float *x, size_t n)
+/* The operand in bf16: the weight copy when x lies in a weight buffer, else rounded into the
+ * scratch slot now. */
+static const __nv_bfloat16 *bf16_operand(CudaScratchSlot slot, const float *x, size_t n)
 {
+    const __nv_bfloat16 *weights = cuda_weight_bf16(x, n);
+    if (weights) return weights;
     __nv_bfloat16 *out = (__nv_bfloat16 *)cuda_scratch(slot, n * sizeof(__nv_bfloat16) + 256);
-    to_bf16_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(out, x, n);
-    CUDA_CHECK_LAUNCH();
+    cuda_round_to_bf16(out, x, n);
     return out;
 }
 
@@ -260,10 +324,10 @@ static void gemm_bf16_bias(int transA, int transB, int M, int N, int K, float al
 {
     const size_t span_a = operand_span(transA ? K : M, transA ? M : K, lda, strideA, batch);
     const size_t span_b = operand_span(transB ? N : K, transB ? K : N, ldb, strideB, batch);
-    const __nv_bfloat16 *a16 = bf16_copy(SCRATCH_BF16_A, A, span_a);
-    const __nv_bfloat16 *b16 = bf16_copy(SCRATCH_BF16_B, B, span_b);
-    gemm_dispatch(GEMM_OPERANDS_BF16, transA, transB, M, N, K, alpha, a16, lda, strideA, b16,
-                  ldb, strideB, beta, C, ldc, strideC, batch, bias);
+    const __nv_bfloat16 *a16 = bf16_operand(SCRATCH_BF16_A, A, span_a);
+    const __nv_bfloat16 *b16 = bf16_operand(SCRATCH_BF16_B, B, span_b);
+    gemm_dispatch(GEMM_OPERANDS_BF16, GEMM_OUTPUT_FP32, transA, transB, M, N, K, alpha, a16, lda,
+                  strideA, b16, ldb, strideB, beta, C, ldc, strideC, batch, bias);
 }
 
 void cuda_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, const float *A,
@@ -283,8 +347,8 @@ static void gemm_any(int transA, int transB, int M, int N, int K, float alpha, c
         gemm_bf16_bias(transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta,
                        C, ldc, strideC, batch, bias);
     else
-        gemm_dispatch(GEMM_OPERANDS_FP32, transA, transB, M, N, K, alpha, A, lda, strideA, B,
-                      ldb, strideB, beta, C, ldc, strideC, batch, bias);
+        gemm_dispatch(GEMM_OPERANDS_FP32, GEMM_OUTPUT_FP32, transA, transB, M, N, K, alpha, A,
+                      lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch, bias);
 }
 
 void cuda_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
@@ -307,12 +371,78 @@ void cuda_add_column_sums(float *db, const float *dy, long rows, int cols, long 
     colsum_accumulate(db, rows, cols, MatrixElement{dy, ld});
 }
 
+/* Mixed-precision linear backward: dy is rounded to bf16 once for both GEMMs (gemm_any would
+ * round it for each), W comes from its weight copy; x is bf16 already (x16, bf16 activations)
+ * or rounded for dW only (x32). */
+static void linear_bwd_bf16_gemms(float *dx, float *dW, const float *dy, const float *x32,
+                                  const __nv_bfloat16 *x16, const float *W, int rows, int in,
+                                  int out)
+{
+    if (!dx && !dW) return;
+    const __nv_bfloat16 *dy16 = bf16_operand(SCRATCH_BF16_A, dy, (size_t)rows * out);
+    if (dx) {
+        const __nv_bfloat16 *w16 = bf16_operand(SCRATCH_BF16_B, W, (size_t)out * in);
+        gemm_dispatch(GEMM_OPERANDS_BF16, GEMM_OUTPUT_FP32, 0, 0, rows, in, out, 1.0f, dy16, out,
+                      0, w16, in, 0, 0.0f, dx, in, 0, 1, NULL);
+    }
+    if (dW) {  /* slot B is free again: the dx GEMM before it is ordered on the same stream */
+        if (!x16) x16 = bf16_operand(SCRATCH_BF16_B, x32, (size_t)rows * in);
+        gemm_dispatch(GEMM_OPERANDS_BF16, GEMM_OUTPUT_FP32, 1, 0, out, in, rows, 1.0f, dy16, out,
+                      0, x16, in, 0, 1.0f, dW, in, 0, 1, NULL);
+    }
+}
+
 void cuda_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
                      const float *W, int rows, int in, int out)
 {
-    if (dx) gemm_any(0, 0, rows, in, out, 1.0f, dy, out, 0, W, in, 0, 0.0f, dx, in, 0, 1, NULL);
-    if (dW) gemm_any(1, 0, out, in, rows, 1.0f, dy, out, 0, x, in, 0, 1.0f, dW, in, 0, 1, NULL);
+    if (cuda_context()->bf16_gemm) {
+        linear_bwd_bf16_gemms(dx, dW, dy, x, NULL, W, rows, in, out);
+    } else {
+        if (dx) gemm_dispatch(GEMM_OPERANDS_FP32, GEMM_OUTPUT_FP32, 0, 0, rows, in, out, 1.0f, dy,
+                              out, 0, W, in, 0, 0.0f, dx, in, 0, 1, NULL);
+        if (dW) gemm_dispatch(GEMM_OPERANDS_FP32, GEMM_OUTPUT_FP32, 1, 0, out, in, rows, 1.0f, dy,
+                              out, 0, x, in, 0, 1.0f, dW, in, 0, 1, NULL);
+    }
     /* The bias gradient accumulates (a BGRAD epilogue would overwrite it), so it is a
      * deterministic column sum instead. */
     if (db) cuda_add_column_sums(db, dy, rows, out, out);
+}
+
+/* ---- bf16 activations ---- */
+
+static int gemm_output_of(DType t, const char *op)
+{
+    if (t == DTYPE_F32) return GEMM_OUTPUT_FP32;
+    if (t == DTYPE_BF16) return GEMM_OUTPUT_BF16;
+    alice_fatal_at(__FILE__, __LINE__, "%s: unknown output element type %d (DTYPE_F32 or "
+                   "DTYPE_BF16)", op, (int)t);
+}
+
+void cuda_gemm_bf16_operands(int transA, int transB, int M, int N, int K, float alpha,
+                             const bf16_t *A, int lda, long strideA, const bf16_t *B, int ldb,
+                             long strideB, float beta, void *C, DType c_type, int ldc,
+                             long strideC, int batch)
+{
+    gemm_dispatch(GEMM_OPERANDS_BF16, gemm_output_of(c_type, "cuda_gemm_bf16_operands"), transA,
+                  transB, M, N, K, alpha, as_nv(A), lda, strideA, as_nv(B), ldb, strideB, beta, C,
+                  ldc, strideC, batch, NULL);
+}
+
+/* y = x W^T + b: x straight to cuBLASLt, W (and for a bf16 y the bias) from the weight copy. */
+void cuda_linear_fwd_bf16(void *y, DType y_type, const bf16_t *x, const float *W, const float *b,
+                          int rows, int in, int out)
+{
+    const int output = gemm_output_of(y_type, "linear_fwd_bf16");
+    const __nv_bfloat16 *w16 = bf16_operand(SCRATCH_BF16_B, W, (size_t)out * in);
+    const void *bias = b;
+    if (b && output == GEMM_OUTPUT_BF16) bias = bf16_operand(SCRATCH_BF16_A, b, (size_t)out);
+    gemm_dispatch(GEMM_OPERANDS_BF16, output, 0, 1, rows, out, in, 1.0f, as_nv(x), in, 0, w16,
+                  in, 0, 0.0f, y, out, 0, 1, bias);
+}
+
+void cuda_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
+                          const float *W, int rows, int in, int out)
+{
+    linear_bwd_bf16_gemms(dx, dW, dy, NULL, as_nv(x), W, rows, in, out);
+    if (db) cuda_add_column_sums(db, dy, rows, out, out);  /* fp32, the unrounded dy */
 }

@@ -95,7 +95,8 @@ void *cuda_scratch(CudaScratchSlot slot, size_t bytes)
     /* Grow by half again so a slowly growing request does not reallocate every call. */
     size_t want = bytes + bytes / 2;
     if (g_ctx.scratch[slot]) {
-        CUDA_CHECK(cudaStreamSynchronize(g_ctx.stream));  /* pending kernels may read it */
+        CUDA_WAIT_STREAM(g_ctx.stream);  /* pending kernels may read it */
+        CUDA_WAIT_BEFORE_DEVICE_SYNC();  /* cudaFree also waits for the communication stream */
         CUDA_CHECK(cudaFree(g_ctx.scratch[slot]));
     }
     CUDA_CHECK(cudaMalloc(&g_ctx.scratch[slot], want));

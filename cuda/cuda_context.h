@@ -5,6 +5,7 @@
 #define ALICE_CUDA_CONTEXT_H
 
 #include "cuda/cuda_check.h"
+#include "cuda/cuda_wait.h"  /* host waits: CUDA_WAIT_STREAM / CUDA_WAIT_EVENT, never the plain syncs */
 
 /* Named scratch buffers (no magic indices). Each grows on demand and is only valid until the
  * op that asked for it returns control to the stream order (i.e. within one op). */
@@ -16,6 +17,8 @@ enum CudaScratchSlot {
     SCRATCH_CONV_WORKSPACE,  /* cuDNN workspace */
     SCRATCH_BF16_A,          /* bf16 copies of GEMM operands (mixed precision) */
     SCRATCH_BF16_B,
+    SCRATCH_ATTN_BF16,       /* bf16 P or dS of bf16 attention (GEMM kernel), one batch element */
+    SCRATCH_GEMM_F32,        /* fp32 result of a bf16-output GEMM whose bias is added unfused */
     SCRATCH_SLOT_COUNT
 };
 

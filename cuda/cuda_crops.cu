@@ -136,7 +136,8 @@ int gpu_event_done(GpuEvent *e)
     return 1;
 }
 
-void gpu_event_synchronize(GpuEvent *e) { CUDA_CHECK(cudaEventSynchronize(e->event)); }
+/* Events recorded on the compute stream may sit behind an all-reduce: a watched wait. */
+void gpu_event_synchronize(GpuEvent *e) { CUDA_WAIT_EVENT(e->event); }
 
 void gpu_stream_wait(GpuStream s, GpuEvent *e) { CUDA_CHECK(cudaStreamWaitEvent(stream_of(s), e->event, 0)); }
 
@@ -191,7 +192,7 @@ void gpu_crops_render(const CropRecipe *recipes, int count)
     ALICE_ASSERT(count <= 65535, "%d crop recipes in one render call (at most 65535)", count);
     if (count > g_recipe_capacity) {
         /* Freed after the stream has passed every earlier render that reads it. */
-        CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+        CUDA_WAIT_STREAM(cuda_stream());
         cuda_release(g_recipes);
         g_recipes = (CropRecipe *)cuda_alloc((size_t)count * sizeof *g_recipes);
         g_recipe_capacity = count;

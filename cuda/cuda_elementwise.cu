@@ -73,28 +73,46 @@ int cuda_all_finite(const float *x, size_t n)
 
 /* GELU, exact erf form, as PyTorch's default nn.GELU(): the CPU backend's formula
  * (ops/cpu_math.h, Abramowitz & Stegun erf rather than CUDA's erff) with the same roundings,
- * so the two backends agree bit for bit. */
-static __global__ void gelu_fwd_kernel(float *y, const float *x, size_t n)
+ * so the two backends agree bit for bit. T: float, or __nv_bfloat16 for bf16 activations
+ * (x widened exactly, y rounded once, so bf16 results match the CPU's bit for bit too). */
+template <typename T> static __global__ void gelu_fwd_kernel(T *y, const T *x, size_t n)
 {
-    GRID_STRIDE(i, n) y[i] = gelu_erf(x[i]);
+    GRID_STRIDE(i, n) y[i] = narrow_to<T>(gelu_erf(widen(x[i])));
 }
 
 void cuda_gelu_fwd(float *y, const float *x, size_t n)
 {
     if (n == 0) return;
-    gelu_fwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(y, x, n);
+    gelu_fwd_kernel<float><<<grid_for(n), kThreads, 0, cuda_stream()>>>(y, x, n);
     CUDA_CHECK_LAUNCH();
 }
 
-static __global__ void gelu_bwd_kernel(float *dx, const float *dy, const float *x, size_t n)
+void cuda_gelu_fwd_bf16(bf16_t *y, const bf16_t *x, size_t n)
 {
-    GRID_STRIDE(i, n) dx[i] = dy[i] * gelu_erf_slope(x[i]);
+    if (n == 0) return;
+    gelu_fwd_kernel<__nv_bfloat16><<<grid_for(n), kThreads, 0, cuda_stream()>>>(as_nv(y),
+                                                                                 as_nv(x), n);
+    CUDA_CHECK_LAUNCH();
+}
+
+template <typename T>
+static __global__ void gelu_bwd_kernel(float *dx, const float *dy, const T *x, size_t n)
+{
+    GRID_STRIDE(i, n) dx[i] = dy[i] * gelu_erf_slope(widen(x[i]));
 }
 
 void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 {
     if (n == 0 || !dx) return;
-    gelu_bwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(dx, dy, x, n);
+    gelu_bwd_kernel<float><<<grid_for(n), kThreads, 0, cuda_stream()>>>(dx, dy, x, n);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n)
+{
+    if (n == 0 || !dx) return;
+    gelu_bwd_kernel<__nv_bfloat16><<<grid_for(n), kThreads, 0, cuda_stream()>>>(dx, dy,
+                                                                                 as_nv(x), n);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -31,13 +31,19 @@
  * Precision: fp32 mode computes every tile product in fp32 on the CUDA cores (parity with the
  * CPU to ~1e-5). With gpu_set_math(bf16_gemm = 1) the operand tiles are stored as bf16 in
  * shared memory and multiplied on tensor cores (nvcuda::wmma 16x16x16, fp32 accumulate);
- * softmax statistics, accumulators, lse and D stay fp32. */
+ * softmax statistics, accumulators, lse and D stay fp32.
+ *
+ * bf16 activations (attention_fwd_bf16 / attention_bwd_bf16): the kernels are templated on the
+ * element type of q, k, v and out as well (TAct); bf16 inputs load into the bf16 tiles without
+ * a conversion pass, out is rounded once when stored and widened when backward reads it. Those
+ * entries always use the bf16 tensor-core tiles (T = TAct = bf16); dout stays fp32 and is
+ * rounded as it is loaded into its tile. */
 #include <cuda_bf16.h>
 #include <mma.h>
 
 #include <type_traits>
 
-#include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_kernels.cuh"  /* and cuda/cuda_bf16.cuh: widen, narrow_to, as_nv */
 #include "cuda/cuda_ops.h"
 #include "ops/flash_attention_math.h"
 #include "ops/gpu_device.h"
@@ -196,14 +202,15 @@ __device__ __forceinline__ void tile_mma(float *C, int ldc, const __nv_bfloat16 
 /* ---- global <-> shared ---- */
 
 /* dst[r][c] = src[r ld_src + c] for r < rows_valid, c < dh; zero in the padding (rows up to
- * tile, columns up to dhp), so padded keys/rows/dims contribute nothing to any product. */
-template <typename T>
-__device__ __forceinline__ void load_tile(T *dst, int ld_dst, const float *src, long ld_src,
+ * tile, columns up to dhp), so padded keys/rows/dims contribute nothing to any product.
+ * TSrc: fp32 or bf16 in global memory (a bf16 source into a bf16 tile is copied exactly). */
+template <typename T, typename TSrc>
+__device__ __forceinline__ void load_tile(T *dst, int ld_dst, const TSrc *src, long ld_src,
                                           int rows_valid, int tile, int dh, int dhp)
 {
     for (int i = threadIdx.x; i < tile * dhp; i += blockDim.x) {
         const int r = i / dhp, c = i % dhp;
-        const float x = (r < rows_valid && c < dh) ? src[(long)r * ld_src + c] : 0.0f;
+        const float x = (r < rows_valid && c < dh) ? widen(src[(long)r * ld_src + c]) : 0.0f;
         dst[r * ld_dst + c] = Operand<T>::make(x);
     }
 }
@@ -213,13 +220,16 @@ __device__ __forceinline__ void zero_acc(float *acc, int ld, int tile, int dhp)
     for (int i = threadIdx.x; i < tile * dhp; i += blockDim.x) acc[(i / dhp) * ld + i % dhp] = 0.0f;
 }
 
-/* dst[r ld_dst + c] = acc[r][c] (times row_scale[r] when given) for r < rows, c < dh. */
-__device__ __forceinline__ void store_rows(float *dst, long ld_dst, const float *acc, int ld_acc,
+/* dst[r ld_dst + c] = acc[r][c] (times row_scale[r] when given) for r < rows, c < dh, rounded
+ * once when TOut is bf16. */
+template <typename TOut>
+__device__ __forceinline__ void store_rows(TOut *dst, long ld_dst, const float *acc, int ld_acc,
                                            const float *row_scale, int rows, int dh)
 {
     for (int i = threadIdx.x; i < rows * dh; i += blockDim.x) {
         const int r = i / dh, c = i % dh;
-        dst[(long)r * ld_dst + c] = acc[r * ld_acc + c] * (row_scale ? row_scale[r] : 1.0f);
+        dst[(long)r * ld_dst + c] =
+            narrow_to<TOut>(acc[r * ld_acc + c] * (row_scale ? row_scale[r] : 1.0f));
     }
 }
 
@@ -249,9 +259,9 @@ template <int kParts> __device__ __forceinline__ float parts_sum(float v)
 
 /* ---- forward ---- */
 
-template <typename T, int kDh, int kTile>
+template <typename T, typename TAct, int kDh, int kTile>
 __global__ void __launch_bounds__(kFlashThreads)
-flash_fwd_kernel(float *out, float *lse, const float *q, const float *k, const float *v, int H,
+flash_fwd_kernel(TAct *out, float *lse, const TAct *q, const TAct *k, const TAct *v, int H,
                  int Tq, int Tk, int dh_runtime, int ldq, int ldkv, float scale)
 {
     extern __shared__ __align__(kSmemAlign) unsigned char smem[];
@@ -314,7 +324,8 @@ flash_fwd_kernel(float *out, float *lse, const float *q, const float *k, const f
 /* ---- backward ---- */
 
 /* D[(b H + h) Tq + t] = sum_d dO[b, t, h Dh + d] O[b, t, h Dh + d]; one warp per row. */
-__global__ void flash_rowdot_kernel(float *D, const float *dout, const float *out, int B, int H,
+template <typename TAct>
+__global__ void flash_rowdot_kernel(float *D, const float *dout, const TAct *out, int B, int H,
                                     int Tq, int dh)
 {
     const int warps = blockDim.x >> 5, lane = threadIdx.x & 31;
@@ -323,7 +334,7 @@ __global__ void flash_rowdot_kernel(float *D, const float *dout, const float *ou
     const long b = row / ((long)Tq * H), t = (row / H) % Tq, h = row % H;
     const long off = (b * Tq + t) * H * dh + h * dh;
     float s = 0.0f;
-    for (int d = lane; d < dh; d += 32) s += dout[off + d] * out[off + d];
+    for (int d = lane; d < dh; d += 32) s += dout[off + d] * widen(out[off + d]);
     s = warp_sum(s);
     if (lane == 0) D[(b * H + h) * Tq + t] = s;
 }
@@ -360,10 +371,10 @@ __device__ __forceinline__ void load_row_stats(float *lse_s, float *D_s, const f
     }
 }
 
-template <typename T, int kDh, int kTile>
+template <typename T, typename TAct, int kDh, int kTile>
 __global__ void __launch_bounds__(kFlashThreads)
-flash_bwd_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, const float *k,
-                     const float *v, const float *lse, const float *D, int H, int Tq, int Tk,
+flash_bwd_dkv_kernel(float *dk, float *dv, const float *dout, const TAct *q, const TAct *k,
+                     const TAct *v, const float *lse, const float *D, int H, int Tq, int Tk,
                      int dh_runtime, int ldq, int ldkv, float scale)
 {
     extern __shared__ __align__(kSmemAlign) unsigned char smem[];
@@ -402,9 +413,9 @@ flash_bwd_dkv_kernel(float *dk, float *dv, const float *dout, const float *q, co
     if (dv) store_rows(dv + kv_off, ldkv, dV, L.ld_acc, nullptr, keys, dh);
 }
 
-template <typename T, int kDh, int kTile>
+template <typename T, typename TAct, int kDh, int kTile>
 __global__ void __launch_bounds__(kFlashThreads)
-flash_bwd_dq_kernel(float *dq, const float *dout, const float *q, const float *k, const float *v,
+flash_bwd_dq_kernel(float *dq, const float *dout, const TAct *q, const TAct *k, const TAct *v,
                     const float *lse, const float *D, int H, int Tq, int Tk, int dh_runtime,
                     int ldq, int ldkv, float scale)
 {
@@ -459,32 +470,32 @@ struct FlashArgs {
     float scale;
 };
 
-template <typename T, int kDh>
-void launch_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+template <typename T, typename TAct, int kDh>
+void launch_fwd(TAct *out, float *lse, const TAct *q, const TAct *k, const TAct *v,
                 const FlashArgs &a)
 {
     const int dhp = round_up(a.Dh, kMmaEdge);
     constexpr int kTile = tile_for(kDh ? round_up(kDh, kMmaEdge) : kFlashMaxDh);
     const FlashLayout L = flash_layout<T>(dhp, kTile, 3, 1, 1, 3);
-    auto kernel = flash_fwd_kernel<T, kDh, kTile>;
-    allow_smem<flash_fwd_kernel<T, kDh, kTile>>(L.bytes);
+    auto kernel = flash_fwd_kernel<T, TAct, kDh, kTile>;
+    allow_smem<flash_fwd_kernel<T, TAct, kDh, kTile>>(L.bytes);
     const dim3 grid((unsigned)(a.B * a.H), (unsigned)((a.Tq + kTile - 1) / kTile));
     kernel<<<grid, kFlashThreads, L.bytes, cuda_stream()>>>(out, lse, q, k, v, a.H, a.Tq, a.Tk,
                                                             a.Dh, a.ldq, a.ldkv, a.scale);
     CUDA_CHECK_LAUNCH();
 }
 
-template <typename T, int kDh>
-void launch_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                const float *k, const float *v, const float *lse, const float *D,
+template <typename T, typename TAct, int kDh>
+void launch_bwd(float *dq, float *dk, float *dv, const float *dout, const TAct *q,
+                const TAct *k, const TAct *v, const float *lse, const float *D,
                 const FlashArgs &a)
 {
     const int dhp = round_up(a.Dh, kMmaEdge);
     constexpr int kTile = tile_for(kDh ? round_up(kDh, kMmaEdge) : kFlashMaxDh);
     if (dk || dv) {
         const FlashLayout L = flash_layout<T>(dhp, kTile, 4, 2, 2, 2);
-        auto kernel = flash_bwd_dkv_kernel<T, kDh, kTile>;
-        allow_smem<flash_bwd_dkv_kernel<T, kDh, kTile>>(L.bytes);
+        auto kernel = flash_bwd_dkv_kernel<T, TAct, kDh, kTile>;
+        allow_smem<flash_bwd_dkv_kernel<T, TAct, kDh, kTile>>(L.bytes);
         const dim3 grid((unsigned)(a.B * a.H), (unsigned)((a.Tk + kTile - 1) / kTile));
         kernel<<<grid, kFlashThreads, L.bytes, cuda_stream()>>>(
             dk, dv, dout, q, k, v, lse, D, a.H, a.Tq, a.Tk, a.Dh, a.ldq, a.ldkv, a.scale);
@@ -492,8 +503,8 @@ void launch_bwd(float *dq, float *dk, float *dv, const float *dout, const float 
     }
     if (dq) {
         const FlashLayout L = flash_layout<T>(dhp, kTile, 4, 2, 1, 2);
-        auto kernel = flash_bwd_dq_kernel<T, kDh, kTile>;
-        allow_smem<flash_bwd_dq_kernel<T, kDh, kTile>>(L.bytes);
+        auto kernel = flash_bwd_dq_kernel<T, TAct, kDh, kTile>;
+        allow_smem<flash_bwd_dq_kernel<T, TAct, kDh, kTile>>(L.bytes);
         const dim3 grid((unsigned)(a.B * a.H), (unsigned)((a.Tq + kTile - 1) / kTile));
         kernel<<<grid, kFlashThreads, L.bytes, cuda_stream()>>>(
             dq, dout, q, k, v, lse, D, a.H, a.Tq, a.Tk, a.Dh, a.ldq, a.ldkv, a.scale);
@@ -503,33 +514,47 @@ void launch_bwd(float *dq, float *dk, float *dv, const float *dout, const float 
 
 /* Head dims of the configs and tests get their own instantiation (constant loop bounds);
  * every other Dh up to kFlashMaxDh runs the runtime-Dh kernels. */
-template <typename T>
-void dispatch_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+template <typename T, typename TAct>
+void dispatch_fwd(TAct *out, float *lse, const TAct *q, const TAct *k, const TAct *v,
                   const FlashArgs &a)
 {
     switch (a.Dh) {
-    case 8: launch_fwd<T, 8>(out, lse, q, k, v, a); break;
-    case 16: launch_fwd<T, 16>(out, lse, q, k, v, a); break;
-    case 24: launch_fwd<T, 24>(out, lse, q, k, v, a); break;
-    case 32: launch_fwd<T, 32>(out, lse, q, k, v, a); break;
-    case 64: launch_fwd<T, 64>(out, lse, q, k, v, a); break;
-    default: launch_fwd<T, 0>(out, lse, q, k, v, a); break;
+    case 8: launch_fwd<T, TAct, 8>(out, lse, q, k, v, a); break;
+    case 16: launch_fwd<T, TAct, 16>(out, lse, q, k, v, a); break;
+    case 24: launch_fwd<T, TAct, 24>(out, lse, q, k, v, a); break;
+    case 32: launch_fwd<T, TAct, 32>(out, lse, q, k, v, a); break;
+    case 64: launch_fwd<T, TAct, 64>(out, lse, q, k, v, a); break;
+    default: launch_fwd<T, TAct, 0>(out, lse, q, k, v, a); break;
     }
 }
 
-template <typename T>
-void dispatch_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                  const float *k, const float *v, const float *lse, const float *D,
+template <typename T, typename TAct>
+void dispatch_bwd(float *dq, float *dk, float *dv, const float *dout, const TAct *q,
+                  const TAct *k, const TAct *v, const float *lse, const float *D,
                   const FlashArgs &a)
 {
     switch (a.Dh) {
-    case 8: launch_bwd<T, 8>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
-    case 16: launch_bwd<T, 16>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
-    case 24: launch_bwd<T, 24>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
-    case 32: launch_bwd<T, 32>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
-    case 64: launch_bwd<T, 64>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
-    default: launch_bwd<T, 0>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
+    case 8: launch_bwd<T, TAct, 8>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
+    case 16: launch_bwd<T, TAct, 16>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
+    case 24: launch_bwd<T, TAct, 24>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
+    case 32: launch_bwd<T, TAct, 32>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
+    case 64: launch_bwd<T, TAct, 64>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
+    default: launch_bwd<T, TAct, 0>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
     }
+}
+
+/* D = rowsum(dO * O) into SCRATCH_STATS (backward's step 1). */
+template <typename TAct>
+const float *row_dots(const float *dout, const TAct *out, int B, int H, int Tq, int Dh)
+{
+    const long rows = (long)B * H * Tq;
+    float *D = (float *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(float));
+    const int warps_per_block = kThreads / 32;
+    auto kernel = flash_rowdot_kernel<TAct>;
+    kernel<<<(unsigned)((rows + warps_per_block - 1) / warps_per_block), kThreads, 0,
+             cuda_stream()>>>(D, dout, out, B, H, Tq, Dh);
+    CUDA_CHECK_LAUNCH();
+    return D;
 }
 
 FlashArgs make_args(int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
@@ -568,18 +593,33 @@ void cuda_flash_attention_fwd(float *out, float *lse, const float *q, const floa
     else dispatch_fwd<float>(out, lse, q, k, v, a);
 }
 
+void cuda_flash_attention_fwd_bf16(bf16_t *out, float *lse, const bf16_t *q, const bf16_t *k,
+                                   const bf16_t *v, int B, int H, int Tq, int Tk, int Dh,
+                                   int ldq, int ldkv)
+{
+    if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0) return;
+    const FlashArgs a = make_args(B, H, Tq, Tk, Dh, ldq, ldkv);
+    dispatch_fwd<__nv_bfloat16>(as_nv(out), lse, as_nv(q), as_nv(k), as_nv(v), a);
+}
+
 void cuda_flash_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
                               const float *k, const float *v, const float *out, const float *lse,
                               int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
 {
     if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0 || (!dq && !dk && !dv)) return;
     const FlashArgs a = make_args(B, H, Tq, Tk, Dh, ldq, ldkv);
-    const long rows = (long)B * H * Tq;
-    float *D = (float *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(float));
-    const int warps_per_block = kThreads / 32;
-    flash_rowdot_kernel<<<(unsigned)((rows + warps_per_block - 1) / warps_per_block), kThreads, 0,
-                          cuda_stream()>>>(D, dout, out, B, H, Tq, Dh);
-    CUDA_CHECK_LAUNCH();
+    const float *D = row_dots(dout, out, B, H, Tq, Dh);
     if (cuda_context()->bf16_gemm) dispatch_bwd<__nv_bfloat16>(dq, dk, dv, dout, q, k, v, lse, D, a);
     else dispatch_bwd<float>(dq, dk, dv, dout, q, k, v, lse, D, a);
+}
+
+void cuda_flash_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout,
+                                   const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                   const bf16_t *out, const float *lse, int B, int H, int Tq,
+                                   int Tk, int Dh, int ldq, int ldkv)
+{
+    if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0 || (!dq && !dk && !dv)) return;
+    const FlashArgs a = make_args(B, H, Tq, Tk, Dh, ldq, ldkv);
+    const float *D = row_dots(dout, as_nv(out), B, H, Tq, Dh);
+    dispatch_bwd<__nv_bfloat16>(dq, dk, dv, dout, as_nv(q), as_nv(k), as_nv(v), lse, D, a);
 }

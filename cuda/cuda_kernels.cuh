@@ -5,6 +5,7 @@
 #ifndef ALICE_CUDA_KERNELS_CUH
 #define ALICE_CUDA_KERNELS_CUH
 
+#include "cuda/cuda_bf16.cuh"
 #include "cuda/cuda_context.h"
 
 constexpr int kThreads = 256;

@@ -426,9 +426,10 @@ void cuda_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, 
     const int segs = B * K;
     double *stats = dice_statistics(probs, labels, B, K, V);
     double *host = (double *)xmalloc((size_t)segs * 3 * sizeof(double));
+    CUDA_WAIT_BEFORE_PAGEABLE_COPY(cuda_stream());
     CUDA_CHECK(cudaMemcpyAsync(host, stats, (size_t)segs * 3 * sizeof(double),
                                cudaMemcpyDeviceToHost, cuda_stream()));
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    CUDA_WAIT_STREAM(cuda_stream());
     double dice_mean = 0.0;
     for (int i = 0; i < segs; i++)
         dice_mean += (2.0 * host[i * 3] + kDiceSmooth) /

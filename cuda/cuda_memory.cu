@@ -39,21 +39,24 @@ void cuda_release(void *p)
         ctx->live_bytes -= it->second;
         g_sizes.erase(it);
     }
+    CUDA_WAIT_BEFORE_DEVICE_SYNC();  /* cudaFree's implicit wait, made a watched one */
     CUDA_CHECK(cudaFree(p));  /* implicitly waits for kernels that may still use p */
 }
 
 void cuda_upload(void *dst, const void *host_src, size_t bytes)
 {
     if (bytes == 0) return;
+    CUDA_WAIT_BEFORE_PAGEABLE_COPY(cuda_stream());
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_stream()));
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    CUDA_WAIT_STREAM(cuda_stream());
 }
 
 void cuda_download(void *host_dst, const void *src, size_t bytes)
 {
     if (bytes == 0) return;
+    CUDA_WAIT_BEFORE_PAGEABLE_COPY(cuda_stream());
     CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cuda_stream()));
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));
+    CUDA_WAIT_STREAM(cuda_stream());
 }
 
 void cuda_copy(void *dst, const void *src, size_t bytes)
@@ -74,4 +77,4 @@ void cuda_fill(float *x, float value, size_t n)
     CUDA_CHECK_LAUNCH();
 }
 
-void cuda_synchronize(void) { CUDA_CHECK(cudaStreamSynchronize(cuda_stream())); }
+void cuda_synchronize(void) { CUDA_WAIT_STREAM(cuda_stream()); }

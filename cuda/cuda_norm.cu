@@ -11,7 +11,9 @@ static unsigned row_blocks(int rows) { return (unsigned)((rows + kRowsPerBlock -
 
 /* ---- LayerNorm ---- */
 
-static __global__ void layernorm_fwd_kernel(float *y, float *mean, float *rstd, const float *x,
+/* TOut: float, or __nv_bfloat16 for bf16 activations (statistics stay fp32; y rounded once). */
+template <typename TOut>
+static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, const float *x,
                                             const float *gamma, const float *beta, int rows,
                                             int dim, float eps)
 {
@@ -24,10 +26,10 @@ static __global__ void layernorm_fwd_kernel(float *y, float *mean, float *rstd, 
     float sq = 0.0f;
     for (int d = lane; d < dim; d += 32) { const float t = xr[d] - mu; sq += t * t; }
     const float rs = rsqrtf(warp_sum(sq) / dim + eps);  /* biased variance, as PyTorch */
-    float *yr = y + (size_t)row * dim;
+    TOut *yr = y + (size_t)row * dim;
     for (int d = lane; d < dim; d += 32) {
         const float g = gamma ? gamma[d] : 1.0f, b = beta ? beta[d] : 0.0f;
-        yr[d] = (xr[d] - mu) * rs * g + b;
+        yr[d] = narrow_to<TOut>((xr[d] - mu) * rs * g + b);
     }
     if (lane == 0) {
         if (mean) mean[row] = mu;
@@ -39,8 +41,17 @@ void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, cons
                         const float *beta, int rows, int dim, float eps)
 {
     if (rows <= 0) return;
-    layernorm_fwd_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
+    layernorm_fwd_kernel<float><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
         y, mean, rstd, x, gamma, beta, rows, dim, eps);
+    CUDA_CHECK_LAUNCH();
+}
+
+void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
+                             const float *gamma, const float *beta, int rows, int dim, float eps)
+{
+    if (rows <= 0) return;
+    layernorm_fwd_kernel<__nv_bfloat16><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
+        as_nv(y), mean, rstd, x, gamma, beta, rows, dim, eps);
     CUDA_CHECK_LAUNCH();
 }
 

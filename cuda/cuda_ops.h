@@ -6,6 +6,14 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "ops/backend.h"  /* DType, bf16_t (the same bits as __nv_bfloat16) */
+#ifdef __cplusplus
+}
+#endif
+
 /* cuda_memory.cu */
 void *cuda_alloc(size_t bytes);
 void cuda_release(void *p);
@@ -25,6 +33,8 @@ void cuda_gelu_fwd(float *y, const float *x, size_t n);
 void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
 void cuda_leaky_relu_fwd(float *y, const float *x, size_t n, float slope);
 void cuda_leaky_relu_bwd(float *dx, const float *dy, const float *x, size_t n, float slope);
+void cuda_gelu_fwd_bf16(bf16_t *y, const bf16_t *x, size_t n);
+void cuda_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n);
 
 /* cuda_blas.cu */
 void cuda_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
@@ -40,6 +50,17 @@ void cuda_gemm_bf16(int transA, int transB, int M, int N, int K, float alpha, co
                     float *C, int ldc, long strideC, int batch);
 /* db[c] += sum_r dy[r * ld + c] (deterministic). */
 void cuda_add_column_sums(float *db, const float *dy, long rows, int cols, long ld);
+/* GEMM on bf16 operands (fp32 accumulate) with an fp32 or bf16 C of type c_type (a bf16 C is
+ * rounded once from the fp32 result; beta must then be 0). */
+void cuda_gemm_bf16_operands(int transA, int transB, int M, int N, int K, float alpha,
+                             const bf16_t *A, int lda, long strideA, const bf16_t *B, int ldb,
+                             long strideB, float beta, void *C, DType c_type, int ldc,
+                             long strideC, int batch);
+/* Mixed precision with bf16 activations (backend.h, "bf16 activations"). */
+void cuda_linear_fwd_bf16(void *y, DType y_type, const bf16_t *x, const float *W, const float *b,
+                          int rows, int in, int out);
+void cuda_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
+                          const float *W, int rows, int in, int out);
 
 /* cuda_norm.cu */
 void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
@@ -47,6 +68,8 @@ void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, cons
 void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                         const float *mean, const float *rstd, const float *gamma, int rows,
                         int dim);
+void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
+                             const float *gamma, const float *beta, int rows, int dim, float eps);
 void cuda_softmax_fwd(float *y, const float *x, int rows, int cols);
 void cuda_softmax_bwd(float *dx, const float *dy, const float *y, int rows, int cols);
 void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
@@ -62,6 +85,14 @@ void cuda_attention_fwd(float *out, float *saved, const float *q, const float *k
 void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
                         const float *k, const float *v, const float *out, const float *saved,
                         int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+/* bf16 q, k, v and out; P, dout and dS rounded to bf16 for the tensor-core products. */
+void cuda_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const bf16_t *k,
+                             const bf16_t *v, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                             int ldkv);
+void cuda_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout, const bf16_t *q,
+                             const bf16_t *k, const bf16_t *v, const bf16_t *out,
+                             const float *saved, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                             int ldkv);
 
 /* cuda_flash_attention.cu: fused attention (lse [B, H, Tq] saved instead of probabilities) */
 int cuda_flash_attention_applies(int Dh);
@@ -72,6 +103,14 @@ void cuda_flash_attention_fwd(float *out, float *lse, const float *q, const floa
 void cuda_flash_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
                               const float *k, const float *v, const float *out, const float *lse,
                               int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+/* The same kernels reading bf16 q, k, v (and out) directly into their bf16 tiles. */
+void cuda_flash_attention_fwd_bf16(bf16_t *out, float *lse, const bf16_t *q, const bf16_t *k,
+                                   const bf16_t *v, int B, int H, int Tq, int Tk, int Dh,
+                                   int ldq, int ldkv);
+void cuda_flash_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout,
+                                   const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                   const bf16_t *out, const float *lse, int B, int H, int Tq,
+                                   int Tk, int Dh, int ldq, int ldkv);
 
 /* cuda_tokens.cu */
 void cuda_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p);

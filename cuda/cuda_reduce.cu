@@ -18,7 +18,7 @@ double cuda_reduce_finish(double *partials, int count)
     CUDA_CHECK_LAUNCH();
     CUDA_CHECK(cudaMemcpyAsync(ctx->host_result, total, sizeof(double), cudaMemcpyDeviceToHost,
                                ctx->stream));
-    CUDA_CHECK(cudaStreamSynchronize(ctx->stream));
+    CUDA_WAIT_STREAM(ctx->stream);
     return ctx->host_result[0];
 }
 

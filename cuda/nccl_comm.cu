@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cuda/cuda_context.h"
+#include "cuda/nccl_watch.h"
 
 #define NCCL_CHECK(call) do { ncclResult_t r_ = (call); if (r_ != ncclSuccess) \
     alice_fatal_at(__FILE__, __LINE__, "NCCL call failed: %s: %s", #call, \
@@ -29,6 +30,7 @@ enum ReduceTransport { TRANSPORT_NONE, TRANSPORT_NCCL, TRANSPORT_MPI_STAGED };
 static ncclComm_t g_comm;
 static ReduceTransport g_transport = TRANSPORT_NONE;
 static int g_size = 1;
+static int g_rank;
 static float *g_host_buf;      /* pinned staging buffer of the MPI transport */
 static size_t g_host_floats;
 /* Overlapped all-reduce: created on first use (NCCL transport only). */
@@ -75,6 +77,7 @@ void nccl_init_from_mpi(void)
     int rank = 0;
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &g_size));
+    g_rank = rank;
     if (some_gpu_is_shared(rank)) {
         g_transport = TRANSPORT_MPI_STAGED;
         if (rank == 0)
@@ -107,7 +110,7 @@ static void staged_allreduce(float *buf, size_t n, float scale)
     }
     cudaStream_t s = cuda_stream();
     CUDA_CHECK(cudaMemcpyAsync(g_host_buf, buf, n * sizeof(float), cudaMemcpyDeviceToHost, s));
-    CUDA_CHECK(cudaStreamSynchronize(s));
+    CUDA_WAIT_STREAM(s);
     const size_t kMaxCount = (size_t)1 << 30;  /* MPI counts are int */
     for (size_t off = 0; off < n; off += kMaxCount) {
         const int count = (int)(n - off < kMaxCount ? n - off : kMaxCount);
@@ -117,7 +120,7 @@ static void staged_allreduce(float *buf, size_t n, float scale)
     if (scale != 1.0f)
         for (size_t i = 0; i < n; i++) g_host_buf[i] *= scale;
     CUDA_CHECK(cudaMemcpyAsync(buf, g_host_buf, n * sizeof(float), cudaMemcpyHostToDevice, s));
-    CUDA_CHECK(cudaStreamSynchronize(s));  /* the host buffer is reused by the next call */
+    CUDA_WAIT_STREAM(s);  /* the host buffer is reused by the next call */
 }
 
 void nccl_allreduce_sum(float *buf, size_t n)
@@ -182,11 +185,52 @@ void nccl_allreduce_wait(void)
     CUDA_CHECK(cudaStreamWaitEvent(cuda_stream(), g_reduced, 0));
 }
 
+/* ---- the communicator as the host waits watch it (cuda/nccl_watch.h) ---------------------- */
+
+int nccl_watch_active(void) { return g_transport == TRANSPORT_NCCL; }
+
+int nccl_watch_rank(void) { return g_rank; }
+
+cudaStream_t nccl_watch_comm_stream(void) { return g_comm_stream_ready ? g_comm_stream : NULL; }
+
+int nccl_watch_async_error(char *detail, size_t detail_bytes)
+{
+    if (g_transport != TRANSPORT_NCCL) return 0;
+    ncclResult_t async = ncclSuccess;
+    /* A failing query is reported like the error it failed to read: the wait aborts. */
+    const ncclResult_t queried = ncclCommGetAsyncError(g_comm, &async);
+    if (queried != ncclSuccess) async = queried;
+    /* ncclInProgress belongs to non-blocking communicators still initialising: not a failure. */
+    if (async == ncclSuccess || async == ncclInProgress) return 0;
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 13, 0)
+    const char *last = ncclGetLastError(g_comm);
+#else
+    const char *last = "";
+#endif
+    snprintf(detail, detail_bytes, "%s%s%s", ncclGetErrorString(async),
+             last && *last ? ": " : "", last ? last : "");
+    return (int)async;
+}
+
+void nccl_watch_abort(void)
+{
+    if (g_transport != TRANSPORT_NCCL) return;
+    /* One abort even if two host threads gave up at once (the loader may wait on events). */
+    static int abort_claimed;
+    if (__atomic_exchange_n(&abort_claimed, 1, __ATOMIC_ACQ_REL)) return;
+    /* Forget the communicator first: whatever happens next (the fatal error's exit), nothing
+     * may use or destroy it again. Its own result is not checked: a failure here must not hide
+     * the error being reported. */
+    g_transport = TRANSPORT_NONE;
+    (void)ncclCommAbort(g_comm);
+}
+
 void nccl_shutdown(void)
 {
     if (!nccl_ready()) return;
-    CUDA_CHECK(cudaStreamSynchronize(cuda_stream()));  /* pending collectives finish first */
-    if (g_comm_stream_ready) CUDA_CHECK(cudaStreamSynchronize(g_comm_stream));
+    /* Pending collectives finish first; watched waits, as a dead peer hangs these too. */
+    CUDA_WAIT_STREAM(cuda_stream());
+    if (g_comm_stream_ready) CUDA_WAIT_STREAM(g_comm_stream);
     /* The communicator goes before the stream its collectives ran on, so nothing NCCL may still
      * refer to while it flushes and frees is already gone. */
     if (g_transport == TRANSPORT_NCCL) NCCL_CHECK(ncclCommDestroy(g_comm));

@@ -328,9 +328,9 @@ void geometry_pack_case(const float *image, const float *label, const int dim[3]
     memcpy(g->spacing, target_spacing, sizeof g->spacing);
 }
 
-void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
-                                const double packed_affine[4][4], const int orig_dim[3],
-                                const double orig_affine[4][4], uint8_t *out)
+void geometry_original_index_map(const int packed_dim[3], const double packed_affine[4][4],
+                                 const int orig_dim[3], const double orig_affine[4][4],
+                                 int64_t *index)
 {
     double inv[4][4], m[4][4];
     if (affine_invert(packed_affine, inv) != 0)
@@ -346,7 +346,19 @@ void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
                     p[a] = (int)floor(c + 0.5);
                     if (p[a] < 0 || p[a] >= packed_dim[a]) inside = 0;
                 }
-                out[((size_t)i * orig_dim[1] + j) * orig_dim[2] + k] =
-                    inside ? packed[((size_t)p[0] * packed_dim[1] + p[1]) * packed_dim[2] + p[2]] : 0;
+                index[((size_t)i * orig_dim[1] + j) * orig_dim[2] + k] =
+                    inside ? ((int64_t)p[0] * packed_dim[1] + p[1]) * packed_dim[2] + p[2]
+                           : GEOMETRY_OUTSIDE;
             }
+}
+
+void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
+                                const double packed_affine[4][4], const int orig_dim[3],
+                                const double orig_affine[4][4], uint8_t *out)
+{
+    const size_t n = (size_t)orig_dim[0] * orig_dim[1] * orig_dim[2];
+    int64_t *index = xmalloc(n * sizeof *index);
+    geometry_original_index_map(packed_dim, packed_affine, orig_dim, orig_affine, index);
+    for (size_t i = 0; i < n; i++) out[i] = index[i] == GEOMETRY_OUTSIDE ? 0 : packed[index[i]];
+    free(index);
 }

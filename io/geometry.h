@@ -63,9 +63,19 @@ void geometry_pack_case(const float *image, const float *label, const int dim[3]
                         const double affine[4][4], const float target_spacing[3], PackGeometry *g,
                         float **image_out, uint8_t **label_out);
 
-/* Maps a label volume on the packed grid back onto a case's original grid by nearest
- * neighbour through the two affines; original voxels outside the packed box get 0 (the body
- * crop only removes air). out has orig_dim voxels. */
+/* Where each voxel of a case's original grid takes its value from on the packed grid:
+ * index[i] (i = original voxel, C order; orig_dim voxels) is the flat C-order index of the
+ * nearest packed voxel through inv(packed_affine) @ orig_affine, or GEOMETRY_OUTSIDE when that
+ * falls outside the packed box (the body crop only removes air). One map serves every
+ * per-voxel payload of a prediction (labels, class probabilities), so all are mapped alike. */
+#define GEOMETRY_OUTSIDE ((int64_t)-1)
+void geometry_original_index_map(const int packed_dim[3], const double packed_affine[4][4],
+                                 const int orig_dim[3], const double orig_affine[4][4],
+                                 int64_t *index);
+
+/* Maps a label volume on the packed grid back onto a case's original grid through
+ * geometry_original_index_map; original voxels outside the packed box get 0. out has
+ * orig_dim voxels. */
 void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
                                 const double packed_affine[4][4], const int orig_dim[3],
                                 const double orig_affine[4][4], uint8_t *out);

@@ -31,4 +31,15 @@ int nifti_read_header_info(const char *path, int dim[3], int *datatype, double a
 void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
                         const double affine[4][4]);
 
+/* Fills frame t (0-based) of a multi-frame volume: dim voxels, C order [X][Y][Z]. */
+typedef void (*NiftiFrameFn)(void *ctx, int t, float *frame);
+
+/* Writes `frames` float32 volumes of one grid as a 4-D NIfTI-1 file, dim = (X, Y, Z, frames),
+ * which nibabel reads as array[x, y, z, t] with the given affine (header, affine and the
+ * temporary-name-then-rename exactly as nifti_write_volume; pixdim[4] = 1, no time unit,
+ * intent none). Only one frame is in memory at a time: fill() produces each in turn.
+ * description (may be NULL) goes into the header's descrip field (80 characters). */
+void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
+                        const char *description, NiftiFrameFn fill, void *ctx);
+
 #endif

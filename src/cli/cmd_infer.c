@@ -1,5 +1,6 @@
 /* `alice infer`: sliding-window UNETR prediction of the cases of a packed data set, mapped back
- * to each case's original grid and affine and written as uint8 NIfTI <out>/<case>.nii.gz.
+ * to each case's original grid and affine and written as uint8 NIfTI <out>/<case>.nii.gz
+ * (with --probs also the class probabilities, float32 <out>/<case>_probs.nii.gz).
  * Ranks split the cases (case j of the selection goes to rank j % size). */
 #include <errno.h>
 #include <mpi.h>
@@ -29,18 +30,25 @@
 static void usage(void)
 {
     printf("usage: alice infer --checkpoint CKPT --data dataset.h5 --out DIR [--cases fold:K|all]\n"
-           "                   [key=value ...]\n"
+           "                   [--probs] [key=value ...]\n"
            "  Predicts every selected case of a packed data set with the fine-tuned UNETR in CKPT\n"
            "  (its stored configuration; key=value overrides e.g. sw_overlap, batch, device):\n"
            "  Gaussian-weighted sliding windows of the training crop (overlap sw_overlap), argmax,\n"
            "  mapped back to the case's original grid and affine, written as DIR/<case>.nii.gz\n"
            "  (uint8 labels, same shape and affine as the source image).\n"
-           "  --cases fold:K   only the cases of fold K (default: all cases)\n");
+           "  --cases fold:K   only the cases of fold K (default: all cases)\n"
+           "  --probs          also write DIR/<case>" PREDICTION_PROBS_SUFFIX ".nii.gz: float32, 4-D\n"
+           "                   (X, Y, Z, K classes), same grid and affine as the labels; voxel\n"
+           "                   [x,y,z,k] = softmax over k of the Gaussian-blended window logits\n"
+           "                   (the label is its argmax), mapped to the original grid by the same\n"
+           "                   nearest neighbour as the labels; voxels outside the packed body box\n"
+           "                   get probability 1 for class 0. Size: 4 x K bytes per voxel.\n");
 }
 
 int cmd_infer(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *out = NULL, *select = "all";
+    int want_probs = 0;
     char *overrides[64];
     int noverrides = 0;
     for (int i = 1; i < argc; i++) {
@@ -49,6 +57,7 @@ int cmd_infer(int argc, char **argv)
         else if (!strcmp(argv[i], "--data") && i + 1 < argc) data = argv[++i];
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--cases") && i + 1 < argc) select = argv[++i];
+        else if (!strcmp(argv[i], "--probs")) want_probs = 1;
         else if (argv[i][0] != '-' && strchr(argv[i], '=') && noverrides < 64) overrides[noverrides++] = argv[i];
         else alice_die("alice infer: unknown argument '%s' (see alice infer --help)", argv[i]);
     }
@@ -87,9 +96,9 @@ int cmd_infer(int argc, char **argv)
     UnetrModel model;
     unetr_init(&model, &cfg, be, cfg.batch, 0);
     checkpoint_load(ckpt, &model.ps, NULL);
-    log_info("infer: %s, UNETR %dx%d, window %dx%dx%d, overlap %.2f, %d cases on %d ranks -> %s", ckpt,
-             cfg.depth, cfg.embed_dim, cfg.crop[0], cfg.crop[1], cfg.crop[2], cfg.sw_overlap, n,
-             dist.size, out);
+    log_info("infer: %s, UNETR %dx%d, window %dx%dx%d, overlap %.2f, %d cases on %d ranks -> %s%s",
+             ckpt, cfg.depth, cfg.embed_dim, cfg.crop[0], cfg.crop[1], cfg.crop[2], cfg.sw_overlap,
+             n, dist.size, out, want_probs ? " (labels and probabilities)" : "");
     SlidingWindow sw = {{cfg.crop[0], cfg.crop[1], cfg.crop[2]}, model.K, model.B, cfg.sw_overlap,
                         SW_SIGMA_SCALE, unetr_predict_host, &model};
     const HuWindow window = {cfg.window_lo, cfg.window_hi};
@@ -103,15 +112,19 @@ int cmd_infer(int argc, char **argv)
         float *img = xmalloc(nv * sizeof(float));
         for (size_t i = 0; i < nv; i++) img[i] = window_apply(window, v.image[i]);
         uint8_t *packed = xmalloc(nv);
-        long windows = sliding_window_argmax(&sw, img, v.dim, packed, NULL);
-        char path[4096];
+        float *probs = want_probs ? xmalloc((size_t)model.K * nv * sizeof(float)) : NULL;
+        long windows = sliding_window_argmax(&sw, img, v.dim, packed, probs);
+        char path[4096], probs_path[4096];
         snprintf(path, sizeof path, "%s/%s.nii.gz", out, c->name);
-        prediction_write_original(c, packed, v.dim, (const double (*)[4])v.affine, path);
+        snprintf(probs_path, sizeof probs_path, "%s/%s" PREDICTION_PROBS_SUFFIX ".nii.gz", out, c->name);
+        prediction_write_original(c, packed, probs, model.K, v.dim, (const double (*)[4])v.affine,
+                                  path, want_probs ? probs_path : NULL);
         /* Every rank reports its own cases (log_info speaks for rank 0 only). */
         printf("  [rank %d] case %d/%d %s: packed %dx%dx%d, %ld windows, %.1f s -> %s (%dx%dx%d)\n",
                  dist.rank, j + 1, n, c->name, v.dim[0], v.dim[1], v.dim[2], windows,
                  wall_seconds() - t0, path, c->orig_dim[0], c->orig_dim[1], c->orig_dim[2]);
         fflush(stdout);
+        free(probs);
         free(packed);
         free(img);
         volume_free(&v);

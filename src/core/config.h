@@ -12,7 +12,9 @@
 typedef struct Config {
     /* run */
     char device[CFG_STR];         /* cpu | cuda */
-    char precision[CFG_STR];      /* fp32 | bf16 (cuda: bf16 GEMM operands, fp32 master weights) */
+    char precision[CFG_STR];      /* fp32 | bf16 (bf16 GEMM operands and activations, fp32 master weights) */
+    int bf16_activations;         /* bf16: transformer activations stored in bf16 */
+    int bf16_weight_copy;         /* cuda bf16: weights rounded once per change, not per GEMM */
     int tf32;                     /* cuda fp32 GEMMs/convolutions may use TF32 tensor cores */
     char attention_kernel[CFG_STR]; /* cuda attention: gemm | fused (flash kernels) */
     char run_dir[CFG_STR];
@@ -78,6 +80,7 @@ typedef struct Config {
     char on_nonfinite[CFG_STR];   /* stop | skip */
     int overlap_allreduce;        /* gradient all-reduce in buckets during backward */
     float allreduce_bucket_mb;    /* target bucket size of that all-reduce */
+    float nccl_timeout_s;         /* cuda + NCCL: a host wait this long without progress ends the job (0 = never) */
 
     /* bookkeeping */
     long ckpt_every;

@@ -9,7 +9,9 @@
 
 const ConfigKey config_keys[] = {
     K("device", CFG_T_ENUM, device, "cpu", "cpu|cuda", "backend the model runs on"),
-    K("precision", CFG_T_ENUM, precision, "fp32", "fp32|bf16", "cuda: bf16 GEMM operands with fp32 accumulate and fp32 master weights (fp32 = parity with cpu)"),
+    K("precision", CFG_T_ENUM, precision, "fp32", "fp32|bf16", "bf16: mixed precision, bf16 GEMM operands (cuda) and bf16 transformer activations (see bf16_activations) with fp32 accumulation, fp32 master weights, gradients, loss and optimiser state; fp32 = full precision (cpu/cuda parity)"),
+    K("bf16_activations", CFG_T_BOOL, bf16_activations, "1", "", "precision = bf16: transformer GEMM inputs, qkv, attention output and MLP hidden layer stored in bf16 (fp32 residual stream; the cpu backend emulates it, slower); 0 = bf16 GEMM operands only"),
+    K("bf16_weight_copy", CFG_T_BOOL, bf16_weight_copy, "1", "", "cuda, precision = bf16: round the weights to bf16 once per optimiser step instead of in every GEMM (same results; 0 only to measure it)"),
     K("tf32", CFG_T_BOOL, tf32, "0", "", "cuda: let fp32 GEMMs and convolutions use TF32 tensor cores"),
     K("attention_kernel", CFG_T_ENUM, attention_kernel, "gemm", "gemm|fused",
       "cuda attention: gemm = batched GEMMs, probabilities [B,H,Tq,Tk] saved for backward; fused = "
@@ -85,6 +87,10 @@ const ConfigKey config_keys[] = {
     K("on_nonfinite", CFG_T_ENUM, on_nonfinite, "stop", "stop|skip", "NaN/inf loss or gradient: stop the run or skip the step"),
     K("overlap_allreduce", CFG_T_BOOL, overlap_allreduce, "1", "", "several ranks: average gradient buckets while backward still runs (0 = one all-reduce after backward)"),
     K("allreduce_bucket_mb", CFG_T_FLOAT, allreduce_bucket_mb, "25", "0..", "target size of those buckets in MiB, tensor-aligned, as PyTorch DDP (0 = one per tensor)"),
+    K("nccl_timeout_s", CFG_T_FLOAT, nccl_timeout_s, "600", "0..",
+      "device = cuda with an NCCL communicator (several ranks): a wait for the GPU longer than this "
+      "(a peer rank hung or the network failed) aborts the communicator and ends the job with an "
+      "error naming the cause; resubmitted, the run resumes from its last checkpoint (0 = wait forever)"),
 
     K("ckpt_every", CFG_T_LONG, ckpt_every, "50", "1..", "steps between checkpoints"),
     K("log_every", CFG_T_LONG, log_every, "1", "1..", "steps between log lines"),

@@ -1,18 +1,59 @@
 #include "eval/prediction_out.h"
 
 #include <nifti1.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "core/check.h"
 #include "geometry.h"
 #include "nifti_io.h"
 
-void prediction_write_original(const DatasetCase *c, const uint8_t *packed, const int packed_dim[3],
-                               const double packed_affine[4][4], const char *path)
+/* The class of the voxels the body crop removed: background. */
+#define PREDICTION_OUTSIDE_CLASS 0
+
+typedef struct {
+    const float *probs;      /* packed [K, packed voxels] */
+    size_t packed_voxels;
+    const int64_t *index;    /* original voxel -> packed voxel or GEOMETRY_OUTSIDE */
+    size_t orig_voxels;
+} ProbsFrames;
+
+/* Frame t of the probability file: class t's probabilities on the original grid. */
+static void probs_frame(void *ctx, int t, float *frame)
 {
-    size_t n = (size_t)c->orig_dim[0] * c->orig_dim[1] * c->orig_dim[2];
+    const ProbsFrames *p = ctx;
+    const float *src = p->probs + (size_t)t * p->packed_voxels;
+    const float outside = t == PREDICTION_OUTSIDE_CLASS ? 1.0f : 0.0f;
+    for (size_t i = 0; i < p->orig_voxels; i++)
+        frame[i] = p->index[i] == GEOMETRY_OUTSIDE ? outside : src[p->index[i]];
+}
+
+void prediction_write_original(const DatasetCase *c, const uint8_t *labels, const float *probs,
+                               int classes, const int packed_dim[3],
+                               const double packed_affine[4][4], const char *label_path,
+                               const char *probs_path)
+{
+    const size_t n = (size_t)c->orig_dim[0] * c->orig_dim[1] * c->orig_dim[2];
+    int64_t *index = xmalloc(n * sizeof *index);
+    geometry_original_index_map(packed_dim, packed_affine, c->orig_dim, c->orig_affine, index);
     uint8_t *orig = xmalloc(n);
-    geometry_label_to_original(packed, packed_dim, packed_affine, c->orig_dim, c->orig_affine, orig);
-    nifti_write_volume(path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine);
+    for (size_t i = 0; i < n; i++)
+        orig[i] = index[i] == GEOMETRY_OUTSIDE ? PREDICTION_OUTSIDE_CLASS : labels[index[i]];
+    nifti_write_volume(label_path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine);
     free(orig);
+    if (probs) {
+        ALICE_ASSERT(probs_path && classes >= 1, "probabilities of %d classes without a path", classes);
+        /* Layout: 4-D (X, Y, Z, K), intent none, one frame per class, rather than NIfTI's 5-D
+         * vector convention (dim[4] = 1, dim[5] = K, NIFTI_INTENT_VECTOR): nibabel then reads
+         * array[x, y, z, k] with no singleton axis (argmax(axis=-1) is the label file), and
+         * viewers (ITK-SNAP, FSLeyes, 3D Slicer) show the classes as frames to step through,
+         * where a 5-D vector image is shown by few. */
+        ProbsFrames p = {probs, (size_t)packed_dim[0] * packed_dim[1] * packed_dim[2], index, n};
+        char description[80];
+        snprintf(description, sizeof description,
+                 "alice infer: softmax of blended logits, %d classes", classes);
+        nifti_write_frames(probs_path, c->orig_dim, classes, c->orig_affine, description,
+                           probs_frame, &p);
+    }
+    free(index);
 }

@@ -1,6 +1,9 @@
-/* The last step of inference: a label volume on a case's packed grid is mapped back to the
- * case's ORIGINAL grid and affine (nearest neighbour through io/geometry) and written as a
- * uint8 NIfTI that opens aligned with the source image. */
+/* The last step of inference: a prediction on a case's packed grid -- uint8 labels, and
+ * optionally the class probabilities -- is mapped back to the case's ORIGINAL grid and affine
+ * and written as NIfTI that opens aligned with the source image. Both payloads go through one
+ * index map (io/geometry: nearest neighbour through the two affines), computed once per case,
+ * so every original voxel takes its label and its probabilities from the same packed voxel
+ * and argmax(probabilities) == label holds on the original grid too. */
 #ifndef ALICE_PREDICTION_OUT_H
 #define ALICE_PREDICTION_OUT_H
 
@@ -8,7 +11,17 @@
 
 #include "dataset.h"
 
-void prediction_write_original(const DatasetCase *c, const uint8_t *packed, const int packed_dim[3],
-                               const double packed_affine[4][4], const char *path);
+/* <out>/<case><PREDICTION_PROBS_SUFFIX>.nii.gz holds a case's probabilities. */
+#define PREDICTION_PROBS_SUFFIX "_probs"
+
+/* labels: packed grid uint8 [X, Y, Z], written to label_path (uint8, orig_dim).
+ * probs: NULL, or the packed grid's class probabilities class-major [K, X, Y, Z] (K =
+ * classes), written to probs_path as a float32 4-D NIfTI (orig_dim x K; see the .c file for
+ * the layout). Original voxels outside the packed box (air removed by the body crop) get
+ * label 0 and probability 1 for class 0, 0 for the others. */
+void prediction_write_original(const DatasetCase *c, const uint8_t *labels, const float *probs,
+                               int classes, const int packed_dim[3],
+                               const double packed_affine[4][4], const char *label_path,
+                               const char *probs_path);
 
 #endif

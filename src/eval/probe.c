@@ -51,7 +51,7 @@ ProbeResult probe_knn(const Config *cfg, const char *checkpoint, int cases, int 
     const int E = cfg->embed_dim;
     Arena arena;
     VitEncoderActs acts;
-    arena_plan(&arena, be);
+    arena_plan(&arena, be, DTYPE_F32);
     vit_encoder_layout(&enc, &acts, &arena, 1, N, 0);
     float *pos = arena_floats(&arena, (size_t)N * E);
     int *ident = arena_ints(&arena, (size_t)N);

@@ -65,12 +65,29 @@ void sliding_window_importance(const int window[3], float sigma_scale, float *ma
     for (int a = 0; a < 3; a++) free(axis[a]);
 }
 
+int sliding_window_softmax_argmax(const float *logits, int K, float *probs)
+{
+    float mx = logits[0];
+    for (int c = 1; c < K; c++) mx = fmaxf(mx, logits[c]);
+    float sum = 0.0f;
+    for (int c = 0; c < K; c++) {
+        probs[c] = expf(logits[c] - mx);
+        sum += probs[c];
+    }
+    int best = 0;
+    for (int c = 0; c < K; c++) {
+        probs[c] /= sum;
+        if (probs[c] > probs[best]) best = c;
+    }
+    return best;
+}
+
 long sliding_window_argmax(const SlidingWindow *sw, const float *image, const int dim[3],
-                           uint8_t *labels, float *avg_logits)
+                           uint8_t *labels, float *probs)
 {
     const int *w = sw->window;
     const int K = sw->classes;
-    ALICE_ASSERT(K >= 1 && K <= 256, "classes %d", K);
+    ALICE_ASSERT(K >= 1 && K <= SW_MAX_CLASSES, "classes %d", K);
     /* Padded grid: at least the window on every axis, the image centred (MONAI pads
      * diff // 2 before and the rest after). */
     int pd[3], lo[3];
@@ -138,23 +155,21 @@ long sliding_window_argmax(const SlidingWindow *sw, const float *image, const in
                 }
         }
     }
-    /* Argmax of the weighted mean on the original (unpadded) grid. */
+    /* Softmax and argmax of the weighted mean on the original (unpadded) grid. */
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
     #pragma omp parallel for schedule(static)
-    for (int x = 0; x < dim[0]; x++)
+    for (int x = 0; x < dim[0]; x++) {
+        float blended[SW_MAX_CLASSES], p[SW_MAX_CLASSES];   /* K <= SW_MAX_CLASSES, asserted above */
         for (int y = 0; y < dim[1]; y++)
             for (int z = 0; z < dim[2]; z++) {
-                size_t p = ((size_t)(x + lo[0]) * pd[1] + (y + lo[1])) * pd[2] + (z + lo[2]);
+                size_t q = ((size_t)(x + lo[0]) * pd[1] + (y + lo[1])) * pd[2] + (z + lo[2]);
                 size_t i = ((size_t)x * dim[1] + y) * dim[2] + z;
-                int best = 0;
-                float bv = acc[p] / count[p];
-                if (avg_logits) avg_logits[i] = bv;
-                for (int c = 1; c < K; c++) {
-                    float v = acc[(size_t)c * pn + p] / count[p];
-                    if (avg_logits) avg_logits[(size_t)c * dim[0] * dim[1] * dim[2] + i] = v;
-                    if (v > bv) { bv = v; best = c; }
-                }
-                labels[i] = (uint8_t)best;
+                for (int c = 0; c < K; c++) blended[c] = acc[(size_t)c * pn + q] / count[q];
+                labels[i] = (uint8_t)sliding_window_softmax_argmax(blended, K, p);
+                if (probs)
+                    for (int c = 0; c < K; c++) probs[(size_t)c * n + i] = p[c];
             }
+    }
     for (int a = 0; a < 3; a++) free(starts[a]);
     free(origin);
     free(out);

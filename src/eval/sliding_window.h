@@ -9,7 +9,12 @@
  *    compute_importance_map: a unit impulse at window // 2 blurred by an erf-discretised
  *    Gaussian of sigma = 0.125 * window per axis, truncated at 4 sigma, divided by its maximum,
  *    zeros raised to the smallest non-zero value), summed, and divided by the summed weights;
- *  - the result is the argmax over classes (first maximum on ties, as torch.argmax).
+ *  - the blended logits go through a softmax over classes (what MONAI pipelines apply before
+ *    AsDiscrete(argmax=True)), and the label is the argmax of those probabilities (first
+ *    maximum on ties, as torch/numpy argmax). Softmax is monotonic, so this is the argmax of
+ *    the blended logits too, except where two logits closer than float rounding give equal
+ *    probabilities; taking the argmax of the very floats that --probs stores keeps
+ *    argmax(probabilities) == label exactly.
  * The network is a callback on host buffers, so this file knows nothing of models. */
 #ifndef ALICE_SLIDING_WINDOW_H
 #define ALICE_SLIDING_WINDOW_H
@@ -31,14 +36,21 @@ typedef struct {
 
 #define SW_SIGMA_SCALE 0.125f
 #define SW_MAX_STARTS 4096
+/* Labels are uint8. */
+#define SW_MAX_CLASSES 256
 
 /* Starts along one axis of `size` voxels (size >= window); returns their count. */
 int sliding_window_starts(int size, int window, float overlap, int *starts);
 /* Importance map [wx, wy, wz] (host). */
 void sliding_window_importance(const int window[3], float sigma_scale, float *map);
+/* Softmax of one voxel's K blended logits into probs (max subtracted first, so no overflow)
+ * and the index of the first largest probability. */
+int sliding_window_softmax_argmax(const float *logits, int K, float *probs);
 /* Predicts image (host [X, Y, Z], windowed) into labels (host uint8 [X, Y, Z]); probs, when
- * not NULL, receives the averaged logits [K, X, Y, Z]. Returns the number of windows run. */
+ * not NULL, receives the softmax of the Gaussian-blended logits, class-major [K, X, Y, Z]
+ * (K = classes; the softmax of the blend, not a blend of per-window softmaxes).
+ * Returns the number of windows run. */
 long sliding_window_argmax(const SlidingWindow *sw, const float *image, const int dim[3],
-                           uint8_t *labels, float *avg_logits);
+                           uint8_t *labels, float *probs);
 
 #endif

@@ -346,7 +346,7 @@ void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B,
     params_allocate(ps, be, train);
     params_initialize(ps, (uint64_t)cfg->seed);
 
-    arena_plan(&m->arena, be);
+    arena_plan(&m->arena, be, act_type_for_precision(cfg->precision, cfg->bf16_activations));
     layout(m, &m->arena);
     arena_commit(&m->arena);
     layout(m, &m->arena);

@@ -7,10 +7,11 @@
 
 #define ARENA_ALIGN 256   /* bytes: keeps every buffer aligned for vector loads and cuBLAS */
 
-void arena_plan(Arena *a, const AliceBackend *be)
+void arena_plan(Arena *a, const AliceBackend *be, DType act_type)
 {
     memset(a, 0, sizeof *a);
     a->be = be;
+    a->act_type = act_type;
     a->planning = 1;
 }
 

@@ -16,9 +16,11 @@ typedef struct {
     char *base;
     size_t cap, used;
     int planning;
+    DType act_type;  /* of the activations that may be stored in low precision (nn/act.h) */
 } Arena;
 
-void arena_plan(Arena *a, const AliceBackend *be);
+/* act_type: the element type of activations that may be low precision (nn/act.h). */
+void arena_plan(Arena *a, const AliceBackend *be, DType act_type);
 /* Allocates the planned size and rewinds, ready for the real layout pass. */
 void arena_commit(Arena *a);
 float *arena_floats(Arena *a, size_t n);

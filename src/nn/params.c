@@ -62,6 +62,7 @@ void params_allocate(ParamSet *ps, const AliceBackend *be, int trainable)
     ps->be = be;
     size_t bytes = ps->total * sizeof(float);
     ps->data = be->alloc(bytes);
+    be->weights_hint(ps->data, ps->total);
     be->fill(ps->data, 0.0f, ps->total);
     if (trainable) {
         ps->grad = be->alloc(bytes);
@@ -104,6 +105,7 @@ void params_initialize(ParamSet *ps, uint64_t seed)
 void params_free(ParamSet *ps)
 {
     if (ps->be) {
+        ps->be->weights_forget(ps->data);
         ps->be->release(ps->data);
         if (ps->grad) {
             ps->be->release(ps->grad);

@@ -39,18 +39,19 @@ void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int
 
 static void layout_block(BlockActs *b, Arena *ar, size_t rows, int W, int M, size_t probs)
 {
-    b->ln1 = arena_floats(ar, rows * W);
+    const DType t = ar->act_type;
+    b->ln1 = arena_act(ar, rows * W, t);
     b->ln1_mean = arena_floats(ar, rows);
     b->ln1_rstd = arena_floats(ar, rows);
-    b->qkv = arena_floats(ar, rows * 3 * W);
+    b->qkv = arena_act(ar, rows * 3 * W, t);
     b->probs = arena_floats(ar, probs);
-    b->att = arena_floats(ar, rows * W);
+    b->att = arena_act(ar, rows * W, t);
     b->mid = arena_floats(ar, rows * W);
-    b->ln2 = arena_floats(ar, rows * W);
+    b->ln2 = arena_act(ar, rows * W, t);
     b->ln2_mean = arena_floats(ar, rows);
     b->ln2_rstd = arena_floats(ar, rows);
-    b->h = arena_floats(ar, rows * M);
-    b->hg = arena_floats(ar, rows * M);
+    b->h = arena_act(ar, rows * M, t);
+    b->hg = arena_act(ar, rows * M, t);
     b->out = arena_floats(ar, rows * W);
 }
 
@@ -97,18 +98,18 @@ void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
     for (int i = 0; i < s->depth; i++) {
         const BlockParams *p = &s->blk[i];
         BlockActs *b = &a->act[i];
-        be->layernorm_fwd(b->ln1, b->ln1_mean, b->ln1_rstd, x, param(ps, p->norm1_w),
+        act_layernorm_fwd(be, b->ln1, b->ln1_mean, b->ln1_rstd, x, param(ps, p->norm1_w),
                           param(ps, p->norm1_b), rows, W, LAYERNORM_EPS);
-        linear_forward(ps, p->qkv_w, NO_PARAM, b->qkv, b->ln1, rows, W, 3 * W);
-        be->attention_fwd(b->att, b->probs, b->qkv, b->qkv + W, b->qkv + 2 * W, B, H, T, T,
-                          W / H, 3 * W, 3 * W);
-        linear_forward(ps, p->proj_w, p->proj_b, b->mid, b->att, rows, W, W);
+        act_linear_fwd(ps, p->qkv_w, NO_PARAM, b->qkv, b->ln1, rows, W, 3 * W);
+        act_attention_fwd(be, b->att, b->probs, b->qkv, act_offset(b->qkv, W),
+                          act_offset(b->qkv, 2 * (size_t)W), B, H, T, T, W / H, 3 * W, 3 * W);
+        act_linear_fwd(ps, p->proj_w, p->proj_b, (Act){b->mid, DTYPE_F32}, b->att, rows, W, W);
         be->add(b->mid, b->mid, x, (size_t)rows * W);
-        be->layernorm_fwd(b->ln2, b->ln2_mean, b->ln2_rstd, b->mid, param(ps, p->norm2_w),
+        act_layernorm_fwd(be, b->ln2, b->ln2_mean, b->ln2_rstd, b->mid, param(ps, p->norm2_w),
                           param(ps, p->norm2_b), rows, W, LAYERNORM_EPS);
-        linear_forward(ps, p->fc1_w, p->fc1_b, b->h, b->ln2, rows, W, M);
-        be->gelu_fwd(b->hg, b->h, (size_t)rows * M);
-        linear_forward(ps, p->fc2_w, p->fc2_b, b->out, b->hg, rows, M, W);
+        act_linear_fwd(ps, p->fc1_w, p->fc1_b, b->h, b->ln2, rows, W, M);
+        act_gelu_fwd(be, b->hg, b->h, (size_t)rows * M);
+        act_linear_fwd(ps, p->fc2_w, p->fc2_b, (Act){b->out, DTYPE_F32}, b->hg, rows, M, W);
         be->add(b->out, b->out, b->mid, (size_t)rows * W);
         x = b->out;
     }
@@ -144,17 +145,18 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
          * (UNETR's skips from hidden states). */
         if (dtaps && dtaps[i]) be->add(g, g, dtaps[i], n);
         /* MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))) */
-        linear_backward(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
-        be->gelu_bwd(a->dh2, a->dh1, b->h, (size_t)rows * M);
-        linear_backward(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh2, b->ln2, rows, W, M);
+        act_linear_bwd(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
+        act_gelu_bwd(be, a->dh2, a->dh1, b->h, (size_t)rows * M);
+        act_linear_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh2, b->ln2, rows, W, M);
         be->layernorm_bwd(a->dtmp2, param_grad(ps, p->norm2_w), param_grad(ps, p->norm2_b),
                           a->dtmp, b->mid, b->ln2_mean, b->ln2_rstd, param(ps, p->norm2_w), rows, W);
         be->add(a->dmid, g, a->dtmp2, n);
         /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) */
-        linear_backward(ps, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
-        be->attention_bwd(a->dqkv, a->dqkv + W, a->dqkv + 2 * W, a->datt, b->qkv, b->qkv + W,
-                          b->qkv + 2 * W, b->att, b->probs, B, H, T, T, W / H, 3 * W, 3 * W);
-        linear_backward(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
+        act_linear_bwd(ps, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
+        act_attention_bwd(be, a->dqkv, a->dqkv + W, a->dqkv + 2 * W, a->datt, b->qkv,
+                          act_offset(b->qkv, W), act_offset(b->qkv, 2 * (size_t)W), b->att,
+                          b->probs, B, H, T, T, W / H, 3 * W, 3 * W);
+        act_linear_bwd(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
         be->layernorm_bwd(a->dtmp2, param_grad(ps, p->norm1_w), param_grad(ps, p->norm1_b),
                           a->dtmp, x, b->ln1_mean, b->ln1_rstd, param(ps, p->norm1_w), rows, W);
         be->add(gnext, a->dmid, a->dtmp2, n);

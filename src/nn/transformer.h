@@ -4,6 +4,7 @@
 #ifndef ALICE_TRANSFORMER_H
 #define ALICE_TRANSFORMER_H
 
+#include "nn/act.h"
 #include "nn/arena.h"
 #include "nn/params.h"
 
@@ -22,9 +23,11 @@ typedef struct {
     ParamRange blk_params[TSTACK_MAX_DEPTH], norm_params;
 } TStack;
 
+/* ln1, qkv, att, ln2, h, hg feed GEMMs and attention: bf16 with precision = bf16 (the arena's
+ * act_type); the residual stream (mid, out), statistics and saved attention stay fp32. */
 typedef struct {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *probs, *att, *mid;
-    float *ln2, *ln2_mean, *ln2_rstd, *h, *hg, *out;
+    Act ln1, qkv, att, ln2, h, hg;
+    float *ln1_mean, *ln1_rstd, *probs, *mid, *ln2_mean, *ln2_rstd, *out;
 } BlockActs;
 
 typedef struct {
@@ -38,7 +41,8 @@ typedef struct {
 
 /* Registers "<prefix>.blocks.{i}.*" and "<prefix>.norm.*". */
 void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int heads, int mlp, int depth);
-/* Lays out activations for B x T tokens; train = 0 keeps only what a forward needs. */
+/* Lays out activations for B x T tokens (GEMM inputs in the arena's act_type); train = 0 keeps
+ * only what a forward needs. */
 void tstack_layout(const TStack *s, TStackActs *a, Arena *arena, int B, int T, int train);
 void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps);
 /* dout: gradient w.r.t. out; dx0 (overwritten) receives the gradient w.r.t. x0. */

@@ -16,6 +16,11 @@
 
 #include <stddef.h>
 
+#include "ops/bf16.h"
+
+/* Element type of an activation tensor (mixed precision stores some in bf16). */
+typedef enum { DTYPE_F32 = 0, DTYPE_BF16 = 1 } DType;
+
 typedef struct AliceBackend {
     const char *name;
 
@@ -27,6 +32,13 @@ typedef struct AliceBackend {
     void (*copy)(void *dst, const void *src, size_t bytes);
     void (*fill)(float *x, float value, size_t n);
     void (*synchronize)(void);
+    /* [data, data + n) holds parameters: GEMMs read it many times between writes, and it is
+     * written only through upload, copy, fill, axpby, scale, add, adamw and ema_update (the
+     * optimiser, the EMA step, initialisation and checkpoint loads). A backend may keep a
+     * derived copy (the CUDA backend: bf16 weights for mixed-precision GEMMs, made again after
+     * each write); the CPU backend keeps nothing. weights_forget comes before release. */
+    void (*weights_hint)(const float *data, size_t n);
+    void (*weights_forget)(const float *data);
 
     /* ---- elementwise and reductions ---- */
     /* y = a*x + b*y */
@@ -193,6 +205,40 @@ typedef struct AliceBackend {
     /* out[b, c, n] = in[b, n, c] (tokens -> feature volume); its own inverse with rows/cols
      * swapped, so backward is the same op. */
     void (*transpose_tokens)(float *out, const float *in, int B, int rows, int cols);
+    /* ---- mixed precision: bf16 activations (precision = bf16) ----
+     * The transformer stacks keep their GEMM inputs and attention tensors in bf16 (bf16_t,
+     * src/ops/bf16.h); the residual stream, weights, biases, gradients and LayerNorm statistics
+     * stay fp32. Conventions of these ops:
+     *  - bf16 inputs are widened exactly; every fp32 operand of a GEMM (weights, dy) is rounded
+     *    to bf16 and products are accumulated in fp32 (the CUDA backend: tensor cores);
+     *  - a bf16 output is rounded once, from the fp32 result;
+     *  - gradients are fp32 and follow the fp32 ops' overwrite/accumulate rules.
+     * linear: y = x W^T + b with x bf16 and y of type y_type; with a bf16 y the bias is rounded
+     * to bf16 before it is added (cuBLASLt's epilogue takes the bias in the output type).
+     * linear_bwd: dx = dy W (fp32), dW += dy^T x, db += column sums of dy (fp32, unrounded). */
+    void (*linear_fwd_bf16)(void *y, DType y_type, const bf16_t *x, const float *W,
+                            const float *b, int rows, int in, int out);
+    void (*linear_bwd_bf16)(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
+                            const float *W, int rows, int in, int out);
+    /* LayerNorm of fp32 x (the residual stream) with a bf16 output; mean, rstd fp32. */
+    void (*layernorm_fwd_bf16)(bf16_t *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, int rows, int dim,
+                               float eps);
+    /* GELU of a bf16 tensor into a bf16 tensor; backward dx = dy gelu'(x), fp32. */
+    void (*gelu_fwd_bf16)(bf16_t *y, const bf16_t *x, size_t n);
+    void (*gelu_bwd_bf16)(float *dx, const float *dy, const bf16_t *x, size_t n);
+    /* attention_fwd/bwd on bf16 q, k, v and a bf16 out (layouts, strides and saved as the fp32
+     * ops): scores, softmax and its statistics in fp32 from the exact bf16 inputs, out rounded
+     * once. Backward writes fp32 dq, dk, dv from an fp32 dout. The CUDA backend rounds P,
+     * dout and dS to bf16 for its tensor-core products; the CPU backend (the reference) keeps
+     * them fp32, so the two agree within bf16 tolerances, not bit for bit. */
+    void (*attention_fwd_bf16)(bf16_t *out, float *saved, const bf16_t *q, const bf16_t *k,
+                               const bf16_t *v, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                               int ldkv);
+    void (*attention_bwd_bf16)(float *dq, float *dk, float *dv, const float *dout,
+                               const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                               const bf16_t *out, const float *saved, int B, int H, int Tq,
+                               int Tk, int Dh, int ldq, int ldkv);
 } AliceBackend;
 
 /* The CPU backend (always present). */

@@ -12,6 +12,8 @@ static const AliceBackend cpu_backend = {
     .copy = cpu_copy,
     .fill = cpu_fill,
     .synchronize = cpu_synchronize,
+    .weights_hint = cpu_weights_hint,
+    .weights_forget = cpu_weights_forget,
 
     .axpby = cpu_axpby,
     .scale = cpu_scale,
@@ -70,6 +72,14 @@ static const AliceBackend cpu_backend = {
     .concat_channels = cpu_concat_channels,
     .split_channels = cpu_split_channels,
     .transpose_tokens = cpu_transpose_tokens,
+
+    .linear_fwd_bf16 = cpu_linear_fwd_bf16,
+    .linear_bwd_bf16 = cpu_linear_bwd_bf16,
+    .layernorm_fwd_bf16 = cpu_layernorm_fwd_bf16,
+    .gelu_fwd_bf16 = cpu_gelu_fwd_bf16,
+    .gelu_bwd_bf16 = cpu_gelu_bwd_bf16,
+    .attention_fwd_bf16 = cpu_attention_fwd_bf16,
+    .attention_bwd_bf16 = cpu_attention_bwd_bf16,
 };
 
 const AliceBackend *backend_cpu(void) { return &cpu_backend; }

@@ -6,6 +6,8 @@
 
 #include <stddef.h>
 
+#include "ops/backend.h" /* DType, bf16_t */
+
 /* Below this many elements an elementwise loop runs on one thread: starting an OpenMP team
  * costs more than the loop. */
 #define CPU_OMP_MIN_ELEMENTS 32768
@@ -27,6 +29,9 @@ void cpu_download(void *host_dst, const void *src, size_t bytes);
 void cpu_copy(void *dst, const void *src, size_t bytes);
 void cpu_fill(float *x, float value, size_t n);
 void cpu_synchronize(void);
+/* The CPU GEMMs read fp32 weights directly: nothing to keep. */
+void cpu_weights_hint(const float *data, size_t n);
+void cpu_weights_forget(const float *data);
 
 /* cpu_elementwise.c */
 void cpu_axpby(float *y, const float *x, float a, float b, size_t n);
@@ -155,5 +160,23 @@ void cpu_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, c
                     int B, int K, long V);
 void cpu_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B, int K, long V,
                     float w_ce, float w_dice);
+
+/* cpu_bf16.c: the mixed-precision ops (bf16 activations), the fp32 ops above run on widened
+ * inputs and bf16-rounded GEMM operands; outputs rounded once. */
+void cpu_linear_fwd_bf16(void *y, DType y_type, const bf16_t *x, const float *W, const float *b,
+                         int rows, int in, int out);
+void cpu_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
+                         const float *W, int rows, int in, int out);
+void cpu_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
+                            const float *gamma, const float *beta, int rows, int dim, float eps);
+void cpu_gelu_fwd_bf16(bf16_t *y, const bf16_t *x, size_t n);
+void cpu_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n);
+void cpu_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const bf16_t *k,
+                            const bf16_t *v, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                            int ldkv);
+void cpu_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout, const bf16_t *q,
+                            const bf16_t *k, const bf16_t *v, const bf16_t *out,
+                            const float *saved, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                            int ldkv);
 
 #endif

@@ -14,6 +14,11 @@ int gpu_device_count(void);
  * fp32 (mixed precision: parameters, gradients and optimiser state stay fp32). */
 void gpu_set_math(int allow_tf32, int bf16_gemm);
 
+/* bf16_gemm only: keep a bf16 copy of the weight buffers (backend weights_hint), made once per
+ * weight change, instead of rounding the weights again in every GEMM (on by default; off only
+ * to measure it: config key bf16_weight_copy). Results are the same either way. */
+void gpu_set_weight_copies(int enabled);
+
 /* Attention kernel of the CUDA backend (config key attention_kernel). GEMM: batched GEMMs
  * with the probabilities [B, H, Tq, Tk] materialised and saved for backward. FUSED: tiled
  * flash-attention kernels that save only the row logsumexp [B, H, Tq] (heads up to 128 wide;
@@ -21,6 +26,12 @@ void gpu_set_math(int allow_tf32, int bf16_gemm);
  * buffer's size (backend attention_saved_floats) depends on it. */
 enum GpuAttentionKernel { ATTN_KERNEL_GEMM, ATTN_KERNEL_FUSED };
 void gpu_set_attention(int kernel);
+
+/* Limit of every host wait of the CUDA backend while an NCCL communicator exists (config key
+ * nccl_timeout_s; 0 = wait forever): a wait this long without the GPU finishing aborts the
+ * communicator and ends the job with an error naming the key, instead of hanging on a dead peer
+ * rank. NCCL's asynchronous errors end such a wait at once, whatever the limit. */
+void gpu_set_collective_timeout(double seconds);
 
 /* Peak device memory allocated through the backend so far (bytes); 0 without CUDA. */
 unsigned long long gpu_peak_bytes(void);

@@ -24,11 +24,16 @@ void train_apply_device_math(const Config *cfg)
     const int bf16 = !strcmp(cfg->precision, "bf16");
     const int fused = !strcmp(cfg->attention_kernel, "fused");
     gpu_set_math(cfg->tf32, bf16);
+    gpu_set_weight_copies(cfg->bf16_weight_copy);
     gpu_set_attention(fused ? ATTN_KERNEL_FUSED : ATTN_KERNEL_GEMM);
+    gpu_set_collective_timeout(cfg->nccl_timeout_s);
     const char *other = cfg->tf32 ? "tf32" : "fp32";
+    const char *mixed = cfg->bf16_weight_copy
+                            ? "bf16 operands (fp32 accumulate, bf16 weight copies)"
+                            : "bf16 operands (fp32 accumulate, weights rounded in every GEMM)";
     if (!strcmp(cfg->device, "cuda"))
         log_info("cuda math: linear/attention GEMMs %s, other GEMMs and convolutions %s, "
-                 "attention kernel %s", bf16 ? "bf16 operands (fp32 accumulate)" : other, other,
+                 "attention kernel %s", bf16 ? mixed : other, other,
                  fused ? "fused" : "gemm");
 }
 

@@ -126,6 +126,8 @@ inline __nv_bfloat16 __float2bfloat16(float f)
     b.bits = (uint16_t)(u >> 16);
     return b;
 }
+/* CUDA's __float2bfloat16 rounds to nearest even too (NaN aside: not met here). */
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
 inline float __bfloat162float(__nv_bfloat16 b)
 {
     const uint32_t u = (uint32_t)b.bits << 16;

@@ -1,9 +1,11 @@
 /* The fused attention kernels of cuda/cuda_flash_attention.cu, run through the host emulation
  * of emu_cuda.h (test_flash_attention_emulated.sh builds this file together with the kernel
  * source), against an independent double-precision reference of forward (out, row logsumexp)
- * and backward (dq, dk, dv). Both precisions: fp32 (CUDA-core tile products) and bf16 (the
- * wmma tensor-core branch). Outputs start as NaN; gradient elements the op does not own (the
- * padding columns of q's rows) start as a sentinel that must survive. The backward runs twice:
+ * and backward (dq, dk, dv). Three modes: fp32 (CUDA-core tile products), bf16 (the wmma
+ * tensor-core branch on fp32 tensors) and bf16 activations (bf16 q, k, v and out read and
+ * written directly by the same kernels: attention_*_bf16). Outputs start as NaN; gradient
+ * elements the op does not own (the padding columns of q's rows) start as a sentinel that must
+ * survive. The backward runs twice:
  * the results must be bitwise identical (the kernels promise determinism). */
 #include "emu_cuda.h"
 
@@ -48,8 +50,46 @@ static void compare(const char *what, const std::vector<float> &got,
     if (!(worst <= 1.0)) failures++;
 }
 
-static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, int bf16)
+/* FP32: fp32 tiles; BF16_TILES: fp32 tensors, bf16 tiles (gpu_set_math bf16_gemm); BF16_ACT:
+ * bf16 q, k, v and out (the attention_*_bf16 entries), bf16 tiles. */
+enum Mode { MODE_FP32, MODE_BF16_TILES, MODE_BF16_ACT };
+static const char *const kModeName[] = {"fp32", "bf16", "bf16 activations"};
+
+static std::vector<uint16_t> to_bf16(const std::vector<float> &x)
 {
+    std::vector<uint16_t> out(x.size());
+    for (size_t i = 0; i < x.size(); i++) out[i] = bf16_from_float(x[i]);
+    return out;
+}
+
+static std::vector<float> widened(const std::vector<uint16_t> &x)
+{
+    std::vector<float> out(x.size());
+    for (size_t i = 0; i < x.size(); i++) out[i] = bf16_to_float(x[i]);
+    return out;
+}
+
+/* fwd + bwd in bf16 activations: the inputs (already bf16 values) as bf16_t, out back widened. */
+static void run_bf16_activations(std::vector<float> &out, std::vector<float> &lse,
+                                 std::vector<float> &dq, float *dk, float *dv,
+                                 const std::vector<float> &dout, const std::vector<float> &qbuf,
+                                 const std::vector<float> &kvbuf, int packed, size_t koff,
+                                 size_t voff, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                                 int ldkv)
+{
+    const std::vector<uint16_t> q16 = to_bf16(qbuf), kv16 = packed ? q16 : to_bf16(kvbuf);
+    std::vector<uint16_t> out16(out.size(), 0x7fc0);  /* bf16 NaN: unwritten elements show */
+    cuda_flash_attention_fwd_bf16(out16.data(), lse.data(), q16.data(), kv16.data() + koff,
+                                  kv16.data() + voff, B, H, Tq, Tk, Dh, ldq, ldkv);
+    cuda_flash_attention_bwd_bf16(dq.data(), dk, dv, dout.data(), q16.data(), kv16.data() + koff,
+                                  kv16.data() + voff, out16.data(), lse.data(), B, H, Tq, Tk, Dh,
+                                  ldq, ldkv);
+    out = widened(out16);
+}
+
+static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, Mode mode)
+{
+    const int bf16 = mode != MODE_FP32;
     const int C = H * Dh, ldq = packed ? 3 * C : C + 3, ldkv = packed ? 3 * C : 2 * C;
     const size_t nq = (size_t)B * Tq * ldq, nkv = packed ? nq : (size_t)B * Tk * ldkv;
     const size_t nout = (size_t)B * Tq * C, nrows = (size_t)B * H * Tq;
@@ -59,6 +99,10 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, int
     for (float &x : qbuf) x = (float)uniform(seed);
     for (float &x : kvbuf) x = (float)uniform(seed);
     for (float &x : dout) x = (float)uniform(seed);
+    if (mode == MODE_BF16_ACT) {  /* the reference sees the exact bf16 inputs */
+        for (float &x : qbuf) x = bf16_round(x);
+        for (float &x : kvbuf) x = bf16_round(x);
+    }
     float *kvbase = packed ? qbuf.data() : kvbuf.data();
     const float *q = qbuf.data(), *k = kvbase + koff, *v = kvbase + voff;
 
@@ -126,14 +170,20 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, int
     std::vector<float> out(nout, NAN), lse(nrows, NAN), dq(nq), dkv(nkv);
     for (size_t i = 0; i < nq; i++) dq[i] = q_owned[i] ? NAN : kUntouched;
     for (size_t i = 0; i < nkv; i++) dkv[i] = kv_owned[i] ? NAN : kUntouched;
-    cuda_flash_attention_fwd(out.data(), lse.data(), q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
     float *dkv_base = packed ? dq.data() : dkv.data();
-    cuda_flash_attention_bwd(dq.data(), dkv_base + koff, dkv_base + voff, dout.data(), q, k, v,
-                             out.data(), lse.data(), B, H, Tq, Tk, Dh, ldq, ldkv);
-    printf("%s B=%d H=%d Tq=%d Tk=%d Dh=%d %s\n", bf16 ? "bf16" : "fp32", B, H, Tq, Tk, Dh,
+    if (mode == MODE_BF16_ACT) {
+        run_bf16_activations(out, lse, dq, dkv_base + koff, dkv_base + voff, dout, qbuf, kvbuf,
+                             packed, koff, voff, B, H, Tq, Tk, Dh, ldq, ldkv);
+    } else {
+        cuda_flash_attention_fwd(out.data(), lse.data(), q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
+        cuda_flash_attention_bwd(dq.data(), dkv_base + koff, dkv_base + voff, dout.data(), q, k,
+                                 v, out.data(), lse.data(), B, H, Tq, Tk, Dh, ldq, ldkv);
+    }
+    printf("%s B=%d H=%d Tq=%d Tk=%d Dh=%d %s\n", kModeName[mode], B, H, Tq, Tk, Dh,
            packed ? "packed qkv" : "q + packed kv");
     /* fp32: summation order only (1e-5 / 1e-4 relative as test_backend_parity); bf16: 8-bit
-     * operands, 2e-2 of the largest magnitude */
+     * operands (and in bf16 activations an out rounded once more), 2e-2 of the largest
+     * magnitude */
     const double r_out = bf16 ? 2e-2 : 1e-5, a_out = bf16 ? 2e-2 : 1e-6;
     const double r_grad = bf16 ? 2e-2 : 1e-4, a_grad = bf16 ? 2e-2 : 1e-5;
     compare("out", out, out_r, std::vector<char>(nout, 1), r_out, a_out);
@@ -143,8 +193,14 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, int
 
     std::vector<float> dq2(dq), dkv2(dkv);
     float *dkv2_base = packed ? dq2.data() : dkv2.data();
-    cuda_flash_attention_bwd(dq2.data(), dkv2_base + koff, dkv2_base + voff, dout.data(), q, k, v,
-                             out.data(), lse.data(), B, H, Tq, Tk, Dh, ldq, ldkv);
+    if (mode == MODE_BF16_ACT) {
+        std::vector<float> out2(out), lse2(lse);
+        run_bf16_activations(out2, lse2, dq2, dkv2_base + koff, dkv2_base + voff, dout, qbuf,
+                             kvbuf, packed, koff, voff, B, H, Tq, Tk, Dh, ldq, ldkv);
+    } else {
+        cuda_flash_attention_bwd(dq2.data(), dkv2_base + koff, dkv2_base + voff, dout.data(), q,
+                                 k, v, out.data(), lse.data(), B, H, Tq, Tk, Dh, ldq, ldkv);
+    }
     const bool same = !std::memcmp(dq.data(), dq2.data(), nq * sizeof(float)) &&
                       !std::memcmp(dkv.data(), dkv2.data(), nkv * sizeof(float));
     printf("  %s backward bitwise repeatable\n", same ? "ok  " : "FAIL");
@@ -154,13 +210,13 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, int
 int main()
 {
     gpu_set_attention(ATTN_KERNEL_FUSED);
-    for (int bf16 = 0; bf16 <= 1; bf16++) {
-        attention_case(1, 2, 70, 70, 8, 1, bf16);    /* Dh 8 padded to 16, two 64-row tiles */
-        attention_case(1, 1, 37, 100, 24, 0, bf16);  /* Tq != Tk, tiny config head width */
-        attention_case(1, 1, 66, 66, 32, 1, bf16);   /* decoder head width */
-        attention_case(1, 1, 65, 130, 64, 0, bf16);  /* ViT-B head width, 2 x 3 tiles */
-        attention_case(1, 1, 40, 50, 40, 0, bf16);   /* runtime-Dh kernels, 32-row tiles */
-        attention_case(1, 1, 33, 20, 128, 0, bf16);  /* widest fused head, Tk < one tile */
+    for (Mode m : {MODE_FP32, MODE_BF16_TILES, MODE_BF16_ACT}) {
+        attention_case(1, 2, 70, 70, 8, 1, m);    /* Dh 8 padded to 16, two 64-row tiles */
+        attention_case(1, 1, 37, 100, 24, 0, m);  /* Tq != Tk, tiny config head width */
+        attention_case(1, 1, 66, 66, 32, 1, m);   /* decoder head width */
+        attention_case(1, 1, 65, 130, 64, 0, m);  /* ViT-B head width, 2 x 3 tiles */
+        attention_case(1, 1, 40, 50, 40, 0, m);   /* runtime-Dh kernels, 32-row tiles */
+        attention_case(1, 1, 33, 20, 128, 0, m);  /* widest fused head, Tk < one tile */
     }
     printf(failures ? "FAILED: %d checks\n" : "all checks passed\n", failures);
     return failures ? 1 : 0;

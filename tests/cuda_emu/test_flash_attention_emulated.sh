@@ -19,8 +19,9 @@ fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 mkdir -p "$TMP/cuda"
-# The kernel file's CUDA includes resolve to the emulation.
-echo '#include "emu_cuda.h"' > "$TMP/cuda/cuda_kernels.cuh"
+# The kernel file's CUDA includes resolve to the emulation; the element-type conversions that
+# the real cuda_kernels.cuh includes (cuda/cuda_bf16.cuh) compile against it as they are.
+printf '#include "emu_cuda.h"\n#include "cuda/cuda_bf16.cuh"\n' > "$TMP/cuda/cuda_kernels.cuh"
 : > "$TMP/cuda_bf16.h"
 : > "$TMP/mma.h"
 "$PY" - "$ROOT/cuda/cuda_flash_attention.cu" "$TMP/flash_kernels.cpp" <<'PYEOF'

@@ -173,6 +173,7 @@ GPU_TARGETS=("$BIN/alice"
              "$BUILD/tools/nccl_overlap_check"
              "$BUILD/tests/bench_cuda_ops"
              "$BUILD/tests/test_gpu_crops"
+             "$BUILD/tools/nccl_watchdog_check"
              "$BUILD/tests/bench_loader")
 build_targets=()
 for t in "${GPU_TARGETS[@]}"; do
@@ -382,6 +383,16 @@ esac
 
 # ---- section: further GPU correctness checks (other helpers: add here, and their build
 # ---- targets to GPU_TARGETS above) ----
+# A stalled stream ends the job with the nccl_timeout_s error instead of hanging (one rank).
+rc=125
+built "nccl watchdog (stall, timeout)" "$BUILD/tools/nccl_watchdog_check" &&
+  { timed "nccl watchdog (stall, timeout)" 60 "$LOGDIR/nccl_watchdog.log" bash tests/gpu/test_nccl_watchdog.sh; rc=$?; }
+case $rc in
+  125) ;;
+  0) record "nccl watchdog (stall, timeout)" ok "$(grep -m1 '^ok: hang' "$LOGDIR/nccl_watchdog.log" | cut -c10-80)" ;;
+  77) record "nccl watchdog (stall, timeout)" FAIL "skipped: no GPU visible to the test" ;;
+  *) record "nccl watchdog (stall, timeout)" FAIL "exit $rc (nccl_watchdog.log): $(first_line 'FAIL|rror' "$LOGDIR/nccl_watchdog.log")" ;;
+esac
 
 # ---------------------------------------------------------------------------------------
 # Further figures
@@ -411,6 +422,9 @@ elif [ $rc != 125 ]; then
 fi
 
 [ $math_modes = 1 ] && alice_step bf16-fused precision=bf16 tf32=1 attention_kernel=fused
+# What bf16 activations buy: the same step with fp32 activations and bf16 GEMM operands only.
+[ $math_modes = 1 ] && grep -q bf16_activations src/core/config_keys.c &&
+  alice_step bf16-gemm-only precision=bf16 tf32=1 bf16_activations=0
 
 # ---- paper configuration trained from a data set: crops on the host vs on the GPU ----
 # The data set and the runs (whose last step writes a ViT-B checkpoint) go to a scratch
@@ -483,6 +497,9 @@ case $rc in
   *) record "overlap step time, 2 ranks" FAIL "exit $rc (bench_overlap.log): $(first_line 'alice: error|bench_overlap: ' "$LOGDIR/bench_overlap.log")" ;;
 esac
 
+# What the bf16 weight copies save: the same step rounding the weights in every GEMM.
+[ $math_modes = 1 ] && grep -q bf16_weight_copy src/core/config_keys.c &&
+  alice_step bf16-no-weight-copy precision=bf16 tf32=1 bf16_weight_copy=0
 [ $math_modes = 1 ] && alice_step tf32 tf32=1
 alice_step fp32
 # PyTorch with F.scaled_dot_product_attention (flash kernels): what a torch 2.x user writes

@@ -8,6 +8,13 @@
 #   - the cuda pre-training checkpoint resumes on the cpu (`--resume ckpt_2.h5 device=cpu`) and
 #     the cpu steps 3-4 log finite losses (their difference to the cuda run's steps is printed);
 #   - the cuda fine-tuning checkpoint loads in a cpu run (the cpu inference);
+#   - both inferences run with --probs; the cuda and cpu class probabilities
+#     (<case>_probs.nii.gz, float32, X x Y x Z x K) agree within 1e-3 (max abs difference) at
+#     every voxel and class. Why 1e-3: the fp32 logits differ by ~1e-6..1e-5 relative (below),
+#     and a softmax moves p_k by at most 2 max|dlogit| p_k (1 - p_k) <= max|dlogit| / 2, so
+#     with this model's O(1) logits the expected difference is ~1e-5; 1e-3 leaves a ~100x
+#     margin, while a wrong window weight, start or original-grid mapping on one backend moves
+#     probabilities by 1e-2 and more (unlike labels, probabilities need no flip allowance);
 #   - cuda and cpu labels agree on all but at most 0.1% of the voxels of every case. Why not
 #     all: in fp32 the backends sum in other orders (cuBLAS/cuDNN vs OpenBLAS/own loops), so
 #     the logits differ by ~1e-6..1e-5 relative, and the argmax flips only where the two best
@@ -83,7 +90,7 @@ CKPT="$T/ft_dev/ckpt_best.h5"
 # ---- inference with the same checkpoint on both backends, and evaluation of both ----
 for d in "$DEV" cpu; do
   run "infer_$d" "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 \
-      --out "$T/pred_$d" $FP32 device="$d"
+      --out "$T/pred_$d" --probs $FP32 device="$d"
   run "eval_$d" "$ALICE" eval --pred "$T/pred_$d" --labels "$T/ph/labelsTr" --out "$T/results_$d"
 done
 # The mixed-precision modes reach inference too (train_apply_device_math): it must run, log
@@ -98,7 +105,7 @@ fi
 
 "$PYTHON" - "$T" "$DEV" <<'PY' || fail "comparisons"
 # Standard library only: the lent GPU machine's Python may lack numpy, h5py and nibabel.
-import csv, glob, gzip, math, os, struct, sys
+import array, csv, glob, gzip, math, operator, os, struct, sys
 T, dev = sys.argv[1], sys.argv[2]
 
 def losses(run):
@@ -134,10 +141,30 @@ def nifti_labels(path):
     assert len(data) == n, path + ": truncated"
     return shape, data
 
+def nifti_floats(path):
+    """(shape, array('f') in file order) of a float32 NIfTI-1 file (.nii.gz) in this machine's
+    byte order (what alice writes)."""
+    raw = gzip.open(path).read()
+    end = next((e for e in "<>" if struct.unpack(e + "i", raw[:4])[0] == 348), None)
+    assert end, path + ": not a NIfTI-1 file"
+    dim = struct.unpack(end + "8h", raw[40:56]); dtype = struct.unpack(end + "h", raw[70:72])[0]
+    offset = int(struct.unpack(end + "f", raw[108:112])[0])
+    assert dtype == 16, "%s: datatype %d, expected float32 (16)" % (path, dtype)
+    assert (end == "<") == (sys.byteorder == "little"), path + ": foreign byte order"
+    shape = tuple(dim[1:1 + dim[0]])
+    n = 1
+    for d in shape: n *= d
+    data = array.array("f")
+    data.frombytes(raw[offset:offset + 4 * n])
+    assert len(data) == n, path + ": truncated"
+    return shape, data
+
+MAX_PROB_DIFF = 1e-3       # fp32 logits through softmax, see the header of this script
 MAX_FLIP_FRACTION = 1e-3   # argmax ties/rounding, see the header of this script
-preds = sorted(glob.glob(os.path.join(T, "pred_" + dev, "*.nii.gz")))
+preds = sorted(p for p in glob.glob(os.path.join(T, "pred_" + dev, "*.nii.gz"))
+               if not p.endswith("_probs.nii.gz"))
 assert preds, "the %s inference wrote no predictions" % dev
-worst = 0.0
+worst = worst_prob = 0.0
 for p in preds:
     name = os.path.basename(p)
     q = os.path.join(T, "pred_cpu", name)
@@ -149,6 +176,16 @@ for p in preds:
           % (name, flips, len(la), dev, flips / len(la), MAX_FLIP_FRACTION, sorted(set(la))))
     assert flips <= MAX_FLIP_FRACTION * len(la), name + ": too many labels differ"
     worst = max(worst, flips / len(la))
+    probs = name[:-len(".nii.gz")] + "_probs.nii.gz"
+    for d in (dev, "cpu"):
+        assert os.path.exists(os.path.join(T, "pred_" + d, probs)), "the %s inference wrote no %s" % (d, probs)
+    (qa, pa), (qb, pb) = (nifti_floats(os.path.join(T, "pred_" + d, probs)) for d in (dev, "cpu"))
+    assert qa == qb and qa[:3] == sa, "%s: probability shapes %s %s, cpu %s, labels %s" % (probs, dev, qa, qb, sa)
+    # map() keeps the ~2e7 differences per case in C (a few seconds, no numpy on the lent machine)
+    diff = 0.0 if pa == pb else max(map(abs, map(operator.sub, pa, pb)))
+    print("%s: %d classes, max |%s - cpu| probability %.2e (bound %.0e)" % (probs, qa[3], dev, diff, MAX_PROB_DIFF))
+    assert diff <= MAX_PROB_DIFF, probs + ": probabilities differ by more than the bound"
+    worst_prob = max(worst_prob, diff)
 
 for p in sorted(glob.glob(os.path.join(T, "pred_bf16", "*.nii.gz"))):
     (sa, la), (sb, lb) = nifti_labels(p), nifti_labels(os.path.join(T, "pred_cpu", os.path.basename(p)))
@@ -168,13 +205,13 @@ print("mean DSC: %s %.6f (%d case x organ rows), cpu %.6f (%d): difference %.1e 
       % (dev, dd, nd, dc, nc, abs(dd - dc)))
 assert nd == nc, "the evaluations scored different numbers of case x organ pairs"
 assert abs(dd - dc) < 1e-3, "mean DSC differs by %.3g" % abs(dd - dc)
-print("summary: labels differ on %.1e of voxels (worst case), mean DSC differs by %.1e, %d cases"
-      % (worst, abs(dd - dc), len(preds)))
+print("summary: labels differ on %.1e of voxels, probs by <= %.1e, mean DSC by %.1e, %d cases"
+      % (worst, worst_prob, abs(dd - dc), len(preds)))
 PY
 # ---- and with the GPU hidden, device = cuda is a clear error in all three commands ----
 ALICE="$ALICE" bash "$ROOT/tests/gpu/test_cuda_unavailable.sh" > "$T/unavailable.log" 2>&1 \
   || { cat "$T/unavailable.log"; fail "device = cuda without a visible GPU is not a clear error"; }
 grep -c 'exit 2: alice: error: device = cuda' "$T/unavailable.log" | grep -qx 3 \
   || { cat "$T/unavailable.log"; fail "expected the device error from pretrain, finetune and infer"; }
-echo "PASS: device=$DEV pretrain -> cpu resume, finetune, infer on $DEV and cpu agree, eval;" \
+echo "PASS: device=$DEV pretrain -> cpu resume, finetune, infer (labels, probabilities) on $DEV and cpu agree, eval;" \
   "device = cuda with the GPU hidden is a clear error"

@@ -21,7 +21,7 @@ int main(int argc, char **argv)
         dataset_read_case(ds, i, &v);
         char path[4096];
         snprintf(path, sizeof path, "%s/%s.nii.gz", argv[2], c->name);
-        prediction_write_original(c, v.label, v.dim, (const double (*)[4])v.affine, path);
+        prediction_write_original(c, v.label, NULL, 0, v.dim, (const double (*)[4])v.affine, path, NULL);
         volume_free(&v);
         written++;
     }

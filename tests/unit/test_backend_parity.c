@@ -90,24 +90,31 @@ static void int_pair_free(IntPair *p)
     gpu->release(p->g);
 }
 
-/* Element-by-element comparison; reports the count of bad elements and the worst one. */
-static void compare(const Pair *p, double rtol, double atol, const char *what)
+/* Element-by-element comparison of host copies (n values each); reports the count of bad
+ * elements and the worst one. */
+static void compare_values(const float *hc, const float *hg, size_t n, double rtol, double atol,
+                           const char *what)
 {
-    float *hc = malloc((p->n ? p->n : 1) * sizeof(float));
-    float *hg = malloc((p->n ? p->n : 1) * sizeof(float));
-    cpu->download(hc, p->c, p->n * sizeof(float));
-    gpu->download(hg, p->g, p->n * sizeof(float));
     size_t bad = 0, worst_i = 0;
     double worst = -1.0;
-    for (size_t i = 0; i < p->n; i++) {
+    for (size_t i = 0; i < n; i++) {
         double err = fabs((double)hg[i] - hc[i]), tol = atol + rtol * fabs(hc[i]);
         double r = err / tol;
         if (!(err <= tol)) bad++;
         if (!(r <= worst)) worst = r, worst_i = i;
     }
     TEST_CHECK(bad == 0, "%s: %zu of %zu elements off (rtol %g, atol %g); worst [%zu]: gpu %.9g, "
-               "cpu %.9g", what, bad, p->n, rtol, atol, worst_i, p->n ? hg[worst_i] : 0.0f,
-               p->n ? hc[worst_i] : 0.0f);
+               "cpu %.9g", what, bad, n, rtol, atol, worst_i, n ? hg[worst_i] : 0.0f,
+               n ? hc[worst_i] : 0.0f);
+}
+
+static void compare(const Pair *p, double rtol, double atol, const char *what)
+{
+    float *hc = malloc((p->n ? p->n : 1) * sizeof(float));
+    float *hg = malloc((p->n ? p->n : 1) * sizeof(float));
+    cpu->download(hc, p->c, p->n * sizeof(float));
+    gpu->download(hg, p->g, p->n * sizeof(float));
+    compare_values(hc, hg, p->n, rtol, atol, what);
     free(hc);
     free(hg);
 }
@@ -406,6 +413,40 @@ static void lse_reference(float *lse, const float *q, const float *k, int B, int
     free(s);
 }
 
+/* n floats of GPU memory, poisoned (NaN) like every output. */
+static float *poisoned_gpu_floats(size_t n)
+{
+    float *g = gpu->alloc((n ? n : 1) * sizeof(float)), *nan = malloc((n ? n : 1) * sizeof(float));
+    for (size_t i = 0; i < n; i++) nan[i] = NAN;
+    gpu->upload(g, nan, n * sizeof(float));
+    free(nan);
+    return g;
+}
+
+/* The fused kernel's saved row logsumexps (saved_g, GPU memory) against lse_reference of the
+ * host inputs q, k: lse ~ log Tk + O(1), so fp32 differences are summation order in the
+ * logits, 1e-5 (1 + |lse|) scaled by tol. */
+static void check_fused_lse(const float *saved_g, const float *q, const float *k, int B, int H,
+                            int Tq, int Tk, int Dh, int ldq, int ldkv, double tol,
+                            const char *what)
+{
+    const size_t rows = (size_t)B * H * Tq;
+    float *lse = malloc(rows * sizeof(float)), *ref = malloc(rows * sizeof(float));
+    gpu->download(lse, saved_g, rows * sizeof(float));
+    lse_reference(ref, q, k, B, H, Tq, Tk, Dh, ldq, ldkv);
+    size_t bad = 0, worst_i = 0;
+    double worst = -1.0;
+    for (size_t i = 0; i < rows; i++) {
+        double err = fabs((double)lse[i] - ref[i]), tl = 1e-5 * tol * (1.0 + fabs(ref[i]));
+        if (!(err <= tl)) bad++;
+        if (!(err / tl <= worst)) worst = err / tl, worst_i = i;
+    }
+    TEST_CHECK(bad == 0, "%s: %zu of %zu rows off; worst [%zu]: gpu %.9g, reference %.9g", what,
+               bad, rows, worst_i, lse[worst_i], ref[worst_i]);
+    free(lse);
+    free(ref);
+}
+
 /* tol scales every tolerance (1 in fp32). The GPU's saved buffer has the size its backend asks
  * for: probabilities (GEMM kernel, compared with the CPU's) or row logsumexps (fused kernel,
  * compared with a double-precision reference). */
@@ -423,13 +464,7 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, dou
     const int fused = n_saved != probs.n;
     TEST_CHECK(n_saved == probs.n || n_saved == rows, "attention_saved_floats = %zu: neither "
                "probabilities (%zu) nor row logsumexps (%zu)", n_saved, probs.n, rows);
-    float *saved_g = fused ? gpu->alloc(n_saved * sizeof(float)) : probs.g;
-    if (fused) {  /* poisoned like every output */
-        float *nan = malloc(n_saved * sizeof(float));
-        for (size_t i = 0; i < n_saved; i++) nan[i] = NAN;
-        gpu->upload(saved_g, nan, n_saved * sizeof(float));
-        free(nan);
-    }
+    float *saved_g = fused ? poisoned_gpu_floats(n_saved) : probs.g;
     const int koff = packed ? C : 0, voff = packed ? 2 * C : C;
     gpu->attention_fwd(out.g, saved_g, qbuf.g, kvbuf.g + koff, kvbuf.g + voff, B, H, Tq, Tk, Dh,
                        ldq, ldkv);
@@ -442,21 +477,8 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, dou
     if (!fused) {
         compare(&probs, 1e-5 * tol, 1e-7 * tol, "attention_fwd probs");
     } else {
-        /* lse ~ log Tk + O(1): fp32 differences are summation order in the logits */
-        float *lse = malloc(rows * sizeof(float)), *ref = malloc(rows * sizeof(float));
-        gpu->download(lse, saved_g, rows * sizeof(float));
-        lse_reference(ref, qbuf.host, kvbuf.host + koff, B, H, Tq, Tk, Dh, ldq, ldkv);
-        size_t bad = 0, worst_i = 0;
-        double worst = -1.0;
-        for (size_t i = 0; i < rows; i++) {
-            double err = fabs((double)lse[i] - ref[i]), tl = 1e-5 * tol * (1.0 + fabs(ref[i]));
-            if (!(err <= tl)) bad++;
-            if (!(err / tl <= worst)) worst = err / tl, worst_i = i;
-        }
-        TEST_CHECK(bad == 0, "attention_fwd (fused) lse: %zu of %zu rows off; worst [%zu]: gpu "
-                   "%.9g, reference %.9g", bad, rows, worst_i, lse[worst_i], ref[worst_i]);
-        free(lse);
-        free(ref);
+        check_fused_lse(saved_g, qbuf.host, kvbuf.host + koff, B, H, Tq, Tk, Dh, ldq, ldkv, tol,
+                        "attention_fwd (fused) lse");
     }
     gpu->attention_bwd(dqbuf.g, dkvbuf.g + koff, dkvbuf.g + voff, dout.g, qbuf.g, kvbuf.g + koff,
                        kvbuf.g + voff, out.g, saved_g, B, H, Tq, Tk, Dh, ldq, ldkv);
@@ -835,7 +857,18 @@ static void linear_mode_case(const char *mode, double rtol, double atol_per_sqrt
     char what[120];
     snprintf(what, sizeof what, "linear_fwd in %s mode", mode);
     compare(&y, rtol, atol_per_sqrt_k * sqrt((double)in), what);
+    /* Backward through the same mode (bf16: dy rounded once for both GEMMs). */
+    Pair dy = input((size_t)rows * out), dx = output((size_t)rows * in);
+    Pair dW = param_grad((size_t)out * in), db = param_grad(out);
+    gpu->linear_bwd(dx.g, dW.g, db.g, dy.g, x.g, W.g, rows, in, out);
+    cpu->linear_bwd(dx.c, dW.c, db.c, dy.c, x.c, W.c, rows, in, out);
+    snprintf(what, sizeof what, "linear_bwd dx in %s mode", mode);
+    compare(&dx, rtol, atol_per_sqrt_k * sqrt((double)out), what);
+    snprintf(what, sizeof what, "linear_bwd dW (accumulated) in %s mode", mode);
+    compare(&dW, rtol, atol_per_sqrt_k * sqrt((double)rows), what);
+    compare(&db, 1e-5, gemm_atol(rows), "linear_bwd db (fp32 column sums in any mode)");
     pair_free(&x); pair_free(&W); pair_free(&b); pair_free(&y);
+    pair_free(&dy); pair_free(&dx); pair_free(&dW); pair_free(&db);
 }
 
 static int test_mixed_precision(void)
@@ -861,6 +894,341 @@ static int test_mixed_precision(void)
     attention_case(1, 2, 65, 130, 40, 0, 2000.0);
     gpu_set_attention(ATTN_KERNEL_GEMM);
     gpu_set_math(0, 0);
+    return 0;
+}
+
+/* ---- bf16 weight copies (cuda/cuda_weight_copy.h) ----
+ * A bf16 GEMM reading a weight buffer (weights_hint) uses the buffer's bf16 copy instead of
+ * rounding the fp32 weights on the spot. The copy is the same rounding, so the GEMM must give
+ * the same BITS as on an unregistered copy of the weights, after every kind of write to them: a
+ * write the copy misses (stale copy) shows up as a mismatch. Two tensors of one registered
+ * buffer: one at offset 0, one at an offset whose bf16 copy is only 32-byte aligned. */
+
+enum WeightWrite { WRITE_ADAMW, WRITE_EMA, WRITE_UPLOAD, WRITE_FILL, WRITE_AXPBY, WRITE_SCALE,
+                   WRITE_ADD, WRITE_COPY, WRITE_COUNT };
+static const char *const kWeightWriteName[WRITE_COUNT] = {
+    "adamw", "ema_update", "upload", "fill", "axpby", "scale", "add", "copy"};
+
+/* The same write on the registered tensor w and on the plain tensor p (n floats each). */
+static void write_both(enum WeightWrite kind, float *w, float *p, const float *src, float *m1,
+                       float *v1, float *m2, float *v2, const float *host, size_t n, long step)
+{
+    float *dst[2] = {w, p}, *mom[2] = {m1, m2}, *var[2] = {v1, v2};
+    for (int i = 0; i < 2; i++) {
+        switch (kind) {
+        case WRITE_ADAMW:
+            gpu->adamw(dst[i], src, mom[i], var[i], n, 0.05f, 0.9f, 0.95f, 1e-8f, 0.05f, step);
+            break;
+        case WRITE_EMA: gpu->ema_update(dst[i], src, n, 0.5f); break;
+        case WRITE_UPLOAD: gpu->upload(dst[i], host, n * sizeof(float)); break;
+        case WRITE_FILL: gpu->fill(dst[i], 0.375f, n / 2); break;
+        case WRITE_AXPBY: gpu->axpby(dst[i], src, 0.25f, -1.5f, n); break;
+        case WRITE_SCALE: gpu->scale(dst[i] + n / 3, 3.0f, n - n / 3); break;
+        case WRITE_ADD: gpu->add(dst[i], dst[i], src, n); break;
+        case WRITE_COPY: gpu->copy(dst[i] + 7, src, (n - 7) * sizeof(float)); break;
+        case WRITE_COUNT: break;
+        }
+    }
+}
+
+/* linear_fwd and linear_bwd's dx on both weight tensors must agree bit for bit. */
+static void same_bits(const float *x, const float *w, const float *p, float *y, float *dx,
+                      int rows, int in, int out, const char *after)
+{
+    const size_t ny = (size_t)rows * out, nx = (size_t)rows * in;
+    const size_t most = nx > ny ? nx : ny;
+    float *h1 = malloc(most * sizeof(float)), *h2 = malloc(most * sizeof(float));
+    gpu->linear_fwd(y, x, w, NULL, rows, in, out);
+    gpu->download(h1, y, ny * sizeof(float));
+    gpu->linear_fwd(y, x, p, NULL, rows, in, out);
+    gpu->download(h2, y, ny * sizeof(float));
+    TEST_CHECK(memcmp(h1, h2, ny * sizeof(float)) == 0,
+               "bf16 linear_fwd on registered weights differs from plain weights after %s", after);
+    /* dx = dy W, with dy := y: W is the GEMM's second operand here. */
+    gpu->linear_bwd(dx, NULL, NULL, y, x, w, rows, in, out);
+    gpu->download(h1, dx, nx * sizeof(float));
+    gpu->linear_bwd(dx, NULL, NULL, y, x, p, rows, in, out);
+    gpu->download(h2, dx, nx * sizeof(float));
+    TEST_CHECK(memcmp(h1, h2, nx * sizeof(float)) == 0,
+               "bf16 linear_bwd dx on registered weights differs from plain weights after %s",
+               after);
+    free(h1);
+    free(h2);
+}
+
+static int test_bf16_weight_copies(void)
+{
+    const int rows = 64, in = 96, out = 80;
+    const size_t n = (size_t)out * in, second = 16 * 1000;  /* 16-float aligned, as params */
+    float *weights = gpu->alloc((second + n) * sizeof(float));
+    gpu->weights_hint(weights, second + n);
+    Pair init = input(second + n), src = input(n), x = input((size_t)rows * in);
+    Pair m = pair_make(4 * n, INIT_UNIFORM, -0.1f, 0.1f), v = pair_make(4 * n, INIT_UNIFORM, 0, 0.01f);
+    Pair fresh = input(n), y = output((size_t)rows * out), dx = output((size_t)rows * in);
+    float *plain = gpu->alloc(n * sizeof(float));
+    gpu_set_math(0, 1);
+    gpu_set_weight_copies(1);
+    const size_t offsets[2] = {0, second};
+    for (int t = 0; t < 2; t++) {
+        float *w = weights + offsets[t];
+        gpu->copy(weights, init.g, (second + n) * sizeof(float));
+        gpu->copy(plain, w, n * sizeof(float));
+        char what[96];
+        snprintf(what, sizeof what, "registration (tensor at offset %zu)", offsets[t]);
+        same_bits(x.g, w, plain, y.g, dx.g, rows, in, out, what);
+        for (int k = 0; k < WRITE_COUNT; k++) {
+            write_both((enum WeightWrite)k, w, plain, src.g, m.g, v.g, m.g + n, v.g + n,
+                       fresh.host, n, 1 + k);
+            snprintf(what, sizeof what, "%s (tensor at offset %zu)", kWeightWriteName[k],
+                     offsets[t]);
+            same_bits(x.g, w, plain, y.g, dx.g, rows, in, out, what);
+        }
+        /* Copies switched off while the weights change, then on again: none may be trusted. */
+        gpu_set_weight_copies(0);
+        write_both(WRITE_ADAMW, w, plain, src.g, m.g, v.g, m.g + n, v.g + n, fresh.host, n, 9);
+        same_bits(x.g, w, plain, y.g, dx.g, rows, in, out, "adamw with copies off");
+        gpu_set_weight_copies(1);
+        same_bits(x.g, w, plain, y.g, dx.g, rows, in, out, "copies switched on again");
+    }
+    gpu_set_math(0, 0);
+    gpu->weights_forget(weights);
+    gpu->release(weights);
+    gpu->release(plain);
+    pair_free(&init); pair_free(&src); pair_free(&x); pair_free(&m); pair_free(&v);
+    pair_free(&fresh); pair_free(&y); pair_free(&dx);
+    return 0;
+}
+
+/* ---- bf16 activations (backend.h, "mixed precision: bf16 activations") ----
+ * bf16 inputs are made on the host (bf16_from_float of uniform values) and uploaded to both
+ * backends; bf16 outputs are poisoned with the bf16 NaN 0x7fc0, downloaded, widened exactly to
+ * fp32 and compared by compare_values. Tolerances:
+ *  - GEMM-based outputs: both backends multiply the same bf16 values (exact products) and sum
+ *    in fp32, so fp32 outputs differ by summation order only (1e-5 relative + gemm_atol(K));
+ *    a bf16 output is rounded once from such an fp32 value, so it may land one bf16 ulp away:
+ *    an ulp is at most 2^-7 of |y| (2^-8 to 2^-7 with 8 significant bits), added to rtol.
+ *  - LayerNorm / GELU with a bf16 output: the fp32 tolerances of their fp32 ops plus one ulp.
+ *  - attention: the GPU rounds P, dout and dS to bf16 for its tensor-core products, the CPU
+ *    keeps them fp32: the "2000x fp32" tolerances of the bf16 attention cases of
+ *    test_mixed_precision (out 2e-2; gradients 0.2 relative + 2e-2). */
+
+static const double kBf16Ulp = 1.0 / 128.0;  /* 2^-7: one ulp, relative, in the worst case */
+static const bf16_t kBf16Poison = 0x7fc0;    /* quiet NaN */
+
+typedef struct {
+    size_t n;
+    bf16_t *host;
+    bf16_t *c, *g;
+} Bf16Pair;
+
+static Bf16Pair bf16_pair_make(size_t n, InitKind kind, float lo, float hi)
+{
+    Bf16Pair p = {n, malloc((n ? n : 1) * sizeof(bf16_t)), NULL, NULL};
+    float *values = malloc((n ? n : 1) * sizeof(float));
+    if (kind == INIT_UNIFORM) fill_uniform(values, n, lo, hi);
+    for (size_t i = 0; i < n; i++)
+        p.host[i] = kind == INIT_UNIFORM ? bf16_from_float(values[i])
+                    : kind == INIT_POISON ? kBf16Poison : 0;
+    free(values);
+    p.c = cpu->alloc((n ? n : 1) * sizeof(bf16_t));
+    p.g = gpu->alloc((n ? n : 1) * sizeof(bf16_t));
+    cpu->upload(p.c, p.host, n * sizeof(bf16_t));
+    gpu->upload(p.g, p.host, n * sizeof(bf16_t));
+    return p;
+}
+
+static Bf16Pair bf16_input(size_t n) { return bf16_pair_make(n, INIT_UNIFORM, -1.0f, 1.0f); }
+static Bf16Pair bf16_output(size_t n) { return bf16_pair_make(n, INIT_POISON, 0, 0); }
+
+static void bf16_pair_free(Bf16Pair *p)
+{
+    free(p->host);
+    cpu->release(p->c);
+    gpu->release(p->g);
+}
+
+/* n bf16 values from either backend's memory, widened (exactly) to fp32. */
+static float *download_widened(const AliceBackend *be, const bf16_t *src, size_t n)
+{
+    bf16_t *raw = malloc((n ? n : 1) * sizeof(bf16_t));
+    float *out = malloc((n ? n : 1) * sizeof(float));
+    be->download(raw, src, n * sizeof(bf16_t));
+    for (size_t i = 0; i < n; i++) out[i] = bf16_to_float(raw[i]);
+    free(raw);
+    return out;
+}
+
+static void compare_bf16(const Bf16Pair *p, double rtol, double atol, const char *what)
+{
+    float *hc = download_widened(cpu, p->c, p->n), *hg = download_widened(gpu, p->g, p->n);
+    compare_values(hc, hg, p->n, rtol, atol, what);
+    free(hc);
+    free(hg);
+}
+
+/* Host fp32 copy of a bf16 pair's values (the inputs of double-precision references). */
+static float *widened_host(const Bf16Pair *p)
+{
+    float *out = malloc((p->n ? p->n : 1) * sizeof(float));
+    for (size_t i = 0; i < p->n; i++) out[i] = bf16_to_float(p->host[i]);
+    return out;
+}
+
+/* linear_fwd_bf16 (fp32 and bf16 y, with and without bias) and linear_bwd_bf16. registered:
+ * on the GPU, W and b live in a weights_hint buffer (the bf16 weight copies, the model's case;
+ * bias_offset 1 puts the bias's copy at a 2-byte offset, so the bf16 bias cannot ride the
+ * epilogue and takes the fp32-then-round route); otherwise they are rounded into scratch. */
+static void bf16_linear_case(int rows, int in, int out, int registered, size_t bias_offset)
+{
+    Bf16Pair x = bf16_input((size_t)rows * in), ybf = bf16_output((size_t)rows * out);
+    Pair W = input((size_t)out * in), b = input(out), y32 = output((size_t)rows * out);
+    Pair dy = input((size_t)rows * out), dx = output((size_t)rows * in);
+    Pair dW = param_grad((size_t)out * in), db = param_grad(out);
+    const size_t w_floats = (size_t)out * in, b_at = (w_floats + 15) / 16 * 16 + bias_offset;
+    float *weights = NULL;
+    const float *Wg = W.g, *bg = b.g;
+    if (registered) {
+        weights = gpu->alloc((b_at + out) * sizeof(float));
+        gpu->weights_hint(weights, b_at + out);
+        gpu->upload(weights, W.host, w_floats * sizeof(float));
+        gpu->upload(weights + b_at, b.host, (size_t)out * sizeof(float));
+        Wg = weights;
+        bg = weights + b_at;
+    }
+    char what[200];
+    const char *where = registered ? (bias_offset ? "registered, bias copy at a 2-byte offset"
+                                                  : "registered weights")
+                                   : "plain weights";
+    for (int with_bias = 0; with_bias < 2; with_bias++) {
+        gpu->linear_fwd_bf16(y32.g, DTYPE_F32, x.g, Wg, with_bias ? bg : NULL, rows, in, out);
+        cpu->linear_fwd_bf16(y32.c, DTYPE_F32, x.c, W.c, with_bias ? b.c : NULL, rows, in, out);
+        snprintf(what, sizeof what, "linear_fwd_bf16 fp32 y, bias %d, %dx%d->%d, %s", with_bias,
+                 rows, in, out, where);
+        compare(&y32, 1e-5, gemm_atol(in), what);
+        gpu->linear_fwd_bf16(ybf.g, DTYPE_BF16, x.g, Wg, with_bias ? bg : NULL, rows, in, out);
+        cpu->linear_fwd_bf16(ybf.c, DTYPE_BF16, x.c, W.c, with_bias ? b.c : NULL, rows, in, out);
+        snprintf(what, sizeof what, "linear_fwd_bf16 bf16 y, bias %d, %dx%d->%d, %s", with_bias,
+                 rows, in, out, where);
+        compare_bf16(&ybf, kBf16Ulp + 1e-5, gemm_atol(in), what);
+    }
+    gpu->linear_bwd_bf16(dx.g, dW.g, db.g, dy.g, x.g, Wg, rows, in, out);
+    cpu->linear_bwd_bf16(dx.c, dW.c, db.c, dy.c, x.c, W.c, rows, in, out);
+    snprintf(what, sizeof what, "linear_bwd_bf16 dx (dy rounded, W bf16), %s", where);
+    compare(&dx, 1e-5, gemm_atol(out), what);
+    compare(&dW, 1e-5, gemm_atol(rows), "linear_bwd_bf16 dW (accumulated)");
+    compare(&db, 1e-5, gemm_atol(rows), "linear_bwd_bf16 db (fp32 sums of the unrounded dy)");
+    /* dx = NULL: the dW GEMM alone must give the same accumulation (twice now). */
+    gpu->linear_bwd_bf16(NULL, dW.g, NULL, dy.g, x.g, Wg, rows, in, out);
+    cpu->linear_bwd_bf16(NULL, dW.c, NULL, dy.c, x.c, W.c, rows, in, out);
+    compare(&dW, 1e-5, 2 * gemm_atol(rows), "linear_bwd_bf16 dW, dx = NULL");
+    if (registered) {
+        gpu->weights_forget(weights);
+        gpu->release(weights);
+    }
+    bf16_pair_free(&x); bf16_pair_free(&ybf);
+    pair_free(&W); pair_free(&b); pair_free(&y32); pair_free(&dy); pair_free(&dx);
+    pair_free(&dW); pair_free(&db);
+}
+
+static void bf16_layernorm_gelu_case(int rows, int dim)
+{
+    const size_t n = (size_t)rows * dim;
+    Pair x = pair_make(n, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
+    Pair mean = output(rows), rstd = output(rows);
+    Bf16Pair y = bf16_output(n);
+    gpu->layernorm_fwd_bf16(y.g, mean.g, rstd.g, x.g, g.g, b.g, rows, dim, 1e-6f);
+    cpu->layernorm_fwd_bf16(y.c, mean.c, rstd.c, x.c, g.c, b.c, rows, dim, 1e-6f);
+    compare_bf16(&y, kBf16Ulp + 1e-5, 1e-5, "layernorm_fwd_bf16 y");
+    compare(&mean, 1e-5, 1e-6, "layernorm_fwd_bf16 mean");
+    compare(&rstd, 1e-5, 1e-6, "layernorm_fwd_bf16 rstd");
+    /* GELU: one formula on both backends (see test_activations), x widened exactly, y rounded
+     * once: equal bits expected, one ulp allowed for an fp32 result on a rounding boundary. */
+    Bf16Pair gx = bf16_pair_make(n, INIT_UNIFORM, -4, 4), gy = bf16_output(n);
+    Pair dy = input(n), dx = output(n);
+    gpu->gelu_fwd_bf16(gy.g, gx.g, n);
+    cpu->gelu_fwd_bf16(gy.c, gx.c, n);
+    compare_bf16(&gy, kBf16Ulp, 1e-7, "gelu_fwd_bf16");
+    gpu->gelu_bwd_bf16(dx.g, dy.g, gx.g, n);
+    cpu->gelu_bwd_bf16(dx.c, dy.c, gx.c, n);
+    compare(&dx, 0, 1e-7, "gelu_bwd_bf16");
+    pair_free(&x); pair_free(&g); pair_free(&b); pair_free(&mean); pair_free(&rstd);
+    pair_free(&dy); pair_free(&dx);
+    bf16_pair_free(&y); bf16_pair_free(&gx); bf16_pair_free(&gy);
+}
+
+/* attention_fwd_bf16 / attention_bwd_bf16 on the backend's current attention kernel; layouts
+ * as attention_case (packed qkv, or q and a packed kv buffer). */
+static void bf16_attention_case(int B, int H, int Tq, int Tk, int Dh, int packed)
+{
+    const double tol = 2000.0;
+    const int C = H * Dh;
+    const int ldq = packed ? 3 * C : C, ldkv = packed ? 3 * C : 2 * C;
+    Bf16Pair qbuf = bf16_input((size_t)B * Tq * ldq);
+    Bf16Pair kvbuf = packed ? qbuf : bf16_input((size_t)B * Tk * ldkv);
+    Pair dqbuf = output((size_t)B * Tq * ldq);
+    Pair dkvbuf = packed ? dqbuf : output((size_t)B * Tk * ldkv);
+    Pair probs = output((size_t)B * H * Tq * Tk), dout = input((size_t)B * Tq * C);
+    Bf16Pair out = bf16_output((size_t)B * Tq * C);
+    const size_t n_saved = gpu->attention_saved_floats(B, H, Tq, Tk, Dh);
+    const int fused = n_saved != probs.n;
+    float *saved_g = fused ? poisoned_gpu_floats(n_saved) : probs.g;
+    const int koff = packed ? C : 0, voff = packed ? 2 * C : C;
+    gpu->attention_fwd_bf16(out.g, saved_g, qbuf.g, kvbuf.g + koff, kvbuf.g + voff, B, H, Tq, Tk,
+                            Dh, ldq, ldkv);
+    cpu->attention_fwd_bf16(out.c, probs.c, qbuf.c, kvbuf.c + koff, kvbuf.c + voff, B, H, Tq, Tk,
+                            Dh, ldq, ldkv);
+    char what[160];
+    snprintf(what, sizeof what, "attention_fwd_bf16%s out B=%d H=%d Tq=%d Tk=%d Dh=%d packed=%d",
+             fused ? " (fused)" : "", B, H, Tq, Tk, Dh, packed);
+    compare_bf16(&out, 1e-5 * tol, 1e-5 * tol, what);
+    if (!fused) {
+        compare(&probs, 1e-5 * tol, 1e-7 * tol, "attention_fwd_bf16 probs");
+    } else {
+        float *qh = widened_host(&qbuf), *kvh = packed ? qh : widened_host(&kvbuf);
+        check_fused_lse(saved_g, qh, kvh + koff, B, H, Tq, Tk, Dh, ldq, ldkv, tol,
+                        "attention_fwd_bf16 (fused) lse");
+        free(qh);
+        if (!packed) free(kvh);
+    }
+    gpu->attention_bwd_bf16(dqbuf.g, dkvbuf.g + koff, dkvbuf.g + voff, dout.g, qbuf.g,
+                            kvbuf.g + koff, kvbuf.g + voff, out.g, saved_g, B, H, Tq, Tk, Dh, ldq,
+                            ldkv);
+    cpu->attention_bwd_bf16(dqbuf.c, dkvbuf.c + koff, dkvbuf.c + voff, dout.c, qbuf.c,
+                            kvbuf.c + koff, kvbuf.c + voff, out.c, probs.c, B, H, Tq, Tk, Dh, ldq,
+                            ldkv);
+    snprintf(what, sizeof what, "attention_bwd_bf16%s d%s B=%d H=%d Tq=%d Tk=%d Dh=%d",
+             fused ? " (fused)" : "", packed ? "qkv" : "q", B, H, Tq, Tk, Dh);
+    compare(&dqbuf, 1e-4 * tol, 1e-5 * tol, what);
+    if (!packed) compare(&dkvbuf, 1e-4 * tol, 1e-5 * tol, "attention_bwd_bf16 dkv");
+    if (fused) gpu->release(saved_g);
+    bf16_pair_free(&qbuf); bf16_pair_free(&out);
+    pair_free(&dqbuf); pair_free(&probs); pair_free(&dout);
+    if (!packed) { bf16_pair_free(&kvbuf); pair_free(&dkvbuf); }
+}
+
+static void bf16_attention_cases(void)
+{
+    bf16_attention_case(2, 3, 17, 17, 8, 1);
+    bf16_attention_case(3, 2, 11, 23, 16, 0);
+    bf16_attention_case(2, 2, 37, 100, 24, 0);   /* Tq != Tk, tiny config head width */
+    bf16_attention_case(1, 12, 130, 130, 64, 1); /* ViT-B head width, tails of 64-row tiles */
+    bf16_attention_case(1, 2, 65, 130, 40, 0);   /* runtime Dh (fused: 32-row tiles) */
+    bf16_attention_case(2, 1, 20, 30, 768, 0);   /* CASA head: the GEMM path under fused too */
+}
+
+/* Every bf16-activation op, CPU against GPU; the math mode stays fp32 (these ops are bf16 by
+ * their types, whatever gpu_set_math says). Last: the newest kernels. */
+static int test_bf16_activations(void)
+{
+    bf16_linear_case(37, 96, 80, 0, 0);
+    bf16_linear_case(64, 48, 144, 1, 0);
+    bf16_linear_case(33, 64, 40, 1, 1);
+    bf16_layernorm_gelu_case(67, 768);
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    bf16_attention_cases();
+    gpu_set_attention(ATTN_KERNEL_FUSED);
+    bf16_attention_cases();
+    gpu_set_attention(ATTN_KERNEL_GEMM);
     return 0;
 }
 
@@ -898,5 +1266,7 @@ int main(void)
      * check), and the cases before it have then already reported. */
     TEST_RUN(test_attention_fused);
     TEST_RUN(test_mixed_precision);
+    TEST_RUN(test_bf16_weight_copies);
+    TEST_RUN(test_bf16_activations);
     return test_finish();
 }

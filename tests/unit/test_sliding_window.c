@@ -2,7 +2,8 @@
  * window starts (dense_patch_slices), the Gaussian importance map (erf-discretised, sigma
  * 0.125 * window, max 1 at window // 2, symmetric about it), and an end-to-end run with a
  * "network" that predicts the label of each voxel from the image, which must reproduce it
- * exactly through padding, overlap and averaging. */
+ * exactly through padding, overlap and averaging; and the probabilities (softmax of the blended
+ * logits) against hand-computed softmaxes. */
 #include <math.h>
 #include <string.h>
 
@@ -85,10 +86,67 @@ static int test_end_to_end(void)
     return 0;
 }
 
+/* Softmax + argmax of one voxel against the closed form, with ties and huge logits. */
+static int test_softmax_argmax(void)
+{
+    const float l[3] = {1.0f, 2.0f, 3.0f};
+    float p[3];
+    int best = sliding_window_softmax_argmax(l, 3, p);
+    double z = exp(-2.0) + exp(-1.0) + 1.0;
+    TEST_CHECK(best == 2, "argmax %d of 1,2,3", best);
+    TEST_CLOSE(p[0], exp(-2.0) / z, 1e-6, 0, "p0");
+    TEST_CLOSE(p[1], exp(-1.0) / z, 1e-6, 0, "p1");
+    TEST_CLOSE(p[2], 1.0 / z, 1e-6, 0, "p2");
+    /* Ties: the first maximum, as torch/numpy argmax. */
+    const float tie[4] = {0.5f, 2.0f, 2.0f, -1.0f};
+    best = sliding_window_softmax_argmax(tie, 4, p);
+    TEST_CHECK(best == 1 && p[1] == p[2], "tie: argmax %d, p1 %g p2 %g", best, p[1], p[2]);
+    /* exp(1000) overflows float; the max is subtracted first. */
+    const float big[2] = {1000.0f, 1001.0f};
+    best = sliding_window_softmax_argmax(big, 2, p);
+    TEST_CHECK(best == 1 && isfinite(p[0]) && isfinite(p[1]), "huge logits: %g %g", p[0], p[1]);
+    TEST_CLOSE(p[1], 1.0 / (1.0 + exp(-1.0)), 1e-6, 0, "huge logits p1");
+    return 0;
+}
+
+/* The oracle's logits are the same in every window (one-hot 1/0), so the blended logits are
+ * too whatever the weights, and each voxel's probabilities are e / (e + K - 1) for its class
+ * and 1 / (e + K - 1) for the others; the labels are the same with and without probs. */
+static int test_probabilities(void)
+{
+    static int w[3] = {16, 16, 16};
+    const int dim[3] = {30, 12, 20}, K = 4;
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    float *img = xmalloc(n * sizeof(float)), *probs = xmalloc((size_t)K * n * sizeof(float));
+    uint8_t *truth = xmalloc(n), *pred = xmalloc(n), *plain = xmalloc(n);
+    for (size_t i = 0; i < n; i++) {
+        truth[i] = (uint8_t)((i / 7 + i / 61) % K);
+        img[i] = truth[i] / 4.0f;
+    }
+    SlidingWindow sw = {{16, 16, 16}, K, 2, 0.5f, SW_SIGMA_SCALE, oracle, w};
+    sliding_window_argmax(&sw, img, dim, pred, probs);
+    sliding_window_argmax(&sw, img, dim, plain, NULL);
+    TEST_CHECK(memcmp(pred, truth, n) == 0 && memcmp(plain, truth, n) == 0, "labels differ");
+    const double hit = exp(1.0) / (exp(1.0) + K - 1), miss = 1.0 / (exp(1.0) + K - 1);
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++)
+        for (int c = 0; c < K; c++)
+            worst = fmax(worst, fabs(probs[(size_t)c * n + i] - (c == truth[i] ? hit : miss)));
+    TEST_CHECK(worst < 1e-6, "probabilities differ from e/(e+K-1), 1/(e+K-1) by %.2e", worst);
+    free(img);
+    free(probs);
+    free(truth);
+    free(pred);
+    free(plain);
+    return 0;
+}
+
 int main(void)
 {
     TEST_RUN(test_starts);
     TEST_RUN(test_importance);
     TEST_RUN(test_end_to_end);
+    TEST_RUN(test_softmax_argmax);
+    TEST_RUN(test_probabilities);
     return test_finish();
 }

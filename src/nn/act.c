@@ -1,0 +1,104 @@
+#include "nn/act.h"
+
+#include <string.h>
+
+#include "core/check.h"
+#include "nn/layers.h"
+
+DType act_type_for_precision(const char *precision, int bf16_activations)
+{
+    return strcmp(precision, "bf16") == 0 && bf16_activations ? DTYPE_BF16 : DTYPE_F32;
+}
+
+Act arena_act(Arena *a, size_t n, DType t)
+{
+    /* arena_floats hands out 256-byte aligned blocks: ask for enough floats to hold n of t */
+    const size_t floats = (n * dtype_bytes(t) + sizeof(float) - 1) / sizeof(float);
+    return (Act){arena_floats(a, floats), t};
+}
+
+Act act_offset(Act a, size_t elems)
+{
+    return (Act){(char *)a.p + elems * dtype_bytes(a.type), a.type};
+}
+
+float *act_f32(Act a)
+{
+    ALICE_ASSERT(a.type == DTYPE_F32, "an fp32 tensor was expected, this one is bf16");
+    return a.p;
+}
+
+static void same_type(Act a, Act b, const char *op)
+{
+    ALICE_ASSERT(a.type == b.type, "%s: tensors of different element types (%d, %d)", op,
+                 (int)a.type, (int)b.type);
+}
+
+void act_layernorm_fwd(const AliceBackend *be, Act y, float *mean, float *rstd, const float *x,
+                       const float *gamma, const float *beta, int rows, int dim, float eps)
+{
+    if (y.type == DTYPE_BF16)
+        be->layernorm_fwd_bf16(y.p, mean, rstd, x, gamma, beta, rows, dim, eps);
+    else
+        be->layernorm_fwd(y.p, mean, rstd, x, gamma, beta, rows, dim, eps);
+}
+
+void act_linear_fwd(const ParamSet *ps, int w, int b, Act y, Act x, int rows, int in, int out)
+{
+    if (x.type == DTYPE_BF16) {
+        ps->be->linear_fwd_bf16(y.p, y.type, x.p, param(ps, w), b == NO_PARAM ? NULL : param(ps, b),
+                                rows, in, out);
+    } else {
+        linear_forward(ps, w, b, act_f32(y), x.p, rows, in, out);
+    }
+}
+
+void act_linear_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy, Act x, int rows,
+                    int in, int out)
+{
+    if (x.type == DTYPE_BF16)
+        ps->be->linear_bwd_bf16(dx, param_grad(ps, w), b == NO_PARAM ? NULL : param_grad(ps, b),
+                                dy, x.p, param(ps, w), rows, in, out);
+    else
+        linear_backward(ps, w, b, dx, dy, x.p, rows, in, out);
+}
+
+void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n)
+{
+    same_type(y, x, "gelu_fwd");
+    if (x.type == DTYPE_BF16) be->gelu_fwd_bf16(y.p, x.p, n);
+    else be->gelu_fwd(y.p, x.p, n);
+}
+
+void act_gelu_bwd(const AliceBackend *be, float *dx, const float *dy, Act x, size_t n)
+{
+    if (x.type == DTYPE_BF16) be->gelu_bwd_bf16(dx, dy, x.p, n);
+    else be->gelu_bwd(dx, dy, x.p, n);
+}
+
+void act_attention_fwd(const AliceBackend *be, Act out, float *saved, Act q, Act k, Act v,
+                       int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
+{
+    same_type(out, q, "attention_fwd");
+    same_type(q, k, "attention_fwd");
+    same_type(k, v, "attention_fwd");
+    if (q.type == DTYPE_BF16)
+        be->attention_fwd_bf16(out.p, saved, q.p, k.p, v.p, B, H, Tq, Tk, Dh, ldq, ldkv);
+    else
+        be->attention_fwd(out.p, saved, q.p, k.p, v.p, B, H, Tq, Tk, Dh, ldq, ldkv);
+}
+
+void act_attention_bwd(const AliceBackend *be, float *dq, float *dk, float *dv,
+                       const float *dout, Act q, Act k, Act v, Act out, const float *saved,
+                       int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
+{
+    same_type(out, q, "attention_bwd");
+    same_type(q, k, "attention_bwd");
+    same_type(k, v, "attention_bwd");
+    if (q.type == DTYPE_BF16)
+        be->attention_bwd_bf16(dq, dk, dv, dout, q.p, k.p, v.p, out.p, saved, B, H, Tq, Tk, Dh,
+                               ldq, ldkv);
+    else
+        be->attention_bwd(dq, dk, dv, dout, q.p, k.p, v.p, out.p, saved, B, H, Tq, Tk, Dh, ldq,
+                          ldkv);
+}

@@ -1,0 +1,53 @@
+/* Activation tensors of either element type (mixed precision).
+ *
+ * With precision = bf16 the transformer stacks keep the tensors that feed GEMMs and attention
+ * (LayerNorm outputs, qkv, the attention output, the MLP's hidden layer before and after GELU)
+ * in bf16, halving their memory and traffic; the residual stream, gradients, weights and
+ * LayerNorm statistics stay fp32 (the backend contract: "mixed precision" in ops/backend.h).
+ * An Act carries its element type, and the act_* calls below pick the backend op for it, so
+ * model code is written once for both precisions. */
+#ifndef ALICE_ACT_H
+#define ALICE_ACT_H
+
+#include <stddef.h>
+
+#include "nn/arena.h"
+#include "nn/params.h"
+
+typedef struct {
+    void *p;
+    DType type;
+} Act;
+
+static inline size_t dtype_bytes(DType t) { return t == DTYPE_BF16 ? sizeof(bf16_t) : sizeof(float); }
+
+/* The element type of mixed-precision activations for config keys precision (fp32 | bf16) and
+ * bf16_activations. */
+DType act_type_for_precision(const char *precision, int bf16_activations);
+
+/* n elements of type t from the arena. */
+Act arena_act(Arena *a, size_t n, DType t);
+/* The tensor starting elems elements into a (e.g. k and v inside a packed qkv). */
+Act act_offset(Act a, size_t elems);
+/* The fp32 tensor behind a (a programming error when a is bf16). */
+float *act_f32(Act a);
+
+/* y = LayerNorm(x) of the fp32 residual stream x; mean and rstd [rows] saved. */
+void act_layernorm_fwd(const AliceBackend *be, Act y, float *mean, float *rstd, const float *x,
+                       const float *gamma, const float *beta, int rows, int dim, float eps);
+/* y = x W^T + b for the tensors W = ps[w], b = ps[b] (or NO_PARAM); an fp32 x needs an fp32 y. */
+void act_linear_fwd(const ParamSet *ps, int w, int b, Act y, Act x, int rows, int in, int out);
+/* dx = dy W (NULL skips), dW and db accumulate into the ParamSet's gradients. */
+void act_linear_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy, Act x, int rows,
+                    int in, int out);
+/* GELU (x and y of one type) and its backward into fp32 dx. */
+void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n);
+void act_gelu_bwd(const AliceBackend *be, float *dx, const float *dy, Act x, size_t n);
+/* Attention (backend attention_fwd/bwd semantics) with q, k, v and out of one type. */
+void act_attention_fwd(const AliceBackend *be, Act out, float *saved, Act q, Act k, Act v,
+                       int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+void act_attention_bwd(const AliceBackend *be, float *dq, float *dk, float *dv,
+                       const float *dout, Act q, Act k, Act v, Act out, const float *saved,
+                       int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+
+#endif

@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# `alice infer --probs` (the class probabilities beside the labels), on a tiny fine-tuned UNETR:
+# phantoms -> pack -> `alice finetune` (4 steps, random encoder) -> `alice infer --probs` of
+# fold 0 with overlapping windows (sw_overlap = 0.25, so the Gaussian blending matters) and the
+# same inference without --probs. Asserted with nibabel/numpy on every case:
+#   - <case>_probs.nii.gz is float32, shape = the label file's shape x K, affine equal to the
+#     label file's (and to the source image's);
+#   - every probability in [0, 1], every voxel's K probabilities sum to 1 within 1e-5;
+#   - argmax over classes == the label file, at every voxel;
+#   - the labels are the same with and without --probs;
+#   - the probabilities are soft somewhere (a voxel whose largest probability is < 0.5);
+#   - nearest-neighbour structure, from the data set's affines recomputed in numpy: original
+#     voxels outside the packed box are one-hot class 0.
+# Independent reference (first case): the fine-tuned checkpoint's weights loaded into the
+# PyTorch UNETR of tests/reference/unetr_ref.py (MONAI's block by block), MONAI's sliding
+# window rewritten in numpy (padding, dense_patch_slices starts, erf Gaussian importance map,
+# weighted average of the window logits), softmax in float64, mapped to the original grid by
+# the numpy index map; the file must match it within 1e-4 (C is fp32: logits differ from the
+# float64 reference by ~1e-6 relative, so 1e-4 on probabilities leaves a wide margin while a
+# wrong weight, start or mapping moves probabilities by 1e-2 and more).
+set -u
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ALICE=${ALICE:-$ROOT/bin/alice}
+PYTHON=${PYTHON:-/usr/bin/python3}
+[ -x "$ALICE" ] || { echo "skip: $ALICE is not built"; exit 77; }
+"$PYTHON" -c 'import nibabel, numpy, h5py, scipy, torch' 2>/dev/null \
+  || { echo "skip: $PYTHON lacks nibabel/numpy/h5py/scipy/torch"; exit 77; }
+T=$(mktemp -d /tmp/alice_infer_probs.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+fail() { echo "FAIL: $*"; exit 1; }
+run() { echo "+ $*"; local rc=0; "$@" > "$T/last.log" 2>&1 || rc=$?; [ $rc -eq 0 ] || { tail -30 "$T/last.log"; fail "$1 $2 exited with $rc"; }; }
+
+run "$ALICE" phantom --out "$T/ph" --cases 4 --size small --seed 5
+run "$ALICE" pack --input "$T/ph" --out "$T/ds.h5" spacing=3,3,3 num_folds=2 seed=1
+run "$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" data="$T/ds.h5" run_dir="$T/ft" \
+    patch=16 embed_dim=24 depth=4 heads=2 mlp_dim=48 fold=0 steps=4 warmup=1 val_every=100 ckpt_every=4
+CKPT="$T/ft/ckpt_4.h5"
+[ -f "$CKPT" ] || fail "fine-tuning wrote no $CKPT"
+run "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 --out "$T/pred" --probs sw_overlap=0.25
+grep -E "case|done" "$T/last.log"
+run "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 --out "$T/plain" sw_overlap=0.25
+ls "$T/plain" | grep -q _probs && fail "infer without --probs wrote a probability file"
+
+"$PYTHON" - "$T" "$ROOT" <<'PY' || fail "python checks"
+import glob, math, os, sys
+import h5py, nibabel as nib, numpy as np, torch
+from scipy.special import erf
+T, ROOT = sys.argv[1], sys.argv[2]
+sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
+import alice_ref, unetr_ref  # noqa: E402
+
+ckpt_path = os.path.join(T, "ft", "ckpt_4.h5")
+with h5py.File(ckpt_path, "r") as f:
+    cfg = alice_ref.Cfg(alice_ref.parse_config_text(alice_ref._attr_text(f.attrs["config"])))
+    params = {}
+    f["params"].visititems(lambda n, o: params.__setitem__(n, np.array(o)) if isinstance(o, h5py.Dataset) else None)
+K = cfg.i("num_classes")
+ds = h5py.File(os.path.join(T, "ds.h5"), "r")
+
+
+def index_map(name):
+    """Original voxel -> flat packed index (-1 outside), nearest neighbour through
+    inv(affine) @ original_affine (docs/FORMAT.md), computed here independently of the C code."""
+    g = ds["cases"][name]
+    pdim = np.array(g["image"].shape)
+    odim = tuple(int(v) for v in g.attrs["original_shape"])
+    m = np.linalg.inv(np.array(g.attrs["affine"], dtype=np.float64)) @ np.array(g.attrs["original_affine"], dtype=np.float64)
+    ijk = np.indices(odim).reshape(3, -1).astype(np.float64)
+    p = np.floor(m[:3, :3] @ ijk + m[:3, 3:4] + 0.5).astype(np.int64)
+    inside = np.all((p >= 0) & (p < pdim[:, None]), axis=0)
+    flat = np.where(inside, (p[0] * pdim[1] + p[1]) * pdim[2] + p[2], -1)
+    return flat.reshape(odim), odim
+
+
+def starts(size, roi, overlap):
+    """MONAI _get_scan_interval + dense_patch_slices along one axis."""
+    interval = roi if roi == size else max(int(roi * (1 - overlap)), 1)
+    num = int(math.ceil(size / interval))
+    scan = next((d for d in range(num) if d * interval + roi >= size), None)
+    n = scan + 1 if scan is not None else 1
+    return [min(d * interval, size - roi) for d in range(n)]
+
+
+def importance(roi, sigma_scale=0.125):
+    """MONAI compute_importance_map(mode='gaussian'): an impulse at roi // 2 through
+    GaussianFilter(sigma = sigma_scale * roi, truncated = 4, approx = 'erf'), / max, clamped
+    from below by max(smallest non-zero, 1e-3)."""
+    axes = []
+    for r in roi:
+        sigma = sigma_scale * r
+        tail = int(max(sigma * 4.0, 0.5) + 0.5)
+        t = 0.70710678 / abs(sigma)
+        x = np.arange(r) - r // 2
+        k = np.clip(0.5 * (erf(t * (x + 0.5)) - erf(t * (x - 0.5))), 0, None)
+        axes.append(np.where(np.abs(x) <= tail, k, 0.0))
+    m = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
+    m = m / m.max()
+    return np.maximum(m, max(m[m > 0].min(), 1e-3))
+
+
+def reference_probs(name):
+    model = unetr_ref.UNETR(cfg).double()
+    own = dict(model.named_parameters())
+    assert set(own) == set(params), "checkpoint params differ from MONAI's UNETR names: %s" % (set(own) ^ set(params))
+    with torch.no_grad():
+        for n, p in own.items():
+            p.copy_(torch.from_numpy(params[n].astype(np.float64)))
+    lo, hi = float(cfg.s("window_lo")), float(cfg.s("window_hi"))
+    hu = np.array(ds["cases"][name]["image"]).astype(np.float32)
+    img = np.clip((hu - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0, 1).astype(np.float64)
+    roi = cfg.i3("crop")
+    overlap = 0.25
+    dim = img.shape
+    diff = [max(r - s, 0) for r, s in zip(roi, dim)]
+    pad = [(d // 2, d - d // 2) for d in diff]
+    x = np.pad(img, pad)
+    imp = importance(roi)
+    acc = np.zeros((K,) + x.shape)
+    cnt = np.zeros(x.shape)
+    wins = [(a, b, c) for a in starts(x.shape[0], roi[0], overlap)
+            for b in starts(x.shape[1], roi[1], overlap) for c in starts(x.shape[2], roi[2], overlap)]
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    with torch.no_grad():
+        for i in range(0, len(wins), 4):
+            chunk = wins[i:i + 4]
+            batch = np.stack([x[a:a + roi[0], b:b + roi[1], c:c + roi[2]] for a, b, c in chunk])[:, None]
+            out = model(torch.from_numpy(batch)).numpy()
+            for (a, b, c), o in zip(chunk, out):
+                acc[:, a:a + roi[0], b:b + roi[1], c:c + roi[2]] += o * imp
+                cnt[a:a + roi[0], b:b + roi[1], c:c + roi[2]] += imp
+    logits = (acc / cnt)[:, pad[0][0]:pad[0][0] + dim[0], pad[1][0]:pad[1][0] + dim[1], pad[2][0]:pad[2][0] + dim[2]]
+    e = np.exp(logits - logits.max(0))
+    return e / e.sum(0), len(wins)
+
+
+labels = sorted(p for p in glob.glob(os.path.join(T, "pred", "*.nii.gz")) if not p.endswith("_probs.nii.gz"))
+assert labels, "alice infer wrote no predictions"
+for n, lp in enumerate(labels):
+    name = os.path.basename(lp)[:-len(".nii.gz")]
+    pp = os.path.join(T, "pred", name + "_probs.nii.gz")
+    assert os.path.exists(pp), "no " + pp
+    li, pi = nib.load(lp), nib.load(pp)
+    src = nib.load(os.path.join(T, "ph", "imagesTr", name + "_0000.nii.gz"))
+    lab = np.asarray(li.dataobj)
+    assert pi.header.get_data_dtype() == np.float32, "%s: dtype %s" % (pp, pi.header.get_data_dtype())
+    assert pi.shape == lab.shape + (K,), "%s: shape %s, labels %s, K %d" % (pp, pi.shape, lab.shape, K)
+    assert np.array_equal(pi.affine, li.affine), "%s: affine\n%s\nlabels\n%s" % (pp, pi.affine, li.affine)
+    assert np.allclose(pi.affine, src.affine, atol=1e-4), "%s: affine differs from the source image" % pp
+    p = np.asarray(pi.dataobj)
+    assert p.min() >= 0.0 and p.max() <= 1.0, "%s: probabilities in [%g, %g]" % (pp, p.min(), p.max())
+    s = p.sum(-1, dtype=np.float64)
+    assert np.abs(s - 1).max() <= 1e-5, "%s: sums in [%.8f, %.8f]" % (pp, s.min(), s.max())
+    am = p.argmax(-1)
+    assert np.array_equal(am, lab), "%s: argmax differs from the labels at %d voxels" % (pp, (am != lab).sum())
+    plain = np.asarray(nib.load(os.path.join(T, "plain", name + ".nii.gz")).dataobj)
+    assert np.array_equal(plain, lab), "%s: labels differ with and without --probs" % name
+    top = p.max(-1)
+    assert top.min() < 0.5, "%s: not soft anywhere (smallest top probability %.3f)" % (pp, top.min())
+    flat, odim = index_map(name)
+    assert odim == lab.shape, "%s: original_shape %s, labels %s" % (name, odim, lab.shape)
+    out = flat < 0
+    if out.any():
+        onehot = np.zeros(K, np.float32); onehot[0] = 1
+        assert (p[out] == onehot).all(), "%s: voxels outside the packed box are not one-hot class 0" % pp
+    print("%s: probs %s float32, affine == labels, sums 1 +- %.1e, argmax == labels, top probability "
+          "%.3f..%.3f, %d voxels outside the packed box one-hot background"
+          % (name, pi.shape, np.abs(s - 1).max(), top.min(), top.max(), int(out.sum())))
+    if n == 0:
+        ref, nwin = reference_probs(name)
+        ref_orig = np.where(out[..., None], np.eye(K)[0], np.moveaxis(ref.reshape(K, -1)[:, np.maximum(flat, 0)], 0, -1))
+        err = np.abs(ref_orig - p).max()
+        agree = (ref_orig.argmax(-1) == lab).mean()
+        print("%s: PyTorch UNETR + numpy sliding window (%d windows, float64): max |probs - reference| "
+              "%.2e (bound 1e-4), labels agree on %.6f of the voxels" % (name, nwin, err, agree))
+        assert err <= 1e-4, "%s: probabilities differ from the reference by %.2e" % (name, err)
+print("ok: %d cases" % len(labels))
+PY
+echo "PASS"
