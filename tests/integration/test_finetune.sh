@@ -14,8 +14,8 @@ if ! "$PYTHON" -c 'import nibabel, numpy' 2>/dev/null; then echo "skip: $PYTHON 
 T=$(mktemp -d /tmp/alice_finetune.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-fail() { echo "FAIL: $*"; exit 1; }
-run() { echo "+ $*"; local rc=0; "$@" > "$T/last.log" 2>&1 || rc=$?; [ $rc -eq 0 ] || { tail -30 "$T/last.log"; fail "$1 $2 exited with $rc"; }; }
+# shellcheck source=../lib/steps.sh
+. "$ROOT/tests/lib/steps.sh"
 
 run "$ALICE" phantom --out "$T/ph" --cases 4 --size small --seed 5
 run "$ALICE" pack --input "$T/ph" --out "$T/ds.h5" spacing=3,3,3 num_folds=2 seed=1

@@ -39,6 +39,23 @@ static inline float *test_randn(uint64_t seed, uint32_t stream, size_t n, float 
     return x;
 }
 
+/* Every got[i] within rel * (scale ? scale[i] : |ref[i]|) + abs_tol of a double reference;
+ * counts the entries off and reports the worst one. */
+static inline void test_compare_ref(const char *what, const float *got, const double *ref,
+                                    const double *scale, size_t n, double rel, double abs_tol)
+{
+    size_t bad = 0, worst_i = 0;
+    double worst = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double tol = rel * (scale ? scale[i] : fabs(ref[i])) + abs_tol;
+        double r = fabs(got[i] - ref[i]) / tol;
+        if (!(r <= 1.0)) bad++;
+        if (!(r <= worst)) worst = r, worst_i = i;
+    }
+    TEST_CHECK(bad == 0, "%s: %zu of %zu entries off; worst %zu: got %.9g, expected %.9g", what,
+               bad, n, worst_i, n ? got[worst_i] : 0.0f, n ? ref[worst_i] : 0.0);
+}
+
 /* n copies of v; malloc'd. */
 static inline float *test_filled(size_t n, float v)
 {

@@ -18,6 +18,7 @@
 #include "models/pretrain_model.h"
 #include "models/unetr.h"
 #include "nn/transformer.h"
+#include "seg_batch.h"
 #include "test.h"
 
 enum { ARENA_ALIGN_BYTES = 256 };  /* nn/arena.c's alignment of every block */
@@ -172,8 +173,7 @@ static int compare_steps(const char *method)
 static int test_mae_step(void) { return compare_steps("mae"); }
 static int test_alice_step(void) { return compare_steps("alice"); }
 
-/* UNETR fine-tuning: its ViT encoder runs the same stacks; two classes and background (a box
- * and a slab over noise) so every class has voxels. */
+/* UNETR fine-tuning: its ViT encoder runs the same stacks (batch: tests/unit/seg_batch.h). */
 static const char *const unetr_tiny[][2] = {
     {"crop", "64,64,32"}, {"patch", "16"}, {"embed_dim", "24"}, {"depth", "4"}, {"heads", "2"},
     {"mlp_dim", "32"}, {"feature_size", "4"}, {"num_classes", "3"}, {"batch", "2"},
@@ -189,23 +189,12 @@ static SegLoss unetr_step(const char *precision, int perturb, float **grad, Unet
     config_set(&cfg, "precision", precision, "test", 0);
     UnetrModel m;
     unetr_init(&m, &cfg, backend_cpu(), cfg.batch, 1);
-    const int X = cfg.crop[0], Y = cfg.crop[1], Z = cfg.crop[2];
     const long V = unetr_crop_voxels(&m);
     float *img = xmalloc((size_t)m.B * V * sizeof(float));
     int32_t *lab = xmalloc((size_t)m.B * V * sizeof(int32_t));
+    test_box_slab_batch(img, lab, m.B, cfg.crop[0], cfg.crop[1], cfg.crop[2], 13);
     RngStream rng;
-    rng_init(&rng, 13, 0, 0, RNG_TEST);
-    for (int b = 0; b < m.B; b++)
-        for (int x = 0; x < X; x++)
-            for (int y = 0; y < Y; y++)
-                for (int z = 0; z < Z; z++) {
-                    const size_t i = (size_t)b * V + ((size_t)x * Y + y) * Z + z;
-                    const int box = x >= X / 4 + b && x < 3 * X / 4 && y >= Y / 4 &&
-                                    y < 3 * Y / 4 && z >= Z / 4 && z < 3 * Z / 4;
-                    const int slab = !box && z >= 3 * Z / 4;
-                    lab[i] = box ? 1 : (slab ? 2 : 0);
-                    img[i] = (box ? 0.8f : (slab ? 0.4f : 0.1f)) + 0.1f * rng_uniform(&rng);
-                }
+    rng_init(&rng, 17, 0, 0, RNG_TEST);
     if (perturb)
         for (size_t i = 0; i < m.ps.total; i++)
             m.ps.data[i] *= 1.0f + (2.0f * rng_uniform(&rng) - 1.0f) / 512.0f;

@@ -86,16 +86,7 @@ static double bf16_ulp(double a)
 static void compare_f32(const char *what, const float *got, const double *ref, const double *scale,
                         size_t n)
 {
-    size_t bad = 0, worst_i = 0;
-    double worst = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        double tol = REL * (scale ? scale[i] : fabs(ref[i])) + ABS;
-        double r = fabs(got[i] - ref[i]) / tol;
-        if (!(r <= 1.0)) bad++;
-        if (!(r <= worst)) worst = r, worst_i = i;
-    }
-    TEST_CHECK(bad == 0, "%s: %zu of %zu entries off; worst %zu: got %.9g, expected %.9g", what,
-               bad, n, worst_i, got[worst_i], ref[worst_i]);
+    test_compare_ref(what, got, ref, scale, n, REL, ABS);
 }
 
 /* Compares a bf16 output with a double reference: fp32 bound plus half a bf16 ulp. */

@@ -30,6 +30,7 @@
 #include "models/unetr.h"
 #include "ops/gpu_device.h"
 #include "train/optim.h"
+#include "seg_batch.h"
 #include "test.h"
 
 static const char *const small[][2] = {
@@ -209,8 +210,7 @@ static int test_alice_bf16_fused_attention(void)
 
 /* A UNETR fine-tuning step (ViT, convolutions, instance norms, transposed convolutions, leaky
  * ReLU, channel concat, DiceCE) from the same weights and batch: ce, dice and every parameter
- * gradient, at the tolerances of the pre-training step. Two classes plus background drawn as
- * a box and a slab over noise, as in test_unetr_grad, so every class has voxels. */
+ * gradient, at the tolerances of the pre-training step, on tests/unit/seg_batch.h's batch. */
 static const char *const unetr_small[][2] = {
     {"crop", "32,32,16"}, {"patch", "16"}, {"embed_dim", "24"}, {"depth", "4"}, {"heads", "2"},
     {"mlp_dim", "32"}, {"feature_size", "4"}, {"num_classes", "3"}, {"batch", "2"},
@@ -232,23 +232,10 @@ static int test_unetr_step(void)
     float *w = download_all(cpu, mc.ps.data, total);
     gpu->upload(mg.ps.data, w, total * sizeof(float));
 
-    const int X = cfg.crop[0], Y = cfg.crop[1], Z = cfg.crop[2];
     const long V = unetr_crop_voxels(&mc);
     float *img = xmalloc((size_t)mc.B * V * sizeof(float));
     int32_t *lab = xmalloc((size_t)mc.B * V * sizeof(int32_t));
-    RngStream rng;
-    rng_init(&rng, 13, 0, 0, RNG_TEST);
-    for (int b = 0; b < mc.B; b++)
-        for (int x = 0; x < X; x++)
-            for (int y = 0; y < Y; y++)
-                for (int z = 0; z < Z; z++) {
-                    const size_t i = (size_t)b * V + ((size_t)x * Y + y) * Z + z;
-                    const int box = x >= X / 4 + b && x < 3 * X / 4 && y >= Y / 4 &&
-                                    y < 3 * Y / 4 && z >= Z / 4 && z < 3 * Z / 4;
-                    const int slab = !box && z >= 3 * Z / 4;
-                    lab[i] = box ? 1 : (slab ? 2 : 0);
-                    img[i] = (box ? 0.8f : (slab ? 0.4f : 0.1f)) + 0.1f * rng_uniform(&rng);
-                }
+    test_box_slab_batch(img, lab, mc.B, cfg.crop[0], cfg.crop[1], cfg.crop[2], 13);
     unetr_set_batch(&mc, img, lab);
     unetr_set_batch(&mg, img, lab);
     SegLoss lc = unetr_forward_backward(&mc);

@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "core/rng.h"
 #include "models/unetr.h"
+#include "seg_batch.h"
 #include "test.h"
 
 static const char *const tiny[][2] = {
@@ -41,19 +42,9 @@ static int test_unetr_gradients(void)
     const long D = unetr_crop_voxels(&m);
     float *img = xmalloc((size_t)m.B * D * sizeof(float));
     int32_t *lab = xmalloc((size_t)m.B * D * sizeof(int32_t));
+    test_box_slab_batch(img, lab, m.B, 32, 16, 16, 11);
     RngStream rng;
-    rng_init(&rng, 11, 0, 0, RNG_TEST);
-    /* A bright box of class 1 and a dim slab of class 2 over noise, so every class exists. */
-    for (int b = 0; b < m.B; b++)
-        for (int x = 0; x < 32; x++)
-            for (int y = 0; y < 16; y++)
-                for (int z = 0; z < 16; z++) {
-                    size_t i = (size_t)b * D + ((size_t)x * 16 + y) * 16 + z;
-                    int box = x >= 8 + b && x < 20 && y >= 4 && y < 12 && z >= 3 && z < 11;
-                    int slab = !box && z >= 12;
-                    lab[i] = box ? 1 : (slab ? 2 : 0);
-                    img[i] = (box ? 0.8f : (slab ? 0.4f : 0.1f)) + 0.1f * rng_uniform(&rng);
-                }
+    rng_init(&rng, 12, 0, 0, RNG_TEST);
     unetr_set_batch(&m, img, lab);
     ParamSet *ps = &m.ps;
     SegLoss l = unetr_forward_backward(&m);
