@@ -49,6 +49,8 @@ int dataset_find_case(const Dataset *ds, const char *name);
 /* Whole case into out (allocates out->image and, when the case has one, out->label; free
  * with volume_free). */
 void dataset_read_case(Dataset *ds, int i, Volume *out);
+/* Same, with the image and label buffers from alloc (NULL: xmalloc). */
+void dataset_read_case_alloc(Dataset *ds, int i, Volume *out, VolumeAllocFn alloc);
 /* Box [lo, lo + size) of a case's packed grid; the box must lie inside the grid. image gets
  * size[0]*size[1]*size[2] int16 in C order; label likewise (pass NULL to skip it; it must be
  * NULL for a case without a label). Reads only the chunks it needs. */

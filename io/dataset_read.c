@@ -208,7 +208,9 @@ void dataset_read_box(Dataset *ds, int i, const int lo[3], const int size[3], in
     pthread_mutex_unlock(&h5_lock);
 }
 
-void dataset_read_case(Dataset *ds, int i, Volume *out)
+void dataset_read_case(Dataset *ds, int i, Volume *out) { dataset_read_case_alloc(ds, i, out, NULL); }
+
+void dataset_read_case_alloc(Dataset *ds, int i, Volume *out, VolumeAllocFn alloc)
 {
     const DatasetCase *c = dataset_case(ds, i);
     memset(out, 0, sizeof *out);
@@ -216,8 +218,8 @@ void dataset_read_case(Dataset *ds, int i, Volume *out)
     memcpy(out->spacing, c->spacing, sizeof out->spacing);
     memcpy(out->affine, c->affine, sizeof out->affine);
     const size_t n = volume_voxels(out);
-    out->image = xmalloc(n * sizeof(int16_t));
-    out->label = c->has_label ? xmalloc(n) : NULL;
+    out->image = volume_alloc_with(alloc, n * sizeof(int16_t));
+    out->label = c->has_label ? volume_alloc_with(alloc, n) : NULL;
     const int lo[3] = {0, 0, 0};
     dataset_read_box(ds, i, lo, c->dim, out->image, out->label);
 }

@@ -25,16 +25,16 @@ static const char *memory_name(void *ctx, int i) { return ((MemorySource *)ctx)-
 static int memory_fold(void *ctx, int i) { return ((MemorySource *)ctx)->folds[i]; }
 static int memory_has_label(void *ctx, int i) { return ((MemorySource *)ctx)->volumes[i].label != NULL; }
 
-static void memory_read(void *ctx, int i, Volume *out)
+static void memory_read(void *ctx, int i, Volume *out, VolumeAllocFn alloc)
 {
     const Volume *v = &((MemorySource *)ctx)->volumes[i];
     size_t n = volume_voxels(v);
     *out = *v;
-    out->image = xmalloc(n * sizeof *out->image);
+    out->image = volume_alloc_with(alloc, n * sizeof *out->image);
     memcpy(out->image, v->image, n * sizeof *out->image);
     out->label = NULL;
     if (v->label) {
-        out->label = xmalloc(n);
+        out->label = volume_alloc_with(alloc, n);
         memcpy(out->label, v->label, n);
     }
 }
@@ -284,22 +284,15 @@ static void check_label_range(const Loader *L, int i, const Volume *v)
                   top, L->opt.num_classes - 1);
 }
 
-/* data_on_gpu: the volume moves to pinned memory here, in the thread that read it, so its
- * upload to the GPU is a DMA the rendering thread only queues. */
-static void pin_volume(const Loader *L, int i, Volume *v)
+/* data_on_gpu: cases are read straight into pinned memory (in the thread that reads them), so
+ * a volume's upload to the GPU is a DMA the rendering thread only queues, with no copy. */
+static void *pinned_volume_alloc(size_t bytes)
 {
-    const size_t n = volume_voxels(v);
-    int16_t *image = gpu_pinned_alloc(n * sizeof *image);
-    uint8_t *label = v->label ? gpu_pinned_alloc(n) : NULL;
-    if (!image || (v->label && !label))
-        alice_die("case '%s': no pinned host memory for its %.0f MiB volume; lower cache_mb (the "
-                  "host volume cache is pinned with data_device = gpu)",
-                  L->src.case_name(L->src.ctx, i), n * 3.0 / 1048576.0);
-    memcpy(image, v->image, n * sizeof *image);
-    if (label) memcpy(label, v->label, n);
-    volume_free(v);
-    v->image = image;
-    v->label = label;
+    void *p = gpu_pinned_alloc(bytes);
+    if (!p)
+        alice_die("no pinned host memory for a %.0f MiB volume buffer; lower cache_mb (the host "
+                  "volume cache is pinned with data_device = gpu)", bytes / 1048576.0);
+    return p;
 }
 
 static CacheEntry *cache_acquire(Loader *L, int i)
@@ -321,13 +314,12 @@ static CacheEntry *cache_acquire(Loader *L, int i)
     Volume v;
     memset(&v, 0, sizeof v);
     LOCK(&L->io_lock);
-    L->src.read_case(L->src.ctx, i, &v);
+    L->src.read_case(L->src.ctx, i, &v, L->opt.data_on_gpu ? pinned_volume_alloc : NULL);
     UNLOCK(&L->io_lock);
     ALICE_ASSERT(v.image && v.dim[0] > 0 && v.dim[1] > 0 && v.dim[2] > 0,
                  "case %d (%s) came back empty from the data source", i,
                  L->src.case_name(L->src.ctx, i));
     if (L->opt.mode == LOADER_FINETUNE) check_label_range(L, i, &v);
-    if (L->opt.data_on_gpu) pin_volume(L, i, &v);
     /* Per-case summaries are computed once, outside every lock. */
     LabelIndex labels = {0};
     void *summary = NULL;
@@ -680,7 +672,7 @@ static void upload_refs_release_done(Loader *L)
  * The rendering thread issues them, not the prefetch threads: it owns the GPU volume cache and
  * the backend allocator (neither is thread-safe, and a mutex-guarded second path would need its
  * own eviction protocol), and queuing a DMA from a volume already in pinned memory costs it
- * microseconds -- the copy into pinned memory, the part that takes time, was made by the
+ * microseconds -- the read into pinned memory, the part that takes time, was made by the
  * thread that read the case. It runs before the model launches step `step`, whose loss
  * download later blocks the host: issued after that, the uploads could not overlap it. */
 static void gpu_prefetch_volumes(Loader *L, long step)

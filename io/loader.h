@@ -41,14 +41,15 @@
 #include "data/matcher.h"
 #include "volume.h"
 
-/* Where cases come from. read_case fills *out with buffers the loader then owns (malloc). */
+/* Where cases come from. read_case fills *out with buffers the loader then owns, allocated by
+ * alloc (NULL: xmalloc; io/volume.h). */
 typedef struct {
     void *ctx;
     int num_cases;
     const char *(*case_name)(void *ctx, int i);
     int (*case_fold)(void *ctx, int i);     /* fold assigned at pack time */
     int (*case_has_label)(void *ctx, int i);
-    void (*read_case)(void *ctx, int i, Volume *out);
+    void (*read_case)(void *ctx, int i, Volume *out, VolumeAllocFn alloc);
     void (*close)(void *ctx);
 } LoaderSource;
 
@@ -86,7 +87,7 @@ typedef struct {
      * batch buffers (PretrainBatch/FinetuneBatch.on_device), bit for bit the CPU crops except
      * gamma (device powf, within 2 ulp). A case larger than gpu_cache_bytes is cropped on the
      * host and uploaded. Host batch buffers default to pinned memory then, and so do the
-     * cached host volumes (copied to pinned memory by the thread that reads them), so volume
+     * cached host volumes (read straight into pinned memory by the thread that reads them), so volume
      * uploads are DMAs on an upload stream: the volumes of the prepared steps s+1 ...
      * s+prefetch are uploaded while step s computes (io/gpu_volume_cache.h). */
     int data_on_gpu;

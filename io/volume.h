@@ -15,6 +15,14 @@ typedef struct {
     uint8_t *label;          /* organ ids, or NULL when the case has no label */
 } Volume;
 
+/* Allocates the buffers of a volume being read; NULL (the function pointer) means xmalloc. The
+ * loader passes pinned host memory (data_device = gpu) so a case read from disk is uploaded by
+ * DMA from where it was read, without a copy. It ends the job with a clear error itself when
+ * it cannot allocate. */
+typedef void *(*VolumeAllocFn)(size_t bytes);
+/* alloc, or xmalloc (ends the job when out of memory) when alloc is NULL. */
+void *volume_alloc_with(VolumeAllocFn alloc, size_t bytes);
+
 static inline size_t volume_voxels(const Volume *v)
 {
     return (size_t)v->dim[0] * (size_t)v->dim[1] * (size_t)v->dim[2];

@@ -72,7 +72,7 @@ int cmd_match(int argc, char **argv)
     int labelled = 0;
     for (int i = 0; i < src.num_cases; i++) {
         if (!src.case_has_label(src.ctx, i)) continue;
-        src.read_case(src.ctx, i, &vols[labelled++]);
+        src.read_case(src.ctx, i, &vols[labelled++], NULL);
     }
     if (labelled < 2)
         alice_die("alice match --eval: %s has %d labelled case(s); the evaluation needs at least 2 "

@@ -83,7 +83,7 @@ ProbeResult probe_knn(const Config *cfg, const char *checkpoint, int cases, int 
     for (int c = 0; c < src.num_cases && used < cases; c++) {
         if (!src.case_has_label(src.ctx, c)) continue;
         Volume v;
-        src.read_case(src.ctx, c, &v);
+        src.read_case(src.ctx, c, &v, NULL);
         for (int j = 0; j < crops_per_case; j++) {
             RngStream rng;
             rng_init(&rng, (uint64_t)cfg->seed, 0, (uint32_t)(c * crops_per_case + j), RNG_CROP);

@@ -34,11 +34,11 @@ static int src_has_label(void *ctx, int i)
     SourceCtx *s = ctx;
     return s->ds ? dataset_case(s->ds, i)->has_label : s->mem.case_has_label(s->mem.ctx, i);
 }
-static void src_read(void *ctx, int i, Volume *out)
+static void src_read(void *ctx, int i, Volume *out, VolumeAllocFn alloc)
 {
     SourceCtx *s = ctx;
-    if (s->ds) dataset_read_case(s->ds, i, out);
-    else s->mem.read_case(s->mem.ctx, i, out);
+    if (s->ds) dataset_read_case_alloc(s->ds, i, out, alloc);
+    else s->mem.read_case(s->mem.ctx, i, out, alloc);
 }
 static void src_close(void *ctx)
 {

@@ -11,7 +11,9 @@
  *   - a volume freed while a queued kernel still reads it;
  *   - pinned host memory freed, or changed, while a queued copy still reads it (each copy
  *     hashes its source when queued and again when it runs);
- *   - a batch read (downloaded, as the model's copy) before its upload.
+ *   - a batch read (downloaded, as the model's copy) before its upload;
+ *   - an asynchronous copy from pageable memory (on a GPU it would not overlap: every volume
+ *     and batch must be read or made in pinned memory in the first place).
  * Device buffers are poisoned (NaN / -1), the "kernel" renders each recipe with
  * crop_recipe_render_cpu, the per-voxel code the CUDA kernel runs. Everything else is the real
  * loader: recipes made by the prefetch threads, pinned host volumes, the GPU volume cache with
@@ -51,6 +53,7 @@ static const char *const device_names[DEVICE_MODES] = {"lazy", "eager", "copy-ah
 
 /* Ordering errors the emulation saw. */
 static long g_early_reads, g_freed_in_use, g_pinned_freed_in_use, g_source_changed, g_stuck;
+static long g_pageable_async;
 
 struct GpuEvent { long recorded, completed; };
 
@@ -274,6 +277,9 @@ void gpu_data_upload_async(void *dst, const void *src, size_t bytes)
 void gpu_data_upload_on(GpuStream s, void *dst, const void *src, size_t bytes)
 {
     ENTER();
+    const Buffer *pinned = find_buffer(g_pinned, src);
+    if (!pinned || (const char *)src + bytes > (const char *)pinned->p + pinned->bytes)
+        g_pageable_async++;
     push(s, (Op){OP_COPY, dst, src, bytes, fnv1a(src, bytes), NULL, 0, NULL, 0});
     LEAVE();
 }
@@ -370,16 +376,19 @@ void gpu_volume_free(void *ptr, size_t bytes)
 
 static long ordering_errors(void)
 {
-    return g_early_reads + g_freed_in_use + g_pinned_freed_in_use + g_source_changed + g_stuck;
+    return g_early_reads + g_freed_in_use + g_pinned_freed_in_use + g_source_changed + g_stuck +
+           g_pageable_async;
 }
 
 static void report_ordering_errors(const char *what)
 {
     TEST_CHECK(ordering_errors() == 0, "%s: %ld crops read a volume before its upload, %ld volumes "
                "freed under a queued kernel, %ld pinned buffers freed under a queued copy, %ld "
-               "copy sources changed before the copy ran, %ld waits on events nothing completes",
-               what, g_early_reads, g_freed_in_use, g_pinned_freed_in_use, g_source_changed, g_stuck);
+               "copy sources changed before the copy ran, %ld waits on events nothing completes, "
+               "%ld asynchronous copies from pageable memory", what, g_early_reads, g_freed_in_use,
+               g_pinned_freed_in_use, g_source_changed, g_stuck, g_pageable_async);
     g_early_reads = g_freed_in_use = g_pinned_freed_in_use = g_source_changed = g_stuck = 0;
+    g_pageable_async = 0;
 }
 
 /* ---- the test ------------------------------------------------------------------------------ */
