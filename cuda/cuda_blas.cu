@@ -15,7 +15,11 @@
  * bf16 activations (backend.h, "bf16 activations"): bf16 inputs go to cuBLASLt as they are (no
  * rounding pass) and the output D may be bf16 too (the plan key carries the output type): the
  * fp32 accumulator, plus the bias, is rounded once by the epilogue. A bf16 D takes its bias in
- * bf16 (cuBLASLt's bias type is the output type), i.e. the bias's bf16 weight copy. */
+ * bf16 (cuBLASLt's bias type is the output type), i.e. the bias's bf16 weight copy.
+ *
+ * Epilogues: the bias is fused; GELU is not. cuBLASLt's GELU epilogues compute the tanh
+ * approximation of GELU (PyTorch routes only approximate='tanh' to them), while MONAI's
+ * blocks, and so this model, use the exact erf form; GELU stays its own kernel. */
 #include <cuda_bf16.h>
 #include <stdint.h>
 #include <string.h>
@@ -85,6 +89,13 @@ static cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int col
     return l;
 }
 
+/* cuBLASLt's alignment preferences cover A, B, C and D but not the epilogue's bias vector, so
+ * the heuristic may pick a kernel that loads the bias 16 bytes at a time; a bias that is a
+ * slice of a larger buffer at a 4-byte offset would then fault ("misaligned address"). Such a
+ * bias is added by its own kernel instead (parameter tensors are 64-byte aligned, so the
+ * model's linear layers always fuse). */
+enum { kFusedBiasAlignBytes = 16 };
+
 static void build_plan(GemmPlan *p, const GemmKey *k)
 {
     CudaContext *ctx = cuda_context();
@@ -108,6 +119,14 @@ static void build_plan(GemmPlan *p, const GemmKey *k)
                                                     sizeof epi));
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
             p->op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type, sizeof bias_type));
+        /* The heuristic reads the bias pointer's VALUE for its alignment (cublasLt.h); unset
+         * (NULL) it counts as aligned to anything and may pick a kernel that faults on a bias
+         * aligned to only 16 bytes (e.g. a bf16 weight copy at a tensor's offset). A stand-in
+         * of exactly the guaranteed alignment (never dereferenced; the real one is set before
+         * every cublasLtMatmul) keeps the choice valid for every bias this plan is used with. */
+        const void *bias_hint = (const void *)(uintptr_t)kFusedBiasAlignBytes;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                    &bias_hint, sizeof bias_hint));
     }
     /* Stored shapes in column-major terms (see the file comment). */
     p->layout_a = make_layout(in_type, k->transB ? k->K : k->N, k->transB ? k->N : k->K, k->ldb,
@@ -199,13 +218,6 @@ static __global__ void bias_round_kernel(__nv_bfloat16 *C, int ldc, long strideC
         C[b * strideC + r * ldc + c] = narrow_to<__nv_bfloat16>(C32[i] + widen(bias[c]));
     }
 }
-
-/* cuBLASLt's alignment preferences cover A, B, C and D but not the epilogue's bias vector, so
- * the heuristic may pick a kernel that loads the bias 16 bytes at a time; a bias that is a
- * slice of a larger buffer at a 4-byte offset would then fault ("misaligned address"). Such a
- * bias is added by its own kernel instead (parameter tensors are 64-byte aligned, so the
- * model's linear layers always fuse). */
-enum { kFusedBiasAlignBytes = 16 };
 
 /* K = 0 (an empty sum): C_i = beta C_i, plus the bias. */
 template <typename T>

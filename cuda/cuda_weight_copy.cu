@@ -32,6 +32,14 @@ void gpu_set_weight_copies(int enabled)
     for (int i = 0; i < g_map.count; i++) g_map.entry[i].current = 0;
 }
 
+unsigned long long gpu_weight_copy_bytes(void)
+{
+    unsigned long long bytes = 0;
+    for (int i = 0; i < g_map.count; i++)
+        if (g_map.entry[i].copy) bytes += g_map.entry[i].floats * sizeof(__nv_bfloat16);
+    return bytes;
+}
+
 void cuda_weights_hint(const float *data, size_t n)
 {
     if (data && n) weight_copy_map_add(&g_map, data, n);

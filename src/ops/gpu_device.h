@@ -18,6 +18,9 @@ void gpu_set_math(int allow_tf32, int bf16_gemm);
  * weight change, instead of rounding the weights again in every GEMM (on by default; off only
  * to measure it: config key bf16_weight_copy). Results are the same either way. */
 void gpu_set_weight_copies(int enabled);
+/* Bytes of the bf16 weight copies made so far (0 without CUDA): copies exist only once a bf16
+ * GEMM has read a weight buffer. */
+unsigned long long gpu_weight_copy_bytes(void);
 
 /* Attention kernel of the CUDA backend (config key attention_kernel). GEMM: batched GEMMs
  * with the probabilities [B, H, Tq, Tk] materialised and saved for backward. FUSED: tiled

@@ -10,6 +10,8 @@ int gpu_device_count(void) { return 0; }
 void gpu_set_math(int allow_tf32, int bf16_gemm) { (void)allow_tf32; (void)bf16_gemm; }
 
 void gpu_set_weight_copies(int enabled) { (void)enabled; }
+
+unsigned long long gpu_weight_copy_bytes(void) { return 0; }
 unsigned long long gpu_peak_bytes(void) { return 0; }
 void gpu_set_attention(int kernel) { (void)kernel; }
 void gpu_set_collective_timeout(double seconds) { (void)seconds; }

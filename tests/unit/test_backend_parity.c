@@ -959,15 +959,20 @@ static void same_bits(const float *x, const float *w, const float *p, float *y, 
 static int test_bf16_weight_copies(void)
 {
     const int rows = 64, in = 96, out = 80;
-    const size_t n = (size_t)out * in, second = 16 * 1000;  /* 16-float aligned, as params */
+    const size_t n = (size_t)out * in, second = 16 * 1001;  /* as params: 64 B, bf16 32 B */
     float *weights = gpu->alloc((second + n) * sizeof(float));
     gpu->weights_hint(weights, second + n);
     Pair init = input(second + n), src = input(n), x = input((size_t)rows * in);
-    Pair m = pair_make(4 * n, INIT_UNIFORM, -0.1f, 0.1f), v = pair_make(4 * n, INIT_UNIFORM, 0, 0.01f);
+    Pair m = pair_make(2 * n, INIT_UNIFORM, -0.1f, 0.1f), v = pair_make(2 * n, INIT_UNIFORM, 0, 0.01f);
     Pair fresh = input(n), y = output((size_t)rows * out), dx = output((size_t)rows * in);
     float *plain = gpu->alloc(n * sizeof(float));
+    /* AdamW moves each tensor by its own moments: both tensors' moments must start equal (they
+     * then stay equal, as both get the same updates), or the weights themselves differ. */
+    gpu->copy(m.g + n, m.g, n * sizeof(float));
+    gpu->copy(v.g + n, v.g, n * sizeof(float));
     gpu_set_math(0, 1);
     gpu_set_weight_copies(1);
+    const unsigned long long copies_before = gpu_weight_copy_bytes();
     const size_t offsets[2] = {0, second};
     for (int t = 0; t < 2; t++) {
         float *w = weights + offsets[t];
@@ -976,6 +981,10 @@ static int test_bf16_weight_copies(void)
         char what[96];
         snprintf(what, sizeof what, "registration (tensor at offset %zu)", offsets[t]);
         same_bits(x.g, w, plain, y.g, dx.g, rows, in, out, what);
+        /* The registered run really read a copy (else equal bits would prove nothing). */
+        TEST_CHECK(gpu_weight_copy_bytes() - copies_before == (second + n) * 2,
+                   "bf16 weight copies: %llu bytes made, expected %zu (one copy of the buffer)",
+                   gpu_weight_copy_bytes() - copies_before, (second + n) * 2);
         for (int k = 0; k < WRITE_COUNT; k++) {
             write_both((enum WeightWrite)k, w, plain, src.g, m.g, v.g, m.g + n, v.g + n,
                        fresh.host, n, 1 + k);
@@ -992,6 +1001,8 @@ static int test_bf16_weight_copies(void)
     }
     gpu_set_math(0, 0);
     gpu->weights_forget(weights);
+    TEST_CHECK(gpu_weight_copy_bytes() == copies_before, "weights_forget left %llu bytes of copies",
+               gpu_weight_copy_bytes() - copies_before);
     gpu->release(weights);
     gpu->release(plain);
     pair_free(&init); pair_free(&src); pair_free(&x); pair_free(&m); pair_free(&v);
