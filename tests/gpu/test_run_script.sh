@@ -293,6 +293,22 @@ check "figures: SKIP_CHECKS lists the checks as skipped" grep -q '^overlap on = 
 check "figures: summary counts the missed target" \
   bash -c "tail -1 '$W/run3.out' | grep -q 'every check that ran passed; performance targets missed: 1'"
 
+# ---- 6. the bf16 step fails (new bf16 activations): the targets come from bf16-gemm-only ----
+sed 's/^s=0.5; case "\$\*" in/case "$*" in *precision=bf16*bf16_activations=0*) ;; *precision=bf16*) echo "alice: error: cuBLASLt refused"; exit 1 ;; esac\ns=0.5; case "$*" in/' \
+  "$F/fake_alice" > "$F/fake_alice_bf16_fails"
+sed -i "s#cp \"$F/fake_alice\" \"\\\$t\"#cp \"\\\${FAKE_ALICE:-$F/fake_alice}\" \"\\\$t\"#" "$F/make"
+PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
+  BUILD="$W/build-fb" BIN="$W/bin-fb" PACK_DIR="$W/out4" TORCH_PYTHON="$F/fake_torch_python" BUDGET_S=200 \
+  FAKE_ALICE="$F/fake_alice_bf16_fails" \
+  SKIP_CHECKS='^(op parity|step parity|cuda end|all-reduce|async|overlap|gpu crops|nccl|linear|attention|phantom|train|loader|op bench|torch step (compile|eager fp32|eager bf16 sdpa)|alice step (tf32|fp32|bf16-fused|bf16-no))' \
+  timeout 150 bash tests/gpu/run.sh "$W/logs4" > "$W/run4.out" 2>&1
+check "fallback: the failing bf16 step is a FAIL row" grep -q '^alice step bf16 .* FAIL .*cuBLASLt refused' "$W/run4.out"
+check "fallback: bf16-gemm-only runs at once" grep -q '^alice step bf16-gemm-only .* ok .*200.0 ms/step' "$W/run4.out"
+check "fallback: the throughput target uses it and says so" \
+  grep -q '^alice bf16 / torch eager bf16 .* ok .*2.00x throughput.*from alice step bf16-gemm-only' "$W/run4.out"
+check "fallback: the MFU target uses it and says so" grep -q '^alice bf16 MFU .* miss .*from alice step bf16-gemm-only' "$W/run4.out"
+check "fallback: bf16-gemm-only runs once" test "$(grep -c '^alice step bf16-gemm-only' "$W/run4.out")" = 1
+
 if [ $fails -gt 0 ]; then
   echo "$fails check(s) failed; logs:"; for f in "$W"/*.log "$W"/run*.out; do echo "--- $f"; tail -15 "$f"; done
   exit 1
