@@ -319,9 +319,11 @@ grep -rq 'gpu_set_math' src --include='*.c' --exclude='gpu_stub.c' && math_modes
 # bf16 activations are new and unmeasured: if that step failed, the targets are taken from
 # the step with fp32 activations (bf16 GEMM operands only) rather than not at all.
 target_label=bf16
+gemm_only_ran=0
 if [ $math_modes = 1 ] && [ -z "${samples_per_s[alice_bf16]:-}" ] &&
    grep -q bf16_activations src/core/config_keys.c; then
   alice_step bf16-gemm-only precision=bf16 tf32=1 bf16_activations=0
+  gemm_only_ran=1
   [ -n "${samples_per_s[alice_bf16-gemm-only]:-}" ] && target_label=bf16-gemm-only
 fi
 torch_step "eager bf16" bf16 0 150
@@ -433,7 +435,7 @@ fi
 # What bf16 activations buy: the same step with fp32 activations and bf16 GEMM operands only
 # (already run above when the bf16 step failed).
 [ $math_modes = 1 ] && grep -q bf16_activations src/core/config_keys.c &&
-  [ $target_label = bf16 ] && alice_step bf16-gemm-only precision=bf16 tf32=1 bf16_activations=0
+  [ $gemm_only_ran = 0 ] && alice_step bf16-gemm-only precision=bf16 tf32=1 bf16_activations=0
 
 # ---- paper configuration trained from a data set: crops on the host vs on the GPU ----
 # The data set and the runs (whose last step writes a ViT-B checkpoint) go to a scratch

@@ -308,6 +308,17 @@ check "fallback: the throughput target uses it and says so" \
   grep -q '^alice bf16 / torch eager bf16 .* ok .*2.00x throughput.*from alice step bf16-gemm-only' "$W/run4.out"
 check "fallback: the MFU target uses it and says so" grep -q '^alice bf16 MFU .* miss .*from alice step bf16-gemm-only' "$W/run4.out"
 check "fallback: bf16-gemm-only runs once" test "$(grep -c '^alice step bf16-gemm-only' "$W/run4.out")" = 1
+# ... also when it fails too (a failing step is not run twice)
+sed 's/\*precision=bf16\*bf16_activations=0\*) ;;/*precision=bf16*bf16_activations=0*) echo "alice: error: also refused"; exit 1 ;;/' \
+  "$F/fake_alice_bf16_fails" > "$F/fake_alice_both_fail"
+PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
+  BUILD="$W/build-fb2" BIN="$W/bin-fb2" PACK_DIR="$W/out5" TORCH_PYTHON="$F/fake_torch_python" BUDGET_S=200 \
+  FAKE_ALICE="$F/fake_alice_both_fail" \
+  SKIP_CHECKS='^(op parity|step parity|cuda end|all-reduce|async|overlap|gpu crops|nccl|linear|attention|phantom|train|loader|op bench|torch step (compile|eager fp32|eager bf16 sdpa)|alice step (tf32|fp32|bf16-fused|bf16-no))' \
+  timeout 150 bash tests/gpu/run.sh "$W/logs5" > "$W/run5.out" 2>&1
+check "fallback: a failing bf16-gemm-only runs once" \
+  bash -c "test \"\$(grep -c '^alice step bf16-gemm-only .* FAIL' '$W/run5.out')\" = 1"
+check "fallback: both failing, the targets are skipped" grep -q '^alice bf16 MFU .* skip' "$W/run5.out"
 
 if [ $fails -gt 0 ]; then
   echo "$fails check(s) failed; logs:"; for f in "$W"/*.log "$W"/run*.out; do echo "--- $f"; tail -15 "$f"; done
