@@ -16,6 +16,7 @@
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #include <nccl.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "cuda/cuda_context.h"
@@ -193,15 +194,26 @@ int nccl_watch_rank(void) { return g_rank; }
 
 cudaStream_t nccl_watch_comm_stream(void) { return g_comm_stream_ready ? g_comm_stream : NULL; }
 
+/* Orders the query of the communicator against its abort: a host thread that passed the
+ * "communicator exists" check must not query it while another thread aborts (frees) it. */
+static pthread_mutex_t g_watch_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int nccl_watch_async_error(char *detail, size_t detail_bytes)
 {
-    if (g_transport != TRANSPORT_NCCL) return 0;
+    pthread_mutex_lock(&g_watch_lock);
+    if (g_transport != TRANSPORT_NCCL) {
+        pthread_mutex_unlock(&g_watch_lock);
+        return 0;
+    }
     ncclResult_t async = ncclSuccess;
     /* A failing query is reported like the error it failed to read: the wait aborts. */
     const ncclResult_t queried = ncclCommGetAsyncError(g_comm, &async);
     if (queried != ncclSuccess) async = queried;
     /* ncclInProgress belongs to non-blocking communicators still initialising: not a failure. */
-    if (async == ncclSuccess || async == ncclInProgress) return 0;
+    if (async == ncclSuccess || async == ncclInProgress) {
+        pthread_mutex_unlock(&g_watch_lock);
+        return 0;
+    }
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 13, 0)
     const char *last = ncclGetLastError(g_comm);
 #else
@@ -209,6 +221,7 @@ int nccl_watch_async_error(char *detail, size_t detail_bytes)
 #endif
     snprintf(detail, detail_bytes, "%s%s%s", ncclGetErrorString(async),
              last && *last ? ": " : "", last ? last : "");
+    pthread_mutex_unlock(&g_watch_lock);
     return (int)async;
 }
 
@@ -219,9 +232,11 @@ void nccl_watch_abort(void)
     static int abort_claimed;
     if (__atomic_exchange_n(&abort_claimed, 1, __ATOMIC_ACQ_REL)) return;
     /* Forget the communicator first: whatever happens next (the fatal error's exit), nothing
-     * may use or destroy it again. Its own result is not checked: a failure here must not hide
-     * the error being reported. */
+     * may use or destroy it again; the lock waits out a query in flight. Its own result is not
+     * checked: a failure here must not hide the error being reported. */
+    pthread_mutex_lock(&g_watch_lock);
     g_transport = TRANSPORT_NONE;
+    pthread_mutex_unlock(&g_watch_lock);
     (void)ncclCommAbort(g_comm);
 }
 
