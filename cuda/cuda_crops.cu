@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cuda/cuda_context.h"
 #include "cuda/cuda_kernels.cuh"
@@ -18,6 +19,12 @@
  * path touches it, in stream order, so one buffer serves consecutive batches. */
 static CropRecipe *g_recipes;
 static int g_recipe_capacity;
+/* The recipes' pinned staging buffer: the copy from it is a true asynchronous DMA (a pageable
+ * source would make the driver stage it, and possibly wait for the stream, outside the watched
+ * waits of cuda_wait.h). g_recipes_copied is recorded after each copy; the host waits for it
+ * before overwriting the buffer, which by then (a step later) is long done. */
+static CropRecipe *g_recipes_host;
+static cudaEvent_t g_recipes_copied;
 
 /* The rank's device made current in the calling thread. The current device is per thread and
  * starts at 0, and a pinned allocation or free needs a context: from a loader thread that never
@@ -190,16 +197,24 @@ void gpu_crops_render(const CropRecipe *recipes, int count)
     if (count <= 0) return;
     cuda_context_init();
     ALICE_ASSERT(count <= 65535, "%d crop recipes in one render call (at most 65535)", count);
+    const size_t bytes = (size_t)count * sizeof *g_recipes;
+    if (g_recipes_copied)
+        CUDA_WAIT_EVENT(g_recipes_copied);  /* the previous copy has read the staging buffer */
+    else
+        CUDA_CHECK(cudaEventCreateWithFlags(&g_recipes_copied, cudaEventDisableTiming));
     if (count > g_recipe_capacity) {
         /* Freed after the stream has passed every earlier render that reads it. */
         CUDA_WAIT_STREAM(cuda_stream());
         cuda_release(g_recipes);
-        g_recipes = (CropRecipe *)cuda_alloc((size_t)count * sizeof *g_recipes);
+        if (g_recipes_host) CUDA_CHECK(cudaFreeHost(g_recipes_host));
+        g_recipes = (CropRecipe *)cuda_alloc(bytes);
+        CUDA_CHECK(cudaMallocHost((void **)&g_recipes_host, bytes));
         g_recipe_capacity = count;
     }
-    /* From pageable memory: returns once the host array is staged, so it may be reused. */
-    CUDA_CHECK(cudaMemcpyAsync(g_recipes, recipes, (size_t)count * sizeof *g_recipes,
-                               cudaMemcpyHostToDevice, cuda_stream()));
+    memcpy(g_recipes_host, recipes, bytes);
+    CUDA_CHECK(cudaMemcpyAsync(g_recipes, g_recipes_host, bytes, cudaMemcpyHostToDevice,
+                               cuda_stream()));
+    CUDA_CHECK(cudaEventRecord(g_recipes_copied, cuda_stream()));
     size_t largest = 0;
     for (int i = 0; i < count; i++) {
         size_t n = (size_t)recipes[i].size[0] * recipes[i].size[1] * recipes[i].size[2];
