@@ -359,6 +359,11 @@ void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
     const size_t n = (size_t)orig_dim[0] * orig_dim[1] * orig_dim[2];
     int64_t *index = xmalloc(n * sizeof *index);
     geometry_original_index_map(packed_dim, packed_affine, orig_dim, orig_affine, index);
-    for (size_t i = 0; i < n; i++) out[i] = index[i] == GEOMETRY_OUTSIDE ? 0 : packed[index[i]];
+    geometry_gather_labels(index, n, packed, out);
     free(index);
+}
+
+void geometry_gather_labels(const int64_t *index, size_t n, const uint8_t *packed, uint8_t *out)
+{
+    for (size_t i = 0; i < n; i++) out[i] = index[i] == GEOMETRY_OUTSIDE ? 0 : packed[index[i]];
 }

@@ -6,6 +6,7 @@
 #ifndef ALICE_GEOMETRY_H
 #define ALICE_GEOMETRY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* How one case went from its file to the packed grid. Every field is stored in dataset.h5 (see
@@ -72,6 +73,10 @@ void geometry_pack_case(const float *image, const float *label, const int dim[3]
 void geometry_original_index_map(const int packed_dim[3], const double packed_affine[4][4],
                                  const int orig_dim[3], const double orig_affine[4][4],
                                  int64_t *index);
+
+/* out[i] = packed[index[i]] for the n voxels of an index map, 0 (background) where it is
+ * GEOMETRY_OUTSIDE. */
+void geometry_gather_labels(const int64_t *index, size_t n, const uint8_t *packed, uint8_t *out);
 
 /* Maps a label volume on the packed grid back onto a case's original grid through
  * geometry_original_index_map; original voxels outside the packed box get 0. out has

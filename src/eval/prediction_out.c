@@ -8,7 +8,7 @@
 #include "geometry.h"
 #include "nifti_io.h"
 
-/* The class of the voxels the body crop removed: background. */
+/* The class of the voxels the body crop removed: background (as geometry_gather_labels). */
 #define PREDICTION_OUTSIDE_CLASS 0
 
 typedef struct {
@@ -37,8 +37,7 @@ void prediction_write_original(const DatasetCase *c, const uint8_t *labels, cons
     int64_t *index = xmalloc(n * sizeof *index);
     geometry_original_index_map(packed_dim, packed_affine, c->orig_dim, c->orig_affine, index);
     uint8_t *orig = xmalloc(n);
-    for (size_t i = 0; i < n; i++)
-        orig[i] = index[i] == GEOMETRY_OUTSIDE ? PREDICTION_OUTSIDE_CLASS : labels[index[i]];
+    geometry_gather_labels(index, n, labels, orig);
     nifti_write_volume(label_path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine);
     free(orig);
     if (probs) {

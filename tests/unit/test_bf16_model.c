@@ -20,6 +20,7 @@
 #include "nn/transformer.h"
 #include "seg_batch.h"
 #include "test.h"
+#include "test_config.h"
 
 enum { ARENA_ALIGN_BYTES = 256 };  /* nn/arena.c's alignment of every block */
 
@@ -76,8 +77,7 @@ typedef struct {
 static StepResult one_step(const char *method, const char *precision)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "precision", precision, "test", 0);
     PretrainModel m;
@@ -158,8 +158,7 @@ static int compare_steps(const char *method)
     TEST_CLOSE(mp.loss.loss, ref.loss.loss, 2e-2, 1e-4, "total loss, bf16 vs fp32");
     TEST_CLOSE(mp.loss.l_r, ref.loss.l_r, 2e-2, 1e-4, "reconstruction loss, bf16 vs fp32");
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "method", method, "test", 0);
     PretrainModel names;
     pretrain_model_init(&names, &cfg, backend_cpu(), cfg.batch);
@@ -183,9 +182,7 @@ static const char *const unetr_tiny[][2] = {
 static SegLoss unetr_step(const char *precision, int perturb, float **grad, UnetrModel *keep)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof unetr_tiny / sizeof unetr_tiny[0]; i++)
-        config_set(&cfg, unetr_tiny[i][0], unetr_tiny[i][1], "test", 0);
+    TEST_CONFIG(&cfg, unetr_tiny);
     config_set(&cfg, "precision", precision, "test", 0);
     UnetrModel m;
     unetr_init(&m, &cfg, backend_cpu(), cfg.batch, 1);

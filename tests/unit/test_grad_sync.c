@@ -20,6 +20,7 @@
 #include "models/unetr.h"
 #include "train/grad_sync.h"
 #include "test.h"
+#include "test_config.h"
 
 enum { MAX_LAUNCHES = 4096 };
 
@@ -325,9 +326,7 @@ static void pretrain_step(void *m) { pretrain_model_forward_backward(m); }
 static int check_pretrain(const char *method, int use_casa)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof tiny_pretrain / sizeof tiny_pretrain[0]; i++)
-        config_set(&cfg, tiny_pretrain[i][0], tiny_pretrain[i][1], "test", 0);
+    TEST_CONFIG(&cfg, tiny_pretrain);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "use_casa", use_casa ? "1" : "0", "test", 0);
     PretrainModel m;
@@ -363,8 +362,7 @@ static int test_reports_unetr(void)
         {"mlp_dim", "16"}, {"feature_size", "2"}, {"num_classes", "3"}, {"batch", "1"},
     };
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    TEST_CONFIG(&cfg, tiny);
     UnetrModel m;
     unetr_init(&m, &cfg, backend_cpu(), cfg.batch, 1);
     const size_t vox = (size_t)m.B * unetr_crop_voxels(&m);

@@ -8,6 +8,7 @@
 #include "data/phantom.h"
 #include "models/pretrain_model.h"
 #include "test.h"
+#include "test_config.h"
 #include "train/optim.h"
 
 static const char *const tiny[][2] = {
@@ -20,8 +21,7 @@ static const char *const tiny[][2] = {
 static int test_mae_loss_falls_5x(void)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    TEST_CONFIG(&cfg, tiny);
     PretrainModel m;
     pretrain_model_init(&m, &cfg, backend_cpu(), cfg.batch);
     const int X = 32, Y = 32, Z = 16;

@@ -11,6 +11,7 @@
 #include "core/rng.h"
 #include "models/pretrain_model.h"
 #include "test.h"
+#include "test_config.h"
 
 static const char *const tiny[][2] = {
     {"crop", "8,8,8"}, {"patch", "4"}, {"embed_dim", "12"}, {"depth", "2"}, {"heads", "2"},
@@ -25,8 +26,7 @@ static double loss_of_ctx(void *m) { return loss_of(m); }
 static int check_method(const char *method, int use_casa, const char *align_loss)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "use_casa", use_casa ? "1" : "0", "test", 0);
     config_set(&cfg, "align_loss", align_loss, "test", 0);

@@ -32,6 +32,7 @@
 #include "train/optim.h"
 #include "seg_batch.h"
 #include "test.h"
+#include "test_config.h"
 
 static const char *const small[][2] = {
     {"crop", "32,32,16"}, {"patch", "8"}, {"embed_dim", "48"}, {"depth", "2"}, {"heads", "4"},
@@ -97,9 +98,7 @@ static void compare_tensors(const ParamSet *ps, const float *g, const float *c, 
 static int check_method_at(const char *method, int use_casa, const StepTolerance *tol)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++)
-        config_set(&cfg, small[i][0], small[i][1], "test", 0);
+    TEST_CONFIG(&cfg, small);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "use_casa", use_casa ? "1" : "0", "test", 0);
     config_set(&cfg, "precision", tol->precision, "test", 0);
@@ -219,9 +218,7 @@ static const char *const unetr_small[][2] = {
 static int test_unetr_step(void)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof unetr_small / sizeof unetr_small[0]; i++)
-        config_set(&cfg, unetr_small[i][0], unetr_small[i][1], "test", 0);
+    TEST_CONFIG(&cfg, unetr_small);
     const AliceBackend *cpu = backend_cpu(), *gpu = backend_cuda();
     UnetrModel mc, mg;
     unetr_init(&mc, &cfg, cpu, cfg.batch, 1);

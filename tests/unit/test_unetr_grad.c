@@ -13,6 +13,7 @@
 #include "models/unetr.h"
 #include "seg_batch.h"
 #include "test.h"
+#include "test_config.h"
 
 static const char *const tiny[][2] = {
     {"crop", "32,16,16"}, {"patch", "16"}, {"embed_dim", "12"}, {"depth", "4"}, {"heads", "2"},
@@ -32,8 +33,7 @@ static double loss_only_ctx(void *m) { return loss_only(m); }
 static int test_unetr_gradients(void)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    TEST_CONFIG(&cfg, tiny);
     UnetrModel m;
     unetr_init(&m, &cfg, backend_cpu(), cfg.batch, 1);
     TEST_CHECK(m.skip_block[0] == 1 && m.skip_block[1] == 2 && m.skip_block[2] == 3,
@@ -83,8 +83,7 @@ static int test_unetr_gradients(void)
 static int test_unetr_names(void)
 {
     Config cfg;
-    config_defaults(&cfg);
-    for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++) config_set(&cfg, tiny[i][0], tiny[i][1], "test", 0);
+    TEST_CONFIG(&cfg, tiny);
     UnetrModel m;
     unetr_init(&m, &cfg, backend_cpu(), 1, 0);
     static const char *const expect[] = {
