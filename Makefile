@@ -58,6 +58,18 @@ NVCCFLAGS ?= -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-Wextra,-Werror 
 NVCCFLAGS += -I. -Isrc -Iio -DALICE_CUDA $(HDF5_CFLAGS) $(foreach h,$(CUDA_EXTRA_HOMES),-I$(h)/include)
 endif
 
+# The CUPTI kernel profiler: an injection library the CUDA driver loads through
+# CUDA_INJECTION64_PATH (scripts/kernel_profile.sh), never part of libalice or alice.
+# CUPTI_HOME=<dir> holds include/cupti.h (default: the toolkit, or its extras/CUPTI).
+CUPTI_HOME ?= $(firstword $(foreach d,$(CUDA_HOME) $(CUDA_HOME)/extras/CUPTI,$(if $(wildcard $(d)/include/cupti.h),$(d))))
+CUPTI_LIBDIR ?= $(firstword $(foreach d,$(CUPTI_HOME)/lib64 $(CUPTI_HOME)/lib $(CUDA_LIBDIR) $(CUDA_HOME)/lib64 \
+                  $(CUDA_HOME)/extras/CUPTI/lib64,$(if $(wildcard $(d)/libcupti.so*),$(d))))
+# libcupti.so, or libcupti.so.N where no development link exists (pip wheels)
+CUPTI_LIB := $(firstword $(wildcard $(CUPTI_LIBDIR)/libcupti.so $(CUPTI_LIBDIR)/libcupti.so.*))
+CUPTI_FOUND := $(and $(wildcard $(CUPTI_HOME)/include/cupti.h),$(CUPTI_LIB))
+KERNEL_PROFILE_SO := $(BUILD)/lib/libalice_kernel_profile.so
+PROFILER_CC ?= cc
+
 .PHONY: all deps demo test test-fast bench clean cuda-objs
 all: $(BIN)/alice
 
@@ -83,6 +95,19 @@ $(BUILD)/cuda/%.o: cuda/%.cu
 
 cuda-objs: $(CU_OBJ)
 
+# The kernel profiler's library (variables above; nothing else links it).
+.PHONY: kernel-profile
+kernel-profile: $(KERNEL_PROFILE_SO)
+$(KERNEL_PROFILE_SO): cuda/profiler/kernel_profile.cpp src/perf/kernel_summary.c src/perf/kernel_summary.h
+	@if [ -z "$(CUPTI_FOUND)" ]; then \
+	  echo "kernel-profile: CUPTI not found (CUPTI_HOME='$(CUPTI_HOME)'; searched cupti.h in '$(CUDA_HOME)/include' or '$(CUDA_HOME)/extras/CUPTI/include', libcupti.so in '$(CUDA_LIBDIR)', '$(CUDA_HOME)/lib64' or '$(CUDA_HOME)/extras/CUPTI/lib64'): set CUPTI_HOME=<dir with include/cupti.h> (and CUPTI_LIBDIR)" >&2; exit 1; fi
+	@mkdir -p $(BUILD)/lib $(BUILD)/profiler
+	@echo "  CXX   $@"
+	@$(PROFILER_CC) -std=c11 -O2 -g -fPIC -fvisibility=hidden -Wall -Wextra -Werror -D_GNU_SOURCE -Isrc -c src/perf/kernel_summary.c -o $(BUILD)/profiler/kernel_summary.pic.o
+	@$(CXX) -std=c++17 -O2 -g -fPIC -fvisibility=hidden -shared -Wall -Wextra -Werror -Isrc -I$(CUPTI_HOME)/include -I$(CUDA_HOME)/include \
+	  -o $@ cuda/profiler/kernel_profile.cpp $(BUILD)/profiler/kernel_summary.pic.o $(CUPTI_LIB) \
+	  -Wl,-rpath,$(CUPTI_LIBDIR) -Wl,--no-undefined -lpthread
+
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libalice.a tests/unit/test.h
 	@mkdir -p $(dir $@)
 	@echo "  CCLD  $@"
@@ -104,6 +129,8 @@ deps:
 
 tests-build: $(BIN)/alice $(TEST_BIN) $(TOOL_BIN)
 .PHONY: tests-build
+# CI with nvcc and CUPTI (no GPU needed) compiles the kernel profiler too.
+tests-build: $(if $(and $(filter 1,$(USE_CUDA)),$(CUPTI_FOUND)),$(KERNEL_PROFILE_SO))
 
 test: deps
 	@$(MAKE) --no-print-directory -j$$(nproc) tests-build

@@ -6,7 +6,9 @@
  * softmax kernels. The probabilities [B, H, Tq, Tk] are materialised and saved for backward
  * (8 x 12 x 576^2 floats = 127 MiB per ViT-B block at the paper's batch: the fused kernel's
  * reason to exist). GEMMs go through cuda_gemm, so they follow the backend's math mode
- * (fp32 / TF32 / bf16). */
+ * (fp32 / TF32 / bf16). Forward only (saved NULL: the EMA target, inference): bf16 operands at
+ * head widths 32 and 64 take the register-resident flash forward (cuda/cuda_flash_fwd_mma.cuh)
+ * whatever kernel is selected; otherwise the probabilities go to a scratch buffer. */
 #include <math.h>
 
 #include "cuda/cuda_kernels.cuh"
@@ -33,11 +35,16 @@ void cuda_attention_fwd(float *out, float *saved, const float *q, const float *k
                         int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
 {
     if (B <= 0 || H <= 0 || Tq <= 0) return;
-    if (cuda_flash_attention_applies(Dh)) {
+    /* Forward only (saved NULL) with bf16 GEMM operands: the register-resident flash kernel,
+     * which rounds q, k and P to bf16 as this path's GEMMs do. */
+    if (cuda_flash_attention_applies(Dh) ||
+        (!saved && cuda_context()->bf16_gemm && cuda_flash_fwd_fast(Dh))) {
         cuda_flash_attention_fwd(out, saved, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
         return;
     }
-    float *probs = saved;
+    const long probs_floats = (long)B * H * Tq * Tk;
+    float *probs = saved ? saved
+                         : (float *)cuda_scratch(SCRATCH_ATTN_PROBS, probs_floats * sizeof(float));
     const float scale = 1.0f / sqrtf((float)Dh);
     const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
     for (int b = 0; b < B; b++)  /* S = scale q k^T for every head of element b */
@@ -102,14 +109,15 @@ void cuda_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const b
                              int ldkv)
 {
     if (B <= 0 || H <= 0 || Tq <= 0) return;
-    if (cuda_flash_attention_applies(Dh)) {
+    if (cuda_flash_attention_applies(Dh) || (!saved && cuda_flash_fwd_fast(Dh))) {
         cuda_flash_attention_fwd_bf16(out, saved, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
         return;
     }
-    float *probs = saved;
     const float scale = 1.0f / sqrtf((float)Dh);
     const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
     const int C = H * Dh;
+    float *probs = saved ? saved
+                         : (float *)cuda_scratch(SCRATCH_ATTN_PROBS, B * per_b * sizeof(float));
     for (int b = 0; b < B; b++)  /* S = scale q k^T for every head of element b */
         cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, scale, q + (size_t)b * Tq * ldq, ldq, Dh,
                                 k + (size_t)b * Tk * ldkv, ldkv, Dh, 0.0f,

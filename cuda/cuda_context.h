@@ -19,6 +19,7 @@ enum CudaScratchSlot {
     SCRATCH_BF16_B,
     SCRATCH_ATTN_BF16,       /* bf16 P or dS of bf16 attention (GEMM kernel), one batch element */
     SCRATCH_GEMM_F32,        /* fp32 result of a bf16-output GEMM whose bias is added unfused */
+    SCRATCH_ATTN_PROBS,      /* probabilities of a forward-only GEMM-path attention (saved NULL) */
     SCRATCH_SLOT_COUNT
 };
 

@@ -44,6 +44,8 @@
 #include <type_traits>
 
 #include "cuda/cuda_kernels.cuh"  /* and cuda/cuda_bf16.cuh: widen, narrow_to, as_nv */
+#include "cuda/cuda_flash_bwd_mma.cuh"
+#include "cuda/cuda_flash_fwd_mma.cuh"
 #include "cuda/cuda_ops.h"
 #include "ops/flash_attention_math.h"
 #include "ops/gpu_device.h"
@@ -313,7 +315,7 @@ flash_fwd_kernel(TAct *out, float *lse, const TAct *q, const TAct *k, const TAct
     }
     __syncthreads();
     for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-        lse[(long)bh * Tq + row0 + r] = flash_row_lse(m[r], l[r]);
+        if (lse) lse[(long)bh * Tq + row0 + r] = flash_row_lse(m[r], l[r]);
         inv_sum[r] = flash_row_inv_sum(l[r]);
     }
     __syncthreads();
@@ -512,6 +514,44 @@ void launch_bwd(float *dq, float *dk, float *dv, const float *dout, const TAct *
     }
 }
 
+/* 16-byte loads of rows of elem_bytes-sized elements need every row start aligned: the
+ * pointer, the row stride and the head offset (h * Dh). */
+bool rows_aligned16(const void *p, long ld, int dh, size_t elem_bytes)
+{
+    return ((uintptr_t)p & 15u) == 0 && ((size_t)ld * elem_bytes) % 16 == 0 &&
+           ((size_t)dh * elem_bytes) % 16 == 0;
+}
+
+/* The register-resident bf16 forward (cuda/cuda_flash_fwd_mma.cuh), head widths 32 and 64. */
+template <typename TAct, int kDh>
+void launch_fwd_mma(TAct *out, float *lse, const TAct *q, const TAct *k, const TAct *v,
+                    const FlashArgs &a)
+{
+    const bool vec = rows_aligned16(q, a.ldq, kDh, sizeof(TAct)) &&
+                     rows_aligned16(k, a.ldkv, kDh, sizeof(TAct)) &&
+                     rows_aligned16(v, a.ldkv, kDh, sizeof(TAct));
+    const unsigned bytes = flash_mma::smem_bytes(kDh, 3, 0);  /* 27 KiB at Dh 64: no opt-in */
+    const dim3 grid((unsigned)(a.B * a.H),
+                    (unsigned)((a.Tq + flash_mma::kRows - 1) / flash_mma::kRows));
+    auto kernel = flash_mma::flash_fwd_mma_kernel<kDh, TAct>;
+    kernel<<<grid, flash_mma::kThreads, bytes, cuda_stream()>>>(out, lse, q, k, v, a.H, a.Tq, a.Tk,
+                                                                a.ldq, a.ldkv, a.scale, vec);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* bf16 tiles at head widths 32 and 64 take the register-resident kernel (the wmma kernel
+ * measured 0.72 ms at the paper's encoder shape on an H200, slower than the GEMM path's
+ * 0.45 ms); other widths and the fp32 tiles keep the shared-memory kernel. */
+template <typename T, typename TAct, int kDh>
+void launch_fwd_best(TAct *out, float *lse, const TAct *q, const TAct *k, const TAct *v,
+                     const FlashArgs &a)
+{
+    if constexpr (std::is_same<T, __nv_bfloat16>::value && (kDh == 32 || kDh == 64))
+        launch_fwd_mma<TAct, kDh>(out, lse, q, k, v, a);
+    else
+        launch_fwd<T, TAct, kDh>(out, lse, q, k, v, a);
+}
+
 /* Head dims of the configs and tests get their own instantiation (constant loop bounds);
  * every other Dh up to kFlashMaxDh runs the runtime-Dh kernels. */
 template <typename T, typename TAct>
@@ -522,10 +562,49 @@ void dispatch_fwd(TAct *out, float *lse, const TAct *q, const TAct *k, const TAc
     case 8: launch_fwd<T, TAct, 8>(out, lse, q, k, v, a); break;
     case 16: launch_fwd<T, TAct, 16>(out, lse, q, k, v, a); break;
     case 24: launch_fwd<T, TAct, 24>(out, lse, q, k, v, a); break;
-    case 32: launch_fwd<T, TAct, 32>(out, lse, q, k, v, a); break;
-    case 64: launch_fwd<T, TAct, 64>(out, lse, q, k, v, a); break;
+    case 32: launch_fwd_best<T, TAct, 32>(out, lse, q, k, v, a); break;
+    case 64: launch_fwd_best<T, TAct, 64>(out, lse, q, k, v, a); break;
     default: launch_fwd<T, TAct, 0>(out, lse, q, k, v, a); break;
     }
+}
+
+/* The register-resident bf16 backward (cuda/cuda_flash_bwd_mma.cuh), head widths 32 and 64. */
+template <typename TAct, int kDh>
+void launch_bwd_mma(float *dq, float *dk, float *dv, const float *dout, const TAct *q,
+                    const TAct *k, const TAct *v, const float *lse, const float *D,
+                    const FlashArgs &a)
+{
+    const bool vec = rows_aligned16(q, a.ldq, kDh, sizeof(TAct)) &&
+                     rows_aligned16(k, a.ldkv, kDh, sizeof(TAct)) &&
+                     rows_aligned16(v, a.ldkv, kDh, sizeof(TAct));
+    const bool vec_dout = rows_aligned16(dout, (long)a.H * kDh, kDh, sizeof(float));
+    const unsigned rows = (unsigned)flash_mma::kRows;
+    if (dk || dv) {  /* K, V, Q, dO tiles and two vectors: 37 KiB at Dh 64, no opt-in */
+        const dim3 grid((unsigned)(a.B * a.H), ((unsigned)a.Tk + rows - 1) / rows);
+        auto kernel = flash_mma::flash_bwd_dkv_mma_kernel<kDh, TAct>;
+        kernel<<<grid, flash_mma::kThreads, flash_mma::smem_bytes(kDh, 4, 2), cuda_stream()>>>(
+            dk, dv, dout, q, k, v, lse, D, a.H, a.Tq, a.Tk, a.ldq, a.ldkv, a.scale, vec,
+            vec_dout);
+        CUDA_CHECK_LAUNCH();
+    }
+    if (dq) {
+        const dim3 grid((unsigned)(a.B * a.H), ((unsigned)a.Tq + rows - 1) / rows);
+        auto kernel = flash_mma::flash_bwd_dq_mma_kernel<kDh, TAct>;
+        kernel<<<grid, flash_mma::kThreads, flash_mma::smem_bytes(kDh, 4, 0), cuda_stream()>>>(
+            dq, dout, q, k, v, lse, D, a.H, a.Tq, a.Tk, a.ldq, a.ldkv, a.scale, vec, vec_dout);
+        CUDA_CHECK_LAUNCH();
+    }
+}
+
+template <typename T, typename TAct, int kDh>
+void launch_bwd_best(float *dq, float *dk, float *dv, const float *dout, const TAct *q,
+                     const TAct *k, const TAct *v, const float *lse, const float *D,
+                     const FlashArgs &a)
+{
+    if constexpr (std::is_same<T, __nv_bfloat16>::value && (kDh == 32 || kDh == 64))
+        launch_bwd_mma<TAct, kDh>(dq, dk, dv, dout, q, k, v, lse, D, a);
+    else
+        launch_bwd<T, TAct, kDh>(dq, dk, dv, dout, q, k, v, lse, D, a);
 }
 
 template <typename T, typename TAct>
@@ -537,8 +616,8 @@ void dispatch_bwd(float *dq, float *dk, float *dv, const float *dout, const TAct
     case 8: launch_bwd<T, TAct, 8>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
     case 16: launch_bwd<T, TAct, 16>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
     case 24: launch_bwd<T, TAct, 24>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
-    case 32: launch_bwd<T, TAct, 32>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
-    case 64: launch_bwd<T, TAct, 64>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
+    case 32: launch_bwd_best<T, TAct, 32>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
+    case 64: launch_bwd_best<T, TAct, 64>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
     default: launch_bwd<T, TAct, 0>(dq, dk, dv, dout, q, k, v, lse, D, a); break;
     }
 }
@@ -566,7 +645,7 @@ FlashArgs make_args(int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
 
 void gpu_set_attention(int kernel)
 {
-    if (kernel != ATTN_KERNEL_GEMM && kernel != ATTN_KERNEL_FUSED)
+    if (kernel != ATTN_KERNEL_GEMM && kernel != ATTN_KERNEL_FUSED && kernel != ATTN_KERNEL_AUTO)
         alice_fatal_at(__FILE__, __LINE__, "gpu_set_attention: unknown attention kernel %d",
                        kernel);
     g_attention_kernel = kernel;
@@ -574,8 +653,12 @@ void gpu_set_attention(int kernel)
 
 int cuda_flash_attention_applies(int Dh)
 {
+    if (g_attention_kernel == ATTN_KERNEL_AUTO)
+        return cuda_context()->bf16_gemm && cuda_flash_fwd_fast(Dh);
     return g_attention_kernel == ATTN_KERNEL_FUSED && Dh >= 1 && Dh <= kFlashMaxDh;
 }
+
+int cuda_flash_fwd_fast(int Dh) { return Dh == 32 || Dh == 64; }
 
 size_t cuda_attention_saved_floats(int B, int H, int Tq, int Tk, int Dh)
 {

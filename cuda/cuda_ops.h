@@ -96,6 +96,9 @@ void cuda_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout,
 
 /* cuda_flash_attention.cu: fused attention (lse [B, H, Tq] saved instead of probabilities) */
 int cuda_flash_attention_applies(int Dh);
+/* Whether the register-resident bf16 forward takes this head width (forward-only attention
+ * uses it whatever kernel is selected: nothing to save, so no backward to match). */
+int cuda_flash_fwd_fast(int Dh);
 size_t cuda_attention_saved_floats(int B, int H, int Tq, int Tk, int Dh);
 void cuda_flash_attention_fwd(float *out, float *lse, const float *q, const float *k,
                               const float *v, int B, int H, int Tq, int Tk, int Dh, int ldq,

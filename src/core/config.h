@@ -16,7 +16,7 @@ typedef struct Config {
     int bf16_activations;         /* bf16: transformer activations stored in bf16 */
     int bf16_weight_copy;         /* cuda bf16: weights rounded once per change, not per GEMM */
     int tf32;                     /* cuda fp32 GEMMs/convolutions may use TF32 tensor cores */
-    char attention_kernel[CFG_STR]; /* cuda attention: gemm | fused (flash kernels) */
+    char attention_kernel[CFG_STR]; /* cuda attention: auto | gemm | fused (flash kernels) */
     char run_dir[CFG_STR];
     long seed;
     int threads;                  /* OpenMP threads per rank, 0 = all cores / ranks per node */

@@ -13,10 +13,11 @@ const ConfigKey config_keys[] = {
     K("bf16_activations", CFG_T_BOOL, bf16_activations, "1", "", "precision = bf16: transformer GEMM inputs, qkv, attention output and MLP hidden layer stored in bf16 (fp32 residual stream; the cpu backend emulates it, slower); 0 = bf16 GEMM operands only"),
     K("bf16_weight_copy", CFG_T_BOOL, bf16_weight_copy, "1", "", "cuda, precision = bf16: round the weights to bf16 once per optimiser step instead of in every GEMM (same results; 0 only to measure it)"),
     K("tf32", CFG_T_BOOL, tf32, "0", "", "cuda: let fp32 GEMMs and convolutions use TF32 tensor cores"),
-    K("attention_kernel", CFG_T_ENUM, attention_kernel, "gemm", "gemm|fused",
+    K("attention_kernel", CFG_T_ENUM, attention_kernel, "auto", "auto|gemm|fused",
       "cuda attention: gemm = batched GEMMs, probabilities [B,H,Tq,Tk] saved for backward; fused = "
-      "flash-attention kernels saving only the row logsumexp [B,H,Tq] (heads up to 128 wide). Default "
-      "gemm until a GPU run measures fused faster (tests/bench/bench_cuda_ops)"),
+      "flash-attention kernels saving only the row logsumexp [B,H,Tq] (heads up to 128 wide); auto = "
+      "fused where it runs on bf16 tensor cores from registers (precision = bf16, head width 32 or "
+      "64), gemm elsewhere (tests/bench/bench_cuda_ops measures both)"),
     K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
     K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
     K("threads", CFG_T_INT, threads, "0", "0..1024", "OpenMP threads per rank (0 = cores / local ranks)"),

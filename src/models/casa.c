@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 
+#include "core/check.h"
 #include "nn/layers.h"
 #include "nn/transformer.h"
 
@@ -52,7 +53,9 @@ void casa_kv_layout(const Casa *c, CasaKV *kv, Arena *ar, int B, int Tq, int Tk,
     kv->rstd = arena_floats(ar, rk);
     kv->k = arena_floats(ar, rk * c->dim);
     kv->v = arena_floats(ar, rk * c->dim);
-    kv->probs = arena_floats(ar, ar->be->attention_saved_floats(B, 1, Tq, Tk, c->dim));
+    /* forward only (the teacher): attention saves nothing, probs = NULL */
+    kv->probs = train ? arena_floats(ar, ar->be->attention_saved_floats(B, 1, Tq, Tk, c->dim))
+                      : NULL;
     kv->att = arena_floats(ar, rq * c->dim);
     kv->out = arena_floats(ar, rq * c->out);
     if (!train) return;
@@ -90,6 +93,7 @@ void casa_kv_backward(const Casa *c, CasaQuery *q, CasaKV *kv, ParamSet *ps, con
 {
     const AliceBackend *be = ps->be;
     const int Rq = kv->B * q->Tq, Rk = kv->B * kv->Tk;
+    ALICE_ASSERT(kv->train, "casa backward through a key/value pair laid out forward only");
     linear_backward(ps, c->zeta_w, c->zeta_b, kv->datt, kv->dout, kv->att, Rq, c->dim, c->out);
     be->attention_bwd(q->dq, kv->dk, kv->dv, kv->datt, q->q, kv->k, kv->v, kv->att, kv->probs,
                       kv->B, 1, q->Tq, kv->Tk, c->dim, c->dim, c->dim);

@@ -37,14 +37,16 @@ void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int
     params_range_close(ps, &s->norm_params);
 }
 
-static void layout_block(BlockActs *b, Arena *ar, size_t rows, int W, int M, size_t probs)
+/* saved_floats: what attention saves for backward, or 0 for a forward-only block, which then
+ * gets probs = NULL (the backend's "save nothing" contract) rather than a zero-sized buffer. */
+static void layout_block(BlockActs *b, Arena *ar, size_t rows, int W, int M, size_t saved_floats)
 {
     const DType t = ar->act_type;
     b->ln1 = arena_act(ar, rows * W, t);
     b->ln1_mean = arena_floats(ar, rows);
     b->ln1_rstd = arena_floats(ar, rows);
     b->qkv = arena_act(ar, rows * 3 * W, t);
-    b->probs = arena_floats(ar, probs);
+    b->probs = saved_floats ? arena_floats(ar, saved_floats) : NULL;
     b->att = arena_act(ar, rows * W, t);
     b->mid = arena_floats(ar, rows * W);
     b->ln2 = arena_act(ar, rows * W, t);
@@ -61,16 +63,17 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, int 
     a->T = T;
     a->train = train;
     size_t rows = (size_t)B * T, W = (size_t)s->width, M = (size_t)s->mlp;
-    /* what attention saves for backward: probabilities, or (fused CUDA) row logsumexps */
-    size_t probs = ar->be->attention_saved_floats(B, s->heads, T, T, s->width / s->heads);
     a->x0 = arena_floats(ar, rows * W);
     if (train) {
-        for (int i = 0; i < s->depth; i++) layout_block(&a->act[i], ar, rows, (int)W, (int)M, probs);
+        /* what attention saves for backward: probabilities, or (fused CUDA) row logsumexps */
+        size_t saved = ar->be->attention_saved_floats(B, s->heads, T, T, s->width / s->heads);
+        for (int i = 0; i < s->depth; i++) layout_block(&a->act[i], ar, rows, (int)W, (int)M, saved);
     } else {
-        /* Inference: block i reads block i-1's out, so two alternating sets suffice. */
+        /* Forward only (inference, the EMA target): attention saves nothing (probs = NULL),
+         * and block i reads block i-1's out, so two alternating sets suffice. */
         BlockActs pair[2];
-        layout_block(&pair[0], ar, rows, (int)W, (int)M, probs);
-        layout_block(&pair[1], ar, rows, (int)W, (int)M, probs);
+        layout_block(&pair[0], ar, rows, (int)W, (int)M, 0);
+        layout_block(&pair[1], ar, rows, (int)W, (int)M, 0);
         for (int i = 0; i < s->depth; i++) a->act[i] = pair[i % 2];
     }
     a->out = arena_floats(ar, rows * W);

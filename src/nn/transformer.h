@@ -42,7 +42,8 @@ typedef struct {
 /* Registers "<prefix>.blocks.{i}.*" and "<prefix>.norm.*". */
 void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int heads, int mlp, int depth);
 /* Lays out activations for B x T tokens (GEMM inputs in the arena's act_type); train = 0 keeps
- * only what a forward needs. */
+ * only what a forward needs: no backward buffers, and every block's probs is NULL (attention
+ * saves nothing; see backend.h attention_fwd). */
 void tstack_layout(const TStack *s, TStackActs *a, Arena *arena, int B, int T, int train);
 void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps);
 /* dout: gradient w.r.t. out; dx0 (overwritten) receives the gradient w.r.t. x0. */

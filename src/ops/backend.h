@@ -88,6 +88,8 @@ typedef struct AliceBackend {
      * kernel) saves probs [B, H, Tq, Tk] = softmax(q k^T / sqrt(Dh)), the CUDA fused kernel only
      * the row logsumexp [B, H, Tq]. Size it with the query (activation arenas do), and do not
      * change the backend's attention kernel between planning, forward and backward.
+     * saved may be NULL: forward only (no backward may follow), nothing is saved, so a
+     * forward-only stack (the EMA target, inference) needs no [B, H, Tq, Tk] buffer.
      * Backward also reads out (the forward's output) and writes dq, dk, dv with the same
      * strides as q, k, v (overwrite). */
     void (*attention_fwd)(float *out, float *saved, const float *q, const float *k,
@@ -231,7 +233,8 @@ typedef struct AliceBackend {
      * ops): scores, softmax and its statistics in fp32 from the exact bf16 inputs, out rounded
      * once. Backward writes fp32 dq, dk, dv from an fp32 dout. The CUDA backend rounds P,
      * dout and dS to bf16 for its tensor-core products; the CPU backend (the reference) keeps
-     * them fp32, so the two agree within bf16 tolerances, not bit for bit. */
+     * them fp32, so the two agree within bf16 tolerances, not bit for bit. saved may be
+     * NULL here too: forward only, nothing saved. */
     void (*attention_fwd_bf16)(bf16_t *out, float *saved, const bf16_t *q, const bf16_t *k,
                                const bf16_t *v, int B, int H, int Tq, int Tk, int Dh, int ldq,
                                int ldkv);

@@ -10,25 +10,32 @@
 
 #include "core/check.h"
 
+/* probs may be NULL (forward only, nothing saved): each thread then keeps its [Tq, Tk] tile
+ * in a scratch of its own. The arithmetic is the same either way, so out is bit-identical. */
 void cpu_attention_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
 {
     const float scale = 1.0f / sqrtf((float)Dh);
     const int ldo = H * Dh;
     cpu_blas_single_thread();
-    #pragma omp parallel for schedule(static)
-    for (int bh = 0; bh < B * H; bh++) {
-        int b = bh / H, h = bh % H;
-        const float *Q = q + (long)b * Tq * ldq + h * Dh;
-        const float *K = k + (long)b * Tk * ldkv + h * Dh;
-        const float *V = v + (long)b * Tk * ldkv + h * Dh;
-        float *P = probs + (long)bh * Tq * Tk;
-        float *O = out + (long)b * Tq * ldo + h * Dh;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, Dh, scale, Q, ldq, K, ldkv,
-                    0.0f, P, Tk);
-        for (int i = 0; i < Tq; i++) cpu_softmax_row(P + (long)i * Tk, Tk);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, Dh, Tk, 1.0f, P, Tk, V, ldkv,
-                    0.0f, O, ldo);
+    #pragma omp parallel
+    {
+        float *scratch = probs ? NULL : xmalloc((size_t)Tq * Tk * sizeof(float));
+        #pragma omp for schedule(static)
+        for (int bh = 0; bh < B * H; bh++) {
+            int b = bh / H, h = bh % H;
+            const float *Q = q + (long)b * Tq * ldq + h * Dh;
+            const float *K = k + (long)b * Tk * ldkv + h * Dh;
+            const float *V = v + (long)b * Tk * ldkv + h * Dh;
+            float *P = probs ? probs + (long)bh * Tq * Tk : scratch;
+            float *O = out + (long)b * Tq * ldo + h * Dh;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Tq, Tk, Dh, scale, Q, ldq, K,
+                        ldkv, 0.0f, P, Tk);
+            for (int i = 0; i < Tq; i++) cpu_softmax_row(P + (long)i * Tk, Tk);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Tq, Dh, Tk, 1.0f, P, Tk, V,
+                        ldkv, 0.0f, O, ldo);
+        }
+        free(scratch);
     }
 }
 

@@ -74,7 +74,7 @@ void cpu_leaky_relu_bwd(float *dx, const float *dy, const float *x, size_t n, fl
 /* In-place softmax of one row (shared with attention). */
 void cpu_softmax_row(float *row, int cols);
 
-/* cpu_attention.c */
+/* cpu_attention.c; probs may be NULL in forward (forward only: nothing saved) */
 void cpu_attention_fwd(float *out, float *probs, const float *q, const float *k, const float *v,
                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
 void cpu_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,

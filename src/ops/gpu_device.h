@@ -25,9 +25,12 @@ unsigned long long gpu_weight_copy_bytes(void);
 /* Attention kernel of the CUDA backend (config key attention_kernel). GEMM: batched GEMMs
  * with the probabilities [B, H, Tq, Tk] materialised and saved for backward. FUSED: tiled
  * flash-attention kernels that save only the row logsumexp [B, H, Tq] (heads up to 128 wide;
- * wider ones keep the GEMM path). Set it before activation arenas are planned: the saved
- * buffer's size (backend attention_saved_floats) depends on it. */
-enum GpuAttentionKernel { ATTN_KERNEL_GEMM, ATTN_KERNEL_FUSED };
+ * wider ones keep the GEMM path). AUTO: FUSED where it runs on the register-resident
+ * tensor-core kernels (bf16 tiles, i.e. precision = bf16, and head widths 32 or 64), GEMM
+ * elsewhere (fp32 tiles of the fused kernels are slower than the GEMM path). Set it, and the
+ * math mode, before activation arenas are planned: the saved buffer's size (backend
+ * attention_saved_floats) depends on both. */
+enum GpuAttentionKernel { ATTN_KERNEL_GEMM, ATTN_KERNEL_FUSED, ATTN_KERNEL_AUTO };
 void gpu_set_attention(int kernel);
 
 /* Limit of every host wait of the CUDA backend while an NCCL communicator exists (config key

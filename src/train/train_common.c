@@ -22,10 +22,12 @@
 void train_apply_device_math(const Config *cfg)
 {
     const int bf16 = !strcmp(cfg->precision, "bf16");
-    const int fused = !strcmp(cfg->attention_kernel, "fused");
+    const int kernel = !strcmp(cfg->attention_kernel, "fused") ? ATTN_KERNEL_FUSED
+                       : !strcmp(cfg->attention_kernel, "gemm") ? ATTN_KERNEL_GEMM
+                                                                : ATTN_KERNEL_AUTO;
     gpu_set_math(cfg->tf32, bf16);
     gpu_set_weight_copies(cfg->bf16_weight_copy);
-    gpu_set_attention(fused ? ATTN_KERNEL_FUSED : ATTN_KERNEL_GEMM);
+    gpu_set_attention(kernel);
     gpu_set_collective_timeout(cfg->nccl_timeout_s);
     const char *other = cfg->tf32 ? "tf32" : "fp32";
     const char *mixed = cfg->bf16_weight_copy
@@ -33,8 +35,10 @@ void train_apply_device_math(const Config *cfg)
                             : "bf16 operands (fp32 accumulate, weights rounded in every GEMM)";
     if (!strcmp(cfg->device, "cuda"))
         log_info("cuda math: linear/attention GEMMs %s, other GEMMs and convolutions %s, "
-                 "attention kernel %s", bf16 ? mixed : other, other,
-                 fused ? "fused" : "gemm");
+                 "attention kernel %s%s", bf16 ? mixed : other, other, cfg->attention_kernel,
+                 kernel != ATTN_KERNEL_AUTO ? ""
+                 : bf16 ? " (fused at head widths 32 and 64, gemm elsewhere)"
+                        : " (gemm: fp32)");
 }
 
 const AliceBackend *train_begin(const Config *cfg, Dist *d)

@@ -133,6 +133,31 @@ static double time_backend_bwd(float *dx, float *dW, float *db, const float *dy,
     return (wall_seconds() - t0) / ITERS;
 }
 
+/* The bf16-activation path of a transformer block (precision = bf16, bf16_activations = 1):
+ * bf16 x straight from the previous op, bf16 y, and the weights registered, so the GEMM reads
+ * the bf16 copy the optimizer keeps instead of rounding W on each call. */
+static double time_backend_fwd_bf16(void *y16, const bf16_t *x16, const float *W, const float *b,
+                                    int M, int K, int N)
+{
+    for (int i = 0; i < WARMUP; i++) gpu->linear_fwd_bf16(y16, DTYPE_BF16, x16, W, b, M, K, N);
+    gpu->synchronize();
+    double t0 = wall_seconds();
+    for (int i = 0; i < ITERS; i++) gpu->linear_fwd_bf16(y16, DTYPE_BF16, x16, W, b, M, K, N);
+    gpu->synchronize();
+    return (wall_seconds() - t0) / ITERS;
+}
+
+static double time_backend_bwd_bf16(float *dx, float *dW, float *db, const float *dy,
+                                    const bf16_t *x16, const float *W, int M, int K, int N)
+{
+    for (int i = 0; i < WARMUP; i++) gpu->linear_bwd_bf16(dx, dW, db, dy, x16, W, M, K, N);
+    gpu->synchronize();
+    double t0 = wall_seconds();
+    for (int i = 0; i < ITERS; i++) gpu->linear_bwd_bf16(dx, dW, db, dy, x16, W, M, K, N);
+    gpu->synchronize();
+    return (wall_seconds() - t0) / ITERS;
+}
+
 static void bench_linear(void)
 {
     static const struct { const char *name; int tf32, bf16; RefMode ref; } modes[] = {
@@ -159,6 +184,19 @@ static void bench_linear(void)
                    1e3 * t_fwd, flops / t_fwd / 1e12, flops / t_ref / 1e12, t_ref / t_fwd,
                    2.0 * flops / t_bwd / 1e12);
         }
+        /* bf16 activations: no operand conversion in the forward, the reference's setting. */
+        void *y16 = NULL;
+        BENCH_CUDA(cudaMalloc(&y16, (size_t)M * N * sizeof(uint16_t)));
+        gpu_set_math(0, 1);
+        gpu->weights_hint(W, (size_t)N * K);
+        double t_fwd = time_backend_fwd_bf16(y16, (const bf16_t *)x16, W, b, M, K, N);
+        double t_bwd = time_backend_bwd_bf16(dx, dW, db, dy, (const bf16_t *)x16, W, M, K, N);
+        gpu->weights_forget(W);
+        double t_ref = time_ref(REF_BF16, y, x16, W16, M, K, N);
+        printf("%-20s %-5s %10.3f %12.1f %12.1f %8.2f %12.1f\n", sh->name, "bf16a", 1e3 * t_fwd,
+               flops / t_fwd / 1e12, flops / t_ref / 1e12, t_ref / t_fwd,
+               2.0 * flops / t_bwd / 1e12);
+        BENCH_CUDA(cudaFree(y16));
         gpu_set_math(0, 0);
         gpu->release(x); gpu->release(W); gpu->release(b); gpu->release(y); gpu->release(dy);
         gpu->release(dx); gpu->release(dW); gpu->release(db);
@@ -167,6 +205,8 @@ static void bench_linear(void)
     }
     printf("(ratio = cuBLAS time / backend time on the same shape and precision; the backend's\n"
            " fwd includes the fused bias, and in bf16 mode the fp32->bf16 operand conversion;\n"
+           " bf16a = bf16 activations: bf16 x and y, registered weights (their bf16 copy), as\n"
+           " in the transformer blocks with precision = bf16; its cuBLAS writes fp32 y;\n"
            " bwd = dx + dW + db, 4MNK flops)\n");
 }
 
@@ -194,11 +234,36 @@ static void time_attention(double *t_fwd, double *t_bwd, float *out, float *save
     *t_bwd = (wall_seconds() - t0) / ITERS;
 }
 
+/* Forward only (saved = NULL, as the EMA target's blocks run): ms per call. q16/out16 non-NULL
+ * time the bf16-activation entry on those bf16 tensors instead of the fp32 one. */
+static double time_attention_fwd_only(float *out, const float *qkv, bf16_t *out16,
+                                      const bf16_t *qkv16, int B, int H, int T, int Dh)
+{
+    const int C = H * Dh;
+    double t0 = 0.0;
+    for (int i = 0; i < WARMUP + ITERS; i++) {
+        if (i == WARMUP) {
+            gpu->synchronize();
+            t0 = wall_seconds();
+        }
+        if (qkv16)
+            gpu->attention_fwd_bf16(out16, NULL, qkv16, qkv16 + C, qkv16 + 2 * C, B, H, T, T,
+                                    Dh, 3 * C, 3 * C);
+        else
+            gpu->attention_fwd(out, NULL, qkv, qkv + C, qkv + 2 * C, B, H, T, T, Dh, 3 * C,
+                               3 * C);
+    }
+    gpu->synchronize();
+    return (wall_seconds() - t0) / ITERS;
+}
+
 /* Attention of the paper configuration, GEMM kernel (materialised probabilities) beside the
  * fused kernel (attention_kernel = fused) in each math mode; "x gemm" is the fused kernel's
  * speed-up over the GEMM kernel in the same mode (fwd+bwd time), "saved MiB" what each keeps
  * for backward. TFLOP/s count model FLOPs (4 B H T^2 Dh forward, twice that backward), not
- * the fused backward's recomputation. */
+ * the fused backward's recomputation. "fwd-only" rows: saved = NULL (the EMA target's blocks),
+ * "bf16a" the bf16-activation entry on bf16 q, k, v; their "x gemm" is against the GEMM
+ * kernel's saving forward in the same mode. */
 static void bench_attention(void)
 {
     static const struct { const char *name; int B, H, T, Dh; } cases[] = {
@@ -218,14 +283,16 @@ static void bench_attention(void)
         float *out = device_uniform((size_t)B * T * C), *dout = device_uniform((size_t)B * T * C);
         float *saved = device_uniform((size_t)B * H * T * T);  /* room for either kernel */
         const double fwd_flops = 4.0 * B * H * (double)T * T * Dh, bwd_flops = 2.0 * fwd_flops;
+        void *qkv16 = device_bf16_copy(qkv, (size_t)B * T * 3 * C), *out16 = NULL;
+        BENCH_CUDA(cudaMalloc(&out16, (size_t)B * T * C * sizeof(uint16_t)));
         for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
             gpu_set_math(modes[m].tf32, modes[m].bf16);
-            double gemm_total = 0.0;
+            double gemm_total = 0.0, gemm_fwd = 0.0;
             for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
                 gpu_set_attention(kernels[k].kernel);
                 double t_fwd, t_bwd;
                 time_attention(&t_fwd, &t_bwd, out, saved, qkv, dqkv, dout, B, H, T, Dh);
-                if (kernels[k].kernel == ATTN_KERNEL_GEMM) gemm_total = t_fwd + t_bwd;
+                if (kernels[k].kernel == ATTN_KERNEL_GEMM) gemm_total = t_fwd + t_bwd, gemm_fwd = t_fwd;
                 const double saved_mib =
                     gpu->attention_saved_floats(B, H, T, T, Dh) * sizeof(float) / 1048576.0;
                 char label[64];
@@ -235,7 +302,22 @@ static void bench_attention(void)
                        B * H, 1e3 * t_fwd, 1e3 * t_bwd, fwd_flops / t_fwd / 1e12,
                        bwd_flops / t_bwd / 1e12, saved_mib, gemm_total / (t_fwd + t_bwd));
             }
+            /* forward only, GEMM kernel selected: "x gemm" against the saving forward */
+            gpu_set_attention(ATTN_KERNEL_GEMM);
+            const int act16 = modes[m].bf16;  /* bf16 mode: also the bf16-activation entry */
+            for (int a = 0; a <= act16; a++) {
+                const double t = time_attention_fwd_only(out, qkv, a ? (bf16_t *)out16 : NULL,
+                                                         a ? (const bf16_t *)qkv16 : NULL, B,
+                                                         H, T, Dh);
+                char label[64];
+                snprintf(label, sizeof label, "%s %s%s fwd-only", cases[c].name, modes[m].name,
+                         a ? "a" : "");
+                printf("%-28s %5d %3d %5d %9.3f %9s %11.1f %11s %9.1f %7.2f\n", label, T, Dh,
+                       B * H, 1e3 * t, "-", fwd_flops / t / 1e12, "-", 0.0, gemm_fwd / t);
+            }
         }
+        BENCH_CUDA(cudaFree(qkv16));
+        BENCH_CUDA(cudaFree(out16));
         gpu_set_attention(ATTN_KERNEL_GEMM);
         gpu_set_math(0, 0);
         gpu->release(qkv); gpu->release(dqkv); gpu->release(out); gpu->release(dout);

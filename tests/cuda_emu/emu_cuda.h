@@ -135,6 +135,55 @@ inline float __bfloat162float(__nv_bfloat16 b)
     std::memcpy(&f, &u, sizeof f);
     return f;
 }
+inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.bits; }
+inline float emu_bf16_bits_to_float(uint32_t bits16)
+{
+    const uint32_t u = (bits16 & 0xffffu) << 16;
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* ---- mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (cuda/cuda_flash_fwd_mma.cuh) ----
+ * The PTX ISA's fragment layout ("Matrix Fragments for mma.m16n8k16 with floating point
+ * type"), lane = 4 g + t: A registers a0..a3 hold (row g, cols 2t, 2t+1), (g + 8, 2t..),
+ * (g, 2t + 8..), (g + 8, 2t + 8..); B registers b0, b1 hold (k 2t, 2t+1; col g), (k 2t + 8..);
+ * C/D hold (g, 2t), (g, 2t+1), (g + 8, 2t), (g + 8, 2t+1); the lower index in the low 16 bits.
+ * Every lane publishes its registers, then computes its own four outputs from the whole
+ * operands (fp32 accumulation in k order; the hardware's order is unspecified). */
+inline uint32_t emu_mma_a[1024][4], emu_mma_b[1024][2];
+inline void mma_bf16_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+    const unsigned tid = threadIdx.x, base = tid & ~31u;
+    emu_warp_sync();
+    for (int r = 0; r < 4; r++) emu_mma_a[tid][r] = a[r];
+    emu_mma_b[tid][0] = b0;
+    emu_mma_b[tid][1] = b1;
+    emu_warp_sync();
+    float A[16][16], B[16][8];
+    for (unsigned lane = 0; lane < 32; lane++) {
+        const int g = (int)lane >> 2, t = (int)lane & 3;
+        const uint32_t *ar = emu_mma_a[base + lane], *br = emu_mma_b[base + lane];
+        const int rows[4] = {g, g + 8, g, g + 8}, cols[4] = {2 * t, 2 * t, 2 * t + 8, 2 * t + 8};
+        for (int r = 0; r < 4; r++) {
+            A[rows[r]][cols[r]] = emu_bf16_bits_to_float(ar[r]);
+            A[rows[r]][cols[r] + 1] = emu_bf16_bits_to_float(ar[r] >> 16);
+        }
+        for (int r = 0; r < 2; r++) {
+            B[2 * t + 8 * r][g] = emu_bf16_bits_to_float(br[r]);
+            B[2 * t + 8 * r + 1][g] = emu_bf16_bits_to_float(br[r] >> 16);
+        }
+    }
+    const int g = (int)(tid & 31u) >> 2, t = (int)tid & 3;
+    for (int e = 0; e < 4; e++) {
+        const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+        float acc = d[e];
+        for (int kk = 0; kk < 16; kk++) acc += A[row][kk] * B[kk][col];
+        d[e] = acc;
+    }
+    emu_warp_sync();
+}
+
 inline float emu_float(float x) { return x; }
 inline float emu_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 

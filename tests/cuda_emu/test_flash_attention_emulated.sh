@@ -24,8 +24,17 @@ mkdir -p "$TMP/cuda"
 printf '#include "emu_cuda.h"\n#include "cuda/cuda_bf16.cuh"\n' > "$TMP/cuda/cuda_kernels.cuh"
 : > "$TMP/cuda_bf16.h"
 : > "$TMP/mma.h"
-"$PY" - "$ROOT/cuda/cuda_flash_attention.cu" "$TMP/flash_kernels.cpp" <<'PYEOF'
-import re, sys
+"$PY" - "$ROOT/cuda/cuda_flash_attention.cu" "$TMP/flash_kernels.cpp" "$ROOT" "$TMP" <<'PYEOF'
+import os, re, sys
+# The register-resident kernels' headers: their shared arrays (they launch nothing).
+hdr_shared = 'extern __shared__ __align__(16) unsigned char smem[];'
+for name, kernels in (('cuda_flash_fwd_mma.cuh', 1), ('cuda_flash_bwd_mma.cuh', 2),
+                      ('cuda_flash_mma_common.cuh', 0)):
+    hdr = open(os.path.join(sys.argv[3], 'cuda', name)).read()
+    if hdr.count(hdr_shared) != kernels:
+        sys.exit('%s changed shape: update tests/cuda_emu/test_flash_attention_emulated.sh' % name)
+    with open(os.path.join(sys.argv[4], 'cuda', name), 'w') as f:
+        f.write(hdr.replace(hdr_shared, 'unsigned char *smem = emu_smem;'))
 src = open(sys.argv[1]).read()
 # kernel<<<grid, block, smem, stream>>>(args) -> emu_launch(kernel, grid, block, smem, stream, args)
 out, n = re.subn(r'([A-Za-z_]\w*(?:<[^<>()]*>)?)\s*<<<(.*?)>>>\s*\(',

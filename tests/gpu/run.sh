@@ -6,6 +6,7 @@
 # from the carried .devdeps when missing; cuDNN/NCCL from wherever the image keeps them),
 # builds for the card (sm_90 on Hopper) only what the checks need, then runs, decisive checks
 # first: CPU-vs-GPU parity of every op, a full step of each model, device = cuda end to end,
+# the kernel profile of the paper step (CUPTI: PACK_DIR/kernel_profile.txt),
 # the paper-configuration step in bf16 beside the same step in PyTorch eager bf16 (and issue
 # 6's targets from them); then the all-reduce checks, GPU crops, the op benchmarks, fused
 # attention, training from a data set; the extras last (loader bench, GPU cache churn, overlap
@@ -19,7 +20,7 @@
 #   JOBS          make -j (default: number of cores); BUILD_TIMEOUT_S (300) the build's limit
 #   BUDGET_S      wall-clock budget of the whole script in seconds (default 480); each check
 #                 gets min(its own timeout, what is left), and is skipped when too little is
-#   PACK_DIR      where to put gpu_summary.txt and gpu_logs.tar.gz (one file each, for the
+#   PACK_DIR      where to put gpu_summary.txt, gpu_logs.tar.gz and kernel_profile.txt (for the
 #                 lent machine's $OUT, which returns at most 8 files); default LOGDIR
 #   PEAK_TFLOPS   dense bf16 peak of the card for MFU (default from the card's name)
 #   PYTHON        Python with numpy/h5py for the reference scripts (default: /usr/bin/python3
@@ -195,6 +196,20 @@ else
     "exit $rc (build.log): $(first_line '[Ee]rror|No rule|undefined reference' "$LOGDIR/build.log")"
   failed=1; exit 1
 fi
+# The CUPTI kernel profiler (an injection library, scripts/kernel_profile.sh): built on its
+# own, so that an image without CUPTI only skips its row.
+kprof="kernel profile alice bf16"
+kernel_profile_so="" kernel_profile_why=""
+if [ -n "${SKIP_CHECKS:-}" ] && [[ $kprof =~ $SKIP_CHECKS ]]; then
+  kernel_profile_why="not built: its check matches SKIP_CHECKS"
+elif [ ! -e cuda/profiler/kernel_profile.cpp ]; then
+  kernel_profile_why="cuda/profiler/kernel_profile.cpp not in this tree"
+elif timeout 120 make USE_CUDA=1 CUDA_ARCH="$CUDA_ARCH" BUILD="$BUILD" BIN="$BIN" kernel-profile \
+       > "$LOGDIR/build_kernel_profile.log" 2>&1 && [ -f "$BUILD/lib/libalice_kernel_profile.so" ]; then
+  kernel_profile_so=$(abs_path "$BUILD/lib/libalice_kernel_profile.so")
+else
+  kernel_profile_why="$(first_line 'CUPTI not found|[Ee]rror|No rule' "$LOGDIR/build_kernel_profile.log" || true) (build_kernel_profile.log)"
+fi
 
 # ---------------------------------------------------------------------------------------
 # The checks, in the order that keeps the decisive results when the budget runs short:
@@ -244,6 +259,40 @@ case $rc in
   0) record "cuda end to end (pretrain/finetune/infer)" ok "$(grep -m1 '^summary: ' "$LOGDIR/cuda_e2e.log" | cut -c10-100)" ;;
   77) record "cuda end to end (pretrain/finetune/infer)" FAIL "skipped: $(grep -m1 skip "$LOGDIR/cuda_e2e.log" | sed 's/^skip: //' | cut -c1-80)" ;;
   *) record "cuda end to end (pretrain/finetune/infer)" FAIL "exit $rc (cuda_e2e.log): $(first_line 'FAIL|rror' "$LOGDIR/cuda_e2e.log")" ;;
+esac
+
+# ---- where the paper step's time goes: kernels by total time under CUPTI (no nsys) ----
+# The alice bf16 step below, under the injection library (scripts/kernel_profile.sh). The
+# window is the 5 timed steps: last:5 finds the launch sequence repeating at the end, so the
+# set-up and the warm-up step (cuBLAS/cuDNN choosing algorithms) are left out. The summary
+# comes back as PACK_DIR/kernel_profile.txt.
+rc=125
+if [ -z "$kernel_profile_so" ] && [ -n "${SKIP_CHECKS:-}" ] && [[ $kprof =~ $SKIP_CHECKS ]]; then
+  record "$kprof" skip "not run: matches SKIP_CHECKS"
+elif [ -z "$kernel_profile_so" ]; then
+  record "$kprof" skip "profiler not built: $kernel_profile_why"
+elif built "$kprof" "$BIN/alice"; then
+  timed "$kprof" 120 "$LOGDIR/kernel_profile.log" env BUILD="$BUILD" KERNEL_PROFILE_SO="$kernel_profile_so" \
+    ALICE_KERNEL_PROFILE_SKIP=last:5 bash scripts/kernel_profile.sh "$PACK_DIR/kernel_profile.txt" \
+    "$BIN/alice" pretrain --config jobs/pretrain_vitb_paper.cfg device=cuda batch=8 precision=bf16 tf32=1 --bench-steps 5
+  rc=$?
+fi
+case $rc in
+  125) ;;
+  0)
+    busy=$(grep -o 'busy_pct=[0-9.]*' "$PACK_DIR/kernel_profile.txt" 2>/dev/null | cut -d= -f2)
+    # the table's first 3 rows: rank calls total mean %kern cum% name (names hold spaces;
+    # no {6} in the regex: mawk lacks interval expressions)
+    top=$(awk '$1 ~ /^[1-3]$/ && NF >= 7 { n = $0; for (i = 0; i < 6; i++) sub(/^ *[^ ]+ +/, "", n); printf "%s%s %s%%", sep, substr(n, 1, 34), $5; sep = "; " }' \
+          "$PACK_DIR/kernel_profile.txt" 2>/dev/null)
+    # last:5 found no repeated launch sequence: every kernel counted (set-up included)
+    grep -q '^window .*no 5 repeats' "$PACK_DIR/kernel_profile.txt" 2>/dev/null && top="$top; window: all kernels (no 5 repeats found)"
+    if [ -n "$busy" ]; then
+      record "$kprof" ok "busy ${busy}% of span; $top"
+    else
+      record "$kprof" FAIL "no summary in kernel_profile.txt: $(first_line 'alice kernel profile|kernel_profile.sh' "$LOGDIR/kernel_profile.log")"
+    fi ;;
+  *) record "$kprof" FAIL "exit $rc (kernel_profile.log): $(first_line '[Ee]rror|kernel profile:' "$LOGDIR/kernel_profile.log")" ;;
 esac
 
 # ---- paper configuration step (ViT-B/16, crop 192x192x64, batch 8, all views and losses) ----
@@ -413,7 +462,7 @@ built "op benchmarks" "$BUILD/tests/bench_cuda_ops" &&
   { timed "op benchmarks" 150 "$LOGDIR/bench_ops.log" "$BUILD/tests/bench_cuda_ops"; rc=$?; }
 if [ $rc = 0 ]; then
   n_before=${#rows[@]}
-  for mode in fp32 tf32 bf16; do
+  for mode in fp32 tf32 bf16 bf16a; do
     line=$(grep "^tgt fc1 (all) *$mode " "$LOGDIR/bench_ops.log")
     [ -n "$line" ] && record "linear 9216x768->3072 $mode" ok \
       "$(echo "$line" | awk '{printf "%s TFLOP/s fwd, cuBLAS %s, ratio %s, bwd %s", $6, $7, $8, $9}')"
@@ -423,6 +472,11 @@ if [ $rc = 0 ]; then
     [ -n "$line" ] && record "attention T=576 Dh=64 $mode $kern" ok \
       "$(echo "$line" | awk '{printf "fwd %s ms, bwd %s ms, saved %s MiB, %sx gemm", $(NF-5), $(NF-4), $(NF-1), $NF}')"
   done; done
+  for mode in bf16 bf16a; do  # forward only (the EMA target): register-resident flash kernel
+    line=$(grep "^enc all tokens $mode fwd-only " "$LOGDIR/bench_ops.log")
+    [ -n "$line" ] && record "attention T=576 Dh=64 $mode fwd-only" ok \
+      "$(echo "$line" | awk '{printf "fwd %s ms, %s TFLOP/s, %sx the gemm fwd", $(NF-5), $(NF-3), $NF}')"
+  done
   [ ${#rows[@]} -gt "$n_before" ] ||
     record "op benchmarks" FAIL "no figures in bench_ops.log: $(sed -n 2p "$LOGDIR/bench_ops.log" | cut -c1-80)"
 elif [ $rc = 77 ]; then
@@ -431,7 +485,9 @@ elif [ $rc != 125 ]; then
   record "op benchmarks" FAIL "exit $rc (bench_ops.log)"
 fi
 
-[ $math_modes = 1 ] && alice_step bf16-fused precision=bf16 tf32=1 attention_kernel=fused
+# The GEMM attention kernel beside the default (auto: the register-resident flash kernels at
+# head widths 32 and 64 in bf16), so the choice of the default stays measured.
+[ $math_modes = 1 ] && alice_step bf16-gemm precision=bf16 tf32=1 attention_kernel=gemm
 # What bf16 activations buy: the same step with fp32 activations and bf16 GEMM operands only
 # (already run above when the bf16 step failed).
 [ $math_modes = 1 ] && grep -q bf16_activations src/core/config_keys.c &&

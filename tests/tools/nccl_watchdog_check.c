@@ -51,6 +51,10 @@ int main(int argc, char **argv)
     float *d = gpu->alloc(n * sizeof(float));
     float *h = malloc(n * sizeof(float));
     gpu->fill(d, (float)(rank + 1), n);
+    /* Loads scale's kernel now: CUDA loads kernels lazily, at their first launch, and a load
+     * waits for the device to go idle, so a first launch behind the stall below would block in
+     * the launch itself (seen on an H200: the stall was over before the download began). */
+    gpu->scale(d, 1.0f, n);
     nccl_allreduce_mean_async(d, n);
     nccl_allreduce_wait();
     gpu_inject_stream_stall(mode->stall_s);

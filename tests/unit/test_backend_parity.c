@@ -119,6 +119,18 @@ static void compare(const Pair *p, double rtol, double atol, const char *what)
     free(hg);
 }
 
+/* Makes the GPU copy equal to the CPU copy again. Ops compared in a chain get identical inputs
+ * this way: without it the last-bit differences of one op (the GPU contracts a*x + b*y into an
+ * FMA, the CPU build does not) are amplified by the cancellation in the next (x + y with
+ * y ~ -x), and that op's comparison would measure its inputs, not itself. */
+static void pair_resync(const Pair *p)
+{
+    float *h = malloc((p->n ? p->n : 1) * sizeof(float));
+    cpu->download(h, p->c, p->n * sizeof(float));
+    gpu->upload(p->g, h, p->n * sizeof(float));
+    free(h);
+}
+
 static void random_permutation(int *perm, int n)
 {
     RngStream s;
@@ -150,15 +162,18 @@ static int test_elementwise(void)
     gpu->axpby(y.g, x.g, 0.7f, -1.3f, n);
     cpu->axpby(y.c, x.c, 0.7f, -1.3f, n);
     compare(&y, 1e-6, 1e-7, "axpby");
+    pair_resync(&y);
     gpu->scale(y.g, 3.5f, n);
     cpu->scale(y.c, 3.5f, n);
     compare(&y, 1e-6, 1e-7, "scale");
+    pair_resync(&y);
     gpu->add(out.g, x.g, y.g, n);
     cpu->add(out.c, x.c, y.c, n);
     compare(&out, 1e-6, 1e-7, "add");
     gpu->add(x.g, x.g, y.g, n); /* aliasing */
     cpu->add(x.c, x.c, y.c, n);
     compare(&x, 1e-6, 1e-7, "add in place");
+    pair_resync(&x); /* sum_squares is checked at 1e-9: identical inputs */
     double sg = gpu->sum_squares(x.g, n), sc = cpu->sum_squares(x.c, n);
     TEST_CLOSE(sg, sc, 1e-9, 0, "sum_squares");
     TEST_CHECK(gpu->all_finite(x.g, n) == 1, "all_finite on finite data");
@@ -494,11 +509,59 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, dou
     if (!packed) { pair_free(&kvbuf); pair_free(&dkvbuf); }
 }
 
+/* Forward only (saved = NULL on both backends: nothing saved, no backward may follow; the
+ * GPU may take its forward-only kernel). Only out is compared, at attention_case's out
+ * tolerance. Shapes: the paper's (B 2, T 576 and 144, Dh 64; Dh 32 at T 576), Dh 48 (a width
+ * the fast forward does not take: its fallback), Tq != Tk both ways, and CASA's 768-wide
+ * single head (the teacher pair runs forward only). A few MB per case. */
+typedef struct {
+    int B, H, Tq, Tk, Dh, packed;
+} UnsavedShape;
+
+static const UnsavedShape kUnsavedShapes[] = {
+    {2, 12, 144, 144, 64, 1}, /* ViT-B, visible tokens */
+    {2, 4, 576, 576, 64, 1},  /* ViT-B, all tokens (the EMA target's intact views) */
+    {2, 4, 576, 576, 32, 1},  /* decoder head width, all tokens */
+    {2, 4, 144, 144, 48, 1},  /* a head width outside the fast kernel's: the fallback */
+    {2, 3, 100, 77, 64, 0},   /* Tq > Tk, neither a tile multiple */
+    {2, 2, 77, 100, 32, 0},   /* Tq < Tk */
+    {2, 1, 144, 576, 64, 0},  /* cross attention, several key tiles */
+    {2, 1, 20, 30, 768, 0},   /* CASA head */
+};
+#define UNSAVED_SHAPE_COUNT ((int)(sizeof kUnsavedShapes / sizeof kUnsavedShapes[0]))
+
+static void attention_unsaved_case(const UnsavedShape *u, double tol, const char *mode)
+{
+    const int B = u->B, H = u->H, Tq = u->Tq, Tk = u->Tk, Dh = u->Dh, C = H * Dh;
+    const int ldq = u->packed ? 3 * C : C, ldkv = u->packed ? 3 * C : 2 * C;
+    Pair qbuf = input((size_t)B * Tq * ldq);
+    Pair kvbuf = u->packed ? qbuf : input((size_t)B * Tk * ldkv);
+    Pair out = output((size_t)B * Tq * C);
+    const int koff = u->packed ? C : 0, voff = u->packed ? 2 * C : C;
+    gpu->attention_fwd(out.g, NULL, qbuf.g, kvbuf.g + koff, kvbuf.g + voff, B, H, Tq, Tk, Dh,
+                       ldq, ldkv);
+    cpu->attention_fwd(out.c, NULL, qbuf.c, kvbuf.c + koff, kvbuf.c + voff, B, H, Tq, Tk, Dh,
+                       ldq, ldkv);
+    char what[160];
+    snprintf(what, sizeof what, "attention_fwd saved=NULL (%s) out B=%d H=%d Tq=%d Tk=%d Dh=%d "
+             "packed=%d", mode, B, H, Tq, Tk, Dh, u->packed);
+    compare(&out, 1e-5 * tol, 1e-5 * tol, what);
+    pair_free(&qbuf); pair_free(&out);
+    if (!u->packed) pair_free(&kvbuf);
+}
+
+static void attention_unsaved_cases(double tol, const char *mode)
+{
+    for (int i = 0; i < UNSAVED_SHAPE_COUNT; i++)
+        attention_unsaved_case(&kUnsavedShapes[i], tol, mode);
+}
+
 static int test_attention(void)
 {
     attention_case(2, 3, 17, 17, 8, 1, 1.0);
     attention_case(3, 2, 11, 23, 16, 0, 1.0);
     attention_case(2, 12, 144, 144, 64, 1, 1.0); /* ViT-B, visible tokens of a 192^2x64 crop */
+    attention_unsaved_cases(1.0, "fp32, GEMM kernel");
     return 0;
 }
 
@@ -523,6 +586,7 @@ static int test_attention_fused(void)
     attention_case(1, 2, 65, 130, 40, 0, 1.0);    /* runtime Dh, 32-row tiles */
     attention_case(1, 2, 33, 47, 128, 0, 1.0);    /* widest fused head */
     attention_case(2, 1, 20, 30, 768, 0, 1.0);    /* CASA head: GEMM path under fused */
+    attention_unsaved_cases(1.0, "fp32, fused kernel");
     gpu_set_attention(ATTN_KERNEL_GEMM);
     return 0;
 }
@@ -883,6 +947,7 @@ static int test_mixed_precision(void)
     /* Attention GEMMs through the bf16 path too: logits off by ~1e-2, probabilities by ~1e-2
      * relative, so 2000x the fp32 tolerances (out: 2e-2; gradients: 0.2 relative + 2e-2). */
     attention_case(2, 4, 33, 33, 16, 1, 2000.0);
+    attention_unsaved_cases(2000.0, "bf16 GEMMs, GEMM kernel");
     /* The fused kernel in bf16: tiles rounded to bf16 on tensor cores, softmax statistics and
      * accumulators in fp32: the same stated tolerances (out 2e-2; gradients 0.2 rel + 2e-2). */
     gpu_set_attention(ATTN_KERNEL_FUSED);
@@ -892,6 +957,7 @@ static int test_mixed_precision(void)
     attention_case(2, 12, 144, 144, 32, 1, 2000.0);
     attention_case(1, 12, 130, 130, 64, 1, 2000.0);
     attention_case(1, 2, 65, 130, 40, 0, 2000.0);
+    attention_unsaved_cases(2000.0, "bf16 GEMMs, fused kernel");
     gpu_set_attention(ATTN_KERNEL_GEMM);
     gpu_set_math(0, 0);
     return 0;
@@ -1227,6 +1293,35 @@ static void bf16_attention_cases(void)
     bf16_attention_case(2, 1, 20, 30, 768, 0);   /* CASA head: the GEMM path under fused too */
 }
 
+/* attention_fwd_bf16 forward only (saved = NULL on both backends; see kUnsavedShapes): out
+ * compared at bf16_attention_case's out tolerance. */
+static void bf16_attention_unsaved_case(const UnsavedShape *u, const char *kernel)
+{
+    const double tol = 2000.0;
+    const int B = u->B, H = u->H, Tq = u->Tq, Tk = u->Tk, Dh = u->Dh, C = H * Dh;
+    const int ldq = u->packed ? 3 * C : C, ldkv = u->packed ? 3 * C : 2 * C;
+    Bf16Pair qbuf = bf16_input((size_t)B * Tq * ldq);
+    Bf16Pair kvbuf = u->packed ? qbuf : bf16_input((size_t)B * Tk * ldkv);
+    Bf16Pair out = bf16_output((size_t)B * Tq * C);
+    const int koff = u->packed ? C : 0, voff = u->packed ? 2 * C : C;
+    gpu->attention_fwd_bf16(out.g, NULL, qbuf.g, kvbuf.g + koff, kvbuf.g + voff, B, H, Tq, Tk,
+                            Dh, ldq, ldkv);
+    cpu->attention_fwd_bf16(out.c, NULL, qbuf.c, kvbuf.c + koff, kvbuf.c + voff, B, H, Tq, Tk,
+                            Dh, ldq, ldkv);
+    char what[160];
+    snprintf(what, sizeof what, "attention_fwd_bf16 saved=NULL (%s) out B=%d H=%d Tq=%d Tk=%d "
+             "Dh=%d packed=%d", kernel, B, H, Tq, Tk, Dh, u->packed);
+    compare_bf16(&out, 1e-5 * tol, 1e-5 * tol, what);
+    bf16_pair_free(&qbuf); bf16_pair_free(&out);
+    if (!u->packed) bf16_pair_free(&kvbuf);
+}
+
+static void bf16_attention_unsaved_cases(const char *kernel)
+{
+    for (int i = 0; i < UNSAVED_SHAPE_COUNT; i++)
+        bf16_attention_unsaved_case(&kUnsavedShapes[i], kernel);
+}
+
 /* Every bf16-activation op, CPU against GPU; the math mode stays fp32 (these ops are bf16 by
  * their types, whatever gpu_set_math says). Last: the newest kernels. */
 static int test_bf16_activations(void)
@@ -1237,8 +1332,10 @@ static int test_bf16_activations(void)
     bf16_layernorm_gelu_case(67, 768);
     gpu_set_attention(ATTN_KERNEL_GEMM);
     bf16_attention_cases();
+    bf16_attention_unsaved_cases("GEMM kernel");
     gpu_set_attention(ATTN_KERNEL_FUSED);
     bf16_attention_cases();
+    bf16_attention_unsaved_cases("fused kernel");
     gpu_set_attention(ATTN_KERNEL_GEMM);
     return 0;
 }

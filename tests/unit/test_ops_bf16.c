@@ -689,6 +689,43 @@ static int test_attention_cross(void)
     return 0;
 }
 
+/* saved == NULL (forward only): the bf16 out must be bit-identical to the saving call's.
+ * Shapes: Tq != Tk, odd sizes, head widths 8/32/64, more (batch, head) tasks than threads. */
+static void attention_unsaved_case(int B, int H, int Tq, int Tk, int Dh)
+{
+    const int C = H * Dh, ldq = C + 3, ldkv = 2 * C; /* q with a gap, k and v packed */
+    bf16_t *q = randn_bf16((size_t)B * Tq * ldq, 1.5f), *kv = randn_bf16((size_t)B * Tk * ldkv, 1.5f);
+    const size_t n_out = (size_t)B * Tq * C;
+    bf16_t *o_saved = bf16_filled(n_out, BF16_QNAN), *o_unsaved = bf16_filled(n_out, BF16_QNAN);
+    float *saved = test_filled(be->attention_saved_floats(B, H, Tq, Tk, Dh), NAN);
+    be->attention_fwd_bf16(o_saved, saved, q, kv, kv + C, B, H, Tq, Tk, Dh, ldq, ldkv);
+    be->attention_fwd_bf16(o_unsaved, NULL, q, kv, kv + C, B, H, Tq, Tk, Dh, ldq, ldkv);
+    size_t differ = 0, nonfinite = 0;
+    for (size_t i = 0; i < n_out; i++) {
+        differ += o_saved[i] != o_unsaved[i];
+        nonfinite += !isfinite(bf16_value(o_unsaved[i]));
+    }
+    TEST_CHECK(differ == 0 && nonfinite == 0,
+               "attention_fwd_bf16 saved=NULL B%d H%d Tq%d Tk%d Dh%d: %zu of %zu outputs differ "
+               "in bits from the saving call, %zu not finite", B, H, Tq, Tk, Dh, differ, n_out,
+               nonfinite);
+    free(saved);
+    free(o_unsaved);
+    free(o_saved);
+    free(kv);
+    free(q);
+}
+
+static int test_attention_unsaved(void)
+{
+    attention_unsaved_case(3, 5, 13, 13, 8);
+    attention_unsaved_case(2, 3, 11, 29, 8);
+    attention_unsaved_case(3, 3, 37, 21, 32);
+    attention_unsaved_case(1, 7, 33, 19, 64);
+    attention_unsaved_case(2, 3, 41, 41, 64);
+    return 0;
+}
+
 int main(void)
 {
     be = backend_cpu();
@@ -699,5 +736,6 @@ int main(void)
     TEST_RUN(test_gelu);
     TEST_RUN(test_attention_packed);
     TEST_RUN(test_attention_cross);
+    TEST_RUN(test_attention_unsaved);
     return test_finish();
 }

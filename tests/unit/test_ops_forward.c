@@ -219,6 +219,45 @@ static int test_attention(void)
     return 0;
 }
 
+/* saved == NULL (forward only): out must be bit-identical to the saving call's. Shapes: Tq !=
+ * Tk, odd sizes, head widths 8/32/64, and more (batch, head) tasks than threads, so each
+ * thread's scratch tile is reused across tasks. */
+static void attention_unsaved_case(int B, int H, int Tq, int Tk, int Dh, int packed)
+{
+    int C = H * Dh;
+    int ldq = packed ? 3 * C : C, ldkv = packed ? 3 * C : 2 * C;
+    float *qbuf = randn((size_t)B * Tq * ldq, 1.5f);
+    float *kvbuf = packed ? qbuf : randn((size_t)B * Tk * ldkv, 1.5f);
+    const float *q = qbuf, *k = packed ? qbuf + C : kvbuf, *v = packed ? qbuf + 2 * C : kvbuf + C;
+    size_t nout = (size_t)B * Tq * C;
+    float *out_saved = filled(nout, NAN), *out_unsaved = filled(nout, NAN);
+    float *saved = filled(be->attention_saved_floats(B, H, Tq, Tk, Dh), NAN);
+    be->attention_fwd(out_saved, saved, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
+    be->attention_fwd(out_unsaved, NULL, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
+    size_t differ = 0, nonfinite = 0;
+    for (size_t i = 0; i < nout; i++) {
+        differ += memcmp(&out_saved[i], &out_unsaved[i], sizeof(float)) != 0;
+        nonfinite += !isfinite(out_unsaved[i]);
+    }
+    TEST_CHECK(differ == 0 && nonfinite == 0,
+               "attention saved=NULL %s B%d H%d Tq%d Tk%d Dh%d: %zu of %zu outputs differ in bits "
+               "from the saving call, %zu not finite", packed ? "packed" : "cross", B, H, Tq, Tk,
+               Dh, differ, nout, nonfinite);
+    free(qbuf), free(out_saved), free(out_unsaved), free(saved);
+    if (!packed) free(kvbuf);
+}
+
+static int test_attention_unsaved(void)
+{
+    attention_unsaved_case(3, 5, 13, 13, 8, 1);
+    attention_unsaved_case(2, 3, 11, 29, 8, 0);
+    attention_unsaved_case(3, 3, 37, 21, 32, 0);
+    attention_unsaved_case(2, 4, 45, 45, 32, 1);
+    attention_unsaved_case(1, 7, 33, 19, 64, 0);
+    attention_unsaved_case(2, 3, 41, 41, 64, 1);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ convolutions */
 
 static void conv_case(int B, int Cin, int Cout, int X, int Y, int Z, int k, int s, int pad,
@@ -676,6 +715,7 @@ int main(void)
     TEST_RUN(test_gemm);
     TEST_RUN(test_linear);
     TEST_RUN(test_attention);
+    TEST_RUN(test_attention_unsaved);
     TEST_RUN(test_conv3d);
     TEST_RUN(test_conv_transpose3d);
     TEST_RUN(test_layernorm);

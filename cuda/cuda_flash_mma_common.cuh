@@ -1,0 +1,153 @@
+/* Shared pieces of the register-resident flash-attention kernels on bf16 tensor cores
+ * (cuda/cuda_flash_fwd_mma.cuh, cuda/cuda_flash_bwd_mma.cuh): the warp-level mma.sync
+ * m16n8k16 product, bf16 packing, and the tile loader. The host emulation of tests/cuda_emu
+ * supplies its own mma_bf16_m16n8k16 (same fragments, computed lane by lane).
+ *
+ * Fragments (PTX ISA, mma.m16n8k16, lane = 4 g + t): an accumulator holds rows g and g + 8,
+ * columns 2t and 2t + 1 of a 16x8 tile; an A operand rows g and g + 8, columns 2t, 2t + 1,
+ * 2t + 8, 2t + 9 of a 16x16 tile; a B operand rows (k) 2t, 2t + 1, 2t + 8, 2t + 9 of column
+ * g. Two adjacent accumulators therefore ARE an A operand: products chain in registers.
+ * Needs cuda/cuda_kernels.cuh (narrow_to, stdint) first. */
+#ifndef ALICE_CUDA_FLASH_MMA_COMMON_CUH
+#define ALICE_CUDA_FLASH_MMA_COMMON_CUH
+
+namespace flash_mma {
+
+constexpr int kRows = 64;        /* rows of every tile: queries or keys; 16 per warp */
+constexpr int kWarps = kRows / 16;
+constexpr int kThreads = 32 * kWarps;
+constexpr int kPad = 8;          /* bf16 per shared row beyond Dh: 16 bytes, spreads banks */
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+__host__ __device__ constexpr int smem_row(int dh) { return dh + kPad; }
+/* n_tiles bf16 tiles of kRows x smem_row(dh), then n_vecs fp32 vectors of kRows */
+__host__ __device__ constexpr unsigned smem_bytes(int dh, int n_tiles, int n_vecs)
+{
+    return (unsigned)n_tiles * kRows * (unsigned)smem_row(dh) * 2u +
+           (unsigned)n_vecs * kRows * 4u;
+}
+
+#ifndef ALICE_EMU_CUDA_H
+/* d += a b for one warp: A 16x16 bf16 (4 registers of 2), B 16x8 bf16 (2), D 16x8 fp32 (4). */
+__device__ __forceinline__ void mma_bf16_m16n8k16(float (&d)[4], const uint32_t (&a)[4],
+                                                  uint32_t b0, uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+#endif
+
+__device__ __forceinline__ uint16_t bits_of(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+__device__ __forceinline__ uint16_t bits_of(float x)
+{
+    return __bfloat16_as_ushort(__float2bfloat16_rn(x));
+}
+/* Two bf16 in one register: the lower column (or key) in the low half, as mma reads them. */
+__device__ __forceinline__ uint32_t pack(uint16_t lo, uint16_t hi)
+{
+    return (uint32_t)lo | ((uint32_t)hi << 16);
+}
+__device__ __forceinline__ uint32_t pack_rounded(float lo, float hi)
+{
+    return pack(bits_of(lo), bits_of(hi));
+}
+__device__ __forceinline__ uint32_t load_pair(const uint16_t *p)
+{
+    return *reinterpret_cast<const uint32_t *>(p);
+}
+
+struct alignas(16) Bf16x8 { uint16_t h[8]; };
+struct alignas(16) Float4 { float f[4]; };
+
+/* Eight consecutive elements as bf16 bits: one 16-byte load (bf16) or two (fp32) when the
+ * launcher found every row start 16-byte aligned, else element by element. */
+__device__ __forceinline__ void load8(uint16_t (&out)[8], const __nv_bfloat16 *p, bool vec)
+{
+    if (vec) {
+        const Bf16x8 c = *reinterpret_cast<const Bf16x8 *>(p);
+        for (int e = 0; e < 8; e++) out[e] = c.h[e];
+    } else {
+        for (int e = 0; e < 8; e++) out[e] = bits_of(p[e]);
+    }
+}
+__device__ __forceinline__ void load8(uint16_t (&out)[8], const float *p, bool vec)
+{
+    if (vec) {
+        const Float4 a = *reinterpret_cast<const Float4 *>(p);
+        const Float4 b = *reinterpret_cast<const Float4 *>(p + 4);
+        for (int e = 0; e < 4; e++) out[e] = bits_of(a.f[e]), out[4 + e] = bits_of(b.f[e]);
+    } else {
+        for (int e = 0; e < 8; e++) out[e] = bits_of(p[e]);
+    }
+}
+
+/* kRows rows of kDh elements (row stride ld) into shared memory; rows from n_valid on are 0. */
+template <int kDh, typename TAct>
+__device__ __forceinline__ void load_tile(uint16_t *dst, const TAct *src, long ld, int n_valid,
+                                          bool vec)
+{
+    constexpr int kChunks = kDh / 8;
+    for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) {
+        const int r = c / kChunks, col = (c % kChunks) * 8;
+        uint16_t v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (r < n_valid) load8(v, src + r * ld + col, vec);
+        Bf16x8 chunk;
+        for (int e = 0; e < 8; e++) chunk.h[e] = v[e];
+        *reinterpret_cast<Bf16x8 *>(dst + r * smem_row(kDh) + col) = chunk;
+    }
+}
+
+/* A fragments of rows [row0, row0 + 16) of a shared tile, one per 16-column k-step. */
+template <int kDh>
+__device__ __forceinline__ void load_a_frags(uint32_t (&a)[kDh / 16][4], const uint16_t *tile,
+                                             int row0, int g, int t)
+{
+    constexpr int kLd = smem_row(kDh);
+    const uint16_t *r = tile + (row0 + g) * kLd + 2 * t;
+    for (int s = 0; s < kDh / 16; s++) {
+        a[s][0] = load_pair(r + 16 * s);
+        a[s][1] = load_pair(r + 8 * kLd + 16 * s);
+        a[s][2] = load_pair(r + 16 * s + 8);
+        a[s][3] = load_pair(r + 8 * kLd + 16 * s + 8);
+    }
+}
+
+/* d += A B^T-style product of one 8-row group: B's column n is shared row n0 + g, its k runs
+ * along that row (Q K^T with K rows, dO V^T with V rows). */
+template <int kDh>
+__device__ __forceinline__ void mma_rows(float (&d)[4], const uint32_t (&a)[kDh / 16][4],
+                                         const uint16_t *tile, int n0, int g, int t)
+{
+    const uint16_t *r = tile + (n0 + g) * smem_row(kDh) + 2 * t;
+    for (int s = 0; s < kDh / 16; s++)
+        mma_bf16_m16n8k16(d, a[s], load_pair(r + 16 * s), load_pair(r + 16 * s + 8));
+}
+
+/* B operand of 16 k-rows [k0, k0 + 16) x column c of a shared tile whose k runs down the rows
+ * (P V with V, dS K with K, P^T dO with dO): two elements from two rows per register. */
+template <int kDh>
+__device__ __forceinline__ void mma_cols(float (&d)[4], const uint32_t (&a)[4],
+                                         const uint16_t *tile, int k0, int c, int t)
+{
+    constexpr int kLd = smem_row(kDh);
+    const uint16_t *p = tile + (k0 + 2 * t) * kLd + c;
+    mma_bf16_m16n8k16(d, a, pack(p[0], p[kLd]), pack(p[8 * kLd], p[9 * kLd]));
+}
+
+/* The A operand of keys (or queries) [16 s, 16 s + 16) from two adjacent accumulator groups,
+ * rounded to bf16. */
+__device__ __forceinline__ void a_from_acc(uint32_t (&a)[4], const float (&lo)[4],
+                                           const float (&hi)[4])
+{
+    a[0] = pack_rounded(lo[0], lo[1]);
+    a[1] = pack_rounded(lo[2], lo[3]);
+    a[2] = pack_rounded(hi[0], hi[1]);
+    a[3] = pack_rounded(hi[2], hi[3]);
+}
+
+}  // namespace flash_mma
+
+#endif
