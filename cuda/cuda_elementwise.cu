@@ -37,15 +37,32 @@ void cuda_scale(float *x, float a, size_t n)
     CUDA_CHECK_LAUNCH();
 }
 
-static __global__ void add_kernel(float *out, const float *a, const float *b, size_t n)
+/* Width of the float4 path: 4 floats = 16 bytes per load/store. */
+constexpr int kFloatsPerVec = kVecBytes / (int)sizeof(float);
+
+static __global__ void add_kernel(float *out, const float *a, const float *b, size_t n,
+                                  bool vectorised)
 {
-    GRID_STRIDE(i, n) out[i] = a[i] + b[i];
+    constexpr int W = kFloatsPerVec;
+    /* out may alias a or b (in-place add): each chunk is read whole before it is written. */
+    grid_stride_split<W>(
+        n, vectorised,
+        [=](size_t i) {
+            const Pack<float, W> va = load_pack<float, W>(a + i), vb = load_pack<float, W>(b + i);
+            Pack<float, W> vo;
+#pragma unroll
+            for (int k = 0; k < W; k++) vo.v[k] = va.v[k] + vb.v[k];
+            store_pack(out + i, vo);
+        },
+        [=](size_t i) { out[i] = a[i] + b[i]; });
 }
 
 void cuda_add(float *out, const float *a, const float *b, size_t n)
 {
     if (n == 0) return;
-    add_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(out, a, b, n);
+    const bool vec = aligned16(out, a, b);
+    add_kernel<<<grid_for_split(n, vec, kFloatsPerVec), kThreads, 0, cuda_stream()>>>(out, a, b,
+                                                                                     n, vec);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -75,45 +92,76 @@ int cuda_all_finite(const float *x, size_t n)
  * (ops/cpu_math.h, Abramowitz & Stegun erf rather than CUDA's erff) with the same roundings,
  * so the two backends agree bit for bit. T: float, or __nv_bfloat16 for bf16 activations
  * (x widened exactly, y rounded once, so bf16 results match the CPU's bit for bit too). */
-template <typename T> static __global__ void gelu_fwd_kernel(T *y, const T *x, size_t n)
+template <typename T>
+static __global__ void gelu_fwd_kernel(T *y, const T *x, size_t n, bool vectorised)
 {
-    GRID_STRIDE(i, n) y[i] = narrow_to<T>(gelu_erf(widen(x[i])));
+    constexpr int W = kVecBytes / (int)sizeof(T); /* 4 floats or 8 bf16 per 16 bytes */
+    grid_stride_split<W>(
+        n, vectorised,
+        [=](size_t i) {
+            const Pack<T, W> vx = load_pack<T, W>(x + i);
+            Pack<T, W> vy;
+#pragma unroll
+            for (int k = 0; k < W; k++) vy.v[k] = narrow_to<T>(gelu_erf(widen(vx.v[k])));
+            store_pack(y + i, vy);
+        },
+        [=](size_t i) { y[i] = narrow_to<T>(gelu_erf(widen(x[i]))); });
 }
 
-void cuda_gelu_fwd(float *y, const float *x, size_t n)
+template <typename T> static void launch_gelu_fwd(T *y, const T *x, size_t n)
 {
     if (n == 0) return;
-    gelu_fwd_kernel<float><<<grid_for(n), kThreads, 0, cuda_stream()>>>(y, x, n);
+    const bool vec = aligned16(y, x);
+    constexpr int W = kVecBytes / (int)sizeof(T);
+    gelu_fwd_kernel<T><<<grid_for_split(n, vec, W), kThreads, 0, cuda_stream()>>>(y, x, n, vec);
     CUDA_CHECK_LAUNCH();
 }
+
+void cuda_gelu_fwd(float *y, const float *x, size_t n) { launch_gelu_fwd(y, x, n); }
 
 void cuda_gelu_fwd_bf16(bf16_t *y, const bf16_t *x, size_t n)
 {
-    if (n == 0) return;
-    gelu_fwd_kernel<__nv_bfloat16><<<grid_for(n), kThreads, 0, cuda_stream()>>>(as_nv(y),
-                                                                                 as_nv(x), n);
-    CUDA_CHECK_LAUNCH();
+    launch_gelu_fwd(as_nv(y), as_nv(x), n);
 }
 
+/* dx, dy are fp32 whatever T is; W follows x (8 bf16 = one 16-byte load, the fp32 sides then
+ * take two). */
 template <typename T>
-static __global__ void gelu_bwd_kernel(float *dx, const float *dy, const T *x, size_t n)
+static __global__ void gelu_bwd_kernel(float *dx, const float *dy, const T *x, size_t n,
+                                       bool vectorised)
 {
-    GRID_STRIDE(i, n) dx[i] = dy[i] * gelu_erf_slope(widen(x[i]));
+    constexpr int W = kVecBytes / (int)sizeof(T);
+    grid_stride_split<W>(
+        n, vectorised,
+        [=](size_t i) {
+            const Pack<T, W> vx = load_pack<T, W>(x + i);
+            const Pack<float, W> vdy = load_pack<float, W>(dy + i);
+            Pack<float, W> vdx;
+#pragma unroll
+            for (int k = 0; k < W; k++) vdx.v[k] = vdy.v[k] * gelu_erf_slope(widen(vx.v[k]));
+            store_pack(dx + i, vdx);
+        },
+        [=](size_t i) { dx[i] = dy[i] * gelu_erf_slope(widen(x[i])); });
+}
+
+template <typename T> static void launch_gelu_bwd(float *dx, const float *dy, const T *x, size_t n)
+{
+    if (n == 0 || !dx) return;
+    const bool vec = aligned16(dx, dy, x);
+    constexpr int W = kVecBytes / (int)sizeof(T);
+    gelu_bwd_kernel<T><<<grid_for_split(n, vec, W), kThreads, 0, cuda_stream()>>>(dx, dy, x, n,
+                                                                                  vec);
+    CUDA_CHECK_LAUNCH();
 }
 
 void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n)
 {
-    if (n == 0 || !dx) return;
-    gelu_bwd_kernel<float><<<grid_for(n), kThreads, 0, cuda_stream()>>>(dx, dy, x, n);
-    CUDA_CHECK_LAUNCH();
+    launch_gelu_bwd(dx, dy, x, n);
 }
 
 void cuda_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n)
 {
-    if (n == 0 || !dx) return;
-    gelu_bwd_kernel<__nv_bfloat16><<<grid_for(n), kThreads, 0, cuda_stream()>>>(dx, dy,
-                                                                                 as_nv(x), n);
-    CUDA_CHECK_LAUNCH();
+    launch_gelu_bwd(dx, dy, as_nv(x), n);
 }
 
 static __global__ void leaky_relu_fwd_kernel(float *y, const float *x, size_t n, float slope)

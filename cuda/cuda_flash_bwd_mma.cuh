@@ -79,8 +79,8 @@ flash_bwd_dkv_mma_kernel(float *dk, float *dv, const float *dout, const TAct *q,
         }
         __syncthreads();
         if (q0 == 0) {
-            load_a_frags<kDh>(ka, Ks, warp * 16, g, t);
-            load_a_frags<kDh>(va, Vs, warp * 16, g, t);
+            load_a_frags<kDh>(ka, Ks, warp * 16, lane);
+            load_a_frags<kDh>(va, Vs, warp * 16, lane);
         }
         /* 16 queries at a time (two 8-query groups: few live registers): S^T and dP^T, whose
          * element e of group j is query 8j + 2t + (e & 1), key g + 8 (e >> 1); then
@@ -90,8 +90,8 @@ flash_bwd_dkv_mma_kernel(float *dk, float *dv, const float *dout, const TAct *q,
             for (int half = 0; half < 2; half++) {
                 const int j = 2 * s + half;
                 for (int e = 0; e < 4; e++) pt[half][e] = dst[half][e] = 0.0f;
-                mma_rows<kDh>(pt[half], ka, Qs, 8 * j, g, t);
-                mma_rows<kDh>(dst[half], va, dOs, 8 * j, g, t);
+                mma_rows<kDh>(pt[half], ka, Qs, 8 * j, lane);
+                mma_rows<kDh>(dst[half], va, dOs, 8 * j, lane);
                 for (int e = 0; e < 4; e++) {
                     const int qi = 8 * j + 2 * t + (e & 1);
                     const float p = qi < n_q ? exp2f(pt[half][e] * scale_log2 - lse2_s[qi]) : 0.0f;
@@ -102,9 +102,9 @@ flash_bwd_dkv_mma_kernel(float *dk, float *dv, const float *dout, const TAct *q,
             uint32_t pa[4], sa[4];
             a_from_acc(pa, pt[0], pt[1]);
             a_from_acc(sa, dst[0], dst[1]);
-            for (int j = 0; j < kDhGroups; j++) {
-                mma_cols<kDh>(dv_acc[j], pa, dOs, 16 * s, 8 * j + g, t);
-                mma_cols<kDh>(dk_acc[j], sa, Qs, 16 * s, 8 * j + g, t);
+            for (int j = 0; j < kDhGroups; j += 2) {
+                mma_cols2<kDh>(dv_acc[j], dv_acc[j + 1], pa, dOs, 16 * s, 8 * j, lane);
+                mma_cols2<kDh>(dk_acc[j], dk_acc[j + 1], sa, Qs, 16 * s, 8 * j, lane);
             }
         }
         __syncthreads();  /* the next query tile overwrites Q, dO, lse, D */
@@ -160,8 +160,8 @@ flash_bwd_dq_mma_kernel(float *dq, const float *dout, const TAct *q, const TAct 
         load_tile<kDh>(Vs, v + kv_off, ldkv, n_valid, vec);
         __syncthreads();
         if (key0 == 0) {
-            load_a_frags<kDh>(qa, Qs, warp * 16, g, t);
-            load_a_frags<kDh>(da, dOs, warp * 16, g, t);
+            load_a_frags<kDh>(qa, Qs, warp * 16, lane);
+            load_a_frags<kDh>(da, dOs, warp * 16, lane);
         }
         /* 16 keys at a time: S and dP, whose element e of group j is key 8j + 2t + (e & 1),
          * row g + 8 (e >> 1); then dQ += dS K */
@@ -171,8 +171,8 @@ flash_bwd_dq_mma_kernel(float *dq, const float *dout, const TAct *q, const TAct 
                 const int j = 2 * s + half;
                 float sc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
                 for (int e = 0; e < 4; e++) ds[half][e] = 0.0f;
-                mma_rows<kDh>(sc, qa, Ks, 8 * j, g, t);
-                mma_rows<kDh>(ds[half], da, Vs, 8 * j, g, t);
+                mma_rows<kDh>(sc, qa, Ks, 8 * j, lane);
+                mma_rows<kDh>(ds[half], da, Vs, 8 * j, lane);
                 for (int e = 0; e < 4; e++) {
                     const int key = 8 * j + 2 * t + (e & 1);
                     const bool hi = e >> 1;
@@ -184,8 +184,8 @@ flash_bwd_dq_mma_kernel(float *dq, const float *dout, const TAct *q, const TAct 
             }
             uint32_t sa[4];
             a_from_acc(sa, ds[0], ds[1]);
-            for (int j = 0; j < kDhGroups; j++)
-                mma_cols<kDh>(dq_acc[j], sa, Ks, 16 * s, 8 * j + g, t);
+            for (int j = 0; j < kDhGroups; j += 2)
+                mma_cols2<kDh>(dq_acc[j], dq_acc[j + 1], sa, Ks, 16 * s, 8 * j, lane);
         }
         __syncthreads();  /* the next key tile overwrites K and V */
     }

@@ -62,13 +62,13 @@ flash_fwd_mma_kernel(TAct *out, float *lse, const TAct *q, const TAct *k, const 
         load_tile<kDh>(Ks, k + kv_off, ldkv, n_valid, vec);
         load_tile<kDh>(Vs, v + kv_off, ldkv, n_valid, vec);
         __syncthreads();
-        if (key0 == 0) load_a_frags<kDh>(qa, Qs, warp * 16, g, t);
+        if (key0 == 0) load_a_frags<kDh>(qa, Qs, warp * 16, lane);
 
         /* S = Q K^T: element e of group j is key 8j + 2t + (e & 1), row g + 8 (e >> 1) */
         float sc[kKeyGroups][4];
         for (int j = 0; j < kKeyGroups; j++) {
             sc[j][0] = sc[j][1] = sc[j][2] = sc[j][3] = 0.0f;
-            mma_rows<kDh>(sc[j], qa, Ks, 8 * j, g, t);
+            mma_rows<kDh>(sc[j], qa, Ks, 8 * j, lane);
         }
         float mx_lo = -INFINITY, mx_hi = -INFINITY;
         for (int j = 0; j < kKeyGroups; j++)
@@ -110,7 +110,8 @@ flash_fwd_mma_kernel(TAct *out, float *lse, const TAct *q, const TAct *k, const 
         for (int s = 0; s < kRows / 16; s++) {
             uint32_t pa[4];
             a_from_acc(pa, sc[2 * s], sc[2 * s + 1]);
-            for (int j = 0; j < kDhGroups; j++) mma_cols<kDh>(o[j], pa, Vs, 16 * s, 8 * j + g, t);
+            for (int j = 0; j < kDhGroups; j += 2)
+                mma_cols2<kDh>(o[j], o[j + 1], pa, Vs, 16 * s, 8 * j, lane);
         }
         __syncthreads();  /* the next tile overwrites K and V */
     }

@@ -38,6 +38,25 @@ __device__ __forceinline__ void mma_bf16_m16n8k16(float (&d)[4], const uint32_t 
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+
+/* Four 8x8 bf16 matrices from shared memory in one instruction: lanes 8m..8m+7 give the row
+ * addresses (16 bytes each, 16-byte aligned) of matrix m, and r[m] receives this lane's part
+ * in the fragment layout: row lane / 4, columns 2 (lane % 4) and + 1; with .trans the matrix is
+ * transposed on the way (rows 2 (lane % 4) and + 1 of column lane / 4). */
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const uint16_t *row)
+{
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t *row)
+{
+    const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
 #endif
 
 __device__ __forceinline__ uint16_t bits_of(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
@@ -53,10 +72,6 @@ __device__ __forceinline__ uint32_t pack(uint16_t lo, uint16_t hi)
 __device__ __forceinline__ uint32_t pack_rounded(float lo, float hi)
 {
     return pack(bits_of(lo), bits_of(hi));
-}
-__device__ __forceinline__ uint32_t load_pair(const uint16_t *p)
-{
-    return *reinterpret_cast<const uint32_t *>(p);
 }
 
 struct alignas(16) Bf16x8 { uint16_t h[8]; };
@@ -100,41 +115,47 @@ __device__ __forceinline__ void load_tile(uint16_t *dst, const TAct *src, long l
     }
 }
 
-/* A fragments of rows [row0, row0 + 16) of a shared tile, one per 16-column k-step. */
+/* A fragments of rows [row0, row0 + 16) of a shared tile, one per 16-column k-step: one
+ * ldmatrix.x4 each (matrices: rows 0-7 and 8-15 at columns 16 s, then at 16 s + 8). */
 template <int kDh>
 __device__ __forceinline__ void load_a_frags(uint32_t (&a)[kDh / 16][4], const uint16_t *tile,
-                                             int row0, int g, int t)
+                                             int row0, int lane)
 {
-    constexpr int kLd = smem_row(kDh);
-    const uint16_t *r = tile + (row0 + g) * kLd + 2 * t;
-    for (int s = 0; s < kDh / 16; s++) {
-        a[s][0] = load_pair(r + 16 * s);
-        a[s][1] = load_pair(r + 8 * kLd + 16 * s);
-        a[s][2] = load_pair(r + 16 * s + 8);
-        a[s][3] = load_pair(r + 8 * kLd + 16 * s + 8);
+    const uint16_t *r = tile + (row0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * smem_row(kDh) +
+                        8 * (lane >> 4);
+    for (int s = 0; s < kDh / 16; s++) ldsm_x4(a[s], r + 16 * s);
+}
+
+/* d += the product with one 8-column group of B whose column n is shared row n0 + n and whose
+ * k runs along that row (Q K^T with K's rows, dO V^T with V's): one ldmatrix.x4 per two
+ * k-steps (matrices: columns 16 s, 16 s + 8, 16 s + 16, 16 s + 24 of rows n0..n0+7). */
+template <int kDh>
+__device__ __forceinline__ void mma_rows(float (&d)[4], const uint32_t (&a)[kDh / 16][4],
+                                         const uint16_t *tile, int n0, int lane)
+{
+    static_assert(kDh % 32 == 0, "k-steps are loaded in pairs");
+    const uint16_t *r = tile + (n0 + (lane & 7)) * smem_row(kDh) + 8 * (lane >> 3);
+    for (int s = 0; s < kDh / 16; s += 2) {
+        uint32_t b[4];
+        ldsm_x4(b, r + 16 * s);
+        mma_bf16_m16n8k16(d, a[s], b[0], b[1]);
+        mma_bf16_m16n8k16(d, a[s + 1], b[2], b[3]);
     }
 }
 
-/* d += A B^T-style product of one 8-row group: B's column n is shared row n0 + g, its k runs
- * along that row (Q K^T with K rows, dO V^T with V rows). */
+/* d0 += a B0 and d1 += a B1 for the two 8-column groups [c0, c0 + 8) and [c0 + 8, c0 + 16)
+ * of 16 k-rows [k0, k0 + 16) of a shared tile whose k runs down the rows (P V with V, dS K
+ * with K, P^T dO with dO): one ldmatrix.x4.trans (matrices: k-rows 0-7 and 8-15 of column
+ * group 0, then of group 1). */
 template <int kDh>
-__device__ __forceinline__ void mma_rows(float (&d)[4], const uint32_t (&a)[kDh / 16][4],
-                                         const uint16_t *tile, int n0, int g, int t)
+__device__ __forceinline__ void mma_cols2(float (&d0)[4], float (&d1)[4], const uint32_t (&a)[4],
+                                          const uint16_t *tile, int k0, int c0, int lane)
 {
-    const uint16_t *r = tile + (n0 + g) * smem_row(kDh) + 2 * t;
-    for (int s = 0; s < kDh / 16; s++)
-        mma_bf16_m16n8k16(d, a[s], load_pair(r + 16 * s), load_pair(r + 16 * s + 8));
-}
-
-/* B operand of 16 k-rows [k0, k0 + 16) x column c of a shared tile whose k runs down the rows
- * (P V with V, dS K with K, P^T dO with dO): two elements from two rows per register. */
-template <int kDh>
-__device__ __forceinline__ void mma_cols(float (&d)[4], const uint32_t (&a)[4],
-                                         const uint16_t *tile, int k0, int c, int t)
-{
-    constexpr int kLd = smem_row(kDh);
-    const uint16_t *p = tile + (k0 + 2 * t) * kLd + c;
-    mma_bf16_m16n8k16(d, a, pack(p[0], p[kLd]), pack(p[8 * kLd], p[9 * kLd]));
+    uint32_t b[4];
+    ldsm_x4_trans(b, tile + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * smem_row(kDh) + c0 +
+                         8 * (lane >> 4));
+    mma_bf16_m16n8k16(d0, a, b[0], b[1]);
+    mma_bf16_m16n8k16(d1, a, b[2], b[3]);
 }
 
 /* The A operand of keys (or queries) [16 s, 16 s + 16) from two adjacent accumulator groups,

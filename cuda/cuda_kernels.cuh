@@ -27,6 +27,81 @@ static inline unsigned grid_for(size_t n, int threads = kThreads)
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)(n); \
          i += (size_t)gridDim.x * blockDim.x)
 
+/* ---- 16-byte vectorised elementwise access ----
+ * Elementwise kernels move kVecBytes per load/store (one LDG.128/STG.128 instead of four or
+ * eight narrow ones) when EVERY pointer they touch is 16-byte aligned: the host checks with
+ * aligned16() and passes the answer as a flag, and grid_stride_split() runs the element range
+ * [0, n) as whole chunks of W elements through vec_op(first) and the rest (the tail, or all
+ * of it when not aligned) one element at a time through scalar_op(i). Both ops must compute
+ * each element exactly as the scalar kernel did, so the vector path changes no result bit. */
+constexpr int kVecBytes = 16;
+
+template <typename... P> static inline bool aligned16(const P *...p)
+{
+    bool ok = true;
+    /* unary fold over the pack (C++17) */
+    ((ok = ok && ((uintptr_t)p % kVecBytes) == 0), ...);
+    return ok;
+}
+
+/* W elements of T: the unit one thread loads or stores at once (alignment at most 16, the
+ * most the pointers are checked for; 32-byte packs become two 16-byte accesses). */
+template <typename T, int W> struct alignas(sizeof(T) * W < kVecBytes ? sizeof(T) * W : kVecBytes)
+    Pack {
+    T v[W];
+};
+
+template <typename T, int W> __device__ __forceinline__ Pack<T, W> load_pack(const T *p)
+{
+    return *reinterpret_cast<const Pack<T, W> *>(p);
+}
+
+template <typename T, int W> __device__ __forceinline__ void store_pack(T *p, const Pack<T, W> &v)
+{
+    *reinterpret_cast<Pack<T, W> *>(p) = v;
+}
+
+/* Launch size for grid_stride_split: one thread per chunk (plus one for the tail). */
+static inline unsigned grid_for_split(size_t n, bool vectorised, int W)
+{
+    return grid_for(vectorised ? n / (size_t)W + 1 : n);
+}
+
+template <int W, class VecOp, class ScalarOp>
+__device__ __forceinline__ void grid_stride_split(size_t n, bool vectorised, VecOp vec_op,
+                                                  ScalarOp scalar_op)
+{
+    const size_t chunks = vectorised ? n / W : 0, done = chunks * W;
+    GRID_STRIDE(c, chunks) vec_op(c * W);
+    GRID_STRIDE(k, n - done) scalar_op(done + k);
+}
+
+/* The same split over one row of n elements owned by one block (row-per-block kernels: the
+ * row's base offset and any per-row value are computed once, not per element). */
+template <int W, class VecOp, class ScalarOp>
+__device__ __forceinline__ void block_stride_split(int n, bool vectorised, VecOp vec_op,
+                                                   ScalarOp scalar_op)
+{
+    const int chunks = vectorised ? n / W : 0, done = chunks * W;
+    for (int c = (int)threadIdx.x; c < chunks; c += (int)blockDim.x) vec_op(c * W);
+    for (int k = (int)threadIdx.x; k < n - done; k += (int)blockDim.x) scalar_op(done + k);
+}
+
+/* Threads for a block_stride_split over rows of n: enough warps for one pass, at most kThreads
+ * (short rows do not launch idle warps). */
+static inline int threads_for_row(int n, bool vectorised, int W)
+{
+    const int units = vectorised ? n / W + 1 : n;
+    const int warps = (units + 31) / 32;
+    return warps < 1 ? 32 : (warps * 32 > kThreads ? kThreads : warps * 32);
+}
+
+/* Row-per-block kernels stride over rows with this many blocks at most. */
+static inline unsigned grid_for_rows(size_t rows)
+{
+    return (unsigned)(rows < 1 ? 1 : (rows > kMaxBlocks ? kMaxBlocks : rows));
+}
+
 template <typename T> __device__ __forceinline__ T warp_sum(T v)
 {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

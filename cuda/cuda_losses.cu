@@ -292,23 +292,45 @@ static __global__ void mse_coef_kernel(float *coef, const float *mask, int rows,
     if (threadIdx.x == 0) coef[0] = s == 0.0 ? 0.0f : (float)(2.0 * scale / (dim * s));
 }
 
+/* One block per row (grid-stride over rows): coef * mask[row] is formed once per row (the
+ * same product, in the same order, as coef[0] * mask[i / dim] * diff per element was), then
+ * the row's dim elements stream through (float4 when dim % 4 == 0 and aligned). */
 static __global__ void masked_mse_bwd_kernel(float *dpred, const float *pred, const float *target,
                                              const float *mask, const float *coef, int dim,
-                                             size_t n)
+                                             size_t rows, bool vectorised)
 {
-    GRID_STRIDE(i, n) dpred[i] = coef[0] * mask[i / dim] * (pred[i] - target[i]);
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float row_coef = coef[0] * mask[r];
+        const size_t base = r * dim;
+        const float *pr = pred + base, *tg = target + base;
+        float *dp = dpred + base;
+        block_stride_split<W>(
+            dim, vectorised,
+            [&](int c) {
+                const Pack<float, W> vp = load_pack<float, W>(pr + c),
+                                     vt = load_pack<float, W>(tg + c);
+                Pack<float, W> vd;
+#pragma unroll
+                for (int k = 0; k < W; k++) vd.v[k] = row_coef * (vp.v[k] - vt.v[k]);
+                store_pack(dp + c, vd);
+            },
+            [&](int c) { dp[c] = row_coef * (pr[c] - tg[c]); });
+    }
 }
 
 void cuda_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,
                          int rows, int dim, float scale)
 {
-    if (rows <= 0 || !dpred) return;
+    if (rows <= 0 || dim <= 0 || !dpred) return;
     float *coef = (float *)cuda_scratch(SCRATCH_STATS, sizeof(float));
     mse_coef_kernel<<<1, kThreads, 0, cuda_stream()>>>(coef, mask, rows, dim, scale);
     CUDA_CHECK_LAUNCH();
-    const size_t n = (size_t)rows * dim;
-    masked_mse_bwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(dpred, pred, target, mask,
-                                                                        coef, dim, n);
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const bool vec = dim % W == 0 && aligned16(dpred, pred, target);
+    masked_mse_bwd_kernel<<<grid_for_rows((size_t)rows), threads_for_row(dim, vec, W), 0,
+                            cuda_stream()>>>(dpred, pred, target, mask, coef, dim, (size_t)rows,
+                                             vec);
     CUDA_CHECK_LAUNCH();
 }
 

@@ -1,68 +1,126 @@
 /* Patches, token gathers/scatters, mask tokens, pooling and channel/token layout ops of the
  * CUDA backend. Each output element is written by exactly one thread (no atomics) except in
  * scatter_add_rows, where indices of one batch element are distinct token positions. */
+#include <climits>
+
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 
-/* Patch element e of token n of batch b <-> voxel of vol [B, X, Y, Z]; see backend.h. */
-__device__ __forceinline__ size_t patch_voxel(size_t i, int X, int Y, int Z, int p)
+/* Patchify / unpatchify: one block per token t = b*N + n (grid-stride over tokens). Token n =
+ * (ix*gy + iy)*gz + iz, element e = (px*p + py)*p + pz (see backend.h): pz is fastest both in
+ * the patch row and in the volume (Z fastest), so a token is p^2 runs of p contiguous floats
+ * on BOTH sides and consecutive threads touch consecutive addresses in both (64-byte runs for
+ * p = 16: whole sectors, so reading the volume coalesced or writing the patches coalesced is
+ * the same choice). The token's corner voxel is found once per block with 64-bit math; within
+ * a token 32-bit indices suffice (p^3 < 2^31, checked on the host). When p and Z are multiples
+ * of 4 and both pointers 16-byte aligned, every float4 lies inside one run on both sides. */
+struct PatchGeometry {
+    int X, Y, Z, p, gy, gz, N;
+    size_t tokens;
+};
+
+static PatchGeometry patch_geometry(int B, int X, int Y, int Z, int p)
 {
-    const int p3 = p * p * p, gy = Y / p, gz = Z / p;
-    const int N = (X / p) * gy * gz;
-    const size_t e = i % p3, bn = i / p3;
-    const int n = (int)(bn % N);
-    const size_t b = bn / N;
-    const int ix = n / (gy * gz), iy = (n / gz) % gy, iz = n % gz;
-    const int px = (int)(e / (p * p)), py = (int)(e / p) % p, pz = (int)(e % p);
-    return ((b * X + (size_t)(ix * p + px)) * Y + (iy * p + py)) * Z + (iz * p + pz);
+    if ((long long)p * p * p > INT_MAX) {
+        ALICE_FATAL("patchify: patch size %d is too large (p^3 must fit in a 32-bit int); use "
+                    "a patch size of at most 1290", p);
+    }
+    const int gy = Y / p, gz = Z / p, N = (X / p) * gy * gz;
+    return PatchGeometry{X, Y, Z, p, gy, gz, N, (size_t)B * N};
 }
 
-static __global__ void patchify_kernel(float *patches, const float *vol, int X, int Y, int Z,
-                                       int p, size_t n)
+/* Offset of voxel (px, py, 0) of token t's patch in the volume. */
+__device__ __forceinline__ size_t token_corner(size_t t, const PatchGeometry &g)
 {
-    GRID_STRIDE(i, n) patches[i] = vol[patch_voxel(i, X, Y, Z, p)];
+    const size_t b = t / g.N;
+    const int n = (int)(t - b * g.N);
+    const int ix = n / (g.gy * g.gz), iy = (n / g.gz) % g.gy, iz = n % g.gz;
+    return ((b * g.X + (size_t)ix * g.p) * g.Y + (size_t)iy * g.p) * g.Z + (size_t)iz * g.p;
 }
 
-static __global__ void unpatchify_kernel(float *vol, const float *patches, int X, int Y, int Z,
-                                         int p, size_t n)
+/* Volume offset, relative to the token corner, of patch element e (32-bit: e < p^3). */
+__device__ __forceinline__ size_t patch_element_offset(int e, const PatchGeometry &g)
 {
-    GRID_STRIDE(i, n) vol[patch_voxel(i, X, Y, Z, p)] = patches[i];
+    const unsigned p = (unsigned)g.p, run = (unsigned)e / p, pz = (unsigned)e - run * p;
+    const unsigned px = run / p, py = run - px * p;
+    return ((size_t)px * g.Y + py) * g.Z + pz;
+}
+
+/* to_patches: patches <- vol, else vol <- patches (the same element pairs, one kernel). */
+template <bool kToPatches>
+static __global__ void patch_copy_kernel(float *patches, float *vol, PatchGeometry g,
+                                         bool vectorised)
+{
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const int p3 = g.p * g.p * g.p;
+    for (size_t t = blockIdx.x; t < g.tokens; t += gridDim.x) {
+        float *row = patches + t * p3;
+        float *corner = vol + token_corner(t, g);
+        block_stride_split<W>(
+            p3, vectorised,
+            [&](int e) {
+                float *v = corner + patch_element_offset(e, g);
+                if (kToPatches) store_pack(row + e, load_pack<float, W>(v));
+                else store_pack(v, load_pack<float, W>(row + e));
+            },
+            [&](int e) {
+                float *v = corner + patch_element_offset(e, g);
+                if (kToPatches) row[e] = *v;
+                else *v = row[e];
+            });
+    }
+}
+
+template <bool kToPatches>
+static void launch_patch_copy(float *patches, float *vol, int B, int X, int Y, int Z, int p)
+{
+    if ((size_t)B * X * Y * Z == 0 || p <= 0) return;
+    const PatchGeometry g = patch_geometry(B, X, Y, Z, p);
+    if (g.tokens == 0) return;
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const bool vec = p % W == 0 && Z % W == 0 && aligned16(patches, vol);
+    patch_copy_kernel<kToPatches><<<grid_for_rows(g.tokens), threads_for_row(p * p * p, vec, W),
+                                    0, cuda_stream()>>>(patches, vol, g, vec);
+    CUDA_CHECK_LAUNCH();
 }
 
 void cuda_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p)
 {
-    const size_t n = (size_t)B * X * Y * Z;
-    if (n == 0) return;
-    patchify_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(patches, vol, X, Y, Z, p, n);
-    CUDA_CHECK_LAUNCH();
+    /* vol is only read on this path (the kernel is shared with unpatchify). */
+    launch_patch_copy<true>(patches, const_cast<float *>(vol), B, X, Y, Z, p);
 }
 
 void cuda_unpatchify(float *vol, const float *patches, int B, int X, int Y, int Z, int p)
 {
-    const size_t n = (size_t)B * X * Y * Z;
-    if (n == 0) return;
-    unpatchify_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(vol, patches, X, Y, Z, p, n);
-    CUDA_CHECK_LAUNCH();
+    launch_patch_copy<false>(const_cast<float *>(patches), vol, B, X, Y, Z, p);
 }
 
+/* One block per output row (b, j) (grid-stride over rows): the source row is looked up once
+ * per row, then C contiguous floats are copied (float4 when C % 4 == 0 and aligned). */
 static __global__ void gather_rows_kernel(float *out, const float *in, const int *idx, int idx_ld,
-                                          int N, int nsel, int C, size_t n)
+                                          int N, int nsel, int C, size_t rows, bool vectorised)
 {
-    GRID_STRIDE(i, n) {
-        const int c = (int)(i % C);
-        const size_t bj = i / C;
-        const int j = (int)(bj % nsel), b = (int)(bj / nsel);
-        out[i] = in[((size_t)b * N + idx[(size_t)b * idx_ld + j]) * C + c];
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const size_t b = r / nsel;
+        const int j = (int)(r - b * nsel);
+        const float *src = in + (b * N + idx[b * idx_ld + j]) * C;
+        float *dst = out + r * C;
+        block_stride_split<W>(
+            C, vectorised, [&](int c) { store_pack(dst + c, load_pack<float, W>(src + c)); },
+            [&](int c) { dst[c] = src[c]; });
     }
 }
 
 void cuda_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
                       int nsel, int C)
 {
-    const size_t n = (size_t)B * nsel * C;
-    if (n == 0) return;
-    gather_rows_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(out, in, idx, idx_ld, N, nsel,
-                                                                     C, n);
+    const size_t rows = (size_t)B * nsel;
+    if (rows == 0 || C <= 0) return;
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const bool vec = C % W == 0 && aligned16(out, in);
+    gather_rows_kernel<<<grid_for_rows(rows), threads_for_row(C, vec, W), 0, cuda_stream()>>>(
+        out, in, idx, idx_ld, N, nsel, C, rows, vec);
     CUDA_CHECK_LAUNCH();
 }
 

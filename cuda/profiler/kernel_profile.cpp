@@ -6,8 +6,9 @@
 // The CUDA driver loads this library at cuInit and calls InitializeInjection, so the program
 // itself gains no dependency. Kernel, memcpy and memset activity records are collected in
 // CUPTI's buffers; at process exit the buffers are flushed and a summary (totals, busy time as
-// the union of the intervals, kernels grouped by demangled name) goes to stderr and to the
-// file ALICE_KERNEL_PROFILE_OUT (written to a temporary name, then renamed).
+// the union of the intervals, kernels grouped by demangled name, the idle gaps between busy
+// intervals by length and the longest ones with the activity on either side) goes to stderr
+// and to the file ALICE_KERNEL_PROFILE_OUT (written to a temporary name, then renamed).
 // ALICE_KERNEL_PROFILE_SKIP: N leaves out the first N kernel launches; last:R keeps only the
 // last R repeats of the launch sequence (the timed steps of a benchmark).
 //

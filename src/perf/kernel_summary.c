@@ -184,6 +184,59 @@ size_t ks_find_window(const uint32_t *seq, size_t n, int repeats, size_t *period
     return 0;
 }
 
+/* ---- idle gaps ---- */
+
+/* Where each bucket starts (it ends where the next starts). */
+static const struct { uint64_t from_ns; const char *name; } gap_buckets[KS_GAP_BUCKET_COUNT] = {
+    [KS_GAP_UNDER_5US] = {0, "< 5 us"},
+    [KS_GAP_5_TO_20US] = {5000, "5-20 us"},
+    [KS_GAP_20_TO_100US] = {20000, "20-100 us"},
+    [KS_GAP_100US_TO_1MS] = {100000, "100 us-1 ms"},
+    [KS_GAP_1MS_AND_UP] = {1000000, ">= 1 ms"},
+};
+
+KsGapBucket ks_gap_bucket(uint64_t gap_ns)
+{
+    int b = KS_GAP_BUCKET_COUNT - 1;
+    while (b > 0 && gap_ns < gap_buckets[b].from_ns) b--;
+    return (KsGapBucket)b;
+}
+
+const char *ks_gap_bucket_name(KsGapBucket bucket)
+{
+    return bucket < KS_GAP_BUCKET_COUNT ? gap_buckets[bucket].name : "?";
+}
+
+static KsActivityRef activity_ref(const KsRecord *r)
+{
+    return (KsActivityRef){.kind = r->kind, .copy_kind = r->copy_kind, .name_id = r->name_id};
+}
+
+static uint64_t gap_length(const KsGap *g) { return g->end_ns - g->start_ns; }
+
+/* Counts the idle interval [start_ns, end_ns) and keeps it when among the KS_TOP_GAPS longest
+ * so far. Gaps come in time order, so keeping an equal length behind the ones already held
+ * lists equal gaps earliest first. */
+static void add_gap(KsSummary *s, uint64_t start_ns, uint64_t end_ns, const KsRecord *ended,
+                    const KsRecord *started)
+{
+    uint64_t len = end_ns - start_ns;
+    KsGapBucket b = ks_gap_bucket(len);
+    s->gaps++;
+    s->idle_ns += len;
+    s->gap_bucket_count[b]++;
+    s->gap_bucket_ns[b] += len;
+    if (b >= KS_GAP_LONG_FROM) s->long_gap_ns += len;
+
+    size_t n = s->top_gap_count;
+    if (n == KS_TOP_GAPS && len <= gap_length(&s->top_gaps[n - 1])) return;
+    size_t i = n < KS_TOP_GAPS ? n : KS_TOP_GAPS - 1;   /* full: the shortest drops out */
+    for (; i > 0 && gap_length(&s->top_gaps[i - 1]) < len; i--) s->top_gaps[i] = s->top_gaps[i - 1];
+    s->top_gaps[i] = (KsGap){.start_ns = start_ns, .end_ns = end_ns, .ended = activity_ref(ended),
+                             .started = activity_ref(started)};
+    if (n < KS_TOP_GAPS) s->top_gap_count++;
+}
+
 /* ---- the summary ---- */
 
 static int by_start(const void *a, const void *b)
@@ -283,14 +336,29 @@ int ks_summarize(const KsCollector *c, const KsWindow *window, KsSummary *s)
         }
         spans[ns++] = r;
     }
-    /* Busy time: the union of the intervals (kernels on several streams overlap). */
+    /* Busy time: the union of the intervals (kernels on several streams overlap); idle time:
+     * the gaps between its intervals. run_last is the activity that ends the current busy
+     * interval (an earlier, longer one may outlast those started after it). */
     qsort(spans, ns, sizeof *spans, by_start);
     uint64_t run_start = 0, run_end = 0;
+    const KsRecord *run_last = NULL;
     for (size_t i = 0; i < ns; i++) {
         const KsRecord *r = spans[i];
-        if (i == 0) { s->first_start_ns = r->start_ns; run_start = r->start_ns; run_end = r->end_ns; }
-        else if (r->start_ns > run_end) { s->busy_ns += run_end - run_start; run_start = r->start_ns; run_end = r->end_ns; }
-        else if (r->end_ns > run_end) run_end = r->end_ns;
+        if (i == 0) {
+            s->first_start_ns = r->start_ns;
+            run_start = r->start_ns;
+            run_end = r->end_ns;
+            run_last = r;
+        } else if (r->start_ns > run_end) {
+            s->busy_ns += run_end - run_start;
+            add_gap(s, run_end, r->start_ns, run_last, r);
+            run_start = r->start_ns;
+            run_end = r->end_ns;
+            run_last = r;
+        } else if (r->end_ns >= run_end) {
+            run_end = r->end_ns;
+            run_last = r;
+        }
         if (r->end_ns > s->last_end_ns) s->last_end_ns = r->end_ns;
     }
     if (ns) s->busy_ns += run_end - run_start;
@@ -373,6 +441,49 @@ size_t ks_short_name(const char *name, char *out, size_t out_size, size_t max_ch
 static double ms(uint64_t ns) { return (double)ns / 1e6; }
 static double pct(uint64_t part, uint64_t whole) { return whole ? 100.0 * (double)part / (double)whole : 0.0; }
 
+/* A kernel's name as the table shows it (demangled when given, shortened). */
+static void kernel_name(const KsCollector *c, const char *const *display_names, uint32_t name_id,
+                        char *out, size_t out_size)
+{
+    const char *full = display_names && display_names[name_id] ? display_names[name_id]
+                                                               : ks_collector_name(c, name_id);
+    ks_short_name(full, out, out_size, KS_NAME_CHARS);
+}
+
+/* A kernel by its name; a memcpy or memset in brackets (a kernel's name never starts with one). */
+static void activity_name(const KsActivityRef *a, const KsCollector *c, const char *const *display_names,
+                          char *out, size_t out_size)
+{
+    if (a->kind == KS_KIND_MEMCPY) snprintf(out, out_size, "[memcpy %s]", ks_copy_kind_name((KsCopyKind)a->copy_kind));
+    else if (a->kind == KS_KIND_MEMSET) snprintf(out, out_size, "[memset]");
+    else kernel_name(c, display_names, a->name_id, out, out_size);
+}
+
+/* Where the idle time is: total, by gap length, the longest gaps. No line begins with a rank
+ * number (tests/gpu/run.sh takes the kernel table's first rows by that). */
+static void write_idle(const KsSummary *s, const KsCollector *c, const char *const *display_names, FILE *out)
+{
+    fprintf(out, "\nidle              %.3f ms in %zu gaps between busy intervals", ms(s->idle_ns), s->gaps);
+    if (s->period && s->repeats > 0) fprintf(out, ", %.3f ms per repeat", ms(s->idle_ns) / s->repeats);
+    fprintf(out, "; %.3f ms in gaps of %.0f us and more\n", ms(s->long_gap_ns),
+            (double)gap_buckets[KS_GAP_LONG_FROM].from_ns / 1e3);
+    fprintf(out, "\n%-12s %8s %11s %7s\n", "gap length", "gaps", "idle ms", "% idle");
+    for (int b = 0; b < KS_GAP_BUCKET_COUNT; b++)
+        fprintf(out, "%-12s %8zu %11.3f %7.1f\n", ks_gap_bucket_name((KsGapBucket)b), s->gap_bucket_count[b],
+                ms(s->gap_bucket_ns[b]), pct(s->gap_bucket_ns[b], s->idle_ns));
+    if (!s->top_gap_count) return;
+    fprintf(out, "\nlongest gaps (at: ms from the window's start; [memcpy ...], [memset]: not kernels)\n");
+    fprintf(out, "%10s %10s  %s\n", "gap us", "at ms", "ended before the gap -> started after it");
+    char ended[KS_NAME_CHARS + 8], started[KS_NAME_CHARS + 8];
+    for (size_t i = 0; i < s->top_gap_count; i++) {
+        const KsGap *g = &s->top_gaps[i];
+        activity_name(&g->ended, c, display_names, ended, sizeof ended);
+        activity_name(&g->started, c, display_names, started, sizeof started);
+        fprintf(out, "%10.1f %10.3f  %s -> %s\n", (double)gap_length(g) / 1e3, ms(g->start_ns - s->first_start_ns),
+                ended, started);
+    }
+}
+
 void ks_write_report(const KsSummary *s, const KsCollector *c, const char *const *display_names,
                      size_t top_rows, FILE *out)
 {
@@ -399,9 +510,7 @@ void ks_write_report(const KsSummary *s, const KsCollector *c, const char *const
     char name[KS_NAME_CHARS + 8];
     for (size_t i = 0; i < rows; i++) {
         const KsGroup *g = &s->groups[i];
-        const char *full = display_names && display_names[g->name_id] ? display_names[g->name_id]
-                                                                      : ks_collector_name(c, g->name_id);
-        ks_short_name(full, name, sizeof name, KS_NAME_CHARS);
+        kernel_name(c, display_names, g->name_id, name, sizeof name);
         double share = pct(g->total_ns, s->kernel_ns);
         cumulative += share;
         fprintf(out, "%4zu %8zu %11.3f %10.2f %6.1f %6.1f  %s\n", i + 1, g->calls, ms(g->total_ns),
@@ -414,7 +523,9 @@ void ks_write_report(const KsSummary *s, const KsCollector *c, const char *const
         fprintf(out, "%4s %8zu %11.3f %10.2f %6.1f %6.1f  other (%zu kernel names)\n", "-", calls, ms(total),
                 (double)total / 1e3 / (double)calls, pct(total, s->kernel_ns), 100.0, s->group_count - rows);
     }
-    fprintf(out, "\nkernel_profile kernels=%zu kernel_ms=%.3f busy_ms=%.3f span_ms=%.3f busy_pct=%.1f names=%zu skipped=%zu\n",
+    write_idle(s, c, display_names, out);
+    fprintf(out, "\nkernel_profile kernels=%zu kernel_ms=%.3f busy_ms=%.3f span_ms=%.3f busy_pct=%.1f names=%zu skipped=%zu"
+            " idle_ms=%.3f gaps_over_20us_ms=%.3f\n",
             s->kernels, ms(s->kernel_ns), ms(s->busy_ns), ms(span), pct(s->busy_ns, span), s->group_count,
-            s->kernels_skipped);
+            s->kernels_skipped, ms(s->idle_ns), ms(s->long_gap_ns));
 }

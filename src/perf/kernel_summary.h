@@ -3,7 +3,9 @@
  * it without the rest of libalice and the CPU tests exercise exactly the code the profiler
  * runs: records of kernels, memcpys and memsets go into a collector (kernel names interned),
  * a window excludes the warm-up, and the summary gives the totals (kernel time, busy time as
- * the union of the intervals, span, memcpys by kind) and a table of kernels grouped by name. */
+ * the union of the intervals, span, memcpys by kind), a table of kernels grouped by name, and
+ * where the idle time is: the gaps between busy intervals by length and the longest ones with
+ * the activities on either side (many short launch gaps, or a few long host synchronisations). */
 #ifndef ALICE_KERNEL_SUMMARY_H
 #define ALICE_KERNEL_SUMMARY_H
 
@@ -92,6 +94,41 @@ typedef struct {
     uint64_t total_ns;
 } KsGroup;
 
+/* Idle gaps by length. The boundaries tell launch overhead (a few us between back-to-back
+ * launches) from host work and synchronisations (a read-back, a host-side decision: 100 us
+ * and up). A gap of exactly a boundary's length falls in the bucket that starts there. */
+typedef enum {
+    KS_GAP_UNDER_5US,       /* [0, 5 us) */
+    KS_GAP_5_TO_20US,       /* [5 us, 20 us) */
+    KS_GAP_20_TO_100US,     /* [20 us, 100 us) */
+    KS_GAP_100US_TO_1MS,    /* [100 us, 1 ms) */
+    KS_GAP_1MS_AND_UP,      /* [1 ms, ...) */
+    KS_GAP_BUCKET_COUNT
+} KsGapBucket;
+
+/* "Long" gaps (the machine line's gaps_over_20us_ms): this bucket and the ones after it. */
+#define KS_GAP_LONG_FROM KS_GAP_20_TO_100US
+
+KsGapBucket ks_gap_bucket(uint64_t gap_ns);
+const char *ks_gap_bucket_name(KsGapBucket bucket);   /* "< 5 us", "5-20 us", ... */
+
+/* One side of a gap: which activity it was (memcpys by direction, kernels by name). */
+typedef struct {
+    uint8_t kind;              /* KsActivityKind */
+    uint8_t copy_kind;         /* KsCopyKind, memcpy only */
+    uint32_t name_id;          /* kernels only */
+} KsActivityRef;
+
+/* An idle interval between two consecutive busy intervals (of the union). */
+typedef struct {
+    uint64_t start_ns, end_ns;
+    KsActivityRef ended;       /* ended last before it (the latest end of the busy interval;
+                                  among equal ends, the later start) */
+    KsActivityRef started;     /* started the next busy interval (first in start order) */
+} KsGap;
+
+enum { KS_TOP_GAPS = 12 };
+
 typedef struct {
     size_t kernels_seen;       /* every kernel record */
     size_t kernels_skipped;    /* left out by the window */
@@ -102,6 +139,13 @@ typedef struct {
     uint64_t first_start_ns, last_end_ns;   /* span of the window's activities */
     uint64_t kernel_ns;        /* sum of kernel durations */
     uint64_t busy_ns;          /* union of kernel, memcpy and memset intervals */
+    uint64_t idle_ns;          /* the gaps between its intervals: span - busy */
+    size_t gaps;
+    size_t gap_bucket_count[KS_GAP_BUCKET_COUNT];
+    uint64_t gap_bucket_ns[KS_GAP_BUCKET_COUNT];
+    uint64_t long_gap_ns;      /* idle in gaps of the buckets from KS_GAP_LONG_FROM on */
+    KsGap top_gaps[KS_TOP_GAPS];   /* the longest, longest first (earlier first among equal) */
+    size_t top_gap_count;
     size_t copies[KS_COPY_KIND_COUNT];
     uint64_t copy_ns[KS_COPY_KIND_COUNT], copy_bytes[KS_COPY_KIND_COUNT];
     size_t memsets;
@@ -126,9 +170,12 @@ size_t ks_short_name(const char *name, char *out, size_t out_size, size_t max_ch
 enum { KS_NAME_CHARS = 70, KS_TOP_ROWS = 40 };
 
 /* The report: totals, then the top_rows kernel groups (calls, total ms, mean us, % of kernel
- * time, cumulative %), the rest summed in one "other" row, then one machine-readable line
- * "kernel_profile kernels=... busy_pct=...". display_names[name_id] (demangled names) may be
- * NULL: the collector's names are shown. */
+ * time, cumulative %), the rest summed in one "other" row, then the idle time (total, by gap
+ * length, the KS_TOP_GAPS longest gaps with the activity before and after each), then one
+ * machine-readable line "kernel_profile kernels=... busy_pct=... idle_ms=...
+ * gaps_over_20us_ms=...". Only the kernel table's rows begin with a rank (tests/gpu/run.sh
+ * reads its first 3 rows by that). display_names[name_id] (demangled names) may be NULL: the
+ * collector's names are shown. */
 void ks_write_report(const KsSummary *s, const KsCollector *c, const char *const *display_names,
                      size_t top_rows, FILE *out);
 

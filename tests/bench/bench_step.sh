@@ -32,8 +32,8 @@ echo "|---|---|---|---|---|---|"
 bench "tiny alice, batch 2" jobs/pretrain_tiny.cfg
 bench "tiny mae, batch 2" jobs/pretrain_tiny.cfg method=mae
 if [ "${BENCH_VITB:-1}" = 1 ]; then
-  bench "ViT-B/16 mae 192x192x64, batch 1" jobs/pretrain_vitb_paper.cfg method=mae device=cpu batch=1
-  bench "ViT-B/16 alice 192x192x64, batch 1" jobs/pretrain_vitb_paper.cfg device=cpu batch=1
+  bench "ViT-B/16 mae 192x192x64, batch 1" jobs/pretrain_vitb_paper.cfg method=mae device=cpu precision=fp32 batch=1
+  bench "ViT-B/16 alice 192x192x64, batch 1" jobs/pretrain_vitb_paper.cfg device=cpu precision=fp32 batch=1
 fi
 
 echo

@@ -184,6 +184,28 @@ inline void mma_bf16_m16n8k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0
     emu_warp_sync();
 }
 
+/* ---- ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 ----
+ * Lanes 8m..8m+7 give the row addresses of 8x8 matrix m; lane = 4 g + t receives in r[m] the
+ * elements (row g, cols 2t, 2t+1) of matrix m, or with .trans (rows 2t, 2t+1 of col g). */
+inline const uint16_t *emu_ldsm_rows[1024];
+inline void emu_ldsm(uint32_t (&r)[4], const uint16_t *row, bool trans)
+{
+    const unsigned tid = threadIdx.x, base = tid & ~31u;
+    emu_warp_sync();
+    emu_ldsm_rows[tid] = row;
+    emu_warp_sync();
+    const unsigned g = (tid & 31u) >> 2, t = tid & 3u;
+    for (unsigned m = 0; m < 4; m++) {
+        const uint16_t *const *rows = emu_ldsm_rows + base + 8 * m;
+        const uint16_t lo = trans ? rows[2 * t][g] : rows[g][2 * t];
+        const uint16_t hi = trans ? rows[2 * t + 1][g] : rows[g][2 * t + 1];
+        r[m] = (uint32_t)lo | ((uint32_t)hi << 16);
+    }
+    emu_warp_sync();
+}
+inline void ldsm_x4(uint32_t (&r)[4], const uint16_t *row) { emu_ldsm(r, row, false); }
+inline void ldsm_x4_trans(uint32_t (&r)[4], const uint16_t *row) { emu_ldsm(r, row, true); }
+
 inline float emu_float(float x) { return x; }
 inline float emu_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 

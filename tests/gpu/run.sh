@@ -173,6 +173,7 @@ GPU_TARGETS=("$BIN/alice"
              "$BUILD/tools/nccl_allreduce_check"
              "$BUILD/tools/nccl_overlap_check"
              "$BUILD/tests/bench_cuda_ops"
+             "$BUILD/tests/bench_cuda_elementwise"
              "$BUILD/tests/test_gpu_crops"
              "$BUILD/tools/nccl_watchdog_check"
              "$BUILD/tests/bench_loader")
@@ -281,6 +282,8 @@ case $rc in
   125) ;;
   0)
     busy=$(grep -o 'busy_pct=[0-9.]*' "$PACK_DIR/kernel_profile.txt" 2>/dev/null | cut -d= -f2)
+    idle=$(grep -o 'idle_ms=[0-9.]*' "$PACK_DIR/kernel_profile.txt" 2>/dev/null | cut -d= -f2)
+    long=$(grep -o 'gaps_over_20us_ms=[0-9.]*' "$PACK_DIR/kernel_profile.txt" 2>/dev/null | cut -d= -f2)
     # the table's first 3 rows: rank calls total mean %kern cum% name (names hold spaces;
     # no {6} in the regex: mawk lacks interval expressions)
     top=$(awk '$1 ~ /^[1-3]$/ && NF >= 7 { n = $0; for (i = 0; i < 6; i++) sub(/^ *[^ ]+ +/, "", n); printf "%s%s %s%%", sep, substr(n, 1, 34), $5; sep = "; " }' \
@@ -288,7 +291,7 @@ case $rc in
     # last:5 found no repeated launch sequence: every kernel counted (set-up included)
     grep -q '^window .*no 5 repeats' "$PACK_DIR/kernel_profile.txt" 2>/dev/null && top="$top; window: all kernels (no 5 repeats found)"
     if [ -n "$busy" ]; then
-      record "$kprof" ok "busy ${busy}% of span; $top"
+      record "$kprof" ok "busy ${busy}% of span${idle:+, idle $idle ms (${long:-?} in gaps >= 20 us)}; $top"
     else
       record "$kprof" FAIL "no summary in kernel_profile.txt: $(first_line 'alice kernel profile|kernel_profile.sh' "$LOGDIR/kernel_profile.log")"
     fi ;;
@@ -485,6 +488,25 @@ elif [ $rc != 125 ]; then
   record "op benchmarks" FAIL "exit $rc (bench_ops.log)"
 fi
 
+# ---- elementwise kernels at the paper shapes: vector path, scalar fallback, a copy's speed ----
+rc=125
+built "elementwise benchmarks" "$BUILD/tests/bench_cuda_elementwise" &&
+  { timed "elementwise benchmarks" 30 "$LOGDIR/bench_elementwise.log" "$BUILD/tests/bench_cuda_elementwise"; rc=$?; }
+if [ $rc = 0 ]; then
+  n_before=${#rows[@]}
+  for op in patchify gather_rows masked_mse_bwd gelu_fwd_bf16 add; do
+    line=$(grep "^$op " "$LOGDIR/bench_elementwise.log")
+    [ -n "$line" ] && record "elementwise $op" ok \
+      "$(echo "$line" | awk '{printf "%s ms, %s of copy, vec gain %s", $(NF-6), $(NF-4), $NF}')"
+  done
+  [ ${#rows[@]} -gt "$n_before" ] ||
+    record "elementwise benchmarks" FAIL "no figures in bench_elementwise.log: $(sed -n 2p "$LOGDIR/bench_elementwise.log" | cut -c1-80)"
+elif [ $rc = 77 ]; then
+  record "elementwise benchmarks" FAIL "skipped: no GPU visible to the benchmark"
+elif [ $rc != 125 ]; then
+  record "elementwise benchmarks" FAIL "exit $rc (bench_elementwise.log)"
+fi
+
 # The GEMM attention kernel beside the default (auto: the register-resident flash kernels at
 # head widths 32 and 64 in bf16), so the choice of the default stays measured.
 [ $math_modes = 1 ] && alice_step bf16-gemm precision=bf16 tf32=1 attention_kernel=gemm
@@ -567,8 +589,8 @@ esac
 # What the bf16 weight copies save: the same step rounding the weights in every GEMM.
 [ $math_modes = 1 ] && grep -q bf16_weight_copy src/core/config_keys.c &&
   alice_step bf16-no-weight-copy precision=bf16 tf32=1 bf16_weight_copy=0
-[ $math_modes = 1 ] && alice_step tf32 tf32=1
-alice_step fp32
+[ $math_modes = 1 ] && alice_step tf32 precision=fp32 tf32=1
+alice_step fp32 precision=fp32 tf32=0
 # PyTorch with F.scaled_dot_product_attention (flash kernels): what a torch 2.x user writes
 torch_step "eager bf16 sdpa" bf16 0 150 --attention sdpa
 a=${samples_per_s[alice_bf16]:-}; t=${samples_per_s["torch_eager bf16 sdpa"]:-}

@@ -236,7 +236,7 @@ rank    calls    total ms    mean us % kern  cum %  kernel
    4      100       1.000      10.00    0.5   70.5  adamw_kernel
    -     9800      59.000       6.02   29.5  100.0  other (80 kernel names)
 
-kernel_profile kernels=12000 kernel_ms=200.000 busy_ms=150.000 span_ms=245.098 busy_pct=61.2 names=84 skipped=2400
+kernel_profile kernels=12000 kernel_ms=200.000 busy_ms=150.000 span_ms=245.098 busy_pct=61.2 names=84 skipped=2400 idle_ms=95.098 gaps_over_20us_ms=80.500
 SUMMARY
 fi
 EOF
@@ -245,6 +245,13 @@ cat > "$F/fake_bench" <<'EOF'
 echo "tgt fc1 (all) fp32 9216x768x3072 50.0 55.0 0.91 40.0"
 echo "tgt fc1 (all) bf16 9216x768x3072 500.0 520.0 0.96 450.0"
 echo "tgt self-attn (all) bf16 T=576 1.25 2.50 x y"
+EOF
+cat > "$F/fake_elementwise" <<'EOF'
+#!/bin/sh
+echo "op (paper shape)                   vec ms      GB/s  of copy  scalar ms      GB/s  of copy   vec gain"
+echo "copy (reference)                   0.0500    3000.0     1.00     0.0500    3000.0     1.00       1.00"
+echo "add [4608, 768]                    0.0120    3500.0     1.17     0.0200    2100.0     0.70       1.67"
+echo "patchify 8x192x192x64              0.0400    3780.0     1.26     0.2250     672.0     0.22       5.62"
 EOF
 printf '#!/bin/sh\necho "  ok fake case"\n' > "$F/fake_test"
 cat > "$F/fake_loader" <<'EOF'
@@ -266,6 +273,7 @@ for t in "\$@"; do
   case \$t in
     */alice) cp "$F/fake_alice" "\$t" ;;
     */bench_cuda_ops) cp "$F/fake_bench" "\$t" ;;
+    */bench_cuda_elementwise) cp "$F/fake_elementwise" "\$t" ;;
     */bench_loader) cp "$F/fake_loader" "\$t" ;;
     *) cp "$F/fake_test" "\$t" ;;
   esac
@@ -293,13 +301,14 @@ check "figures: every check passes, exit 0" test $rc = 0
 check "figures: alice bf16 row (ms, samples/s, MFU, floor, memory)" \
   grep -q '^alice step bf16 .* ok .*200.0 ms/step, 40.0 samples/s, 20.6 TFLOP/s, MFU 2.1% of 989; 4112 GFLOP/step, floor 4.2 ms; peak 30000 MB' "$W/run3.out"
 check "figures: kernel profile row (busy %, top 3 kernels)" \
-  grep -q '^kernel profile alice bf16 .* ok .*busy 61.2% of span; sm90_xmma_gemm_bf16bf16_bf16f32_f3 40.0%; alice::layer_norm_kernel<__nv_bflo 20.0%; flash_attention_fwd<64> 10.0%$' "$W/run3.out"
+  grep -q '^kernel profile alice bf16 .* ok .*busy 61.2% of span, idle 95.098 ms (80.500 in gaps >= 20 us); sm90_xmma_gemm_bf16bf16_bf16f32_f3 40.0%; alice::layer_norm_kernel<__nv_bflo 20.0%; flash_attention_fwd<64> 10.0%$' "$W/run3.out"
 check "figures: the profile comes back in PACK_DIR" grep -q '^kernel_profile kernels=12000' "$W/out3/kernel_profile.txt"
 check "figures: torch eager bf16 row" grep -q '^torch step eager bf16 .* ok .*400.0 ms/step, 20.0 samples/s' "$W/run3.out"
 check "figures: failed torch.compile is a skip with the reason" grep -q '^torch step compile bf16 .* skip .*no_triton_here' "$W/run3.out"
 check "figures: throughput ratio against eager bf16 (target met)" \
   grep -q '^alice bf16 / torch eager bf16 .* ok .*2.00x throughput' "$W/run3.out"
 check "figures: MFU target missed is 'miss', not a failure" grep -q '^alice bf16 MFU .* miss .*2.08% of 989' "$W/run3.out"
+check "figures: elementwise benchmark rows" grep -q '^elementwise patchify .* ok .*0.0400 ms, 1.26 of copy, vec gain 5.62' "$W/run3.out"
 check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"
 check "figures: train-from-data rows, mean of steps 4-8" grep -q '^train data_device=gpu-churn .* ok .*100.0 ms/step' "$W/run3.out"
 check "figures: a run's metrics.csv kept beside its log" test -s "$W/logs3/train_data_gpu.metrics.csv"

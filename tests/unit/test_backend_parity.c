@@ -343,8 +343,27 @@ static int test_linear(void)
 
 /* ---- normalisation ---- */
 
+/* LayerNorm forward at one width: the CUDA kernel keeps rows up to 256 and up to 1024 wide in
+ * registers and streams wider ones (three code paths, the same bits). */
+static void check_layernorm_width(int rows, int dim)
+{
+    Pair x = pair_make((size_t)rows * dim, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
+    Pair y = output((size_t)rows * dim), mean = output(rows), rstd = output(rows);
+    char what[64];
+    gpu->layernorm_fwd(y.g, mean.g, rstd.g, x.g, g.g, b.g, rows, dim, 1e-5f);
+    cpu->layernorm_fwd(y.c, mean.c, rstd.c, x.c, g.c, b.c, rows, dim, 1e-5f);
+    snprintf(what, sizeof what, "layernorm_fwd y (width %d)", dim);
+    compare(&y, 1e-5, 1e-5, what);
+    snprintf(what, sizeof what, "layernorm_fwd rstd (width %d)", dim);
+    compare(&rstd, 1e-5, 1e-6, what);
+    pair_free(&x); pair_free(&g); pair_free(&b);
+    pair_free(&y); pair_free(&mean); pair_free(&rstd);
+}
+
 static int test_layernorm(void)
 {
+    check_layernorm_width(37, 768);
+    check_layernorm_width(37, 1100);
     const int rows = 300, dim = 200;
     Pair x = pair_make((size_t)rows * dim, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
     Pair y = output((size_t)rows * dim), mean = output(rows), rstd = output(rows);
@@ -1340,6 +1359,199 @@ static int test_bf16_activations(void)
     return 0;
 }
 
+/* ---- 16-byte vector paths vs scalar paths of the CUDA kernels ----
+ * The elementwise, patch, gather and masked-MSE kernels load and store 16 bytes at a time
+ * only when EVERY pointer they touch is 16-byte aligned (cuda/cuda_kernels.cuh), and fall
+ * back to one element at a time otherwise. Both paths must give the same bits. Each op runs on
+ * the GPU on the same values from aligned buffers (vector path; odd sizes add a scalar tail)
+ * and from copies shifted by one element (scalar path), and with only one pointer shifted
+ * (mixed alignment must take the scalar path too); the aligned run is also held to the CPU. */
+
+/* A GPU copy of n elements of size elem at byte offset elem (misaligned for 16-byte access);
+ * the buffer to release is *base. */
+static void *gpu_shifted_copy(void **base, const void *src, size_t n, size_t elem)
+{
+    *base = gpu->alloc((n + 1) * elem);
+    char *shifted = (char *)*base + elem;
+    gpu->copy(shifted, src, n * elem);
+    return shifted;
+}
+
+static void same_gpu_bits(const void *a, const void *b, size_t bytes, const char *what)
+{
+    unsigned char *ha = malloc(bytes ? bytes : 1), *hb = malloc(bytes ? bytes : 1);
+    gpu->download(ha, a, bytes);
+    gpu->download(hb, b, bytes);
+    TEST_CHECK(memcmp(ha, hb, bytes) == 0, "%s: scalar path differs from the vector path", what);
+    free(ha);
+    free(hb);
+}
+
+static void vector_paths_elementwise(void)
+{
+    const size_t n = 100003; /* 4-float chunks and a 3-element tail */
+    Pair x = pair_make(n, INIT_UNIFORM, -4, 4), y = input(n), out = output(n), dx = output(n);
+    void *bx, *by, *bo, *bdx;
+    float *xs = gpu_shifted_copy(&bx, x.g, n, sizeof(float));
+    float *ys = gpu_shifted_copy(&by, y.g, n, sizeof(float));
+    float *os = gpu_shifted_copy(&bo, out.g, n, sizeof(float));
+    float *dxs = gpu_shifted_copy(&bdx, dx.g, n, sizeof(float));
+    gpu->add(out.g, x.g, y.g, n);
+    cpu->add(out.c, x.c, y.c, n);
+    compare(&out, 0, 0, "add, aligned (vector path)");
+    gpu->add(os, xs, ys, n);
+    same_gpu_bits(out.g, os, n * sizeof(float), "add, all pointers shifted");
+    gpu->add(os, x.g, ys, n);
+    same_gpu_bits(out.g, os, n * sizeof(float), "add, one input shifted");
+    gpu->gelu_fwd(out.g, x.g, n);
+    cpu->gelu_fwd(out.c, x.c, n);
+    compare(&out, 0, 1e-7, "gelu_fwd, aligned (vector path)");
+    gpu->gelu_fwd(os, xs, n);
+    same_gpu_bits(out.g, os, n * sizeof(float), "gelu_fwd, shifted");
+    gpu->gelu_bwd(dx.g, y.g, x.g, n);
+    cpu->gelu_bwd(dx.c, y.c, x.c, n);
+    compare(&dx, 0, 1e-7, "gelu_bwd, aligned (vector path)");
+    gpu->gelu_bwd(dxs, ys, xs, n);
+    same_gpu_bits(dx.g, dxs, n * sizeof(float), "gelu_bwd, shifted");
+    gpu->gelu_bwd(dxs, y.g, xs, n);
+    same_gpu_bits(dx.g, dxs, n * sizeof(float), "gelu_bwd, x shifted only");
+    gpu->release(bx); gpu->release(by); gpu->release(bo); gpu->release(bdx);
+    pair_free(&x); pair_free(&y); pair_free(&out); pair_free(&dx);
+}
+
+static void vector_paths_bf16(void)
+{
+    const size_t n = 4099; /* 8-value chunks and a 3-value tail */
+    Bf16Pair x = bf16_pair_make(n, INIT_UNIFORM, -4, 4), y = bf16_output(n);
+    Pair dy = input(n), dx = output(n);
+    void *bx, *by, *bdy, *bdx;
+    bf16_t *xs = gpu_shifted_copy(&bx, x.g, n, sizeof(bf16_t));
+    bf16_t *ys = gpu_shifted_copy(&by, y.g, n, sizeof(bf16_t));
+    float *dys = gpu_shifted_copy(&bdy, dy.g, n, sizeof(float));
+    float *dxs = gpu_shifted_copy(&bdx, dx.g, n, sizeof(float));
+    gpu->gelu_fwd_bf16(y.g, x.g, n);
+    cpu->gelu_fwd_bf16(y.c, x.c, n);
+    compare_bf16(&y, kBf16Ulp, 1e-7, "gelu_fwd_bf16, aligned (vector path)");
+    gpu->gelu_fwd_bf16(ys, xs, n);
+    same_gpu_bits(y.g, ys, n * sizeof(bf16_t), "gelu_fwd_bf16, shifted");
+    gpu->gelu_fwd_bf16(ys, x.g, n);
+    same_gpu_bits(y.g, ys, n * sizeof(bf16_t), "gelu_fwd_bf16, output shifted only");
+    gpu->gelu_bwd_bf16(dx.g, dy.g, x.g, n);
+    cpu->gelu_bwd_bf16(dx.c, dy.c, x.c, n);
+    compare(&dx, 0, 1e-7, "gelu_bwd_bf16, aligned (vector path)");
+    gpu->gelu_bwd_bf16(dxs, dys, xs, n);
+    same_gpu_bits(dx.g, dxs, n * sizeof(float), "gelu_bwd_bf16, shifted");
+    gpu->gelu_bwd_bf16(dx.g + 4, dy.g + 4, xs + 4, n - 4); /* fp32 sides aligned, x not */
+    same_gpu_bits(dx.g, dxs, n * sizeof(float), "gelu_bwd_bf16, x shifted only");
+    gpu->release(bx); gpu->release(by); gpu->release(bdy); gpu->release(bdx);
+    bf16_pair_free(&x); bf16_pair_free(&y); pair_free(&dy); pair_free(&dx);
+}
+
+/* fp32 -> bf16 rounding (to_bf16_kernel) through a mixed-precision GEMM, which rounds its fp32
+ * operand x into scratch: x shifted by one float takes the scalar path. */
+static void vector_paths_round_bf16(void)
+{
+    const int rows = 5, in = 27, out = 16; /* x: 135 floats, 16 chunks of 8 and a 7 tail */
+    Pair x = input((size_t)rows * in), W = input((size_t)out * in);
+    Pair y = output((size_t)rows * out), ys = output((size_t)rows * out);
+    void *bx;
+    float *xs = gpu_shifted_copy(&bx, x.g, x.n, sizeof(float));
+    gpu_set_math(0, 1);
+    gpu->linear_fwd(y.g, x.g, W.g, NULL, rows, in, out);
+    gpu->linear_fwd(ys.g, xs, W.g, NULL, rows, in, out);
+    same_gpu_bits(y.g, ys.g, y.n * sizeof(float), "bf16 GEMM operand rounding, x shifted");
+    gpu_set_math(0, 0);
+    gpu->release(bx);
+    pair_free(&x); pair_free(&W); pair_free(&y); pair_free(&ys);
+}
+
+static void vector_paths_patch_case(int B, int X, int Y, int Z, int p)
+{
+    const size_t n = (size_t)B * X * Y * Z;
+    Pair vol = input(n), patches = output(n), back = output(n);
+    void *bv, *bp;
+    char what[96];
+    gpu->patchify(patches.g, vol.g, B, X, Y, Z, p);
+    cpu->patchify(patches.c, vol.c, B, X, Y, Z, p);
+    snprintf(what, sizeof what, "patchify B %d, %dx%dx%d, p %d", B, X, Y, Z, p);
+    compare(&patches, 0, 0, what);
+    gpu->unpatchify(back.g, patches.g, B, X, Y, Z, p);
+    cpu->unpatchify(back.c, patches.c, B, X, Y, Z, p);
+    snprintf(what, sizeof what, "unpatchify B %d, %dx%dx%d, p %d", B, X, Y, Z, p);
+    compare(&back, 0, 0, what);
+    float *vs = gpu_shifted_copy(&bv, vol.g, n, sizeof(float));
+    float *ps = gpu_shifted_copy(&bp, patches.g, n, sizeof(float));
+    gpu->patchify(ps, vs, B, X, Y, Z, p);
+    same_gpu_bits(patches.g, ps, n * sizeof(float), "patchify, shifted");
+    gpu->patchify(ps, vol.g, B, X, Y, Z, p);
+    same_gpu_bits(patches.g, ps, n * sizeof(float), "patchify, patches shifted only");
+    gpu->unpatchify(vs, patches.g, B, X, Y, Z, p);
+    same_gpu_bits(back.g, vs, n * sizeof(float), "unpatchify, volume shifted only");
+    gpu->release(bv); gpu->release(bp);
+    pair_free(&vol); pair_free(&patches); pair_free(&back);
+}
+
+static void vector_paths_rows(int C, int dim)
+{
+    const int B = 3, N = 40, nsel = 13, idx_ld = N;
+    int *perm = malloc((size_t)B * N * sizeof(int));
+    for (int b = 0; b < B; b++) random_permutation(perm + b * N, N);
+    IntPair idx = int_pair(perm, (size_t)B * N);
+    Pair in = input((size_t)B * N * C), out = output((size_t)B * nsel * C);
+    void *bo, *bi;
+    char what[96];
+    gpu->gather_rows(out.g, in.g, idx.g, idx_ld, B, N, nsel, C);
+    cpu->gather_rows(out.c, in.c, idx.c, idx_ld, B, N, nsel, C);
+    snprintf(what, sizeof what, "gather_rows, C %d", C);
+    compare(&out, 0, 0, what);
+    float *os = gpu_shifted_copy(&bo, out.g, out.n, sizeof(float));
+    float *is = gpu_shifted_copy(&bi, in.g, in.n, sizeof(float));
+    gpu->gather_rows(os, is, idx.g, idx_ld, B, N, nsel, C);
+    same_gpu_bits(out.g, os, out.n * sizeof(float), "gather_rows, shifted");
+    gpu->gather_rows(os, in.g, idx.g, idx_ld, B, N, nsel, C);
+    same_gpu_bits(out.g, os, out.n * sizeof(float), "gather_rows, output shifted only");
+    gpu->release(bo); gpu->release(bi);
+    free(perm);
+    int_pair_free(&idx);
+    pair_free(&in); pair_free(&out);
+
+    const int rows = 29;
+    Pair pred = input((size_t)rows * dim), target = input(pred.n), dpred = output(pred.n);
+    float *mask = malloc(rows * sizeof(float));
+    for (int r = 0; r < rows; r++) mask[r] = r % 3 != 0 ? 1.0f : 0.0f;
+    Pair m = pair_make(rows, INIT_ZERO, 0, 0);
+    gpu->upload(m.g, mask, rows * sizeof(float));
+    cpu->upload(m.c, mask, rows * sizeof(float));
+    void *bp, *bt, *bd;
+    gpu->masked_mse_bwd(dpred.g, pred.g, target.g, m.g, rows, dim, 1.5f);
+    cpu->masked_mse_bwd(dpred.c, pred.c, target.c, m.c, rows, dim, 1.5f);
+    snprintf(what, sizeof what, "masked_mse_bwd, dim %d", dim);
+    compare(&dpred, 1e-5, 1e-10, what);
+    float *ps = gpu_shifted_copy(&bp, pred.g, pred.n, sizeof(float));
+    float *ts = gpu_shifted_copy(&bt, target.g, pred.n, sizeof(float));
+    float *ds = gpu_shifted_copy(&bd, dpred.g, pred.n, sizeof(float));
+    gpu->masked_mse_bwd(ds, ps, ts, m.g, rows, dim, 1.5f);
+    same_gpu_bits(dpred.g, ds, pred.n * sizeof(float), "masked_mse_bwd, shifted");
+    gpu->masked_mse_bwd(dpred.g, pred.g, ts, m.g, rows, dim, 1.5f);
+    same_gpu_bits(dpred.g, ds, pred.n * sizeof(float), "masked_mse_bwd, target shifted only");
+    gpu->release(bp); gpu->release(bt); gpu->release(bd);
+    free(mask);
+    pair_free(&pred); pair_free(&target); pair_free(&dpred); pair_free(&m);
+}
+
+static int test_vector_paths(void)
+{
+    vector_paths_elementwise();
+    vector_paths_bf16();
+    vector_paths_round_bf16();
+    vector_paths_patch_case(2, 8, 12, 16, 4);  /* float4 runs of p = 4 */
+    vector_paths_patch_case(3, 16, 24, 32, 8); /* B 3, a 2 x 3 x 4 grid of 8^3 patches */
+    vector_paths_patch_case(2, 6, 9, 12, 3);   /* p % 4 != 0: scalar path only */
+    vector_paths_rows(20, 512);                /* rows of whole float4 chunks */
+    vector_paths_rows(19, 37);                 /* odd rows: scalar path / tails */
+    return 0;
+}
+
 int main(void)
 {
     /* Device count first: backend_cuda() (rightly) errors out when no device is visible. */
@@ -1376,5 +1588,6 @@ int main(void)
     TEST_RUN(test_mixed_precision);
     TEST_RUN(test_bf16_weight_copies);
     TEST_RUN(test_bf16_activations);
+    TEST_RUN(test_vector_paths);
     return test_finish();
 }

@@ -1,0 +1,151 @@
+/* The 16-byte vectorised elementwise kernels of the CUDA backend (add, gelu fwd/bwd in fp32 and
+ * bf16, fp32 -> bf16 rounding, patchify/unpatchify, gather_rows, masked_mse_bwd) run WITHOUT a
+ * GPU: test_vector_kernels_emulated.sh cuts their source out of the cuda/ sources (and the launch
+ * helpers out of cuda/cuda_kernels.cuh), rewrites <<<...>>> into emu_launch, and this file runs
+ * them on the host, one CUDA thread after another (they have no barriers or shuffles, so the
+ * serial order is a valid schedule; emu_cuda.h's thread-per-CUDA-thread emulation would be
+ * needlessly slow here). Every result must equal, bit for bit, the per-element formula of the
+ * scalar kernels they replaced (for patches: the previous patch_voxel index math, kept below),
+ * for sizes around the vector width, pointers shifted by 0, 1 and 4 elements (vector path, scalar
+ * path, and for bf16 a misaligned 8-byte shift), and grids capped at 3 blocks so every thread
+ * of a grid-stride loop runs several chunks. Nothing may be written past n. */
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <climits>
+#include <cmath>
+#include <vector>
+#include <algorithm>
+using std::min; using std::max;
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+struct dim3 { unsigned x, y, z; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
+struct Idx { unsigned x, y, z; };
+static Idx threadIdx, blockIdx; static dim3 blockDim, gridDim;
+struct __nv_bfloat16 { uint16_t bits; };
+extern "C" {
+#include "ops/cpu_math.h"
+#include "ops/bf16.h"
+}
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) { __nv_bfloat16 h; h.bits = bf16_from_float(f); return h; }
+static inline float __bfloat162float(__nv_bfloat16 h) { return bf16_to_float(h.bits); }
+static inline float widen(float x) { return x; }
+static inline float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> T narrow_to(float x);
+template <> float narrow_to<float>(float x) { return x; }
+template <> __nv_bfloat16 narrow_to<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+static __nv_bfloat16 *as_nv(uint16_t *p) { return reinterpret_cast<__nv_bfloat16 *>(p); }
+static const __nv_bfloat16 *as_nv(const uint16_t *p) { return reinterpret_cast<const __nv_bfloat16 *>(p); }
+static int cuda_stream() { return 0; }
+#define CUDA_CHECK_LAUNCH() do {} while (0)
+#define ALICE_FATAL(...) do { fprintf(stderr, __VA_ARGS__); abort(); } while (0)
+static long g_launch_threads;
+static unsigned g_max_grid = 1u << 30;  /* the emulation may shrink grids to force grid strides */
+template <typename K, typename... A> void emu_launch(K kernel, dim3 grid, unsigned block, unsigned smem, int stream, A... args)
+{
+    (void)smem; (void)stream;
+    if (grid.x > g_max_grid) grid.x = g_max_grid;
+    if (block == 0 || block > 1024 || block % 32) { fprintf(stderr, "bad block %u\n", block); abort(); }
+    gridDim = grid; blockDim = dim3(block);
+    for (unsigned b = 0; b < grid.x; b++) for (unsigned t = 0; t < block; t++) {
+        blockIdx = {b, 0, 0}; threadIdx = {t, 0, 0}; kernel(args...); g_launch_threads++;
+    }
+}
+#include "vector_kernels.inc"  /* cut out of cuda/ by the .sh */
+
+static int fails = 0;
+/* Counts every failure, prints the first 20. */
+#define CHECK(c, ...) do { if (!(c)) { if (fails++ < 20) { printf("FAIL: "); printf(__VA_ARGS__); \
+    printf("\n"); } } } while (0)
+static uint64_t rs = 88172645463325252ull;
+static float urand() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (float)((rs >> 11) * (1.0 / 9007199254740992.0)) * 8.0f - 4.0f; }
+
+/* 16-byte aligned storage with room for an offset in elements */
+template <typename T> struct Buf {
+    std::vector<unsigned char> raw; T *p;
+    Buf(size_t n, int off) : raw((n + 64) * sizeof(T) + 64) {
+        uintptr_t a = ((uintptr_t)raw.data() + 63) & ~(uintptr_t)63;
+        p = (T *)a + off;
+        for (size_t i = 0; i < n; i++) { float v = urand(); std::memcpy(&p[i], &v, sizeof(T) == 4 ? 4 : 0); if (sizeof(T) == 2) { uint16_t h = bf16_from_float(v); std::memcpy(&p[i], &h, 2); } }
+    }
+};
+
+/* The scalar kernels' patch index math (before the row-per-block kernels) as the reference. */
+static size_t patch_voxel_ref(size_t i, int X, int Y, int Z, int p)
+{
+    const int p3 = p * p * p, gy = Y / p, gz = Z / p;
+    const int N = (X / p) * gy * gz;
+    const size_t e = i % p3, bn = i / p3;
+    const int n = (int)(bn % N);
+    const size_t b = bn / N;
+    const int ix = n / (gy * gz), iy = (n / gz) % gy, iz = n % gz;
+    const int px = (int)(e / (p * p)), py = (int)(e / p) % p, pz = (int)(e % p);
+    return ((b * X + (size_t)(ix * p + px)) * Y + (iy * p + py)) * Z + (iz * p + pz);
+}
+
+int main()
+{
+    const int offs[3] = {0, 1, 4};
+    for (unsigned cap : {1u << 30, 3u}) { /* uncapped, then 3 blocks: every thread strides */
+    g_max_grid = cap;
+    for (size_t n : {(size_t)1, (size_t)3, (size_t)4, (size_t)7, (size_t)8, (size_t)9, (size_t)1003, (size_t)4099})
+    for (int oo : offs) for (int oa : offs) {
+        Buf<float> a(n, oa), b(n, 0), o(n, oo), x(n, oa), dx(n, oo);
+        std::vector<float> before(o.p, o.p + n);
+        cuda_add(o.p, a.p, b.p, n);
+        for (size_t i = 0; i < n; i++) CHECK(o.p[i] == a.p[i] + b.p[i], "add n %zu off %d/%d i %zu", n, oo, oa, i);
+        o.p[n] = 12345.0f; cuda_gelu_fwd(o.p, x.p, n);
+        for (size_t i = 0; i < n; i++) CHECK(o.p[i] == gelu_erf(x.p[i]), "gelu n %zu i %zu", n, i);
+        CHECK(o.p[n] == 12345.0f, "gelu wrote past n");
+        cuda_gelu_bwd(dx.p, b.p, x.p, n);
+        for (size_t i = 0; i < n; i++) CHECK(dx.p[i] == b.p[i] * gelu_erf_slope(x.p[i]), "gelu_bwd n %zu i %zu", n, i);
+        Buf<uint16_t> hx(n, oa), hy(n, oo);
+        hy.p[n] = 777;
+        cuda_gelu_fwd_bf16(hy.p, hx.p, n);
+        for (size_t i = 0; i < n; i++) CHECK(hy.p[i] == bf16_from_float(gelu_erf(bf16_to_float(hx.p[i]))), "gelu bf16 n %zu i %zu", n, i);
+        CHECK(hy.p[n] == 777, "gelu bf16 wrote past n");
+        cuda_gelu_bwd_bf16(dx.p, b.p, hx.p, n);
+        for (size_t i = 0; i < n; i++) CHECK(dx.p[i] == b.p[i] * gelu_erf_slope(bf16_to_float(hx.p[i])), "gelu_bwd bf16 n %zu i %zu", n, i);
+        cuda_round_to_bf16(as_nv(hy.p), x.p, n);
+        for (size_t i = 0; i < n; i++) CHECK(hy.p[i] == bf16_from_float(x.p[i]), "to_bf16 n %zu i %zu", n, i);
+        CHECK(hy.p[n] == 777, "to_bf16 wrote past n");
+    }
+    struct PC { int B, X, Y, Z, p; } pcs[] = {{2, 8, 12, 16, 4}, {3, 16, 24, 32, 8}, {2, 6, 9, 12, 3}, {1, 4, 4, 4, 4}, {2, 32, 16, 16, 16}, {1, 2, 2, 2, 1}};
+    for (auto c : pcs) for (int ov : offs) for (int op : offs) {
+        const size_t n = (size_t)c.B * c.X * c.Y * c.Z;
+        Buf<float> vol(n, ov), pat(n, op), back(n, ov);
+        pat.p[n] = 5.0f;
+        cuda_patchify(pat.p, vol.p, c.B, c.X, c.Y, c.Z, c.p);
+        for (size_t i = 0; i < n; i++) CHECK(pat.p[i] == vol.p[patch_voxel_ref(i, c.X, c.Y, c.Z, c.p)], "patchify p %d i %zu", c.p, i);
+        CHECK(pat.p[n] == 5.0f, "patchify wrote past n");
+        cuda_unpatchify(back.p, pat.p, c.B, c.X, c.Y, c.Z, c.p);
+        for (size_t i = 0; i < n; i++) CHECK(back.p[i] == vol.p[i], "unpatchify p %d i %zu", c.p, i);
+    }
+    for (int C : {1, 4, 19, 20, 4096 / 8, 1027}) for (int oo : offs) for (int oi : offs) {
+        const int B = 3, N = 40, nsel = 13, idx_ld = 41;
+        std::vector<int> idx(B * idx_ld);
+        for (int b = 0; b < B; b++) for (int j = 0; j < idx_ld; j++) idx[b * idx_ld + j] = (j * 7 + b * 3) % N;
+        Buf<float> in((size_t)B * N * C, oi), out((size_t)B * nsel * C, oo);
+        cuda_gather_rows(out.p, in.p, idx.data(), idx_ld, B, N, nsel, C);
+        for (size_t i = 0; i < (size_t)B * nsel * C; i++) {
+            const int c = (int)(i % C); const size_t bj = i / C; const int j = (int)(bj % nsel), b = (int)(bj / nsel);
+            CHECK(out.p[i] == in.p[((size_t)b * N + idx[(size_t)b * idx_ld + j]) * C + c], "gather C %d i %zu", C, i);
+        }
+        const int rows = 29, dim = C;
+        Buf<float> pr((size_t)rows * dim, oi), tg((size_t)rows * dim, oo), dp((size_t)rows * dim, oo), mask(rows, 0);
+        for (int r = 0; r < rows; r++) mask.p[r] = r % 3 ? 1.0f : 0.0f;
+        float coef = 0.0123f;
+        const size_t rws = rows;
+        constexpr int W = 4;
+        const bool vec = dim % W == 0 && aligned16(dp.p, pr.p, tg.p);
+        emu_launch(masked_mse_bwd_kernel, dim3(grid_for_rows(rws)), threads_for_row(dim, vec, W), 0, 0,
+                   dp.p, (const float *)pr.p, (const float *)tg.p, (const float *)mask.p, (const float *)&coef, dim, rws, vec);
+        for (size_t i = 0; i < (size_t)rows * dim; i++) CHECK(dp.p[i] == coef * mask.p[i / dim] * (pr.p[i] - tg.p[i]), "mse dim %d i %zu", dim, i);
+    }
+    }
+    printf("%s (%d failures, %ld thread runs)\n", fails ? "FAILED" : "all ok", fails, g_launch_threads);
+    return fails != 0;
+}
