@@ -12,11 +12,11 @@ static unsigned row_blocks(int rows) { return (unsigned)((rows + kRowsPerBlock -
 /* ---- LayerNorm ---- */
 
 /* TOut: float, or __nv_bfloat16 for bf16 activations (statistics stay fp32; y rounded once).
- * kCached > 0: rows of at most 32 * kCached elements; each lane keeps its kCached elements in
- * registers (the loops fully unrolled, so all loads are in flight at once) instead of reading
- * the row three times. Same operations in the same order as the uncached loop (kCached = 0,
- * any width): the same bits. */
-template <typename TOut, int kCached>
+ * The row is read three times. Keeping it in registers instead
+ * (32 floats per lane, loops unrolled) was measured slower on an H200: 13.5 against 10.7 us
+ * per call at the paper shapes (docs/PERFORMANCE.md, run 3), with 79 instead of 32 registers
+ * and so fewer warps per SM to hide the loads. */
+template <typename TOut>
 static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, const float *x,
                                             const float *gamma, const float *beta, int rows,
                                             int dim, float eps)
@@ -24,40 +24,16 @@ static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, c
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= rows) return;
     const float *xr = x + (size_t)row * dim;
+    float s = 0.0f;
+    for (int d = lane; d < dim; d += 32) s += xr[d];
+    const float mu = warp_sum(s) / dim;
+    float sq = 0.0f;
+    for (int d = lane; d < dim; d += 32) { const float t = xr[d] - mu; sq += t * t; }
+    const float rs = rsqrtf(warp_sum(sq) / dim + eps);  /* biased variance, as PyTorch */
     TOut *yr = y + (size_t)row * dim;
-    float s = 0.0f, sq = 0.0f, mu, rs;
-    if constexpr (kCached > 0) {
-        float v[kCached];
-#pragma unroll
-        for (int k = 0; k < kCached; k++) {
-            const int d = lane + 32 * k;
-            v[k] = d < dim ? xr[d] : 0.0f;
-        }
-#pragma unroll
-        for (int k = 0; k < kCached; k++)
-            if (lane + 32 * k < dim) s += v[k];
-        mu = warp_sum(s) / dim;
-#pragma unroll
-        for (int k = 0; k < kCached; k++)
-            if (lane + 32 * k < dim) { const float t = v[k] - mu; sq += t * t; }
-        rs = rsqrtf(warp_sum(sq) / dim + eps);  /* biased variance, as PyTorch */
-#pragma unroll
-        for (int k = 0; k < kCached; k++) {
-            const int d = lane + 32 * k;
-            if (d < dim) {
-                const float g = gamma ? gamma[d] : 1.0f, b = beta ? beta[d] : 0.0f;
-                yr[d] = narrow_to<TOut>((v[k] - mu) * rs * g + b);
-            }
-        }
-    } else {
-        for (int d = lane; d < dim; d += 32) s += xr[d];
-        mu = warp_sum(s) / dim;
-        for (int d = lane; d < dim; d += 32) { const float t = xr[d] - mu; sq += t * t; }
-        rs = rsqrtf(warp_sum(sq) / dim + eps);  /* biased variance, as PyTorch */
-        for (int d = lane; d < dim; d += 32) {
-            const float g = gamma ? gamma[d] : 1.0f, b = beta ? beta[d] : 0.0f;
-            yr[d] = narrow_to<TOut>((xr[d] - mu) * rs * g + b);
-        }
+    for (int d = lane; d < dim; d += 32) {
+        const float g = gamma ? gamma[d] : 1.0f, b = beta ? beta[d] : 0.0f;
+        yr[d] = narrow_to<TOut>((xr[d] - mu) * rs * g + b);
     }
     if (lane == 0) {
         if (mean) mean[row] = mu;
@@ -65,35 +41,22 @@ static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, c
     }
 }
 
-/* Rows up to 1024 wide (ViT-B's 768, the decoder's 384) from registers, wider ones streamed. */
-template <typename TOut>
-static void launch_layernorm_fwd(TOut *y, float *mean, float *rstd, const float *x,
-                                 const float *gamma, const float *beta, int rows, int dim,
-                                 float eps)
-{
-    if (rows <= 0) return;
-    if (dim <= 32 * 8)
-        layernorm_fwd_kernel<TOut, 8><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
-            y, mean, rstd, x, gamma, beta, rows, dim, eps);
-    else if (dim <= 32 * 32)
-        layernorm_fwd_kernel<TOut, 32><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
-            y, mean, rstd, x, gamma, beta, rows, dim, eps);
-    else
-        layernorm_fwd_kernel<TOut, 0><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
-            y, mean, rstd, x, gamma, beta, rows, dim, eps);
-    CUDA_CHECK_LAUNCH();
-}
-
 void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                         const float *beta, int rows, int dim, float eps)
 {
-    launch_layernorm_fwd(y, mean, rstd, x, gamma, beta, rows, dim, eps);
+    if (rows <= 0) return;
+    layernorm_fwd_kernel<float><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
+        y, mean, rstd, x, gamma, beta, rows, dim, eps);
+    CUDA_CHECK_LAUNCH();
 }
 
 void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, int rows, int dim, float eps)
 {
-    launch_layernorm_fwd(as_nv(y), mean, rstd, x, gamma, beta, rows, dim, eps);
+    if (rows <= 0) return;
+    layernorm_fwd_kernel<__nv_bfloat16><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
+        as_nv(y), mean, rstd, x, gamma, beta, rows, dim, eps);
+    CUDA_CHECK_LAUNCH();
 }
 
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma */
