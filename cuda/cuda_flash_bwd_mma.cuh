@@ -59,9 +59,8 @@ flash_bwd_dkv_mma_kernel(float *dk, float *dv, const float *dout, const TAct *q,
     const int C = H * kDh;
     const float scale_log2 = scale * kLog2e;
 
-    const long kv_off = ((long)b * Tk + key0) * ldkv + (long)h * kDh;
-    load_tile<kDh>(Ks, k + kv_off, ldkv, keys, vec);
-    load_tile<kDh>(Vs, v + kv_off, ldkv, keys, vec);
+    const long kv_off = ((long)b * Tk + key0) * ldkv + (long)h * kDh;  /* dk, dv rows too */
+    load_kv_tiles<kDh>(Ks, Vs, k, v, b, h, Tk, key0, ldkv, vec);
 
     uint32_t ka[kSteps][4], va[kSteps][4];
     float dk_acc[kDhGroups][4], dv_acc[kDhGroups][4];
@@ -154,10 +153,7 @@ flash_bwd_dq_mma_kernel(float *dq, const float *dout, const TAct *q, const TAct 
     for (int j = 0; j < kDhGroups; j++) dq_acc[j][0] = dq_acc[j][1] = dq_acc[j][2] = dq_acc[j][3] = 0.0f;
 
     for (int key0 = 0; key0 < Tk; key0 += kRows) {
-        const int n_valid = min(kRows, Tk - key0);
-        const long kv_off = ((long)b * Tk + key0) * ldkv + (long)h * kDh;
-        load_tile<kDh>(Ks, k + kv_off, ldkv, n_valid, vec);
-        load_tile<kDh>(Vs, v + kv_off, ldkv, n_valid, vec);
+        const int n_valid = load_kv_tiles<kDh>(Ks, Vs, k, v, b, h, Tk, key0, ldkv, vec);
         __syncthreads();
         if (key0 == 0) {
             load_a_frags<kDh>(qa, Qs, warp * 16, lane);

@@ -57,10 +57,7 @@ flash_fwd_mma_kernel(TAct *out, float *lse, const TAct *q, const TAct *k, const 
     float l_lo = 0.0f, l_hi = 0.0f;            /* this lane's part of the rows' sums */
 
     for (int key0 = 0; key0 < Tk; key0 += kRows) {
-        const int n_valid = min(kRows, Tk - key0);
-        const long kv_off = ((long)b * Tk + key0) * ldkv + (long)h * kDh;
-        load_tile<kDh>(Ks, k + kv_off, ldkv, n_valid, vec);
-        load_tile<kDh>(Vs, v + kv_off, ldkv, n_valid, vec);
+        const int n_valid = load_kv_tiles<kDh>(Ks, Vs, k, v, b, h, Tk, key0, ldkv, vec);
         __syncthreads();
         if (key0 == 0) load_a_frags<kDh>(qa, Qs, warp * 16, lane);
 

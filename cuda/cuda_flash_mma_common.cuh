@@ -115,6 +115,20 @@ __device__ __forceinline__ void load_tile(uint16_t *dst, const TAct *src, long l
     }
 }
 
+/* K and V rows [key0, key0 + kRows) of head h of batch element b into their shared tiles (rows
+ * past Tk zeroed); returns how many of the rows exist. */
+template <int kDh, typename TAct>
+__device__ __forceinline__ int load_kv_tiles(uint16_t *Ks, uint16_t *Vs, const TAct *k,
+                                             const TAct *v, int b, int h, int Tk, int key0,
+                                             int ldkv, bool vec)
+{
+    const int n_valid = min(kRows, Tk - key0);
+    const long off = ((long)b * Tk + key0) * ldkv + (long)h * kDh;
+    load_tile<kDh>(Ks, k + off, ldkv, n_valid, vec);
+    load_tile<kDh>(Vs, v + off, ldkv, n_valid, vec);
+    return n_valid;
+}
+
 /* A fragments of rows [row0, row0 + 16) of a shared tile, one per 16-column k-step: one
  * ldmatrix.x4 each (matrices: rows 0-7 and 8-15 at columns 16 s, then at 16 s + 8). */
 template <int kDh>

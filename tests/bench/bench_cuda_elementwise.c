@@ -16,6 +16,7 @@
 #include "core/timer.h"
 #include "ops/backend.h"
 #include "ops/gpu_device.h"
+#include "bench_gpu_data.h"
 
 #ifdef ALICE_CUDA
 enum { WARMUP = 3, ITERS = 20 };
@@ -50,15 +51,7 @@ static const size_t kBf16 = 2 * (size_t)ROWS * MLP + 1;
 
 static float *device_uniform(size_t n, uint32_t seed)
 {
-    float *h = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        h[i] = (float)((seed >> 8) * (1.0 / 16777216.0)) * 4.0f - 2.0f;
-    }
-    float *d = gpu->alloc(n * sizeof(float));
-    gpu->upload(d, h, n * sizeof(float));
-    free(h);
-    return d;
+    return bench_device_uniform(gpu, n, seed, -2.0f, 2.0f);
 }
 
 /* Runs op once; shift 0 (aligned) or 1 (every pointer one element off). Returns bytes moved. */

@@ -17,6 +17,7 @@
 #include "core/timer.h"
 #include "ops/backend.h"
 #include "ops/gpu_device.h"
+#include "bench_gpu_data.h"
 
 #ifdef ALICE_CUDA
 #include <cublas_v2.h>
@@ -47,19 +48,7 @@ static const LinearShape kShapes[] = {
 static const AliceBackend *gpu;
 static cublasHandle_t ref;
 
-static float *device_uniform(size_t n)
-{
-    float *h = malloc(n * sizeof(float));
-    uint32_t s = 12345u;
-    for (size_t i = 0; i < n; i++) {
-        s = s * 1664525u + 1013904223u;
-        h[i] = (float)((s >> 8) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
-    }
-    float *d = gpu->alloc(n * sizeof(float));
-    gpu->upload(d, h, n * sizeof(float));
-    free(h);
-    return d;
-}
+static float *device_uniform(size_t n) { return bench_device_uniform(gpu, n, 12345u, -1.0f, 1.0f); }
 
 /* bf16 bits of a float, round to nearest even (operands for the cuBLAS bf16 reference). */
 static uint16_t bf16_bits(float f)
