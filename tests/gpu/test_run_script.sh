@@ -353,6 +353,17 @@ check "fallback: a failing bf16-gemm-only runs once" \
   bash -c "test \"\$(grep -c '^alice step bf16-gemm-only .* FAIL' '$W/run5.out')\" = 1"
 check "fallback: both failing, the targets are skipped" grep -q '^alice bf16 MFU .* skip' "$W/run5.out"
 
+# ---- 7. torch.compile prints its timing, then outlives its timeout: the figure stands ----
+sed 's/^  \*"--compile 1"\*) .*$/  *"--compile 1"*) echo "torch_step method=alice device=cuda amp=bf16 compile=1 batch=8 s_per_step=0.250000 samples_per_s=32.000 peak_mem_mb=31000.0 gflop_per_step=4112.500000 gflops=16450.000 mfu_pct=1 floor_ms=4.158 peak_tflops=989"; exit 124 ;;/' \
+  "$F/fake_torch_python" > "$F/fake_torch_python_late"
+chmod +x "$F/fake_torch_python_late"
+PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
+  BUILD="$W/build-late" BIN="$W/bin-late" PACK_DIR="$W/out6" TORCH_PYTHON="$F/fake_torch_python_late" BUDGET_S=200 \
+  SKIP_CHECKS='^(op parity|step parity|cuda end|kernel profile|all-reduce|async|overlap|gpu crops|nccl|linear|attention|elementwise|phantom|train|loader|op bench|torch step (eager fp32|eager bf16 sdpa)|alice step (tf32|fp32|bf16-gemm|bf16-no))' \
+  timeout 150 bash tests/gpu/run.sh "$W/logs6" > "$W/run6.out" 2>&1
+check "late compile: its printed timing is an ok row that says it was stopped" \
+  grep -q '^torch step compile bf16 .* ok .*250.0 ms/step.*stopped by its timeout after printing this' "$W/run6.out"
+
 if [ $fails -gt 0 ]; then
   echo "$fails check(s) failed; logs:"; for f in "$W"/*.log "$W"/run*.out; do echo "--- $f"; tail -15 "$f"; done
   exit 1
