@@ -26,7 +26,6 @@ static void fill_table(AliceBackend *t)
     t->scale = cuda_scale_weights_aware;
     t->add = cuda_add_weights_aware;
     t->sum_squares = cuda_sum_squares;
-    t->all_finite = cuda_all_finite;
     /* GEMM */
     t->gemm = cuda_gemm;
     t->linear_fwd = cuda_linear_fwd;
@@ -85,6 +84,7 @@ static void fill_table(AliceBackend *t)
     t->layernorm_fwd_bf16 = cuda_layernorm_fwd_bf16;
     t->gelu_fwd_bf16 = cuda_gelu_fwd_bf16;
     t->gelu_bwd_bf16 = cuda_gelu_bwd_bf16;
+    t->linear_gelu_bwd_bf16 = cuda_linear_gelu_bwd_bf16;
     t->attention_fwd_bf16 = cuda_attention_fwd_bf16;
     t->attention_bwd_bf16 = cuda_attention_bwd_bf16;
 }

@@ -27,6 +27,7 @@
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h"
+#include "ops/cpu_math.h" /* gelu_erf_slope, MATH_MUL: the GELU-fused fc1 backward */
 
 enum GemmEpilogue { GEMM_EPILOGUE_NONE = 0, GEMM_EPILOGUE_BIAS = 1 };
 enum GemmOperandType { GEMM_OPERANDS_FP32 = 0, GEMM_OPERANDS_BF16 = 1 };
@@ -47,6 +48,7 @@ struct GemmPlan {
     cublasLtMatrixLayout_t layout_a, layout_b, layout_c;  /* cuBLASLt's A (our B), B (our A), C */
     cublasLtMatmulAlgo_t algo;
     int has_algo;  /* 0: no cuBLASLt algorithm fits; fall back to cublasGemmStridedBatchedEx */
+    int out_of_place;  /* algo may write D != C (CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT) */
 };
 
 enum { kPlanCacheSize = 256 };
@@ -154,7 +156,19 @@ static void build_plan(GemmPlan *p, const GemmKey *k)
                                                       &returned);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     p->has_algo = (s == CUBLAS_STATUS_SUCCESS && returned > 0);
-    if (p->has_algo) p->algo = result.algo;
+    p->out_of_place = 0;
+    if (p->has_algo) {
+        p->algo = result.algo;
+        int32_t out_of_place = 0;
+        size_t written = 0;
+        /* A status other than success reads as "no": the residual is then copied into D and
+         * the GEMM runs in place, correct either way (only a copy slower). */
+        const cublasStatus_t cap = cublasLtMatmulAlgoCapGetAttribute(
+            &p->algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT, &out_of_place,
+            sizeof out_of_place, &written);
+        p->out_of_place = cap == CUBLAS_STATUS_SUCCESS && written == sizeof out_of_place &&
+                          out_of_place != 0;
+    }
 }
 
 static GemmPlan *find_plan(const GemmKey *k)
@@ -230,20 +244,44 @@ static void empty_sum(T *C, int ldc, long strideC, int M, int N, int batch, floa
     if (bias) add_bias_blocks(C, ldc, strideC, bias, M, N, batch);
 }
 
+/* D_i = C_i over the M x N blocks of a strided batch (fp32, leading dimension ldc), for the
+ * routes that compute only in place. */
+static void copy_blocks(float *D, const float *C, int ldc, long strideC, int M, int N, int batch)
+{
+    for (int b = 0; b < batch; b++)
+        CUDA_CHECK(cudaMemcpy2DAsync(D + (size_t)b * strideC, (size_t)ldc * sizeof(float),
+                                     C + (size_t)b * strideC, (size_t)ldc * sizeof(float),
+                                     (size_t)N * sizeof(float), (size_t)M,
+                                     cudaMemcpyDeviceToDevice, cuda_stream()));
+}
+
 /* One GEMM on fp32 or bf16 operands (A, B point at operands of that type) into an fp32 or
- * bf16 C (beta must be 0 for bf16), optional bias of C's element type. */
-static void gemm_dispatch(int operands, int output, int transA, int transB, int M, int N, int K,
-                          float alpha, const void *A, int lda, long strideA, const void *B,
-                          int ldb, long strideB, float beta, void *C, int ldc, long strideC,
-                          int batch, const void *bias)
+ * bf16 C (beta must be 0 for bf16), optional bias of C's element type:
+ * C = alpha op(A) op(B) + beta C_in (+ bias), C_in NULL meaning C itself (in place).
+ * C_in != C is cuBLASLt's out-of-place form (its C read, its D written): "This function
+ * supports both in-place matrix multiplication (C == D and Cdesc == Ddesc) and out-of-place
+ * matrix multiplication (C != D, both matrices must have the same data type, number of rows,
+ * number of columns, batch size, and memory order)" (cuBLAS documentation, cublasLtMatmul,
+ * https://docs.nvidia.com/cuda/cublas/#cublasltmatmul, quoted in pytorch/pytorch#153590).
+ * C_in and C share one layout here (layout_c), so all of that holds. An algorithm may still
+ * lack CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT (cublasLt.h), and the K = 0 and classic
+ * cuBLAS routes work in place only: those copy C_in into C first. */
+static void gemm_dispatch_c_in(int operands, int output, int transA, int transB, int M, int N,
+                               int K, float alpha, const void *A, int lda, long strideA,
+                               const void *B, int ldb, long strideB, float beta,
+                               const void *C_in, void *C, int ldc, long strideC, int batch,
+                               const void *bias)
 {
     if (M <= 0 || N <= 0 || batch <= 0) return;
     const int bf16_out = output == GEMM_OUTPUT_BF16;
     if (bf16_out && beta != 0.0f)
         alice_fatal_at(__FILE__, __LINE__, "gemm_dispatch: a bf16 output is written, not "
                        "accumulated (beta = %g; use an fp32 output)", (double)beta);
+    /* beta = 0 reads nothing: in place, as without C_in. So C_in != C only with an fp32 C. */
+    if (!C_in || beta == 0.0f) C_in = C;
     CudaContext *ctx = cuda_context();
     if (K <= 0) {
+        if (C_in != C) copy_blocks((float *)C, (const float *)C_in, ldc, strideC, M, N, batch);
         if (bf16_out)
             empty_sum((__nv_bfloat16 *)C, ldc, strideC, M, N, batch, beta,
                       (const __nv_bfloat16 *)bias);
@@ -270,25 +308,32 @@ static void gemm_dispatch(int operands, int output, int transA, int transB, int 
     int a3 = alignment_bytes(C, strideC, batch, out_elem);
     if (a2 < align) align = a2;
     if (a3 < align) align = a3;
+    const int a4 = alignment_bytes(C_in, strideC, batch, out_elem);
+    if (a4 < align) align = a4;
     key.align = align;
     GemmPlan *plan = bias && bf16_out && !fuse_bias ? NULL : find_plan(&key);
     if (bias && bf16_out && !(plan && plan->has_algo)) {
         /* The bias cannot be fused: an fp32 result first, then bias and one rounding. */
         float *c32 = (float *)cuda_scratch(SCRATCH_GEMM_F32,
                                            (size_t)batch * M * N * sizeof(float));
-        gemm_dispatch(operands, GEMM_OUTPUT_FP32, transA, transB, M, N, K, alpha, A, lda,
-                      strideA, B, ldb, strideB, 0.0f, c32, N, (long)M * N, batch, NULL);
+        gemm_dispatch_c_in(operands, GEMM_OUTPUT_FP32, transA, transB, M, N, K, alpha, A, lda,
+                           strideA, B, ldb, strideB, 0.0f, NULL, c32, N, (long)M * N, batch,
+                           NULL);
         bias_round_kernel<<<grid_for((size_t)batch * M * N), kThreads, 0, ctx->stream>>>(
             (__nv_bfloat16 *)C, ldc, strideC, c32, (const __nv_bfloat16 *)bias, M, N, batch);
         CUDA_CHECK_LAUNCH();
         return;
     }
     if (plan->has_algo) {
+        if (C_in != C && !plan->out_of_place) {  /* this algorithm writes in place only */
+            copy_blocks((float *)C, (const float *)C_in, ldc, strideC, M, N, batch);
+            C_in = C;
+        }
         if (fuse_bias)
             CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
                 plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
         CUBLAS_CHECK(cublasLtMatmul(ctx->lt, plan->op, &alpha, B, plan->layout_a, A,
-                                    plan->layout_b, &beta, C, plan->layout_c, C, plan->layout_c,
+                                    plan->layout_b, &beta, C_in, plan->layout_c, C, plan->layout_c,
                                     &plan->algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
                                     ctx->stream));
         if (bias && !fuse_bias)  /* fp32 C here: a bf16 C with such a bias took the route above */
@@ -297,6 +342,7 @@ static void gemm_dispatch(int operands, int output, int transA, int transB, int 
     }
     /* No cuBLASLt algorithm for this shape/alignment: classic cuBLAS, bias added after (fp32 C:
      * a bf16 C with a bias took the fp32 route above). */
+    if (C_in != C) copy_blocks((float *)C, (const float *)C_in, ldc, strideC, M, N, batch);
     const cudaDataType_t t = operands == GEMM_OPERANDS_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     const cudaDataType_t tc = bf16_out ? CUDA_R_16BF : CUDA_R_32F;
     const cublasComputeType_t compute =
@@ -307,6 +353,16 @@ static void gemm_dispatch(int operands, int output, int transA, int transB, int 
         K, &alpha, B, t, ldb, strideB, A, t, lda, strideA, &beta, C, tc, ldc, strideC, batch,
         compute, CUBLAS_GEMM_DEFAULT));
     if (bias) add_bias_blocks((float *)C, ldc, strideC, (const float *)bias, M, N, batch);
+}
+
+/* In place (C read when beta != 0, and written): every GEMM but the residual linear. */
+static void gemm_dispatch(int operands, int output, int transA, int transB, int M, int N, int K,
+                          float alpha, const void *A, int lda, long strideA, const void *B,
+                          int ldb, long strideB, float beta, void *C, int ldc, long strideC,
+                          int batch, const void *bias)
+{
+    gemm_dispatch_c_in(operands, output, transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb,
+                       strideB, beta, NULL, C, ldc, strideC, batch, bias);
 }
 
 /* Elements spanned by a strided batch of stored rows x cols matrices with leading dim ld. */
@@ -383,15 +439,32 @@ void cuda_add_column_sums(float *db, const float *dy, long rows, int cols, long 
     colsum_accumulate(db, rows, cols, MatrixElement{dy, ld});
 }
 
-/* Mixed-precision linear backward: dy is rounded to bf16 once for both GEMMs (gemm_any would
- * round it for each), W comes from its weight copy; x is bf16 already (x16, bf16 activations)
- * or rounded for dW only (x32). */
-static void linear_bwd_bf16_gemms(float *dx, float *dW, const float *dy, const float *x32,
-                                  const __nv_bfloat16 *x16, const float *W, int rows, int in,
-                                  int out)
+/* dy in bf16 for the GEMMs of the linear backward, in slot A as bf16_operand would round it;
+ * with a bias gradient, the pass that rounds dy also sums its (unrounded, fp32) columns into
+ * db: one launch and one read of dy instead of a rounding launch plus a column sum. */
+static const __nv_bfloat16 *dy_bf16_and_bias_grad(float *db, const float *dy, int rows, int out)
 {
-    if (!dx && !dW) return;
-    const __nv_bfloat16 *dy16 = bf16_operand(SCRATCH_BF16_A, dy, (size_t)rows * out);
+    const size_t n = (size_t)rows * out;
+    if (!db || cuda_weight_bf16(dy, n)) {
+        if (db) cuda_add_column_sums(db, dy, rows, out, out);
+        return bf16_operand(SCRATCH_BF16_A, dy, n);
+    }
+    __nv_bfloat16 *dy16 =
+        (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_A, n * sizeof(__nv_bfloat16) + 256);
+    colsum_accumulate(db, rows, out, MatrixElementRoundedCopy{dy, out, dy16});
+    return dy16;
+}
+
+/* Mixed-precision linear backward: dy16, dy rounded to bf16 once for both GEMMs (gemm_any would
+ * round it for each), is made by the caller: from an fp32 dy by dy_bf16_and_bias_grad, from the
+ * MLP's GELU input gradient by gelu_dh_bf16_and_bias_grad (both in the bias column sum's pass
+ * when there is a bias gradient); so one function runs the GEMMs of both entries. W comes from
+ * its weight copy; x is bf16 already (x16, bf16 activations) or rounded for dW only (x32). The
+ * GEMMs read dy16 after the launch that wrote it, on the same stream: complete. */
+static void linear_bwd_bf16_gemms(float *dx, float *dW, const __nv_bfloat16 *dy16,
+                                  const float *x32, const __nv_bfloat16 *x16, const float *W,
+                                  int rows, int in, int out)
+{
     if (dx) {
         const __nv_bfloat16 *w16 = bf16_operand(SCRATCH_BF16_B, W, (size_t)out * in);
         gemm_dispatch(GEMM_OPERANDS_BF16, GEMM_OUTPUT_FP32, 0, 0, rows, in, out, 1.0f, dy16, out,
@@ -404,19 +477,33 @@ static void linear_bwd_bf16_gemms(float *dx, float *dW, const float *dy, const f
     }
 }
 
+/* The mixed-precision linear backward on an fp32 dy; db is the fp32 column sum of the
+ * unrounded dy. */
+static void linear_bwd_bf16_fp32_dy(float *dx, float *dW, float *db, const float *dy,
+                                    const float *x32, const __nv_bfloat16 *x16, const float *W,
+                                    int rows, int in, int out)
+{
+    if (!dx && !dW) {
+        if (db) cuda_add_column_sums(db, dy, rows, out, out);
+        return;
+    }
+    linear_bwd_bf16_gemms(dx, dW, dy_bf16_and_bias_grad(db, dy, rows, out), x32, x16, W, rows,
+                          in, out);
+}
+
 void cuda_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
                      const float *W, int rows, int in, int out)
 {
-    if (cuda_context()->bf16_gemm) {
-        linear_bwd_bf16_gemms(dx, dW, dy, x, NULL, W, rows, in, out);
-    } else {
-        if (dx) gemm_dispatch(GEMM_OPERANDS_FP32, GEMM_OUTPUT_FP32, 0, 0, rows, in, out, 1.0f, dy,
-                              out, 0, W, in, 0, 0.0f, dx, in, 0, 1, NULL);
-        if (dW) gemm_dispatch(GEMM_OPERANDS_FP32, GEMM_OUTPUT_FP32, 1, 0, out, in, rows, 1.0f, dy,
-                              out, 0, x, in, 0, 1.0f, dW, in, 0, 1, NULL);
-    }
     /* The bias gradient accumulates (a BGRAD epilogue would overwrite it), so it is a
      * deterministic column sum instead. */
+    if (cuda_context()->bf16_gemm) {
+        linear_bwd_bf16_fp32_dy(dx, dW, db, dy, x, NULL, W, rows, in, out);
+        return;
+    }
+    if (dx) gemm_dispatch(GEMM_OPERANDS_FP32, GEMM_OUTPUT_FP32, 0, 0, rows, in, out, 1.0f, dy,
+                          out, 0, W, in, 0, 0.0f, dx, in, 0, 1, NULL);
+    if (dW) gemm_dispatch(GEMM_OPERANDS_FP32, GEMM_OUTPUT_FP32, 1, 0, out, in, rows, 1.0f, dy,
+                          out, 0, x, in, 0, 1.0f, dW, in, 0, 1, NULL);
     if (db) cuda_add_column_sums(db, dy, rows, out, out);
 }
 
@@ -440,21 +527,73 @@ void cuda_gemm_bf16_operands(int transA, int transB, int M, int N, int K, float 
                   ldc, strideC, batch, NULL);
 }
 
-/* y = x W^T + b: x straight to cuBLASLt, W (and for a bf16 y the bias) from the weight copy. */
+/* y = residual + x W^T + b: x straight to cuBLASLt, W (and for a bf16 y the bias) from the
+ * weight copy; the residual is cuBLASLt's C (beta = 1) with y its D, so the skip connection
+ * costs no pass of its own. */
 void cuda_linear_fwd_bf16(void *y, DType y_type, const bf16_t *x, const float *W, const float *b,
-                          int rows, int in, int out)
+                          const float *residual, int rows, int in, int out)
 {
     const int output = gemm_output_of(y_type, "linear_fwd_bf16");
+    backend_check_residual("linear_fwd_bf16", y, y_type, residual, (size_t)rows * out);
     const __nv_bfloat16 *w16 = bf16_operand(SCRATCH_BF16_B, W, (size_t)out * in);
     const void *bias = b;
     if (b && output == GEMM_OUTPUT_BF16) bias = bf16_operand(SCRATCH_BF16_A, b, (size_t)out);
-    gemm_dispatch(GEMM_OPERANDS_BF16, output, 0, 1, rows, out, in, 1.0f, as_nv(x), in, 0, w16,
-                  in, 0, 0.0f, y, out, 0, 1, bias);
+    gemm_dispatch_c_in(GEMM_OPERANDS_BF16, output, 0, 1, rows, out, in, 1.0f, as_nv(x), in, 0,
+                       w16, in, 0, residual ? 1.0f : 0.0f, residual, y, out, 0, 1, bias);
 }
 
 void cuda_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
                           const float *W, int rows, int in, int out)
 {
-    linear_bwd_bf16_gemms(dx, dW, dy, NULL, as_nv(x), W, rows, in, out);
-    if (db) cuda_add_column_sums(db, dy, rows, out, out);  /* fp32, the unrounded dy */
+    linear_bwd_bf16_fp32_dy(dx, dW, db, dy, NULL, as_nv(x), W, rows, in, out);
+}
+
+/* ---- the MLP's GELU backward fused into fc1's bias-gradient pass ----
+ * (tests/cuda_emu/test_linear_gelu_bwd_emulated.sh cuts this section out, up to
+ * cuda_linear_gelu_bwd_bf16, and runs it on the host.)
+ * f(r, c) = dh = dy_act[i] gelu'(h[i]) (i = r * ld + c), the value gelu_bwd_kernel
+ * (cuda_elementwise.cu) stores, and rounded[i] = dh in bf16 (nearest even, as
+ * MatrixElementRoundedCopy): the column sum of dh for db and dh's bf16 copy for the GEMMs in
+ * one pass, with dh itself never stored in fp32. The product is MATH_MUL (__fmul_rn): inlined
+ * into the column sum, a plain a * b followed by acc += would be contracted by nvcc into one
+ * FMA (one rounding instead of two), and db would no longer be the sum of the stored dh. */
+struct GeluBwdRoundedCopy {
+    const float *dy_act;
+    const __nv_bfloat16 *h;
+    long ld;
+    __nv_bfloat16 *rounded;
+    __device__ float operator()(long r, int c) const
+    {
+        const long i = r * ld + c;
+        const float dh = MATH_MUL(dy_act[i], gelu_erf_slope(widen(h[i])));
+        rounded[i] = __float2bfloat16_rn(dh);
+        return dh;
+    }
+};
+
+/* dh's bf16 copy in slot A (where dy_bf16_and_bias_grad puts dy's), db += column sums of dh:
+ * one launch. */
+static const __nv_bfloat16 *gelu_dh_bf16_and_bias_grad(float *db, const float *dy_act,
+                                                       const __nv_bfloat16 *h, int rows, int out)
+{
+    const size_t n = (size_t)rows * out;
+    __nv_bfloat16 *dh16 =
+        (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_A, n * sizeof(__nv_bfloat16) + 256);
+    colsum_accumulate(db, rows, out, GeluBwdRoundedCopy{dy_act, h, out, dh16});
+    return dh16;
+}
+
+void cuda_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_act,
+                               const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                               const float *W, int rows, int in, int out)
+{
+    /* Without db there is no column sum to fuse into, and without a GEMM no bf16 copy to
+     * make: the unfused sequence, which the contract says the fused path equals. */
+    if (!db || (!dx && !dW)) {
+        cuda_gelu_bwd_bf16(dh_scratch, dy_act, h, (size_t)rows * out);
+        cuda_linear_bwd_bf16(dx, dW, db, dh_scratch, x, W, rows, in, out);
+        return;
+    }
+    linear_bwd_bf16_gemms(dx, dW, gelu_dh_bf16_and_bias_grad(db, dy_act, as_nv(h), rows, out),
+                          NULL, as_nv(x), W, rows, in, out);
 }

@@ -20,6 +20,9 @@ enum CudaScratchSlot {
     SCRATCH_ATTN_BF16,       /* bf16 P or dS of bf16 attention (GEMM kernel), one batch element */
     SCRATCH_GEMM_F32,        /* fp32 result of a bf16-output GEMM whose bias is added unfused */
     SCRATCH_ATTN_PROBS,      /* probabilities of a forward-only GEMM-path attention (saved NULL) */
+    SCRATCH_COLSUM_ARRIVALS, /* arrival counters of the one-launch column sums: unlike the other
+                              * slots its contents persist between ops (all zero between column
+                              * sums; cuda_colsum_arrivals in cuda_reduce.cu keeps it so) */
     SCRATCH_SLOT_COUNT
 };
 

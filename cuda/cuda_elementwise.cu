@@ -77,17 +77,6 @@ double cuda_sum_squares(const float *x, size_t n)
     return device_sum(n, SquareOf{x});
 }
 
-struct NonFinite {
-    const float *x;
-    __device__ double operator()(size_t i) const { return isfinite(x[i]) ? 0.0 : 1.0; }
-};
-
-int cuda_all_finite(const float *x, size_t n)
-{
-    if (n == 0) return 1;
-    return device_sum(n, NonFinite{x}) == 0.0;
-}
-
 /* GELU, exact erf form, as PyTorch's default nn.GELU(): the CPU backend's formula
  * (ops/cpu_math.h, Abramowitz & Stegun erf rather than CUDA's erff) with the same roundings,
  * so the two backends agree bit for bit. T: float, or __nv_bfloat16 for bf16 activations

@@ -175,50 +175,119 @@ template <class F> double device_sum(size_t n, F f)
     return cuda_reduce_finish(partials, kReduceBlocks);
 }
 
-/* ---- column sums accumulated into a vector: target[c] += sum_r f(r, c) ----
- * Stage 1: blocks of 32 columns x 8 row lanes each sum one chunk of rows; stage 2 sums the
- * chunks in a fixed order and adds to target (parameter gradients accumulate). */
+/* ---- column sums accumulated into vectors: target[o][c] += sum_r f(r, c)[o] ----
+ * ONE launch. Blocks of 32 columns x 8 row lanes each sum one chunk of rows (each lane a
+ * strided share, then the 8 lanes in order) and write that chunk's partial; the LAST block of
+ * a column tile to arrive (each block's partials are fenced before its arrival is counted)
+ * then sums the tile's partials in chunk order and adds them to the targets (parameter
+ * gradients accumulate). This is exactly the arithmetic of the former two launches (partial
+ * kernel, then a finish kernel), so the bits are those of before: deterministic, no float
+ * atomics. f(r, c) returns a float (one sum) or ColsumTerms<N> (N sums from one pass over the
+ * rows, e.g. LayerNorm's dgamma and dbeta); f may also write a per-element side output (it is
+ * called exactly once for every r < rows, c < cols). */
 constexpr int kColsumCols = 32, kColsumLanes = 8;
+/* Chunks of rows: enough to fill the GPU, each long enough to amortise its partial write. */
+constexpr long kColsumRowsPerChunk = 128, kColsumMaxChunks = 512;
 
-template <class F>
-__global__ void colsum_partial_kernel(float *partial, long rows, int cols, long rows_per_chunk,
-                                      F f)
+template <int N> struct ColsumTerms {
+    float v[N];
+};
+template <int N> struct ColsumTargets {
+    float *t[N];
+};
+__device__ __forceinline__ ColsumTerms<1> colsum_terms(float x) { return ColsumTerms<1>{{x}}; }
+template <int N> __device__ __forceinline__ ColsumTerms<N> colsum_terms(const ColsumTerms<N> &x)
 {
-    __shared__ float lanes[kColsumLanes][kColsumCols + 1];
+    return x;
+}
+
+template <int N, class F>
+__global__ void __launch_bounds__(kColsumCols * kColsumLanes)
+    colsum_kernel(ColsumTargets<N> target, float *partial, unsigned *arrivals, long rows,
+                  int cols, long rows_per_chunk, F f)
+{
+    __shared__ float lanes[N][kColsumLanes][kColsumCols + 1];
+    __shared__ bool tile_complete;
     const int c = blockIdx.x * kColsumCols + threadIdx.x;
     const long r0 = (long)blockIdx.y * rows_per_chunk;
     const long r1 = min(rows, r0 + rows_per_chunk);
-    float acc = 0.0f;
+    float acc[N];
+#pragma unroll
+    for (int o = 0; o < N; o++) acc[o] = 0.0f;
     if (c < cols)
-        for (long r = r0 + threadIdx.y; r < r1; r += kColsumLanes) acc += f(r, c);
-    lanes[threadIdx.y][threadIdx.x] = acc;
+        for (long r = r0 + threadIdx.y; r < r1; r += kColsumLanes) {
+            const ColsumTerms<N> x = colsum_terms(f(r, c));
+#pragma unroll
+            for (int o = 0; o < N; o++) acc[o] += x.v[o];
+        }
+#pragma unroll
+    for (int o = 0; o < N; o++) lanes[o][threadIdx.y][threadIdx.x] = acc[o];
     __syncthreads();
+    /* partial[o][chunk][c] */
+    const unsigned chunks = gridDim.y;
+    const size_t per_output = (size_t)chunks * cols;
     if (threadIdx.y == 0 && c < cols) {
+#pragma unroll
+        for (int o = 0; o < N; o++) {
+            float t = 0.0f;
+            for (int k = 0; k < kColsumLanes; k++) t += lanes[o][k][threadIdx.x];
+            partial[o * per_output + (size_t)blockIdx.y * cols + c] = t;
+        }
+        __threadfence();  /* this block's partials are visible device-wide before it arrives */
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && threadIdx.y == 0) {
+        /* atomicInc stores (old >= chunks - 1 ? 0 : old + 1): the last arrival finds
+         * chunks - 1 and leaves the counter at zero for the next column sum. Column sums run
+         * one after another on the context's one stream (no kernel of the next starts before
+         * every block of this one has finished), so they share the counters safely. */
+        tile_complete = atomicInc(&arrivals[blockIdx.x], chunks - 1) == chunks - 1;
+        if (tile_complete) __threadfence();  /* the others' partials are read after this */
+    }
+    __syncthreads();
+    if (!tile_complete || threadIdx.y != 0 || c >= cols) return;
+#pragma unroll
+    for (int o = 0; o < N; o++) {
         float t = 0.0f;
-        for (int k = 0; k < kColsumLanes; k++) t += lanes[k][threadIdx.x];
-        partial[(size_t)blockIdx.y * cols + c] = t;
+        /* __ldcg: from L2, never from a line this SM's L1 may hold from an earlier kernel */
+        for (unsigned k = 0; k < chunks; k++)
+            t += __ldcg(partial + o * per_output + (size_t)k * cols + c);
+        target.t[o][c] += t;
     }
 }
 
-/* target[c] += sum over chunks of partial[chunk, c] (stage 2, in cuda_reduce.cu). */
-void cuda_colsum_finish(float *target, const float *partial, int chunks, int cols);
+/* The arrival counters for tiles column tiles, all zero (cuda_reduce.cu). */
+unsigned *cuda_colsum_arrivals(unsigned tiles);
 
-template <class F> void colsum_accumulate(float *target, long rows, int cols, F f)
+template <int N, class F> void colsum_launch(ColsumTargets<N> target, long rows, int cols, F f)
 {
-    if (!target || cols <= 0) return;
-    /* Enough chunks to fill the GPU, each long enough to amortise its partial write. */
-    long chunks = (rows + 127) / 128;
+    if (cols <= 0) return;
+    long chunks = (rows + kColsumRowsPerChunk - 1) / kColsumRowsPerChunk;
     if (chunks < 1) chunks = 1;
-    if (chunks > 512) chunks = 512;
+    if (chunks > kColsumMaxChunks) chunks = kColsumMaxChunks;
     const long per_chunk = (rows + chunks - 1) / chunks;
     chunks = rows > 0 ? (rows + per_chunk - 1) / per_chunk : 1;
-    float *partial = (float *)cuda_scratch(SCRATCH_COLSUM, (size_t)chunks * cols * sizeof(float));
-    dim3 block(kColsumCols, kColsumLanes), grid((cols + kColsumCols - 1) / kColsumCols,
-                                                 (unsigned)chunks);
-    colsum_partial_kernel<<<grid, block, 0, cuda_stream()>>>(partial, rows, cols,
-                                                             rows > 0 ? per_chunk : 0, f);
+    float *partial =
+        (float *)cuda_scratch(SCRATCH_COLSUM, (size_t)N * chunks * cols * sizeof(float));
+    const unsigned tiles = (unsigned)((cols + kColsumCols - 1) / kColsumCols);
+    unsigned *arrivals = cuda_colsum_arrivals(tiles);
+    dim3 block(kColsumCols, kColsumLanes), grid(tiles, (unsigned)chunks);
+    colsum_kernel<N, F><<<grid, block, 0, cuda_stream()>>>(target, partial, arrivals, rows, cols,
+                                                           rows > 0 ? per_chunk : 0, f);
     CUDA_CHECK_LAUNCH();
-    cuda_colsum_finish(target, partial, (int)chunks, cols);
+}
+
+/* target[c] += sum_r f(r, c) */
+template <class F> void colsum_accumulate(float *target, long rows, int cols, F f)
+{
+    if (target) colsum_launch(ColsumTargets<1>{{target}}, rows, cols, f);
+}
+
+/* first[c] += sum_r f(r, c).v[0], second[c] += sum_r f(r, c).v[1]: one pass over the rows. */
+template <class F>
+void colsum2_accumulate(float *first, float *second, long rows, int cols, F f)
+{
+    colsum_launch(ColsumTargets<2>{{first, second}}, rows, cols, f);
 }
 
 /* f(r, c) = m[r * ld + c] */
@@ -226,6 +295,20 @@ struct MatrixElement {
     const float *m;
     long ld;
     __device__ float operator()(long r, int c) const { return m[r * ld + c]; }
+};
+
+/* f(r, c) = m[r * ld + c], and rounded[r * ld + c] = that value in bf16 (nearest even, as
+ * cuda_round_to_bf16): a column sum that also makes the bf16 copy of m in the same pass. */
+struct MatrixElementRoundedCopy {
+    const float *m;
+    long ld;
+    __nv_bfloat16 *rounded;
+    __device__ float operator()(long r, int c) const
+    {
+        const float v = m[r * ld + c];
+        rounded[r * ld + c] = __float2bfloat16_rn(v);
+        return v;
+    }
 };
 
 #endif

@@ -59,9 +59,10 @@ void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x
     CUDA_CHECK_LAUNCH();
 }
 
-/* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma */
-static __global__ void layernorm_dx_kernel(float *dx, const float *dy, const float *x,
-                                           const float *mean, const float *rstd,
+/* dx = dx_residual + rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma; dx_residual may
+ * be NULL (nothing added). Run on the host by tests/cuda_emu/test_layernorm_dx_emulated.sh. */
+static __global__ void layernorm_dx_kernel(float *dx, const float *dx_residual, const float *dy,
+                                           const float *x, const float *mean, const float *rstd,
                                            const float *gamma, int rows, int dim)
 {
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -76,12 +77,27 @@ static __global__ void layernorm_dx_kernel(float *dx, const float *dy, const flo
     }
     const float mean_g = warp_sum(sg) / dim, mean_gx = warp_sum(sgx) / dim;
     float *dxr = dx + (size_t)row * dim;
+    const float *resr = dx_residual ? dx_residual + (size_t)row * dim : NULL;
     for (int d = lane; d < dim; d += 32) {
         const float g = dyr[d] * (gamma ? gamma[d] : 1.0f);
-        dxr[d] = rs * (g - mean_g - (xr[d] - mu) * rs * mean_gx);
+        const float v = rs * (g - mean_g - (xr[d] - mu) * rs * mean_gx);
+        /* __fadd_rn is never contracted into an FMA with the product above: v is rounded as
+         * the unfused kernel stored it, and the sum as the add op forms it, so the fused dx
+         * equals layernorm_bwd followed by add bit for bit. */
+        dxr[d] = resr ? __fadd_rn(resr[d], v) : v;
     }
 }
 
+static void launch_layernorm_dx(float *dx, const float *dx_residual, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int rows, int dim)
+{
+    layernorm_dx_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
+        dx, dx_residual, dy, x, mean, rstd, gamma, rows, dim);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* LayerNorm's parameter-gradient terms: dgamma sums dy xhat, dbeta sums dy. */
 struct DyTimesXhat {
     const float *dy, *x, *mean, *rstd;
     int dim;
@@ -92,18 +108,34 @@ struct DyTimesXhat {
     }
 };
 
-void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *mean, const float *rstd, const float *gamma, int rows,
-                        int dim)
+/* Both terms from one pass: (dy xhat, dy), through the one-output functors themselves, so
+ * each sum keeps the bits of its one-output column sum (the compiler loads dy once). */
+struct DyTimesXhatAndDy {
+    DyTimesXhat dgamma_term;
+    MatrixElement dbeta_term;
+    __device__ ColsumTerms<2> operator()(long r, int c) const
+    {
+        return ColsumTerms<2>{{dgamma_term(r, c), dbeta_term(r, c)}};
+    }
+};
+
+void cuda_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                        const float *dy, const float *x, const float *mean, const float *rstd,
+                        const float *gamma, int rows, int dim)
 {
     if (rows <= 0) return;
     if (dx) {
-        layernorm_dx_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
-            dx, dy, x, mean, rstd, gamma, rows, dim);
-        CUDA_CHECK_LAUNCH();
+        backend_check_residual("layernorm_bwd", dx, DTYPE_F32, dx_residual, (size_t)rows * dim);
+        launch_layernorm_dx(dx, dx_residual, dy, x, mean, rstd, gamma, rows, dim);
     }
-    if (dgamma) colsum_accumulate(dgamma, rows, dim, DyTimesXhat{dy, x, mean, rstd, dim});
-    if (dbeta) colsum_accumulate(dbeta, rows, dim, MatrixElement{dy, dim});
+    const DyTimesXhat dgamma_term{dy, x, mean, rstd, dim};
+    const MatrixElement dbeta_term{dy, dim};
+    if (dgamma && dbeta)  /* one launch, one pass over dy */
+        colsum2_accumulate(dgamma, dbeta, rows, dim, DyTimesXhatAndDy{dgamma_term, dbeta_term});
+    else if (dgamma)
+        colsum_accumulate(dgamma, rows, dim, dgamma_term);
+    else if (dbeta)
+        colsum_accumulate(dbeta, rows, dim, dbeta_term);
 }
 
 /* ---- softmax over rows ---- */

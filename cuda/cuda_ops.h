@@ -28,7 +28,6 @@ void cuda_axpby(float *y, const float *x, float a, float b, size_t n);
 void cuda_scale(float *x, float a, size_t n);
 void cuda_add(float *out, const float *a, const float *b, size_t n);
 double cuda_sum_squares(const float *x, size_t n);
-int cuda_all_finite(const float *x, size_t n);
 void cuda_gelu_fwd(float *y, const float *x, size_t n);
 void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);
 void cuda_leaky_relu_fwd(float *y, const float *x, size_t n, float slope);
@@ -58,16 +57,19 @@ void cuda_gemm_bf16_operands(int transA, int transB, int M, int N, int K, float 
                              long strideC, int batch);
 /* Mixed precision with bf16 activations (backend.h, "bf16 activations"). */
 void cuda_linear_fwd_bf16(void *y, DType y_type, const bf16_t *x, const float *W, const float *b,
-                          int rows, int in, int out);
+                          const float *residual, int rows, int in, int out);
 void cuda_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
                           const float *W, int rows, int in, int out);
+void cuda_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_act,
+                               const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                               const float *W, int rows, int in, int out);
 
 /* cuda_norm.cu */
 void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                         const float *beta, int rows, int dim, float eps);
-void cuda_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                        const float *mean, const float *rstd, const float *gamma, int rows,
-                        int dim);
+void cuda_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                        const float *dy, const float *x, const float *mean, const float *rstd,
+                        const float *gamma, int rows, int dim);
 void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, int rows, int dim, float eps);
 void cuda_softmax_fwd(float *y, const float *x, int rows, int cols);
@@ -157,8 +159,9 @@ void cuda_dicece_bwd(float *dlogits, const float *probs, const int *labels, int 
                      float w_ce, float w_dice);
 
 /* cuda_optim.cu */
-void cuda_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-                float beta1, float beta2, float eps, float weight_decay, long step);
+void cuda_adamw(float *param, const float *grad, float *m, float *v, const uint32_t *decay_mask,
+                size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+                long step);
 void cuda_ema_update(float *target, const float *online, size_t n, float momentum);
 
 /* cuda_conv.cu */

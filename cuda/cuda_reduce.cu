@@ -1,4 +1,5 @@
-/* Second stages of the deterministic reductions of cuda_kernels.cuh. */
+/* Second stage of the deterministic device-wide sums and the column sums' arrival counters
+ * (cuda_kernels.cuh). */
 #include "cuda/cuda_kernels.cuh"
 
 /* One block sums every partial in a fixed order (strided lanes, then the block tree). */
@@ -22,19 +23,17 @@ double cuda_reduce_finish(double *partials, int count)
     return ctx->host_result[0];
 }
 
-static __global__ void colsum_finish_kernel(float *target, const float *partial, int chunks,
-                                            int cols)
+/* The column sums' arrival counters (colsum_kernel in cuda_kernels.cuh). Every column sum's
+ * last block per tile leaves its counter at zero, so the array is all zero between column
+ * sums; a fresh (grown) array is zeroed here, in stream order before the kernel that uses it.
+ * A failed kernel cannot leave a counter behind either: CUDA errors are sticky and fatal. */
+unsigned *cuda_colsum_arrivals(unsigned tiles)
 {
-    GRID_STRIDE(c, cols) {
-        float t = 0.0f;
-        for (int k = 0; k < chunks; k++) t += partial[(size_t)k * cols + c];
-        target[c] += t;
-    }
-}
-
-void cuda_colsum_finish(float *target, const float *partial, int chunks, int cols)
-{
-    colsum_finish_kernel<<<grid_for(cols), kThreads, 0, cuda_stream()>>>(target, partial,
-                                                                          chunks, cols);
-    CUDA_CHECK_LAUNCH();
+    CudaContext *ctx = cuda_context();
+    const size_t had = ctx->scratch_bytes[SCRATCH_COLSUM_ARRIVALS];
+    unsigned *arrivals =
+        (unsigned *)cuda_scratch(SCRATCH_COLSUM_ARRIVALS, (size_t)tiles * sizeof(unsigned));
+    const size_t has = ctx->scratch_bytes[SCRATCH_COLSUM_ARRIVALS];
+    if (has != had) CUDA_CHECK(cudaMemsetAsync(arrivals, 0, has, ctx->stream));
+    return arrivals;
 }

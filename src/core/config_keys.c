@@ -83,7 +83,7 @@ const ConfigKey config_keys[] = {
     K("weight_decay", CFG_T_FLOAT, weight_decay, "0.05", "0..", "AdamW decoupled weight decay"),
     K("beta1", CFG_T_FLOAT, beta1, "0.9", "0..1", "AdamW beta1"),
     K("beta2", CFG_T_FLOAT, beta2, "0.95", "0..1", "AdamW beta2"),
-    K("adam_eps", CFG_T_FLOAT, adam_eps, "1e-8", "0..", "AdamW epsilon"),
+    K("adam_eps", CFG_T_FLOAT, adam_eps, "1e-8", "1e-30..", "AdamW epsilon (positive)"),
     K("clip", CFG_T_FLOAT, clip, "3", "0..", "global gradient-norm clip (0 = off)"),
     K("on_nonfinite", CFG_T_ENUM, on_nonfinite, "stop", "stop|skip", "NaN/inf loss or gradient: stop the run or skip the step"),
     K("overlap_allreduce", CFG_T_BOOL, overlap_allreduce, "1", "", "several ranks: average gradient buckets while backward still runs (0 = one all-reduce after backward)"),

@@ -52,13 +52,13 @@ ProbeResult probe_knn(const Config *cfg, const char *checkpoint, int cases, int 
     Arena arena;
     VitEncoderActs acts;
     arena_plan(&arena, be, DTYPE_F32);
-    vit_encoder_layout(&enc, &acts, &arena, 1, N, 0);
+    vit_encoder_layout(&enc, &acts, &arena, 1, N, TSTACK_FORWARD_ONLY);
     float *pos = arena_floats(&arena, (size_t)N * E);
     int *ident = arena_ints(&arena, (size_t)N);
     float *patches = arena_floats(&arena, (size_t)N * enc.P);
     float *vol = arena_floats(&arena, (size_t)N * enc.P);
     arena_commit(&arena);
-    vit_encoder_layout(&enc, &acts, &arena, 1, N, 0);
+    vit_encoder_layout(&enc, &acts, &arena, 1, N, TSTACK_FORWARD_ONLY);
     pos = arena_floats(&arena, (size_t)N * E);
     ident = arena_ints(&arena, (size_t)N);
     patches = arena_floats(&arena, (size_t)N * enc.P);

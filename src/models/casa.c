@@ -100,7 +100,7 @@ void casa_kv_backward(const Casa *c, CasaQuery *q, CasaKV *kv, ParamSet *ps, con
     linear_backward(ps, c->k_w, NO_PARAM, kv->dlnkv, kv->dk, kv->lnkv, Rk, c->kvdim, c->dim);
     linear_backward(ps, c->v_w, NO_PARAM, kv->dlnkv2, kv->dv, kv->lnkv, Rk, c->kvdim, c->dim);
     be->add(kv->dlnkv, kv->dlnkv, kv->dlnkv2, (size_t)Rk * c->kvdim);
-    be->layernorm_bwd(kv->dfeat, param_grad(ps, c->norm_kv_w), param_grad(ps, c->norm_kv_b),
+    be->layernorm_bwd(kv->dfeat, NULL, param_grad(ps, c->norm_kv_w), param_grad(ps, c->norm_kv_b),
                       kv->dlnkv, feat, kv->mean, kv->rstd, param(ps, c->norm_kv_w), Rk, c->kvdim);
 }
 
@@ -108,6 +108,6 @@ void casa_query_backward(const Casa *c, CasaQuery *q, ParamSet *ps, const float 
 {
     const int R = q->B * q->Tq;
     linear_backward(ps, c->q_w, NO_PARAM, q->dlnq, q->dq, q->lnq, R, c->qdim, c->dim);
-    ps->be->layernorm_bwd(q->dV, param_grad(ps, c->norm_q_w), param_grad(ps, c->norm_q_b),
+    ps->be->layernorm_bwd(q->dV, NULL, param_grad(ps, c->norm_q_w), param_grad(ps, c->norm_q_b),
                           q->dlnq, V, q->mean, q->rstd, param(ps, c->norm_q_w), R, c->qdim);
 }

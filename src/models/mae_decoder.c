@@ -31,7 +31,7 @@ void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B
     a->dH = train ? arena_floats(ar, (size_t)B * N * D) : NULL;
     a->dfull = train ? arena_floats(ar, (size_t)B * N * D) : NULL;
     a->dz = train ? arena_floats(ar, (size_t)B * nvis * D) : NULL;
-    tstack_layout(&d->stack, &a->st, ar, B, N, train);
+    tstack_layout(&d->stack, &a->st, ar, B, N, train ? TSTACK_TRAIN : TSTACK_FORWARD_ONLY);
 }
 
 void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,

@@ -40,7 +40,7 @@ static void layout(PretrainModel *m, Arena *ar)
         a->target = arena_floats(ar, (size_t)B * N * P);
         a->dpred = arena_floats(ar, (size_t)B * N * P);
         a->dV = arena_floats(ar, (size_t)B * nvis * E);
-        vit_encoder_layout(&m->enc, &a->enc, ar, B, nvis, 1);
+        vit_encoder_layout(&m->enc, &a->enc, ar, B, nvis, TSTACK_TRAIN);
         mae_decoder_layout(&m->dec, &a->dec, ar, B, N, nvis, 1);
         if (!m->alice) continue;
         proj_head_layout(&m->head, &a->phi, ar, B * N, 1);
@@ -58,7 +58,7 @@ static void layout(PretrainModel *m, Arena *ar)
         IntactViewActs *a = &m->iv[v];
         a->vol = arena_floats(ar, vox);
         a->patches = arena_floats(ar, (size_t)B * N * P);
-        vit_encoder_layout(&m->enc, &a->enc, ar, B, N, 0);
+        vit_encoder_layout(&m->enc, &a->enc, ar, B, N, TSTACK_FORWARD_ONLY);
         a->yd = arena_floats(ar, (size_t)B * N * D);
         proj_head_layout(&m->head, &a->psi, ar, B * N, 0);
         a->cls = arena_floats(ar, (size_t)B * out);

@@ -99,9 +99,9 @@ static void layout(UnetrModel *m, Arena *ar)
     m->image = arena_floats(ar, (size_t)B * D);
     m->label = arena_ints(ar, (size_t)B * D);
     m->patches = arena_floats(ar, (size_t)B * N * m->P);
-    /* Always the training layout for the ViT: it keeps every block's output, which the skips
-     * read (the forward-only layout reuses two buffers). Tokens are few, so this is cheap. */
-    vit_encoder_layout(&m->vit, &m->va, ar, B, N, 1);
+    /* The skips read the outputs of intermediate blocks, so inference keeps every block's out
+     * apart (and nothing for backward: no saved attention, no gradient buffers). */
+    vit_encoder_layout(&m->vit, &m->va, ar, B, N, m->train ? TSTACK_TRAIN : TSTACK_FORWARD_TAPS);
     res_layout(&m->enc1, &m->enc1_a, ar, B, D);
     size_t scratch = res_scratch(&m->enc1, B, D), chain = 0;
     for (int k = 0; k < UNETR_SKIPS; k++) {

@@ -22,13 +22,14 @@ void vit_encoder_register(VitEncoder *e, ParamSet *ps, const char *prefix, int p
     tstack_register(&e->stack, ps, prefix, width, heads, mlp, depth);
 }
 
-void vit_encoder_layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok, int train)
+void vit_encoder_layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok,
+                        TStackMode mode)
 {
     a->B = B;
     a->ntok = ntok;
     a->patches_sel = arena_floats(ar, (size_t)B * ntok * e->P);
-    a->dtokens = train ? arena_floats(ar, (size_t)B * ntok * e->width) : NULL;
-    tstack_layout(&e->stack, &a->st, ar, B, ntok, train);
+    a->dtokens = mode == TSTACK_TRAIN ? arena_floats(ar, (size_t)B * ntok * e->width) : NULL;
+    tstack_layout(&e->stack, &a->st, ar, B, ntok, mode);
 }
 
 void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,

@@ -22,7 +22,8 @@ typedef struct {
 
 void vit_encoder_register(VitEncoder *e, ParamSet *ps, const char *prefix, int patch, int width,
                           int heads, int mlp, int depth);
-void vit_encoder_layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok, int train);
+void vit_encoder_layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok,
+                        TStackMode mode);
 /* patches [B, N, P]; the ntok tokens of sample b are idx[b*idx_ld + j]; pos [N, E]. */
 void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,
                          const float *patches, int N, const int *idx, int idx_ld, const float *pos);

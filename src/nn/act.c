@@ -43,13 +43,18 @@ void act_layernorm_fwd(const AliceBackend *be, Act y, float *mean, float *rstd, 
         be->layernorm_fwd(y.p, mean, rstd, x, gamma, beta, rows, dim, eps);
 }
 
-void act_linear_fwd(const ParamSet *ps, int w, int b, Act y, Act x, int rows, int in, int out)
+void act_linear_fwd(const ParamSet *ps, int w, int b, Act y, Act x, const float *residual,
+                    int rows, int in, int out)
 {
     if (x.type == DTYPE_BF16) {
         ps->be->linear_fwd_bf16(y.p, y.type, x.p, param(ps, w), b == NO_PARAM ? NULL : param(ps, b),
-                                rows, in, out);
+                                residual, rows, in, out);
     } else {
-        linear_forward(ps, w, b, act_f32(y), x.p, rows, in, out);
+        const size_t n = (size_t)rows * out;
+        backend_check_residual("act_linear_fwd", y.p, y.type, residual, n);
+        float *yf = act_f32(y);
+        linear_forward(ps, w, b, yf, x.p, rows, in, out);
+        if (residual) ps->be->add(yf, yf, residual, n);
     }
 }
 
@@ -74,6 +79,19 @@ void act_gelu_bwd(const AliceBackend *be, float *dx, const float *dy, Act x, siz
 {
     if (x.type == DTYPE_BF16) be->gelu_bwd_bf16(dx, dy, x.p, n);
     else be->gelu_bwd(dx, dy, x.p, n);
+}
+
+void act_linear_gelu_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy_act, Act h,
+                         float *dh_scratch, Act x, int rows, int in, int out)
+{
+    if (h.type == DTYPE_BF16 && x.type == DTYPE_BF16) {
+        ps->be->linear_gelu_bwd_bf16(dx, param_grad(ps, w),
+                                     b == NO_PARAM ? NULL : param_grad(ps, b), dy_act, h.p,
+                                     dh_scratch, x.p, param(ps, w), rows, in, out);
+        return;
+    }
+    act_gelu_bwd(ps->be, dh_scratch, dy_act, h, (size_t)rows * out);
+    act_linear_bwd(ps, w, b, dx, dh_scratch, x, rows, in, out);
 }
 
 void act_attention_fwd(const AliceBackend *be, Act out, float *saved, Act q, Act k, Act v,

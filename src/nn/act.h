@@ -35,14 +35,25 @@ float *act_f32(Act a);
 /* y = LayerNorm(x) of the fp32 residual stream x; mean and rstd [rows] saved. */
 void act_layernorm_fwd(const AliceBackend *be, Act y, float *mean, float *rstd, const float *x,
                        const float *gamma, const float *beta, int rows, int dim, float eps);
-/* y = x W^T + b for the tensors W = ps[w], b = ps[b] (or NO_PARAM); an fp32 x needs an fp32 y. */
-void act_linear_fwd(const ParamSet *ps, int w, int b, Act y, Act x, int rows, int in, int out);
+/* y = residual + x W^T + b for the tensors W = ps[w], b = ps[b] (or NO_PARAM); an fp32 x needs
+ * an fp32 y. residual: fp32 [rows, out] or NULL, only with an fp32 y that does not overlap it;
+ * bf16 x adds it in the GEMM's store (linear_fwd_bf16), fp32 x by the add op after the linear
+ * layer (its results unchanged by the fusion). */
+void act_linear_fwd(const ParamSet *ps, int w, int b, Act y, Act x, const float *residual,
+                    int rows, int in, int out);
 /* dx = dy W (NULL skips), dW and db accumulate into the ParamSet's gradients. */
 void act_linear_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy, Act x, int rows,
                     int in, int out);
 /* GELU (x and y of one type) and its backward into fp32 dx. */
 void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n);
 void act_gelu_bwd(const AliceBackend *be, float *dx, const float *dy, Act x, size_t n);
+/* The backward of y = GELU(h), h = x W^T + b (the MLP's fc1 and its GELU): dh = dy_act gelu'(h),
+ * then act_linear_bwd on dh. dh_scratch: fp32 [rows, out] the call may use (contents undefined
+ * afterwards). With h and x both bf16 the backend's fused linear_gelu_bwd_bf16 (bit-identical to
+ * the two calls; the CUDA backend never stores dh); otherwise exactly act_gelu_bwd into
+ * dh_scratch followed by act_linear_bwd. */
+void act_linear_gelu_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy_act, Act h,
+                         float *dh_scratch, Act x, int rows, int in, int out);
 /* Attention (backend attention_fwd/bwd semantics) with q, k, v and out of one type. */
 void act_attention_fwd(const AliceBackend *be, Act out, float *saved, Act q, Act k, Act v,
                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);

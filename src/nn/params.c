@@ -7,6 +7,7 @@
 
 #include "core/check.h"
 #include "core/rng.h"
+#include "ops/decay_mask.h"
 
 void params_init_registry(ParamSet *ps) { memset(ps, 0, sizeof *ps); }
 
@@ -57,6 +58,20 @@ int params_add2(ParamSet *ps, const char *name, int rows, int cols, int decay, P
     return params_add(ps, name, 2, shape, decay, init);
 }
 
+/* The decay bitmask of the registered tensors, uploaded once: AdamW reads it every step. */
+static uint32_t *decay_mask_upload(const ParamSet *ps, const AliceBackend *be)
+{
+    const size_t words = decay_mask_words(ps->total);
+    if (words == 0) return NULL;
+    uint32_t *host = xcalloc(words, sizeof(uint32_t));
+    for (int i = 0; i < ps->count; i++)
+        if (ps->info[i].decay) decay_mask_set_range(host, ps->info[i].offset, ps->info[i].numel);
+    uint32_t *mask = be->alloc(words * sizeof(uint32_t));
+    be->upload(mask, host, words * sizeof(uint32_t));
+    free(host);
+    return mask;
+}
+
 void params_allocate(ParamSet *ps, const AliceBackend *be, int trainable)
 {
     ps->be = be;
@@ -71,6 +86,7 @@ void params_allocate(ParamSet *ps, const AliceBackend *be, int trainable)
         be->fill(ps->grad, 0.0f, ps->total);
         be->fill(ps->m, 0.0f, ps->total);
         be->fill(ps->v, 0.0f, ps->total);
+        ps->decay_mask = decay_mask_upload(ps, be);
     }
 }
 
@@ -112,6 +128,7 @@ void params_free(ParamSet *ps)
             ps->be->release(ps->m);
             ps->be->release(ps->v);
         }
+        if (ps->decay_mask) ps->be->release(ps->decay_mask);
     }
     free(ps->info);
     memset(ps, 0, sizeof *ps);

@@ -47,6 +47,9 @@ typedef struct {
     size_t total;           /* floats */
     const AliceBackend *be;
     float *data, *grad, *m, *v;   /* backend memory; grad/m/v NULL when not trainable */
+    /* Backend memory, trainable sets only: bit i set <=> element i of the flat buffers takes
+     * weight decay (info[].decay; padding clear), so AdamW is one pass (ops/decay_mask.h). */
+    uint32_t *decay_mask;
     /* Overlap of the gradient all-reduce with backward: the training loop attaches grad_ready;
      * the model sets grads_final during the backward pass that makes the LAST contribution of the
      * step to every gradient (a tensor may get several, e.g. one per masked view), and backward
@@ -63,7 +66,7 @@ int params_add(ParamSet *ps, const char *name, int ndim, const int *shape, int d
 /* Convenience for 1-D and 2-D tensors. */
 int params_add1(ParamSet *ps, const char *name, int n, int decay, ParamInit init);
 int params_add2(ParamSet *ps, const char *name, int rows, int cols, int decay, ParamInit init);
-/* Allocates the flat buffers (with gradient and moments when trainable). */
+/* Allocates the flat buffers (with gradient, moments and the decay mask when trainable). */
 void params_allocate(ParamSet *ps, const AliceBackend *be, int trainable);
 /* Initialises every tensor from the counter RNG (seed, 0, tensor index, RNG_PARAM_INIT). */
 void params_initialize(ParamSet *ps, uint64_t seed);

@@ -57,8 +57,9 @@ static void layout_block(BlockActs *b, Arena *ar, size_t rows, int W, int M, siz
     b->out = arena_floats(ar, rows * W);
 }
 
-void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, int train)
+void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, TStackMode mode)
 {
+    const int train = mode == TSTACK_TRAIN;
     a->B = B;
     a->T = T;
     a->train = train;
@@ -74,7 +75,11 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, int 
         BlockActs pair[2];
         layout_block(&pair[0], ar, rows, (int)W, (int)M, 0);
         layout_block(&pair[1], ar, rows, (int)W, (int)M, 0);
-        for (int i = 0; i < s->depth; i++) a->act[i] = pair[i % 2];
+        for (int i = 0; i < s->depth; i++) {
+            a->act[i] = pair[i % 2];
+            /* out is the only buffer a later block or the caller reads */
+            if (mode == TSTACK_FORWARD_TAPS) a->act[i].out = arena_floats(ar, rows * W);
+        }
     }
     a->out = arena_floats(ar, rows * W);
     a->out_mean = arena_floats(ar, rows);
@@ -84,7 +89,6 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, int 
         a->g1 = arena_floats(ar, rows * W);
         a->dmid = arena_floats(ar, rows * W);
         a->dtmp = arena_floats(ar, rows * W);
-        a->dtmp2 = arena_floats(ar, rows * W);
         a->datt = arena_floats(ar, rows * W);
         a->dh1 = arena_floats(ar, rows * M);
         a->dh2 = arena_floats(ar, rows * M);
@@ -103,17 +107,18 @@ void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
         BlockActs *b = &a->act[i];
         act_layernorm_fwd(be, b->ln1, b->ln1_mean, b->ln1_rstd, x, param(ps, p->norm1_w),
                           param(ps, p->norm1_b), rows, W, LAYERNORM_EPS);
-        act_linear_fwd(ps, p->qkv_w, NO_PARAM, b->qkv, b->ln1, rows, W, 3 * W);
+        act_linear_fwd(ps, p->qkv_w, NO_PARAM, b->qkv, b->ln1, NULL, rows, W, 3 * W);
         act_attention_fwd(be, b->att, b->probs, b->qkv, act_offset(b->qkv, W),
                           act_offset(b->qkv, 2 * (size_t)W), B, H, T, T, W / H, 3 * W, 3 * W);
-        act_linear_fwd(ps, p->proj_w, p->proj_b, (Act){b->mid, DTYPE_F32}, b->att, rows, W, W);
-        be->add(b->mid, b->mid, x, (size_t)rows * W);
+        /* mid = x + proj(att): the residual added in the projection's store (bf16 activations;
+         * fp32 ones add it after). x is x0 or the previous block's out, never this block's mid. */
+        act_linear_fwd(ps, p->proj_w, p->proj_b, (Act){b->mid, DTYPE_F32}, b->att, x, rows, W, W);
         act_layernorm_fwd(be, b->ln2, b->ln2_mean, b->ln2_rstd, b->mid, param(ps, p->norm2_w),
                           param(ps, p->norm2_b), rows, W, LAYERNORM_EPS);
-        act_linear_fwd(ps, p->fc1_w, p->fc1_b, b->h, b->ln2, rows, W, M);
+        act_linear_fwd(ps, p->fc1_w, p->fc1_b, b->h, b->ln2, NULL, rows, W, M);
         act_gelu_fwd(be, b->hg, b->h, (size_t)rows * M);
-        act_linear_fwd(ps, p->fc2_w, p->fc2_b, (Act){b->out, DTYPE_F32}, b->hg, rows, M, W);
-        be->add(b->out, b->out, b->mid, (size_t)rows * W);
+        /* out = mid + fc2(hg), the same way */
+        act_linear_fwd(ps, p->fc2_w, p->fc2_b, (Act){b->out, DTYPE_F32}, b->hg, b->mid, rows, M, W);
         x = b->out;
     }
     be->layernorm_fwd(a->out, a->out_mean, a->out_rstd, x, param(ps, s->norm_w),
@@ -136,7 +141,7 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
     const float *last = s->depth ? a->act[s->depth - 1].out : a->x0;
     /* g: gradient w.r.t. the residual stream entering the current point. */
     float *g = s->depth ? a->g0 : dx0;
-    be->layernorm_bwd(g, param_grad(ps, s->norm_w), param_grad(ps, s->norm_b), dout, last,
+    be->layernorm_bwd(g, NULL, param_grad(ps, s->norm_w), param_grad(ps, s->norm_b), dout, last,
                       a->out_mean, a->out_rstd, param(ps, s->norm_w), rows, W);
     params_grads_ready(ps, s->norm_params);
     for (int i = s->depth - 1; i >= 0; i--) {
@@ -149,20 +154,22 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
         if (dtaps && dtaps[i]) be->add(g, g, dtaps[i], n);
         /* MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))) */
         act_linear_bwd(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
-        act_gelu_bwd(be, a->dh2, a->dh1, b->h, (size_t)rows * M);
-        act_linear_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh2, b->ln2, rows, W, M);
-        be->layernorm_bwd(a->dtmp2, param_grad(ps, p->norm2_w), param_grad(ps, p->norm2_b),
+        /* fc1 through its GELU, a->dh2 the scratch for dh (bf16: fused, dh never stored on
+         * the GPU) */
+        act_linear_gelu_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh1, b->h, a->dh2, b->ln2, rows, W,
+                            M);
+        /* dmid = g (the skip connection) + LayerNorm 2's input gradient, in one store */
+        be->layernorm_bwd(a->dmid, g, param_grad(ps, p->norm2_w), param_grad(ps, p->norm2_b),
                           a->dtmp, b->mid, b->ln2_mean, b->ln2_rstd, param(ps, p->norm2_w), rows, W);
-        be->add(a->dmid, g, a->dtmp2, n);
         /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) */
         act_linear_bwd(ps, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
         act_attention_bwd(be, a->dqkv, a->dqkv + W, a->dqkv + 2 * W, a->datt, b->qkv,
                           act_offset(b->qkv, W), act_offset(b->qkv, 2 * (size_t)W), b->att,
                           b->probs, B, H, T, T, W / H, 3 * W, 3 * W);
         act_linear_bwd(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
-        be->layernorm_bwd(a->dtmp2, param_grad(ps, p->norm1_w), param_grad(ps, p->norm1_b),
+        /* gnext = dmid + LayerNorm 1's input gradient (gnext is g0/g1 other than g, or dx0) */
+        be->layernorm_bwd(gnext, a->dmid, param_grad(ps, p->norm1_w), param_grad(ps, p->norm1_b),
                           a->dtmp, x, b->ln1_mean, b->ln1_rstd, param(ps, p->norm1_w), rows, W);
-        be->add(gnext, a->dmid, a->dtmp2, n);
         params_grads_ready(ps, s->blk_params[i]);
         g = gnext;
     }

@@ -36,15 +36,22 @@ typedef struct {
     float *x0;                        /* input [B, T, W], written by the caller */
     float *out, *out_mean, *out_rstd; /* final LayerNorm output */
     /* backward scratch */
-    float *g0, *g1, *dmid, *dtmp, *dtmp2, *dh1, *dh2, *datt, *dqkv;
+    float *g0, *g1, *dmid, *dtmp, *dh1, *dh2, *datt, *dqkv;
 } TStackActs;
 
 /* Registers "<prefix>.blocks.{i}.*" and "<prefix>.norm.*". */
 void tstack_register(TStack *s, ParamSet *ps, const char *prefix, int width, int heads, int mlp, int depth);
-/* Lays out activations for B x T tokens (GEMM inputs in the arena's act_type); train = 0 keeps
- * only what a forward needs: no backward buffers, and every block's probs is NULL (attention
- * saves nothing; see backend.h attention_fwd). */
-void tstack_layout(const TStack *s, TStackActs *a, Arena *arena, int B, int T, int train);
+/* What a stack's activations are laid out for. The forward-only modes keep no backward
+ * buffers, and every block's probs is NULL (attention saves nothing; backend.h attention_fwd). */
+typedef enum {
+    TSTACK_FORWARD_ONLY,  /* block i reads only block i-1's out: two alternating sets */
+    TSTACK_TRAIN,         /* everything backward reads, per block */
+    TSTACK_FORWARD_TAPS,  /* forward only, but every block's out kept apart for readers of
+                           * intermediate blocks (UNETR's skips); the rest alternates */
+} TStackMode;
+
+/* Lays out activations for B x T tokens (GEMM inputs in the arena's act_type). */
+void tstack_layout(const TStack *s, TStackActs *a, Arena *arena, int B, int T, TStackMode mode);
 void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps);
 /* dout: gradient w.r.t. out; dx0 (overwritten) receives the gradient w.r.t. x0. */
 void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout, float *dx0);

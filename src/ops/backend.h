@@ -15,11 +15,19 @@
 #define ALICE_BACKEND_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "ops/bf16.h"
 
 /* Element type of an activation tensor (mixed precision stores some in bf16). */
 typedef enum { DTYPE_F32 = 0, DTYPE_BF16 = 1 } DType;
+
+/* The argument check of the ops that add a residual in their store (linear_fwd_bf16,
+ * layernorm_bwd), shared by the backends: fatal (naming op) when residual is given but out
+ * is not fp32, or when out's n elements overlap residual's (both backends read residual and
+ * write out in one pass, so an overlap would read values already overwritten). */
+void backend_check_residual(const char *op, const void *out, DType out_type,
+                            const float *residual, size_t n);
 
 typedef struct AliceBackend {
     const char *name;
@@ -46,10 +54,10 @@ typedef struct AliceBackend {
     void (*scale)(float *x, float a, size_t n);
     /* out = a + b (out may alias a or b) */
     void (*add)(float *out, const float *a, const float *b, size_t n);
-    /* sum of squares, accumulated in double */
+    /* Sum of squares, accumulated in double. Non-finite exactly when some element is (a NaN
+     * or an Inf stays one; finite squares of floats cannot overflow a double sum), so the
+     * gradient norm is also the training loop's "every gradient finite" check. */
     double (*sum_squares)(const float *x, size_t n);
-    /* 1 when every element is finite */
-    int (*all_finite)(const float *x, size_t n);
 
     /* ---- GEMM ----
      * For i < batch: C_i = alpha * op(A_i) * op(B_i) + beta * C_i, op(A_i) is M x K, op(B_i)
@@ -69,8 +77,12 @@ typedef struct AliceBackend {
     /* LayerNorm over the last dim; mean and rstd [rows] are saved for backward. */
     void (*layernorm_fwd)(float *y, float *mean, float *rstd, const float *x,
                           const float *gamma, const float *beta, int rows, int dim, float eps);
-    void (*layernorm_bwd)(float *dx, float *dgamma, float *dbeta, const float *dy,
-                          const float *x, const float *mean, const float *rstd,
+    /* dx = dx_residual + (LayerNorm's input gradient): the other gradient of the residual
+     * stream (a pre-norm block's skip connection) summed in the same store, so the block needs
+     * no separate add. dx_residual NULL: dx is LayerNorm's input gradient alone. dx must not
+     * overlap dx_residual (checked). */
+    void (*layernorm_bwd)(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                          const float *dy, const float *x, const float *mean, const float *rstd,
                           const float *gamma, int rows, int dim);
     /* GELU, exact erf form: x/2 (1 + erf(x/sqrt 2)) */
     void (*gelu_fwd)(float *y, const float *x, size_t n);
@@ -156,9 +168,14 @@ typedef struct AliceBackend {
                            const float *mask, int rows, int dim, float scale);
 
     /* ---- optimiser and target network (flat buffers) ---- */
-    /* AdamW (decoupled decay): m,v moments; step is 1-based for bias correction. */
-    void (*adamw)(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-                  float beta1, float beta2, float eps, float weight_decay, long step);
+    /* AdamW (decoupled decay, PyTorch's formula: ops/adamw_math.h) over n elements, one pass:
+     * m, v moments updated in place; step is 1-based for bias correction. decay_mask (backend
+     * memory, ops/decay_mask.h: bit i set <=> element i decays) selects the elements that take
+     * weight_decay, so a whole ParamSet (tensors with and without decay, zero padding between
+     * them) is one call; NULL means every element decays. */
+    void (*adamw)(float *param, const float *grad, float *m, float *v,
+                  const uint32_t *decay_mask, size_t n, float lr, float beta1, float beta2,
+                  float eps, float weight_decay, long step);
     /* target = momentum * target + (1 - momentum) * online */
     void (*ema_update)(float *target, const float *online, size_t n, float momentum);
 
@@ -217,9 +234,12 @@ typedef struct AliceBackend {
      *  - gradients are fp32 and follow the fp32 ops' overwrite/accumulate rules.
      * linear: y = x W^T + b with x bf16 and y of type y_type; with a bf16 y the bias is rounded
      * to bf16 before it is added (cuBLASLt's epilogue takes the bias in the output type).
+     * residual (fp32 [rows, out]) or NULL: y = residual + x W^T + b, the skip connection of a
+     * residual block added in the GEMM's store (cuBLASLt: C = residual, beta = 1, D = y) rather
+     * than by a separate add over y; only with an fp32 y that does not overlap it (checked).
      * linear_bwd: dx = dy W (fp32), dW += dy^T x, db += column sums of dy (fp32, unrounded). */
     void (*linear_fwd_bf16)(void *y, DType y_type, const bf16_t *x, const float *W,
-                            const float *b, int rows, int in, int out);
+                            const float *b, const float *residual, int rows, int in, int out);
     void (*linear_bwd_bf16)(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
                             const float *W, int rows, int in, int out);
     /* LayerNorm of fp32 x (the residual stream) with a bf16 output; mean, rstd fp32. */
@@ -229,6 +249,19 @@ typedef struct AliceBackend {
     /* GELU of a bf16 tensor into a bf16 tensor; backward dx = dy gelu'(x), fp32. */
     void (*gelu_fwd_bf16)(bf16_t *y, const bf16_t *x, size_t n);
     void (*gelu_bwd_bf16)(float *dx, const float *dy, const bf16_t *x, size_t n);
+    /* The MLP's fc1 backward through its GELU, y = GELU(h), h = x W^T + b with bf16 x and h:
+     * dh = dy_act gelu'(h) in fp32 (gelu_bwd_bf16's formula), then exactly linear_bwd_bf16 on
+     * dh (dx = dh W, dW += dh^T x, db += column sums of dh; dx and dW may be NULL as there).
+     * dh_scratch: rows*out floats the op may use (contents undefined afterwards; it must not
+     * overlap the other arguments), so the CPU reference allocates nothing. Contract: the
+     * results are BIT-IDENTICAL to gelu_bwd_bf16(dh_scratch, dy_act, h, rows*out) followed by
+     * linear_bwd_bf16(dx, dW, db, dh_scratch, x, W, rows, in, out) on the same backend. The
+     * CUDA backend, given db, computes dh inside the bias column sum's pass (which also writes
+     * dh's bf16 copy for the two GEMMs) and never stores the fp32 dh: one launch and two
+     * passes over rows*out floats fewer. */
+    void (*linear_gelu_bwd_bf16)(float *dx, float *dW, float *db, const float *dy_act,
+                                 const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                                 const float *W, int rows, int in, int out);
     /* attention_fwd/bwd on bf16 q, k, v and a bf16 out (layouts, strides and saved as the fp32
      * ops): scores, softmax and its statistics in fp32 from the exact bf16 inputs, out rounded
      * once. Backward writes fp32 dq, dk, dv from an fp32 dout. The CUDA backend rounds P,

@@ -19,7 +19,6 @@ static const AliceBackend cpu_backend = {
     .scale = cpu_scale,
     .add = cpu_add,
     .sum_squares = cpu_sum_squares,
-    .all_finite = cpu_all_finite,
 
     .gemm = cpu_gemm,
     .linear_fwd = cpu_linear_fwd,
@@ -78,6 +77,7 @@ static const AliceBackend cpu_backend = {
     .layernorm_fwd_bf16 = cpu_layernorm_fwd_bf16,
     .gelu_fwd_bf16 = cpu_gelu_fwd_bf16,
     .gelu_bwd_bf16 = cpu_gelu_bwd_bf16,
+    .linear_gelu_bwd_bf16 = cpu_linear_gelu_bwd_bf16,
     .attention_fwd_bf16 = cpu_attention_fwd_bf16,
     .attention_bwd_bf16 = cpu_attention_bwd_bf16,
 };

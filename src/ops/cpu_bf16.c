@@ -159,14 +159,17 @@ static void views_add_qkv(WideViews *w, const bf16_t *q, const bf16_t *k, const 
 /* ------------------------------------------------------------------ ops */
 
 void cpu_linear_fwd_bf16(void *y, DType y_type, const bf16_t *x, const float *W, const float *b,
-                         int rows, int in, int out)
+                         const float *residual, int rows, int in, int out)
 {
     if (y_type != DTYPE_F32 && y_type != DTYPE_BF16)
         ALICE_FATAL("linear_fwd_bf16: unknown output type %d", (int)y_type);
+    backend_check_residual("linear_fwd_bf16", y, y_type, residual, (size_t)rows * out);
     const float *xw = widened(SCRATCH_INPUT, x, (size_t)rows * in);
     const float *Wr = rounded(SCRATCH_WEIGHT, W, (size_t)out * in);
     if (y_type == DTYPE_F32) {
         cpu_linear_fwd((float *)y, xw, Wr, b, rows, in, out);
+        /* The add op itself on the stored result: bit for bit the unfused sequence. */
+        if (residual) cpu_add((float *)y, (const float *)y, residual, (size_t)rows * out);
         return;
     }
     /* cuBLASLt's epilogue adds the bias in the output type: round it first. */
@@ -210,6 +213,16 @@ void cpu_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n)
 {
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) dx[i] = dy[i] * gelu_erf_slope(bf16_to_float(x[i]));
+}
+
+/* The reference of the fused op is the unfused sequence itself (its contract): dh materialised
+ * in the caller's scratch, then the linear backward. */
+void cpu_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_act,
+                              const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                              const float *W, int rows, int in, int out)
+{
+    cpu_gelu_bwd_bf16(dh_scratch, dy_act, h, (size_t)rows * out);
+    cpu_linear_bwd_bf16(dx, dW, db, dh_scratch, x, W, rows, in, out);
 }
 
 void cpu_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const bf16_t *k,

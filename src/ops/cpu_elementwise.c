@@ -37,11 +37,3 @@ double cpu_sum_squares(const float *x, size_t n)
     return total;
 }
 
-int cpu_all_finite(const float *x, size_t n)
-{
-    /* No early exit: a branch-free count vectorises and a non-finite value is rare. */
-    size_t bad = 0;
-    #pragma omp parallel for simd schedule(static) reduction(+ : bad) if (n > CPU_OMP_MIN_ELEMENTS)
-    for (size_t i = 0; i < n; i++) bad += !isfinite(x[i]);
-    return bad == 0;
-}

@@ -52,10 +52,12 @@ void cpu_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const
     }
 }
 
-void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                       const float *mean, const float *rstd, const float *gamma, int rows,
-                       int dim)
+void cpu_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                       const float *dy, const float *x, const float *mean, const float *rstd,
+                       const float *gamma, int rows, int dim)
 {
+    if (dx)
+        backend_check_residual("layernorm_bwd", dx, DTYPE_F32, dx_residual, (size_t)rows * dim);
     int parallel = (long)rows * dim > CPU_OMP_MIN_ELEMENTS;
     int nthreads = parallel ? omp_get_max_threads() : 1;
     int want_params = dgamma || dbeta;
@@ -93,6 +95,13 @@ void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
                 float g = gamma ? dyr[d] * gamma[d] : dyr[d];
                 float xhat = (xr[d] - mu) * rs;
                 dxr[d] = rs * (g - mean_g - xhat * mean_gx);
+            }
+            /* The residual after the store, in its own loop: the same two roundings as
+             * layernorm_bwd followed by the add op, so fusing changes no bit. */
+            if (dx_residual) {
+                const float *resr = dx_residual + (long)r * dim;
+                #pragma omp simd
+                for (int d = 0; d < dim; d++) dxr[d] = resr[d] + dxr[d];
             }
         }
     }

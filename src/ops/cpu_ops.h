@@ -38,7 +38,6 @@ void cpu_axpby(float *y, const float *x, float a, float b, size_t n);
 void cpu_scale(float *x, float a, size_t n);
 void cpu_add(float *out, const float *a, const float *b, size_t n);
 double cpu_sum_squares(const float *x, size_t n);
-int cpu_all_finite(const float *x, size_t n);
 
 /* cpu_blas.c */
 void cpu_gemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
@@ -55,9 +54,9 @@ void cpu_add_column_sums(float *db, const float *dy, long rows, int cols, long l
 /* cpu_norm.c */
 void cpu_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                        const float *beta, int rows, int dim, float eps);
-void cpu_layernorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                       const float *mean, const float *rstd, const float *gamma, int rows,
-                       int dim);
+void cpu_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                       const float *dy, const float *x, const float *mean, const float *rstd,
+                       const float *gamma, int rows, int dim);
 void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                       const float *beta, int B, int C, long V, float eps);
 void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
@@ -121,8 +120,9 @@ void cpu_masked_mse_bwd(float *dpred, const float *pred, const float *target, co
                         int rows, int dim, float scale);
 
 /* cpu_optim.c */
-void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-               float beta1, float beta2, float eps, float weight_decay, long step);
+void cpu_adamw(float *param, const float *grad, float *m, float *v, const uint32_t *decay_mask,
+               size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+               long step);
 void cpu_ema_update(float *target, const float *online, size_t n, float momentum);
 
 /* cpu_conv.c */
@@ -164,13 +164,16 @@ void cpu_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B
 /* cpu_bf16.c: the mixed-precision ops (bf16 activations), the fp32 ops above run on widened
  * inputs and bf16-rounded GEMM operands; outputs rounded once. */
 void cpu_linear_fwd_bf16(void *y, DType y_type, const bf16_t *x, const float *W, const float *b,
-                         int rows, int in, int out);
+                         const float *residual, int rows, int in, int out);
 void cpu_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
                          const float *W, int rows, int in, int out);
 void cpu_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
                             const float *gamma, const float *beta, int rows, int dim, float eps);
 void cpu_gelu_fwd_bf16(bf16_t *y, const bf16_t *x, size_t n);
 void cpu_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n);
+void cpu_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_act,
+                              const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                              const float *W, int rows, int in, int out);
 void cpu_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const bf16_t *k,
                             const bf16_t *v, int B, int H, int Tq, int Tk, int Dh, int ldq,
                             int ldkv);

@@ -1,26 +1,21 @@
 /* CPU backend: AdamW and the EMA target update, one pass over a flat buffer each. */
 #include "ops/cpu_ops.h"
 
-#include <math.h>
+#include "ops/adamw_math.h"
+#include "ops/decay_mask.h"
 
-void cpu_adamw(float *param, const float *grad, float *m, float *v, size_t n, float lr,
-               float beta1, float beta2, float eps, float weight_decay, long step)
+void cpu_adamw(float *param, const float *grad, float *m, float *v, const uint32_t *decay_mask,
+               size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+               long step)
 {
-    /* PyTorch's AdamW: decay first (decoupled from the gradient), then the bias-corrected
-     * Adam step  p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps). */
-    double bc1 = 1.0 - pow(beta1, (double)step);
-    double bc2 = 1.0 - pow(beta2, (double)step);
-    const float step_size = (float)(lr / bc1);
-    const float inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    const float decay = 1.0f - lr * weight_decay;
+    /* PyTorch's AdamW (ops/adamw_math.h: the per-element update the CUDA kernel shares, here
+     * with every operation rounded on its own, as before); elements whose decay bit is clear
+     * take the factor 1, the bits of weight_decay 0. */
+    const AdamwCoeffs c = adamw_coeffs(lr, beta1, beta2, eps, weight_decay, step);
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) {
-        float g = grad[i];
-        float mi = beta1 * m[i] + (1.0f - beta1) * g;
-        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-        m[i] = mi;
-        v[i] = vi;
-        param[i] = param[i] * decay - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+        const float factor = decay_bit(decay_mask, i) ? c.decay : 1.0f;
+        param[i] = adamw_element(param[i], grad[i], &m[i], &v[i], factor, c);
     }
 }
 

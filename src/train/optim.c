@@ -2,6 +2,8 @@
 
 #include <math.h>
 
+#include "core/check.h"
+
 float schedule_lr(const Config *cfg, long step)
 {
     if (step < cfg->warmup) return cfg->lr * (float)(step + 1) / (float)cfg->warmup;
@@ -25,12 +27,13 @@ void clip_grad_norm(ParamSet *ps, double norm, double max_norm)
 
 void adamw_step(ParamSet *ps, const Config *cfg, float lr, long step1)
 {
-    for (int i = 0; i < ps->count; i++) {
-        const ParamInfo *t = &ps->info[i];
-        ps->be->adamw(ps->data + t->offset, ps->grad + t->offset, ps->m + t->offset,
-                      ps->v + t->offset, t->numel, lr, cfg->beta1, cfg->beta2, cfg->adam_eps,
-                      t->decay ? cfg->weight_decay : 0.0f, step1);
-    }
+    /* One call over the whole flat buffer: the decay mask carries the per-tensor flags, and the
+     * zero padding between tensors stays zero (ops/adamw_math.h). A trainable set always has
+     * its mask (params_allocate); without one every element would decay. */
+    ALICE_ASSERT(ps->decay_mask || ps->total == 0, "adamw_step on a ParamSet without a decay mask "
+                 "(allocated untrainable?)");
+    ps->be->adamw(ps->data, ps->grad, ps->m, ps->v, ps->decay_mask, ps->total, lr, cfg->beta1,
+                  cfg->beta2, cfg->adam_eps, cfg->weight_decay, step1);
 }
 
 void ema_step(ParamSet *target, const ParamSet *online, float momentum)

@@ -28,8 +28,9 @@ void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command
 void train_check_memory(const AliceBackend *be, size_t bytes, const Dist *d, const char *what);
 /* Peak resident set size of this process in MiB. */
 double train_peak_rss_mib(void);
-/* 1 when loss and every gradient are finite on every rank. */
-int train_step_finite(const AliceBackend *be, double loss, const float *grad, size_t n);
+/* 1 when loss and every gradient are finite on every rank: grad_norm is the global gradient
+ * norm, non-finite exactly when a gradient element is (backend.h sum_squares). */
+int train_step_finite(double loss, double grad_norm);
 
 /* The gradient averaging of every loop (train/grad_sync.h) for the trainable ParamSet ps:
  * buckets of cfg->allreduce_bucket_mb, overlapped with backward when cfg->overlap_allreduce.

@@ -17,6 +17,7 @@
 #include "ops/backend.h"
 #include "ops/gpu_device.h"
 #include "bench_gpu_data.h"
+#include "bench_gpu_timing.h"
 
 #ifdef ALICE_CUDA
 enum { WARMUP = 3, ITERS = 20 };
@@ -98,23 +99,12 @@ static double time_op(Op op, const Buffers *bu, int shift, double *bytes)
 
 int main(void)
 {
-    if (gpu_device_count() == 0) {
-        printf("skip: no GPU visible; nothing to benchmark\n");
-        return 0;
-    }
-    gpu = backend_cuda();
+    gpu = bench_gpu_or_skip();
+    if (!gpu) return 0;
     Buffers bu;
     for (int k = 0; k < 3; k++) bu.f[k] = device_uniform(kFloats + 1, 7u + (uint32_t)k);
     /* bf16 values uniform in [-4, 4), rounded on the host */
-    bf16_t *hh = malloc(kBf16 * sizeof(bf16_t));
-    uint32_t s = 99u;
-    for (size_t i = 0; i < kBf16; i++) {
-        s = s * 1664525u + 1013904223u;
-        hh[i] = bf16_from_float((float)((s >> 8) * (1.0 / 16777216.0)) * 8.0f - 4.0f);
-    }
-    bu.h = gpu->alloc(kBf16 * sizeof(bf16_t));
-    gpu->upload(bu.h, hh, kBf16 * sizeof(bf16_t));
-    free(hh);
+    bu.h = bench_device_uniform_bf16(gpu, kBf16, 99u, -4.0f, 4.0f);
     int *idx = malloc((size_t)B * TOKENS * sizeof(int));
     for (int b = 0; b < B; b++)
         for (int t = 0; t < TOKENS; t++) idx[b * TOKENS + t] = (t * 5 + b) % TOKENS; /* 5 coprime to 576 */
@@ -151,9 +141,5 @@ int main(void)
     return 0;
 }
 #else
-int main(void)
-{
-    printf("skip: no GPU (built without CUDA); nothing to benchmark\n");
-    return 0;
-}
+int main(void) { return bench_skip_without_cuda(); }
 #endif

@@ -18,6 +18,7 @@
 #include "ops/backend.h"
 #include "ops/gpu_device.h"
 #include "bench_gpu_data.h"
+#include "bench_gpu_timing.h"
 
 #ifdef ALICE_CUDA
 #include <cublas_v2.h>
@@ -128,10 +129,10 @@ static double time_backend_bwd(float *dx, float *dW, float *db, const float *dy,
 static double time_backend_fwd_bf16(void *y16, const bf16_t *x16, const float *W, const float *b,
                                     int M, int K, int N)
 {
-    for (int i = 0; i < WARMUP; i++) gpu->linear_fwd_bf16(y16, DTYPE_BF16, x16, W, b, M, K, N);
+    for (int i = 0; i < WARMUP; i++) gpu->linear_fwd_bf16(y16, DTYPE_BF16, x16, W, b, NULL, M, K, N);
     gpu->synchronize();
     double t0 = wall_seconds();
-    for (int i = 0; i < ITERS; i++) gpu->linear_fwd_bf16(y16, DTYPE_BF16, x16, W, b, M, K, N);
+    for (int i = 0; i < ITERS; i++) gpu->linear_fwd_bf16(y16, DTYPE_BF16, x16, W, b, NULL, M, K, N);
     gpu->synchronize();
     return (wall_seconds() - t0) / ITERS;
 }
@@ -316,11 +317,8 @@ static void bench_attention(void)
 
 int main(void)
 {
-    if (gpu_device_count() == 0) {
-        printf("skip: no GPU visible; nothing to benchmark\n");
-        return 0;
-    }
-    gpu = backend_cuda();
+    gpu = bench_gpu_or_skip();
+    if (!gpu) return 0;
     BENCH_CUBLAS(cublasCreate(&ref));
     bench_linear();
     bench_attention();
@@ -329,9 +327,5 @@ int main(void)
     return 0;
 }
 #else
-int main(void)
-{
-    printf("skip: no GPU (built without CUDA); nothing to benchmark\n");
-    return 0;
-}
+int main(void) { return bench_skip_without_cuda(); }
 #endif

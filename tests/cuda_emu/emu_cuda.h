@@ -10,11 +10,16 @@
  * What it checks: indexing, tiling, padding, masking, barrier placement (races are likely,
  * not certain, to show up with real threads), the bf16/fp32 branches and every launch's grid and
  * shared-memory layout. What it cannot: real fragment layouts and alignment rules of wmma,
- * shared-memory capacity, bank conflicts, speed. Used by test_flash_attention_emulated.sh. */
+ * shared-memory capacity, bank conflicts, speed. Used by test_flash_attention_emulated.sh,
+ * test_layernorm_dx_emulated.sh and test_colsum_emulated.sh (2-D blocks, static __shared__
+ * arrays, atomicInc, __threadfence; the blocks of a grid optionally in a shuffled order,
+ * emu_block_order_seed). The CUDA keywords, dim3, bf16 and the stream stand-in are those of
+ * the serial emulation too (emu_cuda_types.h). */
 #ifndef ALICE_EMU_CUDA_H
 #define ALICE_EMU_CUDA_H
 
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdarg>
@@ -27,32 +32,31 @@
 #include <type_traits>
 #include <vector>
 
-using std::max;
-using std::min;
+#include "emu_cuda_types.h"
 
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-#define __launch_bounds__(x)
-#define __align__(x) alignas(x)
-
-struct dim3 {
-    unsigned x, y, z;
-    dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
-};
-struct EmuIndex { unsigned x, y, z; };
+/* A kernel's __shared__ variables: one instance for all its threads (blocks run one at a time).
+ * Unlike the dynamic smem buffer they are not poisoned per block: zero at first, then whatever
+ * the previous block left. */
+#define __shared__ static
 
 /* State of the block being run (blocks run one at a time). */
 inline thread_local EmuIndex threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
+/* The thread's rank in its block, x fastest (warps are 32 consecutive ranks, as on the GPU). */
+inline unsigned emu_thread_rank()
+{
+    return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+}
+/* Nonzero: the blocks of a grid run in a pseudo-random order drawn from this seed (a kernel
+ * must not depend on which block runs last); 0: in order (blockIdx.x fastest). */
+inline unsigned emu_block_order_seed;
 inline unsigned char *emu_smem;
 inline std::barrier<> *emu_block_barrier;
 inline std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
 inline float emu_exchange[1024];
 
 inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
-inline void emu_warp_sync() { emu_warp_barriers[threadIdx.x >> 5]->arrive_and_wait(); }
+inline void emu_warp_sync() { emu_warp_barriers[emu_thread_rank() >> 5]->arrive_and_wait(); }
 /* Every lane of the warp calls it (the kernels use the full mask). */
 inline void __syncwarp(unsigned mask = 0xffffffffu)
 {
@@ -85,64 +89,91 @@ inline float __shfl_xor_sync(unsigned mask, float v, int lane_mask)
     return r;
 }
 
-/* kernel<<<grid, block, smem_bytes, stream>>>(args...) */
+/* kernel<<<grid, block, smem_bytes, stream>>>(args...); grid and block up to 3-D (z of the
+ * grid: 1). */
 template <typename Kernel, typename... Args>
-void emu_launch(Kernel kernel, dim3 grid, unsigned block, unsigned smem_bytes, int stream,
+void emu_launch(Kernel kernel, dim3 grid, dim3 block, unsigned smem_bytes, int stream,
                 Args... args)
 {
     (void)stream;
     std::vector<unsigned char> smem(smem_bytes + 256);
-    blockDim = dim3(block);
+    blockDim = block;
     gridDim = grid;
-    for (unsigned by = 0; by < grid.y; by++)
-        for (unsigned bx = 0; bx < grid.x; bx++) {
-            std::memset(smem.data(), 0xff, smem.size());
-            emu_smem = smem.data();
-            std::barrier<> bar((std::ptrdiff_t)block);
-            emu_block_barrier = &bar;
-            emu_warp_barriers.clear();
-            for (unsigned w = 0; w < (block + 31) / 32; w++)
-                emu_warp_barriers.emplace_back(new std::barrier<>(32));
-            std::vector<std::thread> threads;
-            for (unsigned t = 0; t < block; t++)
-                threads.emplace_back([&, t] {
-                    threadIdx = {t, 0, 0};
-                    blockIdx = {bx, by, 0};
-                    kernel(args...);
-                    bar.arrive_and_drop();
-                });
-            for (auto &th : threads) th.join();
+    const unsigned threads_per_block = block.x * block.y * block.z;
+    const size_t blocks = (size_t)grid.x * grid.y;
+    std::vector<size_t> order(blocks);
+    for (size_t i = 0; i < blocks; i++) order[i] = i;
+    if (emu_block_order_seed) {  /* Fisher-Yates with a xorshift generator */
+        uint64_t s = 0x9e3779b97f4a7c15ull * emu_block_order_seed;
+        for (size_t i = blocks; i > 1; i--) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            std::swap(order[i - 1], order[(size_t)(s % i)]);
         }
+    }
+    /* One std::thread per CUDA thread of a block, reused by every block of the grid (thread
+     * creation, not the kernels, dominated the emulation's time): the host thread sets a block
+     * up (smem poisoned, fresh barriers), releases the workers through `start`, and waits for
+     * them at `done`. */
+    std::barrier<> start((std::ptrdiff_t)threads_per_block + 1);
+    std::barrier<> done((std::ptrdiff_t)threads_per_block + 1);
+    std::unique_ptr<std::barrier<>> block_barrier;
+    unsigned bx = 0, by = 0;
+    bool grid_done = false;
+    std::vector<std::thread> threads;
+    for (unsigned t = 0; t < threads_per_block; t++)
+        threads.emplace_back([&, t] {
+            threadIdx = {t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+            for (;;) {
+                start.arrive_and_wait();
+                if (grid_done) return;
+                blockIdx = {bx, by, 0};
+                kernel(args...);
+                emu_block_barrier->arrive_and_drop();
+                done.arrive_and_wait();
+            }
+        });
+    for (const size_t linear_block : order) {
+        bx = (unsigned)(linear_block % grid.x);
+        by = (unsigned)(linear_block / grid.x);
+        std::memset(smem.data(), 0xff, smem.size());
+        emu_smem = smem.data();
+        block_barrier.reset(new std::barrier<>((std::ptrdiff_t)threads_per_block));
+        emu_block_barrier = block_barrier.get();
+        emu_warp_barriers.clear();
+        for (unsigned w = 0; w < (threads_per_block + 31) / 32; w++)
+            emu_warp_barriers.emplace_back(new std::barrier<>(32));
+        start.arrive_and_wait();
+        done.arrive_and_wait();
+    }
+    grid_done = true;
+    start.arrive_and_wait();
+    for (auto &th : threads) th.join();
 }
 
-/* ---- bf16 ---- */
-struct __nv_bfloat16 { uint16_t bits; };
-inline __nv_bfloat16 __float2bfloat16(float f)
+/* ---- global-memory atomics, fences and cache-hinted loads ----
+ * Blocks run one after another, so another block's writes are complete before a block starts;
+ * the atomics still are atomic among the threads of a block (they run concurrently). */
+/* old = *p; *p = old >= limit ? 0 : old + 1; returns old (CUDA's atomicInc). */
+inline unsigned atomicInc(unsigned *p, unsigned limit)
 {
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    __nv_bfloat16 b;
-    b.bits = (uint16_t)(u >> 16);
-    return b;
+    std::atomic_ref<unsigned> a(*p);
+    unsigned old = a.load();
+    while (!a.compare_exchange_weak(old, old >= limit ? 0u : old + 1u)) {
+    }
+    return old;
 }
-/* CUDA's __float2bfloat16 rounds to nearest even too (NaN aside: not met here). */
-inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __float2bfloat16(f); }
-inline float __bfloat162float(__nv_bfloat16 b)
+inline unsigned atomicAdd(unsigned *p, unsigned v)
 {
-    const uint32_t u = (uint32_t)b.bits << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
+    return std::atomic_ref<unsigned>(*p).fetch_add(v);
 }
-inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 b) { return b.bits; }
-inline float emu_bf16_bits_to_float(uint32_t bits16)
-{
-    const uint32_t u = (bits16 & 0xffffu) << 16;
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline float __ldcg(const float *p) { return *p; }
+
+/* ---- bf16 (the type and its conversions: emu_cuda_types.h) ---- */
+/* The low 16 bits of a register as a bf16 value (mma operands hold two). */
+inline float emu_bf16_bits_to_float(uint32_t bits16) { return bf16_to_float((bf16_t)(bits16 & 0xffffu)); }
 
 /* ---- mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (cuda/cuda_flash_fwd_mma.cuh) ----
  * The PTX ISA's fragment layout ("Matrix Fragments for mma.m16n8k16 with floating point
@@ -274,14 +305,15 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
 
 /* ---- the parts of cuda/cuda_kernels.cuh and cuda/cuda_context.h the file uses ---- */
 constexpr int kThreads = 256;
-enum CudaScratchSlot { SCRATCH_STATS };
+enum CudaScratchSlot { SCRATCH_STATS, SCRATCH_COLSUM, SCRATCH_BF16_A, EMU_SCRATCH_SLOTS };
 struct CudaContext { int bf16_gemm; };
 inline CudaContext emu_context;
 inline CudaContext *cuda_context() { return &emu_context; }
-inline int cuda_stream() { return 0; }
-inline void *cuda_scratch(CudaScratchSlot, size_t bytes)
+/* One growable buffer per slot, as the real registry (cuda/cuda_context.h). */
+inline std::vector<unsigned char> emu_scratch_buffers[EMU_SCRATCH_SLOTS];
+inline void *cuda_scratch(CudaScratchSlot slot, size_t bytes)
 {
-    static std::vector<unsigned char> buf;
+    std::vector<unsigned char> &buf = emu_scratch_buffers[slot];
     if (buf.size() < bytes) buf.resize(bytes);
     return buf.data();
 }
@@ -289,7 +321,6 @@ typedef int cudaError_t;
 enum { cudaFuncAttributeMaxDynamicSharedMemorySize };
 template <typename Kernel> int cudaFuncSetAttribute(Kernel, int, int) { return 0; }
 #define CUDA_CHECK(call) (void)(call)
-#define CUDA_CHECK_LAUNCH() (void)0
 [[noreturn]] inline void alice_fatal_at(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;

@@ -9,51 +9,20 @@
  * for sizes around the vector width, pointers shifted by 0, 1 and 4 elements (vector path, scalar
  * path, and for bf16 a misaligned 8-byte shift), and grids capped at 3 blocks so every thread
  * of a grid-stride loop runs several chunks. Nothing may be written past n. */
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <climits>
-#include <cmath>
 #include <vector>
-#include <algorithm>
-using std::min; using std::max;
-#define __global__
-#define __device__
-#define __host__
-#define __forceinline__ inline
-struct dim3 { unsigned x, y, z; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
-struct Idx { unsigned x, y, z; };
-static Idx threadIdx, blockIdx; static dim3 blockDim, gridDim;
-struct __nv_bfloat16 { uint16_t bits; };
+
+#include "emu_serial.h"
+#include "cuda/cuda_bf16.cuh"  /* widen, narrow_to, as_nv: compiled against emu_serial.h's bf16 */
 extern "C" {
 #include "ops/cpu_math.h"
-#include "ops/bf16.h"
 }
-static inline __nv_bfloat16 __float2bfloat16_rn(float f) { __nv_bfloat16 h; h.bits = bf16_from_float(f); return h; }
-static inline float __bfloat162float(__nv_bfloat16 h) { return bf16_to_float(h.bits); }
-static inline float widen(float x) { return x; }
-static inline float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T> T narrow_to(float x);
-template <> float narrow_to<float>(float x) { return x; }
-template <> __nv_bfloat16 narrow_to<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-static __nv_bfloat16 *as_nv(uint16_t *p) { return reinterpret_cast<__nv_bfloat16 *>(p); }
-static const __nv_bfloat16 *as_nv(const uint16_t *p) { return reinterpret_cast<const __nv_bfloat16 *>(p); }
-static int cuda_stream() { return 0; }
-#define CUDA_CHECK_LAUNCH() do {} while (0)
 #define ALICE_FATAL(...) do { fprintf(stderr, __VA_ARGS__); abort(); } while (0)
-static long g_launch_threads;
-static unsigned g_max_grid = 1u << 30;  /* the emulation may shrink grids to force grid strides */
-template <typename K, typename... A> void emu_launch(K kernel, dim3 grid, unsigned block, unsigned smem, int stream, A... args)
-{
-    (void)smem; (void)stream;
-    if (grid.x > g_max_grid) grid.x = g_max_grid;
-    if (block == 0 || block > 1024 || block % 32) { fprintf(stderr, "bad block %u\n", block); abort(); }
-    gridDim = grid; blockDim = dim3(block);
-    for (unsigned b = 0; b < grid.x; b++) for (unsigned t = 0; t < block; t++) {
-        blockIdx = {b, 0, 0}; threadIdx = {t, 0, 0}; kernel(args...); g_launch_threads++;
-    }
-}
 #include "vector_kernels.inc"  /* cut out of cuda/ by the .sh */
 
 static int fails = 0;
@@ -90,7 +59,7 @@ int main()
 {
     const int offs[3] = {0, 1, 4};
     for (unsigned cap : {1u << 30, 3u}) { /* uncapped, then 3 blocks: every thread strides */
-    g_max_grid = cap;
+    emu_max_grid = cap;
     for (size_t n : {(size_t)1, (size_t)3, (size_t)4, (size_t)7, (size_t)8, (size_t)9, (size_t)1003, (size_t)4099})
     for (int oo : offs) for (int oa : offs) {
         Buf<float> a(n, oa), b(n, 0), o(n, oo), x(n, oa), dx(n, oo);
@@ -146,6 +115,6 @@ int main()
         for (size_t i = 0; i < (size_t)rows * dim; i++) CHECK(dp.p[i] == coef * mask.p[i / dim] * (pr.p[i] - tg.p[i]), "mse dim %d i %zu", dim, i);
     }
     }
-    printf("%s (%d failures, %ld thread runs)\n", fails ? "FAILED" : "all ok", fails, g_launch_threads);
+    printf("%s (%d failures, %ld thread runs)\n", fails ? "FAILED" : "all ok", fails, emu_thread_runs);
     return fails != 0;
 }

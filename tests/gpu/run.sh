@@ -174,6 +174,10 @@ GPU_TARGETS=("$BIN/alice"
              "$BUILD/tools/nccl_overlap_check"
              "$BUILD/tests/bench_cuda_ops"
              "$BUILD/tests/bench_cuda_elementwise"
+             "$BUILD/tests/bench_adamw"
+             "$BUILD/tests/bench_colsum"
+             "$BUILD/tests/bench_residual_fusion"
+             "$BUILD/tests/bench_linear_gelu_bwd"
              "$BUILD/tests/test_gpu_crops"
              "$BUILD/tools/nccl_watchdog_check"
              "$BUILD/tests/bench_loader")
@@ -511,6 +515,43 @@ elif [ $rc = 77 ]; then
   record "elementwise benchmarks" FAIL "skipped: no GPU visible to the benchmark"
 elif [ $rc != 125 ]; then
   record "elementwise benchmarks" FAIL "exit $rc (bench_elementwise.log)"
+fi
+
+# ---- launch fusions (session 5): the unfused sequence beside the fused op, same run ----
+# fused_bench CHECK TARGET LOG ROW...: for every ROW (the leading name of a line of the
+# benchmark's table, whose last three columns are unfused ms, fused ms and their ratio) a row
+# "unfused X ms, fused Y ms, Zx".
+fused_bench() {
+  local check=$1 target=$2 log=$LOGDIR/$3 rc=125 n_before row line; shift 3
+  built "$check" "$target" && { timed "$check" 60 "$log" "$target"; rc=$?; }
+  if [ $rc = 0 ]; then
+    n_before=${#rows[@]}
+    for row in "$@"; do
+      line=$(grep -m1 -F -- "$row " "$log")
+      [ -n "$line" ] && record "$check: $row" ok \
+        "$(echo "$line" | awk '{printf "unfused %s ms, fused %s ms, %sx", $(NF-2), $(NF-1), $NF}')"
+    done
+    [ ${#rows[@]} -gt "$n_before" ] ||
+      record "$check" FAIL "no figures in $(basename "$log"): $(first_line . "$log")"
+  elif [ $rc != 125 ]; then
+    record "$check" FAIL "exit $rc ($(basename "$log"))"
+  fi
+}
+fused_bench "column sums" "$BUILD/tests/bench_colsum" bench_colsum.log \
+  "tgt LN (all)" "enc LN (visible)" "tgt proj (all)" "tgt fc1 (all)"
+fused_bench "residual fusion" "$BUILD/tests/bench_residual_fusion" bench_residual.log \
+  "tgt proj (all)" "tgt fc2 (all)" "tgt LN (all)"
+fused_bench "fc1 gelu bwd" "$BUILD/tests/bench_linear_gelu_bwd" bench_linear_gelu.log \
+  "tgt fc1 (all)" "enc fc1 (visible)"
+# AdamW over the paper student: one launch per parameter set beside one per tensor ("cuda":
+# the CPU half would spend device time).
+rc=125
+built "adamw one launch" "$BUILD/tests/bench_adamw" &&
+  { timed "adamw one launch" 60 "$LOGDIR/bench_adamw.log" "$BUILD/tests/bench_adamw" cuda; rc=$?; }
+if [ $rc = 0 ] && grep -q "^cuda .*faster" "$LOGDIR/bench_adamw.log"; then
+  record "adamw one launch" ok "$(awk '/^cuda +one call \(decay/{o=$(NF-2)} /^cuda +per tensor/{p=$(NF-2); c=$(NF-1)} /^cuda .*faster/{s=$7} END{printf "%s ms vs %s ms in %s launches: %s", o, p, c, s}' "$LOGDIR/bench_adamw.log")"
+elif [ $rc != 125 ]; then
+  record "adamw one launch" FAIL "exit $rc or no figures (bench_adamw.log)"
 fi
 
 # The GEMM attention kernel beside the default (auto: the register-resident flash kernels at

@@ -253,6 +253,23 @@ echo "copy (reference)                   0.0500    3000.0     1.00     0.0500   
 echo "add [4608, 768]                    0.0120    3500.0     1.17     0.0200    2100.0     0.70       1.67"
 echo "patchify 8x192x192x64              0.0400    3780.0     1.26     0.2250     672.0     0.22       5.62"
 EOF
+# the launch-fusion benchmarks (tests/bench/bench_colsum.c, bench_residual_fusion.c: name,
+# shape columns, unfused ms, fused ms, ratio; bench_adamw.c's table and summary line)
+cat > "$F/fake_fused" <<'EOF'
+#!/bin/sh
+echo "LN dgamma + dbeta         2 launches    1 launch    ratio"
+echo "tgt LN (all)                  0.0300      0.0200     1.50"
+echo "tgt proj (all)                0.0800      0.0500     1.60"
+echo "tgt fc2 (all)                 0.2000      0.1600     1.25"
+echo "tgt fc1 (all)                 0.4000      0.2500     1.60"
+EOF
+cat > "$F/fake_adamw" <<'EOF'
+#!/bin/sh
+echo "device mode                        ms/step    calls      GB/s"
+echo "cuda   one call (decay mask)         0.700        1    4000.0"
+echo "cuda   per tensor (reference)        1.400      203    2000.0"
+echo "cuda   one call / per tensor: 2.00x faster (203 tensors, 103.9M parameters, 104.0M floats with padding)"
+EOF
 printf '#!/bin/sh\necho "  ok fake case"\n' > "$F/fake_test"
 cat > "$F/fake_loader" <<'EOF'
 #!/bin/sh
@@ -275,6 +292,8 @@ for t in "\$@"; do
     */bench_cuda_ops) cp "$F/fake_bench" "\$t" ;;
     */bench_cuda_elementwise) cp "$F/fake_elementwise" "\$t" ;;
     */bench_loader) cp "$F/fake_loader" "\$t" ;;
+    */bench_colsum|*/bench_residual_fusion|*/bench_linear_gelu_bwd) cp "$F/fake_fused" "\$t" ;;
+    */bench_adamw) cp "$F/fake_adamw" "\$t" ;;
     *) cp "$F/fake_test" "\$t" ;;
   esac
   chmod +x "\$t"
@@ -290,7 +309,7 @@ esac
 echo "  step 1 $s s"
 awk -v s=$s 'BEGIN{printf "torch_step method=alice device=cuda amp=x compile=0 batch=8 s_per_step=%.6f samples_per_s=%.3f peak_mem_mb=31000.0 gflop_per_step=4112.500000 gflops=%.3f mfu_pct=1 floor_ms=4.158 peak_tflops=989\n", s, 8/s, 4112.5/s}'
 EOF
-chmod +x "$F/make" "$F/fake_torch_python" "$F/fake_loader"
+chmod +x "$F/make" "$F/fake_torch_python" "$F/fake_loader" "$F/fake_fused" "$F/fake_adamw"
 mkdir -p "$W/logs3" && head -c 3000000 /dev/zero > "$W/logs3/big.bin"   # must stay out of the archive
 PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
   BUILD="$W/build-fig" BIN="$W/bin-fig" PACK_DIR="$W/out3" TORCH_PYTHON="$F/fake_torch_python" BUDGET_S=200 \
@@ -309,6 +328,14 @@ check "figures: throughput ratio against eager bf16 (target met)" \
   grep -q '^alice bf16 / torch eager bf16 .* ok .*2.00x throughput' "$W/run3.out"
 check "figures: MFU target missed is 'miss', not a failure" grep -q '^alice bf16 MFU .* miss .*2.08% of 989' "$W/run3.out"
 check "figures: elementwise benchmark rows" grep -q '^elementwise patchify .* ok .*0.0400 ms, 1.26 of copy, vec gain 5.62' "$W/run3.out"
+check "figures: fused column sums row" \
+  grep -q '^column sums: tgt LN (all) .* ok .*unfused 0.0300 ms, fused 0.0200 ms, 1.50x' "$W/run3.out"
+check "figures: residual fusion row" \
+  grep -q '^residual fusion: tgt fc2 (all) .* ok .*unfused 0.2000 ms, fused 0.1600 ms, 1.25x' "$W/run3.out"
+check "figures: GELU-fused fc1 backward row" \
+  grep -q '^fc1 gelu bwd: tgt fc1 (all) .* ok .*unfused 0.4000 ms, fused 0.2500 ms, 1.60x' "$W/run3.out"
+check "figures: AdamW row" \
+  grep -q '^adamw one launch .* ok .*0.700 ms vs 1.400 ms in 203 launches: 2.00x' "$W/run3.out"
 check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"
 check "figures: train-from-data rows, mean of steps 4-8" grep -q '^train data_device=gpu-churn .* ok .*100.0 ms/step' "$W/run3.out"
 check "figures: a run's metrics.csv kept beside its log" test -s "$W/logs3/train_data_gpu.metrics.csv"

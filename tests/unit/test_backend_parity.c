@@ -19,6 +19,7 @@
 
 #include "core/rng.h"
 #include "ops/backend.h"
+#include "ops/decay_mask.h"
 #include "ops/gpu_device.h"
 #include "test.h"
 
@@ -176,13 +177,13 @@ static int test_elementwise(void)
     pair_resync(&x); /* sum_squares is checked at 1e-9: identical inputs */
     double sg = gpu->sum_squares(x.g, n), sc = cpu->sum_squares(x.c, n);
     TEST_CLOSE(sg, sc, 1e-9, 0, "sum_squares");
-    TEST_CHECK(gpu->all_finite(x.g, n) == 1, "all_finite on finite data");
+    /* the training loop's "all gradients finite" check is this norm (backend.h) */
     float inf = INFINITY;
     gpu->upload(x.g + 4242, &inf, sizeof inf);
-    TEST_CHECK(gpu->all_finite(x.g, n) == 0, "all_finite misses an inf");
+    TEST_CHECK(isinf(gpu->sum_squares(x.g, n)), "sum_squares hides an inf");
     float nan = NAN;
     gpu->upload(x.g + 4242, &nan, sizeof nan);
-    TEST_CHECK(gpu->all_finite(x.g, n) == 0, "all_finite misses a NaN");
+    TEST_CHECK(isnan(gpu->sum_squares(x.g, n)), "sum_squares hides a NaN");
     /* b = 0 ignores y (BLAS convention, as the CPU): a poisoned y must not leak NaN. */
     gpu->axpby(out.g, y.g, -0.6f, 0.0f, n);
     cpu->axpby(out.c, y.c, -0.6f, 0.0f, n);
@@ -212,7 +213,7 @@ static int test_grid_stride(void)
     TEST_CLOSE(sg, sc, 1e-9, 0, "sum_squares over 2^24 + 2^20 + 3 elements");
     float inf = INFINITY;
     gpu->upload(x.g + n - 1, &inf, sizeof inf); /* the very last element */
-    TEST_CHECK(gpu->all_finite(x.g, n) == 0, "all_finite misses an inf in the last element");
+    TEST_CHECK(isinf(gpu->sum_squares(x.g, n)), "sum_squares hides an inf in the last element");
     pair_free(&x);
     pair_free(&y);
     return 0;
@@ -360,10 +361,60 @@ static void check_layernorm_width(int rows, int dim)
     pair_free(&y); pair_free(&mean); pair_free(&rstd);
 }
 
+/* Elements whose bits differ between two buffers of n floats in GPU-backend memory. */
+static size_t gpu_bits_differ(const float *a, const float *b, size_t n)
+{
+    float *ha = malloc((n ? n : 1) * sizeof(float)), *hb = malloc((n ? n : 1) * sizeof(float));
+    gpu->download(ha, a, n * sizeof(float));
+    gpu->download(hb, b, n * sizeof(float));
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += memcmp(&ha[i], &hb[i], sizeof(float)) != 0;
+    free(ha);
+    free(hb);
+    return differ;
+}
+
+/* layernorm_bwd with dx_residual (the transformer block's skip connection summed in the dx
+ * kernel's store): CPU against GPU with the dx tolerance; on the GPU the fused dx equals
+ * layernorm_bwd without a residual followed by the add op, bit for bit (the kernel adds with
+ * __fadd_rn after forming the unfused value); the residual is read, never written; dgamma and
+ * dbeta accumulate as without it. */
+static void check_layernorm_residual(int rows, int dim)
+{
+    const size_t n = (size_t)rows * dim;
+    Pair x = pair_make(n, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
+    Pair y = output(n), mean = output(rows), rstd = output(rows);
+    Pair dy = input(n), res = pair_make(n, INIT_UNIFORM, -3, 3), dx = output(n);
+    Pair dg = param_grad(dim), dbt = param_grad(dim);
+    char what[96];
+    gpu->layernorm_fwd(y.g, mean.g, rstd.g, x.g, g.g, b.g, rows, dim, 1e-5f);
+    cpu->layernorm_fwd(y.c, mean.c, rstd.c, x.c, g.c, b.c, rows, dim, 1e-5f);
+    gpu->layernorm_bwd(dx.g, res.g, dg.g, dbt.g, dy.g, x.g, mean.g, rstd.g, g.g, rows, dim);
+    cpu->layernorm_bwd(dx.c, res.c, dg.c, dbt.c, dy.c, x.c, mean.c, rstd.c, g.c, rows, dim);
+    snprintf(what, sizeof what, "layernorm_bwd dx + dx_residual (%dx%d)", rows, dim);
+    compare(&dx, 1e-4, 1e-5, what);
+    compare(&dg, 1e-5, 1e-4, "layernorm_bwd dgamma with dx_residual (accumulated)");
+    compare(&dbt, 1e-5, 1e-4, "layernorm_bwd dbeta with dx_residual (accumulated)");
+    compare(&res, 0, 0, "layernorm_bwd: dx_residual unchanged");
+    float *unfused = gpu->alloc(n * sizeof(float));
+    gpu->fill(unfused, NAN, n);
+    gpu->layernorm_bwd(unfused, NULL, NULL, NULL, dy.g, x.g, mean.g, rstd.g, g.g, rows, dim);
+    gpu->add(unfused, res.g, unfused, n);
+    const size_t differ = gpu_bits_differ(dx.g, unfused, n);
+    TEST_CHECK(differ == 0, "layernorm_bwd on the GPU (%dx%d): %zu of %zu fused dx differ in "
+               "bits from layernorm_bwd then add", rows, dim, differ, n);
+    gpu->release(unfused);
+    pair_free(&x); pair_free(&g); pair_free(&b); pair_free(&y); pair_free(&mean);
+    pair_free(&rstd); pair_free(&dy); pair_free(&res); pair_free(&dx); pair_free(&dg);
+    pair_free(&dbt);
+}
+
 static int test_layernorm(void)
 {
     check_layernorm_width(37, 768);
     check_layernorm_width(37, 1100);
+    check_layernorm_residual(300, 200);
+    check_layernorm_residual(37, 768);  /* the model width */
     const int rows = 300, dim = 200;
     Pair x = pair_make((size_t)rows * dim, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
     Pair y = output((size_t)rows * dim), mean = output(rows), rstd = output(rows);
@@ -374,9 +425,9 @@ static int test_layernorm(void)
     compare(&y, 1e-5, 1e-5, "layernorm_fwd y");
     compare(&mean, 1e-5, 1e-6, "layernorm_fwd mean");
     compare(&rstd, 1e-5, 1e-6, "layernorm_fwd rstd");
-    gpu->layernorm_bwd(dx.g, dg.g, dbt.g, dy.g, x.g, mean.g, rstd.g, g.g,
+    gpu->layernorm_bwd(dx.g, NULL, dg.g, dbt.g, dy.g, x.g, mean.g, rstd.g, g.g,
                        rows, dim);
-    cpu->layernorm_bwd(dx.c, dg.c, dbt.c, dy.c, x.c, mean.c, rstd.c, g.c, rows, dim);
+    cpu->layernorm_bwd(dx.c, NULL, dg.c, dbt.c, dy.c, x.c, mean.c, rstd.c, g.c, rows, dim);
     compare(&dx, 1e-4, 1e-5, "layernorm_bwd dx");
     compare(&dg, 1e-5, 1e-4, "layernorm_bwd dgamma (accumulated)");
     compare(&dbt, 1e-5, 1e-4, "layernorm_bwd dbeta (accumulated)");
@@ -829,18 +880,57 @@ static int test_dicece(void)
 
 /* ---- optimiser ---- */
 
+/* A decay mask (ops/decay_mask.h) over n elements with both bit values: random words in the
+ * first half, then alternating runs of 1 to 97 elements (tensor-like), bits past n clear. */
+static uint32_t *decay_mask_host(size_t n)
+{
+    const size_t words = decay_mask_words(n);
+    uint32_t *mask = calloc(words ? words : 1, sizeof(uint32_t));
+    RngStream s;
+    rng_init(&s, 2024, 2, next_stream++, RNG_TEST);
+    for (size_t w = 0; w < words / 2; w++) mask[w] = rng_u32(&s);
+    int on = 1;
+    for (size_t i = (words / 2) * DECAY_MASK_WORD_BITS; i < n; on = !on) {
+        const size_t run = 1 + rng_below(&s, 97);
+        if (on) decay_mask_set_range(mask, i, i + run <= n ? run : n - i);
+        i += run;
+    }
+    return mask;
+}
+
 static int test_optimizer(void)
 {
-    const size_t n = 50001;
+    const size_t n = 50001, words = decay_mask_words(n);
     Pair p = input(n), g = input(n), m = pair_make(n, INIT_UNIFORM, -0.1f, 0.1f);
     Pair v = pair_make(n, INIT_UNIFORM, 0, 0.01f), t = input(n);
-    for (long step = 1; step <= 3; step++) {
-        gpu->adamw(p.g, g.g, m.g, v.g, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, step);
-        cpu->adamw(p.c, g.c, m.c, v.c, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.05f, step);
+    uint32_t *mask = decay_mask_host(n);
+    uint32_t *mask_c = cpu->alloc(words * sizeof(uint32_t));
+    uint32_t *mask_g = gpu->alloc(words * sizeof(uint32_t));
+    cpu->upload(mask_c, mask, words * sizeof(uint32_t));
+    gpu->upload(mask_g, mask, words * sizeof(uint32_t));
+    /* A weight decay large enough that a decay bit read wrong moves the parameter by 1e-2
+     * relative, far past the tolerance. Steps 1-3 with the mask, step 4 without (all decay). */
+    for (long step = 1; step <= 4; step++) {
+        gpu->adamw(p.g, g.g, m.g, v.g, step < 4 ? mask_g : NULL, n, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                   10.0f, step);
+        cpu->adamw(p.c, g.c, m.c, v.c, step < 4 ? mask_c : NULL, n, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                   10.0f, step);
     }
     compare(&p, 1e-6, 1e-7, "adamw param");
     compare(&m, 1e-6, 1e-8, "adamw m");
     compare(&v, 1e-6, 1e-10, "adamw v");
+    /* A buffer shifted by one element (the kernel's scalar path) with the mask of the shifted
+     * range: elements 1.. of the buffer above, as a call on a tensor inside a ParamSet. */
+    gpu->adamw(p.g + 1, g.g + 1, m.g + 1, v.g + 1, mask_g, n - 1, 1e-3f, 0.9f, 0.95f, 1e-8f,
+               10.0f, 5);
+    cpu->adamw(p.c + 1, g.c + 1, m.c + 1, v.c + 1, mask_c, n - 1, 1e-3f, 0.9f, 0.95f, 1e-8f,
+               10.0f, 5);
+    compare(&p, 1e-6, 1e-7, "adamw param (misaligned buffer)");
+    compare(&m, 1e-6, 1e-8, "adamw m (misaligned buffer)");
+    compare(&v, 1e-6, 1e-10, "adamw v (misaligned buffer)");
+    free(mask);
+    cpu->release(mask_c);
+    gpu->release(mask_g);
     gpu->ema_update(t.g, p.g, n, 0.996f);
     cpu->ema_update(t.c, p.c, n, 0.996f);
     compare(&t, 1e-6, 1e-7, "ema_update");
@@ -1002,7 +1092,8 @@ static void write_both(enum WeightWrite kind, float *w, float *p, const float *s
     for (int i = 0; i < 2; i++) {
         switch (kind) {
         case WRITE_ADAMW:
-            gpu->adamw(dst[i], src, mom[i], var[i], n, 0.05f, 0.9f, 0.95f, 1e-8f, 0.05f, step);
+            gpu->adamw(dst[i], src, mom[i], var[i], NULL, n, 0.05f, 0.9f, 0.95f, 1e-8f, 0.05f,
+                       step);
             break;
         case WRITE_EMA: gpu->ema_update(dst[i], src, n, 0.5f); break;
         case WRITE_UPLOAD: gpu->upload(dst[i], host, n * sizeof(float)); break;
@@ -1196,16 +1287,34 @@ static void bf16_linear_case(int rows, int in, int out, int registered, size_t b
                                                   : "registered weights")
                                    : "plain weights";
     for (int with_bias = 0; with_bias < 2; with_bias++) {
-        gpu->linear_fwd_bf16(y32.g, DTYPE_F32, x.g, Wg, with_bias ? bg : NULL, rows, in, out);
-        cpu->linear_fwd_bf16(y32.c, DTYPE_F32, x.c, W.c, with_bias ? b.c : NULL, rows, in, out);
+        gpu->linear_fwd_bf16(y32.g, DTYPE_F32, x.g, Wg, with_bias ? bg : NULL, NULL, rows, in,
+                             out);
+        cpu->linear_fwd_bf16(y32.c, DTYPE_F32, x.c, W.c, with_bias ? b.c : NULL, NULL, rows, in,
+                             out);
         snprintf(what, sizeof what, "linear_fwd_bf16 fp32 y, bias %d, %dx%d->%d, %s", with_bias,
                  rows, in, out, where);
         compare(&y32, 1e-5, gemm_atol(in), what);
-        gpu->linear_fwd_bf16(ybf.g, DTYPE_BF16, x.g, Wg, with_bias ? bg : NULL, rows, in, out);
-        cpu->linear_fwd_bf16(ybf.c, DTYPE_BF16, x.c, W.c, with_bias ? b.c : NULL, rows, in, out);
+        gpu->linear_fwd_bf16(ybf.g, DTYPE_BF16, x.g, Wg, with_bias ? bg : NULL, NULL, rows, in,
+                             out);
+        cpu->linear_fwd_bf16(ybf.c, DTYPE_BF16, x.c, W.c, with_bias ? b.c : NULL, NULL, rows, in,
+                             out);
         snprintf(what, sizeof what, "linear_fwd_bf16 bf16 y, bias %d, %dx%d->%d, %s", with_bias,
                  rows, in, out, where);
         compare_bf16(&ybf, kBf16Ulp + 1e-5, gemm_atol(in), what);
+        /* y = residual + x W^T + b: the residual is cuBLASLt's C (beta = 1) and y its D; the
+         * residual is read, never written. A fresh poisoned y. */
+        Pair res = pair_make((size_t)rows * out, INIT_UNIFORM, -3, 3);
+        Pair yres = output((size_t)rows * out);
+        gpu->linear_fwd_bf16(yres.g, DTYPE_F32, x.g, Wg, with_bias ? bg : NULL, res.g, rows, in,
+                             out);
+        cpu->linear_fwd_bf16(yres.c, DTYPE_F32, x.c, W.c, with_bias ? b.c : NULL, res.c, rows,
+                             in, out);
+        snprintf(what, sizeof what, "linear_fwd_bf16 fp32 y + residual, bias %d, %dx%d->%d, %s",
+                 with_bias, rows, in, out, where);
+        compare(&yres, 1e-5, gemm_atol(in), what);
+        compare(&res, 0, 0, "linear_fwd_bf16: the residual unchanged");
+        pair_free(&res);
+        pair_free(&yres);
     }
     gpu->linear_bwd_bf16(dx.g, dW.g, db.g, dy.g, x.g, Wg, rows, in, out);
     cpu->linear_bwd_bf16(dx.c, dW.c, db.c, dy.c, x.c, W.c, rows, in, out);
@@ -1382,7 +1491,7 @@ static void same_gpu_bits(const void *a, const void *b, size_t bytes, const char
     unsigned char *ha = malloc(bytes ? bytes : 1), *hb = malloc(bytes ? bytes : 1);
     gpu->download(ha, a, bytes);
     gpu->download(hb, b, bytes);
-    TEST_CHECK(memcmp(ha, hb, bytes) == 0, "%s: scalar path differs from the vector path", what);
+    TEST_CHECK(memcmp(ha, hb, bytes) == 0, "%s: the two results differ in bits", what);
     free(ha);
     free(hb);
 }
@@ -1552,6 +1661,181 @@ static int test_vector_paths(void)
     return 0;
 }
 
+/* ---- one-launch column sums (bias and LayerNorm parameter gradients) ----
+ * Each column sum is one kernel whose last block per column tile finishes the tile; its
+ * arrival counters must be zero again after every call, so every case runs twice in a row
+ * (gradients accumulate) against the CPU. The bf16 linear backward rounds dy for its GEMMs in
+ * the column sum's pass when db is given: dx and dW must equal, bit for bit, those of the call
+ * without db (dy rounded by its own kernel). LayerNorm's dgamma and dbeta come from one
+ * two-output launch: each must equal, bit for bit, the one-output launch that runs when the
+ * other gradient is NULL. 70100 rows: 512 chunks of rows, the most, the last one ragged. */
+static void colsum_linear_case(int rows, int in, int out, int bf16_math)
+{
+    Pair x = input((size_t)rows * in), W = input((size_t)out * in), dy = input((size_t)rows * out);
+    Pair dx = output((size_t)rows * in), dW = param_grad((size_t)out * in), db = param_grad(out);
+    Bf16Pair x16 = bf16_input((size_t)rows * in);
+    float *dx_plain = gpu->alloc(dx.n * sizeof(float)), *dW_plain = gpu->alloc(dW.n * sizeof(float));
+    char what[160];
+    const char *mode = bf16_math ? "linear_bwd, bf16 GEMMs" : "linear_bwd_bf16";
+    if (bf16_math) gpu_set_math(0, 1);
+    for (int call = 1; call <= 2; call++) {
+        gpu->copy(dW_plain, dW.g, dW.n * sizeof(float));
+        if (bf16_math) {
+            gpu->linear_bwd(dx.g, dW.g, db.g, dy.g, x.g, W.g, rows, in, out);
+            cpu->linear_bwd(dx.c, dW.c, db.c, dy.c, x.c, W.c, rows, in, out);
+            gpu->linear_bwd(dx_plain, dW_plain, NULL, dy.g, x.g, W.g, rows, in, out);
+        } else {
+            gpu->linear_bwd_bf16(dx.g, dW.g, db.g, dy.g, x16.g, W.g, rows, in, out);
+            cpu->linear_bwd_bf16(dx.c, dW.c, db.c, dy.c, x16.c, W.c, rows, in, out);
+            gpu->linear_bwd_bf16(dx_plain, dW_plain, NULL, dy.g, x16.g, W.g, rows, in, out);
+        }
+        snprintf(what, sizeof what, "%s %dx%d->%d, call %d: db (accumulated) vs CPU", mode, rows,
+                 in, out, call);
+        compare(&db, 1e-5, call * gemm_atol(rows), what);
+        snprintf(what, sizeof what, "%s %dx%d->%d, call %d: dx with db (dy rounded in the column "
+                 "sum) vs without", mode, rows, in, out, call);
+        same_gpu_bits(dx.g, dx_plain, dx.n * sizeof(float), what);
+        snprintf(what, sizeof what, "%s %dx%d->%d, call %d: dW with db vs without", mode, rows, in,
+                 out, call);
+        same_gpu_bits(dW.g, dW_plain, dW.n * sizeof(float), what);
+    }
+    if (bf16_math) gpu_set_math(0, 0);
+    gpu->release(dx_plain); gpu->release(dW_plain);
+    bf16_pair_free(&x16);
+    pair_free(&x); pair_free(&W); pair_free(&dy); pair_free(&dx); pair_free(&dW); pair_free(&db);
+}
+
+static void colsum_layernorm_case(int rows, int dim)
+{
+    Pair x = pair_make((size_t)rows * dim, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
+    Pair y = output((size_t)rows * dim), mean = output(rows), rstd = output(rows);
+    Pair dy = input((size_t)rows * dim), dg = param_grad(dim), dbt = param_grad(dim);
+    float *dg_alone = gpu->alloc(dim * sizeof(float)), *dbt_alone = gpu->alloc(dim * sizeof(float));
+    char what[160];
+    gpu->layernorm_fwd(y.g, mean.g, rstd.g, x.g, g.g, b.g, rows, dim, 1e-5f);
+    cpu->layernorm_fwd(y.c, mean.c, rstd.c, x.c, g.c, b.c, rows, dim, 1e-5f);
+    pair_resync(&mean);
+    pair_resync(&rstd);
+    for (int call = 1; call <= 2; call++) {
+        gpu->copy(dg_alone, dg.g, dim * sizeof(float));
+        gpu->copy(dbt_alone, dbt.g, dim * sizeof(float));
+        gpu->layernorm_bwd(NULL, NULL, dg.g, dbt.g, dy.g, x.g, mean.g, rstd.g, g.g, rows, dim);
+        cpu->layernorm_bwd(NULL, NULL, dg.c, dbt.c, dy.c, x.c, mean.c, rstd.c, g.c, rows, dim);
+        gpu->layernorm_bwd(NULL, NULL, dg_alone, NULL, dy.g, x.g, mean.g, rstd.g, g.g, rows, dim);
+        gpu->layernorm_bwd(NULL, NULL, NULL, dbt_alone, dy.g, x.g, mean.g, rstd.g, g.g, rows, dim);
+        snprintf(what, sizeof what, "layernorm_bwd %dx%d, call %d: dgamma (accumulated) vs CPU",
+                 rows, dim, call);
+        compare(&dg, 1e-5, call * 2e-6 * sqrt((double)rows) * 8.0, what);
+        snprintf(what, sizeof what, "layernorm_bwd %dx%d, call %d: dbeta (accumulated) vs CPU",
+                 rows, dim, call);
+        compare(&dbt, 1e-5, call * gemm_atol(rows), what);
+        snprintf(what, sizeof what, "layernorm_bwd %dx%d, call %d: dgamma of the two-output "
+                 "column sum vs the one-output one", rows, dim, call);
+        same_gpu_bits(dg.g, dg_alone, dim * sizeof(float), what);
+        snprintf(what, sizeof what, "layernorm_bwd %dx%d, call %d: dbeta of the two-output "
+                 "column sum vs the one-output one", rows, dim, call);
+        same_gpu_bits(dbt.g, dbt_alone, dim * sizeof(float), what);
+    }
+    gpu->release(dg_alone); gpu->release(dbt_alone);
+    pair_free(&x); pair_free(&g); pair_free(&b); pair_free(&y); pair_free(&mean);
+    pair_free(&rstd); pair_free(&dy); pair_free(&dg); pair_free(&dbt);
+}
+
+static int test_column_sums(void)
+{
+    /* bf16 GEMM widths stay multiples of 8 (16-byte rows); the column tiles still end ragged */
+    colsum_linear_case(7, 24, 40, 0);      /* one chunk of rows, a ragged second column tile */
+    colsum_linear_case(1152, 768, 768, 0); /* ViT-B projection, 2 crops of 576 tokens */
+    colsum_linear_case(4608, 64, 24, 1);   /* 36 chunks, fp32 API in bf16-GEMM mode */
+    colsum_linear_case(70100, 8, 40, 0);   /* 512 chunks, the last one ragged (93 rows) */
+    colsum_layernorm_case(1, 31);
+    colsum_layernorm_case(4607, 768);  /* 36 chunks, the last one ragged */
+    colsum_layernorm_case(70100, 33);
+    return 0;
+}
+
+/* ---- the MLP's fc1 backward through its GELU as one op (linear_gelu_bwd_bf16) ----
+ * CPU vs GPU with the bf16 linear tolerances (dh is one formula on both backends, so its bf16
+ * copy is the same; the GEMMs and db's summation order differ): with and without db (the GPU's
+ * fused column-sum path, and its fallback), outputs poisoned, dW and db accumulating. And the
+ * contract on the GPU: the fused entry equals gelu_bwd_bf16 into a scratch followed by
+ * linear_bwd_bf16 BIT FOR BIT, for every combination of NULL outputs. */
+enum { LG_DX = 1, LG_DW = 2, LG_DB = 4 };
+
+/* The dx and dW GEMMs here reach K = 3072 and 4608 on tensor cores, whose fp32 accumulation may
+ * truncate its additions instead of rounding them (Fasi et al., "Numerical behavior of NVIDIA
+ * tensor cores", PeerJ CS 2021): up to 2^-23 of the running sum per 8-term step, which for sums
+ * up to ~60 at K = 4608 is ~4e-3, beyond gemm_atol's round-to-nearest estimate. 1e-6 K on top
+ * covers it; a dh left unrounded (~3e-2 at these K) or a missing GELU factor (O(1)) stays far
+ * outside. */
+static double tensor_core_atol(int K) { return gemm_atol(K) + 1e-6 * K; }
+
+static void linear_gelu_unfused_bits(const Pair *dy, const Bf16Pair *h, const Bf16Pair *x,
+                                     const Pair *W, int rows, int in, int out, int outputs)
+{
+    const size_t nh = (size_t)rows * out, nx = (size_t)rows * in, nw = (size_t)out * in;
+    Pair dW = param_grad(nw), db = param_grad(out);
+    float *dx_f = poisoned_gpu_floats(nx), *dx_u = poisoned_gpu_floats(nx);
+    float *dW_u = gpu->alloc(nw * sizeof(float)), *db_u = gpu->alloc(out * sizeof(float));
+    float *scratch_f = poisoned_gpu_floats(nh), *scratch_u = poisoned_gpu_floats(nh);
+    gpu->copy(dW_u, dW.g, nw * sizeof(float));
+    gpu->copy(db_u, db.g, out * sizeof(float));
+    gpu->linear_gelu_bwd_bf16(outputs & LG_DX ? dx_f : NULL, outputs & LG_DW ? dW.g : NULL,
+                              outputs & LG_DB ? db.g : NULL, dy->g, h->g, scratch_f, x->g, W->g,
+                              rows, in, out);
+    gpu->gelu_bwd_bf16(scratch_u, dy->g, h->g, nh);
+    gpu->linear_bwd_bf16(outputs & LG_DX ? dx_u : NULL, outputs & LG_DW ? dW_u : NULL,
+                         outputs & LG_DB ? db_u : NULL, scratch_u, x->g, W->g, rows, in, out);
+    char what[200];
+    snprintf(what, sizeof what, "linear_gelu_bwd_bf16 %dx%d->%d (dx %d, dW %d, db %d): GPU fused "
+             "vs gelu_bwd_bf16 + linear_bwd_bf16", rows, in, out, !!(outputs & LG_DX),
+             !!(outputs & LG_DW), !!(outputs & LG_DB));
+    same_gpu_bits(dx_f, dx_u, nx * sizeof(float), what);
+    same_gpu_bits(dW.g, dW_u, nw * sizeof(float), what);
+    same_gpu_bits(db.g, db_u, (size_t)out * sizeof(float), what);
+    gpu->release(dx_f); gpu->release(dx_u); gpu->release(dW_u); gpu->release(db_u);
+    gpu->release(scratch_f); gpu->release(scratch_u);
+    pair_free(&dW); pair_free(&db);
+}
+
+static void linear_gelu_case(int rows, int in, int out, int all_output_sets)
+{
+    const size_t nh = (size_t)rows * out, nx = (size_t)rows * in, nw = (size_t)out * in;
+    Pair dy = input(nh), W = input(nw);
+    Bf16Pair h = bf16_pair_make(nh, INIT_UNIFORM, -3, 3), x = bf16_input(nx);
+    char what[200];
+    for (int with_db = 1; with_db >= 0; with_db--) {
+        Pair dx = output(nx), dW = param_grad(nw), db = param_grad(out), scratch = output(nh);
+        gpu->linear_gelu_bwd_bf16(dx.g, dW.g, with_db ? db.g : NULL, dy.g, h.g, scratch.g, x.g,
+                                  W.g, rows, in, out);
+        cpu->linear_gelu_bwd_bf16(dx.c, dW.c, with_db ? db.c : NULL, dy.c, h.c, scratch.c, x.c,
+                                  W.c, rows, in, out);
+        snprintf(what, sizeof what, "linear_gelu_bwd_bf16 %dx%d->%d, db %d: dx", rows, in, out,
+                 with_db);
+        compare(&dx, 1e-5, tensor_core_atol(out), what);
+        snprintf(what, sizeof what, "linear_gelu_bwd_bf16 %dx%d->%d, db %d: dW (accumulated)",
+                 rows, in, out, with_db);
+        compare(&dW, 1e-5, tensor_core_atol(rows), what);
+        snprintf(what, sizeof what, "linear_gelu_bwd_bf16 %dx%d->%d, db %d: db (accumulated; "
+                 "untouched without)", rows, in, out, with_db);
+        compare(&db, 1e-5, with_db ? gemm_atol(rows) : 0.0, what);
+        pair_free(&dx); pair_free(&dW); pair_free(&db); pair_free(&scratch);
+    }
+    const int sets[] = {LG_DX | LG_DW | LG_DB, LG_DX | LG_DW, LG_DW | LG_DB, LG_DX | LG_DB,
+                        LG_DB};
+    const int count = all_output_sets ? (int)(sizeof sets / sizeof *sets) : 2;
+    for (int s = 0; s < count; s++) linear_gelu_unfused_bits(&dy, &h, &x, &W, rows, in, out, sets[s]);
+    pair_free(&dy); pair_free(&W);
+    bf16_pair_free(&h); bf16_pair_free(&x);
+}
+
+static int test_linear_gelu_bwd(void)
+{
+    linear_gelu_case(37, 24, 40, 1);       /* ragged: one chunk of rows, a ragged column tile */
+    linear_gelu_case(4608, 768, 3072, 0);  /* ViT-B fc1, 8 crops of 576 tokens */
+    return 0;
+}
+
 int main(void)
 {
     /* Device count first: backend_cuda() (rightly) errors out when no device is visible. */
@@ -1589,5 +1873,7 @@ int main(void)
     TEST_RUN(test_bf16_weight_copies);
     TEST_RUN(test_bf16_activations);
     TEST_RUN(test_vector_paths);
+    TEST_RUN(test_column_sums);
+    TEST_RUN(test_linear_gelu_bwd);
     return test_finish();
 }

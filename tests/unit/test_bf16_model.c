@@ -34,7 +34,7 @@ static size_t stack_arena_bytes(const TStack *s, DType t, int B, int T)
     Arena ar;
     arena_plan(&ar, backend_cpu(), t);
     TStackActs a;
-    tstack_layout(s, &a, &ar, B, T, 1);
+    tstack_layout(s, &a, &ar, B, T, TSTACK_TRAIN);
     return ar.used;
 }
 

@@ -238,13 +238,13 @@ static int test_linear_fwd(void)
         const float *bias = with_bias ? b : NULL;
         /* fp32 output: the bias unrounded */
         float *yf = test_filled(ny, NAN);
-        be->linear_fwd_bf16(yf, DTYPE_F32, x, W, bias, rows, in, out);
+        be->linear_fwd_bf16(yf, DTYPE_F32, x, W, bias, NULL, rows, in, out);
         linear_reference(ref, scale, x, W, bias, 0, rows, in, out);
         compare_f32(with_bias ? "linear fp32 y" : "linear fp32 y (no bias)", yf, ref, scale, ny);
 
         /* bf16 output: the bias rounded before it is added */
         bf16_t *yh = bf16_filled(ny, BF16_QNAN);
-        be->linear_fwd_bf16(yh, DTYPE_BF16, x, W, bias, rows, in, out);
+        be->linear_fwd_bf16(yh, DTYPE_BF16, x, W, bias, NULL, rows, in, out);
         linear_reference(ref, scale, x, W, bias, 1, rows, in, out);
         compare_bf16(with_bias ? "linear bf16 y" : "linear bf16 y (no bias)", yh, ref, scale, ny);
 
@@ -252,7 +252,7 @@ static int test_linear_fwd(void)
          * the bias pre-rounded) rounded. */
         float *br = malloc(out * sizeof(float));
         for (int o = 0; o < out; o++) br[o] = (float)bf16_value(reference_round(b[o]));
-        be->linear_fwd_bf16(yf, DTYPE_F32, x, W, with_bias ? br : NULL, rows, in, out);
+        be->linear_fwd_bf16(yf, DTYPE_F32, x, W, with_bias ? br : NULL, NULL, rows, in, out);
         size_t differ = 0;
         for (size_t i = 0; i < ny; i++) differ += yh[i] != reference_round(yf[i]);
         TEST_CHECK(differ == 0, "%zu bf16 outputs are not the fp32 result rounded once", differ);
@@ -268,9 +268,9 @@ static int test_linear_fwd(void)
     {
         bf16_t hx = bf16_from_float(3 * 0x1p-10f), hy = BF16_QNAN;
         float hW = 1.0f, hb = 1.0f + 0x1p-9f, fy = NAN;
-        be->linear_fwd_bf16(&fy, DTYPE_F32, &hx, &hW, &hb, 1, 1, 1);
+        be->linear_fwd_bf16(&fy, DTYPE_F32, &hx, &hW, &hb, NULL, 1, 1, 1);
         TEST_CHECK(fy == 1.0f + 5 * 0x1p-10f, "hand fp32 y %.9g", fy);
-        be->linear_fwd_bf16(&hy, DTYPE_BF16, &hx, &hW, &hb, 1, 1, 1);
+        be->linear_fwd_bf16(&hy, DTYPE_BF16, &hx, &hW, &hb, NULL, 1, 1, 1);
         TEST_CHECK(hy == 0x3f80, "hand bf16 y 0x%04x (%.9g), expected 1 (0x3f80)", hy,
                    bf16_value(hy));
     }

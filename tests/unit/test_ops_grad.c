@@ -200,12 +200,12 @@ static int test_layernorm(void)
     ln.mean = filled(ln.rows, 0), ln.rstd = filled(ln.rows, 0), ln.R = randn(n, 1);
     loss_layernorm();
     float *dx = filled(n, GARBAGE), *dg = filled(ln.dim, 0), *db = filled(ln.dim, 0);
-    be->layernorm_bwd(dx, dg, db, ln.R, ln.x, ln.mean, ln.rstd, ln.g, ln.rows, ln.dim);
+    be->layernorm_bwd(dx, NULL, dg, db, ln.R, ln.x, ln.mean, ln.rstd, ln.g, ln.rows, ln.dim);
     check_grad("layernorm dx", loss_layernorm, ln.x, n, dx);
     check_grad("layernorm dgamma", loss_layernorm, ln.g, ln.dim, dg);
     check_grad("layernorm dbeta", loss_layernorm, ln.b, ln.dim, db);
     float *dx2 = filled(n, GARBAGE), *dg1 = copy_of(dg, ln.dim), *db1 = copy_of(db, ln.dim);
-    be->layernorm_bwd(dx2, dg, db, ln.R, ln.x, ln.mean, ln.rstd, ln.g, ln.rows, ln.dim);
+    be->layernorm_bwd(dx2, NULL, dg, db, ln.R, ln.x, ln.mean, ln.rstd, ln.g, ln.rows, ln.dim);
     check_same("layernorm dx", dx2, dx, n);
     check_doubled("layernorm dgamma", dg, dg1, ln.dim);
     check_doubled("layernorm dbeta", db, db1, ln.dim);

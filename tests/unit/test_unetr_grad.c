@@ -79,6 +79,51 @@ static int test_unetr_gradients(void)
     return 0;
 }
 
+/* Inference lays the ViT out forward-only with every block's output kept for the skips
+ * (TSTACK_FORWARD_TAPS): its logits must be those of the training layout, bit for bit (the
+ * same ops on the same data, only the buffers differ), in less memory (no saved attention, no
+ * gradients, two alternating sets of block scratch). Batch 2, so a wrong skip tap or a block
+ * reading an overwritten buffer changes the result. */
+static int test_unetr_inference_layout(void)
+{
+    Config cfg;
+    TEST_CONFIG(&cfg, tiny);
+    UnetrModel train, infer;
+    unetr_init(&train, &cfg, backend_cpu(), cfg.batch, 1);
+    unetr_init(&infer, &cfg, backend_cpu(), cfg.batch, 0);
+    TEST_CHECK(train.ps.total == infer.ps.total &&
+                   !memcmp(train.ps.data, infer.ps.data, train.ps.total * sizeof(float)),
+               "the two models start from different parameters");
+    const long D = unetr_crop_voxels(&train);
+    const size_t n = (size_t)train.B * train.K * D;
+    float *img = xmalloc((size_t)train.B * D * sizeof(float));
+    int32_t *lab = xmalloc((size_t)train.B * D * sizeof(int32_t));
+    test_box_slab_batch(img, lab, train.B, 32, 16, 16, 5);
+    unetr_set_batch(&train, img, lab);
+    unetr_set_batch(&infer, img, NULL);
+    const float *a = unetr_forward(&train), *b = unetr_forward(&infer);
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    TEST_CHECK(differ == 0, "%zu of %zu logits differ between the layouts", differ, n);
+    /* the skips really read distinct block outputs: taps 1 and 2 differ */
+    const size_t tok = (size_t)train.B * train.N * train.E;
+    TEST_CHECK(memcmp(infer.va.st.act[1].out, infer.va.st.act[2].out, tok * sizeof(float)) != 0,
+               "blocks 1 and 2 share their output buffer in the inference layout");
+    printf("  activations: training layout %.1f KiB, inference %.1f KiB\n",
+           train.arena.used / 1024.0, infer.arena.used / 1024.0);
+    TEST_CHECK(infer.arena.used < train.arena.used, "inference layout not smaller");
+    const TStackActs *st = &infer.va.st;
+    TEST_CHECK(!st->train && st->act[0].probs == NULL && st->g0 == NULL,
+               "the inference ViT keeps saved attention or gradient buffers");
+    TEST_CHECK(st->act[0].qkv.p == st->act[2].qkv.p && st->act[0].out != st->act[2].out,
+               "the inference ViT does not alternate its block scratch");
+    free(img);
+    free(lab);
+    unetr_free(&train);
+    unetr_free(&infer);
+    return 0;
+}
+
 /* Parameter names follow MONAI's UNETR state_dict. */
 static int test_unetr_names(void)
 {
@@ -114,6 +159,7 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     TEST_RUN(test_unetr_names);
     TEST_RUN(test_unetr_gradients);
+    TEST_RUN(test_unetr_inference_layout);
     MPI_Finalize();
     return test_finish();
 }

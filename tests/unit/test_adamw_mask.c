@@ -1,0 +1,228 @@
+/* AdamW over a whole ParamSet in one backend call (train/optim.c adamw_step), the per-tensor
+ * weight-decay flags carried by the set's decay bitmask (ops/decay_mask.h), on the CPU backend:
+ *  - the mask params_allocate builds has exactly the bits of info[].decay (hand-written words
+ *    for a tiny set; bit by bit against info[] for a larger one), and untrainable sets get none;
+ *  - three adamw_step calls on a set of odd-sized tensors with mixed flags and padding follow
+ *    per-tensor AdamW written out here in double from PyTorch's formula (torch.optim.AdamW:
+ *    decoupled decay, bias corrections), with a weight decay large enough that a flag read
+ *    wrong is 1e3 times the tolerance;
+ *  - the padding between tensors (param, gradient, both moments) stays exactly zero;
+ *  - the one call gives the same bits as the former per-tensor calls (weight_decay or 0 per
+ *    tensor, no mask), so nothing moved beyond the call count. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "nn/params.h"
+#include "ops/decay_mask.h"
+#include "test.h"
+#include "test_config.h"
+#include "train/optim.h"
+
+static const AliceBackend *be;
+
+/* The mask of ps as the host sees it (words malloc'd). */
+static uint32_t *mask_download(const ParamSet *ps)
+{
+    const size_t words = decay_mask_words(ps->total);
+    uint32_t *host = xmalloc((words ? words : 1) * sizeof(uint32_t));
+    be->download(host, ps->decay_mask, words * sizeof(uint32_t));
+    return host;
+}
+
+static int test_mask_tiny_by_hand(void)
+{
+    ParamSet ps;
+    params_init_registry(&ps);
+    /* offsets (16-float aligned): a 0, b 16, c 32, d 64, e 80; total 96 = 3 words */
+    params_add1(&ps, "a", 3, 1, INIT_ZEROS);
+    params_add1(&ps, "b", 5, 0, INIT_ZEROS);
+    params_add2(&ps, "c", 4, 5, 1, INIT_ZEROS);
+    params_add1(&ps, "d", 1, 0, INIT_ZEROS);
+    params_add1(&ps, "e", 1, 1, INIT_ZEROS);
+    params_allocate(&ps, be, 1);
+    TEST_CHECK(ps.total == 96, "total %zu, expected 96", ps.total);
+    TEST_CHECK(ps.decay_mask != NULL, "a trainable set has a decay mask");
+    if (!ps.decay_mask) return 0;
+    /* a: bits 0-2 of word 0; b (16-20) clear; c: bits 32-51 = word 1 bits 0-19; d (bit 64)
+     * clear; e: bit 80 = word 2 bit 16. */
+    const uint32_t expected[3] = {0x00000007u, 0x000fffffu, 0x00010000u};
+    uint32_t *got = mask_download(&ps);
+    for (int w = 0; w < 3; w++)
+        TEST_CHECK(got[w] == expected[w], "mask word %d: 0x%08x, expected 0x%08x", w, got[w],
+                   expected[w]);
+    /* decay_bit reads the same layout */
+    const int bits[][2] = {{0, 1}, {2, 1}, {3, 0}, {15, 0}, {16, 0}, {20, 0}, {31, 0}, {32, 1},
+                           {51, 1}, {52, 0}, {64, 0}, {79, 0}, {80, 1}, {81, 0}, {95, 0}};
+    for (size_t k = 0; k < sizeof bits / sizeof bits[0]; k++)
+        TEST_CHECK(decay_bit(got, (size_t)bits[k][0]) == bits[k][1], "decay_bit(%d) = %d",
+                   bits[k][0], decay_bit(got, (size_t)bits[k][0]));
+    TEST_CHECK(decay_bits(got, 32, 4) == 0xfu && decay_bits(got, 16, 4) == 0u &&
+               decay_bits(got, 0, 4) == 0x7u && decay_bits(got, 80, 4) == 0x1u,
+               "decay_bits of 4 elements");
+    TEST_CHECK(decay_bit(NULL, 12345) == 1 && decay_bits(NULL, 8, 4) == 0xfu,
+               "a NULL mask means every element decays");
+    free(got);
+    params_free(&ps);
+
+    /* An untrainable set (EMA target, frozen weights) has no moments and no mask. */
+    params_init_registry(&ps);
+    params_add1(&ps, "w", 7, 1, INIT_ZEROS);
+    params_allocate(&ps, be, 0);
+    TEST_CHECK(ps.decay_mask == NULL, "an untrainable set has no decay mask");
+    params_free(&ps);
+    return 0;
+}
+
+/* Odd sizes, mixed flags, padding after every tensor but the 16-multiple; the two large ones
+ * take the total past CPU_OMP_MIN_ELEMENTS, so the OpenMP path runs. */
+static void build_set(ParamSet *ps)
+{
+    static const struct { const char *name; int ndim; int shape[4]; int decay; } t[] = {
+        {"w0", 1, {7}, 1},          {"b0", 2, {3, 11}, 0},    {"w1", 1, {1}, 1},
+        {"norm", 1, {50}, 0},       {"w2", 1, {17}, 1},       {"conv", 3, {5, 5, 5}, 1},
+        {"b1", 1, {64}, 0},         {"w3", 4, {2, 3, 5, 7}, 1}, {"big", 2, {201, 203}, 1},
+        {"big_bias", 1, {30011}, 0}, {"last", 1, {1}, 0},
+    };
+    params_init_registry(ps);
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        params_add(ps, t[i].name, t[i].ndim, t[i].shape, t[i].decay, INIT_ZEROS);
+    params_allocate(ps, be, 1);
+}
+
+static int test_mask_matches_info(void)
+{
+    ParamSet ps;
+    build_set(&ps);
+    uint32_t *mask = mask_download(&ps);
+    size_t bad = 0, set = 0;
+    char *want = xcalloc(ps.total, 1);
+    for (int i = 0; i < ps.count; i++)
+        for (size_t k = 0; k < ps.info[i].numel; k++) want[ps.info[i].offset + k] = (char)ps.info[i].decay;
+    for (size_t e = 0; e < ps.total; e++) {
+        const int bit = (int)((mask[e / 32] >> (e % 32)) & 1u);
+        bad += bit != want[e];
+        set += (size_t)bit;
+    }
+    /* and no bit past the end in the last word */
+    const size_t words = decay_mask_words(ps.total);
+    for (size_t e = ps.total; e < words * 32; e++) bad += (mask[e / 32] >> (e % 32)) & 1u;
+    TEST_CHECK(bad == 0, "decay mask: %zu of %zu bits differ from info[].decay", bad, ps.total);
+    TEST_CHECK(set > 0 && set < ps.total, "both bit values present (%zu set)", set);
+    free(want);
+    free(mask);
+    params_free(&ps);
+    return 0;
+}
+
+static const char *const optim_keys[][2] = {
+    {"lr", "0.02"}, {"weight_decay", "0.5"}, {"beta1", "0.9"}, {"beta2", "0.95"},
+    {"adam_eps", "1e-8"},
+};
+
+/* Random values into the tensors of a host image of a flat buffer (padding left 0). */
+static void fill_tensors(const ParamSet *ps, float *host, uint32_t stream, float scale)
+{
+    memset(host, 0, ps->total * sizeof(float));
+    for (int i = 0; i < ps->count; i++) {
+        float *x = test_randn(77, stream * 1000u + (uint32_t)i, ps->info[i].numel, scale);
+        memcpy(host + ps->info[i].offset, x, ps->info[i].numel * sizeof(float));
+        free(x);
+    }
+}
+
+static size_t nonzero_padding(const ParamSet *ps, const float *host)
+{
+    char *inside = xcalloc(ps->total, 1);
+    for (int i = 0; i < ps->count; i++) memset(inside + ps->info[i].offset, 1, ps->info[i].numel);
+    size_t bad = 0;
+    for (size_t e = 0; e < ps->total; e++) bad += !inside[e] && host[e] != 0.0f;
+    free(inside);
+    return bad;
+}
+
+static int test_step_matches_pytorch_formula(void)
+{
+    Config cfg;
+    TEST_CONFIG(&cfg, optim_keys);
+    ParamSet ps;
+    build_set(&ps);
+    const size_t n = ps.total, bytes = n * sizeof(float);
+    float *host = xmalloc(bytes), *hm = xmalloc(bytes), *hv = xmalloc(bytes);
+    double *p = xcalloc(n, sizeof(double)), *m = xcalloc(n, sizeof(double));
+    double *v = xcalloc(n, sizeof(double));
+    fill_tensors(&ps, host, 1, 0.5f);
+    be->upload(ps.data, host, bytes);
+    for (size_t e = 0; e < n; e++) p[e] = host[e];
+    /* A copy of the set's state, stepped by the former per-tensor calls (bitwise check). */
+    float *old_p = be->alloc(bytes), *old_m = be->alloc(bytes), *old_v = be->alloc(bytes);
+    be->upload(old_p, host, bytes);
+    be->fill(old_m, 0.0f, n);
+    be->fill(old_v, 0.0f, n);
+    const double lr = cfg.lr, wd = cfg.weight_decay, b1 = cfg.beta1, b2 = cfg.beta2;
+    const double eps = cfg.adam_eps;
+    for (long step = 1; step <= 3; step++) {
+        fill_tensors(&ps, host, 1 + (uint32_t)step, 1.0f);
+        be->upload(ps.grad, host, bytes);
+        adamw_step(&ps, &cfg, cfg.lr, step);
+        for (int i = 0; i < ps.count; i++) {
+            const ParamInfo *t = &ps.info[i];
+            be->adamw(old_p + t->offset, ps.grad + t->offset, old_m + t->offset,
+                      old_v + t->offset, NULL, t->numel, cfg.lr, cfg.beta1, cfg.beta2,
+                      cfg.adam_eps, t->decay ? cfg.weight_decay : 0.0f, step);
+            /* torch.optim.AdamW, one tensor: p *= 1 - lr wd; m, v moments; bias-corrected. */
+            const double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
+            for (size_t k = 0; k < t->numel; k++) {
+                const size_t e = t->offset + k;
+                const double g = host[e];
+                p[e] *= 1.0 - lr * (t->decay ? wd : 0.0);
+                m[e] = b1 * m[e] + (1.0 - b1) * g;
+                v[e] = b2 * v[e] + (1.0 - b2) * g * g;
+                p[e] -= lr * (m[e] / bc1) / (sqrt(v[e] / bc2) + eps);
+            }
+        }
+        char what[80];
+        be->download(host, ps.data, bytes);
+        snprintf(what, sizeof what, "step %ld: parameters vs per-tensor AdamW in double", step);
+        /* float rounding of a few operations: 1e-6 relative to |p| plus 1e-7; a decay flag
+         * read wrong moves p by lr wd |p| = 1e-2 |p|. */
+        test_compare_ref(what, host, p, NULL, n, 1e-6, 1e-7);
+        be->download(hm, ps.m, bytes);
+        be->download(hv, ps.v, bytes);
+        snprintf(what, sizeof what, "step %ld: first moment", step);
+        test_compare_ref(what, hm, m, NULL, n, 1e-6, 1e-7); /* |g| ~ 1: m may cancel */
+        snprintf(what, sizeof what, "step %ld: second moment", step);
+        test_compare_ref(what, hv, v, NULL, n, 1e-6, 1e-12);
+        size_t pad = nonzero_padding(&ps, host) + nonzero_padding(&ps, hm) + nonzero_padding(&ps, hv);
+        TEST_CHECK(pad == 0, "step %ld: %zu padding elements of param/m/v not exactly 0", step, pad);
+    }
+    float *grad = xmalloc(bytes), *oldh = xmalloc(bytes);
+    be->download(grad, ps.grad, bytes);
+    TEST_CHECK(nonzero_padding(&ps, grad) == 0, "gradient padding not 0");
+    /* Bitwise: one pass with the mask == the former per-tensor passes, on every tensor. */
+    size_t differ = 0;
+    be->download(host, ps.data, bytes);
+    be->download(oldh, old_p, bytes);
+    for (int i = 0; i < ps.count; i++)
+        differ += memcmp(host + ps.info[i].offset, oldh + ps.info[i].offset,
+                         ps.info[i].numel * sizeof(float)) != 0;
+    TEST_CHECK(differ == 0, "%zu tensors differ bitwise from the per-tensor AdamW calls", differ);
+    free(grad);
+    free(oldh);
+    be->release(old_p);
+    be->release(old_m);
+    be->release(old_v);
+    free(host), free(hm), free(hv), free(p), free(m), free(v);
+    params_free(&ps);
+    return 0;
+}
+
+int main(void)
+{
+    be = backend_cpu();
+    TEST_RUN(test_mask_tiny_by_hand);
+    TEST_RUN(test_mask_matches_info);
+    TEST_RUN(test_step_matches_pytorch_formula);
+    return test_finish();
+}
