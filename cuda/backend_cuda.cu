@@ -69,8 +69,8 @@ static void fill_table(AliceBackend *t)
     t->conv3d_bwd = cuda_conv3d_bwd;
     t->conv_transpose3d_fwd = cuda_conv_transpose3d_fwd;
     t->conv_transpose3d_bwd = cuda_conv_transpose3d_bwd;
-    t->instnorm_fwd = cuda_instnorm_fwd;
-    t->instnorm_bwd = cuda_instnorm_bwd;
+    t->instnorm_fwd = cuda_instnorm_fwd_selected;  /* own kernels or cuDNN: gpu_set_instnorm */
+    t->instnorm_bwd = cuda_instnorm_bwd_selected;
     t->leaky_relu_fwd = cuda_leaky_relu_fwd;
     t->leaky_relu_bwd = cuda_leaky_relu_bwd;
     t->dicece_fwd = cuda_dicece_fwd;

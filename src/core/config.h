@@ -17,6 +17,7 @@ typedef struct Config {
     int bf16_weight_copy;         /* cuda bf16: weights rounded once per change, not per GEMM */
     int tf32;                     /* cuda fp32 GEMMs/convolutions may use TF32 tensor cores */
     char attention_kernel[CFG_STR]; /* cuda attention: auto | gemm | fused (flash kernels) */
+    char instnorm_kernel[CFG_STR];  /* cuda instance norm: own (kernels) | cudnn (batch norm API) */
     char run_dir[CFG_STR];
     long seed;
     int threads;                  /* OpenMP threads per rank, 0 = all cores / ranks per node */

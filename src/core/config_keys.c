@@ -18,6 +18,10 @@ const ConfigKey config_keys[] = {
       "flash-attention kernels saving only the row logsumexp [B,H,Tq] (heads up to 128 wide); auto = "
       "fused where it runs on bf16 tensor cores from registers (precision = bf16, head width 32 or "
       "64), gemm elsewhere (tests/bench/bench_cuda_ops measures both)"),
+    K("instnorm_kernel", CFG_T_ENUM, instnorm_kernel, "own", "own|cudnn",
+      "cuda instance norm (UNETR res blocks): own = the backend's kernels; cudnn = cuDNN's "
+      "training-mode batch norm over each (batch, channel) plane (falls back to own where cuDNN "
+      "cannot run it; tests/bench/bench_instnorm measures both)"),
     K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
     K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
     K("threads", CFG_T_INT, threads, "0", "0..1024", "OpenMP threads per rank (0 = cores / local ranks)"),

@@ -33,6 +33,17 @@ unsigned long long gpu_weight_copy_bytes(void);
 enum GpuAttentionKernel { ATTN_KERNEL_GEMM, ATTN_KERNEL_FUSED, ATTN_KERNEL_AUTO };
 void gpu_set_attention(int kernel);
 
+/* Instance norm kernel of the CUDA backend (config key instnorm_kernel; backend instnorm_fwd /
+ * instnorm_bwd). OWN: the backend's kernels (cuda/cuda_norm.cu). CUDNN: cuDNN's training-mode
+ * spatial batch norm over a [1, B*C, 1, V] view, i.e. one "channel" per (b, c) plane
+ * (cuda/cuda_instnorm_cudnn.cu); it falls back to OWN where cuDNN cannot run the call (an
+ * epsilon below CUDNN_BN_MIN_EPSILON, sizes beyond cuDNN's int dimensions, a backward without
+ * dx). Same contract either way; results agree to float tolerance, not bit for bit. Without
+ * CUDA the choice is recorded and nothing runs it. An unknown value is a fatal error. */
+enum GpuInstnormKernel { INSTNORM_KERNEL_OWN, INSTNORM_KERNEL_CUDNN };
+void gpu_set_instnorm(int kernel);
+int gpu_instnorm_kernel(void);
+
 /* Limit of every host wait of the CUDA backend while an NCCL communicator exists (config key
  * nccl_timeout_s; 0 = wait forever): a wait this long without the GPU finishing aborts the
  * communicator and ends the job with an error naming the key, instead of hanging on a dead peer

@@ -14,6 +14,7 @@ void gpu_set_weight_copies(int enabled) { (void)enabled; }
 unsigned long long gpu_weight_copy_bytes(void) { return 0; }
 unsigned long long gpu_peak_bytes(void) { return 0; }
 void gpu_set_attention(int kernel) { (void)kernel; }
+
 void gpu_set_collective_timeout(double seconds) { (void)seconds; }
 
 static _Noreturn void nccl_not_built(void)

@@ -28,6 +28,9 @@ void train_apply_device_math(const Config *cfg)
     gpu_set_math(cfg->tf32, bf16);
     gpu_set_weight_copies(cfg->bf16_weight_copy);
     gpu_set_attention(kernel);
+    /* the registry admits only own|cudnn (config_keys.c) */
+    gpu_set_instnorm(!strcmp(cfg->instnorm_kernel, "cudnn") ? INSTNORM_KERNEL_CUDNN
+                                                            : INSTNORM_KERNEL_OWN);
     gpu_set_collective_timeout(cfg->nccl_timeout_s);
     const char *other = cfg->tf32 ? "tf32" : "fp32";
     const char *mixed = cfg->bf16_weight_copy
@@ -35,10 +38,12 @@ void train_apply_device_math(const Config *cfg)
                             : "bf16 operands (fp32 accumulate, weights rounded in every GEMM)";
     if (!strcmp(cfg->device, "cuda"))
         log_info("cuda math: linear/attention GEMMs %s, other GEMMs and convolutions %s, "
-                 "attention kernel %s%s", bf16 ? mixed : other, other, cfg->attention_kernel,
+                 "attention kernel %s%s, instance norm %s", bf16 ? mixed : other, other,
+                 cfg->attention_kernel,
                  kernel != ATTN_KERNEL_AUTO ? ""
                  : bf16 ? " (fused at head widths 32 and 64, gemm elsewhere)"
-                        : " (gemm: fp32)");
+                        : " (gemm: fp32)",
+                 cfg->instnorm_kernel);
 }
 
 const AliceBackend *train_begin(const Config *cfg, Dist *d)

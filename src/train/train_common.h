@@ -11,8 +11,8 @@
 #include "train/dist.h"
 #include "train/grad_sync.h"
 
-/* The math of the CUDA backend from cfg (keys tf32, precision, attention_kernel): GEMM modes
- * and the attention kernel. Every command that builds a model (pretrain, finetune, infer) calls
+/* The math of the CUDA backend from cfg (keys tf32, precision, attention_kernel,
+ * instnorm_kernel): GEMM modes, the attention and the instance norm kernels. Every command that builds a model (pretrain, finetune, infer) calls
  * it before planning an arena, because the attention kernel decides how much attention saves
  * for backward (backend attention_saved_floats). A no-op without CUDA or with device = cpu. */
 void train_apply_device_math(const Config *cfg);

@@ -27,17 +27,11 @@ extern "C" {
 #include "ops/bf16.h"
 }
 
-#include <random>
+/* The arrival counters, the partials' poison, CHECK, seeded draws, the bit and rounding-bound
+ * comparisons (shared with linear_gelu_bwd_emulated.cpp). */
+#include "emu_colsum_support.h"
 
-/* ---- what the cut sections call outside themselves ---- */
-
-/* The arrival counters (cuda_reduce.cu zeroes them once; every call must leave them zero). */
-static std::vector<unsigned> g_arrivals(1024, 0u);
-unsigned *cuda_colsum_arrivals(unsigned tiles)
-{
-    if (tiles > g_arrivals.size()) alice_fatal_at(__FILE__, __LINE__, "%u tiles", tiles);
-    return g_arrivals.data();
-}
+/* ---- what the cut sections call outside themselves (beside cuda_colsum_arrivals) ---- */
 
 /* cuda_weight_copy.cu: the bf16 copy when the operand lies in a weight buffer; the test can
  * pretend dy does. */
@@ -95,86 +89,15 @@ template <class G> static void two_launch_colsum(float *target, long rows, int c
 
 /* ---- checks ---- */
 
-static int fails = 0;
-#define CHECK(c, ...)                                                                           \
-    do {                                                                                        \
-        if (!(c)) {                                                                             \
-            if (fails++ < 20) {                                                                 \
-                printf("FAIL: ");                                                               \
-                printf(__VA_ARGS__);                                                            \
-                printf("\n");                                                                   \
-            }                                                                                   \
-        }                                                                                       \
-    } while (0)
-
-static uint32_t bits_of(float f)
-{
-    uint32_t u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-static void same_bits(const std::vector<float> &got, const std::vector<float> &want,
-                      const char *what, long rows, int cols)
-{
-    int bad = 0, first = -1;
-    for (size_t c = 0; c < got.size(); c++)
-        if (bits_of(got[c]) != bits_of(want[c])) {
-            if (first < 0) first = (int)c;
-            bad++;
-        }
-    CHECK(bad == 0, "%s rows %ld cols %d: %d columns differ from the two-launch sums, first [%d] "
-          "%.9g vs %.9g", what, rows, cols, bad, first, first >= 0 ? got[first] : 0.0f,
-          first >= 0 ? want[first] : 0.0f);
-}
-
 static void counters_zero(const char *what, long rows, int cols)
 {
-    for (size_t i = 0; i < g_arrivals.size(); i++)
-        if (g_arrivals[i] != 0) {
-            CHECK(false, "%s rows %ld cols %d: arrival counter %zu left at %u", what, rows, cols, i,
-                  g_arrivals[i]);
-            std::fill(g_arrivals.begin(), g_arrivals.end(), 0u);
-            return;
-        }
+    unsigned left = 0;
+    const long at = arrivals_left_nonzero(&left);
+    CHECK(at < 0, "%s rows %ld cols %d: arrival counter %ld left at %u", what, rows, cols, at,
+          left);
 }
 
-/* |sum - exact| within the fp32 rounding bound of the tree (each sum rounds once per add, at
- * most per_lane + 8 + chunks + 1 adds deep), relative to the sum of magnitudes. */
-template <class G>
-static void near_double(const std::vector<float> &after, const std::vector<float> &before,
-                        long rows, int cols, G g, const char *what)
-{
-    long chunks = std::min(512L, std::max(1L, (rows + 127) / 128));
-    const long depth = (rows / chunks + 8) / 8 + 8 + chunks + 2;
-    for (int c = 0; c < cols; c++) {
-        double exact = before[c], mag = std::fabs(before[c]);
-        for (long r = 0; r < rows; r++) {
-            exact += g(r, c);
-            mag += std::fabs(g(r, c));
-        }
-        const double tol = (double)depth * std::ldexp(1.0, -24) * mag + 1e-30;
-        CHECK(std::fabs(after[c] - exact) <= tol, "%s rows %ld cols %d col %d: %.9g vs double "
-              "%.12g (tol %.3g)", what, rows, cols, c, after[c], exact, tol);
-    }
-}
-
-static std::mt19937 g_rng(20240607u);
-static std::vector<float> uniform(size_t n, float lo, float hi)
-{
-    std::uniform_real_distribution<float> d(lo, hi);
-    std::vector<float> v(n);
-    for (float &x : v) x = d(g_rng);
-    return v;
-}
-
-/* Partials from an earlier call must never be read: NaN everywhere before each call. */
-static size_t g_partial_floats;
-static void poison_partials()
-{
-    float *p = (float *)cuda_scratch(SCRATCH_COLSUM, g_partial_floats * sizeof(float));
-    std::fill(p, p + g_partial_floats, NAN);
-}
+static EmuUniform uniform(20240607u);
 
 /* all_launches: 1, 2 and 3 (and for small cases the one-output dgamma launch); otherwise 1
  * alone (emulation time grows with the blocks launched). */

@@ -22,62 +22,17 @@ extern "C" {
 #include "ops/cpu_math.h"
 }
 
-#include <random>
-
-/* ---- what the cut sections call outside themselves ---- */
-
-static std::vector<unsigned> g_arrivals(1024, 0u);
-unsigned *cuda_colsum_arrivals(unsigned tiles)
-{
-    if (tiles > g_arrivals.size()) alice_fatal_at(__FILE__, __LINE__, "%u tiles", tiles);
-    return g_arrivals.data();
-}
+/* The arrival counters (cuda_colsum_arrivals), the partials' poison, CHECK, seeded draws, the
+ * bit and rounding-bound comparisons (shared with colsum_emulated.cpp). */
+#include "emu_colsum_support.h"
 
 #include "linear_gelu_bwd_kernels.inc"
 
 /* ---- checks ---- */
 
-static int fails = 0;
-#define CHECK(c, ...)                                                                           \
-    do {                                                                                        \
-        if (!(c)) {                                                                             \
-            if (fails++ < 20) {                                                                 \
-                printf("FAIL: ");                                                               \
-                printf(__VA_ARGS__);                                                            \
-                printf("\n");                                                                   \
-            }                                                                                   \
-        }                                                                                       \
-    } while (0)
+static EmuUniform uniform(20261126u);
 
-static std::mt19937 g_rng(20261126u);
-static std::vector<float> uniform(size_t n, float lo, float hi)
-{
-    std::uniform_real_distribution<float> d(lo, hi);
-    std::vector<float> v(n);
-    for (float &x : v) x = d(g_rng);
-    return v;
-}
-
-static size_t g_partial_floats;
-static void poison_partials()
-{
-    float *p = (float *)cuda_scratch(SCRATCH_COLSUM, g_partial_floats * sizeof(float));
-    std::fill(p, p + g_partial_floats, NAN);
-}
-
-static bool counters_zero()
-{
-    const bool zero = std::all_of(g_arrivals.begin(), g_arrivals.end(), [](unsigned u) { return u == 0; });
-    std::fill(g_arrivals.begin(), g_arrivals.end(), 0u);
-    return zero;
-}
-
-static size_t differing(const float *a, const float *b, size_t n)
-{
-    return (size_t)std::count_if(a, a + n, [&](const float &x) {
-        return std::memcmp(&x, b + (&x - a), sizeof x) != 0;
-    });
-}
+static bool counters_zero() { return arrivals_left_nonzero(nullptr) < 0; }
 
 static void fused_case(long rows, int cols, unsigned order_seed)
 {
@@ -119,23 +74,11 @@ static void fused_case(long rows, int cols, unsigned order_seed)
     CHECK(wrong == 0 && unlike_unfused == 0 && past == 0, "rows %ld cols %d: bf16 copy: %zu "
           "differ from bf16_from_float(dy gelu'(h)), %zu from the unfused copy, %zu written past "
           "the end", rows, cols, wrong, unlike_unfused, past);
-    const size_t bad = differing(db.data(), db_want.data(), (size_t)cols);
-    CHECK(bad == 0, "rows %ld cols %d: db differs from the unfused column sum in %zu of %d "
-          "columns", rows, cols, bad, cols);
+    same_bits(db, db_want, "db (vs the unfused column sum)", rows, cols);
 
-    /* Against the double sum of the stored dh: rounding bound of the tree (as colsum's test). */
-    const long chunks = std::min(512L, std::max(1L, (rows + 127) / 128));
-    const long depth = (rows / chunks + 8) / 8 + 8 + chunks + 2;
-    for (int c = 0; c < cols; c++) {
-        double exact = db0[c], mag = std::fabs(db0[c]);
-        for (long r = 0; r < rows; r++) {
-            exact += dh[(size_t)r * cols + c];
-            mag += std::fabs(dh[(size_t)r * cols + c]);
-        }
-        const double tol = (double)depth * std::ldexp(1.0, -24) * mag + 1e-30;
-        CHECK(std::fabs(db[c] - exact) <= tol, "rows %ld cols %d col %d: db %.9g vs double "
-              "%.12g (tol %.3g)", rows, cols, c, db[c], exact, tol);
-    }
+    /* Against the double sum of the stored dh: rounding bound of the column sum's tree. */
+    near_double(db, db0, rows, cols,
+                [&](long r, int c) { return dh[(size_t)r * cols + c]; }, "db");
 }
 
 int main()

@@ -178,6 +178,7 @@ GPU_TARGETS=("$BIN/alice"
              "$BUILD/tests/bench_colsum"
              "$BUILD/tests/bench_residual_fusion"
              "$BUILD/tests/bench_linear_gelu_bwd"
+             "$BUILD/tests/bench_instnorm"
              "$BUILD/tests/test_gpu_crops"
              "$BUILD/tools/nccl_watchdog_check"
              "$BUILD/tests/bench_loader")
@@ -518,18 +519,18 @@ elif [ $rc != 125 ]; then
 fi
 
 # ---- launch fusions (session 5): the unfused sequence beside the fused op, same run ----
-# fused_bench CHECK TARGET LOG ROW...: for every ROW (the leading name of a line of the
-# benchmark's table, whose last three columns are unfused ms, fused ms and their ratio) a row
-# "unfused X ms, fused Y ms, Zx".
-fused_bench() {
-  local check=$1 target=$2 log=$LOGDIR/$3 rc=125 n_before row line; shift 3
+# paired_bench CHECK TARGET LOG A B ROW...: for every ROW (the leading name of a line of the
+# benchmark's table, whose last three columns are A's ms, B's ms and A/B) a row
+# "A X ms, B Y ms, Zx"; fused_bench: A = unfused, B = fused.
+paired_bench() {
+  local check=$1 target=$2 log=$LOGDIR/$3 a=$4 b=$5 rc=125 n_before row line; shift 5
   built "$check" "$target" && { timed "$check" 60 "$log" "$target"; rc=$?; }
   if [ $rc = 0 ]; then
     n_before=${#rows[@]}
     for row in "$@"; do
       line=$(grep -m1 -F -- "$row " "$log")
       [ -n "$line" ] && record "$check: $row" ok \
-        "$(echo "$line" | awk '{printf "unfused %s ms, fused %s ms, %sx", $(NF-2), $(NF-1), $NF}')"
+        "$(echo "$line" | awk -v a="$a" -v b="$b" '{printf "%s %s ms, %s %s ms, %sx", a, $(NF-2), b, $(NF-1), $NF}')"
     done
     [ ${#rows[@]} -gt "$n_before" ] ||
       record "$check" FAIL "no figures in $(basename "$log"): $(first_line . "$log")"
@@ -537,12 +538,17 @@ fused_bench() {
     record "$check" FAIL "exit $rc ($(basename "$log"))"
   fi
 }
+fused_bench() { local check=$1 target=$2 log=$3; shift 3; paired_bench "$check" "$target" "$log" unfused fused "$@"; }
 fused_bench "column sums" "$BUILD/tests/bench_colsum" bench_colsum.log \
   "tgt LN (all)" "enc LN (visible)" "tgt proj (all)" "tgt fc1 (all)"
 fused_bench "residual fusion" "$BUILD/tests/bench_residual_fusion" bench_residual.log \
   "tgt proj (all)" "tgt fc2 (all)" "tgt LN (all)"
 fused_bench "fc1 gelu bwd" "$BUILD/tests/bench_linear_gelu_bwd" bench_linear_gelu.log \
   "tgt fc1 (all)" "enc fc1 (visible)"
+# Instance norm (UNETR's res blocks): own kernels beside cuDNN's batch norm on the planes
+# (instnorm_kernel = own|cudnn; the default stays the faster one measured).
+paired_bench "instnorm" "$BUILD/tests/bench_instnorm" bench_instnorm.log own cudnn \
+  "fwd C16 96^3" "bwd C16 96^3" "fwd C128 12^3" "bwd C128 12^3" "sum of the rows"
 # AdamW over the paper student: one launch per parameter set beside one per tensor ("cuda":
 # the CPU half would spend device time).
 rc=125

@@ -10,26 +10,14 @@
 # 1 IEEE square root. Needs no GPU: cuda/cuda_optim.cu is compiled to PTX with the Makefile's
 # device flags and the kernel's body is read. tests/cuda_emu/test_adamw_emulated.sh checks the
 # values; test_backend_parity checks them on a GPU.
-set -u
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-NVCC=${NVCC:-nvcc}
-PYTHON=${PYTHON:-/usr/bin/python3}
-command -v "$NVCC" > /dev/null || { echo "skip: no nvcc"; exit 77; }
-T=$(mktemp -d /tmp/alice_adamw_ptx.XXXXXX)
-trap 'rm -rf "$T"' EXIT
-# The Makefile's NVCCFLAGS (without -MMD), so the PTX is what the build compiles.
-"$NVCC" -O3 -arch="${CUDA_ARCH:-sm_90}" -std=c++17 -I"$ROOT" -I"$ROOT/src" -I"$ROOT/io" -DALICE_CUDA \
-  $(pkg-config --cflags hdf5-openmpi 2>/dev/null) -ptx "$ROOT/cuda/cuda_optim.cu" -o "$T/o.ptx" \
-  || { echo "FAIL: nvcc could not compile cuda/cuda_optim.cu to PTX"; exit 1; }
-"$PYTHON" - "$T/o.ptx" <<'PY'
+source "$(dirname "$0")/ptx_common.sh"
+ptx_compile cuda/cuda_optim.cu "$T/o.ptx"
+ptx_check "$T/o.ptx" <<'PY'
 import re, sys
-ptx = open(sys.argv[1]).read()
-m = re.search(r"\.entry\s+\S*adamw_kernel\S*\(.*?\n\}", ptx, re.S)
-if not m:
-    print("FAIL: no adamw_kernel in the PTX"); sys.exit(1)
-body = m.group(0)
-ops = re.findall(r"^\s*(?:@!?%p\d+\s+)?([a-z]+(?:\.[a-z0-9]+)*)\s", body, re.M)
-arith = [o for o in ops if re.match(r"(add|sub|mul|fma|mad|div|sqrt|rcp|ex2|lg2)\.", o) and ".f32" in o]
+from ptx_kernels import opcodes, read_ptx, require_kernel
+body = require_kernel(read_ptx(), "adamw_kernel", "adamw_kernel")
+arith = [o for o in opcodes(body)
+         if re.match(r"(add|sub|mul|fma|mad|div|sqrt|rcp|ex2|lg2)\.", o) and ".f32" in o]
 unrounded = sorted(set(o for o in arith if not re.match(r"[a-z]+\.rn\.", o)))
 count = lambda name: sum(1 for o in arith if o == name)
 fma, mul, div, sqrt = (count(n) for n in ("fma.rn.f32", "mul.rn.f32", "div.rn.f32", "sqrt.rn.f32"))
@@ -43,6 +31,3 @@ if sqrt < 2 or fma != 4 * sqrt or mul != 4 * sqrt or div != sqrt:
           "(the former kernel's roundings), in both the vectorised and the scalar loop"); bad = 1
 sys.exit(bad)
 PY
-rc=$?
-[ $rc -eq 0 ] && echo ok
-exit $rc

@@ -22,6 +22,9 @@
 #     untrained: flat logits): perturbing every weight by 1e-5 relative flips 36 and 47 of
 #     1.3M and 1.5M voxels (3e-5), so 0.1% leaves a 30x margin;
 #   - the mean DSC of the two evaluations differs by < 1e-3;
+#   - instance norm through cuDNN (instnorm_kernel = cudnn): a 2-step fine-tuning logs the
+#     choice, and the device inference with it gives the cpu's probabilities within the same
+#     1e-3 (cuDNN's batch norm on the (b, c) planes sums in another order: fp32 rounding only);
 #   - with the GPU hidden (CUDA_VISIBLE_DEVICES=""), device = cuda is a clear error in
 #     pretrain, finetune and infer (tests/gpu/test_cuda_unavailable.sh).
 # Math: fp32 (precision = fp32, tf32 = 0, attention_kernel = gemm are forced on the command
@@ -93,6 +96,17 @@ for d in "$DEV" cpu; do
       --out "$T/pred_$d" --probs $FP32 device="$d"
   run "eval_$d" "$ALICE" eval --pred "$T/pred_$d" --labels "$T/ph/labelsTr" --out "$T/results_$d"
 done
+# Instance norm through cuDNN (UNETR's res blocks): fine-tuning runs and logs it; inference
+# with it is compared with the cpu's below.
+run "finetune_${DEV}_cudnn_in" "$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" \
+    data="$T/ds.h5" run_dir="$T/ft_cudnn_in" $ENC fold=0 steps=2 warmup=1 val_every=2 \
+    ckpt_every=2 log_every=1 $FP32 instnorm_kernel=cudnn device="$DEV"
+if [ "$DEV" = cuda ]; then
+  grep -q "cuda math:.*instance norm cudnn" "$T/finetune_${DEV}_cudnn_in.log" \
+    || fail "finetune instnorm_kernel=cudnn did not log the cuDNN instance norm"
+fi
+run "infer_${DEV}_cudnn_in" "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 \
+    --out "$T/pred_cudnn_in" --probs $FP32 instnorm_kernel=cudnn device="$DEV"
 # The mixed-precision modes reach inference too (train_apply_device_math): it must run, log
 # the mode, and stay close to fp32 (the disagreement is printed, not bounded: bf16 operands
 # round to 8 bits, so near-untrained flat logits may flip more than fp32's 0.1%).
@@ -186,6 +200,15 @@ for p in preds:
     print("%s: %d classes, max |%s - cpu| probability %.2e (bound %.0e)" % (probs, qa[3], dev, diff, MAX_PROB_DIFF))
     assert diff <= MAX_PROB_DIFF, probs + ": probabilities differ by more than the bound"
     worst_prob = max(worst_prob, diff)
+
+for p in preds:   # the device inference with instance norm through cuDNN
+    probs = os.path.basename(p)[:-len(".nii.gz")] + "_probs.nii.gz"
+    (qa, pa), (qb, pb) = (nifti_floats(os.path.join(T, d, probs)) for d in ("pred_cudnn_in", "pred_cpu"))
+    assert qa == qb, "%s: probability shapes %s with cuDNN instance norm, cpu %s" % (probs, qa, qb)
+    diff = 0.0 if pa == pb else max(map(abs, map(operator.sub, pa, pb)))
+    print("%s: max |%s with cuDNN instance norm - cpu| probability %.2e (bound %.0e)"
+          % (probs, dev, diff, MAX_PROB_DIFF))
+    assert diff <= MAX_PROB_DIFF, probs + ": cuDNN instance norm moves probabilities beyond the bound"
 
 for p in sorted(glob.glob(os.path.join(T, "pred_bf16", "*.nii.gz"))):
     (sa, la), (sb, lb) = nifti_labels(p), nifti_labels(os.path.join(T, "pred_cpu", os.path.basename(p)))

@@ -263,6 +263,12 @@ echo "tgt proj (all)                0.0800      0.0500     1.60"
 echo "tgt fc2 (all)                 0.2000      0.1600     1.25"
 echo "tgt fc1 (all)                 0.4000      0.2500     1.60"
 EOF
+cat > "$F/fake_instnorm" <<'EOF'
+#!/bin/sh
+echo "instance norm              own ms    cudnn ms    ratio"
+echo "fwd C16 96^3               0.5000      0.2500     2.00"
+echo "sum of the rows            2.0000      1.6000     1.25"
+EOF
 cat > "$F/fake_adamw" <<'EOF'
 #!/bin/sh
 echo "device mode                        ms/step    calls      GB/s"
@@ -293,6 +299,7 @@ for t in "\$@"; do
     */bench_cuda_elementwise) cp "$F/fake_elementwise" "\$t" ;;
     */bench_loader) cp "$F/fake_loader" "\$t" ;;
     */bench_colsum|*/bench_residual_fusion|*/bench_linear_gelu_bwd) cp "$F/fake_fused" "\$t" ;;
+    */bench_instnorm) cp "$F/fake_instnorm" "\$t" ;;
     */bench_adamw) cp "$F/fake_adamw" "\$t" ;;
     *) cp "$F/fake_test" "\$t" ;;
   esac
@@ -309,7 +316,7 @@ esac
 echo "  step 1 $s s"
 awk -v s=$s 'BEGIN{printf "torch_step method=alice device=cuda amp=x compile=0 batch=8 s_per_step=%.6f samples_per_s=%.3f peak_mem_mb=31000.0 gflop_per_step=4112.500000 gflops=%.3f mfu_pct=1 floor_ms=4.158 peak_tflops=989\n", s, 8/s, 4112.5/s}'
 EOF
-chmod +x "$F/make" "$F/fake_torch_python" "$F/fake_loader" "$F/fake_fused" "$F/fake_adamw"
+chmod +x "$F/make" "$F/fake_torch_python" "$F/fake_loader" "$F/fake_fused" "$F/fake_adamw" "$F/fake_instnorm"
 mkdir -p "$W/logs3" && head -c 3000000 /dev/zero > "$W/logs3/big.bin"   # must stay out of the archive
 PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
   BUILD="$W/build-fig" BIN="$W/bin-fig" PACK_DIR="$W/out3" TORCH_PYTHON="$F/fake_torch_python" BUDGET_S=200 \
@@ -334,6 +341,8 @@ check "figures: residual fusion row" \
   grep -q '^residual fusion: tgt fc2 (all) .* ok .*unfused 0.2000 ms, fused 0.1600 ms, 1.25x' "$W/run3.out"
 check "figures: GELU-fused fc1 backward row" \
   grep -q '^fc1 gelu bwd: tgt fc1 (all) .* ok .*unfused 0.4000 ms, fused 0.2500 ms, 1.60x' "$W/run3.out"
+check "figures: instance norm rows (own beside cuDNN)" \
+  grep -q '^instnorm: fwd C16 96^3 .* ok .*own 0.5000 ms, cudnn 0.2500 ms, 2.00x' "$W/run3.out"
 check "figures: AdamW row" \
   grep -q '^adamw one launch .* ok .*0.700 ms vs 1.400 ms in 203 launches: 2.00x' "$W/run3.out"
 check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"

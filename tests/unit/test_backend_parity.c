@@ -1836,6 +1836,138 @@ static int test_linear_gelu_bwd(void)
     return 0;
 }
 
+/* ---- instance norm through cuDNN (gpu_set_instnorm(INSTNORM_KERNEL_CUDNN)) ----
+ * cuDNN's batch norm over the (b, c) planes against the CPU backend and against the own kernels
+ * on the GPU, with and without gamma/beta, parameter gradients accumulated onto random values.
+ * Tolerances: cuDNN reduces in fp32 in an order it does not document, the own kernels and the
+ * CPU in double, so y, rstd and dx get 1e-4 relative (fp32 statistics of up to 1e5 terms) and
+ * the parameter gradients, fp32 sums of B*V terms of magnitude up to ~2, an absolute
+ * 1e-6 * B*V on top of 1e-5 relative. The forward's mean and rstd are compared too: the
+ * backend saves them for instnorm_bwd, whichever kernel runs it. */
+
+/* A pair holding the same host values as p (a parameter gradient's starting point). */
+static Pair pair_copy(const Pair *p)
+{
+    Pair q = pair_make(p->n, INIT_ZERO, 0, 0);
+    memcpy(q.host, p->host, p->n * sizeof(float));
+    cpu->upload(q.c, q.host, q.n * sizeof(float));
+    gpu->upload(q.g, q.host, q.n * sizeof(float));
+    return q;
+}
+
+/* got and ref: n floats in GPU-backend memory (the cuDNN and the own kernel's results). */
+static void compare_on_gpu(const float *got, const float *ref, size_t n, double rtol, double atol,
+                           const char *what)
+{
+    float *hg = malloc((n ? n : 1) * sizeof(float)), *hr = malloc((n ? n : 1) * sizeof(float));
+    gpu->download(hg, got, n * sizeof(float));
+    gpu->download(hr, ref, n * sizeof(float));
+    compare_values(hr, hg, n, rtol, atol, what);
+    free(hg);
+    free(hr);
+}
+
+static void instnorm_cudnn_case(int B, int C, long V, float eps, int affine)
+{
+    const size_t n = (size_t)B * C * V, planes = (size_t)B * C;
+    const double grad_atol = 1e-6 * (double)B * (double)V;
+    char what[160];
+#define INSTNORM_WHAT(part) (snprintf(what, sizeof what, "instnorm cudnn B %d C %d V %ld eps %g " \
+                                      "affine %d: %s", B, C, V, (double)eps, affine, part), what)
+    Pair x = pair_make(n, INIT_UNIFORM, -1, 2), g = input(C), b = input(C), dy = input(n);
+    Pair y = output(n), mean = output(planes), rstd = output(planes);
+    Pair dx = output(n), dg = param_grad(C), dbt = param_grad(C);
+    Pair dg_own = pair_copy(&dg), dbt_own = pair_copy(&dbt);
+    Pair y_own = output(n), mean_own = output(planes), rstd_own = output(planes);
+    Pair dx_own = output(n);
+    const float *gg = affine ? g.g : NULL, *gc = affine ? g.c : NULL;
+    const float *bg = affine ? b.g : NULL, *bc = affine ? b.c : NULL;
+
+    gpu_set_instnorm(INSTNORM_KERNEL_CUDNN);
+    gpu->instnorm_fwd(y.g, mean.g, rstd.g, x.g, gg, bg, B, C, V, eps);
+    cpu->instnorm_fwd(y.c, mean.c, rstd.c, x.c, gc, bc, B, C, V, eps);
+    compare(&y, 1e-4, 1e-5, INSTNORM_WHAT("fwd y vs cpu"));
+    compare(&mean, 1e-5, 1e-6, INSTNORM_WHAT("fwd mean vs cpu"));
+    compare(&rstd, 1e-4, 1e-6, INSTNORM_WHAT("fwd rstd vs cpu"));
+    gpu->instnorm_bwd(dx.g, affine ? dg.g : NULL, affine ? dbt.g : NULL, dy.g, x.g, mean.g,
+                      rstd.g, gg, B, C, V);
+    cpu->instnorm_bwd(dx.c, affine ? dg.c : NULL, affine ? dbt.c : NULL, dy.c, x.c, mean.c,
+                      rstd.c, gc, B, C, V);
+    compare(&dx, 1e-4, 1e-5, INSTNORM_WHAT("bwd dx vs cpu"));
+    compare(&dg, 1e-5, affine ? grad_atol : 0.0, INSTNORM_WHAT("bwd dgamma vs cpu (accumulated)"));
+    compare(&dbt, 1e-5, affine ? grad_atol : 0.0, INSTNORM_WHAT("bwd dbeta vs cpu (accumulated)"));
+
+    /* the own kernels on the same GPU inputs; backward from cuDNN's statistics for both */
+    gpu_set_instnorm(INSTNORM_KERNEL_OWN);
+    gpu->instnorm_fwd(y_own.g, mean_own.g, rstd_own.g, x.g, gg, bg, B, C, V, eps);
+    gpu->instnorm_bwd(dx_own.g, affine ? dg_own.g : NULL, affine ? dbt_own.g : NULL, dy.g, x.g,
+                      mean.g, rstd.g, gg, B, C, V);
+    compare_on_gpu(y.g, y_own.g, n, 1e-4, 1e-5, INSTNORM_WHAT("fwd y vs own kernel"));
+    compare_on_gpu(mean.g, mean_own.g, planes, 1e-5, 1e-6, INSTNORM_WHAT("fwd mean vs own kernel"));
+    compare_on_gpu(rstd.g, rstd_own.g, planes, 1e-4, 1e-6, INSTNORM_WHAT("fwd rstd vs own kernel"));
+    compare_on_gpu(dx.g, dx_own.g, n, 1e-4, 1e-5, INSTNORM_WHAT("bwd dx vs own kernel"));
+    compare_on_gpu(dg.g, dg_own.g, (size_t)C, 1e-5, affine ? grad_atol : 0.0,
+                   INSTNORM_WHAT("bwd dgamma vs own kernel"));
+    compare_on_gpu(dbt.g, dbt_own.g, (size_t)C, 1e-5, affine ? grad_atol : 0.0,
+                   INSTNORM_WHAT("bwd dbeta vs own kernel"));
+#undef INSTNORM_WHAT
+    Pair *all[] = {&x, &g, &b, &dy, &y, &mean, &rstd, &dx, &dg, &dbt, &dg_own, &dbt_own, &y_own,
+                   &mean_own, &rstd_own, &dx_own};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
+/* Where cuDNN cannot run the call the own kernels must, bit for bit: an epsilon below
+ * CUDNN_BN_MIN_EPSILON (0 in cuDNN 9, so a negative one; the variance of x is ~0.75, so
+ * var + eps stays positive) and a backward without dx (cuDNN always writes dx). */
+static void instnorm_cudnn_fallbacks(void)
+{
+    const int B = 2, C = 3;
+    const long V = 1009;
+    const size_t n = (size_t)B * C * V, planes = (size_t)B * C;
+    const float eps = -1e-3f;
+    Pair x = pair_make(n, INIT_UNIFORM, -1, 2), g = input(C), b = input(C), dy = input(n);
+    Pair y = output(n), mean = output(planes), rstd = output(planes);
+    Pair y_own = output(n), mean_own = output(planes), rstd_own = output(planes);
+    Pair dg = param_grad(C), dbt = param_grad(C);
+    Pair dg_own = pair_copy(&dg), dbt_own = pair_copy(&dbt);
+    gpu_set_instnorm(INSTNORM_KERNEL_CUDNN);
+    gpu->instnorm_fwd(y.g, mean.g, rstd.g, x.g, g.g, b.g, B, C, V, eps);
+    gpu->instnorm_bwd(NULL, dg.g, dbt.g, dy.g, x.g, mean.g, rstd.g, g.g, B, C, V);
+    gpu_set_instnorm(INSTNORM_KERNEL_OWN);
+    gpu->instnorm_fwd(y_own.g, mean_own.g, rstd_own.g, x.g, g.g, b.g, B, C, V, eps);
+    gpu->instnorm_bwd(NULL, dg_own.g, dbt_own.g, dy.g, x.g, mean.g, rstd.g, g.g, B, C, V);
+    TEST_CHECK(gpu_bits_differ(y.g, y_own.g, n) == 0 &&
+               gpu_bits_differ(mean.g, mean_own.g, planes) == 0 &&
+               gpu_bits_differ(rstd.g, rstd_own.g, planes) == 0,
+               "instnorm cudnn, eps %g below CUDNN_BN_MIN_EPSILON: the forward is not the own "
+               "kernels' bit for bit", (double)eps);
+    TEST_CHECK(gpu_bits_differ(dg.g, dg_own.g, (size_t)C) == 0 &&
+               gpu_bits_differ(dbt.g, dbt_own.g, (size_t)C) == 0,
+               "instnorm cudnn, backward without dx: dgamma/dbeta are not the own kernels' bit "
+               "for bit");
+    cpu->instnorm_fwd(y.c, mean.c, rstd.c, x.c, g.c, b.c, B, C, V, eps);
+    compare(&y, 1e-5, 1e-5, "instnorm cudnn fallback (eps < minimum): fwd y vs cpu");
+    Pair *all[] = {&x, &g, &b, &dy, &y, &mean, &rstd, &y_own, &mean_own, &rstd_own, &dg, &dbt,
+                   &dg_own, &dbt_own};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) pair_free(all[i]);
+}
+
+static int test_instnorm_cudnn(void)
+{
+    const int before = gpu_instnorm_kernel();
+    for (int affine = 0; affine < 2; affine++) {
+        instnorm_cudnn_case(2, 3, 1009, 1e-5f, affine);   /* V prime: a multiple of nothing */
+        instnorm_cudnn_case(1, 1, 4099, 1e-5f, affine);   /* one plane */
+        /* a large epsilon: a backward that recomputed the statistics with another epsilon
+         * (it takes none from the backend) would be off by ~30% */
+        instnorm_cudnn_case(2, 3, 1009, 0.5f, affine);
+    }
+    instnorm_cudnn_case(2, 16, 48L * 48 * 48, 1e-5f, 0);  /* UNETR res block at 48^3 */
+    instnorm_cudnn_fallbacks();
+    gpu_set_instnorm(before);
+    return 0;
+}
+
 int main(void)
 {
     /* Device count first: backend_cuda() (rightly) errors out when no device is visible. */
@@ -1875,5 +2007,6 @@ int main(void)
     TEST_RUN(test_vector_paths);
     TEST_RUN(test_column_sums);
     TEST_RUN(test_linear_gelu_bwd);
+    TEST_RUN(test_instnorm_cudnn);
     return test_finish();
 }

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "bf16_ref.h"
 #include "nn/act.h"
 #include "nn/layers.h"
 #include "nn/transformer.h"
@@ -35,11 +36,7 @@ static float *randn(size_t n, float scale) { return test_randn(5151, next_stream
 
 static bf16_t *randn_bf16(size_t n, float scale)
 {
-    float *f = randn(n, scale);
-    bf16_t *h = malloc((n ? n : 1) * sizeof(bf16_t));
-    for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(f[i]);
-    free(f);
-    return h;
+    return test_randn_bf16(5151, next_stream++, n, scale);
 }
 
 static float *copy_of(const float *x, size_t n)
@@ -47,23 +44,6 @@ static float *copy_of(const float *x, size_t n)
     float *y = malloc((n ? n : 1) * sizeof(float));
     memcpy(y, x, n * sizeof(float));
     return y;
-}
-
-/* The value of a bf16 bit pattern, computed here (not through ops/bf16.h). */
-static double bf16_value(bf16_t h)
-{
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/* Number of entries whose bits differ (NaN payloads included: poison left unwritten counts). */
-static size_t differing_bits(const float *a, const float *b, size_t n)
-{
-    size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += memcmp(a + i, b + i, sizeof(float)) != 0;
-    return bad;
 }
 
 static size_t nans(const float *a, size_t n)

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "core/rng.h"
+#include "bf16_ref.h"
 #include "ops/backend.h"
 #include "test.h"
 
@@ -33,11 +34,7 @@ static float *randn(size_t n, float scale) { return test_randn(4242, next_stream
 /* n standard normals times scale, rounded to bf16 (the bf16 tensors the ops read). */
 static bf16_t *randn_bf16(size_t n, float scale)
 {
-    float *f = randn(n, scale);
-    bf16_t *h = malloc((n ? n : 1) * sizeof(bf16_t));
-    for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(f[i]);
-    free(f);
-    return h;
+    return test_randn_bf16(4242, next_stream++, n, scale);
 }
 
 static bf16_t *bf16_filled(size_t n, bf16_t v)
@@ -48,29 +45,6 @@ static bf16_t *bf16_filled(size_t n, bf16_t v)
 }
 
 static double *dzeros(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
-
-/* The value of a bf16 bit pattern, computed here (not through ops/bf16.h). */
-static double bf16_value(uint16_t h)
-{
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static uint32_t float_bits(float f)
-{
-    uint32_t b;
-    memcpy(&b, &f, sizeof b);
-    return b;
-}
-
-static float bits_float(uint32_t b)
-{
-    float f;
-    memcpy(&f, &b, sizeof f);
-    return f;
-}
 
 /* One bf16 ulp at magnitude a: bf16 keeps 8 significant bits, so for a in [2^(e-1), 2^e) the
  * spacing is 2^(e-8); below the normal range it is the denormal spacing 2^-133. */
@@ -108,20 +82,7 @@ static void compare_bf16(const char *what, const bf16_t *got, const double *ref,
 
 /* ------------------------------------------------------------------ the format */
 
-/* Round to nearest even written out independently: the two bf16 neighbours of x (truncation
- * towards zero and the next pattern away from zero), the nearer one, ties to the even
- * pattern; past the largest finite value the upper neighbour is 2^128, i.e. infinity. */
-static uint16_t reference_round(float x)
-{
-    uint32_t bits = float_bits(x);
-    uint16_t lo = (uint16_t)(bits >> 16), hi = (uint16_t)(lo + 1);
-    double vlo = fabs(bf16_value(lo));
-    double vhi = (hi & 0x7fffu) == 0x7f80u ? ldexp(1.0, 128) : fabs(bf16_value(hi));
-    double ax = fabs((double)x), dlo = ax - vlo, dhi = vhi - ax;
-    if (dlo < dhi) return lo;
-    if (dhi < dlo) return hi;
-    return (lo & 1u) ? hi : lo;
-}
+/* bf16_reference_round (bf16_ref.h) writes round to nearest even out independently. */
 
 static int test_bf16_format(void)
 {
@@ -193,7 +154,7 @@ static int test_bf16_format(void)
         if (i % 4 == 0) bits = (bits & 0xffff0000u) | (0x8000u + (uint32_t)(i % 3) - 1u);
         float x = bits_float(bits);
         if (isnan(x)) continue;
-        if (bf16_from_float(x) != reference_round(x)) {
+        if (bf16_from_float(x) != bf16_reference_round(x)) {
             if (!bad_random) first_bad = bits;
             bad_random++;
         }
@@ -212,11 +173,11 @@ static void linear_reference(double *ref, double *scale, const bf16_t *x, const 
 {
     for (int r = 0; r < rows; r++)
         for (int o = 0; o < out; o++) {
-            double bias = b ? (round_bias ? bf16_value(reference_round(b[o])) : b[o]) : 0.0;
+            double bias = b ? (round_bias ? bf16_value(bf16_reference_round(b[o])) : b[o]) : 0.0;
             double acc = bias, mag = fabs(bias);
             for (int i = 0; i < in; i++) {
                 double t = bf16_value(x[(long)r * in + i]) *
-                           bf16_value(reference_round(W[(long)o * in + i]));
+                           bf16_value(bf16_reference_round(W[(long)o * in + i]));
                 acc += t;
                 mag += fabs(t);
             }
@@ -251,10 +212,10 @@ static int test_linear_fwd(void)
         /* Rounded once from the fp32 result: the bf16 output is exactly the fp32 output (with
          * the bias pre-rounded) rounded. */
         float *br = malloc(out * sizeof(float));
-        for (int o = 0; o < out; o++) br[o] = (float)bf16_value(reference_round(b[o]));
+        for (int o = 0; o < out; o++) br[o] = (float)bf16_value(bf16_reference_round(b[o]));
         be->linear_fwd_bf16(yf, DTYPE_F32, x, W, with_bias ? br : NULL, NULL, rows, in, out);
         size_t differ = 0;
-        for (size_t i = 0; i < ny; i++) differ += yh[i] != reference_round(yf[i]);
+        for (size_t i = 0; i < ny; i++) differ += yh[i] != bf16_reference_round(yf[i]);
         TEST_CHECK(differ == 0, "%zu bf16 outputs are not the fp32 result rounded once", differ);
         free(br);
         free(yh);
@@ -297,8 +258,8 @@ static int test_linear_bwd(void)
     for (int r = 0; r < rows; r++)
         for (int i = 0; i < in; i++)
             for (int o = 0; o < out; o++) {
-                double t = bf16_value(reference_round(dy[(long)r * out + o])) *
-                           bf16_value(reference_round(W[(long)o * in + i]));
+                double t = bf16_value(bf16_reference_round(dy[(long)r * out + o])) *
+                           bf16_value(bf16_reference_round(W[(long)o * in + i]));
                 dx_ref[(long)r * in + i] += t;
                 dx_scale[(long)r * in + i] += fabs(t);
             }
@@ -306,7 +267,7 @@ static int test_linear_bwd(void)
         for (int i = 0; i < in; i++) {
             double acc = dW0[(long)o * in + i], mag = fabs(acc);
             for (int r = 0; r < rows; r++) {
-                double t = bf16_value(reference_round(dy[(long)r * out + o])) *
+                double t = bf16_value(bf16_reference_round(dy[(long)r * out + o])) *
                            bf16_value(x[(long)r * in + i]);
                 acc += t;
                 mag += fabs(t);
@@ -337,7 +298,8 @@ static int test_linear_bwd(void)
     /* The unrounded-dy rule is visible: rounding dy would move db by far more than the
      * tolerance (dy is not bf16-representable, so its rounding errors are ~2^-9 |dy|). */
     double db_rounded_dy = db0[0];
-    for (int r = 0; r < rows; r++) db_rounded_dy += bf16_value(reference_round(dy[(long)r * out]));
+    for (int r = 0; r < rows; r++)
+        db_rounded_dy += bf16_value(bf16_reference_round(dy[(long)r * out]));
     TEST_CHECK(fabs(db_rounded_dy - db_ref[0]) > REL * db_scale[0] + ABS,
                "test is blind to the db rule (dy rounding moved db[0] by only %g)",
                fabs(db_rounded_dy - db_ref[0]));

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bf16_ref.h"
 #include "ops/backend.h"
 #include "test.h"
 
@@ -30,37 +31,12 @@ static float *randn(size_t n, float scale) { return test_randn(5151, next_stream
 
 static bf16_t *randn_bf16(size_t n, float scale)
 {
-    float *f = randn(n, scale);
-    bf16_t *h = malloc((n ? n : 1) * sizeof(bf16_t));
-    for (size_t i = 0; i < n; i++) h[i] = bf16_from_float(f[i]);
-    free(f);
-    return h;
+    return test_randn_bf16(5151, next_stream++, n, scale);
 }
 
-/* The value of a bf16 bit pattern and round-to-nearest-even of a float, computed here (not
- * through ops/bf16.h), for the references. */
-static double bf16_value(uint16_t h)
-{
-    uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-static double bf16_rounded(float v)
-{
-    uint32_t u;
-    memcpy(&u, &v, sizeof u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return bf16_value((uint16_t)(u >> 16));
-}
-
-static size_t bits_differ(const float *a, const float *b, size_t n)
-{
-    size_t d = 0;
-    for (size_t i = 0; i < n; i++) d += memcmp(&a[i], &b[i], sizeof(float)) != 0;
-    return d;
-}
+/* round-to-nearest-even of a float, computed here (not through ops/bf16.h), for the
+ * references. */
+static double bf16_rounded(float v) { return bf16_value(bf16_reference_round(v)); }
 
 static void linear_residual_case(int rows, int in, int out, int with_bias)
 {
@@ -72,7 +48,7 @@ static void linear_residual_case(int rows, int in, int out, int with_bias)
     be->linear_fwd_bf16(fused, DTYPE_F32, x, W, b, res, rows, in, out);
     be->linear_fwd_bf16(unfused, DTYPE_F32, x, W, b, NULL, rows, in, out);
     be->add(unfused, unfused, res, ny);
-    const size_t d = bits_differ(fused, unfused, ny);
+    const size_t d = differing_bits(fused, unfused, ny);
     TEST_CHECK(d == 0, "linear %dx%d->%d bias %d: %zu of %zu fused outputs differ in bits from "
                "linear then add", rows, in, out, with_bias, d, ny);
     double *ref = calloc(ny, sizeof(double)), *scale = calloc(ny, sizeof(double));
@@ -149,10 +125,10 @@ static void layernorm_residual_case(int rows, int dim, int with_gamma)
                       dim);
     be->add(unfused, res, unfused, n);  /* the block's order: dmid = g + LayerNorm's dx */
     char what[112];
-    size_t d = bits_differ(fused, unfused, n);
+    size_t d = differing_bits(fused, unfused, n);
     TEST_CHECK(d == 0, "layernorm_bwd %dx%d gamma %d: %zu of %zu fused dx differ in bits from "
                "layernorm_bwd then add", rows, dim, with_gamma, d, n);
-    d = bits_differ(dg1, dg2, dim) + bits_differ(db1, db2, dim);
+    d = differing_bits(dg1, dg2, dim) + differing_bits(db1, db2, dim);
     TEST_CHECK(d == 0, "layernorm_bwd %dx%d: dgamma/dbeta changed by the residual (%zu)", rows,
                dim, d);
     double *ref = calloc(n, sizeof(double)), *scale = calloc(n, sizeof(double));

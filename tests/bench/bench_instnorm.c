@@ -1,0 +1,112 @@
+/* Instance norm on the GPU: the own kernels (cuda/cuda_norm.cu) beside cuDNN's batch norm over
+ * the (b, c) planes (cuda/cuda_instnorm_cudnn.cu), chosen by gpu_set_instnorm (config key
+ * instnorm_kernel), at the shapes of UNETR's res blocks on the 96^3 fine-tuning crop: batch 2,
+ * feature size 16 doubling per level (C 16/32/64/128 at 96^3/48^3/24^3/12^3), affine = False
+ * as UNETR's blocks run it. Forward and backward (dx only, as the blocks ask) are timed
+ * separately.
+ *
+ * Output: a table whose rows are "<name> own_ms cudnn_ms ratio" (ratio = own / cudnn, above 1:
+ * cuDNN is faster; tests/gpu/run.sh reads the last three columns), row names "fwd C16 96^3",
+ * "bwd C16 96^3", ... "bwd C128 12^3", then the sum over the rows and the faster choice. No
+ * assertion on times. Prints "skip: ..." and exits 0 without a GPU.
+ *
+ * Timing: bench_gpu_timing.h (wall clock around ITERS calls after WARMUP calls, a device
+ * synchronisation on both ends, so launch overheads count as they do in a training step). */
+#include <stdio.h>
+
+#include "ops/backend.h"
+#include "ops/gpu_device.h"
+#include "bench_gpu_data.h"
+#include "bench_gpu_timing.h"
+
+#ifdef ALICE_CUDA
+enum { WARMUP = 5, ITERS = 50 };
+enum { BATCH = 2 };
+static const float kEps = 1e-5f; /* UNETR_NORM_EPS (MONAI's InstanceNorm3d default) */
+
+typedef struct {
+    const char *fwd_name, *bwd_name;
+    int C, edge; /* channels, and the cube edge of the feature volume */
+} ResBlockShape;
+
+static const ResBlockShape kShapes[] = {
+    {"fwd C16 96^3", "bwd C16 96^3", 16, 96},
+    {"fwd C32 48^3", "bwd C32 48^3", 32, 48},
+    {"fwd C64 24^3", "bwd C64 24^3", 64, 24},
+    {"fwd C128 12^3", "bwd C128 12^3", 128, 12},
+};
+
+enum Pass { PASS_FWD, PASS_BWD };
+
+static const AliceBackend *gpu;
+
+typedef struct {
+    enum Pass pass;
+    int C;
+    long V;
+    float *x, *y, *dy, *dx, *mean, *rstd;
+} NormCall;
+
+/* variant: the GpuInstnormKernel to run */
+static void norm_call(const void *arg, int variant, int index)
+{
+    const NormCall *c = arg;
+    (void)index;
+    gpu_set_instnorm(variant);
+    if (c->pass == PASS_FWD)
+        gpu->instnorm_fwd(c->y, c->mean, c->rstd, c->x, NULL, NULL, BATCH, c->C, c->V, kEps);
+    else
+        gpu->instnorm_bwd(c->dx, NULL, NULL, c->dy, c->x, c->mean, c->rstd, NULL, BATCH, c->C,
+                          c->V);
+}
+
+/* One row; returns its own and cudnn seconds through *own, *cudnn. */
+static void bench_row(const char *name, const NormCall *c, double *own, double *cudnn)
+{
+    *own = bench_seconds_per_call(gpu, norm_call, c, INSTNORM_KERNEL_OWN, WARMUP, ITERS);
+    *cudnn = bench_seconds_per_call(gpu, norm_call, c, INSTNORM_KERNEL_CUDNN, WARMUP, ITERS);
+    printf("%-22s %13.4f %11.4f %8.2f\n", name, 1e3 * *own, 1e3 * *cudnn, *own / *cudnn);
+}
+
+int main(void)
+{
+    gpu = bench_gpu_or_skip();
+    if (!gpu) return 0;
+    const int before = gpu_instnorm_kernel();
+    printf("%-22s %13s %11s %8s\n", "instance norm (B 2)", "own_ms", "cudnn_ms", "ratio");
+    double total_own = 0.0, total_cudnn = 0.0;
+    for (size_t k = 0; k < sizeof kShapes / sizeof kShapes[0]; k++) {
+        const ResBlockShape *s = &kShapes[k];
+        const long V = (long)s->edge * s->edge * s->edge;
+        const size_t n = (size_t)BATCH * s->C * V, planes = (size_t)BATCH * s->C;
+        NormCall c = {PASS_FWD, s->C, V,
+                      bench_device_uniform(gpu, n, 21u + (uint32_t)k, -1.0f, 2.0f),
+                      gpu->alloc(n * sizeof(float)),
+                      bench_device_uniform(gpu, n, 41u + (uint32_t)k, -1.0f, 1.0f),
+                      gpu->alloc(n * sizeof(float)),
+                      gpu->alloc(planes * sizeof(float)), gpu->alloc(planes * sizeof(float))};
+        double own, cudnn;
+        bench_row(s->fwd_name, &c, &own, &cudnn);
+        total_own += own;
+        total_cudnn += cudnn;
+        /* the backward reads the statistics of the last forward (cuDNN's; both kernels save
+         * the same mean and 1/sqrt(var + eps)) */
+        c.pass = PASS_BWD;
+        bench_row(s->bwd_name, &c, &own, &cudnn);
+        total_own += own;
+        total_cudnn += cudnn;
+        float *bufs[] = {c.x, c.y, c.dy, c.dx, c.mean, c.rstd};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
+    }
+    printf("%-22s %13.4f %11.4f %8.2f\n", "sum of the rows", 1e3 * total_own, 1e3 * total_cudnn,
+           total_own / total_cudnn);
+    printf("faster over the res-block shapes: %s (instnorm_kernel = %s)\n",
+           total_cudnn < total_own ? "cudnn" : "own", total_cudnn < total_own ? "cudnn" : "own");
+    printf("(ratio = own time / cudnn time in the same run; each UNETR res block runs 2-3 instance "
+           "norms forward and backward per step)\n");
+    gpu_set_instnorm(before);
+    return 0;
+}
+#else
+int main(void) { return bench_skip_without_cuda(); }
+#endif
