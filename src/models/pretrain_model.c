@@ -25,7 +25,8 @@ static void layout(PretrainModel *m, Arena *ar)
 {
     const Config *c = &m->cfg;
     const int B = m->B, N = m->N, nvis = m->nvis, P = m->P, E = c->embed_dim, D = c->dec_dim;
-    const size_t vox = (size_t)B * m->dims[0] * m->dims[1] * m->dims[2];
+    const size_t sample_vox = (size_t)m->dims[0] * m->dims[1] * m->dims[2];
+    const size_t vox = (size_t)B * sample_vox;
     const int out = c->head_out;
     m->posE = arena_floats(ar, (size_t)N * E);
     m->posD = arena_floats(ar, (size_t)N * D);
@@ -54,14 +55,24 @@ static void layout(PretrainModel *m, Arena *ar)
         a->dsel = arena_floats(ar, (size_t)B * nvis * out);
     }
     if (!m->alice) return;
+    const int teacher_samples = MASKED_VIEWS * B;
+    IntactBatchActs *t = &m->intact;
+    t->vol = arena_floats(ar, MASKED_VIEWS * vox);
+    t->patches = arena_floats(ar, (size_t)teacher_samples * N * P);
+    vit_encoder_layout(&m->enc, &t->enc, ar, teacher_samples, N, TSTACK_FORWARD_ONLY);
+    t->yd = arena_floats(ar, (size_t)teacher_samples * N * D);
+    proj_head_layout(&m->head, &t->psi, ar, teacher_samples * N, 0);
+    t->cls = arena_floats(ar, (size_t)teacher_samples * out);
+    /* In the planning pass these slices are placeholders too; the second pass recomputes them. */
     for (int v = 0; v < MASKED_VIEWS; v++) {
         IntactViewActs *a = &m->iv[v];
-        a->vol = arena_floats(ar, vox);
-        a->patches = arena_floats(ar, (size_t)B * N * P);
-        vit_encoder_layout(&m->enc, &a->enc, ar, B, N, TSTACK_FORWARD_ONLY);
-        a->yd = arena_floats(ar, (size_t)B * N * D);
-        proj_head_layout(&m->head, &a->psi, ar, B * N, 0);
-        a->cls = arena_floats(ar, (size_t)B * out);
+        const size_t first = (size_t)v * B;   /* the view's first sample in the merged batch */
+        a->vol = t->vol + first * sample_vox;
+        a->patches = t->patches + first * N * P;
+        a->enc_out = t->enc.st.out + first * N * E;
+        a->yd = t->yd + first * N * D;
+        a->psi = proj_head_rows(&m->head, &t->psi, first * N, (size_t)B * N);
+        a->cls = t->cls + first * out;
     }
     if (m->dino) {
         m->center_views = arena_floats(ar, (size_t)CENTER_COUNT * MASKED_VIEWS * out);
@@ -201,18 +212,24 @@ void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_CO
     pretrain_model_transfer_views(m, views, VIEWS_FROM_HOST);
 }
 
-/* Target branch of one intact view: EMA encoder on all tokens, EMA decoder_embed, psi, pool. */
-static void intact_forward(PretrainModel *m, IntactViewActs *a)
+/* Target branch of both intact views as one batch of MASKED_VIEWS x B samples (their volumes
+ * lie view after view, so one patchify covers both): EMA encoder on all tokens, EMA
+ * decoder_embed, psi, per-sample pooling. Every op computes a sample's rows independently of
+ * the others, so each view's outputs are those of a forward of that view alone. */
+static void intact_forward(PretrainModel *m)
 {
     const AliceBackend *be = m->be;
     const Config *c = &m->cfg;
-    const int B = m->B, N = m->N;
-    be->patchify(a->patches, a->vol, B, m->dims[0], m->dims[1], m->dims[2], c->patch);
-    vit_encoder_forward(&m->enc, &a->enc, &m->target, a->patches, N, m->identity, N, m->posE);
-    linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, B * N,
+    IntactBatchActs *a = &m->intact;
+    const int S = MASKED_VIEWS * m->B, N = m->N;
+    be->patchify(a->patches, a->vol, S, m->dims[0], m->dims[1], m->dims[2], c->patch);
+    /* idx_ld = 0: every sample takes all N tokens in order, so identity's first N entries serve
+     * all S samples (the ops contract reads idx[b * idx_ld + j]; identity holds only B * N). */
+    vit_encoder_forward(&m->enc, &a->enc, &m->target, a->patches, N, m->identity, 0, m->posE);
+    linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, S * N,
                    c->embed_dim, c->dec_dim);
     proj_head_forward(&m->head, &a->psi, &m->target, a->yd);
-    be->mean_rows_fwd(a->cls, a->psi.z, B, N, c->head_out);
+    be->mean_rows_fwd(a->cls, a->psi.z, S, N, c->head_out);
 }
 
 static double masked_forward(PretrainModel *m, MaskedViewActs *a)
@@ -331,7 +348,7 @@ LossTerms pretrain_model_forward_backward(PretrainModel *m)
         m->online.grads_final = 0;
         return t;
     }
-    for (int v = 0; v < MASKED_VIEWS; v++) intact_forward(m, &m->iv[v]);
+    intact_forward(m);
     for (int v = 0; v < MASKED_VIEWS; v++) {
         MaskedViewActs *a = &m->mv[v];
         const IntactViewActs *paired = &m->iv[PAIRED_INTACT(v) - VIEW_INTACT_Q];

@@ -48,11 +48,26 @@ typedef struct {
     float *sel_s, *sel_t, *dsel;   /* no-CASA: head outputs at the visible positions */
 } MaskedViewActs;
 
+/* The EMA target ("teacher") runs BOTH intact views as one forward over MASKED_VIEWS x B
+ * samples, laid out view after view ([view 0's B samples][view 1's B samples]): half the
+ * launches of a forward per view, and GEMMs of MASKED_VIEWS x B x N rows (on the GPU the
+ * teacher is launch-bound). One forward-only stack of 2B costs the memory of two of B. */
 typedef struct {
-    float *vol, *patches;
+    float *vol;           /* [MASKED_VIEWS * B, X, Y, Z] */
+    float *patches;       /* [MASKED_VIEWS * B, N, P] */
     VitEncoderActs enc;   /* forward only, all tokens */
+    float *yd;            /* [MASKED_VIEWS * B, N, D] target decoder_embed output */
+    ProjHeadActs psi;     /* forward only, MASKED_VIEWS * B * N rows */
+    float *cls;           /* [MASKED_VIEWS * B, out] */
+} IntactBatchActs;
+
+/* One intact view: its B samples' slice of IntactBatchActs (every pointer an offset into the
+ * merged buffers), so the losses read a view's teacher outputs as if it ran alone. */
+typedef struct {
+    float *vol, *patches; /* [B, X, Y, Z], [B, N, P] */
+    float *enc_out;       /* [B, N, E] target encoder output */
     float *yd;            /* [B, N, D] target decoder_embed output */
-    ProjHeadActs psi;
+    ProjHeadActs psi;     /* forward tensors of the view's B * N rows (psi.z: [B * N, out]) */
     float *cls;           /* [B, out] */
 } IntactViewActs;
 
@@ -80,7 +95,8 @@ typedef struct {
     int *identity;
     Arena arena;
     MaskedViewActs mv[MASKED_VIEWS];
-    IntactViewActs iv[MASKED_VIEWS];   /* indexed by view - VIEW_INTACT_Q */
+    IntactBatchActs intact;            /* Alice: both intact views, one teacher forward */
+    IntactViewActs iv[MASKED_VIEWS];   /* indexed by view - VIEW_INTACT_Q; slices of intact */
     int *perm_host;
     float *mask_host;
     /* T (CASA on the teacher features) uses the online query and CASA weights but is a

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 
+#include "core/check.h"
 #include "nn/layers.h"
 
 void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, int hidden,
@@ -71,4 +72,21 @@ void proj_head_backward(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, const 
     linear_backward(ps, h->fc2_w, h->fc2_b, a->dh1g, a->dh2, a->h1g, R, h->hidden, h->hidden);
     be->gelu_bwd(a->dh1, a->dh1g, a->h1, (size_t)R * h->hidden);
     linear_backward(ps, h->fc1_w, h->fc1_b, a->dx, a->dh1, x, R, h->in, h->hidden);
+}
+
+ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t first,
+                            size_t rows)
+{
+    ALICE_ASSERT(!all->train, "a slice of training head activations would need its gradients");
+    ProjHeadActs a = {0};
+    a.rows = (int)rows;
+    a.h1 = all->h1 + first * h->hidden;
+    a.h1g = all->h1g + first * h->hidden;
+    a.h2 = all->h2 + first * h->hidden;
+    a.h2g = all->h2g + first * h->hidden;
+    a.b = all->b + first * h->bottleneck;
+    a.bn = all->bn + first * h->bottleneck;
+    a.norms = all->norms + first;
+    a.z = all->z + first * h->out;
+    return a;
 }

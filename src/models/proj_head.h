@@ -25,6 +25,10 @@ void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, i
                         int bottleneck, int out);
 void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, int train);
 void proj_head_forward(const ProjHead *h, ProjHeadActs *a, const ParamSet *ps, const float *x);
+/* Rows [first, first + rows) of forward-only activations `all` (train = 0), as activations of
+ * their own: readers of one part of a batched forward (the teacher's two views). */
+ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t first,
+                            size_t rows);
 /* Uses a->dz; writes a->dx. */
 void proj_head_backward(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, const float *x);
 
