@@ -255,6 +255,17 @@ static void copy_blocks(float *D, const float *C, int ldc, long strideC, int M, 
                                      cudaMemcpyDeviceToDevice, cuda_stream()));
 }
 
+/* The plan's cuBLASLt call, C = alpha op(A) op(B) + beta C_in (our operands swapped into
+ * cuBLASLt's column-major view); its status, for the caller to check. */
+static cublasStatus_t lt_matmul(const GemmPlan *plan, const float *alpha, const void *A,
+                                const void *B, const float *beta, const void *C_in, void *C)
+{
+    CudaContext *ctx = cuda_context();
+    return cublasLtMatmul(ctx->lt, plan->op, alpha, B, plan->layout_a, A, plan->layout_b, beta,
+                          C_in, plan->layout_c, C, plan->layout_c, &plan->algo,
+                          ctx->lt_workspace, ctx->lt_workspace_bytes, ctx->stream);
+}
+
 /* One GEMM on fp32 or bf16 operands (A, B point at operands of that type) into an fp32 or
  * bf16 C (beta must be 0 for bf16), optional bias of C's element type:
  * C = alpha op(A) op(B) + beta C_in (+ bias), C_in NULL meaning C itself (in place).
@@ -332,10 +343,16 @@ static void gemm_dispatch_c_in(int operands, int output, int transA, int transB,
         if (fuse_bias)
             CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
                 plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-        CUBLAS_CHECK(cublasLtMatmul(ctx->lt, plan->op, &alpha, B, plan->layout_a, A,
-                                    plan->layout_b, &beta, C_in, plan->layout_c, C, plan->layout_c,
-                                    &plan->algo, ctx->lt_workspace, ctx->lt_workspace_bytes,
-                                    ctx->stream));
+        cublasStatus_t cublasLtMatmul_status = lt_matmul(plan, &alpha, A, B, &beta, C_in, C);
+        if (cublasLtMatmul_status == CUBLAS_STATUS_NOT_SUPPORTED && C_in != C) {
+            /* The out-of-place form has not run on every GPU this code meets: an algorithm
+             * that refuses it after all is remembered as in-place only, and the call repeated
+             * that way (the residual copied into C first), rather than ending the job. */
+            plan->out_of_place = 0;
+            copy_blocks((float *)C, (const float *)C_in, ldc, strideC, M, N, batch);
+            cublasLtMatmul_status = lt_matmul(plan, &alpha, A, B, &beta, C, C);
+        }
+        CUBLAS_CHECK(cublasLtMatmul_status);
         if (bias && !fuse_bias)  /* fp32 C here: a bf16 C with such a bias took the route above */
             add_bias_blocks((float *)C, ldc, strideC, (const float *)bias, M, N, batch);
         return;
