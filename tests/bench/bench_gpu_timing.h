@@ -48,12 +48,29 @@ static inline void bench_fusion_header(const char *title, const char *unfused_co
     printf("%-22s %13s %11s %8s\n", title, unfused_column, fused_column, "ratio");
 }
 
+/* A row of two variants' times (seconds, printed in ms) and their ratio a / b. */
+static inline void bench_pair_print(const char *name, double a, double b)
+{
+    printf("%-22s %13.4f %11.4f %8.2f\n", name, 1e3 * a, 1e3 * b, a / b);
+}
+
+/* Times variants a and b of one call and prints their row; their seconds through *a_s, *b_s
+ * (either may be NULL). */
+static inline void bench_pair_row(const AliceBackend *gpu, const char *name, BenchCall call,
+                                  const void *arg, int variant_a, int variant_b, int warmup,
+                                  int iters, double *a_s, double *b_s)
+{
+    const double a = bench_seconds_per_call(gpu, call, arg, variant_a, warmup, iters);
+    const double b = bench_seconds_per_call(gpu, call, arg, variant_b, warmup, iters);
+    bench_pair_print(name, a, b);
+    if (a_s) *a_s = a;
+    if (b_s) *b_s = b;
+}
+
 static inline void bench_fusion_row(const AliceBackend *gpu, const char *name, BenchCall call,
                                     const void *arg, int warmup, int iters)
 {
-    const double unfused = bench_seconds_per_call(gpu, call, arg, BENCH_UNFUSED, warmup, iters);
-    const double fused = bench_seconds_per_call(gpu, call, arg, BENCH_FUSED, warmup, iters);
-    printf("%-22s %13.4f %11.4f %8.2f\n", name, 1e3 * unfused, 1e3 * fused, unfused / fused);
+    bench_pair_row(gpu, name, call, arg, BENCH_UNFUSED, BENCH_FUSED, warmup, iters, NULL, NULL);
 }
 
 /* ---- no GPU: the benchmark prints a "skip" line and exits 0 ---- */

@@ -63,9 +63,8 @@ static void norm_call(const void *arg, int variant, int index)
 /* One row; returns its own and cudnn seconds through *own, *cudnn. */
 static void bench_row(const char *name, const NormCall *c, double *own, double *cudnn)
 {
-    *own = bench_seconds_per_call(gpu, norm_call, c, INSTNORM_KERNEL_OWN, WARMUP, ITERS);
-    *cudnn = bench_seconds_per_call(gpu, norm_call, c, INSTNORM_KERNEL_CUDNN, WARMUP, ITERS);
-    printf("%-22s %13.4f %11.4f %8.2f\n", name, 1e3 * *own, 1e3 * *cudnn, *own / *cudnn);
+    bench_pair_row(gpu, name, norm_call, c, INSTNORM_KERNEL_OWN, INSTNORM_KERNEL_CUDNN, WARMUP,
+                   ITERS, own, cudnn);
 }
 
 int main(void)
@@ -73,7 +72,7 @@ int main(void)
     gpu = bench_gpu_or_skip();
     if (!gpu) return 0;
     const int before = gpu_instnorm_kernel();
-    printf("%-22s %13s %11s %8s\n", "instance norm (B 2)", "own_ms", "cudnn_ms", "ratio");
+    bench_fusion_header("instance norm (B 2)", "own_ms", "cudnn_ms");
     double total_own = 0.0, total_cudnn = 0.0;
     for (size_t k = 0; k < sizeof kShapes / sizeof kShapes[0]; k++) {
         const ResBlockShape *s = &kShapes[k];
@@ -98,8 +97,7 @@ int main(void)
         float *bufs[] = {c.x, c.y, c.dy, c.dx, c.mean, c.rstd};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
     }
-    printf("%-22s %13.4f %11.4f %8.2f\n", "sum of the rows", 1e3 * total_own, 1e3 * total_cudnn,
-           total_own / total_cudnn);
+    bench_pair_print("sum of the rows", total_own, total_cudnn);
     printf("faster over the res-block shapes: %s (instnorm_kernel = %s)\n",
            total_cudnn < total_own ? "cudnn" : "own", total_cudnn < total_own ? "cudnn" : "own");
     printf("(ratio = own time / cudnn time in the same run; each UNETR res block runs 2-3 instance "
