@@ -58,6 +58,38 @@ NVCCFLAGS ?= -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-Wextra,-Werror 
 NVCCFLAGS += -I. -Isrc -Iio -DALICE_CUDA $(HDF5_CFLAGS) $(foreach h,$(CUDA_EXTRA_HOMES),-I$(h)/include)
 endif
 
+# cuDNN's fused attention (attention_kernel = cudnn) needs NVIDIA's header-only cudnn-frontend,
+# which scripts/deps.sh unpacks into .devdeps/cudnn-frontend (CUDNN_FRONTEND_INCLUDE overrides).
+# Only cuda/cuda_attention_cudnn.cu sees it (heavy headers: one translation unit; -isystem: their
+# own warnings are not ours). Without it that file compiles a variant that refuses the kernel
+# with a message naming scripts/deps.sh. The state file makes the object follow the headers
+# appearing or going away.
+CUDNN_FRONTEND_INCLUDE ?= .devdeps/cudnn-frontend/include
+CUDNN_FRONTEND_FOUND := $(wildcard $(CUDNN_FRONTEND_INCLUDE)/cudnn_frontend.h)
+CUDNN_FRONTEND_STATE := $(if $(CUDNN_FRONTEND_FOUND),$(abspath $(CUDNN_FRONTEND_INCLUDE)),none)
+CUDNN_FRONTEND_FLAGS := -isystem $(CUDNN_FRONTEND_INCLUDE) -DALICE_CUDNN_FRONTEND -DCUDNN_FRONTEND_SKIP_JSON_LIB
+# Headers that do not compile against the cuDNN at hand (an old cuDNN on some machine) must not
+# cost the whole build: the compiler's errors are printed, then the variant is compiled that
+# refuses the kernel naming that reason (ALICE_CUDNN_FRONTEND_BROKEN).
+$(BUILD)/cuda/cuda_attention_cudnn.o: cuda/cuda_attention_cudnn.cu $(BUILD)/cuda/cudnn_frontend.state
+	@mkdir -p $(dir $@)
+	@echo "  NVCC  $<$(if $(CUDNN_FRONTEND_FOUND), (with the cuDNN frontend headers))"
+	@$(if $(CUDNN_FRONTEND_FOUND),$(NVCC) $(NVCCFLAGS) $(CUDNN_FRONTEND_FLAGS) -MMD -MP -c $< -o $@ || \
+	  { echo "WARNING: cuda/cuda_attention_cudnn.cu does not compile with the cuDNN frontend headers" \
+	         "($(CUDNN_FRONTEND_INCLUDE)) against this cuDNN (errors above): building it without them;" \
+	         "attention_kernel = cudnn will be refused" >&2; \
+	    $(NVCC) $(NVCCFLAGS) -DALICE_CUDNN_FRONTEND_BROKEN -MMD -MP -c $< -o $@; },$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@)
+# (the frontend's plan code references NVRTC, the toolkit's runtime compiler, for its own
+# experimental engines: link it; nothing of ours calls it)
+ifeq ($(USE_CUDA),1)
+LDLIBS += $(if $(CUDNN_FRONTEND_FOUND),-lnvrtc)
+endif
+$(BUILD)/cuda/cudnn_frontend.state: cudnn-frontend-state-check
+	@mkdir -p $(dir $@)
+	@echo '$(CUDNN_FRONTEND_STATE)' | cmp -s - $@ || echo '$(CUDNN_FRONTEND_STATE)' > $@
+.PHONY: cudnn-frontend-state-check
+cudnn-frontend-state-check:
+
 # The CUPTI kernel profiler: an injection library the CUDA driver loads through
 # CUDA_INJECTION64_PATH (scripts/kernel_profile.sh), never part of libalice or alice.
 # CUPTI_HOME=<dir> holds include/cupti.h (default: the toolkit, or its extras/CUPTI).

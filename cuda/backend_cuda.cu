@@ -2,6 +2,7 @@
  * The first call picks this rank's device and creates stream and library handles; it errors
  * out with a clear message when no device is visible. */
 #include "cuda/cuda_context.h"
+#include "cuda/cuda_graph.h"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h"
 
@@ -87,6 +88,14 @@ static void fill_table(AliceBackend *t)
     t->linear_gelu_bwd_bf16 = cuda_linear_gelu_bwd_bf16;
     t->attention_fwd_bf16 = cuda_attention_fwd_bf16;
     t->attention_bwd_bf16 = cuda_attention_bwd_bf16;
+    t->attention_bwd_bf16_grad16 = cuda_attention_bwd_bf16_grad16;
+    t->linear_bwd_bf16_dy16 = cuda_linear_bwd_bf16_dy16;
+    t->to_bf16 = cuda_to_bf16;
+    /* graphs: the step recorded once, replayed with one launch (cuda/cuda_graph.cu) */
+    t->graph_capture_begin = cuda_graph_capture_begin;
+    t->graph_capture_end = cuda_graph_capture_end;
+    t->graph_launch = cuda_graph_launch;
+    t->graph_free = cuda_graph_free;
 }
 
 extern "C" const AliceBackend *backend_cuda(void)

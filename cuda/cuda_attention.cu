@@ -10,7 +10,9 @@
  * head widths 32 and 64 take the register-resident flash forward (cuda/cuda_flash_fwd_mma.cuh)
  * whatever kernel is selected; otherwise the probabilities go to a scratch buffer. */
 #include <math.h>
+#include <stdint.h>
 
+#include "cuda/cuda_attention_cudnn.h"  /* attention_kernel = cudnn: bf16 entry points */
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h"  /* cuda_round_to_bf16 */
@@ -109,6 +111,9 @@ void cuda_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const b
                              int ldkv)
 {
     if (B <= 0 || H <= 0 || Tq <= 0) return;
+    if (cuda_cudnn_attention_takes(q, k, v, out, Dh, ldq, ldkv) &&
+        cuda_cudnn_attention_fwd_bf16(out, saved, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv))
+        return;
     if (cuda_flash_attention_applies(Dh) || (!saved && cuda_flash_fwd_fast(Dh))) {
         cuda_flash_attention_fwd_bf16(out, saved, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
         return;
@@ -139,6 +144,10 @@ void cuda_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout,
                              int ldkv)
 {
     if (B <= 0 || H <= 0 || Tq <= 0) return;
+    if (cuda_cudnn_attention_takes(q, k, v, out, Dh, ldq, ldkv) &&
+        cuda_cudnn_attention_bwd_bf16(dq, dk, dv, dout, q, k, v, out, saved, B, H, Tq, Tk, Dh,
+                                      ldq, ldkv))
+        return;
     if (cuda_flash_attention_applies(Dh)) {
         cuda_flash_attention_bwd_bf16(dq, dk, dv, dout, q, k, v, out, saved, B, H, Tq, Tk, Dh,
                                       ldq, ldkv);
@@ -184,4 +193,118 @@ void cuda_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout,
             cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f, op, Tk, head_tile, qb, ldq, Dh, 0.0f,
                                     dk + (size_t)b * Tk * ldkv, DTYPE_F32, ldkv, Dh, H);
     }
+}
+
+/* ---- bf16 gradients through fp32 stand-ins (attention_bwd_bf16_grad16 on the GEMM kernel) ----
+ * (tests/cuda_emu/test_flash_attention_emulated.sh cuts this section out, up to
+ * cuda_attention_bwd_bf16_grad16, and runs it on the host with the flash kernels as bwd32.)
+ * The GEMM kernel's gradients come out of cuBLASLt in fp32; a bf16 output would let cuBLASLt
+ * pick another kernel (another summation order, other bits), so the gradients are computed in
+ * fp32 into stand-ins and rounded afterwards, one launch per gradient. Stand-ins of views whose
+ * element ranges overlap or touch (dq, dk, dv in one packed dqkv) share one region at the same
+ * element offsets, each region 256-byte aligned like the arena: the GEMMs see the strides and
+ * (as far as cuBLASLt's alignment classes, capped at 16 bytes, go) the alignments of an fp32
+ * gradient buffer with the bf16 one's layout, so they are the GEMMs, and give the bits, that
+ * attention_bwd_bf16 into such a buffer gives. */
+
+enum { kGradViews = 3, kStandInAlign = 256 };
+
+struct GradViews {
+    bf16_t *view[kGradViews];    /* dq, dk, dv (NULL: not needed) */
+    long rows[kGradViews];
+    int ld[kGradViews];
+    size_t span[kGradViews];     /* elements from a view's first to its last */
+    size_t offset[kGradViews];   /* byte offset of its fp32 stand-in in the scratch */
+    size_t bytes;                /* scratch the stand-ins take */
+};
+
+/* Sorts the views by address, merges overlapping or touching ones and places each merged
+ * range's stand-in. */
+static void grad_views_place(GradViews *g)
+{
+    int order[kGradViews], n = 0;
+    for (int i = 0; i < kGradViews; i++)
+        if (g->view[i]) order[n++] = i;
+    for (int i = 1; i < n; i++)  /* insertion sort: at most three */
+        for (int j = i; j > 0 && (uintptr_t)g->view[order[j]] < (uintptr_t)g->view[order[j - 1]];
+             j--) {
+            const int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    g->bytes = 0;
+    for (int first = 0; first < n;) {
+        const uintptr_t start = (uintptr_t)g->view[order[first]];
+        uintptr_t end = start + g->span[order[first]] * sizeof(bf16_t);
+        int last = first + 1;
+        for (; last < n && (uintptr_t)g->view[order[last]] <= end; last++) {
+            const uintptr_t e = (uintptr_t)g->view[order[last]] + g->span[order[last]] * sizeof(bf16_t);
+            end = e > end ? e : end;
+        }
+        const size_t region = (g->bytes + kStandInAlign - 1) / kStandInAlign * kStandInAlign;
+        for (int m = first; m < last; m++)
+            g->offset[order[m]] =
+                region + ((uintptr_t)g->view[order[m]] - start) / sizeof(bf16_t) * sizeof(float);
+        g->bytes = region + (end - start) / sizeof(bf16_t) * sizeof(float);
+        first = last;
+    }
+}
+
+/* dst[r ld + c] = src[r ld + c] rounded to bf16 (nearest even, as cuda_round_to_bf16) for
+ * r < rows, c < cols: the view's own elements only, what lies between its rows is left. */
+static __global__ void round_rows_to_bf16_kernel(__nv_bfloat16 *dst, const float *src, long rows,
+                                                 int cols, int ld)
+{
+    GRID_STRIDE(i, (size_t)rows * cols) {
+        const size_t r = i / (size_t)cols, c = i % (size_t)cols;
+        dst[r * (size_t)ld + c] = __float2bfloat16_rn(src[r * (size_t)ld + c]);
+    }
+}
+
+void cuda_attention_bwd_bf16_rounded_after(CudaAttentionBwdBf16Fn bwd32, bf16_t *dq, bf16_t *dk,
+                                           bf16_t *dv, const float *dout, const bf16_t *q,
+                                           const bf16_t *k, const bf16_t *v, const bf16_t *out,
+                                           const float *saved, int B, int H, int Tq, int Tk,
+                                           int Dh, int ldq, int ldkv)
+{
+    const int C = H * Dh;
+    GradViews g = {{dq, dk, dv}, {(long)B * Tq, (long)B * Tk, (long)B * Tk}, {ldq, ldkv, ldkv},
+                   {0, 0, 0}, {0, 0, 0}, 0};
+    for (int i = 0; i < kGradViews; i++)
+        g.span[i] = g.rows[i] > 0 && C > 0 ? (size_t)(g.rows[i] - 1) * g.ld[i] + C : 0;
+    grad_views_place(&g);
+    unsigned char *scratch = (unsigned char *)cuda_scratch(SCRATCH_ATTN_GRAD_F32, g.bytes + 1);
+    float *f32[kGradViews];
+    for (int i = 0; i < kGradViews; i++)
+        f32[i] = g.view[i] ? (float *)(scratch + g.offset[i]) : NULL;
+    bwd32(f32[0], f32[1], f32[2], dout, q, k, v, out, saved, B, H, Tq, Tk, Dh, ldq, ldkv);
+    for (int i = 0; i < kGradViews; i++) {
+        const size_t n = (size_t)g.rows[i] * C;
+        if (!g.view[i] || n == 0) continue;
+        round_rows_to_bf16_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(
+            as_nv(g.view[i]), f32[i], g.rows[i], C, g.ld[i]);
+        CUDA_CHECK_LAUNCH();
+    }
+}
+
+void cuda_attention_bwd_bf16_grad16(bf16_t *dq, bf16_t *dk, bf16_t *dv, const float *dout,
+                                    const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                    const bf16_t *out, const float *saved, int B, int H, int Tq,
+                                    int Tk, int Dh, int ldq, int ldkv)
+{
+    if (B <= 0 || H <= 0 || Tq <= 0) return;
+    /* cuDNN stores bf16 gradients itself; what it declines (misaligned destinations, shapes
+     * it builds no graph for) takes the flash backward on the same saved logsumexp */
+    if (cuda_cudnn_attention_takes(q, k, v, out, Dh, ldq, ldkv) &&
+        cuda_cudnn_attention_bwd_bf16_grad16(dq, dk, dv, dout, q, k, v, out, saved, B, H, Tq,
+                                             Tk, Dh, ldq, ldkv))
+        return;
+    if (cuda_flash_attention_applies(Dh)) {  /* rounded in the kernels' store */
+        cuda_flash_attention_bwd_bf16_grad16(dq, dk, dv, dout, q, k, v, out, saved, B, H, Tq, Tk,
+                                             Dh, ldq, ldkv);
+        return;
+    }
+    if (!dq && !dk && !dv) return;
+    cuda_attention_bwd_bf16_rounded_after(cuda_attention_bwd_bf16, dq, dk, dv, dout, q, k, v, out,
+                                          saved, B, H, Tq, Tk, Dh, ldq, ldkv);
 }

@@ -565,6 +565,16 @@ void cuda_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, cons
     linear_bwd_bf16_fp32_dy(dx, dW, db, dy, NULL, as_nv(x), W, rows, in, out);
 }
 
+/* A bf16 dy of a layer without bias (the attention backward's bf16 dqkv) goes to the GEMMs as
+ * it is: the operand linear_bwd_bf16 would round an fp32 dy into (SCRATCH_BF16_A, 256-byte
+ * aligned like the activation arena, so the same GEMM plans), without the rounding launch. */
+void cuda_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                               const float *W, int rows, int in, int out)
+{
+    if (!dx && !dW) return;
+    linear_bwd_bf16_gemms(dx, dW, as_nv(dy), NULL, as_nv(x), W, rows, in, out);
+}
+
 /* ---- the MLP's GELU backward fused into fc1's bias-gradient pass ----
  * (tests/cuda_emu/test_linear_gelu_bwd_emulated.sh cuts this section out, up to
  * cuda_linear_gelu_bwd_bf16, and runs it on the host.)

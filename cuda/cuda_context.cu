@@ -1,5 +1,6 @@
 /* Device selection, stream, library handles and scratch buffers of the CUDA backend. */
 #include "cuda/cuda_context.h"
+#include "cuda/cuda_graph.h"
 
 /* The C API only: Open MPI's deprecated C++ bindings do not compile warning-free. */
 #define OMPI_SKIP_MPICXX 1
@@ -94,12 +95,26 @@ void *cuda_scratch(CudaScratchSlot slot, size_t bytes)
     if (bytes <= g_ctx.scratch_bytes[slot]) return g_ctx.scratch[slot];
     /* Grow by half again so a slowly growing request does not reallocate every call. */
     size_t want = bytes + bytes / 2;
-    if (g_ctx.scratch[slot]) {
-        CUDA_WAIT_STREAM(g_ctx.stream);  /* pending kernels may read it */
-        CUDA_WAIT_BEFORE_DEVICE_SYNC();  /* cudaFree also waits for the communication stream */
-        CUDA_CHECK(cudaFree(g_ctx.scratch[slot]));
+    if (cuda_graph_capturing()) {
+        /* Recording a graph (cuda/cuda_graph.h): the eager warm-up step should have grown
+         * every slot the step uses. The recording is now unusable; keep it valid without a
+         * wait or a free (illegal under capture): the old buffer is freed after the capture,
+         * the new one zeroed then (the arrival counters' slot must start at zero). */
+        cuda_graph_spoil("scratch slot %d had to grow from %zu to %zu bytes while recording "
+                         "(more than the eager warm-up step needed)", (int)slot,
+                         g_ctx.scratch_bytes[slot], bytes);
+        cuda_graph_free_after_capture(g_ctx.scratch[slot]);
+        g_ctx.scratch[slot] = cuda_graph_malloc_relaxed(want);
+        cuda_graph_zero_after_capture((int)slot);
+    } else {
+        if (g_ctx.scratch[slot]) {
+            CUDA_WAIT_STREAM(g_ctx.stream);  /* pending kernels may read it */
+            CUDA_WAIT_BEFORE_DEVICE_SYNC();  /* cudaFree also waits for the communication stream */
+            CUDA_CHECK(cudaFree(g_ctx.scratch[slot]));
+        }
+        CUDA_CHECK(cudaMalloc(&g_ctx.scratch[slot], want));
     }
-    CUDA_CHECK(cudaMalloc(&g_ctx.scratch[slot], want));
     g_ctx.scratch_bytes[slot] = want;
+    cuda_graph_memory_moved();  /* graphs recorded before name the old buffer */
     return g_ctx.scratch[slot];
 }

@@ -20,9 +20,14 @@ enum CudaScratchSlot {
     SCRATCH_ATTN_BF16,       /* bf16 P or dS of bf16 attention (GEMM kernel), one batch element */
     SCRATCH_GEMM_F32,        /* fp32 result of a bf16-output GEMM whose bias is added unfused */
     SCRATCH_ATTN_PROBS,      /* probabilities of a forward-only GEMM-path attention (saved NULL) */
+    SCRATCH_ATTN_GRAD_F32,   /* fp32 dq, dk, dv of a GEMM-path attention backward whose gradients
+                              * are bf16 (attention_bwd_bf16_grad16), before their rounding */
     SCRATCH_COLSUM_ARRIVALS, /* arrival counters of the one-launch column sums: unlike the other
                               * slots its contents persist between ops (all zero between column
                               * sums; cuda_colsum_arrivals in cuda_reduce.cu keeps it so) */
+    SCRATCH_CUDNN_ATTN_WORKSPACE, /* workspace of cuDNN's fused attention graphs */
+    SCRATCH_CUDNN_ATTN_GRAD16,    /* cuDNN attention backward: bf16 dq, dk, dv before widening
+                                   * to fp32, or the ones the caller does not want */
     SCRATCH_SLOT_COUNT
 };
 

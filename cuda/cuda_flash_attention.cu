@@ -373,9 +373,9 @@ __device__ __forceinline__ void load_row_stats(float *lse_s, float *D_s, const f
     }
 }
 
-template <typename T, typename TAct, int kDh, int kTile>
+template <typename T, typename TAct, int kDh, int kTile, typename TGrad>
 __global__ void __launch_bounds__(kFlashThreads)
-flash_bwd_dkv_kernel(float *dk, float *dv, const float *dout, const TAct *q, const TAct *k,
+flash_bwd_dkv_kernel(TGrad *dk, TGrad *dv, const float *dout, const TAct *q, const TAct *k,
                      const TAct *v, const float *lse, const float *D, int H, int Tq, int Tk,
                      int dh_runtime, int ldq, int ldkv, float scale)
 {
@@ -415,9 +415,9 @@ flash_bwd_dkv_kernel(float *dk, float *dv, const float *dout, const TAct *q, con
     if (dv) store_rows(dv + kv_off, ldkv, dV, L.ld_acc, nullptr, keys, dh);
 }
 
-template <typename T, typename TAct, int kDh, int kTile>
+template <typename T, typename TAct, int kDh, int kTile, typename TGrad>
 __global__ void __launch_bounds__(kFlashThreads)
-flash_bwd_dq_kernel(float *dq, const float *dout, const TAct *q, const TAct *k, const TAct *v,
+flash_bwd_dq_kernel(TGrad *dq, const float *dout, const TAct *q, const TAct *k, const TAct *v,
                     const float *lse, const float *D, int H, int Tq, int Tk, int dh_runtime,
                     int ldq, int ldkv, float scale)
 {
@@ -487,8 +487,8 @@ void launch_fwd(TAct *out, float *lse, const TAct *q, const TAct *k, const TAct 
     CUDA_CHECK_LAUNCH();
 }
 
-template <typename T, typename TAct, int kDh>
-void launch_bwd(float *dq, float *dk, float *dv, const float *dout, const TAct *q,
+template <typename T, typename TAct, int kDh, typename TGrad>
+void launch_bwd(TGrad *dq, TGrad *dk, TGrad *dv, const float *dout, const TAct *q,
                 const TAct *k, const TAct *v, const float *lse, const float *D,
                 const FlashArgs &a)
 {
@@ -496,8 +496,8 @@ void launch_bwd(float *dq, float *dk, float *dv, const float *dout, const TAct *
     constexpr int kTile = tile_for(kDh ? round_up(kDh, kMmaEdge) : kFlashMaxDh);
     if (dk || dv) {
         const FlashLayout L = flash_layout<T>(dhp, kTile, 4, 2, 2, 2);
-        auto kernel = flash_bwd_dkv_kernel<T, TAct, kDh, kTile>;
-        allow_smem<flash_bwd_dkv_kernel<T, TAct, kDh, kTile>>(L.bytes);
+        auto kernel = flash_bwd_dkv_kernel<T, TAct, kDh, kTile, TGrad>;
+        allow_smem<flash_bwd_dkv_kernel<T, TAct, kDh, kTile, TGrad>>(L.bytes);
         const dim3 grid((unsigned)(a.B * a.H), (unsigned)((a.Tk + kTile - 1) / kTile));
         kernel<<<grid, kFlashThreads, L.bytes, cuda_stream()>>>(
             dk, dv, dout, q, k, v, lse, D, a.H, a.Tq, a.Tk, a.Dh, a.ldq, a.ldkv, a.scale);
@@ -505,8 +505,8 @@ void launch_bwd(float *dq, float *dk, float *dv, const float *dout, const TAct *
     }
     if (dq) {
         const FlashLayout L = flash_layout<T>(dhp, kTile, 4, 2, 1, 2);
-        auto kernel = flash_bwd_dq_kernel<T, TAct, kDh, kTile>;
-        allow_smem<flash_bwd_dq_kernel<T, TAct, kDh, kTile>>(L.bytes);
+        auto kernel = flash_bwd_dq_kernel<T, TAct, kDh, kTile, TGrad>;
+        allow_smem<flash_bwd_dq_kernel<T, TAct, kDh, kTile, TGrad>>(L.bytes);
         const dim3 grid((unsigned)(a.B * a.H), (unsigned)((a.Tq + kTile - 1) / kTile));
         kernel<<<grid, kFlashThreads, L.bytes, cuda_stream()>>>(
             dq, dout, q, k, v, lse, D, a.H, a.Tq, a.Tk, a.Dh, a.ldq, a.ldkv, a.scale);
@@ -569,8 +569,8 @@ void dispatch_fwd(TAct *out, float *lse, const TAct *q, const TAct *k, const TAc
 }
 
 /* The register-resident bf16 backward (cuda/cuda_flash_bwd_mma.cuh), head widths 32 and 64. */
-template <typename TAct, int kDh>
-void launch_bwd_mma(float *dq, float *dk, float *dv, const float *dout, const TAct *q,
+template <typename TAct, int kDh, typename TGrad>
+void launch_bwd_mma(TGrad *dq, TGrad *dk, TGrad *dv, const float *dout, const TAct *q,
                     const TAct *k, const TAct *v, const float *lse, const float *D,
                     const FlashArgs &a)
 {
@@ -581,7 +581,7 @@ void launch_bwd_mma(float *dq, float *dk, float *dv, const float *dout, const TA
     const unsigned rows = (unsigned)flash_mma::kRows;
     if (dk || dv) {  /* K, V, Q, dO tiles and two vectors: 37 KiB at Dh 64, no opt-in */
         const dim3 grid((unsigned)(a.B * a.H), ((unsigned)a.Tk + rows - 1) / rows);
-        auto kernel = flash_mma::flash_bwd_dkv_mma_kernel<kDh, TAct>;
+        auto kernel = flash_mma::flash_bwd_dkv_mma_kernel<kDh, TAct, TGrad>;
         kernel<<<grid, flash_mma::kThreads, flash_mma::smem_bytes(kDh, 4, 2), cuda_stream()>>>(
             dk, dv, dout, q, k, v, lse, D, a.H, a.Tq, a.Tk, a.ldq, a.ldkv, a.scale, vec,
             vec_dout);
@@ -589,15 +589,15 @@ void launch_bwd_mma(float *dq, float *dk, float *dv, const float *dout, const TA
     }
     if (dq) {
         const dim3 grid((unsigned)(a.B * a.H), ((unsigned)a.Tq + rows - 1) / rows);
-        auto kernel = flash_mma::flash_bwd_dq_mma_kernel<kDh, TAct>;
+        auto kernel = flash_mma::flash_bwd_dq_mma_kernel<kDh, TAct, TGrad>;
         kernel<<<grid, flash_mma::kThreads, flash_mma::smem_bytes(kDh, 4, 0), cuda_stream()>>>(
             dq, dout, q, k, v, lse, D, a.H, a.Tq, a.Tk, a.ldq, a.ldkv, a.scale, vec, vec_dout);
         CUDA_CHECK_LAUNCH();
     }
 }
 
-template <typename T, typename TAct, int kDh>
-void launch_bwd_best(float *dq, float *dk, float *dv, const float *dout, const TAct *q,
+template <typename T, typename TAct, int kDh, typename TGrad>
+void launch_bwd_best(TGrad *dq, TGrad *dk, TGrad *dv, const float *dout, const TAct *q,
                      const TAct *k, const TAct *v, const float *lse, const float *D,
                      const FlashArgs &a)
 {
@@ -607,8 +607,8 @@ void launch_bwd_best(float *dq, float *dk, float *dv, const float *dout, const T
         launch_bwd<T, TAct, kDh>(dq, dk, dv, dout, q, k, v, lse, D, a);
 }
 
-template <typename T, typename TAct>
-void dispatch_bwd(float *dq, float *dk, float *dv, const float *dout, const TAct *q,
+template <typename T, typename TAct, typename TGrad>
+void dispatch_bwd(TGrad *dq, TGrad *dk, TGrad *dv, const float *dout, const TAct *q,
                   const TAct *k, const TAct *v, const float *lse, const float *D,
                   const FlashArgs &a)
 {
@@ -645,17 +645,25 @@ FlashArgs make_args(int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
 
 void gpu_set_attention(int kernel)
 {
-    if (kernel != ATTN_KERNEL_GEMM && kernel != ATTN_KERNEL_FUSED && kernel != ATTN_KERNEL_AUTO)
+    if (kernel != ATTN_KERNEL_GEMM && kernel != ATTN_KERNEL_FUSED && kernel != ATTN_KERNEL_AUTO &&
+        kernel != ATTN_KERNEL_CUDNN)
         alice_fatal_at(__FILE__, __LINE__, "gpu_set_attention: unknown attention kernel %d",
                        kernel);
+    if (kernel == ATTN_KERNEL_CUDNN && !gpu_cudnn_attention_available())
+        alice_fatal_at(__FILE__, __LINE__, "%s", gpu_cudnn_attention_unavailable_reason());
     g_attention_kernel = kernel;
 }
 
+int cuda_attention_kernel(void) { return g_attention_kernel; }
+
+/* CUDNN runs the flash kernels for every call cuDNN declines (cuda_cudnn_attention_takes): the
+ * same saved logsumexp, so attention_saved_floats is FUSED's. */
 int cuda_flash_attention_applies(int Dh)
 {
     if (g_attention_kernel == ATTN_KERNEL_AUTO)
         return cuda_context()->bf16_gemm && cuda_flash_fwd_fast(Dh);
-    return g_attention_kernel == ATTN_KERNEL_FUSED && Dh >= 1 && Dh <= kFlashMaxDh;
+    return (g_attention_kernel == ATTN_KERNEL_FUSED || g_attention_kernel == ATTN_KERNEL_CUDNN) &&
+           Dh >= 1 && Dh <= kFlashMaxDh;
 }
 
 int cuda_flash_fwd_fast(int Dh) { return Dh == 32 || Dh == 64; }
@@ -705,4 +713,20 @@ void cuda_flash_attention_bwd_bf16(float *dq, float *dk, float *dv, const float 
     const FlashArgs a = make_args(B, H, Tq, Tk, Dh, ldq, ldkv);
     const float *D = row_dots(dout, as_nv(out), B, H, Tq, Dh);
     dispatch_bwd<__nv_bfloat16>(dq, dk, dv, dout, as_nv(q), as_nv(k), as_nv(v), lse, D, a);
+}
+
+/* The same kernels with TGrad = bf16: each gradient rounded once as it is stored
+ * (narrow_to, nearest even), the value the fp32 instantiation stores, so bit for bit the fp32
+ * gradients rounded afterwards (tests/cuda_emu/flash_attention_emulated.cpp compares the two). */
+void cuda_flash_attention_bwd_bf16_grad16(bf16_t *dq, bf16_t *dk, bf16_t *dv, const float *dout,
+                                          const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                          const bf16_t *out, const float *lse, int B, int H,
+                                          int Tq, int Tk, int Dh, int ldq, int ldkv)
+{
+    if (B <= 0 || H <= 0 || Tq <= 0 || Tk <= 0 || (!dq && !dk && !dv)) return;
+    const FlashArgs a = make_args(B, H, Tq, Tk, Dh, ldq, ldkv);
+    const float *D = row_dots(dout, as_nv(out), B, H, Tq, Dh);
+    __nv_bfloat16 *dq16 = dq ? as_nv(dq) : nullptr, *dk16 = dk ? as_nv(dk) : nullptr;
+    __nv_bfloat16 *dv16 = dv ? as_nv(dv) : nullptr;
+    dispatch_bwd<__nv_bfloat16>(dq16, dk16, dv16, dout, as_nv(q), as_nv(k), as_nv(v), lse, D, a);
 }

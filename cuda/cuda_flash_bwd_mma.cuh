@@ -14,33 +14,37 @@
  * accumulators are again the A operand of the next product. P (P^T) and dS (dS^T) are rounded
  * to bf16 for their products, dO to bf16 as it is loaded (as the other kernels do); lse
  * (natural units, from the forward) and D = rowsum(dO O) stay fp32. dq, dk, dv are written
- * (not accumulated) in fp32 with q's and kv's row strides; any of them may be NULL. */
+ * (not accumulated) with q's and kv's row strides, in TGrad: fp32, or bf16 rounded once from
+ * the fp32 value the fp32 instantiation stores (attention_bwd_bf16_grad16); any may be NULL. */
 #ifndef ALICE_CUDA_FLASH_BWD_MMA_CUH
 #define ALICE_CUDA_FLASH_BWD_MMA_CUH
 
+#include "cuda/cuda_bf16.cuh"  /* narrow_to */
 #include "cuda/cuda_flash_mma_common.cuh"
 
 namespace flash_mma {
 
-/* fp32 rows of one head: dst[r * ld + c] for the fragment layout of an accumulator group. */
-__device__ __forceinline__ void store_acc(float *dst, long ld, const float (&acc)[4], int r_lo,
+/* Rows of one head: dst[r * ld + c] = acc * scale for the fragment layout of an accumulator
+ * group, rounded once when TGrad is bf16 (the fp32 product, then narrow_to). */
+template <typename TGrad>
+__device__ __forceinline__ void store_acc(TGrad *dst, long ld, const float (&acc)[4], int r_lo,
                                           int rows_valid, int col, float scale)
 {
     if (r_lo < rows_valid) {
-        dst[r_lo * ld + col] = acc[0] * scale;
-        dst[r_lo * ld + col + 1] = acc[1] * scale;
+        dst[r_lo * ld + col] = narrow_to<TGrad>(acc[0] * scale);
+        dst[r_lo * ld + col + 1] = narrow_to<TGrad>(acc[1] * scale);
     }
     if (r_lo + 8 < rows_valid) {
-        dst[(r_lo + 8) * ld + col] = acc[2] * scale;
-        dst[(r_lo + 8) * ld + col + 1] = acc[3] * scale;
+        dst[(r_lo + 8) * ld + col] = narrow_to<TGrad>(acc[2] * scale);
+        dst[(r_lo + 8) * ld + col + 1] = narrow_to<TGrad>(acc[3] * scale);
     }
 }
 
 /* grid (B*H, ceil(Tk / kRows)), kThreads threads, smem_bytes(kDh, 4, 2): K, V, Q, dO tiles, then
  * lse (log2 units) and D of the query tile. */
-template <int kDh, typename TAct>
+template <int kDh, typename TAct, typename TGrad>
 __global__ void __launch_bounds__(kThreads)
-flash_bwd_dkv_mma_kernel(float *dk, float *dv, const float *dout, const TAct *q, const TAct *k,
+flash_bwd_dkv_mma_kernel(TGrad *dk, TGrad *dv, const float *dout, const TAct *q, const TAct *k,
                          const TAct *v, const float *lse, const float *D, int H, int Tq, int Tk,
                          int ldq, int ldkv, float scale, bool vec, bool vec_dout)
 {
@@ -117,9 +121,9 @@ flash_bwd_dkv_mma_kernel(float *dk, float *dv, const float *dout, const TAct *q,
 }
 
 /* grid (B*H, ceil(Tq / kRows)), kThreads threads, smem_bytes(kDh, 4, 0): Q, dO, K, V tiles. */
-template <int kDh, typename TAct>
+template <int kDh, typename TAct, typename TGrad>
 __global__ void __launch_bounds__(kThreads)
-flash_bwd_dq_mma_kernel(float *dq, const float *dout, const TAct *q, const TAct *k,
+flash_bwd_dq_mma_kernel(TGrad *dq, const float *dout, const TAct *q, const TAct *k,
                         const TAct *v, const float *lse, const float *D, int H, int Tq, int Tk,
                         int ldq, int ldkv, float scale, bool vec, bool vec_dout)
 {

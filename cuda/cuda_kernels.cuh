@@ -165,14 +165,27 @@ template <class F> __global__ void reduce_partials_kernel(double *partials, size
 /* Sums count partials on the device into partials[count] (the caller allocates count + 1),
  * copies the total to the host and synchronises. */
 double cuda_reduce_finish(double *partials, int count);
+/* Sums count partials on the device into partials[count]; no host synchronisation. */
+void cuda_reduce_finish_on_device(double *partials, int count);
+/* ratio[0] = (float)(sum of the count partials / d), d = den[0] if den else den_const, and 0
+ * where d == 0 (one block, on the device: a loss value the step reads later). */
+void cuda_reduce_finish_ratio(float *ratio, const double *partials, int count, const double *den,
+                              double den_const);
 
-/* sum_{i<n} f(i) in double; synchronises (the value goes to the host). */
-template <class F> double device_sum(size_t n, F f)
+/* The partial sums of f(i), i < n, into the SCRATCH_REDUCE buffer (kReduceBlocks of them, and
+ * room for the total after them); returns the buffer. */
+template <class F> double *device_sum_partials(size_t n, F f)
 {
     double *partials = (double *)cuda_scratch(SCRATCH_REDUCE, (kReduceBlocks + 1) * sizeof(double));
     reduce_partials_kernel<<<kReduceBlocks, kThreads, 0, cuda_stream()>>>(partials, n, f);
     CUDA_CHECK_LAUNCH();
-    return cuda_reduce_finish(partials, kReduceBlocks);
+    return partials;
+}
+
+/* sum_{i<n} f(i) in double; synchronises (the value goes to the host). */
+template <class F> double device_sum(size_t n, F f)
+{
+    return cuda_reduce_finish(device_sum_partials(n, f), kReduceBlocks);
 }
 
 /* ---- column sums accumulated into vectors: target[o][c] += sum_r f(r, c)[o] ----

@@ -1,6 +1,6 @@
 /* Vector normalisation and the losses of the CUDA backend: l2norm, cosine loss or DINO soft
  * cross-entropy (l_dv, l_st), per-patch target normalisation and masked MSE (l_r), and DiceCE (fine-tuning). Row-wise
- * quantities use one warp per row; the scalars returned to the host go through the
+ * quantities use one warp per row; the loss values (written to device memory) go through the
  * deterministic device_sum (double), matching the CPU backend's double accumulation. */
 #include <math.h>
 
@@ -106,13 +106,23 @@ struct DoubleElement {
     __device__ double operator()(size_t i) const { return x[i]; }
 };
 
-float cuda_cosine_loss_fwd(const float *a, const float *b, int rows, int dim)
+/* loss[0] = the mean of the per-row losses, in the fixed-order double sum (as the CPU). */
+static void mean_of_row_losses(float *loss, const double *row_loss, int rows)
 {
-    if (rows <= 0) return 0.0f;
+    cuda_reduce_finish_ratio(loss, device_sum_partials((size_t)rows, DoubleElement{row_loss}),
+                             kReduceBlocks, NULL, (double)rows);
+}
+
+void cuda_cosine_loss_fwd(float *loss, const float *a, const float *b, int rows, int dim)
+{
+    if (rows <= 0) {
+        cuda_fill(loss, 0.0f, 1);
+        return;
+    }
     double *row_loss = (double *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(double));
     cosine_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(row_loss, a, b, rows, dim);
     CUDA_CHECK_LAUNCH();
-    return (float)(device_sum((size_t)rows, DoubleElement{row_loss}) / rows);
+    mean_of_row_losses(loss, row_loss, rows);
 }
 
 /* d(1 - cos)/da = -(b / denom - cos a / |a|^2), the last term absent when clamped */
@@ -182,15 +192,18 @@ static __global__ void soft_ce_rows_kernel(double *row_loss, const float *s, con
     if (lane == 0) row_loss[row] = lse_s - dot;
 }
 
-float cuda_soft_ce_fwd(const float *s, const float *t, const float *center, int rows, int dim,
-                       float inv_ts, float inv_tt)
+void cuda_soft_ce_fwd(float *loss, const float *s, const float *t, const float *center, int rows,
+                      int dim, float inv_ts, float inv_tt)
 {
-    if (rows <= 0) return 0.0f;
+    if (rows <= 0) {
+        cuda_fill(loss, 0.0f, 1);
+        return;
+    }
     double *row_loss = (double *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(double));
     soft_ce_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(row_loss, s, t, center,
                                                                            rows, dim, inv_ts, inv_tt);
     CUDA_CHECK_LAUNCH();
-    return (float)(device_sum((size_t)rows, DoubleElement{row_loss}) / rows);
+    mean_of_row_losses(loss, row_loss, rows);
 }
 
 /* ds = g (softmax(s inv_ts) - softmax((t - center) inv_tt)), g = scale inv_ts / rows */
@@ -268,18 +281,25 @@ struct FloatElement {
     __device__ double operator()(size_t i) const { return x[i]; }
 };
 
-float cuda_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
-                          int dim)
+void cuda_masked_mse_fwd(float *loss, const float *pred, const float *target, const float *mask,
+                         int rows, int dim)
 {
-    if (rows <= 0) return 0.0f;
-    const double msum = device_sum((size_t)rows, FloatElement{mask});
-    if (msum == 0.0) return 0.0f;  /* nothing masked: no reconstruction term */
+    if (rows <= 0) {
+        cuda_fill(loss, 0.0f, 1);
+        return;
+    }
+    /* sum(mask) stays in the reduce buffer's total slot (partials[kReduceBlocks]): the second
+     * sum below overwrites only the partials before it. Nothing masked gives 0 (no term). */
+    double *partials = device_sum_partials((size_t)rows, FloatElement{mask});
+    cuda_reduce_finish_on_device(partials, kReduceBlocks);
+    const double *msum = partials + kReduceBlocks;
     double *row_loss = (double *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(double));
     masked_mse_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(row_loss, pred,
                                                                               target, mask, rows,
                                                                               dim);
     CUDA_CHECK_LAUNCH();
-    return (float)(device_sum((size_t)rows, DoubleElement{row_loss}) / msum);
+    cuda_reduce_finish_ratio(loss, device_sum_partials((size_t)rows, DoubleElement{row_loss}),
+                             kReduceBlocks, msum, 0.0);
 }
 
 /* coef[0] = 2 scale / (dim * sum(mask)), or 0 when nothing is masked (one block, no host trip). */

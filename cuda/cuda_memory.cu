@@ -3,6 +3,7 @@
 #include <map>
 
 #include "cuda/cuda_context.h"
+#include "cuda/cuda_graph.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 
@@ -13,7 +14,13 @@ void *cuda_alloc(size_t bytes)
 {
     if (bytes == 0) return NULL;
     void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, bytes);
+    if (cuda_graph_capturing()) {
+        /* Recording a graph (cuda/cuda_graph.h): an allocation inside the recorded work would
+         * not be repeated by a replay. Spoil the recording, but hand out valid memory. */
+        cuda_graph_spoil("a device allocation of %zu bytes while recording", bytes);
+        p = cuda_graph_malloc_relaxed(bytes);
+    }
+    cudaError_t e = p ? cudaSuccess : cudaMalloc(&p, bytes);
     if (e == cudaErrorMemoryAllocation) {
         (void)cudaGetLastError();
         size_t free_b = 0, total_b = 0;
@@ -39,6 +46,12 @@ void cuda_release(void *p)
         ctx->live_bytes -= it->second;
         g_sizes.erase(it);
     }
+    if (cuda_graph_capturing()) {
+        /* Recording a graph: cudaFree is illegal now, and recorded work may name p. */
+        cuda_graph_spoil("a device buffer freed while recording");
+        cuda_graph_free_after_capture(p);
+        return;
+    }
     CUDA_WAIT_BEFORE_DEVICE_SYNC();  /* cudaFree's implicit wait, made a watched one */
     CUDA_CHECK(cudaFree(p));  /* implicitly waits for kernels that may still use p */
 }
@@ -46,6 +59,12 @@ void cuda_release(void *p)
 void cuda_upload(void *dst, const void *host_src, size_t bytes)
 {
     if (bytes == 0) return;
+    if (cuda_graph_capturing()) {
+        /* A pageable copy cannot be recorded, and a replay would not repeat the host's part:
+         * spoil the recording (the step then runs eagerly, this upload included). */
+        cuda_graph_spoil("an upload of %zu bytes from host memory while recording", bytes);
+        return;
+    }
     CUDA_WAIT_BEFORE_PAGEABLE_COPY(cuda_stream());
     CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cuda_stream()));
     CUDA_WAIT_STREAM(cuda_stream());
@@ -54,6 +73,12 @@ void cuda_upload(void *dst, const void *host_src, size_t bytes)
 void cuda_download(void *host_dst, const void *src, size_t bytes)
 {
     if (bytes == 0) return;
+    if (cuda_graph_capturing()) {
+        /* Nothing recorded has run, so there is nothing to read: spoil the recording (host_dst
+         * is left as it was; the step then runs eagerly and reads the real values). */
+        cuda_graph_spoil("a download of %zu bytes to host memory while recording", bytes);
+        return;
+    }
     CUDA_WAIT_BEFORE_PAGEABLE_COPY(cuda_stream());
     CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cuda_stream()));
     CUDA_WAIT_STREAM(cuda_stream());

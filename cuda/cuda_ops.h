@@ -63,6 +63,12 @@ void cuda_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, cons
 void cuda_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_act,
                                const bf16_t *h, float *dh_scratch, const bf16_t *x,
                                const float *W, int rows, int in, int out);
+/* No bias, dy bf16 already: the GEMMs read it as it is (no rounding launch). */
+void cuda_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                               const float *W, int rows, int in, int out);
+/* The backend's to_bf16: cuda_round_to_bf16 (cuda/cuda_weight_copy.cu), the kernel that makes
+ * the weight copies and rounds every fp32 GEMM operand. */
+void cuda_to_bf16(bf16_t *y, const float *x, size_t n);
 
 /* cuda_norm.cu */
 void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
@@ -104,9 +110,30 @@ void cuda_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout,
                              const bf16_t *k, const bf16_t *v, const bf16_t *out,
                              const float *saved, int B, int H, int Tq, int Tk, int Dh, int ldq,
                              int ldkv);
+/* The same with bf16 dq, dk, dv, each rounded once from the fp32 value: the flash kernels round
+ * in their store; the GEMM path computes fp32 gradients into scratch and rounds them after. */
+void cuda_attention_bwd_bf16_grad16(bf16_t *dq, bf16_t *dk, bf16_t *dv, const float *dout,
+                                    const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                    const bf16_t *out, const float *saved, int B, int H, int Tq,
+                                    int Tk, int Dh, int ldq, int ldkv);
+/* The GEMM path's way to bf16 gradients: bwd32 (an attention backward with fp32 gradients,
+ * cuda_attention_bwd_bf16's signature) into fp32 stand-ins laid out like dq, dk, dv, then each
+ * rounded once into its view. Declared for the host emulation, which runs it with the flash
+ * kernels as bwd32 (tests/cuda_emu/flash_attention_emulated.cpp). */
+typedef void (*CudaAttentionBwdBf16Fn)(float *dq, float *dk, float *dv, const float *dout,
+                                       const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                       const bf16_t *out, const float *saved, int B, int H,
+                                       int Tq, int Tk, int Dh, int ldq, int ldkv);
+void cuda_attention_bwd_bf16_rounded_after(CudaAttentionBwdBf16Fn bwd32, bf16_t *dq, bf16_t *dk,
+                                           bf16_t *dv, const float *dout, const bf16_t *q,
+                                           const bf16_t *k, const bf16_t *v, const bf16_t *out,
+                                           const float *saved, int B, int H, int Tq, int Tk,
+                                           int Dh, int ldq, int ldkv);
 
 /* cuda_flash_attention.cu: fused attention (lse [B, H, Tq] saved instead of probabilities) */
 int cuda_flash_attention_applies(int Dh);
+/* The kernel gpu_set_attention chose (enum GpuAttentionKernel). */
+int cuda_attention_kernel(void);
 /* Whether the register-resident bf16 forward takes this head width (forward-only attention
  * uses it whatever kernel is selected: nothing to save, so no backward to match). */
 int cuda_flash_fwd_fast(int Dh);
@@ -125,6 +152,11 @@ void cuda_flash_attention_bwd_bf16(float *dq, float *dk, float *dv, const float 
                                    const bf16_t *q, const bf16_t *k, const bf16_t *v,
                                    const bf16_t *out, const float *lse, int B, int H, int Tq,
                                    int Tk, int Dh, int ldq, int ldkv);
+/* ... storing bf16 dq, dk, dv (each rounded once, in the kernels' store). */
+void cuda_flash_attention_bwd_bf16_grad16(bf16_t *dq, bf16_t *dk, bf16_t *dv, const float *dout,
+                                          const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                          const bf16_t *out, const float *lse, int B, int H,
+                                          int Tq, int Tk, int Dh, int ldq, int ldkv);
 
 /* cuda_tokens.cu */
 void cuda_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p);
@@ -150,16 +182,16 @@ void cuda_transpose_tokens(float *out, const float *in, int B, int rows, int col
 void cuda_l2norm_fwd(float *y, float *norms, const float *x, int rows, int dim, float eps);
 void cuda_l2norm_bwd(float *dx, const float *dy, const float *x, const float *norms, int rows,
                      int dim, float eps);
-float cuda_cosine_loss_fwd(const float *a, const float *b, int rows, int dim);
+void cuda_cosine_loss_fwd(float *loss, const float *a, const float *b, int rows, int dim);
 void cuda_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows, int dim,
                           float scale);
-float cuda_soft_ce_fwd(const float *s, const float *t, const float *center, int rows, int dim,
-                       float inv_ts, float inv_tt);
+void cuda_soft_ce_fwd(float *loss, const float *s, const float *t, const float *center, int rows,
+                      int dim, float inv_ts, float inv_tt);
 void cuda_soft_ce_bwd(float *ds, const float *s, const float *t, const float *center, int rows,
                       int dim, float inv_ts, float inv_tt, float scale);
 void cuda_normalize_rows(float *out, const float *x, int rows, int dim, float eps);
-float cuda_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
-                          int dim);
+void cuda_masked_mse_fwd(float *loss, const float *pred, const float *target, const float *mask,
+                         int rows, int dim);
 void cuda_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,
                          int rows, int dim, float scale);
 void cuda_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,

@@ -11,16 +11,42 @@ static __global__ void reduce_finish_kernel(double *out, const double *partials,
     if (threadIdx.x == 0) out[0] = acc;
 }
 
+void cuda_reduce_finish_on_device(double *partials, int count)
+{
+    reduce_finish_kernel<<<1, kThreads, 0, cuda_stream()>>>(partials + count, partials, count);
+    CUDA_CHECK_LAUNCH();
+}
+
 double cuda_reduce_finish(double *partials, int count)
 {
     CudaContext *ctx = cuda_context();
-    double *total = partials + count;
-    reduce_finish_kernel<<<1, kThreads, 0, ctx->stream>>>(total, partials, count);
-    CUDA_CHECK_LAUNCH();
-    CUDA_CHECK(cudaMemcpyAsync(ctx->host_result, total, sizeof(double), cudaMemcpyDeviceToHost,
-                               ctx->stream));
+    cuda_reduce_finish_on_device(partials, count);
+    CUDA_CHECK(cudaMemcpyAsync(ctx->host_result, partials + count, sizeof(double),
+                               cudaMemcpyDeviceToHost, ctx->stream));
     CUDA_WAIT_STREAM(ctx->stream);
     return ctx->host_result[0];
+}
+
+/* The same fixed-order sum, divided on the device (the host did this division before the
+ * losses stopped reading their values back: the same double operations, the same bits). */
+static __global__ void reduce_finish_ratio_kernel(float *ratio, const double *partials, int count,
+                                                  const double *den, double den_const)
+{
+    double acc = 0.0;
+    for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) {
+        const double d = den ? den[0] : den_const;
+        ratio[0] = d == 0.0 ? 0.0f : (float)(acc / d);
+    }
+}
+
+void cuda_reduce_finish_ratio(float *ratio, const double *partials, int count, const double *den,
+                              double den_const)
+{
+    reduce_finish_ratio_kernel<<<1, kThreads, 0, cuda_stream()>>>(ratio, partials, count, den,
+                                                                   den_const);
+    CUDA_CHECK_LAUNCH();
 }
 
 /* The column sums' arrival counters (colsum_kernel in cuda_kernels.cuh). Every column sum's

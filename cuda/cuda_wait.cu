@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "cuda/cuda_context.h"
+#include "cuda/cuda_graph.h"
 #include "cuda/cuda_wait.h"
 #include "cuda/nccl_watch.h"
 
@@ -83,6 +84,13 @@ static void abort_communicator(void *ctx, WatchedWaitOutcome why)
 
 static void wait_for(WaitTarget *t)
 {
+    if (cuda_graph_capturing()) {
+        /* This thread is recording a graph (cuda/cuda_graph.h): nothing recorded has run, so
+         * there is nothing to wait for, and a synchronising call would break the capture.
+         * Spoil the recording instead: the step then runs eagerly, this wait included. */
+        cuda_graph_spoil("a host wait for the GPU at %s:%d while recording", t->file, t->line);
+        return;
+    }
     if (!nccl_watch_active()) {
         /* Nothing another rank could keep from completing: the driver's own wait. */
         if (t->kind == WAIT_ON_STREAM)

@@ -2,6 +2,7 @@
  * the first bf16 GEMM that reads a weight after the weights changed, with the same rounding
  * (__float2bfloat16_rn) the GEMM would have applied to its fp32 operand, so GEMM results are
  * unchanged by it; only the repeated rounding passes disappear. */
+#include "cuda/cuda_graph.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h"
@@ -41,6 +42,8 @@ void cuda_round_to_bf16(__nv_bfloat16 *out, const float *in, size_t n)
     CUDA_CHECK_LAUNCH();
 }
 
+void cuda_to_bf16(bf16_t *y, const float *x, size_t n) { cuda_round_to_bf16(as_nv(y), x, n); }
+
 void gpu_set_weight_copies(int enabled)
 {
     g_enabled = enabled != 0;
@@ -65,7 +68,10 @@ void cuda_weights_forget(const float *data)
 {
     if (!data) return;
     WeightCopy gone = weight_copy_map_remove(&g_map, data);
-    if (gone.copy) cuda_release(gone.copy);
+    if (gone.copy) {
+        cuda_release(gone.copy);
+        cuda_graph_memory_moved();  /* recorded graphs may read the copy */
+    }
 }
 
 static size_t offset_in(const WeightCopy *e, const float *p)
@@ -81,9 +87,26 @@ const __nv_bfloat16 *cuda_weight_bf16(const float *p, size_t span_floats)
     if (!e->copy) e->copy = cuda_alloc(e->floats * sizeof(__nv_bfloat16));
     if (!e->current) {
         cuda_round_to_bf16((__nv_bfloat16 *)e->copy, (const float *)e->base, e->floats);
-        e->current = 1;
+        /* Recording a graph (cuda/cuda_graph.h): the rounding above is recorded, not run, so
+         * the copy is not current yet; and a graph that rounds the weights inside would
+         * only be right if that stayed so. The eager warm-up step leaves every copy current. */
+        if (cuda_graph_capturing())
+            cuda_graph_spoil("a bf16 weight copy was stale while recording");
+        else
+            e->current = 1;
     }
     return (const __nv_bfloat16 *)e->copy + offset_in(e, p);
+}
+
+void cuda_weight_copies_refresh(void)
+{
+    if (!g_enabled) return;
+    for (int i = 0; i < g_map.count; i++) {
+        WeightCopy *e = &g_map.entry[i];
+        if (!e->copy || e->current) continue;
+        cuda_round_to_bf16((__nv_bfloat16 *)e->copy, (const float *)e->base, e->floats);
+        e->current = 1;
+    }
 }
 
 __nv_bfloat16 *cuda_weight_bf16_for_update(const float *p, size_t n)

@@ -19,6 +19,11 @@ void cuda_weights_forget(const float *data);
  * (made first when stale), or NULL: not a weight, or copies switched off. */
 const __nv_bfloat16 *cuda_weight_bf16(const float *p, size_t span_floats);
 
+/* Makes every existing copy that is stale current again (one rounding launch each), in
+ * stream order: before a graph launch (cuda/cuda_graph.cu), whose recorded GEMMs read the
+ * copies without the lazy refresh of cuda_weight_bf16. */
+void cuda_weight_copies_refresh(void);
+
 /* For kernels that rewrite all of [p, p + n): the bf16 copy of that range to write alongside,
  * when the copy is current (it then stays current); otherwise NULL, and the copy (if any) is
  * marked stale. */

@@ -9,6 +9,13 @@ missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# With nvcc (a CUDA build): the cuDNN frontend headers for attention_kernel = cudnn, pinned, into
+# .devdeps/cudnn-frontend (scripts/deps_cudnn_frontend.sh). Optional: without them the build
+# still succeeds and only that kernel choice is refused, so a failure here is a warning.
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  bash "$(dirname "$0")/deps_cudnn_frontend.sh" ||
+    echo "deps: warning: cuDNN frontend headers not fetched: attention_kernel = cudnn unavailable in this build" >&2
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "deps: missing Debian packages: ${missing[*]}"
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then

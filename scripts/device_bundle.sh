@@ -90,6 +90,12 @@ trap 'rm -rf "$tmp"' EXIT
   tail -5 "$tmp/.download.log" >&2; exit 1; }
 rm -f "$tmp/.download.log"
 printf '%s\n' "${pkgs[@]}" > "$tmp/PACKAGES"
+# The cuDNN frontend headers (attention_kernel = cudnn; the device cannot fetch them): the
+# copy scripts/deps.sh made, else a fresh download. device_setup.sh ignores the folder (no
+# .deb); the Makefile finds .devdeps/cudnn-frontend/include by itself.
+if [ -d "$DEST/cudnn-frontend" ]; then cp -a "$DEST/cudnn-frontend" "$tmp/"; fi
+bash scripts/deps_cudnn_frontend.sh "$tmp/cudnn-frontend" || {
+  echo "device_bundle: the cuDNN frontend headers could not be fetched (see above)" >&2; exit 1; }
 {
   echo "Debian 12 packages for scripts/device_setup.sh, made by scripts/device_bundle.sh"
   echo "on $(date -u +%Y-%m-%dT%H:%M:%SZ) from $(. /etc/os-release && echo "$PRETTY_NAME")."

@@ -13,11 +13,19 @@ const ConfigKey config_keys[] = {
     K("bf16_activations", CFG_T_BOOL, bf16_activations, "1", "", "precision = bf16: transformer GEMM inputs, qkv, attention output and MLP hidden layer stored in bf16 (fp32 residual stream; the cpu backend emulates it, slower); 0 = bf16 GEMM operands only"),
     K("bf16_weight_copy", CFG_T_BOOL, bf16_weight_copy, "1", "", "cuda, precision = bf16: round the weights to bf16 once per optimiser step instead of in every GEMM (same results; 0 only to measure it)"),
     K("tf32", CFG_T_BOOL, tf32, "0", "", "cuda: let fp32 GEMMs and convolutions use TF32 tensor cores"),
-    K("attention_kernel", CFG_T_ENUM, attention_kernel, "auto", "auto|gemm|fused",
+    K("cuda_graph", CFG_T_BOOL, cuda_graph, "0", "",
+      "capture the pre-training step's forward and backward once (after an eager warm-up step) "
+      "and replay it every step (CUDA only; falls back to eager with a warning when capture "
+      "fails; device = cpu ignores it with a warning). Several ranks: the gradient all-reduce "
+      "then runs once after backward (overlap_allreduce is turned off), outside the graph"),
+    K("attention_kernel", CFG_T_ENUM, attention_kernel, "auto", "auto|gemm|fused|cudnn",
       "cuda attention: gemm = batched GEMMs, probabilities [B,H,Tq,Tk] saved for backward; fused = "
       "flash-attention kernels saving only the row logsumexp [B,H,Tq] (heads up to 128 wide); auto = "
       "fused where it runs on bf16 tensor cores from registers (precision = bf16, head width 32 or "
-      "64), gemm elsewhere (tests/bench/bench_cuda_ops measures both)"),
+      "64), gemm elsewhere (tests/bench/bench_cuda_ops measures both); cudnn = cuDNN's fused "
+      "attention (graph API, cudnn-frontend headers from scripts/deps.sh) for bf16 attention at head "
+      "widths that are multiples of 8 up to 128, fused elsewhere (not measured yet; device = cpu "
+      "ignores it like fused)"),
     K("instnorm_kernel", CFG_T_ENUM, instnorm_kernel, "own", "own|cudnn",
       "cuda instance norm (UNETR res blocks): own = the backend's kernels; cudnn = cuDNN's "
       "training-mode batch norm over each (batch, channel) plane (falls back to own where cuDNN "

@@ -41,7 +41,7 @@ void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet 
     const int B = a->B, N = a->N, nvis = a->nvis, D = d->width;
     linear_forward(ps, d->embed_w, d->embed_b, a->z, V, B * nvis, d->in_width, D);
     be->insert_mask_tokens(a->st.x0, a->z, param(ps, d->mask_token), perm, B, N, nvis, D);
-    be->add_table_rows(a->st.x0, posD, identity, N, B, N, D);
+    be->add_table_rows(a->st.x0, posD, identity, 0, B, N, D);
     tstack_forward(&d->stack, &a->st, ps);
     linear_forward(ps, d->pred_w, d->pred_b, a->pred, a->st.out, B * N, D, d->P);
 }

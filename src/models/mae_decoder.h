@@ -26,7 +26,8 @@ typedef struct {
 void mae_decoder_register(MaeDecoder *d, ParamSet *ps, const char *prefix, int in_width, int width,
                           int heads, int mlp, int depth, int P);
 void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N, int nvis, int train);
-/* V [B, nvis, E] visible encoder tokens, perm [B, N], posD [N, D], identity [B, N] (0..N-1). */
+/* V [B, nvis, E] visible encoder tokens, perm [B, N], posD [N, D], identity [N] (0..N-1, read
+ * by every sample: idx_ld 0). */
 void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,
                          const float *V, const int *perm, const float *posD, const int *identity);
 /* dpred [B, N, P]; dH_extra [B, N, D] or NULL (gradient reaching H from other losses);

@@ -30,31 +30,37 @@ static void layout(PretrainModel *m, Arena *ar)
     const int out = c->head_out;
     m->posE = arena_floats(ar, (size_t)N * E);
     m->posD = arena_floats(ar, (size_t)N * D);
-    m->identity = arena_ints(ar, (size_t)B * N);
+    m->identity = arena_ints(ar, (size_t)N);
+    m->loss_values = arena_floats(ar, LOSS_VALUE_COUNT);
     const int masked_views = m->alice ? MASKED_VIEWS : 1;
+    MaskedBatchActs *s = &m->masked;
+    const int S = s->S = masked_views * B;
+    s->vol = arena_floats(ar, (size_t)masked_views * vox);
+    s->perm = arena_ints(ar, (size_t)S * N);
+    s->mask = arena_floats(ar, (size_t)S * N);
+    s->patches = arena_floats(ar, (size_t)S * N * P);
+    s->target = arena_floats(ar, (size_t)S * N * P);
+    s->dpred = arena_floats(ar, (size_t)S * N * P);
+    s->dV = arena_floats(ar, (size_t)S * nvis * E);
+    vit_encoder_layout(&m->enc, &s->enc, ar, S, nvis, TSTACK_TRAIN);
+    mae_decoder_layout(&m->dec, &s->dec, ar, S, N, nvis, 1);
+    /* In the planning pass these slices are placeholders too; the second pass recomputes them. */
     for (int v = 0; v < masked_views; v++) {
-        MaskedViewActs *a = &m->mv[v];
-        a->vol = arena_floats(ar, vox);
-        a->perm = arena_ints(ar, (size_t)B * N);
-        a->mask = arena_floats(ar, (size_t)B * N);
-        a->patches = arena_floats(ar, (size_t)B * N * P);
-        a->target = arena_floats(ar, (size_t)B * N * P);
-        a->dpred = arena_floats(ar, (size_t)B * N * P);
-        a->dV = arena_floats(ar, (size_t)B * nvis * E);
-        vit_encoder_layout(&m->enc, &a->enc, ar, B, nvis, TSTACK_TRAIN);
-        mae_decoder_layout(&m->dec, &a->dec, ar, B, N, nvis, 1);
-        if (!m->alice) continue;
-        proj_head_layout(&m->head, &a->phi, ar, B * N, 1);
-        a->cls = arena_floats(ar, (size_t)B * out);
-        a->dcls = arena_floats(ar, (size_t)B * out);
-        casa_query_layout(&m->casa, &a->cq, ar, B, nvis, 1);
-        casa_kv_layout(&m->casa, &a->student, ar, B, nvis, N, 1);
-        casa_kv_layout(&m->casa, &a->teacher, ar, B, nvis, N, 0);
-        a->sel_s = arena_floats(ar, (size_t)B * nvis * out);
-        a->sel_t = arena_floats(ar, (size_t)B * nvis * out);
-        a->dsel = arena_floats(ar, (size_t)B * nvis * out);
+        const size_t first = (size_t)v * B;   /* the view's first sample in the merged batch */
+        m->mv[v] = (MaskedViewSlice){s->vol + first * sample_vox, s->perm + first * N,
+                                     s->mask + first * N};
     }
     if (!m->alice) return;
+    proj_head_layout(&m->head, &s->phi, ar, S * N, 1);
+    s->cls = arena_floats(ar, (size_t)S * out);
+    s->dcls = arena_floats(ar, (size_t)S * out);
+    s->cls_cross = arena_floats(ar, (size_t)S * out);
+    casa_query_layout(&m->casa, &s->cq, ar, S, nvis, 1);
+    casa_kv_layout(&m->casa, &s->student, ar, S, nvis, N, 1);
+    casa_kv_layout(&m->casa, &s->teacher, ar, S, nvis, N, 0);
+    s->sel_s = arena_floats(ar, (size_t)S * nvis * out);
+    s->sel_t = arena_floats(ar, (size_t)S * nvis * out);
+    s->dsel = arena_floats(ar, (size_t)S * nvis * out);
     const int teacher_samples = MASKED_VIEWS * B;
     IntactBatchActs *t = &m->intact;
     t->vol = arena_floats(ar, MASKED_VIEWS * vox);
@@ -74,10 +80,7 @@ static void layout(PretrainModel *m, Arena *ar)
         a->psi = proj_head_rows(&m->head, &t->psi, first * N, (size_t)B * N);
         a->cls = t->cls + first * out;
     }
-    if (m->dino) {
-        m->center_views = arena_floats(ar, (size_t)CENTER_COUNT * MASKED_VIEWS * out);
-        m->center_batch = arena_floats(ar, (size_t)CENTER_COUNT * out);
-    }
+    if (m->dino) m->center_batch = arena_floats(ar, (size_t)CENTER_COUNT * out);
 }
 
 void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend *be, int B)
@@ -145,13 +148,12 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     sincos_position_embedding_3d(pos, m->grid, cfg->dec_dim);
     be->upload(m->posD, pos, (size_t)N * cfg->dec_dim * sizeof(float));
     free(pos);
-    int *ident = xmalloc((size_t)B * N * sizeof(int));
-    for (int b = 0; b < B; b++)
-        for (int n = 0; n < N; n++) ident[(size_t)b * N + n] = n;
-    be->upload(m->identity, ident, (size_t)B * N * sizeof(int));
+    int *ident = xmalloc((size_t)N * sizeof(int));
+    for (int n = 0; n < N; n++) ident[n] = n;
+    be->upload(m->identity, ident, (size_t)N * sizeof(int));
     free(ident);
-    m->perm_host = xmalloc((size_t)B * N * sizeof(int));
-    m->mask_host = xmalloc((size_t)B * N * sizeof(float));
+    m->perm_host = xmalloc((size_t)m->masked.S * N * sizeof(int));
+    m->mask_host = xmalloc((size_t)m->masked.S * N * sizeof(float));
 }
 
 void pretrain_model_free(PretrainModel *m)
@@ -164,29 +166,36 @@ void pretrain_model_free(PretrainModel *m)
     free(m->mask_host);
 }
 
-void pretrain_model_set_masks(PretrainModel *m, int view, const int *perm_host)
+/* Uploads `samples` samples' permutations (host [samples, N]) from sample `first` of the
+ * merged student batch on, with their masks. */
+static void upload_masks(PretrainModel *m, int first, int samples, const int *perm_host)
 {
     const int N = m->N;
-    for (int b = 0; b < m->B; b++)
+    for (int b = 0; b < samples; b++)
         for (int j = 0; j < N; j++)
             m->mask_host[(size_t)b * N + perm_host[(size_t)b * N + j]] = j >= m->nvis ? 1.0f : 0.0f;
-    m->be->upload(m->mv[view].perm, perm_host, (size_t)m->B * N * sizeof(int));
-    m->be->upload(m->mv[view].mask, m->mask_host, (size_t)m->B * N * sizeof(float));
+    const size_t rows = (size_t)samples * N, at = (size_t)first * N;
+    m->be->upload(m->masked.perm + at, perm_host, rows * sizeof(int));
+    m->be->upload(m->masked.mask + at, m->mask_host, rows * sizeof(float));
+}
+
+void pretrain_model_set_masks(PretrainModel *m, int view, const int *perm_host)
+{
+    upload_masks(m, view * m->B, m->B, perm_host);
 }
 
 void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample)
 {
-    const int views = m->alice ? MASKED_VIEWS : 1;
-    for (int v = 0; v < views; v++) {
-        for (int b = 0; b < m->B; b++) {
-            /* Key: global sample g, view v -> sample word 2g + v (see docs/MODEL.md). */
-            long g = first_sample + b;
-            RngStream rng;
-            rng_init(&rng, (uint64_t)m->cfg.seed, (uint32_t)step, (uint32_t)(2 * g + v), RNG_MASK);
-            rng_permutation(&rng, m->perm_host + (size_t)b * m->N, m->N);
-        }
-        pretrain_model_set_masks(m, v, m->perm_host);
+    MaskedBatchActs *a = &m->masked;
+    for (int s = 0; s < a->S; s++) {
+        /* Key: global sample g, view v -> sample word 2g + v (see docs/MODEL.md). */
+        const int v = s / m->B;
+        const long g = first_sample + s % m->B;
+        RngStream rng;
+        rng_init(&rng, (uint64_t)m->cfg.seed, (uint32_t)step, (uint32_t)(2 * g + v), RNG_MASK);
+        rng_permutation(&rng, m->perm_host + (size_t)s * m->N, m->N);
     }
+    upload_masks(m, 0, a->S, m->perm_host);   /* every view in one upload */
 }
 
 /* The model's input buffer of view v (ViewId order). */
@@ -223,8 +232,8 @@ static void intact_forward(PretrainModel *m)
     IntactBatchActs *a = &m->intact;
     const int S = MASKED_VIEWS * m->B, N = m->N;
     be->patchify(a->patches, a->vol, S, m->dims[0], m->dims[1], m->dims[2], c->patch);
-    /* idx_ld = 0: every sample takes all N tokens in order, so identity's first N entries serve
-     * all S samples (the ops contract reads idx[b * idx_ld + j]; identity holds only B * N). */
+    /* idx_ld = 0: every sample takes all N tokens in order, so identity's N entries serve all
+     * S samples (the ops contract reads idx[b * idx_ld + j]). */
     vit_encoder_forward(&m->enc, &a->enc, &m->target, a->patches, N, m->identity, 0, m->posE);
     linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, S * N,
                    c->embed_dim, c->dec_dim);
@@ -232,29 +241,37 @@ static void intact_forward(PretrainModel *m)
     be->mean_rows_fwd(a->cls, a->psi.z, S, N, c->head_out);
 }
 
-static double masked_forward(PretrainModel *m, MaskedViewActs *a)
+/* The student's reconstruction branch over every masked view: patchify, targets, online
+ * encoder on the visible tokens, decoder, and l_r over the merged rows (each view holds the same
+ * number of masked rows, so it is the mean of the per-view l_r: the 1/2 of eq. 5). */
+static void masked_forward(PretrainModel *m)
 {
     const AliceBackend *be = m->be;
     const Config *c = &m->cfg;
-    const int B = m->B, N = m->N;
-    be->patchify(a->patches, a->vol, B, m->dims[0], m->dims[1], m->dims[2], c->patch);
-    if (c->norm_pix) be->normalize_rows(a->target, a->patches, B * N, m->P, 1e-6f);
-    else be->copy(a->target, a->patches, (size_t)B * N * m->P * sizeof(float));
+    MaskedBatchActs *a = &m->masked;
+    const int S = a->S, N = m->N;
+    be->patchify(a->patches, a->vol, S, m->dims[0], m->dims[1], m->dims[2], c->patch);
+    if (c->norm_pix) be->normalize_rows(a->target, a->patches, S * N, m->P, 1e-6f);
+    else be->copy(a->target, a->patches, (size_t)S * N * m->P * sizeof(float));
     vit_encoder_forward(&m->enc, &a->enc, &m->online, a->patches, N, a->perm, N, m->posE);
     mae_decoder_forward(&m->dec, &a->dec, &m->online, a->enc.st.out, a->perm, m->posD, m->identity);
-    return be->masked_mse_fwd(a->dec.pred, a->target, a->mask, B * N, m->P);
+    be->masked_mse_fwd(m->loss_values + LOSS_VALUE_REC, a->dec.pred, a->target, a->mask, S * N,
+                       m->P);
 }
 
-/* The alignment loss of l_dv / l_st on rows x head_out: the paper's cosine loss, or DINO's
- * cross-entropy of the sharpened, centred teacher softmax against the student's. t is a
+/* The alignment loss of l_dv / l_st on rows x head_out into *loss: the paper's cosine loss, or
+ * DINO's cross-entropy of the sharpened, centred teacher softmax against the student's. t is a
  * stop-gradient target either way. */
-static double align_fwd(const PretrainModel *m, const float *s, const float *t, CenterId center,
-                        int rows)
+static void align_fwd(const PretrainModel *m, float *loss, const float *s, const float *t,
+                      CenterId center, int rows)
 {
     const Config *c = &m->cfg;
-    if (!m->dino) return m->be->cosine_loss_fwd(s, t, rows, c->head_out);
-    return m->be->soft_ce_fwd(s, t, param(&m->buffers, m->center[center]), rows, c->head_out,
-                              1.0f / c->student_temp, 1.0f / c->teacher_temp);
+    if (!m->dino) {
+        m->be->cosine_loss_fwd(loss, s, t, rows, c->head_out);
+        return;
+    }
+    m->be->soft_ce_fwd(loss, s, t, param(&m->buffers, m->center[center]), rows, c->head_out,
+                       1.0f / c->student_temp, 1.0f / c->teacher_temp);
 }
 
 static void align_bwd(const PretrainModel *m, float *ds, const float *s, const float *t,
@@ -269,57 +286,69 @@ static void align_bwd(const PretrainModel *m, float *ds, const float *s, const f
                        1.0f / c->student_temp, 1.0f / c->teacher_temp, scale);
 }
 
-/* Alice terms of one masked view against its paired intact view; returns (l_st, l_dv). */
-static void alice_forward(PretrainModel *m, MaskedViewActs *a, const IntactViewActs *paired,
-                          const IntactViewActs *cross, double *l_st, double *l_dv)
+/* The Alice terms of every masked view against its intact views. Masked sample s pairs with
+ * intact sample s (l_st); for l_dv, cls_cross gets the pooled teacher rows of the other crop's
+ * intact view. The align ops return means over the merged rows, i.e. the mean over views of
+ * the per-view terms: pretrain_model_read_losses multiplies by the views to get their sums. */
+static void alice_forward(PretrainModel *m)
 {
     const AliceBackend *be = m->be;
     const Config *c = &m->cfg;
-    const int B = m->B, N = m->N, nvis = m->nvis, out = c->head_out;
+    MaskedBatchActs *a = &m->masked;
+    const IntactBatchActs *t = &m->intact;
+    const int B = m->B, S = a->S, N = m->N, nvis = m->nvis, out = c->head_out;
     proj_head_forward(&m->head, &a->phi, &m->online, a->dec.st.out);
-    be->mean_rows_fwd(a->cls, a->phi.z, B, N, out);
+    be->mean_rows_fwd(a->cls, a->phi.z, S, N, out);
     if (c->use_casa) {
         casa_query_forward(&m->casa, &a->cq, &m->online, a->enc.st.out);
         casa_kv_forward(&m->casa, &a->cq, &a->student, &m->online, a->phi.z);
         if (!m->freeze_teacher)
-            casa_kv_forward(&m->casa, &a->cq, &a->teacher, &m->online, paired->psi.z);
-        *l_st = align_fwd(m, a->student.out, a->teacher.out, CENTER_TOKENS, B * nvis);
+            casa_kv_forward(&m->casa, &a->cq, &a->teacher, &m->online, t->psi.z);
+        align_fwd(m, m->loss_values + LOSS_VALUE_ST, a->student.out, a->teacher.out,
+                  CENTER_TOKENS, S * nvis);
     } else {
-        be->gather_rows(a->sel_s, a->phi.z, a->perm, N, B, N, nvis, out);
-        be->gather_rows(a->sel_t, paired->psi.z, a->perm, N, B, N, nvis, out);
-        *l_st = align_fwd(m, a->sel_s, a->sel_t, CENTER_TOKENS, B * nvis);
+        be->gather_rows(a->sel_s, a->phi.z, a->perm, N, S, N, nvis, out);
+        be->gather_rows(a->sel_t, t->psi.z, a->perm, N, S, N, nvis, out);
+        align_fwd(m, m->loss_values + LOSS_VALUE_ST, a->sel_s, a->sel_t, CENTER_TOKENS, S * nvis);
     }
-    *l_dv = c->use_dv ? align_fwd(m, a->cls, cross->cls, CENTER_CLS, B) : 0.0;
+    if (!c->use_dv) return;
+    const size_t view_bytes = (size_t)B * out * sizeof(float);
+    for (int v = 0; v < MASKED_VIEWS; v++)
+        be->copy(a->cls_cross + (size_t)v * B * out, m->iv[CROSS_INTACT(v) - VIEW_INTACT_Q].cls,
+                 view_bytes);
+    align_fwd(m, m->loss_values + LOSS_VALUE_DV, a->cls, a->cls_cross, CENTER_CLS, S);
 }
 
-static void masked_backward(PretrainModel *m, MaskedViewActs *a, const IntactViewActs *paired,
-                            const IntactViewActs *cross, float rec_scale)
+/* The one backward of the student over every masked view. The align ops' gradients are those
+ * of the mean over merged rows; the loss sums the views' terms, hence the views factor. */
+static void masked_backward(PretrainModel *m)
 {
     const AliceBackend *be = m->be;
     const Config *c = &m->cfg;
-    const int B = m->B, N = m->N, nvis = m->nvis, out = c->head_out;
+    MaskedBatchActs *a = &m->masked;
+    const int S = a->S, N = m->N, nvis = m->nvis, out = c->head_out;
+    const float views = (float)(S / m->B);
     ParamSet *ps = &m->online;
-    be->masked_mse_bwd(a->dpred, a->dec.pred, a->target, a->mask, B * N, m->P, rec_scale);
+    be->masked_mse_bwd(a->dpred, a->dec.pred, a->target, a->mask, S * N, m->P, c->w_rec);
     const float *dH_extra = NULL;
     if (m->alice) {
         /* Gradients reaching phi(H): pooled [cls] (l_dv) and CASA keys/values or the direct
          * token similarity (l_st). Targets (teacher side) are constants. */
         if (c->use_dv) {
-            align_bwd(m, a->dcls, a->cls, cross->cls, CENTER_CLS, B, c->w_dv);
-            be->mean_rows_bwd(a->phi.dz, a->dcls, B, N, out);
+            align_bwd(m, a->dcls, a->cls, a->cls_cross, CENTER_CLS, S, views * c->w_dv);
+            be->mean_rows_bwd(a->phi.dz, a->dcls, S, N, out);
         } else {
-            be->fill(a->phi.dz, 0.0f, (size_t)B * N * out);
+            be->fill(a->phi.dz, 0.0f, (size_t)S * N * out);
         }
         if (c->use_casa) {
             align_bwd(m, a->student.dout, a->student.out, a->teacher.out, CENTER_TOKENS,
-                      B * nvis, c->w_st);
+                      S * nvis, views * c->w_st);
             casa_kv_backward(&m->casa, &a->cq, &a->student, ps, a->phi.z);
-            be->add(a->phi.dz, a->phi.dz, a->student.dfeat, (size_t)B * N * out);
+            be->add(a->phi.dz, a->phi.dz, a->student.dfeat, (size_t)S * N * out);
         } else {
-            align_bwd(m, a->dsel, a->sel_s, a->sel_t, CENTER_TOKENS, B * nvis, c->w_st);
-            be->scatter_add_rows(a->phi.dz, a->dsel, a->perm, N, B, N, nvis, out);
+            align_bwd(m, a->dsel, a->sel_s, a->sel_t, CENTER_TOKENS, S * nvis, views * c->w_st);
+            be->scatter_add_rows(a->phi.dz, a->dsel, a->perm, N, S, N, nvis, out);
         }
-        (void)paired;
         proj_head_backward(&m->head, &a->phi, ps, a->dec.st.out);
         params_grads_ready(ps, m->head_params);
         dH_extra = a->phi.dx;
@@ -328,66 +357,57 @@ static void masked_backward(PretrainModel *m, MaskedViewActs *a, const IntactVie
     params_grads_ready(ps, m->decoder_params);
     if (m->alice && c->use_casa) {
         casa_query_backward(&m->casa, &a->cq, ps, a->enc.st.out);
-        be->add(a->dV, a->dV, a->cq.dV, (size_t)B * nvis * c->embed_dim);
+        be->add(a->dV, a->dV, a->cq.dV, (size_t)S * nvis * c->embed_dim);
     }
     /* Without CASA its tensors get no gradient at all: final (zero) either way. */
     params_grads_ready(ps, m->casa_params);
     vit_encoder_backward(&m->enc, &a->enc, ps, a->dV);
 }
 
-LossTerms pretrain_model_forward_backward(PretrainModel *m)
+void pretrain_model_enqueue_step(PretrainModel *m)
+{
+    m->be->fill(m->online.grad, 0.0f, m->online.total);
+    /* Terms the configuration leaves out read 0. */
+    m->be->fill(m->loss_values, 0.0f, LOSS_VALUE_COUNT);
+    if (m->alice) intact_forward(m);
+    masked_forward(m);
+    if (m->alice) alice_forward(m);
+    m->online.grads_final = 1;   /* one backward pass: every contribution is the last */
+    masked_backward(m);
+    m->online.grads_final = 0;
+}
+
+LossTerms pretrain_model_read_losses(const PretrainModel *m)
 {
     const Config *c = &m->cfg;
-    LossTerms t = {0, 0, 0, 0};
-    m->be->fill(m->online.grad, 0.0f, m->online.total);
-    if (!m->alice) {
-        t.l_r = masked_forward(m, &m->mv[0]);
-        t.loss = c->w_rec * t.l_r;
-        m->online.grads_final = 1;   /* one backward pass: every contribution is the last */
-        masked_backward(m, &m->mv[0], NULL, NULL, c->w_rec);
-        m->online.grads_final = 0;
-        return t;
-    }
-    intact_forward(m);
-    for (int v = 0; v < MASKED_VIEWS; v++) {
-        MaskedViewActs *a = &m->mv[v];
-        const IntactViewActs *paired = &m->iv[PAIRED_INTACT(v) - VIEW_INTACT_Q];
-        const IntactViewActs *cross = &m->iv[CROSS_INTACT(v) - VIEW_INTACT_Q];
-        double l_st, l_dv;
-        t.l_r += 0.5 * masked_forward(m, a);
-        alice_forward(m, a, paired, cross, &l_st, &l_dv);
-        t.l_st += l_st;
-        t.l_dv += l_dv;
-    }
-    t.loss = c->w_rec * t.l_r + c->w_dv * t.l_dv + c->w_st * t.l_st;
-    for (int v = 0; v < MASKED_VIEWS; v++) {
-        /* Every masked view's backward adds to every online gradient: only the last one's
-         * module-by-module progress means "final". */
-        m->online.grads_final = v == MASKED_VIEWS - 1;
-        masked_backward(m, &m->mv[v], &m->iv[PAIRED_INTACT(v) - VIEW_INTACT_Q],
-                        &m->iv[CROSS_INTACT(v) - VIEW_INTACT_Q], 0.5f * c->w_rec);
-    }
-    m->online.grads_final = 0;
+    float v[LOSS_VALUE_COUNT];
+    m->be->download(v, m->loss_values, sizeof v);
+    /* l_dv and l_st are sums over the masked views of per-view means (eq. 5); the ops wrote
+     * their mean over the merged views. */
+    const double views = m->alice ? MASKED_VIEWS : 1;
+    LossTerms t = {0, v[LOSS_VALUE_REC], views * v[LOSS_VALUE_DV], views * v[LOSS_VALUE_ST]};
+    t.loss = c->w_rec * t.l_r + (m->alice ? c->w_dv * t.l_dv + c->w_st * t.l_st : 0.0);
     return t;
+}
+
+LossTerms pretrain_model_forward_backward(PretrainModel *m)
+{
+    pretrain_model_enqueue_step(m);
+    return pretrain_model_read_losses(m);
 }
 
 void pretrain_model_update_centers(PretrainModel *m, AllreduceMeanFn allreduce_mean, void *ctx)
 {
     if (!m->dino) return;
     const AliceBackend *be = m->be;
-    const int B = m->B, nvis = m->nvis, out = m->cfg.head_out;
+    const MaskedBatchActs *a = &m->masked;
+    const int S = a->S, nvis = m->nvis, out = m->cfg.head_out;
     /* The teacher rows each loss compared against in the forward just run: both intact views'
-     * pooled outputs (l_dv) and both masked views' T (or selected psi tokens without CASA). */
-    for (int v = 0; v < MASKED_VIEWS; v++) {
-        const MaskedViewActs *a = &m->mv[v];
-        const float *tokens = m->cfg.use_casa ? a->teacher.out : a->sel_t;
-        be->mean_rows_fwd(m->center_views + ((size_t)CENTER_CLS * MASKED_VIEWS + v) * out,
-                          m->iv[v].cls, 1, B, out);
-        be->mean_rows_fwd(m->center_views + ((size_t)CENTER_TOKENS * MASKED_VIEWS + v) * out,
-                          tokens, 1, B * nvis, out);
-    }
-    /* Every view holds the same number of rows, so the mean of the view means is the mean. */
-    be->mean_rows_fwd(m->center_batch, m->center_views, CENTER_COUNT, MASKED_VIEWS, out);
+     * pooled outputs (l_dv) and both masked views' T (or selected psi tokens without CASA),
+     * each set one merged batch, so one mean covers every view. */
+    const float *tokens = m->cfg.use_casa ? a->teacher.out : a->sel_t;
+    be->mean_rows_fwd(m->center_batch + (size_t)CENTER_CLS * out, m->intact.cls, 1, S, out);
+    be->mean_rows_fwd(m->center_batch + (size_t)CENTER_TOKENS * out, tokens, 1, S * nvis, out);
     allreduce_mean(m->center_batch, (size_t)CENTER_COUNT * out, ctx);
     for (int c = 0; c < CENTER_COUNT; c++)
         be->ema_update(param(&m->buffers, m->center[c]), m->center_batch + (size_t)c * out,

@@ -22,6 +22,10 @@ typedef struct {
     double loss, l_r, l_dv, l_st;
 } LossTerms;
 
+/* The loss values the loss ops of a step leave in backend memory (PretrainModel.loss_values),
+ * read back once per step by pretrain_model_read_losses. */
+typedef enum { LOSS_VALUE_REC, LOSS_VALUE_DV, LOSS_VALUE_ST, LOSS_VALUE_COUNT } LossValueId;
+
 /* align_loss = dino: the running means of the teacher outputs subtracted before the teacher
  * softmax (DINO's centering), one for the pooled [cls] rows of l_dv and one for the token rows
  * of l_st. They are state (checkpointed under /buffers with these names), not parameters. */
@@ -31,22 +35,39 @@ extern const char *const pretrain_center_names[CENTER_COUNT];
 /* buf (backend memory, n floats) <- its mean over every rank of the job. */
 typedef void (*AllreduceMeanFn)(float *buf, size_t n, void *ctx);
 
+/* The online ("student") branch runs EVERY masked view of the step as one forward and one
+ * backward over S = views x B samples (views = MASKED_VIEWS for Alice, 1 for MAE), laid out
+ * view after view ([view 0's B samples][view 1's B samples]), like the teacher's intact batch
+ * below: half the launches of a pass per view, GEMMs of S x tokens rows, and one backward whose
+ * gradients are final as they complete. Masked sample s pairs with intact sample s (the same
+ * crop, PAIRED_INTACT); each view has the same number of masked tokens and rows, so a mean over
+ * the merged rows is the mean of the per-view means. */
 typedef struct {
-    float *vol;           /* [B, X, Y, Z] */
-    int *perm;            /* [B, N] */
-    float *mask;          /* [B*N], 1 = masked */
-    float *patches;       /* [B, N, P] */
-    float *target;        /* [B*N, P] reconstruction target */
-    float *dpred;         /* [B*N, P] */
-    float *dV;            /* [B, nvis, E] */
+    int S;                /* samples: views x B */
+    float *vol;           /* [S, X, Y, Z] */
+    int *perm;            /* [S, N] */
+    float *mask;          /* [S*N], 1 = masked */
+    float *patches;       /* [S, N, P] */
+    float *target;        /* [S*N, P] reconstruction target */
+    float *dpred;         /* [S*N, P] */
+    float *dV;            /* [S, nvis, E] */
     VitEncoderActs enc;
     MaeDecoderActs dec;
     ProjHeadActs phi;     /* Alice only */
-    float *cls, *dcls;    /* [B, out] pooled phi, its gradient */
+    float *cls, *dcls;    /* [S, out] pooled phi, its gradient */
+    float *cls_cross;     /* [S, out] the pooled teacher rows l_dv compares sample s with: those
+                           * of the CROSS_INTACT view's same sample */
     CasaQuery cq;
     CasaKV student, teacher;
     float *sel_s, *sel_t, *dsel;   /* no-CASA: head outputs at the visible positions */
-} MaskedViewActs;
+} MaskedBatchActs;
+
+/* One masked view's inputs: its B samples' slice of MaskedBatchActs. */
+typedef struct {
+    float *vol;           /* [B, X, Y, Z] */
+    int *perm;            /* [B, N] */
+    float *mask;          /* [B*N] */
+} MaskedViewSlice;
 
 /* The EMA target ("teacher") runs BOTH intact views as one forward over MASKED_VIEWS x B
  * samples, laid out view after view ([view 0's B samples][view 1's B samples]): half the
@@ -82,23 +103,24 @@ typedef struct {
     int dino;
     ParamSet buffers;
     int center[CENTER_COUNT];       /* tensor indices in buffers */
-    float *center_views;            /* [CENTER_COUNT, MASKED_VIEWS, out] per-view batch means */
     float *center_batch;            /* [CENTER_COUNT, out] batch means, then all-reduced */
     VitEncoder enc;
     MaeDecoder dec;
     ProjHead head;
     Casa casa;
-    /* Tensor ranges reported done after their module's backward in the last masked view (the
-     * encoder's blocks report themselves); head and casa are empty for MAE. */
+    /* Tensor ranges reported done after their module's backward (the encoder's blocks report
+     * themselves); head and casa are empty for MAE. */
     ParamRange decoder_params, head_params, casa_params;
     float *posE, *posD;
-    int *identity;
+    int *identity;                     /* [N]: 0 .. N-1, read with idx_ld = 0 by every sample */
     Arena arena;
-    MaskedViewActs mv[MASKED_VIEWS];
+    float *loss_values;                /* [LOSS_VALUE_COUNT], backend memory */
+    MaskedBatchActs masked;            /* every masked view, one student pass */
+    MaskedViewSlice mv[MASKED_VIEWS];  /* slices of masked (MAE: mv[0] only) */
     IntactBatchActs intact;            /* Alice: both intact views, one teacher forward */
     IntactViewActs iv[MASKED_VIEWS];   /* indexed by view - VIEW_INTACT_Q; slices of intact */
-    int *perm_host;
-    float *mask_host;
+    int *perm_host;                    /* [S, N] staging of the drawn masks */
+    float *mask_host;                  /* [S * N] */
     /* T (CASA on the teacher features) uses the online query and CASA weights but is a
      * stop-gradient target. With freeze_teacher set, a forward keeps the T of the previous
      * forward, so finite differences see the loss exactly as the analytic gradient treats it. */
@@ -121,7 +143,12 @@ void pretrain_model_transfer_views(PretrainModel *m, const float *const views[VI
                                    ViewTransfer from);
 /* pretrain_model_transfer_views from host memory. */
 void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_COUNT]);
-/* Zeroes the gradients, runs forward and backward, returns the loss terms. */
+/* Zeroes the gradients, runs forward and backward; the loss values stay in backend memory
+ * (m->loss_values). Nothing in it waits for the device, so the CUDA backend can capture it. */
+void pretrain_model_enqueue_step(PretrainModel *m);
+/* The loss terms of the step enqueued last: one read-back (it waits for the step). */
+LossTerms pretrain_model_read_losses(const PretrainModel *m);
+/* pretrain_model_enqueue_step, then pretrain_model_read_losses. */
 LossTerms pretrain_model_forward_backward(PretrainModel *m);
 /* align_loss = dino: after the step (DINO updates the centers after the loss of the step),
  * c <- center_momentum c + (1 - center_momentum) mean over rows of this step's teacher outputs,

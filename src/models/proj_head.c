@@ -24,15 +24,27 @@ void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, i
     register_linear(ps, name, bottleneck, out, 0, &h->last_w, &unused);
 }
 
+/* With bf16 activations fc1 needs a bf16 input (act_linear_fwd: an fp32 x gives an fp32 y). */
+static int keeps_bf16_input(const ProjHeadActs *a) { return a->h1.type == DTYPE_BF16; }
+
 void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, int train)
 {
-    size_t r = (size_t)rows;
+    const DType t = ar->act_type;
+    const size_t r = (size_t)rows, hidden = (size_t)h->hidden;
     a->rows = rows;
     a->train = train;
-    a->h1 = arena_floats(ar, r * h->hidden);
-    a->h1g = arena_floats(ar, r * h->hidden);
-    a->h2 = arena_floats(ar, r * h->hidden);
-    a->h2g = arena_floats(ar, r * h->hidden);
+    a->x16 = t == DTYPE_BF16 ? arena_act(ar, r * h->in, t) : (Act){NULL, DTYPE_F32};
+    a->h1 = arena_act(ar, r * hidden, t);
+    a->h1g = arena_act(ar, r * hidden, t);
+    if (train) {
+        a->h2 = arena_act(ar, r * hidden, t);
+        a->h2g = arena_act(ar, r * hidden, t);
+    } else {
+        /* Forward only: fc2 reads h1g and writes h2 over the dead h1; the second GELU reads h2
+         * and writes h2g over the dead h1g. Two hidden-size tensors instead of four. */
+        a->h2 = a->h1;
+        a->h2g = a->h1g;
+    }
     a->b = arena_floats(ar, r * h->bottleneck);
     a->bn = arena_floats(ar, r * h->bottleneck);
     a->norms = arena_floats(ar, r);
@@ -41,37 +53,53 @@ void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, i
     a->dz = arena_floats(ar, r * h->out);
     a->dbn = arena_floats(ar, r * h->bottleneck);
     a->db = arena_floats(ar, r * h->bottleneck);
-    a->dh2g = arena_floats(ar, r * h->hidden);
-    a->dh2 = arena_floats(ar, r * h->hidden);
-    a->dh1g = arena_floats(ar, r * h->hidden);
-    a->dh1 = arena_floats(ar, r * h->hidden);
+    a->dh2g = arena_floats(ar, r * hidden);
+    a->dh1g = arena_floats(ar, r * hidden);
+    a->dh_scratch = arena_floats(ar, r * hidden);
     a->dx = arena_floats(ar, r * h->in);
+}
+
+/* fc1's input: x itself (fp32 activations), or its bf16 copy x16, made when `round` is set
+ * (the forward; the backward reads the copy the forward made). */
+static Act fc1_input(const AliceBackend *be, const ProjHead *h, const ProjHeadActs *a,
+                     const float *x, int round)
+{
+    if (!keeps_bf16_input(a)) return (Act){(void *)x, DTYPE_F32};
+    if (round) be->to_bf16(a->x16.p, x, (size_t)a->rows * h->in);
+    return a->x16;
 }
 
 void proj_head_forward(const ProjHead *h, ProjHeadActs *a, const ParamSet *ps, const float *x)
 {
     const AliceBackend *be = ps->be;
     const int R = a->rows;
-    linear_forward(ps, h->fc1_w, h->fc1_b, a->h1, x, R, h->in, h->hidden);
-    be->gelu_fwd(a->h1g, a->h1, (size_t)R * h->hidden);
-    linear_forward(ps, h->fc2_w, h->fc2_b, a->h2, a->h1g, R, h->hidden, h->hidden);
-    be->gelu_fwd(a->h2g, a->h2, (size_t)R * h->hidden);
-    linear_forward(ps, h->fc3_w, h->fc3_b, a->b, a->h2g, R, h->hidden, h->bottleneck);
+    const size_t n_hidden = (size_t)R * h->hidden;
+    const Act xin = fc1_input(be, h, a, x, 1);
+    act_linear_fwd(ps, h->fc1_w, h->fc1_b, a->h1, xin, NULL, R, h->in, h->hidden);
+    act_gelu_fwd(be, a->h1g, a->h1, n_hidden);
+    act_linear_fwd(ps, h->fc2_w, h->fc2_b, a->h2, a->h1g, NULL, R, h->hidden, h->hidden);
+    act_gelu_fwd(be, a->h2g, a->h2, n_hidden);
+    /* b stays fp32: the l2 normalisation and its backward read it */
+    act_linear_fwd(ps, h->fc3_w, h->fc3_b, (Act){a->b, DTYPE_F32}, a->h2g, NULL, R, h->hidden,
+                   h->bottleneck);
     be->l2norm_fwd(a->bn, a->norms, a->b, R, h->bottleneck, HEAD_L2_EPS);
     linear_forward(ps, h->last_w, NO_PARAM, a->z, a->bn, R, h->bottleneck, h->out);
 }
 
 void proj_head_backward(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, const float *x)
 {
+    ALICE_ASSERT(a->train, "backward through a projection head laid out forward only");
     const AliceBackend *be = ps->be;
     const int R = a->rows;
     linear_backward(ps, h->last_w, NO_PARAM, a->dbn, a->dz, a->bn, R, h->bottleneck, h->out);
     be->l2norm_bwd(a->db, a->dbn, a->b, a->norms, R, h->bottleneck, HEAD_L2_EPS);
-    linear_backward(ps, h->fc3_w, h->fc3_b, a->dh2g, a->db, a->h2g, R, h->hidden, h->bottleneck);
-    be->gelu_bwd(a->dh2, a->dh2g, a->h2, (size_t)R * h->hidden);
-    linear_backward(ps, h->fc2_w, h->fc2_b, a->dh1g, a->dh2, a->h1g, R, h->hidden, h->hidden);
-    be->gelu_bwd(a->dh1, a->dh1g, a->h1, (size_t)R * h->hidden);
-    linear_backward(ps, h->fc1_w, h->fc1_b, a->dx, a->dh1, x, R, h->in, h->hidden);
+    act_linear_bwd(ps, h->fc3_w, h->fc3_b, a->dh2g, a->db, a->h2g, R, h->hidden, h->bottleneck);
+    /* fc2 and fc1 through their GELUs (bf16: fused, dh never stored on the GPU); fc1's
+     * scratch is dh2g, which fc2's backward was the last to read. */
+    act_linear_gelu_bwd(ps, h->fc2_w, h->fc2_b, a->dh1g, a->dh2g, a->h2, a->dh_scratch, a->h1g,
+                        R, h->hidden, h->hidden);
+    act_linear_gelu_bwd(ps, h->fc1_w, h->fc1_b, a->dx, a->dh1g, a->h1, a->dh2g,
+                        fc1_input(be, h, a, x, 0), R, h->in, h->hidden);
 }
 
 ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t first,
@@ -80,10 +108,12 @@ ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t f
     ALICE_ASSERT(!all->train, "a slice of training head activations would need its gradients");
     ProjHeadActs a = {0};
     a.rows = (int)rows;
-    a.h1 = all->h1 + first * h->hidden;
-    a.h1g = all->h1g + first * h->hidden;
-    a.h2 = all->h2 + first * h->hidden;
-    a.h2g = all->h2g + first * h->hidden;
+    const size_t hidden_at = first * h->hidden;   /* elements: act_offset scales by the type */
+    a.x16 = keeps_bf16_input(all) ? act_offset(all->x16, first * h->in) : all->x16;
+    a.h1 = act_offset(all->h1, hidden_at);
+    a.h1g = act_offset(all->h1g, hidden_at);
+    a.h2 = act_offset(all->h2, hidden_at);
+    a.h2g = act_offset(all->h2g, hidden_at);
     a.b = all->b + first * h->bottleneck;
     a.bn = all->bn + first * h->bottleneck;
     a.norms = all->norms + first;

@@ -1,9 +1,18 @@
 /* DINO-style projection head: 3-layer MLP (GELU) to an l2-normalised bottleneck, then a
  * bias-free linear layer to the output width. phi (online, on the decoder output H) and psi
- * (its EMA, on the target features) share this definition and tensor indices. */
+ * (its EMA, on the target features) share this definition and tensor indices.
+ *
+ * Mixed precision (nn/act.h): with bf16 activations the hidden layers h1, h1g (= GELU(h1)),
+ * h2, h2g are bf16 Acts, as the transformer blocks keep their MLP's h and hg: fc1 and fc2
+ * write bf16 from their GEMMs, the GELUs read and write bf16, and the backward of fc2 and fc1
+ * runs through their GELU in the fused op (act_linear_gelu_bwd). The fp32 input x is rounded
+ * to bf16 once (x16) for fc1's forward and weight gradient. The input x, the bottleneck b and
+ * bn, the output z and every gradient stay fp32 (losses and CASA read z as float *). With fp32
+ * activations the head computes exactly what the fp32 ops compute, bit for bit. */
 #ifndef ALICE_PROJ_HEAD_H
 #define ALICE_PROJ_HEAD_H
 
+#include "nn/act.h"
 #include "nn/arena.h"
 #include "nn/params.h"
 
@@ -16,20 +25,29 @@ typedef struct {
 
 typedef struct {
     int rows, train;
-    float *h1, *h1g, *h2, *h2g, *b, *bn, *norms, *z;
+    /* x16: the input rounded to bf16 [rows, in] with bf16 activations (p NULL with fp32 ones,
+     * which read x itself). h1 .. h2g: [rows, hidden] of the arena's activation type; laid out
+     * forward only, h2 shares h1's memory and h2g h1g's (each is dead when the next is written),
+     * so their contents there are the last written. */
+    Act x16, h1, h1g, h2, h2g;
+    float *b, *bn, *norms, *z;
     float *dz;                          /* gradient w.r.t. z, accumulated by the losses (training) */
-    float *dbn, *db, *dh2g, *dh2, *dh1g, *dh1, *dx;   /* training scratch; dx: w.r.t. the input */
+    /* training scratch, fp32; dx: w.r.t. the input. dh_scratch [rows, hidden]: fc2's GELU
+     * backward scratch (act_linear_gelu_bwd); fc1's uses dh2g, dead by then. */
+    float *dbn, *db, *dh2g, *dh1g, *dh_scratch, *dx;
 } ProjHeadActs;
 
 void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, int hidden,
                         int bottleneck, int out);
+/* The activation type is the arena's (ar->act_type), like the transformer stacks'. */
 void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, int train);
 void proj_head_forward(const ProjHead *h, ProjHeadActs *a, const ParamSet *ps, const float *x);
 /* Rows [first, first + rows) of forward-only activations `all` (train = 0), as activations of
  * their own: readers of one part of a batched forward (the teacher's two views). */
 ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t first,
                             size_t rows);
-/* Uses a->dz; writes a->dx. */
+/* Uses a->dz; writes a->dx. x: the input the forward read (fp32 activations read it again for
+ * fc1's weight gradient; bf16 ones read x16). */
 void proj_head_backward(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, const float *x);
 
 #endif

@@ -68,6 +68,19 @@ void act_linear_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy, Act 
         linear_backward(ps, w, b, dx, dy, x.p, rows, in, out);
 }
 
+void act_linear_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy, Act x, int rows, int in,
+                       int out)
+{
+    if (dy.type == DTYPE_F32) {
+        act_linear_bwd(ps, w, b, dx, dy.p, x, rows, in, out);
+        return;
+    }
+    ALICE_ASSERT(x.type == DTYPE_BF16, "linear backward: a bf16 dy needs a bf16 x");
+    ALICE_ASSERT(b == NO_PARAM, "linear backward: a bf16 dy only for a layer without bias (the "
+                 "bias gradient sums the unrounded fp32 dy)");
+    ps->be->linear_bwd_bf16_dy16(dx, param_grad(ps, w), dy.p, x.p, param(ps, w), rows, in, out);
+}
+
 void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n)
 {
     same_type(y, x, "gelu_fwd");
@@ -106,17 +119,33 @@ void act_attention_fwd(const AliceBackend *be, Act out, float *saved, Act q, Act
         be->attention_fwd(out.p, saved, q.p, k.p, v.p, B, H, Tq, Tk, Dh, ldq, ldkv);
 }
 
-void act_attention_bwd(const AliceBackend *be, float *dq, float *dk, float *dv,
-                       const float *dout, Act q, Act k, Act v, Act out, const float *saved,
-                       int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv)
+void act_attention_bwd(const AliceBackend *be, Act dq, Act dk, Act dv, const float *dout, Act q,
+                       Act k, Act v, Act out, const float *saved, int B, int H, int Tq, int Tk,
+                       int Dh, int ldq, int ldkv)
 {
     same_type(out, q, "attention_bwd");
     same_type(q, k, "attention_bwd");
     same_type(k, v, "attention_bwd");
-    if (q.type == DTYPE_BF16)
-        be->attention_bwd_bf16(dq, dk, dv, dout, q.p, k.p, v.p, out.p, saved, B, H, Tq, Tk, Dh,
-                               ldq, ldkv);
-    else
-        be->attention_bwd(dq, dk, dv, dout, q.p, k.p, v.p, out.p, saved, B, H, Tq, Tk, Dh, ldq,
-                          ldkv);
+    /* the gradients' one type: that of the first one given (absent ones: p NULL) */
+    const Act grads[] = {dq, dk, dv};
+    DType grad_type = DTYPE_F32;
+    int typed = 0;
+    for (int i = 0; i < 3; i++) {
+        if (!grads[i].p) continue;
+        if (typed) ALICE_ASSERT(grads[i].type == grad_type,
+                                "attention_bwd: gradients of different element types");
+        grad_type = grads[i].type;
+        typed = 1;
+    }
+    if (grad_type == DTYPE_BF16) {
+        ALICE_ASSERT(q.type == DTYPE_BF16, "attention_bwd: bf16 gradients need bf16 q, k, v");
+        be->attention_bwd_bf16_grad16(dq.p, dk.p, dv.p, dout, q.p, k.p, v.p, out.p, saved, B, H,
+                                      Tq, Tk, Dh, ldq, ldkv);
+    } else if (q.type == DTYPE_BF16) {
+        be->attention_bwd_bf16(dq.p, dk.p, dv.p, dout, q.p, k.p, v.p, out.p, saved, B, H, Tq, Tk,
+                               Dh, ldq, ldkv);
+    } else {
+        be->attention_bwd(dq.p, dk.p, dv.p, dout, q.p, k.p, v.p, out.p, saved, B, H, Tq, Tk, Dh,
+                          ldq, ldkv);
+    }
 }

@@ -44,6 +44,12 @@ void act_linear_fwd(const ParamSet *ps, int w, int b, Act y, Act x, const float 
 /* dx = dy W (NULL skips), dW and db accumulate into the ParamSet's gradients. */
 void act_linear_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy, Act x, int rows,
                     int in, int out);
+/* act_linear_bwd with dy an Act: fp32 dy is act_linear_bwd; a bf16 dy (the bf16 gradient of
+ * act_attention_bwd) needs a bf16 x and a layer without bias (b = NO_PARAM: a bias gradient
+ * would sum the unrounded fp32 dy) and gives exactly act_linear_bwd on dy widened to fp32
+ * (linear_bwd_bf16_dy16: no rounding pass over dy). */
+void act_linear_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy, Act x, int rows, int in,
+                       int out);
 /* GELU (x and y of one type) and its backward into fp32 dx. */
 void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n);
 void act_gelu_bwd(const AliceBackend *be, float *dx, const float *dy, Act x, size_t n);
@@ -54,11 +60,14 @@ void act_gelu_bwd(const AliceBackend *be, float *dx, const float *dy, Act x, siz
  * dh_scratch followed by act_linear_bwd. */
 void act_linear_gelu_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy_act, Act h,
                          float *dh_scratch, Act x, int rows, int in, int out);
-/* Attention (backend attention_fwd/bwd semantics) with q, k, v and out of one type. */
+/* Attention (backend attention_fwd/bwd semantics) with q, k, v and out of one type.
+ * Backward writes dq, dk, dv (p NULL: not needed) of one type: fp32, or bf16 with bf16 q, k, v
+ * (attention_bwd_bf16_grad16: each gradient rounded once, bit for bit the fp32 gradients
+ * rounded afterwards), for a consumer that rounds them to bf16 anyway (act_linear_bwd_dy). */
 void act_attention_fwd(const AliceBackend *be, Act out, float *saved, Act q, Act k, Act v,
                        int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
-void act_attention_bwd(const AliceBackend *be, float *dq, float *dk, float *dv,
-                       const float *dout, Act q, Act k, Act v, Act out, const float *saved,
-                       int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
+void act_attention_bwd(const AliceBackend *be, Act dq, Act dk, Act dv, const float *dout, Act q,
+                       Act k, Act v, Act out, const float *saved, int B, int H, int Tq, int Tk,
+                       int Dh, int ldq, int ldkv);
 
 #endif

@@ -52,7 +52,7 @@ typedef struct {
     uint32_t *decay_mask;
     /* Overlap of the gradient all-reduce with backward: the training loop attaches grad_ready;
      * the model sets grads_final during the backward pass that makes the LAST contribution of the
-     * step to every gradient (a tensor may get several, e.g. one per masked view), and backward
+     * step to every gradient (a tensor may get several when a model runs several backward passes per step), and backward
      * code reports each module's range after its backward through params_grads_ready. Unset,
      * nothing is reported; a missed report costs overlap, never correctness. */
     GradReadyFn grad_ready;

@@ -92,7 +92,7 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, TSta
         a->datt = arena_floats(ar, rows * W);
         a->dh1 = arena_floats(ar, rows * M);
         a->dh2 = arena_floats(ar, rows * M);
-        a->dqkv = arena_floats(ar, rows * 3 * W);
+        a->dqkv = arena_act(ar, rows * 3 * W, ar->act_type);
     }
 }
 
@@ -163,10 +163,13 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
                           a->dtmp, b->mid, b->ln2_mean, b->ln2_rstd, param(ps, p->norm2_w), rows, W);
         /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) */
         act_linear_bwd(ps, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
-        act_attention_bwd(be, a->dqkv, a->dqkv + W, a->dqkv + 2 * W, a->datt, b->qkv,
-                          act_offset(b->qkv, W), act_offset(b->qkv, 2 * (size_t)W), b->att,
-                          b->probs, B, H, T, T, W / H, 3 * W, 3 * W);
-        act_linear_bwd(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
+        /* dqkv in bf16 with bf16 activations: the qkv layer has no bias, so its backward needs
+         * dy only as the GEMMs' bf16 operand, and no rounding pass over an fp32 dqkv runs */
+        act_attention_bwd(be, a->dqkv, act_offset(a->dqkv, W), act_offset(a->dqkv, 2 * (size_t)W),
+                          a->datt, b->qkv, act_offset(b->qkv, W),
+                          act_offset(b->qkv, 2 * (size_t)W), b->att, b->probs, B, H, T, T, W / H,
+                          3 * W, 3 * W);
+        act_linear_bwd_dy(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
         /* gnext = dmid + LayerNorm 1's input gradient (gnext is g0/g1 other than g, or dx0) */
         be->layernorm_bwd(gnext, a->dmid, param_grad(ps, p->norm1_w), param_grad(ps, p->norm1_b),
                           a->dtmp, x, b->ln1_mean, b->ln1_rstd, param(ps, p->norm1_w), rows, W);

@@ -35,8 +35,11 @@ typedef struct {
     BlockActs act[TSTACK_MAX_DEPTH];  /* forward-only stacks reuse two sets */
     float *x0;                        /* input [B, T, W], written by the caller */
     float *out, *out_mean, *out_rstd; /* final LayerNorm output */
-    /* backward scratch */
-    float *g0, *g1, *dmid, *dtmp, *dh1, *dh2, *datt, *dqkv;
+    /* backward scratch; dqkv in the arena's act_type: with bf16 activations attention's
+     * backward stores its gradient in bf16, the qkv GEMMs' operand (rounded in the store, the
+     * same bits as rounding an fp32 dqkv) */
+    float *g0, *g1, *dmid, *dtmp, *dh1, *dh2, *datt;
+    Act dqkv;
 } TStackActs;
 
 /* Registers "<prefix>.blocks.{i}.*" and "<prefix>.norm.*". */

@@ -22,6 +22,10 @@
 /* Element type of an activation tensor (mixed precision stores some in bf16). */
 typedef enum { DTYPE_F32 = 0, DTYPE_BF16 = 1 } DType;
 
+/* Recorded backend work replayed with one launch (the graph_* entries of the table); opaque,
+ * defined by the backend that makes it. */
+typedef struct BackendGraph BackendGraph;
+
 /* The argument check of the ops that add a residual in their store (linear_fwd_bf16,
  * layernorm_bwd), shared by the backends: fatal (naming op) when residual is given but out
  * is not fp32, or when out's n elements overlap residual's (both backends read residual and
@@ -143,9 +147,12 @@ typedef struct AliceBackend {
     void (*l2norm_fwd)(float *y, float *norms, const float *x, int rows, int dim, float eps);
     void (*l2norm_bwd)(float *dx, const float *dy, const float *x, const float *norms,
                        int rows, int dim, float eps);
-    /* Cosine loss: mean over rows of (1 - cos(a_r, b_r)). bwd: da, db (either may be NULL)
+    /* The losses' forward ops write their value to *loss, ONE float of backend memory, and
+     * return without waiting for it: the step reads its loss terms once, after the backward
+     * (a host read-back mid-step would stall the GPU and break stream capture).
+     * Cosine loss: mean over rows of (1 - cos(a_r, b_r)). bwd: da, db (either may be NULL)
      * receive scale * d(loss)/d(.), overwritten. */
-    float (*cosine_loss_fwd)(const float *a, const float *b, int rows, int dim);
+    void (*cosine_loss_fwd)(float *loss, const float *a, const float *b, int rows, int dim);
     void (*cosine_loss_bwd)(float *da, float *db, const float *a, const float *b, int rows,
                             int dim, float scale);
     /* DINO soft cross-entropy (align_loss = dino): mean over rows of
@@ -153,17 +160,17 @@ typedef struct AliceBackend {
      * inv_tt = 1/teacher_temp, inv_ts = 1/student_temp, center [dim] shared by every row; the
      * teacher side t is a constant. bwd: ds = scale * d(loss)/ds
      * = scale inv_ts (softmax(s inv_ts) - softmax((t - center) inv_tt)) / rows, overwritten. */
-    float (*soft_ce_fwd)(const float *s, const float *t, const float *center, int rows, int dim,
-                         float inv_ts, float inv_tt);
+    void (*soft_ce_fwd)(float *loss, const float *s, const float *t, const float *center,
+                        int rows, int dim, float inv_ts, float inv_tt);
     void (*soft_ce_bwd)(float *ds, const float *s, const float *t, const float *center, int rows,
                         int dim, float inv_ts, float inv_tt, float scale);
     /* Per-row normalisation of reconstruction targets (MAE norm_pix_loss):
      * out = (x - mean) / sqrt(var + eps), var unbiased=False. No gradient. */
     void (*normalize_rows)(float *out, const float *x, int rows, int dim, float eps);
     /* MSE on masked rows (eq. 1): sum_r mask[r] * mean_d (pred - target)^2 / sum_r mask[r].
-     * mask [rows] is 1 for masked patches, 0 for visible. */
-    float (*masked_mse_fwd)(const float *pred, const float *target, const float *mask,
-                            int rows, int dim);
+     * mask [rows] is 1 for masked patches, 0 for visible; 0 when nothing is masked. */
+    void (*masked_mse_fwd)(float *loss, const float *pred, const float *target,
+                           const float *mask, int rows, int dim);
     void (*masked_mse_bwd)(float *dpred, const float *pred, const float *target,
                            const float *mask, int rows, int dim, float scale);
 
@@ -275,6 +282,48 @@ typedef struct AliceBackend {
                                const bf16_t *q, const bf16_t *k, const bf16_t *v,
                                const bf16_t *out, const float *saved, int B, int H, int Tq,
                                int Tk, int Dh, int ldq, int ldkv);
+    /* attention_bwd_bf16 with bf16 dq, dk, dv (same strides, any may be NULL): each gradient
+     * rounded once (nearest even) from the fp32 value attention_bwd_bf16 computes, so the
+     * results are BIT-IDENTICAL to attention_bwd_bf16 into fp32 buffers followed by rounding
+     * them to bf16 on the same backend. For the transformer's qkv layer, whose backward
+     * (linear_bwd_bf16_dy16) wants dy in bf16 anyway: the CUDA flash kernels round in their
+     * store, so the fp32 [rows, 3C] gradient is never written nor read back for rounding. */
+    void (*attention_bwd_bf16_grad16)(bf16_t *dq, bf16_t *dk, bf16_t *dv, const float *dout,
+                                      const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                      const bf16_t *out, const float *saved, int B, int H,
+                                      int Tq, int Tk, int Dh, int ldq, int ldkv);
+    /* linear_bwd_bf16 of a layer WITHOUT bias whose dy is bf16 already (a bias gradient would
+     * need the unrounded fp32 dy): dx = dy W (fp32), dW += dy^T x; dx or dW may be NULL.
+     * BIT-IDENTICAL to linear_bwd_bf16(dx, dW, NULL, dy widened to fp32, x, W, ...), whose
+     * rounding of dy to bf16 changes nothing then: the CUDA backend feeds dy to its GEMMs as
+     * it is, one rounding launch and one fp32 pass over [rows, out] fewer. */
+    void (*linear_bwd_bf16_dy16)(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                                 const float *W, int rows, int in, int out);
+    /* y = x rounded to bf16 (nearest even, the rounding of every bf16 GEMM operand), n
+     * elements: an fp32 tensor that feeds bf16 GEMMs more than once (the projection head's
+     * input: fc1 forward and its weight gradient) is rounded once and kept, instead of being
+     * rounded again by each fp32-input GEMM. */
+    void (*to_bf16)(bf16_t *y, const float *x, size_t n);
+
+    /* ---- graphs: enqueued work recorded once, replayed as one launch ----
+     * NULL on a backend that cannot record (the CPU backend runs every op at its call). The
+     * CUDA backend records the work this thread enqueues on its stream (CUDA graphs) and
+     * replays it with one launch, so a step of ~2600 kernels costs the host one call.
+     * graph_capture_begin: from here until graph_capture_end, ops of this thread are recorded,
+     * NOT run; returns 0 (with a log_warn naming why) when recording cannot start.
+     * graph_capture_end: the recorded work as a graph ready to launch, or NULL when it cannot
+     * be replayed (a host wait, an allocation, a scratch buffer that had to grow or a failed
+     * CUDA capture or instantiation in between; log_warn names the first reason). Nothing
+     * recorded has run either way: run the same work again eagerly after a NULL.
+     * graph_launch: runs the recorded work again on the stream, with the pointers and scalar
+     * arguments it was recorded with (only the memory contents may differ); returns 0 WITHOUT
+     * launching when memory the graph uses moved since (a scratch buffer or bf16 weight copy
+     * reallocated): free it, run the work eagerly and record it again.
+     * graph_free: releases a graph (NULL is fine). */
+    int (*graph_capture_begin)(void);
+    BackendGraph *(*graph_capture_end)(void);
+    int (*graph_launch)(BackendGraph *graph);
+    void (*graph_free)(BackendGraph *graph);
 } AliceBackend;
 
 /* The CPU backend (always present). */

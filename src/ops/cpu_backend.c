@@ -80,6 +80,9 @@ static const AliceBackend cpu_backend = {
     .linear_gelu_bwd_bf16 = cpu_linear_gelu_bwd_bf16,
     .attention_fwd_bf16 = cpu_attention_fwd_bf16,
     .attention_bwd_bf16 = cpu_attention_bwd_bf16,
+    .attention_bwd_bf16_grad16 = cpu_attention_bwd_bf16_grad16,
+    .linear_bwd_bf16_dy16 = cpu_linear_bwd_bf16_dy16,
+    .to_bf16 = cpu_to_bf16,
 };
 
 const AliceBackend *backend_cpu(void) { return &cpu_backend; }

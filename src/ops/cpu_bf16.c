@@ -29,6 +29,8 @@ static void narrow(bf16_t *dst, const float *src, size_t n)
     for (size_t i = 0; i < n; i++) dst[i] = bf16_from_float(src[i]);
 }
 
+void cpu_to_bf16(bf16_t *y, const float *x, size_t n) { narrow(y, x, n); }
+
 /* ------------------------------------------------------------------ scratch */
 
 /* Attention passes up to this many strided views (q, k, v, and out in backward). */
@@ -42,7 +44,9 @@ enum ScratchRole {
     SCRATCH_DY,                 /* dy rounded */
     SCRATCH_OUTPUT,             /* fp32 result before rounding */
     SCRATCH_VIEW,               /* widened attention views, one per merged range */
-    SCRATCH_ROLES = SCRATCH_VIEW + MAX_VIEWS
+    /* fp32 attention gradients before rounding (attention_bwd_bf16_grad16), one per range */
+    SCRATCH_GRAD_VIEW = SCRATCH_VIEW + MAX_VIEWS,
+    SCRATCH_ROLES = SCRATCH_GRAD_VIEW + MAX_VIEWS
 };
 
 /* Per-thread buffers that only grow, one per role. A fresh multi-megabyte malloc is mmap'd and
@@ -113,8 +117,10 @@ static void views_add(WideViews *w, const bf16_t *src, size_t len)
 }
 
 /* Merges overlapping or touching views (compared as addresses: they may lie in one buffer or
- * in several) and widens each merged range once. */
-static void views_widen(WideViews *w)
+ * in several) and gives each merged range one fp32 copy from the scratch roles base_role,
+ * base_role + 1, ...; widens the bf16 range into it when widen_now (inputs), else leaves it
+ * for the caller to fill (gradients). */
+static void views_place(WideViews *w, int base_role, int widen_now)
 {
     int order[MAX_VIEWS];
     for (int i = 0; i < w->count; i++) order[i] = i;
@@ -137,11 +143,25 @@ static void views_widen(WideViews *w)
             last++;
         }
         const size_t n = (size_t)(end - start) / sizeof(bf16_t);
-        float *copy = widened(SCRATCH_VIEW + ranges++, w->src[order[first]], n);
+        float *copy = widen_now ? widened(base_role + ranges, w->src[order[first]], n)
+                                : scratch_floats(base_role + ranges, n);
+        ranges++;
         for (int m = first; m < last; m++)
             w->wide[order[m]] = copy + ((uintptr_t)w->src[order[m]] - start) / sizeof(bf16_t);
         first = last;
     }
+}
+
+static void views_widen(WideViews *w) { views_place(w, SCRATCH_VIEW, 1); }
+
+/* dst[r ld + c] = src[r ld + c] rounded to bf16 for r < rows, c < cols: only the view's own
+ * elements, so what lies between its rows in the caller's buffer is left as it was. */
+static void narrow_rows(bf16_t *dst, const float *src, long rows, int ld, int cols)
+{
+    #pragma omp parallel for schedule(static) if ((size_t)rows * cols > CPU_OMP_MIN_ELEMENTS)
+    for (long r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++)
+            dst[(size_t)r * ld + c] = bf16_from_float(src[(size_t)r * ld + c]);
 }
 
 /* q, k, v of an attention call as views (indices VIEW_Q, VIEW_K, VIEW_V). */
@@ -190,6 +210,18 @@ void cpu_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const
     const float *Wr = dx ? rounded(SCRATCH_WEIGHT, W, (size_t)out * in) : NULL;
     const float *xw = dW ? widened(SCRATCH_INPUT, x, (size_t)rows * in) : NULL;
     cpu_linear_bwd(dx, dW, NULL, dyr, xw, Wr, rows, in, out);
+}
+
+/* linear_bwd_bf16 with db NULL, whose dy rounding leaves a bf16 dy as it is: dy widened
+ * exactly instead, the same fp32 operand values, so the same bits. */
+void cpu_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                              const float *W, int rows, int in, int out)
+{
+    if (!dx && !dW) return;
+    const float *dyw = widened(SCRATCH_DY, dy, (size_t)rows * out);
+    const float *Wr = dx ? rounded(SCRATCH_WEIGHT, W, (size_t)out * in) : NULL;
+    const float *xw = dW ? widened(SCRATCH_INPUT, x, (size_t)rows * in) : NULL;
+    cpu_linear_bwd(dx, dW, NULL, dyw, xw, Wr, rows, in, out);
 }
 
 void cpu_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
@@ -251,4 +283,33 @@ void cpu_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout, 
     views_widen(&w);
     cpu_attention_bwd(dq, dk, dv, dout, w.wide[VIEW_Q], w.wide[VIEW_K], w.wide[VIEW_V],
                       w.wide[VIEW_OUT], saved, B, H, Tq, Tk, Dh, ldq, ldkv);
+}
+
+/* The composition the op stands for: attention_bwd_bf16 into fp32 gradients laid out like the
+ * bf16 ones (views in one packed buffer, dqkv, share one scratch copy with the same element
+ * offsets and strides), then each gradient rounded once into its view. */
+void cpu_attention_bwd_bf16_grad16(bf16_t *dq, bf16_t *dk, bf16_t *dv, const float *dout,
+                                   const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                   const bf16_t *out, const float *saved, int B, int H, int Tq,
+                                   int Tk, int Dh, int ldq, int ldkv)
+{
+    enum { GRAD_Q, GRAD_K, GRAD_V, GRADS };
+    bf16_t *const grad[GRADS] = {dq, dk, dv};
+    const long rows[GRADS] = {(long)B * Tq, (long)B * Tk, (long)B * Tk};
+    const int ld[GRADS] = {ldq, ldkv, ldkv};
+    const int C = H * Dh;
+    WideViews g = {.count = 0};
+    int view_of[GRADS];
+    for (int i = 0; i < GRADS; i++) {
+        view_of[i] = grad[i] ? g.count : -1;
+        if (grad[i]) views_add(&g, grad[i], view_span(rows[i], ld[i], C));
+    }
+    if (g.count == 0) return;
+    views_place(&g, SCRATCH_GRAD_VIEW, 0);
+    float *f32[GRADS];
+    for (int i = 0; i < GRADS; i++) f32[i] = grad[i] ? g.wide[view_of[i]] : NULL;
+    cpu_attention_bwd_bf16(f32[GRAD_Q], f32[GRAD_K], f32[GRAD_V], dout, q, k, v, out, saved, B,
+                           H, Tq, Tk, Dh, ldq, ldkv);
+    for (int i = 0; i < GRADS; i++)
+        if (grad[i]) narrow_rows(grad[i], f32[i], rows[i], ld[i], C);
 }

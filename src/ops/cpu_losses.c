@@ -65,7 +65,7 @@ static double clamped_norm_product(RowProducts p)
     return prod > COSINE_EPS * COSINE_EPS ? sqrt(prod) : COSINE_EPS;
 }
 
-float cpu_cosine_loss_fwd(const float *a, const float *b, int rows, int dim)
+void cpu_cosine_loss_fwd(float *loss, const float *a, const float *b, int rows, int dim)
 {
     double total = 0.0;
     #pragma omp parallel for schedule(static) reduction(+ : total) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
@@ -73,7 +73,7 @@ float cpu_cosine_loss_fwd(const float *a, const float *b, int rows, int dim)
         RowProducts p = row_products(a + (long)r * dim, b + (long)r * dim, dim);
         total += 1.0 - p.dot / clamped_norm_product(p);
     }
-    return rows > 0 ? (float)(total / rows) : 0.0f;
+    *loss = rows > 0 ? (float)(total / rows) : 0.0f;
 }
 
 void cpu_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows,
@@ -114,8 +114,8 @@ static double row_logsumexp(const float *x, const float *shift, int dim, double 
     return mx + log(sum);
 }
 
-float cpu_soft_ce_fwd(const float *s, const float *t, const float *center, int rows, int dim,
-                      float inv_ts, float inv_tt)
+void cpu_soft_ce_fwd(float *loss, const float *s, const float *t, const float *center, int rows,
+                     int dim, float inv_ts, float inv_tt)
 {
     double total = 0.0;
     #pragma omp parallel for schedule(static) reduction(+ : total) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
@@ -129,7 +129,7 @@ float cpu_soft_ce_fwd(const float *s, const float *t, const float *center, int r
             dot += exp(((double)tr[d] - center[d]) * inv_tt - lse_t) * ((double)sr[d] * inv_ts);
         total += lse_s - dot;
     }
-    return rows > 0 ? (float)(total / rows) : 0.0f;
+    *loss = rows > 0 ? (float)(total / rows) : 0.0f;
 }
 
 void cpu_soft_ce_bwd(float *ds, const float *s, const float *t, const float *center, int rows,
@@ -173,11 +173,12 @@ static double mask_sum(const float *mask, int rows)
     return s;
 }
 
-float cpu_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
-                         int dim)
+void cpu_masked_mse_fwd(float *loss, const float *pred, const float *target, const float *mask,
+                        int rows, int dim)
 {
     double msum = mask_sum(mask, rows);
-    if (msum == 0.0) return 0.0f; /* nothing masked: no reconstruction term */
+    *loss = 0.0f;
+    if (msum == 0.0) return; /* nothing masked: no reconstruction term */
     double total = 0.0;
     #pragma omp parallel for schedule(static) reduction(+ : total) if ((long)rows * dim > CPU_OMP_MIN_ELEMENTS)
     for (int r = 0; r < rows; r++) {
@@ -187,7 +188,7 @@ float cpu_masked_mse_fwd(const float *pred, const float *target, const float *ma
         for (int d = 0; d < dim; d++) sq += (double)(pr[d] - tr[d]) * (pr[d] - tr[d]);
         total += mask[r] * sq / dim;
     }
-    return (float)(total / msum);
+    *loss = (float)(total / msum);
 }
 
 void cpu_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,

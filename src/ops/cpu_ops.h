@@ -106,16 +106,16 @@ void cpu_transpose_tokens(float *out, const float *in, int B, int rows, int cols
 void cpu_l2norm_fwd(float *y, float *norms, const float *x, int rows, int dim, float eps);
 void cpu_l2norm_bwd(float *dx, const float *dy, const float *x, const float *norms, int rows,
                     int dim, float eps);
-float cpu_cosine_loss_fwd(const float *a, const float *b, int rows, int dim);
+void cpu_cosine_loss_fwd(float *loss, const float *a, const float *b, int rows, int dim);
 void cpu_cosine_loss_bwd(float *da, float *db, const float *a, const float *b, int rows,
                          int dim, float scale);
-float cpu_soft_ce_fwd(const float *s, const float *t, const float *center, int rows, int dim,
-                      float inv_ts, float inv_tt);
+void cpu_soft_ce_fwd(float *loss, const float *s, const float *t, const float *center, int rows,
+                     int dim, float inv_ts, float inv_tt);
 void cpu_soft_ce_bwd(float *ds, const float *s, const float *t, const float *center, int rows,
                      int dim, float inv_ts, float inv_tt, float scale);
 void cpu_normalize_rows(float *out, const float *x, int rows, int dim, float eps);
-float cpu_masked_mse_fwd(const float *pred, const float *target, const float *mask, int rows,
-                         int dim);
+void cpu_masked_mse_fwd(float *loss, const float *pred, const float *target, const float *mask,
+                        int rows, int dim);
 void cpu_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,
                         int rows, int dim, float scale);
 
@@ -181,5 +181,12 @@ void cpu_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout, 
                             const bf16_t *k, const bf16_t *v, const bf16_t *out,
                             const float *saved, int B, int H, int Tq, int Tk, int Dh, int ldq,
                             int ldkv);
+void cpu_attention_bwd_bf16_grad16(bf16_t *dq, bf16_t *dk, bf16_t *dv, const float *dout,
+                                   const bf16_t *q, const bf16_t *k, const bf16_t *v,
+                                   const bf16_t *out, const float *saved, int B, int H, int Tq,
+                                   int Tk, int Dh, int ldq, int ldkv);
+void cpu_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                              const float *W, int rows, int in, int out);
+void cpu_to_bf16(bf16_t *y, const float *x, size_t n);
 
 #endif

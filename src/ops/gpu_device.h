@@ -29,9 +29,26 @@ unsigned long long gpu_weight_copy_bytes(void);
  * tensor-core kernels (bf16 tiles, i.e. precision = bf16, and head widths 32 or 64), GEMM
  * elsewhere (fp32 tiles of the fused kernels are slower than the GEMM path). Set it, and the
  * math mode, before activation arenas are planned: the saved buffer's size (backend
- * attention_saved_floats) depends on both. */
-enum GpuAttentionKernel { ATTN_KERNEL_GEMM, ATTN_KERNEL_FUSED, ATTN_KERNEL_AUTO };
+ * attention_saved_floats) depends on both. CUDNN: cuDNN's fused attention (graph API through
+ * the cudnn-frontend headers, cuda/cuda_attention_cudnn.cu) for the bf16 attention ops at head
+ * widths that are multiples of 8 up to 128 with 16-byte aligned rows; every other call runs as
+ * FUSED (the same saved row logsumexp). Off by default until a GPU run measures it. */
+enum GpuAttentionKernel { ATTN_KERNEL_GEMM, ATTN_KERNEL_FUSED, ATTN_KERNEL_AUTO, ATTN_KERNEL_CUDNN };
 void gpu_set_attention(int kernel);
+/* 1 when this build can run ATTN_KERNEL_CUDNN (CUDA with the cuDNN frontend headers), 0
+ * otherwise (then gpu_set_attention(ATTN_KERNEL_CUDNN) on a CUDA build is a fatal error, and
+ * train_apply_device_math refuses attention_kernel = cudnn for device = cuda). */
+int gpu_cudnn_attention_available(void);
+/* Why this build cannot run ATTN_KERNEL_CUDNN (one sentence naming the fix; only meaningful when
+ * gpu_cudnn_attention_available() is 0): built without CUDA, without the frontend headers, or
+ * with headers that did not compile against this cuDNN. */
+const char *gpu_cudnn_attention_unavailable_reason(void);
+/* Graphs cuDNN's attention built so far (forward, forward-only and backward, one per shape and
+ * layout, cached) and shapes it refused (those ran the flash kernels, with a warning); 0, 0
+ * without the path. Tests and the benchmark check that the model's shapes really ran cuDNN. */
+void gpu_cudnn_attention_graphs(int *built, int *refused);
+#define GPU_CUDNN_ATTENTION_MISSING_MSG \
+    "attention_kernel = cudnn needs the cuDNN frontend headers (scripts/deps.sh installs them)"
 
 /* Instance norm kernel of the CUDA backend (config key instnorm_kernel; backend instnorm_fwd /
  * instnorm_bwd). OWN: the backend's kernels (cuda/cuda_norm.cu). CUDNN: cuDNN's training-mode

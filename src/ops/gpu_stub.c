@@ -14,6 +14,13 @@ void gpu_set_weight_copies(int enabled) { (void)enabled; }
 unsigned long long gpu_weight_copy_bytes(void) { return 0; }
 unsigned long long gpu_peak_bytes(void) { return 0; }
 void gpu_set_attention(int kernel) { (void)kernel; }
+int gpu_cudnn_attention_available(void) { return 0; }
+const char *gpu_cudnn_attention_unavailable_reason(void)
+{
+    return "attention_kernel = cudnn runs on CUDA only, and this alice was built without CUDA "
+           "(USE_CUDA=0): rebuild with nvcc and the cuDNN frontend headers (scripts/deps.sh)";
+}
+void gpu_cudnn_attention_graphs(int *built, int *refused) { *built = 0; *refused = 0; }
 
 void gpu_set_collective_timeout(double seconds) { (void)seconds; }
 

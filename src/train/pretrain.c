@@ -19,6 +19,7 @@
 #include "train/dist.h"
 #include "train/optim.h"
 #include "train/runlog.h"
+#include "train/step_graph.h"
 #include "train/train_common.h"
 
 enum { COL_LOSS, COL_LR_REC, COL_L_DV, COL_L_ST, COL_LR, COL_GNORM, COL_MS, COL_SPS, COL_SPREAD,
@@ -35,6 +36,19 @@ static void batch_views(const PretrainBatch *b, const float *views[VIEW_COUNT])
     views[VIEW_INTACT_K] = b->key_intact;
 }
 
+/* The step's forward and backward as StepGraph work (train/step_graph.h): no host waits. */
+static void enqueue_step(void *model) { pretrain_model_enqueue_step(model); }
+
+/* One step's forward + backward through the step graph (eager warm-up, then recorded once and
+ * replayed, or eager throughout), then its loss terms: the one read-back of the step. Everything
+ * after it (all-reduce, optimiser, EMA, DINO centers) runs eagerly and reads the values the
+ * graph left in the same buffers. */
+static LossTerms forward_backward(StepGraph *graph, PretrainModel *m)
+{
+    step_graph_run(graph, enqueue_step, m);
+    return pretrain_model_read_losses(m);
+}
+
 /* Timing of the step on random inputs: the figures of `make bench`. */
 static int run_bench(PretrainModel *m, const Config *cfg, long steps)
 {
@@ -47,10 +61,14 @@ static int run_bench(PretrainModel *m, const Config *cfg, long steps)
     pretrain_model_set_views(m, views);
     double times[1024];
     long count = steps < 1024 ? steps : 1024;
+    /* cuda_graph = 1: step 0 (the untimed warm-up) runs eagerly, step 1 is recorded and
+     * launched, later steps replay; so the median of the timed steps is a replayed one. */
+    StepGraph graph;
+    step_graph_init(&graph, m->be, cfg->cuda_graph);
     for (long s = 0; s <= count; s++) {   /* step 0 is warm-up */
         pretrain_model_draw_masks(m, s, 0);
         double t0 = wall_seconds();
-        LossTerms t = pretrain_model_forward_backward(m);
+        LossTerms t = forward_backward(&graph, m);
         adamw_step(&m->online, cfg, 1e-4f, s + 1);
         m->be->synchronize();
         if (s) times[s - 1] = wall_seconds() - t0;
@@ -63,10 +81,13 @@ static int run_bench(PretrainModel *m, const Config *cfg, long steps)
     double med = times[count / 2];
     double flops = pretrain_model_step_flops(m);
     log_info("alice_step method=%s device=%s precision=%s crop=%d,%d,%d batch=%d s_per_step=%.4f "
-             "peak_rss_mb=%.0f gpu_peak_mb=%.0f gflop_per_step=%.2f gflops=%.1f flop_per_step=%.0f",
+             "peak_rss_mb=%.0f gpu_peak_mb=%.0f gflop_per_step=%.2f gflops=%.1f flop_per_step=%.0f "
+             "cuda_graph=%d graph_replays=%ld",
              cfg->method, cfg->device, cfg->precision, cfg->crop[0], cfg->crop[1], cfg->crop[2],
              m->B, med, train_peak_rss_mib(), gpu_peak_bytes() / 1048576.0, flops / 1e9,
-             flops / med / 1e9, flops);   /* flop_per_step: exact, for tests/reference/test_flop_count.py */
+             flops / med / 1e9, flops,   /* flop_per_step: exact, for tests/reference/test_flop_count.py */
+             step_graph_enabled(&graph), graph.replayed_steps);
+    step_graph_free(&graph);
     free(vol);
     return 0;
 }
@@ -172,6 +193,19 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     const long global_batch = (long)cfg->batch * dist.size;
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.online);
+    /* cuda_graph = 1: the forward + backward of step `start` runs eagerly, the next is
+     * recorded, later steps replay (train/step_graph.h). The gradient-ready hooks that start
+     * bucket all-reduces during backward are host calls: a replay would not make them, and
+     * grad_sync's bucket bookkeeping would then launch every bucket again after backward. So
+     * with a graph the all-reduce runs once after backward, outside the graph (grad_sync_finish
+     * in train_optimizer_step, before anything reads the gradients). */
+    StepGraph graph;
+    step_graph_init(&graph, be, cfg->cuda_graph);
+    if (step_graph_enabled(&graph) && sync.overlap) {
+        sync.overlap = 0;
+        log_info("cuda_graph: the gradient all-reduce runs once after backward, outside the "
+                 "graph (overlap_allreduce is off with a graph)");
+    }
     int status = 0;
     long step = start;
     for (; step < cfg->steps; step++) {
@@ -185,7 +219,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         pretrain_model_transfer_views(&model, views, batch.on_device ? VIEWS_FROM_DEVICE : VIEWS_FROM_HOST);
         pretrain_model_draw_masks(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
         grad_sync_begin(&sync);
-        LossTerms t = pretrain_model_forward_backward(&model);
+        LossTerms t = forward_backward(&graph, &model);
         double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
         float lr;
         double gnorm;
@@ -219,6 +253,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         log_info("pre-training done: %ld steps, run directory %s", cfg->steps, cfg->run_dir);
     runlog_close(&log);
     loader_destroy(loader);
+    step_graph_free(&graph);
     grad_sync_free(&sync);
     pretrain_model_free(&model);
     dist_finalize(&dist);

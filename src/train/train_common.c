@@ -19,12 +19,26 @@
 #include "train/optim.h"
 #include <mpi.h>
 
+/* A CUDA build without the cuDNN frontend headers cannot run attention_kernel = cudnn: say so
+ * before anything runs (train_begin calls this before opening the device). */
+static void refuse_unbuilt_attention_kernel(const Config *cfg)
+{
+    if (!strcmp(cfg->device, "cuda") && !strcmp(cfg->attention_kernel, "cudnn") &&
+        !gpu_cudnn_attention_available())
+        alice_die("%s; or use attention_kernel = fused", gpu_cudnn_attention_unavailable_reason());
+}
+
 void train_apply_device_math(const Config *cfg)
 {
     const int bf16 = !strcmp(cfg->precision, "bf16");
-    const int kernel = !strcmp(cfg->attention_kernel, "fused") ? ATTN_KERNEL_FUSED
-                       : !strcmp(cfg->attention_kernel, "gemm") ? ATTN_KERNEL_GEMM
-                                                                : ATTN_KERNEL_AUTO;
+    int kernel = !strcmp(cfg->attention_kernel, "fused") ? ATTN_KERNEL_FUSED
+                 : !strcmp(cfg->attention_kernel, "gemm") ? ATTN_KERNEL_GEMM
+                 : !strcmp(cfg->attention_kernel, "cudnn") ? ATTN_KERNEL_CUDNN
+                                                            : ATTN_KERNEL_AUTO;
+    refuse_unbuilt_attention_kernel(cfg);
+    /* device = cpu (or no CUDA at all): no CUDA attention runs, so cudnn is as harmless as
+     * fused there, and a build that cannot run it leaves the CUDA backend's choice at auto */
+    if (kernel == ATTN_KERNEL_CUDNN && !gpu_cudnn_attention_available()) kernel = ATTN_KERNEL_AUTO;
     gpu_set_math(cfg->tf32, bf16);
     gpu_set_weight_copies(cfg->bf16_weight_copy);
     gpu_set_attention(kernel);
@@ -48,6 +62,7 @@ void train_apply_device_math(const Config *cfg)
 
 const AliceBackend *train_begin(const Config *cfg, Dist *d)
 {
+    refuse_unbuilt_attention_kernel(cfg);  /* a configuration error, before the device opens */
     const AliceBackend *be = backend_by_name(cfg->device);
     train_apply_device_math(cfg);   /* before any model plans its arena */
     dist_init(d, be);

@@ -315,6 +315,90 @@ static void bench_attention(void)
     }
 }
 
+/* The bf16-activation attention entries as the transformer calls them (attention_fwd_bf16
+ * saving the statistics, attention_bwd_bf16_grad16 into the packed bf16 dqkv), the own flash
+ * kernels (attention_kernel = fused) beside cuDNN's fused attention (attention_kernel = cudnn),
+ * same process, same buffers; "x fused" is cuDNN's speed-up over the flash kernels (fwd+bwd).
+ * Rows "<case> bf16a fused|cudnn"; the cudnn rows are left out (one note line) when this
+ * build has no cuDNN frontend headers. Each kernel is warmed up first, so cuDNN's one-off
+ * graph building is not timed. */
+static void time_attention_bf16a(double *t_fwd, double *t_bwd, bf16_t *out16, float *saved,
+                                 const bf16_t *qkv16, bf16_t *dqkv16, const float *dout, int B,
+                                 int H, int T, int Dh)
+{
+    const int C = H * Dh;
+    double t0 = 0.0;
+    for (int i = 0; i < WARMUP + ITERS; i++) {
+        if (i == WARMUP) { gpu->synchronize(); t0 = wall_seconds(); }
+        gpu->attention_fwd_bf16(out16, saved, qkv16, qkv16 + C, qkv16 + 2 * C, B, H, T, T, Dh,
+                                3 * C, 3 * C);
+    }
+    gpu->synchronize();
+    *t_fwd = (wall_seconds() - t0) / ITERS;
+    for (int i = 0; i < WARMUP + ITERS; i++) {
+        if (i == WARMUP) { gpu->synchronize(); t0 = wall_seconds(); }
+        gpu->attention_bwd_bf16_grad16(dqkv16, dqkv16 + C, dqkv16 + 2 * C, dout, qkv16,
+                                       qkv16 + C, qkv16 + 2 * C, out16, saved, B, H, T, T, Dh,
+                                       3 * C, 3 * C);
+    }
+    gpu->synchronize();
+    *t_bwd = (wall_seconds() - t0) / ITERS;
+}
+
+static void bench_attention_cudnn(void)
+{
+    static const struct { const char *name; int B, H, T, Dh; } cases[] = {
+        {"enc all tokens", 8, 12, 576, 64}, {"enc visible", 8, 12, 144, 64},
+        {"dec all tokens", 8, 12, 576, 32}};
+    static const struct { const char *name; int kernel; } kernels[] = {
+        {"fused", ATTN_KERNEL_FUSED}, {"cudnn", ATTN_KERNEL_CUDNN}};
+    const int have_cudnn = gpu_cudnn_attention_available();
+    printf("\n%-28s %5s %3s %5s %9s %9s %11s %11s %9s %7s\n", "attention bf16a (model entry)",
+           "T", "Dh", "B*H", "fwd ms", "bwd ms", "fwd TFLOP/s", "bwd TFLOP/s", "saved MiB",
+           "x fused");
+    if (!have_cudnn)
+        printf("(no cudnn rows: this build has no cuDNN frontend headers; scripts/deps.sh)\n");
+    gpu_set_math(0, 1);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int B = cases[c].B, H = cases[c].H, T = cases[c].T, Dh = cases[c].Dh, C = H * Dh;
+        const size_t n_qkv = (size_t)B * T * 3 * C, n_out = (size_t)B * T * C;
+        float *qkv = device_uniform(n_qkv), *dout = device_uniform(n_out);
+        float *saved = device_uniform((size_t)B * H * T);  /* row statistics: both kernels */
+        void *qkv16 = device_bf16_copy(qkv, n_qkv), *dqkv16 = NULL, *out16 = NULL;
+        BENCH_CUDA(cudaMalloc(&dqkv16, n_qkv * sizeof(uint16_t)));
+        BENCH_CUDA(cudaMalloc(&out16, n_out * sizeof(uint16_t)));
+        const double fwd_flops = 4.0 * B * H * (double)T * T * Dh, bwd_flops = 2.0 * fwd_flops;
+        double fused_total = 0.0;
+        for (size_t k = 0; k < sizeof kernels / sizeof kernels[0]; k++) {
+            if (kernels[k].kernel == ATTN_KERNEL_CUDNN && !have_cudnn) continue;
+            gpu_set_attention(kernels[k].kernel);
+            double t_fwd, t_bwd;
+            time_attention_bf16a(&t_fwd, &t_bwd, (bf16_t *)out16, saved, (const bf16_t *)qkv16,
+                                 (bf16_t *)dqkv16, dout, B, H, T, Dh);
+            if (kernels[k].kernel == ATTN_KERNEL_FUSED) fused_total = t_fwd + t_bwd;
+            char label[64];
+            snprintf(label, sizeof label, "%s bf16a %s", cases[c].name, kernels[k].name);
+            printf("%-28s %5d %3d %5d %9.3f %9.3f %11.1f %11.1f %9.1f %7.2f\n", label, T, Dh,
+                   B * H, 1e3 * t_fwd, 1e3 * t_bwd, fwd_flops / t_fwd / 1e12,
+                   bwd_flops / t_bwd / 1e12,
+                   gpu->attention_saved_floats(B, H, T, T, Dh) * sizeof(float) / 1048576.0,
+                   fused_total / (t_fwd + t_bwd));
+        }
+        gpu_set_attention(ATTN_KERNEL_GEMM);
+        BENCH_CUDA(cudaFree(qkv16));
+        BENCH_CUDA(cudaFree(dqkv16));
+        BENCH_CUDA(cudaFree(out16));
+        gpu->release(qkv); gpu->release(dout); gpu->release(saved);
+    }
+    if (have_cudnn) {
+        int built = 0, refused = 0;
+        gpu_cudnn_attention_graphs(&built, &refused);
+        printf("(cudnn: %d graphs built, %d shapes refused and run on the flash kernels)\n",
+               built, refused);
+    }
+    gpu_set_math(0, 0);
+}
+
 int main(void)
 {
     gpu = bench_gpu_or_skip();
@@ -322,6 +406,7 @@ int main(void)
     BENCH_CUBLAS(cublasCreate(&ref));
     bench_linear();
     bench_attention();
+    bench_attention_cudnn();
     printf("\npeak backend memory: %.2f GiB\n", (double)gpu_peak_bytes() / (1u << 30));
     BENCH_CUBLAS(cublasDestroy(ref));
     return 0;

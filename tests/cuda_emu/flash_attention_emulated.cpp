@@ -6,7 +6,11 @@
  * written directly by the same kernels: attention_*_bf16). Outputs start as NaN; gradient
  * elements the op does not own (the padding columns of q's rows) start as a sentinel that must
  * survive. The backward runs twice:
- * the results must be bitwise identical (the kernels promise determinism). */
+ * the results must be bitwise identical (the kernels promise determinism). In bf16 activations
+ * the gradients are also stored in bf16 (attention_bwd_bf16_grad16), by the kernels themselves
+ * and by the GEMM path's fp32 stand-ins (cuda_attention_bwd_bf16_rounded_after, the flash
+ * kernels as its fp32 backward): both must equal the fp32 gradients rounded, bit for bit,
+ * sentinels between the views included. */
 #include "emu_cuda.h"
 
 #include "cuda/cuda_ops.h"
@@ -14,6 +18,11 @@
 
 static int failures = 0;
 static const float kUntouched = -7.0f;
+
+/* gpu_set_attention (cut out with the kernels) asks whether cuDNN's attention is built: not in
+ * the emulation (cuda/cuda_attention_cudnn.cu is not compiled here). */
+int gpu_cudnn_attention_available(void) { return 0; }
+const char *gpu_cudnn_attention_unavailable_reason(void) { return "not in the emulation"; }
 
 static double uniform(uint64_t &s)
 {
@@ -85,6 +94,42 @@ static void run_bf16_activations(std::vector<float> &out, std::vector<float> &ls
                                   kv16.data() + voff, out16.data(), lse.data(), B, H, Tq, Tk, Dh,
                                   ldq, ldkv);
     out = widened(out16);
+}
+
+/* bf16 gradients, both ways, against the fp32 ones (every element: owned ones rounded, the
+ * sentinels, exact in bf16, kept) given as dq32 and dkv32 (dkv32 NULL when packed). */
+static void check_bf16_gradients(const std::vector<float> &dq32, const std::vector<float> *dkv32,
+                                 const std::vector<float> &dout, const std::vector<float> &qbuf,
+                                 const std::vector<float> &kvbuf, int packed, size_t koff,
+                                 size_t voff, int B, int H, int Tq, int Tk, int Dh, int ldq,
+                                 int ldkv)
+{
+    const std::vector<uint16_t> q16 = to_bf16(qbuf), kv16 = packed ? q16 : to_bf16(kvbuf);
+    const uint16_t *k16 = kv16.data() + koff, *v16 = kv16.data() + voff;
+    std::vector<uint16_t> out16((size_t)B * Tq * H * Dh);
+    std::vector<float> lse((size_t)B * H * Tq);
+    cuda_flash_attention_fwd_bf16(out16.data(), lse.data(), q16.data(), k16, v16, B, H, Tq, Tk,
+                                  Dh, ldq, ldkv);
+    const std::vector<uint16_t> want_q = to_bf16(dq32);
+    const std::vector<uint16_t> want_kv = dkv32 ? to_bf16(*dkv32) : std::vector<uint16_t>();
+    for (int way = 0; way < 2; way++) {
+        const uint16_t untouched = bf16_from_float(kUntouched);
+        std::vector<uint16_t> dq(dq32.size(), untouched), dkv(dkv32 ? dkv32->size() : 0, untouched);
+        uint16_t *dkv_base = packed ? dq.data() : dkv.data();
+        if (way == 0)
+            cuda_flash_attention_bwd_bf16_grad16(dq.data(), dkv_base + koff, dkv_base + voff,
+                                                 dout.data(), q16.data(), k16, v16, out16.data(),
+                                                 lse.data(), B, H, Tq, Tk, Dh, ldq, ldkv);
+        else
+            cuda_attention_bwd_bf16_rounded_after(cuda_flash_attention_bwd_bf16, dq.data(),
+                                                  dkv_base + koff, dkv_base + voff, dout.data(),
+                                                  q16.data(), k16, v16, out16.data(), lse.data(),
+                                                  B, H, Tq, Tk, Dh, ldq, ldkv);
+        const bool same = dq == want_q && dkv == want_kv;
+        printf("  %s bf16 gradients (%s) == fp32 gradients rounded, bit for bit\n",
+               same ? "ok  " : "FAIL", way == 0 ? "stored by the kernels" : "fp32 stand-ins");
+        if (!same) failures++;
+    }
 }
 
 static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, Mode mode)
@@ -190,6 +235,9 @@ static void attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, Mod
     compare("lse", lse, lse_r, std::vector<char>(nrows, 1), r_out, a_out);
     compare(packed ? "dqkv" : "dq", dq, dq_r, q_owned, r_grad, a_grad);
     if (!packed) compare("dkv", dkv, dkv_r, kv_owned, r_grad, a_grad);
+    if (mode == MODE_BF16_ACT)
+        check_bf16_gradients(dq, packed ? nullptr : &dkv, dout, qbuf, kvbuf, packed, koff, voff,
+                             B, H, Tq, Tk, Dh, ldq, ldkv);
 
     std::vector<float> dq2(dq), dkv2(dkv);
     float *dkv2_base = packed ? dq2.data() : dkv2.data();

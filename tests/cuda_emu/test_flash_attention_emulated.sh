@@ -23,7 +23,14 @@ for header_kernels in cuda_flash_fwd_mma.cuh:1 cuda_flash_bwd_mma.cuh:2 cuda_fla
               'unsigned char *smem = emu_smem;' "${header_kernels#*:}"
 done
 # kernel<<<grid, block, smem, stream>>>(args) -> emu_launch(kernel, grid, block, smem, stream, args)
-emu_cut "$TMP/flash_kernels.cpp" 4+ --cut cuda/cuda_flash_attention.cu '' '' \
+# Also the GEMM path's bf16 gradients through fp32 stand-ins (cuda/cuda_attention.cu; its
+# grid-stride rounding kernel needs grid_for and GRID_STRIDE from cuda/cuda_kernels.cuh), run
+# with the flash kernels as the fp32 backward.
+emu_cut "$TMP/flash_kernels.cpp" 5+ \
+  --cut cuda/cuda_flash_attention.cu '' '' \
+  --cut cuda/cuda_kernels.cuh '/* Grid-stride loops cap the grid here' '/* ---- 16-byte vectorised' \
+  --cut cuda/cuda_attention.cu '/* ---- bf16 gradients through fp32 stand-ins' \
+        'void cuda_attention_bwd_bf16_grad16' \
   --replace 'extern __shared__ __align__(kSmemAlign) unsigned char smem[];' \
             'unsigned char *smem = emu_smem;' 3+
 emu_compile flash_emulated -w "$HERE/flash_attention_emulated.cpp" "$TMP/flash_kernels.cpp"

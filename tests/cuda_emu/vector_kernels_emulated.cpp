@@ -81,6 +81,9 @@ int main()
         cuda_round_to_bf16(as_nv(hy.p), x.p, n);
         for (size_t i = 0; i < n; i++) CHECK(hy.p[i] == bf16_from_float(x.p[i]), "to_bf16 n %zu i %zu", n, i);
         CHECK(hy.p[n] == 777, "to_bf16 wrote past n");
+        cuda_to_bf16(hy.p, b.p, n);  /* the backend op to_bf16: the same kernel, through bf16_t */
+        for (size_t i = 0; i < n; i++) CHECK(hy.p[i] == bf16_from_float(b.p[i]), "backend to_bf16 n %zu i %zu", n, i);
+        CHECK(hy.p[n] == 777, "backend to_bf16 wrote past n");
     }
     struct PC { int B, X, Y, Z, p; } pcs[] = {{2, 8, 12, 16, 4}, {3, 16, 24, 32, 8}, {2, 6, 9, 12, 3}, {1, 4, 4, 4, 4}, {2, 32, 16, 16, 16}, {1, 2, 2, 2, 1}};
     for (auto c : pcs) for (int ov : offs) for (int op : offs) {

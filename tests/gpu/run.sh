@@ -178,9 +178,11 @@ GPU_TARGETS=("$BIN/alice"
              "$BUILD/tests/bench_colsum"
              "$BUILD/tests/bench_residual_fusion"
              "$BUILD/tests/bench_linear_gelu_bwd"
+             "$BUILD/tests/bench_qkv_grad16"
              "$BUILD/tests/bench_instnorm"
              "$BUILD/tests/test_gpu_crops"
              "$BUILD/tools/nccl_watchdog_check"
+             "$BUILD/tests/test_cuda_graph_step"
              "$BUILD/tests/bench_loader")
 build_targets=()
 for t in "${GPU_TARGETS[@]}"; do
@@ -250,7 +252,7 @@ built "step parity (loss, grads)" "$BUILD/tests/test_step_parity_gpu" &&
   { timed "step parity (loss, grads)" 90 "$LOGDIR/step_parity.log" "$BUILD/tests/test_step_parity_gpu"; rc=$?; }
 case $rc in
   125) ;;
-  0) record "step parity (loss, grads)" ok "mae, alice, alice-no-casa, unetr, alice-fused; $(( SECONDS - t0 )) s" ;;
+  0) record "step parity (loss, grads)" ok "mae, alice, alice-no-casa, unetr, alice-fused, alice-bf16 (gemm, fused, cudnn); $(( SECONDS - t0 )) s" ;;
   77) record "step parity (loss, grads)" FAIL "skipped: no GPU visible to the test" ;;
   *) record "step parity (loss, grads)" FAIL "exit $rc (step_parity.log): $(first_line FAIL "$LOGDIR/step_parity.log" || tail -1 "$LOGDIR/step_parity.log" | cut -c1-100)" ;;
 esac
@@ -407,6 +409,25 @@ else
   record "alice bf16 MFU" skip "no alice bf16 timing"
 fi
 
+# ---- the same step recorded once as a CUDA graph and replayed (cuda_graph = 1) ----
+# Row 8 is the eager step (cuda_graph = 0, the default); this one replays the forward +
+# backward as one graph (src/train/step_graph.c). The speed-up row compares the two from
+# this run; a recording that failed (the step then ran eagerly) is a FAIL naming the warning.
+if [ $math_modes = 1 ] && grep -q '"cuda_graph"' src/core/config_keys.c; then
+  alice_step bf16-graph precision=bf16 tf32=1 cuda_graph=1
+  a=${samples_per_s[alice_bf16]:-}; g=${samples_per_s[alice_bf16-graph]:-}
+  replays=$(field graph_replays "$LOGDIR/step_bf16-graph.log")
+  if [ -n "$g" ] && [ "${replays:-0}" = 0 ]; then
+    why=$(first_line 'cuda_graph: |cuda_graph = 1 is ignored' "$LOGDIR/step_bf16-graph.log")
+    record "cuda graph step speed-up" FAIL "the graph was not replayed: ${why:-no cuda_graph line in step_bf16-graph.log}"
+  elif [ -n "$a" ] && [ -n "$g" ]; then
+    record "cuda graph step speed-up" ok "$(awk -v a="$a" -v g="$g" -v m="${mfu[alice_bf16-graph]:-?}" \
+      'BEGIN{printf "%.2fx samples/s with cuda_graph=1 (%s vs %s eager; MFU %s%%)", g/a, g, a, m}')"
+  else
+    record "cuda graph step speed-up" skip "needs both steps (eager ${a:-missing}, graph ${g:-missing} samples/s)"
+  fi
+fi
+
 # ---------------------------------------------------------------------------------------
 # The rest of the correctness checks
 # ---------------------------------------------------------------------------------------
@@ -454,6 +475,17 @@ case $rc in
   *) record "gpu crops = cpu crops" FAIL "exit $rc (gpu_crops.log): $(first_line FAIL "$LOGDIR/gpu_crops.log")" ;;
 esac
 
+# ---- the step as a CUDA graph: replayed steps bit-identical to eager ones, and fallbacks ----
+rc=125
+built "cuda graph parity" "$BUILD/tests/test_cuda_graph_step" &&
+  { timed "cuda graph parity" 90 "$LOGDIR/cuda_graph.log" "$BUILD/tests/test_cuda_graph_step"; rc=$?; }
+case $rc in
+  125) ;;
+  0) record "cuda graph parity" ok "fp32, bf16, bf16 dino: $(grep -c 'graph vs eager 0 ' "$LOGDIR/cuda_graph.log") of 3 bit-identical to eager; fallbacks (host wait, scratch growth) eager" ;;
+  77) record "cuda graph parity" FAIL "skipped: no GPU visible to the test" ;;
+  *) record "cuda graph parity" FAIL "exit $rc (cuda_graph.log): $(first_line 'FAIL|rror' "$LOGDIR/cuda_graph.log")" ;;
+esac
+
 # ---- section: further GPU correctness checks (other helpers: add here, and their build
 # ---- targets to GPU_TARGETS above) ----
 # A stalled stream ends the job with the nccl_timeout_s error instead of hanging (one rank).
@@ -491,6 +523,18 @@ if [ $rc = 0 ]; then
     [ -n "$line" ] && record "attention T=576 Dh=64 $mode fwd-only" ok \
       "$(echo "$line" | awk '{printf "fwd %s ms, %s TFLOP/s, %sx the gemm fwd", $(NF-5), $(NF-3), $NF}')"
   done
+  # The model's bf16 entries: own flash kernels beside cuDNN's fused attention (attention_kernel
+  # = cudnn, off by default until these rows decide; bench_cuda_ops' bench_attention_cudnn).
+  for shape in "enc all tokens:T=576 Dh=64" "dec all tokens:T=576 Dh=32"; do for kern in fused cudnn; do
+    line=$(grep "^${shape%%:*} bf16a $kern " "$LOGDIR/bench_ops.log")
+    if [ -n "$line" ]; then
+      record "attention ${shape#*:} bf16a $kern" ok \
+        "$(echo "$line" | awk '{printf "fwd %s ms, bwd %s ms, %sx fused", $(NF-5), $(NF-4), $NF}')"
+    elif [ $kern = cudnn ]; then
+      record "attention ${shape#*:} bf16a cudnn" FAIL \
+        "no row in bench_ops.log: $(grep -m1 -e 'no cudnn rows' -e 'cuDNN' "$LOGDIR/bench_ops.log" | cut -c1-100)"
+    fi
+  done; done
   [ ${#rows[@]} -gt "$n_before" ] ||
     record "op benchmarks" FAIL "no figures in bench_ops.log: $(sed -n 2p "$LOGDIR/bench_ops.log" | cut -c1-80)"
 elif [ $rc = 77 ]; then
@@ -545,6 +589,10 @@ fused_bench "residual fusion" "$BUILD/tests/bench_residual_fusion" bench_residua
   "tgt proj (all)" "tgt fc2 (all)" "tgt LN (all)"
 fused_bench "fc1 gelu bwd" "$BUILD/tests/bench_linear_gelu_bwd" bench_linear_gelu.log \
   "tgt fc1 (all)" "enc fc1 (visible)"
+# Attention backward storing bf16 dq, dk, dv for the bias-free qkv GEMMs, beside fp32 dqkv
+# rounded by a separate launch.
+fused_bench "qkv bf16 dqkv" "$BUILD/tests/bench_qkv_grad16" bench_qkv_grad16.log \
+  "tgt qkv (all)" "enc qkv (visible)"
 # Instance norm (UNETR's res blocks): own kernels beside cuDNN's batch norm on the planes
 # (instnorm_kernel = own|cudnn; the default stays the faster one measured).
 paired_bench "instnorm" "$BUILD/tests/bench_instnorm" bench_instnorm.log own cudnn \
@@ -563,6 +611,10 @@ fi
 # The GEMM attention kernel beside the default (auto: the register-resident flash kernels at
 # head widths 32 and 64 in bf16), so the choice of the default stays measured.
 [ $math_modes = 1 ] && alice_step bf16-gemm precision=bf16 tf32=1 attention_kernel=gemm
+# cuDNN's fused attention (attention_kernel = cudnn) in the whole paper step: whether it beats
+# the default's flash kernels where it counts (the bench rows above time the op alone).
+[ $math_modes = 1 ] && grep -q 'auto|gemm|fused|cudnn' src/core/config_keys.c &&
+  alice_step bf16-cudnn-attention precision=bf16 tf32=1 attention_kernel=cudnn
 # What bf16 activations buy: the same step with fp32 activations and bf16 GEMM operands only
 # (already run above when the bf16 step failed).
 [ $math_modes = 1 ] && grep -q bf16_activations src/core/config_keys.c &&

@@ -220,8 +220,10 @@ for a in "$@"; do   # a training run: its metrics.csv (steps 0-2 slow, 3-7 at 10
   esac
 done
 s=0.5; case "$*" in *precision=bf16*) s=0.2 ;; *tf32=1*) s=0.3 ;; esac
+graph="cuda_graph=0 graph_replays=0"   # cuda_graph=1: the step replayed as a graph, faster
+case "$*" in *cuda_graph=1*) s=0.16; graph="cuda_graph=1 graph_replays=4" ;; esac
 g=$(awk -v s=$s 'BEGIN{printf "%.1f", 4112.5/s}')
-echo "alice_step method=alice device=cuda precision=x crop=192,192,64 batch=8 s_per_step=$s peak_rss_mb=900 gpu_peak_mb=30000 gflop_per_step=4112.50 gflops=$g flop_per_step=4112500000000"
+echo "alice_step method=alice device=cuda precision=x crop=192,192,64 batch=8 s_per_step=$s peak_rss_mb=900 gpu_peak_mb=30000 gflop_per_step=4112.50 gflops=$g flop_per_step=4112500000000 $graph"
 # under scripts/kernel_profile.sh: the summary the injection library writes (src/perf/kernel_summary.c's format)
 if [ -n "${ALICE_KERNEL_PROFILE_OUT:-}" ]; then cat > "$ALICE_KERNEL_PROFILE_OUT" <<'SUMMARY'
 == alice kernel profile (CUPTI)
@@ -245,6 +247,10 @@ cat > "$F/fake_bench" <<'EOF'
 echo "tgt fc1 (all) fp32 9216x768x3072 50.0 55.0 0.91 40.0"
 echo "tgt fc1 (all) bf16 9216x768x3072 500.0 520.0 0.96 450.0"
 echo "tgt self-attn (all) bf16 T=576 1.25 2.50 x y"
+echo "enc all tokens bf16a fused      576  64    96     0.125     0.357       116.1        81.3       0.2    1.00"
+echo "enc all tokens bf16a cudnn      576  64    96     0.100     0.300       145.1        96.7       0.2    1.21"
+echo "dec all tokens bf16a fused      576  32    96     0.070     0.200       103.6        72.5       0.2    1.00"
+echo "dec all tokens bf16a cudnn      576  32    96     0.080     0.220        90.6        65.9       0.2    0.90"
 EOF
 cat > "$F/fake_elementwise" <<'EOF'
 #!/bin/sh
@@ -262,6 +268,7 @@ echo "tgt LN (all)                  0.0300      0.0200     1.50"
 echo "tgt proj (all)                0.0800      0.0500     1.60"
 echo "tgt fc2 (all)                 0.2000      0.1600     1.25"
 echo "tgt fc1 (all)                 0.4000      0.2500     1.60"
+echo "tgt qkv (all)                 0.3000      0.2000     1.50"
 EOF
 cat > "$F/fake_instnorm" <<'EOF'
 #!/bin/sh
@@ -298,7 +305,8 @@ for t in "\$@"; do
     */bench_cuda_ops) cp "$F/fake_bench" "\$t" ;;
     */bench_cuda_elementwise) cp "$F/fake_elementwise" "\$t" ;;
     */bench_loader) cp "$F/fake_loader" "\$t" ;;
-    */bench_colsum|*/bench_residual_fusion|*/bench_linear_gelu_bwd) cp "$F/fake_fused" "\$t" ;;
+    */bench_colsum|*/bench_residual_fusion|*/bench_linear_gelu_bwd|*/bench_qkv_grad16)
+      cp "$F/fake_fused" "\$t" ;;
     */bench_instnorm) cp "$F/fake_instnorm" "\$t" ;;
     */bench_adamw) cp "$F/fake_adamw" "\$t" ;;
     *) cp "$F/fake_test" "\$t" ;;
@@ -341,10 +349,23 @@ check "figures: residual fusion row" \
   grep -q '^residual fusion: tgt fc2 (all) .* ok .*unfused 0.2000 ms, fused 0.1600 ms, 1.25x' "$W/run3.out"
 check "figures: GELU-fused fc1 backward row" \
   grep -q '^fc1 gelu bwd: tgt fc1 (all) .* ok .*unfused 0.4000 ms, fused 0.2500 ms, 1.60x' "$W/run3.out"
+check "figures: bf16 dqkv row" \
+  grep -q '^qkv bf16 dqkv: tgt qkv (all) .* ok .*unfused 0.3000 ms, fused 0.2000 ms, 1.50x' "$W/run3.out"
 check "figures: instance norm rows (own beside cuDNN)" \
   grep -q '^instnorm: fwd C16 96^3 .* ok .*own 0.5000 ms, cudnn 0.2500 ms, 2.00x' "$W/run3.out"
 check "figures: AdamW row" \
   grep -q '^adamw one launch .* ok .*0.700 ms vs 1.400 ms in 203 launches: 2.00x' "$W/run3.out"
+check "figures: cuda graph step row" grep -q '^alice step bf16-graph .* ok .*160.0 ms/step, 50.0 samples/s' "$W/run3.out"
+check "figures: cudnn attention bench row" \
+  grep -q '^attention T=576 Dh=64 bf16a cudnn .* ok .*fwd 0.100 ms, bwd 0.300 ms, 1.21x fused' "$W/run3.out"
+check "figures: flash attention bench row beside it" \
+  grep -q '^attention T=576 Dh=64 bf16a fused .* ok .*fwd 0.125 ms, bwd 0.357 ms' "$W/run3.out"
+check "figures: cudnn attention bench row, decoder heads" \
+  grep -q '^attention T=576 Dh=32 bf16a cudnn .* ok .*fwd 0.080 ms, bwd 0.220 ms, 0.90x fused' "$W/run3.out"
+check "figures: cudnn attention step row" grep -q '^alice step bf16-cudnn-attention .* ok .*200.0 ms/step' "$W/run3.out"
+check "figures: cuda graph speed-up against the eager step of the same run" \
+  grep -q '^cuda graph step speed-up .* ok .*1.25x samples/s with cuda_graph=1 (50.000 vs 40.000 eager; MFU 2.60%)' "$W/run3.out"
+check "figures: cuda graph parity row" grep -q '^cuda graph parity .* ok' "$W/run3.out"
 check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"
 check "figures: train-from-data rows, mean of steps 4-8" grep -q '^train data_device=gpu-churn .* ok .*100.0 ms/step' "$W/run3.out"
 check "figures: a run's metrics.csv kept beside its log" test -s "$W/logs3/train_data_gpu.metrics.csv"

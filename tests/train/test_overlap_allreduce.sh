@@ -60,6 +60,14 @@ run2 "$WORK/pt_off.log" pretrain --config "$MICRO" run_dir="$WORK/pt_off" batch=
 grep -q "after backward, 1 bucket" "$WORK/pt_off.log" || fail "overlap_allreduce=0 did not reduce after backward"
 compare "$WORK/pt_on" "$WORK/pt_off" ckpt_6.h5 "alice, buckets of 0.01 MiB vs after backward"
 compare "$WORK/pt_each" "$WORK/pt_off" ckpt_6.h5 "alice, a bucket per tensor vs after backward"
+# DEVICE=cuda: cuda_graph = 1 replays each rank's forward + backward as a CUDA graph and
+# reduces once after backward, outside the graph (src/train/pretrain.c): as overlap off.
+if [ "$DEVICE" = cuda ]; then
+  run2 "$WORK/pt_graph.log" pretrain --config "$MICRO" run_dir="$WORK/pt_graph" batch=1 cuda_graph=1
+  grep -q "step recorded as one CUDA graph" "$WORK/pt_graph.log" \
+    || { grep "cuda_graph" "$WORK/pt_graph.log"; fail "cuda_graph=1: the step was not recorded as a graph"; }
+  compare "$WORK/pt_graph" "$WORK/pt_off" ckpt_6.h5 "alice, cuda_graph=1 vs after backward"
+fi
 
 # ---- UNETR fine-tuning (random encoder, synthetic phantoms, no validation) ----
 FT=(--config "$ROOT/jobs/finetune_tiny.cfg" data=synthetic synthetic_cases=4 crop=32,32,32

@@ -785,9 +785,11 @@ static int test_cosine_loss(void)
 {
     const int rows = 33, dim = 300;
     Pair a = input((size_t)rows * dim), b = input(a.n), da = output(a.n), db = output(a.n);
-    float lg = gpu->cosine_loss_fwd(a.g, b.g, rows, dim);
-    float lc = cpu->cosine_loss_fwd(a.c, b.c, rows, dim);
-    TEST_CLOSE(lg, lc, 1e-6, 1e-7, "cosine_loss_fwd");
+    Pair loss = output(1);
+    gpu->cosine_loss_fwd(loss.g, a.g, b.g, rows, dim);
+    cpu->cosine_loss_fwd(loss.c, a.c, b.c, rows, dim);
+    compare(&loss, 1e-6, 1e-7, "cosine_loss_fwd");
+    pair_free(&loss);
     gpu->cosine_loss_bwd(da.g, db.g, a.g, b.g, rows, dim, 0.7f);
     cpu->cosine_loss_bwd(da.c, db.c, a.c, b.c, rows, dim, 0.7f);
     compare(&da, 1e-4, 1e-8, "cosine_loss_bwd da");
@@ -806,9 +808,11 @@ static int test_soft_ce(void)
     Pair s = input((size_t)rows * dim), t = input(s.n), c = input((size_t)dim), ds = output(s.n);
     /* DINO's temperatures: sharp softmaxes exercise the max-shifted log-sum-exp */
     const float inv_ts = 1.0f / 0.1f, inv_tt = 1.0f / 0.04f;
-    float lg = gpu->soft_ce_fwd(s.g, t.g, c.g, rows, dim, inv_ts, inv_tt);
-    float lc = cpu->soft_ce_fwd(s.c, t.c, c.c, rows, dim, inv_ts, inv_tt);
-    TEST_CLOSE(lg, lc, 1e-6, 1e-7, "soft_ce_fwd");
+    Pair loss = output(1);
+    gpu->soft_ce_fwd(loss.g, s.g, t.g, c.g, rows, dim, inv_ts, inv_tt);
+    cpu->soft_ce_fwd(loss.c, s.c, t.c, c.c, rows, dim, inv_ts, inv_tt);
+    compare(&loss, 1e-6, 1e-7, "soft_ce_fwd");
+    pair_free(&loss);
     gpu->soft_ce_bwd(ds.g, s.g, t.g, c.g, rows, dim, inv_ts, inv_tt, 0.7f);
     cpu->soft_ce_bwd(ds.c, s.c, t.c, c.c, rows, dim, inv_ts, inv_tt, 0.7f);
     compare(&ds, 1e-4, 1e-8, "soft_ce_bwd ds");
@@ -829,16 +833,20 @@ static int test_reconstruction_loss(void)
     gpu->upload(m.g, mask, rows * sizeof(float));
     cpu->upload(m.c, mask, rows * sizeof(float));
     Pair pred = input(x.n), dpred = output(x.n);
-    float lg = gpu->masked_mse_fwd(pred.g, target.g, m.g, rows, dim);
-    float lc = cpu->masked_mse_fwd(pred.c, target.c, m.c, rows, dim);
-    TEST_CLOSE(lg, lc, 1e-6, 1e-7, "masked_mse_fwd");
+    Pair loss = output(1);
+    gpu->masked_mse_fwd(loss.g, pred.g, target.g, m.g, rows, dim);
+    cpu->masked_mse_fwd(loss.c, pred.c, target.c, m.c, rows, dim);
+    compare(&loss, 1e-6, 1e-7, "masked_mse_fwd");
     gpu->masked_mse_bwd(dpred.g, pred.g, target.g, m.g, rows, dim, 1.5f);
     cpu->masked_mse_bwd(dpred.c, pred.c, target.c, m.c, rows, dim, 1.5f);
     compare(&dpred, 1e-5, 1e-10, "masked_mse_bwd");
     /* Nothing masked: zero loss, zero gradient (not NaN). */
     Pair none = pair_make(rows, INIT_ZERO, 0, 0);
-    lg = gpu->masked_mse_fwd(pred.g, target.g, none.g, rows, dim);
+    gpu->masked_mse_fwd(loss.g, pred.g, target.g, none.g, rows, dim);
+    float lg;
+    gpu->download(&lg, loss.g, sizeof lg);
     TEST_CLOSE(lg, 0.0, 0, 0, "masked_mse_fwd with nothing masked");
+    pair_free(&loss);
     gpu->masked_mse_bwd(dpred.g, pred.g, target.g, none.g, rows, dim, 1.0f);
     cpu->masked_mse_bwd(dpred.c, pred.c, target.c, none.c, rows, dim, 1.0f);
     compare(&dpred, 0, 0, "masked_mse_bwd with nothing masked");
@@ -1574,6 +1582,44 @@ static void vector_paths_round_bf16(void)
     pair_free(&x); pair_free(&W); pair_free(&y); pair_free(&ys);
 }
 
+/* The backend op to_bf16 (the projection head's input copy): the GPU's to_bf16_kernel against
+ * the CPU's bf16_from_float, bit for bit, on uniform values, exact ties (low half 0x8000: to
+ * even), a value past the largest bf16 (to infinity) and a subnormal; shifted by one element
+ * (the scalar path) the GPU must give the same bits. */
+static void vector_paths_to_bf16(void)
+{
+    const size_t n = 4099; /* 8-value chunks and a 3-value tail */
+    Pair x = input(n);
+    for (size_t i = 0; i < n; i += 7) {
+        uint32_t bits;
+        memcpy(&bits, &x.host[i], sizeof bits);
+        bits = (bits & 0xffff0000u) | 0x8000u;
+        memcpy(&x.host[i], &bits, sizeof bits);
+    }
+    x.host[1] = 3.3961e38f;
+    x.host[2] = 1e-40f;
+    cpu->upload(x.c, x.host, n * sizeof(float));
+    gpu->upload(x.g, x.host, n * sizeof(float));
+    Bf16Pair y = bf16_output(n);
+    gpu->to_bf16(y.g, x.g, n);
+    cpu->to_bf16(y.c, x.c, n);
+    bf16_t *hc = malloc(n * sizeof(bf16_t)), *hg = malloc(n * sizeof(bf16_t));
+    cpu->download(hc, y.c, n * sizeof(bf16_t));
+    gpu->download(hg, y.g, n * sizeof(bf16_t));
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += hc[i] != hg[i];
+    TEST_CHECK(differ == 0, "to_bf16: %zu of %zu values differ in bits between the backends",
+               differ, n);
+    void *bx, *by;
+    float *xs = gpu_shifted_copy(&bx, x.g, n, sizeof(float));
+    bf16_t *ys = gpu_shifted_copy(&by, y.g, n, sizeof(bf16_t));
+    gpu->to_bf16(ys, xs, n);
+    same_gpu_bits(y.g, ys, n * sizeof(bf16_t), "to_bf16, shifted");
+    gpu->release(bx); gpu->release(by);
+    free(hc); free(hg);
+    pair_free(&x); bf16_pair_free(&y);
+}
+
 static void vector_paths_patch_case(int B, int X, int Y, int Z, int p)
 {
     const size_t n = (size_t)B * X * Y * Z;
@@ -1653,6 +1699,7 @@ static int test_vector_paths(void)
     vector_paths_elementwise();
     vector_paths_bf16();
     vector_paths_round_bf16();
+    vector_paths_to_bf16();
     vector_paths_patch_case(2, 8, 12, 16, 4);  /* float4 runs of p = 4 */
     vector_paths_patch_case(3, 16, 24, 32, 8); /* B 3, a 2 x 3 x 4 grid of 8^3 patches */
     vector_paths_patch_case(2, 6, 9, 12, 3);   /* p % 4 != 0: scalar path only */
@@ -1968,6 +2015,207 @@ static int test_instnorm_cudnn(void)
     return 0;
 }
 
+/* ---- attention's bf16 gradients and the qkv layer's bf16 dy (attention_bwd_bf16_grad16,
+ * linear_bwd_bf16_dy16: the transformer's qkv backward without an fp32 dqkv) ----
+ * CPU vs GPU at the tolerances of the bf16 attention cases plus one bf16 ulp (each gradient is
+ * rounded once more), and of bf16_linear_case for the linear backward. On the GPU the
+ * contracts BIT FOR BIT: attention_bwd_bf16_grad16 equals attention_bwd_bf16 (fp32 gradients)
+ * rounded to bf16 on the host (nearest even, as the kernels round), with every element outside
+ * the requested views (gaps between q's rows, views passed as NULL) left as it was; and
+ * linear_bwd_bf16_dy16 equals linear_bwd_bf16 on dy widened to fp32 with db NULL. Both
+ * attention kernels (GEMM: fp32 stand-ins rounded after; fused: rounded in the store). */
+enum { G16_Q = 1, G16_K = 2, G16_V = 4 };
+
+/* Whether element i of a buffer with row stride ld lies in the view of C columns at col0. */
+static int in_view(size_t i, int ld, int col0, int C)
+{
+    const int col = (int)(i % (size_t)ld);
+    return col >= col0 && col < col0 + C;
+}
+
+/* The bf16 gradient buffer g16 (GPU) against the fp32 gradients g32 (GPU) rounded, where a
+ * requested view owns the element; elsewhere its starting value init. views: up to three
+ * (mask bit, first column) pairs in this buffer. */
+static void grad16_bits(const bf16_t *g16, const float *g32, const bf16_t *init, size_t n,
+                        int ld, int C, const int (*views)[2], int n_views, int which,
+                        const char *what)
+{
+    bf16_t *got = malloc((n ? n : 1) * sizeof(bf16_t));
+    float *ref = malloc((n ? n : 1) * sizeof(float));
+    gpu->download(got, g16, n * sizeof(bf16_t));
+    gpu->download(ref, g32, n * sizeof(float));
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        bf16_t want = init[i];
+        for (int v = 0; v < n_views; v++)
+            if ((which & views[v][0]) && in_view(i, ld, views[v][1], C))
+                want = bf16_from_float(ref[i]);
+        if (got[i] != want && bad++ == 0) first_bad = i;
+    }
+    TEST_CHECK(bad == 0, "%s: %zu of %zu elements differ from the fp32 gradients rounded "
+               "(first [%zu]: got 0x%04x)", what, bad, n, first_bad,
+               n ? (unsigned)got[first_bad] : 0u);
+    free(got);
+    free(ref);
+}
+
+static void grad16_attention_case(int B, int H, int Tq, int Tk, int Dh, int packed, int which)
+{
+    const double tol = 2000.0;
+    const int C = H * Dh;
+    const int ldq = packed ? 3 * C : C + 8, ldkv = packed ? 3 * C : 2 * C;  /* gaps in q rows */
+    const size_t nq = (size_t)B * Tq * ldq, nkv = packed ? nq : (size_t)B * Tk * ldkv;
+    const int koff = packed ? C : 0, voff = packed ? 2 * C : C;
+    Bf16Pair qbuf = bf16_input(nq), kvbuf = packed ? qbuf : bf16_input(nkv);
+    Pair probs = output((size_t)B * H * Tq * Tk), dout = input((size_t)B * Tq * C);
+    Bf16Pair out = bf16_output((size_t)B * Tq * C);
+    const size_t n_saved = gpu->attention_saved_floats(B, H, Tq, Tk, Dh);
+    const int fused = n_saved != probs.n;
+    float *saved_g = fused ? poisoned_gpu_floats(n_saved) : probs.g;
+    gpu->attention_fwd_bf16(out.g, saved_g, qbuf.g, kvbuf.g + koff, kvbuf.g + voff, B, H, Tq, Tk,
+                            Dh, ldq, ldkv);
+    cpu->attention_fwd_bf16(out.c, probs.c, qbuf.c, kvbuf.c + koff, kvbuf.c + voff, B, H, Tq, Tk,
+                            Dh, ldq, ldkv);
+    /* bf16 gradients start as random values (the same on both backends): what the op does not
+     * own must keep them */
+    Bf16Pair dq16 = bf16_input(nq), dkv16 = packed ? dq16 : bf16_input(nkv);
+    bf16_t *dq_g = which & G16_Q ? dq16.g : NULL, *dq_c = which & G16_Q ? dq16.c : NULL;
+    bf16_t *dk_g = which & G16_K ? dkv16.g + koff : NULL, *dk_c = which & G16_K ? dkv16.c + koff : NULL;
+    bf16_t *dv_g = which & G16_V ? dkv16.g + voff : NULL, *dv_c = which & G16_V ? dkv16.c + voff : NULL;
+    gpu->attention_bwd_bf16_grad16(dq_g, dk_g, dv_g, dout.g, qbuf.g, kvbuf.g + koff,
+                                   kvbuf.g + voff, out.g, saved_g, B, H, Tq, Tk, Dh, ldq, ldkv);
+    cpu->attention_bwd_bf16_grad16(dq_c, dk_c, dv_c, dout.c, qbuf.c, kvbuf.c + koff,
+                                   kvbuf.c + voff, out.c, probs.c, B, H, Tq, Tk, Dh, ldq, ldkv);
+    char what[200];
+    snprintf(what, sizeof what, "attention_bwd_bf16_grad16%s d%s (q %d k %d v %d) B=%d H=%d "
+             "Tq=%d Tk=%d Dh=%d", fused ? " (fused)" : "", packed ? "qkv" : "q",
+             !!(which & G16_Q), !!(which & G16_K), !!(which & G16_V), B, H, Tq, Tk, Dh);
+    compare_bf16(&dq16, 1e-4 * tol + kBf16Ulp, 1e-5 * tol, what);
+    if (!packed) compare_bf16(&dkv16, 1e-4 * tol + kBf16Ulp, 1e-5 * tol, what);
+    /* the contract on the GPU: fp32 gradients into poisoned buffers, rounded on the host */
+    float *dq32 = poisoned_gpu_floats(nq), *dkv32 = packed ? dq32 : poisoned_gpu_floats(nkv);
+    gpu->attention_bwd_bf16(which & G16_Q ? dq32 : NULL, which & G16_K ? dkv32 + koff : NULL,
+                            which & G16_V ? dkv32 + voff : NULL, dout.g, qbuf.g, kvbuf.g + koff,
+                            kvbuf.g + voff, out.g, saved_g, B, H, Tq, Tk, Dh, ldq, ldkv);
+    if (packed) {
+        const int views[3][2] = {{G16_Q, 0}, {G16_K, C}, {G16_V, 2 * C}};
+        grad16_bits(dq16.g, dq32, dq16.host, nq, ldq, C, views, 3, which, what);
+    } else {
+        const int qviews[1][2] = {{G16_Q, 0}}, kvviews[2][2] = {{G16_K, 0}, {G16_V, C}};
+        grad16_bits(dq16.g, dq32, dq16.host, nq, ldq, C, qviews, 1, which, what);
+        grad16_bits(dkv16.g, dkv32, dkv16.host, nkv, ldkv, C, kvviews, 2, which, what);
+    }
+    gpu->release(dq32);
+    if (!packed) gpu->release(dkv32);
+    if (fused) gpu->release(saved_g);
+    bf16_pair_free(&qbuf); bf16_pair_free(&out); bf16_pair_free(&dq16);
+    pair_free(&probs); pair_free(&dout);
+    if (!packed) { bf16_pair_free(&kvbuf); bf16_pair_free(&dkv16); }
+}
+
+static void grad16_attention_cases(void)
+{
+    grad16_attention_case(2, 3, 17, 17, 8, 1, G16_Q | G16_K | G16_V);
+    grad16_attention_case(2, 2, 37, 100, 24, 0, G16_Q | G16_K | G16_V);  /* gaps in q's rows */
+    grad16_attention_case(1, 12, 130, 130, 64, 1, G16_Q | G16_K | G16_V); /* ViT-B heads */
+    grad16_attention_case(1, 4, 70, 70, 32, 1, G16_Q | G16_K | G16_V);    /* decoder heads */
+    grad16_attention_case(1, 2, 65, 130, 40, 0, G16_Q | G16_V);          /* runtime Dh */
+    grad16_attention_case(1, 12, 130, 130, 64, 1, G16_K | G16_V);        /* no dq */
+    grad16_attention_case(1, 12, 130, 130, 64, 1, G16_Q);                /* dq only */
+}
+
+static void dy16_linear_case(int rows, int in, int out)
+{
+    const size_t nx = (size_t)rows * in, ny = (size_t)rows * out, nw = (size_t)out * in;
+    Bf16Pair x = bf16_input(nx), dy = bf16_input(ny);
+    Pair W = input(nw);
+    float *dy32_host = widened_host(&dy), *dy32 = gpu->alloc(ny * sizeof(float));
+    gpu->upload(dy32, dy32_host, ny * sizeof(float));
+    char what[200];
+    for (int outputs = 3; outputs >= 1; outputs--) {  /* bit 1: dx, bit 2: dW */
+        const int want_dx = outputs & 1, want_dW = outputs & 2;
+        Pair dx = output(nx), dW = param_grad(nw);
+        float *dx_u = poisoned_gpu_floats(nx), *dW_u = gpu->alloc(nw * sizeof(float));
+        gpu->copy(dW_u, dW.g, nw * sizeof(float));
+        gpu->linear_bwd_bf16_dy16(want_dx ? dx.g : NULL, want_dW ? dW.g : NULL, dy.g, x.g, W.g,
+                                  rows, in, out);
+        cpu->linear_bwd_bf16_dy16(want_dx ? dx.c : NULL, want_dW ? dW.c : NULL, dy.c, x.c, W.c,
+                                  rows, in, out);
+        snprintf(what, sizeof what, "linear_bwd_bf16_dy16 %dx%d->%d (dx %d, dW %d)", rows, in,
+                 out, !!want_dx, !!want_dW);
+        if (want_dx) compare(&dx, 1e-5, tensor_core_atol(out), what);
+        compare(&dW, 1e-5, want_dW ? tensor_core_atol(rows) : 0.0, what);
+        gpu->linear_bwd_bf16(want_dx ? dx_u : NULL, want_dW ? dW_u : NULL, NULL, dy32, x.g, W.g,
+                             rows, in, out);
+        snprintf(what, sizeof what, "linear_bwd_bf16_dy16 %dx%d->%d (dx %d, dW %d): GPU vs "
+                 "linear_bwd_bf16 on dy widened", rows, in, out, !!want_dx, !!want_dW);
+        if (want_dx) same_gpu_bits(dx.g, dx_u, nx * sizeof(float), what);
+        same_gpu_bits(dW.g, dW_u, nw * sizeof(float), what);
+        gpu->release(dx_u); gpu->release(dW_u);
+        pair_free(&dx); pair_free(&dW);
+    }
+    free(dy32_host);
+    gpu->release(dy32);
+    bf16_pair_free(&x); bf16_pair_free(&dy); pair_free(&W);
+}
+
+static int test_qkv_bf16_gradients(void)
+{
+    dy16_linear_case(37, 24, 72);
+    dy16_linear_case(1152, 768, 2304);  /* ViT-B qkv, 2 crops of 576 tokens */
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    grad16_attention_cases();
+    gpu_set_attention(ATTN_KERNEL_FUSED);
+    grad16_attention_cases();
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    return 0;
+}
+
+/* ---- attention_kernel = cudnn: cuDNN's fused attention (cuda/cuda_attention_cudnn.cu) ----
+ * The bf16 attention cases above with ATTN_KERNEL_CUDNN, at the tolerances of the bf16 flash
+ * cases: out, cuDNN's saved statistics against the row logsumexp reference (check_fused_lse:
+ * the flash kernels' meaning and layout, which the fallback relies on), fp32 gradients, and
+ * the bf16 gradients bit for bit the fp32 ones rounded (holds only if cuDNN's backward is
+ * deterministic: the path asks for its deterministic algorithm). The model's shapes (Dh 64
+ * and 32, T 144 and 576, packed qkv; cross attention) must really run on cuDNN: no shape
+ * refused (gpu_cudnn_attention_graphs). Shapes outside them (Dh 24 and 40, gaps in q rows)
+ * may be refused by a cuDNN and then run the flash kernels: only the results are checked. */
+static int test_attention_cudnn(void)
+{
+    if (!gpu_cudnn_attention_available()) {
+        printf("skip: attention_kernel = cudnn cases: this build has no cuDNN frontend headers "
+               "(scripts/deps.sh)\n");
+        return 0;
+    }
+    gpu_set_attention(ATTN_KERNEL_CUDNN);
+    bf16_attention_case(2, 12, 144, 144, 64, 1); /* ViT-B heads, visible tokens */
+    bf16_attention_case(1, 4, 576, 576, 64, 1);  /* ViT-B heads, all tokens */
+    bf16_attention_case(2, 4, 144, 144, 32, 1);  /* decoder head width */
+    bf16_attention_case(1, 4, 576, 576, 32, 1);
+    bf16_attention_case(2, 1, 144, 576, 64, 0);  /* cross attention: q and a packed kv */
+    grad16_attention_case(1, 12, 144, 144, 64, 1, G16_Q | G16_K | G16_V);
+    grad16_attention_case(1, 4, 576, 576, 32, 1, G16_Q | G16_K | G16_V);
+    grad16_attention_case(1, 12, 144, 144, 64, 1, G16_K | G16_V); /* dq to the spare scratch */
+    for (int i = 0; i < 3; i++)  /* forward only (inference graphs): the ViT-B and decoder shapes */
+        bf16_attention_unsaved_case(&kUnsavedShapes[i], "cudnn kernel");
+    int built = 0, refused = 0;
+    gpu_cudnn_attention_graphs(&built, &refused);
+    printf("cudnn attention: %d graphs built, %d shapes refused at the model's shapes\n", built,
+           refused);
+    TEST_CHECK(built > 0 && refused == 0, "cuDNN refused %d of the model's attention shapes "
+               "(%d graphs built): see the log_warn lines above for cuDNN's reasons", refused,
+               built);
+    /* odd shapes: cuDNN or the flash fallback, the results must hold either way */
+    for (int i = 3; i < UNSAVED_SHAPE_COUNT; i++)
+        bf16_attention_unsaved_case(&kUnsavedShapes[i], "cudnn kernel");
+    bf16_attention_case(2, 2, 37, 100, 24, 0);
+    grad16_attention_case(2, 2, 37, 100, 24, 0, G16_Q | G16_K | G16_V);  /* gaps in q's rows */
+    grad16_attention_case(1, 2, 65, 130, 40, 0, G16_Q | G16_V);
+    bf16_attention_case(2, 1, 20, 30, 768, 0);   /* CASA head: the GEMM path */
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    return 0;
+}
+
 int main(void)
 {
     /* Device count first: backend_cuda() (rightly) errors out when no device is visible. */
@@ -2008,5 +2256,7 @@ int main(void)
     TEST_RUN(test_column_sums);
     TEST_RUN(test_linear_gelu_bwd);
     TEST_RUN(test_instnorm_cudnn);
+    TEST_RUN(test_qkv_bf16_gradients);
+    TEST_RUN(test_attention_cudnn);
     return test_finish();
 }

@@ -16,7 +16,7 @@
  *    a transpose, or rounding db's terms to bf16 breaks these;
  *  - the transformer stack: one backward through tstack_backward (which now calls
  *    act_linear_gelu_bwd for fc1) gives every parameter gradient and dx0 bit for bit what the
- *    former sequence (act_gelu_bwd, then act_linear_bwd; written out below) gives, with fp32
+ *    former sequence (act_gelu_bwd, then act_linear_bwd; stack_backward_former.h) gives, with fp32
  *    and with bf16 activations. */
 #include <math.h>
 #include <stdint.h>
@@ -27,6 +27,7 @@
 #include "nn/layers.h"
 #include "nn/transformer.h"
 #include "ops/backend.h"
+#include "stack_backward_former.h"
 #include "test.h"
 
 static const AliceBackend *be;
@@ -194,96 +195,10 @@ static int test_double_reference(void)
 
 /* ---- the transformer stack: new path == former sequence, bit for bit ---- */
 
-/* tstack_backward_taps as it was before act_linear_gelu_bwd (dtaps NULL): the GELU backward
- * into a->dh2, then fc1's backward on it. Kept here as the reference for the bits. */
-static void former_tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps,
-                                   const float *dout, float *dx0)
-{
-    const AliceBackend *b_ = ps->be;
-    const int W = s->width, M = s->mlp, H = s->heads, B = a->B, T = a->T;
-    const int rows = B * T;
-    const float *last = s->depth ? a->act[s->depth - 1].out : a->x0;
-    float *g = s->depth ? a->g0 : dx0;
-    b_->layernorm_bwd(g, NULL, param_grad(ps, s->norm_w), param_grad(ps, s->norm_b), dout, last,
-                      a->out_mean, a->out_rstd, param(ps, s->norm_w), rows, W);
-    for (int i = s->depth - 1; i >= 0; i--) {
-        const BlockParams *p = &s->blk[i];
-        BlockActs *b = &a->act[i];
-        const float *x = i ? a->act[i - 1].out : a->x0;
-        float *gnext = i ? (g == a->g0 ? a->g1 : a->g0) : dx0;
-        act_linear_bwd(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
-        act_gelu_bwd(b_, a->dh2, a->dh1, b->h, (size_t)rows * M);
-        act_linear_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh2, b->ln2, rows, W, M);
-        b_->layernorm_bwd(a->dmid, g, param_grad(ps, p->norm2_w), param_grad(ps, p->norm2_b),
-                          a->dtmp, b->mid, b->ln2_mean, b->ln2_rstd, param(ps, p->norm2_w), rows,
-                          W);
-        act_linear_bwd(ps, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
-        act_attention_bwd(b_, a->dqkv, a->dqkv + W, a->dqkv + 2 * W, a->datt, b->qkv,
-                          act_offset(b->qkv, W), act_offset(b->qkv, 2 * (size_t)W), b->att,
-                          b->probs, B, H, T, T, W / H, 3 * W, 3 * W);
-        act_linear_bwd(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
-        b_->layernorm_bwd(gnext, a->dmid, param_grad(ps, p->norm1_w), param_grad(ps, p->norm1_b),
-                          a->dtmp, x, b->ln1_mean, b->ln1_rstd, param(ps, p->norm1_w), rows, W);
-        g = gnext;
-    }
-}
-
-static void stack_case(DType act_type)
-{
-    const int W = 24, heads = 2, M = 48, depth = 2, B = 2, T = 5;
-    const size_t n = (size_t)B * T * W;
-    ParamSet ps;
-    params_init_registry(&ps);
-    TStack s;
-    tstack_register(&s, &ps, "enc", W, heads, M, depth);
-    params_allocate(&ps, be, 1);
-    params_initialize(&ps, 77);
-    /* Biases and LayerNorm affines start at zeros/ones: random values exercise them all. */
-    float *noise = randn(ps.total, 0.05f);
-    for (size_t i = 0; i < ps.total; i++) ps.data[i] += noise[i];
-    free(noise);
-
-    Arena ar;
-    arena_plan(&ar, be, act_type);
-    TStackActs a;
-    tstack_layout(&s, &a, &ar, B, T, TSTACK_TRAIN);
-    arena_commit(&ar);
-    tstack_layout(&s, &a, &ar, B, T, TSTACK_TRAIN);
-    float *x0 = randn(n, 1.0f), *dout = randn(n, 1.0f);
-    memcpy(a.x0, x0, n * sizeof(float));
-    tstack_forward(&s, &a, &ps);
-
-    float *grad0 = randn(ps.total, 0.01f); /* gradients accumulate onto earlier ones */
-    float *dx_new = test_filled(n, NAN), *dx_old = test_filled(n, NAN);
-    memcpy(ps.grad, grad0, ps.total * sizeof(float));
-    tstack_backward(&s, &a, &ps, dout, dx_new);
-    float *grad_new = copy_of(ps.grad, ps.total);
-    memcpy(ps.grad, grad0, ps.total * sizeof(float));
-    former_tstack_backward(&s, &a, &ps, dout, dx_old);
-
-    const char *what = act_type == DTYPE_BF16 ? "bf16 activations" : "fp32 activations";
-    for (int t = 0; t < ps.count; t++) {
-        const ParamInfo *info = &ps.info[t];
-        const size_t bad = differing_bits(grad_new + info->offset, ps.grad + info->offset,
-                                          info->numel);
-        TEST_CHECK(bad == 0, "%s: gradient of %s differs from the former sequence in %zu of %zu "
-                   "entries", what, info->name, bad, info->numel);
-    }
-    TEST_CHECK(nans(dx_new, n) == 0 && differing_bits(dx_new, dx_old, n) == 0,
-               "%s: dx0 differs from the former sequence in %zu entries", what,
-               differing_bits(dx_new, dx_old, n));
-    TEST_CHECK(differing_bits(grad_new, grad0, ps.total) > ps.total / 2,
-               "%s: backward left most gradients unchanged", what);
-
-    free(x0); free(dout); free(grad0); free(dx_new); free(dx_old); free(grad_new);
-    arena_free(&ar);
-    params_free(&ps);
-}
-
 static int test_stack_backward_unchanged(void)
 {
-    stack_case(DTYPE_F32);
-    stack_case(DTYPE_BF16);
+    check_stack_backward_matches_former(be, DTYPE_F32, FORMER_GELU_SEPARATE, 77);
+    check_stack_backward_matches_former(be, DTYPE_BF16, FORMER_GELU_SEPARATE, 77);
     return 0;
 }
 

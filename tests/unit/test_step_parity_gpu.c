@@ -212,6 +212,20 @@ static int test_alice_bf16_fused_attention(void)
     return rc;
 }
 
+/* attention_kernel = cudnn inside a whole bf16 step (cuDNN's fused attention where it takes the
+ * shape, the flash kernels elsewhere), held to the same tolerances. */
+static int test_alice_bf16_cudnn_attention(void)
+{
+    if (!gpu_cudnn_attention_available()) {
+        printf("skip: attention_kernel = cudnn: no cuDNN frontend headers in this build\n");
+        return 0;
+    }
+    gpu_set_attention(ATTN_KERNEL_CUDNN);
+    int rc = check_method_at("alice", 1, &kBf16);
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    return rc;
+}
+
 /* A UNETR fine-tuning step (ViT, convolutions, instance norms, transposed convolutions, leaky
  * ReLU, channel concat, DiceCE) from the same weights and batch: ce, dice and every parameter
  * gradient, at the tolerances of the pre-training step, on tests/unit/seg_batch.h's batch. */
@@ -267,6 +281,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_fused_attention);
     TEST_RUN(test_alice_bf16);
     TEST_RUN(test_alice_bf16_fused_attention);
+    TEST_RUN(test_alice_bf16_cudnn_attention);
     MPI_Finalize();
     return test_finish();
 }

@@ -1,0 +1,109 @@
+#include "train/step_graph.h"
+
+#include <string.h>
+
+#include "core/check.h"
+#include "core/log.h"
+
+static int backend_has_graphs(const AliceBackend *be)
+{
+    return be->graph_capture_begin && be->graph_capture_end && be->graph_launch && be->graph_free;
+}
+
+void step_graph_init(StepGraph *sg, const AliceBackend *be, int enabled)
+{
+    memset(sg, 0, sizeof *sg);
+    sg->be = be;
+    sg->state = STEP_GRAPH_OFF;
+    if (!enabled) return;
+    if (!backend_has_graphs(be)) {
+        log_warn("cuda_graph = 1 is ignored: the %s backend cannot record graphs (CUDA only); "
+                 "every step runs eagerly", be->name);
+        return;
+    }
+    sg->state = STEP_GRAPH_WARMUP;
+}
+
+int step_graph_enabled(const StepGraph *sg)
+{
+    return sg->state == STEP_GRAPH_WARMUP || sg->state == STEP_GRAPH_CAPTURE ||
+           sg->state == STEP_GRAPH_REPLAY;
+}
+
+static StepRun run_eager(StepGraph *sg, StepEnqueueFn enqueue, void *ctx)
+{
+    enqueue(ctx);
+    sg->eager_steps++;
+    return STEP_RAN_EAGER;
+}
+
+/* Launches the graph; when the backend refuses (memory the graph names moved since it was
+ * recorded, e.g. a scratch buffer grew in an op outside the step), runs this step eagerly (a
+ * warm-up again) and records anew next step, up to STEP_GRAPH_MAX_RECORDINGS. */
+static StepRun launch(StepGraph *sg, StepEnqueueFn enqueue, void *ctx, StepRun ran)
+{
+    if (sg->be->graph_launch(sg->graph)) {
+        if (ran == STEP_RAN_RECORDED) sg->recorded_steps++;
+        else sg->replayed_steps++;
+        return ran;
+    }
+    sg->be->graph_free(sg->graph);
+    sg->graph = NULL;
+    if (sg->recordings >= STEP_GRAPH_MAX_RECORDINGS) {
+        sg->state = STEP_GRAPH_FAILED;
+        log_warn("cuda_graph: backend memory moved after each of %d recordings of the step; "
+                 "every step runs eagerly from now on", sg->recordings);
+    } else {
+        sg->state = STEP_GRAPH_CAPTURE;
+        log_info("cuda_graph: backend memory moved since the step was recorded; this step runs "
+                 "eagerly, the next is recorded again");
+    }
+    return run_eager(sg, enqueue, ctx);
+}
+
+/* Records the step, then launches the recording; a failed recording ran nothing, so the step
+ * then runs eagerly and the loop stays eager (the backend has said why). */
+static StepRun record_and_launch(StepGraph *sg, StepEnqueueFn enqueue, void *ctx)
+{
+    sg->recordings++;
+    if (!sg->be->graph_capture_begin()) {
+        sg->state = STEP_GRAPH_FAILED;
+        log_warn("cuda_graph: could not start recording the step; every step runs eagerly");
+        return run_eager(sg, enqueue, ctx);
+    }
+    enqueue(ctx);
+    sg->graph = sg->be->graph_capture_end();
+    if (!sg->graph) {
+        sg->state = STEP_GRAPH_FAILED;
+        log_warn("cuda_graph: recording the step failed (reason above); every step runs eagerly "
+                 "from now on");
+        return run_eager(sg, enqueue, ctx);
+    }
+    sg->state = STEP_GRAPH_REPLAY;
+    return launch(sg, enqueue, ctx, STEP_RAN_RECORDED);
+}
+
+StepRun step_graph_run(StepGraph *sg, StepEnqueueFn enqueue, void *ctx)
+{
+    switch (sg->state) {
+    case STEP_GRAPH_OFF:
+    case STEP_GRAPH_FAILED:
+        return run_eager(sg, enqueue, ctx);
+    case STEP_GRAPH_WARMUP:
+        /* Plans, heuristics, scratch buffers and weight copies reach their final state. */
+        sg->state = STEP_GRAPH_CAPTURE;
+        return run_eager(sg, enqueue, ctx);
+    case STEP_GRAPH_CAPTURE:
+        return record_and_launch(sg, enqueue, ctx);
+    case STEP_GRAPH_REPLAY:
+        return launch(sg, enqueue, ctx, STEP_RAN_REPLAYED);
+    }
+    ALICE_FATAL("step graph in an unknown state %d", (int)sg->state);
+}
+
+void step_graph_free(StepGraph *sg)
+{
+    if (sg->graph) sg->be->graph_free(sg->graph);
+    sg->graph = NULL;
+    sg->state = STEP_GRAPH_OFF;
+}

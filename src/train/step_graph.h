@@ -1,0 +1,64 @@
+/* The pre-training step as one backend graph (config key cuda_graph): the step's forward and
+ * backward are enqueued eagerly once (warm-up: cuBLASLt plans and heuristics, scratch buffers,
+ * bf16 weight copies all reach their final state), recorded into a graph on the next step, and
+ * replayed with one launch on every later step, so the host no longer issues ~2600 kernel
+ * launches per step (docs/PERFORMANCE.md: 6 ms of a 27 ms step were GPU idle between them).
+ *
+ * A replay runs the recorded kernels with the recorded pointers and scalars. That is the step
+ * because everything the forward and backward read lives at fixed addresses (parameters,
+ * gradients, the activation arena, the loss values) and every per-step input is put there
+ * BEFORE the recorded work: views and masks are uploaded or copied before it, the loss
+ * weights are configuration constants. Everything with host logic stays outside the graph and
+ * runs eagerly after it: the loss read-back, the gradient all-reduce, the optimiser, the EMA,
+ * DINO's center update, the loader.
+ *
+ * The state machine (one per training loop):
+ *   WARMUP  --step eager-->  CAPTURE  --recorded + launched-->  REPLAY  --launch-->  REPLAY
+ *   CAPTURE --recording failed: warning, the step run eagerly-->  FAILED (eager from then on)
+ *   REPLAY  --graph stale (backend memory moved since recording): the step run eagerly-->
+ *           CAPTURE (recorded again next step; after STEP_GRAPH_MAX_RECORDINGS: FAILED)
+ *   OFF: cuda_graph = 0, or a backend without graphs (device = cpu: a warning says it is
+ *   ignored); every step eager.
+ * Whatever the state, step_graph_run has enqueued exactly one step's work when it returns. */
+#ifndef ALICE_STEP_GRAPH_H
+#define ALICE_STEP_GRAPH_H
+
+#include "ops/backend.h"
+
+typedef enum {
+    STEP_GRAPH_OFF,
+    STEP_GRAPH_WARMUP,
+    STEP_GRAPH_CAPTURE,
+    STEP_GRAPH_REPLAY,
+    STEP_GRAPH_FAILED,
+} StepGraphState;
+
+/* How step_graph_run ran one step. */
+typedef enum { STEP_RAN_EAGER, STEP_RAN_RECORDED, STEP_RAN_REPLAYED } StepRun;
+
+/* A stale graph is recorded again at most this many times per run: memory that keeps moving
+ * means the recording never pays, so the loop stays eager. */
+enum { STEP_GRAPH_MAX_RECORDINGS = 4 };
+
+/* Enqueues one step's work on the backend (no host waits inside). */
+typedef void (*StepEnqueueFn)(void *ctx);
+
+typedef struct {
+    const AliceBackend *be;
+    StepGraphState state;
+    BackendGraph *graph;
+    /* Counters (tests, logs): steps run each way, and recordings made (successful or not). */
+    long eager_steps, recorded_steps, replayed_steps;
+    int recordings;
+} StepGraph;
+
+/* enabled: cfg->cuda_graph. A backend without graph entries (the CPU backend) turns an
+ * enabled graph OFF with one log_warn saying it is ignored. */
+void step_graph_init(StepGraph *sg, const AliceBackend *be, int enabled);
+/* Enqueues one step: eagerly, recorded and launched, or replayed (see the state machine). */
+StepRun step_graph_run(StepGraph *sg, StepEnqueueFn enqueue, void *ctx);
+/* 1 while steps may go through a graph (WARMUP, CAPTURE, REPLAY). */
+int step_graph_enabled(const StepGraph *sg);
+void step_graph_free(StepGraph *sg);
+
+#endif

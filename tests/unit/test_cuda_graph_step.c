@@ -1,0 +1,322 @@
+/* The pre-training step recorded once as a CUDA graph and replayed (cuda_graph = 1,
+ * src/train/step_graph.c, cuda/cuda_graph.cu) against the same steps run eagerly, on the GPU.
+ * Skipped (exit 77, "skip: no GPU") without a visible GPU.
+ *
+ * Each case runs STEPS training steps of a tiny Alice model (both masked views, every loss)
+ * from the same initial weights, crops and masks: the forward + backward through StepGraph,
+ * then what the training loop does eagerly after it (loss read-back, AdamW, EMA, DINO center
+ * update). A replay runs the same kernels with the same arguments on the same data, so the
+ * loss terms of every step and the final parameters, EMA target, AdamW moments and centers
+ * must be BIT-IDENTICAL to the eager run. The reference is checked first: two eager runs must
+ * agree bit for bit (if the backend ever gains a run-to-run nondeterministic kernel, this says
+ * so instead of blaming the graph, and the graph run is then held to the eager runs' spread).
+ *
+ * Cases: fp32 (GEMM attention) and bf16 (bf16 activations, weight copies, the fused flash
+ * kernels at head width 32), cosine and DINO losses; and the fallback: a step that waits on the
+ * host inside the recorded region, or grows a scratch buffer there, must spoil the recording
+ * (one warning), run eagerly instead and still give the eager results bit for bit. The graph
+ * cases also check that the steps really were replayed (recorded once, STEPS - 2 replays). */
+#include <math.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/check.h"
+#include "core/rng.h"
+#include "models/pretrain_model.h"
+#include "ops/gpu_device.h"
+#include "train/optim.h"
+#include "train/step_graph.h"
+#include "train/train_common.h"
+#include "test.h"
+#include "test_config.h"
+
+enum { STEPS = 5 };
+
+/* Head width 32 (64 / 2): bf16 runs take the register-resident flash kernels (attention auto). */
+static const char *const tiny[][2] = {
+    {"device", "cuda"}, {"method", "alice"}, {"crop", "32,32,16"}, {"patch", "8"},
+    {"embed_dim", "64"}, {"depth", "2"}, {"heads", "2"}, {"mlp_dim", "128"}, {"dec_dim", "64"},
+    {"dec_depth", "1"}, {"dec_heads", "2"}, {"dec_mlp_dim", "128"}, {"head_hidden", "64"},
+    {"head_bottleneck", "16"}, {"head_out", "32"}, {"casa_dim", "64"}, {"batch", "2"},
+    {"lr", "1e-3"}, {"seed", "7"},
+};
+
+/* How the recorded region of a step is made to fail (the fallback cases). */
+typedef enum { SPOIL_NONE, SPOIL_HOST_WAIT, SPOIL_SCRATCH_GROWTH } SpoilKind;
+
+typedef struct {
+    PretrainModel *m;
+    SpoilKind spoil;
+    /* SPOIL_SCRATCH_GROWTH: a linear backward whose bias column sum needs twice the scratch
+     * of the call before (rows doubling, more columns than any layer of the model), so the
+     * scratch must grow inside the recording too, although the warm-up step grew it; buffers
+     * are allocated beforehand for the largest call. */
+    float *big_dx, *big_dW, *big_db, *big_dy, *big_x, *big_W;
+    int calls;
+} StepCtx;
+
+enum { BIG_ROWS0 = 512, BIG_IN = 8, BIG_OUT = 1024, BIG_CALLS = STEPS + 1 };
+
+static void enqueue(void *ctx)
+{
+    StepCtx *s = ctx;
+    pretrain_model_enqueue_step(s->m);
+    const AliceBackend *be = s->m->be;
+    if (s->spoil == SPOIL_HOST_WAIT) {
+        float v;
+        be->download(&v, s->m->loss_values, sizeof v);   /* a host read: waits for the GPU */
+    } else if (s->spoil == SPOIL_SCRATCH_GROWTH) {
+        ALICE_ASSERT(s->calls < BIG_CALLS, "more steps than buffers for");
+        const int rows = BIG_ROWS0 << s->calls++;
+        be->linear_bwd(s->big_dx, s->big_dW, s->big_db, s->big_dy, s->big_x, s->big_W, rows,
+                       BIG_IN, BIG_OUT);
+    }
+}
+
+static void mean_over_one_rank(float *buf, size_t n, void *ctx)
+{
+    (void)buf; (void)n; (void)ctx;   /* one rank: the mean is the value */
+}
+
+/* Everything a run ends with, on the host. */
+typedef struct {
+    double terms[STEPS][4];
+    float *params, *target, *adam_m, *adam_v, *centers;
+    size_t n, ncenters;
+    StepGraph graph;   /* its counters and state after the run (graph freed) */
+} RunResult;
+
+static float *download_all(const AliceBackend *be, const float *buf, size_t n)
+{
+    float *h = xmalloc((n ? n : 1) * sizeof(float));
+    if (n) be->download(h, buf, n * sizeof(float));
+    return h;
+}
+
+static void free_result(RunResult *r)
+{
+    free(r->params); free(r->target); free(r->adam_m); free(r->adam_v); free(r->centers);
+    memset(r, 0, sizeof *r);
+}
+
+/* init: the initial online, target and buffer values every run starts from (the first run
+ * fills it). */
+typedef struct {
+    float *online, *target, *buffers;
+} InitialState;
+
+static void run(const char *precision, const char *align_loss, int use_graph, SpoilKind spoil,
+                InitialState *init, RunResult *out)
+{
+    Config cfg;
+    TEST_CONFIG(&cfg, tiny);
+    config_set(&cfg, "precision", precision, "test", 0);
+    config_set(&cfg, "align_loss", align_loss, "test", 0);
+    config_validate(&cfg);
+    train_apply_device_math(&cfg);
+    const AliceBackend *be = backend_cuda();
+    PretrainModel m;
+    pretrain_model_init(&m, &cfg, be, cfg.batch);
+    const size_t n = m.online.total, nb = m.buffers.total;
+    if (!init->online) {
+        init->online = download_all(be, m.online.data, n);
+        init->target = download_all(be, m.target.data, m.target.total);
+        init->buffers = download_all(be, m.buffers.data, nb);
+    } else {
+        be->upload(m.online.data, init->online, n * sizeof(float));
+        be->upload(m.target.data, init->target, m.target.total * sizeof(float));
+        if (nb) be->upload(m.buffers.data, init->buffers, nb * sizeof(float));
+    }
+
+    StepCtx ctx = {&m, spoil, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+    if (spoil == SPOIL_SCRATCH_GROWTH) {
+        const size_t rows = (size_t)BIG_ROWS0 << (BIG_CALLS - 1);
+        ctx.big_dx = be->alloc(rows * BIG_IN * sizeof(float));
+        ctx.big_x = be->alloc(rows * BIG_IN * sizeof(float));
+        ctx.big_dy = be->alloc(rows * BIG_OUT * sizeof(float));
+        ctx.big_dW = be->alloc((size_t)BIG_OUT * BIG_IN * sizeof(float));
+        ctx.big_W = be->alloc((size_t)BIG_OUT * BIG_IN * sizeof(float));
+        ctx.big_db = be->alloc((size_t)BIG_OUT * sizeof(float));
+        be->fill(ctx.big_x, 0.5f, rows * BIG_IN);
+        be->fill(ctx.big_dy, 0.25f, rows * BIG_OUT);
+        be->fill(ctx.big_W, 0.125f, (size_t)BIG_OUT * BIG_IN);
+        be->fill(ctx.big_dW, 0.0f, (size_t)BIG_OUT * BIG_IN);
+        be->fill(ctx.big_db, 0.0f, (size_t)BIG_OUT);
+    }
+
+    const size_t vox = (size_t)m.B * m.dims[0] * m.dims[1] * m.dims[2];
+    float *vol = xmalloc(vox * VIEW_COUNT * sizeof(float));
+    step_graph_init(&out->graph, be, use_graph);
+    for (int s = 0; s < STEPS; s++) {
+        /* The step's inputs, uploaded before the recorded region as the training loop does. */
+        RngStream rng;
+        rng_init(&rng, 5, (uint64_t)s, 0, RNG_TEST);
+        for (size_t i = 0; i < vox * VIEW_COUNT; i++) vol[i] = rng_uniform(&rng);
+        const float *views[VIEW_COUNT] = {vol, vol + vox, vol + 2 * vox, vol + 3 * vox};
+        pretrain_model_set_views(&m, views);
+        pretrain_model_draw_masks(&m, s, (long)s * m.B);
+        step_graph_run(&out->graph, enqueue, &ctx);
+        LossTerms t = pretrain_model_read_losses(&m);
+        out->terms[s][0] = t.loss, out->terms[s][1] = t.l_r;
+        out->terms[s][2] = t.l_dv, out->terms[s][3] = t.l_st;
+        adamw_step(&m.online, &cfg, cfg.lr, s + 1);
+        ema_step(&m.target, &m.online, 0.99f);
+        pretrain_model_update_centers(&m, mean_over_one_rank, NULL);
+    }
+    be->synchronize();
+    out->n = n;
+    out->params = download_all(be, m.online.data, n);
+    out->target = download_all(be, m.target.data, n);
+    out->adam_m = download_all(be, m.online.m, n);
+    out->adam_v = download_all(be, m.online.v, n);
+    out->ncenters = nb;
+    out->centers = download_all(be, m.buffers.data, nb);
+    StepGraph counters = out->graph;
+    step_graph_free(&out->graph);
+    out->graph = counters;
+    out->graph.graph = NULL;
+    if (spoil == SPOIL_SCRATCH_GROWTH) {
+        be->release(ctx.big_dx); be->release(ctx.big_x); be->release(ctx.big_dy);
+        be->release(ctx.big_dW); be->release(ctx.big_W); be->release(ctx.big_db);
+    }
+    free(vol);
+    pretrain_model_free(&m);
+    gpu_set_math(0, 0);
+}
+
+/* Elements of a and b that differ in their bits; worst |a - b| / max(|a|) in *rel. */
+static size_t differing(const float *a, const float *b, size_t n, double *rel)
+{
+    size_t diff = 0;
+    double worst = 0.0, scale = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        scale = fmax(scale, fabs((double)a[i]));
+        if (memcmp(&a[i], &b[i], sizeof(float))) {
+            diff++;
+            worst = fmax(worst, fabs((double)a[i] - (double)b[i]));
+        }
+    }
+    *rel = scale > 0 ? worst / scale : worst;
+    return diff;
+}
+
+typedef struct {
+    size_t count;     /* differing elements over every buffer and loss term */
+    double rel;       /* worst relative difference */
+} Difference;
+
+static Difference compare_runs(const RunResult *a, const RunResult *b)
+{
+    Difference d = {0, 0.0};
+    double rel;
+    const float *ab[][2] = {{a->params, b->params}, {a->target, b->target},
+                            {a->adam_m, b->adam_m}, {a->adam_v, b->adam_v}};
+    for (size_t k = 0; k < sizeof ab / sizeof ab[0]; k++) {
+        d.count += differing(ab[k][0], ab[k][1], a->n, &rel);
+        d.rel = fmax(d.rel, rel);
+    }
+    d.count += differing(a->centers, b->centers, a->ncenters, &rel);
+    d.rel = fmax(d.rel, rel);
+    for (int s = 0; s < STEPS; s++)
+        for (int k = 0; k < 4; k++)
+            if (memcmp(&a->terms[s][k], &b->terms[s][k], sizeof(double))) {
+                d.count++;
+                d.rel = fmax(d.rel, fabs(a->terms[s][k] - b->terms[s][k]) /
+                                        fmax(fabs(a->terms[s][k]), 1e-30));
+            }
+    return d;
+}
+
+static int check_case(const char *precision, const char *align_loss)
+{
+    InitialState init = {NULL, NULL, NULL};
+    RunResult eager, again, graph;
+    memset(&eager, 0, sizeof eager);
+    memset(&again, 0, sizeof again);
+    memset(&graph, 0, sizeof graph);
+    run(precision, align_loss, 0, SPOIL_NONE, &init, &eager);
+    run(precision, align_loss, 0, SPOIL_NONE, &init, &again);
+    run(precision, align_loss, 1, SPOIL_NONE, &init, &graph);
+
+    TEST_CHECK(graph.graph.eager_steps == 1 && graph.graph.recorded_steps == 1 &&
+                   graph.graph.replayed_steps == STEPS - 2,
+               "%s %s: steps ran %ld eager, %ld recorded, %ld replayed; expected 1, 1, %d "
+               "(state %d: the recording failed? see the warning above)", precision, align_loss,
+               graph.graph.eager_steps, graph.graph.recorded_steps, graph.graph.replayed_steps,
+               STEPS - 2, (int)graph.graph.state);
+    for (int s = 0; s < STEPS; s++)
+        TEST_CHECK(isfinite(graph.terms[s][0]) && graph.terms[s][0] > 0,
+                   "%s %s: step %d loss %g", precision, align_loss, s, graph.terms[s][0]);
+    Difference base = compare_runs(&eager, &again), d = compare_runs(&eager, &graph);
+    printf("    %s %s: eager vs eager %zu differing values; graph vs eager %zu (worst relative "
+           "%.2e); loss %.9g -> %.9g\n", precision, align_loss, base.count, d.count, d.rel,
+           graph.terms[0][0], graph.terms[STEPS - 1][0]);
+    if (base.count == 0) {
+        TEST_CHECK(d.count == 0, "%s %s: a replayed step differs from the eager one in %zu "
+                   "values (worst relative %.2e)", precision, align_loss, d.count, d.rel);
+    } else {
+        printf("    note: two eager runs differ here (a run-to-run nondeterministic kernel); the "
+               "graph run is held to their spread\n");
+        TEST_CHECK(d.rel <= 10 * base.rel + 1e-7, "%s %s: graph vs eager worst relative %.2e, "
+                   "eager vs eager %.2e", precision, align_loss, d.rel, base.rel);
+    }
+    free_result(&eager);
+    free_result(&again);
+    free_result(&graph);
+    free(init.online); free(init.target); free(init.buffers);
+    return 0;
+}
+
+/* A recording the backend cannot replay: one warning, the step runs eagerly, the loop stays
+ * eager, and the results are the eager ones. */
+static int check_fallback(SpoilKind spoil, const char *what)
+{
+    InitialState init = {NULL, NULL, NULL};
+    RunResult eager, fallback;
+    memset(&eager, 0, sizeof eager);
+    memset(&fallback, 0, sizeof fallback);
+    /* The recording run first: its scratch growth must happen while recording, before the
+     * eager run has grown the process's scratch buffers to their largest. */
+    run("fp32", "cosine", 1, spoil, &init, &fallback);
+    run("fp32", "cosine", 0, spoil, &init, &eager);
+    TEST_CHECK(fallback.graph.state == STEP_GRAPH_FAILED && fallback.graph.recordings == 1 &&
+                   fallback.graph.replayed_steps == 0 && fallback.graph.eager_steps == STEPS,
+               "%s: state %d, %d recordings, %ld replayed, %ld eager; expected a failed "
+               "recording and %d eager steps", what, (int)fallback.graph.state,
+               fallback.graph.recordings, fallback.graph.replayed_steps,
+               fallback.graph.eager_steps, STEPS);
+    Difference d = compare_runs(&eager, &fallback);
+    printf("    fallback (%s): %zu values differ from the eager run\n", what, d.count);
+    TEST_CHECK(d.count == 0, "%s: the fallback run differs from the eager one in %zu values "
+               "(worst relative %.2e)", what, d.count, d.rel);
+    free_result(&eager);
+    free_result(&fallback);
+    free(init.online); free(init.target); free(init.buffers);
+    return 0;
+}
+
+static int test_fp32_cosine(void) { return check_case("fp32", "cosine"); }
+static int test_bf16_cosine(void) { return check_case("bf16", "cosine"); }
+static int test_bf16_dino(void) { return check_case("bf16", "dino"); }
+static int test_fallback_host_wait(void) { return check_fallback(SPOIL_HOST_WAIT, "host wait"); }
+static int test_fallback_scratch_growth(void)
+{
+    return check_fallback(SPOIL_SCRATCH_GROWTH, "scratch growth");
+}
+
+int main(int argc, char **argv)
+{
+    if (gpu_device_count() == 0) {
+        printf("skip: no GPU (built without CUDA, or cudaGetDeviceCount finds no device)\n");
+        return 77;
+    }
+    MPI_Init(&argc, &argv);
+    TEST_RUN(test_fp32_cosine);
+    TEST_RUN(test_bf16_cosine);
+    TEST_RUN(test_bf16_dino);
+    TEST_RUN(test_fallback_host_wait);
+    TEST_RUN(test_fallback_scratch_growth);
+    MPI_Finalize();
+    return test_finish();
+}
