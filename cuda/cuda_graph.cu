@@ -95,6 +95,11 @@ int cuda_graph_capture_begin(void)
                  "step runs eagerly");
         return 0;
     }
+    /* A weight written since the warm-up step by an op that does not keep its bf16 copy (an
+     * upload, a plain copy) would otherwise spoil the recording in cuda_weight_bf16 and leave
+     * the loop eager for good: bring every stale copy up to date now, eagerly, in stream order
+     * (graph_launch does the same before each replay). */
+    cuda_weight_copies_refresh();
     const cudaError_t e = cudaStreamBeginCapture(cuda_stream(), cudaStreamCaptureModeThreadLocal);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();  /* not sticky: clear it so the next checked call is clean */

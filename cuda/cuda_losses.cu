@@ -449,8 +449,22 @@ static double *dice_statistics(const float *probs, const int *labels, int B, int
     return stats;
 }
 
-void cuda_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,
-                     int B, int K, long V)
+/* values[0] = 1 - mean over the segs of (2 I + s) / (P + Y + s), in one thread: the loop the
+ * host ran on the downloaded statistics before the op stopped reading them back (the same
+ * double operations in the same order, the same bits; 2.0 * I is exact, so a contraction into
+ * an FMA rounds the same). */
+static __global__ void dice_loss_kernel(float *values, const double *stats, int segs)
+{
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    double dice_mean = 0.0;
+    for (int i = 0; i < segs; i++)
+        dice_mean += (2.0 * stats[i * 3] + kDiceSmooth) /
+                     (stats[i * 3 + 1] + stats[i * 3 + 2] + kDiceSmooth);
+    values[0] = (float)(1.0 - dice_mean / segs);
+}
+
+void cuda_dicece_fwd(float *probs, float *values, const float *logits, const int *labels, int B,
+                     int K, long V)
 {
     const size_t n = (size_t)B * V;
     if (n == 0 || K <= 0) return;
@@ -459,26 +473,18 @@ void cuda_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, 
     dicece_softmax_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(probs, ce_voxel, logits,
                                                                         labels, K, V, n);
     CUDA_CHECK_LAUNCH();
-    const double bad = device_sum(n, BadLabel{labels, K});
-    if (bad > 0.0)
-        alice_die("segmentation loss: %.0f label voxels lie outside 0..%d (the network predicts "
-                  "%d classes); make the model's class count match the data set's label set",
-                  bad, K - 1, K);
-    const double ce_sum = device_sum(n, FiniteOrZero{ce_voxel});
+    /* Every value is finished on the device (backend.h: nothing waits mid-step). The two sums
+     * share the reduce buffer: each finish kernel reads its partials, in stream order, before
+     * the next partials kernel writes them. Labels outside 0..K-1 are counted (the reader of
+     * the values stops the run) and their NaN CE terms left out. */
+    cuda_reduce_finish_ratio(values + SEG_LOSS_BAD_LABELS,
+                             device_sum_partials(n, BadLabel{labels, K}), kReduceBlocks, NULL, 1.0);
+    cuda_reduce_finish_ratio(values + SEG_LOSS_CE, device_sum_partials(n, FiniteOrZero{ce_voxel}),
+                             kReduceBlocks, NULL, (double)B * V);
     const int segs = B * K;
-    double *stats = dice_statistics(probs, labels, B, K, V);
-    double *host = (double *)xmalloc((size_t)segs * 3 * sizeof(double));
-    CUDA_WAIT_BEFORE_PAGEABLE_COPY(cuda_stream());
-    CUDA_CHECK(cudaMemcpyAsync(host, stats, (size_t)segs * 3 * sizeof(double),
-                               cudaMemcpyDeviceToHost, cuda_stream()));
-    CUDA_WAIT_STREAM(cuda_stream());
-    double dice_mean = 0.0;
-    for (int i = 0; i < segs; i++)
-        dice_mean += (2.0 * host[i * 3] + kDiceSmooth) /
-                     (host[i * 3 + 1] + host[i * 3 + 2] + kDiceSmooth);
-    free(host);
-    if (ce) *ce = (float)(ce_sum / ((double)B * V));
-    if (dice) *dice = (float)(1.0 - dice_mean / segs);
+    const double *stats = dice_statistics(probs, labels, B, K, V);
+    dice_loss_kernel<<<1, 32, 0, cuda_stream()>>>(values + SEG_LOSS_DICE, stats, segs);
+    CUDA_CHECK_LAUNCH();
 }
 
 /* coefs[seg * 2 + {0,1}]: d dice / d p = a y + c, a = -(2/den)/(BK), c = (num/den^2)/(BK),

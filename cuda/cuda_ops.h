@@ -194,8 +194,8 @@ void cuda_masked_mse_fwd(float *loss, const float *pred, const float *target, co
                          int rows, int dim);
 void cuda_masked_mse_bwd(float *dpred, const float *pred, const float *target, const float *mask,
                          int rows, int dim, float scale);
-void cuda_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,
-                     int B, int K, long V);
+void cuda_dicece_fwd(float *probs, float *values, const float *logits, const int *labels, int B,
+                     int K, long V);
 void cuda_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B, int K, long V,
                      float w_ce, float w_dice);
 

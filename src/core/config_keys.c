@@ -14,8 +14,8 @@ const ConfigKey config_keys[] = {
     K("bf16_weight_copy", CFG_T_BOOL, bf16_weight_copy, "1", "", "cuda, precision = bf16: round the weights to bf16 once per optimiser step instead of in every GEMM (same results; 0 only to measure it)"),
     K("tf32", CFG_T_BOOL, tf32, "0", "", "cuda: let fp32 GEMMs and convolutions use TF32 tensor cores"),
     K("cuda_graph", CFG_T_BOOL, cuda_graph, "0", "",
-      "capture the pre-training step's forward and backward once (after an eager warm-up step) "
-      "and replay it every step (CUDA only; falls back to eager with a warning when capture "
+      "capture the training step's forward and backward (pre-training, UNETR fine-tuning) once "
+      "(after an eager warm-up step) and replay it every step (CUDA only; falls back to eager with a warning when capture "
       "fails; device = cpu ignores it with a warning). Several ranks: the gradient all-reduce "
       "then runs once after backward (overlap_allreduce is turned off), outside the graph"),
     K("attention_kernel", CFG_T_ENUM, attention_kernel, "auto", "auto|gemm|fused|cudnn",

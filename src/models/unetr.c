@@ -137,6 +137,7 @@ static void layout(UnetrModel *m, Arena *ar)
     m->probs = arena_floats(ar, (size_t)B * K * D);
     if (!m->train) return;
     m->dlogits = arena_floats(ar, (size_t)B * K * D);
+    m->loss_values = arena_floats(ar, SEG_LOSS_VALUE_COUNT);
     for (int i = 0; i < 3; i++) m->scratch[i] = arena_floats(ar, scratch);
     m->dcat = arena_floats(ar, cat);
     m->dup = arena_floats(ar, cat / 2);
@@ -407,9 +408,9 @@ const float *unetr_forward(UnetrModel *m)
     return m->logits;
 }
 
-SegLoss unetr_forward_backward(UnetrModel *m)
+void unetr_enqueue_step(UnetrModel *m)
 {
-    ALICE_ASSERT(m->train, "unetr_forward_backward on a model laid out for inference");
+    ALICE_ASSERT(m->train, "unetr_enqueue_step on a model laid out for inference");
     const AliceBackend *be = m->be;
     ParamSet *ps = &m->ps;
     const int B = m->B, N = m->N;
@@ -417,9 +418,7 @@ SegLoss unetr_forward_backward(UnetrModel *m)
     const int *crop = m->level_dim[UNETR_LEVELS - 1];
     be->fill(ps->grad, 0.0f, ps->total);
     unetr_forward(m);
-    float ce = 0.0f, dice = 0.0f;
-    be->dicece_fwd(m->probs, &ce, &dice, m->logits, m->label, B, m->K, D);
-    SegLoss loss = {(double)ce + (double)dice, ce, dice};
+    be->dicece_fwd(m->probs, m->loss_values, m->logits, m->label, B, m->K, D);
     be->dicece_bwd(m->dlogits, m->probs, m->label, B, m->K, D, 1.0f, 1.0f);
     const float *x = m->dec_a[DEC2].res.out;
     be->conv3d_bwd(m->ddec[DEC2], param_grad(ps, m->out_w), param_grad(ps, m->out_b), m->dlogits, x,
@@ -439,7 +438,24 @@ SegLoss unetr_forward_backward(UnetrModel *m)
     params_grads_ready(ps, m->cnn_params);
     vit_encoder_backward_taps(&m->vit, &m->va, ps, m->dvit_out, m->taps);
     ps->grads_final = 0;
-    return loss;
+}
+
+SegLoss unetr_read_losses(const UnetrModel *m)
+{
+    float v[SEG_LOSS_VALUE_COUNT];
+    m->be->download(v, m->loss_values, sizeof v);
+    if (v[SEG_LOSS_BAD_LABELS] > 0.0f)
+        alice_die("segmentation loss: %.0f label voxels lie outside 0..%d (the network predicts "
+                  "%d classes); make the model's class count (num_classes) match the data set's "
+                  "label set", v[SEG_LOSS_BAD_LABELS], m->K - 1, m->K);
+    return (SegLoss){(double)v[SEG_LOSS_CE] + (double)v[SEG_LOSS_DICE], v[SEG_LOSS_CE],
+                     v[SEG_LOSS_DICE]};
+}
+
+SegLoss unetr_forward_backward(UnetrModel *m)
+{
+    unetr_enqueue_step(m);
+    return unetr_read_losses(m);
 }
 
 void unetr_predict_host(void *ctx, const float *windows, int n, float *logits)

@@ -114,6 +114,7 @@ typedef struct {
     float *logits, *probs;                /* [B, K, crop] */
     /* gradients (training) */
     float *dlogits;
+    float *loss_values;                   /* [SEG_LOSS_VALUE_COUNT] (ops/backend.h), backend memory */
     float *scratch[3];                    /* res-block backward scratch, largest block */
     float *dcat, *dup;                    /* up-block backward, largest level */
     float *chain[2];                      /* encoder-path ping-pong */
@@ -142,7 +143,14 @@ int unetr_load_pretrained(UnetrModel *m, const char *path);
 void unetr_set_batch(UnetrModel *m, const float *image, const int32_t *label);
 /* Forward only; returns the logits [B, K, X, Y, Z] in backend memory. */
 const float *unetr_forward(UnetrModel *m);
-/* Zeroes the gradients, forward, DiceCE (w_ce = w_dice = 1), backward. */
+/* Zeroes the gradients, forward, DiceCE (w_ce = w_dice = 1), backward; the loss values stay in
+ * backend memory (m->loss_values). Nothing in it waits for the device, so the CUDA backend can
+ * record it as a graph (train/step_graph.h); the image and labels must be in place before it. */
+void unetr_enqueue_step(UnetrModel *m);
+/* The loss of the step enqueued last: one read-back (it waits for the step). Labels outside
+ * 0..K-1 in that step's batch stop the run (alice_die). */
+SegLoss unetr_read_losses(const UnetrModel *m);
+/* unetr_enqueue_step, then unetr_read_losses. */
 SegLoss unetr_forward_backward(UnetrModel *m);
 /* Sliding-window callback (eval/sliding_window.h SwPredictFn) with ctx = the UnetrModel:
  * windows host [B, 1, crop] (slots n..B-1 ignored), logits host [n, K, crop]. */

@@ -22,6 +22,16 @@
 /* Element type of an activation tensor (mixed precision stores some in bf16). */
 typedef enum { DTYPE_F32 = 0, DTYPE_BF16 = 1 } DType;
 
+/* The values dicece_fwd writes, one float each, in this order, to backend memory: the mean
+ * cross-entropy, the Dice loss, and the number of label voxels outside 0..K-1 (the reader of
+ * the values refuses a step with any: the op itself cannot stop the run without a host wait). */
+typedef enum {
+    SEG_LOSS_CE,
+    SEG_LOSS_DICE,
+    SEG_LOSS_BAD_LABELS,
+    SEG_LOSS_VALUE_COUNT
+} SegLossValue;
+
 /* Recorded backend work replayed with one launch (the graph_* entries of the table); opaque,
  * defined by the backend that makes it. */
 typedef struct BackendGraph BackendGraph;
@@ -216,11 +226,12 @@ typedef struct AliceBackend {
      * ce = mean over B*V voxels of -log p_label;
      * dice = 1 - mean over (b, k) of (2 sum p*y + 1e-5) / (sum p + sum y + 1e-5) (MONAI
      * DiceLoss(softmax=True, to_onehot_y=True), smooth_nr = smooth_dr = 1e-5).
-     * ce and dice are HOST floats (like the float returned by other losses; either may be
-     * NULL); the op synchronises before writing them.
+     * values [SEG_LOSS_VALUE_COUNT] is backend memory (SegLossValue: ce, dice, the count of
+     * labels outside 0..K-1, which leave ce out and must stop the caller); like the other
+     * losses, the op returns without waiting for them (no host read-back mid-step).
      * bwd writes dlogits = w_ce * d ce + w_dice * d dice. */
-    void (*dicece_fwd)(float *probs, float *ce, float *dice, const float *logits,
-                       const int *labels, int B, int K, long V);
+    void (*dicece_fwd)(float *probs, float *values, const float *logits, const int *labels,
+                       int B, int K, long V);
     void (*dicece_bwd)(float *dlogits, const float *probs, const int *labels, int B, int K,
                        long V, float w_ce, float w_dice);
     /* out [B, C1 + C2, V] = concat(a [B, C1, V], b [B, C2, V]) along channels; bwd splits. */

@@ -156,8 +156,8 @@ void cpu_conv3d_bwd_direct(float *dx, float *dW, const float *dy, const float *x
                            int B, int Cin, int Cout, int X, int Y, int Z, int k, int pad);
 
 /* cpu_seg.c */
-void cpu_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,
-                    int B, int K, long V);
+void cpu_dicece_fwd(float *probs, float *values, const float *logits, const int *labels, int B,
+                    int K, long V);
 void cpu_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B, int K, long V,
                     float w_ce, float w_dice);
 

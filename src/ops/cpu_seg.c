@@ -37,8 +37,8 @@ static void dice_statistics(const float *probs, const int *labels, int B, int K,
         }
 }
 
-void cpu_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, const int *labels,
-                    int B, int K, long V)
+void cpu_dicece_fwd(float *probs, float *values, const float *logits, const int *labels, int B,
+                    int K, long V)
 {
     long nchunks = (V + VOXEL_CHUNK - 1) / VOXEL_CHUNK;
     double ce_sum = 0.0;
@@ -77,11 +77,9 @@ void cpu_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, c
             for (int k = 0; k < K; k++)
                 for (int i = 0; i < n; i++) pr[(long)k * V + i] *= sum[i];
         }
-    if (bad_labels)
-        alice_die("segmentation loss: %ld label voxels lie outside 0..%d (the network predicts "
-                  "%d classes); make the model's class count match the data set's label set",
-                  bad_labels, K - 1, K);
-
+    /* Counted, not refused here: the reader of the values stops the run, the same on every
+     * backend (the CUDA op cannot stop it without waiting for the device). */
+    values[SEG_LOSS_BAD_LABELS] = (float)bad_labels;
     double *stats = xmalloc((size_t)3 * B * K * sizeof(double));
     double *inter = stats, *psum = stats + B * K, *ysum = stats + 2 * B * K;
     dice_statistics(probs, labels, B, K, V, inter, psum, ysum);
@@ -89,8 +87,8 @@ void cpu_dicece_fwd(float *probs, float *ce, float *dice, const float *logits, c
     for (int i = 0; i < B * K; i++)
         dice_mean += (2.0 * inter[i] + DICE_SMOOTH) / (psum[i] + ysum[i] + DICE_SMOOTH);
     free(stats);
-    if (ce) *ce = (float)(ce_sum / ((double)B * V));
-    if (dice) *dice = (float)(1.0 - dice_mean / (B * K));
+    values[SEG_LOSS_CE] = (float)(ce_sum / ((double)B * V));
+    values[SEG_LOSS_DICE] = (float)(1.0 - dice_mean / (B * K));
 }
 
 void cpu_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B, int K, long V,

@@ -22,6 +22,7 @@
 #include "train/dist.h"
 #include "train/optim.h"
 #include "train/runlog.h"
+#include "train/step_graph.h"
 #include "train/train_common.h"
 
 enum { COL_LOSS, COL_CE, COL_DICE, COL_LR, COL_GNORM, COL_MS, COL_SPS, COL_COUNT };
@@ -129,6 +130,19 @@ static void val_csv_append(const char *run_dir, long step, double dice)
     fclose(f);
 }
 
+/* The step's forward and backward as StepGraph work (train/step_graph.h): no host waits. */
+static void enqueue_step(void *model) { unetr_enqueue_step(model); }
+
+/* One step's forward + backward through the step graph (eager warm-up, then recorded once and
+ * replayed, or eager throughout), then its loss: the one read-back of the step. The batch was
+ * copied into the model's image and label buffers before (fixed addresses the graph reads);
+ * the all-reduce and optimiser after it run eagerly on the gradients the graph left. */
+static SegLoss forward_backward(StepGraph *graph, UnetrModel *m)
+{
+    step_graph_run(graph, enqueue_step, m);
+    return unetr_read_losses(m);
+}
+
 static void save(const UnetrModel *m, const Dist *d, const char *name, long step, double metric)
 {
     if (d->rank == 0) checkpoint_save(m->cfg.run_dir, name, step, &m->cfg, "finetune", &m->ps, NULL, metric);
@@ -200,12 +214,18 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     const size_t crop_vox = (size_t)unetr_crop_voxels(&model);
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.ps);
+    /* cuda_graph = 1: the step recorded once, then replayed. Validation (sliding windows)
+     * stays eager, between steps, on the same buffers: a replay recomputes everything it
+     * reads. */
+    StepGraph graph;
+    train_step_graph_init(&graph, be, cfg, &sync);
     int status = 0;
     for (long step = start; step < cfg->steps; step++) {
         double t0 = wall_seconds();
         FinetuneBatch batch;
         loader_next_finetune_batch(loader, step, &batch);
-        /* Labels were checked against num_classes when each case was read (the loader). */
+        /* Labels were checked against num_classes when each case was read (the loader). The
+         * batch goes into the model's fixed buffers BEFORE the step's recorded work. */
         const size_t image_bytes = (size_t)cfg->batch * crop_vox * sizeof(float);
         const size_t label_bytes = (size_t)cfg->batch * crop_vox * sizeof(int32_t);
         if (batch.on_device) {
@@ -217,7 +237,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
             unetr_set_batch(&model, batch.image, batch.label);
         }
         grad_sync_begin(&sync);
-        SegLoss t = unetr_forward_backward(&model);
+        SegLoss t = forward_backward(&graph, &model);
         double terms[3] = {t.loss, t.ce, t.dice};
         float lr;
         double gnorm;
@@ -252,6 +272,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     if (status == 0)
         log_info("fine-tuning done: %ld steps, best validation Dice %.4f, run directory %s "
                  "(ckpt_best.h5 and the last ckpt_<step>.h5)", cfg->steps, best, cfg->run_dir);
+    step_graph_free(&graph);
     grad_sync_free(&sync);
     runlog_close(&log);
     loader_destroy(loader);

@@ -193,19 +193,8 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     const long global_batch = (long)cfg->batch * dist.size;
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.online);
-    /* cuda_graph = 1: the forward + backward of step `start` runs eagerly, the next is
-     * recorded, later steps replay (train/step_graph.h). The gradient-ready hooks that start
-     * bucket all-reduces during backward are host calls: a replay would not make them, and
-     * grad_sync's bucket bookkeeping would then launch every bucket again after backward. So
-     * with a graph the all-reduce runs once after backward, outside the graph (grad_sync_finish
-     * in train_optimizer_step, before anything reads the gradients). */
-    StepGraph graph;
-    step_graph_init(&graph, be, cfg->cuda_graph);
-    if (step_graph_enabled(&graph) && sync.overlap) {
-        sync.overlap = 0;
-        log_info("cuda_graph: the gradient all-reduce runs once after backward, outside the "
-                 "graph (overlap_allreduce is off with a graph)");
-    }
+    StepGraph graph;   /* cuda_graph = 1: the step recorded once, then replayed */
+    train_step_graph_init(&graph, be, cfg, &sync);
     int status = 0;
     long step = start;
     for (; step < cfg->steps; step++) {

@@ -139,6 +139,17 @@ void train_grad_sync_init(GradSync *sync, const Config *cfg, const Dist *d, Para
              ps->total);
 }
 
+void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Config *cfg,
+                           GradSync *sync)
+{
+    step_graph_init(graph, be, cfg->cuda_graph);
+    if (step_graph_enabled(graph) && sync->overlap) {
+        sync->overlap = 0;
+        log_info("cuda_graph: the gradient all-reduce runs once after backward, outside the "
+                 "graph (overlap_allreduce is off with a graph)");
+    }
+}
+
 StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *sync, double *terms,
                                  int nterms, long step, float *lr, double *grad_norm)
 {

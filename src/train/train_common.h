@@ -10,6 +10,7 @@
 #include "nn/params.h"
 #include "train/dist.h"
 #include "train/grad_sync.h"
+#include "train/step_graph.h"
 
 /* The math of the CUDA backend from cfg (keys tf32, precision, attention_kernel,
  * instnorm_kernel): GEMM modes, the attention and the instance norm kernels. Every command that builds a model (pretrain, finetune, infer) calls
@@ -37,6 +38,15 @@ int train_step_finite(double loss, double grad_norm);
  * Call grad_sync_begin(sync) before each step's forward/backward; train_optimizer_step
  * finishes it. d, ps and the backend must outlive sync (grad_sync_free). */
 void train_grad_sync_init(GradSync *sync, const Config *cfg, const Dist *d, ParamSet *ps);
+
+/* The step graph of a training loop (train/step_graph.h) for cfg->cuda_graph: the forward +
+ * backward of the first step runs eagerly, the next is recorded, later steps replay. The
+ * gradient-ready hooks that start bucket all-reduces during backward are host calls a replay
+ * would not make (grad_sync's bucket bookkeeping would then launch every bucket again after
+ * backward), so with a graph sync's all-reduce runs once after backward, outside the graph
+ * (grad_sync_finish in train_optimizer_step, before anything reads the gradients). */
+void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Config *cfg,
+                           GradSync *sync);
 
 typedef enum { STEP_APPLIED, STEP_SKIPPED, STEP_STOPPED } StepOutcome;
 /* The optimiser half of a training step, shared by every loop: waits for the gradients of

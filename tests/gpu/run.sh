@@ -478,10 +478,10 @@ esac
 # ---- the step as a CUDA graph: replayed steps bit-identical to eager ones, and fallbacks ----
 rc=125
 built "cuda graph parity" "$BUILD/tests/test_cuda_graph_step" &&
-  { timed "cuda graph parity" 90 "$LOGDIR/cuda_graph.log" "$BUILD/tests/test_cuda_graph_step"; rc=$?; }
+  { timed "cuda graph parity" 150 "$LOGDIR/cuda_graph.log" "$BUILD/tests/test_cuda_graph_step"; rc=$?; }
 case $rc in
   125) ;;
-  0) record "cuda graph parity" ok "fp32, bf16, bf16 dino: $(grep -c 'graph vs eager 0 ' "$LOGDIR/cuda_graph.log") of 3 bit-identical to eager; fallbacks (host wait, scratch growth) eager" ;;
+  0) record "cuda graph parity" ok "fp32, bf16, bf16 dino, unetr fp32, unetr bf16: $(grep -c 'graph vs eager 0 ' "$LOGDIR/cuda_graph.log") of 5 bit-identical to eager; fallbacks (host wait, scratch growth) eager" ;;
   77) record "cuda graph parity" FAIL "skipped: no GPU visible to the test" ;;
   *) record "cuda graph parity" FAIL "exit $rc (cuda_graph.log): $(first_line 'FAIL|rror' "$LOGDIR/cuda_graph.log")" ;;
 esac

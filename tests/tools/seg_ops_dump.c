@@ -125,17 +125,17 @@ static void dump_dicece(hid_t f)
     const long V = (long)X * Y * Z;
     const float w_ce = 0.7f, w_dice = 1.3f;
     size_t n = (size_t)B * K * V;
-    float *logits = randn(n, 2), *probs = zeros(n), *dl = zeros(n), ce, dice;
+    float *logits = randn(n, 2), *probs = zeros(n), *dl = zeros(n), v[SEG_LOSS_VALUE_COUNT];
     int *labels = xmalloc((size_t)B * V * sizeof(int));
     RngStream s;
     rng_init(&s, 5150, 0, next_stream++, RNG_TEST);
     /* class K-1 never occurs in the second volume: the empty-class Dice term is exercised */
     for (long i = 0; i < B * V; i++) labels[i] = (int)rng_below(&s, i < V ? K : K - 1);
-    be->dicece_fwd(probs, &ce, &dice, logits, labels, B, K, V);
+    be->dicece_fwd(probs, v, logits, labels, B, K, V);   /* CPU backend: host memory */
     be->dicece_bwd(dl, probs, labels, B, K, V, w_ce, w_dice);
     hid_t g = group(f, "dicece");
     h5_attr_double(g, "w_ce", w_ce), h5_attr_double(g, "w_dice", w_dice);
-    h5_attr_double(g, "ce", ce), h5_attr_double(g, "dice", dice);
+    h5_attr_double(g, "ce", v[SEG_LOSS_CE]), h5_attr_double(g, "dice", v[SEG_LOSS_DICE]);
     int ld[] = {B, K, X, Y, Z}, yd[] = {B, X, Y, Z};
     h5_write_floats(g, "logits", 5, ld, logits), h5_write_ints(g, "labels", 4, yd, labels);
     h5_write_floats(g, "probs", 5, ld, probs), h5_write_floats(g, "dlogits", 5, ld, dl);

@@ -4,7 +4,8 @@
 #      the valid values; the default is 0;
 #   2. device = cpu with cuda_graph = 1 is ignored with one warning saying so (the CPU backend
 #      cannot record graphs), and training reaches exactly the parameters and logged losses of
-#      cuda_graph = 0 (bit for bit: the same eager steps run);
+#      cuda_graph = 0 (bit for bit: the same eager steps run), for pre-training and for UNETR
+#      fine-tuning (whose step goes through the same StepGraph);
 #   3. the benchmark path (--bench-steps) accepts it too and reports cuda_graph=0 (not used).
 # The GPU half (recorded and replayed steps bit-identical to eager ones) is
 # tests/unit/test_cuda_graph_step.c, run by tests/gpu/run.sh.
@@ -24,20 +25,12 @@ grep -q "bad.cfg:1: cuda_graph = 'maybe' is not valid" "$WORK/bad2.log" \
 grep -qx "cuda_graph = 0" "$WORK/resolved.txt" || fail "cuda_graph: the default is not 0"
 
 # ---- 2. device = cpu: ignored with a warning, same training ----
-run() {  # run <name> <extra args...>
-  local name=$1; shift
-  "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/$name" steps=3 ckpt_every=3 "$@" \
-    > "$WORK/$name.log" 2>&1 || { tail -20 "$WORK/$name.log"; fail "pretrain $name failed"; }
-}
-run off cuda_graph=0
-run on cuda_graph=1
-grep -q "cuda_graph = 1 is ignored: the cpu backend cannot record graphs" "$WORK/on.log" \
-  || { cat "$WORK/on.log"; fail "device = cpu, cuda_graph = 1: no warning that it is ignored"; }
-test "$(grep -c 'cuda_graph = 1 is ignored' "$WORK/on.log")" = 1 || fail "the warning is not said once"
-grep -q "cuda_graph = 1 is ignored" "$WORK/off.log" && fail "cuda_graph = 0 warned"
-"$PYTHON" - "$WORK/off" "$WORK/on" <<'PY' || fail "cuda_graph = 1 on the cpu changed the training"
+# same_training <off dir> <on dir> <what>: the checkpoints after 3 steps hold the same tensors
+# (parameters, AdamW moments, EMA target) and metrics.csv the same losses, bit for bit.
+same_training() {
+  "$PYTHON" - "$1" "$2" "$3" <<'PY' || fail "$3: cuda_graph = 1 on the cpu changed the training"
 import sys, h5py, numpy as np
-a_dir, b_dir = sys.argv[1:3]
+a_dir, b_dir, what = sys.argv[1:4]
 a, b = h5py.File(f"{a_dir}/ckpt_3.h5"), h5py.File(f"{b_dir}/ckpt_3.h5")
 count, diff = 0, []
 def visit(name, obj):
@@ -48,11 +41,48 @@ def visit(name, obj):
 a.visititems(visit)
 la = np.genfromtxt(f"{a_dir}/metrics.csv", delimiter=",", names=True)
 lb = np.genfromtxt(f"{b_dir}/metrics.csv", delimiter=",", names=True)
-print(f"cuda_graph 0 vs 1 on the cpu: {count} tensors, {len(diff)} differ; losses {la['loss']} vs {lb['loss']}")
+print(f"{what}: cuda_graph 0 vs 1 on the cpu: {count} tensors, {len(diff)} differ; "
+      f"losses {la['loss']} vs {lb['loss']}")
 assert count > 50, f"only {count} tensors compared"
 assert not diff, f"tensors differ: {diff[:5]}"
-assert np.array_equal(la["loss"], lb["loss"]), "logged losses differ"
+assert len(la["loss"]) == 3, f"{len(la['loss'])} logged steps, expected 3"
+for col in la.dtype.names:
+    if col in ("step", "loss", "ce", "dice", "l_r", "l_dv", "l_st", "grad_norm"):
+        assert np.array_equal(la[col], lb[col]), f"logged {col} differs"
 PY
+}
+# check_warned <log>: the one warning that the cpu backend ignores cuda_graph = 1
+check_warned() {
+  grep -q "cuda_graph = 1 is ignored: the cpu backend cannot record graphs" "$1" \
+    || { cat "$1"; fail "device = cpu, cuda_graph = 1: no warning that it is ignored ($1)"; }
+  test "$(grep -c 'cuda_graph = 1 is ignored' "$1")" = 1 || fail "the warning is not said once ($1)"
+}
+run() {  # run <name> <extra args...>
+  local name=$1; shift
+  "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/$name" steps=3 ckpt_every=3 "$@" \
+    > "$WORK/$name.log" 2>&1 || { tail -20 "$WORK/$name.log"; fail "pretrain $name failed"; }
+}
+run off cuda_graph=0
+run on cuda_graph=1
+check_warned "$WORK/on.log"
+grep -q "cuda_graph = 1 is ignored" "$WORK/off.log" && fail "cuda_graph = 0 warned"
+same_training "$WORK/off" "$WORK/on" "pre-training"
+
+# UNETR fine-tuning (random encoder, synthetic phantoms, no validation): the loss is read back
+# after the step (unetr_read_losses), the same values as the former mid-step read.
+FT=(--config "$ROOT/jobs/finetune_tiny.cfg" data=synthetic synthetic_cases=4 crop=32,32,32
+    patch=16 embed_dim=24 depth=4 heads=2 mlp_dim=48 feature_size=4 batch=1 steps=3 warmup=1
+    val_every=1000 ckpt_every=3 log_every=1 threads=1 prefetch=1 fold=-1)
+run_ft() {  # run_ft <name> <extra args...>
+  local name=$1; shift
+  "$ALICE" finetune "${FT[@]}" run_dir="$WORK/$name" "$@" > "$WORK/$name.log" 2>&1 \
+    || { tail -20 "$WORK/$name.log"; fail "finetune $name failed"; }
+}
+run_ft ft_off cuda_graph=0
+run_ft ft_on cuda_graph=1
+check_warned "$WORK/ft_on.log"
+grep -q "cuda_graph = 1 is ignored" "$WORK/ft_off.log" && fail "fine-tuning: cuda_graph = 0 warned"
+same_training "$WORK/ft_off" "$WORK/ft_on" "fine-tuning"
 
 # ---- 3. the benchmark path ----
 "$ALICE" pretrain --config "$MICRO" cuda_graph=1 --bench-steps 2 > "$WORK/bench.log" 2>&1 \
@@ -60,4 +90,4 @@ PY
 grep -q "alice_step .* cuda_graph=0 graph_replays=0" "$WORK/bench.log" \
   || { cat "$WORK/bench.log"; fail "bench: the alice_step line does not say the graph was not used"; }
 grep -q "cuda_graph = 1 is ignored" "$WORK/bench.log" || fail "bench: no warning that cuda_graph is ignored"
-echo "ok: cuda_graph is a boolean (default 0), ignored with one warning on the cpu, same training"
+echo "ok: cuda_graph is a boolean (default 0), ignored with one warning on the cpu, same training (pre-training and fine-tuning)"

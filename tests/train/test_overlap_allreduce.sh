@@ -77,3 +77,11 @@ run2 "$WORK/ft_on.log" finetune "${FT[@]}" run_dir="$WORK/ft_on" allreduce_bucke
 grep -q "overlapped with backward\|share a GPU" "$WORK/ft_on.log" || fail "fine-tuning did not overlap"
 run2 "$WORK/ft_off.log" finetune "${FT[@]}" run_dir="$WORK/ft_off" overlap_allreduce=0
 compare "$WORK/ft_on" "$WORK/ft_off" ckpt_4.h5 "unetr, buckets of 0.01 MiB vs after backward"
+# DEVICE=cuda: fine-tuning's step through the same StepGraph (src/train/finetune.c), the
+# all-reduce once after the replay, outside the graph.
+if [ "$DEVICE" = cuda ]; then
+  run2 "$WORK/ft_graph.log" finetune "${FT[@]}" run_dir="$WORK/ft_graph" cuda_graph=1
+  grep -q "step recorded as one CUDA graph" "$WORK/ft_graph.log" \
+    || { grep "cuda_graph" "$WORK/ft_graph.log"; fail "fine-tuning, cuda_graph=1: the step was not recorded as a graph"; }
+  compare "$WORK/ft_graph" "$WORK/ft_off" ckpt_4.h5 "unetr, cuda_graph=1 vs after backward"
+fi

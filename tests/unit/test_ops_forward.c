@@ -496,12 +496,21 @@ static int test_hand_cases(void)
 
     /* DiceCE with zero logits, K = 2, V = 4, labels 0,0,0,1: p = 1/2 everywhere.
      * ce = ln 2. Dice class 0: (2*1.5 + s)/(2 + 3 + s); class 1: (2*0.5 + s)/(2 + 1 + s). */
-    float logits[8] = {0}, probs[8], ce, dice;
+    float logits[8] = {0}, probs[8], seg[SEG_LOSS_VALUE_COUNT];
     int labels[4] = {0, 0, 0, 1};
-    be->dicece_fwd(probs, &ce, &dice, logits, labels, 1, 2, 4);
+    be->dicece_fwd(probs, seg, logits, labels, 1, 2, 4);
     double s = 1e-5, d0 = (3 + s) / (5 + s), d1 = (1 + s) / (3 + s);
-    TEST_CLOSE(ce, log(2.0), 1e-6, 0, "dicece ce of uniform logits");
-    TEST_CLOSE(dice, 1.0 - (d0 + d1) / 2, 1e-6, 0, "dicece dice of uniform logits");
+    TEST_CLOSE(seg[SEG_LOSS_CE], log(2.0), 1e-6, 0, "dicece ce of uniform logits");
+    TEST_CLOSE(seg[SEG_LOSS_DICE], 1.0 - (d0 + d1) / 2, 1e-6, 0, "dicece dice of uniform logits");
+    TEST_CHECK(seg[SEG_LOSS_BAD_LABELS] == 0.0f, "dicece counted %g bad labels, expected none",
+               seg[SEG_LOSS_BAD_LABELS]);
+    /* Labels outside 0..K-1 are counted (the reader stops the run) and left out of ce: two of
+     * four voxels (-1 and K) leave ce = 2 ln 2 / 4. */
+    int bad[4] = {0, -1, 2, 1};
+    be->dicece_fwd(probs, seg, logits, bad, 1, 2, 4);
+    TEST_CHECK(seg[SEG_LOSS_BAD_LABELS] == 2.0f, "dicece counted %g bad labels, expected 2",
+               seg[SEG_LOSS_BAD_LABELS]);
+    TEST_CLOSE(seg[SEG_LOSS_CE], 2 * log(2.0) / 4, 1e-6, 0, "dicece ce without the bad labels");
     TEST_CLOSE(probs[5], 0.5, 1e-7, 0, "dicece probs");
     return 0;
 }
@@ -512,7 +521,8 @@ static int test_dicece_large(void)
     int B = 2, K = 5;
     long V = 3001;
     size_t n = (size_t)B * K * V;
-    float *logits = randn(n, 2), *probs = filled(n, NAN), *dl = filled(n, NAN), ce, dice;
+    float *logits = randn(n, 2), *probs = filled(n, NAN), *dl = filled(n, NAN),
+          v[SEG_LOSS_VALUE_COUNT];
     int *labels = malloc((size_t)B * V * sizeof(int));
     for (long i = 0; i < B * V; i++) labels[i] = (int)((i * 7 + i / 13) % K);
     double *p = dzeros(n), ce_ref = 0, inter[10] = {0}, ps[10] = {0}, ys[10] = {0};
@@ -533,10 +543,10 @@ static int test_dicece_large(void)
     for (int i = 0; i < B * K; i++) dice_ref += (2 * inter[i] + 1e-5) / (ps[i] + ys[i] + 1e-5);
     dice_ref = 1 - dice_ref / (B * K);
     ce_ref /= (double)B * V;
-    be->dicece_fwd(probs, &ce, &dice, logits, labels, B, K, V);
+    be->dicece_fwd(probs, v, logits, labels, B, K, V);
     compare("dicece probs", probs, p, NULL, n);
-    TEST_CLOSE(ce, ce_ref, 1e-5, 0, "dicece ce");
-    TEST_CLOSE(dice, dice_ref, 1e-5, 0, "dicece dice");
+    TEST_CLOSE(v[SEG_LOSS_CE], ce_ref, 1e-5, 0, "dicece ce");
+    TEST_CLOSE(v[SEG_LOSS_DICE], dice_ref, 1e-5, 0, "dicece dice");
     /* backward: the closed form in double */
     double *dref = dzeros(n), *dscale = dzeros(n);
     for (int b = 0; b < B; b++)

@@ -704,9 +704,9 @@ static struct { int B, K; long V; int *labels; float *logits, *probs; float w_ce
 
 static double loss_dicece(void)
 {
-    float ce, dice;
-    be->dicece_fwd(dc.probs, &ce, &dice, dc.logits, dc.labels, dc.B, dc.K, dc.V);
-    return (double)dc.w_ce * ce + (double)dc.w_dice * dice;
+    float v[SEG_LOSS_VALUE_COUNT];   /* the CPU backend's memory is host memory */
+    be->dicece_fwd(dc.probs, v, dc.logits, dc.labels, dc.B, dc.K, dc.V);
+    return (double)dc.w_ce * v[SEG_LOSS_CE] + (double)dc.w_dice * v[SEG_LOSS_DICE];
 }
 
 static int test_dicece(void)

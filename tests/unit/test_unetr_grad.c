@@ -23,9 +23,9 @@ static const char *const tiny[][2] = {
 static double loss_only(UnetrModel *m)
 {
     unetr_forward(m);
-    float ce = 0.0f, dice = 0.0f;
-    m->be->dicece_fwd(m->probs, &ce, &dice, m->logits, m->label, m->B, m->K, unetr_crop_voxels(m));
-    return (double)ce + (double)dice;
+    float v[SEG_LOSS_VALUE_COUNT];   /* the CPU backend's memory is host memory */
+    m->be->dicece_fwd(m->probs, v, m->logits, m->label, m->B, m->K, unetr_crop_voxels(m));
+    return (double)v[SEG_LOSS_CE] + (double)v[SEG_LOSS_DICE];
 }
 
 static double loss_only_ctx(void *m) { return loss_only(m); }

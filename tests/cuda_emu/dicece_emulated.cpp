@@ -1,0 +1,114 @@
+/* The DiceCE forward of the CUDA backend run on the host through emu_cuda.h (see
+ * test_dicece_emulated.sh, which cuts cuda_dicece_fwd, its kernels and the reductions it uses
+ * out of cuda/ into dicece_kernels.inc).
+ *
+ * Checked against a double-precision reference (softmax over K per voxel, mean CE over the B*V
+ * voxels with the labels outside 0..K-1 left out, MONAI's Dice with smooth 1e-5, the count of
+ * those labels), for one and several Dice chunks (V above kDiceChunk, a ragged last chunk), a
+ * batch of one and of two, and batches with labels -1 and K:
+ *  - the probabilities within 1e-6 relative, ce and dice within 1e-5 (the emulation's warp
+ *    sums add in another order than the GPU's shuffles, so bits are not the question here;
+ *    test_backend_parity compares the GPU with the CPU backend);
+ *  - values[SEG_LOSS_BAD_LABELS] is the exact count, values written and nothing past them;
+ *  - the op leaves the values where it was told (backend memory, read after it: no host
+ *    read-back inside, which the cut would not compile with: alice_die is not declared). */
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "emu_cuda.h"
+
+extern "C" {
+#include "ops/backend.h"   /* SegLossValue */
+}
+
+using std::isnan;   /* device code calls it unqualified (CUDA's math API) */
+#include "dicece_kernels.inc"  /* cut out of cuda/ by the .sh */
+
+static int fails = 0;
+/* Counts every failure, prints the first 20. */
+#define CHECK(c, ...) do { if (!(c)) { if (fails++ < 20) { printf("FAIL: "); printf(__VA_ARGS__); \
+    printf("\n"); } } } while (0)
+
+static uint64_t rs = 88172645463325252ull;
+static double urand() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (rs >> 11) * (1.0 / 9007199254740992.0); }
+
+static bool close_to(double got, double want, double rtol, double atol)
+{
+    return std::fabs(got - want) <= atol + rtol * std::fabs(want);
+}
+
+static void check_case(int B, int K, long V, int bad_every)
+{
+    const size_t n = (size_t)B * K * V, nv = (size_t)B * V;
+    std::vector<float> logits(n), probs(n, NAN);
+    std::vector<int> labels(nv);
+    for (size_t i = 0; i < n; i++) logits[i] = (float)(urand() * 6.0 - 3.0);
+    long bad = 0;
+    for (size_t i = 0; i < nv; i++) {
+        labels[i] = (int)(urand() * K);
+        if (bad_every && i % (size_t)bad_every == 3) {
+            labels[i] = (i / (size_t)bad_every) % 2 ? K : -1;
+            bad++;
+        }
+    }
+    /* the reference, in double */
+    std::vector<double> p(n), inter((size_t)B * K), psum((size_t)B * K), ysum((size_t)B * K);
+    double ce = 0.0;
+    for (int b = 0; b < B; b++)
+        for (long v = 0; v < V; v++) {
+            double mx = -INFINITY, sum = 0.0;
+            for (int k = 0; k < K; k++) mx = std::fmax(mx, logits[((size_t)b * K + k) * V + v]);
+            for (int k = 0; k < K; k++) sum += std::exp(logits[((size_t)b * K + k) * V + v] - mx);
+            const int y = labels[(size_t)b * V + v];
+            for (int k = 0; k < K; k++) {
+                const size_t i = ((size_t)b * K + k) * V + v;
+                p[i] = std::exp(logits[i] - mx) / sum;
+                const int hit = y == k;
+                inter[b * K + k] += p[i] * hit, psum[b * K + k] += p[i], ysum[b * K + k] += hit;
+                if (hit) ce -= std::log(p[i]);
+            }
+        }
+    ce /= (double)B * V;
+    double dice = 0.0;
+    for (int i = 0; i < B * K; i++) dice += (2 * inter[i] + 1e-5) / (psum[i] + ysum[i] + 1e-5);
+    dice = 1.0 - dice / (B * K);
+
+    float values[SEG_LOSS_VALUE_COUNT + 1];
+    for (float &v : values) v = NAN;
+    values[SEG_LOSS_VALUE_COUNT] = 12345.0f;
+    cuda_dicece_fwd(probs.data(), values, logits.data(), labels.data(), B, K, V);
+    size_t worst = 0;
+    double worst_err = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double err = std::fabs(probs[i] - p[i]) / std::fmax(p[i], 1e-30);
+        if (!(err <= worst_err)) worst_err = err, worst = i;
+    }
+    CHECK(worst_err <= 1e-6, "B %d K %d V %ld: probs[%zu] %.9g, reference %.9g", B, K, V, worst,
+          probs[worst], p[worst]);
+    CHECK(close_to(values[SEG_LOSS_CE], ce, 1e-5, 1e-7), "B %d K %d V %ld: ce %.9g, reference %.9g",
+          B, K, V, values[SEG_LOSS_CE], ce);
+    CHECK(close_to(values[SEG_LOSS_DICE], dice, 1e-5, 1e-7),
+          "B %d K %d V %ld: dice %.9g, reference %.9g", B, K, V, values[SEG_LOSS_DICE], dice);
+    CHECK(values[SEG_LOSS_BAD_LABELS] == (float)bad, "B %d K %d V %ld: %g labels counted outside "
+          "0..%d, expected %ld", B, K, V, values[SEG_LOSS_BAD_LABELS], K - 1, bad);
+    CHECK(values[SEG_LOSS_VALUE_COUNT] == 12345.0f, "B %d K %d V %ld: wrote past the values", B, K, V);
+    printf("  B %d K %d V %ld (%ld Dice chunk(s)), %ld bad labels: ce %.7f (ref %.7f), dice %.7f "
+           "(ref %.7f), probs worst relative %.1e\n", B, K, V, (V + kDiceChunk - 1) / kDiceChunk,
+           bad, values[SEG_LOSS_CE], ce, values[SEG_LOSS_DICE], dice, worst_err);
+}
+
+int main()
+{
+    check_case(1, 3, 1000, 0);
+    check_case(2, 4, 777, 0);
+    check_case(2, 3, kDiceChunk + 1234, 0);   /* two Dice chunks, the second ragged */
+    check_case(2, 3, 999, 97);                /* labels -1 and K: counted, left out of ce */
+    if (fails) {
+        printf("%d check(s) failed\n", fails);
+        return 1;
+    }
+    printf("ok: cuda_dicece_fwd on the emulation matches the double reference; values finished "
+           "on the device\n");
+    return 0;
+}
