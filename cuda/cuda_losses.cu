@@ -106,6 +106,14 @@ struct DoubleElement {
     __device__ double operator()(size_t i) const { return x[i]; }
 };
 
+/* No rows: the loss is 0 (as on the CPU), written where the step reads it. */
+static bool zero_loss_without_rows(float *loss, int rows)
+{
+    if (rows > 0) return false;
+    cuda_fill(loss, 0.0f, 1);
+    return true;
+}
+
 /* loss[0] = the mean of the per-row losses, in the fixed-order double sum (as the CPU). */
 static void mean_of_row_losses(float *loss, const double *row_loss, int rows)
 {
@@ -115,10 +123,7 @@ static void mean_of_row_losses(float *loss, const double *row_loss, int rows)
 
 void cuda_cosine_loss_fwd(float *loss, const float *a, const float *b, int rows, int dim)
 {
-    if (rows <= 0) {
-        cuda_fill(loss, 0.0f, 1);
-        return;
-    }
+    if (zero_loss_without_rows(loss, rows)) return;
     double *row_loss = (double *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(double));
     cosine_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(row_loss, a, b, rows, dim);
     CUDA_CHECK_LAUNCH();
@@ -195,10 +200,7 @@ static __global__ void soft_ce_rows_kernel(double *row_loss, const float *s, con
 void cuda_soft_ce_fwd(float *loss, const float *s, const float *t, const float *center, int rows,
                       int dim, float inv_ts, float inv_tt)
 {
-    if (rows <= 0) {
-        cuda_fill(loss, 0.0f, 1);
-        return;
-    }
+    if (zero_loss_without_rows(loss, rows)) return;
     double *row_loss = (double *)cuda_scratch(SCRATCH_STATS, (size_t)rows * sizeof(double));
     soft_ce_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(row_loss, s, t, center,
                                                                            rows, dim, inv_ts, inv_tt);
@@ -284,10 +286,7 @@ struct FloatElement {
 void cuda_masked_mse_fwd(float *loss, const float *pred, const float *target, const float *mask,
                          int rows, int dim)
 {
-    if (rows <= 0) {
-        cuda_fill(loss, 0.0f, 1);
-        return;
-    }
+    if (zero_loss_without_rows(loss, rows)) return;
     /* sum(mask) stays in the reduce buffer's total slot (partials[kReduceBlocks]): the second
      * sum below overwrites only the partials before it. Nothing masked gives 0 (no term). */
     double *partials = device_sum_partials((size_t)rows, FloatElement{mask});

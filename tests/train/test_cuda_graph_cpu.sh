@@ -28,19 +28,13 @@ grep -qx "cuda_graph = 0" "$WORK/resolved.txt" || fail "cuda_graph: the default 
 # same_training <off dir> <on dir> <what>: the checkpoints after 3 steps hold the same tensors
 # (parameters, AdamW moments, EMA target) and metrics.csv the same losses, bit for bit.
 same_training() {
-  "$PYTHON" - "$1" "$2" "$3" <<'PY' || fail "$3: cuda_graph = 1 on the cpu changed the training"
-import sys, h5py, numpy as np
+  PYTHONPATH="$ROOT/tests/train" "$PYTHON" - "$1" "$2" "$3" <<'PY' \
+    || fail "$3: cuda_graph = 1 on the cpu changed the training"
+import sys, numpy as np
+from run_compare import compare_states, metrics
 a_dir, b_dir, what = sys.argv[1:4]
-a, b = h5py.File(f"{a_dir}/ckpt_3.h5"), h5py.File(f"{b_dir}/ckpt_3.h5")
-count, diff = 0, []
-def visit(name, obj):
-    global count
-    if isinstance(obj, h5py.Dataset) and name.startswith(("params/", "target/", "adam_m/", "adam_v/")):
-        count += 1
-        if not np.array_equal(obj[()], b[name][()]): diff.append(name)
-a.visititems(visit)
-la = np.genfromtxt(f"{a_dir}/metrics.csv", delimiter=",", names=True)
-lb = np.genfromtxt(f"{b_dir}/metrics.csv", delimiter=",", names=True)
+count, _, _, _, diff = compare_states(f"{a_dir}/ckpt_3.h5", f"{b_dir}/ckpt_3.h5")
+la, lb = metrics(a_dir), metrics(b_dir)
 print(f"{what}: cuda_graph 0 vs 1 on the cpu: {count} tensors, {len(diff)} differ; "
       f"losses {la['loss']} vs {lb['loss']}")
 assert count > 50, f"only {count} tensors compared"

@@ -21,23 +21,13 @@ if [ "$DEVICE" = cuda ]; then
 fi
 
 compare() {  # compare <run dir A> <run dir B> <checkpoint name> <label>
-  "$PYTHON" - "$1" "$2" "$3" "$4" "$TOL" <<'PY'
-import sys, h5py, numpy as np
+  PYTHONPATH="$ROOT/tests/train" "$PYTHON" - "$1" "$2" "$3" "$4" "$TOL" <<'PY'
+import sys, numpy as np
+from run_compare import compare_states, metrics
 a_dir, b_dir, ckpt, label = sys.argv[1:5]
 tol = float(sys.argv[5])
-a, b = h5py.File(f"{a_dir}/{ckpt}"), h5py.File(f"{b_dir}/{ckpt}")
-worst, worst_name, count, exact = 0.0, "", 0, 0
-def visit(name, obj):
-    global worst, worst_name, count, exact
-    if isinstance(obj, h5py.Dataset) and name.startswith(("params/", "target/", "adam_m/", "adam_v/")):
-        x, y = obj[()], b[name][()]
-        err = np.linalg.norm(x - y) / max(np.linalg.norm(x), 1e-12)
-        count += 1
-        exact += np.array_equal(x, y)
-        if err > worst: worst, worst_name = err, name
-a.visititems(visit)
-la = np.genfromtxt(f"{a_dir}/metrics.csv", delimiter=",", names=True)
-lb = np.genfromtxt(f"{b_dir}/metrics.csv", delimiter=",", names=True)
+count, exact, worst, worst_name, _ = compare_states(f"{a_dir}/{ckpt}", f"{b_dir}/{ckpt}")
+la, lb = metrics(a_dir), metrics(b_dir)
 print(f"{label}: {count} tensors, {exact} bit-identical, worst relative difference {worst:.2e} "
       f"({worst_name or '-'}); loss difference {np.max(np.abs(la['loss'] - lb['loss'])):.2e}")
 assert count > 50, f"FAIL: only {count} tensors compared"
