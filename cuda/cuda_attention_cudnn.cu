@@ -1,8 +1,10 @@
 /* bf16 attention through cuDNN's fused scaled-dot-product attention (flash attention inside
  * cuDNN), built with NVIDIA's header-only cudnn-frontend (C++17) on cuDNN's graph API:
  * Graph::sdpa() for forward, Graph::sdpa_backward() for backward. Selected by
- * gpu_set_attention(ATTN_KERNEL_CUDNN) (config key attention_kernel = cudnn); OFF by default
- * until a GPU run measures it against the own flash kernels (tests/gpu/run.sh).
+ * gpu_set_attention(ATTN_KERNEL_CUDNN) (config key attention_kernel = cudnn) at every head width
+ * it takes, and by the default ATTN_KERNEL_AUTO where the own flash kernels' fast bf16 tiles
+ * would run (head widths 32 and 64; src/ops/attention_choice.h): measured on an H200 at 2.03x
+ * the flash kernels (Dh 64) and 1.31x (Dh 32), forward + backward.
  *
  * The model's attention: scale 1/sqrt(Dh), no mask, no dropout, no bias. Layouts are cuDNN
  * [b, h, s, d] tensors with explicit strides over our memory, so nothing is transposed or
@@ -47,6 +49,7 @@
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h"  /* cuda_round_to_bf16 */
+#include "ops/attention_choice.h"
 #include "ops/gpu_device.h"
 
 /* ---- cuDNN attention: widening kernel ----
@@ -86,10 +89,12 @@ static bool bf16_rows_aligned(const void *p, long ld)
 int cuda_cudnn_attention_takes(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                                const bf16_t *out, int Dh, int ldq, int ldkv)
 {
-    /* Dh: cuDNN's fused attention takes head widths that are multiples of 8 up to 128 on
-     * sm80/sm90 (the frontend's support surface); every head start h*Dh is then 16-byte
+    /* Which kernel and head width go to cuDNN: src/ops/attention_choice.h (CUDNN at every
+     * multiple of 8 up to 128, cuDNN's support surface on sm80/sm90; AUTO where the fast flash
+     * tiles would run, in a build with the frontend). Every head start h*Dh is then 16-byte
      * aligned too. */
-    return cuda_attention_kernel() == ATTN_KERNEL_CUDNN && Dh >= 8 && Dh <= 128 && Dh % 8 == 0 &&
+    return attention_uses_cudnn(cuda_attention_kernel(), cuda_context()->bf16_gemm, Dh,
+                                gpu_cudnn_attention_available()) &&
            bf16_rows_aligned(q, ldq) && bf16_rows_aligned(k, ldkv) && bf16_rows_aligned(v, ldkv) &&
            ((uintptr_t)out % 16u) == 0;
 }

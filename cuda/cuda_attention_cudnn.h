@@ -1,6 +1,7 @@
 /* bf16 attention through cuDNN's fused scaled-dot-product attention (cuDNN graph API through
  * NVIDIA's header-only cudnn-frontend), selected by gpu_set_attention(ATTN_KERNEL_CUDNN)
- * (config key attention_kernel = cudnn). cuda/cuda_attention.cu's bf16 entry points ask
+ * (config key attention_kernel = cudnn) and by the default ATTN_KERNEL_AUTO at head widths 32
+ * and 64 in bf16 (src/ops/attention_choice.h). cuda/cuda_attention.cu's bf16 entry points ask
  * cuda_cudnn_attention_takes() first; every call it declines keeps the flash kernels (which
  * read and write the same saved row logsumexp [B, H, Tq], so forward and backward may even be
  * served by different kernels). Built without the frontend headers (scripts/deps.sh installs
@@ -16,10 +17,11 @@
 /* 1 when this build has the cuDNN frontend (the path can run), 0 otherwise. */
 int cuda_cudnn_attention_compiled(void);
 
-/* Whether the cuDNN path runs this bf16 attention: the kernel is ATTN_KERNEL_CUDNN, Dh is a
- * multiple of 8 up to 128, and q, k, v, out and their row strides are 16-byte aligned (cuDNN's
- * requirement for its TMA loads). Depends only on arguments that forward and backward share,
- * so both make the same choice. */
+/* Whether the cuDNN path runs this bf16 attention: attention_uses_cudnn (src/ops/
+ * attention_choice.h: ATTN_KERNEL_CUDNN with Dh a multiple of 8 up to 128, or ATTN_KERNEL_AUTO
+ * with bf16 GEMMs at Dh 32 or 64, in a build with the frontend), and q, k, v, out and their row
+ * strides are 16-byte aligned (cuDNN's requirement for its TMA loads). Depends only on
+ * arguments that forward and backward share, so both make the same choice. */
 int cuda_cudnn_attention_takes(const bf16_t *q, const bf16_t *k, const bf16_t *v,
                                const bf16_t *out, int Dh, int ldq, int ldkv);
 

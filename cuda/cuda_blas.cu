@@ -24,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "cuda/cuda_gelu_bf16.h" /* the GELU slope table of the fused fc1 backward */
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h"
@@ -583,30 +584,37 @@ void cuda_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf1
  * MatrixElementRoundedCopy): the column sum of dh for db and dh's bf16 copy for the GEMMs in
  * one pass, with dh itself never stored in fp32. The product is MATH_MUL (__fmul_rn): inlined
  * into the column sum, a plain a * b followed by acc += would be contracted by nvcc into one
- * FMA (one rounding instead of two), and db would no longer be the sum of the stored dh. */
+ * FMA (one rounding instead of two), and db would no longer be the sum of the stored dh.
+ * gelu'(h) comes from slope, the table of gelu_erf_slope for every bf16 value that the device
+ * filled with that formula (cuda_gelu_slope_bf16_table): the formula's ~90 fp32 instructions per
+ * element held this pass at about a third of memory speed; NULL (a graph recording before the
+ * table exists) evaluates the formula. Either way the same bits. */
 struct GeluBwdRoundedCopy {
     const float *dy_act;
     const __nv_bfloat16 *h;
     long ld;
     __nv_bfloat16 *rounded;
+    const float *slope;
     __device__ float operator()(long r, int c) const
     {
         const long i = r * ld + c;
-        const float dh = MATH_MUL(dy_act[i], gelu_erf_slope(widen(h[i])));
+        const float g = slope ? slope[__bfloat16_as_ushort(h[i])] : gelu_erf_slope(widen(h[i]));
+        const float dh = MATH_MUL(dy_act[i], g);
         rounded[i] = __float2bfloat16_rn(dh);
         return dh;
     }
 };
 
 /* dh's bf16 copy in slot A (where dy_bf16_and_bias_grad puts dy's), db += column sums of dh:
- * one launch. */
+ * one launch. slope: GeluBwdRoundedCopy's (NULL: the formula). */
 static const __nv_bfloat16 *gelu_dh_bf16_and_bias_grad(float *db, const float *dy_act,
-                                                       const __nv_bfloat16 *h, int rows, int out)
+                                                       const __nv_bfloat16 *h, int rows, int out,
+                                                       const float *slope)
 {
     const size_t n = (size_t)rows * out;
     __nv_bfloat16 *dh16 =
         (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_A, n * sizeof(__nv_bfloat16) + 256);
-    colsum_accumulate(db, rows, out, GeluBwdRoundedCopy{dy_act, h, out, dh16});
+    colsum_accumulate(db, rows, out, GeluBwdRoundedCopy{dy_act, h, out, dh16, slope});
     return dh16;
 }
 
@@ -621,6 +629,8 @@ void cuda_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_
         cuda_linear_bwd_bf16(dx, dW, db, dh_scratch, x, W, rows, in, out);
         return;
     }
-    linear_bwd_bf16_gemms(dx, dW, gelu_dh_bf16_and_bias_grad(db, dy_act, as_nv(h), rows, out),
+    linear_bwd_bf16_gemms(dx, dW,
+                          gelu_dh_bf16_and_bias_grad(db, dy_act, as_nv(h), rows, out,
+                                                     cuda_gelu_slope_bf16_table()),
                           NULL, as_nv(x), W, rows, in, out);
 }

@@ -47,13 +47,14 @@
 #include "cuda/cuda_flash_bwd_mma.cuh"
 #include "cuda/cuda_flash_fwd_mma.cuh"
 #include "cuda/cuda_ops.h"
+#include "ops/attention_choice.h"
 #include "ops/flash_attention_math.h"
 #include "ops/gpu_device.h"
 
 namespace {
 
 constexpr int kFlashThreads = 128;
-constexpr int kFlashMaxDh = 128;
+constexpr int kFlashMaxDh = ATTN_FLASH_MAX_DH;  /* the widest head the choice sends here */
 constexpr int kMmaEdge = 16;       /* wmma fragment edge; head dims are padded to it */
 constexpr int kSmemAlign = 128;    /* start of every shared-memory array (wmma needs 32 B) */
 
@@ -656,17 +657,16 @@ void gpu_set_attention(int kernel)
 
 int cuda_attention_kernel(void) { return g_attention_kernel; }
 
-/* CUDNN runs the flash kernels for every call cuDNN declines (cuda_cudnn_attention_takes): the
- * same saved logsumexp, so attention_saved_floats is FUSED's. */
+/* The rule is src/ops/attention_choice.h's (shared with the tests). CUDNN, and AUTO where it
+ * offers a call to cuDNN, run the flash kernels for every call cuDNN declines
+ * (cuda_cudnn_attention_takes): the same saved logsumexp, so attention_saved_floats does not
+ * depend on which of the two ran. */
 int cuda_flash_attention_applies(int Dh)
 {
-    if (g_attention_kernel == ATTN_KERNEL_AUTO)
-        return cuda_context()->bf16_gemm && cuda_flash_fwd_fast(Dh);
-    return (g_attention_kernel == ATTN_KERNEL_FUSED || g_attention_kernel == ATTN_KERNEL_CUDNN) &&
-           Dh >= 1 && Dh <= kFlashMaxDh;
+    return attention_saves_row_stats(g_attention_kernel, cuda_context()->bf16_gemm, Dh);
 }
 
-int cuda_flash_fwd_fast(int Dh) { return Dh == 32 || Dh == 64; }
+int cuda_flash_fwd_fast(int Dh) { return attention_flash_fast(Dh); }
 
 size_t cuda_attention_saved_floats(int B, int H, int Tq, int Tk, int Dh)
 {

@@ -96,7 +96,8 @@ void cuda_instnorm_bwd_selected(float *dx, float *dgamma, float *dbeta, const fl
                                 const float *gamma, int B, int C, long V);
 
 /* cuda_attention.cu: the backend's entry points; they run the fused kernels below when
- * cuda_flash_attention_applies(Dh), batched GEMMs with materialised probabilities otherwise. */
+ * cuda_flash_attention_applies(Dh), batched GEMMs with materialised probabilities otherwise
+ * (the bf16 entries offer the call to cuDNN first: cuda_cudnn_attention_takes). */
 void cuda_attention_fwd(float *out, float *saved, const float *q, const float *k, const float *v,
                         int B, int H, int Tq, int Tk, int Dh, int ldq, int ldkv);
 void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,

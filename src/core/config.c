@@ -58,6 +58,25 @@ static int enum_has(const char *valid, const char *value)
     return 0;
 }
 
+#define BOOL_SPELLINGS "1|0|true|false|yes|no|on|off"
+
+/* 1 or 0 for a spelling of a boolean value, -1 for anything else. */
+static int bool_spelling(const char *v)
+{
+    if (!strcmp(v, "1") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on")) return 1;
+    if (!strcmp(v, "0") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "off")) return 0;
+    return -1;
+}
+
+/* An enum whose values include 1 and 0 is a former boolean that gained more choices (cuda_graph
+ * = auto|1|0): it takes every boolean spelling for 1 and 0, so job files and checkpoints written
+ * for the boolean keep working, and stores the canonical 1 or 0, which config_to_text prints
+ * and parses back. */
+static int enum_is_widened_bool(const char *valid)
+{
+    return enum_has(valid, "1") && enum_has(valid, "0");
+}
+
 static _Noreturn void unknown_key(const char *key, const char *at)
 {
     /* Suggest keys that share a prefix, the usual typo. */
@@ -95,17 +114,18 @@ void config_set(Config *c, const char *key, const char *value, const char *origi
         *(float *)field = (float)d;
         break;
     case CFG_T_BOOL:
-        if (!strcmp(value, "1") || !strcmp(value, "true") || !strcmp(value, "yes") || !strcmp(value, "on"))
-            *(int *)field = 1;
-        else if (!strcmp(value, "0") || !strcmp(value, "false") || !strcmp(value, "no") || !strcmp(value, "off"))
-            *(int *)field = 0;
-        else
-            alice_die("%s: %s = '%s' is not valid: expected one of 1|0|true|false|yes|no|on|off",
-                      at, key, value);
+        if (bool_spelling(value) < 0)
+            alice_die("%s: %s = '%s' is not valid: expected one of " BOOL_SPELLINGS, at, key,
+                      value);
+        *(int *)field = bool_spelling(value);
         break;
     case CFG_T_ENUM:
+        if (enum_is_widened_bool(k->valid) && bool_spelling(value) >= 0)
+            value = bool_spelling(value) ? "1" : "0";
         if (!enum_has(k->valid, value))
-            alice_die("%s: %s = '%s' is not valid: expected one of %s", at, key, value, k->valid);
+            alice_die("%s: %s = '%s' is not valid: expected one of %s%s", at, key, value, k->valid,
+                      enum_is_widened_bool(k->valid)
+                          ? " (1 and 0 also spelt true|false, yes|no, on|off)" : "");
         /* fall through */
     case CFG_T_STRING:
         if (strlen(value) >= CFG_STR)

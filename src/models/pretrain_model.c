@@ -65,7 +65,8 @@ static void layout(PretrainModel *m, Arena *ar)
     IntactBatchActs *t = &m->intact;
     t->vol = arena_floats(ar, MASKED_VIEWS * vox);
     t->patches = arena_floats(ar, (size_t)teacher_samples * N * P);
-    vit_encoder_layout(&m->enc, &t->enc, ar, teacher_samples, N, TSTACK_FORWARD_ONLY);
+    /* all N tokens in order: the patch embedding reads t->patches, no gathered copy */
+    vit_encoder_layout_all_tokens(&m->enc, &t->enc, ar, teacher_samples, N, TSTACK_FORWARD_ONLY);
     t->yd = arena_floats(ar, (size_t)teacher_samples * N * D);
     proj_head_layout(&m->head, &t->psi, ar, teacher_samples * N, 0);
     t->cls = arena_floats(ar, (size_t)teacher_samples * out);

@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 
+#include "core/check.h"
 #include "nn/layers.h"
 
 void vit_encoder_register(VitEncoder *e, ParamSet *ps, const char *prefix, int patch, int width,
@@ -22,22 +23,42 @@ void vit_encoder_register(VitEncoder *e, ParamSet *ps, const char *prefix, int p
     tstack_register(&e->stack, ps, prefix, width, heads, mlp, depth);
 }
 
-void vit_encoder_layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok,
-                        TStackMode mode)
+static void layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok,
+                   TStackMode mode, int gathered)
 {
     a->B = B;
     a->ntok = ntok;
-    a->patches_sel = arena_floats(ar, (size_t)B * ntok * e->P);
+    a->patches_sel = gathered ? arena_floats(ar, (size_t)B * ntok * e->P) : NULL;
+    a->pe_in = NULL;
     a->dtokens = mode == TSTACK_TRAIN ? arena_floats(ar, (size_t)B * ntok * e->width) : NULL;
     tstack_layout(&e->stack, &a->st, ar, B, ntok, mode);
+}
+
+void vit_encoder_layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok,
+                        TStackMode mode)
+{
+    layout(e, a, ar, B, ntok, mode, 1);
+}
+
+void vit_encoder_layout_all_tokens(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B,
+                                   int ntok, TStackMode mode)
+{
+    layout(e, a, ar, B, ntok, mode, 0);
 }
 
 void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,
                          const float *patches, int N, const int *idx, int idx_ld, const float *pos)
 {
     const AliceBackend *be = ps->be;
-    be->gather_rows(a->patches_sel, patches, idx, idx_ld, a->B, N, a->ntok, e->P);
-    linear_forward(ps, e->pe_w, e->pe_b, a->st.x0, a->patches_sel, a->B * a->ntok, e->P, e->width);
+    if (a->patches_sel) {
+        be->gather_rows(a->patches_sel, patches, idx, idx_ld, a->B, N, a->ntok, e->P);
+        a->pe_in = a->patches_sel;
+    } else {  /* all tokens in order: the gathered copy would equal patches */
+        ALICE_ASSERT(a->ntok == N, "vit encoder laid out for all tokens run on %d of %d tokens",
+                     a->ntok, N);
+        a->pe_in = patches;
+    }
+    linear_forward(ps, e->pe_w, e->pe_b, a->st.x0, a->pe_in, a->B * a->ntok, e->P, e->width);
     be->add_table_rows(a->st.x0, pos, idx, idx_ld, a->B, a->ntok, e->width);
     tstack_forward(&e->stack, &a->st, ps);
 }
@@ -52,7 +73,8 @@ void vit_encoder_backward_taps(const VitEncoder *e, VitEncoderActs *a, ParamSet 
 {
     tstack_backward_taps(&e->stack, &a->st, ps, dout, dtaps, a->dtokens);
     /* The position embedding is fixed and the patches are data: only the weights get gradients. */
-    linear_backward(ps, e->pe_w, e->pe_b, NULL, a->dtokens, a->patches_sel, a->B * a->ntok, e->P,
+    ALICE_ASSERT(a->pe_in, "vit encoder backward before its forward");
+    linear_backward(ps, e->pe_w, e->pe_b, NULL, a->dtokens, a->pe_in, a->B * a->ntok, e->P,
                     e->width);
     params_grads_ready(ps, e->pe_params);
 }

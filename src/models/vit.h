@@ -15,7 +15,9 @@ typedef struct {
 
 typedef struct {
     int B, ntok;
-    float *patches_sel;   /* [B, ntok, P] */
+    float *patches_sel;   /* [B, ntok, P], the gathered tokens; NULL: laid out for all tokens */
+    const float *pe_in;   /* what the patch embedding read (patches_sel or the caller's patches),
+                           * set by forward: backward's x */
     float *dtokens;       /* gradient w.r.t. the embedded tokens (training only) */
     TStackActs st;        /* st.out: encoder output [B, ntok, E] */
 } VitEncoderActs;
@@ -24,7 +26,14 @@ void vit_encoder_register(VitEncoder *e, ParamSet *ps, const char *prefix, int p
                           int heads, int mlp, int depth);
 void vit_encoder_layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int ntok,
                         TStackMode mode);
-/* patches [B, N, P]; the ntok tokens of sample b are idx[b*idx_ld + j]; pos [N, E]. */
+/* vit_encoder_layout for a forward on ALL N tokens in order (ntok = N; the EMA teacher's intact
+ * views): the patch embedding reads the caller's patches as they are, so no gathered [B, N, P]
+ * copy is laid out nor made (for the paper's teacher batch a 151 MB buffer and a copy pass over
+ * it). Forward's idx must then be the identity (only the position embedding reads it). */
+void vit_encoder_layout_all_tokens(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B,
+                                   int ntok, TStackMode mode);
+/* patches [B, N, P]; the ntok tokens of sample b are idx[b*idx_ld + j]; pos [N, E]. patches is
+ * read again by backward when laid out for all tokens (keep it unchanged until then). */
 void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,
                          const float *patches, int N, const int *idx, int idx_ld, const float *pos);
 /* dout [B, ntok, E]: accumulates parameter gradients (the input has none). */

@@ -23,16 +23,18 @@ void gpu_set_weight_copies(int enabled);
 unsigned long long gpu_weight_copy_bytes(void);
 
 /* Attention kernel of the CUDA backend (config key attention_kernel). GEMM: batched GEMMs
- * with the probabilities [B, H, Tq, Tk] materialised and saved for backward. FUSED: tiled
- * flash-attention kernels that save only the row logsumexp [B, H, Tq] (heads up to 128 wide;
- * wider ones keep the GEMM path). AUTO: FUSED where it runs on the register-resident
- * tensor-core kernels (bf16 tiles, i.e. precision = bf16, and head widths 32 or 64), GEMM
- * elsewhere (fp32 tiles of the fused kernels are slower than the GEMM path). Set it, and the
- * math mode, before activation arenas are planned: the saved buffer's size (backend
- * attention_saved_floats) depends on both. CUDNN: cuDNN's fused attention (graph API through
- * the cudnn-frontend headers, cuda/cuda_attention_cudnn.cu) for the bf16 attention ops at head
+ * with the probabilities [B, H, Tq, Tk] materialised and saved for backward. FUSED: the own
+ * tiled flash-attention kernels that save only the row logsumexp [B, H, Tq] (heads up to 128
+ * wide; wider ones keep the GEMM path). CUDNN: cuDNN's fused attention (graph API through the
+ * cudnn-frontend headers, cuda/cuda_attention_cudnn.cu) for the bf16 attention ops at head
  * widths that are multiples of 8 up to 128 with 16-byte aligned rows; every other call runs as
- * FUSED (the same saved row logsumexp). Off by default until a GPU run measures it. */
+ * FUSED (the same saved row logsumexp). AUTO, the default: where the flash kernels run on their
+ * register-resident tensor-core tiles (bf16 GEMMs, i.e. precision = bf16, and head widths 32 or
+ * 64) the bf16 ops go to cuDNN when this build has it (else, or for a call cuDNN declines, the
+ * flash kernels), GEMM elsewhere (fp32 tiles of the fused kernels are slower than the GEMM
+ * path). Measured on an H200: cuDNN 2.03x the flash kernels at Dh 64, 1.31x at Dh 32. The rule
+ * is src/ops/attention_choice.h. Set it, and the math mode, before activation arenas are
+ * planned: the saved buffer's size (backend attention_saved_floats) depends on both. */
 enum GpuAttentionKernel { ATTN_KERNEL_GEMM, ATTN_KERNEL_FUSED, ATTN_KERNEL_AUTO, ATTN_KERNEL_CUDNN };
 void gpu_set_attention(int kernel);
 /* 1 when this build can run ATTN_KERNEL_CUDNN (CUDA with the cuDNN frontend headers), 0

@@ -214,9 +214,9 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     const size_t crop_vox = (size_t)unetr_crop_voxels(&model);
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.ps);
-    /* cuda_graph = 1: the step recorded once, then replayed. Validation (sliding windows)
-     * stays eager, between steps, on the same buffers: a replay recomputes everything it
-     * reads. */
+    /* cuda_graph (1, or auto on CUDA without an overlapped all-reduce): the step recorded
+     * once, then replayed. Validation (sliding windows) stays eager, between steps, on the
+     * same buffers: a replay recomputes everything it reads. */
     StepGraph graph;
     train_step_graph_init(&graph, be, cfg, &sync);
     int status = 0;

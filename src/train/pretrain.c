@@ -61,10 +61,11 @@ static int run_bench(PretrainModel *m, const Config *cfg, long steps)
     pretrain_model_set_views(m, views);
     double times[1024];
     long count = steps < 1024 ? steps : 1024;
-    /* cuda_graph = 1: step 0 (the untimed warm-up) runs eagerly, step 1 is recorded and
-     * launched, later steps replay; so the median of the timed steps is a replayed one. */
+    /* cuda_graph = 1 or auto (no all-reduce here) on CUDA: step 0 (the untimed warm-up) runs
+     * eagerly, step 1 is recorded and launched, later steps replay; so the median of the timed
+     * steps is a replayed one. */
     StepGraph graph;
-    step_graph_init(&graph, m->be, cfg->cuda_graph);
+    step_graph_init(&graph, m->be, step_graph_mode(cfg->cuda_graph), 0);
     for (long s = 0; s <= count; s++) {   /* step 0 is warm-up */
         pretrain_model_draw_masks(m, s, 0);
         double t0 = wall_seconds();
@@ -193,7 +194,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     const long global_batch = (long)cfg->batch * dist.size;
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.online);
-    StepGraph graph;   /* cuda_graph = 1: the step recorded once, then replayed */
+    StepGraph graph;   /* cuda_graph: the step recorded once, then replayed */
     train_step_graph_init(&graph, be, cfg, &sync);
     int status = 0;
     long step = start;

@@ -10,15 +10,33 @@ static int backend_has_graphs(const AliceBackend *be)
     return be->graph_capture_begin && be->graph_capture_end && be->graph_launch && be->graph_free;
 }
 
-void step_graph_init(StepGraph *sg, const AliceBackend *be, int enabled)
+StepGraphMode step_graph_mode(const char *cuda_graph)
+{
+    if (!strcmp(cuda_graph, "auto")) return STEP_GRAPH_AUTO;
+    if (!strcmp(cuda_graph, "1")) return STEP_GRAPH_ALWAYS;
+    if (!strcmp(cuda_graph, "0")) return STEP_GRAPH_NEVER;
+    /* the registry (config_keys.c) admits only these, boolean spellings stored as 1 and 0 */
+    ALICE_FATAL("cuda_graph = '%s' reached step_graph_mode: expected auto, 1 or 0", cuda_graph);
+}
+
+void step_graph_init(StepGraph *sg, const AliceBackend *be, StepGraphMode mode,
+                     int sync_overlapped)
 {
     memset(sg, 0, sizeof *sg);
     sg->be = be;
     sg->state = STEP_GRAPH_OFF;
-    if (!enabled) return;
+    if (mode == STEP_GRAPH_NEVER) return;
     if (!backend_has_graphs(be)) {
-        log_warn("cuda_graph = 1 is ignored: the %s backend cannot record graphs (CUDA only); "
-                 "every step runs eagerly", be->name);
+        /* auto is the default: a CPU run has nothing to be told */
+        if (mode == STEP_GRAPH_ALWAYS)
+            log_warn("cuda_graph = 1 is ignored: the %s backend cannot record graphs (CUDA only); "
+                     "every step runs eagerly", be->name);
+        return;
+    }
+    if (mode == STEP_GRAPH_AUTO && sync_overlapped) {
+        log_info("cuda_graph = auto: every step runs eagerly, so the gradient all-reduce stays "
+                 "overlapped with backward (several GPUs: worth more than the graph's ~1.07x); "
+                 "cuda_graph = 1 records the step and reduces once after backward");
         return;
     }
     sg->state = STEP_GRAPH_WARMUP;

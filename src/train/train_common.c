@@ -50,13 +50,17 @@ void train_apply_device_math(const Config *cfg)
     const char *mixed = cfg->bf16_weight_copy
                             ? "bf16 operands (fp32 accumulate, bf16 weight copies)"
                             : "bf16 operands (fp32 accumulate, weights rounded in every GEMM)";
+    /* auto's rule: src/ops/attention_choice.h */
+    const char *auto_choice = !bf16 ? " (gemm: fp32)"
+                              : gpu_cudnn_attention_available()
+                                  ? " (cudnn at head widths 32 and 64, fused where cuDNN declines "
+                                    "a shape, gemm elsewhere)"
+                                  : " (fused at head widths 32 and 64: this build has no cuDNN "
+                                    "attention; gemm elsewhere)";
     if (!strcmp(cfg->device, "cuda"))
         log_info("cuda math: linear/attention GEMMs %s, other GEMMs and convolutions %s, "
                  "attention kernel %s%s, instance norm %s", bf16 ? mixed : other, other,
-                 cfg->attention_kernel,
-                 kernel != ATTN_KERNEL_AUTO ? ""
-                 : bf16 ? " (fused at head widths 32 and 64, gemm elsewhere)"
-                        : " (gemm: fp32)",
+                 cfg->attention_kernel, kernel != ATTN_KERNEL_AUTO ? "" : auto_choice,
                  cfg->instnorm_kernel);
 }
 
@@ -142,7 +146,8 @@ void train_grad_sync_init(GradSync *sync, const Config *cfg, const Dist *d, Para
 void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Config *cfg,
                            GradSync *sync)
 {
-    step_graph_init(graph, be, cfg->cuda_graph);
+    /* auto keeps an overlapped all-reduce (no graph); 1 records and turns the overlap off */
+    step_graph_init(graph, be, step_graph_mode(cfg->cuda_graph), sync->overlap);
     if (step_graph_enabled(graph) && sync->overlap) {
         sync->overlap = 0;
         log_info("cuda_graph: the gradient all-reduce runs once after backward, outside the "

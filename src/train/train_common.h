@@ -44,7 +44,8 @@ void train_grad_sync_init(GradSync *sync, const Config *cfg, const Dist *d, Para
  * gradient-ready hooks that start bucket all-reduces during backward are host calls a replay
  * would not make (grad_sync's bucket bookkeeping would then launch every bucket again after
  * backward), so with a graph sync's all-reduce runs once after backward, outside the graph
- * (grad_sync_finish in train_optimizer_step, before anything reads the gradients). */
+ * (grad_sync_finish in train_optimizer_step, before anything reads the gradients). That is
+ * cuda_graph = 1; auto records no graph while sync->overlap is on (sync keeps its overlap). */
 void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Config *cfg,
                            GradSync *sync);
 

@@ -5,6 +5,8 @@
 # and vector_kernels_emulated.cpp runs them serially on the host (emu_serial.h) against the
 # scalar formulas (bit for bit; aligned, shifted and mixed pointers; tails; strided grids). What
 # this cannot see (real 16-byte transactions, speed) is left to test_backend_parity on a GPU.
+# The bf16 GELU forward's table kernel (it stages shared memory behind a barrier) has its own
+# test, test_gelu_table_emulated.sh; here the bf16 formula kernel runs (its fallback).
 set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 emu_cut "$TMP/vector_kernels.inc" 6 \
@@ -12,6 +14,8 @@ emu_cut "$TMP/vector_kernels.inc" 6 \
         'template <typename T> __device__ __forceinline__ T warp_sum' \
   --cut cuda/cuda_elementwise.cu '/* Width of the float4 path' 'struct SquareOf' \
   --cut cuda/cuda_elementwise.cu $'template <typename T>\nstatic __global__ void gelu_fwd_kernel' \
+        '/* ---- bf16 GELU forward by table lookup' \
+  --cut cuda/cuda_elementwise.cu '/* dx, dy are fp32 whatever T is' \
         'static __global__ void leaky_relu_fwd_kernel' \
   --cut cuda/cuda_weight_copy.cu '/* 8 values per thread' 'void gpu_set_weight_copies' \
   --cut cuda/cuda_tokens.cu '/* Patchify / unpatchify' 'static __global__ void scatter_add_rows_kernel' \

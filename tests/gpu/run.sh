@@ -252,7 +252,7 @@ built "step parity (loss, grads)" "$BUILD/tests/test_step_parity_gpu" &&
   { timed "step parity (loss, grads)" 90 "$LOGDIR/step_parity.log" "$BUILD/tests/test_step_parity_gpu"; rc=$?; }
 case $rc in
   125) ;;
-  0) record "step parity (loss, grads)" ok "mae, alice, alice-no-casa, unetr, alice-fused, alice-bf16 (gemm, fused, cudnn); $(( SECONDS - t0 )) s" ;;
+  0) record "step parity (loss, grads)" ok "mae, alice, alice-no-casa, unetr, alice-fused, alice-bf16 (gemm, fused, cudnn), alice-bf16 head width 32 (fused; auto: $(grep -o '[0-9]* cuDNN graphs built' "$LOGDIR/step_parity.log" | head -1)); $(( SECONDS - t0 )) s" ;;
   77) record "step parity (loss, grads)" FAIL "skipped: no GPU visible to the test" ;;
   *) record "step parity (loss, grads)" FAIL "exit $rc (step_parity.log): $(first_line FAIL "$LOGDIR/step_parity.log" || tail -1 "$LOGDIR/step_parity.log" | cut -c1-100)" ;;
 esac
@@ -380,6 +380,8 @@ math_modes=0
 grep -rq 'gpu_set_math' src --include='*.c' --exclude='gpu_stub.c' && math_modes=1
 
 # ---- the pair issue 6's targets compare, and the targets at once ----
+# (the defaults: cuda_graph = auto and attention_kernel = auto, i.e. a CUDA graph of the step
+# and cuDNN's attention; their speed-ups are measured below)
 [ $math_modes = 1 ] && alice_step bf16 precision=bf16 tf32=1
 # bf16 activations are new and unmeasured: if that step failed, the targets are taken from
 # the step with fp32 activations (bf16 GEMM operands only) rather than not at all.
@@ -409,24 +411,46 @@ else
   record "alice bf16 MFU" skip "no alice bf16 timing"
 fi
 
-# ---- the same step recorded once as a CUDA graph and replayed (cuda_graph = 1) ----
-# Row 8 is the eager step (cuda_graph = 0, the default); this one replays the forward +
-# backward as one graph (src/train/step_graph.c). The speed-up row compares the two from
-# this run; a recording that failed (the step then ran eagerly) is a FAIL naming the warning.
-if [ $math_modes = 1 ] && grep -q '"cuda_graph"' src/core/config_keys.c; then
-  alice_step bf16-graph precision=bf16 tf32=1 cuda_graph=1
-  a=${samples_per_s[alice_bf16]:-}; g=${samples_per_s[alice_bf16-graph]:-}
-  replays=$(field graph_replays "$LOGDIR/step_bf16-graph.log")
+# ---- the defaults against their alternatives, each measured in this run ----
+# Row 8 (alice step bf16) runs the defaults: cuda_graph = auto records the step's forward +
+# backward once as a CUDA graph and replays it (one rank; src/train/step_graph.c), and
+# attention_kernel = auto runs cuDNN's fused attention at the bf16 head widths 32 and 64
+# (src/ops/attention_choice.h). Each row below runs the step without one of them; the speed-up
+# rows are default / alternative. A default that did not happen FAILs its row, quoting why: the
+# graph never replayed (graph_replays=0: the recording failed and the step ran eagerly), or no
+# cuDNN attention graph built (a build without the frontend headers, or every shape refused).
+if [ $math_modes = 1 ] && grep -q 'cuda_graph, "auto"' src/core/config_keys.c; then
+  alice_step bf16-eager precision=bf16 tf32=1 cuda_graph=0
+  a=${samples_per_s[alice_bf16-eager]:-}; g=${samples_per_s[alice_bf16]:-}
+  replays=$(field graph_replays "$LOGDIR/step_bf16.log")
   if [ -n "$g" ] && [ "${replays:-0}" = 0 ]; then
     # the warnings only (log_warn: "alice: warning: cuda_graph: ..."), not the info line
     # that says a recording was made
-    why=$(first_line 'warning.*cuda_graph' "$LOGDIR/step_bf16-graph.log")
-    record "cuda graph step speed-up" FAIL "the graph was not replayed: ${why:-no cuda_graph line in step_bf16-graph.log}"
+    why=$(first_line 'warning.*cuda_graph' "$LOGDIR/step_bf16.log")
+    record "cuda graph step speed-up" FAIL "the default step's graph was not replayed: ${why:-no cuda_graph line in step_bf16.log}"
   elif [ -n "$a" ] && [ -n "$g" ]; then
-    record "cuda graph step speed-up" ok "$(awk -v a="$a" -v g="$g" -v m="${mfu[alice_bf16-graph]:-?}" \
-      'BEGIN{printf "%.2fx samples/s with cuda_graph=1 (%s vs %s eager; MFU %s%%)", g/a, g, a, m}')"
+    record "cuda graph step speed-up" ok "$(awk -v a="$a" -v g="$g" -v m="${mfu[alice_bf16]:-?}" -v e="${mfu[alice_bf16-eager]:-?}" \
+      'BEGIN{printf "%.2fx samples/s with the graph (default %s vs %s with cuda_graph=0; MFU %s%% vs %s%%)", g/a, g, a, m, e}')"
   else
-    record "cuda graph step speed-up" skip "needs both steps (eager ${a:-missing}, graph ${g:-missing} samples/s)"
+    record "cuda graph step speed-up" skip "needs both steps (default ${g:-missing}, eager ${a:-missing} samples/s)"
+  fi
+fi
+if [ $math_modes = 1 ] && [ -f src/ops/attention_choice.h ]; then
+  alice_step bf16-flash-attention precision=bf16 tf32=1 attention_kernel=fused
+  f=${samples_per_s[alice_bf16-flash-attention]:-}; c=${samples_per_s[alice_bf16]:-}
+  cudnn_graphs=$(grep -c '^cuDNN attention: .* graph .* built' "$LOGDIR/step_bf16.log" 2>/dev/null)
+  if [ -n "$c" ] && [ "${cudnn_graphs:-0}" = 0 ]; then
+    # cuDNN's refusal (a warning), else the math line saying what auto chose in this build
+    why=$(first_line 'warning.*cuDNN' "$LOGDIR/step_bf16.log")
+    why=${why:-$(first_line 'attention kernel' "$LOGDIR/step_bf16.log")}
+    record "cudnn attention step speed-up" FAIL "the default step built no cuDNN attention graph: ${why:-no cuDNN line in step_bf16.log}"
+  elif [ -n "$f" ] && grep -q '^cuDNN attention' "$LOGDIR/step_bf16-flash-attention.log"; then
+    record "cudnn attention step speed-up" FAIL "attention_kernel=fused ran cuDNN's attention: $(first_line '^cuDNN attention' "$LOGDIR/step_bf16-flash-attention.log")"
+  elif [ -n "$c" ] && [ -n "$f" ]; then
+    record "cudnn attention step speed-up" ok "$(awk -v c="$c" -v f="$f" -v m="${mfu[alice_bf16]:-?}" -v e="${mfu[alice_bf16-flash-attention]:-?}" -v n="$cudnn_graphs" \
+      'BEGIN{printf "%.2fx samples/s with cuDNN attention (default %s vs %s with attention_kernel=fused; MFU %s%% vs %s%%; %d cuDNN graphs)", c/f, c, f, m, e, n}')"
+  else
+    record "cudnn attention step speed-up" skip "needs both steps (default ${c:-missing}, flash ${f:-missing} samples/s)"
   fi
 fi
 
@@ -483,7 +507,7 @@ built "cuda graph parity" "$BUILD/tests/test_cuda_graph_step" &&
   { timed "cuda graph parity" 150 "$LOGDIR/cuda_graph.log" "$BUILD/tests/test_cuda_graph_step"; rc=$?; }
 case $rc in
   125) ;;
-  0) record "cuda graph parity" ok "fp32, bf16, bf16 dino, unetr fp32, unetr bf16: $(grep -c 'graph vs eager 0 ' "$LOGDIR/cuda_graph.log") of 5 bit-identical to eager; fallbacks (host wait, scratch growth) eager" ;;
+  0) record "cuda graph parity" ok "fp32, bf16, bf16 dino, bf16 flash (fused), unetr fp32, unetr bf16: $(grep -c 'graph vs eager 0 ' "$LOGDIR/cuda_graph.log") of $(grep -c 'graph vs eager' "$LOGDIR/cuda_graph.log") bit-identical to eager; fallbacks (host wait, scratch growth) eager" ;;
   77) record "cuda graph parity" FAIL "skipped: no GPU visible to the test" ;;
   *) record "cuda graph parity" FAIL "exit $rc (cuda_graph.log): $(first_line 'FAIL|rror' "$LOGDIR/cuda_graph.log")" ;;
 esac
@@ -525,8 +549,9 @@ if [ $rc = 0 ]; then
     [ -n "$line" ] && record "attention T=576 Dh=64 $mode fwd-only" ok \
       "$(echo "$line" | awk '{printf "fwd %s ms, %s TFLOP/s, %sx the gemm fwd", $(NF-5), $(NF-3), $NF}')"
   done
-  # The model's bf16 entries: own flash kernels beside cuDNN's fused attention (attention_kernel
-  # = cudnn, off by default until these rows decide; bench_cuda_ops' bench_attention_cudnn).
+  # The model's bf16 entries: own flash kernels (attention_kernel = fused) beside cuDNN's fused
+  # attention (attention_kernel = cudnn, auto's choice at these widths in bf16 since these rows
+  # measured it faster; bench_cuda_ops' bench_attention_cudnn).
   for shape in "enc all tokens:T=576 Dh=64" "dec all tokens:T=576 Dh=32"; do for kern in fused cudnn; do
     line=$(grep "^${shape%%:*} bf16a $kern " "$LOGDIR/bench_ops.log")
     if [ -n "$line" ]; then
@@ -551,7 +576,7 @@ built "elementwise benchmarks" "$BUILD/tests/bench_cuda_elementwise" &&
   { timed "elementwise benchmarks" 30 "$LOGDIR/bench_elementwise.log" "$BUILD/tests/bench_cuda_elementwise"; rc=$?; }
 if [ $rc = 0 ]; then
   n_before=${#rows[@]}
-  for op in patchify gather_rows masked_mse_bwd gelu_fwd_bf16 add; do
+  for op in patchify gather_rows masked_mse_bwd gelu_fwd_bf16 gelu_bf16_formula add; do
     line=$(grep "^$op " "$LOGDIR/bench_elementwise.log")
     [ -n "$line" ] && record "elementwise $op" ok \
       "$(echo "$line" | awk '{printf "%s ms, %s of copy, vec gain %s", $(NF-6), $(NF-4), $NF}')"
@@ -610,13 +635,9 @@ elif [ $rc != 125 ]; then
   record "adamw one launch" FAIL "exit $rc or no figures (bench_adamw.log)"
 fi
 
-# The GEMM attention kernel beside the default (auto: the register-resident flash kernels at
-# head widths 32 and 64 in bf16), so the choice of the default stays measured.
+# The GEMM attention kernel beside the default (auto: cuDNN's attention at head widths 32 and
+# 64 in bf16) and the flash kernels (row above), so the choice of the default stays measured.
 [ $math_modes = 1 ] && alice_step bf16-gemm precision=bf16 tf32=1 attention_kernel=gemm
-# cuDNN's fused attention (attention_kernel = cudnn) in the whole paper step: whether it beats
-# the default's flash kernels where it counts (the bench rows above time the op alone).
-[ $math_modes = 1 ] && grep -q 'auto|gemm|fused|cudnn' src/core/config_keys.c &&
-  alice_step bf16-cudnn-attention precision=bf16 tf32=1 attention_kernel=cudnn
 # What bf16 activations buy: the same step with fp32 activations and bf16 GEMM operands only
 # (already run above when the bf16 step failed).
 [ $math_modes = 1 ] && grep -q bf16_activations src/core/config_keys.c &&

@@ -3,7 +3,8 @@
 # every product and sum rounded on its own). That holds only if nvcc emits no fused
 # multiply-add in them (it contracts a * b + c by default) and divides correctly rounded. This
 # needs no GPU: cuda/cuda_elementwise.cu is compiled to PTX with the Makefile's device flags
-# and the two kernels' bodies are read. test_backend_parity checks the numbers on a GPU.
+# and the kernels' bodies are read (the two GELU kernels and the fill of the bf16 forward's
+# table). test_backend_parity checks the numbers on a GPU.
 source "$(dirname "$0")/ptx_common.sh"
 ptx_compile cuda/cuda_elementwise.cu "$T/e.ptx"
 ptx_check "$T/e.ptx" <<'PY'
@@ -11,7 +12,8 @@ import sys
 from ptx_kernels import approximate_ops, count, fused_multiply_adds, kernel_body, read_ptx
 ptx = read_ptx()
 bad = 0
-for kernel in ("gelu_fwd_kernel", "gelu_bwd_kernel"):
+# gelu_bf16_table_fill_kernel: the bf16 forward's table of all 65536 results is this formula too
+for kernel in ("gelu_fwd_kernel", "gelu_bwd_kernel", "gelu_bf16_table_fill_kernel"):
     body = kernel_body(ptx, kernel)
     if body is None:
         print("FAIL: no %s in the PTX" % kernel); bad += 1; continue

@@ -220,8 +220,14 @@ for a in "$@"; do   # a training run: its metrics.csv (steps 0-2 slow, 3-7 at 10
   esac
 done
 s=0.5; case "$*" in *precision=bf16*) s=0.2 ;; *tf32=1*) s=0.3 ;; esac
-graph="cuda_graph=0 graph_replays=0"   # cuda_graph=1: the step replayed as a graph, faster
-case "$*" in *cuda_graph=1*) s=0.16; graph="cuda_graph=1 graph_replays=4" ;; esac
+# The defaults replay the step as a graph (cuda_graph = auto) and run cuDNN's attention in bf16
+# (attention_kernel = auto; its log names each cuDNN graph built); each alternative is slower.
+graph="cuda_graph=1 graph_replays=4"
+case "$*" in *cuda_graph=0*) s=0.25; graph="cuda_graph=0 graph_replays=0" ;; esac
+case "$*" in
+  *attention_kernel=fused*|*attention_kernel=gemm*) s=0.32 ;;
+  *precision=bf16*) echo "cuDNN attention: forward graph B=16 H=12 Tq=144 Tk=144 Dh=64 built (implementation chosen by the frontend; workspace 256 bytes)" ;;
+esac
 g=$(awk -v s=$s 'BEGIN{printf "%.1f", 4112.5/s}')
 echo "alice_step method=alice device=cuda precision=x crop=192,192,64 batch=8 s_per_step=$s peak_rss_mb=900 gpu_peak_mb=30000 gflop_per_step=4112.50 gflops=$g flop_per_step=4112500000000 $graph"
 # under scripts/kernel_profile.sh: the summary the injection library writes (src/perf/kernel_summary.c's format)
@@ -355,16 +361,19 @@ check "figures: instance norm rows (own beside cuDNN)" \
   grep -q '^instnorm: fwd C16 96^3 .* ok .*own 0.5000 ms, cudnn 0.2500 ms, 2.00x' "$W/run3.out"
 check "figures: AdamW row" \
   grep -q '^adamw one launch .* ok .*0.700 ms vs 1.400 ms in 203 launches: 2.00x' "$W/run3.out"
-check "figures: cuda graph step row" grep -q '^alice step bf16-graph .* ok .*160.0 ms/step, 50.0 samples/s' "$W/run3.out"
+check "figures: eager step row (cuda_graph=0)" grep -q '^alice step bf16-eager .* ok .*250.0 ms/step, 32.0 samples/s' "$W/run3.out"
 check "figures: cudnn attention bench row" \
   grep -q '^attention T=576 Dh=64 bf16a cudnn .* ok .*fwd 0.100 ms, bwd 0.300 ms, 1.21x fused' "$W/run3.out"
 check "figures: flash attention bench row beside it" \
   grep -q '^attention T=576 Dh=64 bf16a fused .* ok .*fwd 0.125 ms, bwd 0.357 ms' "$W/run3.out"
 check "figures: cudnn attention bench row, decoder heads" \
   grep -q '^attention T=576 Dh=32 bf16a cudnn .* ok .*fwd 0.080 ms, bwd 0.220 ms, 0.90x fused' "$W/run3.out"
-check "figures: cudnn attention step row" grep -q '^alice step bf16-cudnn-attention .* ok .*200.0 ms/step' "$W/run3.out"
-check "figures: cuda graph speed-up against the eager step of the same run" \
-  grep -q '^cuda graph step speed-up .* ok .*1.25x samples/s with cuda_graph=1 (50.000 vs 40.000 eager; MFU 2.60%)' "$W/run3.out"
+check "figures: flash attention step row (attention_kernel=fused)" \
+  grep -q '^alice step bf16-flash-attention .* ok .*320.0 ms/step, 25.0 samples/s' "$W/run3.out"
+check "figures: cuda graph speed-up, the default step against the eager one of the same run" \
+  grep -q '^cuda graph step speed-up .* ok .*1.25x samples/s with the graph (default 40.000 vs 32.000 with cuda_graph=0; MFU 2.08% vs 1.66%)' "$W/run3.out"
+check "figures: cudnn attention speed-up, the default step against the flash kernels" \
+  grep -q '^cudnn attention step speed-up .* ok .*1.60x samples/s with cuDNN attention (default 40.000 vs 25.000 with attention_kernel=fused; MFU 2.08% vs 1.30%; 1 cuDNN graphs)' "$W/run3.out"
 check "figures: cuda graph parity row" grep -q '^cuda graph parity .* ok' "$W/run3.out"
 check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"
 check "figures: train-from-data rows, mean of steps 4-8" grep -q '^train data_device=gpu-churn .* ok .*100.0 ms/step' "$W/run3.out"
@@ -420,6 +429,23 @@ PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY
   timeout 150 bash tests/gpu/run.sh "$W/logs6" > "$W/run6.out" 2>&1
 check "late compile: its printed timing is an ok row that says it was stopped" \
   grep -q '^torch step compile bf16 .* ok .*250.0 ms/step.*stopped by its timeout after printing this' "$W/run6.out"
+
+# ---- 8. the defaults did not happen: the recording failed, no cuDNN attention was built ----
+# (the default step then runs eagerly on the flash kernels; each speed-up row FAILs saying why)
+sed -e 's/^graph="cuda_graph=1 graph_replays=4"$/graph="cuda_graph=0 graph_replays=0"; echo "alice: warning: cuda_graph: the capture failed: stand-in reason"/' \
+    -e 's/^  \*precision=bf16\*) echo "cuDNN attention: .*$/  *precision=bf16*) echo "cuda math: attention kernel auto (fused at head widths 32 and 64: this build has no cuDNN attention; gemm elsewhere)" ;;/' \
+  "$F/fake_alice" > "$F/fake_alice_no_defaults"
+check "no defaults: the stand-in lost its graph and cuDNN lines" \
+  bash -c "! grep -q -e 'graph_replays=4\"' -e 'cuDNN attention: forward' '$F/fake_alice_no_defaults'"
+PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
+  BUILD="$W/build-nd" BIN="$W/bin-nd" PACK_DIR="$W/out7" TORCH_PYTHON= BUDGET_S=200 \
+  FAKE_ALICE="$F/fake_alice_no_defaults" \
+  SKIP_CHECKS='^(op parity|step parity|cuda end|kernel profile|all-reduce|async|overlap|gpu crops|nccl|linear|attention|elementwise|phantom|train|loader|op bench|torch step|alice step (tf32|fp32|bf16-gemm|bf16-no))' \
+  timeout 150 bash tests/gpu/run.sh "$W/logs7" > "$W/run7.out" 2>&1
+check "no defaults: graph speed-up FAILs quoting the cuda_graph warning" \
+  grep -q "^cuda graph step speed-up .* FAIL .*the default step's graph was not replayed: alice: warning: cuda_graph: the capture failed" "$W/run7.out"
+check "no defaults: cudnn speed-up FAILs quoting auto's choice" \
+  grep -q '^cudnn attention step speed-up .* FAIL .*the default step built no cuDNN attention graph: cuda math: attention kernel auto (fused at head widths 32 and 64: this build' "$W/run7.out"
 
 if [ $fails -gt 0 ]; then
   echo "$fails check(s) failed; logs:"; for f in "$W"/*.log "$W"/run*.out; do echo "--- $f"; tail -15 "$f"; done

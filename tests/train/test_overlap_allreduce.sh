@@ -37,9 +37,14 @@ assert np.allclose(la["grad_norm"], lb["grad_norm"], rtol=tol, atol=0), (la["gra
 PY
 }
 
-run2() {  # run2 <log> <alice args...>
+# run2 <log> <alice args...>: eager steps (cuda_graph = 0) unless the args set cuda_graph: on
+# DEVICE=cuda the default auto would record a graph wherever the all-reduce is not overlapped
+# (overlap off, two ranks sharing a GPU), and the runs below compare eager steps first.
+run2() {
   local log=$1; shift
-  mpirun_n 2 "$ALICE" "$@" device="$DEVICE" > "$log" 2>&1 || { tail -20 "$log"; fail "2-rank run failed: $*"; }
+  local eager=(cuda_graph=0)
+  case " $* " in *" cuda_graph="*) eager=() ;; esac
+  mpirun_n 2 "$ALICE" "$@" "${eager[@]}" device="$DEVICE" > "$log" 2>&1 || { tail -20 "$log"; fail "2-rank run failed: $*"; }
 }
 
 # ---- Alice pre-training: 6 buckets of 0.01 MiB, one per tensor, and overlap off ----

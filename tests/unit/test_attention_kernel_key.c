@@ -3,11 +3,19 @@
  * as fused (the CPU backend has one attention, and train_apply_device_math neither stops nor
  * changes the CPU results: the same bf16 attention output before and after); and the build
  * says whether it can run it (gpu_cudnn_attention_available: 0 without CUDA). The refusal of
- * a CUDA build without the frontend headers is tests/integration/test_cudnn_attention_build.sh. */
+ * a CUDA build without the frontend headers is tests/integration/test_cudnn_attention_build.sh.
+ *
+ * And the choice itself (src/ops/attention_choice.h, the rule the CUDA backend runs), against a
+ * hand-written table: the default auto takes cuDNN at bf16 head widths 32 and 64 when the build
+ * has it, the flash kernels there otherwise, the GEMM path elsewhere; fused is the flash kernels
+ * only; cudnn is cuDNN at every multiple of 8 up to 128; the saved statistics (row logsumexps
+ * or probabilities) do not depend on whether cuDNN or the flash kernels run a call. The GPU
+ * side (cuDNN graphs really built under auto) is tests/unit/test_step_parity_gpu.c. */
 #include <math.h>
 #include <string.h>
 
 #include "ops/backend.h"
+#include "ops/attention_choice.h"
 #include "ops/bf16.h"
 #include "ops/gpu_device.h"
 #include "test.h"
@@ -64,10 +72,67 @@ static int test_availability(void)
     return 0;
 }
 
+/* The path a call takes, as the CUDA backend picks it. */
+typedef enum { PATH_GEMM, PATH_FLASH, PATH_CUDNN } Path;
+static const char *const path_names[] = {"gemm", "flash", "cudnn"};
+
+static Path path_of(int kernel, int bf16, int Dh, int cudnn_built)
+{
+    if (attention_uses_cudnn(kernel, bf16, Dh, cudnn_built)) return PATH_CUDNN;
+    return attention_saves_row_stats(kernel, bf16, Dh) ? PATH_FLASH : PATH_GEMM;
+}
+
+static int test_choice_table(void)
+{
+    static const struct {
+        int kernel, bf16, Dh, cudnn_built;
+        Path want;
+    } rows[] = {
+        /* auto, the default: cuDNN where the fast flash tiles would run, if built */
+        {ATTN_KERNEL_AUTO, 1, 64, 1, PATH_CUDNN}, {ATTN_KERNEL_AUTO, 1, 32, 1, PATH_CUDNN},
+        {ATTN_KERNEL_AUTO, 1, 64, 0, PATH_FLASH}, {ATTN_KERNEL_AUTO, 1, 32, 0, PATH_FLASH},
+        {ATTN_KERNEL_AUTO, 1, 16, 1, PATH_GEMM},  {ATTN_KERNEL_AUTO, 1, 128, 1, PATH_GEMM},
+        {ATTN_KERNEL_AUTO, 1, 768, 1, PATH_GEMM}, {ATTN_KERNEL_AUTO, 0, 64, 1, PATH_GEMM},
+        {ATTN_KERNEL_AUTO, 0, 32, 0, PATH_GEMM},
+        /* fused: the flash kernels only, never cuDNN */
+        {ATTN_KERNEL_FUSED, 1, 64, 1, PATH_FLASH}, {ATTN_KERNEL_FUSED, 1, 32, 1, PATH_FLASH},
+        {ATTN_KERNEL_FUSED, 0, 64, 1, PATH_FLASH}, {ATTN_KERNEL_FUSED, 1, 24, 1, PATH_FLASH},
+        {ATTN_KERNEL_FUSED, 1, 128, 1, PATH_FLASH}, {ATTN_KERNEL_FUSED, 1, 129, 1, PATH_GEMM},
+        {ATTN_KERNEL_FUSED, 1, 768, 1, PATH_GEMM},
+        /* cudnn: every multiple of 8 up to 128, the flash kernels at the other widths */
+        {ATTN_KERNEL_CUDNN, 1, 64, 1, PATH_CUDNN}, {ATTN_KERNEL_CUDNN, 1, 8, 1, PATH_CUDNN},
+        {ATTN_KERNEL_CUDNN, 1, 24, 1, PATH_CUDNN}, {ATTN_KERNEL_CUDNN, 1, 128, 1, PATH_CUDNN},
+        {ATTN_KERNEL_CUDNN, 1, 20, 1, PATH_FLASH}, {ATTN_KERNEL_CUDNN, 1, 4, 1, PATH_FLASH},
+        {ATTN_KERNEL_CUDNN, 1, 136, 1, PATH_GEMM}, {ATTN_KERNEL_CUDNN, 1, 768, 1, PATH_GEMM},
+        /* gemm: always */
+        {ATTN_KERNEL_GEMM, 1, 64, 1, PATH_GEMM}, {ATTN_KERNEL_GEMM, 0, 32, 1, PATH_GEMM},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const Path got = path_of(rows[i].kernel, rows[i].bf16, rows[i].Dh, rows[i].cudnn_built);
+        TEST_CHECK(got == rows[i].want, "kernel %d, bf16 %d, Dh %d, cudnn built %d: %s, "
+                   "expected %s",
+                   rows[i].kernel, rows[i].bf16, rows[i].Dh, rows[i].cudnn_built, path_names[got],
+                   path_names[rows[i].want]);
+        /* a cuDNN call saves what the flash kernels save (they take over a call cuDNN declines,
+         * on the same buffer), so the arena's size cannot depend on which ran */
+        if (got == PATH_CUDNN)
+            TEST_CHECK(attention_saves_row_stats(rows[i].kernel, rows[i].bf16, rows[i].Dh),
+                       "kernel %d Dh %d: cuDNN chosen but the saved buffer is sized for "
+                       "probabilities", rows[i].kernel, rows[i].Dh);
+        /* whether this build has cuDNN's attention never changes the saved size */
+        TEST_CHECK(attention_saves_row_stats(rows[i].kernel, rows[i].bf16, rows[i].Dh) ==
+                       (path_of(rows[i].kernel, rows[i].bf16, rows[i].Dh, 0) == PATH_FLASH),
+                   "kernel %d Dh %d: the saved statistics depend on the build", rows[i].kernel,
+                   rows[i].Dh);
+    }
+    return 0;
+}
+
 int main(void)
 {
     TEST_RUN(test_key_parses);
     TEST_RUN(test_cpu_harmless);
     TEST_RUN(test_availability);
+    TEST_RUN(test_choice_table);
     return test_finish();
 }

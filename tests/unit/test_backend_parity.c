@@ -1071,6 +1071,10 @@ static int test_mixed_precision(void)
     /* Attention GEMMs through the bf16 path too: logits off by ~1e-2, probabilities by ~1e-2
      * relative, so 2000x the fp32 tolerances (out: 2e-2; gradients: 0.2 relative + 2e-2). */
     attention_case(2, 4, 33, 33, 16, 1, 2000.0);
+    /* each operand rounded once per call (cuda_attention.cu): cross attention with element
+     * slices at odd offsets, and CASA's one 768-wide head over several batch elements */
+    attention_case(3, 2, 11, 23, 16, 0, 2000.0);
+    attention_case(3, 1, 36, 72, 768, 0, 2000.0);
     attention_unsaved_cases(2000.0, "bf16 GEMMs, GEMM kernel");
     /* The fused kernel in bf16: tiles rounded to bf16 on tensor cores, softmax statistics and
      * accumulators in fp32: the same stated tolerances (out 2e-2; gradients 0.2 rel + 2e-2). */
@@ -1465,6 +1469,39 @@ static void bf16_attention_unsaved_cases(const char *kernel)
         bf16_attention_unsaved_case(&kUnsavedShapes[i], kernel);
 }
 
+/* gelu_fwd_bf16 for every bf16 input, in bit order and shifted by one element (the GPU's scalar
+ * path): the GPU looks each result up in a table of all 65536 that the device filled with the
+ * formula (cuda/cuda_elementwise.cu), so this compares that whole table with the CPU. Bit for
+ * bit where the CPU's result is a number; NaN where it is NaN (payloads aside). */
+static void bf16_gelu_every_input_case(void)
+{
+    const size_t n = (size_t)1 << 16;
+    Bf16Pair x = bf16_pair_make(n + 1, INIT_ZERO, 0, 0), y = bf16_output(n + 1);
+    for (size_t i = 0; i < n; i++) x.host[i] = (bf16_t)i;
+    cpu->upload(x.c, x.host, (n + 1) * sizeof(bf16_t));
+    gpu->upload(x.g, x.host, (n + 1) * sizeof(bf16_t));
+    bf16_t *hc = malloc((n + 1) * sizeof(bf16_t)), *hg = malloc((n + 1) * sizeof(bf16_t));
+    for (size_t shift = 0; shift <= 1; shift++) {
+        gpu->gelu_fwd_bf16(y.g + shift, x.g + shift, n);
+        cpu->gelu_fwd_bf16(y.c + shift, x.c + shift, n);
+        cpu->download(hc, y.c, (n + 1) * sizeof(bf16_t));
+        gpu->download(hg, y.g, (n + 1) * sizeof(bf16_t));
+        size_t bad = 0, first = 0;
+        for (size_t i = shift; i < n + shift; i++) {
+            const float c = bf16_to_float(hc[i]), g = bf16_to_float(hg[i]);
+            const int same = isnan(c) ? isnan(g) : hc[i] == hg[i];
+            if (!same && bad++ == 0) first = i;
+        }
+        TEST_CHECK(bad == 0, "gelu_fwd_bf16, every input, shift %zu: %zu of %zu differ; first: x "
+                   "0x%04x, gpu 0x%04x, cpu 0x%04x", shift, bad, n, bad ? x.host[first] : 0,
+                   bad ? hg[first] : 0, bad ? hc[first] : 0);
+    }
+    free(hc);
+    free(hg);
+    bf16_pair_free(&x);
+    bf16_pair_free(&y);
+}
+
 /* Every bf16-activation op, CPU against GPU; the math mode stays fp32 (these ops are bf16 by
  * their types, whatever gpu_set_math says). Last: the newest kernels. */
 static int test_bf16_activations(void)
@@ -1473,6 +1510,7 @@ static int test_bf16_activations(void)
     bf16_linear_case(64, 48, 144, 1, 0);
     bf16_linear_case(33, 64, 40, 1, 1);
     bf16_layernorm_gelu_case(67, 768);
+    bf16_gelu_every_input_case();
     gpu_set_attention(ATTN_KERNEL_GEMM);
     bf16_attention_cases();
     bf16_attention_unsaved_cases("GEMM kernel");
@@ -1883,10 +1921,30 @@ static void linear_gelu_case(int rows, int in, int out, int all_output_sets)
     bf16_pair_free(&h); bf16_pair_free(&x);
 }
 
+/* h = every finite bf16 value once (inf and NaN replaced by 0: their dh is NaN, whose bits
+ * need not agree): the fused pass looks gelu'(h) up in the device's table of every bf16 value
+ * (cuda_gelu_slope_bf16_table), the unfused gelu_bwd_bf16 evaluates the formula, so fused
+ * equal to unfused bit for bit checks that whole table on the device. */
+static void linear_gelu_every_h_case(void)
+{
+    const int rows = 64, in = 32, out = 1024; /* rows * out = 65536 */
+    const size_t nh = (size_t)rows * out;
+    Pair dy = input(nh), W = input((size_t)out * in);
+    Bf16Pair h = bf16_pair_make(nh, INIT_ZERO, 0, 0), x = bf16_input((size_t)rows * in);
+    for (size_t i = 0; i < nh; i++)
+        h.host[i] = ((i >> 7) & 0xff) == 0xff ? 0 : (bf16_t)i; /* exponent all ones: inf, NaN */
+    cpu->upload(h.c, h.host, nh * sizeof(bf16_t));
+    gpu->upload(h.g, h.host, nh * sizeof(bf16_t));
+    linear_gelu_unfused_bits(&dy, &h, &x, &W, rows, in, out, LG_DX | LG_DW | LG_DB);
+    pair_free(&dy); pair_free(&W);
+    bf16_pair_free(&h); bf16_pair_free(&x);
+}
+
 static int test_linear_gelu_bwd(void)
 {
     linear_gelu_case(37, 24, 40, 1);       /* ragged: one chunk of rows, a ragged column tile */
     linear_gelu_case(4608, 768, 3072, 0);  /* ViT-B fc1, 8 crops of 576 tokens */
+    linear_gelu_every_h_case();
     return 0;
 }
 
@@ -2138,6 +2196,8 @@ static void grad16_attention_cases(void)
     grad16_attention_case(1, 2, 65, 130, 40, 0, G16_Q | G16_V);          /* runtime Dh */
     grad16_attention_case(1, 12, 130, 130, 64, 1, G16_K | G16_V);        /* no dq */
     grad16_attention_case(1, 12, 130, 130, 64, 1, G16_Q);                /* dq only */
+    /* CASA's one head: GEMM path, the elements one batched GEMM, q rows with gaps */
+    grad16_attention_case(3, 1, 20, 32, 768, 0, G16_Q | G16_K | G16_V);
 }
 
 static void dy16_linear_case(int rows, int in, int out)
@@ -2184,6 +2244,91 @@ static int test_qkv_bf16_gradients(void)
     gpu_set_attention(ATTN_KERNEL_FUSED);
     grad16_attention_cases();
     gpu_set_attention(ATTN_KERNEL_GEMM);
+    return 0;
+}
+
+/* ---- the fp32 attention entry points under bf16 GEMMs, GEMM kernel (cuda/cuda_attention.cu) ----
+ * Each fp32 operand is rounded to bf16 once per call (q, k, v, P and dout whole, dS in the
+ * softmax backward's store), not by every per-element GEMM (CASA's 16 elements made 256
+ * rounding launches a paper step). The GEMMs and the values they get are then those of the
+ * bf16 entry points on the same inputs rounded (to_bf16; both batch a single head's elements
+ * into one GEMM), so the saved probabilities and the fp32 gradients must equal
+ * attention_fwd_bf16 / attention_bwd_bf16's BIT FOR BIT (the same cuBLASLt plans: every batch
+ * element's slice at a multiple of 8 elements, as in the model's shapes), each wanted subset of
+ * gradients too; out (fp32 here, a bf16 GEMM output there) within one bf16 rounding. The CPU
+ * comparison of the same path: test_mixed_precision. */
+enum { RO_DQ = 1, RO_DK = 2, RO_DV = 4 };
+
+static void attention_rounded_once_case(int B, int H, int Tq, int Tk, int Dh, int packed)
+{
+    const int C = H * Dh;
+    const int ldq = packed ? 3 * C : C, ldkv = packed ? 3 * C : 2 * C;
+    const size_t nq = (size_t)B * Tq * ldq, nkv = packed ? nq : (size_t)B * Tk * ldkv;
+    const size_t n_out = (size_t)B * Tq * C, n_probs = (size_t)B * H * Tq * Tk;
+    const int koff = packed ? C : 0, voff = packed ? 2 * C : C;
+    TEST_CHECK(gpu->attention_saved_floats(B, H, Tq, Tk, Dh) == n_probs,
+               "GEMM attention kernel: the saved buffer should hold the probabilities");
+    Pair q = input(nq), kv = packed ? q : input(nkv), dout = input(n_out);
+    bf16_t *q16 = gpu->alloc(nq * sizeof(bf16_t));
+    bf16_t *kv16 = packed ? q16 : gpu->alloc(nkv * sizeof(bf16_t));
+    gpu->to_bf16(q16, q.g, nq);
+    if (!packed) gpu->to_bf16(kv16, kv.g, nkv);
+    float *out32 = poisoned_gpu_floats(n_out);
+    float *saved32 = poisoned_gpu_floats(n_probs), *saved16 = poisoned_gpu_floats(n_probs);
+    bf16_t *out16 = gpu->alloc(n_out * sizeof(bf16_t));
+    gpu->attention_fwd(out32, saved32, q.g, kv.g + koff, kv.g + voff, B, H, Tq, Tk, Dh, ldq,
+                       ldkv);
+    gpu->attention_fwd_bf16(out16, saved16, q16, kv16 + koff, kv16 + voff, B, H, Tq, Tk, Dh, ldq,
+                            ldkv);
+    char what[200];
+    snprintf(what, sizeof what, "attention_fwd (bf16 GEMMs) B=%d H=%d Tq=%d Tk=%d Dh=%d packed=%d "
+             "saved probabilities vs attention_fwd_bf16 on rounded inputs", B, H, Tq, Tk, Dh,
+             packed);
+    same_gpu_bits(saved32, saved16, n_probs * sizeof(float), what);
+    float *h32 = malloc(n_out * sizeof(float)), *h16 = malloc(n_out * sizeof(float));
+    bf16_t *h16raw = malloc(n_out * sizeof(bf16_t));
+    gpu->download(h32, out32, n_out * sizeof(float));
+    gpu->download(h16raw, out16, n_out * sizeof(bf16_t));
+    for (size_t i = 0; i < n_out; i++) h16[i] = bf16_to_float(h16raw[i]);
+    snprintf(what, sizeof what, "attention_fwd (bf16 GEMMs) B=%d H=%d Tq=%d Tk=%d Dh=%d out vs "
+             "attention_fwd_bf16's", B, H, Tq, Tk, Dh);
+    compare_values(h32, h16, n_out, kBf16Ulp, 1e-6, what);
+    free(h32); free(h16); free(h16raw);
+    const int subsets[] = {RO_DQ | RO_DK | RO_DV, RO_DV, RO_DQ | RO_DK, RO_DK};
+    for (size_t s = 0; s < sizeof subsets / sizeof subsets[0]; s++) {
+        const int w = subsets[s];
+        float *dq_a = poisoned_gpu_floats(nq), *dkv_a = packed ? dq_a : poisoned_gpu_floats(nkv);
+        float *dq_b = poisoned_gpu_floats(nq), *dkv_b = packed ? dq_b : poisoned_gpu_floats(nkv);
+        gpu->attention_bwd(w & RO_DQ ? dq_a : NULL, w & RO_DK ? dkv_a + koff : NULL,
+                           w & RO_DV ? dkv_a + voff : NULL, dout.g, q.g, kv.g + koff,
+                           kv.g + voff, out32, saved32, B, H, Tq, Tk, Dh, ldq, ldkv);
+        gpu->attention_bwd_bf16(w & RO_DQ ? dq_b : NULL, w & RO_DK ? dkv_b + koff : NULL,
+                                w & RO_DV ? dkv_b + voff : NULL, dout.g, q16, kv16 + koff,
+                                kv16 + voff, out16, saved16, B, H, Tq, Tk, Dh, ldq, ldkv);
+        snprintf(what, sizeof what, "attention_bwd (bf16 GEMMs) B=%d H=%d Tq=%d Tk=%d Dh=%d "
+                 "packed=%d (dq %d dk %d dv %d) vs attention_bwd_bf16 on rounded inputs", B, H,
+                 Tq, Tk, Dh, packed, !!(w & RO_DQ), !!(w & RO_DK), !!(w & RO_DV));
+        same_gpu_bits(dq_a, dq_b, nq * sizeof(float), what);
+        if (!packed) same_gpu_bits(dkv_a, dkv_b, nkv * sizeof(float), what);
+        gpu->release(dq_a); gpu->release(dq_b);
+        if (!packed) { gpu->release(dkv_a); gpu->release(dkv_b); }
+    }
+    gpu->release(out32); gpu->release(saved32); gpu->release(saved16); gpu->release(out16);
+    gpu->release(q16);
+    if (!packed) gpu->release(kv16);
+    pair_free(&q); pair_free(&dout);
+    if (!packed) pair_free(&kv);
+}
+
+static int test_attention_rounded_once(void)
+{
+    gpu_set_math(0, 1);
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    /* CASA: one 768-wide head, q and kv: the elements one batched GEMM on both sides */
+    attention_rounded_once_case(3, 1, 36, 72, 768, 0);
+    attention_rounded_once_case(2, 4, 40, 40, 16, 1);   /* packed qkv, several heads */
+    attention_rounded_once_case(2, 2, 24, 56, 32, 0);   /* Tq != Tk, several heads */
+    gpu_set_math(0, 0);
     return 0;
 }
 
@@ -2277,5 +2422,6 @@ int main(void)
     TEST_RUN(test_instnorm_cudnn);
     TEST_RUN(test_qkv_bf16_gradients);
     TEST_RUN(test_attention_cudnn);
+    TEST_RUN(test_attention_rounded_once);
     return test_finish();
 }

@@ -11,8 +11,10 @@
  * agree bit for bit (if the backend ever gains a run-to-run nondeterministic kernel, this says
  * so instead of blaming the graph, and the graph run is then held to the eager runs' spread).
  *
- * Cases: fp32 (GEMM attention) and bf16 (bf16 activations, weight copies, the fused flash
- * kernels at head width 32), cosine and DINO losses; and the fallback: a step that waits on the
+ * Cases: fp32 (GEMM attention) and bf16 (bf16 activations, weight copies; head width 32, so
+ * attention_kernel = auto runs cuDNN's fused attention where the build has it, and a case with
+ * attention_kernel = fused keeps the own flash kernels covered), cosine and DINO losses; and
+ * the fallback: a step that waits on the
  * host inside the recorded region, or grows a scratch buffer there, must spoil the recording
  * (one warning), run eagerly instead and still give the eager results bit for bit. The graph
  * cases also check that the steps really were replayed (recorded once, STEPS - 2 replays).
@@ -41,11 +43,13 @@
 
 enum { STEPS = 5 };
 
-/* Head width 32 (64 / 2): bf16 runs take the register-resident flash kernels (attention auto). */
+/* Head width 32 (96 / 3): bf16 runs take cuDNN's fused attention (attention auto, a build with
+ * the cuDNN frontend) or the register-resident flash kernels (fused, or auto without cuDNN);
+ * widths a multiple of 6 (3D sin-cos position embeddings of encoder and decoder). */
 static const char *const tiny[][2] = {
     {"device", "cuda"}, {"method", "alice"}, {"crop", "32,32,16"}, {"patch", "8"},
-    {"embed_dim", "64"}, {"depth", "2"}, {"heads", "2"}, {"mlp_dim", "128"}, {"dec_dim", "64"},
-    {"dec_depth", "1"}, {"dec_heads", "2"}, {"dec_mlp_dim", "128"}, {"head_hidden", "64"},
+    {"embed_dim", "96"}, {"depth", "2"}, {"heads", "3"}, {"mlp_dim", "192"}, {"dec_dim", "96"},
+    {"dec_depth", "1"}, {"dec_heads", "3"}, {"dec_mlp_dim", "192"}, {"head_hidden", "64"},
     {"head_bottleneck", "16"}, {"head_out", "32"}, {"casa_dim", "64"}, {"batch", "2"},
     {"lr", "1e-3"}, {"seed", "7"},
 };
@@ -115,13 +119,14 @@ typedef struct {
     float *online, *target, *buffers;
 } InitialState;
 
-static void run(const char *precision, const char *align_loss, int use_graph, SpoilKind spoil,
-                InitialState *init, RunResult *out)
+static void run(const char *precision, const char *align_loss, const char *attention,
+                int use_graph, SpoilKind spoil, InitialState *init, RunResult *out)
 {
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "precision", precision, "test", 0);
     config_set(&cfg, "align_loss", align_loss, "test", 0);
+    config_set(&cfg, "attention_kernel", attention, "test", 0);
     config_validate(&cfg);
     train_apply_device_math(&cfg);
     const AliceBackend *be = backend_cuda();
@@ -156,7 +161,7 @@ static void run(const char *precision, const char *align_loss, int use_graph, Sp
 
     const size_t vox = (size_t)m.B * m.dims[0] * m.dims[1] * m.dims[2];
     float *vol = xmalloc(vox * VIEW_COUNT * sizeof(float));
-    step_graph_init(&out->graph, be, use_graph);
+    step_graph_init(&out->graph, be, use_graph ? STEP_GRAPH_ALWAYS : STEP_GRAPH_NEVER, 0);
     for (int s = 0; s < STEPS; s++) {
         /* The step's inputs, uploaded before the recorded region as the training loop does. */
         RngStream rng;
@@ -251,11 +256,13 @@ static void enqueue_unetr(void *model) { unetr_enqueue_step(model); }
 
 /* STEPS fine-tuning steps as finetune.c runs them: the step's batch uploaded before the
  * recorded region, forward + backward through StepGraph, the loss read back, AdamW. */
-static void run_unetr(const char *precision, int use_graph, InitialState *init, RunResult *out)
+static void run_unetr(const char *precision, const char *attention, int use_graph,
+                      InitialState *init, RunResult *out)
 {
     Config cfg;
     TEST_CONFIG(&cfg, unetr_tiny);
     config_set(&cfg, "precision", precision, "test", 0);
+    config_set(&cfg, "attention_kernel", attention, "test", 0);
     config_validate(&cfg);
     train_apply_device_math(&cfg);
     const AliceBackend *be = backend_cuda();
@@ -267,7 +274,7 @@ static void run_unetr(const char *precision, int use_graph, InitialState *init, 
     const long V = unetr_crop_voxels(&m);
     float *img = xmalloc((size_t)m.B * V * sizeof(float));
     int32_t *lab = xmalloc((size_t)m.B * V * sizeof(int32_t));
-    step_graph_init(&out->graph, be, use_graph);
+    step_graph_init(&out->graph, be, use_graph ? STEP_GRAPH_ALWAYS : STEP_GRAPH_NEVER, 0);
     for (int s = 0; s < STEPS; s++) {
         test_box_slab_batch(img, lab, m.B, cfg.crop[0], cfg.crop[1], cfg.crop[2], 100 + (uint64_t)s);
         unetr_set_batch(&m, img, lab);
@@ -297,24 +304,26 @@ static void run_unetr(const char *precision, int use_graph, InitialState *init, 
 
 typedef enum { MODEL_ALICE, MODEL_UNETR } StepModel;
 
-/* One run of `model`; align_loss is Alice's (ignored for UNETR). */
+/* One run of `model`; align_loss is Alice's (ignored for UNETR); attention: the value of
+ * attention_kernel. */
 static void run_model(StepModel model, const char *precision, const char *align_loss,
-                      int use_graph, InitialState *init, RunResult *out)
+                      const char *attention, int use_graph, InitialState *init, RunResult *out)
 {
-    if (model == MODEL_UNETR) run_unetr(precision, use_graph, init, out);
-    else run(precision, align_loss, use_graph, SPOIL_NONE, init, out);
+    if (model == MODEL_UNETR) run_unetr(precision, attention, use_graph, init, out);
+    else run(precision, align_loss, attention, use_graph, SPOIL_NONE, init, out);
 }
 
-static int check_case(StepModel model, const char *precision, const char *align_loss)
+static int check_case(StepModel model, const char *precision, const char *align_loss,
+                      const char *attention)
 {
     InitialState init = {NULL, NULL, NULL};
     RunResult eager, again, graph;
     memset(&eager, 0, sizeof eager);
     memset(&again, 0, sizeof again);
     memset(&graph, 0, sizeof graph);
-    run_model(model, precision, align_loss, 0, &init, &eager);
-    run_model(model, precision, align_loss, 0, &init, &again);
-    run_model(model, precision, align_loss, 1, &init, &graph);
+    run_model(model, precision, align_loss, attention, 0, &init, &eager);
+    run_model(model, precision, align_loss, attention, 0, &init, &again);
+    run_model(model, precision, align_loss, attention, 1, &init, &graph);
 
     TEST_CHECK(graph.graph.eager_steps == 1 && graph.graph.recorded_steps == 1 &&
                    graph.graph.replayed_steps == STEPS - 2,
@@ -326,9 +335,9 @@ static int check_case(StepModel model, const char *precision, const char *align_
         TEST_CHECK(isfinite(graph.terms[s][0]) && graph.terms[s][0] > 0,
                    "%s %s: step %d loss %g", precision, align_loss, s, graph.terms[s][0]);
     Difference base = compare_runs(&eager, &again), d = compare_runs(&eager, &graph);
-    printf("    %s %s: eager vs eager %zu differing values; graph vs eager %zu (worst relative "
-           "%.2e); loss %.9g -> %.9g\n", precision, align_loss, base.count, d.count, d.rel,
-           graph.terms[0][0], graph.terms[STEPS - 1][0]);
+    printf("    %s %s (attention %s): eager vs eager %zu differing values; graph vs eager %zu "
+           "(worst relative %.2e); loss %.9g -> %.9g\n", precision, align_loss, attention,
+           base.count, d.count, d.rel, graph.terms[0][0], graph.terms[STEPS - 1][0]);
     if (base.count == 0) {
         TEST_CHECK(d.count == 0, "%s %s: a replayed step differs from the eager one in %zu "
                    "values (worst relative %.2e)", precision, align_loss, d.count, d.rel);
@@ -355,8 +364,8 @@ static int check_fallback(SpoilKind spoil, const char *what)
     memset(&fallback, 0, sizeof fallback);
     /* The recording run first: its scratch growth must happen while recording, before the
      * eager run has grown the process's scratch buffers to their largest. */
-    run("fp32", "cosine", 1, spoil, &init, &fallback);
-    run("fp32", "cosine", 0, spoil, &init, &eager);
+    run("fp32", "cosine", "auto", 1, spoil, &init, &fallback);
+    run("fp32", "cosine", "auto", 0, spoil, &init, &eager);
     TEST_CHECK(fallback.graph.state == STEP_GRAPH_FAILED && fallback.graph.recordings == 1 &&
                    fallback.graph.replayed_steps == 0 && fallback.graph.eager_steps == STEPS,
                "%s: state %d, %d recordings, %ld replayed, %ld eager; expected a failed "
@@ -373,12 +382,17 @@ static int check_fallback(SpoilKind spoil, const char *what)
     return 0;
 }
 
-static int test_fp32_cosine(void) { return check_case(MODEL_ALICE, "fp32", "cosine"); }
-static int test_bf16_cosine(void) { return check_case(MODEL_ALICE, "bf16", "cosine"); }
-static int test_bf16_dino(void) { return check_case(MODEL_ALICE, "bf16", "dino"); }
+static int test_fp32_cosine(void) { return check_case(MODEL_ALICE, "fp32", "cosine", "auto"); }
+static int test_bf16_cosine(void) { return check_case(MODEL_ALICE, "bf16", "cosine", "auto"); }
+static int test_bf16_dino(void) { return check_case(MODEL_ALICE, "bf16", "dino", "auto"); }
+/* the own flash kernels inside the graph (auto runs cuDNN at this head width where built) */
+static int test_bf16_fused_cosine(void)
+{
+    return check_case(MODEL_ALICE, "bf16", "cosine", "fused");
+}
 /* align_loss "unetr": the name the messages and the printed line show for the UNETR cases. */
-static int test_unetr_fp32(void) { return check_case(MODEL_UNETR, "fp32", "unetr"); }
-static int test_unetr_bf16(void) { return check_case(MODEL_UNETR, "bf16", "unetr"); }
+static int test_unetr_fp32(void) { return check_case(MODEL_UNETR, "fp32", "unetr", "auto"); }
+static int test_unetr_bf16(void) { return check_case(MODEL_UNETR, "bf16", "unetr", "auto"); }
 static int test_fallback_host_wait(void) { return check_fallback(SPOIL_HOST_WAIT, "host wait"); }
 static int test_fallback_scratch_growth(void)
 {
@@ -401,6 +415,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_fp32_cosine);
     TEST_RUN(test_bf16_cosine);
     TEST_RUN(test_bf16_dino);
+    TEST_RUN(test_bf16_fused_cosine);
     TEST_RUN(test_unetr_fp32);
     TEST_RUN(test_unetr_bf16);
     MPI_Finalize();

@@ -4,8 +4,9 @@
  * an sm_90 device (H100/H200) through cuda_cudnn_attention_validate_offline: cuDNN's support
  * surface must take the model's shapes (the ViT-B encoder on the visible tokens and the
  * teacher's full views, the decoder's 32-wide heads, cross attention with q and a packed kv,
- * backward into the packed bf16 dqkv and into compact scratch). A head width that is not a
- * multiple of 8 must be refused (so the check is not vacuous). What validate() cannot see
+ * backward into the packed bf16 dqkv and into compact scratch), and the tiny models' shapes of
+ * the GPU tests that run cuDNN under the default attention_kernel = auto. A head width that is
+ * not a multiple of 8 must be refused (so the check is not vacuous). What validate() cannot see
  * (engine availability, numerics, speed) is left to test_backend_parity and the benchmarks on
  * a GPU. Skips without CUDA or without the frontend headers. */
 #include <stdio.h>
@@ -38,6 +39,17 @@ static const GraphCase kModelCases[] = {
     {"cross attention backward", KIND_BACKWARD, 8, 1, 144, 576, 64, 0, 0},
 };
 
+/* The tiny models of the GPU tests whose bf16 steps run cuDNN under the default
+ * attention_kernel = auto (test_cuda_graph_step, test_step_parity_gpu's head-width-32 cases):
+ * crop 32x32x16, patch 8 (32 tokens, 8 visible), batch 2, width 96 in 3 heads of 32. */
+static const GraphCase kTinyTestCases[] = {
+    {"tiny: encoder, visible tokens (2B views)", KIND_FORWARD, 4, 3, 8, 8, 32, 1, 0},
+    {"tiny: encoder backward into bf16 dqkv", KIND_BACKWARD, 4, 3, 8, 8, 32, 1, 1},
+    {"tiny: teacher, all tokens, forward only", KIND_INFERENCE, 4, 3, 32, 32, 32, 1, 0},
+    {"tiny: decoder, all tokens", KIND_FORWARD, 4, 3, 32, 32, 32, 1, 0},
+    {"tiny: decoder backward into fp32 (compact bf16 first)", KIND_BACKWARD, 4, 3, 32, 32, 32, 1, 0},
+};
+
 static int validate(const GraphCase *c, char *why, size_t n)
 {
     const int C = c->H * c->Dh;
@@ -48,17 +60,27 @@ static int validate(const GraphCase *c, char *why, size_t n)
                                                  ldkv, ld_dq, ld_dkv, ld_dkv, SM90, why, n);
 }
 
-static int test_model_shapes_validate(void)
+static int validate_all(const GraphCase *cases, size_t count)
 {
     char why[2048];
-    for (size_t i = 0; i < sizeof kModelCases / sizeof kModelCases[0]; i++) {
-        const GraphCase *c = &kModelCases[i];
+    for (size_t i = 0; i < count; i++) {
+        const GraphCase *c = &cases[i];
         const int ok = validate(c, why, sizeof why);
         TEST_CHECK(ok, "%s (B=%d H=%d Tq=%d Tk=%d Dh=%d): cuDNN's validate() refuses it: %s",
                    c->what, c->B, c->H, c->Tq, c->Tk, c->Dh, why);
         if (ok) printf("  validated: %s (%s)\n", c->what, why);
     }
     return 0;
+}
+
+static int test_model_shapes_validate(void)
+{
+    return validate_all(kModelCases, sizeof kModelCases / sizeof kModelCases[0]);
+}
+
+static int test_tiny_test_shapes_validate(void)
+{
+    return validate_all(kTinyTestCases, sizeof kTinyTestCases / sizeof kTinyTestCases[0]);
 }
 
 static int test_odd_head_width_refused(void)
@@ -83,6 +105,7 @@ int main(void)
         return 77;
     }
     TEST_RUN(test_model_shapes_validate);
+    TEST_RUN(test_tiny_test_shapes_validate);
     TEST_RUN(test_odd_head_width_refused);
     return test_finish();
 #endif

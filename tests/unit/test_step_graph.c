@@ -7,6 +7,10 @@
  *    without enqueuing anything; the graph is freed at the end;
  *  - cuda_graph = 0: every step eager, the graph entries never called;
  *  - a backend without graph entries (device = cpu) with cuda_graph = 1: OFF, every step eager;
+ *  - cuda_graph = auto: one rank (no overlapped all-reduce) records and replays as 1 does; an
+ *    all-reduce overlapped with backward keeps the loop eager (and, through
+ *    train_step_graph_init, the overlap on), where 1 records and turns the overlap off; a
+ *    backend without graph entries is eager; the config values parse to the three modes;
  *  - a recording that fails at its end (graph_capture_end NULL) or cannot begin: that step
  *    runs eagerly (once), the loop stays eager, no recording is tried again;
  *  - a launch refused because memory moved: that step runs eagerly, the stale graph is freed,
@@ -15,7 +19,9 @@
 #include <string.h>
 
 #include "train/step_graph.h"
+#include "train/train_common.h"
 #include "test.h"
+#include "test_config.h"
 
 /* ---- the fake device and its graph entries ---- */
 struct BackendGraph {
@@ -112,7 +118,7 @@ static int test_warmup_record_replay(void)
     reset_device();
     AliceBackend be = graph_backend();
     StepGraph sg;
-    step_graph_init(&sg, &be, 1);
+    step_graph_init(&sg, &be, STEP_GRAPH_ALWAYS, 0);
     TEST_CHECK(sg.state == STEP_GRAPH_WARMUP && step_graph_enabled(&sg), "state %d", sg.state);
     StepRun how[6];
     run_steps(&sg, 6, how);
@@ -135,7 +141,7 @@ static int test_disabled_and_cpu(void)
     reset_device();
     AliceBackend be = graph_backend();
     StepGraph sg;
-    step_graph_init(&sg, &be, 0);
+    step_graph_init(&sg, &be, STEP_GRAPH_NEVER, 0);
     TEST_CHECK(sg.state == STEP_GRAPH_OFF && !step_graph_enabled(&sg), "cuda_graph = 0: state %d", sg.state);
     run_steps(&sg, 4, NULL);
     TEST_CHECK(dev.enqueues == 4 && dev.begins == 0 && dev.launches == 0,
@@ -148,7 +154,7 @@ static int test_disabled_and_cpu(void)
     AliceBackend cpu;
     memset(&cpu, 0, sizeof cpu);
     cpu.name = "cpu";
-    step_graph_init(&sg, &cpu, 1);
+    step_graph_init(&sg, &cpu, STEP_GRAPH_ALWAYS, 0);
     TEST_CHECK(sg.state == STEP_GRAPH_OFF && !step_graph_enabled(&sg), "cpu: state %d", sg.state);
     run_steps(&sg, 3, NULL);
     TEST_CHECK(dev.enqueues == 3 && sg.eager_steps == 3, "cpu: %d enqueues", dev.enqueues);
@@ -157,7 +163,7 @@ static int test_disabled_and_cpu(void)
     reset_device();
     AliceBackend partial = graph_backend();
     partial.graph_free = NULL;
-    step_graph_init(&sg, &partial, 1);
+    step_graph_init(&sg, &partial, STEP_GRAPH_ALWAYS, 0);
     TEST_CHECK(sg.state == STEP_GRAPH_OFF, "partial table: state %d", sg.state);
     return 0;
 }
@@ -169,7 +175,7 @@ static int test_recording_fails(void)
     dev.fail_end = 1;
     AliceBackend be = graph_backend();
     StepGraph sg;
-    step_graph_init(&sg, &be, 1);
+    step_graph_init(&sg, &be, STEP_GRAPH_ALWAYS, 0);
     StepRun how[5];
     run_steps(&sg, 5, how);
     for (int s = 0; s < 5; s++) TEST_CHECK(how[s] == STEP_RAN_EAGER, "end fails: step %d ran as %d", s, how[s]);
@@ -183,7 +189,7 @@ static int test_recording_fails(void)
     /* graph_capture_begin fails: nothing recorded, the step runs eagerly once */
     reset_device();
     dev.fail_begin = 1;
-    step_graph_init(&sg, &be, 1);
+    step_graph_init(&sg, &be, STEP_GRAPH_ALWAYS, 0);
     run_steps(&sg, 4, how);
     TEST_CHECK(dev.enqueues == 4 && dev.begins == 1 && dev.ends == 0,
                "begin fails: %d enqueues, %d begins, %d ends", dev.enqueues, dev.begins, dev.ends);
@@ -197,7 +203,7 @@ static int test_stale_graph(void)
     reset_device();
     AliceBackend be = graph_backend();
     StepGraph sg;
-    step_graph_init(&sg, &be, 1);
+    step_graph_init(&sg, &be, STEP_GRAPH_ALWAYS, 0);
     StepRun how[8];
     run_steps(&sg, 3, how);             /* eager, recorded, replayed */
     dev.refuse_launches = 1;            /* memory moves: the next launch is refused */
@@ -214,7 +220,7 @@ static int test_stale_graph(void)
     /* memory moves after every recording: after STEP_GRAPH_MAX_RECORDINGS the loop is eager */
     reset_device();
     dev.refuse_launches = -1;
-    step_graph_init(&sg, &be, 1);
+    step_graph_init(&sg, &be, STEP_GRAPH_ALWAYS, 0);
     run_steps(&sg, 3 * STEP_GRAPH_MAX_RECORDINGS + 4, NULL);
     TEST_CHECK(dev.begins == STEP_GRAPH_MAX_RECORDINGS, "always stale: %d recordings, expected %d",
                dev.begins, (int)STEP_GRAPH_MAX_RECORDINGS);
@@ -225,11 +231,118 @@ static int test_stale_graph(void)
     return 0;
 }
 
+/* cuda_graph = auto against the fake backend with graph entries. */
+static int test_auto(void)
+{
+    TEST_CHECK(step_graph_mode("auto") == STEP_GRAPH_AUTO && step_graph_mode("1") ==
+                   STEP_GRAPH_ALWAYS && step_graph_mode("0") == STEP_GRAPH_NEVER,
+               "cuda_graph values: auto %d, 1 %d, 0 %d", step_graph_mode("auto"),
+               step_graph_mode("1"), step_graph_mode("0"));
+
+    /* one rank (no overlapped all-reduce): the same sequence as cuda_graph = 1 */
+    reset_device();
+    AliceBackend be = graph_backend();
+    StepGraph sg;
+    step_graph_init(&sg, &be, STEP_GRAPH_AUTO, 0);
+    TEST_CHECK(sg.state == STEP_GRAPH_WARMUP && step_graph_enabled(&sg), "auto, one rank: state %d",
+               sg.state);
+    StepRun how[4];
+    run_steps(&sg, 4, how);
+    const StepRun want[4] = {STEP_RAN_EAGER, STEP_RAN_RECORDED, STEP_RAN_REPLAYED,
+                             STEP_RAN_REPLAYED};
+    for (int s = 0; s < 4; s++)
+        TEST_CHECK(how[s] == want[s], "auto, one rank: step %d ran as %d, expected %d", s, how[s],
+                   want[s]);
+    TEST_CHECK(dev.enqueues == 2 && dev.begins == 1 && dev.launches == 3,
+               "auto, one rank: %d enqueues, %d begins, %d launches; expected 2, 1, 3",
+               dev.enqueues, dev.begins, dev.launches);
+    step_graph_free(&sg);
+
+    /* several ranks with the all-reduce overlapped with backward: no graph, every step eager */
+    reset_device();
+    step_graph_init(&sg, &be, STEP_GRAPH_AUTO, 1);
+    TEST_CHECK(sg.state == STEP_GRAPH_OFF && !step_graph_enabled(&sg),
+               "auto, overlapped all-reduce: state %d", sg.state);
+    run_steps(&sg, 3, NULL);
+    TEST_CHECK(dev.enqueues == 3 && dev.begins == 0 && dev.launches == 0,
+               "auto, overlapped all-reduce: %d enqueues, %d begins, %d launches", dev.enqueues,
+               dev.begins, dev.launches);
+    step_graph_free(&sg);
+    /* ... while cuda_graph = 1 records whatever the all-reduce does */
+    reset_device();
+    step_graph_init(&sg, &be, STEP_GRAPH_ALWAYS, 1);
+    TEST_CHECK(sg.state == STEP_GRAPH_WARMUP, "1, overlapped all-reduce: state %d", sg.state);
+    step_graph_free(&sg);
+
+    /* device = cpu: no graph entries, eager (the warning is cuda_graph = 1's only:
+     * tests/train/test_cuda_graph_cpu.sh checks the logs) */
+    reset_device();
+    AliceBackend cpu;
+    memset(&cpu, 0, sizeof cpu);
+    cpu.name = "cpu";
+    step_graph_init(&sg, &cpu, STEP_GRAPH_AUTO, 0);
+    TEST_CHECK(sg.state == STEP_GRAPH_OFF, "auto, cpu: state %d", sg.state);
+    run_steps(&sg, 2, NULL);
+    TEST_CHECK(dev.enqueues == 2 && sg.eager_steps == 2, "auto, cpu: %d enqueues", dev.enqueues);
+    step_graph_free(&sg);
+    return 0;
+}
+
+/* The training loops' entry (train_step_graph_init) with a gradient sync overlapped with
+ * backward (several ranks, overlap_allreduce = 1): auto keeps the overlap and records nothing;
+ * 1 records and turns the overlap off (the all-reduce then runs once after backward); with the
+ * overlap already off (one rank, overlap_allreduce = 0, ranks sharing a GPU) auto records. */
+static int test_training_loop_choice(void)
+{
+    static const char *const auto_graph[][2] = {{"cuda_graph", "auto"}};
+    static const char *const always[][2] = {{"cuda_graph", "1"}};
+    AliceBackend be = graph_backend();
+    Config cfg;
+    GradSync sync;
+    StepGraph sg;
+
+    reset_device();
+    TEST_CONFIG(&cfg, auto_graph);
+    memset(&sync, 0, sizeof sync);
+    sync.overlap = 1;
+    train_step_graph_init(&sg, &be, &cfg, &sync);
+    TEST_CHECK(!step_graph_enabled(&sg) && sync.overlap == 1,
+               "auto, overlapped sync: graph %d, overlap %d; expected no graph, overlap kept",
+               step_graph_enabled(&sg), sync.overlap);
+    step_graph_free(&sg);
+
+    reset_device();
+    memset(&sync, 0, sizeof sync);
+    train_step_graph_init(&sg, &be, &cfg, &sync);
+    TEST_CHECK(step_graph_enabled(&sg) && sync.overlap == 0,
+               "auto, sync after backward: graph %d, overlap %d; expected a graph",
+               step_graph_enabled(&sg), sync.overlap);
+    step_graph_free(&sg);
+
+    reset_device();
+    TEST_CONFIG(&cfg, always);
+    memset(&sync, 0, sizeof sync);
+    sync.overlap = 1;
+    train_step_graph_init(&sg, &be, &cfg, &sync);
+    TEST_CHECK(step_graph_enabled(&sg) && sync.overlap == 0,
+               "1, overlapped sync: graph %d, overlap %d; expected a graph, overlap off",
+               step_graph_enabled(&sg), sync.overlap);
+    step_graph_free(&sg);
+
+    /* the default is auto */
+    config_defaults(&cfg);
+    TEST_CHECK(step_graph_mode(cfg.cuda_graph) == STEP_GRAPH_AUTO, "default cuda_graph = '%s'",
+               cfg.cuda_graph);
+    return 0;
+}
+
 int main(void)
 {
     TEST_RUN(test_warmup_record_replay);
     TEST_RUN(test_disabled_and_cpu);
     TEST_RUN(test_recording_fails);
     TEST_RUN(test_stale_graph);
+    TEST_RUN(test_auto);
+    TEST_RUN(test_training_loop_choice);
     return test_finish();
 }

@@ -1,5 +1,7 @@
 /* A full pre-training step (MAE, Alice, Alice without CASA, Alice on the fused attention
- * kernel) in fp32 on the CPU backend and on the CUDA backend from the same initial weights,
+ * kernel; in bf16 Alice on each attention kernel, and the default attention_kernel = auto at
+ * head width 32, where it runs cuDNN's fused attention) in fp32 on the CPU backend and on the
+ * CUDA backend from the same initial weights,
  * crops and masks: the loss terms, every parameter gradient, the parameters after one AdamW
  * step and the EMA target after one update must agree. Skipped (exit 77, "skip: no GPU")
  * without a visible GPU.
@@ -95,10 +97,13 @@ static void compare_tensors(const ParamSet *ps, const float *g, const float *c, 
     printf("  %s: %d tensors, %d off\n", what, ps->count, bad_tensors);
 }
 
-static int check_method_at(const char *method, int use_casa, const StepTolerance *tol)
+/* extra: {key, value} overrides of `small` (n_extra of them; NULL, 0 for none). */
+static int check_method_with(const char *method, int use_casa, const StepTolerance *tol,
+                             const char *const (*extra)[2], size_t n_extra)
 {
     Config cfg;
     TEST_CONFIG(&cfg, small);
+    for (size_t i = 0; i < n_extra; i++) config_set(&cfg, extra[i][0], extra[i][1], "test", 0);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "use_casa", use_casa ? "1" : "0", "test", 0);
     config_set(&cfg, "precision", tol->precision, "test", 0);
@@ -182,6 +187,11 @@ static int check_method_at(const char *method, int use_casa, const StepTolerance
     return 0;
 }
 
+static int check_method_at(const char *method, int use_casa, const StepTolerance *tol)
+{
+    return check_method_with(method, use_casa, tol, NULL, 0);
+}
+
 static int check_method(const char *method, int use_casa)
 {
     return check_method_at(method, use_casa, &kFp32);
@@ -213,7 +223,9 @@ static int test_alice_bf16_fused_attention(void)
 }
 
 /* attention_kernel = cudnn inside a whole bf16 step (cuDNN's fused attention where it takes the
- * shape, the flash kernels elsewhere), held to the same tolerances. */
+ * shape, the flash kernels elsewhere), held to the same tolerances. `small`'s head widths (12
+ * and 9) are no multiples of 8, so every call here runs the flash kernels: cuDNN itself in a
+ * step is the head-width-32 cases below. */
 static int test_alice_bf16_cudnn_attention(void)
 {
     if (!gpu_cudnn_attention_available()) {
@@ -223,6 +235,53 @@ static int test_alice_bf16_cudnn_attention(void)
     gpu_set_attention(ATTN_KERNEL_CUDNN);
     int rc = check_method_at("alice", 1, &kBf16);
     gpu_set_attention(ATTN_KERNEL_GEMM);
+    return rc;
+}
+
+/* Head width 32 in the encoder and decoder (96 / 3): a width at which attention_kernel = auto
+ * takes cuDNN's fused attention in bf16 (the paper's are 64 and 32); widths a multiple of 6 for
+ * the 3D sin-cos positions. CASA's one head of casa_dim = 64 goes through the fp32 entry points,
+ * which cuDNN does not serve: the flash kernels' fast tiles there, under fused and auto alike. */
+static const char *const heads32[][2] = {
+    {"embed_dim", "96"}, {"heads", "3"}, {"mlp_dim", "192"}, {"dec_dim", "96"},
+    {"dec_heads", "3"}, {"dec_mlp_dim", "192"}, {"casa_dim", "64"},
+};
+
+/* The default, attention_kernel = auto, in a whole bf16 step at those widths: cuDNN's fused
+ * attention where the build has it, and it must then really have run (new cuDNN graphs built,
+ * none refused: auto chose it); the fast flash tiles without it. Held to the bf16 tolerances. */
+static int test_alice_bf16_auto_attention_heads32(void)
+{
+    int built0, refused0, built1, refused1;
+    gpu_cudnn_attention_graphs(&built0, &refused0);
+    gpu_set_attention(ATTN_KERNEL_AUTO);
+    int rc = check_method_with("alice", 1, &kBf16, heads32, sizeof heads32 / sizeof heads32[0]);
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    gpu_cudnn_attention_graphs(&built1, &refused1);
+    printf("  auto at head width 32: %d cuDNN graphs built, %d refused (cuDNN attention %s "
+           "in this build)\n", built1 - built0, refused1 - refused0,
+           gpu_cudnn_attention_available() ? "available" : "not available");
+    if (gpu_cudnn_attention_available())
+        TEST_CHECK(built1 > built0 && refused1 == refused0, "attention_kernel = auto at head "
+                   "width 32: %d cuDNN graphs built, %d refused; expected cuDNN to run every call",
+                   built1 - built0, refused1 - refused0);
+    else
+        TEST_CHECK(built1 == built0, "a build without cuDNN attention built cuDNN graphs");
+    return rc;
+}
+
+/* The own flash kernels' fast tiles (register-resident, head widths 32 and 64) in a whole bf16
+ * step: attention_kernel = fused at the widths where auto now takes cuDNN. */
+static int test_alice_bf16_fused_attention_heads32(void)
+{
+    int built0, refused0, built1, refused1;
+    gpu_cudnn_attention_graphs(&built0, &refused0);
+    gpu_set_attention(ATTN_KERNEL_FUSED);
+    int rc = check_method_with("alice", 1, &kBf16, heads32, sizeof heads32 / sizeof heads32[0]);
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    gpu_cudnn_attention_graphs(&built1, &refused1);
+    TEST_CHECK(built1 == built0 && refused1 == refused0, "attention_kernel = fused asked cuDNN "
+               "for %d graphs", built1 - built0 + refused1 - refused0);
     return rc;
 }
 
@@ -282,6 +341,8 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_bf16);
     TEST_RUN(test_alice_bf16_fused_attention);
     TEST_RUN(test_alice_bf16_cudnn_attention);
+    TEST_RUN(test_alice_bf16_fused_attention_heads32);
+    TEST_RUN(test_alice_bf16_auto_attention_heads32);
     MPI_Finalize();
     return test_finish();
 }

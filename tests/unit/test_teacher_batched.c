@@ -7,6 +7,9 @@
  * path computes each sample's rows with the same reduction order whatever the batch (GEMM rows
  * are independent dot products over the same K; LayerNorm, GELU, l2-norm and pooling are per
  * row or per sample; attention is per (sample, head)).
+ * The model's teacher encoder is laid out for all tokens (vit_encoder_layout_all_tokens: its
+ * patch embedding reads the patches themselves), the per-view one here gathers them through an
+ * identity index first: the equality covers that the copy it no longer makes changed nothing.
  *
  * Since the masked views, CASA, losses and backward read the teacher only through these
  * outputs, equal outputs give equal losses and gradients; the step's loss terms and a gradient
