@@ -8,6 +8,10 @@
 # cudart libraries are (default $(CUDA_HOME)/lib64; e.g. .../targets/x86_64-linux/lib or
 # /usr/lib/x86_64-linux-gnu on distribution packages); NCCL_HOME / CUDNN_HOME: see below.
 
+# `make` alone builds `all`, whatever rule comes first below (the cuDNN attention object's rule
+# precedes it).
+.DEFAULT_GOAL := all
+
 BUILD    ?= build
 BIN      ?= bin
 NVCC     ?= nvcc

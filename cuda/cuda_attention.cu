@@ -302,10 +302,10 @@ void cuda_attention_bwd(float *dq, float *dk, float *dv, const float *dout, cons
  * (no rounding pass; one batched GEMM over the B elements with a single head, over the H
  * heads of each element otherwise: attention_batches); scores, softmax and the saved
  * probabilities fp32; P rounded to bf16 (one call's elements at a time, SCRATCH_ATTN_BF16) for
- * PV, whose bf16 D rounds out once from the fp32 accumulator. Backward: dout rounded to bf16 once (SCRATCH_BF16_A); dP = dout V^T and the
- * softmax backward in fp32; dS rounded to bf16 in that kernel's store (into the P slot, free
- * once dV is done) for
- * dQ = dS K and dK = dS^T Q; dV = P^T dout. Gradients fp32 with q's / kv's strides. */
+ * PV, whose bf16 D rounds out once from the fp32 accumulator. Backward: dout rounded to bf16
+ * once (SCRATCH_BF16_A); dP = dout V^T and the softmax backward in fp32; dS rounded to bf16 in
+ * that kernel's store (into the P slot, free once dV is done) for dQ = dS K and dK = dS^T Q;
+ * dV = P^T dout. Gradients fp32 with q's / kv's strides. */
 
 void cuda_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const bf16_t *k,
                              const bf16_t *v, int B, int H, int Tq, int Tk, int Dh, int ldq,

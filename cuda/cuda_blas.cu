@@ -4,7 +4,9 @@
  * C = op(A) op(B) is computed as the column-major product C^T = op(B)^T op(A)^T: cuBLASLt's
  * first operand is our B, its second our A, with the same transpose flags and leading
  * dimensions. Plans (descriptors, layouts and the heuristic's algorithm) are cached by shape,
- * since the heuristic query costs far more host time than a small GEMM takes on the GPU.
+ * since the heuristic query costs far more host time than a small GEMM takes on the GPU. With
+ * gemm_autotune = 1 a plan's algorithm is instead the fastest of up to 8 heuristic candidates,
+ * timed at the plan's first eager call into scratch memory (tune_plan, cuda/cuda_gemm_autotune.h).
  *
  * Precision: fp32 inputs with fp32 compute by default (parity with the CPU backend); TF32
  * tensor cores only when gpu_set_math(allow_tf32 = 1); bf16 operands with fp32 accumulate
@@ -25,6 +27,8 @@
 #include <string.h>
 
 #include "cuda/cuda_gelu_bf16.h" /* the GELU slope table of the fused fc1 backward */
+#include "cuda/cuda_gemm_autotune.h"
+#include "cuda/cuda_graph.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h"
@@ -40,7 +44,16 @@ static size_t output_elem_bytes(int output) { return output == GEMM_OUTPUT_BF16 
 struct GemmKey {
     int transA, transB, M, N, K, lda, ldb, ldc, batch;
     int epilogue, operands, output, tf32, align;
+    int autotune;  /* gemm_autotune when built: on and off keep their own plans */
     long strideA, strideB, strideC;
+};
+
+/* Where a plan stands with the autotune (cuda/cuda_gemm_autotune.h). */
+enum GemmTuneState {
+    GEMM_TUNE_OFF,      /* built with autotune off: the heuristic's first, as always */
+    GEMM_TUNE_PENDING,  /* candidates kept; timed at the plan's first eager call */
+    GEMM_TUNE_DONE,     /* timed; algo is the fastest */
+    GEMM_TUNE_UNTUNED   /* first called while a graph recorded: the first, never retuned */
 };
 
 struct GemmPlan {
@@ -50,6 +63,9 @@ struct GemmPlan {
     cublasLtMatmulAlgo_t algo;
     int has_algo;  /* 0: no cuBLASLt algorithm fits; fall back to cublasGemmStridedBatchedEx */
     int out_of_place;  /* algo may write D != C (CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT) */
+    int tune;          /* GemmTuneState */
+    int candidate_count;  /* the heuristic's results, best first (autotune plans) */
+    cublasLtMatmulHeuristicResult_t candidates[kGemmAutotuneMaxCandidates];
 };
 
 enum { kPlanCacheSize = 256 };
@@ -98,6 +114,18 @@ static cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int rows, int col
  * bias is added by its own kernel instead (parameter tensors are 64-byte aligned, so the
  * model's linear layers always fuse). */
 enum { kFusedBiasAlignBytes = 16 };
+
+/* Whether algo may write D != C. A status other than success reads as "no": the residual is
+ * then copied into D and the GEMM runs in place, correct either way (only a copy slower). */
+static int algo_out_of_place(const cublasLtMatmulAlgo_t *algo)
+{
+    int32_t out_of_place = 0;
+    size_t written = 0;
+    const cublasStatus_t cap = cublasLtMatmulAlgoCapGetAttribute(
+        algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT, &out_of_place, sizeof out_of_place,
+        &written);
+    return cap == CUBLAS_STATUS_SUCCESS && written == sizeof out_of_place && out_of_place != 0;
+}
 
 static void build_plan(GemmPlan *p, const GemmKey *k)
 {
@@ -150,25 +178,21 @@ static void build_plan(GemmPlan *p, const GemmKey *k)
     for (size_t i = 0; i < sizeof align_attrs / sizeof align_attrs[0]; i++)
         CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, align_attrs[i], &align,
                                                           sizeof align));
-    cublasLtMatmulHeuristicResult_t result;
+    /* Autotune off: one result, today's choice. On: up to kGemmAutotuneMaxCandidates, whose
+     * first is that same choice (the fallback), timed at the plan's first eager call. */
+    const int requested = k->autotune ? kGemmAutotuneMaxCandidates : 1;
     int returned = 0;
     cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(ctx->lt, p->op, p->layout_a, p->layout_b,
-                                                      p->layout_c, p->layout_c, pref, 1, &result,
-                                                      &returned);
+                                                      p->layout_c, p->layout_c, pref, requested,
+                                                      p->candidates, &returned);
     CUBLAS_CHECK(cublasLtMatmulPreferenceDestroy(pref));
     p->has_algo = (s == CUBLAS_STATUS_SUCCESS && returned > 0);
+    p->candidate_count = p->has_algo ? returned : 0;
+    p->tune = k->autotune && p->has_algo ? GEMM_TUNE_PENDING : GEMM_TUNE_OFF;
     p->out_of_place = 0;
     if (p->has_algo) {
-        p->algo = result.algo;
-        int32_t out_of_place = 0;
-        size_t written = 0;
-        /* A status other than success reads as "no": the residual is then copied into D and
-         * the GEMM runs in place, correct either way (only a copy slower). */
-        const cublasStatus_t cap = cublasLtMatmulAlgoCapGetAttribute(
-            &p->algo, CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT, &out_of_place,
-            sizeof out_of_place, &written);
-        p->out_of_place = cap == CUBLAS_STATUS_SUCCESS && written == sizeof out_of_place &&
-                          out_of_place != 0;
+        p->algo = p->candidates[0].algo;
+        p->out_of_place = algo_out_of_place(&p->algo);
     }
 }
 
@@ -256,15 +280,86 @@ static void copy_blocks(float *D, const float *C, int ldc, long strideC, int M, 
                                      cudaMemcpyDeviceToDevice, cuda_stream()));
 }
 
-/* The plan's cuBLASLt call, C = alpha op(A) op(B) + beta C_in (our operands swapped into
- * cuBLASLt's column-major view); its status, for the caller to check. */
-static cublasStatus_t lt_matmul(const GemmPlan *plan, const float *alpha, const void *A,
-                                const void *B, const float *beta, const void *C_in, void *C)
+/* The plan's cuBLASLt call with algorithm algo, C = alpha op(A) op(B) + beta C_in (our operands
+ * swapped into cuBLASLt's column-major view); its status, for the caller to check. */
+static cublasStatus_t lt_matmul_algo(const GemmPlan *plan, const cublasLtMatmulAlgo_t *algo,
+                                     const float *alpha, const void *A, const void *B,
+                                     const float *beta, const void *C_in, void *C)
 {
     CudaContext *ctx = cuda_context();
     return cublasLtMatmul(ctx->lt, plan->op, alpha, B, plan->layout_a, A, plan->layout_b, beta,
-                          C_in, plan->layout_c, C, plan->layout_c, &plan->algo,
-                          ctx->lt_workspace, ctx->lt_workspace_bytes, ctx->stream);
+                          C_in, plan->layout_c, C, plan->layout_c, algo, ctx->lt_workspace,
+                          ctx->lt_workspace_bytes, ctx->stream);
+}
+
+/* The same with the plan's algorithm. */
+static cublasStatus_t lt_matmul(const GemmPlan *plan, const float *alpha, const void *A,
+                                const void *B, const float *beta, const void *C_in, void *C)
+{
+    return lt_matmul_algo(plan, &plan->algo, alpha, A, B, beta, C_in, C);
+}
+
+/* ---- autotune: timing a plan's candidates on the call's own operands ----
+ * The trials must not change any result, so they write only `scratch`, a buffer shaped like
+ * the call's D: with beta = 0 it is C and D at once (C unread); with beta != 0 it starts as a
+ * copy of the call's C input and the in-place candidates accumulate into it (C = D = scratch)
+ * while the real output is untouched. A call of the residual form (C_in != C, beta != 0)
+ * times the out-of-place form it will run: C = the real C_in (read only), D = scratch; a
+ * candidate without CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT is skipped there, except the
+ * heuristic's first (the fallback; it runs in place on the scratch copy). */
+struct GemmTrial {
+    const GemmPlan *plan;
+    const float *alpha, *beta;
+    const void *A, *B;
+    const void *C_read;  /* the call's C input, read by out-of-place trials */
+    void *scratch;
+    int residual_form;
+};
+
+static cublasStatus_t gemm_trial_launch(int candidate, void *arg)
+{
+    const GemmTrial *t = (const GemmTrial *)arg;
+    const cublasLtMatmulAlgo_t *algo = &t->plan->candidates[candidate].algo;
+    const void *c_in = t->residual_form && algo_out_of_place(algo) ? t->C_read : t->scratch;
+    return lt_matmul_algo(t->plan, algo, t->alpha, t->A, t->B, t->beta, c_in, t->scratch);
+}
+
+static size_t operand_span(int rows, int cols, int ld, long stride, int batch);
+
+/* Times the plan's candidates on this call's operands (the bias pointer already set) and
+ * makes the fastest its algorithm; while a graph records, keeps the first for good. */
+static void tune_plan(GemmPlan *plan, const float *alpha, const void *A, const void *B,
+                      const float *beta, const void *C_in, const void *C, int M, int N, int ldc,
+                      long strideC, int batch, size_t out_elem)
+{
+    if (cuda_graph_capturing()) {
+        /* A timing run would be recorded (and replayed) instead of timed: this plan keeps the
+         * heuristic's first, also in later eager calls, so no recorded graph's choice moves.
+         * The eager warm-up step before every recording builds the step's plans anyway. */
+        plan->tune = GEMM_TUNE_UNTUNED;
+        cuda_gemm_autotune_note_untuned();
+        return;
+    }
+    CudaContext *ctx = cuda_context();
+    const int residual_form = *beta != 0.0f && C_in != C;
+    int eligible[kGemmAutotuneMaxCandidates];
+    for (int c = 0; c < plan->candidate_count; c++) {
+        const cublasLtMatmulHeuristicResult_t *r = &plan->candidates[c];
+        eligible[c] = c == 0 || (r->state == CUBLAS_STATUS_SUCCESS &&
+                                 r->workspaceSize <= ctx->lt_workspace_bytes &&
+                                 (!residual_form || algo_out_of_place(&r->algo)));
+    }
+    const size_t bytes = operand_span(M, N, ldc, strideC, batch) * out_elem;
+    void *scratch = cuda_alloc(bytes);
+    if (*beta != 0.0f)  /* the accumulating trials start from the call's own C */
+        CUDA_CHECK(cudaMemcpyAsync(scratch, C_in, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
+    GemmTrial trial = {plan, alpha, beta, A, B, C_in, scratch, residual_form};
+    const int best = cuda_gemm_autotune_choose(plan->candidate_count, eligible,
+                                               gemm_trial_launch, &trial);
+    cuda_release(scratch);  /* after the chooser's wait: no trial still reads it */
+    plan->algo = plan->candidates[best].algo;
+    plan->out_of_place = algo_out_of_place(&plan->algo);
+    plan->tune = GEMM_TUNE_DONE;
 }
 
 /* One GEMM on fp32 or bf16 operands (A, B point at operands of that type) into an fp32 or
@@ -315,6 +410,7 @@ static void gemm_dispatch_c_in(int operands, int output, int transA, int transB,
     key.operands = operands;
     key.output = output;
     key.tf32 = ctx->allow_tf32;
+    key.autotune = cuda_gemm_autotune_enabled();
     int align = alignment_bytes(A, strideA, batch, elem);
     int a2 = alignment_bytes(B, strideB, batch, elem);
     int a3 = alignment_bytes(C, strideC, batch, out_elem);
@@ -337,13 +433,15 @@ static void gemm_dispatch_c_in(int operands, int output, int transA, int transB,
         return;
     }
     if (plan->has_algo) {
+        if (fuse_bias)
+            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
+                plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        if (plan->tune == GEMM_TUNE_PENDING)  /* gemm_autotune: this shape's first call */
+            tune_plan(plan, &alpha, A, B, &beta, C_in, C, M, N, ldc, strideC, batch, out_elem);
         if (C_in != C && !plan->out_of_place) {  /* this algorithm writes in place only */
             copy_blocks((float *)C, (const float *)C_in, ldc, strideC, M, N, batch);
             C_in = C;
         }
-        if (fuse_bias)
-            CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(
-                plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
         cublasStatus_t cublasLtMatmul_status = lt_matmul(plan, &alpha, A, B, &beta, C_in, C);
         if (cublasLtMatmul_status == CUBLAS_STATUS_NOT_SUPPORTED && C_in != C) {
             /* The out-of-place form has not run on every GPU this code meets: an algorithm

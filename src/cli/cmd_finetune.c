@@ -10,7 +10,7 @@
 static void usage(void)
 {
     printf("usage: alice finetune [--config FILE] [pretrained=CKPT] [fold=K] [key=value ...]\n"
-           "                      [--resume CKPT | --no-resume]\n"
+           "                      [--resume CKPT | --no-resume] [--bench-steps N]\n"
            "  UNETR fine-tuning (DiceCE) on the labelled cases of `data` (dataset.h5 from\n"
            "  `alice pack`, or 'synthetic'), holding out fold K for validation Dice (sliding\n"
            "  window) every val_every steps. pretrained = a pre-training checkpoint whose\n"
@@ -22,6 +22,11 @@ static void usage(void)
            "  restarts resume from the latest complete checkpoint in run_dir.\n"
            "  --resume CKPT    resume from this checkpoint\n"
            "  --no-resume      start from scratch even if run_dir holds checkpoints\n"
+           "  --bench-steps N  time the training step instead of training: the UNETR of the\n"
+           "                   configuration (precision, cuda_graph, kernels as configured) on\n"
+           "                   random crops and labels of crop x batch (no data, no files\n"
+           "                   written), one warm-up step, then N timed steps; prints the\n"
+           "                   median s/step, peak memory and GFLOP/s (alice_step line)\n"
            "  Presets: jobs/finetune_tiny.cfg, jobs/finetune_btcv.cfg\n");
 }
 
@@ -30,12 +35,18 @@ int cmd_finetune(int argc, char **argv)
     Config cfg;
     config_defaults(&cfg);
     finetune_config_defaults(&cfg);
-    FinetuneOptions opt = {1, NULL};
+    FinetuneOptions opt = {1, NULL, 0};
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(); return 0; }
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
         if (!strcmp(argv[i], "--no-resume")) opt.resume = 0;
         else if (!strcmp(argv[i], "--resume") && i + 1 < argc) opt.resume_from = argv[++i];
+        else if (!strcmp(argv[i], "--bench-steps") && i + 1 < argc) {
+            opt.bench_steps = atol(argv[++i]);
+            if (opt.bench_steps <= 0)
+                alice_die("alice finetune: --bench-steps '%s' is not a positive step count "
+                          "(e.g. --bench-steps 5)", argv[i]);
+        }
         else if (!strcmp(argv[i], "--fold") && i + 1 < argc) config_set(&cfg, "fold", argv[++i], "command line", 0);
         else if (!strcmp(argv[i], "--pretrained") && i + 1 < argc)
             config_set(&cfg, "pretrained", argv[++i], "command line", 0);

@@ -13,6 +13,13 @@ const ConfigKey config_keys[] = {
     K("bf16_activations", CFG_T_BOOL, bf16_activations, "1", "", "precision = bf16: transformer GEMM inputs, qkv, attention output and MLP hidden layer stored in bf16 (fp32 residual stream; the cpu backend emulates it, slower); 0 = bf16 GEMM operands only"),
     K("bf16_weight_copy", CFG_T_BOOL, bf16_weight_copy, "1", "", "cuda, precision = bf16: round the weights to bf16 once per optimiser step instead of in every GEMM (same results; 0 only to measure it)"),
     K("tf32", CFG_T_BOOL, tf32, "0", "", "cuda: let fp32 GEMMs and convolutions use TF32 tensor cores"),
+    K("gemm_autotune", CFG_T_BOOL, gemm_autotune, "0", "",
+      "cuda: when a GEMM shape is first met (eagerly, not while a CUDA graph records), time up to 8 "
+      "of cuBLASLt's heuristic candidates on the call's own operands (1 warm-up + 3 timed launches, "
+      "into scratch memory) and keep the fastest; 0 = the heuristic's first choice. Results differ "
+      "only by the algorithm's summation order, but the choice follows timings, so runs are not "
+      "bit-reproducible with it; a log line at the end of the run sums the chosen vs the first "
+      "algorithms' times (tests/bench/bench_cuda_ops, tests/gpu/run.sh measure it)"),
     K("cuda_graph", CFG_T_ENUM, cuda_graph, "auto", "auto|1|0",
       "record the training step's forward and backward (pre-training, UNETR fine-tuning) once as a "
       "CUDA graph (after an eager warm-up step) and replay it every step; a failed recording falls "

@@ -300,6 +300,50 @@ static void check_config(const Config *c)
 
 long unetr_crop_voxels(const UnetrModel *m) { return m->level_vox[UNETR_LEVELS - 1]; }
 
+/* ---- FLOP count (unetr.h unetr_step_flops) ------------------------------------------------ */
+
+static double conv_flops(int B, int cin, int cout, int k, long out_vox)
+{
+    return 2.0 * B * (double)k * k * k * cin * cout * (double)out_vox;
+}
+
+static double up_flops(int B, const UpConv *u, long in_vox)
+{
+    return conv_flops(B, u->cin, u->cout, 2, in_vox);
+}
+
+static double res_flops(int B, const ResBlock *r, long V)
+{
+    return conv_flops(B, r->cin, r->cout, 3, V) + conv_flops(B, r->cout, r->cout, 3, V) +
+           (r->conv3 != NO_PARAM ? conv_flops(B, r->cin, r->cout, 1, V) : 0.0);
+}
+
+double unetr_step_flops(const UnetrModel *m)
+{
+    const int B = m->B;
+    const long D = unetr_crop_voxels(m);
+    double fwd = vit_encoder_forward_flops(&m->vit, B, m->N) + res_flops(B, &m->enc1, D);
+    for (int k = 0; k < UNETR_SKIPS; k++) {
+        const PrUpBlock *p = &m->enc[k];
+        fwd += up_flops(B, &p->init, m->level_vox[p->level_in]);
+        for (int i = 0; i < p->layers; i++)
+            fwd += up_flops(B, &p->up[i], m->level_vox[p->level_in + 1 + i]) +
+                   res_flops(B, &p->res[i], m->level_vox[p->level_in + 2 + i]);
+    }
+    for (int d = 0; d < UNETR_DECODERS; d++) {
+        const UpBlock *u = &m->dec[d];
+        fwd += up_flops(B, &u->up, m->level_vox[u->level_out - 1]) +
+               res_flops(B, &u->res, m->level_vox[u->level_out]);
+    }
+    fwd += conv_flops(B, m->F, m->K, 1, D);
+    /* The layers whose input is the image compute no input gradient (vit.c passes none to
+     * the patch embedding; res_backward gets dx = NULL for encoder1). */
+    const ResBlock *e1 = &m->enc1;
+    double data_input = 2.0 * B * m->N * (double)m->P * m->E + conv_flops(B, e1->cin, e1->cout, 3, D) +
+                        (e1->conv3 != NO_PARAM ? conv_flops(B, e1->cin, e1->cout, 1, D) : 0.0);
+    return 3.0 * fwd - data_input;
+}
+
 void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B, int train)
 {
     memset(m, 0, sizeof *m);

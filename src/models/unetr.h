@@ -157,5 +157,16 @@ SegLoss unetr_forward_backward(UnetrModel *m);
 void unetr_predict_host(void *ctx, const float *windows, int n, float *logits);
 /* Number of voxels of one crop. */
 long unetr_crop_voxels(const UnetrModel *m);
+/* FLOPs of one training step (unetr_enqueue_step), counted from the model's layers: GEMMs,
+ * attention (QK^T, PV) and convolutions, 2 per multiply-add; norms, activations, the loss
+ * and the optimiser are not counted. Forward:
+ *   ViT       vit_encoder_forward_flops (patch embedding, qkv, out-proj, MLP, attention)
+ *   conv3d    2 * k^3 * Cin * Cout * output voxels * B        (stride 1, "same" padding)
+ *   up-conv   2 * 2^3 * Cin * Cout * input voxels * B  (= 2 * Cin * Cout * output voxels * B:
+ *             kernel = stride = 2, each output voxel gets one tap per channel pair)
+ * Backward is 2x forward (weight gradient + input gradient), except where the input is data:
+ * the patch embedding and encoder1's conv1 and conv3 (they read the image) run the weight
+ * gradient only (1x). Cross-checked by tests/reference/unetr_flops_ref.py. */
+double unetr_step_flops(const UnetrModel *m);
 
 #endif

@@ -69,6 +69,30 @@ int gpu_instnorm_kernel(void);
  * rank. NCCL's asynchronous errors end such a wait at once, whatever the limit. */
 void gpu_set_collective_timeout(double seconds);
 
+/* cuBLASLt algorithm autotune of the CUDA backend's GEMMs (config key gemm_autotune; off by
+ * default). Off: every GEMM shape runs the heuristic's first algorithm (requestedAlgoCount 1).
+ * On: a shape's plan asks the heuristic for up to 8 candidates and, at its first EAGER call,
+ * times each on that call's own operands (1 warm-up + 3 timed launches, cudaEvents on the
+ * backend stream) writing only scratch memory, and keeps the fastest; a plan first used while a
+ * CUDA graph records keeps the heuristic's first and is never retuned (a recorded graph names
+ * its algorithm). On and off keep separate plans, so one process may compare them. Set it
+ * before the GEMMs it should govern; without CUDA it is a no-op and the statistics stay 0. */
+void gpu_set_gemm_autotune(int enabled);
+typedef struct GpuGemmAutotuneStats {
+    int plans_tuned;        /* plans whose candidates were timed */
+    int kept_first;         /* of those, plans whose fastest was the heuristic's first */
+    int left_untuned;       /* plans first used while a graph recorded: the heuristic's first */
+    int candidates_timed;   /* candidates timed over all plans (the first included) */
+    int candidates_skipped; /* refused: error status, workspace, no out-of-place form */
+    double chosen_ms;       /* sum over tuned plans of one launch of the chosen algorithm */
+    double first_ms;        /* the same sum for the heuristic's first algorithms */
+} GpuGemmAutotuneStats;
+/* The statistics since the last report (all 0 without CUDA or with autotune never on). */
+void gpu_gemm_autotune_stats(GpuGemmAutotuneStats *out);
+/* At the end of a run: one log_info line of the statistics ("gemm autotune: ..."; tests/gpu/
+ * run.sh reads it) when any plan was tuned or left untuned, then the statistics restart. */
+void gpu_gemm_autotune_report(void);
+
 /* Peak device memory allocated through the backend so far (bytes); 0 without CUDA. */
 unsigned long long gpu_peak_bytes(void);
 

@@ -4,6 +4,8 @@
 #include "ops/gpu_device.h"
 
 #ifndef ALICE_CUDA
+#include <string.h>
+
 #include "core/check.h"
 
 int gpu_device_count(void) { return 0; }
@@ -23,6 +25,11 @@ const char *gpu_cudnn_attention_unavailable_reason(void)
 void gpu_cudnn_attention_graphs(int *built, int *refused) { *built = 0; *refused = 0; }
 
 void gpu_set_collective_timeout(double seconds) { (void)seconds; }
+
+/* No CUDA, no GEMM plans: nothing is tuned, so the statistics stay zero and nothing is logged. */
+void gpu_set_gemm_autotune(int enabled) { (void)enabled; }
+void gpu_gemm_autotune_stats(GpuGemmAutotuneStats *out) { memset(out, 0, sizeof *out); }
+void gpu_gemm_autotune_report(void) {}
 
 static _Noreturn void nccl_not_built(void)
 {

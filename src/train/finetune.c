@@ -12,6 +12,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "core/preempt.h"
+#include "core/rng.h"
 #include "core/timer.h"
 #include "data/crop.h"
 #include "eval/sliding_window.h"
@@ -22,6 +23,7 @@
 #include "train/dist.h"
 #include "train/optim.h"
 #include "train/runlog.h"
+#include "train/step_bench.h"
 #include "train/step_graph.h"
 #include "train/train_common.h"
 
@@ -143,6 +145,57 @@ static SegLoss forward_backward(StepGraph *graph, UnetrModel *m)
     return unetr_read_losses(m);
 }
 
+/* The benchmark's step (train/step_bench.h): the loop's own step on the batch left in the
+ * model's buffers: gradient sync start, forward + backward through the step graph, then
+ * train_optimizer_step (all-reduce, guard, clipping, AdamW). */
+typedef struct {
+    UnetrModel *m;
+    const Config *cfg;
+    const Dist *dist;
+    GradSync *sync;
+    StepGraph *graph;
+} BenchCtx;
+
+static void bench_step(void *ctx, long s)
+{
+    BenchCtx *b = ctx;
+    grad_sync_begin(b->sync);
+    SegLoss t = forward_backward(b->graph, b->m);
+    double terms[3] = {t.loss, t.ce, t.dice};
+    float lr;
+    double gnorm;
+    if (train_optimizer_step(b->cfg, b->dist, b->sync, terms, 3, s, &lr, &gnorm) != STEP_APPLIED)
+        alice_die("benchmark step %ld produced a non-finite loss (%g) or gradient: lower lr or "
+                  "check precision", s, terms[0]);
+}
+
+/* --bench-steps: the step's timing on random crops (uniform intensities, labels uniform in
+ * 0..K-1) of crop x batch, through the same step graph and optimiser as the loop; no data
+ * file, nothing written. */
+static void run_bench(UnetrModel *m, const Config *cfg, const Dist *dist, long steps)
+{
+    const size_t n = (size_t)m->B * (size_t)unetr_crop_voxels(m);
+    float *image = xmalloc(n * sizeof(float));
+    int32_t *label = xmalloc(n * sizeof(int32_t));
+    step_bench_uniform(image, n, (uint64_t)cfg->seed);
+    RngStream rng;   /* sample 1: a stream apart from the image's (sample 0) */
+    rng_init(&rng, (uint64_t)cfg->seed, 0, 1, RNG_TEST);
+    for (size_t i = 0; i < n; i++) label[i] = (int32_t)rng_below(&rng, (uint32_t)m->K);
+    unetr_set_batch(m, image, label);
+    GradSync sync;
+    train_grad_sync_init(&sync, cfg, dist, &m->ps);
+    StepGraph graph;
+    train_step_graph_init(&graph, m->be, cfg, &sync);
+    BenchCtx ctx = {m, cfg, dist, &sync, &graph};
+    BenchStep step = {NULL, bench_step, &ctx};
+    double med = step_bench_median_seconds(m->be, steps, &step);
+    step_bench_report("unetr", cfg, m->B, med, unetr_step_flops(m), &graph);
+    step_graph_free(&graph);
+    grad_sync_free(&sync);
+    free(image);
+    free(label);
+}
+
 static void save(const UnetrModel *m, const Dist *d, const char *name, long step, double metric)
 {
     if (d->rank == 0) checkpoint_save(m->cfg.run_dir, name, step, &m->cfg, "finetune", &m->ps, NULL, metric);
@@ -175,6 +228,12 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
              "per rank, batch %d per rank x %d ranks", model.ps.total, model.ps.total * 16.0 / 1048576.0,
              model.arena.cap / 1048576.0, model.B, dist.size);
     train_check_memory(be, model.arena.cap + model.ps.total * sizeof(float) * 4, &dist, "fine-tuning");
+    if (opt->bench_steps > 0) {
+        run_bench(&model, cfg, &dist, opt->bench_steps);
+        unetr_free(&model);
+        dist_finalize(&dist);
+        return 0;
+    }
     train_prepare_run_dir(cfg, &dist, "finetune");
 
     long start = 0;

@@ -13,6 +13,7 @@
 typedef struct {
     int resume;                   /* 1: continue from the latest checkpoint in run_dir */
     const char *resume_from;      /* explicit checkpoint, or NULL */
+    long bench_steps;             /* > 0: time this many steps on random crops, no files */
 } FinetuneOptions;
 
 /* Config defaults of the fine-tuning protocol (MONAI UNETR BTCV): applied before job files.

@@ -9,16 +9,15 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "core/preempt.h"
-#include "core/rng.h"
 #include "core/timer.h"
 #include "loader.h"
 #include "models/pretrain_model.h"
-#include "ops/gpu_device.h"
 #include "train/checkpoint.h"
 #include "train/data_source.h"
 #include "train/dist.h"
 #include "train/optim.h"
 #include "train/runlog.h"
+#include "train/step_bench.h"
 #include "train/step_graph.h"
 #include "train/train_common.h"
 
@@ -49,45 +48,45 @@ static LossTerms forward_backward(StepGraph *graph, PretrainModel *m)
     return pretrain_model_read_losses(m);
 }
 
+/* The benchmark's step (train/step_bench.h): masks drawn untimed, then forward + backward
+ * through the step graph and AdamW, as the loop runs them. */
+typedef struct {
+    PretrainModel *m;
+    const Config *cfg;
+    StepGraph *graph;
+} BenchCtx;
+
+static void bench_prepare(void *ctx, long s)
+{
+    BenchCtx *b = ctx;
+    pretrain_model_draw_masks(b->m, s, 0);
+}
+
+static void bench_step(void *ctx, long s)
+{
+    BenchCtx *b = ctx;
+    LossTerms t = forward_backward(b->graph, b->m);
+    adamw_step(&b->m->online, b->cfg, 1e-4f, s + 1);
+    if (!isfinite(t.loss)) alice_die("benchmark step produced a non-finite loss");
+}
+
 /* Timing of the step on random inputs: the figures of `make bench`. */
 static int run_bench(PretrainModel *m, const Config *cfg, long steps)
 {
     size_t n = (size_t)m->B * m->dims[0] * m->dims[1] * m->dims[2];
     float *vol = xmalloc(n * sizeof(float));
-    RngStream rng;
-    rng_init(&rng, (uint64_t)cfg->seed, 0, 0, RNG_TEST);
-    for (size_t i = 0; i < n; i++) vol[i] = rng_uniform(&rng);
+    step_bench_uniform(vol, n, (uint64_t)cfg->seed);
     const float *views[VIEW_COUNT] = {vol, vol, vol, vol};
     pretrain_model_set_views(m, views);
-    double times[1024];
-    long count = steps < 1024 ? steps : 1024;
     /* cuda_graph = 1 or auto (no all-reduce here) on CUDA: step 0 (the untimed warm-up) runs
      * eagerly, step 1 is recorded and launched, later steps replay; so the median of the timed
      * steps is a replayed one. */
     StepGraph graph;
     step_graph_init(&graph, m->be, step_graph_mode(cfg->cuda_graph), 0);
-    for (long s = 0; s <= count; s++) {   /* step 0 is warm-up */
-        pretrain_model_draw_masks(m, s, 0);
-        double t0 = wall_seconds();
-        LossTerms t = forward_backward(&graph, m);
-        adamw_step(&m->online, cfg, 1e-4f, s + 1);
-        m->be->synchronize();
-        if (s) times[s - 1] = wall_seconds() - t0;
-        if (!isfinite(t.loss)) alice_die("benchmark step produced a non-finite loss");
-    }
-    /* median */
-    for (long i = 0; i < count; i++)
-        for (long j = i + 1; j < count; j++)
-            if (times[j] < times[i]) { double x = times[i]; times[i] = times[j]; times[j] = x; }
-    double med = times[count / 2];
-    double flops = pretrain_model_step_flops(m);
-    log_info("alice_step method=%s device=%s precision=%s crop=%d,%d,%d batch=%d s_per_step=%.4f "
-             "peak_rss_mb=%.0f gpu_peak_mb=%.0f gflop_per_step=%.2f gflops=%.1f flop_per_step=%.0f "
-             "cuda_graph=%d graph_replays=%ld",
-             cfg->method, cfg->device, cfg->precision, cfg->crop[0], cfg->crop[1], cfg->crop[2],
-             m->B, med, train_peak_rss_mib(), gpu_peak_bytes() / 1048576.0, flops / 1e9,
-             flops / med / 1e9, flops,   /* flop_per_step: exact, for tests/reference/test_flop_count.py */
-             step_graph_enabled(&graph), graph.replayed_steps);
+    BenchCtx ctx = {m, cfg, &graph};
+    BenchStep step = {bench_prepare, bench_step, &ctx};
+    double med = step_bench_median_seconds(m->be, steps, &step);
+    step_bench_report(cfg->method, cfg, m->B, med, pretrain_model_step_flops(m), &graph);
     step_graph_free(&graph);
     free(vol);
     return 0;

@@ -2,7 +2,8 @@
  * = 576 tokens, mask ratio 0.75 = 144 visible, batch 8 x 2 crops): the backend's linear layer
  * (cuBLASLt, fused bias) beside plain cuBLAS on the same shapes in the same run (cublasSgemm
  * fp32, cublasSgemm with TF32 math, cublasGemmEx on pre-converted bf16 operands), and the
- * attention forward + backward, GEMM kernel beside the fused (flash) kernel. Figures are
+ * attention forward + backward, GEMM kernel beside the fused (flash) kernel; the linear rows
+ * again with the cuBLASLt autotune (gemm_autotune) off and on. Figures are
  * TFLOP/s and ratios to a reference measured in the same run; no assertion on times. Prints
  * "skip: no GPU" and exits 0 where no device is visible.
  *
@@ -399,12 +400,68 @@ static void bench_attention_cudnn(void)
     gpu_set_math(0, 0);
 }
 
+/* The linear rows again with the cuBLASLt autotune off (the heuristic's first algorithm, the
+ * default) and on (gemm_autotune = 1: each shape's candidates timed at its first call, here a
+ * warm-up call, and the fastest kept), in this process: ratio = off time / on time (> 1: the
+ * autotune's choice is faster). bf16 = fp32 operands rounded per call; bf16a = the bf16
+ * activation path with registered weights, as in the transformer blocks. */
+static void bench_linear_autotune(void)
+{
+    printf("\n%-29s %-5s %9s %9s %7s %9s %9s %7s\n", "linear autotune", "mode", "fwd off",
+           "fwd on", "ratio", "bwd off", "bwd on", "ratio");
+    GpuGemmAutotuneStats before, after;
+    gpu_gemm_autotune_stats(&before);
+    for (size_t s = 0; s < sizeof kShapes / sizeof kShapes[0]; s++) {
+        const LinearShape *sh = &kShapes[s];
+        const int M = sh->M, K = sh->K, N = sh->N;
+        float *x = device_uniform((size_t)M * K), *W = device_uniform((size_t)N * K);
+        float *b = device_uniform(N), *y = device_uniform((size_t)M * N);
+        float *dy = device_uniform((size_t)M * N), *dx = device_uniform((size_t)M * K);
+        float *dW = device_uniform((size_t)N * K), *db = device_uniform(N);
+        void *x16 = device_bf16_copy(x, (size_t)M * K), *y16 = NULL;
+        BENCH_CUDA(cudaMalloc(&y16, (size_t)M * N * sizeof(uint16_t)));
+        gpu_set_math(0, 1);
+        for (int activations = 0; activations < 2; activations++) {
+            double fwd[2], bwd[2];
+            if (activations) gpu->weights_hint(W, (size_t)N * K);
+            for (int tune = 0; tune < 2; tune++) {
+                gpu_set_gemm_autotune(tune);
+                fwd[tune] = activations
+                    ? time_backend_fwd_bf16(y16, (const bf16_t *)x16, W, b, M, K, N)
+                    : time_backend_fwd(y, x, W, b, M, K, N);
+                bwd[tune] = activations
+                    ? time_backend_bwd_bf16(dx, dW, db, dy, (const bf16_t *)x16, W, M, K, N)
+                    : time_backend_bwd(dx, dW, db, dy, x, W, M, K, N);
+            }
+            gpu_set_gemm_autotune(0);
+            if (activations) gpu->weights_forget(W);
+            /* "autotune <shape>": run.sh's linear rows grep "^<shape> <mode> " */
+            printf("autotune %-20s %-5s %9.3f %9.3f %7.3f %9.3f %9.3f %7.3f\n", sh->name,
+                   activations ? "bf16a" : "bf16", 1e3 * fwd[0], 1e3 * fwd[1], fwd[0] / fwd[1],
+                   1e3 * bwd[0], 1e3 * bwd[1], bwd[0] / bwd[1]);
+        }
+        gpu_set_math(0, 0);
+        gpu->release(x); gpu->release(W); gpu->release(b); gpu->release(y); gpu->release(dy);
+        gpu->release(dx); gpu->release(dW); gpu->release(db);
+        BENCH_CUDA(cudaFree(x16));
+        BENCH_CUDA(cudaFree(y16));
+    }
+    gpu_gemm_autotune_stats(&after);
+    const double chosen = after.chosen_ms - before.chosen_ms, first = after.first_ms - before.first_ms;
+    printf("(ms per call, off = the heuristic's first algorithm, on = gemm_autotune = 1; ratio =\n"
+           " off / on. Autotune here: %d plans tuned, %d kept the heuristic's first; its own\n"
+           " timing runs: one launch of each chosen %.3f ms vs first %.3f ms, %.3fx)\n",
+           after.plans_tuned - before.plans_tuned, after.kept_first - before.kept_first, chosen,
+           first, chosen > 0.0 ? first / chosen : 1.0);
+}
+
 int main(void)
 {
     gpu = bench_gpu_or_skip();
     if (!gpu) return 0;
     BENCH_CUBLAS(cublasCreate(&ref));
     bench_linear();
+    bench_linear_autotune();
     bench_attention();
     bench_attention_cudnn();
     printf("\npeak backend memory: %.2f GiB\n", (double)gpu_peak_bytes() / (1u << 30));

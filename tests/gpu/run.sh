@@ -183,6 +183,7 @@ GPU_TARGETS=("$BIN/alice"
              "$BUILD/tests/test_gpu_crops"
              "$BUILD/tools/nccl_watchdog_check"
              "$BUILD/tests/test_cuda_graph_step"
+             "$BUILD/tests/test_gemm_autotune_gpu"
              "$BUILD/tests/bench_loader")
 build_targets=()
 for t in "${GPU_TARGETS[@]}"; do
@@ -309,29 +310,36 @@ esac
 # field NAME LOG: the last NAME=value of the machine-readable timing line.
 field() { grep -o " $1=[0-9.]*" "$2" 2>/dev/null | tail -1 | cut -d= -f2; }
 declare -A samples_per_s=()
-alice_step() {  # alice_step LABEL key=value...
-  local label=$1; shift
-  local log="$LOGDIR/step_$label.log" rc
-  built "alice step $label" "$BIN/alice" || return
-  timed "alice step $label" 150 "$log" "$BIN/alice" pretrain --config jobs/pretrain_vitb_paper.cfg \
-    device=cuda batch=8 "$@" --bench-steps 5
+# train_step MODEL LABEL LIMIT COMMAND CONFIG key=value...: the row "MODEL step LABEL" from
+# `alice COMMAND --config CONFIG key=value... --bench-steps 5` (its alice_step line: median
+# s/step, batch, GFLOP/step, GFLOP/s, GPU peak); log step_LABEL.log for the pre-training model
+# (alice), MODEL_step_LABEL.log otherwise; samples_per_s and mfu keyed MODEL_LABEL.
+train_step() {
+  local model=$1 label=$2 limit=$3 command=$4 config=$5; shift 5
+  local check="$model step $label" name="step_$label.log" rc
+  [ "$model" = alice ] || name="${model}_$name"
+  local log="$LOGDIR/$name"
+  built "$check" "$BIN/alice" || return
+  timed "$check" "$limit" "$log" "$BIN/alice" "$command" --config "$config" "$@" --bench-steps 5
   rc=$?
   [ $rc = 125 ] && return
-  local s gf gps mem
-  s=$(field s_per_step "$log"); gf=$(field gflop_per_step "$log"); gps=$(field gflops "$log")
-  mem=$(field gpu_peak_mb "$log")
-  if [ $rc = 0 ] && [ -n "$s" ] && [ -n "$gps" ]; then
-    samples_per_s[alice_$label]=$(awk -v s="$s" 'BEGIN{printf "%.3f", 8/s}')
-    record "alice step $label" ok "$(awk -v s="$s" -v g="$gps" -v f="${gf:-0}" -v p="$PEAK_TFLOPS" -v m="${mem:-?}" \
+  local s b gf gps mem
+  s=$(field s_per_step "$log"); b=$(field batch "$log"); gf=$(field gflop_per_step "$log")
+  gps=$(field gflops "$log"); mem=$(field gpu_peak_mb "$log")
+  if [ $rc = 0 ] && [ -n "$s" ] && [ -n "$gps" ] && [ -n "$b" ]; then
+    samples_per_s[${model}_$label]=$(awk -v s="$s" -v b="$b" 'BEGIN{printf "%.3f", b/s}')
+    record "$check" ok "$(awk -v s="$s" -v b="$b" -v g="$gps" -v f="${gf:-0}" -v p="$PEAK_TFLOPS" -v m="${mem:-?}" \
       'BEGIN{printf "%.1f ms/step, %.1f samples/s, %.1f TFLOP/s, MFU %.1f%% of %d; %.0f GFLOP/step, floor %.1f ms; peak %s MB",
-             1e3*s, 8/s, g/1e3, 100*g/1e3/p, p, f, f/p, m}')"
-    mfu[alice_$label]=$(awk -v g="$gps" -v p="$PEAK_TFLOPS" 'BEGIN{printf "%.2f", 100*g/1e3/p}')
+             1e3*s, b/s, g/1e3, 100*g/1e3/p, p, f, f/p, m}')"
+    mfu[${model}_$label]=$(awk -v g="$gps" -v p="$PEAK_TFLOPS" 'BEGIN{printf "%.2f", 100*g/1e3/p}')
   elif [ $rc = 0 ]; then
-    record "alice step $label" FAIL "no timing line in step_$label.log"
+    record "$check" FAIL "no timing line in $name"
   else
-    record "alice step $label" FAIL "exit $rc: $(first_line '[Ee]rror' "$log")"
+    record "$check" FAIL "exit $rc: $(first_line '[Ee]rror' "$log")"
   fi
 }
+# alice_step LABEL key=value...: the pre-training step of the paper configuration, batch 8
+alice_step() { local label=$1; shift; train_step alice "$label" 150 pretrain jobs/pretrain_vitb_paper.cfg device=cuda batch=8 "$@"; }
 declare -A mfu=()
 
 # ---- the same step in PyTorch on the same card ----
@@ -453,6 +461,39 @@ if [ $math_modes = 1 ] && [ -f src/ops/attention_choice.h ]; then
     record "cudnn attention step speed-up" skip "needs both steps (default ${c:-missing}, flash ${f:-missing} samples/s)"
   fi
 fi
+# The opt-in cuBLASLt autotune (gemm_autotune = 1): every GEMM shape's heuristic candidates
+# timed at its first (eager, warm-up step) call and the fastest kept. A measurement, "ok" either
+# way; FAIL only when the step ran without tuning anything (no "gemm autotune:" line).
+if [ $math_modes = 1 ] && grep -q gemm_autotune src/core/config_keys.c; then
+  alice_step bf16-gemm-autotune precision=bf16 tf32=1 gemm_autotune=1
+  u=${samples_per_s[alice_bf16-gemm-autotune]:-}; d=${samples_per_s[alice_bf16]:-}
+  tlog="$LOGDIR/step_bf16-gemm-autotune.log"
+  tuned=$(field plans_tuned "$tlog"); kept=$(field kept_first "$tlog"); untuned=$(field left_untuned "$tlog")
+  chosen=$(field chosen_ms "$tlog"); first=$(field first_ms "$tlog")
+  if [ -n "$u" ] && [ -z "$tuned" ]; then
+    record "gemm autotune step speed-up" FAIL "the step tuned nothing: no 'gemm autotune:' line in step_bf16-gemm-autotune.log"
+  elif [ -n "$u" ] && [ -n "$d" ]; then
+    record "gemm autotune step speed-up" ok "$(awk -v u="$u" -v d="$d" -v m="${mfu[alice_bf16]:-?}" -v e="${mfu[alice_bf16-gemm-autotune]:-?}" \
+      -v n="$tuned" -v k="$kept" -v l="${untuned:-0}" -v c="$chosen" -v f="$first" \
+      'BEGIN{printf "%.3fx samples/s with gemm_autotune=1 (%s vs default %s; MFU %s%% vs %s%%); %d plans tuned, %d kept the first, %d untuned; GEMMs once each: chosen %.3f ms vs first %.3f ms (%.3fx)",
+             u/d, u, d, e, m, n, k, l, c, f, (c > 0) ? f/c : 1}')"
+  else
+    record "gemm autotune step speed-up" skip "needs both steps (default ${d:-missing}, autotune ${u:-missing} samples/s)"
+  fi
+fi
+
+# ---- the UNETR fine-tuning step (jobs/finetune_btcv.cfg: ViT-B/16, feature size 16, 96^3
+# crops, batch 4, 14 classes; random crops and labels, src/train/finetune.c run_bench) ----
+# The defaults (cuda_graph = auto: the step replayed as a graph; instnorm_kernel = own), then
+# without the graph and with cuDNN's instance norm: convolutions and instance norms dominate
+# this step, unlike the pre-training one. Measurements, "ok" whatever the speed.
+# unetr_step LABEL key=value...
+unetr_step() { local label=$1; shift; train_step unetr "$label" 90 finetune jobs/finetune_btcv.cfg device=cuda "$@"; }
+if [ $math_modes = 1 ] && grep -q bench_steps src/train/finetune.h; then
+  unetr_step bf16 precision=bf16 tf32=1
+  unetr_step bf16-eager precision=bf16 tf32=1 cuda_graph=0
+  unetr_step bf16-instnorm-cudnn precision=bf16 tf32=1 instnorm_kernel=cudnn
+fi
 
 # ---------------------------------------------------------------------------------------
 # The rest of the correctness checks
@@ -514,6 +555,17 @@ esac
 
 # ---- section: further GPU correctness checks (other helpers: add here, and their build
 # ---- targets to GPU_TARGETS above) ----
+# The autotune's timing runs write only scratch memory: model-shaped bf16 GEMMs (bias epilogue,
+# residual C != D, in-place beta = 1 with K = 9216, strided batch) agree with it on and off.
+rc=125
+built "gemm autotune on = off (results)" "$BUILD/tests/test_gemm_autotune_gpu" &&
+  { timed "gemm autotune on = off (results)" 90 "$LOGDIR/gemm_autotune.log" "$BUILD/tests/test_gemm_autotune_gpu"; rc=$?; }
+case $rc in
+  125) ;;
+  0) record "gemm autotune on = off (results)" ok "4 cases, in-place sums accumulated once; $(grep -m1 '^gemm autotune: ' "$LOGDIR/gemm_autotune.log" | cut -c16-120)" ;;
+  77) record "gemm autotune on = off (results)" FAIL "skipped: no GPU visible to the test" ;;
+  *) record "gemm autotune on = off (results)" FAIL "exit $rc (gemm_autotune.log): $(first_line 'FAIL|rror' "$LOGDIR/gemm_autotune.log")" ;;
+esac
 # A stalled stream ends the job with the nccl_timeout_s error instead of hanging (one rank).
 rc=125
 built "nccl watchdog (stall, timeout)" "$BUILD/tools/nccl_watchdog_check" &&
@@ -539,6 +591,10 @@ if [ $rc = 0 ]; then
     [ -n "$line" ] && record "linear 9216x768->3072 $mode" ok \
       "$(echo "$line" | awk '{printf "%s TFLOP/s fwd, cuBLAS %s, ratio %s, bwd %s", $6, $7, $8, $9}')"
   done
+  # the same layer with gemm_autotune off and on (ratio = off / on time)
+  line=$(grep "^autotune tgt fc1 (all) *bf16a " "$LOGDIR/bench_ops.log")
+  [ -n "$line" ] && record "linear 9216x768->3072 autotune" ok \
+    "$(echo "$line" | awk '{printf "bf16a: fwd %s -> %s ms (%sx), bwd %s -> %s ms (%sx)", $(NF-5), $(NF-4), $(NF-3), $(NF-2), $(NF-1), $NF}')"
   for mode in fp32 bf16; do for kern in gemm fused; do
     line=$(grep "^enc all tokens $mode $kern " "$LOGDIR/bench_ops.log")
     [ -n "$line" ] && record "attention T=576 Dh=64 $mode $kern" ok \

@@ -228,8 +228,18 @@ case "$*" in
   *attention_kernel=fused*|*attention_kernel=gemm*) s=0.32 ;;
   *precision=bf16*) echo "cuDNN attention: forward graph B=16 H=12 Tq=144 Tk=144 Dh=64 built (implementation chosen by the frontend; workspace 256 bytes)" ;;
 esac
-g=$(awk -v s=$s 'BEGIN{printf "%.1f", 4112.5/s}')
-echo "alice_step method=alice device=cuda precision=x crop=192,192,64 batch=8 s_per_step=$s peak_rss_mb=900 gpu_peak_mb=30000 gflop_per_step=4112.50 gflops=$g flop_per_step=4112500000000 $graph"
+# gemm_autotune = 1: faster, and the end-of-run summary of cuda/cuda_gemm_autotune.cu
+case "$*" in *gemm_autotune=1*) s=0.16
+  echo "gemm autotune: 120 plans tuned, 90 kept the heuristic's first, 0 left untuned (first used while a CUDA graph recorded); one launch of every tuned plan: chosen 6.500 ms vs first 7.000 ms (1.077x); plans_tuned=120 kept_first=90 left_untuned=0 candidates_timed=700 candidates_skipped=20 chosen_ms=6.5000 first_ms=7.0000" ;;
+esac
+# `alice finetune` (the UNETR step of jobs/finetune_btcv.cfg): its own FLOP count, batch 4;
+# cuDNN's instance norm a little slower than the default step
+gflop=4112.50 method=alice crop=192,192,64 batch=8
+case $1 in finetune) gflop=1748.78 method=unetr crop=96,96,96 batch=4
+  case "$*" in *instnorm_kernel=cudnn*) s=0.24 ;; esac ;;
+esac
+g=$(awk -v s=$s -v f=$gflop 'BEGIN{printf "%.1f", f/s}')
+echo "alice_step method=$method device=cuda precision=x crop=$crop batch=$batch s_per_step=$s peak_rss_mb=900 gpu_peak_mb=30000 gflop_per_step=$gflop gflops=$g flop_per_step=${gflop/./}0000000 $graph"
 # under scripts/kernel_profile.sh: the summary the injection library writes (src/perf/kernel_summary.c's format)
 if [ -n "${ALICE_KERNEL_PROFILE_OUT:-}" ]; then cat > "$ALICE_KERNEL_PROFILE_OUT" <<'SUMMARY'
 == alice kernel profile (CUPTI)
@@ -252,6 +262,7 @@ cat > "$F/fake_bench" <<'EOF'
 #!/bin/sh
 echo "tgt fc1 (all) fp32 9216x768x3072 50.0 55.0 0.91 40.0"
 echo "tgt fc1 (all) bf16 9216x768x3072 500.0 520.0 0.96 450.0"
+echo "autotune tgt fc1 (all)        bf16a     0.400     0.380   1.053     1.000     0.900   1.111"
 echo "tgt self-attn (all) bf16 T=576 1.25 2.50 x y"
 echo "enc all tokens bf16a fused      576  64    96     0.125     0.357       116.1        81.3       0.2    1.00"
 echo "enc all tokens bf16a cudnn      576  64    96     0.100     0.300       145.1        96.7       0.2    1.21"
@@ -375,6 +386,21 @@ check "figures: cuda graph speed-up, the default step against the eager one of t
 check "figures: cudnn attention speed-up, the default step against the flash kernels" \
   grep -q '^cudnn attention step speed-up .* ok .*1.60x samples/s with cuDNN attention (default 40.000 vs 25.000 with attention_kernel=fused; MFU 2.08% vs 1.30%; 1 cuDNN graphs)' "$W/run3.out"
 check "figures: cuda graph parity row" grep -q '^cuda graph parity .* ok' "$W/run3.out"
+check "figures: gemm autotune step row (gemm_autotune=1)" \
+  grep -q '^alice step bf16-gemm-autotune .* ok .*160.0 ms/step, 50.0 samples/s' "$W/run3.out"
+check "figures: gemm autotune speed-up with the summary line's figures" \
+  grep -q '^gemm autotune step speed-up .* ok .*1.250x samples/s with gemm_autotune=1 (50.000 vs default 40.000; MFU 2.60% vs 2.08%); 120 plans tuned, 90 kept the first, 0 untuned; GEMMs once each: chosen 6.500 ms vs first 7.000 ms (1.077x)' "$W/run3.out"
+check "figures: gemm autotune correctness row" grep -q '^gemm autotune on = off (results) .* ok' "$W/run3.out"
+check "figures: unetr step row (the fine-tuning defaults: batch 4, its own FLOPs)" \
+  grep -q '^unetr step bf16 .* ok .*200.0 ms/step, 20.0 samples/s, 8.7 TFLOP/s, MFU 0.9% of 989; 1749 GFLOP/step, floor 1.8 ms; peak 30000 MB' "$W/run3.out"
+check "figures: unetr eager step row (cuda_graph=0)" \
+  grep -q '^unetr step bf16-eager .* ok .*250.0 ms/step, 16.0 samples/s, 7.0 TFLOP/s' "$W/run3.out"
+check "figures: unetr step row with cuDNN's instance norm" \
+  grep -q '^unetr step bf16-instnorm-cudnn .* ok .*240.0 ms/step, 16.7 samples/s, 7.3 TFLOP/s' "$W/run3.out"
+check "figures: the unetr rows ran finetune with jobs/finetune_btcv.cfg" \
+  grep -q 'alice_step method=unetr .*crop=96,96,96 batch=4' "$W/logs3/unetr_step_bf16-instnorm-cudnn.log"
+check "figures: linear autotune bench row (off -> on)" \
+  grep -q '^linear 9216x768->3072 autotune .* ok .*fwd 0.400 -> 0.380 ms (1.053x), bwd 1.000 -> 0.900 ms (1.111x)' "$W/run3.out"
 check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"
 check "figures: train-from-data rows, mean of steps 4-8" grep -q '^train data_device=gpu-churn .* ok .*100.0 ms/step' "$W/run3.out"
 check "figures: a run's metrics.csv kept beside its log" test -s "$W/logs3/train_data_gpu.metrics.csv"
