@@ -28,7 +28,7 @@ const ConfigKey config_keys[] = {
       "ignores it with a warning); 0 = never; auto = where the backend records graphs (CUDA) and "
       "the all-reduce is not overlapped with backward (one rank, overlap_allreduce = 0, or ranks "
       "sharing a GPU): with several GPUs hiding the all-reduce is worth more than the graph "
-      "(measured on an H200, paper bf16 step: 21.0 ms eager, 19.7 ms with the graph, 1.07x); "
+      "(measured on an H200, paper bf16 step with the defaults: 16.9 ms eager, 16.1 ms with the graph, 1.05x); "
       "device = cpu: eager, silently. 1 and 0 may also be spelt true|false, yes|no, on|off"),
     K("attention_kernel", CFG_T_ENUM, attention_kernel, "auto", "auto|gemm|fused|cudnn",
       "cuda attention: gemm = batched GEMMs, probabilities [B,H,Tq,Tk] saved for backward; fused = "
@@ -40,7 +40,7 @@ const ConfigKey config_keys[] = {
       "bf16, head width 32 or 64) and this build has cuDNN's attention, fused there otherwise, "
       "gemm elsewhere (fp32 tiles of the fused kernels are slower than gemm). Measured on an "
       "H200, bf16 attention forward + backward: cudnn 2.03x the fused kernels at head width 64, "
-      "1.31x at 32; paper bf16 step 19.1 ms with cudnn, 21.0 ms with fused (tests/bench/"
+      "1.31x at 32; paper bf16 step 16.1 ms with cudnn, 18.2 ms with fused (tests/bench/"
       "bench_cuda_ops, tests/gpu/run.sh); device = cpu ignores the key"),
     K("instnorm_kernel", CFG_T_ENUM, instnorm_kernel, "own", "own|cudnn",
       "cuda instance norm (UNETR res blocks): own = the backend's kernels; cudnn = cuDNN's "

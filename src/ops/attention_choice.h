@@ -6,10 +6,11 @@
  *
  * AUTO is the default and follows the GPU measurements (H200, tests/gpu/run.sh): bf16 attention
  * forward + backward ran 2.03x faster through cuDNN's fused attention than through the own flash
- * kernels at head width 64 and 1.31x at 32, and the paper step went from 21.0 to 19.1 ms; the
- * flash kernels in turn beat the GEMM path only on their register-resident bf16 tiles (head
- * widths 32 and 64). So AUTO: cuDNN where the flash kernels' fast tiles would run and the build
- * has cuDNN's attention, else the flash kernels there, the GEMM path everywhere else. */
+ * kernels at head width 64 and 1.31x at 32, and the paper step took 16.1 ms with it, 18.2 ms
+ * with the own kernels (run 8); the flash kernels in turn beat the GEMM path only on their
+ * register-resident bf16 tiles (head widths 32 and 64). So AUTO: cuDNN where the flash kernels'
+ * fast tiles would run and the build has cuDNN's attention, else the flash kernels there, the
+ * GEMM path everywhere else. */
 #ifndef ALICE_ATTENTION_CHOICE_H
 #define ALICE_ATTENTION_CHOICE_H
 

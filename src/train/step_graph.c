@@ -35,7 +35,7 @@ void step_graph_init(StepGraph *sg, const AliceBackend *be, StepGraphMode mode,
     }
     if (mode == STEP_GRAPH_AUTO && sync_overlapped) {
         log_info("cuda_graph = auto: every step runs eagerly, so the gradient all-reduce stays "
-                 "overlapped with backward (several GPUs: worth more than the graph's ~1.07x); "
+                 "overlapped with backward (several GPUs: worth more than the graph's ~1.05x); "
                  "cuda_graph = 1 records the step and reduces once after backward");
         return;
     }
