@@ -354,6 +354,8 @@ check "figures: alice bf16 row (ms, samples/s, MFU, floor, memory)" \
 check "figures: kernel profile row (busy %, top 3 kernels)" \
   grep -q '^kernel profile alice bf16 .* ok .*busy 61.2% of span, idle 95.098 ms (80.500 in gaps >= 20 us); sm90_xmma_gemm_bf16bf16_bf16f32_f3 40.0%; alice::layer_norm_kernel<__nv_bflo 20.0%; flash_attention_fwd<64> 10.0%$' "$W/run3.out"
 check "figures: the profile comes back in PACK_DIR" grep -q '^kernel_profile kernels=12000' "$W/out3/kernel_profile.txt"
+check "figures: the UNETR step's kernel profile row and summary" \
+  sh -c "grep -q '^kernel profile unetr bf16 .* ok .*busy 61.2% of span' '$W/run3.out' && grep -q '^kernel_profile kernels=12000' '$W/out3/kernel_profile_unetr.txt'"
 check "figures: torch eager bf16 row" grep -q '^torch step eager bf16 .* ok .*400.0 ms/step, 20.0 samples/s' "$W/run3.out"
 check "figures: failed torch.compile is a skip with the reason" grep -q '^torch step compile bf16 .* skip .*no_triton_here' "$W/run3.out"
 check "figures: throughput ratio against eager bf16 (target met)" \
