@@ -136,34 +136,57 @@ static long batch_stride(const AttentionBatches &g, long element_stride, long he
     return g.elements > 1 ? element_stride : head_stride;
 }
 
+/* The geometry the bf16 GEMM paths share: the logit scale, the probabilities' sizes, how each
+ * product is batched and every operand's batch stride under that batching. */
+struct AttentionGemmLayout {
+    float scale;        /* 1 / sqrt(Dh) */
+    long per_b;         /* probabilities (or dS) of one batch element: H x Tq x Tk */
+    int C;              /* the out / dout row: H x Dh */
+    AttentionBatches g; /* calls x batch of each product */
+    long sq, skv;       /* batch strides of q, and of k / v (and their gradients) */
+    long sp, so;        /* batch strides of P / dS, and of out / dout */
+};
+
+static AttentionGemmLayout attention_gemm_layout(int B, int H, int Tq, int Tk, int Dh, int ldq,
+                                                 int ldkv)
+{
+    AttentionGemmLayout lay;
+    lay.scale = 1.0f / sqrtf((float)Dh);
+    lay.per_b = (long)H * Tq * Tk;
+    const long head_tile = (long)Tq * Tk;
+    lay.C = H * Dh;
+    lay.g = attention_batches(B, H);
+    lay.sq = batch_stride(lay.g, (long)Tq * ldq, Dh);
+    lay.skv = batch_stride(lay.g, (long)Tk * ldkv, Dh);
+    lay.sp = batch_stride(lay.g, lay.per_b, head_tile);
+    lay.so = batch_stride(lay.g, (long)Tq * lay.C, Dh);
+    return lay;
+}
+
 /* The GEMM-kernel forward with every operand rounded once: S = scale q k^T, softmax, out = P v
  * (probs: B x per_b fp32, saved or scratch). */
 static void attention_fwd_rounded_once(float *out, float *probs, const float *q, const float *k,
                                        const float *v, int B, int H, int Tq, int Tk, int Dh,
                                        int ldq, int ldkv)
 {
-    const float scale = 1.0f / sqrtf((float)Dh);
-    const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
-    const int C = H * Dh;
-    const AttentionBatches g = attention_batches(B, H);
-    const long sq = batch_stride(g, (long)Tq * ldq, Dh), skv = batch_stride(g, (long)Tk * ldkv, Dh);
-    const long sp = batch_stride(g, per_b, head_tile), so = batch_stride(g, (long)Tq * C, Dh);
-    const AttentionOperands16 in = round_attention_operands(q, k, v, B, Tq, Tk, C, ldq, ldkv);
+    const AttentionGemmLayout lay = attention_gemm_layout(B, H, Tq, Tk, Dh, ldq, ldkv);
+    const AttentionOperands16 in = round_attention_operands(q, k, v, B, Tq, Tk, lay.C, ldq, ldkv);
     const bf16_t *q16 = (const bf16_t *)in.q, *k16 = (const bf16_t *)in.k;
     const bf16_t *v16 = (const bf16_t *)in.v;
-    for (int c = 0; c < g.calls; c++)  /* c: the call's first element (0 when one call) */
-        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, scale, q16 + (size_t)c * Tq * ldq, ldq, sq,
-                                k16 + (size_t)c * Tk * ldkv, ldkv, skv, 0.0f,
-                                probs + (size_t)c * per_b, DTYPE_F32, Tk, sp, g.batch);
+    for (int c = 0; c < lay.g.calls; c++)  /* c: the call's first element (0 when one call) */
+        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, lay.scale, q16 + (size_t)c * Tq * ldq, ldq,
+                                lay.sq, k16 + (size_t)c * Tk * ldkv, ldkv, lay.skv, 0.0f,
+                                probs + (size_t)c * lay.per_b, DTYPE_F32, Tk, lay.sp, lay.g.batch);
     cuda_softmax_fwd(probs, probs, B * H * Tq, Tk);
-    const size_t n_probs = (size_t)B * per_b;
+    const size_t n_probs = (size_t)B * lay.per_b;
     __nv_bfloat16 *p16 =
         (__nv_bfloat16 *)cuda_scratch(SCRATCH_ATTN_BF16, n_probs * sizeof(__nv_bfloat16));
     cuda_round_to_bf16(p16, probs, n_probs);
-    for (int c = 0; c < g.calls; c++)
-        cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, (const bf16_t *)(p16 + (size_t)c * per_b),
-                                Tk, sp, v16 + (size_t)c * Tk * ldkv, ldkv, skv, 0.0f,
-                                out + (size_t)c * Tq * C, DTYPE_F32, C, so, g.batch);
+    for (int c = 0; c < lay.g.calls; c++)
+        cuda_gemm_bf16_operands(
+            0, 0, Tq, Dh, Tk, 1.0f, (const bf16_t *)(p16 + (size_t)c * lay.per_b), Tk, lay.sp,
+            v16 + (size_t)c * Tk * ldkv, ldkv, lay.skv, 0.0f, out + (size_t)c * Tq * lay.C,
+            DTYPE_F32, lay.C, lay.so, lay.g.batch);
 }
 
 /* The GEMM-kernel backward with every operand rounded once: dout and P whole, the q, k, v a
@@ -174,26 +197,21 @@ static void attention_bwd_rounded_once(float *dq, float *dk, float *dv, const fl
                                        int ldq, int ldkv)
 {
     if (!dq && !dk && !dv) return;
-    const float scale = 1.0f / sqrtf((float)Dh);
-    const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
-    const int C = H * Dh;
-    const AttentionBatches g = attention_batches(B, H);
-    const long sq = batch_stride(g, (long)Tq * ldq, Dh), skv = batch_stride(g, (long)Tk * ldkv, Dh);
-    const long sp = batch_stride(g, per_b, head_tile), so = batch_stride(g, (long)Tq * C, Dh);
-    const size_t per_call = (size_t)g.elements * per_b;  /* dS of one call's elements */
+    const AttentionGemmLayout lay = attention_gemm_layout(B, H, Tq, Tk, Dh, ldq, ldkv);
+    const size_t per_call = (size_t)lay.g.elements * lay.per_b;  /* dS of one call's elements */
     const int want_ds = dq || dk;
     /* dS needs dout and v; dq = dS k, dk = dS^T q; dv = P^T dout */
     const AttentionOperands16 in = round_attention_operands(
-        dk ? q : NULL, dq ? k : NULL, want_ds ? v : NULL, B, Tq, Tk, C, ldq, ldkv);
+        dk ? q : NULL, dq ? k : NULL, want_ds ? v : NULL, B, Tq, Tk, lay.C, ldq, ldkv);
     const bf16_t *q16 = (const bf16_t *)in.q, *k16 = (const bf16_t *)in.k;
     const bf16_t *v16 = (const bf16_t *)in.v;
-    const size_t n_dout = (size_t)B * Tq * C;
+    const size_t n_dout = (size_t)B * Tq * lay.C;
     __nv_bfloat16 *dout16 =
         (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_A, n_dout * sizeof(__nv_bfloat16));
     cuda_round_to_bf16(dout16, dout, n_dout);
     __nv_bfloat16 *p16 = NULL;
     if (dv) {
-        const size_t n_probs = (size_t)B * per_b;
+        const size_t n_probs = (size_t)B * lay.per_b;
         p16 = (__nv_bfloat16 *)cuda_scratch(SCRATCH_ATTN_BF16, n_probs * sizeof(__nv_bfloat16));
         cuda_round_to_bf16(p16, probs, n_probs);
     }
@@ -202,28 +220,29 @@ static void attention_bwd_rounded_once(float *dq, float *dk, float *dv, const fl
     __nv_bfloat16 *ds16 =
         want_ds ? (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_B, per_call * sizeof(__nv_bfloat16))
                 : NULL;
-    for (int c = 0; c < g.calls; c++) {  /* c: the call's first element (0 when one call) */
-        const bf16_t *dob = (const bf16_t *)(dout16 + (size_t)c * Tq * C);
+    for (int c = 0; c < lay.g.calls; c++) {  /* c: the call's first element (0 when one call) */
+        const bf16_t *dob = (const bf16_t *)(dout16 + (size_t)c * Tq * lay.C);
         if (dv)  /* dv = P^T dout */
             cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f,
-                                    (const bf16_t *)(p16 + (size_t)c * per_b), Tk, sp, dob, C, so,
-                                    0.0f, dv + (size_t)c * Tk * ldkv, DTYPE_F32, ldkv, skv,
-                                    g.batch);
+                                    (const bf16_t *)(p16 + (size_t)c * lay.per_b), Tk, lay.sp, dob,
+                                    lay.C, lay.so, 0.0f, dv + (size_t)c * Tk * ldkv, DTYPE_F32,
+                                    ldkv, lay.skv, lay.g.batch);
         if (!want_ds) continue;
         /* dP = dout v^T (fp32), then dS = scale * softmax_bwd(dP), stored rounded in ds16 */
-        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, 1.0f, dob, C, so, v16 + (size_t)c * Tk * ldkv,
-                                ldkv, skv, 0.0f, ds, DTYPE_F32, Tk, sp, g.batch);
-        launch_attention_softmax_bwd(ds, ds16, probs + (size_t)c * per_b, g.elements * H * Tq,
-                                     Tk, scale);
+        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, 1.0f, dob, lay.C, lay.so,
+                                v16 + (size_t)c * Tk * ldkv, ldkv, lay.skv, 0.0f, ds, DTYPE_F32, Tk,
+                                lay.sp, lay.g.batch);
+        launch_attention_softmax_bwd(ds, ds16, probs + (size_t)c * lay.per_b,
+                                     lay.g.elements * H * Tq, Tk, lay.scale);
         const bf16_t *ds16c = (const bf16_t *)ds16;
         if (dq)  /* dq = dS k */
-            cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, ds16c, Tk, sp,
-                                    k16 + (size_t)c * Tk * ldkv, ldkv, skv, 0.0f,
-                                    dq + (size_t)c * Tq * ldq, DTYPE_F32, ldq, sq, g.batch);
+            cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, ds16c, Tk, lay.sp,
+                                    k16 + (size_t)c * Tk * ldkv, ldkv, lay.skv, 0.0f,
+                                    dq + (size_t)c * Tq * ldq, DTYPE_F32, ldq, lay.sq, lay.g.batch);
         if (dk)  /* dk = dS^T q */
-            cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f, ds16c, Tk, sp,
-                                    q16 + (size_t)c * Tq * ldq, ldq, sq, 0.0f,
-                                    dk + (size_t)c * Tk * ldkv, DTYPE_F32, ldkv, skv, g.batch);
+            cuda_gemm_bf16_operands(
+                1, 0, Tk, Dh, Tq, 1.0f, ds16c, Tk, lay.sp, q16 + (size_t)c * Tq * ldq, ldq, lay.sq,
+                0.0f, dk + (size_t)c * Tk * ldkv, DTYPE_F32, ldkv, lay.skv, lay.g.batch);
     }
 }
 
@@ -319,27 +338,24 @@ void cuda_attention_fwd_bf16(bf16_t *out, float *saved, const bf16_t *q, const b
         cuda_flash_attention_fwd_bf16(out, saved, q, k, v, B, H, Tq, Tk, Dh, ldq, ldkv);
         return;
     }
-    const float scale = 1.0f / sqrtf((float)Dh);
-    const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
-    const int C = H * Dh;
-    const AttentionBatches g = attention_batches(B, H);
-    const long sq = batch_stride(g, (long)Tq * ldq, Dh), skv = batch_stride(g, (long)Tk * ldkv, Dh);
-    const long sp = batch_stride(g, per_b, head_tile), so = batch_stride(g, (long)Tq * C, Dh);
-    const size_t per_call = (size_t)g.elements * per_b;
+    const AttentionGemmLayout lay = attention_gemm_layout(B, H, Tq, Tk, Dh, ldq, ldkv);
+    const size_t per_call = (size_t)lay.g.elements * lay.per_b;
     float *probs = saved ? saved
-                         : (float *)cuda_scratch(SCRATCH_ATTN_PROBS, B * per_b * sizeof(float));
-    for (int c = 0; c < g.calls; c++)  /* S = scale q k^T; c: the call's first element */
-        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, scale, q + (size_t)c * Tq * ldq, ldq, sq,
-                                k + (size_t)c * Tk * ldkv, ldkv, skv, 0.0f,
-                                probs + (size_t)c * per_b, DTYPE_F32, Tk, sp, g.batch);
+                         : (float *)cuda_scratch(SCRATCH_ATTN_PROBS, B * lay.per_b * sizeof(float));
+    for (int c = 0; c < lay.g.calls; c++)  /* S = scale q k^T; c: the call's first element */
+        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, lay.scale, q + (size_t)c * Tq * ldq, ldq, lay.sq,
+                                k + (size_t)c * Tk * ldkv, ldkv, lay.skv, 0.0f,
+                                probs + (size_t)c * lay.per_b, DTYPE_F32, Tk, lay.sp, lay.g.batch);
     cuda_softmax_fwd(probs, probs, B * H * Tq, Tk);
     __nv_bfloat16 *p16 =
         (__nv_bfloat16 *)cuda_scratch(SCRATCH_ATTN_BF16, per_call * sizeof(__nv_bfloat16));
-    for (int c = 0; c < g.calls; c++) {  /* out = P v, heads interleaved into [Tq, H*Dh], in bf16 */
-        cuda_round_to_bf16(p16, probs + (size_t)c * per_b, per_call);
-        cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, (const bf16_t *)p16, Tk, sp,
-                                v + (size_t)c * Tk * ldkv, ldkv, skv, 0.0f,
-                                out + (size_t)c * Tq * C, DTYPE_BF16, C, so, g.batch);
+    /* out = P v, heads interleaved into [Tq, H*Dh], in bf16 */
+    for (int c = 0; c < lay.g.calls; c++) {
+        cuda_round_to_bf16(p16, probs + (size_t)c * lay.per_b, per_call);
+        cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, (const bf16_t *)p16, Tk, lay.sp,
+                                v + (size_t)c * Tk * ldkv, ldkv, lay.skv, 0.0f,
+                                out + (size_t)c * Tq * lay.C, DTYPE_BF16, lay.C, lay.so,
+                                lay.g.batch);
     }
 }
 
@@ -360,14 +376,9 @@ void cuda_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout,
     }
     if (!dq && !dk && !dv) return;
     const float *probs = saved;  /* the GEMM path needs no out: probs give the row dot */
-    const float scale = 1.0f / sqrtf((float)Dh);
-    const long per_b = (long)H * Tq * Tk, head_tile = (long)Tq * Tk;
-    const int C = H * Dh;
-    const AttentionBatches g = attention_batches(B, H);
-    const long sq = batch_stride(g, (long)Tq * ldq, Dh), skv = batch_stride(g, (long)Tk * ldkv, Dh);
-    const long sp = batch_stride(g, per_b, head_tile), so = batch_stride(g, (long)Tq * C, Dh);
-    const size_t per_call = (size_t)g.elements * per_b;
-    const size_t n_dout = (size_t)B * Tq * C;
+    const AttentionGemmLayout lay = attention_gemm_layout(B, H, Tq, Tk, Dh, ldq, ldkv);
+    const size_t per_call = (size_t)lay.g.elements * lay.per_b;
+    const size_t n_dout = (size_t)B * Tq * lay.C;
     __nv_bfloat16 *dout16 =
         (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_A, n_dout * sizeof(__nv_bfloat16));
     cuda_round_to_bf16(dout16, dout, n_dout);
@@ -375,29 +386,31 @@ void cuda_attention_bwd_bf16(float *dq, float *dk, float *dv, const float *dout,
     __nv_bfloat16 *op16 =  /* P for dV, then dS for dQ and dK */
         (__nv_bfloat16 *)cuda_scratch(SCRATCH_ATTN_BF16, per_call * sizeof(__nv_bfloat16));
     const bf16_t *op = (const bf16_t *)op16;
-    for (int c = 0; c < g.calls; c++) {  /* c: the call's first element (0 when one call) */
+    for (int c = 0; c < lay.g.calls; c++) {  /* c: the call's first element (0 when one call) */
         const bf16_t *qc = q + (size_t)c * Tq * ldq, *kc = k + (size_t)c * Tk * ldkv;
         const bf16_t *vc = v + (size_t)c * Tk * ldkv;
-        const bf16_t *doc = (const bf16_t *)(dout16 + (size_t)c * Tq * C);
-        const float *pc = probs + (size_t)c * per_b;
+        const bf16_t *doc = (const bf16_t *)(dout16 + (size_t)c * Tq * lay.C);
+        const float *pc = probs + (size_t)c * lay.per_b;
         if (dv) {  /* dv = P^T dout */
             cuda_round_to_bf16(op16, pc, per_call);
-            cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f, op, Tk, sp, doc, C, so, 0.0f,
-                                    dv + (size_t)c * Tk * ldkv, DTYPE_F32, ldkv, skv, g.batch);
+            cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f, op, Tk, lay.sp, doc, lay.C, lay.so,
+                                    0.0f, dv + (size_t)c * Tk * ldkv, DTYPE_F32, ldkv, lay.skv,
+                                    lay.g.batch);
         }
         if (!dq && !dk) continue;
         /* dP = dout v^T (fp32), then dS = scale * softmax_bwd(dP) in fp32, rounded once */
-        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, 1.0f, doc, C, so, vc, ldkv, skv, 0.0f, ds,
-                                DTYPE_F32, Tk, sp, g.batch);
+        cuda_gemm_bf16_operands(0, 1, Tq, Tk, Dh, 1.0f, doc, lay.C, lay.so, vc, ldkv, lay.skv, 0.0f,
+                                ds, DTYPE_F32, Tk, lay.sp, lay.g.batch);
         /* the dv GEMM is done with P (stream order): its slot takes dS now, rounded in the
          * softmax backward's store */
-        launch_attention_softmax_bwd(ds, op16, pc, g.elements * H * Tq, Tk, scale);
+        launch_attention_softmax_bwd(ds, op16, pc, lay.g.elements * H * Tq, Tk, lay.scale);
         if (dq)  /* dq = dS k */
-            cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, op, Tk, sp, kc, ldkv, skv, 0.0f,
-                                    dq + (size_t)c * Tq * ldq, DTYPE_F32, ldq, sq, g.batch);
+            cuda_gemm_bf16_operands(0, 0, Tq, Dh, Tk, 1.0f, op, Tk, lay.sp, kc, ldkv, lay.skv, 0.0f,
+                                    dq + (size_t)c * Tq * ldq, DTYPE_F32, ldq, lay.sq, lay.g.batch);
         if (dk)  /* dk = dS^T q */
-            cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f, op, Tk, sp, qc, ldq, sq, 0.0f,
-                                    dk + (size_t)c * Tk * ldkv, DTYPE_F32, ldkv, skv, g.batch);
+            cuda_gemm_bf16_operands(1, 0, Tk, Dh, Tq, 1.0f, op, Tk, lay.sp, qc, ldq, lay.sq, 0.0f,
+                                    dk + (size_t)c * Tk * ldkv, DTYPE_F32, ldkv, lay.skv,
+                                    lay.g.batch);
     }
 }
 

@@ -149,6 +149,38 @@ static double time_backend_bwd_bf16(float *dx, float *dW, float *db, const float
     return (wall_seconds() - t0) / ITERS;
 }
 
+/* One linear shape's buffers: the fp32 operands and gradients (uniform values), x's bf16 copy
+ * and a bf16 y, for the bf16-activation entry points. */
+typedef struct {
+    float *x, *W, *b, *y, *dy, *dx, *dW, *db;
+    void *x16, *y16;
+} LinearBuffers;
+
+static LinearBuffers linear_buffers_alloc(int M, int K, int N)
+{
+    LinearBuffers L;
+    L.x = device_uniform((size_t)M * K);
+    L.W = device_uniform((size_t)N * K);
+    L.b = device_uniform(N);
+    L.y = device_uniform((size_t)M * N);
+    L.dy = device_uniform((size_t)M * N);
+    L.dx = device_uniform((size_t)M * K);
+    L.dW = device_uniform((size_t)N * K);
+    L.db = device_uniform(N);
+    L.x16 = device_bf16_copy(L.x, (size_t)M * K);
+    L.y16 = NULL;
+    BENCH_CUDA(cudaMalloc(&L.y16, (size_t)M * N * sizeof(uint16_t)));
+    return L;
+}
+
+static void linear_buffers_free(LinearBuffers *L)
+{
+    gpu->release(L->x); gpu->release(L->W); gpu->release(L->b); gpu->release(L->y);
+    gpu->release(L->dy); gpu->release(L->dx); gpu->release(L->dW); gpu->release(L->db);
+    BENCH_CUDA(cudaFree(L->x16));
+    BENCH_CUDA(cudaFree(L->y16));
+}
+
 static void bench_linear(void)
 {
     static const struct { const char *name; int tf32, bf16; RefMode ref; } modes[] = {
@@ -158,40 +190,33 @@ static void bench_linear(void)
     for (size_t s = 0; s < sizeof kShapes / sizeof kShapes[0]; s++) {
         const LinearShape *sh = &kShapes[s];
         const int M = sh->M, K = sh->K, N = sh->N;
-        float *x = device_uniform((size_t)M * K), *W = device_uniform((size_t)N * K);
-        float *b = device_uniform(N), *y = device_uniform((size_t)M * N);
-        float *dy = device_uniform((size_t)M * N), *dx = device_uniform((size_t)M * K);
-        float *dW = device_uniform((size_t)N * K), *db = device_uniform(N);
-        void *x16 = device_bf16_copy(x, (size_t)M * K), *W16 = device_bf16_copy(W, (size_t)N * K);
+        LinearBuffers L = linear_buffers_alloc(M, K, N);
+        void *W16 = device_bf16_copy(L.W, (size_t)N * K);
         const double flops = 2.0 * M * N * K;
         for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) {
             gpu_set_math(modes[m].tf32, modes[m].bf16);
-            double t_fwd = time_backend_fwd(y, x, W, b, M, K, N);
-            double t_bwd = time_backend_bwd(dx, dW, db, dy, x, W, M, K, N);
+            double t_fwd = time_backend_fwd(L.y, L.x, L.W, L.b, M, K, N);
+            double t_bwd = time_backend_bwd(L.dx, L.dW, L.db, L.dy, L.x, L.W, M, K, N);
             const int bf = modes[m].ref == REF_BF16;
-            double t_ref = time_ref(modes[m].ref, y, bf ? x16 : (void *)x, bf ? W16 : (void *)W,
-                                    M, K, N);
+            double t_ref = time_ref(modes[m].ref, L.y, bf ? L.x16 : (void *)L.x,
+                                    bf ? W16 : (void *)L.W, M, K, N);
             printf("%-20s %-5s %10.3f %12.1f %12.1f %8.2f %12.1f\n", sh->name, modes[m].name,
                    1e3 * t_fwd, flops / t_fwd / 1e12, flops / t_ref / 1e12, t_ref / t_fwd,
                    2.0 * flops / t_bwd / 1e12);
         }
         /* bf16 activations: no operand conversion in the forward, the reference's setting. */
-        void *y16 = NULL;
-        BENCH_CUDA(cudaMalloc(&y16, (size_t)M * N * sizeof(uint16_t)));
         gpu_set_math(0, 1);
-        gpu->weights_hint(W, (size_t)N * K);
-        double t_fwd = time_backend_fwd_bf16(y16, (const bf16_t *)x16, W, b, M, K, N);
-        double t_bwd = time_backend_bwd_bf16(dx, dW, db, dy, (const bf16_t *)x16, W, M, K, N);
-        gpu->weights_forget(W);
-        double t_ref = time_ref(REF_BF16, y, x16, W16, M, K, N);
+        gpu->weights_hint(L.W, (size_t)N * K);
+        double t_fwd = time_backend_fwd_bf16(L.y16, (const bf16_t *)L.x16, L.W, L.b, M, K, N);
+        double t_bwd =
+            time_backend_bwd_bf16(L.dx, L.dW, L.db, L.dy, (const bf16_t *)L.x16, L.W, M, K, N);
+        gpu->weights_forget(L.W);
+        double t_ref = time_ref(REF_BF16, L.y, L.x16, W16, M, K, N);
         printf("%-20s %-5s %10.3f %12.1f %12.1f %8.2f %12.1f\n", sh->name, "bf16a", 1e3 * t_fwd,
                flops / t_fwd / 1e12, flops / t_ref / 1e12, t_ref / t_fwd,
                2.0 * flops / t_bwd / 1e12);
-        BENCH_CUDA(cudaFree(y16));
         gpu_set_math(0, 0);
-        gpu->release(x); gpu->release(W); gpu->release(b); gpu->release(y); gpu->release(dy);
-        gpu->release(dx); gpu->release(dW); gpu->release(db);
-        BENCH_CUDA(cudaFree(x16));
+        linear_buffers_free(&L);
         BENCH_CUDA(cudaFree(W16));
     }
     printf("(ratio = cuBLAS time / backend time on the same shape and precision; the backend's\n"
@@ -414,37 +439,30 @@ static void bench_linear_autotune(void)
     for (size_t s = 0; s < sizeof kShapes / sizeof kShapes[0]; s++) {
         const LinearShape *sh = &kShapes[s];
         const int M = sh->M, K = sh->K, N = sh->N;
-        float *x = device_uniform((size_t)M * K), *W = device_uniform((size_t)N * K);
-        float *b = device_uniform(N), *y = device_uniform((size_t)M * N);
-        float *dy = device_uniform((size_t)M * N), *dx = device_uniform((size_t)M * K);
-        float *dW = device_uniform((size_t)N * K), *db = device_uniform(N);
-        void *x16 = device_bf16_copy(x, (size_t)M * K), *y16 = NULL;
-        BENCH_CUDA(cudaMalloc(&y16, (size_t)M * N * sizeof(uint16_t)));
+        LinearBuffers L = linear_buffers_alloc(M, K, N);
         gpu_set_math(0, 1);
         for (int activations = 0; activations < 2; activations++) {
             double fwd[2], bwd[2];
-            if (activations) gpu->weights_hint(W, (size_t)N * K);
+            if (activations) gpu->weights_hint(L.W, (size_t)N * K);
             for (int tune = 0; tune < 2; tune++) {
                 gpu_set_gemm_autotune(tune);
                 fwd[tune] = activations
-                    ? time_backend_fwd_bf16(y16, (const bf16_t *)x16, W, b, M, K, N)
-                    : time_backend_fwd(y, x, W, b, M, K, N);
+                    ? time_backend_fwd_bf16(L.y16, (const bf16_t *)L.x16, L.W, L.b, M, K, N)
+                    : time_backend_fwd(L.y, L.x, L.W, L.b, M, K, N);
                 bwd[tune] = activations
-                    ? time_backend_bwd_bf16(dx, dW, db, dy, (const bf16_t *)x16, W, M, K, N)
-                    : time_backend_bwd(dx, dW, db, dy, x, W, M, K, N);
+                    ? time_backend_bwd_bf16(L.dx, L.dW, L.db, L.dy, (const bf16_t *)L.x16, L.W,
+                                            M, K, N)
+                    : time_backend_bwd(L.dx, L.dW, L.db, L.dy, L.x, L.W, M, K, N);
             }
             gpu_set_gemm_autotune(0);
-            if (activations) gpu->weights_forget(W);
+            if (activations) gpu->weights_forget(L.W);
             /* "autotune <shape>": run.sh's linear rows grep "^<shape> <mode> " */
             printf("autotune %-20s %-5s %9.3f %9.3f %7.3f %9.3f %9.3f %7.3f\n", sh->name,
                    activations ? "bf16a" : "bf16", 1e3 * fwd[0], 1e3 * fwd[1], fwd[0] / fwd[1],
                    1e3 * bwd[0], 1e3 * bwd[1], bwd[0] / bwd[1]);
         }
         gpu_set_math(0, 0);
-        gpu->release(x); gpu->release(W); gpu->release(b); gpu->release(y); gpu->release(dy);
-        gpu->release(dx); gpu->release(dW); gpu->release(db);
-        BENCH_CUDA(cudaFree(x16));
-        BENCH_CUDA(cudaFree(y16));
+        linear_buffers_free(&L);
     }
     gpu_gemm_autotune_stats(&after);
     const double chosen = after.chosen_ms - before.chosen_ms, first = after.first_ms - before.first_ms;

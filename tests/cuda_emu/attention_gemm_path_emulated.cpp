@@ -17,6 +17,7 @@
  * Shapes: one head over several elements (the batched case), several heads, packed qkv and
  * cross attention, B = 1. */
 #include "cuda/cuda_kernels.cuh" /* the test's stand-in: emu_cuda.h + cuda/cuda_bf16.cuh */
+#include "emu_test_util.h"
 
 #include <cmath>
 
@@ -118,12 +119,7 @@ void cuda_round_to_bf16(__nv_bfloat16 *out, const float *in, size_t n)
 
 /* ---- reference and checks ---- */
 
-static uint64_t lcg_state = 77;
-static float uniform(float lo, float hi)
-{
-    lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
-    return lo + (hi - lo) * (float)((lcg_state >> 40) * (1.0 / 16777216.0));
-}
+static EmuLcg lcg{77};
 
 static double rb(double x, bool round) { return round ? bf16_to_float(bf16_from_float((float)x)) : x; }
 
@@ -240,9 +236,9 @@ static void run_shape(const Shape &s)
     const size_t nq = (size_t)B * Tq * ldq, nkv = s.packed ? nq : (size_t)B * Tk * ldkv;
     const size_t n_out = (size_t)B * Tq * C, n_probs = (size_t)B * H * Tq * Tk;
     std::vector<float> qb(nq), kvb_own(s.packed ? 0 : nkv), dout(n_out);
-    for (auto &x : qb) x = uniform(-1, 1);
-    for (auto &x : kvb_own) x = uniform(-1, 1);
-    for (auto &x : dout) x = uniform(-1, 1);
+    for (auto &x : qb) x = lcg.uniform(-1, 1);
+    for (auto &x : kvb_own) x = lcg.uniform(-1, 1);
+    for (auto &x : dout) x = lcg.uniform(-1, 1);
     float *kvb = s.packed ? qb.data() : kvb_own.data();
     const float *q = qb.data(), *k = kvb + koff, *v = kvb + voff;
     char what[200];
@@ -337,11 +333,8 @@ int main()
         {2, 2, 7, 13, 16, 0},  /* cross attention, several heads, Tq != Tk */
     };
     for (const Shape &s : shapes) run_shape(s);
-    if (fails) {
-        fprintf(stderr, "%d failures\n", fails);
-        return 1;
-    }
-    printf("attention GEMM path (emulated): %zu shapes, fp32 mode, bf16 GEMMs (fp32 entry) and "
-           "bf16 entry, every gradient subset: ok\n", sizeof shapes / sizeof shapes[0]);
-    return 0;
+    return emu_finish(fails,
+                      "attention GEMM path (emulated): %zu shapes, fp32 mode, bf16 GEMMs (fp32 "
+                      "entry) and bf16 entry, every gradient subset: ok",
+                      sizeof shapes / sizeof shapes[0]);
 }

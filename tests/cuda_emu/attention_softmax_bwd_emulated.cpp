@@ -12,6 +12,7 @@
  *  - outputs poisoned first with a poisoned tail past rows x cols: every element written,
  *    nothing past the end. */
 #include "emu_cuda.h"
+#include "emu_test_util.h"
 
 #include "attention_softmax_bwd.inc"  /* cut out of cuda/cuda_attention.cu by the .sh */
 
@@ -24,12 +25,7 @@ static void check(bool ok, const char *what, int rows, int cols, size_t i, doubl
                 cols, i, got, want);
 }
 
-static uint64_t lcg_state = 2024;
-static float uniform(float lo, float hi)
-{
-    lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
-    return lo + (hi - lo) * (float)((lcg_state >> 40) * (1.0 / 16777216.0));
-}
+static EmuLcg lcg{2024};
 
 enum { kTail = 40 };
 static const uint16_t kPoison16 = 0x7fc1;  /* a bf16 NaN */
@@ -40,10 +36,11 @@ static void run_case(int rows, int cols, float scale)
     std::vector<float> p(n), dp(n);
     for (int r = 0; r < rows; r++) {  /* p: a softmax row (positive, sums to 1) */
         double sum = 0;
-        for (int c = 0; c < cols; c++) sum += p[(size_t)r * cols + c] = uniform(0.01f, 1.0f);
+        for (int c = 0; c < cols; c++)
+            sum += p[(size_t)r * cols + c] = lcg.uniform(0.01f, 1.0f);
         for (int c = 0; c < cols; c++) p[(size_t)r * cols + c] = (float)(p[(size_t)r * cols + c] / sum);
     }
-    for (auto &v : dp) v = uniform(-2, 2);
+    for (auto &v : dp) v = lcg.uniform(-2, 2);
     std::vector<float> in_place(n + kTail, NAN), kept(n + kTail, NAN);
     std::copy(dp.begin(), dp.end(), in_place.begin());
     std::copy(dp.begin(), dp.end(), kept.begin());
@@ -86,11 +83,8 @@ int main()
         run_case(s[0], s[1], 0.125f);
         run_case(s[0], s[1], 1.0f / std::sqrt(768.0f));
     }
-    if (fails) {
-        fprintf(stderr, "%d failures\n", fails);
-        return 1;
-    }
-    printf("attention softmax backward kernel (emulated): %zu shapes, fp32 in place and bf16 "
-           "store: ok\n", sizeof shapes / sizeof shapes[0]);
-    return 0;
+    return emu_finish(fails,
+                      "attention softmax backward kernel (emulated): %zu shapes, fp32 in place "
+                      "and bf16 store: ok",
+                      sizeof shapes / sizeof shapes[0]);
 }

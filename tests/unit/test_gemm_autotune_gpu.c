@@ -70,6 +70,21 @@ static void sample_entries(size_t *at, size_t n, uint32_t sample)
     for (int i = 0; i < SAMPLES; i++) at[i] = (size_t)rng_below(&s, (uint32_t)n);
 }
 
+/* One reference entry in double: init + sum_k a[k a_step] b[k b_step] over n terms, in k's
+ * order; *mag: the scale of its rounding error, init_mag + the sum of the terms' magnitudes. */
+static double dot_reference(double init, double init_mag, const float *a, size_t a_step,
+                            const float *b, size_t b_step, int n, double *mag)
+{
+    double sum = init, abs_sum = init_mag;
+    for (int k = 0; k < n; k++) {
+        const double t = (double)a[k * a_step] * b[k * b_step];
+        sum += t;
+        abs_sum += fabs(t);
+    }
+    *mag = abs_sum;
+    return sum;
+}
+
 /* got (a full output) against ref/scale at the sampled entries. */
 static void check_samples(const char *what, const float *got, const size_t *at, const double *ref,
                           const double *scale)
@@ -183,16 +198,12 @@ static int linear_fwd_case(const char *what, int rows, int in, int out, int bf16
     for (int i = 0; i < SAMPLES; i++) {
         const size_t r = at[i] / out, o = at[i] % out;
         const double bias = bf16_y ? bf16_round(b[o]) : b[o];  /* a bf16 y's bias is bf16 */
-        double sum = bias + (with_residual ? res[at[i]] : 0.0);
-        double abs_sum = fabs(bias) + (with_residual ? fabs(res[at[i]]) : 0.0);
-        for (int k = 0; k < in; k++) {
-            const double t = (double)x[r * in + k] * W[o * in + k];
-            sum += t;
-            abs_sum += fabs(t);
-        }
-        ref[i] = sum;
+        double mag;
+        ref[i] = dot_reference(bias + (with_residual ? res[at[i]] : 0.0),
+                               fabs(bias) + (with_residual ? fabs(res[at[i]]) : 0.0),
+                               x + r * in, 1, W + o * in, 1, in, &mag);
         /* a bf16 y: its one rounding, BF16_ULP / 2 of the value, as a share of the sum */
-        scale[i] = abs_sum + (bf16_y ? BF16_ULP / REL_SUM * fabs(sum) : 0.0);
+        scale[i] = mag + (bf16_y ? BF16_ULP / REL_SUM * fabs(ref[i]) : 0.0);
     }
     char label[128];
     snprintf(label, sizeof label, "%s, autotune off", what);
@@ -264,28 +275,15 @@ static int test_weight_gradient_in_place(void)
     sample_entries(at, nw, 30);
     for (int i = 0; i < SAMPLES; i++) {  /* dW[o, k] = dW0 + sum_r dy[r, o] x[r, k] */
         const size_t o = at[i] / in, k = at[i] % in;
-        double sum = dW0[at[i]], abs_sum = fabs(dW0[at[i]]);
-        for (int r = 0; r < rows; r++) {
-            const double t = (double)dy[(size_t)r * out + o] * x[(size_t)r * in + k];
-            sum += t;
-            abs_sum += fabs(t);
-        }
-        ref[i] = sum;
-        scale[i] = abs_sum;
+        ref[i] = dot_reference(dW0[at[i]], fabs(dW0[at[i]]), dy + o, out, x + k, in, rows,
+                               &scale[i]);
     }
     check_samples("dW, autotune off", dW_off, at, ref, scale);
     check_samples("dW, autotune on (accumulated exactly once)", dW_on, at, ref, scale);
     sample_entries(at, nx, 31);
     for (int i = 0; i < SAMPLES; i++) {  /* dx[r, k] = sum_o dy[r, o] W[o, k] */
         const size_t r = at[i] / in, k = at[i] % in;
-        double sum = 0.0, abs_sum = 0.0;
-        for (int o = 0; o < out; o++) {
-            const double t = (double)dy[r * out + o] * W[(size_t)o * in + k];
-            sum += t;
-            abs_sum += fabs(t);
-        }
-        ref[i] = sum;
-        scale[i] = abs_sum;
+        ref[i] = dot_reference(0.0, 0.0, dy + r * out, 1, W + k, in, out, &scale[i]);
     }
     check_samples("dx, autotune off", dx_off, at, ref, scale);
     check_samples("dx, autotune on", dx_on, at, ref, scale);
@@ -339,14 +337,8 @@ static int test_batched_in_place(void)
     sample_entries(at, nc, 40);
     for (int i = 0; i < SAMPLES; i++) {
         const size_t b = at[i] / ((size_t)M * N), m = at[i] / N % M, n = at[i] % N;
-        double sum = C0[at[i]], abs_sum = fabs(C0[at[i]]);
-        for (int k = 0; k < K; k++) {
-            const double t = (double)A[(b * M + m) * K + k] * B[(b * K + k) * N + n];
-            sum += t;
-            abs_sum += fabs(t);
-        }
-        ref[i] = sum;
-        scale[i] = abs_sum;
+        ref[i] = dot_reference(C0[at[i]], fabs(C0[at[i]]), A + (b * M + m) * K, 1,
+                               B + b * K * N + n, N, K, &scale[i]);
     }
     check_samples("batch, autotune off", off, at, ref, scale);
     check_samples("batch, autotune on (accumulated exactly once)", on, at, ref, scale);

@@ -247,26 +247,38 @@ static const char *const heads32[][2] = {
     {"dec_heads", "3"}, {"dec_mlp_dim", "192"}, {"casa_dim", "64"},
 };
 
+/* A whole bf16 step at those widths with attention_kernel = kernel (set back to gemm after),
+ * checked as check_method_with checks it; *built and *refused: the cuDNN attention graphs the
+ * step built and refused (cuDNN's running counts before and after). */
+static int heads32_step_with_attention(enum GpuAttentionKernel kernel, int *built, int *refused)
+{
+    int built0, refused0, built1, refused1;
+    gpu_cudnn_attention_graphs(&built0, &refused0);
+    gpu_set_attention(kernel);
+    int rc = check_method_with("alice", 1, &kBf16, heads32, sizeof heads32 / sizeof heads32[0]);
+    gpu_set_attention(ATTN_KERNEL_GEMM);
+    gpu_cudnn_attention_graphs(&built1, &refused1);
+    *built = built1 - built0;
+    *refused = refused1 - refused0;
+    return rc;
+}
+
 /* The default, attention_kernel = auto, in a whole bf16 step at those widths: cuDNN's fused
  * attention where the build has it, and it must then really have run (new cuDNN graphs built,
  * none refused: auto chose it); the fast flash tiles without it. Held to the bf16 tolerances. */
 static int test_alice_bf16_auto_attention_heads32(void)
 {
-    int built0, refused0, built1, refused1;
-    gpu_cudnn_attention_graphs(&built0, &refused0);
-    gpu_set_attention(ATTN_KERNEL_AUTO);
-    int rc = check_method_with("alice", 1, &kBf16, heads32, sizeof heads32 / sizeof heads32[0]);
-    gpu_set_attention(ATTN_KERNEL_GEMM);
-    gpu_cudnn_attention_graphs(&built1, &refused1);
+    int built, refused;
+    int rc = heads32_step_with_attention(ATTN_KERNEL_AUTO, &built, &refused);
     printf("  auto at head width 32: %d cuDNN graphs built, %d refused (cuDNN attention %s "
-           "in this build)\n", built1 - built0, refused1 - refused0,
+           "in this build)\n", built, refused,
            gpu_cudnn_attention_available() ? "available" : "not available");
     if (gpu_cudnn_attention_available())
-        TEST_CHECK(built1 > built0 && refused1 == refused0, "attention_kernel = auto at head "
+        TEST_CHECK(built > 0 && refused == 0, "attention_kernel = auto at head "
                    "width 32: %d cuDNN graphs built, %d refused; expected cuDNN to run every call",
-                   built1 - built0, refused1 - refused0);
+                   built, refused);
     else
-        TEST_CHECK(built1 == built0, "a build without cuDNN attention built cuDNN graphs");
+        TEST_CHECK(built == 0, "a build without cuDNN attention built cuDNN graphs");
     return rc;
 }
 
@@ -274,14 +286,10 @@ static int test_alice_bf16_auto_attention_heads32(void)
  * step: attention_kernel = fused at the widths where auto now takes cuDNN. */
 static int test_alice_bf16_fused_attention_heads32(void)
 {
-    int built0, refused0, built1, refused1;
-    gpu_cudnn_attention_graphs(&built0, &refused0);
-    gpu_set_attention(ATTN_KERNEL_FUSED);
-    int rc = check_method_with("alice", 1, &kBf16, heads32, sizeof heads32 / sizeof heads32[0]);
-    gpu_set_attention(ATTN_KERNEL_GEMM);
-    gpu_cudnn_attention_graphs(&built1, &refused1);
-    TEST_CHECK(built1 == built0 && refused1 == refused0, "attention_kernel = fused asked cuDNN "
-               "for %d graphs", built1 - built0 + refused1 - refused0);
+    int built, refused;
+    int rc = heads32_step_with_attention(ATTN_KERNEL_FUSED, &built, &refused);
+    TEST_CHECK(built == 0 && refused == 0, "attention_kernel = fused asked cuDNN for %d graphs",
+               built + refused);
     return rc;
 }
 
