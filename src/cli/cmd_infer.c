@@ -134,6 +134,6 @@ int cmd_infer(int argc, char **argv)
     unetr_free(&model);
     free(cases);
     dataset_close(ds);
-    dist_finalize(&dist);
+    train_end(&dist);
     return 0;
 }

@@ -6,7 +6,6 @@
 
 #include "core/check.h"
 #include "ops/dist_gpu.h"
-#include "ops/gpu_device.h"
 
 void dist_init(Dist *d, const AliceBackend *be)
 {
@@ -24,9 +23,6 @@ void dist_init(Dist *d, const AliceBackend *be)
 
 void dist_finalize(Dist *d)
 {
-    /* Every run (training, benchmark steps, inference) ends here: the GEMM autotune's
-     * summary, a no-op unless gemm_autotune = 1 tuned something. */
-    gpu_gemm_autotune_report();
     if (d->use_nccl) nccl_shutdown();
     d->use_nccl = 0;
 }

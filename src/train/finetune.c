@@ -231,7 +231,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     if (opt->bench_steps > 0) {
         run_bench(&model, cfg, &dist, opt->bench_steps);
         unetr_free(&model);
-        dist_finalize(&dist);
+        train_end(&dist);
         return 0;
     }
     train_prepare_run_dir(cfg, &dist, "finetune");
@@ -251,7 +251,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     if (start >= cfg->steps) {
         log_info("run %s is already complete (%ld of %ld steps)", cfg->run_dir, start, cfg->steps);
         unetr_free(&model);
-        dist_finalize(&dist);
+        train_end(&dist);
         return 0;
     }
 
@@ -336,6 +336,6 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     runlog_close(&log);
     loader_destroy(loader);
     unetr_free(&model);
-    dist_finalize(&dist);
+    train_end(&dist);
     return status;
 }

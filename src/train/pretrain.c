@@ -161,7 +161,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     if (opt->bench_steps > 0) {
         int rc = run_bench(&model, cfg, opt->bench_steps);
         pretrain_model_free(&model);
-        dist_finalize(&dist);
+        train_end(&dist);
         return rc;
     }
     train_prepare_run_dir(cfg, &dist, "pretrain");
@@ -178,7 +178,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     if (start >= cfg->steps) {
         log_info("run %s is already complete (%ld of %ld steps)", cfg->run_dir, start, cfg->steps);
         pretrain_model_free(&model);
-        dist_finalize(&dist);
+        train_end(&dist);
         return 0;
     }
 
@@ -245,6 +245,6 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     step_graph_free(&graph);
     grad_sync_free(&sync);
     pretrain_model_free(&model);
-    dist_finalize(&dist);
+    train_end(&dist);
     return status;
 }

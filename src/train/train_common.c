@@ -77,6 +77,12 @@ const AliceBackend *train_begin(const Config *cfg, Dist *d)
     return be;
 }
 
+void train_end(Dist *d)
+{
+    gpu_gemm_autotune_report();
+    dist_finalize(d);
+}
+
 void train_set_threads(const Config *cfg, const Dist *d)
 {
     int n = cfg->threads;

@@ -22,6 +22,10 @@ void train_set_threads(const Config *cfg, const Dist *d);
 /* The start every model-building command shares: the backend of cfg->device, its math
  * (train_apply_device_math), the distribution layer and the OpenMP threads, in that order. */
 const AliceBackend *train_begin(const Config *cfg, Dist *d);
+/* The end every such command shares, on every exit path after train_begin: the run's summaries
+ * of the device math (the GEMM autotune's, when gemm_autotune = 1 tuned something), then the
+ * distribution layer (dist_finalize). */
+void train_end(Dist *d);
 /* Creates run_dir (and parents) on rank 0 and writes config.txt; every rank waits for it. */
 void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command);
 /* Ends the job before any compute when `bytes` of model state does not fit the memory of the
