@@ -9,6 +9,9 @@
 #                      std::atomic_ref (emu_cuda.h uses both)
 #   emu_cut OUT LAUNCHES STEP...   tests/cuda_emu/cut_kernels.py (usage at its top), its errors
 #                      naming the calling test
+#   EMU_CUT_LAUNCH_HELPERS   emu_cut's step for cuda/cuda_kernels.cuh's launch helpers (kThreads,
+#                      grid sizing, 16-byte packs), which most kernels' launches need:
+#                      emu_cut OUT N "${EMU_CUT_LAUNCH_HELPERS[@]}" --cut ...
 #   emu_compile NAME [FLAG | SOURCE]...   builds TMP/NAME with the common flags (warnings on,
 #                      the include paths TMP, HERE, ROOT/src, ROOT), then the arguments
 # Named without the test_ prefix: tests/run.sh runs tests/*/test_*.sh, and this is no test.
@@ -21,6 +24,9 @@ if ! command -v "$CXX" >/dev/null; then echo "skip: no $CXX for the CUDA emulati
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 : > "$TMP/cuda_bf16.h"
+
+EMU_CUT_LAUNCH_HELPERS=(--cut cuda/cuda_kernels.cuh 'constexpr int kThreads'
+                        'template <typename T> __device__ __forceinline__ T warp_sum')
 
 # The serial emulation (emu_serial.h) needs C++17; emu_need_threads raises it.
 EMU_STD=c++17

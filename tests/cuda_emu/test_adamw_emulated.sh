@@ -9,8 +9,7 @@ set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 # Every 16-byte (or narrower) pack access checks its alignment, as the GPU would fault.
 emu_cut "$TMP/adamw_kernel.inc" 1 \
-  --cut cuda/cuda_kernels.cuh 'constexpr int kThreads' \
-        'template <typename T> __device__ __forceinline__ T warp_sum' \
+  "${EMU_CUT_LAUNCH_HELPERS[@]}" \
   --cut cuda/cuda_optim.cu '/* AdamW over a whole ParamSet in one launch' 'static __global__ void ema_kernel' \
   --replace 'return *reinterpret_cast<const Pack<T, W> *>(p);' \
             'emu_check_aligned(p, alignof(Pack<T, W>)); return *reinterpret_cast<const Pack<T, W> *>(p);' 1 \

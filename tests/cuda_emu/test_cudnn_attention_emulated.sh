@@ -10,8 +10,7 @@ source "$(dirname "$0")/emu_common.sh"
 emu_cut "$TMP/cudnn_attention_kernels.inc" 1 \
   --cut cuda/cuda_bf16.cuh '__device__ __forceinline__ float widen(float x)' \
         'template <typename T> struct NarrowTo;' \
-  --cut cuda/cuda_kernels.cuh 'constexpr int kThreads' \
-        'template <typename T> __device__ __forceinline__ T warp_sum' \
+  "${EMU_CUT_LAUNCH_HELPERS[@]}" \
   --cut cuda/cuda_attention_cudnn.cu '/* ---- cuDNN attention: widening kernel ----' \
         '/* ---- end of cuDNN attention: widening kernel ---- */'
 emu_compile cudnn_attention_emulated "$HERE/cudnn_attention_emulated.cpp"

@@ -8,8 +8,7 @@
 set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 emu_cut "$TMP/instnorm_cudnn_kernels.inc" 2 \
-  --cut cuda/cuda_kernels.cuh 'constexpr int kThreads' \
-        'template <typename T> __device__ __forceinline__ T warp_sum' \
+  "${EMU_CUT_LAUNCH_HELPERS[@]}" \
   --cut cuda/cuda_instnorm_cudnn.cu '/* ---- instance norm through cuDNN: small kernels ----' \
         '/* ---- end of the small kernels ---- */'
 emu_compile instnorm_cudnn_emulated "$HERE/instnorm_cudnn_emulated.cpp"

@@ -10,8 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 emu_cut "$TMP/vector_kernels.inc" 6 \
-  --cut cuda/cuda_kernels.cuh 'constexpr int kThreads' \
-        'template <typename T> __device__ __forceinline__ T warp_sum' \
+  "${EMU_CUT_LAUNCH_HELPERS[@]}" \
   --cut cuda/cuda_elementwise.cu '/* Width of the float4 path' 'struct SquareOf' \
   --cut cuda/cuda_elementwise.cu $'template <typename T>\nstatic __global__ void gelu_fwd_kernel' \
         '/* ---- bf16 GELU forward by table lookup' \

@@ -505,84 +505,57 @@ fi
 # ---------------------------------------------------------------------------------------
 # The rest of the correctness checks
 # ---------------------------------------------------------------------------------------
+# gpu_check CHECK PROGRAM LIMIT LOG FAIL_REGEX DETAIL_FN cmd...: one correctness row. PROGRAM
+# must be built; cmd runs under the budget; then "ok" with DETAIL_FN LOG's output, FAIL on exit
+# 77 (the test saw no GPU) or any other failure (naming LOG's first line matching FAIL_REGEX);
+# no row of its own when the budget or SKIP_CHECKS left it out (timed recorded that).
+gpu_check() {
+  local check=$1 program=$2 limit=$3 log=$4 fail_re=$5 detail=$6 rc=125; shift 6
+  built "$check" "$program" && { timed "$check" "$limit" "$log" "$@"; rc=$?; }
+  case $rc in
+    125) ;;
+    0) record "$check" ok "$("$detail" "$log")" ;;
+    77) record "$check" FAIL "skipped: no GPU visible to the test" ;;
+    *) record "$check" FAIL "exit $rc ($(basename "$log")): $(first_line "$fail_re" "$log")" ;;
+  esac
+}
+
 # ---- all-reduce over 2 ranks ----
-rc=125
-built "all-reduce 2 ranks" "$BUILD/tools/nccl_allreduce_check" &&
-  { timed "all-reduce 2 ranks" 90 "$LOGDIR/nccl.log" bash tests/gpu/test_nccl_allreduce.sh; rc=$?; }
-transport=$(grep -qs 'more ranks than GPUs' "$LOGDIR/nccl.log" && echo "MPI fallback (GPU shared)" || echo NCCL)
-case $rc in
-  125) ;;
-  0) record "all-reduce 2 ranks" ok "$transport" ;;
-  77) record "all-reduce 2 ranks" FAIL "skipped: no GPU visible to the test" ;;
-  *) record "all-reduce 2 ranks" FAIL "exit $rc (nccl.log): $(first_line 'FAIL|rror' "$LOGDIR/nccl.log")" ;;
-esac
+allreduce_detail() { grep -qs 'more ranks than GPUs' "$1" && echo "MPI fallback (GPU shared)" || echo NCCL; }
+gpu_check "all-reduce 2 ranks" "$BUILD/tools/nccl_allreduce_check" 90 "$LOGDIR/nccl.log" 'FAIL|rror' \
+  allreduce_detail bash tests/gpu/test_nccl_allreduce.sh
 
 # ---- gradient all-reduce overlapped with backward (src/train/grad_sync.c) ----
-rc=125
-built "all-reduce async (comm stream)" "$BUILD/tools/nccl_overlap_check" &&
-  { timed "all-reduce async (comm stream)" 60 "$LOGDIR/nccl_overlap.log" bash tests/gpu/test_nccl_overlap.sh; rc=$?; }
-case $rc in
-  125) ;;
-  77) record "all-reduce async (comm stream)" FAIL "skipped: no GPU visible to the test" ;;
-  0) record "all-reduce async (comm stream)" ok "$(grep '^ok' "$LOGDIR/nccl_overlap.log" | sed 's/.*(\(.*\)) over \([0-9]*\) rank.*/\2 rank(s): \1/' | paste -sd';' | cut -c1-80)" ;;
-  *) record "all-reduce async (comm stream)" FAIL "exit $rc (nccl_overlap.log): $(first_line 'FAIL|rror' "$LOGDIR/nccl_overlap.log")" ;;
-esac
-rc=125
-built "overlap on = off, 2 ranks" "$BIN/alice" &&
-  { timed "overlap on = off, 2 ranks" 150 "$LOGDIR/overlap_ranks.log" env ALICE="$(abs_path "$BIN/alice")" DEVICE=cuda \
-      bash tests/train/test_overlap_allreduce.sh; rc=$?; }
-case $rc in
-  125) ;;
-  77) record "overlap on = off, 2 ranks" FAIL "skipped: no GPU visible to the test" ;;
-  0) record "overlap on = off, 2 ranks" ok "alice + unetr, every tensor within 1e-4" ;;
-  *) record "overlap on = off, 2 ranks" FAIL "exit $rc (overlap_ranks.log): $(first_line FAIL "$LOGDIR/overlap_ranks.log")" ;;
-esac
+overlap_detail() { grep '^ok' "$1" | sed 's/.*(\(.*\)) over \([0-9]*\) rank.*/\2 rank(s): \1/' | paste -sd';' | cut -c1-80; }
+gpu_check "all-reduce async (comm stream)" "$BUILD/tools/nccl_overlap_check" 60 "$LOGDIR/nccl_overlap.log" \
+  'FAIL|rror' overlap_detail bash tests/gpu/test_nccl_overlap.sh
+overlap_ranks_detail() { echo "alice + unetr, every tensor within 1e-4"; }
+gpu_check "overlap on = off, 2 ranks" "$BIN/alice" 150 "$LOGDIR/overlap_ranks.log" FAIL overlap_ranks_detail \
+  env ALICE="$(abs_path "$BIN/alice")" DEVICE=cuda bash tests/train/test_overlap_allreduce.sh
 
 # ---- GPU crops (data_device = gpu): the CUDA crop kernel and the loader's GPU path vs the CPU ----
-rc=125
-built "gpu crops = cpu crops" "$BUILD/tests/test_gpu_crops" &&
-  { timed "gpu crops = cpu crops" 90 "$LOGDIR/gpu_crops.log" "$BUILD/tests/test_gpu_crops"; rc=$?; }
-case $rc in
-  125) ;;
-  0) record "gpu crops = cpu crops" ok "$(grep -m1 'recipes' "$LOGDIR/gpu_crops.log" | sed 's/^ *//'); loader both modes, 3 budgets" ;;
-  77) record "gpu crops = cpu crops" FAIL "skipped: no GPU visible to the test" ;;
-  *) record "gpu crops = cpu crops" FAIL "exit $rc (gpu_crops.log): $(first_line FAIL "$LOGDIR/gpu_crops.log")" ;;
-esac
+gpu_crops_detail() { echo "$(grep -m1 'recipes' "$1" | sed 's/^ *//'); loader both modes, 3 budgets"; }
+gpu_check "gpu crops = cpu crops" "$BUILD/tests/test_gpu_crops" 90 "$LOGDIR/gpu_crops.log" FAIL \
+  gpu_crops_detail "$BUILD/tests/test_gpu_crops"
 
 # ---- the step as a CUDA graph: replayed steps bit-identical to eager ones, and fallbacks ----
-rc=125
-built "cuda graph parity" "$BUILD/tests/test_cuda_graph_step" &&
-  { timed "cuda graph parity" 150 "$LOGDIR/cuda_graph.log" "$BUILD/tests/test_cuda_graph_step"; rc=$?; }
-case $rc in
-  125) ;;
-  0) record "cuda graph parity" ok "fp32, bf16, bf16 dino, bf16 flash (fused), unetr fp32, unetr bf16: $(grep -c 'graph vs eager 0 ' "$LOGDIR/cuda_graph.log") of $(grep -c 'graph vs eager' "$LOGDIR/cuda_graph.log") bit-identical to eager; fallbacks (host wait, scratch growth) eager" ;;
-  77) record "cuda graph parity" FAIL "skipped: no GPU visible to the test" ;;
-  *) record "cuda graph parity" FAIL "exit $rc (cuda_graph.log): $(first_line 'FAIL|rror' "$LOGDIR/cuda_graph.log")" ;;
-esac
+graph_detail() {
+  echo "fp32, bf16, bf16 dino, bf16 flash (fused), unetr fp32, unetr bf16: $(grep -c 'graph vs eager 0 ' "$1") of $(grep -c 'graph vs eager' "$1") bit-identical to eager; fallbacks (host wait, scratch growth) eager"
+}
+gpu_check "cuda graph parity" "$BUILD/tests/test_cuda_graph_step" 150 "$LOGDIR/cuda_graph.log" 'FAIL|rror' \
+  graph_detail "$BUILD/tests/test_cuda_graph_step"
 
 # ---- section: further GPU correctness checks (other helpers: add here, and their build
 # ---- targets to GPU_TARGETS above) ----
 # The autotune's timing runs write only scratch memory: model-shaped bf16 GEMMs (bias epilogue,
 # residual C != D, in-place beta = 1 with K = 9216, strided batch) agree with it on and off.
-rc=125
-built "gemm autotune on = off (results)" "$BUILD/tests/test_gemm_autotune_gpu" &&
-  { timed "gemm autotune on = off (results)" 90 "$LOGDIR/gemm_autotune.log" "$BUILD/tests/test_gemm_autotune_gpu"; rc=$?; }
-case $rc in
-  125) ;;
-  0) record "gemm autotune on = off (results)" ok "4 cases, in-place sums accumulated once; $(grep -m1 '^gemm autotune: ' "$LOGDIR/gemm_autotune.log" | cut -c16-120)" ;;
-  77) record "gemm autotune on = off (results)" FAIL "skipped: no GPU visible to the test" ;;
-  *) record "gemm autotune on = off (results)" FAIL "exit $rc (gemm_autotune.log): $(first_line 'FAIL|rror' "$LOGDIR/gemm_autotune.log")" ;;
-esac
+autotune_detail() { echo "4 cases, in-place sums accumulated once; $(grep -m1 '^gemm autotune: ' "$1" | cut -c16-120)"; }
+gpu_check "gemm autotune on = off (results)" "$BUILD/tests/test_gemm_autotune_gpu" 90 "$LOGDIR/gemm_autotune.log" \
+  'FAIL|rror' autotune_detail "$BUILD/tests/test_gemm_autotune_gpu"
 # A stalled stream ends the job with the nccl_timeout_s error instead of hanging (one rank).
-rc=125
-built "nccl watchdog (stall, timeout)" "$BUILD/tools/nccl_watchdog_check" &&
-  { timed "nccl watchdog (stall, timeout)" 60 "$LOGDIR/nccl_watchdog.log" bash tests/gpu/test_nccl_watchdog.sh; rc=$?; }
-case $rc in
-  125) ;;
-  0) record "nccl watchdog (stall, timeout)" ok "$(grep -m1 '^ok: hang' "$LOGDIR/nccl_watchdog.log" | cut -c10-80)" ;;
-  77) record "nccl watchdog (stall, timeout)" FAIL "skipped: no GPU visible to the test" ;;
-  *) record "nccl watchdog (stall, timeout)" FAIL "exit $rc (nccl_watchdog.log): $(first_line 'FAIL|rror' "$LOGDIR/nccl_watchdog.log")" ;;
-esac
+watchdog_detail() { grep -m1 '^ok: hang' "$1" | cut -c10-80; }
+gpu_check "nccl watchdog (stall, timeout)" "$BUILD/tools/nccl_watchdog_check" 60 "$LOGDIR/nccl_watchdog.log" \
+  'FAIL|rror' watchdog_detail bash tests/gpu/test_nccl_watchdog.sh
 
 # ---------------------------------------------------------------------------------------
 # Further figures
