@@ -48,11 +48,44 @@ static LossTerms forward_backward(StepGraph *graph, PretrainModel *m)
     return pretrain_model_read_losses(m);
 }
 
-/* The benchmark's step (train/step_bench.h): masks drawn untimed, then forward + backward
- * through the step graph and AdamW, as the loop runs them. */
+typedef struct {
+    const Dist *dist;
+    const AliceBackend *be;
+} AllreduceCtx;
+
+/* The model's hook for means over ranks (DINO centers). */
+static void allreduce_mean_over_ranks(float *buf, size_t n, void *ctx)
+{
+    const AllreduceCtx *a = ctx;
+    dist_allreduce_mean(a->dist, a->be, buf, n);
+}
+
+/* Everything a step runs after forward + backward, for the training loop and the benchmark
+ * alike: the gradient all-reduce, the non-finite guard, clipping and AdamW
+ * (train_optimizer_step), then for alice the EMA target and the DINO centers. terms holds the
+ * step's loss terms (LossTerms order) and comes back averaged over ranks. */
+static StepOutcome pretrain_update(PretrainModel *m, const Config *cfg, const Dist *dist,
+                                   GradSync *sync, double terms[4], long step, float *lr,
+                                   double *gnorm)
+{
+    StepOutcome outcome = train_optimizer_step(cfg, dist, sync, terms, 4, step, lr, gnorm);
+    if (outcome != STEP_APPLIED) return outcome;
+    if (m->alice) ema_step(&m->target, &m->online, pretrain_ema_momentum(cfg, step));
+    AllreduceCtx reduce = {dist, m->be};
+    pretrain_model_update_centers(m, allreduce_mean_over_ranks, &reduce);
+    return outcome;
+}
+
+/* The benchmark's step (train/step_bench.h): the loop's own step on fixed views. Masks are
+ * drawn untimed (host work the loop overlaps with nothing either, but the PyTorch reference
+ * draws its masks outside its timed region too); timed: gradient sync start, forward + backward
+ * through the step graph, then pretrain_update, which is every kernel the loop runs after
+ * backward (tests/reference/bench_torch_step.py times the same: clipping, AdamW, EMA). */
 typedef struct {
     PretrainModel *m;
     const Config *cfg;
+    const Dist *dist;
+    GradSync *sync;
     StepGraph *graph;
 } BenchCtx;
 
@@ -65,29 +98,37 @@ static void bench_prepare(void *ctx, long s)
 static void bench_step(void *ctx, long s)
 {
     BenchCtx *b = ctx;
+    grad_sync_begin(b->sync);
     LossTerms t = forward_backward(b->graph, b->m);
-    adamw_step(&b->m->online, b->cfg, 1e-4f, s + 1);
-    if (!isfinite(t.loss)) alice_die("benchmark step produced a non-finite loss");
+    double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
+    float lr;
+    double gnorm;
+    if (pretrain_update(b->m, b->cfg, b->dist, b->sync, terms, s, &lr, &gnorm) != STEP_APPLIED)
+        alice_die("benchmark step %ld produced a non-finite loss (%g) or gradient: lower lr or "
+                  "check precision", s, terms[0]);
 }
 
 /* Timing of the step on random inputs: the figures of `make bench`. */
-static int run_bench(PretrainModel *m, const Config *cfg, long steps)
+static int run_bench(PretrainModel *m, const Config *cfg, const Dist *dist, long steps)
 {
     size_t n = (size_t)m->B * m->dims[0] * m->dims[1] * m->dims[2];
     float *vol = xmalloc(n * sizeof(float));
     step_bench_uniform(vol, n, (uint64_t)cfg->seed);
     const float *views[VIEW_COUNT] = {vol, vol, vol, vol};
     pretrain_model_set_views(m, views);
-    /* cuda_graph = 1 or auto (no all-reduce here) on CUDA: step 0 (the untimed warm-up) runs
-     * eagerly, step 1 is recorded and launched, later steps replay; so the median of the timed
-     * steps is a replayed one. */
+    GradSync sync;
+    train_grad_sync_init(&sync, cfg, dist, &m->online);
+    /* cuda_graph = 1 or auto (one rank: no overlapped all-reduce) on CUDA: step 0 (the untimed
+     * warm-up) runs eagerly, step 1 is recorded and launched, later steps replay; so the median
+     * of the timed steps is a replayed one. */
     StepGraph graph;
-    step_graph_init(&graph, m->be, step_graph_mode(cfg->cuda_graph), 0);
-    BenchCtx ctx = {m, cfg, &graph};
+    train_step_graph_init(&graph, m->be, cfg, &sync);
+    BenchCtx ctx = {m, cfg, dist, &sync, &graph};
     BenchStep step = {bench_prepare, bench_step, &ctx};
     double med = step_bench_median_seconds(m->be, steps, &step);
     step_bench_report(cfg->method, cfg, m->B, med, pretrain_model_step_flops(m), &graph);
     step_graph_free(&graph);
+    grad_sync_free(&sync);
     free(vol);
     return 0;
 }
@@ -106,18 +147,6 @@ static void save_checkpoint(void *ctx, long steps_done)
                               &s->model->online, s->model->alice ? &s->model->target : NULL,
                               &s->model->buffers, NAN);
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
-}
-
-typedef struct {
-    const Dist *dist;
-    const AliceBackend *be;
-} AllreduceCtx;
-
-/* The model's hook for means over ranks (DINO centers). */
-static void allreduce_mean_over_ranks(float *buf, size_t n, void *ctx)
-{
-    const AllreduceCtx *a = ctx;
-    dist_allreduce_mean(a->dist, a->be, buf, n);
 }
 
 /* Pre-training needs crops that mostly show anatomy and, with inter-volume pairs, two volumes. */
@@ -159,7 +188,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     train_check_memory(be, model.arena.cap + model.online.total * sizeof(float) * (model.alice ? 5 : 4),
                        &dist, "pre-training");
     if (opt->bench_steps > 0) {
-        int rc = run_bench(&model, cfg, opt->bench_steps);
+        int rc = run_bench(&model, cfg, &dist, opt->bench_steps);
         pretrain_model_free(&model);
         train_end(&dist);
         return rc;
@@ -212,13 +241,10 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
         float lr;
         double gnorm;
-        StepOutcome outcome = train_optimizer_step(cfg, &dist, &sync, terms, 4, step, &lr, &gnorm);
+        StepOutcome outcome = pretrain_update(&model, cfg, &dist, &sync, terms, step, &lr, &gnorm);
         if (outcome == STEP_STOPPED) { status = 1; break; }
         if (outcome == STEP_SKIPPED) continue;
         t = (LossTerms){terms[0], terms[1], terms[2], terms[3]};
-        if (target) ema_step(target, &model.online, pretrain_ema_momentum(cfg, step));
-        AllreduceCtx reduce = {&dist, be};
-        pretrain_model_update_centers(&model, allreduce_mean_over_ranks, &reduce);
         be->synchronize();
         double dt = wall_seconds() - t0;
         int print = (step + 1) % cfg->log_every == 0 || step == start;
