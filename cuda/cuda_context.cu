@@ -75,8 +75,18 @@ void cuda_context_init(void)
     g_ctx.initialised = 1;
     cudaDeviceProp prop;
     CUDA_CHECK(cudaGetDeviceProperties(&prop, g_ctx.device));
-    log_info("cuda: device %d of %d: %s (sm_%d%d, %.1f GiB)", g_ctx.device, count, prop.name,
-             prop.major, prop.minor, (double)prop.totalGlobalMem / (1u << 30));
+    /* The libraries that run, not the headers built against: cudnn-frontend, for one, takes
+     * version-dependent workarounds (docs/PERFORMANCE.md, the host-to-device copies). */
+    int runtime = 0, blas = 0;
+    CUDA_CHECK(cudaRuntimeGetVersion(&runtime));
+    CUBLAS_CHECK(cublasLtGetProperty(MAJOR_VERSION, &blas));
+    int blas_minor = 0;
+    CUBLAS_CHECK(cublasLtGetProperty(MINOR_VERSION, &blas_minor));
+    const size_t dnn = cudnnGetVersion();
+    log_info("cuda: device %d of %d: %s (sm_%d%d, %.1f GiB); CUDA runtime %d.%d, cuBLASLt %d.%d, "
+             "cuDNN %zu.%zu.%zu", g_ctx.device, count, prop.name, prop.major, prop.minor,
+             (double)prop.totalGlobalMem / (1u << 30), runtime / 1000, runtime % 1000 / 10, blas,
+             blas_minor, dnn / 10000, dnn % 10000 / 100, dnn % 100);
 }
 
 void gpu_set_math(int allow_tf32, int bf16_gemm)
