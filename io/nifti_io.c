@@ -354,39 +354,59 @@ void nifti_write_volume(const char *path, const void *data, int datatype, const 
 typedef struct {
     const int *dim;
     int frames;
+    NiftiFrameStorage storage;
     NiftiFrameFn fill;
     void *ctx;
 } FramesPayload;
+
+/* NIFTI_FRAMES_UINT8_UNIT's stored value of v (nifti_io.h). */
+static uint8_t unit_to_uint8(float v)
+{
+    const float c = v > 1.0f ? 1.0f : v > 0.0f ? v : 0.0f;   /* NaN -> 0 */
+    return (uint8_t)lrintf(c * 255.0f);
+}
 
 /* Frame after frame: NIfTI's 4th axis varies slowest, so each frame is one contiguous block. */
 static int frames_payload(znzFile fp, void *ctx)
 {
     const FramesPayload *f = ctx;
     const size_t n = (size_t)f->dim[0] * f->dim[1] * f->dim[2];
+    const int quantise = f->storage == NIFTI_FRAMES_UINT8_UNIT;
+    const size_t bytes = quantise ? sizeof(uint8_t) : sizeof(float);
     float *frame = xmalloc(n * sizeof(float));
-    unsigned char *file_order = xmalloc(n * sizeof(float));
+    uint8_t *stored = quantise ? xmalloc(n) : NULL;
+    unsigned char *file_order = xmalloc(n * bytes);
     int rc = 0;
     for (int t = 0; t < f->frames && rc == 0; t++) {
         f->fill(f->ctx, t, frame);
-        to_file_order(frame, sizeof(float), f->dim, file_order);
-        rc = write_bytes(fp, file_order, n * sizeof(float));
+        if (quantise)
+            for (size_t i = 0; i < n; i++) stored[i] = unit_to_uint8(frame[i]);
+        to_file_order(quantise ? (const void *)stored : (const void *)frame, bytes, f->dim, file_order);
+        rc = write_bytes(fp, file_order, n * bytes);
     }
     free(file_order);
+    free(stored);
     free(frame);
     return rc;
 }
 
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
-                        const char *description, NiftiFrameFn fill, void *ctx)
+                        const char *description, NiftiFrameStorage storage, NiftiFrameFn fill,
+                        void *ctx)
 {
     quiet_niftilib();
     ALICE_ASSERT(frames >= 1, "nifti_write_frames: %d frames for %s", frames, path);
     const int64_t dims[8] = {4, dim[0], dim[1], dim[2], frames, 1, 1, 1};
-    nifti_image *nim = new_header(dims, NIFTI_TYPE_FLOAT32, affine, path);
+    const int quantise = storage == NIFTI_FRAMES_UINT8_UNIT;
+    nifti_image *nim = new_header(dims, quantise ? NIFTI_TYPE_UINT8 : NIFTI_TYPE_FLOAT32, affine, path);
+    if (quantise) {
+        nim->scl_slope = 1.0f / 255.0f;
+        nim->scl_inter = 0.0f;
+    }
     /* The 4th axis is not time: no time unit, unit step. */
     nim->pixdim[4] = nim->dt = 1.0f;
     nim->intent_code = NIFTI_INTENT_NONE;
     if (description) snprintf(nim->descrip, sizeof nim->descrip, "%s", description);
-    FramesPayload f = {dim, frames, fill, ctx};
+    FramesPayload f = {dim, frames, storage, fill, ctx};
     write_atomically(path, nim, NIFTI_GZIP_LEVEL_FLOAT_FRAMES, frames_payload, &f);
 }

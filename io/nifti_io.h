@@ -34,12 +34,23 @@ void nifti_write_volume(const char *path, const void *data, int datatype, const 
 /* Fills frame t (0-based) of a multi-frame volume: dim voxels, C order [X][Y][Z]. */
 typedef void (*NiftiFrameFn)(void *ctx, int t, float *frame);
 
-/* Writes `frames` float32 volumes of one grid as a 4-D NIfTI-1 file, dim = (X, Y, Z, frames),
- * which nibabel reads as array[x, y, z, t] with the given affine (header, affine and the
- * temporary-name-then-rename exactly as nifti_write_volume; pixdim[4] = 1, no time unit,
- * intent none). Only one frame is in memory at a time: fill() produces each in turn.
- * description (may be NULL) goes into the header's descrip field (80 characters). */
+/* How nifti_write_frames stores the float values fill() produces. */
+typedef enum {
+    NIFTI_FRAMES_FLOAT32,   /* float32, as produced */
+    /* Values in [0, 1] (probabilities) as uint8 q = round(255 v) (nearest, ties to even; v
+     * clamped to [0, 1] first) with scl_slope = 1/255, scl_inter = 0: readers that apply the
+     * scaling (nibabel's get_fdata, ITK, FSL) see q / 255, within 1/510 of v. A quarter of
+     * float32's size. */
+    NIFTI_FRAMES_UINT8_UNIT,
+} NiftiFrameStorage;
+
+/* Writes `frames` volumes of one grid as a 4-D NIfTI-1 file, dim = (X, Y, Z, frames), stored
+ * as `storage` says, which nibabel reads as array[x, y, z, t] with the given affine (header,
+ * affine and the temporary-name-then-rename exactly as nifti_write_volume; pixdim[4] = 1, no
+ * time unit, intent none). Only one frame is in memory at a time: fill() produces each in
+ * turn. description (may be NULL) goes into the header's descrip field (80 characters). */
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
-                        const char *description, NiftiFrameFn fill, void *ctx);
+                        const char *description, NiftiFrameStorage storage, NiftiFrameFn fill,
+                        void *ctx);
 
 #endif

@@ -1,6 +1,6 @@
 /* `alice infer`: sliding-window UNETR prediction of the cases of a packed data set, mapped back
  * to each case's original grid and affine and written as uint8 NIfTI <out>/<case>.nii.gz
- * (with --probs also the class probabilities, float32 <out>/<case>_probs.nii.gz).
+ * (with --probs also the class probabilities, float32 or uint8 <out>/<case>_probs.nii.gz).
  * Ranks split the cases (case j of the selection goes to rank j % size). */
 #include <errno.h>
 #include <mpi.h>
@@ -30,7 +30,7 @@
 static void usage(void)
 {
     printf("usage: alice infer --checkpoint CKPT --data dataset.h5 --out DIR [--cases fold:K|all]\n"
-           "                   [--probs] [key=value ...]\n"
+           "                   [--probs [--probs-type float32|uint8]] [key=value ...]\n"
            "  Predicts every selected case of a packed data set with the fine-tuned UNETR in CKPT\n"
            "  (its stored configuration; key=value overrides e.g. sw_overlap, batch, device):\n"
            "  Gaussian-weighted sliding windows of the training crop (overlap sw_overlap), argmax,\n"
@@ -42,13 +42,27 @@ static void usage(void)
            "                   [x,y,z,k] = softmax over k of the Gaussian-blended window logits\n"
            "                   (the label is its argmax), mapped to the original grid by the same\n"
            "                   nearest neighbour as the labels; voxels outside the packed body box\n"
-           "                   get probability 1 for class 0. Size: 4 x K bytes per voxel.\n");
+           "                   get probability 1 for class 0. Size: 4 x K bytes per voxel.\n"
+           "  --probs-type T   how --probs stores them (implies --probs): float32 (default), or\n"
+           "                   uint8: round(255 p) with the header's scl_slope = 1/255, so readers\n"
+           "                   that apply the scaling (nibabel get_fdata, ITK, FSL) see p within\n"
+           "                   1/510; 1 x K bytes per voxel. Where two classes round to the same\n"
+           "                   value the stored argmax can differ from the label file, which is\n"
+           "                   the prediction.\n");
+}
+
+static NiftiFrameStorage probs_storage_named(const char *name)
+{
+    if (!strcmp(name, "float32")) return NIFTI_FRAMES_FLOAT32;
+    if (!strcmp(name, "uint8")) return NIFTI_FRAMES_UINT8_UNIT;
+    alice_die("alice infer: --probs-type '%s' is not a storage type; use float32 or uint8", name);
 }
 
 int cmd_infer(int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *out = NULL, *select = "all";
     int want_probs = 0;
+    NiftiFrameStorage probs_storage = NIFTI_FRAMES_FLOAT32;
     char *overrides[64];
     int noverrides = 0;
     for (int i = 1; i < argc; i++) {
@@ -58,6 +72,10 @@ int cmd_infer(int argc, char **argv)
         else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
         else if (!strcmp(argv[i], "--cases") && i + 1 < argc) select = argv[++i];
         else if (!strcmp(argv[i], "--probs")) want_probs = 1;
+        else if (!strcmp(argv[i], "--probs-type") && i + 1 < argc) {
+            probs_storage = probs_storage_named(argv[++i]);
+            want_probs = 1;
+        }
         else if (argv[i][0] != '-' && strchr(argv[i], '=') && noverrides < 64) overrides[noverrides++] = argv[i];
         else alice_die("alice infer: unknown argument '%s' (see alice infer --help)", argv[i]);
     }
@@ -118,7 +136,7 @@ int cmd_infer(int argc, char **argv)
         snprintf(path, sizeof path, "%s/%s.nii.gz", out, c->name);
         snprintf(probs_path, sizeof probs_path, "%s/%s" PREDICTION_PROBS_SUFFIX ".nii.gz", out, c->name);
         prediction_write_original(c, packed, probs, model.K, v.dim, (const double (*)[4])v.affine,
-                                  path, want_probs ? probs_path : NULL);
+                                  path, want_probs ? probs_path : NULL, probs_storage);
         /* Every rank reports its own cases (log_info speaks for rank 0 only). */
         printf("  [rank %d] case %d/%d %s: packed %dx%dx%d, %ld windows, %.1f s -> %s (%dx%dx%d)\n",
                  dist.rank, j + 1, n, c->name, v.dim[0], v.dim[1], v.dim[2], windows,

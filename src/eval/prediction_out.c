@@ -31,7 +31,7 @@ static void probs_frame(void *ctx, int t, float *frame)
 void prediction_write_original(const DatasetCase *c, const uint8_t *labels, const float *probs,
                                int classes, const int packed_dim[3],
                                const double packed_affine[4][4], const char *label_path,
-                               const char *probs_path)
+                               const char *probs_path, NiftiFrameStorage probs_storage)
 {
     const size_t n = (size_t)c->orig_dim[0] * c->orig_dim[1] * c->orig_dim[2];
     int64_t *index = xmalloc(n * sizeof *index);
@@ -52,7 +52,7 @@ void prediction_write_original(const DatasetCase *c, const uint8_t *labels, cons
         snprintf(description, sizeof description,
                  "alice infer: softmax of blended logits, %d classes", classes);
         nifti_write_frames(probs_path, c->orig_dim, classes, c->orig_affine, description,
-                           probs_frame, &p);
+                           probs_storage, probs_frame, &p);
     }
     free(index);
 }

@@ -10,7 +10,9 @@
 #   - the labels are the same with and without --probs;
 #   - the probabilities are soft somewhere (a voxel whose largest probability is < 0.5);
 #   - nearest-neighbour structure, from the data set's affines recomputed in numpy: original
-#     voxels outside the packed box are one-hot class 0.
+#     voxels outside the packed box are one-hot class 0;
+#   - --probs-type uint8: the stored values are round(255 p) of the float32 file (ties to even),
+#     scl_slope 1/255, same grid, labels unchanged; an unknown type is refused with a message.
 # Independent reference (first case): the fine-tuned checkpoint's weights loaded into the
 # PyTorch UNETR of tests/reference/unetr_ref.py (MONAI's block by block), MONAI's sliding
 # window rewritten in numpy (padding, dense_patch_slices starts, erf Gaussian importance map,
@@ -41,6 +43,11 @@ run "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 --out "
 grep -E "case|done" "$T/last.log"
 run "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 --out "$T/plain" sw_overlap=0.25
 ls "$T/plain" | grep -q _probs && fail "infer without --probs wrote a probability file"
+run "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 --out "$T/q8" --probs-type uint8 sw_overlap=0.25
+"$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --out "$T/bad" --probs-type float16 > "$T/bad.log" 2>&1 &&
+  fail "--probs-type float16 was accepted"
+grep -q "probs-type 'float16' is not a storage type; use float32 or uint8" "$T/bad.log" ||
+  { cat "$T/bad.log"; fail "--probs-type float16: no clear message"; }
 
 "$PYTHON" - "$T" "$ROOT" <<'PY' || fail "python checks"
 import glob, math, os, sys
@@ -174,6 +181,23 @@ for n, lp in enumerate(labels):
         print("%s: PyTorch UNETR + numpy sliding window (%d windows, float64): max |probs - reference| "
               "%.2e (bound 1e-4), labels agree on %.6f of the voxels" % (name, nwin, err, agree))
         assert err <= 1e-4, "%s: probabilities differ from the reference by %.2e" % (name, err)
+    # --probs-type uint8: round(255 p) (ties to even, as C's lrintf and numpy's rint) of the
+    # float32 file's values, scl_slope 1/255; the labels are the same file's.
+    qi = nib.load(os.path.join(T, "q8", name + "_probs.nii.gz"))
+    assert qi.header.get_data_dtype() == np.uint8, "%s uint8: dtype %s" % (name, qi.header.get_data_dtype())
+    slope, inter = qi.dataobj.slope, qi.dataobj.inter   # nibabel moves the header's scl_* here
+    assert abs(slope - np.float32(1 / 255)) < 1e-9 and inter == 0, "%s uint8: slope %s inter %s" % (name, slope, inter)
+    assert qi.shape == pi.shape and np.array_equal(qi.affine, pi.affine), "%s uint8: grid differs" % name
+    raw = np.asarray(qi.dataobj.get_unscaled())
+    want = np.rint(p.astype(np.float32) * np.float32(255)).astype(np.uint8)
+    assert np.array_equal(raw, want), "%s uint8: %d stored values differ from round(255 p)" % (name, (raw != want).sum())
+    scaled = qi.get_fdata()
+    assert np.abs(scaled - p).max() <= 0.5 / 255 + 1e-6, "%s uint8: |p - q/255| = %g" % (name, np.abs(scaled - p).max())
+    q_lab = np.asarray(nib.load(os.path.join(T, "q8", name + ".nii.gz")).dataobj)
+    assert np.array_equal(q_lab, lab), "%s uint8: labels differ from the float32 run's" % name
+    fsize, qsize = os.path.getsize(pp), os.path.getsize(os.path.join(T, "q8", name + "_probs.nii.gz"))
+    print("%s: uint8 probs == round(255 p) of the float32 file at every value, max |p - q/255| %.4f, "
+          "%d of %d bytes gzipped" % (name, np.abs(scaled - p).max(), qsize, fsize))
 print("ok: %d cases" % len(labels))
 PY
 echo "PASS"

@@ -21,7 +21,8 @@ int main(int argc, char **argv)
         dataset_read_case(ds, i, &v);
         char path[4096];
         snprintf(path, sizeof path, "%s/%s.nii.gz", argv[2], c->name);
-        prediction_write_original(c, v.label, NULL, 0, v.dim, (const double (*)[4])v.affine, path, NULL);
+        prediction_write_original(c, v.label, NULL, 0, v.dim, (const double (*)[4])v.affine, path, NULL,
+                                  NIFTI_FRAMES_FLOAT32);
         volume_free(&v);
         written++;
     }
