@@ -90,6 +90,7 @@ static void fill_table(AliceBackend *t)
     t->attention_bwd_bf16 = cuda_attention_bwd_bf16;
     t->attention_bwd_bf16_grad16 = cuda_attention_bwd_bf16_grad16;
     t->linear_bwd_bf16_dy16 = cuda_linear_bwd_bf16_dy16;
+    t->layernorm_bwd_dx16 = cuda_layernorm_bwd_dx16;
     t->to_bf16 = cuda_to_bf16;
     /* graphs: the step recorded once, replayed with one launch (cuda/cuda_graph.cu) */
     t->graph_capture_begin = cuda_graph_capture_begin;

@@ -1,10 +1,12 @@
 /* Vector normalisation and the losses of the CUDA backend: l2norm, cosine loss or DINO soft
  * cross-entropy (l_dv, l_st), per-patch target normalisation and masked MSE (l_r), and DiceCE (fine-tuning). Row-wise
- * quantities use one warp per row; the loss values (written to device memory) go through the
+ * quantities use one warp per row (normalize_rows and masked_mse_bwd: one block per row, the
+ * paper's rows being 4096 voxels long); the loss values (written to device memory) go through the
  * deterministic device_sum (double), matching the CPU backend's double accumulation. */
 #include <math.h>
 
 #include "cuda/cuda_kernels.cuh"
+#include "cuda/cuda_normalize_rows.h"
 #include "cuda/cuda_ops.h"
 
 constexpr int kRowsPerBlock = kThreads / 32;
@@ -235,26 +237,138 @@ void cuda_soft_ce_bwd(float *ds, const float *s, const float *t, const float *ce
 
 /* ---- reconstruction targets and masked MSE ---- */
 
-static __global__ void normalize_rows_kernel(float *out, const float *x, int rows, int dim,
-                                             float eps)
+/* normalize_rows (MAE's norm_pix target: 9216 rows of 4096 voxels per paper step) reads its
+ * input once: one block per row holds the row in registers, kNormHeldPerThread values per
+ * thread, and takes the mean and the variance from those held values (the three-pass kernel
+ * read every row three times). Rows longer than kNormHeldPerThread * kNormMaxThreads values
+ * take the streamed kernel below, which re-reads the row from global memory per pass.
+ * Both accumulate in double, as the CPU backend does (cpu_normalize_rows): each thread sums
+ * its values in a fixed order, then block_sum's fixed tree, so a run is bitwise repeatable. */
+constexpr int kNormHeldPerThread = 16;
+constexpr int kNormMaxThreads = 1024;
+
+/* The held path's block: enough whole warps to hold dim values, at least one warp. */
+static int normalize_rows_held_threads(int dim)
 {
-    WARP_ROW(rows);
-    const float *xr = x + (size_t)row * dim;
+    const int per_thread_warps = (dim + 32 * kNormHeldPerThread - 1) / (32 * kNormHeldPerThread);
+    return 32 * (per_thread_warps < 1 ? 1 : per_thread_warps);
+}
+
+/* The index in the row of held value k of this thread. 16-byte packs (kVec: dim % 4 == 0, the
+ * rows 16-byte aligned): pack p = threadIdx.x + (k / W) blockDim.x holds values p W .. p W + W - 1,
+ * so a warp loads 512 contiguous bytes at once; scalar: threadIdx.x + k blockDim.x (128 bytes). */
+template <bool kVec> __device__ __forceinline__ int held_index(int k)
+{
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    return kVec ? ((int)threadIdx.x + (k / W) * (int)blockDim.x) * W + k % W
+                : (int)threadIdx.x + k * (int)blockDim.x;
+}
+
+/* One block per row (grid = rows). The variance is the double sum of the squares of
+ * v - (float)mean, the very differences the output scales: it differs from the CPU's
+ * sum (v - mean)^2 by dim (mean - (float)mean)^2 (relative to it (2^-24 mean / std)^2, 4e-9
+ * for a mean 1000 standard deviations from 0) and by one float rounding per difference
+ * (relative 6e-8, the output's own rounding). The differences taken in double instead held 16
+ * converted doubles across the first block_sum: 74 registers against 48 (ptxas -v, sm_90),
+ * fewer rows in flight. */
+template <bool kVec>
+static __global__ void __launch_bounds__(kNormMaxThreads)
+normalize_rows_held_kernel(float *out, const float *x, int dim, float eps)
+{
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *orow = out + (size_t)blockIdx.x * dim;
+    float v[kNormHeldPerThread];
+    if (kVec) {
+#pragma unroll
+        for (int k = 0; k < kNormHeldPerThread; k += W) {
+            const int i = held_index<kVec>(k);
+            Pack<float, W> p = {};
+            if (i < dim) p = load_pack<float, W>(xr + i);
+#pragma unroll
+            for (int j = 0; j < W; j++) v[k + j] = p.v[j];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < kNormHeldPerThread; k++) {
+            const int i = held_index<kVec>(k);
+            v[k] = i < dim ? xr[i] : 0.0f;
+        }
+    }
+    /* slots past the row hold 0: they add nothing to the sum */
     double s = 0.0;
-    for (int d = lane; d < dim; d += 32) s += xr[d];
-    const double mean = warp_sum(s) / dim;
+#pragma unroll
+    for (int k = 0; k < kNormHeldPerThread; k++) s += v[k];
+    const float mu = (float)(block_sum(s) / dim);
     double sq = 0.0;
-    for (int d = lane; d < dim; d += 32) sq += (xr[d] - mean) * (xr[d] - mean);
-    const float inv_std = (float)(1.0 / sqrt(warp_sum(sq) / dim + eps));
-    const float mu = (float)mean;
-    float *orow = out + (size_t)row * dim;
-    for (int d = lane; d < dim; d += 32) orow[d] = (xr[d] - mu) * inv_std;
+#pragma unroll
+    for (int k = 0; k < kNormHeldPerThread; k++)
+        if (held_index<kVec>(k) < dim) {
+            const double d = v[k] - mu;
+            sq += d * d;
+        }
+    const float inv_std = (float)(1.0 / sqrt(block_sum(sq) / dim + eps));
+    if (kVec) {
+#pragma unroll
+        for (int k = 0; k < kNormHeldPerThread; k += W) {
+            const int i = held_index<kVec>(k);
+            if (i >= dim) continue;
+            Pack<float, W> p;
+#pragma unroll
+            for (int j = 0; j < W; j++) p.v[j] = (v[k + j] - mu) * inv_std;
+            store_pack(orow + i, p);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < kNormHeldPerThread; k++) {
+            const int i = held_index<kVec>(k);
+            if (i < dim) orow[i] = (v[k] - mu) * inv_std;
+        }
+    }
+}
+
+/* Rows too long to hold: one block per row, three passes over the row in global memory. */
+static __global__ void normalize_rows_streamed_kernel(float *out, const float *x, int rows,
+                                                      int dim, float eps)
+{
+    for (int row = blockIdx.x; row < rows; row += gridDim.x) {
+        const float *xr = x + (size_t)row * dim;
+        float *orow = out + (size_t)row * dim;
+        double s = 0.0;
+        for (int d = threadIdx.x; d < dim; d += blockDim.x) s += xr[d];
+        const double mean = block_sum(s) / dim;
+        double sq = 0.0;
+        for (int d = threadIdx.x; d < dim; d += blockDim.x) sq += (xr[d] - mean) * (xr[d] - mean);
+        const float inv_std = (float)(1.0 / sqrt(block_sum(sq) / dim + eps));
+        const float mu = (float)mean;
+        for (int d = threadIdx.x; d < dim; d += blockDim.x) orow[d] = (xr[d] - mu) * inv_std;
+    }
+}
+
+void cuda_normalize_rows_streamed(float *out, const float *x, int rows, int dim, float eps)
+{
+    if (rows <= 0 || dim <= 0) return;
+    normalize_rows_streamed_kernel<<<grid_for_rows((size_t)rows), kThreads, 0, cuda_stream()>>>(
+        out, x, rows, dim, eps);
+    CUDA_CHECK_LAUNCH();
 }
 
 void cuda_normalize_rows(float *out, const float *x, int rows, int dim, float eps)
 {
-    if (rows <= 0) return;
-    normalize_rows_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(out, x, rows, dim, eps);
+    if (rows <= 0 || dim <= 0) return;
+    if (dim > kNormHeldPerThread * kNormMaxThreads) {
+        cuda_normalize_rows_streamed(out, x, rows, dim, eps);
+        return;
+    }
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const int threads = normalize_rows_held_threads(dim);
+    /* one block per row: rows <= INT_MAX fits the grid's x limit (2^31 - 1) */
+    if (dim % W == 0 && aligned16(out, x))
+        normalize_rows_held_kernel<true><<<(unsigned)rows, threads, 0, cuda_stream()>>>(out, x,
+                                                                                      dim, eps);
+    else
+        normalize_rows_held_kernel<false><<<(unsigned)rows, threads, 0, cuda_stream()>>>(out, x,
+                                                                                       dim, eps);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -313,17 +427,28 @@ static __global__ void mse_coef_kernel(float *coef, const float *mask, int rows,
 
 /* One block per row (grid-stride over rows): coef * mask[row] is formed once per row (the
  * same product, in the same order, as coef[0] * mask[i / dim] * diff per element was), then
- * the row's dim elements stream through (float4 when dim % 4 == 0 and aligned). */
+ * the row's dim elements stream through (float4 when dim % 4 == 0 and aligned).
+ * A row with mask 0 (a visible patch, a quarter of the paper's rows) gets dpred = 0 without
+ * its pred and target being read: the loss does not depend on that row (the forward skips it,
+ * as PyTorch's loss over the masked rows selected by index does), so its gradient is exactly 0
+ * whatever pred holds, NaN or inf included; cpu_masked_mse_bwd writes the same zeros. */
 static __global__ void masked_mse_bwd_kernel(float *dpred, const float *pred, const float *target,
                                              const float *mask, const float *coef, int dim,
                                              size_t rows, bool vectorised)
 {
     constexpr int W = kVecBytes / (int)sizeof(float);
     for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        const float row_coef = coef[0] * mask[r];
         const size_t base = r * dim;
-        const float *pr = pred + base, *tg = target + base;
         float *dp = dpred + base;
+        if (mask[r] == 0.0f) {
+            const Pack<float, W> zeros = {};
+            block_stride_split<W>(
+                dim, vectorised, [&](int c) { store_pack(dp + c, zeros); },
+                [&](int c) { dp[c] = 0.0f; });
+            continue;
+        }
+        const float row_coef = coef[0] * mask[r];
+        const float *pr = pred + base, *tg = target + base;
         block_stride_split<W>(
             dim, vectorised,
             [&](int c) {

@@ -1,9 +1,11 @@
 /* LayerNorm, softmax and instance norm of the CUDA backend (own kernels).
  * Rows of LayerNorm/softmax are short (the model width, the token count), so one warp owns a
- * row: no shared memory, no block barriers. Instance norm planes are long (up to 96^3 voxels),
- * so their statistics are reduced in two deterministic stages over chunks of each plane. */
+ * row: no block barriers, except where LayerNorm's backward adds its warps' column sums in
+ * shared memory. Instance norm planes are long (up to 96^3 voxels), so their statistics are
+ * reduced in two deterministic stages over chunks of each plane. */
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
+#include "cuda/cuda_weight_copy.h" /* cuda_round_to_bf16 */
 
 constexpr int kRowsPerBlock = kThreads / 32;
 
@@ -59,8 +61,56 @@ void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x
     CUDA_CHECK_LAUNCH();
 }
 
-/* dx = dx_residual + rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma; dx_residual may
- * be NULL (nothing added). Run on the host by tests/cuda_emu/test_layernorm_dx_emulated.sh. */
+/* ---- LayerNorm backward ----
+ * dx = dx_residual + rstd (g - mean(g) - xhat mean(g xhat)), g = dy * gamma (dx_residual may
+ * be NULL: nothing added); dgamma += sum_r dy xhat, dbeta += sum_r dy.
+ * With dx and a parameter gradient (every LayerNorm of the model) at widths up to
+ * kLnBwdFusedMaxDim, ONE kernel reads dy and x once for all three: a warp per row forms dx as
+ * below, and each block also writes its rows' column sums of dy xhat and dy (partials); a
+ * column sum over those partials (colsum's fixed tree, one launch) finishes dgamma and dbeta.
+ * layernorm_bwd_dx16 (bf16 activations: dx is the next linear layer's dy) also stores dx in
+ * bf16 from the same registers and adds dx's column sums as a third partial (the linear
+ * layer's bias gradient, finished in the same column-sum launch), so that layer's rounding
+ * column sum over an fp32 dy (a launch and a read of rows x dim floats) is not needed.
+ * Alone, dx keeps its own kernel and the parameter gradients the two-output column sum over dy
+ * and x. Every owner and order is fixed, so the bits do not depend on scheduling. Run on the
+ * host by tests/cuda_emu/test_layernorm_dx_emulated.sh. */
+
+/* mean(g) and mean(g xhat) of one row. */
+struct LayerNormDxMeans {
+    float g, gx;
+};
+
+/* Each lane sums its strided share of the row, then the warp adds the lanes. Both dx kernels
+ * call this and layernorm_dx_element, so their dx have the same bits. */
+static __device__ __forceinline__ LayerNormDxMeans layernorm_dx_means(const float *dyr,
+                                                                      const float *xr, float mu,
+                                                                      float rs,
+                                                                      const float *gamma,
+                                                                      int dim, int lane)
+{
+    float sg = 0.0f, sgx = 0.0f;
+    for (int d = lane; d < dim; d += 32) {
+        const float g = dyr[d] * (gamma ? gamma[d] : 1.0f);
+        sg += g;
+        sgx += g * (xr[d] - mu) * rs;
+    }
+    return LayerNormDxMeans{warp_sum(sg) / dim, warp_sum(sgx) / dim};
+}
+
+/* dx's element d of a row: g = dy[d] gamma[d], x = x[d]; resr the row of dx_residual or NULL. */
+static __device__ __forceinline__ float layernorm_dx_element(const float *resr, int d, float g,
+                                                             float x, float mu, float rs,
+                                                             LayerNormDxMeans m)
+{
+    const float v = rs * (g - m.g - (x - mu) * rs * m.gx);
+    /* __fadd_rn is never contracted into an FMA with the product above: v is rounded as
+     * the unfused kernel stored it, and the sum as the add op forms it, so the fused dx
+     * equals layernorm_bwd followed by add bit for bit. */
+    return resr ? __fadd_rn(resr[d], v) : v;
+}
+
+/* dx alone: a warp per row. */
 static __global__ void layernorm_dx_kernel(float *dx, const float *dx_residual, const float *dy,
                                            const float *x, const float *mean, const float *rstd,
                                            const float *gamma, int rows, int dim)
@@ -69,23 +119,12 @@ static __global__ void layernorm_dx_kernel(float *dx, const float *dx_residual, 
     if (row >= rows) return;
     const float *xr = x + (size_t)row * dim, *dyr = dy + (size_t)row * dim;
     const float mu = mean[row], rs = rstd[row];
-    float sg = 0.0f, sgx = 0.0f;
-    for (int d = lane; d < dim; d += 32) {
-        const float g = dyr[d] * (gamma ? gamma[d] : 1.0f);
-        sg += g;
-        sgx += g * (xr[d] - mu) * rs;
-    }
-    const float mean_g = warp_sum(sg) / dim, mean_gx = warp_sum(sgx) / dim;
+    const LayerNormDxMeans m = layernorm_dx_means(dyr, xr, mu, rs, gamma, dim, lane);
     float *dxr = dx + (size_t)row * dim;
     const float *resr = dx_residual ? dx_residual + (size_t)row * dim : NULL;
-    for (int d = lane; d < dim; d += 32) {
-        const float g = dyr[d] * (gamma ? gamma[d] : 1.0f);
-        const float v = rs * (g - mean_g - (xr[d] - mu) * rs * mean_gx);
-        /* __fadd_rn is never contracted into an FMA with the product above: v is rounded as
-         * the unfused kernel stored it, and the sum as the add op forms it, so the fused dx
-         * equals layernorm_bwd followed by add bit for bit. */
-        dxr[d] = resr ? __fadd_rn(resr[d], v) : v;
-    }
+    for (int d = lane; d < dim; d += 32)
+        dxr[d] = layernorm_dx_element(resr, d, dyr[d] * (gamma ? gamma[d] : 1.0f), xr[d], mu, rs,
+                                      m);
 }
 
 static void launch_layernorm_dx(float *dx, const float *dx_residual, const float *dy,
@@ -95,6 +134,129 @@ static void launch_layernorm_dx(float *dx, const float *dx_residual, const float
     layernorm_dx_kernel<<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
         dx, dx_residual, dy, x, mean, rstd, gamma, rows, dim);
     CUDA_CHECK_LAUNCH();
+}
+
+/* The column sums the fused kernel writes per block, partial[term][block][c]: the parameter
+ * gradients' two, and with dx_colsum asked the third, the column sums of the final dx (the
+ * next linear layer's bias gradient). */
+enum LayerNormBwdTerm { LN_TERM_DGAMMA, LN_TERM_DBETA, LN_TERM_DX, LN_TERM_COUNT };
+/* The fused kernel's two term sets (its template argument: the number of terms). */
+constexpr int kLnTermsParams = LN_TERM_DX, kLnTermsWithDx = LN_TERM_COUNT;
+
+/* dx (and its bf16 copy dx16 unless NULL), and per block the column sums of dy xhat and dy
+ * over its rows (with kTerms = kLnTermsWithDx also of dx). Block b owns rows
+ * [b R, (b + 1) R), R = rows_per_block (kRowsPerBlock warps, rows_per_block / kRowsPerBlock
+ * rows each); warp w the rows b R + w, b R + w + kRowsPerBlock, ... Each lane sums its own
+ * columns (d = lane + 32 j, as in the dx loop) over its warp's rows in its warp's slice of
+ * shared memory, which no other thread touches before the barrier; then the block adds the
+ * warps' slices in warp order into its partials. */
+template <int kTerms>
+static __global__ void __launch_bounds__(kThreads)
+    layernorm_bwd_fused_kernel(float *dx, const float *dx_residual, __nv_bfloat16 *dx16,
+                               float *partial, const float *dy, const float *x,
+                               const float *mean, const float *rstd, const float *gamma,
+                               int rows, int dim, int rows_per_block)
+{
+    static_assert(kTerms == kLnTermsParams || kTerms == kLnTermsWithDx, "a term set");
+    extern __shared__ float ln_bwd_warp_sums[]; /* [kRowsPerBlock][kTerms][dim] */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    float *const warp_slice = ln_bwd_warp_sums + (size_t)warp * kTerms * dim;
+    float *const sum_dgamma = warp_slice + (size_t)LN_TERM_DGAMMA * dim;
+    float *const sum_dbeta = warp_slice + (size_t)LN_TERM_DBETA * dim;
+    float *const sum_dx = warp_slice + (size_t)LN_TERM_DX * dim; /* kLnTermsWithDx only */
+    const int block = (int)blockIdx.x;
+    const int first = block * rows_per_block + warp;
+    const int end = min(rows, (block + 1) * rows_per_block);
+    if (first >= end)  /* a warp without rows (the ragged end of the last block) */
+        for (int d = lane; d < dim; d += 32) {
+            sum_dgamma[d] = sum_dbeta[d] = 0.0f;
+            if constexpr (kTerms == kLnTermsWithDx) sum_dx[d] = 0.0f;
+        }
+    for (int row = first; row < end; row += kRowsPerBlock) {
+        const float *xr = x + (size_t)row * dim, *dyr = dy + (size_t)row * dim;
+        const float mu = mean[row], rs = rstd[row];
+        const LayerNormDxMeans m = layernorm_dx_means(dyr, xr, mu, rs, gamma, dim, lane);
+        float *dxr = dx + (size_t)row * dim;
+        __nv_bfloat16 *dx16r = dx16 ? dx16 + (size_t)row * dim : NULL;
+        const float *resr = dx_residual ? dx_residual + (size_t)row * dim : NULL;
+        const bool first_row = row == first;
+        for (int d = lane; d < dim; d += 32) {
+            const float dyv = dyr[d], xv = xr[d];  /* read before dx is stored */
+            const float dxv =
+                layernorm_dx_element(resr, d, dyv * (gamma ? gamma[d] : 1.0f), xv, mu, rs, m);
+            dxr[d] = dxv;
+            /* the bf16 copy the next linear layer's GEMMs take: to_bf16's rounding of dx */
+            if (dx16r) dx16r[d] = __float2bfloat16_rn(dxv);
+            /* the terms as the column sum over dy and x forms them (DyTimesXhat, MatrixElement) */
+            const float term_dgamma = dyv * (xv - mu) * rs;
+            sum_dgamma[d] = first_row ? term_dgamma : sum_dgamma[d] + term_dgamma;
+            sum_dbeta[d] = first_row ? dyv : sum_dbeta[d] + dyv;
+            /* __fadd_rn: never contracted with dx's last product (no residual), so the sum is
+             * of the dx values stored */
+            if constexpr (kTerms == kLnTermsWithDx)
+                sum_dx[d] = first_row ? dxv : __fadd_rn(sum_dx[d], dxv);
+        }
+    }
+    __syncthreads();
+    const size_t per_term = (size_t)gridDim.x * dim;
+    for (int term = 0; term < kTerms; term++)
+        for (int d = (int)threadIdx.x; d < dim; d += (int)blockDim.x) {
+            float t = 0.0f;
+            for (int w = 0; w < kRowsPerBlock; w++)
+                t += ln_bwd_warp_sums[((size_t)w * kTerms + term) * dim + d];
+            partial[term * per_term + (size_t)block * dim + d] = t;
+        }
+}
+
+/* Blocks of the fused kernel at most: one row per warp up to kRowsPerBlock x this many rows
+ * (16384: every LayerNorm of the paper configuration), more per warp beyond, so the partials
+ * (and the column sum that finishes them) stay bounded. */
+constexpr int kLnBwdMaxBlocks = 2048;
+/* Widths the fused kernel takes: its shared memory is kRowsPerBlock x terms x dim floats, at
+ * most 96 KiB (within an H100's 227 KiB per block, two blocks per SM): up to 1536 wide with
+ * the parameter gradients' two terms (48 KiB at 768), up to 1024 with dx's column sums as a
+ * third (72 KiB at 768). Wider rows take the dx kernel and column sums over dy, x and dx. */
+constexpr int kLnBwdFusedMaxDim = 1536;
+constexpr int kLnBwdFusedMaxDimWithDx = kLnBwdFusedMaxDim * kLnTermsParams / kLnTermsWithDx;
+
+/* Kernels above 48 KiB of dynamic shared memory must opt in, before their first launch at that
+ * size (the eager step before a graph recording makes the call, never the recording); each
+ * term set is a kernel of its own. */
+template <int kTerms> static void allow_fused_smem(size_t bytes)
+{
+    static size_t allowed = 48 * 1024;
+    if (bytes <= allowed) return;
+    CUDA_CHECK(cudaFuncSetAttribute(layernorm_bwd_fused_kernel<kTerms>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+    allowed = bytes;
+}
+
+/* The fused kernel's partials: kTerms matrices [blocks][dim] in slot SCRATCH_STATS (the
+ * column sums that finish them use SCRATCH_COLSUM). */
+struct LayerNormPartials {
+    const float *partial;
+    int blocks;
+};
+
+template <int kTerms>
+static LayerNormPartials launch_layernorm_bwd_fused(float *dx, const float *dx_residual,
+                                                    __nv_bfloat16 *dx16, const float *dy,
+                                                    const float *x, const float *mean,
+                                                    const float *rstd, const float *gamma,
+                                                    int rows, int dim)
+{
+    const int rows_per_launch = kRowsPerBlock * kLnBwdMaxBlocks;
+    const int rows_per_warp = (rows + rows_per_launch - 1) / rows_per_launch;
+    const int rows_per_block = kRowsPerBlock * rows_per_warp;
+    const int blocks = (rows + rows_per_block - 1) / rows_per_block;
+    const size_t smem = (size_t)kRowsPerBlock * kTerms * dim * sizeof(float);
+    allow_fused_smem<kTerms>(smem);
+    float *partial = (float *)cuda_scratch(SCRATCH_STATS,
+                                           (size_t)kTerms * blocks * dim * sizeof(float));
+    layernorm_bwd_fused_kernel<kTerms><<<(unsigned)blocks, kThreads, smem, cuda_stream()>>>(
+        dx, dx_residual, dx16, partial, dy, x, mean, rstd, gamma, rows, dim, rows_per_block);
+    CUDA_CHECK_LAUNCH();
+    return LayerNormPartials{partial, blocks};
 }
 
 /* LayerNorm's parameter-gradient terms: dgamma sums dy xhat, dbeta sums dy. */
@@ -119,23 +281,113 @@ struct DyTimesXhatAndDy {
     }
 };
 
-void cuda_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
-                        const float *dy, const float *x, const float *mean, const float *rstd,
-                        const float *gamma, int rows, int dim)
-{
-    if (rows <= 0) return;
-    if (dx) {
-        backend_check_residual("layernorm_bwd", dx, DTYPE_F32, dx_residual, (size_t)rows * dim);
-        launch_layernorm_dx(dx, dx_residual, dy, x, mean, rstd, gamma, rows, dim);
+/* N matrices' elements as the N terms of one column sum (the fused kernel's partials).
+ * (tests/cuda_emu/test_colsum_emulated.sh cuts the two functors above, up to this template.) */
+template <int N> struct MatrixElements {
+    MatrixElement term[N];
+    __device__ ColsumTerms<N> operator()(long r, int c) const
+    {
+        ColsumTerms<N> t;
+#pragma unroll
+        for (int o = 0; o < N; o++) t.v[o] = term[o](r, c);
+        return t;
     }
-    const DyTimesXhat dgamma_term{dy, x, mean, rstd, dim};
-    const MatrixElement dbeta_term{dy, dim};
-    if (dgamma && dbeta)  /* one launch, one pass over dy */
-        colsum2_accumulate(dgamma, dbeta, rows, dim, DyTimesXhatAndDy{dgamma_term, dbeta_term});
+};
+
+template <int N>
+static void colsum_partials(float *const *targets, const MatrixElement *terms, long rows, int dim)
+{
+    ColsumTargets<N> t;
+    MatrixElements<N> f;
+    for (int o = 0; o < N; o++) t.t[o] = targets[o], f.term[o] = terms[o];
+    colsum_launch(t, rows, dim, f);
+}
+
+/* The wanted targets (dgamma, dbeta, dx_colsum; NULL: not wanted, its partial left unread) +=
+ * the column sums of their partials, in ONE launch whichever are wanted; each target gets the
+ * same bits whichever others come along (colsum_kernel adds every output alike). */
+static void finish_partials(LayerNormPartials p, int dim, float *dgamma, float *dbeta,
+                            float *dx_colsum)
+{
+    float *const wanted[LN_TERM_COUNT] = {dgamma, dbeta, dx_colsum}; /* LayerNormBwdTerm order */
+    float *targets[LN_TERM_COUNT];
+    MatrixElement terms[LN_TERM_COUNT];
+    const size_t per_term = (size_t)p.blocks * dim;
+    int n = 0;
+    for (int term = 0; term < LN_TERM_COUNT; term++) {
+        if (!wanted[term]) continue;
+        targets[n] = wanted[term];
+        terms[n] = MatrixElement{p.partial + term * per_term, dim};
+        n++;
+    }
+    if (n == 1) colsum_partials<1>(targets, terms, p.blocks, dim);
+    else if (n == 2) colsum_partials<2>(targets, terms, p.blocks, dim);
+    else if (n == 3) colsum_partials<3>(targets, terms, p.blocks, dim);
+}
+
+/* target[c] += sum over rows of terms(r, c): both targets in one launch, or the one given. */
+template <class F1, class F2, class FBoth>
+static void accumulate_param_grads(float *dgamma, float *dbeta, long rows, int dim,
+                                   F1 dgamma_term, F2 dbeta_term, FBoth both)
+{
+    if (dgamma && dbeta)  /* one launch, one pass */
+        colsum2_accumulate(dgamma, dbeta, rows, dim, both);
     else if (dgamma)
         colsum_accumulate(dgamma, rows, dim, dgamma_term);
     else if (dbeta)
         colsum_accumulate(dbeta, rows, dim, dbeta_term);
+}
+
+/* Where the fused kernel does not apply: dx's bf16 copy and column sums from the stored dx,
+ * as linear_bwd_bf16 makes them from its fp32 dy (the same bits as that path). */
+static void dx_outputs_from_stored(__nv_bfloat16 *dx16, float *dx_colsum, const float *dx,
+                                   int rows, int dim)
+{
+    if (dx_colsum && dx16)
+        colsum_accumulate(dx_colsum, rows, dim, MatrixElementRoundedCopy{dx, dim, dx16});
+    else if (dx_colsum)
+        colsum_accumulate(dx_colsum, rows, dim, MatrixElement{dx, dim});
+    else if (dx16)
+        cuda_round_to_bf16(dx16, dx, (size_t)rows * dim);
+}
+
+void cuda_layernorm_bwd_dx16(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                             bf16_t *dx_bf16, float *dx_colsum, const float *dy, const float *x,
+                             const float *mean, const float *rstd, const float *gamma, int rows,
+                             int dim)
+{
+    if (!dx && (dx_bf16 || dx_colsum))
+        alice_fatal_at(__FILE__, __LINE__, "layernorm_bwd_dx16: dx_bf16 and dx_colsum are made "
+                       "from dx, which was not asked for (pass dx too)");
+    if (rows <= 0) return;
+    if (dx)
+        backend_check_residual("layernorm_bwd", dx, DTYPE_F32, dx_residual, (size_t)rows * dim);
+    __nv_bfloat16 *const dx16 = dx_bf16 ? as_nv(dx_bf16) : NULL;
+    /* one pass when dx and some column sum are asked (every LayerNorm of the model) */
+    const int fused_max_dim = dx_colsum ? kLnBwdFusedMaxDimWithDx : kLnBwdFusedMaxDim;
+    if (dx && (dgamma || dbeta || dx_colsum) && dim <= fused_max_dim) {
+        const LayerNormPartials p =
+            dx_colsum ? launch_layernorm_bwd_fused<kLnTermsWithDx>(dx, dx_residual, dx16, dy, x,
+                                                                   mean, rstd, gamma, rows, dim)
+                      : launch_layernorm_bwd_fused<kLnTermsParams>(dx, dx_residual, dx16, dy, x,
+                                                                   mean, rstd, gamma, rows, dim);
+        finish_partials(p, dim, dgamma, dbeta, dx_colsum);
+        return;
+    }
+    if (dx) launch_layernorm_dx(dx, dx_residual, dy, x, mean, rstd, gamma, rows, dim);
+    const DyTimesXhat dgamma_term{dy, x, mean, rstd, dim};
+    const MatrixElement dbeta_term{dy, dim};
+    accumulate_param_grads(dgamma, dbeta, rows, dim, dgamma_term, dbeta_term,
+                           DyTimesXhatAndDy{dgamma_term, dbeta_term});
+    dx_outputs_from_stored(dx16, dx_colsum, dx, rows, dim);
+}
+
+void cuda_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                        const float *dy, const float *x, const float *mean, const float *rstd,
+                        const float *gamma, int rows, int dim)
+{
+    cuda_layernorm_bwd_dx16(dx, dx_residual, dgamma, dbeta, NULL, NULL, dy, x, mean, rstd, gamma,
+                            rows, dim);
 }
 
 /* ---- softmax over rows ---- */

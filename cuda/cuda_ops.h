@@ -76,6 +76,10 @@ void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, cons
 void cuda_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
                         const float *dy, const float *x, const float *mean, const float *rstd,
                         const float *gamma, int rows, int dim);
+void cuda_layernorm_bwd_dx16(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                             bf16_t *dx_bf16, float *dx_colsum, const float *dy, const float *x,
+                             const float *mean, const float *rstd, const float *gamma, int rows,
+                             int dim);
 void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, int rows, int dim, float eps);
 void cuda_softmax_fwd(float *y, const float *x, int rows, int cols);
@@ -202,8 +206,7 @@ void cuda_dicece_bwd(float *dlogits, const float *probs, const int *labels, int 
 
 /* cuda_optim.cu */
 void cuda_adamw(float *param, const float *grad, float *m, float *v, const uint32_t *decay_mask,
-                size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-                long step);
+                size_t n, AdamwHyper h, float *ema_target, float ema_momentum);
 void cuda_ema_update(float *target, const float *online, size_t n, float momentum);
 
 /* cuda_conv.cu */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "core/check.h"
+#include "nn/act.h"
 #include "nn/layers.h"
 #include "nn/transformer.h"
 
@@ -33,7 +34,7 @@ void casa_query_layout(const Casa *c, CasaQuery *q, Arena *ar, int B, int Tq, in
     size_t r = (size_t)B * Tq;
     q->B = B;
     q->Tq = Tq;
-    q->lnq = arena_floats(ar, r * c->qdim);
+    q->lnq = arena_act(ar, r * c->qdim, ar->act_type);
     q->mean = arena_floats(ar, r);
     q->rstd = arena_floats(ar, r);
     q->q = arena_floats(ar, r * c->dim);
@@ -48,7 +49,7 @@ void casa_kv_layout(const Casa *c, CasaKV *kv, Arena *ar, int B, int Tq, int Tk,
     kv->B = B;
     kv->Tk = Tk;
     kv->train = train;
-    kv->lnkv = arena_floats(ar, rk * c->kvdim);
+    kv->lnkv = arena_act(ar, rk * c->kvdim, ar->act_type);
     kv->mean = arena_floats(ar, rk);
     kv->rstd = arena_floats(ar, rk);
     kv->k = arena_floats(ar, rk * c->dim);
@@ -71,19 +72,22 @@ void casa_kv_layout(const Casa *c, CasaKV *kv, Arena *ar, int B, int Tq, int Tk,
 void casa_query_forward(const Casa *c, CasaQuery *q, const ParamSet *ps, const float *V)
 {
     const int R = q->B * q->Tq;
-    ps->be->layernorm_fwd(q->lnq, q->mean, q->rstd, V, param(ps, c->norm_q_w),
-                          param(ps, c->norm_q_b), R, c->qdim, LAYERNORM_EPS);
-    linear_forward(ps, c->q_w, NO_PARAM, q->q, q->lnq, R, c->qdim, c->dim);
+    act_layernorm_fwd(ps->be, q->lnq, q->mean, q->rstd, V, param(ps, c->norm_q_w),
+                      param(ps, c->norm_q_b), R, c->qdim, LAYERNORM_EPS);
+    act_linear_fwd(ps, c->q_w, NO_PARAM, (Act){q->q, DTYPE_F32}, q->lnq, NULL, R, c->qdim,
+                   c->dim);
 }
 
 void casa_kv_forward(const Casa *c, const CasaQuery *q, CasaKV *kv, const ParamSet *ps, const float *feat)
 {
     const AliceBackend *be = ps->be;
     const int Rk = kv->B * kv->Tk;
-    be->layernorm_fwd(kv->lnkv, kv->mean, kv->rstd, feat, param(ps, c->norm_kv_w),
+    act_layernorm_fwd(be, kv->lnkv, kv->mean, kv->rstd, feat, param(ps, c->norm_kv_w),
                       param(ps, c->norm_kv_b), Rk, c->kvdim, LAYERNORM_EPS);
-    linear_forward(ps, c->k_w, NO_PARAM, kv->k, kv->lnkv, Rk, c->kvdim, c->dim);
-    linear_forward(ps, c->v_w, NO_PARAM, kv->v, kv->lnkv, Rk, c->kvdim, c->dim);
+    act_linear_fwd(ps, c->k_w, NO_PARAM, (Act){kv->k, DTYPE_F32}, kv->lnkv, NULL, Rk, c->kvdim,
+                   c->dim);
+    act_linear_fwd(ps, c->v_w, NO_PARAM, (Act){kv->v, DTYPE_F32}, kv->lnkv, NULL, Rk, c->kvdim,
+                   c->dim);
     be->attention_fwd(kv->att, kv->probs, q->q, kv->k, kv->v, kv->B, 1, q->Tq, kv->Tk, c->dim,
                       c->dim, c->dim);
     linear_forward(ps, c->zeta_w, c->zeta_b, kv->out, kv->att, kv->B * q->Tq, c->dim, c->out);
@@ -97,8 +101,8 @@ void casa_kv_backward(const Casa *c, CasaQuery *q, CasaKV *kv, ParamSet *ps, con
     linear_backward(ps, c->zeta_w, c->zeta_b, kv->datt, kv->dout, kv->att, Rq, c->dim, c->out);
     be->attention_bwd(q->dq, kv->dk, kv->dv, kv->datt, q->q, kv->k, kv->v, kv->att, kv->probs,
                       kv->B, 1, q->Tq, kv->Tk, c->dim, c->dim, c->dim);
-    linear_backward(ps, c->k_w, NO_PARAM, kv->dlnkv, kv->dk, kv->lnkv, Rk, c->kvdim, c->dim);
-    linear_backward(ps, c->v_w, NO_PARAM, kv->dlnkv2, kv->dv, kv->lnkv, Rk, c->kvdim, c->dim);
+    act_linear_bwd(ps, c->k_w, NO_PARAM, kv->dlnkv, kv->dk, kv->lnkv, Rk, c->kvdim, c->dim);
+    act_linear_bwd(ps, c->v_w, NO_PARAM, kv->dlnkv2, kv->dv, kv->lnkv, Rk, c->kvdim, c->dim);
     be->add(kv->dlnkv, kv->dlnkv, kv->dlnkv2, (size_t)Rk * c->kvdim);
     be->layernorm_bwd(kv->dfeat, NULL, param_grad(ps, c->norm_kv_w), param_grad(ps, c->norm_kv_b),
                       kv->dlnkv, feat, kv->mean, kv->rstd, param(ps, c->norm_kv_w), Rk, c->kvdim);
@@ -107,7 +111,7 @@ void casa_kv_backward(const Casa *c, CasaQuery *q, CasaKV *kv, ParamSet *ps, con
 void casa_query_backward(const Casa *c, CasaQuery *q, ParamSet *ps, const float *V)
 {
     const int R = q->B * q->Tq;
-    linear_backward(ps, c->q_w, NO_PARAM, q->dlnq, q->dq, q->lnq, R, c->qdim, c->dim);
+    act_linear_bwd(ps, c->q_w, NO_PARAM, q->dlnq, q->dq, q->lnq, R, c->qdim, c->dim);
     ps->be->layernorm_bwd(q->dV, NULL, param_grad(ps, c->norm_q_w), param_grad(ps, c->norm_q_b),
                           q->dlnq, V, q->mean, q->rstd, param(ps, c->norm_q_w), R, c->qdim);
 }

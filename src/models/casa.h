@@ -6,6 +6,7 @@
 #ifndef ALICE_CASA_H
 #define ALICE_CASA_H
 
+#include "nn/act.h"
 #include "nn/arena.h"
 #include "nn/params.h"
 
@@ -15,16 +16,21 @@ typedef struct {
 } Casa;
 
 /* Query path of one view: [B, Tq] tokens. */
+/* The LayerNorm outputs lnq and lnkv are read only as GEMM operands (the q, k, v layers'
+ * forward and weight gradient), so with bf16 activations they are stored in bf16 by the
+ * LayerNorm itself (the value the bf16 GEMMs would round them to: no rounding launch each). */
 typedef struct {
     int B, Tq;
-    float *lnq, *mean, *rstd, *q;
+    Act lnq;
+    float *mean, *rstd, *q;
     float *dq, *dlnq, *dV;        /* training: dV is the gradient reaching V */
 } CasaQuery;
 
 /* Key/value path and output of one (query, features) pair: [B, Tk] feature tokens. */
 typedef struct {
     int B, Tk, train;
-    float *lnkv, *mean, *rstd, *k, *v, *probs, *att, *out;
+    Act lnkv;
+    float *mean, *rstd, *k, *v, *probs, *att, *out;
     float *dout, *datt, *dk, *dv, *dlnkv, *dlnkv2, *dfeat;   /* training; dfeat w.r.t. features */
 } CasaKV;
 

@@ -81,6 +81,13 @@ void act_linear_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy, Act x, int
     ps->be->linear_bwd_bf16_dy16(dx, param_grad(ps, w), dy.p, x.p, param(ps, w), rows, in, out);
 }
 
+void act_linear_bwd_presummed(ParamSet *ps, int w, float *dx, const bf16_t *dy16, Act x,
+                              int rows, int in, int out)
+{
+    ALICE_ASSERT(x.type == DTYPE_BF16, "linear backward: a bf16 dy needs a bf16 x");
+    ps->be->linear_bwd_bf16_dy16(dx, param_grad(ps, w), dy16, x.p, param(ps, w), rows, in, out);
+}
+
 void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n)
 {
     same_type(y, x, "gelu_fwd");

@@ -50,6 +50,15 @@ void act_linear_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy, Act 
  * (linear_bwd_bf16_dy16: no rounding pass over dy). */
 void act_linear_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy, Act x, int rows, int in,
                        int out);
+/* The linear backward of a layer whose dy's producer already made what the layer needs of
+ * dy besides its GEMMs: dy16 = dy rounded to bf16, and the bias gradient (if the layer has
+ * one) already accumulated from the UNROUNDED fp32 dy (layernorm_bwd_dx16's dx_bf16 and
+ * dx_colsum), so the reason act_linear_bwd_dy refuses a bf16 dy with a bias does not apply.
+ * Runs only dx = dy W (NULL skips) and dW += dy^T x (linear_bwd_bf16_dy16) with a bf16 x:
+ * together with that producer, exactly act_linear_bwd on the fp32 dy but for the order in which
+ * the backend summed the bias gradient. */
+void act_linear_bwd_presummed(ParamSet *ps, int w, float *dx, const bf16_t *dy16, Act x,
+                              int rows, int in, int out);
 /* GELU (x and y of one type) and its backward into fp32 dx. */
 void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n);
 void act_gelu_bwd(const AliceBackend *be, float *dx, const float *dy, Act x, size_t n);

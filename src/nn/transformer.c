@@ -125,6 +125,37 @@ void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
                       param(ps, s->norm_b), rows, W, LAYERNORM_EPS);
 }
 
+/* A LayerNorm backward whose dx (dx_residual added) is the dy of a linear layer's backward
+ * next: with dy16 (bf16 activations) it also writes dx's bf16 copy there and adds dx's column
+ * sums to that layer's bias gradient consumer_b (layernorm_bwd_dx16); dy16 NULL: plain
+ * layernorm_bwd (no consumer in the stack, fp32 activations, or a tap added to dx before the
+ * consumer reads it). */
+static void norm_bwd_feeding_linear(ParamSet *ps, bf16_t *dy16, int consumer_b, float *dx,
+                                    const float *dx_residual, int norm_w, int norm_b,
+                                    const float *dy, const float *x, const float *mean,
+                                    const float *rstd, int rows, int W)
+{
+    ps->be->layernorm_bwd_dx16(dx, dx_residual, param_grad(ps, norm_w), param_grad(ps, norm_b),
+                               dy16, dy16 ? param_grad(ps, consumer_b) : NULL, dy, x, mean,
+                               rstd, param(ps, norm_w), rows, W);
+}
+
+/* The consumer's side: only the GEMMs on dy16 when its producer made it (and the bias
+ * gradient), else the whole linear backward on the fp32 dy. */
+static void linear_bwd_fed(ParamSet *ps, const bf16_t *dy16, int w, int b, float *dx,
+                           const float *dy, Act x, int rows, int in, int out)
+{
+    if (dy16) act_linear_bwd_presummed(ps, w, dx, dy16, x, rows, in, out);
+    else act_linear_bwd(ps, w, b, dx, dy, x, rows, in, out);
+}
+
+/* The bf16 dy buffer for block blk's fc2 (NULL: its fc2 takes the fp32 g): none where a tap is
+ * added to g before fc2 reads it, since the bias gradient summed by the producer would miss it. */
+static bf16_t *fc2_dy16(bf16_t *dy16, const float *const *dtaps, int blk)
+{
+    return dtaps && dtaps[blk] ? NULL : dy16;
+}
+
 void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout, float *dx0)
 {
     tstack_backward_taps(s, a, ps, dout, NULL, dx0);
@@ -139,10 +170,22 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
     const int rows = B * T;
     const size_t n = (size_t)rows * W;
     const float *last = s->depth ? a->act[s->depth - 1].out : a->x0;
-    /* g: gradient w.r.t. the residual stream entering the current point. */
+    /* With bf16 activations every LayerNorm backward whose dx is a linear layer's dy (the final
+     * norm's: the last block's fc2; LN2's: proj; LN1's: the previous block's fc2) hands that
+     * layer dx in bf16 and its bias gradient, so the layer runs its two GEMMs only (no rounding
+     * column sum over the fp32 dx). The bf16 dx lives in the first rows x W of a->dqkv, which
+     * holds nothing then: dqkv is written by a block's attention backward and read by its qkv
+     * backward, while the bf16 dx lives from a LayerNorm backward to its consumer (final norm
+     * -> fc2, LN2 -> proj, LN1 -> the previous fc2), never across an attention backward and
+     * qkv backward pair. Not where a tap is added to the consumer's dy in between (the bias
+     * gradient would miss it): that consumer takes the fp32 g. */
+    bf16_t *const dy16 = a->dqkv.type == DTYPE_BF16 ? a->dqkv.p : NULL;
+    /* g: gradient w.r.t. the residual stream entering the current point; g16 its bf16 copy
+     * for the fc2 that reads it, or NULL. */
     float *g = s->depth ? a->g0 : dx0;
-    be->layernorm_bwd(g, NULL, param_grad(ps, s->norm_w), param_grad(ps, s->norm_b), dout, last,
-                      a->out_mean, a->out_rstd, param(ps, s->norm_w), rows, W);
+    bf16_t *g16 = s->depth ? fc2_dy16(dy16, dtaps, s->depth - 1) : NULL;
+    norm_bwd_feeding_linear(ps, g16, s->depth ? s->blk[s->depth - 1].fc2_b : NO_PARAM, g, NULL,
+                            s->norm_w, s->norm_b, dout, last, a->out_mean, a->out_rstd, rows, W);
     params_grads_ready(ps, s->norm_params);
     for (int i = s->depth - 1; i >= 0; i--) {
         const BlockParams *p = &s->blk[i];
@@ -150,19 +193,20 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
         const float *x = i ? a->act[i - 1].out : a->x0;
         float *gnext = i ? (g == a->g0 ? a->g1 : a->g0) : dx0;
         /* g is the gradient w.r.t. block i's output here: add what read that output directly
-         * (UNETR's skips from hidden states). */
+         * (UNETR's skips from hidden states; g16 is NULL then). */
         if (dtaps && dtaps[i]) be->add(g, g, dtaps[i], n);
         /* MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))) */
-        act_linear_bwd(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
+        linear_bwd_fed(ps, g16, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
         /* fc1 through its GELU, a->dh2 the scratch for dh (bf16: fused, dh never stored on
          * the GPU) */
         act_linear_gelu_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh1, b->h, a->dh2, b->ln2, rows, W,
                             M);
-        /* dmid = g (the skip connection) + LayerNorm 2's input gradient, in one store */
-        be->layernorm_bwd(a->dmid, g, param_grad(ps, p->norm2_w), param_grad(ps, p->norm2_b),
-                          a->dtmp, b->mid, b->ln2_mean, b->ln2_rstd, param(ps, p->norm2_w), rows, W);
+        /* dmid = g (the skip connection) + LayerNorm 2's input gradient, in one store (and
+         * with bf16 activations its bf16 copy for proj, proj's bias gradient) */
+        norm_bwd_feeding_linear(ps, dy16, p->proj_b, a->dmid, g, p->norm2_w, p->norm2_b, a->dtmp,
+                                b->mid, b->ln2_mean, b->ln2_rstd, rows, W);
         /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) */
-        act_linear_bwd(ps, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
+        linear_bwd_fed(ps, dy16, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
         /* dqkv in bf16 with bf16 activations: the qkv layer has no bias, so its backward needs
          * dy only as the GEMMs' bf16 operand, and no rounding pass over an fp32 dqkv runs */
         act_attention_bwd(be, a->dqkv, act_offset(a->dqkv, W), act_offset(a->dqkv, 2 * (size_t)W),
@@ -170,11 +214,16 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
                           act_offset(b->qkv, 2 * (size_t)W), b->att, b->probs, B, H, T, T, W / H,
                           3 * W, 3 * W);
         act_linear_bwd_dy(ps, p->qkv_w, NO_PARAM, a->dtmp, a->dqkv, b->ln1, rows, W, 3 * W);
-        /* gnext = dmid + LayerNorm 1's input gradient (gnext is g0/g1 other than g, or dx0) */
-        be->layernorm_bwd(gnext, a->dmid, param_grad(ps, p->norm1_w), param_grad(ps, p->norm1_b),
-                          a->dtmp, x, b->ln1_mean, b->ln1_rstd, param(ps, p->norm1_w), rows, W);
+        /* gnext = dmid + LayerNorm 1's input gradient (gnext is g0/g1 other than g, or dx0:
+         * the stack's input gradient, no linear layer of the stack reads it). Its bf16 copy
+         * and bias gradient go to block i-1's fc2, whose range is reported ready later. */
+        bf16_t *const gnext16 = i ? fc2_dy16(dy16, dtaps, i - 1) : NULL;
+        norm_bwd_feeding_linear(ps, gnext16, i ? s->blk[i - 1].fc2_b : NO_PARAM, gnext, a->dmid,
+                                p->norm1_w, p->norm1_b, a->dtmp, x, b->ln1_mean, b->ln1_rstd,
+                                rows, W);
         params_grads_ready(ps, s->blk_params[i]);
         g = gnext;
+        g16 = gnext16;
     }
 }
 

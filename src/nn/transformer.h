@@ -37,7 +37,9 @@ typedef struct {
     float *out, *out_mean, *out_rstd; /* final LayerNorm output */
     /* backward scratch; dqkv in the arena's act_type: with bf16 activations attention's
      * backward stores its gradient in bf16, the qkv GEMMs' operand (rounded in the store, the
-     * same bits as rounding an fp32 dqkv) */
+     * same bits as rounding an fp32 dqkv); between a block's qkv backward and the next
+     * attention backward its first [B T, W] hold the bf16 dy that each LayerNorm backward
+     * hands the linear layer reading its dx (tstack_backward_taps) */
     float *g0, *g1, *dmid, *dtmp, *dh1, *dh2, *datt;
     Act dqkv;
 } TStackActs;

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ops/adamw_math.h"
 #include "ops/bf16.h"
 
 /* Element type of an activation tensor (mixed precision stores some in bf16). */
@@ -55,10 +56,11 @@ typedef struct AliceBackend {
     void (*fill)(float *x, float value, size_t n);
     void (*synchronize)(void);
     /* [data, data + n) holds parameters: GEMMs read it many times between writes, and it is
-     * written only through upload, copy, fill, axpby, scale, add, adamw and ema_update (the
-     * optimiser, the EMA step, initialisation and checkpoint loads). A backend may keep a
-     * derived copy (the CUDA backend: bf16 weights for mixed-precision GEMMs, made again after
-     * each write); the CPU backend keeps nothing. weights_forget comes before release. */
+     * written only through upload, copy, fill, axpby, scale, add, adamw (its parameters and
+     * its EMA target) and ema_update (the optimiser, the EMA step, initialisation and
+     * checkpoint loads). A backend may keep a derived copy (the CUDA backend: bf16 weights
+     * for mixed-precision GEMMs, made again after each write); the CPU backend keeps nothing.
+     * weights_forget comes before release. */
     void (*weights_hint)(const float *data, size_t n);
     void (*weights_forget)(const float *data);
 
@@ -186,14 +188,18 @@ typedef struct AliceBackend {
 
     /* ---- optimiser and target network (flat buffers) ---- */
     /* AdamW (decoupled decay, PyTorch's formula: ops/adamw_math.h) over n elements, one pass:
-     * m, v moments updated in place; step is 1-based for bias correction. decay_mask (backend
-     * memory, ops/decay_mask.h: bit i set <=> element i decays) selects the elements that take
-     * weight_decay, so a whole ParamSet (tensors with and without decay, zero padding between
-     * them) is one call; NULL means every element decays. */
+     * m, v moments updated in place; h.step is 1-based for bias correction. Each gradient is
+     * used as fl(grad * h.grad_scale) (global-norm clipping inside the pass, with the bits of
+     * scale followed by adamw); grad itself is only read. decay_mask (backend memory,
+     * ops/decay_mask.h: bit i set <=> element i decays) selects the elements that take
+     * h.weight_decay, so a whole ParamSet (tensors with and without decay, zero padding between
+     * them) is one call; NULL means every element decays. ema_target non-NULL: the same pass
+     * then also does ema_update(ema_target, param, n, ema_momentum) with the new parameters
+     * (the same bits as that call after this one); ema_target must not overlap param. */
     void (*adamw)(float *param, const float *grad, float *m, float *v,
-                  const uint32_t *decay_mask, size_t n, float lr, float beta1, float beta2,
-                  float eps, float weight_decay, long step);
-    /* target = momentum * target + (1 - momentum) * online */
+                  const uint32_t *decay_mask, size_t n, AdamwHyper h, float *ema_target,
+                  float ema_momentum);
+    /* target = momentum * target + (1 - momentum) * online (ops/ema_math.h) */
     void (*ema_update)(float *target, const float *online, size_t n, float momentum);
 
     /* ---- 3D convolution network ops (UNETR) ----
@@ -310,6 +316,21 @@ typedef struct AliceBackend {
      * it is, one rounding launch and one fp32 pass over [rows, out] fewer. */
     void (*linear_bwd_bf16_dy16)(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
                                  const float *W, int rows, int in, int out);
+    /* layernorm_bwd that also hands the NEXT linear layer's backward what it needs of dx (the
+     * pre-norm transformer: the residual stream's gradient that a LayerNorm backward forms is
+     * the dy of the linear layer before it): dx_bf16 (NULL: not wanted) = the final dx
+     * (dx_residual included) rounded to bf16 (nearest even, bit for bit to_bf16 of dx), and
+     * dx_colsum (NULL: not wanted) += the column sums of that fp32 dx (the linear layer's bias
+     * gradient, accumulated like every parameter gradient). Either needs dx. With both NULL it
+     * is layernorm_bwd itself; dx, dgamma and dbeta always have layernorm_bwd's bits. So
+     * linear_bwd_bf16_dy16 on dx_bf16 plus dx_colsum is linear_bwd_bf16 on dx, except the bias
+     * gradient's summation order: the CPU backend sums as its linear_bwd_bf16 does (the same
+     * bits); the CUDA backend adds dx's column sums in the fused LayerNorm kernel's per-block
+     * partials (deterministic, another order), its rounding pass over dx saved. */
+    void (*layernorm_bwd_dx16)(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                               bf16_t *dx_bf16, float *dx_colsum, const float *dy,
+                               const float *x, const float *mean, const float *rstd,
+                               const float *gamma, int rows, int dim);
     /* y = x rounded to bf16 (nearest even, the rounding of every bf16 GEMM operand), n
      * elements: an fp32 tensor that feeds bf16 GEMMs more than once (the projection head's
      * input: fc1 forward and its weight gradient) is rounded once and kept, instead of being

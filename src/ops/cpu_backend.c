@@ -82,6 +82,7 @@ static const AliceBackend cpu_backend = {
     .attention_bwd_bf16 = cpu_attention_bwd_bf16,
     .attention_bwd_bf16_grad16 = cpu_attention_bwd_bf16_grad16,
     .linear_bwd_bf16_dy16 = cpu_linear_bwd_bf16_dy16,
+    .layernorm_bwd_dx16 = cpu_layernorm_bwd_dx16,
     .to_bf16 = cpu_to_bf16,
 };
 

@@ -200,6 +200,13 @@ void cpu_masked_mse_bwd(float *dpred, const float *pred, const float *target, co
     for (int r = 0; r < rows; r++) {
         const float *pr = pred + (long)r * dim, *tr = target + (long)r * dim;
         float *dr = dpred + (long)r * dim;
+        /* A visible row (mask 0) does not enter the loss (the forward skips it), so its
+         * gradient is exactly 0 whatever pred holds: not 0 * (pred - target), which is NaN for
+         * a non-finite pred. The CUDA backend writes the same zeros without reading the row. */
+        if (mask[r] == 0.0f) {
+            for (int d = 0; d < dim; d++) dr[d] = 0.0f;
+            continue;
+        }
         float c = coef * mask[r];
         for (int d = 0; d < dim; d++) dr[d] = c * (pr[d] - tr[d]);
     }

@@ -118,6 +118,23 @@ void cpu_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float
     free(partial);
 }
 
+/* The reference: dx exactly as cpu_layernorm_bwd forms it, then its bf16 copy and its column
+ * sums by the very functions cpu_linear_bwd_bf16 applies to an fp32 dy (cpu_to_bf16's
+ * rounding, cpu_add_column_sums' per-column double sums in row order), so the CPU backend's
+ * bf16 step has the same bits through this op as through linear_bwd_bf16 on dx. */
+void cpu_layernorm_bwd_dx16(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                            bf16_t *dx_bf16, float *dx_colsum, const float *dy, const float *x,
+                            const float *mean, const float *rstd, const float *gamma, int rows,
+                            int dim)
+{
+    ALICE_ASSERT(dx || (!dx_bf16 && !dx_colsum), "layernorm_bwd_dx16: dx_bf16 and dx_colsum "
+                 "are made from dx, which was not asked for (pass dx too)");
+    cpu_layernorm_bwd(dx, dx_residual, dgamma, dbeta, dy, x, mean, rstd, gamma, rows, dim);
+    if (rows <= 0) return;
+    if (dx_bf16) cpu_to_bf16(dx_bf16, dx, (size_t)rows * dim);
+    if (dx_colsum) cpu_add_column_sums(dx_colsum, dx, rows, dim, dim);
+}
+
 void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                       const float *beta, int B, int C, long V, float eps)
 {

@@ -57,6 +57,10 @@ void cpu_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const
 void cpu_layernorm_bwd(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
                        const float *dy, const float *x, const float *mean, const float *rstd,
                        const float *gamma, int rows, int dim);
+void cpu_layernorm_bwd_dx16(float *dx, const float *dx_residual, float *dgamma, float *dbeta,
+                            bf16_t *dx_bf16, float *dx_colsum, const float *dy, const float *x,
+                            const float *mean, const float *rstd, const float *gamma, int rows,
+                            int dim);
 void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                       const float *beta, int B, int C, long V, float eps);
 void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
@@ -121,8 +125,7 @@ void cpu_masked_mse_bwd(float *dpred, const float *pred, const float *target, co
 
 /* cpu_optim.c */
 void cpu_adamw(float *param, const float *grad, float *m, float *v, const uint32_t *decay_mask,
-               size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-               long step);
+               size_t n, AdamwHyper h, float *ema_target, float ema_momentum);
 void cpu_ema_update(float *target, const float *online, size_t n, float momentum);
 
 /* cpu_conv.c */

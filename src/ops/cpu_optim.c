@@ -1,21 +1,39 @@
-/* CPU backend: AdamW and the EMA target update, one pass over a flat buffer each. */
+/* CPU backend: AdamW (with clipping's gradient scale and, optionally, the EMA target update in
+ * the same pass) and the EMA target update alone, one pass over a flat buffer each. */
 #include "ops/cpu_ops.h"
 
+#include "core/check.h"
 #include "ops/adamw_math.h"
 #include "ops/decay_mask.h"
+#include "ops/ema_math.h"
 
 void cpu_adamw(float *param, const float *grad, float *m, float *v, const uint32_t *decay_mask,
-               size_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
-               long step)
+               size_t n, AdamwHyper h, float *ema_target, float ema_momentum)
 {
     /* PyTorch's AdamW (ops/adamw_math.h: the per-element update the CUDA kernel shares, here
      * with every operation rounded on its own, as before); elements whose decay bit is clear
      * take the factor 1, the bits of weight_decay 0. */
-    const AdamwCoeffs c = adamw_coeffs(lr, beta1, beta2, eps, weight_decay, step);
+    const AdamwCoeffs c = adamw_coeffs(h);
+    if (!ema_target) {
+        #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+        for (size_t i = 0; i < n; i++) {
+            const float factor = decay_bit(decay_mask, i) ? c.decay : 1.0f;
+            param[i] = adamw_element(param[i], grad[i], &m[i], &v[i], factor, c);
+        }
+        return;
+    }
+    /* The target reads the parameter this pass just wrote, element by element: a target that
+     * overlaps param would read values that are not the online network's. */
+    ALICE_ASSERT(ema_target + n <= param || param + n <= ema_target,
+                 "adamw: the EMA target overlaps the parameters");
+    /* rest as cpu_ema_update forms it, so the bits equal adamw then ema_update. */
+    const float rest = 1.0f - ema_momentum;
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) {
         const float factor = decay_bit(decay_mask, i) ? c.decay : 1.0f;
-        param[i] = adamw_element(param[i], grad[i], &m[i], &v[i], factor, c);
+        const float p = adamw_element(param[i], grad[i], &m[i], &v[i], factor, c);
+        param[i] = p;
+        ema_target[i] = ema_element(ema_target[i], p, ema_momentum, rest);
     }
 }
 
@@ -23,5 +41,5 @@ void cpu_ema_update(float *target, const float *online, size_t n, float momentum
 {
     const float rest = 1.0f - momentum;
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
-    for (size_t i = 0; i < n; i++) target[i] = momentum * target[i] + rest * online[i];
+    for (size_t i = 0; i < n; i++) target[i] = ema_element(target[i], online[i], momentum, rest);
 }

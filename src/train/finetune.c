@@ -164,7 +164,7 @@ static void bench_step(void *ctx, long s)
     double terms[3] = {t.loss, t.ce, t.dice};
     float lr;
     double gnorm;
-    if (train_optimizer_step(b->cfg, b->dist, b->sync, terms, 3, s, &lr, &gnorm) != STEP_APPLIED)
+    if (train_optimizer_step(b->cfg, b->dist, b->sync, terms, 3, s, &lr, &gnorm, NULL) != STEP_APPLIED)
         alice_die("benchmark step %ld produced a non-finite loss (%g) or gradient: lower lr or "
                   "check precision", s, terms[0]);
 }
@@ -300,7 +300,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         double terms[3] = {t.loss, t.ce, t.dice};
         float lr;
         double gnorm;
-        StepOutcome outcome = train_optimizer_step(cfg, &dist, &sync, terms, 3, step, &lr, &gnorm);
+        StepOutcome outcome = train_optimizer_step(cfg, &dist, &sync, terms, 3, step, &lr, &gnorm,
+                                                   NULL);
         if (outcome == STEP_STOPPED) { status = 1; break; }
         if (outcome == STEP_SKIPPED) continue;
         t.loss = terms[0];

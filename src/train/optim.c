@@ -19,21 +19,42 @@ double grad_global_norm(const ParamSet *ps)
     return sqrt(ps->be->sum_squares(ps->grad, ps->total));
 }
 
-void clip_grad_norm(ParamSet *ps, double norm, double max_norm)
+float clip_grad_scale(double norm, double max_norm)
 {
-    if (max_norm <= 0 || norm <= max_norm) return;
-    ps->be->scale(ps->grad, (float)(max_norm / (norm + 1e-6)), ps->total);
+    if (max_norm <= 0 || norm <= max_norm) return 1.0f;
+    return (float)(max_norm / (norm + 1e-6));
+}
+
+/* One adamw call over the whole flat buffer: the decay mask carries the per-tensor flags, and
+ * the zero padding between tensors stays zero (ops/adamw_math.h). */
+static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, float grad_scale,
+                       const EmaUpdate *ema)
+{
+    /* A trainable set always has its mask (params_allocate); without one every element would
+     * decay. */
+    ALICE_ASSERT(ps->decay_mask || ps->total == 0, "AdamW on a ParamSet without a decay mask "
+                 "(allocated untrainable?)");
+    /* The fused EMA covers exactly the elements ema_step covers: all of the online set. */
+    ALICE_ASSERT(!ema || (ema->target->total == ps->total && ema->target->be == ps->be),
+                 "optimizer_update: the EMA target (%zu floats) does not share the layout and "
+                 "backend of the online set (%zu floats)", ema ? ema->target->total : 0,
+                 ps->total);
+    const AdamwHyper h = {.lr = lr, .beta1 = cfg->beta1, .beta2 = cfg->beta2,
+                          .eps = cfg->adam_eps, .weight_decay = cfg->weight_decay,
+                          .step = step1, .grad_scale = grad_scale};
+    ps->be->adamw(ps->data, ps->grad, ps->m, ps->v, ps->decay_mask, ps->total, h,
+                  ema ? ema->target->data : NULL, ema ? ema->momentum : 0.0f);
+}
+
+void optimizer_update(ParamSet *ps, const Config *cfg, float lr, long step1, double grad_norm,
+                      const EmaUpdate *ema)
+{
+    adamw_call(ps, cfg, lr, step1, clip_grad_scale(grad_norm, cfg->clip), ema);
 }
 
 void adamw_step(ParamSet *ps, const Config *cfg, float lr, long step1)
 {
-    /* One call over the whole flat buffer: the decay mask carries the per-tensor flags, and the
-     * zero padding between tensors stays zero (ops/adamw_math.h). A trainable set always has
-     * its mask (params_allocate); without one every element would decay. */
-    ALICE_ASSERT(ps->decay_mask || ps->total == 0, "adamw_step on a ParamSet without a decay mask "
-                 "(allocated untrainable?)");
-    ps->be->adamw(ps->data, ps->grad, ps->m, ps->v, ps->decay_mask, ps->total, lr, cfg->beta1,
-                  cfg->beta2, cfg->adam_eps, cfg->weight_decay, step1);
+    adamw_call(ps, cfg, lr, step1, 1.0f, NULL);
 }
 
 void ema_step(ParamSet *target, const ParamSet *online, float momentum)

@@ -1,5 +1,6 @@
 /* Optimisation over a ParamSet: learning-rate schedule (linear warm-up + cosine), global-norm
- * gradient clipping, AdamW with per-tensor decay flags, EMA of a target ParamSet. */
+ * gradient clipping, AdamW with per-tensor decay flags, EMA of a target ParamSet; clipping,
+ * AdamW and the EMA run as one pass over the flat buffers (optimizer_update). */
 #ifndef ALICE_OPTIM_H
 #define ALICE_OPTIM_H
 
@@ -10,12 +11,28 @@
 float schedule_lr(const Config *cfg, long step);
 /* sqrt(sum of squared gradients). */
 double grad_global_norm(const ParamSet *ps);
-/* Scales gradients so that their global norm is at most max_norm (no-op when <= 0). */
-void clip_grad_norm(ParamSet *ps, double norm, double max_norm);
-/* One AdamW step (1-based step for bias correction): one backend call over the whole set,
- * weight decay where ps->decay_mask says so. */
+/* The factor global-norm clipping multiplies every gradient by (torch.nn.utils.clip_grad_norm_):
+ * max_norm / (norm + 1e-6), rounded to float, when max_norm > 0 and norm > max_norm; else 1. */
+float clip_grad_scale(double norm, double max_norm);
+
+/* An EMA target network updated in the optimiser's pass: target = momentum target
+ * + (1 - momentum) online, from the online parameters AdamW has just written. */
+typedef struct {
+    ParamSet *target;  /* the layout of the online set (params_clone_layout) */
+    float momentum;
+} EmaUpdate;
+
+/* One optimiser update of ps, one backend call over the whole flat set: AdamW at learning rate
+ * lr (1-based step1 for bias correction; weight decay where ps->decay_mask says so) on the
+ * gradients clipped to global norm cfg->clip, grad_norm being their norm (the factor
+ * clip_grad_scale is applied inside AdamW's pass, so ps->grad itself stays unscaled); and, ema
+ * non-NULL, the EMA of ema->target over all of ps in the same pass. The bits are those of
+ * scaling the gradients, then adamw_step, then ema_step. */
+void optimizer_update(ParamSet *ps, const Config *cfg, float lr, long step1, double grad_norm,
+                      const EmaUpdate *ema);
+/* AdamW without clipping or EMA (optimizer_update with neither): benchmarks and tests. */
 void adamw_step(ParamSet *ps, const Config *cfg, float lr, long step1);
-/* target = m target + (1 - m) online, one pass over the flat buffers. */
+/* target = m target + (1 - m) online alone, one pass over the flat buffers. */
 void ema_step(ParamSet *target, const ParamSet *online, float momentum);
 
 #endif

@@ -61,16 +61,17 @@ static void allreduce_mean_over_ranks(float *buf, size_t n, void *ctx)
 }
 
 /* Everything a step runs after forward + backward, for the training loop and the benchmark
- * alike: the gradient all-reduce, the non-finite guard, clipping and AdamW
- * (train_optimizer_step), then for alice the EMA target and the DINO centers. terms holds the
- * step's loss terms (LossTerms order) and comes back averaged over ranks. */
+ * alike: the gradient all-reduce, the non-finite guard, then clipping, AdamW and for alice the
+ * EMA target in one pass (train_optimizer_step), then the DINO centers. terms holds the step's
+ * loss terms (LossTerms order) and comes back averaged over ranks. */
 static StepOutcome pretrain_update(PretrainModel *m, const Config *cfg, const Dist *dist,
                                    GradSync *sync, double terms[4], long step, float *lr,
                                    double *gnorm)
 {
-    StepOutcome outcome = train_optimizer_step(cfg, dist, sync, terms, 4, step, lr, gnorm);
+    const EmaUpdate ema = {&m->target, pretrain_ema_momentum(cfg, step)};
+    StepOutcome outcome = train_optimizer_step(cfg, dist, sync, terms, 4, step, lr, gnorm,
+                                               m->alice ? &ema : NULL);
     if (outcome != STEP_APPLIED) return outcome;
-    if (m->alice) ema_step(&m->target, &m->online, pretrain_ema_momentum(cfg, step));
     AllreduceCtx reduce = {dist, m->be};
     pretrain_model_update_centers(m, allreduce_mean_over_ranks, &reduce);
     return outcome;

@@ -165,7 +165,8 @@ void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Confi
 }
 
 StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *sync, double *terms,
-                                 int nterms, long step, float *lr, double *grad_norm)
+                                 int nterms, long step, float *lr, double *grad_norm,
+                                 const EmaUpdate *ema)
 {
     ParamSet *ps = sync->ps;
     grad_sync_finish(sync);
@@ -182,8 +183,9 @@ StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *syn
         log_warn("step %ld: non-finite loss (%g) or gradient; step skipped", step, terms[0]);
         return STEP_SKIPPED;
     }
-    clip_grad_norm(ps, *grad_norm, cfg->clip);
-    adamw_step(ps, cfg, *lr, step + 1);
+    /* Clipping happens inside AdamW's pass; the gradients themselves stay unscaled (nothing
+     * reads them again before the next step zeroes them). */
+    optimizer_update(ps, cfg, *lr, step + 1, *grad_norm, ema);
     return STEP_APPLIED;
 }
 

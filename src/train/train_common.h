@@ -10,6 +10,7 @@
 #include "nn/params.h"
 #include "train/dist.h"
 #include "train/grad_sync.h"
+#include "train/optim.h"  /* EmaUpdate */
 #include "train/step_graph.h"
 
 /* The math of the CUDA backend from cfg (keys tf32, precision, attention_kernel,
@@ -57,10 +58,13 @@ typedef enum { STEP_APPLIED, STEP_SKIPPED, STEP_STOPPED } StepOutcome;
 /* The optimiser half of a training step, shared by every loop: waits for the gradients of
  * sync->ps averaged over the ranks (grad_sync_finish), averages the loss terms (terms[0] is the
  * total loss), guards against non-finite values (cfg->on_nonfinite: stop with the last
- * checkpoint intact, or skip the step), clips the global gradient norm and applies AdamW with
- * the scheduled learning rate. */
+ * checkpoint intact, or skip the step: then ema is not updated either), clips the global
+ * gradient norm and applies AdamW with the scheduled learning rate, and with ema non-NULL
+ * updates the EMA target from the new parameters, all in one pass (train/optim.h
+ * optimizer_update). */
 StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *sync, double *terms,
-                                 int nterms, long step, float *lr, double *grad_norm);
+                                 int nterms, long step, float *lr, double *grad_norm,
+                                 const EmaUpdate *ema);
 
 /* The end of step `step` (0-based) of every loop: the periodic (or last) checkpoint through
  * save(ctx, steps_done), then the collective preemption check. Returns 1 when the run must

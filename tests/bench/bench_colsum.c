@@ -6,7 +6,23 @@
  *  - the bf16 linear backward's bias gradient summed in the pass that rounds dy for the GEMMs
  *    (linear_bwd_bf16 with db) beside the unfused order: linear_bwd_bf16 without db (dy rounded
  *    by its own launch), then the bias column sum by itself (layernorm_bwd with dbeta only,
- *    which is exactly the column sum of dy).
+ *    which is exactly the column sum of dy);
+ *  - LayerNorm's whole backward as the model calls it (dx with the skip connection's residual,
+ *    dgamma, dbeta: one kernel reading dy and x once, then a column sum over its per-block
+ *    partials) beside the two passes it replaced, still what the entry points run when asked
+ *    apart (layernorm_bwd with dx alone: the dx kernel; then with dgamma and dbeta alone: the
+ *    two-output column sum over dy and x), at the widths and rows of the paper step's
+ *    LayerNorm backwards (encoder: 2304 visible tokens x 768, 25 per step; decoder: 9216
+ *    tokens x 384, 9 per step), and their sum over one step ("LN bwd per step", the two CASA
+ *    LayerNorms left out);
+ *  - a LayerNorm backward and the linear layer that reads its dx as dy (a bf16 stack's LN2 and
+ *    proj, LN1 and the previous fc2, the final norm and the last fc2), at the same shapes with
+ *    proj as the consumer: layernorm_bwd then linear_bwd_bf16 with db (its column sum over the
+ *    fp32 dx that also writes dx's bf16 copy, then the GEMMs) beside layernorm_bwd_dx16
+ *    (dx's bf16 copy and column sums in the LayerNorm kernel) then linear_bwd_bf16_dy16 (the
+ *    GEMMs alone), and the sum over one step's such pairs ("LN+linear bwd per step": the
+ *    encoder's 24, the decoder's 8; the GEMMs are in both columns, so the difference of the
+ *    two is the saving, the ratio understates it).
  * Figures: ms per call of each variant and the ratio unfused / fused measured in the same run
  * (above 1: the fusion pays); no assertion on times. Prints "skip: ..." and exits 0 without a
  * GPU.
@@ -36,11 +52,31 @@ static const BenchShape kLinear[] = {
 
 static const AliceBackend *gpu;
 
+/* LayerNorm backwards of the paper step: shape, and how many run per step (the encoder's 12
+ * blocks x 2 + its final norm; the decoder's 4 x 2 + 1). */
+static const BenchShape kNormBwd[] = {
+    {"LN bwd enc (visible)", 2304, 0, 768},
+    {"LN bwd dec (all)", 9216, 0, 384},
+};
+static const int kNormBwdPerStep[] = {25, 9};
+
+/* LayerNorm backwards whose dx feeds a linear layer (proj here, in = out = the width), and how
+ * many run per step: per block LN2 -> proj and LN1 -> the previous block's fc2 (not in the
+ * first block: its LN1 gives the stack's input gradient), and the final norm -> the last
+ * fc2: encoder 12 + 11 + 1, decoder 4 + 3 + 1. */
+static const BenchShape kNormToLinear[] = {
+    {"LN+proj bwd enc (visible)", 2304, 768, 768},
+    {"LN+proj bwd dec (all)", 9216, 384, 384},
+};
+static const int kNormToLinearPerStep[] = {24, 8};
+
 typedef struct {
     const BenchShape *sh;
-    float *dy, *x, *mean, *rstd, *gamma, *dgamma, *dbeta; /* LayerNorm */
-    float *dx, *dW, *db, *W;                              /* linear */
+    float *dy, *x, *mean, *rstd, *gamma, *dgamma, *dbeta, *res; /* LayerNorm */
+    float *dx, *dW, *db, *W; /* linear (dx: LayerNorm's too) */
     bf16_t *x16;
+    float *ldx;    /* the consumer's input gradient (LayerNorm then linear) */
+    bf16_t *dx16;  /* LayerNorm's dx in bf16 (layernorm_bwd_dx16) */
 } Call;
 
 static void norm_call(const void *arg, int variant, int index)
@@ -56,6 +92,38 @@ static void norm_call(const void *arg, int variant, int index)
                            s->rows, s->out);
         gpu->layernorm_bwd(NULL, NULL, NULL, c->dbeta, c->dy, c->x, c->mean, c->rstd, c->gamma,
                            s->rows, s->out);
+    }
+}
+
+static void norm_bwd_call(const void *arg, int variant, int index)
+{
+    const Call *c = arg;
+    const BenchShape *s = c->sh;
+    (void)index;
+    if (variant == BENCH_FUSED) {
+        gpu->layernorm_bwd(c->dx, c->res, c->dgamma, c->dbeta, c->dy, c->x, c->mean, c->rstd,
+                           c->gamma, s->rows, s->out);
+    } else {
+        gpu->layernorm_bwd(c->dx, c->res, NULL, NULL, c->dy, c->x, c->mean, c->rstd, c->gamma,
+                           s->rows, s->out);
+        gpu->layernorm_bwd(NULL, NULL, c->dgamma, c->dbeta, c->dy, c->x, c->mean, c->rstd,
+                           c->gamma, s->rows, s->out);
+    }
+}
+
+static void norm_to_linear_call(const void *arg, int variant, int index)
+{
+    const Call *c = arg;
+    const BenchShape *s = c->sh;
+    (void)index;
+    if (variant == BENCH_FUSED) {
+        gpu->layernorm_bwd_dx16(c->dx, c->res, c->dgamma, c->dbeta, c->dx16, c->db, c->dy, c->x,
+                                c->mean, c->rstd, c->gamma, s->rows, s->out);
+        gpu->linear_bwd_bf16_dy16(c->ldx, c->dW, c->dx16, c->x16, c->W, s->rows, s->in, s->out);
+    } else {
+        gpu->layernorm_bwd(c->dx, c->res, c->dgamma, c->dbeta, c->dy, c->x, c->mean, c->rstd,
+                           c->gamma, s->rows, s->out);
+        gpu->linear_bwd_bf16(c->ldx, c->dW, c->db, c->dx, c->x16, c->W, s->rows, s->in, s->out);
     }
 }
 
@@ -96,6 +164,81 @@ static void bench_norm(void)
     }
 }
 
+static void bench_norm_bwd(void)
+{
+    printf("\n");
+    bench_fusion_header("LN bwd dx+dgamma+dbeta", "2 passes ms", "1 pass ms");
+    double step_two = 0.0, step_one = 0.0;
+    for (size_t k = 0; k < sizeof kNormBwd / sizeof kNormBwd[0]; k++) {
+        const BenchShape *s = &kNormBwd[k];
+        const size_t n = (size_t)s->rows * s->out;
+        Call c = {.sh = s,
+                  .dy = bench_device_uniform(gpu, n, 31u, -1.0f, 1.0f),
+                  .x = bench_device_uniform(gpu, n, 33u, -2.0f, 3.0f),
+                  .res = bench_device_uniform(gpu, n, 35u, -1.0f, 1.0f),
+                  .dx = gpu->alloc(n * sizeof(float)),
+                  .mean = gpu->alloc((size_t)s->rows * sizeof(float)),
+                  .rstd = gpu->alloc((size_t)s->rows * sizeof(float)),
+                  .gamma = bench_device_uniform(gpu, s->out, 34u, 0.5f, 1.5f),
+                  .dgamma = bench_device_uniform(gpu, s->out, 36u, -1.0f, 1.0f),
+                  .dbeta = bench_device_uniform(gpu, s->out, 37u, -1.0f, 1.0f)};
+        float *y = gpu->alloc(n * sizeof(float));
+        gpu->layernorm_fwd(y, c.mean, c.rstd, c.x, c.gamma, NULL, s->rows, s->out, 1e-5f);
+        double two = 0.0, one = 0.0;
+        bench_pair_row(gpu, s->name, norm_bwd_call, &c, BENCH_UNFUSED, BENCH_FUSED, WARMUP, ITERS,
+                       &two, &one);
+        step_two += kNormBwdPerStep[k] * two;
+        step_one += kNormBwdPerStep[k] * one;
+        float *bufs[] = {y, c.dy, c.x, c.res, c.dx, c.mean, c.rstd, c.gamma, c.dgamma, c.dbeta};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
+    }
+    bench_pair_print("LN bwd per step", step_two, step_one);
+}
+
+static void bench_norm_to_linear(void)
+{
+    printf("\n");
+    bench_fusion_header("LN bwd + linear bwd", "LN, linear ms", "dx16 ms");
+    double step_old = 0.0, step_new = 0.0;
+    for (size_t k = 0; k < sizeof kNormToLinear / sizeof kNormToLinear[0]; k++) {
+        const BenchShape *s = &kNormToLinear[k];
+        const size_t n = (size_t)s->rows * s->out, nw = (size_t)s->out * s->in;
+        float *W = bench_device_uniform(gpu, nw, 41u, -0.05f, 0.05f);
+        gpu->weights_hint(W, nw);  /* the model's case: W's bf16 copy made once */
+        Call c = {.sh = s,
+                  .dy = bench_device_uniform(gpu, n, 42u, -1.0f, 1.0f),
+                  .x = bench_device_uniform(gpu, n, 43u, -2.0f, 3.0f),
+                  .res = bench_device_uniform(gpu, n, 44u, -1.0f, 1.0f),
+                  .dx = gpu->alloc(n * sizeof(float)),
+                  .mean = gpu->alloc((size_t)s->rows * sizeof(float)),
+                  .rstd = gpu->alloc((size_t)s->rows * sizeof(float)),
+                  .gamma = bench_device_uniform(gpu, s->out, 45u, 0.5f, 1.5f),
+                  .dgamma = bench_device_uniform(gpu, s->out, 46u, -1.0f, 1.0f),
+                  .dbeta = bench_device_uniform(gpu, s->out, 47u, -1.0f, 1.0f),
+                  .dW = bench_device_uniform(gpu, nw, 48u, -1.0f, 1.0f),
+                  .db = bench_device_uniform(gpu, s->out, 49u, -1.0f, 1.0f),
+                  .W = W,
+                  .x16 = bench_device_uniform_bf16(gpu, (size_t)s->rows * s->in, 50u, -1.0f,
+                                                   1.0f),
+                  .ldx = gpu->alloc((size_t)s->rows * s->in * sizeof(float)),
+                  .dx16 = gpu->alloc(n * sizeof(bf16_t))};
+        float *y = gpu->alloc(n * sizeof(float));
+        gpu->layernorm_fwd(y, c.mean, c.rstd, c.x, c.gamma, NULL, s->rows, s->out, 1e-5f);
+        double old = 0.0, fused = 0.0;
+        bench_pair_row(gpu, s->name, norm_to_linear_call, &c, BENCH_UNFUSED, BENCH_FUSED, WARMUP,
+                       ITERS, &old, &fused);
+        step_old += kNormToLinearPerStep[k] * old;
+        step_new += kNormToLinearPerStep[k] * fused;
+        gpu->weights_forget(W);
+        float *bufs[] = {y, c.dy, c.x, c.res, c.dx, c.mean, c.rstd, c.gamma, c.dgamma, c.dbeta,
+                         c.dW, c.db, W, c.ldx};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
+        gpu->release(c.x16);
+        gpu->release(c.dx16);
+    }
+    bench_pair_print("LN+linear bwd per step", step_old, step_new);
+}
+
 static void bench_linear(void)
 {
     printf("\n");
@@ -127,6 +270,8 @@ int main(void)
     gpu = bench_gpu_or_skip();
     if (!gpu) return 0;
     bench_norm();
+    bench_norm_bwd();
+    bench_norm_to_linear();
     bench_linear();
     printf("(ratio = unfused time / fused time in the same run)\n");
     return 0;

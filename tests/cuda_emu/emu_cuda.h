@@ -64,15 +64,17 @@ inline void __syncwarp(unsigned mask = 0xffffffffu)
     emu_warp_sync();
 }
 
-/* The warp_sum of cuda/cuda_kernels.cuh (every lane gets the sum). */
+/* The warp_sum of cuda/cuda_kernels.cuh (every lane gets the sum), exchanged in double so
+ * that double sums (block_sum<double>) keep their precision; exact for float. */
+inline double emu_exchange_wide[1024];
 template <typename T> T warp_sum(T v)
 {
     emu_warp_sync();
-    emu_exchange[threadIdx.x] = (float)v;
+    emu_exchange_wide[threadIdx.x] = (double)v;
     emu_warp_sync();
     T s = 0;
     const unsigned base = threadIdx.x & ~31u;
-    for (unsigned i = 0; i < 32; i++) s += (T)emu_exchange[base + i];
+    for (unsigned i = 0; i < 32; i++) s += (T)emu_exchange_wide[base + i];
     emu_warp_sync();
     return s;
 }

@@ -13,7 +13,7 @@ source "$(dirname "$0")/emu_common.sh"
 emu_need_threads
 emu_cut "$TMP/colsum_kernels.inc" 1 \
   --cut cuda/cuda_kernels.cuh '/* ---- column sums accumulated into vectors' $'\n#endif' \
-  --cut cuda/cuda_norm.cu "/* LayerNorm's parameter-gradient terms" 'void cuda_layernorm_bwd(' \
+  --cut cuda/cuda_norm.cu "/* LayerNorm's parameter-gradient terms" 'template <int N> struct MatrixElements' \
   --cut cuda/cuda_blas.cu 'void cuda_add_column_sums' '/* Mixed-precision linear backward'
 emu_compile colsum_emulated "$HERE/colsum_emulated.cpp"
 "$TMP/colsum_emulated"

@@ -174,6 +174,7 @@ GPU_TARGETS=("$BIN/alice"
              "$BUILD/tools/nccl_overlap_check"
              "$BUILD/tests/bench_cuda_ops"
              "$BUILD/tests/bench_cuda_elementwise"
+             "$BUILD/tests/bench_recon_rows"
              "$BUILD/tests/bench_adamw"
              "$BUILD/tests/bench_colsum"
              "$BUILD/tests/bench_residual_fusion"
@@ -646,8 +647,21 @@ paired_bench() {
   fi
 }
 fused_bench() { local check=$1 target=$2 log=$3; shift 3; paired_bench "$check" "$target" "$log" unfused fused "$@"; }
+# The reconstruction loss's row kernels at the paper shape (9216 x 4096), each beside a copy
+# of the same bytes in the same run: "copy X ms, kernel Y ms, Zx" (Z = 1: at copy bandwidth);
+# normalize_rows' held path (one read per row) and its streamed fallback (three).
+paired_bench "recon rows" "$BUILD/tests/bench_recon_rows" bench_recon_rows.log copy kernel \
+  "normalize_rows held" "normalize_rows streamed" "mse_bwd 1/4 visible" "mse_bwd all masked" \
+  "mse_fwd 1/4 visible"
+# LN bwd: LayerNorm's dx, dgamma and dbeta in one pass over dy and x beside the dx kernel then
+# the column sum (the paper step's encoder and decoder shapes, and their sum over one step).
+# LN+proj bwd: a LayerNorm backward and the linear layer reading its dx, the linear layer's
+# rounding column sum over the fp32 dx beside dx's bf16 copy and column sums made in the
+# LayerNorm kernel (layernorm_bwd_dx16; GEMMs in both).
 fused_bench "column sums" "$BUILD/tests/bench_colsum" bench_colsum.log \
-  "tgt LN (all)" "enc LN (visible)" "tgt proj (all)" "tgt fc1 (all)"
+  "tgt LN (all)" "enc LN (visible)" "tgt proj (all)" "tgt fc1 (all)" \
+  "LN bwd enc (visible)" "LN bwd dec (all)" "LN bwd per step" \
+  "LN+proj bwd enc (visible)" "LN+proj bwd dec (all)" "LN+linear bwd per step"
 fused_bench "residual fusion" "$BUILD/tests/bench_residual_fusion" bench_residual.log \
   "tgt proj (all)" "tgt fc2 (all)" "tgt LN (all)"
 fused_bench "fc1 gelu bwd" "$BUILD/tests/bench_linear_gelu_bwd" bench_linear_gelu.log \
@@ -660,13 +674,14 @@ fused_bench "qkv bf16 dqkv" "$BUILD/tests/bench_qkv_grad16" bench_qkv_grad16.log
 # (instnorm_kernel = own|cudnn; the default stays the faster one measured).
 paired_bench "instnorm" "$BUILD/tests/bench_instnorm" bench_instnorm.log own cudnn \
   "fwd C16 96^3" "bwd C16 96^3" "fwd C128 12^3" "bwd C128 12^3" "sum of the rows"
-# AdamW over the paper student: one launch per parameter set beside one per tensor ("cuda":
-# the CPU half would spend device time).
+# AdamW over the paper student: one launch per parameter set beside one per tensor, and the
+# optimiser update with clipping and the EMA target in one launch beside the three it replaces
+# (scale, adamw, ema_update) ("cuda": the CPU half would spend device time).
 rc=125
 built "adamw one launch" "$BUILD/tests/bench_adamw" &&
   { timed "adamw one launch" 60 "$LOGDIR/bench_adamw.log" "$BUILD/tests/bench_adamw" cuda; rc=$?; }
 if [ $rc = 0 ] && grep -q "^cuda .*faster" "$LOGDIR/bench_adamw.log"; then
-  record "adamw one launch" ok "$(awk '/^cuda +one call \(decay/{o=$(NF-2)} /^cuda +per tensor/{p=$(NF-2); c=$(NF-1)} /^cuda .*faster/{s=$7} END{printf "%s ms vs %s ms in %s launches: %s", o, p, c, s}' "$LOGDIR/bench_adamw.log")"
+  record "adamw one launch" ok "$(awk '/^cuda +one call \(decay/{o=$(NF-2)} /^cuda +per tensor/{p=$(NF-2); c=$(NF-1)} /^cuda +one call \/ per tensor/{s=$7} /^cuda +clip\+adamw\+ema, 3 calls/{q=$(NF-2)} /^cuda +clip\+adamw\+ema, fused/{f=$(NF-2)} /^cuda +fused \/ 3 calls/{r=$6} END{printf "%s ms vs %s ms in %s launches: %s; clip+adamw+ema in one launch %s ms vs 3 launches %s ms: %s", o, p, c, s, f, q, r}' "$LOGDIR/bench_adamw.log")"
 elif [ $rc != 125 ]; then
   record "adamw one launch" FAIL "exit $rc or no figures (bench_adamw.log)"
 fi

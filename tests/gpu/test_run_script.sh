@@ -286,6 +286,8 @@ echo "tgt proj (all)                0.0800      0.0500     1.60"
 echo "tgt fc2 (all)                 0.2000      0.1600     1.25"
 echo "tgt fc1 (all)                 0.4000      0.2500     1.60"
 echo "tgt qkv (all)                 0.3000      0.2000     1.50"
+echo "LN bwd per step               0.9000      0.6000     1.50"
+echo "LN+linear bwd per step        1.2000      0.9000     1.33"
 EOF
 cat > "$F/fake_instnorm" <<'EOF'
 #!/bin/sh
@@ -299,6 +301,16 @@ echo "device mode                        ms/step    calls      GB/s"
 echo "cuda   one call (decay mask)         0.700        1    4000.0"
 echo "cuda   per tensor (reference)        1.400      203    2000.0"
 echo "cuda   one call / per tensor: 2.00x faster (203 tensors, 103.9M parameters, 104.0M floats with padding)"
+echo "cuda   clip+adamw+ema, 3 calls       1.100        3    4900.0"
+echo "cuda   clip+adamw+ema, fused         0.880        1    4700.0"
+echo "cuda   fused / 3 calls: 1.25x faster (clipping factor 0.75, EMA target, bf16 weight copies current)"
+EOF
+cat > "$F/fake_recon_rows" <<'EOF'
+#!/bin/sh
+echo "call [9216 x 4096]               GB/s    copy ms    kernel ms copy/kernel"
+echo "normalize_rows held            3700.0     0.0800       0.0820     0.98"
+echo "normalize_rows streamed        1600.0     0.0800       0.1900     0.42"
+echo "held normalize_rows 0.0820 ms, streamed 0.1900 ms: 2.32x faster"
 EOF
 printf '#!/bin/sh\necho "  ok fake case"\n' > "$F/fake_test"
 cat > "$F/fake_loader" <<'EOF'
@@ -326,6 +338,7 @@ for t in "\$@"; do
       cp "$F/fake_fused" "\$t" ;;
     */bench_instnorm) cp "$F/fake_instnorm" "\$t" ;;
     */bench_adamw) cp "$F/fake_adamw" "\$t" ;;
+    */bench_recon_rows) cp "$F/fake_recon_rows" "\$t" ;;
     *) cp "$F/fake_test" "\$t" ;;
   esac
   chmod +x "\$t"
@@ -341,7 +354,8 @@ esac
 echo "  step 1 $s s"
 awk -v s=$s 'BEGIN{printf "torch_step method=alice device=cuda amp=x compile=0 batch=8 s_per_step=%.6f samples_per_s=%.3f peak_mem_mb=31000.0 gflop_per_step=4112.500000 gflops=%.3f mfu_pct=1 floor_ms=4.158 peak_tflops=989\n", s, 8/s, 4112.5/s}'
 EOF
-chmod +x "$F/make" "$F/fake_torch_python" "$F/fake_loader" "$F/fake_fused" "$F/fake_adamw" "$F/fake_instnorm"
+chmod +x "$F/make" "$F/fake_torch_python" "$F/fake_loader" "$F/fake_fused" "$F/fake_adamw" "$F/fake_instnorm" \
+  "$F/fake_recon_rows"
 mkdir -p "$W/logs3" && head -c 3000000 /dev/zero > "$W/logs3/big.bin"   # must stay out of the archive
 PATH="$F:$C/bin:$PATH" ALICE_CUDA_SEARCH="$W/site/nvidia" ALICE_CUDA_SEARCH_ONLY=1 DEVICE_STAGE="$W/stage-run" \
   BUILD="$W/build-fig" BIN="$W/bin-fig" PACK_DIR="$W/out3" TORCH_PYTHON="$F/fake_torch_python" BUDGET_S=200 \
@@ -364,6 +378,10 @@ check "figures: MFU target missed is 'miss', not a failure" grep -q '^alice bf16
 check "figures: elementwise benchmark rows" grep -q '^elementwise patchify .* ok .*0.0400 ms, 1.26 of copy, vec gain 5.62' "$W/run3.out"
 check "figures: fused column sums row" \
   grep -q '^column sums: tgt LN (all) .* ok .*unfused 0.0300 ms, fused 0.0200 ms, 1.50x' "$W/run3.out"
+check "figures: LayerNorm one-pass backward row (per step)" \
+  grep -q '^column sums: LN bwd per step .* ok .*unfused 0.9000 ms, fused 0.6000 ms, 1.50x' "$W/run3.out"
+check "figures: LayerNorm backward handing the linear layer its bf16 dy (per step)" \
+  grep -q '^column sums: LN+linear bwd per step  *ok .*unfused 1.2000 ms, fused 0.9000 ms, 1.33x' "$W/run3.out"
 check "figures: residual fusion row" \
   grep -q '^residual fusion: tgt fc2 (all) .* ok .*unfused 0.2000 ms, fused 0.1600 ms, 1.25x' "$W/run3.out"
 check "figures: GELU-fused fc1 backward row" \
@@ -372,8 +390,10 @@ check "figures: bf16 dqkv row" \
   grep -q '^qkv bf16 dqkv: tgt qkv (all) .* ok .*unfused 0.3000 ms, fused 0.2000 ms, 1.50x' "$W/run3.out"
 check "figures: instance norm rows (own beside cuDNN)" \
   grep -q '^instnorm: fwd C16 96^3 .* ok .*own 0.5000 ms, cudnn 0.2500 ms, 2.00x' "$W/run3.out"
+check "figures: recon row kernels beside a copy of the same bytes" \
+  grep -q '^recon rows: normalize_rows held .* ok .*copy 0.0800 ms, kernel 0.0820 ms, 0.98x' "$W/run3.out"
 check "figures: AdamW row" \
-  grep -q '^adamw one launch .* ok .*0.700 ms vs 1.400 ms in 203 launches: 2.00x' "$W/run3.out"
+  grep -q '^adamw one launch .* ok .*0.700 ms vs 1.400 ms in 203 launches: 2.00x; clip+adamw+ema in one launch 0.880 ms vs 3 launches 1.100 ms: 1.25x$' "$W/run3.out"
 check "figures: eager step row (cuda_graph=0)" grep -q '^alice step bf16-eager .* ok .*250.0 ms/step, 32.0 samples/s' "$W/run3.out"
 check "figures: cudnn attention bench row" \
   grep -q '^attention T=576 Dh=64 bf16a cudnn .* ok .*fwd 0.100 ms, bwd 0.300 ms, 1.21x fused' "$W/run3.out"

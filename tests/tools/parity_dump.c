@@ -101,12 +101,12 @@ int main(int argc, char **argv)
             write_scalar(f, "out/l_st", t.l_st);
             params_write_h5(f, "grads", "", &m.online, m.online.grad, NULL);
         }
-        clip_grad_norm(&m.online, grad_global_norm(&m.online), cfg.clip);
-        adamw_step(&m.online, &cfg, schedule_lr(&cfg, s), s + 1);
-        if (m.alice) {
-            ema_step(&m.target, &m.online, pretrain_ema_momentum(&cfg, s));
-            if (s == 0) params_write_h5(f, "ema", "target.", &m.target, m.target.data, teacher_tensor);
-        }
+        /* clipping, AdamW and (alice) the EMA target in one pass, as the training loop */
+        const EmaUpdate ema = {&m.target, pretrain_ema_momentum(&cfg, s)};
+        optimizer_update(&m.online, &cfg, schedule_lr(&cfg, s), s + 1,
+                         grad_global_norm(&m.online), m.alice ? &ema : NULL);
+        if (m.alice && s == 0)
+            params_write_h5(f, "ema", "target.", &m.target, m.target.data, teacher_tensor);
         pretrain_model_update_centers(&m, single_rank_mean, NULL);
         if (m.dino && s == 0) params_write_h5(f, "centers", "", &m.buffers, m.buffers.data, NULL);
     }

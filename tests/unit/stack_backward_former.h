@@ -5,8 +5,10 @@
  * Former sequence: attention's gradient in an fp32 dqkv of its own, then act_linear_bwd (which
  * rounds it for the bf16 GEMMs), as before a->dqkv took the activation type; fc1 through its
  * GELU either as act_linear_gelu_bwd (FORMER_GELU_FUSED) or as it was before that op,
- * act_gelu_bwd into a->dh2 then act_linear_bwd (FORMER_GELU_SEPARATE). Every other step as
- * tstack_backward_taps has it now (dtaps NULL). */
+ * act_gelu_bwd into a->dh2 then act_linear_bwd (FORMER_GELU_SEPARATE); every LayerNorm's dx
+ * by layernorm_bwd and its consumer's backward by act_linear_bwd on the fp32 dx, as before
+ * layernorm_bwd_dx16 handed bf16 stacks' linear layers their bf16 dy and bias gradient. Every
+ * other step as tstack_backward_taps has it now, taps included. */
 #ifndef ALICE_TEST_STACK_BACKWARD_FORMER_H
 #define ALICE_TEST_STACK_BACKWARD_FORMER_H
 
@@ -18,13 +20,15 @@
 #include "bf16_ref.h"
 #include "nn/act.h"
 #include "nn/arena.h"
+#include "nn/layers.h" /* NO_PARAM */
 #include "nn/transformer.h"
 #include "test.h"
 
 typedef enum { FORMER_GELU_SEPARATE, FORMER_GELU_FUSED } FormerGelu;
 
-static inline void former_tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps,
-                                          const float *dout, float *dx0, FormerGelu gelu)
+static inline void former_tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps,
+                                               const float *dout, const float *const *dtaps,
+                                               float *dx0, FormerGelu gelu)
 {
     const AliceBackend *b_ = ps->be;
     const int W = s->width, M = s->mlp, H = s->heads, B = a->B, T = a->T;
@@ -40,6 +44,7 @@ static inline void former_tstack_backward(const TStack *s, TStackActs *a, ParamS
         BlockActs *b = &a->act[i];
         const float *x = i ? a->act[i - 1].out : a->x0;
         float *gnext = i ? (g == a->g0 ? a->g1 : a->g0) : dx0;
+        if (dtaps && dtaps[i]) b_->add(g, g, dtaps[i], (size_t)rows * W);
         act_linear_bwd(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
         if (gelu == FORMER_GELU_FUSED) {
             act_linear_gelu_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh1, b->h, a->dh2, b->ln2,
@@ -63,12 +68,21 @@ static inline void former_tstack_backward(const TStack *s, TStackActs *a, ParamS
     free(dqkv);
 }
 
+static inline void former_tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps,
+                                          const float *dout, float *dx0, FormerGelu gelu)
+{
+    former_tstack_backward_taps(s, a, ps, dout, NULL, dx0, gelu);
+}
+
 /* One small stack (random weights, biases and affines included) with activations of act_type:
- * tstack_backward against former_tstack_backward(gelu), both accumulating onto the same
- * earlier gradients; every gradient tensor and dx0 must match bit for bit, dx0 be written
- * everywhere, and a->dqkv have the activation type. */
-static inline void check_stack_backward_matches_former(const AliceBackend *be, DType act_type,
-                                                       FormerGelu gelu, uint64_t seed)
+ * tstack_backward_taps against former_tstack_backward_taps(gelu), both accumulating onto the
+ * same earlier gradients, with a random tap (UNETR's skips from hidden states) added to the
+ * output gradient of each block whose bit is set in tap_blocks (0: tstack_backward, no taps);
+ * every gradient tensor and dx0 must match bit for bit, dx0 be written everywhere, and
+ * a->dqkv have the activation type. */
+static inline void check_stack_backward_taps_matches_former(const AliceBackend *be,
+                                                            DType act_type, FormerGelu gelu,
+                                                            uint64_t seed, unsigned tap_blocks)
 {
     const int W = 24, heads = 2, M = 48, depth = 2, B = 2, T = 5;
     const size_t n = (size_t)B * T * W;
@@ -98,12 +112,16 @@ static inline void check_stack_backward_matches_former(const AliceBackend *be, D
 
     float *grad0 = test_randn(seed, stream++, ps.total, 0.01f); /* gradients accumulate */
     float *dx_new = test_filled(n, NAN), *dx_old = test_filled(n, NAN);
+    float *taps[TSTACK_MAX_DEPTH] = {NULL};
+    for (int i = 0; i < depth; i++)
+        if (tap_blocks >> i & 1u) taps[i] = test_randn(seed, stream++, n, 1.0f);
+    const float *const *dtaps = tap_blocks ? (const float *const *)taps : NULL;
     memcpy(ps.grad, grad0, ps.total * sizeof(float));
-    tstack_backward(&s, &a, &ps, dout, dx_new);
+    tstack_backward_taps(&s, &a, &ps, dout, dtaps, dx_new);
     float *grad_new = malloc(ps.total * sizeof(float));
     memcpy(grad_new, ps.grad, ps.total * sizeof(float));
     memcpy(ps.grad, grad0, ps.total * sizeof(float));
-    former_tstack_backward(&s, &a, &ps, dout, dx_old, gelu);
+    former_tstack_backward_taps(&s, &a, &ps, dout, dtaps, dx_old, gelu);
 
     for (int t = 0; t < ps.count; t++) {
         const ParamInfo *info = &ps.info[t];
@@ -122,8 +140,15 @@ static inline void check_stack_backward_matches_former(const AliceBackend *be, D
                "%s: backward left most gradients unchanged", what);
 
     free(x0); free(dout); free(grad0); free(dx_new); free(dx_old); free(grad_new);
+    for (int i = 0; i < depth; i++) free(taps[i]);
     arena_free(&ar);
     params_free(&ps);
+}
+
+static inline void check_stack_backward_matches_former(const AliceBackend *be, DType act_type,
+                                                       FormerGelu gelu, uint64_t seed)
+{
+    check_stack_backward_taps_matches_former(be, act_type, gelu, seed, 0u);
 }
 
 #endif

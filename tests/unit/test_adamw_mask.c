@@ -168,9 +168,10 @@ static int test_step_matches_pytorch_formula(void)
         adamw_step(&ps, &cfg, cfg.lr, step);
         for (int i = 0; i < ps.count; i++) {
             const ParamInfo *t = &ps.info[i];
+            const AdamwHyper h = {cfg.lr, cfg.beta1, cfg.beta2, cfg.adam_eps,
+                                  t->decay ? cfg.weight_decay : 0.0f, step, 1.0f};
             be->adamw(old_p + t->offset, ps.grad + t->offset, old_m + t->offset,
-                      old_v + t->offset, NULL, t->numel, cfg.lr, cfg.beta1, cfg.beta2,
-                      cfg.adam_eps, t->decay ? cfg.weight_decay : 0.0f, step);
+                      old_v + t->offset, NULL, t->numel, h, NULL, 0.0f);
             /* torch.optim.AdamW, one tensor: p *= 1 - lr wd; m, v moments; bias-corrected. */
             const double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
             for (size_t k = 0; k < t->numel; k++) {

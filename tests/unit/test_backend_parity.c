@@ -409,12 +409,190 @@ static void check_layernorm_residual(int rows, int dim)
     pair_free(&dbt);
 }
 
+/* layernorm_bwd with dx and both parameter gradients (every LayerNorm of the model): on the
+ * GPU one kernel reads dy and x once for all three, its per-block column sums finished by a
+ * column sum over the blocks. Against the CPU with the dx and column-sum tolerances; its dx
+ * equals, bit for bit, dx asked alone (the dx kernel: the same arithmetic, so nvcc and ptxas
+ * must contract it alike); a second call from the same start gives the same bits. */
+static void check_layernorm_one_pass(int rows, int dim, int with_gamma)
+{
+    const size_t n = (size_t)rows * dim;
+    Pair x = pair_make(n, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
+    Pair y = output(n), mean = output(rows), rstd = output(rows);
+    Pair dy = input(n), res = pair_make(n, INIT_UNIFORM, -3, 3), dx = output(n);
+    Pair dg = param_grad(dim), dbt = param_grad(dim);
+    const float *gamma_g = with_gamma ? g.g : NULL, *gamma_c = with_gamma ? g.c : NULL;
+    float *dx2 = gpu->alloc(n * sizeof(float)), *dg2 = gpu->alloc(dim * sizeof(float));
+    float *dbt2 = gpu->alloc(dim * sizeof(float));
+    char what[128];
+    gpu->layernorm_fwd(y.g, mean.g, rstd.g, x.g, gamma_g, b.g, rows, dim, 1e-5f);
+    cpu->layernorm_fwd(y.c, mean.c, rstd.c, x.c, gamma_c, b.c, rows, dim, 1e-5f);
+    pair_resync(&mean);
+    pair_resync(&rstd);
+    gpu->copy(dg2, dg.g, dim * sizeof(float));
+    gpu->copy(dbt2, dbt.g, dim * sizeof(float));
+    gpu->layernorm_bwd(dx.g, res.g, dg.g, dbt.g, dy.g, x.g, mean.g, rstd.g, gamma_g, rows, dim);
+    cpu->layernorm_bwd(dx.c, res.c, dg.c, dbt.c, dy.c, x.c, mean.c, rstd.c, gamma_c, rows, dim);
+    snprintf(what, sizeof what, "layernorm_bwd one pass %dx%d gamma %d: dx", rows, dim,
+             with_gamma);
+    compare(&dx, 1e-4, 1e-5, what);
+    snprintf(what, sizeof what, "layernorm_bwd one pass %dx%d gamma %d: dgamma (accumulated)",
+             rows, dim, with_gamma);
+    compare(&dg, 1e-5, 2e-6 * sqrt((double)rows) * 8.0, what);
+    snprintf(what, sizeof what, "layernorm_bwd one pass %dx%d gamma %d: dbeta (accumulated)",
+             rows, dim, with_gamma);
+    compare(&dbt, 1e-5, gemm_atol(rows), what);
+    gpu->fill(dx2, NAN, n);
+    gpu->layernorm_bwd(dx2, res.g, NULL, NULL, dy.g, x.g, mean.g, rstd.g, gamma_g, rows, dim);
+    size_t differ = gpu_bits_differ(dx.g, dx2, n);
+    TEST_CHECK(differ == 0, "layernorm_bwd %dx%d gamma %d: %zu of %zu dx of the one pass differ "
+               "in bits from dx alone", rows, dim, with_gamma, differ, n);
+    gpu->fill(dx2, NAN, n);
+    gpu->layernorm_bwd(dx2, res.g, dg2, dbt2, dy.g, x.g, mean.g, rstd.g, gamma_g, rows, dim);
+    differ = gpu_bits_differ(dx.g, dx2, n) + gpu_bits_differ(dg.g, dg2, dim) +
+             gpu_bits_differ(dbt.g, dbt2, dim);
+    TEST_CHECK(differ == 0, "layernorm_bwd one pass %dx%d gamma %d: a second call differs in %zu "
+               "elements of dx, dgamma and dbeta", rows, dim, with_gamma, differ);
+    gpu->release(dx2); gpu->release(dg2); gpu->release(dbt2);
+    pair_free(&x); pair_free(&g); pair_free(&b); pair_free(&y); pair_free(&mean);
+    pair_free(&rstd); pair_free(&dy); pair_free(&res); pair_free(&dx); pair_free(&dg);
+    pair_free(&dbt);
+}
+
+/* layernorm_bwd_dx16 (every LayerNorm backward of a bf16 stack: dx also in bf16 and its column
+ * sums for the next linear layer). On the GPU: dx, dgamma and dbeta keep layernorm_bwd's bits;
+ * dx_bf16 is the GPU's dx rounded to nearest even, bit for bit; dx_colsum is within the fp32
+ * tree's bound of the double column sums of the GPU's own dx (depth: a warp's rows, 8 warps,
+ * the column sum over the blocks, generously 32 + rows / 8, times 2^-24 sum |.|), within the
+ * dx tolerance summed of the CPU's, and deterministic; past the fused width
+ * (kLnBwdFusedMaxDimWithDx, 1024) it has the bits of linear_bwd_bf16's bias gradient of dx
+ * (the former sequence). And the consumer: linear_bwd_bf16_dy16 on dx_bf16 gives linear
+ * layer dx and dW bit for bit what linear_bwd_bf16 gives on the fp32 dx. */
+static void check_layernorm_dx16(int rows, int dim, int fused)
+{
+    const size_t n = (size_t)rows * dim;
+    const int in = 96;  /* the consumer maps in -> dim */
+    Pair x = pair_make(n, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
+    Pair y = output(n), mean = output(rows), rstd = output(rows);
+    Pair dy = input(n), res = pair_make(n, INIT_UNIFORM, -3, 3), dx = output(n);
+    Pair dg = param_grad(dim), dbt = param_grad(dim), dxsum = param_grad(dim);
+    Pair W = input((size_t)dim * in);
+    float *dx_ref = gpu->alloc(n * sizeof(float)), *dg_ref = gpu->alloc(dim * sizeof(float));
+    float *dbt_ref = gpu->alloc(dim * sizeof(float)), *dxsum2 = gpu->alloc(dim * sizeof(float));
+    bf16_t *dx16 = gpu->alloc(n * sizeof(bf16_t)), *dx16_2 = gpu->alloc(n * sizeof(bf16_t));
+    char what[160];
+    gpu->layernorm_fwd(y.g, mean.g, rstd.g, x.g, g.g, b.g, rows, dim, 1e-5f);
+    cpu->layernorm_fwd(y.c, mean.c, rstd.c, x.c, g.c, b.c, rows, dim, 1e-5f);
+    pair_resync(&mean);
+    pair_resync(&rstd);
+    gpu->copy(dg_ref, dg.g, dim * sizeof(float));
+    gpu->copy(dbt_ref, dbt.g, dim * sizeof(float));
+    gpu->copy(dxsum2, dxsum.g, dim * sizeof(float));
+    float *start = malloc(dim * sizeof(float));
+    memcpy(start, dxsum.host, dim * sizeof(float));
+    gpu->layernorm_bwd(dx_ref, res.g, dg_ref, dbt_ref, dy.g, x.g, mean.g, rstd.g, g.g, rows, dim);
+    gpu->layernorm_bwd_dx16(dx.g, res.g, dg.g, dbt.g, dx16, dxsum.g, dy.g, x.g, mean.g, rstd.g,
+                            g.g, rows, dim);
+    cpu->layernorm_bwd_dx16(dx.c, res.c, dg.c, dbt.c, NULL, dxsum.c, dy.c, x.c, mean.c, rstd.c,
+                            g.c, rows, dim);
+    size_t differ = gpu_bits_differ(dx.g, dx_ref, n);
+    if (fused)  /* past the fused width the parameter gradients' column sums run over dy, x */
+        differ += gpu_bits_differ(dg.g, dg_ref, dim) + gpu_bits_differ(dbt.g, dbt_ref, dim);
+    TEST_CHECK(differ == 0, "layernorm_bwd_dx16 %dx%d: %zu elements of dx%s differ in bits from "
+               "layernorm_bwd's", rows, dim, differ, fused ? ", dgamma, dbeta" : "");
+    snprintf(what, sizeof what, "layernorm_bwd_dx16 %dx%d: dgamma (accumulated)", rows, dim);
+    compare(&dg, 1e-5, 2e-6 * sqrt((double)rows) * 8.0, what);
+    snprintf(what, sizeof what, "layernorm_bwd_dx16 %dx%d: dbeta (accumulated)", rows, dim);
+    compare(&dbt, 1e-5, gemm_atol(rows), what);
+
+    float *hdx = malloc(n * sizeof(float)), *hsum = malloc(dim * sizeof(float));
+    float *csum = malloc(dim * sizeof(float));
+    bf16_t *h16 = malloc(n * sizeof(bf16_t));
+    gpu->download(hdx, dx.g, n * sizeof(float));
+    gpu->download(hsum, dxsum.g, dim * sizeof(float));
+    cpu->download(csum, dxsum.c, dim * sizeof(float));
+    gpu->download(h16, dx16, n * sizeof(bf16_t));
+    size_t copy_off = 0, own_off = 0, cpu_off = 0;
+    for (size_t i = 0; i < n; i++) copy_off += h16[i] != bf16_from_float(hdx[i]);
+    const double depth = 32.0 + rows / 8.0;
+    for (int c = 0; c < dim; c++) {
+        double s = start[c], a = fabs(start[c]);
+        for (int r = 0; r < rows; r++) {
+            const double v = hdx[(size_t)r * dim + c];
+            s += v, a += fabs(v);
+        }
+        own_off += !(fabs(hsum[c] - s) <= depth * ldexp(a, -24));
+        cpu_off += !(fabs(hsum[c] - csum[c]) <= 1e-4 * a + 1e-5 * rows);
+    }
+    TEST_CHECK(copy_off == 0, "layernorm_bwd_dx16 %dx%d: %zu of %zu dx_bf16 are not the GPU's dx "
+               "rounded to nearest even", rows, dim, copy_off, n);
+    TEST_CHECK(own_off == 0, "layernorm_bwd_dx16 %dx%d: %zu of %d dx_colsum off the double sums "
+               "of the GPU's dx", rows, dim, own_off, dim);
+    TEST_CHECK(cpu_off == 0, "layernorm_bwd_dx16 %dx%d: %zu of %d dx_colsum off the CPU's", rows,
+               dim, cpu_off, dim);
+
+    /* a second call: the same bits */
+    gpu->upload(dg_ref, dg.host, dim * sizeof(float));
+    gpu->upload(dbt_ref, dbt.host, dim * sizeof(float));
+    gpu->upload(dxsum2, start, dim * sizeof(float));
+    gpu->layernorm_bwd_dx16(dx_ref, res.g, dg_ref, dbt_ref, dx16_2, dxsum2, dy.g, x.g, mean.g,
+                            rstd.g, g.g, rows, dim);
+    bf16_t *h16_2 = malloc(n * sizeof(bf16_t));
+    gpu->download(h16_2, dx16_2, n * sizeof(bf16_t));
+    differ = gpu_bits_differ(dxsum.g, dxsum2, dim) + gpu_bits_differ(dx.g, dx_ref, n) +
+             (memcmp(h16, h16_2, n * sizeof(bf16_t)) != 0);
+    TEST_CHECK(differ == 0, "layernorm_bwd_dx16 %dx%d: a second call gives other bits", rows,
+               dim);
+
+    /* the consumer: linear_bwd_bf16_dy16 on dx_bf16 against linear_bwd_bf16 on dx */
+    bf16_t *xin = gpu->alloc((size_t)rows * in * sizeof(bf16_t));
+    bf16_t *hx = malloc((size_t)rows * in * sizeof(bf16_t));
+    for (size_t i = 0; i < (size_t)rows * in; i++) hx[i] = bf16_from_float(x.host[i % n] / 3);
+    gpu->upload(xin, hx, (size_t)rows * in * sizeof(bf16_t));
+    float *ldx_new = gpu->alloc((size_t)rows * in * sizeof(float));
+    float *ldx_old = gpu->alloc((size_t)rows * in * sizeof(float));
+    float *dW_new = gpu->alloc((size_t)dim * in * sizeof(float));
+    float *dW_old = gpu->alloc((size_t)dim * in * sizeof(float));
+    gpu->fill(dW_new, 0.25f, (size_t)dim * in);
+    gpu->fill(dW_old, 0.25f, (size_t)dim * in);
+    gpu->upload(dxsum2, start, dim * sizeof(float));
+    gpu->linear_bwd_bf16_dy16(ldx_new, dW_new, dx16, xin, W.g, rows, in, dim);
+    gpu->linear_bwd_bf16(ldx_old, dW_old, dxsum2, dx.g, xin, W.g, rows, in, dim);
+    differ = gpu_bits_differ(ldx_new, ldx_old, (size_t)rows * in) +
+             gpu_bits_differ(dW_new, dW_old, (size_t)dim * in);
+    TEST_CHECK(differ == 0, "layernorm_bwd_dx16 %dx%d: %zu elements of the linear layer's dx and "
+               "dW from dx_bf16 differ in bits from linear_bwd_bf16 on dx", rows, dim, differ);
+    if (!fused) {
+        differ = gpu_bits_differ(dxsum.g, dxsum2, dim);
+        TEST_CHECK(differ == 0, "layernorm_bwd_dx16 %dx%d (past the fused width): %zu of %d "
+                   "dx_colsum differ in bits from linear_bwd_bf16's bias gradient", rows, dim,
+                   differ, dim);
+    }
+    gpu->release(xin); gpu->release(ldx_new); gpu->release(ldx_old); gpu->release(dW_new);
+    gpu->release(dW_old);
+    free(hx); free(h16_2); free(hdx); free(hsum); free(csum); free(h16); free(start);
+    gpu->release(dx_ref); gpu->release(dg_ref); gpu->release(dbt_ref); gpu->release(dxsum2);
+    gpu->release(dx16); gpu->release(dx16_2);
+    pair_free(&x); pair_free(&g); pair_free(&b); pair_free(&y); pair_free(&mean);
+    pair_free(&rstd); pair_free(&dy); pair_free(&res); pair_free(&dx); pair_free(&dg);
+    pair_free(&dbt); pair_free(&dxsum); pair_free(&W);
+}
+
 static int test_layernorm(void)
 {
     check_layernorm_width(37, 768);
     check_layernorm_width(37, 1100);
     check_layernorm_residual(300, 200);
     check_layernorm_residual(37, 768);  /* the model width */
+    check_layernorm_one_pass(9216, 384, 1);  /* the decoder's, all tokens of 16 crops */
+    check_layernorm_one_pass(2304, 768, 1);  /* the encoder's, visible tokens */
+    check_layernorm_one_pass(45, 37, 0);     /* ragged last block, no gamma */
+    check_layernorm_one_pass(300, 1100, 1);  /* above 48 KiB of shared memory: the opt-in */
+    check_layernorm_one_pass(37, 1600, 1);   /* past the fused width: dx, then the column sum */
+    check_layernorm_dx16(2304, 768, 1);  /* the encoder's LayerNorms in bf16 */
+    check_layernorm_dx16(9216, 384, 1);  /* the decoder's */
+    check_layernorm_dx16(45, 37, 1);     /* ragged last block */
+    check_layernorm_dx16(37, 1100, 0);   /* past the width with dx's sums: the former sequence */
     const int rows = 300, dim = 200;
     Pair x = pair_make((size_t)rows * dim, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
     Pair y = output((size_t)rows * dim), mean = output(rows), rstd = output(rows);
@@ -820,13 +998,20 @@ static int test_soft_ce(void)
     return 0;
 }
 
-static int test_reconstruction_loss(void)
+/* normalize_rows and the masked MSE on rows x dim. The CUDA normalize_rows holds rows of up
+ * to 16384 values in registers (16-byte loads when dim % 4 == 0, else scalar ones) and streams
+ * longer ones; masked_mse_bwd writes visible rows (mask 0) as zeros without reading them, and
+ * the CPU writes the same zeros: a NaN prediction there must leave the loss and every gradient
+ * finite. */
+static void reconstruction_loss_case(int rows, int dim)
 {
-    const int rows = 96, dim = 512; /* 8^3 patches */
+    char what[96];
     Pair x = pair_make((size_t)rows * dim, INIT_UNIFORM, 0, 1), target = output(x.n);
     gpu->normalize_rows(target.g, x.g, rows, dim, 1e-6f);
     cpu->normalize_rows(target.c, x.c, rows, dim, 1e-6f);
-    compare(&target, 1e-5, 1e-5, "normalize_rows");
+    snprintf(what, sizeof what, "normalize_rows, dim %d", dim);
+    compare(&target, 1e-5, 1e-5, what);
+    pair_resync(&target);
     float *mask = malloc(rows * sizeof(float));
     for (int r = 0; r < rows; r++) mask[r] = (r * 7 % 4) != 0 ? 1.0f : 0.0f;
     Pair m = pair_make(rows, INIT_ZERO, 0, 0);
@@ -836,10 +1021,33 @@ static int test_reconstruction_loss(void)
     Pair loss = output(1);
     gpu->masked_mse_fwd(loss.g, pred.g, target.g, m.g, rows, dim);
     cpu->masked_mse_fwd(loss.c, pred.c, target.c, m.c, rows, dim);
-    compare(&loss, 1e-6, 1e-7, "masked_mse_fwd");
+    snprintf(what, sizeof what, "masked_mse_fwd, dim %d", dim);
+    compare(&loss, 1e-6, 1e-7, what);
     gpu->masked_mse_bwd(dpred.g, pred.g, target.g, m.g, rows, dim, 1.5f);
     cpu->masked_mse_bwd(dpred.c, pred.c, target.c, m.c, rows, dim, 1.5f);
-    compare(&dpred, 1e-5, 1e-10, "masked_mse_bwd");
+    snprintf(what, sizeof what, "masked_mse_bwd, dim %d", dim);
+    compare(&dpred, 1e-5, 1e-10, what);
+    /* NaN predictions on the visible rows: the same loss, exact zeros there */
+    for (int r = 0; r < rows; r++)
+        if (mask[r] == 0.0f)
+            for (int d = 0; d < dim; d++) pred.host[(size_t)r * dim + d] = NAN;
+    cpu->upload(pred.c, pred.host, pred.n * sizeof(float));
+    gpu->upload(pred.g, pred.host, pred.n * sizeof(float));
+    gpu->masked_mse_fwd(loss.g, pred.g, target.g, m.g, rows, dim);
+    cpu->masked_mse_fwd(loss.c, pred.c, target.c, m.c, rows, dim);
+    snprintf(what, sizeof what, "masked_mse_fwd, NaN on visible rows, dim %d", dim);
+    compare(&loss, 1e-6, 1e-7, what);
+    gpu->masked_mse_bwd(dpred.g, pred.g, target.g, m.g, rows, dim, 1.5f);
+    cpu->masked_mse_bwd(dpred.c, pred.c, target.c, m.c, rows, dim, 1.5f);
+    snprintf(what, sizeof what, "masked_mse_bwd, NaN on visible rows, dim %d", dim);
+    compare(&dpred, 1e-5, 1e-10, what);
+    float *dg = malloc(dpred.n * sizeof(float));
+    gpu->download(dg, dpred.g, dpred.n * sizeof(float));
+    size_t nonzero = 0;
+    for (size_t i = 0; i < dpred.n; i++) nonzero += mask[i / dim] == 0.0f && dg[i] != 0.0f;
+    TEST_CHECK(nonzero == 0, "masked_mse_bwd, dim %d: %zu gradients of visible rows not 0", dim,
+               nonzero);
+    free(dg);
     /* Nothing masked: zero loss, zero gradient (not NaN). */
     Pair none = pair_make(rows, INIT_ZERO, 0, 0);
     gpu->masked_mse_fwd(loss.g, pred.g, target.g, none.g, rows, dim);
@@ -853,6 +1061,14 @@ static int test_reconstruction_loss(void)
     free(mask);
     pair_free(&x); pair_free(&target); pair_free(&m); pair_free(&pred); pair_free(&dpred);
     pair_free(&none);
+}
+
+static int test_reconstruction_loss(void)
+{
+    reconstruction_loss_case(96, 512);  /* 8^3 patches */
+    reconstruction_loss_case(40, 4096); /* the paper's 16^3 patches: 16-byte loads, 256 threads */
+    reconstruction_loss_case(21, 1027); /* dim % 4 != 0: scalar loads */
+    reconstruction_loss_case(3, 16388); /* past the held path's 16384: the streamed kernel */
     return 0;
 }
 
@@ -913,6 +1129,50 @@ static uint32_t *decay_mask_host(size_t n)
     return mask;
 }
 
+/* On the GPU alone, the one AdamW pass with a clipping factor and the EMA target against the
+ * three launches it replaces (scale, adamw with the factor 1, ema_update), BIT FOR BIT, on
+ * copies of the pairs' GPU buffers from element shift on (shift 1: the kernels' scalar path).
+ * tests/cuda_emu/test_adamw_emulated.sh checks the same on the host emulation of the kernels;
+ * this is the check on the card's own arithmetic. */
+static void gpu_fused_adamw_matches_sequence(const Pair *p, const Pair *g, const Pair *m,
+                                             const Pair *v, const Pair *t, const uint32_t *mask,
+                                             size_t shift)
+{
+    enum { P, G, M, V, T, BUFS };
+    const Pair *from[BUFS] = {p, g, m, v, t};
+    const char *names[BUFS] = {"param", "grad", "m", "v", "EMA target"};
+    const size_t n = p->n, bytes = n * sizeof(float), len = n - shift;
+    float *run[2][BUFS];  /* [0] the fused pass, [1] the sequence */
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < BUFS; k++) {
+            run[r][k] = gpu->alloc(bytes);
+            gpu->copy(run[r][k], from[k]->g, bytes);
+        }
+    const float scale = 0.37f, momentum = 0.996f;
+    AdamwHyper h = {1e-3f, 0.9f, 0.95f, 1e-8f, 10.0f, 6, scale};
+    float *const *f = run[0], *const *q = run[1];
+    gpu->adamw(f[P] + shift, f[G] + shift, f[M] + shift, f[V] + shift, mask, len, h,
+               f[T] + shift, momentum);
+    gpu->scale(q[G] + shift, scale, len);
+    h.grad_scale = 1.0f;
+    gpu->adamw(q[P] + shift, q[G] + shift, q[M] + shift, q[V] + shift, mask, len, h, NULL, 0.0f);
+    gpu->ema_update(q[T] + shift, q[P] + shift, len, momentum);
+    float *a = malloc(bytes), *b = malloc(bytes);
+    for (int k = 0; k < BUFS; k++) {
+        if (k == G) continue;  /* the sequence scaled its gradients; the fused pass did not */
+        gpu->download(a, run[0][k], bytes);
+        gpu->download(b, run[1][k], bytes);
+        TEST_CHECK(memcmp(a, b, bytes) == 0, "GPU adamw with clipping factor and EMA target "
+                   "(shift %zu): %s differs from scale + adamw + ema_update", shift, names[k]);
+    }
+    gpu->download(a, run[0][G], bytes);
+    TEST_CHECK(memcmp(a, g->host, bytes) == 0, "GPU adamw (shift %zu) wrote the gradients", shift);
+    free(a);
+    free(b);
+    for (int r = 0; r < 2; r++)
+        for (int k = 0; k < BUFS; k++) gpu->release(run[r][k]);
+}
+
 static int test_optimizer(void)
 {
     const size_t n = 50001, words = decay_mask_words(n);
@@ -924,25 +1184,34 @@ static int test_optimizer(void)
     cpu->upload(mask_c, mask, words * sizeof(uint32_t));
     gpu->upload(mask_g, mask, words * sizeof(uint32_t));
     /* A weight decay large enough that a decay bit read wrong moves the parameter by 1e-2
-     * relative, far past the tolerance. Steps 1-3 with the mask, step 4 without (all decay). */
+     * relative, far past the tolerance. Steps 1-3 with the mask, step 4 without (all decay);
+     * steps 2 and 4 with a clipping factor (a factor not applied moves m by 60%), steps 3 and
+     * 4 with the EMA target updated in the same pass (t compared after the loop). */
+    const float grad_scale[4] = {1.0f, 0.4f, 1.0f, 0.7f};
     for (long step = 1; step <= 4; step++) {
-        gpu->adamw(p.g, g.g, m.g, v.g, step < 4 ? mask_g : NULL, n, 1e-3f, 0.9f, 0.95f, 1e-8f,
-                   10.0f, step);
-        cpu->adamw(p.c, g.c, m.c, v.c, step < 4 ? mask_c : NULL, n, 1e-3f, 0.9f, 0.95f, 1e-8f,
-                   10.0f, step);
+        const AdamwHyper h = {1e-3f, 0.9f, 0.95f, 1e-8f, 10.0f, step, grad_scale[step - 1]};
+        gpu->adamw(p.g, g.g, m.g, v.g, step < 4 ? mask_g : NULL, n, h, step >= 3 ? t.g : NULL,
+                   0.9f);
+        cpu->adamw(p.c, g.c, m.c, v.c, step < 4 ? mask_c : NULL, n, h, step >= 3 ? t.c : NULL,
+                   0.9f);
     }
     compare(&p, 1e-6, 1e-7, "adamw param");
     compare(&m, 1e-6, 1e-8, "adamw m");
     compare(&v, 1e-6, 1e-10, "adamw v");
+    compare(&t, 1e-6, 1e-7, "adamw's fused EMA target");
+    compare(&g, 0, 0, "adamw leaves the gradients as they were (clipping inside the pass)");
     /* A buffer shifted by one element (the kernel's scalar path) with the mask of the shifted
-     * range: elements 1.. of the buffer above, as a call on a tensor inside a ParamSet. */
-    gpu->adamw(p.g + 1, g.g + 1, m.g + 1, v.g + 1, mask_g, n - 1, 1e-3f, 0.9f, 0.95f, 1e-8f,
-               10.0f, 5);
-    cpu->adamw(p.c + 1, g.c + 1, m.c + 1, v.c + 1, mask_c, n - 1, 1e-3f, 0.9f, 0.95f, 1e-8f,
-               10.0f, 5);
+     * range: elements 1.. of the buffer above, as a call on a tensor inside a ParamSet; with a
+     * clipping factor and the EMA target (shifted too). */
+    const AdamwHyper h5 = {1e-3f, 0.9f, 0.95f, 1e-8f, 10.0f, 5, 0.3f};
+    gpu->adamw(p.g + 1, g.g + 1, m.g + 1, v.g + 1, mask_g, n - 1, h5, t.g + 1, 0.95f);
+    cpu->adamw(p.c + 1, g.c + 1, m.c + 1, v.c + 1, mask_c, n - 1, h5, t.c + 1, 0.95f);
     compare(&p, 1e-6, 1e-7, "adamw param (misaligned buffer)");
     compare(&m, 1e-6, 1e-8, "adamw m (misaligned buffer)");
     compare(&v, 1e-6, 1e-10, "adamw v (misaligned buffer)");
+    compare(&t, 1e-6, 1e-7, "adamw's fused EMA target (misaligned buffer)");
+    gpu_fused_adamw_matches_sequence(&p, &g, &m, &v, &t, mask_g, 0);
+    gpu_fused_adamw_matches_sequence(&p, &g, &m, &v, &t, mask_g, 1);
     free(mask);
     cpu->release(mask_c);
     gpu->release(mask_g);
@@ -1098,10 +1367,10 @@ static int test_mixed_precision(void)
  * write the copy misses (stale copy) shows up as a mismatch. Two tensors of one registered
  * buffer: one at offset 0, one at an offset whose bf16 copy is only 32-byte aligned. */
 
-enum WeightWrite { WRITE_ADAMW, WRITE_EMA, WRITE_UPLOAD, WRITE_FILL, WRITE_AXPBY, WRITE_SCALE,
-                   WRITE_ADD, WRITE_COPY, WRITE_COUNT };
+enum WeightWrite { WRITE_ADAMW, WRITE_ADAMW_EMA, WRITE_EMA, WRITE_UPLOAD, WRITE_FILL, WRITE_AXPBY,
+                   WRITE_SCALE, WRITE_ADD, WRITE_COPY, WRITE_COUNT };
 static const char *const kWeightWriteName[WRITE_COUNT] = {
-    "adamw", "ema_update", "upload", "fill", "axpby", "scale", "add", "copy"};
+    "adamw", "adamw's EMA target", "ema_update", "upload", "fill", "axpby", "scale", "add", "copy"};
 
 /* The same write on the registered tensor w and on the plain tensor p (n floats each). */
 static void write_both(enum WeightWrite kind, float *w, float *p, const float *src, float *m1,
@@ -1111,9 +1380,20 @@ static void write_both(enum WeightWrite kind, float *w, float *p, const float *s
     for (int i = 0; i < 2; i++) {
         switch (kind) {
         case WRITE_ADAMW:
-            gpu->adamw(dst[i], src, mom[i], var[i], NULL, n, 0.05f, 0.9f, 0.95f, 1e-8f, 0.05f,
-                       step);
+            gpu->adamw(dst[i], src, mom[i], var[i], NULL, n,
+                       (AdamwHyper){0.05f, 0.9f, 0.95f, 1e-8f, 0.05f, step, 1.0f}, NULL, 0.0f);
             break;
+        case WRITE_ADAMW_EMA: {
+            /* The weights as the EMA target of an AdamW pass over a scratch online set (the
+             * same values and zero moments for both tensors, so both targets move alike). */
+            float *online = gpu->alloc(3 * n * sizeof(float));
+            gpu->upload(online, host, n * sizeof(float));
+            gpu->fill(online + n, 0.0f, 2 * n);
+            gpu->adamw(online, src, online + n, online + 2 * n, NULL, n,
+                       (AdamwHyper){0.05f, 0.9f, 0.95f, 1e-8f, 0.05f, step, 0.5f}, dst[i], 0.5f);
+            gpu->release(online);
+            break;
+        }
         case WRITE_EMA: gpu->ema_update(dst[i], src, n, 0.5f); break;
         case WRITE_UPLOAD: gpu->upload(dst[i], host, n * sizeof(float)); break;
         case WRITE_FILL: gpu->fill(dst[i], 0.375f, n / 2); break;

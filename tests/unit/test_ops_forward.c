@@ -701,7 +701,8 @@ static int test_adamw(void)
             double mhat = mr[i] / (1.0 - pow(b1, step)), vhat = vr[i] / (1.0 - pow(b2, step));
             pr[i] -= lr * mhat / (sqrt(vhat) + eps);
         }
-        be->adamw(p, g, m, v, NULL, n, lr, b1, b2, eps, wd, step); /* every element decays */
+        const AdamwHyper h = {lr, b1, b2, eps, wd, step, 1.0f};
+        be->adamw(p, g, m, v, NULL, n, h, NULL, 0.0f); /* every element decays */
         char what[64];
         snprintf(what, sizeof what, "adamw step %ld param", step);
         compare(what, p, pr, NULL, n);
@@ -712,7 +713,8 @@ static int test_adamw(void)
     }
     /* weight_decay 0 (the no-decay tensors): pure Adam, the first step moves by lr sign(g) */
     float p0[2] = {1, 1}, gg[2] = {0.3f, -2}, m0[2] = {0}, v0[2] = {0};
-    be->adamw(p0, gg, m0, v0, NULL, 2, 0.01f, b1, b2, 1e-12f, 0.0f, 1);
+    be->adamw(p0, gg, m0, v0, NULL, 2, (AdamwHyper){0.01f, b1, b2, 1e-12f, 0.0f, 1, 1.0f}, NULL,
+              0.0f);
     TEST_CLOSE(p0[0], 0.99, 1e-6, 0, "adam first step, positive gradient");
     TEST_CLOSE(p0[1], 1.01, 1e-6, 0, "adam first step, negative gradient");
     free(p), free(g1), free(g2), free(m), free(v), free(pr), free(mr), free(vr);

@@ -617,6 +617,22 @@ static int test_masked_mse(void)
     float *dp = filled(n, GARBAGE);
     be->masked_mse_bwd(dp, vl.x, vl.target, vl.mask, vl.rows, vl.dim, LOSS_GAIN);
     check_grad("masked_mse dpred", loss_masked_mse, vl.x, n, dp);
+    /* The loss does not depend on a visible row (mask 0): non-finite predictions there leave
+     * the loss as it was, their gradient exactly 0 (not 0 * NaN) and the others unchanged. */
+    const double before = loss_masked_mse();
+    float *dp_finite = malloc(n * sizeof(float));
+    memcpy(dp_finite, dp, n * sizeof(float));
+    for (int d = 0; d < vl.dim; d++) vl.x[1 * vl.dim + d] = NAN, vl.x[4 * vl.dim + d] = INFINITY;
+    TEST_CLOSE(loss_masked_mse(), before, 0, 0, "masked_mse: NaN/inf on visible rows");
+    be->masked_mse_bwd(dp, vl.x, vl.target, vl.mask, vl.rows, vl.dim, LOSS_GAIN);
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        const int visible = mask[i / vl.dim] == 0.0f;
+        off += visible ? !(dp[i] == 0.0f && !signbit(dp[i])) : dp[i] != dp_finite[i];
+    }
+    TEST_CHECK(off == 0, "masked_mse dpred with NaN/inf on visible rows: %zu of %zu elements "
+               "not +0 there or changed elsewhere", off, n);
+    free(dp_finite);
     free(raw), free(vl.x), free(vl.target), free(dp);
     return 0;
 }
