@@ -77,7 +77,34 @@ typedef struct {
     bf16_t *x16;
     float *ldx;    /* the consumer's input gradient (LayerNorm then linear) */
     bf16_t *dx16;  /* LayerNorm's dx in bf16 (layernorm_bwd_dx16) */
+    float *y;      /* LayerNorm's forward output (the forward only gives mean and rstd) */
 } Call;
+
+/* A LayerNorm backward's inputs at c->sh (rows x out) from seeds seed .. seed + 5, the
+ * forward's mean and rstd of x, and dx; norm_inputs_release frees them. */
+static void norm_inputs_alloc(Call *c, uint32_t seed)
+{
+    const BenchShape *s = c->sh;
+    const size_t n = (size_t)s->rows * s->out;
+    c->dy = bench_device_uniform(gpu, n, seed, -1.0f, 1.0f);
+    c->x = bench_device_uniform(gpu, n, seed + 1, -2.0f, 3.0f);
+    c->res = bench_device_uniform(gpu, n, seed + 2, -1.0f, 1.0f);
+    c->gamma = bench_device_uniform(gpu, s->out, seed + 3, 0.5f, 1.5f);
+    c->dgamma = bench_device_uniform(gpu, s->out, seed + 4, -1.0f, 1.0f);
+    c->dbeta = bench_device_uniform(gpu, s->out, seed + 5, -1.0f, 1.0f);
+    c->dx = gpu->alloc(n * sizeof(float));
+    c->mean = gpu->alloc((size_t)s->rows * sizeof(float));
+    c->rstd = gpu->alloc((size_t)s->rows * sizeof(float));
+    c->y = gpu->alloc(n * sizeof(float));
+    gpu->layernorm_fwd(c->y, c->mean, c->rstd, c->x, c->gamma, NULL, s->rows, s->out, 1e-5f);
+}
+
+static void norm_inputs_release(Call *c)
+{
+    float *bufs[] = {c->y, c->dy, c->x, c->res, c->dx, c->mean, c->rstd, c->gamma, c->dgamma,
+                     c->dbeta};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
+}
 
 static void norm_call(const void *arg, int variant, int index)
 {
@@ -147,20 +174,10 @@ static void bench_norm(void)
     bench_fusion_header("LN dgamma + dbeta", "2 launches", "1 launch");
     for (size_t k = 0; k < sizeof kNorm / sizeof kNorm[0]; k++) {
         const BenchShape *s = &kNorm[k];
-        const size_t n = (size_t)s->rows * s->out;
-        Call c = {.sh = s,
-                  .dy = bench_device_uniform(gpu, n, 11u, -1.0f, 1.0f),
-                  .x = bench_device_uniform(gpu, n, 13u, -2.0f, 3.0f),
-                  .mean = gpu->alloc((size_t)s->rows * sizeof(float)),
-                  .rstd = gpu->alloc((size_t)s->rows * sizeof(float)),
-                  .gamma = bench_device_uniform(gpu, s->out, 14u, 0.5f, 1.5f),
-                  .dgamma = bench_device_uniform(gpu, s->out, 15u, -1.0f, 1.0f),
-                  .dbeta = bench_device_uniform(gpu, s->out, 16u, -1.0f, 1.0f)};
-        float *y = gpu->alloc(n * sizeof(float));
-        gpu->layernorm_fwd(y, c.mean, c.rstd, c.x, c.gamma, NULL, s->rows, s->out, 1e-5f);
+        Call c = {.sh = s};
+        norm_inputs_alloc(&c, 11u);   /* dx and res stay unused: parameter gradients only */
         bench_fusion_row(gpu, s->name, norm_call, &c, WARMUP, ITERS);
-        float *bufs[] = {y, c.dy, c.x, c.mean, c.rstd, c.gamma, c.dgamma, c.dbeta};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
+        norm_inputs_release(&c);
     }
 }
 
@@ -171,26 +188,14 @@ static void bench_norm_bwd(void)
     double step_two = 0.0, step_one = 0.0;
     for (size_t k = 0; k < sizeof kNormBwd / sizeof kNormBwd[0]; k++) {
         const BenchShape *s = &kNormBwd[k];
-        const size_t n = (size_t)s->rows * s->out;
-        Call c = {.sh = s,
-                  .dy = bench_device_uniform(gpu, n, 31u, -1.0f, 1.0f),
-                  .x = bench_device_uniform(gpu, n, 33u, -2.0f, 3.0f),
-                  .res = bench_device_uniform(gpu, n, 35u, -1.0f, 1.0f),
-                  .dx = gpu->alloc(n * sizeof(float)),
-                  .mean = gpu->alloc((size_t)s->rows * sizeof(float)),
-                  .rstd = gpu->alloc((size_t)s->rows * sizeof(float)),
-                  .gamma = bench_device_uniform(gpu, s->out, 34u, 0.5f, 1.5f),
-                  .dgamma = bench_device_uniform(gpu, s->out, 36u, -1.0f, 1.0f),
-                  .dbeta = bench_device_uniform(gpu, s->out, 37u, -1.0f, 1.0f)};
-        float *y = gpu->alloc(n * sizeof(float));
-        gpu->layernorm_fwd(y, c.mean, c.rstd, c.x, c.gamma, NULL, s->rows, s->out, 1e-5f);
+        Call c = {.sh = s};
+        norm_inputs_alloc(&c, 31u);
         double two = 0.0, one = 0.0;
         bench_pair_row(gpu, s->name, norm_bwd_call, &c, BENCH_UNFUSED, BENCH_FUSED, WARMUP, ITERS,
                        &two, &one);
         step_two += kNormBwdPerStep[k] * two;
         step_one += kNormBwdPerStep[k] * one;
-        float *bufs[] = {y, c.dy, c.x, c.res, c.dx, c.mean, c.rstd, c.gamma, c.dgamma, c.dbeta};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
+        norm_inputs_release(&c);
     }
     bench_pair_print("LN bwd per step", step_two, step_one);
 }
@@ -206,15 +211,6 @@ static void bench_norm_to_linear(void)
         float *W = bench_device_uniform(gpu, nw, 41u, -0.05f, 0.05f);
         gpu->weights_hint(W, nw);  /* the model's case: W's bf16 copy made once */
         Call c = {.sh = s,
-                  .dy = bench_device_uniform(gpu, n, 42u, -1.0f, 1.0f),
-                  .x = bench_device_uniform(gpu, n, 43u, -2.0f, 3.0f),
-                  .res = bench_device_uniform(gpu, n, 44u, -1.0f, 1.0f),
-                  .dx = gpu->alloc(n * sizeof(float)),
-                  .mean = gpu->alloc((size_t)s->rows * sizeof(float)),
-                  .rstd = gpu->alloc((size_t)s->rows * sizeof(float)),
-                  .gamma = bench_device_uniform(gpu, s->out, 45u, 0.5f, 1.5f),
-                  .dgamma = bench_device_uniform(gpu, s->out, 46u, -1.0f, 1.0f),
-                  .dbeta = bench_device_uniform(gpu, s->out, 47u, -1.0f, 1.0f),
                   .dW = bench_device_uniform(gpu, nw, 48u, -1.0f, 1.0f),
                   .db = bench_device_uniform(gpu, s->out, 49u, -1.0f, 1.0f),
                   .W = W,
@@ -222,16 +218,15 @@ static void bench_norm_to_linear(void)
                                                    1.0f),
                   .ldx = gpu->alloc((size_t)s->rows * s->in * sizeof(float)),
                   .dx16 = gpu->alloc(n * sizeof(bf16_t))};
-        float *y = gpu->alloc(n * sizeof(float));
-        gpu->layernorm_fwd(y, c.mean, c.rstd, c.x, c.gamma, NULL, s->rows, s->out, 1e-5f);
+        norm_inputs_alloc(&c, 42u);
         double old = 0.0, fused = 0.0;
         bench_pair_row(gpu, s->name, norm_to_linear_call, &c, BENCH_UNFUSED, BENCH_FUSED, WARMUP,
                        ITERS, &old, &fused);
         step_old += kNormToLinearPerStep[k] * old;
         step_new += kNormToLinearPerStep[k] * fused;
         gpu->weights_forget(W);
-        float *bufs[] = {y, c.dy, c.x, c.res, c.dx, c.mean, c.rstd, c.gamma, c.dgamma, c.dbeta,
-                         c.dW, c.db, W, c.ldx};
+        norm_inputs_release(&c);
+        float *bufs[] = {c.dW, c.db, W, c.ldx};
         for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
         gpu->release(c.x16);
         gpu->release(c.dx16);
