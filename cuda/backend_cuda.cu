@@ -46,6 +46,8 @@ static void fill_table(AliceBackend *t)
     t->patchify = cuda_patchify;
     t->unpatchify = cuda_unpatchify;
     t->gather_rows = cuda_gather_rows;
+    t->patchify_bf16 = cuda_patchify_bf16;
+    t->gather_rows_bf16 = cuda_gather_rows_bf16;
     t->scatter_add_rows = cuda_scatter_add_rows;
     t->add_table_rows = cuda_add_table_rows;
     t->insert_mask_tokens = cuda_insert_mask_tokens;
@@ -90,6 +92,9 @@ static void fill_table(AliceBackend *t)
     t->attention_bwd_bf16 = cuda_attention_bwd_bf16;
     t->attention_bwd_bf16_grad16 = cuda_attention_bwd_bf16_grad16;
     t->linear_bwd_bf16_dy16 = cuda_linear_bwd_bf16_dy16;
+    t->linear_bwd_bf16_dx16 = cuda_linear_bwd_bf16_dx16;
+    t->linear_bwd_bf16_dy16_dx16 = cuda_linear_bwd_bf16_dy16_dx16;
+    t->linear_gelu_bwd_bf16_dy16 = cuda_linear_gelu_bwd_bf16_dy16;
     t->layernorm_bwd_dx16 = cuda_layernorm_bwd_dx16;
     t->to_bf16 = cuda_to_bf16;
     /* graphs: the step recorded once, replayed with one launch (cuda/cuda_graph.cu) */

@@ -576,15 +576,18 @@ static const __nv_bfloat16 *dy_bf16_and_bias_grad(float *db, const float *dy, in
  * MLP's GELU input gradient by gelu_dh_bf16_and_bias_grad (both in the bias column sum's pass
  * when there is a bias gradient); so one function runs the GEMMs of both entries. W comes from
  * its weight copy; x is bf16 already (x16, bf16 activations) or rounded for dW only (x32). The
- * GEMMs read dy16 after the launch that wrote it, on the same stream: complete. */
-static void linear_bwd_bf16_gemms(float *dx, float *dW, const __nv_bfloat16 *dy16,
-                                  const float *x32, const __nv_bfloat16 *x16, const float *W,
-                                  int rows, int in, int out)
+ * GEMMs read dy16 after the launch that wrote it, on the same stream: complete. dx is of
+ * GemmOutputType dx_output: a bf16 dx (linear_bwd_bf16_dx16) is the fp32 accumulator rounded
+ * by the GEMM's store (beta = 0: written, never read). */
+static void linear_bwd_bf16_gemms(void *dx, int dx_output, float *dW,
+                                  const __nv_bfloat16 *dy16, const float *x32,
+                                  const __nv_bfloat16 *x16, const float *W, int rows, int in,
+                                  int out)
 {
     if (dx) {
         const __nv_bfloat16 *w16 = bf16_operand(SCRATCH_BF16_B, W, (size_t)out * in);
-        gemm_dispatch(GEMM_OPERANDS_BF16, GEMM_OUTPUT_FP32, 0, 0, rows, in, out, 1.0f, dy16, out,
-                      0, w16, in, 0, 0.0f, dx, in, 0, 1, NULL);
+        gemm_dispatch(GEMM_OPERANDS_BF16, dx_output, 0, 0, rows, in, out, 1.0f, dy16, out, 0,
+                      w16, in, 0, 0.0f, dx, in, 0, 1, NULL);
     }
     if (dW) {  /* slot B is free again: the dx GEMM before it is ordered on the same stream */
         if (!x16) x16 = bf16_operand(SCRATCH_BF16_B, x32, (size_t)rows * in);
@@ -594,17 +597,17 @@ static void linear_bwd_bf16_gemms(float *dx, float *dW, const __nv_bfloat16 *dy1
 }
 
 /* The mixed-precision linear backward on an fp32 dy; db is the fp32 column sum of the
- * unrounded dy. */
-static void linear_bwd_bf16_fp32_dy(float *dx, float *dW, float *db, const float *dy,
-                                    const float *x32, const __nv_bfloat16 *x16, const float *W,
-                                    int rows, int in, int out)
+ * unrounded dy; dx of GemmOutputType dx_output. */
+static void linear_bwd_bf16_fp32_dy(void *dx, int dx_output, float *dW, float *db,
+                                    const float *dy, const float *x32, const __nv_bfloat16 *x16,
+                                    const float *W, int rows, int in, int out)
 {
     if (!dx && !dW) {
         if (db) cuda_add_column_sums(db, dy, rows, out, out);
         return;
     }
-    linear_bwd_bf16_gemms(dx, dW, dy_bf16_and_bias_grad(db, dy, rows, out), x32, x16, W, rows,
-                          in, out);
+    linear_bwd_bf16_gemms(dx, dx_output, dW, dy_bf16_and_bias_grad(db, dy, rows, out), x32, x16,
+                          W, rows, in, out);
 }
 
 void cuda_linear_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
@@ -613,7 +616,7 @@ void cuda_linear_bwd(float *dx, float *dW, float *db, const float *dy, const flo
     /* The bias gradient accumulates (a BGRAD epilogue would overwrite it), so it is a
      * deterministic column sum instead. */
     if (cuda_context()->bf16_gemm) {
-        linear_bwd_bf16_fp32_dy(dx, dW, db, dy, x, NULL, W, rows, in, out);
+        linear_bwd_bf16_fp32_dy(dx, GEMM_OUTPUT_FP32, dW, db, dy, x, NULL, W, rows, in, out);
         return;
     }
     if (dx) gemm_dispatch(GEMM_OPERANDS_FP32, GEMM_OUTPUT_FP32, 0, 0, rows, in, out, 1.0f, dy,
@@ -661,7 +664,13 @@ void cuda_linear_fwd_bf16(void *y, DType y_type, const bf16_t *x, const float *W
 void cuda_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const bf16_t *x,
                           const float *W, int rows, int in, int out)
 {
-    linear_bwd_bf16_fp32_dy(dx, dW, db, dy, NULL, as_nv(x), W, rows, in, out);
+    linear_bwd_bf16_fp32_dy(dx, GEMM_OUTPUT_FP32, dW, db, dy, NULL, as_nv(x), W, rows, in, out);
+}
+
+void cuda_linear_bwd_bf16_dx16(bf16_t *dx, float *dW, float *db, const float *dy, const bf16_t *x,
+                               const float *W, int rows, int in, int out)
+{
+    linear_bwd_bf16_fp32_dy(dx, GEMM_OUTPUT_BF16, dW, db, dy, NULL, as_nv(x), W, rows, in, out);
 }
 
 /* A bf16 dy of a layer without bias (the attention backward's bf16 dqkv) goes to the GEMMs as
@@ -671,7 +680,14 @@ void cuda_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf1
                                const float *W, int rows, int in, int out)
 {
     if (!dx && !dW) return;
-    linear_bwd_bf16_gemms(dx, dW, as_nv(dy), NULL, as_nv(x), W, rows, in, out);
+    linear_bwd_bf16_gemms(dx, GEMM_OUTPUT_FP32, dW, as_nv(dy), NULL, as_nv(x), W, rows, in, out);
+}
+
+void cuda_linear_bwd_bf16_dy16_dx16(bf16_t *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                                    const float *W, int rows, int in, int out)
+{
+    if (!dx && !dW) return;
+    linear_bwd_bf16_gemms(dx, GEMM_OUTPUT_BF16, dW, as_nv(dy), NULL, as_nv(x), W, rows, in, out);
 }
 
 /* ---- the MLP's GELU backward fused into fc1's bias-gradient pass ----
@@ -686,9 +702,11 @@ void cuda_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf1
  * gelu'(h) comes from slope, the table of gelu_erf_slope for every bf16 value that the device
  * filled with that formula (cuda_gelu_slope_bf16_table): the formula's ~90 fp32 instructions per
  * element held this pass at about a third of memory speed; NULL (a graph recording before the
- * table exists) evaluates the formula. Either way the same bits. */
-struct GeluBwdRoundedCopy {
-    const float *dy_act;
+ * table exists) evaluates the formula. Either way the same bits. DyAct: float, or __nv_bfloat16
+ * (fc2's bf16 input gradient, linear_gelu_bwd_bf16_dy16) widened exactly before the product,
+ * so the same bits as the fp32 dy_act holding the widened values. */
+template <typename DyAct> struct GeluBwdRoundedCopy {
+    const DyAct *dy_act;
     const __nv_bfloat16 *h;
     long ld;
     __nv_bfloat16 *rounded;
@@ -697,7 +715,7 @@ struct GeluBwdRoundedCopy {
     {
         const long i = r * ld + c;
         const float g = slope ? slope[__bfloat16_as_ushort(h[i])] : gelu_erf_slope(widen(h[i]));
-        const float dh = MATH_MUL(dy_act[i], g);
+        const float dh = MATH_MUL(widen(dy_act[i]), g);
         rounded[i] = __float2bfloat16_rn(dh);
         return dh;
     }
@@ -705,14 +723,15 @@ struct GeluBwdRoundedCopy {
 
 /* dh's bf16 copy in slot A (where dy_bf16_and_bias_grad puts dy's), db += column sums of dh:
  * one launch. slope: GeluBwdRoundedCopy's (NULL: the formula). */
-static const __nv_bfloat16 *gelu_dh_bf16_and_bias_grad(float *db, const float *dy_act,
+template <typename DyAct>
+static const __nv_bfloat16 *gelu_dh_bf16_and_bias_grad(float *db, const DyAct *dy_act,
                                                        const __nv_bfloat16 *h, int rows, int out,
                                                        const float *slope)
 {
     const size_t n = (size_t)rows * out;
     __nv_bfloat16 *dh16 =
         (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_A, n * sizeof(__nv_bfloat16) + 256);
-    colsum_accumulate(db, rows, out, GeluBwdRoundedCopy{dy_act, h, out, dh16, slope});
+    colsum_accumulate(db, rows, out, GeluBwdRoundedCopy<DyAct>{dy_act, h, out, dh16, slope});
     return dh16;
 }
 
@@ -727,8 +746,37 @@ void cuda_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_
         cuda_linear_bwd_bf16(dx, dW, db, dh_scratch, x, W, rows, in, out);
         return;
     }
-    linear_bwd_bf16_gemms(dx, dW,
+    linear_bwd_bf16_gemms(dx, GEMM_OUTPUT_FP32, dW,
                           gelu_dh_bf16_and_bias_grad(db, dy_act, as_nv(h), rows, out,
+                                                     cuda_gelu_slope_bf16_table()),
+                          NULL, as_nv(x), W, rows, in, out);
+}
+
+static __global__ void widen_bf16_kernel(float *dst, const __nv_bfloat16 *src, size_t n)
+{
+    GRID_STRIDE(i, n) dst[i] = widen(src[i]);
+}
+
+void cuda_linear_gelu_bwd_bf16_dy16(float *dx, float *dW, float *db, const bf16_t *dy_act,
+                                    const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                                    const float *W, int rows, int in, int out)
+{
+    /* The cases the fp32 entry runs unfused (no db, or no GEMM; the model has neither): its
+     * sequence on dy_act widened into dh_scratch, which it then overwrites with dh element by
+     * element (gelu_bwd_kernel reads dy[i] before it stores dx[i]): the contract by
+     * construction, at one extra pass where no model call goes. */
+    if (!db || (!dx && !dW)) {
+        const size_t n = (size_t)rows * out;
+        if (n) {
+            widen_bf16_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(dh_scratch,
+                                                                         as_nv(dy_act), n);
+            CUDA_CHECK_LAUNCH();
+        }
+        cuda_linear_gelu_bwd_bf16(dx, dW, db, dh_scratch, h, dh_scratch, x, W, rows, in, out);
+        return;
+    }
+    linear_bwd_bf16_gemms(dx, GEMM_OUTPUT_FP32, dW,
+                          gelu_dh_bf16_and_bias_grad(db, as_nv(dy_act), as_nv(h), rows, out,
                                                      cuda_gelu_slope_bf16_table()),
                           NULL, as_nv(x), W, rows, in, out);
 }

@@ -66,6 +66,15 @@ void cuda_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_
 /* No bias, dy bf16 already: the GEMMs read it as it is (no rounding launch). */
 void cuda_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
                                const float *W, int rows, int in, int out);
+/* dx in bf16, rounded in the dx GEMM's store (fp32 dy: db from it; bf16 dy: no bias). */
+void cuda_linear_bwd_bf16_dx16(bf16_t *dx, float *dW, float *db, const float *dy, const bf16_t *x,
+                               const float *W, int rows, int in, int out);
+void cuda_linear_bwd_bf16_dy16_dx16(bf16_t *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                                    const float *W, int rows, int in, int out);
+/* cuda_linear_gelu_bwd_bf16 with a bf16 dy_act (widened in the fused pass). */
+void cuda_linear_gelu_bwd_bf16_dy16(float *dx, float *dW, float *db, const bf16_t *dy_act,
+                                    const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                                    const float *W, int rows, int in, int out);
 /* The backend's to_bf16: cuda_round_to_bf16 (cuda/cuda_weight_copy.cu), the kernel that makes
  * the weight copies and rounds every fp32 GEMM operand. */
 void cuda_to_bf16(bf16_t *y, const float *x, size_t n);
@@ -168,6 +177,9 @@ void cuda_patchify(float *patches, const float *vol, int B, int X, int Y, int Z,
 void cuda_unpatchify(float *vol, const float *patches, int B, int X, int Y, int Z, int p);
 void cuda_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
                       int nsel, int C);
+void cuda_patchify_bf16(bf16_t *patches, const float *vol, int B, int X, int Y, int Z, int p);
+void cuda_gather_rows_bf16(bf16_t *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                           int nsel, int C);
 void cuda_scatter_add_rows(float *din, const float *dout, const int *idx, int idx_ld, int B,
                            int N, int nsel, int C);
 void cuda_add_table_rows(float *x, const float *table, const int *idx, int idx_ld, int B,

@@ -124,6 +124,80 @@ void cuda_gather_rows(float *out, const float *in, const int *idx, int idx_ld, i
     CUDA_CHECK_LAUNCH();
 }
 
+/* ---- bf16 outputs (patchify_bf16, gather_rows_bf16): the fp32 kernels' walks, each value
+ * rounded once at its store by __float2bfloat16_rn (nearest even), the rounding of to_bf16_kernel
+ * that a bf16 GEMM's fp32 operand path applies: the patch embedding's GEMMs get the same bits
+ * with no rounding launch. The vector path reads a float4 and stores 4 bf16 (8 bytes: aligned,
+ * as both pointers are 16-byte aligned and every chunk starts at a multiple of 4 elements). */
+template <int W>
+__device__ __forceinline__ Pack<__nv_bfloat16, W> rounded_pack(const Pack<float, W> &v)
+{
+    Pack<__nv_bfloat16, W> r;
+#pragma unroll
+    for (int k = 0; k < W; k++) r.v[k] = __float2bfloat16_rn(v.v[k]);
+    return r;
+}
+
+static __global__ void patchify_bf16_kernel(__nv_bfloat16 *patches, const float *vol,
+                                            PatchGeometry g, bool vectorised)
+{
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const int p3 = g.p * g.p * g.p;
+    for (size_t t = blockIdx.x; t < g.tokens; t += gridDim.x) {
+        __nv_bfloat16 *row = patches + t * p3;
+        const float *corner = vol + token_corner(t, g);
+        block_stride_split<W>(
+            p3, vectorised,
+            [&](int e) {
+                store_pack(row + e,
+                           rounded_pack(load_pack<float, W>(corner + patch_element_offset(e, g))));
+            },
+            [&](int e) { row[e] = __float2bfloat16_rn(corner[patch_element_offset(e, g)]); });
+    }
+}
+
+void cuda_patchify_bf16(bf16_t *patches, const float *vol, int B, int X, int Y, int Z, int p)
+{
+    if ((size_t)B * X * Y * Z == 0 || p <= 0) return;
+    const PatchGeometry g = patch_geometry(B, X, Y, Z, p);
+    if (g.tokens == 0) return;
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const bool vec = p % W == 0 && Z % W == 0 && aligned16(patches, vol);
+    patchify_bf16_kernel<<<grid_for_rows(g.tokens), threads_for_row(p * p * p, vec, W), 0,
+                           cuda_stream()>>>(as_nv(patches), vol, g, vec);
+    CUDA_CHECK_LAUNCH();
+}
+
+static __global__ void gather_rows_bf16_kernel(__nv_bfloat16 *out, const float *in,
+                                               const int *idx, int idx_ld, int N, int nsel, int C,
+                                               size_t rows, bool vectorised)
+{
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
+        const size_t b = r / nsel;
+        const int j = (int)(r - b * nsel);
+        const float *src = in + (b * N + idx[b * idx_ld + j]) * C;
+        __nv_bfloat16 *dst = out + r * C;
+        block_stride_split<W>(
+            C, vectorised,
+            [&](int c) { store_pack(dst + c, rounded_pack(load_pack<float, W>(src + c))); },
+            [&](int c) { dst[c] = __float2bfloat16_rn(src[c]); });
+    }
+}
+
+void cuda_gather_rows_bf16(bf16_t *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                           int nsel, int C)
+{
+    const size_t rows = (size_t)B * nsel;
+    if (rows == 0 || C <= 0) return;
+    constexpr int W = kVecBytes / (int)sizeof(float);
+    const bool vec = C % W == 0 && aligned16(out, in);
+    gather_rows_bf16_kernel<<<grid_for_rows(rows), threads_for_row(C, vec, W), 0,
+                              cuda_stream()>>>(as_nv(out), in, idx, idx_ld, N, nsel, C, rows,
+                                               vec);
+    CUDA_CHECK_LAUNCH();
+}
+
 static __global__ void scatter_add_rows_kernel(float *din, const float *dout, const int *idx,
                                                int idx_ld, int N, int nsel, int C, size_t n)
 {

@@ -31,7 +31,10 @@ void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B
     a->dH = train ? arena_floats(ar, (size_t)B * N * D) : NULL;
     a->dfull = train ? arena_floats(ar, (size_t)B * N * D) : NULL;
     a->dz = train ? arena_floats(ar, (size_t)B * nvis * D) : NULL;
-    tstack_layout(&d->stack, &a->st, ar, B, N, train ? TSTACK_TRAIN : TSTACK_FORWARD_ONLY);
+    /* H feeds only GEMMs (pred here, the head phi's fc1 in the caller): bf16 with bf16
+     * activations, stored so by the final LayerNorm (no rounding launch per reader) */
+    tstack_layout_gemm_output(&d->stack, &a->st, ar, B, N,
+                              train ? TSTACK_TRAIN : TSTACK_FORWARD_ONLY);
 }
 
 void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,
@@ -43,7 +46,8 @@ void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet 
     be->insert_mask_tokens(a->st.x0, a->z, param(ps, d->mask_token), perm, B, N, nvis, D);
     be->add_table_rows(a->st.x0, posD, identity, 0, B, N, D);
     tstack_forward(&d->stack, &a->st, ps);
-    linear_forward(ps, d->pred_w, d->pred_b, a->pred, a->st.out, B * N, D, d->P);
+    act_linear_fwd(ps, d->pred_w, d->pred_b, (Act){a->pred, DTYPE_F32}, mae_decoder_H(a), NULL,
+                   B * N, D, d->P);
 }
 
 void mae_decoder_backward(const MaeDecoder *d, MaeDecoderActs *a, ParamSet *ps, const float *V,
@@ -51,12 +55,14 @@ void mae_decoder_backward(const MaeDecoder *d, MaeDecoderActs *a, ParamSet *ps, 
 {
     const AliceBackend *be = ps->be;
     const int B = a->B, N = a->N, nvis = a->nvis, D = d->width;
-    linear_backward(ps, d->pred_w, d->pred_b, a->dH, dpred, a->st.out, B * N, D, d->P);
+    act_linear_bwd(ps, d->pred_w, d->pred_b, a->dH, dpred, mae_decoder_H(a), B * N, D, d->P);
     if (dH_extra) be->add(a->dH, a->dH, dH_extra, (size_t)B * N * D);
     tstack_backward(&d->stack, &a->st, ps, a->dH, a->dfull);
     be->insert_mask_tokens_bwd(a->dz, param_grad(ps, d->mask_token), a->dfull, perm, B, N, nvis, D);
     linear_backward(ps, d->embed_w, d->embed_b, dV, a->dz, V, B * nvis, d->in_width, D);
 }
+
+Act mae_decoder_H(const MaeDecoderActs *a) { return tstack_output(&a->st); }
 
 double mae_decoder_forward_flops(const MaeDecoder *d, int B, int N, int nvis)
 {

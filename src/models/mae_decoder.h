@@ -20,7 +20,7 @@ typedef struct {
     float *dH;       /* [B, N, D] gradient w.r.t. H (training) */
     float *dfull;    /* [B, N, D] gradient w.r.t. the block input (training) */
     float *dz;       /* [B, nvis, D] (training) */
-    TStackActs st;   /* st.x0: full token sequence, st.out: H */
+    TStackActs st;   /* st.x0: full token sequence; H: mae_decoder_H */
 } MaeDecoderActs;
 
 void mae_decoder_register(MaeDecoder *d, ParamSet *ps, const char *prefix, int in_width, int width,
@@ -34,6 +34,10 @@ void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet 
  * dV [B, nvis, E] overwritten. */
 void mae_decoder_backward(const MaeDecoder *d, MaeDecoderActs *a, ParamSet *ps, const float *V,
                           const int *perm, const float *dpred, const float *dH_extra, float *dV);
+/* H [B, N, D], the normalised block output (pred's and phi's input): bf16 with bf16
+ * activations (the stack's final LayerNorm stores it rounded: tstack_layout_gemm_output), else
+ * fp32. */
+Act mae_decoder_H(const MaeDecoderActs *a);
 double mae_decoder_forward_flops(const MaeDecoder *d, int B, int N, int nvis);
 
 #endif

@@ -51,7 +51,7 @@ static void layout(PretrainModel *m, Arena *ar)
                                      s->mask + first * N};
     }
     if (!m->alice) return;
-    proj_head_layout(&m->head, &s->phi, ar, S * N, 1);
+    proj_head_layout_for_input(&m->head, &s->phi, ar, S * N, 1, mae_decoder_H(&s->dec).type);
     s->cls = arena_floats(ar, (size_t)S * out);
     s->dcls = arena_floats(ar, (size_t)S * out);
     s->cls_cross = arena_floats(ar, (size_t)S * out);
@@ -64,7 +64,7 @@ static void layout(PretrainModel *m, Arena *ar)
     const int teacher_samples = MASKED_VIEWS * B;
     IntactBatchActs *t = &m->intact;
     t->vol = arena_floats(ar, MASKED_VIEWS * vox);
-    t->patches = arena_floats(ar, (size_t)teacher_samples * N * P);
+    t->patches = arena_act(ar, (size_t)teacher_samples * N * P, ar->act_type);
     /* all N tokens in order: the patch embedding reads t->patches, no gathered copy */
     vit_encoder_layout_all_tokens(&m->enc, &t->enc, ar, teacher_samples, N, TSTACK_FORWARD_ONLY);
     t->yd = arena_floats(ar, (size_t)teacher_samples * N * D);
@@ -75,7 +75,7 @@ static void layout(PretrainModel *m, Arena *ar)
         IntactViewActs *a = &m->iv[v];
         const size_t first = (size_t)v * B;   /* the view's first sample in the merged batch */
         a->vol = t->vol + first * sample_vox;
-        a->patches = t->patches + first * N * P;
+        a->patches = act_offset(t->patches, first * N * P);
         a->enc_out = t->enc.st.out + first * N * E;
         a->yd = t->yd + first * N * D;
         a->psi = proj_head_rows(&m->head, &t->psi, first * N, (size_t)B * N);
@@ -232,10 +232,14 @@ static void intact_forward(PretrainModel *m)
     const Config *c = &m->cfg;
     IntactBatchActs *a = &m->intact;
     const int S = MASKED_VIEWS * m->B, N = m->N;
-    be->patchify(a->patches, a->vol, S, m->dims[0], m->dims[1], m->dims[2], c->patch);
+    if (a->patches.type == DTYPE_BF16)
+        be->patchify_bf16(a->patches.p, a->vol, S, m->dims[0], m->dims[1], m->dims[2], c->patch);
+    else
+        be->patchify(a->patches.p, a->vol, S, m->dims[0], m->dims[1], m->dims[2], c->patch);
     /* idx_ld = 0: every sample takes all N tokens in order, so identity's N entries serve all
      * S samples (the ops contract reads idx[b * idx_ld + j]). */
-    vit_encoder_forward(&m->enc, &a->enc, &m->target, a->patches, N, m->identity, 0, m->posE);
+    vit_encoder_forward_act(&m->enc, &a->enc, &m->target, a->patches, N, m->identity, 0,
+                            m->posE);
     linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, S * N,
                    c->embed_dim, c->dec_dim);
     proj_head_forward(&m->head, &a->psi, &m->target, a->yd);
@@ -298,7 +302,7 @@ static void alice_forward(PretrainModel *m)
     MaskedBatchActs *a = &m->masked;
     const IntactBatchActs *t = &m->intact;
     const int B = m->B, S = a->S, N = m->N, nvis = m->nvis, out = c->head_out;
-    proj_head_forward(&m->head, &a->phi, &m->online, a->dec.st.out);
+    proj_head_forward_act(&m->head, &a->phi, &m->online, mae_decoder_H(&a->dec));
     be->mean_rows_fwd(a->cls, a->phi.z, S, N, out);
     if (c->use_casa) {
         casa_query_forward(&m->casa, &a->cq, &m->online, a->enc.st.out);
@@ -350,7 +354,7 @@ static void masked_backward(PretrainModel *m)
             align_bwd(m, a->dsel, a->sel_s, a->sel_t, CENTER_TOKENS, S * nvis, views * c->w_st);
             be->scatter_add_rows(a->phi.dz, a->dsel, a->perm, N, S, N, nvis, out);
         }
-        proj_head_backward(&m->head, &a->phi, ps, a->dec.st.out);
+        proj_head_backward_act(&m->head, &a->phi, ps, mae_decoder_H(&a->dec));
         params_grads_ready(ps, m->head_params);
         dH_extra = a->phi.dx;
     }

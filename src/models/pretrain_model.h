@@ -75,7 +75,10 @@ typedef struct {
  * teacher is launch-bound). One forward-only stack of 2B costs the memory of two of B. */
 typedef struct {
     float *vol;           /* [MASKED_VIEWS * B, X, Y, Z] */
-    float *patches;       /* [MASKED_VIEWS * B, N, P] */
+    /* [MASKED_VIEWS * B, N, P] in the arena's act_type: read only by the target's patch
+     * embedding GEMM, so with bf16 activations patchify_bf16 stores them rounded (the bits
+     * the GEMM's fp32 operand path would round to: no rounding launch, half the buffer) */
+    Act patches;
     VitEncoderActs enc;   /* forward only, all tokens */
     float *yd;            /* [MASKED_VIEWS * B, N, D] target decoder_embed output */
     ProjHeadActs psi;     /* forward only, MASKED_VIEWS * B * N rows */
@@ -85,7 +88,8 @@ typedef struct {
 /* One intact view: its B samples' slice of IntactBatchActs (every pointer an offset into the
  * merged buffers), so the losses read a view's teacher outputs as if it ran alone. */
 typedef struct {
-    float *vol, *patches; /* [B, X, Y, Z], [B, N, P] */
+    float *vol;           /* [B, X, Y, Z] */
+    Act patches;          /* [B, N, P], IntactBatchActs.patches' type */
     float *enc_out;       /* [B, N, E] target encoder output */
     float *yd;            /* [B, N, D] target decoder_embed output */
     ProjHeadActs psi;     /* forward tensors of the view's B * N rows (psi.z: [B * N, out]) */

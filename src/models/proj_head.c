@@ -29,11 +29,19 @@ static int keeps_bf16_input(const ProjHeadActs *a) { return a->h1.type == DTYPE_
 
 void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, int train)
 {
+    proj_head_layout_for_input(h, a, ar, rows, train, DTYPE_F32);
+}
+
+void proj_head_layout_for_input(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows,
+                                int train, DType input_type)
+{
     const DType t = ar->act_type;
     const size_t r = (size_t)rows, hidden = (size_t)h->hidden;
     a->rows = rows;
     a->train = train;
-    a->x16 = t == DTYPE_BF16 ? arena_act(ar, r * h->in, t) : (Act){NULL, DTYPE_F32};
+    /* an fp32 input feeding bf16 GEMMs is rounded once, into x16; a bf16 input needs no copy */
+    a->x16 = t == DTYPE_BF16 && input_type == DTYPE_F32 ? arena_act(ar, r * h->in, t)
+                                                         : (Act){NULL, DTYPE_F32};
     a->h1 = arena_act(ar, r * hidden, t);
     a->h1g = arena_act(ar, r * hidden, t);
     if (train) {
@@ -59,17 +67,23 @@ void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, i
     a->dx = arena_floats(ar, r * h->in);
 }
 
-/* fc1's input: x itself (fp32 activations), or its bf16 copy x16, made when `round` is set
- * (the forward; the backward reads the copy the forward made). */
-static Act fc1_input(const AliceBackend *be, const ProjHead *h, const ProjHeadActs *a,
-                     const float *x, int round)
+/* fc1's input: a bf16 x itself; an fp32 x itself (fp32 activations), or its bf16 copy x16,
+ * made when `round` is set (the forward; the backward reads the copy the forward made). */
+static Act fc1_input(const AliceBackend *be, const ProjHead *h, const ProjHeadActs *a, Act x,
+                     int round)
 {
-    if (!keeps_bf16_input(a)) return (Act){(void *)x, DTYPE_F32};
-    if (round) be->to_bf16(a->x16.p, x, (size_t)a->rows * h->in);
+    if (x.type == DTYPE_BF16 || !keeps_bf16_input(a)) return x;
+    ALICE_ASSERT(a->x16.p, "projection head laid out for a bf16 input given an fp32 one");
+    if (round) be->to_bf16(a->x16.p, act_f32(x), (size_t)a->rows * h->in);
     return a->x16;
 }
 
 void proj_head_forward(const ProjHead *h, ProjHeadActs *a, const ParamSet *ps, const float *x)
+{
+    proj_head_forward_act(h, a, ps, (Act){(void *)x, DTYPE_F32});
+}
+
+void proj_head_forward_act(const ProjHead *h, ProjHeadActs *a, const ParamSet *ps, Act x)
 {
     const AliceBackend *be = ps->be;
     const int R = a->rows;
@@ -87,6 +101,11 @@ void proj_head_forward(const ProjHead *h, ProjHeadActs *a, const ParamSet *ps, c
 }
 
 void proj_head_backward(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, const float *x)
+{
+    proj_head_backward_act(h, a, ps, (Act){(void *)x, DTYPE_F32});
+}
+
+void proj_head_backward_act(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, Act x)
 {
     ALICE_ASSERT(a->train, "backward through a projection head laid out forward only");
     const AliceBackend *be = ps->be;
@@ -109,7 +128,7 @@ ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t f
     ProjHeadActs a = {0};
     a.rows = (int)rows;
     const size_t hidden_at = first * h->hidden;   /* elements: act_offset scales by the type */
-    a.x16 = keeps_bf16_input(all) ? act_offset(all->x16, first * h->in) : all->x16;
+    a.x16 = all->x16.p ? act_offset(all->x16, first * h->in) : all->x16;
     a.h1 = act_offset(all->h1, hidden_at);
     a.h1g = act_offset(all->h1g, hidden_at);
     a.h2 = act_offset(all->h2, hidden_at);

@@ -6,7 +6,8 @@
  * h2, h2g are bf16 Acts, as the transformer blocks keep their MLP's h and hg: fc1 and fc2
  * write bf16 from their GEMMs, the GELUs read and write bf16, and the backward of fc2 and fc1
  * runs through their GELU in the fused op (act_linear_gelu_bwd). The fp32 input x is rounded
- * to bf16 once (x16) for fc1's forward and weight gradient. The input x, the bottleneck b and
+ * to bf16 once (x16) for fc1's forward and weight gradient (a bf16 input, proj_head_forward_act,
+ * is read as it is). The input x, the bottleneck b and
  * bn, the output z and every gradient stay fp32 (losses and CASA read z as float *). With fp32
  * activations the head computes exactly what the fp32 ops compute, bit for bit. */
 #ifndef ALICE_PROJ_HEAD_H
@@ -41,7 +42,15 @@ void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, i
                         int bottleneck, int out);
 /* The activation type is the arena's (ar->act_type), like the transformer stacks'. */
 void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, int train);
+/* proj_head_layout for an input of type input_type (proj_head_forward_act): a bf16 input is
+ * fc1's operand as it is, so no x16 copy is laid out (p NULL) nor made. */
+void proj_head_layout_for_input(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows,
+                                int train, DType input_type);
 void proj_head_forward(const ProjHead *h, ProjHeadActs *a, const ParamSet *ps, const float *x);
+/* proj_head_forward on an input of either type: fp32 is proj_head_forward; a bf16 x (already
+ * rounded by its producer, e.g. the MAE decoder's final LayerNorm) is read by fc1's GEMMs
+ * directly, the bits they would take from x16 (the producer rounded as to_bf16 does). */
+void proj_head_forward_act(const ProjHead *h, ProjHeadActs *a, const ParamSet *ps, Act x);
 /* Rows [first, first + rows) of forward-only activations `all` (train = 0), as activations of
  * their own: readers of one part of a batched forward (the teacher's two views). */
 ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t first,
@@ -49,5 +58,7 @@ ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t f
 /* Uses a->dz; writes a->dx. x: the input the forward read (fp32 activations read it again for
  * fc1's weight gradient; bf16 ones read x16). */
 void proj_head_backward(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, const float *x);
+/* proj_head_backward after proj_head_forward_act: x the same Act. */
+void proj_head_backward_act(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, Act x);
 
 #endif

@@ -28,8 +28,9 @@ static void layout(const VitEncoder *e, VitEncoderActs *a, Arena *ar, int B, int
 {
     a->B = B;
     a->ntok = ntok;
-    a->patches_sel = gathered ? arena_floats(ar, (size_t)B * ntok * e->P) : NULL;
-    a->pe_in = NULL;
+    a->patches_sel = gathered ? arena_act(ar, (size_t)B * ntok * e->P, ar->act_type)
+                              : (Act){NULL, DTYPE_F32};
+    a->pe_in = (Act){NULL, DTYPE_F32};
     a->dtokens = mode == TSTACK_TRAIN ? arena_floats(ar, (size_t)B * ntok * e->width) : NULL;
     tstack_layout(&e->stack, &a->st, ar, B, ntok, mode);
 }
@@ -49,16 +50,27 @@ void vit_encoder_layout_all_tokens(const VitEncoder *e, VitEncoderActs *a, Arena
 void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,
                          const float *patches, int N, const int *idx, int idx_ld, const float *pos)
 {
+    vit_encoder_forward_act(e, a, ps, (Act){(void *)patches, DTYPE_F32}, N, idx, idx_ld, pos);
+}
+
+void vit_encoder_forward_act(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,
+                             Act patches, int N, const int *idx, int idx_ld, const float *pos)
+{
     const AliceBackend *be = ps->be;
-    if (a->patches_sel) {
-        be->gather_rows(a->patches_sel, patches, idx, idx_ld, a->B, N, a->ntok, e->P);
+    if (a->patches_sel.p) {
+        const float *in = act_f32(patches);  /* the gathers read fp32 patches */
+        if (a->patches_sel.type == DTYPE_BF16)
+            be->gather_rows_bf16(a->patches_sel.p, in, idx, idx_ld, a->B, N, a->ntok, e->P);
+        else
+            be->gather_rows(a->patches_sel.p, in, idx, idx_ld, a->B, N, a->ntok, e->P);
         a->pe_in = a->patches_sel;
     } else {  /* all tokens in order: the gathered copy would equal patches */
         ALICE_ASSERT(a->ntok == N, "vit encoder laid out for all tokens run on %d of %d tokens",
                      a->ntok, N);
         a->pe_in = patches;
     }
-    linear_forward(ps, e->pe_w, e->pe_b, a->st.x0, a->pe_in, a->B * a->ntok, e->P, e->width);
+    act_linear_fwd(ps, e->pe_w, e->pe_b, (Act){a->st.x0, DTYPE_F32}, a->pe_in, NULL,
+                   a->B * a->ntok, e->P, e->width);
     be->add_table_rows(a->st.x0, pos, idx, idx_ld, a->B, a->ntok, e->width);
     tstack_forward(&e->stack, &a->st, ps);
 }
@@ -73,9 +85,9 @@ void vit_encoder_backward_taps(const VitEncoder *e, VitEncoderActs *a, ParamSet 
 {
     tstack_backward_taps(&e->stack, &a->st, ps, dout, dtaps, a->dtokens);
     /* The position embedding is fixed and the patches are data: only the weights get gradients. */
-    ALICE_ASSERT(a->pe_in, "vit encoder backward before its forward");
-    linear_backward(ps, e->pe_w, e->pe_b, NULL, a->dtokens, a->pe_in, a->B * a->ntok, e->P,
-                    e->width);
+    ALICE_ASSERT(a->pe_in.p, "vit encoder backward before its forward");
+    act_linear_bwd(ps, e->pe_w, e->pe_b, NULL, a->dtokens, a->pe_in, a->B * a->ntok, e->P,
+                   e->width);
     params_grads_ready(ps, e->pe_params);
 }
 

@@ -15,8 +15,11 @@ typedef struct {
 
 typedef struct {
     int B, ntok;
-    float *patches_sel;   /* [B, ntok, P], the gathered tokens; NULL: laid out for all tokens */
-    const float *pe_in;   /* what the patch embedding read (patches_sel or the caller's patches),
+    /* [B, ntok, P], the gathered tokens, in the arena's act_type (bf16: rounded by the gather
+     * itself, gather_rows_bf16, the patch embedding's GEMM operand; the embedding's forward and
+     * weight gradient round it by no launch of their own); p NULL: laid out for all tokens */
+    Act patches_sel;
+    Act pe_in;            /* what the patch embedding read (patches_sel or the caller's patches),
                            * set by forward: backward's x */
     float *dtokens;       /* gradient w.r.t. the embedded tokens (training only) */
     TStackActs st;        /* st.out: encoder output [B, ntok, E] */
@@ -36,6 +39,12 @@ void vit_encoder_layout_all_tokens(const VitEncoder *e, VitEncoderActs *a, Arena
  * read again by backward when laid out for all tokens (keep it unchanged until then). */
 void vit_encoder_forward(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,
                          const float *patches, int N, const int *idx, int idx_ld, const float *pos);
+/* vit_encoder_forward on patches of either type: a bf16 patches (patchify_bf16: the EMA
+ * target's intact views, whose patches nothing else reads) only with vit_encoder_layout_all_tokens,
+ * read by the patch embedding's GEMM as they are (the bits its fp32 operand path would round
+ * them to). */
+void vit_encoder_forward_act(const VitEncoder *e, VitEncoderActs *a, const ParamSet *ps,
+                             Act patches, int N, const int *idx, int idx_ld, const float *pos);
 /* dout [B, ntok, E]: accumulates parameter gradients (the input has none). */
 void vit_encoder_backward(const VitEncoder *e, VitEncoderActs *a, ParamSet *ps, const float *dout);
 /* Same, plus gradients w.r.t. the outputs of blocks i (dtaps[i], NULL for none; UNETR's skips

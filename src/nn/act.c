@@ -68,6 +68,19 @@ void act_linear_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy, Act 
         linear_backward(ps, w, b, dx, dy, x.p, rows, in, out);
 }
 
+void act_linear_bwd_dx(ParamSet *ps, int w, int b, Act dx, const float *dy, Act x, int rows,
+                       int in, int out)
+{
+    if (dx.type == DTYPE_F32) {
+        act_linear_bwd(ps, w, b, dx.p, dy, x, rows, in, out);
+        return;
+    }
+    ALICE_ASSERT(x.type == DTYPE_BF16, "linear backward: a bf16 dx needs a bf16 x");
+    ps->be->linear_bwd_bf16_dx16(dx.p, param_grad(ps, w),
+                                 b == NO_PARAM ? NULL : param_grad(ps, b), dy, x.p, param(ps, w),
+                                 rows, in, out);
+}
+
 void act_linear_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy, Act x, int rows, int in,
                        int out)
 {
@@ -81,11 +94,16 @@ void act_linear_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy, Act x, int
     ps->be->linear_bwd_bf16_dy16(dx, param_grad(ps, w), dy.p, x.p, param(ps, w), rows, in, out);
 }
 
-void act_linear_bwd_presummed(ParamSet *ps, int w, float *dx, const bf16_t *dy16, Act x,
+void act_linear_bwd_presummed(ParamSet *ps, int w, Act dx, const bf16_t *dy16, Act x,
                               int rows, int in, int out)
 {
     ALICE_ASSERT(x.type == DTYPE_BF16, "linear backward: a bf16 dy needs a bf16 x");
-    ps->be->linear_bwd_bf16_dy16(dx, param_grad(ps, w), dy16, x.p, param(ps, w), rows, in, out);
+    if (dx.type == DTYPE_BF16)
+        ps->be->linear_bwd_bf16_dy16_dx16(dx.p, param_grad(ps, w), dy16, x.p, param(ps, w), rows,
+                                          in, out);
+    else
+        ps->be->linear_bwd_bf16_dy16(dx.p, param_grad(ps, w), dy16, x.p, param(ps, w), rows, in,
+                                     out);
 }
 
 void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n)
@@ -112,6 +130,20 @@ void act_linear_gelu_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy_
     }
     act_gelu_bwd(ps->be, dh_scratch, dy_act, h, (size_t)rows * out);
     act_linear_bwd(ps, w, b, dx, dh_scratch, x, rows, in, out);
+}
+
+void act_linear_gelu_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy_act, Act h,
+                            float *dh_scratch, Act x, int rows, int in, int out)
+{
+    if (dy_act.type == DTYPE_F32) {
+        act_linear_gelu_bwd(ps, w, b, dx, dy_act.p, h, dh_scratch, x, rows, in, out);
+        return;
+    }
+    ALICE_ASSERT(h.type == DTYPE_BF16 && x.type == DTYPE_BF16,
+                 "GELU-linear backward: a bf16 dy_act needs bf16 h and x");
+    ps->be->linear_gelu_bwd_bf16_dy16(dx, param_grad(ps, w),
+                                      b == NO_PARAM ? NULL : param_grad(ps, b), dy_act.p, h.p,
+                                      dh_scratch, x.p, param(ps, w), rows, in, out);
 }
 
 void act_attention_fwd(const AliceBackend *be, Act out, float *saved, Act q, Act k, Act v,

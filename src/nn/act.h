@@ -44,6 +44,11 @@ void act_linear_fwd(const ParamSet *ps, int w, int b, Act y, Act x, const float 
 /* dx = dy W (NULL skips), dW and db accumulate into the ParamSet's gradients. */
 void act_linear_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy, Act x, int rows,
                     int in, int out);
+/* act_linear_bwd with dx an Act: fp32 dx is act_linear_bwd; a bf16 dx (fc2's input gradient,
+ * read only by fc1's GELU backward: PyTorch's autocast rounding) needs a bf16 x and is the fp32
+ * dx rounded once (linear_bwd_bf16_dx16: the CUDA backend rounds in the GEMM's store). */
+void act_linear_bwd_dx(ParamSet *ps, int w, int b, Act dx, const float *dy, Act x, int rows,
+                       int in, int out);
 /* act_linear_bwd with dy an Act: fp32 dy is act_linear_bwd; a bf16 dy (the bf16 gradient of
  * act_attention_bwd) needs a bf16 x and a layer without bias (b = NO_PARAM: a bias gradient
  * would sum the unrounded fp32 dy) and gives exactly act_linear_bwd on dy widened to fp32
@@ -57,7 +62,7 @@ void act_linear_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy, Act x, int
  * Runs only dx = dy W (NULL skips) and dW += dy^T x (linear_bwd_bf16_dy16) with a bf16 x:
  * together with that producer, exactly act_linear_bwd on the fp32 dy but for the order in which
  * the backend summed the bias gradient. */
-void act_linear_bwd_presummed(ParamSet *ps, int w, float *dx, const bf16_t *dy16, Act x,
+void act_linear_bwd_presummed(ParamSet *ps, int w, Act dx, const bf16_t *dy16, Act x,
                               int rows, int in, int out);
 /* GELU (x and y of one type) and its backward into fp32 dx. */
 void act_gelu_fwd(const AliceBackend *be, Act y, Act x, size_t n);
@@ -69,6 +74,11 @@ void act_gelu_bwd(const AliceBackend *be, float *dx, const float *dy, Act x, siz
  * dh_scratch followed by act_linear_bwd. */
 void act_linear_gelu_bwd(ParamSet *ps, int w, int b, float *dx, const float *dy_act, Act h,
                          float *dh_scratch, Act x, int rows, int in, int out);
+/* act_linear_gelu_bwd with dy_act an Act: a bf16 dy_act (act_linear_bwd_dx's bf16 dx) needs
+ * bf16 h and x and gives exactly act_linear_gelu_bwd on dy_act widened
+ * (linear_gelu_bwd_bf16_dy16). */
+void act_linear_gelu_bwd_dy(ParamSet *ps, int w, int b, float *dx, Act dy_act, Act h,
+                            float *dh_scratch, Act x, int rows, int in, int out);
 /* Attention (backend attention_fwd/bwd semantics) with q, k, v and out of one type.
  * Backward writes dq, dk, dv (p NULL: not needed) of one type: fp32, or bf16 with bf16 q, k, v
  * (attention_bwd_bf16_grad16: each gradient rounded once, bit for bit the fp32 gradients

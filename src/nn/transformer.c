@@ -57,7 +57,9 @@ static void layout_block(BlockActs *b, Arena *ar, size_t rows, int W, int M, siz
     b->out = arena_floats(ar, rows * W);
 }
 
-void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, TStackMode mode)
+/* The layout of tstack_layout; out_type: the final LayerNorm's output type. */
+static void layout_stack(const TStack *s, TStackActs *a, Arena *ar, int B, int T, TStackMode mode,
+                         DType out_type)
 {
     const int train = mode == TSTACK_TRAIN;
     a->B = B;
@@ -81,7 +83,8 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, TSta
             if (mode == TSTACK_FORWARD_TAPS) a->act[i].out = arena_floats(ar, rows * W);
         }
     }
-    a->out = arena_floats(ar, rows * W);
+    a->out = out_type == DTYPE_F32 ? arena_floats(ar, rows * W) : NULL;
+    a->out16 = out_type == DTYPE_BF16 ? arena_act(ar, rows * W, DTYPE_BF16).p : NULL;
     a->out_mean = arena_floats(ar, rows);
     a->out_rstd = arena_floats(ar, rows);
     if (train) {
@@ -90,10 +93,26 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, TSta
         a->dmid = arena_floats(ar, rows * W);
         a->dtmp = arena_floats(ar, rows * W);
         a->datt = arena_floats(ar, rows * W);
-        a->dh1 = arena_floats(ar, rows * M);
+        a->dh1 = arena_act(ar, rows * M, ar->act_type);
         a->dh2 = arena_floats(ar, rows * M);
         a->dqkv = arena_act(ar, rows * 3 * W, ar->act_type);
     }
+}
+
+void tstack_layout(const TStack *s, TStackActs *a, Arena *ar, int B, int T, TStackMode mode)
+{
+    layout_stack(s, a, ar, B, T, mode, DTYPE_F32);
+}
+
+void tstack_layout_gemm_output(const TStack *s, TStackActs *a, Arena *ar, int B, int T,
+                               TStackMode mode)
+{
+    layout_stack(s, a, ar, B, T, mode, ar->act_type);
+}
+
+Act tstack_output(const TStackActs *a)
+{
+    return a->out16 ? (Act){a->out16, DTYPE_BF16} : (Act){a->out, DTYPE_F32};
 }
 
 void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
@@ -121,7 +140,7 @@ void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
         act_linear_fwd(ps, p->fc2_w, p->fc2_b, (Act){b->out, DTYPE_F32}, b->hg, b->mid, rows, M, W);
         x = b->out;
     }
-    be->layernorm_fwd(a->out, a->out_mean, a->out_rstd, x, param(ps, s->norm_w),
+    act_layernorm_fwd(be, tstack_output(a), a->out_mean, a->out_rstd, x, param(ps, s->norm_w),
                       param(ps, s->norm_b), rows, W, LAYERNORM_EPS);
 }
 
@@ -141,12 +160,13 @@ static void norm_bwd_feeding_linear(ParamSet *ps, bf16_t *dy16, int consumer_b, 
 }
 
 /* The consumer's side: only the GEMMs on dy16 when its producer made it (and the bias
- * gradient), else the whole linear backward on the fp32 dy. */
-static void linear_bwd_fed(ParamSet *ps, const bf16_t *dy16, int w, int b, float *dx,
+ * gradient), else the whole linear backward on the fp32 dy. dx fp32, or bf16 (fc2's dh1 with
+ * bf16 activations) rounded in the dx GEMM's store on either path. */
+static void linear_bwd_fed(ParamSet *ps, const bf16_t *dy16, int w, int b, Act dx,
                            const float *dy, Act x, int rows, int in, int out)
 {
     if (dy16) act_linear_bwd_presummed(ps, w, dx, dy16, x, rows, in, out);
-    else act_linear_bwd(ps, w, b, dx, dy, x, rows, in, out);
+    else act_linear_bwd_dx(ps, w, b, dx, dy, x, rows, in, out);
 }
 
 /* The bf16 dy buffer for block blk's fc2 (NULL: its fc2 takes the fp32 g): none where a tap is
@@ -198,15 +218,16 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
         /* MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))) */
         linear_bwd_fed(ps, g16, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
         /* fc1 through its GELU, a->dh2 the scratch for dh (bf16: fused, dh never stored on
-         * the GPU) */
-        act_linear_gelu_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh1, b->h, a->dh2, b->ln2, rows, W,
-                            M);
+         * the GPU; dh1 read as bf16, widened in the fused pass) */
+        act_linear_gelu_bwd_dy(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh1, b->h, a->dh2, b->ln2,
+                               rows, W, M);
         /* dmid = g (the skip connection) + LayerNorm 2's input gradient, in one store (and
          * with bf16 activations its bf16 copy for proj, proj's bias gradient) */
         norm_bwd_feeding_linear(ps, dy16, p->proj_b, a->dmid, g, p->norm2_w, p->norm2_b, a->dtmp,
                                 b->mid, b->ln2_mean, b->ln2_rstd, rows, W);
         /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) */
-        linear_bwd_fed(ps, dy16, p->proj_w, p->proj_b, a->datt, a->dmid, b->att, rows, W, W);
+        linear_bwd_fed(ps, dy16, p->proj_w, p->proj_b, (Act){a->datt, DTYPE_F32}, a->dmid, b->att,
+                       rows, W, W);
         /* dqkv in bf16 with bf16 activations: the qkv layer has no bias, so its backward needs
          * dy only as the GEMMs' bf16 operand, and no rounding pass over an fp32 dqkv runs */
         act_attention_bwd(be, a->dqkv, act_offset(a->dqkv, W), act_offset(a->dqkv, 2 * (size_t)W),

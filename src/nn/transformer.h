@@ -34,14 +34,21 @@ typedef struct {
     int B, T, train;
     BlockActs act[TSTACK_MAX_DEPTH];  /* forward-only stacks reuse two sets */
     float *x0;                        /* input [B, T, W], written by the caller */
-    float *out, *out_mean, *out_rstd; /* final LayerNorm output */
+    float *out, *out_mean, *out_rstd; /* final LayerNorm output (out NULL when out16 holds it) */
+    /* the final LayerNorm's output in bf16 instead of out (tstack_layout_gemm_output with bf16
+     * activations; NULL otherwise): for a stack whose output is read only as bf16 GEMM
+     * operands. Read it through tstack_output. */
+    bf16_t *out16;
     /* backward scratch; dqkv in the arena's act_type: with bf16 activations attention's
      * backward stores its gradient in bf16, the qkv GEMMs' operand (rounded in the store, the
      * same bits as rounding an fp32 dqkv); between a block's qkv backward and the next
      * attention backward its first [B T, W] hold the bf16 dy that each LayerNorm backward
-     * hands the linear layer reading its dx (tstack_backward_taps) */
-    float *g0, *g1, *dmid, *dtmp, *dh1, *dh2, *datt;
-    Act dqkv;
+     * hands the linear layer reading its dx (tstack_backward_taps). dh1, fc2's input
+     * gradient, is in act_type too: read only by fc1's GELU backward, and bf16 there in
+     * PyTorch's autocast (a matmul's grad_input has the autocast type), so fc2's dx GEMM rounds
+     * it in its store (linear_bwd_bf16_dx16) */
+    float *g0, *g1, *dmid, *dtmp, *dh2, *datt;
+    Act dqkv, dh1;
 } TStackActs;
 
 /* Registers "<prefix>.blocks.{i}.*" and "<prefix>.norm.*". */
@@ -57,6 +64,15 @@ typedef enum {
 
 /* Lays out activations for B x T tokens (GEMM inputs in the arena's act_type). */
 void tstack_layout(const TStack *s, TStackActs *a, Arena *arena, int B, int T, TStackMode mode);
+/* tstack_layout for a stack whose output (the final LayerNorm's) only feeds bf16 GEMMs (the MAE
+ * decoder's H: its pred layer and the head phi's fc1): with bf16 activations the LayerNorm
+ * stores it in bf16 (out16, out NULL), the value those GEMMs would round it to (layernorm_fwd_bf16
+ * rounds the fp32 result at its store), so no rounding launch per reader; fp32 activations: as
+ * tstack_layout. */
+void tstack_layout_gemm_output(const TStack *s, TStackActs *a, Arena *arena, int B, int T,
+                               TStackMode mode);
+/* The final LayerNorm's output: out (fp32) or out16 (bf16). */
+Act tstack_output(const TStackActs *a);
 void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps);
 /* dout: gradient w.r.t. out; dx0 (overwritten) receives the gradient w.r.t. x0. */
 void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout, float *dx0);

@@ -137,6 +137,13 @@ typedef struct AliceBackend {
     /* out[b, j, :] = in[b, idx[b*idx_ld + j], :] for j < nsel; in is [B, N, C]. */
     void (*gather_rows)(float *out, const float *in, const int *idx, int idx_ld,
                         int B, int N, int nsel, int C);
+    /* patchify and gather_rows storing bf16: each value rounded once (nearest even, bit for
+     * bit to_bf16 of the fp32 op's output), for a patch embedding whose input is read only as a
+     * bf16 GEMM operand (the target's patches; the student's visible tokens): the GEMMs get
+     * the bits their fp32 operand path would round to, without a rounding pass of their own. */
+    void (*patchify_bf16)(bf16_t *patches, const float *vol, int B, int X, int Y, int Z, int p);
+    void (*gather_rows_bf16)(bf16_t *out, const float *in, const int *idx, int idx_ld, int B,
+                             int N, int nsel, int C);
     /* Backward of gather_rows: din[b, idx[b*idx_ld + j], :] += dout[b, j, :]. */
     void (*scatter_add_rows)(float *din, const float *dout, const int *idx, int idx_ld,
                              int B, int N, int nsel, int C);
@@ -316,6 +323,24 @@ typedef struct AliceBackend {
      * it is, one rounding launch and one fp32 pass over [rows, out] fewer. */
     void (*linear_bwd_bf16_dy16)(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
                                  const float *W, int rows, int in, int out);
+    /* linear_bwd_bf16 (fp32 dy, db from it) and linear_bwd_bf16_dy16 (bf16 dy, no db) with dx
+     * stored in bf16: dx = dy W accumulated in fp32 and rounded once (nearest even), dW and db
+     * exactly as those ops. PyTorch's bf16 autocast rounds a matmul's input gradient so (the
+     * transformer's fc2, whose dx is fc1's GELU backward's dy_act: linear_gelu_bwd_bf16_dy16).
+     * The CPU backend: BIT-IDENTICAL to the fp32-dx op followed by to_bf16 of dx. The CUDA
+     * backend rounds in the GEMM's store (cuBLASLt, bf16 D), so the fp32 dx is never written;
+     * cuBLASLt may pick another kernel for a bf16 D, so against the fp32-dx op rounded it agrees
+     * within one bf16 unit where the accumulation order differs, bit for bit otherwise. */
+    void (*linear_bwd_bf16_dx16)(bf16_t *dx, float *dW, float *db, const float *dy,
+                                 const bf16_t *x, const float *W, int rows, int in, int out);
+    void (*linear_bwd_bf16_dy16_dx16)(bf16_t *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                                      const float *W, int rows, int in, int out);
+    /* linear_gelu_bwd_bf16 with a bf16 dy_act (linear_bwd_bf16_dx16's dx): BIT-IDENTICAL, on
+     * either backend, to linear_gelu_bwd_bf16 on dy_act widened to fp32 (dh = widened dy_act
+     * times gelu'(h) in fp32: PyTorch's GELU backward on bf16 tensors, fp32 math). */
+    void (*linear_gelu_bwd_bf16_dy16)(float *dx, float *dW, float *db, const bf16_t *dy_act,
+                                      const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                                      const float *W, int rows, int in, int out);
     /* layernorm_bwd that also hands the NEXT linear layer's backward what it needs of dx (the
      * pre-norm transformer: the residual stream's gradient that a LayerNorm backward forms is
      * the dy of the linear layer before it): dx_bf16 (NULL: not wanted) = the final dx

@@ -224,6 +224,29 @@ void cpu_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf16
     cpu_linear_bwd(dx, dW, NULL, dyw, xw, Wr, rows, in, out);
 }
 
+/* The bf16-dx entries: the fp32-dx op into SCRATCH_OUTPUT (no role those ops use), then dx
+ * rounded once, so the same bits as that op followed by to_bf16. */
+static float *fp32_dx(const bf16_t *dx, int rows, int in)
+{
+    return dx ? scratch_floats(SCRATCH_OUTPUT, (size_t)rows * in) : NULL;
+}
+
+void cpu_linear_bwd_bf16_dx16(bf16_t *dx, float *dW, float *db, const float *dy, const bf16_t *x,
+                              const float *W, int rows, int in, int out)
+{
+    float *dxf = fp32_dx(dx, rows, in);
+    cpu_linear_bwd_bf16(dxf, dW, db, dy, x, W, rows, in, out);
+    if (dx) narrow(dx, dxf, (size_t)rows * in);
+}
+
+void cpu_linear_bwd_bf16_dy16_dx16(bf16_t *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                                   const float *W, int rows, int in, int out)
+{
+    float *dxf = fp32_dx(dx, rows, in);
+    cpu_linear_bwd_bf16_dy16(dxf, dW, dy, x, W, rows, in, out);
+    if (dx) narrow(dx, dxf, (size_t)rows * in);
+}
+
 void cpu_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
                             const float *gamma, const float *beta, int rows, int dim, float eps)
 {
@@ -254,6 +277,19 @@ void cpu_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_a
                               const float *W, int rows, int in, int out)
 {
     cpu_gelu_bwd_bf16(dh_scratch, dy_act, h, (size_t)rows * out);
+    cpu_linear_bwd_bf16(dx, dW, db, dh_scratch, x, W, rows, in, out);
+}
+
+/* The same with a bf16 dy_act: widened exactly in the product (gelu_bwd_bf16's formula on the
+ * widened value), so the same bits as linear_gelu_bwd_bf16 on dy_act widened. */
+void cpu_linear_gelu_bwd_bf16_dy16(float *dx, float *dW, float *db, const bf16_t *dy_act,
+                                   const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                                   const float *W, int rows, int in, int out)
+{
+    const size_t n = (size_t)rows * out;
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    for (size_t i = 0; i < n; i++)
+        dh_scratch[i] = bf16_to_float(dy_act[i]) * gelu_erf_slope(bf16_to_float(h[i]));
     cpu_linear_bwd_bf16(dx, dW, db, dh_scratch, x, W, rows, in, out);
 }
 

@@ -91,6 +91,9 @@ void cpu_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, 
 void cpu_unpatchify(float *vol, const float *patches, int B, int X, int Y, int Z, int p);
 void cpu_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
                      int nsel, int C);
+void cpu_patchify_bf16(bf16_t *patches, const float *vol, int B, int X, int Y, int Z, int p);
+void cpu_gather_rows_bf16(bf16_t *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                          int nsel, int C);
 void cpu_scatter_add_rows(float *din, const float *dout, const int *idx, int idx_ld, int B,
                           int N, int nsel, int C);
 void cpu_add_table_rows(float *x, const float *table, const int *idx, int idx_ld, int B,
@@ -190,6 +193,13 @@ void cpu_attention_bwd_bf16_grad16(bf16_t *dq, bf16_t *dk, bf16_t *dv, const flo
                                    int Tk, int Dh, int ldq, int ldkv);
 void cpu_linear_bwd_bf16_dy16(float *dx, float *dW, const bf16_t *dy, const bf16_t *x,
                               const float *W, int rows, int in, int out);
+void cpu_linear_bwd_bf16_dx16(bf16_t *dx, float *dW, float *db, const float *dy, const bf16_t *x,
+                              const float *W, int rows, int in, int out);
+void cpu_linear_bwd_bf16_dy16_dx16(bf16_t *dx, float *dW, const bf16_t *dy, const bf16_t *x,
+                                   const float *W, int rows, int in, int out);
+void cpu_linear_gelu_bwd_bf16_dy16(float *dx, float *dW, float *db, const bf16_t *dy_act,
+                                   const bf16_t *h, float *dh_scratch, const bf16_t *x,
+                                   const float *W, int rows, int in, int out);
 void cpu_to_bf16(bf16_t *y, const float *x, size_t n);
 
 #endif

@@ -8,9 +8,15 @@
 /* Tile edge of the blocked transpose: a 32x32 float tile is 4 KiB, two fit L1. */
 enum { TRANSPOSE_TILE = 32 };
 
-/* Copies between the volume and its patch rows, one z-run of p voxels at a time; to_patches
- * picks the direction, so patchify and its adjoint unpatchify share one walk. */
-static void patch_copy(float *patches, float *vol, int B, int X, int Y, int Z, int p, int to_patches)
+/* What patch_copy moves: volume -> fp32 patch rows (patchify), back (unpatchify), or
+ * volume -> bf16 patch rows (patchify_bf16: each value rounded once, nearest even). */
+typedef enum { PATCHES_FROM_VOLUME, VOLUME_FROM_PATCHES, BF16_PATCHES_FROM_VOLUME } PatchCopy;
+
+/* Copies between the volume and its patch rows, one z-run of p voxels at a time; `what` picks
+ * the direction and the patches' type, so patchify, its adjoint unpatchify and the bf16
+ * patchify share one walk. */
+static void patch_copy(void *patches, float *vol, int B, int X, int Y, int Z, int p,
+                       PatchCopy what)
 {
     int gx = X / p, gy = Y / p, gz = Z / p;
     long np3 = (long)p * p * p;
@@ -22,23 +28,34 @@ static void patch_copy(float *patches, float *vol, int B, int X, int Y, int Z, i
                     long token = ((long)b * gx * gy * gz) + ((long)ix * gy + iy) * gz + iz;
                     for (int px = 0; px < p; px++)
                         for (int py = 0; py < p; py++) {
-                            float *row = patches + token * np3 + ((long)px * p + py) * p;
+                            const long row = token * np3 + ((long)px * p + py) * p;
                             float *run = vol + (((long)b * X + ix * p + px) * Y + iy * p + py) * Z +
                                          (long)iz * p;
-                            if (to_patches) memcpy(row, run, (size_t)p * sizeof(float));
-                            else memcpy(run, row, (size_t)p * sizeof(float));
+                            if (what == PATCHES_FROM_VOLUME)
+                                memcpy((float *)patches + row, run, (size_t)p * sizeof(float));
+                            else if (what == VOLUME_FROM_PATCHES)
+                                memcpy(run, (float *)patches + row, (size_t)p * sizeof(float));
+                            else
+                                for (int pz = 0; pz < p; pz++)
+                                    ((bf16_t *)patches)[row + pz] = bf16_from_float(run[pz]);
                         }
                 }
 }
 
 void cpu_patchify(float *patches, const float *vol, int B, int X, int Y, int Z, int p)
 {
-    patch_copy(patches, (float *)vol, B, X, Y, Z, p, 1);
+    patch_copy(patches, (float *)vol, B, X, Y, Z, p, PATCHES_FROM_VOLUME);
 }
 
 void cpu_unpatchify(float *vol, const float *patches, int B, int X, int Y, int Z, int p)
 {
-    patch_copy((float *)patches, vol, B, X, Y, Z, p, 0);
+    patch_copy((float *)patches, vol, B, X, Y, Z, p, VOLUME_FROM_PATCHES);
+}
+
+void cpu_patchify_bf16(bf16_t *patches, const float *vol, int B, int X, int Y, int Z, int p)
+{
+    /* vol is only read on this path */
+    patch_copy(patches, (float *)vol, B, X, Y, Z, p, BF16_PATCHES_FROM_VOLUME);
 }
 
 void cpu_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
@@ -49,6 +66,18 @@ void cpu_gather_rows(float *out, const float *in, const int *idx, int idx_ld, in
         for (int j = 0; j < nsel; j++) {
             long src_row = (long)b * N + idx[(long)b * idx_ld + j];
             memcpy(out + ((long)b * nsel + j) * C, in + src_row * C, (size_t)C * sizeof(float));
+        }
+}
+
+void cpu_gather_rows_bf16(bf16_t *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                          int nsel, int C)
+{
+    #pragma omp parallel for collapse(2) schedule(static) if ((long)B * nsel * C > CPU_OMP_MIN_ELEMENTS)
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < nsel; j++) {
+            const float *src = in + ((long)b * N + idx[(long)b * idx_ld + j]) * C;
+            bf16_t *dst = out + ((long)b * nsel + j) * C;
+            for (int c = 0; c < C; c++) dst[c] = bf16_from_float(src[c]);
         }
 }
 

@@ -1,6 +1,7 @@
 /* CUDA memory-bound op benchmark at the paper pre-training shapes (ViT-B/16, batch 8, crop
  * 192x192x64, p = 16: 576 tokens of 4096 voxels; MLP width 3072): add, GELU fwd/bwd in fp32
- * and bf16, patchify/unpatchify, gather_rows and masked_mse_bwd. The bf16 GELU forward runs
+ * and bf16, patchify/unpatchify, gather_rows, their bf16-output variants (patchify_bf16,
+ * gather_rows_bf16: fp32 read, bf16 written) and masked_mse_bwd. The bf16 GELU forward runs
  * twice: the backend op (a lookup in the table of all 65536 results) and the per-element
  * formula kernel it replaced (cuda/cuda_gelu_bf16.h, the same bits); a last line gives their
  * speed ratio. Each op runs twice in the same
@@ -31,13 +32,15 @@ enum { WARMUP = 3, ITERS = 20 };
 /* The ops measured; OP_COPY is the reference. */
 typedef enum {
     OP_COPY, OP_ADD, OP_GELU_FWD, OP_GELU_BWD, OP_GELU_FWD_BF16, OP_GELU_BF16_FORMULA,
-    OP_GELU_BWD_BF16, OP_PATCHIFY, OP_UNPATCHIFY, OP_GATHER_ROWS, OP_MASKED_MSE_BWD, OP_COUNT
+    OP_GELU_BWD_BF16, OP_PATCHIFY, OP_UNPATCHIFY, OP_GATHER_ROWS, OP_PATCHIFY_BF16,
+    OP_GATHER_ROWS_BF16, OP_MASKED_MSE_BWD, OP_COUNT
 } Op;
 
 static const char *const kOpName[OP_COUNT] = {
     "copy (reference)", "add [4608, 768]", "gelu_fwd [4608, 3072]", "gelu_bwd [4608, 3072]",
     "gelu_fwd_bf16 [4608, 3072]", "gelu_bf16_formula [4608, 3072]", "gelu_bwd_bf16 [4608, 3072]",
     "patchify 8x192x192x64", "unpatchify 8x192x192x64", "gather_rows 8x432 of 576",
+    "patchify_bf16 8x192x192x64", "gather_rows_bf16 8x432 of 576",
     "masked_mse_bwd [4608, 4096]"};
 
 /* Paper shapes. */
@@ -89,6 +92,12 @@ static double run_op(Op op, const Buffers *bu, int shift)
     case OP_GATHER_ROWS:
         gpu->gather_rows(c, a, bu->idx, TOKENS, B, TOKENS, NSEL, PATCH);
         return 2.0 * B * NSEL * PATCH * sizeof(float);
+    case OP_PATCHIFY_BF16:  /* bf16 patches in the bf16 buffer (kBf16 > kFloats + 1) */
+        gpu->patchify_bf16(h, a, B, X, Y, Z, P);
+        return kFloats * (double)(sizeof(float) + sizeof(bf16_t));
+    case OP_GATHER_ROWS_BF16:
+        gpu->gather_rows_bf16(h, a, bu->idx, TOKENS, B, TOKENS, NSEL, PATCH);
+        return (double)B * NSEL * PATCH * (sizeof(float) + sizeof(bf16_t));
     case OP_MASKED_MSE_BWD:
         gpu->masked_mse_bwd(c, a, b, bu->mask, ROWS, PATCH, 1.0f);
         return 3.0 * nmse * sizeof(float);

@@ -16,7 +16,11 @@
  *    the arrival counters are zero after every call;
  *  - all of it twice: gelu'(h) evaluated by the formula (no table: a graph recording before the
  *    tables exist) and looked up in the slope table of every bf16 value (what the device fills,
- *    cuda/cuda_elementwise.cu; here filled on the host with the same formula), by h's bits. */
+ *    cuda/cuda_elementwise.cu; here filled on the host with the same formula), by h's bits;
+ *  - and all of that for both dy_act types: fp32 (linear_gelu_bwd_bf16) and bf16 (fc2's bf16
+ *    input gradient, linear_gelu_bwd_bf16_dy16: GeluBwdRoundedCopy<__nv_bfloat16> widens it
+ *    before the product), the bf16 case against the same formulas on the widened values, so
+ *    bit for bit bf16_from_float(widen(dy16) gelu'(h)) and the unfused sum of those dh. */
 #include "emu_cuda.h"
 #include "cuda/cuda_bf16.cuh"
 
@@ -37,11 +41,20 @@ static EmuUniform uniform(20261126u);
 
 static bool counters_zero() { return arrivals_left_nonzero(nullptr) < 0; }
 
-static void fused_case(long rows, int cols, unsigned order_seed, const float *slope)
+static void fused_case(long rows, int cols, unsigned order_seed, const float *slope,
+                       bool bf16_dy)
 {
     emu_block_order_seed = order_seed;
     const size_t n = (size_t)rows * cols, guard = 128;
-    const std::vector<float> dy = uniform(n, -3.0f, 3.0f), db0 = uniform((size_t)cols, -1, 1);
+    std::vector<float> dy = uniform(n, -3.0f, 3.0f);
+    const std::vector<float> db0 = uniform((size_t)cols, -1, 1);
+    /* a bf16 dy_act: its values drawn as above and rounded (ops/bf16.h, not the emulated
+     * intrinsics); dy then holds them widened, what the references below read */
+    std::vector<__nv_bfloat16> dy16(bf16_dy ? n : 0);
+    for (size_t i = 0; i < dy16.size(); i++) {
+        dy16[i] = __nv_bfloat16{bf16_from_float(dy[i])};
+        dy[i] = bf16_to_float(dy16[i].bits);
+    }
     const std::vector<float> h32 = uniform(n, -4.0f, 4.0f);
     std::vector<__nv_bfloat16> h(n);
     for (size_t i = 0; i < n; i++) h[i] = __float2bfloat16_rn(h32[i]);
@@ -62,8 +75,11 @@ static void fused_case(long rows, int cols, unsigned order_seed, const float *sl
     std::fill(slot, slot + n + guard, __nv_bfloat16{0xabcd});
     std::vector<float> db = db0;
     poison_partials();
-    const __nv_bfloat16 *dh16 = gelu_dh_bf16_and_bias_grad(db.data(), dy.data(), h.data(),
-                                                           (int)rows, cols, slope);
+    const __nv_bfloat16 *dh16 =
+        bf16_dy ? gelu_dh_bf16_and_bias_grad(db.data(), dy16.data(), h.data(), (int)rows, cols,
+                                             slope)
+                : gelu_dh_bf16_and_bias_grad(db.data(), dy.data(), h.data(), (int)rows, cols,
+                                             slope);
     CHECK(counters_zero(), "rows %ld cols %d: counters not reset (fused)", rows, cols);
     slot = (__nv_bfloat16 *)cuda_scratch(SCRATCH_BF16_A, 0);
     CHECK(dh16 == slot, "rows %ld cols %d: the copy must be in SCRATCH_BF16_A", rows, cols);
@@ -74,10 +90,14 @@ static void fused_case(long rows, int cols, unsigned order_seed, const float *sl
         unlike_unfused += dh16[i].bits != dh16_want[i].bits;
     }
     for (size_t i = n; i < n + guard; i++) past += slot[i].bits != 0xabcd;
-    CHECK(wrong == 0 && unlike_unfused == 0 && past == 0, "rows %ld cols %d: bf16 copy: %zu "
-          "differ from bf16_from_float(dy gelu'(h)), %zu from the unfused copy, %zu written past "
-          "the end", rows, cols, wrong, unlike_unfused, past);
-    same_bits(db, db_want, "db (vs the unfused column sum)", rows, cols);
+    CHECK(wrong == 0 && unlike_unfused == 0 && past == 0, "rows %ld cols %d (%s dy_act): bf16 "
+          "copy: %zu differ from bf16_from_float(dy gelu'(h)), %zu from the unfused copy, %zu "
+          "written past the end", rows, cols, bf16_dy ? "bf16" : "fp32", wrong, unlike_unfused,
+          past);
+    same_bits(db, db_want,
+              bf16_dy ? "db, bf16 dy_act (vs the unfused column sum)"
+                      : "db (vs the unfused column sum)",
+              rows, cols);
 
     /* Against the double sum of the stored dh: rounding bound of the column sum's tree. */
     near_double(db, db0, rows, cols,
@@ -93,22 +113,24 @@ int main()
     for (unsigned b = 0; b < slope_table.size(); b++)
         slope_table[b] = gelu_erf_slope(bf16_to_float((bf16_t)b));
     unsigned seed = 0, cases = 0;
-    for (const float *slope : {(const float *)nullptr, (const float *)slope_table.data()})
-        for (long rows : rows_list)
-            for (int cols : cols_list) {
-                /* emulation time grows with the blocks launched (about 4 ms each): 4607 rows (36
-                 * chunks) over one and two column tiles only */
-                if (rows == 4607 && cols > 45) continue;
-                seed++;
-                fused_case(rows, cols, seed % 3 == 0 ? 0u : seed, slope);
-                cases++;
-            }
+    for (bool bf16_dy : {false, true})
+        for (const float *slope : {(const float *)nullptr, (const float *)slope_table.data()})
+            for (long rows : rows_list)
+                for (int cols : cols_list) {
+                    /* emulation time grows with the blocks launched (about 4 ms each): 4607 rows
+                     * (36 chunks) over one and two column tiles only; the bf16 dy_act (the same
+                     * kernel, another load) over the smaller shapes */
+                    if (rows == 4607 && (cols > 45 || bf16_dy)) continue;
+                    seed++;
+                    fused_case(rows, cols, seed % 3 == 0 ? 0u : seed, slope, bf16_dy);
+                    cases++;
+                }
     if (fails) {
         printf("%d check(s) failed\n", fails);
         return 1;
     }
     printf("GELU-fused fc1 bias pass: bf16 copy and db equal the unfused GPU sequence bit for bit "
-           "(%u shapes, formula and slope table), nothing written past the end, counters "
-           "reset\n", cases);
+           "(%u cases: fp32 and bf16 dy_act, formula and slope table), nothing written past the "
+           "end, counters reset\n", cases);
     return 0;
 }

@@ -1,5 +1,6 @@
 /* The 16-byte vectorised elementwise kernels of the CUDA backend (add, gelu fwd/bwd in fp32 and
- * bf16, fp32 -> bf16 rounding, patchify/unpatchify, gather_rows, masked_mse_bwd) run WITHOUT a
+ * bf16, fp32 -> bf16 rounding, patchify/unpatchify, gather_rows, their bf16-output variants
+ * patchify_bf16 and gather_rows_bf16, masked_mse_bwd) run WITHOUT a
  * GPU: test_vector_kernels_emulated.sh cuts their source out of the cuda/ sources (and the launch
  * helpers out of cuda/cuda_kernels.cuh), rewrites <<<...>>> into emu_launch, and this file runs
  * them on the host, one CUDA thread after another (they have no barriers or shuffles, so the
@@ -96,6 +97,12 @@ int main()
         CHECK(pat.p[n] == 5.0f, "patchify wrote past n");
         cuda_unpatchify(back.p, pat.p, c.B, c.X, c.Y, c.Z, c.p);
         for (size_t i = 0; i < n; i++) CHECK(back.p[i] == vol.p[i], "unpatchify p %d i %zu", c.p, i);
+        /* patchify_bf16: every value the nearest-even rounding of the fp32 patch value */
+        Buf<uint16_t> pat16(n, op);
+        pat16.p[n] = 777;
+        cuda_patchify_bf16(pat16.p, vol.p, c.B, c.X, c.Y, c.Z, c.p);
+        for (size_t i = 0; i < n; i++) CHECK(pat16.p[i] == bf16_from_float(vol.p[patch_voxel_ref(i, c.X, c.Y, c.Z, c.p)]), "patchify_bf16 p %d off %d/%d i %zu", c.p, ov, op, i);
+        CHECK(pat16.p[n] == 777, "patchify_bf16 wrote past n");
     }
     for (int C : {1, 4, 19, 20, 4096 / 8, 1027}) for (int oo : offs) for (int oi : offs) {
         const int B = 3, N = 40, nsel = 13, idx_ld = 41;
@@ -107,6 +114,12 @@ int main()
             const int c = (int)(i % C); const size_t bj = i / C; const int j = (int)(bj % nsel), b = (int)(bj / nsel);
             CHECK(out.p[i] == in.p[((size_t)b * N + idx[(size_t)b * idx_ld + j]) * C + c], "gather C %d i %zu", C, i);
         }
+        /* gather_rows_bf16: the fp32 gather's values, each rounded to nearest even */
+        Buf<uint16_t> out16((size_t)B * nsel * C, oo);
+        out16.p[(size_t)B * nsel * C] = 777;
+        cuda_gather_rows_bf16(out16.p, in.p, idx.data(), idx_ld, B, N, nsel, C);
+        for (size_t i = 0; i < (size_t)B * nsel * C; i++) CHECK(out16.p[i] == bf16_from_float(out.p[i]), "gather_rows_bf16 C %d off %d/%d i %zu", C, oo, oi, i);
+        CHECK(out16.p[(size_t)B * nsel * C] == 777, "gather_rows_bf16 wrote past the rows");
         const int rows = 29, dim = C;
         Buf<float> pr((size_t)rows * dim, oi), tg((size_t)rows * dim, oo), dp((size_t)rows * dim, oo), mask(rows, 0);
         for (int r = 0; r < rows; r++) mask.p[r] = r % 3 ? 1.0f : 0.0f;

@@ -613,7 +613,8 @@ built "elementwise benchmarks" "$BUILD/tests/bench_cuda_elementwise" &&
   { timed "elementwise benchmarks" 30 "$LOGDIR/bench_elementwise.log" "$BUILD/tests/bench_cuda_elementwise"; rc=$?; }
 if [ $rc = 0 ]; then
   n_before=${#rows[@]}
-  for op in patchify gather_rows masked_mse_bwd gelu_fwd_bf16 gelu_bf16_formula add; do
+  for op in patchify gather_rows patchify_bf16 gather_rows_bf16 masked_mse_bwd gelu_fwd_bf16 \
+            gelu_bf16_formula add; do
     line=$(grep "^$op " "$LOGDIR/bench_elementwise.log")
     [ -n "$line" ] && record "elementwise $op" ok \
       "$(echo "$line" | awk '{printf "%s ms, %s of copy, vec gain %s", $(NF-6), $(NF-4), $NF}')"
@@ -666,6 +667,10 @@ fused_bench "residual fusion" "$BUILD/tests/bench_residual_fusion" bench_residua
   "tgt proj (all)" "tgt fc2 (all)" "tgt LN (all)"
 fused_bench "fc1 gelu bwd" "$BUILD/tests/bench_linear_gelu_bwd" bench_linear_gelu.log \
   "tgt fc1 (all)" "enc fc1 (visible)"
+# The same benchmark's second table: fc2's and fc1's backward with fc2's input gradient dh1 in
+# fp32 beside bf16 (PyTorch autocast's rounding; half the bytes), per call and per step.
+paired_bench "fc2 dh1 bf16" "$BUILD/tests/bench_linear_gelu_bwd" bench_dh1_bf16.log fp32-dh1 \
+  bf16-dh1 "enc fc2+fc1 (visible)" "dec fc2+fc1 (all)" "fc2+fc1 per step"
 # Attention backward storing bf16 dq, dk, dv for the bias-free qkv GEMMs, beside fp32 dqkv
 # rounded by a separate launch.
 fused_bench "qkv bf16 dqkv" "$BUILD/tests/bench_qkv_grad16" bench_qkv_grad16.log \

@@ -285,6 +285,7 @@ echo "tgt LN (all)                  0.0300      0.0200     1.50"
 echo "tgt proj (all)                0.0800      0.0500     1.60"
 echo "tgt fc2 (all)                 0.2000      0.1600     1.25"
 echo "tgt fc1 (all)                 0.4000      0.2500     1.60"
+echo "fc2+fc1 per step              6.0000      5.0000     1.20"
 echo "tgt qkv (all)                 0.3000      0.2000     1.50"
 echo "LN bwd per step               0.9000      0.6000     1.50"
 echo "LN+linear bwd per step        1.2000      0.9000     1.33"
@@ -386,6 +387,8 @@ check "figures: residual fusion row" \
   grep -q '^residual fusion: tgt fc2 (all) .* ok .*unfused 0.2000 ms, fused 0.1600 ms, 1.25x' "$W/run3.out"
 check "figures: GELU-fused fc1 backward row" \
   grep -q '^fc1 gelu bwd: tgt fc1 (all) .* ok .*unfused 0.4000 ms, fused 0.2500 ms, 1.60x' "$W/run3.out"
+check "figures: fc2's input gradient in bf16, per step" \
+  grep -q '^fc2 dh1 bf16: fc2+fc1 per step .* ok .*fp32-dh1 6.0000 ms, bf16-dh1 5.0000 ms, 1.20x' "$W/run3.out"
 check "figures: bf16 dqkv row" \
   grep -q '^qkv bf16 dqkv: tgt qkv (all) .* ok .*unfused 0.3000 ms, fused 0.2000 ms, 1.50x' "$W/run3.out"
 check "figures: instance norm rows (own beside cuDNN)" \

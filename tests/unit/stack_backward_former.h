@@ -7,8 +7,13 @@
  * GELU either as act_linear_gelu_bwd (FORMER_GELU_FUSED) or as it was before that op,
  * act_gelu_bwd into a->dh2 then act_linear_bwd (FORMER_GELU_SEPARATE); every LayerNorm's dx
  * by layernorm_bwd and its consumer's backward by act_linear_bwd on the fp32 dx, as before
- * layernorm_bwd_dx16 handed bf16 stacks' linear layers their bf16 dy and bias gradient. Every
- * other step as tstack_backward_taps has it now, taps included. */
+ * layernorm_bwd_dx16 handed bf16 stacks' linear layers their bf16 dy and bias gradient; fc2's
+ * input gradient dh1 in an fp32 buffer of its own, then (bf16 activations) rounded to bf16
+ * values by bf16_reference_round: the rounding PyTorch's autocast makes there (a matmul's
+ * grad_input is bf16), which tstack_backward_taps makes in fc2's dx GEMM since a->dh1 took the
+ * activation type (linear_bwd_bf16_dx16, then linear_gelu_bwd_bf16_dy16 widening it exactly:
+ * the same values as this rounded fp32 dh1). Every other step as tstack_backward_taps has it
+ * now, taps included. */
 #ifndef ALICE_TEST_STACK_BACKWARD_FORMER_H
 #define ALICE_TEST_STACK_BACKWARD_FORMER_H
 
@@ -36,6 +41,7 @@ static inline void former_tstack_backward_taps(const TStack *s, TStackActs *a, P
     const float *last = s->depth ? a->act[s->depth - 1].out : a->x0;
     float *g = s->depth ? a->g0 : dx0;
     float *dqkv = test_filled((size_t)rows * 3 * W, NAN);
+    float *dh1 = test_filled((size_t)rows * M, NAN);
     const Act dq = {dqkv, DTYPE_F32};
     b_->layernorm_bwd(g, NULL, param_grad(ps, s->norm_w), param_grad(ps, s->norm_b), dout, last,
                       a->out_mean, a->out_rstd, param(ps, s->norm_w), rows, W);
@@ -45,12 +51,15 @@ static inline void former_tstack_backward_taps(const TStack *s, TStackActs *a, P
         const float *x = i ? a->act[i - 1].out : a->x0;
         float *gnext = i ? (g == a->g0 ? a->g1 : a->g0) : dx0;
         if (dtaps && dtaps[i]) b_->add(g, g, dtaps[i], (size_t)rows * W);
-        act_linear_bwd(ps, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
+        act_linear_bwd(ps, p->fc2_w, p->fc2_b, dh1, g, b->hg, rows, M, W);
+        if (a->dh1.type == DTYPE_BF16)
+            for (size_t e = 0; e < (size_t)rows * M; e++)
+                dh1[e] = (float)bf16_value(bf16_reference_round(dh1[e]));
         if (gelu == FORMER_GELU_FUSED) {
-            act_linear_gelu_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh1, b->h, a->dh2, b->ln2,
-                                rows, W, M);
+            act_linear_gelu_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, dh1, b->h, a->dh2, b->ln2, rows,
+                                W, M);
         } else {
-            act_gelu_bwd(b_, a->dh2, a->dh1, b->h, (size_t)rows * M);
+            act_gelu_bwd(b_, a->dh2, dh1, b->h, (size_t)rows * M);
             act_linear_bwd(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh2, b->ln2, rows, W, M);
         }
         b_->layernorm_bwd(a->dmid, g, param_grad(ps, p->norm2_w), param_grad(ps, p->norm2_b),
@@ -66,6 +75,7 @@ static inline void former_tstack_backward_taps(const TStack *s, TStackActs *a, P
         g = gnext;
     }
     free(dqkv);
+    free(dh1);
 }
 
 static inline void former_tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps,
@@ -106,6 +116,7 @@ static inline void check_stack_backward_taps_matches_former(const AliceBackend *
     tstack_layout(&s, &a, &ar, B, T, TSTACK_TRAIN);
     const char *what = act_type == DTYPE_BF16 ? "bf16 activations" : "fp32 activations";
     TEST_CHECK(a.dqkv.type == act_type, "%s: dqkv is of type %d", what, (int)a.dqkv.type);
+    TEST_CHECK(a.dh1.type == act_type, "%s: dh1 is of type %d", what, (int)a.dh1.type);
     float *x0 = test_randn(seed, stream++, n, 1.0f), *dout = test_randn(seed, stream++, n, 1.0f);
     memcpy(a.x0, x0, n * sizeof(float));
     tstack_forward(&s, &a, &ps);

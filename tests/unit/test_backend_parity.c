@@ -1634,6 +1634,8 @@ static void bf16_linear_case(int rows, int in, int out, int registered, size_t b
     pair_free(&dW); pair_free(&db);
 }
 
+static void same_gpu_bits(const void *a, const void *b, size_t bytes, const char *what);
+
 static void bf16_layernorm_gelu_case(int rows, int dim)
 {
     const size_t n = (size_t)rows * dim;
@@ -1645,6 +1647,17 @@ static void bf16_layernorm_gelu_case(int rows, int dim)
     compare_bf16(&y, kBf16Ulp + 1e-5, 1e-5, "layernorm_fwd_bf16 y");
     compare(&mean, 1e-5, 1e-6, "layernorm_fwd_bf16 mean");
     compare(&rstd, 1e-5, 1e-6, "layernorm_fwd_bf16 rstd");
+    /* The bf16 LayerNorm outputs (CASA's lnq and lnkv, the MAE decoder's H) replace a rounding
+     * of the fp32 output by the GEMMs reading it: on the GPU the bf16 output must be, bit for
+     * bit, to_bf16 of the fp32 layernorm_fwd (one kernel template, rounded at the store). */
+    Pair y32 = output(n);
+    Bf16Pair y32r = bf16_output(n);
+    gpu->layernorm_fwd(y32.g, NULL, NULL, x.g, g.g, b.g, rows, dim, 1e-6f);
+    gpu->to_bf16(y32r.g, y32.g, n);
+    same_gpu_bits(y.g, y32r.g, n * sizeof(bf16_t), "layernorm_fwd_bf16 against to_bf16 of "
+                  "layernorm_fwd");
+    pair_free(&y32);
+    bf16_pair_free(&y32r);
     /* GELU: one formula on both backends (see test_activations), x widened exactly, y rounded
      * once: equal bits expected, one ulp allowed for an fp32 result on a rounding boundary. */
     Bf16Pair gx = bf16_pair_make(n, INIT_UNIFORM, -4, 4), gy = bf16_output(n);
@@ -1945,6 +1958,21 @@ static void vector_paths_to_bf16(void)
     pair_free(&x); bf16_pair_free(&y);
 }
 
+/* A bf16 result of both backends, bit for bit (the ops that round their fp32 values once). */
+static void same_bf16_backends(const Bf16Pair *y, const char *what)
+{
+    bf16_t *hc = malloc((y->n ? y->n : 1) * sizeof(bf16_t));
+    bf16_t *hg = malloc((y->n ? y->n : 1) * sizeof(bf16_t));
+    cpu->download(hc, y->c, y->n * sizeof(bf16_t));
+    gpu->download(hg, y->g, y->n * sizeof(bf16_t));
+    size_t differ = 0;
+    for (size_t i = 0; i < y->n; i++) differ += hc[i] != hg[i];
+    TEST_CHECK(differ == 0, "%s: %zu of %zu values differ in bits between the backends", what,
+               differ, y->n);
+    free(hc);
+    free(hg);
+}
+
 static void vector_paths_patch_case(int B, int X, int Y, int Z, int p)
 {
     const size_t n = (size_t)B * X * Y * Z;
@@ -1967,6 +1995,19 @@ static void vector_paths_patch_case(int B, int X, int Y, int Z, int p)
     same_gpu_bits(patches.g, ps, n * sizeof(float), "patchify, patches shifted only");
     gpu->unpatchify(vs, patches.g, B, X, Y, Z, p);
     same_gpu_bits(back.g, vs, n * sizeof(float), "unpatchify, volume shifted only");
+    /* patchify_bf16 (the target's patches with bf16 activations): the CPU's rounding, bit for
+     * bit; patches shifted by one bf16 (scalar path) the same bits */
+    Bf16Pair p16 = bf16_output(n);
+    gpu->patchify_bf16(p16.g, vol.g, B, X, Y, Z, p);
+    cpu->patchify_bf16(p16.c, vol.c, B, X, Y, Z, p);
+    snprintf(what, sizeof what, "patchify_bf16 B %d, %dx%dx%d, p %d", B, X, Y, Z, p);
+    same_bf16_backends(&p16, what);
+    void *bp16;
+    bf16_t *p16s = gpu_shifted_copy(&bp16, p16.g, n, sizeof(bf16_t));
+    gpu->patchify_bf16(p16s, vol.g, B, X, Y, Z, p);
+    same_gpu_bits(p16.g, p16s, n * sizeof(bf16_t), "patchify_bf16, patches shifted");
+    gpu->release(bp16);
+    bf16_pair_free(&p16);
     gpu->release(bv); gpu->release(bp);
     pair_free(&vol); pair_free(&patches); pair_free(&back);
 }
@@ -1990,6 +2031,19 @@ static void vector_paths_rows(int C, int dim)
     same_gpu_bits(out.g, os, out.n * sizeof(float), "gather_rows, shifted");
     gpu->gather_rows(os, in.g, idx.g, idx_ld, B, N, nsel, C);
     same_gpu_bits(out.g, os, out.n * sizeof(float), "gather_rows, output shifted only");
+    /* gather_rows_bf16 (the student's visible tokens with bf16 activations): the CPU's
+     * rounding, bit for bit; input shifted by one float (scalar path) the same bits */
+    Bf16Pair o16 = bf16_output(out.n);
+    gpu->gather_rows_bf16(o16.g, in.g, idx.g, idx_ld, B, N, nsel, C);
+    cpu->gather_rows_bf16(o16.c, in.c, idx.c, idx_ld, B, N, nsel, C);
+    snprintf(what, sizeof what, "gather_rows_bf16, C %d", C);
+    same_bf16_backends(&o16, what);
+    void *bo16;
+    bf16_t *o16s = gpu_shifted_copy(&bo16, o16.g, o16.n, sizeof(bf16_t));
+    gpu->gather_rows_bf16(o16s, is, idx.g, idx_ld, B, N, nsel, C);
+    same_gpu_bits(o16.g, o16s, o16.n * sizeof(bf16_t), "gather_rows_bf16, shifted");
+    gpu->release(bo16);
+    bf16_pair_free(&o16);
     gpu->release(bo); gpu->release(bi);
     free(perm);
     int_pair_free(&idx);
@@ -2225,6 +2279,127 @@ static int test_linear_gelu_bwd(void)
     linear_gelu_case(37, 24, 40, 1);       /* ragged: one chunk of rows, a ragged column tile */
     linear_gelu_case(4608, 768, 3072, 0);  /* ViT-B fc1, 8 crops of 576 tokens */
     linear_gelu_every_h_case();
+    return 0;
+}
+
+/* ---- fc2's input gradient in bf16 (linear_bwd_bf16_dx16, _dy16_dx16) and fc1's GELU backward
+ * reading it (linear_gelu_bwd_bf16_dy16) ----
+ * dx16 on the GPU against the GPU's fp32-dx entry rounded on the host: cuBLASLt may run another
+ * kernel for a bf16 D, so the two agree within one bf16 unit (2^-7 relative at worst, plus the
+ * fp32 accumulation's tensor_core_atol), bit for bit where the accumulation is the same; dW and
+ * db are the fp32-dx entry's bits (the same GEMM plan and column sum). Against the CPU backend:
+ * the bf16 linear tolerances plus that unit. The GELU entry equals linear_gelu_bwd_bf16 on the
+ * widened dy_act BIT FOR BIT on the GPU (fused path and fallbacks) and the CPU within
+ * linear_gelu_case's tolerances. Outputs poisoned (a NaN left unwritten fails). */
+static void dx16_against_fp32_dx(const Bf16Pair *dx16, const float *dx32_gpu, size_t n, int K,
+                                 const char *what)
+{
+    float *got = download_widened(gpu, dx16->g, n), *f32 = malloc((n ? n : 1) * sizeof(float));
+    gpu->download(f32, dx32_gpu, n * sizeof(float));
+    size_t same = 0;
+    for (size_t i = 0; i < n; i++) {
+        same += bf16_from_float(f32[i]) == bf16_from_float(got[i]);
+        f32[i] = bf16_to_float(bf16_from_float(f32[i]));
+    }
+    compare_values(f32, got, n, kBf16Ulp, tensor_core_atol(K), what);
+    printf("  %s: %zu of %zu entries the fp32 dx's rounding exactly\n", what, same, n);
+    free(got);
+    free(f32);
+}
+
+static void linear_dx16_case(int rows, int in, int out, int bf16_dy)
+{
+    const size_t ny = (size_t)rows * out, nx = (size_t)rows * in, nw = (size_t)out * in;
+    Pair dy = input(ny), W = input(nw), dW = param_grad(nw), db = param_grad(out);
+    Bf16Pair x = bf16_input(nx), dy16 = bf16_input(ny), dx = bf16_output(nx);
+    float *dx32 = poisoned_gpu_floats(nx), *dW32 = gpu->alloc(nw * sizeof(float));
+    float *db32 = gpu->alloc(out * sizeof(float));
+    gpu->copy(dW32, dW.g, nw * sizeof(float));
+    gpu->copy(db32, db.g, out * sizeof(float));
+    const char *entry = bf16_dy ? "linear_bwd_bf16_dy16_dx16" : "linear_bwd_bf16_dx16";
+    if (bf16_dy) {
+        gpu->linear_bwd_bf16_dy16_dx16(dx.g, dW.g, dy16.g, x.g, W.g, rows, in, out);
+        cpu->linear_bwd_bf16_dy16_dx16(dx.c, dW.c, dy16.c, x.c, W.c, rows, in, out);
+        gpu->linear_bwd_bf16_dy16(dx32, dW32, dy16.g, x.g, W.g, rows, in, out);
+    } else {
+        gpu->linear_bwd_bf16_dx16(dx.g, dW.g, db.g, dy.g, x.g, W.g, rows, in, out);
+        cpu->linear_bwd_bf16_dx16(dx.c, dW.c, db.c, dy.c, x.c, W.c, rows, in, out);
+        gpu->linear_bwd_bf16(dx32, dW32, db32, dy.g, x.g, W.g, rows, in, out);
+    }
+    char what[200];
+    snprintf(what, sizeof what, "%s %dx%d->%d: GPU dx vs the GPU's fp32 dx rounded", entry, rows,
+             out, in);
+    dx16_against_fp32_dx(&dx, dx32, nx, out, what);
+    snprintf(what, sizeof what, "%s %dx%d->%d: dW, db vs the fp32-dx entry's", entry, rows, out,
+             in);
+    same_gpu_bits(dW.g, dW32, nw * sizeof(float), what);
+    same_gpu_bits(db.g, db32, (size_t)out * sizeof(float), what);
+    snprintf(what, sizeof what, "%s %dx%d->%d: dx GPU vs CPU", entry, rows, out, in);
+    compare_bf16(&dx, 1e-5 + kBf16Ulp, tensor_core_atol(out), what);
+    snprintf(what, sizeof what, "%s %dx%d->%d: dW GPU vs CPU (accumulated)", entry, rows, out, in);
+    compare(&dW, 1e-5, tensor_core_atol(rows), what);
+    snprintf(what, sizeof what, "%s %dx%d->%d: db GPU vs CPU (accumulated; untouched for dy16)",
+             entry, rows, out, in);
+    compare(&db, 1e-5, bf16_dy ? 0.0 : gemm_atol(rows), what);
+    gpu->release(dx32); gpu->release(dW32); gpu->release(db32);
+    pair_free(&dy); pair_free(&W); pair_free(&dW); pair_free(&db);
+    bf16_pair_free(&x); bf16_pair_free(&dy16); bf16_pair_free(&dx);
+}
+
+static void linear_gelu_dy16_case(int rows, int in, int out)
+{
+    const size_t nh = (size_t)rows * out, nx = (size_t)rows * in, nw = (size_t)out * in;
+    Pair W = input(nw);
+    Bf16Pair dy16 = bf16_pair_make(nh, INIT_UNIFORM, -2, 2);
+    Bf16Pair h = bf16_pair_make(nh, INIT_UNIFORM, -3, 3), x = bf16_input(nx);
+    float *wide = widened_host(&dy16), *wide_g = gpu->alloc((nh ? nh : 1) * sizeof(float));
+    gpu->upload(wide_g, wide, nh * sizeof(float));
+    char what[200];
+    const int sets[] = {LG_DX | LG_DW | LG_DB, LG_DX | LG_DW, LG_DW | LG_DB, LG_DB};
+    for (size_t s = 0; s < sizeof sets / sizeof *sets; s++) {
+        const int o = sets[s];
+        Pair dx = output(nx), dW = param_grad(nw), db = param_grad(out), scratch = output(nh);
+        float *dx_w = poisoned_gpu_floats(nx), *dW_w = gpu->alloc(nw * sizeof(float));
+        float *db_w = gpu->alloc(out * sizeof(float)), *scratch_w = poisoned_gpu_floats(nh);
+        gpu->copy(dW_w, dW.g, nw * sizeof(float));
+        gpu->copy(db_w, db.g, out * sizeof(float));
+        gpu->linear_gelu_bwd_bf16_dy16(o & LG_DX ? dx.g : NULL, o & LG_DW ? dW.g : NULL,
+                                       o & LG_DB ? db.g : NULL, dy16.g, h.g, scratch.g, x.g, W.g,
+                                       rows, in, out);
+        cpu->linear_gelu_bwd_bf16_dy16(o & LG_DX ? dx.c : NULL, o & LG_DW ? dW.c : NULL,
+                                       o & LG_DB ? db.c : NULL, dy16.c, h.c, scratch.c, x.c, W.c,
+                                       rows, in, out);
+        gpu->linear_gelu_bwd_bf16(o & LG_DX ? dx_w : NULL, o & LG_DW ? dW_w : NULL,
+                                  o & LG_DB ? db_w : NULL, wide_g, h.g, scratch_w, x.g, W.g,
+                                  rows, in, out);
+        snprintf(what, sizeof what, "linear_gelu_bwd_bf16_dy16 %dx%d->%d (dx %d, dW %d, db %d): "
+                 "GPU vs linear_gelu_bwd_bf16 on the widened dy_act", rows, in, out,
+                 !!(o & LG_DX), !!(o & LG_DW), !!(o & LG_DB));
+        if (o & LG_DX) same_gpu_bits(dx.g, dx_w, nx * sizeof(float), what);
+        same_gpu_bits(dW.g, dW_w, nw * sizeof(float), what);
+        same_gpu_bits(db.g, db_w, (size_t)out * sizeof(float), what);
+        snprintf(what, sizeof what, "linear_gelu_bwd_bf16_dy16 %dx%d->%d (dx %d, dW %d, db %d): "
+                 "GPU vs CPU", rows, in, out, !!(o & LG_DX), !!(o & LG_DW), !!(o & LG_DB));
+        if (o & LG_DX) compare(&dx, 1e-5, tensor_core_atol(out), what);
+        compare(&dW, 1e-5, tensor_core_atol(rows), what);
+        compare(&db, 1e-5, gemm_atol(rows), what);
+        gpu->release(dx_w); gpu->release(dW_w); gpu->release(db_w); gpu->release(scratch_w);
+        pair_free(&dx); pair_free(&dW); pair_free(&db); pair_free(&scratch);
+    }
+    free(wide);
+    gpu->release(wide_g);
+    pair_free(&W);
+    bf16_pair_free(&dy16); bf16_pair_free(&h); bf16_pair_free(&x);
+}
+
+static int test_mlp_dh1_bf16(void)
+{
+    linear_dx16_case(37, 40, 24, 0);       /* ragged, fp32 dy (db from it) */
+    linear_dx16_case(37, 40, 24, 1);       /* bf16 dy (the LayerNorm backward's, presummed) */
+    linear_dx16_case(4608, 3072, 768, 0);  /* ViT-B fc2: dh1 [4608, 3072] */
+    linear_dx16_case(4608, 3072, 768, 1);
+    linear_gelu_dy16_case(37, 24, 40);
+    linear_gelu_dy16_case(4608, 768, 3072); /* ViT-B fc1 */
     return 0;
 }
 
@@ -2699,6 +2874,7 @@ int main(void)
     TEST_RUN(test_vector_paths);
     TEST_RUN(test_column_sums);
     TEST_RUN(test_linear_gelu_bwd);
+    TEST_RUN(test_mlp_dh1_bf16);
     TEST_RUN(test_instnorm_cudnn);
     TEST_RUN(test_qkv_bf16_gradients);
     TEST_RUN(test_attention_cudnn);

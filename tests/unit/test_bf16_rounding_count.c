@@ -12,9 +12,11 @@
  *  R2 linear backward (dy_bf16_and_bias_grad, linear_bwd_bf16_gemms): with a GEMM to run, dy is
  *     rounded by a launch of its own unless db is given (then in the bias column sum's pass,
  *     no launch); dx reads W (R1); dW rounds an fp32 x (linear_bwd; linear_bwd_bf16's x is
- *     bf16 already). linear_bwd_bf16_dy16 rounds nothing.
- *  R3 linear_gelu_bwd_bf16: fused (no launch) when db is given and a GEMM runs; else the GELU
- *     backward and then R2 on linear_bwd_bf16.
+ *     bf16 already). linear_bwd_bf16_dx16 is linear_bwd_bf16 with dx rounded in the dx GEMM's
+ *     store (no launch). linear_bwd_bf16_dy16 and _dy16_dx16 round nothing.
+ *  R3 linear_gelu_bwd_bf16 and _dy16: fused (no launch) when db is given and a GEMM runs; else
+ *     the GELU backward (for _dy16 after widening dy_act into dh_scratch, no rounding) and then
+ *     R2 on linear_bwd_bf16.
  *  R4 to_bf16: one launch.
  *  R5 the fp32 attention entries where neither flash kernel applies (attention_choice.h; CASA's
  *     single 768-wide head): attention_fwd_rounded_once rounds q, k, v and P (4 launches);
@@ -28,15 +30,20 @@
  * and both intact views, CASA and l_dv on, encoder depth 12 at head width 64, decoder depth 4
  * at head width 32, CASA's one head wider than any flash kernel's) at tiny widths: the counts
  * depend on the calls and their head widths, not on the sizes. Asserted:
- *  - attention_kernel = auto (the default, cuDNN attention): 49 launches per step: 17 from the
- *    fp32 linear layers outside the stacks and the projection heads' input copies, 3 from
- *    CASA's q, k, v backward (dy), 13 from CASA's attention, and 16 from the stacks' attention
- *    backward (cuDNN's dout, one per student block: 12 encoder + 4 decoder). Run 8's kernel
- *    profile (H200, docs/PERFORMANCE.md) counted 57, and so did this counter on that code:
- *    since, CASA's LayerNorms store bf16 outputs with bf16 activations (src/models/casa.h), so
- *    the x of the q, k, v layers is rounded by no launch: 8 fewer (forward: q once, k and v for
- *    student and teacher, 5; the weight gradients of q, k, v, 3);
- *  - attention_kernel = fused (the own flash kernels): 33, the stacks' 16 gone. */
+ *  - attention_kernel = auto (the default, cuDNN attention): 43 launches per step: 11 from the
+ *    fp32 linear layers outside the stacks and psi's input copy, 3 from CASA's q, k, v
+ *    backward (dy), 13 from CASA's attention, and 16 from the stacks' attention backward
+ *    (cuDNN's dout, one per student block: 12 encoder + 4 decoder). Run 8's kernel profile
+ *    (H200, docs/PERFORMANCE.md) counted 57, and so did this counter on that code: since,
+ *    CASA's LayerNorms store bf16 outputs with bf16 activations (src/models/casa.h), so the x
+ *    of the q, k, v layers is rounded by no launch: 8 fewer (forward: q once, k and v for
+ *    student and teacher, 5; the weight gradients of q, k, v, 3), 49; then the decoder's final
+ *    LayerNorm stores H in bf16 (src/models/mae_decoder.h), read as it is by pred's forward and
+ *    weight gradient and by phi's fc1 (no input copy): 3 fewer, 46; then the patch embeddings'
+ *    inputs are stored in bf16 by their producers (src/models/vit.h, pretrain_model.h: the
+ *    student's visible tokens by gather_rows_bf16, the target's patches by patchify_bf16): 3
+ *    fewer (the student's forward and weight gradient, the target's forward), 43;
+ *  - attention_kernel = fused (the own flash kernels): 27, the stacks' 16 gone. */
 #include <string.h>
 
 #include "core/check.h"
@@ -54,7 +61,7 @@ typedef enum {
 static const char *const kSourceName[SRC_COUNT] = {
     "to_bf16", "linear_fwd (fp32 entry)", "linear_bwd (fp32 entry)", "gemm (fp32 entry)",
     "attention_fwd (fp32 entry)", "attention_bwd (fp32 entry)",
-    "linear_bwd_bf16 / linear_gelu_bwd_bf16", "attention_bwd_bf16 / _grad16",
+    "linear_bwd_bf16 (/ _dx16) / linear_gelu_bwd_bf16 (/ _dy16)", "attention_bwd_bf16 / _grad16",
     "calls on a path no rule here covers"};
 
 enum { MAX_WEIGHT_BUFFERS = 8 };
@@ -100,7 +107,7 @@ static void counting_linear_fwd(float *y, const float *x, const float *W, const 
 }
 
 /* R2's launches for dy and W, given whether a GEMM runs (dx or dW). */
-static long linear_bwd_dy_w(const float *dx, const float *dW, const float *db, const float *dy,
+static long linear_bwd_dy_w(const void *dx, const float *dW, const float *db, const float *dy,
                             const float *W)
 {
     if (!dx && !dW) return 0;
@@ -130,15 +137,39 @@ static void counting_linear_bwd_bf16(float *dx, float *dW, float *db, const floa
     g.cpu->linear_bwd_bf16(dx, dW, db, dy, x, W, rows, in, out);
 }
 
+static void counting_linear_bwd_bf16_dx16(bf16_t *dx, float *dW, float *db, const float *dy,
+                                          const bf16_t *x, const float *W, int rows, int in,
+                                          int out)
+{
+    count(SRC_LINEAR_BF16_BWD, linear_bwd_dy_w(dx, dW, db, dy, W));  /* R2, x bf16 */
+    g.cpu->linear_bwd_bf16_dx16(dx, dW, db, dy, x, W, rows, in, out);
+}
+
+/* R3 for either dy_act type: fused, or the unfused sequence whose linear_bwd_bf16 rounds
+ * dh_scratch (fp32) */
+static void count_linear_gelu_bwd(const float *dx, const float *dW, const float *db,
+                                  const float *dh_scratch, const float *W)
+{
+    const int fused = db && (dx || dW);
+    if (!fused) count(SRC_LINEAR_BF16_BWD, linear_bwd_dy_w(dx, dW, db, dh_scratch, W));
+    else if (dx) count(SRC_LINEAR_BF16_BWD, rounded(W));
+}
+
 static void counting_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_act,
                                           const bf16_t *h, float *dh_scratch, const bf16_t *x,
                                           const float *W, int rows, int in, int out)
 {
-    /* R3: fused, or the unfused sequence whose linear_bwd_bf16 rounds dh_scratch (fp32) */
-    const int fused = db && (dx || dW);
-    if (!fused) count(SRC_LINEAR_BF16_BWD, linear_bwd_dy_w(dx, dW, db, dh_scratch, W));
-    else if (dx) count(SRC_LINEAR_BF16_BWD, rounded(W));
+    count_linear_gelu_bwd(dx, dW, db, dh_scratch, W);
     g.cpu->linear_gelu_bwd_bf16(dx, dW, db, dy_act, h, dh_scratch, x, W, rows, in, out);
+}
+
+static void counting_linear_gelu_bwd_bf16_dy16(float *dx, float *dW, float *db,
+                                               const bf16_t *dy_act, const bf16_t *h,
+                                               float *dh_scratch, const bf16_t *x,
+                                               const float *W, int rows, int in, int out)
+{
+    count_linear_gelu_bwd(dx, dW, db, dh_scratch, W);
+    g.cpu->linear_gelu_bwd_bf16_dy16(dx, dW, db, dy_act, h, dh_scratch, x, W, rows, in, out);
 }
 
 /* Whether the flash kernels (or cuDNN, with the same saved statistics) take a call of head
@@ -213,6 +244,8 @@ static AliceBackend counting_backend(const AliceBackend *cpu)
     t.gemm = counting_gemm;
     t.linear_bwd_bf16 = counting_linear_bwd_bf16;
     t.linear_gelu_bwd_bf16 = counting_linear_gelu_bwd_bf16;
+    t.linear_bwd_bf16_dx16 = counting_linear_bwd_bf16_dx16;
+    t.linear_gelu_bwd_bf16_dy16 = counting_linear_gelu_bwd_bf16_dy16;
     t.attention_fwd = counting_attention_fwd;
     t.attention_bwd = counting_attention_bwd;
     t.attention_fwd_bf16 = counting_attention_fwd_bf16;
@@ -293,13 +326,14 @@ static int test_paper_step_cudnn(void)
     long by[SRC_COUNT];
     const long total = count_step(ATTN_KERNEL_AUTO, by);
     report("attention_kernel = auto (cuDNN)", total, by);
-    /* fp32 linear layers outside the stacks and the heads' input copies: 11 forward (x of the
-     * two patch embeddings, the target's decoder_embed, decoder_embed, pred, both last layers
-     * and both zetas; psi's and phi's input copies), 6 backward (x of zeta, phi's last layer,
-     * pred, decoder_embed and the student patch embedding; dy of phi's last layer) */
-    TEST_CHECK(by[SRC_TO_BF16] + by[SRC_LINEAR_FWD] == 11, "fp32 linear forwards: %ld launches, "
-               "11 expected", by[SRC_TO_BF16] + by[SRC_LINEAR_FWD]);
-    TEST_CHECK(by[SRC_LINEAR_BWD] == 6, "fp32 linear backwards: %ld launches, 6 expected",
+    /* fp32 linear layers outside the stacks and psi's input copy: 7 forward (x of the
+     * target's decoder_embed, decoder_embed, both last layers and both zetas; psi's input
+     * copy), 4 backward (x of zeta, phi's last layer and decoder_embed; dy of phi's last
+     * layer). pred and phi read the decoder's bf16 H, both patch embeddings bf16 inputs made
+     * by their producers (no launch). */
+    TEST_CHECK(by[SRC_TO_BF16] + by[SRC_LINEAR_FWD] == 7, "fp32 linear forwards: %ld launches, "
+               "7 expected", by[SRC_TO_BF16] + by[SRC_LINEAR_FWD]);
+    TEST_CHECK(by[SRC_LINEAR_BWD] == 4, "fp32 linear backwards: %ld launches, 4 expected",
                by[SRC_LINEAR_BWD]);
     /* CASA's q, k, v layers read their bf16 LayerNorm outputs; their backward rounds dy (no
      * bias gradient to round it in) */
@@ -313,8 +347,9 @@ static int test_paper_step_cudnn(void)
                "expected", by[SRC_ATTENTION_BF16_BWD]);
     TEST_CHECK(by[SRC_GEMM] == 0 && by[SRC_UNMODELLED] == 0, "launches where none were "
                "expected: gemm %ld, unmodelled %ld", by[SRC_GEMM], by[SRC_UNMODELLED]);
-    TEST_CHECK(total == 49, "%ld launches per step, 49 expected (run 8's kernel profile: 57, "
-               "before CASA's LayerNorms wrote bf16)", total);
+    TEST_CHECK(total == 43, "%ld launches per step, 43 expected (run 8's kernel profile: 57, "
+               "before CASA's and the decoder's final LayerNorms and the patch embeddings' "
+               "producers wrote bf16)", total);
     return 0;
 }
 
@@ -325,7 +360,7 @@ static int test_paper_step_flash(void)
     report("attention_kernel = fused (flash kernels)", total, by);
     TEST_CHECK(by[SRC_ATTENTION_BF16_BWD] == 0, "the flash kernels read fp32 dout: %ld launches",
                by[SRC_ATTENTION_BF16_BWD]);
-    TEST_CHECK(total == 33, "%ld launches per step with the flash kernels, 33 expected", total);
+    TEST_CHECK(total == 27, "%ld launches per step with the flash kernels, 27 expected", total);
     return 0;
 }
 

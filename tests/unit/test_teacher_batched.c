@@ -10,6 +10,9 @@
  * The model's teacher encoder is laid out for all tokens (vit_encoder_layout_all_tokens: its
  * patch embedding reads the patches themselves), the per-view one here gathers them through an
  * identity index first: the equality covers that the copy it no longer makes changed nothing.
+ * With bf16 activations the model's teacher patches are bf16 (patchify_bf16) and the per-view
+ * encoder gathers into bf16 (gather_rows_bf16): the patches compare as the rounding of the
+ * per-view fp32 ones, everything after them bit for bit.
  *
  * Since the masked views, CASA, losses and backward read the teacher only through these
  * outputs, equal outputs give equal losses and gradients; the step's loss terms and a gradient
@@ -23,6 +26,7 @@
 #include "models/pretrain_model.h"
 #include "nn/act.h"
 #include "nn/layers.h"
+#include "bf16_ref.h"
 #include "test.h"
 #include "test_config.h"
 
@@ -104,6 +108,27 @@ static int same_bits(const AliceBackend *be, const float *got, const float *want
     return differ == 0;
 }
 
+/* The model's intact patches (fp32, or with bf16 activations stored in bf16 by patchify_bf16)
+ * against the per-view fp32 patchify: equal, or each its nearest-even rounding (bf16_ref.h's,
+ * written independently of the backends'). */
+static void same_patches(const AliceBackend *be, Act got, const float *want, size_t n, int view)
+{
+    if (got.type == DTYPE_F32) {
+        same_bits(be, got.p, want, n, "patches", view);
+        return;
+    }
+    bf16_t *g = xmalloc(n * sizeof(bf16_t));
+    float *w = xmalloc(n * sizeof(float));
+    be->download(g, got.p, n * sizeof(bf16_t));
+    be->download(w, want, n * sizeof(float));
+    size_t differ = 0;
+    for (size_t i = 0; i < n; i++) differ += g[i] != bf16_reference_round(w[i]);
+    TEST_CHECK(differ == 0, "intact view %d bf16 patches: %zu of %zu values are not the "
+               "nearest-even rounding of the per-view fp32 patches", view, differ, n);
+    free(g);
+    free(w);
+}
+
 static int check_precision(const char *precision)
 {
     Config cfg;
@@ -135,7 +160,7 @@ static int check_precision(const char *precision)
     for (int v = 0; v < MASKED_VIEWS; v++) {
         const IntactViewActs *a = &m.iv[v];
         one_view_forward(&m, &ref, views[VIEW_INTACT_Q + v]);
-        same_bits(be, a->patches, ref.patches, (size_t)B * N * m.P, "patches", v);
+        same_patches(be, a->patches, ref.patches, (size_t)B * N * m.P, v);
         same_bits(be, a->enc_out, ref.enc.st.out, (size_t)B * N * cfg.embed_dim,
                   "encoder output", v);
         same_bits(be, a->yd, ref.yd, (size_t)B * N * cfg.dec_dim, "decoder_embed output yd", v);
