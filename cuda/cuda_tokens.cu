@@ -95,9 +95,23 @@ void cuda_unpatchify(float *vol, const float *patches, int B, int X, int Y, int 
     launch_patch_copy<false>(const_cast<float *>(patches), vol, B, X, Y, Z, p);
 }
 
+/* v converted element by element to TOut (narrow_to: float unchanged; bf16 rounded to nearest
+ * even, the rounding of to_bf16_kernel that a bf16 GEMM's fp32 operand path applies). */
+template <typename TOut, int W>
+__device__ __forceinline__ Pack<TOut, W> narrowed_pack(const Pack<float, W> &v)
+{
+    Pack<TOut, W> r;
+#pragma unroll
+    for (int k = 0; k < W; k++) r.v[k] = narrow_to<TOut>(v.v[k]);
+    return r;
+}
+
 /* One block per output row (b, j) (grid-stride over rows): the source row is looked up once
- * per row, then C contiguous floats are copied (float4 when C % 4 == 0 and aligned). */
-static __global__ void gather_rows_kernel(float *out, const float *in, const int *idx, int idx_ld,
+ * per row, then C contiguous floats are copied (float4 when C % 4 == 0 and aligned), stored as
+ * TOut (bf16: gather_rows_bf16, the student's patch embedding input, each value rounded once;
+ * its 4-value store is 8 bytes, aligned as every chunk starts at a multiple of 4 elements). */
+template <typename TOut>
+static __global__ void gather_rows_kernel(TOut *out, const float *in, const int *idx, int idx_ld,
                                           int N, int nsel, int C, size_t rows, bool vectorised)
 {
     constexpr int W = kVecBytes / (int)sizeof(float);
@@ -105,39 +119,44 @@ static __global__ void gather_rows_kernel(float *out, const float *in, const int
         const size_t b = r / nsel;
         const int j = (int)(r - b * nsel);
         const float *src = in + (b * N + idx[b * idx_ld + j]) * C;
-        float *dst = out + r * C;
+        TOut *dst = out + r * C;
         block_stride_split<W>(
-            C, vectorised, [&](int c) { store_pack(dst + c, load_pack<float, W>(src + c)); },
-            [&](int c) { dst[c] = src[c]; });
+            C, vectorised,
+            [&](int c) { store_pack(dst + c, narrowed_pack<TOut>(load_pack<float, W>(src + c))); },
+            [&](int c) { dst[c] = narrow_to<TOut>(src[c]); });
     }
 }
 
-void cuda_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
-                      int nsel, int C)
+template <typename TOut>
+static void launch_gather_rows(TOut *out, const float *in, const int *idx, int idx_ld, int B,
+                               int N, int nsel, int C)
 {
     const size_t rows = (size_t)B * nsel;
     if (rows == 0 || C <= 0) return;
     constexpr int W = kVecBytes / (int)sizeof(float);
     const bool vec = C % W == 0 && aligned16(out, in);
-    gather_rows_kernel<<<grid_for_rows(rows), threads_for_row(C, vec, W), 0, cuda_stream()>>>(
-        out, in, idx, idx_ld, N, nsel, C, rows, vec);
+    gather_rows_kernel<TOut><<<grid_for_rows(rows), threads_for_row(C, vec, W), 0,
+                               cuda_stream()>>>(out, in, idx, idx_ld, N, nsel, C, rows, vec);
     CUDA_CHECK_LAUNCH();
 }
 
-/* ---- bf16 outputs (patchify_bf16, gather_rows_bf16): the fp32 kernels' walks, each value
- * rounded once at its store by __float2bfloat16_rn (nearest even), the rounding of to_bf16_kernel
- * that a bf16 GEMM's fp32 operand path applies: the patch embedding's GEMMs get the same bits
- * with no rounding launch. The vector path reads a float4 and stores 4 bf16 (8 bytes: aligned,
- * as both pointers are 16-byte aligned and every chunk starts at a multiple of 4 elements). */
-template <int W>
-__device__ __forceinline__ Pack<__nv_bfloat16, W> rounded_pack(const Pack<float, W> &v)
+void cuda_gather_rows(float *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                      int nsel, int C)
 {
-    Pack<__nv_bfloat16, W> r;
-#pragma unroll
-    for (int k = 0; k < W; k++) r.v[k] = __float2bfloat16_rn(v.v[k]);
-    return r;
+    launch_gather_rows(out, in, idx, idx_ld, B, N, nsel, C);
 }
 
+void cuda_gather_rows_bf16(bf16_t *out, const float *in, const int *idx, int idx_ld, int B, int N,
+                           int nsel, int C)
+{
+    launch_gather_rows(as_nv(out), in, idx, idx_ld, B, N, nsel, C);
+}
+
+/* ---- patchify_bf16: patchify's walk, each value rounded once at its store (narrowed_pack,
+ * nearest even), the rounding bf16_operand applies: the target's patch embedding GEMM gets the
+ * same bits with no rounding launch. The vector path reads a float4 and stores 4 bf16 (8 bytes:
+ * aligned, as both pointers are 16-byte aligned and every chunk starts at a multiple of 4
+ * elements). */
 static __global__ void patchify_bf16_kernel(__nv_bfloat16 *patches, const float *vol,
                                             PatchGeometry g, bool vectorised)
 {
@@ -150,7 +169,8 @@ static __global__ void patchify_bf16_kernel(__nv_bfloat16 *patches, const float 
             p3, vectorised,
             [&](int e) {
                 store_pack(row + e,
-                           rounded_pack(load_pack<float, W>(corner + patch_element_offset(e, g))));
+                           narrowed_pack<__nv_bfloat16>(
+                               load_pack<float, W>(corner + patch_element_offset(e, g))));
             },
             [&](int e) { row[e] = __float2bfloat16_rn(corner[patch_element_offset(e, g)]); });
     }
@@ -168,35 +188,6 @@ void cuda_patchify_bf16(bf16_t *patches, const float *vol, int B, int X, int Y, 
     CUDA_CHECK_LAUNCH();
 }
 
-static __global__ void gather_rows_bf16_kernel(__nv_bfloat16 *out, const float *in,
-                                               const int *idx, int idx_ld, int N, int nsel, int C,
-                                               size_t rows, bool vectorised)
-{
-    constexpr int W = kVecBytes / (int)sizeof(float);
-    for (size_t r = blockIdx.x; r < rows; r += gridDim.x) {
-        const size_t b = r / nsel;
-        const int j = (int)(r - b * nsel);
-        const float *src = in + (b * N + idx[b * idx_ld + j]) * C;
-        __nv_bfloat16 *dst = out + r * C;
-        block_stride_split<W>(
-            C, vectorised,
-            [&](int c) { store_pack(dst + c, rounded_pack(load_pack<float, W>(src + c))); },
-            [&](int c) { dst[c] = __float2bfloat16_rn(src[c]); });
-    }
-}
-
-void cuda_gather_rows_bf16(bf16_t *out, const float *in, const int *idx, int idx_ld, int B, int N,
-                           int nsel, int C)
-{
-    const size_t rows = (size_t)B * nsel;
-    if (rows == 0 || C <= 0) return;
-    constexpr int W = kVecBytes / (int)sizeof(float);
-    const bool vec = C % W == 0 && aligned16(out, in);
-    gather_rows_bf16_kernel<<<grid_for_rows(rows), threads_for_row(C, vec, W), 0,
-                              cuda_stream()>>>(as_nv(out), in, idx, idx_ld, N, nsel, C, rows,
-                                               vec);
-    CUDA_CHECK_LAUNCH();
-}
 
 static __global__ void scatter_add_rows_kernel(float *din, const float *dout, const int *idx,
                                                int idx_ld, int N, int nsel, int C, size_t n)

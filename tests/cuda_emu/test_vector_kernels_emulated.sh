@@ -9,7 +9,7 @@
 # test, test_gelu_table_emulated.sh; here the bf16 formula kernel runs (its fallback).
 set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
-emu_cut "$TMP/vector_kernels.inc" 8 \
+emu_cut "$TMP/vector_kernels.inc" 7 \
   "${EMU_CUT_LAUNCH_HELPERS[@]}" \
   --cut cuda/cuda_elementwise.cu '/* Width of the float4 path' 'struct SquareOf' \
   --cut cuda/cuda_elementwise.cu $'template <typename T>\nstatic __global__ void gelu_fwd_kernel' \
