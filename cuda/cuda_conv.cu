@@ -10,21 +10,32 @@
  * backend contract asks.
  *
  * Precision: CUDNN_FMA_MATH (true fp32, no TF32) unless gpu_set_math allowed TF32.
- * Algorithms: the heuristic's first DETERMINISTIC choice (reproducible runs). */
+ * Algorithms: the heuristic's first DETERMINISTIC choice (reproducible runs); with
+ * conv_autotune = 1 the fastest deterministic one cudnnFind*AlgorithmEx measures on scratch
+ * buffers when the plan is built eagerly (tune_conv_plan). */
 #include <string.h>
 
+#include "cuda/cuda_conv_autotune.h"
+#include "cuda/cuda_graph.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 
+extern "C" {
+#include "ops/conv_autotune_rule.h"
+}
+
 struct ConvKey {
     int B, Cin, Cout, X, Y, Z, k, s, pad, tf32;  /* forward-view geometry */
+    int autotune;  /* conv_autotune when built: on and off keep their own plans */
 };
 
+/* One convolution descriptor per direction: the autotune may run a direction with the math type
+ * Find measured it under (tf32 = 1 only), the others keep theirs. */
 struct ConvPlan {
     ConvKey key;
     cudnnTensorDescriptor_t in, out, bias_in, bias_out;  /* bias over in / out channels */
     cudnnFilterDescriptor_t filter;
-    cudnnConvolutionDescriptor_t conv;
+    cudnnConvolutionDescriptor_t conv_fwd, conv_bwd_data, conv_bwd_filter;
     cudnnConvolutionFwdAlgo_t fwd_algo;
     cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
@@ -54,7 +65,21 @@ static void destroy_conv_plan(ConvPlan *p)
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->bias_in));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->bias_out));
     CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->filter));
-    CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv));
+    CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv_fwd));
+    CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv_bwd_data));
+    CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(p->conv_bwd_filter));
+}
+
+static cudnnConvolutionDescriptor_t conv_desc(const ConvKey *k, cudnnMathType_t math)
+{
+    cudnnConvolutionDescriptor_t d;
+    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
+    const int pads[3] = {k->pad, k->pad, k->pad}, strides[3] = {k->s, k->s, k->s};
+    const int dil[3] = {1, 1, 1};
+    CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(d, 3, pads, strides, dil,
+                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+    CUDNN_CHECK(cudnnSetConvolutionMathType(d, math));
+    return d;
 }
 
 /* First deterministic, supported algorithm within the workspace limit from a heuristic list.
@@ -75,50 +100,194 @@ static void pick_algo(const Perf *perf, int n, Algo *algo, size_t *ws, const cha
                 "convolution", what, kConvWorkspaceLimit >> 20);
 }
 
+/* Output extent of one spatial axis of the forward view. */
+static int out_extent(int n, const ConvKey *k) { return (n + 2 * k->pad - k->k) / k->s + 1; }
+
+/* Largest workspace of the deterministic, supported entries of a heuristic list within the
+ * limit: the Find trials get that much, so whatever the heuristic would allow can be timed. */
+template <typename Perf>
+static size_t deterministic_workspace(const Perf *perf, int n)
+{
+    size_t most = 0;
+    for (int i = 0; i < n; i++)
+        if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].determinism == CUDNN_DETERMINISTIC &&
+            perf[i].memory <= kConvWorkspaceLimit && perf[i].memory > most)
+            most = perf[i].memory;
+    return most;
+}
+
+/* Whether a Find entry may run in this plan: it ran, deterministically, within the trials'
+ * workspace, and under a math the run allows. Fp16 down-conversion is below the TF32 contract
+ * of tf32 = 1; tensor-core math is outside fp32 mode's (its FMA descriptor forbids it anyway,
+ * so such an entry cannot describe what would run). */
+template <typename Perf>
+static int find_entry_usable(const Perf *r, size_t ws_bytes, int tf32)
+{
+    if (r->status != CUDNN_STATUS_SUCCESS || r->determinism != CUDNN_DETERMINISTIC ||
+        r->memory > ws_bytes)
+        return 0;
+    if (r->mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return 0;
+    return tf32 || r->mathType != CUDNN_TENSOR_OP_MATH;
+}
+
+enum { kMaxFound = 32 };  /* Find lists an algorithm once per math type it tried */
+
+/* One direction's choice by conv_autotune_choose (src/ops/conv_autotune_rule.h) from its Find
+ * results: on a change the direction's algorithm becomes the entry's and, with tf32 = 1, its
+ * descriptor's math type too, so what runs is what Find timed. 1 when the algorithm changed. */
+template <typename Perf, typename Algo>
+static int choose_found(const Perf *perf, int n, size_t ws_bytes, int tf32,
+                        cudnnConvolutionDescriptor_t conv, Algo *algo)
+{
+    ConvAutotuneResult r[kMaxFound];
+    if (n > kMaxFound) n = kMaxFound;
+    for (int i = 0; i < n; i++) {
+        r[i].algo = (int)perf[i].algo;
+        r[i].usable = find_entry_usable(&perf[i], ws_bytes, tf32);
+        r[i].ms = perf[i].time;
+    }
+    const int pick = conv_autotune_choose(cuda_conv_autotune_stats(), r, n, (int)*algo);
+    if (pick < 0) return 0;
+    *algo = perf[pick].algo;
+    if (tf32) CUDNN_CHECK(cudnnSetConvolutionMathType(conv, perf[pick].mathType));
+    return 1;
+}
+
+/* conv_autotune: cudnnFind*AlgorithmEx times every direction's algorithms on scratch buffers of
+ * the plan's shapes, never on a caller's tensors (backward-filter accumulates into dW with
+ * beta = 1, and a trial must not add to it), with `find_ws_bytes` of workspace (within
+ * kConvWorkspaceLimit). While a CUDA graph records, the trials would be recorded instead of
+ * timed (and their allocations would spoil the recording): the plan keeps the heuristic's
+ * choices for good, as the GEMM autotune's plans do; the eager warm-up step before every
+ * recording builds the step's plans anyway. */
+static void tune_conv_plan(ConvPlan *p, size_t find_ws_bytes)
+{
+    if (cuda_graph_capturing()) {
+        cuda_conv_autotune_note_untuned();
+        return;
+    }
+    const ConvKey *k = &p->key;
+    cudnnHandle_t dnn = cuda_context()->dnn;
+    cudaStream_t stream = cuda_stream();
+    const size_t in_bytes = (size_t)k->B * k->Cin * k->X * k->Y * k->Z * sizeof(float);
+    const size_t out_bytes = (size_t)k->B * k->Cout * out_extent(k->X, k) * out_extent(k->Y, k) *
+                             out_extent(k->Z, k) * sizeof(float);
+    const size_t filter_bytes = (size_t)k->Cout * k->Cin * k->k * k->k * k->k * sizeof(float);
+    /* A run that fits without conv_autotune must not die of its trials: they get 90% of the free
+     * device memory at most (cudaMalloc's granularity, the context's own needs), the workspace
+     * shrinking first (Find then skips the algorithms that need more). */
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const size_t room = free_bytes / 10 * 9, tensors = in_bytes + out_bytes + filter_bytes;
+    if (tensors > room) {
+        log_warn("conv_autotune: %.2f GiB of trial buffers for the convolution B=%d Cin=%d "
+                 "Cout=%d %dx%dx%d k=%d do not fit the %.2f GiB of free device memory; this shape "
+                 "keeps the heuristic's algorithms", (double)tensors / (1u << 30), k->B, k->Cin,
+                 k->Cout, k->X, k->Y, k->Z, k->k, (double)free_bytes / (1u << 30));
+        cuda_conv_autotune_note_untuned();
+        return;
+    }
+    if (find_ws_bytes > room - tensors) find_ws_bytes = room - tensors;
+    float *x = (float *)cuda_alloc(in_bytes);
+    float *y = (float *)cuda_alloc(out_bytes);
+    float *w = (float *)cuda_alloc(filter_bytes);
+    void *ws = cuda_alloc(find_ws_bytes);  /* NULL when 0: Find then times workspace-free ones */
+    /* Defined values (no NaN or denormal paths in the trials); timings do not depend on them. */
+    CUDA_CHECK(cudaMemsetAsync(x, 0, in_bytes, stream));
+    CUDA_CHECK(cudaMemsetAsync(y, 0, out_bytes, stream));
+    CUDA_CHECK(cudaMemsetAsync(w, 0, filter_bytes, stream));
+    CUDA_WAIT_STREAM(stream);  /* Find synchronises unwatched: let the watched wait come first */
+    cudnnConvolutionFwdAlgoPerf_t fwd[kMaxFound];
+    cudnnConvolutionBwdDataAlgoPerf_t bwd_data[kMaxFound];
+    cudnnConvolutionBwdFilterAlgoPerf_t bwd_filter[kMaxFound];
+    int n_fwd = 0, n_bwd_data = 0, n_bwd_filter = 0;
+    const char *failed = "forward";
+    cudnnStatus_t st = cudnnFindConvolutionForwardAlgorithmEx(
+        dnn, p->in, x, p->filter, w, p->conv_fwd, p->out, y, kMaxFound, &n_fwd, fwd, ws,
+        find_ws_bytes);
+    if (st == CUDNN_STATUS_SUCCESS) {
+        failed = "backward-data";
+        st = cudnnFindConvolutionBackwardDataAlgorithmEx(
+            dnn, p->filter, w, p->out, y, p->conv_bwd_data, p->in, x, kMaxFound, &n_bwd_data,
+            bwd_data, ws, find_ws_bytes);
+    }
+    if (st == CUDNN_STATUS_SUCCESS) {
+        failed = "backward-filter";
+        st = cudnnFindConvolutionBackwardFilterAlgorithmEx(
+            dnn, p->in, x, p->out, y, p->conv_bwd_filter, p->filter, w, kMaxFound,
+            &n_bwd_filter, bwd_filter, ws, find_ws_bytes);
+    }
+    CUDA_WAIT_STREAM(stream);
+    cuda_release(ws);  /* after the wait: no trial still uses them */
+    cuda_release(w);
+    cuda_release(y);
+    cuda_release(x);
+    if (st != CUDNN_STATUS_SUCCESS) {
+        log_warn("conv_autotune: cuDNN's %s Find failed (%s) for the convolution B=%d Cin=%d "
+                 "Cout=%d %dx%dx%d k=%d s=%d pad=%d; this shape keeps the heuristic's algorithms",
+                 failed, cudnnGetErrorString(st), k->B, k->Cin, k->Cout, k->X, k->Y, k->Z, k->k,
+                 k->s, k->pad);
+        cuda_conv_autotune_note_untuned();
+        return;
+    }
+    int changed = choose_found(fwd, n_fwd, find_ws_bytes, k->tf32, p->conv_fwd, &p->fwd_algo);
+    changed |= choose_found(bwd_data, n_bwd_data, find_ws_bytes, k->tf32, p->conv_bwd_data,
+                            &p->bwd_data_algo);
+    changed |= choose_found(bwd_filter, n_bwd_filter, find_ws_bytes, k->tf32,
+                            p->conv_bwd_filter, &p->bwd_filter_algo);
+    cuda_conv_autotune_note_tuned(changed);
+}
+
 static void build_conv_plan(ConvPlan *p, const ConvKey *k)
 {
     cudnnHandle_t dnn = cuda_context()->dnn;
     p->key = *k;
-    const int Xo = (k->X + 2 * k->pad - k->k) / k->s + 1;
-    const int Yo = (k->Y + 2 * k->pad - k->k) / k->s + 1;
-    const int Zo = (k->Z + 2 * k->pad - k->k) / k->s + 1;
     p->in = volume_desc(k->B, k->Cin, k->X, k->Y, k->Z);
-    p->out = volume_desc(k->B, k->Cout, Xo, Yo, Zo);
+    p->out = volume_desc(k->B, k->Cout, out_extent(k->X, k), out_extent(k->Y, k),
+                         out_extent(k->Z, k));
     p->bias_in = volume_desc(1, k->Cin, 1, 1, 1);
     p->bias_out = volume_desc(1, k->Cout, 1, 1, 1);
     CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->filter));
     const int fdims[5] = {k->Cout, k->Cin, k->k, k->k, k->k};
     CUDNN_CHECK(cudnnSetFilterNdDescriptor(p->filter, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, 5,
                                            fdims));
-    CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&p->conv));
-    const int pads[3] = {k->pad, k->pad, k->pad}, strides[3] = {k->s, k->s, k->s};
-    const int dil[3] = {1, 1, 1};
-    CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(p->conv, 3, pads, strides, dil,
-                                                CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     const cudnnMathType_t math = k->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
-    CUDNN_CHECK(cudnnSetConvolutionMathType(p->conv, math));
+    p->conv_fwd = conv_desc(k, math);
+    p->conv_bwd_data = conv_desc(k, math);
+    p->conv_bwd_filter = conv_desc(k, math);
     enum { kMaxAlgos = 16 };
     int n = 0;
+    size_t find_ws = 0;  /* conv_autotune's trial workspace */
     cudnnConvolutionFwdAlgoPerf_t fwd[kMaxAlgos];
-    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(dnn, p->in, p->filter, p->conv, p->out,
-                                                       kMaxAlgos, &n, fwd));
+    CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(dnn, p->in, p->filter, p->conv_fwd,
+                                                       p->out, kMaxAlgos, &n, fwd));
     pick_algo(fwd, n, &p->fwd_algo, &p->fwd_ws, "forward");
+    find_ws = deterministic_workspace(fwd, n);
     cudnnConvolutionBwdDataAlgoPerf_t bd[kMaxAlgos];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(dnn, p->filter, p->out, p->conv, p->in,
-                                                            kMaxAlgos, &n, bd));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(dnn, p->filter, p->out,
+                                                            p->conv_bwd_data, p->in, kMaxAlgos,
+                                                            &n, bd));
     pick_algo(bd, n, &p->bwd_data_algo, &p->bwd_data_ws, "backward-data");
+    const size_t bd_ws = deterministic_workspace(bd, n);
+    if (bd_ws > find_ws) find_ws = bd_ws;
     cudnnConvolutionBwdFilterAlgoPerf_t bf[kMaxAlgos];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn, p->in, p->out, p->conv,
-                                                              p->filter, kMaxAlgos, &n, bf));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn, p->in, p->out,
+                                                              p->conv_bwd_filter, p->filter,
+                                                              kMaxAlgos, &n, bf));
     pick_algo(bf, n, &p->bwd_filter_algo, &p->bwd_filter_ws, "backward-filter");
-    /* The heuristic's memory figure can be an estimate: ask for the exact sizes. */
-    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(dnn, p->in, p->filter, p->conv, p->out,
-                                                        p->fwd_algo, &p->fwd_ws));
-    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(dnn, p->filter, p->out, p->conv,
-                                                             p->in, p->bwd_data_algo,
-                                                             &p->bwd_data_ws));
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(dnn, p->in, p->out, p->conv,
-                                                               p->filter, p->bwd_filter_algo,
+    const size_t bf_ws = deterministic_workspace(bf, n);
+    if (bf_ws > find_ws) find_ws = bf_ws;
+    if (k->autotune) tune_conv_plan(p, find_ws);
+    /* The heuristic's memory figure can be an estimate: ask for the exact sizes (of the
+     * algorithm and math each direction now runs). */
+    CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(dnn, p->in, p->filter, p->conv_fwd,
+                                                        p->out, p->fwd_algo, &p->fwd_ws));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(dnn, p->filter, p->out,
+                                                             p->conv_bwd_data, p->in,
+                                                             p->bwd_data_algo, &p->bwd_data_ws));
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(dnn, p->in, p->out,
+                                                               p->conv_bwd_filter, p->filter,
+                                                               p->bwd_filter_algo,
                                                                &p->bwd_filter_ws));
 }
 
@@ -128,6 +297,7 @@ static ConvPlan *conv_plan(int B, int Cin, int Cout, int X, int Y, int Z, int k,
     memset(&key, 0, sizeof key);
     key.B = B; key.Cin = Cin; key.Cout = Cout; key.X = X; key.Y = Y; key.Z = Z;
     key.k = k; key.s = s; key.pad = pad; key.tf32 = cuda_context()->allow_tf32;
+    key.autotune = cuda_conv_autotune_enabled();
     for (int i = 0; i < g_conv_plan_count; i++)
         if (memcmp(&g_conv_plans[i].key, &key, sizeof key) == 0) return &g_conv_plans[i];
     ConvPlan *p;
@@ -156,8 +326,8 @@ void cuda_conv3d_fwd(float *y, const float *x, const float *W, const float *b, i
     ConvPlan *p = conv_plan(B, Cin, Cout, X, Y, Z, k, s, pad);
     cudnnHandle_t dnn = cuda_context()->dnn;
     void *ws = workspace(p->fwd_ws);
-    CUDNN_CHECK(cudnnConvolutionForward(dnn, &kOne, p->in, x, p->filter, W, p->conv, p->fwd_algo,
-                                        ws, p->fwd_ws, &kZero, p->out, y));
+    CUDNN_CHECK(cudnnConvolutionForward(dnn, &kOne, p->in, x, p->filter, W, p->conv_fwd,
+                                        p->fwd_algo, ws, p->fwd_ws, &kZero, p->out, y));
     if (b) CUDNN_CHECK(cudnnAddTensor(dnn, &kOne, p->bias_out, b, &kOne, p->out, y));
 }
 
@@ -170,15 +340,15 @@ void cuda_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const flo
     cudnnHandle_t dnn = cuda_context()->dnn;
     if (dx) {
         void *ws = workspace(p->bwd_data_ws);
-        CUDNN_CHECK(cudnnConvolutionBackwardData(dnn, &kOne, p->filter, W, p->out, dy, p->conv,
-                                                 p->bwd_data_algo, ws, p->bwd_data_ws, &kZero,
-                                                 p->in, dx));
+        CUDNN_CHECK(cudnnConvolutionBackwardData(dnn, &kOne, p->filter, W, p->out, dy,
+                                                 p->conv_bwd_data, p->bwd_data_algo, ws,
+                                                 p->bwd_data_ws, &kZero, p->in, dx));
     }
     if (dW) {
         void *ws = workspace(p->bwd_filter_ws);
-        CUDNN_CHECK(cudnnConvolutionBackwardFilter(dnn, &kOne, p->in, x, p->out, dy, p->conv,
-                                                   p->bwd_filter_algo, ws, p->bwd_filter_ws,
-                                                   &kOne, p->filter, dW));
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(dnn, &kOne, p->in, x, p->out, dy,
+                                                   p->conv_bwd_filter, p->bwd_filter_algo, ws,
+                                                   p->bwd_filter_ws, &kOne, p->filter, dW));
     }
     if (db) CUDNN_CHECK(cudnnConvolutionBackwardBias(dnn, &kOne, p->out, dy, &kOne, p->bias_out, db));
 }
@@ -197,9 +367,9 @@ void cuda_conv_transpose3d_fwd(float *y, const float *x, const float *W, const f
     ConvPlan *p = transposed_plan(B, Cin, Cout, X, Y, Z, k);
     cudnnHandle_t dnn = cuda_context()->dnn;
     void *ws = workspace(p->bwd_data_ws);
-    CUDNN_CHECK(cudnnConvolutionBackwardData(dnn, &kOne, p->filter, W, p->out, x, p->conv,
-                                             p->bwd_data_algo, ws, p->bwd_data_ws, &kZero, p->in,
-                                             y));
+    CUDNN_CHECK(cudnnConvolutionBackwardData(dnn, &kOne, p->filter, W, p->out, x,
+                                             p->conv_bwd_data, p->bwd_data_algo, ws,
+                                             p->bwd_data_ws, &kZero, p->in, y));
     if (b) CUDNN_CHECK(cudnnAddTensor(dnn, &kOne, p->bias_in, b, &kOne, p->in, y));
 }
 
@@ -212,14 +382,14 @@ void cuda_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy,
     cudnnHandle_t dnn = cuda_context()->dnn;
     if (dx) {
         void *ws = workspace(p->fwd_ws);
-        CUDNN_CHECK(cudnnConvolutionForward(dnn, &kOne, p->in, dy, p->filter, W, p->conv,
+        CUDNN_CHECK(cudnnConvolutionForward(dnn, &kOne, p->in, dy, p->filter, W, p->conv_fwd,
                                             p->fwd_algo, ws, p->fwd_ws, &kZero, p->out, dx));
     }
     if (dW) {
         void *ws = workspace(p->bwd_filter_ws);
-        CUDNN_CHECK(cudnnConvolutionBackwardFilter(dnn, &kOne, p->in, dy, p->out, x, p->conv,
-                                                   p->bwd_filter_algo, ws, p->bwd_filter_ws,
-                                                   &kOne, p->filter, dW));
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(dnn, &kOne, p->in, dy, p->out, x,
+                                                   p->conv_bwd_filter, p->bwd_filter_algo, ws,
+                                                   p->bwd_filter_ws, &kOne, p->filter, dW));
     }
     if (db) CUDNN_CHECK(cudnnConvolutionBackwardBias(dnn, &kOne, p->in, dy, &kOne, p->bias_in, db));
 }

@@ -17,6 +17,7 @@ typedef struct Config {
     int bf16_weight_copy;         /* cuda bf16: weights rounded once per change, not per GEMM */
     int tf32;                     /* cuda fp32 GEMMs/convolutions may use TF32 tensor cores */
     int gemm_autotune;            /* cuda: time cuBLASLt's candidate algorithms per GEMM shape */
+    int conv_autotune;            /* cuda: cuDNN's deterministic convolution algorithms timed per shape */
     char cuda_graph[CFG_STR];     /* cuda training step replayed as one CUDA graph: auto | 1 | 0 (train/step_graph.h) */
     char attention_kernel[CFG_STR]; /* cuda attention: auto | gemm | fused (flash kernels) | cudnn */
     char instnorm_kernel[CFG_STR];  /* cuda instance norm: own (kernels) | cudnn (batch norm API) */

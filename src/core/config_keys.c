@@ -20,6 +20,14 @@ const ConfigKey config_keys[] = {
       "only by the algorithm's summation order, but the choice follows timings, so runs are not "
       "bit-reproducible with it; a log line at the end of the run sums the chosen vs the first "
       "algorithms' times (tests/bench/bench_cuda_ops, tests/gpu/run.sh measure it)"),
+    K("conv_autotune", CFG_T_BOOL, conv_autotune, "0", "",
+      "cuda: when a 3D convolution shape is first met (eagerly, not while a CUDA graph records), let "
+      "cuDNN's Find time its forward, backward-data and backward-filter algorithms on scratch "
+      "buffers of that shape and keep the fastest DETERMINISTIC one within the 1 GiB workspace "
+      "limit; 0 = the heuristic's first deterministic choice. Results differ only by the "
+      "algorithm's summation order, but the choice follows timings, so runs are not "
+      "bit-reproducible with it; a log line at the end of the run sums the chosen vs the "
+      "heuristic's algorithms' times (tests/gpu/run.sh measures the UNETR step with it)"),
     K("cuda_graph", CFG_T_ENUM, cuda_graph, "auto", "auto|1|0",
       "record the training step's forward and backward (pre-training, UNETR fine-tuning) once as a "
       "CUDA graph (after an eager warm-up step) and replay it every step; a failed recording falls "

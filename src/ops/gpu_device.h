@@ -93,6 +93,31 @@ void gpu_gemm_autotune_stats(GpuGemmAutotuneStats *out);
  * run.sh reads it) when any plan was tuned or left untuned, then the statistics restart. */
 void gpu_gemm_autotune_report(void);
 
+/* cuDNN convolution algorithm autotune of the CUDA backend (config key conv_autotune; off by
+ * default). Off: every convolution shape's plan runs the first DETERMINISTIC algorithm of
+ * cuDNN's heuristic list per direction (forward, backward-data, backward-filter). On: a plan
+ * built EAGERLY lets cudnnFind*AlgorithmEx time the algorithms of each direction on scratch
+ * buffers of the plan's shapes (never the caller's tensors) and keeps the fastest deterministic
+ * one that succeeded within the workspace limit, the heuristic's choice when Find offers none;
+ * a plan built while a CUDA graph records keeps the heuristic's choices for good. On and off
+ * keep separate plans. Without CUDA it is a no-op and the statistics stay 0. */
+void gpu_set_conv_autotune(int enabled);
+typedef struct GpuConvAutotuneStats {
+    int plans_tuned;       /* plans whose three directions Find timed */
+    int plans_changed;     /* of those, plans where some direction left the heuristic's choice */
+    int searches_changed;  /* directions (3 per tuned plan) that left the heuristic's choice */
+    int searches_kept;     /* directions that kept it (fastest, tie, or nothing usable) */
+    int left_untuned;      /* plans built while a graph recorded, whose Find failed or whose
+                            * trial buffers did not fit: the heuristic's choices */
+    double chosen_ms;      /* sum over directions whose heuristic choice Find timed too */
+    double heuristic_ms;   /* the same sum for the heuristic's choices */
+} GpuConvAutotuneStats;
+/* The statistics since the last report (all 0 without CUDA or with autotune never on). */
+void gpu_conv_autotune_stats(GpuConvAutotuneStats *out);
+/* At the end of a run: one log_info line ("conv autotune: ..."; tests/gpu/run.sh reads it) when
+ * any plan was tuned or left untuned, then the statistics restart. */
+void gpu_conv_autotune_report(void);
+
 /* Peak device memory allocated through the backend so far (bytes); 0 without CUDA. */
 unsigned long long gpu_peak_bytes(void);
 

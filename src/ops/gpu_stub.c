@@ -30,6 +30,10 @@ void gpu_set_collective_timeout(double seconds) { (void)seconds; }
 void gpu_set_gemm_autotune(int enabled) { (void)enabled; }
 void gpu_gemm_autotune_stats(GpuGemmAutotuneStats *out) { memset(out, 0, sizeof *out); }
 void gpu_gemm_autotune_report(void) {}
+/* No CUDA, no convolution plans: the same for conv_autotune. */
+void gpu_set_conv_autotune(int enabled) { (void)enabled; }
+void gpu_conv_autotune_stats(GpuConvAutotuneStats *out) { memset(out, 0, sizeof *out); }
+void gpu_conv_autotune_report(void) {}
 
 static _Noreturn void nccl_not_built(void)
 {

@@ -47,6 +47,7 @@ void train_apply_device_math(const Config *cfg)
                                                             : INSTNORM_KERNEL_OWN);
     gpu_set_collective_timeout(cfg->nccl_timeout_s);
     gpu_set_gemm_autotune(cfg->gemm_autotune);
+    gpu_set_conv_autotune(cfg->conv_autotune);
     const char *other = cfg->tf32 ? "tf32" : "fp32";
     const char *mixed = cfg->bf16_weight_copy
                             ? "bf16 operands (fp32 accumulate, bf16 weight copies)"
@@ -60,11 +61,13 @@ void train_apply_device_math(const Config *cfg)
                                     "attention; gemm elsewhere)";
     if (!strcmp(cfg->device, "cuda"))
         log_info("cuda math: linear/attention GEMMs %s, other GEMMs and convolutions %s, "
-                 "attention kernel %s%s, instance norm %s%s", bf16 ? mixed : other, other,
+                 "attention kernel %s%s, instance norm %s%s%s", bf16 ? mixed : other, other,
                  cfg->attention_kernel, kernel != ATTN_KERNEL_AUTO ? "" : auto_choice,
                  cfg->instnorm_kernel,
                  cfg->gemm_autotune ? ", cuBLASLt algorithms timed per GEMM shape "
-                                      "(gemm_autotune = 1)" : "");
+                                      "(gemm_autotune = 1)" : "",
+                 cfg->conv_autotune ? ", cuDNN convolution algorithms timed per shape "
+                                      "(conv_autotune = 1)" : "");
 }
 
 const AliceBackend *train_begin(const Config *cfg, Dist *d)
@@ -80,6 +83,7 @@ const AliceBackend *train_begin(const Config *cfg, Dist *d)
 void train_end(Dist *d)
 {
     gpu_gemm_autotune_report();
+    gpu_conv_autotune_report();
     dist_finalize(d);
 }
 

@@ -24,8 +24,8 @@ void train_set_threads(const Config *cfg, const Dist *d);
  * (train_apply_device_math), the distribution layer and the OpenMP threads, in that order. */
 const AliceBackend *train_begin(const Config *cfg, Dist *d);
 /* The end every such command shares, on every exit path after train_begin: the run's summaries
- * of the device math (the GEMM autotune's, when gemm_autotune = 1 tuned something), then the
- * distribution layer (dist_finalize). */
+ * of the device math (the GEMM and convolution autotunes', when gemm_autotune / conv_autotune
+ * = 1 tuned something), then the distribution layer (dist_finalize). */
 void train_end(Dist *d);
 /* Creates run_dir (and parents) on rank 0 and writes config.txt; every rank waits for it. */
 void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command);

@@ -185,6 +185,7 @@ GPU_TARGETS=("$BIN/alice"
              "$BUILD/tools/nccl_watchdog_check"
              "$BUILD/tests/test_cuda_graph_step"
              "$BUILD/tests/test_gemm_autotune_gpu"
+             "$BUILD/tests/test_conv_autotune_gpu"
              "$BUILD/tests/bench_loader")
 build_targets=()
 for t in "${GPU_TARGETS[@]}"; do
@@ -498,6 +499,29 @@ if [ $math_modes = 1 ] && grep -q bench_steps src/train/finetune.h; then
   unetr_step bf16 precision=bf16 tf32=1
   unetr_step bf16-eager precision=bf16 tf32=1 cuda_graph=0
   unetr_step bf16-instnorm-cudnn precision=bf16 tf32=1 instnorm_kernel=cudnn
+  # The opt-in cuDNN convolution autotune (conv_autotune = 1): every convolution shape's
+  # deterministic algorithms timed by cuDNN's Find when its plan is built (the eager warm-up
+  # step) and the fastest kept. A measurement, "ok" either way; FAIL only when the step ran
+  # without tuning anything (no "conv autotune:" line).
+  if grep -q conv_autotune src/core/config_keys.c; then
+    unetr_step bf16-conv-autotune precision=bf16 tf32=1 conv_autotune=1
+    u=${samples_per_s[unetr_bf16-conv-autotune]:-}; d=${samples_per_s[unetr_bf16]:-}
+    tlog="$LOGDIR/unetr_step_bf16-conv-autotune.log"
+    # the fields of the conv autotune's summary line only (a gemm one shares their names)
+    conv_field() { grep 'conv autotune: ' "$tlog" 2>/dev/null | grep -o " $1=[0-9.]*" | tail -1 | cut -d= -f2; }
+    tuned=$(conv_field plans_tuned); changed=$(conv_field plans_changed); untuned=$(conv_field left_untuned)
+    chosen=$(conv_field chosen_ms); heur=$(conv_field heuristic_ms)
+    if [ -n "$u" ] && [ -z "$tuned" ]; then
+      record "conv autotune unetr step speed-up" FAIL "the step tuned nothing: no 'conv autotune:' line in unetr_step_bf16-conv-autotune.log"
+    elif [ -n "$u" ] && [ -n "$d" ]; then
+      record "conv autotune unetr step speed-up" ok "$(awk -v u="$u" -v d="$d" -v m="${mfu[unetr_bf16]:-?}" -v e="${mfu[unetr_bf16-conv-autotune]:-?}" \
+        -v n="$tuned" -v k="${changed:-0}" -v l="${untuned:-0}" -v c="$chosen" -v h="$heur" \
+        'BEGIN{printf "%.3fx samples/s with conv_autotune=1 (%s vs default %s; MFU %s%% vs %s%%); %d plans tuned, %d changed an algorithm, %d untuned; Find: chosen %.3f ms vs heuristic %.3f ms (%.3fx)",
+               u/d, u, d, e, m, n, k, l, c, h, (c > 0) ? h/c : 1}')"
+    else
+      record "conv autotune unetr step speed-up" skip "needs both steps (default ${d:-missing}, autotune ${u:-missing} samples/s)"
+    fi
+  fi
   # where its time goes (run 8: 57 ms per step at 3% of the bf16 peak, never profiled)
   kernel_profile_row "$kprof_unetr" "$PACK_DIR/kernel_profile_unetr.txt" "$LOGDIR/kernel_profile_unetr.log" \
     finetune --config jobs/finetune_btcv.cfg device=cuda precision=bf16 tf32=1
@@ -553,6 +577,12 @@ gpu_check "cuda graph parity" "$BUILD/tests/test_cuda_graph_step" 150 "$LOGDIR/c
 autotune_detail() { echo "4 cases, in-place sums accumulated once; $(grep -m1 '^gemm autotune: ' "$1" | cut -c16-120)"; }
 gpu_check "gemm autotune on = off (results)" "$BUILD/tests/test_gemm_autotune_gpu" 90 "$LOGDIR/gemm_autotune.log" \
   'FAIL|rror' autotune_detail "$BUILD/tests/test_gemm_autotune_gpu"
+# The conv autotune's Find trials write only scratch buffers: UNETR-shaped conv3d and
+# conv_transpose3d forward + backward agree with it on and off and with the CPU backend, fp32
+# and TF32, dW accumulated (beta = 1) exactly once.
+conv_autotune_detail() { echo "5 shapes x fp32/tf32 vs CPU, dW accumulated once; $(grep -m1 '^conv autotune: ' "$1" | cut -c16-120)"; }
+gpu_check "conv autotune on = off (results)" "$BUILD/tests/test_conv_autotune_gpu" 120 "$LOGDIR/conv_autotune.log" \
+  'FAIL|rror' conv_autotune_detail "$BUILD/tests/test_conv_autotune_gpu"
 # A stalled stream ends the job with the nccl_timeout_s error instead of hanging (one rank).
 watchdog_detail() { grep -m1 '^ok: hang' "$1" | cut -c10-80; }
 gpu_check "nccl watchdog (stall, timeout)" "$BUILD/tools/nccl_watchdog_check" 60 "$LOGDIR/nccl_watchdog.log" \

@@ -238,6 +238,10 @@ gflop=4112.50 method=alice crop=192,192,64 batch=8
 case $1 in finetune) gflop=1748.78 method=unetr crop=96,96,96 batch=4
   case "$*" in *instnorm_kernel=cudnn*) s=0.24 ;; esac ;;
 esac
+# conv_autotune = 1 (the UNETR step): faster, and the end-of-run summary of cuda/cuda_conv_autotune.cu
+case "$*" in *conv_autotune=1*) s=0.16
+  echo "alice: conv autotune: 30 plans tuned, 12 changed an algorithm (20 of 90 directions), 0 left untuned (built while a CUDA graph recorded, Find failed or no room); Find's time of the directions it timed both ways: chosen 20.000 ms vs heuristic 30.000 ms (1.500x); plans_tuned=30 plans_changed=12 searches_changed=20 searches_kept=70 left_untuned=0 chosen_ms=20.0000 heuristic_ms=30.0000" ;;
+esac
 g=$(awk -v s=$s -v f=$gflop 'BEGIN{printf "%.1f", f/s}')
 echo "alice_step method=$method device=cuda precision=x crop=$crop batch=$batch s_per_step=$s peak_rss_mb=900 gpu_peak_mb=30000 gflop_per_step=$gflop gflops=$g flop_per_step=${gflop/./}0000000 $graph"
 # under scripts/kernel_profile.sh: the summary the injection library writes (src/perf/kernel_summary.c's format)
@@ -422,6 +426,11 @@ check "figures: unetr eager step row (cuda_graph=0)" \
   grep -q '^unetr step bf16-eager .* ok .*250.0 ms/step, 16.0 samples/s, 7.0 TFLOP/s' "$W/run3.out"
 check "figures: unetr step row with cuDNN's instance norm" \
   grep -q '^unetr step bf16-instnorm-cudnn .* ok .*240.0 ms/step, 16.7 samples/s, 7.3 TFLOP/s' "$W/run3.out"
+check "figures: unetr step row with conv_autotune=1" \
+  grep -q '^unetr step bf16-conv-autotune .* ok .*160.0 ms/step, 25.0 samples/s' "$W/run3.out"
+check "figures: conv autotune unetr speed-up with the summary line's figures" \
+  grep -q '^conv autotune unetr step speed-up .* ok .*1.250x samples/s with conv_autotune=1 (25.000 vs default 20.000; MFU 1.11% vs 0.88%); 30 plans tuned, 12 changed an algorithm, 0 untuned; Find: chosen 20.000 ms vs heuristic 30.000 ms (1.500x)' "$W/run3.out"
+check "figures: conv autotune correctness row" grep -q '^conv autotune on = off (results) .* ok' "$W/run3.out"
 check "figures: the unetr rows ran finetune with jobs/finetune_btcv.cfg" \
   grep -q 'alice_step method=unetr .*crop=96,96,96 batch=4' "$W/logs3/unetr_step_bf16-instnorm-cudnn.log"
 check "figures: linear autotune bench row (off -> on)" \
