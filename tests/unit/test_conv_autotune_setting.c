@@ -16,11 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/config.h"
 #include "ops/conv_autotune_rule.h"
 #include "ops/gpu_device.h"
+#include "stdout_bytes.h"
 #include "test.h"
 #include "test_config.h"
 #include "train/train_common.h"
@@ -58,24 +58,6 @@ static int all_zero(const GpuConvAutotuneStats *s)
            s->heuristic_ms == 0.0;
 }
 
-/* Bytes gpu_conv_autotune_report writes to stdout (log_info's stream). */
-static long report_output_bytes(void)
-{
-    fflush(stdout);
-    FILE *tmp = tmpfile();
-    if (!tmp) return -1;
-    const int keep = dup(1);
-    dup2(fileno(tmp), 1);
-    gpu_conv_autotune_report();
-    fflush(stdout);
-    dup2(keep, 1);
-    close(keep);
-    fseek(tmp, 0, SEEK_END);  /* the descriptor's offset, shared with the dup'ed stdout */
-    const long bytes = ftell(tmp);
-    fclose(tmp);
-    return bytes;
-}
-
 static int test_applied_without_convolutions(void)
 {
     static const char *const on[][2] = {{"conv_autotune", "1"}};
@@ -90,7 +72,7 @@ static int test_applied_without_convolutions(void)
                "changed, %d/%d directions changed/kept, %d untuned, %g / %g ms", s.plans_tuned,
                s.plans_changed, s.searches_changed, s.searches_kept, s.left_untuned, s.chosen_ms,
                s.heuristic_ms);
-    const long bytes = report_output_bytes();
+    const long bytes = stdout_bytes_of(gpu_conv_autotune_report);
     TEST_CHECK(bytes == 0, "the report of a run that tuned nothing wrote %ld bytes (expected "
                "none)", bytes);
     TEST_CONFIG(&cfg, off);

@@ -13,11 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/config.h"
 #include "ops/gemm_autotune_rule.h"
 #include "ops/gpu_device.h"
+#include "stdout_bytes.h"
 #include "test.h"
 #include "test_config.h"
 #include "train/train_common.h"
@@ -52,24 +52,6 @@ static int all_zero(const GpuGemmAutotuneStats *s)
            s->first_ms == 0.0;
 }
 
-/* Bytes gpu_gemm_autotune_report writes to stdout (log_info's stream). */
-static long report_output_bytes(void)
-{
-    fflush(stdout);
-    FILE *tmp = tmpfile();
-    if (!tmp) return -1;
-    const int keep = dup(1);
-    dup2(fileno(tmp), 1);
-    gpu_gemm_autotune_report();
-    fflush(stdout);
-    dup2(keep, 1);
-    close(keep);
-    fseek(tmp, 0, SEEK_END);  /* the descriptor's offset, shared with the dup'ed stdout */
-    const long bytes = ftell(tmp);
-    fclose(tmp);
-    return bytes;
-}
-
 static int test_applied_without_gemms(void)
 {
     static const char *const on[][2] = {{"gemm_autotune", "1"}};
@@ -83,7 +65,7 @@ static int test_applied_without_gemms(void)
     TEST_CHECK(all_zero(&s), "no GEMM ran, yet the statistics say %d plans tuned, %d kept first, "
                "%d untuned, %d timed, %d skipped, %g / %g ms", s.plans_tuned, s.kept_first,
                s.left_untuned, s.candidates_timed, s.candidates_skipped, s.chosen_ms, s.first_ms);
-    const long bytes = report_output_bytes();
+    const long bytes = stdout_bytes_of(gpu_gemm_autotune_report);
     TEST_CHECK(bytes == 0, "the report of a run that tuned nothing wrote %ld bytes (expected "
                "none)", bytes);
     TEST_CONFIG(&cfg, off);
