@@ -29,6 +29,7 @@
 #include "nn/transformer.h"
 #include "ops/backend.h"
 #include "stack_backward_former.h"
+#include "gelu_ref.h"
 #include "test.h"
 
 static const AliceBackend *be;
@@ -116,14 +117,6 @@ static int test_contract_bit_identical(void)
 }
 
 /* ---- independent double-precision reference of the whole backward ---- */
-
-/* d/dx [x Phi(x)] = Phi(x) + x phi(x), from the definitions with libm. */
-static double gelu_slope_exact(double x)
-{
-    const double Phi = 0.5 * (1.0 + erf(x / sqrt(2.0)));
-    const double phi = exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
-    return Phi + x * phi;
-}
 
 static int test_double_reference(void)
 {

@@ -26,6 +26,7 @@
 
 #include "bf16_ref.h"
 #include "ops/backend.h"
+#include "gelu_ref.h"
 #include "test.h"
 
 static const AliceBackend *be;
@@ -240,14 +241,6 @@ static int test_gelu_dy16_contract(void)
         gelu_dy16_contract_case(64, 32, 96, (enum OutputSet)set);
     }
     return 0;
-}
-
-/* d/dx [x Phi(x)] = Phi(x) + x phi(x), from the definitions with libm. */
-static double gelu_slope_exact(double x)
-{
-    const double Phi = 0.5 * (1.0 + erf(x / sqrt(2.0)));
-    const double phi = exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
-    return Phi + x * phi;
 }
 
 static int test_gelu_dy16_double_reference(void)

@@ -18,6 +18,7 @@
 #include "models/proj_head.h"
 #include "nn/layers.h"
 #include "bf16_ref.h"
+#include "gelu_ref.h"
 #include "test.h"
 
 enum { ROWS = 37, IN = 20, HIDDEN = 48, BOTTLENECK = 12, OUT = 16, SLICE_FIRST = 11,
@@ -207,12 +208,6 @@ static double *rounded_copy(const float *v, size_t n)
     return r;
 }
 
-static double gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
-static double gelu_slope(double x)
-{
-    return 0.5 * (1.0 + erf(x / sqrt(2.0))) + x * exp(-0.5 * x * x) / sqrt(2.0 * M_PI);
-}
-
 /* y[r, o] = sum_i x[r, i] W[o, i] + b[o] (b may be NULL) */
 static void ref_linear(double *y, const double *x, const double *W, const double *b, int rows,
                        int in, int out)
@@ -290,10 +285,10 @@ static void ref_bf16(const Fixture *f, RefBf16 *r)
     r->b = dalloc(RB); r->bn = dalloc(RB); r->z = dalloc(R * OUT); r->dx = dalloc(R * IN);
     ref_linear(r->h1, x16, W1, b1, ROWS, IN, HIDDEN);
     for (size_t i = 0; i < RH; i++) r->h1[i] = rb(r->h1[i]);
-    for (size_t i = 0; i < RH; i++) r->h1g[i] = rb(gelu(r->h1[i]));
+    for (size_t i = 0; i < RH; i++) r->h1g[i] = rb(gelu_exact(r->h1[i]));
     ref_linear(r->h2, r->h1g, W2, b2, ROWS, HIDDEN, HIDDEN);
     for (size_t i = 0; i < RH; i++) r->h2[i] = rb(r->h2[i]);
-    for (size_t i = 0; i < RH; i++) r->h2g[i] = rb(gelu(r->h2[i]));
+    for (size_t i = 0; i < RH; i++) r->h2g[i] = rb(gelu_exact(r->h2[i]));
     ref_linear(r->b, r->h2g, W3, b3, ROWS, HIDDEN, BOTTLENECK);
     double *norms = dalloc(R);
     for (size_t i = 0; i < R; i++) {
@@ -322,11 +317,11 @@ static void ref_bf16(const Fixture *f, RefBf16 *r)
     ref_linear_bwd(dh2g, r->grad[G_FC3_W], r->grad[G_FC3_B], db16, db, r->h2g, W3, ROWS, HIDDEN,
                    BOTTLENECK);
     /* fc2 and fc1 through their GELU: dh = dy_act gelu'(h), then as above */
-    for (size_t i = 0; i < RH; i++) dh[i] = dh2g[i] * gelu_slope(r->h2[i]);
+    for (size_t i = 0; i < RH; i++) dh[i] = dh2g[i] * gelu_slope_exact(r->h2[i]);
     double *dh16 = rounded_vec(dh, RH);
     ref_linear_bwd(dh1g, r->grad[G_FC2_W], r->grad[G_FC2_B], dh16, dh, r->h1g, W2, ROWS, HIDDEN,
                    HIDDEN);
-    for (size_t i = 0; i < RH; i++) dh[i] = dh1g[i] * gelu_slope(r->h1[i]);
+    for (size_t i = 0; i < RH; i++) dh[i] = dh1g[i] * gelu_slope_exact(r->h1[i]);
     free(dh16);
     dh16 = rounded_vec(dh, RH);
     ref_linear_bwd(r->dx, r->grad[G_FC1_W], r->grad[G_FC1_B], dh16, dh, x16, W1, ROWS, IN, HIDDEN);
