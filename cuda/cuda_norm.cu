@@ -14,10 +14,19 @@ static unsigned row_blocks(int rows) { return (unsigned)((rows + kRowsPerBlock -
 /* ---- LayerNorm ---- */
 
 /* TOut: float, or __nv_bfloat16 for bf16 activations (statistics stay fp32; y rounded once).
- * The row is read three times. Keeping it in registers instead
- * (32 floats per lane, loops unrolled) was measured slower on an H200: 13.5 against 10.7 us
- * per call at the paper shapes (docs/PERFORMANCE.md, run 3), with 79 instead of 32 registers
- * and so fewer warps per SM to hide the loads. */
+ * A warp owns a row. Lane L owns the row's 4-element chunks L, L + 32, L + 64, ... (and, past
+ * the last whole chunk, elements 4 * (dim / 4) + L, ...) and adds its elements in that order,
+ * chunk by chunk: the one order both kernels below use, so they give the same bits.
+ *
+ * layernorm_fwd_kernel takes any width, with scalar loads, and reads the row three times
+ * (mean, variance, output). layernorm_fwd_vec_kernel takes widths 128 * kVec (384 and 768 in
+ * the models) with 16-byte-aligned rows: each lane loads its kVec chunks at once as 16-byte
+ * loads, keeps them in registers (4 * kVec floats) for the three passes and writes 16 (fp32)
+ * or 8 (bf16) bytes at a time. Run 9's profile (H200) had the scalar kernel at 0.88 ms for the
+ * paper step's 60 calls, about 1.7 TB/s: with one row per warp the encoder's 2304-row calls
+ * leave 17 warps per SM, each with a few scalar loads in flight. (Run 3 measured an earlier
+ * register-resident variant, 32 scalar floats per lane and 79 registers, slower than the
+ * scalar kernel: 13.5 against 10.7 us.) */
 template <typename TOut>
 static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, const float *x,
                                             const float *gamma, const float *beta, int rows,
@@ -26,11 +35,16 @@ static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, c
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= rows) return;
     const float *xr = x + (size_t)row * dim;
+    const int chunks = dim / 4, tail = chunks * 4;
     float s = 0.0f;
-    for (int d = lane; d < dim; d += 32) s += xr[d];
+    for (int c = lane; c < chunks; c += 32)
+        for (int k = 0; k < 4; k++) s += xr[4 * c + k];
+    for (int d = tail + lane; d < dim; d += 32) s += xr[d];
     const float mu = warp_sum(s) / dim;
     float sq = 0.0f;
-    for (int d = lane; d < dim; d += 32) { const float t = xr[d] - mu; sq += t * t; }
+    for (int c = lane; c < chunks; c += 32)
+        for (int k = 0; k < 4; k++) { const float t = xr[4 * c + k] - mu; sq += t * t; }
+    for (int d = tail + lane; d < dim; d += 32) { const float t = xr[d] - mu; sq += t * t; }
     const float rs = rsqrtf(warp_sum(sq) / dim + eps);  /* biased variance, as PyTorch */
     TOut *yr = y + (size_t)row * dim;
     for (int d = lane; d < dim; d += 32) {
@@ -43,22 +57,94 @@ static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, c
     }
 }
 
+/* Widths 128 * kVec up to this: 32 floats per lane in registers at most. */
+constexpr int kLnFwdMaxVec = 8;
+
+template <typename TOut, int kVec>
+static __global__ void __launch_bounds__(kThreads)
+    layernorm_fwd_vec_kernel(TOut *y, float *mean, float *rstd, const float *x,
+                             const float *gamma, const float *beta, int rows, float eps)
+{
+    constexpr int dim = 128 * kVec;
+    const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    const float *xr = x + (size_t)row * dim;
+    Pack<float, 4> v[kVec];
+#pragma unroll
+    for (int k = 0; k < kVec; k++) v[k] = load_pack<float, 4>(xr + 4 * (lane + 32 * k));
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kVec; k++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s += v[k].v[e];
+    const float mu = warp_sum(s) / dim;
+    float sq = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kVec; k++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) { const float t = v[k].v[e] - mu; sq += t * t; }
+    const float rs = rsqrtf(warp_sum(sq) / dim + eps);  /* biased variance, as PyTorch */
+    TOut *yr = y + (size_t)row * dim;
+#pragma unroll
+    for (int k = 0; k < kVec; k++) {
+        const int d = 4 * (lane + 32 * k);
+        Pack<float, 4> g = {{1.0f, 1.0f, 1.0f, 1.0f}}, b = {{0.0f, 0.0f, 0.0f, 0.0f}};
+        if (gamma) g = load_pack<float, 4>(gamma + d);
+        if (beta) b = load_pack<float, 4>(beta + d);
+        Pack<TOut, 4> out;
+#pragma unroll
+        for (int e = 0; e < 4; e++) out.v[e] = narrow_to<TOut>((v[k].v[e] - mu) * rs * g.v[e] + b.v[e]);
+        store_pack(yr + d, out);
+    }
+    if (lane == 0) {
+        if (mean) mean[row] = mu;
+        if (rstd) rstd[row] = rs;
+    }
+}
+
+/* The vector kernel where the width and the pointers allow it (a NULL gamma or beta is
+ * aligned), else the scalar one: the same bits either way. */
+template <typename TOut>
+static void launch_layernorm_fwd(TOut *y, float *mean, float *rstd, const float *x,
+                                 const float *gamma, const float *beta, int rows, int dim,
+                                 float eps)
+{
+    if (rows <= 0) return;
+    const int vec = dim % 128 == 0 && dim / 128 <= kLnFwdMaxVec && aligned16(y, x, gamma, beta)
+                        ? dim / 128 : 0;
+    const unsigned grid = row_blocks(rows);
+    switch (vec) {
+#define LN_FWD_VEC_CASE(K)                                                                      \
+    case K:                                                                                     \
+        layernorm_fwd_vec_kernel<TOut, K><<<grid, kThreads, 0, cuda_stream()>>>(                \
+            y, mean, rstd, x, gamma, beta, rows, eps);                                          \
+        break;
+        LN_FWD_VEC_CASE(1)
+        LN_FWD_VEC_CASE(2)
+        LN_FWD_VEC_CASE(3)
+        LN_FWD_VEC_CASE(4)
+        LN_FWD_VEC_CASE(5)
+        LN_FWD_VEC_CASE(6)
+        LN_FWD_VEC_CASE(7)
+        LN_FWD_VEC_CASE(8)
+#undef LN_FWD_VEC_CASE
+    default:
+        layernorm_fwd_kernel<TOut><<<grid, kThreads, 0, cuda_stream()>>>(y, mean, rstd, x, gamma,
+                                                                        beta, rows, dim, eps);
+    }
+    CUDA_CHECK_LAUNCH();
+}
+
 void cuda_layernorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
                         const float *beta, int rows, int dim, float eps)
 {
-    if (rows <= 0) return;
-    layernorm_fwd_kernel<float><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
-        y, mean, rstd, x, gamma, beta, rows, dim, eps);
-    CUDA_CHECK_LAUNCH();
+    launch_layernorm_fwd(y, mean, rstd, x, gamma, beta, rows, dim, eps);
 }
 
 void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, int rows, int dim, float eps)
 {
-    if (rows <= 0) return;
-    layernorm_fwd_kernel<__nv_bfloat16><<<row_blocks(rows), kThreads, 0, cuda_stream()>>>(
-        as_nv(y), mean, rstd, x, gamma, beta, rows, dim, eps);
-    CUDA_CHECK_LAUNCH();
+    launch_layernorm_fwd(as_nv(y), mean, rstd, x, gamma, beta, rows, dim, eps);
 }
 
 /* ---- LayerNorm backward ----
@@ -435,9 +521,11 @@ void cuda_softmax_bwd(float *dx, const float *dy, const float *y, int rows, int 
     CUDA_CHECK_LAUNCH();
 }
 
-/* ---- instance norm ----
- * Stage 1: block (chunk, plane) sums two quantities over its chunk in double; stage 2 (one
- * thread per plane) adds the chunks in order. */
+/* ---- per-plane sums (instance norm, convolution bias gradients) ----
+ * A plane p = b * C + c of an NC(spatial) tensor is V contiguous floats. Stage 1: block
+ * (chunk, plane) sums two terms f(plane, v) over its chunk in double; stage 2 adds each
+ * plane's chunks in order, and per-channel results add the planes of the batch in order: a
+ * fixed tree, no atomics, so the sums are deterministic. */
 constexpr long kPlaneChunk = 16384;
 
 static int plane_chunks(long V)
@@ -446,17 +534,20 @@ static int plane_chunks(long V)
     return (int)(c < 1 ? 1 : c);
 }
 
-/* partial[(plane * chunks + chunk) * 2 + {0,1}] = chunk sums of x and x^2 */
-static __global__ void instnorm_moments_kernel(double *partial, const float *x, long V)
+struct PlaneTerms {
+    double a, b;
+};
+
+/* partial[(plane * chunks + chunk) * 2 + {0,1}] = chunk sums of f(plane, v).a and .b */
+template <class F> __global__ void plane_chunk_sums_kernel(double *partial, long V, F f)
 {
     const int chunk = blockIdx.x, chunks = gridDim.x, plane = blockIdx.y;
-    const float *xp = x + (size_t)plane * V;
     const long v0 = (long)chunk * kPlaneChunk, v1 = min(V, v0 + kPlaneChunk);
     double s1 = 0.0, s2 = 0.0;
     for (long v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
-        const double t = xp[v];
-        s1 += t;
-        s2 += t * t;
+        const PlaneTerms t = f(plane, v);
+        s1 += t.a;
+        s2 += t.b;
     }
     s1 = block_sum(s1);
     s2 = block_sum(s2);
@@ -465,6 +556,100 @@ static __global__ void instnorm_moments_kernel(double *partial, const float *x, 
         partial[((size_t)plane * chunks + chunk) * 2 + 1] = s2;
     }
 }
+
+template <class F> static void launch_plane_chunk_sums(double *partial, int planes, int chunks,
+                                                       long V, F f)
+{
+    plane_chunk_sums_kernel<<<dim3(chunks, planes), kThreads, 0, cuda_stream()>>>(partial, V, f);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* sums[plane * 2 + {0,1}] = plane totals of the two terms */
+static __global__ void plane_totals_kernel(double *sums, const double *partial, int planes,
+                                           int chunks)
+{
+    GRID_STRIDE(p, planes) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int c = 0; c < chunks; c++) {
+            s1 += partial[((size_t)p * chunks + c) * 2];
+            s2 += partial[((size_t)p * chunks + c) * 2 + 1];
+        }
+        sums[p * 2] = s1;
+        sums[p * 2 + 1] = s2;
+    }
+}
+
+/* first[c] += sum_b sums[(b C + c) 2], second[c] += sum_b sums[(b C + c) 2 + 1] (either may
+ * be NULL): parameter gradients accumulate. */
+static __global__ void channel_totals_accumulate_kernel(float *first, float *second,
+                                                        const double *sums, int B, int C)
+{
+    GRID_STRIDE(c, C) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int b = 0; b < B; b++) {
+            s1 += sums[((size_t)b * C + c) * 2];
+            s2 += sums[((size_t)b * C + c) * 2 + 1];
+        }
+        if (first) first[c] += (float)s1;
+        if (second) second[c] += (float)s2;
+    }
+}
+
+/* Stage 2 from the partials of stage 1: the plane totals (returned, in the scratch after the
+ * partials) and, where a target is given, their per-channel sums added to it. */
+static const double *plane_totals(double *partial, int B, int C, int chunks, float *first,
+                                  float *second)
+{
+    const int planes = B * C;
+    double *sums = partial + (size_t)planes * chunks * 2;
+    plane_totals_kernel<<<grid_for(planes), kThreads, 0, cuda_stream()>>>(sums, partial, planes,
+                                                                           chunks);
+    CUDA_CHECK_LAUNCH();
+    if (first || second) {
+        channel_totals_accumulate_kernel<<<grid_for(C), kThreads, 0, cuda_stream()>>>(
+            first, second, sums, B, C);
+        CUDA_CHECK_LAUNCH();
+    }
+    return sums;
+}
+
+/* Room for stage 1's partials and stage 2's plane totals. */
+static double *plane_sums_scratch(int planes, int chunks)
+{
+    return (double *)cuda_scratch(SCRATCH_STATS, ((size_t)planes * chunks * 2 +
+                                                  (size_t)planes * 2) * sizeof(double));
+}
+
+struct PlaneValues {
+    const float *x;
+    long V;
+    __device__ PlaneTerms operator()(int plane, long v) const
+    {
+        return PlaneTerms{x[(size_t)plane * V + v], 0.0};
+    }
+};
+
+void cuda_channel_sums_accumulate(float *target, const float *x, int B, int C, long V)
+{
+    const int planes = B * C, chunks = plane_chunks(V);
+    if (planes <= 0 || V <= 0) return;
+    double *partial = plane_sums_scratch(planes, chunks);
+    launch_plane_chunk_sums(partial, planes, chunks, V, PlaneValues{x, V});
+    plane_totals(partial, B, C, chunks, target, NULL);
+}
+
+/* ---- instance norm ---- */
+
+/* the terms x and x^2 */
+struct PlaneMoments {
+    const float *x;
+    long V;
+    __device__ PlaneTerms operator()(int plane, long v) const
+    {
+        const double t = x[(size_t)plane * V + v];
+        return PlaneTerms{t, t * t};
+    }
+};
 
 static __global__ void instnorm_stats_kernel(float *mean, float *rstd, const double *partial,
                                              int planes, int chunks, long V, float eps)
@@ -500,10 +685,8 @@ void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const
 {
     const int planes = B * C, chunks = plane_chunks(V);
     if (planes <= 0 || V <= 0) return;
-    double *partial = (double *)cuda_scratch(SCRATCH_STATS, (size_t)planes * chunks * 2 *
-                                                               sizeof(double));
-    instnorm_moments_kernel<<<dim3(chunks, planes), kThreads, 0, cuda_stream()>>>(partial, x, V);
-    CUDA_CHECK_LAUNCH();
+    double *partial = plane_sums_scratch(planes, chunks);
+    launch_plane_chunk_sums(partial, planes, chunks, V, PlaneMoments{x, V});
     instnorm_stats_kernel<<<grid_for(planes), kThreads, 0, cuda_stream()>>>(
         mean, rstd, partial, planes, chunks, V, eps);
     CUDA_CHECK_LAUNCH();
@@ -513,58 +696,17 @@ void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const
     CUDA_CHECK_LAUNCH();
 }
 
-/* partial[(plane * chunks + chunk) * 2 + {0,1}] = chunk sums of dy and dy * xhat */
-static __global__ void instnorm_grad_moments_kernel(double *partial, const float *dy,
-                                                    const float *x, const float *mean,
-                                                    const float *rstd, long V)
-{
-    const int chunk = blockIdx.x, chunks = gridDim.x, plane = blockIdx.y;
-    const float *xp = x + (size_t)plane * V, *dyp = dy + (size_t)plane * V;
-    const float mu = mean[plane], rs = rstd[plane];
-    const long v0 = (long)chunk * kPlaneChunk, v1 = min(V, v0 + kPlaneChunk);
-    double s1 = 0.0, s2 = 0.0;
-    for (long v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
-        const float g = dyp[v];
-        s1 += g;
-        s2 += (double)g * ((xp[v] - mu) * rs);
+/* the terms dy and dy * xhat */
+struct PlaneGradMoments {
+    const float *dy, *x, *mean, *rstd;
+    long V;
+    __device__ PlaneTerms operator()(int plane, long v) const
+    {
+        const size_t i = (size_t)plane * V + v;
+        const float g = dy[i];
+        return PlaneTerms{g, (double)g * ((x[i] - mean[plane]) * rstd[plane])};
     }
-    s1 = block_sum(s1);
-    s2 = block_sum(s2);
-    if (threadIdx.x == 0) {
-        partial[((size_t)plane * chunks + chunk) * 2] = s1;
-        partial[((size_t)plane * chunks + chunk) * 2 + 1] = s2;
-    }
-}
-
-/* sums[plane * 2 + {0,1}] = plane totals of dy and dy * xhat */
-static __global__ void instnorm_grad_totals_kernel(double *sums, const double *partial,
-                                                   int planes, int chunks)
-{
-    GRID_STRIDE(p, planes) {
-        double s1 = 0.0, s2 = 0.0;
-        for (int c = 0; c < chunks; c++) {
-            s1 += partial[((size_t)p * chunks + c) * 2];
-            s2 += partial[((size_t)p * chunks + c) * 2 + 1];
-        }
-        sums[p * 2] = s1;
-        sums[p * 2 + 1] = s2;
-    }
-}
-
-/* dgamma[c] += sum_b S(dy xhat), dbeta[c] += sum_b S(dy) */
-static __global__ void instnorm_param_grad_kernel(float *dgamma, float *dbeta, const double *sums,
-                                                  int B, int C)
-{
-    GRID_STRIDE(c, C) {
-        double sb = 0.0, sg = 0.0;
-        for (int b = 0; b < B; b++) {
-            sb += sums[((size_t)b * C + c) * 2];
-            sg += sums[((size_t)b * C + c) * 2 + 1];
-        }
-        if (dgamma) dgamma[c] += (float)sg;
-        if (dbeta) dbeta[c] += (float)sb;
-    }
-}
+};
 
 /* dx = rstd gamma (dy - mean(dy) - xhat mean(dy xhat)) */
 static __global__ void instnorm_dx_kernel(float *dx, const float *dy, const float *x,
@@ -589,20 +731,9 @@ void cuda_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
 {
     const int planes = B * C, chunks = plane_chunks(V);
     if (planes <= 0 || V <= 0) return;
-    double *partial = (double *)cuda_scratch(
-        SCRATCH_STATS, ((size_t)planes * chunks * 2 + (size_t)planes * 2) * sizeof(double));
-    double *sums = partial + (size_t)planes * chunks * 2;
-    instnorm_grad_moments_kernel<<<dim3(chunks, planes), kThreads, 0, cuda_stream()>>>(
-        partial, dy, x, mean, rstd, V);
-    CUDA_CHECK_LAUNCH();
-    instnorm_grad_totals_kernel<<<grid_for(planes), kThreads, 0, cuda_stream()>>>(
-        sums, partial, planes, chunks);
-    CUDA_CHECK_LAUNCH();
-    if (dgamma || dbeta) {
-        instnorm_param_grad_kernel<<<grid_for(C), kThreads, 0, cuda_stream()>>>(dgamma, dbeta,
-                                                                                sums, B, C);
-        CUDA_CHECK_LAUNCH();
-    }
+    double *partial = plane_sums_scratch(planes, chunks);
+    launch_plane_chunk_sums(partial, planes, chunks, V, PlaneGradMoments{dy, x, mean, rstd, V});
+    const double *sums = plane_totals(partial, B, C, chunks, dbeta, dgamma);
     if (dx) {
         const size_t n = (size_t)planes * V;
         instnorm_dx_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(

@@ -1,7 +1,9 @@
 /* CUDA memory-bound op benchmark at the paper pre-training shapes (ViT-B/16, batch 8, crop
  * 192x192x64, p = 16: 576 tokens of 4096 voxels; MLP width 3072): add, GELU fwd/bwd in fp32
  * and bf16, patchify/unpatchify, gather_rows, their bf16-output variants (patchify_bf16,
- * gather_rows_bf16: fp32 read, bf16 written) and masked_mse_bwd. The bf16 GELU forward runs
+ * gather_rows_bf16: fp32 read, bf16 written), masked_mse_bwd and the bf16 LayerNorm forward
+ * at the target encoder's, the online encoder's and the decoder's shapes (its vector path is
+ * the register-resident kernel, its fallback the scalar one). The bf16 GELU forward runs
  * twice: the backend op (a lookup in the table of all 65536 results) and the per-element
  * formula kernel it replaced (cuda/cuda_gelu_bf16.h, the same bits); a last line gives their
  * speed ratio. Each op runs twice in the same
@@ -33,7 +35,7 @@ enum { WARMUP = 3, ITERS = 20 };
 typedef enum {
     OP_COPY, OP_ADD, OP_GELU_FWD, OP_GELU_BWD, OP_GELU_FWD_BF16, OP_GELU_BF16_FORMULA,
     OP_GELU_BWD_BF16, OP_PATCHIFY, OP_UNPATCHIFY, OP_GATHER_ROWS, OP_PATCHIFY_BF16,
-    OP_GATHER_ROWS_BF16, OP_MASKED_MSE_BWD, OP_COUNT
+    OP_GATHER_ROWS_BF16, OP_MASKED_MSE_BWD, OP_LN_FWD_TGT, OP_LN_FWD_ENC, OP_LN_FWD_DEC, OP_COUNT
 } Op;
 
 static const char *const kOpName[OP_COUNT] = {
@@ -41,11 +43,12 @@ static const char *const kOpName[OP_COUNT] = {
     "gelu_fwd_bf16 [4608, 3072]", "gelu_bf16_formula [4608, 3072]", "gelu_bwd_bf16 [4608, 3072]",
     "patchify 8x192x192x64", "unpatchify 8x192x192x64", "gather_rows 8x432 of 576",
     "patchify_bf16 8x192x192x64", "gather_rows_bf16 8x432 of 576",
-    "masked_mse_bwd [4608, 4096]"};
+    "masked_mse_bwd [4608, 4096]", "ln_fwd_bf16_tgt [9216, 768]", "ln_fwd_bf16_enc [2304, 768]",
+    "ln_fwd_bf16_dec [9216, 384]"};
 
 /* Paper shapes. */
 enum { B = 8, X = 192, Y = 192, Z = 64, P = 16, TOKENS = 576, NSEL = 432, PATCH = 4096,
-       ROWS = B * TOKENS, WIDTH = 768, MLP = 3072 };
+       ROWS = B * TOKENS, WIDTH = 768, MLP = 3072, DEC_WIDTH = 384 };
 
 static const AliceBackend *gpu;
 
@@ -63,6 +66,16 @@ static const size_t kBf16 = 2 * (size_t)ROWS * MLP + 1;
 static float *device_uniform(size_t n, uint32_t seed)
 {
     return bench_device_uniform(gpu, n, seed, -2.0f, 2.0f);
+}
+
+/* layernorm_fwd_bf16 over rows x dim: x from f[0], gamma and beta from f[1], the statistics
+ * in f[2], y in the bf16 buffer. Returns bytes moved. */
+static double run_layernorm(const Buffers *bu, int shift, int rows, int dim)
+{
+    float *stats = bu->f[2] + shift;
+    gpu->layernorm_fwd_bf16(bu->h + shift, stats, stats + rows, bu->f[0] + shift, bu->f[1] + shift,
+                            bu->f[1] + shift + dim, rows, dim, 1e-5f);
+    return (double)rows * dim * (sizeof(float) + sizeof(bf16_t)) + 2.0 * rows * sizeof(float);
 }
 
 /* Runs op once; shift 0 (aligned) or 1 (every pointer one element off). Returns bytes moved. */
@@ -101,6 +114,9 @@ static double run_op(Op op, const Buffers *bu, int shift)
     case OP_MASKED_MSE_BWD:
         gpu->masked_mse_bwd(c, a, b, bu->mask, ROWS, PATCH, 1.0f);
         return 3.0 * nmse * sizeof(float);
+    case OP_LN_FWD_TGT: return run_layernorm(bu, shift, 2 * ROWS, WIDTH);
+    case OP_LN_FWD_ENC: return run_layernorm(bu, shift, 2 * B * (TOKENS / 4), WIDTH);
+    case OP_LN_FWD_DEC: return run_layernorm(bu, shift, 2 * ROWS, DEC_WIDTH);
     case OP_COUNT: break;
     }
     return 0.0;

@@ -98,8 +98,36 @@ static void check_case(int B, int K, long V, int bad_every)
            bad, values[SEG_LOSS_CE], ce, values[SEG_LOSS_DICE], dice, worst_err);
 }
 
+/* reduce_partials_kernel on a small grid, so that its unrolled loop (kReduceUnroll strided
+ * terms per pass) and its tail both run: f(i) = i + 1 sums to n (n + 1) / 2 exactly in double
+ * only when every index is counted once. */
+struct IndexPlusOne {
+    __device__ double operator()(size_t i) const { return (double)(i + 1); }
+};
+
+static void check_reduce_unrolled(unsigned grid, size_t n)
+{
+    std::vector<double> partials(grid + 1, NAN);
+    partials[grid] = 12345.0;
+    emu_launch(reduce_partials_kernel<IndexPlusOne>, dim3(grid), dim3(kThreads), 0, 0,
+               partials.data(), n, IndexPlusOne{});
+    double total = 0.0;
+    for (unsigned b = 0; b < grid; b++) total += partials[b];
+    const double want = (double)n * (double)(n + 1) / 2.0;
+    CHECK(total == want, "reduce_partials_kernel grid %u n %zu: %.17g, expected %.17g", grid, n,
+          total, want);
+    CHECK(partials[grid] == 12345.0, "reduce_partials_kernel grid %u n %zu wrote past its "
+          "partials", grid, n);
+}
+
 int main()
 {
+    for (unsigned grid : {1u, 3u})
+        for (size_t passes : {0, 1, 3})
+            for (size_t extra : {0, 1, 255, 700}) {
+                const size_t stride = (size_t)grid * kThreads;
+                check_reduce_unrolled(grid, passes * kReduceUnroll * stride + extra);
+            }
     check_case(1, 3, 1000, 0);
     check_case(2, 4, 777, 0);
     check_case(2, 3, kDiceChunk + 1234, 0);   /* two Dice chunks, the second ragged */
@@ -109,6 +137,6 @@ int main()
         return 1;
     }
     printf("ok: cuda_dicece_fwd on the emulation matches the double reference; values finished "
-           "on the device\n");
+           "on the device; reduce_partials_kernel counts every term once\n");
     return 0;
 }

@@ -644,7 +644,7 @@ built "elementwise benchmarks" "$BUILD/tests/bench_cuda_elementwise" &&
 if [ $rc = 0 ]; then
   n_before=${#rows[@]}
   for op in patchify gather_rows patchify_bf16 gather_rows_bf16 masked_mse_bwd gelu_fwd_bf16 \
-            gelu_bf16_formula add; do
+            gelu_bf16_formula add ln_fwd_bf16_tgt ln_fwd_bf16_enc ln_fwd_bf16_dec; do
     line=$(grep "^$op " "$LOGDIR/bench_elementwise.log")
     [ -n "$line" ] && record "elementwise $op" ok \
       "$(echo "$line" | awk '{printf "%s ms, %s of copy, vec gain %s", $(NF-6), $(NF-4), $NF}')"

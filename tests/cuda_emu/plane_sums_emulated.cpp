@@ -1,0 +1,135 @@
+/* The per-plane sums of the CUDA backend run on the host through emu_cuda.h (see
+ * test_plane_sums_emulated.sh, which cuts them out of cuda/cuda_norm.cu into
+ * plane_sums_kernels.inc). Checked against double-precision references, for planes of one
+ * chunk, of several with a ragged last one (V above kPlaneChunk), a batch of one and of three:
+ *  - cuda_channel_sums_accumulate (a convolution's bias gradient): target[c] += sum over b, v
+ *    of x[b, c, v], onto non-zero starting values, within one float rounding of the reference,
+ *    nothing written past C;
+ *  - cuda_instnorm_fwd: mean and rstd per plane, y = (x - mean) rstd gamma + beta;
+ *  - cuda_instnorm_bwd: dgamma, dbeta accumulated, dx = rstd gamma (dy - mean(dy) - xhat
+ *    mean(dy xhat)), with and without gamma, and with NULL dgamma/dbeta/dx.
+ * The emulation's block sums add in another order than the GPU's shuffles, so the question
+ * here is the indexing, the chunking and the formulas, not bits. */
+#include <cmath>
+#include <cstdio>
+#include <vector>
+
+#include "emu_cuda.h"
+#include "plane_sums_kernels.inc"  /* cut out of cuda/ by the .sh */
+
+static int fails = 0;
+/* Counts every failure, prints the first 20. */
+#define CHECK(c, ...) do { if (!(c)) { if (fails++ < 20) { printf("FAIL: "); printf(__VA_ARGS__); \
+    printf("\n"); } } } while (0)
+
+static uint64_t rs = 88172645463325252ull;
+static double urand() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (rs >> 11) * (1.0 / 9007199254740992.0); }
+static std::vector<float> randoms(size_t n, double lo, double hi)
+{
+    std::vector<float> v(n);
+    for (float &x : v) x = (float)(lo + (hi - lo) * urand());
+    return v;
+}
+static bool close_to(double got, double want, double rtol, double atol)
+{
+    return std::fabs(got - want) <= atol + rtol * std::fabs(want);
+}
+static const float kSentinel = 12345.0f;
+
+static void channel_sums_case(int B, int C, long V)
+{
+    const std::vector<float> x = randoms((size_t)B * C * V, -1.0, 3.0);
+    std::vector<float> target = randoms((size_t)C + 1, -2.0, 2.0);
+    target[C] = kSentinel;
+    const std::vector<float> start = target;
+    cuda_channel_sums_accumulate(target.data(), x.data(), B, C, V);
+    for (int c = 0; c < C; c++) {
+        double s = 0.0;
+        for (int b = 0; b < B; b++)
+            for (long v = 0; v < V; v++) s += x[((size_t)b * C + c) * V + v];
+        const float want = start[c] + (float)s;
+        CHECK(close_to(target[c], want, 2e-7, 1e-7 * std::fabs(s)),
+              "channel sums B %d C %d V %ld: target[%d] = %.9g, expected %.9g", B, C, V, c,
+              target[c], want);
+    }
+    CHECK(target[C] == kSentinel, "channel sums B %d C %d V %ld wrote past C", B, C, V);
+}
+
+static void instnorm_case(int B, int C, long V, bool affine)
+{
+    const size_t planes = (size_t)B * C, n = planes * V;
+    const float eps = 1e-5f;
+    const std::vector<float> x = randoms(n, -1.5, 2.5), dy = randoms(n, -1.0, 1.0);
+    const std::vector<float> gamma = randoms(C, 0.5, 1.5), beta = randoms(C, -0.5, 0.5);
+    std::vector<float> y(n, NAN), mean(planes, NAN), rstd(planes, NAN), dx(n, NAN);
+    std::vector<float> dgamma = randoms(C, -1.0, 1.0), dbeta = randoms(C, -1.0, 1.0);
+    const std::vector<float> dgamma0 = dgamma, dbeta0 = dbeta;
+    const float *g = affine ? gamma.data() : NULL, *bt = affine ? beta.data() : NULL;
+    cuda_instnorm_fwd(y.data(), mean.data(), rstd.data(), x.data(), g, bt, B, C, V, eps);
+    cuda_instnorm_bwd(dx.data(), affine ? dgamma.data() : NULL, affine ? dbeta.data() : NULL,
+                      dy.data(), x.data(), mean.data(), rstd.data(), g, B, C, V);
+    /* a call with nothing but dx (no parameter gradients) must give the same dx */
+    std::vector<float> dx_only(n, NAN);
+    cuda_instnorm_bwd(dx_only.data(), NULL, NULL, dy.data(), x.data(), mean.data(), rstd.data(),
+                      g, B, C, V);
+    std::vector<double> sdg(C, 0.0), sdb(C, 0.0);
+    double worst_y = 0.0, worst_dx = 0.0;
+    for (size_t p = 0; p < planes; p++) {
+        const int c = (int)(p % C);
+        const float *xp = &x[p * V], *dyp = &dy[p * V];
+        double s1 = 0.0, s2 = 0.0;
+        for (long v = 0; v < V; v++) { s1 += xp[v]; s2 += (double)xp[v] * xp[v]; }
+        const double mu = s1 / V, var = s2 / V - mu * mu, r = 1.0 / std::sqrt(var + eps);
+        CHECK(close_to(mean[p], mu, 1e-6, 1e-7), "instnorm B %d C %d V %ld: mean[%zu] = %.9g, "
+              "expected %.9g", B, C, V, p, mean[p], mu);
+        CHECK(close_to(rstd[p], r, 1e-6, 0.0), "instnorm B %d C %d V %ld: rstd[%zu] = %.9g, "
+              "expected %.9g", B, C, V, p, rstd[p], r);
+        const double gc = affine ? gamma[c] : 1.0, bc = affine ? beta[c] : 0.0;
+        double mdy = 0.0, mdyx = 0.0;
+        for (long v = 0; v < V; v++) {
+            const double xh = (xp[v] - mu) * r;
+            mdy += dyp[v];
+            mdyx += dyp[v] * xh;
+        }
+        sdb[c] += mdy;
+        sdg[c] += mdyx;
+        mdy /= V;
+        mdyx /= V;
+        for (long v = 0; v < V; v++) {
+            const double xh = (xp[v] - mu) * r;
+            worst_y = std::fmax(worst_y, std::fabs(y[p * V + v] - (xh * gc + bc)));
+            const double want_dx = r * gc * (dyp[v] - mdy - xh * mdyx);
+            worst_dx = std::fmax(worst_dx, std::fabs(dx[p * V + v] - want_dx));
+            CHECK(dx_only[p * V + v] == dx[p * V + v], "instnorm B %d C %d V %ld: dx without "
+                  "parameter gradients differs at %zu", B, C, V, p * V + v);
+        }
+    }
+    CHECK(worst_y < 2e-5, "instnorm B %d C %d V %ld affine %d: y off by %.3g", B, C, V, affine,
+          worst_y);
+    CHECK(worst_dx < 2e-5, "instnorm B %d C %d V %ld affine %d: dx off by %.3g", B, C, V,
+          affine, worst_dx);
+    for (int c = 0; c < C; c++) {
+        const double want_g = affine ? dgamma0[c] + sdg[c] : dgamma0[c];
+        const double want_b = affine ? dbeta0[c] + sdb[c] : dbeta0[c];
+        const double scale = 1.0 + std::sqrt((double)B * V);
+        CHECK(close_to(dgamma[c], want_g, 1e-6, 1e-6 * scale), "instnorm B %d C %d V %ld: "
+              "dgamma[%d] = %.9g, expected %.9g", B, C, V, c, dgamma[c], want_g);
+        CHECK(close_to(dbeta[c], want_b, 1e-6, 1e-6 * scale), "instnorm B %d C %d V %ld: "
+              "dbeta[%d] = %.9g, expected %.9g", B, C, V, c, dbeta[c], want_b);
+    }
+    printf("  instnorm B %d C %d V %ld (%d chunk(s)) affine %d: y within %.2g, dx within %.2g\n",
+           B, C, V, plane_chunks(V), affine, worst_y, worst_dx);
+}
+
+int main()
+{
+    for (int B : {1, 3})
+        for (int C : {1, 5})
+            for (long V : {1L, 300L, kPlaneChunk, 2 * kPlaneChunk + 77}) channel_sums_case(B, C, V);
+    instnorm_case(1, 3, 1000, true);
+    instnorm_case(2, 2, kPlaneChunk + 333, true);
+    instnorm_case(3, 2, 2 * kPlaneChunk + 1, false);
+    printf("%s: per-plane sums (conv bias gradient, instance norm) on the emulation\n",
+           fails ? "FAIL" : "ok");
+    return fails ? 1 : 0;
+}
