@@ -397,5 +397,9 @@ void cuda_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy,
                                                    p->conv_bwd_filter, p->bwd_filter_algo, ws,
                                                    p->bwd_filter_ws, &kOne, p->filter, dW));
     }
-    if (db) cuda_channel_sums_accumulate(db, dy, B, Cin, (long)k * X * k * Y * k * Z);
+    if (db) {
+        /* dy is the forward view's input: its channels (the plan's Cin) are this op's Cout */
+        const ConvKey *g = &p->key;
+        cuda_channel_sums_accumulate(db, dy, B, g->Cin, (long)g->X * g->Y * g->Z);
+    }
 }
