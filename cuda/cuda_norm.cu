@@ -11,6 +11,10 @@ constexpr int kRowsPerBlock = kThreads / 32;
 
 static unsigned row_blocks(int rows) { return (unsigned)((rows + kRowsPerBlock - 1) / kRowsPerBlock); }
 
+/* Widths 128 * kVec up to this take the forward's vector kernel: 32 floats of a row per lane in
+ * registers at most (the backward holds two rows' worth: kLnBwdVecMax below). */
+constexpr int kLnVecMax = 8;
+
 /* ---- LayerNorm ---- */
 
 /* TOut: float, or __nv_bfloat16 for bf16 activations (statistics stay fp32; y rounded once).
@@ -56,9 +60,6 @@ static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, c
         if (rstd) rstd[row] = rs;
     }
 }
-
-/* Widths 128 * kVec up to this: 32 floats per lane in registers at most. */
-constexpr int kLnFwdMaxVec = 8;
 
 template <typename TOut, int kVec>
 static __global__ void __launch_bounds__(kThreads)
@@ -110,7 +111,7 @@ static void launch_layernorm_fwd(TOut *y, float *mean, float *rstd, const float 
                                  float eps)
 {
     if (rows <= 0) return;
-    const int vec = dim % 128 == 0 && dim / 128 <= kLnFwdMaxVec && aligned16(y, x, gamma, beta)
+    const int vec = dim % 128 == 0 && dim / 128 <= kLnVecMax && aligned16(y, x, gamma, beta)
                         ? dim / 128 : 0;
     const unsigned grid = row_blocks(rows);
     switch (vec) {
@@ -159,16 +160,30 @@ void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x
  * layer's bias gradient, finished in the same column-sum launch), so that layer's rounding
  * column sum over an fp32 dy (a launch and a read of rows x dim floats) is not needed.
  * Alone, dx keeps its own kernel and the parameter gradients the two-output column sum over dy
- * and x. Every owner and order is fixed, so the bits do not depend on scheduling. Run on the
- * host by tests/cuda_emu/test_layernorm_dx_emulated.sh. */
+ * and x. Every owner and order is fixed, so the bits do not depend on scheduling. Widths of
+ * 128 kVec (kVec up to kLnBwdVecMax) with 16-byte-aligned rows take the fused kernel's vector
+ * path: dy and x loaded once as 16-byte loads and held in registers (run 9, H200: the scalar
+ * kernel moved about 1.5 TB/s, latency-bound with one row per warp). Run on the host by
+ * tests/cuda_emu/test_layernorm_dx_emulated.sh. */
 
 /* mean(g) and mean(g xhat) of one row. */
 struct LayerNormDxMeans {
     float g, gx;
 };
 
-/* Each lane sums its strided share of the row, then the warp adds the lanes. Both dx kernels
- * call this and layernorm_dx_element, so their dx have the same bits. */
+/* Each lane sums its share of the row in the forward's order (its 4-element chunks lane,
+ * lane + 32, ..., then its elements past the last whole chunk), then the warp adds the lanes.
+ * Both dx kernels call this (or, in the fused kernel's vector path, the same sums over the
+ * same chunks held in registers) and layernorm_dx_value, so their dx have the same bits. */
+static __device__ __forceinline__ void layernorm_dx_accumulate(float &sg, float &sgx, float dy,
+                                                               float x, float gamma, float mu,
+                                                               float rs)
+{
+    const float g = dy * gamma;
+    sg += g;
+    sgx += g * (x - mu) * rs;
+}
+
 static __device__ __forceinline__ LayerNormDxMeans layernorm_dx_means(const float *dyr,
                                                                       const float *xr, float mu,
                                                                       float rs,
@@ -176,12 +191,30 @@ static __device__ __forceinline__ LayerNormDxMeans layernorm_dx_means(const floa
                                                                       int dim, int lane)
 {
     float sg = 0.0f, sgx = 0.0f;
-    for (int d = lane; d < dim; d += 32) {
-        const float g = dyr[d] * (gamma ? gamma[d] : 1.0f);
-        sg += g;
-        sgx += g * (xr[d] - mu) * rs;
-    }
+    const int chunks = dim / 4, tail = chunks * 4;
+    for (int c = lane; c < chunks; c += 32)
+        for (int k = 0; k < 4; k++) {
+            const int d = 4 * c + k;
+            layernorm_dx_accumulate(sg, sgx, dyr[d], xr[d], gamma ? gamma[d] : 1.0f, mu, rs);
+        }
+    for (int d = tail + lane; d < dim; d += 32)
+        layernorm_dx_accumulate(sg, sgx, dyr[d], xr[d], gamma ? gamma[d] : 1.0f, mu, rs);
     return LayerNormDxMeans{warp_sum(sg) / dim, warp_sum(sgx) / dim};
+}
+
+/* dx's value from g = dy gamma and x; with a residual r, the sum r + that value. */
+static __device__ __forceinline__ float layernorm_dx_value(float g, float x, float mu, float rs,
+                                                           LayerNormDxMeans m)
+{
+    return rs * (g - m.g - (x - mu) * rs * m.gx);
+}
+
+/* __fadd_rn is never contracted into an FMA with the product in layernorm_dx_value: v is
+ * rounded as the unfused kernel stored it, and the sum as the add op forms it, so the fused
+ * dx equals layernorm_bwd followed by add bit for bit. */
+static __device__ __forceinline__ float layernorm_dx_plus_residual(float residual, float v)
+{
+    return __fadd_rn(residual, v);
 }
 
 /* dx's element d of a row: g = dy[d] gamma[d], x = x[d]; resr the row of dx_residual or NULL. */
@@ -189,11 +222,8 @@ static __device__ __forceinline__ float layernorm_dx_element(const float *resr, 
                                                              float x, float mu, float rs,
                                                              LayerNormDxMeans m)
 {
-    const float v = rs * (g - m.g - (x - mu) * rs * m.gx);
-    /* __fadd_rn is never contracted into an FMA with the product above: v is rounded as
-     * the unfused kernel stored it, and the sum as the add op forms it, so the fused dx
-     * equals layernorm_bwd followed by add bit for bit. */
-    return resr ? __fadd_rn(resr[d], v) : v;
+    const float v = layernorm_dx_value(g, x, mu, rs, m);
+    return resr ? layernorm_dx_plus_residual(resr[d], v) : v;
 }
 
 /* dx alone: a warp per row. */
@@ -233,11 +263,42 @@ constexpr int kLnTermsParams = LN_TERM_DX, kLnTermsWithDx = LN_TERM_COUNT;
  * over its rows (with kTerms = kLnTermsWithDx also of dx). Block b owns rows
  * [b R, (b + 1) R), R = rows_per_block (kRowsPerBlock warps, rows_per_block / kRowsPerBlock
  * rows each); warp w the rows b R + w, b R + w + kRowsPerBlock, ... Each lane sums its own
- * columns (d = lane + 32 j, as in the dx loop) over its warp's rows in its warp's slice of
- * shared memory, which no other thread touches before the barrier; then the block adds the
- * warps' slices in warp order into its partials. */
+ * columns over its warp's rows in its warp's slice of shared memory, which no other thread
+ * touches before the barrier; then the block adds the warps' slices in warp order into its
+ * partials. kVec = 0: any width, scalar loads, a lane's columns d = lane + 32 j. kVec > 0: width
+ * 128 kVec with 16-byte-aligned rows (the launcher checks), a lane's columns its 4-element
+ * chunks lane, lane + 32, ... loaded once as 16-byte loads and held in registers for the means
+ * and for dx (the forward's vector kernel, layernorm_fwd_vec_kernel, does the same): the same
+ * sums in the same order, the same per-element arithmetic, so the same bits. */
 template <int kTerms>
-static __global__ void __launch_bounds__(kThreads)
+static __device__ __forceinline__ void layernorm_bwd_accumulate_columns(float *sum_dgamma,
+                                                                        float *sum_dbeta,
+                                                                        float *sum_dx, int d,
+                                                                        float dyv, float xv,
+                                                                        float dxv, float mu,
+                                                                        float rs, bool first_row)
+{
+    /* the terms as the column sum over dy and x forms them (DyTimesXhat, MatrixElement) */
+    const float term_dgamma = dyv * (xv - mu) * rs;
+    sum_dgamma[d] = first_row ? term_dgamma : sum_dgamma[d] + term_dgamma;
+    sum_dbeta[d] = first_row ? dyv : sum_dbeta[d] + dyv;
+    /* __fadd_rn: never contracted with dx's last product (no residual), so the sum is of the
+     * dx values stored */
+    if constexpr (kTerms == kLnTermsWithDx) sum_dx[d] = first_row ? dxv : __fadd_rn(sum_dx[d], dxv);
+}
+
+/* Blocks per SM the vector kernel is compiled for: the shared memory at width 768 (72 KiB with
+ * dx's column sums) allows 3, and its registers must too (80 then; uncapped it took 96, 2
+ * blocks per SM, and the encoder's 288 blocks would not fit one wave of an H100/H200). Widths
+ * up to 128 kLnBwdVecMax take it: at 896 and 1024 that cap spills. */
+constexpr int kLnBwdMinBlocksPerSm = 3, kLnBwdVecMax = 6;
+/* The scalar kernel's: 5 keeps the 48 registers it had with no minimum (a minimum of 1 let
+ * ptxas take 72-80). */
+constexpr int kLnBwdScalarMinBlocksPerSm = 5;
+
+template <int kTerms, int kVec>
+static __global__ void __launch_bounds__(kThreads, kVec > 0 ? kLnBwdMinBlocksPerSm
+                                                            : kLnBwdScalarMinBlocksPerSm)
     layernorm_bwd_fused_kernel(float *dx, const float *dx_residual, __nv_bfloat16 *dx16,
                                float *partial, const float *dy, const float *x,
                                const float *mean, const float *rstd, const float *gamma,
@@ -261,26 +322,63 @@ static __global__ void __launch_bounds__(kThreads)
     for (int row = first; row < end; row += kRowsPerBlock) {
         const float *xr = x + (size_t)row * dim, *dyr = dy + (size_t)row * dim;
         const float mu = mean[row], rs = rstd[row];
-        const LayerNormDxMeans m = layernorm_dx_means(dyr, xr, mu, rs, gamma, dim, lane);
         float *dxr = dx + (size_t)row * dim;
         __nv_bfloat16 *dx16r = dx16 ? dx16 + (size_t)row * dim : NULL;
         const float *resr = dx_residual ? dx_residual + (size_t)row * dim : NULL;
         const bool first_row = row == first;
-        for (int d = lane; d < dim; d += 32) {
-            const float dyv = dyr[d], xv = xr[d];  /* read before dx is stored */
-            const float dxv =
-                layernorm_dx_element(resr, d, dyv * (gamma ? gamma[d] : 1.0f), xv, mu, rs, m);
-            dxr[d] = dxv;
-            /* the bf16 copy the next linear layer's GEMMs take: to_bf16's rounding of dx */
-            if (dx16r) dx16r[d] = __float2bfloat16_rn(dxv);
-            /* the terms as the column sum over dy and x forms them (DyTimesXhat, MatrixElement) */
-            const float term_dgamma = dyv * (xv - mu) * rs;
-            sum_dgamma[d] = first_row ? term_dgamma : sum_dgamma[d] + term_dgamma;
-            sum_dbeta[d] = first_row ? dyv : sum_dbeta[d] + dyv;
-            /* __fadd_rn: never contracted with dx's last product (no residual), so the sum is
-             * of the dx values stored */
-            if constexpr (kTerms == kLnTermsWithDx)
-                sum_dx[d] = first_row ? dxv : __fadd_rn(sum_dx[d], dxv);
+        if constexpr (kVec == 0) {
+            const LayerNormDxMeans m = layernorm_dx_means(dyr, xr, mu, rs, gamma, dim, lane);
+            for (int d = lane; d < dim; d += 32) {
+                const float dyv = dyr[d], xv = xr[d];  /* read before dx is stored */
+                const float dxv =
+                    layernorm_dx_element(resr, d, dyv * (gamma ? gamma[d] : 1.0f), xv, mu, rs, m);
+                dxr[d] = dxv;
+                /* the bf16 copy the next linear layer's GEMMs take: to_bf16's rounding of dx */
+                if (dx16r) dx16r[d] = __float2bfloat16_rn(dxv);
+                layernorm_bwd_accumulate_columns<kTerms>(sum_dgamma, sum_dbeta, sum_dx, d, dyv, xv,
+                                                         dxv, mu, rs, first_row);
+            }
+        } else {
+            Pack<float, 4> vdy[kVec], vx[kVec];  /* read before dx is stored */
+#pragma unroll
+            for (int k = 0; k < kVec; k++) {
+                vdy[k] = load_pack<float, 4>(dyr + 4 * (lane + 32 * k));
+                vx[k] = load_pack<float, 4>(xr + 4 * (lane + 32 * k));
+            }
+            float sg = 0.0f, sgx = 0.0f;
+#pragma unroll
+            for (int k = 0; k < kVec; k++) {
+                const Pack<float, 4> vg =
+                    gamma ? load_pack<float, 4>(gamma + 4 * (lane + 32 * k))
+                          : Pack<float, 4>{{1.0f, 1.0f, 1.0f, 1.0f}};
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    layernorm_dx_accumulate(sg, sgx, vdy[k].v[e], vx[k].v[e], vg.v[e], mu, rs);
+            }
+            const LayerNormDxMeans m{warp_sum(sg) / dim, warp_sum(sgx) / dim};
+#pragma unroll
+            for (int k = 0; k < kVec; k++) {
+                const int d = 4 * (lane + 32 * k);
+                const Pack<float, 4> vg = gamma ? load_pack<float, 4>(gamma + d)
+                                                : Pack<float, 4>{{1.0f, 1.0f, 1.0f, 1.0f}};
+                Pack<float, 4> vres = {{0.0f, 0.0f, 0.0f, 0.0f}};
+                if (resr) vres = load_pack<float, 4>(resr + d);
+                Pack<float, 4> vdx;
+                Pack<__nv_bfloat16, 4> vdx16;
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const float v = layernorm_dx_value(vdy[k].v[e] * vg.v[e], vx[k].v[e], mu, rs, m);
+                    vdx.v[e] = resr ? layernorm_dx_plus_residual(vres.v[e], v) : v;
+                    vdx16.v[e] = __float2bfloat16_rn(vdx.v[e]);
+                }
+                store_pack(dxr + d, vdx);
+                if (dx16r) store_pack(dx16r + d, vdx16);
+#pragma unroll
+                for (int e = 0; e < 4; e++)
+                    layernorm_bwd_accumulate_columns<kTerms>(sum_dgamma, sum_dbeta, sum_dx, d + e,
+                                                             vdy[k].v[e], vx[k].v[e], vdx.v[e], mu,
+                                                             rs, first_row);
+            }
         }
     }
     __syncthreads();
@@ -308,13 +406,25 @@ constexpr int kLnBwdFusedMaxDimWithDx = kLnBwdFusedMaxDim * kLnTermsParams / kLn
 /* Kernels above 48 KiB of dynamic shared memory must opt in, before their first launch at that
  * size (the eager step before a graph recording makes the call, never the recording); each
  * term set is a kernel of its own. */
-template <int kTerms> static void allow_fused_smem(size_t bytes)
+template <int kTerms, int kVec> static void allow_fused_smem(size_t bytes)
 {
     static size_t allowed = 48 * 1024;
     if (bytes <= allowed) return;
-    CUDA_CHECK(cudaFuncSetAttribute(layernorm_bwd_fused_kernel<kTerms>,
+    CUDA_CHECK(cudaFuncSetAttribute(layernorm_bwd_fused_kernel<kTerms, kVec>,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
     allowed = bytes;
+}
+
+template <int kTerms, int kVec>
+static void launch_fused_kernel(unsigned blocks, size_t smem, float *dx, const float *dx_residual,
+                                __nv_bfloat16 *dx16, float *partial, const float *dy,
+                                const float *x, const float *mean, const float *rstd,
+                                const float *gamma, int rows, int dim, int rows_per_block)
+{
+    allow_fused_smem<kTerms, kVec>(smem);
+    layernorm_bwd_fused_kernel<kTerms, kVec><<<blocks, kThreads, smem, cuda_stream()>>>(
+        dx, dx_residual, dx16, partial, dy, x, mean, rstd, gamma, rows, dim, rows_per_block);
+    CUDA_CHECK_LAUNCH();
 }
 
 /* The fused kernel's partials: kTerms matrices [blocks][dim] in slot SCRATCH_STATS (the
@@ -336,12 +446,29 @@ static LayerNormPartials launch_layernorm_bwd_fused(float *dx, const float *dx_r
     const int rows_per_block = kRowsPerBlock * rows_per_warp;
     const int blocks = (rows + rows_per_block - 1) / rows_per_block;
     const size_t smem = (size_t)kRowsPerBlock * kTerms * dim * sizeof(float);
-    allow_fused_smem<kTerms>(smem);
     float *partial = (float *)cuda_scratch(SCRATCH_STATS,
                                            (size_t)kTerms * blocks * dim * sizeof(float));
-    layernorm_bwd_fused_kernel<kTerms><<<(unsigned)blocks, kThreads, smem, cuda_stream()>>>(
-        dx, dx_residual, dx16, partial, dy, x, mean, rstd, gamma, rows, dim, rows_per_block);
-    CUDA_CHECK_LAUNCH();
+    /* the vector path where the width and every row pointer allow it (as the forward's) */
+    const int vec = dim % 128 == 0 && dim / 128 <= kLnBwdVecMax &&
+                            aligned16(dx, dx_residual, dx16, dy, x, gamma)
+                        ? dim / 128 : 0;
+    switch (vec) {
+#define LN_BWD_CASE(K)                                                                          \
+    case K:                                                                                     \
+        launch_fused_kernel<kTerms, K>((unsigned)blocks, smem, dx, dx_residual, dx16, partial,  \
+                                       dy, x, mean, rstd, gamma, rows, dim, rows_per_block);    \
+        break;
+        LN_BWD_CASE(1)
+        LN_BWD_CASE(2)
+        LN_BWD_CASE(3)
+        LN_BWD_CASE(4)
+        LN_BWD_CASE(5)
+        LN_BWD_CASE(6)
+#undef LN_BWD_CASE
+    default:
+        launch_fused_kernel<kTerms, 0>((unsigned)blocks, smem, dx, dx_residual, dx16, partial, dy,
+                                       x, mean, rstd, gamma, rows, dim, rows_per_block);
+    }
     return LayerNormPartials{partial, blocks};
 }
 

@@ -13,8 +13,9 @@
  * Every case (rows not filling the last block, widths 1, 31, 32, 37, 70, 384, 768 and one past
  * kLnBwdFusedMaxDim, with and without gamma, with and without dx_residual):
  *  - dx of the one-pass kernel (dx, dgamma and dbeta asked) equals BIT FOR BIT the former dx
- *    kernel's arithmetic, written plainly below (each lane's strided sums, the 32 lanes in
- *    order as emu_cuda.h's warp_sum adds them, then rstd (g - mean(g) - xhat mean(g xhat)),
+ *    kernel's arithmetic, written plainly below (each lane's sums over its 4-element chunks
+ *    and then its tail elements, summing_lane, the 32 lanes in order as emu_cuda.h's warp_sum
+ *    adds them, then rstd (g - mean(g) - xhat mean(g xhat)),
  *    g = dy gamma, and the residual added last); and that value is within 1e-5 scale + 1e-6 of
  *    the double formula (scale: the sum of the magnitudes of its terms);
  *  - dgamma and dbeta accumulate into random starting values (a kernel that overwrites fails),
@@ -85,6 +86,15 @@ static unsigned next_block_order = 1;
 
 enum { kTail = 40 }; /* guard elements past the end of every output */
 
+/* The lane that sums element d of a row in the kernels: lanes own the row's 4-element chunks
+ * in turn (chunk c: lane c % 32), then the elements past the last whole chunk in turn; each
+ * lane adds its elements in ascending order. */
+static int summing_lane(int d, int dim)
+{
+    const int tail = dim / 4 * 4;
+    return d < tail ? (d / 4) % 32 : (d - tail) % 32;
+}
+
 /* The former layernorm_dx_kernel's arithmetic, one row after another on the host. */
 static void former_dx(std::vector<float> &dx, const float *res, const std::vector<float> &dy,
                       const std::vector<float> &x, const std::vector<float> &mean,
@@ -96,8 +106,8 @@ static void former_dx(std::vector<float> &dx, const float *res, const std::vecto
         float lane_g[32] = {0}, lane_gx[32] = {0};
         for (int d = 0; d < dim; d++) {
             const float g = dy[o + d] * (gamma ? gamma[d] : 1.0f);
-            lane_g[d % 32] += g;
-            lane_gx[d % 32] += g * (x[o + d] - mu) * rs;
+            lane_g[summing_lane(d, dim)] += g;
+            lane_gx[summing_lane(d, dim)] += g * (x[o + d] - mu) * rs;
         }
         float sg = 0.0f, sgx = 0.0f;
         for (int l = 0; l < 32; l++) sg += lane_g[l], sgx += lane_gx[l];

@@ -94,7 +94,7 @@ template <typename T> static void check_case(int rows, int dim, bool affine)
     }
     const LnRun<T> a = run_ln<T>(x, gamma, beta, affine, rows, dim, 0);
     const LnRun<T> s = run_ln<T>(x, gamma, beta, affine, rows, dim, 1);
-    const bool vector_path = dim % 128 == 0 && dim / 128 <= kLnFwdMaxVec;
+    const bool vector_path = dim % 128 == 0 && dim / 128 <= kLnVecMax;
     double worst_y = 0.0;
     for (int r = 0; r < rows; r++) {
         double s1 = 0.0, s2 = 0.0;

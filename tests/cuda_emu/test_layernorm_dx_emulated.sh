@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # LayerNorm backward of the CUDA backend (cuda/cuda_norm.cu's "LayerNorm backward" section: the
-# one-pass kernel forming dx and the per-block column sums of dy xhat and dy, the dx kernel
+# one-pass kernel forming dx and the per-block column sums of dy xhat and dy (its scalar path
+# and, at widths 384 and 768 here, its register-resident vector path), the dx kernel
 # alone, cuda_layernorm_bwd choosing between them and finishing dgamma and dbeta through
 # colsum_kernel of cuda/cuda_kernels.cuh) runs WITHOUT a GPU: the source is cut out between
 # fixed markers, the <<<...>>> launches are rewritten to emu_launch, the kernel's dynamic shared
@@ -14,6 +15,7 @@ set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 emu_need_threads
 emu_cut "$TMP/layernorm_bwd.inc" 3 \
+  --cut cuda/cuda_kernels.cuh '/* Blocks of a device-wide reduction' 'template <typename T> __device__ __forceinline__ T warp_sum' \
   --cut cuda/cuda_kernels.cuh '/* ---- column sums accumulated into vectors' $'\n#endif' \
   --cut cuda/cuda_norm.cu 'constexpr int kRowsPerBlock' '/* ---- LayerNorm ---- */' \
   --cut cuda/cuda_norm.cu '/* ---- LayerNorm backward ----' '/* ---- softmax over rows ---- */' \
