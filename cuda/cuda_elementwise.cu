@@ -326,27 +326,62 @@ void cuda_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n)
     launch_gelu_bwd(dx, dy, as_nv(x), n);
 }
 
-static __global__ void leaky_relu_fwd_kernel(float *y, const float *x, size_t n, float slope)
+/* LeakyReLU (UNETR's res blocks), 4 floats per 16-byte access where the pointers allow. */
+static __device__ __forceinline__ float leaky_relu_value(float v, float slope)
 {
-    GRID_STRIDE(i, n) { const float v = x[i]; y[i] = v > 0.0f ? v : slope * v; }
+    return v > 0.0f ? v : slope * v;
+}
+
+static __device__ __forceinline__ float leaky_relu_grad(float x, float dy, float slope)
+{
+    return x > 0.0f ? dy : slope * dy;
+}
+
+static __global__ void leaky_relu_fwd_kernel(float *y, const float *x, size_t n, float slope,
+                                             bool vectorised)
+{
+    constexpr int W = kFloatsPerVec;
+    grid_stride_split<W>(
+        n, vectorised,
+        [=](size_t i) {
+            Pack<float, W> v = load_pack<float, W>(x + i);
+#pragma unroll
+            for (int k = 0; k < W; k++) v.v[k] = leaky_relu_value(v.v[k], slope);
+            store_pack(y + i, v);
+        },
+        [=](size_t i) { y[i] = leaky_relu_value(x[i], slope); });
 }
 
 void cuda_leaky_relu_fwd(float *y, const float *x, size_t n, float slope)
 {
     if (n == 0) return;
-    leaky_relu_fwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(y, x, n, slope);
+    const bool vec = aligned16(y, x);
+    leaky_relu_fwd_kernel<<<grid_for_split(n, vec, kFloatsPerVec), kThreads, 0, cuda_stream()>>>(
+        y, x, n, slope, vec);
     CUDA_CHECK_LAUNCH();
 }
 
 static __global__ void leaky_relu_bwd_kernel(float *dx, const float *dy, const float *x,
-                                             size_t n, float slope)
+                                             size_t n, float slope, bool vectorised)
 {
-    GRID_STRIDE(i, n) dx[i] = x[i] > 0.0f ? dy[i] : slope * dy[i];
+    constexpr int W = kFloatsPerVec;
+    grid_stride_split<W>(
+        n, vectorised,
+        [=](size_t i) {
+            const Pack<float, W> vx = load_pack<float, W>(x + i);
+            Pack<float, W> vd = load_pack<float, W>(dy + i);
+#pragma unroll
+            for (int k = 0; k < W; k++) vd.v[k] = leaky_relu_grad(vx.v[k], vd.v[k], slope);
+            store_pack(dx + i, vd);
+        },
+        [=](size_t i) { dx[i] = leaky_relu_grad(x[i], dy[i], slope); });
 }
 
 void cuda_leaky_relu_bwd(float *dx, const float *dy, const float *x, size_t n, float slope)
 {
     if (n == 0 || !dx) return;
-    leaky_relu_bwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(dx, dy, x, n, slope);
+    const bool vec = aligned16(dx, dy, x);
+    leaky_relu_bwd_kernel<<<grid_for_split(n, vec, kFloatsPerVec), kThreads, 0, cuda_stream()>>>(
+        dx, dy, x, n, slope, vec);
     CUDA_CHECK_LAUNCH();
 }

@@ -3,6 +3,8 @@
  * row: no block barriers, except where LayerNorm's backward adds its warps' column sums in
  * shared memory. Instance norm planes are long (up to 96^3 voxels), so their statistics are
  * reduced in two deterministic stages over chunks of each plane. */
+#include <type_traits>
+
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h" /* cuda_round_to_bf16 */
@@ -14,6 +16,26 @@ static unsigned row_blocks(int rows) { return (unsigned)((rows + kRowsPerBlock -
 /* Widths 128 * kVec up to this take the forward's vector kernel: 32 floats of a row per lane in
  * registers at most (the backward holds two rows' worth: kLnBwdVecMax below). */
 constexpr int kLnVecMax = 8;
+
+/* The vector kernels' kVec for a row width: width / 128 where the width is a multiple of 128 up
+ * to 128 kMax and every row pointer is 16-byte aligned (a NULL one is), else 0 (the scalar
+ * kernels). */
+template <typename... P> static int layernorm_vec_width(int dim, int kMax, const P *...rows)
+{
+    return dim % 128 == 0 && dim / 128 <= kMax && aligned16(rows...) ? dim / 128 : 0;
+}
+
+/* Calls launch(std::integral_constant<int, kVec>()) for kVec = vec in 0..kMax, so a launcher
+ * names each kernel instance once. */
+template <int kMax, class Launch> static void with_vec_width(int vec, Launch launch)
+{
+    if constexpr (kMax > 0) {
+        if (vec == kMax) return launch(std::integral_constant<int, kMax>());
+        with_vec_width<kMax - 1>(vec, launch);
+    } else {
+        launch(std::integral_constant<int, 0>());
+    }
+}
 
 /* ---- LayerNorm ---- */
 
@@ -111,28 +133,18 @@ static void launch_layernorm_fwd(TOut *y, float *mean, float *rstd, const float 
                                  float eps)
 {
     if (rows <= 0) return;
-    const int vec = dim % 128 == 0 && dim / 128 <= kLnVecMax && aligned16(y, x, gamma, beta)
-                        ? dim / 128 : 0;
     const unsigned grid = row_blocks(rows);
-    switch (vec) {
-#define LN_FWD_VEC_CASE(K)                                                                      \
-    case K:                                                                                     \
-        layernorm_fwd_vec_kernel<TOut, K><<<grid, kThreads, 0, cuda_stream()>>>(                \
-            y, mean, rstd, x, gamma, beta, rows, eps);                                          \
-        break;
-        LN_FWD_VEC_CASE(1)
-        LN_FWD_VEC_CASE(2)
-        LN_FWD_VEC_CASE(3)
-        LN_FWD_VEC_CASE(4)
-        LN_FWD_VEC_CASE(5)
-        LN_FWD_VEC_CASE(6)
-        LN_FWD_VEC_CASE(7)
-        LN_FWD_VEC_CASE(8)
-#undef LN_FWD_VEC_CASE
-    default:
-        layernorm_fwd_kernel<TOut><<<grid, kThreads, 0, cuda_stream()>>>(y, mean, rstd, x, gamma,
-                                                                        beta, rows, dim, eps);
-    }
+    const int vec = layernorm_vec_width(dim, kLnVecMax, y, x, gamma, beta);
+    with_vec_width<kLnVecMax>(vec, [&](auto k) {
+        constexpr int kVec = decltype(k)::value;
+        if constexpr (kVec > 0)
+            layernorm_fwd_vec_kernel<TOut, kVec><<<grid, kThreads, 0, cuda_stream()>>>(
+                y, mean, rstd, x, gamma, beta, rows, eps);
+        else
+            layernorm_fwd_kernel<TOut><<<grid, kThreads, 0, cuda_stream()>>>(y, mean, rstd, x,
+                                                                            gamma, beta, rows,
+                                                                            dim, eps);
+    });
     CUDA_CHECK_LAUNCH();
 }
 
@@ -449,26 +461,12 @@ static LayerNormPartials launch_layernorm_bwd_fused(float *dx, const float *dx_r
     float *partial = (float *)cuda_scratch(SCRATCH_STATS,
                                            (size_t)kTerms * blocks * dim * sizeof(float));
     /* the vector path where the width and every row pointer allow it (as the forward's) */
-    const int vec = dim % 128 == 0 && dim / 128 <= kLnBwdVecMax &&
-                            aligned16(dx, dx_residual, dx16, dy, x, gamma)
-                        ? dim / 128 : 0;
-    switch (vec) {
-#define LN_BWD_CASE(K)                                                                          \
-    case K:                                                                                     \
-        launch_fused_kernel<kTerms, K>((unsigned)blocks, smem, dx, dx_residual, dx16, partial,  \
-                                       dy, x, mean, rstd, gamma, rows, dim, rows_per_block);    \
-        break;
-        LN_BWD_CASE(1)
-        LN_BWD_CASE(2)
-        LN_BWD_CASE(3)
-        LN_BWD_CASE(4)
-        LN_BWD_CASE(5)
-        LN_BWD_CASE(6)
-#undef LN_BWD_CASE
-    default:
-        launch_fused_kernel<kTerms, 0>((unsigned)blocks, smem, dx, dx_residual, dx16, partial, dy,
-                                       x, mean, rstd, gamma, rows, dim, rows_per_block);
-    }
+    const int vec = layernorm_vec_width(dim, kLnBwdVecMax, dx, dx_residual, dx16, dy, x, gamma);
+    with_vec_width<kLnBwdVecMax>(vec, [&](auto k) {
+        launch_fused_kernel<kTerms, decltype(k)::value>((unsigned)blocks, smem, dx, dx_residual,
+                                                       dx16, partial, dy, x, mean, rstd, gamma,
+                                                       rows, dim, rows_per_block);
+    });
     return LayerNormPartials{partial, blocks};
 }
 
@@ -795,15 +793,41 @@ static __global__ void instnorm_stats_kernel(float *mean, float *rstd, const dou
     }
 }
 
+/* The elementwise passes of the instance norm run over a 2-D grid: x over one plane's V
+ * elements (4 floats per 16-byte access where V % 4 == 0 and the buffers are aligned), y over
+ * the planes (strided past the grid's limit), so each thread reads its plane's statistics
+ * once instead of dividing its flat index by V for every element. The per-element arithmetic is
+ * the former flat kernels', so the bits are too. */
+constexpr int kInstnormPerVec = 4;
+constexpr unsigned kMaxPlaneBlocksY = 65535;
+
+static dim3 plane_grid(int planes, long V, bool vectorised)
+{
+    const unsigned ys = (unsigned)planes < kMaxPlaneBlocksY ? (unsigned)planes : kMaxPlaneBlocksY;
+    return dim3(grid_for_split((size_t)V, vectorised, kInstnormPerVec), ys);
+}
+
 static __global__ void instnorm_apply_kernel(float *y, const float *x, const float *mean,
                                              const float *rstd, const float *gamma,
-                                             const float *beta, int C, long V, size_t n)
+                                             const float *beta, int C, int planes, long V,
+                                             bool vectorised)
 {
-    GRID_STRIDE(i, n) {
-        const size_t plane = i / (size_t)V;
-        const int c = (int)(plane % C);
+    constexpr int W = kInstnormPerVec;
+    for (int plane = (int)blockIdx.y; plane < planes; plane += (int)gridDim.y) {
+        const int c = plane % C;
+        const float mu = mean[plane], rs = rstd[plane];
         const float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;
-        y[i] = (x[i] - mean[plane]) * rstd[plane] * g + b;
+        const float *xp = x + (size_t)plane * V;
+        float *yp = y + (size_t)plane * V;
+        grid_stride_split<W>(
+            (size_t)V, vectorised,
+            [=](size_t v) {
+                Pack<float, W> t = load_pack<float, W>(xp + v);
+#pragma unroll
+                for (int k = 0; k < W; k++) t.v[k] = (t.v[k] - mu) * rs * g + b;
+                store_pack(yp + v, t);
+            },
+            [=](size_t v) { yp[v] = (xp[v] - mu) * rs * g + b; });
     }
 }
 
@@ -817,9 +841,9 @@ void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const
     instnorm_stats_kernel<<<grid_for(planes), kThreads, 0, cuda_stream()>>>(
         mean, rstd, partial, planes, chunks, V, eps);
     CUDA_CHECK_LAUNCH();
-    const size_t n = (size_t)planes * V;
-    instnorm_apply_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(y, x, mean, rstd, gamma,
-                                                                        beta, C, V, n);
+    const bool vec = V % kInstnormPerVec == 0 && aligned16(y, x);
+    instnorm_apply_kernel<<<plane_grid(planes, V, vec), kThreads, 0, cuda_stream()>>>(
+        y, x, mean, rstd, gamma, beta, C, planes, V, vec);
     CUDA_CHECK_LAUNCH();
 }
 
@@ -838,17 +862,33 @@ struct PlaneGradMoments {
 /* dx = rstd gamma (dy - mean(dy) - xhat mean(dy xhat)) */
 static __global__ void instnorm_dx_kernel(float *dx, const float *dy, const float *x,
                                           const float *mean, const float *rstd,
-                                          const float *gamma, const double *sums, int C, long V,
-                                          size_t n)
+                                          const float *gamma, const double *sums, int C,
+                                          int planes, long V, bool vectorised)
 {
-    GRID_STRIDE(i, n) {
-        const size_t plane = i / (size_t)V;
-        const int c = (int)(plane % C);
-        const float rs = rstd[plane], g = gamma ? gamma[c] : 1.0f;
+    constexpr int W = kInstnormPerVec;
+    for (int plane = (int)blockIdx.y; plane < planes; plane += (int)gridDim.y) {
+        const int c = plane % C;
+        const float mu = mean[plane], rs = rstd[plane], g = gamma ? gamma[c] : 1.0f;
         const float mean_dy = (float)(sums[plane * 2] / V);
         const float mean_dyx = (float)(sums[plane * 2 + 1] / V);
-        const float xhat = (x[i] - mean[plane]) * rs;
-        dx[i] = rs * g * (dy[i] - mean_dy - xhat * mean_dyx);
+        const float *xp = x + (size_t)plane * V, *dyp = dy + (size_t)plane * V;
+        float *dxp = dx + (size_t)plane * V;
+        grid_stride_split<W>(
+            (size_t)V, vectorised,
+            [=](size_t v) {
+                const Pack<float, W> vx = load_pack<float, W>(xp + v);
+                Pack<float, W> vd = load_pack<float, W>(dyp + v);
+#pragma unroll
+                for (int k = 0; k < W; k++) {
+                    const float xhat = (vx.v[k] - mu) * rs;
+                    vd.v[k] = rs * g * (vd.v[k] - mean_dy - xhat * mean_dyx);
+                }
+                store_pack(dxp + v, vd);
+            },
+            [=](size_t v) {
+                const float xhat = (xp[v] - mu) * rs;
+                dxp[v] = rs * g * (dyp[v] - mean_dy - xhat * mean_dyx);
+            });
     }
 }
 
@@ -862,9 +902,9 @@ void cuda_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
     launch_plane_chunk_sums(partial, planes, chunks, V, PlaneGradMoments{dy, x, mean, rstd, V});
     const double *sums = plane_totals(partial, B, C, chunks, dbeta, dgamma);
     if (dx) {
-        const size_t n = (size_t)planes * V;
-        instnorm_dx_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(
-            dx, dy, x, mean, rstd, gamma, sums, C, V, n);
+        const bool vec = V % kInstnormPerVec == 0 && aligned16(dx, dy, x);
+        instnorm_dx_kernel<<<plane_grid(planes, V, vec), kThreads, 0, cuda_stream()>>>(
+            dx, dy, x, mean, rstd, gamma, sums, C, planes, V, vec);
         CUDA_CHECK_LAUNCH();
     }
 }

@@ -7,11 +7,13 @@
  *    nothing written past C;
  *  - cuda_instnorm_fwd: mean and rstd per plane, y = (x - mean) rstd gamma + beta;
  *  - cuda_instnorm_bwd: dgamma, dbeta accumulated, dx = rstd gamma (dy - mean(dy) - xhat
- *    mean(dy xhat)), with and without gamma, and with NULL dgamma/dbeta/dx.
+ *    mean(dy xhat)), with and without gamma, and with NULL dgamma/dbeta/dx;
+ *  - the elementwise passes' vector path (aligned, V % 4 == 0) gives their scalar path's bits.
  * The emulation's block sums add in another order than the GPU's shuffles, so the question
  * here is the indexing, the chunking and the formulas, not bits. */
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "emu_cuda.h"
@@ -121,8 +123,54 @@ static void instnorm_case(int B, int C, long V, bool affine)
            B, C, V, plane_chunks(V), affine, worst_y, worst_dx);
 }
 
+/* The elementwise passes' vector path (16-byte aligned buffers, V % 4 == 0) against their
+ * scalar path (every buffer shifted by one float): y and dx bit for bit, the statistics and the
+ * parameter gradients too (their sums do not depend on the path). */
+template <typename T> static T *shifted(std::vector<T> &store, const std::vector<T> &from, int shift)
+{
+    store.assign(from.size() + 8, T(0));
+    T *p = (T *)(((uintptr_t)store.data() + 15) & ~(uintptr_t)15) + shift;
+    std::copy(from.begin(), from.end(), p);
+    return p;
+}
+
+static void instnorm_paths_case(int B, int C, long V)
+{
+    const size_t planes = (size_t)B * C, n = planes * V;
+    const std::vector<float> x = randoms(n, -1.5, 2.5), dy = randoms(n, -1.0, 1.0);
+    const std::vector<float> gamma = randoms(C, 0.5, 1.5), beta = randoms(C, -0.5, 0.5);
+    std::vector<float> out[2][6];  /* per path: y, dx, mean, rstd, dgamma, dbeta */
+    for (int shift = 0; shift < 2; shift++) {
+        std::vector<float> sx, sdy, sy, sdx;
+        const float *px = shifted(sx, x, shift), *pdy = shifted(sdy, dy, shift);
+        float *py = shifted(sy, std::vector<float>(n, NAN), shift);
+        float *pdx = shifted(sdx, std::vector<float>(n, NAN), shift);
+        std::vector<float> mean(planes, NAN), rstd(planes, NAN), dgamma(C, 0.0f), dbeta(C, 0.0f);
+        cuda_instnorm_fwd(py, mean.data(), rstd.data(), px, gamma.data(), beta.data(), B, C, V,
+                          1e-5f);
+        cuda_instnorm_bwd(pdx, dgamma.data(), dbeta.data(), pdy, px, mean.data(), rstd.data(),
+                          gamma.data(), B, C, V);
+        out[shift][0].assign(py, py + n);
+        out[shift][1].assign(pdx, pdx + n);
+        out[shift][2] = mean;
+        out[shift][3] = rstd;
+        out[shift][4] = dgamma;
+        out[shift][5] = dbeta;
+    }
+    static const char *const names[6] = {"y", "dx", "mean", "rstd", "dgamma", "dbeta"};
+    for (int k = 0; k < 6; k++) {
+        size_t differ = 0;
+        for (size_t i = 0; i < out[0][k].size(); i++)
+            differ += std::memcmp(&out[0][k][i], &out[1][k][i], sizeof(float)) != 0;
+        CHECK(differ == 0, "instnorm B %d C %d V %ld: %zu of %zu %s values differ between the "
+              "vector and the scalar path", B, C, V, differ, out[0][k].size(), names[k]);
+    }
+}
+
 int main()
 {
+    instnorm_paths_case(2, 3, 1000);
+    instnorm_paths_case(1, 2, 2 * kPlaneChunk + 4);
     for (int B : {1, 3})
         for (int C : {1, 5})
             for (long V : {1L, 300L, kPlaneChunk, 2 * kPlaneChunk + 77}) channel_sums_case(B, C, V);
