@@ -1,6 +1,7 @@
 /* What the emulated-kernel test programs share beside the emulation itself: a reproducible
- * source of test inputs and main's ending. Used by attention_gemm_path_emulated.cpp and
- * attention_softmax_bwd_emulated.cpp. */
+ * source of test inputs, a failure counter and main's ending. Used by
+ * attention_gemm_path_emulated.cpp, attention_softmax_bwd_emulated.cpp, recon_rows_emulated.cpp,
+ * plane_sums_emulated.cpp and layernorm_fwd_emulated.cpp. */
 #ifndef ALICE_EMU_TEST_UTIL_H
 #define ALICE_EMU_TEST_UTIL_H
 
@@ -19,6 +20,17 @@ struct EmuLcg {
         return lo + (hi - lo) * (float)((state >> 40) * (1.0 / 16777216.0));
     }
 };
+
+/* A failed check: counted in emu_fails, the first 20 printed (the format and its arguments). */
+inline int emu_fails = 0;
+#define EMU_CHECK(cond, ...)                                                                    \
+    do {                                                                                        \
+        if (!(cond) && emu_fails++ < 20) {                                                      \
+            printf("FAIL: ");                                                                   \
+            printf(__VA_ARGS__);                                                                \
+            printf("\n");                                                                       \
+        }                                                                                       \
+    } while (0)
 
 /* main's ending: with failures, their count on stderr and exit status 1; else the ok line
  * (printf format ok_fmt, a newline added) on stdout and 0. */

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "emu_cuda.h"
+#include "emu_test_util.h"
 #include "cuda/cuda_bf16.cuh" /* widen, narrow_to, as_nv (the script's empty cuda_bf16.h stands in for CUDA's) */
 
 /* CUDA's rsqrtf (the GPU's approximation differs in the last bits; the bit comparisons here
@@ -24,19 +25,8 @@ static inline float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
 
 #include "layernorm_fwd.inc" /* cut out of cuda/cuda_kernels.cuh and cuda/cuda_norm.cu */
 
-static int fails = 0;
-/* Counts every failure, prints the first 20. */
-#define CHECK(c, ...) do { if (!(c)) { if (fails++ < 20) { printf("FAIL: "); printf(__VA_ARGS__); \
-    printf("\n"); } } } while (0)
 
-static uint64_t rs_state = 88172645463325252ull;
-static double urand()
-{
-    rs_state ^= rs_state << 13;
-    rs_state ^= rs_state >> 7;
-    rs_state ^= rs_state << 17;
-    return (rs_state >> 11) * (1.0 / 9007199254740992.0);
-}
+static EmuLcg rng{20261126u};
 
 enum { kGuard = 8 }; /* elements past the end of every output, checked untouched */
 static const float kSentinel = 12345.0f;
@@ -87,10 +77,10 @@ template <typename T> static void check_case(int rows, int dim, bool affine)
     const bool bf16 = sizeof(T) == 2;
     const size_t n = (size_t)rows * dim;
     std::vector<float> x(n), gamma(dim), beta(dim);
-    for (size_t i = 0; i < n; i++) x[i] = (float)(urand() * 4.0 - 1.5);
+    for (size_t i = 0; i < n; i++) x[i] = rng.uniform(-1.5f, 2.5f);
     for (int d = 0; d < dim; d++) {
-        gamma[d] = (float)(0.5 + urand());
-        beta[d] = (float)(urand() - 0.5);
+        gamma[d] = rng.uniform(0.5f, 1.5f);
+        beta[d] = rng.uniform(-0.5f, 0.5f);
     }
     const LnRun<T> a = run_ln<T>(x, gamma, beta, affine, rows, dim, 0);
     const LnRun<T> s = run_ln<T>(x, gamma, beta, affine, rows, dim, 1);
@@ -105,11 +95,11 @@ template <typename T> static void check_case(int rows, int dim, bool affine)
             s2 += t * t;
         }
         const double rstd = 1.0 / std::sqrt(s2 / dim + 1e-5);
-        CHECK(std::fabs(a.mean[r] - mu) <= 1e-6 * (1.0 + std::sqrt(s2 / dim)), "rows %d dim %d: "
+        EMU_CHECK(std::fabs(a.mean[r] - mu) <= 1e-6 * (1.0 + std::sqrt(s2 / dim)), "rows %d dim %d: "
               "mean[%d] = %.9g, expected %.9g", rows, dim, r, a.mean[r], mu);
-        CHECK(std::fabs(a.rstd[r] - rstd) <= 1e-5 * rstd, "rows %d dim %d: rstd[%d] = %.9g, "
+        EMU_CHECK(std::fabs(a.rstd[r] - rstd) <= 1e-5 * rstd, "rows %d dim %d: rstd[%d] = %.9g, "
               "expected %.9g", rows, dim, r, a.rstd[r], rstd);
-        CHECK(same_bits(a.mean[r], s.mean[r]) && same_bits(a.rstd[r], s.rstd[r]),
+        EMU_CHECK(same_bits(a.mean[r], s.mean[r]) && same_bits(a.rstd[r], s.rstd[r]),
               "rows %d dim %d: row %d's statistics differ between the aligned and the shifted "
               "launch", rows, dim, r);
         for (int d = 0; d < dim; d++) {
@@ -119,18 +109,18 @@ template <typename T> static void check_case(int rows, int dim, bool affine)
             const double got = as_float(a.y[i]);
             const double tol = bf16 ? std::fabs(want) * (1.0 / 256) + 1e-5 : 2e-5;
             worst_y = std::fmax(worst_y, std::fabs(got - want));
-            CHECK(std::fabs(got - want) <= tol, "rows %d dim %d %s: y[%zu] = %.9g, expected "
+            EMU_CHECK(std::fabs(got - want) <= tol, "rows %d dim %d %s: y[%zu] = %.9g, expected "
                   "%.9g", rows, dim, bf16 ? "bf16" : "fp32", i, got, want);
-            CHECK(same_bits(a.y[i], s.y[i]), "rows %d dim %d %s: y[%zu] differs between the "
+            EMU_CHECK(same_bits(a.y[i], s.y[i]), "rows %d dim %d %s: y[%zu] differs between the "
                   "aligned (%s kernel) and the shifted (scalar kernel) launch", rows, dim,
                   bf16 ? "bf16" : "fp32", i, vector_path ? "vector" : "scalar");
         }
     }
     for (int g = 0; g < kGuard; g++) {
         const T guard = narrow_to<T>(kSentinel);
-        CHECK(same_bits(a.y[n + g], guard) && same_bits(s.y[n + g], guard),
+        EMU_CHECK(same_bits(a.y[n + g], guard) && same_bits(s.y[n + g], guard),
               "rows %d dim %d: y written past the last row", rows, dim);
-        CHECK(a.mean[rows + g] == kSentinel && a.rstd[rows + g] == kSentinel,
+        EMU_CHECK(a.mean[rows + g] == kSentinel && a.rstd[rows + g] == kSentinel,
               "rows %d dim %d: statistics written past the last row", rows, dim);
     }
     printf("  rows %2d dim %4d %s %s (%s kernel when aligned): y within %.2g of the reference, "
@@ -147,6 +137,6 @@ int main()
     check_case<float>(50, 768, false);
     check_case<__nv_bfloat16>(50, 384, true);
     check_case<float>(1, 640, true);
-    printf("%s: LayerNorm forward on the emulation\n", fails ? "FAIL" : "ok");
-    return fails ? 1 : 0;
+    printf("%s: LayerNorm forward on the emulation\n", emu_fails ? "FAIL" : "ok");
+    return emu_fails ? 1 : 0;
 }

@@ -17,19 +17,15 @@
 #include <vector>
 
 #include "emu_cuda.h"
+#include "emu_test_util.h"
 #include "plane_sums_kernels.inc"  /* cut out of cuda/ by the .sh */
 
-static int fails = 0;
-/* Counts every failure, prints the first 20. */
-#define CHECK(c, ...) do { if (!(c)) { if (fails++ < 20) { printf("FAIL: "); printf(__VA_ARGS__); \
-    printf("\n"); } } } while (0)
 
-static uint64_t rs = 88172645463325252ull;
-static double urand() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (rs >> 11) * (1.0 / 9007199254740992.0); }
+static EmuLcg rng{20261126u};
 static std::vector<float> randoms(size_t n, double lo, double hi)
 {
     std::vector<float> v(n);
-    for (float &x : v) x = (float)(lo + (hi - lo) * urand());
+    for (float &x : v) x = rng.uniform((float)lo, (float)hi);
     return v;
 }
 static bool close_to(double got, double want, double rtol, double atol)
@@ -50,11 +46,11 @@ static void channel_sums_case(int B, int C, long V)
         for (int b = 0; b < B; b++)
             for (long v = 0; v < V; v++) s += x[((size_t)b * C + c) * V + v];
         const float want = start[c] + (float)s;
-        CHECK(close_to(target[c], want, 2e-7, 1e-7 * std::fabs(s)),
+        EMU_CHECK(close_to(target[c], want, 2e-7, 1e-7 * std::fabs(s)),
               "channel sums B %d C %d V %ld: target[%d] = %.9g, expected %.9g", B, C, V, c,
               target[c], want);
     }
-    CHECK(target[C] == kSentinel, "channel sums B %d C %d V %ld wrote past C", B, C, V);
+    EMU_CHECK(target[C] == kSentinel, "channel sums B %d C %d V %ld wrote past C", B, C, V);
 }
 
 static void instnorm_case(int B, int C, long V, bool affine)
@@ -82,9 +78,9 @@ static void instnorm_case(int B, int C, long V, bool affine)
         double s1 = 0.0, s2 = 0.0;
         for (long v = 0; v < V; v++) { s1 += xp[v]; s2 += (double)xp[v] * xp[v]; }
         const double mu = s1 / V, var = s2 / V - mu * mu, r = 1.0 / std::sqrt(var + eps);
-        CHECK(close_to(mean[p], mu, 1e-6, 1e-7), "instnorm B %d C %d V %ld: mean[%zu] = %.9g, "
+        EMU_CHECK(close_to(mean[p], mu, 1e-6, 1e-7), "instnorm B %d C %d V %ld: mean[%zu] = %.9g, "
               "expected %.9g", B, C, V, p, mean[p], mu);
-        CHECK(close_to(rstd[p], r, 1e-6, 0.0), "instnorm B %d C %d V %ld: rstd[%zu] = %.9g, "
+        EMU_CHECK(close_to(rstd[p], r, 1e-6, 0.0), "instnorm B %d C %d V %ld: rstd[%zu] = %.9g, "
               "expected %.9g", B, C, V, p, rstd[p], r);
         const double gc = affine ? gamma[c] : 1.0, bc = affine ? beta[c] : 0.0;
         double mdy = 0.0, mdyx = 0.0;
@@ -102,21 +98,21 @@ static void instnorm_case(int B, int C, long V, bool affine)
             worst_y = std::fmax(worst_y, std::fabs(y[p * V + v] - (xh * gc + bc)));
             const double want_dx = r * gc * (dyp[v] - mdy - xh * mdyx);
             worst_dx = std::fmax(worst_dx, std::fabs(dx[p * V + v] - want_dx));
-            CHECK(dx_only[p * V + v] == dx[p * V + v], "instnorm B %d C %d V %ld: dx without "
+            EMU_CHECK(dx_only[p * V + v] == dx[p * V + v], "instnorm B %d C %d V %ld: dx without "
                   "parameter gradients differs at %zu", B, C, V, p * V + v);
         }
     }
-    CHECK(worst_y < 2e-5, "instnorm B %d C %d V %ld affine %d: y off by %.3g", B, C, V, affine,
+    EMU_CHECK(worst_y < 2e-5, "instnorm B %d C %d V %ld affine %d: y off by %.3g", B, C, V, affine,
           worst_y);
-    CHECK(worst_dx < 2e-5, "instnorm B %d C %d V %ld affine %d: dx off by %.3g", B, C, V,
+    EMU_CHECK(worst_dx < 2e-5, "instnorm B %d C %d V %ld affine %d: dx off by %.3g", B, C, V,
           affine, worst_dx);
     for (int c = 0; c < C; c++) {
         const double want_g = affine ? dgamma0[c] + sdg[c] : dgamma0[c];
         const double want_b = affine ? dbeta0[c] + sdb[c] : dbeta0[c];
         const double scale = 1.0 + std::sqrt((double)B * V);
-        CHECK(close_to(dgamma[c], want_g, 1e-6, 1e-6 * scale), "instnorm B %d C %d V %ld: "
+        EMU_CHECK(close_to(dgamma[c], want_g, 1e-6, 1e-6 * scale), "instnorm B %d C %d V %ld: "
               "dgamma[%d] = %.9g, expected %.9g", B, C, V, c, dgamma[c], want_g);
-        CHECK(close_to(dbeta[c], want_b, 1e-6, 1e-6 * scale), "instnorm B %d C %d V %ld: "
+        EMU_CHECK(close_to(dbeta[c], want_b, 1e-6, 1e-6 * scale), "instnorm B %d C %d V %ld: "
               "dbeta[%d] = %.9g, expected %.9g", B, C, V, c, dbeta[c], want_b);
     }
     printf("  instnorm B %d C %d V %ld (%d chunk(s)) affine %d: y within %.2g, dx within %.2g\n",
@@ -162,7 +158,7 @@ static void instnorm_paths_case(int B, int C, long V)
         size_t differ = 0;
         for (size_t i = 0; i < out[0][k].size(); i++)
             differ += std::memcmp(&out[0][k][i], &out[1][k][i], sizeof(float)) != 0;
-        CHECK(differ == 0, "instnorm B %d C %d V %ld: %zu of %zu %s values differ between the "
+        EMU_CHECK(differ == 0, "instnorm B %d C %d V %ld: %zu of %zu %s values differ between the "
               "vector and the scalar path", B, C, V, differ, out[0][k].size(), names[k]);
     }
 }
@@ -178,6 +174,6 @@ int main()
     instnorm_case(2, 2, kPlaneChunk + 333, true);
     instnorm_case(3, 2, 2 * kPlaneChunk + 1, false);
     printf("%s: per-plane sums (conv bias gradient, instance norm) on the emulation\n",
-           fails ? "FAIL" : "ok");
-    return fails ? 1 : 0;
+           emu_fails ? "FAIL" : "ok");
+    return emu_fails ? 1 : 0;
 }
