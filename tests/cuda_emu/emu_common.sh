@@ -12,6 +12,7 @@
 #   EMU_CUT_LAUNCH_HELPERS   emu_cut's step for cuda/cuda_kernels.cuh's launch helpers (kThreads,
 #                      grid sizing, 16-byte packs), which most kernels' launches need:
 #                      emu_cut OUT N "${EMU_CUT_LAUNCH_HELPERS[@]}" --cut ...
+#   EMU_CUT_REDUCTION_HELPERS   the same helpers and block_sum, for tests on emu_cuda.h
 #   emu_compile NAME [FLAG | SOURCE]...   builds TMP/NAME with the common flags (warnings on,
 #                      the include paths TMP, HERE, ROOT/src, ROOT), then the arguments
 # Named without the test_ prefix: tests/run.sh runs tests/*/test_*.sh, and this is no test.
@@ -27,6 +28,13 @@ trap 'rm -rf "$TMP"' EXIT
 
 EMU_CUT_LAUNCH_HELPERS=(--cut cuda/cuda_kernels.cuh 'constexpr int kThreads'
                         'template <typename T> __device__ __forceinline__ T warp_sum')
+# For tests on emu_cuda.h, which defines kThreads and warp_sum itself: the rest of those
+# helpers (the reductions' block counts, grid sizing, grid-stride loops, 16-byte packs) and
+# block_sum.
+EMU_CUT_REDUCTION_HELPERS=(--cut cuda/cuda_kernels.cuh '/* Blocks of a device-wide reduction'
+                           'template <typename T> __device__ __forceinline__ T warp_sum'
+                           --cut cuda/cuda_kernels.cuh 'template <typename T> __device__ T block_sum'
+                           '__device__ inline float block_max')
 
 # The serial emulation (emu_serial.h) needs C++17; emu_need_threads raises it.
 EMU_STD=c++17

@@ -13,8 +13,7 @@ set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 emu_need_threads
 emu_cut "$TMP/dicece_kernels.inc" 6 \
-  --cut cuda/cuda_kernels.cuh '/* Blocks of a device-wide reduction' '/* ---- 16-byte vectorised elementwise' \
-  --cut cuda/cuda_kernels.cuh 'template <typename T> __device__ T block_sum' '__device__ inline float block_max' \
+  "${EMU_CUT_REDUCTION_HELPERS[@]}" \
   --cut cuda/cuda_kernels.cuh '/* partials[block] = sum over the block' '/* sum_{i<n} f(i) in double; synchronises' \
   --cut cuda/cuda_reduce.cu '/* The same fixed-order sum, divided on the device' "/* The column sums' arrival counters" \
   --cut cuda/cuda_losses.cu "/* PyTorch's cosine_similarity clamps" 'static unsigned row_blocks' \

@@ -15,7 +15,7 @@ set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 emu_need_threads
 emu_cut "$TMP/layernorm_bwd.inc" 3 \
-  --cut cuda/cuda_kernels.cuh '/* Blocks of a device-wide reduction' 'template <typename T> __device__ __forceinline__ T warp_sum' \
+  "${EMU_CUT_REDUCTION_HELPERS[@]}" \
   --cut cuda/cuda_kernels.cuh '/* ---- column sums accumulated into vectors' $'\n#endif' \
   --cut cuda/cuda_norm.cu 'constexpr int kRowsPerBlock' '/* ---- LayerNorm ---- */' \
   --cut cuda/cuda_norm.cu '/* ---- LayerNorm backward ----' '/* ---- softmax over rows ---- */' \

@@ -11,7 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 emu_need_threads
 emu_cut "$TMP/layernorm_fwd.inc" 2 \
-  --cut cuda/cuda_kernels.cuh '/* Blocks of a device-wide reduction' 'template <typename T> __device__ __forceinline__ T warp_sum' \
+  "${EMU_CUT_REDUCTION_HELPERS[@]}" \
   --cut cuda/cuda_norm.cu 'constexpr int kRowsPerBlock' '/* ---- LayerNorm backward ----'
 emu_compile layernorm_fwd_emulated "$HERE/layernorm_fwd_emulated.cpp"
 "$TMP/layernorm_fwd_emulated"

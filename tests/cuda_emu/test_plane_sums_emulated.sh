@@ -11,8 +11,7 @@ set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
 emu_need_threads
 emu_cut "$TMP/plane_sums_kernels.inc" 6 \
-  --cut cuda/cuda_kernels.cuh '/* Blocks of a device-wide reduction' 'template <typename T> __device__ __forceinline__ T warp_sum' \
-  --cut cuda/cuda_kernels.cuh 'template <typename T> __device__ T block_sum' '__device__ inline float block_max' \
+  "${EMU_CUT_REDUCTION_HELPERS[@]}" \
   --cut cuda/cuda_norm.cu '/* ---- per-plane sums' '' \
   --replace 'plane_chunk_sums_kernel<<<' 'plane_chunk_sums_kernel<F><<<' 1
 emu_compile plane_sums_emulated "$HERE/plane_sums_emulated.cpp"
