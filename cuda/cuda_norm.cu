@@ -308,6 +308,33 @@ constexpr int kLnBwdMinBlocksPerSm = 3, kLnBwdVecMax = 6;
  * ptxas take 72-80). */
 constexpr int kLnBwdScalarMinBlocksPerSm = 5;
 
+/* The same for the 4 columns d..d+3 of a vector-path chunk, through 16-byte shared-memory
+ * accesses: a warp's 32 chunks are 512 contiguous bytes, where 4-byte accesses at a stride of
+ * 4 floats would meet 4-way bank conflicts. The per-column arithmetic is the function above's. */
+template <int kTerms>
+static __device__ __forceinline__ void layernorm_bwd_accumulate_chunk(
+    float *sum_dgamma, float *sum_dbeta, float *sum_dx, int d, const Pack<float, 4> &vdy,
+    const Pack<float, 4> &vx, const Pack<float, 4> &vdx, float mu, float rs, bool first_row)
+{
+    Pack<float, 4> sg = {}, sb = {}, sd = {};
+    if (!first_row) {
+        sg = load_pack<float, 4>(sum_dgamma + d);
+        sb = load_pack<float, 4>(sum_dbeta + d);
+        if constexpr (kTerms == kLnTermsWithDx) sd = load_pack<float, 4>(sum_dx + d);
+    }
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const float term_dgamma = vdy.v[e] * (vx.v[e] - mu) * rs;
+        sg.v[e] = first_row ? term_dgamma : sg.v[e] + term_dgamma;
+        sb.v[e] = first_row ? vdy.v[e] : sb.v[e] + vdy.v[e];
+        if constexpr (kTerms == kLnTermsWithDx)
+            sd.v[e] = first_row ? vdx.v[e] : __fadd_rn(sd.v[e], vdx.v[e]);
+    }
+    store_pack(sum_dgamma + d, sg);
+    store_pack(sum_dbeta + d, sb);
+    if constexpr (kTerms == kLnTermsWithDx) store_pack(sum_dx + d, sd);
+}
+
 template <int kTerms, int kVec>
 static __global__ void __launch_bounds__(kThreads, kVec > 0 ? kLnBwdMinBlocksPerSm
                                                             : kLnBwdScalarMinBlocksPerSm)
@@ -385,11 +412,8 @@ static __global__ void __launch_bounds__(kThreads, kVec > 0 ? kLnBwdMinBlocksPer
                 }
                 store_pack(dxr + d, vdx);
                 if (dx16r) store_pack(dx16r + d, vdx16);
-#pragma unroll
-                for (int e = 0; e < 4; e++)
-                    layernorm_bwd_accumulate_columns<kTerms>(sum_dgamma, sum_dbeta, sum_dx, d + e,
-                                                             vdy[k].v[e], vx[k].v[e], vdx.v[e], mu,
-                                                             rs, first_row);
+                layernorm_bwd_accumulate_chunk<kTerms>(sum_dgamma, sum_dbeta, sum_dx, d, vdy[k],
+                                                       vx[k], vdx, mu, rs, first_row);
             }
         }
     }
