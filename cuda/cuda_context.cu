@@ -72,6 +72,7 @@ void cuda_context_init(void)
     CUDA_CHECK(cudaMalloc(&g_ctx.lt_workspace, g_ctx.lt_workspace_bytes));
     CUBLAS_CHECK(cublasSetWorkspace(g_ctx.blas, g_ctx.lt_workspace, g_ctx.lt_workspace_bytes));
     CUDA_CHECK(cudaMallocHost((void **)&g_ctx.host_result, 64 * sizeof(double)));
+    CUDA_CHECK(cudaMallocHost(&g_ctx.download_bounce, kDownloadBounceBytes));
     g_ctx.initialised = 1;
     cudaDeviceProp prop;
     CUDA_CHECK(cudaGetDeviceProperties(&prop, g_ctx.device));

@@ -43,10 +43,14 @@ struct CudaContext {
     void *scratch[SCRATCH_SLOT_COUNT];
     size_t scratch_bytes[SCRATCH_SLOT_COUNT];
     double *host_result;         /* pinned: reductions come back through it */
+    void *download_bounce;       /* pinned, kDownloadBounceBytes: small downloads use it */
     int allow_tf32;
     int bf16_gemm;
     unsigned long long live_bytes, peak_bytes;
 };
+
+/* Size of the context's pinned buffer for small downloads (cuda_download). */
+constexpr size_t kDownloadBounceBytes = 64u << 10;
 
 /* Picks the device (local rank modulo device count), creates stream and handles. Errors out
  * with a clear message when no device is visible. Idempotent. */
