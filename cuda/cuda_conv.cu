@@ -354,8 +354,9 @@ void cuda_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const flo
     }
     if (db) {
         const ConvKey *g = &p->key;
-        cuda_channel_sums_accumulate(db, dy, B, Cout, (long)out_extent(g->X, g) *
-                                                          out_extent(g->Y, g) * out_extent(g->Z, g));
+        const long out_volume = (long)out_extent(g->X, g) * out_extent(g->Y, g) *
+                                out_extent(g->Z, g);
+        cuda_channel_sums_accumulate(db, dy, B, Cout, out_volume);
     }
 }
 

@@ -116,7 +116,8 @@ static __global__ void __launch_bounds__(kThreads)
         if (beta) b = load_pack<float, 4>(beta + d);
         Pack<TOut, 4> out;
 #pragma unroll
-        for (int e = 0; e < 4; e++) out.v[e] = narrow_to<TOut>((v[k].v[e] - mu) * rs * g.v[e] + b.v[e]);
+        for (int e = 0; e < 4; e++)
+            out.v[e] = narrow_to<TOut>((v[k].v[e] - mu) * rs * g.v[e] + b.v[e]);
         store_pack(yr + d, out);
     }
     if (lane == 0) {
@@ -406,7 +407,8 @@ static __global__ void __launch_bounds__(kThreads, kVec > 0 ? kLnBwdMinBlocksPer
                 Pack<__nv_bfloat16, 4> vdx16;
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
-                    const float v = layernorm_dx_value(vdy[k].v[e] * vg.v[e], vx[k].v[e], mu, rs, m);
+                    const float v =
+                        layernorm_dx_value(vdy[k].v[e] * vg.v[e], vx[k].v[e], mu, rs, m);
                     vdx.v[e] = resr ? layernorm_dx_plus_residual(vres.v[e], v) : v;
                     vdx16.v[e] = __float2bfloat16_rn(vdx.v[e]);
                 }

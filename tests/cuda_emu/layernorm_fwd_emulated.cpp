@@ -17,7 +17,8 @@
 
 #include "emu_cuda.h"
 #include "emu_test_util.h"
-#include "cuda/cuda_bf16.cuh" /* widen, narrow_to, as_nv (the script's empty cuda_bf16.h stands in for CUDA's) */
+/* widen, narrow_to, as_nv (the script's empty cuda_bf16.h stands in for CUDA's) */
+#include "cuda/cuda_bf16.cuh"
 
 /* CUDA's rsqrtf (the GPU's approximation differs in the last bits; the bit comparisons here
  * are between two kernels that both call it) */
@@ -95,8 +96,8 @@ template <typename T> static void check_case(int rows, int dim, bool affine)
             s2 += t * t;
         }
         const double rstd = 1.0 / std::sqrt(s2 / dim + 1e-5);
-        EMU_CHECK(std::fabs(a.mean[r] - mu) <= 1e-6 * (1.0 + std::sqrt(s2 / dim)), "rows %d dim %d: "
-              "mean[%d] = %.9g, expected %.9g", rows, dim, r, a.mean[r], mu);
+        EMU_CHECK(std::fabs(a.mean[r] - mu) <= 1e-6 * (1.0 + std::sqrt(s2 / dim)),
+                  "rows %d dim %d: mean[%d] = %.9g, expected %.9g", rows, dim, r, a.mean[r], mu);
         EMU_CHECK(std::fabs(a.rstd[r] - rstd) <= 1e-5 * rstd, "rows %d dim %d: rstd[%d] = %.9g, "
               "expected %.9g", rows, dim, r, a.rstd[r], rstd);
         EMU_CHECK(same_bits(a.mean[r], s.mean[r]) && same_bits(a.rstd[r], s.rstd[r]),

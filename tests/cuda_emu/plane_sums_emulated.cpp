@@ -122,7 +122,8 @@ static void instnorm_case(int B, int C, long V, bool affine)
 /* The elementwise passes' vector path (16-byte aligned buffers, V % 4 == 0) against their
  * scalar path (every buffer shifted by one float): y and dx bit for bit, the statistics and the
  * parameter gradients too (their sums do not depend on the path). */
-template <typename T> static T *shifted(std::vector<T> &store, const std::vector<T> &from, int shift)
+template <typename T>
+static T *shifted(std::vector<T> &store, const std::vector<T> &from, int shift)
 {
     store.assign(from.size() + 8, T(0));
     T *p = (T *)(((uintptr_t)store.data() + 15) & ~(uintptr_t)15) + shift;

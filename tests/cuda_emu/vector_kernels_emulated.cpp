@@ -1,6 +1,6 @@
 /* The 16-byte vectorised elementwise kernels of the CUDA backend (add, gelu fwd/bwd in fp32 and
- * bf16, leaky_relu fwd/bwd, fp32 -> bf16 rounding, patchify/unpatchify, gather_rows, their bf16-output variants
- * patchify_bf16 and gather_rows_bf16, masked_mse_bwd) run WITHOUT a
+ * bf16, leaky_relu fwd/bwd, fp32 -> bf16 rounding, patchify/unpatchify, gather_rows, their
+ * bf16-output variants patchify_bf16 and gather_rows_bf16, masked_mse_bwd) run WITHOUT a
  * GPU: test_vector_kernels_emulated.sh cuts their source out of the cuda/ sources (and the launch
  * helpers out of cuda/cuda_kernels.cuh), rewrites <<<...>>> into emu_launch, and this file runs
  * them on the host, one CUDA thread after another (they have no barriers or shuffles, so the
@@ -83,11 +83,15 @@ int main()
         const float slope = 0.01f;  /* UNETR's negative slope */
         o.p[n] = 12345.0f;
         cuda_leaky_relu_fwd(o.p, x.p, n, slope);
-        for (size_t i = 0; i < n; i++) CHECK(o.p[i] == (x.p[i] > 0.0f ? x.p[i] : slope * x.p[i]), "leaky_relu_fwd n %zu off %d/%d i %zu", n, oo, oa, i);
+        for (size_t i = 0; i < n; i++)
+            CHECK(o.p[i] == (x.p[i] > 0.0f ? x.p[i] : slope * x.p[i]),
+                  "leaky_relu_fwd n %zu off %d/%d i %zu", n, oo, oa, i);
         CHECK(o.p[n] == 12345.0f, "leaky_relu_fwd wrote past n");
         dx.p[n] = 12345.0f;
         cuda_leaky_relu_bwd(dx.p, b.p, x.p, n, slope);
-        for (size_t i = 0; i < n; i++) CHECK(dx.p[i] == (x.p[i] > 0.0f ? b.p[i] : slope * b.p[i]), "leaky_relu_bwd n %zu off %d/%d i %zu", n, oo, oa, i);
+        for (size_t i = 0; i < n; i++)
+            CHECK(dx.p[i] == (x.p[i] > 0.0f ? b.p[i] : slope * b.p[i]),
+                  "leaky_relu_bwd n %zu off %d/%d i %zu", n, oo, oa, i);
         CHECK(dx.p[n] == 12345.0f, "leaky_relu_bwd wrote past n");
         cuda_round_to_bf16(as_nv(hy.p), x.p, n);
         for (size_t i = 0; i < n; i++) CHECK(hy.p[i] == bf16_from_float(x.p[i]), "to_bf16 n %zu i %zu", n, i);
