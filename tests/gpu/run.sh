@@ -315,6 +315,31 @@ kernel_profile_row "$kprof" "$PACK_DIR/kernel_profile.txt" "$LOGDIR/kernel_profi
 # ---- paper configuration step (ViT-B/16, crop 192x192x64, batch 8, all views and losses) ----
 # field NAME LOG: the last NAME=value of the machine-readable timing line.
 field() { grep -o " $1=[0-9.]*" "$2" 2>/dev/null | tail -1 | cut -d= -f2; }
+# The speed-up row of an opt-in autotune (gemm_autotune, conv_autotune): the tuned step beside
+# the default one, with the figures of the tuner's end-of-run summary line ("WHAT autotune: ...
+# plans_tuned= KEPT_FIELD= left_untuned= chosen_ms= BASE_FIELD="). A measurement, "ok" either
+# way; FAIL only when the tuned step ran without tuning anything (no summary line).
+# autotune_speedup_row ROW WHAT DEFAULT_STEP TUNED_STEP LOG KEPT_FIELD KEPT_WORDS TIMES_WORDS
+#                      BASE_FIELD BASE_WORD
+autotune_speedup_row() {
+  local row=$1 what=$2 log=$5 kept_field=$6 kept_words=$7 times_words=$8 base_field=$9 base_word=${10}
+  local u=${samples_per_s[$4]:-} d=${samples_per_s[$3]:-} m=${mfu[$3]:-?} e=${mfu[$4]:-?}
+  summary_field() { grep "$what autotune: " "$log" 2>/dev/null | grep -o " $1=[0-9.]*" | tail -1 | cut -d= -f2; }
+  local tuned kept untuned chosen base
+  tuned=$(summary_field plans_tuned); kept=$(summary_field "$kept_field")
+  untuned=$(summary_field left_untuned); chosen=$(summary_field chosen_ms); base=$(summary_field "$base_field")
+  if [ -n "$u" ] && [ -z "$tuned" ]; then
+    record "$row" FAIL "the step tuned nothing: no '$what autotune:' line in ${log##*/}"
+  elif [ -n "$u" ] && [ -n "$d" ]; then
+    record "$row" ok "$(awk -v u="$u" -v d="$d" -v m="$m" -v e="$e" -v w="$what" -v n="$tuned" \
+      -v k="${kept:-0}" -v kw="$kept_words" -v l="${untuned:-0}" -v tw="$times_words" \
+      -v c="$chosen" -v b="$base" -v bw="$base_word" \
+      'BEGIN{printf "%.3fx samples/s with %s_autotune=1 (%s vs default %s; MFU %s%% vs %s%%); %d plans tuned, %d %s, %d untuned; %s: chosen %.3f ms vs %s %.3f ms (%.3fx)",
+             u/d, w, u, d, e, m, n, k, kw, l, tw, c, bw, b, (c > 0) ? b/c : 1}')"
+  else
+    record "$row" skip "needs both steps (default ${d:-missing}, autotune ${u:-missing} samples/s)"
+  fi
+}
 declare -A samples_per_s=()
 # train_step MODEL LABEL LIMIT COMMAND CONFIG key=value...: the row "MODEL step LABEL" from
 # `alice COMMAND --config CONFIG key=value... --bench-steps 5` (its alice_step line: median
@@ -472,20 +497,8 @@ fi
 # way; FAIL only when the step ran without tuning anything (no "gemm autotune:" line).
 if [ $math_modes = 1 ] && grep -q gemm_autotune src/core/config_keys.c; then
   alice_step bf16-gemm-autotune precision=bf16 tf32=1 gemm_autotune=1
-  u=${samples_per_s[alice_bf16-gemm-autotune]:-}; d=${samples_per_s[alice_bf16]:-}
-  tlog="$LOGDIR/step_bf16-gemm-autotune.log"
-  tuned=$(field plans_tuned "$tlog"); kept=$(field kept_first "$tlog"); untuned=$(field left_untuned "$tlog")
-  chosen=$(field chosen_ms "$tlog"); first=$(field first_ms "$tlog")
-  if [ -n "$u" ] && [ -z "$tuned" ]; then
-    record "gemm autotune step speed-up" FAIL "the step tuned nothing: no 'gemm autotune:' line in step_bf16-gemm-autotune.log"
-  elif [ -n "$u" ] && [ -n "$d" ]; then
-    record "gemm autotune step speed-up" ok "$(awk -v u="$u" -v d="$d" -v m="${mfu[alice_bf16]:-?}" -v e="${mfu[alice_bf16-gemm-autotune]:-?}" \
-      -v n="$tuned" -v k="$kept" -v l="${untuned:-0}" -v c="$chosen" -v f="$first" \
-      'BEGIN{printf "%.3fx samples/s with gemm_autotune=1 (%s vs default %s; MFU %s%% vs %s%%); %d plans tuned, %d kept the first, %d untuned; GEMMs once each: chosen %.3f ms vs first %.3f ms (%.3fx)",
-             u/d, u, d, e, m, n, k, l, c, f, (c > 0) ? f/c : 1}')"
-  else
-    record "gemm autotune step speed-up" skip "needs both steps (default ${d:-missing}, autotune ${u:-missing} samples/s)"
-  fi
+  autotune_speedup_row "gemm autotune step speed-up" gemm alice_bf16 alice_bf16-gemm-autotune \
+    "$LOGDIR/step_bf16-gemm-autotune.log" kept_first "kept the first" "GEMMs once each" first_ms first
 fi
 
 # ---- the UNETR fine-tuning step (jobs/finetune_btcv.cfg: ViT-B/16, feature size 16, 96^3
@@ -505,22 +518,9 @@ if [ $math_modes = 1 ] && grep -q bench_steps src/train/finetune.h; then
   # without tuning anything (no "conv autotune:" line).
   if grep -q conv_autotune src/core/config_keys.c; then
     unetr_step bf16-conv-autotune precision=bf16 tf32=1 conv_autotune=1
-    u=${samples_per_s[unetr_bf16-conv-autotune]:-}; d=${samples_per_s[unetr_bf16]:-}
-    tlog="$LOGDIR/unetr_step_bf16-conv-autotune.log"
-    # the fields of the conv autotune's summary line only (a gemm one shares their names)
-    conv_field() { grep 'conv autotune: ' "$tlog" 2>/dev/null | grep -o " $1=[0-9.]*" | tail -1 | cut -d= -f2; }
-    tuned=$(conv_field plans_tuned); changed=$(conv_field plans_changed); untuned=$(conv_field left_untuned)
-    chosen=$(conv_field chosen_ms); heur=$(conv_field heuristic_ms)
-    if [ -n "$u" ] && [ -z "$tuned" ]; then
-      record "conv autotune unetr step speed-up" FAIL "the step tuned nothing: no 'conv autotune:' line in unetr_step_bf16-conv-autotune.log"
-    elif [ -n "$u" ] && [ -n "$d" ]; then
-      record "conv autotune unetr step speed-up" ok "$(awk -v u="$u" -v d="$d" -v m="${mfu[unetr_bf16]:-?}" -v e="${mfu[unetr_bf16-conv-autotune]:-?}" \
-        -v n="$tuned" -v k="${changed:-0}" -v l="${untuned:-0}" -v c="$chosen" -v h="$heur" \
-        'BEGIN{printf "%.3fx samples/s with conv_autotune=1 (%s vs default %s; MFU %s%% vs %s%%); %d plans tuned, %d changed an algorithm, %d untuned; Find: chosen %.3f ms vs heuristic %.3f ms (%.3fx)",
-               u/d, u, d, e, m, n, k, l, c, h, (c > 0) ? h/c : 1}')"
-    else
-      record "conv autotune unetr step speed-up" skip "needs both steps (default ${d:-missing}, autotune ${u:-missing} samples/s)"
-    fi
+    autotune_speedup_row "conv autotune unetr step speed-up" conv unetr_bf16 \
+      unetr_bf16-conv-autotune "$LOGDIR/unetr_step_bf16-conv-autotune.log" plans_changed \
+      "changed an algorithm" "Find" heuristic_ms heuristic
   fi
   # where its time goes (run 8: 57 ms per step at 3% of the bf16 peak, never profiled)
   kernel_profile_row "$kprof_unetr" "$PACK_DIR/kernel_profile_unetr.txt" "$LOGDIR/kernel_profile_unetr.log" \
