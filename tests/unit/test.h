@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/rng.h"
 
@@ -37,6 +38,14 @@ static inline float *test_randn(uint64_t seed, uint32_t stream, size_t n, float 
     float *x = malloc((n ? n : 1) * sizeof(float));
     for (size_t i = 0; i < n; i++) x[i] = scale * rng_normal(&s);
     return x;
+}
+
+/* A malloc'd copy of n floats (the inputs an in-place or accumulating op is about to change). */
+static inline float *test_copy(const float *x, size_t n)
+{
+    float *y = malloc((n ? n : 1) * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
 }
 
 /* Every got[i] within rel * (scale ? scale[i] : |ref[i]|) + abs_tol of a double reference;

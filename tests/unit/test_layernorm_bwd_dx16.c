@@ -36,13 +36,6 @@ static uint32_t next_stream = 1;
 
 static float *randn(size_t n, float scale) { return test_randn(6161, next_stream++, n, scale); }
 
-static float *copy_of(const float *x, size_t n)
-{
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
 /* A LayerNorm backward's inputs: x, dy, a residual gradient, gamma, and the statistics of x
  * (double, then rounded, as the forward saves them). */
 typedef struct {
@@ -116,8 +109,8 @@ static LnOut fresh_out(const LnCase *c, const float *dgamma0, const float *dbeta
                        const float *dxsum0)
 {
     const size_t n = (size_t)c->rows * c->dim;
-    LnOut o = {test_filled(n, NAN), copy_of(dgamma0, (size_t)c->dim),
-               copy_of(dbeta0, (size_t)c->dim), copy_of(dxsum0, (size_t)c->dim),
+    LnOut o = {test_filled(n, NAN), test_copy(dgamma0, (size_t)c->dim),
+               test_copy(dbeta0, (size_t)c->dim), test_copy(dxsum0, (size_t)c->dim),
                malloc((n ? n : 1) * sizeof(bf16_t))};
     for (size_t i = 0; i < n; i++) o.dx16[i] = UNWRITTEN16;
     return o;
@@ -252,11 +245,11 @@ static int test_feeds_linear_backward(void)
     LnOut o = fresh_out(&c, dgamma0, dbeta0, db0);
     be->layernorm_bwd_dx16(o.dx, c.res, o.dgamma, o.dbeta, o.dx16, o.dxsum, c.dy, c.x, c.mean,
                            c.rstd, c.gamma, rows, dim);
-    float *dx_new = test_filled((size_t)rows * in, NAN), *dW_new = copy_of(dW0, (size_t)dim * in);
+    float *dx_new = test_filled((size_t)rows * in, NAN), *dW_new = test_copy(dW0, (size_t)dim * in);
     be->linear_bwd_bf16_dy16(dx_new, dW_new, o.dx16, x, W, rows, in, dim);
 
-    float *dx_old = test_filled((size_t)rows * in, NAN), *dW_old = copy_of(dW0, (size_t)dim * in);
-    float *db_old = copy_of(db0, (size_t)dim);
+    float *dx_old = test_filled((size_t)rows * in, NAN), *dW_old = test_copy(dW0, (size_t)dim * in);
+    float *db_old = test_copy(db0, (size_t)dim);
     be->linear_bwd_bf16(dx_old, dW_old, db_old, o.dx, x, W, rows, in, dim);
 
     TEST_CHECK(differing_bits(dx_new, dx_old, (size_t)rows * in) == 0,

@@ -42,13 +42,6 @@ static bf16_t *randn_bf16(size_t n, float scale)
     return test_randn_bf16(5151, next_stream++, n, scale);
 }
 
-static float *copy_of(const float *x, size_t n)
-{
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
 static size_t nans(const float *a, size_t n)
 {
     size_t bad = 0;
@@ -73,8 +66,8 @@ static void contract_case(int rows, int in, int out, enum OutputSet set)
     const int has_dw = set != WITHOUT_DW && set != DB_ONLY;
     const int has_db = set != WITHOUT_DB;
 
-    float *dx_f = test_filled(nx, NAN), *dW_f = copy_of(dW0, nw), *db_f = copy_of(db0, out);
-    float *dx_u = test_filled(nx, NAN), *dW_u = copy_of(dW0, nw), *db_u = copy_of(db0, out);
+    float *dx_f = test_filled(nx, NAN), *dW_f = test_copy(dW0, nw), *db_f = test_copy(db0, out);
+    float *dx_u = test_filled(nx, NAN), *dW_u = test_copy(dW0, nw), *db_u = test_copy(db0, out);
     float *scratch_f = test_filled(nh, NAN), *scratch_u = test_filled(nh, NAN);
 
     be->linear_gelu_bwd_bf16(has_dx ? dx_f : NULL, has_dw ? dW_f : NULL, has_db ? db_f : NULL,
@@ -125,7 +118,7 @@ static int test_double_reference(void)
     float *dy = randn(nh, 1.0f), *W = randn(nw, 0.2f);
     bf16_t *h = randn_bf16(nh, 1.5f), *x = randn_bf16(nx, 1.0f);
     float *dW0 = randn(nw, 0.3f), *db0 = randn((size_t)out, 0.3f);
-    float *dx = test_filled(nx, NAN), *dW = copy_of(dW0, nw), *db = copy_of(db0, out);
+    float *dx = test_filled(nx, NAN), *dW = test_copy(dW0, nw), *db = test_copy(db0, out);
     float *scratch = test_filled(nh, NAN);
     be->linear_gelu_bwd_bf16(dx, dW, db, dy, h, scratch, x, W, rows, in, out);
 

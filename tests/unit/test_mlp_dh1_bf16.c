@@ -39,13 +39,6 @@ static bf16_t *randn_bf16(size_t n, float scale)
     return test_randn_bf16(6262, next_stream++, n, scale);
 }
 
-static float *copy_of(const float *x, size_t n)
-{
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
 enum { BF16_POISON = 0xffff };
 
 static bf16_t *poisoned_bf16(size_t n)
@@ -92,8 +85,8 @@ static void dx16_contract_case(int rows, int in, int out, enum OutputSet set, en
     bf16_t *dy16 = randn_bf16(ny, 1.0f), *x = randn_bf16(nx, 1.0f);
     float *dW0 = randn(nw, 0.3f), *db0 = randn((size_t)out, 0.3f);
     bf16_t *dx_new = poisoned_bf16(nx);
-    float *dW_new = copy_of(dW0, nw), *db_new = copy_of(db0, out);
-    float *dx_old = test_filled(nx, NAN), *dW_old = copy_of(dW0, nw), *db_old = copy_of(db0, out);
+    float *dW_new = test_copy(dW0, nw), *db_new = test_copy(db0, out);
+    float *dx_old = test_filled(nx, NAN), *dW_old = test_copy(dW0, nw), *db_old = test_copy(db0, out);
     bf16_t *dxn = o.has_dx ? dx_new : NULL;
     float *dWn = o.has_dw ? dW_new : NULL, *dWo = o.has_dw ? dW_old : NULL;
     if (kind == DY_FP32) {
@@ -209,8 +202,8 @@ static void gelu_dy16_contract_case(int rows, int in, int out, enum OutputSet se
     bf16_t *dy16 = randn_bf16(nh, 1.0f), *h = randn_bf16(nh, 1.5f), *x = randn_bf16(nx, 1.0f);
     float *dy_wide = widened(dy16, nh), *W = randn(nw, 0.2f);
     float *dW0 = randn(nw, 0.3f), *db0 = randn((size_t)out, 0.3f);
-    float *dx_n = test_filled(nx, NAN), *dW_n = copy_of(dW0, nw), *db_n = copy_of(db0, out);
-    float *dx_o = test_filled(nx, NAN), *dW_o = copy_of(dW0, nw), *db_o = copy_of(db0, out);
+    float *dx_n = test_filled(nx, NAN), *dW_n = test_copy(dW0, nw), *db_n = test_copy(db0, out);
+    float *dx_o = test_filled(nx, NAN), *dW_o = test_copy(dW0, nw), *db_o = test_copy(db0, out);
     float *scratch_n = test_filled(nh, NAN), *scratch_o = test_filled(nh, NAN);
     be->linear_gelu_bwd_bf16_dy16(o.has_dx ? dx_n : NULL, o.has_dw ? dW_n : NULL,
                                   o.has_db ? db_n : NULL, dy16, h, scratch_n, x, W, rows, in,
@@ -249,7 +242,7 @@ static int test_gelu_dy16_double_reference(void)
     const size_t nh = (size_t)rows * out, nx = (size_t)rows * in, nw = (size_t)out * in;
     bf16_t *dy16 = randn_bf16(nh, 1.0f), *h = randn_bf16(nh, 1.5f), *x = randn_bf16(nx, 1.0f);
     float *W = randn(nw, 0.2f), *db0 = randn((size_t)out, 0.3f);
-    float *dx = test_filled(nx, NAN), *dW = test_filled(nw, 0.0f), *db = copy_of(db0, out);
+    float *dx = test_filled(nx, NAN), *dW = test_filled(nw, 0.0f), *db = test_copy(db0, out);
     float *scratch = test_filled(nh, NAN);
     be->linear_gelu_bwd_bf16_dy16(dx, dW, db, dy16, h, scratch, x, W, rows, in, out);
 

@@ -34,13 +34,6 @@ static float *randn(size_t n, float scale) { return test_randn(20230601, next_st
 
 static float *filled(size_t n, float v) { return test_filled(n, v); }
 
-static float *copy_of(const float *x, size_t n)
-{
-    float *y = malloc((n ? n : 1) * sizeof(float));
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
-
 static double dot_r(const float *y, const float *r, size_t n)
 {
     double s = 0.0;
@@ -123,7 +116,7 @@ static int test_linear(void)
     check_grad("linear dx", loss_linear, lin.x, nx, dx);
     check_grad("linear dW", loss_linear, lin.W, nw, dW);
     check_grad("linear db", loss_linear, lin.b, lin.out, db);
-    float *dx2 = filled(nx, GARBAGE), *dW1 = copy_of(dW, nw), *db1 = copy_of(db, lin.out);
+    float *dx2 = filled(nx, GARBAGE), *dW1 = test_copy(dW, nw), *db1 = test_copy(db, lin.out);
     be->linear_bwd(dx2, dW, db, lin.R, lin.x, lin.W, lin.rows, lin.in, lin.out);
     check_same("linear dx", dx2, dx, nx);
     check_doubled("linear dW", dW, dW1, nw);
@@ -204,7 +197,7 @@ static int test_layernorm(void)
     check_grad("layernorm dx", loss_layernorm, ln.x, n, dx);
     check_grad("layernorm dgamma", loss_layernorm, ln.g, ln.dim, dg);
     check_grad("layernorm dbeta", loss_layernorm, ln.b, ln.dim, db);
-    float *dx2 = filled(n, GARBAGE), *dg1 = copy_of(dg, ln.dim), *db1 = copy_of(db, ln.dim);
+    float *dx2 = filled(n, GARBAGE), *dg1 = test_copy(dg, ln.dim), *db1 = test_copy(db, ln.dim);
     be->layernorm_bwd(dx2, NULL, dg, db, ln.R, ln.x, ln.mean, ln.rstd, ln.g, ln.rows, ln.dim);
     check_same("layernorm dx", dx2, dx, n);
     check_doubled("layernorm dgamma", dg, dg1, ln.dim);
@@ -294,7 +287,7 @@ static int test_instnorm(void)
         if (affine) {
             check_grad("instnorm dgamma", loss_instnorm, in_.g, in_.C, dg);
             check_grad("instnorm dbeta", loss_instnorm, in_.b, in_.C, db);
-            float *dx2 = filled(n, GARBAGE), *dg1 = copy_of(dg, in_.C), *db1 = copy_of(db, in_.C);
+            float *dx2 = filled(n, GARBAGE), *dg1 = test_copy(dg, in_.C), *db1 = test_copy(db, in_.C);
             be->instnorm_bwd(dx2, dg, db, in_.R, in_.x, in_.mean, in_.rstd, in_.g, in_.B, in_.C, in_.V);
             check_same("instnorm dx", dx2, dx, n);
             check_doubled("instnorm dgamma", dg, dg1, in_.C);
@@ -403,7 +396,7 @@ static int test_gather_scatter(void)
     float *din = filled(nin, 0);
     be->scatter_add_rows(din, gt.R, gt.idx, gt.idx_ld, gt.B, gt.N, gt.nsel, gt.C);
     check_grad("gather_rows / scatter_add_rows", loss_gather, gt.in, nin, din);
-    float *din1 = copy_of(din, nin);
+    float *din1 = test_copy(din, nin);
     be->scatter_add_rows(din, gt.R, gt.idx, gt.idx_ld, gt.B, gt.N, gt.nsel, gt.C);
     check_doubled("scatter_add_rows", din, din1, nin);
     free(gt.in), free(gt.out), free(gt.R), free(din), free(din1);
@@ -429,7 +422,7 @@ static int test_insert_mask_tokens(void)
     be->insert_mask_tokens_bwd(dvis, dtok, mt.R, mt.perm, mt.B, mt.N, mt.nvis, mt.C);
     check_grad("insert_mask_tokens dvisible", loss_mask_tokens, mt.vis, nvis, dvis);
     check_grad("insert_mask_tokens dmask_token", loss_mask_tokens, mt.tok, mt.C, dtok);
-    float *dvis2 = filled(nvis, GARBAGE), *dtok1 = copy_of(dtok, mt.C);
+    float *dvis2 = filled(nvis, GARBAGE), *dtok1 = test_copy(dtok, mt.C);
     be->insert_mask_tokens_bwd(dvis2, dtok, mt.R, mt.perm, mt.B, mt.N, mt.nvis, mt.C);
     check_same("insert_mask_tokens dvisible", dvis2, dvis, nvis);
     check_doubled("insert_mask_tokens dmask_token", dtok, dtok1, mt.C);
@@ -671,7 +664,7 @@ static int test_conv3d(void)
         check_grad(what, loss_conv, cv.W, nw, dW);
         snprintf(what, sizeof what, "conv3d k=%d s=%d pad=%d db", cv.k, cv.s, cv.pad);
         check_grad(what, loss_conv, cv.b, cv.Cout, db);
-        float *dx2 = filled(nx, GARBAGE), *dW1 = copy_of(dW, nw), *db1 = copy_of(db, cv.Cout);
+        float *dx2 = filled(nx, GARBAGE), *dW1 = test_copy(dW, nw), *db1 = test_copy(db, cv.Cout);
         be->conv3d_bwd(dx2, dW, db, cv.R, cv.x, cv.W, cv.B, cv.Cin, cv.Cout, cv.X, cv.Y, cv.Z,
                        cv.k, cv.s, cv.pad);
         check_same(what, dx2, dx, nx);
@@ -703,7 +696,7 @@ static int test_conv_transpose3d(void)
     check_grad("conv_transpose3d dx", loss_convT, cv.x, nx, dx);
     check_grad("conv_transpose3d dW", loss_convT, cv.W, nw, dW);
     check_grad("conv_transpose3d db", loss_convT, cv.b, cv.Cout, db);
-    float *dx2 = filled(nx, GARBAGE), *dW1 = copy_of(dW, nw), *db1 = copy_of(db, cv.Cout);
+    float *dx2 = filled(nx, GARBAGE), *dW1 = test_copy(dW, nw), *db1 = test_copy(db, cv.Cout);
     be->conv_transpose3d_bwd(dx2, dW, db, cv.R, cv.x, cv.W, cv.B, cv.Cin, cv.Cout, cv.X, cv.Y,
                              cv.Z, cv.k);
     check_same("conv_transpose3d dx", dx2, dx, nx);
