@@ -28,6 +28,12 @@ enum CudaScratchSlot {
     SCRATCH_CUDNN_ATTN_WORKSPACE, /* workspace of cuDNN's fused attention graphs */
     SCRATCH_CUDNN_ATTN_GRAD16,    /* cuDNN attention backward: bf16 dq, dk, dv before widening
                                    * to fp32, or the ones the caller does not want */
+    SCRATCH_INSTNORM_STAGE,  /* the unfused intermediate of the fused instance norm + LeakyReLU
+                              * ops where cuDNN's instance norm runs them (instnorm_kernel =
+                              * cudnn): the normalised x, or the gated dy */
+    SCRATCH_CONV_CL_IN,      /* channels-last weight gradients (conv_wgrad_layout = ndhwc): */
+    SCRATCH_CONV_CL_OUT,     /* the input and output-gradient copies, and the filter gradient */
+    SCRATCH_CONV_CL_FILTER,  /* before its transpose onto dW */
     SCRATCH_SLOT_COUNT
 };
 

@@ -14,10 +14,20 @@
  * Precision: CUDNN_FMA_MATH (true fp32, no TF32) unless gpu_set_math allowed TF32.
  * Algorithms: the heuristic's first DETERMINISTIC choice (reproducible runs); with
  * conv_autotune = 1 the fastest deterministic one cudnnFind*AlgorithmEx measures on scratch
- * buffers when the plan is built eagerly (tune_conv_plan). */
+ * buffers when the plan is built eagerly (tune_conv_plan).
+ *
+ * Weight gradients channels-last (conv_wgrad_layout = ndhwc): for NCDHW fp32 tensors cuDNN's
+ * heuristic picks sm80 backward-filter kernels that took 12.2 of UNETR's 58 ms per step (run 9,
+ * H200: `sm80_xmma_wgrad_implicit_gemm_indexed_wo_smem_tf32`, 4 calls at 96^3). The plan then
+ * also describes the input and output gradient channels-last (NDHWC strides) and the filter
+ * KDHWC (CUDNN_TENSOR_NHWC), copies both tensors channels-last (cuda/cuda_conv_layout.cu),
+ * runs backward-filter on the copies into a scratch filter and adds it, transposed, onto dW.
+ * Its algorithm is the heuristic's first deterministic one for those descriptors; a shape for
+ * which there is none keeps NCDHW (logged). conv_autotune times the NCDHW directions only. */
 #include <string.h>
 
 #include "cuda/cuda_conv_autotune.h"
+#include "cuda/cuda_conv_layout.h"
 #include "cuda/cuda_graph.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
@@ -29,6 +39,7 @@ extern "C" {
 struct ConvKey {
     int B, Cin, Cout, X, Y, Z, k, s, pad, tf32;  /* forward-view geometry */
     int autotune;  /* conv_autotune when built: on and off keep their own plans */
+    int wgrad_channels_last;  /* conv_wgrad_layout = ndhwc when built */
 };
 
 /* One convolution descriptor per direction: the autotune may run a direction with the math type
@@ -42,6 +53,12 @@ struct ConvPlan {
     cudnnConvolutionBwdDataAlgo_t bwd_data_algo;
     cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo;
     size_t fwd_ws, bwd_data_ws, bwd_filter_ws;
+    /* channels-last backward-filter (key.wgrad_channels_last and cuDNN offered an algorithm) */
+    int cl;
+    cudnnTensorDescriptor_t in_cl, out_cl;
+    cudnnFilterDescriptor_t filter_cl;
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo_cl;
+    size_t bwd_filter_ws_cl;
 };
 
 enum { kConvPlanCacheSize = 64 };
@@ -60,8 +77,29 @@ static cudnnTensorDescriptor_t volume_desc(int B, int C, int X, int Y, int Z)
     return d;
 }
 
+/* The same tensor channels-last: NDHWC in memory, dims still given as {B, C, X, Y, Z}. */
+static cudnnTensorDescriptor_t volume_desc_channels_last(int B, int C, int X, int Y, int Z)
+{
+    cudnnTensorDescriptor_t d;
+    CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
+    const int dims[5] = {B, C, X, Y, Z};
+    const int strides[5] = {C * X * Y * Z, 1, Y * Z * C, Z * C, C};
+    CUDNN_CHECK(cudnnSetTensorNdDescriptor(d, CUDNN_DATA_FLOAT, 5, dims, strides));
+    return d;
+}
+
+static void destroy_channels_last(ConvPlan *p)
+{
+    if (!p->cl) return;
+    CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->in_cl));
+    CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->out_cl));
+    CUDNN_CHECK(cudnnDestroyFilterDescriptor(p->filter_cl));
+    p->cl = 0;
+}
+
 static void destroy_conv_plan(ConvPlan *p)
 {
+    destroy_channels_last(p);
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->in));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->out));
     CUDNN_CHECK(cudnnDestroyTensorDescriptor(p->bias_in));
@@ -240,6 +278,54 @@ static void tune_conv_plan(ConvPlan *p, size_t find_ws_bytes)
     cuda_conv_autotune_note_tuned(changed);
 }
 
+/* Plans built under conv_wgrad_layout = ndhwc (gpu_conv_wgrad_layout_stats). */
+static int g_cl_plans, g_cl_kept_ncdhw;
+
+void gpu_conv_wgrad_layout_stats(int *channels_last_plans, int *kept_ncdhw_plans)
+{
+    *channels_last_plans = g_cl_plans;
+    *kept_ncdhw_plans = g_cl_kept_ncdhw;
+}
+
+/* The channels-last backward-filter of conv_wgrad_layout = ndhwc: descriptors and the first
+ * deterministic algorithm within the workspace limit, or (none offered) the plan keeps NCDHW.
+ * The math type is the NCDHW direction's (the plan's tf32, or what conv_autotune chose). */
+static void build_channels_last(ConvPlan *p)
+{
+    const ConvKey *k = &p->key;
+    cudnnHandle_t dnn = cuda_context()->dnn;
+    p->in_cl = volume_desc_channels_last(k->B, k->Cin, k->X, k->Y, k->Z);
+    p->out_cl = volume_desc_channels_last(k->B, k->Cout, out_extent(k->X, k),
+                                          out_extent(k->Y, k), out_extent(k->Z, k));
+    CUDNN_CHECK(cudnnCreateFilterDescriptor(&p->filter_cl));
+    const int fdims[5] = {k->Cout, k->Cin, k->k, k->k, k->k};
+    CUDNN_CHECK(cudnnSetFilterNdDescriptor(p->filter_cl, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC, 5,
+                                           fdims));
+    p->cl = 1;
+    enum { kMaxAlgos = 16 };
+    int n = 0;
+    cudnnConvolutionBwdFilterAlgoPerf_t bf[kMaxAlgos];
+    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn, p->in_cl, p->out_cl,
+                                                              p->conv_bwd_filter, p->filter_cl,
+                                                              kMaxAlgos, &n, bf));
+    for (int i = 0; i < n; i++)
+        if (bf[i].status == CUDNN_STATUS_SUCCESS && bf[i].determinism == CUDNN_DETERMINISTIC &&
+            bf[i].memory <= kConvWorkspaceLimit) {
+            p->bwd_filter_algo_cl = bf[i].algo;
+            CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                dnn, p->in_cl, p->out_cl, p->conv_bwd_filter, p->filter_cl,
+                p->bwd_filter_algo_cl, &p->bwd_filter_ws_cl));
+            g_cl_plans++;
+            return;
+        }
+    log_warn("conv_wgrad_layout = ndhwc: cuDNN offers no deterministic channels-last "
+             "backward-filter algorithm for the convolution B=%d Cin=%d Cout=%d %dx%dx%d k=%d s=%d "
+             "pad=%d; this shape keeps the NCDHW weight gradient", k->B, k->Cin, k->Cout, k->X,
+             k->Y, k->Z, k->k, k->s, k->pad);
+    destroy_channels_last(p);
+    g_cl_kept_ncdhw++;
+}
+
 static void build_conv_plan(ConvPlan *p, const ConvKey *k)
 {
     cudnnHandle_t dnn = cuda_context()->dnn;
@@ -291,6 +377,8 @@ static void build_conv_plan(ConvPlan *p, const ConvKey *k)
                                                                p->conv_bwd_filter, p->filter,
                                                                p->bwd_filter_algo,
                                                                &p->bwd_filter_ws));
+    p->cl = 0;
+    if (k->wgrad_channels_last) build_channels_last(p);
 }
 
 static ConvPlan *conv_plan(int B, int Cin, int Cout, int X, int Y, int Z, int k, int s, int pad)
@@ -300,6 +388,7 @@ static ConvPlan *conv_plan(int B, int Cin, int Cout, int X, int Y, int Z, int k,
     key.B = B; key.Cin = Cin; key.Cout = Cout; key.X = X; key.Y = Y; key.Z = Z;
     key.k = k; key.s = s; key.pad = pad; key.tf32 = cuda_context()->allow_tf32;
     key.autotune = cuda_conv_autotune_enabled();
+    key.wgrad_channels_last = gpu_conv_wgrad_layout() == CONV_WGRAD_NDHWC;
     for (int i = 0; i < g_conv_plan_count; i++)
         if (memcmp(&g_conv_plans[i].key, &key, sizeof key) == 0) return &g_conv_plans[i];
     ConvPlan *p;
@@ -320,6 +409,38 @@ static void *workspace(size_t bytes)
 }
 
 static const float kOne = 1.0f, kZero = 0.0f;
+
+/* dW += the weight gradient of the plan's forward view from its input `in` and output
+ * gradient `dout` (both NCDHW): cuDNN's backward-filter accumulating (beta = 1), or with the
+ * channels-last plan, on channels-last copies into a scratch filter added onto dW. */
+static void backward_filter(const ConvPlan *p, float *dW, const float *in, const float *dout)
+{
+    cudnnHandle_t dnn = cuda_context()->dnn;
+    if (!p->cl) {
+        void *ws = workspace(p->bwd_filter_ws);
+        CUDNN_CHECK(cudnnConvolutionBackwardFilter(dnn, &kOne, p->in, in, p->out, dout,
+                                                   p->conv_bwd_filter, p->bwd_filter_algo, ws,
+                                                   p->bwd_filter_ws, &kOne, p->filter, dW));
+        return;
+    }
+    const ConvKey *k = &p->key;
+    const long in_volume = (long)k->X * k->Y * k->Z;
+    const long out_volume = (long)out_extent(k->X, k) * out_extent(k->Y, k) * out_extent(k->Z, k);
+    const int taps = k->k * k->k * k->k;
+    float *in_cl = (float *)cuda_scratch(SCRATCH_CONV_CL_IN,
+                                         (size_t)k->B * k->Cin * in_volume * sizeof(float));
+    float *dout_cl = (float *)cuda_scratch(SCRATCH_CONV_CL_OUT,
+                                           (size_t)k->B * k->Cout * out_volume * sizeof(float));
+    float *dW_cl = (float *)cuda_scratch(SCRATCH_CONV_CL_FILTER,
+                                         (size_t)k->Cout * k->Cin * taps * sizeof(float));
+    cuda_to_channels_last(in_cl, in, k->B, k->Cin, in_volume);
+    cuda_to_channels_last(dout_cl, dout, k->B, k->Cout, out_volume);
+    void *ws = workspace(p->bwd_filter_ws_cl);
+    CUDNN_CHECK(cudnnConvolutionBackwardFilter(dnn, &kOne, p->in_cl, in_cl, p->out_cl, dout_cl,
+                                               p->conv_bwd_filter, p->bwd_filter_algo_cl, ws,
+                                               p->bwd_filter_ws_cl, &kZero, p->filter_cl, dW_cl));
+    cuda_filter_from_channels_last_accumulate(dW, dW_cl, k->Cout, k->Cin, taps);
+}
 
 void cuda_conv3d_fwd(float *y, const float *x, const float *W, const float *b, int B, int Cin,
                      int Cout, int X, int Y, int Z, int k, int s, int pad)
@@ -346,12 +467,7 @@ void cuda_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const flo
                                                  p->conv_bwd_data, p->bwd_data_algo, ws,
                                                  p->bwd_data_ws, &kZero, p->in, dx));
     }
-    if (dW) {
-        void *ws = workspace(p->bwd_filter_ws);
-        CUDNN_CHECK(cudnnConvolutionBackwardFilter(dnn, &kOne, p->in, x, p->out, dy,
-                                                   p->conv_bwd_filter, p->bwd_filter_algo, ws,
-                                                   p->bwd_filter_ws, &kOne, p->filter, dW));
-    }
+    if (dW) backward_filter(p, dW, x, dy);
     if (db) {
         const ConvKey *g = &p->key;
         const long out_volume = (long)out_extent(g->X, g) * out_extent(g->Y, g) *
@@ -392,12 +508,7 @@ void cuda_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy,
         CUDNN_CHECK(cudnnConvolutionForward(dnn, &kOne, p->in, dy, p->filter, W, p->conv_fwd,
                                             p->fwd_algo, ws, p->fwd_ws, &kZero, p->out, dx));
     }
-    if (dW) {
-        void *ws = workspace(p->bwd_filter_ws);
-        CUDNN_CHECK(cudnnConvolutionBackwardFilter(dnn, &kOne, p->in, dy, p->out, x,
-                                                   p->conv_bwd_filter, p->bwd_filter_algo, ws,
-                                                   p->bwd_filter_ws, &kOne, p->filter, dW));
-    }
+    if (dW) backward_filter(p, dW, dy, x);
     if (db) {
         /* dy is the forward view's input: its channels (the plan's Cin) are this op's Cout */
         const ConvKey *g = &p->key;

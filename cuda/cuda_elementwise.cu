@@ -326,16 +326,8 @@ void cuda_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n)
     launch_gelu_bwd(dx, dy, as_nv(x), n);
 }
 
-/* LeakyReLU (UNETR's res blocks), 4 floats per 16-byte access where the pointers allow. */
-static __device__ __forceinline__ float leaky_relu_value(float v, float slope)
-{
-    return v > 0.0f ? v : slope * v;
-}
-
-static __device__ __forceinline__ float leaky_relu_grad(float x, float dy, float slope)
-{
-    return x > 0.0f ? dy : slope * dy;
-}
+/* LeakyReLU (UNETR's res blocks; formulas in ops/cpu_math.h), 4 floats per 16-byte access
+ * where the pointers allow. */
 
 static __global__ void leaky_relu_fwd_kernel(float *y, const float *x, size_t n, float slope,
                                              bool vectorised)

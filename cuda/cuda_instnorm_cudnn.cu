@@ -210,12 +210,23 @@ static void cudnn_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const flo
 
 /* ---- the backend table's entries: the kernel gpu_set_instnorm chose ---- */
 
+static bool cudnn_forward_runs(int B, int C, long V, float eps)
+{
+    return gpu_instnorm_kernel() == INSTNORM_KERNEL_CUDNN &&
+           (double)eps >= CUDNN_BN_MIN_EPSILON && cudnn_shape_fits(B, C, V);
+}
+
+/* cuDNN's backward always writes dx: a call without dx runs the own kernels. */
+static bool cudnn_backward_runs(const float *dx, int B, int C, long V)
+{
+    return gpu_instnorm_kernel() == INSTNORM_KERNEL_CUDNN && dx && cudnn_shape_fits(B, C, V);
+}
+
 void cuda_instnorm_fwd_selected(float *y, float *mean, float *rstd, const float *x,
                                 const float *gamma, const float *beta, int B, int C, long V,
                                 float eps)
 {
-    if (gpu_instnorm_kernel() == INSTNORM_KERNEL_CUDNN && (double)eps >= CUDNN_BN_MIN_EPSILON &&
-        cudnn_shape_fits(B, C, V))
+    if (cudnn_forward_runs(B, C, V, eps))
         cudnn_instnorm_fwd(y, mean, rstd, x, gamma, beta, B, C, V, eps);
     else
         cuda_instnorm_fwd(y, mean, rstd, x, gamma, beta, B, C, V, eps);
@@ -225,8 +236,42 @@ void cuda_instnorm_bwd_selected(float *dx, float *dgamma, float *dbeta, const fl
                                 const float *x, const float *mean, const float *rstd,
                                 const float *gamma, int B, int C, long V)
 {
-    if (gpu_instnorm_kernel() == INSTNORM_KERNEL_CUDNN && dx && cudnn_shape_fits(B, C, V))
+    if (cudnn_backward_runs(dx, B, C, V))
         cudnn_instnorm_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, B, C, V);
     else
         cuda_instnorm_bwd(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, B, C, V);
+}
+
+/* The fused instance norm + LeakyReLU entries (backend.h instnorm_lrelu_fwd / _bwd): the own
+ * fused kernels, or where cuDNN runs the instance norm, the unfused sequence around it through
+ * a scratch intermediate (the same ops, so the same bits as the caller running them). */
+void cuda_instnorm_lrelu_fwd_selected(float *y, float *mean, float *rstd, const float *x,
+                                      const float *gamma, const float *beta, const float *addend,
+                                      int B, int C, long V, float eps, float slope)
+{
+    if (!cudnn_forward_runs(B, C, V, eps)) {
+        cuda_instnorm_lrelu_fwd(y, mean, rstd, x, gamma, beta, addend, B, C, V, eps, slope);
+        return;
+    }
+    const size_t n = (size_t)B * C * V;
+    float *normed = (float *)cuda_scratch(SCRATCH_INSTNORM_STAGE, n * sizeof(float));
+    cudnn_instnorm_fwd(normed, mean, rstd, x, gamma, beta, B, C, V, eps);
+    if (addend) cuda_add(normed, normed, addend, n);
+    cuda_leaky_relu_fwd(y, normed, n, slope);
+}
+
+void cuda_instnorm_lrelu_bwd_selected(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                      const float *act, float slope, const float *x,
+                                      const float *mean, const float *rstd, const float *gamma,
+                                      int B, int C, long V)
+{
+    if (!cudnn_backward_runs(dx, B, C, V)) {
+        cuda_instnorm_lrelu_bwd(dx, dgamma, dbeta, dy, act, slope, x, mean, rstd, gamma, B, C,
+                                V);
+        return;
+    }
+    const size_t n = (size_t)B * C * V;
+    float *gated = (float *)cuda_scratch(SCRATCH_INSTNORM_STAGE, n * sizeof(float));
+    cuda_leaky_relu_bwd(gated, dy, act, n, slope);
+    cudnn_instnorm_bwd(dx, dgamma, dbeta, gated, x, mean, rstd, gamma, B, C, V);
 }

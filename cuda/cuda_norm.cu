@@ -8,6 +8,7 @@
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h" /* cuda_round_to_bf16 */
+#include "ops/cpu_math.h"          /* leaky_relu_value / _grad, MATH_ADD */
 
 constexpr int kRowsPerBlock = kThreads / 32;
 
@@ -833,9 +834,14 @@ static dim3 plane_grid(int planes, long V, bool vectorised)
     return dim3(grid_for_split((size_t)V, vectorised, kInstnormPerVec), ys);
 }
 
+/* y = instnorm(x), then (fused, for UNETR's res blocks) + addend and LeakyReLU: the add and
+ * the activation are the add and leaky_relu kernels' own operations on the same float, so the
+ * fused result has the bits of the three launches. addend may alias y: each thread reads its
+ * elements before it writes them. */
 static __global__ void instnorm_apply_kernel(float *y, const float *x, const float *mean,
                                              const float *rstd, const float *gamma,
-                                             const float *beta, int C, int planes, long V,
+                                             const float *beta, const float *addend, bool lrelu,
+                                             float slope, int C, int planes, long V,
                                              bool vectorised)
 {
     constexpr int W = kInstnormPerVec;
@@ -844,21 +850,29 @@ static __global__ void instnorm_apply_kernel(float *y, const float *x, const flo
         const float mu = mean[plane], rs = rstd[plane];
         const float g = gamma ? gamma[c] : 1.0f, b = beta ? beta[c] : 0.0f;
         const float *xp = x + (size_t)plane * V;
+        const float *ap = addend ? addend + (size_t)plane * V : nullptr;
         float *yp = y + (size_t)plane * V;
+        auto value = [=](float t, float add) {
+            float r = (t - mu) * rs * g + b;
+            if (ap) r = MATH_ADD(r, add);
+            return lrelu ? leaky_relu_value(r, slope) : r;
+        };
         grid_stride_split<W>(
             (size_t)V, vectorised,
             [=](size_t v) {
-                Pack<float, W> t = load_pack<float, W>(xp + v);
+                Pack<float, W> t = load_pack<float, W>(xp + v), a = {};
+                if (ap) a = load_pack<float, W>(ap + v);
 #pragma unroll
-                for (int k = 0; k < W; k++) t.v[k] = (t.v[k] - mu) * rs * g + b;
+                for (int k = 0; k < W; k++) t.v[k] = value(t.v[k], a.v[k]);
                 store_pack(yp + v, t);
             },
-            [=](size_t v) { yp[v] = (xp[v] - mu) * rs * g + b; });
+            [=](size_t v) { yp[v] = value(xp[v], ap ? ap[v] : 0.0f); });
     }
 }
 
-void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
-                       const float *beta, int B, int C, long V, float eps)
+static void instnorm_fwd_fused(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, const float *addend,
+                               bool lrelu, float slope, int B, int C, long V, float eps)
 {
     const int planes = B * C, chunks = plane_chunks(V);
     if (planes <= 0 || V <= 0) return;
@@ -867,29 +881,52 @@ void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const
     instnorm_stats_kernel<<<grid_for(planes), kThreads, 0, cuda_stream()>>>(
         mean, rstd, partial, planes, chunks, V, eps);
     CUDA_CHECK_LAUNCH();
-    const bool vec = V % kInstnormPerVec == 0 && aligned16(y, x);
+    const bool vec = V % kInstnormPerVec == 0 && aligned16(y, x, addend);
     instnorm_apply_kernel<<<plane_grid(planes, V, vec), kThreads, 0, cuda_stream()>>>(
-        y, x, mean, rstd, gamma, beta, C, planes, V, vec);
+        y, x, mean, rstd, gamma, beta, addend, lrelu, slope, C, planes, V, vec);
     CUDA_CHECK_LAUNCH();
 }
 
-/* the terms dy and dy * xhat */
+void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                       const float *beta, int B, int C, long V, float eps)
+{
+    instnorm_fwd_fused(y, mean, rstd, x, gamma, beta, nullptr, false, 0.0f, B, C, V, eps);
+}
+
+void cuda_instnorm_lrelu_fwd(float *y, float *mean, float *rstd, const float *x,
+                             const float *gamma, const float *beta, const float *addend, int B,
+                             int C, long V, float eps, float slope)
+{
+    instnorm_fwd_fused(y, mean, rstd, x, gamma, beta, addend, true, slope, B, C, V, eps);
+}
+
+/* dy, or (fused, gate non-NULL) dy gated by LeakyReLU's slope at gate: leaky_relu_bwd's value,
+ * so the gated backward has the bits of leaky_relu_bwd followed by the plain one. */
+__device__ __forceinline__ float gated_dy(const float *dy, const float *gate, float slope,
+                                          size_t i)
+{
+    return gate ? leaky_relu_grad(gate[i], dy[i], slope) : dy[i];
+}
+
+/* the terms dy and dy * xhat (dy gated where gate is given) */
 struct PlaneGradMoments {
-    const float *dy, *x, *mean, *rstd;
+    const float *dy, *gate, *x, *mean, *rstd;
+    float slope;
     long V;
     __device__ PlaneTerms operator()(int plane, long v) const
     {
         const size_t i = (size_t)plane * V + v;
-        const float g = dy[i];
+        const float g = gated_dy(dy, gate, slope, i);
         return PlaneTerms{g, (double)g * ((x[i] - mean[plane]) * rstd[plane])};
     }
 };
 
 /* dx = rstd gamma (dy - mean(dy) - xhat mean(dy xhat)) */
-static __global__ void instnorm_dx_kernel(float *dx, const float *dy, const float *x,
-                                          const float *mean, const float *rstd,
-                                          const float *gamma, const double *sums, int C,
-                                          int planes, long V, bool vectorised)
+static __global__ void instnorm_dx_kernel(float *dx, const float *dy, const float *gate,
+                                          float slope, const float *x, const float *mean,
+                                          const float *rstd, const float *gamma,
+                                          const double *sums, int C, int planes, long V,
+                                          bool vectorised)
 {
     constexpr int W = kInstnormPerVec;
     for (int plane = (int)blockIdx.y; plane < planes; plane += (int)gridDim.y) {
@@ -898,23 +935,45 @@ static __global__ void instnorm_dx_kernel(float *dx, const float *dy, const floa
         const float mean_dy = (float)(sums[plane * 2] / V);
         const float mean_dyx = (float)(sums[plane * 2 + 1] / V);
         const float *xp = x + (size_t)plane * V, *dyp = dy + (size_t)plane * V;
+        const float *gp = gate ? gate + (size_t)plane * V : nullptr;
         float *dxp = dx + (size_t)plane * V;
+        auto value = [=](float xv, float d) {
+            const float xhat = (xv - mu) * rs;
+            return rs * g * (d - mean_dy - xhat * mean_dyx);
+        };
         grid_stride_split<W>(
             (size_t)V, vectorised,
             [=](size_t v) {
                 const Pack<float, W> vx = load_pack<float, W>(xp + v);
                 Pack<float, W> vd = load_pack<float, W>(dyp + v);
+                if (gp) {
+                    const Pack<float, W> vg = load_pack<float, W>(gp + v);
 #pragma unroll
-                for (int k = 0; k < W; k++) {
-                    const float xhat = (vx.v[k] - mu) * rs;
-                    vd.v[k] = rs * g * (vd.v[k] - mean_dy - xhat * mean_dyx);
+                    for (int k = 0; k < W; k++) vd.v[k] = leaky_relu_grad(vg.v[k], vd.v[k], slope);
                 }
+#pragma unroll
+                for (int k = 0; k < W; k++) vd.v[k] = value(vx.v[k], vd.v[k]);
                 store_pack(dxp + v, vd);
             },
-            [=](size_t v) {
-                const float xhat = (xp[v] - mu) * rs;
-                dxp[v] = rs * g * (dyp[v] - mean_dy - xhat * mean_dyx);
-            });
+            [=](size_t v) { dxp[v] = value(xp[v], gated_dy(dyp, gp, slope, v)); });
+    }
+}
+
+static void instnorm_bwd_gated(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *gate, float slope, const float *x, const float *mean,
+                               const float *rstd, const float *gamma, int B, int C, long V)
+{
+    const int planes = B * C, chunks = plane_chunks(V);
+    if (planes <= 0 || V <= 0) return;
+    double *partial = plane_sums_scratch(planes, chunks);
+    launch_plane_chunk_sums(partial, planes, chunks, V,
+                            PlaneGradMoments{dy, gate, x, mean, rstd, slope, V});
+    const double *sums = plane_totals(partial, B, C, chunks, dbeta, dgamma);
+    if (dx) {
+        const bool vec = V % kInstnormPerVec == 0 && aligned16(dx, dy, x, gate);
+        instnorm_dx_kernel<<<plane_grid(planes, V, vec), kThreads, 0, cuda_stream()>>>(
+            dx, dy, gate, slope, x, mean, rstd, gamma, sums, C, planes, V, vec);
+        CUDA_CHECK_LAUNCH();
     }
 }
 
@@ -922,15 +981,12 @@ void cuda_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, 
                        const float *mean, const float *rstd, const float *gamma, int B, int C,
                        long V)
 {
-    const int planes = B * C, chunks = plane_chunks(V);
-    if (planes <= 0 || V <= 0) return;
-    double *partial = plane_sums_scratch(planes, chunks);
-    launch_plane_chunk_sums(partial, planes, chunks, V, PlaneGradMoments{dy, x, mean, rstd, V});
-    const double *sums = plane_totals(partial, B, C, chunks, dbeta, dgamma);
-    if (dx) {
-        const bool vec = V % kInstnormPerVec == 0 && aligned16(dx, dy, x);
-        instnorm_dx_kernel<<<plane_grid(planes, V, vec), kThreads, 0, cuda_stream()>>>(
-            dx, dy, x, mean, rstd, gamma, sums, C, planes, V, vec);
-        CUDA_CHECK_LAUNCH();
-    }
+    instnorm_bwd_gated(dx, dgamma, dbeta, dy, nullptr, 0.0f, x, mean, rstd, gamma, B, C, V);
+}
+
+void cuda_instnorm_lrelu_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                             const float *act, float slope, const float *x, const float *mean,
+                             const float *rstd, const float *gamma, int B, int C, long V)
+{
+    instnorm_bwd_gated(dx, dgamma, dbeta, dy, act, slope, x, mean, rstd, gamma, B, C, V);
 }

@@ -98,6 +98,13 @@ void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const
 void cuda_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                        const float *mean, const float *rstd, const float *gamma, int B, int C,
                        long V);
+/* The fused UNETR res-block passes (backend.h instnorm_lrelu_fwd / _bwd), own kernels. */
+void cuda_instnorm_lrelu_fwd(float *y, float *mean, float *rstd, const float *x,
+                             const float *gamma, const float *beta, const float *addend, int B,
+                             int C, long V, float eps, float slope);
+void cuda_instnorm_lrelu_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                             const float *act, float slope, const float *x, const float *mean,
+                             const float *rstd, const float *gamma, int B, int C, long V);
 /* cuda_instnorm_cudnn.cu: the backend's instnorm entries; they run cuDNN's batch norm over
  * the (b, c) planes under gpu_set_instnorm(INSTNORM_KERNEL_CUDNN) where it can, the own kernels
  * above otherwise. */
@@ -107,6 +114,13 @@ void cuda_instnorm_fwd_selected(float *y, float *mean, float *rstd, const float 
 void cuda_instnorm_bwd_selected(float *dx, float *dgamma, float *dbeta, const float *dy,
                                 const float *x, const float *mean, const float *rstd,
                                 const float *gamma, int B, int C, long V);
+void cuda_instnorm_lrelu_fwd_selected(float *y, float *mean, float *rstd, const float *x,
+                                      const float *gamma, const float *beta, const float *addend,
+                                      int B, int C, long V, float eps, float slope);
+void cuda_instnorm_lrelu_bwd_selected(float *dx, float *dgamma, float *dbeta, const float *dy,
+                                      const float *act, float slope, const float *x,
+                                      const float *mean, const float *rstd, const float *gamma,
+                                      int B, int C, long V);
 
 /* cuda_attention.cu: the backend's entry points; they run the fused kernels below when
  * cuda_flash_attention_applies(Dh), batched GEMMs with materialised probabilities otherwise

@@ -57,6 +57,12 @@ const ConfigKey config_keys[] = {
       "cuda instance norm (UNETR res blocks): own = the backend's kernels; cudnn = cuDNN's "
       "training-mode batch norm over each (batch, channel) plane (falls back to own where cuDNN "
       "cannot run it; tests/bench/bench_instnorm measures both)"),
+    K("conv_wgrad_layout", CFG_T_ENUM, conv_wgrad_layout, "ncdhw", "ncdhw|ndhwc",
+      "cuda 3D convolutions' weight gradients (UNETR): ncdhw = cuDNN's backward-filter on the "
+      "NCDHW tensors; ndhwc = on channels-last copies of the input and the output gradient (own "
+      "transposes), for cuDNN's channels-last kernels (falls back to ncdhw per shape where cuDNN "
+      "offers no deterministic one); results differ by summation order only. Not yet measured "
+      "on a GPU: tests/gpu/run.sh times the UNETR step with both"),
     K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
     K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
     K("threads", CFG_T_INT, threads, "0", "0..1024", "OpenMP threads per rank (0 = cores / local ranks)"),

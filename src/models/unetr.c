@@ -69,12 +69,9 @@ static void res_layout(const ResBlock *r, ResBlockActs *a, Arena *ar, int B, lon
 {
     const size_t n = (size_t)B * r->cout * V;
     a->c1 = arena_floats(ar, n);
-    a->n1 = arena_floats(ar, n);
     a->a1 = arena_floats(ar, n);
     a->c2 = arena_floats(ar, n);
-    a->sum = arena_floats(ar, n);
     a->c3 = r->conv3 != NO_PARAM ? arena_floats(ar, n) : NULL;
-    a->n3 = r->conv3 != NO_PARAM ? arena_floats(ar, n) : NULL;
     a->out = arena_floats(ar, n);
     for (int i = 0; i < 3; i++) {
         a->mean[i] = arena_floats(ar, (size_t)B * r->cout);
@@ -163,20 +160,20 @@ static void res_forward(const UnetrModel *m, const ResBlock *r, ResBlockActs *a,
     const int *d = m->level_dim[level];
     const long V = m->level_vox[level];
     const int B = m->B, C = r->cout;
-    const size_t n = (size_t)B * C * V;
     be->conv3d_fwd(a->c1, x, param(ps, r->conv1), NULL, B, r->cin, C, d[0], d[1], d[2], 3, 1, 1);
-    be->instnorm_fwd(a->n1, a->mean[0], a->rstd[0], a->c1, NULL, NULL, B, C, V, UNETR_NORM_EPS);
-    be->leaky_relu_fwd(a->a1, a->n1, n, UNETR_LEAKY_SLOPE);
+    be->instnorm_lrelu_fwd(a->a1, a->mean[0], a->rstd[0], a->c1, NULL, NULL, NULL, B, C, V,
+                           UNETR_NORM_EPS, UNETR_LEAKY_SLOPE);
     be->conv3d_fwd(a->c2, a->a1, param(ps, r->conv2), NULL, B, C, C, d[0], d[1], d[2], 3, 1, 1);
-    be->instnorm_fwd(a->sum, a->mean[1], a->rstd[1], a->c2, NULL, NULL, B, C, V, UNETR_NORM_EPS);
+    /* out = lrelu(norm2(c2) + residual), the residual being norm3(c3) (staged in out, which the
+     * fused op reads before it writes) or the block's input. */
+    const float *residual = x;
     if (r->conv3 != NO_PARAM) {
         be->conv3d_fwd(a->c3, x, param(ps, r->conv3), NULL, B, r->cin, C, d[0], d[1], d[2], 1, 1, 0);
-        be->instnorm_fwd(a->n3, a->mean[2], a->rstd[2], a->c3, NULL, NULL, B, C, V, UNETR_NORM_EPS);
-        be->add(a->sum, a->sum, a->n3, n);
-    } else {
-        be->add(a->sum, a->sum, x, n);
+        be->instnorm_fwd(a->out, a->mean[2], a->rstd[2], a->c3, NULL, NULL, B, C, V, UNETR_NORM_EPS);
+        residual = a->out;
     }
-    be->leaky_relu_fwd(a->out, a->sum, n, UNETR_LEAKY_SLOPE);
+    be->instnorm_lrelu_fwd(a->out, a->mean[1], a->rstd[1], a->c2, NULL, NULL, residual, B, C, V,
+                           UNETR_NORM_EPS, UNETR_LEAKY_SLOPE);
 }
 
 /* dout: gradient w.r.t. a->out; dx (overwritten; NULL = not needed) w.r.t. the input x. */
@@ -190,20 +187,27 @@ static void res_backward(UnetrModel *m, const ResBlock *r, ResBlockActs *a, cons
     const int B = m->B, C = r->cout;
     const size_t n = (size_t)B * C * V;
     float *s0 = m->scratch[0], *s1 = m->scratch[1], *s2 = m->scratch[2];
-    be->leaky_relu_bwd(s0, dout, a->sum, n, UNETR_LEAKY_SLOPE);           /* d sum */
-    /* Residual branch first: it writes dx, the main branch adds to it. */
+    /* The LeakyReLUs' gradients from their outputs (backend.h leaky_relu_bwd): out, a1. */
     if (r->conv3 != NO_PARAM) {
+        /* d(sum) feeds both norms: made once. The residual branch first: it writes dx, the
+         * main branch adds to it. */
+        be->leaky_relu_bwd(s0, dout, a->out, n, UNETR_LEAKY_SLOPE);
         be->instnorm_bwd(s1, NULL, NULL, s0, a->c3, a->mean[2], a->rstd[2], NULL, B, C, V);
         be->conv3d_bwd(dx, param_grad(ps, r->conv3), NULL, s1, x, param(ps, r->conv3), B, r->cin,
                        C, d[0], d[1], d[2], 1, 1, 0);
+        be->instnorm_bwd(s1, NULL, NULL, s0, a->c2, a->mean[1], a->rstd[1], NULL, B, C, V);
     } else if (dx) {
-        be->copy(dx, s0, n * sizeof(float));
+        /* The identity residual's gradient is d(sum) itself: made in dx directly. */
+        be->leaky_relu_bwd(dx, dout, a->out, n, UNETR_LEAKY_SLOPE);
+        be->instnorm_bwd(s1, NULL, NULL, dx, a->c2, a->mean[1], a->rstd[1], NULL, B, C, V);
+    } else {
+        be->instnorm_lrelu_bwd(s1, NULL, NULL, dout, a->out, UNETR_LEAKY_SLOPE, a->c2, a->mean[1],
+                               a->rstd[1], NULL, B, C, V);
     }
-    be->instnorm_bwd(s1, NULL, NULL, s0, a->c2, a->mean[1], a->rstd[1], NULL, B, C, V);
     be->conv3d_bwd(s2, param_grad(ps, r->conv2), NULL, s1, a->a1, param(ps, r->conv2), B, C, C,
                    d[0], d[1], d[2], 3, 1, 1);                              /* d a1 */
-    be->leaky_relu_bwd(s0, s2, a->n1, n, UNETR_LEAKY_SLOPE);               /* d n1 */
-    be->instnorm_bwd(s1, NULL, NULL, s0, a->c1, a->mean[0], a->rstd[0], NULL, B, C, V);
+    be->instnorm_lrelu_bwd(s1, NULL, NULL, s2, a->a1, UNETR_LEAKY_SLOPE, a->c1, a->mean[0],
+                           a->rstd[0], NULL, B, C, V);                      /* d c1 */
     be->conv3d_bwd(dx ? s2 : NULL, param_grad(ps, r->conv1), NULL, s1, x, param(ps, r->conv1), B,
                    r->cin, C, d[0], d[1], d[2], 3, 1, 1);
     if (dx) be->add(dx, dx, s2, (size_t)B * r->cin * V);

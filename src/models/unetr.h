@@ -43,7 +43,10 @@ typedef struct {
 } ResBlock;
 
 typedef struct {
-    float *c1, *n1, *a1, *c2, *sum, *c3, *n3, *out;   /* [B, cout, V] each */
+    /* [B, cout, V] each: conv outputs c1, c2, c3 (c3 NULL without conv3), a1 = lrelu(norm1(c1)),
+     * out = lrelu(norm2(c2) + residual). The norms' outputs and the sum are not kept: the fused
+     * ops make them in registers, the backward gates by the LeakyReLUs' outputs. */
+    float *c1, *a1, *c2, *c3, *out;
     float *mean[3], *rstd[3];                         /* [B*cout] per instance norm */
 } ResBlockActs;
 

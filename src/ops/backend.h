@@ -232,8 +232,24 @@ typedef struct AliceBackend {
     void (*instnorm_bwd)(float *dx, float *dgamma, float *dbeta, const float *dy,
                          const float *x, const float *mean, const float *rstd,
                          const float *gamma, int B, int C, long V);
+    /* LeakyReLU: y = x > 0 ? x : slope x. The backward's x may be the forward's output y
+     * instead of its input (slope >= 0: y > 0 exactly where x > 0, the same bits). */
     void (*leaky_relu_fwd)(float *y, const float *x, size_t n, float slope);
     void (*leaky_relu_bwd)(float *dx, const float *dy, const float *x, size_t n, float slope);
+    /* UNETR's res-block pattern in one pass over the volume instead of three:
+     * y = leaky_relu(instnorm(x) + addend, slope), addend [B, C, V] or NULL (nothing added),
+     * BIT-IDENTICAL to instnorm_fwd into y, add, leaky_relu_fwd. addend may alias y (each
+     * element is read before it is written); mean and rstd are saved as by instnorm_fwd. */
+    void (*instnorm_lrelu_fwd)(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, const float *addend,
+                               int B, int C, long V, float eps, float slope);
+    /* instnorm_bwd of dy gated by LeakyReLU's slope at act (the LeakyReLU's output, or its
+     * input): BIT-IDENTICAL to leaky_relu_bwd(tmp, dy, act, slope) then instnorm_bwd(tmp),
+     * without the intermediate's write and read. */
+    void (*instnorm_lrelu_bwd)(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *act, float slope, const float *x,
+                               const float *mean, const float *rstd, const float *gamma,
+                               int B, int C, long V);
     /* Segmentation losses on logits [B, K, V] and int32 labels [B, V] in 0..K-1.
      * probs [B, K, V] = softmax over K is written by fwd and reused by bwd.
      * ce = mean over B*V voxels of -log p_label;

@@ -65,12 +65,11 @@ void cpu_softmax_bwd(float *dx, const float *dy, const float *y, int rows, int c
 void cpu_leaky_relu_fwd(float *y, const float *x, size_t n, float slope)
 {
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
-    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : slope * x[i];
+    for (size_t i = 0; i < n; i++) y[i] = leaky_relu_value(x[i], slope);
 }
 
 void cpu_leaky_relu_bwd(float *dx, const float *dy, const float *x, size_t n, float slope)
 {
-    /* At x == 0 the slope branch is taken, as in PyTorch. */
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
-    for (size_t i = 0; i < n; i++) dx[i] = x[i] > 0.0f ? dy[i] : slope * dy[i];
+    for (size_t i = 0; i < n; i++) dx[i] = leaky_relu_grad(x[i], dy[i], slope);
 }

@@ -11,6 +11,8 @@
  *   ATen's vectorised erf, which PyTorch's CPU GELU uses. (CUDA's erff differs from it by up
  *   to ~5e-7, which is why the GPU calls this one instead.)
  * gelu_erf / gelu_erf_slope: x Phi(x) and its derivative Phi(x) + x phi(x).
+ * leaky_relu_value / leaky_relu_grad: UNETR's LeakyReLU and its backward (the slope branch at
+ *   x == 0, as in PyTorch), one definition for both backends' plain and fused kernels.
  *
  * Every product and sum goes through MATH_MUL / MATH_ADD / MATH_SUB: nvcc contracts a * b + c
  * into one FMA (one rounding instead of two) by default, gcc does not (ISO C mode,
@@ -88,6 +90,18 @@ static inline ALICE_HOSTDEV float gelu_erf_slope(float x)
     float cdf = MATH_MUL(0.5f, MATH_ADD(1.0f, cpu_erff(MATH_MUL(x, inv_sqrt2))));
     float pdf = MATH_MUL(inv_sqrt_2pi, cpu_expf(MATH_MUL(MATH_MUL(-0.5f, x), x)));
     return MATH_ADD(cdf, MATH_MUL(x, pdf));
+}
+
+static inline ALICE_HOSTDEV float leaky_relu_value(float x, float slope)
+{
+    return x > 0.0f ? x : MATH_MUL(slope, x);
+}
+
+/* dy times the slope at x; x may be the LeakyReLU's output instead of its input (for slope >= 0
+ * both are > 0 at the same elements). */
+static inline ALICE_HOSTDEV float leaky_relu_grad(float x, float dy, float slope)
+{
+    return x > 0.0f ? dy : MATH_MUL(slope, dy);
 }
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "core/check.h"
+#include "ops/cpu_math.h"
 
 /* Mean and 1/sqrt(var + eps) of n values, two passes in double. */
 static void row_statistics(const float *x, long n, float eps, float *mean_out, float *rstd_out)
@@ -135,8 +136,12 @@ void cpu_layernorm_bwd_dx16(float *dx, const float *dx_residual, float *dgamma, 
     if (dx_colsum) cpu_add_column_sums(dx_colsum, dx, rows, dim, dim);
 }
 
-void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
-                      const float *beta, int B, int C, long V, float eps)
+/* Instance norm forward, then (fused) an addend and LeakyReLU: every variant runs through this
+ * one function, so the fused op's bits are those of instnorm_fwd, add and leaky_relu_fwd in
+ * turn. addend may alias y: each element is read before it is written. */
+static void instnorm_fwd_fused(float *y, float *mean, float *rstd, const float *x,
+                               const float *gamma, const float *beta, const float *addend,
+                               int lrelu, float slope, int B, int C, long V, float eps)
 {
     int planes = B * C;
     #pragma omp parallel for schedule(static) if ((long)planes * V > CPU_OMP_MIN_ELEMENTS)
@@ -151,40 +156,84 @@ void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const 
         /* y = x * a + shift with the affine folded in */
         float a = rs * (gamma ? gamma[c] : 1.0f);
         float shift = (beta ? beta[c] : 0.0f) - mu * a;
+        if (!addend && !lrelu) {
+            #pragma omp simd
+            for (long i = 0; i < V; i++) yp[i] = xp[i] * a + shift;
+            continue;
+        }
+        const float *ap = addend ? addend + (long)bc * V : NULL;
         #pragma omp simd
-        for (long i = 0; i < V; i++) yp[i] = xp[i] * a + shift;
+        for (long i = 0; i < V; i++) {
+            float v = xp[i] * a + shift;
+            if (ap) v = v + ap[i];
+            yp[i] = lrelu ? leaky_relu_value(v, slope) : v;
+        }
     }
 }
 
-void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
-                      const float *mean, const float *rstd, const float *gamma, int B, int C,
-                      long V)
+void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                      const float *beta, int B, int C, long V, float eps)
+{
+    instnorm_fwd_fused(y, mean, rstd, x, gamma, beta, NULL, 0, 0.0f, B, C, V, eps);
+}
+
+void cpu_instnorm_lrelu_fwd(float *y, float *mean, float *rstd, const float *x,
+                            const float *gamma, const float *beta, const float *addend, int B,
+                            int C, long V, float eps, float slope)
+{
+    instnorm_fwd_fused(y, mean, rstd, x, gamma, beta, addend, 1, slope, B, C, V, eps);
+}
+
+/* One plane of the instance norm backward: its sums of dy and dy xhat, and dx (dxp non-NULL).
+ * Plain and gated backward both run this one function on their dy, so the reductions add in
+ * the same order whatever the compiler makes of the callers' loops. */
+static void instnorm_bwd_plane(float *dxp, const float *dyp, const float *xp, float mu, float rs,
+                               float gam, long V, double *sum_dy, double *sum_dyx)
+{
+    double s = 0.0, sx = 0.0;
+    #pragma omp simd reduction(+ : s, sx)
+    for (long i = 0; i < V; i++) {
+        s += dyp[i];
+        sx += dyp[i] * ((xp[i] - mu) * rs);
+    }
+    *sum_dy = s;
+    *sum_dyx = sx;
+    if (!dxp) return;
+    float mean_dy = (float)(s / V), mean_dyx = (float)(sx / V);
+    #pragma omp simd
+    for (long i = 0; i < V; i++) {
+        float xhat = (xp[i] - mu) * rs;
+        dxp[i] = gam * rs * (dyp[i] - mean_dy - xhat * mean_dyx);
+    }
+}
+
+/* Instance norm backward of dy, gated first by LeakyReLU's slope at act when act is given (into
+ * a plane-sized buffer per thread: leaky_relu_bwd's values, then the plain backward on them). */
+static void instnorm_bwd_gated(float *dx, float *dgamma, float *dbeta, const float *dy,
+                               const float *act, float slope, const float *x, const float *mean,
+                               const float *rstd, const float *gamma, int B, int C, long V)
 {
     int planes = B * C;
     /* Per-plane sums of dy and dy * xhat: they give dx and, summed over b, dbeta and dgamma. */
     double *sum_dy = xmalloc((size_t)planes * sizeof(double));
     double *sum_dyx = xmalloc((size_t)planes * sizeof(double));
-    #pragma omp parallel for schedule(static) if ((long)planes * V > CPU_OMP_MIN_ELEMENTS)
-    for (int bc = 0; bc < planes; bc++) {
-        const float *xp = x + (long)bc * V, *dyp = dy + (long)bc * V;
-        float mu = mean[bc], rs = rstd[bc];
-        double s = 0.0, sx = 0.0;
-        #pragma omp simd reduction(+ : s, sx)
-        for (long i = 0; i < V; i++) {
-            s += dyp[i];
-            sx += dyp[i] * ((xp[i] - mu) * rs);
+    #pragma omp parallel if ((long)planes * V > CPU_OMP_MIN_ELEMENTS)
+    {
+        float *gated = act ? xmalloc((size_t)V * sizeof(float)) : NULL;
+        #pragma omp for schedule(static)
+        for (int bc = 0; bc < planes; bc++) {
+            const float *dyp = dy + (long)bc * V;
+            if (gated) {
+                const float *ap = act + (long)bc * V;
+                #pragma omp simd
+                for (long i = 0; i < V; i++) gated[i] = leaky_relu_grad(ap[i], dyp[i], slope);
+                dyp = gated;
+            }
+            instnorm_bwd_plane(dx ? dx + (long)bc * V : NULL, dyp, x + (long)bc * V, mean[bc],
+                               rstd[bc], gamma ? gamma[bc % C] : 1.0f, V, &sum_dy[bc],
+                               &sum_dyx[bc]);
         }
-        sum_dy[bc] = s;
-        sum_dyx[bc] = sx;
-        if (!dx) continue;
-        float gam = gamma ? gamma[bc % C] : 1.0f;
-        float mean_dy = (float)(s / V), mean_dyx = (float)(sx / V);
-        float *dxp = dx + (long)bc * V;
-        #pragma omp simd
-        for (long i = 0; i < V; i++) {
-            float xhat = (xp[i] - mu) * rs;
-            dxp[i] = gam * rs * (dyp[i] - mean_dy - xhat * mean_dyx);
-        }
+        free(gated);
     }
     for (int c = 0; c < C; c++) {
         double g = 0.0, b = 0.0;
@@ -197,4 +246,18 @@ void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, c
     }
     free(sum_dy);
     free(sum_dyx);
+}
+
+void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                      const float *mean, const float *rstd, const float *gamma, int B, int C,
+                      long V)
+{
+    instnorm_bwd_gated(dx, dgamma, dbeta, dy, NULL, 0.0f, x, mean, rstd, gamma, B, C, V);
+}
+
+void cpu_instnorm_lrelu_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                            const float *act, float slope, const float *x, const float *mean,
+                            const float *rstd, const float *gamma, int B, int C, long V)
+{
+    instnorm_bwd_gated(dx, dgamma, dbeta, dy, act, slope, x, mean, rstd, gamma, B, C, V);
 }

@@ -66,6 +66,12 @@ void cpu_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const 
 void cpu_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                       const float *mean, const float *rstd, const float *gamma, int B, int C,
                       long V);
+void cpu_instnorm_lrelu_fwd(float *y, float *mean, float *rstd, const float *x,
+                            const float *gamma, const float *beta, const float *addend, int B,
+                            int C, long V, float eps, float slope);
+void cpu_instnorm_lrelu_bwd(float *dx, float *dgamma, float *dbeta, const float *dy,
+                            const float *act, float slope, const float *x, const float *mean,
+                            const float *rstd, const float *gamma, int B, int C, long V);
 
 /* cpu_activation.c */
 void cpu_gelu_fwd(float *y, const float *x, size_t n);

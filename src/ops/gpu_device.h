@@ -63,6 +63,20 @@ enum GpuInstnormKernel { INSTNORM_KERNEL_OWN, INSTNORM_KERNEL_CUDNN };
 void gpu_set_instnorm(int kernel);
 int gpu_instnorm_kernel(void);
 
+/* Layout of the CUDA backend's convolution weight gradients (config key conv_wgrad_layout;
+ * backend conv3d_bwd / conv_transpose3d_bwd dW). NCDHW: cuDNN's backward-filter on the tensors
+ * as they are. NDHWC: on channels-last copies of the input and the output gradient made by own
+ * transposes, into a channels-last filter transposed back onto dW (cuda/cuda_conv.cu); a shape
+ * for which cuDNN offers no deterministic channels-last algorithm keeps NCDHW. Same contract
+ * either way; results agree to float tolerance. Without CUDA the choice is recorded and nothing
+ * runs it. An unknown value is a fatal error. */
+enum GpuConvWgradLayout { CONV_WGRAD_NCDHW, CONV_WGRAD_NDHWC };
+void gpu_set_conv_wgrad_layout(int layout);
+int gpu_conv_wgrad_layout(void);
+/* Convolution plans built under NDHWC so far: with the channels-last weight gradient, and those
+ * that kept NCDHW because cuDNN offered no deterministic algorithm (0 and 0 without CUDA). */
+void gpu_conv_wgrad_layout_stats(int *channels_last_plans, int *kept_ncdhw_plans);
+
 /* Limit of every host wait of the CUDA backend while an NCCL communicator exists (config key
  * nccl_timeout_s; 0 = wait forever): a wait this long without the GPU finishing aborts the
  * communicator and ends the job with an error naming the key, instead of hanging on a dead peer

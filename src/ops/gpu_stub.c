@@ -34,6 +34,11 @@ void gpu_gemm_autotune_report(void) {}
 void gpu_set_conv_autotune(int enabled) { (void)enabled; }
 void gpu_conv_autotune_stats(GpuConvAutotuneStats *out) { memset(out, 0, sizeof *out); }
 void gpu_conv_autotune_report(void) {}
+void gpu_conv_wgrad_layout_stats(int *channels_last_plans, int *kept_ncdhw_plans)
+{
+    *channels_last_plans = 0;
+    *kept_ncdhw_plans = 0;
+}
 
 static _Noreturn void nccl_not_built(void)
 {

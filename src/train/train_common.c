@@ -48,6 +48,9 @@ void train_apply_device_math(const Config *cfg)
     gpu_set_collective_timeout(cfg->nccl_timeout_s);
     gpu_set_gemm_autotune(cfg->gemm_autotune);
     gpu_set_conv_autotune(cfg->conv_autotune);
+    /* the registry admits only ncdhw|ndhwc (config_keys.c) */
+    gpu_set_conv_wgrad_layout(!strcmp(cfg->conv_wgrad_layout, "ndhwc") ? CONV_WGRAD_NDHWC
+                                                                       : CONV_WGRAD_NCDHW);
     const char *other = cfg->tf32 ? "tf32" : "fp32";
     const char *mixed = cfg->bf16_weight_copy
                             ? "bf16 operands (fp32 accumulate, bf16 weight copies)"
@@ -61,9 +64,10 @@ void train_apply_device_math(const Config *cfg)
                                     "attention; gemm elsewhere)";
     if (!strcmp(cfg->device, "cuda"))
         log_info("cuda math: linear/attention GEMMs %s, other GEMMs and convolutions %s, "
-                 "attention kernel %s%s, instance norm %s%s%s", bf16 ? mixed : other, other,
-                 cfg->attention_kernel, kernel != ATTN_KERNEL_AUTO ? "" : auto_choice,
-                 cfg->instnorm_kernel,
+                 "attention kernel %s%s, instance norm %s, convolution weight gradients %s%s%s",
+                 bf16 ? mixed : other, other, cfg->attention_kernel,
+                 kernel != ATTN_KERNEL_AUTO ? "" : auto_choice, cfg->instnorm_kernel,
+                 cfg->conv_wgrad_layout,
                  cfg->gemm_autotune ? ", cuBLASLt algorithms timed per GEMM shape "
                                       "(gemm_autotune = 1)" : "",
                  cfg->conv_autotune ? ", cuDNN convolution algorithms timed per shape "

@@ -11,7 +11,7 @@
  * not certain, to show up with real threads), the bf16/fp32 branches and every launch's grid and
  * shared-memory layout. What it cannot: real fragment layouts and alignment rules of wmma,
  * shared-memory capacity, bank conflicts, speed. Used by test_flash_attention_emulated.sh,
- * test_layernorm_dx_emulated.sh and test_colsum_emulated.sh (2-D blocks, static __shared__
+ * test_layernorm_dx_emulated.sh and test_colsum_emulated.sh (2-D blocks, 3-D grids, static __shared__
  * arrays, atomicInc, __threadfence; the blocks of a grid optionally in a shuffled order,
  * emu_block_order_seed). The CUDA keywords, dim3, bf16 and the stream stand-in are those of
  * the serial emulation too (emu_cuda_types.h). */
@@ -102,7 +102,7 @@ void emu_launch(Kernel kernel, dim3 grid, dim3 block, unsigned smem_bytes, int s
     blockDim = block;
     gridDim = grid;
     const unsigned threads_per_block = block.x * block.y * block.z;
-    const size_t blocks = (size_t)grid.x * grid.y;
+    const size_t blocks = (size_t)grid.x * grid.y * grid.z;
     std::vector<size_t> order(blocks);
     for (size_t i = 0; i < blocks; i++) order[i] = i;
     if (emu_block_order_seed) {  /* Fisher-Yates with a xorshift generator */
@@ -121,7 +121,7 @@ void emu_launch(Kernel kernel, dim3 grid, dim3 block, unsigned smem_bytes, int s
     std::barrier<> start((std::ptrdiff_t)threads_per_block + 1);
     std::barrier<> done((std::ptrdiff_t)threads_per_block + 1);
     std::unique_ptr<std::barrier<>> block_barrier;
-    unsigned bx = 0, by = 0;
+    unsigned bx = 0, by = 0, bz = 0;
     bool grid_done = false;
     std::vector<std::thread> threads;
     for (unsigned t = 0; t < threads_per_block; t++)
@@ -130,7 +130,7 @@ void emu_launch(Kernel kernel, dim3 grid, dim3 block, unsigned smem_bytes, int s
             for (;;) {
                 start.arrive_and_wait();
                 if (grid_done) return;
-                blockIdx = {bx, by, 0};
+                blockIdx = {bx, by, bz};
                 kernel(args...);
                 emu_block_barrier->arrive_and_drop();
                 done.arrive_and_wait();
@@ -138,7 +138,8 @@ void emu_launch(Kernel kernel, dim3 grid, dim3 block, unsigned smem_bytes, int s
         });
     for (const size_t linear_block : order) {
         bx = (unsigned)(linear_block % grid.x);
-        by = (unsigned)(linear_block / grid.x);
+        by = (unsigned)(linear_block / grid.x % grid.y);
+        bz = (unsigned)(linear_block / grid.x / grid.y);
         std::memset(smem.data(), 0xff, smem.size());
         emu_smem = smem.data();
         block_barrier.reset(new std::barrier<>((std::ptrdiff_t)threads_per_block));

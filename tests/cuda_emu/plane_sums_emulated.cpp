@@ -8,7 +8,12 @@
  *  - cuda_instnorm_fwd: mean and rstd per plane, y = (x - mean) rstd gamma + beta;
  *  - cuda_instnorm_bwd: dgamma, dbeta accumulated, dx = rstd gamma (dy - mean(dy) - xhat
  *    mean(dy xhat)), with and without gamma, and with NULL dgamma/dbeta/dx;
- *  - the elementwise passes' vector path (aligned, V % 4 == 0) gives their scalar path's bits.
+ *  - the elementwise passes' vector path (aligned, V % 4 == 0) gives their scalar path's bits;
+ *  - the fused UNETR passes: cuda_instnorm_lrelu_fwd equals cuda_instnorm_fwd, the add and the
+ *    LeakyReLU (ops/cpu_math.h's formula, as the elementwise kernels) bit for bit, with no
+ *    addend, one, and one aliasing y; cuda_instnorm_lrelu_bwd gated by the LeakyReLU's output
+ *    equals leaky_relu_grad on its input then cuda_instnorm_bwd, bit for bit (dx, dgamma,
+ *    dbeta; and without dx), on both the vector and the scalar path.
  * The emulation's block sums add in another order than the GPU's shuffles, so the question
  * here is the indexing, the chunking and the formulas, not bits. */
 #include <cmath>
@@ -18,6 +23,7 @@
 
 #include "emu_cuda.h"
 #include "emu_test_util.h"
+#include "ops/cpu_math.h"          /* leaky_relu_value / _grad, MATH_ADD: the kernels use them */
 #include "plane_sums_kernels.inc"  /* cut out of cuda/ by the .sh */
 
 
@@ -164,6 +170,72 @@ static void instnorm_paths_case(int B, int C, long V)
     }
 }
 
+
+/* The fused instance norm + LeakyReLU kernels against the unfused sequence, bit for bit. */
+static size_t bits_differ(const float *a, const float *b, size_t n)
+{
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++) d += std::memcmp(&a[i], &b[i], sizeof(float)) != 0;
+    return d;
+}
+
+static void fused_case(int B, int C, long V, bool affine, int shift)
+{
+    const size_t planes = (size_t)B * C, n = planes * V;
+    const float slope = 0.01f, eps = 1e-5f;
+    std::vector<float> x = randoms(n, -1.5, 2.5), add = randoms(n, -1.0, 1.0);
+    const std::vector<float> dy = randoms(n, -1.0, 1.0);
+    for (size_t i = 0; i < n; i += 61) x[i] = 0.0f;
+    const std::vector<float> gamma = randoms(C, 0.5, 1.5), beta = randoms(C, -0.5, 0.5);
+    const float *g = affine ? gamma.data() : NULL, *bt = affine ? beta.data() : NULL;
+    std::vector<float> sx, sadd, sdy, sy, spre, sref, sgate, sdx, sdxr;
+    const float *px = shifted(sx, x, shift), *pdy = shifted(sdy, dy, shift);
+    float *padd = shifted(sadd, add, shift);
+    float *py = shifted(sy, std::vector<float>(n, NAN), shift);
+    float *ppre = shifted(spre, std::vector<float>(n, NAN), shift);
+    float *pref = shifted(sref, std::vector<float>(n, NAN), shift);
+    float *pgate = shifted(sgate, std::vector<float>(n, NAN), shift);
+    float *pdx = shifted(sdx, std::vector<float>(n, NAN), shift);
+    float *pdxr = shifted(sdxr, std::vector<float>(n, NAN), shift);
+    std::vector<float> mean(planes, NAN), rstd(planes, NAN), mean_r(planes, NAN),
+        rstd_r(planes, NAN);
+    for (int with_addend = 0; with_addend < 3; with_addend++) {
+        /* 0: no addend, 1: an addend, 2: the addend staged in y itself */
+        cuda_instnorm_fwd(ppre, mean_r.data(), rstd_r.data(), px, g, bt, B, C, V, eps);
+        for (size_t i = 0; i < n; i++) {
+            const float v = with_addend ? ppre[i] + padd[i] : ppre[i];
+            ppre[i] = v;
+            pref[i] = leaky_relu_value(v, slope);
+        }
+        const float *a = with_addend == 1 ? padd : with_addend == 2 ? py : NULL;
+        if (with_addend == 2) std::copy(padd, padd + n, py);
+        cuda_instnorm_lrelu_fwd(py, mean.data(), rstd.data(), px, g, bt, a, B, C, V, eps, slope);
+        EMU_CHECK(bits_differ(py, pref, n) == 0 && bits_differ(mean.data(), mean_r.data(), planes)
+                  == 0 && bits_differ(rstd.data(), rstd_r.data(), planes) == 0,
+                  "fused forward B %d C %d V %ld affine %d shift %d addend %d: %zu of %zu y "
+                  "values differ from the unfused kernels", B, C, V, affine, shift, with_addend,
+                  bits_differ(py, pref, n), n);
+        for (size_t i = 0; i < n; i++) pgate[i] = leaky_relu_grad(ppre[i], pdy[i], slope);
+        std::vector<float> dg_r = randoms(C, -1.0, 1.0), db_r = randoms(C, -1.0, 1.0);
+        std::vector<float> dg = dg_r, db = db_r, dg2 = dg_r, db2 = db_r;
+        cuda_instnorm_bwd(pdxr, dg_r.data(), db_r.data(), pgate, px, mean.data(), rstd.data(), g,
+                          B, C, V);
+        cuda_instnorm_lrelu_bwd(pdx, dg.data(), db.data(), pdy, py, slope, px, mean.data(),
+                                rstd.data(), g, B, C, V);
+        cuda_instnorm_lrelu_bwd(NULL, dg2.data(), db2.data(), pdy, py, slope, px, mean.data(),
+                                rstd.data(), g, B, C, V);
+        EMU_CHECK(bits_differ(pdx, pdxr, n) == 0, "fused backward B %d C %d V %ld shift %d "
+                  "addend %d: %zu of %zu dx values differ from the unfused kernels", B, C, V,
+                  shift, with_addend, bits_differ(pdx, pdxr, n), n);
+        EMU_CHECK(bits_differ(dg.data(), dg_r.data(), C) == 0 &&
+                      bits_differ(db.data(), db_r.data(), C) == 0 &&
+                      bits_differ(dg2.data(), dg_r.data(), C) == 0 &&
+                      bits_differ(db2.data(), db_r.data(), C) == 0,
+                  "fused backward B %d C %d V %ld shift %d addend %d: dgamma/dbeta differ from "
+                  "the unfused kernels (with or without dx)", B, C, V, shift, with_addend);
+    }
+}
+
 int main()
 {
     instnorm_paths_case(2, 3, 1000);
@@ -174,7 +246,11 @@ int main()
     instnorm_case(1, 3, 1000, true);
     instnorm_case(2, 2, kPlaneChunk + 333, true);
     instnorm_case(3, 2, 2 * kPlaneChunk + 1, false);
-    printf("%s: per-plane sums (conv bias gradient, instance norm) on the emulation\n",
+    for (int shift : {0, 1}) {
+        fused_case(2, 3, 1000, true, shift);
+        fused_case(1, 2, kPlaneChunk + 36, false, shift);
+    }
+    printf("%s: per-plane sums (conv bias gradient, instance norm, fused with LeakyReLU) on the emulation\n",
            emu_fails ? "FAIL" : "ok");
     return emu_fails ? 1 : 0;
 }

@@ -512,6 +512,12 @@ if [ $math_modes = 1 ] && grep -q bench_steps src/train/finetune.h; then
   unetr_step bf16 precision=bf16 tf32=1
   unetr_step bf16-eager precision=bf16 tf32=1 cuda_graph=0
   unetr_step bf16-instnorm-cudnn precision=bf16 tf32=1 instnorm_kernel=cudnn
+  # The weight gradients on channels-last copies (conv_wgrad_layout = ndhwc, session 10): cuDNN's
+  # channels-last backward-filter kernels instead of the sm80 ones NCDHW tensors get (4 calls,
+  # 12.2 ms per step in run 9). A shape cuDNN offers no channels-last algorithm for keeps NCDHW
+  # (a "keeps the NCDHW weight gradient" line in the row's log).
+  grep -q conv_wgrad_layout src/core/config_keys.c &&
+    unetr_step bf16-wgrad-ndhwc precision=bf16 tf32=1 conv_wgrad_layout=ndhwc
   # The opt-in cuDNN convolution autotune (conv_autotune = 1): every convolution shape's
   # deterministic algorithms timed by cuDNN's Find when its plan is built (the eager warm-up
   # step) and the fastest kept. A measurement, "ok" either way; FAIL only when the step ran
@@ -579,8 +585,11 @@ gpu_check "gemm autotune on = off (results)" "$BUILD/tests/test_gemm_autotune_gp
   'FAIL|rror' autotune_detail "$BUILD/tests/test_gemm_autotune_gpu"
 # The conv autotune's Find trials write only scratch buffers: UNETR-shaped conv3d and
 # conv_transpose3d forward + backward agree with it on and off and with the CPU backend, fp32
-# and TF32, dW accumulated (beta = 1) exactly once.
-conv_autotune_detail() { echo "5 shapes x fp32/tf32 vs CPU, dW accumulated once; $(grep -m1 '^conv autotune: ' "$1" | cut -c16-120)"; }
+# and TF32, dW accumulated (beta = 1) exactly once; so do the channels-last weight gradients
+# (conv_wgrad_layout = ndhwc), whose plan count the row names.
+conv_autotune_detail() {
+  echo "5 shapes x fp32/tf32 vs CPU, dW accumulated once; $(grep -m1 '^conv autotune: ' "$1" | cut -c16-120)$(grep -m1 '^conv_wgrad_layout = ndhwc: ' "$1" | sed 's/^conv_wgrad_layout = ndhwc: \([0-9]* of [0-9]*\) plans.*/; ndhwc: \1 plans channels-last/')"
+}
 gpu_check "conv autotune on = off (results)" "$BUILD/tests/test_conv_autotune_gpu" 120 "$LOGDIR/conv_autotune.log" \
   'FAIL|rror' conv_autotune_detail "$BUILD/tests/test_conv_autotune_gpu"
 # A stalled stream ends the job with the nccl_timeout_s error instead of hanging (one rank).
@@ -661,18 +670,23 @@ fi
 # paired_bench CHECK TARGET LOG A B ROW...: for every ROW (the leading name of a line of the
 # benchmark's table, whose last three columns are A's ms, B's ms and A/B) a row
 # "A X ms, B Y ms, Zx"; fused_bench: A = unfused, B = fused.
+# The rows of a paired benchmark's log (its last three columns: a's ms, b's ms, the ratio).
+paired_rows() {
+  local check=$1 log=$2 a=$3 b=$4 n_before row line; shift 4
+  n_before=${#rows[@]}
+  for row in "$@"; do
+    line=$(grep -m1 -F -- "$row " "$log")
+    [ -n "$line" ] && record "$check: $row" ok \
+      "$(echo "$line" | awk -v a="$a" -v b="$b" '{printf "%s %s ms, %s %s ms, %sx", a, $(NF-2), b, $(NF-1), $NF}')"
+  done
+  [ ${#rows[@]} -gt "$n_before" ] ||
+    record "$check" FAIL "no figures in $(basename "$log"): $(first_line . "$log")"
+}
 paired_bench() {
-  local check=$1 target=$2 log=$LOGDIR/$3 a=$4 b=$5 rc=125 n_before row line; shift 5
+  local check=$1 target=$2 log=$LOGDIR/$3 a=$4 b=$5 rc=125; shift 5
   built "$check" "$target" && { timed "$check" 60 "$log" "$target"; rc=$?; }
   if [ $rc = 0 ]; then
-    n_before=${#rows[@]}
-    for row in "$@"; do
-      line=$(grep -m1 -F -- "$row " "$log")
-      [ -n "$line" ] && record "$check: $row" ok \
-        "$(echo "$line" | awk -v a="$a" -v b="$b" '{printf "%s %s ms, %s %s ms, %sx", a, $(NF-2), b, $(NF-1), $NF}')"
-    done
-    [ ${#rows[@]} -gt "$n_before" ] ||
-      record "$check" FAIL "no figures in $(basename "$log"): $(first_line . "$log")"
+    paired_rows "$check" "$log" "$a" "$b" "$@"
   elif [ $rc != 125 ]; then
     record "$check" FAIL "exit $rc ($(basename "$log"))"
   fi
@@ -709,6 +723,12 @@ fused_bench "qkv bf16 dqkv" "$BUILD/tests/bench_qkv_grad16" bench_qkv_grad16.log
 # (instnorm_kernel = own|cudnn; the default stays the faster one measured).
 paired_bench "instnorm" "$BUILD/tests/bench_instnorm" bench_instnorm.log own cudnn \
   "fwd C16 96^3" "bwd C16 96^3" "fwd C128 12^3" "bwd C128 12^3" "sum of the rows"
+# Its second table: the res-block passes fused (instance norm + residual + LeakyReLU forward,
+# LeakyReLU's backward inside the instance norm's) beside the unfused ops, own kernels.
+grep -q '^sum of the rows ' "$LOGDIR/bench_instnorm.log" 2>/dev/null &&
+  paired_rows "instnorm lrelu" "$LOGDIR/bench_instnorm.log" unfused fused \
+    "fused fwd C16 96^3" "fused bwd C16 96^3" "fused fwd C128 12^3" "fused bwd C128 12^3" \
+    "fused sum"
 # AdamW over the paper student: one launch per parameter set beside one per tensor, and the
 # optimiser update with clipping and the EMA target in one launch beside the three it replaces
 # (scale, adamw, ema_update) ("cuda": the CPU half would spend device time).

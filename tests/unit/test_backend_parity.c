@@ -657,6 +657,82 @@ static int test_instnorm(void)
     return 0;
 }
 
+/* The fused UNETR passes (instnorm_lrelu_fwd / _bwd) on the GPU: bit for bit the GPU's
+ * unfused ops (instnorm, add, LeakyReLU; LeakyReLU backward on the input, then instnorm
+ * backward), with no addend, one, and one staged in y; and within instnorm's tolerances of the
+ * CPU's fused ops. Run under the own kernels and under cuDNN's instance norm (the fused entry
+ * then runs the unfused sequence around it). */
+static void instnorm_lrelu_case(int B, int C, long V, int affine, int kernel)
+{
+    const size_t n = (size_t)B * C * V;
+    const float slope = 0.01f, eps = 1e-5f;
+    char what[128];
+    Pair x = pair_make(n, INIT_UNIFORM, -1, 2), g = input(C), b = input(C), add = input(n);
+    Pair dy = input(n), y = output(n), mean = output(B * C), rstd = output(B * C);
+    Pair dx = output(n), dg = param_grad(C), dbt = param_grad(C);
+    float *pre = gpu->alloc(n * sizeof(float)), *ref = gpu->alloc(n * sizeof(float));
+    float *gated = gpu->alloc(n * sizeof(float)), *dx_ref = gpu->alloc(n * sizeof(float));
+    float *dg_ref = gpu->alloc(C * sizeof(float)), *db_ref = gpu->alloc(C * sizeof(float));
+    float *mean_ref = gpu->alloc(B * C * sizeof(float)), *rstd_ref = gpu->alloc(B * C * sizeof(float));
+    const float *gg = affine ? g.g : NULL, *gc = affine ? g.c : NULL;
+    const float *bg = affine ? b.g : NULL, *bc = affine ? b.c : NULL;
+    gpu_set_instnorm(kernel);
+    for (int mode = 0; mode < 3; mode++) {  /* no addend, an addend, the addend staged in y */
+        snprintf(what, sizeof what, "instnorm_lrelu (%s) B %d C %d V %ld affine %d addend mode %d",
+                 kernel == INSTNORM_KERNEL_CUDNN ? "cudnn" : "own", B, C, V, affine, mode);
+        const float *ag = mode == 1 ? add.g : mode == 2 ? y.g : NULL;
+        const float *ac = mode == 1 ? add.c : mode == 2 ? y.c : NULL;
+        gpu->instnorm_fwd(pre, mean_ref, rstd_ref, x.g, gg, bg, B, C, V, eps);
+        if (mode) gpu->add(pre, pre, add.g, n);
+        gpu->leaky_relu_fwd(ref, pre, n, slope);
+        if (mode == 2) {
+            gpu->copy(y.g, add.g, n * sizeof(float));
+            cpu->copy(y.c, add.c, n * sizeof(float));
+        }
+        gpu->instnorm_lrelu_fwd(y.g, mean.g, rstd.g, x.g, gg, bg, ag, B, C, V, eps, slope);
+        cpu->instnorm_lrelu_fwd(y.c, mean.c, rstd.c, x.c, gc, bc, ac, B, C, V, eps, slope);
+        size_t differ = gpu_bits_differ(y.g, ref, n) + gpu_bits_differ(mean.g, mean_ref, B * C) +
+                        gpu_bits_differ(rstd.g, rstd_ref, B * C);
+        TEST_CHECK(differ == 0, "%s: forward, %zu values differ from the unfused GPU ops", what,
+                   differ);
+        compare(&y, 1e-5, 1e-5, what);
+        pair_resync(&mean);
+        pair_resync(&rstd);
+        pair_resync(&y);
+        gpu->leaky_relu_bwd(gated, dy.g, pre, n, slope);
+        gpu->copy(dg_ref, dg.g, C * sizeof(float));
+        gpu->copy(db_ref, dbt.g, C * sizeof(float));
+        gpu->instnorm_bwd(dx_ref, affine ? dg_ref : NULL, affine ? db_ref : NULL, gated, x.g,
+                          mean.g, rstd.g, gg, B, C, V);
+        gpu->instnorm_lrelu_bwd(dx.g, affine ? dg.g : NULL, affine ? dbt.g : NULL, dy.g, y.g,
+                                slope, x.g, mean.g, rstd.g, gg, B, C, V);
+        cpu->instnorm_lrelu_bwd(dx.c, affine ? dg.c : NULL, affine ? dbt.c : NULL, dy.c, y.c,
+                                slope, x.c, mean.c, rstd.c, gc, B, C, V);
+        differ = gpu_bits_differ(dx.g, dx_ref, n) + gpu_bits_differ(dg.g, dg_ref, C) +
+                 gpu_bits_differ(dbt.g, db_ref, C);
+        TEST_CHECK(differ == 0, "%s: backward, %zu values differ from the unfused GPU ops", what,
+                   differ);
+        compare(&dx, 1e-4, 1e-6, what);
+        compare(&dg, 1e-5, 1e-3, what);
+        compare(&dbt, 1e-5, 1e-3, what);
+        pair_resync(&dg);
+        pair_resync(&dbt);
+    }
+    gpu_set_instnorm(INSTNORM_KERNEL_OWN);
+    pair_free(&x); pair_free(&g); pair_free(&b); pair_free(&add); pair_free(&dy); pair_free(&y);
+    pair_free(&mean); pair_free(&rstd); pair_free(&dx); pair_free(&dg); pair_free(&dbt);
+    gpu->release(pre); gpu->release(ref); gpu->release(gated); gpu->release(dx_ref);
+    gpu->release(dg_ref); gpu->release(db_ref); gpu->release(mean_ref); gpu->release(rstd_ref);
+}
+
+static int test_instnorm_lrelu(void)
+{
+    instnorm_lrelu_case(2, 3, 5 * 6 * 7 * 100, 0, INSTNORM_KERNEL_OWN);  /* several chunks */
+    instnorm_lrelu_case(2, 2, 999, 1, INSTNORM_KERNEL_OWN);              /* the scalar path */
+    instnorm_lrelu_case(2, 3, 4096, 1, INSTNORM_KERNEL_CUDNN);
+    return 0;
+}
+
 /* ---- attention ---- */
 
 /* Row logsumexp of the scaled scores in double, from the host copies of the inputs: the
@@ -2853,6 +2929,7 @@ int main(void)
     TEST_RUN(test_layernorm);
     TEST_RUN(test_softmax);
     TEST_RUN(test_instnorm);
+    TEST_RUN(test_instnorm_lrelu);
     TEST_RUN(test_attention);
     TEST_RUN(test_patches);
     TEST_RUN(test_gather_scatter);

@@ -16,7 +16,12 @@
  * so may the summation order); and the statistics: each shape's plan tuned once per math with
  * conv_autotune on (three directions searched each), none with it off. And a shape first met
  * while a CUDA graph records: left untuned (no Find), not tuned by a later eager call either,
- * its results as the CPU's. */
+ * its results as the CPU's.
+ * The channels-last weight gradients (conv_wgrad_layout = ndhwc; cuDNN's backward-filter on
+ * channels-last copies, the filter transposed back onto dW) on the same shapes and maths: y, dx,
+ * dW, db against the CPU and against NCDHW within the same tolerances, dW accumulated once;
+ * the count of plans that ran channels-last and of those that kept NCDHW (no deterministic
+ * channels-last algorithm offered) is printed, a finding rather than a failure. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -290,6 +295,48 @@ static int test_plan_first_met_while_recording(void)
     return 0;
 }
 
+/* One case in one math with conv_wgrad_layout = ndhwc: against the CPU and against NCDHW. */
+static void check_channels_last_case(const ConvCase *c, int tf32, uint32_t sample)
+{
+    const ConvSizes n = sizes_of(c);
+    ConvInputs in = make_inputs(c, sample);
+    ConvOutputs ref = run_case(cpu, c, &in);
+    gpu_set_math(tf32, 0);
+    gpu_set_conv_autotune(0);
+    gpu_set_conv_wgrad_layout(CONV_WGRAD_NCDHW);
+    ConvOutputs ncdhw = run_case(gpu, c, &in);
+    gpu_set_conv_wgrad_layout(CONV_WGRAD_NDHWC);
+    ConvOutputs ndhwc = run_case(gpu, c, &in);
+    gpu_set_conv_wgrad_layout(CONV_WGRAD_NCDHW);
+    const double rel = tf32 ? 4e-3 : 1e-4;
+    char what[160];
+    snprintf(what, sizeof what, "%s, %s, conv_wgrad_layout ndhwc vs CPU", c->name,
+             tf32 ? "tf32" : "fp32");
+    check_outputs(what, &ndhwc, &ref, &n, rel);
+    snprintf(what, sizeof what, "%s, %s, conv_wgrad_layout ndhwc vs ncdhw", c->name,
+             tf32 ? "tf32" : "fp32");
+    check_outputs(what, &ndhwc, &ncdhw, &n, rel);
+    free_outputs(&ref); free_outputs(&ncdhw); free_outputs(&ndhwc);
+    free_inputs(&in);
+}
+
+static int test_wgrad_channels_last(void)
+{
+    int cl0, kept0, cl1, kept1;
+    gpu_conv_wgrad_layout_stats(&cl0, &kept0);
+    for (int tf32 = 0; tf32 <= 1; tf32++)
+        for (int i = 0; i < kCaseCount; i++)
+            check_channels_last_case(&kCases[i], tf32, (uint32_t)(10 * i + 5));
+    gpu_conv_wgrad_layout_stats(&cl1, &kept1);
+    TEST_CHECK(cl1 - cl0 + kept1 - kept0 == 2 * kCaseCount, "conv_wgrad_layout = ndhwc built %d "
+               "plans (expected one per shape and math: %d)", cl1 - cl0 + kept1 - kept0,
+               2 * kCaseCount);
+    printf("conv_wgrad_layout = ndhwc: %d of %d plans ran the channels-last weight gradient, %d "
+           "kept NCDHW (no deterministic channels-last algorithm)\n", cl1 - cl0,
+           2 * kCaseCount, kept1 - kept0);
+    return 0;
+}
+
 int main(void)
 {
     if (gpu_device_count() == 0) {
@@ -300,6 +347,7 @@ int main(void)
     cpu = backend_cpu();
     TEST_RUN(test_unetr_shapes);
     TEST_RUN(test_plan_first_met_while_recording);
+    TEST_RUN(test_wgrad_channels_last);
     gpu_set_math(0, 0);
     GpuConvAutotuneStats s;
     gpu_conv_autotune_stats(&s);
