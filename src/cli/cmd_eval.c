@@ -34,9 +34,11 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: alice eval --pred DIR (--labels DIR | --data dataset.h5) [--out STEM]\n"
-            "                  [--checkpoint PATH] [--config FILE] [label_set=flare|btcv] [key=value ...]\n"
+            "                  [--checkpoint PATH] [--config FILE] [label_set=flare|btcv]\n"
+            "                  [eval_protocol=plain|flare22] [key=value ...]\n"
             "Scores every case that has a prediction <pred>/<case>.nii.gz (or .nii): DSC and NSD per\n"
-            "organ (FLARE 2022 tolerances). --labels: truth from the original label NIfTI files\n"
+            "organ (FLARE 2022 tolerances; eval_protocol=flare22 also scores aorta, IVC and\n"
+            "esophagus on the truth's labelled slices only, as the FLARE 2022 script does). --labels: truth from the original label NIfTI files\n"
             "<labels>/<case>.nii[.gz], spacing from their affine. --data: truth from the packed data\n"
             "set; predictions must then be on the packed grid. Writes STEM.h5 and STEM.csv\n"
             "(default STEM: results) and prints the per-organ means.\n");
@@ -164,8 +166,8 @@ static void spacing_of(const double affine[4][4], double spacing[3])
 }
 
 /* Scores one case into dsc/nsd rows. */
-static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, const LabelSet *set, double *dsc,
-                       double *nsd)
+static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, const LabelSet *set,
+                       EvalProtocol protocol, double *dsc, double *nsd)
 {
     int pd[3], td[3];
     double pa[4][4], ta[4][4], spacing[3];
@@ -187,7 +189,7 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     }
     check_same_grid(c->pred, pd, pa, truth_name, td, ta);
     spacing_of(ta, spacing);
-    case_scores(truth, pred, td, spacing, set, dsc, nsd);
+    case_scores(truth, pred, td, spacing, set, protocol, dsc, nsd);
     free(pred);
     free(truth);
 }
@@ -235,6 +237,8 @@ int cmd_eval(int argc, char **argv)
     }
     const LabelSet *set = label_set_find(cfg.label_set);
     if (!set) alice_die("eval: label_set=%s is not known; use %s", cfg.label_set, label_set_names());
+    /* the registry admits only plain|flare22 (config_keys.c) */
+    const EvalProtocol protocol = (EvalProtocol)eval_protocol_from_name(cfg.eval_protocol);
     cli_print_config(&cfg, "eval");
 
     Dataset *ds = data_path ? dataset_open(data_path) : NULL;
@@ -260,7 +264,8 @@ int cmd_eval(int argc, char **argv)
     double t0 = wall_seconds();
     for (int c = rank; c < nscored; c += size) {
         double tc = wall_seconds();
-        score_case(&cases[c], ds, data_path, set, dsc + (size_t)c * set->count, nsd + (size_t)c * set->count);
+        score_case(&cases[c], ds, data_path, set, protocol, dsc + (size_t)c * set->count,
+                   nsd + (size_t)c * set->count);
         if (size == 1) log_info("eval: %-24s %3d/%d  %.2f s", cases[c].name, c + 1, nscored, wall_seconds() - tc);
     }
     /* every cell is written by exactly one rank, zero elsewhere: a sum gathers them */

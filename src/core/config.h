@@ -99,6 +99,7 @@ typedef struct Config {
     float sw_overlap;
     long val_every;
     char label_set[CFG_STR];      /* flare | btcv */
+    char eval_protocol[CFG_STR];  /* alice eval: plain | flare22 (eval/metrics.h) */
 } Config;
 
 typedef enum { CFG_T_INT, CFG_T_LONG, CFG_T_FLOAT, CFG_T_STRING, CFG_T_BOOL, CFG_T_ENUM,

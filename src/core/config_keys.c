@@ -148,6 +148,11 @@ const ConfigKey config_keys[] = {
     K("sw_overlap", CFG_T_FLOAT, sw_overlap, "0.5", "0..0.95", "sliding-window overlap"),
     K("val_every", CFG_T_LONG, val_every, "50", "1..", "steps between validation passes"),
     K("label_set", CFG_T_ENUM, label_set, "flare", "flare|btcv", "organ label convention"),
+    K("eval_protocol", CFG_T_ENUM, eval_protocol, "plain", "plain|flare22",
+      "alice eval: plain = every organ's DSC and NSD over the whole volume; flare22 = as the "
+      "FLARE 2022 evaluation script: aorta, IVC and esophagus scored on the truth's labelled "
+      "axial slices only (its z_lower:z_upper range, which leaves the last labelled slice out), "
+      "for numbers comparable with that challenge's tables (docs/FORMAT.md)"),
 };
 
 const int config_key_count = (int)(sizeof config_keys / sizeof config_keys[0]);

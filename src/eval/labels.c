@@ -3,7 +3,9 @@
 #include <string.h>
 
 /* NSD tolerances of the FLARE 2022 challenge (mm). The portal/splenic vein is not a FLARE
- * organ; 3 mm follows the other vessels of its calibre in BTCV evaluations. */
+ * organ; 3 mm follows the other vessels of its calibre in BTCV evaluations. The last field marks
+ * the organs the FLARE 2022 script scores on the truth's labelled slices only (aorta, IVC,
+ * esophagus), in either label set. */
 enum {
     TOL_LIVER = 5, TOL_KIDNEY = 3, TOL_SPLEEN = 3, TOL_PANCREAS = 5, TOL_AORTA = 2, TOL_IVC = 2,
     TOL_ADRENAL = 2, TOL_GALLBLADDER = 2, TOL_ESOPHAGUS = 3, TOL_STOMACH = 5, TOL_DUODENUM = 7,
@@ -11,35 +13,35 @@ enum {
 };
 
 static const OrganLabel flare_organs[] = {
-    {1, "liver", TOL_LIVER},
-    {2, "right_kidney", TOL_KIDNEY},
-    {3, "spleen", TOL_SPLEEN},
-    {4, "pancreas", TOL_PANCREAS},
-    {5, "aorta", TOL_AORTA},
-    {6, "ivc", TOL_IVC},
-    {7, "right_adrenal", TOL_ADRENAL},
-    {8, "left_adrenal", TOL_ADRENAL},
-    {9, "gallbladder", TOL_GALLBLADDER},
-    {10, "esophagus", TOL_ESOPHAGUS},
-    {11, "stomach", TOL_STOMACH},
-    {12, "duodenum", TOL_DUODENUM},
-    {13, "left_kidney", TOL_KIDNEY},
+    {1, "liver", TOL_LIVER, 0},
+    {2, "right_kidney", TOL_KIDNEY, 0},
+    {3, "spleen", TOL_SPLEEN, 0},
+    {4, "pancreas", TOL_PANCREAS, 0},
+    {5, "aorta", TOL_AORTA, 1},
+    {6, "ivc", TOL_IVC, 1},
+    {7, "right_adrenal", TOL_ADRENAL, 0},
+    {8, "left_adrenal", TOL_ADRENAL, 0},
+    {9, "gallbladder", TOL_GALLBLADDER, 0},
+    {10, "esophagus", TOL_ESOPHAGUS, 1},
+    {11, "stomach", TOL_STOMACH, 0},
+    {12, "duodenum", TOL_DUODENUM, 0},
+    {13, "left_kidney", TOL_KIDNEY, 0},
 };
 
 static const OrganLabel btcv_organs[] = {
-    {1, "spleen", TOL_SPLEEN},
-    {2, "right_kidney", TOL_KIDNEY},
-    {3, "left_kidney", TOL_KIDNEY},
-    {4, "gallbladder", TOL_GALLBLADDER},
-    {5, "esophagus", TOL_ESOPHAGUS},
-    {6, "liver", TOL_LIVER},
-    {7, "stomach", TOL_STOMACH},
-    {8, "aorta", TOL_AORTA},
-    {9, "ivc", TOL_IVC},
-    {10, "portal_splenic_vein", TOL_PORTAL_VEIN},
-    {11, "pancreas", TOL_PANCREAS},
-    {12, "right_adrenal", TOL_ADRENAL},
-    {13, "left_adrenal", TOL_ADRENAL},
+    {1, "spleen", TOL_SPLEEN, 0},
+    {2, "right_kidney", TOL_KIDNEY, 0},
+    {3, "left_kidney", TOL_KIDNEY, 0},
+    {4, "gallbladder", TOL_GALLBLADDER, 0},
+    {5, "esophagus", TOL_ESOPHAGUS, 1},
+    {6, "liver", TOL_LIVER, 0},
+    {7, "stomach", TOL_STOMACH, 0},
+    {8, "aorta", TOL_AORTA, 1},
+    {9, "ivc", TOL_IVC, 1},
+    {10, "portal_splenic_vein", TOL_PORTAL_VEIN, 0},
+    {11, "pancreas", TOL_PANCREAS, 0},
+    {12, "right_adrenal", TOL_ADRENAL, 0},
+    {13, "left_adrenal", TOL_ADRENAL, 0},
 };
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))

@@ -8,6 +8,9 @@ typedef struct {
     int id;                 /* value in the label volume */
     const char *name;       /* snake_case organ name, used in results files */
     double tolerance_mm;    /* NSD tolerance */
+    int labelled_slices;    /* 1: the FLARE 2022 script scores it on the truth's labelled
+                             * axial slices only (aorta, IVC, esophagus: long tubes that a
+                             * field of view cuts; eval_protocol = flare22, eval/metrics.h) */
 } OrganLabel;
 
 typedef struct {

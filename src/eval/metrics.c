@@ -15,14 +15,16 @@ typedef struct {
     int lo[3], hi[3];   /* inclusive; lo > hi when both masks are empty */
 } MaskExtent;
 
-static MaskExtent mask_extent(const uint8_t *gt, const uint8_t *pred, const int dim[3], int label)
+/* Over the slices z_lo <= z < z_hi: the rest of the volume counts as background. */
+static MaskExtent mask_extent(const uint8_t *gt, const uint8_t *pred, const int dim[3], int label,
+                              int z_lo, int z_hi)
 {
     MaskExtent e = {0, 0, 0, {dim[0], dim[1], dim[2]}, {-1, -1, -1}};
     for (int x = 0; x < dim[0]; x++)
         for (int y = 0; y < dim[1]; y++) {
             const size_t row = ((size_t)x * (size_t)dim[1] + (size_t)y) * (size_t)dim[2];
             int first = -1, last = -1;
-            for (int z = 0; z < dim[2]; z++) {
+            for (int z = z_lo; z < z_hi; z++) {
                 int g = gt ? gt[row + (size_t)z] == label : 0;
                 int p = pred ? pred[row + (size_t)z] == label : 0;
                 e.gt += g;
@@ -95,8 +97,16 @@ static double surface_area_within(const uint8_t *code, size_t n, const double ar
 OrganScore organ_score(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
                        int label, double tolerance_mm)
 {
+    return organ_score_slices(gt, pred, dim, spacing, label, tolerance_mm, 0, dim[2]);
+}
+
+OrganScore organ_score_slices(const uint8_t *gt, const uint8_t *pred, const int dim[3],
+                              const double spacing[3], int label, double tolerance_mm, int z_lo,
+                              int z_hi)
+{
     OrganScore s = {0, 0, 0, 0, 0, 0};
-    MaskExtent box = mask_extent(gt, pred, dim, label);
+    /* The box lies inside the slice range, and neighbour_codes reads inside the box only. */
+    MaskExtent box = mask_extent(gt, pred, dim, label, z_lo, z_hi);
     s.gt_voxels = box.gt;
     s.pred_voxels = box.pred;
     if (box.gt == 0 && box.pred == 0) { s.dsc = 1; s.nsd = 1; return s; }
@@ -128,13 +138,47 @@ OrganScore organ_score(const uint8_t *gt, const uint8_t *pred, const int dim[3],
     return s;
 }
 
+int eval_protocol_from_name(const char *name)
+{
+    if (!strcmp(name, "plain")) return EVAL_PROTOCOL_PLAIN;
+    if (!strcmp(name, "flare22")) return EVAL_PROTOCOL_FLARE22;
+    return -1;
+}
+
+/* First and last axial slice holding `label` in the truth; 0 when it holds none. */
+static int labelled_slice_range(const uint8_t *gt, const int dim[3], int label, int *first,
+                                int *last)
+{
+    *first = dim[2];
+    *last = -1;
+    const size_t rows = (size_t)dim[0] * (size_t)dim[1];
+    for (size_t r = 0; r < rows; r++) {
+        const uint8_t *row = gt + r * (size_t)dim[2];
+        for (int z = 0; z < dim[2]; z++)
+            if (row[z] == label) {
+                if (z < *first) *first = z;
+                if (z > *last) *last = z;
+            }
+    }
+    return *last >= 0;
+}
+
 void case_scores(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
-                 const LabelSet *set, double *dsc, double *nsd)
+                 const LabelSet *set, EvalProtocol protocol, double *dsc, double *nsd)
 {
     /* Organs differ a lot in size (liver vs adrenal), so hand them out one at a time. */
     #pragma omp parallel for schedule(dynamic, 1)
     for (int o = 0; o < set->count; o++) {
-        OrganScore s = organ_score(gt, pred, dim, spacing, set->organs[o].id, set->organs[o].tolerance_mm);
+        const OrganLabel *organ = &set->organs[o];
+        int z_lo = 0, z_hi = dim[2], first, last;
+        /* FLARE 2022: the empty-mask conventions on the whole volume, then the slice range */
+        if (protocol == EVAL_PROTOCOL_FLARE22 && organ->labelled_slices &&
+            labelled_slice_range(gt, dim, organ->id, &first, &last)) {
+            z_lo = first;
+            z_hi = last;   /* exclusive, as the script's slice: the last labelled one left out */
+        }
+        OrganScore s = organ_score_slices(gt, pred, dim, spacing, organ->id, organ->tolerance_mm,
+                                          z_lo, z_hi);
         dsc[o] = s.dsc;
         nsd[o] = s.nsd;
     }

@@ -8,6 +8,14 @@
  *    anisotropic Euclidean distance transform (eval/edt.h).
  * Empty masks: both empty gives DSC = NSD = 1 (FLARE convention: nothing to find, nothing
  * found); exactly one empty gives 0 for both.
+ * Protocols (config key eval_protocol): PLAIN scores every organ over the whole volume.
+ * FLARE22 follows the FLARE 2022 evaluation script further: the organs it marks
+ * (OrganLabel.labelled_slices: aorta, IVC, esophagus) present in the truth are scored, DSC and
+ * NSD, on the axial slices z_lower <= z < z_upper only, z_lower and z_upper the truth's first
+ * and last labelled slice (the script's gt[:, :, z_lower:z_upper], which leaves the last
+ * labelled slice out); the empty-mask conventions are decided on the whole volume first, as
+ * there. A truth one slice thick leaves no slice: scored as both empty (1; the script's Dice
+ * divides 0 by 0 there).
  * Volumes are uint8 label maps in C order [X, Y, Z] (Z fastest); spacing in mm per axis. */
 #ifndef ALICE_METRICS_H
 #define ALICE_METRICS_H
@@ -31,9 +39,20 @@ typedef struct {
 OrganScore organ_score(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
                        int label, double tolerance_mm);
 
-/* Every organ of a label set (OpenMP over organs): dsc[o], nsd[o] in the set's order. */
+/* organ_score over the axial slices z_lo <= z < z_hi only (voxels outside count as
+ * background, as the cropped arrays of the FLARE script do with the surface code's padding). */
+OrganScore organ_score_slices(const uint8_t *gt, const uint8_t *pred, const int dim[3],
+                              const double spacing[3], int label, double tolerance_mm, int z_lo,
+                              int z_hi);
+
+typedef enum { EVAL_PROTOCOL_PLAIN, EVAL_PROTOCOL_FLARE22 } EvalProtocol;
+/* The protocol named by the config key eval_protocol (plain | flare22); -1 for another name. */
+int eval_protocol_from_name(const char *name);
+
+/* Every organ of a label set under a protocol (OpenMP over organs): dsc[o], nsd[o] in the
+ * set's order. */
 void case_scores(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
-                 const LabelSet *set, double *dsc, double *nsd);
+                 const LabelSet *set, EvalProtocol protocol, double *dsc, double *nsd);
 
 /* Total surface-element area (mm^2) of the voxels equal to `label`. */
 double mask_surface_area(const uint8_t *labels, const int dim[3], const double spacing[3], int label);

@@ -162,6 +162,23 @@ def organ_scores(gt_labels, pred_labels, spacing, label, tolerance):
     return dsc, float(near / (sd["area_gt"].sum() + sd["area_pred"].sum()))
 
 
-def case_scores(gt_labels, pred_labels, spacing, label_set="flare"):
-    return [(name,) + organ_scores(gt_labels, pred_labels, spacing, lid, tol)
-            for lid, name, tol in LABEL_SETS[label_set]]
+# The organs the FLARE 2022 evaluation script scores on the truth's labelled axial slices only.
+LABELLED_SLICES = ("aorta", "ivc", "esophagus")
+
+
+def case_scores(gt_labels, pred_labels, spacing, label_set="flare", protocol="plain"):
+    """protocol "flare22": as the FLARE 2022 script, an organ of LABELLED_SLICES present in the
+    truth is scored on the arrays cropped to gt[:, :, z_lower:z_upper] (first and last labelled
+    slice of the truth; numpy's slice leaves the last one out); the empty-mask conventions are
+    taken on the whole volume before the crop."""
+    out = []
+    for lid, name, tol in LABEL_SETS[label_set]:
+        gt, pred = gt_labels, pred_labels
+        if protocol == "flare22" and name in LABELLED_SLICES and (gt_labels == lid).any():
+            z = np.where(gt_labels == lid)[2]
+            gt, pred = gt_labels[:, :, z.min():z.max()], pred_labels[:, :, z.min():z.max()]
+            if not (gt == lid).any() and not (pred == lid).any():
+                out.append((name, 1.0, 1.0))   # a one-slice truth: nothing left to score
+                continue
+        out.append((name,) + organ_scores(gt, pred, spacing, lid, tol))
+    return out

@@ -1,6 +1,9 @@
 """`alice eval` against the independent numpy/scipy reference (metrics_ref.py) on random
 multi-organ blob masks with anisotropic spacing, written as NIfTI with nibabel: every DSC and
-NSD must agree to 1e-5, in results.csv and results.h5 alike."""
+NSD must agree to 1e-5, in results.csv and results.h5 alike; then again with
+eval_protocol=flare22 (aorta, IVC and esophagus on the truth's labelled slices, the reference
+cropping the arrays as the FLARE 2022 script does), whose scores must differ from plain ones
+for some of those organs and for no other."""
 import csv
 import os
 import subprocess
@@ -64,7 +67,7 @@ def main():
         ldir, pdir = os.path.join(tmp, "labels"), os.path.join(tmp, "pred")
         os.makedirs(ldir)
         os.makedirs(pdir)
-        ref = {}
+        ref = {"plain": {}, "flare22": {}}
         for name, shape, spacing, absent in cases:
             gt = blobs(rng, shape, organs, absent)
             pred = perturb(rng, gt, organs)
@@ -77,46 +80,64 @@ def main():
             nib.save(nib.Nifti1Image(gt, affine), os.path.join(ldir, name + ".nii.gz"))
             nib.save(nib.Nifti1Image(pred, affine), os.path.join(pdir, name + ".nii.gz"))
             sp = np.sqrt((nib.load(os.path.join(ldir, name + ".nii.gz")).affine[:3, :3] ** 2).sum(0))
-            ref[name] = {o: (d, n) for o, d, n in metrics_ref.case_scores(gt, pred, sp, "flare")}
+            for protocol in ref:
+                ref[protocol][name] = {o: (d, n) for o, d, n in
+                                       metrics_ref.case_scores(gt, pred, sp, "flare", protocol)}
         # a truth case without a prediction: warned about and left out
         nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), os.path.join(ldir, "orphan.nii.gz"))
-        out = os.path.join(tmp, "results")
-        r = subprocess.run([ALICE, "eval", "--pred", pdir, "--labels", ldir, "--out", out,
-                            "--checkpoint", "runs/x/ckpt_10.h5", "label_set=flare"],
-                           capture_output=True, text=True)
-        print(r.stdout[-3000:], r.stderr[-3000:])
-        if r.returncode != 0:
-            print("alice eval failed")
+        for protocol in ref:
+            if not scored_as_reference(tmp, ldir, pdir, protocol, ref[protocol]):
+                return 1
+        p, f = ref["plain"], ref["flare22"]
+        moved = {o for c in p for o in p[c] if p[c][o] != f[c][o]}
+        print(f"flare22 moved the scores of: {sorted(moved)}")
+        if not moved or not moved <= set(metrics_ref.LABELLED_SLICES):
+            print("flare22 must change some labelled-slices organ's scores and nothing else")
             return 1
-        if "orphan" not in r.stderr:
-            print("missing prediction was not reported")
-            return 1
-        worst, rows = 0.0, 0
-        with open(out + ".csv") as f:
-            for row in csv.DictReader(f):
-                d, n = ref[row["case"]][row["organ"]]
-                worst = max(worst, abs(float(row["dsc"]) - d), abs(float(row["nsd"]) - n))
-                rows += 1
-        with h5py.File(out + ".h5", "r") as h:
-            names = [s.decode() for s in h["case_names"][:]]
-            organ_names = [s.decode() for s in h["organ_names"][:]]
-            for i, c in enumerate(names):
-                for j, o in enumerate(organ_names):
-                    d, n = ref[c][o]
-                    worst = max(worst, abs(h["dsc"][i, j] - d), abs(h["nsd"][i, j] - n))
-            attr = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h.attrs.items()}
-            ok_attrs = (attr["label_set"] == "flare" and attr["checkpoint"] == "runs/x/ckpt_10.h5"
-                        and "label_set = flare" in attr["config"] and list(h["tolerance_mm"][:3]) == [5, 3, 3])
-        nsd_values = [v[1] for c in ref.values() for v in c.values()]
-        print(f"rows {rows}, max |C - reference| = {worst:.3g}; reference NSD range "
-              f"{min(nsd_values):.3f}..{max(nsd_values):.3f}")
-        if rows != 3 * 13 or names != ["caseA", "caseB", "caseC"] or not ok_attrs:
-            print("results files incomplete or attributes wrong")
-            return 1
-        if ref["caseB"]["right_adrenal"] != (1.0, 1.0) or ref["caseC"]["pancreas"] != (0.0, 0.0):
-            print("empty-mask conventions not exercised as intended")
-            return 1
-        return 0 if worst <= 1e-5 else 1
+        return 0
+
+
+def scored_as_reference(tmp, ldir, pdir, protocol, ref):
+    """alice eval under `protocol` against the reference's scores; True when they agree."""
+    out = os.path.join(tmp, "results_" + protocol)
+    r = subprocess.run([ALICE, "eval", "--pred", pdir, "--labels", ldir, "--out", out,
+                        "--checkpoint", "runs/x/ckpt_10.h5", "label_set=flare",
+                        "eval_protocol=" + protocol], capture_output=True, text=True)
+    print(r.stdout[-3000:], r.stderr[-3000:])
+    if r.returncode != 0:
+        print("alice eval failed")
+        return False
+    if "orphan" not in r.stderr:
+        print("missing prediction was not reported")
+        return False
+    worst, rows = 0.0, 0
+    with open(out + ".csv") as f:
+        for row in csv.DictReader(f):
+            d, n = ref[row["case"]][row["organ"]]
+            worst = max(worst, abs(float(row["dsc"]) - d), abs(float(row["nsd"]) - n))
+            rows += 1
+    with h5py.File(out + ".h5", "r") as h:
+        names = [s.decode() for s in h["case_names"][:]]
+        organ_names = [s.decode() for s in h["organ_names"][:]]
+        for i, c in enumerate(names):
+            for j, o in enumerate(organ_names):
+                d, n = ref[c][o]
+                worst = max(worst, abs(h["dsc"][i, j] - d), abs(h["nsd"][i, j] - n))
+        attr = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h.attrs.items()}
+        ok_attrs = (attr["label_set"] == "flare" and attr["checkpoint"] == "runs/x/ckpt_10.h5"
+                    and "label_set = flare" in attr["config"]
+                    and f"eval_protocol = {protocol}" in attr["config"]
+                    and list(h["tolerance_mm"][:3]) == [5, 3, 3])
+    nsd_values = [v[1] for c in ref.values() for v in c.values()]
+    print(f"{protocol}: rows {rows}, max |C - reference| = {worst:.3g}; reference NSD range "
+          f"{min(nsd_values):.3f}..{max(nsd_values):.3f}")
+    if rows != 3 * 13 or names != ["caseA", "caseB", "caseC"] or not ok_attrs:
+        print("results files incomplete or attributes wrong")
+        return False
+    if ref["caseB"]["right_adrenal"] != (1.0, 1.0) or ref["caseC"]["pancreas"] != (0.0, 0.0):
+        print("empty-mask conventions not exercised as intended")
+        return False
+    return worst <= 1e-5
 
 
 if __name__ == "__main__":

@@ -236,6 +236,68 @@ static int test_label_sets(void)
     return 0;
 }
 
+/* The FLARE 2022 protocol, against hand counts: aorta (FLARE id 5, a labelled-slices organ) as
+ * a 4 x 4 tube, the truth on slices 10..20 (11 slices); under flare22 only slices 10..19 count
+ * (the script's z_lower:z_upper leaves the last one out). The liver (id 1) is scored alike by
+ * both protocols; the empty-mask conventions come from the whole volume. */
+static double organ_dsc(const Grid *gt, const Grid *pred, EvalProtocol protocol, int organ_index,
+                        double *nsd)
+{
+    const LabelSet *f = label_set_find("flare");
+    double dsc[13], nsds[13];
+    case_scores(gt->v, pred->v, gt->dim, (double[]){1, 1, 1}, f, protocol, dsc, nsds);
+    *nsd = nsds[organ_index];
+    return dsc[organ_index];
+}
+
+static int test_flare22_labelled_slices(void)
+{
+    enum { AORTA = 5, AORTA_INDEX = 4, LIVER = 1, LIVER_INDEX = 0 };
+    const LabelSet *f = label_set_find("flare");
+    TEST_CHECK(f->organs[AORTA_INDEX].id == AORTA && f->organs[AORTA_INDEX].labelled_slices &&
+                   !f->organs[LIVER_INDEX].labelled_slices && f->organs[5].labelled_slices &&
+                   f->organs[9].labelled_slices,
+               "FLARE labelled-slices organs: aorta, ivc, esophagus only");
+    Grid gt = grid_new(16, 16, 30), pred = grid_new(16, 16, 30);
+    fill_box(&gt, (int[]){5, 5, 10}, (int[]){4, 4, 11}, AORTA);    /* z 10..20 */
+    fill_box(&pred, (int[]){5, 5, 4}, (int[]){4, 4, 23}, AORTA);   /* z 4..26 */
+    fill_box(&gt, (int[]){0, 0, 0}, (int[]){3, 3, 5}, LIVER);
+    fill_box(&pred, (int[]){0, 0, 0}, (int[]){3, 3, 8}, LIVER);
+    double nsd_plain, nsd_flare;
+    TEST_CLOSE(organ_dsc(&gt, &pred, EVAL_PROTOCOL_PLAIN, AORTA_INDEX, &nsd_plain), 22.0 / 34.0,
+               1e-12, 0, "plain: aorta DSC over every slice, 2 x 11 / (11 + 23) slices");
+    TEST_CLOSE(organ_dsc(&gt, &pred, EVAL_PROTOCOL_FLARE22, AORTA_INDEX, &nsd_flare), 1.0, 1e-12,
+               0, "flare22: aorta DSC on slices 10..19 only");
+    TEST_CHECK(nsd_plain < 0.9 && nsd_flare == 1.0, "aorta NSD: plain %g (< 0.9), flare22 %g (1)",
+               nsd_plain, nsd_flare);
+    double liver_plain, liver_flare;
+    const double dl = organ_dsc(&gt, &pred, EVAL_PROTOCOL_PLAIN, LIVER_INDEX, &liver_plain);
+    TEST_CHECK(dl == organ_dsc(&gt, &pred, EVAL_PROTOCOL_FLARE22, LIVER_INDEX, &liver_flare) &&
+                   liver_plain == liver_flare && fabs(dl - 10.0 / 13.0) < 1e-12,
+               "liver: the same under both protocols, DSC 2 x 5 / (5 + 8) slices (got %g)", dl);
+    /* the last labelled slice left out: a prediction missing only it is perfect under flare22 */
+    memset(pred.v, 0, (size_t)16 * 16 * 30);
+    fill_box(&pred, (int[]){5, 5, 10}, (int[]){4, 4, 10}, AORTA);   /* z 10..19 */
+    TEST_CLOSE(organ_dsc(&gt, &pred, EVAL_PROTOCOL_PLAIN, AORTA_INDEX, &nsd_plain), 20.0 / 21.0,
+               1e-12, 0, "plain: the prediction lacks the truth's last slice");
+    TEST_CLOSE(organ_dsc(&gt, &pred, EVAL_PROTOCOL_FLARE22, AORTA_INDEX, &nsd_flare), 1.0, 1e-12,
+               0, "flare22: the truth's last slice is outside the scored range");
+    /* no truth aorta, a predicted one: 0 under both (decided on the whole volume) */
+    memset(gt.v, 0, (size_t)16 * 16 * 30);
+    TEST_CHECK(organ_dsc(&gt, &pred, EVAL_PROTOCOL_FLARE22, AORTA_INDEX, &nsd_flare) == 0 &&
+                   nsd_flare == 0, "flare22: a predicted aorta absent from the truth scores 0");
+    /* a truth one slice thick leaves no slice: both empty there, 1 */
+    fill_box(&gt, (int[]){5, 5, 12}, (int[]){4, 4, 1}, AORTA);
+    TEST_CHECK(organ_dsc(&gt, &pred, EVAL_PROTOCOL_FLARE22, AORTA_INDEX, &nsd_flare) == 1 &&
+                   nsd_flare == 1, "flare22: a one-slice truth scores as both empty");
+    TEST_CHECK(eval_protocol_from_name("flare22") == EVAL_PROTOCOL_FLARE22 &&
+                   eval_protocol_from_name("plain") == EVAL_PROTOCOL_PLAIN &&
+                   eval_protocol_from_name("flare") == -1, "eval_protocol names");
+    free(gt.v);
+    free(pred.v);
+    return 0;
+}
+
 int main(void)
 {
     TEST_RUN(test_area_table);
@@ -246,5 +308,6 @@ int main(void)
     TEST_RUN(test_box_area);
     TEST_RUN(test_sphere);
     TEST_RUN(test_label_sets);
+    TEST_RUN(test_flare22_labelled_slices);
     return test_finish();
 }
