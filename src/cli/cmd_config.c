@@ -16,6 +16,7 @@ static const char *type_name(ConfigType t)
     case CFG_T_BOOL: return "bool";
     case CFG_T_ENUM: return "enum";
     case CFG_T_INT3: return "X,Y,Z";
+    case CFG_T_FLOAT3: return "X,Y,Z mm";
     }
     return "?";
 }

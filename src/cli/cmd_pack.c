@@ -30,15 +30,6 @@ typedef struct {
     char error[ERR_LEN];
 } CaseStatus;
 
-static void parse_spacing(const char *text, float sp[3])
-{
-    char tail;
-    int n = sscanf(text, "%f , %f , %f %c", &sp[0], &sp[1], &sp[2], &tail);
-    if (n == 1) sp[1] = sp[2] = sp[0];
-    if ((n != 1 && n != 3) || !(sp[0] > 0 && sp[1] > 0 && sp[2] > 0 && sp[0] < 100 && sp[1] < 100 && sp[2] < 100))
-        alice_die("spacing = '%s' is not valid: expected X,Y,Z in mm (e.g. spacing=1.5,1.5,2.0)", text);
-}
-
 static int affines_match(const double a[4][4], const double b[4][4])
 {
     for (int r = 0; r < 3; r++)
@@ -173,8 +164,7 @@ int cmd_pack(int argc, char **argv)
     }
     if (!input == !list) alice_die("alice pack: give exactly one of --input DIR or --list FILE");
     if (!out) alice_die("alice pack: --out dataset.h5 is required");
-    float spacing[3];
-    parse_spacing(cfg.spacing, spacing);
+    const float *spacing = cfg.spacing;   /* validated by the key's type and range */
     const int max_label = cfg.num_classes - 1;
 
     int rank = 0, nranks = 1;

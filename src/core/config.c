@@ -90,6 +90,17 @@ static _Noreturn void unknown_key(const char *key, const char *at)
               at, key, used ? "; did you mean: " : "", hint);
 }
 
+/* "X,Y,Z" (spaces allowed around the commas) or one number for all three axes; nothing else
+ * may follow. 1 when the text is one of those. */
+static int parse_triple(const char *text, double v[3])
+{
+    char tail;
+    if (sscanf(text, "%lf , %lf , %lf %c", &v[0], &v[1], &v[2], &tail) == 3) return 1;
+    if (sscanf(text, "%lf %c", &v[0], &tail) != 1) return 0;
+    v[1] = v[2] = v[0];
+    return 1;
+}
+
 void config_set(Config *c, const char *key, const char *value, const char *origin, int line)
 {
     char at[512];
@@ -132,16 +143,20 @@ void config_set(Config *c, const char *key, const char *value, const char *origi
             alice_die("%s: %s is longer than %d characters", at, key, CFG_STR - 1);
         snprintf(field, CFG_STR, "%s", value);
         break;
+    case CFG_T_FLOAT3:
     case CFG_T_INT3: {
-        int v[3];
-        char tail;
-        int n = sscanf(value, "%d , %d , %d %c", &v[0], &v[1], &v[2], &tail);
-        if (n == 1) v[1] = v[2] = v[0];
-        if ((n != 1 && n != 3) || !in_range(k->valid, v[0]) || !in_range(k->valid, v[1]) ||
-            !in_range(k->valid, v[2]))
-            alice_die("%s: %s = '%s' is not valid: expected X,Y,Z (or one number) in %s", at,
-                      key, value, k->valid);
-        memcpy(field, v, sizeof v);
+        double v[3];
+        const int ints = k->type == CFG_T_INT3;
+        int ok = parse_triple(value, v);
+        for (int a = 0; a < 3 && ok; a++)
+            ok = in_range(k->valid, v[a]) && (!ints || v[a] == floor(v[a]));
+        if (!ok)
+            alice_die("%s: %s = '%s' is not valid: expected X,Y,Z (or one number for all three)"
+                      "%s in %s", at, key, value, ints ? ", integers," : "", k->valid);
+        for (int a = 0; a < 3; a++) {
+            if (ints) ((int *)field)[a] = (int)v[a];
+            else ((float *)field)[a] = (float)v[a];
+        }
         break;
     }
     }
@@ -216,6 +231,11 @@ char *config_to_text(const Config *c)
         case CFG_T_INT3: {
             const int *v = (const int *)field;
             snprintf(val, sizeof val, "%d,%d,%d", v[0], v[1], v[2]);
+            break;
+        }
+        case CFG_T_FLOAT3: {
+            const float *v = (const float *)field;
+            snprintf(val, sizeof val, "%.9g,%.9g,%.9g", v[0], v[1], v[2]);
             break;
         }
         }

@@ -41,7 +41,7 @@ typedef struct Config {
     int synthetic_cases;          /* phantoms generated in memory when data = synthetic */
     int fold;                     /* validation fold for fine-tuning, -1 = none */
     int num_folds;
-    char spacing[CFG_STR];        /* pack target spacing "X,Y,Z" mm */
+    float spacing[3];             /* pack target spacing X,Y,Z mm */
 
     /* encoder (ViT) */
     int patch;
@@ -103,7 +103,7 @@ typedef struct Config {
 } Config;
 
 typedef enum { CFG_T_INT, CFG_T_LONG, CFG_T_FLOAT, CFG_T_STRING, CFG_T_BOOL, CFG_T_ENUM,
-               CFG_T_INT3 } ConfigType;
+               CFG_T_INT3, CFG_T_FLOAT3 } ConfigType;
 
 typedef struct {
     const char *name;

@@ -86,7 +86,9 @@ const ConfigKey config_keys[] = {
     K("synthetic_cases", CFG_T_INT, synthetic_cases, "8", "2..10000", "phantoms generated in memory when data = synthetic"),
     K("fold", CFG_T_INT, fold, "0", "-1..", "validation fold (-1 = train on all)"),
     K("num_folds", CFG_T_INT, num_folds, "5", "1..100", "folds assigned at pack time"),
-    K("spacing", CFG_T_STRING, spacing, "1.5,1.5,2.0", "", "voxel spacing X,Y,Z in mm that `alice pack` resamples to"),
+    K("spacing", CFG_T_FLOAT3, spacing, "1.5,1.5,2.0", "0.01..100",
+      "voxel spacing X,Y,Z in mm that `alice pack` resamples to (one number: the same on every "
+      "axis)"),
 
     K("patch", CFG_T_INT, patch, "16", "1..64", "ViT patch size (voxels per side)"),
     K("embed_dim", CFG_T_INT, embed_dim, "768", "1..", "encoder width"),

@@ -11,12 +11,11 @@
  * compared in test_backend_parity and test_conv_autotune_gpu (GPU). */
 #include <stdio.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "core/config.h"
 #include "ops/gpu_device.h"
 #include "test.h"
+#include "test_child.h"
 #include "test_config.h"
 #include "train/train_common.h"
 
@@ -68,32 +67,6 @@ static int test_default_and_values(void)
     return 0;
 }
 
-/* Runs fn in a child with stderr in a pipe: its exit status (-1: no normal exit) and the first
- * bytes it wrote to stderr. */
-static int child_exit(void (*fn)(void), char *err, size_t err_size)
-{
-    int fds[2];
-    if (pipe(fds) != 0) return -1;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 2);
-        fn();
-        _exit(0);
-    }
-    close(fds[1]);
-    size_t got = 0;
-    ssize_t r;
-    while (got + 1 < err_size && (r = read(fds[0], err + got, err_size - 1 - got)) > 0)
-        got += (size_t)r;
-    err[got] = '\0';
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 static void set_bad_value(void)
 {
     Config cfg;
@@ -109,14 +82,14 @@ static int test_bad_value(void)
         const KernelChoiceKey *k = &kKeys[i];
         g_child_key = k;
         char err[1024], said[96], valid[64];
-        int rc = child_exit(set_bad_value, err, sizeof err);
+        int rc = test_child_exit(set_bad_value, err, sizeof err);
         snprintf(said, sizeof said, "%s = 'fast' is not valid", k->key);
         snprintf(valid, sizeof valid, "%s|%s", k->values[0], k->values[1]);
         TEST_CHECK(rc == 2, "%s = fast: exit %d, expected 2 (a user error)", k->key, rc);
         TEST_CHECK(strstr(err, "job.cfg") && strstr(err, said) && strstr(err, valid),
                    "%s = fast: the message does not name the file, the key and value, and the "
                    "valid values: %s", k->key, err);
-        rc = child_exit(set_bad_enum, err, sizeof err);
+        rc = test_child_exit(set_bad_enum, err, sizeof err);
         TEST_CHECK(rc == 1 && strstr(err, k->setter), "%s(%d): exit %d, expected 1 with a "
                    "message naming it: %s", k->setter, k->enums[1] + 1, rc, err);
     }

@@ -1,0 +1,108 @@
+/* The X,Y,Z configuration keys: crop (integers, CFG_T_INT3) and spacing (millimetres,
+ * CFG_T_FLOAT3; a string checked only when `alice pack` ran, until session 10), one parser:
+ *  - three numbers, or one for all three axes, parse to the values written;
+ *  - config_to_text prints them so that parsing the text back gives the same bits;
+ *  - a value out of the key's range, a wrong count, a non-number, trailing text, or (crop) a
+ *    fraction ends the process with exit 2 (a user error) and a message naming the origin, the
+ *    key, the value and the range;
+ *  - the default spacing is 1.5,1.5,2.0 mm, what data sets packed before the change used. */
+#include <string.h>
+
+#include "core/config.h"
+#include "test.h"
+#include "test_child.h"
+
+static int test_values(void)
+{
+    Config c;
+    config_defaults(&c);
+    TEST_CHECK(c.spacing[0] == 1.5f && c.spacing[1] == 1.5f && c.spacing[2] == 2.0f,
+               "default spacing %g,%g,%g, expected 1.5,1.5,2", c.spacing[0], c.spacing[1],
+               c.spacing[2]);
+    config_set(&c, "spacing", "0.8, 0.75,3", "test", 0);
+    TEST_CHECK(c.spacing[0] == 0.8f && c.spacing[1] == 0.75f && c.spacing[2] == 3.0f,
+               "spacing = 0.8, 0.75,3 parsed as %g,%g,%g", c.spacing[0], c.spacing[1],
+               c.spacing[2]);
+    config_set(&c, "spacing", "2.5", "test", 0);
+    TEST_CHECK(c.spacing[0] == 2.5f && c.spacing[1] == 2.5f && c.spacing[2] == 2.5f,
+               "spacing = 2.5 parsed as %g,%g,%g", c.spacing[0], c.spacing[1], c.spacing[2]);
+    config_set(&c, "crop", "64", "test", 0);
+    TEST_CHECK(c.crop[0] == 64 && c.crop[1] == 64 && c.crop[2] == 64, "crop = 64 parsed as "
+               "%d,%d,%d", c.crop[0], c.crop[1], c.crop[2]);
+    return 0;
+}
+
+static int test_text_round_trip(void)
+{
+    Config c, back;
+    config_defaults(&c);
+    config_set(&c, "spacing", "0.1,0.7,1.3", "test", 0);
+    config_set(&c, "crop", "96,80,32", "test", 0);
+    char *text = config_to_text(&c);
+    config_defaults(&back);
+    /* each line "key = value" applied as one setting */
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *eq = strstr(line, " = ");
+        if (!eq) continue;
+        *eq = '\0';
+        config_set(&back, line, eq + 3, "round trip", 0);
+    }
+    free(text);
+    TEST_CHECK(!memcmp(back.spacing, c.spacing, sizeof c.spacing), "spacing after the text: "
+               "%.9g,%.9g,%.9g, before %.9g,%.9g,%.9g", back.spacing[0], back.spacing[1],
+               back.spacing[2], c.spacing[0], c.spacing[1], c.spacing[2]);
+    TEST_CHECK(!memcmp(back.crop, c.crop, sizeof c.crop), "crop changed through the text");
+    return 0;
+}
+
+static const char *g_bad_value;
+static void set_bad_spacing(void)
+{
+    Config c;
+    config_defaults(&c);
+    config_set(&c, "spacing", g_bad_value, "job.cfg", 12);
+}
+
+static void set_bad_crop(void)
+{
+    Config c;
+    config_defaults(&c);
+    config_set(&c, "crop", g_bad_value, "job.cfg", 3);
+}
+
+static int test_bad_values(void)
+{
+    const char *const bad[] = {"0,1,1", "1,1", "1,1,1,1", "abc", "1.5,x,2", "150", "-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        g_bad_value = bad[i];
+        char err[1024], said[96];
+        const int rc = test_child_exit(set_bad_spacing, err, sizeof err);
+        snprintf(said, sizeof said, "spacing = '%s' is not valid", bad[i]);
+        TEST_CHECK(rc == 2 && strstr(err, "job.cfg") && strstr(err, said) &&
+                       strstr(err, "0.01..100"),
+                   "spacing = %s: exit %d (expected 2) with a message naming the file, the key, "
+                   "the value and the range: %s", bad[i], rc, err);
+    }
+    /* crop: whole numbers of voxels, at least 1 (96.5 and 64,x,2 were once read as 96 and 64) */
+    const char *const bad_crop[] = {"96.5", "64,x,2", "0,32,32", "32,32"};
+    for (size_t i = 0; i < sizeof bad_crop / sizeof bad_crop[0]; i++) {
+        g_bad_value = bad_crop[i];
+        char err[1024], said[96];
+        const int rc = test_child_exit(set_bad_crop, err, sizeof err);
+        snprintf(said, sizeof said, "crop = '%s' is not valid", bad_crop[i]);
+        TEST_CHECK(rc == 2 && strstr(err, "job.cfg") && strstr(err, said) &&
+                       strstr(err, "integers"),
+                   "crop = %s: exit %d (expected 2) with a message naming the file, the key, the "
+                   "value and that integers are expected: %s", bad_crop[i], rc, err);
+    }
+    return 0;
+}
+
+int main(void)
+{
+    TEST_RUN(test_values);
+    TEST_RUN(test_text_round_trip);
+    TEST_RUN(test_bad_values);
+    return test_finish();
+}
