@@ -21,7 +21,7 @@ typedef struct Config {
     char cuda_graph[CFG_STR];     /* cuda training step replayed as one CUDA graph: auto | 1 | 0 (train/step_graph.h) */
     char attention_kernel[CFG_STR]; /* cuda attention: auto | gemm | fused (flash kernels) | cudnn */
     char instnorm_kernel[CFG_STR];  /* cuda instance norm: own (kernels) | cudnn (batch norm API) */
-    char conv_wgrad_layout[CFG_STR]; /* cuda conv weight gradients: ncdhw | ndhwc (channels-last copies) */
+    char conv_wgrad_layout[CFG_STR]; /* cuda conv weight gradients: ncdhw | ndhwc */
     char run_dir[CFG_STR];
     long seed;
     int threads;                  /* OpenMP threads per rank, 0 = all cores / ranks per node */

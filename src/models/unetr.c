@@ -169,7 +169,8 @@ static void res_forward(const UnetrModel *m, const ResBlock *r, ResBlockActs *a,
     const float *residual = x;
     if (r->conv3 != NO_PARAM) {
         be->conv3d_fwd(a->c3, x, param(ps, r->conv3), NULL, B, r->cin, C, d[0], d[1], d[2], 1, 1, 0);
-        be->instnorm_fwd(a->out, a->mean[2], a->rstd[2], a->c3, NULL, NULL, B, C, V, UNETR_NORM_EPS);
+        be->instnorm_fwd(a->out, a->mean[2], a->rstd[2], a->c3, NULL, NULL, B, C, V,
+                         UNETR_NORM_EPS);
         residual = a->out;
     }
     be->instnorm_lrelu_fwd(a->out, a->mean[1], a->rstd[1], a->c2, NULL, NULL, residual, B, C, V,

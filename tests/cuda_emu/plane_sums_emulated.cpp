@@ -250,7 +250,7 @@ int main()
         fused_case(2, 3, 1000, true, shift);
         fused_case(1, 2, kPlaneChunk + 36, false, shift);
     }
-    printf("%s: per-plane sums (conv bias gradient, instance norm, fused with LeakyReLU) on the emulation\n",
-           emu_fails ? "FAIL" : "ok");
+    printf("%s: per-plane sums (conv bias gradient, instance norm, fused with LeakyReLU) on the "
+           "emulation\n", emu_fails ? "FAIL" : "ok");
     return emu_fails ? 1 : 0;
 }

@@ -673,7 +673,8 @@ static void instnorm_lrelu_case(int B, int C, long V, int affine, int kernel)
     float *pre = gpu->alloc(n * sizeof(float)), *ref = gpu->alloc(n * sizeof(float));
     float *gated = gpu->alloc(n * sizeof(float)), *dx_ref = gpu->alloc(n * sizeof(float));
     float *dg_ref = gpu->alloc(C * sizeof(float)), *db_ref = gpu->alloc(C * sizeof(float));
-    float *mean_ref = gpu->alloc(B * C * sizeof(float)), *rstd_ref = gpu->alloc(B * C * sizeof(float));
+    float *mean_ref = gpu->alloc(B * C * sizeof(float));
+    float *rstd_ref = gpu->alloc(B * C * sizeof(float));
     const float *gg = affine ? g.g : NULL, *gc = affine ? g.c : NULL;
     const float *bg = affine ? b.g : NULL, *bc = affine ? b.c : NULL;
     gpu_set_instnorm(kernel);
