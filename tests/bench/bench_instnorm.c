@@ -98,6 +98,28 @@ static void bench_row(const char *name, const NormCall *c, double *own, double *
                    ITERS, own, cudnn);
 }
 
+/* One shape's buffers: x uniform in [-1, 2), dy in [-1, 1) (seeds seed and seed + 20), y, dx,
+ * the statistics, and with_scratch a volume for the unfused sequence's intermediate. */
+static NormCall shape_buffers(const ResBlockShape *s, uint32_t seed, int with_scratch)
+{
+    const long V = (long)s->edge * s->edge * s->edge;
+    const size_t n = (size_t)BATCH * s->C * V, planes = (size_t)BATCH * s->C;
+    NormCall c = {PASS_FWD, s->C, V, bench_device_uniform(gpu, n, seed, -1.0f, 2.0f),
+                  gpu->alloc(n * sizeof(float)),
+                  bench_device_uniform(gpu, n, seed + 20u, -1.0f, 1.0f),
+                  gpu->alloc(n * sizeof(float)), gpu->alloc(planes * sizeof(float)),
+                  gpu->alloc(planes * sizeof(float)),
+                  with_scratch ? gpu->alloc(n * sizeof(float)) : NULL};
+    return c;
+}
+
+static void release_buffers(NormCall *c)
+{
+    float *bufs[] = {c->x, c->y, c->dy, c->dx, c->mean, c->rstd, c->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) gpu->release(bufs[i]);
+}
+
 /* The second table: the res-block passes fused beside unfused, own kernels. */
 static void bench_res_passes(void)
 {
@@ -105,14 +127,7 @@ static void bench_res_passes(void)
     double total_unfused = 0.0, total_fused = 0.0;
     for (size_t k = 0; k < sizeof kShapes / sizeof kShapes[0]; k++) {
         const ResBlockShape *s = &kShapes[k];
-        const long V = (long)s->edge * s->edge * s->edge;
-        const size_t n = (size_t)BATCH * s->C * V, planes = (size_t)BATCH * s->C;
-        NormCall c = {PASS_FWD, s->C, V,
-                      bench_device_uniform(gpu, n, 61u + (uint32_t)k, -1.0f, 2.0f),
-                      gpu->alloc(n * sizeof(float)),
-                      bench_device_uniform(gpu, n, 81u + (uint32_t)k, -1.0f, 1.0f),
-                      gpu->alloc(n * sizeof(float)), gpu->alloc(planes * sizeof(float)),
-                      gpu->alloc(planes * sizeof(float)), gpu->alloc(n * sizeof(float))};
+        NormCall c = shape_buffers(s, 61u + (uint32_t)k, 1);
         char name[40];
         for (int pass = PASS_FWD; pass <= PASS_BWD; pass++) {
             double unfused, fused;
@@ -123,8 +138,7 @@ static void bench_res_passes(void)
             total_unfused += unfused;
             total_fused += fused;
         }
-        float *bufs[] = {c.x, c.y, c.dy, c.dx, c.mean, c.rstd, c.scratch};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
+        release_buffers(&c);
     }
     bench_pair_print("fused sum", total_unfused, total_fused);
     printf("(ratio = unfused time / fused time in the same run; forward: instnorm, residual add "
@@ -140,15 +154,7 @@ int main(void)
     double total_own = 0.0, total_cudnn = 0.0;
     for (size_t k = 0; k < sizeof kShapes / sizeof kShapes[0]; k++) {
         const ResBlockShape *s = &kShapes[k];
-        const long V = (long)s->edge * s->edge * s->edge;
-        const size_t n = (size_t)BATCH * s->C * V, planes = (size_t)BATCH * s->C;
-        NormCall c = {PASS_FWD, s->C, V,
-                      bench_device_uniform(gpu, n, 21u + (uint32_t)k, -1.0f, 2.0f),
-                      gpu->alloc(n * sizeof(float)),
-                      bench_device_uniform(gpu, n, 41u + (uint32_t)k, -1.0f, 1.0f),
-                      gpu->alloc(n * sizeof(float)),
-                      gpu->alloc(planes * sizeof(float)), gpu->alloc(planes * sizeof(float)),
-                      NULL};
+        NormCall c = shape_buffers(s, 21u + (uint32_t)k, 0);
         double own, cudnn;
         bench_row(s->fwd_name, &c, &own, &cudnn);
         total_own += own;
@@ -159,8 +165,7 @@ int main(void)
         bench_row(s->bwd_name, &c, &own, &cudnn);
         total_own += own;
         total_cudnn += cudnn;
-        float *bufs[] = {c.x, c.y, c.dy, c.dx, c.mean, c.rstd};
-        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) gpu->release(bufs[i]);
+        release_buffers(&c);
     }
     bench_pair_print("sum of the rows", total_own, total_cudnn);
     printf("faster over the res-block shapes: %s (instnorm_kernel = %s)\n",

@@ -56,45 +56,36 @@ static int test_text_round_trip(void)
     return 0;
 }
 
-static const char *g_bad_value;
-static void set_bad_spacing(void)
+/* The key and value a child process sets (set before fork). */
+static const char *g_key, *g_bad_value;
+static void set_bad_value(void)
 {
     Config c;
     config_defaults(&c);
-    config_set(&c, "spacing", g_bad_value, "job.cfg", 12);
-}
-
-static void set_bad_crop(void)
-{
-    Config c;
-    config_defaults(&c);
-    config_set(&c, "crop", g_bad_value, "job.cfg", 3);
+    config_set(&c, g_key, g_bad_value, "job.cfg", 12);
 }
 
 static int test_bad_values(void)
 {
-    const char *const bad[] = {"0,1,1", "1,1", "1,1,1,1", "abc", "1.5,x,2", "150", "-1"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        g_bad_value = bad[i];
-        char err[1024], said[96];
-        const int rc = test_child_exit(set_bad_spacing, err, sizeof err);
-        snprintf(said, sizeof said, "spacing = '%s' is not valid", bad[i]);
-        TEST_CHECK(rc == 2 && strstr(err, "job.cfg") && strstr(err, said) &&
-                       strstr(err, "0.01..100"),
-                   "spacing = %s: exit %d (expected 2) with a message naming the file, the key, "
-                   "the value and the range: %s", bad[i], rc, err);
-    }
     /* crop: whole numbers of voxels, at least 1 (96.5 and 64,x,2 were once read as 96 and 64) */
-    const char *const bad_crop[] = {"96.5", "64,x,2", "0,32,32", "32,32"};
-    for (size_t i = 0; i < sizeof bad_crop / sizeof bad_crop[0]; i++) {
-        g_bad_value = bad_crop[i];
+    static const struct { const char *key, *value, *message_names; } bad[] = {
+        {"spacing", "0,1,1", "0.01..100"}, {"spacing", "1,1", "0.01..100"},
+        {"spacing", "1,1,1,1", "0.01..100"}, {"spacing", "abc", "0.01..100"},
+        {"spacing", "1.5,x,2", "0.01..100"}, {"spacing", "150", "0.01..100"},
+        {"spacing", "-1", "0.01..100"}, {"crop", "96.5", "integers"},
+        {"crop", "64,x,2", "integers"}, {"crop", "0,32,32", "integers"},
+        {"crop", "32,32", "integers"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        g_key = bad[i].key;
+        g_bad_value = bad[i].value;
         char err[1024], said[96];
-        const int rc = test_child_exit(set_bad_crop, err, sizeof err);
-        snprintf(said, sizeof said, "crop = '%s' is not valid", bad_crop[i]);
+        const int rc = test_child_exit(set_bad_value, err, sizeof err);
+        snprintf(said, sizeof said, "%s = '%s' is not valid", g_key, g_bad_value);
         TEST_CHECK(rc == 2 && strstr(err, "job.cfg") && strstr(err, said) &&
-                       strstr(err, "integers"),
-                   "crop = %s: exit %d (expected 2) with a message naming the file, the key, the "
-                   "value and that integers are expected: %s", bad_crop[i], rc, err);
+                       strstr(err, bad[i].message_names),
+                   "%s = %s: exit %d (expected 2) with a message naming the file, the key, the "
+                   "value and %s: %s", g_key, g_bad_value, rc, bad[i].message_names, err);
     }
     return 0;
 }
