@@ -34,6 +34,8 @@ enum CudaScratchSlot {
     SCRATCH_CONV_CL_IN,      /* channels-last weight gradients (conv_wgrad_layout = ndhwc): */
     SCRATCH_CONV_CL_OUT,     /* the input and output-gradient copies, and the filter gradient */
     SCRATCH_CONV_CL_FILTER,  /* before its transpose onto dW */
+    SCRATCH_POINTWISE_PARTIALS, /* per-block weight-gradient partials of the own pointwise
+                                 * convolutions (pointwise_conv = own) */
     SCRATCH_SLOT_COUNT
 };
 

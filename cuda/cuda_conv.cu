@@ -23,11 +23,15 @@
  * KDHWC (CUDNN_TENSOR_NHWC), copies both tensors channels-last (cuda/cuda_conv_layout.cu),
  * runs backward-filter on the copies into a scratch filter and adds it, transposed, onto dW.
  * Its algorithm is the heuristic's first deterministic one for those descriptors; a shape for
- * which there is none keeps NCDHW (logged). conv_autotune times the NCDHW directions only. */
+ * which there is none keeps NCDHW (logged). conv_autotune times the NCDHW directions only.
+ *
+ * Pointwise convolutions with few channels (pointwise_conv = own) bypass cuDNN altogether:
+ * cuda/cuda_conv_pointwise.cu. */
 #include <string.h>
 
 #include "cuda/cuda_conv_autotune.h"
 #include "cuda/cuda_conv_layout.h"
+#include "cuda/cuda_conv_pointwise.h"
 #include "cuda/cuda_graph.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
@@ -446,6 +450,10 @@ void cuda_conv3d_fwd(float *y, const float *x, const float *W, const float *b, i
                      int Cout, int X, int Y, int Z, int k, int s, int pad)
 {
     if (B <= 0) return;
+    if (cuda_pointwise_conv_runs(Cin, Cout, k, s, pad)) {
+        cuda_pointwise_conv_fwd(y, x, W, b, B, Cin, Cout, (long)X * Y * Z);
+        return;
+    }
     ConvPlan *p = conv_plan(B, Cin, Cout, X, Y, Z, k, s, pad);
     cudnnHandle_t dnn = cuda_context()->dnn;
     void *ws = workspace(p->fwd_ws);
@@ -459,6 +467,10 @@ void cuda_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const flo
                      int pad)
 {
     if (B <= 0) return;
+    if (cuda_pointwise_conv_runs(Cin, Cout, k, s, pad)) {
+        cuda_pointwise_conv_bwd(dx, dW, db, dy, x, W, B, Cin, Cout, (long)X * Y * Z);
+        return;
+    }
     ConvPlan *p = conv_plan(B, Cin, Cout, X, Y, Z, k, s, pad);
     cudnnHandle_t dnn = cuda_context()->dnn;
     if (dx) {

@@ -63,6 +63,12 @@ const ConfigKey config_keys[] = {
       "transposes), for cuDNN's channels-last kernels (falls back to ncdhw per shape where cuDNN "
       "offers no deterministic one); results differ by summation order only. Not yet measured "
       "on a GPU: tests/gpu/run.sh times the UNETR step with both"),
+    K("pointwise_conv", CFG_T_ENUM, pointwise_conv, "cudnn", "cudnn|own",
+      "cuda 1x1x1 convolutions with at most 32 input and output channels (UNETR's residual "
+      "projections and output layer at the full crop): cudnn = cuDNN's convolution API; own = "
+      "the backend's kernels on the NCDHW tensors (one pass per map, no layout conversions, a "
+      "deterministic weight gradient). Not yet measured on a GPU: tests/gpu/run.sh times the "
+      "UNETR step with both"),
     K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
     K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
     K("threads", CFG_T_INT, threads, "0", "0..1024", "OpenMP threads per rank (0 = cores / local ranks)"),

@@ -73,6 +73,16 @@ int gpu_instnorm_kernel(void);
 enum GpuConvWgradLayout { CONV_WGRAD_NCDHW, CONV_WGRAD_NDHWC };
 void gpu_set_conv_wgrad_layout(int layout);
 int gpu_conv_wgrad_layout(void);
+/* Pointwise (1x1x1, stride 1, no padding) convolutions of the CUDA backend with at most 32
+ * input and output channels (config key pointwise_conv; backend conv3d_fwd / conv3d_bwd).
+ * CUDNN: cuDNN's convolution API like every other shape. OWN: the backend's kernels on the
+ * NCDHW tensors (cuda/cuda_conv_pointwise.cu): one pass per map, a deterministic weight
+ * gradient. Same contract either way; results agree to float tolerance. Without CUDA the
+ * choice is recorded and nothing runs it. An unknown value is a fatal error. */
+enum GpuPointwiseConv { POINTWISE_CONV_CUDNN, POINTWISE_CONV_OWN };
+void gpu_set_pointwise_conv(int kernel);
+int gpu_pointwise_conv(void);
+
 /* Convolution plans built under NDHWC so far: with the channels-last weight gradient, and those
  * that kept NCDHW because cuDNN offered no deterministic algorithm (0 and 0 without CUDA). */
 void gpu_conv_wgrad_layout_stats(int *channels_last_plans, int *kept_ncdhw_plans);

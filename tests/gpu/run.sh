@@ -518,6 +518,13 @@ if [ $math_modes = 1 ] && grep -q bench_steps src/train/finetune.h; then
   # (a "keeps the NCDHW weight gradient" line in the row's log).
   grep -q conv_wgrad_layout src/core/config_keys.c &&
     unetr_step bf16-wgrad-ndhwc precision=bf16 tf32=1 conv_wgrad_layout=ndhwc
+  # The own kernels for the pointwise convolutions with few channels (pointwise_conv = own,
+  # session 10): UNETR's three 1x1x1 convolutions at 96^3 without cuDNN's layout conversions,
+  # gemv and bias add; then both session-10 options together.
+  if grep -q pointwise_conv src/core/config_keys.c; then
+    unetr_step bf16-pointwise-own precision=bf16 tf32=1 pointwise_conv=own
+    unetr_step bf16-ndhwc-pointwise precision=bf16 tf32=1 conv_wgrad_layout=ndhwc pointwise_conv=own
+  fi
   # The opt-in cuDNN convolution autotune (conv_autotune = 1): every convolution shape's
   # deterministic algorithms timed by cuDNN's Find when its plan is built (the eager warm-up
   # step) and the fastest kept. A measurement, "ok" either way; FAIL only when the step ran

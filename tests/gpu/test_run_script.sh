@@ -236,7 +236,8 @@ esac
 # cuDNN's instance norm a little slower than the default step
 gflop=4112.50 method=alice crop=192,192,64 batch=8
 case $1 in finetune) gflop=1748.78 method=unetr crop=96,96,96 batch=4
-  case "$*" in *instnorm_kernel=cudnn*) s=0.24 ;; *conv_wgrad_layout=ndhwc*) s=0.18 ;; esac ;;
+  case "$*" in *instnorm_kernel=cudnn*) s=0.24 ;; *conv_wgrad_layout=ndhwc*) s=0.18 ;;
+    *pointwise_conv=own*) s=0.19 ;; esac ;;
 esac
 # conv_autotune = 1 (the UNETR step): faster, and the end-of-run summary of cuda/cuda_conv_autotune.cu
 case "$*" in *conv_autotune=1*) s=0.16
@@ -435,6 +436,10 @@ check "figures: unetr step row with conv_autotune=1" \
   grep -q '^unetr step bf16-conv-autotune .* ok .*160.0 ms/step, 25.0 samples/s' "$W/run3.out"
 check "figures: unetr step row with the channels-last weight gradients" \
   grep -q '^unetr step bf16-wgrad-ndhwc .* ok .*180.0 ms/step, 22.2 samples/s' "$W/run3.out"
+check "figures: unetr step row with the own pointwise convolutions" \
+  grep -q '^unetr step bf16-pointwise-own .* ok .*190.0 ms/step' "$W/run3.out"
+check "figures: unetr step row with both session-10 options" \
+  grep -q '^unetr step bf16-ndhwc-pointwise .* ok .*180.0 ms/step' "$W/run3.out"
 check "figures: conv autotune unetr speed-up with the summary line's figures" \
   grep -q '^conv autotune unetr step speed-up .* ok .*1.250x samples/s with conv_autotune=1 (25.000 vs default 20.000; MFU 1.11% vs 0.88%); 30 plans tuned, 12 changed an algorithm, 0 untuned; Find: chosen 20.000 ms vs heuristic 30.000 ms (1.500x)' "$W/run3.out"
 check "figures: conv autotune correctness row" grep -q '^conv autotune on = off (results) .* ok' "$W/run3.out"

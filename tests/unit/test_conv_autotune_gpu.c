@@ -21,7 +21,10 @@
  * channels-last copies, the filter transposed back onto dW) on the same shapes and maths: y, dx,
  * dW, db against the CPU and against NCDHW within the same tolerances, dW accumulated once;
  * the count of plans that ran channels-last and of those that kept NCDHW (no deterministic
- * channels-last algorithm offered) is printed, a finding rather than a failure. */
+ * channels-last algorithm offered) is printed, a finding rather than a failure.
+ * The own pointwise kernels (pointwise_conv = own) on UNETR's 1x1x1 shapes (1 -> 16, 32 -> 16,
+ * 16 -> 14 with a bias): y, dx, dW, db against the CPU within 1e-4 (they compute in fp32
+ * whatever the math) and against cuDNN's within the math's tolerance. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,6 +340,40 @@ static int test_wgrad_channels_last(void)
     return 0;
 }
 
+static const ConvCase kPointwiseCases[] = {
+    {"conv3d 1x1x1 1->16 at 32^3", 0, 2, 1, 16, 32, 1, 1, 0},
+    {"conv3d 1x1x1 32->16 at 24^3", 0, 2, 32, 16, 24, 1, 1, 0},
+    {"conv3d 1x1x1 16->14 at 32^3 (output layer)", 0, 2, 16, 14, 32, 1, 1, 0},
+};
+
+static int test_pointwise_own(void)
+{
+    const int n_cases = (int)(sizeof kPointwiseCases / sizeof kPointwiseCases[0]);
+    for (int tf32 = 0; tf32 <= 1; tf32++)
+        for (int i = 0; i < n_cases; i++) {
+            const ConvCase *c = &kPointwiseCases[i];
+            const ConvSizes n = sizes_of(c);
+            ConvInputs in = make_inputs(c, (uint32_t)(200 + 10 * i));
+            ConvOutputs ref = run_case(cpu, c, &in);
+            gpu_set_math(tf32, 0);
+            gpu_set_pointwise_conv(POINTWISE_CONV_CUDNN);
+            ConvOutputs dnn = run_case(gpu, c, &in);
+            gpu_set_pointwise_conv(POINTWISE_CONV_OWN);
+            ConvOutputs own = run_case(gpu, c, &in);
+            gpu_set_pointwise_conv(POINTWISE_CONV_CUDNN);
+            char what[160];
+            snprintf(what, sizeof what, "%s, %s, pointwise_conv own vs CPU", c->name,
+                     tf32 ? "tf32" : "fp32");
+            check_outputs(what, &own, &ref, &n, 1e-4);
+            snprintf(what, sizeof what, "%s, %s, pointwise_conv own vs cudnn", c->name,
+                     tf32 ? "tf32" : "fp32");
+            check_outputs(what, &own, &dnn, &n, tf32 ? 4e-3 : 1e-4);
+            free_outputs(&ref); free_outputs(&dnn); free_outputs(&own);
+            free_inputs(&in);
+        }
+    return 0;
+}
+
 int main(void)
 {
     if (gpu_device_count() == 0) {
@@ -348,6 +385,7 @@ int main(void)
     TEST_RUN(test_unetr_shapes);
     TEST_RUN(test_plan_first_met_while_recording);
     TEST_RUN(test_wgrad_channels_last);
+    TEST_RUN(test_pointwise_own);
     gpu_set_math(0, 0);
     GpuConvAutotuneStats s;
     gpu_conv_autotune_stats(&s);

@@ -1,7 +1,9 @@
 /* The config keys that choose a CUDA kernel path, and their setters, in any build:
  *  - instnorm_kernel (cuda instance norm: own | cudnn) -> gpu_set_instnorm;
  *  - conv_wgrad_layout (cuda convolution weight gradients: ncdhw | ndhwc)
- *    -> gpu_set_conv_wgrad_layout.
+ *    -> gpu_set_conv_wgrad_layout;
+ *  - pointwise_conv (cuda 1x1x1 convolutions with few channels: cudnn | own)
+ *    -> gpu_set_pointwise_conv.
  * For each: the default is the GPU-verified path and both values parse; a bad value ends the
  * process with exit 2 (a user error) and a message naming the file, the key, the value and the
  * valid ones; the key's help names the benchmark that measures the choice;
@@ -34,6 +36,8 @@ static const KernelChoiceKey kKeys[] = {
     {"conv_wgrad_layout", {"ncdhw", "ndhwc"}, {CONV_WGRAD_NCDHW, CONV_WGRAD_NDHWC},
      "tests/gpu/run.sh", gpu_set_conv_wgrad_layout, gpu_conv_wgrad_layout,
      "gpu_set_conv_wgrad_layout"},
+    {"pointwise_conv", {"cudnn", "own"}, {POINTWISE_CONV_CUDNN, POINTWISE_CONV_OWN},
+     "tests/gpu/run.sh", gpu_set_pointwise_conv, gpu_pointwise_conv, "gpu_set_pointwise_conv"},
 };
 enum { kKeyCount = (int)(sizeof kKeys / sizeof kKeys[0]) };
 
@@ -42,7 +46,9 @@ static const KernelChoiceKey *g_child_key;
 
 static const char *value_of(const Config *cfg, const char *key)
 {
-    return !strcmp(key, "instnorm_kernel") ? cfg->instnorm_kernel : cfg->conv_wgrad_layout;
+    return !strcmp(key, "instnorm_kernel")     ? cfg->instnorm_kernel
+           : !strcmp(key, "conv_wgrad_layout") ? cfg->conv_wgrad_layout
+                                               : cfg->pointwise_conv;
 }
 
 static int test_default_and_values(void)
