@@ -711,14 +711,24 @@ template <typename DyAct> struct GeluBwdRoundedCopy {
     long ld;
     __nv_bfloat16 *rounded;
     const float *slope;
-    __device__ float operator()(long r, int c) const
+    /* staged (ColsumStaged): the loads, the slope lookup behind h's included, then the product
+     * and the store */
+    struct Loaded {
+        float dy, g;
+    };
+    __device__ Loaded load(long r, int c) const
     {
         const long i = r * ld + c;
         const float g = slope ? slope[__bfloat16_as_ushort(h[i])] : gelu_erf_slope(widen(h[i]));
-        const float dh = MATH_MUL(widen(dy_act[i]), g);
-        rounded[i] = __float2bfloat16_rn(dh);
+        return Loaded{widen(dy_act[i]), g};
+    }
+    __device__ float finish(long r, int c, Loaded in) const
+    {
+        const float dh = MATH_MUL(in.dy, in.g);
+        rounded[r * ld + c] = __float2bfloat16_rn(dh);
         return dh;
     }
+    __device__ float operator()(long r, int c) const { return finish(r, c, load(r, c)); }
 };
 
 /* dh's bf16 copy in slot A (where dy_bf16_and_bias_grad puts dy's), db += column sums of dh:

@@ -5,6 +5,8 @@
 #ifndef ALICE_CUDA_KERNELS_CUH
 #define ALICE_CUDA_KERNELS_CUH
 
+#include <type_traits>
+
 #include "cuda/cuda_bf16.cuh"
 #include "cuda/cuda_context.h"
 
@@ -223,6 +225,23 @@ template <class F> double device_sum(size_t n, F f)
 constexpr int kColsumCols = 32, kColsumLanes = 8;
 /* Chunks of rows: enough to fill the GPU, each long enough to amortise its partial write. */
 constexpr long kColsumRowsPerChunk = 128, kColsumMaxChunks = 512;
+/* Rows a lane evaluates before adding them (in row order, so the sums keep their bits): their
+ * loads are in flight together. One load per lane at a time left the column sums
+ * latency-bound (run 10: fc1's GELU backward pass at about 1.9 TB/s, a slope-table lookup
+ * behind each load of h), as the device-wide reduction was before its kReduceUnroll. */
+constexpr int kColsumUnroll = 4;
+
+/* A functor may split f(r, c) into load(r, c) -> Loaded (every global read of the element) and
+ * finish(r, c, Loaded) -> value (the arithmetic and any side output it stores), keeping
+ * operator() = finish(load): the kernel then issues the loads of kColsumUnroll rows before it
+ * stores any row's side output, which the compiler cannot do for it (as far as it knows, a
+ * store may alias the next row's inputs). */
+template <class F, class = void> struct ColsumStaged {
+    static constexpr bool value = false;
+};
+template <class F> struct ColsumStaged<F, std::void_t<typename F::Loaded>> {
+    static constexpr bool value = true;
+};
 
 template <int N> struct ColsumTerms {
     float v[N];
@@ -249,12 +268,33 @@ __global__ void __launch_bounds__(kColsumCols * kColsumLanes)
     float acc[N];
 #pragma unroll
     for (int o = 0; o < N; o++) acc[o] = 0.0f;
-    if (c < cols)
-        for (long r = r0 + threadIdx.y; r < r1; r += kColsumLanes) {
+    if (c < cols) {
+        long r = r0 + threadIdx.y;
+        for (; r + (kColsumUnroll - 1) * kColsumLanes < r1; r += kColsumUnroll * kColsumLanes) {
+            ColsumTerms<N> x[kColsumUnroll];
+            if constexpr (ColsumStaged<F>::value) {
+                typename F::Loaded in[kColsumUnroll];
+#pragma unroll
+                for (int k = 0; k < kColsumUnroll; k++) in[k] = f.load(r + k * kColsumLanes, c);
+#pragma unroll
+                for (int k = 0; k < kColsumUnroll; k++)
+                    x[k] = colsum_terms(f.finish(r + k * kColsumLanes, c, in[k]));
+            } else {
+#pragma unroll
+                for (int k = 0; k < kColsumUnroll; k++)
+                    x[k] = colsum_terms(f(r + k * kColsumLanes, c));
+            }
+#pragma unroll
+            for (int k = 0; k < kColsumUnroll; k++)
+#pragma unroll
+                for (int o = 0; o < N; o++) acc[o] += x[k].v[o];
+        }
+        for (; r < r1; r += kColsumLanes) {
             const ColsumTerms<N> x = colsum_terms(f(r, c));
 #pragma unroll
             for (int o = 0; o < N; o++) acc[o] += x.v[o];
         }
+    }
 #pragma unroll
     for (int o = 0; o < N; o++) lanes[o][threadIdx.y][threadIdx.x] = acc[o];
     __syncthreads();
@@ -338,12 +378,14 @@ struct MatrixElementRoundedCopy {
     const float *m;
     long ld;
     __nv_bfloat16 *rounded;
-    __device__ float operator()(long r, int c) const
+    using Loaded = float;  /* staged (ColsumStaged): the element */
+    __device__ float load(long r, int c) const { return m[r * ld + c]; }
+    __device__ float finish(long r, int c, float v) const
     {
-        const float v = m[r * ld + c];
         rounded[r * ld + c] = __float2bfloat16_rn(v);
         return v;
     }
+    __device__ float operator()(long r, int c) const { return finish(r, c, load(r, c)); }
 };
 
 #endif
