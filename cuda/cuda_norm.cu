@@ -690,13 +690,30 @@ struct PlaneTerms {
     double a, b;
 };
 
+/* Elements a thread evaluates before adding them (in order, so the sums keep their bits): their
+ * loads are in flight together, as in the device-wide reduction (kReduceUnroll) and the column
+ * sums (kColsumUnroll); one load at a time left these passes latency-bound. */
+constexpr int kPlaneUnroll = 4;
+
 /* partial[(plane * chunks + chunk) * 2 + {0,1}] = chunk sums of f(plane, v).a and .b */
 template <class F> __global__ void plane_chunk_sums_kernel(double *partial, long V, F f)
 {
     const int chunk = blockIdx.x, chunks = gridDim.x, plane = blockIdx.y;
     const long v0 = (long)chunk * kPlaneChunk, v1 = min(V, v0 + kPlaneChunk);
+    const long stride = blockDim.x;
     double s1 = 0.0, s2 = 0.0;
-    for (long v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
+    long v = v0 + threadIdx.x;
+    for (; v + (kPlaneUnroll - 1) * stride < v1; v += kPlaneUnroll * stride) {
+        PlaneTerms t[kPlaneUnroll];
+#pragma unroll
+        for (int k = 0; k < kPlaneUnroll; k++) t[k] = f(plane, v + k * stride);
+#pragma unroll
+        for (int k = 0; k < kPlaneUnroll; k++) {
+            s1 += t[k].a;
+            s2 += t[k].b;
+        }
+    }
+    for (; v < v1; v += stride) {
         const PlaneTerms t = f(plane, v);
         s1 += t.a;
         s2 += t.b;
