@@ -102,6 +102,22 @@ static inline int threads_for_row(int n, bool vectorised, int W)
     return warps < 1 ? 32 : (warps * 32 > kThreads ? kThreads : warps * 32);
 }
 
+/* Per-plane elementwise kernels ([planes, V] tensors: instance norm, channel concat/split):
+ * x over one plane's V elements (4 floats per 16-byte access where V % 4 == 0 and the buffers
+ * are aligned), y over the planes, striding past the grid's limit, so a thread finds its
+ * plane's base and values once instead of dividing its flat index by V (a 64-bit division)
+ * for every element:
+ *     for (int p = blockIdx.y; p < planes; p += gridDim.y) grid_stride_split<kPlanePerVec>(...)
+ */
+constexpr int kPlanePerVec = 4;
+constexpr unsigned kMaxPlaneBlocksY = 65535;
+
+static inline dim3 plane_grid(int planes, long V, bool vectorised)
+{
+    const unsigned ys = (unsigned)planes < kMaxPlaneBlocksY ? (unsigned)planes : kMaxPlaneBlocksY;
+    return dim3(grid_for_split((size_t)V, vectorised, kPlanePerVec), ys);
+}
+
 /* Row-per-block kernels stride over rows with this many blocks at most. */
 static inline unsigned grid_for_rows(size_t rows)
 {

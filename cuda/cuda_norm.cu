@@ -837,24 +837,11 @@ static __global__ void instnorm_stats_kernel(float *mean, float *rstd, const dou
     }
 }
 
-/* The elementwise passes of the instance norm run over a 2-D grid: x over one plane's V
- * elements (4 floats per 16-byte access where V % 4 == 0 and the buffers are aligned), y over
- * the planes (strided past the grid's limit), so each thread reads its plane's statistics
- * once instead of dividing its flat index by V for every element. The per-element arithmetic is
- * the former flat kernels', so the bits are too. */
-constexpr int kInstnormPerVec = 4;
-constexpr unsigned kMaxPlaneBlocksY = 65535;
+/* The elementwise passes of the instance norm run over plane_grid (cuda/cuda_kernels.cuh): each
+ * thread reads its plane's statistics once instead of dividing its flat index by V for every
+ * element. The per-element arithmetic is the former flat kernels', so the bits are too. */
+constexpr int kInstnormPerVec = kPlanePerVec;
 
-static dim3 plane_grid(int planes, long V, bool vectorised)
-{
-    const unsigned ys = (unsigned)planes < kMaxPlaneBlocksY ? (unsigned)planes : kMaxPlaneBlocksY;
-    return dim3(grid_for_split((size_t)V, vectorised, kInstnormPerVec), ys);
-}
-
-/* y = instnorm(x), then (fused, for UNETR's res blocks) + addend and LeakyReLU: the add and
- * the activation are the add and leaky_relu kernels' own operations on the same float, so the
- * fused result has the bits of the three launches. addend may alias y: each thread reads its
- * elements before it writes them. */
 static __global__ void instnorm_apply_kernel(float *y, const float *x, const float *mean,
                                              const float *rstd, const float *gamma,
                                              const float *beta, const float *addend, bool lrelu,

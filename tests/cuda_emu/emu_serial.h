@@ -22,7 +22,8 @@ inline dim3 blockDim, gridDim;
 inline long emu_launches, emu_thread_runs;
 inline unsigned emu_max_grid = 1u << 30;
 
-/* kernel<<<grid, block, smem, stream>>>(args...), 1-D grids and blocks. */
+/* kernel<<<grid, block, smem, stream>>>(args...), 1-D blocks, 1-D or 2-D grids (each axis
+ * capped at emu_max_grid, so the kernels' strides past the grid run too). */
 template <typename Kernel, typename... Args>
 void emu_launch(Kernel kernel, dim3 grid, unsigned block, unsigned smem, int stream, Args... args)
 {
@@ -30,19 +31,21 @@ void emu_launch(Kernel kernel, dim3 grid, unsigned block, unsigned smem, int str
     (void)stream;
     emu_launches++;
     if (grid.x > emu_max_grid) grid.x = emu_max_grid;
+    if (grid.y > emu_max_grid) grid.y = emu_max_grid;
     if (block == 0 || block > 1024 || block % 32) {
         fprintf(stderr, "emu_launch: bad block size %u (1..1024 threads, whole warps)\n", block);
         abort();
     }
     gridDim = grid;
     blockDim = dim3(block);
-    for (unsigned b = 0; b < grid.x; b++)
-        for (unsigned t = 0; t < block; t++) {
-            blockIdx = {b, 0, 0};
-            threadIdx = {t, 0, 0};
-            kernel(args...);
-            emu_thread_runs++;
-        }
+    for (unsigned by = 0; by < grid.y; by++)
+        for (unsigned b = 0; b < grid.x; b++)
+            for (unsigned t = 0; t < block; t++) {
+                blockIdx = {b, by, 0};
+                threadIdx = {t, 0, 0};
+                kernel(args...);
+                emu_thread_runs++;
+            }
 }
 
 #endif

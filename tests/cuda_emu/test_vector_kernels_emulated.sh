@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The 16-byte vectorised elementwise kernels (cuda/cuda_elementwise.cu: add, GELU, LeakyReLU;
+# cuda_tokens.cu's channel concat/split over plane_grid;
 # cuda_weight_copy.cu,
 # cuda_tokens.cu, cuda_losses.cu; helpers in cuda/cuda_kernels.cuh) run WITHOUT a GPU: their
 # source is cut out between fixed markers, the <<<...>>> launches are rewritten to emu_launch,
@@ -10,7 +11,7 @@
 # test, test_gelu_table_emulated.sh; here the bf16 formula kernel runs (its fallback).
 set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
-emu_cut "$TMP/vector_kernels.inc" 9 \
+emu_cut "$TMP/vector_kernels.inc" 11 \
   "${EMU_CUT_LAUNCH_HELPERS[@]}" \
   --cut cuda/cuda_elementwise.cu '/* Width of the float4 path' 'struct SquareOf' \
   --cut cuda/cuda_elementwise.cu $'template <typename T>\nstatic __global__ void gelu_fwd_kernel' \
@@ -18,6 +19,7 @@ emu_cut "$TMP/vector_kernels.inc" 9 \
   --cut cuda/cuda_elementwise.cu '/* dx, dy are fp32 whatever T is' '' \
   --cut cuda/cuda_weight_copy.cu '/* 8 values per thread' 'void gpu_set_weight_copies' \
   --cut cuda/cuda_tokens.cu '/* Patchify / unpatchify' 'static __global__ void scatter_add_rows_kernel' \
+  --cut cuda/cuda_tokens.cu '/* Channel concat and split over plane_grid' '/* out[b, c, r] = in[b, r, c]' \
   --cut cuda/cuda_losses.cu '/* One block per row (grid-stride over rows): coef' 'void cuda_masked_mse_bwd'
 emu_compile vector_emulated "$HERE/vector_kernels_emulated.cpp"
 "$TMP/vector_emulated"

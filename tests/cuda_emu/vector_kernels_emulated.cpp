@@ -1,5 +1,6 @@
 /* The 16-byte vectorised elementwise kernels of the CUDA backend (add, gelu fwd/bwd in fp32 and
- * bf16, leaky_relu fwd/bwd, fp32 -> bf16 rounding, patchify/unpatchify, gather_rows, their
+ * bf16, leaky_relu fwd/bwd, fp32 -> bf16 rounding, channel concat/split, patchify/unpatchify,
+ * gather_rows, their
  * bf16-output variants patchify_bf16 and gather_rows_bf16, masked_mse_bwd) run WITHOUT a
  * GPU: test_vector_kernels_emulated.sh cuts their source out of the cuda/ sources (and the launch
  * helpers out of cuda/cuda_kernels.cuh), rewrites <<<...>>> into emu_launch, and this file runs
@@ -99,6 +100,30 @@ int main()
         cuda_to_bf16(hy.p, b.p, n);  /* the backend op to_bf16: the same kernel, through bf16_t */
         for (size_t i = 0; i < n; i++) CHECK(hy.p[i] == bf16_from_float(b.p[i]), "backend to_bf16 n %zu i %zu", n, i);
         CHECK(hy.p[n] == 777, "backend to_bf16 wrote past n");
+    }
+    /* channel concat and split: plane copies over plane_grid */
+    for (int B : {1, 3}) for (int C1 : {1, 3}) for (int C2 : {2, 5})
+    for (long V : {1L, 5L, 8L, 1003L}) for (int oo : offs) for (int oa : offs) {
+        const size_t na = (size_t)B * C1 * V, nb = (size_t)B * C2 * V, n = na + nb;
+        Buf<float> a(na, oa), b(nb, 0), o(n, oo), da(na, oa), db(nb, oo);
+        o.p[n] = 5.0f;
+        cuda_concat_channels(o.p, a.p, b.p, B, C1, C2, V);
+        for (size_t i = 0; i < n; i++) {
+            const size_t v = i % V, bc = i / V, bb = bc / (C1 + C2);
+            const int c = (int)(bc % (C1 + C2));
+            const float want = c < C1 ? a.p[(bb * C1 + c) * V + v] : b.p[(bb * C2 + (c - C1)) * V + v];
+            CHECK(o.p[i] == want, "concat B %d C %d+%d V %ld off %d/%d i %zu", B, C1, C2, V, oo, oa, i);
+        }
+        CHECK(o.p[n] == 5.0f, "concat wrote past n");
+        da.p[na] = 5.0f; db.p[nb] = 5.0f;
+        cuda_split_channels(da.p, db.p, o.p, B, C1, C2, V);
+        for (size_t i = 0; i < na; i++) CHECK(da.p[i] == a.p[i], "split da B %d V %ld i %zu", B, V, i);
+        for (size_t i = 0; i < nb; i++) CHECK(db.p[i] == b.p[i], "split db B %d V %ld i %zu", B, V, i);
+        CHECK(da.p[na] == 5.0f && db.p[nb] == 5.0f, "split wrote past the ends");
+        Buf<float> only_b(nb, oo);
+        only_b.p[nb] = 5.0f;
+        cuda_split_channels(nullptr, only_b.p, o.p, B, C1, C2, V);
+        for (size_t i = 0; i < nb; i++) CHECK(only_b.p[i] == b.p[i], "split without da: db i %zu", i);
     }
     struct PC { int B, X, Y, Z, p; } pcs[] = {{2, 8, 12, 16, 4}, {3, 16, 24, 32, 8}, {2, 6, 9, 12, 3}, {1, 4, 4, 4, 4}, {2, 32, 16, 16, 16}, {1, 2, 2, 2, 1}};
     for (auto c : pcs) for (int ov : offs) for (int op : offs) {
