@@ -21,8 +21,10 @@ double grad_global_norm(const ParamSet *ps)
 
 float clip_grad_scale(double norm, double max_norm)
 {
-    if (max_norm <= 0 || norm <= max_norm) return 1.0f;
-    return (float)(max_norm / (norm + 1e-6));
+    if (max_norm <= 0) return 1.0f;
+    /* torch clamps the coefficient, not the norm: within 1e-6 below the threshold it scales */
+    const double scale = max_norm / (norm + 1e-6);
+    return scale < 1.0 ? (float)scale : 1.0f;
 }
 
 /* One adamw call over the whole flat buffer: the decay mask carries the per-tensor flags, and

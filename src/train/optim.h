@@ -12,7 +12,8 @@ float schedule_lr(const Config *cfg, long step);
 /* sqrt(sum of squared gradients). */
 double grad_global_norm(const ParamSet *ps);
 /* The factor global-norm clipping multiplies every gradient by (torch.nn.utils.clip_grad_norm_):
- * max_norm / (norm + 1e-6), rounded to float, when max_norm > 0 and norm > max_norm; else 1. */
+ * max_norm / (norm + 1e-6) rounded to float where that is below 1 and max_norm > 0; else 1 (torch
+ * clamps the coefficient at 1, so a norm within 1e-6 below the threshold is scaled too). */
 float clip_grad_scale(double norm, double max_norm);
 
 /* An EMA target network updated in the optimiser's pass: target = momentum target

@@ -11,8 +11,8 @@
  *  - optimizer_update on a ParamSet with odd tensors, mixed decay flags and padding, with the
  *    clip threshold below the gradient norm (clipping active) and above it (inactive), with
  *    and without the EMA target (a params_clone_layout copy, as the pre-training's target),
- *    against the former clip_grad_norm (scale by (float)(clip / (norm + 1e-6)) when
- *    norm > clip), adamw_step, ema_step; padding stays +0;
+ *    against the former clip_grad_norm (scale by (float)(clip / (norm + 1e-6)) where that is
+ *    below 1, torch's clamp), adamw_step, ema_step; padding stays +0;
  *  - clip_grad_scale at hand-computed cases.
  * The CUDA kernel's bits: tests/cuda_emu/test_adamw_emulated.sh (host emulation) and
  * test_backend_parity (on a GPU). */
@@ -159,8 +159,17 @@ static int test_op_matches_former_sequence(void)
 static int test_clip_grad_scale_by_hand(void)
 {
     TEST_CHECK(clip_grad_scale(2.0, 3.0) == 1.0f, "norm below the threshold: factor 1");
-    TEST_CHECK(clip_grad_scale(3.0, 3.0) == 1.0f, "norm at the threshold: factor 1");
+    /* torch clamps max_norm / (norm + 1e-6) at 1: at the threshold, and within 1e-6 below it,
+     * the factor is just below 1 (the C code once returned 1 for every norm <= threshold) */
+    TEST_CHECK(clip_grad_scale(3.0, 3.0) == (float)(3.0 / 3.000001) &&
+                   clip_grad_scale(3.0, 3.0) < 1.0f, "norm at the threshold: %.9g",
+               clip_grad_scale(3.0, 3.0));
+    TEST_CHECK(clip_grad_scale(3.0 - 5e-7, 3.0) == (float)(3.0 / (3.0 + 5e-7)) &&
+                   clip_grad_scale(3.0 - 5e-7, 3.0) < 1.0f,
+               "norm 5e-7 below the threshold: %.9g", clip_grad_scale(3.0 - 5e-7, 3.0));
+    TEST_CHECK(clip_grad_scale(3.0 - 2e-6, 3.0) == 1.0f, "norm 2e-6 below the threshold: 1");
     TEST_CHECK(clip_grad_scale(1e6, 0.0) == 1.0f, "threshold 0: no clipping");
+    TEST_CHECK(clip_grad_scale(0.0, 3.0) == 1.0f, "zero gradient: factor 1");
     TEST_CHECK(clip_grad_scale(1e6, -1.0) == 1.0f, "negative threshold: no clipping");
     /* torch.nn.utils.clip_grad_norm_: max_norm / (total_norm + 1e-6) */
     TEST_CHECK(clip_grad_scale(6.0, 3.0) == (float)(3.0 / 6.000001), "norm 6, threshold 3: %.9g",
@@ -228,14 +237,16 @@ static void set_case(double clip, int clipping_active, int with_ema)
         set_gradients(&a, (uint32_t)s);
         set_gradients(&b, (uint32_t)s);
         const double norm = grad_global_norm(&a);
-        const int clips = clip > 0 && norm > clip;  /* train/optim.h clip_grad_scale */
+        /* train/optim.h clip_grad_scale: torch's clamp of clip / (norm + 1e-6) at 1 */
+        const int clips = clip > 0 && clip / (norm + 1e-6) < 1.0;
         clipped += clips, unclipped += !clips;
         const float momentum = 0.99f - 0.01f * (float)s, lr = cfg.lr * (float)(s + 1) / 3.0f;
         const EmaUpdate ema = {&ta, momentum};
         optimizer_update(&a, &cfg, lr, s + 1, norm, with_ema ? &ema : NULL);
         /* the former train_optimizer_step: clip_grad_norm, then adamw_step; then ema_step */
         const double norm_b = grad_global_norm(&b);
-        if (clip > 0 && norm_b > clip) be->scale(b.grad, (float)(clip / (norm_b + 1e-6)), b.total);
+        if (clip > 0 && clip / (norm_b + 1e-6) < 1.0)
+            be->scale(b.grad, (float)(clip / (norm_b + 1e-6)), b.total);
         adamw_step(&b, &cfg, lr, s + 1);
         if (with_ema) ema_step(&tb, &b, momentum);
     }
