@@ -1,12 +1,18 @@
 #!/usr/bin/env python3
 """Export the online encoder of an alice checkpoint to PyTorch.
 
-usage: export_encoder.py CKPT.h5 [--out encoder.pt]
+usage: export_encoder.py CKPT.h5 [--out encoder.pt] [--img-size X,Y,Z]
 
 Loads /params/encoder.* with h5py into a plain PyTorch 3D ViT whose state-dict keys are
 MONAI's ViT keys (patch_embedding.patch_embeddings.*, blocks.{i}.*, norm.*) with strict
 name and shape checking, prints what was loaded, and optionally saves the state dict
-(torch.save) for `monai.networks.nets.ViT(..., pos_embed_type="sincos")` users.
+(torch.save) for `monai.networks.nets.ViT(..., pos_embed_type="sincos")` users. The state dict
+also holds MONAI's `patch_embedding.position_embeddings` for the input size --img-size (default:
+the checkpoint's crop), the fixed sin-cos table MONAI builds itself, so that
+`ViT(in_channels=1, img_size=X,Y,Z, patch_size=P, hidden_size=..., mlp_dim=..., num_layers=...,
+num_heads=..., pos_embed_type="sincos", classification=False).load_state_dict(sd, strict=True)`
+loads it (checked against MONAI 1.3.2 by tests/analysis/test_export_encoder.py where MONAI is
+installed).
 """
 import argparse
 import math
@@ -51,13 +57,20 @@ class Block(nn.Module):
 
 
 class ViT3D(nn.Module):
-    """MONAI ViT layout with the fixed 3D sin-cos position embedding of docs/MODEL.md."""
+    """MONAI ViT layout with the fixed 3D sin-cos position embedding of docs/MODEL.md. With
+    grid (patches per axis), the embedding of that grid is a fixed parameter under MONAI's key
+    patch_embedding.position_embeddings [1, patches, width]; inputs of another grid compute
+    theirs."""
 
-    def __init__(self, patch, width, depth, heads, mlp):
+    def __init__(self, patch, width, depth, heads, mlp, grid=None):
         super().__init__()
         self.patch = patch
+        self.grid = tuple(grid) if grid else None
         self.patch_embedding = nn.Module()
         self.patch_embedding.patch_embeddings = nn.Conv3d(1, width, patch, stride=patch)
+        if self.grid:
+            table = self.sincos(self.grid, width)[None]
+            self.patch_embedding.position_embeddings = nn.Parameter(table, requires_grad=False)
         self.blocks = nn.ModuleList(Block(width, heads, mlp) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
 
@@ -76,7 +89,10 @@ class ViT3D(nn.Module):
         t = self.patch_embedding.patch_embeddings(x)
         grid = t.shape[2:]
         t = t.flatten(2).transpose(1, 2)
-        t = t + self.sincos(grid, t.shape[-1])
+        if self.grid == tuple(grid):
+            t = t + self.patch_embedding.position_embeddings
+        else:
+            t = t + self.sincos(grid, t.shape[-1])
         for blk in self.blocks:
             t = blk(t)
         return self.norm(t)
@@ -86,6 +102,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoint")
     ap.add_argument("--out", help="write the state dict here (torch.save)")
+    ap.add_argument("--img-size", help="X,Y,Z input size of the position embedding table "
+                    "(default: the checkpoint's crop)")
     args = ap.parse_args()
     with h5py.File(args.checkpoint, "r") as f:
         if f.attrs.get("format") not in ("alice-checkpoint", b"alice-checkpoint"):
@@ -94,12 +112,20 @@ def main():
         cfg = parse_config(text.decode() if isinstance(text, bytes) else text)
         state = {k[len("encoder."):]: torch.from_numpy(np.asarray(v[()]))
                  for k, v in f["params"].items() if k.startswith("encoder.")}
-    model = ViT3D(int(cfg["patch"]), int(cfg["embed_dim"]), int(cfg["depth"]), int(cfg["heads"]),
-                  int(cfg["mlp_dim"]))
+    patch = int(cfg["patch"])
+    size = [int(v) for v in (args.img_size or cfg["crop"]).split(",")]
+    if len(size) != 3 or any(s <= 0 or s % patch for s in size):
+        sys.exit(f"--img-size {args.img_size or cfg['crop']}: expected X,Y,Z, each a positive "
+                 f"multiple of the patch size {patch}")
+    grid = [s // patch for s in size]
+    model = ViT3D(patch, int(cfg["embed_dim"]), int(cfg["depth"]), int(cfg["heads"]),
+                  int(cfg["mlp_dim"]), grid)
+    state["patch_embedding.position_embeddings"] = model.patch_embedding.position_embeddings.data
     model.load_state_dict(state, strict=True)
-    n = sum(p.numel() for p in model.parameters())
-    print(f"loaded {len(state)} encoder tensors ({n} parameters) from {args.checkpoint}: "
-          f"ViT patch {cfg['patch']}, width {cfg['embed_dim']}, depth {cfg['depth']}, heads {cfg['heads']}")
+    n = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"loaded {len(state) - 1} encoder tensors ({n} parameters) from {args.checkpoint}: "
+          f"ViT patch {cfg['patch']}, width {cfg['embed_dim']}, depth {cfg['depth']}, heads {cfg['heads']}; "
+          f"position embedding for img_size {','.join(map(str, size))}")
     if args.out:
         torch.save(model.state_dict(), args.out)
         print(f"wrote {args.out}")

@@ -1,6 +1,10 @@
 """analysis/export_encoder.py loads a pre-training checkpoint's encoder into a PyTorch ViT with
 MONAI's keys (strict), and that module computes the same features as the independent
-reference encoder of tests/reference/alice_ref.py (patchify + linear instead of Conv3d)."""
+reference encoder of tests/reference/alice_ref.py (patchify + linear instead of Conv3d). The
+exported state also holds MONAI's patch_embedding.position_embeddings for the crop; where MONAI
+is importable, monai.networks.nets.ViT(pos_embed_type="sincos") must load it with strict=True,
+its own sin-cos table must equal the exported one within 1e-6, and its features ours within
+1e-4 (without MONAI that part is reported as not checked)."""
 import os
 import subprocess
 import sys
@@ -35,17 +39,38 @@ with tempfile.TemporaryDirectory() as tmp:
         cfg_text = cfg_text.decode() if isinstance(cfg_text, bytes) else cfg_text
         n_h5 = sum(1 for k in f["params"] if k.startswith("encoder."))
     cfg = export_encoder.parse_config(cfg_text)
-    model = export_encoder.ViT3D(int(cfg["patch"]), int(cfg["embed_dim"]), int(cfg["depth"]),
-                                 int(cfg["heads"]), int(cfg["mlp_dim"]))
+    crop = [int(v) for v in cfg["crop"].split(",")]
+    patch = int(cfg["patch"])
+    dims = dict(hidden_size=int(cfg["embed_dim"]), mlp_dim=int(cfg["mlp_dim"]),
+                num_layers=int(cfg["depth"]), num_heads=int(cfg["heads"]))
+    model = export_encoder.ViT3D(patch, dims["hidden_size"], dims["num_layers"],
+                                 dims["num_heads"], dims["mlp_dim"], [c // patch for c in crop])
     state = torch.load(out)
     model.load_state_dict(state, strict=True)
-    assert len(state) == n_h5, (len(state), n_h5)
+    pe_key = "patch_embedding.position_embeddings"
+    assert len(state) == n_h5 + 1 and pe_key in state, (len(state), n_h5)
     ref = alice_ref.Encoder(alice_ref.Cfg(cfg))
-    ref.load_state_dict(state, strict=True)
-    x = torch.rand(2, 1, *[int(v) for v in cfg["crop"].split(",")], generator=torch.Generator().manual_seed(0))
+    ref.load_state_dict({k: v for k, v in state.items() if k != pe_key}, strict=True)
+    x = torch.rand(2, 1, *crop, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = model(x), ref(x)
     err = (a - b).abs().max().item()
     print(f"exported ViT vs reference encoder: max |difference| {err:.2e} over {a.numel()} features")
     assert err < 1e-4, err
+    try:
+        from monai.networks.nets import ViT
+    except ImportError as e:
+        print(f"MONAI not importable ({e}): its strict load of the export is not checked here")
+    else:
+        monai_vit = ViT(in_channels=1, img_size=crop, patch_size=patch, pos_embed_type="sincos",
+                        classification=False, **dims)
+        own_table = monai_vit.state_dict()[pe_key].clone()
+        monai_vit.load_state_dict(state, strict=True)
+        monai_vit.eval()
+        pe_err = (own_table - state[pe_key]).abs().max().item()
+        with torch.no_grad():
+            feat_err = (monai_vit(x)[0] - a).abs().max().item()
+        print(f"MONAI ViT: strict load ok; sin-cos table vs MONAI's own {pe_err:.2e}, features "
+              f"vs the export {feat_err:.2e}")
+        assert pe_err < 1e-6 and feat_err < 1e-4, (pe_err, feat_err)
 print("ok")
