@@ -76,6 +76,9 @@ static void fill_table(AliceBackend *t)
     t->instnorm_bwd = cuda_instnorm_bwd_selected;
     t->leaky_relu_fwd = cuda_leaky_relu_fwd;
     t->leaky_relu_bwd = cuda_leaky_relu_bwd;
+    t->sw_gather_window = cuda_sw_gather_window;
+    t->sw_blend_window = cuda_sw_blend_window;
+    t->sw_finish = cuda_sw_finish;
     t->instnorm_lrelu_fwd = cuda_instnorm_lrelu_fwd_selected;
     t->instnorm_lrelu_bwd = cuda_instnorm_lrelu_bwd_selected;
     t->dicece_fwd = cuda_dicece_fwd;

@@ -98,6 +98,13 @@ void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const
 void cuda_instnorm_bwd(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
                        const float *mean, const float *rstd, const float *gamma, int B, int C,
                        long V);
+/* cuda_window.cu: sliding-window inference (backend.h sw_*). */
+void cuda_sw_gather_window(float *dst, const float *vol, const int pd[3], const int w[3],
+                           const int origin[3]);
+void cuda_sw_blend_window(float *acc, float *count, const float *logits, const float *imp, int K,
+                          const int pd[3], const int w[3], const int origin[3]);
+void cuda_sw_finish(uint8_t *labels, float *probs, const float *acc, const float *count, int K,
+                    const int pd[3], const int dim[3], const int lo[3]);
 /* The fused UNETR res-block passes (backend.h instnorm_lrelu_fwd / _bwd), own kernels. */
 void cuda_instnorm_lrelu_fwd(float *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, const float *addend, int B,

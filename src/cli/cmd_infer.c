@@ -118,7 +118,7 @@ int cmd_infer(int argc, char **argv)
              ckpt, cfg.depth, cfg.embed_dim, cfg.crop[0], cfg.crop[1], cfg.crop[2], cfg.sw_overlap,
              n, dist.size, out, want_probs ? " (labels and probabilities)" : "");
     SlidingWindow sw = {{cfg.crop[0], cfg.crop[1], cfg.crop[2]}, model.K, model.B, cfg.sw_overlap,
-                        SW_SIGMA_SCALE, unetr_predict_host, &model};
+                        SW_SIGMA_SCALE, unetr_predict, &model, be};
     const HuWindow window = {cfg.window_lo, cfg.window_hi};
     double t_all = wall_seconds();
     for (int j = dist.rank; j < n; j += dist.size) {

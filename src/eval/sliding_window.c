@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "ops/cpu_math.h"
 
 /* MONAI clamps the importance map from below by max(smallest non-zero, 1e-3) so that no voxel
  * of a window has zero weight. */
@@ -67,24 +68,13 @@ void sliding_window_importance(const int window[3], float sigma_scale, float *ma
 
 int sliding_window_softmax_argmax(const float *logits, int K, float *probs)
 {
-    float mx = logits[0];
-    for (int c = 1; c < K; c++) mx = fmaxf(mx, logits[c]);
-    float sum = 0.0f;
-    for (int c = 0; c < K; c++) {
-        probs[c] = expf(logits[c] - mx);
-        sum += probs[c];
-    }
-    int best = 0;
-    for (int c = 0; c < K; c++) {
-        probs[c] /= sum;
-        if (probs[c] > probs[best]) best = c;
-    }
-    return best;
+    return voxel_softmax_argmax(logits, K, probs);
 }
 
 long sliding_window_argmax(const SlidingWindow *sw, const float *image, const int dim[3],
                            uint8_t *labels, float *probs)
 {
+    const AliceBackend *be = sw->be;
     const int *w = sw->window;
     const int K = sw->classes;
     ALICE_ASSERT(K >= 1 && K <= SW_MAX_CLASSES, "classes %d", K);
@@ -97,86 +87,58 @@ long sliding_window_argmax(const SlidingWindow *sw, const float *image, const in
     }
     const size_t pn = (size_t)pd[0] * pd[1] * pd[2];
     const size_t wn = (size_t)w[0] * w[1] * w[2];
-    float *padded = xcalloc(pn, sizeof(float));
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    /* The padded image on the host (the copy is cheap next to the network), then once up. */
+    float *padded_host = xcalloc(pn, sizeof(float));
     for (int x = 0; x < dim[0]; x++)
         for (int y = 0; y < dim[1]; y++)
-            memcpy(padded + ((size_t)(x + lo[0]) * pd[1] + (y + lo[1])) * pd[2] + lo[2],
+            memcpy(padded_host + ((size_t)(x + lo[0]) * pd[1] + (y + lo[1])) * pd[2] + lo[2],
                    image + ((size_t)x * dim[1] + y) * dim[2], (size_t)dim[2] * sizeof(float));
-    float *acc = xcalloc((size_t)K * pn, sizeof(float));
-    float *count = xcalloc(pn, sizeof(float));
-    float *imp = xmalloc(wn * sizeof(float));
-    sliding_window_importance(w, sw->sigma_scale, imp);
+    float *imp_host = xmalloc(wn * sizeof(float));
+    sliding_window_importance(w, sw->sigma_scale, imp_host);
+    float *padded = be->alloc(pn * sizeof(float)), *imp = be->alloc(wn * sizeof(float));
+    be->upload(padded, padded_host, pn * sizeof(float));
+    be->upload(imp, imp_host, wn * sizeof(float));
+    free(padded_host);
+    free(imp_host);
+    float *acc = be->alloc((size_t)K * pn * sizeof(float)), *count = be->alloc(pn * sizeof(float));
+    be->fill(acc, 0.0f, (size_t)K * pn);
+    be->fill(count, 0.0f, pn);
+    float *win = be->alloc((size_t)sw->batch * wn * sizeof(float));
     int *starts[3], ns[3];
     for (int a = 0; a < 3; a++) {
         starts[a] = xmalloc(SW_MAX_STARTS * sizeof(int));
         ns[a] = sliding_window_starts(pd[a], w[a], sw->overlap, starts[a]);
     }
     const long total = (long)ns[0] * ns[1] * ns[2];
-    float *win = xcalloc((size_t)sw->batch * wn, sizeof(float));
-    float *out = xmalloc((size_t)sw->batch * K * wn * sizeof(float));
     int (*origin)[3] = xmalloc((size_t)sw->batch * sizeof *origin);
     for (long first = 0; first < total; first += sw->batch) {
-        int n = (int)(total - first < sw->batch ? total - first : sw->batch);
-        for (int j = 0; j < n; j++) {
+        int m = (int)(total - first < sw->batch ? total - first : sw->batch);
+        for (int j = 0; j < m; j++) {
             long k = first + j;
-            int *o = origin[j];
-            o[0] = starts[0][k / ((long)ns[1] * ns[2])];
-            o[1] = starts[1][(k / ns[2]) % ns[1]];
-            o[2] = starts[2][k % ns[2]];
-            float *dst = win + (size_t)j * wn;
-            for (int x = 0; x < w[0]; x++)
-                for (int y = 0; y < w[1]; y++)
-                    memcpy(dst + ((size_t)x * w[1] + y) * w[2],
-                           padded + ((size_t)(o[0] + x) * pd[1] + (o[1] + y)) * pd[2] + o[2],
-                           (size_t)w[2] * sizeof(float));
+            origin[j][0] = starts[0][k / ((long)ns[1] * ns[2])];
+            origin[j][1] = starts[1][(k / ns[2]) % ns[1]];
+            origin[j][2] = starts[2][k % ns[2]];
+            be->sw_gather_window(win + (size_t)j * wn, padded, pd, w, origin[j]);
         }
         /* Unused slots of a last partial batch hold zeros; their outputs are ignored. */
-        if (n < sw->batch) memset(win + (size_t)n * wn, 0, (size_t)(sw->batch - n) * wn * sizeof(float));
-        sw->predict(sw->ctx, win, n, out);
-        for (int j = 0; j < n; j++) {
-            const int *o = origin[j];
-            for (int c = 0; c < K; c++) {
-                const float *src = out + ((size_t)j * K + c) * wn;
-                float *dst = acc + (size_t)c * pn;
-                #pragma omp parallel for schedule(static)
-                for (int x = 0; x < w[0]; x++)
-                    for (int y = 0; y < w[1]; y++) {
-                        size_t d0 = ((size_t)(o[0] + x) * pd[1] + (o[1] + y)) * pd[2] + o[2];
-                        size_t s0 = ((size_t)x * w[1] + y) * w[2];
-                        for (int z = 0; z < w[2]; z++) dst[d0 + z] += src[s0 + z] * imp[s0 + z];
-                    }
-            }
-            #pragma omp parallel for schedule(static)
-            for (int x = 0; x < w[0]; x++)
-                for (int y = 0; y < w[1]; y++) {
-                    size_t d0 = ((size_t)(o[0] + x) * pd[1] + (o[1] + y)) * pd[2] + o[2];
-                    size_t s0 = ((size_t)x * w[1] + y) * w[2];
-                    for (int z = 0; z < w[2]; z++) count[d0 + z] += imp[s0 + z];
-                }
-        }
+        if (m < sw->batch) be->fill(win + (size_t)m * wn, 0.0f, (size_t)(sw->batch - m) * wn);
+        const float *out = sw->predict(sw->ctx, win, m);
+        /* in window order (C order of the starts): the sums' order, whatever the backend */
+        for (int j = 0; j < m; j++)
+            be->sw_blend_window(acc, count, out + (size_t)j * K * wn, imp, K, pd, w, origin[j]);
     }
     /* Softmax and argmax of the weighted mean on the original (unpadded) grid. */
-    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
-    #pragma omp parallel for schedule(static)
-    for (int x = 0; x < dim[0]; x++) {
-        float blended[SW_MAX_CLASSES], p[SW_MAX_CLASSES];   /* K <= SW_MAX_CLASSES, asserted above */
-        for (int y = 0; y < dim[1]; y++)
-            for (int z = 0; z < dim[2]; z++) {
-                size_t q = ((size_t)(x + lo[0]) * pd[1] + (y + lo[1])) * pd[2] + (z + lo[2]);
-                size_t i = ((size_t)x * dim[1] + y) * dim[2] + z;
-                for (int c = 0; c < K; c++) blended[c] = acc[(size_t)c * pn + q] / count[q];
-                labels[i] = (uint8_t)sliding_window_softmax_argmax(blended, K, p);
-                if (probs)
-                    for (int c = 0; c < K; c++) probs[(size_t)c * n + i] = p[c];
-            }
-    }
+    uint8_t *labels_b = be->alloc(n);
+    float *probs_b = probs ? be->alloc((size_t)K * n * sizeof(float)) : NULL;
+    be->sw_finish(labels_b, probs_b, acc, count, K, pd, dim, lo);
+    be->download(labels, labels_b, n);
+    if (probs) be->download(probs, probs_b, (size_t)K * n * sizeof(float));
     for (int a = 0; a < 3; a++) free(starts[a]);
     free(origin);
-    free(out);
-    free(win);
-    free(imp);
-    free(count);
-    free(acc);
-    free(padded);
+    float *bufs[] = {padded, imp, acc, count, win, probs_b};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        if (bufs[i]) be->release(bufs[i]);
+    be->release(labels_b);
     return total;
 }

@@ -15,14 +15,20 @@
  *    the blended logits too, except where two logits closer than float rounding give equal
  *    probabilities; taking the argmax of the very floats that --probs stores keeps
  *    argmax(probabilities) == label exactly.
- * The network is a callback on host buffers, so this file knows nothing of models. */
+ * The network is a callback, so this file knows nothing of models. The volume, the windows, the
+ * blend and its softmax live in the backend's memory (backend.h sw_* ops): on a GPU only the
+ * image goes up and the labels (and probabilities when asked for) come down, where every
+ * window's logits used to come down to be blended on the host. */
 #ifndef ALICE_SLIDING_WINDOW_H
 #define ALICE_SLIDING_WINDOW_H
 
 #include <stdint.h>
 
-/* windows: host [n, 1, wx, wy, wz]; logits: host [n, K, wx, wy, wz] to fill. n <= batch. */
-typedef void (*SwPredictFn)(void *ctx, const float *windows, int n, float *logits);
+#include "ops/backend.h"
+
+/* windows: backend memory [batch, 1, wx, wy, wz], the first n filled, the rest zeros; returns
+ * the logits, backend memory [>= n, K, wx, wy, wz], valid until the next call. */
+typedef const float *(*SwPredictFn)(void *ctx, const float *windows, int n);
 
 typedef struct {
     int window[3];
@@ -32,6 +38,7 @@ typedef struct {
     float sigma_scale;    /* 0.125 in MONAI's recipe */
     SwPredictFn predict;
     void *ctx;
+    const AliceBackend *be;  /* where the network runs and the blend happens */
 } SlidingWindow;
 
 #define SW_SIGMA_SCALE 0.125f
@@ -44,9 +51,9 @@ int sliding_window_starts(int size, int window, float overlap, int *starts);
 /* Importance map [wx, wy, wz] (host). */
 void sliding_window_importance(const int window[3], float sigma_scale, float *map);
 /* Softmax of one voxel's K blended logits into probs (max subtracted first, so no overflow)
- * and the index of the first largest probability. */
+ * and the index of the first largest probability (ops/cpu_math.h voxel_softmax_argmax). */
 int sliding_window_softmax_argmax(const float *logits, int K, float *probs);
-/* Predicts image (host [X, Y, Z], windowed) into labels (host uint8 [X, Y, Z]); probs, when
+/* Predicts image (host [X, Y, Z], windowed) into labels (host uint8 [X, Y, Z]) on sw->be; probs, when
  * not NULL, receives the softmax of the Gaussian-blended logits, class-major [K, X, Y, Z]
  * (K = classes; the softmax of the blend, not a blend of per-window softmaxes).
  * Returns the number of windows run. */

@@ -507,12 +507,11 @@ SegLoss unetr_forward_backward(UnetrModel *m)
     return unetr_read_losses(m);
 }
 
-void unetr_predict_host(void *ctx, const float *windows, int n, float *logits)
+const float *unetr_predict(void *ctx, const float *windows, int n)
 {
     UnetrModel *m = ctx;
     ALICE_ASSERT(n >= 1 && n <= m->B, "%d windows for a model of batch %d", n, m->B);
     /* The model always runs its full batch; the caller zero-fills unused window slots. */
-    unetr_set_batch(m, windows, NULL);
-    const float *out = unetr_forward(m);
-    m->be->download(logits, out, (size_t)n * m->K * unetr_crop_voxels(m) * sizeof(float));
+    m->be->copy(m->image, windows, (size_t)m->B * unetr_crop_voxels(m) * sizeof(float));
+    return unetr_forward(m);
 }

@@ -156,8 +156,9 @@ SegLoss unetr_read_losses(const UnetrModel *m);
 /* unetr_enqueue_step, then unetr_read_losses. */
 SegLoss unetr_forward_backward(UnetrModel *m);
 /* Sliding-window callback (eval/sliding_window.h SwPredictFn) with ctx = the UnetrModel:
- * windows host [B, 1, crop] (slots n..B-1 ignored), logits host [n, K, crop]. */
-void unetr_predict_host(void *ctx, const float *windows, int n, float *logits);
+ * windows in backend memory [B, 1, crop] (slots n..B-1 ignored), copied into the model's
+ * input; returns its logits [B, K, crop] in backend memory. */
+const float *unetr_predict(void *ctx, const float *windows, int n);
 /* Number of voxels of one crop. */
 long unetr_crop_voxels(const UnetrModel *m);
 /* FLOPs of one training step (unetr_enqueue_step), counted from the model's layers: GEMMs,

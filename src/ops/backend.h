@@ -250,6 +250,22 @@ typedef struct AliceBackend {
                                const float *act, float slope, const float *x,
                                const float *mean, const float *rstd, const float *gamma,
                                int B, int C, long V);
+    /* ---- sliding-window inference (eval/sliding_window.h) ----
+     * A volume [pd0, pd1, pd2] (the padded grid) and windows [w0, w1, w2]; window voxel
+     * (x, y, z) at origin o is volume voxel o + (x, y, z). */
+    /* dst [w] = the window of vol at origin. */
+    void (*sw_gather_window)(float *dst, const float *vol, const int pd[3], const int w[3],
+                             const int origin[3]);
+    /* acc[c, o + v] += logits[c, v] * imp[v] for c < K, then count[o + v] += imp[v]: one float
+     * product and one float add each (no FMA), so both backends give the same bits. */
+    void (*sw_blend_window)(float *acc, float *count, const float *logits, const float *imp,
+                            int K, const int pd[3], const int w[3], const int origin[3]);
+    /* For each voxel i of the image grid dim, placed at offset lo in the padded grid (q):
+     * labels[i] = the first argmax and probs[c * |dim| + i] (probs may be NULL) the softmax of
+     * acc[c, q] / count[q] over c < K (ops/cpu_math.h voxel_softmax_argmax); K <= 256. */
+    void (*sw_finish)(uint8_t *labels, float *probs, const float *acc, const float *count,
+                      int K, const int pd[3], const int dim[3], const int lo[3]);
+
     /* Segmentation losses on logits [B, K, V] and int32 labels [B, V] in 0..K-1.
      * probs [B, K, V] = softmax over K is written by fwd and reused by bwd.
      * ce = mean over B*V voxels of -log p_label;

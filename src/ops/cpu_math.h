@@ -104,4 +104,24 @@ static inline ALICE_HOSTDEV float leaky_relu_grad(float x, float dy, float slope
     return x > 0.0f ? dy : MATH_MUL(slope, dy);
 }
 
+/* Softmax of one voxel's K logits into probs (max subtracted first, so no overflow) and the
+ * index of the first largest probability: sliding-window inference's last step, one formula for
+ * both backends (expf is each compiler's own; the bits may differ between them). */
+static inline ALICE_HOSTDEV int voxel_softmax_argmax(const float *logits, int K, float *probs)
+{
+    float mx = logits[0];
+    for (int c = 1; c < K; c++) mx = fmaxf(mx, logits[c]);
+    float sum = 0.0f;
+    for (int c = 0; c < K; c++) {
+        probs[c] = expf(logits[c] - mx);
+        sum += probs[c];
+    }
+    int best = 0;
+    for (int c = 0; c < K; c++) {
+        probs[c] /= sum;
+        if (probs[c] > probs[best]) best = c;
+    }
+    return best;
+}
+
 #endif

@@ -73,6 +73,14 @@ void cpu_instnorm_lrelu_bwd(float *dx, float *dgamma, float *dbeta, const float 
                             const float *act, float slope, const float *x, const float *mean,
                             const float *rstd, const float *gamma, int B, int C, long V);
 
+/* cpu_window.c */
+void cpu_sw_gather_window(float *dst, const float *vol, const int pd[3], const int w[3],
+                          const int origin[3]);
+void cpu_sw_blend_window(float *acc, float *count, const float *logits, const float *imp, int K,
+                         const int pd[3], const int w[3], const int origin[3]);
+void cpu_sw_finish(uint8_t *labels, float *probs, const float *acc, const float *count, int K,
+                   const int pd[3], const int dim[3], const int lo[3]);
+
 /* cpu_activation.c */
 void cpu_gelu_fwd(float *y, const float *x, size_t n);
 void cpu_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);

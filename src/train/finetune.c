@@ -79,7 +79,7 @@ static double validate(UnetrModel *m, Loader *loader, const Dist *d)
     const int *cases;
     int nval = loader_validation_cases(loader, &cases);
     SlidingWindow sw = {{m->cfg.crop[0], m->cfg.crop[1], m->cfg.crop[2]}, m->K, m->B,
-                        m->cfg.sw_overlap, SW_SIGMA_SCALE, unetr_predict_host, m};
+                        m->cfg.sw_overlap, SW_SIGMA_SCALE, unetr_predict, m, m->be};
     double sum = 0.0;
     for (int j = d->rank; j < nval; j += d->size) {
         WindowedCase c;

@@ -980,6 +980,62 @@ static int test_mask_tokens(void)
     return 0;
 }
 
+/* The sliding-window ops (sw_gather_window, sw_blend_window, sw_finish): the gather and the
+ * blend of three overlapping windows bit for bit (one product and one add each, no FMA on
+ * either side), the finish's probabilities within 1e-6 (each side's expf) and its labels
+ * equal wherever the two largest probabilities are more than 1e-5 apart. */
+static int test_sliding_window_ops(void)
+{
+    const int pd[3] = {40, 36, 52}, w[3] = {16, 16, 16}, K = 14;
+    const int origins[3][3] = {{0, 0, 0}, {8, 10, 12}, {24, 20, 36}};
+    const int dim[3] = {36, 32, 48}, lo[3] = {2, 2, 2};
+    const size_t pn = (size_t)pd[0] * pd[1] * pd[2], wn = (size_t)w[0] * w[1] * w[2];
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    Pair vol = input(pn), imp = pair_make(wn, INIT_UNIFORM, 0.001f, 1.0f), win = output(wn);
+    Pair acc = pair_make((size_t)K * pn, INIT_ZERO, 0, 0), cnt = pair_make(pn, INIT_UNIFORM, 0.5f, 1.0f);
+    Pair probs = output((size_t)K * n);
+    for (int j = 0; j < 3; j++) {
+        gpu->sw_gather_window(win.g, vol.g, pd, w, origins[j]);
+        cpu->sw_gather_window(win.c, vol.c, pd, w, origins[j]);
+        compare(&win, 0, 0, "sw_gather_window");
+        Pair logits = pair_make((size_t)K * wn, INIT_UNIFORM, -4.0f, 4.0f);
+        gpu->sw_blend_window(acc.g, cnt.g, logits.g, imp.g, K, pd, w, origins[j]);
+        cpu->sw_blend_window(acc.c, cnt.c, logits.c, imp.c, K, pd, w, origins[j]);
+        pair_free(&logits);
+    }
+    compare(&acc, 0, 0, "sw_blend_window acc (bit for bit)");
+    compare(&cnt, 0, 0, "sw_blend_window count (bit for bit)");
+    pair_resync(&acc);
+    pair_resync(&cnt);
+    uint8_t *lab_g = gpu->alloc(n), *lab_c = cpu->alloc(n);
+    gpu->sw_finish(lab_g, probs.g, acc.g, cnt.g, K, pd, dim, lo);
+    cpu->sw_finish(lab_c, probs.c, acc.c, cnt.c, K, pd, dim, lo);
+    compare(&probs, 0, 1e-6, "sw_finish probabilities");
+    uint8_t *hg = malloc(n), *hc = malloc(n);
+    float *pc = malloc((size_t)K * n * sizeof(float));
+    gpu->download(hg, lab_g, n);
+    cpu->download(hc, lab_c, n);
+    cpu->download(pc, probs.c, (size_t)K * n * sizeof(float));
+    size_t wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+        float top = -1.0f, second = -1.0f;
+        for (int c = 0; c < K; c++) {
+            const float p = pc[(size_t)c * n + i];
+            if (p > top) second = top, top = p;
+            else if (p > second) second = p;
+        }
+        wrong += top - second > 1e-5f && hg[i] != hc[i];
+    }
+    TEST_CHECK(wrong == 0, "sw_finish: %zu of %zu labels differ where the argmax is clear", wrong,
+               n);
+    free(hg); free(hc); free(pc);
+    gpu->release(lab_g);
+    cpu->release(lab_c);
+    pair_free(&vol); pair_free(&imp); pair_free(&win); pair_free(&acc); pair_free(&cnt);
+    pair_free(&probs);
+    return 0;
+}
+
 static int test_pool_and_layout(void)
 {
     const int B = 3, T = 50, C = 70;
@@ -2931,6 +2987,7 @@ int main(void)
     TEST_RUN(test_softmax);
     TEST_RUN(test_instnorm);
     TEST_RUN(test_instnorm_lrelu);
+    TEST_RUN(test_sliding_window_ops);
     TEST_RUN(test_attention);
     TEST_RUN(test_patches);
     TEST_RUN(test_gather_scatter);

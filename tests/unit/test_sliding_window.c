@@ -2,13 +2,15 @@
  * window starts (dense_patch_slices), the Gaussian importance map (erf-discretised, sigma
  * 0.125 * window, max 1 at window // 2, symmetric about it), and an end-to-end run with a
  * "network" that predicts the label of each voxel from the image, which must reproduce it
- * exactly through padding, overlap and averaging; and the probabilities (softmax of the blended
- * logits) against hand-computed softmaxes. */
+ * exactly through padding, overlap and averaging; the probabilities (softmax of the blended
+ * logits) against hand-computed softmaxes; and, with position-dependent logits, the blend (the
+ * backend's sw_* ops on the CPU backend) against a double-precision reference. */
 #include <math.h>
 #include <string.h>
 
 #include "core/check.h"
 #include "eval/sliding_window.h"
+#include "ops/backend.h"
 #include "test.h"
 
 static int test_starts(void)
@@ -50,20 +52,28 @@ static int test_importance(void)
     return 0;
 }
 
-/* The "network": logit c of a voxel is 1 when round(image * 4) == c, else 0. */
-static void oracle(void *ctx, const float *windows, int n, float *logits)
+/* The "network": logit c of a voxel is 1 when round(image * 4) == c, else 0. The windows and
+ * the logits are CPU-backend memory, i.e. host memory. */
+typedef struct {
+    int w[3];
+    float logits[3 * 4 * 16 * 16 * 16];  /* batch <= 3, 4 classes, 16^3 windows */
+} Oracle;
+
+static const float *oracle(void *ctx, const float *windows, int n)
 {
-    const int *w = ctx;
-    const size_t wn = (size_t)w[0] * w[1] * w[2];
+    Oracle *o = ctx;
+    const size_t wn = (size_t)o->w[0] * o->w[1] * o->w[2];
     for (int j = 0; j < n; j++)
         for (int c = 0; c < 4; c++)
             for (size_t i = 0; i < wn; i++)
-                logits[((size_t)j * 4 + c) * wn + i] = (int)lrintf(windows[j * wn + i] * 4.0f) == c;
+                o->logits[((size_t)j * 4 + c) * wn + i] =
+                    (int)lrintf(windows[j * wn + i] * 4.0f) == c;
+    return o->logits;
 }
 
 static int test_end_to_end(void)
 {
-    static int w[3] = {16, 16, 16};
+    static Oracle w = {{16, 16, 16}, {0}};
     const int dim[3] = {40, 12, 23};   /* one axis smaller than the window: padding */
     const size_t n = (size_t)dim[0] * dim[1] * dim[2];
     float *img = xmalloc(n * sizeof(float));
@@ -75,7 +85,7 @@ static int test_end_to_end(void)
                 truth[i] = (uint8_t)((x / 5 + y / 4 + z / 3) % 4);
                 img[i] = truth[i] / 4.0f;
             }
-    SlidingWindow sw = {{16, 16, 16}, 4, 3, 0.5f, SW_SIGMA_SCALE, oracle, w};
+    SlidingWindow sw = {{16, 16, 16}, 4, 3, 0.5f, SW_SIGMA_SCALE, oracle, &w, backend_cpu()};
     long windows = sliding_window_argmax(&sw, img, dim, pred, NULL);
     /* x: 40 -> starts 0,8,16,24 (4); y padded to 16 -> 1; z: 23 -> 0,7 (2). */
     TEST_CHECK(windows == 8, "windows %ld, expected 8", windows);
@@ -114,7 +124,7 @@ static int test_softmax_argmax(void)
  * and 1 / (e + K - 1) for the others; the labels are the same with and without probs. */
 static int test_probabilities(void)
 {
-    static int w[3] = {16, 16, 16};
+    static Oracle w = {{16, 16, 16}, {0}};
     const int dim[3] = {30, 12, 20}, K = 4;
     const size_t n = (size_t)dim[0] * dim[1] * dim[2];
     float *img = xmalloc(n * sizeof(float)), *probs = xmalloc((size_t)K * n * sizeof(float));
@@ -123,7 +133,7 @@ static int test_probabilities(void)
         truth[i] = (uint8_t)((i / 7 + i / 61) % K);
         img[i] = truth[i] / 4.0f;
     }
-    SlidingWindow sw = {{16, 16, 16}, K, 2, 0.5f, SW_SIGMA_SCALE, oracle, w};
+    SlidingWindow sw = {{16, 16, 16}, K, 2, 0.5f, SW_SIGMA_SCALE, oracle, &w, backend_cpu()};
     sliding_window_argmax(&sw, img, dim, pred, probs);
     sliding_window_argmax(&sw, img, dim, plain, NULL);
     TEST_CHECK(memcmp(pred, truth, n) == 0 && memcmp(plain, truth, n) == 0, "labels differ");
@@ -141,6 +151,92 @@ static int test_probabilities(void)
     return 0;
 }
 
+/* A "network" whose logits depend on the voxel's place in its window, so overlapping windows
+ * disagree and the blend matters: logit c = sin(3 image + 0.1 (c + 1) (x + 2 y + 3 z)) for
+ * window voxel (x, y, z). The probabilities must equal a double-precision reference of the
+ * Gaussian blend (every window's importance-weighted logits summed, divided by the summed
+ * weights, softmax) within 1e-5, labels its argmax wherever the top two probabilities are
+ * more than 1e-5 apart. */
+typedef struct {
+    int w[3];
+    float logits[2 * 3 * 12 * 12 * 12];  /* batch 2, 3 classes, 12^3 windows */
+} Wavy;
+
+static float wavy_logit(float image, int c, int x, int y, int z)
+{
+    return sinf(3.0f * image + 0.1f * (float)(c + 1) * (float)(x + 2 * y + 3 * z));
+}
+
+static const float *wavy(void *ctx, const float *windows, int n)
+{
+    Wavy *o = ctx;
+    const int *w = o->w;
+    const size_t wn = (size_t)w[0] * w[1] * w[2];
+    for (int j = 0; j < n; j++)
+        for (int c = 0; c < 3; c++)
+            for (int x = 0; x < w[0]; x++)
+                for (int y = 0; y < w[1]; y++)
+                    for (int z = 0; z < w[2]; z++) {
+                        const size_t v = ((size_t)x * w[1] + y) * w[2] + z;
+                        o->logits[((size_t)j * 3 + c) * wn + v] =
+                            wavy_logit(windows[j * wn + v], c, x, y, z);
+                    }
+    return o->logits;
+}
+
+static int test_blend_reference(void)
+{
+    static Wavy net = {{12, 12, 12}, {0}};
+    const int dim[3] = {20, 12, 17}, K = 3, *w = net.w;
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    float *img = xmalloc(n * sizeof(float)), *probs = xmalloc((size_t)K * n * sizeof(float));
+    uint8_t *pred = xmalloc(n);
+    for (size_t i = 0; i < n; i++) img[i] = (float)((i * 37) % 101) / 101.0f;
+    SlidingWindow sw = {{12, 12, 12}, K, 2, 0.5f, SW_SIGMA_SCALE, wavy, &net, backend_cpu()};
+    long windows = sliding_window_argmax(&sw, img, dim, pred, probs);
+    /* the reference: no padding needed on these axes (every axis >= 12) */
+    int s[3][SW_MAX_STARTS], ns[3];
+    for (int a = 0; a < 3; a++) ns[a] = sliding_window_starts(dim[a], w[a], 0.5f, s[a]);
+    float imp[12 * 12 * 12];
+    sliding_window_importance(w, SW_SIGMA_SCALE, imp);
+    double *acc = calloc((size_t)K * n, sizeof(double)), *cnt = calloc(n, sizeof(double));
+    for (int a0 = 0; a0 < ns[0]; a0++)
+        for (int a1 = 0; a1 < ns[1]; a1++)
+            for (int a2 = 0; a2 < ns[2]; a2++)
+                for (int x = 0; x < w[0]; x++)
+                    for (int y = 0; y < w[1]; y++)
+                        for (int z = 0; z < w[2]; z++) {
+                            const size_t q = ((size_t)(s[0][a0] + x) * dim[1] + (s[1][a1] + y)) *
+                                                 dim[2] + (s[2][a2] + z);
+                            const double wt = imp[(x * 12 + y) * 12 + z];
+                            for (int c = 0; c < K; c++)
+                                acc[(size_t)c * n + q] += wt * wavy_logit(img[q], c, x, y, z);
+                            cnt[q] += wt;
+                        }
+    double worst = 0.0;
+    size_t wrong = 0;
+    for (size_t q = 0; q < n; q++) {
+        double e[3], sum = 0.0, mx = -1e300;
+        for (int c = 0; c < K; c++) mx = fmax(mx, acc[(size_t)c * n + q] / cnt[q]);
+        for (int c = 0; c < K; c++) sum += e[c] = exp(acc[(size_t)c * n + q] / cnt[q] - mx);
+        int best = 0;
+        double second = 0.0;
+        for (int c = 0; c < K; c++) {
+            e[c] /= sum;
+            worst = fmax(worst, fabs(probs[(size_t)c * n + q] - e[c]));
+            if (e[c] > e[best]) best = c;
+        }
+        for (int c = 0; c < K; c++)
+            if (c != best) second = fmax(second, e[c]);
+        wrong += e[best] - second > 1e-5 && pred[q] != best;
+    }
+    TEST_CHECK(windows == (long)ns[0] * ns[1] * ns[2], "windows %ld", windows);
+    TEST_CHECK(worst < 1e-5, "probabilities off the double-precision blend by %.2e", worst);
+    TEST_CHECK(wrong == 0, "%zu labels differ from the reference's clear argmax", wrong);
+    free(img), free(probs), free(pred), free(acc), free(cnt);
+    return 0;
+}
+
 int main(void)
 {
     TEST_RUN(test_starts);
@@ -148,5 +244,6 @@ int main(void)
     TEST_RUN(test_end_to_end);
     TEST_RUN(test_softmax_argmax);
     TEST_RUN(test_probabilities);
+    TEST_RUN(test_blend_reference);
     return test_finish();
 }
