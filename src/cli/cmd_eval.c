@@ -39,8 +39,8 @@ static void usage(FILE *out)
             "Scores every case that has a prediction <pred>/<case>.nii.gz (or .nii): DSC and NSD per\n"
             "organ (FLARE 2022 tolerances; eval_protocol=flare22 also scores aorta, IVC and\n"
             "esophagus on the truth's labelled slices only, as the FLARE 2022 script does).\n"
-            "--labels: truth from the original label NIfTI files <labels>/<case>.nii[.gz], spacing\n"
-            "from their affine. --data: truth from the packed data\n"
+            "--labels: truth from the original label NIfTI files <labels>/<case>.nii[.gz],\n"
+            "spacing from their affine. --data: truth from the packed data\n"
             "set; predictions must then be on the packed grid. Writes STEM.h5 and STEM.csv\n"
             "(default STEM: results) and prints the per-organ means.\n");
 }

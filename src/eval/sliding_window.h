@@ -53,7 +53,8 @@ void sliding_window_importance(const int window[3], float sigma_scale, float *ma
 /* Softmax of one voxel's K blended logits into probs (max subtracted first, so no overflow)
  * and the index of the first largest probability (ops/cpu_math.h voxel_softmax_argmax). */
 int sliding_window_softmax_argmax(const float *logits, int K, float *probs);
-/* Predicts image (host [X, Y, Z], windowed) into labels (host uint8 [X, Y, Z]) on sw->be; probs, when
+/* Predicts image (host [X, Y, Z], windowed) into labels (host uint8 [X, Y, Z]) on sw->be;
+ * probs, when
  * not NULL, receives the softmax of the Gaussian-blended logits, class-major [K, X, Y, Z]
  * (K = classes; the softmax of the blend, not a blend of per-window softmaxes).
  * Returns the number of windows run. */

@@ -70,7 +70,8 @@ static void pointwise_case(int B, int Cin, int Cout, long V, bool with_bias)
             for (int o = 0; o < Cout; o++) {
                 double acc = with_bias ? bias[o] : 0.0, mag = std::fabs(acc);
                 for (int i = 0; i < Cin; i++) {
-                    const double t = (double)W[(size_t)o * Cin + i] * x[((size_t)b * Cin + i) * V + v];
+                    const double t =
+                        (double)W[(size_t)o * Cin + i] * x[((size_t)b * Cin + i) * V + v];
                     acc += t;
                     mag += std::fabs(t);
                 }
@@ -80,7 +81,8 @@ static void pointwise_case(int B, int Cin, int Cout, long V, bool with_bias)
             for (int i = 0; i < Cin; i++) {
                 double acc = 0.0, mag = 0.0;
                 for (int o = 0; o < Cout; o++) {
-                    const double t = (double)W[(size_t)o * Cin + i] * dy[((size_t)b * Cout + o) * V + v];
+                    const double t =
+                        (double)W[(size_t)o * Cin + i] * dy[((size_t)b * Cout + o) * V + v];
                     acc += t;
                     mag += std::fabs(t);
                 }
@@ -133,11 +135,14 @@ int main()
     pointwise_case(1, 1, 1, 5, true);
     EMU_CHECK(cuda_pointwise_conv_runs(32, 16, 1, 1, 0) && cuda_pointwise_conv_runs(1, 16, 1, 1, 0),
               "UNETR's pointwise shapes must run on the own kernels");
-    EMU_CHECK(!cuda_pointwise_conv_runs(64, 32, 1, 1, 0) && !cuda_pointwise_conv_runs(16, 16, 3, 1, 1) &&
-                  !cuda_pointwise_conv_runs(16, 16, 1, 2, 0) && !cuda_pointwise_conv_runs(16, 16, 1, 1, 1),
+    EMU_CHECK(!cuda_pointwise_conv_runs(64, 32, 1, 1, 0) &&
+                  !cuda_pointwise_conv_runs(16, 16, 3, 1, 1) &&
+                  !cuda_pointwise_conv_runs(16, 16, 1, 2, 0) &&
+                  !cuda_pointwise_conv_runs(16, 16, 1, 1, 1),
               "only 1x1x1, stride 1, unpadded, <= 32 channels take the own kernels");
     g_pointwise = POINTWISE_CONV_CUDNN;
-    EMU_CHECK(!cuda_pointwise_conv_runs(32, 16, 1, 1, 0), "pointwise_conv = cudnn: own kernels ran");
+    EMU_CHECK(!cuda_pointwise_conv_runs(32, 16, 1, 1, 0),
+              "pointwise_conv = cudnn: own kernels ran");
     printf("%s: own pointwise convolution kernels on the emulation\n", emu_fails ? "FAIL" : "ok");
     return emu_fails ? 1 : 0;
 }

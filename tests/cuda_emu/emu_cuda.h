@@ -13,8 +13,8 @@
  * shared-memory capacity, bank conflicts, speed. Used by test_flash_attention_emulated.sh,
  * test_layernorm_dx_emulated.sh, test_colsum_emulated.sh and others (2-D blocks, 3-D grids,
  * static __shared__ arrays, atomicInc, __threadfence; the blocks of a grid optionally in a
- * shuffled order, emu_block_order_seed). The CUDA keywords, dim3, bf16 and the stream stand-in are those of
- * the serial emulation too (emu_cuda_types.h). */
+ * shuffled order, emu_block_order_seed). The CUDA keywords, dim3, bf16 and the stream stand-in
+ * are those of the serial emulation too (emu_cuda_types.h). */
 #ifndef ALICE_EMU_CUDA_H
 #define ALICE_EMU_CUDA_H
 

@@ -111,19 +111,24 @@ int main()
         for (size_t i = 0; i < n; i++) {
             const size_t v = i % V, bc = i / V, bb = bc / (C1 + C2);
             const int c = (int)(bc % (C1 + C2));
-            const float want = c < C1 ? a.p[(bb * C1 + c) * V + v] : b.p[(bb * C2 + (c - C1)) * V + v];
-            CHECK(o.p[i] == want, "concat B %d C %d+%d V %ld off %d/%d i %zu", B, C1, C2, V, oo, oa, i);
+            const float want = c < C1 ? a.p[(bb * C1 + c) * V + v]
+                                      : b.p[(bb * C2 + (c - C1)) * V + v];
+            CHECK(o.p[i] == want, "concat B %d C %d+%d V %ld off %d/%d i %zu", B, C1, C2, V, oo,
+                  oa, i);
         }
         CHECK(o.p[n] == 5.0f, "concat wrote past n");
         da.p[na] = 5.0f; db.p[nb] = 5.0f;
         cuda_split_channels(da.p, db.p, o.p, B, C1, C2, V);
-        for (size_t i = 0; i < na; i++) CHECK(da.p[i] == a.p[i], "split da B %d V %ld i %zu", B, V, i);
-        for (size_t i = 0; i < nb; i++) CHECK(db.p[i] == b.p[i], "split db B %d V %ld i %zu", B, V, i);
+        for (size_t i = 0; i < na; i++)
+            CHECK(da.p[i] == a.p[i], "split da B %d V %ld i %zu", B, V, i);
+        for (size_t i = 0; i < nb; i++)
+            CHECK(db.p[i] == b.p[i], "split db B %d V %ld i %zu", B, V, i);
         CHECK(da.p[na] == 5.0f && db.p[nb] == 5.0f, "split wrote past the ends");
         Buf<float> only_b(nb, oo);
         only_b.p[nb] = 5.0f;
         cuda_split_channels(nullptr, only_b.p, o.p, B, C1, C2, V);
-        for (size_t i = 0; i < nb; i++) CHECK(only_b.p[i] == b.p[i], "split without da: db i %zu", i);
+        for (size_t i = 0; i < nb; i++)
+            CHECK(only_b.p[i] == b.p[i], "split without da: db i %zu", i);
     }
     struct PC { int B, X, Y, Z, p; } pcs[] = {{2, 8, 12, 16, 4}, {3, 16, 24, 32, 8}, {2, 6, 9, 12, 3}, {1, 4, 4, 4, 4}, {2, 32, 16, 16, 16}, {1, 2, 2, 2, 1}};
     for (auto c : pcs) for (int ov : offs) for (int op : offs) {

@@ -27,8 +27,19 @@ static int fails = 0;
 #define CHECK(c, ...) do { if (!(c)) { if (fails++ < 20) { printf("FAIL: "); printf(__VA_ARGS__); \
     printf("\n"); } } } while (0)
 static uint64_t rs = 0x2545F4914F6CDD1Dull;
-static float urand() { rs ^= rs << 13; rs ^= rs >> 7; rs ^= rs << 17; return (float)((rs >> 11) * (1.0 / 9007199254740992.0)) * 4.0f - 2.0f; }
-static std::vector<float> randoms(size_t n) { std::vector<float> v(n); for (float &x : v) x = urand(); return v; }
+static float urand()
+{
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (float)((rs >> 11) * (1.0 / 9007199254740992.0)) * 4.0f - 2.0f;
+}
+static std::vector<float> randoms(size_t n)
+{
+    std::vector<float> v(n);
+    for (float &x : v) x = urand();
+    return v;
+}
 
 static void window_case(const int pd[3], const int w[3], const int origins[3][3], int K,
                         const int dim[3], const int lo[3])
@@ -44,7 +55,8 @@ static void window_case(const int pd[3], const int w[3], const int origins[3][3]
               "gather window %d (origin %d,%d,%d) differs or wrote past the window", j,
               origins[j][0], origins[j][1], origins[j][2]);
         const std::vector<float> logits = randoms(K * wn);
-        cuda_sw_blend_window(acc_g.data(), cnt_g.data(), logits.data(), imp.data(), K, pd, w, origins[j]);
+        cuda_sw_blend_window(acc_g.data(), cnt_g.data(), logits.data(), imp.data(), K, pd, w,
+                             origins[j]);
         ref_blend(acc_c.data(), cnt_c.data(), logits.data(), imp.data(), K, pd, w, origins[j]);
     }
     CHECK(std::memcmp(acc_g.data(), acc_c.data(), acc_g.size() * sizeof(float)) == 0 &&

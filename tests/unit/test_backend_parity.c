@@ -992,7 +992,8 @@ static int test_sliding_window_ops(void)
     const size_t pn = (size_t)pd[0] * pd[1] * pd[2], wn = (size_t)w[0] * w[1] * w[2];
     const size_t n = (size_t)dim[0] * dim[1] * dim[2];
     Pair vol = input(pn), imp = pair_make(wn, INIT_UNIFORM, 0.001f, 1.0f), win = output(wn);
-    Pair acc = pair_make((size_t)K * pn, INIT_ZERO, 0, 0), cnt = pair_make(pn, INIT_UNIFORM, 0.5f, 1.0f);
+    Pair acc = pair_make((size_t)K * pn, INIT_ZERO, 0, 0);
+    Pair cnt = pair_make(pn, INIT_UNIFORM, 0.5f, 1.0f);
     Pair probs = output((size_t)K * n);
     for (int j = 0; j < 3; j++) {
         gpu->sw_gather_window(win.g, vol.g, pd, w, origins[j]);
