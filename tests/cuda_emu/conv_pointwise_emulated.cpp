@@ -52,6 +52,29 @@ static double worst_relative(const std::vector<float> &got, const std::vector<do
     return worst;
 }
 
+/* The map's double reference: out[b, o, v] = bias[o] + sum_i Wm[o, i] in[b, i, v] with
+ * Wm = W [nout, nin] or, transposed, W^T (the data gradient); scale = the sum of |terms|. */
+static void map_reference(std::vector<double> &out, std::vector<double> &scale,
+                          const std::vector<float> &in, const std::vector<float> &W,
+                          const float *bias, int B, int nin, int nout, long V, bool transposed)
+{
+    out.assign((size_t)B * nout * V, 0.0);
+    scale.assign(out.size(), 0.0);
+    for (int b = 0; b < B; b++)
+        for (long v = 0; v < V; v++)
+            for (int o = 0; o < nout; o++) {
+                double acc = bias ? bias[o] : 0.0, mag = std::fabs(acc);
+                for (int i = 0; i < nin; i++) {
+                    const float w = transposed ? W[(size_t)i * nout + o] : W[(size_t)o * nin + i];
+                    const double t = (double)w * in[((size_t)b * nin + i) * V + v];
+                    acc += t;
+                    mag += std::fabs(t);
+                }
+                out[((size_t)b * nout + o) * V + v] = acc;
+                scale[((size_t)b * nout + o) * V + v] = mag + 1e-6;
+            }
+}
+
 static void pointwise_case(int B, int Cin, int Cout, long V, bool with_bias)
 {
     const size_t nx = (size_t)B * Cin * V, ny = (size_t)B * Cout * V;
@@ -63,33 +86,10 @@ static void pointwise_case(int B, int Cin, int Cout, long V, bool with_bias)
                             Cin, Cout, V);
     cuda_pointwise_conv_bwd(dx.data(), dW.data(), db.data(), dy.data(), x.data(), W.data(), B,
                             Cin, Cout, V);
-    std::vector<double> ry(ny), sy(ny), rdx(nx), sdx(nx);
+    std::vector<double> ry, sy, rdx, sdx;
     std::vector<double> rdW((size_t)Cout * Cin), sdW((size_t)Cout * Cin);
-    for (int b = 0; b < B; b++)
-        for (long v = 0; v < V; v++) {
-            for (int o = 0; o < Cout; o++) {
-                double acc = with_bias ? bias[o] : 0.0, mag = std::fabs(acc);
-                for (int i = 0; i < Cin; i++) {
-                    const double t =
-                        (double)W[(size_t)o * Cin + i] * x[((size_t)b * Cin + i) * V + v];
-                    acc += t;
-                    mag += std::fabs(t);
-                }
-                ry[((size_t)b * Cout + o) * V + v] = acc;
-                sy[((size_t)b * Cout + o) * V + v] = mag + 1e-6;
-            }
-            for (int i = 0; i < Cin; i++) {
-                double acc = 0.0, mag = 0.0;
-                for (int o = 0; o < Cout; o++) {
-                    const double t =
-                        (double)W[(size_t)o * Cin + i] * dy[((size_t)b * Cout + o) * V + v];
-                    acc += t;
-                    mag += std::fabs(t);
-                }
-                rdx[((size_t)b * Cin + i) * V + v] = acc;
-                sdx[((size_t)b * Cin + i) * V + v] = mag + 1e-6;
-            }
-        }
+    map_reference(ry, sy, x, W, with_bias ? bias.data() : nullptr, B, Cin, Cout, V, false);
+    map_reference(rdx, sdx, dy, W, nullptr, B, Cout, Cin, V, true);
     for (int o = 0; o < Cout; o++)
         for (int i = 0; i < Cin; i++) {
             double acc = dW0[(size_t)o * Cin + i], mag = std::fabs(acc);

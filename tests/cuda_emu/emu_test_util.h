@@ -1,7 +1,7 @@
 /* What the emulated-kernel test programs share beside the emulation itself: a reproducible
  * source of test inputs, a failure counter and main's ending. Used by
  * attention_gemm_path_emulated.cpp, attention_softmax_bwd_emulated.cpp, recon_rows_emulated.cpp,
- * plane_sums_emulated.cpp and layernorm_fwd_emulated.cpp. */
+ * plane_sums_emulated.cpp, layernorm_fwd_emulated.cpp and others. */
 #ifndef ALICE_EMU_TEST_UTIL_H
 #define ALICE_EMU_TEST_UTIL_H
 

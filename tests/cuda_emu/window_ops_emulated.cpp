@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "emu_serial.h"
+#include "emu_test_util.h"
 extern "C" {
 #include "ops/cpu_math.h"
 }
@@ -23,21 +24,11 @@ extern "C" {
 #define cpu_sw_finish ref_finish
 #include "../../src/ops/cpu_window.c"  /* the reference, as the CPU backend runs it */
 
-static int fails = 0;
-#define CHECK(c, ...) do { if (!(c)) { if (fails++ < 20) { printf("FAIL: "); printf(__VA_ARGS__); \
-    printf("\n"); } } } while (0)
-static uint64_t rs = 0x2545F4914F6CDD1Dull;
-static float urand()
-{
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (float)((rs >> 11) * (1.0 / 9007199254740992.0)) * 4.0f - 2.0f;
-}
+static EmuLcg rng{20261127u};
 static std::vector<float> randoms(size_t n)
 {
     std::vector<float> v(n);
-    for (float &x : v) x = urand();
+    for (float &x : v) x = rng.uniform(-2.0f, 2.0f);
     return v;
 }
 
@@ -51,7 +42,8 @@ static void window_case(const int pd[3], const int w[3], const int origins[3][3]
         std::vector<float> win_g(wn + 4, 7.0f), win_c(wn, NAN);
         cuda_sw_gather_window(win_g.data(), vol.data(), pd, w, origins[j]);
         ref_gather(win_c.data(), vol.data(), pd, w, origins[j]);
-        CHECK(std::memcmp(win_g.data(), win_c.data(), wn * sizeof(float)) == 0 && win_g[wn] == 7.0f,
+        EMU_CHECK(std::memcmp(win_g.data(), win_c.data(), wn * sizeof(float)) == 0 &&
+                      win_g[wn] == 7.0f,
               "gather window %d (origin %d,%d,%d) differs or wrote past the window", j,
               origins[j][0], origins[j][1], origins[j][2]);
         const std::vector<float> logits = randoms(K * wn);
@@ -59,7 +51,7 @@ static void window_case(const int pd[3], const int w[3], const int origins[3][3]
                              origins[j]);
         ref_blend(acc_c.data(), cnt_c.data(), logits.data(), imp.data(), K, pd, w, origins[j]);
     }
-    CHECK(std::memcmp(acc_g.data(), acc_c.data(), acc_g.size() * sizeof(float)) == 0 &&
+    EMU_CHECK(std::memcmp(acc_g.data(), acc_c.data(), acc_g.size() * sizeof(float)) == 0 &&
               std::memcmp(cnt_g.data(), cnt_c.data(), cnt_g.size() * sizeof(float)) == 0,
           "blend of three windows differs from the CPU's bits (K %d)", K);
     /* every voxel of the finish's grid must have weight: fill the rest */
@@ -73,7 +65,7 @@ static void window_case(const int pd[3], const int w[3], const int origins[3][3]
     cuda_sw_finish(lab_np.data(), nullptr, acc_g.data(), cnt_g.data(), K, pd, dim, lo);
     double worst = 0.0;
     for (size_t i = 0; i < K * n; i++) worst = std::fmax(worst, std::fabs(pr_g[i] - pr_c[i]));
-    CHECK(std::memcmp(lab_g.data(), lab_c.data(), n) == 0 && lab_g[n] == 99 &&
+    EMU_CHECK(std::memcmp(lab_g.data(), lab_c.data(), n) == 0 && lab_g[n] == 99 &&
               std::memcmp(lab_np.data(), lab_c.data(), n) == 0 && worst <= 1e-6,
           "finish K %d: labels differ or probabilities off by %.2g", K, worst);
 }
@@ -91,7 +83,5 @@ int main()
         const int w_odd[3] = {7, 5, 9};
         window_case(pd, w_odd, ragged, 14, pd, (const int[3]){0, 0, 0});
     }
-    printf("%s: sliding-window kernels on the emulation (%d failures)\n", fails ? "FAIL" : "ok",
-           fails);
-    return fails ? 1 : 0;
+    return emu_finish(emu_fails, "ok: sliding-window kernels on the emulation");
 }
