@@ -243,8 +243,9 @@ constexpr int kColsumCols = 32, kColsumLanes = 8;
 constexpr long kColsumRowsPerChunk = 128, kColsumMaxChunks = 512;
 /* Rows a lane evaluates before adding them (in row order, so the sums keep their bits): their
  * loads are in flight together. One load per lane at a time left the column sums
- * latency-bound (run 10: fc1's GELU backward pass at about 1.9 TB/s, a slope-table lookup
- * behind each load of h), as the device-wide reduction was before its kReduceUnroll. */
+ * latency-bound, it seems (run 10: fc1's GELU backward pass at about 2 TB/s by our count of
+ * its bytes, a slope-table lookup behind each load of h), as the device-wide reduction was
+ * before its kReduceUnroll. */
 constexpr int kColsumUnroll = 4;
 
 /* A functor may split f(r, c) into load(r, c) -> Loaded (every global read of the element) and
