@@ -57,8 +57,12 @@ def main():
     if not os.path.exists(TOOL):
         print(f"FAIL: {TOOL} missing (make tests-build)")
         return 1
+    with tempfile.TemporaryDirectory(prefix="alice_nifti_") as tmp:
+        return run_checks(tmp)
+
+
+def run_checks(tmp):
     rng = np.random.default_rng(7)
-    tmp = tempfile.mkdtemp(prefix="alice_nifti_")
     shape = (7, 5, 4)
     lps = np.diag([-1.5, -1.5, 2.5, 1.0])
     lps[:3, 3] = [100.0, 80.0, -40.0]

@@ -25,7 +25,8 @@ def check(cond, what):
         failures.append(what)
 
 
-tmp = tempfile.mkdtemp(prefix="alice_realct_")
+tmp_dir = tempfile.TemporaryDirectory(prefix="alice_realct_")  # removed at exit
+tmp = tmp_dir.name
 lst = os.path.join(tmp, "list.txt")
 open(lst, "w").write(f"{img_p} {lab_p}\n")
 out = os.path.join(tmp, "ct.h5")
