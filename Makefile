@@ -56,7 +56,7 @@ ifeq ($(USE_CUDA),1)
 CPPFLAGS += -DALICE_CUDA -I$(CUDA_HOME)/include $(foreach h,$(CUDA_EXTRA_HOMES),-I$(h)/include)
 LDLIBS   += -L$(CUDA_LIBDIR) -Wl,-rpath,$(CUDA_LIBDIR) \
             $(foreach h,$(CUDA_EXTRA_HOMES),-L$(h)/lib -L$(h)/lib64 -Wl,-rpath,$(h)/lib -Wl,-rpath,$(h)/lib64) \
-            -lcudnn -lnccl -lcublasLt -lcublas -lcudart -lstdc++
+            -lcudnn -lnccl -lcudart -lstdc++ -ldl
 LIB_OBJ  += $(CU_OBJ)
 NVCCFLAGS ?= -O3 -arch=$(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-Wextra,-Werror -Werror all-warnings
 NVCCFLAGS += -I. -Isrc -Iio -DALICE_CUDA $(HDF5_CFLAGS) $(foreach h,$(CUDA_EXTRA_HOMES),-I$(h)/include)
@@ -83,11 +83,9 @@ $(BUILD)/cuda/cuda_attention_cudnn.o: cuda/cuda_attention_cudnn.cu $(BUILD)/cuda
 	         "($(CUDNN_FRONTEND_INCLUDE)) against this cuDNN (errors above): building it without them;" \
 	         "attention_kernel = cudnn will be refused" >&2; \
 	    $(NVCC) $(NVCCFLAGS) -DALICE_CUDNN_FRONTEND_BROKEN -MMD -MP -c $< -o $@; },$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@)
-# (the frontend's plan code references NVRTC, the toolkit's runtime compiler, for its own
-# experimental engines: link it; nothing of ours calls it)
-ifeq ($(USE_CUDA),1)
-LDLIBS += $(if $(CUDNN_FRONTEND_FOUND),-lnvrtc)
-endif
+# cuBLAS, cuBLASLt and NVRTC (which the frontend's plan code references for its experimental
+# engines) are not linked: cuda/cuda_lazy_libs.cu loads them at their first call, so processes
+# that never reach cuBLAS (CPU commands of a CUDA build) do not pay cuBLASLt's ~94 MB.
 $(BUILD)/cuda/cudnn_frontend.state: cudnn-frontend-state-check
 	@mkdir -p $(dir $@)
 	@echo '$(CUDNN_FRONTEND_STATE)' | cmp -s - $@ || echo '$(CUDNN_FRONTEND_STATE)' > $@
