@@ -245,7 +245,7 @@ typedef struct AliceBackend {
                                int B, int C, long V, float eps, float slope);
     /* instnorm_bwd of dy gated by LeakyReLU's slope at act (the LeakyReLU's output, or its
      * input): BIT-IDENTICAL to leaky_relu_bwd(tmp, dy, act, slope) then instnorm_bwd(tmp),
-     * without the intermediate's write and read. */
+     * without the intermediate's write and read. dx may alias dy, not x. */
     void (*instnorm_lrelu_bwd)(float *dx, float *dgamma, float *dbeta, const float *dy,
                                const float *act, float slope, const float *x,
                                const float *mean, const float *rstd, const float *gamma,

@@ -207,8 +207,11 @@ static void instnorm_bwd_plane(float *dxp, const float *dyp, const float *xp, fl
     }
 }
 
-/* Instance norm backward of dy, gated first by LeakyReLU's slope at act when act is given (into
- * a plane-sized buffer per thread: leaky_relu_bwd's values, then the plain backward on them). */
+/* Instance norm backward of dy, gated first by LeakyReLU's slope at act when act is given:
+ * leaky_relu_bwd's values, then the plain backward on them. The gated plane is staged in dx's
+ * own plane, which the plain backward then overwrites element by element (each dx[i] is written
+ * after its dy[i] is read, so dx may alias dy too); only without dx does a thread need a
+ * plane-sized buffer. */
 static void instnorm_bwd_gated(float *dx, float *dgamma, float *dbeta, const float *dy,
                                const float *act, float slope, const float *x, const float *mean,
                                const float *rstd, const float *gamma, int B, int C, long V)
@@ -219,12 +222,13 @@ static void instnorm_bwd_gated(float *dx, float *dgamma, float *dbeta, const flo
     double *sum_dyx = xmalloc((size_t)planes * sizeof(double));
     #pragma omp parallel if ((long)planes * V > CPU_OMP_MIN_ELEMENTS)
     {
-        float *gated = act ? xmalloc((size_t)V * sizeof(float)) : NULL;
+        float *buffer = act && !dx ? xmalloc((size_t)V * sizeof(float)) : NULL;
         #pragma omp for schedule(static)
         for (int bc = 0; bc < planes; bc++) {
             const float *dyp = dy + (long)bc * V;
-            if (gated) {
+            if (act) {
                 const float *ap = act + (long)bc * V;
+                float *gated = dx ? dx + (long)bc * V : buffer;
                 #pragma omp simd
                 for (long i = 0; i < V; i++) gated[i] = leaky_relu_grad(ap[i], dyp[i], slope);
                 dyp = gated;
@@ -233,7 +237,7 @@ static void instnorm_bwd_gated(float *dx, float *dgamma, float *dbeta, const flo
                                rstd[bc], gamma ? gamma[bc % C] : 1.0f, V, &sum_dy[bc],
                                &sum_dyx[bc]);
         }
-        free(gated);
+        free(buffer);
     }
     for (int c = 0; c < C; c++) {
         double g = 0.0, b = 0.0;

@@ -6,9 +6,9 @@
  *    leaky_relu((x - mean) / sqrt(var + eps) gamma + beta + addend);
  *  - the backward, gated by the LeakyReLU's OUTPUT, equals leaky_relu_bwd on its INPUT then
  *    instnorm_bwd, bit for bit: dx, and dgamma/dbeta accumulated onto non-zero values, with
- *    and without dx; and leaky_relu_bwd itself gives the same bits from the output as from the
+ *    and without dx, and with dx aliasing dy; and leaky_relu_bwd itself gives the same bits from the output as from the
  *    input, exact zeros included;
- * below and above the OpenMP threshold (the gated backward's per-thread plane buffer), with and
+ * below and above the OpenMP threshold (planes split over threads), with and
  * without gamma/beta. Outputs are poisoned with NaN first, so an entry never written fails.
  * The composition's own gradients are checked by finite differences in test_ops_grad, the
  * whole UNETR's (through these ops) in test_unetr_grad. */
@@ -123,6 +123,13 @@ static void fusion_case(int B, int C, long V, int affine)
                                mean, rstd, gamma, B, C, V);
         SAME_BITS(dg2, dg_ref, C, "%s addend %d: dgamma without dx", what, with_addend);
         SAME_BITS(db2, db_ref, C, "%s addend %d: dbeta without dx", what, with_addend);
+        /* dx aliasing dy (the gated plane is staged in dx's own plane) */
+        float *inplace = test_copy(dy, n);
+        be->instnorm_lrelu_bwd(inplace, NULL, NULL, inplace, ref, SLOPE, x, mean, rstd, gamma,
+                               B, C, V);
+        SAME_BITS(inplace, dx_ref, n, "%s addend %d: backward dx aliasing dy", what,
+                  with_addend);
+        free(inplace);
         free(g_in), free(g_out), free(dx_ref), free(dx), free(dg_ref), free(db_ref);
         free(dg), free(db), free(dg2), free(db2);
     }
@@ -137,7 +144,7 @@ static int test_fusion_small(void)
     return 0;
 }
 
-/* Above CPU_OMP_MIN_ELEMENTS: planes split over threads, each with its gated plane buffer. */
+/* Above CPU_OMP_MIN_ELEMENTS: planes split over threads (without dx, each with a plane buffer). */
 static int test_fusion_threaded(void)
 {
     fusion_case(2, 4, 9000, 0);
