@@ -6,7 +6,13 @@
 #define OMPI_SKIP_MPICXX 1
 #define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "ops/gpu_device_choice.h"
+}
 
 static CudaContext g_ctx;
 
@@ -26,27 +32,47 @@ int gpu_device_count(void)
     return count;
 }
 
-/* Rank within the node: launcher variables first (they exist before MPI_Init), then MPI's
- * shared-memory split when MPI is up (collective: every rank then reaches backend_cuda() at
- * the same point, as the training commands do), else 0 (single process). */
-static int local_rank(void)
+/* This rank's visible devices as one key: their PCI bus ids, comma-separated, zero-padded. */
+enum { kVisibleSetKeyBytes = 1024 };
+
+static void visible_set_key(char *key, int count)
 {
-    const char *vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID",
-                          "PMIX_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK"};
-    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
-        const char *v = getenv(vars[i]);
-        if (v && *v) return atoi(v);
+    memset(key, 0, kVisibleSetKeyBytes);
+    size_t used = 0;
+    for (int d = 0; d < count; d++) {
+        char bus[32] = {0};
+        CUDA_CHECK(cudaDeviceGetPCIBusId(bus, (int)sizeof bus, d));
+        int w = snprintf(key + used, kVisibleSetKeyBytes - used, "%s%s", d ? "," : "", bus);
+        if (w < 0 || (size_t)w >= kVisibleSetKeyBytes - used) break;  /* a prefix still keys */
+        used += (size_t)w;
     }
+}
+
+/* The device of this rank among its `count` visible ones (src/ops/gpu_device_choice.h says
+ * why not the local rank): the ranks of this node (MPI's shared-memory split) exchange their
+ * visible sets; MPI is up in every command that opens the backend, and every rank opens it at
+ * the same point, so the exchange is collective. A process without MPI takes the first. */
+static GpuDeviceChoice choose_device(int count)
+{
+    GpuDeviceChoice one = {0, 0, 1};
     int mpi_up = 0, mpi_down = 0;
-    MPI_Initialized(&mpi_up);
-    MPI_Finalized(&mpi_down);
-    if (!mpi_up || mpi_down) return 0;
+    CHECK_MPI(MPI_Initialized(&mpi_up));
+    CHECK_MPI(MPI_Finalized(&mpi_down));
+    if (!mpi_up || mpi_down) return one;
     MPI_Comm node;
-    int rank = 0;
+    int rank = 0, size = 1;
     CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
     CHECK_MPI(MPI_Comm_rank(node, &rank));
+    CHECK_MPI(MPI_Comm_size(node, &size));
+    char key[kVisibleSetKeyBytes];
+    visible_set_key(key, count);
+    char *keys = (char *)xmalloc((size_t)size * kVisibleSetKeyBytes);
+    CHECK_MPI(MPI_Allgather(key, kVisibleSetKeyBytes, MPI_CHAR, keys, kVisibleSetKeyBytes,
+                            MPI_CHAR, node));
+    GpuDeviceChoice c = gpu_device_choice(keys, kVisibleSetKeyBytes, size, rank, count);
+    free(keys);
     CHECK_MPI(MPI_Comm_free(&node));
-    return rank;
+    return c;
 }
 
 void cuda_context_init(void)
@@ -57,7 +83,15 @@ void cuda_context_init(void)
         alice_die("device = cuda, but no CUDA device is visible to this process (no GPU, no "
                   "driver, or CUDA_VISIBLE_DEVICES hides them); run on a GPU node or set "
                   "device = cpu");
-    g_ctx.device = local_rank() % count;
+    const GpuDeviceChoice choice = choose_device(count);
+    g_ctx.device = choice.index;
+    const char *visible = getenv("CUDA_VISIBLE_DEVICES");
+    if (choice.peers > count && choice.order == 0)
+        log_warn("%d ranks on this node see the same %d GPU(s) (CUDA_VISIBLE_DEVICES=%s), so "
+                 "ranks share GPUs: each holds its own model and data on a shared device "
+                 "(slower, more memory). For one rank per GPU start as many ranks per node as "
+                 "GPUs, or let Slurm bind them (--gpus-per-task=1)", choice.peers, count,
+                 visible ? visible : "unset");
     CUDA_CHECK(cudaSetDevice(g_ctx.device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&g_ctx.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&g_ctx.blas));
@@ -84,8 +118,12 @@ void cuda_context_init(void)
     int blas_minor = 0;
     CUBLAS_CHECK(cublasLtGetProperty(MINOR_VERSION, &blas_minor));
     const size_t dnn = cudnnGetVersion();
-    log_info("cuda: device %d of %d: %s (sm_%d%d, %.1f GiB); CUDA runtime %d.%d, cuBLASLt %d.%d, "
-             "cuDNN %zu.%zu.%zu", g_ctx.device, count, prop.name, prop.major, prop.minor,
+    char bus[32] = {0};
+    CUDA_CHECK(cudaDeviceGetPCIBusId(bus, (int)sizeof bus, g_ctx.device));
+    log_info("cuda: device %d of %d (bus %s, CUDA_VISIBLE_DEVICES=%s; %d rank(s) of this node "
+             "see the same devices): %s (sm_%d%d, %.1f GiB); CUDA runtime %d.%d, cuBLASLt %d.%d, "
+             "cuDNN %zu.%zu.%zu", g_ctx.device, count, bus, visible ? visible : "unset",
+             choice.peers, prop.name, prop.major, prop.minor,
              (double)prop.totalGlobalMem / (1u << 30), runtime / 1000, runtime % 1000 / 10, blas,
              blas_minor, dnn / 10000, dnn % 10000 / 100, dnn % 100);
 }

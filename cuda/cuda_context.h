@@ -60,8 +60,9 @@ struct CudaContext {
 /* Size of the context's pinned buffer for small downloads (cuda_download). */
 constexpr size_t kDownloadBounceBytes = 64u << 10;
 
-/* Picks the device (local rank modulo device count), creates stream and handles. Errors out
- * with a clear message when no device is visible. Idempotent. */
+/* Picks the device (src/ops/gpu_device_choice.h: the next of the devices this rank sees among
+ * the node's ranks that see the same ones; collective over the node when MPI is up), creates
+ * stream and handles. Errors out with a clear message when no device is visible. Idempotent. */
 void cuda_context_init(void);
 /* The context; valid after cuda_context_init (backend_cuda() runs it). */
 CudaContext *cuda_context(void);

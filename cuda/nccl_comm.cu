@@ -42,27 +42,30 @@ static int g_comm_stream_ready;
 
 int nccl_ready(void) { return g_transport != TRANSPORT_NONE; }
 
-/* Hostname + PCI bus id of this rank's device: equal keys mean a shared GPU. */
-enum { kDeviceKeyBytes = 128 };
+/* 1 on every rank when two ranks of some node hold the same device (NCCL refuses them). The
+ * device's PCI bus id is compared among the ranks of each node (MPI's shared-memory split, not
+ * host names: containers may all be called "localhost", and identical nodes have identical
+ * bus ids), then the answer is agreed over the job. */
+enum { kBusIdBytes = 32 };
 
-static int some_gpu_is_shared(int rank)
+static int some_gpu_is_shared(void)
 {
-    char key[kDeviceKeyBytes];
-    memset(key, 0, sizeof key);
-    char bus[32] = {0};
+    char bus[kBusIdBytes];
+    memset(bus, 0, sizeof bus);
     CUDA_CHECK(cudaDeviceGetPCIBusId(bus, (int)sizeof bus, cuda_context()->device));
-    int name_len = 0;
-    char host[MPI_MAX_PROCESSOR_NAME];
-    CHECK_MPI(MPI_Get_processor_name(host, &name_len));
-    snprintf(key, sizeof key, "%.*s/%s", name_len < 90 ? name_len : 90, host, bus);
-    char *all = (char *)xmalloc((size_t)g_size * kDeviceKeyBytes);
-    CHECK_MPI(MPI_Allgather(key, kDeviceKeyBytes, MPI_CHAR, all, kDeviceKeyBytes, MPI_CHAR,
-                            MPI_COMM_WORLD));
+    MPI_Comm node;
+    int node_rank = 0, node_size = 1;
+    CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    CHECK_MPI(MPI_Comm_rank(node, &node_rank));
+    CHECK_MPI(MPI_Comm_size(node, &node_size));
+    char *all = (char *)xmalloc((size_t)node_size * kBusIdBytes);
+    CHECK_MPI(MPI_Allgather(bus, kBusIdBytes, MPI_CHAR, all, kBusIdBytes, MPI_CHAR, node));
     int shared = 0;
-    for (int r = 0; r < g_size && !shared; r++)
-        if (r != rank && memcmp(all + (size_t)r * kDeviceKeyBytes, key, kDeviceKeyBytes) == 0)
+    for (int r = 0; r < node_size && !shared; r++)
+        if (r != node_rank && memcmp(all + (size_t)r * kBusIdBytes, bus, kBusIdBytes) == 0)
             shared = 1;
     free(all);
+    CHECK_MPI(MPI_Comm_free(&node));
     /* Every rank must pick the same transport. */
     CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &shared, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     return shared;
@@ -79,12 +82,12 @@ void nccl_init_from_mpi(void)
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &g_size));
     g_rank = rank;
-    if (some_gpu_is_shared(rank)) {
+    if (some_gpu_is_shared()) {
         g_transport = TRANSPORT_MPI_STAGED;
         if (rank == 0)
-            log_warn("more ranks than GPUs on a node: NCCL cannot put two ranks on one GPU, so "
-                     "gradients are averaged through MPI via host memory (correct, slower); "
-                     "start one rank per GPU for speed");
+            log_warn("ranks share a GPU (the warning above says on which node): NCCL cannot put "
+                     "two ranks on one GPU, so gradients are averaged through MPI via host "
+                     "memory (correct, slower); start one rank per GPU for speed");
         return;
     }
     ncclUniqueId id;

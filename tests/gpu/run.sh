@@ -559,7 +559,7 @@ gpu_check() {
 }
 
 # ---- all-reduce over 2 ranks ----
-allreduce_detail() { grep -qs 'more ranks than GPUs' "$1" && echo "MPI fallback (GPU shared)" || echo NCCL; }
+allreduce_detail() { grep -qs 'ranks share a GPU' "$1" && echo "MPI fallback (GPU shared)" || echo NCCL; }
 gpu_check "all-reduce 2 ranks" "$BUILD/tools/nccl_allreduce_check" 90 "$LOGDIR/nccl.log" 'FAIL|rror' \
   allreduce_detail bash tests/gpu/test_nccl_allreduce.sh
 
