@@ -49,8 +49,11 @@ alice_launcher_cmd() {
     srun)
       # --kill-on-bad-exit: one rank dying ends the step instead of leaving the others
       # blocked in a collective (rank-failure handling, see docs/OPERATIONS.md).
+      # --cpus-per-task again: since Slurm 22.05 srun no longer inherits the job's value, and
+      # with --cpu-bind=cores each rank would be bound to ONE core while running
+      # OMP_NUM_THREADS threads, the loader's threads and NCCL's.
       echo srun --mpi="${ALICE_SRUN_MPI:-pmix}" --cpu-bind="${ALICE_CPU_BIND:-cores}" \
-        --kill-on-bad-exit=1 ;;
+        --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" --kill-on-bad-exit=1 ;;
     mpirun)
       # Open MPI reads the Slurm allocation; PE= gives each rank its --cpus-per-task cores.
       # Open MPI ends the whole job when one rank exits non-zero (its default).
