@@ -2,9 +2,11 @@
 # Each rank gets the cores its job asked for, through both launchers of slurm/common.sh, on a
 # real local Slurm cluster: slurm/pretrain.sbatch with --cpus-per-task=2 launches a stand-in
 # for alice that reports the CPUs it may run on (nproc: its affinity mask) and
-# OMP_NUM_THREADS. Slurm 22.05 and later no longer pass the job's --cpus-per-task to srun; the
-# script must pass it itself, or --cpu-bind=cores pins each rank, with all its threads, to one
-# core.
+# OMP_NUM_THREADS. Slurm 22.05 and later no longer pass the job's --cpus-per-task to srun (its
+# release notes), so the script passes it itself; where a step would then bind each rank to one
+# core, this test fails without it. The local cluster (Slurm 22.05.8, task/affinity, one task
+# on 2 cores) happened to give the lone rank both cores with or without the flag (checked by
+# removing it), so here it guards the end property through both launchers, not the flag.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 slurm_test_cluster_up
