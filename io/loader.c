@@ -8,6 +8,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "core/sysmem.h"
 #include "data/crop_recipe.h"
 #include "gpu_volume_cache.h"
 #include "ops/gpu_data.h"
@@ -64,7 +65,16 @@ LoaderSource loader_source_memory(const Volume *volumes, int count, const int *f
 
 /* ---- options ---------------------------------------------------------------------------- */
 
-LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int rank, int size)
+long loader_cache_budget(int cache_mb, int local_size)
+{
+    if (cache_mb >= 0) return (long)cache_mb << 20;
+    const double share = LOADER_AUTO_CACHE_SHARE * host_available_bytes() /
+                         (local_size > 0 ? local_size : 1);
+    return share < 1048576.0 ? 1048576L : (long)share;
+}
+
+LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int rank, int size,
+                                         int local_size)
 {
     LoaderOptions o;
     memset(&o, 0, sizeof o);
@@ -77,7 +87,12 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     o.window.lo = cfg->window_lo;
     o.window.hi = cfg->window_hi;
     o.prefetch = cfg->prefetch;
-    o.cache_bytes = cfg->cache_mb < 0 ? -1 : (long)cfg->cache_mb << 20;
+    o.cache_bytes = loader_cache_budget(cfg->cache_mb, local_size);
+    if (cfg->cache_mb < 0)
+        log_info("loader: volume cache up to %.0f MiB per rank (cache_mb = -1: %.0f%% of the "
+                 "%.1f GiB of host memory available, shared by %d rank(s) on this node)",
+                 o.cache_bytes / 1048576.0, LOADER_AUTO_CACHE_SHARE * 100.0,
+                 host_available_bytes() / 1073741824.0, local_size > 0 ? local_size : 1);
     o.inter_volume = cfg->inter_volume;
     o.key_jitter = 0.0f;
     o.matcher = matcher_find(cfg->matcher);

@@ -101,7 +101,16 @@ typedef struct {
     int upload_batches;
 } LoaderOptions;
 
-/* Options from the configuration: seed, batch, crop, window_lo/hi, prefetch, cache_mb,
+/* The volume cache's budget for cache_mb: its MiB, or for cache_mb = -1 (the default)
+ * LOADER_AUTO_CACHE_SHARE of the host memory this process may use now (core/sysmem.h: the
+ * node's available memory or the job's cgroup room, the lower) shared by the node's
+ * local_size ranks. Every rank of a pre-training run ends up reading every case (the epoch's
+ * shuffle and inter-volume pairs are global), so an unlimited cache would hold the whole data
+ * set once per rank. */
+#define LOADER_AUTO_CACHE_SHARE 0.4
+long loader_cache_budget(int cache_mb, int local_size);
+/* Options from the configuration: seed, batch, crop, window_lo/hi, prefetch, cache_mb (through
+ * loader_cache_budget with local_size, the ranks on this node),
  * data_device, gpu_cache_mb (data_device = gpu needs device = cuda: a clear error otherwise;
  * device = cuda makes the batch buffers pinned and, with data_device = cpu, sets
  * upload_batches),
@@ -109,7 +118,8 @@ typedef struct {
  * window comes from the config as it stands: the fine-tuning command should default
  * window_lo/hi to WINDOW_FINETUNE_LO/HI ([-175, 250], MONAI's UNETR recipe) before applying
  * the job file. */
-LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int rank, int size);
+LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int rank, int size,
+                                         int local_size);
 
 /* One pre-training batch: Alice's crops Q (from the query volume) and K (the same anatomy in
  * the key volume, found by the matcher). query/key are the inputs of the masked views (the

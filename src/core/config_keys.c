@@ -78,7 +78,7 @@ const ConfigKey config_keys[] = {
     K("window_lo", CFG_T_FLOAT, window_lo, "-125", "", "HU mapped to 0"),
     K("window_hi", CFG_T_FLOAT, window_hi, "225", "", "HU mapped to 1"),
     K("prefetch", CFG_T_INT, prefetch, "2", "0..64", "loader prefetch threads"),
-    K("cache_mb", CFG_T_INT, cache_mb, "-1", "-1..", "loader volume cache in MiB (0 = none, -1 = unlimited)"),
+    K("cache_mb", CFG_T_INT, cache_mb, "-1", "-1..", "loader volume cache in MiB per rank (0 = none, -1 = 40% of the available host memory / ranks on the node)"),
     K("data_device", CFG_T_ENUM, data_device, "cpu", "cpu|gpu", "where crops and augmentations are made: host threads, or a CUDA kernel from volumes kept in GPU memory (needs device = cuda)"),
     K("gpu_cache_mb", CFG_T_INT, gpu_cache_mb, "8192", "1..", "data_device = gpu: GPU memory for volumes in MiB (least recently used go; a larger case is cropped on the host)"),
     K("pos_fraction", CFG_T_FLOAT, pos_fraction, "0.5", "0..1", "fine-tuning crops centred on an organ (MONAI pos/(pos+neg))"),

@@ -255,7 +255,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         return 0;
     }
 
-    LoaderOptions lo = loader_options_from_config(cfg, LOADER_FINETUNE, dist.rank, dist.size);
+    LoaderOptions lo = loader_options_from_config(cfg, LOADER_FINETUNE, dist.rank, dist.size,
+                                                  dist.local_size);
     Loader *loader = loader_create(&lo, data_source_open(cfg));
     const int *cases;
     int nval = loader_validation_cases(loader, &cases);

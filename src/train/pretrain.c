@@ -212,7 +212,8 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         return 0;
     }
 
-    LoaderOptions lo = loader_options_from_config(cfg, LOADER_PRETRAIN, dist.rank, dist.size);
+    LoaderOptions lo = loader_options_from_config(cfg, LOADER_PRETRAIN, dist.rank, dist.size,
+                                                  dist.local_size);
     LoaderSource source = data_source_open(cfg);
     check_data_fits(cfg, &source);
     Loader *loader = loader_create(&lo, source);

@@ -81,7 +81,7 @@ int main(void)
     for (int threads = 0; threads <= 2; threads += 2) {
         for (int m = 0; m < 2; m++) {
             LoaderMode mode = m ? LOADER_PRETRAIN : LOADER_FINETUNE;
-            LoaderOptions o = loader_options_from_config(&cfg, mode, 0, 1);
+            LoaderOptions o = loader_options_from_config(&cfg, mode, 0, 1, 1);
             o.prefetch = threads;
             o.validation_fold = -1;
             if (mode == LOADER_FINETUNE) o.window = (HuWindow){WINDOW_FINETUNE_LO, WINDOW_FINETUNE_HI};

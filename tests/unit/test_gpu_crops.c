@@ -117,7 +117,7 @@ static LoaderOptions options(LoaderMode mode)
     cfg.crop[0] = 48; cfg.crop[1] = 48; cfg.crop[2] = 32;
     cfg.batch = 3;
     cfg.prefetch = 1;
-    LoaderOptions o = loader_options_from_config(&cfg, mode, 0, 1);
+    LoaderOptions o = loader_options_from_config(&cfg, mode, 0, 1, 1);
     o.validation_fold = -1;
     o.aug_masked = augment_params_intact();   /* every augmentation on the masked views too */
     o.aug_finetune = augment_params_intact();

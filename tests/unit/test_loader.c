@@ -5,6 +5,7 @@
  * class-balanced crop sampler keeps the rank contract. */
 #include <string.h>
 
+#include "core/sysmem.h"
 #include "loader.h"
 #include "synthetic_body.h"
 #include "test.h"
@@ -25,7 +26,7 @@ static LoaderOptions options(LoaderMode mode, int rank, int size, int batch, int
 {
     Config cfg;
     config_defaults(&cfg);
-    LoaderOptions o = loader_options_from_config(&cfg, mode, rank, size);
+    LoaderOptions o = loader_options_from_config(&cfg, mode, rank, size, 1);
     o.seed = 42;
     o.batch = batch;
     o.prefetch = prefetch;
@@ -49,6 +50,23 @@ static int same_pretrain_sample(const PretrainBatch *a, int j, const PretrainBat
            !memcmp(a->query_intact + j * n, b->query_intact + k * n, n * sizeof(float)) &&
            !memcmp(a->key_intact + j * n, b->key_intact + k * n, n * sizeof(float)) &&
            a->query_case[j] == b->query_case[k] && a->key_case[j] == b->key_case[k];
+}
+
+/* cache_mb = N: N MiB; -1: 40% of the host memory room (measured around the call: it moves)
+ * over the node's ranks, 4 ranks a quarter of one's. */
+static int test_cache_budget(void)
+{
+    TEST_CHECK(loader_cache_budget(0, 8) == 0 && loader_cache_budget(5, 8) == 5L << 20,
+               "cache_mb = 0 / 5: %ld / %ld bytes", loader_cache_budget(0, 8),
+               loader_cache_budget(5, 8));
+    double before = host_available_bytes();
+    double one = (double)loader_cache_budget(-1, 1), four = (double)loader_cache_budget(-1, 4);
+    double after = host_available_bytes();
+    double lo = before < after ? before : after, hi = before < after ? after : before;
+    TEST_CHECK(one >= 0.4 * lo * 0.95 && one <= 0.4 * hi * 1.05,
+               "cache_mb = -1, one rank: %.0f bytes, 40%% of %.0f..%.0f expected", one, lo, hi);
+    TEST_CLOSE(four, one / 4.0, 0.05, 0, "cache_mb = -1: four ranks' share");
+    return 0;
 }
 
 static int test_pretrain_deterministic_and_rank_independent(void)
@@ -244,6 +262,7 @@ static int test_finetune_class_sampler_rank_independence(void)
 int main(void)
 {
     make_cases();
+    TEST_RUN(test_cache_budget);
     TEST_RUN(test_pretrain_deterministic_and_rank_independent);
     TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
     TEST_RUN(test_finetune_labels_and_rank_independence);

@@ -404,7 +404,7 @@ static LoaderOptions options(LoaderMode mode, int threads, int batch)
     memcpy(cfg.crop, kCrop, sizeof cfg.crop);
     cfg.batch = batch;
     cfg.prefetch = threads;
-    LoaderOptions o = loader_options_from_config(&cfg, mode, 0, 1);
+    LoaderOptions o = loader_options_from_config(&cfg, mode, 0, 1, 1);
     o.validation_fold = -1;
     o.aug_masked = augment_params_intact();   /* every augmentation on, noise and gamma often */
     o.aug_masked.p_noise = o.aug_masked.p_gamma = 0.5f;
