@@ -1,6 +1,7 @@
 #include "core/preempt.h"
 
 #include <mpi.h>
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 
@@ -36,6 +37,17 @@ void preempt_install(void)
     if (g_installed) return;
     install_one(SIGTERM);
     install_one(SIGUSR1);
+    /* A launcher may start the process with them blocked (the mask survives exec), which would
+     * leave a preemption signal pending forever: unblock them here. One that arrived before
+     * this point is delivered now. Threads started earlier (MPI's, OpenMP's) keep their masks;
+     * a process-directed signal goes to a thread that accepts it. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGUSR1);
+    int rc = pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    if (rc != 0) ALICE_FATAL("pthread_sigmask failed (%s): cannot receive preemption signals",
+                             strerror(rc));
     g_installed = 1;
 }
 

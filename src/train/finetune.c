@@ -313,7 +313,16 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         double row[COL_COUNT] = {t.loss, t.ce, t.dice, lr, gnorm, dt * 1e3, global_batch / dt};
         runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
         const int last = step + 1 == cfg->steps;
-        if (nval > 0 && ((step + 1) % cfg->val_every == 0 || last)) {
+        /* A preemption signal leaves 120 s (--signal=B:USR1@120) and a validation over whole
+         * volumes can take longer: a run told to stop skips it and checkpoints at once (below);
+         * the last step's validation, which ends the run, always runs. Collective. */
+        const int validation_due = nval > 0 && ((step + 1) % cfg->val_every == 0 || last);
+        const int preempted = validation_due && !last && preempt_agreed();
+        if (preempted)
+            log_info("validation after step %ld skipped: the run checkpoints and stops first "
+                     "(preemption); the resumed run validates again after step %ld", step + 1,
+                     step + 1 + cfg->val_every);
+        if (validation_due && !preempted) {
             double tv = wall_seconds();
             double dice = validate(&model, loader, &dist);
             int improved = dice > best;
