@@ -7,7 +7,8 @@
 
 #include <stddef.h>
 
-/* Creates the job's communicator: rank 0 makes the unique id, MPI_Bcast shares it. */
+/* Creates the job's communicator: rank 0 makes the unique id, MPI_Bcast shares it. Collective;
+ * a no-op once the communicator exists. */
 void nccl_init_from_mpi(void);
 /* In place, on the backend's stream: buf[i] = mean over ranks of buf[i] (device memory). */
 void nccl_allreduce_mean(float *buf, size_t n);

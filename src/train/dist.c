@@ -17,8 +17,10 @@ void dist_init(Dist *d, const AliceBackend *be)
     CHECK_MPI(MPI_Comm_rank(node, &d->local_rank));
     CHECK_MPI(MPI_Comm_size(node, &d->local_size));
     CHECK_MPI(MPI_Comm_free(&node));
+    /* The communicator itself is made at the first GPU reduction (nccl_init_from_mpi is
+     * collective, and so is every reduction), so commands that never reduce (alice infer on
+     * several ranks) do not pay NCCL's start-up and memory. */
     d->use_nccl = d->size > 1 && strcmp(be->name, "cuda") == 0;
-    if (d->use_nccl) nccl_init_from_mpi();
 }
 
 void dist_finalize(Dist *d)
@@ -31,6 +33,7 @@ void dist_allreduce_mean(const Dist *d, const AliceBackend *be, float *buf, size
 {
     if (d->size == 1) return;
     if (d->use_nccl) {
+        nccl_init_from_mpi();
         nccl_allreduce_mean(buf, n);
         return;
     }
@@ -133,6 +136,7 @@ GradTransport dist_grad_transport(const Dist *d, const AliceBackend *be)
     GradTransport t = {NULL, NULL, NULL, NULL, 0};
     if (d->size == 1) return t;
     if (d->use_nccl) {
+        nccl_init_from_mpi();
         t.launch = device_reduce_launch;
         t.wait_all = device_reduce_wait_all;
         t.can_overlap = nccl_allreduce_overlaps();

@@ -14,8 +14,9 @@ typedef struct {
     int use_nccl;
 } Dist;
 
-/* Reads rank/size (MPI already initialised); sets up NCCL when the backend is CUDA and the job
- * has more than one rank. */
+/* Reads rank/size and the node's local rank/size (MPI already initialised); with the CUDA
+ * backend and more than one rank, GPU reductions go through NCCL, whose communicator is made at
+ * the first of them (dist_allreduce_mean, dist_grad_transport: collective calls either way). */
 void dist_init(Dist *d, const AliceBackend *be);
 void dist_finalize(Dist *d);
 /* buf (backend memory, n floats) <- mean over ranks. */
