@@ -304,14 +304,18 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         StepOutcome outcome = train_optimizer_step(cfg, &dist, &sync, terms, 3, step, &lr, &gnorm,
                                                    NULL);
         if (outcome == STEP_STOPPED) { status = 1; break; }
-        if (outcome == STEP_SKIPPED) continue;
-        t.loss = terms[0];
-        t.ce = terms[1];
-        t.dice = terms[2];
-        be->synchronize();
-        double dt = wall_seconds() - t0;
-        double row[COL_COUNT] = {t.loss, t.ce, t.dice, lr, gnorm, dt * 1e3, global_batch / dt};
-        runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
+        /* A skipped step (on_nonfinite = skip) writes no metrics row, but its validation and
+         * boundary still run: the last validation, the periodic or last checkpoint, the
+         * preemption check. */
+        if (outcome == STEP_APPLIED) {
+            t.loss = terms[0];
+            t.ce = terms[1];
+            t.dice = terms[2];
+            be->synchronize();
+            double dt = wall_seconds() - t0;
+            double row[COL_COUNT] = {t.loss, t.ce, t.dice, lr, gnorm, dt * 1e3, global_batch / dt};
+            runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
+        }
         const int last = step + 1 == cfg->steps;
         /* A preemption signal leaves 120 s (--signal=B:USR1@120) and a validation over whole
          * volumes can take longer: a run told to stop skips it and checkpoints at once (below);

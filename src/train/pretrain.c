@@ -245,16 +245,20 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         double gnorm;
         StepOutcome outcome = pretrain_update(&model, cfg, &dist, &sync, terms, step, &lr, &gnorm);
         if (outcome == STEP_STOPPED) { status = 1; break; }
-        if (outcome == STEP_SKIPPED) continue;
-        t = (LossTerms){terms[0], terms[1], terms[2], terms[3]};
-        be->synchronize();
-        double dt = wall_seconds() - t0;
-        int print = (step + 1) % cfg->log_every == 0 || step == start;
-        /* The collapse monitor costs a download: log steps only (rank 0's batch). */
-        double spread = print ? pretrain_model_feature_spread(&model) : NAN;
-        double row[COL_COUNT] = {t.loss, t.l_r, model.alice ? t.l_dv : NAN, model.alice ? t.l_st : NAN,
-                                 lr, gnorm, dt * 1e3, global_batch / dt, spread};
-        runlog_row(&log, step, row, print);
+        /* A skipped step (on_nonfinite = skip) writes no metrics row, but its boundary still
+         * runs: the periodic or last checkpoint, the preemption check. */
+        if (outcome == STEP_APPLIED) {
+            t = (LossTerms){terms[0], terms[1], terms[2], terms[3]};
+            be->synchronize();
+            double dt = wall_seconds() - t0;
+            int print = (step + 1) % cfg->log_every == 0 || step == start;
+            /* The collapse monitor costs a download: log steps only (rank 0's batch). */
+            double spread = print ? pretrain_model_feature_spread(&model) : NAN;
+            double row[COL_COUNT] = {t.loss, t.l_r, model.alice ? t.l_dv : NAN,
+                                     model.alice ? t.l_st : NAN, lr, gnorm, dt * 1e3,
+                                     global_batch / dt, spread};
+            runlog_row(&log, step, row, print);
+        }
         int chunk_done = opt->stop_after > 0 && step + 1 - start >= opt->stop_after;
         SaveCtx save = {cfg, &dist, &model};
         if (train_step_boundary(cfg, step, step + 1 == cfg->steps || chunk_done, save_checkpoint, &save)) {

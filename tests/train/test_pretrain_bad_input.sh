@@ -33,4 +33,8 @@ ls "$WORK/nan" | grep -q tmp && fail "a temporary file was left behind"
 # on_nonfinite = skip: the run goes on to the end.
 "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/skip" lr=1e30 on_nonfinite=skip > "$WORK/skip.log" 2>&1
 grep -q "step skipped" "$WORK/skip.log" || fail "skip mode did not skip"
-echo "ok: non-finite loss stops (status 1) with ckpt_1.h5 intact; on_nonfinite = skip skips"
+# ... and skipped steps keep their boundaries: the periodic (3) and last (6) checkpoints exist.
+for c in ckpt_3.h5 ckpt_6.h5; do
+  [ -f "$WORK/skip/$c" ] || fail "on_nonfinite = skip wrote no $c: skipped steps bypassed the checkpoints"
+done
+echo "ok: non-finite loss stops (status 1) with ckpt_1.h5 intact; on_nonfinite = skip skips and checkpoints"
