@@ -86,6 +86,21 @@ static int check_header(const char *path, const nifti_image *nim, int dim[3], do
             if (!isfinite(affine[r][c]))
                 return fail(err, errlen, "%s: the affine holds a non-finite value; fix the sform/qform",
                             path);
+    /* A zero column (zero spacing) or columns in one plane map voxels onto each other: the
+     * resampling would divide by zero. Degenerate: |det| tiny against the columns' lengths. */
+    double len[3], det = 0.0;
+    for (int c = 0; c < 3; c++)
+        len[c] = sqrt(affine[0][c] * affine[0][c] + affine[1][c] * affine[1][c] +
+                      affine[2][c] * affine[2][c]);
+    for (int c = 0; c < 3; c++)
+        det += affine[0][c] * (affine[1][(c + 1) % 3] * affine[2][(c + 2) % 3] -
+                               affine[1][(c + 2) % 3] * affine[2][(c + 1) % 3]);
+    if (len[0] < 1e-6 || len[1] < 1e-6 || len[2] < 1e-6 ||
+        fabs(det) < 1e-6 * len[0] * len[1] * len[2])
+        return fail(err, errlen, "%s: the affine is singular (voxel spacing %g, %g, %g mm, "
+                    "determinant %g): it does not give voxels distinct positions; fix the "
+                    "sform/qform (with nibabel, e.g. img.set_sform(img.get_qform()))",
+                    path, len[0], len[1], len[2], det);
     return 0;
 }
 

@@ -231,16 +231,22 @@ int cmd_pack(int argc, char **argv)
     }
     free(status);
     int rc = 0;
-    if (failed) {
+    /* the count is the same on every rank: each round's statuses are shared */
+    const int written = failed ? 0 : dataset_writer_count(w);
+    if (failed || written == 0) {
+        /* Nothing to commit: --out (with --force, an existing data set) stays as it was. */
         dataset_writer_abort(w);
         if (rank == 0) {
             unlink(tmp);
-            fprintf(stderr, "alice: error: alice pack stopped; nothing was written to %s (fix the case "
-                    "above, or pass --keep-going to pack the rest)\n", out);
+            if (failed)
+                fprintf(stderr, "alice: error: alice pack stopped; nothing was written to %s (fix "
+                        "the case above, or pass --keep-going to pack the rest)\n", out);
+            else
+                fprintf(stderr, "alice: error: alice pack skipped every case (%d, each named "
+                        "above); nothing was written to %s: fix the inputs\n", nskipped, out);
         }
         rc = 2;
     } else {
-        const int written = dataset_writer_count(w);
         dataset_writer_finish(w);
         CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
         if (rank == 0) {
@@ -255,7 +261,6 @@ int cmd_pack(int argc, char **argv)
                 for (int i = 0; i < nskipped; i++) log_info("  %s", skipped[i]);
             }
         }
-        if (written == 0) rc = 2;
     }
     for (int i = 0; i < nskipped; i++) free(skipped[i]);
     free(skipped);

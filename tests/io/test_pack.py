@@ -6,9 +6,9 @@
   preprocessing (reorient, trilinear/nearest resampling, crop box from the attributes);
   attributes and index consistent; 1-rank and 2-rank packs hold identical content.
 - bad input: corrupt .nii.gz, unsupported datatype, shape and affine mismatch, label values
-  outside 0..13, NaN voxels, empty folder, unwritable output, existing output without --force:
-  each a clear error naming the case and the problem; --keep-going packs the rest and lists
-  what was skipped."""
+  outside 0..13, NaN voxels, a singular affine, empty folder, unwritable output, existing output
+  without --force: each a clear error naming the case and the problem; --keep-going packs the
+  rest and lists what was skipped, and commits nothing when every case was skipped."""
 import filecmp
 import os
 import shutil
@@ -184,9 +184,20 @@ def main():
     nanimg = small.astype(np.float32)
     nanimg[3, 3, 3] = np.nan
     write_case("nan", nanimg, small_lab)
+    # a sform with a zero column (no qform): spacing 0 along z, which crashed the resampling
+    for fname, data in (("singular_0000.nii.gz", small), ("singular.nii.gz", small_lab)):
+        img = nib.Nifti1Image(data, aff)
+        hdr = img.header
+        hdr.set_qform(None, code=0)
+        srow = aff.copy()
+        srow[:3, 2] = 0.0
+        hdr["srow_x"], hdr["srow_y"], hdr["srow_z"] = srow[0], srow[1], srow[2]
+        hdr["sform_code"] = 1
+        nib.save(nib.Nifti1Image(data, None, header=hdr), os.path.join(bad, fname))
     expect = {"corrupt": "truncated or corrupt", "complex": "unsupported NIfTI datatype",
               "shape": "does not match the image shape", "affine": "does not match the image affine",
-              "labelrange": "outside the label set", "nan": "NaN/inf"}
+              "labelrange": "outside the label set", "nan": "NaN/inf",
+              "singular": "the affine is singular"}
     only = os.path.join(tmp, "only")
     for case, phrase in expect.items():
         shutil.rmtree(only, ignore_errors=True)
@@ -206,8 +217,20 @@ def main():
         with h5py.File(o, "r") as f:
             names = sorted(n.decode() for n in f["index/name"][()])
             ok = names == ["good", "nolabel"] and "label" not in f["cases/nolabel"]
-    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 6 case(s)" in r.stdout,
-          f"--keep-going packs the good cases and lists the 6 skipped ({r.stdout[-200:]!r})")
+    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 7 case(s)" in r.stdout,
+          f"--keep-going packs the good cases and lists the 7 skipped ({r.stdout[-200:]!r})")
+    # every case skipped: nothing is committed, an existing data set under --force included
+    allbad = os.path.join(tmp, "allbad")
+    os.makedirs(allbad)
+    for f in os.listdir(bad):
+        if f.startswith(("corrupt", "nan", "singular")):
+            shutil.copy(os.path.join(bad, f), allbad)
+    before = h5_content(o)
+    r = run("pack", "--input", allbad, "--out", o, "--keep-going", "--force", np_=2)
+    check(r.returncode != 0 and "skipped every case (3" in r.stderr and
+          same_content(before, h5_content(o)) and not os.path.exists(o + ".tmp"),
+          f"--keep-going with every case bad: status {r.returncode}, the existing file kept "
+          f"({r.stderr.strip().splitlines()[-1][:140] if r.stderr else ''})")
     empty = os.path.join(tmp, "empty")
     os.makedirs(empty)
     r = run("pack", "--input", empty, "--out", os.path.join(tmp, "e.h5"))
