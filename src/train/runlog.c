@@ -1,6 +1,9 @@
 #include "train/runlog.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -8,24 +11,41 @@
 #include "core/check.h"
 #include "core/timer.h"
 
-/* Keeps the header and the rows before start_step of an existing file. */
-static void truncate_from(const char *path, long start_step)
+/* Writes path anew (through path.tmp and a rename, so a crash leaves the old file or the new
+ * one): the header, then the rows of the existing file, if any, for steps before start_step.
+ * A file without a header (the first run died before its header reached the disk) keeps its
+ * rows; a header naming other columns (another kind of run) is an error. */
+static void rewrite_from(const char *path, const char *header, long start_step)
 {
-    FILE *in = fopen(path, "r");
-    if (!in) return;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *out = fopen(tmp, "w");
-    if (!out) alice_die("cannot write %s (is the run directory writable?)", tmp);
-    char line[4096];
-    int first = 1;
-    while (fgets(line, sizeof line, in)) {
-        if (first || atol(line) < start_step) fputs(line, out);
-        first = 0;
+    if (!out) alice_die("cannot write %s: %s (is the run directory writable?)", tmp, strerror(errno));
+    fputs(header, out);
+    FILE *in = fopen(path, "r");
+    if (in) {
+        char line[8192];
+        int first = 1;
+        while (fgets(line, sizeof line, in)) {
+            const int row = isdigit((unsigned char)line[0]);
+            if (first && !row && strcmp(line, header) != 0) {
+                fclose(in);
+                fclose(out);
+                unlink(tmp);
+                alice_die("%s holds other columns (%.*s) than this run logs (%.*s): it belongs to "
+                          "another kind of run; use another run_dir", path,
+                          (int)strcspn(line, "\n"), line, (int)strcspn(header, "\n"), header);
+            }
+            first = 0;
+            if (row && atol(line) < start_step) fputs(line, out);
+        }
+        fclose(in);
     }
-    fclose(in);
-    fclose(out);
-    if (rename(tmp, path) != 0) alice_die("cannot replace %s", path);
+    if (fclose(out) != 0) {
+        unlink(tmp);
+        alice_die("cannot write %s: %s (disk full?)", tmp, strerror(errno));
+    }
+    if (rename(tmp, path) != 0) alice_die("cannot replace %s: %s", path, strerror(errno));
 }
 
 void runlog_open(RunLog *r, const char *run_dir, const char *file, const char *const *cols,
@@ -35,23 +55,21 @@ void runlog_open(RunLog *r, const char *run_dir, const char *file, const char *c
     r->total_steps = total_steps;
     r->start_step = start_step;
     r->t_start = wall_seconds();
+    char header[RUNLOG_MAX_COLS * 64 + 8] = "step";
     while (cols[r->ncols]) {
         ALICE_ASSERT(r->ncols < RUNLOG_MAX_COLS, "too many log columns");
         r->cols[r->ncols] = cols[r->ncols];
+        size_t used = strlen(header);
+        snprintf(header + used, sizeof header - used, ",%s", cols[r->ncols]);
         r->ncols++;
     }
+    strncat(header, "\n", sizeof header - strlen(header) - 1);
     if (!is_root) return;
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", run_dir, file);
-    int exists = access(path, F_OK) == 0;
-    if (exists) truncate_from(path, start_step);
+    rewrite_from(path, header, start_step);
     r->csv = fopen(path, "a");
     if (!r->csv) alice_die("cannot open %s for writing (is the run directory writable?)", path);
-    if (!exists) {
-        fprintf(r->csv, "step");
-        for (int i = 0; i < r->ncols; i++) fprintf(r->csv, ",%s", r->cols[i]);
-        fprintf(r->csv, "\n");
-    }
 }
 
 void runlog_row(RunLog *r, long step, const double *values, int print)
