@@ -1,9 +1,11 @@
 #include "h5util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/check.h"
 
@@ -18,23 +20,58 @@ hid_t h5_create_tmp(const char *path)
     return f;
 }
 
+/* Forces a file's (or a folder's) data to the disk: a rename is only as durable as what it
+ * points at, and a node crash right after it must not leave an empty file under the final
+ * name. */
+static void sync_path(const char *path, int directory)
+{
+    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return;
+    (void)fsync(fd);  /* best effort: some file systems refuse fsync on folders */
+    close(fd);
+}
+
 void h5_commit(hid_t file, const char *path)
 {
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    CHECK_H5(H5Fflush(file, H5F_SCOPE_GLOBAL));
-    CHECK_H5(H5Fclose(file));
+    herr_t flushed, closed;
+    H5E_BEGIN_TRY {
+        flushed = H5Fflush(file, H5F_SCOPE_GLOBAL);
+        closed = H5Fclose(file);
+    } H5E_END_TRY;
+    if (flushed < 0 || closed < 0) {
+        unlink(tmp);
+        alice_die("cannot finish writing %s (disk full or quota exceeded?); %s is unchanged",
+                  tmp, path);
+    }
+    sync_path(tmp, 0);
     if (rename(tmp, path) != 0)
         alice_die("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    sync_path(slash ? dir : ".", 1);
+}
+
+hid_t h5_try_open_read(const char *path)
+{
+    hid_t f;
+    H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); } H5E_END_TRY;
+    return f;
 }
 
 hid_t h5_open_read(const char *path, const char *what)
 {
-    hid_t f;
-    H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); } H5E_END_TRY;
-    if (f < 0)
-        alice_die("cannot open %s %s: missing or not an HDF5 file (check the path)", what, path);
-    return f;
+    hid_t f = h5_try_open_read(path);
+    if (f >= 0) return f;
+    if (access(path, F_OK) != 0)
+        alice_die("cannot open %s %s: no such file (check the path)", what, path);
+    if (access(path, R_OK) != 0)
+        alice_die("cannot open %s %s: not readable (check its permissions)", what, path);
+    alice_die("cannot open %s %s: not a complete HDF5 file (truncated or damaged, e.g. by a "
+              "crash while it was copied or written); use another copy", what, path);
 }
 
 static hid_t link_props(void)

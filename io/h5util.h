@@ -7,12 +7,16 @@
 #include <hdf5.h>
 #include <stddef.h>
 
-/* Creates `path`.tmp for writing; h5_commit closes it and renames it over `path`, so a reader
- * never sees a half-written file and a crash leaves the old file intact. */
+/* Creates `path`.tmp for writing; h5_commit closes it, forces it to the disk and renames it
+ * over `path`, so a reader never sees a half-written file and a crash (of the process or the
+ * node) leaves the old file intact. A write that fails (disk full) removes the .tmp. */
 hid_t h5_create_tmp(const char *path);
 void h5_commit(hid_t file, const char *path);
-/* Opens an existing file read-only; a clear error (naming the file and the fix) otherwise. */
+/* Opens an existing file read-only; a clear error (naming the file, whether it is missing,
+ * unreadable or damaged, and the fix) otherwise. */
 hid_t h5_open_read(const char *path, const char *what);
+/* The same without the error: a negative id when the file cannot be opened. */
+hid_t h5_try_open_read(const char *path);
 
 /* Dataset at `name` (intermediate groups created). */
 void h5_write_floats(hid_t loc, const char *name, int ndim, const int *dims, const float *data);

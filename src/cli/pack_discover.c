@@ -61,8 +61,7 @@ static void push(PackInput **v, int *n, int *cap, const char *name, const char *
 {
     if (*n == *cap) {
         *cap = *cap ? 2 * *cap : 64;
-        *v = realloc(*v, sizeof **v * (size_t)*cap);
-        ALICE_ASSERT(*v, "out of memory");
+        *v = xrealloc(*v, sizeof **v * (size_t)*cap);
     }
     PackInput *p = &(*v)[(*n)++];
     if (strlen(name) >= sizeof p->name) alice_die("case name too long: %s", name);

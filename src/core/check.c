@@ -63,3 +63,10 @@ void *alice_calloc_at(size_t count, size_t size, const char *file, int line)
     if (!p) alice_fatal_at(file, line, "out of host memory allocating %zu x %zu bytes", count, size);
     return p;
 }
+
+void *alice_realloc_at(void *p, size_t bytes, const char *file, int line)
+{
+    void *q = realloc(p, bytes ? bytes : 1);
+    if (!q) alice_fatal_at(file, line, "out of host memory growing a buffer to %zu bytes", bytes);
+    return q;
+}

@@ -27,7 +27,9 @@ _Noreturn void alice_check_mpi_failed(int rc, const char *what, const char *file
 /* malloc that never returns NULL. */
 void *alice_malloc_at(size_t bytes, const char *file, int line);
 void *alice_calloc_at(size_t count, size_t size, const char *file, int line);
+void *alice_realloc_at(void *p, size_t bytes, const char *file, int line);
 #define xmalloc(bytes) alice_malloc_at((bytes), __FILE__, __LINE__)
 #define xcalloc(count, size) alice_calloc_at((count), (size), __FILE__, __LINE__)
+#define xrealloc(p, bytes) alice_realloc_at((p), (bytes), __FILE__, __LINE__)
 
 #endif

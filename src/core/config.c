@@ -240,7 +240,10 @@ char *config_to_text(const Config *c)
         }
         }
         size_t need = strlen(k->name) + strlen(val) + 8;
-        if (used + need >= cap) { cap = 2 * cap + need; out = realloc(out, cap); ALICE_ASSERT(out, "out of memory"); }
+        if (used + need >= cap) {
+            cap = 2 * cap + need;
+            out = xrealloc(out, cap);
+        }
         used += (size_t)snprintf(out + used, cap - used, "%s = %s\n", k->name, val);
     }
     return out;

@@ -64,8 +64,7 @@ void match_evaluate(const Volume *vols, int count, const Matcher *const *methods
                 if (r->n[o] == cap[o]) {
                     cap[o] = cap[o] ? 2 * cap[o] : 16;
                     for (int m = 0; m < num_methods; m++) {
-                        r->errors[m][o] = realloc(r->errors[m][o], (size_t)cap[o] * sizeof(double));
-                        ALICE_ASSERT(r->errors[m][o], "out of memory");
+                        r->errors[m][o] = xrealloc(r->errors[m][o], (size_t)cap[o] * sizeof(double));
                     }
                 }
             }

@@ -26,8 +26,7 @@ int params_add(ParamSet *ps, const char *name, int ndim, const int *shape, int d
     ALICE_ASSERT(params_find(ps, name) < 0, "tensor %s registered twice", name);
     if (ps->count == ps->cap) {
         ps->cap = ps->cap ? 2 * ps->cap : 64;
-        ps->info = realloc(ps->info, (size_t)ps->cap * sizeof *ps->info);
-        ALICE_ASSERT(ps->info, "out of memory");
+        ps->info = xrealloc(ps->info, (size_t)ps->cap * sizeof *ps->info);
     }
     ParamInfo *t = &ps->info[ps->count];
     memset(t, 0, sizeof *t);

@@ -90,23 +90,125 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     if (!name) prune(run_dir, cfg->keep_ckpts);
 }
 
-long checkpoint_find_latest(const char *run_dir, char *path, size_t n)
+/* The steps of run_dir's ckpt_<step>.h5 files (not .tmp), newest first; *n of them (malloc'd). */
+static long *checkpoint_steps(const char *run_dir, int *n)
 {
+    *n = 0;
     DIR *d = opendir(run_dir);
-    if (!d) return -1;
-    long best = -1;
+    if (!d) return NULL;
+    int cap = 16;
+    long *steps = xmalloc((size_t)cap * sizeof(long));
     struct dirent *e;
     while ((e = readdir(d))) {
         long s;
         size_t len = strlen(e->d_name);
+        char check[64];
         /* Only complete files: a crash mid-write leaves ckpt_<step>.h5.tmp, never .h5. */
-        if (len > 3 && !strcmp(e->d_name + len - 3, ".h5") && sscanf(e->d_name, "ckpt_%ld.h5", &s) == 1 &&
-            s > best)
-            best = s;
+        if (len < 4 || strcmp(e->d_name + len - 3, ".h5") || sscanf(e->d_name, "ckpt_%ld", &s) != 1)
+            continue;
+        snprintf(check, sizeof check, "ckpt_%ld.h5", s);
+        if (strcmp(check, e->d_name)) continue;   /* ckpt_best.h5, ckpt_007.h5 and the like */
+        if (*n == cap) steps = xrealloc(steps, (size_t)(cap *= 2) * sizeof(long));
+        steps[(*n)++] = s;
     }
     closedir(d);
-    if (best >= 0) snprintf(path, n, "%s/ckpt_%ld.h5", run_dir, best);
-    return best;
+    for (int i = 1; i < *n; i++)   /* newest first */
+        for (int j = i; j > 0 && steps[j] > steps[j - 1]; j--) {
+            long t = steps[j];
+            steps[j] = steps[j - 1];
+            steps[j - 1] = t;
+        }
+    return steps;
+}
+
+/* 1 when path opens as an HDF5 file carrying the checkpoint format attribute. */
+static int checkpoint_intact(const char *path)
+{
+    hid_t f = h5_try_open_read(path);
+    if (f < 0) return 0;
+    char *fmt = h5_attr_read_string(f, "format");
+    int ok = fmt && !strcmp(fmt, CKPT_FORMAT);
+    free(fmt);
+    CHECK_H5(H5Fclose(f));
+    return ok;
+}
+
+long checkpoint_find_latest(const char *run_dir, char *path, size_t n)
+{
+    int count;
+    long *steps = checkpoint_steps(run_dir, &count);
+    long found = -1;
+    for (int i = 0; i < count && found < 0; i++) {
+        snprintf(path, n, "%s/ckpt_%ld.h5", run_dir, steps[i]);
+        if (checkpoint_intact(path)) found = steps[i];
+        else
+            log_warn("skipping %s: not a complete checkpoint (truncated or damaged, e.g. by a "
+                     "node crash while it was written); trying the one before", path);
+    }
+    free(steps);
+    if (found < 0 && n) path[0] = '\0';
+    return found;
+}
+
+long checkpoint_latest_step(const char *run_dir)
+{
+    int count;
+    long *steps = checkpoint_steps(run_dir, &count);
+    long latest = count > 0 ? steps[0] : -1;
+    free(steps);
+    return latest;
+}
+
+long checkpoint_check_resumable(const char *path, const char *kind, const Config *cfg)
+{
+    hid_t f = h5_open_read(path, "checkpoint");
+    long step = 0;
+    h5_attr_read_long(f, "step", &step);
+    char *fmt = h5_attr_read_string(f, "format");
+    if (!fmt || strcmp(fmt, CKPT_FORMAT))
+        alice_die("%s is not an alice checkpoint (no format attribute '%s')", path, CKPT_FORMAT);
+    free(fmt);
+    char *stored_kind = h5_attr_read_string(f, "kind");
+    char *text = h5_attr_read_string(f, "config");
+    CHECK_H5(H5Fclose(f));
+    if (!stored_kind || strcmp(stored_kind, kind))
+        alice_die("%s was written by alice %s, this is alice %s: resume it with the same "
+                  "command, or give this run another run_dir", path,
+                  stored_kind ? stored_kind : "(unknown)", kind);
+    free(stored_kind);
+    if (!text) alice_die("%s has no stored configuration: it cannot be resumed", path);
+    Config stored;
+    config_defaults(&stored);
+    config_from_text(&stored, text, path);
+    free(text);
+    /* mae's tensors are a subset of alice's: the shapes alone would let one resume the other */
+    if (strcmp(stored.method, cfg->method))
+        alice_die("%s is a method = %s run, this run has method = %s: resume it with the same "
+                  "method, or give this run another run_dir", path, stored.method, cfg->method);
+    /* Other changes are allowed (a lower lr after a divergence), but said: the resumed run is
+     * then not the run the checkpoint began. */
+    char *now = config_to_text(cfg), *then = config_to_text(&stored);
+    static const char *const bookkeeping[] = {"run_dir", "steps", "log_every", "ckpt_every",
+                                              "keep_ckpts", "threads", NULL};
+    char changed[1024] = "";
+    for (char *a = now, *b = then; *a && *b;) {
+        size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+        size_t ka = strcspn(a, " =");
+        int skip = 0;
+        for (int i = 0; bookkeeping[i]; i++)
+            skip |= strlen(bookkeeping[i]) == ka && !strncmp(a, bookkeeping[i], ka);
+        if (!skip && (la != lb || strncmp(a, b, la)) && strlen(changed) + ka + 3 < sizeof changed)
+            snprintf(changed + strlen(changed), sizeof changed - strlen(changed), "%s%.*s",
+                     changed[0] ? ", " : "", (int)ka, a);
+        a += la + (a[la] == '\n');
+        b += lb + (b[lb] == '\n');
+    }
+    if (changed[0])
+        log_warn("resuming %s with changed keys: %s (the stored values are in the checkpoint's "
+                 "config attribute)", path, changed);
+    free(now);
+    free(then);
+    return step;
 }
 
 static void check_format(hid_t f, const char *path)

@@ -24,8 +24,15 @@ void checkpoint_save(const char *run_dir, const char *name, long step, const Con
 void checkpoint_save_state(const char *run_dir, const char *name, long step, const Config *cfg,
                            const char *kind, const ParamSet *online, const ParamSet *target,
                            const ParamSet *buffers, double metric);
-/* Latest complete ckpt_<step>.h5 in run_dir: its path in `path` and its step, or -1. */
+/* Latest intact ckpt_<step>.h5 in run_dir (one that opens and carries the checkpoint format;
+ * damaged newer ones are skipped with a warning): its path in `path` and its step, or -1. */
 long checkpoint_find_latest(const char *run_dir, char *path, size_t n);
+/* Highest step of any ckpt_<step>.h5 in run_dir, intact or not; -1 when there is none. */
+long checkpoint_latest_step(const char *run_dir);
+/* Ends the job unless the checkpoint at path can resume a run of `kind` ("pretrain",
+ * "finetune") with cfg: the same kind and method (tensor shapes are checked on load); other
+ * keys that differ from the stored configuration are listed in a warning. Returns its step. */
+long checkpoint_check_resumable(const char *path, const char *kind, const Config *cfg);
 /* Restores parameters, moments and target; every tensor of the model must be present with
  * the same shape (a clear error names the first one that is not). Returns the step. */
 long checkpoint_load(const char *path, ParamSet *online, ParamSet *target);

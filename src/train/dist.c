@@ -81,10 +81,9 @@ static void host_reduce_launch(void *ctx, float *buf, size_t n)
         size_t len = n - at < kMpiMaxCount ? n - at : kMpiMaxCount;
         if (h->pending == h->cap) {
             h->cap = h->cap ? 2 * h->cap : 64;
-            h->requests = realloc(h->requests, (size_t)h->cap * sizeof *h->requests);
-            h->bufs = realloc(h->bufs, (size_t)h->cap * sizeof *h->bufs);
-            h->counts = realloc(h->counts, (size_t)h->cap * sizeof *h->counts);
-            ALICE_ASSERT(h->requests && h->bufs && h->counts, "out of memory");
+            h->requests = xrealloc(h->requests, (size_t)h->cap * sizeof *h->requests);
+            h->bufs = xrealloc(h->bufs, (size_t)h->cap * sizeof *h->bufs);
+            h->counts = xrealloc(h->counts, (size_t)h->cap * sizeof *h->counts);
         }
         CHECK_MPI(MPI_Iallreduce(MPI_IN_PLACE, buf + at, (int)len, MPI_FLOAT, MPI_SUM,
                                  MPI_COMM_WORLD, &h->requests[h->pending]));

@@ -234,13 +234,14 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         train_end(&dist);
         return 0;
     }
-    train_prepare_run_dir(cfg, &dist, "finetune");
 
     long start = 0;
     char ckpt[4096] = "";
-    if (opt->resume_from) snprintf(ckpt, sizeof ckpt, "%s", opt->resume_from);
-    else if (opt->resume) checkpoint_find_latest(cfg->run_dir, ckpt, sizeof ckpt);
-    if (ckpt[0]) {
+    /* decided before run_dir is written to: a refused run leaves it as it was */
+    const int resuming = train_resume_checkpoint(cfg, &dist, "finetune", opt->resume_from,
+                                                 opt->resume, ckpt, sizeof ckpt);
+    train_prepare_run_dir(cfg, &dist, "finetune");
+    if (resuming) {
         start = checkpoint_load(ckpt, &model.ps, NULL);
         log_info("resumed from %s at step %ld", ckpt, start);
     } else if (cfg->pretrained[0]) {

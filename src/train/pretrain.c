@@ -194,14 +194,15 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         train_end(&dist);
         return rc;
     }
-    train_prepare_run_dir(cfg, &dist, "pretrain");
     ParamSet *target = model.alice ? &model.target : NULL;
 
     long start = 0;
     char ckpt[4096] = "";
-    if (opt->resume_from) snprintf(ckpt, sizeof ckpt, "%s", opt->resume_from);
-    else if (opt->resume) checkpoint_find_latest(cfg->run_dir, ckpt, sizeof ckpt);
-    if (ckpt[0]) {
+    /* decided before run_dir is written to: a refused run leaves it as it was */
+    const int resuming = train_resume_checkpoint(cfg, &dist, "pretrain", opt->resume_from,
+                                                 opt->resume, ckpt, sizeof ckpt);
+    train_prepare_run_dir(cfg, &dist, "pretrain");
+    if (resuming) {
         start = checkpoint_load_state(ckpt, &model.online, target, &model.buffers);
         log_info("resumed from %s at step %ld", ckpt, start);
     }

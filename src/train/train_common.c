@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/preempt.h"
 #include "ops/gpu_device.h"
+#include "train/checkpoint.h"
 #include "train/optim.h"
 #include <mpi.h>
 
@@ -147,6 +148,53 @@ int train_step_finite(double loss, double grad_norm)
 {
     int bad = !isfinite(loss) || !isfinite(grad_norm);
     return !dist_max_int(bad);
+}
+
+/* Rank 0's side of train_resume_checkpoint. */
+static int choose_resume_checkpoint(const Config *cfg, const char *kind, const char *resume_from,
+                                    int resume, char *ckpt, size_t n)
+{
+    const long newest = checkpoint_latest_step(cfg->run_dir);
+    if (resume_from) {
+        snprintf(ckpt, n, "%s", resume_from);
+        const long step = checkpoint_check_resumable(ckpt, kind, cfg);
+        if (newest > step)
+            alice_die("run_dir %s holds ckpt_%ld.h5, newer than %s (step %ld): this run would mix "
+                      "its checkpoints with those of the run it redoes; move the newer "
+                      "checkpoints away, or give this run another run_dir", cfg->run_dir, newest,
+                      ckpt, step);
+        return 1;
+    }
+    if (!resume) {
+        if (newest >= 0)
+            alice_die("run_dir %s already holds checkpoints (the newest ckpt_%ld.h5): with "
+                      "--no-resume this run's checkpoints would mix with them (the older would "
+                      "be pruned first, a restart would resume the other run); give this run "
+                      "another run_dir, or remove them", cfg->run_dir, newest);
+        return 0;
+    }
+    if (checkpoint_find_latest(cfg->run_dir, ckpt, n) < 0) {
+        if (newest >= 0)
+            alice_die("run_dir %s holds checkpoints (the newest ckpt_%ld.h5) but none of them is "
+                      "intact (see above): restore one from a copy, or remove them to start over",
+                      cfg->run_dir, newest);
+        return 0;
+    }
+    checkpoint_check_resumable(ckpt, kind, cfg);
+    return 1;
+}
+
+int train_resume_checkpoint(const Config *cfg, const Dist *d, const char *kind,
+                            const char *resume_from, int resume, char *ckpt, size_t n)
+{
+    char path[4096] = "";
+    int found = d->rank == 0 ? choose_resume_checkpoint(cfg, kind, resume_from, resume, path,
+                                                        sizeof path)
+                             : 0;
+    CHECK_MPI(MPI_Bcast(&found, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    CHECK_MPI(MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, MPI_COMM_WORLD));
+    snprintf(ckpt, n, "%s", found ? path : "");
+    return found;
 }
 
 void train_grad_sync_init(GradSync *sync, const Config *cfg, const Dist *d, ParamSet *ps)

@@ -54,6 +54,17 @@ void train_grad_sync_init(GradSync *sync, const Config *cfg, const Dist *d, Para
 void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Config *cfg,
                            GradSync *sync);
 
+/* The checkpoint a training run of `kind` ("pretrain", "finetune") starts from, decided on
+ * rank 0 and broadcast (ranks may see a shared folder differently): resume_from when given,
+ * else with `resume` the latest intact ckpt_<step>.h5 of run_dir. Returns 1 with its path in
+ * ckpt, 0 to start fresh. Ends the job, before anything is written, when the run would mix two
+ * runs' checkpoints in run_dir (a fresh start over existing checkpoints: prune would delete the
+ * new run's and a restart would resume the old one; resume_from older than run_dir's latest),
+ * when run_dir's checkpoints are all damaged, or when the checkpoint is of another kind or
+ * method (checkpoint_check_resumable). Collective. */
+int train_resume_checkpoint(const Config *cfg, const Dist *d, const char *kind,
+                            const char *resume_from, int resume, char *ckpt, size_t n);
+
 typedef enum { STEP_APPLIED, STEP_SKIPPED, STEP_STOPPED } StepOutcome;
 /* The optimiser half of a training step, shared by every loop: waits for the gradients of
  * sync->ps averaged over the ranks (grad_sync_finish), averages the loss terms (terms[0] is the

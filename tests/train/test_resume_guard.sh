@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Which checkpoint a training run resumes from, and the runs it refuses before writing anything
+# (src/train/train_common.h train_resume_checkpoint), on the micro model:
+#  - --no-resume in a run_dir holding checkpoints: refused (its checkpoints would mix with the
+#    old run's: prune deleted the new ones, a restart resumed the old run);
+#  - another method (mae from an alice checkpoint, whose tensors are a superset): refused;
+#  - a pre-training checkpoint in a fine-tuning run: refused, naming both kinds;
+#  - --resume of an older checkpoint while newer ones sit in run_dir: refused;
+#  - a changed key (lr): resumed, with a warning naming it;
+#  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed;
+#  - every checkpoint damaged: refused.
+source "$(dirname "$0")/lib.sh"
+expect_error() {  # expected-message-regex, command args...
+  local want=$1; shift
+  set +e; "$ALICE" "$@" > "$WORK/out.log" 2>&1; local rc=$?; set -e
+  [ $rc -ne 0 ] || { cat "$WORK/out.log"; fail "expected failure for: $*"; }
+  grep -Eq "$want" "$WORK/out.log" || { cat "$WORK/out.log"; fail "message '$want' missing for: $*"; }
+  grep -q "^ *[0-9]\+ \+[0-9]" "$WORK/out.log" && fail "training started for: $*" || true
+  echo "ok: refused: $(grep -m1 'error' "$WORK/out.log" | cut -c1-150)"
+}
+A=$WORK/a
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" > /dev/null
+[ -f "$A/ckpt_3.h5" ] && [ -f "$A/ckpt_6.h5" ] || fail "the first run left no ckpt_3.h5 and ckpt_6.h5"
+cp -r "$A" "$WORK/a.orig"
+
+expect_error "already holds checkpoints \(the newest ckpt_6.h5\)" pretrain --config "$MICRO" run_dir="$A" steps=9 --no-resume
+expect_error "is a method = alice run, this run has method = mae" pretrain --config "$MICRO" run_dir="$A" steps=9 method=mae
+mkdir -p "$WORK/ft" && cp "$A/ckpt_6.h5" "$WORK/ft/"
+expect_error "written by alice pretrain, this is alice finetune" finetune --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ft"
+expect_error "holds ckpt_6.h5, newer than .*ckpt_3.h5 \(step 3\)" pretrain --config "$MICRO" run_dir="$A" steps=9 --resume "$A/ckpt_3.h5"
+diff -r "$A" "$WORK/a.orig" > /dev/null || fail "a refused run changed $A"
+
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=9 lr=5e-4 > "$WORK/lr.log" 2>&1 || { cat "$WORK/lr.log"; fail "resume with a changed lr failed"; }
+grep -q "resuming .*ckpt_6.h5 with changed keys: lr" "$WORK/lr.log" || { cat "$WORK/lr.log"; fail "no warning naming lr"; }
+grep -q "resumed from .*ckpt_6.h5 at step 6" "$WORK/lr.log" || fail "did not resume at step 6"
+echo "ok: a changed lr resumes with a warning naming it"
+
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+head -c 1000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_6.h5"
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/dmg.log" 2>&1 || { cat "$WORK/dmg.log"; fail "resume past a damaged checkpoint failed"; }
+grep -q "skipping .*ckpt_6.h5: not a complete checkpoint" "$WORK/dmg.log" || { cat "$WORK/dmg.log"; fail "no warning about the damaged ckpt_6.h5"; }
+grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/dmg.log" || fail "did not fall back to ckpt_3.h5"
+echo "ok: a truncated newest checkpoint is skipped, the one before resumes"
+
+: > "$A/ckpt_3.h5"; : > "$A/ckpt_6.h5"
+expect_error "none of them is intact" pretrain --config "$MICRO" run_dir="$A"
+echo PASS
