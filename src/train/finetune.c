@@ -129,7 +129,7 @@ static void val_csv_append(const char *run_dir, long step, double dice)
     FILE *f = fopen(path, "a");
     if (!f) alice_die("%s: cannot append (%s); check that the run directory is writable", path, strerror(errno));
     fprintf(f, "%ld,%.6f\n", step, dice);
-    fclose(f);
+    if (fclose(f) != 0) alice_die("%s: cannot append (%s; disk full?)", path, strerror(errno));
 }
 
 /* The step's forward and backward as StepGraph work (train/step_graph.h): no host waits. */

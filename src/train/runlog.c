@@ -68,6 +68,7 @@ void runlog_open(RunLog *r, const char *run_dir, const char *file, const char *c
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", run_dir, file);
     rewrite_from(path, header, start_step);
+    snprintf(r->path, sizeof r->path, "%s", path);
     r->csv = fopen(path, "a");
     if (!r->csv) alice_die("cannot open %s for writing (is the run directory writable?)", path);
 }
@@ -81,7 +82,7 @@ void runlog_row(RunLog *r, long step, const double *values, int print)
         else fprintf(r->csv, ",%.9g", values[i]);
     }
     fprintf(r->csv, "\n");
-    fflush(r->csv);
+    if (fflush(r->csv) != 0) alice_die("cannot write %s: %s (disk full?)", r->path, strerror(errno));
     if (!print) return;
     if (r->rows_printed++ % 20 == 0) {
         printf("%8s", "step");

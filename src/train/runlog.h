@@ -10,6 +10,7 @@
 
 typedef struct {
     FILE *csv;
+    char path[4096];  /* of csv, for errors */
     int ncols;
     const char *cols[RUNLOG_MAX_COLS];
     long total_steps, start_step;
