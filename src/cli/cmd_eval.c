@@ -242,24 +242,33 @@ int cmd_eval(int argc, char **argv)
     const EvalProtocol protocol = (EvalProtocol)eval_protocol_from_name(cfg.eval_protocol);
     cli_print_config(&cfg, "eval");
 
-    Dataset *ds = data_path ? dataset_open(data_path) : NULL;
-    int ncases = 0;
-    EvalCase *cases = ds ? cases_from_dataset(ds, data_path, &ncases) : cases_from_label_dir(labels_dir, &ncases);
-    int nscored = 0;
-    for (int c = 0; c < ncases; c++) {
-        find_prediction(pred_dir, &cases[c]);
-        if (cases[c].pred[0]) cases[nscored++] = cases[c];
-        else if (log_rank() == 0) log_warn("eval: no prediction for case %s in %s (skipped)", cases[c].name, pred_dir);
-    }
-    if (nscored < ncases && log_rank() == 0)
-        log_warn("eval: %d of %d cases have no prediction; scoring the other %d", ncases - nscored, ncases, nscored);
-    if (nscored == 0)
-        alice_die("eval: no prediction in %s matches a case of %s; predictions are named <case>.nii.gz",
-                  pred_dir, ds ? data_path : labels_dir);
-
     int rank = 0, size = 1;
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
+    Dataset *ds = data_path ? dataset_open(data_path) : NULL;
+    /* Rank 0 lists the cases and their predictions and sends the list: ranks that saw the
+     * folders differently (files still arriving) would score different cases and reduce
+     * mismatched tables. */
+    int ncases = 0, nscored = 0;
+    EvalCase *cases = NULL;
+    if (rank == 0) {
+        cases = ds ? cases_from_dataset(ds, data_path, &ncases) : cases_from_label_dir(labels_dir, &ncases);
+        for (int c = 0; c < ncases; c++) {
+            find_prediction(pred_dir, &cases[c]);
+            if (cases[c].pred[0]) cases[nscored++] = cases[c];
+            else log_warn("eval: no prediction for case %s in %s (skipped)", cases[c].name, pred_dir);
+        }
+        if (nscored < ncases)
+            log_warn("eval: %d of %d cases have no prediction; scoring the other %d", ncases - nscored, ncases, nscored);
+    }
+    CHECK_MPI(MPI_Bcast(&nscored, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    if (nscored == 0)
+        alice_die("eval: no prediction in %s matches a case of %s; predictions are named <case>.nii.gz",
+                  pred_dir, ds ? data_path : labels_dir);
+    if (rank != 0) cases = xmalloc(sizeof(EvalCase) * (size_t)nscored);
+    ALICE_ASSERT((double)nscored * sizeof(EvalCase) < 2147483647.0,
+                 "%d cases: the case list exceeds one MPI message", nscored);
+    CHECK_MPI(MPI_Bcast(cases, (int)(sizeof(EvalCase) * (size_t)nscored), MPI_BYTE, 0, MPI_COMM_WORLD));
     const size_t cells = (size_t)nscored * (size_t)set->count;
     double *dsc = xcalloc(cells, sizeof(double)), *nsd = xcalloc(cells, sizeof(double));
     double t0 = wall_seconds();

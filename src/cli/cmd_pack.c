@@ -173,9 +173,17 @@ int cmd_pack(int argc, char **argv)
     if (access(out, F_OK) == 0 && !force)
         alice_die("%s already exists; pass --force to overwrite it, or choose another --out", out);
 
-    /* Every rank scans the same inputs (cheap, and avoids shipping the list around). */
+    /* Rank 0 scans the inputs and sends the list: ranks that saw a shared folder differently
+     * (files still arriving, client caches) would run different rounds of the collective
+     * writes and hang or write a wrong index. */
     PackInput *cases = NULL;
-    const int n = input ? pack_discover_dir(input, &cases) : pack_discover_list(list, &cases);
+    int n = 0;
+    if (rank == 0) n = input ? pack_discover_dir(input, &cases) : pack_discover_list(list, &cases);
+    CHECK_MPI(MPI_Bcast(&n, 1, MPI_INT, 0, MPI_COMM_WORLD));
+    if (rank != 0) cases = xmalloc(sizeof(PackInput) * (size_t)n);
+    ALICE_ASSERT((double)n * sizeof(PackInput) < 2147483647.0,
+                 "%d cases: the case list exceeds one MPI message", n);
+    CHECK_MPI(MPI_Bcast(cases, (int)(sizeof(PackInput) * (size_t)n), MPI_BYTE, 0, MPI_COMM_WORLD));
     int *fold = xmalloc(sizeof(int) * (size_t)n), *perm = xmalloc(sizeof(int) * (size_t)n);
     RngStream fs;
     rng_init(&fs, (uint64_t)cfg.seed, 0, 0, RNG_FOLD);

@@ -3,7 +3,8 @@ multi-organ blob masks with anisotropic spacing, written as NIfTI with nibabel: 
 NSD must agree to 1e-5, in results.csv and results.h5 alike; then again with
 eval_protocol=flare22 (aorta, IVC and esophagus on the truth's labelled slices, the reference
 cropping the arrays as the FLARE 2022 script does), whose scores must differ from plain ones
-for some of those organs and for no other."""
+for some of those organs and for no other; and on 2 MPI ranks (cases split, rank 0 listing
+them), whose results.csv must equal the 1-rank one byte for byte."""
 import csv
 import os
 import subprocess
@@ -88,6 +89,19 @@ def main():
         for protocol in ref:
             if not scored_as_reference(tmp, ldir, pdir, protocol, ref[protocol]):
                 return 1
+        # two ranks split the cases (rank 0 lists them) and give the same table
+        out2 = os.path.join(tmp, "results_2ranks")
+        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+        r = subprocess.run(["mpirun", "-np", "2", "--oversubscribe", ALICE, "eval", "--pred", pdir,
+                            "--labels", ldir, "--out", out2, "--checkpoint", "runs/x/ckpt_10.h5",
+                            "label_set=flare", "eval_protocol=plain"],
+                           capture_output=True, text=True, env=env)
+        if r.returncode != 0 or open(out2 + ".csv").read() != open(
+                os.path.join(tmp, "results_plain.csv")).read():
+            print("2 ranks: status", r.returncode, r.stderr[-2000:])
+            print("alice eval on 2 ranks does not give the 1-rank table")
+            return 1
+        print("2 ranks: the same results table as 1 rank")
         p, f = ref["plain"], ref["flare22"]
         moved = {o for c in p for o in p[c] if p[c][o] != f[c][o]}
         print(f"flare22 moved the scores of: {sorted(moved)}")
