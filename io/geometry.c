@@ -344,6 +344,12 @@ void geometry_original_index_map(const int packed_dim[3], const double packed_af
                 for (int a = 0; a < 3; a++) {
                     double c = m[a][0] * i + m[a][1] * j + m[a][2] * k + m[a][3];
                     p[a] = (int)floor(c + 0.5);
+                    /* The resampled grid's round(n in/out) voxels can end up to 1.5 packed
+                     * voxels short of the source's last voxel (downsampling, n in/out rounded
+                     * down): those source voxels take the nearest packed one, as the
+                     * resampling let samples past the source's edge take the edge value. */
+                    if (p[a] < 0 && c >= -1.5) p[a] = 0;
+                    if (p[a] >= packed_dim[a] && c < packed_dim[a] + 0.5) p[a] = packed_dim[a] - 1;
                     if (p[a] < 0 || p[a] >= packed_dim[a]) inside = 0;
                 }
                 index[((size_t)i * orig_dim[1] + j) * orig_dim[2] + k] =

@@ -74,8 +74,13 @@ def index_map(name):
     odim = tuple(int(v) for v in g.attrs["original_shape"])
     m = np.linalg.inv(np.array(g.attrs["affine"], dtype=np.float64)) @ np.array(g.attrs["original_affine"], dtype=np.float64)
     ijk = np.indices(odim).reshape(3, -1).astype(np.float64)
-    p = np.floor(m[:3, :3] @ ijk + m[:3, 3:4] + 0.5).astype(np.int64)
-    inside = np.all((p >= 0) & (p < pdim[:, None]), axis=0)
+    c = m[:3, :3] @ ijk + m[:3, 3:4]
+    p = np.floor(c + 0.5).astype(np.int64)
+    # docs/FORMAT.md: within [-1.5, -0.5) and [n - 0.5, n + 0.5) the face voxel
+    p = np.where((p < 0) & (c >= -1.5), 0, p)
+    n = pdim[:, None]
+    p = np.where((p >= n) & (c < n + 0.5), n - 1, p)
+    inside = np.all((p >= 0) & (p < n), axis=0)
     flat = np.where(inside, (p[0] * pdim[1] + p[1]) * pdim[2] + p[2], -1)
     return flat.reshape(odim), odim
 

@@ -1,7 +1,7 @@
 /* geometry_label_to_original undoes geometry_pack_case: a phantom label stored in LPS order
  * is packed (reorient, resample, body crop) and mapped back. At the source spacing the round
  * trip is exact; at 1.5 x 1.5 x 2 mm each organ's Dice stays high (nearest-neighbour
- * resampling error only). */
+ * resampling error only), and a volume labelled to its edges keeps its last slices. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,11 +81,51 @@ static int test_close_at_target_spacing(void)
     return roundtrip(sp, 0.9, &mismatch);
 }
 
+/* A volume that is body and organ everywhere, at 0.8 x 0.8 x 1.0 mm, packed at 1.5 x 1.5 x 2:
+ * round(100 * 0.8 / 1.5) = 53 voxels end 0.8 packed voxels short of the source's last X slice,
+ * 300 slices at 1 -> 2 mm half a voxel short of its last Z slice. Mapped back, every voxel must
+ * be labelled: no background on the last slices. */
+static int test_edges_after_downsampling(void)
+{
+    const int d[3] = {100, 40, 300};
+    const size_t n = (size_t)d[0] * d[1] * d[2];
+    float *body = malloc(n * sizeof(float)), *organ = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) body[i] = 40.0f, organ[i] = 1.0f;
+    double aff[4][4] = {{0.8, 0, 0, -40}, {0, 0.8, 0, -16}, {0, 0, 1.0, -150}, {0, 0, 0, 1}};
+    const float sp[3] = {1.5f, 1.5f, 2.0f};
+    PackGeometry g;
+    float *pimg;
+    uint8_t *plab;
+    geometry_pack_case(body, organ, d, (const double (*)[4])aff, sp, &g, &pimg, &plab);
+    uint8_t *back = malloc(n);
+    geometry_label_to_original(plab, g.dim, (const double (*)[4])g.affine, d, (const double (*)[4])aff,
+                               back);
+    long background = 0, last_x = 0, last_z = 0;
+    for (int x = 0; x < d[0]; x++)
+        for (int y = 0; y < d[1]; y++)
+            for (int z = 0; z < d[2]; z++)
+                if (back[volume_index(d, x, y, z)] == 0) {
+                    background++;
+                    last_x += x == d[0] - 1;
+                    last_z += z == d[2] - 1;
+                }
+    TEST_CHECK(background == 0, "%ld voxels mapped back as background (%ld on the last X slice, "
+               "%ld on the last Z slice; packed grid %d x %d x %d)", background, last_x, last_z,
+               g.dim[0], g.dim[1], g.dim[2]);
+    free(back);
+    free(pimg);
+    free(plab);
+    free(body);
+    free(organ);
+    return 0;
+}
+
 int main(void)
 {
     make_lps_case();
     TEST_RUN(test_exact_at_source_spacing);
     TEST_RUN(test_close_at_target_spacing);
+    TEST_RUN(test_edges_after_downsampling);
     volume_free(&v);
     free(img);
     free(lab);
