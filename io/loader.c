@@ -99,6 +99,13 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     if (!o.matcher) alice_die("matcher '%s' is unknown; use one of %s", cfg->matcher, MATCHER_NAMES);
     o.aug_masked = augment_params_none();
     o.aug_intact = augment_params_intact();
+    if (!cfg->use_casa) {
+        /* Without CASA, l_st pairs the masked view's tokens with the intact view's tokens at the
+         * same grid positions (docs/MODEL.md): a flipped or turned intact view would pair each
+         * token with another place of the crop. Intensity augmentation stays. */
+        o.aug_intact.p_flip = 0.0f;
+        o.aug_intact.p_rot90 = 0.0f;
+    }
     o.validation_fold = cfg->fold;
     crop_sampler_init(&o.sampler, cfg->crop_sampler, cfg->pos_fraction, cfg->class_ratios, cfg->num_classes);
     o.aug_finetune = augment_params_finetune();

@@ -144,6 +144,41 @@ static int test_pretrain_key_crop_shows_the_same_anatomy(void)
     return 0;
 }
 
+/* Flips and quarter turns of the intact views drawn over 8 steps of batch 2: none when the
+ * configuration has use_casa = 0 (token-wise l_st), some with CASA. */
+static int geometric_draws(int use_casa)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    cfg.use_casa = use_casa;
+    LoaderOptions o = loader_options_from_config(&cfg, LOADER_PRETRAIN, 0, 1, 1);
+    o.seed = 42;
+    o.batch = 2;
+    o.prefetch = 0;
+    o.crop[0] = 16; o.crop[1] = 16; o.crop[2] = 8;
+    Loader *L = loader_create(&o, loader_source_memory(cases, NUM_CASES, folds));
+    PretrainBatch b;
+    int turned = 0;
+    for (long step = 0; step < 8; step++) {
+        loader_next_pretrain_batch(L, step, &b);
+        for (int j = 0; j < 2; j++)
+            for (int v = 0; v < 2; v++) {
+                const AugmentDraw *d = v ? &b.key_aug[j] : &b.query_aug[j];
+                turned += d->flip[0] || d->flip[1] || d->flip[2] || d->rot90;
+            }
+    }
+    loader_destroy(L);
+    return turned;
+}
+
+static int test_no_casa_intact_views_keep_their_geometry(void)
+{
+    const int without = geometric_draws(0), with = geometric_draws(1);
+    TEST_CHECK(without == 0, "use_casa = 0: %d of 32 intact views flipped or turned", without);
+    TEST_CHECK(with > 0, "use_casa = 1: no intact view flipped or turned in 32 (p = 0.5 each)");
+    return 0;
+}
+
 static int test_finetune_labels_and_rank_independence(void)
 {
     LoaderOptions o1 = options(LOADER_FINETUNE, 0, 1, 2, 2);
@@ -265,6 +300,7 @@ int main(void)
     TEST_RUN(test_cache_budget);
     TEST_RUN(test_pretrain_deterministic_and_rank_independent);
     TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
+    TEST_RUN(test_no_casa_intact_views_keep_their_geometry);
     TEST_RUN(test_finetune_labels_and_rank_independence);
     TEST_RUN(test_finetune_class_sampler_rank_independence);
     for (int i = 0; i < NUM_CASES; i++) volume_free(&cases[i]);
