@@ -104,9 +104,12 @@ void label_index_build_by_class(const Volume *v, HuWindow w, LabelIndex *out)
     size_t n = volume_voxels(v);
     ALICE_ASSERT(n <= UINT32_MAX, "volume of %zu voxels exceeds the 32-bit label index", n);
     size_t per_class[LABEL_CLASS_COUNT] = {0};
+    /* MONAI's map_classes_to_indices with an image: every class, not only the background, keeps
+     * only voxels above the image threshold (here the window's lower bound), so gas inside a
+     * labelled bowel is never a centre. */
     for (size_t i = 0; i < n; i++) {
         if (crop_is_background(v, w, i)) out->background_count++;
-        else if (v->label && v->label[i] > 0) per_class[v->label[i]]++;
+        else if (v->label && v->label[i] > 0 && (float)v->image[i] > w.lo) per_class[v->label[i]]++;
     }
     /* class_start[c] = voxels of the classes below c; then each class fills its block in
      * ascending voxel order (a stable counting sort). */
@@ -117,7 +120,8 @@ void label_index_build_by_class(const Volume *v, HuWindow w, LabelIndex *out)
     size_t next[LABEL_CLASS_COUNT];
     memcpy(next, out->class_start, sizeof next);
     for (size_t i = 0; i < n; i++)
-        if (v->label[i] > 0) out->foreground[next[v->label[i]]++] = (uint32_t)i;
+        if (v->label[i] > 0 && (float)v->image[i] > w.lo)
+            out->foreground[next[v->label[i]]++] = (uint32_t)i;
 }
 
 void label_index_free(LabelIndex *idx)

@@ -76,7 +76,8 @@ typedef struct {
 /* Ascending layout: what the posneg sampler draws from (its draws depend on this order). */
 void label_index_build(const Volume *v, LabelIndex *out);
 /* Grouped by class (a counting sort, two passes over the label), plus the background count
- * under window w: what the class-balanced sampler (data/crop_sampler.h) draws from. */
+ * under window w: what the class-balanced sampler (data/crop_sampler.h) draws from. As MONAI's
+ * map_classes_to_indices given the image, every class holds only voxels above w.lo. */
 void label_index_build_by_class(const Volume *v, HuWindow w, LabelIndex *out);
 void label_index_free(LabelIndex *idx);
 /* Voxels of class c in the index (0 for the background, which is not indexed). */
