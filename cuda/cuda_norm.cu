@@ -695,41 +695,48 @@ struct PlaneTerms {
  * sums (kColsumUnroll); one load at a time left these passes latency-bound. */
 constexpr int kPlaneUnroll = 4;
 
-/* partial[(plane * chunks + chunk) * 2 + {0,1}] = chunk sums of f(plane, v).a and .b */
-template <class F> __global__ void plane_chunk_sums_kernel(double *partial, long V, F f)
+/* partial[(plane * chunks + chunk) * 2 + {0,1}] = chunk sums of f(plane, v).a and .b; the
+ * planes over y, striding past the grid's limit (B C can exceed 65535: batch 128 x 768
+ * channels). */
+template <class F>
+__global__ void plane_chunk_sums_kernel(double *partial, int planes, long V, F f)
 {
-    const int chunk = blockIdx.x, chunks = gridDim.x, plane = blockIdx.y;
+    const int chunk = blockIdx.x, chunks = gridDim.x;
     const long v0 = (long)chunk * kPlaneChunk, v1 = min(V, v0 + kPlaneChunk);
     const long stride = blockDim.x;
-    double s1 = 0.0, s2 = 0.0;
-    long v = v0 + threadIdx.x;
-    for (; v + (kPlaneUnroll - 1) * stride < v1; v += kPlaneUnroll * stride) {
-        PlaneTerms t[kPlaneUnroll];
+    for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        double s1 = 0.0, s2 = 0.0;
+        long v = v0 + threadIdx.x;
+        for (; v + (kPlaneUnroll - 1) * stride < v1; v += kPlaneUnroll * stride) {
+            PlaneTerms t[kPlaneUnroll];
 #pragma unroll
-        for (int k = 0; k < kPlaneUnroll; k++) t[k] = f(plane, v + k * stride);
+            for (int k = 0; k < kPlaneUnroll; k++) t[k] = f(plane, v + k * stride);
 #pragma unroll
-        for (int k = 0; k < kPlaneUnroll; k++) {
-            s1 += t[k].a;
-            s2 += t[k].b;
+            for (int k = 0; k < kPlaneUnroll; k++) {
+                s1 += t[k].a;
+                s2 += t[k].b;
+            }
         }
-    }
-    for (; v < v1; v += stride) {
-        const PlaneTerms t = f(plane, v);
-        s1 += t.a;
-        s2 += t.b;
-    }
-    s1 = block_sum(s1);
-    s2 = block_sum(s2);
-    if (threadIdx.x == 0) {
-        partial[((size_t)plane * chunks + chunk) * 2] = s1;
-        partial[((size_t)plane * chunks + chunk) * 2 + 1] = s2;
+        for (; v < v1; v += stride) {
+            const PlaneTerms t = f(plane, v);
+            s1 += t.a;
+            s2 += t.b;
+        }
+        s1 = block_sum(s1);
+        s2 = block_sum(s2);
+        if (threadIdx.x == 0) {
+            partial[((size_t)plane * chunks + chunk) * 2] = s1;
+            partial[((size_t)plane * chunks + chunk) * 2 + 1] = s2;
+        }
     }
 }
 
 template <class F> static void launch_plane_chunk_sums(double *partial, int planes, int chunks,
                                                        long V, F f)
 {
-    plane_chunk_sums_kernel<<<dim3(chunks, planes), kThreads, 0, cuda_stream()>>>(partial, V, f);
+    const unsigned ys = (unsigned)planes < kMaxPlaneBlocksY ? (unsigned)planes : kMaxPlaneBlocksY;
+    plane_chunk_sums_kernel<<<dim3(chunks, ys), kThreads, 0, cuda_stream()>>>(partial, planes, V,
+                                                                                f);
     CUDA_CHECK_LAUNCH();
 }
 
