@@ -49,6 +49,7 @@
  * a backward without dx (cuDNN always writes dx). */
 #include <climits>
 
+#include "cuda/cuda_graph.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
 #include "ops/gpu_device.h"
@@ -140,14 +141,21 @@ static size_t g_unit_affine_planes;
 
 static void unit_affine(size_t planes, const float **ones, const float **zeros)
 {
-    if (planes > g_unit_affine_planes) {
+    size_t capacity = g_unit_affine_planes;
+    if (planes > capacity) {
+        const bool recording = cuda_graph_capturing() != 0;
         cuda_release(g_unit_affine);  /* waits for the calls that may still read it */
         g_unit_affine = (float *)cuda_alloc(2 * planes * sizeof(float));
-        g_unit_affine_planes = planes;
+        capacity = planes;
         instnorm_expand_affine(g_unit_affine, g_unit_affine + planes, NULL, NULL, 1, (int)planes);
+        /* Recording (spoiled by the allocation above): the fill was recorded, not run, so the
+         * next eager call makes and fills the buffer again. Eager: graphs recorded before name
+         * the freed buffer. */
+        g_unit_affine_planes = recording ? 0 : planes;
+        if (!recording) cuda_graph_memory_moved();
     }
     *ones = g_unit_affine;
-    *zeros = g_unit_affine + g_unit_affine_planes;
+    *zeros = g_unit_affine + capacity;
 }
 
 /* Whether the legacy descriptors (int dimensions) hold a call of this shape. An empty call is
