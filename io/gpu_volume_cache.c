@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "ops/gpu_data.h"
 
 typedef struct {
@@ -118,18 +119,50 @@ static int make_room(GpuVolumeCache *c, size_t need, int may_wait)
     return 1;
 }
 
+/* Device memory for a volume within the budget; when the device itself has no room left
+ * (the budget was set before the step's scratch buffers and validation's accumulators grew),
+ * least recently used volumes of earlier batches go first, and with none left the budget
+ * shrinks to what the cache holds now, so later volumes are cropped on the host instead of
+ * ending the run. NULL when it cannot. */
+static void *alloc_volume_memory(GpuVolumeCache *c, size_t bytes, int may_wait)
+{
+    for (;;) {
+        void *p = gpu_volume_alloc(bytes);
+        if (p) return p;
+        GpuVolume *victim = lru_victim(c, 0);
+        if (!victim && may_wait) victim = lru_victim(c, 1);
+        if (!victim) {
+            if (c->bytes < c->budget) {
+                log_warn("GPU volume cache: the device is out of memory at %.0f MiB of volumes; "
+                         "the cache keeps to that from now on (the rest is cropped on the host)",
+                         c->bytes / 1048576.0);
+                c->budget = c->bytes;
+            }
+            return NULL;
+        }
+        entry_wait_idle(c, victim);
+        entry_drop(c, victim);
+    }
+}
+
 /* Queues the upload of v into entry e on the upload stream, ending with its ready event. */
 static int upload(GpuVolumeCache *c, GpuVolume *e, const Volume *v, int want_label, int may_wait)
 {
     size_t bytes = gpu_volume_bytes(v, want_label);
     if (!make_room(c, bytes, may_wait)) return 0;
     size_t n = volume_voxels(v);
-    e->image = gpu_volume_alloc(n * sizeof(int16_t));
-    gpu_data_upload_on(GPU_STREAM_UPLOAD, e->image, v->image, n * sizeof(int16_t));
-    if (want_label) {
-        e->label = gpu_volume_alloc(n);
-        gpu_data_upload_on(GPU_STREAM_UPLOAD, e->label, v->label, n);
+    /* into locals first: making room must not see e holding memory yet */
+    void *image = alloc_volume_memory(c, n * sizeof(int16_t), may_wait);
+    if (!image) return 0;
+    void *label = want_label ? alloc_volume_memory(c, n, may_wait) : NULL;
+    if (want_label && !label) {
+        gpu_volume_free(image, n * sizeof(int16_t));
+        return 0;
     }
+    e->image = image;
+    e->label = label;
+    gpu_data_upload_on(GPU_STREAM_UPLOAD, e->image, v->image, n * sizeof(int16_t));
+    if (want_label) gpu_data_upload_on(GPU_STREAM_UPLOAD, e->label, v->label, n);
     if (!e->ready) e->ready = gpu_event_create();
     gpu_event_record(e->ready, GPU_STREAM_UPLOAD);
     e->voxels = n;

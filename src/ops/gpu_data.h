@@ -59,7 +59,8 @@ void gpu_stream_wait(GpuStream s, GpuEvent *e);
 void gpu_data_upload_on(GpuStream s, void *dst, const void *pinned_src, size_t bytes);
 /* Device memory for the volume cache, allocated and freed in the order of the upload stream
  * (stream-ordered, so freeing never stalls the host or the compute stream); free only buffers
- * whose readers are done (their last-use event) or that the upload stream waited for. */
+ * whose readers are done (their last-use event) or that the upload stream waited for. NULL
+ * when the device is out of memory (the cache then makes room or crops on the host). */
 void *gpu_volume_alloc(size_t bytes);
 void gpu_volume_free(void *ptr, size_t bytes);
 
