@@ -63,14 +63,14 @@ double case_mean_dice(const uint8_t *pred, const int32_t *truth, size_t n, int K
     double sum = 0.0;
     int counted = 0;
     for (int k = 1; k < K; k++) {
-        if (np[k] + ng[k] == 0) continue;
+        if (ng[k] == 0) continue;   /* MONAI DiceMetric's ignore_empty: no truth, no score */
         sum += 2.0 * inter[k] / (double)(np[k] + ng[k]);
         counted++;
     }
     free(inter);
     free(np);
     free(ng);
-    return counted ? sum / counted : 1.0;
+    return counted ? sum / counted : NAN;
 }
 
 /* Mean Dice over the held-out cases; ranks split the cases (case j goes to rank j % size). */
@@ -80,18 +80,21 @@ static double validate(UnetrModel *m, Loader *loader, const Dist *d)
     int nval = loader_validation_cases(loader, &cases);
     SlidingWindow sw = {{m->cfg.crop[0], m->cfg.crop[1], m->cfg.crop[2]}, m->K, m->B,
                         m->cfg.sw_overlap, SW_SIGMA_SCALE, unetr_predict, m, m->be};
-    double sum = 0.0;
+    double sum = 0.0, scored = 0.0;
     for (int j = d->rank; j < nval; j += d->size) {
         WindowedCase c;
         loader_read_full_case(loader, cases[j], &c);
         size_t n = (size_t)c.dim[0] * c.dim[1] * c.dim[2];
         uint8_t *pred = xmalloc(n);
         sliding_window_argmax(&sw, c.image, c.dim, pred, NULL);
-        sum += case_mean_dice(pred, c.label, n, m->K);
+        const double dice = case_mean_dice(pred, c.label, n, m->K);
+        if (!isnan(dice)) sum += dice, scored += 1.0;   /* a case without organs has no score */
         free(pred);
         windowed_case_free(&c);
     }
-    return dist_sum_double(sum) / nval;
+    sum = dist_sum_double(sum);
+    scored = dist_sum_double(scored);
+    return scored > 0 ? sum / scored : 0.0;
 }
 
 /* val.csv keeps the rows of steps up to `upto` (a resumed run rewrites what came after) and

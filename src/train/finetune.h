@@ -24,8 +24,10 @@ void finetune_config_defaults(Config *cfg);
 /* Returns the process exit status (0 done, ALICE_EXIT_REQUEUE when preempted). */
 int finetune_run(const Config *cfg, const FinetuneOptions *opt);
 
-/* Mean Dice over the foreground classes 1..K-1 of one case; classes absent from both the
- * truth and the prediction are left out (nothing to find, nothing found); 1 when all are. */
+/* Mean Dice over the foreground classes 1..K-1 of one case, as MONAI's DiceMetric with
+ * ignore_empty (its default): a class absent from the truth is left out, whatever the
+ * prediction holds; NAN when the truth holds no foreground class (the validation mean then
+ * leaves the case out). Background is not scored: the paper's organ mean. */
 double case_mean_dice(const uint8_t *pred, const int32_t *truth, size_t n, int K);
 
 #endif
