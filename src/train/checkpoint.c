@@ -188,7 +188,7 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
     /* Other changes are allowed (a lower lr after a divergence), but said: the resumed run is
      * then not the run the checkpoint began. */
     char *now = config_to_text(cfg), *then = config_to_text(&stored);
-    static const char *const bookkeeping[] = {"run_dir", "steps", "log_every", "ckpt_every",
+    static const char *const bookkeeping[] = {"run_dir", "log_every", "ckpt_every",
                                               "keep_ckpts", "threads", NULL};
     char changed[1024] = "";
     for (char *a = now, *b = then; *a && *b;) {
@@ -206,6 +206,11 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
     if (changed[0])
         log_warn("resuming %s with changed keys: %s (the stored values are in the checkpoint's "
                  "config attribute)", path, changed);
+    if (stored.steps != cfg->steps)
+        log_warn("steps changed from %ld to %ld: the learning-rate cosine and the EMA momentum "
+                 "follow steps, so both jump at step %ld (the run is then not the schedule "
+                 "it began; keep steps = %ld to continue that one)", stored.steps,
+                 cfg->steps, step, stored.steps);
     free(now);
     free(then);
     return step;

@@ -6,7 +6,8 @@
 #  - another method (mae from an alice checkpoint, whose tensors are a superset): refused;
 #  - a pre-training checkpoint in a fine-tuning run: refused, naming both kinds;
 #  - --resume of an older checkpoint while newer ones sit in run_dir: refused;
-#  - a changed key (lr): resumed, with a warning naming it;
+#  - a changed key (lr): resumed, with a warning naming it; a changed steps: also a warning that
+#    the lr and EMA schedules jump;
 #  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed;
 #  - every checkpoint damaged: refused.
 source "$(dirname "$0")/lib.sh"
@@ -31,9 +32,11 @@ expect_error "holds ckpt_6.h5, newer than .*ckpt_3.h5 \(step 3\)" pretrain --con
 diff -r "$A" "$WORK/a.orig" > /dev/null || fail "a refused run changed $A"
 
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=9 lr=5e-4 > "$WORK/lr.log" 2>&1 || { cat "$WORK/lr.log"; fail "resume with a changed lr failed"; }
-grep -q "resuming .*ckpt_6.h5 with changed keys: lr" "$WORK/lr.log" || { cat "$WORK/lr.log"; fail "no warning naming lr"; }
+grep -q "resuming .*ckpt_6.h5 with changed keys: steps, lr (" "$WORK/lr.log" || { cat "$WORK/lr.log"; fail "no warning naming lr"; }
 grep -q "resumed from .*ckpt_6.h5 at step 6" "$WORK/lr.log" || fail "did not resume at step 6"
-echo "ok: a changed lr resumes with a warning naming it"
+grep -q "steps changed from 6 to 9: the learning-rate cosine and the EMA momentum" "$WORK/lr.log" ||
+  fail "no warning that the longer run re-times the schedules"
+echo "ok: a changed lr resumes with a warning naming it; a changed steps with one on the schedules"
 
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
 head -c 1000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_6.h5"
