@@ -423,7 +423,13 @@ void unetr_free(UnetrModel *m)
 
 int unetr_load_pretrained(UnetrModel *m, const char *path)
 {
-    return checkpoint_load_matching(path, &m->ps, "encoder.", "vit.");
+    checkpoint_check_encoder_source(path, &m->cfg);
+    const int loaded = checkpoint_load_matching(path, &m->ps, "encoder.", "vit.");
+    if (loaded == 0)
+        alice_die("pretrained = %s holds none of the encoder's tensors (params/encoder.*): the "
+                  "fine-tuning would start from random weights; give a pre-training checkpoint",
+                  path);
+    return loaded;
 }
 
 void unetr_set_batch(UnetrModel *m, const float *image, const int32_t *label)

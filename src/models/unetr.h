@@ -138,8 +138,9 @@ typedef struct {
  * build a UNETR (patch != 16, crop not divisible by 16, embed_dim vs heads / 6). */
 void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B, int train);
 void unetr_free(UnetrModel *m);
-/* Loads `encoder.*` of a pre-training checkpoint into `vit.*` by name (shape mismatch is an
- * error); logs loaded and initialised counts and returns the number loaded. */
+/* Loads `encoder.*` of a pre-training checkpoint into `vit.*` by name; logs loaded and
+ * initialised counts and returns the number loaded. Errors: another kind of checkpoint,
+ * other encoder keys (checkpoint_check_encoder_source), a shape mismatch, nothing loaded. */
 int unetr_load_pretrained(UnetrModel *m, const char *path);
 /* Host inputs: image [B, 1, X, Y, Z] (windowed), labels [B, X, Y, Z] in 0..K-1 (may be NULL
  * for inference). */

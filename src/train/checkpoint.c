@@ -317,3 +317,33 @@ char *checkpoint_config_text(const char *path)
     if (!text) alice_die("checkpoint %s has no config attribute", path);
     return text;
 }
+
+void checkpoint_check_encoder_source(const char *path, const Config *cfg)
+{
+    hid_t f = h5_open_read(path, "pre-training checkpoint");
+    check_format(f, path);
+    char *kind = h5_attr_read_string(f, "kind");
+    CHECK_H5(H5Fclose(f));
+    if (!kind || strcmp(kind, "pretrain"))
+        alice_die("pretrained = %s is a %s checkpoint, not a pre-training one: give the "
+                  "ckpt_<step>.h5 of an alice pretrain run (to continue a fine-tuning run, run "
+                  "it again in its run_dir, or pass --resume)", path, kind ? kind : "(unknown)");
+    free(kind);
+    char *text = checkpoint_config_text(path);
+    Config stored;
+    config_from_text(&stored, text, path);
+    free(text);
+    /* The shapes check the widths on load; the head count changes no shape but the split of
+     * every attention, so it must match too. */
+    const struct { const char *key; long then, now; } keys[] = {
+        {"patch", stored.patch, cfg->patch},       {"embed_dim", stored.embed_dim, cfg->embed_dim},
+        {"depth", stored.depth, cfg->depth},       {"heads", stored.heads, cfg->heads},
+        {"mlp_dim", stored.mlp_dim, cfg->mlp_dim},
+    };
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        if (keys[i].then != keys[i].now)
+            alice_die("pretrained = %s was pre-trained with %s = %ld, this run has %s = %ld: set "
+                      "the encoder keys (patch, embed_dim, depth, heads, mlp_dim) as in the "
+                      "pre-training job", path, keys[i].key, keys[i].then, keys[i].key,
+                      keys[i].now);
+}

@@ -48,6 +48,9 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
  * whose name passes keep (NULL: all). Checkpoints and the parity dumps of the tests use it. */
 void params_write_h5(hid_t file, const char *group, const char *prefix, const ParamSet *ps,
                      const float *buf, int (*keep)(const char *name));
+/* Ends the job unless path is a pre-training checkpoint whose encoder keys (patch, embed_dim,
+ * depth, heads, mlp_dim) equal cfg's: what fine-tuning's pretrained = ... must be. */
+void checkpoint_check_encoder_source(const char *path, const Config *cfg);
 /* The configuration text stored in a checkpoint (malloc'd). */
 char *checkpoint_config_text(const char *path);
 

@@ -4,7 +4,8 @@
 # encoder tensor (log line "loaded N of N vit.* tensors ... (0 initialised at random)") and
 # lower the DiceCE loss (mean of the first 5 metrics.csv rows > mean of the last 5) -> `alice
 # infer` on the held-out fold, whose NIfTI predictions must have the shape and affine of the
-# source images (nibabel) and hold only labels 0..13.
+# source images (nibabel) and hold only labels 0..13. A pretrained checkpoint with another head
+# count, or a fine-tuning checkpoint as pretrained, is refused before any step.
 set -u
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -35,6 +36,17 @@ total=$(echo "$line" | sed -E 's/.*loaded ([0-9]+) of ([0-9]+).*/\2/')
 [ "$loaded" = "$total" ] && [ "$loaded" -gt 0 ] || fail "loaded $loaded of $total encoder tensors"
 echo "$line" | grep -q "(0 initialised at random)" || fail "some encoder tensors were initialised at random"
 for f in metrics.csv val.csv ckpt_best.h5 ckpt_30.h5; do [ -f "$T/ft/$f" ] || fail "missing $T/ft/$f"; done
+# pretrained = ... refused before any step: another head count (no tensor shape shows it), a
+# fine-tuning checkpoint instead of a pre-training one
+refused() {  # expected-message, args...
+  local want=$1; shift
+  if "$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" data="$T/ds.h5" fold=0 "$@" > "$T/bad.log" 2>&1; then
+    fail "finetune accepted: $*"; fi
+  grep -q "$want" "$T/bad.log" || { tail -3 "$T/bad.log"; fail "no message '$want' for: $*"; }
+  echo "ok: refused: $(grep -m1 error "$T/bad.log" | cut -c1-140)"
+}
+refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
+refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
 
 run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 --out "$T/pred"
 cat "$T/last.log" | grep -E "case|done"
