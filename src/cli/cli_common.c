@@ -8,23 +8,49 @@
 
 int cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
 
+/* The key=value arguments met so far for one Config: a job file given after them (`alice
+ * pretrain lr=1e-3 --config job.cfg`) must not undo them, so each file load applies them again.
+ * The command line wins over every job file, wherever it stands. */
+static struct {
+    const Config *cfg;
+    int count;
+    const char *args[256];
+} g_overrides;
+
+static void apply_override(Config *cfg, const char *a)
+{
+    const char *eq = strchr(a, '=');
+    char key[128];
+    size_t n = (size_t)(eq - a);
+    if (n >= sizeof key) alice_die("command line: key too long in '%s'", a);
+    memcpy(key, a, n);
+    key[n] = '\0';
+    config_set(cfg, key, eq + 1, "command line", 0);
+}
+
+static void load_job_file(Config *cfg, const char *path)
+{
+    config_load_file(cfg, path);
+    if (g_overrides.cfg != cfg) return;
+    for (int k = 0; k < g_overrides.count; k++) apply_override(cfg, g_overrides.args[k]);
+}
+
 int cli_config_arg(Config *cfg, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
     if (!strcmp(a, "--config") || !strcmp(a, "-c")) {
         if (*i + 1 >= argc) alice_die("%s needs a job file, e.g. --config jobs/pretrain_tiny.cfg", a);
-        config_load_file(cfg, argv[++*i]);
+        load_job_file(cfg, argv[++*i]);
         return 1;
     }
-    if (!strncmp(a, "--config=", 9)) { config_load_file(cfg, a + 9); return 1; }
-    const char *eq = strchr(a, '=');
-    if (a[0] != '-' && eq) {
-        char key[128];
-        size_t n = (size_t)(eq - a);
-        if (n >= sizeof key) alice_die("command line: key too long in '%s'", a);
-        memcpy(key, a, n);
-        key[n] = '\0';
-        config_set(cfg, key, eq + 1, "command line", 0);
+    if (!strncmp(a, "--config=", 9)) { load_job_file(cfg, a + 9); return 1; }
+    if (a[0] != '-' && strchr(a, '=')) {
+        apply_override(cfg, a);
+        if (g_overrides.cfg != cfg) g_overrides.cfg = cfg, g_overrides.count = 0;
+        if (g_overrides.count == (int)(sizeof g_overrides.args / sizeof g_overrides.args[0]))
+            alice_die("command line: more than %d key=value arguments",
+                      (int)(sizeof g_overrides.args / sizeof g_overrides.args[0]));
+        g_overrides.args[g_overrides.count++] = a;
         return 1;
     }
     return 0;

@@ -22,7 +22,8 @@ int cmd_infer(int argc, char **argv);
 int cmd_match(int argc, char **argv);
 
 /* Shared argument handling: consumes `--config FILE` and `key=value` at argv[*i]; returns 1
- * when it consumed something. Job files and overrides apply in command-line order. */
+ * when it consumed something. Job files apply in command-line order; key=value arguments win
+ * over every job file, before or after them (a file loaded later applies them again). */
 int cli_config_arg(Config *cfg, int argc, char **argv, int *i);
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);
