@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "core/check.h"
@@ -16,6 +17,7 @@
 #include "dataset.h"
 #include "eval/labels.h"
 #include "eval/metrics.h"
+#include "geometry.h"
 #include "nifti_io.h"
 #include "results.h"
 
@@ -39,10 +41,12 @@ static void usage(FILE *out)
             "Scores every case that has a prediction <pred>/<case>.nii.gz (or .nii): DSC and NSD per\n"
             "organ (FLARE 2022 tolerances; eval_protocol=flare22 also scores aorta, IVC and\n"
             "esophagus on the truth's labelled slices only, as the FLARE 2022 script does).\n"
-            "--labels: truth from the original label NIfTI files <labels>/<case>.nii[.gz],\n"
-            "spacing from their affine. --data: truth from the packed data\n"
-            "set; predictions must then be on the packed grid. Writes STEM.h5 and STEM.csv\n"
-            "(default STEM: results) and prints the per-organ means.\n");
+            "--labels: truth from the original label NIfTI files <labels>/<case>.nii[.gz]\n"
+            "(BTCV's labelXXXX for case imgXXXX), spacing from their affine. --data: the cases\n"
+            "of a packed data set; a prediction on the case's source grid (alice infer's) is\n"
+            "scored against its source label file (recorded at packing; when it is gone, the\n"
+            "packed label mapped back), one on the packed grid against the packed label.\n"
+            "Writes STEM.h5 and STEM.csv (default STEM: results) and prints the per-organ means.\n");
 }
 
 static int file_exists(const char *path)
@@ -98,14 +102,29 @@ static EvalCase *cases_from_label_dir(const char *dir, int *count)
             cases = grown;
         }
         EvalCase *c = &cases[n++];
-        snprintf(c->name, sizeof c->name, "%s", name);
+        /* BTCV naming: labelXXXX is the truth of case imgXXXX (its image's stem, the name
+         * alice pack and alice infer give the case) */
+        if (!strncmp(name, "label", 5) && name[5])
+            snprintf(c->name, sizeof c->name, "img%s", name + 5);
+        else
+            snprintf(c->name, sizeof c->name, "%s", name);
         snprintf(c->truth, sizeof c->truth, "%s/%s", dir, ent->d_name);
         c->dataset_index = -1;
     }
     closedir(d);
     if (n == 0) alice_die("--labels %s: no .nii or .nii.gz files there", dir);
     qsort(cases, (size_t)n, sizeof(EvalCase), compare_cases);
-    *count = n;
+    /* A BTCV folder holds imgXXXX beside labelXXXX: the same case twice, the label wins */
+    int kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (kept > 0 && !strcmp(cases[kept - 1].name, cases[i].name)) {
+            const char *base = strrchr(cases[i].truth, '/');
+            if (!strncmp(base ? base + 1 : cases[i].truth, "label", 5)) cases[kept - 1] = cases[i];
+            continue;
+        }
+        cases[kept++] = cases[i];
+    }
+    *count = kept;
     return cases;
 }
 
@@ -151,7 +170,7 @@ static void check_same_grid(const char *pred, const int pd[3], const double pa[4
     if (pd[0] != td[0] || pd[1] != td[1] || pd[2] != td[2])
         alice_die("prediction %s has shape %dx%dx%d but its truth %s has %dx%dx%d; predictions must be on the "
                   "truth's grid (alice infer writes them on each case's original grid; with --data they "
-                  "must be on the packed grid)", pred, pd[0], pd[1], pd[2], truth, td[0], td[1], td[2]);
+                  "may be on it or on the packed grid)", pred, pd[0], pd[1], pd[2], truth, td[0], td[1], td[2]);
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 4; c++)
             if (fabs(pa[r][c] - ta[r][c]) > affine_tolerance_mm)
@@ -176,14 +195,37 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     uint8_t *truth;
     char truth_name[PATH_LEN];
     if (c->dataset_index >= 0) {
-        Volume v;
-        dataset_read_case(ds, c->dataset_index, &v);
-        truth = v.label;
-        v.label = NULL;
-        memcpy(td, v.dim, sizeof td);
-        memcpy(ta, v.affine, sizeof ta);
-        volume_free(&v);
-        snprintf(truth_name, sizeof truth_name, "%s (case %s)", data_path, c->name);
+        const DatasetCase *dc = dataset_case(ds, c->dataset_index);
+        const int on_source_grid = !memcmp(pd, dc->orig_dim, sizeof pd) &&
+                                   !(pd[0] == dc->dim[0] && pd[1] == dc->dim[1] && pd[2] == dc->dim[2]);
+        if (on_source_grid && dc->source_label[0] && access(dc->source_label, R_OK) == 0) {
+            /* alice infer's output (the source grid): scored against the source label itself */
+            truth = read_labels(dc->source_label, td, ta);
+            snprintf(truth_name, sizeof truth_name, "%s", dc->source_label);
+        } else {
+            Volume v;
+            dataset_read_case(ds, c->dataset_index, &v);
+            memcpy(td, v.dim, sizeof td);
+            memcpy(ta, v.affine, sizeof ta);
+            truth = v.label;
+            v.label = NULL;
+            volume_free(&v);
+            snprintf(truth_name, sizeof truth_name, "%s (case %s)", data_path, c->name);
+            if (on_source_grid) {
+                /* the source label is gone: the packed one, mapped back as predictions are */
+                const size_t n = (size_t)dc->orig_dim[0] * dc->orig_dim[1] * dc->orig_dim[2];
+                uint8_t *back = xmalloc(n);
+                geometry_label_to_original(truth, td, (const double (*)[4])ta, dc->orig_dim,
+                                           (const double (*)[4])dc->orig_affine, back);
+                free(truth);
+                truth = back;
+                memcpy(td, dc->orig_dim, sizeof td);
+                memcpy(ta, dc->orig_affine, sizeof ta);
+                log_warn("eval: %s is not readable; case %s is scored against %s's packed label "
+                         "mapped back to the source grid (nearest neighbour)", dc->source_label,
+                         c->name, data_path);
+            }
+        }
     } else {
         truth = read_labels(c->truth, td, ta);
         snprintf(truth_name, sizeof truth_name, "%s", c->truth);
