@@ -4,8 +4,9 @@
 #   pack -> pretrain -> finetune (array over folds) -> infer (array, fold k after fold k)
 #        -> eval
 #
-#   slurm/chain.sh --run-dir runs/exp1 --input /data/flare22 \
-#       --pretrain-config jobs/pretrain_vitb_paper.cfg --finetune-config jobs/finetune_btcv.cfg
+#   slurm/chain.sh --run-dir runs/exp1 --input /data/flare22/imagesTr \
+#       --pretrain-config jobs/pretrain_vitb_paper.cfg --finetune-config jobs/finetune_btcv.cfg \
+#       --eval-args "label_set=flare"    # FLARE data numbers its organs FLARE's way
 #
 # Options (each also settable by the environment variable in brackets):
 #   --run-dir DIR            everything this chain writes goes under DIR (required) [ALICE_RUN_DIR]

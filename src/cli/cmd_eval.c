@@ -237,6 +237,28 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     free(truth);
 }
 
+/* BTCV's files are imgXXXX/labelXXXX and number the organs its own way (1 spleen); FLARE's
+ * (and the phantoms') are NAME_0000/NAME (1 liver). Scoring one with the other's label_set
+ * gives every row another organ's name and tolerance without any error: say so. */
+static void warn_label_convention(const EvalCase *cases, int n, const LabelSet *set)
+{
+    int btcv_named = 0;
+    for (int c = 0; c < n; c++) {
+        const char *s = cases[c].name;
+        btcv_named += !strncmp(s, "img", 3) && s[3] >= '0' && s[3] <= '9';
+    }
+    const int btcv_set = !strcmp(set->name, "btcv");
+    if (n > 0 && btcv_named == n && !btcv_set)
+        log_warn("eval: the cases are named as BTCV's (imgXXXX), but label_set = %s: BTCV numbers "
+                 "its organs its own way (1 = spleen), so this table's organ names and "
+                 "tolerances would be another organ's; set label_set = btcv", set->name);
+    if (btcv_named == 0 && btcv_set)
+        log_warn("eval: label_set = btcv, but no case is named as BTCV's (imgXXXX): FLARE-style "
+                 "data (and the phantoms) number the organs FLARE's way (1 = liver), so this "
+                 "table's organ names and tolerances would be another organ's; set label_set = "
+                 "flare unless these labels really follow BTCV's numbering");
+}
+
 static void print_means(const LabelSet *set, int ncases, const double *dsc, const double *nsd)
 {
     printf("\n%-22s %6s %8s %8s\n", "organ", "tol_mm", "DSC", "NSD");
@@ -302,6 +324,7 @@ int cmd_eval(int argc, char **argv)
         }
         if (nscored < ncases)
             log_warn("eval: %d of %d cases have no prediction; scoring the other %d", ncases - nscored, ncases, nscored);
+        warn_label_convention(cases, nscored, set);
     }
     CHECK_MPI(MPI_Bcast(&nscored, 1, MPI_INT, 0, MPI_COMM_WORLD));
     if (nscored == 0)

@@ -6,7 +6,9 @@
 #  - --labels DIR with BTCV names: labelXXXX is the truth of case imgXXXX;
 #  - --data dataset.h5: scored against each case's source label (its recorded path);
 #  - --data with the source labels moved away: the packed label mapped back to the source grid,
-#    with a warning; every organ still scores DSC >= 0.8 (resampling to 3 mm and back).
+#    with a warning; every organ still scores DSC >= 0.8 (resampling to 3 mm and back);
+#  - BTCV-named cases scored with label_set = flare (BTCV numbers its organs its own way):
+#    a warning; with label_set = btcv none.
 set -euo pipefail
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -35,6 +37,10 @@ PY
 "$ALICE" eval --pred "$T/pred" --labels "$T/btcv" --out "$T/r_labels" label_set=flare > "$T/a.log" 2>&1 ||
   { cat "$T/a.log"; echo "FAIL: eval --labels on BTCV names"; exit 1; }
 check "$T/r_labels" 1
+grep -q "the cases are named as BTCV's (imgXXXX), but label_set = flare" "$T/a.log" ||
+  { echo "FAIL: BTCV-named cases scored with label_set = flare without a warning"; exit 1; }
+"$ALICE" eval --pred "$T/pred" --labels "$T/btcv" --out "$T/r_btcv" label_set=btcv > "$T/a2.log" 2>&1
+grep -q "named as BTCV" "$T/a2.log" && { echo "FAIL: a warning with label_set = btcv"; exit 1; }
 "$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --out "$T/r_data" label_set=flare > "$T/b.log" 2>&1 ||
   { cat "$T/b.log"; echo "FAIL: eval --data with predictions on the source grid"; exit 1; }
 check "$T/r_data" 1
