@@ -26,7 +26,7 @@
 #   --pretrain-args "k=v ...", --finetune-args, --infer-args, --eval-args, --pack-args
 #                            extra alice arguments for one stage
 #   --labels DIR             ground-truth label NIfTI folder for eval (default: the phantoms'
-#                            labelsTr, or INPUT/../labelsTr for FLARE-style input; else give
+#                            labelsTr, or INPUT/../labelsTr or INPUT/labelsTr for FLARE-style input; else give
 #                            --eval-args "--data <dataset.h5>") [ALICE_LABELS]
 #   --dry-run                print the sbatch commands without submitting
 # Environment:
@@ -111,7 +111,9 @@ dataset=${dataset:-$run_dir/data/dataset.h5}
 if [ -z "$labels" ]; then
   case $input in
     phantoms:*) labels=$run_dir/data/phantoms/labelsTr ;;
-    ?*) [ -d "$input/../labelsTr" ] && labels=$(cd "$input/../labelsTr" && pwd) ;;
+    ?*) for d in "$input/../labelsTr" "$input/labelsTr"; do
+          [ -z "$labels" ] && [ -d "$d" ] && labels=$(cd "$d" && pwd)
+        done ;;
   esac
 fi
 eval_truth=()
