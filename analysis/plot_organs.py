@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from results_io import parse_runs  # noqa: E402
-from tables import summarise  # noqa: E402
+from tables import check_same_organs, summarise  # noqa: E402
 
 
 def main(argv=None):
@@ -21,7 +21,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     summ = {n: summarise(p) for n, p in parse_runs(a.runs).items()}
-    organs = next(iter(summ.values()))["organs"]
+    organs = check_same_organs(summ)
     x = np.arange(len(organs))
     width = 0.8 / len(summ)
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(organs)), 7), sharex=True)

@@ -8,8 +8,18 @@ def _text(v):
 
 
 def load_results(path):
-    """dict: cases, organs (lists of str), dsc, nsd ([cases, organs] arrays), attrs (dict of str)."""
-    with h5py.File(path, "r") as h:
+    """dict: cases, organs (lists of str), dsc, nsd ([cases, organs] arrays), attrs (dict of str).
+    A missing, unreadable or foreign file ends the script naming it and what was expected."""
+    try:
+        h = h5py.File(path, "r")
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot read it as HDF5 ({e}); give the results.h5 that "
+                         f"alice eval writes")
+    with h:
+        missing = [k for k in ("case_names", "organ_names", "dsc", "nsd", "tolerance_mm") if k not in h]
+        if missing:
+            raise SystemExit(f"{path}: not an alice eval results file (no {', '.join(missing)}); "
+                             f"give the results.h5 that alice eval writes")
         return {
             "cases": [_text(s) for s in h["case_names"][:]],
             "organs": [_text(s) for s in h["organ_names"][:]],

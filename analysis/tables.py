@@ -39,6 +39,19 @@ def summarise(paths):
     return out
 
 
+def check_same_organs(summ):
+    """Every method's organ list must be the first one's: a table or plot lines rows up by
+    position, so another label set or a subset of organs would put one organ's scores under
+    another's name."""
+    names = list(summ)
+    first = summ[names[0]]["organs"]
+    for n in names[1:]:
+        if summ[n]["organs"] != first:
+            raise SystemExit(f"methods {names[0]} and {n} scored different organs ({first} vs "
+                             f"{summ[n]['organs']}): evaluate them with the same label_set")
+    return first
+
+
 def fmt(mean, std, latex=False):
     return f"{100 * mean:.2f} $\\pm$ {100 * std:.2f}" if latex else f"{100 * mean:.2f} ± {100 * std:.2f}"
 
@@ -47,7 +60,7 @@ def markdown(summ):
     lines = ["| Method | DSC (%) | NSD (%) | std across |", "|---|---|---|---|"]
     for name, s in summ.items():
         lines.append(f"| {name} | {fmt(*s['dsc_overall'])} | {fmt(*s['nsd_overall'])} | {s['spread']} |")
-    organs = next(iter(summ.values()))["organs"]
+    organs = check_same_organs(summ)
     head = "| Organ | " + " | ".join(f"{n} DSC | {n} NSD" for n in summ) + " |"
     lines += ["", head, "|---|" + "---|" * (2 * len(summ))]
     for j, o in enumerate(organs):
@@ -64,7 +77,7 @@ def latex(summ):
     for name, s in summ.items():
         lines.append(f"{esc(name)} & {fmt(*s['dsc_overall'], True)} & {fmt(*s['nsd_overall'], True)} \\\\")
     lines += ["\\bottomrule", "\\end{tabular}", ""]
-    organs = next(iter(summ.values()))["organs"]
+    organs = check_same_organs(summ)
     lines += ["\\begin{tabular}{l" + "cc" * len(summ) + "}", "\\toprule",
               "Organ & " + " & ".join(f"{esc(n)} DSC & {esc(n)} NSD" for n in summ) + " \\\\", "\\midrule"]
     for j, o in enumerate(organs):

@@ -1,5 +1,6 @@
 """analysis/*.py on fake results and run logs: the table numbers against means/stds computed
-here, and the plots written as non-trivial PNGs."""
+here, and the plots written as non-trivial PNGs; methods scored on different organs and a
+file that is not a results file are refused with a message, not lined up or a traceback."""
 import os
 import subprocess
 import sys
@@ -20,11 +21,11 @@ ANALYSIS = os.path.join(ROOT, "analysis")
 ORGANS = ["liver", "spleen", "left_kidney"]
 
 
-def write_results(path, dsc, nsd):
+def write_results(path, dsc, nsd, organs=ORGANS):
     cases = [f"case{i}" for i in range(dsc.shape[0])]
     with h5py.File(path, "w") as h:   # fixed-length strings, as alice eval writes them
         h["case_names"] = np.array(cases, dtype="S")
-        h["organ_names"] = np.array(ORGANS, dtype="S")
+        h["organ_names"] = np.array(organs, dtype="S")
         h["dsc"] = dsc
         h["nsd"] = nsd
         h["tolerance_mm"] = np.array([5.0, 3.0, 3.0])
@@ -75,6 +76,20 @@ def main():
         want = f"{100 * per_fold.mean():.2f} $\\pm$ {100 * per_fold.std():.2f}"
         if "\\begin{tabular}" not in out or want not in out:
             failures.append(f"LaTeX table missing or without '{want}'")
+
+        # methods scored on different organs (another label set, a subset): refused, not
+        # lined up by position; a file that is not a results file: refused naming it
+        write_results(os.path.join(tmp, "other.h5"), *a, organs=["spleen", "liver", "pancreas"])
+        for script in (["tables.py"], ["plot_organs.py", "--out", os.path.join(tmp, "x.png")]):
+            r = subprocess.run([sys.executable] + script + [f"alice={tmp}/a.h5", f"btcv={tmp}/other.h5"],
+                               capture_output=True, text=True, cwd=ANALYSIS)
+            if r.returncode == 0 or "scored different organs" not in r.stderr:
+                failures.append(f"{script[0]}: different organ lists not refused: {r.stderr[-200:]}")
+        open(os.path.join(tmp, "junk.h5"), "w").write("not hdf5")
+        r = subprocess.run([sys.executable, "tables.py", f"x={tmp}/junk.h5"], capture_output=True,
+                           text=True, cwd=ANALYSIS)
+        if r.returncode == 0 or "junk.h5: cannot read it as HDF5" not in r.stderr or "Traceback" in r.stderr:
+            failures.append(f"tables.py on a non-HDF5 file: {r.stderr[-200:]}")
 
         organs_png = os.path.join(tmp, "organs.png")
         run(["plot_organs.py", "--out", organs_png] + args)
