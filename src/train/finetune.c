@@ -34,20 +34,30 @@ static const char *const log_columns[] = {"loss", "ce", "dice", "lr", "grad_norm
 #define BEST_CKPT "ckpt_best.h5"
 #define VAL_CSV "val.csv"
 
+/* MONAI's UNETR BTCV recipe (tutorial + research-contributions): ScaleIntensityRanged a_min
+ * -175, a_max 250; RandCropByPosNegLabeld 96^3, pos = neg = 1, num_samples 4; AdamW(lr 1e-4,
+ * weight_decay 1e-5), default betas; 25000 iterations, validation every 500 with sliding
+ * windows of 96^3 at overlap 0.5. */
+static const char *const kFinetuneDefaults[][2] = {
+    {"window_lo", "-175"}, {"window_hi", "250"}, {"crop", "96,96,96"}, {"batch", "4"},
+    {"pos_fraction", "0.5"}, {"lr", "1e-4"}, {"min_lr", "0"}, {"weight_decay", "1e-5"},
+    {"beta1", "0.9"}, {"beta2", "0.999"}, {"clip", "0"}, {"steps", "25000"},
+    {"warmup", "500"}, {"val_every", "500"}, {"ckpt_every", "500"}, {"run_dir", "runs/finetune"},
+};
+
+int finetune_default_count(void)
+{
+    return (int)(sizeof kFinetuneDefaults / sizeof kFinetuneDefaults[0]);
+}
+
+const char *finetune_default_key(int i) { return kFinetuneDefaults[i][0]; }
+const char *finetune_default_value(int i) { return kFinetuneDefaults[i][1]; }
+
 void finetune_config_defaults(Config *cfg)
 {
-    /* MONAI's UNETR BTCV recipe (tutorial + research-contributions): ScaleIntensityRanged
-     * a_min -175, a_max 250; RandCropByPosNegLabeld 96^3, pos = neg = 1, num_samples 4;
-     * AdamW(lr 1e-4, weight_decay 1e-5), default betas; 25000 iterations, validation every
-     * 500 with sliding windows of 96^3 at overlap 0.5. */
-    static const char *const keys[][2] = {
-        {"window_lo", "-175"}, {"window_hi", "250"}, {"crop", "96,96,96"}, {"batch", "4"},
-        {"pos_fraction", "0.5"}, {"lr", "1e-4"}, {"min_lr", "0"}, {"weight_decay", "1e-5"},
-        {"beta1", "0.9"}, {"beta2", "0.999"}, {"clip", "0"}, {"steps", "25000"},
-        {"warmup", "500"}, {"val_every", "500"}, {"ckpt_every", "500"}, {"run_dir", "runs/finetune"},
-    };
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        config_set(cfg, keys[i][0], keys[i][1], "fine-tuning defaults", 0);
+    for (int i = 0; i < finetune_default_count(); i++)
+        config_set(cfg, kFinetuneDefaults[i][0], kFinetuneDefaults[i][1], "fine-tuning defaults",
+                   0);
 }
 
 double case_mean_dice(const uint8_t *pred, const int32_t *truth, size_t n, int K)

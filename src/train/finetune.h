@@ -20,6 +20,10 @@ typedef struct {
  * window [-175, 250], 96^3 crops, batch 4 (1 volume x 4 samples in MONAI), AdamW lr 1e-4,
  * weight decay 1e-5, betas (0.9, 0.999), no clipping, 25000 steps, validation every 500. */
 void finetune_config_defaults(Config *cfg);
+/* Those defaults as key/value pairs, i < finetune_default_count() (alice config --doc). */
+int finetune_default_count(void);
+const char *finetune_default_key(int i);
+const char *finetune_default_value(int i);
 
 /* Returns the process exit status (0 done, ALICE_EXIT_REQUEUE when preempted). */
 int finetune_run(const Config *cfg, const FinetuneOptions *opt);
