@@ -275,6 +275,11 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     const int *cases;
     int nval = loader_validation_cases(loader, &cases);
     int ntrain = loader_training_cases(loader, &cases);
+    if (cfg->fold >= 0 && nval == 0)
+        alice_die("fold = %d holds no labelled case of %s (%d labelled cases; its folds are "
+                  "0..num_folds-1 of its packing, or of num_folds for synthetic data): choose "
+                  "another fold, or fold = -1 to train on every case without validation",
+                  cfg->fold, cfg->data, ntrain);
     log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
              ntrain, nval, cfg->fold, cfg->val_every);
     double best = -1.0;

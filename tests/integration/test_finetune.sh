@@ -5,7 +5,8 @@
 # lower the DiceCE loss (mean of the first 5 metrics.csv rows > mean of the last 5) -> `alice
 # infer` on the held-out fold, whose NIfTI predictions must have the shape and affine of the
 # source images (nibabel) and hold only labels 0..13. A pretrained checkpoint with another head
-# count, or a fine-tuning checkpoint as pretrained, is refused before any step.
+# count, a fine-tuning checkpoint as pretrained, or a fold the data set does not have (packed
+# with 2), is refused before any step.
 set -u
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -47,6 +48,7 @@ refused() {  # expected-message, args...
 }
 refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
 refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
+refused "fold = 3 holds no labelled case of" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
 
 run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 --out "$T/pred"
 cat "$T/last.log" | grep -E "case|done"
