@@ -38,6 +38,9 @@ int cmd_probe(int argc, char **argv)
             alice_die("alice probe: unknown argument '%s' (see alice probe --help)", argv[i]);
     }
     if (!ckpt) alice_die("alice probe: --checkpoint is required");
+    /* the encoder of a pre-training run (a fine-tuned UNETR keeps it under other names: the
+     * probe would compare the random encoder with itself) */
+    checkpoint_check_encoder_source(ckpt, &cfg);
     if (k < 1 || k > 64) alice_die("alice probe: --k must be in 1..64");
     ProbeResult a = probe_knn(&cfg, ckpt, cases, crops, k);
     ProbeResult r = probe_knn(&cfg, NULL, cases, crops, k);

@@ -325,9 +325,9 @@ void checkpoint_check_encoder_source(const char *path, const Config *cfg)
     char *kind = h5_attr_read_string(f, "kind");
     CHECK_H5(H5Fclose(f));
     if (!kind || strcmp(kind, "pretrain"))
-        alice_die("pretrained = %s is a %s checkpoint, not a pre-training one: give the "
-                  "ckpt_<step>.h5 of an alice pretrain run (to continue a fine-tuning run, run "
-                  "it again in its run_dir, or pass --resume)", path, kind ? kind : "(unknown)");
+        alice_die("%s is a %s checkpoint, not a pre-training one: give the ckpt_<step>.h5 of an "
+                  "alice pretrain run (to continue a fine-tuning run, run it again in its "
+                  "run_dir, or pass --resume)", path, kind ? kind : "(unknown)");
     free(kind);
     char *text = checkpoint_config_text(path);
     Config stored;
@@ -342,7 +342,7 @@ void checkpoint_check_encoder_source(const char *path, const Config *cfg)
     };
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         if (keys[i].then != keys[i].now)
-            alice_die("pretrained = %s was pre-trained with %s = %ld, this run has %s = %ld: set "
+            alice_die("%s was pre-trained with %s = %ld, this run has %s = %ld: set "
                       "the encoder keys (patch, embed_dim, depth, heads, mlp_dim) as in the "
                       "pre-training job", path, keys[i].key, keys[i].then, keys[i].key,
                       keys[i].now);
