@@ -108,6 +108,11 @@ def main():
     with h5py.File(args.checkpoint, "r") as f:
         if f.attrs.get("format") not in ("alice-checkpoint", b"alice-checkpoint"):
             sys.exit(f"{args.checkpoint}: not an alice checkpoint")
+        kind = f.attrs.get("kind", b"")
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind != "pretrain":
+            sys.exit(f"{args.checkpoint}: a {kind or 'kindless'} checkpoint; this exports the "
+                     f"encoder of a pre-training checkpoint (alice pretrain's ckpt_<step>.h5)")
         text = f.attrs["config"]
         cfg = parse_config(text.decode() if isinstance(text, bytes) else text)
         state = {k[len("encoder."):]: torch.from_numpy(np.asarray(v[()]))

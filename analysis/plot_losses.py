@@ -45,6 +45,9 @@ def main(argv=None):
         if not os.path.exists(path):
             raise SystemExit(f"{run}: no metrics.csv; give run directories written by alice pretrain/finetune")
         cols = read_csv(path)
+        if not any(c in cols for c in LOSS_COLUMNS):
+            raise SystemExit(f"{path}: no logged step yet (header only or empty); plot it once "
+                             f"the run has written rows")
         name = os.path.basename(os.path.normpath(run))
         for c in LOSS_COLUMNS:
             if c in cols:

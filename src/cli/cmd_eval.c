@@ -296,6 +296,10 @@ int cmd_eval(int argc, char **argv)
         *slot = argv[++i];
     }
     if (!pred_dir) { usage(stderr); alice_die("eval: --pred DIR is required (the folder alice infer wrote)"); }
+    struct stat pst;
+    if (stat(pred_dir, &pst) != 0 || !S_ISDIR(pst.st_mode))
+        alice_die("eval: --pred %s: no such folder; give the folder alice infer wrote (its --out)",
+                  pred_dir);
     if (!labels_dir == !data_path) {
         usage(stderr);
         alice_die("eval: give exactly one source of truth: --labels DIR (label NIfTI files) or --data dataset.h5");

@@ -85,6 +85,11 @@ int cmd_infer(int argc, char **argv)
     if (strcmp(select, "all") != 0 && (sscanf(select, "fold:%d", &fold) != 1 || fold < 0))
         alice_die("alice infer: --cases '%s' is not understood; use fold:K (K >= 0) or all", select);
 
+    char *kind = checkpoint_kind(ckpt);
+    if (strcmp(kind, "finetune") != 0)
+        alice_die("%s is a %s checkpoint: alice infer needs a fine-tuned UNETR (alice finetune's "
+                  "ckpt_best.h5 or ckpt_<step>.h5)", ckpt, kind[0] ? kind : "kindless");
+    free(kind);
     Config cfg;
     config_defaults(&cfg);
     char *text = checkpoint_config_text(ckpt);

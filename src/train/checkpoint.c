@@ -308,6 +308,19 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
     return loaded;
 }
 
+char *checkpoint_kind(const char *path)
+{
+    hid_t f = h5_open_read(path, "checkpoint");
+    check_format(f, path);
+    char *kind = h5_attr_read_string(f, "kind");
+    CHECK_H5(H5Fclose(f));
+    if (!kind) {
+        kind = xmalloc(1);
+        kind[0] = '\0';
+    }
+    return kind;
+}
+
 char *checkpoint_config_text(const char *path)
 {
     hid_t f = h5_open_read(path, "checkpoint");
@@ -320,14 +333,11 @@ char *checkpoint_config_text(const char *path)
 
 void checkpoint_check_encoder_source(const char *path, const Config *cfg)
 {
-    hid_t f = h5_open_read(path, "pre-training checkpoint");
-    check_format(f, path);
-    char *kind = h5_attr_read_string(f, "kind");
-    CHECK_H5(H5Fclose(f));
-    if (!kind || strcmp(kind, "pretrain"))
+    char *kind = checkpoint_kind(path);
+    if (strcmp(kind, "pretrain"))
         alice_die("%s is a %s checkpoint, not a pre-training one: give the ckpt_<step>.h5 of an "
                   "alice pretrain run (to continue a fine-tuning run, run it again in its "
-                  "run_dir, or pass --resume)", path, kind ? kind : "(unknown)");
+                  "run_dir, or pass --resume)", path, kind[0] ? kind : "kindless");
     free(kind);
     char *text = checkpoint_config_text(path);
     Config stored;

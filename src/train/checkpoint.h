@@ -51,6 +51,8 @@ void params_write_h5(hid_t file, const char *group, const char *prefix, const Pa
 /* Ends the job unless path is a pre-training checkpoint whose encoder keys (patch, embed_dim,
  * depth, heads, mlp_dim) equal cfg's: what fine-tuning's pretrained = ... must be. */
 void checkpoint_check_encoder_source(const char *path, const Config *cfg);
+/* The checkpoint's kind attribute ("pretrain", "finetune"; "" when absent), malloc'd. */
+char *checkpoint_kind(const char *path);
 /* The configuration text stored in a checkpoint (malloc'd). */
 char *checkpoint_config_text(const char *path);
 

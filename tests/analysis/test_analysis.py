@@ -109,6 +109,14 @@ def main():
                 f.write(f"{s},{2 / s},{1 / s},{1 / s},1e-4,1.0,80,10\n")
         with open(os.path.join(fine, "val.csv"), "w") as f:
             f.write("step,mean_dice\n10,0.3\n20,0.5\n30,0.6\n")
+        empty = os.path.join(tmp, "empty")
+        os.makedirs(empty)
+        with open(os.path.join(empty, "metrics.csv"), "w") as f:
+            f.write("step,loss,l_r,l_dv,l_st,lr,grad_norm,ms_per_step,samples_per_s\n")
+        r = subprocess.run([sys.executable, "plot_losses.py", "--out", os.path.join(tmp, "e.png"), empty],
+                           capture_output=True, text=True, cwd=ANALYSIS)
+        if r.returncode == 0 or "no logged step yet" not in r.stderr:
+            failures.append(f"plot_losses.py on a header-only metrics.csv: {r.returncode} {r.stderr[-200:]}")
         loss_png = os.path.join(tmp, "losses.png")
         run(["plot_losses.py", "--out", loss_png, pre, fine])
         if not png_ok(loss_png):

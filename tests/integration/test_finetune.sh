@@ -6,7 +6,7 @@
 # infer` on the held-out fold, whose NIfTI predictions must have the shape and affine of the
 # source images (nibabel) and hold only labels 0..13. A pretrained checkpoint with another head
 # count, a fine-tuning checkpoint as pretrained, or a fold the data set does not have (packed
-# with 2), is refused before any step.
+# with 2), is refused before any step; alice infer refuses a pre-training checkpoint.
 set -u
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -49,6 +49,10 @@ refused() {  # expected-message, args...
 refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
 refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
 refused "fold = 3 holds no labelled case of" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
+if "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --out "$T/bad_pred" > "$T/bad.log" 2>&1; then
+  fail "alice infer accepted a pre-training checkpoint"; fi
+grep -q "is a pretrain checkpoint: alice infer needs a fine-tuned UNETR" "$T/bad.log" ||
+  { tail -3 "$T/bad.log"; fail "alice infer with a pre-training checkpoint: no clear message"; }
 
 run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 --out "$T/pred"
 cat "$T/last.log" | grep -E "case|done"
