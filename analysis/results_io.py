@@ -16,7 +16,8 @@ def load_results(path):
         raise SystemExit(f"{path}: cannot read it as HDF5 ({e}); give the results.h5 that "
                          f"alice eval writes")
     with h:
-        missing = [k for k in ("case_names", "organ_names", "dsc", "nsd", "tolerance_mm") if k not in h]
+        missing = [k for k in ("case_names", "organ_names", "dsc", "nsd", "tolerance_mm")
+                   if k not in h]
         if missing:
             raise SystemExit(f"{path}: not an alice eval results file (no {', '.join(missing)}); "
                              f"give the results.h5 that alice eval writes")

@@ -6,8 +6,8 @@
 # them report themselves skipped. ALICE_SKIP_DEPS=1 skips the check (a cluster whose MPI and
 # HDF5 come from modules), and so does a system without dpkg.
 set -euo pipefail
-build_pkgs=(libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev libopenblas0-openmp
-            libnifti2-dev)
+build_pkgs=(libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev
+            libopenblas0-openmp libnifti2-dev)
 test_pkgs=(python3-numpy python3-h5py python3-matplotlib python3-nibabel python3-scipy python3-torch
            slurm-wlm munge)
 # With nvcc (a CUDA build): the cuDNN frontend headers for attention_kernel = cudnn, pinned, into
@@ -18,12 +18,14 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
     echo "deps: warning: cuDNN frontend headers not fetched: attention_kernel = cudnn unavailable in this build" >&2
 fi
 if [ "${ALICE_SKIP_DEPS:-0}" = 1 ]; then
-  echo "deps: ALICE_SKIP_DEPS=1: not checking packages (MPI, parallel HDF5, OpenBLAS, niftilib must be found by make)"
+  echo "deps: ALICE_SKIP_DEPS=1: not checking packages (MPI, parallel HDF5, OpenBLAS and" \
+       "niftilib must be found by make)"
   exit 0
 fi
 if ! command -v dpkg-query >/dev/null 2>&1; then
-  echo "deps: not a Debian system: not checking packages; make needs mpicc, parallel HDF5 (pkg-config" \
-       "hdf5-openmpi, or HDF5_CFLAGS/HDF5_LIBS), OpenBLAS and niftilib (docs/OPERATIONS.md section 1)"
+  echo "deps: not a Debian system: not checking packages; make needs mpicc, parallel HDF5" \
+       "(pkg-config hdf5-openmpi, or HDF5_CFLAGS/HDF5_LIBS), OpenBLAS and niftilib" \
+       "(docs/OPERATIONS.md section 1)"
   exit 0
 fi
 missing_of() {

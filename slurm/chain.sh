@@ -26,8 +26,8 @@
 #   --pretrain-args "k=v ...", --finetune-args, --infer-args, --eval-args, --pack-args
 #                            extra alice arguments for one stage
 #   --labels DIR             ground-truth label NIfTI folder for eval (default: the phantoms'
-#                            labelsTr, or INPUT/../labelsTr or INPUT/labelsTr for FLARE-style input; else give
-#                            --eval-args "--data <dataset.h5>") [ALICE_LABELS]
+#                            labelsTr, or INPUT/../labelsTr or INPUT/labelsTr for FLARE-style
+#                            input; else give --eval-args "--data <dataset.h5>") [ALICE_LABELS]
 #   --dry-run                print the sbatch commands without submitting
 # Environment:
 #   ALICE_GPUS=0             no GPU options (CPU-only partitions, the local test cluster):

@@ -64,7 +64,8 @@ int cmd_config(int argc, char **argv)
                "wherever it stands. `alice finetune` starts from other defaults for these keys"
                " (MONAI's UNETR BTCV recipe),\nthen applies job files and the command line:");
         for (int i = 0; i < finetune_default_count(); i++)
-            printf("%s `%s = %s`", i ? "," : "", finetune_default_key(i), finetune_default_value(i));
+            printf("%s `%s = %s`", i ? "," : "", finetune_default_key(i),
+                   finetune_default_value(i));
         printf(".\n\n| key | type | default | valid | meaning |\n|---|---|---|---|---|\n");
         for (int i = 0; i < config_key_count; i++) {
             const ConfigKey *k = &config_keys[i];

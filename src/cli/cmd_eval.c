@@ -46,7 +46,8 @@ static void usage(FILE *out)
             "of a packed data set; a prediction on the case's source grid (alice infer's) is\n"
             "scored against its source label file (recorded at packing; when it is gone, the\n"
             "packed label mapped back), one on the packed grid against the packed label.\n"
-            "Writes STEM.h5 and STEM.csv (default STEM: results) and prints the per-organ means.\n");
+            "Writes STEM.h5 and STEM.csv (default STEM: results) and prints the per-organ\n"
+            "means.\n");
 }
 
 static int file_exists(const char *path)
@@ -196,8 +197,8 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     char truth_name[PATH_LEN];
     if (c->dataset_index >= 0) {
         const DatasetCase *dc = dataset_case(ds, c->dataset_index);
-        const int on_source_grid = !memcmp(pd, dc->orig_dim, sizeof pd) &&
-                                   !(pd[0] == dc->dim[0] && pd[1] == dc->dim[1] && pd[2] == dc->dim[2]);
+        const int on_packed_grid = !memcmp(pd, dc->dim, sizeof pd);
+        const int on_source_grid = !memcmp(pd, dc->orig_dim, sizeof pd) && !on_packed_grid;
         if (on_source_grid && dc->source_label[0] && access(dc->source_label, R_OK) == 0) {
             /* alice infer's output (the source grid): scored against the source label itself */
             truth = read_labels(dc->source_label, td, ta);
@@ -320,14 +321,17 @@ int cmd_eval(int argc, char **argv)
     int ncases = 0, nscored = 0;
     EvalCase *cases = NULL;
     if (rank == 0) {
-        cases = ds ? cases_from_dataset(ds, data_path, &ncases) : cases_from_label_dir(labels_dir, &ncases);
+        cases = ds ? cases_from_dataset(ds, data_path, &ncases)
+                   : cases_from_label_dir(labels_dir, &ncases);
         for (int c = 0; c < ncases; c++) {
             find_prediction(pred_dir, &cases[c]);
             if (cases[c].pred[0]) cases[nscored++] = cases[c];
-            else log_warn("eval: no prediction for case %s in %s (skipped)", cases[c].name, pred_dir);
+            else log_warn("eval: no prediction for case %s in %s (skipped)", cases[c].name,
+                          pred_dir);
         }
         if (nscored < ncases)
-            log_warn("eval: %d of %d cases have no prediction; scoring the other %d", ncases - nscored, ncases, nscored);
+            log_warn("eval: %d of %d cases have no prediction; scoring the other %d",
+                     ncases - nscored, ncases, nscored);
         warn_label_convention(cases, nscored, set);
     }
     CHECK_MPI(MPI_Bcast(&nscored, 1, MPI_INT, 0, MPI_COMM_WORLD));
@@ -337,7 +341,8 @@ int cmd_eval(int argc, char **argv)
     if (rank != 0) cases = xmalloc(sizeof(EvalCase) * (size_t)nscored);
     ALICE_ASSERT((double)nscored * sizeof(EvalCase) < 2147483647.0,
                  "%d cases: the case list exceeds one MPI message", nscored);
-    CHECK_MPI(MPI_Bcast(cases, (int)(sizeof(EvalCase) * (size_t)nscored), MPI_BYTE, 0, MPI_COMM_WORLD));
+    CHECK_MPI(MPI_Bcast(cases, (int)(sizeof(EvalCase) * (size_t)nscored), MPI_BYTE, 0,
+                        MPI_COMM_WORLD));
     const size_t cells = (size_t)nscored * (size_t)set->count;
     double *dsc = xcalloc(cells, sizeof(double)), *nsd = xcalloc(cells, sizeof(double));
     double t0 = wall_seconds();

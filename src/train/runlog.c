@@ -20,7 +20,8 @@ static void rewrite_from(const char *path, const char *header, long start_step)
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *out = fopen(tmp, "w");
-    if (!out) alice_die("cannot write %s: %s (is the run directory writable?)", tmp, strerror(errno));
+    if (!out)
+        alice_die("cannot write %s: %s (is the run directory writable?)", tmp, strerror(errno));
     fputs(header, out);
     FILE *in = fopen(path, "r");
     if (in) {
@@ -82,7 +83,8 @@ void runlog_row(RunLog *r, long step, const double *values, int print)
         else fprintf(r->csv, ",%.9g", values[i]);
     }
     fprintf(r->csv, "\n");
-    if (fflush(r->csv) != 0) alice_die("cannot write %s: %s (disk full?)", r->path, strerror(errno));
+    if (fflush(r->csv) != 0)
+        alice_die("cannot write %s: %s (disk full?)", r->path, strerror(errno));
     if (!print) return;
     if (r->rows_printed++ % 20 == 0) {
         printf("%8s", "step");

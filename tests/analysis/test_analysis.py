@@ -81,10 +81,12 @@ def main():
         # lined up by position; a file that is not a results file: refused naming it
         write_results(os.path.join(tmp, "other.h5"), *a, organs=["spleen", "liver", "pancreas"])
         for script in (["tables.py"], ["plot_organs.py", "--out", os.path.join(tmp, "x.png")]):
-            r = subprocess.run([sys.executable] + script + [f"alice={tmp}/a.h5", f"btcv={tmp}/other.h5"],
+            r = subprocess.run([sys.executable] + script
+                               + [f"alice={tmp}/a.h5", f"btcv={tmp}/other.h5"],
                                capture_output=True, text=True, cwd=ANALYSIS)
             if r.returncode == 0 or "scored different organs" not in r.stderr:
-                failures.append(f"{script[0]}: different organ lists not refused: {r.stderr[-200:]}")
+                failures.append(f"{script[0]}: different organ lists not refused: "
+                                f"{r.stderr[-200:]}")
         open(os.path.join(tmp, "junk.h5"), "w").write("not hdf5")
         r = subprocess.run([sys.executable, "tables.py", f"x={tmp}/junk.h5"], capture_output=True,
                            text=True, cwd=ANALYSIS)
