@@ -159,28 +159,29 @@ long checkpoint_latest_step(const char *run_dir)
     return latest;
 }
 
-long checkpoint_check_resumable(const char *path, const char *kind, const Config *cfg)
+/* The configuration a checkpoint was written with, and its step. */
+static long stored_config(const char *path, Config *out)
 {
+    char *text = checkpoint_config_text(path);
+    config_from_text(out, text, path);
+    free(text);
     hid_t f = h5_open_read(path, "checkpoint");
     long step = 0;
     h5_attr_read_long(f, "step", &step);
-    char *fmt = h5_attr_read_string(f, "format");
-    if (!fmt || strcmp(fmt, CKPT_FORMAT))
-        alice_die("%s is not an alice checkpoint (no format attribute '%s')", path, CKPT_FORMAT);
-    free(fmt);
-    char *stored_kind = h5_attr_read_string(f, "kind");
-    char *text = h5_attr_read_string(f, "config");
     CHECK_H5(H5Fclose(f));
-    if (!stored_kind || strcmp(stored_kind, kind))
+    return step;
+}
+
+long checkpoint_check_resumable(const char *path, const char *kind, const Config *cfg)
+{
+    char *stored_kind = checkpoint_kind(path);
+    if (strcmp(stored_kind, kind))
         alice_die("%s was written by alice %s, this is alice %s: resume it with the same "
                   "command, or give this run another run_dir", path,
-                  stored_kind ? stored_kind : "(unknown)", kind);
+                  stored_kind[0] ? stored_kind : "(unknown)", kind);
     free(stored_kind);
-    if (!text) alice_die("%s has no stored configuration: it cannot be resumed", path);
     Config stored;
-    config_defaults(&stored);
-    config_from_text(&stored, text, path);
-    free(text);
+    const long step = stored_config(path, &stored);
     /* mae's tensors are a subset of alice's: the shapes alone would let one resume the other */
     if (strcmp(stored.method, cfg->method))
         alice_die("%s is a method = %s run, this run has method = %s: resume it with the same "
@@ -339,10 +340,8 @@ void checkpoint_check_encoder_source(const char *path, const Config *cfg)
                   "alice pretrain run (to continue a fine-tuning run, run it again in its "
                   "run_dir, or pass --resume)", path, kind[0] ? kind : "kindless");
     free(kind);
-    char *text = checkpoint_config_text(path);
     Config stored;
-    config_from_text(&stored, text, path);
-    free(text);
+    stored_config(path, &stored);
     /* The shapes check the widths on load; the head count changes no shape but the split of
      * every attention, so it must match too. */
     const struct { const char *key; long then, now; } keys[] = {
