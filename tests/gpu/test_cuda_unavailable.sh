@@ -33,11 +33,15 @@ expect_device_error finetune "$ALICE" finetune --config "$ROOT/jobs/finetune_tin
   run_dir="$T/ft" steps=1
 
 # infer reads its configuration from the checkpoint: a one-step cpu pre-training of the micro
-# model gives one (infer stops at the device before it reads the model or the data).
+# model gives one (infer stops at the device before it reads the model or the data), marked as
+# a fine-tuning checkpoint, the kind infer accepts.
 if ! "$ALICE" pretrain --config "$ROOT/tests/train/micro.cfg" run_dir="$T/pt" steps=1 ckpt_every=1 \
      > "$T/pt.log" 2>&1 || [ ! -f "$T/pt/ckpt_1.h5" ]; then
   tail -5 "$T/pt.log"; echo "FAIL: the cpu pre-training that makes a checkpoint for infer failed"; exit 1
 fi
+PYTHON=${PYTHON:-/usr/bin/python3}
+"$PYTHON" -c "import h5py, sys; h5py.File(sys.argv[1], 'a').attrs['kind'] = b'finetune'" \
+  "$T/pt/ckpt_1.h5" || { echo "FAIL: could not mark the checkpoint (h5py)"; exit 1; }
 expect_device_error infer "$ALICE" infer --checkpoint "$T/pt/ckpt_1.h5" --data "$T/none.h5" \
   --out "$T/pred" device=cuda
 
