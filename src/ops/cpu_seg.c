@@ -121,7 +121,12 @@ void cpu_dicece_bwd(float *dlogits, const float *probs, const int *labels, int B
             const float *ab = a + b * K, *cb = c + b * K;
             /* dot[i] = sum_k p_k g_k with g_k = a_k [y == k] + c_k */
             float dot[VOXEL_CHUNK];
-            for (int i = 0; i < n; i++) dot[i] = ab[lab[i]] * pr[(long)lab[i] * V + i];
+            /* a label outside 0..K-1 (counted by the forward, reported after the step) is in
+             * no class: no term, and no read past the class planes (as the CUDA kernel) */
+            for (int i = 0; i < n; i++) {
+                const int y = lab[i];
+                dot[i] = y >= 0 && y < K ? ab[y] * pr[(long)y * V + i] : 0.0f;
+            }
             for (int k = 0; k < K; k++)
                 for (int i = 0; i < n; i++) dot[i] += cb[k] * pr[(long)k * V + i];
             /* dz_k = w_ce (p_k - y_k) / (B V) + p_k (g_k - dot) */

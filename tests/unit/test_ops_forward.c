@@ -512,6 +512,15 @@ static int test_hand_cases(void)
                seg[SEG_LOSS_BAD_LABELS]);
     TEST_CLOSE(seg[SEG_LOSS_CE], 2 * log(2.0) / 4, 1e-6, 0, "dicece ce without the bad labels");
     TEST_CLOSE(probs[5], 0.5, 1e-7, 0, "dicece probs");
+    /* ... and the backward reads nothing past the class planes for them (it read
+     * probs[label * V + v]): at a bad voxel no class is hit, dz_k = ce_scale p_k + p_k (c_k -
+     * sum_j c_j p_j), and with p = 1/2 for both classes and c equal for both (each class has
+     * one labelled voxel), dz_k = (1 / (B V)) p_k = 0.125 for w_ce = w_dice = 1. */
+    float dl[8];
+    be->dicece_bwd(dl, probs, bad, 1, 2, 4, 1.0f, 1.0f);
+    for (int k = 0; k < 2; k++)
+        for (int v = 1; v <= 2; v++)
+            TEST_CLOSE(dl[k * 4 + v], 0.125, 1e-6, 0, "dicece_bwd at a label outside 0..K-1");
     return 0;
 }
 
