@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "ops/cpu_scratch.h"
 
 /* db[c] += sum over b and voxels of dy[b, c, :] (double accumulation). */
 void cpu_conv_bias_grad(float *db, const float *dy, int B, int C, long V)
@@ -94,14 +95,13 @@ void cpu_conv_transpose3d_fwd(float *y, const float *x, const float *W, const fl
                               int Cin, int Cout, int X, int Y, int Z, int k)
 {
     const long P = (long)X * Y * Z, rows = (long)Cout * k * k * k;
-    float *T = xmalloc((size_t)(rows * P) * sizeof(float));
+    float *T = cpu_scratch(CPU_SCRATCH_KERNEL_BLOCKS, (size_t)(rows * P));
     for (int bi = 0; bi < B; bi++) {
         /* T = W^T x_b: W is [Cin, Cout k^3] */
         cpu_sgemm(1, 0, (int)rows, (int)P, Cin, 1.0f, W,
                     (int)rows, x + (long)bi * Cin * P, (int)P, 0.0f, T, (int)P);
         shuffle_kernel_blocks(T, y + (long)bi * rows * P, NULL, b, Cout, X, Y, Z, k);
     }
-    free(T);
 }
 
 void cpu_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy, const float *x,
@@ -111,7 +111,7 @@ void cpu_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy, 
     const long P = (long)X * Y * Z, rows = (long)Cout * k * k * k;
     if (db) cpu_conv_bias_grad(db, dy, B, Cout, rows / Cout * P);
     if (!dx && !dW) return;
-    float *dT = xmalloc((size_t)(rows * P) * sizeof(float));
+    float *dT = cpu_scratch(CPU_SCRATCH_KERNEL_BLOCKS, (size_t)(rows * P));
     for (int bi = 0; bi < B; bi++) {
         shuffle_kernel_blocks(dT, NULL, dy + (long)bi * rows * P, NULL, Cout, X, Y, Z, k);
         if (dx) /* dx_b = W dT */
@@ -121,5 +121,4 @@ void cpu_conv_transpose3d_bwd(float *dx, float *dW, float *db, const float *dy, 
             cpu_sgemm(0, 1, Cin, (int)rows, (int)P, 1.0f,
                         x + (long)bi * Cin * P, (int)P, dT, (int)P, 1.0f, dW, (int)rows);
     }
-    free(dT);
 }

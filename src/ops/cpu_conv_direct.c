@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "ops/cpu_scratch.h"
 
 enum {
     VL = 8,       /* floats per vector */
@@ -50,23 +51,6 @@ static inline float vsum(const vfloat *v)
     float s = 0.0f;
     for (int i = 0; i < VL; i++) s += (*v)[i];
     return s;
-}
-
-/* ---- scratch: grow-only per thread, so large padded copies are not re-faulted per call -- */
-
-enum ScratchSlot { SCRATCH_PADDED_IN, SCRATCH_PADDED_DY, SCRATCH_WEIGHTS, SCRATCH_SLOTS };
-
-static _Thread_local float *scratch_ptr[SCRATCH_SLOTS];
-static _Thread_local size_t scratch_len[SCRATCH_SLOTS];
-
-static float *scratch(enum ScratchSlot slot, size_t n)
-{
-    if (n > scratch_len[slot]) {
-        free(scratch_ptr[slot]);
-        scratch_ptr[slot] = xmalloc(n * sizeof(float));
-        scratch_len[slot] = n;
-    }
-    return scratch_ptr[slot];
 }
 
 int cpu_conv3d_direct_supported(int k, int s, int pad)
@@ -101,7 +85,7 @@ static const float *pack_weights(const float *W, int Cout, int Cin, int k, int t
     const int k3 = k * k * k;
     const int O = transpose_flip ? Cin : Cout, I = transpose_flip ? Cout : Cin;
     const int nb = (O + CB - 1) / CB;
-    float *wp = scratch(SCRATCH_WEIGHTS, (size_t)nb * I * k3 * CB);
+    float *wp = cpu_scratch(CPU_SCRATCH_WEIGHTS, (size_t)nb * I * k3 * CB);
     for (int ob = 0; ob < nb; ob++)
         for (int i = 0; i < I; i++)
             for (int kk = 0; kk < k3; kk++)
@@ -214,7 +198,7 @@ void cpu_conv3d_fwd_direct(float *y, const float *x, const float *W, const float
     const long Zs = padded_row(Oz, k), in_vox = (long)X * Y * Z, out_vox = (long)Ox * Oy * Oz;
     int blocks;
     const float *wp = pack_weights(W, Cout, Cin, k, 0, &blocks);
-    float *xz = scratch(SCRATCH_PADDED_IN, (size_t)Cin * X * Y * Zs);
+    float *xz = cpu_scratch(CPU_SCRATCH_PADDED_IN, (size_t)Cin * X * Y * Zs);
     for (int bi = 0; bi < B; bi++) {
         pad_rows(xz, x + (long)bi * Cin * in_vox, (long)Cin * X * Y, Z, pad, Zs);
         DirectConv c = {.xz = xz, .Cin = Cin, .X = X, .Y = Y, .Zs = Zs, .wp = wp, .bias = b,
@@ -307,7 +291,7 @@ void cpu_conv3d_bwd_direct(float *dx, float *dW, const float *dy, const float *x
     const long in_vox = (long)X * Y * Z, out_vox = (long)Ox * Oy * Oz;
     if (dW) {
         const long Zs = padded_row(Oz, k);
-        float *xz = scratch(SCRATCH_PADDED_IN, (size_t)Cin * X * Y * Zs);
+        float *xz = cpu_scratch(CPU_SCRATCH_PADDED_IN, (size_t)Cin * X * Y * Zs);
         for (int bi = 0; bi < B; bi++) {
             pad_rows(xz, x + (long)bi * Cin * in_vox, (long)Cin * X * Y, Z, pad, Zs);
             DirectGrad g = {.xz = xz, .dy = dy + (long)bi * Cout * out_vox, .dW = dW, .Cin = Cin,
@@ -322,7 +306,7 @@ void cpu_conv3d_bwd_direct(float *dx, float *dW, const float *dy, const float *x
         const long Zs = padded_row(Z, k);
         int blocks;
         const float *wp = pack_weights(W, Cout, Cin, k, 1, &blocks);
-        float *dyz = scratch(SCRATCH_PADDED_DY, (size_t)Cout * Ox * Oy * Zs);
+        float *dyz = cpu_scratch(CPU_SCRATCH_PADDED_DY, (size_t)Cout * Ox * Oy * Zs);
         for (int bi = 0; bi < B; bi++) {
             pad_rows(dyz, dy + (long)bi * Cout * out_vox, (long)Cout * Ox * Oy, Oz, tpad, Zs);
             DirectConv c = {.xz = dyz, .Cin = Cout, .X = Ox, .Y = Oy, .Zs = Zs, .wp = wp,

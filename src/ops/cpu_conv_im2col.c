@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "ops/cpu_scratch.h"
 
 /* Floats in one column slab (16 MiB): large enough for an efficient GEMM, small enough to
  * stay cheap beside the activations. */
@@ -141,7 +142,9 @@ void cpu_conv3d_fwd_im2col(float *y, const float *x, const float *W, const float
         fill_bias(y, b, B, Cout, g.out_plane);
         beta = 1.0f;
     }
-    float *col = g.pointwise ? NULL : xmalloc((size_t)(g.rows * g.slab_planes * plane_cols) * sizeof(float));
+    float *col = g.pointwise ? NULL
+                             : cpu_scratch(CPU_SCRATCH_IM2COL,
+                                           (size_t)(g.rows * g.slab_planes * plane_cols));
     for (int bi = 0; bi < B; bi++) {
         const float *xb = x + (long)bi * Cin * g.in_plane;
         float *yb = y + (long)bi * Cout * g.out_plane;
@@ -158,7 +161,6 @@ void cpu_conv3d_fwd_im2col(float *y, const float *x, const float *W, const float
                         (int)g.out_plane);
         }
     }
-    free(col);
 }
 
 void cpu_conv3d_bwd_im2col(float *dx, float *dW, float *db, const float *dy, const float *x,
@@ -170,8 +172,8 @@ void cpu_conv3d_bwd_im2col(float *dx, float *dW, float *db, const float *dy, con
     if (db) cpu_conv_bias_grad(db, dy, B, Cout, g.out_plane);
     if (!dx && !dW) return;
     size_t slab_floats = (size_t)(g.rows * g.slab_planes * plane_cols);
-    float *col = (!g.pointwise && dW) ? xmalloc(slab_floats * sizeof(float)) : NULL;
-    float *dcol = (!g.pointwise && dx) ? xmalloc(slab_floats * sizeof(float)) : NULL;
+    float *col = (!g.pointwise && dW) ? cpu_scratch(CPU_SCRATCH_IM2COL, slab_floats) : NULL;
+    float *dcol = (!g.pointwise && dx) ? cpu_scratch(CPU_SCRATCH_IM2COL_GRAD, slab_floats) : NULL;
     for (int bi = 0; bi < B; bi++) {
         const float *xb = x + (long)bi * Cin * g.in_plane;
         const float *dyb = dy + (long)bi * Cout * g.out_plane;
@@ -202,6 +204,4 @@ void cpu_conv3d_bwd_im2col(float *dx, float *dW, float *db, const float *dy, con
             }
         }
     }
-    free(col);
-    free(dcol);
 }
