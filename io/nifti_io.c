@@ -42,18 +42,24 @@ static int supported_datatype(int dt)
     }
 }
 
-/* sform when set, else qform, else pixdim alone (the NIfTI standard's method 3, 2, 1). */
+/* sform when set, else qform, else pixdim alone (the NIfTI standard's method 3, 2, 1). The
+ * voxel sizes of the latter two are |pixdim|, as nibabel reads them: niftilib would make a
+ * negative pixdim (some converters write them) 1 mm, silently resampling the case wrongly. A
+ * zero pixdim stays 0 and is refused as a singular affine by the caller. */
 static void header_affine(const nifti_image *nim, double affine[4][4])
 {
     if (nim->sform_code > 0) {
         memcpy(affine, nim->sto_xyz.m, sizeof(double) * 16);
     } else if (nim->qform_code > 0) {
-        memcpy(affine, nim->qto_xyz.m, sizeof(double) * 16);
+        const nifti_dmat44 q = nifti_quatern_to_dmat44(
+            nim->quatern_b, nim->quatern_c, nim->quatern_d, nim->qoffset_x, nim->qoffset_y,
+            nim->qoffset_z, fabs(nim->dx), fabs(nim->dy), fabs(nim->dz), nim->qfac);
+        memcpy(affine, q.m, sizeof(double) * 16);
     } else {
         memset(affine, 0, sizeof(double) * 16);
-        affine[0][0] = nim->dx > 0 ? nim->dx : 1.0;
-        affine[1][1] = nim->dy > 0 ? nim->dy : 1.0;
-        affine[2][2] = nim->dz > 0 ? nim->dz : 1.0;
+        affine[0][0] = fabs(nim->dx);
+        affine[1][1] = fabs(nim->dy);
+        affine[2][2] = fabs(nim->dz);
         affine[3][3] = 1.0;
     }
 }

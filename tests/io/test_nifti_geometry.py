@@ -122,6 +122,26 @@ def run_checks(tmp):
     _, a, _ = read_with_tool(p, tmp)
     check(a is not None and np.allclose(a, np.diag([1.25, 2.0, 4.0, 1.0])),
           "pixdim alone when neither transform is set")
+    # negative pixdim (some converters write them): |pixdim| as nibabel reads them, for the
+    # qform and for pixdim alone (niftilib made them 1 mm)
+    for name, qcode in (("qform_negpix", 1), ("pixdim_negpix", 0)):
+        img = nib.Nifti1Image(base, None)
+        img.set_qform(perm if qcode else None, code=qcode)
+        img.set_sform(None, code=0)
+        p = os.path.join(tmp, name + ".nii")
+        nib.save(img, p)
+        raw = bytearray(open(p, "rb").read())
+        want = nib.load(p).header.get_qform() if qcode else np.diag([1.0, 1.0, 1.0, 1.0])
+        zooms = np.frombuffer(bytes(raw[76:108]), "<f4").copy()   # pixdim[0..7]
+        if not qcode:
+            zooms[1:4] = [0.8, 0.8, 2.5]
+            want = np.diag([0.8, 0.8, 2.5, 1.0])
+        zooms[1:4] = -np.abs(zooms[1:4])
+        raw[76:108] = zooms.astype("<f4").tobytes()
+        open(p, "wb").write(bytes(raw))
+        _, a, err = read_with_tool(p, tmp)
+        check(a is not None and np.allclose(a, want, atol=1e-4),
+              f"{name}: |pixdim| used: {a if a is None else np.round(a, 3).tolist()} {err}")
 
     # 3. bad input: unsupported datatype, truncated gzip, not NIfTI at all
     p = os.path.join(tmp, "complex.nii.gz")
