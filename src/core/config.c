@@ -1,11 +1,14 @@
 #include "core/config.h"
 
 #include <ctype.h>
+#include <float.h>
+#include <limits.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/check.h"
 
@@ -95,10 +98,24 @@ static _Noreturn void unknown_key(const char *key, const char *at)
 static int parse_triple(const char *text, double v[3])
 {
     char tail;
-    if (sscanf(text, "%lf , %lf , %lf %c", &v[0], &v[1], &v[2], &tail) == 3) return 1;
-    if (sscanf(text, "%lf %c", &v[0], &tail) != 1) return 0;
-    v[1] = v[2] = v[0];
-    return 1;
+    if (sscanf(text, "%lf , %lf , %lf %c", &v[0], &v[1], &v[2], &tail) != 3) {
+        if (sscanf(text, "%lf %c", &v[0], &tail) != 1) return 0;
+        v[1] = v[2] = v[0];
+    }
+    /* nan and inf pass every range comparison */
+    return isfinite(v[0]) && isfinite(v[1]) && isfinite(v[2]);
+}
+
+/* Whether d fits the key's C type: a value past INT_MAX would wrap (batch = 3e9 read as
+ * -2147483648), one past FLT_MAX become inf. */
+static int fits_type(ConfigType t, double d)
+{
+    switch (t) {
+    case CFG_T_INT: return d >= INT_MIN && d <= INT_MAX;
+    case CFG_T_LONG: return d >= -9.2e18 && d <= 9.2e18;
+    case CFG_T_FLOAT: return fabs(d) <= FLT_MAX;
+    default: return 1;
+    }
 }
 
 void config_set(Config *c, const char *key, const char *value, const char *origin, int line)
@@ -112,14 +129,15 @@ void config_set(Config *c, const char *key, const char *value, const char *origi
     switch (k->type) {
     case CFG_T_INT:
     case CFG_T_LONG:
-        if (!parse_double(value, &d) || d != floor(d) || !in_range(k->valid, d))
+        if (!parse_double(value, &d) || d != floor(d) || !in_range(k->valid, d) ||
+            !fits_type(k->type, d))
             alice_die("%s: %s = '%s' is not valid: expected an integer in %s", at, key, value,
                       k->valid && k->valid[0] ? k->valid : "any range");
         if (k->type == CFG_T_INT) *(int *)field = (int)d;
         else *(long *)field = (long)d;
         break;
     case CFG_T_FLOAT:
-        if (!parse_double(value, &d) || !in_range(k->valid, d))
+        if (!parse_double(value, &d) || !in_range(k->valid, d) || !fits_type(k->type, d))
             alice_die("%s: %s = '%s' is not valid: expected a number in %s", at, key, value,
                       k->valid && k->valid[0] ? k->valid : "any range");
         *(float *)field = (float)d;
@@ -201,16 +219,25 @@ static void apply_text(Config *c, char *text, const char *origin)
 
 void config_load_file(Config *c, const char *path)
 {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        alice_die("job file %s is a directory; give --config a job file, e.g. "
+                  "jobs/pretrain_tiny.cfg", path);
     FILE *f = fopen(path, "r");
     if (!f) alice_die("cannot open job file %s: %s (check the path given to --config)", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = xmalloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    buf[got] = '\0';
+    /* read to the end rather than trusting a size: pipes and process substitutions have none */
+    size_t cap = 4096, used = 0, got;
+    char *buf = xmalloc(cap);
+    while ((got = fread(buf + used, 1, cap - 1 - used, f)) > 0) {
+        used += got;
+        if (used + 1 == cap) buf = xrealloc(buf, cap *= 2);
+    }
+    const int failed = ferror(f);
     fclose(f);
-    apply_text(c, buf, path);
+    if (failed) alice_die("cannot read job file %s: %s", path, strerror(errno));
+    buf[used] = '\0';
+    /* a UTF-8 byte-order mark (Windows editors) is not part of the first key */
+    apply_text(c, !strncmp(buf, "\xEF\xBB\xBF", 3) ? buf + 3 : buf, path);
     free(buf);
 }
 
