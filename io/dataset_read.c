@@ -9,6 +9,7 @@
 #include "core/check.h"
 #include "dataset.h"
 #include "dataset_write.h"
+#include "h5util.h"
 
 struct Dataset {
     char path[DATASET_PATH_LEN];
@@ -22,12 +23,22 @@ static pthread_mutex_t h5_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int attr_exists(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
 
-static void attr_read(const Dataset *ds, hid_t obj, const char *where, const char *name, hid_t type, void *out)
+/* Reads attribute `name` of `count` elements: another count (a damaged or foreign file)
+ * would overrun `out`, so it ends the job naming the file. */
+static void attr_read_n(const Dataset *ds, hid_t obj, const char *where, const char *name,
+                        hid_t type, void *out, hssize_t count)
 {
     if (!attr_exists(obj, name))
         alice_die("%s: %s has no attribute '%s'; the file was not written by this version of "
                   "`alice pack` (re-pack it)", ds->path, where, name);
     hid_t a = CHECK_H5(H5Aopen(obj, name, H5P_DEFAULT));
+    hid_t space = CHECK_H5(H5Aget_space(a));
+    const hssize_t n = H5Sget_simple_extent_npoints(space);
+    CHECK_H5(H5Sclose(space));
+    if (n != count)
+        alice_die("%s: %s attribute '%s' holds %lld values, expected %lld; the file is damaged "
+                  "or not written by `alice pack` (re-pack it)", ds->path, where, name,
+                  (long long)n, (long long)count);
     CHECK_H5(H5Aread(a, type, out));
     CHECK_H5(H5Aclose(a));
 }
@@ -53,7 +64,9 @@ static void attr_read_string(const Dataset *ds, hid_t obj, const char *where, co
         size_t sz = H5Tget_size(ft);
         char *buf = xcalloc(sz + 1, 1);
         hid_t mt = CHECK_H5(H5Tcopy(H5T_C_S1));
-        CHECK_H5(H5Tset_size(mt, sz));
+        /* one byte more than stored: a null-padded string that fills its size (h5py's
+         * np.bytes_) would otherwise lose its last character to the terminator */
+        CHECK_H5(H5Tset_size(mt, sz + 1));
         CHECK_H5(H5Aread(a, mt, buf));
         snprintf(out, n, "%s", buf);
         free(buf);
@@ -73,18 +86,18 @@ static void read_case_meta(Dataset *ds, DatasetCase *c)
                   ds->path, c->name, DS_GROUP_CASES, c->name);
     hid_t g = CHECK_H5(H5Gopen2(cases, c->name, H5P_DEFAULT));
     double sp[3];
-    attr_read(ds, g, where, "spacing", H5T_NATIVE_DOUBLE, sp);
+    attr_read_n(ds, g, where, "spacing", H5T_NATIVE_DOUBLE, sp, 3);
     for (int a = 0; a < 3; a++) c->spacing[a] = (float)sp[a];
-    attr_read(ds, g, where, "affine", H5T_NATIVE_DOUBLE, c->affine);
-    attr_read(ds, g, where, "original_shape", H5T_NATIVE_INT, c->orig_dim);
-    attr_read(ds, g, where, "original_affine", H5T_NATIVE_DOUBLE, c->orig_affine);
+    attr_read_n(ds, g, where, "affine", H5T_NATIVE_DOUBLE, c->affine, 16);
+    attr_read_n(ds, g, where, "original_shape", H5T_NATIVE_INT, c->orig_dim, 3);
+    attr_read_n(ds, g, where, "original_affine", H5T_NATIVE_DOUBLE, c->orig_affine, 16);
     int crop[2][3];
-    attr_read(ds, g, where, "crop_box", H5T_NATIVE_INT, crop);
+    attr_read_n(ds, g, where, "crop_box", H5T_NATIVE_INT, crop, 6);
     memcpy(c->crop_lo, crop[0], sizeof c->crop_lo);
     memcpy(c->crop_hi, crop[1], sizeof c->crop_hi);
-    attr_read(ds, g, where, "ras_axis", H5T_NATIVE_INT, c->ras_axis);
-    attr_read(ds, g, where, "ras_flip", H5T_NATIVE_INT, c->ras_flip);
-    attr_read(ds, g, where, "fold", H5T_NATIVE_INT, &c->fold);
+    attr_read_n(ds, g, where, "ras_axis", H5T_NATIVE_INT, c->ras_axis, 3);
+    attr_read_n(ds, g, where, "ras_flip", H5T_NATIVE_INT, c->ras_flip, 3);
+    attr_read_n(ds, g, where, "fold", H5T_NATIVE_INT, &c->fold, 1);
     attr_read_string(ds, g, where, "source_image", c->source_image, sizeof c->source_image);
     attr_read_string(ds, g, where, "source_label", c->source_label, sizeof c->source_label);
     c->has_label = H5Lexists(g, DS_LABEL, H5P_DEFAULT) > 0;
@@ -97,6 +110,19 @@ static void read_case_meta(Dataset *ds, DatasetCase *c)
     for (int a = 0; a < 3; a++) c->dim[a] = (int)dims[a];
     CHECK_H5(H5Sclose(space));
     CHECK_H5(H5Dclose(d));
+    if (c->has_label) {   /* a label of another shape would fail mid-training in a read */
+        hid_t l = CHECK_H5(H5Dopen2(g, DS_LABEL, H5P_DEFAULT));
+        hid_t lspace = CHECK_H5(H5Dget_space(l));
+        hsize_t ldims[3] = {0, 0, 0};
+        const int nd = H5Sget_simple_extent_ndims(lspace);
+        if (nd == 3) CHECK_H5(H5Sget_simple_extent_dims(lspace, ldims, NULL));
+        CHECK_H5(H5Sclose(lspace));
+        CHECK_H5(H5Dclose(l));
+        if (nd != 3 || memcmp(ldims, dims, sizeof dims) != 0)
+            alice_die("%s: case %s: the label's shape differs from the image's %dx%dx%d; the "
+                      "file is damaged (re-pack it)", ds->path, c->name, c->dim[0], c->dim[1],
+                      c->dim[2]);
+    }
     CHECK_H5(H5Gclose(g));
     CHECK_H5(H5Gclose(cases));
 }
@@ -113,26 +139,35 @@ Dataset *dataset_open(const char *path)
     fclose(probe);
     if (H5Fis_hdf5(path) <= 0)
         alice_die("%s is not an HDF5 file (expected a dataset.h5 written by `alice pack`)", path);
-    ds->file = CHECK_H5(H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT));
+    ds->file = h5_open_read(path, "data set");
     char format[64] = "";
     if (attr_exists(ds->file, "format")) attr_read_string(ds, ds->file, "the root", "format", format, sizeof format);
     if (strcmp(format, DATASET_FORMAT_NAME) != 0)
         alice_die("%s is an HDF5 file but not an alice data set (no format = '%s' attribute); "
                   "create it with `alice pack`", path, DATASET_FORMAT_NAME);
     int version = 0;
-    attr_read(ds, ds->file, "the root", "format_version", H5T_NATIVE_INT, &version);
+    attr_read_n(ds, ds->file, "the root", "format_version", H5T_NATIVE_INT, &version, 1);
     if (version != DATASET_FORMAT_VERSION)
         alice_die("%s: data set format version %d, this alice reads version %d (re-pack it)", path,
                   version, DATASET_FORMAT_VERSION);
     double sp[3];
-    attr_read(ds, ds->file, "the root", "spacing", H5T_NATIVE_DOUBLE, sp);
+    attr_read_n(ds, ds->file, "the root", "spacing", H5T_NATIVE_DOUBLE, sp, 3);
     for (int a = 0; a < 3; a++) ds->spacing[a] = (float)sp[a];
-    attr_read(ds, ds->file, "the root", "num_folds", H5T_NATIVE_INT, &ds->num_folds);
-    attr_read(ds, ds->file, "the root", "num_cases", H5T_NATIVE_INT, &ds->count);
+    attr_read_n(ds, ds->file, "the root", "num_folds", H5T_NATIVE_INT, &ds->num_folds, 1);
+    attr_read_n(ds, ds->file, "the root", "num_cases", H5T_NATIVE_INT, &ds->count, 1);
     if (ds->count > 0) {
+        if (!h5_exists(ds->file, DS_GROUP_INDEX "/name"))
+            alice_die("%s: no /%s/name; the file is damaged or not written by `alice pack` "
+                      "(re-pack it)", path, DS_GROUP_INDEX);
+        hid_t d = CHECK_H5(H5Dopen2(ds->file, DS_GROUP_INDEX "/name", H5P_DEFAULT));
+        hid_t nspace = CHECK_H5(H5Dget_space(d));
+        const hssize_t listed = H5Sget_simple_extent_npoints(nspace);
+        CHECK_H5(H5Sclose(nspace));
+        if (listed != ds->count)
+            alice_die("%s: num_cases = %d but the index lists %lld names; the file is damaged "
+                      "(re-pack it)", path, ds->count, (long long)listed);
         ds->cases = xcalloc((size_t)ds->count, sizeof(DatasetCase));
         char *names = xcalloc((size_t)ds->count, DATASET_NAME_LEN);
-        hid_t d = CHECK_H5(H5Dopen2(ds->file, DS_GROUP_INDEX "/name", H5P_DEFAULT));
         hid_t mt = CHECK_H5(H5Tcopy(H5T_C_S1));
         CHECK_H5(H5Tset_size(mt, DATASET_NAME_LEN));
         CHECK_H5(H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, names));

@@ -1,0 +1,107 @@
+"""A damaged or foreign dataset.h5 is refused with a message naming the file and the problem
+(io/dataset_read.c), never a crash or a read past a buffer; each case is a copy of a good
+`alice pack` output changed with h5py:
+  - num_cases lower than the index's length (read the index into a buffer sized by num_cases:
+    a heap overflow);
+  - a case attribute with more values than expected (spacing of 64 values into 3 doubles);
+  - a label whose shape differs from its image (failed mid-training in an HDF5 read);
+  - the file cut in half (a copy interrupted): named as damaged, not an HDF5 error stack;
+  - string attributes written by h5py as fixed-length null-padded np.bytes_ read whole (the
+    format attribute lost its last character and the file was refused as foreign)."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+try:
+    import h5py
+    import numpy as np
+except ImportError as e:  # pragma: no cover
+    print(f"skip: {e}")
+    sys.exit(77)
+
+ALICE = os.environ.get("ALICE", "bin/alice")
+
+
+def eval_on(ds, pred):
+    """alice eval opens the data set first (the predictions folder is empty)."""
+    return subprocess.run([ALICE, "eval", "--pred", pred, "--data", ds, "--out", ds + ".res"],
+                          capture_output=True, text=True)
+
+
+def main():
+    if not os.access(ALICE, os.X_OK):
+        print(f"skip: {ALICE} is not built")
+        return 77
+    failures = []
+    with tempfile.TemporaryDirectory(prefix="alice_damaged_") as tmp:
+        ph, good, pred = (os.path.join(tmp, n) for n in ("ph", "good.h5", "pred"))
+        os.makedirs(pred)
+        for cmd in ([ALICE, "phantom", "--out", ph, "--cases", "2", "--size", "small"],
+                    [ALICE, "pack", "--input", ph, "--out", good, "spacing=4,4,4"]):
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                print(r.stderr[-2000:])
+                return 1
+        base = eval_on(good, pred)
+        if "no prediction" not in base.stderr:
+            print(base.stderr[-1000:])
+            failures.append("the good data set did not reach the predictions step")
+
+        def damaged(name, change, want):
+            path = os.path.join(tmp, name + ".h5")
+            shutil.copy(good, path)
+            change(path)
+            r = eval_on(path, pred)
+            ok = r.returncode not in (0, -11, 139) and path in r.stderr and want in r.stderr \
+                and "HDF5 call failed" not in r.stderr
+            last = r.stderr.strip().splitlines()[-1][:160] if r.stderr.strip() else r.returncode
+            print(("ok   " if ok else "FAIL ") + f"{name}: {last}")
+            if not ok:
+                failures.append(name)
+
+        def fewer_cases(p):
+            with h5py.File(p, "a") as f:
+                f.attrs["num_cases"] = np.int32(1)
+
+        def long_spacing(p):
+            with h5py.File(p, "a") as f:
+                g = f["cases"][list(f["cases"].keys())[0]]
+                del g.attrs["spacing"]
+                g.attrs["spacing"] = np.ones(64)
+
+        def label_shape(p):
+            with h5py.File(p, "a") as f:
+                g = f["cases"][list(f["cases"].keys())[0]]
+                shape = g["label"].shape
+                del g["label"]
+                g["label"] = np.zeros((shape[0] - 1, shape[1], shape[2]), np.uint8)
+
+        def truncated(p):
+            data = open(p, "rb").read()
+            open(p, "wb").write(data[: len(data) // 2])
+
+        damaged("fewer_cases", fewer_cases, "but the index lists 2 names")
+        damaged("long_spacing", long_spacing, "holds 64 values, expected 3")
+        damaged("label_shape", label_shape, "the label's shape differs from the image's")
+        damaged("truncated", truncated, "not a complete HDF5 file")
+
+        padded = os.path.join(tmp, "padded.h5")
+        shutil.copy(good, padded)
+        with h5py.File(padded, "a") as f:
+            fmt = f.attrs["format"]
+            fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
+            f.attrs["format"] = np.bytes_(fmt)       # fixed length, exactly the text's size
+        r = eval_on(padded, pred)
+        ok = "no prediction" in r.stderr and "not an alice data set" not in r.stderr
+        print(("ok   " if ok else "FAIL ") + "fixed-length null-padded format attribute read whole")
+        if not ok:
+            print(r.stderr[-500:])
+            failures.append("padded")
+    print(f"{len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
