@@ -46,34 +46,10 @@ static void attr_read_n(const Dataset *ds, hid_t obj, const char *where, const c
 static void attr_read_string(const Dataset *ds, hid_t obj, const char *where, const char *name,
                              char *out, size_t n)
 {
-    if (!attr_exists(obj, name))
-        alice_die("%s: %s has no attribute '%s' (re-pack the data set)", ds->path, where, name);
-    hid_t a = CHECK_H5(H5Aopen(obj, name, H5P_DEFAULT));
-    hid_t ft = CHECK_H5(H5Aget_type(a));
-    if (H5Tis_variable_str(ft) > 0) {
-        char *s = NULL;
-        hid_t mt = CHECK_H5(H5Tcopy(H5T_C_S1));
-        CHECK_H5(H5Tset_size(mt, H5T_VARIABLE));
-        CHECK_H5(H5Aread(a, mt, &s));
-        snprintf(out, n, "%s", s ? s : "");
-        hid_t space = CHECK_H5(H5Aget_space(a));
-        H5Dvlen_reclaim(mt, space, H5P_DEFAULT, &s);
-        CHECK_H5(H5Sclose(space));
-        CHECK_H5(H5Tclose(mt));
-    } else {
-        size_t sz = H5Tget_size(ft);
-        char *buf = xcalloc(sz + 1, 1);
-        hid_t mt = CHECK_H5(H5Tcopy(H5T_C_S1));
-        /* one byte more than stored: a null-padded string that fills its size (h5py's
-         * np.bytes_) would otherwise lose its last character to the terminator */
-        CHECK_H5(H5Tset_size(mt, sz + 1));
-        CHECK_H5(H5Aread(a, mt, buf));
-        snprintf(out, n, "%s", buf);
-        free(buf);
-        CHECK_H5(H5Tclose(mt));
-    }
-    CHECK_H5(H5Tclose(ft));
-    CHECK_H5(H5Aclose(a));
+    char *s = h5_attr_read_string(obj, name);
+    if (!s) alice_die("%s: %s has no attribute '%s' (re-pack the data set)", ds->path, where, name);
+    snprintf(out, n, "%s", s);
+    free(s);
 }
 
 static void read_case_meta(Dataset *ds, DatasetCase *c)

@@ -190,6 +190,9 @@ char *h5_attr_read_string(hid_t loc, const char *name)
         char *v = NULL;
         hid_t mem = CHECK_H5(H5Tcopy(H5T_C_S1));
         CHECK_H5(H5Tset_size(mem, H5T_VARIABLE));
+        /* the file's character set (h5py writes Python strings as UTF-8): HDF5 converts
+         * no strings between ASCII and UTF-8 */
+        CHECK_H5(H5Tset_cset(mem, H5Tget_cset(type)));
         CHECK_H5(H5Aread(attr, mem, &v));
         out = strdup(v ? v : "");
         H5free_memory(v);
@@ -198,7 +201,10 @@ char *h5_attr_read_string(hid_t loc, const char *name)
         size_t n = H5Tget_size(type);
         out = xcalloc(n + 1, 1);
         hid_t mem = CHECK_H5(H5Tcopy(H5T_C_S1));
+        /* one byte more than stored: a null-padded string that fills its size (h5py's
+         * np.bytes_) keeps its last character */
         CHECK_H5(H5Tset_size(mem, n + 1));
+        CHECK_H5(H5Tset_cset(mem, H5Tget_cset(type)));
         CHECK_H5(H5Aread(attr, mem, out));
         CHECK_H5(H5Tclose(mem));
     }

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "core/check.h"
+#include "core/log.h"
 
 const ConfigKey *config_find_key(const char *name)
 {
@@ -195,8 +196,10 @@ static char *trim(char *s)
     return s;
 }
 
-/* Applies `key = value` lines of text in place; line numbers count every line. */
-static void apply_text(Config *c, char *text, const char *origin)
+/* Applies `key = value` lines of text in place; line numbers count every line. With
+ * skip_unknown, a key this registry lacks is skipped with a warning instead of refused (a
+ * configuration stored by another alice version). */
+static void apply_text(Config *c, char *text, const char *origin, int skip_unknown)
 {
     int line = 0;
     char *p = text;
@@ -211,7 +214,14 @@ static void apply_text(Config *c, char *text, const char *origin)
             char *eq = strchr(s, '=');
             if (!eq) alice_die("%s:%d: expected 'key = value', got '%s'", origin, line, s);
             *eq = '\0';
-            config_set(c, trim(s), trim(eq + 1), origin, line);
+            const char *key = trim(s);
+            if (skip_unknown && !config_find_key(key)) {
+                if (log_rank() == 0)
+                    log_warn("%s:%d: key '%s' is unknown to this alice (written by another "
+                             "version?): ignored", origin, line, key);
+            } else {
+                config_set(c, key, trim(eq + 1), origin, line);
+            }
         }
         p = nl ? nl + 1 : NULL;
     }
@@ -237,7 +247,7 @@ void config_load_file(Config *c, const char *path)
     if (failed) alice_die("cannot read job file %s: %s", path, strerror(errno));
     buf[used] = '\0';
     /* a UTF-8 byte-order mark (Windows editors) is not part of the first key */
-    apply_text(c, !strncmp(buf, "\xEF\xBB\xBF", 3) ? buf + 3 : buf, path);
+    apply_text(c, !strncmp(buf, "\xEF\xBB\xBF", 3) ? buf + 3 : buf, path, 0);
     free(buf);
 }
 
@@ -281,7 +291,7 @@ void config_from_text(Config *c, const char *text, const char *origin)
     config_defaults(c);
     char *copy = strdup(text);
     ALICE_ASSERT(copy, "out of memory");
-    apply_text(c, copy, origin);
+    apply_text(c, copy, origin, 1);
     free(copy);
 }
 

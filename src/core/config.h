@@ -126,7 +126,8 @@ void config_load_file(Config *c, const char *path);
 void config_set(Config *c, const char *key, const char *value, const char *origin, int line);
 /* Resolved configuration as `key = value` lines (caller frees). */
 char *config_to_text(const Config *c);
-/* Parses text from config_to_text (checkpoints store it) into c. */
+/* Parses text from config_to_text (checkpoints store it) into c; keys this registry does not
+ * know (a checkpoint of another alice version) are skipped with a warning. */
 void config_from_text(Config *c, const char *text, const char *origin);
 /* Cross-key checks (crop divisible by patch, width by heads, ...); errors name the keys. */
 void config_validate(const Config *c);

@@ -424,11 +424,13 @@ void unetr_free(UnetrModel *m)
 int unetr_load_pretrained(UnetrModel *m, const char *path)
 {
     checkpoint_check_encoder_source(path, &m->cfg);
-    const int loaded = checkpoint_load_matching(path, &m->ps, "encoder.", "vit.");
-    if (loaded == 0)
-        alice_die("pretrained = %s holds none of the encoder's tensors (params/encoder.*): the "
-                  "fine-tuning would start from random weights; give a pre-training checkpoint",
-                  path);
+    int candidates = 0;
+    const int loaded = checkpoint_load_matching(path, &m->ps, "encoder.", "vit.", &candidates);
+    /* the encoder keys match (checked above), so a tensor short is another version's layout */
+    if (loaded < candidates)
+        alice_die("pretrained = %s holds %d of the encoder's %d tensors (params/encoder.*): the "
+                  "rest would start from random weights; give a pre-training checkpoint of this "
+                  "alice version", path, loaded, candidates);
     return loaded;
 }
 

@@ -11,6 +11,7 @@
 #include "h5util.h"
 
 #define CKPT_FORMAT "alice-checkpoint"
+#define CKPT_FORMAT_VERSION 1
 
 void params_write_h5(hid_t f, const char *group, const char *prefix, const ParamSet *ps,
                      const float *buf, int (*keep)(const char *name))
@@ -73,7 +74,7 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     hid_t f = h5_create_tmp(path);
     char *text = config_to_text(cfg);
     h5_attr_string(f, "format", CKPT_FORMAT);
-    h5_attr_long(f, "format_version", 1);
+    h5_attr_long(f, "format_version", CKPT_FORMAT_VERSION);
     h5_attr_string(f, "kind", kind);
     h5_attr_string(f, "config", text);
     h5_attr_long(f, "step", step);
@@ -223,6 +224,10 @@ static void check_format(hid_t f, const char *path)
     if (!fmt || strcmp(fmt, CKPT_FORMAT))
         alice_die("%s is not an alice checkpoint (no format attribute '%s')", path, CKPT_FORMAT);
     free(fmt);
+    long version = 0;
+    if (!h5_attr_read_long(f, "format_version", &version) || version != CKPT_FORMAT_VERSION)
+        alice_die("%s: checkpoint format version %ld, this alice reads version %d (written by "
+                  "another alice version)", path, version, CKPT_FORMAT_VERSION);
 }
 
 static void read_set(hid_t f, const char *path, const char *group, const ParamSet *ps, float *buf, float *host)
@@ -275,7 +280,8 @@ long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target,
     return step;
 }
 
-int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_prefix, const char *to_prefix)
+int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_prefix,
+                             const char *to_prefix, int *candidates_out)
 {
     hid_t f = h5_open_read(path, "pre-training checkpoint");
     check_format(f, path);
@@ -306,6 +312,7 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
     CHECK_H5(H5Fclose(f));
     log_info("loaded %d of %d %s* tensors from %s (%d initialised at random)", loaded, candidates,
              to_prefix, path, candidates - loaded);
+    if (candidates_out) *candidates_out = candidates;
     return loaded;
 }
 

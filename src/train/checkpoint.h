@@ -40,9 +40,10 @@ long checkpoint_load(const char *path, ParamSet *online, ParamSet *target);
 long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target, ParamSet *buffers);
 /* Loads tensors by name mapping: every tensor of ps whose name starts with to_prefix is looked
  * up as from_prefix + rest in /params of the file. Shape mismatches are errors; reports the
- * counts of loaded and initialised tensors (rank 0) and returns the number loaded. */
+ * counts of loaded and initialised tensors (rank 0) and returns the number loaded;
+ * *candidates_out (may be NULL) gets the number of ps's tensors under to_prefix. */
 int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_prefix,
-                             const char *to_prefix);
+                             const char *to_prefix, int *candidates_out);
 /* Writes the tensors of ps held in buf (ps->data, ->grad, ->m or ->v, backend memory) as
  * datasets <group>/<prefix><name> with their shapes and a `decay` attribute; only the tensors
  * whose name passes keep (NULL: all). Checkpoints and the parity dumps of the tests use it. */

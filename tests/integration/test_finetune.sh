@@ -6,7 +6,8 @@
 # infer` on the held-out fold, whose NIfTI predictions must have the shape and affine of the
 # source images (nibabel) and hold only labels 0..13. A pretrained checkpoint with another head
 # count, a fine-tuning checkpoint as pretrained, or a fold the data set does not have (packed
-# with 2), is refused before any step; alice infer refuses a pre-training checkpoint.
+# with 2), or a checkpoint missing one encoder tensor, is refused before any step; alice infer
+# refuses a pre-training checkpoint.
 set -u
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -49,6 +50,9 @@ refused() {  # expected-message, args...
 refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
 refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
 refused "fold = 3 holds no labelled case of" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
+cp "$CKPT" "$T/short.h5"
+"$PYTHON" -c "import h5py,sys; f=h5py.File(sys.argv[1],'a'); del f['params/encoder.norm.weight']" "$T/short.h5"
+refused "holds 47 of the encoder's 48 tensors" run_dir="$T/bad4" $ENC pretrained="$T/short.h5"
 if "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --out "$T/bad_pred" > "$T/bad.log" 2>&1; then
   fail "alice infer accepted a pre-training checkpoint"; fi
 grep -q "is a pretrain checkpoint: alice infer needs a fine-tuned UNETR" "$T/bad.log" ||

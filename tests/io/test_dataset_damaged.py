@@ -6,8 +6,9 @@
   - a case attribute with more values than expected (spacing of 64 values into 3 doubles);
   - a label whose shape differs from its image (failed mid-training in an HDF5 read);
   - the file cut in half (a copy interrupted): named as damaged, not an HDF5 error stack;
-  - string attributes written by h5py as fixed-length null-padded np.bytes_ read whole (the
-    format attribute lost its last character and the file was refused as foreign)."""
+  - string attributes written by h5py, as fixed-length null-padded np.bytes_ (the format
+    attribute lost its last character and the file was refused as foreign) or as a Python str
+    (variable-length UTF-8: HDF5 refused to convert it to ASCII), read whole."""
 import os
 import shutil
 import subprocess
@@ -87,18 +88,20 @@ def main():
         damaged("label_shape", label_shape, "the label's shape differs from the image's")
         damaged("truncated", truncated, "not a complete HDF5 file")
 
-        padded = os.path.join(tmp, "padded.h5")
-        shutil.copy(good, padded)
-        with h5py.File(padded, "a") as f:
-            fmt = f.attrs["format"]
-            fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
-            f.attrs["format"] = np.bytes_(fmt)       # fixed length, exactly the text's size
-        r = eval_on(padded, pred)
-        ok = "no prediction" in r.stderr and "not an alice data set" not in r.stderr
-        print(("ok   " if ok else "FAIL ") + "fixed-length null-padded format attribute read whole")
-        if not ok:
-            print(r.stderr[-500:])
-            failures.append("padded")
+        for kind, as_written in (("fixed-length null-padded", np.bytes_),
+                                 ("UTF-8 variable-length", str)):
+            edited = os.path.join(tmp, "edited.h5")
+            shutil.copy(good, edited)
+            with h5py.File(edited, "a") as f:
+                fmt = f.attrs["format"]
+                fmt = fmt.decode() if isinstance(fmt, bytes) else str(fmt)
+                f.attrs["format"] = as_written(fmt)   # as h5py writes np.bytes_ / a Python str
+            r = eval_on(edited, pred)
+            ok = "no prediction" in r.stderr and "not an alice data set" not in r.stderr
+            print(("ok   " if ok else "FAIL ") + f"{kind} format attribute (h5py) read whole")
+            if not ok:
+                print(r.stderr[-500:])
+                failures.append(kind)
     print(f"{len(failures)} failure(s)")
     return 1 if failures else 0
 

@@ -9,7 +9,9 @@
 #  - a changed key (lr): resumed, with a warning naming it; a changed steps: also a warning that
 #    the lr and EMA schedules jump;
 #  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed;
-#  - every checkpoint damaged: refused.
+#  - every checkpoint damaged: refused;
+#  - another version's checkpoint: a stored key this alice lacks skipped with a warning, another
+#    format_version refused.
 source "$(dirname "$0")/lib.sh"
 expect_error() {  # expected-message-regex, command args...
   local want=$1; shift
@@ -47,4 +49,21 @@ echo "ok: a truncated newest checkpoint is skipped, the one before resumes"
 
 : > "$A/ckpt_3.h5"; : > "$A/ckpt_6.h5"
 expect_error "none of them is intact" pretrain --config "$MICRO" run_dir="$A"
+
+# Another alice version's checkpoint: a stored key this one lacks is skipped with a warning (the
+# run resumes); another format version is refused.
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+"$PYTHON" - "$A/ckpt_6.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "a") as f:
+    text = f.attrs["config"]
+    text = text.decode() if isinstance(text, bytes) else text
+    f.attrs["config"] = text + "feature_of_a_newer_version = 1\n"
+PY
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/newkey.log" 2>&1 || { cat "$WORK/newkey.log"; fail "a stored unknown key stopped the resume"; }
+grep -q "key 'feature_of_a_newer_version' is unknown to this alice" "$WORK/newkey.log" || fail "no warning about the unknown stored key"
+cp "$WORK/a.orig/ckpt_6.h5" "$WORK/v2.h5"
+"$PYTHON" -c "import h5py,sys; h5py.File(sys.argv[1],'a').attrs['format_version']=2" "$WORK/v2.h5"
+expect_error "checkpoint format version 2, this alice reads version 1" pretrain --config "$MICRO" run_dir="$WORK/v2run" --resume "$WORK/v2.h5"
+echo "ok: another version's stored key skipped with a warning; another format version refused"
 echo PASS
