@@ -196,8 +196,12 @@ int cmd_pack(int argc, char **argv)
     char err[ERR_LEN];
     DatasetWriter *w = dataset_writer_create(tmp, MPI_COMM_WORLD, spacing, cfg.num_folds, err, sizeof err);
     if (!w) alice_die("%s", err);
-    log_info("alice pack: %d case(s) from %s -> %s on %d rank(s); spacing %g,%g,%g mm, %d folds",
-             n, input ? input : list, out, nranks, spacing[0], spacing[1], spacing[2], cfg.num_folds);
+    int labelled = 0;
+    for (int i = 0; i < n; i++) labelled += cases[i].label[0] != '\0';
+    /* a label that was not found packs its case unlabelled: say how many have one */
+    log_info("alice pack: %d case(s), %d with a label, from %s -> %s on %d rank(s); spacing "
+             "%g,%g,%g mm, %d folds", n, labelled, input ? input : list, out, nranks, spacing[0],
+             spacing[1], spacing[2], cfg.num_folds);
 
     const double t0 = wall_seconds();
     CaseStatus *status = xmalloc(sizeof(CaseStatus) * (size_t)nranks);

@@ -38,6 +38,10 @@ static int find_nifti(const char *dir, const char *stem, char *out, size_t n)
     for (int e = 0; e < 2; e++) {
         snprintf(out, n, "%s/%s%s", dir, stem, ext[e]);
         if (is_file(out)) return 1;
+        struct stat st;
+        if (lstat(out, &st) == 0 && S_ISLNK(st.st_mode))   /* would pack the case unlabelled */
+            alice_die("%s is a symbolic link to nothing (its target is gone): fix or remove the "
+                      "link", out);
     }
     out[0] = '\0';
     return 0;

@@ -241,6 +241,17 @@ def main():
     check(r.returncode != 0 and "--force" in r.stderr, f"existing output kept without --force: {r.stderr.strip()[:120]}")
     before = h5_content(out1)
     check(same_content(before, h5_content(out1)), "existing output untouched")
+    # a label that is a link to nothing: refused (the case was packed unlabelled, silently)
+    dang = os.path.join(tmp, "dangling")
+    os.makedirs(dang)
+    shutil.copy(os.path.join(bad, "good_0000.nii.gz"), dang)
+    os.symlink(os.path.join(tmp, "gone.nii.gz"), os.path.join(dang, "good.nii.gz"))
+    r = run("pack", "--input", dang, "--out", os.path.join(tmp, "dang.h5"))
+    check(r.returncode != 0 and "symbolic link to nothing" in r.stderr,
+          f"dangling label link refused: {r.stderr.strip()[-120:]}")
+    r = run("pack", "--input", ph, "--out", os.path.join(tmp, "count.h5"))
+    check(r.returncode == 0 and "with a label" in r.stdout,
+          f"pack says how many cases have a label: {r.stdout.strip().splitlines()[0][:120]}")
     lst = os.path.join(tmp, "list.txt")
     with open(lst, "w") as f:
         f.write("# image label\n")
