@@ -30,12 +30,14 @@ typedef struct {
     char error[ERR_LEN];
 } CaseStatus;
 
-static int affines_match(const double a[4][4], const double b[4][4])
+/* The first entry (row * 4 + column) where the two affines differ beyond 1e-3 relative, or
+ * -1 when they match. */
+static int affine_mismatch(const double a[4][4], const double b[4][4])
 {
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 4; c++)
-            if (fabs(a[r][c] - b[r][c]) > 1e-3 * (1.0 + fabs(a[r][c]))) return 0;
-    return 1;
+            if (fabs(a[r][c] - b[r][c]) > 1e-3 * (1.0 + fabs(a[r][c]))) return r * 4 + c;
+    return -1;
 }
 
 /* Reads, checks and preprocesses one case. Returns 0, or -1 with the reason in err. */
@@ -72,10 +74,12 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
             problem = "shape";
             snprintf(detail, sizeof detail, "image %dx%dx%d, label %dx%dx%d", dim[0], dim[1], dim[2],
                      ldim[0], ldim[1], ldim[2]);
-        } else if (!affines_match(affine, laffine)) {
+        } else if (affine_mismatch(affine, laffine) >= 0) {
+            /* name the entry that differs: an origin, or a direction/spacing column */
+            const int e = affine_mismatch(affine, laffine), r = e / 4, c = e % 4;
             problem = "affine";
-            snprintf(detail, sizeof detail, "origins (%.2f, %.2f, %.2f) vs (%.2f, %.2f, %.2f) mm",
-                     affine[0][3], affine[1][3], affine[2][3], laffine[0][3], laffine[1][3], laffine[2][3]);
+            snprintf(detail, sizeof detail, "entry [%d][%d] (%s): image %.4g, label %.4g", r, c,
+                     c == 3 ? "origin, mm" : "direction x spacing", affine[r][c], laffine[r][c]);
         }
         if (problem) {
             snprintf(err, errlen, "case %s: label %s does not match the image %s (%s); the label must "

@@ -178,6 +178,9 @@ def main():
     shifted = aff.copy()
     shifted[2, 3] += 30
     write_case("affine", small, small_lab, lab_aff=shifted)
+    stretched = aff.copy()
+    stretched[0, 0] *= 1.5
+    write_case("spacing", small, small_lab, lab_aff=stretched)
     lab20 = small_lab.copy()
     lab20[lab20 == 1] = 20
     write_case("labelrange", small, lab20)
@@ -195,7 +198,9 @@ def main():
         hdr["sform_code"] = 1
         nib.save(nib.Nifti1Image(data, None, header=hdr), os.path.join(bad, fname))
     expect = {"corrupt": "truncated or corrupt", "complex": "unsupported NIfTI datatype",
-              "shape": "does not match the image shape", "affine": "does not match the image affine",
+              "shape": "does not match the image shape",
+              "affine": "does not match the image affine (entry [2][3] (origin, mm)",
+              "spacing": "does not match the image affine (entry [0][0] (direction x spacing)",
               "labelrange": "outside the label set", "nan": "NaN/inf",
               "singular": "the affine is singular"}
     only = os.path.join(tmp, "only")
@@ -217,8 +222,8 @@ def main():
         with h5py.File(o, "r") as f:
             names = sorted(n.decode() for n in f["index/name"][()])
             ok = names == ["good", "nolabel"] and "label" not in f["cases/nolabel"]
-    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 7 case(s)" in r.stdout,
-          f"--keep-going packs the good cases and lists the 7 skipped ({r.stdout[-200:]!r})")
+    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 8 case(s)" in r.stdout,
+          f"--keep-going packs the good cases and lists the 8 skipped ({r.stdout[-200:]!r})")
     # every case skipped: nothing is committed, an existing data set under --force included
     allbad = os.path.join(tmp, "allbad")
     os.makedirs(allbad)
