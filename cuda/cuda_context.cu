@@ -59,20 +59,25 @@ static GpuDeviceChoice choose_device(int count)
     CHECK_MPI(MPI_Initialized(&mpi_up));
     CHECK_MPI(MPI_Finalized(&mpi_down));
     if (!mpi_up || mpi_down) return one;
-    MPI_Comm node;
-    int rank = 0, size = 1;
-    CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-    CHECK_MPI(MPI_Comm_rank(node, &rank));
-    CHECK_MPI(MPI_Comm_size(node, &size));
     char key[kVisibleSetKeyBytes];
     visible_set_key(key, count);
-    char *keys = (char *)xmalloc((size_t)size * kVisibleSetKeyBytes);
-    CHECK_MPI(MPI_Allgather(key, kVisibleSetKeyBytes, MPI_CHAR, keys, kVisibleSetKeyBytes,
-                            MPI_CHAR, node));
+    int rank = 0, size = 1;
+    char *keys = cuda_node_allgather(key, kVisibleSetKeyBytes, &rank, &size);
     GpuDeviceChoice c = gpu_device_choice(keys, kVisibleSetKeyBytes, size, rank, count);
     free(keys);
-    CHECK_MPI(MPI_Comm_free(&node));
     return c;
+}
+
+char *cuda_node_allgather(const void *key, int bytes, int *node_rank, int *node_size)
+{
+    MPI_Comm node;
+    CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    CHECK_MPI(MPI_Comm_rank(node, node_rank));
+    CHECK_MPI(MPI_Comm_size(node, node_size));
+    char *all = (char *)xmalloc((size_t)*node_size * (size_t)bytes);
+    CHECK_MPI(MPI_Allgather(key, bytes, MPI_CHAR, all, bytes, MPI_CHAR, node));
+    CHECK_MPI(MPI_Comm_free(&node));
+    return all;
 }
 
 void cuda_context_init(void)

@@ -53,19 +53,13 @@ static int some_gpu_is_shared(void)
     char bus[kBusIdBytes];
     memset(bus, 0, sizeof bus);
     CUDA_CHECK(cudaDeviceGetPCIBusId(bus, (int)sizeof bus, cuda_context()->device));
-    MPI_Comm node;
     int node_rank = 0, node_size = 1;
-    CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-    CHECK_MPI(MPI_Comm_rank(node, &node_rank));
-    CHECK_MPI(MPI_Comm_size(node, &node_size));
-    char *all = (char *)xmalloc((size_t)node_size * kBusIdBytes);
-    CHECK_MPI(MPI_Allgather(bus, kBusIdBytes, MPI_CHAR, all, kBusIdBytes, MPI_CHAR, node));
+    char *all = cuda_node_allgather(bus, kBusIdBytes, &node_rank, &node_size);
     int shared = 0;
     for (int r = 0; r < node_size && !shared; r++)
         if (r != node_rank && memcmp(all + (size_t)r * kBusIdBytes, bus, kBusIdBytes) == 0)
             shared = 1;
     free(all);
-    CHECK_MPI(MPI_Comm_free(&node));
     /* Every rank must pick the same transport. */
     CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &shared, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     return shared;

@@ -90,9 +90,9 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     o.cache_bytes = loader_cache_budget(cfg->cache_mb, local_size);
     if (cfg->cache_mb < 0)
         log_info("loader: volume cache up to %.0f MiB per rank (cache_mb = -1: %.0f%% of the "
-                 "%.1f GiB of host memory available, shared by %d rank(s) on this node)",
+                 "host memory available, shared by %d rank(s) on this node)",
                  o.cache_bytes / 1048576.0, LOADER_AUTO_CACHE_SHARE * 100.0,
-                 host_available_bytes() / 1073741824.0, local_size > 0 ? local_size : 1);
+                 local_size > 0 ? local_size : 1);
     o.inter_volume = cfg->inter_volume;
     o.key_jitter = 0.0f;
     o.matcher = matcher_find(cfg->matcher);

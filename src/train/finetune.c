@@ -98,7 +98,10 @@ static double validate(UnetrModel *m, Loader *loader, const Dist *d)
         uint8_t *pred = xmalloc(n);
         sliding_window_argmax(&sw, c.image, c.dim, pred, NULL);
         const double dice = case_mean_dice(pred, c.label, n, m->K);
-        if (!isnan(dice)) sum += dice, scored += 1.0;   /* a case without organs has no score */
+        if (!isnan(dice)) {   /* a case without organs has no score */
+            sum += dice;
+            scored += 1.0;
+        }
         free(pred);
         windowed_case_free(&c);
     }
