@@ -6,6 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <mpi.h>
+#include <omp.h>
+
 #include "core/check.h"
 #include "core/log.h"
 #include "h5util.h"
@@ -58,6 +61,32 @@ static void prune(const char *run_dir, int keep)
     }
 }
 
+/* How the run that writes a checkpoint computed its steps: what a resume must keep for the
+ * losses to continue bit for bit (the rank count also sets the global batch). */
+typedef struct {
+    long ranks, threads;
+    char backend[16];
+} RunShape;
+
+static RunShape current_run_shape(const char *backend)
+{
+    RunShape r = {0};
+    int size = 1;
+    CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
+    r.ranks = size;
+    r.threads = omp_get_max_threads();
+    snprintf(r.backend, sizeof r.backend, "%s", backend);
+    return r;
+}
+
+static void write_run_shape(hid_t f, const ParamSet *online)
+{
+    const RunShape r = current_run_shape(online->be->name);
+    h5_attr_long(f, "ranks", r.ranks);
+    h5_attr_long(f, "threads", r.threads);
+    h5_attr_string(f, "backend", r.backend);
+}
+
 void checkpoint_save(const char *run_dir, const char *name, long step, const Config *cfg,
                      const char *kind, const ParamSet *online, const ParamSet *target, double metric)
 {
@@ -79,6 +108,7 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     h5_attr_string(f, "config", text);
     h5_attr_long(f, "step", step);
     h5_attr_double(f, "metric", metric);
+    write_run_shape(f, online);
     free(text);
     params_write_h5(f, "params", "", online, online->data, NULL);
     if (online->m) {
@@ -173,7 +203,40 @@ static long stored_config(const char *path, Config *out)
     return step;
 }
 
-long checkpoint_check_resumable(const char *path, const char *kind, const Config *cfg)
+/* Said, not refused: a resume on other ranks, threads or backend is legitimate (a job moved
+ * to a bigger allocation) but no longer the run the checkpoint began. Checkpoints written
+ * before these attributes existed say nothing. */
+static void warn_run_shape_change(const char *path, const char *backend, long batch_then,
+                                  long batch_now)
+{
+    hid_t f = h5_open_read(path, "checkpoint");
+    RunShape then = {0};
+    char *stored_backend = h5_attr_read_string(f, "backend");
+    const int known = h5_attr_read_long(f, "ranks", &then.ranks) &&
+                      h5_attr_read_long(f, "threads", &then.threads) && stored_backend;
+    if (known) snprintf(then.backend, sizeof then.backend, "%s", stored_backend);
+    free(stored_backend);
+    CHECK_H5(H5Fclose(f));
+    if (!known) return;
+    const RunShape now = current_run_shape(backend);
+    if (then.ranks != now.ranks)
+        log_warn("%s was written by %ld rank(s), this run has %ld: each rank's share of the "
+                 "crops changes from here on, and the global batch (batch x ranks) goes from "
+                 "%ld to %ld", path, then.ranks, now.ranks, batch_then * then.ranks,
+                 batch_now * now.ranks);
+    if (strcmp(then.backend, now.backend))
+        log_warn("%s was written on the %s backend, this run uses %s: the losses go on from "
+                 "the same state but not bit for bit as the first run's would have", path,
+                 then.backend, now.backend);
+    else if (!strcmp(now.backend, "cpu") && then.threads != now.threads)
+        log_warn("%s was written with %ld CPU thread(s) per rank, this run has %ld: sums split "
+                 "across threads in another order, so the losses are not bit for bit the first "
+                 "run's (set threads = %ld to repeat them)", path, then.threads, now.threads,
+                 then.threads);
+}
+
+long checkpoint_check_resumable(const char *path, const char *kind, const Config *cfg,
+                                const char *backend)
 {
     char *stored_kind = checkpoint_kind(path);
     if (strcmp(stored_kind, kind))
@@ -208,6 +271,7 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
     if (changed[0])
         log_warn("resuming %s with changed keys: %s (the stored values are in the checkpoint's "
                  "config attribute)", path, changed);
+    warn_run_shape_change(path, backend, stored.batch, cfg->batch);
     if (stored.steps != cfg->steps)
         log_warn("steps changed from %ld to %ld: the learning-rate cosine and the EMA momentum "
                  "follow steps, so both jump at step %ld (the run is then not the schedule "

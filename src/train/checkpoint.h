@@ -31,8 +31,11 @@ long checkpoint_find_latest(const char *run_dir, char *path, size_t n);
 long checkpoint_latest_step(const char *run_dir);
 /* Ends the job unless the checkpoint at path can resume a run of `kind` ("pretrain",
  * "finetune") with cfg: the same kind and method (tensor shapes are checked on load); other
- * keys that differ from the stored configuration are listed in a warning. Returns its step. */
-long checkpoint_check_resumable(const char *path, const char *kind, const Config *cfg);
+ * keys that differ from the stored configuration are listed in a warning, and so are a change
+ * of rank count, backend (the name of the resuming run's, `backend`) or CPU thread count
+ * against the checkpoint's ranks/threads/backend attributes. Returns its step. */
+long checkpoint_check_resumable(const char *path, const char *kind, const Config *cfg,
+                                const char *backend);
 /* Restores parameters, moments and target; every tensor of the model must be present with
  * the same shape (a clear error names the first one that is not). Returns the step. */
 long checkpoint_load(const char *path, ParamSet *online, ParamSet *target);

@@ -254,7 +254,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     long start = 0;
     char ckpt[4096] = "";
     /* decided before run_dir is written to: a refused run leaves it as it was */
-    const int resuming = train_resume_checkpoint(cfg, &dist, "finetune", opt->resume_from,
+    const int resuming = train_resume_checkpoint(cfg, &dist, be, "finetune", opt->resume_from,
                                                  opt->resume, ckpt, sizeof ckpt);
     train_prepare_run_dir(cfg, &dist, "finetune");
     if (resuming) {

@@ -199,7 +199,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     long start = 0;
     char ckpt[4096] = "";
     /* decided before run_dir is written to: a refused run leaves it as it was */
-    const int resuming = train_resume_checkpoint(cfg, &dist, "pretrain", opt->resume_from,
+    const int resuming = train_resume_checkpoint(cfg, &dist, be, "pretrain", opt->resume_from,
                                                  opt->resume, ckpt, sizeof ckpt);
     train_prepare_run_dir(cfg, &dist, "pretrain");
     if (resuming) {

@@ -151,13 +151,13 @@ int train_step_finite(double loss, double grad_norm)
 }
 
 /* Rank 0's side of train_resume_checkpoint. */
-static int choose_resume_checkpoint(const Config *cfg, const char *kind, const char *resume_from,
-                                    int resume, char *ckpt, size_t n)
+static int choose_resume_checkpoint(const Config *cfg, const char *backend, const char *kind,
+                                    const char *resume_from, int resume, char *ckpt, size_t n)
 {
     const long newest = checkpoint_latest_step(cfg->run_dir);
     if (resume_from) {
         snprintf(ckpt, n, "%s", resume_from);
-        const long step = checkpoint_check_resumable(ckpt, kind, cfg);
+        const long step = checkpoint_check_resumable(ckpt, kind, cfg, backend);
         if (newest > step)
             alice_die("run_dir %s holds ckpt_%ld.h5, newer than %s (step %ld): this run would mix "
                       "its checkpoints with those of the run it redoes; move the newer "
@@ -180,16 +180,17 @@ static int choose_resume_checkpoint(const Config *cfg, const char *kind, const c
                       cfg->run_dir, newest);
         return 0;
     }
-    checkpoint_check_resumable(ckpt, kind, cfg);
+    checkpoint_check_resumable(ckpt, kind, cfg, backend);
     return 1;
 }
 
-int train_resume_checkpoint(const Config *cfg, const Dist *d, const char *kind,
-                            const char *resume_from, int resume, char *ckpt, size_t n)
+int train_resume_checkpoint(const Config *cfg, const Dist *d, const AliceBackend *be,
+                            const char *kind, const char *resume_from, int resume, char *ckpt,
+                            size_t n)
 {
     char path[4096] = "";
-    int found = d->rank == 0 ? choose_resume_checkpoint(cfg, kind, resume_from, resume, path,
-                                                        sizeof path)
+    int found = d->rank == 0 ? choose_resume_checkpoint(cfg, be->name, kind, resume_from, resume,
+                                                        path, sizeof path)
                              : 0;
     CHECK_MPI(MPI_Bcast(&found, 1, MPI_INT, 0, MPI_COMM_WORLD));
     CHECK_MPI(MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, MPI_COMM_WORLD));

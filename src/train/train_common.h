@@ -61,9 +61,11 @@ void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Confi
  * runs' checkpoints in run_dir (a fresh start over existing checkpoints: prune would delete the
  * new run's and a restart would resume the old one; resume_from older than run_dir's latest),
  * when run_dir's checkpoints are all damaged, or when the checkpoint is of another kind or
- * method (checkpoint_check_resumable). Collective. */
-int train_resume_checkpoint(const Config *cfg, const Dist *d, const char *kind,
-                            const char *resume_from, int resume, char *ckpt, size_t n);
+ * method (checkpoint_check_resumable, which also warns when the rank count, backend be or
+ * thread count differ from the checkpoint's). Collective. */
+int train_resume_checkpoint(const Config *cfg, const Dist *d, const AliceBackend *be,
+                            const char *kind, const char *resume_from, int resume, char *ckpt,
+                            size_t n);
 
 typedef enum { STEP_APPLIED, STEP_SKIPPED, STEP_STOPPED } StepOutcome;
 /* The optimiser half of a training step, shared by every loop: waits for the gradients of

@@ -8,6 +8,7 @@
 #  - --resume of an older checkpoint while newer ones sit in run_dir: refused;
 #  - a changed key (lr): resumed, with a warning naming it; a changed steps: also a warning that
 #    the lr and EMA schedules jump;
+#  - another thread count or rank count than the checkpoint's stored ones: resumed, warned;
 #  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed;
 #  - every checkpoint damaged: refused;
 #  - another version's checkpoint: a stored key this alice lacks skipped with a warning, another
@@ -39,6 +40,30 @@ grep -q "resumed from .*ckpt_6.h5 at step 6" "$WORK/lr.log" || fail "did not res
 grep -q "steps changed from 6 to 9: the learning-rate cosine and the EMA momentum" "$WORK/lr.log" ||
   fail "no warning that the longer run re-times the schedules"
 echo "ok: a changed lr resumes with a warning naming it; a changed steps with one on the schedules"
+grep -q "rank(s), this run has\|CPU thread(s) per rank\|backend, this run" "$WORK/lr.log" &&
+  fail "a resume on the same ranks, threads and backend warned about them"
+
+# The run's shape is stored (ranks, threads, backend) and a resume on another one is said: the
+# losses then go on, but not bit for bit as the first run's.
+"$PYTHON" - "$WORK/a.orig/ckpt_6.h5" <<'PY'
+import sys, h5py
+a = h5py.File(sys.argv[1], "r").attrs
+got = (int(a["ranks"]), int(a["threads"]), a["backend"])
+got = got[:2] + (got[2].decode() if isinstance(got[2], bytes) else got[2],)
+assert got == (1, 1, "cpu"), f"stored run shape {got}, expected (1, 1, 'cpu')"
+PY
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=7 threads=2 > "$WORK/thr.log" 2>&1 ||
+  { cat "$WORK/thr.log"; fail "resume with threads = 2 failed"; }
+grep -q "written with 1 CPU thread(s) per rank, this run has 2: .*(set threads = 1 to repeat" \
+  "$WORK/thr.log" || { cat "$WORK/thr.log"; fail "no warning about the thread count"; }
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+mpirun_n 2 "$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=7 batch=1 > "$WORK/ranks.log" 2>&1 ||
+  { cat "$WORK/ranks.log"; fail "resume on 2 ranks failed"; }
+grep -q "written by 1 rank(s), this run has 2: .* global batch (batch x ranks) goes from 2 to 2" \
+  "$WORK/ranks.log" ||
+  { cat "$WORK/ranks.log"; fail "no warning about the rank count"; }
+echo "ok: ranks, threads and backend stored; a resume on other ranks or threads warns"
 
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
 head -c 1000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_6.h5"
