@@ -91,9 +91,15 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
         for (size_t i = 0; i < n; i++) {
             float v = label[i];
             if (!(v >= 0 && v <= max_label && v == floorf(v))) {
-                snprintf(err, errlen, "case %s: label %s holds value %g at flat index %zu, outside the "
-                         "label set 0..%d (check the label convention or num_classes)", in->name,
-                         in->label, (double)v, i, max_label);
+                if (v >= 0 && v <= max_label)   /* in range: a label resampled with interpolation */
+                    snprintf(err, errlen, "case %s: label %s holds value %.9g at flat index %zu, "
+                             "which is not an integer class id (was it resampled with linear "
+                             "interpolation? resample labels with nearest neighbour)", in->name,
+                             in->label, (double)v, i);
+                else
+                    snprintf(err, errlen, "case %s: label %s holds value %g at flat index %zu, "
+                             "outside the label set 0..%d (check the label convention or "
+                             "num_classes)", in->name, in->label, (double)v, i, max_label);
                 free(image);
                 free(label);
                 return -1;

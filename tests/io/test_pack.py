@@ -184,6 +184,10 @@ def main():
     lab20 = small_lab.copy()
     lab20[lab20 == 1] = 20
     write_case("labelrange", small, lab20)
+    # a label resampled with linear interpolation: in range, but not a class id
+    labfrac = small_lab.astype(np.float32)
+    labfrac[labfrac == 1] = 0.9999
+    write_case("fractional", small, labfrac)
     nanimg = small.astype(np.float32)
     nanimg[3, 3, 3] = np.nan
     write_case("nan", nanimg, small_lab)
@@ -201,7 +205,9 @@ def main():
               "shape": "does not match the image shape",
               "affine": "does not match the image affine (entry [2][3] (origin, mm)",
               "spacing": "does not match the image affine (entry [0][0] (direction x spacing)",
-              "labelrange": "outside the label set", "nan": "NaN/inf",
+              "labelrange": "outside the label set",
+              "fractional": "which is not an integer class id",
+              "nan": "NaN/inf",
               "singular": "the affine is singular"}
     only = os.path.join(tmp, "only")
     for case, phrase in expect.items():
@@ -222,8 +228,8 @@ def main():
         with h5py.File(o, "r") as f:
             names = sorted(n.decode() for n in f["index/name"][()])
             ok = names == ["good", "nolabel"] and "label" not in f["cases/nolabel"]
-    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 8 case(s)" in r.stdout,
-          f"--keep-going packs the good cases and lists the 8 skipped ({r.stdout[-200:]!r})")
+    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 9 case(s)" in r.stdout,
+          f"--keep-going packs the good cases and lists the 9 skipped ({r.stdout[-200:]!r})")
     # every case skipped: nothing is committed, an existing data set under --force included
     allbad = os.path.join(tmp, "allbad")
     os.makedirs(allbad)
