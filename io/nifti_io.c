@@ -86,6 +86,13 @@ static int check_header(const char *path, const nifti_image *nim, int dim[3], do
                         path, a, (long long)n[a]);
         dim[a] = (int)n[a];
     }
+    /* One slice has no neighbours along that axis: crops, resampling and the surface metrics
+     * all assume a volume, and a 2D file packed as one would train on padding. */
+    for (int a = 0; a < 3; a++)
+        if (n[a] < 2)
+            return fail(err, errlen, "%s: a 2D image (%lld x %lld x %lld voxels, one along axis %d); "
+                        "alice reads 3D volumes: stack the slices of a scan into one file",
+                        path, (long long)n[0], (long long)n[1], (long long)n[2], a);
     header_affine(nim, affine);
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 4; c++)

@@ -188,6 +188,8 @@ def main():
     labfrac = small_lab.astype(np.float32)
     labfrac[labfrac == 1] = 0.9999
     write_case("fractional", small, labfrac)
+    # one axial slice saved as its own file: a 2D image, not a volume
+    write_case("slice", small[:, :, :1], small_lab[:, :, :1])
     nanimg = small.astype(np.float32)
     nanimg[3, 3, 3] = np.nan
     write_case("nan", nanimg, small_lab)
@@ -207,6 +209,7 @@ def main():
               "spacing": "does not match the image affine (entry [0][0] (direction x spacing)",
               "labelrange": "outside the label set",
               "fractional": "which is not an integer class id",
+              "slice": "a 2D image",
               "nan": "NaN/inf",
               "singular": "the affine is singular"}
     only = os.path.join(tmp, "only")
@@ -228,8 +231,8 @@ def main():
         with h5py.File(o, "r") as f:
             names = sorted(n.decode() for n in f["index/name"][()])
             ok = names == ["good", "nolabel"] and "label" not in f["cases/nolabel"]
-    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 9 case(s)" in r.stdout,
-          f"--keep-going packs the good cases and lists the 9 skipped ({r.stdout[-200:]!r})")
+    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 10 case(s)" in r.stdout,
+          f"--keep-going packs the good cases and lists the 10 skipped ({r.stdout[-200:]!r})")
     # every case skipped: nothing is committed, an existing data set under --force included
     allbad = os.path.join(tmp, "allbad")
     os.makedirs(allbad)
