@@ -129,6 +129,34 @@ int pack_discover_dir(const char *dir_in, PackInput **out)
     return n;
 }
 
+/* The fields of one list-file line, in place (at most 3: a third means too many). A line with
+ * a tab splits at tabs only, so paths may hold spaces; otherwise at runs of spaces. '#' starts
+ * a comment at the line's start or after a separator (a path may hold one). */
+static int split_list_line(char *line, char *fields[3])
+{
+    const char *seps = strchr(line, '\t') ? "\t" : " ";
+    for (char *p = line; *p; p++)
+        if (*p == '#' && (p == line || p[-1] == seps[0])) {
+            *p = '\0';
+            break;
+        }
+    line[strcspn(line, "\r\n")] = '\0';
+    int k = 0;
+    for (char *p = line; k < 3;) {
+        p += strspn(p, seps);
+        p += strspn(p, " ");   /* blanks around a tab-separated field */
+        if (!*p) break;
+        char *end = p + strcspn(p, seps);
+        const int last = !*end;
+        *end = '\0';
+        for (char *t = end - 1; t > p && *t == ' '; t--) *t = '\0';
+        fields[k++] = p;
+        if (last) break;
+        p = end + 1;
+    }
+    return k;
+}
+
 int pack_discover_list(const char *list_file, PackInput **out)
 {
     FILE *f = fopen(list_file, "r");
@@ -141,16 +169,22 @@ int pack_discover_list(const char *list_file, PackInput **out)
     char line[4 * DATASET_PATH_LEN];
     while (fgets(line, sizeof line, f)) {
         line_no++;
-        char *hash = strchr(line, '#');
-        if (hash) *hash = '\0';
-        char a[DATASET_PATH_LEN], b[DATASET_PATH_LEN], extra[8];
-        int k = sscanf(line, "%1023s %1023s %7s", a, b, extra);
-        if (k <= 0) continue;
-        if (k > 2) alice_die("%s:%d: expected 'image [label]', got more fields", list_file, line_no);
+        if (!strchr(line, '\n') && !feof(f))
+            alice_die("%s:%d: line longer than %zu characters", list_file, line_no,
+                      sizeof line - 2);
+        char *field[3];
+        const int k = split_list_line(line, field);
+        if (k == 0) continue;
+        if (k > 2)
+            alice_die("%s:%d: expected 'image [label]', got more fields (for paths with spaces, "
+                      "separate image and label with a tab)", list_file, line_no);
+        const char *a = field[0], *b = k == 2 ? field[1] : "";
         char image[2 * DATASET_PATH_LEN + 2], label[2 * DATASET_PATH_LEN + 2] = "";
-        /* Relative paths are relative to the list file. */
+        /* Relative paths are relative to the list file; push refuses a path too long. */
         snprintf(image, sizeof image, "%s%s%s", a[0] == '/' ? "" : base, a[0] == '/' ? "" : "/", a);
-        if (k == 2) snprintf(label, sizeof label, "%s%s%s", b[0] == '/' ? "" : base, b[0] == '/' ? "" : "/", b);
+        if (k == 2)
+            snprintf(label, sizeof label, "%s%s%s", b[0] == '/' ? "" : base,
+                     b[0] == '/' ? "" : "/", b);
         const char *fname = strrchr(a, '/') ? strrchr(a, '/') + 1 : a;
         size_t stem = nifti_stem(fname);
         if (!stem) alice_die("%s:%d: %s is not a .nii or .nii.gz file", list_file, line_no, a);

@@ -267,17 +267,31 @@ def main():
     check(r.returncode == 0 and "with a label" in r.stdout,
           f"pack says how many cases have a label: {r.stdout.strip().splitlines()[0][:120]}")
     lst = os.path.join(tmp, "list.txt")
+    spaced = os.path.join(tmp, "scan-#3 dir")   # spaces and a '#' in a path: tab-separated
+    os.makedirs(spaced)
+    shutil.copy(f"{ph}/imagesTr/case0002_0000.nii.gz", f"{spaced}/case0003_0000.nii.gz")
+    shutil.copy(f"{ph}/labelsTr/case0002.nii.gz", f"{spaced}/case 3 label.nii.gz")
     with open(lst, "w") as f:
         f.write("# image label\n")
         f.write(f"{ph}/imagesTr/case0001_0000.nii.gz {ph}/labelsTr/case0001.nii.gz\n")
-        f.write(f"{ph}/imagesTr/case0002_0000.nii.gz\n")
+        f.write(f"{ph}/imagesTr/case0002_0000.nii.gz   # no label\r\n")
+        f.write("scan-#3 dir/case0003_0000.nii.gz\t scan-#3 dir/case 3 label.nii.gz\t# relative\n")
     r = run("pack", "--list", lst, "--out", os.path.join(tmp, "list.h5"))
     ok = r.returncode == 0
     if ok:
-        with h5py.File(os.path.join(tmp, "list.h5"), "r") as f:
-            ok = list(f["index/has_label"][()]) == [1, 0] and np.array_equal(
-                f["cases/case0001/image"][()], h5py.File(out1, "r")["cases/case0001/image"][()])
-    check(ok, "--list file: labelled and unlabelled cases, same voxels as the folder pack")
+        with h5py.File(os.path.join(tmp, "list.h5"), "r") as f, h5py.File(out1, "r") as g:
+            # case0003 is a copy of case0002
+            ok = list(f["index/has_label"][()]) == [1, 0, 1] and all(
+                np.array_equal(f[f"cases/{c}/{v}"][()], g[f"cases/{d}/{v}"][()])
+                for c, d, v in (("case0001", "case0001", "image"), ("case0003", "case0002", "image"),
+                                ("case0003", "case0002", "label")))
+    check(ok, "--list file: labelled and unlabelled cases, tab-separated paths with spaces, same "
+          f"voxels as the folder pack ({r.stderr.strip()[-160:]})")
+    with open(lst, "w") as f:
+        f.write(f"{spaced}/case0003_0000.nii.gz {spaced}/case 3 label.nii.gz\n")
+    r = run("pack", "--list", lst, "--out", os.path.join(tmp, "list2.h5"))
+    check(r.returncode != 0 and "separate image and label with a tab" in r.stderr,
+          f"--list: spaces without a tab refused, naming the tab: {r.stderr.strip()[-120:]}")
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(failures)} failure(s)")
     return 1 if failures else 0
