@@ -17,7 +17,8 @@
 #   --finetune-config FILE   also used by eval unless given (infer takes its settings from
 #                            the checkpoint) [ALICE_FINETUNE_CONFIG, default jobs/finetune_btcv.cfg]
 #   --eval-config FILE       [ALICE_EVAL_CONFIG]
-#   --folds N                fine-tuning folds = array size [ALICE_FOLDS, default 5]
+#   --folds N                fine-tuning folds = array size [ALICE_FOLDS, default 5; with
+#                            --dataset, the data set's num_folds, which a different N must match]
 #   --nodes N, --gpus-per-node N   layout of the pre-training job (one task per GPU)
 #                            [ALICE_NODES, default 1; ALICE_GPUS_PER_NODE, default 8]
 #   --cpus-per-task N        [ALICE_CPUS_PER_TASK, default: the scripts' own]
@@ -53,6 +54,7 @@ pretrain_cfg=${ALICE_PRETRAIN_CONFIG:-jobs/pretrain_vitb_paper.cfg}
 finetune_cfg=${ALICE_FINETUNE_CONFIG:-jobs/finetune_btcv.cfg}
 eval_cfg=${ALICE_EVAL_CONFIG:-}
 folds=${ALICE_FOLDS:-5}
+folds_given=${ALICE_FOLDS:+1}
 nodes=${ALICE_NODES:-1}
 gpus_per_node=${ALICE_GPUS_PER_NODE:-8}
 cpus_per_task=${ALICE_CPUS_PER_TASK:-}
@@ -73,7 +75,7 @@ while [ $# -gt 0 ]; do
     --pretrain-config) pretrain_cfg=$2; shift ;;
     --finetune-config) finetune_cfg=$2; shift ;;
     --eval-config) eval_cfg=$2; shift ;;
-    --folds) folds=$2; shift ;;
+    --folds) folds=$2; folds_given=1; shift ;;
     --nodes) nodes=$2; shift ;;
     --gpus-per-node) gpus_per_node=$2; shift ;;
     --cpus-per-task) cpus_per_task=$2; shift ;;
@@ -104,6 +106,24 @@ done
 [[ $nodes =~ ^[1-9][0-9]*$ ]] || fail "--nodes '$nodes' is not a positive integer"
 [[ $gpus_per_node =~ ^[1-9][0-9]*$ ]] || fail "--gpus-per-node '$gpus_per_node' is not a positive integer"
 command -v sbatch >/dev/null || fail "sbatch not found: run this on a Slurm login node"
+
+# A packed data set fixes the folds: fine-tuning trains the folds it has, and infer/eval would
+# score only the cases of the folds trained. Adopt its count, or refuse a different --folds.
+if [ -n "$dataset" ]; then
+  [ -r "$dataset" ] || fail "--dataset $dataset: not found or not readable"
+  if command -v h5dump >/dev/null; then
+    packed=$(h5dump -a /num_folds "$dataset" 2>/dev/null | sed -n 's/^ *(0): \([0-9]*\)$/\1/p')
+    [ -n "$packed" ] || fail "--dataset $dataset: no num_folds attribute (not a data set from alice pack?)"
+    if [ -z "$folds_given" ]; then
+      folds=$packed
+      echo "folds: $folds (from $dataset)" >&2
+    elif [ "$folds" != "$packed" ]; then
+      fail "--folds $folds, but $dataset was packed with num_folds = $packed: fine-tuning and inference would cover only part of its cases; drop --folds, or repack with num_folds=$folds"
+    fi
+  else
+    echo "warning: h5dump not found, so --folds $folds is not checked against $dataset" >&2
+  fi
+fi
 
 mkdir -p "$run_dir/logs" "$run_dir/data"
 run_dir=$(cd "$run_dir" && pwd)

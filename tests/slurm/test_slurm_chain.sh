@@ -130,4 +130,20 @@ print(f"results.csv: {len(rows)} rows over {len(seen)} cases; mean DSC "
       f"{np.nanmean([float(r[dsc]) for r in rows if r[dsc] not in ('', 'nan')]):.3f}")
 PY
 ls "$run"/logs
+
+# A chain on the packed data set takes its fold count (fine-tuning, infer and eval then cover
+# every case) and refuses another --folds, before submitting anything.
+chain_dry() {
+  ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run2" \
+    --dataset "$run/data/dataset.h5" --pretrain-config jobs/pretrain_tiny.cfg \
+    --finetune-config jobs/finetune_tiny.cfg --labels "$run/data/phantoms/labelsTr" --dry-run "$@"
+}
+chain_dry > "$tmp/dry.log" 2>&1 || { cat "$tmp/dry.log"; echo "FAIL: dry run on --dataset"; exit 1; }
+grep -q "folds: $folds (from .*dataset.h5)" "$tmp/dry.log" && grep -q -- "--array=0-$((folds - 1)) " "$tmp/dry.log" ||
+  { cat "$tmp/dry.log"; echo "FAIL: the chain did not take the data set's $folds folds"; exit 1; }
+if chain_dry --folds $((folds + 3)) > "$tmp/dry.log" 2>&1 ||
+  ! grep -q "packed with num_folds = $folds" "$tmp/dry.log"; then
+  cat "$tmp/dry.log"; echo "FAIL: --folds $((folds + 3)) against a $folds-fold data set not refused"; exit 1
+fi
+echo "ok: --dataset sets the folds; another --folds is refused"
 echo PASS
