@@ -69,6 +69,7 @@ typedef struct Config {
     int use_casa;                 /* CASA on, or direct V/Y similarity */
     float w_rec, w_dv, w_st;
     float ema_start, ema_end;     /* cosine momentum schedule */
+    char teacher_decoder[CFG_STR];   /* full | embed: the teacher's path from Y to psi */
     char align_loss[CFG_STR];     /* cosine | dino: the form of l_dv and l_st */
     float teacher_temp, student_temp;   /* dino: softmax temperatures */
     float center_momentum;        /* dino: EMA momentum of the teacher centers */

@@ -121,6 +121,9 @@ const ConfigKey config_keys[] = {
     K("w_st", CFG_T_FLOAT, w_st, "1", "0..", "weight of l_st"),
     K("ema_start", CFG_T_FLOAT, ema_start, "0.996", "0..1", "EMA momentum at step 0"),
     K("ema_end", CFG_T_FLOAT, ema_end, "1", "0..1", "EMA momentum at the last step"),
+    K("teacher_decoder", CFG_T_ENUM, teacher_decoder, "full", "full|embed",
+      "what the EMA teacher runs between its encoder and psi: the whole decoder (blocks and "
+      "final norm, as phi's H; the released code) or only its input projection"),
     K("align_loss", CFG_T_ENUM, align_loss, "cosine", "cosine|dino",
       "form of l_dv and l_st: the paper's cosine, or DINO's centred, sharpened cross-entropy"),
     K("teacher_temp", CFG_T_FLOAT, teacher_temp, "0.04", "1e-4..", "dino: teacher softmax temperature"),

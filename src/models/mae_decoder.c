@@ -37,6 +37,22 @@ void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B
                               train ? TSTACK_TRAIN : TSTACK_FORWARD_ONLY);
 }
 
+void mae_decoder_layout_features(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N)
+{
+    *a = (MaeDecoderActs){.B = B, .N = N, .nvis = N};
+    tstack_layout_gemm_output(&d->stack, &a->st, ar, B, N, TSTACK_FORWARD_ONLY);
+}
+
+void mae_decoder_forward_features(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,
+                                  const float *V, const float *posD, const int *identity)
+{
+    const int B = a->B, N = a->N, D = d->width;
+    /* no masked token: the projection lands in the sequence directly, in token order */
+    linear_forward(ps, d->embed_w, d->embed_b, a->st.x0, V, B * N, d->in_width, D);
+    ps->be->add_table_rows(a->st.x0, posD, identity, 0, B, N, D);
+    tstack_forward(&d->stack, &a->st, ps);
+}
+
 void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,
                          const float *V, const int *perm, const float *posD, const int *identity)
 {
@@ -64,8 +80,12 @@ void mae_decoder_backward(const MaeDecoder *d, MaeDecoderActs *a, ParamSet *ps, 
 
 Act mae_decoder_H(const MaeDecoderActs *a) { return tstack_output(&a->st); }
 
+double mae_decoder_features_flops(const MaeDecoder *d, int B, int N, int nvis)
+{
+    return 2.0 * B * nvis * (double)d->in_width * d->width + tstack_forward_flops(&d->stack, B, N);
+}
+
 double mae_decoder_forward_flops(const MaeDecoder *d, int B, int N, int nvis)
 {
-    return 2.0 * B * nvis * (double)d->in_width * d->width + tstack_forward_flops(&d->stack, B, N) +
-           2.0 * B * N * (double)d->width * d->P;
+    return mae_decoder_features_flops(d, B, N, nvis) + 2.0 * B * N * (double)d->width * d->P;
 }

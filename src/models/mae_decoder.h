@@ -30,6 +30,12 @@ void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B
  * by every sample: idx_ld 0). */
 void mae_decoder_forward(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,
                          const float *V, const int *perm, const float *posD, const int *identity);
+/* The decoder over all N tokens of B samples, none masked, up to H (no voxel prediction, no
+ * gradients): the EMA teacher's features (teacher_decoder = full). Only st and B, N, nvis = N
+ * of the acts are set. V [B, N, E]. */
+void mae_decoder_layout_features(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N);
+void mae_decoder_forward_features(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,
+                                  const float *V, const float *posD, const int *identity);
 /* dpred [B, N, P]; dH_extra [B, N, D] or NULL (gradient reaching H from other losses);
  * dV [B, nvis, E] overwritten. */
 void mae_decoder_backward(const MaeDecoder *d, MaeDecoderActs *a, ParamSet *ps, const float *V,
@@ -39,5 +45,7 @@ void mae_decoder_backward(const MaeDecoder *d, MaeDecoderActs *a, ParamSet *ps, 
  * fp32. */
 Act mae_decoder_H(const MaeDecoderActs *a);
 double mae_decoder_forward_flops(const MaeDecoder *d, int B, int N, int nvis);
+/* The same without the voxel prediction: what mae_decoder_forward_features costs (nvis = N). */
+double mae_decoder_features_flops(const MaeDecoder *d, int B, int N, int nvis);
 
 #endif

@@ -67,8 +67,14 @@ static void layout(PretrainModel *m, Arena *ar)
     t->patches = arena_act(ar, (size_t)teacher_samples * N * P, ar->act_type);
     /* all N tokens in order: the patch embedding reads t->patches, no gathered copy */
     vit_encoder_layout_all_tokens(&m->enc, &t->enc, ar, teacher_samples, N, TSTACK_FORWARD_ONLY);
-    t->yd = arena_floats(ar, (size_t)teacher_samples * N * D);
-    proj_head_layout(&m->head, &t->psi, ar, teacher_samples * N, 0);
+    if (m->teacher_full) {
+        mae_decoder_layout_features(&m->dec, &t->dec, ar, teacher_samples, N);
+        t->feat = mae_decoder_H(&t->dec);
+    } else {
+        t->yd = arena_floats(ar, (size_t)teacher_samples * N * D);
+        t->feat = (Act){t->yd, DTYPE_F32};
+    }
+    proj_head_layout_for_input(&m->head, &t->psi, ar, teacher_samples * N, 0, t->feat.type);
     t->cls = arena_floats(ar, (size_t)teacher_samples * out);
     /* In the planning pass these slices are placeholders too; the second pass recomputes them. */
     for (int v = 0; v < MASKED_VIEWS; v++) {
@@ -77,7 +83,7 @@ static void layout(PretrainModel *m, Arena *ar)
         a->vol = t->vol + first * sample_vox;
         a->patches = act_offset(t->patches, first * N * P);
         a->enc_out = t->enc.st.out + first * N * E;
-        a->yd = t->yd + first * N * D;
+        a->feat = act_offset(t->feat, first * N * D);
         a->psi = proj_head_rows(&m->head, &t->psi, first * N, (size_t)B * N);
         a->cls = t->cls + first * out;
     }
@@ -91,6 +97,7 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->cfg = *cfg;
     m->be = be;
     m->alice = strcmp(cfg->method, "alice") == 0;
+    m->teacher_full = strcmp(cfg->teacher_decoder, "full") == 0;
     m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
     m->B = B;
     m->N = 1;
@@ -223,8 +230,9 @@ void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_CO
 }
 
 /* Target branch of both intact views as one batch of MASKED_VIEWS x B samples (their volumes
- * lie view after view, so one patchify covers both): EMA encoder on all tokens, EMA
- * decoder_embed, psi, per-sample pooling. Every op computes a sample's rows independently of
+ * lie view after view, so one patchify covers both): EMA encoder on all tokens, the EMA
+ * decoder over all tokens (teacher_decoder = full: psi reads what phi reads, a final
+ * LayerNorm's output) or its decoder_embed alone, psi, per-sample pooling. Every op computes a sample's rows independently of
  * the others, so each view's outputs are those of a forward of that view alone. */
 static void intact_forward(PretrainModel *m)
 {
@@ -240,9 +248,13 @@ static void intact_forward(PretrainModel *m)
      * S samples (the ops contract reads idx[b * idx_ld + j]). */
     vit_encoder_forward_act(&m->enc, &a->enc, &m->target, a->patches, N, m->identity, 0,
                             m->posE);
-    linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, S * N,
-                   c->embed_dim, c->dec_dim);
-    proj_head_forward(&m->head, &a->psi, &m->target, a->yd);
+    if (m->teacher_full)
+        mae_decoder_forward_features(&m->dec, &a->dec, &m->target, a->enc.st.out, m->posD,
+                                     m->identity);
+    else
+        linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, S * N,
+                       c->embed_dim, c->dec_dim);
+    proj_head_forward_act(&m->head, &a->psi, &m->target, a->feat);
     be->mean_rows_fwd(a->cls, a->psi.z, S, N, c->head_out);
 }
 
@@ -435,8 +447,9 @@ double pretrain_model_step_flops(const PretrainModel *m)
     double casa_q = 2.0 * B * nvis * (double)c->embed_dim * c->casa_dim;
     double casa_kv = 2.0 * B * N * 2.0 * c->head_out * c->casa_dim +
                      2.0 * 2.0 * B * (double)nvis * N * c->casa_dim + 2.0 * B * nvis * (double)c->casa_dim * c->head_out;
-    double teacher = vit_encoder_forward_flops(&m->enc, B, N) +
-                     2.0 * B * N * (double)c->embed_dim * c->dec_dim + head;
+    double teacher = vit_encoder_forward_flops(&m->enc, B, N) + head +
+                     (m->teacher_full ? mae_decoder_features_flops(&m->dec, B, N, N)
+                                      : 2.0 * B * N * (double)c->embed_dim * c->dec_dim);
     double per_view = 3.0 * (student + head + (c->use_casa ? casa_q + casa_kv : 0)) +
                       (c->use_casa ? casa_kv : 0) + teacher - patch_input_grad;
     return MASKED_VIEWS * per_view;

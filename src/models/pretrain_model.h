@@ -80,7 +80,12 @@ typedef struct {
      * the GEMM's fp32 operand path would round to: no rounding launch, half the buffer) */
     Act patches;
     VitEncoderActs enc;   /* forward only, all tokens */
-    float *yd;            /* [MASKED_VIEWS * B, N, D] target decoder_embed output */
+    /* psi's input [MASKED_VIEWS * B, N, D]: with teacher_decoder = full the EMA decoder's H
+     * (dec: its blocks over all tokens, forward only; bf16 with bf16 activations), with embed
+     * the EMA decoder_embed output (yd, fp32) */
+    MaeDecoderActs dec;
+    float *yd;
+    Act feat;
     ProjHeadActs psi;     /* forward only, MASKED_VIEWS * B * N rows */
     float *cls;           /* [MASKED_VIEWS * B, out] */
 } IntactBatchActs;
@@ -91,7 +96,7 @@ typedef struct {
     float *vol;           /* [B, X, Y, Z] */
     Act patches;          /* [B, N, P], IntactBatchActs.patches' type */
     float *enc_out;       /* [B, N, E] target encoder output */
-    float *yd;            /* [B, N, D] target decoder_embed output */
+    Act feat;             /* [B, N, D] psi's input (IntactBatchActs.feat) */
     ProjHeadActs psi;     /* forward tensors of the view's B * N rows (psi.z: [B * N, out]) */
     float *cls;           /* [B, out] */
 } IntactViewActs;
@@ -100,6 +105,7 @@ typedef struct {
     Config cfg;
     const AliceBackend *be;
     int alice;
+    int teacher_full;    /* teacher_decoder = full */
     int B, dims[3], grid[3], N, nvis, P;
     ParamSet online, target;
     /* align_loss = dino (Alice only): non-trainable centers; dino is 0 otherwise and buffers

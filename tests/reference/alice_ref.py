@@ -276,6 +276,11 @@ class Decoder(nn.Module):
 
     def forward(self, V, perm):
         """V [B, nvis, E], perm [B, N] -> H [B, N, D], pred [B, N, P]."""
+        H = self.features(V, perm)
+        return H, self.pred(H)
+
+    def features(self, V, perm):
+        """H [B, N, D] alone (the teacher reads no voxel prediction)."""
         B, nvis, _ = V.shape
         z = self.decoder_embed(V)
         D = z.shape[-1]
@@ -285,16 +290,19 @@ class Decoder(nn.Module):
         full = full + self.pos.unsqueeze(0)
         for blk in self.blocks:
             full = blk(full)
-        H = self.norm(full)
-        return H, self.pred(H)
+        return self.norm(full)
 
 
 class TargetDecoder(nn.Module):
-    """The target branch keeps only the decoder's input projection (docs/MODEL.md)."""
+    """teacher_decoder = embed: the target branch keeps only the decoder's input projection
+    (docs/MODEL.md)."""
 
     def __init__(self, cfg):
         super().__init__()
         self.decoder_embed = nn.Linear(cfg.i("embed_dim"), cfg.i("dec_dim"))
+
+    def features(self, V, perm):
+        return self.decoder_embed(V)
 
 
 class Head(nn.Module):
@@ -342,8 +350,16 @@ class Target(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.encoder = Encoder(cfg)
-        self.decoder = TargetDecoder(cfg)
+        # teacher_decoder = full: the whole decoder over all tokens, so psi reads what phi reads
+        # (the decoder's final LayerNorm output)
+        self.decoder = Decoder(cfg) if cfg.s("teacher_decoder") == "full" else TargetDecoder(cfg)
         self.head = Head(cfg)
+
+    def features(self, x):
+        """psi's input for an intact view x: all N tokens, in order."""
+        Y = self.encoder(x)
+        order = torch.arange(Y.shape[1], device=Y.device).expand(Y.shape[0], -1)
+        return self.decoder.features(Y, order)
 
 
 class AliceModel(nn.Module):
@@ -413,8 +429,8 @@ def forward_loss(model, batch):
     l_r = 0.5 * (lr_q + lr_k)
     with torch.no_grad():
         t = model.target
-        psi_w = t.head(t.decoder.decoder_embed(t.encoder(batch["w"])))
-        psi_v = t.head(t.decoder.decoder_embed(t.encoder(batch["v"])))
+        psi_w = t.head(t.features(batch["w"]))
+        psi_v = t.head(t.features(batch["v"]))
     phi_u, phi_r = model.head(H_u), model.head(H_r)
 
     def align(s, t, center):

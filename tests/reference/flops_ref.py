@@ -16,7 +16,8 @@ counted):
     the input gradient), EXCEPT the patch embedding, whose input is data: its backward is the
     weight gradient alone (1x forward). Neither the C step (vit.c passes no input gradient) nor
     autograd runs the input-gradient GEMM there.
-  - teacher (the intact views, all tokens; the EMA target's encoder, decoder_embed and head,
+  - teacher (the intact views, all tokens; the EMA target's encoder, its decoder without the
+    voxel prediction (teacher_decoder = full) or decoder_embed alone (embed), and head,
     and the teacher side of CASA): forward only.
   - CASA's query path LN_q(V) W_q is computed once per masked view and shared by the student
     (S) and the teacher (T) pairs (src/models/casa.h). alice_ref.py recomputes it for T under
@@ -92,7 +93,12 @@ def analytic(cfg, method=None):
                      attention(B, nvis, N, s.casa_dim) + linear(B * nvis, s.casa_dim, s.head_out))
         use_casa = cfg.b("use_casa")
         student += head + (casa_query + casa_pair if use_casa else 0)
-        teacher = encoder(N) + linear(B * N, E, D) + head + (casa_pair if use_casa else 0)
+        # teacher_decoder = full: the EMA decoder's blocks over all N tokens (no voxel
+        # prediction); embed: its input projection alone
+        teacher_decoder = (linear(B * N, E, D) +
+                           (transformer(B, N, D, s.dec_mlp_dim, s.dec_depth)
+                            if cfg.s("teacher_decoder") == "full" else 0))
+        teacher = encoder(N) + teacher_decoder + head + (casa_pair if use_casa else 0)
     elif method != "mae":
         raise ValueError("method %r is not mae|alice" % method)
     out = dict(fwd_student=views * student, bwd_student=views * (2 * student - patch_fwd),

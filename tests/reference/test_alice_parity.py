@@ -2,8 +2,7 @@
 (encoder, decoder, both heads' online half, CASA), the losses of 5 AdamW steps and the EMA
 targets after the first step (with align_loss = dino also the centers, which every step
 updates, so the later AdamW losses see them), C dump tool against alice_ref.py (float32, relative error
-<= 1e-4; the EMA also against the size of its own update). Skips when
-$BUILD/tools/parity_dump is not built."""
+<= 1e-4; the EMA also against the size of its own update). Fails when $BUILD/tools/parity_dump is not built."""
 import os
 import sys
 
@@ -13,11 +12,15 @@ import alice_ref  # noqa: E402
 if __name__ == "__main__":
     # the paper's default; the ablation switches with non-unit loss weights; clipping active
     # (initial norm about 11) with an adam_eps that makes Adam see the scale, and w_dv != 1;
-    # the odd-shaped grid (three different sides, batch 3, 3 heads)
+    # the odd-shaped grid (three different sides, batch 3, 3 heads). Every variant but the
+    # teacher_decoder = embed ones runs the teacher through the whole EMA decoder (full).
     variants = [{}, {"use_casa": "0", "use_dv": "0", "w_rec": "0.7", "w_st": "2"},
                 {"w_dv": "0.5", "clip": "1", "adam_eps": alice_ref.CLIP_VARIANT_EPS},
                 alice_ref.ODD_SHAPE_VARIANT,
                 # align_loss = dino (centers updated by every step), with and without CASA
                 {"align_loss": "dino"},
-                {"align_loss": "dino", "use_casa": "0", "center_momentum": "0.5"}]
+                {"align_loss": "dino", "use_casa": "0", "center_momentum": "0.5"},
+                # the teacher's former path: the EMA decoder_embed alone before psi
+                {"teacher_decoder": "embed"},
+                {"teacher_decoder": "embed", "use_casa": "0", "align_loss": "dino"}]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -24,11 +24,15 @@ static const char *const tiny_config[][2] = {
     {"steps", "5"}, {"ema_start", "0.9"}, {"ema_end", "1"}, {"weight_decay", "0.05"},
 };
 
-/* Target tensors the teacher branch uses (docs/MODEL.md). */
+/* teacher_decoder = full: the teacher holds the whole decoder (as alice_ref.py's Target). */
+static int g_teacher_full;
+
+/* Target tensors the teacher branch holds (docs/MODEL.md). */
 static int teacher_tensor(const char *name)
 {
-    return !strncmp(name, "encoder.", 8) || !strncmp(name, "decoder.decoder_embed.", 22) ||
-           !strncmp(name, "head.", 5);
+    return !strncmp(name, "encoder.", 8) || !strncmp(name, "head.", 5) ||
+           !strncmp(name, g_teacher_full ? "decoder." : "decoder.decoder_embed.",
+                    g_teacher_full ? 8 : 22);
 }
 
 /* One process: the mean over ranks is the value itself. */
@@ -56,6 +60,7 @@ int main(int argc, char **argv)
     const AliceBackend *be = backend_cpu();
     PretrainModel m;
     pretrain_model_init(&m, &cfg, be, cfg.batch);
+    g_teacher_full = m.teacher_full;
     const int views = m.alice ? VIEW_COUNT : 1;
     const size_t vox = (size_t)m.B * m.dims[0] * m.dims[1] * m.dims[2];
     float *vol[VIEW_COUNT] = {0};

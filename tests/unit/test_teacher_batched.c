@@ -2,8 +2,11 @@
  * MASKED_VIEWS x B samples. This checks, on the CPU backend, that every teacher output the
  * losses read (and the tensors leading to them) equals, bit for bit, the per-view forward of
  * B samples written out here from the public module APIs: patchify, the target ViT encoder on
- * all N tokens (identity index, idx_ld = N), the target decoder_embed linear, the projection
- * head psi and the per-sample mean of its rows. Bit equality holds because every op of that
+ * all N tokens (identity index, idx_ld = N), then either the whole target decoder over all
+ * tokens (teacher_decoder = full; here through the student's masked-decoder path with nothing
+ * masked: identity perm, nvis = N, so the mask-token insertion the model's teacher skips is a
+ * copy) or its decoder_embed linear alone (embed), the projection head psi and the per-sample
+ * mean of its rows. Bit equality holds because every op of that
  * path computes each sample's rows with the same reduction order whatever the batch (GEMM rows
  * are independent dot products over the same K; LayerNorm, GELU, l2-norm and pooling are per
  * row or per sample; attention is per (sample, head)).
@@ -17,7 +20,8 @@
  * Since the masked views, CASA, losses and backward read the teacher only through these
  * outputs, equal outputs give equal losses and gradients; the step's loss terms and a gradient
  * checksum are printed (hex floats) so a change of the teacher's batching can be compared
- * before/after. Run in fp32 and with bf16 activations (precision = bf16). */
+ * before/after. Run in fp32 and with bf16 activations (precision = bf16), for both
+ * teacher_decoder modes. */
 #include <mpi.h>
 #include <string.h>
 
@@ -44,6 +48,8 @@ typedef struct {
     int *identity;
     float *vol, *patches, *yd, *cls;
     VitEncoderActs enc;
+    MaeDecoderActs dec;   /* teacher_decoder = full */
+    Act feat;             /* psi's input */
     ProjHeadActs psi;
 } OneViewTeacher;
 
@@ -55,8 +61,14 @@ static void one_view_layout(const PretrainModel *m, OneViewTeacher *t)
     t->vol = arena_floats(ar, (size_t)B * m->dims[0] * m->dims[1] * m->dims[2]);
     t->patches = arena_floats(ar, (size_t)B * N * m->P);
     vit_encoder_layout(&m->enc, &t->enc, ar, B, N, TSTACK_FORWARD_ONLY);
-    t->yd = arena_floats(ar, (size_t)B * N * m->cfg.dec_dim);
-    proj_head_layout(&m->head, &t->psi, ar, B * N, 0);
+    if (m->teacher_full) {
+        mae_decoder_layout(&m->dec, &t->dec, ar, B, N, N, 0);
+        t->feat = mae_decoder_H(&t->dec);
+    } else {
+        t->yd = arena_floats(ar, (size_t)B * N * m->cfg.dec_dim);
+        t->feat = (Act){t->yd, DTYPE_F32};
+    }
+    proj_head_layout_for_input(&m->head, &t->psi, ar, B * N, 0, t->feat.type);
     t->cls = arena_floats(ar, (size_t)B * m->cfg.head_out);
 }
 
@@ -81,31 +93,43 @@ static void one_view_forward(const PretrainModel *m, OneViewTeacher *t, const fl
     be->upload(t->vol, vol_host, (size_t)B * m->dims[0] * m->dims[1] * m->dims[2] * sizeof(float));
     be->patchify(t->patches, t->vol, B, m->dims[0], m->dims[1], m->dims[2], c->patch);
     vit_encoder_forward(&m->enc, &t->enc, &m->target, t->patches, N, t->identity, N, m->posE);
-    linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, t->yd, t->enc.st.out, B * N,
-                   c->embed_dim, c->dec_dim);
-    proj_head_forward(&m->head, &t->psi, &m->target, t->yd);
+    if (m->teacher_full)
+        mae_decoder_forward(&m->dec, &t->dec, &m->target, t->enc.st.out, t->identity, m->posD,
+                            m->identity);
+    else
+        linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, t->yd, t->enc.st.out, B * N,
+                       c->embed_dim, c->dec_dim);
+    proj_head_forward_act(&m->head, &t->psi, &m->target, t->feat);
     be->mean_rows_fwd(t->cls, t->psi.z, B, N, c->head_out);
 }
 
-/* Bit equality of n floats of backend memory; reports the first difference. */
-static int same_bits(const AliceBackend *be, const float *got, const float *want, size_t n,
-                     const char *what, int view)
+/* Bit equality of n elements of type t of backend memory; reports the first difference. */
+static int same_act_bits(const AliceBackend *be, Act got, Act want, size_t n, const char *what,
+                         int view)
 {
-    float *g = xmalloc(n * sizeof(float)), *w = xmalloc(n * sizeof(float));
-    be->download(g, got, n * sizeof(float));
-    be->download(w, want, n * sizeof(float));
+    TEST_CHECK(got.type == want.type, "intact view %d %s: element types differ", view, what);
+    const size_t size = dtype_bytes(got.type);
+    unsigned char *g = xmalloc(n * size), *w = xmalloc(n * size);
+    be->download(g, got.p, n * size);
+    be->download(w, want.p, n * size);
     size_t first = n, differ = 0;
     for (size_t i = 0; i < n; i++)
-        if (memcmp(&g[i], &w[i], sizeof(float))) {
+        if (memcmp(g + i * size, w + i * size, size)) {
             if (first == n) first = i;
             differ++;
         }
     TEST_CHECK(differ == 0, "intact view %d %s: %zu of %zu values differ from the per-view "
-               "forward (first at %zu: %.9g vs %.9g)", view, what, differ, n, first,
-               first < n ? g[first] : 0.0, first < n ? w[first] : 0.0);
+               "forward (first at %zu)", view, what, differ, n, first);
     free(g);
     free(w);
     return differ == 0;
+}
+
+static int same_bits(const AliceBackend *be, const float *got, const float *want, size_t n,
+                     const char *what, int view)
+{
+    return same_act_bits(be, (Act){(void *)got, DTYPE_F32}, (Act){(void *)want, DTYPE_F32}, n,
+                         what, view);
 }
 
 /* The model's intact patches (fp32, or with bf16 activations stored in bf16 by patchify_bf16)
@@ -129,11 +153,12 @@ static void same_patches(const AliceBackend *be, Act got, const float *want, siz
     free(w);
 }
 
-static int check_precision(const char *precision)
+static int check_precision(const char *precision, const char *teacher_decoder)
 {
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "precision", precision, "test", 0);
+    config_set(&cfg, "teacher_decoder", teacher_decoder, "test", 0);
     const AliceBackend *be = backend_cpu();
     PretrainModel m;
     pretrain_model_init(&m, &cfg, be, cfg.batch);
@@ -163,7 +188,8 @@ static int check_precision(const char *precision)
         same_patches(be, a->patches, ref.patches, (size_t)B * N * m.P, v);
         same_bits(be, a->enc_out, ref.enc.st.out, (size_t)B * N * cfg.embed_dim,
                   "encoder output", v);
-        same_bits(be, a->yd, ref.yd, (size_t)B * N * cfg.dec_dim, "decoder_embed output yd", v);
+        same_act_bits(be, a->feat, ref.feat, (size_t)B * N * cfg.dec_dim,
+                      m.teacher_full ? "decoder output H" : "decoder_embed output", v);
         same_bits(be, a->psi.z, ref.psi.z, (size_t)B * N * cfg.head_out, "psi.z", v);
         same_bits(be, a->cls, ref.cls, (size_t)B * cfg.head_out, "pooled cls", v);
     }
@@ -176,8 +202,8 @@ static int check_precision(const char *precision)
         sum += grad[i];
         sum_abs += fabs(grad[i]);
     }
-    printf("  %s: loss %a l_r %a l_dv %a l_st %a | grad sum %a sum|g| %a | activations %zu bytes\n",
-           precision, t.loss, t.l_r, t.l_dv, t.l_st, sum, sum_abs, m.arena.cap);
+    printf("  %s, teacher_decoder %s: loss %a l_r %a l_dv %a l_st %a | grad sum %a sum|g| %a | activations %zu bytes\n",
+           precision, teacher_decoder, t.loss, t.l_r, t.l_dv, t.l_st, sum, sum_abs, m.arena.cap);
     TEST_CHECK(isfinite(t.loss) && sum_abs > 0, "degenerate step: loss %g, sum|g| %g", t.loss,
                sum_abs);
     free(grad);
@@ -187,14 +213,18 @@ static int check_precision(const char *precision)
     return 0;
 }
 
-static int test_fp32(void) { return check_precision("fp32"); }
-static int test_bf16(void) { return check_precision("bf16"); }
+static int test_fp32(void) { return check_precision("fp32", "full"); }
+static int test_bf16(void) { return check_precision("bf16", "full"); }
+static int test_fp32_embed(void) { return check_precision("fp32", "embed"); }
+static int test_bf16_embed(void) { return check_precision("bf16", "embed"); }
 
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
     TEST_RUN(test_fp32);
     TEST_RUN(test_bf16);
+    TEST_RUN(test_fp32_embed);
+    TEST_RUN(test_bf16_embed);
     MPI_Finalize();
     return test_finish();
 }
