@@ -31,8 +31,15 @@ run_one() {
   esac
 }
 
-for t in "$BUILD"/tests/test_*; do
-  [ -x "$t" ] && run_one "$(basename "$t")" "$t"
+# Every C test the sources define: one missing from the build fails (not built, or the build
+# stopped) instead of silently leaving the run shorter.
+for src in tests/unit/test_*.c; do
+  name=$(basename "$src" .c)
+  if [ -x "$BUILD/tests/$name" ]; then
+    run_one "$name" "$BUILD/tests/$name"
+  else
+    run_one "$name" sh -c "echo '$BUILD/tests/$name is not built (make tests-build)'; exit 1"
+  fi
 done
 for t in $(ls tests/*/test_*.sh tests/*/test_*.py 2>/dev/null | sort); do
   case $t in

@@ -26,8 +26,12 @@ grep -q 'attention_kernel = cudnn needs the cuDNN frontend headers (scripts/deps
   echo "FAIL: no clear message; got:"; tail -5 "$tmp/out"; exit 1; }
 echo "ok: the variant refuses attention_kernel = cudnn: $(grep -m1 'error: .*attention_kernel = cudnn' "$tmp/out" | cut -c1-160)"
 # the other choices pass the configuration step (then stop at the missing GPU, or run on one)
-run attention_kernel=fused || true
+# Here that is: exit 0 on a GPU, or exit 2 saying no device is visible (a crash is neither).
+set +e; run attention_kernel=fused steps=1; rc=$?; set -e
 if grep -q 'cuDNN frontend' "$tmp/out"; then echo "FAIL: attention_kernel = fused refused too"; exit 1; fi
+if [ $rc -ne 0 ] && ! { [ $rc -eq 2 ] && grep -q 'no CUDA device is visible' "$tmp/out"; }; then
+  echo "FAIL: attention_kernel = fused ended with status $rc:"; tail -5 "$tmp/out"; exit 1
+fi
 echo "ok: attention_kernel = fused passes the configuration step ($(tail -1 "$tmp/out" | cut -c1-100))"
 
 # Headers that do not compile (stand-in: a cudnn_frontend.h that is an #error) cost only this

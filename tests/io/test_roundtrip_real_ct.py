@@ -20,8 +20,8 @@ if not os.path.exists(image):
     print(f"skip: real scan not found at {CT} (set ALICE_CT_DIR)")
     sys.exit(77)
 if not os.path.exists(TOOL):
-    print(f"skip: {TOOL} not built")
-    sys.exit(77)
+    print(f"FAIL: {TOOL} not built (run make tests-build)")
+    sys.exit(1)
 
 with tempfile.TemporaryDirectory() as tmp:
     lst = os.path.join(tmp, "list.txt")

@@ -291,7 +291,7 @@ def test_driver(tmp):
     os.environ["BUILD"] = os.path.join(tmp, "fakebuild")
     try:
         os.chmod(tool, 0o644)
-        check(ar.parity_main("mae", [{}]) == 77, "parity_main skips (77) when the tool is missing")
+        check(ar.parity_main("mae", [{}]) == 1, "parity_main fails (1) when the tool is missing")
         os.chmod(tool, 0o755)
         check(ar.parity_main("alice", [{}, {"use_casa": "0", "use_dv": "0", "w_st": "2"}]) == 0,
               "parity_main passes with a tool that agrees (alice, incl. no-CASA/no-dv variant)")

@@ -74,14 +74,14 @@ wait_lines() {
   return 1
 }
 
-# Skips the test (exit 77) while `alice CMD` is not implemented yet (not in the command
-# table, or still answering "under construction").
+# Fails the test unless `alice CMD --help` answers: every command the Slurm tests use exists,
+# so a crash or an error here is a broken binary, never a reason to skip.
 require_alice_command() {
   local cmd=$1 out
   [ -x "${ALICE:-}" ] || { echo "FAIL: ALICE='${ALICE:-}' is not an executable (run via tests/run.sh)"; exit 1; }
   if ! out=$("$ALICE" "$cmd" --help 2>&1); then
-    echo "skip: alice $cmd is not available yet ($(head -n1 <<<"$out" | cut -c1-80))"
-    exit 77
+    echo "FAIL: alice $cmd --help failed ($(head -n1 <<<"$out" | cut -c1-80))"
+    exit 1
   fi
 }
 

@@ -57,11 +57,18 @@ static int check_method(const char *method, int use_casa, const char *align_loss
     int checked = 0, bad = 0;
     for (int t = 0; t < ps->count; t++) {
         const ParamInfo *info = &ps->info[t];
+        /* The absolute slack follows the tensor's own gradient size (many of MAE's encoder
+         * gradients are ~1e-3: a fixed 3e-3 let them be halved unnoticed), above a floor for
+         * the fp32 loss's rounding in the difference quotient. */
+        double sq = 0.0;
+        for (size_t k = 0; k < info->numel; k++)
+            sq += (double)grad[info->offset + k] * grad[info->offset + k];
+        const double abs_tol = 2e-4 + 2e-2 * sqrt(sq / (double)info->numel);
         for (int s = 0; s < 3; s++) {
             size_t k = info->offset + rng_below(&rng, (uint32_t)info->numel);
             double fd = test_central_difference(&ps->data[k], h, loss_of_ctx, &m);
             checked++;
-            if (fabs(fd - grad[k]) > 3e-3 + 5e-2 * fabs(fd)) {
+            if (fabs(fd - grad[k]) > abs_tol + 5e-2 * fabs(fd)) {
                 bad++;
                 TEST_CHECK(0, "%s %s[%zu]: finite difference %.6g, analytic %.6g", method,
                            info->name, k - info->offset, fd, grad[k]);

@@ -52,8 +52,12 @@ static int test_unetr_gradients(void)
     float *grad = xmalloc(ps->total * sizeof(float));
     memcpy(grad, ps->grad, ps->total * sizeof(float));
     const float h = 2e-3f;
+    /* LeakyReLU kinks let a finite difference straddle a slope change now and then: a few
+     * entries may be off over the whole model, but never two of one tensor's three (a tensor
+     * whose gradient is wrong as a whole shows in all of its samples). */
     int checked = 0, bad = 0;
     for (int t = 0; t < ps->count; t++) {
+        int bad_here = 0;
         const ParamInfo *info = &ps->info[t];
         double gmax = 0.0;
         for (size_t k = 0; k < info->numel; k++) gmax = fmax(gmax, fabs(grad[info->offset + k]));
@@ -64,10 +68,12 @@ static int test_unetr_gradients(void)
             checked++;
             if (fabs(fd - grad[k]) > 5e-4 + 5e-2 * fabs(fd)) {
                 bad++;
+                bad_here++;
                 fprintf(stderr, "  off: %s[%zu]: finite difference %.6g, analytic %.6g\n",
                         info->name, k - info->offset, fd, grad[k]);
             }
         }
+        TEST_CHECK(bad_here < 2, "%s: %d of its 3 sampled entries off", info->name, bad_here);
     }
     printf("  %d entries of %d tensors checked, %d off (loss %.5f = ce %.5f + dice %.5f)\n",
            checked, ps->count, bad, l.loss, l.ce, l.dice);
