@@ -132,6 +132,28 @@ int nifti_read_header_info(const char *path, int dim[3], int *datatype, double a
     return rc;
 }
 
+int nifti_read_description(const char *path, char *out, size_t n, char *err, size_t errlen)
+{
+    quiet_niftilib();
+    if (n) out[0] = '\0';
+    if (access(path, R_OK) != 0)
+        return fail(err, errlen, "%s: cannot open: %s (check the path)", path, strerror(errno));
+    nifti_image *nim = nifti_image_read(path, 0);
+    if (!nim)
+        return fail(err, errlen, "%s: not a readable NIfTI header (corrupt or not NIfTI)", path);
+    const char *text = nim->descrip;
+    int len = (int)strnlen(nim->descrip, sizeof nim->descrip);
+    for (int i = 0; i < nim->num_ext; i++)
+        if (nim->ext_list[i].ecode == NIFTI_ECODE_COMMENT && nim->ext_list[i].edata) {
+            text = nim->ext_list[i].edata;
+            len = (int)strnlen(text, (size_t)(nim->ext_list[i].esize - 8));
+            break;
+        }
+    if (n) snprintf(out, n, "%.*s", len, text);
+    nifti_image_free(nim);
+    return 0;
+}
+
 /* Voxel value as double whatever the stored type. */
 static double voxel_value(const void *base, int dt, size_t i)
 {
@@ -266,8 +288,18 @@ static void temp_name(const char *path, char *out, size_t n)
 
 /* A NIfTI-1 header for dims (NIfTI dim[] layout) with the affine in both sform and qform
  * (code 1, scanner anatomical; the qform is the closest rigid transform). */
+/* description into the 80-character descrip field and, whole, into a comment extension
+ * (NIFTI_ECODE_COMMENT, which nibabel lists in header.extensions): paths do not fit 80. */
+static void describe(nifti_image *nim, const char *description, const char *path)
+{
+    if (!description || !description[0]) return;
+    snprintf(nim->descrip, sizeof nim->descrip, "%s", description);
+    if (nifti_add_extension(nim, description, (int)strlen(description) + 1, NIFTI_ECODE_COMMENT))
+        alice_die("%s: cannot add the description extension", path);
+}
+
 static nifti_image *new_header(const int64_t dims[8], int datatype, const double affine[4][4],
-                               const char *path)
+                               const char *description, const char *path)
 {
     nifti_image *nim = nifti_make_new_nim(dims, datatype, 0);
     ALICE_ASSERT(nim, "nifti_make_new_nim failed for %s", path);
@@ -291,6 +323,7 @@ static nifti_image *new_header(const int64_t dims[8], int datatype, const double
     nim->scl_slope = 1.0;
     nim->scl_inter = 0.0;
     nim->nifti_type = NIFTI_FTYPE_NIFTI1_1;
+    describe(nim, description, path);
     return nim;
 }
 
@@ -365,12 +398,12 @@ static int volume_payload(znzFile fp, void *ctx)
 }
 
 void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
-                        const double affine[4][4])
+                        const double affine[4][4], const char *description)
 {
     quiet_niftilib();
     const size_t bytes = datatype_bytes(datatype);
     const int64_t dims[8] = {3, dim[0], dim[1], dim[2], 1, 1, 1, 1};
-    nifti_image *nim = new_header(dims, datatype, affine, path);
+    nifti_image *nim = new_header(dims, datatype, affine, description, path);
     const size_t n = (size_t)dim[0] * dim[1] * dim[2] * bytes;
     unsigned char *file_order = xmalloc(n);
     to_file_order(data, bytes, dim, file_order);
@@ -426,7 +459,8 @@ void nifti_write_frames(const char *path, const int dim[3], int frames, const do
     ALICE_ASSERT(frames >= 1, "nifti_write_frames: %d frames for %s", frames, path);
     const int64_t dims[8] = {4, dim[0], dim[1], dim[2], frames, 1, 1, 1};
     const int quantise = storage == NIFTI_FRAMES_UINT8_UNIT;
-    nifti_image *nim = new_header(dims, quantise ? NIFTI_TYPE_UINT8 : NIFTI_TYPE_FLOAT32, affine, path);
+    nifti_image *nim = new_header(dims, quantise ? NIFTI_TYPE_UINT8 : NIFTI_TYPE_FLOAT32, affine,
+                                  description, path);
     if (quantise) {
         nim->scl_slope = 1.0f / 255.0f;
         nim->scl_inter = 0.0f;
@@ -434,7 +468,6 @@ void nifti_write_frames(const char *path, const int dim[3], int frames, const do
     /* The 4th axis is not time: no time unit, unit step. */
     nim->pixdim[4] = nim->dt = 1.0f;
     nim->intent_code = NIFTI_INTENT_NONE;
-    if (description) snprintf(nim->descrip, sizeof nim->descrip, "%s", description);
     FramesPayload f = {dim, frames, storage, fill, ctx};
     write_atomically(path, nim, NIFTI_GZIP_LEVEL_FLOAT_FRAMES, frames_payload, &f);
 }

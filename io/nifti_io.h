@@ -27,9 +27,16 @@ int nifti_read_header_info(const char *path, int dim[3], int *datatype, double a
  * NIFTI_TYPE_FLOAT32 (float data). The affine goes into both sform and qform (code 1, scanner
  * anatomical; the qform is the closest rigid transform). Written under a temporary name in the
  * same directory and renamed, so a reader never sees a half-written file. An unwritable path
- * ends the job with a message naming the path and the fix. */
+ * ends the job with a message naming the path and the fix. description (may be NULL) goes
+ * into the header's descrip field (cut at 79 characters) and, whole, into a NIfTI comment
+ * extension (ecode 6), which nibabel lists in header.extensions. */
 void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
-                        const double affine[4][4]);
+                        const double affine[4][4], const char *description);
+
+/* The description of a file written by nifti_write_volume/nifti_write_frames: its first
+ * comment extension, else the descrip field ("" when neither). Returns 0, or -1 with the
+ * reason in err. */
+int nifti_read_description(const char *path, char *out, size_t n, char *err, size_t errlen);
 
 /* Fills frame t (0-based) of a multi-frame volume: dim voxels, C order [X][Y][Z]. */
 typedef void (*NiftiFrameFn)(void *ctx, int t, float *frame);
@@ -48,7 +55,7 @@ typedef enum {
  * as `storage` says, which nibabel reads as array[x, y, z, t] with the given affine (header,
  * affine and the temporary-name-then-rename exactly as nifti_write_volume; pixdim[4] = 1, no
  * time unit, intent none). Only one frame is in memory at a time: fill() produces each in
- * turn. description (may be NULL) goes into the header's descrip field (80 characters). */
+ * turn. description (may be NULL): as nifti_write_volume's. */
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
                         const char *description, NiftiFrameStorage storage, NiftiFrameFn fill,
                         void *ctx);

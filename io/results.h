@@ -16,6 +16,7 @@ typedef struct {
     const char *checkpoint;            /* "" when not given */
     const char *prediction_dir;
     const char *truth;                 /* dataset.h5 or label directory */
+    const char *const *prediction_sources;   /* [num_cases] what made each prediction, or "" */
 } EvalResults;
 
 /* Writes <stem>.h5 and <stem>.csv (case,organ,dsc,nsd). */

@@ -17,6 +17,7 @@
 #include "dataset.h"
 #include "eval/labels.h"
 #include "eval/metrics.h"
+#include "eval/prediction_out.h"
 #include "geometry.h"
 #include "nifti_io.h"
 #include "results.h"
@@ -280,6 +281,37 @@ static void print_means(const LabelSet *set, int ncases, const double *dsc, cons
     fflush(stdout);
 }
 
+/* What made each prediction: the description alice infer records in its files ("alice infer:
+ * <checkpoint> (step N)"), "" for files from elsewhere. malloc'd strings. */
+static char **prediction_sources(const EvalCase *cases, int n)
+{
+    char **sources = xmalloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
+    for (int c = 0; c < n; c++) {
+        char text[PREDICTION_SOURCE_LEN] = "", err[512];
+        if (nifti_read_description(cases[c].pred, text, sizeof text, err, sizeof err) != 0)
+            alice_die("eval: %s", err);
+        sources[c] = xmalloc(strlen(text) + 1);
+        memcpy(sources[c], text, strlen(text) + 1);
+    }
+    return sources;
+}
+
+/* The distinct non-empty strings of s[0..n-1], one per line in first-seen order (malloc'd). */
+static char *distinct_lines(char *const *s, int n)
+{
+    size_t len = 1;
+    for (int i = 0; i < n; i++) len += strlen(s[i]) + 1;
+    char *out = xmalloc(len), *end = out;
+    *out = '\0';
+    for (int i = 0; i < n; i++) {
+        int seen = !s[i][0];
+        for (int j = 0; j < i && !seen; j++) seen = !strcmp(s[i], s[j]);
+        if (seen) continue;
+        end += sprintf(end, "%s%s", end == out ? "" : "\n", s[i]);
+    }
+    return out;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     Config cfg;
@@ -366,14 +398,20 @@ int cmd_eval(int argc, char **argv)
             ids[o] = set->organs[o].id;
             tol[o] = set->organs[o].tolerance_mm;
         }
+        char **sources = prediction_sources(cases, nscored);
+        char *checkpoints = checkpoint[0] ? NULL : distinct_lines(sources, nscored);
         char *config_text = config_to_text(&cfg);
         EvalResults r = {nscored, set->count, case_names, organ_names, ids, tol, dsc, nsd, set->name,
-                         config_text, checkpoint, pred_dir, ds ? data_path : labels_dir};
+                         config_text, checkpoints ? checkpoints : checkpoint, pred_dir,
+                         ds ? data_path : labels_dir, (const char *const *)sources};
         results_write(out, &r);
         log_info("eval: %d cases x %d organs in %.2f s (%.2f s per case) -> %s.h5, %s.csv", nscored, set->count,
                  wall_seconds() - t0, (wall_seconds() - t0) / nscored, out, out);
         print_means(set, nscored, dsc, nsd);
         free(config_text);
+        for (int c = 0; c < nscored; c++) free(sources[c]);
+        free(sources);
+        free(checkpoints);
         free(case_names);
         free(organ_names);
         free(ids);

@@ -118,7 +118,12 @@ int cmd_infer(int argc, char **argv)
 
     UnetrModel model;
     unetr_init(&model, &cfg, be, cfg.batch, 0);
-    checkpoint_load(ckpt, &model.ps, NULL);
+    const long ckpt_step = checkpoint_load(ckpt, &model.ps, NULL);
+    /* Recorded in every prediction, so a score can be traced to its checkpoint. */
+    char source[PREDICTION_SOURCE_LEN], *ckpt_abs = realpath(ckpt, NULL);
+    snprintf(source, sizeof source, "alice infer: %s (step %ld)", ckpt_abs ? ckpt_abs : ckpt,
+             ckpt_step);
+    free(ckpt_abs);
     log_info("infer: %s, UNETR %dx%d, window %dx%dx%d, overlap %.2f, %d cases on %d ranks -> %s%s",
              ckpt, cfg.depth, cfg.embed_dim, cfg.crop[0], cfg.crop[1], cfg.crop[2], cfg.sw_overlap,
              n, dist.size, out, want_probs ? " (labels and probabilities)" : "");
@@ -141,7 +146,7 @@ int cmd_infer(int argc, char **argv)
         snprintf(path, sizeof path, "%s/%s.nii.gz", out, c->name);
         snprintf(probs_path, sizeof probs_path, "%s/%s" PREDICTION_PROBS_SUFFIX ".nii.gz", out, c->name);
         prediction_write_original(c, packed, probs, model.K, v.dim, (const double (*)[4])v.affine,
-                                  path, want_probs ? probs_path : NULL, probs_storage);
+                                  path, want_probs ? probs_path : NULL, probs_storage, source);
         /* Every rank reports its own cases (log_info speaks for rank 0 only). */
         printf("  [rank %d] case %d/%d %s: packed %dx%dx%d, %ld windows, %.1f s -> %s (%dx%dx%d)\n",
                  dist.rank, j + 1, n, c->name, v.dim[0], v.dim[1], v.dim[2], windows,

@@ -91,18 +91,22 @@ int cmd_phantom(int argc, char **argv)
     }
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
     log_info("alice phantom: %ld cases (seed %ld, size %s) into %s on %d rank(s)", cases, cfg.seed,
-             size == PHANTOM_SMALL ? "small" : size == PHANTOM_MEDIUM ? "medium" : "large", out, nranks);
+             phantom_size_name(size), out, nranks);
     const double t0 = wall_seconds();
     for (long c = first + rank; c < first + cases; c += nranks) {
         Volume v;
         PhantomInfo info;
         phantom_generate((uint64_t)cfg.seed, (int)c, size, &v, &info);
         if (info.store_lps) to_lps(&v);
-        char path[4200];
+        char path[4200], description[128];
+        snprintf(description, sizeof description, "alice phantom: synthetic CT, seed %ld, size %s, "
+                 "case %ld", cfg.seed, phantom_size_name(size), c);
         snprintf(path, sizeof path, "%s/case%04ld_0000.nii.gz", images, c);
-        nifti_write_volume(path, v.image, NIFTI_TYPE_INT16, v.dim, (const double (*)[4])v.affine);
+        nifti_write_volume(path, v.image, NIFTI_TYPE_INT16, v.dim, (const double (*)[4])v.affine,
+                           description);
         snprintf(path, sizeof path, "%s/case%04ld.nii.gz", labels, c);
-        nifti_write_volume(path, v.label, NIFTI_TYPE_UINT8, v.dim, (const double (*)[4])v.affine);
+        nifti_write_volume(path, v.label, NIFTI_TYPE_UINT8, v.dim, (const double (*)[4])v.affine,
+                           description);
         log_info("  case%04ld  %dx%dx%d  %.2fx%.2fx%.2f mm  %s, %s coverage, noise %.0f HU%s", c,
                  v.dim[0], v.dim[1], v.dim[2], v.spacing[0], v.spacing[1], v.spacing[2],
                  phase_names[info.phase], coverage_names[info.coverage], info.noise_hu,

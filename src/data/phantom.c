@@ -17,13 +17,22 @@ const char *flare_label_name(int id)
     return id >= 0 && id < FLARE_LABEL_COUNT ? organ_names[id] : NULL;
 }
 
+static const char *const size_names[] = {
+    [PHANTOM_SMALL] = "small", [PHANTOM_MEDIUM] = "medium", [PHANTOM_LARGE] = "large"};
+
 int phantom_size_from_name(const char *name, PhantomSize *size)
 {
-    if (!strcmp(name, "small")) *size = PHANTOM_SMALL;
-    else if (!strcmp(name, "medium")) *size = PHANTOM_MEDIUM;
-    else if (!strcmp(name, "large")) *size = PHANTOM_LARGE;
-    else return -1;
-    return 0;
+    for (int s = PHANTOM_SMALL; s <= PHANTOM_LARGE; s++)
+        if (!strcmp(name, size_names[s])) {
+            *size = (PhantomSize)s;
+            return 0;
+        }
+    return -1;
+}
+
+const char *phantom_size_name(PhantomSize size)
+{
+    return size >= PHANTOM_SMALL && size <= PHANTOM_LARGE ? size_names[size] : "?";
 }
 
 /* Grid of each size: in-plane voxels, and ranges of in-plane and slice spacing (mm). */

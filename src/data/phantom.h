@@ -39,6 +39,7 @@ typedef enum { PHANTOM_SMALL, PHANTOM_MEDIUM, PHANTOM_LARGE } PhantomSize;
 #define PHANTOM_SIZE_NAMES "small|medium|large"
 /* Returns 0 and sets *size, or -1 for an unknown name. */
 int phantom_size_from_name(const char *name, PhantomSize *size);
+const char *phantom_size_name(PhantomSize size);
 
 typedef enum { PHASE_NONCONTRAST, PHASE_ARTERIAL, PHASE_PORTAL_VENOUS, PHASE_COUNT } ContrastPhase;
 typedef enum { COVERAGE_FULL, COVERAGE_UPPER, COVERAGE_LOWER } Coverage;

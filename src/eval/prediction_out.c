@@ -31,14 +31,15 @@ static void probs_frame(void *ctx, int t, float *frame)
 void prediction_write_original(const DatasetCase *c, const uint8_t *labels, const float *probs,
                                int classes, const int packed_dim[3],
                                const double packed_affine[4][4], const char *label_path,
-                               const char *probs_path, NiftiFrameStorage probs_storage)
+                               const char *probs_path, NiftiFrameStorage probs_storage,
+                               const char *source)
 {
     const size_t n = (size_t)c->orig_dim[0] * c->orig_dim[1] * c->orig_dim[2];
     int64_t *index = xmalloc(n * sizeof *index);
     geometry_original_index_map(packed_dim, packed_affine, c->orig_dim, c->orig_affine, index);
     uint8_t *orig = xmalloc(n);
     geometry_gather_labels(index, n, labels, orig);
-    nifti_write_volume(label_path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine);
+    nifti_write_volume(label_path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine, source);
     free(orig);
     if (probs) {
         ALICE_ASSERT(probs_path && classes >= 1, "probabilities of %d classes without a path", classes);
@@ -48,9 +49,9 @@ void prediction_write_original(const DatasetCase *c, const uint8_t *labels, cons
          * viewers (ITK-SNAP, FSLeyes, 3D Slicer) show the classes as frames to step through,
          * where a 5-D vector image is shown by few. */
         ProbsFrames p = {probs, (size_t)packed_dim[0] * packed_dim[1] * packed_dim[2], index, n};
-        char description[80];
-        snprintf(description, sizeof description,
-                 "alice infer: softmax of blended logits, %d classes", classes);
+        char description[PREDICTION_SOURCE_LEN + 64];
+        snprintf(description, sizeof description, "softmax of blended logits, %d classes; %s",
+                 classes, source);
         nifti_write_frames(probs_path, c->orig_dim, classes, c->orig_affine, description,
                            probs_storage, probs_frame, &p);
     }

@@ -12,7 +12,10 @@
 #   - nearest-neighbour structure, from the data set's affines recomputed in numpy: original
 #     voxels outside the packed box are one-hot class 0;
 #   - --probs-type uint8: the stored values are round(255 p) of the float32 file (ties to even),
-#     scl_slope 1/255, same grid, labels unchanged; an unknown type is refused with a message.
+#     scl_slope 1/255, same grid, labels unchanged; an unknown type is refused with a message;
+#   - provenance: both files carry "alice infer: <checkpoint's real path> (step 4)" in a NIfTI
+#     comment extension (the label file's descrip its first 79 characters), and alice eval's
+#     results.h5 lists it per case (/prediction_sources) and as its checkpoint attribute.
 # Independent reference (first case): the fine-tuned checkpoint's weights loaded into the
 # PyTorch UNETR of tests/reference/unetr_ref.py (MONAI's block by block), MONAI's sliding
 # window rewritten in numpy (padding, dense_patch_slices starts, erf Gaussian importance map,
@@ -48,6 +51,8 @@ run "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 --out "
   fail "--probs-type float16 was accepted"
 grep -q "probs-type 'float16' is not a storage type; use float32 or uint8" "$T/bad.log" ||
   { cat "$T/bad.log"; fail "--probs-type float16: no clear message"; }
+# eval records what made each prediction (the files' descriptions, below)
+run "$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --out "$T/res"
 
 "$PYTHON" - "$T" "$ROOT" <<'PY' || fail "python checks"
 import glob, math, os, sys
@@ -148,11 +153,30 @@ def reference_probs(name):
 
 labels = sorted(p for p in glob.glob(os.path.join(T, "pred", "*.nii.gz")) if not p.endswith("_probs.nii.gz"))
 assert labels, "alice infer wrote no predictions"
+source = "alice infer: %s (step 4)" % os.path.realpath(ckpt_path)
+
+
+def comments(img):
+    return [e.get_content().rstrip(b"\0").decode() for e in img.header.extensions if e.get_code() == 6]
+
+
+with h5py.File(os.path.join(T, "res.h5"), "r") as f:
+    got = [s.decode() for s in f["prediction_sources"][()]]
+    names = [s.decode() for s in f["case_names"][()]]
+    attr = f.attrs["checkpoint"]
+    attr = attr.decode() if isinstance(attr, bytes) else attr
+assert names and got == [source] * len(names), "results.h5 prediction_sources %s" % got
+assert attr == source, "results.h5 checkpoint attribute %r, expected %r" % (attr, source)
+print("results.h5: %d cases from %r" % (len(names), source))
 for n, lp in enumerate(labels):
     name = os.path.basename(lp)[:-len(".nii.gz")]
     pp = os.path.join(T, "pred", name + "_probs.nii.gz")
     assert os.path.exists(pp), "no " + pp
     li, pi = nib.load(lp), nib.load(pp)
+    assert comments(li) == [source], "%s: comment extensions %s" % (lp, comments(li))
+    assert li.header["descrip"].item().decode() == source[:79], "%s: descrip" % lp
+    assert len(comments(pi)) == 1 and comments(pi)[0].endswith("; " + source), \
+        "%s: comment extensions %s" % (pp, comments(pi))
     src = nib.load(os.path.join(T, "ph", "imagesTr", name + "_0000.nii.gz"))
     lab = np.asarray(li.dataobj)
     assert pi.header.get_data_dtype() == np.float32, "%s: dtype %s" % (pp, pi.header.get_data_dtype())

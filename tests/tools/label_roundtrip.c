@@ -22,7 +22,7 @@ int main(int argc, char **argv)
         char path[4096];
         snprintf(path, sizeof path, "%s/%s.nii.gz", argv[2], c->name);
         prediction_write_original(c, v.label, NULL, 0, v.dim, (const double (*)[4])v.affine, path, NULL,
-                                  NIFTI_FRAMES_FLOAT32);
+                                  NIFTI_FRAMES_FLOAT32, "label_roundtrip: the packed label");
         volume_free(&v);
         written++;
     }

@@ -65,15 +65,15 @@ int main(int argc, char **argv)
         if (!strcmp(argv[4], "int16")) {
             int16_t *b = xmalloc(n * 2);
             for (size_t i = 0; i < n; i++) b[i] = (int16_t)v[i];
-            nifti_write_volume(argv[3], b, NIFTI_TYPE_INT16, dim, (const double (*)[4])aff);
+            nifti_write_volume(argv[3], b, NIFTI_TYPE_INT16, dim, (const double (*)[4])aff, NULL);
             free(b);
         } else if (!strcmp(argv[4], "uint8")) {
             uint8_t *b = xmalloc(n);
             for (size_t i = 0; i < n; i++) b[i] = (uint8_t)v[i];
-            nifti_write_volume(argv[3], b, NIFTI_TYPE_UINT8, dim, (const double (*)[4])aff);
+            nifti_write_volume(argv[3], b, NIFTI_TYPE_UINT8, dim, (const double (*)[4])aff, NULL);
             free(b);
         } else {
-            nifti_write_volume(argv[3], v, NIFTI_TYPE_FLOAT32, dim, (const double (*)[4])aff);
+            nifti_write_volume(argv[3], v, NIFTI_TYPE_FLOAT32, dim, (const double (*)[4])aff, NULL);
         }
         free(v);
         return 0;
