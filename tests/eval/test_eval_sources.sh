@@ -31,7 +31,10 @@ cases = sorted({r["case"] for r in rows})
 assert cases == ["img0000", "img0001"], cases
 worst = min(float(r["dsc"]) for r in rows)
 assert worst >= float(sys.argv[2]) - 1e-9, "worst DSC %.4f" % worst
-print("%s: %d rows, worst DSC %.4f" % (sys.argv[1], len(rows), worst))
+worst_nsd = min(float(r["nsd"]) for r in rows)
+if float(sys.argv[2]) == 1:   # the truth itself: every surface within tolerance too
+    assert worst_nsd >= 1 - 1e-9, "worst NSD %.4f" % worst_nsd
+print("%s: %d rows, worst DSC %.4f, worst NSD %.4f" % (sys.argv[1], len(rows), worst, worst_nsd))
 PY
 }
 "$ALICE" eval --pred "$T/pred" --labels "$T/btcv" --out "$T/r_labels" label_set=flare > "$T/a.log" 2>&1 ||

@@ -30,7 +30,22 @@ expect_error "written by a different model" run_dir="$WORK/m" embed_dim=36 steps
 set +e; "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/nan" lr=1e30 ckpt_every=1 > "$WORK/nan.log" 2>&1; rc=$?; set -e
 [ $rc -eq 1 ] || { cat "$WORK/nan.log"; fail "non-finite run exited with $rc, expected 1"; }
 grep -q "non-finite loss" "$WORK/nan.log" || fail "no non-finite message"
-"$PYTHON" -c "import h5py,sys; f=h5py.File(sys.argv[1]); assert len(f['params']) > 10" "$WORK/nan/ckpt_1.h5"
+bad=$(sed -n 's/.*step \([0-9]*\): non-finite loss.*/\1/p' "$WORK/nan.log" | head -1)
+[ -n "$bad" ] || fail "the non-finite message names no step"
+# every checkpoint left is from before the bad step and holds finite tensors only
+"$PYTHON" - "$WORK/nan" "$bad" <<'PY' || fail "a checkpoint from or after the non-finite step, or with non-finite tensors"
+import glob, sys, h5py, numpy as np
+paths = glob.glob(sys.argv[1] + "/ckpt_*.h5")
+assert any(p.endswith("/ckpt_1.h5") for p in paths), paths
+for p in paths:
+    with h5py.File(p, "r") as f:
+        # attr step = steps done; the bad step's 0-based index = steps done before it
+        assert int(f.attrs["step"]) <= int(sys.argv[2]), (p, int(f.attrs["step"]), sys.argv[2])
+        assert len(f["params"]) > 10
+        for g in ("params", "adam_m", "adam_v", "target"):
+            for n, d in f[g].items():
+                assert np.isfinite(d[()]).all(), (p, g, n)
+PY
 ls "$WORK/nan" | grep -q tmp && fail "a temporary file was left behind"
 # on_nonfinite = skip: the run goes on to the end.
 "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/skip" lr=1e30 on_nonfinite=skip > "$WORK/skip.log" 2>&1
