@@ -11,8 +11,8 @@
 #  - another thread count or rank count than the checkpoint's stored ones: resumed, warned;
 #  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed;
 #  - every checkpoint damaged: refused;
-#  - another version's checkpoint: a stored key this alice lacks skipped with a warning, another
-#    format_version refused.
+#  - another version's checkpoint: a stored key this alice lacks skipped with a warning, a key
+#    the checkpoint lacks (an older alice's) named in a warning, another format_version refused.
 source "$(dirname "$0")/lib.sh"
 expect_error() {  # expected-message-regex, command args...
   local want=$1; shift
@@ -87,6 +87,19 @@ with h5py.File(sys.argv[1], "a") as f:
 PY
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/newkey.log" 2>&1 || { cat "$WORK/newkey.log"; fail "a stored unknown key stopped the resume"; }
 grep -q "key 'feature_of_a_newer_version' is unknown to this alice" "$WORK/newkey.log" || fail "no warning about the unknown stored key"
+# ... and an older alice's checkpoint lacks a key added since: the resume names it
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+"$PYTHON" - "$A/ckpt_6.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "a") as f:
+    text = f.attrs["config"]
+    text = text.decode() if isinstance(text, bytes) else text
+    f.attrs["config"] = "".join(l for l in text.splitlines(True) if not l.startswith("teacher_decoder"))
+PY
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=7 > "$WORK/oldkey.log" 2>&1 || { cat "$WORK/oldkey.log"; fail "an older checkpoint stopped the resume"; }
+grep -q "written by an older alice without the keys teacher_decoder: the resumed run uses" "$WORK/oldkey.log" ||
+  { cat "$WORK/oldkey.log"; fail "no warning about the key the older checkpoint lacks"; }
+grep -q "without the keys" "$WORK/lr.log" && fail "a checkpoint of this alice was called older"
 cp "$WORK/a.orig/ckpt_6.h5" "$WORK/v2.h5"
 "$PYTHON" -c "import h5py,sys; h5py.File(sys.argv[1],'a').attrs['format_version']=2" "$WORK/v2.h5"
 expect_error "checkpoint format version 2, this alice reads version 1" pretrain --config "$MICRO" run_dir="$WORK/v2run" --resume "$WORK/v2.h5"
