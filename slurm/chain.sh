@@ -29,7 +29,7 @@
 #   --labels DIR             ground-truth label NIfTI folder for eval (default: the phantoms'
 #                            labelsTr, or INPUT/../labelsTr or INPUT/labelsTr for FLARE-style
 #                            input; else give --eval-args "--data <dataset.h5>") [ALICE_LABELS]
-#   --dry-run                print the sbatch commands without submitting
+#   --dry-run                print the sbatch commands without submitting or writing anything
 # Environment:
 #   ALICE_GPUS=0             no GPU options (CPU-only partitions, the local test cluster):
 #                            jobs get --gpus-per-task=0; --gpus-per-node then means tasks.
@@ -125,8 +125,13 @@ if [ -n "$dataset" ]; then
   fi
 fi
 
-mkdir -p "$run_dir/logs" "$run_dir/data"
-run_dir=$(cd "$run_dir" && pwd)
+# A dry run writes nothing: no folders, and no jobs.txt over a real chain's record.
+if [ "$dry_run" = 1 ]; then
+  run_dir=$(realpath -m "$run_dir")
+else
+  mkdir -p "$run_dir/logs" "$run_dir/data"
+  run_dir=$(cd "$run_dir" && pwd)
+fi
 dataset=${dataset:-$run_dir/data/dataset.h5}
 if [ -z "$labels" ]; then
   case $input in
@@ -167,7 +172,7 @@ submit() {
 
 last_fold=$((folds - 1))
 jobs_file=$run_dir/jobs.txt
-: >"$jobs_file"
+[ "$dry_run" = 1 ] && jobs_file=/dev/null || : >"$jobs_file"
 record() { echo "$1 $2" | tee -a "$jobs_file"; }
 
 # Word-split the per-stage extra arguments on purpose ("k=v k2=v2").
@@ -204,5 +209,8 @@ record() { echo "$1 $2" | tee -a "$jobs_file"; }
     $eval_args)
   record eval "$eval_id"
 }
-[ "$dry_run" = 1 ] && echo "dry run: nothing submitted" >&2
-echo "chain submitted; job ids in $jobs_file, logs in $run_dir/logs/ (squeue -u $(id -un) to follow)" >&2
+if [ "$dry_run" = 1 ]; then
+  echo "dry run: nothing submitted, nothing written" >&2
+else
+  echo "chain submitted; job ids in $jobs_file, logs in $run_dir/logs/ (squeue -u $(id -un) to follow)" >&2
+fi

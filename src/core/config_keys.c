@@ -50,8 +50,8 @@ const ConfigKey config_keys[] = {
       "auto = cudnn where the fused kernels run on bf16 tensor cores from registers (precision = "
       "bf16, head width 32 or 64) and this build has cuDNN's attention, fused there otherwise, "
       "gemm elsewhere (fp32 tiles of the fused kernels are slower than gemm). Measured on an "
-      "H200, bf16 attention forward + backward: cudnn 2.06x the fused kernels at head width 64, "
-      "1.32x at 32; paper bf16 step 16.5 ms with cudnn, 18.5 ms with fused (tests/bench/"
+      "H200, bf16 attention forward + backward: cudnn 2.03x the fused kernels at head width 64, "
+      "1.31x at 32; paper bf16 step 16.5 ms with cudnn, 18.5 ms with fused (tests/bench/"
       "bench_cuda_ops, tests/gpu/run.sh); device = cpu ignores the key"),
     K("instnorm_kernel", CFG_T_ENUM, instnorm_kernel, "own", "own|cudnn",
       "cuda instance norm (UNETR res blocks): own = the backend's kernels; cudnn = cuDNN's "

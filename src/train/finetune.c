@@ -256,7 +256,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     /* decided before run_dir is written to: a refused run leaves it as it was */
     const int resuming = train_resume_checkpoint(cfg, &dist, be, "finetune", opt->resume_from,
                                                  opt->resume, ckpt, sizeof ckpt);
-    train_prepare_run_dir(cfg, &dist, "finetune");
+    /* loaded (shapes checked) before config.txt is written: a checkpoint of another model
+     * leaves run_dir describing the checkpoints it holds */
     if (resuming) {
         start = checkpoint_load(ckpt, &model.ps, NULL);
         log_info("resumed from %s at step %ld", ckpt, start);
@@ -265,6 +266,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     } else {
         log_info("encoder: random initialisation (no pretrained checkpoint)");
     }
+    train_prepare_run_dir(cfg, &dist, "finetune");
     if (start >= cfg->steps) {
         log_info("run %s is already complete (%ld of %ld steps)", cfg->run_dir, start, cfg->steps);
         unetr_free(&model);

@@ -201,11 +201,13 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     /* decided before run_dir is written to: a refused run leaves it as it was */
     const int resuming = train_resume_checkpoint(cfg, &dist, be, "pretrain", opt->resume_from,
                                                  opt->resume, ckpt, sizeof ckpt);
-    train_prepare_run_dir(cfg, &dist, "pretrain");
+    /* loaded (shapes checked) before config.txt is written: a checkpoint of another model
+     * leaves run_dir describing the checkpoints it holds */
     if (resuming) {
         start = checkpoint_load_state(ckpt, &model.online, target, &model.buffers);
         log_info("resumed from %s at step %ld", ckpt, start);
     }
+    train_prepare_run_dir(cfg, &dist, "pretrain");
     if (start >= cfg->steps) {
         log_info("run %s is already complete (%ld of %ld steps)", cfg->run_dir, start, cfg->steps);
         pretrain_model_free(&model);

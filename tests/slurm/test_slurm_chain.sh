@@ -141,9 +141,10 @@ chain_dry() {
 chain_dry > "$tmp/dry.log" 2>&1 || { cat "$tmp/dry.log"; echo "FAIL: dry run on --dataset"; exit 1; }
 grep -q "folds: $folds (from .*dataset.h5)" "$tmp/dry.log" && grep -q -- "--array=0-$((folds - 1)) " "$tmp/dry.log" ||
   { cat "$tmp/dry.log"; echo "FAIL: the chain did not take the data set's $folds folds"; exit 1; }
+[ ! -e "$tmp/run2" ] || { echo "FAIL: the dry run wrote $(ls -R "$tmp/run2" | tr '\n' ' ')"; exit 1; }
 if chain_dry --folds $((folds + 3)) > "$tmp/dry.log" 2>&1 ||
   ! grep -q "packed with num_folds = $folds" "$tmp/dry.log"; then
   cat "$tmp/dry.log"; echo "FAIL: --folds $((folds + 3)) against a $folds-fold data set not refused"; exit 1
 fi
-echo "ok: --dataset sets the folds; another --folds is refused"
+echo "ok: --dataset sets the folds (a dry run writes nothing); another --folds is refused"
 echo PASS

@@ -25,7 +25,10 @@ expect_error "bad.cfg:2: batch = 'two' is not valid" run_dir="$WORK/a" --config 
 expect_error "has 1 volume\(s\), but inter_volume = 1" run_dir="$WORK/a" data="$WORK/one.h5"
 # A checkpoint from another model.
 "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/m" steps=3 > /dev/null
+cp "$WORK/m/config.txt" "$WORK/m.config.txt"
 expect_error "written by a different model" run_dir="$WORK/m" embed_dim=36 steps=6
+cmp -s "$WORK/m/config.txt" "$WORK/m.config.txt" ||
+  fail "the refused resume rewrote config.txt (it no longer describes the checkpoints beside it)"
 # Non-finite loss: stop, status 1, the last good checkpoint still loads.
 set +e; "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/nan" lr=1e30 ckpt_every=1 > "$WORK/nan.log" 2>&1; rc=$?; set -e
 [ $rc -eq 1 ] || { cat "$WORK/nan.log"; fail "non-finite run exited with $rc, expected 1"; }
