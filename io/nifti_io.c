@@ -90,8 +90,9 @@ static int check_header(const char *path, const nifti_image *nim, int dim[3], do
      * all assume a volume, and a 2D file packed as one would train on padding. */
     for (int a = 0; a < 3; a++)
         if (n[a] < 2)
-            return fail(err, errlen, "%s: a 2D image (%lld x %lld x %lld voxels, one along axis %d); "
-                        "alice reads 3D volumes: stack the slices of a scan into one file",
+            return fail(err, errlen,
+                        "%s: a 2D image (%lld x %lld x %lld voxels, one along axis %d); alice "
+                        "reads 3D volumes: stack the slices of a scan into one file",
                         path, (long long)n[0], (long long)n[1], (long long)n[2], a);
     header_affine(nim, affine);
     for (int r = 0; r < 3; r++)

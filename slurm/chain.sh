@@ -113,12 +113,15 @@ if [ -n "$dataset" ]; then
   [ -r "$dataset" ] || fail "--dataset $dataset: not found or not readable"
   if command -v h5dump >/dev/null; then
     packed=$(h5dump -a /num_folds "$dataset" 2>/dev/null | sed -n 's/^ *(0): \([0-9]*\)$/\1/p')
-    [ -n "$packed" ] || fail "--dataset $dataset: no num_folds attribute (not a data set from alice pack?)"
+    [ -n "$packed" ] ||
+      fail "--dataset $dataset: no num_folds attribute (not a data set from alice pack?)"
     if [ -z "$folds_given" ]; then
       folds=$packed
       echo "folds: $folds (from $dataset)" >&2
     elif [ "$folds" != "$packed" ]; then
-      fail "--folds $folds, but $dataset was packed with num_folds = $packed: fine-tuning and inference would cover only part of its cases; drop --folds, or repack with num_folds=$folds"
+      fail "--folds $folds, but $dataset was packed with num_folds = $packed: fine-tuning and" \
+        "inference would cover only part of its cases; drop --folds, or repack with" \
+        "num_folds=$folds"
     fi
   else
     echo "warning: h5dump not found, so --folds $folds is not checked against $dataset" >&2

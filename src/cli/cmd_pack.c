@@ -150,7 +150,8 @@ static void usage(void)
            "  data set (docs/FORMAT.md). Cases are found by FLARE 2022 naming (NAME_0000.nii.gz +\n"
            "  NAME.nii.gz beside it or in ../labelsTr), BTCV naming (imgX.nii.gz + labelX.nii.gz)\n"
            "  or a list file of 'image [label]' lines (paths relative to the list file; separate\n"
-           "  them with a tab when they hold spaces; '#' comments). Folds are assigned from `seed`.\n"
+           "  them with a tab when they hold spaces; '#' comments). Folds are assigned from\n"
+           "  `seed`.\n"
            "  --force overwrites an existing output; --keep-going skips bad cases and lists them.\n"
            "  Run under mpirun for several ranks: each preprocesses a share of the cases.\n");
 }

@@ -76,7 +76,8 @@ int cmd_phantom(int argc, char **argv)
             alice_die("alice phantom: unknown or incomplete argument '%s' (see alice phantom --help)", a);
     }
     if (!out) alice_die("alice phantom: --out DIR is required (see alice phantom --help)");
-    if (cases == -1) alice_die("alice phantom: --cases N is required (1..9999; see alice phantom --help)");
+    if (cases == -1)
+        alice_die("alice phantom: --cases N is required (1..9999; see alice phantom --help)");
     if (cases < 1 || cases > 9999) alice_die("alice phantom: --cases must be 1..9999, got %ld", cases);
     if (first < 0 || first + cases > 10000) alice_die("alice phantom: --first + --cases must stay below 10000");
 

@@ -232,8 +232,9 @@ void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_CO
 /* Target branch of both intact views as one batch of MASKED_VIEWS x B samples (their volumes
  * lie view after view, so one patchify covers both): EMA encoder on all tokens, the EMA
  * decoder over all tokens (teacher_decoder = full: psi reads what phi reads, a final
- * LayerNorm's output) or its decoder_embed alone, psi, per-sample pooling. Every op computes a sample's rows independently of
- * the others, so each view's outputs are those of a forward of that view alone. */
+ * LayerNorm's output) or its decoder_embed alone, psi, per-sample pooling. Every op computes
+ * a sample's rows independently of the others, so each view's outputs are those of a forward
+ * of that view alone. */
 static void intact_forward(PretrainModel *m)
 {
     const AliceBackend *be = m->be;

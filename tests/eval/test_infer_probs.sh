@@ -157,7 +157,8 @@ source = "alice infer: %s (step 4)" % os.path.realpath(ckpt_path)
 
 
 def comments(img):
-    return [e.get_content().rstrip(b"\0").decode() for e in img.header.extensions if e.get_code() == 6]
+    return [e.get_content().rstrip(b"\0").decode() for e in img.header.extensions
+            if e.get_code() == 6]
 
 
 with h5py.File(os.path.join(T, "res.h5"), "r") as f:

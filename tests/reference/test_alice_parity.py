@@ -2,7 +2,8 @@
 (encoder, decoder, both heads' online half, CASA), the losses of 5 AdamW steps and the EMA
 targets after the first step (with align_loss = dino also the centers, which every step
 updates, so the later AdamW losses see them), C dump tool against alice_ref.py (float32, relative error
-<= 1e-4; the EMA also against the size of its own update). Fails when $BUILD/tools/parity_dump is not built."""
+<= 1e-4; the EMA also against the size of its own update).
+Fails when $BUILD/tools/parity_dump is not built."""
 import os
 import sys
 

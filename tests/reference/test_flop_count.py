@@ -6,7 +6,8 @@
      alice_ref.py's model, counted from their operand shapes.
 Where torch has torch.utils.flop_counter.FlopCounterMode (>= 2.1; not Debian's 1.13), PyTorch's
 own count must equal what (3) saw executed. Configs: tests/train/micro.cfg and
-jobs/pretrain_tiny.cfg; mae, alice, alice without CASA, alice with teacher_decoder = embed (and one odd mask ratio on micro). C vs Python to 1e-6 relative; analytic vs measured exactly.
+jobs/pretrain_tiny.cfg; mae, alice, alice without CASA, alice with teacher_decoder = embed
+(and one odd mask ratio on micro). C vs Python to 1e-6 relative; analytic vs measured exactly.
 Before that, the counter itself against hand counts of one linear layer (with and without an
 input gradient) and one batched matmul, and the hand count of the patch-embedding layer.
 Prints the count and the floor of the paper configuration (ViT-B/16, 192x192x64, batch 8)."""

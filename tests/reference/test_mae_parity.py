@@ -1,6 +1,7 @@
 """PyTorch parity of the tiny MAE (issue 2): the C dump tool's loss, every parameter gradient
 and the losses of 5 AdamW steps against the reference in alice_ref.py (float32, relative error
-<= 1e-4; the float64 reference's distance is printed as the noise floor). Fails when $BUILD/tools/parity_dump is not built."""
+<= 1e-4; the float64 reference's distance is printed as the noise floor).
+Fails when $BUILD/tools/parity_dump is not built."""
 import os
 import sys
 

@@ -36,7 +36,7 @@ grep -q "non-finite loss" "$WORK/nan.log" || fail "no non-finite message"
 bad=$(sed -n 's/.*step \([0-9]*\): non-finite loss.*/\1/p' "$WORK/nan.log" | head -1)
 [ -n "$bad" ] || fail "the non-finite message names no step"
 # every checkpoint left is from before the bad step and holds finite tensors only
-"$PYTHON" - "$WORK/nan" "$bad" <<'PY' || fail "a checkpoint from or after the non-finite step, or with non-finite tensors"
+"$PYTHON" - "$WORK/nan" "$bad" <<'PY' ||
 import glob, sys, h5py, numpy as np
 paths = glob.glob(sys.argv[1] + "/ckpt_*.h5")
 assert any(p.endswith("/ckpt_1.h5") for p in paths), paths
@@ -49,6 +49,7 @@ for p in paths:
             for n, d in f[g].items():
                 assert np.isfinite(d[()]).all(), (p, g, n)
 PY
+  fail "a checkpoint from or after the non-finite step, or with non-finite tensors"
 ls "$WORK/nan" | grep -q tmp && fail "a temporary file was left behind"
 # on_nonfinite = skip: the run goes on to the end.
 "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/skip" lr=1e30 on_nonfinite=skip > "$WORK/skip.log" 2>&1

@@ -94,9 +94,11 @@ import sys, h5py
 with h5py.File(sys.argv[1], "a") as f:
     text = f.attrs["config"]
     text = text.decode() if isinstance(text, bytes) else text
-    f.attrs["config"] = "".join(l for l in text.splitlines(True) if not l.startswith("teacher_decoder"))
+    keep = [l for l in text.splitlines(True) if not l.startswith("teacher_decoder")]
+    f.attrs["config"] = "".join(keep)
 PY
-"$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=7 > "$WORK/oldkey.log" 2>&1 || { cat "$WORK/oldkey.log"; fail "an older checkpoint stopped the resume"; }
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=7 > "$WORK/oldkey.log" 2>&1 ||
+  { cat "$WORK/oldkey.log"; fail "an older checkpoint stopped the resume"; }
 grep -q "written by an older alice without the keys teacher_decoder: the resumed run uses" "$WORK/oldkey.log" ||
   { cat "$WORK/oldkey.log"; fail "no warning about the key the older checkpoint lacks"; }
 grep -q "without the keys" "$WORK/lr.log" && fail "a checkpoint of this alice was called older"
