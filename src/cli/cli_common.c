@@ -1,3 +1,4 @@
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +8,17 @@
 #include "core/log.h"
 
 int cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
+
+long cli_step_count(const char *command, const char *flag, const char *value)
+{
+    char *end = NULL;
+    errno = 0;
+    const long n = strtol(value, &end, 10);
+    if (errno || end == value || *end || n <= 0)
+        alice_die("alice %s: %s '%s' is not a positive step count (e.g. %s 5)", command, flag,
+                  value, flag);
+    return n;
+}
 
 /* The key=value arguments met so far for one Config: a job file given after them (`alice
  * pretrain lr=1e-3 --config job.cfg`) must not undo them, so each file load applies them again.

@@ -10,7 +10,8 @@
 static void usage(void)
 {
     printf("usage: alice finetune [--config FILE] [pretrained=CKPT] [fold=K] [key=value ...]\n"
-           "                      [--resume CKPT | --no-resume] [--bench-steps N]\n"
+           "                      [--resume CKPT | --no-resume] [--stop-after N]\n"
+           "                      [--bench-steps N]\n"
            "  UNETR fine-tuning (DiceCE) on the labelled cases of `data` (dataset.h5 from\n"
            "  `alice pack`, or 'synthetic'), holding out fold K for validation Dice (sliding\n"
            "  window) every val_every steps. pretrained = a pre-training checkpoint whose\n"
@@ -23,6 +24,7 @@ static void usage(void)
            "  --resume CKPT    resume from this checkpoint\n"
            "  --no-resume      start from scratch; refused when run_dir holds checkpoints (give\n"
            "                   the new run a new run_dir)\n"
+           "  --stop-after N   run at most N steps now, checkpoint and exit 0 (chunked jobs)\n"
            "  --bench-steps N  time the training step instead of training: the UNETR of the\n"
            "                   configuration (precision, cuda_graph, kernels as configured) on\n"
            "                   random crops and labels of crop x batch (no data, no files\n"
@@ -36,18 +38,16 @@ int cmd_finetune(int argc, char **argv)
     Config cfg;
     config_defaults(&cfg);
     finetune_config_defaults(&cfg);
-    FinetuneOptions opt = {1, NULL, 0};
+    FinetuneOptions opt = {1, NULL, 0, 0};
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(); return 0; }
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
         if (!strcmp(argv[i], "--no-resume")) opt.resume = 0;
         else if (!strcmp(argv[i], "--resume") && i + 1 < argc) opt.resume_from = argv[++i];
-        else if (!strcmp(argv[i], "--bench-steps") && i + 1 < argc) {
-            opt.bench_steps = atol(argv[++i]);
-            if (opt.bench_steps <= 0)
-                alice_die("alice finetune: --bench-steps '%s' is not a positive step count "
-                          "(e.g. --bench-steps 5)", argv[i]);
-        }
+        else if (!strcmp(argv[i], "--bench-steps") && i + 1 < argc)
+            opt.bench_steps = cli_step_count("finetune", argv[i], argv[i + 1]), i++;
+        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc)
+            opt.stop_after = cli_step_count("finetune", argv[i], argv[i + 1]), i++;
         else if (!strcmp(argv[i], "--fold") && i + 1 < argc) config_set(&cfg, "fold", argv[++i], "command line", 0);
         else if (!strcmp(argv[i], "--pretrained") && i + 1 < argc)
             config_set(&cfg, "pretrained", argv[++i], "command line", 0);

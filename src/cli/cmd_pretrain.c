@@ -33,8 +33,10 @@ int cmd_pretrain(int argc, char **argv)
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
         if (!strcmp(argv[i], "--no-resume")) opt.resume = 0;
         else if (!strcmp(argv[i], "--resume") && i + 1 < argc) opt.resume_from = argv[++i];
-        else if (!strcmp(argv[i], "--bench-steps") && i + 1 < argc) opt.bench_steps = atol(argv[++i]);
-        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc) opt.stop_after = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--bench-steps") && i + 1 < argc)
+            opt.bench_steps = cli_step_count("pretrain", argv[i], argv[i + 1]), i++;
+        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc)
+            opt.stop_after = cli_step_count("pretrain", argv[i], argv[i + 1]), i++;
         else alice_die("alice pretrain: unknown argument '%s' (see alice pretrain --help)", argv[i]);
     }
     config_validate(&cfg);

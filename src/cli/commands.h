@@ -27,6 +27,9 @@ int cmd_match(int argc, char **argv);
 int cli_config_arg(Config *cfg, int argc, char **argv, int *i);
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);
+/* The step count given to `flag` of `command` (--stop-after, --bench-steps); anything but a
+ * positive integer ends the job naming both. */
+long cli_step_count(const char *command, const char *flag, const char *value);
 /* Prints the resolved configuration (rank 0) under a heading. */
 void cli_print_config(const Config *cfg, const char *command);
 

@@ -303,7 +303,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
      * same buffers: a replay recomputes everything it reads. */
     StepGraph graph;
     train_step_graph_init(&graph, be, cfg, &sync);
-    int status = 0;
+    int status = 0, chunk_stopped = 0;
     for (long step = start; step < cfg->steps; step++) {
         double t0 = wall_seconds();
         FinetuneBatch batch;
@@ -341,6 +341,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
             runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
         }
         const int last = step + 1 == cfg->steps;
+        const int chunk_done = opt->stop_after > 0 && step + 1 - start >= opt->stop_after;
         /* A preemption signal leaves 120 s (--signal=B:USR1@120) and a validation over whole
          * volumes can take longer: a run told to stop skips it and checkpoints at once (below);
          * the last step's validation, which ends the run, always runs. Collective. */
@@ -362,12 +363,18 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         }
         if (nval == 0 && last) save(&model, &dist, BEST_CKPT, step + 1, NAN);
         PeriodicSave ps = {&model, &dist, best};
-        if (train_step_boundary(cfg, step, last, save_periodic, &ps)) {
+        if (train_step_boundary(cfg, step, last || chunk_done, save_periodic, &ps)) {
             status = ALICE_EXIT_REQUEUE;
             break;
         }
+        if (chunk_done && !last) {
+            log_info("stopped after %ld steps of this run (--stop-after); the next run resumes "
+                     "at step %ld", step + 1 - start, step + 1);
+            chunk_stopped = 1;
+            break;
+        }
     }
-    if (status == 0)
+    if (status == 0 && !chunk_stopped)
         log_info("fine-tuning done: %ld steps, best validation Dice %.4f, run directory %s "
                  "(ckpt_best.h5 and the last ckpt_<step>.h5)", cfg->steps, best, cfg->run_dir);
     step_graph_free(&graph);

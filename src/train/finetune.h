@@ -14,6 +14,7 @@ typedef struct {
     int resume;                   /* 1: continue from the latest checkpoint in run_dir */
     const char *resume_from;      /* explicit checkpoint, or NULL */
     long bench_steps;             /* > 0: time this many steps on random crops, no files */
+    long stop_after;              /* > 0: run at most this many steps now, checkpoint, exit 0 */
 } FinetuneOptions;
 
 /* Config defaults of the fine-tuning protocol (MONAI UNETR BTCV): applied before job files.

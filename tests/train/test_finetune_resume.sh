@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A fine-tuning run preempted and resumed (no flag) reproduces the uninterrupted run exactly:
+# A fine-tuning run preempted and resumed (no flag), and one split into chunks with
+# --stop-after, reproduce the uninterrupted run exactly:
 # the same losses in metrics.csv (bit for bit as printed, %.9g), the same validations in
 # val.csv and the same final checkpoint (every tensor, AdamW moments included) and best
 # checkpoint. The preemption is deterministic: alice starts with SIGUSR1 blocked and pending
@@ -22,22 +23,37 @@ PY
 [ -f "$WORK/split/ckpt_1.h5" ] || fail "the preempted run left no ckpt_1.h5"
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/split" "${args[@]}" > "$WORK/b.log" 2>&1 ||
   { tail "$WORK/b.log"; fail "the resumed run failed"; }
-grep -q "resumed from .*ckpt_1.h5 at step 1" "$WORK/b.log" || fail "the second run did not resume at step 1"
+grep -q "resumed from .*ckpt_1.h5 at step 1" "$WORK/b.log" ||
+  fail "the second run did not resume at step 1"
+# --stop-after 3 (a chunk ending after step 3's validation-free boundary), then the rest
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/chunk" "${args[@]}" --stop-after 3 \
+  > "$WORK/c1.log" 2>&1 ||
+  { tail "$WORK/c1.log"; fail "the first chunk failed"; }
+grep -q "stopped after 3 steps of this run (--stop-after); the next run resumes at step 3" \
+  "$WORK/c1.log" || { tail "$WORK/c1.log"; fail "the first chunk did not stop after 3 steps"; }
+[ -f "$WORK/chunk/ckpt_3.h5" ] || fail "the first chunk left no ckpt_3.h5"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/chunk" "${args[@]}" --stop-after 3 \
+  > "$WORK/c2.log" 2>&1 ||
+  { tail "$WORK/c2.log"; fail "the second chunk failed"; }
+grep -q "fine-tuning done" "$WORK/c2.log" || fail "the second chunk did not finish the run"
 # Losses: the columns before the timings.
-for f in full split; do cut -d, -f1-6 "$WORK/$f/metrics.csv" > "$WORK/$f.csv"; done
-diff "$WORK/full.csv" "$WORK/split.csv" || fail "resumed losses differ from the uninterrupted run"
-diff "$WORK/full/val.csv" "$WORK/split/val.csv" || fail "resumed validations differ"
-"$PYTHON" - "$WORK/full" "$WORK/split" <<'PY' || fail "the checkpoints differ"
+for f in full split chunk; do cut -d, -f1-6 "$WORK/$f/metrics.csv" > "$WORK/$f.csv"; done
+for f in split chunk; do
+  diff "$WORK/full.csv" "$WORK/$f.csv" || fail "$f: losses differ from the uninterrupted run"
+  diff "$WORK/full/val.csv" "$WORK/$f/val.csv" || fail "$f: validations differ"
+done
+"$PYTHON" - "$WORK/full" "$WORK/split" "$WORK/chunk" <<'PY' || fail "the checkpoints differ"
 import sys, h5py, numpy as np
-for name in ("ckpt_5.h5", "ckpt_best.h5"):
-    a, b = h5py.File(f"{sys.argv[1]}/{name}", "r"), h5py.File(f"{sys.argv[2]}/{name}", "r")
+for name, other in [(n, o) for n in ("ckpt_5.h5", "ckpt_best.h5") for o in sys.argv[2:]]:
+    a, b = h5py.File(f"{sys.argv[1]}/{name}", "r"), h5py.File(f"{other}/{name}", "r")
     names = []
     a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
     assert len(names) > 50 and any(n.startswith("adam_v/") for n in names), names[:5]
     assert int(a.attrs["step"]) == int(b.attrs["step"]), (name, a.attrs["step"], b.attrs["step"])
     for n in names:
         assert np.array_equal(a[n][()], b[n][()]), f"{name}: {n} differs after resume"
-    print(f"{name}: step {int(a.attrs['step'])}, {len(names)} tensors identical")
+    print(f"{other}/{name}: step {int(a.attrs['step'])}, {len(names)} tensors identical")
 PY
-echo "ok: preempted after step 1 and resumed: losses, validations and checkpoints identical"
+echo "ok: preempted after step 1 and resumed, and in chunks of 3 steps: losses, validations" \
+  "and checkpoints identical"
 echo PASS
