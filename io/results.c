@@ -32,8 +32,8 @@ static void write_strings(hid_t file, const char *name, int n, const char *const
 static void write_h5(const char *path, const EvalResults *r)
 {
     hid_t f = h5_create_tmp(path);
-    h5_attr_string(f, "format", "alice-eval-results");
-    h5_attr_long(f, "format_version", 1);
+    h5_attr_string(f, "format", RESULTS_FORMAT_NAME);
+    h5_attr_long(f, "format_version", RESULTS_FORMAT_VERSION);
     h5_attr_string(f, "label_set", r->label_set);
     h5_attr_string(f, "config", r->config_text);
     h5_attr_string(f, "checkpoint", r->checkpoint);

@@ -3,6 +3,10 @@
 #ifndef ALICE_RESULTS_H
 #define ALICE_RESULTS_H
 
+/* Format identity, stored as root attributes "format" and "format_version". */
+#define RESULTS_FORMAT_NAME "alice-eval-results"
+#define RESULTS_FORMAT_VERSION 1
+
 typedef struct {
     int num_cases, num_organs;
     const char *const *case_names;     /* [num_cases] */

@@ -18,6 +18,7 @@ static const AliceCommand commands[] = {
     {"eval", cmd_eval, "per case x organ DSC and NSD of predictions -> results.h5 + .csv"},
     {"probe", cmd_probe, "k-NN probe of encoder patch features against organ labels"},
     {"match", cmd_match, "anatomical matcher landmark error (--eval): profile vs bbox baseline"},
+    {"info", cmd_info, "describe a dataset.h5, checkpoint or results.h5 (folds, step, model, scores)"},
 };
 static const int command_count = (int)(sizeof commands / sizeof commands[0]);
 

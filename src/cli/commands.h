@@ -20,6 +20,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
 int cmd_infer(int argc, char **argv);
 int cmd_match(int argc, char **argv);
+int cmd_info(int argc, char **argv);
 
 /* Shared argument handling: consumes `--config FILE` and `key=value` at argv[*i]; returns 1
  * when it consumed something. Job files apply in command-line order; key=value arguments win

@@ -13,8 +13,6 @@
 #include "core/log.h"
 #include "h5util.h"
 
-#define CKPT_FORMAT "alice-checkpoint"
-#define CKPT_FORMAT_VERSION 1
 
 void params_write_h5(hid_t f, const char *group, const char *prefix, const ParamSet *ps,
                      const float *buf, int (*keep)(const char *name))
@@ -102,8 +100,8 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     else snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, step);
     hid_t f = h5_create_tmp(path);
     char *text = config_to_text(cfg);
-    h5_attr_string(f, "format", CKPT_FORMAT);
-    h5_attr_long(f, "format_version", CKPT_FORMAT_VERSION);
+    h5_attr_string(f, "format", CHECKPOINT_FORMAT_NAME);
+    h5_attr_long(f, "format_version", CHECKPOINT_FORMAT_VERSION);
     h5_attr_string(f, "kind", kind);
     h5_attr_string(f, "config", text);
     h5_attr_long(f, "step", step);
@@ -158,7 +156,7 @@ static int checkpoint_intact(const char *path)
     hid_t f = h5_try_open_read(path);
     if (f < 0) return 0;
     char *fmt = h5_attr_read_string(f, "format");
-    int ok = fmt && !strcmp(fmt, CKPT_FORMAT);
+    int ok = fmt && !strcmp(fmt, CHECKPOINT_FORMAT_NAME);
     free(fmt);
     CHECK_H5(H5Fclose(f));
     return ok;
@@ -314,13 +312,13 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
 static void check_format(hid_t f, const char *path)
 {
     char *fmt = h5_attr_read_string(f, "format");
-    if (!fmt || strcmp(fmt, CKPT_FORMAT))
-        alice_die("%s is not an alice checkpoint (no format attribute '%s')", path, CKPT_FORMAT);
+    if (!fmt || strcmp(fmt, CHECKPOINT_FORMAT_NAME))
+        alice_die("%s is not an alice checkpoint (no format attribute '%s')", path, CHECKPOINT_FORMAT_NAME);
     free(fmt);
     long version = 0;
-    if (!h5_attr_read_long(f, "format_version", &version) || version != CKPT_FORMAT_VERSION)
+    if (!h5_attr_read_long(f, "format_version", &version) || version != CHECKPOINT_FORMAT_VERSION)
         alice_die("%s: checkpoint format version %ld, this alice reads version %d (written by "
-                  "another alice version)", path, version, CKPT_FORMAT_VERSION);
+                  "another alice version)", path, version, CHECKPOINT_FORMAT_VERSION);
 }
 
 static void read_set(hid_t f, const char *path, const char *group, const ParamSet *ps, float *buf, float *host)

@@ -15,6 +15,10 @@
 #include "core/config.h"
 #include "nn/params.h"
 
+/* Format identity, stored as root attributes "format" and "format_version". */
+#define CHECKPOINT_FORMAT_NAME "alice-checkpoint"
+#define CHECKPOINT_FORMAT_VERSION 1
+
 /* Writes <run_dir>/ckpt_<step>.h5 (and removes periodic ones beyond cfg->keep_ckpts).
  * kind: "pretrain" or "finetune"; target may be NULL. Extra scalar metadata: best metric. */
 void checkpoint_save(const char *run_dir, const char *name, long step, const Config *cfg,

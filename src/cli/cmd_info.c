@@ -1,0 +1,214 @@
+/* `alice info FILE...`: what a data set, checkpoint or results file holds, read from its own
+ * attributes and index (no voxels, no tensors): the questions asked before submitting a job
+ * (how many folds, which model, which step, how it was run) without h5py or h5dump. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/commands.h"
+#include "core/check.h"
+#include "core/config.h"
+#include "dataset.h"
+#include "h5util.h"
+#include "results.h"
+#include "train/checkpoint.h"
+
+static void usage(void)
+{
+    printf("usage: alice info FILE [FILE ...]\n"
+           "  Describes each file by its format attribute: a data set (alice pack: cases, folds\n"
+           "  with their labelled cases, spacing, grid sizes), a checkpoint (alice pretrain /\n"
+           "  finetune: kind, method, step, model keys, tensors, the ranks, threads and backend\n"
+           "  that wrote it) or evaluation results (alice eval: cases, organs, mean DSC and NSD,\n"
+           "  where the predictions came from). Reads no voxels; runs on a login node.\n");
+}
+
+static void describe_dataset(const char *path)
+{
+    Dataset *ds = dataset_open(path);
+    const int n = dataset_num_cases(ds), folds = dataset_num_folds(ds);
+    float sp[3];
+    dataset_spacing(ds, sp);
+    int labelled = 0, lo[3] = {1 << 30, 1 << 30, 1 << 30}, hi[3] = {0, 0, 0};
+    int *per_fold = xcalloc((size_t)(folds > 0 ? folds : 1) * 2, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        const DatasetCase *c = dataset_case(ds, i);
+        labelled += c->has_label;
+        if (c->fold >= 0 && c->fold < folds) {
+            per_fold[2 * c->fold]++;
+            per_fold[2 * c->fold + 1] += c->has_label;
+        }
+        for (int a = 0; a < 3; a++) {
+            if (c->dim[a] < lo[a]) lo[a] = c->dim[a];
+            if (c->dim[a] > hi[a]) hi[a] = c->dim[a];
+        }
+    }
+    printf("%s: data set (alice pack)\n", path);
+    printf("  cases      %d (%d with a label)\n", n, labelled);
+    printf("  spacing    %g x %g x %g mm\n", sp[0], sp[1], sp[2]);
+    if (n > 0)
+        printf("  grids      %d..%d x %d..%d x %d..%d voxels\n", lo[0], hi[0], lo[1], hi[1], lo[2],
+               hi[2]);
+    printf("  num_folds  %d\n", folds);
+    for (int f = 0; f < folds; f++)
+        printf("    fold %-3d %d cases, %d with a label\n", f, per_fold[2 * f], per_fold[2 * f + 1]);
+    free(per_fold);
+    dataset_close(ds);
+}
+
+/* Count and floats of the datasets directly under a group (by index: the same calls in
+ * every HDF5 release, unlike the link iterators' callback types). */
+typedef struct {
+    long tensors;
+    double floats;
+} TensorCount;
+
+static TensorCount count_group(hid_t f, const char *group)
+{
+    TensorCount t = {0, 0};
+    if (!h5_exists(f, group)) return t;
+    hid_t g = CHECK_H5(H5Gopen2(f, group, H5P_DEFAULT));
+    H5G_info_t info;
+    CHECK_H5(H5Gget_info(g, &info));
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        char name[512];
+        CHECK_H5(H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
+                                    H5P_DEFAULT));
+        long long dims[8];
+        const int nd = h5_shape(g, name, 8, dims);
+        double numel = 1;
+        for (int d = 0; d < nd; d++) numel *= (double)dims[d];
+        t.tensors++;
+        t.floats += numel;
+    }
+    CHECK_H5(H5Gclose(g));
+    return t;
+}
+
+static void describe_checkpoint(const char *path, hid_t f)
+{
+    long step = -1, ranks = 0, threads = 0;
+    h5_attr_read_long(f, "step", &step);
+    char *kind = h5_attr_read_string(f, "kind"), *backend = h5_attr_read_string(f, "backend");
+    const int shape_known = h5_attr_read_long(f, "ranks", &ranks) &&
+                            h5_attr_read_long(f, "threads", &threads) && backend;
+    const TensorCount params = count_group(f, "params"), target = count_group(f, "target");
+    double metric = NAN;
+    if (H5Aexists(f, "metric") > 0) {
+        hid_t a = CHECK_H5(H5Aopen(f, "metric", H5P_DEFAULT));
+        CHECK_H5(H5Aread(a, H5T_NATIVE_DOUBLE, &metric));
+        CHECK_H5(H5Aclose(a));
+    }
+    char *text = checkpoint_config_text(path);
+    Config c;
+    config_defaults(&c);
+    config_from_text(&c, text, path);
+    free(text);
+    printf("%s: checkpoint of alice %s\n", path, kind ? kind : "(kindless)");
+    printf("  step       %ld of steps = %ld\n", step, c.steps);
+    if (kind && !strcmp(kind, "finetune"))
+        printf("  model      UNETR on ViT %dx%d (heads %d, mlp %d, patch %d), feature size %d, "
+               "%d classes, crop %dx%dx%d, fold %d\n", c.depth, c.embed_dim, c.heads, c.mlp_dim,
+               c.patch, c.feature_size, c.num_classes, c.crop[0], c.crop[1], c.crop[2], c.fold);
+    else
+        printf("  model      method %s, ViT %dx%d (heads %d, mlp %d, patch %d), decoder %dx%d, "
+               "crop %dx%dx%d, teacher_decoder %s\n", c.method, c.depth, c.embed_dim, c.heads,
+               c.mlp_dim, c.patch, c.dec_depth, c.dec_dim, c.crop[0], c.crop[1], c.crop[2],
+               c.teacher_decoder);
+    printf("  tensors    %ld parameter tensors, %.0f floats stored%s\n", params.tensors,
+           params.floats, target.tensors ? " (and the EMA target)" : "");
+    if (isfinite(metric)) printf("  metric     validation mean Dice %.4f\n", metric);
+    if (shape_known)
+        printf("  written by %ld rank(s) x %ld thread(s), backend %s, batch %d per rank\n",
+               ranks, threads, backend, c.batch);
+    printf("  data       %s\n", c.data);
+    free(kind);
+    free(backend);
+}
+
+/* Mean over the finite entries of a [rows, cols] double dataset; counts them in *n. */
+static double finite_mean(hid_t f, const char *name, long *n)
+{
+    long long dims[2] = {0, 0};
+    const int nd = h5_shape(f, name, 2, dims);
+    const size_t count = nd == 2 ? (size_t)(dims[0] * dims[1]) : 0;
+    double *v = xmalloc((count ? count : 1) * sizeof(double)), sum = 0;
+    *n = 0;
+    if (count) {
+        hid_t d = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+        CHECK_H5(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v));
+        CHECK_H5(H5Dclose(d));
+    }
+    for (size_t i = 0; i < count; i++)
+        if (isfinite(v[i])) {
+            sum += v[i];
+            (*n)++;
+        }
+    free(v);
+    return *n ? sum / (double)*n : NAN;
+}
+
+static void describe_results(const char *path, hid_t f)
+{
+    long long cases = 0, organs = 0;
+    h5_shape(f, "case_names", 1, &cases);
+    h5_shape(f, "organ_names", 1, &organs);
+    char *set = h5_attr_read_string(f, "label_set"), *ckpt = h5_attr_read_string(f, "checkpoint");
+    char *pred = h5_attr_read_string(f, "prediction_dir"), *truth = h5_attr_read_string(f, "truth");
+    long nd = 0, nn = 0;
+    const double dsc = finite_mean(f, "dsc", &nd), nsd = finite_mean(f, "nsd", &nn);
+    printf("%s: evaluation results (alice eval)\n", path);
+    printf("  scored     %lld cases x %lld organs (label_set %s)\n", cases, organs,
+           set ? set : "?");
+    printf("  mean       DSC %.4f over %ld scores, NSD %.4f over %ld\n", dsc, nd, nsd, nn);
+    printf("  pred_dir   %s\n  truth      %s\n", pred ? pred : "?", truth ? truth : "?");
+    /* one source per line (alice eval: the distinct prediction sources without --checkpoint) */
+    if (ckpt && ckpt[0]) {
+        printf("  from       ");
+        for (const char *p = ckpt; *p; p++) {
+            putchar(*p);
+            if (*p == '\n') printf("             ");
+        }
+        printf("\n");
+    }
+    free(set);
+    free(ckpt);
+    free(pred);
+    free(truth);
+}
+
+int cmd_info(int argc, char **argv)
+{
+    int described = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            usage();
+            return 0;
+        }
+        const char *path = argv[i];
+        hid_t f = h5_open_read(path, "file to describe");
+        char *format = h5_attr_read_string(f, "format");
+        if (format && !strcmp(format, DATASET_FORMAT_NAME)) {
+            CHECK_H5(H5Fclose(f));
+            describe_dataset(path);
+        } else if (format && !strcmp(format, CHECKPOINT_FORMAT_NAME)) {
+            describe_checkpoint(path, f);
+            CHECK_H5(H5Fclose(f));
+        } else if (format && !strcmp(format, RESULTS_FORMAT_NAME)) {
+            describe_results(path, f);
+            CHECK_H5(H5Fclose(f));
+        } else {
+            alice_die("%s: an HDF5 file, but not one alice wrote (format attribute '%s'; expected "
+                      "%s, %s or %s)", path, format ? format : "absent", DATASET_FORMAT_NAME,
+                      CHECKPOINT_FORMAT_NAME, RESULTS_FORMAT_NAME);
+        }
+        free(format);
+        described++;
+    }
+    if (!described) {
+        usage();
+        alice_die("alice info: give at least one file (dataset.h5, ckpt_<step>.h5 or results.h5)");
+    }
+    return 0;
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# `alice info` against what the files hold, read independently with h5py: a packed data set
+# (cases, labelled cases, folds with their case counts, spacing), a pre-training checkpoint
+# (kind, step, method, tensor count, ranks/threads/backend) and evaluation results whose
+# predictions are the truth itself (mean DSC 1.0000, the prediction sources named). A file
+# alice did not write, and a missing one, are refused naming the file.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ALICE=${ALICE:-$ROOT/bin/alice}
+PYTHON=${PYTHON:-/usr/bin/python3}
+[ -x "$ALICE" ] || { echo "FAIL: $ALICE is not built"; exit 1; }
+T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+"$ALICE" phantom --out "$T/ph" --cases 5 --seed 4 > /dev/null
+rm "$T/ph/labelsTr/case0004.nii.gz"   # one case without a label
+"$ALICE" pack --input "$T/ph" --out "$T/ds.h5" spacing=4,4,4 num_folds=3 > /dev/null
+"$ALICE" info "$T/ds.h5" > "$T/ds.txt"
+cat "$T/ds.txt"
+"$PYTHON" - "$T/ds.h5" "$T/ds.txt" <<'PY' || fail "data set description"
+import sys, h5py, numpy as np
+f, text = h5py.File(sys.argv[1], "r"), open(sys.argv[2]).read()
+folds, lab = f["index/fold"][()], f["index/has_label"][()]
+want = ["cases      %d (%d with a label)" % (len(folds), lab.sum()),
+        "spacing    %g x %g x %g mm" % tuple(f.attrs["spacing"]),
+        "num_folds  %d" % f.attrs["num_folds"]]
+want += ["fold %-3d %d cases, %d with a label" % (k, (folds == k).sum(), lab[folds == k].sum())
+         for k in range(int(f.attrs["num_folds"]))]
+for w in want:
+    assert w in text, "missing line %r" % w
+print("ok: data set: %d lines as h5py reads the file" % len(want))
+PY
+"$ALICE" pretrain --config "$ROOT/tests/train/micro.cfg" run_dir="$T/run" steps=2 ckpt_every=2 \
+  threads=1 > /dev/null
+"$ALICE" info "$T/run/ckpt_2.h5" > "$T/ck.txt"
+cat "$T/ck.txt"
+"$PYTHON" - "$T/run/ckpt_2.h5" "$T/ck.txt" <<'PY' || fail "checkpoint description"
+import sys, h5py, numpy as np
+f, text = h5py.File(sys.argv[1], "r"), open(sys.argv[2]).read()
+floats = sum(int(np.prod(d.shape)) for d in f["params"].values())
+want = ["checkpoint of alice pretrain", "step       %d of steps = 2" % f.attrs["step"],
+        "method alice", "%d parameter tensors, %d floats stored (and the EMA target)"
+        % (len(f["params"]), floats), "written by 1 rank(s) x 1 thread(s), backend cpu"]
+for w in want:
+    assert w in text, "missing %r" % w
+print("ok: checkpoint: kind, step, method, %d tensors, run shape" % len(f["params"]))
+PY
+mkdir -p "$T/pred"
+for i in 0 1 2; do cp "$T/ph/labelsTr/case000$i.nii.gz" "$T/pred/"; done
+"$ALICE" eval --pred "$T/pred" --labels "$T/ph/labelsTr" --out "$T/res" > /dev/null 2>&1 ||
+  fail "eval of the labels against themselves"
+"$ALICE" info "$T/res.h5" > "$T/res.txt"
+cat "$T/res.txt"
+grep -q "scored     3 cases x 13 organs (label_set flare)" "$T/res.txt" || fail "results: counts"
+grep -q "mean       DSC 1.0000 over 39 scores, NSD 1.0000 over 39" "$T/res.txt" ||
+  fail "results: the truth against itself is not DSC 1"
+grep -q "from       alice phantom: synthetic CT, seed 4, size small, case 0" "$T/res.txt" ||
+  fail "results: the prediction sources are not named"
+"$PYTHON" -c "import h5py,sys; h5py.File(sys.argv[1],'w').attrs['format']='other'" "$T/x.h5"
+if "$ALICE" info "$T/x.h5" > "$T/x.txt" 2>&1; then fail "a foreign HDF5 file was described"; fi
+grep -q "x.h5: an HDF5 file, but not one alice wrote (format attribute 'other'" "$T/x.txt" ||
+  { cat "$T/x.txt"; fail "no clear message for a foreign file"; }
+if "$ALICE" info "$T/missing.h5" > "$T/m.txt" 2>&1; then fail "a missing file was described"; fi
+grep -q "missing.h5" "$T/m.txt" || { cat "$T/m.txt"; fail "the missing file is not named"; }
+echo "ok: foreign and missing files refused naming them"
+echo PASS
