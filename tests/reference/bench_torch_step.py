@@ -208,7 +208,8 @@ def step_forward(model, compile_scope):
         for owner in owners:
             for name in ("encoder", "decoder", "head", "casa"):
                 mod = getattr(owner, name, None)
-                # the target's decoder is a holder of decoder_embed with no forward of its own
+                # the target's decoder runs through features() (teacher_decoder = full) or is
+                # a holder of decoder_embed (embed): compiling its forward covers neither
                 if isinstance(mod, torch.nn.Module) and type(mod).forward is not torch.nn.Module.forward:
                     setattr(owner, name, torch.compile(mod, dynamic=False))
     return forward_loss
