@@ -112,7 +112,9 @@ command -v sbatch >/dev/null || fail "sbatch not found: run this on a Slurm logi
 if [ -n "$dataset" ]; then
   [ -r "$dataset" ] || fail "--dataset $dataset: not found or not readable"
   if command -v h5dump >/dev/null; then
-    packed=$(h5dump -a /num_folds "$dataset" 2>/dev/null | sed -n 's/^ *(0): \([0-9]*\)$/\1/p')
+    # || true: h5dump fails on a file without the attribute, which the next line reports
+    packed=$(h5dump -a /num_folds "$dataset" 2>/dev/null | sed -n 's/^ *(0): \([0-9]*\)$/\1/p') ||
+      true
     [ -n "$packed" ] ||
       fail "--dataset $dataset: no num_folds attribute (not a data set from alice pack?)"
     if [ -z "$folds_given" ]; then

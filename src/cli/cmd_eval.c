@@ -282,7 +282,8 @@ static void print_means(const LabelSet *set, int ncases, const double *dsc, cons
 }
 
 /* What made each prediction: the description alice infer records in its files ("alice infer:
- * <checkpoint> (step N)"), "" for files from elsewhere. malloc'd strings. */
+ * <checkpoint> (step N)"; alice phantom's labels say "alice phantom: ..."), "" for files from
+ * elsewhere (another tool's descrip names no source). malloc'd strings. */
 static char **prediction_sources(const EvalCase *cases, int n)
 {
     char **sources = xmalloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
@@ -290,6 +291,8 @@ static char **prediction_sources(const EvalCase *cases, int n)
         char text[PREDICTION_SOURCE_LEN] = "", err[512];
         if (nifti_read_description(cases[c].pred, text, sizeof text, err, sizeof err) != 0)
             alice_die("eval: %s", err);
+        if (strncmp(text, PREDICTION_SOURCE_PREFIX, strlen(PREDICTION_SOURCE_PREFIX)) != 0)
+            text[0] = '\0';
         sources[c] = xmalloc(strlen(text) + 1);
         memcpy(sources[c], text, strlen(text) + 1);
     }

@@ -123,6 +123,11 @@ static void describe_checkpoint(const char *path, hid_t f)
         printf("  written by %ld rank(s) x %ld thread(s), backend %s, batch %d per rank\n",
                ranks, threads, backend, c.batch);
     printf("  data       %s\n", c.data);
+    char absent[1024];
+    checkpoint_keys_absent(path, absent, sizeof absent);
+    if (absent[0])
+        printf("  older      written before the keys %s: shown at today's defaults, which its "
+               "run may not have used\n", absent);
     free(kind);
     free(backend);
 }

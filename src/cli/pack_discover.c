@@ -129,22 +129,25 @@ int pack_discover_dir(const char *dir_in, PackInput **out)
     return n;
 }
 
-/* The fields of one list-file line, in place (at most 3: a third means too many). A line with
- * a tab splits at tabs only, so paths may hold spaces; otherwise at runs of spaces. '#' starts
- * a comment at the line's start or after a separator (a path may hold one). */
+/* The fields of one list-file line, in place (at most 3: a third means too many). '#' at the
+ * line's start or after a blank (space or tab) starts a comment (a path may hold one
+ * otherwise); blanks around the fields go. A line that still holds a tab splits at tabs only,
+ * so paths may hold spaces; otherwise at runs of spaces. */
 static int split_list_line(char *line, char *fields[3])
 {
-    const char *seps = strchr(line, '\t') ? "\t" : " ";
+    line[strcspn(line, "\r\n")] = '\0';
     for (char *p = line; *p; p++)
-        if (*p == '#' && (p == line || p[-1] == seps[0])) {
+        if (*p == '#' && (p == line || p[-1] == ' ' || p[-1] == '\t')) {
             *p = '\0';
             break;
         }
-    line[strcspn(line, "\r\n")] = '\0';
+    size_t len = strlen(line);
+    while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t')) line[--len] = '\0';
+    const char *seps = strchr(line, '\t') ? "\t" : " ";
     int k = 0;
     for (char *p = line; k < 3;) {
         p += strspn(p, seps);
-        p += strspn(p, " ");   /* blanks around a tab-separated field */
+        p += strspn(p, " \t");   /* blanks around a field; empty fields vanish */
         if (!*p) break;
         char *end = p + strcspn(p, seps);
         const int last = !*end;
@@ -169,9 +172,12 @@ int pack_discover_list(const char *list_file, PackInput **out)
     char line[4 * DATASET_PATH_LEN];
     while (fgets(line, sizeof line, f)) {
         line_no++;
-        if (!strchr(line, '\n') && !feof(f))
-            alice_die("%s:%d: line longer than %zu characters", list_file, line_no,
-                      sizeof line - 2);
+        if (!strchr(line, '\n') && strlen(line) == sizeof line - 1) {
+            const int next = fgetc(f);   /* a full buffer is a long line, or the last one */
+            if (next != EOF)
+                alice_die("%s:%d: line longer than %zu characters", list_file, line_no,
+                          sizeof line - 2);
+        }
         char *field[3];
         const int k = split_list_line(line, field);
         if (k == 0) continue;

@@ -14,8 +14,10 @@
 
 /* <out>/<case><PREDICTION_PROBS_SUFFIX>.nii.gz holds a case's probabilities. */
 #define PREDICTION_PROBS_SUFFIX "_probs"
-/* Room for a prediction's source: "alice infer: <checkpoint path> (step <n>)". */
+/* Room for a prediction's source: "alice infer: <checkpoint path> (step <n>)". Descriptions
+ * alice writes start with PREDICTION_SOURCE_PREFIX; others name no source. */
 enum { PREDICTION_SOURCE_LEN = 4200 };
+#define PREDICTION_SOURCE_PREFIX "alice "
 
 /* labels: packed grid uint8 [X, Y, Z], written to label_path (uint8, orig_dim).
  * probs: NULL, or the packed grid's class probabilities class-major [K, X, Y, Z] (K =

@@ -233,14 +233,13 @@ static void warn_run_shape_change(const char *path, const char *backend, long ba
                  then.threads);
 }
 
-/* A checkpoint of an older alice lacks the keys added since; parsing it gave them today's
- * defaults, so the comparison above cannot see that the run began without them (e.g.
- * teacher_decoder: the teacher's path changed with its arrival). Named here. */
-static void warn_keys_unknown_then(const char *path, const char *now)
+void checkpoint_keys_absent(const char *path, char *absent, size_t n)
 {
-    char *stored = checkpoint_config_text(path);
-    char absent[1024] = "";
-    for (const char *a = now; *a;) {
+    Config defaults;
+    config_defaults(&defaults);
+    char *all = config_to_text(&defaults), *stored = checkpoint_config_text(path);
+    if (n) absent[0] = '\0';
+    for (const char *a = all; *a;) {
         const size_t la = strcspn(a, "\n"), ka = strcspn(a, " =");
         int found = 0;
         for (const char *b = stored; *b && !found;) {
@@ -249,12 +248,22 @@ static void warn_keys_unknown_then(const char *path, const char *now)
             b += strcspn(b, "\n");
             b += *b == '\n';
         }
-        if (!found && a[0] != '#' && strlen(absent) + ka + 3 < sizeof absent)
-            snprintf(absent + strlen(absent), sizeof absent - strlen(absent), "%s%.*s",
+        if (!found && a[0] != '#' && strlen(absent) + ka + 3 < n)
+            snprintf(absent + strlen(absent), n - strlen(absent), "%s%.*s",
                      absent[0] ? ", " : "", (int)ka, a);
         a += la + (a[la] == '\n');
     }
+    free(all);
     free(stored);
+}
+
+/* A checkpoint of an older alice lacks the keys added since; parsing it gave them today's
+ * defaults, so the comparison above cannot see that the run began without them (e.g.
+ * teacher_decoder: the teacher's path changed with its arrival). Named here. */
+static void warn_keys_unknown_then(const char *path)
+{
+    char absent[1024];
+    checkpoint_keys_absent(path, absent, sizeof absent);
     if (absent[0])
         log_warn("%s was written by an older alice without the keys %s: the resumed run uses "
                  "their current values (`alice config` shows them), which may not be how the "
@@ -297,7 +306,7 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
     if (changed[0])
         log_warn("resuming %s with changed keys: %s (the stored values are in the checkpoint's "
                  "config attribute)", path, changed);
-    warn_keys_unknown_then(path, now);
+    warn_keys_unknown_then(path);
     warn_run_shape_change(path, backend, stored.batch, cfg->batch);
     if (stored.steps != cfg->steps)
         log_warn("steps changed from %ld to %ld: the learning-rate cosine and the EMA momentum "

@@ -63,5 +63,9 @@ void checkpoint_check_encoder_source(const char *path, const Config *cfg);
 char *checkpoint_kind(const char *path);
 /* The configuration text stored in a checkpoint (malloc'd). */
 char *checkpoint_config_text(const char *path);
+/* The keys of this alice that the checkpoint's stored configuration lacks (it was written by
+ * an older alice; parsing gives them today's defaults), ", "-separated into absent (n bytes;
+ * "" when none). */
+void checkpoint_keys_absent(const char *path, char *absent, size_t n);
 
 #endif

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `alice info` against what the files hold, read independently with h5py: a packed data set
 # (cases, labelled cases, folds with their case counts, spacing), a pre-training checkpoint
-# (kind, step, method, tensor count, ranks/threads/backend) and evaluation results whose
-# predictions are the truth itself (mean DSC 1.0000, the prediction sources named). A file
+# (kind, step, method, tensor count, ranks/threads/backend; an older alice's checkpoint named
+# as such) and evaluation results whose predictions are the truth itself (mean DSC 1.0000, the
+# prediction sources named, another tool's descrip not taken for one). A file
 # alice did not write, and a missing one, are refused naming the file.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -44,17 +45,47 @@ for w in want:
     assert w in text, "missing %r" % w
 print("ok: checkpoint: kind, step, method, %d tensors, run shape" % len(f["params"]))
 PY
+grep -q "older" "$T/ck.txt" && fail "a checkpoint of this alice called older"
+# an older alice's checkpoint (a key it lacks) is described as such
+cp "$T/run/ckpt_2.h5" "$T/old.h5"
+"$PYTHON" - "$T/old.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "a") as f:
+    text = f.attrs["config"]
+    text = text.decode() if isinstance(text, bytes) else text
+    keep = [l for l in text.splitlines(True) if not l.startswith("teacher_decoder")]
+    f.attrs["config"] = "".join(keep)
+PY
+"$ALICE" info "$T/old.h5" > "$T/old.txt"
+grep -q "older      written before the keys teacher_decoder: shown at today's defaults" \
+  "$T/old.txt" || { cat "$T/old.txt"; fail "an older checkpoint is not described as such"; }
 mkdir -p "$T/pred"
 for i in 0 1 2; do cp "$T/ph/labelsTr/case000$i.nii.gz" "$T/pred/"; done
+# another tool's file: its descrip names no source
+"$PYTHON" - "$T/ph/labelsTr/case0003.nii.gz" "$T/pred/case0003.nii.gz" <<'PY'
+import sys, numpy as np, nibabel as nib
+src = nib.load(sys.argv[1])
+img = nib.Nifti1Image(np.asarray(src.dataobj), src.affine)   # no alice comment extension
+img.header["descrip"] = b"FSL5.0"
+nib.save(img, sys.argv[2])
+PY
 "$ALICE" eval --pred "$T/pred" --labels "$T/ph/labelsTr" --out "$T/res" > /dev/null 2>&1 ||
   fail "eval of the labels against themselves"
 "$ALICE" info "$T/res.h5" > "$T/res.txt"
 cat "$T/res.txt"
-grep -q "scored     3 cases x 13 organs (label_set flare)" "$T/res.txt" || fail "results: counts"
-grep -q "mean       DSC 1.0000 over 39 scores, NSD 1.0000 over 39" "$T/res.txt" ||
+grep -q "scored     4 cases x 13 organs (label_set flare)" "$T/res.txt" || fail "results: counts"
+grep -q "mean       DSC 1.0000 over 52 scores, NSD 1.0000 over 52" "$T/res.txt" ||
   fail "results: the truth against itself is not DSC 1"
 grep -q "from       alice phantom: synthetic CT, seed 4, size small, case 0" "$T/res.txt" ||
   fail "results: the prediction sources are not named"
+grep -q "FSL" "$T/res.txt" && fail "results: another tool's descrip taken for a source"
+"$PYTHON" - "$T/res.h5" <<'PY' || fail "results.h5 prediction_sources"
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    src = dict(zip([s.decode() for s in f["case_names"][()]],
+                   [s.decode() for s in f["prediction_sources"][()]]))
+assert src["case0003"] == "" and src["case0000"].startswith("alice phantom: "), src
+PY
 "$PYTHON" -c "import h5py,sys; h5py.File(sys.argv[1],'w').attrs['format']='other'" "$T/x.h5"
 if "$ALICE" info "$T/x.h5" > "$T/x.txt" 2>&1; then fail "a foreign HDF5 file was described"; fi
 grep -q "x.h5: an HDF5 file, but not one alice wrote (format attribute 'other'" "$T/x.txt" ||

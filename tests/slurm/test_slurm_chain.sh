@@ -146,5 +146,12 @@ if chain_dry --folds $((folds + 3)) > "$tmp/dry.log" 2>&1 ||
   ! grep -q "packed with num_folds = $folds" "$tmp/dry.log"; then
   cat "$tmp/dry.log"; echo "FAIL: --folds $((folds + 3)) against a $folds-fold data set not refused"; exit 1
 fi
-echo "ok: --dataset sets the folds (a dry run writes nothing); another --folds is refused"
+# a file that is no data set (here a checkpoint): refused with the reason, not silently
+if ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run3" \
+    --dataset "$(ls "$run"/pretrain/ckpt_*.h5 | head -1)" --labels "$run/data/phantoms/labelsTr" \
+    --dry-run > "$tmp/dry3.log" 2>&1 || ! grep -q "no num_folds attribute" "$tmp/dry3.log"; then
+  cat "$tmp/dry3.log"; echo "FAIL: a --dataset without num_folds not refused with a reason"; exit 1
+fi
+echo "ok: --dataset sets the folds (a dry run writes nothing); another --folds, or a file"\
+  "without folds, is refused"
 echo PASS
