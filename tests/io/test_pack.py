@@ -277,7 +277,8 @@ def main():
         f.write(f"{ph}/imagesTr/case0001_0000.nii.gz {ph}/labelsTr/case0001.nii.gz\t\n")
         f.write(f"{ph}/imagesTr/case0002_0000.nii.gz   # no label\r\n")
         # an empty tab-separated field, and a comment after spaces on a tab-separated line
-        f.write("scan-#3 dir/case0003_0000.nii.gz\t \tscan-#3 dir/case 3 label.nii.gz  # relative\n")
+        f.write("scan-#3 dir/case0003_0000.nii.gz\t \tscan-#3 dir/case 3 label.nii.gz"
+                "  # relative\n")
     r = run("pack", "--list", lst, "--out", os.path.join(tmp, "list.h5"))
     ok = r.returncode == 0
     if ok:
