@@ -78,25 +78,12 @@ expect_error "none of them is intact" pretrain --config "$MICRO" run_dir="$A"
 # Another alice version's checkpoint: a stored key this one lacks is skipped with a warning (the
 # run resumes); another format version is refused.
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
-"$PYTHON" - "$A/ckpt_6.h5" <<'PY'
-import sys, h5py
-with h5py.File(sys.argv[1], "a") as f:
-    text = f.attrs["config"]
-    text = text.decode() if isinstance(text, bytes) else text
-    f.attrs["config"] = text + "feature_of_a_newer_version = 1\n"
-PY
+"$PYTHON" "$ROOT/tests/lib/ckpt_config_edit.py" "$A/ckpt_6.h5" add "feature_of_a_newer_version = 1"
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/newkey.log" 2>&1 || { cat "$WORK/newkey.log"; fail "a stored unknown key stopped the resume"; }
 grep -q "key 'feature_of_a_newer_version' is unknown to this alice" "$WORK/newkey.log" || fail "no warning about the unknown stored key"
 # ... and an older alice's checkpoint lacks a key added since: the resume names it
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
-"$PYTHON" - "$A/ckpt_6.h5" <<'PY'
-import sys, h5py
-with h5py.File(sys.argv[1], "a") as f:
-    text = f.attrs["config"]
-    text = text.decode() if isinstance(text, bytes) else text
-    keep = [l for l in text.splitlines(True) if not l.startswith("teacher_decoder")]
-    f.attrs["config"] = "".join(keep)
-PY
+"$PYTHON" "$ROOT/tests/lib/ckpt_config_edit.py" "$A/ckpt_6.h5" drop teacher_decoder
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=7 > "$WORK/oldkey.log" 2>&1 ||
   { cat "$WORK/oldkey.log"; fail "an older checkpoint stopped the resume"; }
 grep -q "written by an older alice without the keys teacher_decoder: the resumed run uses" "$WORK/oldkey.log" ||
