@@ -492,6 +492,19 @@ if [ $math_modes = 1 ] && [ -f src/ops/attention_choice.h ]; then
     record "cudnn attention step speed-up" skip "needs both steps (default ${c:-missing}, flash ${f:-missing} samples/s)"
   fi
 fi
+# The teacher through the whole EMA decoder (teacher_decoder = full, the default since session
+# 12) beside the decoder_embed-only teacher that runs 1-10 timed: what the fidelity fix costs,
+# in the same run (each step's MFU over its own FLOP count).
+if [ $math_modes = 1 ] && grep -q teacher_decoder src/core/config_keys.c; then
+  alice_step bf16-embed-teacher precision=bf16 tf32=1 teacher_decoder=embed
+  e=${samples_per_s[alice_bf16-embed-teacher]:-}; d=${samples_per_s[alice_bf16]:-}
+  if [ -n "$e" ] && [ -n "$d" ]; then
+    record "full teacher step cost" ok "$(awk -v d="$d" -v e="$e" -v m="${mfu[alice_bf16]:-?}" -v n="${mfu[alice_bf16-embed-teacher]:-?}" \
+      'BEGIN{printf "%.2fx the embed teacher'"'"'s samples/s (default %s vs %s with teacher_decoder=embed; MFU %s%% vs %s%%)", d/e, d, e, m, n}')"
+  else
+    record "full teacher step cost" skip "needs both steps (default ${d:-missing}, embed ${e:-missing} samples/s)"
+  fi
+fi
 # The opt-in cuBLASLt autotune (gemm_autotune = 1): every GEMM shape's heuristic candidates
 # timed at its first (eager, warm-up step) call and the fastest kept. A measurement, "ok" either
 # way; FAIL only when the step ran without tuning anything (no "gemm autotune:" line).
