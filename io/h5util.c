@@ -213,11 +213,22 @@ char *h5_attr_read_string(hid_t loc, const char *name)
     return out;
 }
 
-int h5_attr_read_long(hid_t loc, const char *name, long *value)
+/* A scalar attribute read as memory type `type`; 0 when absent. */
+static int attr_read_scalar(hid_t loc, const char *name, hid_t type, void *value)
 {
     if (H5Aexists(loc, name) <= 0) return 0;
     hid_t attr = CHECK_H5(H5Aopen(loc, name, H5P_DEFAULT));
-    CHECK_H5(H5Aread(attr, H5T_NATIVE_LONG, value));
+    CHECK_H5(H5Aread(attr, type, value));
     CHECK_H5(H5Aclose(attr));
     return 1;
+}
+
+int h5_attr_read_long(hid_t loc, const char *name, long *value)
+{
+    return attr_read_scalar(loc, name, H5T_NATIVE_LONG, value);
+}
+
+int h5_attr_read_double(hid_t loc, const char *name, double *value)
+{
+    return attr_read_scalar(loc, name, H5T_NATIVE_DOUBLE, value);
 }

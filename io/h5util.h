@@ -36,5 +36,7 @@ void h5_attr_double(hid_t loc, const char *name, double value);
 char *h5_attr_read_string(hid_t loc, const char *name);
 /* Reads an integer attribute; returns 0 when absent (value untouched). */
 int h5_attr_read_long(hid_t loc, const char *name, long *value);
+/* The same for a floating-point attribute. */
+int h5_attr_read_double(hid_t loc, const char *name, double *value);
 
 #endif

@@ -88,23 +88,14 @@ static TensorCount count_group(hid_t f, const char *group)
 
 static void describe_checkpoint(const char *path, hid_t f)
 {
-    long step = -1, ranks = 0, threads = 0;
-    h5_attr_read_long(f, "step", &step);
-    char *kind = h5_attr_read_string(f, "kind"), *backend = h5_attr_read_string(f, "backend");
-    const int shape_known = h5_attr_read_long(f, "ranks", &ranks) &&
-                            h5_attr_read_long(f, "threads", &threads) && backend;
+    char *kind = h5_attr_read_string(f, "kind");
     const TensorCount params = count_group(f, "params"), target = count_group(f, "target");
     double metric = NAN;
-    if (H5Aexists(f, "metric") > 0) {
-        hid_t a = CHECK_H5(H5Aopen(f, "metric", H5P_DEFAULT));
-        CHECK_H5(H5Aread(a, H5T_NATIVE_DOUBLE, &metric));
-        CHECK_H5(H5Aclose(a));
-    }
-    char *text = checkpoint_config_text(path);
+    h5_attr_read_double(f, "metric", &metric);
     Config c;
-    config_defaults(&c);
-    config_from_text(&c, text, path);
-    free(text);
+    const long step = checkpoint_stored_config(path, &c);
+    CheckpointRunShape shape;
+    const int shape_known = checkpoint_run_shape(path, &shape);
     printf("%s: checkpoint of alice %s\n", path, kind ? kind : "(kindless)");
     printf("  step       %ld of steps = %ld\n", step, c.steps);
     if (kind && !strcmp(kind, "finetune"))
@@ -121,7 +112,7 @@ static void describe_checkpoint(const char *path, hid_t f)
     if (isfinite(metric)) printf("  metric     validation mean Dice %.4f\n", metric);
     if (shape_known)
         printf("  written by %ld rank(s) x %ld thread(s), backend %s, batch %d per rank\n",
-               ranks, threads, backend, c.batch);
+               shape.ranks, shape.threads, shape.backend, c.batch);
     printf("  data       %s\n", c.data);
     char absent[1024];
     checkpoint_keys_absent(path, absent, sizeof absent);
@@ -129,7 +120,6 @@ static void describe_checkpoint(const char *path, hid_t f)
         printf("  older      written before the keys %s: shown at today's defaults, which its "
                "run may not have used\n", absent);
     free(kind);
-    free(backend);
 }
 
 /* Mean over the finite entries of a [rows, cols] double dataset; counts them in *n. */

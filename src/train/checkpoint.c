@@ -59,16 +59,9 @@ static void prune(const char *run_dir, int keep)
     }
 }
 
-/* How the run that writes a checkpoint computed its steps: what a resume must keep for the
- * losses to continue bit for bit (the rank count also sets the global batch). */
-typedef struct {
-    long ranks, threads;
-    char backend[16];
-} RunShape;
-
-static RunShape current_run_shape(const char *backend)
+static CheckpointRunShape current_run_shape(const char *backend)
 {
-    RunShape r = {0};
+    CheckpointRunShape r = {0};
     int size = 1;
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
     r.ranks = size;
@@ -79,7 +72,7 @@ static RunShape current_run_shape(const char *backend)
 
 static void write_run_shape(hid_t f, const ParamSet *online)
 {
-    const RunShape r = current_run_shape(online->be->name);
+    const CheckpointRunShape r = current_run_shape(online->be->name);
     h5_attr_long(f, "ranks", r.ranks);
     h5_attr_long(f, "threads", r.threads);
     h5_attr_string(f, "backend", r.backend);
@@ -188,8 +181,7 @@ long checkpoint_latest_step(const char *run_dir)
     return latest;
 }
 
-/* The configuration a checkpoint was written with, and its step. */
-static long stored_config(const char *path, Config *out)
+long checkpoint_stored_config(const char *path, Config *out)
 {
     char *text = checkpoint_config_text(path);
     config_from_text(out, text, path);
@@ -201,22 +193,27 @@ static long stored_config(const char *path, Config *out)
     return step;
 }
 
+int checkpoint_run_shape(const char *path, CheckpointRunShape *shape)
+{
+    hid_t f = h5_open_read(path, "checkpoint");
+    char *backend = h5_attr_read_string(f, "backend");
+    const int known = h5_attr_read_long(f, "ranks", &shape->ranks) &&
+                      h5_attr_read_long(f, "threads", &shape->threads) && backend;
+    snprintf(shape->backend, sizeof shape->backend, "%s", known ? backend : "");
+    free(backend);
+    CHECK_H5(H5Fclose(f));
+    return known;
+}
+
 /* Said, not refused: a resume on other ranks, threads or backend is legitimate (a job moved
  * to a bigger allocation) but no longer the run the checkpoint began. Checkpoints written
  * before these attributes existed say nothing. */
 static void warn_run_shape_change(const char *path, const char *backend, long batch_then,
                                   long batch_now)
 {
-    hid_t f = h5_open_read(path, "checkpoint");
-    RunShape then = {0};
-    char *stored_backend = h5_attr_read_string(f, "backend");
-    const int known = h5_attr_read_long(f, "ranks", &then.ranks) &&
-                      h5_attr_read_long(f, "threads", &then.threads) && stored_backend;
-    if (known) snprintf(then.backend, sizeof then.backend, "%s", stored_backend);
-    free(stored_backend);
-    CHECK_H5(H5Fclose(f));
-    if (!known) return;
-    const RunShape now = current_run_shape(backend);
+    CheckpointRunShape then;
+    if (!checkpoint_run_shape(path, &then)) return;
+    const CheckpointRunShape now = current_run_shape(backend);
     if (then.ranks != now.ranks)
         log_warn("%s was written by %ld rank(s), this run has %ld: each rank's share of the "
                  "crops changes from here on, and the global batch (batch x ranks) goes from "
@@ -231,6 +228,14 @@ static void warn_run_shape_change(const char *path, const char *backend, long ba
                  "across threads in another order, so the losses are not bit for bit the first "
                  "run's (set threads = %ld to repeat them)", path, then.threads, now.threads,
                  then.threads);
+}
+
+/* Appends key (len characters) to the ", "-separated list in buf (n bytes), when it fits. */
+static void append_key(char *buf, size_t n, const char *key, size_t len)
+{
+    const size_t used = strlen(buf);
+    if (used + len + 3 < n)
+        snprintf(buf + used, n - used, "%s%.*s", used ? ", " : "", (int)len, key);
 }
 
 void checkpoint_keys_absent(const char *path, char *absent, size_t n)
@@ -248,9 +253,7 @@ void checkpoint_keys_absent(const char *path, char *absent, size_t n)
             b += strcspn(b, "\n");
             b += *b == '\n';
         }
-        if (!found && a[0] != '#' && strlen(absent) + ka + 3 < n)
-            snprintf(absent + strlen(absent), n - strlen(absent), "%s%.*s",
-                     absent[0] ? ", " : "", (int)ka, a);
+        if (!found && a[0] != '#') append_key(absent, n, a, ka);
         a += la + (a[la] == '\n');
     }
     free(all);
@@ -280,7 +283,7 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
                   stored_kind[0] ? stored_kind : "(unknown)", kind);
     free(stored_kind);
     Config stored;
-    const long step = stored_config(path, &stored);
+    const long step = checkpoint_stored_config(path, &stored);
     /* mae's tensors are a subset of alice's: the shapes alone would let one resume the other */
     if (strcmp(stored.method, cfg->method))
         alice_die("%s is a method = %s run, this run has method = %s: resume it with the same "
@@ -297,9 +300,7 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
         int skip = 0;
         for (int i = 0; bookkeeping[i]; i++)
             skip |= strlen(bookkeeping[i]) == ka && !strncmp(a, bookkeeping[i], ka);
-        if (!skip && (la != lb || strncmp(a, b, la)) && strlen(changed) + ka + 3 < sizeof changed)
-            snprintf(changed + strlen(changed), sizeof changed - strlen(changed), "%s%.*s",
-                     changed[0] ? ", " : "", (int)ka, a);
+        if (!skip && (la != lb || strncmp(a, b, la))) append_key(changed, sizeof changed, a, ka);
         a += la + (a[la] == '\n');
         b += lb + (b[lb] == '\n');
     }
@@ -448,7 +449,7 @@ void checkpoint_check_encoder_source(const char *path, const Config *cfg)
                   "run_dir, or pass --resume)", path, kind[0] ? kind : "kindless");
     free(kind);
     Config stored;
-    stored_config(path, &stored);
+    checkpoint_stored_config(path, &stored);
     /* The shapes check the widths on load; the head count changes no shape but the split of
      * every attention, so it must match too. */
     const struct { const char *key; long then, now; } keys[] = {

@@ -63,6 +63,17 @@ void checkpoint_check_encoder_source(const char *path, const Config *cfg);
 char *checkpoint_kind(const char *path);
 /* The configuration text stored in a checkpoint (malloc'd). */
 char *checkpoint_config_text(const char *path);
+/* That configuration parsed into out (today's defaults for keys it lacks); returns the step. */
+long checkpoint_stored_config(const char *path, Config *out);
+/* How the run that wrote a checkpoint computed its steps: what a resume must keep for the
+ * losses to continue bit for bit (the rank count also sets the global batch). */
+typedef struct {
+    long ranks, threads;
+    char backend[16];
+} CheckpointRunShape;
+/* 1 with *shape filled from the checkpoint's ranks/threads/backend attributes; 0 for a
+ * checkpoint written before they existed. */
+int checkpoint_run_shape(const char *path, CheckpointRunShape *shape);
 /* The keys of this alice that the checkpoint's stored configuration lacks (it was written by
  * an older alice; parsing gives them today's defaults), ", "-separated into absent (n bytes;
  * "" when none). */
