@@ -63,6 +63,7 @@ typedef struct Config {
     int head_hidden;
     int head_bottleneck;
     int head_out;
+    int head_norm_last;           /* heads' last weight rows l2-normalised (DINO) */
     int casa_dim;
     int inter_volume;             /* Q and K from two volumes (1) or one (0) */
     int use_dv;                   /* l_dv on/off */
@@ -72,6 +73,8 @@ typedef struct Config {
     char teacher_decoder[CFG_STR];   /* full | embed: the teacher's path from Y to psi */
     char align_loss[CFG_STR];     /* cosine | dino: the form of l_dv and l_st */
     float teacher_temp, student_temp;   /* dino: softmax temperatures */
+    float warmup_teacher_temp;          /* dino: the teacher's at the start of its warm-up */
+    long warmup_teacher_temp_steps;     /* dino: warm-up length (0: none) */
     float center_momentum;        /* dino: EMA momentum of the teacher centers */
 
     /* optimisation */

@@ -112,6 +112,9 @@ const ConfigKey config_keys[] = {
     K("head_hidden", CFG_T_INT, head_hidden, "2048", "1..", "projection head hidden width"),
     K("head_bottleneck", CFG_T_INT, head_bottleneck, "256", "1..", "projection head bottleneck"),
     K("head_out", CFG_T_INT, head_out, "256", "1..", "projection head output width"),
+    K("head_norm_last", CFG_T_BOOL, head_norm_last, "1", "",
+      "projection heads' last layer weight-normalised (DINO's norm_last_layer: each output "
+      "unit's weight row used l2-normalised, gain 1), which bounds the logits"),
     K("casa_dim", CFG_T_INT, casa_dim, "768", "1..", "CASA attention width"),
     K("inter_volume", CFG_T_BOOL, inter_volume, "1", "", "Q and K crops from two volumes"),
     K("use_dv", CFG_T_BOOL, use_dv, "1", "", "cross-volume [cls] loss l_dv"),
@@ -128,6 +131,11 @@ const ConfigKey config_keys[] = {
       "form of l_dv and l_st: the paper's cosine, or DINO's centred, sharpened cross-entropy"),
     K("teacher_temp", CFG_T_FLOAT, teacher_temp, "0.04", "1e-4..", "dino: teacher softmax temperature"),
     K("student_temp", CFG_T_FLOAT, student_temp, "0.1", "1e-4..", "dino: student softmax temperature"),
+    K("warmup_teacher_temp", CFG_T_FLOAT, warmup_teacher_temp, "0.04", "1e-4..",
+      "dino: teacher temperature at step 0 of its warm-up"),
+    K("warmup_teacher_temp_steps", CFG_T_LONG, warmup_teacher_temp_steps, "0", "0..",
+      "dino: steps over which the teacher temperature goes linearly from warmup_teacher_temp "
+      "to teacher_temp (DINO's warm-up; 0 = teacher_temp throughout)"),
     K("center_momentum", CFG_T_FLOAT, center_momentum, "0.9", "0..1",
       "dino: EMA momentum of the teacher centers"),
 

@@ -99,6 +99,7 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->alice = strcmp(cfg->method, "alice") == 0;
     m->teacher_full = strcmp(cfg->teacher_decoder, "full") == 0;
     m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
+    m->teacher_temp = pretrain_teacher_temp(cfg, 0);
     m->B = B;
     m->N = 1;
     for (int a = 0; a < 3; a++) {
@@ -120,7 +121,7 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->head_params = m->casa_params = params_range_open(ps);
     if (m->alice) {
         proj_head_register(&m->head, ps, "head", cfg->dec_dim, cfg->head_hidden,
-                           cfg->head_bottleneck, cfg->head_out);
+                           cfg->head_bottleneck, cfg->head_out, cfg->head_norm_last);
         params_range_close(ps, &m->head_params);
         m->casa_params = params_range_open(ps);
         casa_register(&m->casa, ps, "casa", cfg->embed_dim, cfg->head_out, cfg->casa_dim,
@@ -289,7 +290,7 @@ static void align_fwd(const PretrainModel *m, float *loss, const float *s, const
         return;
     }
     m->be->soft_ce_fwd(loss, s, t, param(&m->buffers, m->center[center]), rows, c->head_out,
-                       1.0f / c->student_temp, 1.0f / c->teacher_temp);
+                       1.0f / c->student_temp, 1.0f / m->teacher_temp);
 }
 
 static void align_bwd(const PretrainModel *m, float *ds, const float *s, const float *t,
@@ -301,7 +302,7 @@ static void align_bwd(const PretrainModel *m, float *ds, const float *s, const f
         return;
     }
     m->be->soft_ce_bwd(ds, s, t, param(&m->buffers, m->center[center]), rows, c->head_out,
-                       1.0f / c->student_temp, 1.0f / c->teacher_temp, scale);
+                       1.0f / c->student_temp, 1.0f / m->teacher_temp, scale);
 }
 
 /* The Alice terms of every masked view against its intact views. Masked sample s pairs with
@@ -406,6 +407,22 @@ LossTerms pretrain_model_read_losses(const PretrainModel *m)
     LossTerms t = {0, v[LOSS_VALUE_REC], views * v[LOSS_VALUE_DV], views * v[LOSS_VALUE_ST]};
     t.loss = c->w_rec * t.l_r + (m->alice ? c->w_dv * t.l_dv + c->w_st * t.l_st : 0.0);
     return t;
+}
+
+float pretrain_teacher_temp(const Config *cfg, long step)
+{
+    const long warmup = cfg->warmup_teacher_temp_steps;
+    if (step >= warmup) return cfg->teacher_temp;
+    if (warmup == 1) return cfg->warmup_teacher_temp;
+    const double t = (double)step / (double)(warmup - 1);
+    return (float)(cfg->warmup_teacher_temp + t * ((double)cfg->teacher_temp -
+                                                   cfg->warmup_teacher_temp));
+}
+
+int pretrain_model_begin_step(PretrainModel *m, long step)
+{
+    m->teacher_temp = pretrain_teacher_temp(&m->cfg, step);
+    return !m->dino || step >= m->cfg.warmup_teacher_temp_steps;
 }
 
 LossTerms pretrain_model_forward_backward(PretrainModel *m)

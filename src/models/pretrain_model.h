@@ -111,6 +111,7 @@ typedef struct {
     /* align_loss = dino (Alice only): non-trainable centers; dino is 0 otherwise and buffers
      * stays empty (count 0), so cosine checkpoints are unchanged. */
     int dino;
+    float teacher_temp;             /* dino: this step's (pretrain_model_begin_step) */
     ParamSet buffers;
     int center[CENTER_COUNT];       /* tensor indices in buffers */
     float *center_batch;            /* [CENTER_COUNT, out] batch means, then all-reduced */
@@ -158,6 +159,11 @@ void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_CO
 void pretrain_model_enqueue_step(PretrainModel *m);
 /* The loss terms of the step enqueued last: one read-back (it waits for the step). */
 LossTerms pretrain_model_read_losses(const PretrainModel *m);
+/* Sets the scalars step `step` (0-based) reads that change from step to step: DINO's teacher
+ * temperature during its warm-up (pretrain_teacher_temp). Returns 1 when they are those of
+ * every later step too, so a recorded step (train/step_graph.h) replays them; 0 while they
+ * still change (the step must run eagerly). The model starts at step 0's. */
+int pretrain_model_begin_step(PretrainModel *m, long step);
 /* pretrain_model_enqueue_step, then pretrain_model_read_losses. */
 LossTerms pretrain_model_forward_backward(PretrainModel *m);
 /* align_loss = dino: after the step (DINO updates the centers after the loss of the step),
@@ -171,6 +177,9 @@ double pretrain_model_step_flops(const PretrainModel *m);
  * for outputs spread over the sphere, 0 when every token maps to the same vector: then l_dv and
  * l_st carry no signal). NaN for MAE. Downloads one view's outputs: call at log steps. */
 double pretrain_model_feature_spread(const PretrainModel *m);
+/* DINO's teacher temperature at 0-based step: warmup_teacher_temp_steps values from
+ * warmup_teacher_temp to teacher_temp, both included (DINO's np.linspace), then teacher_temp. */
+float pretrain_teacher_temp(const Config *cfg, long step);
 /* EMA momentum at step s of `steps` (cosine from ema_start to ema_end). */
 float pretrain_ema_momentum(const Config *cfg, long step);
 

@@ -6,8 +6,9 @@
 #include "nn/layers.h"
 
 void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, int hidden,
-                        int bottleneck, int out)
+                        int bottleneck, int out, int norm_last)
 {
+    h->norm_last = norm_last;
     h->in = in;
     h->hidden = hidden;
     h->bottleneck = bottleneck;
@@ -57,7 +58,12 @@ void proj_head_layout_for_input(const ProjHead *h, ProjHeadActs *a, Arena *ar, i
     a->bn = arena_floats(ar, r * h->bottleneck);
     a->norms = arena_floats(ar, r);
     a->z = arena_floats(ar, r * h->out);
+    const size_t last_size = (size_t)h->out * h->bottleneck;
+    a->w_unit = h->norm_last ? arena_floats(ar, last_size) : NULL;
+    a->w_norms = h->norm_last ? arena_floats(ar, (size_t)h->out) : NULL;
     if (!train) return;
+    a->dw_unit = h->norm_last ? arena_floats(ar, last_size) : NULL;
+    a->dw_last = h->norm_last ? arena_floats(ar, last_size) : NULL;
     a->dz = arena_floats(ar, r * h->out);
     a->dbn = arena_floats(ar, r * h->bottleneck);
     a->db = arena_floats(ar, r * h->bottleneck);
@@ -97,7 +103,34 @@ void proj_head_forward_act(const ProjHead *h, ProjHeadActs *a, const ParamSet *p
     act_linear_fwd(ps, h->fc3_w, h->fc3_b, (Act){a->b, DTYPE_F32}, a->h2g, NULL, R, h->hidden,
                    h->bottleneck);
     be->l2norm_fwd(a->bn, a->norms, a->b, R, h->bottleneck, HEAD_L2_EPS);
-    linear_forward(ps, h->last_w, NO_PARAM, a->z, a->bn, R, h->bottleneck, h->out);
+    if (!h->norm_last) {
+        linear_forward(ps, h->last_w, NO_PARAM, a->z, a->bn, R, h->bottleneck, h->out);
+        return;
+    }
+    /* the rows of W are last's input-side vectors: the same l2 normalisation as bn's rows */
+    be->l2norm_fwd(a->w_unit, a->w_norms, param(ps, h->last_w), h->out, h->bottleneck,
+                   HEAD_L2_EPS);
+    be->linear_fwd(a->z, a->bn, a->w_unit, NULL, R, h->bottleneck, h->out);
+}
+
+/* last's backward: dbn, and W's gradient accumulated (through the row normalisation when
+ * norm_last, whose backward writes rather than adds: scratch, then one add). */
+static void last_backward(const ProjHead *h, ProjHeadActs *a, ParamSet *ps)
+{
+    const AliceBackend *be = ps->be;
+    const int R = a->rows;
+    if (!h->norm_last) {
+        linear_backward(ps, h->last_w, NO_PARAM, a->dbn, a->dz, a->bn, R, h->bottleneck,
+                        h->out);
+        return;
+    }
+    const size_t n = (size_t)h->out * h->bottleneck;
+    be->fill(a->dw_unit, 0.0f, n);   /* linear_bwd accumulates its weight gradient */
+    be->linear_bwd(a->dbn, a->dw_unit, NULL, a->dz, a->bn, a->w_unit, R, h->bottleneck, h->out);
+    float *grad = param_grad(ps, h->last_w);
+    be->l2norm_bwd(a->dw_last, a->dw_unit, param(ps, h->last_w), a->w_norms, h->out,
+                   h->bottleneck, HEAD_L2_EPS);
+    be->add(grad, grad, a->dw_last, n);
 }
 
 void proj_head_backward(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, const float *x)
@@ -110,7 +143,7 @@ void proj_head_backward_act(const ProjHead *h, ProjHeadActs *a, ParamSet *ps, Ac
     ALICE_ASSERT(a->train, "backward through a projection head laid out forward only");
     const AliceBackend *be = ps->be;
     const int R = a->rows;
-    linear_backward(ps, h->last_w, NO_PARAM, a->dbn, a->dz, a->bn, R, h->bottleneck, h->out);
+    last_backward(h, a, ps);
     be->l2norm_bwd(a->db, a->dbn, a->b, a->norms, R, h->bottleneck, HEAD_L2_EPS);
     act_linear_bwd(ps, h->fc3_w, h->fc3_b, a->dh2g, a->db, a->h2g, R, h->hidden, h->bottleneck);
     /* fc2 and fc1 through their GELUs (bf16: fused, dh never stored on the GPU); fc1's
@@ -137,5 +170,7 @@ ProjHeadActs proj_head_rows(const ProjHead *h, const ProjHeadActs *all, size_t f
     a.bn = all->bn + first * h->bottleneck;
     a.norms = all->norms + first;
     a.z = all->z + first * h->out;
+    a.w_unit = all->w_unit;
+    a.w_norms = all->w_norms;
     return a;
 }

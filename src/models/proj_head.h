@@ -9,7 +9,12 @@
  * to bf16 once (x16) for fc1's forward and weight gradient (a bf16 input, proj_head_forward_act,
  * is read as it is). The input x, the bottleneck b and
  * bn, the output z and every gradient stay fp32 (losses and CASA read z as float *). With fp32
- * activations the head computes exactly what the fp32 ops compute, bit for bit. */
+ * activations the head computes exactly what the fp32 ops compute, bit for bit.
+ *
+ * norm_last (config head_norm_last, DINO's norm_last_layer): `last` multiplies by its weight
+ * with every row (output unit) l2-normalised, W_k / max(||W_k||, eps), the weight-norm gain
+ * fixed at 1, so each logit is bounded by ||bn|| = 1. The parameter stays the raw W (AdamW
+ * and the EMA act on it); its gradient goes back through the row normalisation. */
 #ifndef ALICE_PROJ_HEAD_H
 #define ALICE_PROJ_HEAD_H
 
@@ -21,6 +26,7 @@
 
 typedef struct {
     int in, hidden, bottleneck, out;
+    int norm_last;
     int fc1_w, fc1_b, fc2_w, fc2_b, fc3_w, fc3_b, last_w;
 } ProjHead;
 
@@ -32,14 +38,19 @@ typedef struct {
      * so their contents there are the last written. */
     Act x16, h1, h1g, h2, h2g;
     float *b, *bn, *norms, *z;
+    /* norm_last: last's row-normalised weight [out, bottleneck] and its row norms [out], made
+     * by each forward (NULL otherwise). A slice (proj_head_rows) shares them. */
+    float *w_unit, *w_norms;
     float *dz;                          /* gradient w.r.t. z, accumulated by the losses (training) */
     /* training scratch, fp32; dx: w.r.t. the input. dh_scratch [rows, hidden]: fc2's GELU
      * backward scratch (act_linear_gelu_bwd); fc1's uses dh2g, dead by then. */
     float *dbn, *db, *dh2g, *dh1g, *dh_scratch, *dx;
+    /* norm_last, training: the gradients w.r.t. w_unit and (before accumulation) W */
+    float *dw_unit, *dw_last;
 } ProjHeadActs;
 
 void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, int hidden,
-                        int bottleneck, int out);
+                        int bottleneck, int out, int norm_last);
 /* The activation type is the arena's (ar->act_type), like the transformer stacks'. */
 void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, int train);
 /* proj_head_layout for an input of type input_type (proj_head_forward_act): a bf16 input is

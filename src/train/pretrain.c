@@ -41,10 +41,13 @@ static void enqueue_step(void *model) { pretrain_model_enqueue_step(model); }
 /* One step's forward + backward through the step graph (eager warm-up, then recorded once and
  * replayed, or eager throughout), then its loss terms: the one read-back of the step. Everything
  * after it (all-reduce, optimiser, EMA, DINO centers) runs eagerly and reads the values the
- * graph left in the same buffers. */
-static LossTerms forward_backward(StepGraph *graph, PretrainModel *m)
+ * graph left in the same buffers. While the step's scalars still change (DINO's teacher
+ * temperature warm-up) the step runs eagerly, outside the graph, whose state waits: it warms
+ * up, records and replays from the first step after. */
+static LossTerms forward_backward(StepGraph *graph, PretrainModel *m, long step)
 {
-    step_graph_run(graph, enqueue_step, m);
+    if (pretrain_model_begin_step(m, step)) step_graph_run(graph, enqueue_step, m);
+    else step_graph_run_unrecorded(graph, enqueue_step, m);
     return pretrain_model_read_losses(m);
 }
 
@@ -100,7 +103,7 @@ static void bench_step(void *ctx, long s)
 {
     BenchCtx *b = ctx;
     grad_sync_begin(b->sync);
-    LossTerms t = forward_backward(b->graph, b->m);
+    LossTerms t = forward_backward(b->graph, b->m, s);
     double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
     float lr;
     double gnorm;
@@ -242,7 +245,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         pretrain_model_transfer_views(&model, views, batch.on_device ? VIEWS_FROM_DEVICE : VIEWS_FROM_HOST);
         pretrain_model_draw_masks(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
         grad_sync_begin(&sync);
-        LossTerms t = forward_backward(&graph, &model);
+        LossTerms t = forward_backward(&graph, &model, step);
         double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
         float lr;
         double gnorm;

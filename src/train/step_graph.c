@@ -119,6 +119,11 @@ StepRun step_graph_run(StepGraph *sg, StepEnqueueFn enqueue, void *ctx)
     ALICE_FATAL("step graph in an unknown state %d", (int)sg->state);
 }
 
+StepRun step_graph_run_unrecorded(StepGraph *sg, StepEnqueueFn enqueue, void *ctx)
+{
+    return run_eager(sg, enqueue, ctx);
+}
+
 void step_graph_free(StepGraph *sg)
 {
     if (sg->graph) sg->be->graph_free(sg->graph);

@@ -174,11 +174,20 @@ def cos_loss(a, b):
     return (1.0 - cos).mean()
 
 
-def dino_loss(s, t, center, cfg):
+def teacher_temp_at(cfg, step):
+    """DINO's teacher temperature schedule: np.linspace(warmup_teacher_temp, teacher_temp,
+    warmup_teacher_temp_steps) for the first steps, teacher_temp after."""
+    warmup = cfg.i("warmup_teacher_temp_steps")
+    if step >= warmup:
+        return cfg.f("teacher_temp")
+    return float(np.linspace(cfg.f("warmup_teacher_temp"), cfg.f("teacher_temp"), warmup)[step])
+
+
+def dino_loss(s, t, center, cfg, teacher_temp):
     """align_loss = dino: mean over all leading positions of
     -sum_k softmax((t - center) / teacher_temp)_k log softmax(s / student_temp)_k; t is a
     detached target (DINO's centred, sharpened teacher)."""
-    p = F.softmax((t.detach() - center) / cfg.f("teacher_temp"), dim=-1)
+    p = F.softmax((t.detach() - center) / teacher_temp, dim=-1)
     return -(p * F.log_softmax(s / cfg.f("student_temp"), dim=-1)).sum(-1).mean()
 
 
@@ -306,10 +315,13 @@ class TargetDecoder(nn.Module):
 
 
 class Head(nn.Module):
-    """DINO-style head: 3-layer MLP, l2-normalised bottleneck, bias-free last layer."""
+    """DINO-style head: 3-layer MLP, l2-normalised bottleneck, bias-free last layer; with
+    head_norm_last the last layer's weight rows are l2-normalised (DINO's weight_norm with its
+    gain fixed at 1: W_k / max(||W_k||, eps), as bn)."""
 
     def __init__(self, cfg):
         super().__init__()
+        self.norm_last = cfg.b("head_norm_last")
         D, hid = cfg.i("dec_dim"), cfg.i("head_hidden")
         bott, out = cfg.i("head_bottleneck"), cfg.i("head_out")
         self.fc1 = nn.Linear(D, hid)
@@ -320,7 +332,10 @@ class Head(nn.Module):
     def forward(self, x):
         h = F.gelu(self.fc1(x))
         h = F.gelu(self.fc2(h))
-        return self.last(l2normalize(self.fc3(h)))
+        bn = l2normalize(self.fc3(h))
+        if self.norm_last:
+            return F.linear(bn, l2normalize(self.last.weight))
+        return self.last(bn)
 
 
 class Casa(nn.Module):
@@ -368,6 +383,7 @@ class AliceModel(nn.Module):
     def __init__(self, cfg, method=None):
         super().__init__()
         self.cfg = cfg
+        self.step = 0   # 0-based optimiser step: DINO's teacher temperature follows it
         self.method = method or cfg.s("method")
         if self.method not in ("mae", "alice"):
             raise ValueError("method %r is not mae|alice" % self.method)
@@ -434,7 +450,8 @@ def forward_loss(model, batch):
     phi_u, phi_r = model.head(H_u), model.head(H_r)
 
     def align(s, t, center):
-        return dino_loss(s, t, center, cfg) if model.dino else cos_loss(s, t)
+        return (dino_loss(s, t, center, cfg, teacher_temp_at(cfg, model.step)) if model.dino
+                else cos_loss(s, t))
 
     l_dv = zero
     c_cls = model.center_cls if model.dino else None
@@ -647,6 +664,7 @@ def reference_run(model, batch, decay, steps=ADAM_STEPS):
     for s in range(steps):
         for n in names:
             params[n].grad = None
+        model.step = s
         terms = forward_loss(model, batch)
         terms["loss"].backward()
         for n in names:   # tensors a switch leaves unused (CASA with use_casa = 0) get zeros

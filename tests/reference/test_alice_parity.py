@@ -23,5 +23,12 @@ if __name__ == "__main__":
                 {"align_loss": "dino", "use_casa": "0", "center_momentum": "0.5"},
                 # the teacher's former path: the EMA decoder_embed alone before psi
                 {"teacher_decoder": "embed"},
-                {"teacher_decoder": "embed", "use_casa": "0", "align_loss": "dino"}]
+                {"teacher_decoder": "embed", "use_casa": "0", "align_loss": "dino"},
+                # the heads' plain last layer (head_norm_last = 0; every other variant
+                # normalises its weight rows), with DINO's loss on CASA's outputs
+                {"head_norm_last": "0", "align_loss": "dino"},
+                # DINO's teacher temperature warm-up over 4 of the 5 AdamW steps (0.02 to
+                # teacher_temp's 0.04: another temperature each step, then the constant)
+                {"align_loss": "dino", "use_casa": "0", "warmup_teacher_temp": "0.02",
+                 "warmup_teacher_temp_steps": "4"}]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -97,6 +97,7 @@ int main(int argc, char **argv)
     }
     double losses[5];
     for (int s = 0; s < 5; s++) {
+        pretrain_model_begin_step(&m, s);   /* DINO's teacher temperature of step s */
         LossTerms t = pretrain_model_forward_backward(&m);
         losses[s] = t.loss;
         if (s == 0) {

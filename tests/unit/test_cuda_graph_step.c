@@ -19,6 +19,12 @@
  * (one warning), run eagerly instead and still give the eager results bit for bit. The graph
  * cases also check that the steps really were replayed (recorded once, STEPS - 2 replays).
  *
+ * DINO's teacher temperature warm-up (warmup_teacher_temp_steps = TEMP_WARMUP_STEPS): its steps
+ * take another temperature each, so they run eagerly outside the graph
+ * (step_graph_run_unrecorded, as src/train/pretrain.c runs them), and the graph warms up,
+ * records and replays the constant-temperature steps after them: counted, and bit-identical
+ * to the eager run.
+ *
  * UNETR fine-tuning (src/train/finetune.c runs its step through the same StepGraph): STEPS
  * steps of a tiny UNETR (cuDNN convolutions, instance norms, DiceCE with its values finished on
  * the device) as the fine-tuning loop runs them (a new labelled batch uploaded before each
@@ -41,7 +47,10 @@
 #include "test.h"
 #include "test_config.h"
 
-enum { STEPS = 5 };
+enum { STEPS = 5, TEMP_WARMUP_STEPS = 2 };
+
+/* warmup_teacher_temp_steps of the Alice runs: 0, or TEMP_WARMUP_STEPS in the warm-up case. */
+static long g_temp_warmup_steps;
 
 /* Head width 32 (96 / 3): bf16 runs take cuDNN's fused attention (attention auto, a build with
  * the cuDNN frontend) or the register-resident flash kernels (fused, or auto without cuDNN);
@@ -127,6 +136,10 @@ static void run(const char *precision, const char *align_loss, const char *atten
     config_set(&cfg, "precision", precision, "test", 0);
     config_set(&cfg, "align_loss", align_loss, "test", 0);
     config_set(&cfg, "attention_kernel", attention, "test", 0);
+    char warmup[32];
+    snprintf(warmup, sizeof warmup, "%ld", g_temp_warmup_steps);
+    config_set(&cfg, "warmup_teacher_temp_steps", warmup, "test", 0);
+    config_set(&cfg, "warmup_teacher_temp", "0.02", "test", 0);
     config_validate(&cfg);
     train_apply_device_math(&cfg);
     const AliceBackend *be = backend_cuda();
@@ -170,7 +183,8 @@ static void run(const char *precision, const char *align_loss, const char *atten
         const float *views[VIEW_COUNT] = {vol, vol + vox, vol + 2 * vox, vol + 3 * vox};
         pretrain_model_set_views(&m, views);
         pretrain_model_draw_masks(&m, s, (long)s * m.B);
-        step_graph_run(&out->graph, enqueue, &ctx);
+        if (pretrain_model_begin_step(&m, s)) step_graph_run(&out->graph, enqueue, &ctx);
+        else step_graph_run_unrecorded(&out->graph, enqueue, &ctx);
         LossTerms t = pretrain_model_read_losses(&m);
         out->terms[s][0] = t.loss, out->terms[s][1] = t.l_r;
         out->terms[s][2] = t.l_dv, out->terms[s][3] = t.l_st;
@@ -325,12 +339,14 @@ static int check_case(StepModel model, const char *precision, const char *align_
     run_model(model, precision, align_loss, attention, 0, &init, &again);
     run_model(model, precision, align_loss, attention, 1, &init, &graph);
 
-    TEST_CHECK(graph.graph.eager_steps == 1 && graph.graph.recorded_steps == 1 &&
-                   graph.graph.replayed_steps == STEPS - 2,
-               "%s %s: steps ran %ld eager, %ld recorded, %ld replayed; expected 1, 1, %d "
+    /* the warm-up's steps eager, then the graph's own warm-up step, a recording, replays */
+    const long unrecorded = model == MODEL_ALICE ? g_temp_warmup_steps : 0;
+    TEST_CHECK(graph.graph.eager_steps == 1 + unrecorded && graph.graph.recorded_steps == 1 &&
+                   graph.graph.replayed_steps == STEPS - 2 - unrecorded,
+               "%s %s: steps ran %ld eager, %ld recorded, %ld replayed; expected %ld, 1, %ld "
                "(state %d: the recording failed? see the warning above)", precision, align_loss,
                graph.graph.eager_steps, graph.graph.recorded_steps, graph.graph.replayed_steps,
-               STEPS - 2, (int)graph.graph.state);
+               1 + unrecorded, STEPS - 2 - unrecorded, (int)graph.graph.state);
     for (int s = 0; s < STEPS; s++)
         TEST_CHECK(isfinite(graph.terms[s][0]) && graph.terms[s][0] > 0,
                    "%s %s: step %d loss %g", precision, align_loss, s, graph.terms[s][0]);
@@ -385,6 +401,13 @@ static int check_fallback(SpoilKind spoil, const char *what)
 static int test_fp32_cosine(void) { return check_case(MODEL_ALICE, "fp32", "cosine", "auto"); }
 static int test_bf16_cosine(void) { return check_case(MODEL_ALICE, "bf16", "cosine", "auto"); }
 static int test_bf16_dino(void) { return check_case(MODEL_ALICE, "bf16", "dino", "auto"); }
+static int test_bf16_dino_temp_warmup(void)
+{
+    g_temp_warmup_steps = TEMP_WARMUP_STEPS;
+    const int rc = check_case(MODEL_ALICE, "bf16", "dino", "auto");
+    g_temp_warmup_steps = 0;
+    return rc;
+}
 /* the own flash kernels inside the graph (auto runs cuDNN at this head width where built) */
 static int test_bf16_fused_cosine(void)
 {
@@ -415,6 +438,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_fp32_cosine);
     TEST_RUN(test_bf16_cosine);
     TEST_RUN(test_bf16_dino);
+    TEST_RUN(test_bf16_dino_temp_warmup);
     TEST_RUN(test_bf16_fused_cosine);
     TEST_RUN(test_unetr_fp32);
     TEST_RUN(test_unetr_bf16);

@@ -11,7 +11,10 @@
  *    rounded to bf16; b, bn, z, norms and all gradients unrounded), and against the fp32 head
  *    within the tolerances of the bf16 model tests (test_bf16_model: a bf16 value is off by at
  *    most 2^-9 relative, a handful of roundings along each path);
- *  - the arena: the bf16 layout saves exactly the hand-computed bytes. */
+ *  - the arena: the bf16 layout saves exactly the hand-computed bytes;
+ *  - norm_last (DINO's weight-normalised last layer): z against a double-precision
+ *    reference of bn W_k^T / ||W_k||, and last's weight gradient against central finite
+ *    differences of <dz, z> in double; up to bn the plain head, bit for bit. */
 #include <string.h>
 
 #include "core/check.h"
@@ -31,11 +34,11 @@ typedef struct {
     float *x, *dz;   /* backend memory: the head's input and the gradient w.r.t. z */
 } Fixture;
 
-static void fixture_init(Fixture *f)
+static void fixture_init_head(Fixture *f, int norm_last)
 {
     f->be = backend_cpu();
     params_init_registry(&f->ps);
-    proj_head_register(&f->head, &f->ps, "head", IN, HIDDEN, BOTTLENECK, OUT);
+    proj_head_register(&f->head, &f->ps, "head", IN, HIDDEN, BOTTLENECK, OUT, norm_last);
     params_allocate(&f->ps, f->be, 1);
     params_initialize(&f->ps, 7);
     /* Biases at zero would leave their rounding (bf16 outputs) untested: small random ones. */
@@ -55,6 +58,9 @@ static void fixture_init(Fixture *f)
     free(x);
     free(dz);
 }
+
+/* The plain last layer (head_norm_last = 0), which the fp32 and bf16 tests below pin. */
+static void fixture_init(Fixture *f) { fixture_init_head(f, 0); }
 
 static void fixture_free(Fixture *f)
 {
@@ -537,11 +543,110 @@ static int test_arena_sizes(void)
     return 0;
 }
 
+/* ------------------------------------------------------------------ norm_last */
+
+/* <dz, z> with z = bn Wn^T, Wn the rows of W over their l2 norms; all in double. */
+static double weight_normed_dot(const float *bn, const double *W, const float *dz)
+{
+    double total = 0;
+    for (int o = 0; o < OUT; o++) {
+        double nrm = 0;
+        for (int c = 0; c < BOTTLENECK; c++) nrm += W[o * BOTTLENECK + c] * W[o * BOTTLENECK + c];
+        nrm = sqrt(nrm);
+        for (int r = 0; r < ROWS; r++) {
+            double zr = 0;
+            for (int c = 0; c < BOTTLENECK; c++)
+                zr += (double)bn[(size_t)r * BOTTLENECK + c] * W[o * BOTTLENECK + c] / nrm;
+            total += zr * dz[(size_t)r * OUT + o];
+        }
+    }
+    return total;
+}
+
+static int test_norm_last(void)
+{
+    Fixture f, plain;
+    fixture_init_head(&f, 1);
+    fixture_init(&plain);   /* the same seed: the same initial weights */
+    const AliceBackend *be = f.be;
+    const size_t last_n = (size_t)OUT * BOTTLENECK;
+    Arena ar, ar_plain;
+    ProjHeadActs a, p;
+    head_layout(&f, &ar, &a, DTYPE_F32, 1);
+    head_layout(&plain, &ar_plain, &p, DTYPE_F32, 1);
+    TEST_CHECK(a.w_unit && a.dw_unit && !p.w_unit, "norm_last lays out the normalised weight");
+    proj_head_forward(&f.head, &a, &f.ps, f.x);
+    be->copy(a.dz, f.dz, (size_t)ROWS * OUT * sizeof(float));
+    proj_head_backward(&f.head, &a, &f.ps, f.x);
+    proj_head_forward(&plain.head, &p, &plain.ps, plain.x);
+    be->copy(p.dz, plain.dz, (size_t)ROWS * OUT * sizeof(float));
+    proj_head_backward(&plain.head, &p, &plain.ps, plain.x);
+
+    float *bn = download(be, a.bn, (size_t)ROWS * BOTTLENECK);
+    float *z = download(be, a.z, (size_t)ROWS * OUT);
+    float *dz = download(be, f.dz, (size_t)ROWS * OUT);
+    float *w = download(be, param(&f.ps, f.head.last_w), last_n);
+    float *gw = download(be, param_grad(&f.ps, f.head.last_w), last_n);
+    double *W = dalloc(last_n);
+    for (size_t i = 0; i < last_n; i++) W[i] = w[i];
+    /* z: every logit of a unit row against a unit bn lies in [-1, 1] */
+    double zmax = 0, zerr = 0;
+    for (int r = 0; r < ROWS; r++)
+        for (int o = 0; o < OUT; o++) {
+            double nrm = 0, s = 0;
+            for (int c = 0; c < BOTTLENECK; c++) {
+                nrm += W[o * BOTTLENECK + c] * W[o * BOTTLENECK + c];
+                s += (double)bn[(size_t)r * BOTTLENECK + c] * W[o * BOTTLENECK + c];
+            }
+            const double ref = s / sqrt(nrm);
+            zerr = fmax(zerr, fabs(z[(size_t)r * OUT + o] - ref));
+            zmax = fmax(zmax, fabs(z[(size_t)r * OUT + o]));
+        }
+    TEST_CHECK(zerr < 1e-6, "norm_last z: %.3g from the double reference", zerr);
+    TEST_CHECK(zmax <= 1.0 + 1e-6, "norm_last z: |z| up to %.6f, bounded by 1", zmax);
+    /* d<dz, z>/dW by central differences in double, against the backend's gradient */
+    double gerr = 0, gscale = 0;
+    for (size_t i = 0; i < last_n; i++) {
+        const double h = 1e-6 * fmax(fabs(W[i]), 1e-3), keep = W[i];
+        W[i] = keep + h;
+        const double up = weight_normed_dot(bn, W, dz);
+        W[i] = keep - h;
+        const double down = weight_normed_dot(bn, W, dz);
+        W[i] = keep;
+        const double fd = (up - down) / (2 * h);
+        gerr = fmax(gerr, fabs(gw[i] - fd));
+        gscale = fmax(gscale, fabs(fd));
+    }
+    printf("    norm_last: z %.2e from double, dW %.2e of max %.3g from finite differences\n",
+           zerr, gerr, gscale);
+    TEST_CHECK(gerr <= 1e-4 * gscale, "norm_last dW: %.3g from finite differences (max %.3g)",
+               gerr, gscale);
+    /* Upstream of last the head is the plain one: the same forward up to bn, bit for bit */
+    same_bits(be, a.bn, p.bn, (size_t)ROWS * BOTTLENECK, "norm_last bn");
+    /* the forward-only head (psi) normalises the same way */
+    Arena ar_fwd;
+    ProjHeadActs q;
+    head_layout(&f, &ar_fwd, &q, DTYPE_F32, 0);
+    proj_head_forward(&f.head, &q, &f.ps, f.x);
+    same_bits(be, q.z, a.z, (size_t)ROWS * OUT, "norm_last forward-only z");
+    ProjHeadActs s = proj_head_rows(&f.head, &q, SLICE_FIRST, SLICE_ROWS);
+    TEST_CHECK(s.w_unit == q.w_unit, "a slice shares the normalised weight");
+    arena_free(&ar_fwd);
+    free(W);
+    free(bn); free(z); free(dz); free(w); free(gw);
+    arena_free(&ar);
+    arena_free(&ar_plain);
+    fixture_free(&plain);
+    fixture_free(&f);
+    return 0;
+}
+
 int main(void)
 {
     TEST_RUN(test_fp32_bit_identical);
     TEST_RUN(test_bf16_contract);
     TEST_RUN(test_bf16_vs_fp32);
     TEST_RUN(test_arena_sizes);
+    TEST_RUN(test_norm_last);
     return test_finish();
 }
