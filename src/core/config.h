@@ -84,6 +84,8 @@ typedef struct Config {
     float min_lr;
     long warmup;
     float weight_decay;
+    char weight_decay_schedule[CFG_STR];   /* constant | cosine (DINO's, to weight_decay_end) */
+    float weight_decay_end;
     float beta1, beta2;
     float adam_eps;
     float clip;                   /* global gradient norm, 0 = off */

@@ -145,6 +145,11 @@ const ConfigKey config_keys[] = {
     K("min_lr", CFG_T_FLOAT, min_lr, "0", "0..", "learning rate at the end of the cosine"),
     K("warmup", CFG_T_LONG, warmup, "10", "0..", "linear warm-up steps"),
     K("weight_decay", CFG_T_FLOAT, weight_decay, "0.05", "0..", "AdamW decoupled weight decay"),
+    K("weight_decay_schedule", CFG_T_ENUM, weight_decay_schedule, "constant", "constant|cosine",
+      "weight decay over the run: weight_decay throughout, or DINO's cosine from weight_decay "
+      "at step 0 towards weight_decay_end"),
+    K("weight_decay_end", CFG_T_FLOAT, weight_decay_end, "0.4", "0..",
+      "weight_decay_schedule = cosine: the value the schedule approaches at the last step"),
     K("beta1", CFG_T_FLOAT, beta1, "0.9", "0..1", "AdamW beta1"),
     K("beta2", CFG_T_FLOAT, beta2, "0.95", "0..1", "AdamW beta2"),
     K("adam_eps", CFG_T_FLOAT, adam_eps, "1e-8", "1e-30..", "AdamW epsilon (positive)"),

@@ -1,6 +1,7 @@
 #include "train/optim.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "core/check.h"
 
@@ -11,6 +12,13 @@ float schedule_lr(const Config *cfg, long step)
     double t = span > 0 ? (double)(step - cfg->warmup) / (double)span : 1.0;
     if (t > 1.0) t = 1.0;
     return (float)(cfg->min_lr + (cfg->lr - cfg->min_lr) * 0.5 * (1.0 + cos(M_PI * t)));
+}
+
+float schedule_weight_decay(const Config *cfg, long step)
+{
+    if (strcmp(cfg->weight_decay_schedule, "cosine") != 0) return cfg->weight_decay;
+    const double t = (double)step / (double)cfg->steps, end = cfg->weight_decay_end;
+    return (float)(end + (cfg->weight_decay - end) * 0.5 * (1.0 + cos(M_PI * t)));
 }
 
 double grad_global_norm(const ParamSet *ps)
@@ -42,7 +50,8 @@ static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, fl
                  "backend of the online set (%zu floats)", ema ? ema->target->total : 0,
                  ps->total);
     const AdamwHyper h = {.lr = lr, .beta1 = cfg->beta1, .beta2 = cfg->beta2,
-                          .eps = cfg->adam_eps, .weight_decay = cfg->weight_decay,
+                          .eps = cfg->adam_eps,
+                          .weight_decay = schedule_weight_decay(cfg, step1 - 1),
                           .step = step1, .grad_scale = grad_scale};
     ps->be->adamw(ps->data, ps->grad, ps->m, ps->v, ps->decay_mask, ps->total, h,
                   ema ? ema->target->data : NULL, ema ? ema->momentum : 0.0f);

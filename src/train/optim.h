@@ -9,6 +9,10 @@
 
 /* Learning rate of 0-based step s: lr*(s+1)/warmup during warm-up, then cosine to min_lr. */
 float schedule_lr(const Config *cfg, long step);
+/* AdamW's weight decay at 0-based step s: weight_decay (weight_decay_schedule = constant), or
+ * DINO's cosine_scheduler without warm-up, end + (weight_decay - end) (1 + cos(pi s / steps)) / 2
+ * with end = weight_decay_end (weight_decay at step 0, approaching end at the last step). */
+float schedule_weight_decay(const Config *cfg, long step);
 /* sqrt(sum of squared gradients). */
 double grad_global_norm(const ParamSet *ps);
 /* The factor global-norm clipping multiplies every gradient by (torch.nn.utils.clip_grad_norm_):
@@ -24,7 +28,8 @@ typedef struct {
 } EmaUpdate;
 
 /* One optimiser update of ps, one backend call over the whole flat set: AdamW at learning rate
- * lr (1-based step1 for bias correction; weight decay where ps->decay_mask says so) on the
+ * lr (1-based step1 for bias correction; weight decay schedule_weight_decay(cfg, step1 - 1)
+ * where ps->decay_mask says so) on the
  * gradients clipped to global norm cfg->clip, grad_norm being their norm (the factor
  * clip_grad_scale is applied inside AdamW's pass, so ps->grad itself stays unscaled); and, ema
  * non-NULL, the EMA of ema->target over all of ps in the same pass. The bits are those of

@@ -494,6 +494,16 @@ def ema_momentum(cfg, s):
     return b - (b - a) * (math.cos(math.pi * s / steps) + 1.0) / 2.0
 
 
+def weight_decay_at(cfg, s):
+    """weight_decay_schedule: constant, or DINO's utils.cosine_scheduler(weight_decay,
+    weight_decay_end, ...) without warm-up: end + (wd - end)(1 + cos(pi s / steps)) / 2."""
+    wd = cfg.f("weight_decay")
+    if cfg.s("weight_decay_schedule") != "cosine":
+        return wd
+    end = cfg.f("weight_decay_end")
+    return end + 0.5 * (wd - end) * (1.0 + math.cos(math.pi * s / cfg.i("steps")))
+
+
 class AdamW:
     """Decoupled AdamW written out: p -= lr*wd*p (decay tensors only), then
     p -= lr * mhat / (sqrt(vhat) + eps) with bias correction at step s+1. Global-norm
@@ -510,7 +520,7 @@ class AdamW:
     @torch.no_grad()
     def step(self, s):
         cfg = self.cfg
-        lr, wd = lr_at(cfg, s), cfg.f("weight_decay")
+        lr, wd = lr_at(cfg, s), weight_decay_at(cfg, s)
         b1, b2, eps, clip = cfg.f("beta1"), cfg.f("beta2"), cfg.f("adam_eps"), cfg.f("clip")
         grads = {n: p.grad for n, p in self.params}
         if clip > 0:

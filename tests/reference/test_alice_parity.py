@@ -30,5 +30,8 @@ if __name__ == "__main__":
                 # DINO's teacher temperature warm-up over 4 of the 5 AdamW steps (0.02 to
                 # teacher_temp's 0.04: another temperature each step, then the constant)
                 {"align_loss": "dino", "use_casa": "0", "warmup_teacher_temp": "0.02",
-                 "warmup_teacher_temp_steps": "4"}]
+                 "warmup_teacher_temp_steps": "4"},
+                # DINO's cosine weight decay schedule (0.5 towards 5 over the 5 steps: large,
+                # so a schedule not followed shows in the losses of steps 2-4)
+                {"weight_decay_schedule": "cosine", "weight_decay_end": "5"}]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -1,12 +1,22 @@
-/* DINO's teacher temperature warm-up (src/models/pretrain_model.h pretrain_teacher_temp,
+/* The schedules of DINO's recipe against hand-computed values.
+ *
+ * DINO's teacher temperature warm-up (src/models/pretrain_model.h pretrain_teacher_temp,
  * pretrain_model_begin_step) against hand-computed values of DINO's schedule,
  * np.linspace(warmup_teacher_temp, teacher_temp, warmup_teacher_temp_steps) then teacher_temp:
  *  - 5 warm-up steps from 0.02 to 0.04: 0.02, 0.025, 0.03, 0.035, 0.04, then 0.04;
  *  - 1 warm-up step: warmup_teacher_temp at step 0 only (linspace of one value);
  *  - none (the default): teacher_temp from step 0;
  * and the model's step scalars: begin_step sets the temperature the loss reads and says when
- * the steps are replayable (from the first step after the warm-up; always for cosine). */
+ * the steps are replayable (from the first step after the warm-up; always for cosine).
+ *
+ * The cosine weight decay (src/train/optim.h schedule_weight_decay; DINO's cosine_scheduler
+ * without warm-up): weight_decay 0.04 to weight_decay_end 0.4 over 4 steps gives
+ * 0.04, 0.4 - 0.18 (1 + cos(pi/4)) = 0.0927208, 0.22, 0.4 - 0.18 (1 - cos(pi/4)) = 0.3472792,
+ * and 0.4 at step 4; the constant schedule (the default) 0.04 everywhere. */
+#include <math.h>
+
 #include "models/pretrain_model.h"
+#include "train/optim.h"
 #include "test.h"
 #include "test_config.h"
 
@@ -72,9 +82,32 @@ static int test_begin_step(void)
     return 0;
 }
 
+static int test_weight_decay(void)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    config_set(&cfg, "weight_decay", "0.04", "test", 0);
+    config_set(&cfg, "weight_decay_end", "0.4", "test", 0);
+    config_set(&cfg, "steps", "4", "test", 0);
+    config_validate(&cfg);
+    for (long s = 0; s <= 4; s++)
+        TEST_CHECK(schedule_weight_decay(&cfg, s) == cfg.weight_decay,
+                   "constant: step %ld %g", s, schedule_weight_decay(&cfg, s));
+    config_set(&cfg, "weight_decay_schedule", "cosine", "test", 0);
+    config_validate(&cfg);
+    const double expect[5] = {0.04, 0.0927208, 0.22, 0.3472792, 0.4};
+    for (long s = 0; s <= 4; s++) {
+        const float got = schedule_weight_decay(&cfg, s);
+        TEST_CHECK(fabs(got - expect[s]) <= 1e-6, "cosine: step %ld %.9g, expected %.7g", s,
+                   got, expect[s]);
+    }
+    return 0;
+}
+
 int main(void)
 {
     TEST_RUN(test_schedule);
     TEST_RUN(test_begin_step);
+    TEST_RUN(test_weight_decay);
     return test_finish();
 }
