@@ -181,6 +181,17 @@ static void check_same_grid(const char *pred, const int pd[3], const double pa[4
                           "Resample the prediction onto the truth's grid", pred, truth, r, c, pa[r][c], ta[r][c]);
 }
 
+/* Shape and affine (within affine_tolerance_mm) both those of the grid (dim, affine). */
+static int on_grid(const int pd[3], const double pa[4][4], const int dim[3],
+                   const double affine[4][4])
+{
+    if (memcmp(pd, dim, 3 * sizeof(int))) return 0;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            if (fabs(pa[r][c] - affine[r][c]) > affine_tolerance_mm) return 0;
+    return 1;
+}
+
 static void spacing_of(const double affine[4][4], double spacing[3])
 {
     for (int j = 0; j < 3; j++)
@@ -198,8 +209,15 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     char truth_name[PATH_LEN];
     if (c->dataset_index >= 0) {
         const DatasetCase *dc = dataset_case(ds, c->dataset_index);
-        const int on_packed_grid = !memcmp(pd, dc->dim, sizeof pd);
-        const int on_source_grid = !memcmp(pd, dc->orig_dim, sizeof pd) && !on_packed_grid;
+        /* Which grid the prediction is on, by shape AND affine: a source at the packing spacing
+         * whose body crop removed nothing has the packed shape, yet another orientation (not
+         * RAS). Neither matching: by shape, and check_same_grid names the mismatch. */
+        int on_packed_grid = on_grid(pd, pa, dc->dim, dc->affine);
+        int on_source_grid = !on_packed_grid && on_grid(pd, pa, dc->orig_dim, dc->orig_affine);
+        if (!on_packed_grid && !on_source_grid) {
+            on_packed_grid = !memcmp(pd, dc->dim, sizeof pd);
+            on_source_grid = !on_packed_grid && !memcmp(pd, dc->orig_dim, sizeof pd);
+        }
         if (on_source_grid && dc->source_label[0] && access(dc->source_label, R_OK) == 0) {
             /* alice infer's output (the source grid): scored against the source label itself */
             truth = read_labels(dc->source_label, td, ta);

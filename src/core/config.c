@@ -36,6 +36,16 @@ static int parse_double(const char *s, double *out)
     return 1;
 }
 
+double config_float_decimal(float v)
+{
+    char text[32];
+    for (int digits = 1; digits <= 9; digits++) {   /* 9 significant digits always read back */
+        snprintf(text, sizeof text, "%.*g", digits, (double)v);
+        if (strtof(text, NULL) == v) return strtod(text, NULL);
+    }
+    return (double)v;   /* NaN */
+}
+
 /* Range "min..max", either end may be empty. */
 static int in_range(const char *valid, double v)
 {

@@ -137,6 +137,10 @@ char *config_to_text(const Config *c);
 void config_from_text(Config *c, const char *text, const char *origin);
 /* Cross-key checks (crop divisible by patch, width by heads, ...); errors name the keys. */
 void config_validate(const Config *c);
+/* The double of the shortest decimal that reads back as v: the value of the text a float key
+ * was given as (0.6, not 0.6000000238...), for arithmetic that must follow a reference
+ * computing in double from that text (MONAI's window interval). */
+double config_float_decimal(float v);
 const ConfigKey *config_find_key(const char *name);
 
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/config.h"
 #include "ops/cpu_math.h"
 
 /* MONAI clamps the importance map from below by max(smallest non-zero, 1e-3) so that no voxel
@@ -14,7 +15,8 @@
 int sliding_window_starts(int size, int window, float overlap, int *starts)
 {
     ALICE_ASSERT(size >= window, "axis of %d voxels is smaller than the window %d", size, window);
-    int interval = window == size ? window : (int)((float)window * (1.0f - overlap));
+    const double typed_overlap = config_float_decimal(overlap);
+    int interval = window == size ? window : (int)((double)window * (1.0 - typed_overlap));
     if (interval < 1) interval = 1;
     /* First start whose window reaches the border, as MONAI's dense_patch_slices. */
     int count = 0;

@@ -46,7 +46,9 @@ typedef struct {
 /* Labels are uint8. */
 #define SW_MAX_CLASSES 256
 
-/* Starts along one axis of `size` voxels (size >= window); returns their count. */
+/* Starts along one axis of `size` voxels (size >= window); returns their count. The interval is
+ * MONAI's int(window * (1 - overlap)) in double from the overlap as written in the
+ * configuration (config_float_decimal): in float, 80 x (1 - 0.6f) truncates to 31, not 32. */
 int sliding_window_starts(int size, int window, float overlap, int *starts);
 /* Importance map [wx, wy, wz] (host). */
 void sliding_window_importance(const int window[3], float sigma_scale, float *map);

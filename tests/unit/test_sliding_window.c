@@ -28,6 +28,16 @@ static int test_starts(void)
     /* No overlap: 70 / 32 -> 0, 32, then 64 moved back to 38. */
     n = sliding_window_starts(70, 32, 0.0f, s);
     TEST_CHECK(n == 3 && s[1] == 32 && s[2] == 38, "70/32/0: n %d", n);
+    /* MONAI computes int(window * (1 - overlap)) in Python floats (double) from the overlap as
+     * written: 80 * (1 - 0.6) = 32.0 -> 32 (starts 0, 32, 64, 96, then 160 past
+     * 200 moved back to 120), where float arithmetic on 0.6f gave 31.999998 -> 31; and
+     * 20 * (1 - 0.9) = 1.9999999999999996 -> 1 (181 starts, 0..180), where float gave 2 (91). */
+    n = sliding_window_starts(200, 80, 0.6f, s);
+    TEST_CHECK(n == 5 && s[1] == 32 && s[3] == 96 && s[4] == 120, "200/80/0.6: n %d, starts %d "
+               "%d %d %d %d (expected 0 32 64 96 120)", n, s[0], s[1], s[2], s[3],
+               n > 4 ? s[4] : -1);
+    n = sliding_window_starts(200, 20, 0.9f, s);
+    TEST_CHECK(n == 181 && s[1] == 1 && s[180] == 180, "200/20/0.9: n %d (expected 181)", n);
     return 0;
 }
 
