@@ -5,7 +5,8 @@ usage: tables.py [--format md|latex|both] NAME=results.h5 [NAME=results.h5 ...]
 
 One results.h5 per method gives mean +- std across cases; several files under one name (folds)
 give the mean over folds of the per-fold means, +- the std across folds. Printed: the mean DSC
-and NSD over organs per method, then DSC and NSD per organ."""
+and NSD over organs per method, then DSC and NSD per organ. Methods scored on different cases
+(a fold's union of cases against another's) are named in a warning on stderr."""
 import argparse
 import sys
 
@@ -36,7 +37,25 @@ def summarise(paths):
         out[metric] = per_organ
         out[metric + "_overall"] = overall
     out["spread"] = "cases" if len(res) == 1 else f"{len(res)} folds"
+    out["cases"] = sorted({c for r in res for c in r["cases"]})
     return out
+
+
+def warn_different_cases(summ):
+    """alice eval skips a case without a prediction (with a warning), so two methods' means can
+    cover different cases without anything failing: said on stderr, the table still printed."""
+    names = list(summ)
+    first = set(summ[names[0]]["cases"])
+    for n in names[1:]:
+        other = set(summ[n]["cases"])
+        if other != first:
+            only_a, only_b = sorted(first - other), sorted(other - first)
+            print(f"tables.py: warning: methods {names[0]} and {n} were scored on different "
+                  f"cases ({len(first)} and {len(other)}; only in {names[0]}: "
+                  f"{', '.join(only_a[:5]) or '-'}{' ...' if len(only_a) > 5 else ''}; only in "
+                  f"{n}: {', '.join(only_b[:5]) or '-'}{' ...' if len(only_b) > 5 else ''}): "
+                  f"their means are not comparable; score every method on the same cases",
+                  file=sys.stderr)
 
 
 def check_same_organs(summ):
@@ -95,6 +114,7 @@ def main(argv=None):
     ap.add_argument("--format", choices=["md", "latex", "both"], default="both")
     a = ap.parse_args(argv)
     summ = {name: summarise(paths) for name, paths in parse_runs(a.runs).items()}
+    warn_different_cases(summ)
     if a.format in ("md", "both"):
         print(markdown(summ))
     if a.format in ("latex", "both"):

@@ -1,6 +1,7 @@
 """analysis/*.py on fake results and run logs: the table numbers against means/stds computed
 here, and the plots written as non-trivial PNGs; methods scored on different organs and a
-file that is not a results file are refused with a message, not lined up or a traceback."""
+file that is not a results file are refused with a message, not lined up or a traceback;
+methods scored on different cases are named in a warning."""
 import os
 import subprocess
 import sys
@@ -87,6 +88,16 @@ def main():
             if r.returncode == 0 or "scored different organs" not in r.stderr:
                 failures.append(f"{script[0]}: different organ lists not refused: "
                                 f"{r.stderr[-200:]}")
+        # methods scored on different cases (alice: case0-4, scratch's folds: case0-3): a
+        # warning naming the case only one of them has; the same cases: none
+        for pair, warned in (([f"alice={tmp}/a.h5", f"scratch={tmp}/b0.h5"], True),
+                             ([f"one={tmp}/b0.h5", f"two={tmp}/b1.h5"], False)):
+            r = subprocess.run([sys.executable, "tables.py", "--format", "md"] + pair,
+                               capture_output=True, text=True, cwd=ANALYSIS)
+            said = "scored on different cases" in r.stderr and "only in alice: case4" in r.stderr
+            if r.returncode != 0 or said != warned or (not warned and r.stderr):
+                failures.append(f"tables.py case-set warning {'missing' if warned else 'spurious'}"
+                                f": {r.stderr[-300:]}")
         open(os.path.join(tmp, "junk.h5"), "w").write("not hdf5")
         r = subprocess.run([sys.executable, "tables.py", f"x={tmp}/junk.h5"], capture_output=True,
                            text=True, cwd=ANALYSIS)
