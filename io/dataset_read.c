@@ -1,7 +1,8 @@
-/* The read side of dataset.h5: serial HDF5, one process-wide lock (the parallel HDF5 build is
- * not thread-safe, and prefetch threads read concurrently). */
+/* The read side of dataset.h5: serial HDF5 under the process-wide HDF5 lock (h5util.h: the
+ * parallel HDF5 build is not thread-safe, and prefetch threads read concurrently with each
+ * other and with the main thread's checkpoint writes). */
+#include <errno.h>
 #include <hdf5.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +19,6 @@ struct Dataset {
     float spacing[3];
     DatasetCase *cases;
 };
-
-static pthread_mutex_t h5_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int attr_exists(hid_t obj, const char *name) { return H5Aexists(obj, name) > 0; }
 
@@ -105,20 +104,26 @@ static void read_case_meta(Dataset *ds, DatasetCase *c)
 
 Dataset *dataset_open(const char *path)
 {
-    pthread_mutex_lock(&h5_lock);
+    h5_lock();
     Dataset *ds = xcalloc(1, sizeof *ds);
     snprintf(ds->path, sizeof ds->path, "%s", path);
     FILE *probe = fopen(path, "rb");
-    if (!probe)
+    if (!probe && errno == ENOENT)
         alice_die("cannot open data set %s: no such file (create it with `alice pack`, or set "
                   "data=synthetic)", path);
+    if (!probe)
+        alice_die("cannot open data set %s: %s (check its permissions)", path, strerror(errno));
     fclose(probe);
-    if (H5Fis_hdf5(path) <= 0)
+    htri_t is_hdf5;
+    H5E_BEGIN_TRY { is_hdf5 = H5Fis_hdf5(path); } H5E_END_TRY;   /* a folder: no error stack */
+    if (is_hdf5 <= 0)
         alice_die("%s is not an HDF5 file (expected a dataset.h5 written by `alice pack`)", path);
     ds->file = h5_open_read(path, "data set");
-    char format[64] = "";
-    if (attr_exists(ds->file, "format")) attr_read_string(ds, ds->file, "the root", "format", format, sizeof format);
-    if (strcmp(format, DATASET_FORMAT_NAME) != 0)
+    /* absent, or not a string (h5util.h): not ours */
+    char *format = h5_attr_read_string(ds->file, "format");
+    const int ours = format && !strcmp(format, DATASET_FORMAT_NAME);
+    free(format);
+    if (!ours)
         alice_die("%s is an HDF5 file but not an alice data set (no format = '%s' attribute); "
                   "create it with `alice pack`", path, DATASET_FORMAT_NAME);
     int version = 0;
@@ -155,16 +160,16 @@ Dataset *dataset_open(const char *path)
         }
         free(names);
     }
-    pthread_mutex_unlock(&h5_lock);
+    h5_unlock();
     return ds;
 }
 
 void dataset_close(Dataset *ds)
 {
     if (!ds) return;
-    pthread_mutex_lock(&h5_lock);
+    h5_lock();
     CHECK_H5(H5Fclose(ds->file));
-    pthread_mutex_unlock(&h5_lock);
+    h5_unlock();
     free(ds->cases);
     free(ds);
 }
@@ -213,10 +218,10 @@ void dataset_read_box(Dataset *ds, int i, const int lo[3], const int size[3], in
                      "dataset_read_box: box [%d, %d) outside axis %d of case %s (0..%d)", lo[a],
                      lo[a] + size[a], a, c->name, c->dim[a]);
     ALICE_ASSERT(!label || c->has_label, "dataset_read_box: case %s has no label", c->name);
-    pthread_mutex_lock(&h5_lock);
+    h5_lock();
     if (image) read_box_locked(ds, c, DS_IMAGE, H5T_NATIVE_INT16, lo, size, image);
     if (label) read_box_locked(ds, c, DS_LABEL, H5T_NATIVE_UINT8, lo, size, label);
-    pthread_mutex_unlock(&h5_lock);
+    h5_unlock();
 }
 
 void dataset_read_case(Dataset *ds, int i, Volume *out) { dataset_read_case_alloc(ds, i, out, NULL); }

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,14 +10,90 @@
 
 #include "core/check.h"
 
+static pthread_mutex_t g_h5_mutex;
+static pthread_once_t g_h5_once = PTHREAD_ONCE_INIT;
+
+static void h5_mutex_init(void)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&g_h5_mutex, &a);
+    pthread_mutexattr_destroy(&a);
+}
+
+void h5_lock(void)
+{
+    pthread_once(&g_h5_once, h5_mutex_init);
+    pthread_mutex_lock(&g_h5_mutex);
+}
+
+void h5_unlock(void) { pthread_mutex_unlock(&g_h5_mutex); }
+
+/* .tmp files being written: removed when the process ends on an error before their commit. */
+enum { PENDING_MAX = 4, PENDING_PATH = 4096 };
+static struct {
+    char tmp[PENDING_PATH], final_path[PENDING_PATH];
+} g_pending[PENDING_MAX];
+static int g_pending_hooked;
+
+static int remove_pending_tmp(void)
+{
+    int removed = 0;
+    for (int i = 0; i < PENDING_MAX; i++) {
+        if (!g_pending[i].tmp[0]) continue;
+        if (unlink(g_pending[i].tmp) == 0 || errno == ENOENT)
+            fprintf(stderr, "alice: %s was being written when the error above ended the job (a "
+                    "full disk or quota?): removed it; %s was not written (a file of that name "
+                    "from before is unchanged)\n", g_pending[i].tmp, g_pending[i].final_path);
+        g_pending[i].tmp[0] = '\0';
+        removed = 1;
+    }
+    /* HDF5's exit handler would close that file and crash on the failed writes */
+    return removed;
+}
+
+void h5_pending_tmp(const char *tmp, const char *final_path)
+{
+    if (!g_pending_hooked) {
+        g_pending_hooked = 1;
+        alice_on_fatal(remove_pending_tmp);
+    }
+    for (int i = 0; i < PENDING_MAX; i++)
+        if (!g_pending[i].tmp[0]) {
+            snprintf(g_pending[i].tmp, PENDING_PATH, "%s", tmp);
+            snprintf(g_pending[i].final_path, PENDING_PATH, "%s", final_path);
+            return;
+        }
+    ALICE_FATAL("more than %d files written at once", PENDING_MAX);
+}
+
+void h5_pending_done(const char *tmp)
+{
+    for (int i = 0; i < PENDING_MAX; i++)
+        if (!strcmp(g_pending[i].tmp, tmp)) g_pending[i].tmp[0] = '\0';
+}
+
+/* path's .tmp name into tmp (PENDING_PATH bytes); a path too long for it is refused, never cut
+ * (a cut name could be another existing file, truncated by the create). */
+static void tmp_name(char *tmp, const char *path)
+{
+    if (snprintf(tmp, PENDING_PATH, "%s.tmp", path) >= PENDING_PATH)
+        alice_die("cannot write %s: the path is longer than %d characters; use a shorter one",
+                  path, PENDING_PATH - 5);
+}
+
 hid_t h5_create_tmp(const char *path)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char tmp[PENDING_PATH];
+    tmp_name(tmp, path);
+    h5_lock();
     hid_t f;
     H5E_BEGIN_TRY { f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT); } H5E_END_TRY;
+    h5_unlock();
     if (f < 0)
         alice_die("cannot create %s: check that the directory exists and is writable", tmp);
+    h5_pending_tmp(tmp, path);
     return f;
 }
 
@@ -33,21 +110,21 @@ static void sync_path(const char *path, int directory)
 
 void h5_commit(hid_t file, const char *path)
 {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char tmp[PENDING_PATH];
+    tmp_name(tmp, path);
     herr_t flushed, closed;
+    h5_lock();
     H5E_BEGIN_TRY {
         flushed = H5Fflush(file, H5F_SCOPE_GLOBAL);
         closed = H5Fclose(file);
     } H5E_END_TRY;
-    if (flushed < 0 || closed < 0) {
-        unlink(tmp);
-        alice_die("cannot finish writing %s (disk full or quota exceeded?); %s is unchanged",
-                  tmp, path);
-    }
+    h5_unlock();
+    if (flushed < 0 || closed < 0)
+        alice_die("cannot finish writing %s (disk full or quota exceeded?)", tmp);
     sync_path(tmp, 0);
     if (rename(tmp, path) != 0)
         alice_die("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+    h5_pending_done(tmp);
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", path);
     char *slash = strrchr(dir, '/');
@@ -185,6 +262,11 @@ char *h5_attr_read_string(hid_t loc, const char *name)
     if (H5Aexists(loc, name) <= 0) return NULL;
     hid_t attr = CHECK_H5(H5Aopen(loc, name, H5P_DEFAULT));
     hid_t type = CHECK_H5(H5Aget_type(attr));
+    if (H5Tget_class(type) != H5T_STRING) {   /* a number where a string belongs: foreign */
+        CHECK_H5(H5Tclose(type));
+        CHECK_H5(H5Aclose(attr));
+        return NULL;
+    }
     char *out;
     if (H5Tis_variable_str(type) > 0) {
         char *v = NULL;

@@ -7,11 +7,24 @@
 #include <hdf5.h>
 #include <stddef.h>
 
+/* The HDF5 library here is built without thread safety (the parallel build), and the loader's
+ * read-ahead threads read data sets while the main thread writes checkpoints: every section of
+ * HDF5 calls that may run beside another thread's holds this one process-wide lock. Recursive,
+ * so a section may call helpers (and other sections) that take it too. */
+void h5_lock(void);
+void h5_unlock(void);
+
 /* Creates `path`.tmp for writing; h5_commit closes it, forces it to the disk and renames it
  * over `path`, so a reader never sees a half-written file and a crash (of the process or the
- * node) leaves the old file intact. A write that fails (disk full) removes the .tmp. */
+ * node) leaves the old file intact. A write that fails (disk full: any HDF5 call ending the
+ * process between the two) removes the .tmp and says so (h5_pending_tmp). A path too long for
+ * its .tmp name is refused. */
 hid_t h5_create_tmp(const char *path);
 void h5_commit(hid_t file, const char *path);
+/* For writers that create their own file (the parallel data set writer): `tmp` (the .tmp of
+ * `final_path`) is removed if the process ends on an error before h5_pending_done(tmp). */
+void h5_pending_tmp(const char *tmp, const char *final_path);
+void h5_pending_done(const char *tmp);
 /* Opens an existing file read-only; a clear error (naming the file, whether it is missing,
  * unreadable or damaged, and the fix) otherwise. */
 hid_t h5_open_read(const char *path, const char *what);
@@ -32,7 +45,8 @@ void h5_read_ints(hid_t loc, const char *name, int *data, size_t count);
 void h5_attr_string(hid_t loc, const char *name, const char *value);
 void h5_attr_long(hid_t loc, const char *name, long value);
 void h5_attr_double(hid_t loc, const char *name, double value);
-/* Reads a string attribute into a malloc'd buffer (NULL when absent). */
+/* Reads a string attribute into a malloc'd buffer (NULL when absent or not a string: callers
+ * then treat the file as foreign, with their own message). */
 char *h5_attr_read_string(hid_t loc, const char *name);
 /* Reads an integer attribute; returns 0 when absent (value untouched). */
 int h5_attr_read_long(hid_t loc, const char *name, long *value);

@@ -109,7 +109,10 @@ static void describe_checkpoint(const char *path, hid_t f)
                c.teacher_decoder);
     printf("  tensors    %ld parameter tensors, %.0f floats stored%s\n", params.tensors,
            params.floats, target.tensors ? " (and the EMA target)" : "");
-    if (isfinite(metric)) printf("  metric     validation mean Dice %.4f\n", metric);
+    if (isfinite(metric) && metric < 0)
+        printf("  metric     no validation before this step\n");
+    else if (isfinite(metric))
+        printf("  metric     best validation mean Dice up to this step %.4f\n", metric);
     if (shape_known)
         printf("  written by %ld rank(s) x %ld thread(s), backend %s, batch %d per rank\n",
                shape.ranks, shape.threads, shape.backend, c.batch);

@@ -18,6 +18,7 @@
 #include "core/timer.h"
 #include "dataset_write.h"
 #include "geometry.h"
+#include "h5util.h"
 #include "nifti_io.h"
 
 /* Room for a message naming a case, two paths and the problem. */
@@ -176,6 +177,11 @@ int cmd_pack(int argc, char **argv)
     }
     if (!input == !list) alice_die("alice pack: give exactly one of --input DIR or --list FILE");
     if (!out) alice_die("alice pack: --out dataset.h5 is required");
+    /* the data set is written to <out>.tmp first: a name cut to fit would be another file,
+     * perhaps --out itself, truncated by the create */
+    if (strlen(out) + sizeof ".tmp" > DATASET_PATH_LEN)
+        alice_die("alice pack: --out %s is longer than %d characters; use a shorter path", out,
+                  (int)(DATASET_PATH_LEN - sizeof ".tmp"));
     const float *spacing = cfg.spacing;   /* validated by the key's type and range */
     const int max_label = cfg.num_classes - 1;
 
@@ -208,6 +214,7 @@ int cmd_pack(int argc, char **argv)
     char err[ERR_LEN];
     DatasetWriter *w = dataset_writer_create(tmp, MPI_COMM_WORLD, spacing, cfg.num_folds, err, sizeof err);
     if (!w) alice_die("%s", err);
+    h5_pending_tmp(tmp, out);   /* a write failing on any rank removes it (io/h5util.h) */
     int labelled = 0;
     for (int i = 0; i < n; i++) labelled += cases[i].label[0] != '\0';
     /* a label that was not found packs its case unlabelled: say how many have one */
@@ -260,6 +267,7 @@ int cmd_pack(int argc, char **argv)
     if (failed || written == 0) {
         /* Nothing to commit: --out (with --force, an existing data set) stays as it was. */
         dataset_writer_abort(w);
+        h5_pending_done(tmp);
         if (rank == 0) {
             unlink(tmp);
             if (failed)
@@ -286,6 +294,7 @@ int cmd_pack(int argc, char **argv)
             }
         }
     }
+    h5_pending_done(tmp);   /* renamed by rank 0 (or removed above) */
     for (int i = 0; i < nskipped; i++) free(skipped[i]);
     free(skipped);
     free(fold);

@@ -61,6 +61,16 @@ static void finish(PackInput *v, int n, const char *source)
                       v[i].name, v[i - 1].image, v[i].image);
 }
 
+/* The case name: the first len characters of the file name `file`; a name that does not fit
+ * is refused, never cut (a cut name would find no label, or another case's). */
+static void case_name(char name[DATASET_NAME_LEN], const char *file, size_t len)
+{
+    if (len >= DATASET_NAME_LEN)
+        alice_die("%s: the case name would be %zu characters long, over the %d a data set "
+                  "stores; rename the file", file, len, DATASET_NAME_LEN - 1);
+    snprintf(name, DATASET_NAME_LEN, "%.*s", (int)len, file);
+}
+
 static void push(PackInput **v, int *n, int *cap, const char *name, const char *image, const char *label)
 {
     if (*n == *cap) {
@@ -99,11 +109,11 @@ int pack_discover_dir(const char *dir_in, PackInput **out)
         char name[DATASET_NAME_LEN], image[DATASET_PATH_LEN + 300], label[DATASET_PATH_LEN + 300] = "";
         snprintf(image, sizeof image, "%s/%s", dir, e->d_name);
         if (stem > 5 && !strncmp(e->d_name + stem - 5, "_0000", 5)) {          /* FLARE */
-            snprintf(name, sizeof name, "%.*s", (int)(stem - 5), e->d_name);
+            case_name(name, e->d_name, stem - 5);
             if (!find_nifti(dir, name, label, sizeof label))
                 find_nifti(sibling_labels, name, label, sizeof label);
         } else if (!strncmp(e->d_name, "img", 3)) {                           /* BTCV */
-            snprintf(name, sizeof name, "%.*s", (int)stem, e->d_name);
+            case_name(name, e->d_name, stem);
             char lstem[DATASET_NAME_LEN + 8];
             snprintf(lstem, sizeof lstem, "label%s", name + 3);
             if (!find_nifti(dir, lstem, label, sizeof label)) {
@@ -196,7 +206,7 @@ int pack_discover_list(const char *list_file, PackInput **out)
         if (!stem) alice_die("%s:%d: %s is not a .nii or .nii.gz file", list_file, line_no, a);
         char name[DATASET_NAME_LEN];
         if (stem > 5 && !strncmp(fname + stem - 5, "_0000", 5)) stem -= 5;
-        snprintf(name, sizeof name, "%.*s", (int)stem, fname);
+        case_name(name, fname, stem);
         push(&v, &n, &cap, name, image, label);
     }
     fclose(f);

@@ -4,9 +4,25 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
+
+static AliceFatalCleanup g_cleanups[ALICE_FATAL_CLEANUPS];
+static int g_cleanup_count;
+
+void alice_on_fatal(AliceFatalCleanup fn)
+{
+    if (g_cleanup_count < ALICE_FATAL_CLEANUPS) g_cleanups[g_cleanup_count++] = fn;
+}
 
 static _Noreturn void abort_all(int status)
 {
+    /* a cleanup that ends on an error itself must not run the cleanups again */
+    static int ending;
+    int quick_exit_wanted = 0;
+    if (!ending) {
+        ending = 1;
+        for (int i = 0; i < g_cleanup_count; i++) quick_exit_wanted |= g_cleanups[i]();
+    }
     int up = 0, down = 0;
     MPI_Initialized(&up);
     MPI_Finalized(&down);
@@ -17,6 +33,7 @@ static _Noreturn void abort_all(int status)
     /* One rank failing must end the whole job: without MPI_Abort the others wait forever
      * in the next collective. */
     if (up && !down && size > 1) MPI_Abort(MPI_COMM_WORLD, status);
+    if (quick_exit_wanted) _exit(status);
     exit(status);
 }
 

@@ -11,6 +11,15 @@ _Noreturn void alice_fatal_at(const char *file, int line, const char *fmt, ...)
 /* A user-facing error (bad input, bad config): "alice: error: <message>", exit status 2. */
 _Noreturn void alice_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Cleanup run once when the process ends on an error (alice_die, alice_fatal_at and the CHECK
+ * macros), before it exits: e.g. removing a half-written file. Returns 1 when the process must
+ * then end without running atexit handlers (a library whose own exit handler would crash on
+ * the state the error left, as HDF5's does on a file whose writes failed). At most
+ * ALICE_FATAL_CLEANUPS; each registered once (the caller keeps a flag). */
+#define ALICE_FATAL_CLEANUPS 4
+typedef int (*AliceFatalCleanup)(void);
+void alice_on_fatal(AliceFatalCleanup fn);
+
 #define ALICE_FATAL(...) alice_fatal_at(__FILE__, __LINE__, __VA_ARGS__)
 #define ALICE_ASSERT(cond, ...) do { if (!(cond)) ALICE_FATAL(__VA_ARGS__); } while (0)
 

@@ -32,32 +32,7 @@ void params_write_h5(hid_t f, const char *group, const char *prefix, const Param
     free(host);
 }
 
-static void prune(const char *run_dir, int keep)
-{
-    if (keep <= 0) return;
-    DIR *d = opendir(run_dir);
-    if (!d) return;
-    long steps[4096];
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < 4096) {
-        long s;
-        char tail[8];
-        if (sscanf(e->d_name, "ckpt_%ld.h%2s", &s, tail) == 2 && !strcmp(tail, "5") &&
-            !strstr(e->d_name, ".tmp"))
-            steps[n++] = s;
-    }
-    closedir(d);
-    /* Remove the oldest until `keep` remain. */
-    while (n > keep) {
-        int oldest = 0;
-        for (int i = 1; i < n; i++) if (steps[i] < steps[oldest]) oldest = i;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, steps[oldest]);
-        unlink(path);
-        steps[oldest] = steps[--n];
-    }
-}
+static void prune(const char *run_dir, int keep);
 
 static CheckpointRunShape current_run_shape(const char *backend)
 {
@@ -91,6 +66,8 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     char path[4096];
     if (name) snprintf(path, sizeof path, "%s/%s", run_dir, name);
     else snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, step);
+    /* the loader's threads may be reading the data set meanwhile (h5util.h h5_lock) */
+    h5_lock();
     hid_t f = h5_create_tmp(path);
     char *text = config_to_text(cfg);
     h5_attr_string(f, "format", CHECKPOINT_FORMAT_NAME);
@@ -109,6 +86,7 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     if (target) params_write_h5(f, "target", "", target, target->data, NULL);
     if (buffers && buffers->count > 0) params_write_h5(f, "buffers", "", buffers, buffers->data, NULL);
     h5_commit(f, path);
+    h5_unlock();
     if (!name) prune(run_dir, cfg->keep_ckpts);
 }
 
@@ -143,15 +121,34 @@ static long *checkpoint_steps(const char *run_dir, int *n)
     return steps;
 }
 
+/* Removes the oldest ckpt_<step>.h5 until `keep` remain (the files checkpoint_steps lists:
+ * never ckpt_best.h5, a .tmp or another name that merely starts like one). */
+static void prune(const char *run_dir, int keep)
+{
+    if (keep <= 0) return;
+    int n;
+    long *steps = checkpoint_steps(run_dir, &n);
+    for (int i = keep; i < n; i++) {   /* newest first */
+        char path[4096];
+        snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, steps[i]);
+        unlink(path);
+    }
+    free(steps);
+}
+
 /* 1 when path opens as an HDF5 file carrying the checkpoint format attribute. */
 static int checkpoint_intact(const char *path)
 {
+    h5_lock();
     hid_t f = h5_try_open_read(path);
-    if (f < 0) return 0;
-    char *fmt = h5_attr_read_string(f, "format");
-    int ok = fmt && !strcmp(fmt, CHECKPOINT_FORMAT_NAME);
-    free(fmt);
-    CHECK_H5(H5Fclose(f));
+    int ok = 0;
+    if (f >= 0) {
+        char *fmt = h5_attr_read_string(f, "format");
+        ok = fmt && !strcmp(fmt, CHECKPOINT_FORMAT_NAME);
+        free(fmt);
+        CHECK_H5(H5Fclose(f));
+    }
+    h5_unlock();
     return ok;
 }
 
@@ -186,15 +183,18 @@ long checkpoint_stored_config(const char *path, Config *out)
     char *text = checkpoint_config_text(path);
     config_from_text(out, text, path);
     free(text);
+    h5_lock();
     hid_t f = h5_open_read(path, "checkpoint");
     long step = 0;
     h5_attr_read_long(f, "step", &step);
     CHECK_H5(H5Fclose(f));
+    h5_unlock();
     return step;
 }
 
 int checkpoint_run_shape(const char *path, CheckpointRunShape *shape)
 {
+    h5_lock();
     hid_t f = h5_open_read(path, "checkpoint");
     char *backend = h5_attr_read_string(f, "backend");
     const int known = h5_attr_read_long(f, "ranks", &shape->ranks) &&
@@ -202,6 +202,7 @@ int checkpoint_run_shape(const char *path, CheckpointRunShape *shape)
     snprintf(shape->backend, sizeof shape->backend, "%s", known ? backend : "");
     free(backend);
     CHECK_H5(H5Fclose(f));
+    h5_unlock();
     return known;
 }
 
@@ -360,6 +361,7 @@ long checkpoint_load(const char *path, ParamSet *online, ParamSet *target)
 
 long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target, ParamSet *buffers)
 {
+    h5_lock();
     hid_t f = h5_open_read(path, "checkpoint");
     check_format(f, path);
     long step = 0;
@@ -378,12 +380,14 @@ long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target,
         free(bhost);
     }
     CHECK_H5(H5Fclose(f));
+    h5_unlock();
     return step;
 }
 
 int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_prefix,
                              const char *to_prefix, int *candidates_out)
 {
+    h5_lock();
     hid_t f = h5_open_read(path, "pre-training checkpoint");
     check_format(f, path);
     float *host = xmalloc(ps->total * sizeof(float));
@@ -411,6 +415,7 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
     ps->be->upload(ps->data, host, ps->total * sizeof(float));
     free(host);
     CHECK_H5(H5Fclose(f));
+    h5_unlock();
     log_info("loaded %d of %d %s* tensors from %s (%d initialised at random)", loaded, candidates,
              to_prefix, path, candidates - loaded);
     if (candidates_out) *candidates_out = candidates;
@@ -419,10 +424,12 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
 
 char *checkpoint_kind(const char *path)
 {
+    h5_lock();
     hid_t f = h5_open_read(path, "checkpoint");
     check_format(f, path);
     char *kind = h5_attr_read_string(f, "kind");
     CHECK_H5(H5Fclose(f));
+    h5_unlock();
     if (!kind) {
         kind = xmalloc(1);
         kind[0] = '\0';
@@ -432,10 +439,12 @@ char *checkpoint_kind(const char *path)
 
 char *checkpoint_config_text(const char *path)
 {
+    h5_lock();
     hid_t f = h5_open_read(path, "checkpoint");
     check_format(f, path);
     char *text = h5_attr_read_string(f, "config");
     CHECK_H5(H5Fclose(f));
+    h5_unlock();
     if (!text) alice_die("checkpoint %s has no config attribute", path);
     return text;
 }

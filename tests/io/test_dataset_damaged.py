@@ -6,6 +6,7 @@
   - a case attribute with more values than expected (spacing of 64 values into 3 doubles);
   - a label whose shape differs from its image (failed mid-training in an HDF5 read);
   - the file cut in half (a copy interrupted): named as damaged, not an HDF5 error stack;
+  - a format attribute that is a number, not a string: named as not an alice data set;
   - string attributes written by h5py, as fixed-length null-padded np.bytes_ (the format
     attribute lost its last character and the file was refused as foreign) or as a Python str
     (variable-length UTF-8: HDF5 refused to convert it to ASCII), read whole."""
@@ -87,6 +88,14 @@ def main():
         damaged("long_spacing", long_spacing, "holds 64 values, expected 3")
         damaged("label_shape", label_shape, "the label's shape differs from the image's")
         damaged("truncated", truncated, "not a complete HDF5 file")
+
+        def numeric_format(p):
+            with h5py.File(p, "a") as f:
+                del f.attrs["format"]
+                f.attrs["format"] = np.int32(7)
+
+        # a number where the format string belongs: foreign, not an HDF5 type-conversion error
+        damaged("numeric_format", numeric_format, "not an alice data set")
 
         for kind, as_written in (("fixed-length null-padded", np.bytes_),
                                  ("UTF-8 variable-length", str)):

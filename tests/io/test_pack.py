@@ -295,6 +295,31 @@ def main():
     r = run("pack", "--list", lst, "--out", os.path.join(tmp, "list2.h5"))
     check(r.returncode != 0 and "separate image and label with a tab" in r.stderr,
           f"--list: spaces without a tab refused, naming the tab: {r.stderr.strip()[-120:]}")
+    # a case name longer than a data set stores: refused naming the file (it was cut to 127
+    # characters and lost its label); an --out too long for its .tmp name: refused, the
+    # existing file kept (a cut .tmp name was --out itself, truncated by the create)
+    longdir = os.path.join(tmp, "long")
+    os.makedirs(os.path.join(longdir, "imagesTr"))
+    os.makedirs(os.path.join(longdir, "labelsTr"))
+    stem = "c" * 130
+    shutil.copy(f"{ph}/imagesTr/case0001_0000.nii.gz", f"{longdir}/imagesTr/{stem}_0000.nii.gz")
+    shutil.copy(f"{ph}/labelsTr/case0001.nii.gz", f"{longdir}/labelsTr/{stem}.nii.gz")
+    r = run("pack", "--input", longdir, "--out", os.path.join(tmp, "longname.h5"))
+    check(r.returncode != 0 and f"{stem}_0000.nii.gz" in r.stderr and "130 characters" in r.stderr
+          and not os.path.exists(os.path.join(tmp, "longname.h5")),
+          f"a 130-character case name refused naming the file: {r.stderr.strip()[-140:]}")
+    deep = tmp
+    while len(deep) < 1040:
+        deep = os.path.join(deep, "d" * 200)
+    os.makedirs(deep, exist_ok=True)
+    longout = os.path.join(deep, "x.h5")
+    shutil.copy(out1, longout)
+    before = h5_content(longout)
+    r = run("pack", "--input", ph, "--out", longout, "--force")
+    check(r.returncode != 0 and "use a shorter path" in r.stderr and
+          same_content(before, h5_content(longout)),
+          f"an --out of {len(longout)} characters refused, the file kept: "
+          f"{r.stderr.strip()[-100:]}")
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(failures)} failure(s)")
     return 1 if failures else 0

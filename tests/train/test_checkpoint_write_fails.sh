@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# A checkpoint whose write fails (here: the file size limit, as a full disk or a quota would)
+# ends the run with the HDF5 error, then removes the half-written .tmp and says so, naming the
+# checkpoint; the checkpoint from before is untouched and the run resumes from it. Before:
+# the .tmp stayed, the message named no file, and the process then crashed in HDF5's exit
+# handler (status 139).
+source "$(dirname "$0")/lib.sh"
+CFG=$ROOT/jobs/pretrain_tiny.cfg   # a checkpoint of ~15 MB: over the 8 MB limit below
+"$ALICE" pretrain --config "$CFG" run_dir="$WORK/run" steps=2 --stop-after 1 > "$WORK/a.log" 2>&1 ||
+    fail "first step: $(tail -3 "$WORK/a.log")"
+before=$(md5sum < "$WORK/run/ckpt_1.h5")
+set +e
+(trap '' XFSZ; ulimit -f 8000; exec "$ALICE" pretrain --config "$CFG" run_dir="$WORK/run" steps=2) \
+    > "$WORK/b.log" 2>&1
+rc=$?
+set -e
+[ "$rc" = 1 ] ||
+    { tail -5 "$WORK/b.log"; fail "a failed checkpoint write ended with status $rc, not 1"; }
+grep -q "ckpt_2.h5.tmp was being written .*removed it" "$WORK/b.log" ||
+    { tail -5 "$WORK/b.log"; fail "no message naming the removed ckpt_2.h5.tmp"; }
+[ ! -e "$WORK/run/ckpt_2.h5.tmp" ] || fail "ckpt_2.h5.tmp was left behind"
+[ ! -e "$WORK/run/ckpt_2.h5" ] || fail "a ckpt_2.h5 appeared"
+[ "$(md5sum < "$WORK/run/ckpt_1.h5")" = "$before" ] || fail "ckpt_1.h5 changed"
+"$ALICE" pretrain --config "$CFG" run_dir="$WORK/run" steps=2 > "$WORK/c.log" 2>&1 ||
+    fail "resume after the failed write: $(tail -3 "$WORK/c.log")"
+grep -q "resumed from .*ckpt_1.h5 at step 1" "$WORK/c.log" || fail "did not resume from ckpt_1.h5"
+[ -f "$WORK/run/ckpt_2.h5" ] || fail "the resumed run wrote no ckpt_2.h5"
+echo "ok: failed write removed its .tmp (status 1), ckpt_1.h5 intact, resumed to ckpt_2.h5"
