@@ -1007,7 +1007,7 @@ Loader *loader_create(const LoaderOptions *opt, LoaderSource source)
     L->slots = xcalloc((size_t)L->num_slots, sizeof *L->slots);
     for (int i = 0; i < L->num_slots; i++) slot_alloc(L, &L->slots[i]);
     L->held = -1;
-    L->next_step = 0;
+    L->next_step = opt->first_step;
     L->threads = xcalloc((size_t)(L->num_threads > 0 ? L->num_threads : 1), sizeof(pthread_t));
     for (int i = 0; i < L->num_threads; i++)
         ALICE_ASSERT(pthread_create(&L->threads[i], NULL, prefetch_main, L) == 0,

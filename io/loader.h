@@ -67,6 +67,7 @@ typedef struct {
     int crop[3];
     HuWindow window;
     int prefetch;              /* threads; 0 = prepare each batch in the caller */
+    long first_step;           /* the step the threads read ahead from (a resumed run's start) */
     long cache_bytes;          /* volume cache limit; 0 = none, < 0 = unlimited */
     /* pre-training */
     int inter_volume;          /* key from another case (1) or the query's own (0) */

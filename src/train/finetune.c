@@ -276,6 +276,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
 
     LoaderOptions lo = loader_options_from_config(cfg, LOADER_FINETUNE, dist.rank, dist.size,
                                                   dist.local_size);
+    lo.first_step = start;   /* a resumed run reads no batch of the steps already done */
+    preempt_install();   /* before the read-ahead threads start: a signal from now on is seen */
     Loader *loader = loader_create(&lo, data_source_open(cfg));
     const int *cases;
     int nval = loader_validation_cases(loader, &cases);
@@ -293,7 +295,6 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
 
     RunLog log;
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
-    preempt_install();
     const long global_batch = (long)cfg->batch * dist.size;
     const size_t crop_vox = (size_t)unetr_crop_voxels(&model);
     GradSync sync;

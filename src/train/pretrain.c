@@ -220,12 +220,13 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 
     LoaderOptions lo = loader_options_from_config(cfg, LOADER_PRETRAIN, dist.rank, dist.size,
                                                   dist.local_size);
+    lo.first_step = start;   /* a resumed run reads no batch of the steps already done */
     LoaderSource source = data_source_open(cfg);
     check_data_fits(cfg, &source);
+    preempt_install();   /* before the read-ahead threads start: a signal from now on is seen */
     Loader *loader = loader_create(&lo, source);
     RunLog log;
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
-    preempt_install();
 
     const long global_batch = (long)cfg->batch * dist.size;
     GradSync sync;
@@ -265,7 +266,9 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
                                      global_batch / dt, spread};
             runlog_row(&log, step, row, print);
         }
-        int chunk_done = opt->stop_after > 0 && step + 1 - start >= opt->stop_after;
+        /* the run's last step is "done", not a chunk to resume from */
+        int chunk_done = opt->stop_after > 0 && step + 1 - start >= opt->stop_after &&
+                         step + 1 < cfg->steps;
         SaveCtx save = {cfg, &dist, &model};
         if (train_step_boundary(cfg, step, step + 1 == cfg->steps || chunk_done, save_checkpoint, &save)) {
             status = ALICE_EXIT_REQUEUE;
