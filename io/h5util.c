@@ -1,7 +1,6 @@
 #include "h5util.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 #include <unistd.h>
 
 #include "core/check.h"
+#include "core/fsutil.h"
 
 static pthread_mutex_t g_h5_mutex;
 static pthread_once_t g_h5_once = PTHREAD_ONCE_INIT;
@@ -97,17 +97,6 @@ hid_t h5_create_tmp(const char *path)
     return f;
 }
 
-/* Forces a file's (or a folder's) data to the disk: a rename is only as durable as what it
- * points at, and a node crash right after it must not leave an empty file under the final
- * name. */
-static void sync_path(const char *path, int directory)
-{
-    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-    if (fd < 0) return;
-    (void)fsync(fd);  /* best effort: some file systems refuse fsync on folders */
-    close(fd);
-}
-
 void h5_commit(hid_t file, const char *path)
 {
     char tmp[PENDING_PATH];
@@ -121,15 +110,8 @@ void h5_commit(hid_t file, const char *path)
     h5_unlock();
     if (flushed < 0 || closed < 0)
         alice_die("cannot finish writing %s (disk full or quota exceeded?)", tmp);
-    sync_path(tmp, 0);
-    if (rename(tmp, path) != 0)
-        alice_die("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-    h5_pending_done(tmp);
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
-    sync_path(slash ? dir : ".", 1);
+    h5_pending_done(tmp);   /* closed: durable_replace removes it on failure */
+    durable_replace(tmp, path);
 }
 
 hid_t h5_try_open_read(const char *path)

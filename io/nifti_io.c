@@ -14,6 +14,7 @@
 #include <znzlib.h>
 
 #include "core/check.h"
+#include "core/fsutil.h"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -363,11 +364,7 @@ static void write_atomically(const char *path, nifti_image *nim, int gzip_level,
         unlink(tmp);
         alice_die("writing %s failed (disk full or directory not writable?)", path);
     }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        alice_die("cannot rename %s to %s: %s", tmp, path, strerror(e));
-    }
+    durable_replace(tmp, path);
     nifti_image_free(nim);
 }
 

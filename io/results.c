@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/fsutil.h"
 #include "h5util.h"
 
 /* Fixed-length string dataset (h5py reads it as bytes; .astype(str) decodes). */
@@ -61,8 +62,7 @@ static void write_csv(const char *path, const EvalResults *r)
         for (int o = 0; o < r->num_organs; o++)
             fprintf(out, "%s,%s,%.9g,%.9g\n", r->case_names[c], r->organ_names[o],
                     r->dsc[(size_t)c * r->num_organs + o], r->nsd[(size_t)c * r->num_organs + o]);
-    if (fclose(out) != 0) alice_die("%s: write failed (disk full?)", tmp);
-    if (rename(tmp, path) != 0) alice_die("%s: cannot rename %s into place", path, tmp);
+    commit_stream(out, tmp, path);
 }
 
 void results_write(const char *stem, const EvalResults *r)

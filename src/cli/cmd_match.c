@@ -9,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "core/timer.h"
 #include "data/match_eval.h"
@@ -88,8 +89,7 @@ int cmd_match(int argc, char **argv)
         FILE *f = fopen(tmp, "w");
         if (!f) alice_die("alice match: cannot write %s (choose a writable --out)", tmp);
         match_report_print(f, &r, organ_name);
-        if (fclose(f) != 0 || rename(tmp, out_path) != 0)
-            alice_die("alice match: cannot write %s (disk full or not writable?)", out_path);
+        commit_stream(f, tmp, out_path);
     }
     match_report_free(&r);
     for (int i = 0; i < labelled; i++) volume_free(&vols[i]);

@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/pack_discover.h"
 #include "core/check.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -282,8 +283,7 @@ int cmd_pack(int argc, char **argv)
         dataset_writer_finish(w);
         CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
         if (rank == 0) {
-            if (rename(tmp, out) != 0)
-                alice_die("cannot rename %s to %s: %s", tmp, out, strerror(errno));
+            durable_replace(tmp, out);
             struct stat st;
             double mb = stat(out, &st) == 0 ? st.st_size / 1048576.0 : 0;
             log_info("alice pack: wrote %d case(s) to %s (%.1f MiB) in %.1f s", written, out, mb,

@@ -1,9 +1,11 @@
 #include "core/fsutil.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/check.h"
 
@@ -25,4 +27,40 @@ void make_dirs(const char *path, const char *fix)
         *p = '/';
     }
     make_one(buf, fix);
+}
+
+/* Forces a file's (or a folder's) data to the disk: a rename is only as durable as what it
+ * points at. Best effort: some file systems refuse fsync on folders. */
+static void sync_path(const char *path, int directory)
+{
+    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return;
+    (void)fsync(fd);
+    close(fd);
+}
+
+void durable_replace(const char *tmp, const char *path)
+{
+    sync_path(tmp, 0);
+    if (rename(tmp, path) != 0) {
+        const int e = errno;
+        unlink(tmp);
+        alice_die("cannot rename %s to %s: %s", tmp, path, strerror(e));
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = '\0';
+    sync_path(slash ? (dir[0] ? dir : "/") : ".", 1);
+}
+
+void commit_stream(FILE *f, const char *tmp, const char *path)
+{
+    if (fclose(f) != 0) {
+        const int e = errno;
+        unlink(tmp);
+        alice_die("cannot finish writing %s: %s (disk full or quota exceeded?); %s is unchanged",
+                  tmp, strerror(e), path);
+    }
+    durable_replace(tmp, path);
 }

@@ -2,9 +2,20 @@
 #ifndef ALICE_FSUTIL_H
 #define ALICE_FSUTIL_H
 
+#include <stdio.h>
+
 /* mkdir -p: creates path and its parents; an existing directory is fine. On failure the job
  * ends with a message naming the directory, the reason and `fix` (e.g. "choose a writable
  * --out"). */
 void make_dirs(const char *path, const char *fix);
+
+/* Puts the finished temporary file `tmp` in place of `path`: forces tmp's data to the disk,
+ * renames it over path, then forces the folder, so a crash (of the process or the node) at any
+ * point leaves either the old file or the complete new one, never an empty or partial one.
+ * On failure tmp is removed and the job ends naming both. */
+void durable_replace(const char *tmp, const char *path);
+/* Closes `f`, a temporary file written in full, then durable_replace(tmp, path); a failed
+ * close (a full disk shows there) removes tmp and ends the job naming it. */
+void commit_stream(FILE *f, const char *tmp, const char *path);
 
 #endif

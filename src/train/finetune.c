@@ -10,6 +10,7 @@
 #include <mpi.h>
 
 #include "core/check.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "core/preempt.h"
 #include "core/rng.h"
@@ -133,8 +134,7 @@ static double val_csv_restore(const char *run_dir, long upto)
         }
         fclose(in);
     }
-    if (fclose(out) != 0 || rename(tmp, path) != 0)
-        alice_die("%s: cannot write (%s)", path, strerror(errno));
+    commit_stream(out, tmp, path);
     return best;
 }
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/check.h"
+#include "core/fsutil.h"
 #include "core/timer.h"
 
 /* Writes path anew (through path.tmp and a rename, so a crash leaves the old file or the new
@@ -42,11 +43,7 @@ static void rewrite_from(const char *path, const char *header, long start_step)
         }
         fclose(in);
     }
-    if (fclose(out) != 0) {
-        unlink(tmp);
-        alice_die("cannot write %s: %s (disk full?)", tmp, strerror(errno));
-    }
-    if (rename(tmp, path) != 0) alice_die("cannot replace %s: %s", path, strerror(errno));
+    commit_stream(out, tmp, path);
 }
 
 void runlog_open(RunLog *r, const char *run_dir, const char *file, const char *const *cols,

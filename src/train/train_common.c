@@ -120,8 +120,7 @@ void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command
         char *text = config_to_text(cfg);
         fprintf(f, "# alice %s, %d rank(s)\n%s", command, d->size, text);
         free(text);
-        if (fclose(f) != 0) alice_die("cannot write %s: %s (disk full?)", tmp, strerror(errno));
-        if (rename(tmp, path) != 0) alice_die("cannot write %s: %s", path, strerror(errno));
+        commit_stream(f, tmp, path);
     }
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
 }

@@ -82,28 +82,20 @@ def main():
               f"packed grid: shape {packed_label.shape} (the source's), RAS "
               f"(affine[0][0] {packed_affine[0, 0]})")
 
-        r, stem = evaluate(tmp, "source_grid", label, lps)
-        check(r.returncode == 0, f"source-grid prediction accepted {r.stderr[-300:]}")
-        if r.returncode == 0:
-            s = scores(stem)
-            check(s["liver"] == (1.0, 1.0) and s["right_kidney"] == (1.0, 1.0),
-                  f"source grid: liver {s['liver']}, right kidney {s['right_kidney']} (1, 1)")
+        def expect_scores(name, pred, affine, liver, kidney, what):
+            r, stem = evaluate(tmp, name, pred, affine)
+            check(r.returncode == 0, f"{what}: accepted {r.stderr[-300:]}")
+            if r.returncode == 0:
+                s = scores(stem)
+                check(s["liver"] == liver and s["right_kidney"] == kidney,
+                      f"{what}: liver {s['liver']} ({liver}), right kidney "
+                      f"{s['right_kidney']} ({kidney})")
 
-        r, stem = evaluate(tmp, "packed_grid", packed_label, packed_affine)
-        check(r.returncode == 0, f"packed-grid prediction accepted {r.stderr[-300:]}")
-        if r.returncode == 0:
-            s = scores(stem)
-            check(s["liver"] == (1.0, 1.0) and s["right_kidney"] == (1.0, 1.0),
-                  f"packed grid: liver {s['liver']}, right kidney {s['right_kidney']} (1, 1)")
-
-        partial = np.where(label == 2, 0, label)
-        r, stem = evaluate(tmp, "source_partial", partial, lps)
-        check(r.returncode == 0, f"partial source-grid prediction accepted {r.stderr[-300:]}")
-        if r.returncode == 0:
-            s = scores(stem)
-            check(s["liver"] == (1.0, 1.0) and s["right_kidney"] == (0.0, 0.0),
-                  f"organ 2 missing: liver {s['liver']} (1, 1), right kidney "
-                  f"{s['right_kidney']} (0, 0)")
+        expect_scores("source_grid", label, lps, (1.0, 1.0), (1.0, 1.0), "source grid")
+        expect_scores("packed_grid", packed_label, packed_affine, (1.0, 1.0), (1.0, 1.0),
+                      "packed grid")
+        expect_scores("source_partial", np.where(label == 2, 0, label), lps, (1.0, 1.0),
+                      (0.0, 0.0), "source grid, organ 2 missing")
 
         shifted = lps.copy()
         shifted[:3, 3] += [7.0, 0.0, 0.0]
