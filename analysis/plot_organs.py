@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Per-organ DSC and NSD bars (mean +- std across cases, or folds) for several runs.
 
-usage: plot_organs.py --out organs.png NAME=results.h5 [NAME=results.h5 ...]"""
+usage: plot_organs.py --out organs.png [--ignore-empty] NAME=results.h5 [NAME=results.h5 ...]
+
+--ignore-empty as tables.py's (cells whose truth lacks the organ left out)."""
 import argparse
 import sys
 
@@ -19,8 +21,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--ignore-empty", action="store_true",
+                    help="leave out cells whose truth lacks the organ (MONAI/BTCV convention)")
     a = ap.parse_args(argv)
-    summ = {n: summarise(p) for n, p in parse_runs(a.runs).items()}
+    summ = {n: summarise(p, a.ignore_empty) for n, p in parse_runs(a.runs).items()}
     organs = check_same_organs(summ)
     x = np.arange(len(organs))
     width = 0.8 / len(summ)

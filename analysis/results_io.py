@@ -8,7 +8,8 @@ def _text(v):
 
 
 def load_results(path):
-    """dict: cases, organs (lists of str), dsc, nsd ([cases, organs] arrays), attrs (dict of str).
+    """dict: cases, organs (lists of str), dsc, nsd, truth_voxels ([cases, organs] arrays; the
+    last None for older files), attrs (dict of str).
     A missing, unreadable or foreign file ends the script naming it and what was expected."""
     try:
         h = h5py.File(path, "r")
@@ -27,6 +28,9 @@ def load_results(path):
             "dsc": np.asarray(h["dsc"][:], float),
             "nsd": np.asarray(h["nsd"][:], float),
             "tolerance_mm": np.asarray(h["tolerance_mm"][:], float),
+            # None in files of an alice before truth_voxels was recorded
+            "truth_voxels": np.asarray(h["truth_voxels"][:], float) if "truth_voxels" in h
+            else None,
             "attrs": {k: _text(v) for k, v in h.attrs.items()},
         }
 

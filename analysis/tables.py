@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Table-1-style comparison of segmentation results (markdown and LaTeX).
 
-usage: tables.py [--format md|latex|both] NAME=results.h5 [NAME=results.h5 ...]
+usage: tables.py [--format md|latex|both] [--ignore-empty] NAME=results.h5 [NAME=results.h5 ...]
 
 One results.h5 per method gives mean +- std across cases; several files under one name (folds)
 give the mean over folds of the per-fold means, +- the std across folds. Printed: the mean DSC
 and NSD over organs per method, then DSC and NSD per organ. Methods scored on different cases
-(a fold's union of cases against another's) are named in a warning on stderr."""
+(a fold's union of cases against another's) are named in a warning on stderr.
+
+--ignore-empty: a (case, organ) whose truth lacks the organ is left out of every mean
+(MONAI's DiceMetric(ignore_empty=True), the convention of BTCV tables; without it such a cell
+counts as alice eval scored it: 1 when the prediction is empty too, 0 when not). Needs the
+results' truth_voxels (alice eval records them)."""
 import argparse
 import sys
 
@@ -15,9 +20,28 @@ import numpy as np
 from results_io import load_results, parse_runs
 
 
-def summarise(paths):
+def scored_cells(r, path, ignore_empty):
+    """The [cases, organs] mask of the cells the means take: all, or (ignore_empty) those whose
+    truth holds the organ."""
+    if not ignore_empty:
+        return np.ones(r["dsc"].shape, bool)
+    if r["truth_voxels"] is None:
+        raise SystemExit(f"{path}: no truth_voxels (written by an older alice eval), which "
+                         f"--ignore-empty needs; run alice eval again")
+    return r["truth_voxels"] > 0
+
+
+def masked_mean(m, keep, axis):
+    """Mean of m over axis, taking only the kept cells (NaN where none is kept)."""
+    n = keep.sum(axis)
+    with np.errstate(invalid="ignore"):
+        return np.where(n > 0, np.where(keep, m, 0.0).sum(axis) / np.maximum(n, 1), np.nan)
+
+
+def summarise(paths, ignore_empty=False):
     """Per method: organ names, per-organ (mean, std) of DSC and NSD, overall (mean, std)."""
     res = [load_results(p) for p in paths]
+    keeps = [scored_cells(r, p, ignore_empty) for r, p in zip(res, paths)]
     organs = res[0]["organs"]
     for r, p in zip(res, paths):
         if r["organs"] != organs:
@@ -25,14 +49,17 @@ def summarise(paths):
     out = {"organs": organs}
     for metric in ("dsc", "nsd"):
         if len(res) == 1:
-            m = res[0][metric]                       # [cases, organs]
-            per_organ = (m.mean(0), m.std(0))
-            case_means = m.mean(1)                   # organ-averaged score of each case
+            m, keep = res[0][metric], keeps[0]       # [cases, organs]
+            organ_means = masked_mean(m, keep, 0)
+            spread = np.sqrt(masked_mean((m - organ_means) ** 2, keep, 0))
+            per_organ = (organ_means, spread)
+            case_means = masked_mean(m, keep, 1)     # organ-averaged score of each case
+            case_means = case_means[~np.isnan(case_means)]
             overall = (case_means.mean(), case_means.std())
         else:
-            folds = np.stack([r[metric].mean(0) for r in res])   # [folds, organs]
-            per_organ = (folds.mean(0), folds.std(0))
-            fold_means = folds.mean(1)
+            folds = np.stack([masked_mean(r[metric], k, 0) for r, k in zip(res, keeps)])
+            per_organ = (np.nanmean(folds, 0), np.nanstd(folds, 0))   # [folds, organs]
+            fold_means = np.nanmean(folds, 1)
             overall = (fold_means.mean(), fold_means.std())
         out[metric] = per_organ
         out[metric + "_overall"] = overall
@@ -112,8 +139,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="NAME=path/to/results.h5 (repeat a NAME for folds)")
     ap.add_argument("--format", choices=["md", "latex", "both"], default="both")
+    ap.add_argument("--ignore-empty", action="store_true",
+                    help="leave out cells whose truth lacks the organ (MONAI/BTCV convention)")
     a = ap.parse_args(argv)
-    summ = {name: summarise(paths) for name, paths in parse_runs(a.runs).items()}
+    summ = {name: summarise(paths, a.ignore_empty) for name, paths in parse_runs(a.runs).items()}
     warn_different_cases(summ)
     if a.format in ("md", "both"):
         print(markdown(summ))

@@ -46,6 +46,7 @@ static void write_h5(const char *path, const EvalResults *r)
     const int shape[2] = {r->num_cases, r->num_organs};
     h5_write_doubles(f, "dsc", 2, shape, r->dsc);
     h5_write_doubles(f, "nsd", 2, shape, r->nsd);
+    h5_write_doubles(f, "truth_voxels", 2, shape, r->truth_voxels);
     h5_write_doubles(f, "tolerance_mm", 1, &r->num_organs, r->tolerance_mm);
     h5_write_ints(f, "organ_ids", 1, &r->num_organs, r->organ_ids);
     h5_commit(f, path);

@@ -15,6 +15,7 @@ typedef struct {
     const double *tolerance_mm;        /* [num_organs] */
     const double *dsc;                 /* [num_cases * num_organs], row = case */
     const double *nsd;
+    const double *truth_voxels;        /* [num_cases * num_organs] organ sizes in the truth */
     const char *label_set;
     const char *config_text;           /* resolved configuration */
     const char *checkpoint;            /* "" when not given */

@@ -198,9 +198,19 @@ static void spacing_of(const double affine[4][4], double spacing[3])
         spacing[j] = sqrt(affine[0][j] * affine[0][j] + affine[1][j] * affine[1][j] + affine[2][j] * affine[2][j]);
 }
 
-/* Scores one case into dsc/nsd rows. */
+/* Voxels of each organ of `set` in the truth (the whole volume, whatever the protocol). */
+static void count_truth_voxels(const uint8_t *truth, const int dim[3], const LabelSet *set,
+                               double *voxels)
+{
+    size_t histogram[256] = {0};
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    for (size_t i = 0; i < n; i++) histogram[truth[i]]++;
+    for (int o = 0; o < set->count; o++) voxels[o] = (double)histogram[set->organs[o].id];
+}
+
+/* Scores one case into dsc/nsd rows, and its truth's organ sizes into truth_voxels. */
 static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, const LabelSet *set,
-                       EvalProtocol protocol, double *dsc, double *nsd)
+                       EvalProtocol protocol, double *dsc, double *nsd, double *truth_voxels)
 {
     int pd[3], td[3];
     double pa[4][4], ta[4][4], spacing[3];
@@ -253,6 +263,7 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     check_same_grid(c->pred, pd, pa, truth_name, td, ta);
     spacing_of(ta, spacing);
     case_scores(truth, pred, td, spacing, set, protocol, dsc, nsd);
+    count_truth_voxels(truth, td, set, truth_voxels);
     free(pred);
     free(truth);
 }
@@ -398,16 +409,19 @@ int cmd_eval(int argc, char **argv)
                         MPI_COMM_WORLD));
     const size_t cells = (size_t)nscored * (size_t)set->count;
     double *dsc = xcalloc(cells, sizeof(double)), *nsd = xcalloc(cells, sizeof(double));
+    double *truth_voxels = xcalloc(cells, sizeof(double));
     double t0 = wall_seconds();
     for (int c = rank; c < nscored; c += size) {
         double tc = wall_seconds();
         score_case(&cases[c], ds, data_path, set, protocol, dsc + (size_t)c * set->count,
-                   nsd + (size_t)c * set->count);
+                   nsd + (size_t)c * set->count, truth_voxels + (size_t)c * set->count);
         if (size == 1) log_info("eval: %-24s %3d/%d  %.2f s", cases[c].name, c + 1, nscored, wall_seconds() - tc);
     }
     /* every cell is written by exactly one rank, zero elsewhere: a sum gathers them */
     CHECK_MPI(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : dsc, dsc, (int)cells, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD));
     CHECK_MPI(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : nsd, nsd, (int)cells, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD));
+    CHECK_MPI(MPI_Reduce(rank == 0 ? MPI_IN_PLACE : truth_voxels, truth_voxels, (int)cells,
+                         MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD));
     if (rank == 0) {
         const char **case_names = xmalloc(sizeof(char *) * (size_t)nscored);
         const char **organ_names = xmalloc(sizeof(char *) * (size_t)set->count);
@@ -422,8 +436,9 @@ int cmd_eval(int argc, char **argv)
         char **sources = prediction_sources(cases, nscored);
         char *checkpoints = checkpoint[0] ? NULL : distinct_lines(sources, nscored);
         char *config_text = config_to_text(&cfg);
-        EvalResults r = {nscored, set->count, case_names, organ_names, ids, tol, dsc, nsd, set->name,
-                         config_text, checkpoints ? checkpoints : checkpoint, pred_dir,
+        EvalResults r = {nscored, set->count, case_names, organ_names, ids, tol, dsc, nsd,
+                         truth_voxels, set->name, config_text,
+                         checkpoints ? checkpoints : checkpoint, pred_dir,
                          ds ? data_path : labels_dir, (const char *const *)sources};
         results_write(out, &r);
         log_info("eval: %d cases x %d organs in %.2f s (%.2f s per case) -> %s.h5, %s.csv", nscored, set->count,
@@ -440,6 +455,7 @@ int cmd_eval(int argc, char **argv)
     }
     free(dsc);
     free(nsd);
+    free(truth_voxels);
     free(cases);
     if (ds) dataset_close(ds);
     return 0;

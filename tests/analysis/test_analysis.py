@@ -1,7 +1,8 @@
 """analysis/*.py on fake results and run logs: the table numbers against means/stds computed
 here, and the plots written as non-trivial PNGs; methods scored on different organs and a
 file that is not a results file are refused with a message, not lined up or a traceback;
-methods scored on different cases are named in a warning."""
+methods scored on different cases are named in a warning; --ignore-empty leaves out the cells
+whose truth lacks the organ (hand-computed means)."""
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ ANALYSIS = os.path.join(ROOT, "analysis")
 ORGANS = ["liver", "spleen", "left_kidney"]
 
 
-def write_results(path, dsc, nsd, organs=ORGANS):
+def write_results(path, dsc, nsd, organs=ORGANS, truth_voxels=None):
     cases = [f"case{i}" for i in range(dsc.shape[0])]
     with h5py.File(path, "w") as h:   # fixed-length strings, as alice eval writes them
         h["case_names"] = np.array(cases, dtype="S")
@@ -30,6 +31,8 @@ def write_results(path, dsc, nsd, organs=ORGANS):
         h["dsc"] = dsc
         h["nsd"] = nsd
         h["tolerance_mm"] = np.array([5.0, 3.0, 3.0])
+        if truth_voxels is not None:
+            h["truth_voxels"] = truth_voxels
         h.attrs["label_set"] = np.bytes_("flare")
 
 
@@ -98,6 +101,26 @@ def main():
             if r.returncode != 0 or said != warned or (not warned and r.stderr):
                 failures.append(f"tables.py case-set warning {'missing' if warned else 'spurious'}"
                                 f": {r.stderr[-300:]}")
+        # --ignore-empty: cells whose truth lacks the organ left out of every mean (MONAI's
+        # ignore_empty); hand-computed here on a 3-case table with two absent organs
+        d = np.array([[0.9, 1.0, 0.8], [0.7, 0.6, 0.0], [0.5, 0.4, 0.3]])
+        v = np.array([[100, 0, 50], [80, 60, 0], [70, 40, 30]], float)
+        write_results(os.path.join(tmp, "empty.h5"), d, d, truth_voxels=v)
+        out = run(["tables.py", "--format", "md", "--ignore-empty", f"m={tmp}/empty.h5"])
+        spleen = np.array([0.6, 0.4])          # case 0's spleen (absent, scored 1) left out
+        case_means = np.array([(0.9 + 0.8) / 2, (0.7 + 0.6) / 2, (0.5 + 0.4 + 0.3) / 3])
+        for want in (f"| spleen | {100 * spleen.mean():.2f} ± {100 * spleen.std():.2f}",
+                     f"| m | {100 * case_means.mean():.2f} ± {100 * case_means.std():.2f}"):
+            if want not in out:
+                failures.append(f"--ignore-empty: missing '{want}'")
+        plain = run(["tables.py", "--format", "md", f"m={tmp}/empty.h5"])
+        want = f"| spleen | {100 * d[:, 1].mean():.2f} ± {100 * d[:, 1].std():.2f}"
+        if want not in plain:
+            failures.append(f"without --ignore-empty: missing '{want}'")
+        r = subprocess.run([sys.executable, "tables.py", "--ignore-empty", f"x={tmp}/a.h5"],
+                           capture_output=True, text=True, cwd=ANALYSIS)
+        if r.returncode == 0 or "no truth_voxels" not in r.stderr:
+            failures.append(f"--ignore-empty on a file without truth_voxels: {r.stderr[-200:]}")
         open(os.path.join(tmp, "junk.h5"), "w").write("not hdf5")
         r = subprocess.run([sys.executable, "tables.py", f"x={tmp}/junk.h5"], capture_output=True,
                            text=True, cwd=ANALYSIS)

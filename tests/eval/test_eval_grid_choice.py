@@ -11,7 +11,8 @@ label maps (nibabel writes them; the truth of every check is known by constructi
   - a source-grid prediction missing organ 2 scores organ 1 at 1 and organ 2 at 0 (scored at
     the right places, not trivially);
   - a prediction of the packed shape whose affine matches neither grid is refused, naming
-    the affine mismatch."""
+    the affine mismatch;
+  - results.h5 records each organ's voxels in the truth (truth_voxels: 294 and 441, else 0)."""
 import csv
 import os
 import subprocess
@@ -92,6 +93,14 @@ def main():
                       f"{s['right_kidney']} ({kidney})")
 
         expect_scores("source_grid", label, lps, (1.0, 1.0), (1.0, 1.0), "source grid")
+        # results.h5's truth_voxels: each organ's voxels in the truth, 0 for the other 11
+        with h5py.File(os.path.join(tmp, "source_grid_res.h5"), "r") as f:
+            organs = [n.decode() for n in f["organ_names"][()]]
+            voxels = dict(zip(organs, f["truth_voxels"][0]))
+        check(voxels["liver"] == 7 * 7 * 6 and voxels["right_kidney"] == 7 * 9 * 7 and
+              sum(voxels.values()) == 7 * 7 * 6 + 7 * 9 * 7,
+              f"truth_voxels: liver {voxels['liver']} (294), right kidney "
+              f"{voxels['right_kidney']} (441), the rest 0")
         expect_scores("packed_grid", packed_label, packed_affine, (1.0, 1.0), (1.0, 1.0),
                       "packed grid")
         expect_scores("source_partial", np.where(label == 2, 0, label), lps, (1.0, 1.0),
