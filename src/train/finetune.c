@@ -112,9 +112,11 @@ static double validate(UnetrModel *m, Loader *loader, const Dist *d)
 }
 
 /* val.csv keeps the rows of steps up to `upto` (a resumed run rewrites what came after) and
- * returns the best mean Dice among them (-1 when none). Rank 0 only. */
-static double val_csv_restore(const char *run_dir, long upto)
+ * returns the best mean Dice among them (-1 when none); *has_upto: whether step upto has a
+ * row. Rank 0 only. */
+static double val_csv_restore(const char *run_dir, long upto, int *has_upto)
 {
+    *has_upto = 0;
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/%s", run_dir, VAL_CSV);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -131,6 +133,7 @@ static double val_csv_restore(const char *run_dir, long upto)
             if (sscanf(line, "%ld,%lf", &s, &v) != 2 || s > upto) continue;
             fprintf(out, "%ld,%.6f\n", s, v);
             if (v > best) best = v;
+            if (s == upto) *has_upto = 1;
         }
         fclose(in);
     }
@@ -218,6 +221,21 @@ static void save(const UnetrModel *m, const Dist *d, const char *name, long step
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
 }
 
+/* The validation after step `done` (1-based count of steps done): mean Dice over the held-out
+ * cases, its val.csv row, and ckpt_best.h5 when it beats *best. Collective. */
+static void validate_after(UnetrModel *m, Loader *loader, const Dist *d, long done, int nval,
+                           double *best)
+{
+    double tv = wall_seconds();
+    double dice = validate(m, loader, d);
+    int improved = dice > *best;
+    if (improved) *best = dice;
+    log_info("validation after step %ld: mean Dice %.4f over %d cases (best %.4f)%s, %.1f s",
+             done, dice, nval, *best, improved ? ", new best" : "", wall_seconds() - tv);
+    if (d->rank == 0) val_csv_append(m->cfg.run_dir, done, dice);
+    if (improved) save(m, d, BEST_CKPT, done, dice);
+}
+
 typedef struct {
     const UnetrModel *model;
     const Dist *dist;
@@ -290,11 +308,19 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
              ntrain, nval, cfg->fold, cfg->val_every);
     double best = -1.0;
-    if (dist.rank == 0) best = val_csv_restore(cfg->run_dir, start);
+    int start_validated = 0;
+    if (dist.rank == 0) best = val_csv_restore(cfg->run_dir, start, &start_validated);
     CHECK_MPI(MPI_Bcast(&best, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));
+    CHECK_MPI(MPI_Bcast(&start_validated, 1, MPI_INT, 0, MPI_COMM_WORLD));
 
     RunLog log;
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
+    /* A preempted run skipped the validation due after its last step (below): given now, on the
+     * weights that step left, so val.csv and ckpt_best.h5 are those of an uninterrupted run. */
+    if (start > 0 && nval > 0 && start % cfg->val_every == 0 && !start_validated) {
+        log_info("validation after step %ld, which the preempted run skipped", start);
+        validate_after(&model, loader, &dist, start, nval, &best);
+    }
     const long global_batch = (long)cfg->batch * dist.size;
     const size_t crop_vox = (size_t)unetr_crop_voxels(&model);
     GradSync sync;
@@ -350,18 +376,9 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         const int preempted = validation_due && !last && preempt_agreed();
         if (preempted)
             log_info("validation after step %ld skipped: the run checkpoints and stops first "
-                     "(preemption); the resumed run validates again after step %ld", step + 1,
-                     step + 1 + cfg->val_every);
-        if (validation_due && !preempted) {
-            double tv = wall_seconds();
-            double dice = validate(&model, loader, &dist);
-            int improved = dice > best;
-            if (improved) best = dice;
-            log_info("validation after step %ld: mean Dice %.4f over %d cases (best %.4f)%s, %.1f s",
-                     step + 1, dice, nval, best, improved ? ", new best" : "", wall_seconds() - tv);
-            if (dist.rank == 0) val_csv_append(cfg->run_dir, step + 1, dice);
-            if (improved) save(&model, &dist, BEST_CKPT, step + 1, dice);
-        }
+                     "(preemption); the resumed run gives it before its first step", step + 1);
+        if (validation_due && !preempted)
+            validate_after(&model, loader, &dist, step + 1, nval, &best);
         if (nval == 0 && last) save(&model, &dist, BEST_CKPT, step + 1, NAN);
         PeriodicSave ps = {&model, &dist, best};
         if (train_step_boundary(cfg, step, last || chunk_done, save_periodic, &ps)) {
