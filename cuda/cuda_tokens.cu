@@ -317,11 +317,14 @@ void cuda_mean_rows_fwd(float *out, const float *in, int B, int T, int C)
     CUDA_CHECK_LAUNCH();
 }
 
-static __global__ void mean_rows_bwd_kernel(float *din, const float *dout, int T, int C, size_t n)
+/* dout times the float 1/T, as the CPU backend (cpu_mean_rows_bwd): dividing by T rounds
+ * differently by up to an ulp where T is not a power of two. */
+static __global__ void mean_rows_bwd_kernel(float *din, const float *dout, int T, int C,
+                                            float inv_T, size_t n)
 {
     GRID_STRIDE(i, n) {
         const size_t b = i / ((size_t)T * C);
-        din[i] = dout[b * C + i % C] / T;
+        din[i] = dout[b * C + i % C] * inv_T;
     }
 }
 
@@ -329,7 +332,8 @@ void cuda_mean_rows_bwd(float *din, const float *dout, int B, int T, int C)
 {
     const size_t n = (size_t)B * T * C;
     if (n == 0 || !din) return;
-    mean_rows_bwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(din, dout, T, C, n);
+    mean_rows_bwd_kernel<<<grid_for(n), kThreads, 0, cuda_stream()>>>(din, dout, T, C,
+                                                                       1.0f / (float)T, n);
     CUDA_CHECK_LAUNCH();
 }
 
