@@ -13,14 +13,17 @@ test_pkgs=(python3-numpy python3-h5py python3-matplotlib python3-nibabel python3
 # With nvcc (a CUDA build): the cuDNN frontend headers for attention_kernel = cudnn, pinned, into
 # .devdeps/cudnn-frontend (scripts/deps_cudnn_frontend.sh). Optional: without them the build
 # still succeeds and only that kernel choice is refused, so a failure here is a warning.
+# ALICE_SKIP_DEPS=1 (modules clusters, often without internet on the build node) skips that
+# download too: the pip fetch would retry until it timed out.
+if [ "${ALICE_SKIP_DEPS:-0}" = 1 ]; then
+  echo "deps: ALICE_SKIP_DEPS=1: not checking packages (MPI, parallel HDF5, OpenBLAS and" \
+       "niftilib must be found by make) and not fetching the cuDNN frontend headers" \
+       "(scripts/deps_cudnn_frontend.sh, or CUDNN_FRONTEND_INCLUDE=DIR)"
+  exit 0
+fi
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   bash "$(dirname "$0")/deps_cudnn_frontend.sh" ||
     echo "deps: warning: cuDNN frontend headers not fetched: attention_kernel = cudnn unavailable in this build" >&2
-fi
-if [ "${ALICE_SKIP_DEPS:-0}" = 1 ]; then
-  echo "deps: ALICE_SKIP_DEPS=1: not checking packages (MPI, parallel HDF5, OpenBLAS and" \
-       "niftilib must be found by make)"
-  exit 0
 fi
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "deps: not a Debian system: not checking packages; make needs mpicc, parallel HDF5" \

@@ -397,11 +397,15 @@ fi
 
 # Open MPI as root inside a container: allow root; without ssh/rsh the launcher refuses to
 # start even local ranks unless its agent names a program that exists (never run locally);
-# CMA single-copy needs ptrace rights that sandboxes withhold.
-export_var OMPI_ALLOW_RUN_AS_ROOT 1
-export_var OMPI_ALLOW_RUN_AS_ROOT_CONFIRM 1
-export_var OMPI_MCA_rmaps_base_oversubscribe 1
-export_var OMPI_MCA_btl_vader_single_copy_mechanism none
+# CMA single-copy needs ptrace rights that sandboxes withhold. Only as root: a cluster user
+# sourcing this file for NCCL_HOME/CUDNN_HOME must keep Open MPI's "not enough slots" check
+# and its shared-memory single copy.
+if [ "$(id -u)" = 0 ]; then
+  export_var OMPI_ALLOW_RUN_AS_ROOT 1
+  export_var OMPI_ALLOW_RUN_AS_ROOT_CONFIRM 1
+  export_var OMPI_MCA_rmaps_base_oversubscribe 1
+  export_var OMPI_MCA_btl_vader_single_copy_mechanism none
+fi
 command -v ssh >/dev/null || command -v rsh >/dev/null || export_var OMPI_MCA_plm_rsh_agent false
 
 if [ "$CUDA" = 1 ]; then setup_cuda; else log "CUDA discovery skipped (--skip-cuda)"; fi

@@ -138,7 +138,11 @@ else
   run_dir=$(cd "$run_dir" && pwd)
 fi
 dataset=${dataset:-$run_dir/data/dataset.h5}
-if [ -z "$labels" ]; then
+# --eval-args naming its own truth (--data or --labels) takes no automatic one: alice eval
+# refuses two sources of truth, which would only show after the whole chain had run.
+own_truth=0
+[[ " $eval_args " == *" --data "* ]] || [[ " $eval_args " == *" --labels "* ]] && own_truth=1
+if [ -z "$labels" ] && [ "$own_truth" = 0 ]; then
   case $input in
     phantoms:*) labels=$run_dir/data/phantoms/labelsTr ;;
     ?*) for d in "$input/../labelsTr" "$input/labelsTr"; do
@@ -146,9 +150,11 @@ if [ -z "$labels" ]; then
         done ;;
   esac
 fi
+[ -n "$labels" ] && [ "$own_truth" = 1 ] &&
+  fail "give the ground truth once: --labels DIR or --eval-args \"--data/--labels ...\", not both"
 eval_truth=()
 [ -n "$labels" ] && eval_truth=(--labels "$labels")
-[ -n "$labels" ] || [[ " $eval_args " == *" --data "* ]] || [[ " $eval_args " == *" --labels "* ]] ||
+[ -n "$labels" ] || [ "$own_truth" = 1 ] ||
   fail "eval needs ground truth: give --labels DIR or --eval-args \"--data <dataset.h5>\""
 
 common=(--parsable --kill-on-invalid-dep=yes)

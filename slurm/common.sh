@@ -131,12 +131,17 @@ alice_latest_ckpt() {
 # alice_config_snapshot CONFIG RUN_DIR: prints the job file this start should use. The first
 # start copies CONFIG to RUN_DIR/slurm_job.cfg; a requeued start (SLURM_RESTART_COUNT > 0)
 # uses that copy, so editing the job file while a run waits in the queue cannot change the
-# model under its checkpoints (alice would refuse the checkpoint, and the run would fail).
+# model under its checkpoints (alice would refuse the checkpoint, and the run would fail),
+# and deleting it does not fail the requeued start.
+alice_require_config() {
+  [ -r "$1" ] || alice_fail "job config '$1' not found (paths are relative to the submit dir $PWD)"
+}
 alice_config_snapshot() {
   local config=$1 run_dir=$2 snapshot=$2/slurm_job.cfg
   if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] && [ -r "$snapshot" ]; then
     echo "$snapshot"; return 0
   fi
+  alice_require_config "$config"   # after the requeue case: that start needs only its copy
   cp "$config" "$snapshot.tmp.$$" && mv "$snapshot.tmp.$$" "$snapshot" ||
     alice_fail "cannot copy the job file '$config' into '$run_dir'"
   echo "$snapshot"

@@ -9,7 +9,7 @@ set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 RUN_DIR DATASET_H5 [key=value ...]" >&2; exit 2; }
 run_dir=$1 dataset=$2; shift 2
 mkdir -p logs
-sbatch --job-name=alice-pretrain-vitb \
+sbatch \
   --nodes=2 --ntasks-per-node=4 --gpus-per-task=1 --cpus-per-task=12 \
   --time=48:00:00 \
   slurm/pretrain.sbatch jobs/pretrain_vitb_paper.cfg "$run_dir" data="$dataset" "$@"

@@ -18,7 +18,7 @@ typedef struct {
 } FinetuneOptions;
 
 /* Config defaults of the fine-tuning protocol (MONAI UNETR BTCV): applied before job files.
- * window [-175, 250], 96^3 crops, batch 4 (1 volume x 4 samples in MONAI), AdamW lr 1e-4,
+ * window [-175, 250], 96^3 crops, batch 4 (4 volumes x 1 crop; MONAI 1 volume x 4), AdamW lr 1e-4,
  * weight decay 1e-5, betas (0.9, 0.999), no clipping, 25000 steps, validation every 500. */
 void finetune_config_defaults(Config *cfg);
 /* Those defaults as key/value pairs, i < finetune_default_count() (alice config --doc). */
