@@ -46,8 +46,7 @@ static void enqueue_step(void *model) { pretrain_model_enqueue_step(model); }
  * up, records and replays from the first step after. */
 static LossTerms forward_backward(StepGraph *graph, PretrainModel *m, long step)
 {
-    if (pretrain_model_begin_step(m, step)) step_graph_run(graph, enqueue_step, m);
-    else step_graph_run_unrecorded(graph, enqueue_step, m);
+    step_graph_run_if(graph, pretrain_model_begin_step(m, step), enqueue_step, m);
     return pretrain_model_read_losses(m);
 }
 

@@ -119,9 +119,9 @@ StepRun step_graph_run(StepGraph *sg, StepEnqueueFn enqueue, void *ctx)
     ALICE_FATAL("step graph in an unknown state %d", (int)sg->state);
 }
 
-StepRun step_graph_run_unrecorded(StepGraph *sg, StepEnqueueFn enqueue, void *ctx)
+StepRun step_graph_run_if(StepGraph *sg, int recordable, StepEnqueueFn enqueue, void *ctx)
 {
-    return run_eager(sg, enqueue, ctx);
+    return recordable ? step_graph_run(sg, enqueue, ctx) : run_eager(sg, enqueue, ctx);
 }
 
 void step_graph_free(StepGraph *sg)

@@ -72,11 +72,11 @@ void step_graph_init(StepGraph *sg, const AliceBackend *be, StepGraphMode mode,
                      int sync_overlapped);
 /* Enqueues one step: eagerly, recorded and launched, or replayed (see the state machine). */
 StepRun step_graph_run(StepGraph *sg, StepEnqueueFn enqueue, void *ctx);
-/* Enqueues one step eagerly and leaves the state as it is, for a step whose scalars differ
- * from the later steps' (DINO's teacher temperature during its warm-up), which a recording
- * would replay wrongly: the graph warms up, records and replays from the first step given to
- * step_graph_run. Counted in eager_steps. */
-StepRun step_graph_run_unrecorded(StepGraph *sg, StepEnqueueFn enqueue, void *ctx);
+/* step_graph_run when `recordable`; otherwise the step runs eagerly and the state is left as it
+ * is: a step whose scalars differ from the later steps' (DINO's teacher temperature during its
+ * warm-up, pretrain_model_begin_step) would be replayed wrongly, so the graph warms up, records
+ * and replays from the first recordable step. Counted in eager_steps. */
+StepRun step_graph_run_if(StepGraph *sg, int recordable, StepEnqueueFn enqueue, void *ctx);
 /* 1 while steps may go through a graph (WARMUP, CAPTURE, REPLAY). */
 int step_graph_enabled(const StepGraph *sg);
 void step_graph_free(StepGraph *sg);

@@ -21,7 +21,7 @@
  *
  * DINO's teacher temperature warm-up (warmup_teacher_temp_steps = TEMP_WARMUP_STEPS): its steps
  * take another temperature each, so they run eagerly outside the graph
- * (step_graph_run_unrecorded, as src/train/pretrain.c runs them), and the graph warms up,
+ * (step_graph_run_if, as src/train/pretrain.c runs them), and the graph warms up,
  * records and replays the constant-temperature steps after them: counted, and bit-identical
  * to the eager run.
  *
@@ -183,8 +183,7 @@ static void run(const char *precision, const char *align_loss, const char *atten
         const float *views[VIEW_COUNT] = {vol, vol + vox, vol + 2 * vox, vol + 3 * vox};
         pretrain_model_set_views(&m, views);
         pretrain_model_draw_masks(&m, s, (long)s * m.B);
-        if (pretrain_model_begin_step(&m, s)) step_graph_run(&out->graph, enqueue, &ctx);
-        else step_graph_run_unrecorded(&out->graph, enqueue, &ctx);
+        step_graph_run_if(&out->graph, pretrain_model_begin_step(&m, s), enqueue, &ctx);
         LossTerms t = pretrain_model_read_losses(&m);
         out->terms[s][0] = t.loss, out->terms[s][1] = t.l_r;
         out->terms[s][2] = t.l_dv, out->terms[s][3] = t.l_st;
