@@ -166,6 +166,16 @@ static uint8_t *read_labels(const char *path, int dim[3], double affine[4][4])
     return out;
 }
 
+/* The first affine entry (row * 4 + column) farther apart than affine_tolerance_mm; -1 when
+ * none is. */
+static int affine_mismatch(const double a[4][4], const double b[4][4])
+{
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            if (fabs(a[r][c] - b[r][c]) > affine_tolerance_mm) return r * 4 + c;
+    return -1;
+}
+
 static void check_same_grid(const char *pred, const int pd[3], const double pa[4][4], const char *truth,
                             const int td[3], const double ta[4][4])
 {
@@ -173,23 +183,20 @@ static void check_same_grid(const char *pred, const int pd[3], const double pa[4
         alice_die("prediction %s has shape %dx%dx%d but its truth %s has %dx%dx%d; predictions must be on the "
                   "truth's grid (alice infer writes them on each case's original grid; with --data they "
                   "may be on it or on the packed grid)", pred, pd[0], pd[1], pd[2], truth, td[0], td[1], td[2]);
-    for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 4; c++)
-            if (fabs(pa[r][c] - ta[r][c]) > affine_tolerance_mm)
-                alice_die("prediction %s and its truth %s have different affines (entry [%d][%d]: %g vs %g); "
-                          "they are not on the same grid, so voxels would be compared at different places. "
-                          "Resample the prediction onto the truth's grid", pred, truth, r, c, pa[r][c], ta[r][c]);
+    const int bad = affine_mismatch(pa, ta);
+    if (bad >= 0) {
+        const int r = bad / 4, c = bad % 4;
+        alice_die("prediction %s and its truth %s have different affines (entry [%d][%d]: %g vs %g); "
+                  "they are not on the same grid, so voxels would be compared at different places. "
+                  "Resample the prediction onto the truth's grid", pred, truth, r, c, pa[r][c], ta[r][c]);
+    }
 }
 
 /* Shape and affine (within affine_tolerance_mm) both those of the grid (dim, affine). */
 static int on_grid(const int pd[3], const double pa[4][4], const int dim[3],
                    const double affine[4][4])
 {
-    if (memcmp(pd, dim, 3 * sizeof(int))) return 0;
-    for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 4; c++)
-            if (fabs(pa[r][c] - affine[r][c]) > affine_tolerance_mm) return 0;
-    return 1;
+    return !memcmp(pd, dim, 3 * sizeof(int)) && affine_mismatch(pa, affine) < 0;
 }
 
 static void spacing_of(const double affine[4][4], double spacing[3])

@@ -121,6 +121,20 @@ static long *checkpoint_steps(const char *run_dir, int *n)
     return steps;
 }
 
+/* A checkpoint opened for reading under the HDF5 lock (io/h5util.h: the loader's threads may
+ * be reading the data set meanwhile); close_locked closes it and releases the lock. */
+static hid_t open_locked(const char *path, const char *what)
+{
+    h5_lock();
+    return h5_open_read(path, what);
+}
+
+static void close_locked(hid_t f)
+{
+    CHECK_H5(H5Fclose(f));
+    h5_unlock();
+}
+
 /* Removes the oldest ckpt_<step>.h5 until `keep` remain (the files checkpoint_steps lists:
  * never ckpt_best.h5, a .tmp or another name that merely starts like one). */
 static void prune(const char *run_dir, int keep)
@@ -183,26 +197,22 @@ long checkpoint_stored_config(const char *path, Config *out)
     char *text = checkpoint_config_text(path);
     config_from_text(out, text, path);
     free(text);
-    h5_lock();
-    hid_t f = h5_open_read(path, "checkpoint");
+    hid_t f = open_locked(path, "checkpoint");
     long step = 0;
     h5_attr_read_long(f, "step", &step);
-    CHECK_H5(H5Fclose(f));
-    h5_unlock();
+    close_locked(f);
     return step;
 }
 
 int checkpoint_run_shape(const char *path, CheckpointRunShape *shape)
 {
-    h5_lock();
-    hid_t f = h5_open_read(path, "checkpoint");
+    hid_t f = open_locked(path, "checkpoint");
     char *backend = h5_attr_read_string(f, "backend");
     const int known = h5_attr_read_long(f, "ranks", &shape->ranks) &&
                       h5_attr_read_long(f, "threads", &shape->threads) && backend;
     snprintf(shape->backend, sizeof shape->backend, "%s", known ? backend : "");
     free(backend);
-    CHECK_H5(H5Fclose(f));
-    h5_unlock();
+    close_locked(f);
     return known;
 }
 
@@ -361,8 +371,7 @@ long checkpoint_load(const char *path, ParamSet *online, ParamSet *target)
 
 long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target, ParamSet *buffers)
 {
-    h5_lock();
-    hid_t f = h5_open_read(path, "checkpoint");
+    hid_t f = open_locked(path, "checkpoint");
     check_format(f, path);
     long step = 0;
     h5_attr_read_long(f, "step", &step);
@@ -379,16 +388,14 @@ long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target,
         read_set(f, path, "buffers", buffers, buffers->data, bhost);
         free(bhost);
     }
-    CHECK_H5(H5Fclose(f));
-    h5_unlock();
+    close_locked(f);
     return step;
 }
 
 int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_prefix,
                              const char *to_prefix, int *candidates_out)
 {
-    h5_lock();
-    hid_t f = h5_open_read(path, "pre-training checkpoint");
+    hid_t f = open_locked(path, "pre-training checkpoint");
     check_format(f, path);
     float *host = xmalloc(ps->total * sizeof(float));
     ps->be->download(host, ps->data, ps->total * sizeof(float));
@@ -414,8 +421,7 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
     }
     ps->be->upload(ps->data, host, ps->total * sizeof(float));
     free(host);
-    CHECK_H5(H5Fclose(f));
-    h5_unlock();
+    close_locked(f);
     log_info("loaded %d of %d %s* tensors from %s (%d initialised at random)", loaded, candidates,
              to_prefix, path, candidates - loaded);
     if (candidates_out) *candidates_out = candidates;
@@ -424,12 +430,10 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
 
 char *checkpoint_kind(const char *path)
 {
-    h5_lock();
-    hid_t f = h5_open_read(path, "checkpoint");
+    hid_t f = open_locked(path, "checkpoint");
     check_format(f, path);
     char *kind = h5_attr_read_string(f, "kind");
-    CHECK_H5(H5Fclose(f));
-    h5_unlock();
+    close_locked(f);
     if (!kind) {
         kind = xmalloc(1);
         kind[0] = '\0';
@@ -439,12 +443,10 @@ char *checkpoint_kind(const char *path)
 
 char *checkpoint_config_text(const char *path)
 {
-    h5_lock();
-    hid_t f = h5_open_read(path, "checkpoint");
+    hid_t f = open_locked(path, "checkpoint");
     check_format(f, path);
     char *text = h5_attr_read_string(f, "config");
-    CHECK_H5(H5Fclose(f));
-    h5_unlock();
+    close_locked(f);
     if (!text) alice_die("checkpoint %s has no config attribute", path);
     return text;
 }
