@@ -47,6 +47,10 @@ typedef struct {
     size_t total;           /* floats */
     const AliceBackend *be;
     float *data, *grad, *m, *v;   /* backend memory; grad/m/v NULL when not trainable */
+    /* AdamW updates applied to m and v: the t of their bias corrections. It travels with the
+     * moments (checkpoints store it) and is not the step count, which a skipped step
+     * (on_nonfinite = skip) advances without touching m or v. */
+    long adam_steps;
     /* Backend memory, trainable sets only: bit i set <=> element i of the flat buffers takes
      * weight decay (info[].decay; padding clear), so AdamW is one pass (ops/decay_mask.h). */
     uint32_t *decay_mask;

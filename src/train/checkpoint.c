@@ -82,6 +82,7 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     if (online->m) {
         params_write_h5(f, "adam_m", "", online, online->m, NULL);
         params_write_h5(f, "adam_v", "", online, online->v, NULL);
+        h5_attr_long(f, "adam_steps", online->adam_steps);
     }
     if (target) params_write_h5(f, "target", "", target, target->data, NULL);
     if (buffers && buffers->count > 0) params_write_h5(f, "buffers", "", buffers, buffers->data, NULL);
@@ -380,6 +381,8 @@ long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target,
     if (online->m) {
         read_set(f, path, "adam_m", online, online->m, host);
         read_set(f, path, "adam_v", online, online->v, host);
+        /* written before skipped steps were told apart: every step had updated the moments */
+        if (!h5_attr_read_long(f, "adam_steps", &online->adam_steps)) online->adam_steps = step;
     }
     if (target) read_set(f, path, "target", target, target->data, host);
     free(host);

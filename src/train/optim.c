@@ -52,7 +52,8 @@ static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, fl
     const AdamwHyper h = {.lr = lr, .beta1 = cfg->beta1, .beta2 = cfg->beta2,
                           .eps = cfg->adam_eps,
                           .weight_decay = schedule_weight_decay(cfg, step1 - 1),
-                          .step = step1, .grad_scale = grad_scale};
+                          .step = ps->adam_steps + 1, .grad_scale = grad_scale};
+    ps->adam_steps++;
     ps->be->adamw(ps->data, ps->grad, ps->m, ps->v, ps->decay_mask, ps->total, h,
                   ema ? ema->target->data : NULL, ema ? ema->momentum : 0.0f);
 }

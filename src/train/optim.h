@@ -28,7 +28,8 @@ typedef struct {
 } EmaUpdate;
 
 /* One optimiser update of ps, one backend call over the whole flat set: AdamW at learning rate
- * lr (1-based step1 for bias correction; weight decay schedule_weight_decay(cfg, step1 - 1)
+ * lr (bias corrections for ps->adam_steps + 1 updates, which it counts; weight decay
+ * schedule_weight_decay(cfg, step1 - 1), step1 being the 1-based step of the schedules,
  * where ps->decay_mask says so) on the
  * gradients clipped to global norm cfg->clip, grad_norm being their norm (the factor
  * clip_grad_scale is applied inside AdamW's pass, so ps->grad itself stays unscaled); and, ema

@@ -58,4 +58,23 @@ grep -q "step skipped" "$WORK/skip.log" || fail "skip mode did not skip"
 for c in ckpt_3.h5 ckpt_6.h5; do
   [ -f "$WORK/skip/$c" ] || fail "on_nonfinite = skip wrote no $c: skipped steps bypassed the checkpoints"
 done
-echo "ok: non-finite loss stops (status 1) with ckpt_1.h5 intact; on_nonfinite = skip skips and checkpoints"
+# ... and the moments' bias corrections count the updates applied, not the skipped steps:
+# adam_steps = 6 less the steps the log says were skipped.
+skipped=$(grep -c "step skipped" "$WORK/skip.log")
+"$PYTHON" - "$WORK/skip/ckpt_6.h5" $((6 - skipped)) <<'PY' ||
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    assert int(f.attrs["step"]) == 6, int(f.attrs["step"])
+    assert int(f.attrs["adam_steps"]) == int(sys.argv[2]), (int(f.attrs["adam_steps"]), sys.argv[2])
+PY
+  fail "ckpt_6.h5's adam_steps is not 6 less the $skipped skipped step(s)"
+# A run resumed from ckpt_3.h5 carries the count on (it is not re-derived from the step).
+"$ALICE" pretrain --config "$MICRO" run_dir="$WORK/skip2" lr=1e30 on_nonfinite=skip steps=3 > /dev/null 2>&1
+"$ALICE" pretrain --config "$MICRO" run_dir="$WORK/skip2" lr=1e30 on_nonfinite=skip > /dev/null 2>&1
+"$PYTHON" - "$WORK/skip/ckpt_6.h5" "$WORK/skip2/ckpt_6.h5" <<'PY' ||
+import sys, h5py
+a, b = (int(h5py.File(p, "r").attrs["adam_steps"]) for p in sys.argv[1:])
+assert a == b, (a, b)
+PY
+  fail "the resumed run's adam_steps differs from the uninterrupted run's"
+echo "ok: non-finite loss stops (status 1) with ckpt_1.h5 intact; on_nonfinite = skip skips, checkpoints and counts only applied updates"

@@ -6,6 +6,8 @@
  *    per-tensor AdamW written out here in double from PyTorch's formula (torch.optim.AdamW:
  *    decoupled decay, bias corrections), with a weight decay large enough that a flag read
  *    wrong is 1e3 times the tolerance;
+ *    The calls are at steps 1, 3 and 4 of the schedules, step 2 skipped (on_nonfinite = skip):
+ *    the bias corrections count the updates applied (1, 2, 3), as PyTorch's per-tensor step does;
  *  - the padding between tensors (param, gradient, both moments) stays exactly zero;
  *  - the one call gives the same bits as the former per-tensor calls (weight_decay or 0 per
  *    tensor, no mask), so nothing moved beyond the call count. */
@@ -162,10 +164,13 @@ static int test_step_matches_pytorch_formula(void)
     be->fill(old_v, 0.0f, n);
     const double lr = cfg.lr, wd = cfg.weight_decay, b1 = cfg.beta1, b2 = cfg.beta2;
     const double eps = cfg.adam_eps;
+    const long schedule_steps[3] = {1, 3, 4};
     for (long step = 1; step <= 3; step++) {
         fill_tensors(&ps, host, 1 + (uint32_t)step, 1.0f);
         be->upload(ps.grad, host, bytes);
-        adamw_step(&ps, &cfg, cfg.lr, step);
+        adamw_step(&ps, &cfg, cfg.lr, schedule_steps[step - 1]);
+        TEST_CHECK(ps.adam_steps == step, "after %ld updates adam_steps = %ld", step,
+                   ps.adam_steps);
         for (int i = 0; i < ps.count; i++) {
             const ParamInfo *t = &ps.info[i];
             const AdamwHyper h = {cfg.lr, cfg.beta1, cfg.beta2, cfg.adam_eps,
