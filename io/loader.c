@@ -108,6 +108,7 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     }
     o.validation_fold = cfg->fold;
     crop_sampler_init(&o.sampler, cfg->crop_sampler, cfg->pos_fraction, cfg->class_ratios, cfg->num_classes);
+    o.crops_per_case = mode == LOADER_FINETUNE ? cfg->crops_per_case : 1;
     o.aug_finetune = augment_params_finetune();
     o.num_classes = mode == LOADER_FINETUNE ? cfg->num_classes : 0;
     if (!strcmp(cfg->data_device, "gpu")) {
@@ -512,7 +513,7 @@ static void fill_finetune_sample(Loader *L, Slot *s, long step, int j)
     const size_t n = L->crop_voxels;
     const int *crop = L->opt.crop;
     long g = global_sample(L, step, j);
-    int c = case_for_sample(L, g, NULL);
+    int c = case_for_sample(L, g / L->opt.crops_per_case, NULL);
     CacheEntry *e = cache_acquire(L, c);
     RngStream r, aug, noise;
     rng_init(&r, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_CROP);
@@ -963,6 +964,12 @@ Loader *loader_create(const LoaderOptions *opt, LoaderSource source)
         alice_die("pre-training loader needs a matcher (config key matcher = %s)", MATCHER_NAMES);
     if (source.num_cases <= 0)
         alice_die("the data source has no cases: pack some volumes with `alice pack` first");
+    if (L->opt.crops_per_case < 1) L->opt.crops_per_case = 1;
+    if (opt->batch % L->opt.crops_per_case != 0)
+        alice_die("batch = %d is not a multiple of crops_per_case = %d: each case drawn gives "
+                  "crops_per_case crops of one rank's batch; set batch to a multiple (e.g. %d)",
+                  opt->batch, L->opt.crops_per_case,
+                  (opt->batch / L->opt.crops_per_case + 1) * L->opt.crops_per_case);
     L->crop_voxels = (size_t)opt->crop[0] * (size_t)opt->crop[1] * (size_t)opt->crop[2];
     if (opt->data_on_gpu) {
         if (opt->gpu_cache_bytes <= 0)

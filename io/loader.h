@@ -78,6 +78,11 @@ typedef struct {
     /* fine-tuning */
     int validation_fold;       /* cases of this fold are held out (-1 = none) */
     CropSampler sampler;       /* crop centres: posneg (pos_fraction) or classes (class_ratios) */
+    /* Consecutive samples j of a rank's batch share one case draw: sample g (global) takes
+     * the case of draw g / crops_per_case from the epoch's shuffle; its crop centre and
+     * augmentation stay its own (streams keyed by g). batch must be a multiple, so a case's
+     * crops never straddle two ranks. */
+    int crops_per_case;
     AugmentParams aug_finetune;
     /* batch buffers: e.g. cudaHostAlloc/cudaFreeHost for pinned memory; NULL = malloc/free */
     void *(*host_alloc)(size_t bytes);

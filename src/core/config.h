@@ -36,6 +36,7 @@ typedef struct Config {
     char data_device[CFG_STR];    /* cpu | gpu: where crops and augmentations are computed */
     int gpu_cache_mb;             /* data_device = gpu: device memory for volumes, MiB */
     float pos_fraction;           /* fine-tuning crops centred on foreground: pos / (pos + neg) */
+    int crops_per_case;           /* fine-tuning crops per case drawn (MONAI num_samples) */
     char crop_sampler[CFG_STR];   /* fine-tuning crop centres: posneg | classes */
     char class_ratios[CFG_STR];   /* classes: weight per class, background first ("" = equal) */
     char matcher[CFG_STR];        /* anatomical matcher of pre-training pairs */

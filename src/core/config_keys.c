@@ -82,6 +82,9 @@ const ConfigKey config_keys[] = {
     K("data_device", CFG_T_ENUM, data_device, "cpu", "cpu|gpu", "where crops and augmentations are made: host threads, or a CUDA kernel from volumes kept in GPU memory (needs device = cuda)"),
     K("gpu_cache_mb", CFG_T_INT, gpu_cache_mb, "8192", "1..", "data_device = gpu: GPU memory for volumes in MiB (least recently used go; a larger case is cropped on the host)"),
     K("pos_fraction", CFG_T_FLOAT, pos_fraction, "0.5", "0..1", "fine-tuning crops centred on an organ (MONAI pos/(pos+neg))"),
+    K("crops_per_case", CFG_T_INT, crops_per_case, "1", "1..64",
+      "fine-tuning crops cut from each case drawn, each with its own centre and augmentation (MONAI's num_samples); "
+      "batch must be a multiple, and batch / crops_per_case cases are read per rank and step"),
     K("crop_sampler", CFG_T_ENUM, crop_sampler, "posneg", "posneg|classes",
       "fine-tuning crop centres: posneg = foreground voxel with pos_fraction, else background (MONAI RandCropByPosNegLabeld); "
       "classes = a class drawn by class_ratios, then one of its voxels (MONAI RandCropByLabelClassesd)"),

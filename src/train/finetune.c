@@ -307,6 +307,9 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
                   cfg->fold, cfg->data, ntrain);
     log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
              ntrain, nval, cfg->fold, cfg->val_every);
+    if (cfg->crops_per_case > 1)
+        log_info("crops: %d per case drawn, %d case(s) per rank and step", cfg->crops_per_case,
+                 cfg->batch / cfg->crops_per_case);
     double best = -1.0;
     int start_validated = 0;
     if (dist.rank == 0) best = val_csv_restore(cfg->run_dir, start, &start_validated);

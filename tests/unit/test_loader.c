@@ -2,7 +2,8 @@
  * batch 2 equals two ranks with batch 1 sample by sample; a jump to another step gives what a
  * fresh loader gives there; the cache reads each case once; labels move with images through
  * the whole fine-tuning pipeline; pre-training key crops come from the other volume; the
- * class-balanced crop sampler keeps the rank contract. */
+ * class-balanced crop sampler keeps the rank contract; crops_per_case = k takes k consecutive
+ * samples from one case draw (MONAI's num_samples). */
 #include <string.h>
 
 #include "core/sysmem.h"
@@ -294,6 +295,54 @@ static int test_finetune_class_sampler_rank_independence(void)
     return 0;
 }
 
+/* crops_per_case = 2, batch 4: samples 2i and 2i+1 of step s share the case that a
+ * crops_per_case = 1 loader with batch 2 gives as its sample i of step s (the same draw of the
+ * epoch's shuffle), but not their crops (each has its own centre and augmentation); two ranks
+ * with batch 2 equal it sample by sample, so a case's crops never straddle ranks. */
+static int test_finetune_crops_per_case(void)
+{
+    LoaderOptions one = options(LOADER_FINETUNE, 0, 1, 2, 0);
+    LoaderOptions two = options(LOADER_FINETUNE, 0, 1, 4, 2);
+    LoaderOptions r0 = options(LOADER_FINETUNE, 0, 2, 2, 0);
+    LoaderOptions r1 = options(LOADER_FINETUNE, 1, 2, 2, 1);
+    two.crops_per_case = r0.crops_per_case = r1.crops_per_case = 2;
+    Loader *a = loader_create(&one, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *b = loader_create(&two, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *b0 = loader_create(&r0, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *b1 = loader_create(&r1, loader_source_memory(cases, NUM_CASES, folds));
+    const size_t n = crop_n(&one);
+    int pairs_alike = 0, cases_seen[NUM_CASES] = {0};
+    for (long step = 0; step < 6; step++) {
+        FinetuneBatch x, y, z0, z1;
+        loader_next_finetune_batch(a, step, &x);
+        loader_next_finetune_batch(b, step, &y);
+        loader_next_finetune_batch(b0, step, &z0);
+        loader_next_finetune_batch(b1, step, &z1);
+        for (int j = 0; j < 4; j++) {
+            TEST_CHECK(y.case_index[j] == x.case_index[j / 2], "step %ld sample %d: case %d, "
+                       "the draw gives %d", step, j, y.case_index[j], x.case_index[j / 2]);
+            cases_seen[y.case_index[j]]++;
+        }
+        for (int i = 0; i < 2; i++)
+            pairs_alike += !memcmp(y.image + 2 * i * n, y.image + (2 * i + 1) * n,
+                                   n * sizeof(float));
+        const FinetuneBatch *rk[2] = {&z0, &z1};
+        for (int r = 0; r < 2; r++)
+            TEST_CHECK(!memcmp(y.image + 2 * r * n, rk[r]->image, 2 * n * sizeof(float)) &&
+                       !memcmp(y.label + 2 * r * n, rk[r]->label, 2 * n * sizeof(int32_t)),
+                       "step %ld: rank %d of 2 differs", step, r);
+    }
+    TEST_CHECK(pairs_alike == 0, "%d pairs of crops from one draw are identical", pairs_alike);
+    TEST_CHECK(cases_seen[0] == 12 && cases_seen[2] == 12, "training cases seen %d and %d times "
+               "in 24 crops (12 draws of an epoch-wise shuffle of 2)", cases_seen[0],
+               cases_seen[2]);
+    loader_destroy(a);
+    loader_destroy(b);
+    loader_destroy(b0);
+    loader_destroy(b1);
+    return 0;
+}
+
 int main(void)
 {
     make_cases();
@@ -303,6 +352,7 @@ int main(void)
     TEST_RUN(test_no_casa_intact_views_keep_their_geometry);
     TEST_RUN(test_finetune_labels_and_rank_independence);
     TEST_RUN(test_finetune_class_sampler_rank_independence);
+    TEST_RUN(test_finetune_crops_per_case);
     for (int i = 0; i < NUM_CASES; i++) volume_free(&cases[i]);
     return test_finish();
 }
