@@ -7,8 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-bin}
-ALICE=$PWD/$BIN/alice
+case $BIN in /*) ALICE=$BIN/alice ;; *) ALICE=$PWD/$BIN/alice ;; esac
 PYTHON=${PYTHON:-/usr/bin/python3}
+# alice_latest_ckpt: the checkpoint of the highest step (what a Slurm job resumes from)
+source slurm/common.sh
 D=${DEMO_DIR:-demo}
 CASES=${DEMO_CASES:-10}
 PRE_STEPS=${DEMO_PRETRAIN_STEPS:-600}
@@ -31,7 +33,7 @@ stage "2/7 pack into $D/dataset.h5 with 2 MPI ranks (RAS, resampled to 2.5 mm, b
 stage "3/7 Alice pre-training (jobs/pretrain_tiny.cfg, $PRE_STEPS steps)"
 "$ALICE" pretrain --config jobs/pretrain_tiny.cfg data="$D/dataset.h5" run_dir="$D/runs/pretrain" \
   steps="$PRE_STEPS" ckpt_every=200 log_every=50
-ckpt=$(ls "$D"/runs/pretrain/ckpt_*.h5 | sort -t_ -k2 -n | tail -1)
+ckpt=$(alice_latest_ckpt "$D/runs/pretrain")
 
 stage "4/7 UNETR fine-tuning on folds != 0: from the Alice checkpoint, and from random init"
 for init in alice random; do
@@ -43,7 +45,7 @@ done
 stage "5/7 sliding-window inference on the held-out fold 0, mapped back to each case's original grid"
 for init in alice random; do
   best="$D/runs/finetune_$init/ckpt_best.h5"
-  [ -f "$best" ] || best=$(ls "$D"/runs/finetune_$init/ckpt_*.h5 | sort | tail -1)
+  [ -f "$best" ] || best=$(alice_latest_ckpt "$D/runs/finetune_$init")
   "$ALICE" infer --checkpoint "$best" --data "$D/dataset.h5" --cases fold:0 --out "$D/pred_$init"
 done
 

@@ -30,6 +30,11 @@
 #                            labelsTr, or INPUT/../labelsTr or INPUT/labelsTr for FLARE-style
 #                            input; else give --eval-args "--data <dataset.h5>") [ALICE_LABELS]
 #   --dry-run                print the sbatch commands without submitting or writing anything
+#
+# The jobs are submitted held and released together once all five are in the queue: when one
+# submission fails (a submit limit, a bad option), the ones before it are cancelled, so no
+# stage runs on its own. A chain whose jobs.txt lists jobs still in the queue is not submitted
+# twice into the same run directory (scancel them first, or use another --run-dir).
 # Environment:
 #   ALICE_GPUS=0             no GPU options (CPU-only partitions, the local test cluster):
 #                            jobs get --gpus-per-task=0; --gpus-per-node then means tasks.
@@ -105,7 +110,8 @@ done
 [[ $folds =~ ^[1-9][0-9]*$ ]] || fail "--folds '$folds' is not a positive integer"
 [[ $nodes =~ ^[1-9][0-9]*$ ]] || fail "--nodes '$nodes' is not a positive integer"
 [[ $gpus_per_node =~ ^[1-9][0-9]*$ ]] || fail "--gpus-per-node '$gpus_per_node' is not a positive integer"
-command -v sbatch >/dev/null || fail "sbatch not found: run this on a Slurm login node"
+[ "$dry_run" = 1 ] || command -v sbatch >/dev/null ||
+  fail "sbatch not found: run this on a Slurm login node"
 
 # A packed data set fixes the folds: fine-tuning trains the folds it has, and infer/eval would
 # score only the cases of the folds trained. Adopt its count, or refuse a different --folds.
@@ -138,6 +144,18 @@ else
   run_dir=$(cd "$run_dir" && pwd)
 fi
 dataset=${dataset:-$run_dir/data/dataset.h5}
+jobs_file=$run_dir/jobs.txt
+# A chain already in the queue for this run directory: a second one would write the same
+# checkpoints and outputs at the same time.
+if [ "$dry_run" = 0 ] && [ -s "$jobs_file" ] && command -v squeue >/dev/null; then
+  live=""
+  while read -r stage id; do
+    [[ $id =~ ^[0-9]+$ ]] || continue
+    [ -n "$(squeue -h -j "$id" -o %i 2>/dev/null)" ] && live="$live $stage=$id"
+  done <"$jobs_file"
+  [ -z "$live" ] || fail "$jobs_file lists jobs still in the queue:$live; a second chain would" \
+    "write into the same run directory: scancel them first, or give another --run-dir"
+fi
 # --eval-args naming its own truth (--data or --labels) takes no automatic one: alice eval
 # refuses two sources of truth, which would only show after the whole chain had run.
 own_truth=0
@@ -157,12 +175,16 @@ eval_truth=()
 [ -n "$labels" ] || [ "$own_truth" = 1 ] ||
   fail "eval needs ground truth: give --labels DIR or --eval-args \"--data <dataset.h5>\""
 
-common=(--parsable --kill-on-invalid-dep=yes)
+# bash < 4.4 (slurm/common.sh): arrays that are never empty: common opts log array pack_opts
+# pretrain_opts; every other one is expanded as ${a[@]+"${a[@]}"}.
+common=(--parsable --kill-on-invalid-dep=yes --hold)
 [ -n "$partition" ] && common+=(--partition="$partition")
 [ -n "$account" ] && common+=(--account="$account")
-[ -n "${ALICE_SBATCH_OPTS:-}" ] && read -r -a extra <<<"$ALICE_SBATCH_OPTS" && common+=("${extra[@]}")
+[ -n "${ALICE_SBATCH_OPTS:-}" ] && read -r -a extra <<<"$ALICE_SBATCH_OPTS" &&
+  common+=(${extra[@]+"${extra[@]}"})
 cpus=(); [ -n "$cpus_per_task" ] && cpus=(--cpus-per-task="$cpus_per_task")
 gpu=(); [ "${ALICE_GPUS:-1}" = 0 ] && gpu=(--gpus-per-task=0)
+gpu_cpus=(${gpu[@]+"${gpu[@]}"} ${cpus[@]+"${cpus[@]}"})   # the GPU stages' options
 
 # submit NAME DEPENDENCY SBATCH-OPTIONS... -- SCRIPT ARGS...: prints the job id.
 # Logs: <run_dir>/logs/<job name>-<job id>.out (arrays: -<array id>_<task>.out).
@@ -182,46 +204,64 @@ submit() {
 }
 
 last_fold=$((folds - 1))
-jobs_file=$run_dir/jobs.txt
 [ "$dry_run" = 1 ] && jobs_file=/dev/null || : >"$jobs_file"
-record() { echo "$1 $2" | tee -a "$jobs_file"; }
+submitted=""   # the held job ids so far, space-separated
+record() { echo "$1 $2" | tee -a "$jobs_file"; submitted="$submitted $2"; }
+# A failed submission (set -e ends the script) cancels the held jobs submitted before it.
+cancel_submitted() {
+  local rc=$?
+  [ "$rc" -ne 0 ] && [ "$dry_run" = 0 ] && [ -n "$submitted" ] || return 0
+  echo "chain.sh: a submission failed; cancelling the held jobs$submitted" >&2
+  # shellcheck disable=SC2086
+  scancel $submitted || echo "chain.sh: scancel failed: cancel$submitted by hand" >&2
+  echo "# cancelled: a later submission of this chain failed" >>"$jobs_file"
+}
+trap cancel_submitted EXIT
 
 # Word-split the per-stage extra arguments on purpose ("k=v k2=v2").
 # shellcheck disable=SC2086
 {
   dep=""
   if [ -n "$input" ]; then
-    pack_opts=("${log[@]}" "${cpus[@]}")
+    pack_opts=("${log[@]}" ${cpus[@]+"${cpus[@]}"})
     [ -n "$pack_tasks" ] && pack_opts+=(--ntasks-per-node="$pack_tasks")
     pack_id=$(submit pack "" "${pack_opts[@]}" -- "$here/pack.sbatch" "$input" "$dataset" num_folds="$folds" $pack_args)
     record pack "$pack_id"
     dep=afterok:$pack_id
   fi
-  pretrain_opts=("${log[@]}" --nodes="$nodes" --ntasks-per-node="$gpus_per_node" "${gpu[@]}" "${cpus[@]}")
+  pretrain_opts=("${log[@]}" --nodes="$nodes" --ntasks-per-node="$gpus_per_node"
+                 ${gpu_cpus[@]+"${gpu_cpus[@]}"})
   [ -n "$time_pretrain" ] && pretrain_opts+=(--time="$time_pretrain")
   pretrain_id=$(submit pretrain "$dep" "${pretrain_opts[@]}" -- \
     "$here/pretrain.sbatch" "$pretrain_cfg" "$run_dir/pretrain" data="$dataset" $pretrain_args)
   record pretrain "$pretrain_id"
 
   array=(--array=0-"$last_fold" --output="$run_dir/logs/%x-%A_%a.out")
-  finetune_id=$(submit finetune "afterok:$pretrain_id" "${array[@]}" "${gpu[@]}" "${cpus[@]}" \
-    --export=ALL,ALICE_PRETRAIN_DIR="$run_dir/pretrain" -- \
+  finetune_id=$(submit finetune "afterok:$pretrain_id" "${array[@]}" \
+    ${gpu_cpus[@]+"${gpu_cpus[@]}"} --export=ALL,ALICE_PRETRAIN_DIR="$run_dir/pretrain" -- \
     "$here/finetune.sbatch" "$finetune_cfg" "$run_dir/finetune" data="$dataset" num_folds="$folds" $finetune_args)
   record finetune "$finetune_id"
 
   # aftercorr: infer fold k starts when fine-tuning fold k has succeeded.
-  infer_id=$(submit infer "aftercorr:$finetune_id" "${array[@]}" "${gpu[@]}" "${cpus[@]}" -- \
+  infer_id=$(submit infer "aftercorr:$finetune_id" "${array[@]}" \
+    ${gpu_cpus[@]+"${gpu_cpus[@]}"} -- \
     "$here/infer.sbatch" "$run_dir/finetune" "$run_dir/predictions" --data "$dataset" \
     $infer_args)
   record infer "$infer_id"
 
-  eval_id=$(submit eval "afterok:$infer_id" "${log[@]}" "${cpus[@]}" -- \
-    "$here/eval.sbatch" "$eval_cfg" "$run_dir/predictions" "$run_dir/eval" "${eval_truth[@]}" \
+  eval_id=$(submit eval "afterok:$infer_id" "${log[@]}" ${cpus[@]+"${cpus[@]}"} -- \
+    "$here/eval.sbatch" "$eval_cfg" "$run_dir/predictions" "$run_dir/eval" \
+    ${eval_truth[@]+"${eval_truth[@]}"} \
     $eval_args)
   record eval "$eval_id"
 }
 if [ "$dry_run" = 1 ]; then
+  echo "scontrol release <the job ids>" >&2
   echo "dry run: nothing submitted, nothing written" >&2
 else
+  # shellcheck disable=SC2086
+  scontrol release $(echo $submitted | tr ' ' ,) ||
+    fail "scontrol release failed; the chain's jobs$submitted are held: release or cancel them"
+  submitted=""   # released: from here on they are the chain, not leftovers to cancel
   echo "chain submitted; job ids in $jobs_file, logs in $run_dir/logs/ (squeue -u $(id -un) to follow)" >&2
 fi

@@ -11,11 +11,20 @@
 #                    without Slurm/PMIx support: Open MPI's mpirun reads the allocation itself.
 #   ALICE_SRUN_MPI   the --mpi plugin for srun (default pmix; `srun --mpi=list` shows yours)
 #   ALICE_CPU_BIND   srun --cpu-bind value (default cores; `none` where binding is unwanted)
-#   ALICE_REQUEUE    1 (default): requeue the job when alice exits with status 3; 0: just exit 3
+#   ALICE_REQUEUE    1 (default): requeue the job when alice stops with status 3 on the
+#                    time-limit warning (SIGUSR1, --signal=B:USR1@T); 0: just exit 3
+#   ALICE_REQUEUE_ON_TERM  0 (default): a stop on SIGTERM exits 3 without requeueing. SIGTERM
+#                    is what scancel sends (requeueing would bring a cancelled job back) and
+#                    what preemption sends, where PreemptMode=REQUEUE requeues the job itself.
+#                    1: requeue after SIGTERM too (sites whose preemption cancels jobs).
 #
 # Exit status of alice that the scripts act on (src/core/preempt.h):
 #   0 done; 3 = ALICE_EXIT_REQUEUE: stopped on SIGUSR1/SIGTERM after writing a checkpoint;
 #   anything else: an error, reported and passed on so `afterok` dependents do not start.
+#
+# Written for bash 4.2 and later (RHEL/CentOS 7 login and compute nodes): an array that may
+# be empty is expanded as ${a[@]+"${a[@]}"}, since "${a[@]}" of an empty array is an unbound
+# variable under `set -u` before bash 4.4 (tests/slurm/test_bash_compat.sh checks it).
 
 ALICE_EXIT_REQUEUE=3
 
@@ -55,22 +64,49 @@ alice_launcher_cmd() {
       echo srun --mpi="${ALICE_SRUN_MPI:-pmix}" --cpu-bind="${ALICE_CPU_BIND:-cores}" \
         --cpus-per-task="${SLURM_CPUS_PER_TASK:-1}" --kill-on-bad-exit=1 ;;
     mpirun)
-      # Open MPI reads the Slurm allocation; PE= gives each rank its --cpus-per-task cores.
-      # Open MPI ends the whole job when one rank exits non-zero (its default).
-      echo mpirun -np "${SLURM_NTASKS:-1}" \
-        --map-by "ppr:${SLURM_NTASKS_PER_NODE:-${SLURM_NTASKS:-1}}:node:PE=${SLURM_CPUS_PER_TASK:-1}" \
+      # Open MPI reads the Slurm allocation: its slots per node are the tasks Slurm placed
+      # there (whatever --ntasks/--nodes/--ntasks-per-node said), filled in order; PE= gives
+      # each rank its --cpus-per-task cores. Open MPI ends the whole job when one rank exits
+      # non-zero (its default).
+      # On several nodes Open MPI starts its daemons with srun, which would read sbatch's
+      # SLURM_GPUS_PER_TASK / SLURM_TRES_PER_TASK as that step's request: one GPU per daemon,
+      # so all ranks of a node would share one GPU. Without them the step gets the job's GPUs.
+      echo env -u SLURM_GPUS_PER_TASK -u SLURM_TRES_PER_TASK mpirun -np "${SLURM_NTASKS:-1}" \
+        --map-by "slot:PE=${SLURM_CPUS_PER_TASK:-1}" \
         --bind-to core -x OMP_NUM_THREADS -x OMP_PROC_BIND -x OMP_PLACES ;;
     *) alice_fail "ALICE_LAUNCHER='$ALICE_LAUNCHER' is not srun or mpirun" ;;
   esac
 }
 
 _alice_child=""
+_alice_trapped=0
+_alice_signals=""   # the signals this batch shell got while alice ran, e.g. " USR1 TERM"
 _alice_forward_signal() {
   # Slurm's --signal=B:USR1@T signals this batch shell only; pass it on to the ranks. Both
   # srun and Open MPI's mpirun forward SIGUSR1 to every task, and alice treats SIGUSR1 and
   # SIGTERM alike, so SIGUSR1 is what the ranks get whichever signal arrived here.
+  _alice_trapped=1
+  _alice_signals="$_alice_signals $1"
   alice_log "received SIG$1: asking the ranks to checkpoint and stop (SIGUSR1 to pid $_alice_child)"
   [ -n "$_alice_child" ] && kill -USR1 "$_alice_child" 2>/dev/null || true
+}
+
+# Whether a stop with status 3 is requeued: after the time-limit warning (SIGUSR1), yes; after
+# SIGTERM alone (scancel, or preemption, which requeues by itself under PreemptMode=REQUEUE)
+# only with ALICE_REQUEUE_ON_TERM=1. Prints why not when it says no.
+_alice_requeue_wanted() {
+  [ "${ALICE_REQUEUE:-1}" = 1 ] || { echo "ALICE_REQUEUE=0"; return 1; }
+  [ -n "${SLURM_JOB_ID:-}" ] || { echo "not a Slurm job"; return 1; }
+  case " $_alice_signals " in
+    *" USR1 "*) return 0 ;;
+    *" TERM "*)
+      [ "${ALICE_REQUEUE_ON_TERM:-0}" = 1 ] && return 0
+      echo "stopped on SIGTERM (scancel, preemption or the time limit itself; preemption" \
+        "under PreemptMode=REQUEUE requeues the job by itself; ALICE_REQUEUE_ON_TERM=1" \
+        "requeues after SIGTERM too)"
+      return 1 ;;
+  esac
+  return 0   # the ranks were signalled directly (not through this shell)
 }
 
 # alice_run ARGS...: launches "$ALICE_BIN" ARGS... on every task with signal forwarding, waits,
@@ -80,27 +116,35 @@ alice_run() {
   local launcher rc
   launcher=$(alice_launcher_cmd) || exit 2
   alice_log "running: $launcher $ALICE_BIN $*"
+  _alice_signals=""
   trap '_alice_forward_signal USR1' USR1
   trap '_alice_forward_signal TERM' TERM
   # In the background so the traps run while it works (bash defers traps during a
   # foreground child until that child exits).
   $launcher "$ALICE_BIN" "$@" &
   _alice_child=$!
-  # A trapped signal interrupts `wait`; keep waiting until the launcher itself has exited,
-  # then collect its status (bash keeps it for a later `wait`).
-  while kill -0 "$_alice_child" 2>/dev/null; do wait "$_alice_child"; done
-  wait "$_alice_child"; rc=$?
+  # A trapped signal interrupts `wait` (status 128 + its number) while the launcher runs on:
+  # wait again then. Each status is collected by exactly one `wait`: in POSIX mode
+  # (POSIXLY_CORRECT in the job's environment) bash forgets it once returned, and a second
+  # wait would answer 127.
+  while :; do
+    _alice_trapped=0
+    wait "$_alice_child"; rc=$?
+    [ "$_alice_trapped" = 1 ] && [ "$rc" -gt 128 ] || break
+  done
   trap - USR1 TERM
   _alice_child=""
   if [ "$rc" -eq "$ALICE_EXIT_REQUEUE" ]; then
-    if [ "${ALICE_REQUEUE:-1}" = 1 ] && [ -n "${SLURM_JOB_ID:-}" ]; then
+    local why_not
+    if why_not=$(_alice_requeue_wanted); then
       alice_log "alice checkpointed and stopped (status $rc): requeueing job $SLURM_JOB_ID;" \
         "it resumes from the latest checkpoint"
       if scontrol requeue "$SLURM_JOB_ID"; then return 0; fi
       alice_log "scontrol requeue failed (job not requeueable? submit with --requeue);" \
         "resubmit this script to resume"
     else
-      alice_log "alice checkpointed and stopped (status $rc); resubmit to resume"
+      alice_log "alice checkpointed and stopped (status $rc); not requeued: $why_not;" \
+        "resubmit to resume"
     fi
   elif [ "$rc" -ne 0 ]; then
     alice_log "alice failed with status $rc (see the messages above)"

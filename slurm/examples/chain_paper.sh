@@ -11,6 +11,6 @@ nodes=${NODES:-1}
 case $nodes in 1) per_node=8 ;; 2) per_node=4 ;; *) echo "NODES must be 1 or 2" >&2; exit 2 ;; esac
 labels=()
 [ $# -ge 3 ] && labels=(--labels "$3")
-exec slurm/chain.sh --run-dir "$1" --input "$2" "${labels[@]}" --folds 5 \
+exec slurm/chain.sh --run-dir "$1" --input "$2" ${labels[@]+"${labels[@]}"} --folds 5 \
   --nodes "$nodes" --gpus-per-node "$per_node" --cpus-per-task 12 --time-pretrain 48:00:00 \
   --pretrain-config jobs/pretrain_vitb_paper.cfg --finetune-config jobs/finetune_btcv.cfg

@@ -71,8 +71,8 @@ int preempt_agreed(void)
         CHECK_MPI(MPI_Allreduce(&local, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     if (any && !g_announced) {
         g_announced = 1;
-        log_info("preemption requested (%s): checkpointing at this step boundary, then exiting "
-                 "with status %d so the batch script requeues the job",
+        log_info("stop requested (%s): checkpointing at this step boundary, then exiting "
+                 "with status %d (slurm/*.sbatch requeue the job after SIGUSR1)",
                  preempt_signal() == SIGTERM ? "SIGTERM"
                  : preempt_signal() == SIGUSR1 ? "SIGUSR1" : "signal on another rank",
                  ALICE_EXIT_REQUEUE);

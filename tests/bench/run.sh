@@ -6,7 +6,9 @@ set -u
 BUILD=${BUILD:-build}
 BIN=${BIN:-bin}
 PYTHON=${PYTHON:-/usr/bin/python3}
-export BUILD BIN PYTHON ALICE="$PWD/$BIN/alice" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# BUILD and BIN may be absolute (make test BUILD=/scratch/build) or relative to the root.
+case $BIN in /*) ALICE=$BIN/alice ;; *) ALICE=$PWD/$BIN/alice ;; esac
+export BUILD BIN PYTHON ALICE OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 pattern=${BENCH:-}
 status=0

@@ -6,10 +6,12 @@
 # limit); the script must forward it to the ranks, which checkpoint and exit 3; the script
 # requeues the job; the requeued job resumes from the checkpoint and finishes. The metrics rows
 # must equal those of an uninterrupted run exactly. Done once with srun --mpi=pmix and once
-# with the mpirun fallback.
+# with the mpirun fallback. Then a plain `scancel` (SIGTERM): the ranks checkpoint and stop,
+# and the job stays cancelled (CANCELLED, 0 restarts), not requeued back to life.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-probe=$PWD/$BUILD/tools/preempt_probe
+probe=$BUILD/tools/preempt_probe
+[[ $BUILD == /* ]] || probe=$PWD/$probe
 [ -x "$probe" ] || { echo "FAIL: $probe not built (make tests-build)"; exit 1; }
 slurm_test_cluster_up
 tmp=$SLURM_TEST_TMP
@@ -50,4 +52,21 @@ for launcher in srun mpirun; do
   fi
   echo "[$launcher] ok: stopped and checkpointed at step $resumed, requeued, resumed, same $steps metrics rows"
 done
+
+run=$tmp/run-cancel
+id=$(cd "$SLURM_TEST_REPO" && ALICE_BIN=$probe sbatch --parsable --gpus-per-task=0 \
+  --ntasks-per-node=2 --cpus-per-task=1 --time=5 --output="$tmp/logs/%x-%j.out" \
+  slurm/pretrain.sbatch "$tmp/probe.cfg" "$run" steps=$steps step_ms=150 ckpt_every=100)
+wait_lines "$run/metrics.csv" 6 60
+scancel "$id"
+states=$(slurm_wait_job "$id" 120)
+log=$tmp/logs/alice-pretrain-$id.out
+sed "s/^/[scancel] | /" "$log"
+read -r _ state code restarts <<<"$states"
+[ "$state" = CANCELLED ] && [ "$restarts" = 0 ] ||
+  { echo "FAIL: scancel'd job $id ended $state with $restarts restart(s): it came back"; exit 1; }
+grep -q "not requeued: stopped on SIGTERM" "$log" ||
+  { echo "FAIL: the batch script did not say why it did not requeue"; exit 1; }
+[ -s "$run/probe_ckpt.txt" ] || { echo "FAIL: the cancelled run wrote no checkpoint"; exit 1; }
+echo "[scancel] ok: checkpointed and stopped, CANCELLED with 0 restarts"
 echo "PASS"

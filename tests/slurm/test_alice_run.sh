@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# slurm/common.sh's alice_run, the batch shell's side of a run, without a cluster: a stand-in
+# srun runs a stand-in alice (checkpoints and exits 3 on SIGUSR1, as alice does on a stop
+# signal; else exits $CODE), a stand-in scontrol logs requeues. The batch shell
+#  - passes alice's status on, also in POSIX mode (POSIXLY_CORRECT in the job's environment:
+#    bash forgets a status once `wait` returned it, and a second wait answered 127);
+#  - on SIGUSR1 (the time-limit warning) forwards it and requeues the job;
+#  - on SIGTERM (scancel; preemption, which Slurm requeues by itself) forwards it but does not
+#    requeue, unless ALICE_REQUEUE_ON_TERM=1.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+mkdir -p "$T/bin"
+printf '#!/usr/bin/env bash\nwhile [[ $1 == -* ]]; do shift; done\nexec "$@"\n' >"$T/bin/srun"
+printf '#!/usr/bin/env bash\necho "$*" >>"$STUB/scontrol.log"\n' >"$T/bin/scontrol"
+cat >"$T/alice" <<'SH'
+#!/usr/bin/env bash
+trap 'echo "alice: stop requested, checkpoint written"; exit 3' USR1
+touch "$STUB/started"
+for _ in $(seq 30); do sleep 0.05; done
+exit "${CODE:-0}"
+SH
+chmod +x "$T/bin/srun" "$T/bin/scontrol" "$T/alice"
+export STUB=$T PATH=$T/bin:$PATH ALICE_BIN=$T/alice SLURM_JOB_ID=4242
+
+# run_case NAME SIGNAL(or -) [VAR=value ...]: the batch shell's status into $T/NAME.rc
+run_case() {
+  local name=$1 sig=$2; shift 2
+  rm -f "$T/started" "$T/scontrol.log"
+  env "$@" bash -c 'source "$1/slurm/common.sh"; alice_run pretrain; echo "rc=$?"' _ "$ROOT" \
+    >"$T/$name.log" 2>&1 &
+  local shell=$!
+  if [ "$sig" != - ]; then
+    for _ in $(seq 200); do [ -e "$T/started" ] && break; sleep 0.02; done
+    kill -"$sig" "$shell"
+  fi
+  wait "$shell" || true
+  sed -n 's/^rc=//p' "$T/$name.log"
+}
+requeued() { grep -q "^requeue 4242$" "$T/scontrol.log" 2>/dev/null; }
+
+for mode in default posix; do
+  posix=(); [ $mode = posix ] && posix=(POSIXLY_CORRECT=1)
+  rc=$(run_case "ok-$mode" - ${posix[@]+"${posix[@]}"})
+  [ "$rc" = 0 ] || { cat "$T/ok-$mode.log"; fail "$mode mode: a finished run gave status $rc"; }
+  rc=$(run_case "err-$mode" - ${posix[@]+"${posix[@]}"} CODE=5)
+  [ "$rc" = 5 ] || { cat "$T/err-$mode.log"; fail "$mode mode: a failed run gave $rc, not 5"; }
+  rc=$(run_case "usr1-$mode" USR1 ${posix[@]+"${posix[@]}"})
+  { [ "$rc" = 0 ] && requeued; } ||
+    { cat "$T/usr1-$mode.log"; fail "$mode mode: SIGUSR1 did not end in a requeue (status $rc)"; }
+  echo "ok ($mode mode): status 0 and 5 passed on; SIGUSR1 forwarded, job requeued"
+done
+rc=$(run_case term TERM)
+[ "$rc" = 3 ] && ! requeued && grep -q "not requeued: stopped on SIGTERM" "$T/term.log" ||
+  { cat "$T/term.log"; fail "SIGTERM (scancel): status $rc, requeued: $(cat "$T/scontrol.log" 2>/dev/null)"; }
+grep -q "stop requested, checkpoint written" "$T/term.log" || fail "SIGTERM was not forwarded to alice"
+rc=$(run_case term-requeue TERM ALICE_REQUEUE_ON_TERM=1)
+[ "$rc" = 0 ] && requeued ||
+  { cat "$T/term-requeue.log"; fail "ALICE_REQUEUE_ON_TERM=1: SIGTERM did not requeue (status $rc)"; }
+echo "ok: SIGTERM forwarded, checkpointed, not requeued (status 3); requeued with ALICE_REQUEUE_ON_TERM=1"

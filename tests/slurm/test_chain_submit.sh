@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# slurm/chain.sh's submission as a whole, with stand-in sbatch, scontrol, scancel and squeue
+# (no cluster needed; each logs its arguments):
+#  - every job is submitted held, and all are released together (one scontrol release of the
+#    five ids) once all five are queued;
+#  - a submission that fails (the third: fine-tuning) cancels the two held jobs before it,
+#    releases nothing, and jobs.txt says the chain was cancelled;
+#  - a second chain into a run directory whose jobs.txt lists jobs still in the queue is
+#    refused before any sbatch; once they have left the queue it is submitted.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ALICE=${ALICE:-$ROOT/bin/alice}
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+mkdir -p "$T/bin"
+# sbatch: the ids 101, 102, ... in order; the call numbered $FAIL_AT fails as a submit limit does
+cat >"$T/bin/sbatch" <<'SH'
+#!/usr/bin/env bash
+n=$(( $(cat "$STUB/count" 2>/dev/null || echo 0) + 1 )); echo "$n" >"$STUB/count"
+echo "$*" >>"$STUB/sbatch.log"
+if [ "$n" = "${FAIL_AT:-0}" ]; then
+  echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2; exit 1
+fi
+echo "$((100 + n))"
+SH
+for tool in scontrol scancel; do
+  printf '#!/usr/bin/env bash\necho "$*" >>"$STUB/%s.log"\n' "$tool" >"$T/bin/$tool"
+done
+# squeue -h -j ID -o %i: the ID when $STUB/queue lists it
+cat >"$T/bin/squeue" <<'SH'
+#!/usr/bin/env bash
+while [ $# -gt 0 ]; do [ "$1" = -j ] && id=$2; shift; done
+grep -qx "${id:-none}" "$STUB/queue" 2>/dev/null && echo "$id"
+exit 0
+SH
+chmod +x "$T/bin/"*
+export STUB=$T PATH=$T/bin:$PATH ALICE_GPUS=0 ALICE_BIN=$ALICE
+chain() {
+  bash "$ROOT/slurm/chain.sh" --run-dir "$T/run" --input phantoms:4 \
+    --pretrain-config "$ROOT/jobs/pretrain_tiny.cfg" \
+    --finetune-config "$ROOT/jobs/finetune_tiny.cfg" "$@"
+}
+reset() { rm -f "$T"/*.log "$T/count" "$T/queue"; }
+
+# 1. The third submission fails.
+reset
+rc=0; FAIL_AT=3 chain >"$T/out1" 2>&1 || rc=$?
+[ "$rc" != 0 ] || { cat "$T/out1"; fail "a failed submission left chain.sh with status 0"; }
+[ "$(cat "$T/scancel.log" 2>/dev/null)" = "101 102" ] ||
+  { cat "$T/out1"; fail "the held pack and pretrain jobs were not cancelled (scancel: $(cat "$T/scancel.log" 2>/dev/null))"; }
+[ ! -s "$T/scontrol.log" ] || fail "jobs were released although the chain failed: $(cat "$T/scontrol.log")"
+grep -q "^# cancelled" "$T/run/jobs.txt" || fail "jobs.txt does not say the chain was cancelled"
+grep -q "cancelling the held jobs 101 102" "$T/out1" || { cat "$T/out1"; fail "no message names the cancelled jobs"; }
+echo "ok: a failed third submission cancels jobs 101 and 102 and releases nothing"
+
+# 2. All five submitted held, released together.
+reset
+chain >"$T/out2" 2>&1 || { cat "$T/out2"; fail "the chain was not submitted"; }
+[ "$(wc -l <"$T/sbatch.log")" = 5 ] || fail "$(wc -l <"$T/sbatch.log") submissions, expected 5"
+[ "$(grep -c -- '--hold' "$T/sbatch.log")" = 5 ] || fail "not every job was submitted held"
+[ "$(cat "$T/scontrol.log")" = "release 101,102,103,104,105" ] ||
+  fail "release: '$(cat "$T/scontrol.log")', expected 'release 101,102,103,104,105'"
+[ ! -s "$T/scancel.log" ] || fail "a successful chain cancelled jobs: $(cat "$T/scancel.log")"
+echo "ok: five held submissions, one release of all five"
+
+# 3. The same run directory again while its jobs are queued: refused; after they left: submitted.
+rm -f "$T/sbatch.log" "$T/count"
+printf '102\n104\n' >"$T/queue"
+rc=0; chain >"$T/out3" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "jobs still in the queue: pretrain=102 infer=104" "$T/out3" ||
+  { cat "$T/out3"; fail "a second chain into a run directory with queued jobs was not refused (status $rc)"; }
+[ ! -e "$T/sbatch.log" ] || fail "the refused chain submitted jobs"
+rm -f "$T/queue"
+chain >"$T/out4" 2>&1 || { cat "$T/out4"; fail "the chain was refused after its jobs had left the queue"; }
+echo "ok: a chain still queued is not submitted twice into its run directory"
