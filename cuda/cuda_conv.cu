@@ -309,9 +309,11 @@ static void build_channels_last(ConvPlan *p)
     enum { kMaxAlgos = 16 };
     int n = 0;
     cudnnConvolutionBwdFilterAlgoPerf_t bf[kMaxAlgos];
-    CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn, p->in_cl, p->out_cl,
-                                                              p->conv_bwd_filter, p->filter_cl,
-                                                              kMaxAlgos, &n, bf));
+    /* Not checked as fatal: cuDNN may refuse the 5-D channels-last filter outright (not
+     * supported, bad parameter), which is "none offered" below, not an error of the run. */
+    const cudnnStatus_t query = cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+        dnn, p->in_cl, p->out_cl, p->conv_bwd_filter, p->filter_cl, kMaxAlgos, &n, bf);
+    if (query != CUDNN_STATUS_SUCCESS) n = 0;
     for (int i = 0; i < n; i++)
         if (bf[i].status == CUDNN_STATUS_SUCCESS && bf[i].determinism == CUDNN_DETERMINISTIC &&
             bf[i].memory <= kConvWorkspaceLimit) {
@@ -324,8 +326,9 @@ static void build_channels_last(ConvPlan *p)
         }
     log_warn("conv_wgrad_layout = ndhwc: cuDNN offers no deterministic channels-last "
              "backward-filter algorithm for the convolution B=%d Cin=%d Cout=%d %dx%dx%d k=%d s=%d "
-             "pad=%d; this shape keeps the NCDHW weight gradient", k->B, k->Cin, k->Cout, k->X,
-             k->Y, k->Z, k->k, k->s, k->pad);
+             "pad=%d (%s); this shape keeps the NCDHW weight gradient", k->B, k->Cin, k->Cout,
+             k->X, k->Y, k->Z, k->k, k->s, k->pad,
+             query == CUDNN_STATUS_SUCCESS ? "none listed" : cudnnGetErrorString(query));
     destroy_channels_last(p);
     g_cl_kept_ncdhw++;
 }

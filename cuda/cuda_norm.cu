@@ -217,10 +217,14 @@ static __device__ __forceinline__ LayerNormDxMeans layernorm_dx_means(const floa
 }
 
 /* dx's value from g = dy gamma and x; with a residual r, the sum r + that value. */
+/* Every operation rounded on its own (MATH_*: __fmul_rn, __fsub_rn): a plain mul.f32 followed
+ * by sub.f32 may be contracted into one FMA by ptxas, and not necessarily alike in every kernel
+ * that inlines this, which would break the bit-identical dx of the fused and the dx kernels. */
 static __device__ __forceinline__ float layernorm_dx_value(float g, float x, float mu, float rs,
                                                            LayerNormDxMeans m)
 {
-    return rs * (g - m.g - (x - mu) * rs * m.gx);
+    const float xhat_gx = MATH_MUL(MATH_MUL(MATH_SUB(x, mu), rs), m.gx);
+    return MATH_MUL(rs, MATH_SUB(MATH_SUB(g, m.g), xhat_gx));
 }
 
 /* __fadd_rn is never contracted into an FMA with the product in layernorm_dx_value: v is

@@ -49,6 +49,7 @@ static __global__ void sw_gather_kernel(float *dst, const float *vol, SwGeometry
 void cuda_sw_gather_window(float *dst, const float *vol, const int pd[3], const int w[3],
                            const int origin[3])
 {
+    if (w[0] <= 0 || w[1] <= 0 || w[2] <= 0) return;   /* an empty grid is a launch error */
     const SwGeometry g = sw_geometry(pd, w, origin);
     const bool vec = lines_vectorised(g, dst, vol);
     sw_gather_kernel<<<plane_grid(g.w0 * g.w1, g.w2, vec), kThreads, 0, cuda_stream()>>>(
@@ -79,6 +80,7 @@ static __global__ void sw_blend_kernel(float *acc, float *count, const float *lo
 void cuda_sw_blend_window(float *acc, float *count, const float *logits, const float *imp, int K,
                           const int pd[3], const int w[3], const int origin[3])
 {
+    if (w[0] <= 0 || w[1] <= 0 || w[2] <= 0) return;   /* an empty grid is a launch error */
     const SwGeometry g = sw_geometry(pd, w, origin);
     const size_t pn = (size_t)pd[0] * pd[1] * pd[2], wn = (size_t)w[0] * w[1] * w[2];
     sw_blend_kernel<<<plane_grid(g.w0 * g.w1, g.w2, false), kThreads, 0, cuda_stream()>>>(

@@ -50,6 +50,7 @@ extern "C" {
 #include "ops/backend.h"
 }
 #include "cuda/cuda_bf16.cuh" /* as_nv (the script's empty cuda_bf16.h stands in for CUDA's) */
+#include "ops/cpu_math.h"     /* MATH_MUL / MATH_SUB: layernorm_dx_value rounds each operation */
 
 /* CUDA's round-to-nearest add, never contracted into an FMA (the host build has no FMA). */
 inline float __fadd_rn(float a, float b) { return a + b; }
