@@ -1,9 +1,11 @@
 #include "core/check.h"
 
 #include <mpi.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static AliceFatalCleanup g_cleanups[ALICE_FATAL_CLEANUPS];
@@ -14,15 +16,33 @@ void alice_on_fatal(AliceFatalCleanup fn)
     if (g_cleanup_count < ALICE_FATAL_CLEANUPS) g_cleanups[g_cleanup_count++] = fn;
 }
 
-static _Noreturn void abort_all(int status)
+/* The thread ending the process (0: none yet). Errors can arise on the loader's read-ahead
+ * threads as well as on the main thread, two of them at once. */
+static pthread_mutex_t g_ending_lock = PTHREAD_MUTEX_INITIALIZER;
+static long g_ending_thread;
+
+/* Called first by every error path: 1 for the thread that ends the process, 0 when that thread
+ * fails again inside a cleanup (the cleanups are not run twice). Any other thread waits here
+ * for the end instead of printing a second message and running the cleanups concurrently. */
+static int begin_ending(void)
 {
-    /* a cleanup that ends on an error itself must not run the cleanups again */
-    static int ending;
-    int quick_exit_wanted = 0;
-    if (!ending) {
-        ending = 1;
-        for (int i = 0; i < g_cleanup_count; i++) quick_exit_wanted |= g_cleanups[i]();
+    const long self = (long)syscall(SYS_gettid);
+    if (pthread_mutex_trylock(&g_ending_lock) == 0) {
+        __atomic_store_n(&g_ending_thread, self, __ATOMIC_SEQ_CST);
+        return 1;
     }
+    if (__atomic_load_n(&g_ending_thread, __ATOMIC_SEQ_CST) == self) return 0;
+    for (;;) pause();
+}
+
+static _Noreturn void abort_all(int status, int first)
+{
+    int quick_exit_wanted = 0;
+    if (first)
+        for (int i = 0; i < g_cleanup_count; i++) quick_exit_wanted |= g_cleanups[i]();
+    /* exit() runs the atexit handlers (HDF5's library shutdown among them), which must not
+     * race a main thread still using those libraries: from another thread, _exit. */
+    const int main_thread = (long)syscall(SYS_gettid) == (long)getpid();
     int up = 0, down = 0;
     MPI_Initialized(&up);
     MPI_Finalized(&down);
@@ -31,32 +51,36 @@ static _Noreturn void abort_all(int status)
     fflush(stdout);
     fflush(stderr);
     /* One rank failing must end the whole job: without MPI_Abort the others wait forever
-     * in the next collective. */
+     * in the next collective. From a read-ahead thread too: MPI implementations end the job
+     * from any thread, and nothing else tells the other ranks. */
     if (up && !down && size > 1) MPI_Abort(MPI_COMM_WORLD, status);
-    if (quick_exit_wanted) _exit(status);
+    if (quick_exit_wanted || !main_thread) _exit(status);
     exit(status);
+}
+
+static _Noreturn void report_and_end(int status, const char *file, int line, const char *fmt,
+                                     va_list ap)
+{
+    const int first = begin_ending();
+    if (file) fprintf(stderr, "alice: error: %s:%d: ", file, line);
+    else fprintf(stderr, "alice: error: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    abort_all(status, first);
 }
 
 void alice_fatal_at(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "alice: error: %s:%d: ", file, line);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort_all(1);
+    report_and_end(1, file, line, fmt, ap);
 }
 
 void alice_die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "alice: error: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    abort_all(2);
+    report_and_end(2, NULL, 0, fmt, ap);
 }
 
 void alice_check_mpi_failed(int rc, const char *what, const char *file, int line)

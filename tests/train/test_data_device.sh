@@ -3,7 +3,9 @@
 # end with a clear error (exit 2) naming the problem and the fix, before any step is computed.
 #  - data_device = gpu with device = cpu: GPU crops need the CUDA backend;
 #  - fine-tuning labels beyond num_classes: caught when the case is read (whatever the device),
-#    because GPU crops never pass through host memory where a per-voxel check could look.
+#    because GPU crops never pass through host memory where a per-voxel check could look; also
+#    when read by 4 read-ahead threads at once, two of which may fail together (the error ends
+#    the process from a non-main thread: one message, status 2, every time).
 source "$(dirname "$0")/lib.sh"
 FT="$ROOT/jobs/finetune_tiny.cfg"
 SMALL="embed_dim=24 depth=4 heads=2 mlp_dim=48 feature_size=2 steps=2 val_every=100 prefetch=0 threads=1"
@@ -23,4 +25,10 @@ expect_error pretrain "data_device = 'tpu' is not valid" --config "$MICRO" run_d
 # Phantoms carry 13 organs: with num_classes = 3 their labels reach past 0..2.
 expect_error finetune "case '.*': label 1[0-3] is outside 0..2; set num_classes" \
   --config "$FT" run_dir="$WORK/d" num_classes=3 $SMALL
+for i in 1 2 3; do
+  expect_error finetune "case '.*': label 1[0-3] is outside 0..2; set num_classes" \
+    --config "$FT" run_dir="$WORK/e$i" num_classes=3 $SMALL prefetch=4 cache_mb=0
+  n=$(grep -c "alice: error" "$WORK/out.log")
+  [ "$n" = 1 ] || { cat "$WORK/out.log"; fail "$n error messages from one failing run, expected 1"; }
+done
 echo "ok: data_device and label checks"
