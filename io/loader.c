@@ -95,6 +95,7 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
                  local_size > 0 ? local_size : 1);
     o.inter_volume = cfg->inter_volume;
     o.key_jitter = 0.0f;
+    o.key_crop_pad = !strcmp(cfg->key_crop, "pad");
     o.matcher = matcher_find(cfg->matcher);
     if (!o.matcher) alice_die("matcher '%s' is unknown; use one of %s", cfg->matcher, MATCHER_NAMES);
     o.aug_masked = augment_params_none();
@@ -461,7 +462,10 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
         kc[a] = (int)(c + 0.5);
     }
     crop_start_for_center(qe->volume.dim, crop, qc, qs);
-    crop_start_for_center(ke->volume.dim, crop, kc, ks);
+    if (L->opt.key_crop_pad)
+        for (int a = 0; a < 3; a++) ks[a] = kc[a] - crop[a] / 2;
+    else
+        crop_start_for_center(ke->volume.dim, crop, kc, ks);
 
     float *q = b->query + (size_t)j * n, *k = b->key + (size_t)j * n;
     float *qi = b->query_intact + (size_t)j * n, *ki = b->key_intact + (size_t)j * n;

@@ -72,6 +72,9 @@ typedef struct {
     /* pre-training */
     int inter_volume;          /* key from another case (1) or the query's own (0) */
     float key_jitter;          /* key centre moved by U(-j, j) * crop per axis after matching */
+    /* K's crop: 0 = moved inside the volume (crop_start_for_center), 1 = centred on the
+     * matched point whatever the edge, zero-padded outside (key_crop = pad) */
+    int key_crop_pad;
     const Matcher *matcher;
     AugmentParams aug_masked;  /* the masked views' augmentation (default none) */
     AugmentParams aug_intact;  /* the intact views' strong augmentation */

@@ -67,6 +67,7 @@ typedef struct Config {
     int head_norm_last;           /* heads' last weight rows l2-normalised (DINO) */
     int casa_dim;
     int inter_volume;             /* Q and K from two volumes (1) or one (0) */
+    char key_crop[CFG_STR];       /* K's crop at a volume edge: shift | pad */
     int use_dv;                   /* l_dv on/off */
     int use_casa;                 /* CASA on, or direct V/Y similarity */
     float w_rec, w_dv, w_st;

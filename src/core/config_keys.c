@@ -120,6 +120,9 @@ const ConfigKey config_keys[] = {
       "unit's weight row used l2-normalised, gain 1), which bounds the logits"),
     K("casa_dim", CFG_T_INT, casa_dim, "768", "1..", "CASA attention width"),
     K("inter_volume", CFG_T_BOOL, inter_volume, "1", "", "Q and K crops from two volumes"),
+    K("key_crop", CFG_T_ENUM, key_crop, "shift", "shift|pad",
+      "K's crop around the matched point: shift = moved to lie inside the volume (near an edge the point leaves its centre); "
+      "pad = centred on the point, zero outside the volume (the released code)"),
     K("use_dv", CFG_T_BOOL, use_dv, "1", "", "cross-volume [cls] loss l_dv"),
     K("use_casa", CFG_T_BOOL, use_casa, "1", "", "CASA alignment (0 = direct V/Y similarity)"),
     K("w_rec", CFG_T_FLOAT, w_rec, "1", "0..", "weight of l_r"),

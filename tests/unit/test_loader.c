@@ -145,6 +145,48 @@ static int test_pretrain_key_crop_shows_the_same_anatomy(void)
     return 0;
 }
 
+/* key_crop = pad: the matched point is the key crop's centre voxel in every sample (its
+ * windowed value, with zeros where the crop leaves the volume), also where the default (shift)
+ * moves the crop inside the volume, which the same draws must show at least once near an edge;
+ * the query crops are the same bits either way. */
+static int test_pretrain_key_crop_pad(void)
+{
+    LoaderOptions shift = options(LOADER_PRETRAIN, 0, 1, 2, 0);
+    LoaderOptions pad = shift;
+    pad.key_crop_pad = 1;
+    shift.key_jitter = pad.key_jitter = 0.45f;   /* pushes matched points towards the edges */
+    Loader *ls = loader_create(&shift, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *lp = loader_create(&pad, loader_source_memory(cases, NUM_CASES, folds));
+    const size_t n = crop_n(&pad);
+    const int *c = pad.crop;
+    const size_t mid = ((size_t)(c[0] / 2) * c[1] + c[1] / 2) * c[2] + c[2] / 2;
+    int off_centre_shift = 0, off_centre_pad = 0, samples = 0;
+    for (long step = 0; step < 12; step++) {
+        PretrainBatch s, p;
+        loader_next_pretrain_batch(ls, step, &s);
+        loader_next_pretrain_batch(lp, step, &p);
+        TEST_CHECK(!memcmp(s.query, p.query, 2 * n * sizeof(float)),
+                   "step %ld: key_crop changed the query crops", step);
+        for (int j = 0; j < 2; j++, samples++) {
+            const Volume *v = &cases[p.key_case[j]];
+            const int *kc = p.key_center[j];
+            TEST_CHECK(!memcmp(kc, s.key_center[j], sizeof s.key_center[j]),
+                       "step %ld: key_crop moved the matched point", step);
+            const float want = window_apply(pad.window,
+                                            v->image[volume_index(v->dim, kc[0], kc[1], kc[2])]);
+            off_centre_pad += p.key[j * n + mid] != want;
+            off_centre_shift += s.key[j * n + mid] != want;
+        }
+    }
+    TEST_CHECK(off_centre_pad == 0, "key_crop = pad: %d of %d key crops not centred on their "
+               "matched point", off_centre_pad, samples);
+    TEST_CHECK(off_centre_shift > 0, "no draw near an edge in %d samples: the comparison shows "
+               "nothing", samples);
+    loader_destroy(ls);
+    loader_destroy(lp);
+    return 0;
+}
+
 /* Flips and quarter turns of the intact views drawn over 8 steps of batch 2: none when the
  * configuration has use_casa = 0 (token-wise l_st), some with CASA. */
 static int geometric_draws(int use_casa)
@@ -349,6 +391,7 @@ int main(void)
     TEST_RUN(test_cache_budget);
     TEST_RUN(test_pretrain_deterministic_and_rank_independent);
     TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
+    TEST_RUN(test_pretrain_key_crop_pad);
     TEST_RUN(test_no_casa_intact_views_keep_their_geometry);
     TEST_RUN(test_finetune_labels_and_rank_independence);
     TEST_RUN(test_finetune_class_sampler_rank_independence);
