@@ -90,7 +90,8 @@ typedef struct Config {
     float weight_decay_end;
     float beta1, beta2;
     float adam_eps;
-    float clip;                   /* global gradient norm, 0 = off */
+    float clip;                   /* gradient norm limit, 0 = off */
+    char clip_mode[CFG_STR];      /* global | per_tensor */
     char on_nonfinite[CFG_STR];   /* stop | skip */
     int overlap_allreduce;        /* gradient all-reduce in buckets during backward */
     float allreduce_bucket_mb;    /* target bucket size of that all-reduce */

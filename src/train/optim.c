@@ -58,9 +58,25 @@ static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, fl
                   ema ? ema->target->data : NULL, ema ? ema->momentum : 0.0f);
 }
 
+void clip_grads_per_tensor(ParamSet *ps, double max_norm)
+{
+    if (max_norm <= 0) return;
+    for (int i = 0; i < ps->count; i++) {
+        const ParamInfo *t = &ps->info[i];
+        float *g = ps->grad + t->offset;
+        const float factor = clip_grad_scale(sqrt(ps->be->sum_squares(g, t->numel)), max_norm);
+        if (factor < 1.0f) ps->be->scale(g, factor, t->numel);
+    }
+}
+
 void optimizer_update(ParamSet *ps, const Config *cfg, float lr, long step1, double grad_norm,
                       const EmaUpdate *ema)
 {
+    if (!strcmp(cfg->clip_mode, "per_tensor")) {
+        clip_grads_per_tensor(ps, cfg->clip);
+        adamw_call(ps, cfg, lr, step1, 1.0f, ema);
+        return;
+    }
     adamw_call(ps, cfg, lr, step1, clip_grad_scale(grad_norm, cfg->clip), ema);
 }
 

@@ -27,12 +27,18 @@ typedef struct {
     float momentum;
 } EmaUpdate;
 
+/* clip_mode = per_tensor: each tensor's gradient whose norm n exceeds max_norm multiplied, in
+ * place, by clip_grad_scale(n, max_norm) (DINO's utils.clip_gradients); a norm per tensor, so
+ * one reduction (one device synchronisation on the GPU) per tensor. */
+void clip_grads_per_tensor(ParamSet *ps, double max_norm);
+
 /* One optimiser update of ps, one backend call over the whole flat set: AdamW at learning rate
  * lr (bias corrections for ps->adam_steps + 1 updates, which it counts; weight decay
  * schedule_weight_decay(cfg, step1 - 1), step1 being the 1-based step of the schedules,
  * where ps->decay_mask says so) on the
  * gradients clipped to global norm cfg->clip, grad_norm being their norm (the factor
- * clip_grad_scale is applied inside AdamW's pass, so ps->grad itself stays unscaled); and, ema
+ * clip_grad_scale is applied inside AdamW's pass, so ps->grad itself stays unscaled; with
+ * clip_mode = per_tensor clip_grads_per_tensor scales ps->grad first instead); and, ema
  * non-NULL, the EMA of ema->target over all of ps in the same pass. The bits are those of
  * scaling the gradients, then adamw_step, then ema_step. */
 void optimizer_update(ParamSet *ps, const Config *cfg, float lr, long step1, double grad_norm,

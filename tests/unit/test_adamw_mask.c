@@ -10,7 +10,10 @@
  *    the bias corrections count the updates applied (1, 2, 3), as PyTorch's per-tensor step does;
  *  - the padding between tensors (param, gradient, both moments) stays exactly zero;
  *  - the one call gives the same bits as the former per-tensor calls (weight_decay or 0 per
- *    tensor, no mask), so nothing moved beyond the call count. */
+ *    tensor, no mask), so nothing moved beyond the call count;
+ *  - clip_mode = per_tensor (DINO's clip_gradients): three updates equal AdamW on gradients
+ *    each tensor of which was scaled on the host by clip / (its norm + 1e-6) where below 1,
+ *    norms in double; some tensors clipped, some not, and global clipping ends elsewhere. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -224,11 +227,97 @@ static int test_step_matches_pytorch_formula(void)
     return 0;
 }
 
+/* The host reference of per-tensor clipping: each tensor of g scaled by clip_grad_scale of its
+ * norm (in double); returns how many were scaled. */
+static int clip_host(const ParamSet *ps, float *g, double clip)
+{
+    int clipped = 0;
+    for (int i = 0; i < ps->count; i++) {
+        float *x = g + ps->info[i].offset;
+        double ss = 0.0;
+        for (size_t k = 0; k < ps->info[i].numel; k++) ss += (double)x[k] * x[k];
+        const float f = clip_grad_scale(sqrt(ss), clip);
+        if (f >= 1.0f) continue;
+        clipped++;
+        for (size_t k = 0; k < ps->info[i].numel; k++) x[k] *= f;
+    }
+    return clipped;
+}
+
+static int test_clip_per_tensor(void)
+{
+    Config cfg;
+    TEST_CONFIG(&cfg, optim_keys);
+    ParamSet per, ref, glob;
+    build_set(&per);
+    build_set(&ref);
+    build_set(&glob);
+    const size_t n = per.total, bytes = n * sizeof(float);
+    float *host = xmalloc(bytes), *g = xmalloc(bytes), *a = xmalloc(bytes), *b = xmalloc(bytes);
+    fill_tensors(&per, host, 1, 0.5f);
+    const ParamSet *sets[3] = {&per, &ref, &glob};
+    for (int s = 0; s < 3; s++) be->upload(sets[s]->data, host, bytes);
+    /* the clip: the median tensor norm of the first gradients (randn: about sqrt(numel)) */
+    fill_tensors(&per, g, 11, 1.0f);
+    double *norms = xmalloc((size_t)per.count * sizeof(double));
+    for (int i = 0; i < per.count; i++) {
+        double ss = 0.0;
+        for (size_t k = 0; k < per.info[i].numel; k++) {
+            const double x = g[per.info[i].offset + k];
+            ss += x * x;
+        }
+        norms[i] = sqrt(ss);
+    }
+    for (int i = 1; i < per.count; i++)   /* insertion sort: a handful of tensors */
+        for (int j = i; j > 0 && norms[j] < norms[j - 1]; j--) {
+            const double t = norms[j]; norms[j] = norms[j - 1]; norms[j - 1] = t;
+        }
+    cfg.clip = (float)norms[per.count / 2];
+    free(norms);
+    int clipped = 0, kept = 0;
+    /* gradient scales 1, 0.05, 1: the moments mix steps whose clipping differs */
+    const float scales[3] = {1.0f, 0.05f, 1.0f};
+    for (long step = 1; step <= 3; step++) {
+        fill_tensors(&per, g, 10 + (uint32_t)step, scales[step - 1]);
+        be->upload(glob.grad, g, bytes);
+        be->upload(per.grad, g, bytes);
+        snprintf(cfg.clip_mode, sizeof cfg.clip_mode, "global");
+        optimizer_update(&glob, &cfg, cfg.lr, step, grad_global_norm(&glob), NULL);
+        snprintf(cfg.clip_mode, sizeof cfg.clip_mode, "per_tensor");
+        optimizer_update(&per, &cfg, cfg.lr, step, grad_global_norm(&per), NULL);
+        const int c = clip_host(&per, g, cfg.clip);
+        clipped += c;
+        kept += per.count - c;
+        be->upload(ref.grad, g, bytes);
+        adamw_step(&ref, &cfg, cfg.lr, step);
+    }
+    TEST_CHECK(clipped > 0 && kept > 0, "per-tensor clipping scaled %d and kept %d tensors: the "
+               "test needs both", clipped, kept);
+    be->download(a, per.data, bytes);
+    be->download(b, ref.data, bytes);
+    double *want = xmalloc(n * sizeof(double));
+    for (size_t e = 0; e < n; e++) want[e] = b[e];
+    /* a clipping factor may differ in its last bit (the backend sums squares in its order) */
+    test_compare_ref("per_tensor clipping vs AdamW on host-clipped gradients", a, want, NULL, n,
+                     1e-5, 1e-7);
+    be->download(b, glob.data, bytes);
+    double far = 0.0;
+    for (size_t e = 0; e < n; e++) far = fmax(far, fabs((double)a[e] - b[e]));
+    TEST_CHECK(far > 1e-3, "global and per-tensor clipping end within %g of each other", far);
+    free(want);
+    free(host), free(g), free(a), free(b);
+    params_free(&per);
+    params_free(&ref);
+    params_free(&glob);
+    return 0;
+}
+
 int main(void)
 {
     be = backend_cpu();
     TEST_RUN(test_mask_tiny_by_hand);
     TEST_RUN(test_mask_matches_info);
     TEST_RUN(test_step_matches_pytorch_formula);
+    TEST_RUN(test_clip_per_tensor);
     return test_finish();
 }
