@@ -325,4 +325,10 @@ void config_validate(const Config *c)
     int visible = tokens - (int)(c->mask_ratio * tokens);
     if (visible < 1)
         alice_die("configuration: mask_ratio = %g leaves no visible patch of %d", c->mask_ratio, tokens);
+    const int gz = c->crop[2] / c->patch, columns = tokens / gz;
+    if (!strcmp(c->mask_shape, "z_tubes") && (tokens - visible) % gz != 0)
+        alice_die("configuration: mask_shape = z_tubes masks whole columns of %d z tokens, but "
+                  "mask_ratio = %g masks %d of %d tokens, not a multiple of %d: set mask_ratio "
+                  "to k / %d for a whole k columns (e.g. %g)", gz, c->mask_ratio, tokens - visible,
+                  tokens, gz, columns, (double)((int)(c->mask_ratio * columns + 0.5f)) / columns);
 }

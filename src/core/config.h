@@ -57,6 +57,7 @@ typedef struct Config {
     int dec_heads;
     int dec_mlp_dim;
     float mask_ratio;
+    char mask_shape[CFG_STR];     /* tokens | z_tubes */
     int norm_pix;                 /* per-patch normalised reconstruction targets */
 
     /* Alice heads and CASA */

@@ -163,6 +163,8 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     free(ident);
     m->perm_host = xmalloc((size_t)m->masked.S * N * sizeof(int));
     m->mask_host = xmalloc((size_t)m->masked.S * N * sizeof(float));
+    m->column_perm = strcmp(cfg->mask_shape, "z_tubes") == 0
+                         ? xmalloc((size_t)(N / m->grid[2]) * sizeof(int)) : NULL;
 }
 
 void pretrain_model_free(PretrainModel *m)
@@ -173,6 +175,7 @@ void pretrain_model_free(PretrainModel *m)
     if (m->dino) params_free(&m->buffers);
     free(m->perm_host);
     free(m->mask_host);
+    free(m->column_perm);
 }
 
 /* Uploads `samples` samples' permutations (host [samples, N]) from sample `first` of the
@@ -202,7 +205,17 @@ void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample)
         const long g = first_sample + s % m->B;
         RngStream rng;
         rng_init(&rng, (uint64_t)m->cfg.seed, (uint32_t)step, (uint32_t)(2 * g + v), RNG_MASK);
-        rng_permutation(&rng, m->perm_host + (size_t)s * m->N, m->N);
+        int *perm = m->perm_host + (size_t)s * m->N;
+        if (!m->column_perm) {
+            rng_permutation(&rng, perm, m->N);
+            continue;
+        }
+        /* z_tubes: a permutation of the in-plane positions (ix, iy), each expanded to its gz
+         * tokens in z order; nvis is a whole number of columns (config check) */
+        const int gz = m->grid[2], columns = m->N / gz;
+        rng_permutation(&rng, m->column_perm, columns);
+        for (int c = 0; c < columns; c++)
+            for (int z = 0; z < gz; z++) perm[c * gz + z] = m->column_perm[c] * gz + z;
     }
     upload_masks(m, 0, a->S, m->perm_host);   /* every view in one upload */
 }

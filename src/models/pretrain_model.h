@@ -131,6 +131,7 @@ typedef struct {
     IntactBatchActs intact;            /* Alice: both intact views, one teacher forward */
     IntactViewActs iv[MASKED_VIEWS];   /* indexed by view - VIEW_INTACT_Q; slices of intact */
     int *perm_host;                    /* [S, N] staging of the drawn masks */
+    int *column_perm;                  /* mask_shape = z_tubes: [N / grid z], else NULL */
     float *mask_host;                  /* [S * N] */
     /* T (CASA on the teacher features) uses the online query and CASA weights but is a
      * stop-gradient target. With freeze_teacher set, a forward keeps the T of the previous

@@ -507,7 +507,8 @@ def weight_decay_at(cfg, s):
 class AdamW:
     """Decoupled AdamW written out: p -= lr*wd*p (decay tensors only), then
     p -= lr * mhat / (sqrt(vhat) + eps) with bias correction at step s+1. Global-norm
-    clipping first when clip > 0. Mathematically the same as torch.optim.AdamW
+    clipping first when clip > 0 (clip_mode = per_tensor: each tensor by its own norm, DINO's
+    utils.clip_gradients). Mathematically the same as torch.optim.AdamW
     (checked by test_reference_selfcheck.py)."""
 
     def __init__(self, named_params, decay, cfg):
@@ -523,7 +524,11 @@ class AdamW:
         lr, wd = lr_at(cfg, s), weight_decay_at(cfg, s)
         b1, b2, eps, clip = cfg.f("beta1"), cfg.f("beta2"), cfg.f("adam_eps"), cfg.f("clip")
         grads = {n: p.grad for n, p in self.params}
-        if clip > 0:
+        if clip > 0 and cfg.s("clip_mode") == "per_tensor":
+            scales = {n: clip / (math.sqrt(float((g.double() ** 2).sum())) + CLIP_EPS)
+                      for n, g in grads.items()}
+            grads = {n: g * scales[n] if scales[n] < 1.0 else g for n, g in grads.items()}
+        elif clip > 0:
             norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads.values()))
             scale = clip / (norm + CLIP_EPS)
             if scale < 1.0:

@@ -33,5 +33,10 @@ if __name__ == "__main__":
                  "warmup_teacher_temp_steps": "4"},
                 # DINO's cosine weight decay schedule (0.5 towards 5 over the 5 steps: large,
                 # so a schedule not followed shows in the losses of steps 2-4)
-                {"weight_decay_schedule": "cosine", "weight_decay_end": "5"}]
+                {"weight_decay_schedule": "cosine", "weight_decay_end": "5"},
+                # per-tensor clipping (DINO's clip_gradients) with Adam seeing the scale, and
+                # the released code's z-tube masks (masks from the dump: the model must take
+                # whole columns as any permutation)
+                {"clip_mode": "per_tensor", "clip": "0.05", "adam_eps": alice_ref.CLIP_VARIANT_EPS},
+                {"mask_shape": "z_tubes"}]
     sys.exit(alice_ref.parity_main("alice", variants))

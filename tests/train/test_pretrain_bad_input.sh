@@ -17,6 +17,9 @@ expect_error "embed_dim = 24 is not divisible by heads = 5" run_dir="$WORK/a" he
 expect_error "unknown configuration key 'embed_dims'" run_dir="$WORK/a" embed_dims=24
 expect_error "larger than every volume" run_dir="$WORK/a" crop=192,192,32
 expect_error "activations of this model and batch need .* GiB" run_dir="$WORK/a" crop=96,96,96 patch=2 batch=64
+# z_tubes: 0.6 of 32 tokens = 19 masked, not whole columns of 2 (16 columns: 10 / 16 = 0.625)
+expect_error "mask_shape = z_tubes masks whole columns of 2 z tokens, but mask_ratio = 0.6 masks 19 of 32 tokens.*e.g. 0.625" \
+  run_dir="$WORK/a" mask_shape=z_tubes mask_ratio=0.6
 printf 'crop = 32,32,16\nbatch = two\n' > "$WORK/bad.cfg"
 expect_error "bad.cfg:2: batch = 'two' is not valid" run_dir="$WORK/a" --config "$WORK/bad.cfg"
 # One volume cannot give inter-volume pairs.
