@@ -123,6 +123,9 @@ const ConfigKey config_keys[] = {
       "unit's weight row used l2-normalised, gain 1), which bounds the logits"),
     K("casa_dim", CFG_T_INT, casa_dim, "768", "1..", "CASA attention width"),
     K("inter_volume", CFG_T_BOOL, inter_volume, "1", "", "Q and K crops from two volumes"),
+    K("intact_aug", CFG_T_ENUM, intact_aug, "strong", "strong|none",
+      "the target branch's intact views: strong = flips, quarter turns, intensity scale/shift, gamma, noise; "
+      "none = the crops as cut (the released code's target views)"),
     K("key_crop", CFG_T_ENUM, key_crop, "shift", "shift|pad",
       "K's crop around the matched point: shift = moved to lie inside the volume (near an edge the point leaves its centre); "
       "pad = centred on the point, zero outside the volume (the released code)"),

@@ -187,6 +187,43 @@ static int test_pretrain_key_crop_pad(void)
     return 0;
 }
 
+/* intact_aug = none (through loader_options_from_config): the intact views are the crops as
+ * cut, bit for bit the masked views (which have no augmentation); the default (strong) changes
+ * some of them. */
+static int intact_equal_masked(const char *intact_aug)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    config_set(&cfg, "intact_aug", intact_aug, "test", 0);
+    LoaderOptions o = loader_options_from_config(&cfg, LOADER_PRETRAIN, 0, 1, 1);
+    o.seed = 42;
+    o.batch = 2;
+    o.prefetch = 0;
+    o.crop[0] = 16; o.crop[1] = 16; o.crop[2] = 8;
+    Loader *L = loader_create(&o, loader_source_memory(cases, NUM_CASES, folds));
+    const size_t n = crop_n(&o);
+    int equal = 0;
+    for (long step = 0; step < 6; step++) {
+        PretrainBatch b;
+        loader_next_pretrain_batch(L, step, &b);
+        for (int j = 0; j < 2; j++) {
+            equal += !memcmp(b.query + j * n, b.query_intact + j * n, n * sizeof(float));
+            equal += !memcmp(b.key + j * n, b.key_intact + j * n, n * sizeof(float));
+        }
+    }
+    loader_destroy(L);
+    return equal;
+}
+
+static int test_intact_aug_none(void)
+{
+    const int none = intact_equal_masked("none"), strong = intact_equal_masked("strong");
+    TEST_CHECK(none == 24, "intact_aug = none: %d of 24 intact views equal their masked view",
+               none);
+    TEST_CHECK(strong < 24, "intact_aug = strong: every intact view equals its masked view");
+    return 0;
+}
+
 /* Flips and quarter turns of the intact views drawn over 8 steps of batch 2: none when the
  * configuration has use_casa = 0 (token-wise l_st), some with CASA. */
 static int geometric_draws(int use_casa)
@@ -392,6 +429,7 @@ int main(void)
     TEST_RUN(test_pretrain_deterministic_and_rank_independent);
     TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
     TEST_RUN(test_pretrain_key_crop_pad);
+    TEST_RUN(test_intact_aug_none);
     TEST_RUN(test_no_casa_intact_views_keep_their_geometry);
     TEST_RUN(test_finetune_labels_and_rank_independence);
     TEST_RUN(test_finetune_class_sampler_rank_independence);
