@@ -58,6 +58,7 @@ typedef struct Config {
     int dec_mlp_dim;
     float mask_ratio;
     char mask_shape[CFG_STR];     /* tokens | z_tubes */
+    char rec_region[CFG_STR];     /* l_r over masked | all tokens */
     int norm_pix;                 /* per-patch normalised reconstruction targets */
 
     /* Alice heads and CASA */

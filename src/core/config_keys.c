@@ -109,6 +109,8 @@ const ConfigKey config_keys[] = {
     K("dec_heads", CFG_T_INT, dec_heads, "12", "1..", "decoder attention heads"),
     K("dec_mlp_dim", CFG_T_INT, dec_mlp_dim, "1536", "1..", "decoder MLP hidden width"),
     K("mask_ratio", CFG_T_FLOAT, mask_ratio, "0.75", "0..0.99", "fraction of patches masked"),
+    K("rec_region", CFG_T_ENUM, rec_region, "masked", "masked|all",
+      "l_r over the masked tokens (eq. 1) or every token of the crop (the released code's MSE)"),
     K("mask_shape", CFG_T_ENUM, mask_shape, "tokens", "tokens|z_tubes",
       "tokens = each token masked on its own; z_tubes = in-plane positions masked through every z token of the crop "
       "(the released code's masks; mask_ratio * tokens must then be whole z-columns)"),

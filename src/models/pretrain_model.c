@@ -179,13 +179,15 @@ void pretrain_model_free(PretrainModel *m)
 }
 
 /* Uploads `samples` samples' permutations (host [samples, N]) from sample `first` of the
- * merged student batch on, with their masks. */
+ * merged student batch on, with their masks. The mask is read by l_r alone: 1 on the masked
+ * tokens, or on every token with rec_region = all. */
 static void upload_masks(PretrainModel *m, int first, int samples, const int *perm_host)
 {
-    const int N = m->N;
+    const int N = m->N, every = strcmp(m->cfg.rec_region, "all") == 0;
     for (int b = 0; b < samples; b++)
         for (int j = 0; j < N; j++)
-            m->mask_host[(size_t)b * N + perm_host[(size_t)b * N + j]] = j >= m->nvis ? 1.0f : 0.0f;
+            m->mask_host[(size_t)b * N + perm_host[(size_t)b * N + j]] =
+                every || j >= m->nvis ? 1.0f : 0.0f;
     const size_t rows = (size_t)samples * N, at = (size_t)first * N;
     m->be->upload(m->masked.perm + at, perm_host, rows * sizeof(int));
     m->be->upload(m->masked.mask + at, m->mask_host, rows * sizeof(float));

@@ -410,14 +410,15 @@ class AliceModel(nn.Module):
 
 # ----------------------------------------------------------------------------- losses
 
-def recon_loss(pred, x, perm, nvis, patch, norm_pix):
-    """l_r (eq. 1): MSE over the masked patches, per-patch normalised targets."""
+def recon_loss(pred, x, perm, nvis, patch, norm_pix, every_token=False):
+    """l_r (eq. 1): MSE over the masked patches (every_token: over all, rec_region = all),
+    per-patch normalised targets with norm_pix."""
     target = patchify(x, patch)
     if norm_pix:
         mean = target.mean(-1, keepdim=True)
         var = target.var(-1, unbiased=False, keepdim=True)
         target = (target - mean) / torch.sqrt(var + NORM_PIX_EPS)
-    masked = perm[:, nvis:]
+    masked = perm if every_token else perm[:, nvis:]
     err = (gather_tokens(pred, masked) - gather_tokens(target, masked)) ** 2
     return err.mean(-1).sum() / masked.numel()
 
@@ -433,7 +434,8 @@ def forward_loss(model, batch):
     def online(x, perm):
         V = model.encoder(x, perm[:, :nvis])
         H, pred = model.decoder(V, perm)
-        return V, H, recon_loss(pred, x, perm, nvis, p, norm_pix)
+        return V, H, recon_loss(pred, x, perm, nvis, p, norm_pix,
+                                cfg.s("rec_region") == "all")
 
     V_u, H_u, lr_q = online(batch["u"], batch["perm_u"])
     zero = lr_q.new_zeros(())

@@ -38,5 +38,7 @@ if __name__ == "__main__":
                 # the released code's z-tube masks (masks from the dump: the model must take
                 # whole columns as any permutation)
                 {"clip_mode": "per_tensor", "clip": "0.05", "adam_eps": alice_ref.CLIP_VARIANT_EPS},
-                {"mask_shape": "z_tubes"}]
+                {"mask_shape": "z_tubes"},
+                # the released code's reconstruction: plain MSE over every token
+                {"rec_region": "all", "norm_pix": "0"}]
     sys.exit(alice_ref.parity_main("alice", variants))
