@@ -325,6 +325,9 @@ void config_validate(const Config *c)
     int visible = tokens - (int)(c->mask_ratio * tokens);
     if (visible < 1)
         alice_die("configuration: mask_ratio = %g leaves no visible patch of %d", c->mask_ratio, tokens);
+    if (!strcmp(c->casa_layer, "transformer") && c->casa_dim % c->casa_heads != 0)
+        alice_die("configuration: casa_dim = %d is not divisible by casa_heads = %d",
+                  c->casa_dim, c->casa_heads);
     const int gz = c->crop[2] / c->patch, columns = tokens / gz;
     if (!strcmp(c->mask_shape, "z_tubes") && (tokens - visible) % gz != 0)
         alice_die("configuration: mask_shape = z_tubes masks whole columns of %d z tokens, but "

@@ -73,6 +73,8 @@ typedef struct Config {
     char intact_aug[CFG_STR];     /* the intact views' augmentation: strong | none */
     int use_dv;                   /* l_dv on/off */
     int use_casa;                 /* CASA on, or direct V/Y similarity */
+    char casa_layer[CFG_STR];     /* single | transformer */
+    int casa_heads, casa_ffn_dim; /* casa_layer = transformer */
     float w_rec, w_dv, w_st;
     float ema_start, ema_end;     /* cosine momentum schedule */
     char teacher_decoder[CFG_STR];   /* full | embed: the teacher's path from Y to psi */

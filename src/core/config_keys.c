@@ -133,6 +133,12 @@ const ConfigKey config_keys[] = {
       "pad = centred on the point, zero outside the volume (the released code)"),
     K("use_dv", CFG_T_BOOL, use_dv, "1", "", "cross-volume [cls] loss l_dv"),
     K("use_casa", CFG_T_BOOL, use_casa, "1", "", "CASA alignment (0 = direct V/Y similarity)"),
+    K("casa_layer", CFG_T_ENUM, casa_layer, "single", "single|transformer",
+      "CASA's form: single = one head of casa_dim and the zeta projection (the paper's eqs. 3-4); transformer = the "
+      "released code's cross-attention layer: the query projected into the heads' space, casa_heads heads, residual "
+      "and LayerNorm, a ReLU feed-forward of casa_ffn_dim with residual and LayerNorm"),
+    K("casa_heads", CFG_T_INT, casa_heads, "8", "1..", "casa_layer = transformer: attention heads (casa_dim divisible by it)"),
+    K("casa_ffn_dim", CFG_T_INT, casa_ffn_dim, "2048", "1..", "casa_layer = transformer: feed-forward width"),
     K("w_rec", CFG_T_FLOAT, w_rec, "1", "0..", "weight of l_r"),
     K("w_dv", CFG_T_FLOAT, w_dv, "1", "0..", "weight of l_dv"),
     K("w_st", CFG_T_FLOAT, w_st, "1", "0..", "weight of l_st"),

@@ -125,7 +125,8 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
         params_range_close(ps, &m->head_params);
         m->casa_params = params_range_open(ps);
         casa_register(&m->casa, ps, "casa", cfg->embed_dim, cfg->head_out, cfg->casa_dim,
-                      cfg->head_out);
+                      cfg->head_out, strcmp(cfg->casa_layer, "transformer") == 0,
+                      cfg->casa_heads, cfg->casa_ffn_dim);
         params_range_close(ps, &m->casa_params);
     }
     params_allocate(ps, be, 1);
@@ -477,9 +478,8 @@ double pretrain_model_step_flops(const PretrainModel *m)
     const ProjHead *h = &m->head;
     double head = 2.0 * B * N * ((double)h->in * h->hidden + (double)h->hidden * h->hidden +
                                  (double)h->hidden * h->bottleneck + (double)h->bottleneck * h->out);
-    double casa_q = 2.0 * B * nvis * (double)c->embed_dim * c->casa_dim;
-    double casa_kv = 2.0 * B * N * 2.0 * c->head_out * c->casa_dim +
-                     2.0 * 2.0 * B * (double)nvis * N * c->casa_dim + 2.0 * B * nvis * (double)c->casa_dim * c->head_out;
+    double casa_q = casa_query_flops(&m->casa, B, nvis);
+    double casa_kv = casa_kv_flops(&m->casa, B, nvis, N);
     double teacher = vit_encoder_forward_flops(&m->enc, B, N) + head +
                      (m->teacher_full ? mae_decoder_features_flops(&m->dec, B, N, N)
                                       : 2.0 * B * N * (double)c->embed_dim * c->dec_dim);

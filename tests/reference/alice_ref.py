@@ -339,26 +339,46 @@ class Head(nn.Module):
 
 
 class Casa(nn.Module):
-    """Single-head cross attention: queries from V, keys/values from head features."""
+    """Cross attention: queries from V, keys/values from head features. casa_layer = single:
+    one head and zeta (eqs. 3-4); transformer: the query projected into the heads' space
+    (q_in), casa_heads heads, post-norm residual blocks around the attention and a ReLU
+    feed-forward (the released code's layer, docs/MODEL.md)."""
 
     def __init__(self, cfg):
         super().__init__()
         E, C, out = cfg.i("embed_dim"), cfg.i("casa_dim"), cfg.i("head_out")
+        self.transformer = cfg.s("casa_layer") == "transformer"
+        self.heads = cfg.i("casa_heads") if self.transformer else 1
         self.norm_q = nn.LayerNorm(E, eps=LN_EPS)
         self.norm_kv = nn.LayerNorm(out, eps=LN_EPS)
-        self.q = nn.Linear(E, C, bias=False)
+        self.q = nn.Linear(out if self.transformer else E, C, bias=False)
         self.k = nn.Linear(out, C, bias=False)
         self.v = nn.Linear(out, C, bias=False)
         self.zeta = nn.Linear(C, out)
+        if self.transformer:
+            ffn = cfg.i("casa_ffn_dim")
+            self.q_in = nn.Linear(E, out)
+            self.norm1 = nn.LayerNorm(out, eps=LN_EPS)
+            self.ffn1 = nn.Linear(out, ffn)
+            self.ffn2 = nn.Linear(ffn, out)
+            self.norm2 = nn.LayerNorm(out, eps=LN_EPS)
 
     def forward(self, V, feats):
-        q = self.q(self.norm_q(V))
+        x0 = self.q_in(self.norm_q(V)) if self.transformer else None
+        q = self.q(x0) if self.transformer else self.q(self.norm_q(V))
         # autocast runs LayerNorm in fp32 on CUDA but not on the CPU (torch 1.13), where bf16
         # features meet fp32 weights: cast to the weights' dtype (a no-op without autocast)
         kv = self.norm_kv(feats.to(self.norm_kv.weight.dtype))
         k, v = self.k(kv), self.v(kv)
-        att = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1])), dim=-1)
-        return self.zeta(att @ v)
+        B, Tq, C = q.shape
+        H, dh = self.heads, C // self.heads
+        q, k, v = (t.reshape(B, t.shape[1], H, dh).transpose(1, 2) for t in (q, k, v))
+        att = torch.softmax((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dh)), dim=-1)
+        a = (att @ v).transpose(1, 2).reshape(B, Tq, C)
+        if not self.transformer:
+            return self.zeta(a)
+        y1 = self.norm1(x0 + self.zeta(a))
+        return self.norm2(y1 + self.ffn2(torch.relu(self.ffn1(y1))))
 
 
 class Target(nn.Module):

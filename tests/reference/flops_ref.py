@@ -19,7 +19,8 @@ counted):
   - teacher (the intact views, all tokens; the EMA target's encoder, its decoder without the
     voxel prediction (teacher_decoder = full) or decoder_embed alone (embed), and head,
     and the teacher side of CASA): forward only.
-  - CASA's query path LN_q(V) W_q is computed once per masked view and shared by the student
+  - CASA's query path LN_q(V) W_q (casa_layer = transformer: LN_q(V) W_q_in, then W_q) is
+    computed once per masked view and shared by the student
     (S) and the teacher (T) pairs (src/models/casa.h). alice_ref.py recomputes it for T under
     no_grad; measured() reports that as `recomputed` and leaves it out of the model count.
 
@@ -63,8 +64,9 @@ class Sizes:
         self.N = g[0] * g[1] * g[2]
         self.nvis = ar.num_visible(cfg, self.N)
         for k in ("embed_dim", "depth", "mlp_dim", "dec_dim", "dec_depth", "dec_mlp_dim",
-                  "head_hidden", "head_bottleneck", "head_out", "casa_dim"):
+                  "head_hidden", "head_bottleneck", "head_out", "casa_dim", "casa_ffn_dim"):
             setattr(self, k, cfg.i(k))
+        self.casa_transformer = cfg.s("casa_layer") == "transformer"
 
 
 def analytic(cfg, method=None):
@@ -91,6 +93,12 @@ def analytic(cfg, method=None):
         casa_query = linear(B * nvis, E, s.casa_dim)
         casa_pair = (2 * linear(B * N, s.head_out, s.casa_dim) +        # k and v
                      attention(B, nvis, N, s.casa_dim) + linear(B * nvis, s.casa_dim, s.head_out))
+        if s.casa_transformer:
+            # the query token in the heads' space, then q; the feed-forward after zeta
+            casa_query = (linear(B * nvis, E, s.head_out) +
+                          linear(B * nvis, s.head_out, s.casa_dim))
+            casa_pair += (linear(B * nvis, s.head_out, s.casa_ffn_dim) +
+                          linear(B * nvis, s.casa_ffn_dim, s.head_out))
         use_casa = cfg.b("use_casa")
         student += head + (casa_query + casa_pair if use_casa else 0)
         # teacher_decoder = full: the EMA decoder's blocks over all N tokens (no voxel
@@ -187,7 +195,7 @@ def measured(cfg, method=None, seed=0):
             where = stack[-1] if stack else "(functional)"
             if torch.is_grad_enabled():
                 counts["fwd_student"] += f
-            elif where == "casa.q":
+            elif where in ("casa.q", "casa.q_in"):
                 counts["recomputed"] += f    # alice_ref recomputes the shared query path for T
             else:
                 counts["fwd_teacher"] += f

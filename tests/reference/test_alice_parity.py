@@ -40,5 +40,9 @@ if __name__ == "__main__":
                 {"clip_mode": "per_tensor", "clip": "0.05", "adam_eps": alice_ref.CLIP_VARIANT_EPS},
                 {"mask_shape": "z_tubes"},
                 # the released code's reconstruction: plain MSE over every token
-                {"rec_region": "all", "norm_pix": "0"}]
+                {"rec_region": "all", "norm_pix": "0"},
+                # the released code's CASA layer (2 heads), with both alignment losses
+                {"casa_layer": "transformer", "casa_heads": "2", "casa_ffn_dim": "20"},
+                {"casa_layer": "transformer", "casa_heads": "2", "casa_ffn_dim": "20",
+                 "align_loss": "dino"}]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -6,8 +6,8 @@
      alice_ref.py's model, counted from their operand shapes.
 Where torch has torch.utils.flop_counter.FlopCounterMode (>= 2.1; not Debian's 1.13), PyTorch's
 own count must equal what (3) saw executed. Configs: tests/train/micro.cfg and
-jobs/pretrain_tiny.cfg; mae, alice, alice without CASA, alice with teacher_decoder = embed
-(and one odd mask ratio on micro). C vs Python to 1e-6 relative; analytic vs measured exactly.
+jobs/pretrain_tiny.cfg; mae, alice, alice without CASA, alice with teacher_decoder = embed,
+alice with casa_layer = transformer (and one odd mask ratio on micro). C vs Python to 1e-6 relative; analytic vs measured exactly.
 Before that, the counter itself against hand counts of one linear layer (with and without an
 input gradient) and one batched matmul, and the hand count of the patch-embedding layer.
 Prints the count and the floor of the paper configuration (ViT-B/16, 192x192x64, batch 8)."""
@@ -28,7 +28,9 @@ REPO = ar.REPO
 CONFIGS = ("tests/train/micro.cfg", "jobs/pretrain_tiny.cfg")
 VARIANTS = (("mae", {"method": "mae"}), ("alice", {"method": "alice"}),
             ("alice no CASA", {"method": "alice", "use_casa": "0"}),
-            ("alice embed teacher", {"method": "alice", "teacher_decoder": "embed"}))
+            ("alice embed teacher", {"method": "alice", "teacher_decoder": "embed"}),
+            ("alice CASA transformer", {"method": "alice", "casa_layer": "transformer",
+                                        "casa_heads": "2", "casa_ffn_dim": "40"}))
 EXTRA = (("tests/train/micro.cfg", "alice mask 0.6", {"method": "alice", "mask_ratio": "0.6"}),)
 REL_TOL = 1e-6
 

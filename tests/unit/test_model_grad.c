@@ -1,6 +1,6 @@
 /* Finite-difference check of the whole pre-training loss (MAE, Alice, Alice without CASA, and
  * Alice with align_loss = dino with and without CASA, its centers set to random values and held
- * fixed like the teacher)
+ * fixed like the teacher; both losses also with casa_layer = transformer, 2 heads)
  * against the analytic gradient at sampled entries of EVERY parameter tensor.
  * Central differences in fp32 with h = 2e-3; pass when |fd - analytic| <= 3e-3 + 5e-2 |fd|
  * (fp32 round-off of a loss near 1 divided by 2h is about 1e-4; the margin covers curvature). */
@@ -23,10 +23,14 @@ static const char *const tiny[][2] = {
 static double loss_of(PretrainModel *m) { return pretrain_model_forward_backward(m).loss; }
 static double loss_of_ctx(void *m) { return loss_of(m); }
 
-static int check_method(const char *method, int use_casa, const char *align_loss)
+static int check_layer(const char *method, int use_casa, const char *align_loss,
+                       const char *casa_layer)
 {
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
+    config_set(&cfg, "casa_layer", casa_layer, "test", 0);
+    config_set(&cfg, "casa_heads", "2", "test", 0);
+    config_set(&cfg, "casa_ffn_dim", "10", "test", 0);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "use_casa", use_casa ? "1" : "0", "test", 0);
     config_set(&cfg, "align_loss", align_loss, "test", 0);
@@ -75,12 +79,17 @@ static int check_method(const char *method, int use_casa, const char *align_loss
             }
         }
     }
-    printf("  %s%s, align_loss %s: %d entries of %d tensors checked, %d off\n", method,
-           use_casa ? "" : " (no CASA)", align_loss, checked, ps->count, bad);
+    printf("  %s%s, align_loss %s, casa_layer %s: %d entries of %d tensors checked, %d off\n",
+           method, use_casa ? "" : " (no CASA)", align_loss, casa_layer, checked, ps->count, bad);
     free(grad);
     free(vol);
     pretrain_model_free(&m);
     return 0;
+}
+
+static int check_method(const char *method, int use_casa, const char *align_loss)
+{
+    return check_layer(method, use_casa, align_loss, "single");
 }
 
 static int test_mae(void) { return check_method("mae", 1, "cosine"); }
@@ -88,6 +97,11 @@ static int test_alice(void) { return check_method("alice", 1, "cosine"); }
 static int test_alice_no_casa(void) { return check_method("alice", 0, "cosine"); }
 static int test_alice_dino(void) { return check_method("alice", 1, "dino"); }
 static int test_alice_dino_no_casa(void) { return check_method("alice", 0, "dino"); }
+static int test_alice_casa_transformer(void) { return check_layer("alice", 1, "cosine", "transformer"); }
+static int test_alice_dino_casa_transformer(void)
+{
+    return check_layer("alice", 1, "dino", "transformer");
+}
 
 int main(int argc, char **argv)
 {
@@ -97,6 +111,8 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_no_casa);
     TEST_RUN(test_alice_dino);
     TEST_RUN(test_alice_dino_no_casa);
+    TEST_RUN(test_alice_casa_transformer);
+    TEST_RUN(test_alice_dino_casa_transformer);
     MPI_Finalize();
     return test_finish();
 }

@@ -200,6 +200,16 @@ static int check_method(const char *method, int use_casa)
 static int test_mae(void) { return check_method("mae", 1); }
 static int test_alice(void) { return check_method("alice", 1); }
 static int test_alice_no_casa(void) { return check_method("alice", 0); }
+/* casa_layer = transformer (the released code's CASA: multi-head, residuals, LayerNorms, a ReLU
+ * feed-forward) on both backends, fp32 and bf16. */
+static const char *const kCasaTransformer[][2] = {
+    {"casa_layer", "transformer"}, {"casa_heads", "2"}, {"casa_ffn_dim", "24"},
+};
+static int test_alice_casa_transformer(void)
+{
+    return check_method_with("alice", 1, &kFp32, kCasaTransformer, 3) |
+           check_method_with("alice", 1, &kBf16, kCasaTransformer, 3);
+}
 /* The fused attention kernel inside a whole step: the GPU model's arena is planned with row
  * logsumexps instead of probabilities (attention_saved_floats), CASA's heads wider than 128
  * stay on the GEMM path; losses, gradients, AdamW and EMA as tight as with the GEMM kernel. */
@@ -344,6 +354,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_mae);
     TEST_RUN(test_alice);
     TEST_RUN(test_alice_no_casa);
+    TEST_RUN(test_alice_casa_transformer);
     TEST_RUN(test_unetr_step);
     TEST_RUN(test_alice_fused_attention);
     TEST_RUN(test_alice_bf16);
