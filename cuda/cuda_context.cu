@@ -59,6 +59,14 @@ static GpuDeviceChoice choose_device(int count)
     CHECK_MPI(MPI_Initialized(&mpi_up));
     CHECK_MPI(MPI_Finalized(&mpi_down));
     if (!mpi_up || mpi_down) return one;
+    /* A collective, and MPI is initialised MPI_THREAD_FUNNELED: only the main thread may run it
+     * (the loader's threads reach cuda_context_init only after the main thread opened the
+     * backend, when it returns at once). */
+    int main_thread = 0;
+    CHECK_MPI(MPI_Is_thread_main(&main_thread));
+    ALICE_ASSERT(main_thread, "the CUDA backend was first opened on a thread other than MPI's "
+                 "main thread: its device choice is an MPI collective (open the backend on the "
+                 "main thread, before starting threads)");
     char key[kVisibleSetKeyBytes];
     visible_set_key(key, count);
     int rank = 0, size = 1;
