@@ -133,6 +133,9 @@ const ConfigKey config_keys[] = {
       "pad = centred on the point, zero outside the volume (the released code)"),
     K("use_dv", CFG_T_BOOL, use_dv, "1", "", "cross-volume [cls] loss l_dv"),
     K("use_casa", CFG_T_BOOL, use_casa, "1", "", "CASA alignment (0 = direct V/Y similarity)"),
+    K("cls_source", CFG_T_ENUM, cls_source, "decoder", "decoder|encoder",
+      "l_dv's [cls] vectors: decoder = the mean of the head's outputs over the decoder tokens; encoder = the head "
+      "applied to the mean of the encoder's tokens through a linear map to dec_dim (cls_proj; the released code)"),
     K("casa_layer", CFG_T_ENUM, casa_layer, "single", "single|transformer",
       "CASA's form: single = one head of casa_dim and the zeta projection (the paper's eqs. 3-4); transformer = the "
       "released code's cross-attention layer: the query projected into the heads' space, casa_heads heads, residual "

@@ -55,6 +55,13 @@ static void layout(PretrainModel *m, Arena *ar)
     s->cls = arena_floats(ar, (size_t)S * out);
     s->dcls = arena_floats(ar, (size_t)S * out);
     s->cls_cross = arena_floats(ar, (size_t)S * out);
+    if (m->cls_encoder) {
+        s->pooled = arena_floats(ar, (size_t)S * E);
+        s->cls_in = arena_floats(ar, (size_t)S * D);
+        s->dpooled = arena_floats(ar, (size_t)S * E);
+        s->dV_cls = arena_floats(ar, (size_t)S * nvis * E);
+        proj_head_layout_for_input(&m->head, &s->phi_cls, ar, S, 1, DTYPE_F32);
+    }
     casa_query_layout(&m->casa, &s->cq, ar, S, nvis, 1);
     casa_kv_layout(&m->casa, &s->student, ar, S, nvis, N, 1);
     casa_kv_layout(&m->casa, &s->teacher, ar, S, nvis, N, 0);
@@ -76,6 +83,11 @@ static void layout(PretrainModel *m, Arena *ar)
     }
     proj_head_layout_for_input(&m->head, &t->psi, ar, teacher_samples * N, 0, t->feat.type);
     t->cls = arena_floats(ar, (size_t)teacher_samples * out);
+    if (m->cls_encoder) {
+        t->pooled = arena_floats(ar, (size_t)teacher_samples * E);
+        t->cls_in = arena_floats(ar, (size_t)teacher_samples * D);
+        proj_head_layout_for_input(&m->head, &t->psi_cls, ar, teacher_samples, 0, DTYPE_F32);
+    }
     /* In the planning pass these slices are placeholders too; the second pass recomputes them. */
     for (int v = 0; v < MASKED_VIEWS; v++) {
         IntactViewActs *a = &m->iv[v];
@@ -97,6 +109,7 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->cfg = *cfg;
     m->be = be;
     m->alice = strcmp(cfg->method, "alice") == 0;
+    m->cls_encoder = m->alice && strcmp(cfg->cls_source, "encoder") == 0;
     m->teacher_full = strcmp(cfg->teacher_decoder, "full") == 0;
     m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
     m->teacher_temp = pretrain_teacher_temp(cfg, 0);
@@ -122,6 +135,10 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     if (m->alice) {
         proj_head_register(&m->head, ps, "head", cfg->dec_dim, cfg->head_hidden,
                            cfg->head_bottleneck, cfg->head_out, cfg->head_norm_last);
+        m->cls_proj_w = m->cls_proj_b = NO_PARAM;
+        if (m->cls_encoder)
+            register_linear(ps, "cls_proj", cfg->embed_dim, cfg->dec_dim, 1, &m->cls_proj_w,
+                            &m->cls_proj_b);
         params_range_close(ps, &m->head_params);
         m->casa_params = params_range_open(ps);
         casa_register(&m->casa, ps, "casa", cfg->embed_dim, cfg->head_out, cfg->casa_dim,
@@ -273,7 +290,15 @@ static void intact_forward(PretrainModel *m)
         linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, S * N,
                        c->embed_dim, c->dec_dim);
     proj_head_forward_act(&m->head, &a->psi, &m->target, a->feat);
-    be->mean_rows_fwd(a->cls, a->psi.z, S, N, c->head_out);
+    if (!m->cls_encoder) {
+        be->mean_rows_fwd(a->cls, a->psi.z, S, N, c->head_out);
+        return;
+    }
+    be->mean_rows_fwd(a->pooled, a->enc.st.out, S, N, c->embed_dim);
+    linear_forward(&m->target, m->cls_proj_w, m->cls_proj_b, a->cls_in, a->pooled, S,
+                   c->embed_dim, c->dec_dim);
+    proj_head_forward(&m->head, &a->psi_cls, &m->target, a->cls_in);
+    be->copy(a->cls, a->psi_cls.z, (size_t)S * c->head_out * sizeof(float));
 }
 
 /* The student's reconstruction branch over every masked view: patchify, targets, online
@@ -333,7 +358,15 @@ static void alice_forward(PretrainModel *m)
     const IntactBatchActs *t = &m->intact;
     const int B = m->B, S = a->S, N = m->N, nvis = m->nvis, out = c->head_out;
     proj_head_forward_act(&m->head, &a->phi, &m->online, mae_decoder_H(&a->dec));
-    be->mean_rows_fwd(a->cls, a->phi.z, S, N, out);
+    if (m->cls_encoder) {
+        be->mean_rows_fwd(a->pooled, a->enc.st.out, S, nvis, c->embed_dim);
+        linear_forward(&m->online, m->cls_proj_w, m->cls_proj_b, a->cls_in, a->pooled, S,
+                       c->embed_dim, c->dec_dim);
+        proj_head_forward(&m->head, &a->phi_cls, &m->online, a->cls_in);
+        be->copy(a->cls, a->phi_cls.z, (size_t)S * out * sizeof(float));
+    } else {
+        be->mean_rows_fwd(a->cls, a->phi.z, S, N, out);
+    }
     if (c->use_casa) {
         casa_query_forward(&m->casa, &a->cq, &m->online, a->enc.st.out);
         casa_kv_forward(&m->casa, &a->cq, &a->student, &m->online, a->phi.z);
@@ -369,11 +402,21 @@ static void masked_backward(PretrainModel *m)
     if (m->alice) {
         /* Gradients reaching phi(H): pooled [cls] (l_dv) and CASA keys/values or the direct
          * token similarity (l_st). Targets (teacher side) are constants. */
-        if (c->use_dv) {
+        if (c->use_dv)
             align_bwd(m, a->dcls, a->cls, a->cls_cross, CENTER_CLS, S, views * c->w_dv);
+        if (c->use_dv && !m->cls_encoder) {
             be->mean_rows_bwd(a->phi.dz, a->dcls, S, N, out);
         } else {
             be->fill(a->phi.dz, 0.0f, (size_t)S * N * out);
+        }
+        if (c->use_dv && m->cls_encoder) {
+            /* phi_cls, cls_proj and the mean over V: their gradient joins dV after the
+             * decoder's backward (which writes dV) */
+            be->copy(a->phi_cls.dz, a->dcls, (size_t)S * out * sizeof(float));
+            proj_head_backward(&m->head, &a->phi_cls, ps, a->cls_in);
+            linear_backward(ps, m->cls_proj_w, m->cls_proj_b, a->dpooled, a->phi_cls.dx,
+                            a->pooled, S, c->embed_dim, c->dec_dim);
+            be->mean_rows_bwd(a->dV_cls, a->dpooled, S, nvis, c->embed_dim);
         }
         if (c->use_casa) {
             align_bwd(m, a->student.dout, a->student.out, a->teacher.out, CENTER_TOKENS,
@@ -390,6 +433,8 @@ static void masked_backward(PretrainModel *m)
     }
     mae_decoder_backward(&m->dec, &a->dec, ps, a->enc.st.out, a->perm, a->dpred, dH_extra, a->dV);
     params_grads_ready(ps, m->decoder_params);
+    if (m->cls_encoder && c->use_dv)
+        be->add(a->dV, a->dV, a->dV_cls, (size_t)S * nvis * c->embed_dim);
     if (m->alice && c->use_casa) {
         casa_query_backward(&m->casa, &a->cq, ps, a->enc.st.out);
         be->add(a->dV, a->dV, a->cq.dV, (size_t)S * nvis * c->embed_dim);
@@ -476,14 +521,22 @@ double pretrain_model_step_flops(const PretrainModel *m)
     double patch_input_grad = 2.0 * B * nvis * (double)m->enc.P * m->enc.width;
     if (!m->alice) return 3.0 * student - patch_input_grad;
     const ProjHead *h = &m->head;
-    double head = 2.0 * B * N * ((double)h->in * h->hidden + (double)h->hidden * h->hidden +
-                                 (double)h->hidden * h->bottleneck + (double)h->bottleneck * h->out);
+    const double head_per_row = 2.0 * ((double)h->in * h->hidden + (double)h->hidden * h->hidden +
+                                       (double)h->hidden * h->bottleneck +
+                                       (double)h->bottleneck * h->out);
+    double head = B * N * head_per_row;
+    /* cls_source = encoder: cls_proj and the head on one pooled row per sample, both sides */
+    const double cls = m->cls_encoder
+                           ? B * head_per_row + 2.0 * B * (double)c->embed_dim * c->dec_dim
+                           : 0.0;
     double casa_q = casa_query_flops(&m->casa, B, nvis);
     double casa_kv = casa_kv_flops(&m->casa, B, nvis, N);
-    double teacher = vit_encoder_forward_flops(&m->enc, B, N) + head +
+    double teacher = vit_encoder_forward_flops(&m->enc, B, N) + head + cls +
                      (m->teacher_full ? mae_decoder_features_flops(&m->dec, B, N, N)
                                       : 2.0 * B * N * (double)c->embed_dim * c->dec_dim);
+    /* the student's cls rows run backward only when l_dv is on */
     double per_view = 3.0 * (student + head + (c->use_casa ? casa_q + casa_kv : 0)) +
+                      (c->use_dv ? 3.0 : 1.0) * cls +
                       (c->use_casa ? casa_kv : 0) + teacher - patch_input_grad;
     return MASKED_VIEWS * per_view;
 }

@@ -57,6 +57,9 @@ typedef struct {
     float *cls, *dcls;    /* [S, out] pooled phi, its gradient */
     float *cls_cross;     /* [S, out] the pooled teacher rows l_dv compares sample s with: those
                            * of the CROSS_INTACT view's same sample */
+    /* cls_source = encoder: cls = phi(cls_proj(mean of V)) through phi_cls (S rows) */
+    float *pooled, *cls_in, *dpooled, *dV_cls;   /* [S, E], [S, D], [S, E], [S, nvis, E] */
+    ProjHeadActs phi_cls;
     CasaQuery cq;
     CasaKV student, teacher;
     float *sel_s, *sel_t, *dsel;   /* no-CASA: head outputs at the visible positions */
@@ -88,6 +91,9 @@ typedef struct {
     Act feat;
     ProjHeadActs psi;     /* forward only, MASKED_VIEWS * B * N rows */
     float *cls;           /* [MASKED_VIEWS * B, out] */
+    /* cls_source = encoder: cls = psi(cls_proj(mean of Y)), the target's copies */
+    float *pooled, *cls_in;                      /* [MASKED_VIEWS * B, E], [.., D] */
+    ProjHeadActs psi_cls;
 } IntactBatchActs;
 
 /* One intact view: its B samples' slice of IntactBatchActs (every pointer an offset into the
@@ -119,6 +125,9 @@ typedef struct {
     MaeDecoder dec;
     ProjHead head;
     Casa casa;
+    /* cls_source = encoder: the linear map of the pooled encoder tokens to the head's input
+     * width (in the head's parameter range; NO_PARAM otherwise) */
+    int cls_encoder, cls_proj_w, cls_proj_b;
     /* Tensor ranges reported done after their module's backward (the encoder's blocks report
      * themselves); head and casa are empty for MAE. */
     ParamRange decoder_params, head_params, casa_params;

@@ -389,12 +389,18 @@ class Target(nn.Module):
         # (the decoder's final LayerNorm output)
         self.decoder = Decoder(cfg) if cfg.s("teacher_decoder") == "full" else TargetDecoder(cfg)
         self.head = Head(cfg)
+        if cfg.s("cls_source") == "encoder":
+            self.cls_proj = nn.Linear(cfg.i("embed_dim"), cfg.i("dec_dim"))
 
     def features(self, x):
         """psi's input for an intact view x: all N tokens, in order."""
+        return self.features_and_tokens(x)[0]
+
+    def features_and_tokens(self, x):
+        """features(x) and the target encoder's output Y behind them."""
         Y = self.encoder(x)
         order = torch.arange(Y.shape[1], device=Y.device).expand(Y.shape[0], -1)
-        return self.decoder.features(Y, order)
+        return self.decoder.features(Y, order), Y
 
 
 class AliceModel(nn.Module):
@@ -412,6 +418,8 @@ class AliceModel(nn.Module):
         if self.method == "alice":
             self.head = Head(cfg)
             self.casa = Casa(cfg)
+            if cfg.s("cls_source") == "encoder":   # l_dv's [cls]: head(cls_proj(mean V))
+                self.cls_proj = nn.Linear(cfg.i("embed_dim"), cfg.i("dec_dim"))
             self.target = Target(cfg)
             for p in self.target.parameters():
                 p.requires_grad_(False)
@@ -465,11 +473,20 @@ def forward_loss(model, batch):
 
     V_r, H_r, lr_k = online(batch["r"], batch["perm_r"])
     l_r = 0.5 * (lr_q + lr_k)
+    cls_encoder = cfg.s("cls_source") == "encoder"
     with torch.no_grad():
         t = model.target
-        psi_w = t.head(t.features(batch["w"]))
-        psi_v = t.head(t.features(batch["v"]))
+        (f_w, Y_w), (f_v, Y_v) = t.features_and_tokens(batch["w"]), t.features_and_tokens(batch["v"])
+        psi_w, psi_v = t.head(f_w), t.head(f_v)
+        if cls_encoder:
+            cls_w, cls_v = (t.head(t.cls_proj(Y.mean(1))) for Y in (Y_w, Y_v))
+        else:
+            cls_w, cls_v = psi_w.mean(1), psi_v.mean(1)
     phi_u, phi_r = model.head(H_u), model.head(H_r)
+    if cls_encoder:
+        cls_u, cls_r = (model.head(model.cls_proj(V.mean(1))) for V in (V_u, V_r))
+    else:
+        cls_u, cls_r = phi_u.mean(1), phi_r.mean(1)
 
     def align(s, t, center):
         return (dino_loss(s, t, center, cfg, teacher_temp_at(cfg, model.step)) if model.dino
@@ -479,7 +496,7 @@ def forward_loss(model, batch):
     c_cls = model.center_cls if model.dino else None
     c_tok = model.center_tokens if model.dino else None
     if cfg.b("use_dv"):
-        l_dv = align(phi_u.mean(1), psi_v.mean(1), c_cls) + align(phi_r.mean(1), psi_w.mean(1), c_cls)
+        l_dv = align(cls_u, cls_v, c_cls) + align(cls_r, cls_w, c_cls)
 
     if cfg.b("use_casa"):
         S_u, S_r = model.casa(V_u, phi_u), model.casa(V_r, phi_r)
@@ -493,7 +510,7 @@ def forward_loss(model, batch):
         l_st = (align(gather_tokens(phi_u, vis_u), teacher_tokens[0], c_tok)
                 + align(gather_tokens(phi_r, vis_r), teacher_tokens[1], c_tok))
     # the teacher rows of this step, for the DINO center update after the step
-    model.teacher_rows = dict(cls=torch.cat([psi_w.mean(1), psi_v.mean(1)]).detach(),
+    model.teacher_rows = dict(cls=torch.cat([cls_w, cls_v]).detach(),
                               tokens=torch.cat([t.reshape(-1, t.shape[-1]) for t in teacher_tokens]).detach())
 
     loss = cfg.f("w_rec") * l_r + cfg.f("w_dv") * l_dv + cfg.f("w_st") * l_st

@@ -101,15 +101,25 @@ def analytic(cfg, method=None):
                           linear(B * nvis, s.casa_ffn_dim, s.head_out))
         use_casa = cfg.b("use_casa")
         student += head + (casa_query + casa_pair if use_casa else 0)
+        # cls_source = encoder: cls_proj and the head on one pooled row per sample, both sides
+        # (the student's with a backward only when l_dv is on)
+        cls = 0
+        if cfg.s("cls_source") == "encoder":
+            cls = linear(B, E, D) + head // N
+        cls_fwd_only = cls if not cfg.b("use_dv") else 0
+        student += cls - cls_fwd_only
         # teacher_decoder = full: the EMA decoder's blocks over all N tokens (no voxel
         # prediction); embed: its input projection alone
         teacher_decoder = (linear(B * N, E, D) +
                            (transformer(B, N, D, s.dec_mlp_dim, s.dec_depth)
                             if cfg.s("teacher_decoder") == "full" else 0))
-        teacher = encoder(N) + teacher_decoder + head + (casa_pair if use_casa else 0)
+        teacher = encoder(N) + teacher_decoder + head + cls + (casa_pair if use_casa else 0)
     elif method != "mae":
         raise ValueError("method %r is not mae|alice" % method)
-    out = dict(fwd_student=views * student, bwd_student=views * (2 * student - patch_fwd),
+    else:
+        cls_fwd_only = 0
+    out = dict(fwd_student=views * (student + cls_fwd_only),
+               bwd_student=views * (2 * student - patch_fwd),
                fwd_teacher=views * teacher, patch_embed_fwd=views * patch_fwd)
     out["total"] = out["fwd_student"] + out["bwd_student"] + out["fwd_teacher"]
     return out

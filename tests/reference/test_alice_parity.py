@@ -44,5 +44,8 @@ if __name__ == "__main__":
                 # the released code's CASA layer (2 heads), with both alignment losses
                 {"casa_layer": "transformer", "casa_heads": "2", "casa_ffn_dim": "20"},
                 {"casa_layer": "transformer", "casa_heads": "2", "casa_ffn_dim": "20",
-                 "align_loss": "dino"}]
+                 "align_loss": "dino"},
+                # l_dv's [cls] from the encoder (head(cls_proj(mean V))), both losses
+                {"cls_source": "encoder"},
+                {"cls_source": "encoder", "align_loss": "dino", "use_casa": "0"}]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -30,7 +30,9 @@ static int g_teacher_full;
 /* Target tensors the teacher branch holds (docs/MODEL.md). */
 static int teacher_tensor(const char *name)
 {
+    /* cls_proj exists with cls_source = encoder, where the teacher's [cls] uses it */
     return !strncmp(name, "encoder.", 8) || !strncmp(name, "head.", 5) ||
+           !strncmp(name, "cls_proj.", 9) ||
            !strncmp(name, g_teacher_full ? "decoder." : "decoder.decoder_embed.",
                     g_teacher_full ? 8 : 22);
 }

@@ -1,6 +1,7 @@
 /* Finite-difference check of the whole pre-training loss (MAE, Alice, Alice without CASA, and
  * Alice with align_loss = dino with and without CASA, its centers set to random values and held
- * fixed like the teacher; both losses also with casa_layer = transformer, 2 heads)
+ * fixed like the teacher; both losses also with casa_layer = transformer, 2 heads, and with
+ * cls_source = encoder)
  * against the analytic gradient at sampled entries of EVERY parameter tensor.
  * Central differences in fp32 with h = 2e-3; pass when |fd - analytic| <= 3e-3 + 5e-2 |fd|
  * (fp32 round-off of a loss near 1 divided by 2h is about 1e-4; the margin covers curvature). */
@@ -20,6 +21,8 @@ static const char *const tiny[][2] = {
     {"casa_dim", "6"}, {"batch", "2"}, {"mask_ratio", "0.5"},
 };
 
+static const char *g_cls_source = "decoder";
+
 static double loss_of(PretrainModel *m) { return pretrain_model_forward_backward(m).loss; }
 static double loss_of_ctx(void *m) { return loss_of(m); }
 
@@ -28,6 +31,7 @@ static int check_layer(const char *method, int use_casa, const char *align_loss,
 {
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
+    config_set(&cfg, "cls_source", g_cls_source, "test", 0);
     config_set(&cfg, "casa_layer", casa_layer, "test", 0);
     config_set(&cfg, "casa_heads", "2", "test", 0);
     config_set(&cfg, "casa_ffn_dim", "10", "test", 0);
@@ -79,8 +83,9 @@ static int check_layer(const char *method, int use_casa, const char *align_loss,
             }
         }
     }
-    printf("  %s%s, align_loss %s, casa_layer %s: %d entries of %d tensors checked, %d off\n",
-           method, use_casa ? "" : " (no CASA)", align_loss, casa_layer, checked, ps->count, bad);
+    printf("  %s%s, align_loss %s, casa_layer %s, cls_source %s: %d entries of %d tensors "
+           "checked, %d off\n", method, use_casa ? "" : " (no CASA)", align_loss, casa_layer,
+           g_cls_source, checked, ps->count, bad);
     free(grad);
     free(vol);
     pretrain_model_free(&m);
@@ -102,6 +107,14 @@ static int test_alice_dino_casa_transformer(void)
 {
     return check_layer("alice", 1, "dino", "transformer");
 }
+/* l_dv's [cls] from the encoder: gradients through cls_proj and the pooled V into the encoder */
+static int test_alice_cls_encoder(void)
+{
+    g_cls_source = "encoder";
+    int rc = check_method("alice", 1, "cosine") | check_method("alice", 0, "dino");
+    g_cls_source = "decoder";
+    return rc;
+}
 
 int main(int argc, char **argv)
 {
@@ -113,6 +126,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_dino_no_casa);
     TEST_RUN(test_alice_casa_transformer);
     TEST_RUN(test_alice_dino_casa_transformer);
+    TEST_RUN(test_alice_cls_encoder);
     MPI_Finalize();
     return test_finish();
 }

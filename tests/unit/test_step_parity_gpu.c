@@ -210,6 +210,13 @@ static int test_alice_casa_transformer(void)
     return check_method_with("alice", 1, &kFp32, kCasaTransformer, 3) |
            check_method_with("alice", 1, &kBf16, kCasaTransformer, 3);
 }
+/* cls_source = encoder: l_dv's [cls] = head(cls_proj(mean of the encoder tokens)). */
+static const char *const kClsEncoder[][2] = {{"cls_source", "encoder"}};
+static int test_alice_cls_encoder(void)
+{
+    return check_method_with("alice", 1, &kFp32, kClsEncoder, 1) |
+           check_method_with("alice", 1, &kBf16, kClsEncoder, 1);
+}
 /* The fused attention kernel inside a whole step: the GPU model's arena is planned with row
  * logsumexps instead of probabilities (attention_saved_floats), CASA's heads wider than 128
  * stay on the GEMM path; losses, gradients, AdamW and EMA as tight as with the GEMM kernel. */
@@ -355,6 +362,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice);
     TEST_RUN(test_alice_no_casa);
     TEST_RUN(test_alice_casa_transformer);
+    TEST_RUN(test_alice_cls_encoder);
     TEST_RUN(test_unetr_step);
     TEST_RUN(test_alice_fused_attention);
     TEST_RUN(test_alice_bf16);
