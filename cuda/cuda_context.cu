@@ -76,6 +76,31 @@ static GpuDeviceChoice choose_device(int count)
     return c;
 }
 
+/* How many ranks of this node chose the same GPU as this one (by PCI bus id, whatever their
+ * visible sets: two ranks that see {A} and {A, B} both take A), 1 without MPI; *first is set
+ * when this rank is the lowest of them. Collective over the node, like choose_device. */
+static int ranks_on_this_gpu(int device, int *first)
+{
+    *first = 1;
+    int mpi_up = 0, mpi_down = 0;
+    CHECK_MPI(MPI_Initialized(&mpi_up));
+    CHECK_MPI(MPI_Finalized(&mpi_down));
+    if (!mpi_up || mpi_down) return 1;
+    enum { kBusBytes = 32 };
+    char bus[kBusBytes];
+    memset(bus, 0, sizeof bus);
+    CUDA_CHECK(cudaDeviceGetPCIBusId(bus, kBusBytes, device));
+    int rank = 0, size = 1, same = 0;
+    char *all = cuda_node_allgather(bus, kBusBytes, &rank, &size);
+    for (int r = 0; r < size; r++) {
+        if (memcmp(all + (size_t)r * kBusBytes, bus, kBusBytes) != 0) continue;
+        same++;
+        if (r < rank) *first = 0;
+    }
+    free(all);
+    return same;
+}
+
 char *cuda_node_allgather(const void *key, int bytes, int *node_rank, int *node_size)
 {
     MPI_Comm node;
@@ -99,12 +124,15 @@ void cuda_context_init(void)
     const GpuDeviceChoice choice = choose_device(count);
     g_ctx.device = choice.index;
     const char *visible = getenv("CUDA_VISIBLE_DEVICES");
-    if (choice.peers > count && choice.order == 0)
-        log_warn("%d ranks on this node see the same %d GPU(s) (CUDA_VISIBLE_DEVICES=%s), so "
-                 "ranks share GPUs: each holds its own model and data on a shared device "
-                 "(slower, more memory). For one rank per GPU start as many ranks per node as "
-                 "GPUs, or let Slurm bind them (--gpus-per-task=1)", choice.peers, count,
-                 visible ? visible : "unset");
+    int first_on_gpu = 1;
+    const int sharing = ranks_on_this_gpu(g_ctx.device, &first_on_gpu);
+    if (sharing > 1 && first_on_gpu)
+        log_warn("%d ranks on this node use the same GPU (this rank sees %d, "
+                 "CUDA_VISIBLE_DEVICES=%s; %d rank(s) see the same set), so ranks share GPUs: "
+                 "each holds its own model and data on a shared device (slower, more memory). "
+                 "For one rank per GPU start as many ranks per node as GPUs, or let Slurm bind "
+                 "them (--gpus-per-task=1)", sharing, count, visible ? visible : "unset",
+                 choice.peers);
     CUDA_CHECK(cudaSetDevice(g_ctx.device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&g_ctx.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&g_ctx.blas));
