@@ -187,6 +187,19 @@ static int test_pretrain_key_crop_pad(void)
     return 0;
 }
 
+/* A pre-training loader with cfg's options (loader_options_from_config: what the configuration
+ * decides), seed 42, batch 2, 16x16x8 crops, no threads; *crop_voxels the crop's size. */
+static Loader *pretrain_loader_from(const Config *cfg, size_t *crop_voxels)
+{
+    LoaderOptions o = loader_options_from_config(cfg, LOADER_PRETRAIN, 0, 1, 1);
+    o.seed = 42;
+    o.batch = 2;
+    o.prefetch = 0;
+    o.crop[0] = 16; o.crop[1] = 16; o.crop[2] = 8;
+    if (crop_voxels) *crop_voxels = crop_n(&o);
+    return loader_create(&o, loader_source_memory(cases, NUM_CASES, folds));
+}
+
 /* intact_aug = none (through loader_options_from_config): the intact views are the crops as
  * cut, bit for bit the masked views (which have no augmentation); the default (strong) changes
  * some of them. */
@@ -195,13 +208,8 @@ static int intact_equal_masked(const char *intact_aug)
     Config cfg;
     config_defaults(&cfg);
     config_set(&cfg, "intact_aug", intact_aug, "test", 0);
-    LoaderOptions o = loader_options_from_config(&cfg, LOADER_PRETRAIN, 0, 1, 1);
-    o.seed = 42;
-    o.batch = 2;
-    o.prefetch = 0;
-    o.crop[0] = 16; o.crop[1] = 16; o.crop[2] = 8;
-    Loader *L = loader_create(&o, loader_source_memory(cases, NUM_CASES, folds));
-    const size_t n = crop_n(&o);
+    size_t n;
+    Loader *L = pretrain_loader_from(&cfg, &n);
     int equal = 0;
     for (long step = 0; step < 6; step++) {
         PretrainBatch b;
@@ -231,12 +239,7 @@ static int geometric_draws(int use_casa)
     Config cfg;
     config_defaults(&cfg);
     cfg.use_casa = use_casa;
-    LoaderOptions o = loader_options_from_config(&cfg, LOADER_PRETRAIN, 0, 1, 1);
-    o.seed = 42;
-    o.batch = 2;
-    o.prefetch = 0;
-    o.crop[0] = 16; o.crop[1] = 16; o.crop[2] = 8;
-    Loader *L = loader_create(&o, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *L = pretrain_loader_from(&cfg, NULL);
     PretrainBatch b;
     int turned = 0;
     for (long step = 0; step < 8; step++) {
