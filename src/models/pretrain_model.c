@@ -52,15 +52,18 @@ static void layout(PretrainModel *m, Arena *ar)
     }
     if (!m->alice) return;
     proj_head_layout_for_input(&m->head, &s->phi, ar, S * N, 1, mae_decoder_H(&s->dec).type);
-    s->cls = arena_floats(ar, (size_t)S * out);
-    s->dcls = arena_floats(ar, (size_t)S * out);
     s->cls_cross = arena_floats(ar, (size_t)S * out);
-    if (m->cls_encoder) {
+    if (m->cls_encoder) {   /* cls and its gradient are phi_cls's output and output gradient */
         s->pooled = arena_floats(ar, (size_t)S * E);
         s->cls_in = arena_floats(ar, (size_t)S * D);
         s->dpooled = arena_floats(ar, (size_t)S * E);
         s->dV_cls = arena_floats(ar, (size_t)S * nvis * E);
         proj_head_layout_for_input(&m->head, &s->phi_cls, ar, S, 1, DTYPE_F32);
+        s->cls = s->phi_cls.z;
+        s->dcls = s->phi_cls.dz;
+    } else {
+        s->cls = arena_floats(ar, (size_t)S * out);
+        s->dcls = arena_floats(ar, (size_t)S * out);
     }
     casa_query_layout(&m->casa, &s->cq, ar, S, nvis, 1);
     casa_kv_layout(&m->casa, &s->student, ar, S, nvis, N, 1);
@@ -82,11 +85,13 @@ static void layout(PretrainModel *m, Arena *ar)
         t->feat = (Act){t->yd, DTYPE_F32};
     }
     proj_head_layout_for_input(&m->head, &t->psi, ar, teacher_samples * N, 0, t->feat.type);
-    t->cls = arena_floats(ar, (size_t)teacher_samples * out);
     if (m->cls_encoder) {
         t->pooled = arena_floats(ar, (size_t)teacher_samples * E);
         t->cls_in = arena_floats(ar, (size_t)teacher_samples * D);
         proj_head_layout_for_input(&m->head, &t->psi_cls, ar, teacher_samples, 0, DTYPE_F32);
+        t->cls = t->psi_cls.z;
+    } else {
+        t->cls = arena_floats(ar, (size_t)teacher_samples * out);
     }
     /* In the planning pass these slices are placeholders too; the second pass recomputes them. */
     for (int v = 0; v < MASKED_VIEWS; v++) {
@@ -269,6 +274,17 @@ void pretrain_model_set_views(PretrainModel *m, const float *const views[VIEW_CO
  * LayerNorm's output) or its decoder_embed alone, psi, per-sample pooling. Every op computes
  * a sample's rows independently of the others, so each view's outputs are those of a forward
  * of that view alone. */
+/* cls_source = encoder: acts->z (the [cls] rows) = head(cls_proj(mean over the T tokens of the
+ * encoder output x)) for S samples, with ps's weights (the online set or the EMA target). */
+static void encoder_cls_forward(const PretrainModel *m, const ParamSet *ps, ProjHeadActs *acts,
+                                float *pooled, float *cls_in, const float *x, int S, int T)
+{
+    const Config *c = &m->cfg;
+    m->be->mean_rows_fwd(pooled, x, S, T, c->embed_dim);
+    linear_forward(ps, m->cls_proj_w, m->cls_proj_b, cls_in, pooled, S, c->embed_dim, c->dec_dim);
+    proj_head_forward(&m->head, acts, ps, cls_in);
+}
+
 static void intact_forward(PretrainModel *m)
 {
     const AliceBackend *be = m->be;
@@ -290,15 +306,10 @@ static void intact_forward(PretrainModel *m)
         linear_forward(&m->target, m->dec.embed_w, m->dec.embed_b, a->yd, a->enc.st.out, S * N,
                        c->embed_dim, c->dec_dim);
     proj_head_forward_act(&m->head, &a->psi, &m->target, a->feat);
-    if (!m->cls_encoder) {
+    if (m->cls_encoder)
+        encoder_cls_forward(m, &m->target, &a->psi_cls, a->pooled, a->cls_in, a->enc.st.out, S, N);
+    else
         be->mean_rows_fwd(a->cls, a->psi.z, S, N, c->head_out);
-        return;
-    }
-    be->mean_rows_fwd(a->pooled, a->enc.st.out, S, N, c->embed_dim);
-    linear_forward(&m->target, m->cls_proj_w, m->cls_proj_b, a->cls_in, a->pooled, S,
-                   c->embed_dim, c->dec_dim);
-    proj_head_forward(&m->head, &a->psi_cls, &m->target, a->cls_in);
-    be->copy(a->cls, a->psi_cls.z, (size_t)S * c->head_out * sizeof(float));
 }
 
 /* The student's reconstruction branch over every masked view: patchify, targets, online
@@ -358,15 +369,11 @@ static void alice_forward(PretrainModel *m)
     const IntactBatchActs *t = &m->intact;
     const int B = m->B, S = a->S, N = m->N, nvis = m->nvis, out = c->head_out;
     proj_head_forward_act(&m->head, &a->phi, &m->online, mae_decoder_H(&a->dec));
-    if (m->cls_encoder) {
-        be->mean_rows_fwd(a->pooled, a->enc.st.out, S, nvis, c->embed_dim);
-        linear_forward(&m->online, m->cls_proj_w, m->cls_proj_b, a->cls_in, a->pooled, S,
-                       c->embed_dim, c->dec_dim);
-        proj_head_forward(&m->head, &a->phi_cls, &m->online, a->cls_in);
-        be->copy(a->cls, a->phi_cls.z, (size_t)S * out * sizeof(float));
-    } else {
+    if (m->cls_encoder)
+        encoder_cls_forward(m, &m->online, &a->phi_cls, a->pooled, a->cls_in, a->enc.st.out, S,
+                            nvis);
+    else
         be->mean_rows_fwd(a->cls, a->phi.z, S, N, out);
-    }
     if (c->use_casa) {
         casa_query_forward(&m->casa, &a->cq, &m->online, a->enc.st.out);
         casa_kv_forward(&m->casa, &a->cq, &a->student, &m->online, a->phi.z);
@@ -410,9 +417,8 @@ static void masked_backward(PretrainModel *m)
             be->fill(a->phi.dz, 0.0f, (size_t)S * N * out);
         }
         if (c->use_dv && m->cls_encoder) {
-            /* phi_cls, cls_proj and the mean over V: their gradient joins dV after the
-             * decoder's backward (which writes dV) */
-            be->copy(a->phi_cls.dz, a->dcls, (size_t)S * out * sizeof(float));
+            /* phi_cls (its dz is dcls), cls_proj and the mean over V: their gradient joins dV
+             * after the decoder's backward (which writes dV) */
             proj_head_backward(&m->head, &a->phi_cls, ps, a->cls_in);
             linear_backward(ps, m->cls_proj_w, m->cls_proj_b, a->dpooled, a->phi_cls.dx,
                             a->pooled, S, c->embed_dim, c->dec_dim);
