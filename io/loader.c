@@ -99,7 +99,8 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     o.matcher = matcher_find(cfg->matcher);
     if (!o.matcher) alice_die("matcher '%s' is unknown; use one of %s", cfg->matcher, MATCHER_NAMES);
     o.aug_masked = augment_params_none();
-    o.aug_intact = strcmp(cfg->intact_aug, "none") ? augment_params_intact() : augment_params_none();
+    o.aug_intact = strcmp(cfg->intact_aug, "none") ? augment_params_intact()
+                                                   : augment_params_none();
     if (!cfg->use_casa) {
         /* Without CASA, l_st pairs the masked view's tokens with the intact view's tokens at the
          * same grid positions (docs/MODEL.md): a flipped or turned intact view would pair each

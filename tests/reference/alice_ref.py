@@ -476,7 +476,7 @@ def forward_loss(model, batch):
     cls_encoder = cfg.s("cls_source") == "encoder"
     with torch.no_grad():
         t = model.target
-        (f_w, Y_w), (f_v, Y_v) = t.features_and_tokens(batch["w"]), t.features_and_tokens(batch["v"])
+        (f_w, Y_w), (f_v, Y_v) = (t.features_and_tokens(batch[k]) for k in ("w", "v"))
         psi_w, psi_v = t.head(f_w), t.head(f_v)
         if cls_encoder:
             cls_w, cls_v = (t.head(t.cls_proj(Y.mean(1))) for Y in (Y_w, Y_v))

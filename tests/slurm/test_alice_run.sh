@@ -54,9 +54,11 @@ for mode in default posix; do
 done
 rc=$(run_case term TERM)
 [ "$rc" = 3 ] && ! requeued && grep -q "not requeued: stopped on SIGTERM" "$T/term.log" ||
-  { cat "$T/term.log"; fail "SIGTERM (scancel): status $rc, requeued: $(cat "$T/scontrol.log" 2>/dev/null)"; }
-grep -q "stop requested, checkpoint written" "$T/term.log" || fail "SIGTERM was not forwarded to alice"
+  { cat "$T/term.log"; fail "SIGTERM (scancel): status $rc, requeues: $(cat "$T/scontrol.log")"; }
+grep -q "stop requested, checkpoint written" "$T/term.log" ||
+  fail "SIGTERM was not forwarded to alice"
 rc=$(run_case term-requeue TERM ALICE_REQUEUE_ON_TERM=1)
 [ "$rc" = 0 ] && requeued ||
-  { cat "$T/term-requeue.log"; fail "ALICE_REQUEUE_ON_TERM=1: SIGTERM did not requeue (status $rc)"; }
-echo "ok: SIGTERM forwarded, checkpointed, not requeued (status 3); requeued with ALICE_REQUEUE_ON_TERM=1"
+  { cat "$T/term-requeue.log"; fail "ALICE_REQUEUE_ON_TERM=1: SIGTERM did not requeue ($rc)"; }
+echo "ok: SIGTERM forwarded, checkpointed, not requeued (status 3);" \
+  "requeued with ALICE_REQUEUE_ON_TERM=1"

@@ -25,8 +25,8 @@ for f in slurm/*.sh slurm/*.sbatch slurm/examples/*.sh; do
       bad=$((bad + 1))
     done
   done < <(grep -nE '\[[@*]\]' "$f" | grep -v '^[0-9]*: *#' || true)
-  if grep -nE 'mapfile -d|readarray -d|\$\{[A-Za-z_]+@[QEPAaKkUuL]\}|wait -n|declare -n|local -n|\[-1\]' \
-      "$f"; then
+  newer='mapfile -d|readarray -d|\$\{[A-Za-z_]+@[QEPAaKkUuL]\}|wait -n|declare -n|local -n|\[-1\]'
+  if grep -nE "$newer" "$f"; then
     echo "FAIL: $f: a bash >= 4.3 feature (above)"
     bad=$((bad + 1))
   fi

@@ -48,10 +48,12 @@ reset
 rc=0; FAIL_AT=3 chain >"$T/out1" 2>&1 || rc=$?
 [ "$rc" != 0 ] || { cat "$T/out1"; fail "a failed submission left chain.sh with status 0"; }
 [ "$(cat "$T/scancel.log" 2>/dev/null)" = "101 102" ] ||
-  { cat "$T/out1"; fail "the held pack and pretrain jobs were not cancelled (scancel: $(cat "$T/scancel.log" 2>/dev/null))"; }
-[ ! -s "$T/scontrol.log" ] || fail "jobs were released although the chain failed: $(cat "$T/scontrol.log")"
+  { cat "$T/out1"; fail "the held pack and pretrain jobs were not cancelled"; }
+[ ! -s "$T/scontrol.log" ] ||
+  fail "jobs were released although the chain failed: $(cat "$T/scontrol.log")"
 grep -q "^# cancelled" "$T/run/jobs.txt" || fail "jobs.txt does not say the chain was cancelled"
-grep -q "cancelling the held jobs 101 102" "$T/out1" || { cat "$T/out1"; fail "no message names the cancelled jobs"; }
+grep -q "cancelling the held jobs 101 102" "$T/out1" ||
+  { cat "$T/out1"; fail "no message names the cancelled jobs"; }
 echo "ok: a failed third submission cancels jobs 101 and 102 and releases nothing"
 
 # 2. All five submitted held, released together.
@@ -69,8 +71,9 @@ rm -f "$T/sbatch.log" "$T/count"
 printf '102\n104\n' >"$T/queue"
 rc=0; chain >"$T/out3" 2>&1 || rc=$?
 [ "$rc" = 2 ] && grep -q "jobs still in the queue: pretrain=102 infer=104" "$T/out3" ||
-  { cat "$T/out3"; fail "a second chain into a run directory with queued jobs was not refused (status $rc)"; }
+  { cat "$T/out3"; fail "a second chain into a run directory with queued jobs ran ($rc)"; }
 [ ! -e "$T/sbatch.log" ] || fail "the refused chain submitted jobs"
 rm -f "$T/queue"
-chain >"$T/out4" 2>&1 || { cat "$T/out4"; fail "the chain was refused after its jobs had left the queue"; }
+chain >"$T/out4" 2>&1 ||
+  { cat "$T/out4"; fail "the chain was refused after its jobs had left the queue"; }
 echo "ok: a chain still queued is not submitted twice into its run directory"

@@ -29,6 +29,6 @@ for i in 1 2 3; do
   expect_error finetune "case '.*': label 1[0-3] is outside 0..2; set num_classes" \
     --config "$FT" run_dir="$WORK/e$i" num_classes=3 $SMALL prefetch=4 cache_mb=0
   n=$(grep -c "alice: error" "$WORK/out.log")
-  [ "$n" = 1 ] || { cat "$WORK/out.log"; fail "$n error messages from one failing run, expected 1"; }
+  [ "$n" = 1 ] || { cat "$WORK/out.log"; fail "$n error messages from one failing run, not 1"; }
 done
 echo "ok: data_device and label checks"

@@ -102,7 +102,10 @@ static int test_alice(void) { return check_method("alice", 1, "cosine"); }
 static int test_alice_no_casa(void) { return check_method("alice", 0, "cosine"); }
 static int test_alice_dino(void) { return check_method("alice", 1, "dino"); }
 static int test_alice_dino_no_casa(void) { return check_method("alice", 0, "dino"); }
-static int test_alice_casa_transformer(void) { return check_layer("alice", 1, "cosine", "transformer"); }
+static int test_alice_casa_transformer(void)
+{
+    return check_layer("alice", 1, "cosine", "transformer");
+}
 static int test_alice_dino_casa_transformer(void)
 {
     return check_layer("alice", 1, "dino", "transformer");
