@@ -123,6 +123,11 @@ const ConfigKey config_keys[] = {
     K("head_norm_last", CFG_T_BOOL, head_norm_last, "1", "",
       "projection heads' last layer weight-normalised (DINO's norm_last_layer: each output "
       "unit's weight row used l2-normalised, gain 1), which bounds the logits"),
+    K("freeze_last_layer", CFG_T_LONG, freeze_last_layer, "0", "0..",
+      "alice: steps from step 0 during which the projection head's last layer sits out AdamW "
+      "(no update, no weight decay, its moments and AdamW step count untouched, as a gradient "
+      "of None in torch; the EMA teacher still follows it): DINO's freeze_last_layer, the "
+      "released code's first epoch; 0 = never"),
     K("casa_dim", CFG_T_INT, casa_dim, "768", "1..", "CASA attention width"),
     K("inter_volume", CFG_T_BOOL, inter_volume, "1", "", "Q and K crops from two volumes"),
     K("intact_aug", CFG_T_ENUM, intact_aug, "strong", "strong|none",

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/log.h"
 #include "core/rng.h"
 #include "nn/layers.h"
 
@@ -115,6 +116,9 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->be = be;
     m->alice = strcmp(cfg->method, "alice") == 0;
     m->cls_encoder = m->alice && strcmp(cfg->cls_source, "encoder") == 0;
+    if (!m->alice && cfg->freeze_last_layer > 0)
+        log_warn("freeze_last_layer = %ld is ignored: method = %s has no projection head",
+                 cfg->freeze_last_layer, cfg->method);
     m->teacher_full = strcmp(cfg->teacher_decoder, "full") == 0;
     m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
     m->teacher_temp = pretrain_teacher_temp(cfg, 0);
@@ -489,6 +493,8 @@ float pretrain_teacher_temp(const Config *cfg, long step)
 int pretrain_model_begin_step(PretrainModel *m, long step)
 {
     m->teacher_temp = pretrain_teacher_temp(&m->cfg, step);
+    /* read by the optimiser after the step (outside any recorded graph) */
+    if (m->alice) m->online.held[m->head.last_w] = step < m->cfg.freeze_last_layer;
     return !m->dino || step >= m->cfg.warmup_teacher_temp_steps;
 }
 

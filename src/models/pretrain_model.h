@@ -172,7 +172,9 @@ LossTerms pretrain_model_read_losses(const PretrainModel *m);
 /* Sets the scalars step `step` (0-based) reads that change from step to step: DINO's teacher
  * temperature during its warm-up (pretrain_teacher_temp). Returns 1 when they are those of
  * every later step too, so a recorded step (train/step_graph.h) replays them; 0 while they
- * still change (the step must run eagerly). The model starts at step 0's. */
+ * still change (the step must run eagerly). The model starts at step 0's. Also marks the
+ * tensors that sit out this step's optimiser update (online.held: the head's last layer while
+ * step < freeze_last_layer), host state read after the recorded work, not part of it. */
 int pretrain_model_begin_step(PretrainModel *m, long step);
 /* pretrain_model_enqueue_step, then pretrain_model_read_losses. */
 LossTerms pretrain_model_forward_backward(PretrainModel *m);

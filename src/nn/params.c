@@ -9,6 +9,9 @@
 #include "core/rng.h"
 #include "ops/decay_mask.h"
 
+_Static_assert(PARAM_ALIGN_FLOATS % DECAY_MASK_WORD_BITS == 0,
+               "a tensor must start on a decay-mask word (optim.c runs AdamW per run of tensors)");
+
 void params_init_registry(ParamSet *ps) { memset(ps, 0, sizeof *ps); }
 
 int params_find(const ParamSet *ps, const char *name)
@@ -39,8 +42,7 @@ int params_add(ParamSet *ps, const char *name, int ndim, const int *shape, int d
         t->numel *= (size_t)shape[d];
     }
     t->offset = ps->total;
-    /* 16-float alignment keeps every tensor 64-byte aligned for vector loads on both backends. */
-    ps->total += (t->numel + 15) & ~(size_t)15;
+    ps->total += (t->numel + PARAM_ALIGN_FLOATS - 1) & ~(size_t)(PARAM_ALIGN_FLOATS - 1);
     t->decay = decay;
     t->init = init;
     return ps->count++;
@@ -86,6 +88,8 @@ void params_allocate(ParamSet *ps, const AliceBackend *be, int trainable)
         be->fill(ps->m, 0.0f, ps->total);
         be->fill(ps->v, 0.0f, ps->total);
         ps->decay_mask = decay_mask_upload(ps, be);
+        ps->held = xcalloc((size_t)(ps->count ? ps->count : 1), sizeof *ps->held);
+        ps->held_updates = xcalloc((size_t)(ps->count ? ps->count : 1), sizeof *ps->held_updates);
     }
 }
 
@@ -129,6 +133,8 @@ void params_free(ParamSet *ps)
         }
         if (ps->decay_mask) ps->be->release(ps->decay_mask);
     }
+    free(ps->held);
+    free(ps->held_updates);
     free(ps->info);
     memset(ps, 0, sizeof *ps);
 }

@@ -15,6 +15,10 @@
 
 #define PARAM_NAME_MAX 96
 #define PARAM_MAX_DIMS 5
+/* Every tensor starts on a multiple of this many floats (128 bytes): aligned for vector loads
+ * on both backends, and on a word of the decay bitmask (ops/decay_mask.h), so AdamW can run
+ * over any run of whole tensors with the mask read from that run's first word. */
+#define PARAM_ALIGN_FLOATS 32
 
 typedef enum {
     INIT_ZEROS,
@@ -51,6 +55,12 @@ typedef struct {
      * moments (checkpoints store it) and is not the step count, which a skipped step
      * (on_nonfinite = skip) advances without touching m or v. */
     long adam_steps;
+    /* Host memory, trainable sets only, one entry per tensor. held: the tensor sits out the
+     * next optimizer_update (no AdamW update, no weight decay, moments untouched: a gradient of
+     * None in torch; freeze_last_layer sets it). held_updates: the updates of the set it sat
+     * out, so its own AdamW t is adam_steps - held_updates (torch counts steps per tensor). */
+    int *held;
+    long *held_updates;
     /* Backend memory, trainable sets only: bit i set <=> element i of the flat buffers takes
      * weight decay (info[].decay; padding clear), so AdamW is one pass (ops/decay_mask.h). */
     uint32_t *decay_mask;

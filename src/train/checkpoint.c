@@ -34,6 +34,38 @@ void params_write_h5(hid_t f, const char *group, const char *prefix, const Param
 
 static void prune(const char *run_dir, int keep);
 
+/* Each tensor's own AdamW t (adam_steps less the updates it sat out, freeze_last_layer) as the
+ * attribute adam_steps of its /adam_m dataset. */
+static void write_tensor_adam_steps(hid_t f, const ParamSet *online)
+{
+    for (int i = 0; i < online->count; i++) {
+        char name[PARAM_NAME_MAX + 16];
+        snprintf(name, sizeof name, "adam_m/%s", online->info[i].name);
+        hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+        h5_attr_long(ds, "adam_steps", online->adam_steps - online->held_updates[i]);
+        CHECK_H5(H5Dclose(ds));
+    }
+}
+
+/* The updates each tensor sat out, from write_tensor_adam_steps' attributes (checkpoints
+ * written before them: none). */
+static void read_tensor_adam_steps(hid_t f, const char *path, ParamSet *online)
+{
+    for (int i = 0; i < online->count; i++) {
+        char name[PARAM_NAME_MAX + 16];
+        snprintf(name, sizeof name, "adam_m/%s", online->info[i].name);
+        hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+        long t = online->adam_steps;
+        h5_attr_read_long(ds, "adam_steps", &t);
+        CHECK_H5(H5Dclose(ds));
+        if (t < 0 || t > online->adam_steps)
+            alice_die("checkpoint %s: tensor %s has adam_steps = %ld outside 0..%ld (the file's "
+                      "adam_steps): the file is damaged; resume from another checkpoint", path,
+                      online->info[i].name, t, online->adam_steps);
+        online->held_updates[i] = online->adam_steps - t;
+    }
+}
+
 static CheckpointRunShape current_run_shape(const char *backend)
 {
     CheckpointRunShape r = {0};
@@ -83,6 +115,7 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
         params_write_h5(f, "adam_m", "", online, online->m, NULL);
         params_write_h5(f, "adam_v", "", online, online->v, NULL);
         h5_attr_long(f, "adam_steps", online->adam_steps);
+        write_tensor_adam_steps(f, online);
     }
     if (target) params_write_h5(f, "target", "", target, target->data, NULL);
     if (buffers && buffers->count > 0) params_write_h5(f, "buffers", "", buffers, buffers->data, NULL);
@@ -383,6 +416,7 @@ long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target,
         read_set(f, path, "adam_v", online, online->v, host);
         /* written before skipped steps were told apart: every step had updated the moments */
         if (!h5_attr_read_long(f, "adam_steps", &online->adam_steps)) online->adam_steps = step;
+        read_tensor_adam_steps(f, path, online);
     }
     if (target) read_set(f, path, "target", target, target->data, host);
     free(host);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "ops/decay_mask.h"
 
 float schedule_lr(const Config *cfg, long step)
 {
@@ -35,8 +36,35 @@ float clip_grad_scale(double norm, double max_norm)
     return scale < 1.0 ? (float)scale : 1.0f;
 }
 
-/* One adamw call over the whole flat buffer: the decay mask carries the per-tensor flags, and
- * the zero padding between tensors stays zero (ops/adamw_math.h). */
+/* The tensors [first, end) of a run: from the first's offset to the next run's (or the end of
+ * the buffer), padding included, which starts on a decay-mask word (PARAM_ALIGN_FLOATS). */
+static size_t run_begin(const ParamSet *ps, int first) { return ps->info[first].offset; }
+static size_t run_end(const ParamSet *ps, int end)
+{
+    return end < ps->count ? ps->info[end].offset : ps->total;
+}
+
+/* Tensor i's AdamW t for the update about to run (torch counts steps per tensor). */
+static long tensor_adam_t(const ParamSet *ps, int i)
+{
+    return ps->adam_steps + 1 - ps->held_updates[i];
+}
+
+/* The end of the run of tensors from `first` that share their held flag and AdamW t. */
+static int run_of_tensors(const ParamSet *ps, int first)
+{
+    int end = first + 1;
+    while (end < ps->count && ps->held[end] == ps->held[first] &&
+           tensor_adam_t(ps, end) == tensor_adam_t(ps, first))
+        end++;
+    return end;
+}
+
+/* AdamW over the flat buffer, one backend call per run of tensors that share their held flag
+ * and AdamW t: one call over the whole set unless freeze_last_layer holds (or held) a tensor.
+ * The decay mask carries the per-tensor flags, and the zero padding between tensors stays zero
+ * (ops/adamw_math.h). A held run takes no update; the EMA still covers it (its target keeps
+ * following the unchanged online values, as in DINO). */
 static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, float grad_scale,
                        const EmaUpdate *ema)
 {
@@ -49,13 +77,24 @@ static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, fl
                  "optimizer_update: the EMA target (%zu floats) does not share the layout and "
                  "backend of the online set (%zu floats)", ema ? ema->target->total : 0,
                  ps->total);
-    const AdamwHyper h = {.lr = lr, .beta1 = cfg->beta1, .beta2 = cfg->beta2,
-                          .eps = cfg->adam_eps,
-                          .weight_decay = schedule_weight_decay(cfg, step1 - 1),
-                          .step = ps->adam_steps + 1, .grad_scale = grad_scale};
+    AdamwHyper h = {.lr = lr, .beta1 = cfg->beta1, .beta2 = cfg->beta2, .eps = cfg->adam_eps,
+                    .weight_decay = schedule_weight_decay(cfg, step1 - 1),
+                    .grad_scale = grad_scale};
+    for (int first = 0, end; first < ps->count; first = end) {
+        end = run_of_tensors(ps, first);
+        const size_t o = run_begin(ps, first), n = run_end(ps, end) - o;
+        float *ema_target = ema ? ema->target->data + o : NULL;
+        if (ps->held[first]) {
+            if (ema) ps->be->ema_update(ema_target, ps->data + o, n, ema->momentum);
+            continue;
+        }
+        h.step = tensor_adam_t(ps, first);
+        ps->be->adamw(ps->data + o, ps->grad + o, ps->m + o, ps->v + o,
+                      ps->decay_mask + o / DECAY_MASK_WORD_BITS, n, h, ema_target,
+                      ema ? ema->momentum : 0.0f);
+    }
+    for (int i = 0; i < ps->count; i++) ps->held_updates[i] += ps->held[i];
     ps->adam_steps++;
-    ps->be->adamw(ps->data, ps->grad, ps->m, ps->v, ps->decay_mask, ps->total, h,
-                  ema ? ema->target->data : NULL, ema ? ema->momentum : 0.0f);
 }
 
 void clip_grads_per_tensor(ParamSet *ps, double max_norm)

@@ -547,8 +547,11 @@ class AdamW:
     """Decoupled AdamW written out: p -= lr*wd*p (decay tensors only), then
     p -= lr * mhat / (sqrt(vhat) + eps) with bias correction at step s+1. Global-norm
     clipping first when clip > 0 (clip_mode = per_tensor: each tensor by its own norm, DINO's
-    utils.clip_gradients). Mathematically the same as torch.optim.AdamW
-    (checked by test_reference_selfcheck.py)."""
+    utils.clip_gradients). Tensors named in `held` sit the step out after the clipping (DINO's
+    cancel_gradients_last_layer sets their gradient to None): no update, no decay, and their
+    own step count, the t of their bias corrections, does not advance (torch counts steps per
+    tensor). Mathematically the same as torch.optim.AdamW (checked by
+    test_reference_selfcheck.py)."""
 
     def __init__(self, named_params, decay, cfg):
         self.params = list(named_params)        # [(name, tensor)]
@@ -556,9 +559,10 @@ class AdamW:
         self.cfg = cfg
         self.m = {n: torch.zeros_like(p) for n, p in self.params}
         self.v = {n: torch.zeros_like(p) for n, p in self.params}
+        self.t = {n: 0 for n, _ in self.params}
 
     @torch.no_grad()
-    def step(self, s):
+    def step(self, s, held=()):
         cfg = self.cfg
         lr, wd = lr_at(cfg, s), weight_decay_at(cfg, s)
         b1, b2, eps, clip = cfg.f("beta1"), cfg.f("beta2"), cfg.f("adam_eps"), cfg.f("clip")
@@ -572,9 +576,12 @@ class AdamW:
             scale = clip / (norm + CLIP_EPS)
             if scale < 1.0:
                 grads = {n: g * scale for n, g in grads.items()}
-        bc1, bc2 = 1.0 - b1 ** (s + 1), 1.0 - b2 ** (s + 1)
         for n, p in self.params:
+            if n in held:
+                continue
             g = grads[n]
+            self.t[n] += 1
+            bc1, bc2 = 1.0 - b1 ** self.t[n], 1.0 - b2 ** self.t[n]
             if self.decay[n]:
                 p.sub_(lr * wd * p)
             self.m[n].mul_(b1).add_((1.0 - b1) * g)
@@ -728,7 +735,9 @@ def reference_run(model, batch, decay, steps=ADAM_STEPS):
             res["out"] = {k: float(v.detach()) for k, v in terms.items()}
             res["grads"] = {n: params[n].grad.detach().clone() for n in names}
         res["adam"].append(float(terms["loss"].detach()))
-        opt.step(s)
+        # DINO's freeze_last_layer: the head's last layer sits out the first steps
+        frozen = model.method == "alice" and s < model.cfg.i("freeze_last_layer")
+        opt.step(s, held=("head.last.weight",) if frozen else ())
         if model.method == "alice":
             ema_update(model, s)
             if s == 0:

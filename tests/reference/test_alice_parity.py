@@ -47,5 +47,8 @@ if __name__ == "__main__":
                  "align_loss": "dino"},
                 # l_dv's [cls] from the encoder (head(cls_proj(mean V))), both losses
                 {"cls_source": "encoder"},
-                {"cls_source": "encoder", "align_loss": "dino", "use_casa": "0"}]
+                {"cls_source": "encoder", "align_loss": "dino", "use_casa": "0"},
+                # DINO's freeze_last_layer: the head's last layer sits out AdamW steps 0-1, so
+                # its own step count (bias corrections) trails the other tensors' from step 2
+                {"freeze_last_layer": "2", "align_loss": "dino"}]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -196,6 +196,42 @@ def test_adamw_and_schedule():
               close(mine[1].detach(), ref[1].detach(), 1e-12),
               "AdamW (clip %s) == torch.optim.AdamW%s" % (clip, " + clip_grad_norm_" if clip != "0" else ""))
 
+    # freeze_last_layer: w sits out steps 0-1 as DINO does it (clip over every gradient, then
+    # w's gradient set to None, so torch's AdamW skips w and its own step count waits)
+    for clip in ("0", "0.5"):
+        cfg.d["clip"] = clip
+        torch.manual_seed(5)
+        w0 = [torch.randn(4, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+        mine = [w.clone().requires_grad_(True) for w in w0]
+        ref = [w.clone().requires_grad_(True) for w in w0]
+        opt = ar.AdamW([("w", mine[0]), ("b", mine[1])], {"w": True, "b": False}, cfg)
+        topt = torch.optim.AdamW([{"params": [ref[0]], "weight_decay": 0.3},
+                                  {"params": [ref[1]], "weight_decay": 0.0}],
+                                 lr=1.0, betas=(0.9, 0.95), eps=1e-8)
+        x = torch.randn(6, 3, dtype=torch.float64)
+        for s in range(5):
+            for ps in (mine, ref):
+                for p in ps:
+                    p.grad = None
+                ((x @ ps[0].T + ps[1]).sin().sum() * 3).backward()
+            if float(clip) > 0:
+                torch.nn.utils.clip_grad_norm_(ref, float(clip))
+            if s < 2:
+                ref[0].grad = None
+            for gr in topt.param_groups:
+                gr["lr"] = ar.lr_at(cfg, s)
+            opt.step(s, held=("w",) if s < 2 else ())
+            topt.step()
+            if s == 1:
+                check(torch.equal(mine[0].detach(), w0[0]) and torch.equal(ref[0].detach(), w0[0]),
+                      "a held tensor is untouched (no update, no weight decay)")
+        check(int(topt.state[ref[0]]["step"]) == 3 and opt.t["w"] == 3,
+              "a held tensor's step count waits (torch %s)" % topt.state[ref[0]]["step"])
+        check(close(mine[0].detach(), ref[0].detach(), 1e-12) and
+              close(mine[1].detach(), ref[1].detach(), 1e-12),
+              "AdamW with a held tensor (clip %s) == torch.optim.AdamW with its gradient None"
+              % clip)
+
 
 def perturbed_copy(src, dst, dataset, fn):
     import h5py

@@ -2,7 +2,9 @@
 # A run stopped at step 3 and resumed (no flag) reproduces the uninterrupted run exactly:
 # the same losses in metrics.csv (bit for bit as printed, %.9g) and the same final parameters.
 # Checked with the paper's cosine losses and with align_loss = dino, whose teacher centers are
-# state that the checkpoint must carry (/buffers).
+# state that the checkpoint must carry (/buffers); and with freeze_last_layer = 2, whose head
+# last layer has its own AdamW step count (2 behind the others), which the checkpoint must carry
+# too (attribute adam_steps of its /adam_m dataset).
 source "$(dirname "$0")/lib.sh"
 check_resume() {
     local tag=$1; shift
@@ -23,7 +25,7 @@ tag = sys.argv[3]
 names = []
 a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
 assert len(names) > 50, names
-if tag == "dino":
+if tag in ("dino", "freeze"):
     for c in ("buffers/center.cls", "buffers/center.tokens"):
         if c not in names:
             sys.exit(f"FAIL: dino checkpoint has no {c}")
@@ -31,6 +33,12 @@ if tag == "dino":
             sys.exit(f"FAIL: {c} is still zero after 6 steps (centers not updated)")
 elif any(n.startswith("buffers/") for n in names):
     sys.exit("FAIL: a cosine checkpoint carries /buffers")
+last = a["adam_m/head.last.weight"].attrs["adam_steps"]
+first = a["adam_m/encoder.norm.weight"].attrs["adam_steps"]
+want = 4 if tag == "freeze" else 6
+if (last, first, a.attrs["adam_steps"]) != (want, 6, 6):
+    sys.exit(f"FAIL: {tag}: adam_steps head.last.weight {last}, encoder.norm.weight {first}, "
+             f"file {a.attrs['adam_steps']}; expected {want}, 6, 6")
 for n in names:
     if not np.array_equal(a[n][()], b[n][()]):
         sys.exit(f"FAIL: {tag}: {n} differs after resume")
@@ -39,3 +47,4 @@ PY
 }
 check_resume cosine
 check_resume dino align_loss=dino
+check_resume freeze align_loss=dino freeze_last_layer=2

@@ -40,31 +40,33 @@ static int test_mask_tiny_by_hand(void)
 {
     ParamSet ps;
     params_init_registry(&ps);
-    /* offsets (16-float aligned): a 0, b 16, c 32, d 64, e 80; total 96 = 3 words */
+    /* offsets (PARAM_ALIGN_FLOATS = 32: each tensor on a mask word): a 0, b 32, c 64, d 96,
+     * e 128; total 160 = 5 words */
     params_add1(&ps, "a", 3, 1, INIT_ZEROS);
     params_add1(&ps, "b", 5, 0, INIT_ZEROS);
     params_add2(&ps, "c", 4, 5, 1, INIT_ZEROS);
     params_add1(&ps, "d", 1, 0, INIT_ZEROS);
     params_add1(&ps, "e", 1, 1, INIT_ZEROS);
     params_allocate(&ps, be, 1);
-    TEST_CHECK(ps.total == 96, "total %zu, expected 96", ps.total);
+    TEST_CHECK(ps.total == 160, "total %zu, expected 160", ps.total);
     TEST_CHECK(ps.decay_mask != NULL, "a trainable set has a decay mask");
     if (!ps.decay_mask) return 0;
-    /* a: bits 0-2 of word 0; b (16-20) clear; c: bits 32-51 = word 1 bits 0-19; d (bit 64)
-     * clear; e: bit 80 = word 2 bit 16. */
-    const uint32_t expected[3] = {0x00000007u, 0x000fffffu, 0x00010000u};
+    /* a: bits 0-2 of word 0; b (32-36) clear; c: bits 64-83 = word 2 bits 0-19; d (bit 96)
+     * clear; e: bit 128 = word 4 bit 0. */
+    const uint32_t expected[5] = {0x00000007u, 0u, 0x000fffffu, 0u, 0x00000001u};
     uint32_t *got = mask_download(&ps);
-    for (int w = 0; w < 3; w++)
+    for (int w = 0; w < 5; w++)
         TEST_CHECK(got[w] == expected[w], "mask word %d: 0x%08x, expected 0x%08x", w, got[w],
                    expected[w]);
     /* decay_bit reads the same layout */
-    const int bits[][2] = {{0, 1}, {2, 1}, {3, 0}, {15, 0}, {16, 0}, {20, 0}, {31, 0}, {32, 1},
-                           {51, 1}, {52, 0}, {64, 0}, {79, 0}, {80, 1}, {81, 0}, {95, 0}};
+    const int bits[][2] = {{0, 1}, {2, 1}, {3, 0}, {31, 0}, {32, 0}, {36, 0}, {63, 0}, {64, 1},
+                           {83, 1}, {84, 0}, {96, 0}, {127, 0}, {128, 1}, {129, 0}, {159, 0}};
     for (size_t k = 0; k < sizeof bits / sizeof bits[0]; k++)
         TEST_CHECK(decay_bit(got, (size_t)bits[k][0]) == bits[k][1], "decay_bit(%d) = %d",
                    bits[k][0], decay_bit(got, (size_t)bits[k][0]));
-    TEST_CHECK(decay_bits(got, 32, 4) == 0xfu && decay_bits(got, 16, 4) == 0u &&
-               decay_bits(got, 0, 4) == 0x7u && decay_bits(got, 80, 4) == 0x1u,
+    TEST_CHECK(decay_bits(got, 64, 4) == 0xfu && decay_bits(got, 32, 4) == 0u &&
+               decay_bits(got, 0, 4) == 0x7u && decay_bits(got, 128, 4) == 0x1u &&
+               decay_bits(got, 80, 4) == 0xfu && decay_bits(got, 84, 4) == 0u,
                "decay_bits of 4 elements");
     TEST_CHECK(decay_bit(NULL, 12345) == 1 && decay_bits(NULL, 8, 4) == 0xfu,
                "a NULL mask means every element decays");
@@ -227,6 +229,100 @@ static int test_step_matches_pytorch_formula(void)
     return 0;
 }
 
+/* freeze_last_layer's held tensors (ParamSet.held): a held tensor takes no update (values and
+ * moments bit-identical), its EMA target still follows it, and once released its AdamW t counts
+ * only the updates it took, as torch.optim.AdamW counts steps per tensor when a gradient is
+ * None. Reference: per-tensor AdamW and EMA in double, each tensor with its own step count. The
+ * tensors never held match, bit for bit, a set stepped without any hold (same t, elementwise). */
+static int test_held_tensors(void)
+{
+    Config cfg;
+    TEST_CONFIG(&cfg, optim_keys);
+    ParamSet ps, plain, target;
+    build_set(&ps);
+    build_set(&plain);
+    params_clone_layout(&target, &ps);
+    params_allocate(&target, be, 0);
+    const size_t n = ps.total, bytes = n * sizeof(float);
+    float *host = xmalloc(bytes), *hm = xmalloc(bytes), *other = xmalloc(bytes);
+    double *p = xcalloc(n, sizeof(double)), *m = xcalloc(n, sizeof(double));
+    double *v = xcalloc(n, sizeof(double)), *tgt = xcalloc(n, sizeof(double));
+    long *t_of = xcalloc((size_t)ps.count, sizeof(long));
+    fill_tensors(&ps, host, 1, 0.5f);
+    be->upload(ps.data, host, bytes);
+    be->upload(plain.data, host, bytes);
+    fill_tensors(&ps, hm, 2, 0.5f);
+    be->upload(target.data, hm, bytes);
+    for (size_t e = 0; e < n; e++) p[e] = host[e], tgt[e] = hm[e];
+    const int conv = params_find(&ps, "conv"), w3 = params_find(&ps, "w3");
+    const int big = params_find(&ps, "big");
+    /* conv and w3 (not adjacent: several runs) held for steps 1-2, big for step 2 only */
+    const double lr = cfg.lr, wd = cfg.weight_decay, b1 = cfg.beta1, b2 = cfg.beta2;
+    const double eps = cfg.adam_eps, mom = 0.9;
+    for (long step = 1; step <= 4; step++) {
+        for (int i = 0; i < ps.count; i++) ps.held[i] = 0;
+        ps.held[conv] = ps.held[w3] = step <= 2;
+        ps.held[big] = step == 2;
+        fill_tensors(&ps, host, 10 + (uint32_t)step, 1.0f);
+        be->upload(ps.grad, host, bytes);
+        be->upload(plain.grad, host, bytes);
+        const EmaUpdate ema = {&target, (float)mom};
+        optimizer_update(&ps, &cfg, cfg.lr, step, 0.0, &ema);
+        adamw_step(&plain, &cfg, cfg.lr, step);
+        for (int i = 0; i < ps.count; i++) {
+            const ParamInfo *t = &ps.info[i];
+            if (!ps.held[i]) t_of[i]++;
+            const double bc1 = 1.0 - pow(b1, (double)t_of[i]), bc2 = 1.0 - pow(b2, (double)t_of[i]);
+            for (size_t k = 0; k < t->numel; k++) {
+                const size_t e = t->offset + k;
+                if (!ps.held[i]) {
+                    const double g = host[e];
+                    p[e] *= 1.0 - lr * (t->decay ? wd : 0.0);
+                    m[e] = b1 * m[e] + (1.0 - b1) * g;
+                    v[e] = b2 * v[e] + (1.0 - b2) * g * g;
+                    p[e] -= lr * (m[e] / bc1) / (sqrt(v[e] / bc2) + eps);
+                }
+            }
+        }
+        char what[96];
+        be->download(host, ps.data, bytes);
+        /* the EMA from the online values the step wrote (AdamW's own rounding checked below) */
+        for (size_t e = 0; e < n; e++) tgt[e] = mom * tgt[e] + (1.0 - mom) * host[e];
+        snprintf(what, sizeof what, "step %ld: parameters vs per-tensor AdamW, own t", step);
+        test_compare_ref(what, host, p, NULL, n, 1e-6, 1e-7);
+        be->download(hm, ps.m, bytes);
+        snprintf(what, sizeof what, "step %ld: first moment", step);
+        test_compare_ref(what, hm, m, NULL, n, 1e-6, 1e-7);
+        be->download(hm, target.data, bytes);
+        snprintf(what, sizeof what, "step %ld: EMA target (held tensors included)", step);
+        /* absolute: the float EMA rounds at the operands' size (~1), not the result's; a held
+         * tensor's target left alone would be off by (1 - mom) |p - target| ~ 0.05 */
+        test_compare_ref(what, hm, tgt, NULL, n, 1e-6, 1e-6);
+        TEST_CHECK(nonzero_padding(&ps, host) == 0, "step %ld: padding not 0", step);
+    }
+    TEST_CHECK(ps.adam_steps == 4 && ps.held_updates[conv] == 2 && ps.held_updates[w3] == 2 &&
+               ps.held_updates[big] == 1 && ps.held_updates[0] == 0,
+               "adam_steps %ld, held_updates conv %ld w3 %ld big %ld", ps.adam_steps,
+               ps.held_updates[conv], ps.held_updates[w3], ps.held_updates[big]);
+    be->download(host, ps.data, bytes);
+    be->download(other, plain.data, bytes);
+    int differ = 0, held_same = 0;
+    for (int i = 0; i < ps.count; i++) {
+        const int same = !memcmp(host + ps.info[i].offset, other + ps.info[i].offset,
+                                 ps.info[i].numel * sizeof(float));
+        if (i == conv || i == w3 || i == big) held_same += same;
+        else differ += !same;
+    }
+    TEST_CHECK(differ == 0, "%d never-held tensors differ bitwise from a set without holds",
+               differ);
+    TEST_CHECK(held_same == 0, "%d held tensors ended equal to the unheld run's", held_same);
+    free(host), free(hm), free(other), free(p), free(m), free(v), free(tgt), free(t_of);
+    params_free(&ps);
+    params_free(&plain);
+    params_free(&target);
+    return 0;
+}
+
 /* The host reference of per-tensor clipping: each tensor of g scaled by clip_grad_scale of its
  * norm (in double); returns how many were scaled. */
 static int clip_host(const ParamSet *ps, float *g, double clip)
@@ -316,6 +412,7 @@ int main(void)
 {
     be = backend_cpu();
     TEST_RUN(test_mask_tiny_by_hand);
+    TEST_RUN(test_held_tensors);
     TEST_RUN(test_mask_matches_info);
     TEST_RUN(test_step_matches_pytorch_formula);
     TEST_RUN(test_clip_per_tensor);

@@ -95,7 +95,8 @@ static int count_not_once(const FakeTransport *f)
     return bad;
 }
 
-/* Seven tensors; with 16-float alignment their extents are 16, 112, 16, 48, 32, 64, 16. */
+/* Seven tensors; with 32-float alignment (PARAM_ALIGN_FLOATS) their extents are 32, 128, 32,
+ * 64, 32, 64, 32. */
 static const int sizes[] = {5, 100, 3, 40, 17, 64, 1};
 enum { NT = sizeof sizes / sizeof sizes[0] };
 
@@ -114,14 +115,15 @@ static int test_layout(void)
 {
     ParamSet ps;
     small_set(&ps);
-    TEST_CHECK(ps.total == 304, "total %zu floats, expected 304", ps.total);
+    TEST_CHECK(ps.total == 384, "total %zu floats, expected 384", ps.total);
     FakeTransport *f = fake_new(&ps, NULL);
     GradSync gs;
     grad_sync_init(&gs, &ps, 100, 1, fake_transport(f));
-    /* Offsets 0, 16, 128, 144, 192, 224, 288; total 304. From the back: t6+t5+t4 = 16+64+32 =
-     * 112 >= 100 -> [4,7) at 192; t3+t2+t1 = 48+16+112 = 176 -> [1,4) at 16; t0 is left -> [0,1). */
+    /* Offsets 0, 32, 160, 192, 256, 288, 352; total 384. From the back: t6+t5 = 32+64 = 96 <
+     * 100, +t4 = 128 >= 100 -> [4,7) at 256; t3+t2 = 64+32 = 96, +t1 = 224 -> [1,4) at 32; t0 is
+     * left -> [0,1). */
     static const int expect[][2] = {{4, 7}, {1, 4}, {0, 1}};
-    static const size_t expect_off[] = {192, 16, 0}, expect_count[] = {112, 176, 16};
+    static const size_t expect_off[] = {256, 32, 0}, expect_count[] = {128, 224, 32};
     TEST_CHECK(gs.nbuckets == 3, "%d buckets, expected 3", gs.nbuckets);
     for (int k = 0; k < gs.nbuckets && k < 3; k++) {
         const GradBucket *b = &gs.buckets[k];
@@ -134,7 +136,7 @@ static int test_layout(void)
     }
     grad_sync_free(&gs);
     /* Any target: the buckets tile the buffer on tensor boundaries. */
-    static const size_t targets[] = {0, 1, 50, 100, 200, 304, 100000};
+    static const size_t targets[] = {0, 1, 50, 100, 200, 384, 100000};
     for (size_t t = 0; t < sizeof targets / sizeof targets[0]; t++) {
         f = fake_new(&ps, NULL);
         grad_sync_init(&gs, &ps, targets[t], 1, fake_transport(f));
