@@ -43,18 +43,37 @@ static void visible_set_key(char *key, int count)
         char bus[32] = {0};
         CUDA_CHECK(cudaDeviceGetPCIBusId(bus, (int)sizeof bus, d));
         int w = snprintf(key + used, kVisibleSetKeyBytes - used, "%s%s", d ? "," : "", bus);
-        if (w < 0 || (size_t)w >= kVisibleSetKeyBytes - used) break;  /* a prefix still keys */
+        if (w < 0 || (size_t)w >= kVisibleSetKeyBytes - used) {
+            /* whole ids only: the devices that fit are the candidates (gpu_device_choice) */
+            memset(key + used, 0, kVisibleSetKeyBytes - used);
+            break;
+        }
         used += (size_t)w;
     }
 }
 
+/* The `bytes`-byte record `key` of every rank of this node (MPI's shared-memory split), in
+ * node-rank order (malloc'd, node_size records). Collective over the node; MPI must be up. */
+static char *cuda_node_allgather(const void *key, int bytes, int *node_rank, int *node_size)
+{
+    MPI_Comm node;
+    CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    CHECK_MPI(MPI_Comm_rank(node, node_rank));
+    CHECK_MPI(MPI_Comm_size(node, node_size));
+    char *all = (char *)xmalloc((size_t)*node_size * (size_t)bytes);
+    CHECK_MPI(MPI_Allgather(key, bytes, MPI_CHAR, all, bytes, MPI_CHAR, node));
+    CHECK_MPI(MPI_Comm_free(&node));
+    return all;
+}
+
 /* The device of this rank among its `count` visible ones (src/ops/gpu_device_choice.h says
- * why not the local rank): the ranks of this node (MPI's shared-memory split) exchange their
- * visible sets; MPI is up in every command that opens the backend, and every rank opens it at
- * the same point, so the exchange is collective. A process without MPI takes the first. */
+ * why not the local rank, and how ranks spread): the ranks of this node (MPI's shared-memory
+ * split) exchange their visible sets; MPI is up in every command that opens the backend, and
+ * every rank opens it at the same point, so the exchange is collective. A process without MPI
+ * takes the first. */
 static GpuDeviceChoice choose_device(int count)
 {
-    GpuDeviceChoice one = {0, 0, 1};
+    GpuDeviceChoice one = {0, 1, 1};
     int mpi_up = 0, mpi_down = 0;
     CHECK_MPI(MPI_Initialized(&mpi_up));
     CHECK_MPI(MPI_Finalized(&mpi_down));
@@ -76,42 +95,6 @@ static GpuDeviceChoice choose_device(int count)
     return c;
 }
 
-/* How many ranks of this node chose the same GPU as this one (by PCI bus id, whatever their
- * visible sets: two ranks that see {A} and {A, B} both take A), 1 without MPI; *first is set
- * when this rank is the lowest of them. Collective over the node, like choose_device. */
-static int ranks_on_this_gpu(int device, int *first)
-{
-    *first = 1;
-    int mpi_up = 0, mpi_down = 0;
-    CHECK_MPI(MPI_Initialized(&mpi_up));
-    CHECK_MPI(MPI_Finalized(&mpi_down));
-    if (!mpi_up || mpi_down) return 1;
-    enum { kBusBytes = 32 };
-    char bus[kBusBytes];
-    memset(bus, 0, sizeof bus);
-    CUDA_CHECK(cudaDeviceGetPCIBusId(bus, kBusBytes, device));
-    int rank = 0, size = 1, same = 0;
-    char *all = cuda_node_allgather(bus, kBusBytes, &rank, &size);
-    for (int r = 0; r < size; r++) {
-        if (memcmp(all + (size_t)r * kBusBytes, bus, kBusBytes) != 0) continue;
-        same++;
-        if (r < rank) *first = 0;
-    }
-    free(all);
-    return same;
-}
-
-char *cuda_node_allgather(const void *key, int bytes, int *node_rank, int *node_size)
-{
-    MPI_Comm node;
-    CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-    CHECK_MPI(MPI_Comm_rank(node, node_rank));
-    CHECK_MPI(MPI_Comm_size(node, node_size));
-    char *all = (char *)xmalloc((size_t)*node_size * (size_t)bytes);
-    CHECK_MPI(MPI_Allgather(key, bytes, MPI_CHAR, all, bytes, MPI_CHAR, node));
-    CHECK_MPI(MPI_Comm_free(&node));
-    return all;
-}
 
 void cuda_context_init(void)
 {
@@ -123,16 +106,15 @@ void cuda_context_init(void)
                   "device = cpu");
     const GpuDeviceChoice choice = choose_device(count);
     g_ctx.device = choice.index;
+    g_ctx.ranks_on_device = choice.sharing;
     const char *visible = getenv("CUDA_VISIBLE_DEVICES");
-    int first_on_gpu = 1;
-    const int sharing = ranks_on_this_gpu(g_ctx.device, &first_on_gpu);
-    if (sharing > 1 && first_on_gpu)
+    if (choice.sharing > 1 && choice.first_on_device)
         log_warn("%d ranks on this node use the same GPU (this rank sees %d, "
-                 "CUDA_VISIBLE_DEVICES=%s; %d rank(s) see the same set), so ranks share GPUs: "
-                 "each holds its own model and data on a shared device (slower, more memory). "
-                 "For one rank per GPU start as many ranks per node as GPUs, or let Slurm bind "
-                 "them (--gpus-per-task=1)", sharing, count, visible ? visible : "unset",
-                 choice.peers);
+                 "CUDA_VISIBLE_DEVICES=%s): more ranks than GPUs they can reach, so ranks share "
+                 "GPUs: each holds its own model and data on a shared device (slower, more "
+                 "memory). For one rank per GPU start as many ranks per node as GPUs, or let "
+                 "Slurm bind them (--gpus-per-task=1)", choice.sharing, count,
+                 visible ? visible : "unset");
     CUDA_CHECK(cudaSetDevice(g_ctx.device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&g_ctx.stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&g_ctx.blas));
@@ -162,9 +144,9 @@ void cuda_context_init(void)
     char bus[32] = {0};
     CUDA_CHECK(cudaDeviceGetPCIBusId(bus, (int)sizeof bus, g_ctx.device));
     log_info("cuda: device %d of %d (bus %s, CUDA_VISIBLE_DEVICES=%s; %d rank(s) of this node "
-             "see the same devices): %s (sm_%d%d, %.1f GiB); CUDA runtime %d.%d, cuBLASLt %d.%d, "
+             "on it): %s (sm_%d%d, %.1f GiB); CUDA runtime %d.%d, cuBLASLt %d.%d, "
              "cuDNN %zu.%zu.%zu", g_ctx.device, count, bus, visible ? visible : "unset",
-             choice.peers, prop.name, prop.major, prop.minor,
+             choice.sharing, prop.name, prop.major, prop.minor,
              (double)prop.totalGlobalMem / (1u << 30), runtime / 1000, runtime % 1000 / 10, blas,
              blas_minor, dnn / 10000, dnn % 10000 / 100, dnn % 100);
 }

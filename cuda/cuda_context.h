@@ -41,6 +41,7 @@ enum CudaScratchSlot {
 
 struct CudaContext {
     int device;
+    int ranks_on_device;   /* ranks of this node on `device`, this one included (device choice) */
     int initialised;
     cudaStream_t stream;
     cublasHandle_t blas;
@@ -64,10 +65,6 @@ constexpr size_t kDownloadBounceBytes = 64u << 10;
  * the node's ranks that see the same ones; collective over the node when MPI is up), creates
  * stream and handles. Errors out with a clear message when no device is visible. Idempotent. */
 void cuda_context_init(void);
-/* The `bytes`-byte record `key` of every rank of this node (MPI's shared-memory split), in
- * node-rank order (malloc'd, node_size records); the device choice and the shared-GPU check
- * compare them. Collective over the node; MPI must be up. */
-char *cuda_node_allgather(const void *key, int bytes, int *node_rank, int *node_size);
 /* The context; valid after cuda_context_init (backend_cuda() runs it). */
 CudaContext *cuda_context(void);
 static inline cudaStream_t cuda_stream(void) { return cuda_context()->stream; }

@@ -162,6 +162,9 @@ void *gpu_volume_alloc(size_t bytes)
 {
     if (bytes == 0) return NULL;
     cudaStream_t up = stream_of(GPU_STREAM_UPLOAD);
+    /* An error this thread has not reported yet is reported here: clearing the allocation's
+     * error below must not take it along (the runtime keeps one last error per thread). */
+    CUDA_CHECK(cudaPeekAtLastError());
     void *p = NULL;
     cudaError_t e = cudaMallocAsync(&p, bytes, up);
     if (e == cudaErrorMemoryAllocation) {

@@ -42,24 +42,13 @@ static int g_comm_stream_ready;
 
 int nccl_ready(void) { return g_transport != TRANSPORT_NONE; }
 
-/* 1 on every rank when two ranks of some node hold the same device (NCCL refuses them). The
- * device's PCI bus id is compared among the ranks of each node (MPI's shared-memory split, not
- * host names: containers may all be called "localhost", and identical nodes have identical
- * bus ids), then the answer is agreed over the job. */
-enum { kBusIdBytes = 32 };
-
+/* 1 on every rank when two ranks of some node hold the same device (NCCL refuses them): the
+ * device choice counted the ranks of this node on this rank's device (by PCI bus id, among the
+ * ranks of MPI's shared-memory split, not host names: containers may all be called
+ * "localhost"); the answer is agreed over the job. */
 static int some_gpu_is_shared(void)
 {
-    char bus[kBusIdBytes];
-    memset(bus, 0, sizeof bus);
-    CUDA_CHECK(cudaDeviceGetPCIBusId(bus, (int)sizeof bus, cuda_context()->device));
-    int node_rank = 0, node_size = 1;
-    char *all = cuda_node_allgather(bus, kBusIdBytes, &node_rank, &node_size);
-    int shared = 0;
-    for (int r = 0; r < node_size && !shared; r++)
-        if (r != node_rank && memcmp(all + (size_t)r * kBusIdBytes, bus, kBusIdBytes) == 0)
-            shared = 1;
-    free(all);
+    int shared = cuda_context()->ranks_on_device > 1;
     /* Every rank must pick the same transport. */
     CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, &shared, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     return shared;

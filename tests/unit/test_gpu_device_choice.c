@@ -6,8 +6,12 @@
  *  - --gpu-bind=closest with block:cyclic tasks on 8 GPUs: ranks 0, 2, 4, 6 see GPUs 0-3 and
  *    ranks 1, 3, 5, 7 see 4-7; each group spreads over its four (node rank modulo the device
  *    count, the former rule, put ranks 0 and 4 both on device 0);
- *  - 2 ranks per GPU (tests on one GPU): both on it, 2 peers for 1 device;
- *  - 3 ranks on 2 GPUs: 0, 1, 0. */
+ *  - 2 ranks per GPU (tests on one GPU): both on it, flagged shared, the lower rank first;
+ *  - 3 ranks on 2 GPUs: 0, 1, 0;
+ *  - overlapping sets: {A} and {A, B} take A and B (the former rule, by equal sets, put both
+ *    on A); {A, B} before {A} in rank order still does (the most constrained chooses first);
+ *    {A, B}, {B, C}, {A, B}, {B, C} take A, B, then A shared by the tie rule, then C;
+ *  - ids compared whole: "A" is not "AB". */
 #include <string.h>
 
 #include "ops/gpu_device_choice.h"
@@ -22,37 +26,54 @@ static void fill(char *keys, const char *const *sets, int n)
     for (int r = 0; r < n; r++) strncpy(keys + (size_t)r * KEY, sets[r], KEY - 1);
 }
 
-static void expect(const char *layout, const char *const *sets, int n, int count,
-                   const int *index, const int *peers)
+static void expect(const char *layout, const char *const *sets, int n, const int *count,
+                   const int *index, const int *sharing)
 {
     char keys[16 * KEY];
     fill(keys, sets, n);
     for (int r = 0; r < n; r++) {
-        GpuDeviceChoice c = gpu_device_choice(keys, KEY, n, r, count);
-        TEST_CHECK(c.index == index[r] && c.peers == peers[r],
-                   "%s: node rank %d took device %d with %d peers, expected %d with %d", layout,
-                   r, c.index, c.peers, index[r], peers[r]);
-        TEST_CHECK(c.order < c.peers, "%s: order %d of %d peers", layout, c.order, c.peers);
+        GpuDeviceChoice c = gpu_device_choice(keys, KEY, n, r, count[r]);
+        TEST_CHECK(c.index == index[r] && c.sharing == sharing[r],
+                   "%s: node rank %d took device %d with %d ranks on it, expected %d with %d",
+                   layout, r, c.index, c.sharing, index[r], sharing[r]);
+        /* first_on_device: exactly the lowest rank of each device's group (by its id) */
+        const char *id = sets[r];
+        int lower_same = 0;
+        for (int q = 0; q < r; q++) {
+            GpuDeviceChoice o = gpu_device_choice(keys, KEY, n, q, count[q]);
+            const char *a = sets[q], *b = id;
+            for (int k = 0; k < o.index; k++) a = strchr(a, ',') + 1;
+            for (int k = 0; k < c.index; k++) b = strchr(b, ',') + 1;
+            lower_same |= strcspn(a, ",") == strcspn(b, ",") && !strncmp(a, b, strcspn(a, ","));
+        }
+        TEST_CHECK(c.first_on_device == !lower_same, "%s: node rank %d first_on_device %d",
+                   layout, r, c.first_on_device);
     }
 }
 
 static int test_layouts(void)
 {
+    const int four[] = {4, 4, 4, 4, 4, 4, 4, 4}, one[] = {1, 1, 1, 1}, two[] = {2, 2, 2, 2};
     const char *all4[] = {"A,B,C,D", "A,B,C,D", "A,B,C,D", "A,B,C,D"};
-    expect("mpirun, all visible", all4, 4, 4, (int[]){0, 1, 2, 3}, (int[]){4, 4, 4, 4});
+    expect("mpirun, all visible", all4, 4, four, (int[]){0, 1, 2, 3}, (int[]){1, 1, 1, 1});
     const char *bound[] = {"A", "B", "C", "D"};
-    expect("one GPU per task", bound, 4, 1, (int[]){0, 0, 0, 0}, (int[]){1, 1, 1, 1});
+    expect("one GPU per task", bound, 4, one, (int[]){0, 0, 0, 0}, (int[]){1, 1, 1, 1});
     const char *closest[] = {"A,B,C,D", "E,F,G,H", "A,B,C,D", "E,F,G,H",
                              "A,B,C,D", "E,F,G,H", "A,B,C,D", "E,F,G,H"};
-    expect("gpu-bind=closest, block:cyclic", closest, 8, 4, (int[]){0, 0, 1, 1, 2, 2, 3, 3},
-           (int[]){4, 4, 4, 4, 4, 4, 4, 4});
+    expect("gpu-bind=closest, block:cyclic", closest, 8, four, (int[]){0, 0, 1, 1, 2, 2, 3, 3},
+           (int[]){1, 1, 1, 1, 1, 1, 1, 1});
     const char *shared[] = {"A", "A"};
-    expect("2 ranks per GPU", shared, 2, 1, (int[]){0, 0}, (int[]){2, 2});
+    expect("2 ranks per GPU", shared, 2, one, (int[]){0, 0}, (int[]){2, 2});
     const char *three[] = {"A,B", "A,B", "A,B"};
-    expect("3 ranks on 2 GPUs", three, 3, 2, (int[]){0, 1, 0}, (int[]){3, 3, 3});
-    /* a prefix is another set: "A" and "A,B" do not share */
+    expect("3 ranks on 2 GPUs", three, 3, two, (int[]){0, 1, 0}, (int[]){2, 1, 2});
     const char *prefix[] = {"A", "A,B"};
-    expect("a set and its prefix", prefix, 2, 1, (int[]){0, 0}, (int[]){1, 1});
+    expect("a set and its prefix", prefix, 2, (int[]){1, 2}, (int[]){0, 1}, (int[]){1, 1});
+    const char *prefix_after[] = {"A,B", "A"};
+    expect("the larger set first", prefix_after, 2, (int[]){2, 1}, (int[]){1, 0}, (int[]){1, 1});
+    const char *chain[] = {"A,B", "B,C", "A,B", "B,C"};
+    expect("overlapping pairs", chain, 4, two, (int[]){0, 0, 0, 1}, (int[]){2, 1, 2, 1});
+    const char *names[] = {"A", "AB"};
+    expect("ids compared whole", names, 2, one, (int[]){0, 0}, (int[]){1, 1});
     return 0;
 }
 
