@@ -67,6 +67,7 @@ static void fill_table(AliceBackend *t)
     /* optimiser and target network */
     t->adamw = cuda_adamw;
     t->ema_update = cuda_ema_update;
+    t->clip_segments = cuda_clip_segments;
     /* 3D convolution network ops */
     t->conv3d_fwd = cuda_conv3d_fwd;
     t->conv3d_bwd = cuda_conv3d_bwd;

@@ -241,6 +241,7 @@ void cuda_dicece_bwd(float *dlogits, const float *probs, const int *labels, int 
 void cuda_adamw(float *param, const float *grad, float *m, float *v, const uint32_t *decay_mask,
                 size_t n, AdamwHyper h, float *ema_target, float ema_momentum);
 void cuda_ema_update(float *target, const float *online, size_t n, float momentum);
+void cuda_clip_segments(float *x, const SegmentPieces *sp, double max_norm);
 
 /* cuda_conv.cu */
 void cuda_conv3d_fwd(float *y, const float *x, const float *W, const float *b, int B, int Cin,

@@ -1,13 +1,14 @@
 /* AdamW and the EMA target update of the CUDA backend: one pass over a flat buffer each, or
  * both in one pass (AdamW with an EMA target). Both rewrite weights, so where a bf16 copy of
  * them is current (cuda/cuda_weight_copy.h) the same pass writes the rounded new value there
- * too and the copy stays current. */
+ * too and the copy stays current. And per-tensor gradient clipping (clip_segments). */
 #include <math.h>
 
 #include "cuda/cuda_kernels.cuh"  /* and, through cuda/cuda_c_api.h, core/check.h */
 #include "cuda/cuda_ops.h"
 #include "cuda/cuda_weight_copy.h"
 #include "ops/adamw_math.h"
+#include "ops/clip_math.h"
 #include "ops/decay_mask.h"
 #include "ops/ema_math.h"
 
@@ -158,5 +159,56 @@ void cuda_ema_update(float *target, const float *online, size_t n, float momentu
     const bool vec = aligned16((const float *)target, online) && bf16_copy_vector_aligned(copy);
     ema_kernel<<<grid_for_split(n, vec, kOptimPerVec), kThreads, 0, cuda_stream()>>>(
         target, copy, online, n, e, vec);
+    CUDA_CHECK_LAUNCH();
+}
+
+/* ---- per-segment clipping (clip_segments: ops/segment_pieces.h) ----
+ * Two launches, no host synchronisation: one block per piece sums its squares in double; then
+ * one block per piece adds its segment's piece sums in piece order (every block of a segment
+ * the same additions, so the same factor) and scales its piece when the factor is below 1. */
+static __global__ void piece_sum_squares_kernel(const float *x, const size_t *piece_start,
+                                                double *piece_sums)
+{
+    const int k = (int)blockIdx.x;
+    const size_t end = piece_start[k + 1];
+    double sum = 0.0;
+    for (size_t i = piece_start[k] + threadIdx.x; i < end; i += blockDim.x) {
+        const double v = x[i];
+        sum += v * v;
+    }
+    sum = block_sum(sum);
+    if (threadIdx.x == 0) piece_sums[k] = sum;
+}
+
+static __global__ void clip_pieces_kernel(float *x, const size_t *piece_start,
+                                          const int *piece_segment,
+                                          const int *segment_first_piece,
+                                          const double *piece_sums, double max_norm)
+{
+    __shared__ float factor;
+    const int k = (int)blockIdx.x;
+    if (threadIdx.x == 0) {
+        const int s = piece_segment[k];
+        double sum = 0.0;
+        for (int j = segment_first_piece[s]; j < segment_first_piece[s + 1]; j++)
+            sum += piece_sums[j];
+        factor = clip_factor(sqrt(sum), max_norm);
+    }
+    __syncthreads();
+    const float f = factor;
+    if (f >= 1.0f) return;
+    const size_t end = piece_start[k + 1];
+    for (size_t i = piece_start[k] + threadIdx.x; i < end; i += blockDim.x)
+        x[i] *= f;   /* a lone product: nothing to contract, one rounding as on the CPU */
+}
+
+void cuda_clip_segments(float *x, const SegmentPieces *sp, double max_norm)
+{
+    if (sp->pieces == 0) return;
+    piece_sum_squares_kernel<<<sp->pieces, kThreads, 0, cuda_stream()>>>(x, sp->piece_start,
+                                                                        sp->piece_sums);
+    CUDA_CHECK_LAUNCH();
+    clip_pieces_kernel<<<sp->pieces, kThreads, 0, cuda_stream()>>>(
+        x, sp->piece_start, sp->piece_segment, sp->segment_first_piece, sp->piece_sums, max_norm);
     CUDA_CHECK_LAUNCH();
 }

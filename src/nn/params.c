@@ -132,6 +132,7 @@ void params_free(ParamSet *ps)
             ps->be->release(ps->v);
         }
         if (ps->decay_mask) ps->be->release(ps->decay_mask);
+        segment_pieces_free(&ps->clip_pieces, ps->be);
     }
     free(ps->held);
     free(ps->held_updates);

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "ops/backend.h"
+#include "ops/segment_pieces.h"
 
 #define PARAM_NAME_MAX 96
 #define PARAM_MAX_DIMS 5
@@ -61,6 +62,9 @@ typedef struct {
      * out, so its own AdamW t is adam_steps - held_updates (torch counts steps per tensor). */
     int *held;
     long *held_updates;
+    /* clip_mode = per_tensor: the tensors as segments of the gradient buffer (backend memory,
+     * built at the first clip_grads_per_tensor) */
+    SegmentPieces clip_pieces;
     /* Backend memory, trainable sets only: bit i set <=> element i of the flat buffers takes
      * weight decay (info[].decay; padding clear), so AdamW is one pass (ops/decay_mask.h). */
     uint32_t *decay_mask;

@@ -19,6 +19,7 @@
 
 #include "ops/adamw_math.h"
 #include "ops/bf16.h"
+#include "ops/segment_pieces.h"
 
 /* Element type of an activation tensor (mixed precision stores some in bf16). */
 typedef enum { DTYPE_F32 = 0, DTYPE_BF16 = 1 } DType;
@@ -74,6 +75,12 @@ typedef struct AliceBackend {
      * or an Inf stays one; finite squares of floats cannot overflow a double sum), so the
      * gradient norm is also the training loop's "every gradient finite" check. */
     double (*sum_squares)(const float *x, size_t n);
+    /* Per-segment clipping (clip_mode = per_tensor, DINO's clip_gradients): for each segment s
+     * of sp (ops/segment_pieces.h), norm_s = sqrt of the sum of its elements' squares (each
+     * piece summed in double, then the segment's pieces added in order); where
+     * clip_factor(norm_s, max_norm) (ops/clip_math.h) is below 1, every element of s is
+     * multiplied by it (one float product). One pass over x and no host synchronisation. */
+    void (*clip_segments)(float *x, const SegmentPieces *sp, double max_norm);
 
     /* ---- GEMM ----
      * For i < batch: C_i = alpha * op(A_i) * op(B_i) + beta * C_i, op(A_i) is M x K, op(B_i)

@@ -59,6 +59,7 @@ static const AliceBackend cpu_backend = {
 
     .adamw = cpu_adamw,
     .ema_update = cpu_ema_update,
+    .clip_segments = cpu_clip_segments,
 
     .conv3d_fwd = cpu_conv3d_fwd,
     .conv3d_bwd = cpu_conv3d_bwd,

@@ -144,6 +144,7 @@ void cpu_masked_mse_bwd(float *dpred, const float *pred, const float *target, co
 void cpu_adamw(float *param, const float *grad, float *m, float *v, const uint32_t *decay_mask,
                size_t n, AdamwHyper h, float *ema_target, float ema_momentum);
 void cpu_ema_update(float *target, const float *online, size_t n, float momentum);
+void cpu_clip_segments(float *x, const SegmentPieces *sp, double max_norm);
 
 /* cpu_conv.c */
 void cpu_conv3d_fwd(float *y, const float *x, const float *W, const float *b, int B, int Cin,

@@ -1,9 +1,13 @@
 /* CPU backend: AdamW (with clipping's gradient scale and, optionally, the EMA target update in
- * the same pass) and the EMA target update alone, one pass over a flat buffer each. */
+ * the same pass), the EMA target update alone, one pass over a flat buffer each, and per-tensor
+ * clipping over the pieces of ops/segment_pieces.h. */
 #include "ops/cpu_ops.h"
+
+#include <math.h>
 
 #include "core/check.h"
 #include "ops/adamw_math.h"
+#include "ops/clip_math.h"
 #include "ops/decay_mask.h"
 #include "ops/ema_math.h"
 
@@ -42,4 +46,29 @@ void cpu_ema_update(float *target, const float *online, size_t n, float momentum
     const float rest = 1.0f - momentum;
     #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
     for (size_t i = 0; i < n; i++) target[i] = ema_element(target[i], online[i], momentum, rest);
+}
+
+void cpu_clip_segments(float *x, const SegmentPieces *sp, double max_norm)
+{
+    const size_t *start = sp->piece_start;
+    /* each piece summed by one thread (its bits whatever the thread count), then each
+     * segment's pieces in order, as the GPU adds them */
+    #pragma omp parallel for schedule(dynamic, 1) if (sp->pieces > 1)
+    for (int k = 0; k < sp->pieces; k++) {
+        double sum = 0.0;
+        #pragma omp simd reduction(+ : sum)
+        for (size_t i = start[k]; i < start[k + 1]; i++) sum += (double)x[i] * (double)x[i];
+        sp->piece_sums[k] = sum;
+    }
+    #pragma omp parallel for schedule(dynamic, 1) if (sp->pieces > 1)
+    for (int k = 0; k < sp->pieces; k++) {
+        const int s = sp->piece_segment[k];
+        double sum = 0.0;
+        for (int j = sp->segment_first_piece[s]; j < sp->segment_first_piece[s + 1]; j++)
+            sum += sp->piece_sums[j];
+        const float factor = clip_factor(sqrt(sum), max_norm);
+        if (factor >= 1.0f) continue;
+        #pragma omp simd
+        for (size_t i = start[k]; i < start[k + 1]; i++) x[i] *= factor;
+    }
 }

@@ -1,9 +1,11 @@
 #include "train/optim.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/check.h"
+#include "ops/clip_math.h"
 #include "ops/decay_mask.h"
 
 float schedule_lr(const Config *cfg, long step)
@@ -28,13 +30,7 @@ double grad_global_norm(const ParamSet *ps)
     return sqrt(ps->be->sum_squares(ps->grad, ps->total));
 }
 
-float clip_grad_scale(double norm, double max_norm)
-{
-    if (max_norm <= 0) return 1.0f;
-    /* torch clamps the coefficient, not the norm: within 1e-6 below the threshold it scales */
-    const double scale = max_norm / (norm + 1e-6);
-    return scale < 1.0 ? (float)scale : 1.0f;
-}
+float clip_grad_scale(double norm, double max_norm) { return clip_factor(norm, max_norm); }
 
 /* The tensors [first, end) of a run: from the first's offset to the next run's (or the end of
  * the buffer), padding included, which starts on a decay-mask word (PARAM_ALIGN_FLOATS). */
@@ -99,13 +95,15 @@ static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, fl
 
 void clip_grads_per_tensor(ParamSet *ps, double max_norm)
 {
-    if (max_norm <= 0) return;
-    for (int i = 0; i < ps->count; i++) {
-        const ParamInfo *t = &ps->info[i];
-        float *g = ps->grad + t->offset;
-        const float factor = clip_grad_scale(sqrt(ps->be->sum_squares(g, t->numel)), max_norm);
-        if (factor < 1.0f) ps->be->scale(g, factor, t->numel);
+    if (max_norm <= 0 || ps->count == 0) return;
+    if (!ps->clip_pieces.piece_start) {   /* first use: the tensors as segments, padding included */
+        size_t *start = xmalloc((size_t)(ps->count + 1) * sizeof *start);
+        for (int i = 0; i < ps->count; i++) start[i] = ps->info[i].offset;
+        start[ps->count] = ps->total;
+        segment_pieces_build(&ps->clip_pieces, ps->be, start, ps->count);
+        free(start);
     }
+    ps->be->clip_segments(ps->grad, &ps->clip_pieces, max_norm);
 }
 
 void optimizer_update(ParamSet *ps, const Config *cfg, float lr, long step1, double grad_norm,

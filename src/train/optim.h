@@ -17,7 +17,8 @@ float schedule_weight_decay(const Config *cfg, long step);
 double grad_global_norm(const ParamSet *ps);
 /* The factor global-norm clipping multiplies every gradient by (torch.nn.utils.clip_grad_norm_):
  * max_norm / (norm + 1e-6) rounded to float where that is below 1 and max_norm > 0; else 1 (torch
- * clamps the coefficient at 1, so a norm within 1e-6 below the threshold is scaled too). */
+ * clamps the coefficient at 1, so a norm within 1e-6 below the threshold is scaled too);
+ * ops/clip_math.h's clip_factor, which the backends' per-tensor clipping uses too. */
 float clip_grad_scale(double norm, double max_norm);
 
 /* An EMA target network updated in the optimiser's pass: target = momentum target
@@ -28,8 +29,9 @@ typedef struct {
 } EmaUpdate;
 
 /* clip_mode = per_tensor: each tensor's gradient whose norm n exceeds max_norm multiplied, in
- * place, by clip_grad_scale(n, max_norm) (DINO's utils.clip_gradients); a norm per tensor, so
- * one reduction (one device synchronisation on the GPU) per tensor. */
+ * place, by clip_grad_scale(n, max_norm) (DINO's utils.clip_gradients): the backend op
+ * clip_segments over the tensors as segments (ps->clip_pieces, built at the first call), two
+ * launches on the GPU and no host synchronisation. */
 void clip_grads_per_tensor(ParamSet *ps, double max_norm);
 
 /* One optimiser update of ps, one backend call over the whole flat set: AdamW at learning rate

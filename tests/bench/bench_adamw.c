@@ -11,16 +11,23 @@
  *     step's GEMMs):
  *     - the former sequence, the reference: scale (clipping: gradients read and written),
  *       adamw, ema_update: 3 calls;
- *     - one adamw call with the clipping factor and the EMA target: optimizer_update now.
+ *     - one adamw call with the clipping factor and the EMA target: optimizer_update now;
+ *  3. per-tensor clipping (clip_mode = per_tensor), every tensor scaled (clip 1e-3 below every
+ *     tensor's norm, then each call's factor just under 1):
+ *     - the former loop, the reference: per tensor one sum_squares read back to the host (a
+ *       device synchronisation each on the GPU) and one scale;
+ *     - one clip_segments call over the tensors' pieces: clip_grads_per_tensor now.
  * Prints ms per optimiser step, backend calls (= kernel launches on the GPU) and the bytes the
  * mode must move per second: 28 bytes a float for AdamW (param, grad, m, v read; param, m, v
  * written), 8 more for the separate scaling pass, 12 for the EMA (target and param read,
  * target written) of which the fused pass saves the param read: 48 and 36 a float, plus 2
  * bytes for each bf16 copy written (on CUDA in comparison 2: the student's and the target's,
- * in both modes); then the speed-up of each one-call mode. The CPU backend runs 2 steps, the GPU 20 after 3 of warm-up
+ * in both modes), 12 a float for clipping (read twice, written once); then the speed-up of each
+ * one-call mode. The CPU backend runs 2 steps, the GPU 20 after 3 of warm-up
  * (wall clock with a device synchronisation at both ends: launch costs count, as in training);
  * the GPU half prints "skip" where no device is visible. No assertion on times.
  * Usage: bench_adamw [cpu|cuda|all]  (default all). */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,12 +51,17 @@ static const char *const kPaperModel[][2] = {
     {"head_out", "256"},   {"casa_dim", "768"},     {"weight_decay", "0.05"}, {"lr", "5e-5"},
 };
 
-typedef enum { MODE_ONE_CALL, MODE_PER_TENSOR, MODE_SEQUENCE, MODE_FUSED, MODE_COUNT } Mode;
+typedef enum {
+    MODE_ONE_CALL, MODE_PER_TENSOR, MODE_SEQUENCE, MODE_FUSED, MODE_CLIP_LOOP, MODE_CLIP_SEGMENTS,
+    MODE_COUNT
+} Mode;
 static const char *const kModeName[MODE_COUNT] = {
     "one call (decay mask)", "per tensor (reference)", "clip+adamw+ema, 3 calls",
-    "clip+adamw+ema, fused"};
+    "clip+adamw+ema, fused", "clip per tensor, loop", "clip per tensor, pieces"};
 /* Bytes moved per float of the set (bf16 copies apart: kBf16CopyBytes per copy written). */
-static const double kModeBytes[MODE_COUNT] = {28.0, 28.0, 48.0, 36.0};
+static const double kModeBytes[MODE_COUNT] = {28.0, 28.0, 48.0, 36.0, 12.0, 12.0};
+/* Per-tensor clipping's threshold: below every tensor's gradient norm (gradients 1e-3 each). */
+static const double kPerTensorClip = 1e-3;
 static const double kBf16CopyBytes = 2.0;
 /* The clipping factor of the update comparison (a gradient norm 4/3 of the threshold): below
  * 1, so the sequence really scales; the gradients stay normal floats over every step. */
@@ -108,6 +120,17 @@ static void step(const void *arg, int mode, int index)
         h.grad_scale = kClipFactor;
         be->adamw(ps->data, ps->grad, ps->m, ps->v, ps->decay_mask, ps->total, h,
                   o->target->data, momentum);
+        return;
+    case MODE_CLIP_LOOP:
+        for (int i = 0; i < ps->count; i++) {
+            float *g = ps->grad + ps->info[i].offset;
+            const float f = clip_grad_scale(sqrt(be->sum_squares(g, ps->info[i].numel)),
+                                            kPerTensorClip);
+            if (f < 1.0f) be->scale(g, f, ps->info[i].numel);
+        }
+        return;
+    case MODE_CLIP_SEGMENTS:
+        clip_grads_per_tensor(ps, kPerTensorClip);
         return;
     case MODE_COUNT: break;
     }
@@ -180,6 +203,15 @@ static void bench_backend(const AliceBackend *be, const Config *cfg, int warmup,
     printf("%-6s fused / 3 calls: %.2fx faster (clipping factor %.2f, EMA target, %s)\n",
            be->name, t[MODE_SEQUENCE] / t[MODE_FUSED], kClipFactor,
            copies ? "bf16 weight copies current" : "no bf16 weight copies");
+    be->fill(ps.grad, 1e-3f, ps.total);
+    for (int mode = MODE_CLIP_LOOP; mode <= MODE_CLIP_SEGMENTS; mode++) {
+        t[mode] = bench_seconds_per_call(be, step, &opt, mode, warmup, iters);
+        print_mode(be, (Mode)mode, t[mode], mode == MODE_CLIP_LOOP ? 2 * ps.count : 2,
+                   (double)floats, 0);
+    }
+    printf("%-6s clip pieces / loop: %.2fx faster (%d tensors, %d pieces; the loop reads %d "
+           "norms back)\n", be->name, t[MODE_CLIP_LOOP] / t[MODE_CLIP_SEGMENTS], ps.count,
+           ps.clip_pieces.pieces, ps.count);
     params_free(&target);
     params_free(&ps);
 }

@@ -1352,6 +1352,19 @@ static int test_optimizer(void)
     gpu->ema_update(t.g, p.g, n, 0.996f);
     cpu->ema_update(t.c, p.c, n, 0.996f);
     compare(&t, 1e-6, 1e-7, "ema_update");
+    /* clip_segments (per-tensor clipping): a segment of 7, an empty one, one of two pieces
+     * (39993 > SEGMENT_PIECE_MAX), one of 10001; max_norm between their norms (~2, ~115, ~58),
+     * so two are scaled and one is not. Sums add in another order: a factor may differ in its
+     * last bit. */
+    const size_t seg[] = {0, 7, 7, 40000, n};
+    SegmentPieces sp_g, sp_c;
+    segment_pieces_build(&sp_g, gpu, seg, 4);
+    segment_pieces_build(&sp_c, cpu, seg, 4);
+    gpu->clip_segments(g.g, &sp_g, 30.0);
+    cpu->clip_segments(g.c, &sp_c, 30.0);
+    compare(&g, 2e-7, 0, "clip_segments");
+    segment_pieces_free(&sp_g, gpu);
+    segment_pieces_free(&sp_c, cpu);
     pair_free(&p); pair_free(&g); pair_free(&m); pair_free(&v); pair_free(&t);
     return 0;
 }
