@@ -171,67 +171,52 @@ def test_adamw_and_schedule():
                 [0.9, 1.0, 0.95], 1e-15), "EMA momentum schedule")
 
     for clip in ("0", "0.5"):
-        cfg.d["clip"] = clip
-        torch.manual_seed(4)
-        w0 = [torch.randn(4, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
-        mine = [w.clone().requires_grad_(True) for w in w0]
-        ref = [w.clone().requires_grad_(True) for w in w0]
-        opt = ar.AdamW([("w", mine[0]), ("b", mine[1])], {"w": True, "b": False}, cfg)
-        topt = torch.optim.AdamW([{"params": [ref[0]], "weight_decay": 0.3},
-                                  {"params": [ref[1]], "weight_decay": 0.0}],
-                                 lr=1.0, betas=(0.9, 0.95), eps=1e-8)
-        x = torch.randn(6, 3, dtype=torch.float64)
-        for s in range(5):
-            for ps in (mine, ref):
-                for p in ps:
-                    p.grad = None
-                ((x @ ps[0].T + ps[1]).sin().sum() * 3).backward()
-            if float(clip) > 0:
-                torch.nn.utils.clip_grad_norm_(ref, float(clip))
-            for gr in topt.param_groups:
-                gr["lr"] = ar.lr_at(cfg, s)
-            opt.step(s)
-            topt.step()
-        check(close(mine[0].detach(), ref[0].detach(), 1e-12) and
-              close(mine[1].detach(), ref[1].detach(), 1e-12),
-              "AdamW (clip %s) == torch.optim.AdamW%s" % (clip, " + clip_grad_norm_" if clip != "0" else ""))
-
+        adamw_against_torch(cfg, clip, held_steps=0)
     # freeze_last_layer: w sits out steps 0-1 as DINO does it (clip over every gradient, then
     # w's gradient set to None, so torch's AdamW skips w and its own step count waits)
     for clip in ("0", "0.5"):
-        cfg.d["clip"] = clip
-        torch.manual_seed(5)
-        w0 = [torch.randn(4, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
-        mine = [w.clone().requires_grad_(True) for w in w0]
-        ref = [w.clone().requires_grad_(True) for w in w0]
-        opt = ar.AdamW([("w", mine[0]), ("b", mine[1])], {"w": True, "b": False}, cfg)
-        topt = torch.optim.AdamW([{"params": [ref[0]], "weight_decay": 0.3},
-                                  {"params": [ref[1]], "weight_decay": 0.0}],
-                                 lr=1.0, betas=(0.9, 0.95), eps=1e-8)
-        x = torch.randn(6, 3, dtype=torch.float64)
-        for s in range(5):
-            for ps in (mine, ref):
-                for p in ps:
-                    p.grad = None
-                ((x @ ps[0].T + ps[1]).sin().sum() * 3).backward()
-            if float(clip) > 0:
-                torch.nn.utils.clip_grad_norm_(ref, float(clip))
-            if s < 2:
-                ref[0].grad = None
-            for gr in topt.param_groups:
-                gr["lr"] = ar.lr_at(cfg, s)
-            opt.step(s, held=("w",) if s < 2 else ())
-            topt.step()
-            if s == 1:
-                check(torch.equal(mine[0].detach(), w0[0]) and torch.equal(ref[0].detach(), w0[0]),
-                      "a held tensor is untouched (no update, no weight decay)")
-        check(int(topt.state[ref[0]]["step"]) == 3 and opt.t["w"] == 3,
-              "a held tensor's step count waits (torch %s)" % topt.state[ref[0]]["step"])
-        check(close(mine[0].detach(), ref[0].detach(), 1e-12) and
-              close(mine[1].detach(), ref[1].detach(), 1e-12),
-              "AdamW with a held tensor (clip %s) == torch.optim.AdamW with its gradient None"
-              % clip)
+        adamw_against_torch(cfg, clip, held_steps=2)
 
+
+def adamw_against_torch(cfg, clip, held_steps):
+    """5 steps of ar.AdamW and torch.optim.AdamW on a weight w (decay) and a bias b (none),
+    clipped to global norm `clip` ("0": not), w held out of steps s < held_steps."""
+    cfg.d["clip"] = clip
+    torch.manual_seed(4 + held_steps)
+    w0 = [torch.randn(4, 3, dtype=torch.float64), torch.randn(4, dtype=torch.float64)]
+    mine = [w.clone().requires_grad_(True) for w in w0]
+    ref = [w.clone().requires_grad_(True) for w in w0]
+    opt = ar.AdamW([("w", mine[0]), ("b", mine[1])], {"w": True, "b": False}, cfg)
+    topt = torch.optim.AdamW([{"params": [ref[0]], "weight_decay": 0.3},
+                              {"params": [ref[1]], "weight_decay": 0.0}],
+                             lr=1.0, betas=(0.9, 0.95), eps=1e-8)
+    x = torch.randn(6, 3, dtype=torch.float64)
+    for s in range(5):
+        for ps in (mine, ref):
+            for p in ps:
+                p.grad = None
+            ((x @ ps[0].T + ps[1]).sin().sum() * 3).backward()
+        if float(clip) > 0:
+            torch.nn.utils.clip_grad_norm_(ref, float(clip))
+        if s < held_steps:
+            ref[0].grad = None
+        for gr in topt.param_groups:
+            gr["lr"] = ar.lr_at(cfg, s)
+        opt.step(s, held=("w",) if s < held_steps else ())
+        topt.step()
+        if held_steps and s == held_steps - 1:
+            check(torch.equal(mine[0].detach(), w0[0]) and torch.equal(ref[0].detach(), w0[0]),
+                  "a held tensor is untouched (no update, no weight decay)")
+    if held_steps:
+        check(int(topt.state[ref[0]]["step"]) == 5 - held_steps and opt.t["w"] == 5 - held_steps,
+              "a held tensor's step count waits (torch %s)" % topt.state[ref[0]]["step"])
+    what = "AdamW (clip %s)" % clip
+    if held_steps:
+        what += " with a held tensor"
+    check(close(mine[0].detach(), ref[0].detach(), 1e-12) and
+          close(mine[1].detach(), ref[1].detach(), 1e-12),
+          "%s == torch.optim.AdamW%s%s" % (what, " + clip_grad_norm_" if clip != "0" else "",
+                                          ", its gradient None" if held_steps else ""))
 
 def perturbed_copy(src, dst, dataset, fn):
     import h5py

@@ -149,6 +149,24 @@ static size_t nonzero_padding(const ParamSet *ps, const float *host)
     return bad;
 }
 
+/* torch.optim.AdamW on tensor t in double, its step t_step (1-based): p *= 1 - lr wd (decay
+ * tensors), the moments, the bias-corrected update; grad the host image of the gradients. */
+static void adamw_tensor_double(const Config *cfg, const ParamInfo *t, const float *grad,
+                                double *p, double *m, double *v, long t_step)
+{
+    const double lr = cfg->lr, b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->adam_eps;
+    const double wd = t->decay ? cfg->weight_decay : 0.0;
+    const double bc1 = 1.0 - pow(b1, (double)t_step), bc2 = 1.0 - pow(b2, (double)t_step);
+    for (size_t k = 0; k < t->numel; k++) {
+        const size_t e = t->offset + k;
+        const double g = grad[e];
+        p[e] *= 1.0 - lr * wd;
+        m[e] = b1 * m[e] + (1.0 - b1) * g;
+        v[e] = b2 * v[e] + (1.0 - b2) * g * g;
+        p[e] -= lr * (m[e] / bc1) / (sqrt(v[e] / bc2) + eps);
+    }
+}
+
 static int test_step_matches_pytorch_formula(void)
 {
     Config cfg;
@@ -167,8 +185,6 @@ static int test_step_matches_pytorch_formula(void)
     be->upload(old_p, host, bytes);
     be->fill(old_m, 0.0f, n);
     be->fill(old_v, 0.0f, n);
-    const double lr = cfg.lr, wd = cfg.weight_decay, b1 = cfg.beta1, b2 = cfg.beta2;
-    const double eps = cfg.adam_eps;
     const long schedule_steps[3] = {1, 3, 4};
     for (long step = 1; step <= 3; step++) {
         fill_tensors(&ps, host, 1 + (uint32_t)step, 1.0f);
@@ -182,16 +198,7 @@ static int test_step_matches_pytorch_formula(void)
                                   t->decay ? cfg.weight_decay : 0.0f, step, 1.0f};
             be->adamw(old_p + t->offset, ps.grad + t->offset, old_m + t->offset,
                       old_v + t->offset, NULL, t->numel, h, NULL, 0.0f);
-            /* torch.optim.AdamW, one tensor: p *= 1 - lr wd; m, v moments; bias-corrected. */
-            const double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
-            for (size_t k = 0; k < t->numel; k++) {
-                const size_t e = t->offset + k;
-                const double g = host[e];
-                p[e] *= 1.0 - lr * (t->decay ? wd : 0.0);
-                m[e] = b1 * m[e] + (1.0 - b1) * g;
-                v[e] = b2 * v[e] + (1.0 - b2) * g * g;
-                p[e] -= lr * (m[e] / bc1) / (sqrt(v[e] / bc2) + eps);
-            }
+            adamw_tensor_double(&cfg, t, host, p, m, v, step);
         }
         char what[80];
         be->download(host, ps.data, bytes);
@@ -257,8 +264,7 @@ static int test_held_tensors(void)
     const int conv = params_find(&ps, "conv"), w3 = params_find(&ps, "w3");
     const int big = params_find(&ps, "big");
     /* conv and w3 (not adjacent: several runs) held for steps 1-2, big for step 2 only */
-    const double lr = cfg.lr, wd = cfg.weight_decay, b1 = cfg.beta1, b2 = cfg.beta2;
-    const double eps = cfg.adam_eps, mom = 0.9;
+    const double mom = 0.9;
     for (long step = 1; step <= 4; step++) {
         for (int i = 0; i < ps.count; i++) ps.held[i] = 0;
         ps.held[conv] = ps.held[w3] = step <= 2;
@@ -271,18 +277,7 @@ static int test_held_tensors(void)
         adamw_step(&plain, &cfg, cfg.lr, step);
         for (int i = 0; i < ps.count; i++) {
             const ParamInfo *t = &ps.info[i];
-            if (!ps.held[i]) t_of[i]++;
-            const double bc1 = 1.0 - pow(b1, (double)t_of[i]), bc2 = 1.0 - pow(b2, (double)t_of[i]);
-            for (size_t k = 0; k < t->numel; k++) {
-                const size_t e = t->offset + k;
-                if (!ps.held[i]) {
-                    const double g = host[e];
-                    p[e] *= 1.0 - lr * (t->decay ? wd : 0.0);
-                    m[e] = b1 * m[e] + (1.0 - b1) * g;
-                    v[e] = b2 * v[e] + (1.0 - b2) * g * g;
-                    p[e] -= lr * (m[e] / bc1) / (sqrt(v[e] / bc2) + eps);
-                }
-            }
+            if (!ps.held[i]) adamw_tensor_double(&cfg, t, host, p, m, v, ++t_of[i]);
         }
         char what[96];
         be->download(host, ps.data, bytes);
