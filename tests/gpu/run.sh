@@ -778,7 +778,7 @@ rc=125
 built "adamw one launch" "$BUILD/tests/bench_adamw" &&
   { timed "adamw one launch" 60 "$LOGDIR/bench_adamw.log" "$BUILD/tests/bench_adamw" cuda; rc=$?; }
 if [ $rc = 0 ] && grep -q "^cuda .*faster" "$LOGDIR/bench_adamw.log"; then
-  record "adamw one launch" ok "$(awk '/^cuda +one call \(decay/{o=$(NF-2)} /^cuda +per tensor/{p=$(NF-2); c=$(NF-1)} /^cuda +one call \/ per tensor/{s=$7} /^cuda +clip\+adamw\+ema, 3 calls/{q=$(NF-2)} /^cuda +clip\+adamw\+ema, fused/{f=$(NF-2)} /^cuda +fused \/ 3 calls/{r=$6} END{printf "%s ms vs %s ms in %s launches: %s; clip+adamw+ema in one launch %s ms vs 3 launches %s ms: %s", o, p, c, s, f, q, r}' "$LOGDIR/bench_adamw.log")"
+  record "adamw one launch" ok "$(awk '/^cuda +one call \(decay/{o=$(NF-2)} /^cuda +per tensor/{p=$(NF-2); c=$(NF-1)} /^cuda +one call \/ per tensor/{s=$7} /^cuda +clip\+adamw\+ema, 3 calls/{q=$(NF-2)} /^cuda +clip\+adamw\+ema, fused/{f=$(NF-2)} /^cuda +fused \/ 3 calls/{r=$6} /^cuda +clip pieces \/ loop/{k=$6} END{printf "%s ms vs %s ms in %s launches: %s; clip+adamw+ema in one launch %s ms vs 3 launches %s ms: %s; per-tensor clip in pieces vs a read-back per tensor: %s", o, p, c, s, f, q, r, k}' "$LOGDIR/bench_adamw.log")"
 elif [ $rc != 125 ]; then
   record "adamw one launch" FAIL "exit $rc or no figures (bench_adamw.log)"
 fi
