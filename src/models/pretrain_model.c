@@ -119,6 +119,10 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     if (!m->alice && cfg->freeze_last_layer > 0)
         log_warn("freeze_last_layer = %ld is ignored: method = %s has no projection head",
                  cfg->freeze_last_layer, cfg->method);
+    else if (cfg->freeze_last_layer >= cfg->steps)
+        log_warn("freeze_last_layer = %ld >= steps = %ld: the projection head's last layer never "
+                 "trains in this run (DINO freezes it for the first epoch only)",
+                 cfg->freeze_last_layer, cfg->steps);
     m->teacher_full = strcmp(cfg->teacher_decoder, "full") == 0;
     m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
     m->teacher_temp = pretrain_teacher_temp(cfg, 0);

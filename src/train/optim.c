@@ -79,6 +79,8 @@ static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, fl
     for (int first = 0, end; first < ps->count; first = end) {
         end = run_of_tensors(ps, first);
         const size_t o = run_begin(ps, first), n = run_end(ps, end) - o;
+        ALICE_ASSERT(o % DECAY_MASK_WORD_BITS == 0, "AdamW run at float %zu: not on a decay-mask "
+                     "word (PARAM_ALIGN_FLOATS)", o);
         float *ema_target = ema ? ema->target->data + o : NULL;
         if (ps->held[first]) {
             if (ema) ps->be->ema_update(ema_target, ps->data + o, n, ema->momentum);

@@ -313,6 +313,9 @@ echo "cuda   one call / per tensor: 2.00x faster (203 tensors, 103.9M parameters
 echo "cuda   clip+adamw+ema, 3 calls       1.100        3    4900.0"
 echo "cuda   clip+adamw+ema, fused         0.880        1    4700.0"
 echo "cuda   fused / 3 calls: 1.25x faster (clipping factor 0.75, EMA target, bf16 weight copies current)"
+echo "cuda   clip per tensor, loop           4.200      406     300.0"
+echo "cuda   clip per tensor, pieces         0.350        2    3600.0"
+echo "cuda   clip pieces / loop: 12.00x faster (203 tensors, 3299 pieces; the loop reads 203 norms back)"
 EOF
 cat > "$F/fake_recon_rows" <<'EOF'
 #!/bin/sh
@@ -406,7 +409,7 @@ check "figures: fused res-block pass rows (bench_instnorm's second table, parsed
 check "figures: recon row kernels beside a copy of the same bytes" \
   grep -q '^recon rows: normalize_rows held .* ok .*copy 0.0800 ms, kernel 0.0820 ms, 0.98x' "$W/run3.out"
 check "figures: AdamW row" \
-  grep -q '^adamw one launch .* ok .*0.700 ms vs 1.400 ms in 203 launches: 2.00x; clip+adamw+ema in one launch 0.880 ms vs 3 launches 1.100 ms: 1.25x$' "$W/run3.out"
+  grep -q '^adamw one launch .* ok .*0.700 ms vs 1.400 ms in 203 launches: 2.00x; clip+adamw+ema in one launch 0.880 ms vs 3 launches 1.100 ms: 1.25x; per-tensor clip in pieces vs a read-back per tensor: 12.00x$' "$W/run3.out"
 check "figures: eager step row (cuda_graph=0)" grep -q '^alice step bf16-eager .* ok .*250.0 ms/step, 32.0 samples/s' "$W/run3.out"
 check "figures: cudnn attention bench row" \
   grep -q '^attention T=576 Dh=64 bf16a cudnn .* ok .*fwd 0.100 ms, bwd 0.300 ms, 1.21x fused' "$W/run3.out"
