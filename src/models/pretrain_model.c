@@ -147,7 +147,8 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->head_params = m->casa_params = params_range_open(ps);
     if (m->alice) {
         proj_head_register(&m->head, ps, "head", cfg->dec_dim, cfg->head_hidden,
-                           cfg->head_bottleneck, cfg->head_out, cfg->head_norm_last);
+                           cfg->head_bottleneck, cfg->head_out, cfg->head_norm_last,
+                           strcmp(cfg->head_init, "dino") == 0);
         m->cls_proj_w = m->cls_proj_b = NO_PARAM;
         if (m->cls_encoder)
             register_linear(ps, "cls_proj", cfg->embed_dim, cfg->dec_dim, 1, &m->cls_proj_w,

@@ -6,8 +6,12 @@
 #include "nn/layers.h"
 
 void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, int hidden,
-                        int bottleneck, int out, int norm_last)
+                        int bottleneck, int out, int norm_last, int dino_init)
 {
+    /* DINOHead: trunc_normal_(std=.02) on the MLP's weights (self.apply(_init_weights) runs
+     * before the last layer exists, which keeps nn.Linear's default) */
+    const ParamInit mlp_init = dino_init ? INIT_NORMAL_002 : INIT_XAVIER_UNIFORM;
+    const ParamInit last_init = dino_init ? INIT_TORCH_LINEAR : INIT_XAVIER_UNIFORM;
     h->norm_last = norm_last;
     h->in = in;
     h->hidden = hidden;
@@ -16,13 +20,13 @@ void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, i
     char name[PARAM_NAME_MAX];
     int unused;
     snprintf(name, sizeof name, "%s.fc1", prefix);
-    register_linear(ps, name, in, hidden, 1, &h->fc1_w, &h->fc1_b);
+    register_linear_init(ps, name, in, hidden, 1, mlp_init, &h->fc1_w, &h->fc1_b);
     snprintf(name, sizeof name, "%s.fc2", prefix);
-    register_linear(ps, name, hidden, hidden, 1, &h->fc2_w, &h->fc2_b);
+    register_linear_init(ps, name, hidden, hidden, 1, mlp_init, &h->fc2_w, &h->fc2_b);
     snprintf(name, sizeof name, "%s.fc3", prefix);
-    register_linear(ps, name, hidden, bottleneck, 1, &h->fc3_w, &h->fc3_b);
+    register_linear_init(ps, name, hidden, bottleneck, 1, mlp_init, &h->fc3_w, &h->fc3_b);
     snprintf(name, sizeof name, "%s.last", prefix);
-    register_linear(ps, name, bottleneck, out, 0, &h->last_w, &unused);
+    register_linear_init(ps, name, bottleneck, out, 0, last_init, &h->last_w, &unused);
 }
 
 /* With bf16 activations fc1 needs a bf16 input (act_linear_fwd: an fp32 x gives an fp32 y). */

@@ -49,8 +49,11 @@ typedef struct {
     float *dw_unit, *dw_last;
 } ProjHeadActs;
 
+/* dino_init (config head_init = dino): DINOHead's initialisation, fc1-fc3 weights normal(0,
+ * 0.02) and the last layer's nn.Linear default, uniform(+-1/sqrt(bottleneck)); else every weight
+ * Xavier-uniform. Biases 0. */
 void proj_head_register(ProjHead *h, ParamSet *ps, const char *prefix, int in, int hidden,
-                        int bottleneck, int out, int norm_last);
+                        int bottleneck, int out, int norm_last, int dino_init);
 /* The activation type is the arena's (ar->act_type), like the transformer stacks'. */
 void proj_head_layout(const ProjHead *h, ProjHeadActs *a, Arena *ar, int rows, int train);
 /* proj_head_layout for an input of type input_type (proj_head_forward_act): a bf16 input is

@@ -7,9 +7,15 @@
 
 void register_linear(ParamSet *ps, const char *prefix, int in, int out, int bias, int *w, int *b)
 {
+    register_linear_init(ps, prefix, in, out, bias, INIT_XAVIER_UNIFORM, w, b);
+}
+
+void register_linear_init(ParamSet *ps, const char *prefix, int in, int out, int bias,
+                          ParamInit init, int *w, int *b)
+{
     char name[PARAM_NAME_MAX];
     snprintf(name, sizeof name, "%s.weight", prefix);
-    *w = params_add2(ps, name, out, in, 1, INIT_XAVIER_UNIFORM);
+    *w = params_add2(ps, name, out, in, 1, init);
     if (bias) {
         snprintf(name, sizeof name, "%s.bias", prefix);
         *b = params_add1(ps, name, out, 0, INIT_ZEROS);

@@ -21,8 +21,11 @@ static inline void linear_backward(ParamSet *ps, int w, int b, float *dx, const 
                        param(ps, w), rows, in, out);
 }
 
-/* Registers a Linear layer "<prefix>.weight" [out, in] (+ "<prefix>.bias"). */
+/* Registers a Linear layer "<prefix>.weight" [out, in] (+ "<prefix>.bias"), the weight
+ * Xavier-uniform (register_linear) or initialised by `init`, the bias zeros. */
 void register_linear(ParamSet *ps, const char *prefix, int in, int out, int bias, int *w, int *b);
+void register_linear_init(ParamSet *ps, const char *prefix, int in, int out, int bias,
+                          ParamInit init, int *w, int *b);
 /* Registers a LayerNorm "<prefix>.weight" and "<prefix>.bias" of width dim. */
 void register_layernorm(ParamSet *ps, const char *prefix, int dim, int *w, int *b);
 

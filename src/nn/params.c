@@ -115,6 +115,11 @@ void params_initialize(ParamSet *ps, uint64_t seed)
         case INIT_NORMAL_002:
             for (size_t k = 0; k < t->numel; k++) p[k] = 0.02f * rng_normal(&rng);
             break;
+        case INIT_TORCH_LINEAR: {
+            const float a = (float)(1.0 / sqrt((double)t->numel / t->shape[0]));
+            for (size_t k = 0; k < t->numel; k++) p[k] = a * (2.0f * rng_uniform(&rng) - 1.0f);
+            break;
+        }
         }
     }
     ps->be->upload(ps->data, host, ps->total * sizeof(float));

@@ -25,7 +25,10 @@ typedef enum {
     INIT_ZEROS,
     INIT_ONES,
     INIT_XAVIER_UNIFORM,   /* on the [shape[0], prod(shape[1:])] matrix */
-    INIT_NORMAL_002,       /* normal(0, 0.02) */
+    INIT_NORMAL_002,       /* normal(0, 0.02); also timm's trunc_normal_(std=.02), whose bounds
+                            * of -2 and 2 lie 100 std out */
+    INIT_TORCH_LINEAR,     /* uniform(+-1/sqrt(fan_in)) on the [shape[0], prod(shape[1:])]
+                            * matrix: torch nn.Linear's default (kaiming_uniform_, a = sqrt 5) */
 } ParamInit;
 
 typedef struct {

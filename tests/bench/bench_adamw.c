@@ -79,7 +79,7 @@ static void register_paper_student(ParamSet *ps, const Config *cfg)
     mae_decoder_register(&dec, ps, "decoder", cfg->embed_dim, cfg->dec_dim, cfg->dec_heads,
                          cfg->dec_mlp_dim, cfg->dec_depth, cfg->patch * cfg->patch * cfg->patch);
     proj_head_register(&head, ps, "head", cfg->dec_dim, cfg->head_hidden, cfg->head_bottleneck,
-                       cfg->head_out, cfg->head_norm_last);
+                       cfg->head_out, cfg->head_norm_last, 0);
     casa_register(&casa, ps, "casa", cfg->embed_dim, cfg->head_out, cfg->casa_dim, cfg->head_out,
                   0, 1, 0);
 }

@@ -802,13 +802,28 @@ def rel_err(c, t):
     return num / den if den > 0 else num
 
 
+def check_uniform(n, m, bound, what, fails):
+    """m's entries within +-bound (exact), and where there are >= 256 its spread within 25% of
+    the uniform's bound/sqrt(3)."""
+    if np.abs(m).max() > bound * (1 + 1e-6):
+        fails.append("init: %s exceeds the %s bound %.4g (max %.4g)"
+                     % (n, what, bound, np.abs(m).max()))
+    if m.size >= 256 and abs(m.std() / (bound / math.sqrt(3)) - 1) > 0.25:
+        fails.append("init: %s std %.4g, %s-uniform gives %.4g"
+                     % (n, m.std(), what, bound / math.sqrt(3)))
+
+
 def check_init(dump):
     """The initial weights against docs/MODEL.md "Initialisation": Xavier-uniform matrices
     (bound exact; spread within 25% of bound/sqrt(3) where there are >= 256 draws), zero
     biases, unit/zero LayerNorm, mask_token ~ normal(0, 0.02), targets equal to their online
-    namesakes, and the decay flags of "Optimisation step". Returns the list of failures."""
+    namesakes, and the decay flags of "Optimisation step"; with head_init = dino the head's
+    fc1-fc3 weights normal(0, 0.02) (spread within 25% where >= 256 draws, none past 6 std) and
+    its last layer uniform(+-1/sqrt(in)) (torch's nn.Linear default). Returns the list of
+    failures."""
     fails = []
     P = dump["params"]
+    dino_head = dump["cfg"].s("head_init") == "dino"
     for n, a in sorted(P.items()):
         a = a.astype(np.float64)
         if n.startswith("target."):
@@ -822,15 +837,15 @@ def check_init(dump):
         if n.endswith("mask_token"):
             if not (0 < np.abs(a).max() < 0.02 * 6):
                 fails.append("init: %s max |x| %.3g is not normal(0, 0.02)-like" % (n, np.abs(a).max()))
+        elif dino_head and n == "head.last.weight":
+            check_uniform(n, a, 1.0 / math.sqrt(a.shape[1]), "nn.Linear default", fails)
+        elif dino_head and n.startswith("head.fc") and a.ndim == 2:
+            if np.abs(a).max() > 0.02 * 6 or (a.size >= 256 and abs(a.std() / 0.02 - 1) > 0.25):
+                fails.append("init: %s (std %.4g, max |x| %.3g) is not normal(0, 0.02)"
+                             % (n, a.std(), np.abs(a).max()))
         elif a.ndim >= 2:
             m = a.reshape(a.shape[0], -1)
-            bound = math.sqrt(6.0 / (m.shape[0] + m.shape[1]))
-            if np.abs(m).max() > bound * (1 + 1e-6):
-                fails.append("init: %s exceeds the Xavier bound %.4g (max %.4g)"
-                             % (n, bound, np.abs(m).max()))
-            if m.size >= 256 and abs(m.std() / (bound / math.sqrt(3)) - 1) > 0.25:
-                fails.append("init: %s std %.4g, Xavier-uniform gives %.4g"
-                             % (n, m.std(), bound / math.sqrt(3)))
+            check_uniform(n, m, math.sqrt(6.0 / (m.shape[0] + m.shape[1])), "Xavier", fails)
         elif n.endswith("weight"):          # LayerNorm gains
             if not np.all(a == 1):
                 fails.append("init: %s is not all ones" % n)

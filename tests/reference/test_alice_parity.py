@@ -50,5 +50,7 @@ if __name__ == "__main__":
                 {"cls_source": "encoder", "align_loss": "dino", "use_casa": "0"},
                 # DINO's freeze_last_layer: the head's last layer sits out AdamW steps 0-1, so
                 # its own step count (bias corrections) trails the other tensors' from step 2
-                {"freeze_last_layer": "2", "align_loss": "dino"}]
+                {"freeze_last_layer": "2", "align_loss": "dino"},
+                # DINOHead's initialisation (the initial weights checked against it)
+                {"head_init": "dino"}]
     sys.exit(alice_ref.parity_main("alice", variants))

@@ -278,6 +278,19 @@ def test_harness(tmp):
     fails = ar.compare_dump(p, log=quiet)
     check(any("encoder.norm.bias has decay 1" in f for f in fails), "wrong decay flag is caught")
 
+    # head_init = dino in the configuration, the head's weights Xavier: the init check names
+    # the head's layers
+    p = os.path.join(tmp, "dinohead.h5")
+    shutil.copy(a, p)
+    with h5py.File(p, "r+") as f:
+        text = ar._attr_text(f.attrs["config"])
+        assert "head_init = xavier\n" in text, "the dump's config has no head_init = xavier"
+        f.attrs["config"] = text.replace("head_init = xavier\n", "head_init = dino\n")
+    fails = ar.compare_dump(p, log=quiet)
+    check(any("head.fc1.weight" in f and "normal(0, 0.02)" in f for f in fails) and
+          any("head.last.weight" in f and "nn.Linear default" in f for f in fails),
+          "head_init = dino with Xavier head weights is caught (%s)" % "; ".join(fails)[:90])
+
     # a tensor under a name docs/MODEL.md does not have is rejected with both names
     p = os.path.join(tmp, "renamed.h5")
     shutil.copy(paths["mae"], p)

@@ -38,7 +38,7 @@ static void fixture_init_head(Fixture *f, int norm_last)
 {
     f->be = backend_cpu();
     params_init_registry(&f->ps);
-    proj_head_register(&f->head, &f->ps, "head", IN, HIDDEN, BOTTLENECK, OUT, norm_last);
+    proj_head_register(&f->head, &f->ps, "head", IN, HIDDEN, BOTTLENECK, OUT, norm_last, 0);
     params_allocate(&f->ps, f->be, 1);
     params_initialize(&f->ps, 7);
     /* Biases at zero would leave their rounding (bf16 outputs) untested: small random ones. */
