@@ -3,10 +3,16 @@
 # MPI_Allreduce; samples keyed by their global index, so both runs see the same crops and masks),
 # with the cosine losses and with align_loss = dino (its centers are means over every rank);
 # and log the same loss terms and gradient norms (a gradient summed instead of averaged over
-# the ranks doubles the norm, which the parameters alone would not show).
+# the ranks doubles the norm, which the parameters alone would not show). Also with the
+# released code's optimiser pieces: the head's last layer held out of the first 2 AdamW steps
+# (freeze_last_layer) and per-tensor clipping at a threshold some tensors exceed.
 source "$(dirname "$0")/lib.sh"
-for extra in "" "align_loss=dino"; do
-tag=${extra#align_loss=}; tag=${tag:-cosine}
+for extra in "" "align_loss=dino" "freeze_last_layer=2 clip_mode=per_tensor clip=0.05"; do
+case $extra in
+  "") tag=cosine ;;
+  align_loss=*) tag=${extra#align_loss=} ;;
+  *) tag=released ;;
+esac
 "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/one$tag" batch=2 $extra > "$WORK/one.log"
 mpirun_n 2 "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/two$tag" batch=1 $extra > "$WORK/two.log" 2>&1 \
   || { cat "$WORK/two.log"; fail "2-rank run failed"; }
