@@ -162,14 +162,13 @@ void *gpu_volume_alloc(size_t bytes)
 {
     if (bytes == 0) return NULL;
     cudaStream_t up = stream_of(GPU_STREAM_UPLOAD);
-    /* An error this thread has not reported yet is reported here: clearing the allocation's
-     * error below must not take it along (the runtime keeps one last error per thread). */
-    CUDA_CHECK(cudaPeekAtLastError());
     void *p = NULL;
     cudaError_t e = cudaMallocAsync(&p, bytes, up);
     if (e == cudaErrorMemoryAllocation) {
         /* the budget was set before the step's and validation's buffers grew: the cache makes
-         * room or crops this case on the host (io/gpu_volume_cache.c) */
+         * room or crops this case on the host (io/gpu_volume_cache.c). Clearing the error
+         * clears this thread's only (the runtime keeps one last error per host thread), and
+         * the allocation's error had replaced any earlier one there. */
         (void)cudaGetLastError();
         return NULL;
     }

@@ -126,7 +126,8 @@ const ConfigKey config_keys[] = {
     K("head_init", CFG_T_ENUM, head_init, "xavier", "xavier|dino",
       "alice: the projection head's weights: xavier = Xavier-uniform (as every linear layer); "
       "dino = DINOHead's (fc1-fc3 normal(0, 0.02), the last layer torch's nn.Linear default "
-      "uniform(+-1/sqrt(head_bottleneck))), the released code's"),
+      "uniform(+-1/sqrt(head_bottleneck)); its rows unit-norm as DINO's with head_norm_last = 1), "
+      "the released code's"),
     K("freeze_last_layer", CFG_T_LONG, freeze_last_layer, "0", "0..",
       "alice: steps from step 0 during which the projection head's last layer sits out AdamW "
       "(no update, no weight decay, its moments and AdamW step count untouched, as a gradient "

@@ -51,24 +51,25 @@ void cpu_ema_update(float *target, const float *online, size_t n, float momentum
 void cpu_clip_segments(float *x, const SegmentPieces *sp, double max_norm)
 {
     const size_t *start = sp->piece_start;
-    /* each piece summed by one thread (its bits whatever the thread count), then each
-     * segment's pieces in order, as the GPU adds them */
-    #pragma omp parallel for schedule(dynamic, 1) if (sp->pieces > 1)
-    for (int k = 0; k < sp->pieces; k++) {
+    /* Segment by segment, so a tensor that fits in cache is scaled while it is still there
+     * (a pass over every sum, then one over every scale, measured 0.92x the former loop's
+     * speed in bench_adamw); each piece summed by one thread (its bits whatever the thread
+     * count), then the segment's pieces added in order, as the GPU adds them. */
+    for (int s = 0; s < sp->segments; s++) {
+        const int first = sp->segment_first_piece[s], end = sp->segment_first_piece[s + 1];
+        #pragma omp parallel for schedule(static) if (end - first > 1)
+        for (int k = first; k < end; k++) {
+            double sum = 0.0;
+            #pragma omp simd reduction(+ : sum)
+            for (size_t i = start[k]; i < start[k + 1]; i++) sum += (double)x[i] * (double)x[i];
+            sp->piece_sums[k] = sum;
+        }
         double sum = 0.0;
-        #pragma omp simd reduction(+ : sum)
-        for (size_t i = start[k]; i < start[k + 1]; i++) sum += (double)x[i] * (double)x[i];
-        sp->piece_sums[k] = sum;
-    }
-    #pragma omp parallel for schedule(dynamic, 1) if (sp->pieces > 1)
-    for (int k = 0; k < sp->pieces; k++) {
-        const int s = sp->piece_segment[k];
-        double sum = 0.0;
-        for (int j = sp->segment_first_piece[s]; j < sp->segment_first_piece[s + 1]; j++)
-            sum += sp->piece_sums[j];
+        for (int k = first; k < end; k++) sum += sp->piece_sums[k];
         const float factor = clip_factor(sqrt(sum), max_norm);
-        if (factor >= 1.0f) continue;
-        #pragma omp simd
-        for (size_t i = start[k]; i < start[k + 1]; i++) x[i] *= factor;
+        if (factor >= 1.0f || end == first) continue;
+        const size_t a = start[first], b = start[end];
+        #pragma omp parallel for simd schedule(static) if (b - a > CPU_OMP_MIN_ELEMENTS)
+        for (size_t i = a; i < b; i++) x[i] *= factor;
     }
 }

@@ -41,6 +41,30 @@ static int load_of(const VisibleSet *sets, const int *taken, int n, const char *
     return load;
 }
 
+/* The rank in taken[0 .. n) holding the device named (id, len), or -1. */
+static int holder_of(const VisibleSet *sets, const int *taken, int n, const char *id, size_t len)
+{
+    for (int r = 0; r < n; r++)
+        if (taken[r] >= 0 && same_id(sets[r].id[taken[r]], sets[r].len[taken[r]], id, len))
+            return r;
+    return -1;
+}
+
+/* Kuhn's augmenting path for rank r: a device of r's set that is free, or whose holder can
+ * move to another device along such a path (visited[] marks the ranks already asked). On
+ * success taken[] is updated along the path. */
+static int augment(const VisibleSet *sets, int *taken, int n, int r, char *visited)
+{
+    visited[r] = 1;
+    for (int d = 0; d < sets[r].count; d++) {
+        const int h = holder_of(sets, taken, n, sets[r].id[d], sets[r].len[d]);
+        if (h >= 0 && (visited[h] || !augment(sets, taken, n, h, visited))) continue;
+        taken[r] = d;
+        return 1;
+    }
+    return 0;
+}
+
 /* Node ranks in the order they choose: fewest visible devices first (the most constrained),
  * then node rank. */
 static void choosing_order(const VisibleSet *sets, int n, int *order)
@@ -52,6 +76,34 @@ static void choosing_order(const VisibleSet *sets, int n, int *order)
             order[j] = order[j - 1];
             order[j - 1] = t;
         }
+}
+
+/* One device per rank for as many ranks as the sets allow (a maximum matching): in choosing
+ * order each rank takes its first free device, else frees one along an augmenting path. Ranks
+ * left over (more ranks than devices they reach) then take their least used device (ties: the
+ * first they see), so sharing is as even as the sets allow. */
+static void assign(const VisibleSet *sets, int n, const int *order, int *taken)
+{
+    char *visited = xmalloc((size_t)n);
+    for (int k = 0; k < n; k++) {
+        const int r = order[k];
+        for (int d = 0; d < sets[r].count && taken[r] < 0; d++)
+            if (holder_of(sets, taken, n, sets[r].id[d], sets[r].len[d]) < 0) taken[r] = d;
+        if (taken[r] >= 0) continue;
+        memset(visited, 0, (size_t)n);
+        augment(sets, taken, n, r, visited);
+    }
+    free(visited);
+    for (int k = 0; k < n; k++) {
+        const int r = order[k];
+        if (taken[r] >= 0 || sets[r].count == 0) continue;
+        int best = 0, best_load = -1;
+        for (int d = 0; d < sets[r].count; d++) {
+            const int load = load_of(sets, taken, n, sets[r].id[d], sets[r].len[d]);
+            if (best_load < 0 || load < best_load) best = d, best_load = load;
+        }
+        taken[r] = best;
+    }
 }
 
 GpuDeviceChoice gpu_device_choice(const char *keys, size_t stride, int n, int me, int count)
@@ -70,15 +122,7 @@ GpuDeviceChoice gpu_device_choice(const char *keys, size_t stride, int n, int me
     ALICE_ASSERT(sets[me].count <= count, "gpu_device_choice: the key of node rank %d names %d "
                  "devices, it sees %d", me, sets[me].count, count);
     choosing_order(sets, n, order);
-    for (int k = 0; k < n; k++) {
-        const VisibleSet *s = &sets[order[k]];
-        int best = 0, best_load = -1;
-        for (int d = 0; d < s->count; d++) {   /* the least used; ties: the first visible */
-            const int load = load_of(sets, taken, n, s->id[d], s->len[d]);
-            if (best_load < 0 || load < best_load) best = d, best_load = load;
-        }
-        taken[order[k]] = s->count ? best : -1;
-    }
+    assign(sets, n, order, taken);
     GpuDeviceChoice c = {taken[me] >= 0 ? taken[me] : 0, 1, 1};
     if (taken[me] >= 0) {
         const char *id = sets[me].id[taken[me]];

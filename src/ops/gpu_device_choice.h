@@ -5,13 +5,14 @@
  * tell it (mpiexec under Slurm leaves SLURM_LOCALID = 0 in every rank; --gpu-bind=closest or
  * --gpus-per-task = 2 give each rank a subset of the node's GPUs, different subsets to
  * different ranks). What every rank can know is the set of devices it sees (their PCI bus ids),
- * and, through MPI, the sets of the other ranks on its node. The ranks then assign devices
- * greedily, every rank computing the same assignment from the same sets: in order of fewest
- * visible devices first (the most constrained), then node rank, each takes its least used
- * visible device (ties: the first it sees). So one GPU per task (Slurm binding) gives index 0
- * everywhere, all GPUs visible (mpirun) gives the node rank, tasks 0, 2, 4, 6 seeing GPUs 0-3
- * take 0, 1, 2, 3, and overlapping sets ({A} and {A, B}) still spread (A and B). Ranks share
- * a device only when there are more ranks than devices they can reach. */
+ * and, through MPI, the sets of the other ranks on its node. Every rank then computes the same
+ * assignment from the same sets: a maximum matching of ranks to devices (in order of fewest
+ * visible devices first, then node rank, each rank takes the first free device it sees, else
+ * frees one along an augmenting path), then ranks left over take their least used device. So
+ * one GPU per task (Slurm binding) gives index 0 everywhere, all GPUs visible (mpirun) gives
+ * the node rank, tasks 0, 2, 4, 6 seeing GPUs 0-3 take 0, 1, 2, 3, and overlapping sets
+ * ({A} and {A, B}; {A, C}, {A, B}, {A, B}) still get one device each. Ranks share a device
+ * only when no assignment gives each its own. */
 #ifndef ALICE_GPU_DEVICE_CHOICE_H
 #define ALICE_GPU_DEVICE_CHOICE_H
 

@@ -47,6 +47,14 @@ static void write_tensor_adam_steps(hid_t f, const ParamSet *online)
     }
 }
 
+/* 1 when some tensor of a trainable set has sat out an update (its t is not the file's). */
+static int tensor_steps_differ(const ParamSet *online)
+{
+    for (int i = 0; online->m && i < online->count; i++)
+        if (online->held_updates[i]) return 1;
+    return 0;
+}
+
 /* The updates each tensor sat out, from write_tensor_adam_steps' attributes (checkpoints
  * written before them: none). */
 static void read_tensor_adam_steps(hid_t f, const char *path, ParamSet *online)
@@ -103,7 +111,9 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     hid_t f = h5_create_tmp(path);
     char *text = config_to_text(cfg);
     h5_attr_string(f, "format", CHECKPOINT_FORMAT_NAME);
-    h5_attr_long(f, "format_version", CHECKPOINT_FORMAT_VERSION);
+    h5_attr_long(f, "format_version", tensor_steps_differ(online)
+                                          ? CHECKPOINT_FORMAT_VERSION_TENSOR_STEPS
+                                          : CHECKPOINT_FORMAT_VERSION);
     h5_attr_string(f, "kind", kind);
     h5_attr_string(f, "config", text);
     h5_attr_long(f, "step", step);
@@ -371,9 +381,11 @@ static void check_format(hid_t f, const char *path)
         alice_die("%s is not an alice checkpoint (no format attribute '%s')", path, CHECKPOINT_FORMAT_NAME);
     free(fmt);
     long version = 0;
-    if (!h5_attr_read_long(f, "format_version", &version) || version != CHECKPOINT_FORMAT_VERSION)
-        alice_die("%s: checkpoint format version %ld, this alice reads version %d (written by "
-                  "another alice version)", path, version, CHECKPOINT_FORMAT_VERSION);
+    if (!h5_attr_read_long(f, "format_version", &version) ||
+        (version != CHECKPOINT_FORMAT_VERSION && version != CHECKPOINT_FORMAT_VERSION_TENSOR_STEPS))
+        alice_die("%s: checkpoint format version %ld, this alice reads versions %d-%d (written by "
+                  "another alice version)", path, version, CHECKPOINT_FORMAT_VERSION,
+                  CHECKPOINT_FORMAT_VERSION_TENSOR_STEPS);
 }
 
 static void read_set(hid_t f, const char *path, const char *group, const ParamSet *ps, float *buf, float *host)

@@ -18,6 +18,10 @@
 /* Format identity, stored as root attributes "format" and "format_version". */
 #define CHECKPOINT_FORMAT_NAME "alice-checkpoint"
 #define CHECKPOINT_FORMAT_VERSION 1
+/* Written instead when some tensor's own AdamW t differs from the file's adam_steps
+ * (freeze_last_layer): an alice that predates the per-tensor attribute would resume it with the
+ * wrong bias corrections, so it must refuse the file; this one reads both. */
+#define CHECKPOINT_FORMAT_VERSION_TENSOR_STEPS 2
 
 /* Writes <run_dir>/ckpt_<step>.h5 (and removes periodic ones beyond cfg->keep_ckpts).
  * kind: "pretrain" or "finetune"; target may be NULL. Extra scalar metadata: best metric. */

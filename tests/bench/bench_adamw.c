@@ -12,8 +12,11 @@
  *     - the former sequence, the reference: scale (clipping: gradients read and written),
  *       adamw, ema_update: 3 calls;
  *     - one adamw call with the clipping factor and the EMA target: optimizer_update now;
- *  3. per-tensor clipping (clip_mode = per_tensor), every tensor scaled (clip 1e-3 below every
- *     tensor's norm, then each call's factor just under 1):
+ *  3. per-tensor clipping (clip_mode = per_tensor), every tensor scaled on every call (the
+ *     gradients refilled with 1 before each mode; call k clips at 1 / 2^k, below every tensor's
+ *     norm after call k - 1, so each call about halves it: a factor that rounds to 1 would skip
+ *     the scaling pass, and the thresholds stay above clipping's 1e-6, whose factors would
+ *     shrink the values into denormals):
  *     - the former loop, the reference: per tensor one sum_squares read back to the host (a
  *       device synchronisation each on the GPU) and one scale;
  *     - one clip_segments call over the tensors' pieces: clip_grads_per_tensor now.
@@ -60,8 +63,9 @@ static const char *const kModeName[MODE_COUNT] = {
     "clip+adamw+ema, fused", "clip per tensor, loop", "clip per tensor, pieces"};
 /* Bytes moved per float of the set (bf16 copies apart: kBf16CopyBytes per copy written). */
 static const double kModeBytes[MODE_COUNT] = {28.0, 28.0, 48.0, 36.0, 12.0, 12.0};
-/* Per-tensor clipping's threshold: below every tensor's gradient norm (gradients 1e-3 each). */
-static const double kPerTensorClip = 1e-3;
+/* Per-tensor clipping's threshold at call 0: at most every tensor's gradient norm (gradients
+ * 1 each); call k uses kPerTensorClip / 2^k. */
+static const double kPerTensorClip = 1.0;
 static const double kBf16CopyBytes = 2.0;
 /* The clipping factor of the update comparison (a gradient norm 4/3 of the threshold): below
  * 1, so the sequence really scales; the gradients stay normal floats over every step. */
@@ -125,12 +129,12 @@ static void step(const void *arg, int mode, int index)
         for (int i = 0; i < ps->count; i++) {
             float *g = ps->grad + ps->info[i].offset;
             const float f = clip_grad_scale(sqrt(be->sum_squares(g, ps->info[i].numel)),
-                                            kPerTensorClip);
+                                            ldexp(kPerTensorClip, -index));
             if (f < 1.0f) be->scale(g, f, ps->info[i].numel);
         }
         return;
     case MODE_CLIP_SEGMENTS:
-        clip_grads_per_tensor(ps, kPerTensorClip);
+        clip_grads_per_tensor(ps, ldexp(kPerTensorClip, -index));
         return;
     case MODE_COUNT: break;
     }
@@ -203,8 +207,8 @@ static void bench_backend(const AliceBackend *be, const Config *cfg, int warmup,
     printf("%-6s fused / 3 calls: %.2fx faster (clipping factor %.2f, EMA target, %s)\n",
            be->name, t[MODE_SEQUENCE] / t[MODE_FUSED], kClipFactor,
            copies ? "bf16 weight copies current" : "no bf16 weight copies");
-    be->fill(ps.grad, 1e-3f, ps.total);
     for (int mode = MODE_CLIP_LOOP; mode <= MODE_CLIP_SEGMENTS; mode++) {
+        be->fill(ps.grad, 1.0f, ps.total);
         t[mode] = bench_seconds_per_call(be, step, &opt, mode, warmup, iters);
         print_mode(be, (Mode)mode, t[mode], mode == MODE_CLIP_LOOP ? 2 * ps.count : 2,
                    (double)floats, 0);

@@ -4,7 +4,8 @@
 # Checked with the paper's cosine losses and with align_loss = dino, whose teacher centers are
 # state that the checkpoint must carry (/buffers); and with freeze_last_layer = 2, whose head
 # last layer has its own AdamW step count (2 behind the others), which the checkpoint must carry
-# too (attribute adam_steps of its /adam_m dataset).
+# too (attribute adam_steps of its /adam_m dataset, and format_version 2 so that an older alice
+# refuses the file).
 source "$(dirname "$0")/lib.sh"
 check_resume() {
     local tag=$1; shift
@@ -39,6 +40,9 @@ want = 4 if tag == "freeze" else 6
 if (last, first, a.attrs["adam_steps"]) != (want, 6, 6):
     sys.exit(f"FAIL: {tag}: adam_steps head.last.weight {last}, encoder.norm.weight {first}, "
              f"file {a.attrs['adam_steps']}; expected {want}, 6, 6")
+# format 2 exactly when a tensor's own t differs (an older alice must refuse such a file)
+if a.attrs["format_version"] != (2 if tag == "freeze" else 1):
+    sys.exit(f"FAIL: {tag}: format_version {a.attrs['format_version']}")
 for n in names:
     if not np.array_equal(a[n][()], b[n][()]):
         sys.exit(f"FAIL: {tag}: {n} differs after resume")

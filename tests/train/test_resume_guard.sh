@@ -90,7 +90,8 @@ grep -q "written by an older alice without the keys teacher_decoder: the resumed
   { cat "$WORK/oldkey.log"; fail "no warning about the key the older checkpoint lacks"; }
 grep -q "without the keys" "$WORK/lr.log" && fail "a checkpoint of this alice was called older"
 cp "$WORK/a.orig/ckpt_6.h5" "$WORK/v2.h5"
-"$PYTHON" -c "import h5py,sys; h5py.File(sys.argv[1],'a').attrs['format_version']=2" "$WORK/v2.h5"
-expect_error "checkpoint format version 2, this alice reads version 1" pretrain --config "$MICRO" run_dir="$WORK/v2run" --resume "$WORK/v2.h5"
+"$PYTHON" -c "import h5py,sys; h5py.File(sys.argv[1],'a').attrs['format_version']=3" "$WORK/v2.h5"
+expect_error "checkpoint format version 3, this alice reads versions 1-2" pretrain \
+  --config "$MICRO" run_dir="$WORK/v2run" --resume "$WORK/v2.h5"
 echo "ok: another version's stored key skipped with a warning; another format version refused"
 echo PASS

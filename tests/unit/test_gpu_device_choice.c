@@ -10,7 +10,9 @@
  *  - 3 ranks on 2 GPUs: 0, 1, 0;
  *  - overlapping sets: {A} and {A, B} take A and B (the former rule, by equal sets, put both
  *    on A); {A, B} before {A} in rank order still does (the most constrained chooses first);
- *    {A, B}, {B, C}, {A, B}, {B, C} take A, B, then A shared by the tie rule, then C;
+ *    {A, C}, {A, B}, {A, B} take C, B, A (rank 0 moved off A along an augmenting path: a
+ *    greedy least-used choice put ranks 0 and 2 on A); {A, B}, {B, C}, {A, B}, {B, C}: 3 of
+ *    4 ranks on their own device (B, C, A), the fourth on B beside rank 0;
  *  - ids compared whole: "A" is not "AB". */
 #include <string.h>
 
@@ -70,8 +72,10 @@ static int test_layouts(void)
     expect("a set and its prefix", prefix, 2, (int[]){1, 2}, (int[]){0, 1}, (int[]){1, 1});
     const char *prefix_after[] = {"A,B", "A"};
     expect("the larger set first", prefix_after, 2, (int[]){2, 1}, (int[]){1, 0}, (int[]){1, 1});
+    const char *moved[] = {"A,C", "A,B", "A,B"};
+    expect("an augmenting path", moved, 3, two, (int[]){1, 1, 0}, (int[]){1, 1, 1});
     const char *chain[] = {"A,B", "B,C", "A,B", "B,C"};
-    expect("overlapping pairs", chain, 4, two, (int[]){0, 0, 0, 1}, (int[]){2, 1, 2, 1});
+    expect("overlapping pairs", chain, 4, two, (int[]){1, 1, 0, 0}, (int[]){2, 1, 1, 2});
     const char *names[] = {"A", "AB"};
     expect("ids compared whole", names, 2, one, (int[]){0, 0}, (int[]){1, 1});
     return 0;
