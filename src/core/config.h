@@ -69,6 +69,7 @@ typedef struct Config {
     int head_norm_last;           /* heads' last weight rows l2-normalised (DINO) */
     long freeze_last_layer;       /* steps the head's last layer sits out AdamW (DINO) */
     char head_init[CFG_STR];      /* xavier | dino */
+    int lr_reference_batch;       /* lr is for this global batch (0: as given) */
     int casa_dim;
     int inter_volume;             /* Q and K from two volumes (1) or one (0) */
     char key_crop[CFG_STR];       /* K's crop at a volume edge: shift | pad */

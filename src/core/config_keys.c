@@ -175,6 +175,11 @@ const ConfigKey config_keys[] = {
     K("batch", CFG_T_INT, batch, "2", "1..", "samples per rank per step"),
     K("steps", CFG_T_LONG, steps, "100", "1..", "optimiser steps"),
     K("lr", CFG_T_FLOAT, lr, "5e-5", "0..", "peak learning rate"),
+    K("lr_reference_batch", CFG_T_INT, lr_reference_batch, "0", "0..",
+      "N > 0: lr is the peak for a global batch of N, scaled linearly to the run's batch x "
+      "ranks (peak = lr x batch x ranks / N; DINO, MAE and the released code use 256, lr then "
+      "being their base lr), so a run on more ranks keeps its schedule; min_lr is not scaled; "
+      "0 = lr as given"),
     K("min_lr", CFG_T_FLOAT, min_lr, "0", "0..", "learning rate at the end of the cosine"),
     K("warmup", CFG_T_LONG, warmup, "10", "0..", "linear warm-up steps"),
     K("weight_decay", CFG_T_FLOAT, weight_decay, "0.05", "0..", "AdamW decoupled weight decay"),

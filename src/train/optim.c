@@ -8,13 +8,20 @@
 #include "ops/clip_math.h"
 #include "ops/decay_mask.h"
 
-float schedule_lr(const Config *cfg, long step)
+double peak_lr(const Config *cfg, long global_batch)
 {
-    if (step < cfg->warmup) return cfg->lr * (float)(step + 1) / (float)cfg->warmup;
+    if (cfg->lr_reference_batch <= 0) return cfg->lr;
+    return (double)cfg->lr * (double)global_batch / (double)cfg->lr_reference_batch;
+}
+
+float schedule_lr(const Config *cfg, long step, long global_batch)
+{
+    const float peak = (float)peak_lr(cfg, global_batch);   /* cfg->lr itself when not scaled */
+    if (step < cfg->warmup) return peak * (float)(step + 1) / (float)cfg->warmup;
     long span = cfg->steps - cfg->warmup;
     double t = span > 0 ? (double)(step - cfg->warmup) / (double)span : 1.0;
     if (t > 1.0) t = 1.0;
-    return (float)(cfg->min_lr + (cfg->lr - cfg->min_lr) * 0.5 * (1.0 + cos(M_PI * t)));
+    return (float)(cfg->min_lr + (peak - cfg->min_lr) * 0.5 * (1.0 + cos(M_PI * t)));
 }
 
 float schedule_weight_decay(const Config *cfg, long step)

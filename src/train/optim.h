@@ -7,8 +7,12 @@
 #include "core/config.h"
 #include "nn/params.h"
 
-/* Learning rate of 0-based step s: lr*(s+1)/warmup during warm-up, then cosine to min_lr. */
-float schedule_lr(const Config *cfg, long step);
+/* The peak learning rate of a run whose steps take global_batch samples over all ranks: lr,
+ * or with lr_reference_batch = N > 0 the linear scaling rule's lr x global_batch / N. */
+double peak_lr(const Config *cfg, long global_batch);
+/* Learning rate of 0-based step s: peak*(s+1)/warmup during warm-up, then cosine from the peak
+ * to min_lr (peak_lr of global_batch: batch x ranks). */
+float schedule_lr(const Config *cfg, long step, long global_batch);
 /* AdamW's weight decay at 0-based step s: weight_decay (weight_decay_schedule = constant), or
  * DINO's cosine_scheduler without warm-up, end + (weight_decay - end) (1 + cos(pi s / steps)) / 2
  * with end = weight_decay_end (weight_decay at step 0, approaching end at the last step). */

@@ -86,6 +86,10 @@ const AliceBackend *train_begin(const Config *cfg, Dist *d)
     train_apply_device_math(cfg);   /* before any model plans its arena */
     dist_init(d, be);
     train_set_threads(cfg, d);
+    if (cfg->lr_reference_batch > 0 && d->rank == 0)
+        log_info("lr: %g for a global batch of %d, this run's %d (batch %d x %d ranks): peak %g",
+                 cfg->lr, cfg->lr_reference_batch, cfg->batch * d->size, cfg->batch, d->size,
+                 peak_lr(cfg, (long)cfg->batch * d->size));
     return be;
 }
 
@@ -232,7 +236,7 @@ StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *syn
     grad_sync_finish(sync);
     for (int i = 0; i < nterms; i++) terms[i] = dist_sum_double(terms[i]) / d->size;
     *grad_norm = grad_global_norm(ps);
-    *lr = schedule_lr(cfg, step);
+    *lr = schedule_lr(cfg, step, (long)cfg->batch * d->size);
     if (!train_step_finite(terms[0], *grad_norm)) {
         if (!strcmp(cfg->on_nonfinite, "stop")) {
             log_warn("step %ld: non-finite loss (%g) or gradient; stopping. The last good "

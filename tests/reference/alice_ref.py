@@ -520,8 +520,11 @@ def forward_loss(model, batch):
 # ----------------------------------------------------------------------------- optimisation
 
 def lr_at(cfg, s):
-    """Linear warm-up then cosine to min_lr; s is the 0-based step."""
+    """Linear warm-up then cosine to min_lr; s is the 0-based step. With lr_reference_batch
+    = N > 0 the peak is lr x batch / N (one process: the global batch is the batch)."""
     lr, min_lr, warmup, steps = cfg.f("lr"), cfg.f("min_lr"), cfg.i("warmup"), cfg.i("steps")
+    if cfg.i("lr_reference_batch") > 0:
+        lr = lr * cfg.i("batch") / cfg.i("lr_reference_batch")
     if s < warmup:
         return lr * (s + 1) / warmup
     span = max(steps - warmup, 1)

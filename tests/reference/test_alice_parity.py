@@ -52,5 +52,8 @@ if __name__ == "__main__":
                 # its own step count (bias corrections) trails the other tensors' from step 2
                 {"freeze_last_layer": "2", "align_loss": "dino"},
                 # DINOHead's initialisation (the initial weights checked against it)
-                {"head_init": "dino"}]
+                {"head_init": "dino"},
+                # the linear scaling rule: lr for a global batch of 8, the dump's batch 2 (a
+                # peak 4x lower: the AdamW losses move less, and differently)
+                {"lr_reference_batch": "8"}]
     sys.exit(alice_ref.parity_main("alice", variants))

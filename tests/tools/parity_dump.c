@@ -111,7 +111,7 @@ int main(int argc, char **argv)
         }
         /* clipping, AdamW and (alice) the EMA target in one pass, as the training loop */
         const EmaUpdate ema = {&m.target, pretrain_ema_momentum(&cfg, s)};
-        optimizer_update(&m.online, &cfg, schedule_lr(&cfg, s), s + 1,
+        optimizer_update(&m.online, &cfg, schedule_lr(&cfg, s, cfg.batch), s + 1,
                          grad_global_norm(&m.online), m.alice ? &ema : NULL);
         if (m.alice && s == 0)
             params_write_h5(f, "ema", "target.", &m.target, m.target.data, teacher_tensor);

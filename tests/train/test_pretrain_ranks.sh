@@ -5,9 +5,11 @@
 # and log the same loss terms and gradient norms (a gradient summed instead of averaged over
 # the ranks doubles the norm, which the parameters alone would not show). Also with the
 # released code's optimiser pieces: the head's last layer held out of the first 2 AdamW steps
-# (freeze_last_layer) and per-tensor clipping at a threshold some tensors exceed.
+# (freeze_last_layer), per-tensor clipping at a threshold some tensors exceed, and the lr scaled
+# to the global batch (lr_reference_batch: batch x ranks, the same 2 in both runs).
 source "$(dirname "$0")/lib.sh"
-for extra in "" "align_loss=dino" "freeze_last_layer=2 clip_mode=per_tensor clip=0.05"; do
+for extra in "" "align_loss=dino" \
+  "freeze_last_layer=2 clip_mode=per_tensor clip=0.05 lr_reference_batch=4"; do
 case $extra in
   "") tag=cosine ;;
   align_loss=*) tag=${extra#align_loss=} ;;

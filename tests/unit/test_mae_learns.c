@@ -48,7 +48,7 @@ static int test_mae_loss_falls_5x(void)
         LossTerms t = pretrain_model_forward_backward(&m);
         if (s < 5) first += t.l_r / 5;
         if (s >= cfg.steps - 20) last += t.l_r / 20;
-        optimizer_update(&m.online, &cfg, schedule_lr(&cfg, s), s + 1,
+        optimizer_update(&m.online, &cfg, schedule_lr(&cfg, s, cfg.batch), s + 1,
                          grad_global_norm(&m.online), NULL);
     }
     printf("  MAE masked reconstruction loss: first 5 steps %.4f, last 20 steps %.4f (%.1fx)\n",
