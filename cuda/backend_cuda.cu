@@ -26,6 +26,7 @@ static void fill_table(AliceBackend *t)
     t->axpby = cuda_axpby_weights_aware;
     t->scale = cuda_scale_weights_aware;
     t->add = cuda_add_weights_aware;
+    t->add_group_scaled = cuda_add_group_scaled;
     t->sum_squares = cuda_sum_squares;
     /* GEMM */
     t->gemm = cuda_gemm;

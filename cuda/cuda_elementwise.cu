@@ -68,6 +68,49 @@ void cuda_add(float *out, const float *a, const float *b, size_t n)
     CUDA_CHECK_LAUNCH();
 }
 
+/* Drop-path's branch scaling (add_group_scaled) over plane_grid: group g's n elements are one
+ * plane, so a thread reads its group's scale once and never divides its flat index by n. The
+ * product and the sum are rounded on their own (scaled_add_value, MATH_MUL), as on the CPU;
+ * out may alias base or y: each chunk is read whole before it is written. */
+static __global__ void add_group_scaled_kernel(float *out, const float *base, const float *y,
+                                               const float *scale, int groups, long n,
+                                               bool vectorised)
+{
+    constexpr int W = kPlanePerVec;
+    for (int g = (int)blockIdx.y; g < groups; g += (int)gridDim.y) {
+        const float s = scale[g];
+        const size_t at = (size_t)g * (size_t)n;
+        float *o = out + at;
+        const float *yg = y + at, *bg = base ? base + at : nullptr;
+        grid_stride_split<W>(
+            (size_t)n, vectorised,
+            [=](size_t i) {
+                const Pack<float, W> vy = load_pack<float, W>(yg + i);
+                Pack<float, W> vo;
+                if (bg) {
+                    const Pack<float, W> vb = load_pack<float, W>(bg + i);
+#pragma unroll
+                    for (int k = 0; k < W; k++) vo.v[k] = scaled_add_value(vb.v[k], s, vy.v[k]);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < W; k++) vo.v[k] = MATH_MUL(s, vy.v[k]);
+                }
+                store_pack(o + i, vo);
+            },
+            [=](size_t i) { o[i] = bg ? scaled_add_value(bg[i], s, yg[i]) : MATH_MUL(s, yg[i]); });
+    }
+}
+
+void cuda_add_group_scaled(float *out, const float *base, const float *y, const float *scale,
+                           int groups, size_t n)
+{
+    if (groups <= 0 || n == 0) return;
+    const bool vec = n % kPlanePerVec == 0 && aligned16(out, base, y);
+    add_group_scaled_kernel<<<plane_grid(groups, (long)n, vec), kThreads, 0, cuda_stream()>>>(
+        out, base, y, scale, groups, (long)n, vec);
+    CUDA_CHECK_LAUNCH();
+}
+
 struct SquareOf {
     const float *x;
     __device__ double operator()(size_t i) const { double v = x[i]; return v * v; }

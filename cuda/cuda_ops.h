@@ -27,6 +27,8 @@ void cuda_synchronize(void);
 void cuda_axpby(float *y, const float *x, float a, float b, size_t n);
 void cuda_scale(float *x, float a, size_t n);
 void cuda_add(float *out, const float *a, const float *b, size_t n);
+void cuda_add_group_scaled(float *out, const float *base, const float *y, const float *scale,
+                           int groups, size_t n);
 double cuda_sum_squares(const float *x, size_t n);
 void cuda_gelu_fwd(float *y, const float *x, size_t n);
 void cuda_gelu_bwd(float *dx, const float *dy, const float *x, size_t n);

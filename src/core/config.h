@@ -56,6 +56,7 @@ typedef struct Config {
     int dec_depth;
     int dec_heads;
     int dec_mlp_dim;
+    float drop_path;              /* stochastic depth of the trained encoder's last block */
     float mask_ratio;
     char mask_shape[CFG_STR];     /* tokens | z_tubes */
     char rec_region[CFG_STR];     /* l_r over masked | all tokens */

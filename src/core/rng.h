@@ -24,6 +24,7 @@ typedef enum {
     RNG_FOLD = 10,        /* fold assignment */
     RNG_AUG_NOISE = 11,   /* loader: per-voxel noise of augmented views */
     RNG_CROP_KEY = 12,    /* loader: key-crop decisions of a pre-training pair */
+    RNG_DROP_PATH = 13,   /* stochastic depth: which residual branches a sample drops */
 } RngPurpose;
 
 typedef struct {

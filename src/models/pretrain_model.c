@@ -44,6 +44,7 @@ static void layout(PretrainModel *m, Arena *ar)
     s->dpred = arena_floats(ar, (size_t)S * N * P);
     s->dV = arena_floats(ar, (size_t)S * nvis * E);
     vit_encoder_layout(&m->enc, &s->enc, ar, S, nvis, TSTACK_TRAIN);
+    tstack_layout_drop_path(&m->enc.stack, &s->enc.st, ar, c->drop_path);
     mae_decoder_layout(&m->dec, &s->dec, ar, S, N, nvis, 1);
     /* In the planning pass these slices are placeholders too; the second pass recomputes them. */
     for (int v = 0; v < masked_views; v++) {
@@ -106,6 +107,31 @@ static void layout(PretrainModel *m, Arena *ar)
         a->cls = t->cls + first * out;
     }
     if (m->dino) m->center_batch = arena_floats(ar, (size_t)CENTER_COUNT * out);
+}
+
+/* Key of masked sample s (merged batch order) when the rank's first global sample is
+ * first_sample: global sample g, view v -> sample word 2g + v (see docs/MODEL.md). */
+static uint32_t masked_sample_word(const PretrainModel *m, long first_sample, int s)
+{
+    const int v = s / m->B;
+    const long g = first_sample + s % m->B;
+    return (uint32_t)(2 * g + v);
+}
+
+/* The student encoder's drop-path scales of the step (nothing without drop-path). */
+static void draw_drop_path(PretrainModel *m, long step, long first_sample)
+{
+    if (!m->drop_host) return;
+    const TStackActs *st = &m->masked.enc.st;
+    for (int s = 0; s < m->masked.S; s++) {
+        RngStream rng;
+        rng_init(&rng, (uint64_t)m->cfg.seed, (uint32_t)step,
+                 masked_sample_word(m, first_sample, s), RNG_DROP_PATH);
+        drop_path_draw_sample(m->drop_host, st->drop_rate, m->enc.stack.depth, m->masked.S, s,
+                              &rng);
+    }
+    m->be->upload(st->drop_scale, m->drop_host,
+                  tstack_drop_scale_count(&m->enc.stack, st) * sizeof(float));
 }
 
 void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend *be, int B)
@@ -197,6 +223,9 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->mask_host = xmalloc((size_t)m->masked.S * N * sizeof(float));
     m->column_perm = strcmp(cfg->mask_shape, "z_tubes") == 0
                          ? xmalloc((size_t)(N / m->grid[2]) * sizeof(int)) : NULL;
+    const size_t drop_count = tstack_drop_scale_count(&m->enc.stack, &m->masked.enc.st);
+    m->drop_host = drop_count ? xmalloc(drop_count * sizeof(float)) : NULL;
+    draw_drop_path(m, 0, 0);   /* defined scales before any draw_masks (tests set masks) */
 }
 
 void pretrain_model_free(PretrainModel *m)
@@ -206,6 +235,7 @@ void pretrain_model_free(PretrainModel *m)
     if (m->alice) params_free(&m->target);
     if (m->dino) params_free(&m->buffers);
     free(m->perm_host);
+    free(m->drop_host);
     free(m->mask_host);
     free(m->column_perm);
 }
@@ -234,11 +264,9 @@ void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample)
 {
     MaskedBatchActs *a = &m->masked;
     for (int s = 0; s < a->S; s++) {
-        /* Key: global sample g, view v -> sample word 2g + v (see docs/MODEL.md). */
-        const int v = s / m->B;
-        const long g = first_sample + s % m->B;
         RngStream rng;
-        rng_init(&rng, (uint64_t)m->cfg.seed, (uint32_t)step, (uint32_t)(2 * g + v), RNG_MASK);
+        rng_init(&rng, (uint64_t)m->cfg.seed, (uint32_t)step,
+                 masked_sample_word(m, first_sample, s), RNG_MASK);
         int *perm = m->perm_host + (size_t)s * m->N;
         if (!m->column_perm) {
             rng_permutation(&rng, perm, m->N);
@@ -252,6 +280,7 @@ void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample)
             for (int z = 0; z < gz; z++) perm[c * gz + z] = m->column_perm[c] * gz + z;
     }
     upload_masks(m, 0, a->S, m->perm_host);   /* every view in one upload */
+    draw_drop_path(m, step, first_sample);
 }
 
 /* The model's input buffer of view v (ViewId order). */

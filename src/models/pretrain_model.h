@@ -140,6 +140,9 @@ typedef struct {
     IntactBatchActs intact;            /* Alice: both intact views, one teacher forward */
     IntactViewActs iv[MASKED_VIEWS];   /* indexed by view - VIEW_INTACT_Q; slices of intact */
     int *perm_host;                    /* [S, N] staging of the drawn masks */
+    /* drop_path > 0: staging of the student encoder's drop-path scales (masked.enc.st's
+     * drop_scale, tstack_drop_scale_count floats), drawn with the masks; NULL otherwise */
+    float *drop_host;
     int *column_perm;                  /* mask_shape = z_tubes: [N / grid z], else NULL */
     float *mask_host;                  /* [S * N] */
     /* T (CASA on the teacher features) uses the online query and CASA weights but is a
@@ -152,7 +155,9 @@ typedef struct {
  * any work) when the configuration is inconsistent. */
 void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend *be, int B);
 void pretrain_model_free(PretrainModel *m);
-/* Draws the masks of the step for global samples first_sample .. first_sample + B - 1. */
+/* Draws the masks of the step for global samples first_sample .. first_sample + B - 1, and
+ * with drop_path > 0 which of the student encoder's residual branches each masked sample drops
+ * (the same sample words as the masks, RNG_DROP_PATH). */
 void pretrain_model_draw_masks(PretrainModel *m, long step, long first_sample);
 /* Sets the masks explicitly (host [B, N] per masked view; tests and parity dumps). */
 void pretrain_model_set_masks(PretrainModel *m, int view, const int *perm_host);

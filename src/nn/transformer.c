@@ -65,6 +65,9 @@ static void layout_stack(const TStack *s, TStackActs *a, Arena *ar, int B, int T
     a->B = B;
     a->T = T;
     a->train = train;
+    /* no drop-path unless tstack_layout_drop_path follows */
+    for (int i = 0; i < TSTACK_MAX_DEPTH; i++) a->drop_rate[i] = 0.0f;
+    a->drop_scale = NULL;
     size_t rows = (size_t)B * T, W = (size_t)s->width, M = (size_t)s->mlp;
     a->x0 = arena_floats(ar, rows * W);
     if (train) {
@@ -110,6 +113,53 @@ void tstack_layout_gemm_output(const TStack *s, TStackActs *a, Arena *ar, int B,
     layout_stack(s, a, ar, B, T, mode, ar->act_type);
 }
 
+void tstack_layout_drop_path(const TStack *s, TStackActs *a, Arena *ar, float max_rate)
+{
+    ALICE_ASSERT(a->train, "drop-path on a stack laid out for inference");
+    drop_path_rates(a->drop_rate, s->depth, max_rate);
+    a->drop_scale = drop_path_any(a->drop_rate, s->depth)
+                        ? arena_floats(ar, tstack_drop_scale_count(s, a)) : NULL;
+}
+
+size_t tstack_drop_scale_count(const TStack *s, const TStackActs *a)
+{
+    return drop_path_any(a->drop_rate, s->depth)
+               ? (size_t)s->depth * DROP_BRANCH_COUNT * (size_t)a->B : 0;
+}
+
+/* Block blk's per-sample scales of branch br, or NULL where that block does not drop. */
+static const float *drop_scales(const TStackActs *a, int blk, DropBranch br)
+{
+    if (!a->drop_scale || a->drop_rate[blk] <= 0.0f) return NULL;
+    return a->drop_scale + drop_path_index(blk, br, a->B, 0);
+}
+
+/* y = residual + branch, branch = x W^T + b: the residual added in the linear layer's store
+ * (act_linear_fwd), or with drop-path scales the branch stored alone, then
+ * y = residual + scale[sample] branch in one pass. */
+static void residual_branch_fwd(const ParamSet *ps, const TStackActs *a, const float *scales,
+                                int w, int b, float *y, Act x, const float *residual, int in,
+                                int out)
+{
+    const int rows = a->B * a->T;
+    if (!scales) {
+        act_linear_fwd(ps, w, b, (Act){y, DTYPE_F32}, x, residual, rows, in, out);
+        return;
+    }
+    act_linear_fwd(ps, w, b, (Act){y, DTYPE_F32}, x, NULL, rows, in, out);
+    ps->be->add_group_scaled(y, residual, y, scales, a->B, (size_t)a->T * out);
+}
+
+/* The gradient a dropping branch's output receives: scale[sample] g into scratch (NULL scales:
+ * g itself). */
+static const float *branch_dy(const AliceBackend *be, const TStackActs *a, const float *scales,
+                              const float *g, float *scratch, int width)
+{
+    if (!scales) return g;
+    be->add_group_scaled(scratch, NULL, g, scales, a->B, (size_t)a->T * width);
+    return scratch;
+}
+
 Act tstack_output(const TStackActs *a)
 {
     return a->out16 ? (Act){a->out16, DTYPE_BF16} : (Act){a->out, DTYPE_F32};
@@ -131,13 +181,15 @@ void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
                           act_offset(b->qkv, 2 * (size_t)W), B, H, T, T, W / H, 3 * W, 3 * W);
         /* mid = x + proj(att): the residual added in the projection's store (bf16 activations;
          * fp32 ones add it after). x is x0 or the previous block's out, never this block's mid. */
-        act_linear_fwd(ps, p->proj_w, p->proj_b, (Act){b->mid, DTYPE_F32}, b->att, x, rows, W, W);
+        residual_branch_fwd(ps, a, drop_scales(a, i, DROP_BRANCH_ATTN), p->proj_w, p->proj_b,
+                            b->mid, b->att, x, W, W);
         act_layernorm_fwd(be, b->ln2, b->ln2_mean, b->ln2_rstd, b->mid, param(ps, p->norm2_w),
                           param(ps, p->norm2_b), rows, W, LAYERNORM_EPS);
         act_linear_fwd(ps, p->fc1_w, p->fc1_b, b->h, b->ln2, NULL, rows, W, M);
         act_gelu_fwd(be, b->hg, b->h, (size_t)rows * M);
         /* out = mid + fc2(hg), the same way */
-        act_linear_fwd(ps, p->fc2_w, p->fc2_b, (Act){b->out, DTYPE_F32}, b->hg, b->mid, rows, M, W);
+        residual_branch_fwd(ps, a, drop_scales(a, i, DROP_BRANCH_MLP), p->fc2_w, p->fc2_b,
+                            b->out, b->hg, b->mid, M, W);
         x = b->out;
     }
     act_layernorm_fwd(be, tstack_output(a), a->out_mean, a->out_rstd, x, param(ps, s->norm_w),
@@ -170,10 +222,11 @@ static void linear_bwd_fed(ParamSet *ps, const bf16_t *dy16, int w, int b, Act d
 }
 
 /* The bf16 dy buffer for block blk's fc2 (NULL: its fc2 takes the fp32 g): none where a tap is
- * added to g before fc2 reads it, since the bias gradient summed by the producer would miss it. */
-static bf16_t *fc2_dy16(bf16_t *dy16, const float *const *dtaps, int blk)
+ * added to g before fc2 reads it, since the bias gradient summed by the producer would miss it,
+ * nor where the MLP branch drops (its dy is g scaled per sample, not g). */
+static bf16_t *fc2_dy16(bf16_t *dy16, const TStackActs *a, const float *const *dtaps, int blk)
 {
-    return dtaps && dtaps[blk] ? NULL : dy16;
+    return (dtaps && dtaps[blk]) || drop_scales(a, blk, DROP_BRANCH_MLP) ? NULL : dy16;
 }
 
 void tstack_backward(const TStack *s, TStackActs *a, ParamSet *ps, const float *dout, float *dx0)
@@ -203,7 +256,7 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
     /* g: gradient w.r.t. the residual stream entering the current point; g16 its bf16 copy
      * for the fc2 that reads it, or NULL. */
     float *g = s->depth ? a->g0 : dx0;
-    bf16_t *g16 = s->depth ? fc2_dy16(dy16, dtaps, s->depth - 1) : NULL;
+    bf16_t *g16 = s->depth ? fc2_dy16(dy16, a, dtaps, s->depth - 1) : NULL;
     norm_bwd_feeding_linear(ps, g16, s->depth ? s->blk[s->depth - 1].fc2_b : NO_PARAM, g, NULL,
                             s->norm_w, s->norm_b, dout, last, a->out_mean, a->out_rstd, rows, W);
     params_grads_ready(ps, s->norm_params);
@@ -215,19 +268,26 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
         /* g is the gradient w.r.t. block i's output here: add what read that output directly
          * (UNETR's skips from hidden states; g16 is NULL then). */
         if (dtaps && dtaps[i]) be->add(g, g, dtaps[i], n);
-        /* MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))) */
-        linear_bwd_fed(ps, g16, p->fc2_w, p->fc2_b, a->dh1, g, b->hg, rows, M, W);
+        const float *drop_attn = drop_scales(a, i, DROP_BRANCH_ATTN);
+        /* MLP branch: out = mid + fc2(gelu(fc1(ln2(mid)))) (with drop-path: + scale fc2(..),
+         * fc2's dy then scale g, in datt, which the attention branch fills only later) */
+        const float *dy_fc2 = branch_dy(be, a, drop_scales(a, i, DROP_BRANCH_MLP), g, a->datt, W);
+        linear_bwd_fed(ps, g16, p->fc2_w, p->fc2_b, a->dh1, dy_fc2, b->hg, rows, M, W);
         /* fc1 through its GELU, a->dh2 the scratch for dh (bf16: fused, dh never stored on
          * the GPU; dh1 read as bf16, widened in the fused pass) */
         act_linear_gelu_bwd_dy(ps, p->fc1_w, p->fc1_b, a->dtmp, a->dh1, b->h, a->dh2, b->ln2,
                                rows, W, M);
         /* dmid = g (the skip connection) + LayerNorm 2's input gradient, in one store (and
-         * with bf16 activations its bf16 copy for proj, proj's bias gradient) */
-        norm_bwd_feeding_linear(ps, dy16, p->proj_b, a->dmid, g, p->norm2_w, p->norm2_b, a->dtmp,
-                                b->mid, b->ln2_mean, b->ln2_rstd, rows, W);
-        /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) */
-        linear_bwd_fed(ps, dy16, p->proj_w, p->proj_b, (Act){a->datt, DTYPE_F32}, a->dmid, b->att,
-                       rows, W, W);
+         * with bf16 activations its bf16 copy for proj, proj's bias gradient; not when the
+         * attention branch drops: proj's dy is then dmid scaled) */
+        bf16_t *const proj_dy16 = drop_attn ? NULL : dy16;
+        norm_bwd_feeding_linear(ps, proj_dy16, p->proj_b, a->dmid, g, p->norm2_w, p->norm2_b,
+                                a->dtmp, b->mid, b->ln2_mean, b->ln2_rstd, rows, W);
+        /* Attention branch: mid = x + proj(attn(qkv(ln1(x)))) (drop-path: proj's dy is scale
+         * dmid, in dtmp, free once LayerNorm 2's backward has read it) */
+        const float *dy_proj = branch_dy(be, a, drop_attn, a->dmid, a->dtmp, W);
+        linear_bwd_fed(ps, proj_dy16, p->proj_w, p->proj_b, (Act){a->datt, DTYPE_F32}, dy_proj,
+                       b->att, rows, W, W);
         /* dqkv in bf16 with bf16 activations: the qkv layer has no bias, so its backward needs
          * dy only as the GEMMs' bf16 operand, and no rounding pass over an fp32 dqkv runs */
         act_attention_bwd(be, a->dqkv, act_offset(a->dqkv, W), act_offset(a->dqkv, 2 * (size_t)W),
@@ -238,7 +298,7 @@ void tstack_backward_taps(const TStack *s, TStackActs *a, ParamSet *ps, const fl
         /* gnext = dmid + LayerNorm 1's input gradient (gnext is g0/g1 other than g, or dx0:
          * the stack's input gradient, no linear layer of the stack reads it). Its bf16 copy
          * and bias gradient go to block i-1's fc2, whose range is reported ready later. */
-        bf16_t *const gnext16 = i ? fc2_dy16(dy16, dtaps, i - 1) : NULL;
+        bf16_t *const gnext16 = i ? fc2_dy16(dy16, a, dtaps, i - 1) : NULL;
         norm_bwd_feeding_linear(ps, gnext16, i ? s->blk[i - 1].fc2_b : NO_PARAM, gnext, a->dmid,
                                 p->norm1_w, p->norm1_b, a->dtmp, x, b->ln1_mean, b->ln1_rstd,
                                 rows, W);

@@ -6,6 +6,7 @@
 
 #include "nn/act.h"
 #include "nn/arena.h"
+#include "nn/drop_path.h"
 #include "nn/params.h"
 
 #define TSTACK_MAX_DEPTH 48
@@ -49,6 +50,11 @@ typedef struct {
      * it in its store (linear_bwd_bf16_dx16) */
     float *g0, *g1, *dmid, *dtmp, *dh2, *datt;
     Act dqkv, dh1;
+    /* Drop-path (tstack_layout_drop_path; nn/drop_path.h): block i's branches are scaled per
+     * sample by drop_scale[drop_path_index(i, branch, B, b)] (backend memory, the owner's draws)
+     * where drop_rate[i] > 0. drop_scale NULL: no drop-path (every rate 0, or not laid out). */
+    float drop_rate[TSTACK_MAX_DEPTH];
+    float *drop_scale;
 } TStackActs;
 
 /* Registers "<prefix>.blocks.{i}.*" and "<prefix>.norm.*". */
@@ -71,6 +77,15 @@ void tstack_layout(const TStack *s, TStackActs *a, Arena *arena, int B, int T, T
  * tstack_layout. */
 void tstack_layout_gemm_output(const TStack *s, TStackActs *a, Arena *arena, int B, int T,
                                TStackMode mode);
+/* Drop-path for a TSTACK_TRAIN layout: block i drops at max_rate i / (depth - 1)
+ * (drop_path_rates); lays out the scales [depth][DROP_BRANCH_COUNT][B] the owner uploads
+ * before every forward (none when no block drops: max_rate 0 or depth 1). A block that drops
+ * adds its branches' outputs to the residual stream in a pass of its own (add_group_scaled)
+ * instead of in the projection's store, and its branches' linear layers take their dy in fp32
+ * (scaled), not the bf16 copy the LayerNorm backward before them would hand them. */
+void tstack_layout_drop_path(const TStack *s, TStackActs *a, Arena *arena, float max_rate);
+/* Floats of a's drop_scale (0 without drop-path): the owner's upload size. */
+size_t tstack_drop_scale_count(const TStack *s, const TStackActs *a);
 /* The final LayerNorm's output: out (fp32) or out16 (bf16). */
 Act tstack_output(const TStackActs *a);
 void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps);

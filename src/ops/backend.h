@@ -71,6 +71,12 @@ typedef struct AliceBackend {
     void (*scale)(float *x, float a, size_t n);
     /* out = a + b (out may alias a or b) */
     void (*add)(float *out, const float *a, const float *b, size_t n);
+    /* Per-group scaling, for drop-path (nn/drop_path.h): for groups g < groups of n elements
+     * each, out[g n + i] = base[g n + i] + scale[g] y[g n + i] (product and sum each rounded,
+     * never fused: scaled_add_value in ops/cpu_math.h), or scale[g] y[g n + i] when base is
+     * NULL. scale [groups] in backend memory; out may alias base or y. */
+    void (*add_group_scaled)(float *out, const float *base, const float *y, const float *scale,
+                             int groups, size_t n);
     /* Sum of squares, accumulated in double. Non-finite exactly when some element is (a NaN
      * or an Inf stays one; finite squares of floats cannot overflow a double sum), so the
      * gradient norm is also the training loop's "every gradient finite" check. */

@@ -18,6 +18,7 @@ static const AliceBackend cpu_backend = {
     .axpby = cpu_axpby,
     .scale = cpu_scale,
     .add = cpu_add,
+    .add_group_scaled = cpu_add_group_scaled,
     .sum_squares = cpu_sum_squares,
 
     .gemm = cpu_gemm,

@@ -41,6 +41,13 @@
 #define MATH_SUB(a, b) ((a) - (b))
 #endif
 
+/* base + s y with the product rounded before the sum (add_group_scaled: drop-path's branch
+ * scaling added to the residual stream), the same bits on both backends. */
+static inline ALICE_HOSTDEV float scaled_add_value(float base, float s, float y)
+{
+    return MATH_ADD(base, MATH_MUL(s, y));
+}
+
 static inline ALICE_HOSTDEV float cpu_expf(float x)
 {
     const float hi = 88.3762626647949f, lo = -87.3365447505531f;

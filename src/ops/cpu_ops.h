@@ -37,6 +37,8 @@ void cpu_weights_forget(const float *data);
 void cpu_axpby(float *y, const float *x, float a, float b, size_t n);
 void cpu_scale(float *x, float a, size_t n);
 void cpu_add(float *out, const float *a, const float *b, size_t n);
+void cpu_add_group_scaled(float *out, const float *base, const float *y, const float *scale,
+                          int groups, size_t n);
 double cpu_sum_squares(const float *x, size_t n);
 
 /* cpu_blas.c */

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The 16-byte vectorised elementwise kernels (cuda/cuda_elementwise.cu: add, GELU, LeakyReLU;
+# The 16-byte vectorised elementwise kernels (cuda/cuda_elementwise.cu: add, drop-path's
+# add_group_scaled, GELU, LeakyReLU;
 # cuda_tokens.cu's channel concat/split over plane_grid;
 # cuda_weight_copy.cu,
 # cuda_tokens.cu, cuda_losses.cu; helpers in cuda/cuda_kernels.cuh) run WITHOUT a GPU: their
@@ -11,7 +12,7 @@
 # test, test_gelu_table_emulated.sh; here the bf16 formula kernel runs (its fallback).
 set -euo pipefail
 source "$(dirname "$0")/emu_common.sh"
-emu_cut "$TMP/vector_kernels.inc" 11 \
+emu_cut "$TMP/vector_kernels.inc" 12 \
   "${EMU_CUT_LAUNCH_HELPERS[@]}" \
   --cut cuda/cuda_elementwise.cu '/* Width of the float4 path' 'struct SquareOf' \
   --cut cuda/cuda_elementwise.cu $'template <typename T>\nstatic __global__ void gelu_fwd_kernel' \

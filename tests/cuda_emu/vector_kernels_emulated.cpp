@@ -1,6 +1,6 @@
-/* The 16-byte vectorised elementwise kernels of the CUDA backend (add, gelu fwd/bwd in fp32 and
- * bf16, leaky_relu fwd/bwd, fp32 -> bf16 rounding, channel concat/split, patchify/unpatchify,
- * gather_rows, their
+/* The 16-byte vectorised elementwise kernels of the CUDA backend (add, add_group_scaled, gelu
+ * fwd/bwd in fp32 and bf16, leaky_relu fwd/bwd, fp32 -> bf16 rounding, channel concat/split,
+ * patchify/unpatchify, gather_rows, their
  * bf16-output variants patchify_bf16 and gather_rows_bf16, masked_mse_bwd) run WITHOUT a
  * GPU: test_vector_kernels_emulated.sh cuts their source out of the cuda/ sources (and the launch
  * helpers out of cuda/cuda_kernels.cuh), rewrites <<<...>>> into emu_launch, and this file runs
@@ -100,6 +100,29 @@ int main()
         cuda_to_bf16(hy.p, b.p, n);  /* the backend op to_bf16: the same kernel, through bf16_t */
         for (size_t i = 0; i < n; i++) CHECK(hy.p[i] == bf16_from_float(b.p[i]), "backend to_bf16 n %zu i %zu", n, i);
         CHECK(hy.p[n] == 777, "backend to_bf16 wrote past n");
+    }
+    /* add_group_scaled (drop-path): base + scale[g] y per group, or scale[g] y without base,
+     * in place on y or base too; scales 0 (a dropped branch), 2 and 1 / 0.7 */
+    for (int G : {1, 3, 5})
+    for (size_t n : {(size_t)1, (size_t)3, (size_t)4, (size_t)7, (size_t)1003})
+    for (int oo : offs) for (int oa : offs)
+    for (int alias : {0, 1, 2}) for (int with_base : {0, 1}) {
+        if (alias == 2 && !with_base) continue;
+        const size_t total = (size_t)G * n;
+        Buf<float> base(total, oa), y(total, oo), o(total, oo), sc(G, 0);
+        for (int g = 0; g < G; g++) sc.p[g] = g % 3 == 0 ? 0.0f : (g % 3 == 1 ? 2.0f : 1.0f / 0.7f);
+        const std::vector<float> y0(y.p, y.p + total), b0(base.p, base.p + total);
+        float *out = alias == 1 ? y.p : (alias == 2 ? base.p : o.p);
+        out[total] = 5.0f;
+        cuda_add_group_scaled(out, with_base ? base.p : nullptr, y.p, sc.p, G, n);
+        for (size_t i = 0; i < total; i++) {
+            const float s = sc.p[i / n], prod = s * y0[i];
+            const float want = with_base ? b0[i] + prod : prod;
+            CHECK(std::memcmp(&out[i], &want, 4) == 0,
+                  "add_group_scaled G %d n %zu off %d/%d alias %d base %d i %zu: %g vs %g", G, n,
+                  oo, oa, alias, with_base, i, out[i], want);
+        }
+        CHECK(out[total] == 5.0f, "add_group_scaled wrote past the groups");
     }
     /* channel concat and split: plane copies over plane_grid */
     for (int B : {1, 3}) for (int C1 : {1, 3}) for (int C2 : {2, 5})

@@ -222,19 +222,33 @@ class Mlp(nn.Module):
         return self.linear2(F.gelu(self.linear1(x)))     # exact (erf) GELU
 
 
-class Block(nn.Module):
-    """MONAI TransformerBlock, pre-norm."""
+def drop_path(x, keep, drop_prob):
+    """timm's DropPath in training: x.div(keep_prob) * the per-sample 0/1 keep flags (keep [B],
+    drawn by the dump's producer); the identity at drop_prob 0, as timm's nn.Identity."""
+    if keep is None or drop_prob == 0.0:
+        return x
+    keep_prob = 1.0 - drop_prob
+    return x.div(keep_prob) * keep.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
 
-    def __init__(self, width, heads, mlp):
+
+class Block(nn.Module):
+    """MONAI TransformerBlock, pre-norm; with drop_prob > 0 timm's drop-path on both branches
+    (DINO's and the released code's Block)."""
+
+    def __init__(self, width, heads, mlp, drop_prob=0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(width, eps=LN_EPS)
         self.attn = Attention(width, heads)
         self.norm2 = nn.LayerNorm(width, eps=LN_EPS)
         self.mlp = Mlp(width, mlp)
+        self.drop_prob = drop_prob
 
-    def forward(self, x):
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+    def forward(self, x, keep=None):
+        """keep: [B, 2] flags of the attention and MLP branches, or None (no drop-path)."""
+        x = x + drop_path(self.attn(self.norm1(x)), None if keep is None else keep[:, 0],
+                          self.drop_prob)
+        return x + drop_path(self.mlp(self.norm2(x)), None if keep is None else keep[:, 1],
+                             self.drop_prob)
 
 
 class PatchEmbedding(nn.Module):
@@ -252,12 +266,16 @@ class Encoder(nn.Module):
         E = cfg.i("embed_dim")
         self.patch = cfg.i("patch")
         self.patch_embedding = PatchEmbedding(self.patch, E)
-        self.blocks = nn.ModuleList([Block(E, cfg.i("heads"), cfg.i("mlp_dim"))
-                                     for _ in range(cfg.i("depth"))])
+        # DINO / timm: dpr = linspace(0, drop_path_rate, depth)
+        depth = cfg.i("depth")
+        dpr = [v.item() for v in torch.linspace(0, cfg.f("drop_path"), depth)]
+        self.blocks = nn.ModuleList([Block(E, cfg.i("heads"), cfg.i("mlp_dim"), dpr[i])
+                                     for i in range(depth)])
         self.norm = nn.LayerNorm(E, eps=LN_EPS)
         self.register_buffer("pos", sincos_pos_embed(grid_of(cfg), E), persistent=False)
 
-    def forward(self, x, idx=None):
+    def forward(self, x, idx=None, keep=None):
+        """keep: [B, depth, 2] drop-path flags (the student in training), or None."""
         conv = self.patch_embedding.patch_embeddings
         w = conv.weight.reshape(conv.weight.shape[0], -1)
         patches = patchify(x, self.patch)
@@ -266,8 +284,8 @@ class Encoder(nn.Module):
             patches = gather_tokens(patches, idx)
             pos = gather_tokens(pos, idx)
         t = F.linear(patches, w, conv.bias) + pos
-        for blk in self.blocks:
-            t = blk(t)
+        for i, blk in enumerate(self.blocks):
+            t = blk(t, None if keep is None else keep[:, i])
         return self.norm(t)
 
 
@@ -459,19 +477,19 @@ def forward_loss(model, batch):
     N = batch["perm_u"].shape[1]
     nvis = num_visible(cfg, N)
 
-    def online(x, perm):
-        V = model.encoder(x, perm[:, :nvis])
+    def online(x, perm, keep):
+        V = model.encoder(x, perm[:, :nvis], keep)
         H, pred = model.decoder(V, perm)
         return V, H, recon_loss(pred, x, perm, nvis, p, norm_pix,
                                 cfg.s("rec_region") == "all")
 
-    V_u, H_u, lr_q = online(batch["u"], batch["perm_u"])
+    V_u, H_u, lr_q = online(batch["u"], batch["perm_u"], batch.get("drop_keep_u"))
     zero = lr_q.new_zeros(())
     if model.method == "mae":
         l_r = lr_q
         return dict(loss=cfg.f("w_rec") * l_r, l_r=l_r, l_dv=zero, l_st=zero)
 
-    V_r, H_r, lr_k = online(batch["r"], batch["perm_r"])
+    V_r, H_r, lr_k = online(batch["r"], batch["perm_r"], batch.get("drop_keep_r"))
     l_r = 0.5 * (lr_q + lr_k)
     cls_encoder = cfg.s("cls_source") == "encoder"
     with torch.no_grad():
@@ -695,9 +713,26 @@ def build_from_dump(dump, dtype=torch.float32):
     return model
 
 
+def drop_keep_keys(cfg, method):
+    """The batch's drop-path flags, one [B, depth, 2] array per masked view, when drop_path > 0."""
+    if cfg.f("drop_path") <= 0:
+        return ()
+    return tuple("drop_keep_" + k for k in BATCH_KEYS[method] if k in ("u", "r"))
+
+
 def batch_tensors(dump, dtype=torch.float32):
     keys = BATCH_KEYS[dump["method"]]
     out = {}
+    cfg = dump["cfg"]
+    for k in drop_keep_keys(cfg, dump["method"]):
+        if k not in dump["batch"]:
+            raise ValueError("%s: /batch/%s missing (drop_path = %g)"
+                             % (dump["path"], k, cfg.f("drop_path")))
+        a = dump["batch"][k]
+        want = (cfg.i("batch"), cfg.i("depth"), 2)
+        if a.shape != want or not np.isin(a, (0, 1)).all():
+            raise ValueError("%s: /batch/%s is not 0/1 flags of shape %s" % (dump["path"], k, want))
+        out[k] = torch.from_numpy(a.astype(np.int64))
     for k in keys:
         if k not in dump["batch"]:
             raise ValueError("%s: /batch/%s missing" % (dump["path"], k))
@@ -771,6 +806,8 @@ def write_dump(path, cfg, method, seed=1, perturb=None):
             batch[k] = torch.stack([torch.randperm(N, generator=g) for _ in range(B)])
         else:
             batch[k] = torch.randn((B, 1, X, Y, Z), generator=g)
+    for k in drop_keep_keys(cfg, method):
+        batch[k] = torch.randint(0, 2, (B, cfg.i("depth"), 2), generator=g)
     res = reference_run(model, batch, decay)
     if perturb:
         perturb(res)
@@ -783,7 +820,7 @@ def write_dump(path, cfg, method, seed=1, perturb=None):
             ds.attrs["decay"] = np.int32(decay[n])
         for k, v in batch.items():
             f.create_dataset("batch/" + k, data=v.numpy().astype(
-                np.int32 if k.startswith("perm") else np.float32))
+                np.int32 if k.startswith(("perm", "drop_keep")) else np.float32))
         for k in LOSS_KEYS:
             f.create_dataset("out/" + k, data=np.array([res["out"][k]], dtype=np.float64))
         for n, v in res["grads"].items():
@@ -857,6 +894,21 @@ def check_init(dump):
     return fails
 
 
+def check_drop_draws(dump, log):
+    """drop_path > 0: the dump's flags must drop some branch and keep some other in the blocks
+    whose rate is above 0 (block 0's is 0), else the comparison does not exercise drop-path."""
+    keys = drop_keep_keys(dump["cfg"], dump["method"])
+    if not keys:
+        return []
+    flags = np.concatenate([dump["batch"][k][:, 1:] for k in keys if k in dump["batch"]])
+    dropped = int((flags == 0).sum())
+    log("  drop-path: %d of %d branches of blocks 1.. dropped" % (dropped, flags.size))
+    if dropped == 0 or dropped == flags.size:
+        return ["the dump's drop-path draws drop %d of %d branches: choose a drop_path or seed "
+                "that drops some and keeps some" % (dropped, flags.size)]
+    return []
+
+
 def compare_dump(path, tol=1e-4, ema_change_tol=1e-2, show=8, log=print):
     """Recompute a dump in PyTorch float32 and compare. Returns the list of failures (empty
     when everything matches). Also prints the float64 reference's distance as the noise floor."""
@@ -873,6 +925,7 @@ def compare_dump(path, tol=1e-4, ema_change_tol=1e-2, show=8, log=print):
     log("  initial weights (docs/MODEL.md Initialisation): %s"
         % ("as documented" if not init_fails else "%d problems" % len(init_fails)))
     fails += init_fails
+    fails += check_drop_draws(dump, log)
 
     log("  %-8s %16s %16s %10s %10s" % ("term", "C", "torch fp32", "rel err", "fp32-fp64"))
     for k in LOSS_KEYS:

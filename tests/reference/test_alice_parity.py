@@ -55,5 +55,8 @@ if __name__ == "__main__":
                 {"head_init": "dino"},
                 # the linear scaling rule: lr for a global batch of 8, the dump's batch 2 (a
                 # peak 4x lower: the AdamW losses move less, and differently)
-                {"lr_reference_batch": "8"}]
+                {"lr_reference_batch": "8"},
+                # drop-path (0.5 at the tiny encoder's last block, per masked sample), with
+                # bf16-free fp32 arithmetic as every variant
+                {"drop_path": "0.5"}]
     sys.exit(alice_ref.parity_main("alice", variants))

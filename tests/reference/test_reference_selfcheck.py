@@ -2,9 +2,9 @@
 
 1. The reference against independent implementations: patch embedding vs Conv3d (the token and
    patch-element order of docs/MODEL.md), a transformer block vs torch.nn.TransformerEncoderLayer
-   (the qkv column layout), sin-cos entries computed by hand, mask-token insertion, l_r, CASA and
-   the cosine loss against numpy, AdamW + clipping against torch.optim.AdamW and
-   clip_grad_norm_, the schedule and EMA momentum against hand values.
+   (the qkv column layout), drop-path by hand, sin-cos entries computed by hand, mask-token
+   insertion, l_r, CASA and the cosine loss against numpy, AdamW + clipping against
+   torch.optim.AdamW and clip_grad_norm_, the schedule and EMA momentum against hand values.
 2. The harness: a dump written by PyTorch itself passes the comparer, and every kind of
    perturbation (one gradient, one loss term, one AdamW loss, the EMA left out, a renamed
    tensor) makes it fail.
@@ -80,6 +80,31 @@ def test_block_vs_torch_layer():
             getattr(ref, a).bias.copy_(b.bias)
     x = torch.randn(2, 7, W, dtype=torch.float64)
     check(close(blk(x), ref(x), 1e-10), "Block == nn.TransformerEncoderLayer(norm_first, gelu)")
+
+
+def test_drop_path_block():
+    """The reference's drop-path (timm's DropPath) by hand: per sample, a dropped branch adds
+    nothing, a kept one its output / (1 - p); the rates of the encoder's blocks are timm's
+    linspace(0, drop_path, depth)."""
+    torch.manual_seed(4)
+    W, H, M, p = 24, 3, 40, 0.25
+    blk = ar.Block(W, H, M, drop_prob=p).double()
+    for prm in blk.parameters():
+        nn.init.normal_(prm, std=0.3)
+    x = torch.randn(3, 7, W, dtype=torch.float64)
+    keep = torch.tensor([[0, 0], [1, 1], [1, 0]])
+    out = blk(x, keep)
+    for b in range(3):
+        xb = x[b:b + 1]
+        mid = xb + keep[b, 0] * blk.attn(blk.norm1(xb)) / (1 - p)
+        want = mid + keep[b, 1] * blk.mlp(blk.norm2(mid)) / (1 - p)
+        check(close(out[b:b + 1], want, 1e-12), "drop-path block, sample %d (keep %s)"
+              % (b, keep[b].tolist()))
+    check(torch.equal(out[0], x[0]), "both branches dropped: the block is the identity")
+    check(close(blk(x), blk(x, None), 0), "no flags: no drop-path")
+    enc = ar.Encoder(ar.tiny_config(depth="5", drop_path="0.2"))
+    check(close([b.drop_prob for b in enc.blocks], [0, 0.05, 0.1, 0.15, 0.2], 1e-7),
+          "encoder rates: linspace(0, 0.2, 5)")
 
 
 def test_sincos():
@@ -291,6 +316,18 @@ def test_harness(tmp):
           any("head.last.weight" in f and "nn.Linear default" in f for f in fails),
           "head_init = dino with Xavier head weights is caught (%s)" % "; ".join(fails)[:90])
 
+    # drop-path: a PyTorch-written dump with drop flags passes; one flag flipped (a branch the C
+    # side dropped that the reference keeps) fails
+    cfg = ar.tiny_config(method="alice", drop_path="0.5", **ar.PARITY_OVERRIDES)
+    p = os.path.join(tmp, "drop.h5")
+    ar.write_dump(p, cfg, "alice", seed=7)
+    check(not ar.compare_dump(p, log=quiet), "drop_path: a PyTorch-written dump passes")
+    p = perturbed_copy(p, os.path.join(tmp, "dropflip.h5"), "batch/drop_keep_u",
+                       lambda k: np.where(np.arange(k.size).reshape(k.shape) == 3, 1 - k, k))
+    fails = ar.compare_dump(p, log=quiet)
+    check(any("gradient encoder." in f for f in fails),
+          "a flipped drop-path flag is caught (%s)" % "; ".join(fails)[:90])
+
     # a tensor under a name docs/MODEL.md does not have is rejected with both names
     p = os.path.join(tmp, "renamed.h5")
     shutil.copy(paths["mae"], p)
@@ -344,6 +381,7 @@ def main():
     print("reference self-check (PyTorch %s)" % torch.__version__)
     test_patch_embedding()
     test_block_vs_torch_layer()
+    test_drop_path_block()
     test_sincos()
     test_decoder_insertion_and_recon()
     test_casa_and_cos()

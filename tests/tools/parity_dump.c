@@ -49,6 +49,25 @@ static void write_scalar(hid_t f, const char *name, double v)
     h5_write_doubles(f, name, 1, &one, &v);
 }
 
+/* drop_path > 0: which encoder branches masked view v's samples keep, [B, depth,
+ * DROP_BRANCH_COUNT] (1 kept, 0 dropped), from the scales the model drew; the reference
+ * derives the kept branches' scales from drop_path itself. */
+static void write_drop_path_keeps(hid_t f, const PretrainModel *m, int v, const char *view)
+{
+    const int depth = m->enc.stack.depth, S = m->masked.S;
+    int dims[3] = {m->B, depth, DROP_BRANCH_COUNT};
+    int *keep = xmalloc((size_t)m->B * depth * DROP_BRANCH_COUNT * sizeof(int));
+    for (int b = 0; b < m->B; b++)
+        for (int i = 0; i < depth; i++)
+            for (int br = 0; br < DROP_BRANCH_COUNT; br++)
+                keep[(b * depth + i) * DROP_BRANCH_COUNT + br] =
+                    m->drop_host[drop_path_index(i, (DropBranch)br, S, v * m->B + b)] != 0.0f;
+    char name[64];
+    snprintf(name, sizeof name, "batch/drop_keep_%s", view);
+    h5_write_ints(f, name, 3, dims, keep);
+    free(keep);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -95,6 +114,7 @@ int main(int argc, char **argv)
             be->download(perm, m.mv[v].perm, (size_t)m.B * m.N * sizeof(int));
             snprintf(name, sizeof name, "batch/perm_%s", view_names[v]);
             h5_write_ints(f, name, 2, pdims, perm);
+            if (m.drop_host) write_drop_path_keeps(f, &m, v, view_names[v]);
         }
     }
     double losses[5];

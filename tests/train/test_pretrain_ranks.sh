@@ -6,10 +6,11 @@
 # the ranks doubles the norm, which the parameters alone would not show). Also with the
 # released code's optimiser pieces: the head's last layer held out of the first 2 AdamW steps
 # (freeze_last_layer), per-tensor clipping at a threshold some tensors exceed, and the lr scaled
-# to the global batch (lr_reference_batch: batch x ranks, the same 2 in both runs).
+# to the global batch (lr_reference_batch: batch x ranks, the same 2 in both runs), with
+# drop-path (drawn per global sample, so each rank drops what the 1-rank run drops for it).
 source "$(dirname "$0")/lib.sh"
 for extra in "" "align_loss=dino" \
-  "freeze_last_layer=2 clip_mode=per_tensor clip=0.05 lr_reference_batch=4"; do
+  "freeze_last_layer=2 clip_mode=per_tensor clip=0.05 lr_reference_batch=4 drop_path=0.5"; do
 case $extra in
   "") tag=cosine ;;
   align_loss=*) tag=${extra#align_loss=} ;;

@@ -5,7 +5,8 @@
 # state that the checkpoint must carry (/buffers); and with freeze_last_layer = 2, whose head
 # last layer has its own AdamW step count (2 behind the others), which the checkpoint must carry
 # too (attribute adam_steps of its /adam_m dataset, and format_version 2 so that an older alice
-# refuses the file).
+# refuses the file); that case also has drop-path, whose draws after the resume must be the
+# uninterrupted run's (keyed by step and sample, like the masks).
 source "$(dirname "$0")/lib.sh"
 check_resume() {
     local tag=$1; shift
@@ -51,4 +52,4 @@ PY
 }
 check_resume cosine
 check_resume dino align_loss=dino
-check_resume freeze align_loss=dino freeze_last_layer=2
+check_resume freeze align_loss=dino freeze_last_layer=2 drop_path=0.5

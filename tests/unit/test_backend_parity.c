@@ -174,6 +174,26 @@ static int test_elementwise(void)
     gpu->add(x.g, x.g, y.g, n); /* aliasing */
     cpu->add(x.c, x.c, y.c, n);
     compare(&x, 1e-6, 1e-7, "add in place");
+    pair_resync(&x);
+    /* drop-path's add_group_scaled: 7 groups of n / 7 (a tail), scales 0, 2 and 1 / 0.85;
+     * product and sum rounded on their own on both backends, so bit for bit */
+    const int groups = 7;
+    const size_t per = n / groups;
+    Pair scales = output(groups), grouped = output(groups * per);
+    float sch[7];
+    for (int g = 0; g < groups; g++)
+        sch[g] = g % 3 == 0 ? 0.0f : (g % 3 == 1 ? 2.0f : 1.0f / 0.85f);
+    gpu->upload(scales.g, sch, sizeof sch);
+    cpu->upload(scales.c, sch, sizeof sch);
+    gpu->add_group_scaled(grouped.g, x.g, y.g, scales.g, groups, per);
+    cpu->add_group_scaled(grouped.c, x.c, y.c, scales.c, groups, per);
+    compare(&grouped, 0, 0, "add_group_scaled");
+    gpu->add_group_scaled(y.g, NULL, y.g, scales.g, groups, per);   /* in place, no base */
+    cpu->add_group_scaled(y.c, NULL, y.c, scales.c, groups, per);
+    compare(&y, 0, 0, "add_group_scaled without base, in place");
+    pair_resync(&y);
+    pair_free(&scales);
+    pair_free(&grouped);
     pair_resync(&x); /* sum_squares is checked at 1e-9: identical inputs */
     double sg = gpu->sum_squares(x.g, n), sc = cpu->sum_squares(x.c, n);
     TEST_CLOSE(sg, sc, 1e-9, 0, "sum_squares");

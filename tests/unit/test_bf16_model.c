@@ -10,7 +10,11 @@
  *    relative; a dozen such roundings along a path of a 2-block model, most of them
  *    independent, give errors of about 1% in losses and gradients, and systematic errors
  *    (a wrong transpose, an unrounded or missing term) give O(1) differences or a cosine far
- *    below 1. */
+ *    below 1.
+ *  - the Alice step with drop-path (drop_path = 0.5: the second encoder block's branches
+ *    dropped or doubled per sample, the same draws in both runs): a dropping block takes the
+ *    unfused residual path and hands its branches' linear layers an fp32 scaled dy, not the
+ *    bf16 copy of the unscaled gradient (which fails these bounds). */
 #include <mpi.h>
 #include <string.h>
 
@@ -81,12 +85,14 @@ typedef struct {
     size_t total;
 } StepResult;
 
-static StepResult one_step(const char *method, const char *precision)
+/* drop_path: the key's value ("0": off). */
+static StepResult one_step(const char *method, const char *precision, const char *drop_path)
 {
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "precision", precision, "test", 0);
+    config_set(&cfg, "drop_path", drop_path, "test", 0);
     PretrainModel m;
     pretrain_model_init(&m, &cfg, backend_cpu(), cfg.batch);
     const size_t vox = (size_t)m.B * 16 * 16 * 8;
@@ -157,9 +163,9 @@ static void compare_gradients(const ParamSet *ps, const float *ref, const float 
            what, checked, worst_rel, worst_cos, bad);
 }
 
-static int compare_steps(const char *method)
+static int compare_steps_drop(const char *method, const char *drop_path)
 {
-    StepResult ref = one_step(method, "fp32"), mp = one_step(method, "bf16");
+    StepResult ref = one_step(method, "fp32", drop_path), mp = one_step(method, "bf16", drop_path);
     TEST_CHECK(ref.total == mp.total && memcmp(ref.data, mp.data, ref.total * sizeof(float)) == 0,
                "%s: both runs must start from the same weights", method);
     TEST_CLOSE(mp.loss.loss, ref.loss.loss, 2e-2, 1e-4, "total loss, bf16 vs fp32");
@@ -176,8 +182,10 @@ static int compare_steps(const char *method)
     return 0;
 }
 
+static int compare_steps(const char *method) { return compare_steps_drop(method, "0"); }
 static int test_mae_step(void) { return compare_steps("mae"); }
 static int test_alice_step(void) { return compare_steps("alice"); }
+static int test_alice_step_drop_path(void) { return compare_steps_drop("alice", "0.5"); }
 
 /* UNETR fine-tuning: its ViT encoder runs the same stacks (batch: tests/unit/seg_batch.h). */
 static const char *const unetr_tiny[][2] = {
@@ -243,6 +251,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_arena_sizes);
     TEST_RUN(test_mae_step);
     TEST_RUN(test_alice_step);
+    TEST_RUN(test_alice_step_drop_path);
     TEST_RUN(test_unetr_step);
     MPI_Finalize();
     return test_finish();

@@ -19,6 +19,9 @@
  * (one warning), run eagerly instead and still give the eager results bit for bit. The graph
  * cases also check that the steps really were replayed (recorded once, STEPS - 2 replays).
  *
+ * Drop-path (drop_path = 0.5): each step's draws are uploaded before the step, outside the
+ * recording, and every replay must read them (bf16, cosine).
+ *
  * DINO's teacher temperature warm-up (warmup_teacher_temp_steps = TEMP_WARMUP_STEPS): its steps
  * take another temperature each, so they run eagerly outside the graph
  * (step_graph_run_if, as src/train/pretrain.c runs them), and the graph warms up,
@@ -51,6 +54,9 @@ enum { STEPS = 5, TEMP_WARMUP_STEPS = 2 };
 
 /* warmup_teacher_temp_steps of the Alice runs: 0, or TEMP_WARMUP_STEPS in the warm-up case. */
 static long g_temp_warmup_steps;
+/* drop_path of the Alice runs: "0", or "0.5" in the drop-path case (new draws every step,
+ * uploaded before the step: a replay must read them, not the recorded step's). */
+static const char *g_drop_path = "0";
 
 /* Head width 32 (96 / 3): bf16 runs take cuDNN's fused attention (attention auto, a build with
  * the cuDNN frontend) or the register-resident flash kernels (fused, or auto without cuDNN);
@@ -140,6 +146,7 @@ static void run(const char *precision, const char *align_loss, const char *atten
     snprintf(warmup, sizeof warmup, "%ld", g_temp_warmup_steps);
     config_set(&cfg, "warmup_teacher_temp_steps", warmup, "test", 0);
     config_set(&cfg, "warmup_teacher_temp", "0.02", "test", 0);
+    config_set(&cfg, "drop_path", g_drop_path, "test", 0);
     config_validate(&cfg);
     train_apply_device_math(&cfg);
     const AliceBackend *be = backend_cuda();
@@ -407,6 +414,13 @@ static int test_bf16_dino_temp_warmup(void)
     g_temp_warmup_steps = 0;
     return rc;
 }
+static int test_bf16_drop_path(void)
+{
+    g_drop_path = "0.5";
+    const int rc = check_case(MODEL_ALICE, "bf16", "cosine", "auto");
+    g_drop_path = "0";
+    return rc;
+}
 /* the own flash kernels inside the graph (auto runs cuDNN at this head width where built) */
 static int test_bf16_fused_cosine(void)
 {
@@ -439,6 +453,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_bf16_dino);
     TEST_RUN(test_bf16_dino_temp_warmup);
     TEST_RUN(test_bf16_fused_cosine);
+    TEST_RUN(test_bf16_drop_path);
     TEST_RUN(test_unetr_fp32);
     TEST_RUN(test_unetr_bf16);
     MPI_Finalize();

@@ -1,7 +1,8 @@
 /* Finite-difference check of the whole pre-training loss (MAE, Alice, Alice without CASA, and
  * Alice with align_loss = dino with and without CASA, its centers set to random values and held
  * fixed like the teacher; both losses also with casa_layer = transformer, 2 heads, and with
- * cls_source = encoder)
+ * cls_source = encoder; and with drop-path, drop_path = 0.6 on a 3-block encoder, the step's
+ * draws held fixed as the masks)
  * against the analytic gradient at sampled entries of EVERY parameter tensor.
  * Central differences in fp32 with h = 2e-3; pass when |fd - analytic| <= 3e-3 + 5e-2 |fd|
  * (fp32 round-off of a loss near 1 divided by 2h is about 1e-4; the margin covers curvature). */
@@ -22,6 +23,7 @@ static const char *const tiny[][2] = {
 };
 
 static const char *g_cls_source = "decoder";
+static const char *g_drop_path = "0";   /* with depth 3 in the drop-path case */
 
 static double loss_of(PretrainModel *m) { return pretrain_model_forward_backward(m).loss; }
 static double loss_of_ctx(void *m) { return loss_of(m); }
@@ -38,6 +40,8 @@ static int check_layer(const char *method, int use_casa, const char *align_loss,
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "use_casa", use_casa ? "1" : "0", "test", 0);
     config_set(&cfg, "align_loss", align_loss, "test", 0);
+    config_set(&cfg, "drop_path", g_drop_path, "test", 0);
+    if (strcmp(g_drop_path, "0") != 0) config_set(&cfg, "depth", "3", "test", 0);
     const AliceBackend *be = backend_cpu();
     PretrainModel m;
     pretrain_model_init(&m, &cfg, be, cfg.batch);
@@ -83,9 +87,9 @@ static int check_layer(const char *method, int use_casa, const char *align_loss,
             }
         }
     }
-    printf("  %s%s, align_loss %s, casa_layer %s, cls_source %s: %d entries of %d tensors "
-           "checked, %d off\n", method, use_casa ? "" : " (no CASA)", align_loss, casa_layer,
-           g_cls_source, checked, ps->count, bad);
+    printf("  %s%s, align_loss %s, casa_layer %s, cls_source %s, drop_path %s: %d entries of %d "
+           "tensors checked, %d off\n", method, use_casa ? "" : " (no CASA)", align_loss,
+           casa_layer, g_cls_source, g_drop_path, checked, ps->count, bad);
     free(grad);
     free(vol);
     pretrain_model_free(&m);
@@ -119,6 +123,15 @@ static int test_alice_cls_encoder(void)
     return rc;
 }
 
+/* drop-path: blocks 1 and 2 drop at 0.3 and 0.6, per masked sample and branch */
+static int test_alice_drop_path(void)
+{
+    g_drop_path = "0.6";
+    int rc = check_method("alice", 1, "cosine") | check_method("mae", 1, "cosine");
+    g_drop_path = "0";
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -130,6 +143,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_casa_transformer);
     TEST_RUN(test_alice_dino_casa_transformer);
     TEST_RUN(test_alice_cls_encoder);
+    TEST_RUN(test_alice_drop_path);
     MPI_Finalize();
     return test_finish();
 }

@@ -217,6 +217,14 @@ static int test_alice_cls_encoder(void)
     return check_method_with("alice", 1, &kFp32, kClsEncoder, 1) |
            check_method_with("alice", 1, &kBf16, kClsEncoder, 1);
 }
+/* drop_path: the student encoder's branches dropped or scaled per sample (the same draws on
+ * both backends), the unfused residual path of a dropping block in fp32 and bf16. */
+static const char *const kDropPath[][2] = {{"drop_path", "0.5"}};
+static int test_alice_drop_path(void)
+{
+    return check_method_with("alice", 1, &kFp32, kDropPath, 1) |
+           check_method_with("alice", 1, &kBf16, kDropPath, 1);
+}
 /* The fused attention kernel inside a whole step: the GPU model's arena is planned with row
  * logsumexps instead of probabilities (attention_saved_floats), CASA's heads wider than 128
  * stay on the GEMM path; losses, gradients, AdamW and EMA as tight as with the GEMM kernel. */
@@ -363,6 +371,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_no_casa);
     TEST_RUN(test_alice_casa_transformer);
     TEST_RUN(test_alice_cls_encoder);
+    TEST_RUN(test_alice_drop_path);
     TEST_RUN(test_unetr_step);
     TEST_RUN(test_alice_fused_attention);
     TEST_RUN(test_alice_bf16);
