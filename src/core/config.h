@@ -116,6 +116,7 @@ typedef struct Config {
     char pretrained[CFG_STR];     /* pre-training checkpoint, "" = random init */
     int num_classes;
     int feature_size;
+    float layer_decay;            /* fine-tuning: layer-wise lr decay (1 = off) */
     float sw_overlap;
     long val_every;
     char label_set[CFG_STR];      /* flare | btcv */

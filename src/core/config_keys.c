@@ -215,6 +215,10 @@ const ConfigKey config_keys[] = {
     K("pretrained", CFG_T_STRING, pretrained, "", "", "pre-training checkpoint for the encoder ('' = random init)"),
     K("num_classes", CFG_T_INT, num_classes, "14", "2..255", "segmentation classes incl. background"),
     K("feature_size", CFG_T_INT, feature_size, "16", "1..", "UNETR feature size"),
+    K("layer_decay", CFG_T_FLOAT, layer_decay, "1", "0.01..1",
+      "fine-tuning: layer-wise lr decay (BEiT's, MAE fine-tuning's 0.75): the ViT's block i "
+      "learns at lr x layer_decay^(depth - i), its patch embedding at lr x "
+      "layer_decay^(depth + 1), its final norm and the CNN decoder at lr; 1 = off"),
     K("sw_overlap", CFG_T_FLOAT, sw_overlap, "0.5", "0..0.95", "sliding-window overlap"),
     K("val_every", CFG_T_LONG, val_every, "50", "1..", "steps between validation passes"),
     K("label_set", CFG_T_ENUM, label_set, "flare", "flare|btcv", "organ label convention"),

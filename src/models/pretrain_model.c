@@ -149,6 +149,9 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
         log_warn("freeze_last_layer = %ld >= steps = %ld: the projection head's last layer never "
                  "trains in this run (DINO freezes it for the first epoch only)",
                  cfg->freeze_last_layer, cfg->steps);
+    if (cfg->layer_decay < 1.0f)
+        log_warn("layer_decay = %g is ignored: layer-wise lr decay applies to fine-tuning",
+                 cfg->layer_decay);
     m->teacher_full = strcmp(cfg->teacher_decoder, "full") == 0;
     m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
     m->teacher_temp = pretrain_teacher_temp(cfg, 0);

@@ -1,5 +1,6 @@
 #include "models/unetr.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,6 +396,9 @@ void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B,
     params_range_close(ps, &m->cnn_params);
     params_allocate(ps, be, train);
     params_initialize(ps, (uint64_t)cfg->seed);
+    if (train && cfg->layer_decay < 1.0f)
+        for (int t = 0; t < ps->count; t++)
+            ps->lr_scale[t] = unetr_layer_lr_scale(m, t, cfg->layer_decay);
 
     arena_plan(&m->arena, be, act_type_for_precision(cfg->precision, cfg->bf16_activations));
     layout(m, &m->arena);
@@ -413,6 +417,22 @@ void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B,
     for (int i = 0; i < TSTACK_MAX_DEPTH; i++) m->taps[i] = NULL;
     if (train)
         for (int k = 0; k < UNETR_SKIPS; k++) m->taps[m->skip_block[k]] = m->dtaps[k];
+}
+
+/* MAE's get_layer_id_for_vit over this model's tensor ranges. */
+static int vit_layer_of_tensor(const UnetrModel *m, int t)
+{
+    const TStack *s = &m->vit.stack;
+    if (t >= m->vit.pe_params.first && t < m->vit.pe_params.end) return 0;
+    for (int i = 0; i < s->depth; i++)
+        if (t >= s->blk_params[i].first && t < s->blk_params[i].end) return i + 1;
+    return s->depth + 1;
+}
+
+float unetr_layer_lr_scale(const UnetrModel *m, int t, float decay)
+{
+    const int layers = m->vit.stack.depth + 1;
+    return (float)pow((double)decay, (double)(layers - vit_layer_of_tensor(m, t)));
 }
 
 void unetr_free(UnetrModel *m)

@@ -135,9 +135,15 @@ typedef struct {
 
 /* Registers, allocates and initialises (seed) the model for B crops of cfg->crop; train = 0
  * lays out a forward-only model (no gradients). Errors out when the configuration cannot
- * build a UNETR (patch != 16, crop not divisible by 16, embed_dim vs heads / 6). */
+ * build a UNETR (patch != 16, crop not divisible by 16, embed_dim vs heads / 6). A trained
+ * model with layer_decay < 1 sets its ParamSet's lr scales (unetr_layer_lr_scale). */
 void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B, int train);
 void unetr_free(UnetrModel *m);
+/* Layer-wise lr decay (BEiT; MAE's param_groups_lrd): the ViT is layers 0 (patch embedding),
+ * 1 .. depth (blocks 0 .. depth - 1), everything after it (the ViT's final norm, the CNN) layer
+ * depth + 1; layer l learns at lr x decay^(depth + 1 - l). The scale of tensor t of m's
+ * ParamSet. */
+float unetr_layer_lr_scale(const UnetrModel *m, int t, float decay);
 /* Loads `encoder.*` of a pre-training checkpoint into `vit.*` by name; logs loaded and
  * initialised counts and returns the number loaded. Errors: another kind of checkpoint,
  * other encoder keys (checkpoint_check_encoder_source), a shape mismatch, nothing loaded. */

@@ -90,6 +90,8 @@ void params_allocate(ParamSet *ps, const AliceBackend *be, int trainable)
         ps->decay_mask = decay_mask_upload(ps, be);
         ps->held = xcalloc((size_t)(ps->count ? ps->count : 1), sizeof *ps->held);
         ps->held_updates = xcalloc((size_t)(ps->count ? ps->count : 1), sizeof *ps->held_updates);
+        ps->lr_scale = xmalloc((size_t)(ps->count ? ps->count : 1) * sizeof *ps->lr_scale);
+        for (int i = 0; i < ps->count; i++) ps->lr_scale[i] = 1.0f;
     }
 }
 
@@ -141,6 +143,7 @@ void params_free(ParamSet *ps)
     }
     free(ps->held);
     free(ps->held_updates);
+    free(ps->lr_scale);
     free(ps->info);
     memset(ps, 0, sizeof *ps);
 }

@@ -65,6 +65,9 @@ typedef struct {
      * out, so its own AdamW t is adam_steps - held_updates (torch counts steps per tensor). */
     int *held;
     long *held_updates;
+    /* Host memory, trainable sets only, one entry per tensor: the factor of the step's learning
+     * rate this tensor's AdamW update takes (1 unless a model sets it: layer-wise lr decay). */
+    float *lr_scale;
     /* clip_mode = per_tensor: the tensors as segments of the gradient buffer (backend memory,
      * built at the first clip_grads_per_tensor) */
     SegmentPieces clip_pieces;

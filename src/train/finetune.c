@@ -261,6 +261,14 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     log_info("parameters: %zu (%.1f MiB with gradients and AdamW moments), activations %.1f MiB "
              "per rank, batch %d per rank x %d ranks", model.ps.total, model.ps.total * 16.0 / 1048576.0,
              model.arena.cap / 1048576.0, model.B, dist.size);
+    if (cfg->layer_decay < 1.0f)
+        log_info("layer-wise lr decay %g: the ViT's patch embedding at lr x %.3g, block 0 at lr x "
+                 "%.3g, block %d at lr x %g, the rest at lr (the logged lr)", cfg->layer_decay,
+                 unetr_layer_lr_scale(&model, model.vit.pe_b, cfg->layer_decay),
+                 unetr_layer_lr_scale(&model, model.vit.stack.blk[0].qkv_w, cfg->layer_decay),
+                 cfg->depth - 1,
+                 unetr_layer_lr_scale(&model, model.vit.stack.blk[cfg->depth - 1].qkv_w,
+                                      cfg->layer_decay));
     train_check_memory(be, model.arena.cap + model.ps.total * sizeof(float) * 4, &dist, "fine-tuning");
     if (opt->bench_steps > 0) {
         run_bench(&model, cfg, &dist, opt->bench_steps);

@@ -53,18 +53,20 @@ static long tensor_adam_t(const ParamSet *ps, int i)
     return ps->adam_steps + 1 - ps->held_updates[i];
 }
 
-/* The end of the run of tensors from `first` that share their held flag and AdamW t. */
+/* The end of the run of tensors from `first` that share their held flag, AdamW t and lr scale. */
 static int run_of_tensors(const ParamSet *ps, int first)
 {
     int end = first + 1;
     while (end < ps->count && ps->held[end] == ps->held[first] &&
-           tensor_adam_t(ps, end) == tensor_adam_t(ps, first))
+           tensor_adam_t(ps, end) == tensor_adam_t(ps, first) &&
+           ps->lr_scale[end] == ps->lr_scale[first])
         end++;
     return end;
 }
 
-/* AdamW over the flat buffer, one backend call per run of tensors that share their held flag
- * and AdamW t: one call over the whole set unless freeze_last_layer holds (or held) a tensor.
+/* AdamW over the flat buffer, one backend call per run of tensors that share their held flag,
+ * AdamW t and lr scale: one call over the whole set unless freeze_last_layer holds (or held) a
+ * tensor or layer-wise lr decay gives the encoder's layers their own rates (a call per layer).
  * The decay mask carries the per-tensor flags, and the zero padding between tensors stays zero
  * (ops/adamw_math.h). A held run takes no update; the EMA still covers it (its target keeps
  * following the unchanged online values, as in DINO). */
@@ -94,6 +96,8 @@ static void adamw_call(ParamSet *ps, const Config *cfg, float lr, long step1, fl
             continue;
         }
         h.step = tensor_adam_t(ps, first);
+        /* torch: the group's lr = lr x lr_scale, decoupled decay p *= 1 - (that lr) wd too */
+        h.lr = lr * ps->lr_scale[first];
         ps->be->adamw(ps->data + o, ps->grad + o, ps->m + o, ps->v + o,
                       ps->decay_mask + o / DECAY_MASK_WORD_BITS, n, h, ema_target,
                       ema ? ema->momentum : 0.0f);
