@@ -109,10 +109,11 @@ const ConfigKey config_keys[] = {
     K("dec_heads", CFG_T_INT, dec_heads, "12", "1..", "decoder attention heads"),
     K("dec_mlp_dim", CFG_T_INT, dec_mlp_dim, "1536", "1..", "decoder MLP hidden width"),
     K("drop_path", CFG_T_FLOAT, drop_path, "0", "0..0.99",
-      "stochastic depth of the pre-trained (student) encoder: each residual branch of block i "
-      "is dropped per sample with probability drop_path x i / (depth - 1), else scaled by 1 / "
-      "(1 - that); timm's DropPath as DINO and the released code use it (0.1-0.2); the EMA "
-      "teacher and the decoder never drop; 0 = off"),
+      "stochastic depth of the trained ViT encoder (pre-training: the student's; fine-tuning: "
+      "UNETR's): each residual branch of block i is dropped per sample with probability "
+      "drop_path x i / (depth - 1), else scaled by 1 / (1 - that); timm's DropPath as DINO and "
+      "the released code (0.1-0.2) and MAE's fine-tuning (0.1) use it; the EMA teacher, the "
+      "decoders, validation and inference never drop; 0 = off"),
     K("mask_ratio", CFG_T_FLOAT, mask_ratio, "0.75", "0..0.99", "fraction of patches masked"),
     K("rec_region", CFG_T_ENUM, rec_region, "masked", "masked|all",
       "l_r over the masked tokens (eq. 1) or every token of the crop (the released code's MSE)"),

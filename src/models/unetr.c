@@ -100,6 +100,7 @@ static void layout(UnetrModel *m, Arena *ar)
     /* The skips read the outputs of intermediate blocks, so inference keeps every block's out
      * apart (and nothing for backward: no saved attention, no gradient buffers). */
     vit_encoder_layout(&m->vit, &m->va, ar, B, N, m->train ? TSTACK_TRAIN : TSTACK_FORWARD_TAPS);
+    if (m->train) tstack_layout_drop_path(&m->vit.stack, &m->va.st, ar, m->cfg.drop_path);
     res_layout(&m->enc1, &m->enc1_a, ar, B, D);
     size_t scratch = res_scratch(&m->enc1, B, D), chain = 0;
     for (int k = 0; k < UNETR_SKIPS; k++) {
@@ -417,6 +418,23 @@ void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B,
     for (int i = 0; i < TSTACK_MAX_DEPTH; i++) m->taps[i] = NULL;
     if (train)
         for (int k = 0; k < UNETR_SKIPS; k++) m->taps[m->skip_block[k]] = m->dtaps[k];
+    const size_t drop_count = tstack_drop_scale_count(&m->vit.stack, &m->va.st);
+    m->drop_host = drop_count ? xmalloc(drop_count * sizeof(float)) : NULL;
+    unetr_draw_drop_path(m, 0, 0);   /* defined scales before the loop's first draw */
+}
+
+void unetr_draw_drop_path(UnetrModel *m, long step, long first_sample)
+{
+    if (!m->drop_host) return;
+    const TStackActs *st = &m->va.st;
+    for (int b = 0; b < m->B; b++) {
+        RngStream rng;
+        rng_init(&rng, (uint64_t)m->cfg.seed, (uint32_t)step, (uint32_t)(first_sample + b),
+                 RNG_DROP_PATH);
+        drop_path_draw_sample(m->drop_host, st->drop_rate, m->vit.stack.depth, m->B, b, &rng);
+    }
+    m->be->upload(st->drop_scale, m->drop_host,
+                  tstack_drop_scale_count(&m->vit.stack, st) * sizeof(float));
 }
 
 /* MAE's get_layer_id_for_vit over this model's tensor ranges. */
@@ -437,6 +455,7 @@ float unetr_layer_lr_scale(const UnetrModel *m, int t, float decay)
 
 void unetr_free(UnetrModel *m)
 {
+    free(m->drop_host);
     arena_free(&m->arena);
     params_free(&m->ps);
 }
@@ -461,8 +480,10 @@ void unetr_set_batch(UnetrModel *m, const float *image, const int32_t *label)
     if (label) m->be->upload(m->label, label, n * sizeof(int32_t));
 }
 
-const float *unetr_forward(UnetrModel *m)
+/* training: the ViT drops branches (drop-path, when laid out); else inference. */
+static const float *forward(UnetrModel *m, int training)
 {
+    m->va.st.drop_enabled = training && m->va.st.drop_scale;
     const AliceBackend *be = m->be;
     const int B = m->B, N = m->N;
     const int *crop = m->level_dim[UNETR_LEVELS - 1];
@@ -485,6 +506,8 @@ const float *unetr_forward(UnetrModel *m)
     return m->logits;
 }
 
+const float *unetr_forward(UnetrModel *m) { return forward(m, 0); }
+
 void unetr_enqueue_step(UnetrModel *m)
 {
     ALICE_ASSERT(m->train, "unetr_enqueue_step on a model laid out for inference");
@@ -494,7 +517,7 @@ void unetr_enqueue_step(UnetrModel *m)
     const long D = unetr_crop_voxels(m);
     const int *crop = m->level_dim[UNETR_LEVELS - 1];
     be->fill(ps->grad, 0.0f, ps->total);
-    unetr_forward(m);
+    forward(m, 1);
     be->dicece_fwd(m->probs, m->loss_values, m->logits, m->label, B, m->K, D);
     be->dicece_bwd(m->dlogits, m->probs, m->label, B, m->K, D, 1.0f, 1.0f);
     const float *x = m->dec_a[DEC2].res.out;

@@ -127,6 +127,9 @@ typedef struct {
     float *dvit_out;                      /* [B, N, E] */
     float *dtaps[UNETR_SKIPS];            /* [B, N, E] w.r.t. the skip hidden states */
     const float *taps[TSTACK_MAX_DEPTH];  /* per ViT block, NULL or one of dtaps */
+    /* drop_path > 0 (training): staging of the ViT's drop-path scales (va.st.drop_scale,
+     * tstack_drop_scale_count floats); NULL otherwise */
+    float *drop_host;
 } UnetrModel;
 
 typedef struct {
@@ -151,7 +154,13 @@ int unetr_load_pretrained(UnetrModel *m, const char *path);
 /* Host inputs: image [B, 1, X, Y, Z] (windowed), labels [B, X, Y, Z] in 0..K-1 (may be NULL
  * for inference). */
 void unetr_set_batch(UnetrModel *m, const float *image, const int32_t *label);
-/* Forward only; returns the logits [B, K, X, Y, Z] in backend memory. */
+/* Drop-path (drop_path > 0, a trained model): draws which ViT branches the step's samples
+ * first_sample .. first_sample + B - 1 (global indices, io/loader.h) drop, keyed by (seed, step,
+ * global sample, RNG_DROP_PATH), and uploads them for the next unetr_enqueue_step. No-op
+ * without drop-path. */
+void unetr_draw_drop_path(UnetrModel *m, long step, long first_sample);
+/* Forward only (inference: no drop-path); returns the logits [B, K, X, Y, Z] in backend
+ * memory. */
 const float *unetr_forward(UnetrModel *m);
 /* Zeroes the gradients, forward, DiceCE (w_ce = w_dice = 1), backward; the loss values stay in
  * backend memory (m->loss_values). Nothing in it waits for the device, so the CUDA backend can

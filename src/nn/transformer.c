@@ -68,6 +68,7 @@ static void layout_stack(const TStack *s, TStackActs *a, Arena *ar, int B, int T
     /* no drop-path unless tstack_layout_drop_path follows */
     for (int i = 0; i < TSTACK_MAX_DEPTH; i++) a->drop_rate[i] = 0.0f;
     a->drop_scale = NULL;
+    a->drop_enabled = 0;
     size_t rows = (size_t)B * T, W = (size_t)s->width, M = (size_t)s->mlp;
     a->x0 = arena_floats(ar, rows * W);
     if (train) {
@@ -119,6 +120,7 @@ void tstack_layout_drop_path(const TStack *s, TStackActs *a, Arena *ar, float ma
     drop_path_rates(a->drop_rate, s->depth, max_rate);
     a->drop_scale = drop_path_any(a->drop_rate, s->depth)
                         ? arena_floats(ar, tstack_drop_scale_count(s, a)) : NULL;
+    a->drop_enabled = a->drop_scale != NULL;
 }
 
 size_t tstack_drop_scale_count(const TStack *s, const TStackActs *a)
@@ -130,7 +132,7 @@ size_t tstack_drop_scale_count(const TStack *s, const TStackActs *a)
 /* Block blk's per-sample scales of branch br, or NULL where that block does not drop. */
 static const float *drop_scales(const TStackActs *a, int blk, DropBranch br)
 {
-    if (!a->drop_scale || a->drop_rate[blk] <= 0.0f) return NULL;
+    if (!a->drop_scale || !a->drop_enabled || a->drop_rate[blk] <= 0.0f) return NULL;
     return a->drop_scale + drop_path_index(blk, br, a->B, 0);
 }
 

@@ -52,9 +52,12 @@ typedef struct {
     Act dqkv, dh1;
     /* Drop-path (tstack_layout_drop_path; nn/drop_path.h): block i's branches are scaled per
      * sample by drop_scale[drop_path_index(i, branch, B, b)] (backend memory, the owner's draws)
-     * where drop_rate[i] > 0. drop_scale NULL: no drop-path (every rate 0, or not laid out). */
+     * where drop_rate[i] > 0 and drop_enabled (host; set by the layout, cleared by an owner whose
+     * forward is inference: UNETR's validation windows). drop_scale NULL: no drop-path (every
+     * rate 0, or not laid out). A backward must follow a forward with drop_enabled unchanged. */
     float drop_rate[TSTACK_MAX_DEPTH];
     float *drop_scale;
+    int drop_enabled;
 } TStackActs;
 
 /* Registers "<prefix>.blocks.{i}.*" and "<prefix>.norm.*". */

@@ -175,6 +175,13 @@ typedef struct {
     StepGraph *graph;
 } BenchCtx;
 
+/* Untimed: the step's drop-path draws (nothing without drop-path). */
+static void bench_prepare(void *ctx, long s)
+{
+    BenchCtx *b = ctx;
+    unetr_draw_drop_path(b->m, s, 0);
+}
+
 static void bench_step(void *ctx, long s)
 {
     BenchCtx *b = ctx;
@@ -206,7 +213,7 @@ static void run_bench(UnetrModel *m, const Config *cfg, const Dist *dist, long s
     StepGraph graph;
     train_step_graph_init(&graph, m->be, cfg, &sync);
     BenchCtx ctx = {m, cfg, dist, &sync, &graph};
-    BenchStep step = {NULL, bench_step, &ctx};
+    BenchStep step = {bench_prepare, bench_step, &ctx};
     double med = step_bench_median_seconds(m->be, steps, &step);
     step_bench_report("unetr", cfg, m->B, med, unetr_step_flops(m), &graph);
     step_graph_free(&graph);
@@ -261,6 +268,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     log_info("parameters: %zu (%.1f MiB with gradients and AdamW moments), activations %.1f MiB "
              "per rank, batch %d per rank x %d ranks", model.ps.total, model.ps.total * 16.0 / 1048576.0,
              model.arena.cap / 1048576.0, model.B, dist.size);
+    train_log_drop_path(cfg, model.drop_host != NULL, "the ViT's");
     if (cfg->layer_decay < 1.0f)
         log_info("layer-wise lr decay %g: the ViT's patch embedding at lr x %.3g, block 0 at lr x "
                  "%.3g, block %d at lr x %g, the rest at lr (the logged lr)", cfg->layer_decay,
@@ -358,6 +366,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         } else {
             unetr_set_batch(&model, batch.image, batch.label);
         }
+        /* drop-path's draws for the step's samples (global indices, as the loader's) */
+        unetr_draw_drop_path(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
         grad_sync_begin(&sync);
         SegLoss t = forward_backward(&graph, &model);
         double terms[3] = {t.loss, t.ce, t.dice};

@@ -179,12 +179,7 @@ static void log_model(const PretrainModel *m, const Dist *d)
              "per rank, batch %d per rank x %d ranks", m->online.total,
              m->online.total * 16.0 / 1048576.0, m->alice ? " + EMA target" : "",
              acts / 1048576.0, m->B, d->size);
-    if (m->drop_host)
-        log_info("drop-path: student encoder blocks drop each branch per sample with rate %g x "
-                 "block / %d (last block %g)", c->drop_path, c->depth - 1, c->drop_path);
-    else if (c->drop_path > 0)
-        log_warn("drop_path = %g does nothing with depth = %d: block 0 never drops", c->drop_path,
-                 c->depth);
+    train_log_drop_path(c, m->drop_host != NULL, "the student encoder's");
 }
 
 int pretrain_run(const Config *cfg, const PretrainOptions *opt)

@@ -129,6 +129,17 @@ void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
 }
 
+void train_log_drop_path(const Config *cfg, int active, const char *which)
+{
+    if (active)
+        log_info("drop-path: %s blocks drop each branch per sample at rate %g x block / %d "
+                 "(block 0 never, the last at %g)", which, cfg->drop_path, cfg->depth - 1,
+                 cfg->drop_path);
+    else if (cfg->drop_path > 0)
+        log_warn("drop_path = %g does nothing with depth = %d: block 0 never drops",
+                 cfg->drop_path, cfg->depth);
+}
+
 void train_check_memory(const AliceBackend *be, size_t bytes, const Dist *d, const char *what)
 {
     if (strcmp(be->name, "cpu") != 0) return;   /* the CUDA backend reports its own OOM */

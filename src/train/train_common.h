@@ -32,6 +32,9 @@ void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command
 /* Ends the job before any compute when `bytes` of model state does not fit the memory of the
  * backend (host RAM per rank for cpu), naming the keys that decide the size. */
 void train_check_memory(const AliceBackend *be, size_t bytes, const Dist *d, const char *what);
+/* Says what drop_path does to the trained encoder (`which`, e.g. "student encoder"): its rates
+ * when laid out (active), or a warning when drop_path > 0 does nothing (depth 1). */
+void train_log_drop_path(const Config *cfg, int active, const char *which);
 /* Peak resident set size of this process in MiB. */
 double train_peak_rss_mib(void);
 /* 1 when loss and every gradient are finite on every rank: grad_norm is the global gradient

@@ -1,8 +1,9 @@
 """PyTorch parity of the tiny UNETR (issue 5 item 2): the C dump tool's logits, DiceCE loss
 terms and every parameter gradient against the MONAI-faithful reference in unetr_ref.py
 (float32, relative error <= 1e-4; the float64 reference's distance is printed as the noise
-floor; see unetr_ref.compare_dump for ill-conditioned gradients). Variants: depth 12 (MONAI's own skips hs[3], hs[6], hs[9]) and depth 4 with another
-crop and class count. Fails when $BUILD/tools/unetr_dump is not built."""
+floor; see unetr_ref.compare_dump for ill-conditioned gradients). Variants: depth 12 (MONAI's
+own skips hs[3], hs[6], hs[9]), depth 4 with another crop and class count, and drop-path.
+Fails when $BUILD/tools/unetr_dump is not built."""
 import os
 import shutil
 import subprocess
@@ -19,6 +20,9 @@ VARIANTS = [
     # (seed 7 here puts a decoder4 LeakyReLU input at 6e-7 from 0, within fp32 round-off: its
     # slope flips between implementations and moves low-resolution gradients by ~0.5%)
     {"depth": "4", "crop": "32,16,32", "num_classes": "4", "feature_size": "2"},
+    # drop-path in the ViT (rates 0, 0.2, 0.4, 0.6 over the 4 blocks; 4 samples, so every
+    # branch is kept by some sample and its gradient seen)
+    {"depth": "4", "drop_path": "0.6", "batch": "4"},
 ]
 
 

@@ -129,19 +129,23 @@ class ViT(nn.Module):
         super().__init__()
         E = cfg.i("embed_dim")
         self.patch_embedding = alice_ref.PatchEmbedding(PATCH, E)
-        self.blocks = nn.ModuleList([alice_ref.Block(E, cfg.i("heads"), cfg.i("mlp_dim"))
-                                     for _ in range(cfg.i("depth"))])
+        # drop-path rates as timm's: linspace(0, drop_path, depth)
+        depth = cfg.i("depth")
+        dpr = [v.item() for v in torch.linspace(0, cfg.f("drop_path"), depth)]
+        self.blocks = nn.ModuleList([alice_ref.Block(E, cfg.i("heads"), cfg.i("mlp_dim"), dpr[i])
+                                     for i in range(depth)])
         self.norm = nn.LayerNorm(E, eps=alice_ref.LN_EPS)
         grid = tuple(n // PATCH for n in cfg.i3("crop"))
         self.register_buffer("pos", alice_ref.sincos_pos_embed(grid, E), persistent=False)
 
-    def forward(self, x):
+    def forward(self, x, keep=None):
+        """keep: [B, depth, 2] drop-path flags (training), or None."""
         # Conv3d(1, E, 16, stride 16) + flatten(2).transpose(1, 2), as MONAI's PatchEmbeddingBlock
         t = self.patch_embedding.patch_embeddings(x).flatten(2).transpose(1, 2)
         t = t + self.pos.to(t.dtype).unsqueeze(0)
         hidden = []
-        for blk in self.blocks:
-            t = blk(t)
+        for i, blk in enumerate(self.blocks):
+            t = blk(t, None if keep is None else keep[:, i])
             hidden.append(t)
         return self.norm(t), hidden
 
@@ -172,8 +176,8 @@ class UNETR(nn.Module):
         x = x.view(x.size(0), *self.grid, self.E)
         return x.permute(0, 4, 1, 2, 3).contiguous()
 
-    def forward(self, x_in):
-        x, hs = self.vit(x_in)
+    def forward(self, x_in, keep=None):
+        x, hs = self.vit(x_in, keep)
         enc1 = self.encoder1(x_in)
         enc2 = self.encoder2(self.proj_feat(hs[self.skips[0]]))
         enc3 = self.encoder3(self.proj_feat(hs[self.skips[1]]))
@@ -216,6 +220,10 @@ def load_dump(path):
         collect("grads", d["grads"])
         d["image"] = np.array(f["batch/image"])
         d["label"] = np.array(f["batch/label"])
+        d["drop_keep"] = np.array(f["batch/drop_keep"]) if "batch/drop_keep" in f else None
+        if cfg.f("drop_path") > 0 and d["drop_keep"] is None:
+            raise ValueError("%s: /batch/drop_keep missing (drop_path = %g)"
+                             % (path, cfg.f("drop_path")))
         d["out"] = {k: float(np.array(f["out/" + k]).reshape(-1)[0]) for k in ("loss", "ce", "dice")}
         d["logits"] = np.array(f["out/logits"])
     return d
@@ -248,7 +256,9 @@ def reference_run(dump, dtype):
         if isinstance(mod, nn.LeakyReLU):
             mod.register_forward_hook(
                 lambda mo, i, o, name=name: kinks.append((float(i[0].detach().abs().min()), name)))
-    logits = model(x)
+    keep = dump["drop_keep"]
+    keep = None if keep is None else torch.from_numpy(keep.astype(np.int64))
+    logits = model(x, keep)
     loss, ce, dice = dice_ce(logits, y)
     model.zero_grad()
     loss.backward()
@@ -271,6 +281,13 @@ def compare_dump(path, tol=1e-4, show=8, log=print):
     rel = alice_ref.rel_err
     log("unetr parity %s: depth %s, %d parameter tensors, skips from blocks %s"
         % (path, dump["cfg"].s("depth"), len(dump["params"]), skip_blocks(dump["cfg"].i("depth"))))
+    if dump["drop_keep"] is not None:
+        flags = dump["drop_keep"][:, 1:]   # block 0 never drops
+        dropped = int((flags == 0).sum())
+        log("  drop-path: %d of %d branches of blocks 1.. dropped" % (dropped, flags.size))
+        if dropped == 0 or dropped == flags.size:
+            fails.append("the dump's drop-path draws drop %d of %d branches: choose a drop_path "
+                         "or seed that drops some and keeps some" % (dropped, flags.size))
     log("  %-8s %16s %16s %10s %10s" % ("term", "C", "torch fp32", "rel err", "fp32-fp64"))
     for k in ("loss", "ce", "dice"):
         c, t, t64 = dump["out"][k], ref["out"][k], ref64["out"][k]

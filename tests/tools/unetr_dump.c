@@ -3,8 +3,9 @@
  * logits, the DiceCE loss terms and every parameter gradient.
  * usage: unetr_dump OUT.h5 [key=value ...]
  * Layout: attr config; /params/<name> (attr decay); /batch/image [B,1,X,Y,Z] float32,
- * /batch/label [B,X,Y,Z] int32; /out/{loss,ce,dice} float64 [1]; /out/logits [B,K,X,Y,Z];
- * /grads/<name>. */
+ * /batch/label [B,X,Y,Z] int32; with drop_path > 0 /batch/drop_keep [B, depth, 2] int32 (the
+ * ViT branches each sample keeps, 1, or drops, 0); /out/{loss,ce,dice} float64 [1];
+ * /out/logits [B,K,X,Y,Z]; /grads/<name>. */
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,21 @@ static const char *const tiny_config[][2] = {
     {"crop", "32,32,16"}, {"patch", "16"}, {"embed_dim", "12"}, {"depth", "4"}, {"heads", "2"},
     {"mlp_dim", "24"}, {"feature_size", "4"}, {"num_classes", "3"}, {"batch", "2"},
 };
+
+/* drop_path > 0: the branches of the ViT each sample keeps (the model's draws at init). */
+static void write_drop_keep(hid_t f, const UnetrModel *m)
+{
+    const int depth = m->vit.stack.depth;
+    int dims[3] = {m->B, depth, DROP_BRANCH_COUNT};
+    int *keep = xmalloc((size_t)m->B * depth * DROP_BRANCH_COUNT * sizeof(int));
+    for (int b = 0; b < m->B; b++)
+        for (int i = 0; i < depth; i++)
+            for (int br = 0; br < DROP_BRANCH_COUNT; br++)
+                keep[(b * depth + i) * DROP_BRANCH_COUNT + br] =
+                    m->drop_host[drop_path_index(i, (DropBranch)br, m->B, b)] != 0.0f;
+    h5_write_ints(f, "batch/drop_keep", 3, dims, keep);
+    free(keep);
+}
 
 static void write_scalar(hid_t f, const char *name, double v)
 {
@@ -74,6 +90,7 @@ int main(int argc, char **argv)
     h5_write_floats(f, "batch/image", 5, vdims, img);
     int ldims[4] = {m.B, c[0], c[1], c[2]};
     h5_write_ints(f, "batch/label", 4, ldims, lab);
+    if (m.drop_host) write_drop_keep(f, &m);
     SegLoss l = unetr_forward_backward(&m);
     write_scalar(f, "out/loss", l.loss);
     write_scalar(f, "out/ce", l.ce);

@@ -20,7 +20,8 @@
  * cases also check that the steps really were replayed (recorded once, STEPS - 2 replays).
  *
  * Drop-path (drop_path = 0.5): each step's draws are uploaded before the step, outside the
- * recording, and every replay must read them (bf16, cosine).
+ * recording, and every replay must read them (bf16; Alice with the cosine loss, and UNETR with
+ * an inference forward between two steps, which drops nothing, as validation runs).
  *
  * DINO's teacher temperature warm-up (warmup_teacher_temp_steps = TEMP_WARMUP_STEPS): its steps
  * take another temperature each, so they run eagerly outside the graph
@@ -283,6 +284,7 @@ static void run_unetr(const char *precision, const char *attention, int use_grap
     TEST_CONFIG(&cfg, unetr_tiny);
     config_set(&cfg, "precision", precision, "test", 0);
     config_set(&cfg, "attention_kernel", attention, "test", 0);
+    config_set(&cfg, "drop_path", g_drop_path, "test", 0);
     config_validate(&cfg);
     train_apply_device_math(&cfg);
     const AliceBackend *be = backend_cuda();
@@ -298,11 +300,15 @@ static void run_unetr(const char *precision, const char *attention, int use_grap
     for (int s = 0; s < STEPS; s++) {
         test_box_slab_batch(img, lab, m.B, cfg.crop[0], cfg.crop[1], cfg.crop[2], 100 + (uint64_t)s);
         unetr_set_batch(&m, img, lab);
+        unetr_draw_drop_path(&m, s, (long)s * m.B);   /* no-op without drop-path */
         step_graph_run(&out->graph, enqueue_unetr, &m);
         SegLoss t = unetr_read_losses(&m);
         out->terms[s][0] = t.loss, out->terms[s][1] = t.ce, out->terms[s][2] = t.dice;
         out->terms[s][3] = 0.0;
         adamw_step(&m.ps, &cfg, cfg.lr, s + 1);
+        /* a validation forward between steps (inference: drops nothing), as finetune.c's:
+         * the replays after it must still drop */
+        if (s == 1) unetr_forward(&m);
     }
     be->synchronize();
     out->n = n;
@@ -429,6 +435,13 @@ static int test_bf16_fused_cosine(void)
 /* align_loss "unetr": the name the messages and the printed line show for the UNETR cases. */
 static int test_unetr_fp32(void) { return check_case(MODEL_UNETR, "fp32", "unetr", "auto"); }
 static int test_unetr_bf16(void) { return check_case(MODEL_UNETR, "bf16", "unetr", "auto"); }
+static int test_unetr_bf16_drop_path(void)
+{
+    g_drop_path = "0.5";
+    const int rc = check_case(MODEL_UNETR, "bf16", "unetr", "auto");
+    g_drop_path = "0";
+    return rc;
+}
 static int test_fallback_host_wait(void) { return check_fallback(SPOIL_HOST_WAIT, "host wait"); }
 static int test_fallback_scratch_growth(void)
 {
@@ -456,6 +469,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_bf16_drop_path);
     TEST_RUN(test_unetr_fp32);
     TEST_RUN(test_unetr_bf16);
+    TEST_RUN(test_unetr_bf16_drop_path);
     MPI_Finalize();
     return test_finish();
 }

@@ -320,16 +320,18 @@ static int test_alice_bf16_fused_attention_heads32(void)
 
 /* A UNETR fine-tuning step (ViT, convolutions, instance norms, transposed convolutions, leaky
  * ReLU, channel concat, DiceCE) from the same weights and batch: ce, dice and every parameter
- * gradient, at the tolerances of the pre-training step, on tests/unit/seg_batch.h's batch. */
+ * gradient, at the tolerances of the pre-training step, on tests/unit/seg_batch.h's batch; also
+ * with drop-path in the ViT (the same draws on both backends). */
 static const char *const unetr_small[][2] = {
     {"crop", "32,32,16"}, {"patch", "16"}, {"embed_dim", "24"}, {"depth", "4"}, {"heads", "2"},
     {"mlp_dim", "32"}, {"feature_size", "4"}, {"num_classes", "3"}, {"batch", "2"},
 };
 
-static int test_unetr_step(void)
+static int check_unetr_step(const char *drop_path)
 {
     Config cfg;
     TEST_CONFIG(&cfg, unetr_small);
+    config_set(&cfg, "drop_path", drop_path, "test", 0);
     const AliceBackend *cpu = backend_cpu(), *gpu = backend_cuda();
     UnetrModel mc, mg;
     unetr_init(&mc, &cfg, cpu, cfg.batch, 1);
@@ -358,6 +360,8 @@ static int test_unetr_step(void)
     unetr_free(&mg);
     return 0;
 }
+
+static int test_unetr_step(void) { return check_unetr_step("0") | check_unetr_step("0.6"); }
 
 int main(int argc, char **argv)
 {

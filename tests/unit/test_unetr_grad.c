@@ -89,11 +89,14 @@ static int test_unetr_gradients(void)
  * (TSTACK_FORWARD_TAPS): its logits must be those of the training layout, bit for bit (the
  * same ops on the same data, only the buffers differ), in less memory (no saved attention, no
  * gradients, two alternating sets of block scratch). Batch 2, so a wrong skip tap or a block
- * reading an overwritten buffer changes the result. */
-static int test_unetr_inference_layout(void)
+ * reading an overwritten buffer changes the result. With drop_path (a trained model's ViT drops
+ * branches in its training steps) inference drops nothing: the same logits, while the training
+ * step's forward gives others. */
+static int check_inference_layout(const char *drop_path)
 {
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
+    config_set(&cfg, "drop_path", drop_path, "test", 0);
     UnetrModel train, infer;
     unetr_init(&train, &cfg, backend_cpu(), cfg.batch, 1);
     unetr_init(&infer, &cfg, backend_cpu(), cfg.batch, 0);
@@ -110,7 +113,15 @@ static int test_unetr_inference_layout(void)
     const float *a = unetr_forward(&train), *b = unetr_forward(&infer);
     size_t differ = 0;
     for (size_t i = 0; i < n; i++) differ += memcmp(&a[i], &b[i], sizeof(float)) != 0;
-    TEST_CHECK(differ == 0, "%zu of %zu logits differ between the layouts", differ, n);
+    TEST_CHECK(differ == 0, "drop_path %s: %zu of %zu logits differ between the layouts",
+               drop_path, differ, n);
+    if (train.drop_host) {   /* the training step's forward drops: other logits */
+        unetr_forward_backward(&train);
+        differ = 0;
+        for (size_t i = 0; i < n; i++) differ += train.logits[i] != b[i];
+        TEST_CHECK(differ > n / 2, "drop_path %s: the training forward's logits equal the "
+                   "inference ones in %zu of %zu", drop_path, n - differ, n);
+    }
     /* the skips really read distinct block outputs: taps 1 and 2 differ */
     const size_t tok = (size_t)train.B * train.N * train.E;
     TEST_CHECK(memcmp(infer.va.st.act[1].out, infer.va.st.act[2].out, tok * sizeof(float)) != 0,
@@ -128,6 +139,11 @@ static int test_unetr_inference_layout(void)
     unetr_free(&train);
     unetr_free(&infer);
     return 0;
+}
+
+static int test_unetr_inference_layout(void)
+{
+    return check_inference_layout("0") | check_inference_layout("0.6");
 }
 
 /* Parameter names follow MONAI's UNETR state_dict. */
