@@ -261,6 +261,16 @@ void config_load_file(Config *c, const char *path)
     free(buf);
 }
 
+/* v as the shortest %g that parses back to the same float (at most 9 digits, which always
+ * does): lr = 0.002 rather than 0.00200000009, still the same bits when read back. */
+static void format_float(char *buf, size_t n, float v)
+{
+    for (int digits = 1; digits <= 9; digits++) {
+        snprintf(buf, n, "%.*g", digits, (double)v);
+        if (strtof(buf, NULL) == v || v != v) return;
+    }
+}
+
 char *config_to_text(const Config *c)
 {
     size_t cap = 8192, used = 0;
@@ -273,7 +283,7 @@ char *config_to_text(const Config *c)
         switch (k->type) {
         case CFG_T_INT: case CFG_T_BOOL: snprintf(val, sizeof val, "%d", *(const int *)field); break;
         case CFG_T_LONG: snprintf(val, sizeof val, "%ld", *(const long *)field); break;
-        case CFG_T_FLOAT: snprintf(val, sizeof val, "%.9g", *(const float *)field); break;
+        case CFG_T_FLOAT: format_float(val, sizeof val, *(const float *)field); break;
         case CFG_T_STRING: case CFG_T_ENUM: snprintf(val, sizeof val, "%s", field); break;
         case CFG_T_INT3: {
             const int *v = (const int *)field;
@@ -282,7 +292,11 @@ char *config_to_text(const Config *c)
         }
         case CFG_T_FLOAT3: {
             const float *v = (const float *)field;
-            snprintf(val, sizeof val, "%.9g,%.9g,%.9g", v[0], v[1], v[2]);
+            char x[32], y[32], z[32];
+            format_float(x, sizeof x, v[0]);
+            format_float(y, sizeof y, v[1]);
+            format_float(z, sizeof z, v[2]);
+            snprintf(val, sizeof val, "%s,%s,%s", x, y, z);
             break;
         }
         }

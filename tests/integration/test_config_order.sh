@@ -15,5 +15,5 @@ KEY=steps
 [ "$(get steps=7 --config "$T/a.cfg" --config "$T/b.cfg")" = 7 ] || { echo "FAIL: key=value before the files lost"; exit 1; }
 [ "$(get --config "$T/a.cfg" steps=7 --config "$T/b.cfg")" = 7 ] || { echo "FAIL: key=value between the files lost"; exit 1; }
 KEY=lr
-[ "$(get steps=7 --config "$T/a.cfg" --config "$T/b.cfg")" = 0.00100000005 ] || { echo "FAIL: a file's other key lost: $(get --config "$T/a.cfg")"; exit 1; }
+[ "$(get steps=7 --config "$T/a.cfg" --config "$T/b.cfg")" = 0.001 ] || { echo "FAIL: a file's other key lost: $(get --config "$T/a.cfg")"; exit 1; }
 echo "ok: files in order, key=value wins wherever it stands"

@@ -2,6 +2,8 @@
  * CFG_T_FLOAT3; a string checked only when `alice pack` ran, until session 10), one parser:
  *  - three numbers, or one for all three axes, parse to the values written;
  *  - config_to_text prints them so that parsing the text back gives the same bits;
+ *  - every float key is printed as the shortest decimal that reads back as the same float
+ *    (lr = 0.002, not 0.00200000009; 1/3 needs 8 digits), the same bits through the text;
  *  - a value out of the key's range, a wrong count, a non-number, trailing text, or (crop) a
  *    fraction ends the process with exit 2 (a user error) and a message naming the origin, the
  *    key, the value and the range;
@@ -56,6 +58,42 @@ static int test_text_round_trip(void)
     return 0;
 }
 
+/* value of key in config_to_text's output, or "" */
+static void text_value(const char *text, const char *key, char *out, size_t n)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\n%s = ", key);
+    const char *at = strstr(text, pat);
+    out[0] = '\0';
+    if (at) snprintf(out, n, "%.*s", (int)strcspn(at + strlen(pat), "\n"), at + strlen(pat));
+}
+
+static int test_float_text(void)
+{
+    Config c;
+    config_defaults(&c);
+    config_set(&c, "lr", "0.002", "test", 0);
+    config_set(&c, "drop_path", "0.1", "test", 0);
+    config_set(&c, "spacing", "0.7,0.8,1.25", "test", 0);
+    c.min_lr = 1.0f / 3.0f;   /* a float no short decimal reads back as */
+    char *text = config_to_text(&c), v[64];
+    text_value(text, "lr", v, sizeof v);
+    TEST_CHECK(!strcmp(v, "0.002"), "lr printed as %s, expected 0.002", v);
+    text_value(text, "drop_path", v, sizeof v);
+    TEST_CHECK(!strcmp(v, "0.1"), "drop_path printed as %s, expected 0.1", v);
+    text_value(text, "spacing", v, sizeof v);
+    TEST_CHECK(!strcmp(v, "0.7,0.8,1.25"), "spacing printed as %s", v);
+    text_value(text, "min_lr", v, sizeof v);
+    TEST_CHECK(!strcmp(v, "0.33333334"), "min_lr = 1/3 printed as %s, expected 8 digits", v);
+    Config back;
+    config_defaults(&back);
+    config_from_text(&back, text, "round trip");
+    free(text);
+    TEST_CHECK(back.lr == c.lr && back.drop_path == c.drop_path && back.min_lr == c.min_lr &&
+               !memcmp(back.spacing, c.spacing, sizeof c.spacing), "floats changed through the text");
+    return 0;
+}
+
 /* The key and value a child process sets (set before fork). */
 static const char *g_key, *g_bad_value;
 static void set_bad_value(void)
@@ -94,6 +132,7 @@ int main(void)
 {
     TEST_RUN(test_values);
     TEST_RUN(test_text_round_trip);
+    TEST_RUN(test_float_text);
     TEST_RUN(test_bad_values);
     return test_finish();
 }
