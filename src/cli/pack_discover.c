@@ -139,21 +139,50 @@ int pack_discover_dir(const char *dir_in, PackInput **out)
     return n;
 }
 
-/* The fields of one list-file line, in place (at most 3: a third means too many). '#' at the
- * line's start or after a blank (space or tab) starts a comment (a path may hold one
- * otherwise); blanks around the fields go. A line that still holds a tab splits at tabs only,
- * so paths may hold spaces; otherwise at runs of spaces. */
+/* Whether [line, end) ends with suffix. */
+static int ends_with(const char *line, const char *end, const char *suffix)
+{
+    const size_t n = strlen(suffix);
+    return (size_t)(end - line) >= n && !strncmp(end - n, suffix, n);
+}
+
+/* Whether the '#' at p starts a comment: at the line's start or after a tab; after a space
+ * too, except on a tab-separated line (tab_mode), whose paths may hold " #": there only where
+ * a field has ended, the spaces before it following a tab, the line's start or a NIfTI name. */
+static int starts_comment(const char *line, const char *p, int tab_mode)
+{
+    if (p == line || p[-1] == '\t') return 1;
+    if (p[-1] != ' ') return 0;
+    if (!tab_mode) return 1;
+    const char *q = p;
+    while (q > line && q[-1] == ' ') q--;
+    return q == line || q[-1] == '\t' || ends_with(line, q, ".nii") ||
+           ends_with(line, q, ".nii.gz");
+}
+
+/* The fields of one list-file line, in place (at most 3: a third means too many). '#' starts a
+ * comment where starts_comment says (a path may hold one otherwise); blanks around the fields
+ * go. A line that holds a tab before its comment splits at tabs only, so paths may hold spaces
+ * (and " #"); otherwise at runs of spaces. */
+static void trim_trailing_blanks(char *line)
+{
+    size_t len = strlen(line);
+    while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t')) line[--len] = '\0';
+}
+
 static int split_list_line(char *line, char *fields[3])
 {
     line[strcspn(line, "\r\n")] = '\0';
+    trim_trailing_blanks(line);   /* a stray trailing tab does not make a tab-separated line */
+    const int tab_mode = strchr(line, '\t') != NULL;
     for (char *p = line; *p; p++)
-        if (*p == '#' && (p == line || p[-1] == ' ' || p[-1] == '\t')) {
+        if (*p == '#' && starts_comment(line, p, tab_mode)) {
             *p = '\0';
             break;
         }
-    size_t len = strlen(line);
-    while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t')) line[--len] = '\0';
+    /* a tab before the comment (the one ending an unlabelled image's field too) */
     const char *seps = strchr(line, '\t') ? "\t" : " ";
+    trim_trailing_blanks(line);
     int k = 0;
     for (char *p = line; k < 3;) {
         p += strspn(p, seps);

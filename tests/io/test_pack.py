@@ -271,6 +271,9 @@ def main():
     os.makedirs(spaced)
     shutil.copy(f"{ph}/imagesTr/case0002_0000.nii.gz", f"{spaced}/case0003_0000.nii.gz")
     shutil.copy(f"{ph}/labelsTr/case0002.nii.gz", f"{spaced}/case 3 label.nii.gz")
+    hashed = os.path.join(tmp, "scan #4 dir")   # ' #' inside a path: a tab-separated line only
+    os.makedirs(hashed)
+    shutil.copy(f"{ph}/imagesTr/case0001_0000.nii.gz", f"{hashed}/case0004_0000.nii.gz")
     with open(lst, "w") as f:
         f.write("# image label\n")
         # a stray trailing tab (spreadsheet export) keeps the line space-separated
@@ -279,15 +282,17 @@ def main():
         # an empty tab-separated field, and a comment after spaces on a tab-separated line
         f.write("scan-#3 dir/case0003_0000.nii.gz\t \tscan-#3 dir/case 3 label.nii.gz"
                 "  # relative\n")
+        # ' #' inside a tab-separated path is no comment; after the NIfTI name it is
+        f.write("scan #4 dir/case0004_0000.nii.gz\t  # unlabelled, tab-separated\n")
     r = run("pack", "--list", lst, "--out", os.path.join(tmp, "list.h5"))
     ok = r.returncode == 0
     if ok:
         with h5py.File(os.path.join(tmp, "list.h5"), "r") as f, h5py.File(out1, "r") as g:
             # case0003 is a copy of case0002
-            ok = list(f["index/has_label"][()]) == [1, 0, 1] and all(
+            ok = list(f["index/has_label"][()]) == [1, 0, 1, 0] and all(
                 np.array_equal(f[f"cases/{c}/{v}"][()], g[f"cases/{d}/{v}"][()])
                 for c, d, v in (("case0001", "case0001", "image"), ("case0003", "case0002", "image"),
-                                ("case0003", "case0002", "label")))
+                                ("case0003", "case0002", "label"), ("case0004", "case0001", "image")))
     check(ok, "--list file: labelled and unlabelled cases, tab-separated paths with spaces, same "
           f"voxels as the folder pack ({r.stderr.strip()[-160:]})")
     with open(lst, "w") as f:
