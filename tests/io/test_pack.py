@@ -291,8 +291,10 @@ def main():
             # case0003 is a copy of case0002
             ok = list(f["index/has_label"][()]) == [1, 0, 1, 0] and all(
                 np.array_equal(f[f"cases/{c}/{v}"][()], g[f"cases/{d}/{v}"][()])
-                for c, d, v in (("case0001", "case0001", "image"), ("case0003", "case0002", "image"),
-                                ("case0003", "case0002", "label"), ("case0004", "case0001", "image")))
+                for c, d, v in (("case0001", "case0001", "image"),
+                                ("case0003", "case0002", "image"),
+                                ("case0003", "case0002", "label"),
+                                ("case0004", "case0001", "image")))
     check(ok, "--list file: labelled and unlabelled cases, tab-separated paths with spaces, same "
           f"voxels as the folder pack ({r.stderr.strip()[-160:]})")
     with open(lst, "w") as f:
