@@ -96,6 +96,7 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     o.inter_volume = cfg->inter_volume;
     o.key_jitter = 0.0f;
     o.key_crop_pad = !strcmp(cfg->key_crop, "pad");
+    o.pair_redraws = cfg->pair_redraws;
     o.matcher = matcher_find(cfg->matcher);
     if (!o.matcher) alice_die("matcher '%s' is unknown; use one of %s", cfg->matcher, MATCHER_NAMES);
     o.aug_masked = augment_params_none();
@@ -446,12 +447,23 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
     RngStream r;
     rng_init(&r, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_CROP);
     int qc[3], qs[3], kc[3], ks[3];
-    crop_random_body_center(&qe->volume, crop, &r, qc);
-    double pq[1][3] = {{qc[0], qc[1], qc[2]}}, pk[1][3];
-    if (kcase == qcase && !L->opt.inter_volume)
-        memcpy(pk[0], pq[0], sizeof pk[0]);
-    else
-        L->opt.matcher->map_points(qe->summary, ke->summary, 1, (const double(*)[3])pq, pk);
+    double pk[1][3];
+    int redrawn = 0, outside;
+    /* pair_redraws: a query centre whose anatomy the key volume does not show is drawn again
+     * from the same stream (the released code redraws poorly matched pairs) */
+    for (;;) {
+        crop_random_body_center(&qe->volume, crop, &r, qc);
+        double pq[1][3] = {{qc[0], qc[1], qc[2]}};
+        if (kcase == qcase && !L->opt.inter_volume)
+            memcpy(pk[0], pq[0], sizeof pk[0]);
+        else
+            L->opt.matcher->map_points(qe->summary, ke->summary, 1, (const double(*)[3])pq, pk);
+        outside = 0;
+        for (int a = 0; a < 3; a++)
+            outside |= pk[0][a] < 0.0 || pk[0][a] > ke->volume.dim[a] - 1;
+        if (!outside || redrawn == L->opt.pair_redraws) break;
+        redrawn++;
+    }
     RngStream rk;
     rng_init(&rk, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_CROP_KEY);
     for (int a = 0; a < 3; a++) {
@@ -506,6 +518,8 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
     }
     b->query_case[j] = qcase;
     b->key_case[j] = kcase;
+    b->pair_redrawn[j] = redrawn;
+    b->key_outside[j] = outside;
     memcpy(b->query_center[j], qc, sizeof qc);
     memcpy(b->key_center[j], kc, sizeof kc);
     cache_release(L, qe);   /* recipes hold their own references until rendered */
@@ -922,6 +936,8 @@ static void slot_alloc(Loader *L, Slot *s)
         b->key_case = xcalloc((size_t)B, sizeof(int));
         b->query_center = xcalloc((size_t)B, sizeof *b->query_center);
         b->key_center = xcalloc((size_t)B, sizeof *b->key_center);
+        b->pair_redrawn = xcalloc((size_t)B, sizeof(int));
+        b->key_outside = xcalloc((size_t)B, sizeof(int));
         b->query_aug = xcalloc((size_t)B, sizeof(AugmentDraw));
         b->key_aug = xcalloc((size_t)B, sizeof(AugmentDraw));
     } else {
@@ -946,6 +962,7 @@ static void slot_free(Loader *L, Slot *s)
     host_free(L, p->query); host_free(L, p->key);
     host_free(L, p->query_intact); host_free(L, p->key_intact);
     free(p->query_case); free(p->key_case); free(p->query_center); free(p->key_center);
+    free(p->pair_redrawn); free(p->key_outside);
     free(p->query_aug); free(p->key_aug);
     FinetuneBatch *f = &s->fine;
     host_free(L, f->image); host_free(L, f->label);

@@ -75,6 +75,9 @@ typedef struct {
     /* K's crop: 0 = moved inside the volume (crop_start_for_center), 1 = centred on the
      * matched point whatever the edge, zero-padded outside (key_crop = pad) */
     int key_crop_pad;
+    /* a query crop whose matched point lies outside the key volume is drawn again, at most this
+     * many times (pair_redraws; 0 = every first draw kept) */
+    int pair_redraws;
     const Matcher *matcher;
     AugmentParams aug_masked;  /* the masked views' augmentation (default none) */
     AugmentParams aug_intact;  /* the intact views' strong augmentation */
@@ -144,6 +147,9 @@ typedef struct {
     int *query_case, *key_case;            /* [B] */
     int (*query_center)[3], (*key_center)[3];
     AugmentDraw *query_aug, *key_aug;      /* [B] */
+    /* [B]: the query crops drawn again (pair_redraws) before the one kept, and whether the
+     * kept one's matched point lies outside the key volume (its centre then clamped into K) */
+    int *pair_redrawn, *key_outside;
 } PretrainBatch;
 
 typedef struct {

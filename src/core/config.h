@@ -74,6 +74,7 @@ typedef struct Config {
     int casa_dim;
     int inter_volume;             /* Q and K from two volumes (1) or one (0) */
     char key_crop[CFG_STR];       /* K's crop at a volume edge: shift | pad */
+    int pair_redraws;             /* query crops drawn again while the match is outside K */
     char intact_aug[CFG_STR];     /* the intact views' augmentation: strong | none */
     int use_dv;                   /* l_dv on/off */
     int use_casa;                 /* CASA on, or direct V/Y similarity */

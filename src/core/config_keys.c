@@ -144,6 +144,11 @@ const ConfigKey config_keys[] = {
     K("intact_aug", CFG_T_ENUM, intact_aug, "strong", "strong|none",
       "the target branch's intact views: strong = flips, quarter turns, intensity scale/shift, gamma, noise; "
       "none = the crops as cut (the released code's target views)"),
+    K("pair_redraws", CFG_T_INT, pair_redraws, "0", "0..1000",
+      "pre-training: a query crop whose matched point falls outside the key volume (anatomy it "
+      "does not show: another field of view) is drawn again, up to this many times, as the "
+      "released code redraws poorly matched pairs (100 there); 0 = every first draw kept, the "
+      "point clamped into K; the run's end reports how many were redrawn and kept outside"),
     K("key_crop", CFG_T_ENUM, key_crop, "shift", "shift|pad",
       "K's crop around the matched point: shift = moved to lie inside the volume (near an edge the point leaves its centre); "
       "pad = centred on the point, zero outside the volume (the released code)"),

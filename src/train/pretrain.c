@@ -182,6 +182,33 @@ static void log_model(const PretrainModel *m, const Dist *d)
     train_log_drop_path(c, m->drop_host != NULL, "the student encoder's");
 }
 
+/* Query/key pairs of this run: crops drawn, drawn again (pair_redraws), and kept with their
+ * matched point outside the key volume. */
+typedef struct {
+    long pairs, redrawn, outside;
+} PairCounts;
+
+static void count_pairs(PairCounts *c, const PretrainBatch *b)
+{
+    for (int j = 0; j < b->batch; j++) {
+        c->pairs++;
+        c->redrawn += b->pair_redrawn[j];
+        c->outside += b->key_outside[j];
+    }
+}
+
+/* Collective: the counts summed over ranks, said once. */
+static void log_pair_counts(const PairCounts *c, const Config *cfg, const Dist *d)
+{
+    const double pairs = dist_sum_double((double)c->pairs);
+    const double redrawn = dist_sum_double((double)c->redrawn);
+    const double outside = dist_sum_double((double)c->outside);
+    if (d->rank != 0 || pairs <= 0) return;
+    log_info("pairs: %.0f query crops in this run, %.0f drawn again (pair_redraws = %d), %.0f "
+             "(%.1f%%) kept with the matched point outside the key volume (its centre clamped "
+             "into K)", pairs, redrawn, cfg->pair_redraws, outside, 100.0 * outside / pairs);
+}
+
 int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 {
     Dist dist;
@@ -235,10 +262,12 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     train_step_graph_init(&graph, be, cfg, &sync);
     int status = 0;
     long step = start;
+    PairCounts pairs = {0, 0, 0};
     for (; step < cfg->steps; step++) {
         double t0 = wall_seconds();
         PretrainBatch batch;
         loader_next_pretrain_batch(loader, step, &batch);
+        count_pairs(&pairs, &batch);
         const float *views[VIEW_COUNT];
         batch_views(&batch, views);
         /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory already,
@@ -281,6 +310,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
                  step + 1 - start, step + 1);
     else if (status == 0)
         log_info("pre-training done: %ld steps, run directory %s", cfg->steps, cfg->run_dir);
+    if (model.alice) log_pair_counts(&pairs, cfg, &dist);
     runlog_close(&log);
     loader_destroy(loader);
     step_graph_free(&graph);

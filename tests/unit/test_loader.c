@@ -3,7 +3,8 @@
  * fresh loader gives there; the cache reads each case once; labels move with images through
  * the whole fine-tuning pipeline; pre-training key crops come from the other volume; the
  * class-balanced crop sampler keeps the rank contract; crops_per_case = k takes k consecutive
- * samples from one case draw (MONAI's num_samples). */
+ * samples from one case draw (MONAI's num_samples); pair_redraws draws a query crop again
+ * while its matched point lies outside the key volume. */
 #include <string.h>
 
 #include "core/sysmem.h"
@@ -184,6 +185,65 @@ static int test_pretrain_key_crop_pad(void)
                "nothing", samples);
     loader_destroy(ls);
     loader_destroy(lp);
+    return 0;
+}
+
+/* Whether the matcher maps query centre qc of case q outside case k's volume (independent of
+ * the loader: the profile matcher run here on the two volumes). */
+static int matched_outside(int q, int k, const int qc[3])
+{
+    void *dq = matcher_profile.describe(&cases[q]), *dk = matcher_profile.describe(&cases[k]);
+    double pq[1][3] = {{qc[0], qc[1], qc[2]}}, pk[1][3];
+    matcher_profile.map_points(dq, dk, 1, (const double(*)[3])pq, pk);
+    matcher_profile.free_description(dq);
+    matcher_profile.free_description(dk);
+    int outside = 0;
+    for (int a = 0; a < 3; a++) outside |= pk[0][a] < 0.0 || pk[0][a] > cases[k].dim[a] - 1;
+    return outside;
+}
+
+/* pair_redraws: the synthetic bodies' fields of view differ, so some first draws map outside
+ * the key volume (flagged exactly where the matcher, run here, says so). With redraws allowed
+ * every kept pair maps inside, the draws that were inside are unchanged (the same stream's
+ * first draw), and those that were outside were drawn again. */
+static int test_pair_redraws(void)
+{
+    LoaderOptions keep = options(LOADER_PRETRAIN, 0, 1, 2, 0), redraw = keep;
+    keep.matcher = redraw.matcher = &matcher_profile;
+    redraw.pair_redraws = 100;
+    Loader *lk = loader_create(&keep, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *lr = loader_create(&redraw, loader_source_memory(cases, NUM_CASES, folds));
+    int samples = 0, outside = 0, flag_wrong = 0, redrawn = 0, kept_outside = 0, moved = 0;
+    for (long step = 0; step < 40; step++) {
+        PretrainBatch a, b;
+        loader_next_pretrain_batch(lk, step, &a);
+        loader_next_pretrain_batch(lr, step, &b);
+        for (int j = 0; j < 2; j++, samples++) {
+            outside += a.key_outside[j];
+            flag_wrong += a.key_outside[j] !=
+                          matched_outside(a.query_case[j], a.key_case[j], a.query_center[j]);
+            TEST_CHECK(a.pair_redrawn[j] == 0, "pair_redraws = 0 redrew a query crop");
+            kept_outside += b.key_outside[j];
+            redrawn += b.pair_redrawn[j] > 0;
+            const int same =
+                !memcmp(a.query_center[j], b.query_center[j], sizeof a.query_center[j]);
+            TEST_CHECK(a.key_case[j] == b.key_case[j], "pair_redraws changed the key volume");
+            /* inside at the first draw: kept as is; outside: drawn again */
+            if (!a.key_outside[j]) TEST_CHECK(same && b.pair_redrawn[j] == 0, "step %ld: a "
+                                              "pair inside K was drawn again", step);
+            else moved += !same && b.pair_redrawn[j] > 0;
+        }
+    }
+    printf("  %d samples: %d first draws matched outside the key volume, %d redrawn\n", samples,
+           outside, redrawn);
+    TEST_CHECK(outside > 0 && outside < samples, "%d of %d first draws outside: the test sees "
+               "nothing", outside, samples);
+    TEST_CHECK(flag_wrong == 0, "key_outside disagrees with the matcher in %d samples", flag_wrong);
+    TEST_CHECK(kept_outside == 0, "pair_redraws = 100 kept %d pairs outside", kept_outside);
+    TEST_CHECK(redrawn == outside && moved == outside, "%d outside, %d redrawn, %d moved", outside,
+               redrawn, moved);
+    loader_destroy(lk);
+    loader_destroy(lr);
     return 0;
 }
 
@@ -432,6 +492,7 @@ int main(void)
     TEST_RUN(test_pretrain_deterministic_and_rank_independent);
     TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
     TEST_RUN(test_pretrain_key_crop_pad);
+    TEST_RUN(test_pair_redraws);
     TEST_RUN(test_intact_aug_none);
     TEST_RUN(test_no_casa_intact_views_keep_their_geometry);
     TEST_RUN(test_finetune_labels_and_rank_independence);
