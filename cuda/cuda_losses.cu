@@ -8,6 +8,7 @@
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_normalize_rows.h"
 #include "cuda/cuda_ops.h"
+#include "ops/cpu_math.h" /* norm_pix_var_divisor: the CPU backend's variance */
 
 constexpr int kRowsPerBlock = kThreads / 32;
 /* PyTorch's cosine_similarity clamps the product of the norms at eps^2 (eps = 1e-8). */
@@ -307,7 +308,7 @@ normalize_rows_held_kernel(float *out, const float *x, int dim, float eps)
             const double d = v[k] - mu;
             sq += d * d;
         }
-    const float inv_std = (float)(1.0 / sqrt(block_sum(sq) / dim + eps));
+    const float inv_std = (float)(1.0 / sqrt(block_sum(sq) / norm_pix_var_divisor(dim) + eps));
     if (kVec) {
 #pragma unroll
         for (int k = 0; k < kNormHeldPerThread; k += W) {
@@ -339,7 +340,7 @@ static __global__ void normalize_rows_streamed_kernel(float *out, const float *x
         const double mean = block_sum(s) / dim;
         double sq = 0.0;
         for (int d = threadIdx.x; d < dim; d += blockDim.x) sq += (xr[d] - mean) * (xr[d] - mean);
-        const float inv_std = (float)(1.0 / sqrt(block_sum(sq) / dim + eps));
+        const float inv_std = (float)(1.0 / sqrt(block_sum(sq) / norm_pix_var_divisor(dim) + eps));
         const float mu = (float)mean;
         for (int d = threadIdx.x; d < dim; d += blockDim.x) orow[d] = (xr[d] - mu) * inv_std;
     }

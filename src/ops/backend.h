@@ -197,7 +197,8 @@ typedef struct AliceBackend {
     void (*soft_ce_bwd)(float *ds, const float *s, const float *t, const float *center, int rows,
                         int dim, float inv_ts, float inv_tt, float scale);
     /* Per-row normalisation of reconstruction targets (MAE norm_pix_loss):
-     * out = (x - mean) / sqrt(var + eps), var unbiased=False. No gradient. */
+     * out = (x - mean) / sqrt(var + eps), var the unbiased variance (MAE's torch var(): sum of
+     * squares over dim - 1; ops/cpu_math.h norm_pix_var_divisor). No gradient. */
     void (*normalize_rows)(float *out, const float *x, int rows, int dim, float eps);
     /* MSE on masked rows (eq. 1): sum_r mask[r] * mean_d (pred - target)^2 / sum_r mask[r].
      * mask [rows] is 1 for masked patches, 0 for visible; 0 when nothing is masked. */

@@ -4,6 +4,8 @@
 
 #include <math.h>
 
+#include "ops/cpu_math.h" /* norm_pix_var_divisor, shared with the CUDA backend */
+
 /* PyTorch's cosine_similarity clamps the product of the norms at eps^2 (eps = 1e-8). */
 #define COSINE_EPS 1e-8
 
@@ -160,7 +162,7 @@ void cpu_normalize_rows(float *out, const float *x, int rows, int dim, float eps
         for (int d = 0; d < dim; d++) sum += xr[d];
         double mean = sum / dim, sq = 0.0;
         for (int d = 0; d < dim; d++) sq += (xr[d] - mean) * (xr[d] - mean);
-        float inv_std = (float)(1.0 / sqrt(sq / dim + eps));
+        float inv_std = (float)(1.0 / sqrt(sq / norm_pix_var_divisor(dim) + eps));
         float mu = (float)mean;
         for (int d = 0; d < dim; d++) or_[d] = (xr[d] - mu) * inv_std;
     }

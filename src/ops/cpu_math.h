@@ -41,6 +41,13 @@
 #define MATH_SUB(a, b) ((a) - (b))
 #endif
 
+/* The divisor of normalize_rows' variance: dim - 1, the unbiased variance MAE's norm_pix_loss
+ * takes (torch's var() default); 1 for a single value, whose variance torch leaves NaN. */
+static inline ALICE_HOSTDEV double norm_pix_var_divisor(int dim)
+{
+    return dim > 1 ? (double)(dim - 1) : 1.0;
+}
+
 /* base + s y with the product rounded before the sum (add_group_scaled: drop-path's branch
  * scaling added to the residual stream), the same bits on both backends. */
 static inline ALICE_HOSTDEV float scaled_add_value(float base, float s, float y)

@@ -19,6 +19,9 @@
  *    nothing past the end. */
 #include "emu_cuda.h"
 #include "emu_test_util.h"
+extern "C" {
+#include "ops/cpu_math.h"  /* norm_pix_var_divisor, which the cut kernels call */
+}
 
 #include "recon_rows.inc"  /* cut out of cuda/ by the .sh */
 
@@ -65,7 +68,8 @@ static void check_normalize(void (*fn)(float *, const float *, int, int, float),
         for (int d = 0; d < dim; d++) s += xr[d];
         const double mean = s / dim;
         for (int d = 0; d < dim; d++) q += (xr[d] - mean) * (xr[d] - mean);
-        const double inv_std = 1.0 / std::sqrt(q / dim + eps);
+        /* the unbiased variance (MAE's torch var()), written out here */
+        const double inv_std = 1.0 / std::sqrt(q / (dim > 1 ? dim - 1 : 1) + eps);
         for (int d = 0; d < dim; d++) {
             const size_t i = (size_t)r * dim + d;
             const double want = (xr[d] - mean) * inv_std;

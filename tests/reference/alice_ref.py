@@ -462,7 +462,7 @@ def recon_loss(pred, x, perm, nvis, patch, norm_pix, every_token=False):
     target = patchify(x, patch)
     if norm_pix:
         mean = target.mean(-1, keepdim=True)
-        var = target.var(-1, unbiased=False, keepdim=True)
+        var = target.var(-1, keepdim=True)   # unbiased, as MAE's norm_pix_loss
         target = (target - mean) / torch.sqrt(var + NORM_PIX_EPS)
     masked = perm if every_token else perm[:, nvis:]
     err = (gather_tokens(pred, masked) - gather_tokens(target, masked)) ** 2

@@ -153,7 +153,7 @@ def test_decoder_insertion_and_recon():
     for b in range(B):
         for j in range(nvis, N):
             t = xp[b, perm[b, j]]
-            t = (t - t.mean()) / np.sqrt(t.var() + 1e-6)
+            t = (t - t.mean()) / np.sqrt(t.var(ddof=1) + 1e-6)   # MAE: torch's unbiased var
             tot += np.mean((pr[b, perm[b, j]] - t) ** 2)
     check(abs(loss - tot / (B * (N - nvis))) < 1e-12, "l_r against a numpy loop")
 

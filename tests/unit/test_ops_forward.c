@@ -471,10 +471,11 @@ static int test_hand_cases(void)
     TEST_CLOSE(norms[0], 5.0, 1e-6, 0, "l2norm norm of [3, 4]");
     TEST_CHECK(nv[2] == 0 && nv[3] == 0, "l2norm of a zero row must stay zero (eps clamp)");
 
-    /* normalize_rows: [1, 2, 3, 4] has mean 2.5, biased variance 1.25 */
+    /* normalize_rows: [1, 2, 3, 4] has mean 2.5, unbiased variance 5/3 (MAE: torch var()) */
     float r[4] = {1, 2, 3, 4}, nr[4];
     be->normalize_rows(nr, r, 1, 4, 0.0f);
-    for (int i = 0; i < 4; i++) TEST_CLOSE(nr[i], (r[i] - 2.5) / sqrt(1.25), 1e-6, 0, "normalize_rows");
+    for (int i = 0; i < 4; i++)
+        TEST_CLOSE(nr[i], (r[i] - 2.5) / sqrt(5.0 / 3.0), 1e-6, 0, "normalize_rows");
 
     /* masked MSE: masked rows 0 and 2 have mean squared errors 1 and 4 -> 2.5 */
     float pred[6] = {1, 1, 5, 5, 2, 2}, tgt[6] = {0, 0, 0, 0, 0, 0}, mask[3] = {1, 0, 1};
