@@ -83,6 +83,7 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     o.rank = rank;
     o.size = size;
     o.batch = cfg->batch;
+    o.accum = cfg->accum_steps;
     memcpy(o.crop, cfg->crop, sizeof o.crop);
     o.window.lo = cfg->window_lo;
     o.window.hi = cfg->window_hi;
@@ -403,10 +404,18 @@ static int case_for_sample(const Loader *L, long g, int *position)
     return L->train[pos];
 }
 
-static long global_sample(const Loader *L, long step, int j)
+/* Micro-batches per optimiser step (a zeroed option, as tests build them: 1). */
+static int loader_accum(const Loader *L) { return L->opt.accum > 1 ? L->opt.accum : 1; }
+
+/* The optimiser step of micro-step u: what the sample streams are keyed by. */
+static long optimiser_step(const Loader *L, long u) { return u / loader_accum(L); }
+
+long loader_global_sample(const Loader *L, long u, int j)
 {
-    long global_batch = (long)L->opt.batch * L->opt.size;
-    return step * global_batch + (long)L->opt.rank * L->opt.batch + j;
+    const int accum = loader_accum(L);
+    const long s = u / accum, m = u % accum;
+    const long global_batch = (long)L->opt.batch * L->opt.size * accum;
+    return s * global_batch + (m * L->opt.size + L->opt.rank) * L->opt.batch + j;
 }
 
 /* Recipe r of slot s: view of entry e at start with draw d. Keeps a reference to e for the
@@ -431,13 +440,14 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
     PretrainBatch *b = &s->pre;
     const size_t n = L->crop_voxels;
     const int *crop = L->opt.crop;
-    long g = global_sample(L, step, j);
+    long g = loader_global_sample(L, step, j);
+    const uint32_t key_step = (uint32_t)optimiser_step(L, step);
     int qpos;
     int qcase = case_for_sample(L, g, &qpos);
     int kcase = qcase;
     if (L->opt.inter_volume && L->num_train > 1) {
         RngStream pair;
-        rng_init(&pair, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_PAIR);
+        rng_init(&pair, L->opt.seed, key_step, (uint32_t)g, RNG_PAIR);
         int other = (int)rng_below(&pair, (uint32_t)(L->num_train - 1));
         kcase = L->train[other >= qpos ? other + 1 : other];
     }
@@ -445,7 +455,7 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
     CacheEntry *ke = cache_acquire(L, kcase);
 
     RngStream r;
-    rng_init(&r, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_CROP);
+    rng_init(&r, L->opt.seed, key_step, (uint32_t)g, RNG_CROP);
     int qc[3], qs[3], kc[3], ks[3];
     double pk[1][3];
     int redrawn = 0, outside;
@@ -465,7 +475,7 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
         redrawn++;
     }
     RngStream rk;
-    rng_init(&rk, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_CROP_KEY);
+    rng_init(&rk, L->opt.seed, key_step, (uint32_t)g, RNG_CROP_KEY);
     for (int a = 0; a < 3; a++) {
         double jitter = (2.0 * rng_uniform(&rk) - 1.0) * L->opt.key_jitter * crop[a];
         double c = pk[0][a] + jitter;
@@ -483,8 +493,8 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
     float *q = b->query + (size_t)j * n, *k = b->key + (size_t)j * n;
     float *qi = b->query_intact + (size_t)j * n, *ki = b->key_intact + (size_t)j * n;
     RngStream aug, noise;
-    rng_init(&aug, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_AUGMENT);
-    rng_init(&noise, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_AUG_NOISE);
+    rng_init(&aug, L->opt.seed, key_step, (uint32_t)g, RNG_AUGMENT);
+    rng_init(&noise, L->opt.seed, key_step, (uint32_t)g, RNG_AUG_NOISE);
     AugmentDraw masked_q, masked_k;
     augment_draw(&L->opt.aug_masked, crop, &aug, &masked_q);
     augment_draw(&L->opt.aug_masked, crop, &aug, &masked_k);
@@ -531,16 +541,17 @@ static void fill_finetune_sample(Loader *L, Slot *s, long step, int j)
     FinetuneBatch *b = &s->fine;
     const size_t n = L->crop_voxels;
     const int *crop = L->opt.crop;
-    long g = global_sample(L, step, j);
+    long g = loader_global_sample(L, step, j);
+    const uint32_t key_step = (uint32_t)optimiser_step(L, step);
     int c = case_for_sample(L, g / L->opt.crops_per_case, NULL);
     CacheEntry *e = cache_acquire(L, c);
     RngStream r, aug, noise;
-    rng_init(&r, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_CROP);
+    rng_init(&r, L->opt.seed, key_step, (uint32_t)g, RNG_CROP);
     int center[3], start[3];
     b->positive[j] = crop_sampler_center(&L->opt.sampler, &e->volume, &e->labels, L->opt.window, &r, center);
     crop_start_for_center(e->volume.dim, crop, center, start);
-    rng_init(&aug, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_AUGMENT);
-    rng_init(&noise, L->opt.seed, (uint32_t)step, (uint32_t)g, RNG_AUG_NOISE);
+    rng_init(&aug, L->opt.seed, key_step, (uint32_t)g, RNG_AUGMENT);
+    rng_init(&noise, L->opt.seed, key_step, (uint32_t)g, RNG_AUG_NOISE);
     AugmentDraw d;
     augment_draw(&L->opt.aug_finetune, crop, &aug, &d);
     float *img = b->image + (size_t)j * n;

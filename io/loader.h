@@ -1,13 +1,16 @@
 /* The prefetching crop loader: turns cases (from dataset.h5 or from memory) into batches of
  * windowed, cropped, augmented float crops for pre-training and fine-tuning.
  *
- * Reproducibility contract. Sample j of rank r at step s has the global index
- *     g = s * global_batch + r * batch + j,   global_batch = batch * size,
+ * Reproducibility contract. With accum micro-batches per optimiser step (gradient
+ * accumulation, accum_steps; 1 without), the loader's steps are micro-steps u = s accum + m,
+ * and sample j of rank r in micro-batch m of step s has the global index
+ *     g = s * global_batch + (m * size + r) * batch + j,   global_batch = batch * size * accum,
  * and every random decision for it (which case, which key volume, where to crop, which
  * augmentation, the noise) is a Philox stream keyed by (seed, s, g, purpose). So the samples
- * of a step are the same bytes whatever the rank count, thread count or timing: 1 rank with
- * batch 2 sees exactly the samples that 2 ranks with batch 1 see, in the same order. The
- * loader's only position is the step number, so resuming a run needs nothing else.
+ * of a step are the same bytes whatever the rank count, micro-batch count, thread count or
+ * timing: 1 rank with batch 2 sees exactly the samples that 2 ranks with batch 1 see, or 1
+ * rank with batch 1 and accum 2, in the same order. The loader's only position is the
+ * (micro-)step number, so resuming a run needs nothing else.
  *
  * Sharding. Each rank reads only the cases its own samples name (cases are drawn from an
  * epoch permutation, sample g taking perm_e[g mod n] with e = g / n), so over an epoch a rank
@@ -63,11 +66,13 @@ typedef struct {
     LoaderMode mode;
     uint64_t seed;
     int rank, size;            /* this rank and the rank count (not read from MPI) */
-    int batch;                 /* samples per rank per step */
+    int batch;                 /* samples per rank per (micro-)step */
+    int accum;                 /* micro-steps per optimiser step (>= 1; accum_steps) */
     int crop[3];
     HuWindow window;
     int prefetch;              /* threads; 0 = prepare each batch in the caller */
-    long first_step;           /* the step the threads read ahead from (a resumed run's start) */
+    long first_step;           /* the micro-step the threads read ahead from (a resumed run's
+                                * start x accum) */
     long cache_bytes;          /* volume cache limit; 0 = none, < 0 = unlimited */
     /* pre-training */
     int inter_volume;          /* key from another case (1) or the query's own (0) */
@@ -190,6 +195,9 @@ void loader_read_full_case(Loader *L, int case_index, WindowedCase *out);
 void windowed_case_free(WindowedCase *c);
 
 int loader_num_cases(const Loader *L);
+/* The global index of sample j of this rank at micro-step u (the contract above): what the
+ * models key their own draws (masks, drop-path) by. */
+long loader_global_sample(const Loader *L, long u, int j);
 const char *loader_case_name(const Loader *L, int case_index);
 /* Cases samples are drawn from (all for pre-training; labelled, not held out, for
  * fine-tuning), and the held-out labelled cases of the validation fold. */

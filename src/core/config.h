@@ -91,7 +91,8 @@ typedef struct Config {
     float center_momentum;        /* dino: EMA momentum of the teacher centers */
 
     /* optimisation */
-    int batch;                    /* per rank */
+    int batch;                    /* per rank (per micro-batch) */
+    int accum_steps;              /* micro-batches per optimiser step (gradient accumulation) */
     long steps;
     float lr;
     float min_lr;

@@ -183,12 +183,18 @@ const ConfigKey config_keys[] = {
     K("center_momentum", CFG_T_FLOAT, center_momentum, "0.9", "0..1",
       "dino: EMA momentum of the teacher centers"),
 
-    K("batch", CFG_T_INT, batch, "2", "1..", "samples per rank per step"),
+    K("batch", CFG_T_INT, batch, "2", "1..",
+      "samples per rank per step (per micro-batch with accum_steps > 1)"),
+    K("accum_steps", CFG_T_INT, accum_steps, "1", "1..1024",
+      "gradient accumulation: micro-batches of `batch` samples per optimiser step and rank, their "
+      "gradients averaged, so a step takes batch x ranks x accum_steps samples and trains as one "
+      "with that global batch would (the same samples, masks and draws; a global batch beyond "
+      "the memory of the ranks); 1 = off"),
     K("steps", CFG_T_LONG, steps, "100", "1..", "optimiser steps"),
     K("lr", CFG_T_FLOAT, lr, "5e-5", "0..", "peak learning rate"),
     K("lr_reference_batch", CFG_T_INT, lr_reference_batch, "0", "0..",
       "N > 0: lr is the peak for a global batch of N, scaled linearly to the run's batch x "
-      "ranks (peak = lr x batch x ranks / N; DINO, MAE and the released code use 256, lr then "
+      "ranks x accum_steps (peak = lr x that / N; DINO, MAE and the released code use 256, lr then "
       "being their base lr), so a run on more ranks keeps its schedule; min_lr is not scaled; "
       "0 = lr as given"),
     K("min_lr", CFG_T_FLOAT, min_lr, "0", "0..", "learning rate at the end of the cosine"),

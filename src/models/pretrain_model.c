@@ -106,7 +106,10 @@ static void layout(PretrainModel *m, Arena *ar)
         a->psi = proj_head_rows(&m->head, &t->psi, first * N, (size_t)B * N);
         a->cls = t->cls + first * out;
     }
-    if (m->dino) m->center_batch = arena_floats(ar, (size_t)CENTER_COUNT * out);
+    if (m->dino) {
+        m->center_batch = arena_floats(ar, (size_t)CENTER_COUNT * out);
+        m->center_sum = arena_floats(ar, (size_t)CENTER_COUNT * out);
+    }
 }
 
 /* Key of masked sample s (merged batch order) when the rank's first global sample is
@@ -155,6 +158,7 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
     m->teacher_full = strcmp(cfg->teacher_decoder, "full") == 0;
     m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
     m->teacher_temp = pretrain_teacher_temp(cfg, 0);
+    m->zero_grads_in_step = 1;
     m->B = B;
     m->N = 1;
     for (int a = 0; a < 3; a++) {
@@ -493,7 +497,7 @@ static void masked_backward(PretrainModel *m)
 
 void pretrain_model_enqueue_step(PretrainModel *m)
 {
-    m->be->fill(m->online.grad, 0.0f, m->online.total);
+    if (m->zero_grads_in_step) m->be->fill(m->online.grad, 0.0f, m->online.total);
     /* Terms the configuration leaves out read 0. */
     m->be->fill(m->loss_values, 0.0f, LOSS_VALUE_COUNT);
     if (m->alice) intact_forward(m);
@@ -541,18 +545,40 @@ LossTerms pretrain_model_forward_backward(PretrainModel *m)
     return pretrain_model_read_losses(m);
 }
 
+/* center_batch <- the means of the teacher rows each loss compared against in the forward just
+ * run: both intact views' pooled outputs (l_dv) and both masked views' T (or selected psi
+ * tokens without CASA), each set one merged batch, so one mean covers every view. */
+static void teacher_row_means(PretrainModel *m)
+{
+    const AliceBackend *be = m->be;
+    const MaskedBatchActs *a = &m->masked;
+    const int S = a->S, nvis = m->nvis, out = m->cfg.head_out;
+    const float *tokens = m->cfg.use_casa ? a->teacher.out : a->sel_t;
+    be->mean_rows_fwd(m->center_batch + (size_t)CENTER_CLS * out, m->intact.cls, 1, S, out);
+    be->mean_rows_fwd(m->center_batch + (size_t)CENTER_TOKENS * out, tokens, 1, S * nvis, out);
+}
+
+void pretrain_model_collect_centers(PretrainModel *m)
+{
+    if (!m->dino) return;
+    const size_t n = (size_t)CENTER_COUNT * m->cfg.head_out;
+    teacher_row_means(m);
+    if (m->centers_collected++ == 0) m->be->copy(m->center_sum, m->center_batch, n * sizeof(float));
+    else m->be->add(m->center_sum, m->center_sum, m->center_batch, n);
+}
+
 void pretrain_model_update_centers(PretrainModel *m, AllreduceMeanFn allreduce_mean, void *ctx)
 {
     if (!m->dino) return;
     const AliceBackend *be = m->be;
-    const MaskedBatchActs *a = &m->masked;
-    const int S = a->S, nvis = m->nvis, out = m->cfg.head_out;
-    /* The teacher rows each loss compared against in the forward just run: both intact views'
-     * pooled outputs (l_dv) and both masked views' T (or selected psi tokens without CASA),
-     * each set one merged batch, so one mean covers every view. */
-    const float *tokens = m->cfg.use_casa ? a->teacher.out : a->sel_t;
-    be->mean_rows_fwd(m->center_batch + (size_t)CENTER_CLS * out, m->intact.cls, 1, S, out);
-    be->mean_rows_fwd(m->center_batch + (size_t)CENTER_TOKENS * out, tokens, 1, S * nvis, out);
+    const int out = m->cfg.head_out;
+    if (m->centers_collected > 0) {   /* micro-batches: the mean of their means */
+        be->axpby(m->center_batch, m->center_sum, 1.0f / (float)m->centers_collected, 0.0f,
+                  (size_t)CENTER_COUNT * out);
+        m->centers_collected = 0;
+    } else {
+        teacher_row_means(m);
+    }
     allreduce_mean(m->center_batch, (size_t)CENTER_COUNT * out, ctx);
     for (int c = 0; c < CENTER_COUNT; c++)
         be->ema_update(param(&m->buffers, m->center[c]), m->center_batch + (size_t)c * out,

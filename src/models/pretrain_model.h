@@ -149,6 +149,13 @@ typedef struct {
      * stop-gradient target. With freeze_teacher set, a forward keeps the T of the previous
      * forward, so finite differences see the loss exactly as the analytic gradient treats it. */
     int freeze_teacher;
+    /* The step zeroes the gradients first (1, set by init); a loop accumulating micro-batches
+     * sets 0 and zeroes them itself before the first, so one recorded step serves each. */
+    int zero_grads_in_step;
+    /* align_loss = dino with accumulation: the sum of the collected micro-batches' teacher means
+     * ([CENTER_COUNT, out], backend memory) and how many (pretrain_model_collect_centers) */
+    float *center_sum;
+    int centers_collected;
 } PretrainModel;
 
 /* Registers, allocates and initialises everything for B samples per step; errors out (before
@@ -185,8 +192,13 @@ int pretrain_model_begin_step(PretrainModel *m, long step);
 LossTerms pretrain_model_forward_backward(PretrainModel *m);
 /* align_loss = dino: after the step (DINO updates the centers after the loss of the step),
  * c <- center_momentum c + (1 - center_momentum) mean over rows of this step's teacher outputs,
- * the mean taken over every rank through allreduce_mean. No-op for cosine and MAE. */
+ * the mean taken over every rank through allreduce_mean: those of the forward just run, or with
+ * micro-batches collected (pretrain_model_collect_centers) the mean of theirs, and the
+ * collection starts again. No-op for cosine and MAE. */
 void pretrain_model_update_centers(PretrainModel *m, AllreduceMeanFn allreduce_mean, void *ctx);
+/* Gradient accumulation, align_loss = dino: after each micro-batch's forward, adds the means
+ * of its teacher rows to the step's sum (the same rows as update_centers reads). No-op else. */
+void pretrain_model_collect_centers(PretrainModel *m);
 /* Matmul FLOPs of one forward + backward step (backward counted as 2x forward). */
 double pretrain_model_step_flops(const PretrainModel *m);
 /* Collapse monitor of the alignment losses: the spread of the teacher head's l2-normalised

@@ -359,6 +359,7 @@ void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B,
     m->be = be;
     m->B = B;
     m->train = train;
+    m->zero_grads_in_step = 1;
     m->E = cfg->embed_dim;
     m->F = cfg->feature_size;
     m->K = cfg->num_classes;
@@ -516,7 +517,7 @@ void unetr_enqueue_step(UnetrModel *m)
     const int B = m->B, N = m->N;
     const long D = unetr_crop_voxels(m);
     const int *crop = m->level_dim[UNETR_LEVELS - 1];
-    be->fill(ps->grad, 0.0f, ps->total);
+    if (m->zero_grads_in_step) be->fill(ps->grad, 0.0f, ps->total);
     forward(m, 1);
     be->dicece_fwd(m->probs, m->loss_values, m->logits, m->label, B, m->K, D);
     be->dicece_bwd(m->dlogits, m->probs, m->label, B, m->K, D, 1.0f, 1.0f);

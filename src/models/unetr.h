@@ -130,6 +130,9 @@ typedef struct {
     /* drop_path > 0 (training): staging of the ViT's drop-path scales (va.st.drop_scale,
      * tstack_drop_scale_count floats); NULL otherwise */
     float *drop_host;
+    /* the step zeroes the gradients first (1, set by init); a loop accumulating micro-batches
+     * sets 0 and zeroes them itself before a step's first */
+    int zero_grads_in_step;
 } UnetrModel;
 
 typedef struct {

@@ -310,7 +310,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
 
     LoaderOptions lo = loader_options_from_config(cfg, LOADER_FINETUNE, dist.rank, dist.size,
                                                   dist.local_size);
-    lo.first_step = start;   /* a resumed run reads no batch of the steps already done */
+    lo.first_step = start * cfg->accum_steps;   /* a resumed run reads no batch of steps done */
     preempt_install();   /* before the read-ahead threads start: a signal from now on is seen */
     Loader *loader = loader_create(&lo, data_source_open(cfg));
     const int *cases;
@@ -340,7 +340,9 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         log_info("validation after step %ld, which the preempted run skipped", start);
         validate_after(&model, loader, &dist, start, nval, &best);
     }
-    const long global_batch = (long)cfg->batch * dist.size;
+    const long global_batch = train_global_batch(cfg, &dist);
+    const int accum = cfg->accum_steps;
+    model.zero_grads_in_step = accum == 1;   /* accumulation: zeroed once per step, below */
     const size_t crop_vox = (size_t)unetr_crop_voxels(&model);
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.ps);
@@ -352,25 +354,32 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     int status = 0, chunk_stopped = 0;
     for (long step = start; step < cfg->steps; step++) {
         double t0 = wall_seconds();
-        FinetuneBatch batch;
-        loader_next_finetune_batch(loader, step, &batch);
-        /* Labels were checked against num_classes when each case was read (the loader). The
-         * batch goes into the model's fixed buffers BEFORE the step's recorded work. */
-        const size_t image_bytes = (size_t)cfg->batch * crop_vox * sizeof(float);
-        const size_t label_bytes = (size_t)cfg->batch * crop_vox * sizeof(int32_t);
-        if (batch.on_device) {
-            /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory, on its
-             * upload stream while the previous step computed (io/loader.h). */
-            be->copy(model.image, batch.image, image_bytes);
-            be->copy(model.label, batch.label, label_bytes);
-        } else {
-            unetr_set_batch(&model, batch.image, batch.label);
+        if (accum > 1) be->fill(model.ps.grad, 0.0f, model.ps.total);
+        double terms[3] = {0.0, 0.0, 0.0};
+        for (int micro = 0; micro < accum; micro++) {
+            const long u = step * accum + micro;   /* the loader's micro-step */
+            FinetuneBatch batch;
+            loader_next_finetune_batch(loader, u, &batch);
+            /* Labels were checked against num_classes when each case was read (the loader).
+             * The batch goes into the model's fixed buffers BEFORE the step's recorded work. */
+            const size_t image_bytes = (size_t)cfg->batch * crop_vox * sizeof(float);
+            const size_t label_bytes = (size_t)cfg->batch * crop_vox * sizeof(int32_t);
+            if (batch.on_device) {
+                /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory,
+                 * on its upload stream while the previous step computed (io/loader.h). */
+                be->copy(model.image, batch.image, image_bytes);
+                be->copy(model.label, batch.label, label_bytes);
+            } else {
+                unetr_set_batch(&model, batch.image, batch.label);
+            }
+            /* drop-path's draws for the micro-batch's samples (the loader's global indices) */
+            unetr_draw_drop_path(&model, step, loader_global_sample(loader, u, 0));
+            /* the all-reduce (overlapped with backward where it is) after the last one only */
+            if (micro == accum - 1) grad_sync_begin(&sync);
+            const SegLoss t = forward_backward(&graph, &model);
+            const double mt[3] = {t.loss, t.ce, t.dice};
+            for (int k = 0; k < 3; k++) terms[k] += mt[k] / accum;
         }
-        /* drop-path's draws for the step's samples (global indices, as the loader's) */
-        unetr_draw_drop_path(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
-        grad_sync_begin(&sync);
-        SegLoss t = forward_backward(&graph, &model);
-        double terms[3] = {t.loss, t.ce, t.dice};
         float lr;
         double gnorm;
         StepOutcome outcome = train_optimizer_step(cfg, &dist, &sync, terms, 3, step, &lr, &gnorm,
@@ -380,12 +389,10 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
          * boundary still run: the last validation, the periodic or last checkpoint, the
          * preemption check. */
         if (outcome == STEP_APPLIED) {
-            t.loss = terms[0];
-            t.ce = terms[1];
-            t.dice = terms[2];
             be->synchronize();
             double dt = wall_seconds() - t0;
-            double row[COL_COUNT] = {t.loss, t.ce, t.dice, lr, gnorm, dt * 1e3, global_batch / dt};
+            double row[COL_COUNT] = {terms[0], terms[1], terms[2], lr, gnorm, dt * 1e3,
+                                     global_batch / dt};
             runlog_row(&log, step, row, (step + 1) % cfg->log_every == 0 || step == start);
         }
         const int last = step + 1 == cfg->steps;

@@ -247,7 +247,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 
     LoaderOptions lo = loader_options_from_config(cfg, LOADER_PRETRAIN, dist.rank, dist.size,
                                                   dist.local_size);
-    lo.first_step = start;   /* a resumed run reads no batch of the steps already done */
+    lo.first_step = start * cfg->accum_steps;   /* a resumed run reads no batch of steps done */
     LoaderSource source = data_source_open(cfg);
     check_data_fits(cfg, &source);
     preempt_install();   /* before the read-ahead threads start: a signal from now on is seen */
@@ -255,7 +255,11 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     RunLog log;
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
 
-    const long global_batch = (long)cfg->batch * dist.size;
+    const long global_batch = train_global_batch(cfg, &dist);
+    const int accum = cfg->accum_steps;
+    /* accumulation: the loop zeroes the gradients before a step's first micro-batch, and every
+     * micro-batch's backward adds to them (one recorded step serves them all) */
+    model.zero_grads_in_step = accum == 1;
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.online);
     StepGraph graph;   /* cuda_graph: the step recorded once, then replayed */
@@ -265,18 +269,28 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     PairCounts pairs = {0, 0, 0};
     for (; step < cfg->steps; step++) {
         double t0 = wall_seconds();
-        PretrainBatch batch;
-        loader_next_pretrain_batch(loader, step, &batch);
-        count_pairs(&pairs, &batch);
-        const float *views[VIEW_COUNT];
-        batch_views(&batch, views);
-        /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory already,
-         * on its upload stream while the previous step computed (io/loader.h). */
-        pretrain_model_transfer_views(&model, views, batch.on_device ? VIEWS_FROM_DEVICE : VIEWS_FROM_HOST);
-        pretrain_model_draw_masks(&model, step, step * global_batch + (long)dist.rank * cfg->batch);
-        grad_sync_begin(&sync);
-        LossTerms t = forward_backward(&graph, &model, step);
-        double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
+        if (accum > 1) be->fill(model.online.grad, 0.0f, model.online.total);
+        model.centers_collected = 0;   /* a skipped step's collection is not carried over */
+        double terms[4] = {0.0, 0.0, 0.0, 0.0};
+        for (int micro = 0; micro < accum; micro++) {
+            const long u = step * accum + micro;   /* the loader's micro-step */
+            PretrainBatch batch;
+            loader_next_pretrain_batch(loader, u, &batch);
+            count_pairs(&pairs, &batch);
+            const float *views[VIEW_COUNT];
+            batch_views(&batch, views);
+            /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory
+             * already, on its upload stream while the previous step computed (io/loader.h). */
+            pretrain_model_transfer_views(&model, views,
+                                          batch.on_device ? VIEWS_FROM_DEVICE : VIEWS_FROM_HOST);
+            pretrain_model_draw_masks(&model, step, loader_global_sample(loader, u, 0));
+            /* the all-reduce (overlapped with backward where it is) after the last one only */
+            if (micro == accum - 1) grad_sync_begin(&sync);
+            LossTerms t = forward_backward(&graph, &model, step);
+            if (accum > 1) pretrain_model_collect_centers(&model);
+            const double mt[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
+            for (int k = 0; k < 4; k++) terms[k] += mt[k] / accum;
+        }
         float lr;
         double gnorm;
         StepOutcome outcome = pretrain_update(&model, cfg, &dist, &sync, terms, step, &lr, &gnorm);
@@ -284,7 +298,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         /* A skipped step (on_nonfinite = skip) writes no metrics row, but its boundary still
          * runs: the periodic or last checkpoint, the preemption check. */
         if (outcome == STEP_APPLIED) {
-            t = (LossTerms){terms[0], terms[1], terms[2], terms[3]};
+            const LossTerms t = {terms[0], terms[1], terms[2], terms[3]};
             be->synchronize();
             double dt = wall_seconds() - t0;
             int print = (step + 1) % cfg->log_every == 0 || step == start;

@@ -86,11 +86,20 @@ const AliceBackend *train_begin(const Config *cfg, Dist *d)
     train_apply_device_math(cfg);   /* before any model plans its arena */
     dist_init(d, be);
     train_set_threads(cfg, d);
+    if (cfg->accum_steps > 1 && d->rank == 0)
+        log_info("gradient accumulation: %d micro-batches of %d per step and rank, a global "
+                 "batch of %ld", cfg->accum_steps, cfg->batch, train_global_batch(cfg, d));
     if (cfg->lr_reference_batch > 0 && d->rank == 0)
-        log_info("lr: %g for a global batch of %d, this run's %d (batch %d x %d ranks): peak %g",
-                 cfg->lr, cfg->lr_reference_batch, cfg->batch * d->size, cfg->batch, d->size,
-                 peak_lr(cfg, (long)cfg->batch * d->size));
+        log_info("lr: %g for a global batch of %d, this run's %ld (batch %d x %d ranks x %d "
+                 "micro-batches): peak %g", cfg->lr, cfg->lr_reference_batch,
+                 train_global_batch(cfg, d), cfg->batch, d->size, cfg->accum_steps,
+                 peak_lr(cfg, train_global_batch(cfg, d)));
     return be;
+}
+
+long train_global_batch(const Config *cfg, const Dist *d)
+{
+    return (long)cfg->batch * d->size * cfg->accum_steps;
 }
 
 void train_end(Dist *d)
@@ -245,9 +254,11 @@ StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *syn
 {
     ParamSet *ps = sync->ps;
     grad_sync_finish(sync);
+    /* accumulation: the micro-batches' gradients were summed; their mean is the step's */
+    if (cfg->accum_steps > 1) ps->be->scale(ps->grad, 1.0f / (float)cfg->accum_steps, ps->total);
     for (int i = 0; i < nterms; i++) terms[i] = dist_sum_double(terms[i]) / d->size;
     *grad_norm = grad_global_norm(ps);
-    *lr = schedule_lr(cfg, step, (long)cfg->batch * d->size);
+    *lr = schedule_lr(cfg, step, train_global_batch(cfg, d));
     if (!train_step_finite(terms[0], *grad_norm)) {
         if (!strcmp(cfg->on_nonfinite, "stop")) {
             log_warn("step %ld: non-finite loss (%g) or gradient; stopping. The last good "

@@ -32,6 +32,8 @@ void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command
 /* Ends the job before any compute when `bytes` of model state does not fit the memory of the
  * backend (host RAM per rank for cpu), naming the keys that decide the size. */
 void train_check_memory(const AliceBackend *be, size_t bytes, const Dist *d, const char *what);
+/* Samples of one optimiser step over every rank: batch x ranks x accum_steps. */
+long train_global_batch(const Config *cfg, const Dist *d);
 /* Says what drop_path does to the trained encoder (`which`, e.g. "student encoder"): its rates
  * when laid out (active), or a warning when drop_path > 0 does nothing (depth 1). */
 void train_log_drop_path(const Config *cfg, int active, const char *which);
@@ -72,9 +74,11 @@ int train_resume_checkpoint(const Config *cfg, const Dist *d, const AliceBackend
 
 typedef enum { STEP_APPLIED, STEP_SKIPPED, STEP_STOPPED } StepOutcome;
 /* The optimiser half of a training step, shared by every loop: waits for the gradients of
- * sync->ps averaged over the ranks (grad_sync_finish), averages the loss terms (terms[0] is the
- * total loss), guards against non-finite values (cfg->on_nonfinite: stop with the last
- * checkpoint intact, or skip the step: then ema is not updated either), clips the global
+ * sync->ps averaged over the ranks (grad_sync_finish) and, with accum_steps > 1, over the
+ * micro-batches whose gradients the backward passes summed (terms: the micro-batches' mean
+ * already), averages the loss terms over the ranks (terms[0] is the total loss), guards
+ * against non-finite values (cfg->on_nonfinite: stop with the last checkpoint intact, or skip
+ * the step: then ema is not updated either), clips the global
  * gradient norm and applies AdamW with the scheduled learning rate, and with ema non-NULL
  * updates the EMA target from the new parameters, all in one pass (train/optim.h
  * optimizer_update). */

@@ -4,7 +4,8 @@
  * the whole fine-tuning pipeline; pre-training key crops come from the other volume; the
  * class-balanced crop sampler keeps the rank contract; crops_per_case = k takes k consecutive
  * samples from one case draw (MONAI's num_samples); pair_redraws draws a query crop again
- * while its matched point lies outside the key volume. */
+ * while its matched point lies outside the key volume; with accum micro-batches per step
+ * (gradient accumulation) micro-step 2s + m of batch 1 is sample m of step s of batch 2. */
 #include <string.h>
 
 #include "core/sysmem.h"
@@ -185,6 +186,31 @@ static int test_pretrain_key_crop_pad(void)
                "nothing", samples);
     loader_destroy(ls);
     loader_destroy(lp);
+    return 0;
+}
+
+static int test_accum_micro_steps(void)
+{
+    LoaderOptions whole = options(LOADER_PRETRAIN, 0, 1, 2, 2), micro = options(LOADER_PRETRAIN,
+                                                                                 0, 1, 1, 2);
+    micro.accum = 2;
+    Loader *lw = loader_create(&whole, loader_source_memory(cases, NUM_CASES, folds));
+    Loader *lm = loader_create(&micro, loader_source_memory(cases, NUM_CASES, folds));
+    const size_t n = crop_n(&whole);
+    for (long step = 0; step < 4; step++) {
+        PretrainBatch w, m;
+        loader_next_pretrain_batch(lw, step, &w);
+        for (int k = 0; k < 2; k++) {
+            loader_next_pretrain_batch(lm, 2 * step + k, &m);
+            TEST_CHECK(same_pretrain_sample(&w, k, &m, 0, n), "step %ld: micro-batch %d differs "
+                       "from sample %d of the whole batch", step, k, k);
+            TEST_CHECK(loader_global_sample(lm, 2 * step + k, 0) ==
+                           loader_global_sample(lw, step, k),
+                       "step %ld micro %d: global sample index differs", step, k);
+        }
+    }
+    loader_destroy(lw);
+    loader_destroy(lm);
     return 0;
 }
 
@@ -493,6 +519,7 @@ int main(void)
     TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
     TEST_RUN(test_pretrain_key_crop_pad);
     TEST_RUN(test_pair_redraws);
+    TEST_RUN(test_accum_micro_steps);
     TEST_RUN(test_intact_aug_none);
     TEST_RUN(test_no_casa_intact_views_keep_their_geometry);
     TEST_RUN(test_finetune_labels_and_rank_independence);
