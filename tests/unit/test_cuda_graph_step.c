@@ -19,6 +19,9 @@
  * (one warning), run eagerly instead and still give the eager results bit for bit. The graph
  * cases also check that the steps really were replayed (recorded once, STEPS - 2 replays).
  *
+ * Gradient accumulation (two micro-batches per step, bf16, DINO): the loop zeroes the gradients
+ * once per step and one recorded step serves every micro-batch, adding to them.
+ *
  * Drop-path (drop_path = 0.5): each step's draws are uploaded before the step, outside the
  * recording, and every replay must read them (bf16; Alice with the cosine loss, and UNETR with
  * an inference forward between two steps, which drops nothing, as validation runs).
@@ -58,6 +61,9 @@ static long g_temp_warmup_steps;
 /* drop_path of the Alice runs: "0", or "0.5" in the drop-path case (new draws every step,
  * uploaded before the step: a replay must read them, not the recorded step's). */
 static const char *g_drop_path = "0";
+/* micro-batches per step of the Alice runs (gradient accumulation: the loop zeroes the
+ * gradients once per step and every micro-batch's recorded step adds to them) */
+static int g_accum = 1;
 
 /* Head width 32 (96 / 3): bf16 runs take cuDNN's fused attention (attention auto, a build with
  * the cuDNN frontend) or the register-resident flash kernels (fused, or auto without cuDNN);
@@ -183,18 +189,26 @@ static void run(const char *precision, const char *align_loss, const char *atten
     const size_t vox = (size_t)m.B * m.dims[0] * m.dims[1] * m.dims[2];
     float *vol = xmalloc(vox * VIEW_COUNT * sizeof(float));
     step_graph_init(&out->graph, be, use_graph ? STEP_GRAPH_ALWAYS : STEP_GRAPH_NEVER, 0);
+    m.zero_grads_in_step = g_accum == 1;
     for (int s = 0; s < STEPS; s++) {
-        /* The step's inputs, uploaded before the recorded region as the training loop does. */
-        RngStream rng;
-        rng_init(&rng, 5, (uint64_t)s, 0, RNG_TEST);
-        for (size_t i = 0; i < vox * VIEW_COUNT; i++) vol[i] = rng_uniform(&rng);
-        const float *views[VIEW_COUNT] = {vol, vol + vox, vol + 2 * vox, vol + 3 * vox};
-        pretrain_model_set_views(&m, views);
-        pretrain_model_draw_masks(&m, s, (long)s * m.B);
-        step_graph_run_if(&out->graph, pretrain_model_begin_step(&m, s), enqueue, &ctx);
-        LossTerms t = pretrain_model_read_losses(&m);
-        out->terms[s][0] = t.loss, out->terms[s][1] = t.l_r;
-        out->terms[s][2] = t.l_dv, out->terms[s][3] = t.l_st;
+        if (g_accum > 1) be->fill(m.online.grad, 0.0f, m.online.total);
+        for (int k = 0; k < 4; k++) out->terms[s][k] = 0.0;
+        for (int micro = 0; micro < g_accum; micro++) {
+            /* The inputs, uploaded before the recorded region as the training loop does. */
+            const long u = (long)s * g_accum + micro;
+            RngStream rng;
+            rng_init(&rng, 5, (uint64_t)u, 0, RNG_TEST);
+            for (size_t i = 0; i < vox * VIEW_COUNT; i++) vol[i] = rng_uniform(&rng);
+            const float *views[VIEW_COUNT] = {vol, vol + vox, vol + 2 * vox, vol + 3 * vox};
+            pretrain_model_set_views(&m, views);
+            pretrain_model_draw_masks(&m, s, u * m.B);
+            step_graph_run_if(&out->graph, pretrain_model_begin_step(&m, s), enqueue, &ctx);
+            LossTerms t = pretrain_model_read_losses(&m);
+            if (g_accum > 1) pretrain_model_collect_centers(&m);
+            out->terms[s][0] += t.loss, out->terms[s][1] += t.l_r;
+            out->terms[s][2] += t.l_dv, out->terms[s][3] += t.l_st;
+        }
+        if (g_accum > 1) be->scale(m.online.grad, 1.0f / (float)g_accum, m.online.total);
         adamw_step(&m.online, &cfg, cfg.lr, s + 1);
         ema_step(&m.target, &m.online, 0.99f);
         pretrain_model_update_centers(&m, mean_over_one_rank, NULL);
@@ -351,14 +365,16 @@ static int check_case(StepModel model, const char *precision, const char *align_
     run_model(model, precision, align_loss, attention, 0, &init, &again);
     run_model(model, precision, align_loss, attention, 1, &init, &graph);
 
-    /* the warm-up's steps eager, then the graph's own warm-up step, a recording, replays */
-    const long unrecorded = model == MODEL_ALICE ? g_temp_warmup_steps : 0;
+    /* the warm-up's steps eager, then the graph's own warm-up step, a recording, replays (one
+     * graph run per micro-batch) */
+    const long unrecorded = model == MODEL_ALICE ? g_temp_warmup_steps * g_accum : 0;
+    const long runs = model == MODEL_ALICE ? (long)STEPS * g_accum : STEPS;
     TEST_CHECK(graph.graph.eager_steps == 1 + unrecorded && graph.graph.recorded_steps == 1 &&
-                   graph.graph.replayed_steps == STEPS - 2 - unrecorded,
+                   graph.graph.replayed_steps == runs - 2 - unrecorded,
                "%s %s: steps ran %ld eager, %ld recorded, %ld replayed; expected %ld, 1, %ld "
                "(state %d: the recording failed? see the warning above)", precision, align_loss,
                graph.graph.eager_steps, graph.graph.recorded_steps, graph.graph.replayed_steps,
-               1 + unrecorded, STEPS - 2 - unrecorded, (int)graph.graph.state);
+               1 + unrecorded, runs - 2 - unrecorded, (int)graph.graph.state);
     for (int s = 0; s < STEPS; s++)
         TEST_CHECK(isfinite(graph.terms[s][0]) && graph.terms[s][0] > 0,
                    "%s %s: step %d loss %g", precision, align_loss, s, graph.terms[s][0]);
@@ -420,6 +436,15 @@ static int test_bf16_dino_temp_warmup(void)
     g_temp_warmup_steps = 0;
     return rc;
 }
+/* accumulation: two micro-batches per step through one recorded step, DINO's centers from
+ * their mean */
+static int test_bf16_accum(void)
+{
+    g_accum = 2;
+    const int rc = check_case(MODEL_ALICE, "bf16", "dino", "auto");
+    g_accum = 1;
+    return rc;
+}
 static int test_bf16_drop_path(void)
 {
     g_drop_path = "0.5";
@@ -467,6 +492,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_bf16_dino_temp_warmup);
     TEST_RUN(test_bf16_fused_cosine);
     TEST_RUN(test_bf16_drop_path);
+    TEST_RUN(test_bf16_accum);
     TEST_RUN(test_unetr_fp32);
     TEST_RUN(test_unetr_bf16);
     TEST_RUN(test_unetr_bf16_drop_path);
