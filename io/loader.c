@@ -97,7 +97,8 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
     o.inter_volume = cfg->inter_volume;
     o.key_jitter = 0.0f;
     o.key_crop_pad = !strcmp(cfg->key_crop, "pad");
-    o.pair_redraws = cfg->pair_redraws;
+    /* MAE reads no key crop: redrawing for it would only bias the query crops */
+    o.pair_redraws = strcmp(cfg->method, "mae") ? cfg->pair_redraws : 0;
     o.matcher = matcher_find(cfg->matcher);
     if (!o.matcher) alice_die("matcher '%s' is unknown; use one of %s", cfg->matcher, MATCHER_NAMES);
     o.aug_masked = augment_params_none();

@@ -262,9 +262,14 @@ void config_load_file(Config *c, const char *path)
 }
 
 /* v as the shortest %g that parses back to the same float (at most 9 digits, which always
- * does): lr = 0.002 rather than 0.00200000009, still the same bits when read back. */
+ * does): lr = 0.002 rather than 0.00200000009, still the same bits when read back; whole
+ * numbers below 1e9 as integers (600, not %g's 6e+02). */
 static void format_float(char *buf, size_t n, float v)
 {
+    if (v == floorf(v) && fabsf(v) < 1e9f) {
+        snprintf(buf, n, "%.0f", (double)v);
+        return;
+    }
     for (int digits = 1; digits <= 9; digits++) {
         snprintf(buf, n, "%.*g", digits, (double)v);
         if (strtof(buf, NULL) == v || v != v) return;

@@ -152,6 +152,9 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
         log_warn("freeze_last_layer = %ld >= steps = %ld: the projection head's last layer never "
                  "trains in this run (DINO freezes it for the first epoch only)",
                  cfg->freeze_last_layer, cfg->steps);
+    if (!m->alice && cfg->pair_redraws > 0)
+        log_warn("pair_redraws = %d is ignored: method = %s reads no key crop", cfg->pair_redraws,
+                 cfg->method);
     if (cfg->layer_decay < 1.0f)
         log_warn("layer_decay = %g is ignored: layer-wise lr decay applies to fine-tuning",
                  cfg->layer_decay);

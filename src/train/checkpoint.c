@@ -263,17 +263,21 @@ int checkpoint_run_shape(const char *path, CheckpointRunShape *shape)
 /* Said, not refused: a resume on other ranks, threads or backend is legitimate (a job moved
  * to a bigger allocation) but no longer the run the checkpoint began. Checkpoints written
  * before these attributes existed say nothing. */
+/* batch_then/now: samples per rank and step (batch x accum_steps) then and now. */
 static void warn_run_shape_change(const char *path, const char *backend, long batch_then,
                                   long batch_now)
 {
     CheckpointRunShape then;
     if (!checkpoint_run_shape(path, &then)) return;
     const CheckpointRunShape now = current_run_shape(backend);
-    if (then.ranks != now.ranks)
-        log_warn("%s was written by %ld rank(s), this run has %ld: each rank's share of the "
-                 "crops changes from here on, and the global batch (batch x ranks) goes from "
-                 "%ld to %ld", path, then.ranks, now.ranks, batch_then * then.ranks,
-                 batch_now * now.ranks);
+    if (then.ranks != now.ranks && batch_then * then.ranks != batch_now * now.ranks)
+        log_warn("%s was written by %ld rank(s), this run has %ld: the global batch (batch x "
+                 "ranks x accum_steps) goes from %ld to %ld", path, then.ranks, now.ranks,
+                 batch_then * then.ranks, batch_now * now.ranks);
+    else if (then.ranks != now.ranks)
+        log_warn("%s was written by %ld rank(s), this run has %ld: the global batch stays %ld, "
+                 "the same samples per step (batch or accum_steps changed with the ranks)", path,
+                 then.ranks, now.ranks, batch_now * now.ranks);
     if (strcmp(then.backend, now.backend))
         log_warn("%s was written on the %s backend, this run uses %s: the losses go on from "
                  "the same state but not bit for bit as the first run's would have", path,
@@ -363,7 +367,8 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
         log_warn("resuming %s with changed keys: %s (the stored values are in the checkpoint's "
                  "config attribute)", path, changed);
     warn_keys_unknown_then(path);
-    warn_run_shape_change(path, backend, stored.batch, cfg->batch);
+    warn_run_shape_change(path, backend, (long)stored.batch * stored.accum_steps,
+                          (long)cfg->batch * cfg->accum_steps);
     if (stored.steps != cfg->steps)
         log_warn("steps changed from %ld to %ld: the learning-rate cosine and the EMA momentum "
                  "follow steps, so both jump at step %ld (the run is then not the schedule "

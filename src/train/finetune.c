@@ -324,8 +324,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
              ntrain, nval, cfg->fold, cfg->val_every);
     if (cfg->crops_per_case > 1)
-        log_info("crops: %d per case drawn, %d case(s) per rank and step", cfg->crops_per_case,
-                 cfg->batch / cfg->crops_per_case);
+        log_info("crops: %d per case drawn, %d case(s) per rank and %s", cfg->crops_per_case,
+                 cfg->batch / cfg->crops_per_case, cfg->accum_steps > 1 ? "micro-batch" : "step");
     double best = -1.0;
     int start_validated = 0;
     if (dist.rank == 0) best = val_csv_restore(cfg->run_dir, start, &start_validated);

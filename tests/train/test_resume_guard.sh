@@ -60,9 +60,15 @@ grep -q "written with 1 CPU thread(s) per rank, this run has 2: .*(set threads =
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
 mpirun_n 2 "$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=7 batch=1 > "$WORK/ranks.log" 2>&1 ||
   { cat "$WORK/ranks.log"; fail "resume on 2 ranks failed"; }
-grep -q "written by 1 rank(s), this run has 2: .* global batch (batch x ranks) goes from 2 to 2" \
+grep -q "written by 1 rank(s), this run has 2: the global batch stays 2, the same samples" \
   "$WORK/ranks.log" ||
   { cat "$WORK/ranks.log"; fail "no warning about the rank count"; }
+# the same ranks with accumulation and a batch that doubles the global batch: said as such
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+mpirun_n 2 "$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=7 batch=1 accum_steps=2 \
+  > "$WORK/ranks2.log" 2>&1 || { cat "$WORK/ranks2.log"; fail "resume on 2 ranks x 2 failed"; }
+grep -q "global batch (batch x ranks x accum_steps) goes from 2 to 4" "$WORK/ranks2.log" ||
+  { cat "$WORK/ranks2.log"; fail "no warning that accumulation doubles the global batch"; }
 echo "ok: ranks, threads and backend stored; a resume on other ranks or threads warns"
 
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"

@@ -3,7 +3,8 @@
  *  - three numbers, or one for all three axes, parse to the values written;
  *  - config_to_text prints them so that parsing the text back gives the same bits;
  *  - every float key is printed as the shortest decimal that reads back as the same float
- *    (lr = 0.002, not 0.00200000009; 1/3 needs 8 digits), the same bits through the text;
+ *    (lr = 0.002, not 0.00200000009; 1/3 needs 8 digits; whole numbers as integers: 600, not
+ *    6e+02), the same bits through the text;
  *  - a value out of the key's range, a wrong count, a non-number, trailing text, or (crop) a
  *    fraction ends the process with exit 2 (a user error) and a message naming the origin, the
  *    key, the value and the range;
@@ -76,6 +77,7 @@ static int test_float_text(void)
     config_set(&c, "drop_path", "0.1", "test", 0);
     config_set(&c, "spacing", "0.7,0.8,1.25", "test", 0);
     c.min_lr = 1.0f / 3.0f;   /* a float no short decimal reads back as */
+    config_set(&c, "window_lo", "-1000", "test", 0);
     char *text = config_to_text(&c), v[64];
     text_value(text, "lr", v, sizeof v);
     TEST_CHECK(!strcmp(v, "0.002"), "lr printed as %s, expected 0.002", v);
@@ -85,11 +87,16 @@ static int test_float_text(void)
     TEST_CHECK(!strcmp(v, "0.7,0.8,1.25"), "spacing printed as %s", v);
     text_value(text, "min_lr", v, sizeof v);
     TEST_CHECK(!strcmp(v, "0.33333334"), "min_lr = 1/3 printed as %s, expected 8 digits", v);
+    text_value(text, "window_lo", v, sizeof v);
+    TEST_CHECK(!strcmp(v, "-1000"), "window_lo = -1000 printed as %s", v);
+    text_value(text, "nccl_timeout_s", v, sizeof v);
+    TEST_CHECK(!strcmp(v, "600"), "nccl_timeout_s = 600 printed as %s", v);
     Config back;
     config_defaults(&back);
     config_from_text(&back, text, "round trip");
     free(text);
     TEST_CHECK(back.lr == c.lr && back.drop_path == c.drop_path && back.min_lr == c.min_lr &&
+               back.window_lo == c.window_lo &&
                !memcmp(back.spacing, c.spacing, sizeof c.spacing), "floats changed through the text");
     return 0;
 }
