@@ -6,7 +6,8 @@
 # last layer has its own AdamW step count (2 behind the others), which the checkpoint must carry
 # too (attribute adam_steps of its /adam_m dataset, and format_version 2 so that an older alice
 # refuses the file); that case also has drop-path, whose draws after the resume must be the
-# uninterrupted run's (keyed by step and sample, like the masks).
+# uninterrupted run's (keyed by step and sample, like the masks); and with gradient accumulation
+# (accum_steps = 2: the resumed loader starts at the step's first micro-batch).
 source "$(dirname "$0")/lib.sh"
 check_resume() {
     local tag=$1; shift
@@ -27,7 +28,7 @@ tag = sys.argv[3]
 names = []
 a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
 assert len(names) > 50, names
-if tag in ("dino", "freeze"):
+if tag in ("dino", "freeze", "accum"):
     for c in ("buffers/center.cls", "buffers/center.tokens"):
         if c not in names:
             sys.exit(f"FAIL: dino checkpoint has no {c}")
@@ -53,3 +54,5 @@ PY
 check_resume cosine
 check_resume dino align_loss=dino
 check_resume freeze align_loss=dino freeze_last_layer=2 drop_path=0.5
+# gradient accumulation: the loader resumes at micro-step 3 x 2 (its first_step)
+check_resume accum align_loss=dino accum_steps=2 batch=1
