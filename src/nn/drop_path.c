@@ -13,6 +13,16 @@ int drop_path_any(const float *rates, int depth)
     return 0;
 }
 
+void drop_path_keep_flags(int *keep, const float *scales, int depth, int samples, int first,
+                          int count)
+{
+    for (int k = 0; k < count; k++)
+        for (int i = 0; i < depth; i++)
+            for (int br = 0; br < DROP_BRANCH_COUNT; br++)
+                keep[((long)k * depth + i) * DROP_BRANCH_COUNT + br] =
+                    scales[drop_path_index(i, (DropBranch)br, samples, first + k)] != 0.0f;
+}
+
 void drop_path_draw_sample(float *scales, const float *rates, int depth, int samples, int sample,
                            RngStream *rng)
 {

@@ -34,5 +34,10 @@ static inline long drop_path_index(int block, DropBranch branch, int samples, in
  * 1 / (1 - rates[i]), else 0. Writes scales[drop_path_index(i, branch, samples, sample)]. */
 void drop_path_draw_sample(float *scales, const float *rates, int depth, int samples, int sample,
                            RngStream *rng);
+/* The draws of samples first .. first + count - 1 as keep flags, keep[(k depth + i)
+ * DROP_BRANCH_COUNT + branch] = 1 where sample first + k keeps block i's branch (its scale is not
+ * 0): what the PyTorch parity dumps hand the reference. */
+void drop_path_keep_flags(int *keep, const float *scales, int depth, int samples, int first,
+                          int count);
 
 #endif

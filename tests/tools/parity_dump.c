@@ -57,11 +57,7 @@ static void write_drop_path_keeps(hid_t f, const PretrainModel *m, int v, const 
     const int depth = m->enc.stack.depth, S = m->masked.S;
     int dims[3] = {m->B, depth, DROP_BRANCH_COUNT};
     int *keep = xmalloc((size_t)m->B * depth * DROP_BRANCH_COUNT * sizeof(int));
-    for (int b = 0; b < m->B; b++)
-        for (int i = 0; i < depth; i++)
-            for (int br = 0; br < DROP_BRANCH_COUNT; br++)
-                keep[(b * depth + i) * DROP_BRANCH_COUNT + br] =
-                    m->drop_host[drop_path_index(i, (DropBranch)br, S, v * m->B + b)] != 0.0f;
+    drop_path_keep_flags(keep, m->drop_host, depth, S, v * m->B, m->B);
     char name[64];
     snprintf(name, sizeof name, "batch/drop_keep_%s", view);
     h5_write_ints(f, name, 3, dims, keep);

@@ -29,11 +29,7 @@ static void write_drop_keep(hid_t f, const UnetrModel *m)
     const int depth = m->vit.stack.depth;
     int dims[3] = {m->B, depth, DROP_BRANCH_COUNT};
     int *keep = xmalloc((size_t)m->B * depth * DROP_BRANCH_COUNT * sizeof(int));
-    for (int b = 0; b < m->B; b++)
-        for (int i = 0; i < depth; i++)
-            for (int br = 0; br < DROP_BRANCH_COUNT; br++)
-                keep[(b * depth + i) * DROP_BRANCH_COUNT + br] =
-                    m->drop_host[drop_path_index(i, (DropBranch)br, m->B, b)] != 0.0f;
+    drop_path_keep_flags(keep, m->drop_host, depth, m->B, 0, m->B);
     h5_write_ints(f, "batch/drop_keep", 3, dims, keep);
     free(keep);
 }
