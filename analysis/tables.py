@@ -5,7 +5,10 @@ usage: tables.py [--format md|latex|both] [--ignore-empty] NAME=results.h5 [NAME
 
 One results.h5 per method gives mean +- std across cases; several files under one name (folds)
 give the mean over folds of the per-fold means, +- the std across folds. Printed: the mean DSC
-and NSD over organs per method, then DSC and NSD per organ. Methods scored on different cases
+and NSD over organs per method (the mean of its per-organ means, as alice eval prints it; +- the
+std across cases of each case's organ-averaged score, or across folds of each fold's), then DSC
+and NSD per organ. NaN cells (eval_protocol = flare22: a truth one slice thick leaves nothing
+to score, the FLARE script's 0/0) are left out of every mean, as FLARE's tables leave them. Methods scored on different cases
 (a fold's union of cases against another's) are named in a warning on stderr.
 
 --ignore-empty: a (case, organ) whose truth lacks the organ is left out of every mean
@@ -21,14 +24,15 @@ from results_io import load_results, parse_runs
 
 
 def scored_cells(r, path, ignore_empty):
-    """The [cases, organs] mask of the cells the means take: all, or (ignore_empty) those whose
-    truth holds the organ."""
+    """The [cases, organs] mask of the cells the means take: those scored (not NaN) and, with
+    ignore_empty, whose truth holds the organ."""
+    scored = ~(np.isnan(r["dsc"]) | np.isnan(r["nsd"]))
     if not ignore_empty:
-        return np.ones(r["dsc"].shape, bool)
+        return scored
     if r["truth_voxels"] is None:
         raise SystemExit(f"{path}: no truth_voxels (written by an older alice eval), which "
                          f"--ignore-empty needs; run alice eval again")
-    return r["truth_voxels"] > 0
+    return scored & (r["truth_voxels"] > 0)
 
 
 def masked_mean(m, keep, axis):
@@ -36,6 +40,17 @@ def masked_mean(m, keep, axis):
     n = keep.sum(axis)
     with np.errstate(invalid="ignore"):
         return np.where(n > 0, np.where(keep, m, 0.0).sum(axis) / np.maximum(n, 1), np.nan)
+
+
+def nan_mean(m, axis, std=False):
+    """Mean (or std) of m over axis without its NaN values; NaN, without a warning, where all
+    are NaN."""
+    n = (~np.isnan(m)).sum(axis)
+    mean = np.where(np.isnan(m), 0.0, m).sum(axis) / np.maximum(n, 1)
+    if std:
+        dev = np.where(np.isnan(m), 0.0, m - np.expand_dims(mean, axis))
+        mean = np.sqrt((dev ** 2).sum(axis) / np.maximum(n, 1))
+    return np.where(n > 0, mean, np.nan)
 
 
 def summarise(paths, ignore_empty=False):
@@ -53,14 +68,14 @@ def summarise(paths, ignore_empty=False):
             organ_means = masked_mean(m, keep, 0)
             spread = np.sqrt(masked_mean((m - organ_means) ** 2, keep, 0))
             per_organ = (organ_means, spread)
-            case_means = masked_mean(m, keep, 1)     # organ-averaged score of each case
-            case_means = case_means[~np.isnan(case_means)]
-            overall = (case_means.mean(), case_means.std())
+            units = masked_mean(m, keep, 1)          # organ-averaged score of each case
         else:
             folds = np.stack([masked_mean(r[metric], k, 0) for r, k in zip(res, keeps)])
-            per_organ = (np.nanmean(folds, 0), np.nanstd(folds, 0))   # [folds, organs]
-            fold_means = np.nanmean(folds, 1)
-            overall = (fold_means.mean(), fold_means.std())
+            per_organ = (nan_mean(folds, 0), nan_mean(folds, 0, std=True))   # [folds, organs]
+            units = nan_mean(folds, 1)               # organ-averaged score of each fold
+        # the same mean for one file and for folds: over organs of the per-organ means
+        units = units[~np.isnan(units)]
+        overall = (nan_mean(per_organ[0], 0), units.std() if units.size else np.nan)
         out[metric] = per_organ
         out[metric + "_overall"] = overall
     out["spread"] = "cases" if len(res) == 1 else f"{len(res)} folds"

@@ -297,24 +297,39 @@ static void warn_label_convention(const EvalCase *cases, int n, const LabelSet *
                  "flare unless these labels really follow BTCV's numbering");
 }
 
+/* Mean of the n values x[0], x[stride], ... that are not NaN (flare22's unscoreable cells);
+ * NaN when none is. */
+static double mean_of_scored(const double *x, int n, size_t stride)
+{
+    double sum = 0.0;
+    int count = 0;
+    for (int i = 0; i < n; i++) {
+        const double v = x[(size_t)i * stride];
+        if (isnan(v)) continue;
+        sum += v;
+        count++;
+    }
+    return count ? sum / count : NAN;
+}
+
+/* Per organ the mean over cases, then the mean over organs, each of the scored (non-NaN)
+ * values, as analysis/tables.py takes them. */
 static void print_means(const LabelSet *set, int ncases, const double *dsc, const double *nsd)
 {
     printf("\n%-22s %6s %8s %8s\n", "organ", "tol_mm", "DSC", "NSD");
-    double all_d = 0, all_n = 0;
+    double *organ_d = xmalloc(sizeof(double) * (size_t)set->count);
+    double *organ_n = xmalloc(sizeof(double) * (size_t)set->count);
     for (int o = 0; o < set->count; o++) {
-        double d = 0, n = 0;
-        for (int c = 0; c < ncases; c++) {
-            d += dsc[(size_t)c * set->count + o];
-            n += nsd[(size_t)c * set->count + o];
-        }
-        d /= ncases;
-        n /= ncases;
-        all_d += d;
-        all_n += n;
-        printf("%-22s %6.1f %8.4f %8.4f\n", set->organs[o].name, set->organs[o].tolerance_mm, d, n);
+        organ_d[o] = mean_of_scored(dsc + o, ncases, (size_t)set->count);
+        organ_n[o] = mean_of_scored(nsd + o, ncases, (size_t)set->count);
+        printf("%-22s %6.1f %8.4f %8.4f\n", set->organs[o].name, set->organs[o].tolerance_mm,
+               organ_d[o], organ_n[o]);
     }
-    printf("%-22s %6s %8.4f %8.4f\n", "mean", "", all_d / set->count, all_n / set->count);
+    printf("%-22s %6s %8.4f %8.4f\n", "mean", "", mean_of_scored(organ_d, set->count, 1),
+           mean_of_scored(organ_n, set->count, 1));
     fflush(stdout);
+    free(organ_d);
+    free(organ_n);
 }
 
 /* What made each prediction: the description alice infer records in its files ("alice infer:

@@ -176,6 +176,10 @@ void case_scores(const uint8_t *gt, const uint8_t *pred, const int dim[3], const
             labelled_slice_range(gt, dim, organ->id, &first, &last)) {
             z_lo = first;
             z_hi = last;   /* exclusive, as the script's slice: the last labelled one left out */
+            if (z_lo == z_hi) {   /* a truth one slice thick: no slice left, the script's 0/0 */
+                dsc[o] = nsd[o] = NAN;
+                continue;
+            }
         }
         OrganScore s = organ_score_slices(gt, pred, dim, spacing, organ->id, organ->tolerance_mm,
                                           z_lo, z_hi);

@@ -14,8 +14,9 @@
  * NSD, on the axial slices z_lower <= z < z_upper only, z_lower and z_upper the truth's first
  * and last labelled slice (the script's gt[:, :, z_lower:z_upper], which leaves the last
  * labelled slice out); the empty-mask conventions are decided on the whole volume first, as
- * there. A truth one slice thick leaves no slice: scored as both empty (1; the script's Dice
- * divides 0 by 0 there).
+ * there. A truth one slice thick leaves no slice: DSC = NSD = NaN, the script's 0 / 0 (its
+ * tables' means skip it, as alice eval's printed means and analysis/tables.py do), never a
+ * score the prediction did not earn.
  * Volumes are uint8 label maps in C order [X, Y, Z] (Z fastest); spacing in mm per axis. */
 #ifndef ALICE_METRICS_H
 #define ALICE_METRICS_H

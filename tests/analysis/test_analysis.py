@@ -2,7 +2,8 @@
 here, and the plots written as non-trivial PNGs; methods scored on different organs and a
 file that is not a results file are refused with a message, not lined up or a traceback;
 methods scored on different cases are named in a warning; --ignore-empty leaves out the cells
-whose truth lacks the organ (hand-computed means)."""
+whose truth lacks the organ, and NaN cells (flare22's unscoreable ones) are always left out
+(hand-computed means)."""
 import os
 import subprocess
 import sys
@@ -109,14 +110,36 @@ def main():
         out = run(["tables.py", "--format", "md", "--ignore-empty", f"m={tmp}/empty.h5"])
         spleen = np.array([0.6, 0.4])          # case 0's spleen (absent, scored 1) left out
         case_means = np.array([(0.9 + 0.8) / 2, (0.7 + 0.6) / 2, (0.5 + 0.4 + 0.3) / 3])
+        # the overall mean: over organs of the organ means (0.7, 0.5, 0.55), as alice eval
+        # prints it and as for folds; its spread: across cases of their organ-averaged scores
+        organ_means = np.array([0.7, 0.5, 0.55])
         for want in (f"| spleen | {100 * spleen.mean():.2f} ± {100 * spleen.std():.2f}",
-                     f"| m | {100 * case_means.mean():.2f} ± {100 * case_means.std():.2f}"):
+                     f"| m | {100 * organ_means.mean():.2f} ± {100 * case_means.std():.2f}"):
             if want not in out:
                 failures.append(f"--ignore-empty: missing '{want}'")
         plain = run(["tables.py", "--format", "md", f"m={tmp}/empty.h5"])
         want = f"| spleen | {100 * d[:, 1].mean():.2f} ± {100 * d[:, 1].std():.2f}"
         if want not in plain:
             failures.append(f"without --ignore-empty: missing '{want}'")
+        # NaN cells (flare22's one-slice truth: the script's 0/0) left out of every mean, with
+        # or without --ignore-empty; the same NaN in a fold's file: that fold's organ mean only
+        n = d.copy()
+        n[2, 0] = np.nan
+        write_results(os.path.join(tmp, "nan.h5"), n, n, truth_voxels=v)
+        liver = np.array([0.9, 0.7])
+        organ_means = np.array([liver.mean(), d[:, 1].mean(), d[:, 2].mean()])
+        case_means = np.array([d[0].mean(), d[1].mean(), (0.4 + 0.3) / 2])
+        out = run(["tables.py", "--format", "md", f"m={tmp}/nan.h5"])
+        for want in (f"| liver | {100 * liver.mean():.2f} ± {100 * liver.std():.2f}",
+                     f"| m | {100 * organ_means.mean():.2f} ± {100 * case_means.std():.2f}"):
+            if want not in out or "nan" in out:
+                failures.append(f"NaN cell: missing '{want}' (or a nan printed)")
+        out = run(["tables.py", "--format", "md", f"f={tmp}/nan.h5", f"f={tmp}/empty.h5"])
+        liver_folds = np.array([liver.mean(), d[:, 0].mean()])
+        want = f"| liver | {100 * liver_folds.mean():.2f} ± {100 * liver_folds.std():.2f}"
+        if want not in out:
+            failures.append(f"NaN cell in a fold: missing '{want}'")
+        run(["plot_organs.py", "--out", os.path.join(tmp, "nan.png"), f"m={tmp}/nan.h5"])
         r = subprocess.run([sys.executable, "tables.py", "--ignore-empty", f"x={tmp}/a.h5"],
                            capture_output=True, text=True, cwd=ANALYSIS)
         if r.returncode == 0 or "no truth_voxels" not in r.stderr:

@@ -177,8 +177,10 @@ def case_scores(gt_labels, pred_labels, spacing, label_set="flare", protocol="pl
         if protocol == "flare22" and name in LABELLED_SLICES and (gt_labels == lid).any():
             z = np.where(gt_labels == lid)[2]
             gt, pred = gt_labels[:, :, z.min():z.max()], pred_labels[:, :, z.min():z.max()]
-            if not (gt == lid).any() and not (pred == lid).any():
-                out.append((name, 1.0, 1.0))   # a one-slice truth: nothing left to score
+            if not (gt == lid).any():
+                # a one-slice truth: nothing left; the script's Dice is 0/0 (compute_dice_
+                # coefficient returns NaN) and so is its surface Dice on empty masks
+                out.append((name, float("nan"), float("nan")))
                 continue
         out.append((name,) + organ_scores(gt, pred, spacing, lid, tol))
     return out

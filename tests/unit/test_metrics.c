@@ -286,10 +286,15 @@ static int test_flare22_labelled_slices(void)
     memset(gt.v, 0, (size_t)16 * 16 * 30);
     TEST_CHECK(organ_dsc(&gt, &pred, EVAL_PROTOCOL_FLARE22, AORTA_INDEX, &nsd_flare) == 0 &&
                    nsd_flare == 0, "flare22: a predicted aorta absent from the truth scores 0");
-    /* a truth one slice thick leaves no slice: both empty there, 1 */
+    /* a truth one slice thick leaves no slice: the script's 0 / 0, NaN, whatever the
+     * prediction (here the tube on z 10..19 around it; a perfect one alike) */
     fill_box(&gt, (int[]){5, 5, 12}, (int[]){4, 4, 1}, AORTA);
-    TEST_CHECK(organ_dsc(&gt, &pred, EVAL_PROTOCOL_FLARE22, AORTA_INDEX, &nsd_flare) == 1 &&
-                   nsd_flare == 1, "flare22: a one-slice truth scores as both empty");
+    TEST_CHECK(isnan(organ_dsc(&gt, &pred, EVAL_PROTOCOL_FLARE22, AORTA_INDEX, &nsd_flare)) &&
+                   isnan(nsd_flare), "flare22: a one-slice truth is not scored (NaN)");
+    TEST_CHECK(isnan(organ_dsc(&gt, &gt, EVAL_PROTOCOL_FLARE22, AORTA_INDEX, &nsd_flare)) &&
+                   isnan(nsd_flare), "flare22: a one-slice truth predicted exactly: NaN too");
+    TEST_CLOSE(organ_dsc(&gt, &pred, EVAL_PROTOCOL_PLAIN, AORTA_INDEX, &nsd_plain),
+               2.0 * 16 / (16 + 160), 1e-12, 0, "plain: the one-slice aorta in the 10-slice tube");
     TEST_CHECK(eval_protocol_from_name("flare22") == EVAL_PROTOCOL_FLARE22 &&
                    eval_protocol_from_name("plain") == EVAL_PROTOCOL_PLAIN &&
                    eval_protocol_from_name("flare") == -1, "eval_protocol names");
