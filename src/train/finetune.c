@@ -164,33 +164,71 @@ static SegLoss forward_backward(StepGraph *graph, UnetrModel *m)
     return unetr_read_losses(m);
 }
 
-/* The benchmark's step (train/step_bench.h): the loop's own step on the batch left in the
- * model's buffers: gradient sync start, forward + backward through the step graph, then
- * train_optimizer_step (all-reduce, guard, clipping, AdamW). */
+/* What a step's micro-batches (train_accumulate_step) work on: the training loop's, which
+ * read the loader, or the benchmark's (loader NULL), which reuse the batch left in the
+ * model's buffers. */
 typedef struct {
     UnetrModel *m;
     const Config *cfg;
     const Dist *dist;
     GradSync *sync;
     StepGraph *graph;
-} BenchCtx;
+    Loader *loader;
+} StepCtx;
 
-/* Untimed: the step's drop-path draws (nothing without drop-path). */
+/* The loader's micro-batch u = step x accum_steps + micro into the model's fixed buffers
+ * (BEFORE the step's recorded work), and the drop-path draws of its samples (keyed by their
+ * global indices). Labels were checked against num_classes when each case was read. */
+static void load_micro_batch(StepCtx *c, long step, int micro)
+{
+    const long u = step * c->cfg->accum_steps + micro;   /* the loader's micro-step */
+    FinetuneBatch batch;
+    loader_next_finetune_batch(c->loader, u, &batch);
+    const size_t crop_vox = (size_t)unetr_crop_voxels(c->m);
+    if (batch.on_device) {
+        /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory, on its
+         * upload stream while the previous step computed (io/loader.h). */
+        c->m->be->copy(c->m->image, batch.image, (size_t)c->m->B * crop_vox * sizeof(float));
+        c->m->be->copy(c->m->label, batch.label, (size_t)c->m->B * crop_vox * sizeof(int32_t));
+    } else {
+        unetr_set_batch(c->m, batch.image, batch.label);
+    }
+    unetr_draw_drop_path(c->m, step, loader_global_sample(c->loader, u, 0));
+}
+
+/* One micro-batch (MicroBatchStep): terms = loss, ce, dice. */
+static void micro_batch_step(void *ctx, long step, int micro, double *terms)
+{
+    StepCtx *c = ctx;
+    if (c->loader) load_micro_batch(c, step, micro);
+    const SegLoss t = forward_backward(c->graph, c->m);
+    terms[0] = t.loss;
+    terms[1] = t.ce;
+    terms[2] = t.dice;
+}
+
+/* Forward + backward of a whole step (its accum_steps micro-batches), then the optimiser
+ * (all-reduce, guard, clipping, AdamW); terms averaged over micro-batches and ranks. */
+static StepOutcome whole_step(StepCtx *c, long step, double terms[3], float *lr, double *gnorm)
+{
+    train_accumulate_step(c->cfg, &c->m->ps, c->sync, step, micro_batch_step, c, terms, 3);
+    return train_optimizer_step(c->cfg, c->dist, c->sync, terms, 3, step, lr, gnorm, NULL);
+}
+
+/* The benchmark's step (train/step_bench.h): the loop's own step on the batch left in the
+ * model's buffers, its drop-path draws made untimed, once for all micro-batches. */
 static void bench_prepare(void *ctx, long s)
 {
-    BenchCtx *b = ctx;
-    unetr_draw_drop_path(b->m, s, 0);
+    StepCtx *c = ctx;
+    unetr_draw_drop_path(c->m, s, 0);
 }
 
 static void bench_step(void *ctx, long s)
 {
-    BenchCtx *b = ctx;
-    grad_sync_begin(b->sync);
-    SegLoss t = forward_backward(b->graph, b->m);
-    double terms[3] = {t.loss, t.ce, t.dice};
+    double terms[3];
     float lr;
     double gnorm;
-    if (train_optimizer_step(b->cfg, b->dist, b->sync, terms, 3, s, &lr, &gnorm, NULL) != STEP_APPLIED)
+    if (whole_step(ctx, s, terms, &lr, &gnorm) != STEP_APPLIED)
         alice_die("benchmark step %ld produced a non-finite loss (%g) or gradient: lower lr or "
                   "check precision", s, terms[0]);
 }
@@ -212,7 +250,8 @@ static void run_bench(UnetrModel *m, const Config *cfg, const Dist *dist, long s
     train_grad_sync_init(&sync, cfg, dist, &m->ps);
     StepGraph graph;
     train_step_graph_init(&graph, m->be, cfg, &sync);
-    BenchCtx ctx = {m, cfg, dist, &sync, &graph};
+    m->zero_grads_in_step = cfg->accum_steps == 1;   /* as the loop: zeroed once per step */
+    StepCtx ctx = {m, cfg, dist, &sync, &graph, NULL};
     BenchStep step = {bench_prepare, bench_step, &ctx};
     double med = step_bench_median_seconds(m->be, steps, &step);
     step_bench_report("unetr", cfg, m->B, med, unetr_step_flops(m), &graph);
@@ -341,9 +380,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         validate_after(&model, loader, &dist, start, nval, &best);
     }
     const long global_batch = train_global_batch(cfg, &dist);
-    const int accum = cfg->accum_steps;
-    model.zero_grads_in_step = accum == 1;   /* accumulation: zeroed once per step, below */
-    const size_t crop_vox = (size_t)unetr_crop_voxels(&model);
+    model.zero_grads_in_step = cfg->accum_steps == 1;   /* accumulation: zeroed once per step */
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.ps);
     /* cuda_graph (1, or auto on CUDA without an overlapped all-reduce): the step recorded
@@ -352,38 +389,13 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     StepGraph graph;
     train_step_graph_init(&graph, be, cfg, &sync);
     int status = 0, chunk_stopped = 0;
+    StepCtx ctx = {&model, cfg, &dist, &sync, &graph, loader};
     for (long step = start; step < cfg->steps; step++) {
         double t0 = wall_seconds();
-        if (accum > 1) be->fill(model.ps.grad, 0.0f, model.ps.total);
-        double terms[3] = {0.0, 0.0, 0.0};
-        for (int micro = 0; micro < accum; micro++) {
-            const long u = step * accum + micro;   /* the loader's micro-step */
-            FinetuneBatch batch;
-            loader_next_finetune_batch(loader, u, &batch);
-            /* Labels were checked against num_classes when each case was read (the loader).
-             * The batch goes into the model's fixed buffers BEFORE the step's recorded work. */
-            const size_t image_bytes = (size_t)cfg->batch * crop_vox * sizeof(float);
-            const size_t label_bytes = (size_t)cfg->batch * crop_vox * sizeof(int32_t);
-            if (batch.on_device) {
-                /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory,
-                 * on its upload stream while the previous step computed (io/loader.h). */
-                be->copy(model.image, batch.image, image_bytes);
-                be->copy(model.label, batch.label, label_bytes);
-            } else {
-                unetr_set_batch(&model, batch.image, batch.label);
-            }
-            /* drop-path's draws for the micro-batch's samples (the loader's global indices) */
-            unetr_draw_drop_path(&model, step, loader_global_sample(loader, u, 0));
-            /* the all-reduce (overlapped with backward where it is) after the last one only */
-            if (micro == accum - 1) grad_sync_begin(&sync);
-            const SegLoss t = forward_backward(&graph, &model);
-            const double mt[3] = {t.loss, t.ce, t.dice};
-            for (int k = 0; k < 3; k++) terms[k] += mt[k] / accum;
-        }
+        double terms[3];
         float lr;
         double gnorm;
-        StepOutcome outcome = train_optimizer_step(cfg, &dist, &sync, terms, 3, step, &lr, &gnorm,
-                                                   NULL);
+        StepOutcome outcome = whole_step(&ctx, step, terms, &lr, &gnorm);
         if (outcome == STEP_STOPPED) { status = 1; break; }
         /* A skipped step (on_nonfinite = skip) writes no metrics row, but its validation and
          * boundary still run: the last validation, the periodic or last checkpoint, the

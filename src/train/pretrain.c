@@ -79,34 +79,92 @@ static StepOutcome pretrain_update(PretrainModel *m, const Config *cfg, const Di
     return outcome;
 }
 
-/* The benchmark's step (train/step_bench.h): the loop's own step on fixed views. Masks are
- * drawn untimed (host work the loop overlaps with nothing either, but the PyTorch reference
- * draws its masks outside its timed region too); timed: gradient sync start, forward + backward
- * through the step graph, then pretrain_update, which is every kernel the loop runs after
- * backward (tests/reference/bench_torch_step.py times the same: clipping, AdamW, EMA). */
+/* Query/key pairs of this run: crops drawn, drawn again (pair_redraws), and kept with their
+ * matched point outside the key volume. */
+typedef struct {
+    long pairs, redrawn, outside;
+} PairCounts;
+
+static void count_pairs(PairCounts *c, const PretrainBatch *b)
+{
+    for (int j = 0; j < b->batch; j++) {
+        c->pairs++;
+        c->redrawn += b->pair_redrawn[j];
+        c->outside += b->key_outside[j];
+    }
+}
+
+/* What a step's micro-batches (train_accumulate_step) work on: the training loop's, which
+ * read the loader, or the benchmark's (loader NULL), which reuse the views and masks set. */
 typedef struct {
     PretrainModel *m;
     const Config *cfg;
     const Dist *dist;
     GradSync *sync;
     StepGraph *graph;
-} BenchCtx;
+    Loader *loader;
+    PairCounts *pairs;
+} StepCtx;
 
+/* The loader's micro-batch u = step x accum_steps + micro into the model: its views, and the
+ * masks and drop-path draws of its samples (keyed by their global indices). */
+static void load_micro_batch(StepCtx *c, long step, int micro)
+{
+    const long u = step * c->cfg->accum_steps + micro;   /* the loader's micro-step */
+    PretrainBatch batch;
+    loader_next_pretrain_batch(c->loader, u, &batch);
+    count_pairs(c->pairs, &batch);
+    const float *views[VIEW_COUNT];
+    batch_views(&batch, views);
+    /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory already, on
+     * its upload stream while the previous step computed (io/loader.h). */
+    pretrain_model_transfer_views(c->m, views,
+                                  batch.on_device ? VIEWS_FROM_DEVICE : VIEWS_FROM_HOST);
+    pretrain_model_draw_masks(c->m, step, loader_global_sample(c->loader, u, 0));
+}
+
+/* One micro-batch (MicroBatchStep): with accumulation the teacher's batch mean joins the
+ * step's DINO centers, which the first micro-batch starts afresh (a skipped step's are not
+ * carried over). */
+static void micro_batch_step(void *ctx, long step, int micro, double *terms)
+{
+    StepCtx *c = ctx;
+    if (c->loader) load_micro_batch(c, step, micro);
+    if (micro == 0) c->m->centers_collected = 0;
+    const LossTerms t = forward_backward(c->graph, c->m, step);
+    if (c->cfg->accum_steps > 1) pretrain_model_collect_centers(c->m);
+    terms[0] = t.loss;
+    terms[1] = t.l_r;
+    terms[2] = t.l_dv;
+    terms[3] = t.l_st;
+}
+
+/* Forward + backward of a whole step (its accum_steps micro-batches), then pretrain_update;
+ * terms: the step's loss terms averaged over micro-batches and ranks. */
+static StepOutcome whole_step(StepCtx *c, long step, double terms[4], float *lr, double *gnorm)
+{
+    train_accumulate_step(c->cfg, &c->m->online, c->sync, step, micro_batch_step, c, terms, 4);
+    return pretrain_update(c->m, c->cfg, c->dist, c->sync, terms, step, lr, gnorm);
+}
+
+/* The benchmark's step (train/step_bench.h): the loop's own step on fixed views. Masks are
+ * drawn untimed (host work the loop overlaps with nothing either, but the PyTorch reference
+ * draws its masks outside its timed region too), once for all micro-batches; timed: each
+ * micro-batch's forward + backward through the step graph (the gradient sync started with
+ * the last), then pretrain_update, which is every kernel the loop runs after backward
+ * (tests/reference/bench_torch_step.py times the same: clipping, AdamW, EMA). */
 static void bench_prepare(void *ctx, long s)
 {
-    BenchCtx *b = ctx;
-    pretrain_model_draw_masks(b->m, s, 0);
+    StepCtx *c = ctx;
+    pretrain_model_draw_masks(c->m, s, 0);
 }
 
 static void bench_step(void *ctx, long s)
 {
-    BenchCtx *b = ctx;
-    grad_sync_begin(b->sync);
-    LossTerms t = forward_backward(b->graph, b->m, s);
-    double terms[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
+    double terms[4];
     float lr;
     double gnorm;
-    if (pretrain_update(b->m, b->cfg, b->dist, b->sync, terms, s, &lr, &gnorm) != STEP_APPLIED)
+    if (whole_step(ctx, s, terms, &lr, &gnorm) != STEP_APPLIED)
         alice_die("benchmark step %ld produced a non-finite loss (%g) or gradient: lower lr or "
                   "check precision", s, terms[0]);
 }
@@ -126,7 +184,8 @@ static int run_bench(PretrainModel *m, const Config *cfg, const Dist *dist, long
      * of the timed steps is a replayed one. */
     StepGraph graph;
     train_step_graph_init(&graph, m->be, cfg, &sync);
-    BenchCtx ctx = {m, cfg, dist, &sync, &graph};
+    m->zero_grads_in_step = cfg->accum_steps == 1;   /* as the loop: zeroed once per step */
+    StepCtx ctx = {m, cfg, dist, &sync, &graph, NULL, NULL};
     BenchStep step = {bench_prepare, bench_step, &ctx};
     double med = step_bench_median_seconds(m->be, steps, &step);
     step_bench_report(cfg->method, cfg, m->B, med, pretrain_model_step_flops(m), &graph);
@@ -180,21 +239,6 @@ static void log_model(const PretrainModel *m, const Dist *d)
              m->online.total * 16.0 / 1048576.0, m->alice ? " + EMA target" : "",
              acts / 1048576.0, m->B, d->size);
     train_log_drop_path(c, m->drop_host != NULL, "the student encoder's");
-}
-
-/* Query/key pairs of this run: crops drawn, drawn again (pair_redraws), and kept with their
- * matched point outside the key volume. */
-typedef struct {
-    long pairs, redrawn, outside;
-} PairCounts;
-
-static void count_pairs(PairCounts *c, const PretrainBatch *b)
-{
-    for (int j = 0; j < b->batch; j++) {
-        c->pairs++;
-        c->redrawn += b->pair_redrawn[j];
-        c->outside += b->key_outside[j];
-    }
 }
 
 /* Collective: the counts summed over ranks, said once. */
@@ -256,10 +300,9 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
 
     const long global_batch = train_global_batch(cfg, &dist);
-    const int accum = cfg->accum_steps;
     /* accumulation: the loop zeroes the gradients before a step's first micro-batch, and every
      * micro-batch's backward adds to them (one recorded step serves them all) */
-    model.zero_grads_in_step = accum == 1;
+    model.zero_grads_in_step = cfg->accum_steps == 1;
     GradSync sync;
     train_grad_sync_init(&sync, cfg, &dist, &model.online);
     StepGraph graph;   /* cuda_graph: the step recorded once, then replayed */
@@ -267,45 +310,24 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     int status = 0;
     long step = start;
     PairCounts pairs = {0, 0, 0};
+    StepCtx ctx = {&model, cfg, &dist, &sync, &graph, loader, &pairs};
     for (; step < cfg->steps; step++) {
         double t0 = wall_seconds();
-        if (accum > 1) be->fill(model.online.grad, 0.0f, model.online.total);
-        model.centers_collected = 0;   /* a skipped step's collection is not carried over */
-        double terms[4] = {0.0, 0.0, 0.0, 0.0};
-        for (int micro = 0; micro < accum; micro++) {
-            const long u = step * accum + micro;   /* the loader's micro-step */
-            PretrainBatch batch;
-            loader_next_pretrain_batch(loader, u, &batch);
-            count_pairs(&pairs, &batch);
-            const float *views[VIEW_COUNT];
-            batch_views(&batch, views);
-            /* device = cuda: the loader uploaded (or rendered) the batch into GPU memory
-             * already, on its upload stream while the previous step computed (io/loader.h). */
-            pretrain_model_transfer_views(&model, views,
-                                          batch.on_device ? VIEWS_FROM_DEVICE : VIEWS_FROM_HOST);
-            pretrain_model_draw_masks(&model, step, loader_global_sample(loader, u, 0));
-            /* the all-reduce (overlapped with backward where it is) after the last one only */
-            if (micro == accum - 1) grad_sync_begin(&sync);
-            LossTerms t = forward_backward(&graph, &model, step);
-            if (accum > 1) pretrain_model_collect_centers(&model);
-            const double mt[4] = {t.loss, t.l_r, t.l_dv, t.l_st};
-            for (int k = 0; k < 4; k++) terms[k] += mt[k] / accum;
-        }
+        double terms[4];
         float lr;
         double gnorm;
-        StepOutcome outcome = pretrain_update(&model, cfg, &dist, &sync, terms, step, &lr, &gnorm);
+        StepOutcome outcome = whole_step(&ctx, step, terms, &lr, &gnorm);
         if (outcome == STEP_STOPPED) { status = 1; break; }
         /* A skipped step (on_nonfinite = skip) writes no metrics row, but its boundary still
          * runs: the periodic or last checkpoint, the preemption check. */
         if (outcome == STEP_APPLIED) {
-            const LossTerms t = {terms[0], terms[1], terms[2], terms[3]};
             be->synchronize();
             double dt = wall_seconds() - t0;
             int print = (step + 1) % cfg->log_every == 0 || step == start;
             /* The collapse monitor costs a download: log steps only (rank 0's batch). */
             double spread = print ? pretrain_model_feature_spread(&model) : NAN;
-            double row[COL_COUNT] = {t.loss, t.l_r, model.alice ? t.l_dv : NAN,
-                                     model.alice ? t.l_st : NAN, lr, gnorm, dt * 1e3,
+            double row[COL_COUNT] = {terms[0], terms[1], model.alice ? terms[2] : NAN,
+                                     model.alice ? terms[3] : NAN, lr, gnorm, dt * 1e3,
                                      global_batch / dt, spread};
             runlog_row(&log, step, row, print);
         }

@@ -39,13 +39,17 @@ void step_bench_uniform(float *x, size_t n, uint64_t seed)
     for (size_t i = 0; i < n; i++) x[i] = rng_uniform(&rng);
 }
 
-void step_bench_report(const char *method, const Config *cfg, int batch, double s_per_step,
-                       double flop_per_step, const StepGraph *graph)
+void step_bench_report(const char *method, const Config *cfg, int micro_batch,
+                       double s_per_step, double micro_batch_flop, const StepGraph *graph)
 {
-    log_info("alice_step method=%s device=%s precision=%s crop=%d,%d,%d batch=%d s_per_step=%.4f "
-             "peak_rss_mb=%.0f gpu_peak_mb=%.0f gflop_per_step=%.2f gflops=%.1f flop_per_step=%.0f "
-             "cuda_graph=%d graph_replays=%ld",
+    /* a step is accum_steps micro-batches, each of micro_batch crops and micro_batch_flop */
+    const int batch = micro_batch * cfg->accum_steps;
+    const double flop_per_step = micro_batch_flop * cfg->accum_steps;
+    log_info("alice_step method=%s device=%s precision=%s crop=%d,%d,%d batch=%d accum_steps=%d "
+             "s_per_step=%.4f peak_rss_mb=%.0f gpu_peak_mb=%.0f gflop_per_step=%.2f gflops=%.1f "
+             "flop_per_step=%.0f cuda_graph=%d graph_replays=%ld",
              method, cfg->device, cfg->precision, cfg->crop[0], cfg->crop[1], cfg->crop[2], batch,
+             cfg->accum_steps,
              s_per_step, train_peak_rss_mib(), gpu_peak_bytes() / 1048576.0, flop_per_step / 1e9,
              flop_per_step / s_per_step / 1e9,
              flop_per_step,   /* exact, for the reference counts (tests/reference) */

@@ -3,12 +3,14 @@
  * the median seconds per step, and one machine-readable line that tests/gpu/run.sh and
  * `make bench` parse:
  *
- *   alice_step method=M device=D precision=P crop=X,Y,Z batch=B s_per_step=S peak_rss_mb=R
- *              gpu_peak_mb=G gflop_per_step=F gflops=F/S flop_per_step=F cuda_graph=0|1
- *              graph_replays=N
+ *   alice_step method=M device=D precision=P crop=X,Y,Z batch=B accum_steps=K s_per_step=S
+ *              peak_rss_mb=R gpu_peak_mb=G gflop_per_step=F gflops=F/S flop_per_step=F
+ *              cuda_graph=0|1 graph_replays=N
  *
- * The FLOP count is the model's own analytic count of one step (matmul and convolution FLOPs,
- * 2 per multiply-add; pretrain_model_step_flops, unetr_step_flops). */
+ * A step is the optimiser's: K micro-batches of B/K crops each (gradient accumulation), B the
+ * rank's batch per step. The FLOP count is the model's own analytic count of its micro-batches
+ * (matmul and convolution FLOPs, 2 per multiply-add; pretrain_model_step_flops,
+ * unetr_step_flops, times K). */
 #ifndef ALICE_STEP_BENCH_H
 #define ALICE_STEP_BENCH_H
 
@@ -39,10 +41,11 @@ double step_bench_median_seconds(const AliceBackend *be, long steps, const Bench
  * synthetic crops of a benchmark (no data file needed). */
 void step_bench_uniform(float *x, size_t n, uint64_t seed);
 
-/* Prints the alice_step line (log_info, rank 0) for a step of flop_per_step FLOPs that took
- * s_per_step seconds (median) at `batch` crops of cfg->crop; graph: the loop's step graph
- * (cuda_graph = whether steps may replay, graph_replays = steps that did). */
-void step_bench_report(const char *method, const Config *cfg, int batch, double s_per_step,
-                       double flop_per_step, const StepGraph *graph);
+/* Prints the alice_step line (log_info, rank 0) for an optimiser step of cfg->accum_steps
+ * micro-batches, each of micro_batch crops of cfg->crop and micro_batch_flop FLOPs, that took
+ * s_per_step seconds (median); graph: the loop's step graph (cuda_graph = whether steps may
+ * replay, graph_replays = steps, or micro-batches with accumulation, that did). */
+void step_bench_report(const char *method, const Config *cfg, int micro_batch,
+                       double s_per_step, double micro_batch_flop, const StepGraph *graph);
 
 #endif

@@ -248,6 +248,22 @@ void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Confi
     }
 }
 
+void train_accumulate_step(const Config *cfg, ParamSet *ps, GradSync *sync, long step,
+                           MicroBatchStep run, void *ctx, double *terms, int nterms)
+{
+    ALICE_ASSERT(nterms >= 1 && nterms <= TRAIN_MAX_TERMS, "%d loss terms (1..%d)", nterms,
+                 TRAIN_MAX_TERMS);
+    const int accum = cfg->accum_steps;
+    if (accum > 1) ps->be->fill(ps->grad, 0.0f, ps->total);
+    for (int k = 0; k < nterms; k++) terms[k] = 0.0;
+    for (int micro = 0; micro < accum; micro++) {
+        if (micro == accum - 1) grad_sync_begin(sync);
+        double mt[TRAIN_MAX_TERMS];
+        run(ctx, step, micro, mt);
+        for (int k = 0; k < nterms; k++) terms[k] += mt[k] / accum;
+    }
+}
+
 StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *sync, double *terms,
                                  int nterms, long step, float *lr, double *grad_norm,
                                  const EmaUpdate *ema)

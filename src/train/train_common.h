@@ -72,6 +72,22 @@ int train_resume_checkpoint(const Config *cfg, const Dist *d, const AliceBackend
                             const char *kind, const char *resume_from, int resume, char *ckpt,
                             size_t n);
 
+/* Most loss terms a loop logs (LossTerms: 4). */
+enum { TRAIN_MAX_TERMS = 4 };
+
+/* One micro-batch of a step: loads it (or not: the benchmark's fixed batch), runs forward +
+ * backward, which add to the gradients, and writes its nterms loss terms to terms. */
+typedef void (*MicroBatchStep)(void *ctx, long step, int micro, double *terms);
+
+/* The forward + backward half of a step of every loop and benchmark, over cfg->accum_steps
+ * micro-batches: with more than one the gradients of ps are zeroed here, once (the models
+ * leave them when their zero_grads_in_step is 0), each micro-batch's backward adds to them,
+ * and sync's all-reduce begins with the last one's backward (grad_sync_begin; overlapped
+ * where it is). terms comes back as the micro-batches' mean; train_optimizer_step then
+ * scales the summed gradients by 1/accum_steps and finishes the step. */
+void train_accumulate_step(const Config *cfg, ParamSet *ps, GradSync *sync, long step,
+                           MicroBatchStep run, void *ctx, double *terms, int nterms);
+
 typedef enum { STEP_APPLIED, STEP_SKIPPED, STEP_STOPPED } StepOutcome;
 /* The optimiser half of a training step, shared by every loop: waits for the gradients of
  * sync->ps averaged over the ranks (grad_sync_finish) and, with accum_steps > 1, over the

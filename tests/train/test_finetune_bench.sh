@@ -6,7 +6,8 @@
 # flop_per_step (unetr_step_flops, C) equals the independent counts of
 # tests/reference/unetr_flops_ref.py: the layer-by-layer formula AND the convolutions and
 # matmuls that one PyTorch forward + backward of unetr_ref.UNETR dispatches. A second, odd
-# configuration (non-cubic crop, depth 6, batch 1, 3 classes) checks the count's geometry.
+# configuration (non-cubic crop, depth 6, batch 1, 3 classes) checks the count's geometry; a
+# third (batch 1, accum_steps 2) that a step is the optimiser's: batch 2 and twice the count.
 # A non-positive step count is refused with a message.
 source "$(dirname "$0")/lib.sh"
 TINY=$ROOT/jobs/finetune_tiny.cfg
@@ -36,8 +37,10 @@ for raw in open(tiny):
         k, v = raw.split("=", 1)
         cfg[k.strip()] = v.strip()
 cfg.update(over)
+accum = int(cfg.get("accum_steps", "1"))
 want = {"method": "unetr", "device": "cpu", "precision": "fp32", "crop": cfg["crop"],
-        "batch": cfg["batch"], "cuda_graph": "0", "graph_replays": "0"}
+        "batch": str(int(cfg["batch"]) * accum), "accum_steps": str(accum), "cuda_graph": "0",
+        "graph_replays": "0"}
 for k, v in want.items():
     if kv.get(k) != v:
         bad.append("%s=%s, want %s" % (k, kv.get(k), v))
@@ -48,8 +51,9 @@ for k in ("s_per_step", "peak_rss_mb", "gflop_per_step", "gflops", "flop_per_ste
 c = int(kv["flop_per_step"])
 analytic = int(re.search(r"unetr_flops batch=.* flop_per_step=(\d+)", ref).group(1))
 measured = int(re.search(r"measured flop_per_step=(\d+)", ref).group(1))
-if not c == analytic == measured:
-    bad.append("flop_per_step: C %d, analytic %d, PyTorch-measured %d" % (c, analytic, measured))
+if not c == analytic * accum == measured * accum:   # the references count one micro-batch
+    bad.append("flop_per_step: C %d, analytic %d, PyTorch-measured %d, accum_steps %d"
+               % (c, analytic, measured, accum))
 gf = float(kv["gflops"]) if "gflops" in kv else 0.0
 expect = c / 1e9 / float(kv["s_per_step"])
 if abs(gf - expect) > 0.05 * expect + 0.1:   # the line's rounding of s_per_step (4 decimals)
@@ -62,6 +66,7 @@ PY
 
 check_case tiny
 check_case odd crop=32,48,16 depth=6 feature_size=4 embed_dim=48 heads=4 num_classes=3 batch=1
+check_case accum batch=1 accum_steps=2
 
 if "$ALICE" finetune --config "$TINY" --bench-steps 0 > "$WORK/zero.log" 2>&1; then
     fail "--bench-steps 0 was accepted"
