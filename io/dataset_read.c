@@ -46,7 +46,9 @@ static void attr_read_string(const Dataset *ds, hid_t obj, const char *where, co
                              char *out, size_t n)
 {
     char *s = h5_attr_read_string(obj, name);
-    if (!s) alice_die("%s: %s has no attribute '%s' (re-pack the data set)", ds->path, where, name);
+    if (!s)
+        alice_die("%s: %s has no attribute '%s', or it holds no single string; the file is "
+                  "damaged or not written by `alice pack` (re-pack it)", ds->path, where, name);
     snprintf(out, n, "%s", s);
     free(s);
 }
@@ -76,6 +78,9 @@ static void read_case_meta(Dataset *ds, DatasetCase *c)
     attr_read_string(ds, g, where, "source_image", c->source_image, sizeof c->source_image);
     attr_read_string(ds, g, where, "source_label", c->source_label, sizeof c->source_label);
     c->has_label = H5Lexists(g, DS_LABEL, H5P_DEFAULT) > 0;
+    if (H5Lexists(g, DS_IMAGE, H5P_DEFAULT) <= 0)
+        alice_die("%s: case %s has no %s dataset; the file is damaged or not written by `alice "
+                  "pack` (re-pack it)", ds->path, c->name, DS_IMAGE);
     hid_t d = CHECK_H5(H5Dopen2(g, DS_IMAGE, H5P_DEFAULT));
     hid_t space = CHECK_H5(H5Dget_space(d));
     hsize_t dims[3];
@@ -141,6 +146,16 @@ Dataset *dataset_open(const char *path)
             alice_die("%s: no /%s/name; the file is damaged or not written by `alice pack` "
                       "(re-pack it)", path, DS_GROUP_INDEX);
         hid_t d = CHECK_H5(H5Dopen2(ds->file, DS_GROUP_INDEX "/name", H5P_DEFAULT));
+        /* alice pack writes fixed-length strings; HDF5 converts no variable-length ones (as
+         * h5py writes a list of Python str) to them */
+        hid_t ftype = CHECK_H5(H5Dget_type(d));
+        const int fixed_strings = H5Tget_class(ftype) == H5T_STRING &&
+                                  H5Tis_variable_str(ftype) == 0;
+        CHECK_H5(H5Tclose(ftype));
+        if (!fixed_strings)
+            alice_die("%s: /%s/name does not hold fixed-length strings; the file is damaged or "
+                      "was edited by another tool (re-pack it with `alice pack`)", path,
+                      DS_GROUP_INDEX);
         hid_t nspace = CHECK_H5(H5Dget_space(d));
         const hssize_t listed = H5Sget_simple_extent_npoints(nspace);
         CHECK_H5(H5Sclose(nspace));
@@ -203,7 +218,14 @@ static void read_box_locked(Dataset *ds, const DatasetCase *c, const char *what,
     const hsize_t count[3] = {(hsize_t)size[0], (hsize_t)size[1], (hsize_t)size[2]};
     CHECK_H5(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL));
     hid_t mem = CHECK_H5(H5Screate_simple(3, count, NULL));
-    CHECK_H5(H5Dread(d, type, mem, space, H5P_DEFAULT, out));
+    /* The metadata were checked when the file was opened; what fails here is the voxel data
+     * itself (a damaged chunk: a bit flip, a copy cut short on a shared file system). */
+    herr_t read;
+    H5E_BEGIN_TRY { read = H5Dread(d, type, mem, space, H5P_DEFAULT, out); } H5E_END_TRY;
+    if (read < 0)
+        alice_die("%s: case %s: its %s voxels cannot be read (a damaged chunk: the copy is "
+                  "corrupt; copy the file again, or re-pack it with `alice pack`)", ds->path,
+                  c->name, what);
     CHECK_H5(H5Sclose(mem));
     CHECK_H5(H5Sclose(space));
     CHECK_H5(H5Dclose(d));

@@ -239,12 +239,23 @@ static void attr_scalar(hid_t loc, const char *name, hid_t type, const void *val
 void h5_attr_long(hid_t loc, const char *name, long value) { attr_scalar(loc, name, H5T_NATIVE_LONG, &value); }
 void h5_attr_double(hid_t loc, const char *name, double value) { attr_scalar(loc, name, H5T_NATIVE_DOUBLE, &value); }
 
+/* 1 when attribute attr holds one value (a scalar, or an array of one element): H5Aread
+ * writes every element, so reading an array into one value's buffer would overrun it. */
+static int attr_holds_one_value(hid_t attr)
+{
+    hid_t space = CHECK_H5(H5Aget_space(attr));
+    const hssize_t n = H5Sget_simple_extent_npoints(space);
+    CHECK_H5(H5Sclose(space));
+    return n == 1;
+}
+
 char *h5_attr_read_string(hid_t loc, const char *name)
 {
     if (H5Aexists(loc, name) <= 0) return NULL;
     hid_t attr = CHECK_H5(H5Aopen(loc, name, H5P_DEFAULT));
     hid_t type = CHECK_H5(H5Aget_type(attr));
-    if (H5Tget_class(type) != H5T_STRING) {   /* a number where a string belongs: foreign */
+    /* a number where a string belongs, or several strings: foreign */
+    if (H5Tget_class(type) != H5T_STRING || !attr_holds_one_value(attr)) {
         CHECK_H5(H5Tclose(type));
         CHECK_H5(H5Aclose(attr));
         return NULL;
@@ -277,14 +288,19 @@ char *h5_attr_read_string(hid_t loc, const char *name)
     return out;
 }
 
-/* A scalar attribute read as memory type `type`; 0 when absent. */
+/* A scalar attribute read as memory type `type`; 0 when absent, and when it is no single
+ * number (an array, a string: a foreign or damaged file, whose caller says so). */
 static int attr_read_scalar(hid_t loc, const char *name, hid_t type, void *value)
 {
     if (H5Aexists(loc, name) <= 0) return 0;
     hid_t attr = CHECK_H5(H5Aopen(loc, name, H5P_DEFAULT));
-    CHECK_H5(H5Aread(attr, type, value));
+    hid_t stored = CHECK_H5(H5Aget_type(attr));
+    const H5T_class_t cls = H5Tget_class(stored);
+    CHECK_H5(H5Tclose(stored));
+    const int ok = (cls == H5T_INTEGER || cls == H5T_FLOAT) && attr_holds_one_value(attr);
+    if (ok) CHECK_H5(H5Aread(attr, type, value));
     CHECK_H5(H5Aclose(attr));
-    return 1;
+    return ok;
 }
 
 int h5_attr_read_long(hid_t loc, const char *name, long *value)

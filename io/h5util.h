@@ -45,10 +45,11 @@ void h5_read_ints(hid_t loc, const char *name, int *data, size_t count);
 void h5_attr_string(hid_t loc, const char *name, const char *value);
 void h5_attr_long(hid_t loc, const char *name, long value);
 void h5_attr_double(hid_t loc, const char *name, double value);
-/* Reads a string attribute into a malloc'd buffer (NULL when absent or not a string: callers
- * then treat the file as foreign, with their own message). */
+/* Reads a string attribute into a malloc'd buffer (NULL when absent, not a string or several:
+ * callers then treat the file as foreign, with their own message). */
 char *h5_attr_read_string(hid_t loc, const char *name);
-/* Reads an integer attribute; returns 0 when absent (value untouched). */
+/* Reads an integer attribute; returns 0 (value untouched) when absent or not one number (an
+ * array, a string: the caller treats the file as foreign). */
 int h5_attr_read_long(hid_t loc, const char *name, long *value);
 /* The same for a floating-point attribute. */
 int h5_attr_read_double(hid_t loc, const char *name, double *value);

@@ -236,16 +236,31 @@ long checkpoint_latest_step(const char *run_dir)
     return latest;
 }
 
+/* The steps done that checkpoint f holds: one number, or the file is no checkpoint to go on
+ * from (resuming at step 0 with its weights would retrain what they learnt). */
+static long read_step(hid_t f, const char *path)
+{
+    long step = 0;
+    if (!h5_attr_read_long(f, "step", &step) || step < 0)
+        alice_die("%s: no step attribute holding one non-negative number; the checkpoint is "
+                  "damaged or not written by alice (resume from another one)", path);
+    return step;
+}
+
+long checkpoint_step(const char *path)
+{
+    hid_t f = open_locked(path, "checkpoint");
+    const long step = read_step(f, path);
+    close_locked(f);
+    return step;
+}
+
 long checkpoint_stored_config(const char *path, Config *out)
 {
     char *text = checkpoint_config_text(path);
     config_from_text(out, text, path);
     free(text);
-    hid_t f = open_locked(path, "checkpoint");
-    long step = 0;
-    h5_attr_read_long(f, "step", &step);
-    close_locked(f);
-    return step;
+    return checkpoint_step(path);
 }
 
 int checkpoint_run_shape(const char *path, CheckpointRunShape *shape)
@@ -424,8 +439,7 @@ long checkpoint_load_state(const char *path, ParamSet *online, ParamSet *target,
 {
     hid_t f = open_locked(path, "checkpoint");
     check_format(f, path);
-    long step = 0;
-    h5_attr_read_long(f, "step", &step);
+    const long step = read_step(f, path);
     float *host = xmalloc(online->total * sizeof(float));
     read_set(f, path, "params", online, online->data, host);
     if (online->m) {

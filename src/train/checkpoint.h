@@ -69,6 +69,9 @@ char *checkpoint_kind(const char *path);
 char *checkpoint_config_text(const char *path);
 /* That configuration parsed into out (today's defaults for keys it lacks); returns the step. */
 long checkpoint_stored_config(const char *path, Config *out);
+/* The steps done that checkpoint path holds (its step attribute); ends the job naming the
+ * file when it has none. */
+long checkpoint_step(const char *path);
 /* How the run that wrote a checkpoint computed its steps: what a resume must keep for the
  * losses to continue bit for bit (the rank count also sets the global batch). */
 typedef struct {
