@@ -40,6 +40,17 @@ static void apply_override(Config *cfg, const char *a)
     config_set(cfg, key, eq + 1, "command line", 0);
 }
 
+/* Applies key=value argument a now and again after every job file loaded later. */
+static void remember_override(Config *cfg, const char *a)
+{
+    apply_override(cfg, a);
+    if (g_overrides.cfg != cfg) g_overrides.cfg = cfg, g_overrides.count = 0;
+    if (g_overrides.count == (int)(sizeof g_overrides.args / sizeof g_overrides.args[0]))
+        alice_die("command line: more than %d key=value arguments",
+                  (int)(sizeof g_overrides.args / sizeof g_overrides.args[0]));
+    g_overrides.args[g_overrides.count++] = a;
+}
+
 static void load_job_file(Config *cfg, const char *path)
 {
     config_load_file(cfg, path);
@@ -57,15 +68,18 @@ int cli_config_arg(Config *cfg, int argc, char **argv, int *i)
     }
     if (!strncmp(a, "--config=", 9)) { load_job_file(cfg, a + 9); return 1; }
     if (a[0] != '-' && strchr(a, '=')) {
-        apply_override(cfg, a);
-        if (g_overrides.cfg != cfg) g_overrides.cfg = cfg, g_overrides.count = 0;
-        if (g_overrides.count == (int)(sizeof g_overrides.args / sizeof g_overrides.args[0]))
-            alice_die("command line: more than %d key=value arguments",
-                      (int)(sizeof g_overrides.args / sizeof g_overrides.args[0]));
-        g_overrides.args[g_overrides.count++] = a;
+        remember_override(cfg, a);
         return 1;
     }
     return 0;
+}
+
+void cli_flag_override(Config *cfg, const char *key, const char *value)
+{
+    const size_t n = strlen(key) + strlen(value) + 2;
+    char *a = xmalloc(n);   /* kept for the process's life, as argv's strings are */
+    snprintf(a, n, "%s=%s", key, value);
+    remember_override(cfg, a);
 }
 
 void cli_print_config(const Config *cfg, const char *command)

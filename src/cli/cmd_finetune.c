@@ -50,9 +50,9 @@ int cmd_finetune(int argc, char **argv)
             opt.bench_steps = cli_step_count("finetune", argv[i], argv[i + 1]), i++;
         else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc)
             opt.stop_after = cli_step_count("finetune", argv[i], argv[i + 1]), i++;
-        else if (!strcmp(argv[i], "--fold") && i + 1 < argc) config_set(&cfg, "fold", argv[++i], "command line", 0);
+        else if (!strcmp(argv[i], "--fold") && i + 1 < argc) cli_flag_override(&cfg, "fold", argv[++i]);
         else if (!strcmp(argv[i], "--pretrained") && i + 1 < argc)
-            config_set(&cfg, "pretrained", argv[++i], "command line", 0);
+            cli_flag_override(&cfg, "pretrained", argv[++i]);
         else alice_die("alice finetune: unknown argument '%s' (see alice finetune --help)", argv[i]);
     }
     config_validate(&cfg);

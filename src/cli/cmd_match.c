@@ -44,7 +44,7 @@ int cmd_match(int argc, char **argv)
         int has_next = i + 1 < argc;
         if (cli_is_help(a)) { usage(); return 0; }
         if (!strcmp(a, "--eval")) eval = 1;
-        else if (!strcmp(a, "--data") && has_next) config_set(&cfg, "data", argv[++i], "--data", 0);
+        else if (!strcmp(a, "--data") && has_next) cli_flag_override(&cfg, "data", argv[++i]);
         else if (!strcmp(a, "--matcher") && has_next) which = argv[++i];
         else if (!strcmp(a, "--out") && has_next) out_path = argv[++i];
         else if (!cli_config_arg(&cfg, argc, argv, &i))

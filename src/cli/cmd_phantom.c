@@ -68,7 +68,7 @@ int cmd_phantom(int argc, char **argv)
         if (!strcmp(a, "--out") && has_next) out = argv[++i];
         else if (!strcmp(a, "--cases") && has_next) cases = strtol(argv[++i], NULL, 10);
         else if (!strcmp(a, "--first") && has_next) first = strtol(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--seed") && has_next) config_set(&cfg, "seed", argv[++i], "--seed", 0);
+        else if (!strcmp(a, "--seed") && has_next) cli_flag_override(&cfg, "seed", argv[++i]);
         else if (!strcmp(a, "--size") && has_next) {
             if (phantom_size_from_name(argv[++i], &size) != 0)
                 alice_die("alice phantom: --size '%s' is not one of %s", argv[i], PHANTOM_SIZE_NAMES);

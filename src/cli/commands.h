@@ -26,6 +26,9 @@ int cmd_info(int argc, char **argv);
  * when it consumed something. Job files apply in command-line order; key=value arguments win
  * over every job file, before or after them (a file loaded later applies them again). */
 int cli_config_arg(Config *cfg, int argc, char **argv, int *i);
+/* A command's flag that sets a key (`alice finetune --fold 2`): key=value on the command line,
+ * winning over every job file as those do. */
+void cli_flag_override(Config *cfg, const char *key, const char *value);
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);
 /* The step count given to `flag` of `command` (--stop-after, --bench-steps); anything but a
