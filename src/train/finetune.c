@@ -131,7 +131,7 @@ static double val_csv_restore(const char *run_dir, long upto, int *has_upto)
             long s;
             double v;
             if (sscanf(line, "%ld,%lf", &s, &v) != 2 || s > upto) continue;
-            fprintf(out, "%ld,%.6f\n", s, v);
+            fputs(line, out);   /* as written: the value exact (val_csv_append) */
             if (v > best) best = v;
             if (s == upto) *has_upto = 1;
         }
@@ -141,13 +141,38 @@ static double val_csv_restore(const char *run_dir, long upto, int *has_upto)
     return best;
 }
 
+/* A ckpt_best.h5 of a step after `start`, the step a run resumes from, was written by the
+ * steps the resume discards (a crash between checkpoints, a resume from an earlier one): its
+ * weights and Dice are in no kept val.csv row. It is set aside (not deleted: it may be the
+ * model wanted) and the best restarts, so the next validation writes ckpt_best.h5 again.
+ * Returns the best to go on with. Rank 0 only. */
+static double set_aside_discarded_best(const char *run_dir, long start, double best)
+{
+    char path[4096], aside[4200];
+    snprintf(path, sizeof path, "%s/%s", run_dir, BEST_CKPT);
+    if (access(path, F_OK) != 0) return best;
+    const long step = checkpoint_step(path);
+    if (step <= start) return best;
+    snprintf(aside, sizeof aside, "%s/discarded_best_step%ld.h5", run_dir, step);
+    if (rename(path, aside) != 0)
+        alice_die("%s: cannot rename it to %s (%s); check that the run directory is writable",
+                  path, aside, strerror(errno));
+    log_warn("%s is of step %ld, after step %ld this run resumes from: the steps that wrote it "
+             "are discarded, so it is kept as %s; the best of the kept validations (Dice %.4f) "
+             "has no weights on disk, and ckpt_best.h5 will be the best validation from step "
+             "%ld on", path, step, start, aside, best, start);
+    return -1.0;
+}
+
 static void val_csv_append(const char *run_dir, long step, double dice)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", run_dir, VAL_CSV);
     FILE *f = fopen(path, "a");
     if (!f) alice_die("%s: cannot append (%s); check that the run directory is writable", path, strerror(errno));
-    fprintf(f, "%ld,%.6f\n", step, dice);
+    /* every digit: a resumed run's best (val_csv_restore) is the uninterrupted run's double,
+     * so both take the same "new best" decisions */
+    fprintf(f, "%ld,%.17g\n", step, dice);
     if (fclose(f) != 0) alice_die("%s: cannot append (%s; disk full?)", path, strerror(errno));
 }
 
@@ -367,7 +392,10 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
                  cfg->batch / cfg->crops_per_case, cfg->accum_steps > 1 ? "micro-batch" : "step");
     double best = -1.0;
     int start_validated = 0;
-    if (dist.rank == 0) best = val_csv_restore(cfg->run_dir, start, &start_validated);
+    if (dist.rank == 0) {
+        best = val_csv_restore(cfg->run_dir, start, &start_validated);
+        if (start > 0) best = set_aside_discarded_best(cfg->run_dir, start, best);
+    }
     CHECK_MPI(MPI_Bcast(&best, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));
     CHECK_MPI(MPI_Bcast(&start_validated, 1, MPI_INT, 0, MPI_COMM_WORLD));
 

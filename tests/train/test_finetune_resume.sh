@@ -3,7 +3,8 @@
 # --stop-after, reproduce the uninterrupted run exactly:
 # the same losses in metrics.csv (bit for bit as printed, %.9g), the same validations in
 # val.csv and the same final checkpoint (every tensor, AdamW moments included) and best
-# checkpoint. The preemption is deterministic: alice starts with SIGUSR1 blocked and pending
+# checkpoint (val.csv exact), and a ckpt_best.h5 of discarded steps is set aside on resume.
+# The preemption is deterministic: alice starts with SIGUSR1 blocked and pending
 # (as test_finetune_preempt.sh), so the first run checkpoints after step 1 and exits 3.
 # test_pretrain_resume.sh checks the same for pre-training.
 source "$(dirname "$0")/lib.sh"
@@ -54,6 +55,45 @@ for name, other in [(n, o) for n in ("ckpt_5.h5", "ckpt_best.h5") for o in sys.a
         assert np.array_equal(a[n][()], b[n][()]), f"{name}: {n} differs after resume"
     print(f"{other}/{name}: step {int(a.attrs['step'])}, {len(names)} tensors identical")
 PY
+# val.csv holds every digit of each Dice: a resumed run's best (read back from it) is the
+# uninterrupted run's double, so both decide "new best" alike; ckpt_best.h5's metric (the
+# double itself) reads back from its row exactly
+"$PYTHON" - "$WORK/full" <<'PY' || fail "val.csv does not hold ckpt_best.h5's Dice exactly"
+import sys, h5py
+rows = dict(l.strip().split(",") for l in open(f"{sys.argv[1]}/val.csv").readlines()[1:])
+with h5py.File(f"{sys.argv[1]}/ckpt_best.h5", "r") as f:
+    step, metric = int(f.attrs["step"]), float(f.attrs["metric"])
+assert float(rows[str(step)]) == metric, (rows, step, metric)
+print(f"ckpt_best.h5: step {step}, Dice {metric!r} = its val.csv row")
+PY
+# A ckpt_best.h5 written by steps a resume discards (the job killed between checkpoints: here
+# ckpt_8.h5 removed, so the run resumes from ckpt_4.h5 while ckpt_best.h5 is of step 6 or 8)
+# is set aside, not kept as the run's best: the final ckpt_best.h5 is the best validation of
+# the resumed steps, its Dice that of a kept val.csv row.
+dargs=(steps=10 warmup=1 val_every=2 ckpt_every=4 keep_ckpts=0 log_every=5 threads=1)
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/disc" "${dargs[@]}" --stop-after 8 \
+  > "$WORK/d1.log" 2>&1 || { tail "$WORK/d1.log"; fail "the discarded-best run failed"; }
+rm "$WORK/disc/ckpt_8.h5"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/disc" "${dargs[@]}" lr=0 min_lr=0 \
+  > "$WORK/d2.log" 2>&1 || { tail "$WORK/d2.log"; fail "the resumed discarded-best run failed"; }
+"$PYTHON" - "$WORK/disc" "$WORK/d2.log" <<'PY' || fail "the discarded segment's ckpt_best.h5"
+import glob, os, sys, h5py
+run, log = sys.argv[1], open(sys.argv[2]).read()
+aside = glob.glob(f"{run}/discarded_best_step*.h5")
+assert len(aside) == 1, f"expected one discarded_best_step*.h5: {os.listdir(run)}"
+with h5py.File(aside[0], "r") as f:
+    old_step = int(f.attrs["step"])
+assert old_step > 4 and f"discarded_best_step{old_step}.h5" in aside[0], aside
+assert "after step 4 this run resumes from" in log, "no warning naming the set-aside file"
+rows = [l.strip().split(",") for l in open(f"{run}/val.csv").readlines()[1:]]
+resumed = [(int(s), float(d)) for s, d in rows if int(s) > 4]
+assert [s for s, _ in resumed] == [6, 8, 10], rows
+best_step, best = max(resumed, key=lambda r: (r[1], -r[0]))
+with h5py.File(f"{run}/ckpt_best.h5", "r") as f:
+    got = (int(f.attrs["step"]), float(f.attrs["metric"]))
+assert got == (best_step, best), (got, resumed)
+print(f"set aside {aside[0]} (step {old_step}); ckpt_best.h5 = step {got[0]}, Dice {got[1]!r}")
+PY
 echo "ok: preempted after step 1 and resumed, and in chunks of 3 steps: losses, validations" \
-  "and checkpoints identical"
+  "and checkpoints identical; a discarded segment's ckpt_best.h5 set aside"
 echo PASS
