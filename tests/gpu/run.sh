@@ -505,6 +505,19 @@ if [ $math_modes = 1 ] && grep -q teacher_decoder src/core/config_keys.c; then
     record "full teacher step cost" skip "needs both steps (default ${d:-missing}, embed ${e:-missing} samples/s)"
   fi
 fi
+# Gradient accumulation (accum_steps = 2 at batch 4: the same 8 samples per optimiser step in
+# two micro-batches through one recorded step, half the activations): what half the batch per
+# launch costs beside the default step, in the same run. A measurement, "ok" either way.
+if [ $math_modes = 1 ] && grep -q accum_steps src/core/config_keys.c; then
+  alice_step bf16-accum2 precision=bf16 tf32=1 batch=4 accum_steps=2
+  a=${samples_per_s[alice_bf16-accum2]:-}; d=${samples_per_s[alice_bf16]:-}
+  if [ -n "$a" ] && [ -n "$d" ]; then
+    record "accumulation step cost" ok "$(awk -v d="$d" -v a="$a" -v m="${mfu[alice_bf16]:-?}" -v n="${mfu[alice_bf16-accum2]:-?}" \
+      'BEGIN{printf "%.2fx the batch-8 samples/s with batch 4 x accum_steps 2 (%s vs %s; MFU %s%% vs %s%%)", a/d, a, d, n, m}')"
+  else
+    record "accumulation step cost" skip "needs both steps (default ${d:-missing}, accumulated ${a:-missing} samples/s)"
+  fi
+fi
 # The opt-in cuBLASLt autotune (gemm_autotune = 1): every GEMM shape's heuristic candidates
 # timed at its first (eager, warm-up step) call and the fastest kept. A measurement, "ok" either
 # way; FAIL only when the step ran without tuning anything (no "gemm autotune:" line).
