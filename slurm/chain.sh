@@ -172,6 +172,11 @@ fi
   fail "give the ground truth once: --labels DIR or --eval-args \"--data/--labels ...\", not both"
 eval_truth=()
 [ -n "$labels" ] && eval_truth=(--labels "$labels")
+# The phantoms number their organs FLARE's way (1 = liver): scored with the FLARE organ names
+# and tolerances whatever label set the evaluation's job file names (finetune_btcv.cfg: btcv),
+# unless --eval-args chooses one.
+[[ $input == phantoms:* ]] && [[ " $eval_args " != *" label_set="* ]] &&
+  eval_truth+=(label_set=flare)
 [ -n "$labels" ] || [ "$own_truth" = 1 ] ||
   fail "eval needs ground truth: give --labels DIR or --eval-args \"--data <dataset.h5>\""
 

@@ -172,8 +172,8 @@ alice_latest_ckpt() {
   echo "$best"
 }
 
-# alice_config_snapshot CONFIG RUN_DIR: prints the job file this start should use. The first
-# start copies CONFIG to RUN_DIR/slurm_job.cfg; a requeued start (SLURM_RESTART_COUNT > 0)
+# alice_config_snapshot CONFIG RUN_DIR [NAME]: prints the job file this start should use. The
+# first start copies CONFIG to RUN_DIR/NAME (default slurm_job.cfg); a requeued start (SLURM_RESTART_COUNT > 0)
 # uses that copy, so editing the job file while a run waits in the queue cannot change the
 # model under its checkpoints (alice would refuse the checkpoint, and the run would fail),
 # and deleting it does not fail the requeued start.
@@ -181,7 +181,7 @@ alice_require_config() {
   [ -r "$1" ] || alice_fail "job config '$1' not found (paths are relative to the submit dir $PWD)"
 }
 alice_config_snapshot() {
-  local config=$1 run_dir=$2 snapshot=$2/slurm_job.cfg
+  local config=$1 run_dir=$2 snapshot=$2/${3:-slurm_job.cfg}
   if [ "${SLURM_RESTART_COUNT:-0}" -gt 0 ] && [ -r "$snapshot" ]; then
     echo "$snapshot"; return 0
   fi
@@ -189,4 +189,29 @@ alice_config_snapshot() {
   cp "$config" "$snapshot.tmp.$$" && mv "$snapshot.tmp.$$" "$snapshot" ||
     alice_fail "cannot copy the job file '$config' into '$run_dir'"
   echo "$snapshot"
+}
+
+# alice_snapshot_overlays RUN_DIR ARG...: sets the array alice_args to the ARGs with every
+# further job file (`--config FILE` or `--config=FILE` among the key=value arguments: an
+# ablation overlay) replaced by its copy RUN_DIR/slurm_job_overlay<k>.cfg, made at the first
+# start and used by a requeued one, as alice_config_snapshot does for the job file itself.
+alice_snapshot_overlays() {
+  local run_dir=$1 k=0 pending=0 a copy
+  shift
+  alice_args=()
+  for a in "$@"; do
+    if [ $pending = 1 ]; then
+      copy=$(alice_config_snapshot "$a" "$run_dir" "slurm_job_overlay$k.cfg") || return 1
+      alice_args+=("$copy"); k=$((k + 1)); pending=0
+    elif [ "$a" = --config ] || [ "$a" = -c ]; then
+      alice_args+=("$a"); pending=1
+    elif [[ $a == --config=* ]]; then
+      copy=$(alice_config_snapshot "${a#--config=}" "$run_dir" "slurm_job_overlay$k.cfg") ||
+        return 1
+      alice_args+=("--config=$copy"); k=$((k + 1))
+    else
+      alice_args+=("$a")
+    fi
+  done
+  [ $pending = 0 ] || alice_fail "--config needs a job file after it"
 }

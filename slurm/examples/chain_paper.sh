@@ -5,6 +5,8 @@
 #
 #   NODES=2 slurm/examples/chain_paper.sh RUN_DIR CT_FOLDER [LABELS_FOLDER]
 # Run from the repository root. Partition/account: ALICE_SBATCH_OPTS="--partition=gpu --account=me".
+# LABEL_SET (default btcv, jobs/finetune_btcv.cfg's): how the labels number the organs, which
+# names and tolerances the evaluation scores them with; LABEL_SET=flare for FLARE's numbering.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 RUN_DIR CT_FOLDER [LABELS_FOLDER]" >&2; exit 2; }
 nodes=${NODES:-1}
@@ -13,4 +15,5 @@ labels=()
 [ $# -ge 3 ] && labels=(--labels "$3")
 exec slurm/chain.sh --run-dir "$1" --input "$2" ${labels[@]+"${labels[@]}"} --folds 5 \
   --nodes "$nodes" --gpus-per-node "$per_node" --cpus-per-task 12 --time-pretrain 48:00:00 \
-  --pretrain-config jobs/pretrain_vitb_paper.cfg --finetune-config jobs/finetune_btcv.cfg
+  --pretrain-config jobs/pretrain_vitb_paper.cfg --finetune-config jobs/finetune_btcv.cfg \
+  --eval-args "label_set=${LABEL_SET:-btcv}"

@@ -3,7 +3,8 @@
 # needed): the eval stage's ground truth is given once. With --input phantoms:N the chain finds
 # the phantoms' labelsTr by itself; --eval-args naming its own truth (--data) must then take
 # no automatic --labels beside it (alice eval refuses two sources of truth, which showed only
-# after the whole chain had run), and an explicit --labels beside it is refused at once.
+# after the whole chain had run), and an explicit --labels beside it is refused at once. The
+# phantoms are scored with label_set=flare (their numbering) unless --eval-args names one.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ALICE=${ALICE:-$ROOT/bin/alice}
@@ -19,6 +20,14 @@ chain() {
 chain > "$tmp/auto.log" 2>&1 || { cat "$tmp/auto.log"; echo "FAIL: dry run"; exit 1; }
 grep "eval.sbatch" "$tmp/auto.log" | grep -q -- "--labels $tmp/run/data/phantoms/labelsTr" ||
   { cat "$tmp/auto.log"; echo "FAIL: the phantoms' labels were not the eval's truth"; exit 1; }
+# the phantoms number their organs FLARE's way: scored with label_set=flare although
+# finetune_tiny.cfg (as finetune_btcv.cfg) may name another, unless --eval-args names one
+grep "eval.sbatch" "$tmp/auto.log" | grep -q "label_set=flare" ||
+  { cat "$tmp/auto.log"; echo "FAIL: phantoms not scored with label_set=flare"; exit 1; }
+chain --eval-args "label_set=btcv" > "$tmp/set.log" 2>&1 || { cat "$tmp/set.log"; exit 1; }
+line=$(grep "eval.sbatch" "$tmp/set.log")
+[[ $line == *"label_set=btcv"* && $line != *"label_set=flare"* ]] ||
+  { echo "$line"; echo "FAIL: --eval-args label_set=btcv not kept alone"; exit 1; }
 chain --eval-args "--data $tmp/other.h5" > "$tmp/own.log" 2>&1 ||
   { cat "$tmp/own.log"; echo "FAIL: dry run with --eval-args --data"; exit 1; }
 line=$(grep "eval.sbatch" "$tmp/own.log")
@@ -29,4 +38,5 @@ if chain --labels "$tmp" --eval-args "--data $tmp/other.h5" > "$tmp/both.log" 2>
   cat "$tmp/both.log"; echo "FAIL: --labels with --eval-args --data not refused"; exit 1
 fi
 [ ! -e "$tmp/run" ] || { echo "FAIL: a dry run wrote $tmp/run"; exit 1; }
-echo "ok: the eval's truth is the automatic labels, or --eval-args' own alone; both refused"
+echo "ok: the eval's truth is the automatic labels, or --eval-args' own alone; both refused;" \
+  "phantoms scored as FLARE"
