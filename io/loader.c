@@ -95,7 +95,7 @@ LoaderOptions loader_options_from_config(const Config *cfg, LoaderMode mode, int
                  o.cache_bytes / 1048576.0, LOADER_AUTO_CACHE_SHARE * 100.0,
                  local_size > 0 ? local_size : 1);
     o.inter_volume = cfg->inter_volume;
-    o.key_jitter = 0.0f;
+    o.key_jitter = cfg->key_jitter;
     o.key_crop_pad = !strcmp(cfg->key_crop, "pad");
     /* MAE reads no key crop: redrawing for it would only bias the query crops */
     o.pair_redraws = strcmp(cfg->method, "mae") ? cfg->pair_redraws : 0;

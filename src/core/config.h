@@ -73,6 +73,7 @@ typedef struct Config {
     int lr_reference_batch;       /* lr is for this global batch (0: as given) */
     int casa_dim;
     int inter_volume;             /* Q and K from two volumes (1) or one (0) */
+    float key_jitter;             /* K's centre moved by U(-j, j) x crop per axis */
     char key_crop[CFG_STR];       /* K's crop at a volume edge: shift | pad */
     int pair_redraws;             /* query crops drawn again while the match is outside K */
     char intact_aug[CFG_STR];     /* the intact views' augmentation: strong | none */

@@ -141,6 +141,10 @@ const ConfigKey config_keys[] = {
       "released code's first epoch; 0 = never"),
     K("casa_dim", CFG_T_INT, casa_dim, "768", "1..", "CASA attention width"),
     K("inter_volume", CFG_T_BOOL, inter_volume, "1", "", "Q and K crops from two volumes"),
+    K("key_jitter", CFG_T_FLOAT, key_jitter, "0", "0..0.5",
+      "pre-training: K's centre (Q's centre mapped by the matcher, or Q's own with "
+      "inter_volume = 0) moved by U(-j, j) x crop per axis; 0 = the matched point itself, so "
+      "with inter_volume = 0 K is Q's crop, differently masked and augmented"),
     K("intact_aug", CFG_T_ENUM, intact_aug, "strong", "strong|none",
       "the target branch's intact views: strong = flips, quarter turns, intensity scale/shift, gamma, noise; "
       "none = the crops as cut (the released code's target views)"),

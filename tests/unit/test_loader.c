@@ -6,6 +6,7 @@
  * samples from one case draw (MONAI's num_samples); pair_redraws draws a query crop again
  * while its matched point lies outside the key volume; with accum micro-batches per step
  * (gradient accumulation) micro-step 2s + m of batch 1 is sample m of step s of batch 2. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/sysmem.h"
@@ -143,6 +144,42 @@ static int test_pretrain_key_crop_shows_the_same_anatomy(void)
                        "centres differ");
         }
     }
+    loader_destroy(L);
+    return 0;
+}
+
+/* The config key key_jitter (here with inter_volume = 0, where it makes K a neighbouring crop
+ * of Q's volume instead of Q's own crop): every key centre within j x crop of the query centre
+ * per axis (plus the rounding to a voxel, and the clamp into the volume, which only pulls it
+ * back towards Q's), and some moved; 0 leaves them on it (the test above). */
+static int test_pretrain_key_jitter_from_config(void)
+{
+    Config cfg;
+    config_defaults(&cfg);
+    config_set(&cfg, "key_jitter", "0.25", "test", 0);
+    config_set(&cfg, "inter_volume", "0", "test", 0);
+    LoaderOptions o = loader_options_from_config(&cfg, LOADER_PRETRAIN, 0, 1, 1);
+    TEST_CHECK(o.key_jitter == 0.25f && !o.inter_volume, "key_jitter %g from the config",
+               o.key_jitter);
+    o.seed = 42;
+    o.batch = 2;
+    o.prefetch = 0;
+    o.crop[0] = 16; o.crop[1] = 16; o.crop[2] = 8;
+    Loader *L = loader_create(&o, loader_source_memory(cases, 1, folds));
+    PretrainBatch b;
+    int moved = 0;
+    for (long step = 0; step < 6; step++) {
+        loader_next_pretrain_batch(L, step, &b);
+        for (int j = 0; j < 2; j++)
+            for (int a = 0; a < 3; a++) {
+                const int d = abs(b.key_center[j][a] - b.query_center[j][a]);
+                TEST_CHECK(d <= (int)(0.25f * o.crop[a] + 0.5f), "step %ld sample %d axis %d: "
+                           "key centre %d voxels from the query's (crop %d)", step, j, a, d,
+                           o.crop[a]);
+                moved += d > 0;
+            }
+    }
+    TEST_CHECK(moved >= 12, "only %d of 36 key centre coordinates moved by the jitter", moved);
     loader_destroy(L);
     return 0;
 }
@@ -517,6 +554,7 @@ int main(void)
     TEST_RUN(test_cache_budget);
     TEST_RUN(test_pretrain_deterministic_and_rank_independent);
     TEST_RUN(test_pretrain_key_crop_shows_the_same_anatomy);
+    TEST_RUN(test_pretrain_key_jitter_from_config);
     TEST_RUN(test_pretrain_key_crop_pad);
     TEST_RUN(test_pair_redraws);
     TEST_RUN(test_accum_micro_steps);
