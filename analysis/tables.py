@@ -8,8 +8,9 @@ give the mean over folds of the per-fold means, +- the std across folds. Printed
 and NSD over organs per method (the mean of its per-organ means, as alice eval prints it; +- the
 std across cases of each case's organ-averaged score, or across folds of each fold's), then DSC
 and NSD per organ. NaN cells (eval_protocol = flare22: a truth one slice thick leaves nothing
-to score, the FLARE script's 0/0) are left out of every mean, as FLARE's tables leave them. Methods scored on different cases
-(a fold's union of cases against another's) are named in a warning on stderr.
+to score, the FLARE script's 0/0) are left out of every mean, as FLARE's tables leave them.
+Methods scored on different cases (a fold's union of cases against another's) are named in a
+warning on stderr.
 
 --ignore-empty: a (case, organ) whose truth lacks the organ is left out of every mean
 (MONAI's DiceMetric(ignore_empty=True), the convention of BTCV tables; without it such a cell

@@ -173,7 +173,8 @@ alice_latest_ckpt() {
 }
 
 # alice_config_snapshot CONFIG RUN_DIR [NAME]: prints the job file this start should use. The
-# first start copies CONFIG to RUN_DIR/NAME (default slurm_job.cfg); a requeued start (SLURM_RESTART_COUNT > 0)
+# first start copies CONFIG to RUN_DIR/NAME (default slurm_job.cfg); a requeued start
+# (SLURM_RESTART_COUNT > 0)
 # uses that copy, so editing the job file while a run waits in the queue cannot change the
 # model under its checkpoints (alice would refuse the checkpoint, and the run would fail),
 # and deleting it does not fail the requeued start.

@@ -50,7 +50,8 @@ int cmd_finetune(int argc, char **argv)
             opt.bench_steps = cli_step_count("finetune", argv[i], argv[i + 1]), i++;
         else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc)
             opt.stop_after = cli_step_count("finetune", argv[i], argv[i + 1]), i++;
-        else if (!strcmp(argv[i], "--fold") && i + 1 < argc) cli_flag_override(&cfg, "fold", argv[++i]);
+        else if (!strcmp(argv[i], "--fold") && i + 1 < argc)
+            cli_flag_override(&cfg, "fold", argv[++i]);
         else if (!strcmp(argv[i], "--pretrained") && i + 1 < argc)
             cli_flag_override(&cfg, "pretrained", argv[++i]);
         else alice_die("alice finetune: unknown argument '%s' (see alice finetune --help)", argv[i]);

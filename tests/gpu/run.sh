@@ -512,10 +512,12 @@ if [ $math_modes = 1 ] && grep -q accum_steps src/core/config_keys.c; then
   alice_step bf16-accum2 precision=bf16 tf32=1 batch=4 accum_steps=2
   a=${samples_per_s[alice_bf16-accum2]:-}; d=${samples_per_s[alice_bf16]:-}
   if [ -n "$a" ] && [ -n "$d" ]; then
-    record "accumulation step cost" ok "$(awk -v d="$d" -v a="$a" -v m="${mfu[alice_bf16]:-?}" -v n="${mfu[alice_bf16-accum2]:-?}" \
-      'BEGIN{printf "%.2fx the batch-8 samples/s with batch 4 x accum_steps 2 (%s vs %s; MFU %s%% vs %s%%)", a/d, a, d, n, m}')"
+    format="%.2fx the batch-8 samples/s with batch 4 x accum_steps 2 (%s vs %s; MFU %s%% vs %s%%)"
+    record "accumulation step cost" ok "$(awk -v d="$d" -v a="$a" -v m="${mfu[alice_bf16]:-?}" \
+      -v n="${mfu[alice_bf16-accum2]:-?}" -v f="$format" 'BEGIN{printf f, a/d, a, d, n, m}')"
   else
-    record "accumulation step cost" skip "needs both steps (default ${d:-missing}, accumulated ${a:-missing} samples/s)"
+    record "accumulation step cost" skip \
+      "needs both steps (default ${d:-missing}, accumulated ${a:-missing} samples/s)"
   fi
 fi
 # The opt-in cuBLASLt autotune (gemm_autotune = 1): every GEMM shape's heuristic candidates

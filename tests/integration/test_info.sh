@@ -86,9 +86,11 @@ grep -q "x.h5: an HDF5 file, but not one alice wrote (format attribute 'other'" 
 # a checkpoint whose step is no single number (an array: HDF5 wrote it all into one long, a
 # stack overflow) is refused naming the file, not read as step 0 or a crash
 cp "$T/run/ckpt_2.h5" "$T/steps.h5"
-"$PYTHON" -c "import h5py,sys,numpy as np; f=h5py.File(sys.argv[1],'a'); del f.attrs['step']; f.attrs['step']=np.arange(16)" "$T/steps.h5"
+"$PYTHON" -c "import h5py, sys, numpy as np; f = h5py.File(sys.argv[1], 'a')
+del f.attrs['step']; f.attrs['step'] = np.arange(16)" "$T/steps.h5"
 rc=0; "$ALICE" info "$T/steps.h5" > "$T/s.txt" 2>&1 || rc=$?
-[ "$rc" -gt 0 ] && [ "$rc" -lt 128 ] && grep -q "steps.h5: no step attribute holding one non-negative number" "$T/s.txt" ||
+[ "$rc" -gt 0 ] && [ "$rc" -lt 128 ] &&
+  grep -q "steps.h5: no step attribute holding one non-negative number" "$T/s.txt" ||
   { cat "$T/s.txt"; fail "a checkpoint with an array step (exit $rc)"; }
 if "$ALICE" info "$T/missing.h5" > "$T/m.txt" 2>&1; then fail "a missing file was described"; fi
 grep -q "missing.h5" "$T/m.txt" || { cat "$T/m.txt"; fail "the missing file is not named"; }

@@ -37,7 +37,8 @@ echo "use_dv = 1" > "$T/jobs/overlay one.cfg"
 rm "$T/jobs/overlay2.cfg"
 again=$(snapshot 1 "${args[@]}") || fail "the requeued start's snapshot failed"
 [ "$again" = "$want" ] || fail "requeued arguments: $again"
-grep -q "use_dv = 0" "$T/run dir/slurm_job_overlay0.cfg" || fail "the requeue re-copied the edited overlay"
+grep -q "use_dv = 0" "$T/run dir/slurm_job_overlay0.cfg" ||
+  fail "the requeue re-copied the edited overlay"
 # a first start with a missing overlay fails naming it, creating nothing
 rc=0; out=$(snapshot 0 "$T/fresh" --config "$T/jobs/missing.cfg" 2>&1) || rc=$?
 [ "$rc" != 0 ] && echo "$out" | grep -q "missing.cfg" || fail "a missing overlay: rc $rc, $out"
@@ -47,8 +48,9 @@ printf '#!/usr/bin/env bash\nwhile [[ $1 == -* ]]; do shift; done\nexec "$@"\n' 
 printf '#!/usr/bin/env bash\necho "ARGS: $*"\n' > "$T/alice"
 chmod +x "$T/alice" "$T/bin/srun"
 out=$(cd "$T" && PATH="$T/bin:$PATH" ALICE_BIN="$T/alice" ALICE_HOME="$ROOT" SLURM_JOB_ID=7 \
-  bash "$ROOT/slurm/pretrain.sbatch" "$T/jobs/base.cfg" "$T/run2" --config "$T/jobs/overlay one.cfg" 2>&1) ||
-  fail "pretrain.sbatch: $out"
-echo "$out" | grep -q -- "--config $T/run2/slurm_job.cfg .*--config $T/run2/slurm_job_overlay0.cfg" ||
+  bash "$ROOT/slurm/pretrain.sbatch" "$T/jobs/base.cfg" "$T/run2" \
+  --config "$T/jobs/overlay one.cfg" 2>&1) || fail "pretrain.sbatch: $out"
+echo "$out" |
+  grep -q -- "--config $T/run2/slurm_job.cfg .*--config $T/run2/slurm_job_overlay0.cfg" ||
   fail "pretrain.sbatch did not pass the overlay's copy: $out"
 echo "ok: job file and overlays snapshotted at the first start, the copies used when requeued"
