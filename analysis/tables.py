@@ -43,17 +43,6 @@ def masked_mean(m, keep, axis):
         return np.where(n > 0, np.where(keep, m, 0.0).sum(axis) / np.maximum(n, 1), np.nan)
 
 
-def nan_mean(m, axis, std=False):
-    """Mean (or std) of m over axis without its NaN values; NaN, without a warning, where all
-    are NaN."""
-    n = (~np.isnan(m)).sum(axis)
-    mean = np.where(np.isnan(m), 0.0, m).sum(axis) / np.maximum(n, 1)
-    if std:
-        dev = np.where(np.isnan(m), 0.0, m - np.expand_dims(mean, axis))
-        mean = np.sqrt((dev ** 2).sum(axis) / np.maximum(n, 1))
-    return np.where(n > 0, mean, np.nan)
-
-
 def summarise(paths, ignore_empty=False):
     """Per method: organ names, per-organ (mean, std) of DSC and NSD, overall (mean, std)."""
     res = [load_results(p) for p in paths]
@@ -72,11 +61,15 @@ def summarise(paths, ignore_empty=False):
             units = masked_mean(m, keep, 1)          # organ-averaged score of each case
         else:
             folds = np.stack([masked_mean(r[metric], k, 0) for r, k in zip(res, keeps)])
-            per_organ = (nan_mean(folds, 0), nan_mean(folds, 0, std=True))   # [folds, organs]
-            units = nan_mean(folds, 1)               # organ-averaged score of each fold
+            scored = ~np.isnan(folds)                # [folds, organs]
+            organ_means = masked_mean(folds, scored, 0)
+            per_organ = (organ_means,
+                         np.sqrt(masked_mean((folds - organ_means) ** 2, scored, 0)))
+            units = masked_mean(folds, scored, 1)    # organ-averaged score of each fold
         # the same mean for one file and for folds: over organs of the per-organ means
         units = units[~np.isnan(units)]
-        overall = (nan_mean(per_organ[0], 0), units.std() if units.size else np.nan)
+        overall = (masked_mean(per_organ[0], ~np.isnan(per_organ[0]), 0),
+                   units.std() if units.size else np.nan)
         out[metric] = per_organ
         out[metric + "_overall"] = overall
     out["spread"] = "cases" if len(res) == 1 else f"{len(res)} folds"

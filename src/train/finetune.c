@@ -132,6 +132,7 @@ static double val_csv_restore(const char *run_dir, long upto, int *has_upto)
             double v;
             if (sscanf(line, "%ld,%lf", &s, &v) != 2 || s > upto) continue;
             fputs(line, out);   /* as written: the value exact (val_csv_append) */
+            if (!strchr(line, '\n')) fputc('\n', out);   /* a last row cut short */
             if (v > best) best = v;
             if (s == upto) *has_upto = 1;
         }
