@@ -80,6 +80,7 @@ typedef struct Config {
     int use_dv;                   /* l_dv on/off */
     int use_casa;                 /* CASA on, or direct V/Y similarity */
     char casa_layer[CFG_STR];     /* single | transformer */
+    char casa_kv[CFG_STR];        /* CASA's keys/values read: heads | features */
     char cls_source[CFG_STR];     /* l_dv's [cls]: decoder | encoder */
     int casa_heads, casa_ffn_dim; /* casa_layer = transformer */
     float w_rec, w_dv, w_st;

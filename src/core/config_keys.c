@@ -165,6 +165,11 @@ const ConfigKey config_keys[] = {
       "CASA's form: single = one head of casa_dim and the zeta projection (the paper's eqs. 3-4); transformer = the "
       "released code's cross-attention layer: the query projected into the heads' space, casa_heads heads, residual "
       "and LayerNorm, a ReLU feed-forward of casa_ffn_dim with residual and LayerNorm"),
+    K("casa_kv", CFG_T_ENUM, casa_kv, "heads", "heads|features",
+      "what CASA's keys and values read: heads = the projection heads' outputs, phi(H) (student) "
+      "and psi(Yd) (teacher), head_out wide; features = the features before the heads, H (the "
+      "decoder's output) and Yd (the teacher's decoder features), dec_dim wide, as the paper's "
+      "eqs. 3-5 read LN(H) and LN(Y) (docs/MODEL.md)"),
     K("casa_heads", CFG_T_INT, casa_heads, "8", "1..", "casa_layer = transformer: attention heads (casa_dim divisible by it)"),
     K("casa_ffn_dim", CFG_T_INT, casa_ffn_dim, "2048", "1..", "casa_layer = transformer: feed-forward width"),
     K("w_rec", CFG_T_FLOAT, w_rec, "1", "0..", "weight of l_r"),

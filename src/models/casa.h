@@ -2,8 +2,8 @@
  *
  * single (the paper's eqs. 3-4, the default): queries from the online encoder's visible tokens
  * LN_q(V) W_q, keys and values from LN_kv(features) W_k, W_v where features are phi(H)
- * (student, S) or psi(Y) (teacher, T), single-head scaled dot-product attention, output
- * projection zeta.
+ * (student, S) or psi(Yd) (teacher, T), or with casa_kv = features H and Yd themselves (kvdim
+ * wide), single-head scaled dot-product attention, output projection zeta.
  *
  * transformer (the released code's cross-attention layer, casa_layer = transformer): the query
  * token is first projected into the heads' output space, x0 = LN_q(V) W_in + b_in, and the

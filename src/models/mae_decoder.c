@@ -20,7 +20,20 @@ void mae_decoder_register(MaeDecoder *d, ParamSet *ps, const char *prefix, int i
     register_linear(ps, name, width, P, 1, &d->pred_w, &d->pred_b);
 }
 
-void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N, int nvis, int train)
+/* H feeds GEMMs (pred, the head phi's fc1): bf16 with bf16 activations, stored so by the final
+ * LayerNorm (no rounding launch per reader), unless a LayerNorm reads it too (CASA's keys with
+ * casa_kv = features), which takes fp32. */
+static void layout_stack_for_H(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, TStackMode mode,
+                               int h_fp32)
+{
+    if (h_fp32)
+        tstack_layout(&d->stack, &a->st, ar, a->B, a->N, mode);
+    else
+        tstack_layout_gemm_output(&d->stack, &a->st, ar, a->B, a->N, mode);
+}
+
+void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N, int nvis,
+                        int train, int h_fp32)
 {
     a->B = B;
     a->N = N;
@@ -31,16 +44,14 @@ void mae_decoder_layout(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B
     a->dH = train ? arena_floats(ar, (size_t)B * N * D) : NULL;
     a->dfull = train ? arena_floats(ar, (size_t)B * N * D) : NULL;
     a->dz = train ? arena_floats(ar, (size_t)B * nvis * D) : NULL;
-    /* H feeds only GEMMs (pred here, the head phi's fc1 in the caller): bf16 with bf16
-     * activations, stored so by the final LayerNorm (no rounding launch per reader) */
-    tstack_layout_gemm_output(&d->stack, &a->st, ar, B, N,
-                              train ? TSTACK_TRAIN : TSTACK_FORWARD_ONLY);
+    layout_stack_for_H(d, a, ar, train ? TSTACK_TRAIN : TSTACK_FORWARD_ONLY, h_fp32);
 }
 
-void mae_decoder_layout_features(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N)
+void mae_decoder_layout_features(const MaeDecoder *d, MaeDecoderActs *a, Arena *ar, int B, int N,
+                                 int h_fp32)
 {
     *a = (MaeDecoderActs){.B = B, .N = N, .nvis = N};
-    tstack_layout_gemm_output(&d->stack, &a->st, ar, B, N, TSTACK_FORWARD_ONLY);
+    layout_stack_for_H(d, a, ar, TSTACK_FORWARD_ONLY, h_fp32);
 }
 
 void mae_decoder_forward_features(const MaeDecoder *d, MaeDecoderActs *a, const ParamSet *ps,

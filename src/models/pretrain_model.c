@@ -45,7 +45,7 @@ static void layout(PretrainModel *m, Arena *ar)
     s->dV = arena_floats(ar, (size_t)S * nvis * E);
     vit_encoder_layout(&m->enc, &s->enc, ar, S, nvis, TSTACK_TRAIN);
     tstack_layout_drop_path(&m->enc.stack, &s->enc.st, ar, c->drop_path);
-    mae_decoder_layout(&m->dec, &s->dec, ar, S, N, nvis, 1);
+    mae_decoder_layout(&m->dec, &s->dec, ar, S, N, nvis, 1, m->casa_features);
     /* In the planning pass these slices are placeholders too; the second pass recomputes them. */
     for (int v = 0; v < masked_views; v++) {
         const size_t first = (size_t)v * B;   /* the view's first sample in the merged batch */
@@ -80,7 +80,7 @@ static void layout(PretrainModel *m, Arena *ar)
     /* all N tokens in order: the patch embedding reads t->patches, no gathered copy */
     vit_encoder_layout_all_tokens(&m->enc, &t->enc, ar, teacher_samples, N, TSTACK_FORWARD_ONLY);
     if (m->teacher_full) {
-        mae_decoder_layout_features(&m->dec, &t->dec, ar, teacher_samples, N);
+        mae_decoder_layout_features(&m->dec, &t->dec, ar, teacher_samples, N, m->casa_features);
         t->feat = mae_decoder_H(&t->dec);
     } else {
         t->yd = arena_floats(ar, (size_t)teacher_samples * N * D);
@@ -159,6 +159,9 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
         log_warn("layer_decay = %g is ignored: layer-wise lr decay applies to fine-tuning",
                  cfg->layer_decay);
     m->teacher_full = strcmp(cfg->teacher_decoder, "full") == 0;
+    m->casa_features = m->alice && cfg->use_casa && strcmp(cfg->casa_kv, "features") == 0;
+    if (m->alice && !cfg->use_casa && strcmp(cfg->casa_kv, "heads") != 0)
+        log_warn("casa_kv = %s is ignored: use_casa = 0 has no CASA", cfg->casa_kv);
     m->dino = m->alice && strcmp(cfg->align_loss, "dino") == 0;
     m->teacher_temp = pretrain_teacher_temp(cfg, 0);
     m->zero_grads_in_step = 1;
@@ -191,7 +194,8 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
                             &m->cls_proj_b);
         params_range_close(ps, &m->head_params);
         m->casa_params = params_range_open(ps);
-        casa_register(&m->casa, ps, "casa", cfg->embed_dim, cfg->head_out, cfg->casa_dim,
+        casa_register(&m->casa, ps, "casa", cfg->embed_dim,
+                      m->casa_features ? cfg->dec_dim : cfg->head_out, cfg->casa_dim,
                       cfg->head_out, strcmp(cfg->casa_layer, "transformer") == 0,
                       cfg->casa_heads, cfg->casa_ffn_dim);
         params_range_close(ps, &m->casa_params);
@@ -405,6 +409,18 @@ static void align_bwd(const PretrainModel *m, float *ds, const float *s, const f
                        1.0f / c->student_temp, 1.0f / m->teacher_temp, scale);
 }
 
+/* What CASA's keys and values read (casa_kv): the heads' outputs, phi(H) and psi(Yd), or the
+ * features before them, H and Yd (fp32 then: mae_decoder_layout's h_fp32). */
+static const float *casa_student_kv(const PretrainModel *m)
+{
+    return m->casa_features ? act_f32(mae_decoder_H(&m->masked.dec)) : m->masked.phi.z;
+}
+
+static const float *casa_teacher_kv(const PretrainModel *m)
+{
+    return m->casa_features ? act_f32(m->intact.feat) : m->intact.psi.z;
+}
+
 /* The Alice terms of every masked view against its intact views. Masked sample s pairs with
  * intact sample s (l_st); for l_dv, cls_cross gets the pooled teacher rows of the other crop's
  * intact view. The align ops return means over the merged rows, i.e. the mean over views of
@@ -424,9 +440,9 @@ static void alice_forward(PretrainModel *m)
         be->mean_rows_fwd(a->cls, a->phi.z, S, N, out);
     if (c->use_casa) {
         casa_query_forward(&m->casa, &a->cq, &m->online, a->enc.st.out);
-        casa_kv_forward(&m->casa, &a->cq, &a->student, &m->online, a->phi.z);
+        casa_kv_forward(&m->casa, &a->cq, &a->student, &m->online, casa_student_kv(m));
         if (!m->freeze_teacher)
-            casa_kv_forward(&m->casa, &a->cq, &a->teacher, &m->online, t->psi.z);
+            casa_kv_forward(&m->casa, &a->cq, &a->teacher, &m->online, casa_teacher_kv(m));
         align_fwd(m, m->loss_values + LOSS_VALUE_ST, a->student.out, a->teacher.out,
                   CENTER_TOKENS, S * nvis);
     } else {
@@ -475,14 +491,17 @@ static void masked_backward(PretrainModel *m)
         if (c->use_casa) {
             align_bwd(m, a->student.dout, a->student.out, a->teacher.out, CENTER_TOKENS,
                       S * nvis, views * c->w_st);
-            casa_kv_backward(&m->casa, &a->cq, &a->student, ps, a->phi.z);
-            be->add(a->phi.dz, a->phi.dz, a->student.dfeat, (size_t)S * N * out);
+            casa_kv_backward(&m->casa, &a->cq, &a->student, ps, casa_student_kv(m));
+            if (!m->casa_features)   /* features: the keys' gradient joins dH below */
+                be->add(a->phi.dz, a->phi.dz, a->student.dfeat, (size_t)S * N * out);
         } else {
             align_bwd(m, a->dsel, a->sel_s, a->sel_t, CENTER_TOKENS, S * nvis, views * c->w_st);
             be->scatter_add_rows(a->phi.dz, a->dsel, a->perm, N, S, N, nvis, out);
         }
         proj_head_backward_act(&m->head, &a->phi, ps, mae_decoder_H(&a->dec));
         params_grads_ready(ps, m->head_params);
+        if (m->casa_features)
+            be->add(a->phi.dx, a->phi.dx, a->student.dfeat, (size_t)S * N * c->dec_dim);
         dH_extra = a->phi.dx;
     }
     mae_decoder_backward(&m->dec, &a->dec, ps, a->enc.st.out, a->perm, a->dpred, dH_extra, a->dV);

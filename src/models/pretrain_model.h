@@ -112,6 +112,9 @@ typedef struct {
     const AliceBackend *be;
     int alice;
     int teacher_full;    /* teacher_decoder = full */
+    /* casa_kv = features (Alice with CASA): CASA's keys and values read H and the teacher's
+     * features (dec_dim wide, kept fp32) instead of the heads' outputs */
+    int casa_features;
     int B, dims[3], grid[3], N, nvis, P;
     ParamSet online, target;
     /* align_loss = dino (Alice only): non-trainable centers; dino is 0 otherwise and buffers

@@ -357,7 +357,8 @@ class Head(nn.Module):
 
 
 class Casa(nn.Module):
-    """Cross attention: queries from V, keys/values from head features. casa_layer = single:
+    """Cross attention: queries from V, keys/values from the heads' outputs (casa_kv = heads)
+    or from the features before the heads, dec_dim wide (features). casa_layer = single:
     one head and zeta (eqs. 3-4); transformer: the query projected into the heads' space
     (q_in), casa_heads heads, post-norm residual blocks around the attention and a ReLU
     feed-forward (the released code's layer, docs/MODEL.md)."""
@@ -368,10 +369,11 @@ class Casa(nn.Module):
         self.transformer = cfg.s("casa_layer") == "transformer"
         self.heads = cfg.i("casa_heads") if self.transformer else 1
         self.norm_q = nn.LayerNorm(E, eps=LN_EPS)
-        self.norm_kv = nn.LayerNorm(out, eps=LN_EPS)
+        kv = cfg.i("dec_dim") if cfg.s("casa_kv") == "features" else out
+        self.norm_kv = nn.LayerNorm(kv, eps=LN_EPS)
         self.q = nn.Linear(out if self.transformer else E, C, bias=False)
-        self.k = nn.Linear(out, C, bias=False)
-        self.v = nn.Linear(out, C, bias=False)
+        self.k = nn.Linear(kv, C, bias=False)
+        self.v = nn.Linear(kv, C, bias=False)
         self.zeta = nn.Linear(C, out)
         if self.transformer:
             ffn = cfg.i("casa_ffn_dim")
@@ -517,9 +519,14 @@ def forward_loss(model, batch):
         l_dv = align(cls_u, cls_v, c_cls) + align(cls_r, cls_w, c_cls)
 
     if cfg.b("use_casa"):
-        S_u, S_r = model.casa(V_u, phi_u), model.casa(V_r, phi_r)
+        # casa_kv = features: keys and values from H and the teacher's features (the heads'
+        # inputs), as the paper's eqs. 3-5 read LN(H) and LN(Y)
+        kv_features = cfg.s("casa_kv") == "features"
+        kv_u, kv_r = (H_u, H_r) if kv_features else (phi_u, phi_r)
+        kv_w, kv_v = (f_w, f_v) if kv_features else (psi_w, psi_v)
+        S_u, S_r = model.casa(V_u, kv_u), model.casa(V_r, kv_r)
         with torch.no_grad():
-            T_w, T_v = model.casa(V_u, psi_w), model.casa(V_r, psi_v)
+            T_w, T_v = model.casa(V_u, kv_w), model.casa(V_r, kv_v)
         l_st = align(S_u, T_w, c_tok) + align(S_r, T_v, c_tok)
         teacher_tokens = (T_w, T_v)
     else:

@@ -91,7 +91,8 @@ def analytic(cfg, method=None):
                 linear(B * N, s.head_hidden, s.head_bottleneck) +
                 linear(B * N, s.head_bottleneck, s.head_out))
         casa_query = linear(B * nvis, E, s.casa_dim)
-        casa_pair = (2 * linear(B * N, s.head_out, s.casa_dim) +        # k and v
+        kv = D if cfg.s("casa_kv") == "features" else s.head_out   # what k and v read
+        casa_pair = (2 * linear(B * N, kv, s.casa_dim) +               # k and v
                      attention(B, nvis, N, s.casa_dim) + linear(B * nvis, s.casa_dim, s.head_out))
         if s.casa_transformer:
             # the query token in the heads' space, then q; the feed-forward after zeta

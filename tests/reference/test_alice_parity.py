@@ -45,6 +45,13 @@ if __name__ == "__main__":
                 {"casa_layer": "transformer", "casa_heads": "2", "casa_ffn_dim": "20"},
                 {"casa_layer": "transformer", "casa_heads": "2", "casa_ffn_dim": "20",
                  "align_loss": "dino"},
+                # CASA's keys and values from H and the teacher's features (casa_kv =
+                # features), single and the released layer, both losses; and with the
+                # embed teacher (Yd = decoder_embed(Y) + positions)
+                {"casa_kv": "features"},
+                {"casa_kv": "features", "casa_layer": "transformer", "casa_heads": "2",
+                 "casa_ffn_dim": "20", "align_loss": "dino"},
+                {"casa_kv": "features", "teacher_decoder": "embed"},
                 # l_dv's [cls] from the encoder (head(cls_proj(mean V))), both losses
                 {"cls_source": "encoder"},
                 {"cls_source": "encoder", "align_loss": "dino", "use_casa": "0"},

@@ -7,10 +7,10 @@
 Where torch has torch.utils.flop_counter.FlopCounterMode (>= 2.1; not Debian's 1.13), PyTorch's
 own count must equal what (3) saw executed. Configs: tests/train/micro.cfg and
 jobs/pretrain_tiny.cfg; mae, alice, alice without CASA, alice with teacher_decoder = embed,
-alice with casa_layer = transformer, alice with cls_source = encoder (and on micro one odd mask
-ratio, and cls_source = encoder without l_dv; and accum_steps = 2, whose step is two
-micro-batches: the analytic count of one, twice). C vs Python to 1e-6 relative; analytic vs
-measured exactly.
+alice with casa_layer = transformer, alice with cls_source = encoder, alice with casa_kv =
+features (and on micro one odd mask ratio, and cls_source = encoder without l_dv; and
+accum_steps = 2, whose step is two micro-batches: the analytic count of one, twice). C vs
+Python to 1e-6 relative; analytic vs measured exactly.
 Before that, the counter itself against hand counts of one linear layer (with and without an
 input gradient) and one batched matmul, and the hand count of the patch-embedding layer.
 Prints the count and the floor of the paper configuration (ViT-B/16, 192x192x64, batch 8)."""
@@ -34,7 +34,8 @@ VARIANTS = (("mae", {"method": "mae"}), ("alice", {"method": "alice"}),
             ("alice embed teacher", {"method": "alice", "teacher_decoder": "embed"}),
             ("alice CASA transformer", {"method": "alice", "casa_layer": "transformer",
                                         "casa_heads": "2", "casa_ffn_dim": "40"}),
-            ("alice cls encoder", {"method": "alice", "cls_source": "encoder"}))
+            ("alice cls encoder", {"method": "alice", "cls_source": "encoder"}),
+            ("alice casa_kv features", {"method": "alice", "casa_kv": "features"}))
 EXTRA = (("tests/train/micro.cfg", "alice mask 0.6", {"method": "alice", "mask_ratio": "0.6"}),
          ("tests/train/micro.cfg", "cls encoder, no l_dv",
           {"method": "alice", "cls_source": "encoder", "use_dv": "0"}),

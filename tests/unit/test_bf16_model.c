@@ -14,7 +14,8 @@
  *  - the Alice step with drop-path (drop_path = 0.5: the second encoder block's branches
  *    dropped or doubled per sample, the same draws in both runs): a dropping block takes the
  *    unfused residual path and hands its branches' linear layers an fp32 scaled dy, not the
- *    bf16 copy of the unscaled gradient (which fails these bounds). */
+ *    bf16 copy of the unscaled gradient (which fails these bounds);
+ *  - the Alice step with casa_kv = features (CASA's keys from the decoder's H, kept fp32). */
 #include <mpi.h>
 #include <string.h>
 
@@ -85,14 +86,15 @@ typedef struct {
     size_t total;
 } StepResult;
 
-/* drop_path: the key's value ("0": off). */
-static StepResult one_step(const char *method, const char *precision, const char *drop_path)
+/* key = value: one more setting of the case (e.g. drop_path = 0.5) */
+static StepResult one_step(const char *method, const char *precision, const char *key,
+                           const char *value)
 {
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "precision", precision, "test", 0);
-    config_set(&cfg, "drop_path", drop_path, "test", 0);
+    config_set(&cfg, key, value, "test", 0);
     PretrainModel m;
     pretrain_model_init(&m, &cfg, backend_cpu(), cfg.batch);
     const size_t vox = (size_t)m.B * 16 * 16 * 8;
@@ -163,9 +165,10 @@ static void compare_gradients(const ParamSet *ps, const float *ref, const float 
            what, checked, worst_rel, worst_cos, bad);
 }
 
-static int compare_steps_drop(const char *method, const char *drop_path)
+static int compare_steps_with(const char *method, const char *key, const char *value)
 {
-    StepResult ref = one_step(method, "fp32", drop_path), mp = one_step(method, "bf16", drop_path);
+    StepResult ref = one_step(method, "fp32", key, value);
+    StepResult mp = one_step(method, "bf16", key, value);
     TEST_CHECK(ref.total == mp.total && memcmp(ref.data, mp.data, ref.total * sizeof(float)) == 0,
                "%s: both runs must start from the same weights", method);
     TEST_CLOSE(mp.loss.loss, ref.loss.loss, 2e-2, 1e-4, "total loss, bf16 vs fp32");
@@ -173,6 +176,7 @@ static int compare_steps_drop(const char *method, const char *drop_path)
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "method", method, "test", 0);
+    config_set(&cfg, key, value, "test", 0);
     PretrainModel names;
     pretrain_model_init(&names, &cfg, backend_cpu(), cfg.batch);
     compare_gradients(&names.online, ref.grad, mp.grad, NULL, 5e-2, 0.995, method);
@@ -182,10 +186,22 @@ static int compare_steps_drop(const char *method, const char *drop_path)
     return 0;
 }
 
-static int compare_steps(const char *method) { return compare_steps_drop(method, "0"); }
+static int compare_steps(const char *method)
+{
+    return compare_steps_with(method, "drop_path", "0");
+}
 static int test_mae_step(void) { return compare_steps("mae"); }
 static int test_alice_step(void) { return compare_steps("alice"); }
-static int test_alice_step_drop_path(void) { return compare_steps_drop("alice", "0.5"); }
+static int test_alice_step_drop_path(void)
+{
+    return compare_steps_with("alice", "drop_path", "0.5");
+}
+/* casa_kv = features: the decoder's H stays fp32 (CASA's LayerNorm reads it) while the head's
+ * and pred's GEMMs round it as operands */
+static int test_alice_step_casa_features(void)
+{
+    return compare_steps_with("alice", "casa_kv", "features");
+}
 
 /* UNETR fine-tuning: its ViT encoder runs the same stacks (batch: tests/unit/seg_batch.h). */
 static const char *const unetr_tiny[][2] = {
@@ -252,6 +268,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_mae_step);
     TEST_RUN(test_alice_step);
     TEST_RUN(test_alice_step_drop_path);
+    TEST_RUN(test_alice_step_casa_features);
     TEST_RUN(test_unetr_step);
     MPI_Finalize();
     return test_finish();

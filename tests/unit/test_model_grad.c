@@ -1,8 +1,9 @@
 /* Finite-difference check of the whole pre-training loss (MAE, Alice, Alice without CASA, and
  * Alice with align_loss = dino with and without CASA, its centers set to random values and held
  * fixed like the teacher; both losses also with casa_layer = transformer, 2 heads, and with
- * cls_source = encoder; and with drop-path, drop_path = 0.6 on a 3-block encoder, the step's
- * draws held fixed as the masks)
+ * cls_source = encoder; with casa_kv = features (CASA's keys from H and the teacher's decoder
+ * features, dec_dim 12 wide, not the heads' 8); and with drop-path, drop_path = 0.6 on a
+ * 3-block encoder, the step's draws held fixed as the masks)
  * against the analytic gradient at sampled entries of EVERY parameter tensor.
  * Central differences in fp32 with h = 2e-3; pass when |fd - analytic| <= 3e-3 + 5e-2 |fd|
  * (fp32 round-off of a loss near 1 divided by 2h is about 1e-4; the margin covers curvature). */
@@ -23,6 +24,7 @@ static const char *const tiny[][2] = {
 };
 
 static const char *g_cls_source = "decoder";
+static const char *g_casa_kv = "heads";
 static const char *g_drop_path = "0";   /* with depth 3 in the drop-path case */
 
 static double loss_of(PretrainModel *m) { return pretrain_model_forward_backward(m).loss; }
@@ -34,6 +36,7 @@ static int check_layer(const char *method, int use_casa, const char *align_loss,
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "cls_source", g_cls_source, "test", 0);
+    config_set(&cfg, "casa_kv", g_casa_kv, "test", 0);
     config_set(&cfg, "casa_layer", casa_layer, "test", 0);
     config_set(&cfg, "casa_heads", "2", "test", 0);
     config_set(&cfg, "casa_ffn_dim", "10", "test", 0);
@@ -87,9 +90,9 @@ static int check_layer(const char *method, int use_casa, const char *align_loss,
             }
         }
     }
-    printf("  %s%s, align_loss %s, casa_layer %s, cls_source %s, drop_path %s: %d entries of %d "
-           "tensors checked, %d off\n", method, use_casa ? "" : " (no CASA)", align_loss,
-           casa_layer, g_cls_source, g_drop_path, checked, ps->count, bad);
+    printf("  %s%s, align_loss %s, casa_layer %s, casa_kv %s, cls_source %s, drop_path %s: %d "
+           "entries of %d tensors checked, %d off\n", method, use_casa ? "" : " (no CASA)",
+           align_loss, casa_layer, g_casa_kv, g_cls_source, g_drop_path, checked, ps->count, bad);
     free(grad);
     free(vol);
     pretrain_model_free(&m);
@@ -123,6 +126,16 @@ static int test_alice_cls_encoder(void)
     return rc;
 }
 
+/* CASA's keys and values from H and the teacher's features: the gradient through the keys
+ * reaches H directly (beside the head's), in both CASA forms */
+static int test_alice_casa_features(void)
+{
+    g_casa_kv = "features";
+    int rc = check_method("alice", 1, "cosine") | check_layer("alice", 1, "dino", "transformer");
+    g_casa_kv = "heads";
+    return rc;
+}
+
 /* drop-path: blocks 1 and 2 drop at 0.3 and 0.6, per masked sample and branch */
 static int test_alice_drop_path(void)
 {
@@ -143,6 +156,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_casa_transformer);
     TEST_RUN(test_alice_dino_casa_transformer);
     TEST_RUN(test_alice_cls_encoder);
+    TEST_RUN(test_alice_casa_features);
     TEST_RUN(test_alice_drop_path);
     MPI_Finalize();
     return test_finish();

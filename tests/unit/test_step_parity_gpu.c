@@ -217,6 +217,14 @@ static int test_alice_cls_encoder(void)
     return check_method_with("alice", 1, &kFp32, kClsEncoder, 1) |
            check_method_with("alice", 1, &kBf16, kClsEncoder, 1);
 }
+/* casa_kv = features: CASA's keys and values read the decoder's H (fp32 with bf16 activations
+ * too) and the teacher's decoder features; their gradient joins dH beside the head's. */
+static const char *const kCasaFeatures[][2] = {{"casa_kv", "features"}};
+static int test_alice_casa_features(void)
+{
+    return check_method_with("alice", 1, &kFp32, kCasaFeatures, 1) |
+           check_method_with("alice", 1, &kBf16, kCasaFeatures, 1);
+}
 /* drop_path: the student encoder's branches dropped or scaled per sample (the same draws on
  * both backends), the unfused residual path of a dropping block in fp32 and bf16. */
 static const char *const kDropPath[][2] = {{"drop_path", "0.5"}};
@@ -375,6 +383,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_no_casa);
     TEST_RUN(test_alice_casa_transformer);
     TEST_RUN(test_alice_cls_encoder);
+    TEST_RUN(test_alice_casa_features);
     TEST_RUN(test_alice_drop_path);
     TEST_RUN(test_unetr_step);
     TEST_RUN(test_alice_fused_attention);

@@ -62,7 +62,7 @@ static void one_view_layout(const PretrainModel *m, OneViewTeacher *t)
     t->patches = arena_floats(ar, (size_t)B * N * m->P);
     vit_encoder_layout(&m->enc, &t->enc, ar, B, N, TSTACK_FORWARD_ONLY);
     if (m->teacher_full) {
-        mae_decoder_layout(&m->dec, &t->dec, ar, B, N, N, 0);
+        mae_decoder_layout(&m->dec, &t->dec, ar, B, N, N, 0, m->casa_features);
         t->feat = mae_decoder_H(&t->dec);
     } else {
         t->yd = arena_floats(ar, (size_t)B * N * m->cfg.dec_dim);
