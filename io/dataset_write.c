@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/check.h"
+#include "core/fsutil.h"
 
 /* Chunks of 64 x 64 x 32 voxels: a training crop touches few chunks, and each chunk is big
  * enough for deflate to work. */
@@ -56,7 +57,10 @@ DatasetWriter *dataset_writer_create(const char *path, MPI_Comm comm, const floa
     CHECK_MPI(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm));
     if (!all_ok) {
         if (w->file >= 0) H5Fclose(w->file);
-        snprintf(err, errlen, "cannot create %s (is the directory writable and on a shared file system?)", path);
+        char why[4200];
+        describe_create_failure(path, why, sizeof why);
+        snprintf(err, errlen, "cannot create %s: %s (every rank must see that folder: a shared "
+                 "file system)", path, why);
         free(w);
         return NULL;
     }

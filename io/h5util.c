@@ -43,9 +43,9 @@ static int remove_pending_tmp(void)
     for (int i = 0; i < PENDING_MAX; i++) {
         if (!g_pending[i].tmp[0]) continue;
         if (unlink(g_pending[i].tmp) == 0 || errno == ENOENT)
-            fprintf(stderr, "alice: %s was being written when the error above ended the job (a "
-                    "full disk or quota?): removed it; %s was not written (a file of that name "
-                    "from before is unchanged)\n", g_pending[i].tmp, g_pending[i].final_path);
+            fprintf(stderr, "alice: %s was being written when the error above ended the job: "
+                    "removed it; %s was not written (a file of that name from before is "
+                    "unchanged)\n", g_pending[i].tmp, g_pending[i].final_path);
         g_pending[i].tmp[0] = '\0';
         removed = 1;
     }
@@ -91,8 +91,11 @@ hid_t h5_create_tmp(const char *path)
     hid_t f;
     H5E_BEGIN_TRY { f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT); } H5E_END_TRY;
     h5_unlock();
-    if (f < 0)
-        alice_die("cannot create %s: check that the directory exists and is writable", tmp);
+    if (f < 0) {
+        char why[PENDING_PATH + 200];
+        describe_create_failure(tmp, why, sizeof why);
+        alice_die("cannot create %s: %s", tmp, why);
+    }
     h5_pending_tmp(tmp, path);
     return f;
 }

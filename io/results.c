@@ -1,5 +1,6 @@
 #include "results.h"
 
+#include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,7 +58,8 @@ static void write_csv(const char *path, const EvalResults *r)
     char tmp[4200];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) alice_die("%s: path too long", path);
     FILE *out = fopen(tmp, "w");
-    if (!out) alice_die("%s: cannot create the results table; check that the directory exists and is writable", tmp);
+    if (!out) alice_die("%s: cannot create the results table: %s; check that the directory exists "
+                        "and is writable", tmp, strerror(errno));
     fprintf(out, "case,organ,dsc,nsd\n");
     for (int c = 0; c < r->num_cases; c++)
         for (int o = 0; o < r->num_organs; o++)

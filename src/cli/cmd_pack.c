@@ -1,7 +1,10 @@
 /* `alice pack`: NIfTI volumes -> one dataset.h5 (docs/FORMAT.md). Ranks preprocess cases in
  * rounds (case r * ranks + rank in round r), then write them together with parallel HDF5.
- * Output goes to <out>.tmp and is renamed when complete. */
+ * Output goes to <out>.tmp.<host>.<pid> (this job's own name: two packs of one --out never
+ * write one file) and is renamed when complete. */
+#include <dirent.h>
 #include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -22,8 +25,53 @@
 #include "h5util.h"
 #include "nifti_io.h"
 
-/* Room for a message naming a case, two paths and the problem. */
-enum { ERR_LEN = 4096 };
+/* Room for a message naming a case, two paths and the problem; the longest temporary suffix,
+ * ".tmp." and a host name and pid. */
+enum { ERR_LEN = 4096, TMP_SUFFIX_MAX = 96 };
+
+/* <out>.tmp.<host>.<pid> of rank 0, the same on every rank: each job writes a file of its own,
+ * so a second pack of the same --out (a resubmitted sbatch) can neither truncate this one's
+ * file mid-write nor remove it on its error; the renames are atomic, the last one wins. */
+static void job_tmp_name(char *tmp, size_t size, const char *out, int rank)
+{
+    char suffix[TMP_SUFFIX_MAX] = "";
+    if (rank == 0) {
+        char host[64] = "host";
+        if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "host");
+        host[sizeof host - 1] = '\0';
+        for (char *c = host; *c; c++)   /* one path component whatever the host calls itself */
+            if (*c == '/' || *c == ' ') *c = '_';
+        snprintf(suffix, sizeof suffix, ".tmp.%s.%ld", host, (long)getpid());
+    }
+    CHECK_MPI(MPI_Bcast(suffix, (int)sizeof suffix, MPI_CHAR, 0, MPI_COMM_WORLD));
+    snprintf(tmp, size, "%s%s", out, suffix);
+}
+
+/* Temporary files of earlier packs of `out` left in its folder (a pack killed before its
+ * rename), or of one writing it now: named, with their sizes, so the space can be reclaimed.
+ * Called before this job creates its own. */
+static void report_leftover_tmp(const char *out)
+{
+    char dir_buf[DATASET_PATH_LEN], base_buf[DATASET_PATH_LEN];
+    snprintf(dir_buf, sizeof dir_buf, "%s", out);
+    snprintf(base_buf, sizeof base_buf, "%s", out);
+    const char *dir = dirname(dir_buf), *base = basename(base_buf);
+    char prefix[DATASET_PATH_LEN + 8];
+    snprintf(prefix, sizeof prefix, "%s.tmp", base);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0) continue;
+        char path[2 * DATASET_PATH_LEN + 2];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) != 0) continue;
+        log_warn("alice pack: %s (%.1f MiB) is a temporary file of another pack of %s, killed "
+                 "before it finished or running now; remove it when no pack of %s runs", path,
+                 st.st_size / 1048576.0, out, out);
+    }
+    closedir(d);
+}
 
 /* Outcome of one case on its rank, exchanged every round. */
 typedef struct {
@@ -32,13 +80,24 @@ typedef struct {
     char error[ERR_LEN];
 } CaseStatus;
 
-/* The first entry (row * 4 + column) where the two affines differ beyond 1e-3 relative, or
- * -1 when they match. */
-static int affine_mismatch(const double a[4][4], const double b[4][4])
+/* The first entry (row * 4 + column) where the two affines put a voxel of a dim-sized grid
+ * more than 1% of the smallest voxel size apart, or -1 when they match: an origin entry moves
+ * every voxel, a direction entry of column c the far voxels by (dim[c] - 1) times it. A
+ * tolerance in mm, not relative to the entry, so a label one slice off is caught at any
+ * distance of the origin from the scanner's centre, and float rounding of the header is not. */
+static int affine_mismatch(const double a[4][4], const double b[4][4], const int dim[3])
 {
+    double min_spacing = INFINITY;
+    for (int c = 0; c < 3; c++) {
+        const double len = sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
+        if (len < min_spacing) min_spacing = len;
+    }
+    const double tol = 0.01 * min_spacing;
     for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 4; c++)
-            if (fabs(a[r][c] - b[r][c]) > 1e-3 * (1.0 + fabs(a[r][c]))) return r * 4 + c;
+        for (int c = 0; c < 4; c++) {
+            const double reach = c == 3 ? 1.0 : (dim[c] > 1 ? dim[c] - 1 : 1);
+            if (!(fabs(a[r][c] - b[r][c]) * reach <= tol)) return r * 4 + c;
+        }
     return -1;
 }
 
@@ -76,9 +135,9 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
             problem = "shape";
             snprintf(detail, sizeof detail, "image %dx%dx%d, label %dx%dx%d", dim[0], dim[1], dim[2],
                      ldim[0], ldim[1], ldim[2]);
-        } else if (affine_mismatch(affine, laffine) >= 0) {
+        } else if (affine_mismatch(affine, laffine, dim) >= 0) {
             /* name the entry that differs: an origin, or a direction/spacing column */
-            const int e = affine_mismatch(affine, laffine), r = e / 4, c = e % 4;
+            const int e = affine_mismatch(affine, laffine, dim), r = e / 4, c = e % 4;
             problem = "affine";
             snprintf(detail, sizeof detail, "entry [%d][%d] (%s): image %.4g, label %.4g", r, c,
                      c == 3 ? "origin, mm" : "direction x spacing", affine[r][c], laffine[r][c]);
@@ -178,17 +237,21 @@ int cmd_pack(int argc, char **argv)
     }
     if (!input == !list) alice_die("alice pack: give exactly one of --input DIR or --list FILE");
     if (!out) alice_die("alice pack: --out dataset.h5 is required");
-    /* the data set is written to <out>.tmp first: a name cut to fit would be another file,
-     * perhaps --out itself, truncated by the create */
-    if (strlen(out) + sizeof ".tmp" > DATASET_PATH_LEN)
+    /* the data set is written to a temporary name first (job_tmp_name): a name cut to fit
+     * would be another file, perhaps --out itself, truncated by the create */
+    if (strlen(out) + TMP_SUFFIX_MAX > DATASET_PATH_LEN)
         alice_die("alice pack: --out %s is longer than %d characters; use a shorter path", out,
-                  (int)(DATASET_PATH_LEN - sizeof ".tmp"));
+                  (int)(DATASET_PATH_LEN - TMP_SUFFIX_MAX));
     const float *spacing = cfg.spacing;   /* validated by the key's type and range */
     const int max_label = cfg.num_classes - 1;
 
     int rank = 0, nranks = 1;
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &nranks));
+    struct stat out_st;
+    if (stat(out, &out_st) == 0 && S_ISDIR(out_st.st_mode))
+        alice_die("alice pack: --out %s is a directory; name the data set file, e.g. "
+                  "--out %s/dataset.h5", out, out);
     if (access(out, F_OK) == 0 && !force)
         alice_die("%s already exists; pass --force to overwrite it, or choose another --out", out);
 
@@ -210,8 +273,9 @@ int cmd_pack(int argc, char **argv)
     for (int i = 0; i < n; i++) fold[perm[i]] = i % cfg.num_folds;
     free(perm);
 
-    char tmp[DATASET_PATH_LEN + 8];
-    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    char tmp[DATASET_PATH_LEN];
+    job_tmp_name(tmp, sizeof tmp, out, rank);
+    if (rank == 0) report_leftover_tmp(out);
     char err[ERR_LEN];
     DatasetWriter *w = dataset_writer_create(tmp, MPI_COMM_WORLD, spacing, cfg.num_folds, err, sizeof err);
     if (!w) alice_die("%s", err);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -63,4 +64,24 @@ void commit_stream(FILE *f, const char *tmp, const char *path)
                   tmp, strerror(e), path);
     }
     durable_replace(tmp, path);
+}
+
+void describe_create_failure(const char *path, char *why, size_t size)
+{
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    const char *dir = dirname(buf);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        snprintf(why, size, "%s is a directory; name a file", path);
+    else if (stat(dir, &st) != 0)
+        snprintf(why, size, "its folder %s: %s; create it first", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        snprintf(why, size, "%s is not a folder", dir);
+    else if (access(dir, W_OK | X_OK) != 0)
+        snprintf(why, size, "its folder %s is not writable: %s", dir, strerror(errno));
+    else
+        snprintf(why, size, "its folder %s is writable: the file system refused the file (full, a "
+                 "quota, or HDF5 file locking unsupported there: export "
+                 "HDF5_USE_FILE_LOCKING=FALSE)", dir);
 }

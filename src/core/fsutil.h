@@ -2,6 +2,7 @@
 #ifndef ALICE_FSUTIL_H
 #define ALICE_FSUTIL_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 /* mkdir -p: creates path and its parents; an existing directory is fine. On failure the job
@@ -17,5 +18,9 @@ void durable_replace(const char *tmp, const char *path);
 /* Closes `f`, a temporary file written in full, then durable_replace(tmp, path); a failed
  * close (a full disk shows there) removes tmp and ends the job naming it. */
 void commit_stream(FILE *f, const char *tmp, const char *path);
+/* Why creating `path` failed, where the creating call gives no reason (HDF5's H5Fcreate):
+ * `path` a directory, its folder missing, not a folder or not writable, or else the file
+ * system's refusal. */
+void describe_create_failure(const char *path, char *why, size_t size);
 
 #endif

@@ -8,7 +8,10 @@
 - bad input: corrupt .nii.gz, unsupported datatype, shape and affine mismatch, label values
   outside 0..13, NaN voxels, a singular affine, empty folder, unwritable output, existing output
   without --force: each a clear error naming the case and the problem; --keep-going packs the
-  rest and lists what was skipped, and commits nothing when every case was skipped."""
+  rest and lists what was skipped, and commits nothing when every case was skipped.
+- temporary files: each pack writes its own (<out>.tmp.<host>.<pid>), so another pack's of the
+  same --out is left alone and named, and two packs of one --out at once both finish with a
+  complete data set."""
 import filecmp
 import os
 import shutil
@@ -34,6 +37,12 @@ def check(cond, what):
 def run(*args, np_=1):
     cmd = ([ "mpirun", "-np", str(np_), "--oversubscribe"] if np_ > 1 else []) + [ALICE, *args]
     return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def leftovers(path):
+    """Temporary files of packs of `path` left in its folder."""
+    d, base = os.path.split(path)
+    return [f for f in os.listdir(d or ".") if f.startswith(os.path.basename(base) + ".tmp")]
 
 
 def h5_content(path):
@@ -70,6 +79,54 @@ def reference_pack(img_path, lab_path, grp):
     ri = np.clip(np.floor(src + 0.5 + 1e-9).astype(int), 0, np.array(lab.shape)[:, None] - 1)
     ref_lab = lab[ri[0], ri[1], ri[2]].reshape(shape)
     return ref_img, ref_lab
+
+
+def temporary_files(tmp, ph):
+    """Another job's temporary file of the same --out is neither truncated nor removed, and is
+    named; two packs of one --out at once (a resubmitted sbatch) each end with status 0 and
+    leave a complete data set, one of the two case sets, and no temporary file."""
+    out = os.path.join(tmp, "shared.h5")
+    other = out + ".tmp"   # the name every pack wrote before each had its own
+    with open(other, "wb") as f:
+        f.write(b"another pack's bytes")
+    r = run("pack", "--input", ph, "--out", out, np_=2)
+    kept = False
+    if os.path.exists(other):   # an old pack renamed it as its own
+        with open(other, "rb") as f:
+            kept = f.read() == b"another pack's bytes"
+    check(r.returncode == 0 and kept and other in r.stderr and leftovers(out) == [
+          os.path.basename(other)], "another pack's temporary file of the same --out is left as "
+          f"it was and named ({r.stderr.strip()[-160:]})")
+    if os.path.exists(other):
+        os.remove(other)
+    few = os.path.join(tmp, "few")
+    os.makedirs(os.path.join(few, "imagesTr"))
+    os.makedirs(os.path.join(few, "labelsTr"))
+    for c in ("case0001", "case0002"):
+        shutil.copy(f"{ph}/imagesTr/{c}_0000.nii.gz", f"{few}/imagesTr/")
+        shutil.copy(f"{ph}/labelsTr/{c}.nii.gz", f"{few}/labelsTr/")
+    # the case sets each pack would write, from single packs
+    sets = {}
+    r = run("pack", "--input", few, "--out", os.path.join(tmp, "few.h5"))
+    check(r.returncode == 0, f"pack of two cases ({r.stderr.strip()[-120:]})")
+    for name, path in (("all", out), ("few", os.path.join(tmp, "few.h5"))):
+        with h5py.File(path, "r") as f:
+            sets[name] = sorted(n.decode() for n in f["index/name"][()])
+    procs = [subprocess.Popen([ALICE, "pack", "--input", src, "--out", out, "--force"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for src in (ph, few)]
+    results = [p.communicate() + (p.returncode,) for p in procs]
+    complete = False
+    try:
+        with h5py.File(out, "r") as f:
+            names = sorted(n.decode() for n in f["index/name"][()])
+            complete = names in sets.values() and all(
+                f[f"cases/{c}/{v}"][()].size > 0 for c in names for v in ("image", "label"))
+    except (OSError, KeyError) as e:
+        print(f"  read-back: {e}")
+    check(all(rc == 0 for _, _, rc in results) and complete and not leftovers(out),
+          "two packs of one --out at once: both status 0, a complete data set, no temporary file "
+          f"({[rc for _, _, rc in results]}, {[e.strip()[-100:] for _, e, _ in results]})")
 
 
 def main():
@@ -115,7 +172,7 @@ def main():
     # pack: 1 rank vs 2 ranks, and the read-back against the reference
     out1, out2 = os.path.join(tmp, "one.h5"), os.path.join(tmp, "two.h5")
     r = run("pack", "--input", ph, "--out", out1, "num_folds=3")
-    check(r.returncode == 0 and os.path.exists(out1) and not os.path.exists(out1 + ".tmp"),
+    check(r.returncode == 0 and os.path.exists(out1) and not leftovers(out1),
           f"pack 1 rank {r.stderr[-500:]}")
     r = run("pack", "--input", ph, "--out", out2, "num_folds=3", np_=2)
     check(r.returncode == 0, f"pack 2 ranks {r.stderr[-500:]}")
@@ -181,6 +238,16 @@ def main():
     stretched = aff.copy()
     stretched[0, 0] *= 1.5
     write_case("spacing", small, small_lab, lab_aff=stretched)
+    # thin slices far from the scanner's centre (0.7 x 0.7 x 0.5 mm at z = -900): a label one
+    # slice off (0.5 mm) is refused; header rounding (1e-5 mm) is not
+    thin = np.diag([0.7, 0.7, 0.5, 1.0])
+    thin[:3, 3] = [-20.0, -30.0, -900.0]
+    one_slice = thin.copy()
+    one_slice[2, 3] += 0.5
+    write_case("oneslice", small, small_lab, img_aff=thin, lab_aff=one_slice)
+    rounded = thin.copy()
+    rounded[:3, 3] += 1e-5
+    write_case("rounded", small, small_lab, img_aff=thin, lab_aff=rounded)
     lab20 = small_lab.copy()
     lab20[lab20 == 1] = 20
     write_case("labelrange", small, lab20)
@@ -207,6 +274,7 @@ def main():
               "shape": "does not match the image shape",
               "affine": "does not match the image affine (entry [2][3] (origin, mm)",
               "spacing": "does not match the image affine (entry [0][0] (direction x spacing)",
+              "oneslice": "does not match the image affine (entry [2][3] (origin, mm)",
               "labelrange": "outside the label set",
               "fractional": "which is not an integer class id",
               "slice": "a 2D image",
@@ -222,7 +290,7 @@ def main():
         o = os.path.join(tmp, f"{case}.h5")
         r = run("pack", "--input", only, "--out", o)
         check(r.returncode != 0 and f"case {case}" in r.stderr and phrase in r.stderr
-              and not os.path.exists(o) and not os.path.exists(o + ".tmp"),
+              and not os.path.exists(o) and not leftovers(o),
               f"{case}: refused, message names case and problem: {r.stderr.strip().splitlines()[0][:160] if r.stderr else ''}")
     o = os.path.join(tmp, "keep.h5")
     r = run("pack", "--input", bad, "--out", o, "--keep-going", np_=2)
@@ -230,9 +298,10 @@ def main():
     if ok:
         with h5py.File(o, "r") as f:
             names = sorted(n.decode() for n in f["index/name"][()])
-            ok = names == ["good", "nolabel"] and "label" not in f["cases/nolabel"]
-    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 10 case(s)" in r.stdout,
-          f"--keep-going packs the good cases and lists the 10 skipped ({r.stdout[-200:]!r})")
+            ok = names == ["good", "nolabel", "rounded"] and "label" not in f["cases/nolabel"]
+    check(ok and all(f"case {c}" in r.stdout for c in expect) and "skipped 11 case(s)" in r.stdout,
+          f"--keep-going packs the good cases (a label's affine rounded by 1e-5 mm among them) "
+          f"and lists the 11 skipped ({r.stdout[-200:]!r})")
     # every case skipped: nothing is committed, an existing data set under --force included
     allbad = os.path.join(tmp, "allbad")
     os.makedirs(allbad)
@@ -242,7 +311,7 @@ def main():
     before = h5_content(o)
     r = run("pack", "--input", allbad, "--out", o, "--keep-going", "--force", np_=2)
     check(r.returncode != 0 and "skipped every case (3" in r.stderr and
-          same_content(before, h5_content(o)) and not os.path.exists(o + ".tmp"),
+          same_content(before, h5_content(o)) and not leftovers(o),
           f"--keep-going with every case bad: status {r.returncode}, the existing file kept "
           f"({r.stderr.strip().splitlines()[-1][:140] if r.stderr else ''})")
     empty = os.path.join(tmp, "empty")
@@ -253,6 +322,9 @@ def main():
     check(r.returncode != 0 and "cannot create" in r.stderr, f"unwritable output: {r.stderr.strip()[:120]}")
     r = run("pack", "--input", ph, "--out", out1)
     check(r.returncode != 0 and "--force" in r.stderr, f"existing output kept without --force: {r.stderr.strip()[:120]}")
+    r = run("pack", "--input", ph, "--out", tmp, "--force")
+    check(r.returncode != 0 and "is a directory" in r.stderr and "[1/" not in r.stdout,
+          f"--out naming a directory refused before packing: {r.stderr.strip()[:120]}")
     before = h5_content(out1)
     check(same_content(before, h5_content(out1)), "existing output untouched")
     # a label that is a link to nothing: refused (the case was packed unlabelled, silently)
@@ -327,6 +399,7 @@ def main():
           same_content(before, h5_content(longout)),
           f"an --out of {len(longout)} characters refused, the file kept: "
           f"{r.stderr.strip()[-100:]}")
+    temporary_files(tmp, ph)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"{len(failures)} failure(s)")
     return 1 if failures else 0
