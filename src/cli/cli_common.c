@@ -9,6 +9,17 @@
 
 int cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
 
+long cli_int_flag(const char *command, const char *flag, const char *value, long min, long max)
+{
+    char *end = NULL;
+    errno = 0;
+    const long n = strtol(value, &end, 10);
+    if (errno || end == value || *end || n < min || n > max)
+        alice_die("alice %s: %s '%s' is not a whole number in %ld..%ld", command, flag, value,
+                  min, max);
+    return n;
+}
+
 long cli_step_count(const char *command, const char *flag, const char *value)
 {
     char *end = NULL;

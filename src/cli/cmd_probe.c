@@ -10,38 +10,59 @@
 #include "eval/probe.h"
 #include "train/checkpoint.h"
 
+/* The probe's own flags, each followed by a value. */
+static int is_probe_flag(const char *a)
+{
+    return !strcmp(a, "--checkpoint") || !strcmp(a, "--cases") || !strcmp(a, "--crops") ||
+           !strcmp(a, "--k");
+}
+
 int cmd_probe(int argc, char **argv)
 {
-    Config cfg;
-    config_defaults(&cfg);
     const char *ckpt = NULL;
     int cases = 6, crops = 4, k = 5;
     for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
+        const char *a = argv[i];
+        if (cli_is_help(a)) {
             printf("usage: alice probe --checkpoint CKPT [--cases N] [--crops M] [--k K] [data=...] [key=value]\n"
                    "  k-NN probe (leave one case out, cosine similarity) of the encoder's patch features\n"
                    "  against the organ labels of N labelled cases (M random crops each): prints the\n"
                    "  balanced accuracy of the checkpoint's encoder and of the same encoder at random\n"
                    "  initialisation. Model keys come from the checkpoint; data, crop and window may be\n"
-                   "  overridden.\n");
+                   "  overridden (key=value or --config, anywhere on the line).\n");
             return 0;
         }
-        if (!strcmp(argv[i], "--checkpoint") && i + 1 < argc) {
-            ckpt = argv[++i];
-            char *text = checkpoint_config_text(ckpt);
-            config_from_text(&cfg, text, ckpt);
-            free(text);
-        } else if (!strcmp(argv[i], "--cases") && i + 1 < argc) cases = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--crops") && i + 1 < argc) crops = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--k") && i + 1 < argc) k = atoi(argv[++i]);
-        else if (!cli_config_arg(&cfg, argc, argv, &i))
-            alice_die("alice probe: unknown argument '%s' (see alice probe --help)", argv[i]);
+        if (is_probe_flag(a)) {
+            if (i + 1 >= argc) alice_die("alice probe: %s needs a value (see alice probe --help)", a);
+            const char *v = argv[++i];
+            if (!strcmp(a, "--checkpoint")) ckpt = v;
+            else if (!strcmp(a, "--cases")) cases = (int)cli_int_flag("probe", a, v, 2, 100000);
+            else if (!strcmp(a, "--crops")) crops = (int)cli_int_flag("probe", a, v, 1, 10000);
+            else k = (int)cli_int_flag("probe", a, v, 1, 64);
+        } else if (!strcmp(a, "--config") || !strcmp(a, "-c")) {
+            i++;   /* applied below, once the checkpoint's keys are in */
+        } else if (strncmp(a, "--config=", 9) != 0 && !(a[0] != '-' && strchr(a, '='))) {
+            alice_die("alice probe: unknown argument '%s' (see alice probe --help)", a);
+        }
     }
     if (!ckpt) alice_die("alice probe: --checkpoint is required");
+    /* The checkpoint's keys first, then the command line's job files and key=value in their
+     * order (with key=value winning), wherever they stood against --checkpoint. */
+    Config cfg;
+    config_defaults(&cfg);
+    char *text = checkpoint_config_text(ckpt);
+    config_from_text(&cfg, text, ckpt);
+    free(text);
+    for (int i = 1; i < argc; i++) {
+        if (is_probe_flag(argv[i])) {
+            i++;
+            continue;
+        }
+        cli_config_arg(&cfg, argc, argv, &i);
+    }
     /* the encoder of a pre-training run (a fine-tuned UNETR keeps it under other names: the
      * probe would compare the random encoder with itself) */
     checkpoint_check_encoder_source(ckpt, &cfg);
-    if (k < 1 || k > 64) alice_die("alice probe: --k must be in 1..64");
     ProbeResult a = probe_knn(&cfg, ckpt, cases, crops, k);
     ProbeResult r = probe_knn(&cfg, NULL, cases, crops, k);
     log_info("k-NN probe (k=%d, %ld tokens, %d classes, leave one case out):", k, a.tokens, a.classes);

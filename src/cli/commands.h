@@ -34,6 +34,9 @@ int cli_is_help(const char *arg);
 /* The step count given to `flag` of `command` (--stop-after, --bench-steps); anything but a
  * positive integer ends the job naming both. */
 long cli_step_count(const char *command, const char *flag, const char *value);
+/* The whole number given to `flag` of `command`, in min..max; anything else (text after the
+ * digits, "1e3", out of range) ends the job naming the flag, the value and the range. */
+long cli_int_flag(const char *command, const char *flag, const char *value, long min, long max);
 /* Prints the resolved configuration (rank 0) under a heading. */
 void cli_print_config(const Config *cfg, const char *command);
 

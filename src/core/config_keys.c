@@ -94,7 +94,9 @@ const ConfigKey config_keys[] = {
     K("matcher", CFG_T_ENUM, matcher, "profile", "profile|bbox", "anatomical matcher of pre-training pairs"),
     K("synthetic_cases", CFG_T_INT, synthetic_cases, "8", "2..10000", "phantoms generated in memory when data = synthetic"),
     K("fold", CFG_T_INT, fold, "0", "-1..", "validation fold (-1 = train on all)"),
-    K("num_folds", CFG_T_INT, num_folds, "5", "1..100", "folds assigned at pack time"),
+    K("num_folds", CFG_T_INT, num_folds, "5", "1..100",
+      "folds assigned at pack time, and of the synthetic cases; a packed data set keeps the "
+      "folds of its packing, so fold is checked against those"),
     K("spacing", CFG_T_FLOAT3, spacing, "1.5,1.5,2.0", "0.01..100",
       "voxel spacing X,Y,Z in mm that `alice pack` resamples to (one number: the same on every "
       "axis)"),

@@ -6,8 +6,8 @@
 # infer` on the held-out fold, whose NIfTI predictions must have the shape and affine of the
 # source images (nibabel) and hold only labels 0..13. A pretrained checkpoint with another head
 # count, a fine-tuning checkpoint as pretrained, or a fold the data set does not have (packed
-# with 2), or a checkpoint missing one encoder tensor, is refused before any step; alice infer
-# refuses a pre-training checkpoint.
+# with 2), or a checkpoint missing one encoder tensor, is refused before any step, while fold 5
+# of a data set packed with 6 folds trains; alice infer refuses a pre-training checkpoint.
 set -u
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -50,6 +50,13 @@ refused() {  # expected-message, args...
 refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
 refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
 refused "fold = 3 holds no labelled case of" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
+# the folds of a packed data set are its packing's, not num_folds' (default 5): fold 5 of a
+# 6-fold packing trains and validates on its case
+run "$ALICE" phantom --out "$T/ph6" --cases 6 --size small --seed 7
+run "$ALICE" pack --input "$T/ph6" --out "$T/ds6.h5" spacing=3,3,3 num_folds=6 seed=1
+run "$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" data="$T/ds6.h5" run_dir="$T/ft6" \
+    $ENC fold=5 steps=1 val_every=1 ckpt_every=1
+grep -q "validating on 1 (fold 5)" "$T/last.log" || fail "fold 5 of a 6-fold data set not used"
 cp "$CKPT" "$T/short.h5"
 "$PYTHON" -c "import h5py,sys; f=h5py.File(sys.argv[1],'a'); del f['params/encoder.norm.weight']" "$T/short.h5"
 refused "holds 47 of the encoder's 48 tensors" run_dir="$T/bad4" $ENC pretrained="$T/short.h5"
