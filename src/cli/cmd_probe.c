@@ -33,7 +33,8 @@ int cmd_probe(int argc, char **argv)
             return 0;
         }
         if (is_probe_flag(a)) {
-            if (i + 1 >= argc) alice_die("alice probe: %s needs a value (see alice probe --help)", a);
+            if (i + 1 >= argc)
+                alice_die("alice probe: %s needs a value (see alice probe --help)", a);
             const char *v = argv[++i];
             if (!strcmp(a, "--checkpoint")) ckpt = v;
             else if (!strcmp(a, "--cases")) cases = (int)cli_int_flag("probe", a, v, 2, 100000);

@@ -21,5 +21,6 @@ echo "ok: probe refuses a fine-tuning checkpoint"
 # key=value before --checkpoint: the checkpoint's keys used to reset it (data = synthetic)
 if "$ALICE" probe data="$WORK/nowhere.h5" --checkpoint "$WORK/p/ckpt_150.h5" --cases 6 \
     > "$WORK/order.log" 2>&1; then fail "probe ignored data= given before --checkpoint"; fi
-grep -q "nowhere.h5" "$WORK/order.log" || { cat "$WORK/order.log"; fail "no message naming the data"; }
+grep -q "nowhere.h5" "$WORK/order.log" ||
+  { cat "$WORK/order.log"; fail "no message naming the data"; }
 echo "ok: probe applies key=value given before --checkpoint"
