@@ -230,13 +230,25 @@ void h5_attr_string(hid_t loc, const char *name, const char *value)
     CHECK_H5(H5Tclose(type));
 }
 
-static void attr_scalar(hid_t loc, const char *name, hid_t type, const void *value)
+/* count values of memory type `type` as one attribute: a scalar for one, else an array */
+static void attr_values(hid_t loc, const char *name, hid_t type, const void *value, int count)
 {
-    hid_t space = CHECK_H5(H5Screate(H5S_SCALAR));
+    const hsize_t dims[1] = {(hsize_t)count};
+    hid_t space = CHECK_H5(count == 1 ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, dims, NULL));
     hid_t attr = CHECK_H5(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT));
     CHECK_H5(H5Awrite(attr, type, value));
     CHECK_H5(H5Aclose(attr));
     CHECK_H5(H5Sclose(space));
+}
+
+static void attr_scalar(hid_t loc, const char *name, hid_t type, const void *value)
+{
+    attr_values(loc, name, type, value, 1);
+}
+
+void h5_attr_doubles(hid_t loc, const char *name, const double *values, int count)
+{
+    attr_values(loc, name, H5T_NATIVE_DOUBLE, values, count);
 }
 
 void h5_attr_long(hid_t loc, const char *name, long value) { attr_scalar(loc, name, H5T_NATIVE_LONG, &value); }
@@ -291,19 +303,33 @@ char *h5_attr_read_string(hid_t loc, const char *name)
     return out;
 }
 
-/* A scalar attribute read as memory type `type`; 0 when absent, and when it is no single
- * number (an array, a string: a foreign or damaged file, whose caller says so). */
-static int attr_read_scalar(hid_t loc, const char *name, hid_t type, void *value)
+/* A numeric attribute of exactly `count` values read as memory type `type`; 0 when absent,
+ * and when it is not `count` numbers (another length, a string: a foreign or damaged file,
+ * whose caller says so). H5Aread writes every stored element, hence the count check first. */
+static int attr_read_values(hid_t loc, const char *name, hid_t type, void *value, int count)
 {
     if (H5Aexists(loc, name) <= 0) return 0;
     hid_t attr = CHECK_H5(H5Aopen(loc, name, H5P_DEFAULT));
     hid_t stored = CHECK_H5(H5Aget_type(attr));
     const H5T_class_t cls = H5Tget_class(stored);
     CHECK_H5(H5Tclose(stored));
-    const int ok = (cls == H5T_INTEGER || cls == H5T_FLOAT) && attr_holds_one_value(attr);
+    hid_t space = CHECK_H5(H5Aget_space(attr));
+    const hssize_t n = H5Sget_simple_extent_npoints(space);
+    CHECK_H5(H5Sclose(space));
+    const int ok = (cls == H5T_INTEGER || cls == H5T_FLOAT) && n == count;
     if (ok) CHECK_H5(H5Aread(attr, type, value));
     CHECK_H5(H5Aclose(attr));
     return ok;
+}
+
+static int attr_read_scalar(hid_t loc, const char *name, hid_t type, void *value)
+{
+    return attr_read_values(loc, name, type, value, 1);
+}
+
+int h5_attr_read_doubles(hid_t loc, const char *name, double *values, int count)
+{
+    return attr_read_values(loc, name, H5T_NATIVE_DOUBLE, values, count);
 }
 
 int h5_attr_read_long(hid_t loc, const char *name, long *value)

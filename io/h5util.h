@@ -45,6 +45,8 @@ void h5_read_ints(hid_t loc, const char *name, int *data, size_t count);
 void h5_attr_string(hid_t loc, const char *name, const char *value);
 void h5_attr_long(hid_t loc, const char *name, long value);
 void h5_attr_double(hid_t loc, const char *name, double value);
+/* count doubles as one attribute (an array; a scalar for one). */
+void h5_attr_doubles(hid_t loc, const char *name, const double *values, int count);
 /* Reads a string attribute into a malloc'd buffer (NULL when absent, not a string or several:
  * callers then treat the file as foreign, with their own message). */
 char *h5_attr_read_string(hid_t loc, const char *name);
@@ -53,5 +55,7 @@ char *h5_attr_read_string(hid_t loc, const char *name);
 int h5_attr_read_long(hid_t loc, const char *name, long *value);
 /* The same for a floating-point attribute. */
 int h5_attr_read_double(hid_t loc, const char *name, double *value);
+/* Reads a numeric attribute of exactly count values; 0 (values untouched) otherwise. */
+int h5_attr_read_doubles(hid_t loc, const char *name, double *values, int count);
 
 #endif

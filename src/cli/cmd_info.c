@@ -116,7 +116,12 @@ static void describe_checkpoint(const char *path, hid_t f)
     if (shape_known)
         printf("  written by %ld rank(s) x %ld thread(s), backend %s, batch %d per rank\n",
                shape.ranks, shape.threads, shape.backend, c.batch);
-    printf("  data       %s\n", c.data);
+    double spacing[3];
+    if (h5_attr_read_doubles(f, "data_spacing", spacing, 3))
+        printf("  data       %s, packed at %g,%g,%g mm (alice infer wants that spacing)\n", c.data,
+               spacing[0], spacing[1], spacing[2]);
+    else
+        printf("  data       %s\n", c.data);
     char absent[1024];
     checkpoint_keys_absent(path, absent, sizeof absent);
     if (absent[0])

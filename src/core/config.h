@@ -125,6 +125,11 @@ typedef struct Config {
     long val_every;
     char label_set[CFG_STR];      /* flare | btcv */
     char eval_protocol[CFG_STR];  /* alice eval: plain | flare22 (eval/metrics.h) */
+
+    /* Not a key (no text, never set by a job file): the voxel spacing X,Y,Z mm of the packed
+     * data set a fine-tuning run trains on, 0 with synthetic data; its checkpoints store it
+     * (attribute data_spacing) so alice infer can refuse data at another spacing. */
+    double data_spacing[3];
 } Config;
 
 typedef enum { CFG_T_INT, CFG_T_LONG, CFG_T_FLOAT, CFG_T_STRING, CFG_T_BOOL, CFG_T_ENUM,

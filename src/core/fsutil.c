@@ -12,8 +12,11 @@
 
 static void make_one(const char *dir, const char *fix)
 {
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        alice_die("cannot create directory %s: %s; %s", dir, strerror(errno), fix);
+    if (mkdir(dir, 0755) == 0) return;
+    if (errno != EEXIST) alice_die("cannot create directory %s: %s; %s", dir, strerror(errno), fix);
+    struct stat st;   /* EEXIST: a directory is fine, a file of that name is not */
+    if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        alice_die("cannot create directory %s: a file of that name exists; %s", dir, fix);
 }
 
 void make_dirs(const char *path, const char *fix)

@@ -118,6 +118,7 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     h5_attr_string(f, "config", text);
     h5_attr_long(f, "step", step);
     h5_attr_double(f, "metric", metric);
+    if (cfg->data_spacing[0] > 0) h5_attr_doubles(f, "data_spacing", cfg->data_spacing, 3);
     write_run_shape(f, online);
     free(text);
     params_write_h5(f, "params", "", online, online->data, NULL);
@@ -507,6 +508,15 @@ char *checkpoint_kind(const char *path)
         kind[0] = '\0';
     }
     return kind;
+}
+
+int checkpoint_data_spacing(const char *path, double spacing[3])
+{
+    hid_t f = open_locked(path, "checkpoint");
+    check_format(f, path);
+    const int known = h5_attr_read_doubles(f, "data_spacing", spacing, 3);
+    close_locked(f);
+    return known;
 }
 
 char *checkpoint_config_text(const char *path)

@@ -63,6 +63,10 @@ void params_write_h5(hid_t file, const char *group, const char *prefix, const Pa
 /* Ends the job unless path is a pre-training checkpoint whose encoder keys (patch, embed_dim,
  * depth, heads, mlp_dim) equal cfg's: what fine-tuning's pretrained = ... must be. */
 void checkpoint_check_encoder_source(const char *path, const Config *cfg);
+/* 1 with the voxel spacing of the packed data set the checkpoint's run trained on (attribute
+ * data_spacing; Config.data_spacing); 0 when it does not say (synthetic data, or written before
+ * the attribute existed). */
+int checkpoint_data_spacing(const char *path, double spacing[3]);
 /* The checkpoint's kind attribute ("pretrain", "finetune"; "" when absent), malloc'd. */
 char *checkpoint_kind(const char *path);
 /* The configuration text stored in a checkpoint (malloc'd). */

@@ -57,6 +57,17 @@ static void grow(int max_dim[3], const int dim[3])
         if (dim[a] > max_dim[a]) max_dim[a] = dim[a];
 }
 
+void data_source_spacing(const Config *cfg, double spacing[3])
+{
+    spacing[0] = spacing[1] = spacing[2] = 0.0;
+    if (!strcmp(cfg->data, "synthetic")) return;
+    Dataset *ds = dataset_open(cfg->data);
+    float sp[3];
+    dataset_spacing(ds, sp);
+    dataset_close(ds);
+    for (int a = 0; a < 3; a++) spacing[a] = sp[a];
+}
+
 LoaderSource data_source_open(const Config *cfg)
 {
     SourceCtx *s = xcalloc(1, sizeof *s);

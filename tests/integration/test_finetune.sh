@@ -7,7 +7,8 @@
 # source images (nibabel) and hold only labels 0..13. A pretrained checkpoint with another head
 # count, a fine-tuning checkpoint as pretrained, or a fold the data set does not have (packed
 # with 2), or a checkpoint missing one encoder tensor, is refused before any step, while fold 5
-# of a data set packed with 6 folds trains; alice infer refuses a pre-training checkpoint.
+# of a data set packed with 6 folds trains; alice infer refuses a pre-training checkpoint, data
+# packed at another spacing than the fine-tuning's, and an --out that is a file.
 set -u
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -67,6 +68,27 @@ grep -q "is a pretrain checkpoint: alice infer needs a fine-tuned UNETR" "$T/bad
 
 run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 --out "$T/pred"
 cat "$T/last.log" | grep -E "case|done"
+# the checkpoint records the spacing it was fine-tuned at (3 mm); data packed at 4 mm is refused
+# (a silent loss of accuracy otherwise) unless --allow-spacing-mismatch; an --out that is a file
+# is refused before any prediction
+"$PYTHON" -c "import h5py,sys; s=list(h5py.File(sys.argv[1],'r').attrs['data_spacing']); \
+assert s == [3.0, 3.0, 3.0], s" "$T/ft/ckpt_best.h5" || fail "ckpt_best.h5 lacks data_spacing 3,3,3"
+"$ALICE" info "$T/ft/ckpt_best.h5" | grep -q "packed at 3,3,3 mm" ||
+  fail "alice info does not show the checkpoint's data spacing"
+run "$ALICE" pack --input "$T/ph" --out "$T/ds4.h5" spacing=4,4,4 num_folds=2 seed=1
+if "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds4.h5" --cases fold:0 \
+    --out "$T/pred4" > "$T/bad.log" 2>&1; then fail "infer accepted data at another spacing"; fi
+grep -q "is packed at 4,4,4 mm but .* was fine-tuned on data at 3,3,3 mm" "$T/bad.log" ||
+  { tail -3 "$T/bad.log"; fail "no clear message for the spacing mismatch"; }
+run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds4.h5" --cases fold:0 \
+    --out "$T/pred4" --allow-spacing-mismatch
+grep -q "predicting anyway" "$T/last.log" || fail "no warning with --allow-spacing-mismatch"
+touch "$T/afile"
+if "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 \
+    --out "$T/afile" > "$T/bad.log" 2>&1; then fail "infer accepted a file as --out"; fi
+grep -q "a file of that name exists" "$T/bad.log" ||
+  { tail -3 "$T/bad.log"; fail "no clear message for a file as --out"; }
+echo "ok: spacing recorded and checked; a file as --out refused"
 
 "$PYTHON" - "$T" <<'PY' || fail "python checks"
 import csv, glob, os, sys
