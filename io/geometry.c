@@ -256,6 +256,21 @@ enum { BODY_MARGIN_VOXELS = 2 };
 static const float BODY_THRESHOLD_HU = -500.0f;
 static const float BODY_MIN_FRACTION = 0.01f;
 
+void geometry_pack_resampled_dim(const int dim[3], const double affine[4][4],
+                                 const float target_spacing[3], int out_dim[3])
+{
+    int ras_axis[3], ras_flip[3];
+    geometry_ras_orientation(affine, ras_axis, ras_flip);
+    float sp[3], in_sp[3];
+    geometry_spacing(affine, sp);   /* per voxel axis; RAS axis a is voxel axis ras_axis[a] */
+    int rdim[3];
+    for (int a = 0; a < 3; a++) {
+        rdim[a] = dim[ras_axis[a]];
+        in_sp[a] = sp[ras_axis[a]];
+    }
+    geometry_resampled_dim(rdim, in_sp, target_spacing, out_dim);
+}
+
 void geometry_pack_case(const float *image, const float *label, const int dim[3],
                         const double affine[4][4], const float target_spacing[3], PackGeometry *g,
                         float **image_out, uint8_t **label_out)

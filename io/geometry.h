@@ -57,6 +57,11 @@ int geometry_body_box(const float *image, const uint8_t *label, const int dim[3]
 /* Copies the box [lo, hi) of in (dim) to out. */
 void geometry_crop(const float *in, const int dim[3], const int lo[3], const int hi[3], float *out);
 
+/* The grid geometry_pack_case resamples a case of dim voxels with that affine to at
+ * target_spacing (before the body crop): the RAS dims scaled by source over target spacing. */
+void geometry_pack_resampled_dim(const int dim[3], const double affine[4][4],
+                                 const float target_spacing[3], int out_dim[3]);
+
 /* Runs the whole pack chain on one case: reorient, resample image (trilinear) and label
  * (nearest; may be NULL) to target_spacing, crop to the body box. Returns the packed image and
  * label (caller frees; *label_out NULL when label is NULL) and fills g. */

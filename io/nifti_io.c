@@ -15,6 +15,7 @@
 
 #include "core/check.h"
 #include "core/fsutil.h"
+#include "core/log.h"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -63,6 +64,13 @@ static void header_affine(const nifti_image *nim, double affine[4][4])
         affine[2][2] = fabs(nim->dz);
         affine[3][3] = 1.0;
     }
+    /* xyz_units: the affine in mm whatever the header's unit (a file in metres read as mm
+     * would be packed 1000x too small: one voxel). Unknown (0) is taken as mm, as readers do. */
+    const double to_mm = nim->xyz_units == NIFTI_UNITS_METER    ? 1000.0
+                         : nim->xyz_units == NIFTI_UNITS_MICRON ? 0.001
+                                                                : 1.0;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++) affine[r][c] *= to_mm;
 }
 
 /* Checks what both readers need; fills dim and affine. */
@@ -226,6 +234,11 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
         nifti_image_free(nim);
         return -1;
     }
+    if (nim->sform_code <= 0 && nim->qform_code <= 0)
+        log_warn("%s has neither sform nor qform (NIfTI method 1): read as the standard says, "
+                 "voxel axes along RAS from pixdim alone, where nibabel (and so MONAI) reads it x "
+                 "flipped; left and right are not in the file: check them, or give it an "
+                 "orientation (nibabel: img.set_qform(affine, code=1))", path);
     if (nim->datatype == NIFTI_TYPE_FLOAT32 || nim->datatype == NIFTI_TYPE_FLOAT64) {
         long long first = -1, bad = count_nonfinite(nim, &first);
         if (bad > 0) {

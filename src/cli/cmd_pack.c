@@ -19,6 +19,7 @@
 #include "core/fsutil.h"
 #include "core/log.h"
 #include "core/rng.h"
+#include "core/sysmem.h"
 #include "core/timer.h"
 #include "dataset_write.h"
 #include "geometry.h"
@@ -101,6 +102,39 @@ static int affine_mismatch(const double a[4][4], const double b[4][4], const int
     return -1;
 }
 
+/* The resampled grid of a case must be a volume (2 voxels per axis at least) that fits in
+ * memory: a target spacing typed 10x too fine (spacing=0.05) or a header's voxel size in the
+ * wrong unit asked for hundreds of GB and ended in an allocation failure naming no case. */
+static int resampled_grid_problem(const PackInput *in, const int dim[3], const double affine[4][4],
+                                  const float spacing[3], char *err, size_t errlen)
+{
+    int rd[3];
+    geometry_pack_resampled_dim(dim, affine, spacing, rd);
+    float sp[3];
+    geometry_spacing(affine, sp);
+    for (int a = 0; a < 3; a++)
+        if (rd[a] < 2) {
+            snprintf(err, errlen, "case %s: %s resampled to spacing %g,%g,%g mm keeps %d voxel(s) "
+                     "along RAS axis %d (its voxels are %g x %g x %g mm, %dx%dx%d): check the "
+                     "header's voxel size and unit, or the spacing key", in->name, in->image,
+                     spacing[0], spacing[1], spacing[2], rd[a], a, sp[0], sp[1], sp[2], dim[0],
+                     dim[1], dim[2]);
+            return -1;
+        }
+    /* the resampled image and label (fp32 each while resampling) and the packed uint8 label */
+    const double need = (double)rd[0] * rd[1] * rd[2] * (2 * sizeof(float) + 1);
+    const double room = host_available_bytes();
+    if (need > room) {
+        snprintf(err, errlen, "case %s: %s resampled to spacing %g,%g,%g mm is a %dx%dx%d grid "
+                 "needing %.1f GiB, more than the %.1f GiB this process may use (its voxels are "
+                 "%g x %g x %g mm): check the spacing key (a typo?), or pack with fewer ranks "
+                 "per node", in->name, in->image, spacing[0], spacing[1], spacing[2], rd[0], rd[1],
+                 rd[2], need / 1073741824.0, room / 1073741824.0, sp[0], sp[1], sp[2]);
+        return -1;
+    }
+    return 0;
+}
+
 /* Reads, checks and preprocesses one case. Returns 0, or -1 with the reason in err. */
 static int prepare_case(const PackInput *in, const float spacing[3], int max_label, DatasetCase *meta,
                         float **image_out, uint8_t **label_out, char *err, size_t errlen)
@@ -120,6 +154,10 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
     if (bad) {
         snprintf(err, errlen, "case %s: %s holds %zu NaN/inf voxels (first at flat index %zu); fix or "
                  "exclude the image", in->name, in->image, bad, first_bad);
+        free(image);
+        return -1;
+    }
+    if (resampled_grid_problem(in, dim, affine, spacing, err, errlen) != 0) {
         free(image);
         return -1;
     }

@@ -9,6 +9,9 @@
   outside 0..13, NaN voxels, a singular affine, empty folder, unwritable output, existing output
   without --force: each a clear error naming the case and the problem; --keep-going packs the
   rest and lists what was skipped, and commits nothing when every case was skipped.
+- header units: a case stored in metres or microns packs like the same case in mm; voxels far
+  below the target spacing, or a target spacing typed far too fine, are refused naming the case
+  before any large allocation.
 - temporary files: each pack writes its own (<out>.tmp.<host>.<pid>), so another pack's of the
   same --out is left alone and named, and two packs of one --out at once both finish with a
   complete data set."""
@@ -79,6 +82,47 @@ def reference_pack(img_path, lab_path, grp):
     ri = np.clip(np.floor(src + 0.5 + 1e-9).astype(int), 0, np.array(lab.shape)[:, None] - 1)
     ref_lab = lab[ri[0], ri[1], ri[2]].reshape(shape)
     return ref_img, ref_lab
+
+
+def header_units(tmp, img, lab, aff):
+    """NIfTI xyz_units: a case stored in metres or microns (pixdim and offsets 1000x smaller or
+    larger, xyz_units saying so) packs to the same arrays and affines as the same case in mm (in
+    metres it was one voxel, in microns an allocation failure). Voxel sizes far below any
+    target spacing (metre numbers labelled mm) are refused, naming the unit as a cause; a
+    spacing typo (0.01 mm for a ~12 mm phantom) would need far more memory than the machine
+    has: refused naming the case and the GiB, before any allocation."""
+    units = os.path.join(tmp, "units")
+    cases = (("mm", 1.0, "mm"), ("m", 1e-3, "meter"), ("um", 1e3, "micron"), ("tiny", 1e-3, "mm"))
+    for sub, scale, code in cases:
+        os.makedirs(os.path.join(units, sub))
+        a = aff.copy()
+        a[:3, :] *= scale
+        for name, data in (("case_0000.nii.gz", img), ("case.nii.gz", lab)):
+            im = nib.Nifti1Image(data, a)
+            im.header.set_xyzt_units(xyz=code)
+            nib.save(im, os.path.join(units, sub, name))
+    outs = {}
+    for sub in ("mm", "m", "um"):
+        outs[sub] = os.path.join(tmp, f"units_{sub}.h5")
+        r = run("pack", "--input", os.path.join(units, sub), "--out", outs[sub])
+        check(r.returncode == 0, f"pack of the case in {sub} ({r.stderr.strip()[-160:]})")
+    for sub in ("m", "um"):
+        same = False
+        if os.path.exists(outs["mm"]) and os.path.exists(outs[sub]):
+            with h5py.File(outs["mm"], "r") as f, h5py.File(outs[sub], "r") as g:
+                same = all(np.array_equal(f[f"cases/case/{v}"][()], g[f"cases/case/{v}"][()])
+                           for v in ("image", "label")) and all(
+                    np.allclose(f["cases/case"].attrs[k], g["cases/case"].attrs[k], atol=1e-3)
+                    for k in ("affine", "original_affine"))
+        check(same, f"xyz_units {sub}: the same packed arrays and affines (mm) as in mm")
+    r = run("pack", "--input", os.path.join(units, "tiny"), "--out", os.path.join(tmp, "tiny.h5"))
+    check(r.returncode != 0 and "case case" in r.stderr and "keeps 1 voxel(s)" in r.stderr and
+          "unit" in r.stderr, f"voxels of 0.01 mm: refused ({r.stderr.strip()[-200:]})")
+    r = run("pack", "--input", os.path.join(units, "mm"), "--out", os.path.join(tmp, "typo.h5"),
+            "spacing=0.01,0.01,0.01")
+    check(r.returncode != 0 and "case case" in r.stderr and "GiB" in r.stderr and
+          "spacing key" in r.stderr and "out of host memory" not in r.stderr,
+          f"a spacing typo: refused before allocating ({r.stderr.strip()[-200:]})")
 
 
 def temporary_files(tmp, ph):
@@ -314,6 +358,7 @@ def main():
           same_content(before, h5_content(o)) and not leftovers(o),
           f"--keep-going with every case bad: status {r.returncode}, the existing file kept "
           f"({r.stderr.strip().splitlines()[-1][:140] if r.stderr else ''})")
+    header_units(tmp, small, small_lab, aff)
     empty = os.path.join(tmp, "empty")
     os.makedirs(empty)
     r = run("pack", "--input", empty, "--out", os.path.join(tmp, "e.h5"))
