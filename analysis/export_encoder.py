@@ -23,15 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-def parse_config(text):
-    cfg = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if "=" in line:
-            k, v = line.split("=", 1)
-            cfg[k.strip()] = v.strip()
-    return cfg
+from alice_config import parse_config_text
 
 
 class Block(nn.Module):
@@ -114,7 +106,7 @@ def main():
             sys.exit(f"{args.checkpoint}: a {kind or 'kindless'} checkpoint; this exports the "
                      f"encoder of a pre-training checkpoint (alice pretrain's ckpt_<step>.h5)")
         text = f.attrs["config"]
-        cfg = parse_config(text.decode() if isinstance(text, bytes) else text)
+        cfg = parse_config_text(text.decode() if isinstance(text, bytes) else text)
         state = {k[len("encoder."):]: torch.from_numpy(np.asarray(v[()]))
                  for k, v in f["params"].items() if k.startswith("encoder.")}
     patch = int(cfg["patch"])

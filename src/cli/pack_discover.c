@@ -217,8 +217,10 @@ int pack_discover_list(const char *list_file, PackInput **out)
                 alice_die("%s:%d: line longer than %zu characters", list_file, line_no,
                           sizeof line - 2);
         }
+        /* a UTF-8 byte-order mark (Windows editors) is not part of the first path */
+        char *text = line_no == 1 && !strncmp(line, "\xEF\xBB\xBF", 3) ? line + 3 : line;
         char *field[3];
-        const int k = split_list_line(line, field);
+        const int k = split_list_line(text, field);
         if (k == 0) continue;
         if (k > 2)
             alice_die("%s:%d: expected 'image [label]', got more fields (for paths with spaces, "

@@ -32,8 +32,30 @@ static int parse_double(const char *s, double *out)
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end != '\0' || !isfinite(v)) return 0;
+    /* strtod reads hexadecimal too (seed = 0x10 as 16): decimal only */
+    const char *digits = s + strspn(s, " \t+-");
+    if (digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X')) return 0;
     *out = v;
     return 1;
+}
+
+/* An integer value: plain digits are read exactly (a seed past 2^53 kept every digit; through
+ * a double it became its neighbour), other spellings (1e5) through parse_double. */
+static int parse_integer(const char *s, double *out, long long *exact, int *is_exact)
+{
+    char *end;
+    errno = 0;
+    const long long v = strtoll(s, &end, 10);
+    *is_exact = !errno && end != s && *end == '\0';
+    if (*is_exact) {
+        const char *digits = s + strspn(s, " \t+-");
+        if (digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X')) return 0;
+        *exact = v;
+        *out = (double)v;
+        return 1;
+    }
+    if (errno == ERANGE) return 0;
+    return parse_double(s, out);
 }
 
 double config_float_decimal(float v)
@@ -129,6 +151,25 @@ static int fits_type(ConfigType t, double d)
     }
 }
 
+/* Where a comment starts in a line of configuration text: a '#' at the line's start or after
+ * whitespace (so runs/exp#1 is a value); NULL when none. */
+static char *comment_start(char *line)
+{
+    for (char *h = strchr(line, '#'); h; h = strchr(h + 1, '#'))
+        if (h == line || isspace((unsigned char)h[-1])) return h;
+    return NULL;
+}
+
+/* A string value that reads back the same from config_to_text's line: no line break, no
+ * comment start. */
+static int text_safe(const char *value)
+{
+    if (strpbrk(value, "\n\r")) return 0;
+    for (const char *h = strchr(value, '#'); h; h = strchr(h + 1, '#'))
+        if (h == value || isspace((unsigned char)h[-1])) return 0;
+    return 1;
+}
+
 void config_set(Config *c, const char *key, const char *value, const char *origin, int line)
 {
     char at[512];
@@ -139,14 +180,17 @@ void config_set(Config *c, const char *key, const char *value, const char *origi
     double d;
     switch (k->type) {
     case CFG_T_INT:
-    case CFG_T_LONG:
-        if (!parse_double(value, &d) || d != floor(d) || !in_range(k->valid, d) ||
-            !fits_type(k->type, d))
+    case CFG_T_LONG: {
+        long long exact = 0;
+        int is_exact = 0;
+        if (!parse_integer(value, &d, &exact, &is_exact) || d != floor(d) ||
+            !in_range(k->valid, d) || !fits_type(k->type, d))
             alice_die("%s: %s = '%s' is not valid: expected an integer in %s", at, key, value,
                       k->valid && k->valid[0] ? k->valid : "any range");
         if (k->type == CFG_T_INT) *(int *)field = (int)d;
-        else *(long *)field = (long)d;
+        else *(long *)field = is_exact ? (long)exact : (long)d;
         break;
+    }
     case CFG_T_FLOAT:
         if (!parse_double(value, &d) || !in_range(k->valid, d) || !fits_type(k->type, d))
             alice_die("%s: %s = '%s' is not valid: expected a number in %s", at, key, value,
@@ -170,6 +214,10 @@ void config_set(Config *c, const char *key, const char *value, const char *origi
     case CFG_T_STRING:
         if (strlen(value) >= CFG_STR)
             alice_die("%s: %s is longer than %d characters", at, key, CFG_STR - 1);
+        if (!text_safe(value))
+            alice_die("%s: %s = '%s' holds a line break, or a '#' at its start or after a space, "
+                      "which the configuration text (job files, checkpoints) reads as a comment: "
+                      "rename it without them", at, key, value);
         snprintf(field, CFG_STR, "%s", value);
         break;
     case CFG_T_FLOAT3:
@@ -178,7 +226,8 @@ void config_set(Config *c, const char *key, const char *value, const char *origi
         const int ints = k->type == CFG_T_INT3;
         int ok = parse_triple(value, v);
         for (int a = 0; a < 3 && ok; a++)
-            ok = in_range(k->valid, v[a]) && (!ints || v[a] == floor(v[a]));
+            ok = in_range(k->valid, v[a]) &&
+                 (!ints || (v[a] == floor(v[a]) && fits_type(CFG_T_INT, v[a])));
         if (!ok)
             alice_die("%s: %s = '%s' is not valid: expected X,Y,Z (or one number for all three)"
                       "%s in %s", at, key, value, ints ? ", integers," : "", k->valid);
@@ -212,12 +261,13 @@ static char *trim(char *s)
 static void apply_text(Config *c, char *text, const char *origin, int skip_unknown)
 {
     int line = 0;
+    int *set_at = xcalloc((size_t)config_key_count, sizeof(int));   /* line of each key's value */
     char *p = text;
     while (p && *p) {
         char *nl = strchr(p, '\n');
         if (nl) *nl = '\0';
         line++;
-        char *hash = strchr(p, '#');
+        char *hash = comment_start(p);
         if (hash) *hash = '\0';
         char *s = trim(p);
         if (*s) {
@@ -231,10 +281,16 @@ static void apply_text(Config *c, char *text, const char *origin, int skip_unkno
                              "version?): ignored", origin, line, key);
             } else {
                 config_set(c, key, trim(eq + 1), origin, line);
+                const int index = (int)(config_find_key(key) - config_keys);
+                if (set_at[index] && log_rank() == 0)
+                    log_warn("%s:%d: %s is set again (first at line %d); the later value is used",
+                             origin, line, key, set_at[index]);
+                set_at[index] = line;
             }
         }
         p = nl ? nl + 1 : NULL;
     }
+    free(set_at);
 }
 
 void config_load_file(Config *c, const char *path)
@@ -256,6 +312,9 @@ void config_load_file(Config *c, const char *path)
     fclose(f);
     if (failed) alice_die("cannot read job file %s: %s", path, strerror(errno));
     buf[used] = '\0';
+    if (strlen(buf) != used)
+        alice_die("job file %s holds a NUL byte at offset %zu: not a text file (give --config a "
+                  "`key = value` job file)", path, strlen(buf));
     /* a UTF-8 byte-order mark (Windows editors) is not part of the first key */
     apply_text(c, !strncmp(buf, "\xEF\xBB\xBF", 3) ? buf + 3 : buf, path, 0);
     free(buf);

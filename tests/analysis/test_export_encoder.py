@@ -38,7 +38,10 @@ with tempfile.TemporaryDirectory() as tmp:
         cfg_text = f.attrs["config"]
         cfg_text = cfg_text.decode() if isinstance(cfg_text, bytes) else cfg_text
         n_h5 = sum(1 for k in f["params"] if k.startswith("encoder."))
-    cfg = export_encoder.parse_config(cfg_text)
+    cfg = export_encoder.parse_config_text(cfg_text)
+    # src/core/config.c's comment rule: '#' at a line's start or after whitespace only
+    assert export_encoder.parse_config_text("# top\nrun_dir = runs/exp#1  # note\nlr = 1\n") == \
+        {"run_dir": "runs/exp#1", "lr": "1"}, "a '#' inside a value is part of it"
     crop = [int(v) for v in cfg["crop"].split(",")]
     patch = int(cfg["patch"])
     dims = dict(hidden_size=int(cfg["embed_dim"]), mlp_dim=int(cfg["mlp_dim"]),

@@ -19,6 +19,7 @@ Dump layout (written by `$BUILD/tools/parity_dump OUT.h5 [key=value ...]`, read 
 import math
 import os
 import re
+import sys
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(REPO, "analysis"))
+from alice_config import parse_config_text  # noqa: E402,F401  (one reading of the text)
+
 LN_EPS = 1e-5          # LayerNorm eps (MONAI / PyTorch default)
 NORM_PIX_EPS = 1e-6    # per-patch target normalisation, as MAE
 L2_EPS = 1e-12         # l2normalize: x / max(||x||, eps), as F.normalize
@@ -57,20 +61,6 @@ def registry_defaults(path=os.path.join(REPO, "src", "core", "config_keys.c")):
         text = f.read()
     pat = re.compile(r'K\("(\w+)",\s*CFG_T_\w+,\s*\w+,\s*"([^"]*)"')
     return {k: v for k, v in pat.findall(text)}
-
-
-def parse_config_text(text):
-    """`key = value` lines ('#' comments) -> dict of strings."""
-    cfg = {}
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if "=" not in line:
-            raise ValueError("config line without '=': %r" % line)
-        k, v = line.split("=", 1)
-        cfg[k.strip()] = v.strip()
-    return cfg
 
 
 class Cfg:

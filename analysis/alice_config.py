@@ -1,0 +1,20 @@
+"""alice's `key = value` configuration text (job files, a checkpoint's `config` attribute) as
+a dict of strings, read as src/core/config.c reads it: a '#' at the start of a line or after
+whitespace starts a comment (so a path like runs/exp#1 is a value, not a comment)."""
+import re
+
+_COMMENT = re.compile(r"(?:^|(?<=\s))#")
+
+
+def parse_config_text(text):
+    """`key = value` lines -> dict of strings; a line without '=' raises ValueError."""
+    cfg = {}
+    for line in text.splitlines():
+        line = _COMMENT.split(line, 1)[0].strip()
+        if not line:
+            continue
+        if "=" not in line:
+            raise ValueError("config line without '=': %r" % line)
+        k, v = line.split("=", 1)
+        cfg[k.strip()] = v.strip()
+    return cfg
