@@ -418,7 +418,8 @@ def main():
     with open(lst, "wb") as f:
         f.write(b"\xef\xbb\xbf" + f"{ph}/imagesTr/case0001_0000.nii.gz\n".encode())
     r = run("pack", "--list", lst, "--out", os.path.join(tmp, "bom.h5"))
-    check(r.returncode == 0, f"--list file with a UTF-8 byte-order mark ({r.stderr.strip()[-120:]})")
+    check(r.returncode == 0,
+          f"--list file with a UTF-8 byte-order mark ({r.stderr.strip()[-120:]})")
     with open(lst, "w") as f:
         f.write(f"{spaced}/case0003_0000.nii.gz {spaced}/case 3 label.nii.gz\n")
     r = run("pack", "--list", lst, "--out", os.path.join(tmp, "list2.h5"))
