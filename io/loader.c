@@ -486,8 +486,11 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
         kc[a] = (int)(c + 0.5);
     }
     crop_start_for_center(qe->volume.dim, crop, qc, qs);
+    /* pad: the matched point where Q's centre lies in Q's crop (crop / 2, unless Q's crop was
+     * moved to fit its volume or padded around a smaller one), so K shows the matched anatomy
+     * where Q shows its own: with inter_volume = 0 and no jitter K is Q's crop, voxel for voxel */
     if (L->opt.key_crop_pad)
-        for (int a = 0; a < 3; a++) ks[a] = kc[a] - crop[a] / 2;
+        for (int a = 0; a < 3; a++) ks[a] = kc[a] - (qc[a] - qs[a]);
     else
         crop_start_for_center(ke->volume.dim, crop, kc, ks);
 
