@@ -157,8 +157,8 @@ const ConfigKey config_keys[] = {
       "point clamped into K; the run's end reports how many were redrawn and kept outside"),
     K("key_crop", CFG_T_ENUM, key_crop, "shift", "shift|pad",
       "K's crop around the matched point: shift = moved to lie inside the volume (near an edge the point leaves its centre); "
-      "pad = the point where Q's centre lies in Q's crop (its centre unless Q's crop was moved or padded), zero "
-      "outside the volume (the released code)"),
+      "pad = the point where Q's centre lies in Q's crop (its centre unless Q's crop was moved "
+      "or padded), zero outside the volume (the released code)"),
     K("use_dv", CFG_T_BOOL, use_dv, "1", "", "cross-volume [cls] loss l_dv"),
     K("use_casa", CFG_T_BOOL, use_casa, "1", "", "CASA alignment (0 = direct V/Y similarity)"),
     K("cls_source", CFG_T_ENUM, cls_source, "decoder", "decoder|encoder",
