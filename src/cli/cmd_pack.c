@@ -29,6 +29,9 @@
 /* Room for a message naming a case, two paths and the problem; the longest temporary suffix,
  * ".tmp." and a host name and pid. */
 enum { ERR_LEN = 4096, TMP_SUFFIX_MAX = 96 };
+/* The intensity range below which an image is not taken for CT in HU (air to soft tissue
+ * alone spans about 1000). */
+static const float MIN_HU_SPAN = 100.0f;
 
 /* <out>.tmp.<host>.<pid> of rank 0, the same on every rank: each job writes a file of its own,
  * so a second pack of the same --out (a resubmitted sbatch) can neither truncate this one's
@@ -157,6 +160,17 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
         free(image);
         return -1;
     }
+    /* The data set stores int16 HU: an image in other units (a [0, 1] float normalisation, a
+     * MR scan) is rounded to a few values, its signal gone. CT spans about -1000..+1000 HU. */
+    float lo = image[0], hi = image[0];
+    for (size_t i = 1; i < n; i++) {
+        if (image[i] < lo) lo = image[i];
+        if (image[i] > hi) hi = image[i];
+    }
+    if (hi - lo < MIN_HU_SPAN)
+        log_warn("case %s: %s spans only %g..%g, not CT in Hounsfield units (about -1000 in "
+                 "air to +1000 in bone)? it is stored rounded to int16 HU", in->name, in->image,
+                 lo, hi);
     if (resampled_grid_problem(in, dim, affine, spacing, err, errlen) != 0) {
         free(image);
         return -1;

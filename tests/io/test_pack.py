@@ -11,7 +11,7 @@
   rest and lists what was skipped, and commits nothing when every case was skipped.
 - header units: a case stored in metres or microns packs like the same case in mm; voxels far
   below the target spacing, or a target spacing typed far too fine, are refused naming the case
-  before any large allocation.
+  before any large allocation; an image whose values span under 100 (not HU) is named.
 - temporary files: each pack writes its own (<out>.tmp.<host>.<pid>), so another pack's of the
   same --out is left alone and named, and two packs of one --out at once both finish with a
   complete data set."""
@@ -115,6 +115,16 @@ def header_units(tmp, img, lab, aff):
                     np.allclose(f["cases/case"].attrs[k], g["cases/case"].attrs[k], atol=1e-3)
                     for k in ("affine", "original_affine"))
         check(same, f"xyz_units {sub}: the same packed arrays and affines (mm) as in mm")
+    # an image in [0, 1] (a float normalisation): packed, with a warning that it is not HU
+    norm = os.path.join(units, "norm")
+    os.makedirs(norm)
+    scaled = (img.astype(np.float32) - img.min()) / float(img.max() - img.min())
+    nib.save(nib.Nifti1Image(scaled, aff), os.path.join(norm, "case_0000.nii.gz"))
+    r = run("pack", "--input", norm, "--out", os.path.join(tmp, "norm.h5"))
+    check(r.returncode == 0 and "not CT in Hounsfield units" in r.stderr and
+          "case case" in r.stderr, f"an image in [0, 1]: warned ({r.stderr.strip()[-160:]})")
+    r = run("pack", "--input", os.path.join(units, "mm"), "--out", os.path.join(tmp, "hu.h5"))
+    check(r.returncode == 0 and "Hounsfield" not in r.stderr, "a CT in HU: no such warning")
     r = run("pack", "--input", os.path.join(units, "tiny"), "--out", os.path.join(tmp, "tiny.h5"))
     check(r.returncode != 0 and "case case" in r.stderr and "keeps 1 voxel(s)" in r.stderr and
           "unit" in r.stderr, f"voxels of 0.01 mm: refused ({r.stderr.strip()[-200:]})")
