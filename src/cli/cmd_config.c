@@ -44,16 +44,21 @@ int cmd_config(int argc, char **argv)
 {
     Config cfg;
     config_defaults(&cfg);
+    /* --finetune wherever it stands: its defaults come before every job file and key=value */
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--finetune")) finetune_config_defaults(&cfg);
     int keys = 0, doc = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: alice config [--config FILE] [key=value ...] [--keys | --doc]\n"
-                   "  prints the resolved configuration; --keys lists every key with its type,\n"
+            printf("usage: alice config [--finetune] [--config FILE] [key=value ...] [--keys | --doc]\n"
+                   "  prints the resolved configuration (with --finetune the one alice finetune\n"
+                   "  resolves: its defaults first); --keys lists every key with its type,\n"
                    "  default and valid values; --doc writes the same as markdown (docs/CONFIG.md)\n");
             return 0;
         }
         if (!strcmp(argv[i], "--keys")) keys = 1;
         else if (!strcmp(argv[i], "--doc")) doc = 1;
+        else if (!strcmp(argv[i], "--finetune")) continue;
         else if (!cli_config_arg(&cfg, argc, argv, &i))
             alice_die("alice config: unknown argument '%s' (see alice config --help)", argv[i]);
     }
@@ -63,7 +68,8 @@ int cmd_config(int argc, char **argv)
                " start or after a space starts a comment;\na `#` inside a value, as in runs/exp#1,"
                " is part of it); `key=value` on the command line overrides them,\n"
                "wherever it stands. `alice finetune` starts from other defaults for these keys"
-               " (MONAI's UNETR BTCV recipe),\nthen applies job files and the command line:");
+               " (MONAI's UNETR BTCV recipe),\nthen applies job files and the command line"
+               " (`alice config --finetune ...` prints the result):");
         for (int i = 0; i < finetune_default_count(); i++)
             printf("%s `%s = %s`", i ? "," : "", finetune_default_key(i),
                    finetune_default_value(i));

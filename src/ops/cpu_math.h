@@ -61,6 +61,8 @@ static inline ALICE_HOSTDEV float cpu_expf(float x)
     float xc = x > hi ? hi : x;
     xc = xc < lo ? lo : xc; /* NaN fails both comparisons and propagates */
     float n = floorf(MATH_ADD(MATH_MUL(xc, 1.44269504088896341f), 0.5f));
+    /* NaN's exponent: any (p is NaN); converting NaN to int below would be undefined */
+    n = n == n ? n : 0.0f;
     /* r = x - n ln2 in two parts so that r keeps full precision */
     float r = MATH_SUB(xc, MATH_MUL(n, 0.693359375f));
     r = MATH_SUB(r, MATH_MUL(n, -2.12194440e-4f));

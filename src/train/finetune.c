@@ -326,7 +326,6 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     const AliceBackend *be = train_begin(cfg, &dist);
     UnetrModel model;
     unetr_init(&model, cfg, be, cfg->batch, 1);
-    data_source_spacing(cfg, model.cfg.data_spacing);   /* recorded in the checkpoints */
     log_info("model: UNETR, ViT %dx%d (%d heads, mlp %d), feature size %d, %d classes, crop %dx%dx%d "
              "-> %d tokens, skips from blocks %d, %d, %d", cfg->depth, cfg->embed_dim, cfg->heads,
              cfg->mlp_dim, cfg->feature_size, cfg->num_classes, cfg->crop[0], cfg->crop[1],
@@ -350,6 +349,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         train_end(&dist);
         return 0;
     }
+    data_source_spacing(cfg, model.cfg.data_spacing);   /* recorded in the checkpoints */
 
     long start = 0;
     char ckpt[4096] = "";

@@ -2,7 +2,7 @@
 # The order of --config and key=value on the command line (docs/CONFIG.md): job files apply in
 # command-line order, so a later file's value wins over an earlier file's; key=value arguments
 # win over every job file, also over one given after them (a job file after `steps=7` used to
-# reset steps to the file's 200).
+# reset steps to the file's 200); alice config --finetune resolves what alice finetune does.
 set -euo pipefail
 ALICE=${ALICE:-bin/alice}
 [ -x "$ALICE" ] || { echo "skip: $ALICE is not built"; exit 77; }
@@ -35,4 +35,12 @@ flag_first=$(phantom_cases --seed 9 --config "$T/ph.cfg" --out "$T/p1")
 [ "$flag_first" = "$(phantom_cases --seed 9 --out "$T/p2")" ] &&
   [ "$flag_first" != "$(phantom_cases --seed 5 --out "$T/p3")" ] ||
   { echo "FAIL: alice phantom --seed 9 before a job file lost to it: $flag_first"; exit 1; }
+# alice config --finetune resolves what alice finetune resolves (its own defaults first): every
+# line the same for a job file and a key=value
+KEY=x
+"$ALICE" config --finetune --config "$TINY" lr=3e-4 > "$T/config.txt"
+{ "$ALICE" finetune --config "$TINY" lr=3e-4 --bench-steps 1 2>&1 || true; } |
+  sed -n 's/^#   //p' > "$T/finetune.txt"
+[ -s "$T/finetune.txt" ] && diff "$T/config.txt" "$T/finetune.txt" > "$T/diff.txt" ||
+  { cat "$T/diff.txt"; echo "FAIL: alice config --finetune differs from alice finetune"; exit 1; }
 echo "ok: files in order, key=value (and the flags that set keys) win wherever they stand"

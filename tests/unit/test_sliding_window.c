@@ -110,7 +110,7 @@ static int test_end_to_end(void)
 static int test_softmax_argmax(void)
 {
     const float l[3] = {1.0f, 2.0f, 3.0f};
-    float p[3];
+    float p[4];   /* the tie case below has 4 classes */
     int best = sliding_window_softmax_argmax(l, 3, p);
     double z = exp(-2.0) + exp(-1.0) + 1.0;
     TEST_CHECK(best == 2, "argmax %d of 1,2,3", best);
