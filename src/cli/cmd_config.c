@@ -50,7 +50,8 @@ int cmd_config(int argc, char **argv)
     int keys = 0, doc = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            printf("usage: alice config [--finetune] [--config FILE] [key=value ...] [--keys | --doc]\n"
+            printf("usage: alice config [--finetune] [--config FILE] [key=value ...]\n"
+                   "                    [--keys | --doc]\n"
                    "  prints the resolved configuration (with --finetune the one alice finetune\n"
                    "  resolves: its defaults first); --keys lists every key with its type,\n"
                    "  default and valid values; --doc writes the same as markdown (docs/CONFIG.md)\n");
