@@ -132,10 +132,7 @@ int cmd_infer(int argc, char **argv)
                   "ckpt_best.h5 or ckpt_<step>.h5)", ckpt, kind[0] ? kind : "kindless");
     free(kind);
     Config cfg;
-    config_defaults(&cfg);
-    char *text = checkpoint_config_text(ckpt);
-    config_from_text(&cfg, text, ckpt);
-    free(text);
+    checkpoint_stored_config(ckpt, &cfg);
     for (int i = 0; i < noverrides; i++) {
         int k = 0;
         char **one = &overrides[i];

@@ -50,10 +50,7 @@ int cmd_probe(int argc, char **argv)
     /* The checkpoint's keys first, then the command line's job files and key=value in their
      * order (with key=value winning), wherever they stood against --checkpoint. */
     Config cfg;
-    config_defaults(&cfg);
-    char *text = checkpoint_config_text(ckpt);
-    config_from_text(&cfg, text, ckpt);
-    free(text);
+    checkpoint_stored_config(ckpt, &cfg);
     for (int i = 1; i < argc; i++) {
         if (is_probe_flag(argv[i])) {
             i++;
