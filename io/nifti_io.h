@@ -17,6 +17,10 @@
 int nifti_read_volume(const char *path, float **data, int dim[3], double affine[4][4], char *err,
                       size_t errlen);
 
+/* The header's sform_code and qform_code (codes[0], codes[1]); 0, or -1 with err as
+ * nifti_read_volume's when the header cannot be read. */
+int nifti_read_xform_codes(const char *path, int codes[2], char *err, size_t errlen);
+
 /* Reads only the header: dimensions, datatype code (NIFTI_TYPE_*) and affine. Same rules and
  * return convention as nifti_read_volume. */
 int nifti_read_header_info(const char *path, int dim[3], int *datatype, double affine[4][4],
@@ -32,6 +36,12 @@ int nifti_read_header_info(const char *path, int dim[3], int *datatype, double a
  * extension (ecode 6), which nibabel lists in header.extensions. */
 void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
                         const double affine[4][4], const char *description);
+/* The same with the source's sform and qform codes (codes[0], codes[1]) instead of 1 and 1: a
+ * prediction then says what its source said, so every reader places both alike (a source
+ * with neither, NIfTI's method 1: pixdim alone, however the reader orients that). */
+void nifti_write_volume_codes(const char *path, const void *data, int datatype, const int dim[3],
+                              const double affine[4][4], const int codes[2],
+                              const char *description);
 
 /* The description of a file written by nifti_write_volume/nifti_write_frames: its first
  * comment extension, else the descrip field ("" when neither). Returns 0, or -1 with the

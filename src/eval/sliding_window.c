@@ -32,38 +32,34 @@ int sliding_window_starts(int size, int window, float overlap, int *starts)
     return count;
 }
 
-/* MONAI gaussian_1d(sigma, truncated = 4, approx = "erf") evaluated at offset x. */
-static double gaussian_erf(double x, double sigma)
-{
-    int tail = (int)(fmax(sigma * 4.0, 0.5) + 0.5);
-    if (fabs(x) > tail) return 0.0;
-    double t = 0.70710678 / fabs(sigma);
-    double v = 0.5 * (erf(t * (x + 0.5)) - erf(t * (x - 0.5)));
-    return v > 0.0 ? v : 0.0;
-}
-
+/* MONAI's compute_importance_map (mode "gaussian", MONAI 1.0 and later; 0.9 and earlier
+ * blurred a unit impulse at window // 2 with an erf-discretised kernel and divided by the max,
+ * half a voxel off centre for even windows): per axis exp(-x^2 / (2 sigma^2)) at
+ * x = i - (w - 1) / 2 with sigma = sigma_scale * w, the axes multiplied in float as torch
+ * does, then raised to max(min, 1e-3). Symmetric in every axis, peak 1 only for odd windows
+ * (the blend divides by the summed weights, so only the ratios matter). */
 void sliding_window_importance(const int window[3], float sigma_scale, float *map)
 {
-    double *axis[3];
+    float *axis[3];
     for (int a = 0; a < 3; a++) {
-        axis[a] = xmalloc((size_t)window[a] * sizeof(double));
-        double sigma = window[a] * (double)sigma_scale;
-        for (int i = 0; i < window[a]; i++) axis[a][i] = gaussian_erf(i - window[a] / 2, sigma);
+        axis[a] = xmalloc((size_t)window[a] * sizeof(float));
+        const double sigma = window[a] * (double)sigma_scale;
+        const float denom = (float)(-2.0 * sigma * sigma);
+        for (int i = 0; i < window[a]; i++) {
+            const float x = (float)i - (float)(window[a] - 1) / 2.0f;   /* exact: halves */
+            axis[a][i] = expf(x * x / denom);
+        }
     }
     const size_t n = (size_t)window[0] * window[1] * window[2];
-    double mx = 0.0;
-    for (int x = 0; x < window[0]; x++)
-        for (int y = 0; y < window[1]; y++)
-            for (int z = 0; z < window[2]; z++) mx = fmax(mx, axis[0][x] * axis[1][y] * axis[2][z]);
-    float min_nonzero = INFINITY;
+    float lowest = INFINITY;
     size_t i = 0;
     for (int x = 0; x < window[0]; x++)
         for (int y = 0; y < window[1]; y++)
             for (int z = 0; z < window[2]; z++, i++) {
-                map[i] = (float)(axis[0][x] * axis[1][y] * axis[2][z] / mx);
-                if (map[i] > 0.0f && map[i] < min_nonzero) min_nonzero = map[i];
+                map[i] = axis[0][x] * axis[1][y] * axis[2][z];
+                if (map[i] < lowest) lowest = map[i];
             }
-    float floor_w = fmaxf(min_nonzero, SW_MIN_WEIGHT);
+    const float floor_w = fmaxf(lowest, SW_MIN_WEIGHT);
     for (i = 0; i < n; i++) map[i] = fmaxf(map[i], floor_w);
     for (int a = 0; a < 3; a++) free(axis[a]);
 }

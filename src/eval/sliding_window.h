@@ -5,10 +5,10 @@
  *  - window starts per axis: interval = window when window == size, else
  *    max(int(window * (1 - overlap)), 1); starts i * interval, the last one moved back so the
  *    window ends at the border (MONAI dense_patch_slices), windows in C order of their starts;
- *  - each window's logits are weighted by the Gaussian importance map (MONAI
- *    compute_importance_map: a unit impulse at window // 2 blurred by an erf-discretised
- *    Gaussian of sigma = 0.125 * window per axis, truncated at 4 sigma, divided by its maximum,
- *    zeros raised to the smallest non-zero value), summed, and divided by the summed weights;
+ *  - each window's logits are weighted by the Gaussian importance map (MONAI >= 1.0
+ *    compute_importance_map: per axis exp(-x^2 / (2 sigma^2)) at x = i - (window - 1) / 2,
+ *    sigma = 0.125 * window, the axes multiplied, values under 1e-3 raised to 1e-3), summed,
+ *    and divided by the summed weights;
  *  - the blended logits go through a softmax over classes (what MONAI pipelines apply before
  *    AsDiscrete(argmax=True)), and the label is the argmax of those probabilities (first
  *    maximum on ties, as torch/numpy argmax). Softmax is monotonic, so this is the argmax of

@@ -1,11 +1,13 @@
 /* Sliding-window inference (eval/sliding_window.h) against hand-computed MONAI cases:
- * window starts (dense_patch_slices), the Gaussian importance map (erf-discretised, sigma
- * 0.125 * window, max 1 at window // 2, symmetric about it), and an end-to-end run with a
+ * window starts (dense_patch_slices), the Gaussian importance map (MONAI >= 1.0's closed form,
+ * sigma 0.125 * window, centred at (window - 1) / 2, mirror-symmetric, floored at 1e-3), and an
+ * end-to-end run with a
  * "network" that predicts the label of each voxel from the image, which must reproduce it
  * exactly through padding, overlap and averaging; the probabilities (softmax of the blended
  * logits) against hand-computed softmaxes; and, with position-dependent logits, the blend (the
  * backend's sw_* ops on the CPU backend) against a double-precision reference. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/check.h"
@@ -41,24 +43,60 @@ static int test_starts(void)
     return 0;
 }
 
+/* MONAI (>= 1.0) compute_importance_map's closed form, in double: per axis
+ * exp(-(i - (w - 1) / 2)^2 / (2 (0.125 w)^2)), the product, raised to at least 1e-3. */
+static double monai_weight(const int w[3], int x, int y, int z)
+{
+    const int at[3] = {x, y, z};
+    double v = 1.0;
+    for (int a = 0; a < 3; a++) {
+        const double d = at[a] - (w[a] - 1) / 2.0, sigma = 0.125 * w[a];
+        v *= exp(-d * d / (2.0 * sigma * sigma));
+    }
+    return v;
+}
+
+static int check_importance(const int w[3])
+{
+    const size_t n = (size_t)w[0] * w[1] * w[2];
+    float *map = malloc(n * sizeof(float));
+    sliding_window_importance(w, SW_SIGMA_SCALE, map);
+    double lowest = INFINITY;
+    for (int x = 0; x < w[0]; x++)
+        for (int y = 0; y < w[1]; y++)
+            for (int z = 0; z < w[2]; z++) lowest = fmin(lowest, monai_weight(w, x, y, z));
+    const double floor_w = fmax(lowest, 1e-3);
+    int bad = 0, asymmetric = 0;
+    size_t i = 0;
+    for (int x = 0; x < w[0]; x++)
+        for (int y = 0; y < w[1]; y++)
+            for (int z = 0; z < w[2]; z++, i++) {
+                const double want = fmax(monai_weight(w, x, y, z), floor_w);
+                bad += fabs(map[i] - want) > 1e-6 * want;
+                /* mirrored in every axis: the same weight (the old map peaked at w // 2) */
+                const size_t m = ((size_t)(w[0] - 1 - x) * w[1] + (w[1] - 1 - y)) * w[2] +
+                                 (w[2] - 1 - z);
+                asymmetric += map[i] != map[m];
+            }
+    TEST_CHECK(bad == 0, "window %dx%dx%d: %d weights off MONAI's closed form", w[0], w[1], w[2],
+               bad);
+    TEST_CHECK(asymmetric == 0, "window %dx%dx%d: %d weights differ from their mirror image",
+               w[0], w[1], w[2], asymmetric);
+    TEST_CHECK(map[0] >= 1e-3f, "corner weight %g below the 1e-3 floor", map[0]);
+    free(map);
+    return 0;
+}
+
+/* Even windows (centred between two voxels, where 0.9's map put the peak on window // 2) and an
+ * odd one (peak 1 at the centre voxel). */
 static int test_importance(void)
 {
-    const int w[3] = {16, 16, 8};
-    float map[16 * 16 * 8];
-    sliding_window_importance(w, SW_SIGMA_SCALE, map);
-    /* Centre (8, 8, 4) is the maximum, 1. */
-    TEST_CLOSE(map[(8 * 16 + 8) * 8 + 4], 1.0, 0, 1e-6, "centre weight");
-    float mx = 0.0f;
-    for (int i = 0; i < 16 * 16 * 8; i++) mx = fmaxf(mx, map[i]);
-    TEST_CLOSE(mx, 1.0, 0, 1e-6, "max weight");
-    /* Separable erf Gaussian along z alone: sigma 1, offsets -4..3 around 4; the value at
-     * offset 1 relative to the centre is g(1)/g(0) with g(x) = erf((x+.5)/sqrt2) - erf((x-.5)/sqrt2). */
-    double g0 = erf(0.5 / sqrt(2.0)) - erf(-0.5 / sqrt(2.0));
-    double g1 = erf(1.5 / sqrt(2.0)) - erf(0.5 / sqrt(2.0));
-    TEST_CLOSE(map[(8 * 16 + 8) * 8 + 5], g1 / g0, 1e-5, 0, "z offset 1");
-    TEST_CLOSE(map[(8 * 16 + 8) * 8 + 3], g1 / g0, 1e-5, 0, "z offset -1");
-    /* Corners are tiny but clamped to at least 1e-3. */
-    TEST_CHECK(map[0] >= 1e-3f, "corner weight %g below the 1e-3 floor", map[0]);
+    const int even[3] = {16, 16, 8}, odd[3] = {9, 7, 5};
+    check_importance(even);
+    check_importance(odd);
+    float map[9 * 7 * 5];
+    sliding_window_importance(odd, SW_SIGMA_SCALE, map);
+    TEST_CLOSE(map[(4 * 7 + 3) * 5 + 2], 1.0, 0, 1e-7, "odd window: centre weight");
     return 0;
 }
 
