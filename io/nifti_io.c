@@ -220,6 +220,18 @@ static long long count_nonfinite(const nifti_image *nim, long long *first)
     return count;
 }
 
+int nifti_read_xform_codes(const char *path, int codes[2], char *err, size_t errlen)
+{
+    quiet_niftilib();
+    nifti_image *nim = nifti_image_read(path, 0);
+    if (!nim)
+        return fail(err, errlen, "%s: not a readable NIfTI header (corrupt or not NIfTI)", path);
+    codes[0] = nim->sform_code > 0 ? nim->sform_code : 0;
+    codes[1] = nim->qform_code > 0 ? nim->qform_code : 0;
+    nifti_image_free(nim);
+    return 0;
+}
+
 int nifti_read_volume(const char *path, float **data, int dim[3], double affine[4][4], char *err,
                       size_t errlen)
 {
@@ -313,17 +325,20 @@ static void describe(nifti_image *nim, const char *description, const char *path
         alice_die("%s: cannot add the description extension", path);
 }
 
+/* codes: the sform and qform codes to write (NULL: both NIFTI_XFORM_SCANNER_ANAT). The
+ * quaternion and pixdim always come from the affine, so a file written with codes 0,0 (its
+ * source's method 1) still holds the voxel sizes readers then use. */
 static nifti_image *new_header(const int64_t dims[8], int datatype, const double affine[4][4],
-                               const char *description, const char *path)
+                               const int codes[2], const char *description, const char *path)
 {
     nifti_image *nim = nifti_make_new_nim(dims, datatype, 0);
     ALICE_ASSERT(nim, "nifti_make_new_nim failed for %s", path);
     nifti_dmat44 m;
     memcpy(m.m, affine, sizeof m.m);
-    nim->sform_code = NIFTI_XFORM_SCANNER_ANAT;
+    nim->sform_code = codes ? codes[0] : NIFTI_XFORM_SCANNER_ANAT;
     nim->sto_xyz = m;
     nim->sto_ijk = nifti_dmat44_inverse(m);
-    nim->qform_code = NIFTI_XFORM_SCANNER_ANAT;
+    nim->qform_code = codes ? codes[1] : NIFTI_XFORM_SCANNER_ANAT;
     nifti_dmat44_to_quatern(m, &nim->quatern_b, &nim->quatern_c, &nim->quatern_d, &nim->qoffset_x,
                             &nim->qoffset_y, &nim->qoffset_z, &nim->dx, &nim->dy, &nim->dz, &nim->qfac);
     nim->pixdim[1] = nim->dx;
@@ -411,10 +426,17 @@ static int volume_payload(znzFile fp, void *ctx)
 void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
                         const double affine[4][4], const char *description)
 {
+    nifti_write_volume_codes(path, data, datatype, dim, affine, NULL, description);
+}
+
+void nifti_write_volume_codes(const char *path, const void *data, int datatype, const int dim[3],
+                              const double affine[4][4], const int codes[2],
+                              const char *description)
+{
     quiet_niftilib();
     const size_t bytes = datatype_bytes(datatype);
     const int64_t dims[8] = {3, dim[0], dim[1], dim[2], 1, 1, 1, 1};
-    nifti_image *nim = new_header(dims, datatype, affine, description, path);
+    nifti_image *nim = new_header(dims, datatype, affine, codes, description, path);
     const size_t n = (size_t)dim[0] * dim[1] * dim[2] * bytes;
     unsigned char *file_order = xmalloc(n);
     to_file_order(data, bytes, dim, file_order);
@@ -463,15 +485,15 @@ static int frames_payload(znzFile fp, void *ctx)
 }
 
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
-                        const char *description, NiftiFrameStorage storage, NiftiFrameFn fill,
-                        void *ctx)
+                        const int codes[2], const char *description, NiftiFrameStorage storage,
+                        NiftiFrameFn fill, void *ctx)
 {
     quiet_niftilib();
     ALICE_ASSERT(frames >= 1, "nifti_write_frames: %d frames for %s", frames, path);
     const int64_t dims[8] = {4, dim[0], dim[1], dim[2], frames, 1, 1, 1};
     const int quantise = storage == NIFTI_FRAMES_UINT8_UNIT;
     nifti_image *nim = new_header(dims, quantise ? NIFTI_TYPE_UINT8 : NIFTI_TYPE_FLOAT32, affine,
-                                  description, path);
+                                  codes, description, path);
     if (quantise) {
         nim->scl_slope = 1.0f / 255.0f;
         nim->scl_inter = 0.0f;

@@ -65,9 +65,9 @@ typedef enum {
  * as `storage` says, which nibabel reads as array[x, y, z, t] with the given affine (header,
  * affine and the temporary-name-then-rename exactly as nifti_write_volume; pixdim[4] = 1, no
  * time unit, intent none). Only one frame is in memory at a time: fill() produces each in
- * turn. description (may be NULL): as nifti_write_volume's. */
+ * turn. codes (may be NULL) and description (may be NULL): as nifti_write_volume_codes's. */
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
-                        const char *description, NiftiFrameStorage storage, NiftiFrameFn fill,
-                        void *ctx);
+                        const int codes[2], const char *description, NiftiFrameStorage storage,
+                        NiftiFrameFn fill, void *ctx);
 
 #endif

@@ -175,6 +175,12 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
         free(image);
         return -1;
     }
+    int xform_codes[2];   /* its predictions carry them */
+    if (nifti_read_xform_codes(in->image, xform_codes, msg, sizeof msg) != 0) {
+        snprintf(err, errlen, "case %s: %s", in->name, msg);
+        free(image);
+        return -1;
+    }
     if (in->label[0]) {
         if (nifti_read_volume(in->label, &label, ldim, laffine, msg, sizeof msg) != 0) {
             snprintf(err, errlen, "case %s: %s", in->name, msg);
@@ -232,6 +238,7 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
     meta->has_label = in->label[0] != '\0';
     memcpy(meta->orig_dim, g.orig_dim, sizeof meta->orig_dim);
     memcpy(meta->orig_affine, g.orig_affine, sizeof meta->orig_affine);
+    memcpy(meta->orig_xform_codes, xform_codes, sizeof meta->orig_xform_codes);
     memcpy(meta->crop_lo, g.crop_lo, sizeof meta->crop_lo);
     memcpy(meta->crop_hi, g.crop_hi, sizeof meta->crop_hi);
     memcpy(meta->ras_axis, g.ras_axis, sizeof meta->ras_axis);

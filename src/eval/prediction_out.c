@@ -39,7 +39,10 @@ void prediction_write_original(const DatasetCase *c, const uint8_t *labels, cons
     geometry_original_index_map(packed_dim, packed_affine, c->orig_dim, c->orig_affine, index);
     uint8_t *orig = xmalloc(n);
     geometry_gather_labels(index, n, labels, orig);
-    nifti_write_volume(label_path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine, source);
+    /* the source's sform/qform codes: readers place both files alike, even a source with
+     * neither (pixdim alone), which each reader orients its own way */
+    nifti_write_volume_codes(label_path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine,
+                             c->orig_xform_codes, source);
     free(orig);
     if (probs) {
         ALICE_ASSERT(probs_path && classes >= 1, "probabilities of %d classes without a path", classes);
@@ -52,8 +55,8 @@ void prediction_write_original(const DatasetCase *c, const uint8_t *labels, cons
         char description[PREDICTION_SOURCE_LEN + 64];
         snprintf(description, sizeof description, "softmax of blended logits, %d classes; %s",
                  classes, source);
-        nifti_write_frames(probs_path, c->orig_dim, classes, c->orig_affine, description,
-                           probs_storage, probs_frame, &p);
+        nifti_write_frames(probs_path, c->orig_dim, classes, c->orig_affine, c->orig_xform_codes,
+                           description, probs_storage, probs_frame, &p);
     }
     free(index);
 }

@@ -8,7 +8,8 @@
 # count, a fine-tuning checkpoint as pretrained, or a fold the data set does not have (packed
 # with 2), or a checkpoint missing one encoder tensor, is refused before any step, while fold 5
 # of a data set packed with 6 folds trains; alice infer refuses a pre-training checkpoint, data
-# packed at another spacing than the fine-tuning's, and an --out that is a file.
+# packed at another spacing than the fine-tuning's, and an --out that is a file; predictions
+# carry their sources' sform/qform codes (a source with neither included).
 set -u
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -89,6 +90,39 @@ if "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fo
 grep -q "a file of that name exists" "$T/bad.log" ||
   { tail -3 "$T/bad.log"; fail "no clear message for a file as --out"; }
 echo "ok: spacing recorded and checked; a file as --out refused"
+# the predictions carry their sources' sform/qform codes: a source with neither (pixdim alone,
+# which nibabel reads x flipped) and one with an "aligned" sform only each open, in nibabel,
+# exactly where their source does
+mkdir -p "$T/codes/imagesTr"
+"$PYTHON" - "$T/ph/imagesTr/case0000_0000.nii.gz" "$T/codes/imagesTr" <<'PY' || fail "codes inputs"
+import sys, nibabel as nib, numpy as np
+src, out = sys.argv[1:3]
+img = nib.load(src)
+data = np.asarray(img.dataobj)
+m1 = nib.Nifti1Image(data, None)
+m1.header.set_zooms(img.header.get_zooms()[:3])
+m1.set_qform(None, code=0)
+m1.set_sform(None, code=0)
+nib.save(m1, f"{out}/pixdimonly_0000.nii.gz")
+al = nib.Nifti1Image(data, img.affine)
+al.set_sform(img.affine, code=2)
+al.set_qform(None, code=0)
+nib.save(al, f"{out}/aligned_0000.nii.gz")
+PY
+run "$ALICE" pack --input "$T/codes" --out "$T/codes.h5" spacing=3,3,3 num_folds=1 seed=1
+run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/codes.h5" --out "$T/pred_codes"
+"$PYTHON" - "$T" <<'PY' || fail "prediction headers against their sources"
+import sys, nibabel as nib, numpy as np
+T = sys.argv[1]
+for case, codes in (("pixdimonly", (0, 0)), ("aligned", (2, 0))):
+    src = nib.load(f"{T}/codes/imagesTr/{case}_0000.nii.gz")
+    pred = nib.load(f"{T}/pred_codes/{case}.nii.gz")
+    got = (int(pred.header["sform_code"]), int(pred.header["qform_code"]))
+    assert got == codes, f"{case}: codes {got}, the source's {codes}"
+    assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4), \
+        f"{case}: nibabel places the prediction at {pred.affine}, the source at {src.affine}"
+    print(f"{case}: sform/qform codes {got} as the source's, same nibabel affine")
+PY
 
 "$PYTHON" - "$T" <<'PY' || fail "python checks"
 import csv, glob, os, sys
