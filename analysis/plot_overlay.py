@@ -4,8 +4,9 @@
 usage: plot_overlay.py --image ct.nii.gz --truth label.nii.gz --pred pred.nii.gz --out overlay.png
                        [--slices 3] [--window -125 225]
 
-Axial slices (third voxel axis) with the most labelled voxels are shown; each row: image, truth
-overlay, prediction overlay. All three files must share one grid."""
+Axial slices (third voxel axis) with the most labelled voxels in truth and prediction together
+are shown (a prediction's false positives count too); each row: image, truth overlay,
+prediction overlay. All three files must share one grid."""
 import argparse
 import sys
 

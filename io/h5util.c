@@ -124,6 +124,23 @@ hid_t h5_try_open_read(const char *path)
     return f;
 }
 
+/* Whether the file holds HDF5's format signature where a superblock may start (offset 0, 512,
+ * 1024, 2048, ...): a truncated HDF5 file keeps it, another kind of file does not. */
+static int h5_has_signature(const char *path)
+{
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    unsigned char buf[8];
+    int found = 0;
+    for (long at = 0; !found && at <= (1L << 20); at = at ? 2 * at : 512) {
+        if (fseek(f, at, SEEK_SET) != 0 || fread(buf, 1, sizeof buf, f) != sizeof buf) break;
+        found = !memcmp(buf, sig, sizeof sig);
+    }
+    fclose(f);
+    return found;
+}
+
 hid_t h5_open_read(const char *path, const char *what)
 {
     hid_t f = h5_try_open_read(path);
@@ -132,6 +149,11 @@ hid_t h5_open_read(const char *path, const char *what)
         alice_die("cannot open %s %s: no such file (check the path)", what, path);
     if (access(path, R_OK) != 0)
         alice_die("cannot open %s %s: not readable (check its permissions)", what, path);
+    /* no HDF5 signature at all: another kind of file (a NIfTI given to alice info), not a
+     * damaged one */
+    if (!h5_has_signature(path))
+        alice_die("cannot open %s %s: not an HDF5 file (alice reads dataset.h5 from alice pack, "
+                  "ckpt_*.h5 from training, results.h5 from alice eval)", what, path);
     alice_die("cannot open %s %s: not a complete HDF5 file (truncated or damaged, e.g. by a "
               "crash while it was copied or written); use another copy", what, path);
 }

@@ -14,6 +14,13 @@ _Static_assert(PARAM_ALIGN_FLOATS % DECAY_MASK_WORD_BITS == 0,
 
 void params_init_registry(ParamSet *ps) { memset(ps, 0, sizeof *ps); }
 
+size_t params_numel(const ParamSet *ps)
+{
+    size_t n = 0;
+    for (int i = 0; i < ps->count; i++) n += ps->info[i].numel;
+    return n;
+}
+
 int params_find(const ParamSet *ps, const char *name)
 {
     for (int i = 0; i < ps->count; i++)

@@ -52,7 +52,7 @@ typedef void (*GradReadyFn)(void *ctx, int first, int end);
 typedef struct {
     ParamInfo *info;
     int count, cap;
-    size_t total;           /* floats */
+    size_t total;           /* floats, each tensor's start aligned (params_numel: without) */
     const AliceBackend *be;
     float *data, *grad, *m, *v;   /* backend memory; grad/m/v NULL when not trainable */
     /* AdamW updates applied to m and v: the t of their bias corrections. It travels with the
@@ -85,6 +85,8 @@ typedef struct {
 } ParamSet;
 
 void params_init_registry(ParamSet *ps);
+/* The parameters themselves: the tensors' elements, without the alignment padding of total. */
+size_t params_numel(const ParamSet *ps);
 /* Registers a tensor; returns its index. Duplicate names are a programming error. */
 int params_add(ParamSet *ps, const char *name, int ndim, const int *shape, int decay, ParamInit init);
 /* Convenience for 1-D and 2-D tensors. */

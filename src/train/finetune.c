@@ -333,7 +333,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
              cfg->mlp_dim, cfg->feature_size, cfg->num_classes, cfg->crop[0], cfg->crop[1],
              cfg->crop[2], model.N, model.skip_block[0], model.skip_block[1], model.skip_block[2]);
     log_info("parameters: %zu (%.1f MiB with gradients and AdamW moments), activations %.1f MiB "
-             "per rank, batch %d per rank x %d ranks", model.ps.total, model.ps.total * 16.0 / 1048576.0,
+             "per rank, batch %d per rank x %d ranks", params_numel(&model.ps),
+             model.ps.total * 16.0 / 1048576.0,
              model.arena.cap / 1048576.0, model.B, dist.size);
     train_log_drop_path(cfg, model.drop_host != NULL, "the ViT's");
     if (cfg->layer_decay < 1.0f)

@@ -234,10 +234,13 @@ static void log_model(const PretrainModel *m, const Dist *d)
     log_info("model: %s, encoder %dx%d (%d heads, mlp %d), decoder %dx%d, patch %d, crop %dx%dx%d "
              "-> %d tokens (%d visible)", c->method, c->depth, c->embed_dim, c->heads, c->mlp_dim,
              c->dec_depth, c->dec_dim, c->patch, c->crop[0], c->crop[1], c->crop[2], m->N, m->nvis);
+    /* params, gradients, AdamW m and v (4 bytes each), and Alice's EMA copy: the buffers as
+     * allocated, alignment padding included */
+    const double state_bytes = m->online.total * (m->alice ? 20.0 : 16.0);
     log_info("parameters: %zu (%.1f MiB with gradients and AdamW moments%s), activations %.1f MiB "
-             "per rank, batch %d per rank x %d ranks", m->online.total,
-             m->online.total * 16.0 / 1048576.0, m->alice ? " + EMA target" : "",
-             acts / 1048576.0, m->B, d->size);
+             "per rank, batch %d per rank x %d ranks", params_numel(&m->online),
+             state_bytes / 1048576.0, m->alice ? " + EMA target" : "", acts / 1048576.0, m->B,
+             d->size);
     train_log_drop_path(c, m->drop_host != NULL, "the student encoder's");
 }
 

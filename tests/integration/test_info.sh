@@ -94,5 +94,10 @@ rc=0; "$ALICE" info "$T/steps.h5" > "$T/s.txt" 2>&1 || rc=$?
   { cat "$T/s.txt"; fail "a checkpoint with an array step (exit $rc)"; }
 if "$ALICE" info "$T/missing.h5" > "$T/m.txt" 2>&1; then fail "a missing file was described"; fi
 grep -q "missing.h5" "$T/m.txt" || { cat "$T/m.txt"; fail "the missing file is not named"; }
+# a file of another kind (a NIfTI, a CSV) is said to be no HDF5 file, not a damaged one
+printf 'case,organ,dsc,nsd\n' > "$T/results.csv"
+if "$ALICE" info "$T/results.csv" > "$T/c.txt" 2>&1; then fail "a CSV file was described"; fi
+grep -q "results.csv: not an HDF5 file (alice reads dataset.h5" "$T/c.txt" ||
+  { cat "$T/c.txt"; fail "a CSV file: no clear message"; }
 echo "ok: foreign and missing files refused naming them"
 echo PASS
