@@ -45,9 +45,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    int provided = 0;
-    /* Prefetch threads never call MPI; only the main thread does. */
-    CHECK_MPI(MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided));
+    alice_mpi_init(&argc, &argv);
     int rank = 0, size = 1;
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));

@@ -83,6 +83,20 @@ void alice_die(const char *fmt, ...)
     report_and_end(2, NULL, 0, fmt, ap);
 }
 
+void alice_mpi_init(int *argc, char ***argv)
+{
+    int provided = 0;
+    /* Prefetch threads never call MPI; only the main thread does. */
+    CHECK_MPI(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    /* MPI's default handler aborts inside the failing call, before CHECK_MPI can name the call
+     * and its file and line or run the cleanups (a half-written .tmp removed): return codes. */
+    CHECK_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    if (provided < MPI_THREAD_FUNNELED)
+        alice_die("this MPI library gives thread level %d, below MPI_THREAD_FUNNELED (%d) that "
+                  "alice needs (its loader threads run beside MPI calls): use an MPI built with "
+                  "thread support", provided, MPI_THREAD_FUNNELED);
+}
+
 void alice_check_mpi_failed(int rc, const char *what, const char *file, int line)
 {
     char msg[MPI_MAX_ERROR_STRING] = "unknown MPI error";

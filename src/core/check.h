@@ -27,6 +27,9 @@ void alice_on_fatal(AliceFatalCleanup fn);
 #define CHECK_MPI(call) do { int rc_ = (call); \
     if (rc_ != 0) alice_check_mpi_failed(rc_, #call, __FILE__, __LINE__); } while (0)
 _Noreturn void alice_check_mpi_failed(int rc, const char *what, const char *file, int line);
+/* MPI_Init_thread (FUNNELED, checked) with MPI_COMM_WORLD's errors returned to CHECK_MPI
+ * rather than aborting inside the call. */
+void alice_mpi_init(int *argc, char ***argv);
 
 /* HDF5: identifiers and herr_t are negative on failure. */
 #define CHECK_H5(call) ({ __typeof__(call) rc_ = (call); \

@@ -644,13 +644,14 @@ float pretrain_ema_momentum(const Config *cfg, long step)
     return (float)(cfg->ema_end - (cfg->ema_end - cfg->ema_start) * (cos(M_PI * s) + 1.0) / 2.0);
 }
 
-double pretrain_model_feature_spread(const PretrainModel *m)
+int pretrain_model_feature_sums(const PretrainModel *m, double *sums)
 {
-    if (!m->alice) return NAN;
+    if (!m->alice) return 0;
     const int rows = m->B * m->N, dim = m->cfg.head_out;
     float *z = xmalloc((size_t)rows * dim * sizeof(float));
     m->be->download(z, m->iv[0].psi.z, (size_t)rows * dim * sizeof(float));
-    double *sum = xcalloc((size_t)dim, sizeof(double)), *sq = xcalloc((size_t)dim, sizeof(double));
+    double *sum = sums, *sq = sums + dim;
+    for (int d = 0; d < 2 * dim; d++) sums[d] = 0.0;
     for (int r = 0; r < rows; r++) {
         const float *row = z + (size_t)r * dim;
         double norm = 0;
@@ -662,13 +663,18 @@ double pretrain_model_feature_spread(const PretrainModel *m)
             sq[d] += v * v;
         }
     }
+    sums[2 * dim] = rows;
+    free(z);
+    return 2 * dim + 1;
+}
+
+double pretrain_feature_spread(const double *sums, int dim)
+{
+    const double rows = sums[2 * dim];
     double spread = 0;
     for (int d = 0; d < dim; d++) {
-        double mean = sum[d] / rows, var = sq[d] / rows - mean * mean;
+        double mean = sums[d] / rows, var = sums[dim + d] / rows - mean * mean;
         spread += sqrt(var > 0 ? var : 0);
     }
-    free(z);
-    free(sum);
-    free(sq);
     return spread / dim * sqrt((double)dim);
 }

@@ -207,8 +207,13 @@ double pretrain_model_step_flops(const PretrainModel *m);
 /* Collapse monitor of the alignment losses: the spread of the teacher head's l2-normalised
  * token outputs, sqrt(dim) x mean over dims of their standard deviation over tokens (about 1
  * for outputs spread over the sphere, 0 when every token maps to the same vector: then l_dv and
- * l_st carry no signal). NaN for MAE. Downloads one view's outputs: call at log steps. */
-double pretrain_model_feature_spread(const PretrainModel *m);
+ * l_st carry no signal). pretrain_model_feature_sums puts this rank's per-dimension sums and
+ * sums of squares of the intact Q view's rows ([dim] each) and the row count in sums
+ * [2 head_out + 1] and returns how many it wrote (0 for MAE: no heads); summed over the ranks,
+ * pretrain_feature_spread(sums, head_out) is the spread over every rank's tokens. Downloads
+ * one view's outputs: call at log steps. */
+int pretrain_model_feature_sums(const PretrainModel *m, double *sums);
+double pretrain_feature_spread(const double *sums, int dim);
 /* DINO's teacher temperature at 0-based step: warmup_teacher_temp_steps values from
  * warmup_teacher_temp to teacher_temp, both included (DINO's np.linspace), then teacher_temp. */
 float pretrain_teacher_temp(const Config *cfg, long step);

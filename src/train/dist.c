@@ -53,6 +53,11 @@ double dist_sum_double(double x)
     return out;
 }
 
+void dist_sum_doubles(double *x, int n)
+{
+    CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, x, n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+}
+
 int dist_max_int(int x)
 {
     int out = x;

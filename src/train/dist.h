@@ -28,6 +28,8 @@ void dist_allreduce_mean(const Dist *d, const AliceBackend *be, float *buf, size
 GradTransport dist_grad_transport(const Dist *d, const AliceBackend *be);
 /* Sum of a host double over ranks. */
 double dist_sum_double(double x);
+/* In place: each of x[0..n) summed over every rank (collective). */
+void dist_sum_doubles(double *x, int n);
 /* Max of a host int over ranks. */
 int dist_max_int(int x);
 

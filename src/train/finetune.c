@@ -326,6 +326,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
 {
     Dist dist;
     const AliceBackend *be = train_begin(cfg, &dist);
+    /* From the start (not in the benchmark, which never checks): see pretrain_run. */
+    if (opt->bench_steps <= 0) preempt_install();
     UnetrModel model;
     unetr_init(&model, cfg, be, cfg->batch, 1);
     log_info("model: UNETR, ViT %dx%d (%d heads, mlp %d), feature size %d, %d classes, crop %dx%dx%d "
@@ -380,7 +382,6 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     LoaderOptions lo = loader_options_from_config(cfg, LOADER_FINETUNE, dist.rank, dist.size,
                                                   dist.local_size);
     lo.first_step = start * cfg->accum_steps;   /* a resumed run reads no batch of steps done */
-    preempt_install();   /* before the read-ahead threads start: a signal from now on is seen */
     Loader *loader = loader_create(&lo, data_source_open(cfg));
     const int *cases;
     int nval = loader_validation_cases(loader, &cases);

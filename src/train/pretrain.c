@@ -260,6 +260,10 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 {
     Dist dist;
     const AliceBackend *be = train_begin(cfg, &dist);
+    /* From the start (not in the benchmark, which never checks): a signal while the model is
+     * set up or the checkpoint and data are read stops the run at its first step boundary,
+     * checkpointed for requeue, instead of killing it. Before the loader's threads start. */
+    if (opt->bench_steps <= 0) preempt_install();
     PretrainModel model;
     pretrain_model_init(&model, cfg, be, cfg->batch);
     log_model(&model, &dist);
@@ -297,7 +301,6 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     lo.first_step = start * cfg->accum_steps;   /* a resumed run reads no batch of steps done */
     LoaderSource source = data_source_open(cfg);
     check_data_fits(cfg, &source);
-    preempt_install();   /* before the read-ahead threads start: a signal from now on is seen */
     Loader *loader = loader_create(&lo, source);
     RunLog log;
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
@@ -327,8 +330,16 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
             be->synchronize();
             double dt = wall_seconds() - t0;
             int print = (step + 1) % cfg->log_every == 0 || step == start;
-            /* The collapse monitor costs a download: log steps only (rank 0's batch). */
-            double spread = print ? pretrain_model_feature_spread(&model) : NAN;
+            /* The collapse monitor costs a download and a reduction: log steps only (every
+             * rank takes this branch alike), over every rank's tokens */
+            double spread = NAN;
+            if (print && model.alice) {
+                double *sums = xmalloc((size_t)(2 * cfg->head_out + 1) * sizeof(double));
+                const int n = pretrain_model_feature_sums(&model, sums);
+                dist_sum_doubles(sums, n);
+                spread = pretrain_feature_spread(sums, cfg->head_out);
+                free(sums);
+            }
             double row[COL_COUNT] = {terms[0], terms[1], model.alice ? terms[2] : NAN,
                                      model.alice ? terms[3] : NAN, lr, gnorm, dt * 1e3,
                                      global_batch / dt, spread};

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,11 @@ void train_set_threads(const Config *cfg, const Dist *d)
     if (n <= 0) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         n = (int)(cores / (d->local_size > 0 ? d->local_size : 1));
+        /* A launcher that binds the rank (mpirun's bind-to-core, srun --cpu-bind, taskset)
+         * leaves it fewer CPUs than its share of the node: more threads would share them. */
+        cpu_set_t allowed;
+        if (sched_getaffinity(0, sizeof allowed, &allowed) == 0 && CPU_COUNT(&allowed) < n)
+            n = CPU_COUNT(&allowed);
         if (n < 1) n = 1;
     }
     /* The OpenMP build of OpenBLAS (see the Makefile) runs its GEMMs on this same pool. */

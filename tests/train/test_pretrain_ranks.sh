@@ -8,6 +8,7 @@
 # (freeze_last_layer), per-tensor clipping at a threshold some tensors exceed, and the lr scaled
 # to the global batch (lr_reference_batch: batch x ranks, the same 2 in both runs), with
 # drop-path (drawn per global sample, so each rank drops what the 1-rank run drops for it).
+# The collapse monitor feat_spread too: it is over every rank's tokens (it was rank 0's).
 source "$(dirname "$0")/lib.sh"
 for extra in "" "align_loss=dino" \
   "freeze_last_layer=2 clip_mode=per_tensor clip=0.05 lr_reference_batch=4 drop_path=0.5"; do
@@ -35,7 +36,8 @@ import csv
 r1, r2 = (list(csv.DictReader(open(d + "/metrics.csv"))) for d in sys.argv[1:3])
 # the loss, its terms and the gradient norm: AdamW's update hides a gradient scaled by the
 # rank count (and clipping at norm 3 levels it), the norm does not
-cols = [c for c in ("loss", "l_r", "l_dv", "l_st", "grad_norm") if r1[0].get(c, "") != ""]
+cols = [c for c in ("loss", "l_r", "l_dv", "l_st", "grad_norm", "feat_spread")
+        if r1[0].get(c, "") != ""]
 def column(rows, c):
     return np.array([float(r[c]) for r in rows])
 diff = {c: np.max(np.abs(column(r1, c) - column(r2, c)) / np.maximum(np.abs(column(r1, c)), 1e-12))
