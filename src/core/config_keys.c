@@ -71,7 +71,8 @@ const ConfigKey config_keys[] = {
       "UNETR step with both"),
     K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
     K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
-    K("threads", CFG_T_INT, threads, "0", "0..1024", "OpenMP threads per rank (0 = cores / local ranks, at most the CPUs the rank is bound to)"),
+    K("threads", CFG_T_INT, threads, "0", "0..1024",
+      "OpenMP threads per rank (0 = cores / local ranks, at most the CPUs the rank is bound to)"),
 
     K("data", CFG_T_STRING, data, "synthetic", "", "dataset.h5 from `alice pack`, or 'synthetic'"),
     K("crop", CFG_T_INT3, crop, "96,96,32", "1..", "crop size X,Y,Z in voxels"),
