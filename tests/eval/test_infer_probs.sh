@@ -18,7 +18,7 @@
 #     results.h5 lists it per case (/prediction_sources) and as its checkpoint attribute.
 # Independent reference (first case): the fine-tuned checkpoint's weights loaded into the
 # PyTorch UNETR of tests/reference/unetr_ref.py (MONAI's block by block), MONAI's sliding
-# window rewritten in numpy (padding, dense_patch_slices starts, erf Gaussian importance map,
+# window rewritten in numpy (padding, dense_patch_slices starts, MONAI 1.x's Gaussian map,
 # weighted average of the window logits), softmax in float64, mapped to the original grid by
 # the numpy index map; the file must match it within 1e-4 (C is fp32: logits differ from the
 # float64 reference by ~1e-6 relative, so 1e-4 on probabilities leaves a wide margin while a
@@ -57,7 +57,6 @@ run "$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --out "$T/res"
 "$PYTHON" - "$T" "$ROOT" <<'PY' || fail "python checks"
 import glob, math, os, sys
 import h5py, nibabel as nib, numpy as np, torch
-from scipy.special import erf
 T, ROOT = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(ROOT, "tests", "reference"))
 import alice_ref, unetr_ref  # noqa: E402
@@ -100,20 +99,16 @@ def starts(size, roi, overlap):
 
 
 def importance(roi, sigma_scale=0.125):
-    """MONAI compute_importance_map(mode='gaussian'): an impulse at roi // 2 through
-    GaussianFilter(sigma = sigma_scale * roi, truncated = 4, approx = 'erf'), / max, clamped
-    from below by max(smallest non-zero, 1e-3)."""
+    """MONAI (>= 1.0) compute_importance_map(mode='gaussian'): per axis
+    exp(-x^2 / (2 sigma^2)) at x = i - (roi - 1) / 2, sigma = sigma_scale * roi, the product,
+    clamped from below by max(its minimum, 1e-3)."""
     axes = []
     for r in roi:
         sigma = sigma_scale * r
-        tail = int(max(sigma * 4.0, 0.5) + 0.5)
-        t = 0.70710678 / abs(sigma)
-        x = np.arange(r) - r // 2
-        k = np.clip(0.5 * (erf(t * (x + 0.5)) - erf(t * (x - 0.5))), 0, None)
-        axes.append(np.where(np.abs(x) <= tail, k, 0.0))
+        x = np.arange(r) - (r - 1) / 2.0
+        axes.append(np.exp(-x * x / (2.0 * sigma * sigma)))
     m = axes[0][:, None, None] * axes[1][None, :, None] * axes[2][None, None, :]
-    m = m / m.max()
-    return np.maximum(m, max(m[m > 0].min(), 1e-3))
+    return np.maximum(m, max(m.min(), 1e-3))
 
 
 def reference_probs(name):
