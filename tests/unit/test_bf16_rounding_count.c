@@ -46,7 +46,8 @@
  *    teacher ran the EMA decoder (teacher_decoder = full: psi reads its bf16 H, no input
  *    copy), 42; then the heads' last layers multiply by their row-normalised weights
  *    (head_norm_last, an activation without a bf16 copy: phi's and psi's forward and phi's
- *    dx GEMM round it), 45;
+ *    dx GEMM round it), 45 (with casa_kv = features, off by default, 49: H stays fp32 for
+ *    CASA's LayerNorm, so pred's forward and weight gradient and both heads' fc1 round it);
  *  - attention_kernel = fused (the own flash kernels): 29, the stacks' 16 gone. */
 #include <string.h>
 
