@@ -15,9 +15,9 @@
 #define DATASET_FORMAT_VERSION 1
 /* Longest case name / source path stored (bytes incl. the terminating NUL). */
 enum { DATASET_NAME_LEN = 128, DATASET_PATH_LEN = 1024 };
-/* NIfTI's xform code 1 (NIFTI_XFORM_SCANNER_ANAT), what every prediction carried before a
- * data set stored its sources' codes */
-enum { DATASET_XFORM_SCANNER_ANAT = 1 };
+/* NIfTI's xform code 1 (NIFTI_XFORM_SCANNER_ANAT) and unit code 2 (NIFTI_UNITS_MM), what
+ * every prediction carried before a data set stored its sources' codes */
+enum { DATASET_XFORM_SCANNER_ANAT = 1, DATASET_UNITS_MM = 2 };
 
 /* Everything known about one case without reading its voxels. */
 typedef struct {
@@ -29,9 +29,9 @@ typedef struct {
     int fold;                      /* 0..num_folds-1 */
     int orig_dim[3];               /* the source file's grid ... */
     double orig_affine[4][4];      /* ... and affine, for mapping predictions back */
-    /* the source's sform_code and qform_code, which predictions carry: 1,1 (scanner
-     * anatomical) for data sets packed before they were stored */
-    int orig_xform_codes[2];
+    /* the source's sform_code, qform_code and xyz_units, which predictions carry: 1, 1, mm
+     * (scanner anatomical) for data sets packed before they were stored */
+    int orig_xform_codes[3];
     int crop_lo[3], crop_hi[3];    /* body box in the resampled RAS grid */
     int ras_axis[3], ras_flip[3];  /* source voxel axis of each RAS axis, and its reversal */
     char source_image[DATASET_PATH_LEN];

@@ -69,8 +69,9 @@ static void read_case_meta(Dataset *ds, DatasetCase *c)
     attr_read_n(ds, g, where, "original_shape", H5T_NATIVE_INT, c->orig_dim, 3);
     attr_read_n(ds, g, where, "original_affine", H5T_NATIVE_DOUBLE, c->orig_affine, 16);
     c->orig_xform_codes[0] = c->orig_xform_codes[1] = DATASET_XFORM_SCANNER_ANAT;
+    c->orig_xform_codes[2] = DATASET_UNITS_MM;
     if (attr_exists(g, "original_xform_codes"))   /* absent in data sets packed before it */
-        attr_read_n(ds, g, where, "original_xform_codes", H5T_NATIVE_INT, c->orig_xform_codes, 2);
+        attr_read_n(ds, g, where, "original_xform_codes", H5T_NATIVE_INT, c->orig_xform_codes, 3);
     int crop[2][3];
     attr_read_n(ds, g, where, "crop_box", H5T_NATIVE_INT, crop, 6);
     memcpy(c->crop_lo, crop[0], sizeof c->crop_lo);

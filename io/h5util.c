@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/check.h"
@@ -149,6 +150,10 @@ hid_t h5_open_read(const char *path, const char *what)
         alice_die("cannot open %s %s: no such file (check the path)", what, path);
     if (access(path, R_OK) != 0)
         alice_die("cannot open %s %s: not readable (check its permissions)", what, path);
+    struct stat st;
+    if (stat(path, &st) == 0 && st.st_size == 0)
+        alice_die("cannot open %s %s: the file is empty (0 bytes: a copy or write that failed); "
+                  "use another copy", what, path);
     /* no HDF5 signature at all: another kind of file (a NIfTI given to alice info), not a
      * damaged one */
     if (!h5_has_signature(path))

@@ -15,7 +15,6 @@
 
 #include "core/check.h"
 #include "core/fsutil.h"
-#include "core/log.h"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -220,7 +219,7 @@ static long long count_nonfinite(const nifti_image *nim, long long *first)
     return count;
 }
 
-int nifti_read_xform_codes(const char *path, int codes[2], char *err, size_t errlen)
+int nifti_read_xform_codes(const char *path, int codes[3], char *err, size_t errlen)
 {
     quiet_niftilib();
     nifti_image *nim = nifti_image_read(path, 0);
@@ -228,6 +227,7 @@ int nifti_read_xform_codes(const char *path, int codes[2], char *err, size_t err
         return fail(err, errlen, "%s: not a readable NIfTI header (corrupt or not NIfTI)", path);
     codes[0] = nim->sform_code > 0 ? nim->sform_code : 0;
     codes[1] = nim->qform_code > 0 ? nim->qform_code : 0;
+    codes[2] = nim->xyz_units;
     nifti_image_free(nim);
     return 0;
 }
@@ -246,11 +246,6 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
         nifti_image_free(nim);
         return -1;
     }
-    if (nim->sform_code <= 0 && nim->qform_code <= 0)
-        log_warn("%s has neither sform nor qform (NIfTI method 1): read as the standard says, "
-                 "voxel axes along RAS from pixdim alone, where nibabel (and so MONAI) reads it x "
-                 "flipped; left and right are not in the file: check them, or give it an "
-                 "orientation (nibabel: img.set_qform(affine, code=1))", path);
     if (nim->datatype == NIFTI_TYPE_FLOAT32 || nim->datatype == NIFTI_TYPE_FLOAT64) {
         long long first = -1, bad = count_nonfinite(nim, &first);
         if (bad > 0) {
@@ -329,12 +324,20 @@ static void describe(nifti_image *nim, const char *description, const char *path
  * quaternion and pixdim always come from the affine, so a file written with codes 0,0 (its
  * source's method 1) still holds the voxel sizes readers then use. */
 static nifti_image *new_header(const int64_t dims[8], int datatype, const double affine[4][4],
-                               const int codes[2], const char *description, const char *path)
+                               const int codes[3], const char *description, const char *path)
 {
     nifti_image *nim = nifti_make_new_nim(dims, datatype, 0);
     ALICE_ASSERT(nim, "nifti_make_new_nim failed for %s", path);
     nifti_dmat44 m;
     memcpy(m.m, affine, sizeof m.m);
+    /* the affine is in mm; a source in metres or microns gets its prediction in its own unit
+     * (nibabel ignores xyz_units: in mm it would place the two 1000x apart) */
+    const int units = codes ? codes[2] : NIFTI_UNITS_MM;
+    const double from_mm = units == NIFTI_UNITS_METER    ? 1e-3
+                           : units == NIFTI_UNITS_MICRON ? 1e3
+                                                         : 1.0;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++) m.m[r][c] *= from_mm;
     nim->sform_code = codes ? codes[0] : NIFTI_XFORM_SCANNER_ANAT;
     nim->sto_xyz = m;
     nim->sto_ijk = nifti_dmat44_inverse(m);
@@ -349,7 +352,7 @@ static nifti_image *new_header(const int64_t dims[8], int datatype, const double
                                            nim->qoffset_x, nim->qoffset_y, nim->qoffset_z,
                                            nim->dx, nim->dy, nim->dz, nim->qfac);
     nim->qto_ijk = nifti_dmat44_inverse(nim->qto_xyz);
-    nim->xyz_units = NIFTI_UNITS_MM;
+    nim->xyz_units = units;
     nim->scl_slope = 1.0;
     nim->scl_inter = 0.0;
     nim->nifti_type = NIFTI_FTYPE_NIFTI1_1;
@@ -430,7 +433,7 @@ void nifti_write_volume(const char *path, const void *data, int datatype, const 
 }
 
 void nifti_write_volume_codes(const char *path, const void *data, int datatype, const int dim[3],
-                              const double affine[4][4], const int codes[2],
+                              const double affine[4][4], const int codes[3],
                               const char *description)
 {
     quiet_niftilib();
@@ -485,7 +488,7 @@ static int frames_payload(znzFile fp, void *ctx)
 }
 
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
-                        const int codes[2], const char *description, NiftiFrameStorage storage,
+                        const int codes[3], const char *description, NiftiFrameStorage storage,
                         NiftiFrameFn fill, void *ctx)
 {
     quiet_niftilib();

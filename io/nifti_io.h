@@ -17,9 +17,9 @@
 int nifti_read_volume(const char *path, float **data, int dim[3], double affine[4][4], char *err,
                       size_t errlen);
 
-/* The header's sform_code and qform_code (codes[0], codes[1]); 0, or -1 with err as
- * nifti_read_volume's when the header cannot be read. */
-int nifti_read_xform_codes(const char *path, int codes[2], char *err, size_t errlen);
+/* The header's sform_code, qform_code (0 where unset) and xyz_units (codes[0..2]); 0, or -1
+ * with err as nifti_read_volume's when the header cannot be read. */
+int nifti_read_xform_codes(const char *path, int codes[3], char *err, size_t errlen);
 
 /* Reads only the header: dimensions, datatype code (NIFTI_TYPE_*) and affine. Same rules and
  * return convention as nifti_read_volume. */
@@ -36,11 +36,13 @@ int nifti_read_header_info(const char *path, int dim[3], int *datatype, double a
  * extension (ecode 6), which nibabel lists in header.extensions. */
 void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
                         const double affine[4][4], const char *description);
-/* The same with the source's sform and qform codes (codes[0], codes[1]) instead of 1 and 1: a
- * prediction then says what its source said, so every reader places both alike (a source
- * with neither, NIfTI's method 1: pixdim alone, however the reader orients that). */
+/* The same with the source's sform and qform codes and xyz_units (codes[0..2], as
+ * nifti_read_xform_codes gives them) instead of 1, 1 and mm: a prediction then says what its
+ * source said, so every reader places both alike (a source with neither transform, NIfTI's
+ * method 1: pixdim alone, however the reader orients that; one in metres: the affine, given in
+ * mm, is written in metres). */
 void nifti_write_volume_codes(const char *path, const void *data, int datatype, const int dim[3],
-                              const double affine[4][4], const int codes[2],
+                              const double affine[4][4], const int codes[3],
                               const char *description);
 
 /* The description of a file written by nifti_write_volume/nifti_write_frames: its first
@@ -67,7 +69,7 @@ typedef enum {
  * time unit, intent none). Only one frame is in memory at a time: fill() produces each in
  * turn. codes (may be NULL) and description (may be NULL): as nifti_write_volume_codes's. */
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
-                        const int codes[2], const char *description, NiftiFrameStorage storage,
+                        const int codes[3], const char *description, NiftiFrameStorage storage,
                         NiftiFrameFn fill, void *ctx);
 
 #endif

@@ -175,12 +175,17 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
         free(image);
         return -1;
     }
-    int xform_codes[2];   /* its predictions carry them */
+    int xform_codes[3];   /* its predictions carry them */
     if (nifti_read_xform_codes(in->image, xform_codes, msg, sizeof msg) != 0) {
         snprintf(err, errlen, "case %s: %s", in->name, msg);
         free(image);
         return -1;
     }
+    if (xform_codes[0] == 0 && xform_codes[1] == 0)
+        log_warn("case %s: %s has neither sform nor qform (NIfTI method 1): read as the standard "
+                 "says, voxel axes along RAS from pixdim alone, where nibabel (and so MONAI) "
+                 "reads it x flipped; left and right are not in the file: check them, or give it "
+                 "an orientation (nibabel: img.set_qform(affine, code=1))", in->name, in->image);
     if (in->label[0]) {
         if (nifti_read_volume(in->label, &label, ldim, laffine, msg, sizeof msg) != 0) {
             snprintf(err, errlen, "case %s: %s", in->name, msg);
@@ -197,8 +202,9 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
             /* name the entry that differs: an origin, or a direction/spacing column */
             const int e = affine_mismatch(affine, laffine, dim), r = e / 4, c = e % 4;
             problem = "affine";
-            snprintf(detail, sizeof detail, "entry [%d][%d] (%s): image %.4g, label %.4g", r, c,
-                     c == 3 ? "origin, mm" : "direction x spacing", affine[r][c], laffine[r][c]);
+            snprintf(detail, sizeof detail, "entry [%d][%d] (%s): image %.9g, label %.9g, %.3g "
+                     "apart", r, c, c == 3 ? "origin, mm" : "direction x spacing", affine[r][c],
+                     laffine[r][c], fabs(affine[r][c] - laffine[r][c]));
         }
         if (problem) {
             snprintf(err, errlen, "case %s: label %s does not match the image %s (%s); the label must "

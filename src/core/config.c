@@ -26,15 +26,22 @@ static void where(char *buf, size_t n, const char *origin, int line)
     else snprintf(buf, n, "%s", origin);
 }
 
+/* strtod and scanf's %lf read hexadecimal too (seed = 0x10 as 16, crop = 0x20): any 0x in a
+ * value makes it refused, decimal only. */
+static int has_hex(const char *s)
+{
+    for (const char *x = strpbrk(s, "xX"); x; x = strpbrk(x + 1, "xX"))
+        if (x > s && x[-1] == '0') return 1;
+    return 0;
+}
+
 static int parse_double(const char *s, double *out)
 {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end != '\0' || !isfinite(v)) return 0;
-    /* strtod reads hexadecimal too (seed = 0x10 as 16): decimal only */
-    const char *digits = s + strspn(s, " \t+-");
-    if (digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X')) return 0;
+    if (has_hex(s)) return 0;
     *out = v;
     return 1;
 }
@@ -47,9 +54,7 @@ static int parse_integer(const char *s, double *out, long long *exact, int *is_e
     errno = 0;
     const long long v = strtoll(s, &end, 10);
     *is_exact = !errno && end != s && *end == '\0';
-    if (*is_exact) {
-        const char *digits = s + strspn(s, " \t+-");
-        if (digits[0] == '0' && (digits[1] == 'x' || digits[1] == 'X')) return 0;
+    if (*is_exact) {   /* base 10: no 0x prefix gets this far */
         *exact = v;
         *out = (double)v;
         return 1;
@@ -131,6 +136,7 @@ static _Noreturn void unknown_key(const char *key, const char *at)
 static int parse_triple(const char *text, double v[3])
 {
     char tail;
+    if (has_hex(text)) return 0;
     if (sscanf(text, "%lf , %lf , %lf %c", &v[0], &v[1], &v[2], &tail) != 3) {
         if (sscanf(text, "%lf %c", &v[0], &tail) != 1) return 0;
         v[1] = v[2] = v[0];
@@ -153,9 +159,9 @@ static int fits_type(ConfigType t, double d)
 
 /* Where a comment starts in a line of configuration text: a '#' at the line's start or after
  * whitespace (so runs/exp#1 is a value); NULL when none. */
-static char *comment_start(char *line)
+static const char *comment_start(const char *line)
 {
-    for (char *h = strchr(line, '#'); h; h = strchr(h + 1, '#'))
+    for (const char *h = strchr(line, '#'); h; h = strchr(h + 1, '#'))
         if (h == line || isspace((unsigned char)h[-1])) return h;
     return NULL;
 }
@@ -164,10 +170,7 @@ static char *comment_start(char *line)
  * comment start. */
 static int text_safe(const char *value)
 {
-    if (strpbrk(value, "\n\r")) return 0;
-    for (const char *h = strchr(value, '#'); h; h = strchr(h + 1, '#'))
-        if (h == value || isspace((unsigned char)h[-1])) return 0;
-    return 1;
+    return !strpbrk(value, "\n\r") && !comment_start(value);
 }
 
 void config_set(Config *c, const char *key, const char *value, const char *origin, int line)
@@ -267,8 +270,8 @@ static void apply_text(Config *c, char *text, const char *origin, int skip_unkno
         char *nl = strchr(p, '\n');
         if (nl) *nl = '\0';
         line++;
-        char *hash = comment_start(p);
-        if (hash) *hash = '\0';
+        const char *hash = comment_start(p);
+        if (hash) p[hash - p] = '\0';
         char *s = trim(p);
         if (*s) {
             char *eq = strchr(s, '=');

@@ -57,13 +57,15 @@ static void grow(int max_dim[3], const int dim[3])
         if (dim[a] > max_dim[a]) max_dim[a] = dim[a];
 }
 
-void data_source_spacing(const Config *cfg, double spacing[3])
+void data_source_describe(const Config *cfg, double spacing[3], int *num_folds)
 {
     spacing[0] = spacing[1] = spacing[2] = 0.0;
+    *num_folds = cfg->num_folds;
     if (!strcmp(cfg->data, "synthetic")) return;
     Dataset *ds = dataset_open(cfg->data);
     float sp[3];
     dataset_spacing(ds, sp);
+    *num_folds = dataset_num_folds(ds);
     dataset_close(ds);
     for (int a = 0; a < 3; a++) spacing[a] = sp[a];
 }

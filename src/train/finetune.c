@@ -354,7 +354,12 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         train_end(&dist);
         return 0;
     }
-    data_source_spacing(cfg, model.cfg.data_spacing);   /* recorded in the checkpoints */
+    int folds;
+    data_source_describe(cfg, model.cfg.data_spacing, &folds);   /* spacing: in the checkpoints */
+    if (cfg->fold >= folds)   /* before run_dir is written to and the loader's threads start */
+        alice_die("fold = %d but %s has %d folds (0..%d; num_folds of its packing): choose one of "
+                  "them, or fold = -1 to train on every case without validation", cfg->fold,
+                  cfg->data, folds, folds - 1);
 
     long start = 0;
     char ckpt[4096] = "";
@@ -386,11 +391,13 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     const int *cases;
     int nval = loader_validation_cases(loader, &cases);
     int ntrain = loader_training_cases(loader, &cases);
-    if (cfg->fold >= 0 && nval == 0)
+    if (cfg->fold >= 0 && nval == 0) {
+        loader_destroy(loader);   /* its read-ahead threads may be in HDF5: not beside exit() */
         alice_die("fold = %d holds no labelled case of %s (%d labelled cases; its folds are "
                   "0..num_folds-1 of its packing, or of num_folds for synthetic data): choose "
                   "another fold, or fold = -1 to train on every case without validation",
                   cfg->fold, cfg->data, ntrain);
+    }
     log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
              ntrain, nval, cfg->fold, cfg->val_every);
     if (cfg->crops_per_case > 1)

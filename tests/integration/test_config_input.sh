@@ -32,6 +32,8 @@ refused "crop = '96,nan,64' is not valid" crop=96,nan,64
 # crop past int (3e9 was converted out of range), hexadecimal integers (seed = 0x10 read as 16)
 refused "crop = '3e9' is not valid" crop=3e9
 refused "seed = '0x10' is not valid" seed=0x10
+refused "crop = '0x20,0x20,0x10' is not valid" crop=0x20,0x20,0x10
+refused "spacing = '0x1p1' is not valid" spacing=0x1p1
 # an integer past 2^53 keeps every digit (through a double it became its even neighbour)
 [ "$("$ALICE" config seed=9007199254740993 | value seed)" = 9007199254740993 ] ||
   fail "seed = 9007199254740993 not kept exactly"

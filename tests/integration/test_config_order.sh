@@ -37,7 +37,6 @@ flag_first=$(phantom_cases --seed 9 --config "$T/ph.cfg" --out "$T/p1")
   { echo "FAIL: alice phantom --seed 9 before a job file lost to it: $flag_first"; exit 1; }
 # alice config --finetune resolves what alice finetune resolves (its own defaults first): every
 # line the same for a job file and a key=value
-KEY=x
 "$ALICE" config --finetune --config "$TINY" lr=3e-4 > "$T/config.txt"
 { "$ALICE" finetune --config "$TINY" lr=3e-4 --bench-steps 1 2>&1 || true; } |
   sed -n 's/^#   //p' > "$T/finetune.txt"

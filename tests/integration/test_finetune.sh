@@ -51,7 +51,8 @@ refused() {  # expected-message, args...
 }
 refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
 refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
-refused "fold = 3 holds no labelled case of" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
+refused "fold = 3 but .*ds.h5 has 2 folds" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
+[ ! -e "$T/bad3" ] || fail "a fold the data set does not have: run_dir was written before the refusal"
 # the folds of a packed data set are its packing's, not num_folds' (default 5): fold 5 of a
 # 6-fold packing trains and validates on its case
 run "$ALICE" phantom --out "$T/ph6" --cases 6 --size small --seed 7
@@ -108,20 +109,29 @@ al = nib.Nifti1Image(data, img.affine)
 al.set_sform(img.affine, code=2)
 al.set_qform(None, code=0)
 nib.save(al, f"{out}/aligned_0000.nii.gz")
+me = nib.Nifti1Image(data, np.diag([1e-3, 1e-3, 1e-3, 1.0]) @ img.affine)
+me.header.set_xyzt_units(xyz="meter")
+nib.save(me, f"{out}/metres_0000.nii.gz")
 PY
 run "$ALICE" pack --input "$T/codes" --out "$T/codes.h5" spacing=3,3,3 num_folds=1 seed=1
+grep -q "case pixdimonly: .* has neither sform nor qform" "$T/last.log" ||
+  fail "pack gave no warning for the source without sform and qform"
 run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/codes.h5" --out "$T/pred_codes"
 "$PYTHON" - "$T" <<'PY' || fail "prediction headers against their sources"
 import sys, nibabel as nib, numpy as np
 T = sys.argv[1]
-for case, codes in (("pixdimonly", (0, 0)), ("aligned", (2, 0))):
+for case, codes in (("pixdimonly", (0, 0)), ("aligned", (2, 0)), ("metres", None)):
     src = nib.load(f"{T}/codes/imagesTr/{case}_0000.nii.gz")
+    codes = codes or (int(src.header["sform_code"]), int(src.header["qform_code"]))
     pred = nib.load(f"{T}/pred_codes/{case}.nii.gz")
     got = (int(pred.header["sform_code"]), int(pred.header["qform_code"]))
     assert got == codes, f"{case}: codes {got}, the source's {codes}"
+    units = (src.header.get_xyzt_units()[0], pred.header.get_xyzt_units()[0])
+    assert units[0] == units[1], f"{case}: the source in {units[0]}, the prediction in {units[1]}"
     assert pred.shape == src.shape and np.allclose(pred.affine, src.affine, atol=1e-4), \
         f"{case}: nibabel places the prediction at {pred.affine}, the source at {src.affine}"
-    print(f"{case}: sform/qform codes {got} as the source's, same nibabel affine")
+    print(f"{case}: sform/qform codes {got} and unit {units[1]} as the source's, same nibabel "
+          "affine")
 PY
 
 "$PYTHON" - "$T" <<'PY' || fail "python checks"

@@ -99,5 +99,9 @@ printf 'case,organ,dsc,nsd\n' > "$T/results.csv"
 if "$ALICE" info "$T/results.csv" > "$T/c.txt" 2>&1; then fail "a CSV file was described"; fi
 grep -q "results.csv: not an HDF5 file (alice reads dataset.h5" "$T/c.txt" ||
   { cat "$T/c.txt"; fail "a CSV file: no clear message"; }
+: > "$T/empty.h5"
+if "$ALICE" info "$T/empty.h5" > "$T/e.txt" 2>&1; then fail "an empty file was described"; fi
+grep -q "empty.h5: the file is empty (0 bytes" "$T/e.txt" ||
+  { cat "$T/e.txt"; fail "an empty file: no clear message"; }
 echo "ok: foreign and missing files refused naming them"
 echo PASS
