@@ -52,7 +52,8 @@ refused() {  # expected-message, args...
 refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
 refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
 refused "fold = 3 but .*ds.h5 has 2 folds" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
-[ ! -e "$T/bad3" ] || fail "a fold the data set does not have: run_dir was written before the refusal"
+[ ! -e "$T/bad3" ] ||
+  fail "a fold the data set does not have: run_dir was written before the refusal"
 # the folds of a packed data set are its packing's, not num_folds' (default 5): fold 5 of a
 # 6-fold packing trains and validates on its case
 run "$ALICE" phantom --out "$T/ph6" --cases 6 --size small --seed 7
