@@ -151,9 +151,17 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
         return -1;
     }
     const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    /* one pass: non-finite voxels, and the range the HU check below reads */
     size_t bad = 0, first_bad = 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(image[i]) && bad++ == 0) first_bad = i;
+    float lo = INFINITY, hi = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(image[i])) {
+            if (bad++ == 0) first_bad = i;
+            continue;
+        }
+        if (image[i] < lo) lo = image[i];
+        if (image[i] > hi) hi = image[i];
+    }
     if (bad) {
         snprintf(err, errlen, "case %s: %s holds %zu NaN/inf voxels (first at flat index %zu); fix or "
                  "exclude the image", in->name, in->image, bad, first_bad);
@@ -162,11 +170,6 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
     }
     /* The data set stores int16 HU: an image in other units (a [0, 1] float normalisation, a
      * MR scan) is rounded to a few values, its signal gone. CT spans about -1000..+1000 HU. */
-    float lo = image[0], hi = image[0];
-    for (size_t i = 1; i < n; i++) {
-        if (image[i] < lo) lo = image[i];
-        if (image[i] > hi) hi = image[i];
-    }
     if (hi - lo < MIN_HU_SPAN)
         log_warn("case %s: %s spans only %g..%g, not CT in Hounsfield units (about -1000 in "
                  "air to +1000 in bone)? it is stored rounded to int16 HU", in->name, in->image,
