@@ -125,23 +125,6 @@ hid_t h5_try_open_read(const char *path)
     return f;
 }
 
-/* Whether the file holds HDF5's format signature where a superblock may start (offset 0, 512,
- * 1024, 2048, ...): a truncated HDF5 file keeps it, another kind of file does not. */
-static int h5_has_signature(const char *path)
-{
-    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    unsigned char buf[8];
-    int found = 0;
-    for (long at = 0; !found && at <= (1L << 20); at = at ? 2 * at : 512) {
-        if (fseek(f, at, SEEK_SET) != 0 || fread(buf, 1, sizeof buf, f) != sizeof buf) break;
-        found = !memcmp(buf, sig, sizeof sig);
-    }
-    fclose(f);
-    return found;
-}
-
 hid_t h5_open_read(const char *path, const char *what)
 {
     hid_t f = h5_try_open_read(path);
@@ -154,9 +137,11 @@ hid_t h5_open_read(const char *path, const char *what)
     if (stat(path, &st) == 0 && st.st_size == 0)
         alice_die("cannot open %s %s: the file is empty (0 bytes: a copy or write that failed); "
                   "use another copy", what, path);
-    /* no HDF5 signature at all: another kind of file (a NIfTI given to alice info), not a
-     * damaged one */
-    if (!h5_has_signature(path))
+    /* no HDF5 signature at all (H5Fis_hdf5, as dataset_open asks): another kind of file (a
+     * NIfTI given to alice info), not a damaged one, which keeps its signature */
+    htri_t is_hdf5;
+    H5E_BEGIN_TRY { is_hdf5 = H5Fis_hdf5(path); } H5E_END_TRY;
+    if (is_hdf5 <= 0)
         alice_die("cannot open %s %s: not an HDF5 file (alice reads dataset.h5 from alice pack, "
                   "ckpt_*.h5 from training, results.h5 from alice eval)", what, path);
     alice_die("cannot open %s %s: not a complete HDF5 file (truncated or damaged, e.g. by a "
