@@ -36,6 +36,8 @@ enum CudaScratchSlot {
     SCRATCH_CONV_CL_FILTER,  /* before its transpose onto dW */
     SCRATCH_POINTWISE_PARTIALS, /* per-block weight-gradient partials of the own pointwise
                                  * convolutions (pointwise_conv = own) */
+    SCRATCH_WGRAD3_PARTIALS, /* per-block partials of the own 3x3x3 weight gradient
+                              * (conv_wgrad_kernel = own) */
     SCRATCH_SLOT_COUNT
 };
 

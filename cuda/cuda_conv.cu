@@ -26,12 +26,14 @@
  * which there is none keeps NCDHW (logged). conv_autotune times the NCDHW directions only.
  *
  * Pointwise convolutions with few channels (pointwise_conv = own) bypass cuDNN altogether:
- * cuda/cuda_conv_pointwise.cu. */
+ * cuda/cuda_conv_pointwise.cu; so does the weight gradient of 3x3x3 stride-1 convolutions with
+ * few channels under conv_wgrad_kernel = own (cuda/cuda_conv_wgrad3.cu). */
 #include <string.h>
 
 #include "cuda/cuda_conv_autotune.h"
 #include "cuda/cuda_conv_layout.h"
 #include "cuda/cuda_conv_pointwise.h"
+#include "cuda/cuda_conv_wgrad3.h"
 #include "cuda/cuda_graph.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
@@ -482,7 +484,10 @@ void cuda_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const flo
                                                  p->conv_bwd_data, p->bwd_data_algo, ws,
                                                  p->bwd_data_ws, &kZero, p->in, dx));
     }
-    if (dW) backward_filter(p, dW, x, dy);
+    if (dW && cuda_conv_wgrad3_runs(Cin, Cout, k, s, pad))
+        cuda_conv_wgrad3(dW, dy, x, B, Cin, Cout, X, Y, Z);
+    else if (dW)
+        backward_filter(p, dW, x, dy);
     if (db) {
         const ConvKey *g = &p->key;
         const long out_volume = (long)out_extent(g->X, g) * out_extent(g->Y, g) *

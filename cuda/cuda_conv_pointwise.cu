@@ -114,17 +114,6 @@ static __global__ void pointwise_wgrad_partials_kernel(float *partial, const flo
                 partial[((size_t)blockIdx.x * cout + o) * cin + i0 + r] = acc[r];
 }
 
-/* dW[p] += sum over blocks (in block order, in double) of partial[blk, p]. */
-static __global__ void pointwise_wgrad_total_kernel(float *dW, const float *partial, int pairs,
-                                                    int blocks)
-{
-    GRID_STRIDE(p, pairs) {
-        double s = 0.0;
-        for (int blk = 0; blk < blocks; blk++) s += partial[(size_t)blk * pairs + p];
-        dW[p] += (float)s;
-    }
-}
-
 static void pointwise_wgrad(float *dW, const float *dy, const float *x, int cin, int cout, int B,
                             long V)
 {
@@ -134,7 +123,7 @@ static void pointwise_wgrad(float *dW, const float *dy, const float *x, int cin,
     pointwise_wgrad_partials_kernel<<<kPointwiseBlocks, kThreads, 0, cuda_stream()>>>(
         partial, dy, x, cin, cout, B, V);
     CUDA_CHECK_LAUNCH();
-    pointwise_wgrad_total_kernel<<<grid_for((size_t)pairs), kThreads, 0, cuda_stream()>>>(
+    add_block_partials_kernel<float><<<grid_for((size_t)pairs), kThreads, 0, cuda_stream()>>>(
         dW, partial, pairs, kPointwiseBlocks);
     CUDA_CHECK_LAUNCH();
 }

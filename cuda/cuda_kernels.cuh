@@ -124,6 +124,19 @@ static inline unsigned grid_for_rows(size_t rows)
     return (unsigned)(rows < 1 ? 1 : (rows > kMaxBlocks ? kMaxBlocks : rows));
 }
 
+/* dst[p] += the sum over blocks 0, 1, ... (in that order, in double) of partial[blk * n + p]:
+ * the second pass of a reduction whose blocks each wrote their own partials, so that the result
+ * does not depend on timing (the own convolutions' weight gradients). */
+template <typename T>
+static __global__ void add_block_partials_kernel(T *dst, const T *partial, int n, int blocks)
+{
+    GRID_STRIDE(p, n) {
+        double s = 0.0;
+        for (int blk = 0; blk < blocks; blk++) s += partial[(size_t)blk * n + p];
+        dst[p] += (T)s;
+    }
+}
+
 template <typename T> __device__ __forceinline__ T warp_sum(T v)
 {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -61,14 +61,20 @@ const ConfigKey config_keys[] = {
       "cuda 3D convolutions' weight gradients (UNETR): ncdhw = cuDNN's backward-filter on the "
       "NCDHW tensors; ndhwc = on channels-last copies of the input and the output gradient (own "
       "transposes), for cuDNN's channels-last kernels (falls back to ncdhw per shape where cuDNN "
-      "offers no deterministic one); results differ by summation order only. Not yet measured "
-      "on a GPU: tests/gpu/run.sh times the UNETR step with both"),
+      "offers no deterministic one); results differ by summation order only. Measured "
+      "(tests/gpu/run.sh, run 12, H200): ndhwc 0.96x the UNETR step's speed with ncdhw"),
+    K("conv_wgrad_kernel", CFG_T_ENUM, conv_wgrad_kernel, "own", "own|cudnn",
+      "cuda weight gradients of 3x3x3 stride-1 convolutions with at most 32 input and output "
+      "channels (UNETR's res blocks at the full crop): own = the backend's kernel on the NCDHW "
+      "tensors (fp32 whatever tf32 says, deterministic); cudnn = cuDNN's backward-filter in the "
+      "layout conv_wgrad_layout names. Measured (tests/gpu/run.sh, run 13, H200): own 1.057x "
+      "the UNETR step's speed with cudnn"),
     K("pointwise_conv", CFG_T_ENUM, pointwise_conv, "cudnn", "cudnn|own",
       "cuda 1x1x1 convolutions with at most 32 input and output channels (UNETR's residual "
       "projections and output layer at the full crop): cudnn = cuDNN's convolution API; own = "
       "the backend's kernels on the NCDHW tensors (one pass per map, no layout conversions, a "
-      "deterministic weight gradient). Not yet measured on a GPU: tests/gpu/run.sh times the "
-      "UNETR step with both"),
+      "deterministic weight gradient). Measured (tests/gpu/run.sh, run 12, H200): own 0.98x "
+      "the UNETR step's speed with cudnn"),
     K("run_dir", CFG_T_STRING, run_dir, "runs/default", "", "directory for checkpoints, logs and metrics"),
     K("seed", CFG_T_LONG, seed, "1234", "0..", "seed of every random decision"),
     K("threads", CFG_T_INT, threads, "0", "0..1024",
@@ -161,7 +167,9 @@ const ConfigKey config_keys[] = {
       "pad = the point where Q's centre lies in Q's crop (its centre unless Q's crop was moved "
       "or padded), zero outside the volume (the released code)"),
     K("use_dv", CFG_T_BOOL, use_dv, "1", "", "cross-volume [cls] loss l_dv"),
-    K("use_casa", CFG_T_BOOL, use_casa, "1", "", "CASA alignment (0 = direct V/Y similarity)"),
+    K("use_casa", CFG_T_BOOL, use_casa, "1", "", "CASA alignment (0 = the ablation: l_st compares phi(H) and psi(Yd) token by token at the "
+      "visible positions, and the intact views lose their flips and quarter turns so that those "
+      "tokens show the same place; docs/MODEL.md)"),
     K("cls_source", CFG_T_ENUM, cls_source, "decoder", "decoder|encoder",
       "l_dv's [cls] vectors: decoder = the mean of the head's outputs over the decoder tokens; encoder = the head "
       "applied to the mean of the encoder's tokens through a linear map to dec_dim (cls_proj; the released code)"),

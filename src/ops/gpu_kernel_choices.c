@@ -1,5 +1,5 @@
-/* The kernel-path choices of gpu_device.h (config keys instnorm_kernel, conv_wgrad_layout and
- * pointwise_conv), one copy for both builds: the CUDA backend reads them per call or when it
+/* The kernel-path choices of gpu_device.h (config keys instnorm_kernel, conv_wgrad_layout,
+ * conv_wgrad_kernel and pointwise_conv), one copy for both builds: the CUDA backend reads them per call or when it
  * builds a convolution plan; without CUDA they are recorded, so configuration code and its tests
  * behave the same in both builds. Each choice is one of two enum values; anything else is a
  * programming error (the config registry admits only the two names). */
@@ -8,6 +8,7 @@
 
 static int g_instnorm_kernel = INSTNORM_KERNEL_OWN;
 static int g_conv_wgrad_layout = CONV_WGRAD_NCDHW;
+static int g_conv_wgrad_kernel = CONV_WGRAD_KERNEL_OWN;
 static int g_pointwise_conv = POINTWISE_CONV_CUDNN;
 
 /* *slot = value when it is one of the two allowed, else a fatal error naming the setter. */
@@ -33,6 +34,14 @@ void gpu_set_conv_wgrad_layout(int layout)
 }
 
 int gpu_conv_wgrad_layout(void) { return g_conv_wgrad_layout; }
+
+void gpu_set_conv_wgrad_kernel(int kernel)
+{
+    set_choice(&g_conv_wgrad_kernel, kernel, CONV_WGRAD_KERNEL_OWN, CONV_WGRAD_KERNEL_CUDNN,
+               "gpu_set_conv_wgrad_kernel");
+}
+
+int gpu_conv_wgrad_kernel(void) { return g_conv_wgrad_kernel; }
 
 void gpu_set_pointwise_conv(int kernel)
 {

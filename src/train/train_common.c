@@ -53,6 +53,9 @@ void train_apply_device_math(const Config *cfg)
     /* the registry admits only ncdhw|ndhwc (config_keys.c) */
     gpu_set_conv_wgrad_layout(!strcmp(cfg->conv_wgrad_layout, "ndhwc") ? CONV_WGRAD_NDHWC
                                                                        : CONV_WGRAD_NCDHW);
+    /* the registry admits only own|cudnn (config_keys.c) */
+    gpu_set_conv_wgrad_kernel(!strcmp(cfg->conv_wgrad_kernel, "cudnn") ? CONV_WGRAD_KERNEL_CUDNN
+                                                                       : CONV_WGRAD_KERNEL_OWN);
     /* the registry admits only cudnn|own (config_keys.c) */
     gpu_set_pointwise_conv(!strcmp(cfg->pointwise_conv, "own") ? POINTWISE_CONV_OWN
                                                                : POINTWISE_CONV_CUDNN);
@@ -69,11 +72,11 @@ void train_apply_device_math(const Config *cfg)
                                     "attention; gemm elsewhere)";
     if (!strcmp(cfg->device, "cuda"))
         log_info("cuda math: linear/attention GEMMs %s, other GEMMs and convolutions %s, "
-                 "attention kernel %s%s, instance norm %s, convolution weight gradients %s, "
-                 "pointwise convolutions %s%s%s",
+                 "attention kernel %s%s, instance norm %s, convolution weight gradients %s "
+                 "(3x3x3 with few channels: %s), pointwise convolutions %s%s%s",
                  bf16 ? mixed : other, other, cfg->attention_kernel,
                  kernel != ATTN_KERNEL_AUTO ? "" : auto_choice, cfg->instnorm_kernel,
-                 cfg->conv_wgrad_layout, cfg->pointwise_conv,
+                 cfg->conv_wgrad_layout, cfg->conv_wgrad_kernel, cfg->pointwise_conv,
                  cfg->gemm_autotune ? ", cuBLASLt algorithms timed per GEMM shape "
                                       "(gemm_autotune = 1)" : "",
                  cfg->conv_autotune ? ", cuDNN convolution algorithms timed per shape "

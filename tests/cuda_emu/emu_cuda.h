@@ -310,7 +310,8 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float> &d,
 constexpr int kThreads = 256;
 enum CudaScratchSlot { SCRATCH_STATS, SCRATCH_COLSUM, SCRATCH_BF16_A, SCRATCH_ATTN_GRAD_F32,
                       SCRATCH_REDUCE, SCRATCH_BF16_B, SCRATCH_ATTN_GRAD, SCRATCH_ATTN_BF16,
-                      SCRATCH_ATTN_PROBS, SCRATCH_POINTWISE_PARTIALS, EMU_SCRATCH_SLOTS };
+                      SCRATCH_ATTN_PROBS, SCRATCH_POINTWISE_PARTIALS, SCRATCH_WGRAD3_PARTIALS,
+                      EMU_SCRATCH_SLOTS };
 struct CudaContext { int bf16_gemm; };
 inline CudaContext emu_context;
 inline CudaContext *cuda_context() { return &emu_context; }

@@ -505,6 +505,20 @@ if [ $math_modes = 1 ] && grep -q teacher_decoder src/core/config_keys.c; then
     record "full teacher step cost" skip "needs both steps (default ${d:-missing}, embed ${e:-missing} samples/s)"
   fi
 fi
+# CASA's keys and values from the decoder features (casa_kv = features, session 18: the form of
+# DESIGN.md's equations; H stays fp32 under bf16) beside the default heads' outputs: what the
+# paper's form costs per step, in the same run. A measurement, "ok" either way.
+if [ $math_modes = 1 ] && grep -q casa_kv src/core/config_keys.c; then
+  alice_step bf16-casa-features precision=bf16 tf32=1 casa_kv=features
+  f=${samples_per_s[alice_bf16-casa-features]:-}; d=${samples_per_s[alice_bf16]:-}
+  if [ -n "$f" ] && [ -n "$d" ]; then
+    record "casa_kv features step cost" ok "$(awk -v d="$d" -v f="$f" -v m="${mfu[alice_bf16]:-?}" \
+      -v n="${mfu[alice_bf16-casa-features]:-?}" \
+      'BEGIN{printf "%.3fx the default samples/s with casa_kv=features (%s vs %s; MFU %s%% vs %s%%)", f/d, f, d, n, m}')"
+  else
+    record "casa_kv features step cost" skip "needs both steps (default ${d:-missing}, features ${f:-missing} samples/s)"
+  fi
+fi
 # Gradient accumulation (accum_steps = 2 at batch 4: the same 8 samples per optimiser step in
 # two micro-batches through one recorded step, half the activations): what half the batch per
 # launch costs beside the default step, in the same run. A measurement, "ok" either way.
@@ -552,6 +566,21 @@ if [ $math_modes = 1 ] && grep -q bench_steps src/train/finetune.h; then
   if grep -q pointwise_conv src/core/config_keys.c; then
     unetr_step bf16-pointwise-own precision=bf16 tf32=1 pointwise_conv=own
     unetr_step bf16-ndhwc-pointwise precision=bf16 tf32=1 conv_wgrad_layout=ndhwc pointwise_conv=own
+  fi
+  # The own weight gradient of the 3x3x3 convolutions with few channels (conv_wgrad_kernel =
+  # own, the default since session 19: 1.057x in run 13): UNETR's four full-resolution 3x3x3
+  # backward-filters as fp32 FMAs over shared tiles, beside cuDNN's (an sm80 kernel without
+  # shared-memory tiling, about 12 ms per step in runs 9-12). A measurement, "ok" either way.
+  if grep -q conv_wgrad_kernel src/core/config_keys.c; then
+    unetr_step bf16-wgrad-cudnn precision=bf16 tf32=1 conv_wgrad_kernel=cudnn
+    c=${samples_per_s[unetr_bf16-wgrad-cudnn]:-}; d=${samples_per_s[unetr_bf16]:-}
+    if [ -n "$c" ] && [ -n "$d" ]; then
+      record "own 3x3x3 wgrad unetr step speed-up" ok "$(awk -v c="$c" -v d="$d" \
+        'BEGIN{printf "%.3fx samples/s with the own kernel (default %s vs %s with conv_wgrad_kernel=cudnn)", d/c, d, c}')"
+    else
+      record "own 3x3x3 wgrad unetr step speed-up" skip \
+        "needs both steps (default ${d:-missing}, cudnn ${c:-missing} samples/s)"
+    fi
   fi
   # The opt-in cuDNN convolution autotune (conv_autotune = 1): every convolution shape's
   # deterministic algorithms timed by cuDNN's Find when its plan is built (the eager warm-up

@@ -24,7 +24,9 @@
  * channels-last algorithm offered) is printed, a finding rather than a failure.
  * The own pointwise kernels (pointwise_conv = own) on UNETR's 1x1x1 shapes (1 -> 16, 32 -> 16,
  * 16 -> 14 with a bias): y, dx, dW, db against the CPU within 1e-4 (they compute in fp32
- * whatever the math) and against cuDNN's within the math's tolerance. */
+ * whatever the math) and against cuDNN's within the math's tolerance. The own 3x3x3 weight
+ * gradient (conv_wgrad_kernel = own) likewise on UNETR's full-resolution shapes (1 -> 16,
+ * 16 -> 16, 32 -> 16, odd volumes), its dW bit-identical when run again. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -374,6 +376,50 @@ static int test_pointwise_own(void)
     return 0;
 }
 
+static const ConvCase kWgrad3Cases[] = {
+    {"conv3d 3x3x3 1->16 at 33^3 (input block)", 0, 2, 1, 16, 33, 3, 1, 1},
+    {"conv3d 3x3x3 16->16 at 29^3 (res block)", 0, 2, 16, 16, 29, 3, 1, 1},
+    {"conv3d 3x3x3 32->16 at 24^3 (last decoder block)", 0, 2, 32, 16, 24, 3, 1, 1},
+};
+
+static int test_wgrad3_own(void)
+{
+    const int n_cases = (int)(sizeof kWgrad3Cases / sizeof kWgrad3Cases[0]);
+    for (int tf32 = 0; tf32 <= 1; tf32++)
+        for (int i = 0; i < n_cases; i++) {
+            const ConvCase *c = &kWgrad3Cases[i];
+            const ConvSizes n = sizes_of(c);
+            ConvInputs in = make_inputs(c, (uint32_t)(300 + 10 * i));
+            ConvOutputs ref = run_case(cpu, c, &in);
+            gpu_set_math(tf32, 0);
+            gpu_set_conv_wgrad_kernel(CONV_WGRAD_KERNEL_CUDNN);
+            ConvOutputs dnn = run_case(gpu, c, &in);
+            gpu_set_conv_wgrad_kernel(CONV_WGRAD_KERNEL_OWN);
+            const long calls = gpu_conv_wgrad3_calls();
+            ConvOutputs own = run_case(gpu, c, &in);
+            ConvOutputs again = run_case(gpu, c, &in);
+            gpu_set_conv_wgrad_kernel(CONV_WGRAD_KERNEL_CUDNN);
+            TEST_CHECK(gpu_conv_wgrad3_calls() - calls == 2, "%s: the own kernel ran %ld times "
+                       "in two backward calls with conv_wgrad_kernel = own (expected 2)",
+                       c->name, gpu_conv_wgrad3_calls() - calls);
+            char what[160];
+            snprintf(what, sizeof what, "%s, %s, conv_wgrad_kernel own vs CPU", c->name,
+                     tf32 ? "tf32" : "fp32");
+            /* y and dx are cuDNN's in the math's precision; dW is fp32 whatever the math */
+            check_close(what, "dW (dW0 + gradient, accumulated once)", own.dw, ref.dw, n.w, 1e-4);
+            check_outputs(what, &own, &ref, &n, tf32 ? 4e-3 : 1e-4);
+            snprintf(what, sizeof what, "%s, %s, conv_wgrad_kernel own vs cudnn", c->name,
+                     tf32 ? "tf32" : "fp32");
+            check_outputs(what, &own, &dnn, &n, tf32 ? 4e-3 : 1e-4);
+            TEST_CHECK(memcmp(own.dw, again.dw, n.w * sizeof(float)) == 0,
+                       "%s, %s: the own dW differs between two runs", c->name,
+                       tf32 ? "tf32" : "fp32");
+            free_outputs(&ref); free_outputs(&dnn); free_outputs(&own); free_outputs(&again);
+            free_inputs(&in);
+        }
+    return 0;
+}
+
 int main(void)
 {
     if (gpu_device_count() == 0) {
@@ -382,10 +428,14 @@ int main(void)
     }
     gpu = backend_cuda();
     cpu = backend_cpu();
+    /* the cuDNN weight gradients these tests are about (test_wgrad3_own switches to the own
+     * kernel and back) */
+    gpu_set_conv_wgrad_kernel(CONV_WGRAD_KERNEL_CUDNN);
     TEST_RUN(test_unetr_shapes);
     TEST_RUN(test_plan_first_met_while_recording);
     TEST_RUN(test_wgrad_channels_last);
     TEST_RUN(test_pointwise_own);
+    TEST_RUN(test_wgrad3_own);
     gpu_set_math(0, 0);
     GpuConvAutotuneStats s;
     gpu_conv_autotune_stats(&s);

@@ -2,6 +2,8 @@
  *  - instnorm_kernel (cuda instance norm: own | cudnn) -> gpu_set_instnorm;
  *  - conv_wgrad_layout (cuda convolution weight gradients: ncdhw | ndhwc)
  *    -> gpu_set_conv_wgrad_layout;
+ *  - conv_wgrad_kernel (cuda 3x3x3 weight gradients with few channels: own | cudnn)
+ *    -> gpu_set_conv_wgrad_kernel;
  *  - pointwise_conv (cuda 1x1x1 convolutions with few channels: cudnn | own)
  *    -> gpu_set_pointwise_conv.
  * For each: the default is the GPU-verified path and both values parse; a bad value ends the
@@ -36,6 +38,9 @@ static const KernelChoiceKey kKeys[] = {
     {"conv_wgrad_layout", {"ncdhw", "ndhwc"}, {CONV_WGRAD_NCDHW, CONV_WGRAD_NDHWC},
      "tests/gpu/run.sh", gpu_set_conv_wgrad_layout, gpu_conv_wgrad_layout,
      "gpu_set_conv_wgrad_layout"},
+    {"conv_wgrad_kernel", {"own", "cudnn"}, {CONV_WGRAD_KERNEL_OWN, CONV_WGRAD_KERNEL_CUDNN},
+     "tests/gpu/run.sh", gpu_set_conv_wgrad_kernel, gpu_conv_wgrad_kernel,
+     "gpu_set_conv_wgrad_kernel"},
     {"pointwise_conv", {"cudnn", "own"}, {POINTWISE_CONV_CUDNN, POINTWISE_CONV_OWN},
      "tests/gpu/run.sh", gpu_set_pointwise_conv, gpu_pointwise_conv, "gpu_set_pointwise_conv"},
 };
@@ -48,6 +53,7 @@ static const char *value_of(const Config *cfg, const char *key)
 {
     return !strcmp(key, "instnorm_kernel")     ? cfg->instnorm_kernel
            : !strcmp(key, "conv_wgrad_layout") ? cfg->conv_wgrad_layout
+           : !strcmp(key, "conv_wgrad_kernel") ? cfg->conv_wgrad_kernel
                                                : cfg->pointwise_conv;
 }
 
