@@ -39,7 +39,11 @@ static void rewrite_from(const char *path, const char *header, long start_step)
                           (int)strcspn(line, "\n"), line, (int)strcspn(header, "\n"), header);
             }
             first = 0;
-            if (row && atol(line) < start_step) fputs(line, out);
+            /* a last row without its newline is what a crash mid-write leaves: dropped, or the
+             * resumed run's first row would be glued onto it */
+            const size_t len = strlen(line);
+            const int complete = len > 0 && line[len - 1] == '\n';
+            if (row && complete && atol(line) < start_step) fputs(line, out);
         }
         fclose(in);
     }

@@ -4,6 +4,8 @@
  *    to leave an empty file, and its resumed run then wrote rows without a header);
  *  - a resume at step 3 keeps the header and rows 0-2, drops rows 3 and later;
  *  - a file with rows but no header (left by that crash) gets the header, keeps its rows;
+ *  - a last row cut mid-write (a crash: rows are flushed, not synced) is dropped, not glued to
+ *    the resumed run's first row;
  *  - a file with other columns (another kind of run in the same run_dir) is an error naming
  *    both, and the file is left as it was;
  *  - no temporary file is left behind. */
@@ -71,6 +73,13 @@ static int test_runlog(void)
     runlog_close(&r);
     TEST_CHECK(!strcmp(content(), HEADER "0,0.5,0.001\n1,1.5,0.001\n"),
                "headerless file resumed at step 1: '%s'", content());
+
+    put(HEADER "0,0.5,0.001\n1,1.5,0.001\n2,2.");
+    runlog_open(&r, dir, "metrics.csv", cols, 5, 10, 1);
+    rows(&r, 5, 6);
+    runlog_close(&r);
+    TEST_CHECK(!strcmp(content(), HEADER "0,0.5,0.001\n1,1.5,0.001\n5,5.5,0.001\n"),
+               "a row cut mid-write, resumed at step 5: '%s'", content());
 
     const char *other = "step,loss,l_r,l_dv\n0,1,2,3\n";
     put(other);
