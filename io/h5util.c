@@ -125,6 +125,33 @@ hid_t h5_try_open_read(const char *path)
     return f;
 }
 
+/* Depth-first over loc's links by index (an API the same in HDF5 1.10 and 1.12+). */
+static int objects_open(hid_t loc, int depth)
+{
+    H5G_info_t info;
+    herr_t got;
+    H5E_BEGIN_TRY { got = H5Gget_info(loc, &info); } H5E_END_TRY;
+    if (got < 0 || depth > 32) return 0;
+    for (hsize_t i = 0; i < info.nlinks; i++) {
+        char name[1024];
+        ssize_t len;
+        H5E_BEGIN_TRY {
+            len = H5Lget_name_by_idx(loc, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name,
+                                     H5P_DEFAULT);
+        } H5E_END_TRY;
+        if (len < 0 || len >= (ssize_t)sizeof name) return 0;
+        hid_t o;
+        H5E_BEGIN_TRY { o = H5Oopen(loc, name, H5P_DEFAULT); } H5E_END_TRY;
+        if (o < 0) return 0;
+        const int ok = H5Iget_type(o) != H5I_GROUP || objects_open(o, depth + 1);
+        CHECK_H5(H5Oclose(o));
+        if (!ok) return 0;
+    }
+    return 1;
+}
+
+int h5_all_objects_open(hid_t loc) { return objects_open(loc, 0); }
+
 hid_t h5_open_read(const char *path, const char *what)
 {
     hid_t f = h5_try_open_read(path);

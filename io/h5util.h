@@ -30,6 +30,10 @@ void h5_pending_done(const char *tmp);
 hid_t h5_open_read(const char *path, const char *what);
 /* The same without the error: a negative id when the file cannot be opened. */
 hid_t h5_try_open_read(const char *path);
+/* 1 when every object under loc (groups recursively, datasets, their attributes' headers)
+ * opens: a file whose metadata a crash or a bad copy damaged fails its checksums here, quietly
+ * (HDF5's error stack is not printed). Raw data is not read. */
+int h5_all_objects_open(hid_t loc);
 
 /* Dataset at `name` (intermediate groups created). */
 void h5_write_floats(hid_t loc, const char *name, int ndim, const int *dims, const float *data);

@@ -77,6 +77,23 @@ head -c 1000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_6.h5"
 grep -q "skipping .*ckpt_6.h5: not a complete checkpoint" "$WORK/dmg.log" || { cat "$WORK/dmg.log"; fail "no warning about the damaged ckpt_6.h5"; }
 grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/dmg.log" || fail "did not fall back to ckpt_3.h5"
 echo "ok: a truncated newest checkpoint is skipped, the one before resumes"
+# full length, its second half zeroed (blocks a crashed copy never wrote): it opens, then fails
+# a checksum deeper down; skipped the same way, not ended in HDF5's error trace
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+"$PYTHON" - "$A/ckpt_6.h5" <<'PY'
+import os, sys
+size = os.path.getsize(sys.argv[1])
+with open(sys.argv[1], "r+b") as f:
+    f.seek(size // 2)
+    f.write(b"\0" * (size - size // 2))
+PY
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/zeroed.log" 2>&1 ||
+  { cat "$WORK/zeroed.log"; fail "resume past a checkpoint with a zeroed tail failed"; }
+grep -q "skipping .*ckpt_6.h5: not a complete checkpoint" "$WORK/zeroed.log" ||
+  { cat "$WORK/zeroed.log"; fail "no warning about the zeroed ckpt_6.h5"; }
+grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/zeroed.log" ||
+  fail "did not fall back to ckpt_3.h5 past the zeroed ckpt_6.h5"
+echo "ok: a newest checkpoint with a zeroed tail is skipped, the one before resumes"
 
 : > "$A/ckpt_3.h5"; : > "$A/ckpt_6.h5"
 expect_error "none of them is intact" pretrain --config "$MICRO" run_dir="$A"
