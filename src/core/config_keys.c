@@ -188,7 +188,7 @@ const ConfigKey config_keys[] = {
     K("w_dv", CFG_T_FLOAT, w_dv, "1", "0..", "weight of l_dv"),
     K("w_st", CFG_T_FLOAT, w_st, "1", "0..", "weight of l_st"),
     K("ema_start", CFG_T_FLOAT, ema_start, "0.996", "0..1", "EMA momentum at step 0"),
-    K("ema_end", CFG_T_FLOAT, ema_end, "1", "0..1", "EMA momentum at the last step"),
+    K("ema_end", CFG_T_FLOAT, ema_end, "1", "0..1", "EMA momentum the cosine reaches after the last step (docs/MODEL.md)"),
     K("teacher_decoder", CFG_T_ENUM, teacher_decoder, "full", "full|embed",
       "what the EMA teacher runs between its encoder and psi: the whole decoder (blocks and "
       "final norm, as phi's H; the released code) or only its input projection"),

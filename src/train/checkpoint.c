@@ -389,7 +389,8 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
                           (long)cfg->batch * cfg->accum_steps);
     if (stored.steps != cfg->steps)
         log_warn("steps changed from %ld to %ld: the learning-rate cosine and the EMA momentum "
-                 "follow steps, so both jump at step %ld (the run is then not the schedule "
+                 "(and the weight decay's cosine) follow steps, so they jump at step %ld (the "
+                 "run is then not the schedule "
                  "it began; keep steps = %ld to continue that one)", stored.steps,
                  cfg->steps, step, stored.steps);
     free(now);

@@ -329,11 +329,13 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         if (outcome == STEP_APPLIED) {
             be->synchronize();
             double dt = wall_seconds() - t0;
-            int print = (step + 1) % cfg->log_every == 0 || step == start;
+            const int log_step = (step + 1) % cfg->log_every == 0;
+            int print = log_step || step == start;
             /* The collapse monitor costs a download and a reduction: log steps only (every
-             * rank takes this branch alike), over every rank's tokens */
+             * rank takes this branch alike), over every rank's tokens; not the first step of a
+             * resumed run unless it is one, so that its row reads as the uninterrupted run's */
             double spread = NAN;
-            if (print && model.alice) {
+            if (log_step && model.alice) {
                 double *sums = xmalloc((size_t)(2 * cfg->head_out + 1) * sizeof(double));
                 const int n = pretrain_model_feature_sums(&model, sums);
                 dist_sum_doubles(sums, n);

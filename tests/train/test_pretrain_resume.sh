@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A run stopped at step 3 and resumed (no flag) reproduces the uninterrupted run exactly:
 # the same losses in metrics.csv (bit for bit as printed, %.9g) and the same final parameters.
-# Checked with the paper's cosine losses and with align_loss = dino, whose teacher centers are
+# feat_spread is logged at the same (log) steps either way (log_every = 3 in the dino case, so the
+# resumed run's first step 3 is no log step). Checked with the paper's cosine losses and with
+# align_loss = dino, whose teacher centers are
 # state that the checkpoint must carry (/buffers); and with freeze_last_layer = 2, whose head
 # last layer has its own AdamW step count (2 behind the others), which the checkpoint must carry
 # too (attribute adam_steps of its /adam_m dataset, and format_version 2 so that an older alice
@@ -21,6 +23,13 @@ check_resume() {
     cut -d, -f1-7 "$WORK/$tag.full/metrics.csv" > "$WORK/$tag.full.csv"
     cut -d, -f1-7 "$WORK/$tag.split/metrics.csv" > "$WORK/$tag.split.csv"
     diff "$WORK/$tag.full.csv" "$WORK/$tag.split.csv" || fail "$tag: resumed losses differ from the uninterrupted run"
+    # feat_spread (column 10) at the same steps: log steps only, resumed or not
+    for run in full split; do
+      awk -F, 'NR > 1 {print $1, ($10 == "" ? "-" : "spread")}' "$WORK/$tag.$run/metrics.csv" \
+        > "$WORK/$tag.$run.spread"
+    done
+    diff "$WORK/$tag.full.spread" "$WORK/$tag.split.spread" ||
+      fail "$tag: the resumed run logs feat_spread at other steps than the uninterrupted run"
     "$PYTHON" - "$WORK/$tag.full/ckpt_6.h5" "$WORK/$tag.split/ckpt_6.h5" "$tag" <<'PY'
 import sys, h5py, numpy as np
 a, b = h5py.File(sys.argv[1]), h5py.File(sys.argv[2])
@@ -52,7 +61,7 @@ print(f"resume ({tag}): {len(names)} tensors identical, losses identical")
 PY
 }
 check_resume cosine
-check_resume dino align_loss=dino
+check_resume dino align_loss=dino log_every=3
 check_resume freeze align_loss=dino freeze_last_layer=2 drop_path=0.5
 # gradient accumulation: the loader resumes at micro-step 3 x 2 (its first_step)
 check_resume accum align_loss=dino accum_steps=2 batch=1
