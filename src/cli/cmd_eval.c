@@ -2,6 +2,7 @@
  * truth, from the original label files (--labels DIR) or a packed data set (--data FILE). Ranks
  * take cases round-robin; rank 0 gathers, writes results.h5 + results.csv and prints means. */
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -38,7 +39,8 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: alice eval --pred DIR (--labels DIR | --data dataset.h5) [--out STEM]\n"
             "                  [--checkpoint PATH] [--config FILE] [label_set=flare|btcv]\n"
-            "                  [eval_protocol=plain|flare22] [key=value ...]\n"
+            "                  [eval_protocol=plain|flare22] [--allow-unknown-labels]\n"
+            "                  [key=value ...]\n"
             "Scores every case that has a prediction <pred>/<case>.nii.gz (or .nii): DSC and NSD per\n"
             "organ (FLARE 2022 tolerances; eval_protocol=flare22 also scores aorta, IVC and\n"
             "esophagus on the truth's labelled slices only, as the FLARE 2022 script does).\n"
@@ -48,7 +50,9 @@ static void usage(FILE *out)
             "scored against its source label file (recorded at packing; when it is gone, the\n"
             "packed label mapped back), one on the packed grid against the packed label.\n"
             "Writes STEM.h5 and STEM.csv (default STEM: results) and prints the per-organ\n"
-            "means.\n");
+            "means. A label id that is no organ of label_set, in a prediction or a truth, is an\n"
+            "error naming the file and the ids; --allow-unknown-labels scores such voxels as\n"
+            "background instead (with a warning).\n");
 }
 
 static int file_exists(const char *path)
@@ -215,9 +219,45 @@ static void count_truth_voxels(const uint8_t *truth, const int dim[3], const Lab
     for (int o = 0; o < set->count; o++) voxels[o] = (double)histogram[set->organs[o].id];
 }
 
+/* Every nonzero id of the label volume `v` must be an organ of `set`: a map in another
+ * numbering (raw output of another tool, a 255 "ignore" value, a model of another
+ * num_classes) would otherwise score its organs as misses and drop them from the means
+ * without a word. With allow_unknown those voxels count as background, with a warning. */
+static void check_known_ids(const uint8_t *v, const int dim[3], const LabelSet *set,
+                            const char *file, int allow_unknown)
+{
+    size_t histogram[256] = {0};
+    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
+    for (size_t i = 0; i < n; i++) histogram[v[i]]++;
+    for (int o = 0; o < set->count; o++) histogram[set->organs[o].id] = 0;
+    histogram[0] = 0;
+    char list[512] = "";
+    int unknown = 0;
+    for (int id = 1; id < 256; id++) {
+        if (!histogram[id]) continue;
+        const size_t used = strlen(list);
+        if (unknown++ < 8 && used < sizeof list - 64)
+            snprintf(list + used, sizeof list - used, "%s%d (%zu voxel%s)", used ? ", " : "", id,
+                     histogram[id], histogram[id] == 1 ? "" : "s");
+    }
+    if (!unknown) return;
+    if (allow_unknown) {
+        log_warn("eval: %s holds label ids that are no organ of label_set = %s: %s%s; scored as "
+                 "background (--allow-unknown-labels)", file, set->name, list,
+                 unknown > 8 ? ", ..." : "");
+        return;
+    }
+    alice_die("eval: %s holds label ids that are no organ of label_set = %s (ids %d..%d): %s%s. "
+              "Set label_set to the numbering these labels follow, or remap the ids (e.g. a "
+              "model trained with another num_classes, or an 'ignore' value); "
+              "--allow-unknown-labels scores them as background", file, set->name,
+              set->organs[0].id, set->organs[set->count - 1].id, list, unknown > 8 ? ", ..." : "");
+}
+
 /* Scores one case into dsc/nsd rows, and its truth's organ sizes into truth_voxels. */
 static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, const LabelSet *set,
-                       EvalProtocol protocol, double *dsc, double *nsd, double *truth_voxels)
+                       EvalProtocol protocol, int allow_unknown, double *dsc, double *nsd,
+                       double *truth_voxels)
 {
     int pd[3], td[3];
     double pa[4][4], ta[4][4], spacing[3];
@@ -268,6 +308,8 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
         snprintf(truth_name, sizeof truth_name, "%s", c->truth);
     }
     check_same_grid(c->pred, pd, pa, truth_name, td, ta);
+    check_known_ids(pred, pd, set, c->pred, allow_unknown);
+    check_known_ids(truth, td, set, truth_name, allow_unknown);
     spacing_of(ta, spacing);
     case_scores(truth, pred, td, spacing, set, protocol, dsc, nsd);
     count_truth_voxels(truth, td, set, truth_voxels);
@@ -366,15 +408,36 @@ static char *distinct_lines(char *const *s, int n)
     return out;
 }
 
+/* The folder of --out STEM must exist and be writable before any case is scored (on real
+ * data the scoring takes minutes; results_write would only fail at the end). */
+static void check_out_folder(const char *stem)
+{
+    char dir[PATH_LEN];
+    snprintf(dir, sizeof dir, "%s", stem);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) slash[1] = '\0';
+    else *slash = '\0';
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        alice_die("eval: --out %s: the folder %s does not exist; create it, or give a stem in an "
+                  "existing folder", stem, dir);
+    if (access(dir, W_OK) != 0)
+        alice_die("eval: --out %s: cannot write into %s (%s); give a stem in a writable folder",
+                  stem, dir, strerror(errno));
+}
+
 int cmd_eval(int argc, char **argv)
 {
     Config cfg;
     config_defaults(&cfg);
     const char *pred_dir = NULL, *labels_dir = NULL, *data_path = NULL, *out = "results", *checkpoint = "";
+    int allow_unknown = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { usage(stdout); return 0; }
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
+        if (!strcmp(a, "--allow-unknown-labels")) { allow_unknown = 1; continue; }
         const char **slot = !strcmp(a, "--pred") ? &pred_dir : !strcmp(a, "--labels") ? &labels_dir
                           : !strcmp(a, "--data") ? &data_path : !strcmp(a, "--out") ? &out
                           : !strcmp(a, "--checkpoint") ? &checkpoint : NULL;
@@ -391,6 +454,7 @@ int cmd_eval(int argc, char **argv)
         usage(stderr);
         alice_die("eval: give exactly one source of truth: --labels DIR (label NIfTI files) or --data dataset.h5");
     }
+    check_out_folder(out);
     const LabelSet *set = label_set_find(cfg.label_set);
     if (!set) alice_die("eval: label_set=%s is not known; use %s", cfg.label_set, label_set_names());
     /* the registry admits only plain|flare22 (config_keys.c) */
@@ -435,7 +499,8 @@ int cmd_eval(int argc, char **argv)
     double t0 = wall_seconds();
     for (int c = rank; c < nscored; c += size) {
         double tc = wall_seconds();
-        score_case(&cases[c], ds, data_path, set, protocol, dsc + (size_t)c * set->count,
+        score_case(&cases[c], ds, data_path, set, protocol, allow_unknown,
+                   dsc + (size_t)c * set->count,
                    nsd + (size_t)c * set->count, truth_voxels + (size_t)c * set->count);
         if (size == 1) log_info("eval: %-24s %3d/%d  %.2f s", cases[c].name, c + 1, nscored, wall_seconds() - tc);
     }
