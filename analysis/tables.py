@@ -46,6 +46,8 @@ def masked_mean(m, keep, axis):
 def summarise(paths, ignore_empty=False):
     """Per method: organ names, per-organ (mean, std) of DSC and NSD, overall (mean, std)."""
     res = [load_results(p) for p in paths]
+    for r, p in zip(res, paths):
+        warn_skipped_cases(r, p)
     keeps = [scored_cells(r, p, ignore_empty) for r, p in zip(res, paths)]
     organs = res[0]["organs"]
     for r, p in zip(res, paths):
@@ -75,6 +77,17 @@ def summarise(paths, ignore_empty=False):
     out["spread"] = "cases" if len(res) == 1 else f"{len(res)} folds"
     out["cases"] = sorted({c for r in res for c in r["cases"]})
     return out
+
+
+def warn_skipped_cases(res, path):
+    """Cases of the truth that had no prediction (alice eval skips them, results.h5 lists them
+    in its skipped_cases attribute): not in this table's means, which every method sharing the
+    gap would not show by itself."""
+    skipped = [c for c in res["attrs"].get("skipped_cases", "").split("\n") if c]
+    if skipped:
+        print(f"tables.py: warning: {path}: {len(skipped)} case(s) of the truth had no prediction "
+              f"and are not in its means ({', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''})",
+              file=sys.stderr)
 
 
 def warn_different_cases(summ):

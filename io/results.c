@@ -41,6 +41,7 @@ static void write_h5(const char *path, const EvalResults *r)
     h5_attr_string(f, "checkpoint", r->checkpoint);
     h5_attr_string(f, "prediction_dir", r->prediction_dir);
     h5_attr_string(f, "truth", r->truth);
+    h5_attr_string(f, "skipped_cases", r->skipped_cases ? r->skipped_cases : "");
     write_strings(f, "case_names", r->num_cases, r->case_names);
     write_strings(f, "prediction_sources", r->num_cases, r->prediction_sources);
     write_strings(f, "organ_names", r->num_organs, r->organ_names);

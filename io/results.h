@@ -22,6 +22,8 @@ typedef struct {
     const char *prediction_dir;
     const char *truth;                 /* dataset.h5 or label directory */
     const char *const *prediction_sources;   /* [num_cases] what made each prediction, or "" */
+    const char *skipped_cases;         /* cases of the truth without a prediction, one per
+                                        * line ("" when none) */
 } EvalResults;
 
 /* Writes <stem>.h5 and <stem>.csv (case,organ,dsc,nsd). */

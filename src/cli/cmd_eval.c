@@ -470,14 +470,24 @@ int cmd_eval(int argc, char **argv)
      * mismatched tables. */
     int ncases = 0, nscored = 0;
     EvalCase *cases = NULL;
+    char *skipped = xcalloc(1, 1);   /* rank 0: the cases without a prediction, one per line */
+    size_t skipped_len = 0;
     if (rank == 0) {
         cases = ds ? cases_from_dataset(ds, data_path, &ncases)
                    : cases_from_label_dir(labels_dir, &ncases);
         for (int c = 0; c < ncases; c++) {
             find_prediction(pred_dir, &cases[c]);
-            if (cases[c].pred[0]) cases[nscored++] = cases[c];
-            else log_warn("eval: no prediction for case %s in %s (skipped)", cases[c].name,
-                          pred_dir);
+            if (cases[c].pred[0]) {
+                cases[nscored++] = cases[c];
+                continue;
+            }
+            log_warn("eval: no prediction for case %s in %s (skipped; results.h5 lists it in "
+                     "its skipped_cases attribute)", cases[c].name, pred_dir);
+            const size_t add = strlen(cases[c].name) + 1;
+            skipped = xrealloc(skipped, skipped_len + add + 1);
+            snprintf(skipped + skipped_len, add + 1, "%s%s", skipped_len ? "\n" : "",
+                     cases[c].name);
+            skipped_len += skipped_len ? add : add - 1;
         }
         if (nscored < ncases)
             log_warn("eval: %d of %d cases have no prediction; scoring the other %d",
@@ -526,7 +536,7 @@ int cmd_eval(int argc, char **argv)
         EvalResults r = {nscored, set->count, case_names, organ_names, ids, tol, dsc, nsd,
                          truth_voxels, set->name, config_text,
                          checkpoints ? checkpoints : checkpoint, pred_dir,
-                         ds ? data_path : labels_dir, (const char *const *)sources};
+                         ds ? data_path : labels_dir, (const char *const *)sources, skipped};
         results_write(out, &r);
         log_info("eval: %d cases x %d organs in %.2f s (%.2f s per case) -> %s.h5, %s.csv", nscored, set->count,
                  wall_seconds() - t0, (wall_seconds() - t0) / nscored, out, out);
@@ -544,6 +554,7 @@ int cmd_eval(int argc, char **argv)
     free(nsd);
     free(truth_voxels);
     free(cases);
+    free(skipped);
     if (ds) dataset_close(ds);
     return 0;
 }

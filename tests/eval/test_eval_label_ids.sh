@@ -2,8 +2,9 @@
 # alice eval refuses label ids that are no organ of the label set (a prediction from a model of
 # another num_classes, a truth in another numbering, an 'ignore' value), naming the file, the
 # ids and their voxel counts; --allow-unknown-labels scores them as background with a warning
-# (the organ a stray id replaced then scores below 1). And a --out folder that does not exist
-# is refused before any case is scored.
+# (the organ a stray id replaced then scores below 1). A --out folder that does not exist is
+# refused before any case is scored. A truth case without a prediction is listed in
+# results.h5's skipped_cases attribute, and analysis/tables.py warns about it.
 set -euo pipefail
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -63,3 +64,24 @@ grep -q "eval: --out .*/no/such/r: the folder .*/no/such does not exist" "$T/d.l
   { cat "$T/d.log"; fail "no early error for the missing --out folder"; }
 grep -q "case0000 " "$T/d.log" && fail "cases were scored before the --out folder was checked"
 echo "ok: a missing --out folder refused before scoring"
+# a truth case without a prediction: skipped, named in results.h5's skipped_cases, and
+# analysis/tables.py warns that its means lack it
+"$ALICE" phantom --out "$T/ph2" --cases 2 --size small --seed 6 > /dev/null
+mkdir -p "$T/pred2"
+cp "$T/ph2/labelsTr/case0000.nii.gz" "$T/pred2/"
+"$ALICE" eval --pred "$T/pred2" --labels "$T/ph2/labelsTr" --out "$T/r3" > "$T/e.log" 2>&1 ||
+  { cat "$T/e.log"; fail "eval with one prediction missing"; }
+"$PYTHON" - "$T/r3.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1]) as h:
+    sk = h.attrs["skipped_cases"]
+    sk = sk.decode() if isinstance(sk, bytes) else sk
+    names = [c.decode() for c in h["case_names"][:]]
+assert sk == "case0001" and names == ["case0000"], (sk, names)
+PY
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+"$PYTHON" "$ROOT/analysis/tables.py" m="$T/r3.h5" --format md > "$T/t.md" 2> "$T/t.err" ||
+  { cat "$T/t.err"; fail "tables.py on results with a skipped case"; }
+grep -q "r3.h5: 1 case(s) of the truth had no prediction and are not in its means (case0001)" \
+  "$T/t.err" || { cat "$T/t.err"; fail "tables.py did not warn about the skipped case"; }
+echo "ok: a case without a prediction is recorded in skipped_cases and tables.py warns"
