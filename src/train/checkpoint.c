@@ -1,9 +1,11 @@
 #include "train/checkpoint.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <mpi.h>
@@ -228,6 +230,33 @@ long checkpoint_find_latest(const char *run_dir, char *path, size_t n)
     free(steps);
     if (found < 0 && n) path[0] = '\0';
     return found;
+}
+
+void checkpoint_remove_stale_tmp(const char *run_dir)
+{
+    DIR *d = opendir(run_dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long s;
+        char expect[64];
+        if (sscanf(e->d_name, "ckpt_%ld", &s) == 1)
+            snprintf(expect, sizeof expect, "ckpt_%ld.h5.tmp", s);
+        else
+            snprintf(expect, sizeof expect, "ckpt_best.h5.tmp");
+        if (strcmp(expect, e->d_name)) continue;   /* only the names checkpoint_save writes */
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
+        struct stat st;
+        const double mb = stat(path, &st) == 0 ? (double)st.st_size / 1048576.0 : 0.0;
+        if (unlink(path) == 0)
+            log_warn("removed %s (%.1f MB): a checkpoint an earlier run began and never finished "
+                     "(killed while writing it); nothing reads it", path, mb);
+        else
+            log_warn("cannot remove %s, a checkpoint left half-written by an earlier run: %s",
+                     path, strerror(errno));
+    }
+    closedir(d);
 }
 
 long checkpoint_latest_step(const char *run_dir)

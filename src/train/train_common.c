@@ -186,6 +186,7 @@ int train_step_finite(double loss, double grad_norm)
 static int choose_resume_checkpoint(const Config *cfg, const char *backend, const char *kind,
                                     const char *resume_from, int resume, char *ckpt, size_t n)
 {
+    checkpoint_remove_stale_tmp(cfg->run_dir);
     const long newest = checkpoint_latest_step(cfg->run_dir);
     if (resume_from) {
         snprintf(ckpt, n, "%s", resume_from);

@@ -94,6 +94,18 @@ grep -q "skipping .*ckpt_6.h5: not a complete checkpoint" "$WORK/zeroed.log" ||
 grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/zeroed.log" ||
   fail "did not fall back to ckpt_3.h5 past the zeroed ckpt_6.h5"
 echo "ok: a newest checkpoint with a zeroed tail is skipped, the one before resumes"
+# a checkpoint a killed run began and never finished (ckpt_<step>.h5.tmp): removed at the start
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+head -c 5000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_9.h5.tmp"
+: > "$A/ckpt_best.h5.tmp"; : > "$A/ckpt_9.h5.tmp.keep"
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/stale.log" 2>&1 ||
+  { cat "$WORK/stale.log"; fail "resume beside stale .tmp files failed"; }
+grep -q "removed .*ckpt_9.h5.tmp (0.0 MB): a checkpoint an earlier run began and never finished" \
+  "$WORK/stale.log" || { cat "$WORK/stale.log"; fail "no note about the removed ckpt_9.h5.tmp"; }
+[ ! -e "$A/ckpt_9.h5.tmp" ] && [ ! -e "$A/ckpt_best.h5.tmp" ] ||
+  fail "the stale .tmp checkpoints are still there"
+[ -e "$A/ckpt_9.h5.tmp.keep" ] || fail "a file of another name was removed"
+echo "ok: checkpoints a killed run left half-written are removed at the start"
 
 : > "$A/ckpt_3.h5"; : > "$A/ckpt_6.h5"
 expect_error "none of them is intact" pretrain --config "$MICRO" run_dir="$A"
