@@ -484,7 +484,7 @@ void cuda_conv3d_bwd(float *dx, float *dW, float *db, const float *dy, const flo
                                                  p->conv_bwd_data, p->bwd_data_algo, ws,
                                                  p->bwd_data_ws, &kZero, p->in, dx));
     }
-    if (dW && cuda_conv_wgrad3_runs(Cin, Cout, k, s, pad))
+    if (dW && cuda_conv_wgrad3_runs(Cin, Cout, k, s, pad, Z))
         cuda_conv_wgrad3(dW, dy, x, B, Cin, Cout, X, Y, Z);
     else if (dW)
         backward_filter(p, dW, x, dy);

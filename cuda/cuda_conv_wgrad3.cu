@@ -14,8 +14,9 @@
  *  - a thread owns two output channels against one input channel, all 27 taps (54 sums), and
  *    walks runs of kSeg voxels along Z with the 3x3x3 input window in registers: each step
  *    loads the window's new 3x3 column and two dy values for 54 FMAs;
- *  - threads left over when Cin x ceil(Cout / 2) < 256 split the tile's runs into groups, whose
- *    sums are added in group order at the end; each block writes its partials, and a second
+ *  - threads left over when Cin x ceil(Cout / 2) < 256 split the tile's runs into groups (at
+ *    most kRunsPerTile: more would have no run to walk), whose sums are added in group order
+ *    at the end; each block writes its partials, and a second
  *    kernel adds them onto dW in block order (in double). The tiles are dealt to blocks by
  *    index, so the result depends on the shape only, never on timing.
  * fp32 throughout (the TF32 setting is not applied here: fp32 FMAs are this kernel's tensor
@@ -46,10 +47,17 @@ constexpr int kSums = kOutPerThread * kTaps;
  * device. */
 constexpr int kWgrad3Blocks = 264;
 
+/* Thread groups that split a tile's runs: the threads beyond the owners, at most one per run. */
+static __host__ __device__ int wgrad3_groups(int owners)
+{
+    const int groups = kThreads / owners;
+    return groups < kRunsPerTile ? groups : kRunsPerTile;
+}
+
 /* Floats of dynamic shared memory: the tile, or the groups' sums at the end (the same bytes). */
 static size_t wgrad3_smem_floats(int Cin, int Cout)
 {
-    const int pairs = (Cout + 1) / 2, owners = Cin * pairs, groups = kThreads / owners;
+    const int pairs = (Cout + 1) / 2, owners = Cin * pairs, groups = wgrad3_groups(owners);
     const size_t tile = (size_t)Cin * kHaloChannel + (size_t)2 * pairs * kDyChannel;
     const size_t sums = (size_t)groups * owners * kSums;
     return tile > sums ? tile : sums;
@@ -63,7 +71,7 @@ conv_wgrad3_partials_kernel(float *partial, const float *dy, const float *x, int
     extern __shared__ float wgrad3_smem[];
     float *xs = wgrad3_smem;                                  /* [Cin][3][kTileY + 2][kHaloRow] */
     float *ds = wgrad3_smem + (size_t)Cin * kHaloChannel;     /* [2 pairs][kDyChannel] */
-    const int pairs = (Cout + 1) / 2, owners = Cin * pairs, groups = kThreads / owners;
+    const int pairs = (Cout + 1) / 2, owners = Cin * pairs, groups = wgrad3_groups(owners);
     const int t = (int)threadIdx.x, owner = t % owners, group = t / owners;
     const bool computes = group < groups;
     /* the pair fastest: a warp's lanes read few input channels (broadcasts) and distinct dy
@@ -171,12 +179,19 @@ conv_wgrad3_partials_kernel(float *partial, const float *dy, const float *x, int
     }
 }
 
-bool cuda_conv_wgrad3_runs(int Cin, int Cout, int k, int s, int pad)
+/* The shapes the kernel can take (owners within one block, the tile within shared memory). */
+static bool wgrad3_fits(int Cin, int Cout)
 {
-    const int owners = Cin * ((Cout + 1) / 2);
+    return Cin >= 1 && Cout >= 1 && Cin <= kWgrad3MaxChannels && Cout <= kWgrad3MaxChannels &&
+           Cin * ((Cout + 1) / 2) <= kThreads;
+}
+
+bool cuda_conv_wgrad3_runs(int Cin, int Cout, int k, int s, int pad, int Z)
+{
+    /* Z >= kTileZ: the shapes measured faster than cuDNN's (UNETR's full-resolution ones, runs
+     * 13-14); a shorter Z leaves lanes of every tile idle, and was never timed */
     return gpu_conv_wgrad_kernel() == CONV_WGRAD_KERNEL_OWN && k == 3 && s == 1 && pad == 1 &&
-           Cin >= 1 && Cout >= 1 && Cin <= kWgrad3MaxChannels && Cout <= kWgrad3MaxChannels &&
-           owners <= kThreads;
+           Z >= kTileZ && wgrad3_fits(Cin, Cout);
 }
 
 /* Kernels above 48 KiB of dynamic shared memory must opt in, before their first launch at that
@@ -198,6 +213,8 @@ long gpu_conv_wgrad3_calls(void) { return g_wgrad3_calls; }
 void cuda_conv_wgrad3(float *dW, const float *dy, const float *x, int B, int Cin, int Cout,
                       int X, int Y, int Z)
 {
+    ALICE_ASSERT(wgrad3_fits(Cin, Cout), "own 3x3x3 weight gradient called for %d -> %d channels "
+                 "(at most %d each and %d owner threads)", Cin, Cout, kWgrad3MaxChannels, kThreads);
     const long tiles = (long)B * X * ((Y + kTileY - 1) / kTileY) * ((Z + kTileZ - 1) / kTileZ);
     if (tiles <= 0) return;
     const int blocks = (int)(tiles < kWgrad3Blocks ? tiles : kWgrad3Blocks);

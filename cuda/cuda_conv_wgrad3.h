@@ -10,10 +10,11 @@ constexpr int kWgrad3MaxChannels = 32;
 
 /* Whether the own kernel computes this convolution's weight gradient: conv_wgrad_kernel = own,
  * k = 3, s = 1, pad = 1, Cin and Cout in 1..kWgrad3MaxChannels, Cin x ceil(Cout / 2) at most
- * one block's threads. */
-bool cuda_conv_wgrad3_runs(int Cin, int Cout, int k, int s, int pad);
+ * one block's threads, and Z (the fastest axis) at least one tile long (32). */
+bool cuda_conv_wgrad3_runs(int Cin, int Cout, int k, int s, int pad, int Z);
 
-/* dW [Cout, Cin, 3, 3, 3] += sum over b and the output voxels of dy [B, Cout, X, Y, Z] times
+/* (Any volume; the channel limits above are asserted.)
+ * dW [Cout, Cin, 3, 3, 3] += sum over b and the output voxels of dy [B, Cout, X, Y, Z] times
  * x [B, Cin, X, Y, Z] shifted by the tap (zero outside the volume); fp32 arithmetic whatever
  * the math mode, deterministic (per-block partials added in block order). */
 void cuda_conv_wgrad3(float *dW, const float *dy, const float *x, int B, int Cin, int Cout,

@@ -11,7 +11,7 @@
  *    sum of |terms|; bit-identical when run again with the blocks in a shuffled order (each
  *    block writes its own partials, added in block order);
  *  - cuda_conv_wgrad3_runs only for k 3, stride 1, padding 1, at most 32 channels and 256
- *    owner threads, with conv_wgrad_kernel = own. */
+ *    owner threads, Z at least one tile (32), with conv_wgrad_kernel = own. */
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -24,6 +24,8 @@
 enum GpuConvWgradKernel { CONV_WGRAD_KERNEL_OWN, CONV_WGRAD_KERNEL_CUDNN };
 static int g_wgrad_kernel = CONV_WGRAD_KERNEL_OWN;
 static int gpu_conv_wgrad_kernel() { return g_wgrad_kernel; }
+#define ALICE_ASSERT(cond, ...) \
+    do { if (!(cond)) alice_fatal_at(__FILE__, __LINE__, __VA_ARGS__); } while (0)
 #include "cuda/cuda_conv_wgrad3.h"
 #include "conv_wgrad3_kernels.inc"  /* cut out of cuda/ by the .sh */
 
@@ -90,15 +92,17 @@ int main()
     wgrad3_case(1, 32, 16, 2, 4, 32);  /* the last decoder block: 256 owners, one group */
     wgrad3_case(1, 2, 2, 70, 8, 40);   /* 280 tiles: more than the 264 blocks */
     wgrad3_case(2, 1, 1, 1, 1, 1);     /* one voxel: only the centre tap sees the input */
-    EMU_CHECK(cuda_conv_wgrad3_runs(1, 16, 3, 1, 1) && cuda_conv_wgrad3_runs(16, 16, 3, 1, 1) &&
-                  cuda_conv_wgrad3_runs(32, 16, 3, 1, 1),
+    EMU_CHECK(cuda_conv_wgrad3_runs(1, 16, 3, 1, 1, 96) && cuda_conv_wgrad3_runs(16, 16, 3, 1, 1, 96) &&
+                  cuda_conv_wgrad3_runs(32, 16, 3, 1, 1, 96),
               "UNETR's full-resolution 3x3x3 shapes must run on the own kernel");
-    EMU_CHECK(!cuda_conv_wgrad3_runs(32, 32, 3, 1, 1) && !cuda_conv_wgrad3_runs(64, 8, 3, 1, 1) &&
-                  !cuda_conv_wgrad3_runs(16, 16, 1, 1, 0) &&
-                  !cuda_conv_wgrad3_runs(16, 16, 3, 2, 1) &&
-                  !cuda_conv_wgrad3_runs(16, 16, 3, 1, 0),
-              "only 3x3x3, stride 1, padding 1, <= 32 channels, <= 256 owners take the own kernel");
+    EMU_CHECK(!cuda_conv_wgrad3_runs(32, 32, 3, 1, 1, 96) && !cuda_conv_wgrad3_runs(64, 8, 3, 1, 1, 96) &&
+                  !cuda_conv_wgrad3_runs(16, 16, 1, 1, 0, 96) &&
+                  !cuda_conv_wgrad3_runs(16, 16, 3, 2, 1, 96) &&
+                  !cuda_conv_wgrad3_runs(16, 16, 3, 1, 0, 96) &&
+                  !cuda_conv_wgrad3_runs(16, 16, 3, 1, 1, 31),
+              "only 3x3x3, stride 1, padding 1, <= 32 channels, <= 256 owners, Z >= 32 take the "
+              "own kernel");
     g_wgrad_kernel = CONV_WGRAD_KERNEL_CUDNN;
-    EMU_CHECK(!cuda_conv_wgrad3_runs(16, 16, 3, 1, 1), "conv_wgrad_kernel = cudnn: own kernel ran");
+    EMU_CHECK(!cuda_conv_wgrad3_runs(16, 16, 3, 1, 1, 96), "conv_wgrad_kernel = cudnn: own kernel ran");
     return emu_finish(emu_fails, "ok: own 3x3x3 weight gradient on the emulation");
 }
