@@ -16,7 +16,10 @@
 #   ALICE_REQUEUE_ON_TERM  0 (default): a stop on SIGTERM exits 3 without requeueing. SIGTERM
 #                    is what scancel sends (requeueing would bring a cancelled job back) and
 #                    what preemption sends, where PreemptMode=REQUEUE requeues the job itself.
-#                    1: requeue after SIGTERM too (sites whose preemption cancels jobs).
+#                    1: requeue after SIGTERM too (sites whose preemption cancels jobs;
+#                    srun only: mpirun exits 1 after a SIGTERM).
+#   ALICE_MPIRUN_KILL_WAIT  seconds mpirun waits for the ranks' checkpoint after a SIGTERM
+#                    before killing them (default 120; Open MPI's own default is 1 s)
 #
 # Exit status of alice that the scripts act on (src/core/preempt.h):
 #   0 done; 3 = ALICE_EXIT_REQUEUE: stopped on SIGUSR1/SIGTERM after writing a checkpoint;
@@ -71,8 +74,12 @@ alice_launcher_cmd() {
       # On several nodes Open MPI starts its daemons with srun, which would read sbatch's
       # SLURM_GPUS_PER_TASK / SLURM_TRES_PER_TASK as that step's request: one GPU per daemon,
       # so all ranks of a node would share one GPU. Without them the step gets the job's GPUs.
+      # On SIGTERM (scancel, the time limit, preemption) mpirun kills its ranks after
+      # odls_base_sigkill_timeout (1 s by default): too short to write a checkpoint, so it
+      # waits ALICE_MPIRUN_KILL_WAIT s (Slurm's KillWait still bounds the whole stop).
       echo env -u SLURM_GPUS_PER_TASK -u SLURM_TRES_PER_TASK mpirun -np "${SLURM_NTASKS:-1}" \
         --map-by "slot:PE=${SLURM_CPUS_PER_TASK:-1}" \
+        --mca odls_base_sigkill_timeout "${ALICE_MPIRUN_KILL_WAIT:-120}" \
         --bind-to core -x OMP_NUM_THREADS -x OMP_PROC_BIND -x OMP_PLACES ;;
     *) alice_fail "ALICE_LAUNCHER='$ALICE_LAUNCHER' is not srun or mpirun" ;;
   esac
@@ -137,9 +144,15 @@ alice_run() {
   if [ "$rc" -eq "$ALICE_EXIT_REQUEUE" ]; then
     local why_not
     if why_not=$(_alice_requeue_wanted); then
-      alice_log "alice checkpointed and stopped (status $rc): requeueing job $SLURM_JOB_ID;" \
+      # An array task's SLURM_JOB_ID of its first task is the array's id, which scontrol
+      # reads as every task of the array (finished folds started again, running ones
+      # cancelled): name the task itself.
+      local requeue_id=$SLURM_JOB_ID
+      [ -z "${SLURM_ARRAY_TASK_ID:-}" ] ||
+        requeue_id=${SLURM_ARRAY_JOB_ID}_$SLURM_ARRAY_TASK_ID
+      alice_log "alice checkpointed and stopped (status $rc): requeueing job $requeue_id;" \
         "it resumes from the latest checkpoint"
-      if scontrol requeue "$SLURM_JOB_ID"; then return 0; fi
+      if scontrol requeue "$requeue_id"; then return 0; fi
       alice_log "scontrol requeue failed (job not requeueable? submit with --requeue);" \
         "resubmit this script to resume"
     else

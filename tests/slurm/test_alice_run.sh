@@ -6,7 +6,10 @@
 #    bash forgets a status once `wait` returned it, and a second wait answered 127);
 #  - on SIGUSR1 (the time-limit warning) forwards it and requeues the job;
 #  - on SIGTERM (scancel; preemption, which Slurm requeues by itself) forwards it but does not
-#    requeue, unless ALICE_REQUEUE_ON_TERM=1.
+#    requeue, unless ALICE_REQUEUE_ON_TERM=1;
+#  - in a job array, requeues its own task (ARRAYID_TASK), never the whole array;
+# and the mpirun launcher's kill timeout, pack.sbatch's --force only when requeued, the error
+# of a script submitted outside the repository.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 T=$(mktemp -d)
@@ -62,3 +65,47 @@ rc=$(run_case term-requeue TERM ALICE_REQUEUE_ON_TERM=1)
   { cat "$T/term-requeue.log"; fail "ALICE_REQUEUE_ON_TERM=1: SIGTERM did not requeue ($rc)"; }
 echo "ok: SIGTERM forwarded, checkpointed, not requeued (status 3);" \
   "requeued with ALICE_REQUEUE_ON_TERM=1"
+
+# An array task requeues itself, never the whole array: the first task's SLURM_JOB_ID is the
+# array's id, which scontrol would read as every task (finished folds started again).
+rc=$(run_case usr1-array USR1 SLURM_ARRAY_JOB_ID=4242 SLURM_ARRAY_TASK_ID=1)
+[ "$rc" = 0 ] && grep -qx "requeue 4242_1" "$T/scontrol.log" ||
+  { cat "$T/usr1-array.log"; fail "array task: requeues '$(cat "$T/scontrol.log" 2>/dev/null)'," \
+    "expected 'requeue 4242_1' (status $rc)"; }
+echo "ok: an array task requeues only itself (4242_1)"
+
+# mpirun waits for the ranks' checkpoint after a SIGTERM instead of killing them after 1 s
+launcher=$(ALICE_LAUNCHER=mpirun bash -c 'source "$1/slurm/common.sh"; alice_launcher_cmd' _ "$ROOT")
+[[ $launcher == *"--mca odls_base_sigkill_timeout 120"* ]] ||
+  fail "mpirun launcher without the kill timeout: $launcher"
+echo "ok: the mpirun launcher gives the ranks 120 s after a SIGTERM"
+
+# pack.sbatch: --force only for a requeued job; a first start leaves an existing data set to
+# alice pack's refusal
+cat >"$T/alice-args" <<'SH'
+#!/usr/bin/env bash
+echo "$*" >>"$STUB/alice-args.log"
+SH
+chmod +x "$T/alice-args"
+mkdir -p "$T/nifti"
+for restart in 0 1; do
+  rm -f "$T/alice-args.log"
+  (cd "$T" && ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args SLURM_RESTART_COUNT=$restart \
+     bash "$ROOT/slurm/pack.sbatch" "$T/nifti" "$T/out/ds.h5" > "$T/pack$restart.log" 2>&1) ||
+    { cat "$T/pack$restart.log"; fail "pack.sbatch (restart $restart) failed"; }
+  if [ $restart = 0 ]; then
+    ! grep -q -- "--force" "$T/alice-args.log" || fail "a first pack.sbatch start passed --force"
+  else
+    grep -q -- "pack --force --input" "$T/alice-args.log" ||
+      fail "a requeued pack.sbatch did not pass --force: $(cat "$T/alice-args.log")"
+  fi
+done
+echo "ok: pack.sbatch passes --force only when requeued"
+
+# a batch script that cannot find slurm/common.sh says where it looked and what to do
+mkdir -p "$T/elsewhere"
+if (cd "$T/elsewhere" && SLURM_SUBMIT_DIR=$T/elsewhere bash "$ROOT/slurm/pretrain.sbatch" x y \
+      > "$T/nocommon.log" 2>&1); then fail "pretrain.sbatch ran without slurm/common.sh"; fi
+grep -q "slurm/common.sh not found under '$T/elsewhere': submit from the repository's root, or set ALICE_HOME" \
+  "$T/nocommon.log" || { cat "$T/nocommon.log"; fail "no clear error without slurm/common.sh"; }
+echo "ok: a script submitted outside the repository names the fix"
