@@ -161,9 +161,13 @@ static uint8_t *read_labels(const char *path, int dim[3], double affine[4][4])
     uint8_t *out = xmalloc(n ? n : 1);
     for (size_t i = 0; i < n; i++) {
         float v = data[i];
-        if (!(v >= 0 && v <= 255) || v != floorf(v))
-            alice_die("%s: voxel %zu holds %g, not an organ id 0..255; give a label map (uint8 ids), "
-                      "not an image or probabilities", path, i, (double)v);
+        if (!(v >= 0 && v <= 255) || v != floorf(v)) {
+            /* nifti_read_volume's layout: [x][y][z], z fastest */
+            const size_t column = (size_t)dim[1] * dim[2];
+            alice_die("%s: voxel (%zu, %zu, %zu) holds %g, not an organ id 0..255; give a label "
+                      "map (uint8 ids), not an image or probabilities", path, i / column,
+                      i % column / dim[2], i % dim[2], (double)v);
+        }
         out[i] = (uint8_t)v;
     }
     free(data);

@@ -64,6 +64,21 @@ grep -q "eval: --out .*/no/such/r: the folder .*/no/such does not exist" "$T/d.l
   { cat "$T/d.log"; fail "no early error for the missing --out folder"; }
 grep -q "case0000 " "$T/d.log" && fail "cases were scored before the --out folder was checked"
 echo "ok: a missing --out folder refused before scoring"
+# a value that is no id at all: named with its voxel's (x, y, z)
+mkdir -p "$T/predf"
+"$PYTHON" - "$T/truth/case0000.nii.gz" "$T/predf/case0000.nii.gz" <<'PY'
+import sys, nibabel as nib, numpy as np
+img = nib.load(sys.argv[1])
+lab = np.asanyarray(img.dataobj).astype(np.float32)
+lab[1, 2, 3] = 5.5
+nib.save(nib.Nifti1Image(lab, img.affine), sys.argv[2])
+PY
+if "$ALICE" eval --pred "$T/predf" --labels "$T/truth" --out "$T/r4" > "$T/f.log" 2>&1; then
+  fail "a prediction holding 5.5 was scored"
+fi
+grep -q "predf/case0000.nii.gz: voxel (1, 2, 3) holds 5.5, not an organ id" "$T/f.log" ||
+  { cat "$T/f.log"; fail "the error does not name the voxel as (x, y, z)"; }
+echo "ok: a value that is no label id is named with its voxel (x, y, z)"
 # a truth case without a prediction: skipped, named in results.h5's skipped_cases, and
 # analysis/tables.py warns that its means lack it
 "$ALICE" phantom --out "$T/ph2" --cases 2 --size small --seed 6 > /dev/null
