@@ -314,11 +314,13 @@ typedef struct {
     const UnetrModel *model;
     const Dist *dist;
     double best;
+    RunLog *log;
 } PeriodicSave;
 
 static void save_periodic(void *ctx, long steps_done)
 {
     PeriodicSave *p = ctx;
+    runlog_sync(p->log);   /* the rows before this step survive a crash with the checkpoint */
     save(p->model, p->dist, NULL, steps_done, p->best);
 }
 
@@ -461,7 +463,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         if (validation_due && !preempted)
             validate_after(&model, loader, &dist, step + 1, nval, &best);
         if (nval == 0 && last) save(&model, &dist, BEST_CKPT, step + 1, NAN);
-        PeriodicSave ps = {&model, &dist, best};
+        PeriodicSave ps = {&model, &dist, best, &log};
         if (train_step_boundary(cfg, step, last || chunk_done, save_periodic, &ps)) {
             status = ALICE_EXIT_REQUEUE;
             break;

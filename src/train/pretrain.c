@@ -199,11 +199,13 @@ typedef struct {
     const Config *cfg;
     const Dist *dist;
     PretrainModel *model;
+    RunLog *log;
 } SaveCtx;
 
 static void save_checkpoint(void *ctx, long steps_done)
 {
     SaveCtx *s = ctx;
+    runlog_sync(s->log);   /* the rows before this step survive a crash with the checkpoint */
     if (s->dist->rank == 0)
         checkpoint_save_state(s->cfg->run_dir, NULL, steps_done, s->cfg, "pretrain",
                               &s->model->online, s->model->alice ? &s->model->target : NULL,
@@ -350,7 +352,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         /* the run's last step is "done", not a chunk to resume from */
         int chunk_done = opt->stop_after > 0 && step + 1 - start >= opt->stop_after &&
                          step + 1 < cfg->steps;
-        SaveCtx save = {cfg, &dist, &model};
+        SaveCtx save = {cfg, &dist, &model, &log};
         if (train_step_boundary(cfg, step, step + 1 == cfg->steps || chunk_done, save_checkpoint, &save)) {
             status = ALICE_EXIT_REQUEUE;
             break;

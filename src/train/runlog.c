@@ -10,6 +10,7 @@
 
 #include "core/check.h"
 #include "core/fsutil.h"
+#include "core/log.h"
 #include "core/timer.h"
 
 /* Writes path anew (through path.tmp and a rename, so a crash leaves the old file or the new
@@ -102,6 +103,14 @@ void runlog_row(RunLog *r, long step, const double *values, int print)
     }
     printf(" %6.0fm%02.0fs\n", floor(eta / 60), fmod(eta, 60));
     fflush(stdout);
+}
+
+void runlog_sync(RunLog *r)
+{
+    if (!r->csv) return;
+    if (fflush(r->csv) != 0 || fsync(fileno(r->csv)) != 0)
+        log_warn("cannot force %s to the disk: %s (a crash now could lose its last rows)",
+                 r->path, strerror(errno));
 }
 
 void runlog_close(RunLog *r)

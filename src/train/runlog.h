@@ -24,6 +24,10 @@ void runlog_open(RunLog *r, const char *run_dir, const char *file, const char *c
                  long start_step, long total_steps, int is_root);
 /* One row: values in column order; NaN prints as empty. print: also print to the table. */
 void runlog_row(RunLog *r, long step, const double *values, int print);
+/* Forces the rows written so far to the disk (fsync), before a checkpoint is written: rows are
+ * otherwise only flushed, and a node crash could lose rows before the step a resumed run
+ * starts at, a gap in metrics.csv. A failure is a warning (the log is not the run's state). */
+void runlog_sync(RunLog *r);
 void runlog_close(RunLog *r);
 
 #endif

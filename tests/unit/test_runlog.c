@@ -61,6 +61,9 @@ static int test_runlog(void)
     runlog_open(&r, dir, "metrics.csv", cols, 0, 10, 1);
     TEST_CHECK(!strcmp(content(), HEADER), "header not on disk at open: '%s'", content());
     rows(&r, 0, 5);
+    runlog_sync(&r);   /* what a checkpoint does first: the rows on disk, the file still open */
+    TEST_CHECK(strstr(content(), "4,4.5,0.001\n") != NULL, "rows not on disk after runlog_sync: "
+               "'%s'", content());
     runlog_close(&r);
     runlog_open(&r, dir, "metrics.csv", cols, 3, 10, 1);
     runlog_close(&r);
