@@ -28,7 +28,8 @@
 #                            extra alice arguments for one stage
 #   --labels DIR             ground-truth label NIfTI folder for eval (default: the phantoms'
 #                            labelsTr, or INPUT/../labelsTr or INPUT/labelsTr for FLARE-style
-#                            input; else give --eval-args "--data <dataset.h5>") [ALICE_LABELS]
+#                            input; with --dataset, the data set's labels (--data); else give
+#                            --eval-args "--data <dataset.h5>") [ALICE_LABELS]
 #   --dry-run                print the sbatch commands without submitting or writing anything
 #
 # The jobs are submitted held and released together once all five are in the queue: when one
@@ -143,6 +144,7 @@ else
   mkdir -p "$run_dir/logs" "$run_dir/data"
   run_dir=$(cd "$run_dir" && pwd)
 fi
+dataset_given=$dataset   # a packed data set the user gave (its labels can be eval's truth)
 dataset=${dataset:-$run_dir/data/dataset.h5}
 jobs_file=$run_dir/jobs.txt
 # A chain already in the queue for this run directory: a second one would write the same
@@ -172,6 +174,13 @@ fi
   fail "give the ground truth once: --labels DIR or --eval-args \"--data/--labels ...\", not both"
 eval_truth=()
 [ -n "$labels" ] && eval_truth=(--labels "$labels")
+# --dataset without --labels: the data set's own labels (alice eval --data scores against
+# each case's source label recorded at packing, or the packed one), passed as one word, so a
+# path with spaces survives where --eval-args is split at spaces
+if [ -z "$labels" ] && [ "$own_truth" = 0 ] && [ -n "$dataset_given" ]; then
+  eval_truth=(--data "$dataset")
+  own_truth=1
+fi
 # The phantoms number their organs FLARE's way (1 = liver): scored with the FLARE organ names
 # and tolerances whatever label set the evaluation's job file names (finetune_btcv.cfg: btcv),
 # unless --eval-args chooses one.

@@ -38,5 +38,23 @@ if chain --labels "$tmp" --eval-args "--data $tmp/other.h5" > "$tmp/both.log" 2>
   cat "$tmp/both.log"; echo "FAIL: --labels with --eval-args --data not refused"; exit 1
 fi
 [ ! -e "$tmp/run" ] || { echo "FAIL: a dry run wrote $tmp/run"; exit 1; }
+# --dataset without --labels: eval scores against the data set's labels (--data), its path
+# one word even with a space in it
+mkdir -p "$tmp/my data"
+"$ALICE" phantom --out "$tmp/ph" --cases 2 --size small --seed 2 > /dev/null
+"$ALICE" pack --input "$tmp/ph/imagesTr" --out "$tmp/my data/ds.h5" spacing=6,6,6 num_folds=2 \
+  > /dev/null 2>&1 || { echo "FAIL: packing the test data set"; exit 1; }
+if command -v h5dump > /dev/null; then
+  ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run2" \
+    --dataset "$tmp/my data/ds.h5" --pretrain-config jobs/pretrain_tiny.cfg \
+    --finetune-config jobs/finetune_tiny.cfg --dry-run > "$tmp/ds.log" 2>&1 ||
+    { cat "$tmp/ds.log"; echo "FAIL: dry run with --dataset"; exit 1; }
+  line=$(grep "eval.sbatch" "$tmp/ds.log")
+  [[ $line == *"--data $tmp/my data/ds.h5"* && $line != *"--labels"* ]] ||
+    { echo "$line"; echo "FAIL: --dataset without --labels: eval's truth is not --data"; exit 1; }
+  echo "ok: --dataset without --labels scores against the data set's labels"
+else
+  echo "(h5dump not found: the --dataset dry run is not checked)"
+fi
 echo "ok: the eval's truth is the automatic labels, or --eval-args' own alone; both refused;" \
   "phantoms scored as FLARE"
