@@ -16,11 +16,13 @@
  *    loads the window's new 3x3 column and two dy values for 54 FMAs;
  *  - threads left over when Cin x ceil(Cout / 2) < 256 split the tile's runs into groups (at
  *    most kRunsPerTile: more would have no run to walk), whose sums are added in group order
- *    at the end; each block writes its partials, and a second
- *    kernel adds them onto dW in block order (in double). The tiles are dealt to blocks by
- *    index, so the result depends on the shape only, never on timing.
+ *    at the end; each block writes its partials, and a second kernel adds them onto dW in
+ *    block order (in double). The tiles are dealt to blocks by index, so the result depends
+ *    on the shape only, never on timing.
  * fp32 throughout (the TF32 setting is not applied here: fp32 FMAs are this kernel's tensor
- * math), so the result is closer to the CPU backend's than cuDNN's TF32 one. */
+ * math), so the result is closer to the CPU backend's than cuDNN's TF32 one. Measured on an
+ * H200 (runs 13-14): the UNETR step 1.054-1.057x faster than with cuDNN's, the four gradients
+ * about 9 ms instead of 12. */
 #include "cuda/cuda_conv_wgrad3.h"
 #include "cuda/cuda_kernels.cuh"
 #include "cuda/cuda_ops.h"
