@@ -85,9 +85,9 @@ def warn_skipped_cases(res, path):
     gap would not show by itself."""
     skipped = [c for c in res["attrs"].get("skipped_cases", "").split("\n") if c]
     if skipped:
+        more = " ..." if len(skipped) > 5 else ""
         print(f"tables.py: warning: {path}: {len(skipped)} case(s) of the truth had no prediction "
-              f"and are not in its means ({', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''})",
-              file=sys.stderr)
+              f"and are not in its means ({', '.join(skipped[:5])}{more})", file=sys.stderr)
 
 
 def warn_different_cases(summ):

@@ -22,7 +22,7 @@ typedef struct Config {
     char attention_kernel[CFG_STR]; /* cuda attention: auto | gemm | fused (flash kernels) | cudnn */
     char instnorm_kernel[CFG_STR];  /* cuda instance norm: own (kernels) | cudnn (batch norm API) */
     char conv_wgrad_layout[CFG_STR]; /* cuda conv weight gradients: ncdhw | ndhwc */
-    char conv_wgrad_kernel[CFG_STR]; /* cuda 3x3x3 conv weight gradients, <= 32 channels: own | cudnn */
+    char conv_wgrad_kernel[CFG_STR]; /* cuda 3x3x3 conv wgrad, <= 32 channels: own | cudnn */
     char pointwise_conv[CFG_STR];  /* cuda 1x1x1 convolutions, <= 32 channels: cudnn | own */
     char run_dir[CFG_STR];
     long seed;

@@ -167,7 +167,8 @@ const ConfigKey config_keys[] = {
       "pad = the point where Q's centre lies in Q's crop (its centre unless Q's crop was moved "
       "or padded), zero outside the volume (the released code)"),
     K("use_dv", CFG_T_BOOL, use_dv, "1", "", "cross-volume [cls] loss l_dv"),
-    K("use_casa", CFG_T_BOOL, use_casa, "1", "", "CASA alignment (0 = the ablation: l_st compares phi(H) and psi(Yd) token by token at the "
+    K("use_casa", CFG_T_BOOL, use_casa, "1", "",
+      "CASA alignment (0 = the ablation: l_st compares phi(H) and psi(Yd) token by token at the "
       "visible positions, and the intact views lose their flips and quarter turns so that those "
       "tokens show the same place; docs/MODEL.md)"),
     K("cls_source", CFG_T_ENUM, cls_source, "decoder", "decoder|encoder",
@@ -188,7 +189,8 @@ const ConfigKey config_keys[] = {
     K("w_dv", CFG_T_FLOAT, w_dv, "1", "0..", "weight of l_dv"),
     K("w_st", CFG_T_FLOAT, w_st, "1", "0..", "weight of l_st"),
     K("ema_start", CFG_T_FLOAT, ema_start, "0.996", "0..1", "EMA momentum at step 0"),
-    K("ema_end", CFG_T_FLOAT, ema_end, "1", "0..1", "EMA momentum the cosine reaches after the last step (docs/MODEL.md)"),
+    K("ema_end", CFG_T_FLOAT, ema_end, "1", "0..1",
+      "EMA momentum the cosine reaches after the last step (docs/MODEL.md)"),
     K("teacher_decoder", CFG_T_ENUM, teacher_decoder, "full", "full|embed",
       "what the EMA teacher runs between its encoder and psi: the whole decoder (blocks and "
       "final norm, as phi's H; the released code) or only its input projection"),

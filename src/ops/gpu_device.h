@@ -74,11 +74,12 @@ enum GpuConvWgradLayout { CONV_WGRAD_NCDHW, CONV_WGRAD_NDHWC };
 void gpu_set_conv_wgrad_layout(int layout);
 int gpu_conv_wgrad_layout(void);
 /* Weight gradients of 3x3x3, stride 1, padding 1 convolutions with at most 32 input and output
- * channels (config key conv_wgrad_kernel; backend conv3d_bwd dW): OWN (the default, 1.057x the
- * UNETR step in run 13): the backend's kernel on the NCDHW tensors (cuda/cuda_conv_wgrad3.cu):
+ * channels (config key conv_wgrad_kernel; backend conv3d_bwd dW). OWN (the default, 1.057x the
+ * UNETR step in run 13): the backend's kernel on the NCDHW tensors (cuda/cuda_conv_wgrad3.cu),
  * fp32 FMAs whatever the TF32 setting, deterministic. CUDNN: cuDNN's backward-filter in the
- * layout conv_wgrad_layout names, like every other shape. Same contract either way; results agree to float tolerance. Without CUDA the
- * choice is recorded and nothing runs it. An unknown value is a fatal error. */
+ * layout conv_wgrad_layout names, like every other shape. Same contract either way; results
+ * agree to float tolerance. Without CUDA the choice is recorded and nothing runs it. An unknown
+ * value is a fatal error. */
 enum GpuConvWgradKernel { CONV_WGRAD_KERNEL_OWN, CONV_WGRAD_KERNEL_CUDNN };
 void gpu_set_conv_wgrad_kernel(int kernel);
 int gpu_conv_wgrad_kernel(void);

@@ -1,8 +1,9 @@
 /* The kernel-path choices of gpu_device.h (config keys instnorm_kernel, conv_wgrad_layout,
- * conv_wgrad_kernel and pointwise_conv), one copy for both builds: the CUDA backend reads them per call or when it
- * builds a convolution plan; without CUDA they are recorded, so configuration code and its tests
- * behave the same in both builds. Each choice is one of two enum values; anything else is a
- * programming error (the config registry admits only the two names). */
+ * conv_wgrad_kernel and pointwise_conv), one copy for both builds: the CUDA backend reads them
+ * per call or when it builds a convolution plan; without CUDA they are recorded, so
+ * configuration code and its tests behave the same in both builds. Each choice is one of two
+ * enum values; anything else is a programming error (the config registry admits only the two
+ * names). */
 #include "core/check.h"
 #include "ops/gpu_device.h"
 

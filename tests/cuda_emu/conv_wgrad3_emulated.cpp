@@ -1,7 +1,8 @@
 /* The own weight gradient of 3x3x3, stride 1, padding 1 convolutions (cuda/cuda_conv_wgrad3.cu)
  * on the host through emu_cuda.h (test_conv_wgrad3_emulated.sh cuts it into
  * conv_wgrad3_kernels.inc), against a double reference of
- *   dW[o, i, kx, ky, kz] += sum_{b, x, y, z} dy[b, o, x, y, z] in[b, i, x + kx - 1, y + ky - 1, z + kz - 1]
+ *   dW[o, i, kx, ky, kz] += sum_{b, x, y, z} dy[b, o, x, y, z]
+ *                           * in[b, i, x + kx - 1, y + ky - 1, z + kz - 1]
  * (zero outside the volume), on shapes that cover every path of the kernel:
  *  - UNETR's channel counts (1 -> 16, 16 -> 16: two thread groups per output, 32 -> 16: one
  *    thread per output pair, all 256 threads), an odd Cout (the zero padding channel), volumes
@@ -92,10 +93,12 @@ int main()
     wgrad3_case(1, 32, 16, 2, 4, 32);  /* the last decoder block: 256 owners, one group */
     wgrad3_case(1, 2, 2, 70, 8, 40);   /* 280 tiles: more than the 264 blocks */
     wgrad3_case(2, 1, 1, 1, 1, 1);     /* one voxel: only the centre tap sees the input */
-    EMU_CHECK(cuda_conv_wgrad3_runs(1, 16, 3, 1, 1, 96) && cuda_conv_wgrad3_runs(16, 16, 3, 1, 1, 96) &&
+    EMU_CHECK(cuda_conv_wgrad3_runs(1, 16, 3, 1, 1, 96) &&
+                  cuda_conv_wgrad3_runs(16, 16, 3, 1, 1, 96) &&
                   cuda_conv_wgrad3_runs(32, 16, 3, 1, 1, 96),
               "UNETR's full-resolution 3x3x3 shapes must run on the own kernel");
-    EMU_CHECK(!cuda_conv_wgrad3_runs(32, 32, 3, 1, 1, 96) && !cuda_conv_wgrad3_runs(64, 8, 3, 1, 1, 96) &&
+    EMU_CHECK(!cuda_conv_wgrad3_runs(32, 32, 3, 1, 1, 96) &&
+                  !cuda_conv_wgrad3_runs(64, 8, 3, 1, 1, 96) &&
                   !cuda_conv_wgrad3_runs(16, 16, 1, 1, 0, 96) &&
                   !cuda_conv_wgrad3_runs(16, 16, 3, 2, 1, 96) &&
                   !cuda_conv_wgrad3_runs(16, 16, 3, 1, 0, 96) &&
@@ -103,6 +106,7 @@ int main()
               "only 3x3x3, stride 1, padding 1, <= 32 channels, <= 256 owners, Z >= 32 take the "
               "own kernel");
     g_wgrad_kernel = CONV_WGRAD_KERNEL_CUDNN;
-    EMU_CHECK(!cuda_conv_wgrad3_runs(16, 16, 3, 1, 1, 96), "conv_wgrad_kernel = cudnn: own kernel ran");
+    EMU_CHECK(!cuda_conv_wgrad3_runs(16, 16, 3, 1, 1, 96),
+              "conv_wgrad_kernel = cudnn: own kernel ran");
     return emu_finish(emu_fails, "ok: own 3x3x3 weight gradient on the emulation");
 }

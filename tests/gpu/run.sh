@@ -512,11 +512,13 @@ if [ $math_modes = 1 ] && grep -q casa_kv src/core/config_keys.c; then
   alice_step bf16-casa-features precision=bf16 tf32=1 casa_kv=features
   f=${samples_per_s[alice_bf16-casa-features]:-}; d=${samples_per_s[alice_bf16]:-}
   if [ -n "$f" ] && [ -n "$d" ]; then
+    format="%.3fx the default samples/s with casa_kv=features (%s vs %s; MFU %s%% vs %s%%)"
     record "casa_kv features step cost" ok "$(awk -v d="$d" -v f="$f" -v m="${mfu[alice_bf16]:-?}" \
-      -v n="${mfu[alice_bf16-casa-features]:-?}" \
-      'BEGIN{printf "%.3fx the default samples/s with casa_kv=features (%s vs %s; MFU %s%% vs %s%%)", f/d, f, d, n, m}')"
+      -v n="${mfu[alice_bf16-casa-features]:-?}" -v fmt="$format" \
+      'BEGIN{printf fmt, f/d, f, d, n, m}')"
   else
-    record "casa_kv features step cost" skip "needs both steps (default ${d:-missing}, features ${f:-missing} samples/s)"
+    record "casa_kv features step cost" skip \
+      "needs both steps (default ${d:-missing}, features ${f:-missing} samples/s)"
   fi
 fi
 # Gradient accumulation (accum_steps = 2 at batch 4: the same 8 samples per optimiser step in
@@ -575,8 +577,9 @@ if [ $math_modes = 1 ] && grep -q bench_steps src/train/finetune.h; then
     unetr_step bf16-wgrad-cudnn precision=bf16 tf32=1 conv_wgrad_kernel=cudnn
     c=${samples_per_s[unetr_bf16-wgrad-cudnn]:-}; d=${samples_per_s[unetr_bf16]:-}
     if [ -n "$c" ] && [ -n "$d" ]; then
-      record "own 3x3x3 wgrad unetr step speed-up" ok "$(awk -v c="$c" -v d="$d" \
-        'BEGIN{printf "%.3fx samples/s with the own kernel (default %s vs %s with conv_wgrad_kernel=cudnn)", d/c, d, c}')"
+      format="%.3fx samples/s with the own kernel (default %s vs %s with conv_wgrad_kernel=cudnn)"
+      record "own 3x3x3 wgrad unetr step speed-up" ok "$(awk -v c="$c" -v d="$d" -v fmt="$format" \
+        'BEGIN{printf fmt, d/c, d, c}')"
     else
       record "own 3x3x3 wgrad unetr step speed-up" skip \
         "needs both steps (default ${d:-missing}, cudnn ${c:-missing} samples/s)"

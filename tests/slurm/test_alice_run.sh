@@ -75,7 +75,8 @@ rc=$(run_case usr1-array USR1 SLURM_ARRAY_JOB_ID=4242 SLURM_ARRAY_TASK_ID=1)
 echo "ok: an array task requeues only itself (4242_1)"
 
 # mpirun waits for the ranks' checkpoint after a SIGTERM instead of killing them after 1 s
-launcher=$(ALICE_LAUNCHER=mpirun bash -c 'source "$1/slurm/common.sh"; alice_launcher_cmd' _ "$ROOT")
+launcher=$(ALICE_LAUNCHER=mpirun bash -c 'source "$1/slurm/common.sh"; alice_launcher_cmd' \
+  _ "$ROOT")
 [[ $launcher == *"--mca odls_base_sigkill_timeout 120"* ]] ||
   fail "mpirun launcher without the kill timeout: $launcher"
 echo "ok: the mpirun launcher gives the ranks 120 s after a SIGTERM"
@@ -106,6 +107,7 @@ echo "ok: pack.sbatch passes --force only when requeued"
 mkdir -p "$T/elsewhere"
 if (cd "$T/elsewhere" && SLURM_SUBMIT_DIR=$T/elsewhere bash "$ROOT/slurm/pretrain.sbatch" x y \
       > "$T/nocommon.log" 2>&1); then fail "pretrain.sbatch ran without slurm/common.sh"; fi
-grep -q "slurm/common.sh not found under '$T/elsewhere': submit from the repository's root, or set ALICE_HOME" \
-  "$T/nocommon.log" || { cat "$T/nocommon.log"; fail "no clear error without slurm/common.sh"; }
+want="slurm/common.sh not found under '$T/elsewhere': submit from the repository's root"
+grep -q "$want, or set ALICE_HOME" "$T/nocommon.log" ||
+  { cat "$T/nocommon.log"; fail "no clear error without slurm/common.sh"; }
 echo "ok: a script submitted outside the repository names the fix"
