@@ -17,9 +17,7 @@
 #                    is what scancel sends (requeueing would bring a cancelled job back) and
 #                    what preemption sends, where PreemptMode=REQUEUE requeues the job itself.
 #                    1: requeue after SIGTERM too (sites whose preemption cancels jobs;
-#                    srun only: mpirun exits 1 after a SIGTERM).
-#   ALICE_MPIRUN_KILL_WAIT  seconds mpirun waits for the ranks' checkpoint after a SIGTERM
-#                    before killing them (default 120; Open MPI's own default is 1 s)
+#                    srun only: mpirun kills the ranks 1 s after a SIGTERM and exits 1).
 #
 # Exit status of alice that the scripts act on (src/core/preempt.h):
 #   0 done; 3 = ALICE_EXIT_REQUEUE: stopped on SIGUSR1/SIGTERM after writing a checkpoint;
@@ -74,12 +72,12 @@ alice_launcher_cmd() {
       # On several nodes Open MPI starts its daemons with srun, which would read sbatch's
       # SLURM_GPUS_PER_TASK / SLURM_TRES_PER_TASK as that step's request: one GPU per daemon,
       # so all ranks of a node would share one GPU. Without them the step gets the job's GPUs.
-      # On SIGTERM (scancel, the time limit, preemption) mpirun kills its ranks after
-      # odls_base_sigkill_timeout (1 s by default): too short to write a checkpoint, so it
-      # waits ALICE_MPIRUN_KILL_WAIT s (Slurm's KillWait still bounds the whole stop).
+      # On SIGTERM (scancel, the time limit without --signal, preemption) mpirun kills its
+      # ranks after odls_base_sigkill_timeout, 1 s: too short for a checkpoint. Raising it is
+      # no cure: mpirun sleeps that long whenever it ends a job a rank left non-zero, the
+      # status-3 stop of the SIGUSR1 path included (docs/OPERATIONS.md, section 6).
       echo env -u SLURM_GPUS_PER_TASK -u SLURM_TRES_PER_TASK mpirun -np "${SLURM_NTASKS:-1}" \
         --map-by "slot:PE=${SLURM_CPUS_PER_TASK:-1}" \
-        --mca odls_base_sigkill_timeout "${ALICE_MPIRUN_KILL_WAIT:-120}" \
         --bind-to core -x OMP_NUM_THREADS -x OMP_PROC_BIND -x OMP_PLACES ;;
     *) alice_fail "ALICE_LAUNCHER='$ALICE_LAUNCHER' is not srun or mpirun" ;;
   esac

@@ -8,8 +8,8 @@
 #  - on SIGTERM (scancel; preemption, which Slurm requeues by itself) forwards it but does not
 #    requeue, unless ALICE_REQUEUE_ON_TERM=1;
 #  - in a job array, requeues its own task (ARRAYID_TASK), never the whole array;
-# and the mpirun launcher's kill timeout, pack.sbatch's --force only when requeued, the error
-# of a script submitted outside the repository.
+# and pack.sbatch's --force only when requeued, the error of a script submitted outside the
+# repository.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 T=$(mktemp -d)
@@ -74,12 +74,6 @@ rc=$(run_case usr1-array USR1 SLURM_ARRAY_JOB_ID=4242 SLURM_ARRAY_TASK_ID=1)
     "expected 'requeue 4242_1' (status $rc)"; }
 echo "ok: an array task requeues only itself (4242_1)"
 
-# mpirun waits for the ranks' checkpoint after a SIGTERM instead of killing them after 1 s
-launcher=$(ALICE_LAUNCHER=mpirun bash -c 'source "$1/slurm/common.sh"; alice_launcher_cmd' \
-  _ "$ROOT")
-[[ $launcher == *"--mca odls_base_sigkill_timeout 120"* ]] ||
-  fail "mpirun launcher without the kill timeout: $launcher"
-echo "ok: the mpirun launcher gives the ranks 120 s after a SIGTERM"
 
 # pack.sbatch: --force only for a requeued job; a first start leaves an existing data set to
 # alice pack's refusal
