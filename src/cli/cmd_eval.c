@@ -213,32 +213,27 @@ static void spacing_of(const double affine[4][4], double spacing[3])
         spacing[j] = sqrt(affine[0][j] * affine[0][j] + affine[1][j] * affine[1][j] + affine[2][j] * affine[2][j]);
 }
 
-/* Voxels of each organ of `set` in the truth (the whole volume, whatever the protocol). */
-static void count_truth_voxels(const uint8_t *truth, const int dim[3], const LabelSet *set,
-                               double *voxels)
+/* Voxels of each label value 0..255 in the volume (the whole volume, whatever the protocol). */
+static void label_histogram(const uint8_t *v, const int dim[3], size_t histogram[256])
 {
-    size_t histogram[256] = {0};
-    const size_t n = (size_t)dim[0] * dim[1] * dim[2];
-    for (size_t i = 0; i < n; i++) histogram[truth[i]]++;
-    for (int o = 0; o < set->count; o++) voxels[o] = (double)histogram[set->organs[o].id];
-}
-
-/* Every nonzero id of the label volume `v` must be an organ of `set`: a map in another
- * numbering (raw output of another tool, a 255 "ignore" value, a model of another
- * num_classes) would otherwise score its organs as misses and drop them from the means
- * without a word. With allow_unknown those voxels count as background, with a warning. */
-static void check_known_ids(const uint8_t *v, const int dim[3], const LabelSet *set,
-                            const char *file, int allow_unknown)
-{
-    size_t histogram[256] = {0};
+    memset(histogram, 0, 256 * sizeof(size_t));
     const size_t n = (size_t)dim[0] * dim[1] * dim[2];
     for (size_t i = 0; i < n; i++) histogram[v[i]]++;
-    for (int o = 0; o < set->count; o++) histogram[set->organs[o].id] = 0;
-    histogram[0] = 0;
+}
+
+/* Every nonzero id of a label volume (its histogram) must be an organ of `set`: a map in
+ * another numbering (raw output of another tool, a 255 "ignore" value, a model of another
+ * num_classes) would otherwise score its organs as misses and drop them from the means
+ * without a word. With allow_unknown those voxels count as background, with a warning. */
+static void check_known_ids(const size_t histogram[256], const LabelSet *set, const char *file,
+                            int allow_unknown)
+{
+    int organ[256] = {0};
+    for (int o = 0; o < set->count; o++) organ[set->organs[o].id] = 1;
     char list[512] = "";
     int unknown = 0;
     for (int id = 1; id < 256; id++) {
-        if (!histogram[id]) continue;
+        if (!histogram[id] || organ[id]) continue;
         const size_t used = strlen(list);
         if (unknown++ < 8 && used < sizeof list - 64)
             snprintf(list + used, sizeof list - used, "%s%d (%zu voxel%s)", used ? ", " : "", id,
@@ -312,11 +307,15 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
         snprintf(truth_name, sizeof truth_name, "%s", c->truth);
     }
     check_same_grid(c->pred, pd, pa, truth_name, td, ta);
-    check_known_ids(pred, pd, set, c->pred, allow_unknown);
-    check_known_ids(truth, td, set, truth_name, allow_unknown);
+    size_t histogram[256];
+    label_histogram(pred, pd, histogram);
+    check_known_ids(histogram, set, c->pred, allow_unknown);
+    label_histogram(truth, td, histogram);
+    check_known_ids(histogram, set, truth_name, allow_unknown);
+    /* the truth's organ sizes, from the same pass */
+    for (int o = 0; o < set->count; o++) truth_voxels[o] = (double)histogram[set->organs[o].id];
     spacing_of(ta, spacing);
     case_scores(truth, pred, td, spacing, set, protocol, dsc, nsd);
-    count_truth_voxels(truth, td, set, truth_voxels);
     free(pred);
     free(truth);
 }
