@@ -3,6 +3,7 @@
  * take cases round-robin; rank 0 gathers, writes results.h5 + results.csv and prints means. */
 #include <dirent.h>
 #include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 #include "core/timer.h"
 #include "dataset.h"
@@ -415,17 +417,14 @@ static char *distinct_lines(char *const *s, int n)
  * data the scoring takes minutes; results_write would only fail at the end). */
 static void check_out_folder(const char *stem)
 {
-    char dir[PATH_LEN];
-    snprintf(dir, sizeof dir, "%s", stem);
-    char *slash = strrchr(dir, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == dir) slash[1] = '\0';
-    else *slash = '\0';
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+    char buf[PATH_LEN];
+    snprintf(buf, sizeof buf, "%s", stem);
+    const char *dir = dirname(buf);
+    const FolderState folder = folder_state(dir);
+    if (folder == FOLDER_MISSING || folder == FOLDER_NOT_DIR)
         alice_die("eval: --out %s: the folder %s does not exist; create it, or give a stem in an "
                   "existing folder", stem, dir);
-    if (access(dir, W_OK) != 0)
+    if (folder == FOLDER_NOT_WRITABLE)
         alice_die("eval: --out %s: cannot write into %s (%s); give a stem in a writable folder",
                   stem, dir, strerror(errno));
 }

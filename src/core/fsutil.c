@@ -69,19 +69,29 @@ void commit_stream(FILE *f, const char *tmp, const char *path)
     durable_replace(tmp, path);
 }
 
+FolderState folder_state(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) return FOLDER_MISSING;
+    if (!S_ISDIR(st.st_mode)) return FOLDER_NOT_DIR;
+    if (access(dir, W_OK | X_OK) != 0) return FOLDER_NOT_WRITABLE;
+    return FOLDER_OK;
+}
+
 void describe_create_failure(const char *path, char *why, size_t size)
 {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
     const char *dir = dirname(buf);
     struct stat st;
+    const FolderState folder = folder_state(dir);
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         snprintf(why, size, "%s is a directory; name a file", path);
-    else if (stat(dir, &st) != 0)
+    else if (folder == FOLDER_MISSING)
         snprintf(why, size, "its folder %s: %s; create it first", dir, strerror(errno));
-    else if (!S_ISDIR(st.st_mode))
+    else if (folder == FOLDER_NOT_DIR)
         snprintf(why, size, "%s is not a folder", dir);
-    else if (access(dir, W_OK | X_OK) != 0)
+    else if (folder == FOLDER_NOT_WRITABLE)
         snprintf(why, size, "its folder %s is not writable: %s", dir, strerror(errno));
     else
         snprintf(why, size, "its folder %s is writable: the file system refused the file (full, a "

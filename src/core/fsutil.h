@@ -18,6 +18,10 @@ void durable_replace(const char *tmp, const char *path);
 /* Closes `f`, a temporary file written in full, then durable_replace(tmp, path); a failed
  * close (a full disk shows there) removes tmp and ends the job naming it. */
 void commit_stream(FILE *f, const char *tmp, const char *path);
+/* Whether a file can be created in folder `dir` as far as the folder goes: FOLDER_MISSING
+ * (errno says why), FOLDER_NOT_DIR, FOLDER_NOT_WRITABLE (errno says why) or FOLDER_OK. */
+typedef enum { FOLDER_OK, FOLDER_MISSING, FOLDER_NOT_DIR, FOLDER_NOT_WRITABLE } FolderState;
+FolderState folder_state(const char *dir);
 /* Why creating `path` failed, where the creating call gives no reason (HDF5's H5Fcreate):
  * `path` a directory, its folder missing, not a folder or not writable, or else the file
  * system's refusal. */
