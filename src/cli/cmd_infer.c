@@ -3,7 +3,6 @@
  * (with --probs also the class probabilities, float32 or uint8 <out>/<case>_probs.nii.gz).
  * Ranks split the cases (case j of the selection goes to rank j % size). */
 #include <errno.h>
-#include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -71,10 +70,8 @@ static void check_spacing(const char *ckpt, const char *data, const Dataset *ds,
                      ckpt, data, packed[0], packed[1], packed[2]);
         return;
     }
-    int same = 1;
-    for (int a = 0; a < 3; a++)
-        same &= fabs(packed[a] - trained[a]) <= 1e-3 * trained[a];
-    if (same) return;
+    const double packed_mm[3] = {packed[0], packed[1], packed[2]};
+    if (spacing_equal(packed_mm, trained)) return;
     if (allow_mismatch) {
         log_warn("%s is packed at %g,%g,%g mm, the model was fine-tuned at %g,%g,%g mm: predicting "
                  "anyway (--allow-spacing-mismatch)", data, packed[0], packed[1], packed[2],

@@ -366,7 +366,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     long start = 0;
     char ckpt[4096] = "";
     /* decided before run_dir is written to: a refused run leaves it as it was */
-    const int resuming = train_resume_checkpoint(cfg, &dist, be, "finetune", opt->resume_from,
+    const int resuming = train_resume_checkpoint(cfg, &dist, be, "finetune",
+                                                 model.cfg.data_spacing, opt->resume_from,
                                                  opt->resume, ckpt, sizeof ckpt);
     /* loaded (shapes checked) before config.txt is written: a checkpoint of another model
      * leaves run_dir describing the checkpoints it holds */

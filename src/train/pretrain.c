@@ -282,8 +282,9 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     long start = 0;
     char ckpt[4096] = "";
     /* decided before run_dir is written to: a refused run leaves it as it was */
-    const int resuming = train_resume_checkpoint(cfg, &dist, be, "pretrain", opt->resume_from,
-                                                 opt->resume, ckpt, sizeof ckpt);
+    const int resuming = train_resume_checkpoint(cfg, &dist, be, "pretrain", NULL,
+                                                 opt->resume_from, opt->resume, ckpt,
+                                                 sizeof ckpt);
     /* loaded (shapes checked) before config.txt is written: a checkpoint of another model
      * leaves run_dir describing the checkpoints it holds */
     if (resuming) {

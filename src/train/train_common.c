@@ -182,15 +182,31 @@ int train_step_finite(double loss, double grad_norm)
     return !dist_max_int(bad);
 }
 
+/* A fine-tuning run resumed on data packed at another spacing than its checkpoint's would train
+ * one model at two voxel sizes, and its checkpoints would then claim the new spacing to alice
+ * infer (which resamples nothing: it refuses data at another spacing). */
+static void check_resume_spacing(const char *ckpt, const char *data, const double *now)
+{
+    double then[3];
+    if (!now || now[0] <= 0.0 || !checkpoint_data_spacing(ckpt, then) || spacing_equal(now, then))
+        return;
+    alice_die("%s is packed at %g,%g,%g mm but %s, the checkpoint this run resumes, was trained "
+              "on data at %g,%g,%g mm: repack the cases with `alice pack ... spacing=%g,%g,%g`, "
+              "or give this run another run_dir to start over at the new spacing", data, now[0],
+              now[1], now[2], ckpt, then[0], then[1], then[2], then[0], then[1], then[2]);
+}
+
 /* Rank 0's side of train_resume_checkpoint. */
 static int choose_resume_checkpoint(const Config *cfg, const char *backend, const char *kind,
-                                    const char *resume_from, int resume, char *ckpt, size_t n)
+                                    const double *data_spacing, const char *resume_from,
+                                    int resume, char *ckpt, size_t n)
 {
     checkpoint_remove_stale_tmp(cfg->run_dir);
     const long newest = checkpoint_latest_step(cfg->run_dir);
     if (resume_from) {
         snprintf(ckpt, n, "%s", resume_from);
         const long step = checkpoint_check_resumable(ckpt, kind, cfg, backend);
+        check_resume_spacing(ckpt, cfg->data, data_spacing);
         if (newest > step)
             alice_die("run_dir %s holds ckpt_%ld.h5, newer than %s (step %ld): this run would mix "
                       "its checkpoints with those of the run it redoes; move the newer "
@@ -214,16 +230,17 @@ static int choose_resume_checkpoint(const Config *cfg, const char *backend, cons
         return 0;
     }
     checkpoint_check_resumable(ckpt, kind, cfg, backend);
+    check_resume_spacing(ckpt, cfg->data, data_spacing);
     return 1;
 }
 
 int train_resume_checkpoint(const Config *cfg, const Dist *d, const AliceBackend *be,
-                            const char *kind, const char *resume_from, int resume, char *ckpt,
-                            size_t n)
+                            const char *kind, const double *data_spacing,
+                            const char *resume_from, int resume, char *ckpt, size_t n)
 {
     char path[4096] = "";
-    int found = d->rank == 0 ? choose_resume_checkpoint(cfg, be->name, kind, resume_from, resume,
-                                                        path, sizeof path)
+    int found = d->rank == 0 ? choose_resume_checkpoint(cfg, be->name, kind, data_spacing,
+                                                        resume_from, resume, path, sizeof path)
                              : 0;
     CHECK_MPI(MPI_Bcast(&found, 1, MPI_INT, 0, MPI_COMM_WORLD));
     CHECK_MPI(MPI_Bcast(path, (int)sizeof path, MPI_CHAR, 0, MPI_COMM_WORLD));

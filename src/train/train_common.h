@@ -67,10 +67,11 @@ void train_step_graph_init(StepGraph *graph, const AliceBackend *be, const Confi
  * new run's and a restart would resume the old one; resume_from older than run_dir's latest),
  * when run_dir's checkpoints are all damaged, or when the checkpoint is of another kind or
  * method (checkpoint_check_resumable, which also warns when the rank count, backend be or
- * thread count differ from the checkpoint's). Collective. */
+ * thread count differ from the checkpoint's), or when data_spacing (the voxel spacing of the
+ * run's data set; NULL or zeros: not checked) differs from the checkpoint's. Collective. */
 int train_resume_checkpoint(const Config *cfg, const Dist *d, const AliceBackend *be,
-                            const char *kind, const char *resume_from, int resume, char *ckpt,
-                            size_t n);
+                            const char *kind, const double *data_spacing,
+                            const char *resume_from, int resume, char *ckpt, size_t n);
 
 /* Most loss terms a loop logs (LossTerms: 4). */
 enum { TRAIN_MAX_TERMS = 4 };

@@ -8,8 +8,9 @@
 # count, a fine-tuning checkpoint as pretrained, or a fold the data set does not have (packed
 # with 2), or a checkpoint missing one encoder tensor, is refused before any step, while fold 5
 # of a data set packed with 6 folds trains; alice infer refuses a pre-training checkpoint, data
-# packed at another spacing than the fine-tuning's, and an --out that is a file; predictions
-# carry their sources' sform/qform codes (a source with neither included).
+# packed at another spacing than the fine-tuning's (so does a fine-tuning resumed on such data),
+# and an --out that is a file; predictions carry their sources' sform/qform codes (a source
+# with neither included).
 set -u
 ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
@@ -79,6 +80,11 @@ assert s == [3.0, 3.0, 3.0], s" "$T/ft/ckpt_best.h5" || fail "ckpt_best.h5 lacks
 "$ALICE" info "$T/ft/ckpt_best.h5" | grep -q "packed at 3,3,3 mm" ||
   fail "alice info does not show the checkpoint's data spacing"
 run "$ALICE" pack --input "$T/ph" --out "$T/ds4.h5" spacing=4,4,4 num_folds=2 seed=1
+# a fine-tuning run resumed on data repacked at another spacing is refused, run_dir untouched
+cp -r "$T/ft" "$T/ft.before"
+refused "ds4.h5 is packed at 4,4,4 mm but .*ckpt_30.h5, the checkpoint this run resumes, was \
+trained on data at 3,3,3 mm" run_dir="$T/ft" $ENC data="$T/ds4.h5" steps=31
+diff -r "$T/ft" "$T/ft.before" > /dev/null || fail "the refused resume changed its run_dir"
 if "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds4.h5" --cases fold:0 \
     --out "$T/pred4" > "$T/bad.log" 2>&1; then fail "infer accepted data at another spacing"; fi
 grep -q "is packed at 4,4,4 mm but .* was fine-tuned on data at 3,3,3 mm" "$T/bad.log" ||
