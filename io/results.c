@@ -54,6 +54,22 @@ static void write_h5(const char *path, const EvalResults *r)
     h5_commit(f, path);
 }
 
+/* One CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, a quote or a line
+ * break, so a case named "pt,01" stays one field for csv readers. */
+static void write_csv_field(FILE *out, const char *text)
+{
+    if (!text[strcspn(text, ",\"\r\n")]) {
+        fputs(text, out);
+        return;
+    }
+    fputc('"', out);
+    for (const char *c = text; *c; c++) {
+        if (*c == '"') fputc('"', out);
+        fputc(*c, out);
+    }
+    fputc('"', out);
+}
+
 static void write_csv(const char *path, const EvalResults *r)
 {
     char tmp[4200];
@@ -61,11 +77,15 @@ static void write_csv(const char *path, const EvalResults *r)
     FILE *out = fopen(tmp, "w");
     if (!out) alice_die("%s: cannot create the results table: %s; check that the directory exists "
                         "and is writable", tmp, strerror(errno));
-    fprintf(out, "case,organ,dsc,nsd\n");
+    fprintf(out, "case,organ,dsc,nsd,truth_voxels\n");
     for (int c = 0; c < r->num_cases; c++)
-        for (int o = 0; o < r->num_organs; o++)
-            fprintf(out, "%s,%s,%.9g,%.9g\n", r->case_names[c], r->organ_names[o],
-                    r->dsc[(size_t)c * r->num_organs + o], r->nsd[(size_t)c * r->num_organs + o]);
+        for (int o = 0; o < r->num_organs; o++) {
+            const size_t cell = (size_t)c * r->num_organs + o;
+            write_csv_field(out, r->case_names[c]);
+            fputc(',', out);
+            write_csv_field(out, r->organ_names[o]);
+            fprintf(out, ",%.9g,%.9g,%.0f\n", r->dsc[cell], r->nsd[cell], r->truth_voxels[cell]);
+        }
     commit_stream(out, tmp, path);
 }
 

@@ -1,6 +1,7 @@
 """`alice eval` against the independent numpy/scipy reference (metrics_ref.py) on random
 multi-organ blob masks with anisotropic spacing, written as NIfTI with nibabel: every DSC and
-NSD must agree to 1e-5, in results.csv and results.h5 alike; then again with
+NSD must agree to 1e-5, in results.csv and results.h5 alike (the CSV's truth_voxels equal to
+numpy's counts, a case name with a comma and quotes read back whole by Python's csv); then with
 eval_protocol=flare22 (aorta, IVC and esophagus on the truth's labelled slices, the reference
 cropping the arrays as the FLARE 2022 script does), whose scores must differ from plain ones
 for some of those organs and for no other; and on 2 MPI ranks (cases split, rank 0 listing
@@ -26,6 +27,7 @@ except ImportError as e:  # pragma: no cover
     sys.exit(77)
 
 ALICE = os.environ.get("ALICE", "bin/alice")
+CASE_B = 'case,"B"'   # results.csv must quote it (RFC 4180)
 
 
 def blobs(rng, shape, organs, absent=()):
@@ -63,13 +65,14 @@ def main():
     rng = np.random.default_rng(7)
     organs = list(range(1, 14))
     cases = [("caseA", (36, 30, 22), (0.75, 1.25, 2.5), ()),
-             ("caseB", (28, 34, 18), (0.8, 1.1, 3.0), (7,)),
+             (CASE_B, (28, 34, 18), (0.8, 1.1, 3.0), (7,)),
              ("caseC", (30, 26, 20), (1.5, 0.6, 2.0), (9,))]
     with tempfile.TemporaryDirectory() as tmp:
         ldir, pdir = os.path.join(tmp, "labels"), os.path.join(tmp, "pred")
         os.makedirs(ldir)
         os.makedirs(pdir)
         ref = {"plain": {}, "flare22": {}}
+        truth_voxels = {}
         for name, shape, spacing, absent in cases:
             gt = blobs(rng, shape, organs, absent)
             pred = perturb(rng, gt, organs)
@@ -87,10 +90,12 @@ def main():
             for protocol in ref:
                 ref[protocol][name] = {o: (d, n) for o, d, n in
                                        metrics_ref.case_scores(gt, pred, sp, "flare", protocol)}
+            truth_voxels[name] = {o: int((gt == lid).sum())
+                                  for lid, o, _ in metrics_ref.LABEL_SETS["flare"]}
         # a truth case without a prediction: warned about and left out
         nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), os.path.join(ldir, "orphan.nii.gz"))
         for protocol in ref:
-            if not scored_as_reference(tmp, ldir, pdir, protocol, ref[protocol]):
+            if not scored_as_reference(tmp, ldir, pdir, protocol, ref[protocol], truth_voxels):
                 return 1
         # two ranks split the cases (rank 0 lists them) and give the same table
         out2 = os.path.join(tmp, "results_2ranks")
@@ -114,7 +119,7 @@ def main():
         return 0
 
 
-def scored_as_reference(tmp, ldir, pdir, protocol, ref):
+def scored_as_reference(tmp, ldir, pdir, protocol, ref, truth_voxels):
     """alice eval under `protocol` against the reference's scores; True when they agree."""
     out = os.path.join(tmp, "results_" + protocol)
     r = subprocess.run([ALICE, "eval", "--pred", pdir, "--labels", ldir, "--out", out,
@@ -135,8 +140,15 @@ def scored_as_reference(tmp, ldir, pdir, protocol, ref):
     worst, rows = 0.0, 0
     with open(out + ".csv") as f:
         for row in csv.DictReader(f):
+            if None in row or row["case"] not in ref:
+                print(f"results.csv row read as {row}: a case name not quoted?")
+                return False
             d, n = ref[row["case"]][row["organ"]]
             worst = max(worst, gap(float(row["dsc"]), d), gap(float(row["nsd"]), n))
+            if int(row["truth_voxels"]) != truth_voxels[row["case"]][row["organ"]]:
+                print(f"results.csv truth_voxels {row['truth_voxels']} for {row['case']} "
+                      f"{row['organ']}, numpy counts {truth_voxels[row['case']][row['organ']]}")
+                return False
             rows += 1
     with h5py.File(out + ".h5", "r") as h:
         names = [s.decode() for s in h["case_names"][:]]
@@ -153,11 +165,11 @@ def scored_as_reference(tmp, ldir, pdir, protocol, ref):
     nsd_values = [v[1] for c in ref.values() for v in c.values() if not math.isnan(v[1])]
     print(f"{protocol}: rows {rows}, max |C - reference| = {worst:.3g}; reference NSD range "
           f"{min(nsd_values):.3f}..{max(nsd_values):.3f}")
-    if rows != 3 * 13 or names != ["caseA", "caseB", "caseC"] or not ok_attrs:
+    if rows != 3 * 13 or names != sorted(["caseA", CASE_B, "caseC"]) or not ok_attrs:
         print("results files incomplete or attributes wrong")
         return False
     aorta_c = ref["caseC"]["aorta"]
-    if (ref["caseB"]["right_adrenal"] != (1.0, 1.0) or ref["caseC"]["pancreas"] != (0.0, 0.0)
+    if (ref[CASE_B]["right_adrenal"] != (1.0, 1.0) or ref["caseC"]["pancreas"] != (0.0, 0.0)
             or math.isnan(aorta_c[0]) != (protocol == "flare22")):
         print("empty-mask conventions not exercised as intended")
         return False
