@@ -24,8 +24,12 @@
 #   --cpus-per-task N        [ALICE_CPUS_PER_TASK, default: the scripts' own]
 #   --pack-tasks N           MPI ranks of the pack job [ALICE_PACK_TASKS, default: pack.sbatch's]
 #   --partition P, --account A, --time-pretrain T   passed to sbatch
+#   --mem-per-cpu M          memory per CPU for every job, passed to sbatch (e.g. 8G): on
+#                            clusters that schedule memory (CR_Core_Memory) without a
+#                            DefMemPerCPU, a job asking none gets a whole node's [ALICE_MEM_PER_CPU]
 #   --pretrain-args "k=v ...", --finetune-args, --infer-args, --eval-args, --pack-args
-#                            extra alice arguments for one stage
+#                            extra alice arguments for one stage, split into words as a shell
+#                            would ("--data 'my data/ds.h5'" is two words)
 #   --labels DIR             ground-truth label NIfTI folder for eval (default: the phantoms'
 #                            labelsTr, or INPUT/../labelsTr or INPUT/labelsTr for FLARE-style
 #                            input; with --dataset, the data set's labels (--data); else give
@@ -65,10 +69,23 @@ nodes=${ALICE_NODES:-1}
 gpus_per_node=${ALICE_GPUS_PER_NODE:-8}
 cpus_per_task=${ALICE_CPUS_PER_TASK:-}
 pack_tasks=${ALICE_PACK_TASKS:-}
+mem_per_cpu=${ALICE_MEM_PER_CPU:-}
 partition="" account="" time_pretrain=""
 pack_args="" pretrain_args="" finetune_args="" infer_args="" eval_args=""
 dry_run=0
 
+# split_words NAME TEXT: TEXT's words into the array NAME, quoted as on a command line, so a
+# path with spaces can be one word ("--data 'my data/ds.h5'"). xargs does the splitting: it
+# honours quotes and backslashes and, unlike eval, runs nothing the text might hold.
+split_words() {
+  local name=$1 text=$2 word
+  printf '%s' "$text" | xargs printf '' 2>/dev/null ||
+    fail "cannot split '$text' into words (an unmatched quote?)"
+  eval "$name=()"
+  while IFS= read -r -d '' word; do
+    eval "$name+=(\"\$word\")"
+  done < <(printf '%s' "$text" | xargs printf '%s\0')
+}
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 fail() { echo "chain.sh: error: $*" >&2; exit 2; }
 
@@ -86,6 +103,7 @@ while [ $# -gt 0 ]; do
     --gpus-per-node) gpus_per_node=$2; shift ;;
     --cpus-per-task) cpus_per_task=$2; shift ;;
     --pack-tasks) pack_tasks=$2; shift ;;
+    --mem-per-cpu) mem_per_cpu=$2; shift ;;
     --partition) partition=$2; shift ;;
     --account) account=$2; shift ;;
     --time-pretrain) time_pretrain=$2; shift ;;
@@ -158,10 +176,21 @@ if [ "$dry_run" = 0 ] && [ -s "$jobs_file" ] && command -v squeue >/dev/null; th
   [ -z "$live" ] || fail "$jobs_file lists jobs still in the queue:$live; a second chain would" \
     "write into the same run directory: scancel them first, or give another --run-dir"
 fi
+pack_words=() pretrain_words=() finetune_words=() infer_words=() eval_words=()
+split_words pack_words "$pack_args"
+split_words pretrain_words "$pretrain_args"
+split_words finetune_words "$finetune_args"
+split_words infer_words "$infer_args"
+split_words eval_words "$eval_args"
 # --eval-args naming its own truth (--data or --labels) takes no automatic one: alice eval
 # refuses two sources of truth, which would only show after the whole chain had run.
-own_truth=0
-[[ " $eval_args " == *" --data "* ]] || [[ " $eval_args " == *" --labels "* ]] && own_truth=1
+own_truth=0 own_label_set=0
+for word in ${eval_words[@]+"${eval_words[@]}"}; do
+  case $word in
+    --data|--labels) own_truth=1 ;;
+    label_set=*) own_label_set=1 ;;
+  esac
+done
 if [ -z "$labels" ] && [ "$own_truth" = 0 ]; then
   case $input in
     phantoms:*) labels=$run_dir/data/phantoms/labelsTr ;;
@@ -176,7 +205,7 @@ eval_truth=()
 [ -n "$labels" ] && eval_truth=(--labels "$labels")
 # --dataset without --labels: the data set's own labels (alice eval --data scores against
 # each case's source label recorded at packing, or the packed one), passed as one word, so a
-# path with spaces survives where --eval-args is split at spaces
+# path with spaces survives
 if [ -z "$labels" ] && [ "$own_truth" = 0 ] && [ -n "$dataset_given" ]; then
   eval_truth=(--data "$dataset")
   own_truth=1
@@ -184,7 +213,7 @@ fi
 # The phantoms number their organs FLARE's way (1 = liver): scored with the FLARE organ names
 # and tolerances whatever label set the evaluation's job file names (finetune_btcv.cfg: btcv),
 # unless --eval-args chooses one.
-[[ $input == phantoms:* ]] && [[ " $eval_args " != *" label_set="* ]] &&
+[[ $input == phantoms:* ]] && [ "$own_label_set" = 0 ] &&
   eval_truth+=(label_set=flare)
 [ -n "$labels" ] || [ "$own_truth" = 1 ] ||
   fail "eval needs ground truth: give --labels DIR or --eval-args \"--data <dataset.h5>\""
@@ -194,6 +223,7 @@ fi
 common=(--parsable --kill-on-invalid-dep=yes --hold)
 [ -n "$partition" ] && common+=(--partition="$partition")
 [ -n "$account" ] && common+=(--account="$account")
+[ -n "$mem_per_cpu" ] && common+=(--mem-per-cpu="$mem_per_cpu")
 [ -n "${ALICE_SBATCH_OPTS:-}" ] && read -r -a extra <<<"$ALICE_SBATCH_OPTS" &&
   common+=(${extra[@]+"${extra[@]}"})
 cpus=(); [ -n "$cpus_per_task" ] && cpus=(--cpus-per-task="$cpus_per_task")
@@ -210,7 +240,8 @@ submit() {
   while [ "$1" != -- ]; do opts+=("$1"); shift; done
   shift
   if [ "$dry_run" = 1 ]; then
-    echo "sbatch ${opts[*]} $*" >&2
+    printf '%q ' sbatch "${opts[@]}" "$@" >&2   # quoted: each word shows as one
+    echo >&2
     echo "DRY-$stage"
   else
     sbatch "${opts[@]}" "$@" | cut -d';' -f1
@@ -232,14 +263,13 @@ cancel_submitted() {
 }
 trap cancel_submitted EXIT
 
-# Word-split the per-stage extra arguments on purpose ("k=v k2=v2").
-# shellcheck disable=SC2086
 {
   dep=""
   if [ -n "$input" ]; then
     pack_opts=("${log[@]}" ${cpus[@]+"${cpus[@]}"})
     [ -n "$pack_tasks" ] && pack_opts+=(--ntasks-per-node="$pack_tasks")
-    pack_id=$(submit pack "" "${pack_opts[@]}" -- "$here/pack.sbatch" "$input" "$dataset" num_folds="$folds" $pack_args)
+    pack_id=$(submit pack "" "${pack_opts[@]}" -- "$here/pack.sbatch" "$input" "$dataset" num_folds="$folds" \
+      ${pack_words[@]+"${pack_words[@]}"})
     record pack "$pack_id"
     dep=afterok:$pack_id
   fi
@@ -247,26 +277,28 @@ trap cancel_submitted EXIT
                  ${gpu_cpus[@]+"${gpu_cpus[@]}"})
   [ -n "$time_pretrain" ] && pretrain_opts+=(--time="$time_pretrain")
   pretrain_id=$(submit pretrain "$dep" "${pretrain_opts[@]}" -- \
-    "$here/pretrain.sbatch" "$pretrain_cfg" "$run_dir/pretrain" data="$dataset" $pretrain_args)
+    "$here/pretrain.sbatch" "$pretrain_cfg" "$run_dir/pretrain" data="$dataset" \
+    ${pretrain_words[@]+"${pretrain_words[@]}"})
   record pretrain "$pretrain_id"
 
   array=(--array=0-"$last_fold" --output="$run_dir/logs/%x-%A_%a.out")
   finetune_id=$(submit finetune "afterok:$pretrain_id" "${array[@]}" \
     ${gpu_cpus[@]+"${gpu_cpus[@]}"} --export=ALL,ALICE_PRETRAIN_DIR="$run_dir/pretrain" -- \
-    "$here/finetune.sbatch" "$finetune_cfg" "$run_dir/finetune" data="$dataset" num_folds="$folds" $finetune_args)
+    "$here/finetune.sbatch" "$finetune_cfg" "$run_dir/finetune" data="$dataset" num_folds="$folds" \
+    ${finetune_words[@]+"${finetune_words[@]}"})
   record finetune "$finetune_id"
 
   # aftercorr: infer fold k starts when fine-tuning fold k has succeeded.
   infer_id=$(submit infer "aftercorr:$finetune_id" "${array[@]}" \
     ${gpu_cpus[@]+"${gpu_cpus[@]}"} -- \
     "$here/infer.sbatch" "$run_dir/finetune" "$run_dir/predictions" --data "$dataset" \
-    $infer_args)
+    ${infer_words[@]+"${infer_words[@]}"})
   record infer "$infer_id"
 
   eval_id=$(submit eval "afterok:$infer_id" "${log[@]}" ${cpus[@]+"${cpus[@]}"} -- \
     "$here/eval.sbatch" "$eval_cfg" "$run_dir/predictions" "$run_dir/eval" \
     ${eval_truth[@]+"${eval_truth[@]}"} \
-    $eval_args)
+    ${eval_words[@]+"${eval_words[@]}"})
   record eval "$eval_id"
 }
 if [ "$dry_run" = 1 ]; then

@@ -5,6 +5,8 @@
 # no automatic --labels beside it (alice eval refuses two sources of truth, which showed only
 # after the whole chain had run), and an explicit --labels beside it is refused at once. The
 # phantoms are scored with label_set=flare (their numbering) unless --eval-args names one.
+# Stage arguments are split as a shell splits them (quotes keep a path with spaces one word;
+# an unmatched quote is refused), and --mem-per-cpu reaches every job.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ALICE=${ALICE:-$ROOT/bin/alice}
@@ -37,6 +39,10 @@ if chain --labels "$tmp" --eval-args "--data $tmp/other.h5" > "$tmp/both.log" 2>
   ! grep -q "give the ground truth once" "$tmp/both.log"; then
   cat "$tmp/both.log"; echo "FAIL: --labels with --eval-args --data not refused"; exit 1
 fi
+if chain --eval-args "--data 'unclosed" > "$tmp/quote.log" 2>&1 ||
+  ! grep -q "cannot split .* (an unmatched quote?)" "$tmp/quote.log"; then
+  cat "$tmp/quote.log"; echo "FAIL: an unmatched quote in --eval-args not refused"; exit 1
+fi
 [ ! -e "$tmp/run" ] || { echo "FAIL: a dry run wrote $tmp/run"; exit 1; }
 # --dataset without --labels: eval scores against the data set's labels (--data), its path
 # one word even with a space in it
@@ -50,9 +56,22 @@ if command -v h5dump > /dev/null; then
     --finetune-config jobs/finetune_tiny.cfg --dry-run > "$tmp/ds.log" 2>&1 ||
     { cat "$tmp/ds.log"; echo "FAIL: dry run with --dataset"; exit 1; }
   line=$(grep "eval.sbatch" "$tmp/ds.log")
-  [[ $line == *"--data $tmp/my data/ds.h5"* && $line != *"--labels"* ]] ||
+  [[ $line == *"--data $tmp/my\ data/ds.h5"* && $line != *"--labels"* ]] ||
     { echo "$line"; echo "FAIL: --dataset without --labels: eval's truth is not --data"; exit 1; }
   echo "ok: --dataset without --labels scores against the data set's labels"
+  # a stage's arguments are split as a shell splits them: a quoted path with a space stays one
+  # word; --mem-per-cpu reaches every job
+  ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run3" \
+    --dataset "$tmp/my data/ds.h5" --pretrain-config jobs/pretrain_tiny.cfg \
+    --finetune-config jobs/finetune_tiny.cfg --mem-per-cpu 2G --dry-run \
+    --finetune-args "lr=1e-3 'pretrained=$tmp/my data/ckpt.h5'" > "$tmp/q.log" 2>&1 ||
+    { cat "$tmp/q.log"; echo "FAIL: dry run with quoted --finetune-args"; exit 1; }
+  line=$(grep "finetune.sbatch" "$tmp/q.log")
+  [[ $line == *" lr=1e-3 pretrained=$tmp/my\ data/ckpt.h5"* ]] ||
+    { echo "$line"; echo "FAIL: a quoted --finetune-args word was split or lost"; exit 1; }
+  [ "$(grep -c -- "--mem-per-cpu=2G" "$tmp/q.log")" = 4 ] ||
+    { cat "$tmp/q.log"; echo "FAIL: --mem-per-cpu not on all 4 jobs (no pack)"; exit 1; }
+  echo "ok: stage arguments split as a shell would; --mem-per-cpu on every job"
 else
   echo "(h5dump not found: the --dataset dry run is not checked)"
 fi
