@@ -40,6 +40,7 @@
 
 extern "C" {
 #include "ops/conv_autotune_rule.h"
+#include "ops/volume_strides.h"
 }
 
 struct ConvKey {
@@ -73,25 +74,33 @@ static int g_conv_plan_count, g_conv_evict_next;
 /* Above this a faster algorithm's workspace is not worth the memory. */
 static const size_t kConvWorkspaceLimit = (size_t)1 << 30;
 
-static cudnnTensorDescriptor_t volume_desc(int B, int C, int X, int Y, int Z)
+/* A {B, C, X, Y, Z} tensor's descriptor, NCDHW in memory or NDHWC with channels_last (dims
+ * still given as {B, C, X, Y, Z}). Ends the job naming the shape when it is beyond cuDNN's int
+ * descriptors (src/ops/volume_strides.h). */
+static cudnnTensorDescriptor_t volume_desc_layout(int B, int C, int X, int Y, int Z,
+                                                  int channels_last)
 {
+    int strides[5];
+    if (!volume_strides(B, C, X, Y, Z, channels_last, strides))
+        alice_die("convolution tensor of %d x %d channels x %d x %d x %d voxels: %lld elements, "
+                  "more than cuDNN's int descriptors address (2^31 - 1): use a smaller batch, "
+                  "crop or sliding window (roi)", B, C, X, Y, Z,
+                  (long long)B * C * X * Y * Z);
     cudnnTensorDescriptor_t d;
     CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
     const int dims[5] = {B, C, X, Y, Z};
-    const int strides[5] = {C * X * Y * Z, X * Y * Z, Y * Z, Z, 1};
     CUDNN_CHECK(cudnnSetTensorNdDescriptor(d, CUDNN_DATA_FLOAT, 5, dims, strides));
     return d;
 }
 
-/* The same tensor channels-last: NDHWC in memory, dims still given as {B, C, X, Y, Z}. */
+static cudnnTensorDescriptor_t volume_desc(int B, int C, int X, int Y, int Z)
+{
+    return volume_desc_layout(B, C, X, Y, Z, 0);
+}
+
 static cudnnTensorDescriptor_t volume_desc_channels_last(int B, int C, int X, int Y, int Z)
 {
-    cudnnTensorDescriptor_t d;
-    CUDNN_CHECK(cudnnCreateTensorDescriptor(&d));
-    const int dims[5] = {B, C, X, Y, Z};
-    const int strides[5] = {C * X * Y * Z, 1, Y * Z * C, Z * C, C};
-    CUDNN_CHECK(cudnnSetTensorNdDescriptor(d, CUDNN_DATA_FLOAT, 5, dims, strides));
-    return d;
+    return volume_desc_layout(B, C, X, Y, Z, 1);
 }
 
 static void destroy_channels_last(ConvPlan *p)

@@ -511,9 +511,17 @@ struct BadLabel {
     __device__ double operator()(size_t i) const { return (labels[i] < 0 || labels[i] >= K) ? 1.0 : 0.0; }
 };
 
-struct FiniteOrZero {
-    const float *x;
-    __device__ double operator()(size_t i) const { return isnan(x[i]) ? 0.0 : (double)x[i]; }
+/* The CE term of a voxel whose label is in 0..K-1, 0 for the others (counted by BadLabel):
+ * chosen by the label, not by the term's value, so a NaN from NaN or infinite logits reaches
+ * the mean as on the CPU backend (cpu_dicece_fwd) and shows the divergence in the logged ce. */
+struct CeOfValidLabel {
+    const float *ce;
+    const int *labels;
+    int K;
+    __device__ double operator()(size_t i) const
+    {
+        return (labels[i] < 0 || labels[i] >= K) ? 0.0 : (double)ce[i];
+    }
 };
 
 constexpr long kDiceChunk = 16384;
@@ -601,10 +609,11 @@ void cuda_dicece_fwd(float *probs, float *values, const float *logits, const int
     /* Every value is finished on the device (backend.h: nothing waits mid-step). The two sums
      * share the reduce buffer: each finish kernel reads its partials, in stream order, before
      * the next partials kernel writes them. Labels outside 0..K-1 are counted (the reader of
-     * the values stops the run) and their NaN CE terms left out. */
+     * the values stops the run) and their CE terms left out. */
     cuda_reduce_finish_ratio(values + SEG_LOSS_BAD_LABELS,
                              device_sum_partials(n, BadLabel{labels, K}), kReduceBlocks, NULL, 1.0);
-    cuda_reduce_finish_ratio(values + SEG_LOSS_CE, device_sum_partials(n, FiniteOrZero{ce_voxel}),
+    cuda_reduce_finish_ratio(values + SEG_LOSS_CE,
+                             device_sum_partials(n, CeOfValidLabel{ce_voxel, labels, K}),
                              kReduceBlocks, NULL, (double)B * V);
     const int segs = B * K;
     const double *stats = dice_statistics(probs, labels, B, K, V);

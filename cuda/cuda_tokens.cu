@@ -296,16 +296,19 @@ void cuda_insert_mask_tokens_bwd(float *dvisible, float *dmask_token, const floa
                           MaskedRowElement{dout, perm, N, nvis, C});
 }
 
-/* out[b, c] = mean_t in[b, t, c]: thread per (b, c), coalesced over c. */
+/* out[b, c] = mean_t in[b, t, c]: thread per (b, c), coalesced over c. The sum runs in double
+ * in row order and is rounded once before the float division, as the CPU backend's column sum
+ * (cpu_mean_rows_fwd), so both give the same bits; a float sum drifted from it by 3e-6
+ * relative at T = 3456 (the DINO centre's rows) and more with longer columns. */
 static __global__ void mean_rows_fwd_kernel(float *out, const float *in, int T, int C, size_t n)
 {
     GRID_STRIDE(i, n) {
         const size_t b = i / C;
         const int c = (int)(i % C);
         const float *p = in + b * T * C + c;
-        float s = 0.0f;
+        double s = 0.0;
         for (int t = 0; t < T; t++) s += p[(size_t)t * C];
-        out[i] = s / T;
+        out[i] = (float)s / (float)T;
     }
 }
 
@@ -401,22 +404,28 @@ void cuda_split_channels(float *da, float *db, const float *dout, int B, int C1,
 /* out[b, c, r] = in[b, r, c] through a 32x32 shared tile so both sides are coalesced. */
 constexpr int kTile = 32, kTileRows = 8;
 
+/* Tile rows beyond gridDim.y (65535 at most: rows past about 2.1 million) are taken by the
+ * same blocks in turn, the tile reused after a barrier. */
 static __global__ void transpose_kernel(float *out, const float *in, int rows, int cols)
 {
     __shared__ float tile[kTile][kTile + 1];
     const size_t b = blockIdx.z;
     const float *src = in + b * rows * cols;
     float *dst = out + b * rows * cols;
-    int c = blockIdx.x * kTile + threadIdx.x;
-    for (int k = threadIdx.y; k < kTile; k += kTileRows) {
-        const int r = blockIdx.y * kTile + k;
-        if (r < rows && c < cols) tile[k][threadIdx.x] = src[(size_t)r * cols + c];
-    }
-    __syncthreads();
-    const int r = blockIdx.y * kTile + threadIdx.x;
-    for (int k = threadIdx.y; k < kTile; k += kTileRows) {
-        c = blockIdx.x * kTile + k;
-        if (r < rows && c < cols) dst[(size_t)c * rows + r] = tile[threadIdx.x][k];
+    const int tile_rows = (rows + kTile - 1) / kTile;
+    for (int ty = blockIdx.y; ty < tile_rows; ty += gridDim.y) {
+        int c = blockIdx.x * kTile + threadIdx.x;
+        for (int k = threadIdx.y; k < kTile; k += kTileRows) {
+            const int r = ty * kTile + k;
+            if (r < rows && c < cols) tile[k][threadIdx.x] = src[(size_t)r * cols + c];
+        }
+        __syncthreads();
+        const int r = ty * kTile + threadIdx.x;
+        for (int k = threadIdx.y; k < kTile; k += kTileRows) {
+            c = blockIdx.x * kTile + k;
+            if (r < rows && c < cols) dst[(size_t)c * rows + r] = tile[threadIdx.x][k];
+        }
+        __syncthreads();   /* the next tile row overwrites the tile */
     }
 }
 
@@ -424,7 +433,8 @@ void cuda_transpose_tokens(float *out, const float *in, int B, int rows, int col
 {
     if (B <= 0 || rows <= 0 || cols <= 0) return;
     dim3 block(kTile, kTileRows);
-    dim3 grid((cols + kTile - 1) / kTile, (rows + kTile - 1) / kTile, B);
+    const int tile_rows = (rows + kTile - 1) / kTile;
+    dim3 grid((cols + kTile - 1) / kTile, tile_rows < 65535 ? tile_rows : 65535, B);
     transpose_kernel<<<grid, block, 0, cuda_stream()>>>(out, in, rows, cols);
     CUDA_CHECK_LAUNCH();
 }

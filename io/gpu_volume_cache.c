@@ -198,6 +198,11 @@ int gpu_volume_cache_fetch(GpuVolumeCache *c, int i, const Volume *v, int with_l
     GpuVolume *e = entry_of(c, i);
     const int want_label = with_label && v->label;
     if (e->image && want_label && !e->label) {   /* re-upload with labels */
+        /* Not within a batch that already took it: its earlier render entries name the
+         * buffers the drop frees, and the compute stream would not wait for the new upload.
+         * A loader asks for labels for every volume or none, so this cannot happen. */
+        ALICE_ASSERT(!e->in_batch, "GPU volume cache: volume %d asked for with its labels after "
+                     "this batch took it without them", i);
         entry_wait_idle(c, e);
         entry_drop(c, e);
     }

@@ -10,6 +10,8 @@
  *    sums add in another order than the GPU's shuffles, so bits are not the question here;
  *    test_backend_parity compares the GPU with the CPU backend);
  *  - values[SEG_LOSS_BAD_LABELS] is the exact count, values written and nothing past them;
+ *  - a NaN logit at a voxel with a valid label makes ce NaN, as on the CPU backend (the sum
+ *    once dropped every NaN term, hiding a divergence in the logged ce);
  *  - the op leaves the values where it was told (backend memory, read after it: no host
  *    read-back inside, which the cut would not compile with: alice_die is not declared). */
 #include <cmath>
@@ -98,6 +100,28 @@ static void check_case(int B, int K, long V, int bad_every)
            bad, values[SEG_LOSS_CE], ce, values[SEG_LOSS_DICE], dice, worst_err);
 }
 
+/* A NaN logit at a voxel with a valid label: its CE term is NaN and so is the mean, as on the
+ * CPU backend (cpu_dicece_fwd), so the logged ce shows the divergence; a bad label's term is
+ * left out by its label, whatever its value. */
+static void check_nan_logit()
+{
+    const int B = 1, K = 3;
+    const long V = 1000;
+    std::vector<float> logits((size_t)B * K * V), probs(logits.size());
+    std::vector<int> labels((size_t)B * V);
+    for (size_t i = 0; i < logits.size(); i++) logits[i] = (float)(urand() * 2.0 - 1.0);
+    for (size_t i = 0; i < labels.size(); i++) labels[i] = (int)(i % K);
+    logits[17] = NAN;   /* class 0 of voxel 17, whose label is valid */
+    float values[SEG_LOSS_VALUE_COUNT];
+    cuda_dicece_fwd(probs.data(), values, logits.data(), labels.data(), B, K, V);
+    CHECK(isnan(values[SEG_LOSS_CE]), "a NaN logit at a valid label: ce %.9g, expected NaN",
+          values[SEG_LOSS_CE]);
+    CHECK(values[SEG_LOSS_BAD_LABELS] == 0.0f, "a NaN logit counted as a bad label (%g)",
+          values[SEG_LOSS_BAD_LABELS]);
+    printf("  a NaN logit at a valid label: ce %g (NaN, as the CPU backend)\n",
+           values[SEG_LOSS_CE]);
+}
+
 /* reduce_partials_kernel on a small grid, so that its unrolled loop (kReduceUnroll strided
  * terms per pass) and its tail both run: f(i) = i + 1 sums to n (n + 1) / 2 exactly in double
  * only when every index is counted once. */
@@ -132,6 +156,7 @@ int main()
     check_case(2, 4, 777, 0);
     check_case(2, 3, kDiceChunk + 1234, 0);   /* two Dice chunks, the second ragged */
     check_case(2, 3, 999, 97);                /* labels -1 and K: counted, left out of ce */
+    check_nan_logit();
     if (fails) {
         printf("%d check(s) failed\n", fails);
         return 1;
