@@ -13,6 +13,11 @@ the checkpoint's crop), the fixed sin-cos table MONAI builds itself, so that
 num_heads=..., pos_embed_type="sincos", classification=False).load_state_dict(sd, strict=True)`
 loads it (checked against MONAI 1.3.2 by tests/analysis/test_export_encoder.py where MONAI is
 installed).
+
+--out is checked before the checkpoint is read (its folder must exist) and written atomically
+(analysis/outputs.py: a temporary file in the same folder, renamed onto --out). A missing or
+unreadable checkpoint, or an --img-size that is not three positive whole numbers, ends with a
+message naming it.
 """
 import argparse
 import math
@@ -24,6 +29,7 @@ import torch
 from torch import nn
 
 from alice_config import parse_config_text
+from outputs import check_out, write_atomic
 
 
 class Block(nn.Module):
@@ -68,7 +74,8 @@ class ViT3D(nn.Module):
 
     @staticmethod
     def sincos(grid, dim):
-        h, w, d = torch.meshgrid(*(torch.arange(g, dtype=torch.float64) for g in grid), indexing="ij")
+        h, w, d = torch.meshgrid(*(torch.arange(g, dtype=torch.float64) for g in grid),
+                                 indexing="ij")
         k = dim // 6
         omega = 1.0 / 10000 ** (torch.arange(k, dtype=torch.float64) / k)
         parts = []
@@ -90,42 +97,81 @@ class ViT3D(nn.Module):
         return self.norm(t)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("checkpoint")
-    ap.add_argument("--out", help="write the state dict here (torch.save)")
-    ap.add_argument("--img-size", help="X,Y,Z input size of the position embedding table "
-                    "(default: the checkpoint's crop)")
-    args = ap.parse_args()
-    with h5py.File(args.checkpoint, "r") as f:
+def img_size(text):
+    """argparse type for --img-size: X,Y,Z, three positive whole numbers (the multiple-of-patch
+    check needs the checkpoint's patch, so it comes after reading it)."""
+    try:
+        size = [int(v) for v in text.split(",")]
+    except ValueError:
+        size = []
+    if len(size) != 3 or min(size) <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}': expected X,Y,Z, three positive whole "
+                                         f"numbers (e.g. 96,96,32)")
+    return size
+
+
+def read_checkpoint(path):
+    """(config dict, {encoder key: tensor}) of a pre-training checkpoint; anything else (a
+    missing file, not HDF5, another kind of checkpoint) ends the script naming the file."""
+    want = "give a pre-training checkpoint (alice pretrain's run_dir/ckpt_<step>.h5)"
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot read it as HDF5 ({e}); {want}")
+    with f:
         if f.attrs.get("format") not in ("alice-checkpoint", b"alice-checkpoint"):
-            sys.exit(f"{args.checkpoint}: not an alice checkpoint")
+            sys.exit(f"{path}: not an alice checkpoint; {want}")
         kind = f.attrs.get("kind", b"")
         kind = kind.decode() if isinstance(kind, bytes) else str(kind)
         if kind != "pretrain":
-            sys.exit(f"{args.checkpoint}: a {kind or 'kindless'} checkpoint; this exports the "
+            sys.exit(f"{path}: a {kind or 'kindless'} checkpoint; this exports the "
                      f"encoder of a pre-training checkpoint (alice pretrain's ckpt_<step>.h5)")
+        if "config" not in f.attrs or not isinstance(f.get("params"), h5py.Group):
+            sys.exit(f"{path}: no config attribute or /params group (an incomplete "
+                     f"checkpoint); {want}")
         text = f.attrs["config"]
         cfg = parse_config_text(text.decode() if isinstance(text, bytes) else text)
         state = {k[len("encoder."):]: torch.from_numpy(np.asarray(v[()]))
                  for k, v in f["params"].items() if k.startswith("encoder.")}
+    missing = [k for k in ("patch", "crop", "embed_dim", "depth", "heads", "mlp_dim")
+               if k not in cfg]
+    if missing:
+        sys.exit(f"{path}: its config lacks {', '.join(missing)}; {want}")
+    return cfg, state
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("--out", help="write the state dict here (torch.save)")
+    ap.add_argument("--img-size", type=img_size, help="X,Y,Z input size of the position "
+                    "embedding table (default: the checkpoint's crop)")
+    args = ap.parse_args(argv)
+    if args.out:
+        check_out(args.out)                # a wrong --out found before the checkpoint is read
+    cfg, state = read_checkpoint(args.checkpoint)
     patch = int(cfg["patch"])
-    size = [int(v) for v in (args.img_size or cfg["crop"]).split(",")]
+    size = args.img_size or [int(v) for v in cfg["crop"].split(",")]
     if len(size) != 3 or any(s <= 0 or s % patch for s in size):
-        sys.exit(f"--img-size {args.img_size or cfg['crop']}: expected X,Y,Z, each a positive "
+        sys.exit(f"--img-size {','.join(map(str, size))}: expected X,Y,Z, each a positive "
                  f"multiple of the patch size {patch}")
     grid = [s // patch for s in size]
     model = ViT3D(patch, int(cfg["embed_dim"]), int(cfg["depth"]), int(cfg["heads"]),
                   int(cfg["mlp_dim"]), grid)
     state["patch_embedding.position_embeddings"] = model.patch_embedding.position_embeddings.data
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:              # names the missing/unexpected/misshapen keys
+        sys.exit(f"{args.checkpoint}: its encoder tensors do not fit the ViT its config "
+                 f"describes ({e})")
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     print(f"loaded {len(state) - 1} encoder tensors ({n} parameters) from {args.checkpoint}: "
-          f"ViT patch {cfg['patch']}, width {cfg['embed_dim']}, depth {cfg['depth']}, heads {cfg['heads']}; "
+          f"ViT patch {cfg['patch']}, width {cfg['embed_dim']}, depth {cfg['depth']}, "
+          f"heads {cfg['heads']}; "
           f"position embedding for img_size {','.join(map(str, size))}")
     if args.out:
-        torch.save(model.state_dict(), args.out)
-        print(f"wrote {args.out}")
+        write_atomic(args.out, lambda tmp: torch.save(model.state_dict(), tmp))
 
 
 if __name__ == "__main__":

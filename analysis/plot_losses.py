@@ -3,7 +3,11 @@
 
 usage: plot_losses.py --out losses.png RUN_DIR [RUN_DIR ...]
 
-metrics.csv columns: pre-training step,loss,l_r,l_dv,l_st,lr,...; fine-tuning step,loss,ce,dice,lr,...
+--out: .png, .pdf or .svg (the format is taken from the extension), in an existing folder;
+written atomically (analysis/outputs.py).
+
+metrics.csv columns: pre-training step,loss,l_r,l_dv,l_st,lr,...; fine-tuning
+step,loss,ce,dice,lr,...
 Empty cells (a term the method does not have) are skipped. val.csv: step,mean_dice."""
 import argparse
 import csv
@@ -14,6 +18,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from outputs import IMAGE_FORMATS, check_out, save_figure  # noqa: E402
 
 LOSS_COLUMNS = ("loss", "l_r", "l_dv", "l_st", "ce", "dice")
 
@@ -33,17 +39,21 @@ def read_csv(path):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+")
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="losses.png, .pdf or .svg")
     a = ap.parse_args(argv)
+    fmt = check_out(a.out, IMAGE_FORMATS)
     has_val = any(os.path.exists(os.path.join(r, "val.csv")) for r in a.runs)
-    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(12 if has_val else 7, 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if has_val else 1, figsize=(12 if has_val else 7, 4.5),
+                             squeeze=False)
     ax = axes[0][0]
     for run in a.runs:
         path = os.path.join(run, "metrics.csv")
         if not os.path.exists(path):
-            raise SystemExit(f"{run}: no metrics.csv; give run directories written by alice pretrain/finetune")
+            raise SystemExit(f"{run}: no metrics.csv; give run directories written by alice "
+                             f"pretrain/finetune")
         cols = read_csv(path)
         if not any(c in cols for c in LOSS_COLUMNS):
             raise SystemExit(f"{path}: no logged step yet (header only or empty); plot it once "
@@ -72,8 +82,7 @@ def main(argv=None):
         vax.legend(fontsize=7)
         vax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(a.out, dpi=100)
-    print(f"wrote {a.out}")
+    save_figure(fig, a.out, fmt, dpi=100)
     return 0
 
 
