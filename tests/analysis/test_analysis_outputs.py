@@ -34,6 +34,7 @@ import plot_losses  # noqa: E402
 import plot_organs  # noqa: E402
 import plot_overlay  # noqa: E402
 from inprocess import call  # noqa: E402
+from results_fixture import write_results  # noqa: E402
 
 failures = []
 
@@ -42,15 +43,6 @@ def check(cond, what):
     print(("ok: " if cond else "FAIL: ") + what)
     if not cond:
         failures.append(what)
-
-
-def write_results(path):
-    with h5py.File(path, "w") as h:
-        h["case_names"] = np.array(["case0", "case1"], dtype="S")
-        h["organ_names"] = np.array(["liver", "spleen"], dtype="S")
-        h["dsc"] = np.array([[0.9, 0.8], [0.7, 0.6]])
-        h["nsd"] = np.array([[0.8, 0.7], [0.6, 0.5]])
-        h["tolerance_mm"] = np.array([5.0, 3.0])
 
 
 def write_checkpoint(path):
@@ -89,7 +81,8 @@ def failing(owner, attr):
 
 with tempfile.TemporaryDirectory() as tmp:
     # inputs of each script
-    write_results(os.path.join(tmp, "r.h5"))
+    write_results(os.path.join(tmp, "r.h5"), np.array([[0.9, 0.8], [0.7, 0.6]]),
+                  np.array([[0.8, 0.7], [0.6, 0.5]]), organs=["liver", "spleen"])
     run_dir = os.path.join(tmp, "run")
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, "metrics.csv"), "w") as f:

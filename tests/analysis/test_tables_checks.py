@@ -26,7 +26,8 @@ except ImportError as e:
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ANALYSIS = os.path.join(ROOT, "analysis")
 ALICE = os.environ.get("ALICE", os.path.join(ROOT, "bin", "alice"))
-ORGANS = ["liver", "spleen", "left_kidney"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_fixture import ORGANS, write_results  # noqa: E402
 failures = []
 
 
@@ -34,21 +35,6 @@ def check(cond, what, detail=""):
     print(("ok: " if cond else "FAIL: ") + what + ("" if cond else f"\n    {detail}"))
     if not cond:
         failures.append(what)
-
-
-def write_results(path, dsc, cases=None, nsd=None, truth_voxels=None, config=None):
-    cases = cases or [f"case{i}" for i in range(dsc.shape[0])]
-    with h5py.File(path, "w") as h:
-        h["case_names"] = np.array(cases, dtype="S")
-        h["organ_names"] = np.array(ORGANS, dtype="S")
-        h["dsc"] = dsc
-        h["nsd"] = dsc if nsd is None else nsd
-        h["tolerance_mm"] = np.array([5.0, 3.0, 3.0])
-        if truth_voxels is not None:
-            h["truth_voxels"] = truth_voxels
-        h.attrs["label_set"] = np.bytes_("flare")
-        if config is not None:
-            h.attrs["config"] = np.bytes_(config)
 
 
 def tables(*args):
@@ -112,8 +98,8 @@ with tempfile.TemporaryDirectory() as tmp:
           [w for w in want if w not in out])
     f0, f1 = rng.uniform(0.5, 0.9, (2, 3)), rng.uniform(0.5, 0.9, (2, 3))
     f0[:, 2] = f1[:, 2] = np.nan       # flare22's unscoreable cells, in every fold
-    write_results(f"{tmp}/n0.h5", f0, ["c0", "c1"])
-    write_results(f"{tmp}/n1.h5", f1, ["c2", "c3"])
+    write_results(f"{tmp}/n0.h5", f0, cases=["c0", "c1"])
+    write_results(f"{tmp}/n1.h5", f1, cases=["c2", "c3"])
     out, err = tables(f"f={tmp}/n0.h5", f"f={tmp}/n1.h5")
     liver = np.array([f0[:, 0].mean(), f1[:, 0].mean()])
     want = ["| left_kidney | – | – |", "left\\_kidney & -- & -- \\\\",
@@ -125,7 +111,7 @@ with tempfile.TemporaryDirectory() as tmp:
     for k, cases in enumerate((["case0", "case1", "case2", "case3"],
                                ["case2", "case3", "case4", "case5"],
                                ["case6", "case7", "case8", "case9"])):
-        write_results(f"{tmp}/fold{k}.h5", rng.uniform(0.5, 0.9, (4, 3)), cases)
+        write_results(f"{tmp}/fold{k}.h5", rng.uniform(0.5, 0.9, (4, 3)), cases=cases)
     out, err = tables("--format", "md", f"a={tmp}/fold0.h5", f"a={tmp}/fold0.h5")
     check("| a |" in out and "2 folds" in out and "a: its folds share cases" in err
           and f"{tmp}/fold0.h5 is given twice" in err,
@@ -144,7 +130,7 @@ with tempfile.TemporaryDirectory() as tmp:
     write_results(f"{tmp}/plain2.h5", base,
                   config="# eval_protocol = flare22\n" + cfg.format("flare", "plain"))
     write_results(f"{tmp}/flare22.h5", base, config=cfg.format("flare", "flare22"))
-    write_results(f"{tmp}/flare22b.h5", base, [f"case{i}" for i in range(4, 8)],
+    write_results(f"{tmp}/flare22b.h5", base, cases=[f"case{i}" for i in range(4, 8)],
                   config=cfg.format("flare", "flare22"))
     write_results(f"{tmp}/btcv.h5", base, config=cfg.format("btcv", "plain"))
     write_results(f"{tmp}/noconfig.h5", base)
