@@ -18,13 +18,19 @@ test_pkgs=(python3-numpy python3-h5py python3-matplotlib python3-nibabel python3
 if [ "${ALICE_SKIP_DEPS:-0}" = 1 ]; then
   echo "deps: ALICE_SKIP_DEPS=1: not checking packages (MPI, parallel HDF5, OpenBLAS and" \
        "niftilib must be found by make) and not fetching the cuDNN frontend headers" \
-       "(scripts/deps_cudnn_frontend.sh, or CUDNN_FRONTEND_INCLUDE=DIR)"
+       "(scripts/deps_cudnn_frontend.sh, or CUDNN_FRONTEND_INCLUDE=DIR) or MONAI for the tests" \
+       "(scripts/deps_monai.sh)"
   exit 0
 fi
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   bash "$(dirname "$0")/deps_cudnn_frontend.sh" ||
     echo "deps: warning: cuDNN frontend headers not fetched: attention_kernel = cudnn unavailable in this build" >&2
 fi
+# The MONAI checks of the tests (the exported encoder, the UNETR and ViT references against
+# MONAI's own networks): pinned wheels into .devdeps/monai (scripts/deps_monai.sh). Optional:
+# without them those checks report themselves skipped.
+bash "$(dirname "$0")/deps_monai.sh" ||
+  echo "deps: warning: MONAI not fetched: the tests' MONAI checks will be skipped" >&2
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "deps: not a Debian system: not checking packages; make needs mpicc, parallel HDF5" \
        "(pkg-config hdf5-openmpi, or HDF5_CFLAGS/HDF5_LIBS), OpenBLAS and niftilib" \

@@ -1,5 +1,6 @@
-"""PyTorch 1.13 reference of MONAI's UNETR (monai.networks.nets.UNETR, MONAI is not installed
-here), written out block by block from MONAI's source so the state_dict names are MONAI's:
+"""PyTorch 1.13 reference of MONAI's UNETR (monai.networks.nets.UNETR), written out block by
+block from MONAI's source so the state_dict names are MONAI's (test_unetr_monai.py checks it
+against MONAI 1.3.2 itself, fetched by scripts/deps_monai.sh):
 
   UNETR(in_channels=1, out_channels=K, img_size=crop, feature_size=F, hidden_size=E,
         mlp_dim, num_heads, proj_type/pos_embed="conv" with a FIXED sin-cos position embedding
