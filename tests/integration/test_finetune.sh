@@ -155,10 +155,13 @@ for col in ("loss", "ce", "dice", "lr", "grad_norm", "ms_per_step", "samples_per
     assert col in rows[0], "metrics.csv lacks column " + col
 val = list(csv.DictReader(open(os.path.join(T, "ft", "val.csv"))))
 assert val and 0.0 <= float(val[-1]["mean_dice"]) <= 1.0, "val.csv: %r" % val
-with h5py.File(os.path.join(T, "ds.h5"), "r") as f:
-    pass
+with h5py.File(os.path.join(T, "ds.h5"), "r") as f:   # fold 0 of the packing's index
+    fold0 = sorted(n.decode().rstrip("\0") for n, k in zip(f["index/name"][()], f["index/fold"][()])
+                   if k == 0)
 preds = sorted(glob.glob(os.path.join(T, "pred", "*.nii.gz")))
 assert preds, "alice infer wrote no predictions"
+got = [os.path.basename(p)[:-len(".nii.gz")] for p in preds]
+assert got == fold0, "--cases fold:0 predicted %s; the index's fold 0 is %s" % (got, fold0)
 for p in preds:
     name = os.path.basename(p)[:-len(".nii.gz")]
     src = os.path.join(T, "ph", "imagesTr", name + "_0000.nii.gz")
