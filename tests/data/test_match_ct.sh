@@ -16,5 +16,9 @@ echo "$out"
 profile=$(echo "$out" | awk '/^matcher profile/ {print $6}')
 bbox=$(echo "$out" | awk '/^matcher bbox/ {print $6}')
 echo "example_ct_sm -> example_ct landmark error: profile ${profile} mm, bbox baseline ${bbox} mm"
+# numbers, or awk compares strings ("" < 3.0 holds) and a renamed or NaN line passes
+number='^[0-9]+([.][0-9]+)?$'
+[[ $profile =~ $number && $bbox =~ $number ]] ||
+  { echo "FAIL: no errors read from the tool's output (profile '$profile', bbox '$bbox')"; exit 1; }
 awk -v p="$profile" -v b="$bbox" 'BEGIN { exit !(p < 3.0 && p < b) }' || {
   echo "FAIL: profile matcher error ${profile} mm (want < 3 mm and below the baseline ${bbox} mm)"; exit 1; }

@@ -2,7 +2,7 @@
 # The anatomical matcher beats the bounding-box baseline on phantoms: 12 phantoms (full and
 # partial fields of view) written by `alice phantom`, packed by `alice pack`, evaluated by
 # `alice match --eval`; the "all" row's profile mean and median must be below the baseline's.
-set -eu
+set -euo pipefail   # alice match | tee: a crash after the table is a failure too
 ALICE=${ALICE:-bin/alice}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

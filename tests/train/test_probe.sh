@@ -10,6 +10,9 @@ source "$(dirname "$0")/lib.sh"
 "$ALICE" probe --checkpoint "$WORK/p/ckpt_150.h5" --cases 6 | tee "$WORK/probe.log" | grep -v "^#"
 line=$(grep probe_result "$WORK/probe.log")
 pre=$(echo "$line" | sed 's/.*pretrained=\([0-9.]*\).*/\1/'); rnd=$(echo "$line" | sed 's/.*random=\([0-9.]*\).*/\1/')
+# numbers, or awk compares strings and a NaN accuracy (read as "") passes
+[[ $pre =~ ^[0-9]+([.][0-9]+)?$ && $rnd =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+  fail "no accuracies read from '$line' (pretrained '$pre', random '$rnd')"
 awk -v a="$pre" -v b="$rnd" 'BEGIN { exit !(a > b) }' || fail "probe after pre-training ($pre) not above random init ($rnd)"
 # A checkpoint of another kind (a fine-tuning run's keeps the encoder under other names, so the
 # probe would compare the random encoder with itself): refused.
