@@ -84,7 +84,7 @@ split_words() {
   eval "$name=()"
   while IFS= read -r -d '' word; do
     eval "$name+=(\"\$word\")"
-  done < <(printf '%s' "$text" | xargs printf '%s\0')
+  done < <(printf '%s' "$text" | xargs -r printf '%s\0')   # -r: no text, no word
 }
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 fail() { echo "chain.sh: error: $*" >&2; exit 2; }

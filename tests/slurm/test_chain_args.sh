@@ -20,6 +20,9 @@ chain() {
     --dry-run "$@"
 }
 chain > "$tmp/auto.log" 2>&1 || { cat "$tmp/auto.log"; echo "FAIL: dry run"; exit 1; }
+# no stage argument given: no empty word handed to any job (alice refuses an argument '')
+! grep -q "''" "$tmp/auto.log" ||
+  { cat "$tmp/auto.log"; echo "FAIL: an empty argument in a job's command"; exit 1; }
 grep "eval.sbatch" "$tmp/auto.log" | grep -q -- "--labels $tmp/run/data/phantoms/labelsTr" ||
   { cat "$tmp/auto.log"; echo "FAIL: the phantoms' labels were not the eval's truth"; exit 1; }
 # the phantoms number their organs FLARE's way: scored with label_set=flare although

@@ -126,6 +126,20 @@ for r in rows:
             fail(f"results.csv {c}={v} outside [0, 1] in {r}")
 if not os.path.exists(f"{run}/eval/results.h5"):
     fail("results.h5 missing")
+# Each case predicted by the model of the fold that held it out (not one trained on it): the
+# checkpoint alice infer names in the prediction (results.h5 /prediction_sources) is under
+# finetune/fold<k>/ with k the case's fold in the data set's index.
+import h5py  # noqa: E402
+with h5py.File(f"{run}/data/dataset.h5", "r") as d:
+    fold_of = {n.decode().rstrip("\0"): int(k)
+               for n, k in zip(d["index/name"][()], d["index/fold"][()])}
+with h5py.File(f"{run}/eval/results.h5", "r") as r:
+    scored = [n.decode() for n in r["case_names"][()]]
+    sources = [s.decode() for s in r["prediction_sources"][()]]
+for case, source in zip(scored, sources):
+    if f"/finetune/fold{fold_of[case]}/" not in source:
+        fail(f"{case} (fold {fold_of[case]}) was predicted by {source!r}, not its fold's model")
+print(f"every case predicted by its own held-out fold's model ({len(scored)} cases)")
 print(f"results.csv: {len(rows)} rows over {len(seen)} cases; mean DSC "
       f"{np.nanmean([float(r[dsc]) for r in rows if r[dsc] not in ('', 'nan')]):.3f}")
 PY
