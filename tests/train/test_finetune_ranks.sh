@@ -9,6 +9,7 @@
 # encoder1 conv3), so fp32 sums in another order grow by about 100x per step here (measured:
 # 2e-7 after one step, 1e-4 after two in adam_v of encoder1's conv3 without drop-path, 1e-3 to
 # 6e-2 after four with it); one sample's branches drawn differently moves whole gradients.
+# Then validation split over 2 ranks against 1 (below).
 source "$(dirname "$0")/lib.sh"
 FT=(--config "$ROOT/jobs/finetune_tiny.cfg" data=synthetic synthetic_cases=4 crop=32,32,32
     patch=16 embed_dim=24 depth=4 heads=2 mlp_dim=48 feature_size=4 steps=2 warmup=1
@@ -34,3 +35,21 @@ assert worst < 1e-3, f"FAIL: {worst_name} differs by {worst:.2e}"
 assert len(m1) == len(m2) == 2, (len(m1), len(m2))
 assert dl < 1e-5 and dg < 1e-5, f"FAIL: loss {dl:.2e} or grad_norm {dg:.2e} differ"
 PY
+# Validation on 2 ranks (cases split round-robin, the Dice sums and the scored-case count summed
+# over the ranks): the same mean Dice as on 1 rank after one step, whose states differ by about
+# 2e-7 (above). A rank's sum or count left out would halve or double it; 1e-3 leaves room for an
+# argmax tie flipped by that difference.
+VAL=(fold=0 num_folds=2 steps=1 val_every=1 ckpt_every=1 drop_path=0)
+"$ALICE" finetune "${FT[@]}" "${VAL[@]}" run_dir="$WORK/val1" batch=2 > "$WORK/val1.log" 2>&1 ||
+  { tail -20 "$WORK/val1.log"; fail "1-rank validation run failed"; }
+mpirun_n 2 "$ALICE" finetune "${FT[@]}" "${VAL[@]}" run_dir="$WORK/val2" batch=1 \
+  > "$WORK/val2.log" 2>&1 || { tail -20 "$WORK/val2.log"; fail "2-rank validation run failed"; }
+grep -q "validating on 2 " "$WORK/val1.log" || { grep -i valid "$WORK/val1.log"; fail "not 2 validation cases"; }
+"$PYTHON" - "$WORK/val1/val.csv" "$WORK/val2/val.csv" <<'PY'
+import csv, sys
+one, two = ([float(r["mean_dice"]) for r in csv.DictReader(open(p))] for p in sys.argv[1:3])
+print(f"validation mean Dice: 1 rank {one}, 2 ranks {two}")
+assert len(one) == len(two) == 1 and one[0] > 0, f"FAIL: val.csv rows {one} and {two}"
+assert abs(one[0] - two[0]) <= 1e-3, f"FAIL: 2 ranks validate to {two[0]}, 1 rank to {one[0]}"
+PY
+echo "ok: 2 ranks validate to the same mean Dice as 1 rank"
