@@ -21,6 +21,12 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
  * with err as nifti_read_volume's when the header cannot be read. */
 int nifti_read_xform_codes(const char *path, int codes[3], char *err, size_t errlen);
 
+/* The header's voxel size in mm: |pixdim[1..3]| times the xyz_units scale (rounded to float, as
+ * pixdim is stored). What nibabel's get_zooms() and the FLARE 2022 evaluation read as the
+ * spacing; the affine's column lengths hold the same sizes, up to the float rounding of a
+ * rotated sform's entries. 0, or -1 with err when the header cannot be read. */
+int nifti_read_voxel_size(const char *path, double size_mm[3], char *err, size_t errlen);
+
 /* Reads only the header: dimensions, datatype code (NIFTI_TYPE_*) and affine. Same rules and
  * return convention as nifti_read_volume. */
 int nifti_read_header_info(const char *path, int dim[3], int *datatype, double affine[4][4],

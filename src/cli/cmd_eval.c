@@ -215,6 +215,23 @@ static void spacing_of(const double affine[4][4], double spacing[3])
         spacing[j] = sqrt(affine[0][j] * affine[0][j] + affine[1][j] * affine[1][j] + affine[2][j] * affine[2][j]);
 }
 
+/* The spacing NSD measures distances with, for a truth read from the NIfTI file at path (NULL:
+ * a packed label, the affine's): the header's voxel size (pixdim, what the FLARE 2022 script and
+ * nibabel's get_zooms() read) where it agrees with the affine's column lengths within 1e-4, else
+ * those lengths. A rotated sform's float entries make its column lengths 3.0000001 mm for a
+ * 3 mm voxel, and NSD counts a distance equal to the tolerance as within: one voxel at a 3 mm
+ * tolerance would fall outside. */
+static void truth_spacing(const char *path, const double affine[4][4], double spacing[3])
+{
+    spacing_of(affine, spacing);
+    double header[3];
+    char err[1024];
+    if (!path || nifti_read_voxel_size(path, header, err, sizeof err) != 0) return;
+    for (int a = 0; a < 3; a++)
+        if (fabs(header[a] - spacing[a]) > 1e-4 * spacing[a]) return;
+    memcpy(spacing, header, sizeof header);
+}
+
 /* Voxels of each label value 0..255 in the volume (the whole volume, whatever the protocol). */
 static void label_histogram(const uint8_t *v, const int dim[3], size_t histogram[256])
 {
@@ -265,6 +282,7 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     uint8_t *pred = read_labels(c->pred, pd, pa);
     uint8_t *truth;
     char truth_name[PATH_LEN];
+    const char *truth_file = NULL;   /* the NIfTI the truth came from; NULL: a packed label */
     if (c->dataset_index >= 0) {
         const DatasetCase *dc = dataset_case(ds, c->dataset_index);
         /* Which grid the prediction is on, by shape AND affine: a source at the packing spacing
@@ -279,6 +297,7 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
         if (on_source_grid && dc->source_label[0] && access(dc->source_label, R_OK) == 0) {
             /* alice infer's output (the source grid): scored against the source label itself */
             truth = read_labels(dc->source_label, td, ta);
+            truth_file = dc->source_label;
             snprintf(truth_name, sizeof truth_name, "%s", dc->source_label);
         } else {
             Volume v;
@@ -306,6 +325,7 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
         }
     } else {
         truth = read_labels(c->truth, td, ta);
+        truth_file = c->truth;
         snprintf(truth_name, sizeof truth_name, "%s", c->truth);
     }
     check_same_grid(c->pred, pd, pa, truth_name, td, ta);
@@ -316,7 +336,7 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     check_known_ids(histogram, set, truth_name, allow_unknown);
     /* the truth's organ sizes, from the same pass */
     for (int o = 0; o < set->count; o++) truth_voxels[o] = (double)histogram[set->organs[o].id];
-    spacing_of(ta, spacing);
+    truth_spacing(truth_file, ta, spacing);
     case_scores(truth, pred, td, spacing, set, protocol, dsc, nsd);
     free(pred);
     free(truth);

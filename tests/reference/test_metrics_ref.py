@@ -1,7 +1,9 @@
 """`alice eval` against the independent numpy/scipy reference (metrics_ref.py) on random
 multi-organ blob masks with anisotropic spacing, written as NIfTI with nibabel: every DSC and
 NSD must agree to 1e-5, in results.csv and results.h5 alike (the CSV's truth_voxels equal to
-numpy's counts, a case name with a comma and quotes read back whole by Python's csv); then with
+numpy's counts, a case name with a comma and quotes read back whole by Python's csv; a case
+with a rotated sform scored at the header's voxel size, as the FLARE script reads it, and one in
+metres as the same file in mm); then with
 eval_protocol=flare22 (aorta, IVC and esophagus on the truth's labelled slices, the reference
 cropping the arrays as the FLARE 2022 script does), whose scores must differ from plain ones
 for some of those organs and for no other; and on 2 MPI ranks (cases split, rank 0 listing
@@ -64,16 +66,24 @@ def main():
         return 1
     rng = np.random.default_rng(7)
     organs = list(range(1, 14))
-    cases = [("caseA", (36, 30, 22), (0.75, 1.25, 2.5), ()),
-             (CASE_B, (28, 34, 18), (0.8, 1.1, 3.0), (7,)),
-             ("caseC", (30, 26, 20), (1.5, 0.6, 2.0), (9,))]
+    # caseD: an sform rotated 20 degrees about z with 1.5 mm voxels, so two voxels are exactly a
+    # 3 mm organ's tolerance; the affine's float entries give columns of 1.5000001 mm, and NSD
+    # must still take the header's 1.5 (pixdim, what the FLARE script reads: get_zooms())
+    cases = [("caseA", (36, 30, 22), (0.75, 1.25, 2.5), (), 0.0),
+             (CASE_B, (28, 34, 18), (0.8, 1.1, 3.0), (7,), 0.0),
+             ("caseC", (30, 26, 20), (1.5, 0.6, 2.0), (9,), 0.0),
+             ("caseD", (30, 28, 24), (1.5, 1.5, 1.5), (), 20.0),
+             ("caseE", (26, 30, 22), (1.5, 1.5, 1.5), (), 0.0)]
+    # caseE: the same voxels in a file whose unit is the metre (pixdim 0.0015 as a float is
+    # 1.500000013 mm): scored as the file written in mm would be, at 1.5 mm
+    in_metres = {"caseE"}
     with tempfile.TemporaryDirectory() as tmp:
         ldir, pdir = os.path.join(tmp, "labels"), os.path.join(tmp, "pred")
         os.makedirs(ldir)
         os.makedirs(pdir)
         ref = {"plain": {}, "flare22": {}}
         truth_voxels = {}
-        for name, shape, spacing, absent in cases:
+        for name, shape, spacing, absent, degrees in cases:
             gt = blobs(rng, shape, organs, absent)
             pred = perturb(rng, gt, organs)
             for k in absent:
@@ -82,11 +92,23 @@ def main():
                 pred[pred == 4] = 0      # organ present in truth, missing in prediction
                 gt[gt == 5] = 0          # aorta: a truth one slice thick, which flare22
                 gt[8:14, 8:14, 10] = 5   # cannot score (NaN), plain scores against pred's
-            affine = np.diag(list(spacing) + [1.0])
+            t = np.radians(degrees)
+            rotation = np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0],
+                                 [0.0, 0.0, 1.0]])
+            affine = np.eye(4)
+            affine[:3, :3] = rotation @ np.diag(spacing)
             affine[:3, 3] = [-10.0, 5.0, 30.0]
-            nib.save(nib.Nifti1Image(gt, affine), os.path.join(ldir, name + ".nii.gz"))
-            nib.save(nib.Nifti1Image(pred, affine), os.path.join(pdir, name + ".nii.gz"))
-            sp = np.sqrt((nib.load(os.path.join(ldir, name + ".nii.gz")).affine[:3, :3] ** 2).sum(0))
+            for data, folder in ((gt, ldir), (pred, pdir)):
+                img = nib.Nifti1Image(data, affine)
+                if name in in_metres:
+                    img = nib.Nifti1Image(data, np.diag([1e-3, 1e-3, 1e-3, 1.0]) @ affine)
+                    img.header.set_xyzt_units(xyz="meter")
+                nib.save(img, os.path.join(folder, name + ".nii.gz"))
+            # the spacing as the FLARE 2022 script reads it: the header's voxel size
+            sp = np.array(nib.load(os.path.join(ldir, name + ".nii.gz")).header.get_zooms()[:3],
+                          dtype=np.float64)
+            if name in in_metres:
+                sp = np.array(spacing)
             for protocol in ref:
                 ref[protocol][name] = {o: (d, n) for o, d, n in
                                        metrics_ref.case_scores(gt, pred, sp, "flare", protocol)}
@@ -145,6 +167,9 @@ def scored_as_reference(tmp, ldir, pdir, protocol, ref, truth_voxels):
                 return False
             d, n = ref[row["case"]][row["organ"]]
             worst = max(worst, gap(float(row["dsc"]), d), gap(float(row["nsd"]), n))
+            if max(gap(float(row["dsc"]), d), gap(float(row["nsd"]), n)) > 1e-5:
+                print(f"  {row['case']} {row['organ']}: C {row['dsc']}, {row['nsd']}; "
+                      f"reference {d:.9g}, {n:.9g}")
             if int(row["truth_voxels"]) != truth_voxels[row["case"]][row["organ"]]:
                 print(f"results.csv truth_voxels {row['truth_voxels']} for {row['case']} "
                       f"{row['organ']}, numpy counts {truth_voxels[row['case']][row['organ']]}")
@@ -165,7 +190,8 @@ def scored_as_reference(tmp, ldir, pdir, protocol, ref, truth_voxels):
     nsd_values = [v[1] for c in ref.values() for v in c.values() if not math.isnan(v[1])]
     print(f"{protocol}: rows {rows}, max |C - reference| = {worst:.3g}; reference NSD range "
           f"{min(nsd_values):.3f}..{max(nsd_values):.3f}")
-    if rows != 3 * 13 or names != sorted(["caseA", CASE_B, "caseC"]) or not ok_attrs:
+    if rows != 5 * 13 or names != sorted(["caseA", CASE_B, "caseC", "caseD", "caseE"]) \
+            or not ok_attrs:
         print("results files incomplete or attributes wrong")
         return False
     aorta_c = ref["caseC"]["aorta"]
