@@ -388,3 +388,10 @@ void geometry_gather_labels(const int64_t *index, size_t n, const uint8_t *packe
 {
     for (size_t i = 0; i < n; i++) out[i] = index[i] == GEOMETRY_OUTSIDE ? 0 : packed[index[i]];
 }
+
+int spacing_equal(const double a[3], const double b[3])
+{
+    int same = 1;
+    for (int axis = 0; axis < 3; axis++) same &= fabs(a[axis] - b[axis]) <= 1e-3 * b[axis];
+    return same;
+}

@@ -95,4 +95,9 @@ void affine_multiply(const double a[4][4], const double b[4][4], double out[4][4
 /* Returns -1 when singular. */
 int affine_invert(const double a[4][4], double out[4][4]);
 
+/* 1 when two voxel spacings (mm) agree within 1e-3 relative on every axis: the same packing (a
+ * data set stores its spacing as float, a checkpoint as double), or a packing that kept the
+ * source's voxels. */
+int spacing_equal(const double a[3], const double b[3]);
+
 #endif

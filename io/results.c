@@ -44,6 +44,7 @@ static void write_h5(const char *path, const EvalResults *r)
     h5_attr_string(f, "skipped_cases", r->skipped_cases ? r->skipped_cases : "");
     write_strings(f, "case_names", r->num_cases, r->case_names);
     write_strings(f, "prediction_sources", r->num_cases, r->prediction_sources);
+    write_strings(f, "truth_sources", r->num_cases, r->truth_sources);
     write_strings(f, "organ_names", r->num_organs, r->organ_names);
     const int shape[2] = {r->num_cases, r->num_organs};
     h5_write_doubles(f, "dsc", 2, shape, r->dsc);

@@ -24,9 +24,11 @@ typedef struct {
     const char *const *prediction_sources;   /* [num_cases] what made each prediction, or "" */
     const char *skipped_cases;         /* cases of the truth without a prediction, one per
                                         * line ("" when none) */
+    const char *const *truth_sources;  /* [num_cases] the label file or packed label scored
+                                        * against */
 } EvalResults;
 
-/* Writes <stem>.h5 and <stem>.csv (case,organ,dsc,nsd). */
+/* Writes <stem>.h5 and <stem>.csv (case,organ,dsc,nsd,truth_voxels). */
 void results_write(const char *stem, const EvalResults *r);
 
 #endif

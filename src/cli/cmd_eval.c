@@ -29,11 +29,21 @@ enum { PATH_LEN = 4096, NAME_LEN = 256 };
 /* Affines of a prediction and its truth must agree to this (mm) to be the same grid. */
 static const double affine_tolerance_mm = 1e-3;
 
+/* Where a case's truth comes from (decided on rank 0 from the headers, before any scoring). */
+typedef enum {
+    TRUTH_LABEL_FILE,     /* a label NIfTI: --labels, or the source label --data recorded */
+    TRUTH_PACKED,         /* --data, a prediction on the packed grid: the packed label */
+    TRUTH_PACKED_MAPPED,  /* --data, on the source grid but its source label unreadable: the
+                           * packed label mapped back to the source grid (nearest neighbour) */
+} TruthKind;
+
 typedef struct {
     char name[NAME_LEN];
     char truth[PATH_LEN];    /* label NIfTI, or "" for a data-set case */
     char pred[PATH_LEN];     /* "" when the prediction is missing */
     int dataset_index;       /* -1 for a label-file case */
+    TruthKind truth_kind;
+    char truth_source[PATH_LEN + NAME_LEN + 64];  /* what it was scored against (results.h5) */
 } EvalCase;
 
 static void usage(FILE *out)
@@ -42,6 +52,7 @@ static void usage(FILE *out)
             "usage: alice eval --pred DIR (--labels DIR | --data dataset.h5) [--out STEM]\n"
             "                  [--checkpoint PATH] [--config FILE] [label_set=flare|btcv]\n"
             "                  [eval_protocol=plain|flare22] [--allow-unknown-labels]\n"
+            "                  [--allow-packed-truth]\n"
             "                  [key=value ...]\n"
             "Scores every case that has a prediction <pred>/<case>.nii.gz (or .nii): DSC and NSD per\n"
             "organ (FLARE 2022 tolerances; eval_protocol=flare22 also scores aorta, IVC and\n"
@@ -50,7 +61,8 @@ static void usage(FILE *out)
             "(BTCV's labelXXXX for case imgXXXX), spacing from their affine. --data: the cases\n"
             "of a packed data set; a prediction on the case's source grid (alice infer's) is\n"
             "scored against its source label file (recorded at packing; when it is gone, the\n"
-            "packed label mapped back), one on the packed grid against the packed label.\n"
+            "packed label mapped back, which --allow-packed-truth must allow when the packing\n"
+            "resampled the case), one on the packed grid against the packed label.\n"
             "Writes STEM.h5 and STEM.csv (default STEM: results) and prints the per-organ\n"
             "means. A label id that is no organ of label_set, in a prediction or a truth, is an\n"
             "error naming the file and the ids; --allow-unknown-labels scores such voxels as\n"
@@ -272,8 +284,79 @@ static void check_known_ids(const size_t histogram[256], const LabelSet *set, co
               set->organs[0].id, set->organs[set->count - 1].id, list, unknown > 8 ? ", ..." : "");
 }
 
+/* 1 when packing kept the source's voxels (the same spacing on every axis: only the crop and a
+ * reorientation to RAS, which nearest-neighbour mapping undoes exactly), so the packed label
+ * mapped back is the source label on the voxels the crop kept. */
+static int packing_kept_voxels(const DatasetCase *dc)
+{
+    double source[3];
+    spacing_of(dc->orig_affine, source);
+    const double packed[3] = {dc->spacing[0], dc->spacing[1], dc->spacing[2]};
+    return spacing_equal(packed, source);
+}
+
+/* Rank 0, from the headers: which truth case c is scored against, into c->truth_kind and
+ * c->truth_source. A prediction on the source grid whose source label is unreadable would be
+ * scored against the packed label mapped back; when the packing resampled the case that truth
+ * is itself degraded (a perfect prediction scores below 1), so it takes allow_packed_truth. */
+static void choose_truth(EvalCase *c, Dataset *ds, const char *data_path, int allow_packed_truth)
+{
+    if (c->dataset_index < 0) {
+        c->truth_kind = TRUTH_LABEL_FILE;
+        snprintf(c->truth_source, sizeof c->truth_source, "%s", c->truth);
+        return;
+    }
+    const DatasetCase *dc = dataset_case(ds, c->dataset_index);
+    int pd[3], datatype;
+    double pa[4][4];
+    char err[1024];
+    if (nifti_read_header_info(c->pred, pd, &datatype, pa, err, sizeof err) != 0)
+        alice_die("eval: %s", err);
+    /* Which grid the prediction is on, by shape AND affine: a source at the packing spacing
+     * whose body crop removed nothing has the packed shape, yet another orientation (not
+     * RAS). Neither matching: by shape, and check_same_grid names the mismatch. */
+    int on_packed_grid = on_grid(pd, pa, dc->dim, dc->affine);
+    int on_source_grid = !on_packed_grid && on_grid(pd, pa, dc->orig_dim, dc->orig_affine);
+    if (!on_packed_grid && !on_source_grid) {
+        on_packed_grid = !memcmp(pd, dc->dim, sizeof pd);
+        on_source_grid = !on_packed_grid && !memcmp(pd, dc->orig_dim, sizeof pd);
+    }
+    if (on_source_grid && dc->source_label[0] && access(dc->source_label, R_OK) == 0) {
+        /* alice infer's output (the source grid): scored against the source label itself */
+        c->truth_kind = TRUTH_LABEL_FILE;
+        snprintf(c->truth_source, sizeof c->truth_source, "%s", dc->source_label);
+        return;
+    }
+    if (!on_source_grid) {
+        c->truth_kind = TRUTH_PACKED;
+        snprintf(c->truth_source, sizeof c->truth_source, "%s (case %s, packed label)", data_path,
+                 c->name);
+        return;
+    }
+    c->truth_kind = TRUTH_PACKED_MAPPED;
+    snprintf(c->truth_source, sizeof c->truth_source,
+             "%s (case %s, packed label mapped back to the source grid)", data_path, c->name);
+    const char *missing = dc->source_label[0] ? dc->source_label : "(none recorded)";
+    if (packing_kept_voxels(dc)) {
+        log_warn("eval: %s is not readable; case %s is scored against %s's packed label mapped "
+                 "back to the source grid (the packing kept the source's voxels: the same "
+                 "labels where the body crop kept them)", missing, c->name, data_path);
+        return;
+    }
+    if (!allow_packed_truth)
+        alice_die("eval: case %s's source label %s is not readable, and %s packed it at %g,%g,%g "
+                  "mm from another spacing: its packed label mapped back differs from the source "
+                  "label by the resampling (a perfect prediction would score below 1). Restore "
+                  "the file at that path, or give the label folder with --labels DIR; "
+                  "--allow-packed-truth scores against the packed label anyway", c->name,
+                  missing, data_path, dc->spacing[0], dc->spacing[1], dc->spacing[2]);
+    log_warn("eval: %s is not readable; case %s is scored against %s's packed label mapped back "
+             "to the source grid, resampled by the packing (--allow-packed-truth)", missing,
+             c->name, data_path);
+}
+
 /* Scores one case into dsc/nsd rows, and its truth's organ sizes into truth_voxels. */
-static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, const LabelSet *set,
+static void score_case(const EvalCase *c, Dataset *ds, const LabelSet *set,
                        EvalProtocol protocol, int allow_unknown, double *dsc, double *nsd,
                        double *truth_voxels)
 {
@@ -281,53 +364,32 @@ static void score_case(const EvalCase *c, Dataset *ds, const char *data_path, co
     double pa[4][4], ta[4][4], spacing[3];
     uint8_t *pred = read_labels(c->pred, pd, pa);
     uint8_t *truth;
-    char truth_name[PATH_LEN];
     const char *truth_file = NULL;   /* the NIfTI the truth came from; NULL: a packed label */
-    if (c->dataset_index >= 0) {
-        const DatasetCase *dc = dataset_case(ds, c->dataset_index);
-        /* Which grid the prediction is on, by shape AND affine: a source at the packing spacing
-         * whose body crop removed nothing has the packed shape, yet another orientation (not
-         * RAS). Neither matching: by shape, and check_same_grid names the mismatch. */
-        int on_packed_grid = on_grid(pd, pa, dc->dim, dc->affine);
-        int on_source_grid = !on_packed_grid && on_grid(pd, pa, dc->orig_dim, dc->orig_affine);
-        if (!on_packed_grid && !on_source_grid) {
-            on_packed_grid = !memcmp(pd, dc->dim, sizeof pd);
-            on_source_grid = !on_packed_grid && !memcmp(pd, dc->orig_dim, sizeof pd);
-        }
-        if (on_source_grid && dc->source_label[0] && access(dc->source_label, R_OK) == 0) {
-            /* alice infer's output (the source grid): scored against the source label itself */
-            truth = read_labels(dc->source_label, td, ta);
-            truth_file = dc->source_label;
-            snprintf(truth_name, sizeof truth_name, "%s", dc->source_label);
-        } else {
-            Volume v;
-            dataset_read_case(ds, c->dataset_index, &v);
-            memcpy(td, v.dim, sizeof td);
-            memcpy(ta, v.affine, sizeof ta);
-            truth = v.label;
-            v.label = NULL;
-            volume_free(&v);
-            snprintf(truth_name, sizeof truth_name, "%s (case %s)", data_path, c->name);
-            if (on_source_grid) {
-                /* the source label is gone: the packed one, mapped back as predictions are */
-                const size_t n = (size_t)dc->orig_dim[0] * dc->orig_dim[1] * dc->orig_dim[2];
-                uint8_t *back = xmalloc(n);
-                geometry_label_to_original(truth, td, (const double (*)[4])ta, dc->orig_dim,
-                                           (const double (*)[4])dc->orig_affine, back);
-                free(truth);
-                truth = back;
-                memcpy(td, dc->orig_dim, sizeof td);
-                memcpy(ta, dc->orig_affine, sizeof ta);
-                log_warn("eval: %s is not readable; case %s is scored against %s's packed label "
-                         "mapped back to the source grid (nearest neighbour)", dc->source_label,
-                         c->name, data_path);
-            }
-        }
+    if (c->truth_kind == TRUTH_LABEL_FILE) {
+        truth_file = c->dataset_index >= 0 ? dataset_case(ds, c->dataset_index)->source_label
+                                           : c->truth;
+        truth = read_labels(truth_file, td, ta);
     } else {
-        truth = read_labels(c->truth, td, ta);
-        truth_file = c->truth;
-        snprintf(truth_name, sizeof truth_name, "%s", c->truth);
+        const DatasetCase *dc = dataset_case(ds, c->dataset_index);
+        Volume v;
+        dataset_read_case(ds, c->dataset_index, &v);
+        memcpy(td, v.dim, sizeof td);
+        memcpy(ta, v.affine, sizeof ta);
+        truth = v.label;
+        v.label = NULL;
+        volume_free(&v);
+        if (c->truth_kind == TRUTH_PACKED_MAPPED) {
+            const size_t n = (size_t)dc->orig_dim[0] * dc->orig_dim[1] * dc->orig_dim[2];
+            uint8_t *back = xmalloc(n);
+            geometry_label_to_original(truth, td, (const double (*)[4])ta, dc->orig_dim,
+                                       (const double (*)[4])dc->orig_affine, back);
+            free(truth);
+            truth = back;
+            memcpy(td, dc->orig_dim, sizeof td);
+            memcpy(ta, dc->orig_affine, sizeof ta);
+        }
     }
+    const char *truth_name = c->truth_source;
     check_same_grid(c->pred, pd, pa, truth_name, td, ta);
     size_t histogram[256];
     label_histogram(pred, pd, histogram);
@@ -454,12 +516,13 @@ int cmd_eval(int argc, char **argv)
     Config cfg;
     config_defaults(&cfg);
     const char *pred_dir = NULL, *labels_dir = NULL, *data_path = NULL, *out = "results", *checkpoint = "";
-    int allow_unknown = 0;
+    int allow_unknown = 0, allow_packed_truth = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (cli_is_help(a)) { usage(stdout); return 0; }
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
         if (!strcmp(a, "--allow-unknown-labels")) { allow_unknown = 1; continue; }
+        if (!strcmp(a, "--allow-packed-truth")) { allow_packed_truth = 1; continue; }
         const char **slot = !strcmp(a, "--pred") ? &pred_dir : !strcmp(a, "--labels") ? &labels_dir
                           : !strcmp(a, "--data") ? &data_path : !strcmp(a, "--out") ? &out
                           : !strcmp(a, "--checkpoint") ? &checkpoint : NULL;
@@ -515,6 +578,7 @@ int cmd_eval(int argc, char **argv)
             log_warn("eval: %d of %d cases have no prediction; scoring the other %d",
                      ncases - nscored, ncases, nscored);
         warn_label_convention(cases, nscored, set);
+        for (int c = 0; c < nscored; c++) choose_truth(&cases[c], ds, data_path, allow_packed_truth);
     }
     CHECK_MPI(MPI_Bcast(&nscored, 1, MPI_INT, 0, MPI_COMM_WORLD));
     if (nscored == 0)
@@ -531,7 +595,7 @@ int cmd_eval(int argc, char **argv)
     double t0 = wall_seconds();
     for (int c = rank; c < nscored; c += size) {
         double tc = wall_seconds();
-        score_case(&cases[c], ds, data_path, set, protocol, allow_unknown,
+        score_case(&cases[c], ds, set, protocol, allow_unknown,
                    dsc + (size_t)c * set->count,
                    nsd + (size_t)c * set->count, truth_voxels + (size_t)c * set->count);
         if (size == 1) log_info("eval: %-24s %3d/%d  %.2f s", cases[c].name, c + 1, nscored, wall_seconds() - tc);
@@ -546,7 +610,11 @@ int cmd_eval(int argc, char **argv)
         const char **organ_names = xmalloc(sizeof(char *) * (size_t)set->count);
         int *ids = xmalloc(sizeof(int) * (size_t)set->count);
         double *tol = xmalloc(sizeof(double) * (size_t)set->count);
-        for (int c = 0; c < nscored; c++) case_names[c] = cases[c].name;
+        const char **truth_sources = xmalloc(sizeof(char *) * (size_t)nscored);
+        for (int c = 0; c < nscored; c++) {
+            case_names[c] = cases[c].name;
+            truth_sources[c] = cases[c].truth_source;
+        }
         for (int o = 0; o < set->count; o++) {
             organ_names[o] = set->organs[o].name;
             ids[o] = set->organs[o].id;
@@ -558,7 +626,8 @@ int cmd_eval(int argc, char **argv)
         EvalResults r = {nscored, set->count, case_names, organ_names, ids, tol, dsc, nsd,
                          truth_voxels, set->name, config_text,
                          checkpoints ? checkpoints : checkpoint, pred_dir,
-                         ds ? data_path : labels_dir, (const char *const *)sources, skipped};
+                         ds ? data_path : labels_dir, (const char *const *)sources, skipped,
+                         truth_sources};
         results_write(out, &r);
         log_info("eval: %d cases x %d organs in %.2f s (%.2f s per case) -> %s.h5, %s.csv", nscored, set->count,
                  wall_seconds() - t0, (wall_seconds() - t0) / nscored, out, out);
@@ -568,6 +637,7 @@ int cmd_eval(int argc, char **argv)
         free(sources);
         free(checkpoints);
         free(case_names);
+        free(truth_sources);
         free(organ_names);
         free(ids);
         free(tol);

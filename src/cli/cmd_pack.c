@@ -252,8 +252,9 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
     memcpy(meta->crop_hi, g.crop_hi, sizeof meta->crop_hi);
     memcpy(meta->ras_axis, g.ras_axis, sizeof meta->ras_axis);
     memcpy(meta->ras_flip, g.ras_flip, sizeof meta->ras_flip);
-    snprintf(meta->source_image, sizeof meta->source_image, "%s", in->image);
-    snprintf(meta->source_label, sizeof meta->source_label, "%s", in->label);
+    /* absolute: alice eval --data reads the source label back, from wherever it is run */
+    absolute_path(in->image, meta->source_image, sizeof meta->source_image);
+    absolute_path(in->label, meta->source_label, sizeof meta->source_label);
     *image_out = packed;
     return 0;
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -97,4 +98,12 @@ void describe_create_failure(const char *path, char *why, size_t size)
         snprintf(why, size, "its folder %s is writable: the file system refused the file (full, a "
                  "quota, or HDF5 file locking unsupported there: export "
                  "HDF5_USE_FILE_LOCKING=FALSE)", dir);
+}
+
+void absolute_path(const char *path, char *out, size_t n)
+{
+    char *resolved = path[0] ? realpath(path, NULL) : NULL;
+    const char *use = resolved && strlen(resolved) < n ? resolved : path;
+    snprintf(out, n, "%s", use);
+    free(resolved);
 }

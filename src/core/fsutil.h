@@ -26,5 +26,9 @@ FolderState folder_state(const char *dir);
  * `path` a directory, its folder missing, not a folder or not writable, or else the file
  * system's refusal. */
 void describe_create_failure(const char *path, char *why, size_t size);
+/* path made absolute (realpath: symbolic links resolved) into out (n bytes), so it still names
+ * the file when read from another working directory; "" stays "", and a path that does not
+ * resolve (or does not fit) is copied as given. */
+void absolute_path(const char *path, char *out, size_t n);
 
 #endif

@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -550,13 +549,6 @@ int checkpoint_data_spacing(const char *path, double spacing[3])
     const int known = h5_attr_read_doubles(f, "data_spacing", spacing, 3);
     close_locked(f);
     return known;
-}
-
-int spacing_equal(const double a[3], const double b[3])
-{
-    int same = 1;
-    for (int axis = 0; axis < 3; axis++) same &= fabs(a[axis] - b[axis]) <= 1e-3 * b[axis];
-    return same;
 }
 
 char *checkpoint_config_text(const char *path)

@@ -71,9 +71,6 @@ void checkpoint_check_encoder_source(const char *path, const Config *cfg);
  * data_spacing; Config.data_spacing); 0 when it does not say (synthetic data, or written before
  * the attribute existed). */
 int checkpoint_data_spacing(const char *path, double spacing[3]);
-/* 1 when two voxel spacings agree within 1e-3 relative on every axis: the same packing (a data
- * set stores its spacing as float, a checkpoint as double). */
-int spacing_equal(const double a[3], const double b[3]);
 /* The checkpoint's kind attribute ("pretrain", "finetune"; "" when absent), malloc'd. */
 char *checkpoint_kind(const char *path);
 /* The configuration text stored in a checkpoint (malloc'd). */

@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/preempt.h"
 #include "ops/gpu_device.h"
+#include "geometry.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
 #include <mpi.h>

@@ -5,8 +5,13 @@
 # DSC 1 and NSD 1:
 #  - --labels DIR with BTCV names: labelXXXX is the truth of case imgXXXX;
 #  - --data dataset.h5: scored against each case's source label (its recorded path);
-#  - --data with the source labels moved away: the packed label mapped back to the source grid,
-#    with a warning; every organ still scores DSC >= 0.8 (resampling to 3 mm and back);
+#  - --data from another working directory, the data set packed from a relative path: the
+#    source labels found all the same (pack records absolute paths);
+#  - --data with the source labels moved away: refused, naming the missing file, since the
+#    packing resampled the cases (the packed label mapped back would score a perfect prediction
+#    below 1); with --allow-packed-truth the packed label mapped back to the source grid, with a
+#    warning, every organ still DSC >= 0.8 (resampling to 3 mm and back);
+#  - results.h5 /truth_sources names what each case was scored against;
 #  - BTCV-named cases scored with label_set = flare (BTCV numbers its organs its own way):
 #    a warning; with label_set = btcv none.
 set -euo pipefail
@@ -22,7 +27,7 @@ for i in 0 1; do
   cp "$T/ph/labelsTr/case000$i.nii.gz" "$T/btcv/label000$i.nii.gz"
   cp "$T/ph/labelsTr/case000$i.nii.gz" "$T/pred/img000$i.nii.gz"
 done
-"$ALICE" pack --input "$T/btcv" --out "$T/ds.h5" spacing=3,3,3 > /dev/null
+(cd "$T" && "$ALICE" pack --input btcv --out ds.h5 spacing=3,3,3 > /dev/null)   # relative
 check() {  # results stem, min DSC for organs of 500+ voxels (1: every present organ exactly 1)
   "$PYTHON" - "$1.csv" "$2" <<'PY'
 import csv, sys
@@ -44,12 +49,31 @@ grep -q "the cases are named as BTCV's (imgXXXX), but label_set = flare" "$T/a.l
   { echo "FAIL: BTCV-named cases scored with label_set = flare without a warning"; exit 1; }
 "$ALICE" eval --pred "$T/pred" --labels "$T/btcv" --out "$T/r_btcv" label_set=btcv > "$T/a2.log" 2>&1
 grep -q "named as BTCV" "$T/a2.log" && { echo "FAIL: a warning with label_set = btcv"; exit 1; }
-"$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --out "$T/r_data" label_set=flare > "$T/b.log" 2>&1 ||
+sources() {  # results stem, expected truth_sources regex (every case)
+  "$PYTHON" - "$1.h5" "$2" <<'PY'
+import re, sys, h5py
+got = [s.decode() for s in h5py.File(sys.argv[1], "r")["truth_sources"][()]]
+assert len(got) == 2 and all(re.search(sys.argv[2], g) for g in got), got
+print("truth_sources:", got)
+PY
+}
+mkdir -p "$T/elsewhere"
+(cd "$T/elsewhere" && "$ALICE" eval --pred ../pred --data ../ds.h5 --out ../r_data \
+  label_set=flare > "$T/b.log" 2>&1) ||
   { cat "$T/b.log"; echo "FAIL: eval --data with predictions on the source grid"; exit 1; }
 check "$T/r_data" 1
+sources "$T/r_data" "^$T/btcv/label000[01].nii.gz$"
 mv "$T/btcv" "$T/btcv.moved"
-"$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --out "$T/r_mapped" label_set=flare > "$T/c.log" 2>&1 ||
-  { cat "$T/c.log"; echo "FAIL: eval --data without the source labels"; exit 1; }
+if "$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --out "$T/r_refused" label_set=flare \
+    > "$T/c0.log" 2>&1; then echo "FAIL: eval scored against a resampled truth unasked"; exit 1; fi
+grep -q "source label $T/btcv/label000[01].nii.gz is not readable.*--allow-packed-truth" \
+  "$T/c0.log" || { cat "$T/c0.log"; echo "FAIL: no clear refusal"; exit 1; }
+[ ! -e "$T/r_refused.h5" ] || { echo "FAIL: a refused eval wrote results"; exit 1; }
+"$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --out "$T/r_mapped" label_set=flare \
+  --allow-packed-truth > "$T/c.log" 2>&1 ||
+  { cat "$T/c.log"; echo "FAIL: eval --data --allow-packed-truth without the source labels"; exit 1; }
 grep -q "scored against .*packed label mapped back" "$T/c.log" || { echo "FAIL: no warning"; exit 1; }
 check "$T/r_mapped" 0.8
-echo "ok: BTCV names, --data against the source labels, and mapped back without them"
+sources "$T/r_mapped" "ds.h5 \\(case img000[01], packed label mapped back to the source grid\\)$"
+echo "ok: BTCV names, --data against the source labels (from another folder), refused without"
+echo "    them unless --allow-packed-truth, then mapped back; truth_sources says which"

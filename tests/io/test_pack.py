@@ -252,6 +252,8 @@ def main():
             src_img = src_img.decode() if isinstance(src_img, bytes) else src_img
             src_lab = g.attrs["source_label"]
             src_lab = src_lab.decode() if isinstance(src_lab, bytes) else src_lab
+            check(os.path.isabs(src_img) and (not src_lab or os.path.isabs(src_lab)),
+                  f"{name}: source paths recorded absolute ({src_img})")
             orig = nib.load(src_img)
             check(np.allclose(g.attrs["original_affine"], orig.affine, atol=1e-4) and
                   tuple(g.attrs["original_shape"]) == orig.shape, f"{name}: original shape and affine")
