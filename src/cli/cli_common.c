@@ -69,6 +69,25 @@ static void load_job_file(Config *cfg, const char *path)
     for (int k = 0; k < g_overrides.count; k++) apply_override(cfg, g_overrides.args[k]);
 }
 
+void cli_only_keys(const Config *cfg, const char *command, const char *const *used)
+{
+    if (g_overrides.cfg != cfg) return;
+    for (int k = 0; k < g_overrides.count; k++) {
+        const char *a = g_overrides.args[k];
+        const size_t n = (size_t)(strchr(a, '=') - a);
+        int known = 0;
+        for (int u = 0; used[u] && !known; u++) known = strlen(used[u]) == n && !strncmp(a, used[u], n);
+        if (known) continue;
+        char list[512] = "";
+        for (int u = 0; used[u]; u++)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", u ? ", " : "",
+                     used[u]);
+        alice_die("alice %s: '%s' sets a key alice %s does not use (it reads %s); give it to "
+                  "the command that does (alice config --keys describes every key)", command, a,
+                  command, list);
+    }
+}
+
 int cli_config_arg(Config *cfg, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];

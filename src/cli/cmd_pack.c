@@ -304,6 +304,10 @@ int cmd_pack(int argc, char **argv)
         else if (!cli_config_arg(&cfg, argc, argv, &i))
             alice_die("alice pack: unknown or incomplete argument '%s' (see alice pack --help)", a);
     }
+    /* the keys this command reads (threads: the Slurm script passes the task's cores) */
+    static const char *const used[] = {"spacing", "num_folds", "seed", "num_classes", "threads",
+                                       NULL};
+    cli_only_keys(&cfg, "pack", used);
     if (!input == !list) alice_die("alice pack: give exactly one of --input DIR or --list FILE");
     if (!out) alice_die("alice pack: --out dataset.h5 is required");
     /* the data set is written to a temporary name first (job_tmp_name): a name cut to fit

@@ -29,6 +29,11 @@ int cli_config_arg(Config *cfg, int argc, char **argv, int *i);
 /* A command's flag that sets a key (`alice finetune --fold 2`): key=value on the command line,
  * winning over every job file as those do. */
 void cli_flag_override(Config *cfg, const char *key, const char *value);
+/* Ends the job when a key=value argument of the command line (given to cfg) names a key outside
+ * `used` (NULL-terminated): the command would accept it and do nothing with it, e.g. label_set
+ * given to alice pack, which records no label set. Job files are not checked (one file may
+ * serve several commands). */
+void cli_only_keys(const Config *cfg, const char *command, const char *const *used);
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);
 /* The step count given to `flag` of `command` (--stop-after, --bench-steps); anything but a

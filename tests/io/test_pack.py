@@ -375,6 +375,12 @@ def main():
     os.makedirs(empty)
     r = run("pack", "--input", empty, "--out", os.path.join(tmp, "e.h5"))
     check(r.returncode != 0 and "no images found" in r.stderr, f"empty folder: {r.stderr.strip()[:120]}")
+    # a key pack does not read (label_set: a data set records no label set) is refused, not
+    # silently dropped for eval to score with its default organ names
+    r = run("pack", "--input", ph, "--out", os.path.join(tmp, "k.h5"), "label_set=btcv")
+    check(r.returncode == 2 and "'label_set=btcv' sets a key alice pack does not use" in r.stderr
+          and not os.path.exists(os.path.join(tmp, "k.h5")),
+          f"a key pack does not use refused: {r.stderr.strip()[:120]}")
     r = run("pack", "--input", ph, "--out", "/proc/alice_cannot_write/x.h5")
     check(r.returncode != 0 and "cannot create" in r.stderr, f"unwritable output: {r.stderr.strip()[:120]}")
     r = run("pack", "--input", ph, "--out", out1)
