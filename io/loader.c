@@ -1035,9 +1035,14 @@ Loader *loader_create(const LoaderOptions *opt, LoaderSource source)
         if (source.case_fold(source.ctx, i) == opt->validation_fold) L->validation[L->num_validation++] = i;
         else L->train[L->num_train++] = i;
     }
+    if (L->num_train == 0 && L->num_validation > 0)
+        alice_die("fine-tuning needs labelled cases outside validation fold %d, and all %d of the "
+                  "data set's are in it: choose another fold, set fold=-1 to train on them "
+                  "without validation, or pack more labelled cases", opt->validation_fold,
+                  L->num_validation);
     if (L->num_train == 0)
-        alice_die("fine-tuning needs labelled cases outside validation fold %d, and the data set "
-                  "has none: pack labels with the images, or set fold=-1", opt->validation_fold);
+        alice_die("fine-tuning needs labelled cases, and the data set has none: pack labels "
+                  "with the images");
 
     L->entries = xcalloc((size_t)n, sizeof *L->entries);
     ALICE_ASSERT(pthread_mutex_init(&L->cache_lock, NULL) == 0, "pthread_mutex_init failed");

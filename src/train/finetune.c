@@ -476,9 +476,13 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
             break;
         }
     }
-    if (status == 0 && !chunk_stopped)
+    if (status == 0 && !chunk_stopped && nval > 0)
         log_info("fine-tuning done: %ld steps, best validation Dice %.4f, run directory %s "
                  "(ckpt_best.h5 and the last ckpt_<step>.h5)", cfg->steps, best, cfg->run_dir);
+    else if (status == 0 && !chunk_stopped)
+        log_info("fine-tuning done: %ld steps without validation (no held-out case), run "
+                 "directory %s (ckpt_best.h5 holds the last step's weights, as the last "
+                 "ckpt_<step>.h5)", cfg->steps, cfg->run_dir);
     step_graph_free(&graph);
     grad_sync_free(&sync);
     runlog_close(&log);

@@ -53,6 +53,10 @@ refused() {  # expected-message, args...
 refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
 refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
 refused "fold = 3 but .*ds.h5 has 2 folds" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
+# every labelled case in the validation fold: named as such (not "the data set has none")
+run "$ALICE" pack --input "$T/ph" --out "$T/ds1.h5" spacing=3,3,3 num_folds=1 seed=1
+refused "all 4 of the data set's are in it: choose another fold, set fold=-1" \
+  run_dir="$T/bad5" $ENC data="$T/ds1.h5"
 [ ! -e "$T/bad3" ] ||
   fail "a fold the data set does not have: run_dir was written before the refusal"
 # the folds of a packed data set are its packing's, not num_folds' (default 5): fold 5 of a

@@ -18,6 +18,8 @@ FT=(--config "$ROOT/jobs/finetune_tiny.cfg" data=synthetic synthetic_cases=4 cro
 "$ALICE" finetune "${FT[@]}" run_dir="$WORK/one" batch=2 > "$WORK/one.log" 2>&1 ||
   { tail -20 "$WORK/one.log"; fail "1-rank run failed"; }
 grep -q "layer-wise lr decay 0.75" "$WORK/one.log" || fail "layer_decay was not taken"
+grep -q "fine-tuning done: 2 steps without validation (no held-out case)" "$WORK/one.log" ||
+  { grep "fine-tuning done" "$WORK/one.log"; fail "fold=-1: the end of run reads as validated"; }
 mpirun_n 2 "$ALICE" finetune "${FT[@]}" run_dir="$WORK/two" batch=1 > "$WORK/two.log" 2>&1 ||
   { tail -20 "$WORK/two.log"; fail "2-rank run failed"; }
 PYTHONPATH="$ROOT/tests/train" "$PYTHON" - "$WORK/one" "$WORK/two" <<'PY'
