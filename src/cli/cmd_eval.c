@@ -104,6 +104,35 @@ static int compare_cases(const void *a, const void *b)
     return strcmp(((const EvalCase *)a)->name, ((const EvalCase *)b)->name);
 }
 
+/* Predictions in pred_dir that name no case of the truth (another data set's, a renamed file):
+ * not scored, and said, since the table would otherwise just be shorter. alice infer's
+ * <case>_probs files are not predictions of labels. */
+static void warn_orphan_predictions(const char *pred_dir, const EvalCase *cases, int ncases,
+                                    const char *truth)
+{
+    DIR *d = opendir(pred_dir);
+    if (!d) return;   /* found above; gone now: the scoring says so */
+    struct dirent *ent;
+    int orphans = 0;
+    char list[512] = "";
+    while ((ent = readdir(d))) {
+        char name[NAME_LEN];
+        if (!nifti_stem(ent->d_name, name, sizeof name)) continue;
+        const size_t len = strlen(name);
+        if (len > 6 && !strcmp(name + len - 6, "_probs")) continue;
+        int known = 0;   /* a linear search: the data set's order need not be strcmp's */
+        for (int c = 0; c < ncases && !known; c++) known = !strcmp(cases[c].name, name);
+        if (known) continue;
+        if (orphans++ < 5)
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", orphans > 1 ? ", " : "",
+                     ent->d_name);
+    }
+    closedir(d);
+    if (orphans)
+        log_warn("eval: %d prediction(s) in %s name no case of %s and are not scored: %s%s", orphans,
+                 pred_dir, truth, list, orphans > 5 ? ", ..." : "");
+}
+
 static EvalCase *cases_from_label_dir(const char *dir, int *count)
 {
     DIR *d = opendir(dir);
@@ -560,6 +589,7 @@ int cmd_eval(int argc, char **argv)
     if (rank == 0) {
         cases = ds ? cases_from_dataset(ds, data_path, &ncases)
                    : cases_from_label_dir(labels_dir, &ncases);
+        warn_orphan_predictions(pred_dir, cases, ncases, ds ? data_path : labels_dir);
         for (int c = 0; c < ncases; c++) {
             find_prediction(pred_dir, &cases[c]);
             if (cases[c].pred[0]) {

@@ -259,15 +259,19 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
     return 0;
 }
 
-/* Round to int16 HU; values beyond int16 (rare calibration junk) are clamped. */
-static int16_t *to_int16(const float *v, const int dim[3])
+/* Round to int16 HU; values beyond int16 (rare calibration junk) are clamped, and counted in
+ * *clamped so the case can say so (a scan stored with another scaling would lose its range). */
+static int16_t *to_int16(const float *v, const int dim[3], size_t *clamped)
 {
     const size_t n = (size_t)dim[0] * dim[1] * dim[2];
     int16_t *out = xmalloc(n * sizeof(int16_t));
+    size_t beyond = 0;
     for (size_t i = 0; i < n; i++) {
         long h = lrintf(v[i]);
+        beyond += h < -32768 || h > 32767;
         out[i] = (int16_t)(h < -32768 ? -32768 : h > 32767 ? 32767 : h);
     }
+    *clamped = beyond;
     return out;
 }
 
@@ -389,7 +393,12 @@ int cmd_pack(int argc, char **argv)
             free(label);
             break;
         }
-        int16_t *image16 = mine.ok ? to_int16(image, meta.dim) : NULL;
+        size_t clamped = 0;
+        int16_t *image16 = mine.ok ? to_int16(image, meta.dim, &clamped) : NULL;
+        if (clamped)
+            log_warn("case %s: %zu voxel(s) beyond the int16 range -32768..32767 (HU) clamped to "
+                     "it; check the image's scaling (scl_slope, scl_inter) if it is not in HU",
+                     meta.name, clamped);
         free(image);
         dataset_writer_round(w, mine.ok ? &meta : NULL, image16, label);
         free(image16);

@@ -12,6 +12,7 @@
 #    below 1); with --allow-packed-truth the packed label mapped back to the source grid, with a
 #    warning, every organ still DSC >= 0.8 (resampling to 3 mm and back);
 #  - results.h5 /truth_sources names what each case was scored against;
+#  - a prediction that names no case is not scored, with a warning naming it;
 #  - BTCV-named cases scored with label_set = flare (BTCV numbers its organs its own way):
 #    a warning; with label_set = btcv none.
 set -euo pipefail
@@ -42,9 +43,13 @@ if float(sys.argv[2]) == 1:   # the truth itself: every surface within tolerance
 print("%s: %d rows, worst DSC %.4f, worst NSD %.4f" % (sys.argv[1], len(rows), worst, worst_nsd))
 PY
 }
+cp "$T/pred/img0000.nii.gz" "$T/pred/stray.nii.gz"   # names no case: not scored, said
 "$ALICE" eval --pred "$T/pred" --labels "$T/btcv" --out "$T/r_labels" label_set=flare > "$T/a.log" 2>&1 ||
   { cat "$T/a.log"; echo "FAIL: eval --labels on BTCV names"; exit 1; }
 check "$T/r_labels" 1
+grep -q "1 prediction(s) in $T/pred name no case of $T/btcv and are not scored: stray.nii.gz" \
+  "$T/a.log" || { cat "$T/a.log"; echo "FAIL: a stray prediction not named"; exit 1; }
+rm "$T/pred/stray.nii.gz"
 grep -q "the cases are named as BTCV's (imgXXXX), but label_set = flare" "$T/a.log" ||
   { echo "FAIL: BTCV-named cases scored with label_set = flare without a warning"; exit 1; }
 "$ALICE" eval --pred "$T/pred" --labels "$T/btcv" --out "$T/r_btcv" label_set=btcv > "$T/a2.log" 2>&1

@@ -84,6 +84,24 @@ def reference_pack(img_path, lab_path, grp):
     return ref_img, ref_lab
 
 
+def clamped_hu(tmp, img, lab, aff):
+    """Values beyond int16 (a scan in another scaling): clamped to -32768..32767 in the packed
+    image, with a warning naming the case and the count of voxels that were."""
+    d = os.path.join(tmp, "clamp")
+    os.makedirs(d)
+    hot = img.astype(np.float32).copy()
+    hot.flat[:5] = 40000.0
+    nib.save(nib.Nifti1Image(hot, aff), os.path.join(d, "case_0000.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, aff), os.path.join(d, "case.nii.gz"))
+    out = os.path.join(tmp, "clamp.h5")
+    r = run("pack", "--input", d, "--out", out, "spacing=1,1,1")
+    ok = r.returncode == 0 and "case case: " in r.stderr and "beyond the int16 range" in r.stderr
+    if ok:
+        with h5py.File(out, "r") as f:
+            ok = int(f["cases/case/image"][()].max()) == 32767
+    check(ok, f"HU beyond int16 clamped with a warning ({r.stderr.strip()[-160:]})")
+
+
 def header_units(tmp, img, lab, aff):
     """NIfTI xyz_units: a case stored in metres or microns (pixdim and offsets 1000x smaller or
     larger, xyz_units saying so) packs to the same arrays and affines as the same case in mm (in
@@ -371,6 +389,7 @@ def main():
           f"--keep-going with every case bad: status {r.returncode}, the existing file kept "
           f"({r.stderr.strip().splitlines()[-1][:140] if r.stderr else ''})")
     header_units(tmp, small, small_lab, aff)
+    clamped_hu(tmp, small, small_lab, aff)
     empty = os.path.join(tmp, "empty")
     os.makedirs(empty)
     r = run("pack", "--input", empty, "--out", os.path.join(tmp, "e.h5"))
