@@ -31,6 +31,14 @@ static inline size_t volume_index(const int dim[3], int x, int y, int z)
 {
     return ((size_t)x * (size_t)dim[1] + (size_t)y) * (size_t)dim[2] + (size_t)z;
 }
+/* The (x, y, z) of flat index i in that layout, for messages that name a voxel. */
+static inline void volume_position(const int dim[3], size_t i, size_t xyz[3])
+{
+    const size_t column = (size_t)dim[1] * (size_t)dim[2];
+    xyz[0] = i / column;
+    xyz[1] = i % column / (size_t)dim[2];
+    xyz[2] = i % (size_t)dim[2];
+}
 void volume_free(Volume *v);
 
 #endif

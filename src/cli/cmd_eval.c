@@ -205,11 +205,11 @@ static uint8_t *read_labels(const char *path, int dim[3], double affine[4][4])
     for (size_t i = 0; i < n; i++) {
         float v = data[i];
         if (!(v >= 0 && v <= 255) || v != floorf(v)) {
-            /* nifti_read_volume's layout: [x][y][z], z fastest */
-            const size_t column = (size_t)dim[1] * dim[2];
+            size_t at[3];   /* nifti_read_volume's layout: [x][y][z], z fastest */
+            volume_position(dim, i, at);
             alice_die("%s: voxel (%zu, %zu, %zu) holds %g, not an organ id 0..255; give a label "
-                      "map (uint8 ids), not an image or probabilities", path, i / column,
-                      i % column / dim[2], i % dim[2], (double)v);
+                      "map (uint8 ids), not an image or probabilities", path, at[0], at[1], at[2],
+                      (double)v);
         }
         out[i] = (uint8_t)v;
     }

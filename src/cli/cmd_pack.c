@@ -163,8 +163,10 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
         if (image[i] > hi) hi = image[i];
     }
     if (bad) {
-        snprintf(err, errlen, "case %s: %s holds %zu NaN/inf voxels (first at flat index %zu); fix or "
-                 "exclude the image", in->name, in->image, bad, first_bad);
+        size_t at[3];
+        volume_position(dim, first_bad, at);
+        snprintf(err, errlen, "case %s: %s holds %zu NaN/inf voxels (the first at voxel (%zu, %zu, "
+                 "%zu)); fix or exclude the image", in->name, in->image, bad, at[0], at[1], at[2]);
         free(image);
         return -1;
     }
@@ -219,15 +221,18 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
         for (size_t i = 0; i < n; i++) {
             float v = label[i];
             if (!(v >= 0 && v <= max_label && v == floorf(v))) {
+                size_t at[3];
+                volume_position(dim, i, at);
                 if (v >= 0 && v <= max_label)   /* in range: a label resampled with interpolation */
-                    snprintf(err, errlen, "case %s: label %s holds value %.9g at flat index %zu, "
-                             "which is not an integer class id (was it resampled with linear "
+                    snprintf(err, errlen, "case %s: label %s holds value %.9g at voxel (%zu, %zu, "
+                             "%zu), which is not an integer class id (was it resampled with linear "
                              "interpolation? resample labels with nearest neighbour)", in->name,
-                             in->label, (double)v, i);
+                             in->label, (double)v, at[0], at[1], at[2]);
                 else
-                    snprintf(err, errlen, "case %s: label %s holds value %g at flat index %zu, "
-                             "outside the label set 0..%d (check the label convention or "
-                             "num_classes)", in->name, in->label, (double)v, i, max_label);
+                    snprintf(err, errlen, "case %s: label %s holds value %g at voxel (%zu, %zu, "
+                             "%zu), outside the label set 0..%d (check the label convention or "
+                             "num_classes)", in->name, in->label, (double)v, at[0], at[1], at[2],
+                             max_label);
                 free(image);
                 free(label);
                 return -1;
