@@ -2,12 +2,14 @@
 work, then written atomically.
 
 check_out(path, formats) ends the script with a message naming the path and the fix when the
-folder --out names does not exist (found before minutes of loading and plotting, not after), or,
+folder --out names does not exist or is not writable (found before minutes of loading and
+plotting, not after), or,
 for images, when the extension is not one of png, pdf, svg (matplotlib would silently append
 .png to a name without one, so the file written is not the one named, and raise a traceback on
 an unknown one). write_atomic(path, write) has write(tmp) write a temporary file in --out's
 folder, then os.replace()s it onto --out: a reader (a LaTeX build, a notebook) never sees a
-half-written file, and a failed or interrupted write leaves the old output as it was."""
+half-written file, and a failed or interrupted write leaves the old output as it was (a
+symbolic link --out is written through, an existing file keeps its mode)."""
 import os
 import tempfile
 
@@ -17,12 +19,15 @@ IMAGE_FORMATS = ("png", "pdf", "svg")
 def check_out(path, formats=None):
     """Ends the script unless path can be written: its folder exists and, with formats, its
     extension is one of them (case-insensitive). Returns the format (lower case) or None."""
-    folder = os.path.dirname(path) or "."
+    folder = os.path.dirname(os.path.realpath(path)) or "."
     if not os.path.isdir(folder):
         raise SystemExit(f"--out {path}: the folder {folder} does not exist; create it "
                          f"(mkdir -p {folder}) or give an --out in an existing folder")
     if os.path.isdir(path):
         raise SystemExit(f"--out {path}: is a folder; give a file name in it")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SystemExit(f"--out {path}: cannot create files in {folder} (permission denied); "
+                         f"give an --out in a writable folder")
     if formats is None:
         return None
     ext = os.path.splitext(path)[1][1:].lower()
@@ -35,22 +40,30 @@ def check_out(path, formats=None):
 
 
 def write_atomic(path, write):
-    """write(tmp) writes the output to tmp, a new file in path's folder (same file system, so
-    the rename is atomic); it then replaces path. On any failure tmp is removed and path is
-    left as it was. Prints the path written."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".",
+    """write(tmp) writes the output to tmp, a new file in the folder of the file path names (a
+    symbolic link is followed: the file it points to is replaced, the link kept; same file
+    system, so the rename is atomic); it then replaces that file, keeping an existing file's
+    mode. On any failure tmp is removed and the file is left as it was. Prints the path
+    written."""
+    target = os.path.realpath(path)
+    folder = os.path.dirname(target) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(target) + ".",
                                suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
-        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 - umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        # mkstemp makes the file 0600: the replaced file's mode, else what a plain open() would
+        # give (0666 - umask)
+        if os.path.exists(target):
+            mode = os.stat(target).st_mode & 0o7777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as f:       # on disk before the rename, so a crash leaves
             os.fsync(f.fileno())          # the old file or the new one, never an empty one
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:                 # KeyboardInterrupt too: no stray temp files
         try:
             os.unlink(tmp)

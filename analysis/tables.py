@@ -214,8 +214,9 @@ def fmt(mean, std, latex=False):
 
 
 def md_escape(text):
-    """A | in a cell would end it and shift the row's columns."""
-    return text.replace("|", "\\|")
+    """A | in a cell would end it and shift the row's columns; a backslash before it (or at the
+    end of a name, before the separator) would escape the | instead: both escaped."""
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 # | < > are no specials, but the default OT1 font encoding prints them as an em dash, ¡ and ¿

@@ -9,7 +9,7 @@ set -euo pipefail
 build_pkgs=(libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev
             libopenblas0-openmp libnifti2-dev)
 test_pkgs=(python3-numpy python3-h5py python3-matplotlib python3-nibabel python3-scipy python3-torch
-           slurm-wlm munge)
+           python3-pip slurm-wlm munge)
 # With nvcc (a CUDA build): the cuDNN frontend headers for attention_kernel = cudnn, pinned, into
 # .devdeps/cudnn-frontend (scripts/deps_cudnn_frontend.sh). Optional: without them the build
 # still succeeds and only that kernel choice is refused, so a failure here is a warning.
@@ -26,11 +26,15 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   bash "$(dirname "$0")/deps_cudnn_frontend.sh" ||
     echo "deps: warning: cuDNN frontend headers not fetched: attention_kernel = cudnn unavailable in this build" >&2
 fi
-# The MONAI checks of the tests (the exported encoder, the UNETR and ViT references against
-# MONAI's own networks): pinned wheels into .devdeps/monai (scripts/deps_monai.sh). Optional:
-# without them those checks report themselves skipped.
-bash "$(dirname "$0")/deps_monai.sh" ||
-  echo "deps: warning: MONAI not fetched: the tests' MONAI checks will be skipped" >&2
+# The MONAI checks of the tests (the exported encoder, the UNETR reference against MONAI's own
+# networks): pinned wheels into .devdeps/monai (scripts/deps_monai.sh, which needs pip: in
+# test_pkgs), fetched once the packages are in place, at every exit below. Optional: without
+# them those checks report themselves skipped.
+fetch_monai() {
+  bash "$(dirname "$0")/deps_monai.sh" ||
+    echo "deps: warning: MONAI not fetched: the tests' MONAI checks will be skipped" >&2
+}
+trap 'rc=$?; [ "$rc" -ne 0 ] || fetch_monai; exit "$rc"' EXIT
 if ! command -v dpkg-query >/dev/null 2>&1; then
   echo "deps: not a Debian system: not checking packages; make needs mpicc, parallel HDF5" \
        "(pkg-config hdf5-openmpi, or HDF5_CFLAGS/HDF5_LIBS), OpenBLAS and niftilib" \

@@ -54,5 +54,5 @@ echo "nvidia-cudnn-frontend $VERSION ($WHEEL, sha256 $SHA256): include/ only, by
 # Swap in whole: a failed run leaves the previous copy.
 mkdir -p "$(dirname "$DEST")"
 rm -rf "$DEST.old"; [ -e "$DEST" ] && mv "$DEST" "$DEST.old"
-mv "$tmp/unpacked" "$DEST" && rm -rf "$DEST.old"
+mv -T "$tmp/unpacked" "$DEST" && rm -rf "$DEST.old"   # -T: never into a DEST a concurrent run made
 say "$DEST/include: cudnn-frontend $VERSION ($(du -sk "$DEST" | cut -f1) KiB)"

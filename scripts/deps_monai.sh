@@ -50,5 +50,5 @@ echo "$VERSION" > "$tmp/unpacked/VERSION"
 # Swap in whole: a failed run leaves the previous copy.
 mkdir -p "$(dirname "$DEST")"
 rm -rf "$DEST.old"; [ -e "$DEST" ] && mv "$DEST" "$DEST.old"
-mv "$tmp/unpacked" "$DEST" && rm -rf "$DEST.old"
+mv -T "$tmp/unpacked" "$DEST" && rm -rf "$DEST.old"   # -T: never into a DEST a concurrent run made
 say "$DEST: $VERSION ($(du -sk "$DEST" | cut -f1) KiB)"

@@ -28,8 +28,9 @@
 #                            clusters that schedule memory (CR_Core_Memory) without a
 #                            DefMemPerCPU, a job asking none gets a whole node's [ALICE_MEM_PER_CPU]
 #   --pretrain-args "k=v ...", --finetune-args, --infer-args, --eval-args, --pack-args
-#                            extra alice arguments for one stage, split into words as a shell
-#                            would ("--data 'my data/ds.h5'" is two words)
+#                            extra alice arguments for one stage, split into words at blanks,
+#                            '...' or "..." keeping one ("--data 'my data/ds.h5'" is two
+#                            words; xargs' rules: no escaped quote inside quotes)
 #   --labels DIR             ground-truth label NIfTI folder for eval (default: the phantoms'
 #                            labelsTr, or INPUT/../labelsTr or INPUT/labelsTr for FLARE-style
 #                            input; with --dataset, the data set's labels (--data); else give

@@ -30,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "analysis"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_encoder  # noqa: E402
+import outputs  # noqa: E402
 import plot_losses  # noqa: E402
 import plot_organs  # noqa: E402
 import plot_overlay  # noqa: E402
@@ -135,6 +136,23 @@ with tempfile.TemporaryDirectory() as tmp:
               ["fig.pdf", "fig.png", "fig.svg"],
               f"{script}: a failed write keeps the old --out ({kept[:12]!r}) and leaves no "
               f"temporary file ({sorted(os.listdir(d))})")
+        # a symbolic link --out is written through (the link kept, its target replaced), and
+        # an existing file keeps its mode
+        real = os.path.join(d, "paper_fig.png")
+        with open(real, "wb") as f:
+            f.write(b"stale")
+        os.chmod(real, 0o640)
+        link = os.path.join(d, "link.png")
+        os.symlink(real, link)
+        rc, so, se = call(main, argv(link))
+        with open(real, "rb") as f:
+            fresh = f.read(8)
+        check(rc == 0 and os.path.islink(link) and fresh.startswith(b"\x89PNG") and
+              os.stat(real).st_mode & 0o7777 == 0o640,
+              f"{script}: --out a symbolic link: written through, the link kept, mode 0640 kept "
+              f"({rc} {se.strip()[-120:]})")
+        os.remove(link)
+        os.remove(real)
         for bad, what in (("plot", "no extension"), ("plot.jpgx", "extension .jpgx")):
             out = os.path.join(d, bad)
             rc, so, se = call(main, argv(out))
@@ -143,6 +161,18 @@ with tempfile.TemporaryDirectory() as tmp:
                   and not os.path.exists(out + ".png"),
                   f"{script} --out {bad}: refused naming the extensions, nothing written "
                   f"({rc}: {se.strip()[-160:]})")
+        # a folder this user cannot write into (root may write anywhere, so the permission
+        # test itself is answered "no" here): refused before the inputs are read
+        saved_access = outputs.os.access
+        outputs.os.access = lambda *_: False
+        try:
+            rc, so, se = call(main, [os.path.join(d, "x.png") if a == "OUT" else a
+                                     for a in absent_inputs])
+        finally:
+            outputs.os.access = saved_access
+        check(rc != 0 and "cannot create files in" in se and "nonexistent" not in se,
+              f"{script}: an unwritable --out folder named before the inputs are read "
+              f"({rc}: {se.strip()[-120:]})")
         missing = os.path.join(tmp, "no_such_dir")
         rc, so, se = call(main, [missing + "/fig.png" if a == "OUT" else a for a in absent_inputs])
         check(rc != 0 and f"the folder {missing} does not exist" in se

@@ -77,11 +77,13 @@ with tempfile.TemporaryDirectory() as tmp:
     cols = {len(re.split(r"(?<!\\)&", ln)) for ln in rows[:3]}
     check(cols == {3} and not any(re.search(r"(?<!\\)%", ln) for ln in rows),
           "LaTeX: method rows of 3 columns, no unescaped %", f"{cols} {rows}")
-    md_row = f"| A\\|B {{x}}_1 #2 & $3 ~4 ^5 \\6 <7> | {pm(d2.mean(0).mean(), d2.mean(1).std())}"
+    # the name's backslash doubled: a single one before a | would escape the separator
+    md_row = f"| A\\|B {{x}}_1 #2 & $3 ~4 ^5 \\\\6 <7> | {pm(d2.mean(0).mean(), d2.mean(1).std())}"
     md = [ln for ln in lines if ln.startswith("|")]
     md_cols = {len(re.split(r"(?<!\\)\|", ln)) for ln in md[:4]}
     check(any(ln.startswith(md_row) for ln in md) and md_cols == {6},
-          "markdown: a | in a name escaped as \\|, every method row 4 columns", f"{md_cols} {md}")
+          "markdown: a | in a name escaped as \\|, a backslash as \\\\, every method row 4 "
+          "columns", f"{md_cols} {md}")
 
     # --- organs without a scored cell
     d = rng.uniform(0.5, 0.9, (3, 3))

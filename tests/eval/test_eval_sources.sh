@@ -20,7 +20,8 @@ ALICE=${ALICE:-bin/alice}
 PYTHON=${PYTHON:-/usr/bin/python3}
 [ -x "$ALICE" ] || { echo "skip: $ALICE is not built"; exit 77; }
 "$PYTHON" -c 'import csv' || exit 77
-T=$(mktemp -d /tmp/alice_eval_sources.XXXXXX); trap 'rm -rf "$T"' EXIT
+# physical path: pack records its sources through realpath, and /tmp may be a symbolic link
+T=$(cd "$(mktemp -d /tmp/alice_eval_sources.XXXXXX)" && pwd -P); trap 'rm -rf "$T"' EXIT
 "$ALICE" phantom --out "$T/ph" --cases 2 --size small --seed 3 > /dev/null
 mkdir -p "$T/btcv" "$T/pred"
 for i in 0 1; do

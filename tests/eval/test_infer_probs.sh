@@ -235,8 +235,9 @@ for n, lp in enumerate(labels):
 # val.csv's mean Dice at step 4 (validation with the weights of ckpt_4.h5), recomputed: the
 # reference's sliding window at the run's sw_overlap on each held-out (fold 0) case's packed
 # image, argmax, then MONAI's DiceMetric(include_background=False, ignore_empty=True) against
-# the packed label, averaged over the cases that have an organ. C's fp32 logits can flip an
-# argmax tie at a few voxels, so 2e-3: validating on other cases moves it by 2e-2 and more.
+# the packed label, averaged over the cases that have an organ. They agree within 1e-6 here;
+# C's fp32 logits could flip an argmax tie at a voxel or two (about 1e-5 each), so 1e-4, while
+# validating on the training cases too or at another sw_overlap moves it by 1.7e-3 and more.
 import csv  # noqa: E402
 val = {int(r["step"]): float(r["mean_dice"]) for r in csv.DictReader(open(os.path.join(T, "ft", "val.csv")))}
 assert 4 in val, "val.csv has no row of step 4: %s" % val
@@ -251,7 +252,7 @@ for name in fold0:
 want = float(np.mean(scores))
 print("val.csv step 4: mean Dice %.6f; the reference on the %d held-out cases %.6f"
       % (val[4], len(fold0), want))
-assert abs(val[4] - want) <= 2e-3, "val.csv's validation Dice %.6f, the reference's %.6f" % (val[4], want)
+assert abs(val[4] - want) <= 1e-4, "val.csv's validation Dice %.6f, the reference's %.6f" % (val[4], want)
 print("ok: %d cases" % len(labels))
 PY
 echo "PASS"

@@ -39,8 +39,8 @@ assert dl < 1e-5 and dg < 1e-5, f"FAIL: loss {dl:.2e} or grad_norm {dg:.2e} diff
 PY
 # Validation on 2 ranks (cases split round-robin, the Dice sums and the scored-case count summed
 # over the ranks): the same mean Dice as on 1 rank after one step, whose states differ by about
-# 2e-7 (above). A rank's sum or count left out would halve or double it; 1e-3 leaves room for an
-# argmax tie flipped by that difference.
+# 2e-7 (above; the two Dice values by 7e-8). A rank's count left out doubles it, and rank 0's
+# sums alone move it by 7e-4; 1e-4 leaves room for an argmax tie or two flipped.
 VAL=(fold=0 num_folds=2 steps=1 val_every=1 ckpt_every=1 drop_path=0)
 "$ALICE" finetune "${FT[@]}" "${VAL[@]}" run_dir="$WORK/val1" batch=2 > "$WORK/val1.log" 2>&1 ||
   { tail -20 "$WORK/val1.log"; fail "1-rank validation run failed"; }
@@ -52,6 +52,6 @@ import csv, sys
 one, two = ([float(r["mean_dice"]) for r in csv.DictReader(open(p))] for p in sys.argv[1:3])
 print(f"validation mean Dice: 1 rank {one}, 2 ranks {two}")
 assert len(one) == len(two) == 1 and one[0] > 0, f"FAIL: val.csv rows {one} and {two}"
-assert abs(one[0] - two[0]) <= 1e-3, f"FAIL: 2 ranks validate to {two[0]}, 1 rank to {one[0]}"
+assert abs(one[0] - two[0]) <= 1e-4, f"FAIL: 2 ranks validate to {two[0]}, 1 rank to {one[0]}"
 PY
 echo "ok: 2 ranks validate to the same mean Dice as 1 rank"
