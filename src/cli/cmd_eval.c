@@ -108,7 +108,7 @@ static int compare_cases(const void *a, const void *b)
  * not scored, and said, since the table would otherwise just be shorter. alice infer's
  * <case>_probs files are not predictions of labels. */
 static void warn_orphan_predictions(const char *pred_dir, const EvalCase *cases, int ncases,
-                                    const char *truth)
+                                    Dataset *ds, const char *truth)
 {
     DIR *d = opendir(pred_dir);
     if (!d) return;   /* found above; gone now: the scoring says so */
@@ -120,8 +120,12 @@ static void warn_orphan_predictions(const char *pred_dir, const EvalCase *cases,
         if (!nifti_stem(ent->d_name, name, sizeof name)) continue;
         const size_t len = strlen(name);
         if (len > 6 && !strcmp(name + len - 6, "_probs")) continue;
-        int known = 0;   /* a linear search: the data set's order need not be strcmp's */
+        /* a linear search: the data set's order need not be strcmp's; a data set's unlabelled
+         * cases (alice infer predicts them too) are cases, just not scored */
+        int known = 0;
         for (int c = 0; c < ncases && !known; c++) known = !strcmp(cases[c].name, name);
+        for (int c = 0; ds && c < dataset_num_cases(ds) && !known; c++)
+            known = !strcmp(dataset_case(ds, c)->name, name);
         if (known) continue;
         if (orphans++ < 5)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", orphans > 1 ? ", " : "",
@@ -313,15 +317,21 @@ static void check_known_ids(const size_t histogram[256], const LabelSet *set, co
               set->organs[0].id, set->organs[set->count - 1].id, list, unknown > 8 ? ", ..." : "");
 }
 
-/* 1 when packing kept the source's voxels (the same spacing on every axis: only the crop and a
- * reorientation to RAS, which nearest-neighbour mapping undoes exactly), so the packed label
- * mapped back is the source label on the voxels the crop kept. */
+/* 1 when packing kept the source's voxels (the same spacing on every axis, each packed RAS axis
+ * against the file axis it came from: only the crop and a reorientation to RAS, which
+ * nearest-neighbour mapping undoes exactly), so the packed label mapped back is the source
+ * label on the voxels the crop kept. */
 static int packing_kept_voxels(const DatasetCase *dc)
 {
     double source[3];
-    spacing_of(dc->orig_affine, source);
-    const double packed[3] = {dc->spacing[0], dc->spacing[1], dc->spacing[2]};
-    return spacing_equal(packed, source);
+    spacing_of(dc->orig_affine, source);   /* in the file's voxel-axis order */
+    for (int a = 0; a < 3; a++) {
+        /* packed axis a (RAS) is file axis ras_axis[a]; equal to float precision (the data set
+         * stores float): a step off by 1e-3 would drift half a voxel in 500 */
+        const double file = source[dc->ras_axis[a]];
+        if (fabs(dc->spacing[a] - file) > 1e-6 * file) return 0;
+    }
+    return 1;
 }
 
 /* Rank 0, from the headers: which truth case c is scored against, into c->truth_kind and
@@ -589,7 +599,7 @@ int cmd_eval(int argc, char **argv)
     if (rank == 0) {
         cases = ds ? cases_from_dataset(ds, data_path, &ncases)
                    : cases_from_label_dir(labels_dir, &ncases);
-        warn_orphan_predictions(pred_dir, cases, ncases, ds ? data_path : labels_dir);
+        warn_orphan_predictions(pred_dir, cases, ncases, ds, ds ? data_path : labels_dir);
         for (int c = 0; c < ncases; c++) {
             find_prediction(pred_dir, &cases[c]);
             if (cases[c].pred[0]) {
