@@ -272,9 +272,10 @@ static int16_t *to_int16(const float *v, const int dim[3], size_t *clamped)
     int16_t *out = xmalloc(n * sizeof(int16_t));
     size_t beyond = 0;
     for (size_t i = 0; i < n; i++) {
-        long h = lrintf(v[i]);
-        beyond += h < -32768 || h > 32767;
-        out[i] = (int16_t)(h < -32768 ? -32768 : h > 32767 ? 32767 : h);
+        /* clamped as float first: lrintf of a value beyond long (1e20) is LONG_MIN */
+        const float c = v[i] < -32768.0f ? -32768.0f : v[i] > 32767.0f ? 32767.0f : v[i];
+        beyond += v[i] < -32768.5f || v[i] > 32767.5f;   /* beyond what rounding reaches */
+        out[i] = (int16_t)lrintf(c);
     }
     *clamped = beyond;
     return out;
