@@ -14,9 +14,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=${1:-.devdeps/monai}
 VERSION="monai-1.3.2 einops-0.8.2"
+# name, version, the wheel's sha256 (the wheel: NAME-VERSION-py3-none-any.whl)
 WHEELS=(
-  "monai==1.3.2 monai-1.3.2-py3-none-any.whl 899e2bda5e1fa00675cddbb82197dcfab4496801087d6199d474db2fa17b2452"
-  "einops==0.8.2 einops-0.8.2-py3-none-any.whl 54058201ac7087911181bfec4af6091bb59380360f069276601256a76af08193"
+  "monai 1.3.2 899e2bda5e1fa00675cddbb82197dcfab4496801087d6199d474db2fa17b2452"
+  "einops 0.8.2 54058201ac7087911181bfec4af6091bb59380360f069276601256a76af08193"
 )
 if [ -f "$DEST/monai/__init__.py" ] && [ "$(cat "$DEST/VERSION" 2>/dev/null)" = "$VERSION" ]; then
   exit 0
@@ -26,7 +27,10 @@ fail() { echo "deps_monai: ERROR: $*" >&2; exit 1; }
 
 pip_cmd=()
 for py in /usr/bin/python3 python3; do
-  if command -v "$py" >/dev/null && "$py" -m pip --version >/dev/null 2>&1; then pip_cmd=("$py" -m pip); break; fi
+  if command -v "$py" >/dev/null && "$py" -m pip --version >/dev/null 2>&1; then
+    pip_cmd=("$py" -m pip)
+    break
+  fi
 done
 [ ${#pip_cmd[@]} -gt 0 ] || fail "no pip (python3 -m pip) to download $VERSION: install python3-pip"
 
@@ -34,10 +38,12 @@ tmp=$(mktemp -d /tmp/deps-monai.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/unpacked"
 for w in "${WHEELS[@]}"; do
-  read -r spec wheel sha <<<"$w"
+  read -r name version sha <<<"$w"
+  spec=$name==$version wheel=$name-$version-py3-none-any.whl
   say "downloading $spec"
   "${pip_cmd[@]}" download --quiet --no-deps --only-binary=:all: -d "$tmp" "$spec" \
-    > "$tmp/pip.log" 2>&1 || { tail -5 "$tmp/pip.log" >&2; fail "pip download $spec failed (network? PyPI reachable?)"; }
+    > "$tmp/pip.log" 2>&1 ||
+    { tail -5 "$tmp/pip.log" >&2; fail "pip download $spec failed (network? PyPI reachable?)"; }
   [ -f "$tmp/$wheel" ] || fail "pip did not produce $wheel"
   got=$(sha256sum "$tmp/$wheel" | cut -d' ' -f1)
   [ "$got" = "$sha" ] || fail "$wheel has sha256 $got, expected $sha (a changed upload?): not used"

@@ -269,8 +269,8 @@ trap cancel_submitted EXIT
   if [ -n "$input" ]; then
     pack_opts=("${log[@]}" ${cpus[@]+"${cpus[@]}"})
     [ -n "$pack_tasks" ] && pack_opts+=(--ntasks-per-node="$pack_tasks")
-    pack_id=$(submit pack "" "${pack_opts[@]}" -- "$here/pack.sbatch" "$input" "$dataset" num_folds="$folds" \
-      ${pack_words[@]+"${pack_words[@]}"})
+    pack_id=$(submit pack "" "${pack_opts[@]}" -- "$here/pack.sbatch" "$input" "$dataset" \
+      num_folds="$folds" ${pack_words[@]+"${pack_words[@]}"})
     record pack "$pack_id"
     dep=afterok:$pack_id
   fi

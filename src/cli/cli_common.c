@@ -76,7 +76,8 @@ void cli_only_keys(const Config *cfg, const char *command, const char *const *us
         const char *a = g_overrides.args[k];
         const size_t n = (size_t)(strchr(a, '=') - a);
         int known = 0;
-        for (int u = 0; used[u] && !known; u++) known = strlen(used[u]) == n && !strncmp(a, used[u], n);
+        for (int u = 0; used[u] && !known; u++)
+            known = strlen(used[u]) == n && !strncmp(a, used[u], n);
         if (known) continue;
         char list[512] = "";
         for (int u = 0; used[u]; u++)

@@ -128,13 +128,13 @@ static void warn_orphan_predictions(const char *pred_dir, const EvalCase *cases,
             known = !strcmp(dataset_case(ds, c)->name, name);
         if (known) continue;
         if (orphans++ < 5)
-            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", orphans > 1 ? ", " : "",
-                     ent->d_name);
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                     orphans > 1 ? ", " : "", ent->d_name);
     }
     closedir(d);
     if (orphans)
-        log_warn("eval: %d prediction(s) in %s name no case of %s and are not scored: %s%s", orphans,
-                 pred_dir, truth, list, orphans > 5 ? ", ..." : "");
+        log_warn("eval: %d prediction(s) in %s name no case of %s and are not scored: %s%s",
+                 orphans, pred_dir, truth, list, orphans > 5 ? ", ..." : "");
 }
 
 static EvalCase *cases_from_label_dir(const char *dir, int *count)
@@ -618,7 +618,8 @@ int cmd_eval(int argc, char **argv)
             log_warn("eval: %d of %d cases have no prediction; scoring the other %d",
                      ncases - nscored, ncases, nscored);
         warn_label_convention(cases, nscored, set);
-        for (int c = 0; c < nscored; c++) choose_truth(&cases[c], ds, data_path, allow_packed_truth);
+        for (int c = 0; c < nscored; c++)
+            choose_truth(&cases[c], ds, data_path, allow_packed_truth);
     }
     CHECK_MPI(MPI_Bcast(&nscored, 1, MPI_INT, 0, MPI_COMM_WORLD));
     if (nscored == 0)

@@ -12,6 +12,7 @@ emu_need_threads
 emu_cut "$TMP/tokens_kernels.inc" 1 \
   "${EMU_CUT_REDUCTION_HELPERS[@]}" \
   --cut cuda/cuda_tokens.cu '/* out[b, c] = mean_t in[b, t, c]' '/* dout times the float 1/T' \
-  --cut cuda/cuda_tokens.cu '/* out[b, c, r] = in[b, r, c] through a 32x32' 'void cuda_transpose_tokens'
+  --cut cuda/cuda_tokens.cu '/* out[b, c, r] = in[b, r, c] through a 32x32' \
+        'void cuda_transpose_tokens'
 emu_compile tokens_emulated "$HERE/tokens_emulated.cpp"
 "$TMP/tokens_emulated"

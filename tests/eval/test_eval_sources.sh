@@ -77,7 +77,8 @@ grep -q "source label $T/btcv/label000[01].nii.gz is not readable.*--allow-packe
 [ ! -e "$T/r_refused.h5" ] || { echo "FAIL: a refused eval wrote results"; exit 1; }
 "$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --out "$T/r_mapped" label_set=flare \
   --allow-packed-truth > "$T/c.log" 2>&1 ||
-  { cat "$T/c.log"; echo "FAIL: eval --data --allow-packed-truth without the source labels"; exit 1; }
+  { cat "$T/c.log"; echo "FAIL: eval --data --allow-packed-truth without the source labels"
+    exit 1; }
 grep -q "scored against .*packed label mapped back" "$T/c.log" || { echo "FAIL: no warning"; exit 1; }
 check "$T/r_mapped" 0.8
 sources "$T/r_mapped" "ds.h5 \\(case img000[01], packed label mapped back to the source grid\\)$"

@@ -41,7 +41,8 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 run "$ALICE" phantom --out "$T/ph" --cases 4 --size small --seed 5
 run "$ALICE" pack --input "$T/ph" --out "$T/ds.h5" spacing=3,3,3 num_folds=2 seed=1
 run "$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" data="$T/ds.h5" run_dir="$T/ft" \
-    patch=16 embed_dim=24 depth=4 heads=2 mlp_dim=48 fold=0 steps=4 warmup=1 val_every=4 ckpt_every=4
+    patch=16 embed_dim=24 depth=4 heads=2 mlp_dim=48 fold=0 steps=4 warmup=1 val_every=4 \
+    ckpt_every=4
 CKPT="$T/ft/ckpt_4.h5"
 [ -f "$CKPT" ] || fail "fine-tuning wrote no $CKPT"
 run "$ALICE" infer --checkpoint "$CKPT" --data "$T/ds.h5" --cases fold:0 --out "$T/pred" --probs sw_overlap=0.25
@@ -153,7 +154,8 @@ assert labels, "alice infer wrote no predictions"
 fold0 = sorted(n.decode().rstrip("\0") for n, k in zip(ds["index/name"][()], ds["index/fold"][()])
                if k == 0)
 got_cases = [os.path.basename(p)[:-len(".nii.gz")] for p in labels]
-assert got_cases == fold0, "--cases fold:0 predicted %s; the index's fold 0 is %s" % (got_cases, fold0)
+assert got_cases == fold0, \
+    "--cases fold:0 predicted %s; the index's fold 0 is %s" % (got_cases, fold0)
 print("--cases fold:0: exactly the index's fold-0 cases %s" % fold0)
 source = "alice infer: %s (step 4)" % os.path.realpath(ckpt_path)
 
@@ -239,7 +241,8 @@ for n, lp in enumerate(labels):
 # C's fp32 logits could flip an argmax tie at a voxel or two (about 1e-5 each), so 1e-4, while
 # validating on the training cases too or at another sw_overlap moves it by 1.7e-3 and more.
 import csv  # noqa: E402
-val = {int(r["step"]): float(r["mean_dice"]) for r in csv.DictReader(open(os.path.join(T, "ft", "val.csv")))}
+val = {int(r["step"]): float(r["mean_dice"])
+       for r in csv.DictReader(open(os.path.join(T, "ft", "val.csv")))}
 assert 4 in val, "val.csv has no row of step 4: %s" % val
 scores = []
 for name in fold0:
@@ -252,7 +255,8 @@ for name in fold0:
 want = float(np.mean(scores))
 print("val.csv step 4: mean Dice %.6f; the reference on the %d held-out cases %.6f"
       % (val[4], len(fold0), want))
-assert abs(val[4] - want) <= 1e-4, "val.csv's validation Dice %.6f, the reference's %.6f" % (val[4], want)
+assert abs(val[4] - want) <= 1e-4, \
+    "val.csv's validation Dice %.6f, the reference's %.6f" % (val[4], want)
 print("ok: %d cases" % len(labels))
 PY
 echo "PASS"

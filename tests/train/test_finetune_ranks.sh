@@ -46,7 +46,8 @@ VAL=(fold=0 num_folds=2 steps=1 val_every=1 ckpt_every=1 drop_path=0)
   { tail -20 "$WORK/val1.log"; fail "1-rank validation run failed"; }
 mpirun_n 2 "$ALICE" finetune "${FT[@]}" "${VAL[@]}" run_dir="$WORK/val2" batch=1 \
   > "$WORK/val2.log" 2>&1 || { tail -20 "$WORK/val2.log"; fail "2-rank validation run failed"; }
-grep -q "validating on 2 " "$WORK/val1.log" || { grep -i valid "$WORK/val1.log"; fail "not 2 validation cases"; }
+grep -q "validating on 2 " "$WORK/val1.log" ||
+  { grep -i valid "$WORK/val1.log"; fail "not 2 validation cases"; }
 "$PYTHON" - "$WORK/val1/val.csv" "$WORK/val2/val.csv" <<'PY'
 import csv, sys
 one, two = ([float(r["mean_dice"]) for r in csv.DictReader(open(p))] for p in sys.argv[1:3])

@@ -5,7 +5,8 @@ source "$(dirname "$0")/lib.sh"
 expect_error() {  # expected-message-regex, args...
   local want=$1; shift
   set +e; "$ALICE" pretrain --config "$MICRO" "$@" > "$WORK/out.log" 2>&1; local rc=$?; set -e
-  [ $rc -eq 2 ] || { cat "$WORK/out.log"; fail "exit status $rc, expected 2 (a refused input) for: $*"; }
+  [ $rc -eq 2 ] ||
+    { cat "$WORK/out.log"; fail "exit status $rc, expected 2 (a refused input) for: $*"; }
   grep -Eq "$want" "$WORK/out.log" || { cat "$WORK/out.log"; fail "message '$want' missing for: $*"; }
   # the step table's header (a warning may mention steps)
   local table='^ +step +loss '

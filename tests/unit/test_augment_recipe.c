@@ -88,29 +88,25 @@ static int rates(const char *name, const AugmentParams *p)
     return 0;
 }
 
+/* An AugmentParams from its published numbers, in the struct's field order. */
+static AugmentParams published(float p_flip, float p_rot90, float p_scale, float scale_range,
+                               float p_shift, float shift_range, float p_noise,
+                               float noise_std_max, float p_gamma, float gamma_lo,
+                               float gamma_hi)
+{
+    return (AugmentParams){p_flip, p_rot90, p_scale, scale_range, p_shift, shift_range, p_noise,
+                           noise_std_max, p_gamma, gamma_lo, gamma_hi};
+}
+
 static int test_recipes(void)
 {
-    Recipe recipes[3];
-    recipes[0].name = "fine-tuning";
-    recipes[0].want = augment_params_none();
-    recipes[0].want.p_flip = 0.1f;
-    recipes[0].want.p_rot90 = 0.1f;
-    recipes[0].want.p_scale = 0.1f;
-    recipes[0].want.scale_range = 0.1f;
-    recipes[0].want.p_shift = 0.5f;
-    recipes[0].want.shift_range = 0.1f;
-    recipes[1].name = "intact";
-    recipes[1].want = recipes[0].want;
-    recipes[1].want.p_flip = 0.5f;
-    recipes[1].want.p_rot90 = 0.5f;
-    recipes[1].want.p_scale = 0.5f;
-    recipes[1].want.p_noise = 0.2f;
-    recipes[1].want.noise_std_max = 0.05f;
-    recipes[1].want.p_gamma = 0.2f;
-    recipes[1].want.gamma_lo = 0.7f;
-    recipes[1].want.gamma_hi = 1.5f;
-    recipes[2].name = "none";
-    recipes[2].want = (AugmentParams){.gamma_lo = 1.0f, .gamma_hi = 1.0f};
+    const Recipe recipes[3] = {
+        /* MONAI UNETR BTCV: RandFlipd 0.1, RandRotate90d 0.1, RandScaleIntensityd(0.1, 0.1),
+         * RandShiftIntensityd(0.1, 0.5); no noise, no gamma */
+        {"fine-tuning", published(0.1f, 0.1f, 0.1f, 0.1f, 0.5f, 0.1f, 0, 0, 0, 1, 1)},
+        {"intact", published(0.5f, 0.5f, 0.5f, 0.1f, 0.5f, 0.1f, 0.2f, 0.05f, 0.2f, 0.7f, 1.5f)},
+        {"none", published(0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1)},
+    };
     const AugmentParams got[3] = {augment_params_finetune(), augment_params_intact(),
                                   augment_params_none()};
     for (int i = 0; i < 3; i++) {
