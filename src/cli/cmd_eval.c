@@ -58,7 +58,7 @@ static void usage(FILE *out)
             "organ (FLARE 2022 tolerances; eval_protocol=flare22 also scores aorta, IVC and\n"
             "esophagus on the truth's labelled slices only, as the FLARE 2022 script does).\n"
             "--labels: truth from the original label NIfTI files <labels>/<case>.nii[.gz]\n"
-            "(BTCV's labelXXXX for case imgXXXX), spacing from their affine. --data: the cases\n"
+            "(BTCV's labelXXXX for case imgXXXX), NSD at their voxel size. --data: the cases\n"
             "of a packed data set; a prediction on the case's source grid (alice infer's) is\n"
             "scored against its source label file (recorded at packing; when it is gone, the\n"
             "packed label mapped back, which --allow-packed-truth must allow when the packing\n"
