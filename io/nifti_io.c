@@ -43,6 +43,14 @@ static int supported_datatype(int dt)
     }
 }
 
+/* The factor from the header's xyz_units to mm. Unknown (0) is taken as mm, as readers do. */
+static double unit_to_mm(const nifti_image *nim)
+{
+    return nim->xyz_units == NIFTI_UNITS_METER    ? 1000.0
+           : nim->xyz_units == NIFTI_UNITS_MICRON ? 0.001
+                                                  : 1.0;
+}
+
 /* sform when set, else qform, else pixdim alone (the NIfTI standard's method 3, 2, 1). The
  * voxel sizes of the latter two are |pixdim|, as nibabel reads them: niftilib would make a
  * negative pixdim (some converters write them) 1 mm, silently resampling the case wrongly. A
@@ -64,10 +72,8 @@ static void header_affine(const nifti_image *nim, double affine[4][4])
         affine[3][3] = 1.0;
     }
     /* xyz_units: the affine in mm whatever the header's unit (a file in metres read as mm
-     * would be packed 1000x too small: one voxel). Unknown (0) is taken as mm, as readers do. */
-    const double to_mm = nim->xyz_units == NIFTI_UNITS_METER    ? 1000.0
-                         : nim->xyz_units == NIFTI_UNITS_MICRON ? 0.001
-                                                                : 1.0;
+     * would be packed 1000x too small: one voxel) */
+    const double to_mm = unit_to_mm(nim);
     for (int r = 0; r < 3; r++)
         for (int c = 0; c < 4; c++) affine[r][c] *= to_mm;
 }
@@ -147,9 +153,7 @@ int nifti_read_voxel_size(const char *path, double size_mm[3], char *err, size_t
     nifti_image *nim = nifti_image_read(path, 0);
     if (!nim)
         return fail(err, errlen, "%s: not a readable NIfTI header (corrupt or not NIfTI)", path);
-    const double to_mm = nim->xyz_units == NIFTI_UNITS_METER    ? 1000.0
-                         : nim->xyz_units == NIFTI_UNITS_MICRON ? 0.001
-                                                                : 1.0;
+    const double to_mm = unit_to_mm(nim);
     const double pixdim[3] = {nim->dx, nim->dy, nim->dz};
     /* pixdim is stored as float: rounded back to float after the unit change, so 0.003 m
      * (0.0030000000261 as a float) is 3 mm exactly, as the same file written in mm would be.

@@ -405,8 +405,7 @@ static void score_case(const EvalCase *c, Dataset *ds, const LabelSet *set,
     uint8_t *truth;
     const char *truth_file = NULL;   /* the NIfTI the truth came from; NULL: a packed label */
     if (c->truth_kind == TRUTH_LABEL_FILE) {
-        truth_file = c->dataset_index >= 0 ? dataset_case(ds, c->dataset_index)->source_label
-                                           : c->truth;
+        truth_file = c->truth_source;   /* choose_truth put the label file's path there */
         truth = read_labels(truth_file, td, ta);
     } else {
         const DatasetCase *dc = dataset_case(ds, c->dataset_index);
@@ -428,13 +427,12 @@ static void score_case(const EvalCase *c, Dataset *ds, const LabelSet *set,
             memcpy(ta, dc->orig_affine, sizeof ta);
         }
     }
-    const char *truth_name = c->truth_source;
-    check_same_grid(c->pred, pd, pa, truth_name, td, ta);
+    check_same_grid(c->pred, pd, pa, c->truth_source, td, ta);
     size_t histogram[256];
     label_histogram(pred, pd, histogram);
     check_known_ids(histogram, set, c->pred, allow_unknown);
     label_histogram(truth, td, histogram);
-    check_known_ids(histogram, set, truth_name, allow_unknown);
+    check_known_ids(histogram, set, c->truth_source, allow_unknown);
     /* the truth's organ sizes, from the same pass */
     for (int o = 0; o < set->count; o++) truth_voxels[o] = (double)histogram[set->organs[o].id];
     truth_spacing(truth_file, ta, spacing);
