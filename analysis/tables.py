@@ -54,17 +54,23 @@ def masked_mean(m, keep, axis):
         return np.where(n > 0, np.where(keep, m, 0.0).sum(axis) / np.maximum(n, 1), np.nan)
 
 
-def scoring(r):
+def scoring(r, path):
     """{eval_protocol, label_set} a results file was scored under, from its config attribute
     (the resolved configuration alice eval ran with); None where the file does not say (no
-    config attribute: not written by alice eval, whose files always carry one)."""
+    config attribute: not written by alice eval, whose files always carry one); "unknown",
+    with a warning, where the attribute is there but does not parse (a damaged or edited file
+    says nothing of its protocol, which must not pass for plain)."""
     text = r["attrs"].get("config")
+    label_set = r["attrs"].get("label_set")
     if text is None:
-        return {"eval_protocol": None, "label_set": r["attrs"].get("label_set")}
+        return {"eval_protocol": None, "label_set": label_set}
     try:
         cfg = parse_config_text(text)
-    except ValueError:
-        cfg = {}
+    except ValueError as e:
+        print(f"tables.py: warning: {path}: its config attribute does not parse ({e}), so its "
+              f"eval_protocol is unknown; score the predictions again with alice eval",
+              file=sys.stderr)
+        return {"eval_protocol": "unknown", "label_set": label_set}
     # an alice eval from before eval_protocol existed scored every organ as plain does
     return {"eval_protocol": cfg.get("eval_protocol", "plain"),
             "label_set": cfg.get("label_set", r["attrs"].get("label_set"))}
@@ -77,7 +83,7 @@ def summarise(paths, ignore_empty=False, name=None):
     for r, p in zip(res, paths):
         warn_skipped_cases(r, p)
     name = name or paths[0]
-    scorings = [scoring(r) for r in res]
+    scorings = [scoring(r, p) for r, p in zip(res, paths)]
     if len(res) > 1:
         warn_shared_fold_cases(name, res, paths)
         for key in ("eval_protocol", "label_set"):

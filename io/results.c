@@ -42,6 +42,7 @@ static void write_h5(const char *path, const EvalResults *r)
     h5_attr_string(f, "prediction_dir", r->prediction_dir);
     h5_attr_string(f, "truth", r->truth);
     h5_attr_string(f, "skipped_cases", r->skipped_cases ? r->skipped_cases : "");
+    h5_attr_string(f, "case_selection", r->case_selection ? r->case_selection : "all");
     write_strings(f, "case_names", r->num_cases, r->case_names);
     write_strings(f, "prediction_sources", r->num_cases, r->prediction_sources);
     write_strings(f, "truth_sources", r->num_cases, r->truth_sources);

@@ -7,6 +7,11 @@
 #define RESULTS_FORMAT_NAME "alice-eval-results"
 #define RESULTS_FORMAT_VERSION 1
 
+/* How /truth_sources ends for a case scored against a data set's packed label, on the packed
+ * grid or mapped back to the source grid (alice eval writes them, alice info counts them). */
+#define TRUTH_SOURCE_PACKED_END ", packed label)"
+#define TRUTH_SOURCE_MAPPED_END ", packed label mapped back to the source grid)"
+
 typedef struct {
     int num_cases, num_organs;
     const char *const *case_names;     /* [num_cases] */
@@ -26,6 +31,7 @@ typedef struct {
                                         * line ("" when none) */
     const char *const *truth_sources;  /* [num_cases] the label file or packed label scored
                                         * against */
+    const char *case_selection;        /* eval's --cases: "all" or "fold:K" */
 } EvalResults;
 
 /* Writes <stem>.h5 and <stem>.csv (case,organ,dsc,nsd,truth_voxels). */

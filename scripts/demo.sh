@@ -49,9 +49,9 @@ for init in alice random; do
   "$ALICE" infer --checkpoint "$best" --data "$D/dataset.h5" --cases fold:0 --out "$D/pred_$init"
 done
 
-stage "6/7 evaluation: DSC and NSD per case and organ (FLARE 2022 tolerances)"
-for init in alice random; do
-  "$ALICE" eval --pred "$D/pred_$init" --labels "$D/nifti/labelsTr" --out "$D/results_$init"
+stage "6/7 evaluation of fold 0: DSC and NSD per case and organ (FLARE 2022 tolerances)"
+for init in alice random; do   # truth: each case's source label file, recorded by pack
+  "$ALICE" eval --pred "$D/pred_$init" --data "$D/dataset.h5" --cases fold:0 --out "$D/results_$init"
 done
 
 stage "7/7 comparison table and plots"

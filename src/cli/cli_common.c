@@ -20,6 +20,15 @@ long cli_int_flag(const char *command, const char *flag, const char *value, long
     return n;
 }
 
+int cli_case_fold(const char *command, const char *select)
+{
+    if (!strcmp(select, "all")) return -1;
+    if (strncmp(select, "fold:", 5) != 0)
+        alice_die("alice %s: --cases '%s' is not understood; use fold:K (K >= 0) or all", command,
+                  select);
+    return (int)cli_int_flag(command, "--cases fold:K", select + 5, 0, 99);
+}
+
 long cli_step_count(const char *command, const char *flag, const char *value)
 {
     char *end = NULL;

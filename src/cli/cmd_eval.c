@@ -52,7 +52,7 @@ static void usage(FILE *out)
             "usage: alice eval --pred DIR (--labels DIR | --data dataset.h5) [--out STEM]\n"
             "                  [--checkpoint PATH] [--config FILE] [label_set=flare|btcv]\n"
             "                  [eval_protocol=plain|flare22] [--allow-unknown-labels]\n"
-            "                  [--allow-packed-truth]\n"
+            "                  [--allow-packed-truth] [--cases fold:K|all]\n"
             "                  [key=value ...]\n"
             "Scores every case that has a prediction <pred>/<case>.nii.gz (or .nii): DSC and NSD per\n"
             "organ (FLARE 2022 tolerances; eval_protocol=flare22 also scores aorta, IVC and\n"
@@ -63,6 +63,8 @@ static void usage(FILE *out)
             "scored against its source label file (recorded at packing; when it is gone, the\n"
             "packed label mapped back, which --allow-packed-truth must allow when the packing\n"
             "resampled the case), one on the packed grid against the packed label.\n"
+            "--cases fold:K (with --data): the truth is the labelled cases of fold K alone, e.g.\n"
+            "the held-out fold that alice infer --cases fold:K predicted (default: all).\n"
             "Writes STEM.h5 and STEM.csv (default STEM: results) and prints the per-organ\n"
             "means. A label id that is no organ of label_set, in a prediction or a truth, is an\n"
             "error naming the file and the ids; --allow-unknown-labels scores such voxels as\n"
@@ -181,18 +183,23 @@ static EvalCase *cases_from_label_dir(const char *dir, int *count)
     return cases;
 }
 
-static EvalCase *cases_from_dataset(Dataset *ds, const char *path, int *count)
+/* The labelled cases of the data set, of fold `fold` alone when it is >= 0. */
+static EvalCase *cases_from_dataset(Dataset *ds, const char *path, int fold, int *count)
 {
     int total = dataset_num_cases(ds), n = 0;
     EvalCase *cases = xmalloc(sizeof(EvalCase) * (size_t)(total > 0 ? total : 1));
     for (int i = 0; i < total; i++) {
         const DatasetCase *dc = dataset_case(ds, i);
-        if (!dc->has_label) continue;
+        if (!dc->has_label || (fold >= 0 && dc->fold != fold)) continue;
         EvalCase *c = &cases[n++];
         snprintf(c->name, sizeof c->name, "%s", dc->name);
         c->truth[0] = '\0';
         c->dataset_index = i;
     }
+    if (n == 0 && fold >= 0)
+        alice_die("--data %s: no labelled case in fold %d (the data set has %d folds); give "
+                  "--cases fold:K of a fold with labels, or --cases all", path, fold,
+                  dataset_num_folds(ds));
     if (n == 0) alice_die("--data %s: no case has a label, so there is nothing to score against", path);
     *count = n;
     return cases;
@@ -368,13 +375,13 @@ static void choose_truth(EvalCase *c, Dataset *ds, const char *data_path, int al
     }
     if (!on_source_grid) {
         c->truth_kind = TRUTH_PACKED;
-        snprintf(c->truth_source, sizeof c->truth_source, "%s (case %s, packed label)", data_path,
-                 c->name);
+        snprintf(c->truth_source, sizeof c->truth_source, "%s (case %s" TRUTH_SOURCE_PACKED_END,
+                 data_path, c->name);
         return;
     }
     c->truth_kind = TRUTH_PACKED_MAPPED;
     snprintf(c->truth_source, sizeof c->truth_source,
-             "%s (case %s, packed label mapped back to the source grid)", data_path, c->name);
+             "%s (case %s" TRUTH_SOURCE_MAPPED_END, data_path, c->name);
     const char *missing = dc->source_label[0] ? dc->source_label : "(none recorded)";
     if (packing_kept_voxels(dc)) {
         log_warn("eval: %s is not readable; case %s is scored against %s's packed label mapped "
@@ -553,6 +560,7 @@ int cmd_eval(int argc, char **argv)
     Config cfg;
     config_defaults(&cfg);
     const char *pred_dir = NULL, *labels_dir = NULL, *data_path = NULL, *out = "results", *checkpoint = "";
+    const char *select = "all";
     int allow_unknown = 0, allow_packed_truth = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -562,7 +570,8 @@ int cmd_eval(int argc, char **argv)
         if (!strcmp(a, "--allow-packed-truth")) { allow_packed_truth = 1; continue; }
         const char **slot = !strcmp(a, "--pred") ? &pred_dir : !strcmp(a, "--labels") ? &labels_dir
                           : !strcmp(a, "--data") ? &data_path : !strcmp(a, "--out") ? &out
-                          : !strcmp(a, "--checkpoint") ? &checkpoint : NULL;
+                          : !strcmp(a, "--checkpoint") ? &checkpoint
+                          : !strcmp(a, "--cases") ? &select : NULL;
         if (!slot) { usage(stderr); alice_die("eval: unknown argument '%s'", a); }
         if (i + 1 >= argc) alice_die("eval: %s needs a value", a);
         *slot = argv[++i];
@@ -576,6 +585,10 @@ int cmd_eval(int argc, char **argv)
         usage(stderr);
         alice_die("eval: give exactly one source of truth: --labels DIR (label NIfTI files) or --data dataset.h5");
     }
+    const int fold = cli_case_fold("eval", select);
+    if (fold >= 0 && !data_path)
+        alice_die("eval: --cases %s needs --data dataset.h5 (the folds are the data set's); with "
+                  "--labels every label file with a prediction is scored", select);
     check_out_folder(out);
     const LabelSet *set = label_set_find(cfg.label_set);
     if (!set) alice_die("eval: label_set=%s is not known; use %s", cfg.label_set, label_set_names());
@@ -595,7 +608,7 @@ int cmd_eval(int argc, char **argv)
     char *skipped = xcalloc(1, 1);   /* rank 0: the cases without a prediction, one per line */
     size_t skipped_len = 0;
     if (rank == 0) {
-        cases = ds ? cases_from_dataset(ds, data_path, &ncases)
+        cases = ds ? cases_from_dataset(ds, data_path, fold, &ncases)
                    : cases_from_label_dir(labels_dir, &ncases);
         warn_orphan_predictions(pred_dir, cases, ncases, ds, ds ? data_path : labels_dir);
         for (int c = 0; c < ncases; c++) {
@@ -666,7 +679,7 @@ int cmd_eval(int argc, char **argv)
                          truth_voxels, set->name, config_text,
                          checkpoints ? checkpoints : checkpoint, pred_dir,
                          ds ? data_path : labels_dir, (const char *const *)sources, skipped,
-                         truth_sources};
+                         truth_sources, select};
         results_write(out, &r);
         log_info("eval: %d cases x %d organs in %.2f s (%.2f s per case) -> %s.h5, %s.csv", nscored, set->count,
                  wall_seconds() - t0, (wall_seconds() - t0) / nscored, out, out);

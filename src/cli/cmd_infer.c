@@ -115,13 +115,7 @@ int cmd_infer(int argc, char **argv)
     }
     if (!ckpt || !data || !out)
         alice_die("alice infer: --checkpoint, --data and --out are required (see alice infer --help)");
-    int fold = -1;
-    if (strcmp(select, "all") != 0) {
-        if (strncmp(select, "fold:", 5) != 0)
-            alice_die("alice infer: --cases '%s' is not understood; use fold:K (K >= 0) or all",
-                      select);
-        fold = (int)cli_int_flag("infer", "--cases fold:K", select + 5, 0, 99);
-    }
+    const int fold = cli_case_fold("infer", select);
 
     char *kind = checkpoint_kind(ckpt);
     if (strcmp(kind, "finetune") != 0)

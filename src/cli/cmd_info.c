@@ -152,6 +152,52 @@ static double finite_mean(hid_t f, const char *name, long *n)
     return *n ? sum / (double)*n : NAN;
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+    const size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && !strcmp(s + n - m, suffix);
+}
+
+/* What the cases were scored against (/truth_sources, in alice eval's wording): source label
+ * files, packed labels, or packed labels mapped back to the source grid (the fallback that a
+ * resampling pack makes inexact). Older results without the dataset print nothing. */
+static void describe_truth_sources(const char *path, hid_t f)
+{
+    if (!h5_exists(f, "truth_sources")) return;
+    hid_t d = CHECK_H5(H5Dopen2(f, "truth_sources", H5P_DEFAULT));
+    hid_t file_type = CHECK_H5(H5Dget_type(d));
+    const int fixed = H5Tget_class(file_type) == H5T_STRING && H5Tis_variable_str(file_type) == 0;
+    const size_t width = fixed ? H5Tget_size(file_type) + 1 : 0;
+    CHECK_H5(H5Tclose(file_type));
+    long long n = 0;
+    h5_shape(f, "truth_sources", 1, &n);
+    if (!width || n <= 0) {
+        CHECK_H5(H5Dclose(d));
+        if (!width) printf("  against    ? (%s: /truth_sources is not fixed-length strings)\n", path);
+        return;
+    }
+    char *buf = xcalloc((size_t)n, width);
+    hid_t mem = CHECK_H5(H5Tcopy(H5T_C_S1));
+    CHECK_H5(H5Tset_size(mem, width));
+    CHECK_H5(H5Tset_strpad(mem, H5T_STR_NULLTERM));
+    CHECK_H5(H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
+    CHECK_H5(H5Tclose(mem));
+    CHECK_H5(H5Dclose(d));
+    long files = 0, packed = 0, mapped = 0;
+    for (long long i = 0; i < n; i++) {
+        const char *src = buf + (size_t)i * width;
+        if (ends_with(src, TRUTH_SOURCE_MAPPED_END)) mapped++;
+        else if (ends_with(src, TRUTH_SOURCE_PACKED_END)) packed++;
+        else files++;
+    }
+    free(buf);
+    printf("  against    %ld label file(s)", files);
+    if (packed) printf(", %ld packed label(s) (predictions on the packed grid)", packed);
+    if (mapped) printf(", %ld packed label(s) mapped back to the source grid (inexact where "
+                       "packing resampled)", mapped);
+    printf("\n");
+}
+
 static void describe_results(const char *path, hid_t f)
 {
     long long cases = 0, organs = 0;
@@ -166,6 +212,17 @@ static void describe_results(const char *path, hid_t f)
            set ? set : "?");
     printf("  mean       DSC %.4f over %ld scores, NSD %.4f over %ld\n", dsc, nd, nsd, nn);
     printf("  pred_dir   %s\n  truth      %s\n", pred ? pred : "?", truth ? truth : "?");
+    describe_truth_sources(path, f);
+    char *selection = h5_attr_read_string(f, "case_selection");
+    if (selection && strcmp(selection, "all") != 0) printf("  cases      %s\n", selection);
+    free(selection);
+    char *skipped = h5_attr_read_string(f, "skipped_cases");
+    if (skipped && skipped[0]) {
+        long count = 1;
+        for (const char *p = skipped; *p; p++) count += *p == '\n';
+        printf("  skipped    %ld case(s) of the truth without a prediction, in no mean\n", count);
+    }
+    free(skipped);
     /* one source per line (alice eval: the distinct prediction sources without --checkpoint) */
     if (ckpt && ckpt[0]) {
         printf("  from       ");

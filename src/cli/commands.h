@@ -42,6 +42,9 @@ long cli_step_count(const char *command, const char *flag, const char *value);
 /* The whole number given to `flag` of `command`, in min..max; anything else (text after the
  * digits, "1e3", out of range) ends the job naming the flag, the value and the range. */
 long cli_int_flag(const char *command, const char *flag, const char *value, long min, long max);
+/* The fold a `--cases` value of `command` selects: "all" gives -1, "fold:K" gives K (0..99);
+ * anything else ends the job naming the flag and the accepted forms. */
+int cli_case_fold(const char *command, const char *select);
 /* Prints the resolved configuration (rank 0) under a heading. */
 void cli_print_config(const Config *cfg, const char *command);
 

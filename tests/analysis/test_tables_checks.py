@@ -9,7 +9,8 @@ bin/alice is built, also two that alice eval wrote):
    files and the shared cases, the table still printed; disjoint folds warn nothing;
  - methods, or one method's folds, scored under different eval_protocol or label_set (their
    config attribute) warn that their means are not comparable, naming each one's value; the same
-   values (a commented-out line not counting) or a file without a config warn nothing."""
+   values (a commented-out line not counting) or a file without a config warn nothing; a
+   config that does not parse is eval_protocol "unknown" (with a warning), not plain."""
 import os
 import re
 import subprocess
@@ -151,6 +152,11 @@ with tempfile.TemporaryDirectory() as tmp:
                       f"E={tmp}/noconfig.h5")
     check(err == "", "the same eval_protocol and label_set (a comment not read), or a file "
           "without a config: no warning", err)
+    write_results(f"{tmp}/garbled.h5", base, config="device = cpu\nthis line has no equals\n")
+    out, err = tables("--format", "md", f"A={tmp}/plain.h5", f"G={tmp}/garbled.h5")
+    check(f"{tmp}/garbled.h5: its config attribute does not parse" in err
+          and "different eval_protocol (A: plain; G: unknown)" in err and "| G |" in out,
+          "a config attribute that does not parse: its eval_protocol unknown, not plain", err)
 
     if os.access(ALICE, os.X_OK):
         # the config text alice eval itself records: the truth scored against itself twice

@@ -13,6 +13,9 @@
 #    warning, every organ still DSC >= 0.8 (resampling to 3 mm and back);
 #  - results.h5 /truth_sources names what each case was scored against;
 #  - a prediction that names no case is not scored, with a warning naming it;
+#  - --data with --cases fold:K scores fold K's cases alone (no warning for the other fold's
+#    case lacking a prediction; case_selection recorded); a fold without labelled cases and
+#    --cases with --labels are refused;
 #  - BTCV-named cases scored with label_set = flare (BTCV numbers its organs its own way):
 #    a warning; with label_set = btcv none.
 set -euo pipefail
@@ -63,6 +66,43 @@ assert len(got) == 2 and all(re.search(sys.argv[2], g) for g in got), got
 print("truth_sources:", got)
 PY
 }
+# --cases fold:K: the truth is fold K's labelled cases alone (the held-out fold alice infer
+# predicted), so the other fold's case, without a prediction here, is neither warned about nor
+# listed as skipped; results.h5 records the selection
+read -r fold0 fold1 < <("$PYTHON" -c 'import sys, h5py
+f = h5py.File(sys.argv[1], "r"); n = [s.decode() for s in f["index/name"][()]]
+d = dict(zip(n, f["index/fold"][()])); print(d["img0000"], d["img0001"])' "$T/ds.h5")
+[ "$fold0" != "$fold1" ] || { echo "FAIL: the test needs the two cases in two folds"; exit 1; }
+mkdir -p "$T/pred_fold"
+cp "$T/pred/img0000.nii.gz" "$T/pred_fold/"
+"$ALICE" eval --pred "$T/pred_fold" --data "$T/ds.h5" --cases "fold:$fold0" --out "$T/r_fold" \
+  label_set=flare > "$T/f.log" 2>&1 || { cat "$T/f.log"; echo "FAIL: eval --cases fold:K"; exit 1; }
+! grep -q "no prediction" "$T/f.log" ||
+  { cat "$T/f.log"; echo "FAIL: a case of another fold warned about under --cases"; exit 1; }
+"$PYTHON" - "$T/r_fold.h5" "fold:$fold0" <<'PY'
+import sys, h5py
+f = h5py.File(sys.argv[1], "r")
+attr = lambda k: f.attrs[k].decode()   # fixed-length strings: h5py gives bytes
+names = [s.decode() for s in f["case_names"][()]]
+assert names == ["img0000"], names
+assert attr("case_selection") == sys.argv[2], attr("case_selection")
+assert attr("skipped_cases") == "", attr("skipped_cases")
+assert (f["dsc"][()][f["truth_voxels"][()] > 0] == 1).all()
+PY
+"$ALICE" eval --pred "$T/pred_fold" --data "$T/ds.h5" --out "$T/r_all" label_set=flare \
+  > "$T/g.log" 2>&1 || { cat "$T/g.log"; echo "FAIL: eval --cases all"; exit 1; }
+grep -q "no prediction for case img0001" "$T/g.log" ||
+  { cat "$T/g.log"; echo "FAIL: without --cases the case lacking a prediction not warned"; exit 1; }
+"$PYTHON" -c 'import sys, h5py
+f = h5py.File(sys.argv[1], "r")
+assert f.attrs["case_selection"] == b"all" and f.attrs["skipped_cases"] == b"img0001"' "$T/r_all.h5"
+empty=0; while [ "$empty" = "$fold0" ] || [ "$empty" = "$fold1" ]; do empty=$((empty + 1)); done
+if "$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --cases "fold:$empty" --out "$T/r_none" \
+    > "$T/h.log" 2>&1; then echo "FAIL: a fold without labelled cases scored"; exit 1; fi
+grep -q "no labelled case in fold $empty" "$T/h.log" || { cat "$T/h.log"; echo "FAIL: no message"; exit 1; }
+if "$ALICE" eval --pred "$T/pred" --labels "$T/btcv" --cases fold:0 --out "$T/r_none" \
+    > "$T/i.log" 2>&1; then echo "FAIL: --cases with --labels accepted"; exit 1; fi
+grep -q "needs --data" "$T/i.log" || { cat "$T/i.log"; echo "FAIL: no message"; exit 1; }
 mkdir -p "$T/elsewhere"
 (cd "$T/elsewhere" && "$ALICE" eval --pred ../pred --data ../ds.h5 --out ../r_data \
   label_set=flare > "$T/b.log" 2>&1) ||
@@ -82,5 +122,8 @@ grep -q "source label $T/btcv/label000[01].nii.gz is not readable.*--allow-packe
 grep -q "scored against .*packed label mapped back" "$T/c.log" || { echo "FAIL: no warning"; exit 1; }
 check "$T/r_mapped" 0.8
 sources "$T/r_mapped" "ds.h5 \\(case img000[01], packed label mapped back to the source grid\\)$"
+"$ALICE" info "$T/r_mapped.h5" > "$T/info.txt"
+grep -q "against    0 label file(s), 2 packed label(s) mapped back to the source grid" \
+  "$T/info.txt" || { cat "$T/info.txt"; echo "FAIL: alice info does not count the mapped truth"; exit 1; }
 echo "ok: BTCV names, --data against the source labels (from another folder), refused without"
 echo "    them unless --allow-packed-truth, then mapped back; truth_sources says which"

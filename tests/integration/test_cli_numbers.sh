@@ -25,4 +25,5 @@ refused --cases -2 probe --checkpoint "$T/none.h5" --cases -2
 refused --k 65 probe --checkpoint "$T/none.h5" --k 65
 refused "--cases fold:K" 1x infer --checkpoint "$T/none.h5" --data "$T/none.h5" --out "$T/p" \
   --cases fold:1x
+refused "--cases fold:K" 100 eval --pred "$T" --data "$T/none.h5" --cases fold:100
 echo "ok: number flags refuse anything but a whole number in range, naming it"

@@ -3,7 +3,8 @@
 # (cases, labelled cases, folds with their case counts, spacing), a pre-training checkpoint
 # (kind, step, method, tensor count, ranks/threads/backend; an older alice's checkpoint named
 # as such) and evaluation results whose predictions are the truth itself (mean DSC 1.0000, the
-# prediction sources named, another tool's descrip not taken for one). A file
+# prediction sources named, another tool's descrip not taken for one; what each case was scored
+# against, a case without a prediction, an eval --cases fold:K). A file
 # alice did not write, and a missing one, are refused naming the file.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -79,6 +80,23 @@ with h5py.File(sys.argv[1], "r") as f:
                    [s.decode() for s in f["prediction_sources"][()]]))
 assert src["case0003"] == "" and src["case0000"].startswith("alice phantom: "), src
 PY
+grep -q "against    4 label file(s)$" "$T/res.txt" || fail "results: the truth sources not counted"
+grep -qE "skipped|cases      fold" "$T/res.txt" && fail "results: a skip or selection not made"
+# a case without a prediction, and a fold selected (the data set's folds, each case's truth its
+# recorded source label)
+rm "$T/pred/case0002.nii.gz"
+"$ALICE" eval --pred "$T/pred" --labels "$T/ph/labelsTr" --out "$T/res3" > /dev/null 2>&1 ||
+  fail "eval with a case lacking a prediction"
+"$ALICE" info "$T/res3.h5" > "$T/res3.txt"
+grep -q "skipped    1 case(s) of the truth without a prediction" "$T/res3.txt" ||
+  { cat "$T/res3.txt"; fail "results: the skipped case not counted"; }
+fold=$("$PYTHON" -c 'import sys, h5py; f = h5py.File(sys.argv[1], "r")
+n = [s.decode() for s in f["index/name"][()]]; print(f["index/fold"][n.index("case0000")])' "$T/ds.h5")
+"$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --cases "fold:$fold" --out "$T/resf" \
+  > /dev/null 2>&1 || fail "eval --cases fold:$fold"
+"$ALICE" info "$T/resf.h5" > "$T/resf.txt"
+grep -q "cases      fold:$fold$" "$T/resf.txt" && grep -q "against    [1-9][0-9]* label file(s)$" \
+  "$T/resf.txt" || { cat "$T/resf.txt"; fail "results: the fold selection not shown"; }
 "$PYTHON" -c "import h5py,sys; h5py.File(sys.argv[1],'w').attrs['format']='other'" "$T/x.h5"
 if "$ALICE" info "$T/x.h5" > "$T/x.txt" 2>&1; then fail "a foreign HDF5 file was described"; fi
 grep -q "x.h5: an HDF5 file, but not one alice wrote (format attribute 'other'" "$T/x.txt" ||
