@@ -505,8 +505,8 @@ static void fill_pretrain_sample(Loader *L, Slot *s, long step, int j)
     augment_draw(&L->opt.aug_intact, crop, &aug, &b->query_aug[j]);
     augment_draw(&L->opt.aug_intact, crop, &aug, &b->key_aug[j]);
 
-    /* Q: cut into scratch, the masked view is its (lightly) augmented copy, the intact view
-     * its strongly augmented copy; then the same for K. */
+    /* Q: cut into scratch, the masked view is its copy as cut (aug_masked draws nothing by
+     * default), the intact view its strongly augmented copy; then the same for K. */
     const struct { CacheEntry *e; int *start; AugmentDraw *masked, *intact; float *view, *strong; } v[2] = {
         {qe, qs, &masked_q, &b->query_aug[j], q, qi},
         {ke, ks, &masked_k, &b->key_aug[j], k, ki},

@@ -33,8 +33,9 @@ typedef struct {
     float gamma;        /* 1 = none */
 } AugmentDraw;
 
-/* Fine-tuning recipe of MONAI's UNETR BTCV tutorial: flips 0.1 per axis, rot90 0.1,
- * intensity scale 0.1 with p 0.1 (v *= 1 + U(-0.1, 0.1)), shift 0.1 with p 0.5. */
+/* Fine-tuning augmentation of MONAI's UNETR BTCV scripts: the tutorial's flips 0.1 per axis,
+ * rot90 0.1 and shift 0.1 with p 0.5; research-contributions' intensity scale 0.1 with p 0.1
+ * (v *= 1 + U(-0.1, 0.1)), which the tutorial lacks (docs/MODEL.md). */
 AugmentParams augment_params_finetune(void);
 /* Strong augmentation of Alice's intact (target) views: flips 0.5, rot90 0.5, scale and shift
  * 0.1 with p 0.5, noise and gamma with p 0.2. */

@@ -35,12 +35,14 @@ static const char *const log_columns[] = {"loss", "ce", "dice", "lr", "grad_norm
 #define BEST_CKPT "ckpt_best.h5"
 #define VAL_CSV "val.csv"
 
-/* MONAI's UNETR BTCV recipe (tutorial + research-contributions): ScaleIntensityRanged a_min
- * -175, a_max 250; RandCropByPosNegLabeld 96^3, pos = neg = 1, num_samples 4; AdamW(lr 1e-4,
- * weight_decay 1e-5), default betas; 25000 iterations, validation every 500 with sliding
- * windows of 96^3 at overlap 0.5. Not num_samples: crops_per_case stays 1 here (batch 4 is
- * then 4 volumes a step; jobs/finetune_btcv.cfg sets 4, the recipe's 4 crops of one volume),
- * so job files with a batch that 4 does not divide keep working. */
+/* MONAI's UNETR BTCV recipe (tutorial + research-contributions, item by item in
+ * docs/MODEL.md): ScaleIntensityRanged a_min -175, a_max 250; RandCropByPosNegLabeld 96^3,
+ * pos = neg = 1, num_samples 4; AdamW(lr 1e-4, weight_decay 1e-5), default betas; 25000
+ * iterations, validation every 500 with sliding windows of 96^3 at research-contributions'
+ * overlap 0.5 (the tutorial's: 0.25), warm-up then cosine lr (research-contributions).
+ * Not num_samples: crops_per_case stays 1 here (batch 4 is then 4 volumes a step;
+ * jobs/finetune_btcv.cfg sets 4, the recipe's 4 crops of one volume), so job files with a
+ * batch that 4 does not divide keep working. */
 static const char *const kFinetuneDefaults[][2] = {
     {"window_lo", "-175"}, {"window_hi", "250"}, {"crop", "96,96,96"}, {"batch", "4"},
     {"pos_fraction", "0.5"}, {"lr", "1e-4"}, {"min_lr", "0"}, {"weight_decay", "1e-5"},

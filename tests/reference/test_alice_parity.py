@@ -47,7 +47,7 @@ if __name__ == "__main__":
                  "align_loss": "dino"},
                 # CASA's keys and values from H and the teacher's features (casa_kv =
                 # features), single and the released layer, both losses; and with the
-                # embed teacher (Yd = decoder_embed(Y) + positions)
+                # embed teacher (Yd = decoder_embed(Y), no position embedding)
                 {"casa_kv": "features"},
                 {"casa_kv": "features", "casa_layer": "transformer", "casa_heads": "2",
                  "casa_ffn_dim": "20", "align_loss": "dino"},
