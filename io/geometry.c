@@ -51,31 +51,57 @@ void geometry_spacing(const double affine[4][4], float spacing[3])
                                  affine[2][j] * affine[2][j]);
 }
 
+/* The orthogonal factor Q of the polar decomposition m = Q P (the rotation nearest to m):
+ * Newton's iteration X <- (X + X^-T) / 2, which converges quadratically from any invertible
+ * m. Returns -1 when m is singular. */
+static int nearest_rotation(const double m[3][3], double q[3][3])
+{
+    memcpy(q, m, sizeof(double[3][3]));
+    for (int it = 0; it < 100; it++) {
+        /* X^-T = cofactor(X) / det(X) */
+        double cof[3][3];
+        for (int r = 0; r < 3; r++)
+            for (int c = 0; c < 3; c++) {
+                const int r1 = (r + 1) % 3, r2 = (r + 2) % 3, c1 = (c + 1) % 3, c2 = (c + 2) % 3;
+                cof[r][c] = q[r1][c1] * q[r2][c2] - q[r1][c2] * q[r2][c1];
+            }
+        const double det = q[0][0] * cof[0][0] + q[0][1] * cof[0][1] + q[0][2] * cof[0][2];
+        if (!(fabs(det) > 1e-12)) return -1;
+        double change = 0;
+        for (int r = 0; r < 3; r++)
+            for (int c = 0; c < 3; c++) {
+                const double next = 0.5 * (q[r][c] + cof[r][c] / det);
+                change = fmax(change, fabs(next - q[r][c]));
+                q[r][c] = next;
+            }
+        if (change < 1e-15) break;
+    }
+    return 0;
+}
+
 void geometry_ras_orientation(const double affine[4][4], int ras_axis[3], int ras_flip[3])
 {
-    /* Direction cosines (columns normalised), then the largest remaining entry decides one
-     * (world, voxel) pair at a time, so an oblique scan still maps to the nearest axes. */
-    double r[3][3];
+    /* nibabel's io_orientation, step for step, so the packed array is what
+     * as_closest_canonical gives even for a strongly oblique scan: direction cosines (columns
+     * normalised), the nearest rotation (polar decomposition: a sheared affine's closest
+     * shearless one), then voxel axes in order, each taking the world axis of its largest
+     * remaining entry (the first of equal ones) and removing that world axis. */
+    double r[3][3], q[3][3];
     for (int j = 0; j < 3; j++) {
         double n = 0;
         for (int w = 0; w < 3; w++) n += affine[w][j] * affine[w][j];
         n = n > 0 ? sqrt(n) : 1.0;
         for (int w = 0; w < 3; w++) r[w][j] = affine[w][j] / n;
     }
-    int world_used[3] = {0, 0, 0}, voxel_used[3] = {0, 0, 0};
-    for (int round = 0; round < 3; round++) {
-        int bw = -1, bj = -1;
-        double best = -1;
+    if (nearest_rotation(r, q) != 0) memcpy(q, r, sizeof q);   /* singular: refused elsewhere */
+    int world_used[3] = {0, 0, 0};
+    for (int j = 0; j < 3; j++) {
+        int bw = -1;
         for (int w = 0; w < 3; w++)
-            for (int j = 0; j < 3; j++)
-                if (!world_used[w] && !voxel_used[j] && fabs(r[w][j]) > best) {
-                    best = fabs(r[w][j]);
-                    bw = w;
-                    bj = j;
-                }
-        world_used[bw] = voxel_used[bj] = 1;
-        ras_axis[bw] = bj;
-        ras_flip[bw] = r[bw][bj] < 0;
+            if (!world_used[w] && (bw < 0 || fabs(q[w][j]) > fabs(q[bw][j]))) bw = w;
+        world_used[bw] = 1;
+        ras_axis[bw] = j;
+        ras_flip[bw] = q[bw][j] < 0;
     }
 }
 
@@ -387,6 +413,22 @@ void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
 void geometry_gather_labels(const int64_t *index, size_t n, const uint8_t *packed, uint8_t *out)
 {
     for (size_t i = 0; i < n; i++) out[i] = index[i] == GEOMETRY_OUTSIDE ? 0 : packed[index[i]];
+}
+
+int geometry_grid_mismatch(const double a[4][4], const double b[4][4], const int dim[3])
+{
+    double min_spacing = INFINITY;
+    for (int c = 0; c < 3; c++) {
+        const double len = sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
+        if (len < min_spacing) min_spacing = len;
+    }
+    const double tol = GEOMETRY_GRID_TOLERANCE * min_spacing;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++) {
+            const double reach = c == 3 ? 1.0 : (dim[c] > 1 ? dim[c] - 1 : 1);
+            if (!(fabs(a[r][c] - b[r][c]) * reach <= tol)) return r * 4 + c;
+        }
+    return -1;
 }
 
 int spacing_equal(const double a[3], const double b[3])

@@ -24,7 +24,8 @@ typedef struct {
 } PackGeometry;
 
 /* Which file axis points along each world axis, and whether it is reversed (nibabel's
- * io_orientation: the largest |affine| entries, each axis used once). */
+ * io_orientation: the nearest rotation's columns in voxel-axis order, each taking its largest
+ * entry's world axis, each world axis used once). */
 void geometry_ras_orientation(const double affine[4][4], int ras_axis[3], int ras_flip[3]);
 
 /* Permutes/flips in (dim, affine) into RAS order: out_dim, out (caller allocates the same
@@ -99,5 +100,17 @@ int affine_invert(const double a[4][4], double out[4][4]);
  * data set stores its spacing as float, a checkpoint as double), or a packing that kept the
  * source's voxels. */
 int spacing_equal(const double a[3], const double b[3]);
+
+/* How far two affines may place one voxel of a grid apart and still describe the same grid, as
+ * a fraction of its smallest voxel size. */
+#define GEOMETRY_GRID_TOLERANCE 0.01
+/* The first entry (row * 4 + column) where the two affines put a voxel of a dim-sized grid
+ * farther apart than GEOMETRY_GRID_TOLERANCE of a's smallest voxel size, or -1 when they match:
+ * an origin entry moves every voxel, a direction entry of column c the far voxels by
+ * (dim[c] - 1) times it. A tolerance in mm, not relative to the entry, so a label one slice off
+ * is caught at any distance of the origin from the scanner's centre, and float rounding of the
+ * header is not. alice pack accepts a label on its image's grid by it, and alice eval a
+ * prediction on its truth's grid, so what pack accepted eval scores. */
+int geometry_grid_mismatch(const double a[4][4], const double b[4][4], const int dim[3]);
 
 #endif

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <nifti2_io.h>
+#include <zlib.h>
 #include <znzlib.h>
 
 #include "core/check.h"
@@ -207,41 +208,18 @@ static double voxel_value(const void *base, int dt, size_t i)
     }
 }
 
-/* niftilib silently turns NaN/inf floats into 0 while loading, which would hide broken
- * scans; so float files are scanned for non-finite values in their raw bytes first.
- * Returns the count (first flat file index in *first), or -1 when the data cannot be read. */
+/* Non-finite values among the voxels of a float file (loaded unscaled by load_voxels, which,
+ * unlike niftilib's loader, keeps them: a broken scan must not pass as zeros). Returns the
+ * count, the first flat file index in *first. */
 static long long count_nonfinite(const nifti_image *nim, long long *first)
 {
     const int is64 = nim->datatype == NIFTI_TYPE_FLOAT64;
-    const size_t bytes = is64 ? 8 : 4, block = 1 << 16;
-    znzFile fp = znzopen(nim->iname, "rb", nifti_is_gzfile(nim->iname));
-    if (znz_isnull(fp)) return -1;
-    if (znzseek(fp, (long)nim->iname_offset, SEEK_SET) < 0) {
-        znzclose(fp);
-        return -1;
-    }
-    const int swap = nim->byteorder != nifti_short_order();
-    unsigned char *buf = xmalloc(block * bytes);
-    long long count = 0, done = 0;
+    long long count = 0;
     *first = -1;
-    while (done < nim->nvox) {
-        size_t want = (size_t)(nim->nvox - done) < block ? (size_t)(nim->nvox - done) : block;
-        if (znzread(buf, bytes, want, fp) != want) {
-            count = -1;
-            break;
-        }
-        if (swap) {
-            if (is64) nifti_swap_8bytes((int64_t)want, buf);
-            else nifti_swap_4bytes((int64_t)want, buf);
-        }
-        for (size_t i = 0; i < want; i++) {
-            double v = is64 ? ((const double *)(const void *)buf)[i] : ((const float *)(const void *)buf)[i];
-            if (!isfinite(v) && count++ == 0) *first = done + (long long)i;
-        }
-        done += (long long)want;
+    for (long long i = 0; i < nim->nvox; i++) {
+        const double v = is64 ? ((const double *)nim->data)[i] : ((const float *)nim->data)[i];
+        if (!isfinite(v) && count++ == 0) *first = i;
     }
-    free(buf);
-    znzclose(fp);
     return count;
 }
 
@@ -258,6 +236,47 @@ int nifti_read_xform_codes(const char *path, int codes[3], char *err, size_t err
     return 0;
 }
 
+/* Reads nim's voxel bytes into nim->data in this machine's byte order; 0, or -1 when the file
+ * is truncated or corrupt. Not niftilib's loader, for three reasons:
+ *  - it looks a single-file NIfTI's voxels up by the base name, X.nii before X.nii.gz, so
+ *    X.nii.gz beside a stale X.nii gave one file's header and the other's voxels; a single
+ *    file's voxels are read from the file named here;
+ *  - it stops after the voxels, so zlib never checked a .gz's CRC-32 and length trailer and
+ *    a flipped bit inside the compressed data gave thousands of wrong voxels with no error
+ *    (gzip -t refuses such files); a gzip stream is read to its end here;
+ *  - it turns NaN/inf into 0, which would hide a broken scan from count_nonfinite. */
+static int load_voxels(nifti_image *nim, const char *path)
+{
+    const int single_file = nim->nifti_type == NIFTI_FTYPE_NIFTI1_1 ||
+                            nim->nifti_type == NIFTI_FTYPE_NIFTI2_1;
+    const char *file = single_file || !nim->iname ? path : nim->iname;   /* .img of a pair */
+    gzFile gz = gzopen(file, "rb");   /* reads a file that is not gzip as it is */
+    if (!gz) return -1;
+    gzbuffer(gz, 1 << 17);
+    const size_t bytes = (size_t)nim->nvox * (size_t)nim->nbyper;
+    nim->data = xmalloc(bytes ? bytes : 1);
+    const z_off_t offset = (z_off_t)nim->iname_offset;
+    int ok = gzseek(gz, offset, SEEK_SET) == offset;
+    for (size_t done = 0; ok && done < bytes;) {
+        const unsigned want = bytes - done < (1u << 30) ? (unsigned)(bytes - done) : 1u << 30;
+        const int got = gzread(gz, (char *)nim->data + done, want);
+        ok = got == (int)want;
+        done += want;
+    }
+    if (ok && !gzdirect(gz)) {
+        enum { SINK = 1 << 16 };
+        char *sink = xmalloc(SINK);
+        int n;
+        while ((n = gzread(gz, sink, SINK)) > 0) {}
+        free(sink);
+        ok = n == 0;
+    }
+    ok &= gzclose_r(gz) == Z_OK;
+    if (ok && nim->swapsize > 1 && nim->byteorder != nifti_short_order())
+        nifti_swap_Nbytes(nim->nvox * (nim->nbyper / nim->swapsize), nim->swapsize, nim->data);
+    return ok ? 0 : -1;
+}
+
 int nifti_read_volume(const char *path, float **data, int dim[3], double affine[4][4], char *err,
                       size_t errlen)
 {
@@ -272,6 +291,12 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
         nifti_image_free(nim);
         return -1;
     }
+    if (load_voxels(nim, path) != 0) {
+        nifti_image_free(nim);
+        return fail(err, errlen,
+                    "%s: the voxel data cannot be read (truncated or corrupt file: gzip -t "
+                    "checks a .gz); re-export or re-download it", path);
+    }
     if (nim->datatype == NIFTI_TYPE_FLOAT32 || nim->datatype == NIFTI_TYPE_FLOAT64) {
         long long first = -1, bad = count_nonfinite(nim, &first);
         if (bad > 0) {
@@ -281,12 +306,6 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
                         "%s: %lld NaN/inf voxels (the first at voxel %lld,%lld,%lld); fix or exclude the image",
                         path, bad, first % nx, (first / nx) % ny, first / (nx * ny));
         }
-    }
-    if (nifti_image_load(nim) != 0 || !nim->data) {
-        nifti_image_free(nim);
-        return fail(err, errlen,
-                    "%s: the voxel data cannot be read (truncated or corrupt file); re-export or "
-                    "re-download it", path);
     }
     /* NIfTI: a slope of 0 means "no scaling". */
     const double slope = nim->scl_slope != 0.0 && isfinite(nim->scl_slope) ? nim->scl_slope : 1.0;

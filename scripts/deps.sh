@@ -7,7 +7,7 @@
 # HDF5 come from modules), and so does a system without dpkg.
 set -euo pipefail
 build_pkgs=(libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev
-            libopenblas0-openmp libnifti2-dev)
+            libopenblas0-openmp libnifti2-dev zlib1g-dev)
 test_pkgs=(python3-numpy python3-h5py python3-matplotlib python3-nibabel python3-scipy python3-torch
            python3-pip slurm-wlm munge)
 # With nvcc (a CUDA build): the cuDNN frontend headers for attention_kernel = cudnn, pinned, into

@@ -26,8 +26,6 @@
 #include "results.h"
 
 enum { PATH_LEN = 4096, NAME_LEN = 256 };
-/* Affines of a prediction and its truth must agree to this (mm) to be the same grid. */
-static const double affine_tolerance_mm = 1e-3;
 
 /* Where a case's truth comes from (decided on rank 0 from the headers, before any scoring). */
 typedef enum {
@@ -228,16 +226,6 @@ static uint8_t *read_labels(const char *path, int dim[3], double affine[4][4])
     return out;
 }
 
-/* The first affine entry (row * 4 + column) farther apart than affine_tolerance_mm; -1 when
- * none is. */
-static int affine_mismatch(const double a[4][4], const double b[4][4])
-{
-    for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 4; c++)
-            if (fabs(a[r][c] - b[r][c]) > affine_tolerance_mm) return r * 4 + c;
-    return -1;
-}
-
 static void check_same_grid(const char *pred, const int pd[3], const double pa[4][4], const char *truth,
                             const int td[3], const double ta[4][4])
 {
@@ -245,20 +233,32 @@ static void check_same_grid(const char *pred, const int pd[3], const double pa[4
         alice_die("prediction %s has shape %dx%dx%d but its truth %s has %dx%dx%d; predictions must be on the "
                   "truth's grid (alice infer writes them on each case's original grid; with --data they "
                   "may be on it or on the packed grid)", pred, pd[0], pd[1], pd[2], truth, td[0], td[1], td[2]);
-    const int bad = affine_mismatch(pa, ta);
+    const int bad = geometry_grid_mismatch(ta, pa, td);
     if (bad >= 0) {
         const int r = bad / 4, c = bad % 4;
-        alice_die("prediction %s and its truth %s have different affines (entry [%d][%d]: %g vs %g); "
-                  "they are not on the same grid, so voxels would be compared at different places. "
-                  "Resample the prediction onto the truth's grid", pred, truth, r, c, pa[r][c], ta[r][c]);
+        alice_die("prediction %s and its truth %s have different affines (entry [%d][%d]: %.9g vs "
+                  "%.9g, %.3g apart; a voxel may move %g of the smallest voxel size): they are not "
+                  "on the same grid, so voxels would be compared at different places. Resample the "
+                  "prediction onto the truth's grid", pred, truth, r, c, pa[r][c], ta[r][c],
+                  fabs(pa[r][c] - ta[r][c]), GEOMETRY_GRID_TOLERANCE);
     }
 }
 
-/* Shape and affine (within affine_tolerance_mm) both those of the grid (dim, affine). */
+/* Sum of the absolute differences of two affines' entries (mm): which of two grids a
+ * prediction is nearer to. */
+static double affine_distance(const double a[4][4], const double b[4][4])
+{
+    double d = 0;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++) d += fabs(a[r][c] - b[r][c]);
+    return d;
+}
+
+/* Shape and affine (geometry_grid_mismatch) both those of the grid (dim, affine). */
 static int on_grid(const int pd[3], const double pa[4][4], const int dim[3],
                    const double affine[4][4])
 {
-    return !memcmp(pd, dim, 3 * sizeof(int)) && affine_mismatch(pa, affine) < 0;
+    return !memcmp(pd, dim, 3 * sizeof(int)) && geometry_grid_mismatch(affine, pa, dim) < 0;
 }
 
 static void spacing_of(const double affine[4][4], double spacing[3])
@@ -360,12 +360,16 @@ static void choose_truth(EvalCase *c, Dataset *ds, const char *data_path, int al
         alice_die("eval: %s", err);
     /* Which grid the prediction is on, by shape AND affine: a source at the packing spacing
      * whose body crop removed nothing has the packed shape, yet another orientation (not
-     * RAS). Neither matching: by shape, and check_same_grid names the mismatch. */
+     * RAS). Neither matching: by shape, the nearer affine where both shapes fit, and
+     * check_same_grid names the mismatch (an origin a little off, not another orientation). */
     int on_packed_grid = on_grid(pd, pa, dc->dim, dc->affine);
     int on_source_grid = !on_packed_grid && on_grid(pd, pa, dc->orig_dim, dc->orig_affine);
     if (!on_packed_grid && !on_source_grid) {
-        on_packed_grid = !memcmp(pd, dc->dim, sizeof pd);
-        on_source_grid = !on_packed_grid && !memcmp(pd, dc->orig_dim, sizeof pd);
+        const int packed_shape = !memcmp(pd, dc->dim, sizeof pd);
+        const int source_shape = !memcmp(pd, dc->orig_dim, sizeof pd);
+        on_source_grid = source_shape && (!packed_shape || affine_distance(pa, dc->orig_affine) <
+                                                           affine_distance(pa, dc->affine));
+        on_packed_grid = packed_shape && !on_source_grid;
     }
     if (on_source_grid && dc->source_label[0] && access(dc->source_label, R_OK) == 0) {
         /* alice infer's output (the source grid): scored against the source label itself */

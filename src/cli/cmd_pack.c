@@ -84,27 +84,6 @@ typedef struct {
     char error[ERR_LEN];
 } CaseStatus;
 
-/* The first entry (row * 4 + column) where the two affines put a voxel of a dim-sized grid
- * more than 1% of the smallest voxel size apart, or -1 when they match: an origin entry moves
- * every voxel, a direction entry of column c the far voxels by (dim[c] - 1) times it. A
- * tolerance in mm, not relative to the entry, so a label one slice off is caught at any
- * distance of the origin from the scanner's centre, and float rounding of the header is not. */
-static int affine_mismatch(const double a[4][4], const double b[4][4], const int dim[3])
-{
-    double min_spacing = INFINITY;
-    for (int c = 0; c < 3; c++) {
-        const double len = sqrt(a[0][c] * a[0][c] + a[1][c] * a[1][c] + a[2][c] * a[2][c]);
-        if (len < min_spacing) min_spacing = len;
-    }
-    const double tol = 0.01 * min_spacing;
-    for (int r = 0; r < 3; r++)
-        for (int c = 0; c < 4; c++) {
-            const double reach = c == 3 ? 1.0 : (dim[c] > 1 ? dim[c] - 1 : 1);
-            if (!(fabs(a[r][c] - b[r][c]) * reach <= tol)) return r * 4 + c;
-        }
-    return -1;
-}
-
 /* The resampled grid of a case must be a volume (2 voxels per axis at least) that fits in
  * memory: a target spacing typed 10x too fine (spacing=0.05) or a header's voxel size in the
  * wrong unit asked for hundreds of GB and ended in an allocation failure naming no case. */
@@ -203,9 +182,9 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
             problem = "shape";
             snprintf(detail, sizeof detail, "image %dx%dx%d, label %dx%dx%d", dim[0], dim[1], dim[2],
                      ldim[0], ldim[1], ldim[2]);
-        } else if (affine_mismatch(affine, laffine, dim) >= 0) {
+        } else if (geometry_grid_mismatch(affine, laffine, dim) >= 0) {
             /* name the entry that differs: an origin, or a direction/spacing column */
-            const int e = affine_mismatch(affine, laffine, dim), r = e / 4, c = e % 4;
+            const int e = geometry_grid_mismatch(affine, laffine, dim), r = e / 4, c = e % 4;
             problem = "affine";
             snprintf(detail, sizeof detail, "entry [%d][%d] (%s): image %.9g, label %.9g, %.3g "
                      "apart", r, c, c == 3 ? "origin, mm" : "direction x spacing", affine[r][c],

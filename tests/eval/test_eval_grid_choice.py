@@ -11,7 +11,8 @@ label maps (nibabel writes them; the truth of every check is known by constructi
   - a source-grid prediction missing organ 2 scores organ 1 at 1 and organ 2 at 0 (scored at
     the right places, not trivially);
   - a prediction of the packed shape whose affine matches neither grid is refused, naming
-    the affine mismatch;
+    the affine mismatch; one within alice pack's image/label tolerance (1% of the smallest
+    voxel) is on the grid, one just beyond it is refused;
   - results.h5 records each organ's voxels in the truth (truth_voxels: 294 and 441, else 0)."""
 import csv
 import os
@@ -105,6 +106,19 @@ def main():
                       "packed grid")
         expect_scores("source_partial", np.where(label == 2, 0, label), lps, (1.0, 1.0),
                       (0.0, 0.0), "source grid, organ 2 missing")
+
+        # alice pack accepts a label whose origin is within 1% of the smallest voxel (1.5 mm)
+        # of its image's; a prediction written on the image's grid is then that far from its
+        # truth, and eval scores it (it had refused anything beyond 1e-3 mm)
+        near = lps.copy()
+        near[2, 3] += 0.012
+        expect_scores("near_grid", label, near, (1.0, 1.0), (1.0, 1.0),
+                      "source grid within pack's tolerance (0.012 mm off)")
+        beyond = lps.copy()
+        beyond[2, 3] += 0.018
+        r, _ = evaluate(tmp, "beyond_grid", label, beyond)
+        check(r.returncode != 0 and "different affines (entry [2][3]" in r.stderr,
+              f"0.018 mm off (beyond 1% of 1.5 mm) refused: {r.stderr.strip()[-200:]}")
 
         shifted = lps.copy()
         shifted[:3, 3] += [7.0, 0.0, 0.0]
