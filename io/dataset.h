@@ -32,6 +32,10 @@ typedef struct {
     /* the source's sform_code, qform_code and xyz_units, which predictions carry: 1, 1, mm
      * (scanner anatomical) for data sets packed before they were stored */
     int orig_xform_codes[3];
+    /* the source's own qform (nifti_read_qform_params), which predictions carry unchanged;
+     * has_orig_qform 0 when it had none, or in data sets packed before it was stored */
+    int has_orig_qform;
+    double orig_qform[10];
     int crop_lo[3], crop_hi[3];    /* body box in the resampled RAS grid */
     int ras_axis[3], ras_flip[3];  /* source voxel axis of each RAS axis, and its reversal */
     char source_image[DATASET_PATH_LEN];

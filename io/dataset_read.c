@@ -72,6 +72,10 @@ static void read_case_meta(Dataset *ds, DatasetCase *c)
     c->orig_xform_codes[2] = DATASET_UNITS_MM;
     if (attr_exists(g, "original_xform_codes"))   /* absent in data sets packed before it */
         attr_read_n(ds, g, where, "original_xform_codes", H5T_NATIVE_INT, c->orig_xform_codes, 3);
+    c->has_orig_qform = attr_exists(g, "original_qform");   /* absent: none, or packed before */
+    if (c->has_orig_qform)
+        attr_read_n(ds, g, where, "original_qform", H5T_NATIVE_DOUBLE, c->orig_qform,
+                    sizeof c->orig_qform / sizeof c->orig_qform[0]);
     int crop[2][3];
     attr_read_n(ds, g, where, "crop_box", H5T_NATIVE_INT, crop, 6);
     memcpy(c->crop_lo, crop[0], sizeof c->crop_lo);

@@ -112,6 +112,9 @@ static void write_case_attributes(hid_t g, const DatasetCase *c)
     attr_write(g, "original_shape", H5T_NATIVE_INT, 1, &three, c->orig_dim);
     attr_write(g, "original_affine", H5T_NATIVE_DOUBLE, 2, mat, c->orig_affine);
     attr_write(g, "original_xform_codes", H5T_NATIVE_INT, 1, &three, c->orig_xform_codes);
+    const hsize_t qparams = sizeof c->orig_qform / sizeof c->orig_qform[0];
+    if (c->has_orig_qform)
+        attr_write(g, "original_qform", H5T_NATIVE_DOUBLE, 1, &qparams, c->orig_qform);
     const int crop[2][3] = {{c->crop_lo[0], c->crop_lo[1], c->crop_lo[2]},
                             {c->crop_hi[0], c->crop_hi[1], c->crop_hi[2]}};
     attr_write(g, "crop_box", H5T_NATIVE_INT, 2, box, crop);

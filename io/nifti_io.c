@@ -236,6 +236,22 @@ int nifti_read_xform_codes(const char *path, int codes[3], char *err, size_t err
     return 0;
 }
 
+int nifti_read_qform_params(const char *path, double q[NIFTI_QFORM_PARAMS], char *err,
+                            size_t errlen)
+{
+    quiet_niftilib();
+    nifti_image *nim = nifti_image_read(path, 0);
+    if (!nim)
+        return fail(err, errlen, "%s: not a readable NIfTI header (corrupt or not NIfTI)", path);
+    const int has = nim->qform_code > 0;
+    const double stored[NIFTI_QFORM_PARAMS] = {nim->quatern_b, nim->quatern_c, nim->quatern_d,
+                                               nim->qoffset_x, nim->qoffset_y, nim->qoffset_z,
+                                               nim->dx, nim->dy, nim->dz, nim->qfac};
+    if (has) memcpy(q, stored, sizeof stored);
+    nifti_image_free(nim);
+    return has;
+}
+
 /* Reads nim's voxel bytes into nim->data in this machine's byte order; 0, or -1 when the file
  * is truncated or corrupt. Not niftilib's loader, for three reasons:
  *  - it looks a single-file NIfTI's voxels up by the base name, X.nii before X.nii.gz, so
@@ -366,10 +382,12 @@ static void describe(nifti_image *nim, const char *description, const char *path
 }
 
 /* codes: the sform and qform codes to write (NULL: both NIFTI_XFORM_SCANNER_ANAT). The
- * quaternion and pixdim always come from the affine, so a file written with codes 0,0 (its
- * source's method 1) still holds the voxel sizes readers then use. */
+ * quaternion and pixdim come from qform (the source's, as stored in its unit) when given, else
+ * from the affine, so a file written with codes 0,0 (its source's method 1) still holds the
+ * voxel sizes readers then use. */
 static nifti_image *new_header(const int64_t dims[8], int datatype, const double affine[4][4],
-                               const int codes[3], const char *description, const char *path)
+                               const int codes[3], const double *qform, const char *description,
+                               const char *path)
 {
     nifti_image *nim = nifti_make_new_nim(dims, datatype, 0);
     ALICE_ASSERT(nim, "nifti_make_new_nim failed for %s", path);
@@ -387,8 +405,22 @@ static nifti_image *new_header(const int64_t dims[8], int datatype, const double
     nim->sto_xyz = m;
     nim->sto_ijk = nifti_dmat44_inverse(m);
     nim->qform_code = codes ? codes[1] : NIFTI_XFORM_SCANNER_ANAT;
-    nifti_dmat44_to_quatern(m, &nim->quatern_b, &nim->quatern_c, &nim->quatern_d, &nim->qoffset_x,
-                            &nim->qoffset_y, &nim->qoffset_z, &nim->dx, &nim->dy, &nim->dz, &nim->qfac);
+    if (qform) {
+        nim->quatern_b = qform[0];
+        nim->quatern_c = qform[1];
+        nim->quatern_d = qform[2];
+        nim->qoffset_x = qform[3];
+        nim->qoffset_y = qform[4];
+        nim->qoffset_z = qform[5];
+        nim->dx = qform[6];
+        nim->dy = qform[7];
+        nim->dz = qform[8];
+        nim->qfac = qform[9];
+    } else {
+        nifti_dmat44_to_quatern(m, &nim->quatern_b, &nim->quatern_c, &nim->quatern_d,
+                                &nim->qoffset_x, &nim->qoffset_y, &nim->qoffset_z, &nim->dx,
+                                &nim->dy, &nim->dz, &nim->qfac);
+    }
     nim->pixdim[1] = nim->dx;
     nim->pixdim[2] = nim->dy;
     nim->pixdim[3] = nim->dz;
@@ -474,17 +506,17 @@ static int volume_payload(znzFile fp, void *ctx)
 void nifti_write_volume(const char *path, const void *data, int datatype, const int dim[3],
                         const double affine[4][4], const char *description)
 {
-    nifti_write_volume_codes(path, data, datatype, dim, affine, NULL, description);
+    nifti_write_volume_codes(path, data, datatype, dim, affine, NULL, NULL, description);
 }
 
 void nifti_write_volume_codes(const char *path, const void *data, int datatype, const int dim[3],
                               const double affine[4][4], const int codes[3],
-                              const char *description)
+                              const double *qform, const char *description)
 {
     quiet_niftilib();
     const size_t bytes = datatype_bytes(datatype);
     const int64_t dims[8] = {3, dim[0], dim[1], dim[2], 1, 1, 1, 1};
-    nifti_image *nim = new_header(dims, datatype, affine, codes, description, path);
+    nifti_image *nim = new_header(dims, datatype, affine, codes, qform, description, path);
     const size_t n = (size_t)dim[0] * dim[1] * dim[2] * bytes;
     unsigned char *file_order = xmalloc(n);
     to_file_order(data, bytes, dim, file_order);
@@ -533,15 +565,15 @@ static int frames_payload(znzFile fp, void *ctx)
 }
 
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
-                        const int codes[3], const char *description, NiftiFrameStorage storage,
-                        NiftiFrameFn fill, void *ctx)
+                        const int codes[3], const double *qform, const char *description,
+                        NiftiFrameStorage storage, NiftiFrameFn fill, void *ctx)
 {
     quiet_niftilib();
     ALICE_ASSERT(frames >= 1, "nifti_write_frames: %d frames for %s", frames, path);
     const int64_t dims[8] = {4, dim[0], dim[1], dim[2], frames, 1, 1, 1};
     const int quantise = storage == NIFTI_FRAMES_UINT8_UNIT;
     nifti_image *nim = new_header(dims, quantise ? NIFTI_TYPE_UINT8 : NIFTI_TYPE_FLOAT32, affine,
-                                  codes, description, path);
+                                  codes, qform, description, path);
     if (quantise) {
         nim->scl_slope = 1.0f / 255.0f;
         nim->scl_inter = 0.0f;

@@ -21,6 +21,16 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
  * with err as nifti_read_volume's when the header cannot be read. */
 int nifti_read_xform_codes(const char *path, int codes[3], char *err, size_t errlen);
 
+/* A header's own qform as stored: quatern_b, c, d, qoffset_x, y, z, pixdim[1..3] and qfac, in
+ * its xyz_units. A file written on the source's grid takes them back unchanged, so a reader
+ * that prefers the qform (ITK before 5, older ANTs) places both alike even where the qform is
+ * not the sform's rigid part (scanner space beside a registration's sform). */
+enum { NIFTI_QFORM_PARAMS = 10 };
+/* 1 with q filled when qform_code > 0, 0 when the header has no qform, -1 with err as
+ * nifti_read_volume's when the header cannot be read. */
+int nifti_read_qform_params(const char *path, double q[NIFTI_QFORM_PARAMS], char *err,
+                            size_t errlen);
+
 /* The header's voxel size in mm: |pixdim[1..3]| times the xyz_units scale (rounded to float, as
  * pixdim is stored). What nibabel's get_zooms() and the FLARE 2022 evaluation read as the
  * spacing; the affine's column lengths hold the same sizes, up to the float rounding of a
@@ -46,10 +56,11 @@ void nifti_write_volume(const char *path, const void *data, int datatype, const 
  * nifti_read_xform_codes gives them) instead of 1, 1 and mm: a prediction then says what its
  * source said, so every reader places both alike (a source with neither transform, NIfTI's
  * method 1: pixdim alone, however the reader orients that; one in metres: the affine, given in
- * mm, is written in metres). */
+ * mm, is written in metres). qform (may be NULL: the affine's rigid part) is the source's own
+ * (nifti_read_qform_params), written as it was. */
 void nifti_write_volume_codes(const char *path, const void *data, int datatype, const int dim[3],
                               const double affine[4][4], const int codes[3],
-                              const char *description);
+                              const double *qform, const char *description);
 
 /* The description of a file written by nifti_write_volume/nifti_write_frames: its first
  * comment extension, else the descrip field ("" when neither). Returns 0, or -1 with the
@@ -73,9 +84,9 @@ typedef enum {
  * as `storage` says, which nibabel reads as array[x, y, z, t] with the given affine (header,
  * affine and the temporary-name-then-rename exactly as nifti_write_volume; pixdim[4] = 1, no
  * time unit, intent none). Only one frame is in memory at a time: fill() produces each in
- * turn. codes (may be NULL) and description (may be NULL): as nifti_write_volume_codes's. */
+ * turn. codes, qform and description (each may be NULL): as nifti_write_volume_codes's. */
 void nifti_write_frames(const char *path, const int dim[3], int frames, const double affine[4][4],
-                        const int codes[3], const char *description, NiftiFrameStorage storage,
-                        NiftiFrameFn fill, void *ctx);
+                        const int codes[3], const double *qform, const char *description,
+                        NiftiFrameStorage storage, NiftiFrameFn fill, void *ctx);
 
 #endif

@@ -165,6 +165,13 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
         free(image);
         return -1;
     }
+    double qform[NIFTI_QFORM_PARAMS];   /* and its own qform, unchanged */
+    const int has_qform = nifti_read_qform_params(in->image, qform, msg, sizeof msg);
+    if (has_qform < 0) {
+        snprintf(err, errlen, "case %s: %s", in->name, msg);
+        free(image);
+        return -1;
+    }
     if (xform_codes[0] == 0 && xform_codes[1] == 0)
         log_warn("case %s: %s has neither sform nor qform (NIfTI method 1): read as the standard "
                  "says, voxel axes along RAS from pixdim alone, where nibabel (and so MONAI) "
@@ -232,6 +239,9 @@ static int prepare_case(const PackInput *in, const float spacing[3], int max_lab
     memcpy(meta->orig_dim, g.orig_dim, sizeof meta->orig_dim);
     memcpy(meta->orig_affine, g.orig_affine, sizeof meta->orig_affine);
     memcpy(meta->orig_xform_codes, xform_codes, sizeof meta->orig_xform_codes);
+    _Static_assert(sizeof meta->orig_qform == sizeof qform, "the qform's parameter count");
+    meta->has_orig_qform = has_qform;
+    if (has_qform) memcpy(meta->orig_qform, qform, sizeof meta->orig_qform);
     memcpy(meta->crop_lo, g.crop_lo, sizeof meta->crop_lo);
     memcpy(meta->crop_hi, g.crop_hi, sizeof meta->crop_hi);
     memcpy(meta->ras_axis, g.ras_axis, sizeof meta->ras_axis);

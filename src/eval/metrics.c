@@ -176,7 +176,9 @@ void case_scores(const uint8_t *gt, const uint8_t *pred, const int dim[3], const
             labelled_slice_range(gt, dim, organ->id, &first, &last)) {
             z_lo = first;
             z_hi = last;   /* exclusive, as the script's slice: the last labelled one left out */
-            if (z_lo == z_hi) {   /* a truth one slice thick: no slice left, the script's 0/0 */
+            /* a truth one slice thick: no slice left (the script's Dice is 0/0, its surface
+             * code raises an error on the empty crop): unscoreable, not a score */
+            if (z_lo == z_hi) {
                 dsc[o] = nsd[o] = NAN;
                 continue;
             }
@@ -192,4 +194,30 @@ double mask_surface_area(const uint8_t *labels, const int dim[3], const double s
 {
     OrganScore s = organ_score(labels, NULL, dim, spacing, label, 0.0);
     return s.gt_area;
+}
+
+/* Mean of the n values x[0], x[stride], ... that are not NaN; NaN when none is. */
+static double mean_of_scored(const double *x, int n, size_t stride, long *count)
+{
+    double sum = 0.0;
+    long k = 0;
+    for (int i = 0; i < n; i++) {
+        const double v = x[(size_t)i * stride];
+        if (isnan(v)) continue;
+        sum += v;
+        k++;
+    }
+    if (count) *count += k;
+    return k ? sum / (double)k : NAN;
+}
+
+double metrics_organ_averaged_mean(const double *table, int cases, int organs,
+                                   double *organ_means, long *scored)
+{
+    double *means = organ_means ? organ_means : xmalloc(sizeof(double) * (size_t)(organs > 0 ? organs : 1));
+    if (scored) *scored = 0;
+    for (int o = 0; o < organs; o++) means[o] = mean_of_scored(table + o, cases, (size_t)organs, scored);
+    const double mean = mean_of_scored(means, organs, 1, NULL);
+    if (!organ_means) free(means);
+    return mean;
 }

@@ -42,7 +42,8 @@ void prediction_write_original(const DatasetCase *c, const uint8_t *labels, cons
     /* the source's sform/qform codes: readers place both files alike, even a source with
      * neither (pixdim alone), which each reader orients its own way */
     nifti_write_volume_codes(label_path, orig, NIFTI_TYPE_UINT8, c->orig_dim, c->orig_affine,
-                             c->orig_xform_codes, source);
+                             c->orig_xform_codes, c->has_orig_qform ? c->orig_qform : NULL,
+                             source);
     free(orig);
     if (probs) {
         ALICE_ASSERT(probs_path && classes >= 1, "probabilities of %d classes without a path", classes);
@@ -56,7 +57,8 @@ void prediction_write_original(const DatasetCase *c, const uint8_t *labels, cons
         snprintf(description, sizeof description, "softmax of blended logits, %d classes; %s",
                  classes, source);
         nifti_write_frames(probs_path, c->orig_dim, classes, c->orig_affine, c->orig_xform_codes,
-                           description, probs_storage, probs_frame, &p);
+                           c->has_orig_qform ? c->orig_qform : NULL, description, probs_storage,
+                           probs_frame, &p);
     }
     free(index);
 }
