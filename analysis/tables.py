@@ -54,6 +54,13 @@ def masked_mean(m, keep, axis):
         return np.where(n > 0, np.where(keep, m, 0.0).sum(axis) / np.maximum(n, 1), np.nan)
 
 
+def masked_std(m, keep, axis, mean):
+    """Population std of m over axis about mean, over the kept cells; NaN where fewer than two
+    are kept: one value has no spread to measure, and 0.00 would read as a measured one."""
+    spread = np.sqrt(masked_mean((m - mean) ** 2, keep, axis))
+    return np.where(keep.sum(axis) >= 2, spread, np.nan)
+
+
 def scoring(r, path):
     """{eval_protocol, label_set} a results file was scored under, from its config attribute
     (the resolved configuration alice eval ran with); None where the file does not say (no
@@ -100,20 +107,18 @@ def summarise(paths, ignore_empty=False, name=None):
         if len(res) == 1:
             m, keep = res[0][metric], keeps[0]       # [cases, organs]
             organ_means = masked_mean(m, keep, 0)
-            spread = np.sqrt(masked_mean((m - organ_means) ** 2, keep, 0))
-            per_organ = (organ_means, spread)
+            per_organ = (organ_means, masked_std(m, keep, 0, organ_means))
             units = masked_mean(m, keep, 1)          # organ-averaged score of each case
         else:
             folds = np.stack([masked_mean(r[metric], k, 0) for r, k in zip(res, keeps)])
             scored = ~np.isnan(folds)                # [folds, organs]
             organ_means = masked_mean(folds, scored, 0)
-            per_organ = (organ_means,
-                         np.sqrt(masked_mean((folds - organ_means) ** 2, scored, 0)))
+            per_organ = (organ_means, masked_std(folds, scored, 0, organ_means))
             units = masked_mean(folds, scored, 1)    # organ-averaged score of each fold
         # the same mean for one file and for folds: over organs of the per-organ means
         units = units[~np.isnan(units)]
         overall = (masked_mean(per_organ[0], ~np.isnan(per_organ[0]), 0),
-                   units.std() if units.size else np.nan)
+                   units.std() if units.size >= 2 else np.nan)
         out[metric] = per_organ
         out[metric + "_overall"] = overall
     out["spread"] = "cases" if len(res) == 1 else f"{len(res)} folds"

@@ -6,6 +6,7 @@
 #include <libgen.h>
 #include <math.h>
 #include <mpi.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,10 @@
 #include "eval/prediction_out.h"
 #include "geometry.h"
 #include "nifti_io.h"
+#include "ops/backend.h"
 #include "results.h"
+#include "train/dist.h"
+#include "train/train_common.h"
 
 enum { PATH_LEN = 4096, NAME_LEN = 256 };
 
@@ -474,21 +478,6 @@ static void warn_label_convention(const EvalCase *cases, int n, const LabelSet *
                  "flare unless these labels really follow BTCV's numbering");
 }
 
-/* Mean of the n values x[0], x[stride], ... that are not NaN (flare22's unscoreable cells);
- * NaN when none is. */
-static double mean_of_scored(const double *x, int n, size_t stride)
-{
-    double sum = 0.0;
-    int count = 0;
-    for (int i = 0; i < n; i++) {
-        const double v = x[(size_t)i * stride];
-        if (isnan(v)) continue;
-        sum += v;
-        count++;
-    }
-    return count ? sum / count : NAN;
-}
-
 /* Per organ the mean over cases, then the mean over organs, each of the scored (non-NaN)
  * values, as analysis/tables.py takes them. */
 static void print_means(const LabelSet *set, int ncases, const double *dsc, const double *nsd)
@@ -496,14 +485,12 @@ static void print_means(const LabelSet *set, int ncases, const double *dsc, cons
     printf("\n%-22s %6s %8s %8s\n", "organ", "tol_mm", "DSC", "NSD");
     double *organ_d = xmalloc(sizeof(double) * (size_t)set->count);
     double *organ_n = xmalloc(sizeof(double) * (size_t)set->count);
-    for (int o = 0; o < set->count; o++) {
-        organ_d[o] = mean_of_scored(dsc + o, ncases, (size_t)set->count);
-        organ_n[o] = mean_of_scored(nsd + o, ncases, (size_t)set->count);
+    const double mean_d = metrics_organ_averaged_mean(dsc, ncases, set->count, organ_d, NULL);
+    const double mean_n = metrics_organ_averaged_mean(nsd, ncases, set->count, organ_n, NULL);
+    for (int o = 0; o < set->count; o++)
         printf("%-22s %6.1f %8.4f %8.4f\n", set->organs[o].name, set->organs[o].tolerance_mm,
                organ_d[o], organ_n[o]);
-    }
-    printf("%-22s %6s %8.4f %8.4f\n", "mean", "", mean_of_scored(organ_d, set->count, 1),
-           mean_of_scored(organ_n, set->count, 1));
+    printf("%-22s %6s %8.4f %8.4f\n", "mean", "", mean_d, mean_n);
     fflush(stdout);
     free(organ_d);
     free(organ_n);
@@ -600,9 +587,12 @@ int cmd_eval(int argc, char **argv)
     const EvalProtocol protocol = (EvalProtocol)eval_protocol_from_name(cfg.eval_protocol);
     cli_print_config(&cfg, "eval");
 
-    int rank = 0, size = 1;
-    CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-    CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
+    /* the ranks of the node share its cores: threads (docs/CONFIG.md), as the training
+     * commands take it; eval reduces on the host, never through NCCL */
+    Dist dist;
+    dist_init(&dist, backend_cpu());
+    train_set_threads(&cfg, &dist);
+    const int rank = dist.rank, size = dist.size;
     Dataset *ds = data_path ? dataset_open(data_path) : NULL;
     /* Rank 0 lists the cases and their predictions and sends the list: ranks that saw the
      * folders differently (files still arriving) would score different cases and reduce
@@ -648,6 +638,9 @@ int cmd_eval(int argc, char **argv)
     const size_t cells = (size_t)nscored * (size_t)set->count;
     double *dsc = xcalloc(cells, sizeof(double)), *nsd = xcalloc(cells, sizeof(double));
     double *truth_voxels = xcalloc(cells, sizeof(double));
+    if (rank == 0)
+        log_info("eval: %d case(s) on %d rank(s) x %d OpenMP thread(s)", nscored, size,
+                 omp_get_max_threads());
     double t0 = wall_seconds();
     for (int c = rank; c < nscored; c += size) {
         double tc = wall_seconds();

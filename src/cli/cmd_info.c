@@ -10,6 +10,7 @@
 #include "core/check.h"
 #include "core/config.h"
 #include "dataset.h"
+#include "eval/metrics.h"
 #include "h5util.h"
 #include "results.h"
 #include "train/checkpoint.h"
@@ -130,26 +131,22 @@ static void describe_checkpoint(const char *path, hid_t f)
     free(kind);
 }
 
-/* Mean over the finite entries of a [rows, cols] double dataset; counts them in *n. */
-static double finite_mean(hid_t f, const char *name, long *n)
+/* The headline mean of a [cases, organs] score table (metrics_organ_averaged_mean: alice
+ * eval's and tables.py's number); the scored cells counted in *n. */
+static double table_mean(hid_t f, const char *name, long *n)
 {
     long long dims[2] = {0, 0};
     const int nd = h5_shape(f, name, 2, dims);
     const size_t count = nd == 2 ? (size_t)(dims[0] * dims[1]) : 0;
-    double *v = xmalloc((count ? count : 1) * sizeof(double)), sum = 0;
     *n = 0;
-    if (count) {
-        hid_t d = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
-        CHECK_H5(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v));
-        CHECK_H5(H5Dclose(d));
-    }
-    for (size_t i = 0; i < count; i++)
-        if (isfinite(v[i])) {
-            sum += v[i];
-            (*n)++;
-        }
+    if (!count) return NAN;
+    double *v = xmalloc(count * sizeof(double));
+    hid_t d = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+    CHECK_H5(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, v));
+    CHECK_H5(H5Dclose(d));
+    const double mean = metrics_organ_averaged_mean(v, (int)dims[0], (int)dims[1], NULL, n);
     free(v);
-    return *n ? sum / (double)*n : NAN;
+    return mean;
 }
 
 static int ends_with(const char *s, const char *suffix)
@@ -206,7 +203,7 @@ static void describe_results(const char *path, hid_t f)
     char *set = h5_attr_read_string(f, "label_set"), *ckpt = h5_attr_read_string(f, "checkpoint");
     char *pred = h5_attr_read_string(f, "prediction_dir"), *truth = h5_attr_read_string(f, "truth");
     long nd = 0, nn = 0;
-    const double dsc = finite_mean(f, "dsc", &nd), nsd = finite_mean(f, "nsd", &nn);
+    const double dsc = table_mean(f, "dsc", &nd), nsd = table_mean(f, "nsd", &nn);
     printf("%s: evaluation results (alice eval)\n", path);
     printf("  scored     %lld cases x %lld organs (label_set %s)\n", cases, organs,
            set ? set : "?");

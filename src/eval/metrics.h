@@ -55,6 +55,14 @@ int eval_protocol_from_name(const char *name);
 void case_scores(const uint8_t *gt, const uint8_t *pred, const int dim[3], const double spacing[3],
                  const LabelSet *set, EvalProtocol protocol, double *dsc, double *nsd);
 
+/* The headline score of a [cases, organs] table (row = case) that alice eval prints, alice info
+ * shows and analysis/tables.py tabulates: per organ the mean over cases, then the mean over
+ * organs, each of the scored cells (NaN: flare22's unscoreable ones left out). organ_means
+ * (may be NULL) receives each organ's mean, NaN for an organ without a scored cell; *scored
+ * (may be NULL) the count of scored cells. NaN when no cell is scored. */
+double metrics_organ_averaged_mean(const double *table, int cases, int organs,
+                                   double *organ_means, long *scored);
+
 /* Total surface-element area (mm^2) of the voxels equal to `label`. */
 double mask_surface_area(const uint8_t *labels, const int dim[3], const double spacing[3], int label);
 

@@ -4,7 +4,8 @@ bin/alice is built, also two that alice eval wrote):
    rows written out by hand here (\\% not a comment, \\& not a column), each row 3 columns when
    split on unescaped &; in markdown a | in a name is \\| and every row keeps its 4 columns;
  - an organ without a scored cell (--ignore-empty on an organ no case has; NaN in every fold)
-   prints – (LaTeX --), never nan, while the other organs keep their numpy-computed means;
+   prints – (LaTeX --), never nan, while the other organs keep their numpy-computed means; an
+   organ scored once (one fold, one case) has a – for its std, not ± 0.00;
  - one method's folds sharing cases warn on stderr naming the file given twice, or the two
    files and the shared cases, the table still printed; disjoint folds warn nothing;
  - methods, or one method's folds, scored under different eval_protocol or label_set (their
@@ -109,6 +110,22 @@ with tempfile.TemporaryDirectory() as tmp:
             f"| liver | {pm(liver.mean(), liver.std())} |"]
     check(all(w in out for w in want) and "nan" not in out,
           "folds, an organ NaN in every fold: – (LaTeX --)", [w for w in want if w not in out])
+    # an organ scored in one fold only, or by one case only: no spread to measure, so its std
+    # is a dash (it had printed ± 0.00 under "std across 2 folds", a measured zero spread)
+    g0, g1 = rng.uniform(0.5, 0.9, (2, 3)), rng.uniform(0.5, 0.9, (2, 3))
+    g1[:, 1] = np.nan                  # the spleen scored in fold 0 alone
+    write_results(f"{tmp}/o0.h5", g0, cases=["c0", "c1"])
+    write_results(f"{tmp}/o1.h5", g1, cases=["c2", "c3"])
+    out, err = tables("--format", "md", f"g={tmp}/o0.h5", f"g={tmp}/o1.h5")
+    want = [f"| spleen | {100 * g0[:, 1].mean():.2f} ± – |"]
+    single = rng.uniform(0.5, 0.9, (2, 3))
+    single[1, 0] = np.nan              # the liver scored in one case alone
+    write_results(f"{tmp}/one.h5", single, cases=["c0", "c1"])
+    out1, _ = tables("--format", "md", f"s={tmp}/one.h5")
+    want1 = [f"| liver | {100 * single[0, 0]:.2f} ± – |"]
+    check(all(w in out for w in want) and all(w in out1 for w in want1),
+          "an organ scored once (one fold, or one case): its std a dash, not ± 0.00",
+          [w for w in want if w not in out] + [w for w in want1 if w not in out1])
 
     # --- folds sharing cases
     for k, cases in enumerate((["case0", "case1", "case2", "case3"],

@@ -97,6 +97,36 @@ n = [s.decode() for s in f["index/name"][()]]; print(f["index/fold"][n.index("ca
 "$ALICE" info "$T/resf.h5" > "$T/resf.txt"
 grep -q "cases      fold:$fold$" "$T/resf.txt" && grep -q "against    [1-9][0-9]* label file(s)$" \
   "$T/resf.txt" || { cat "$T/resf.txt"; fail "results: the fold selection not shown"; }
+# NaN cells (flare22: a truth one slice thick leaves its vessel unscoreable): the mean is
+# alice eval's and tables.py's (per organ over cases, then over organs), not one pooled over
+# every cell, which differs when organs have different counts of scored cells
+mkdir -p "$T/gt" "$T/pr"
+"$PYTHON" - "$T" <<'PY'
+import sys, nibabel as nib, numpy as np
+for name, one_slice in (("a", True), ("b", False)):
+    g = np.zeros((20, 20, 20), np.uint8); g[2:8, 2:8, 2:12] = 1
+    if one_slice: g[12:15, 12:15, 5] = 5
+    else: g[12:15, 12:15, 3:9] = 5
+    p = g.copy(); p[2:8, 2:8, 10:12] = 0
+    if not one_slice: p[12:15, 12:15, :] = 0
+    nib.save(nib.Nifti1Image(g, np.eye(4)), f"{sys.argv[1]}/gt/{name}.nii.gz")
+    nib.save(nib.Nifti1Image(p, np.eye(4)), f"{sys.argv[1]}/pr/{name}.nii.gz")
+PY
+"$ALICE" eval --pred "$T/pr" --labels "$T/gt" --out "$T/nan" eval_protocol=flare22 > /dev/null 2>&1 ||
+  fail "eval of the one-slice vessel"
+"$ALICE" info "$T/nan.h5" > "$T/nan.txt"
+"$PYTHON" - "$T/nan.h5" "$T/nan.txt" <<'PY' || fail "results with NaN cells: the mean"
+import sys, warnings, h5py, numpy as np
+f, text = h5py.File(sys.argv[1], "r"), open(sys.argv[2]).read()
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)   # organs without a scored cell
+    want = [np.nanmean(np.nanmean(f[m][()], axis=0)) for m in ("dsc", "nsd")]
+pooled = np.nanmean(f["dsc"][()])
+assert np.isnan(f["dsc"][()]).any() and abs(pooled - want[0]) > 1e-3, "the case has no NaN"
+line = "DSC %.4f over %d scores, NSD %.4f over" % (want[0], (~np.isnan(f["dsc"][()])).sum(), want[1])
+assert line in text, (line, text)
+print("ok: mean with NaN cells %.4f (pooled would be %.4f)" % (want[0], pooled))
+PY
 "$PYTHON" -c "import h5py,sys; h5py.File(sys.argv[1],'w').attrs['format']='other'" "$T/x.h5"
 if "$ALICE" info "$T/x.h5" > "$T/x.txt" 2>&1; then fail "a foreign HDF5 file was described"; fi
 grep -q "x.h5: an HDF5 file, but not one alice wrote (format attribute 'other'" "$T/x.txt" ||
