@@ -7,6 +7,7 @@
 
 #include "core/check.h"
 #include "core/fsutil.h"
+#include "h5util.h"
 
 /* Chunks of 64 x 64 x 32 voxels: a training crop touches few chunks, and each chunk is big
  * enough for deflate to work. */
@@ -96,7 +97,7 @@ static void write_volume(DatasetWriter *w, hid_t group, const char *name, hid_t 
         CHECK_H5(H5Sselect_none(mem));
         CHECK_H5(H5Sselect_none(space));
     }
-    CHECK_H5(H5Dwrite(d, type, mem, space, w->dxpl, w->rank == owner ? data : NULL));
+    h5_write_dataset(d, type, mem, space, w->dxpl, w->rank == owner ? data : NULL, name);
     CHECK_H5(H5Sclose(mem));
     CHECK_H5(H5Sclose(space));
     CHECK_H5(H5Dclose(d));
@@ -168,7 +169,7 @@ static void write_table(DatasetWriter *w, hid_t group, const char *name, hid_t t
         CHECK_H5(H5Sselect_none(mem));
         CHECK_H5(H5Sselect_none(space));
     }
-    CHECK_H5(H5Dwrite(d, type, mem, space, w->dxpl, data));
+    h5_write_dataset(d, type, mem, space, w->dxpl, data, name);
     CHECK_H5(H5Sclose(mem));
     CHECK_H5(H5Sclose(space));
     CHECK_H5(H5Dclose(d));

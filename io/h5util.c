@@ -182,6 +182,24 @@ static hid_t link_props(void)
     return lcpl;
 }
 
+void h5_write_dataset(hid_t ds, hid_t mem_type, hid_t mem_space, hid_t file_space, hid_t dxpl,
+                      const void *data, const char *name)
+{
+    herr_t written;
+    errno = 0;
+    H5E_BEGIN_TRY { written = H5Dwrite(ds, mem_type, mem_space, file_space, dxpl, data); } H5E_END_TRY;
+    if (written >= 0) return;
+    /* The raw data is where a full disk or a quota shows (the machine, not an internal
+     * error): named with the system's reason; a pending .tmp is removed on exit and the files
+     * from before are untouched. */
+    const int why = errno;
+    char file[1024];
+    if (H5Fget_name(ds, file, sizeof file) < 0) snprintf(file, sizeof file, "the file");
+    alice_die("cannot write %s into %s: %s; free space on that file system (or raise the quota), "
+              "or write elsewhere", name, file,
+              why ? strerror(why) : "the write failed (disk full or quota exceeded?)");
+}
+
 static void write_any(hid_t loc, const char *name, int ndim, const int *dims, hid_t type, const void *data)
 {
     hsize_t hd[8];
@@ -190,7 +208,7 @@ static void write_any(hid_t loc, const char *name, int ndim, const int *dims, hi
     hid_t space = CHECK_H5(ndim ? H5Screate_simple(ndim, hd, NULL) : H5Screate(H5S_SCALAR));
     hid_t lcpl = link_props();
     hid_t ds = CHECK_H5(H5Dcreate2(loc, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT));
-    CHECK_H5(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data));
+    h5_write_dataset(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data, name);
     CHECK_H5(H5Dclose(ds));
     CHECK_H5(H5Pclose(lcpl));
     CHECK_H5(H5Sclose(space));

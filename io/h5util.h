@@ -36,6 +36,10 @@ hid_t h5_try_open_read(const char *path);
 int h5_all_objects_open(hid_t loc);
 
 /* Dataset at `name` (intermediate groups created). */
+/* H5Dwrite, where a failure (a full disk, a quota, a file size limit: the machine, not alice)
+ * ends the job with status 2 naming the dataset (name), its file and the system's reason. */
+void h5_write_dataset(hid_t ds, hid_t mem_type, hid_t mem_space, hid_t file_space, hid_t dxpl,
+                      const void *data, const char *name);
 void h5_write_floats(hid_t loc, const char *name, int ndim, const int *dims, const float *data);
 void h5_write_ints(hid_t loc, const char *name, int ndim, const int *dims, const int *data);
 void h5_write_doubles(hid_t loc, const char *name, int ndim, const int *dims, const double *data);

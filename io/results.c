@@ -24,7 +24,7 @@ static void write_strings(hid_t file, const char *name, int n, const char *const
     hsize_t dims[1] = {(hsize_t)n};
     hid_t space = CHECK_H5(H5Screate_simple(1, dims, NULL));
     hid_t ds = CHECK_H5(H5Dcreate2(file, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
-    if (n > 0) CHECK_H5(H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf));
+    if (n > 0) h5_write_dataset(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf, name);
     CHECK_H5(H5Dclose(ds));
     CHECK_H5(H5Sclose(space));
     CHECK_H5(H5Tclose(type));

@@ -235,7 +235,7 @@ const ConfigKey config_keys[] = {
     K("clip_mode", CFG_T_ENUM, clip_mode, "global", "global|per_tensor",
       "clip: global = every gradient scaled by clip / norm of them all (torch clip_grad_norm_); "
       "per_tensor = each tensor's gradient by clip / its own norm (DINO's clip_gradients, the released Alice code)"),
-    K("on_nonfinite", CFG_T_ENUM, on_nonfinite, "stop", "stop|skip", "NaN/inf loss or gradient: stop the run or skip the step"),
+    K("on_nonfinite", CFG_T_ENUM, on_nonfinite, "stop", "stop|skip", "NaN/inf loss or gradient: stop the run (exit status 4) or skip the step"),
     K("overlap_allreduce", CFG_T_BOOL, overlap_allreduce, "1", "", "several ranks: average gradient buckets while backward still runs (0 = one all-reduce after backward)"),
     K("allreduce_bucket_mb", CFG_T_FLOAT, allreduce_bucket_mb, "25", "0..", "target size of those buckets in MiB, tensor-aligned, as PyTorch DDP (0 = one per tensor)"),
     K("nccl_timeout_s", CFG_T_FLOAT, nccl_timeout_s, "600", "0..",

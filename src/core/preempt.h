@@ -22,6 +22,10 @@
  * "not finished, requeue me". Distinct from 0 (done), 1 (internal error, ALICE_FATAL) and
  * 2 (user error, alice_die). */
 #define ALICE_EXIT_REQUEUE 3
+/* Exit status of a training run that stopped on a non-finite loss or gradient (on_nonfinite =
+ * stop): the run diverged; resubmitting the same command would diverge again (lower lr, or
+ * on_nonfinite = skip). Not 1: nothing in alice failed. */
+#define ALICE_EXIT_DIVERGED 4
 
 /* Installs the SIGTERM and SIGUSR1 handlers (idempotent). SA_RESTART keeps blocking reads and
  * writes going; the flag is acted on at the next step boundary, never inside the handler. */

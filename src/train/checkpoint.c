@@ -34,7 +34,7 @@ void params_write_h5(hid_t f, const char *group, const char *prefix, const Param
     free(host);
 }
 
-static void prune(const char *run_dir, int keep);
+static void prune(const char *run_dir, int keep, long written);
 
 /* Each tensor's own AdamW t (adam_steps less the updates it sat out, freeze_last_layer) as the
  * attribute adam_steps of its /adam_m dataset. */
@@ -134,7 +134,7 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     if (buffers && buffers->count > 0) params_write_h5(f, "buffers", "", buffers, buffers->data, NULL);
     h5_commit(f, path);
     h5_unlock();
-    if (!name) prune(run_dir, cfg->keep_ckpts);
+    if (!name) prune(run_dir, cfg->keep_ckpts, step);
 }
 
 /* The steps of run_dir's ckpt_<step>.h5 files (not .tmp), newest first; *n of them (malloc'd). */
@@ -182,14 +182,18 @@ static void close_locked(hid_t f)
     h5_unlock();
 }
 
-/* Removes the oldest ckpt_<step>.h5 until `keep` remain (the files checkpoint_steps lists:
- * never ckpt_best.h5, a .tmp or another name that merely starts like one). */
-static void prune(const char *run_dir, int keep)
+/* Removes the oldest ckpt_<step>.h5 up to `written` (the step just saved) until `keep` of
+ * them remain (the files checkpoint_steps lists: never ckpt_best.h5, a .tmp or another name
+ * that merely starts like one). A newer file (one the resume could not read and could not set
+ * aside) is neither counted nor removed: it must not push this run's checkpoints out. */
+static void prune(const char *run_dir, int keep, long written)
 {
     if (keep <= 0) return;
     int n;
     long *steps = checkpoint_steps(run_dir, &n);
-    for (int i = keep; i < n; i++) {   /* newest first */
+    int first = 0;
+    while (first < n && steps[first] > written) first++;
+    for (int i = first + keep; i < n; i++) {   /* newest first */
         char path[4096];
         snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, steps[i]);
         unlink(path);
@@ -200,7 +204,7 @@ static void prune(const char *run_dir, int keep)
 /* 1 when path opens as an HDF5 file carrying the checkpoint format attribute and every object
  * in it opens (a file of the right size whose tail a crash zeroed opens, then fails a checksum
  * deeper down: it must be skipped here, not end the resume in HDF5's error trace). */
-static int checkpoint_intact(const char *path)
+int checkpoint_intact(const char *path)
 {
     h5_lock();
     hid_t f = h5_try_open_read(path);
@@ -222,10 +226,22 @@ long checkpoint_find_latest(const char *run_dir, char *path, size_t n)
     long found = -1;
     for (int i = 0; i < count && found < 0; i++) {
         snprintf(path, n, "%s/ckpt_%ld.h5", run_dir, steps[i]);
-        if (checkpoint_intact(path)) found = steps[i];
-        else
+        if (checkpoint_intact(path)) {
+            found = steps[i];
+            continue;
+        }
+        /* set aside, so that pruning never counts it among the checkpoints kept (it would
+         * delete the good ones this run writes, and the one it resumes from) */
+        char aside[4200];
+        snprintf(aside, sizeof aside, "%s.damaged", path);
+        if (rename(path, aside) == 0)
             log_warn("skipping %s: not a complete checkpoint (truncated or damaged, e.g. by a "
-                     "node crash while it was written); trying the one before", path);
+                     "node crash while it was written), set aside as %s; trying the one before",
+                     path, aside);
+        else
+            log_warn("skipping %s: not a complete checkpoint (truncated or damaged); cannot set "
+                     "it aside (%s): remove it, or pruning counts it among the checkpoints kept; "
+                     "trying the one before", path, strerror(errno));
     }
     free(steps);
     if (found < 0 && n) path[0] = '\0';
@@ -394,6 +410,22 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
     if (strcmp(stored.method, cfg->method))
         alice_die("%s is a method = %s run, this run has method = %s: resume it with the same "
                   "method, or give this run another run_dir", path, stored.method, cfg->method);
+    /* The head counts change no tensor's shape, only the split of every attention: the
+     * weights would be read under another meaning. (Every other model key changes a shape or
+     * the tensor list, which the load refuses.) */
+    const int casa_attention = !strcmp(stored.casa_layer, "transformer");   /* else unread */
+    const struct { const char *key; long then, now; } heads[] = {
+        {"heads", stored.heads, cfg->heads},
+        {"dec_heads", stored.dec_heads, cfg->dec_heads},
+        {"casa_heads", stored.casa_heads, casa_attention ? cfg->casa_heads : stored.casa_heads},
+    };
+    const int keys = strcmp(kind, "finetune") ? 3 : 1;   /* UNETR has the encoder's alone */
+    for (int i = 0; i < keys; i++)
+        if (heads[i].then != heads[i].now)
+            alice_die("%s was trained with %s = %ld, this run has %s = %ld: the weights would "
+                      "split into other attention heads; keep %s = %ld to resume it, or give "
+                      "this run another run_dir", path, heads[i].key, heads[i].then,
+                      heads[i].key, heads[i].now, heads[i].key, heads[i].then);
     /* Other changes are allowed (a lower lr after a divergence), but said: the resumed run is
      * then not the run the checkpoint began. */
     char *now = config_to_text(cfg), *then = config_to_text(&stored);
@@ -441,8 +473,33 @@ static void check_format(hid_t f, const char *path)
                   CHECKPOINT_FORMAT_VERSION_TENSOR_STEPS);
 }
 
+/* Ends the job when the checkpoint's group holds a tensor the model lacks: a smaller model
+ * (depth = 3 resuming a depth = 4 run) finds each of its own tensors there, and would
+ * silently drop the trained rest. */
+static void refuse_extra_tensors(hid_t f, const char *path, const char *group, const ParamSet *ps)
+{
+    hid_t g = CHECK_H5(H5Gopen2(f, group, H5P_DEFAULT));
+    H5G_info_t info;
+    CHECK_H5(H5Gget_info(g, &info));
+    for (hsize_t i = 0; i < info.nlinks && info.nlinks > (hsize_t)ps->count; i++) {
+        char name[PARAM_NAME_MAX + 32];
+        const ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name,
+                                               sizeof name, H5P_DEFAULT);
+        if (len < 0 || (size_t)len >= sizeof name) continue;   /* longer than any tensor name */
+        int known = 0;
+        for (int t = 0; t < ps->count && !known; t++) known = !strcmp(ps->info[t].name, name);
+        if (!known)
+            alice_die("checkpoint %s was written by a larger model: it has tensor %s/%s, which "
+                      "this run's model lacks (a smaller depth, dec_depth or another model key): "
+                      "set the model keys as in the checkpoint's config (alice info %s), or give "
+                      "this run another run_dir", path, group, name, path);
+    }
+    CHECK_H5(H5Gclose(g));
+}
+
 static void read_set(hid_t f, const char *path, const char *group, const ParamSet *ps, float *buf, float *host)
 {
+    refuse_extra_tensors(f, path, group, ps);
     memset(host, 0, ps->total * sizeof(float));
     for (int i = 0; i < ps->count; i++) {
         const ParamInfo *t = &ps->info[i];

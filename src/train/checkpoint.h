@@ -35,6 +35,9 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
 /* Latest intact ckpt_<step>.h5 in run_dir (one that opens and carries the checkpoint format;
  * damaged newer ones are skipped with a warning): its path in `path` and its step, or -1. */
 long checkpoint_find_latest(const char *run_dir, char *path, size_t n);
+/* 1 when path opens as an HDF5 file with the checkpoint format attribute and every object in
+ * it opens; 0 for a missing, truncated or damaged file (no error, no HDF5 trace). */
+int checkpoint_intact(const char *path);
 /* Highest step of any ckpt_<step>.h5 in run_dir, intact or not; -1 when there is none. */
 long checkpoint_latest_step(const char *run_dir);
 /* Removes the ckpt_<step>.h5.tmp and ckpt_best.h5.tmp files a killed run left half-written in

@@ -156,6 +156,17 @@ static double set_aside_discarded_best(const char *run_dir, long start, double b
     char path[4096], aside[4200];
     snprintf(path, sizeof path, "%s/%s", run_dir, BEST_CKPT);
     if (access(path, F_OK) != 0) return best;
+    if (!checkpoint_intact(path)) {
+        /* a resume never reads it: a crash while it was written must not stop the run */
+        snprintf(aside, sizeof aside, "%s/%s.damaged", run_dir, BEST_CKPT);
+        if (rename(path, aside) != 0)
+            alice_die("%s is damaged (truncated or unreadable) and cannot be set aside as %s "
+                      "(%s): move it away to resume", path, aside, strerror(errno));
+        log_warn("%s is damaged (truncated or unreadable; a crash while it was written?): set "
+                 "aside as %s; ckpt_best.h5 will be the best validation from step %ld on", path,
+                 aside, start);
+        return -1.0;
+    }
     const long step = checkpoint_step(path);
     if (step <= start) return best;
     snprintf(aside, sizeof aside, "%s/discarded_best_step%ld.h5", run_dir, step);
@@ -442,7 +453,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         float lr;
         double gnorm;
         StepOutcome outcome = whole_step(&ctx, step, terms, &lr, &gnorm);
-        if (outcome == STEP_STOPPED) { status = 1; break; }
+        if (outcome == STEP_STOPPED) { status = ALICE_EXIT_DIVERGED; break; }
         /* A skipped step (on_nonfinite = skip) writes no metrics row, but its validation and
          * boundary still run: the last validation, the periodic or last checkpoint, the
          * preemption check. */

@@ -326,7 +326,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         float lr;
         double gnorm;
         StepOutcome outcome = whole_step(&ctx, step, terms, &lr, &gnorm);
-        if (outcome == STEP_STOPPED) { status = 1; break; }
+        if (outcome == STEP_STOPPED) { status = ALICE_EXIT_DIVERGED; break; }
         /* A skipped step (on_nonfinite = skip) writes no metrics row, but its boundary still
          * runs: the periodic or last checkpoint, the preemption check. */
         if (outcome == STEP_APPLIED) {

@@ -20,6 +20,7 @@
 #include "geometry.h"
 #include "train/checkpoint.h"
 #include "train/optim.h"
+#include "train/run_lock.h"
 #include <mpi.h>
 
 /* A CUDA build without the cuDNN frontend headers cannot run attention_kernel = cudnn: say so
@@ -202,6 +203,7 @@ static int choose_resume_checkpoint(const Config *cfg, const char *backend, cons
                                     const double *data_spacing, const char *resume_from,
                                     int resume, char *ckpt, size_t n)
 {
+    run_dir_lock(cfg->run_dir);   /* before any .tmp is taken for a dead run's */
     checkpoint_remove_stale_tmp(cfg->run_dir);
     const long newest = checkpoint_latest_step(cfg->run_dir);
     if (resume_from) {
@@ -305,9 +307,18 @@ StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *syn
     *lr = schedule_lr(cfg, step, train_global_batch(cfg, d));
     if (!train_step_finite(terms[0], *grad_norm)) {
         if (!strcmp(cfg->on_nonfinite, "stop")) {
-            log_warn("step %ld: non-finite loss (%g) or gradient; stopping. The last good "
-                     "checkpoint in %s is intact (set on_nonfinite = skip to skip such steps, "
-                     "or lower lr)", step, terms[0], cfg->run_dir);
+            /* nothing of this step is written: the newest checkpoint predates it */
+            const long kept = checkpoint_latest_step(cfg->run_dir);
+            char where[4200];
+            if (kept >= 0)
+                snprintf(where, sizeof where, "%s/ckpt_%ld.h5, the newest checkpoint, is of "
+                         "step %ld, before it", cfg->run_dir, kept, kept);
+            else
+                snprintf(where, sizeof where, "%s holds no checkpoint yet, so a rerun starts "
+                         "from step 0", cfg->run_dir);
+            log_warn("step %ld: non-finite loss (%g) or gradient; stopping (exit status %d). "
+                     "%s. Lower lr, or set on_nonfinite = skip to skip such steps", step,
+                     terms[0], ALICE_EXIT_DIVERGED, where);
             return STEP_STOPPED;
         }
         log_warn("step %ld: non-finite loss (%g) or gradient; step skipped", step, terms[0]);

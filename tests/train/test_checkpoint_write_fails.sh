@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A checkpoint whose write fails (here: the file size limit, as a full disk or a quota would)
-# ends the run with the HDF5 error, then removes the half-written .tmp and says so, naming the
-# checkpoint; the checkpoint from before is untouched and the run resumes from it. Before:
+# ends the run with status 2 (the machine's input, not an internal error: it had been 1 with an
+# HDF5 call's file and line) naming the file and the system's reason, then removes the
+# half-written .tmp and says so, naming the checkpoint; the checkpoint from before is untouched and the run resumes from it. Before:
 # the .tmp stayed, the message named no file, and the process then crashed in HDF5's exit
 # handler (status 139).
 source "$(dirname "$0")/lib.sh"
@@ -14,8 +15,10 @@ set +e
     > "$WORK/b.log" 2>&1
 rc=$?
 set -e
-[ "$rc" = 1 ] ||
-    { tail -5 "$WORK/b.log"; fail "a failed checkpoint write ended with status $rc, not 1"; }
+[ "$rc" = 2 ] ||
+    { tail -5 "$WORK/b.log"; fail "a failed checkpoint write ended with status $rc, not 2"; }
+grep -q "cannot write .* into $WORK/run/ckpt_2.h5.tmp: File too large; free space" "$WORK/b.log" ||
+    { tail -5 "$WORK/b.log"; fail "the message does not name the file and the system's reason"; }
 grep -q "ckpt_2.h5.tmp was being written .*removed it" "$WORK/b.log" ||
     { tail -5 "$WORK/b.log"; fail "no message naming the removed ckpt_2.h5.tmp"; }
 [ ! -e "$WORK/run/ckpt_2.h5.tmp" ] || fail "ckpt_2.h5.tmp was left behind"
@@ -25,4 +28,4 @@ grep -q "ckpt_2.h5.tmp was being written .*removed it" "$WORK/b.log" ||
     fail "resume after the failed write: $(tail -3 "$WORK/c.log")"
 grep -q "resumed from .*ckpt_1.h5 at step 1" "$WORK/c.log" || fail "did not resume from ckpt_1.h5"
 [ -f "$WORK/run/ckpt_2.h5" ] || fail "the resumed run wrote no ckpt_2.h5"
-echo "ok: failed write removed its .tmp (status 1), ckpt_1.h5 intact, resumed to ckpt_2.h5"
+echo "ok: failed write removed its .tmp (status 2), ckpt_1.h5 intact, resumed to ckpt_2.h5"

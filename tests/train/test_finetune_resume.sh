@@ -94,6 +94,18 @@ with h5py.File(f"{run}/ckpt_best.h5", "r") as f:
 assert got == (best_step, best), (got, resumed)
 print(f"set aside {aside[0]} (step {old_step}); ckpt_best.h5 = step {got[0]}, Dice {got[1]!r}")
 PY
+# A damaged ckpt_best.h5 (a crash while it was written) does not stop the resume, which never
+# reads it: set aside as ckpt_best.h5.damaged, and the next validation writes a new one
+rm -rf "$WORK/disc" && mkdir -p "$WORK/disc"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/disc" "${dargs[@]}" --stop-after 4 \
+  > "$WORK/e1.log" 2>&1 || { tail "$WORK/e1.log"; fail "the damaged-best run failed"; }
+truncate -s 3000 "$WORK/disc/ckpt_best.h5"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/disc" "${dargs[@]}" --stop-after 2 \
+  > "$WORK/e2.log" 2>&1 || { tail "$WORK/e2.log"; fail "a damaged ckpt_best.h5 stopped the resume"; }
+grep -q "ckpt_best.h5 is damaged (truncated or unreadable.*set aside as .*ckpt_best.h5.damaged" \
+  "$WORK/e2.log" || { cat "$WORK/e2.log"; fail "no warning about the damaged ckpt_best.h5"; }
+"$PYTHON" -c 'import sys, h5py; assert h5py.File(sys.argv[1], "r").attrs["step"] == 6' \
+  "$WORK/disc/ckpt_best.h5" || fail "no new ckpt_best.h5 from the validation after step 6"
 echo "ok: preempted after step 1 and resumed, and in chunks of 3 steps: losses, validations" \
-  "and checkpoints identical; a discarded segment's ckpt_best.h5 set aside"
+  "and checkpoints identical; a discarded segment's ckpt_best.h5 set aside, a damaged one too"
 echo PASS

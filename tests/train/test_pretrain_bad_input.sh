@@ -34,12 +34,20 @@ cp "$WORK/m/config.txt" "$WORK/m.config.txt"
 expect_error "written by a different model" run_dir="$WORK/m" embed_dim=36 steps=6
 cmp -s "$WORK/m/config.txt" "$WORK/m.config.txt" ||
   fail "the refused resume rewrote config.txt (it no longer describes the checkpoints beside it)"
-# Non-finite loss: stop, status 1, the last good checkpoint still loads.
+# Non-finite loss: stop with status 4 (diverged: not 1, an internal error; not 3, a requeue),
+# the newest checkpoint named and still loading.
 set +e; "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/nan" lr=1e30 ckpt_every=1 > "$WORK/nan.log" 2>&1; rc=$?; set -e
-[ $rc -eq 1 ] || { cat "$WORK/nan.log"; fail "non-finite run exited with $rc, expected 1"; }
+[ $rc -eq 4 ] || { cat "$WORK/nan.log"; fail "non-finite run exited with $rc, expected 4"; }
 grep -q "non-finite loss" "$WORK/nan.log" || fail "no non-finite message"
 bad=$(sed -n 's/.*step \([0-9]*\): non-finite loss.*/\1/p' "$WORK/nan.log" | head -1)
 [ -n "$bad" ] || fail "the non-finite message names no step"
+newest=$(cd "$WORK/nan" && ls ckpt_*.h5 | sed 's/ckpt_\([0-9]*\).h5/\1/' | sort -n | tail -1)
+grep -q "$WORK/nan/ckpt_$newest.h5, the newest checkpoint, is of step $newest, before it" \
+  "$WORK/nan.log" || { cat "$WORK/nan.log"; fail "the message does not name the newest checkpoint"; }
+# diverged before any checkpoint: said so, not "the last good checkpoint is intact"
+set +e; "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/nan0" lr=1e30 ckpt_every=100 > "$WORK/nan0.log" 2>&1; rc=$?; set -e
+[ $rc -eq 4 ] && grep -q "$WORK/nan0 holds no checkpoint yet, so a rerun starts from step 0" \
+  "$WORK/nan0.log" || { cat "$WORK/nan0.log"; fail "divergence before any checkpoint (exit $rc)"; }
 # every checkpoint left is from before the bad step and holds finite tensors only
 "$PYTHON" - "$WORK/nan" "$bad" <<'PY' ||
 import glob, sys, h5py, numpy as np
@@ -83,5 +91,5 @@ a, b = (int(h5py.File(p, "r").attrs["adam_steps"]) for p in sys.argv[1:])
 assert a == b, (a, b)
 PY
   fail "the resumed run's adam_steps differs from the uninterrupted run's"
-echo "ok: non-finite loss stops (status 1) with ckpt_1.h5 intact; on_nonfinite = skip skips," \
+echo "ok: non-finite loss stops (status 4) with ckpt_1.h5 intact; on_nonfinite = skip skips," \
   "checkpoints and counts only applied updates"

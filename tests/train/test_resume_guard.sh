@@ -9,10 +9,15 @@
 #  - a changed key (lr): resumed, with a warning naming it; a changed steps: also a warning that
 #    the lr and EMA schedules jump;
 #  - another thread count or rank count than the checkpoint's stored ones: resumed, warned;
-#  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed;
+#  - a smaller depth (the checkpoint holds tensors the model lacks), another heads or dec_heads:
+#    refused, naming the tensor or the key;
+#  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed,
+#    the damaged one set aside (ckpt_6.h5.damaged), so keep_ckpts = 1 keeps this run's newest;
 #  - every checkpoint damaged: refused;
 #  - another version's checkpoint: a stored key this alice lacks skipped with a warning, a key
-#    the checkpoint lacks (an older alice's) named in a warning, another format_version refused.
+#    the checkpoint lacks (an older alice's) named in a warning, another format_version refused;
+#  - a second job in a run_dir another job is using: refused, naming the first (pid, host); the
+#    next job after it resumes.
 source "$(dirname "$0")/lib.sh"
 expect_error() {  # expected-message-regex, command args...
   local want=$1; shift
@@ -32,7 +37,12 @@ expect_error "is a method = alice run, this run has method = mae" pretrain --con
 mkdir -p "$WORK/ft" && cp "$A/ckpt_6.h5" "$WORK/ft/"
 expect_error "written by alice pretrain, this is alice finetune" finetune --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ft"
 expect_error "holds ckpt_6.h5, newer than .*ckpt_3.h5 \(step 3\)" pretrain --config "$MICRO" run_dir="$A" steps=9 --resume "$A/ckpt_3.h5"
-diff -r "$A" "$WORK/a.orig" > /dev/null || fail "a refused run changed $A"
+# a smaller model (depth = 1 of 2) finds its own tensors in the checkpoint and would drop the
+# trained rest; another head count splits the same weights into other heads: both refused
+expect_error "written by a larger model: it has tensor params/encoder.blocks.1" pretrain --config "$MICRO" run_dir="$A" steps=9 depth=1
+expect_error "trained with heads = 2, this run has heads = 1" pretrain --config "$MICRO" run_dir="$A" steps=9 heads=1
+expect_error "trained with dec_heads = 2, this run has dec_heads = 1" pretrain --config "$MICRO" run_dir="$A" steps=9 dec_heads=1
+diff -r -x .alice.lock "$A" "$WORK/a.orig" > /dev/null || fail "a refused run changed $A"
 
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=9 lr=5e-4 > "$WORK/lr.log" 2>&1 || { cat "$WORK/lr.log"; fail "resume with a changed lr failed"; }
 grep -q "resuming .*ckpt_6.h5 with changed keys: steps, lr (" "$WORK/lr.log" || { cat "$WORK/lr.log"; fail "no warning naming lr"; }
@@ -77,6 +87,19 @@ head -c 1000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_6.h5"
 grep -q "skipping .*ckpt_6.h5: not a complete checkpoint" "$WORK/dmg.log" || { cat "$WORK/dmg.log"; fail "no warning about the damaged ckpt_6.h5"; }
 grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/dmg.log" || fail "did not fall back to ckpt_3.h5"
 echo "ok: a truncated newest checkpoint is skipped, the one before resumes"
+# ... and set aside, so that pruning does not count it among the checkpoints it keeps: with
+# keep_ckpts = 1 the damaged ckpt_6.h5 had been "the newest kept" and every checkpoint this run
+# wrote, and the one it resumed from, were deleted (a second kill left nothing to resume)
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+head -c 1000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_6.h5"
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" keep_ckpts=1 --stop-after 2 > "$WORK/keep.log" 2>&1 ||
+  { cat "$WORK/keep.log"; fail "resume past a damaged checkpoint with keep_ckpts = 1 failed"; }
+grep -q "set aside as .*ckpt_6.h5.damaged" "$WORK/keep.log" || { cat "$WORK/keep.log"; fail "not set aside"; }
+[ -f "$A/ckpt_6.h5.damaged" ] && [ ! -e "$A/ckpt_6.h5" ] || fail "ckpt_6.h5 not moved to ckpt_6.h5.damaged"
+[ "$(cd "$A" && ls ckpt_*.h5)" = "ckpt_5.h5" ] || { ls "$A"; fail "keep_ckpts = 1 did not keep this run's ckpt_5.h5 alone"; }
+"$PYTHON" -c 'import sys, h5py; assert h5py.File(sys.argv[1], "r").attrs["step"] == 5' "$A/ckpt_5.h5" ||
+  fail "ckpt_5.h5 is not an intact checkpoint of step 5"
+echo "ok: a damaged newest checkpoint is set aside, and keep_ckpts counts this run's checkpoints"
 # full length, its second half zeroed (blocks a crashed copy never wrote): it opens, then fails
 # a checksum deeper down; skipped the same way, not ended in HDF5's error trace
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
@@ -129,4 +152,20 @@ cp "$WORK/a.orig/ckpt_6.h5" "$WORK/v2.h5"
 expect_error "checkpoint format version 3, this alice reads versions 1-2" pretrain \
   --config "$MICRO" run_dir="$WORK/v2run" --resume "$WORK/v2.h5"
 echo "ok: another version's stored key skipped with a warning; another format version refused"
+
+# One job per run_dir: a second job while the first runs is refused naming the first (pid,
+# host); they had pruned and overwritten each other's checkpoints and both ended with status 0.
+# The lock dies with its holder: the next job resumes.
+L=$WORK/locked
+"$ALICE" pretrain --config "$MICRO" run_dir="$L" steps=100000 ckpt_every=100000 > "$WORK/first.log" 2>&1 &
+first=$!
+for _ in $(seq 300); do grep -q "^ *2 " "$WORK/first.log" && break; sleep 0.1; done
+grep -q "^ *2 " "$WORK/first.log" || { kill $first; cat "$WORK/first.log"; fail "the first job did not start"; }
+expect_error "run_dir $L is in use by another alice job \(pid $first on host [^,]+, since " \
+  pretrain --config "$MICRO" run_dir="$L" steps=3
+kill -TERM $first; wait $first || true   # SIGTERM: a checkpoint, exit 3
+"$ALICE" pretrain --config "$MICRO" run_dir="$L" steps=100000 ckpt_every=100000 --stop-after 1 \
+  > "$WORK/after.log" 2>&1 || { cat "$WORK/after.log"; fail "the job after the first was refused"; }
+grep -q "resumed from $L/ckpt_" "$WORK/after.log" || { cat "$WORK/after.log"; fail "no resume after the lock's holder ended"; }
+echo "ok: a second job in a run_dir in use is refused naming the first; the next one resumes"
 echo PASS
