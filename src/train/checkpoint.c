@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <mpi.h>
 #include <omp.h>
@@ -15,6 +16,44 @@
 #include "core/log.h"
 #include "h5util.h"
 
+
+/* CRC-32 (zlib) of a tensor's float32 values as little-endian bytes, stored as each tensor
+ * dataset's attribute crc32: HDF5 checksums only its metadata, so tensor data zeroed or
+ * changed inside a checkpoint that still opens was resumed, or loaded as pretrained=, without
+ * a word. */
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "tensor_crc hashes the floats' bytes as they are in memory, little-endian"
+#endif
+static long tensor_crc(const float *v, size_t n)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    const Bytef *p = (const Bytef *)v;
+    for (size_t left = n * sizeof(float); left > 0;) {
+        const uInt chunk = left > (1u << 30) ? 1u << 30 : (uInt)left;
+        crc = crc32(crc, p, chunk);
+        p += chunk;
+        left -= chunk;
+    }
+    return (long)crc;
+}
+
+/* 1 when the tensor dataset `name` holds no crc32 (a checkpoint of an older alice) or one that
+ * matches values[0..n-1] as read back. */
+static int tensor_crc_ok(hid_t f, const char *name, const float *values, size_t n)
+{
+    hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
+    long stored;
+    const int has = h5_attr_read_long(ds, "crc32", &stored);
+    CHECK_H5(H5Dclose(ds));
+    return !has || stored == tensor_crc(values, n);
+}
+
+static void refuse_damaged_tensor(const char *path, const char *name)
+{
+    alice_die("checkpoint %s: tensor %s fails its CRC-32 (its data changed after it was written: "
+              "a damaged disk or copy); restore the file from a copy, or move it away to resume "
+              "from the checkpoint before", path, name);
+}
 
 void params_write_h5(hid_t f, const char *group, const char *prefix, const ParamSet *ps,
                      const float *buf, int (*keep)(const char *name))
@@ -29,6 +68,7 @@ void params_write_h5(hid_t f, const char *group, const char *prefix, const Param
         h5_write_floats(f, name, t->ndim, t->shape, host + t->offset);
         hid_t ds = CHECK_H5(H5Dopen2(f, name, H5P_DEFAULT));
         h5_attr_long(ds, "decay", t->decay);
+        h5_attr_long(ds, "crc32", tensor_crc(host + t->offset, t->numel));
         CHECK_H5(H5Dclose(ds));
     }
     free(host);
@@ -204,6 +244,43 @@ static void prune(const char *run_dir, int keep, long written)
 /* 1 when path opens as an HDF5 file carrying the checkpoint format attribute and every object
  * in it opens (a file of the right size whose tail a crash zeroed opens, then fails a checksum
  * deeper down: it must be skipped here, not end the resume in HDF5's error trace). */
+/* 1 when every tensor dataset of the checkpoint's groups matches its crc32 (those without one,
+ * of an older alice, pass). */
+static int tensor_data_intact(hid_t f)
+{
+    static const char *const groups[] = {"params", "adam_m", "adam_v", "target", "buffers"};
+    int ok = 1;
+    float *buf = NULL;
+    size_t cap = 0;
+    for (size_t gi = 0; ok && gi < sizeof groups / sizeof groups[0]; gi++) {
+        if (!h5_exists(f, groups[gi])) continue;
+        hid_t g = CHECK_H5(H5Gopen2(f, groups[gi], H5P_DEFAULT));
+        H5G_info_t info;
+        CHECK_H5(H5Gget_info(g, &info));
+        for (hsize_t i = 0; ok && i < info.nlinks; i++) {
+            char name[PARAM_NAME_MAX + 32], full[2 * PARAM_NAME_MAX + 64];
+            const ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, name,
+                                                   sizeof name, H5P_DEFAULT);
+            if (len < 0 || (size_t)len >= sizeof name) continue;
+            snprintf(full, sizeof full, "%s/%s", groups[gi], name);
+            long long dims[PARAM_MAX_DIMS + 3];
+            const int nd = h5_shape(f, full, PARAM_MAX_DIMS + 3, dims);
+            size_t n = 1;
+            for (int d = 0; d < nd; d++) n *= (size_t)dims[d];
+            if (n > cap) {
+                free(buf);
+                buf = xmalloc((cap = n) * sizeof(float));
+            }
+            h5_read_floats(f, full, buf, n);
+            ok = tensor_crc_ok(f, full, buf, n);
+            if (!ok) log_warn("tensor %s fails its CRC-32 (its data changed after it was written)", full);
+        }
+        CHECK_H5(H5Gclose(g));
+    }
+    free(buf);
+    return ok;
+}
+
 int checkpoint_intact(const char *path)
 {
     h5_lock();
@@ -211,7 +288,8 @@ int checkpoint_intact(const char *path)
     int ok = 0;
     if (f >= 0) {
         char *fmt = h5_attr_read_string(f, "format");
-        ok = fmt && !strcmp(fmt, CHECKPOINT_FORMAT_NAME) && h5_all_objects_open(f);
+        ok = fmt && !strcmp(fmt, CHECKPOINT_FORMAT_NAME) && h5_all_objects_open(f) &&
+             tensor_data_intact(f);
         free(fmt);
         CHECK_H5(H5Fclose(f));
     }
@@ -516,6 +594,7 @@ static void read_set(hid_t f, const char *path, const char *group, const ParamSe
             alice_die("checkpoint %s was written by a different model: tensor %s has another "
                       "shape (check embed_dim, depth, patch and the other model keys)", path, name);
         h5_read_floats(f, name, host + t->offset, t->numel);
+        if (!tensor_crc_ok(f, name, host + t->offset, t->numel)) refuse_damaged_tensor(path, name);
     }
     ps->be->upload(buf, host, ps->total * sizeof(float));
 }
@@ -575,6 +654,7 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
                       "embed_dim, depth, heads, mlp_dim and patch match the pre-training config)",
                       path, name + 7, t->name);
         h5_read_floats(f, name, host + t->offset, t->numel);
+        if (!tensor_crc_ok(f, name, host + t->offset, t->numel)) refuse_damaged_tensor(path, name);
         loaded++;
     }
     ps->be->upload(ps->data, host, ps->total * sizeof(float));

@@ -6,7 +6,8 @@
 # infer` on the held-out fold, whose NIfTI predictions must have the shape and affine of the
 # source images (nibabel) and hold only labels 0..13. A pretrained checkpoint with another head
 # count, a fine-tuning checkpoint as pretrained, or a fold the data set does not have (packed
-# with 2), or a checkpoint missing one encoder tensor, is refused before any step, while fold 5
+# with 2), or a checkpoint missing one encoder tensor, or one whose encoder tensor's data was
+# zeroed (its crc32), is refused before any step, while fold 5
 # of a data set packed with 6 folds trains; alice infer refuses a pre-training checkpoint, data
 # packed at another spacing than the fine-tuning's (so does a fine-tuning resumed on such data),
 # and an --out that is a file; predictions carry their sources' sform/qform codes (a source
@@ -52,6 +53,19 @@ refused() {  # expected-message, args...
 }
 refused "was pre-trained with heads = 2, this run has heads = 4" run_dir="$T/bad1" $ENC heads=4 pretrained="$CKPT"
 refused "is a finetune checkpoint, not a pre-training one" run_dir="$T/bad2" $ENC pretrained="$T/ft/ckpt_best.h5"
+# an encoder tensor's data zeroed in a pre-training checkpoint that still opens: its crc32
+cp "$CKPT" "$T/zeroed.h5"
+"$PYTHON" - "$T/zeroed.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    d = f["params/encoder.patch_embedding.patch_embeddings.weight"]
+    where, size = d.id.get_offset(), d.id.get_storage_size()
+with open(sys.argv[1], "r+b") as f:
+    f.seek(where)
+    f.write(b"\0" * size)
+PY
+refused "tensor params/encoder.patch_embedding.patch_embeddings.weight fails its CRC-32" \
+  run_dir="$T/bad6" $ENC pretrained="$T/zeroed.h5"
 refused "fold = 3 but .*ds.h5 has 2 folds" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
 # every labelled case in the validation fold: named as such (not "the data set has none")
 run "$ALICE" pack --input "$T/ph" --out "$T/ds1.h5" spacing=3,3,3 num_folds=1 seed=1

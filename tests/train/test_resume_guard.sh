@@ -13,6 +13,7 @@
 #    refused, naming the tensor or the key;
 #  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed,
 #    the damaged one set aside (ckpt_6.h5.damaged), so keep_ckpts = 1 keeps this run's newest;
+#  - tensor data zeroed inside a checkpoint that opens: its crc32 fails, set aside the same way;
 #  - every checkpoint damaged: refused;
 #  - another version's checkpoint: a stored key this alice lacks skipped with a warning, a key
 #    the checkpoint lacks (an older alice's) named in a warning, another format_version refused;
@@ -117,6 +118,33 @@ grep -q "skipping .*ckpt_6.h5: not a complete checkpoint" "$WORK/zeroed.log" ||
 grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/zeroed.log" ||
   fail "did not fall back to ckpt_3.h5 past the zeroed ckpt_6.h5"
 echo "ok: a newest checkpoint with a zeroed tail is skipped, the one before resumes"
+# tensor data zeroed inside a checkpoint that still opens (HDF5 checksums only its metadata):
+# each tensor's crc32 catches it, the checkpoint is set aside and the one before resumes
+rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
+"$PYTHON" - "$A/ckpt_6.h5" <<'PY' || fail "crc32 attributes are not zlib's CRC-32 of the tensors"
+import sys, zlib, h5py, numpy as np
+with h5py.File(sys.argv[1], "r") as f:   # the published definition: zlib.crc32 of the LE floats
+    sets = [d for g in ("params", "adam_m", "adam_v", "target") for d in f[g].values()]
+    bad = [d.name for d in sets
+           if int(d.attrs["crc32"]) != zlib.crc32(np.asarray(d[()], "<f4").tobytes())]
+    assert len(sets) > 100 and not bad, (len(sets), bad[:3])
+PY
+"$PYTHON" - "$A/ckpt_6.h5" <<'PY'
+import sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    d = f["target"][sorted(f["target"])[-1]]
+    where, size = d.id.get_offset(), d.id.get_storage_size()
+    assert "crc32" in d.attrs, "no crc32 attribute written"
+with open(sys.argv[1], "r+b") as f:
+    f.seek(where)
+    f.write(b"\0" * size)
+PY
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/crc.log" 2>&1 ||
+  { cat "$WORK/crc.log"; fail "resume past a checkpoint with zeroed tensor data failed"; }
+grep -q "tensor target/.* fails its CRC-32" "$WORK/crc.log" && grep -q "set aside as .*ckpt_6.h5.damaged" \
+  "$WORK/crc.log" && grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/crc.log" ||
+  { cat "$WORK/crc.log"; fail "zeroed tensor data not caught by its crc32"; }
+echo "ok: a checkpoint whose tensor data was zeroed fails its crc32: set aside, the one before resumes"
 # a checkpoint a killed run began and never finished (ckpt_<step>.h5.tmp): removed at the start
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
 head -c 5000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_9.h5.tmp"
