@@ -187,7 +187,9 @@ void h5_write_dataset(hid_t ds, hid_t mem_type, hid_t mem_space, hid_t file_spac
 {
     herr_t written;
     errno = 0;
-    H5E_BEGIN_TRY { written = H5Dwrite(ds, mem_type, mem_space, file_space, dxpl, data); } H5E_END_TRY;
+    H5E_BEGIN_TRY {
+        written = H5Dwrite(ds, mem_type, mem_space, file_space, dxpl, data);
+    } H5E_END_TRY;
     if (written >= 0) return;
     /* The raw data is where a full disk or a quota shows (the machine, not an internal
      * error): named with the system's reason; a pending .tmp is removed on exit and the files

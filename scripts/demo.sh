@@ -51,7 +51,8 @@ done
 
 stage "6/7 evaluation of fold 0: DSC and NSD per case and organ (FLARE 2022 tolerances)"
 for init in alice random; do   # truth: each case's source label file, recorded by pack
-  "$ALICE" eval --pred "$D/pred_$init" --data "$D/dataset.h5" --cases fold:0 --out "$D/results_$init"
+  "$ALICE" eval --pred "$D/pred_$init" --data "$D/dataset.h5" --cases fold:0 \
+    --out "$D/results_$init"
 done
 
 stage "7/7 comparison table and plots"

@@ -170,7 +170,8 @@ static void describe_truth_sources(const char *path, hid_t f)
     h5_shape(f, "truth_sources", 1, &n);
     if (!width || n <= 0) {
         CHECK_H5(H5Dclose(d));
-        if (!width) printf("  against    ? (%s: /truth_sources is not fixed-length strings)\n", path);
+        if (!width)
+            printf("  against    ? (%s: /truth_sources is not fixed-length strings)\n", path);
         return;
     }
     char *buf = xcalloc((size_t)n, width);

@@ -214,9 +214,11 @@ static double mean_of_scored(const double *x, int n, size_t stride, long *count)
 double metrics_organ_averaged_mean(const double *table, int cases, int organs,
                                    double *organ_means, long *scored)
 {
-    double *means = organ_means ? organ_means : xmalloc(sizeof(double) * (size_t)(organs > 0 ? organs : 1));
+    double *means = organ_means ? organ_means
+                                : xmalloc(sizeof(double) * (size_t)(organs > 0 ? organs : 1));
     if (scored) *scored = 0;
-    for (int o = 0; o < organs; o++) means[o] = mean_of_scored(table + o, cases, (size_t)organs, scored);
+    for (int o = 0; o < organs; o++)
+        means[o] = mean_of_scored(table + o, cases, (size_t)organs, scored);
     const double mean = mean_of_scored(means, organs, 1, NULL);
     if (!organ_means) free(means);
     return mean;

@@ -273,7 +273,9 @@ static int tensor_data_intact(hid_t f)
             }
             h5_read_floats(f, full, buf, n);
             ok = tensor_crc_ok(f, full, buf, n);
-            if (!ok) log_warn("tensor %s fails its CRC-32 (its data changed after it was written)", full);
+            if (!ok)
+                log_warn("tensor %s fails its CRC-32 (its data changed after it was written)",
+                         full);
         }
         CHECK_H5(H5Gclose(g));
     }

@@ -103,7 +103,8 @@ assert f.attrs["case_selection"] == b"all" and f.attrs["skipped_cases"] == b"img
 empty=0; while [ "$empty" = "$fold0" ] || [ "$empty" = "$fold1" ]; do empty=$((empty + 1)); done
 if "$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --cases "fold:$empty" --out "$T/r_none" \
     > "$T/h.log" 2>&1; then echo "FAIL: a fold without labelled cases scored"; exit 1; fi
-grep -q "no labelled case in fold $empty" "$T/h.log" || { cat "$T/h.log"; echo "FAIL: no message"; exit 1; }
+grep -q "no labelled case in fold $empty" "$T/h.log" ||
+  { cat "$T/h.log"; echo "FAIL: no message"; exit 1; }
 if "$ALICE" eval --pred "$T/pred" --labels "$T/btcv" --cases fold:0 --out "$T/r_none" \
     > "$T/i.log" 2>&1; then echo "FAIL: --cases with --labels accepted"; exit 1; fi
 grep -q "needs --data" "$T/i.log" || { cat "$T/i.log"; echo "FAIL: no message"; exit 1; }
@@ -128,6 +129,7 @@ check "$T/r_mapped" 0.8
 sources "$T/r_mapped" "ds.h5 \\(case img000[01], packed label mapped back to the source grid\\)$"
 "$ALICE" info "$T/r_mapped.h5" > "$T/info.txt"
 grep -q "against    0 label file(s), 2 packed label(s) mapped back to the source grid" \
-  "$T/info.txt" || { cat "$T/info.txt"; echo "FAIL: alice info does not count the mapped truth"; exit 1; }
+  "$T/info.txt" ||
+  { cat "$T/info.txt"; echo "FAIL: alice info does not count the mapped truth"; exit 1; }
 echo "ok: BTCV names, --data against the source labels (from another folder), refused without"
 echo "    them unless --allow-packed-truth, then mapped back; truth_sources says which"

@@ -102,7 +102,8 @@ run "$ALICE" pack --input "$T/ph" --out "$T/ds4.h5" spacing=4,4,4 num_folds=2 se
 cp -r "$T/ft" "$T/ft.before"
 refused "ds4.h5 is packed at 4,4,4 mm but .*ckpt_30.h5, the checkpoint this run resumes, was \
 trained on data at 3,3,3 mm" run_dir="$T/ft" $ENC data="$T/ds4.h5" steps=31
-diff -r -x .alice.lock "$T/ft" "$T/ft.before" > /dev/null || fail "the refused resume changed its run_dir"
+diff -r -x .alice.lock "$T/ft" "$T/ft.before" > /dev/null ||
+  fail "the refused resume changed its run_dir"
 if "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds4.h5" --cases fold:0 \
     --out "$T/pred4" > "$T/bad.log" 2>&1; then fail "infer accepted data at another spacing"; fi
 grep -q "is packed at 4,4,4 mm but .* was fine-tuned on data at 3,3,3 mm" "$T/bad.log" ||

@@ -91,7 +91,8 @@ rm "$T/pred/case0002.nii.gz"
 grep -q "skipped    1 case(s) of the truth without a prediction" "$T/res3.txt" ||
   { cat "$T/res3.txt"; fail "results: the skipped case not counted"; }
 fold=$("$PYTHON" -c 'import sys, h5py; f = h5py.File(sys.argv[1], "r")
-n = [s.decode() for s in f["index/name"][()]]; print(f["index/fold"][n.index("case0000")])' "$T/ds.h5")
+n = [s.decode() for s in f["index/name"][()]]
+print(f["index/fold"][n.index("case0000")])' "$T/ds.h5")
 "$ALICE" eval --pred "$T/pred" --data "$T/ds.h5" --cases "fold:$fold" --out "$T/resf" \
   > /dev/null 2>&1 || fail "eval --cases fold:$fold"
 "$ALICE" info "$T/resf.h5" > "$T/resf.txt"
@@ -112,7 +113,8 @@ for name, one_slice in (("a", True), ("b", False)):
     nib.save(nib.Nifti1Image(g, np.eye(4)), f"{sys.argv[1]}/gt/{name}.nii.gz")
     nib.save(nib.Nifti1Image(p, np.eye(4)), f"{sys.argv[1]}/pr/{name}.nii.gz")
 PY
-"$ALICE" eval --pred "$T/pr" --labels "$T/gt" --out "$T/nan" eval_protocol=flare22 > /dev/null 2>&1 ||
+"$ALICE" eval --pred "$T/pr" --labels "$T/gt" --out "$T/nan" eval_protocol=flare22 \
+  > /dev/null 2>&1 ||
   fail "eval of the one-slice vessel"
 "$ALICE" info "$T/nan.h5" > "$T/nan.txt"
 "$PYTHON" - "$T/nan.h5" "$T/nan.txt" <<'PY' || fail "results with NaN cells: the mean"
@@ -123,7 +125,8 @@ with warnings.catch_warnings():
     want = [np.nanmean(np.nanmean(f[m][()], axis=0)) for m in ("dsc", "nsd")]
 pooled = np.nanmean(f["dsc"][()])
 assert np.isnan(f["dsc"][()]).any() and abs(pooled - want[0]) > 1e-3, "the case has no NaN"
-line = "DSC %.4f over %d scores, NSD %.4f over" % (want[0], (~np.isnan(f["dsc"][()])).sum(), want[1])
+scored = (~np.isnan(f["dsc"][()])).sum()
+line = "DSC %.4f over %d scores, NSD %.4f over" % (want[0], scored, want[1])
 assert line in text, (line, text)
 print("ok: mean with NaN cells %.4f (pooled would be %.4f)" % (want[0], pooled))
 PY

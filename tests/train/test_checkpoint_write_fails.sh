@@ -2,9 +2,9 @@
 # A checkpoint whose write fails (here: the file size limit, as a full disk or a quota would)
 # ends the run with status 2 (the machine's input, not an internal error: it had been 1 with an
 # HDF5 call's file and line) naming the file and the system's reason, then removes the
-# half-written .tmp and says so, naming the checkpoint; the checkpoint from before is untouched and the run resumes from it. Before:
-# the .tmp stayed, the message named no file, and the process then crashed in HDF5's exit
-# handler (status 139).
+# half-written .tmp and says so, naming the checkpoint; the checkpoint from before is untouched
+# and the run resumes from it. Before: the .tmp stayed, the message named no file, and the
+# process then crashed in HDF5's exit handler (status 139).
 source "$(dirname "$0")/lib.sh"
 CFG=$ROOT/jobs/pretrain_tiny.cfg   # a checkpoint of ~15 MB: over the 8 MB limit below
 "$ALICE" pretrain --config "$CFG" run_dir="$WORK/run" steps=2 --stop-after 1 > "$WORK/a.log" 2>&1 ||

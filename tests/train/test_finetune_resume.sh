@@ -101,7 +101,8 @@ rm -rf "$WORK/disc" && mkdir -p "$WORK/disc"
   > "$WORK/e1.log" 2>&1 || { tail "$WORK/e1.log"; fail "the damaged-best run failed"; }
 truncate -s 3000 "$WORK/disc/ckpt_best.h5"
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/disc" "${dargs[@]}" --stop-after 2 \
-  > "$WORK/e2.log" 2>&1 || { tail "$WORK/e2.log"; fail "a damaged ckpt_best.h5 stopped the resume"; }
+  > "$WORK/e2.log" 2>&1 ||
+  { tail "$WORK/e2.log"; fail "a damaged ckpt_best.h5 stopped the resume"; }
 grep -q "ckpt_best.h5 is damaged (truncated or unreadable.*set aside as .*ckpt_best.h5.damaged" \
   "$WORK/e2.log" || { cat "$WORK/e2.log"; fail "no warning about the damaged ckpt_best.h5"; }
 "$PYTHON" -c 'import sys, h5py; assert h5py.File(sys.argv[1], "r").attrs["step"] == 6' \

@@ -43,9 +43,14 @@ bad=$(sed -n 's/.*step \([0-9]*\): non-finite loss.*/\1/p' "$WORK/nan.log" | hea
 [ -n "$bad" ] || fail "the non-finite message names no step"
 newest=$(cd "$WORK/nan" && ls ckpt_*.h5 | sed 's/ckpt_\([0-9]*\).h5/\1/' | sort -n | tail -1)
 grep -q "$WORK/nan/ckpt_$newest.h5, the newest checkpoint, is of step $newest, before it" \
-  "$WORK/nan.log" || { cat "$WORK/nan.log"; fail "the message does not name the newest checkpoint"; }
+  "$WORK/nan.log" ||
+  { cat "$WORK/nan.log"; fail "the message does not name the newest checkpoint"; }
 # diverged before any checkpoint: said so, not "the last good checkpoint is intact"
-set +e; "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/nan0" lr=1e30 ckpt_every=100 > "$WORK/nan0.log" 2>&1; rc=$?; set -e
+set +e
+"$ALICE" pretrain --config "$MICRO" run_dir="$WORK/nan0" lr=1e30 ckpt_every=100 \
+  > "$WORK/nan0.log" 2>&1
+rc=$?
+set -e
 [ $rc -eq 4 ] && grep -q "$WORK/nan0 holds no checkpoint yet, so a rerun starts from step 0" \
   "$WORK/nan0.log" || { cat "$WORK/nan0.log"; fail "divergence before any checkpoint (exit $rc)"; }
 # every checkpoint left is from before the bad step and holds finite tensors only

@@ -40,9 +40,12 @@ expect_error "written by alice pretrain, this is alice finetune" finetune --conf
 expect_error "holds ckpt_6.h5, newer than .*ckpt_3.h5 \(step 3\)" pretrain --config "$MICRO" run_dir="$A" steps=9 --resume "$A/ckpt_3.h5"
 # a smaller model (depth = 1 of 2) finds its own tensors in the checkpoint and would drop the
 # trained rest; another head count splits the same weights into other heads: both refused
-expect_error "written by a larger model: it has tensor params/encoder.blocks.1" pretrain --config "$MICRO" run_dir="$A" steps=9 depth=1
-expect_error "trained with heads = 2, this run has heads = 1" pretrain --config "$MICRO" run_dir="$A" steps=9 heads=1
-expect_error "trained with dec_heads = 2, this run has dec_heads = 1" pretrain --config "$MICRO" run_dir="$A" steps=9 dec_heads=1
+expect_error "written by a larger model: it has tensor params/encoder.blocks.1" \
+  pretrain --config "$MICRO" run_dir="$A" steps=9 depth=1
+expect_error "trained with heads = 2, this run has heads = 1" \
+  pretrain --config "$MICRO" run_dir="$A" steps=9 heads=1
+expect_error "trained with dec_heads = 2, this run has dec_heads = 1" \
+  pretrain --config "$MICRO" run_dir="$A" steps=9 dec_heads=1
 diff -r -x .alice.lock "$A" "$WORK/a.orig" > /dev/null || fail "a refused run changed $A"
 
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" steps=9 lr=5e-4 > "$WORK/lr.log" 2>&1 || { cat "$WORK/lr.log"; fail "resume with a changed lr failed"; }
@@ -93,12 +96,17 @@ echo "ok: a truncated newest checkpoint is skipped, the one before resumes"
 # wrote, and the one it resumed from, were deleted (a second kill left nothing to resume)
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
 head -c 1000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_6.h5"
-"$ALICE" pretrain --config "$MICRO" run_dir="$A" keep_ckpts=1 --stop-after 2 > "$WORK/keep.log" 2>&1 ||
+"$ALICE" pretrain --config "$MICRO" run_dir="$A" keep_ckpts=1 --stop-after 2 \
+  > "$WORK/keep.log" 2>&1 ||
   { cat "$WORK/keep.log"; fail "resume past a damaged checkpoint with keep_ckpts = 1 failed"; }
-grep -q "set aside as .*ckpt_6.h5.damaged" "$WORK/keep.log" || { cat "$WORK/keep.log"; fail "not set aside"; }
-[ -f "$A/ckpt_6.h5.damaged" ] && [ ! -e "$A/ckpt_6.h5" ] || fail "ckpt_6.h5 not moved to ckpt_6.h5.damaged"
-[ "$(cd "$A" && ls ckpt_*.h5)" = "ckpt_5.h5" ] || { ls "$A"; fail "keep_ckpts = 1 did not keep this run's ckpt_5.h5 alone"; }
-"$PYTHON" -c 'import sys, h5py; assert h5py.File(sys.argv[1], "r").attrs["step"] == 5' "$A/ckpt_5.h5" ||
+grep -q "set aside as .*ckpt_6.h5.damaged" "$WORK/keep.log" ||
+  { cat "$WORK/keep.log"; fail "not set aside"; }
+[ -f "$A/ckpt_6.h5.damaged" ] && [ ! -e "$A/ckpt_6.h5" ] ||
+  fail "ckpt_6.h5 not moved to ckpt_6.h5.damaged"
+[ "$(cd "$A" && ls ckpt_*.h5)" = "ckpt_5.h5" ] ||
+  { ls "$A"; fail "keep_ckpts = 1 did not keep this run's ckpt_5.h5 alone"; }
+"$PYTHON" -c 'import sys, h5py; assert h5py.File(sys.argv[1], "r").attrs["step"] == 5' \
+  "$A/ckpt_5.h5" ||
   fail "ckpt_5.h5 is not an intact checkpoint of step 5"
 echo "ok: a damaged newest checkpoint is set aside, and keep_ckpts counts this run's checkpoints"
 # full length, its second half zeroed (blocks a crashed copy never wrote): it opens, then fails
@@ -141,10 +149,12 @@ with open(sys.argv[1], "r+b") as f:
 PY
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/crc.log" 2>&1 ||
   { cat "$WORK/crc.log"; fail "resume past a checkpoint with zeroed tensor data failed"; }
-grep -q "tensor target/.* fails its CRC-32" "$WORK/crc.log" && grep -q "set aside as .*ckpt_6.h5.damaged" \
-  "$WORK/crc.log" && grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/crc.log" ||
+grep -q "tensor target/.* fails its CRC-32" "$WORK/crc.log" &&
+  grep -q "set aside as .*ckpt_6.h5.damaged" "$WORK/crc.log" &&
+  grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/crc.log" ||
   { cat "$WORK/crc.log"; fail "zeroed tensor data not caught by its crc32"; }
-echo "ok: a checkpoint whose tensor data was zeroed fails its crc32: set aside, the one before resumes"
+echo "ok: a checkpoint whose tensor data was zeroed fails its crc32: set aside, the one" \
+  "before resumes"
 # a checkpoint a killed run began and never finished (ckpt_<step>.h5.tmp): removed at the start
 rm -rf "$A" && cp -r "$WORK/a.orig" "$A"
 head -c 5000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_9.h5.tmp"
@@ -185,15 +195,18 @@ echo "ok: another version's stored key skipped with a warning; another format ve
 # host); they had pruned and overwritten each other's checkpoints and both ended with status 0.
 # The lock dies with its holder: the next job resumes.
 L=$WORK/locked
-"$ALICE" pretrain --config "$MICRO" run_dir="$L" steps=100000 ckpt_every=100000 > "$WORK/first.log" 2>&1 &
+"$ALICE" pretrain --config "$MICRO" run_dir="$L" steps=100000 ckpt_every=100000 \
+  > "$WORK/first.log" 2>&1 &
 first=$!
 for _ in $(seq 300); do grep -q "^ *2 " "$WORK/first.log" && break; sleep 0.1; done
-grep -q "^ *2 " "$WORK/first.log" || { kill $first; cat "$WORK/first.log"; fail "the first job did not start"; }
+grep -q "^ *2 " "$WORK/first.log" ||
+  { kill $first; cat "$WORK/first.log"; fail "the first job did not start"; }
 expect_error "run_dir $L is in use by another alice job \(pid $first on host [^,]+, since " \
   pretrain --config "$MICRO" run_dir="$L" steps=3
 kill -TERM $first; wait $first || true   # SIGTERM: a checkpoint, exit 3
 "$ALICE" pretrain --config "$MICRO" run_dir="$L" steps=100000 ckpt_every=100000 --stop-after 1 \
   > "$WORK/after.log" 2>&1 || { cat "$WORK/after.log"; fail "the job after the first was refused"; }
-grep -q "resumed from $L/ckpt_" "$WORK/after.log" || { cat "$WORK/after.log"; fail "no resume after the lock's holder ended"; }
+grep -q "resumed from $L/ckpt_" "$WORK/after.log" ||
+  { cat "$WORK/after.log"; fail "no resume after the lock's holder ended"; }
 echo "ok: a second job in a run_dir in use is refused naming the first; the next one resumes"
 echo PASS
