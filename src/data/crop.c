@@ -138,6 +138,31 @@ void volume_unflatten(const int dim[3], size_t i, int c[3])
     c[0] = (int)(i / (size_t)dim[1]);
 }
 
+int crop_draw_background(const Volume *v, HuWindow w, long long count, RngStream *r,
+                         size_t *voxel)
+{
+    size_t n = volume_voxels(v);
+    for (int t = 0; t < BACKGROUND_TRIES; t++) {
+        size_t i = (size_t)rng_below(r, (uint32_t)n);
+        if (crop_is_background(v, w, i)) {
+            *voxel = i;
+            return 0;
+        }
+    }
+    if (count < 0) {
+        count = 0;
+        for (size_t i = 0; i < n; i++) count += crop_is_background(v, w, i);
+    }
+    if (count == 0) return -1;
+    size_t k = rng_below(r, (uint32_t)count);
+    for (size_t i = 0; i < n; i++)
+        if (crop_is_background(v, w, i) && k-- == 0) {
+            *voxel = i;
+            return 0;
+        }
+    ALICE_FATAL("%lld background voxels counted, the volume holds fewer", count);
+}
+
 int crop_posneg_center(const Volume *v, const LabelIndex *idx, HuWindow w, float pos_fraction,
                        RngStream *r, int center[3])
 {
@@ -147,19 +172,16 @@ int crop_posneg_center(const Volume *v, const LabelIndex *idx, HuWindow w, float
         volume_unflatten(v->dim, idx->foreground[rng_below(r, (uint32_t)idx->count)], center);
         return 1;
     }
-    size_t n = volume_voxels(v);
-    for (int t = 0; t < BACKGROUND_TRIES; t++) {
-        size_t i = (size_t)rng_below(r, (uint32_t)n);
-        if (crop_is_background(v, w, i)) {
-            volume_unflatten(v->dim, i, center);
-            return 0;
-        }
+    size_t background;
+    if (crop_draw_background(v, w, -1, r, &background) == 0) {
+        volume_unflatten(v->dim, background, center);
+        return 0;
     }
-    /* No qualifying background found: fall back to foreground when there is any. */
+    /* No qualifying background at all: foreground when there is any, as MONAI does. */
     if (idx->count) {
         volume_unflatten(v->dim, idx->foreground[rng_below(r, (uint32_t)idx->count)], center);
         return 1;
     }
-    volume_unflatten(v->dim, (size_t)rng_below(r, (uint32_t)n), center);
+    volume_unflatten(v->dim, (size_t)rng_below(r, (uint32_t)volume_voxels(v)), center);
     return 0;
 }

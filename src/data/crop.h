@@ -93,6 +93,12 @@ static inline int crop_is_background(const Volume *v, HuWindow w, size_t i)
     return (!v->label || v->label[i] == 0) && (float)v->image[i] > w.lo;
 }
 
+/* A uniform qualifying background voxel of v (label 0 and windowed image > 0): rejection,
+ * then, should every try miss, the k-th of the `count` qualifying voxels (count < 0: counted
+ * here first), so still uniform, and bounded. 0 with *voxel set, or -1 when v has none. */
+int crop_draw_background(const Volume *v, HuWindow w, long long count, RngStream *r,
+                         size_t *voxel);
+
 /* MONAI RandCropByPosNegLabeld(pos, neg, image_threshold) centre: with probability
  * pos_fraction = pos / (pos + neg) a uniform foreground voxel, else a uniform background
  * voxel (label 0 and windowed image > 0, i.e. HU above the window's low end, as MONAI does

@@ -9,7 +9,6 @@
 
 /* Uniform tries at a background voxel before the exact (one scan) draw: background is most of
  * a CT, so the scan is almost never reached; it only makes the draw exact for a sliver. */
-#define BACKGROUND_TRIES 256
 
 static void parse_class_ratios(CropSampler *s, const char *text)
 {
@@ -83,19 +82,14 @@ double crop_class_probabilities(const LabelIndex *idx, const float *ratios, int 
     return sum;
 }
 
-/* A uniform qualifying background voxel (background_count > 0): rejection, then, should every
- * try miss, the k-th qualifying voxel of a scan -- still uniform, and bounded. */
+/* A uniform qualifying background voxel (background_count > 0, counted by the index). */
 static size_t draw_background(const Volume *v, const LabelIndex *idx, HuWindow w, RngStream *r)
 {
-    size_t n = volume_voxels(v);
-    for (int t = 0; t < BACKGROUND_TRIES; t++) {
-        size_t i = rng_below(r, (uint32_t)n);
-        if (crop_is_background(v, w, i)) return i;
-    }
-    size_t k = rng_below(r, (uint32_t)idx->background_count);
-    for (size_t i = 0; i < n; i++)
-        if (crop_is_background(v, w, i) && k-- == 0) return i;
-    ALICE_FATAL("label index counts %zu background voxels, the volume fewer", idx->background_count);
+    size_t voxel;
+    if (crop_draw_background(v, w, (long long)idx->background_count, r, &voxel) != 0)
+        ALICE_FATAL("label index counts %zu background voxels, the volume none",
+                    idx->background_count);
+    return voxel;
 }
 
 int crop_classes_center(const Volume *v, const LabelIndex *idx, HuWindow w, const float *ratios,

@@ -13,6 +13,7 @@ void label_centroids(const Volume *v, LabelCentroids *out)
     for (int x = 0; x < v->dim[0]; x++)
         for (int y = 0; y < v->dim[1]; y++) {
             const uint8_t *col = v->label + volume_index(v->dim, x, y, 0);
+            const int xy_face = x == 0 || x == v->dim[0] - 1 || y == 0 || y == v->dim[1] - 1;
             for (int z = 0; z < v->dim[2]; z++) {
                 int l = col[z];
                 if (!l) continue;
@@ -20,6 +21,7 @@ void label_centroids(const Volume *v, LabelCentroids *out)
                 out->centroid[l][1] += y;
                 out->centroid[l][2] += z;
                 out->count[l]++;
+                out->cut[l] |= xy_face || z == 0 || z == v->dim[2] - 1;
             }
         }
     for (int l = 1; l < MATCH_LABELS; l++)
@@ -51,6 +53,10 @@ void match_evaluate(const Volume *vols, int count, const Matcher *const *methods
             double pq[MATCH_LABELS][3], pk[MATCH_LABELS][3];
             for (int l = 1; l < MATCH_LABELS; l++)
                 if (cent[q].count[l] && cent[k].count[l]) {
+                    if (cent[q].cut[l] || cent[k].cut[l]) {
+                        r->cut_left_out++;
+                        continue;
+                    }
                     labels[n] = l;
                     memcpy(pq[n], cent[q].centroid[l], sizeof pq[n]);
                     n++;
@@ -132,7 +138,12 @@ void match_report_stats(const MatchReport *r, int m, int o, double *mean, double
 
 void match_report_print(FILE *out, const MatchReport *r, const char *(*organ_name)(int label))
 {
-    fprintf(out, "landmark error (mm): organ centroids of Q mapped into K, %d ordered pairs\n\n", r->pairs);
+    fprintf(out, "landmark error (mm): organ centroids of Q mapped into K, %d ordered pairs\n",
+            r->pairs);
+    if (r->cut_left_out)
+        fprintf(out, "(%d organ pairs left out: the field of view cuts the organ in Q or in K, so "
+                "the visible parts' centroids are not the same anatomy)\n", r->cut_left_out);
+    fprintf(out, "\n");
     fprintf(out, "| organ | pairs |");
     for (int m = 0; m < r->num_methods; m++) fprintf(out, " %s mean | %s median |", r->method[m], r->method[m]);
     fprintf(out, "\n|---|---:|");

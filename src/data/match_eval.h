@@ -15,6 +15,9 @@ enum { MATCH_LABELS = 256 };
 typedef struct {
     double centroid[MATCH_LABELS][3];
     long count[MATCH_LABELS];
+    /* 1 when the organ has a voxel on a face of the volume: the field of view cuts it, so its
+     * centroid is that of its visible part, not of the organ */
+    int cut[MATCH_LABELS];
 } LabelCentroids;
 
 void label_centroids(const Volume *v, LabelCentroids *out);
@@ -28,6 +31,9 @@ typedef struct {
     double *errors[4][MATCH_LABELS];
     int n[MATCH_LABELS];
     int pairs;
+    /* organ centroids left out because the field of view cuts the organ in Q or in K (the
+     * visible parts' centroids are not the same anatomy: a perfect match scored ~10 mm off) */
+    int cut_left_out;
 } MatchReport;
 
 /* Evaluates up to 4 matchers over all ordered pairs of the labelled volumes in vols.

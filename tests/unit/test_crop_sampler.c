@@ -224,6 +224,29 @@ static int test_background_fallbacks(void)
         TEST_CHECK(cls == 0 && volume_index(v.dim, c[0], c[1], c[2]) == only,
                    "draw %d: class %d at %d,%d,%d, expected the one background voxel", k, cls, c[0], c[1], c[2]);
     }
+    /* The posneg sampler's negative centres too: the one background voxel every time (it had
+     * fallen back to a foreground centre whenever the 256 tries missed, against MONAI and
+     * its own header), and with no qualifying background at all, a foreground one. */
+    LabelIndex plain;
+    label_index_build(&v, &plain);
+    for (int k = 0; k < 50; k++) {
+        RngStream r;
+        rng_init(&r, 3, 2, (uint32_t)k, RNG_TEST);
+        int c[3];
+        const int positive = crop_posneg_center(&v, &plain, finetune_window, 0.0f, &r, c);
+        TEST_CHECK(!positive && volume_index(v.dim, c[0], c[1], c[2]) == only,
+                   "posneg draw %d: %s centre at %d,%d,%d, expected the one background voxel", k,
+                   positive ? "positive" : "negative", c[0], c[1], c[2]);
+    }
+    v.image[only] = -1000;   /* now none qualifies */
+    RngStream rn;
+    rng_init(&rn, 3, 3, 0, RNG_TEST);
+    int cn[3];
+    TEST_CHECK(crop_posneg_center(&v, &plain, finetune_window, 0.0f, &rn, cn) == 1 &&
+               v.label[volume_index(v.dim, cn[0], cn[1], cn[2])] > 0,
+               "no qualifying background: a foreground centre, as MONAI");
+    v.image[only] = 40;
+    label_index_free(&plain);
     /* Ratio only on the absent class 4: nothing with a positive ratio is present. */
     const float absent_only[6] = {0, 0, 0, 0, 1, 0};
     double p[6];

@@ -1,7 +1,9 @@
 /* The anatomical matcher on synthetic bodies with known geometry: a partial field of view of
  * the same body is placed at its known cranio-caudal shift, and over pairs of different
  * bodies (girth, height, spacing, field of view) the profile matcher's organ-centroid error
- * beats the bounding-box-normalised baseline. */
+ * beats the bounding-box-normalised baseline; the score leaves out organs a field of view cuts
+ * (an exact mapping scores 0 mm). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "data/match_eval.h"
@@ -70,9 +72,64 @@ static int test_profile_beats_bbox_baseline(void)
     return 0;
 }
 
+/* An oracle: every volume is the same body at one spacing, its first slice at a known offset
+ * (slices) from the full view's, so a point maps exactly. */
+static int g_partial_slices;   /* slice count of the partial view, offset kPartialOffset */
+enum { kPartialOffset = 30 };
+static void *oracle_describe(const Volume *v)
+{
+    double *offset = malloc(sizeof *offset);
+    *offset = v->dim[2] == g_partial_slices ? kPartialOffset : 0;
+    return offset;
+}
+static void oracle_map(const void *q, const void *k, int n, const double (*pq)[3], double (*pk)[3])
+{
+    for (int i = 0; i < n; i++) {
+        pk[i][0] = pq[i][0];
+        pk[i][1] = pq[i][1];
+        pk[i][2] = pq[i][2] + *(const double *)q - *(const double *)k;
+    }
+}
+static const Matcher matcher_oracle = {"oracle", oracle_describe, free, oracle_map};
+
+static int test_cut_organs_left_out_of_the_score(void)
+{
+    /* Q shows 150..350 mm of K's 0..450: kidneys, liver and spleen whole, the aorta (90..390)
+     * cut at both ends. An exact mapping scores 0 mm on every whole organ; the cut aorta's
+     * centroid is that of its visible part, ~75 mm from the whole aorta's, so it is left out
+     * (it had scored a perfect match tens of mm off). */
+    BodyCase full = {1.0, 1.0, 0, 450, {5, 5, 5}, 80};
+    BodyCase part = {1.0, 1.0, 150, 350, {5, 5, 5}, 80};
+    Volume v[2];
+    body_make(&full, &v[0]);
+    body_make(&part, &v[1]);
+    g_partial_slices = v[1].dim[2];
+    const Matcher *methods[1] = {&matcher_oracle};
+    MatchReport r;
+    match_evaluate(v, 2, methods, 1, &r);
+    match_report_print(stdout, &r, NULL);
+    TEST_CHECK(r.pairs == 2, "%d pairs evaluated", r.pairs);
+    TEST_CHECK(r.cut_left_out == 2, "%d cut organ pairs left out, expected the aorta's 2",
+               r.cut_left_out);
+    int aorta_scored = 0;
+    for (int o = 0; o < r.num_organs; o++) aorta_scored |= r.organ[o] == 5;
+    TEST_CHECK(!aorta_scored && r.num_organs == 4, "scored %d organs (aorta %s)", r.num_organs,
+               aorta_scored ? "scored" : "left out");
+    double mean, median;
+    int n;
+    match_report_stats(&r, 0, -1, &mean, &median, &n);
+    TEST_CLOSE(mean, 0.0, 0, 1e-9, "the exact mapping's mean error (mm) over whole organs");
+    TEST_CHECK(n == 8, "%d organ centroids scored, expected 4 organs x 2 pairs", n);
+    match_report_free(&r);
+    volume_free(&v[0]);
+    volume_free(&v[1]);
+    return 0;
+}
+
 int main(void)
 {
     TEST_RUN(test_known_shift_of_a_partial_view);
+    TEST_RUN(test_cut_organs_left_out_of_the_score);
     TEST_RUN(test_profile_beats_bbox_baseline);
     return test_finish();
 }
