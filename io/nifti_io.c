@@ -16,6 +16,7 @@
 
 #include "core/check.h"
 #include "core/fsutil.h"
+#include "core/sysmem.h"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -306,6 +307,19 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
     if (check_header(path, nim, dim, affine, err, errlen) != 0) {
         nifti_image_free(nim);
         return -1;
+    }
+    /* the file's voxels and their float copy must fit: a header (damaged, or a scan larger
+     * than the node) asking for more is this file's error, which --keep-going can skip, not
+     * an allocation failure that ends the job naming no file */
+    const double need = (double)nim->nvox * ((double)nim->nbyper + sizeof(float));
+    const double room = host_available_bytes();
+    if (need > room) {
+        const long long nx = nim->nx, ny = nim->ny, nz = nim->nz;
+        nifti_image_free(nim);
+        return fail(err, errlen, "%s: reading its %lld x %lld x %lld voxels takes %.2f GiB, more "
+                    "than the %.2f GiB of memory left (a damaged header, or a scan too large "
+                    "for this node): check the file, or run on a node with more memory", path,
+                    nx, ny, nz, need / 1073741824.0, room / 1073741824.0);
     }
     if (load_voxels(nim, path) != 0) {
         nifti_image_free(nim);

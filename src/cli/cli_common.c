@@ -1,10 +1,13 @@
 #include <errno.h>
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/commands.h"
 #include "core/check.h"
+#include "core/fsutil.h"
 #include "core/log.h"
 
 int cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
@@ -18,6 +21,24 @@ long cli_int_flag(const char *command, const char *flag, const char *value, long
         alice_die("alice %s: %s '%s' is not a whole number in %ld..%ld", command, flag, value,
                   min, max);
     return n;
+}
+
+void cli_check_out_path(const char *command, const char *path, int stem)
+{
+    if (!path[0]) alice_die("%s: --out is empty; give a file path (an unset variable?)", command);
+    struct stat st;
+    if (!stem && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        alice_die("%s: --out %s is a folder; give a file path in it", command, path);
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    const char *dir = dirname(buf);
+    const FolderState folder = folder_state(dir);
+    if (folder == FOLDER_MISSING || folder == FOLDER_NOT_DIR)
+        alice_die("%s: --out %s: the folder %s does not exist; create it, or give a path in an "
+                  "existing folder", command, path, dir);
+    if (folder == FOLDER_NOT_WRITABLE)
+        alice_die("%s: --out %s: cannot write into %s (%s); give a path in a writable folder",
+                  command, path, dir, strerror(errno));
 }
 
 int cli_case_fold(const char *command, const char *select)

@@ -530,22 +530,6 @@ static char *distinct_lines(char *const *s, int n)
     return out;
 }
 
-/* The folder of --out STEM must exist and be writable before any case is scored (on real
- * data the scoring takes minutes; results_write would only fail at the end). */
-static void check_out_folder(const char *stem)
-{
-    char buf[PATH_LEN];
-    snprintf(buf, sizeof buf, "%s", stem);
-    const char *dir = dirname(buf);
-    const FolderState folder = folder_state(dir);
-    if (folder == FOLDER_MISSING || folder == FOLDER_NOT_DIR)
-        alice_die("eval: --out %s: the folder %s does not exist; create it, or give a stem in an "
-                  "existing folder", stem, dir);
-    if (folder == FOLDER_NOT_WRITABLE)
-        alice_die("eval: --out %s: cannot write into %s (%s); give a stem in a writable folder",
-                  stem, dir, strerror(errno));
-}
-
 int cmd_eval(int argc, char **argv)
 {
     Config cfg;
@@ -567,6 +551,8 @@ int cmd_eval(int argc, char **argv)
         if (i + 1 >= argc) alice_die("eval: %s needs a value", a);
         *slot = argv[++i];
     }
+    static const char *const used[] = {"label_set", "eval_protocol", "threads", NULL};
+    cli_only_keys(&cfg, "eval", used);
     if (!pred_dir) { usage(stderr); alice_die("eval: --pred DIR is required (the folder alice infer wrote)"); }
     struct stat pst;
     if (stat(pred_dir, &pst) != 0 || !S_ISDIR(pst.st_mode))
@@ -580,7 +566,8 @@ int cmd_eval(int argc, char **argv)
     if (fold >= 0 && !data_path)
         alice_die("eval: --cases %s needs --data dataset.h5 (the folds are the data set's); with "
                   "--labels every label file with a prediction is scored", select);
-    check_out_folder(out);
+    /* before any case is scored: on real data the scoring takes minutes */
+    cli_check_out_path("eval", out, 1);
     const LabelSet *set = label_set_find(cfg.label_set);
     if (!set) alice_die("eval: label_set=%s is not known; use %s", cfg.label_set, label_set_names());
     /* the registry admits only plain|flare22 (config_keys.c) */

@@ -113,7 +113,7 @@ int cmd_infer(int argc, char **argv)
         else if (argv[i][0] != '-' && strchr(argv[i], '=') && noverrides < 64) overrides[noverrides++] = argv[i];
         else alice_die("alice infer: unknown argument '%s' (see alice infer --help)", argv[i]);
     }
-    if (!ckpt || !data || !out)
+    if (!ckpt || !data || !out || !out[0])
         alice_die("alice infer: --checkpoint, --data and --out are required (see alice infer --help)");
     const int fold = cli_case_fold("infer", select);
 

@@ -50,7 +50,12 @@ int cmd_match(int argc, char **argv)
         else if (!cli_config_arg(&cfg, argc, argv, &i))
             alice_die("alice match: unknown or incomplete argument '%s' (see alice match --help)", a);
     }
+    /* the keys of the data source; the matcher is --matcher's (the key matcher is the one
+     * pre-training pairs its crops with) */
+    static const char *const used[] = {"data", "synthetic_cases", "seed", "num_folds", NULL};
+    cli_only_keys(&cfg, "match", used);
     if (!eval) alice_die("alice match: nothing to do; add --eval (see alice match --help)");
+    if (out_path) cli_check_out_path("alice match", out_path, 0);
     const Matcher *methods[2];
     int num_methods = 0;
     if (!strcmp(which, "all")) {

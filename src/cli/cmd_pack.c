@@ -308,7 +308,7 @@ int cmd_pack(int argc, char **argv)
                                        NULL};
     cli_only_keys(&cfg, "pack", used);
     if (!input == !list) alice_die("alice pack: give exactly one of --input DIR or --list FILE");
-    if (!out) alice_die("alice pack: --out dataset.h5 is required");
+    if (!out || !out[0]) alice_die("alice pack: --out dataset.h5 is required");
     /* the data set is written to a temporary name first (job_tmp_name): a name cut to fit
      * would be another file, perhaps --out itself, truncated by the create */
     if (strlen(out) + TMP_SUFFIX_MAX > DATASET_PATH_LEN)

@@ -77,7 +77,9 @@ int cmd_phantom(int argc, char **argv)
         } else if (!cli_config_arg(&cfg, argc, argv, &i))
             alice_die("alice phantom: unknown or incomplete argument '%s' (see alice phantom --help)", a);
     }
-    if (!out) alice_die("alice phantom: --out DIR is required (see alice phantom --help)");
+    static const char *const used[] = {"seed", NULL};   /* the rest is --size's */
+    cli_only_keys(&cfg, "phantom", used);
+    if (!out || !out[0]) alice_die("alice phantom: --out DIR is required (see alice phantom --help)");
     if (cases == -1)
         alice_die("alice phantom: --cases N is required (1..9999; see alice phantom --help)");
     if (first + cases > 10000) alice_die("alice phantom: --first + --cases must stay below 10000");

@@ -40,6 +40,16 @@ int cmd_pretrain(int argc, char **argv)
         else alice_die("alice pretrain: unknown argument '%s' (see alice pretrain --help)", argv[i]);
     }
     config_validate(&cfg);
+    /* a mask that masks no token leaves l_r over nothing: 0 at every step (an MAE run of 100K
+     * steps would finish with its weights untouched) */
+    const int tokens = (cfg.crop[0] / cfg.patch) * (cfg.crop[1] / cfg.patch) *
+                       (cfg.crop[2] / cfg.patch);
+    const int masked = (int)(cfg.mask_ratio * tokens);
+    const int reconstructs = !strcmp(cfg.method, "mae") || cfg.w_rec > 0;
+    if (masked == 0 && reconstructs && !strcmp(cfg.rec_region, "masked"))
+        alice_die("mask_ratio = %g masks no token of %d (crop %d,%d,%d, patch %d): l_r over the "
+                  "masked tokens would be 0 at every step; raise mask_ratio, or set rec_region = "
+                  "all", cfg.mask_ratio, tokens, cfg.crop[0], cfg.crop[1], cfg.crop[2], cfg.patch);
     cli_print_config(&cfg, "pretrain");
     return pretrain_run(&cfg, &opt);
 }

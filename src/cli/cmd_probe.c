@@ -8,7 +8,10 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "eval/probe.h"
+#include "ops/backend.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
+#include "train/train_common.h"
 
 /* The probe's own flags, each followed by a value. */
 static int is_probe_flag(const char *a)
@@ -60,6 +63,14 @@ int cmd_probe(int argc, char **argv)
     }
     /* the encoder of a pre-training run (a fine-tuned UNETR keeps it under other names: the
      * probe would compare the random encoder with itself) */
+    /* the model keys are the checkpoint's; data, crops and windows may change */
+    static const char *const used[] = {"data", "synthetic_cases", "seed", "num_folds", "crop",
+                                       "window_lo", "window_hi", "threads", NULL};
+    cli_only_keys(&cfg, "probe", used);
+    config_validate(&cfg);   /* a crop override the patch does not divide: refused, as elsewhere */
+    Dist dist;   /* OpenMP threads: the threads key, or the node's cores over its ranks */
+    dist_init(&dist, backend_cpu());
+    train_set_threads(&cfg, &dist);
     checkpoint_check_encoder_source(ckpt, &cfg);
     ProbeResult a = probe_knn(&cfg, ckpt, cases, crops, k);
     ProbeResult r = probe_knn(&cfg, NULL, cases, crops, k);

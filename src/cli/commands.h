@@ -45,6 +45,11 @@ long cli_int_flag(const char *command, const char *flag, const char *value, long
 /* The fold a `--cases` value of `command` selects: "all" gives -1, "fold:K" gives K (0..99);
  * anything else ends the job naming the flag and the accepted forms. */
 int cli_case_fold(const char *command, const char *select);
+/* The output path of --out (a file, or, with stem, eval's STEM of STEM.h5 and STEM.csv):
+ * refused before any work when empty, when a file path is a folder, or when its folder is
+ * missing or not writable, naming the folder and the fix (writing it would otherwise fail
+ * only at the end, or, for "", write into / or make hidden files). */
+void cli_check_out_path(const char *command, const char *path, int stem);
 /* Prints the resolved configuration (rank 0) under a heading. */
 void cli_print_config(const Config *cfg, const char *command);
 

@@ -386,6 +386,17 @@ void config_from_text(Config *c, const char *text, const char *origin)
     free(copy);
 }
 
+/* A mask_ratio that masks k whole z columns, k nearest to ratio's (1 .. columns - 1): half a
+ * token above k columns' exact fraction, as the masked count is floor(mask_ratio * tokens) of
+ * the float mask_ratio, and k / columns printed to 6 digits may round below it. */
+static double z_tubes_ratio(float ratio, int columns, int gz, int tokens)
+{
+    int k = (int)(ratio * columns + 0.5f);
+    if (k < 1) k = 1;
+    if (k > columns - 1) k = columns - 1;
+    return ((double)k * gz + 0.5) / tokens;
+}
+
 void config_validate(const Config *c)
 {
     const char *axis = "XYZ";
@@ -397,6 +408,11 @@ void config_validate(const Config *c)
         alice_die("configuration: embed_dim = %d is not divisible by heads = %d", c->embed_dim, c->heads);
     if (c->dec_dim % c->dec_heads)
         alice_die("configuration: dec_dim = %d is not divisible by dec_heads = %d", c->dec_dim, c->dec_heads);
+    /* AdamW's bias corrections divide by 1 - beta^t: a beta of 1 (also a value the float
+     * rounds to 1, e.g. 0.99999999) makes the first step NaN */
+    if (!(c->beta1 < 1.0f) || !(c->beta2 < 1.0f))
+        alice_die("configuration: beta1 = %.9g and beta2 = %.9g must each be below 1 (stored as "
+                  "float); AdamW divides by 1 - beta^t", c->beta1, c->beta2);
     if (c->window_hi <= c->window_lo)
         alice_die("configuration: window_hi = %g must be above window_lo = %g", c->window_hi, c->window_lo);
     /* a packed data set has the folds of its packing (fine-tuning checks the fold against
@@ -415,6 +431,7 @@ void config_validate(const Config *c)
     if (!strcmp(c->mask_shape, "z_tubes") && (tokens - visible) % gz != 0)
         alice_die("configuration: mask_shape = z_tubes masks whole columns of %d z tokens, but "
                   "mask_ratio = %g masks %d of %d tokens, not a multiple of %d: set mask_ratio "
-                  "to k / %d for a whole k columns (e.g. %g)", gz, c->mask_ratio, tokens - visible,
-                  tokens, gz, columns, (double)((int)(c->mask_ratio * columns + 0.5f)) / columns);
+                  "to k / %d for a whole k columns (e.g. %.6g)", gz, c->mask_ratio,
+                  tokens - visible, tokens, gz, columns, z_tubes_ratio(c->mask_ratio, columns, gz,
+                                                                       tokens));
 }

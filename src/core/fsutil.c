@@ -23,6 +23,7 @@ static void make_one(const char *dir, const char *fix)
 void make_dirs(const char *path, const char *fix)
 {
     char buf[4096];
+    if (!path[0]) alice_die("an empty directory path (an unset variable?): %s", fix);
     if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
         alice_die("directory path too long: %s", path);
     for (char *p = buf + 1; *p; p++) {

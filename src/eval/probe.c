@@ -73,6 +73,15 @@ ProbeResult probe_knn(const Config *cfg, const char *checkpoint, int cases, int 
     free(host_ident);
 
     LoaderSource src = data_source_open(cfg);
+    int labelled = 0;   /* the buffers hold what the data has, not what was asked */
+    for (int c = 0; c < src.num_cases; c++) labelled += src.case_has_label(src.ctx, c) != 0;
+    if (labelled < 2)
+        alice_die("probe: %s has %d labelled case(s); the leave-one-case-out probe needs 2",
+                  cfg->data, labelled);
+    if (checkpoint && cases > labelled)
+        log_warn("probe: --cases %d, but %s has %d labelled cases: probing those %d", cases,
+                 cfg->data, labelled, labelled);
+    if (cases > labelled) cases = labelled;
     long cap = (long)cases * crops_per_case * N, count = 0;
     float *feat = xmalloc((size_t)cap * E * sizeof(float));
     int *label = xmalloc((size_t)cap * sizeof(int)), *owner = xmalloc((size_t)cap * sizeof(int));
@@ -102,7 +111,7 @@ ProbeResult probe_knn(const Config *cfg, const char *checkpoint, int cases, int 
         volume_free(&v);
         used++;
     }
-    if (used < 2) alice_die("probe: %s has %d labelled case(s); the leave-one-case-out probe needs 2", cfg->data, used);
+    ALICE_ASSERT(used == cases, "probed %d of %d labelled cases", used, cases);
     /* Cosine similarity: normalise once. */
     for (long i = 0; i < count; i++) {
         double s = 0;
@@ -141,6 +150,10 @@ ProbeResult probe_knn(const Config *cfg, const char *checkpoint, int cases, int 
     ProbeResult r = {0, (double)hits / (double)count, count, 0};
     for (int c = 0; c < PROBE_MAX_CLASSES; c++)
         if (total_class[c]) { r.classes++; r.balanced_accuracy += (double)hits_class[c] / total_class[c]; }
+    if (r.classes < 2)
+        alice_die("probe: the %ld tokens of %d case(s) hold %d class: a k-NN probe of one class "
+                  "scores 1 whatever the encoder; give crops that reach organs (a larger crop, "
+                  "more --crops or --cases)", count, used, r.classes);
     r.balanced_accuracy /= r.classes;
     src.close(src.ctx);
     free(feat); free(label); free(owner); free(crop); free(crop_label);

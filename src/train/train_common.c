@@ -85,12 +85,60 @@ void train_apply_device_math(const Config *cfg)
                                       "(conv_autotune = 1)" : "");
 }
 
+/* The resolved configuration without its threads line (per rank by design), malloc'd. */
+static char *shared_config_text(const Config *cfg)
+{
+    char *text = config_to_text(cfg), *out = xmalloc(strlen(text) + 1), *end = out;
+    for (const char *line = text; *line;) {
+        const size_t len = strcspn(line, "\n") + (line[strcspn(line, "\n")] == '\n');
+        if (strncmp(line, "threads ", 8) && strncmp(line, "threads=", 8)) {
+            memcpy(end, line, len);
+            end += len;
+        }
+        line += len;
+    }
+    *end = '\0';
+    free(text);
+    return out;
+}
+
+/* Every rank reads the command line and the job files itself: ranks that read different ones
+ * (a job file on node-local storage, one edited while the job started) hang in a collective
+ * (another steps) or train apart in silence (another lr). Every rank's resolved configuration
+ * must be rank 0's; a rank that differs ends the job naming the first key. */
+static void check_ranks_share_config(const Config *cfg, const Dist *d)
+{
+    if (d->size == 1) return;
+    char *mine = shared_config_text(cfg);
+    long len = (long)strlen(mine) + 1;
+    CHECK_MPI(MPI_Bcast(&len, 1, MPI_LONG, 0, MPI_COMM_WORLD));
+    char *first = d->rank == 0 ? mine : xmalloc((size_t)len);
+    ALICE_ASSERT(len < 2147483647L, "a configuration of %ld bytes", len);
+    CHECK_MPI(MPI_Bcast(first, (int)len, MPI_CHAR, 0, MPI_COMM_WORLD));
+    if (d->rank != 0 && strcmp(mine, first) != 0) {
+        const char *a = mine, *b = first;
+        while (*a && *a == *b) {   /* to the first line that differs */
+            const size_t la = strcspn(a, "\n"), lb = strcspn(b, "\n");
+            if (la != lb || strncmp(a, b, la)) break;
+            a += la + (a[la] == '\n');
+            b += lb + (b[lb] == '\n');
+        }
+        alice_die("rank %d's configuration differs from rank 0's: '%.*s' here, '%.*s' on rank 0 "
+                  "(each rank reads the command line and the job files itself: give every rank "
+                  "the same ones, on storage all nodes see alike)", d->rank,
+                  (int)strcspn(a, "\n"), a, (int)strcspn(b, "\n"), b);
+    }
+    if (first != mine) free(first);
+    free(mine);
+}
+
 const AliceBackend *train_begin(const Config *cfg, Dist *d)
 {
     refuse_unbuilt_attention_kernel(cfg);  /* a configuration error, before the device opens */
     const AliceBackend *be = backend_by_name(cfg->device);
     train_apply_device_math(cfg);   /* before any model plans its arena */
     dist_init(d, be);
+    check_ranks_share_config(cfg, d);
     train_set_threads(cfg, d);
     if (cfg->accum_steps > 1 && d->rank == 0)
         log_info("gradient accumulation: %d micro-batches of %d per step and rank, a global "

@@ -17,3 +17,25 @@ for n in 1 2; do
     "$T/out.txt" || { cat "$T/out.txt"; echo "FAIL: $n rank(s): no CHECK_MPI message"; exit 1; }
   echo "ok: $n rank(s): $(grep -m1 'alice: error' "$T/out.txt" | cut -c1-120)"
 done
+# Ranks that read different configurations (here steps, through MPMD launch lines; in a job, a
+# job file on node-local storage or one edited while the job started) are refused at the
+# start, naming the key: another steps had hung in a collective, another lr trained apart in
+# silence. Another threads (per rank by design) is allowed.
+ALICE=${ALICE:-bin/alice}
+MICRO=$(dirname "$0")/../train/micro.cfg
+if [ -x "$ALICE" ]; then
+  rc=0
+  timeout 120 mpirun --oversubscribe -np 1 "$ALICE" pretrain --config "$MICRO" \
+    run_dir="$T/mm" steps=3 : -np 1 "$ALICE" pretrain --config "$MICRO" run_dir="$T/mm" steps=4 \
+    > "$T/mm.log" 2>&1 || rc=$?
+  [ "$rc" = 2 ] && grep -q "rank 1's configuration differs from rank 0's: 'steps = 4' here, \
+'steps = 3' on rank 0" "$T/mm.log" ||
+    { cat "$T/mm.log"; echo "FAIL: ranks of different steps (exit $rc)"; exit 1; }
+  timeout 120 mpirun --oversubscribe -np 1 "$ALICE" pretrain --config "$MICRO" \
+    run_dir="$T/th" steps=1 threads=1 : -np 1 "$ALICE" pretrain --config "$MICRO" \
+    run_dir="$T/th" steps=1 threads=2 > "$T/th.log" 2>&1 ||
+    { cat "$T/th.log"; echo "FAIL: ranks of different threads refused"; exit 1; }
+  echo "ok: ranks of different configurations refused naming the key; threads may differ"
+else
+  echo "$ALICE not built: the ranks' configuration check not run here"
+fi

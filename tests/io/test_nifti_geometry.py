@@ -187,6 +187,17 @@ def run_checks(tmp):
     open(ptail, "wb").write(bytes(tail))
     got, _, err = read_with_tool(ptail, tmp)
     check(got is not None and np.array_equal(got, big), f"intact .nii.gz with trailing bytes {err}")
+    # a header asking for more memory than any host has (24 TiB; a damaged header, or a
+    # scan too large for the node): this file's error, naming it, not an allocation failure
+    # that ended the job naming no file (pack --keep-going could not skip it)
+    hdr = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), lps).header
+    hdr.set_data_shape((32767, 32767, 4096))   # int16 voxels and their float copy
+    phuge = os.path.join(tmp, "huge.nii.gz")
+    open(phuge, "wb").write(gzip.compress(hdr.binaryblock + bytes(4 + 128)))
+    got, _, err = read_with_tool(phuge, tmp)
+    need = 32767 * 32767 * 4096 * (2 + 4) / 2 ** 30
+    check(got is None and f"huge.nii.gz: reading its 32767 x 32767 x 4096 voxels takes "
+          f"{need:.2f} GiB" in err, f"a header beyond the host's memory refused naming the file: {err.strip()}")
     # X.nii.gz beside a stale X.nii: the voxels come from the file named (niftilib looked
     # for X.nii first and took its voxels under X.nii.gz's header)
     sib = os.path.join(tmp, "sibling")
