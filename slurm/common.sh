@@ -183,6 +183,18 @@ alice_latest_ckpt() {
   echo "$best"
 }
 
+# alice_run_dir_free RUN_DIR: ends the job (status 2) when another alice job holds RUN_DIR's
+# lock (src/train/run_lock.h), before this start overwrites the job file snapshot that the
+# other job's requeue would read (alice itself refuses the second job only after that). Without
+# util-linux's flock command the check is left to alice.
+alice_run_dir_free() {
+  local lock=$1/.alice.lock
+  [ -e "$lock" ] && command -v flock > /dev/null 2>&1 || return 0
+  flock -n "$lock" true 2> /dev/null ||
+    alice_fail "run_dir '$1' is in use by another alice job ($(head -1 "$lock" 2> /dev/null)):" \
+      "wait for it to end, or give this job another run_dir"
+}
+
 # alice_config_snapshot CONFIG RUN_DIR [NAME]: prints the job file this start should use. The
 # first start copies CONFIG to RUN_DIR/NAME (default slurm_job.cfg); a requeued start
 # (SLURM_RESTART_COUNT > 0)

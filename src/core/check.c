@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -103,6 +104,15 @@ void alice_check_mpi_failed(int rc, const char *what, const char *file, int line
     int len = 0;
     MPI_Error_string(rc, msg, &len);
     alice_fatal_at(file, line, "MPI call failed (%s): %s", msg, what);
+}
+
+void alice_check_h5_failed(int err, const char *what, const char *file, int line)
+{
+    if (err == ENOSPC || err == EDQUOT || err == EFBIG)
+        alice_die("an HDF5 write failed: %s (%s:%d: %s); free space on that file system (or "
+                  "raise the quota or the file size limit), or write elsewhere; the files from "
+                  "before are intact", strerror(err), file, line, what);
+    alice_fatal_at(file, line, "HDF5 call failed: %s", what);
 }
 
 void *alice_malloc_at(size_t bytes, const char *file, int line)

@@ -3,6 +3,7 @@
 #ifndef ALICE_CHECK_H
 #define ALICE_CHECK_H
 
+#include <errno.h>
 #include <stddef.h>
 
 /* Prints "alice: error: <file>:<line>: <message>" and aborts every rank. */
@@ -31,9 +32,13 @@ _Noreturn void alice_check_mpi_failed(int rc, const char *what, const char *file
  * rather than aborting inside the call. */
 void alice_mpi_init(int *argc, char ***argv);
 
-/* HDF5: identifiers and herr_t are negative on failure. */
-#define CHECK_H5(call) ({ __typeof__(call) rc_ = (call); \
-    if (rc_ < 0) { alice_fatal_at(__FILE__, __LINE__, "HDF5 call failed: %s", #call); } \
+/* HDF5: identifiers and herr_t are negative on failure. The errno of the failed call decides
+ * what it was: a full disk, a quota or a file size limit (HDF5 writes small datasets and
+ * metadata at any later call, not only at H5Dwrite) is the machine's, status 2 with the
+ * system's reason; anything else an internal error (status 1). */
+_Noreturn void alice_check_h5_failed(int err, const char *what, const char *file, int line);
+#define CHECK_H5(call) ({ errno = 0; __typeof__(call) rc_ = (call); \
+    if (rc_ < 0) { alice_check_h5_failed(errno, #call, __FILE__, __LINE__); } \
     rc_; })
 
 /* malloc that never returns NULL. */

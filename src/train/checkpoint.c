@@ -304,24 +304,29 @@ long checkpoint_find_latest(const char *run_dir, char *path, size_t n)
     int count;
     long *steps = checkpoint_steps(run_dir, &count);
     long found = -1;
+    int damaged = 0;   /* the newest ones, skipped */
     for (int i = 0; i < count && found < 0; i++) {
         snprintf(path, n, "%s/ckpt_%ld.h5", run_dir, steps[i]);
-        if (checkpoint_intact(path)) {
-            found = steps[i];
-            continue;
-        }
-        /* set aside, so that pruning never counts it among the checkpoints kept (it would
-         * delete the good ones this run writes, and the one it resumes from) */
-        char aside[4200];
-        snprintf(aside, sizeof aside, "%s.damaged", path);
-        if (rename(path, aside) == 0)
+        if (checkpoint_intact(path)) found = steps[i];
+        else {
+            damaged++;
             log_warn("skipping %s: not a complete checkpoint (truncated or damaged, e.g. by a "
-                     "node crash while it was written), set aside as %s; trying the one before",
-                     path, aside);
+                     "node crash while it was written); trying the one before", path);
+        }
+    }
+    /* Set aside once an intact one is found, so that pruning never counts them among the
+     * checkpoints kept (it would delete the good ones this run writes, and the one it resumes
+     * from). With none intact they stay, and every start is refused until someone looks:
+     * renamed, a second start would begin from step 0 in silence. */
+    for (int i = 0; found >= 0 && i < damaged; i++) {
+        char bad[4200], aside[4300];
+        snprintf(bad, sizeof bad, "%s/ckpt_%ld.h5", run_dir, steps[i]);
+        snprintf(aside, sizeof aside, "%s.damaged", bad);
+        if (rename(bad, aside) == 0)
+            log_warn("set %s aside as %s", bad, aside);
         else
-            log_warn("skipping %s: not a complete checkpoint (truncated or damaged); cannot set "
-                     "it aside (%s): remove it, or pruning counts it among the checkpoints kept; "
-                     "trying the one before", path, strerror(errno));
+            log_warn("cannot set %s aside (%s): remove it, or pruning counts it among the "
+                     "checkpoints kept", bad, strerror(errno));
     }
     free(steps);
     if (found < 0 && n) path[0] = '\0';

@@ -176,7 +176,8 @@ def run_checks(tmp):
     # reader stopping after the voxels never decompresses): only reading to the end checks it
     plain = os.path.join(tmp, "tail.nii")
     nib.save(nib.Nifti1Image(big, lps), plain)
-    tail = bytearray(gzip.compress(open(plain, "rb").read() + bytes(70000)))
+    # 1 MiB: beyond zlib's read-ahead, which would reach the trailer by itself
+    tail = bytearray(gzip.compress(open(plain, "rb").read() + bytes(1 << 20)))
     tail[-8] ^= 0xFF
     ptail = os.path.join(tmp, "badcrc_tail.nii.gz")
     open(ptail, "wb").write(bytes(tail))
@@ -198,6 +199,21 @@ def run_checks(tmp):
     need = 32767 * 32767 * 4096 * (2 + 4) / 2 ** 30
     check(got is None and f"huge.nii.gz: reading its 32767 x 32767 x 4096 voxels takes "
           f"{need:.2f} GiB" in err, f"a header beyond the host's memory refused naming the file: {err.strip()}")
+    # a big-endian file (swapped to this machine's order), and an .hdr/.img pair and an ANALYZE
+    # pair (the voxels in the .img, not in the file named): as nibabel reads them
+    be_img = nib.Nifti1Image(big, lps, nib.Nifti1Header(endianness=">"))
+    be_img.set_data_dtype(np.dtype(">i2"))
+    pbe = os.path.join(tmp, "bigendian.nii.gz")
+    nib.save(be_img, pbe)
+    check(nib.load(pbe).header.endianness == ">" and nib.load(pbe).get_data_dtype() == ">i2",
+          "the big-endian test file is big-endian int16")
+    got, _, err = read_with_tool(pbe, tmp)
+    check(got is not None and np.array_equal(got, big), f"big-endian int16 voxels {err}")
+    for kind, cls in (("pair", nib.Nifti1Pair), ("analyze", nib.AnalyzeImage)):
+        ppair = os.path.join(tmp, f"{kind}.hdr")
+        nib.save(cls(big.astype(np.float32), lps), ppair)
+        got, _, err = read_with_tool(ppair, tmp)
+        check(got is not None and np.array_equal(got, big), f"{kind}: voxels of the .img {err}")
     # X.nii.gz beside a stale X.nii: the voxels come from the file named (niftilib looked
     # for X.nii first and took its voxels under X.nii.gz's header)
     sib = os.path.join(tmp, "sibling")

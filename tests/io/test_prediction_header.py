@@ -1,5 +1,6 @@
 """Predictions written on a source's grid (the inference output path, prediction_write_original,
-through tests/tools/label_roundtrip) carry the source's header transforms as nibabel reads them:
+through tests/tools/label_roundtrip; the label file and the 4-D probabilities) carry the source's
+header transforms as nibabel reads them:
 the sform (affine and code), the qform (its own quaternion, offsets, pixdim and qfac, and code)
 and the unit. Sources:
   - sform (code 2, a registration) and qform (code 1, scanner) 12 mm and 10 degrees apart: the
@@ -86,7 +87,7 @@ with tempfile.TemporaryDirectory(prefix="alice_pred_header_") as tmp:
         check(r.returncode == 0, f"{name}: pack {r.stderr[-300:]}")
         out = os.path.join(tmp, f"{name}_back")
         os.makedirs(out)
-        r = subprocess.run([TOOL, ds, out], capture_output=True, text=True)
+        r = subprocess.run([TOOL, ds, out, "--probs"], capture_output=True, text=True)
         check(r.returncode == 0, f"{name}: label_roundtrip {r.stderr[-300:]}")
         src_img = nib.load(paths["label"])
         back = nib.load(os.path.join(out, f"{name}.nii.gz"))
@@ -107,5 +108,14 @@ with tempfile.TemporaryDirectory(prefix="alice_pred_header_") as tmp:
                   f" vs {np.round(src_img.get_qform()[:3, 3], 4)})")
         check(bh.get_xyzt_units()[0] == sh.get_xyzt_units()[0],
               f"{name}: unit {bh.get_xyzt_units()[0]} as the source's")
+        probs = nib.load(os.path.join(out, f"{name}_probs.nii.gz"))
+        ph = probs.header
+        check(probs.shape == label.shape + (2,) and
+              np.array_equal(np.asarray(probs.dataobj)[..., 1] > 0.5, label > 0) and
+              np.allclose(probs.get_sform(), src_img.get_sform(), atol=1e-5) and
+              int(ph["qform_code"]) == int(sh["qform_code"]) and
+              (int(sh["qform_code"]) == 0 or
+               np.allclose(probs.get_qform(), src_img.get_qform(), atol=1e-5)),
+              f"{name}: the probabilities' file has the source's grid, sform and qform")
 print(f"{len(failures)} failure(s)")
 sys.exit(1 if failures else 0)

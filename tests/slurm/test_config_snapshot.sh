@@ -54,3 +54,28 @@ echo "$out" |
   grep -q -- "--config $T/run2/slurm_job.cfg .*--config $T/run2/slurm_job_overlay0.cfg" ||
   fail "pretrain.sbatch did not pass the overlay's copy: $out"
 echo "ok: job file and overlays snapshotted at the first start, the copies used when requeued"
+# A run_dir another alice job holds (its lock, src/train/run_lock.h): a second start is refused
+# before it overwrites the snapshot the first job's requeue reads (it had been refused by alice
+# only after the copy, and the first job's requeue resumed with the second's lr). Free again,
+# the start goes on.
+if command -v flock > /dev/null 2>&1; then
+  mkdir -p "$T/held"
+  echo "pid 1 on host elsewhere, since then" > "$T/held/.alice.lock"
+  echo "lr = 0.1" > "$T/held/slurm_job.cfg"
+  (exec 9>> "$T/held/.alice.lock"; flock 9; exec sleep 30) &   # the lock dies with it
+  holder=$!
+  for _ in $(seq 50); do flock -n "$T/held/.alice.lock" true 2> /dev/null || break; sleep 0.1; done
+  rc=0
+  out=$(bash -c 'source "$1/slurm/common.sh"; alice_run_dir_free "$2"; echo free' _ "$ROOT" \
+    "$T/held" 2>&1) || rc=$?
+  kill $holder 2> /dev/null; wait $holder 2> /dev/null || true
+  [ "$rc" = 2 ] &&
+    echo "$out" | grep -q "run_dir '$T/held' is in use by another alice job (pid 1" ||
+    fail "a held run_dir not refused (status $rc): $out"
+  grep -q "lr = 0.1" "$T/held/slurm_job.cfg" || fail "the held run_dir's snapshot changed"
+  out=$(bash -c 'source "$1/slurm/common.sh"; alice_run_dir_free "$2"; echo free' _ "$ROOT" \
+    "$T/held" 2>&1) || fail "a free run_dir refused: $out"
+  echo "ok: a run_dir another job holds is refused before its snapshot is touched; free, it goes on"
+else
+  echo "flock (util-linux) not installed: the run_dir check before the snapshot not tested here"
+fi

@@ -99,7 +99,7 @@ head -c 1000 "$WORK/a.orig/ckpt_6.h5" > "$A/ckpt_6.h5"
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" keep_ckpts=1 --stop-after 2 \
   > "$WORK/keep.log" 2>&1 ||
   { cat "$WORK/keep.log"; fail "resume past a damaged checkpoint with keep_ckpts = 1 failed"; }
-grep -q "set aside as .*ckpt_6.h5.damaged" "$WORK/keep.log" ||
+grep -q "aside as .*ckpt_6.h5.damaged" "$WORK/keep.log" ||
   { cat "$WORK/keep.log"; fail "not set aside"; }
 [ -f "$A/ckpt_6.h5.damaged" ] && [ ! -e "$A/ckpt_6.h5" ] ||
   fail "ckpt_6.h5 not moved to ckpt_6.h5.damaged"
@@ -150,7 +150,7 @@ PY
 "$ALICE" pretrain --config "$MICRO" run_dir="$A" > "$WORK/crc.log" 2>&1 ||
   { cat "$WORK/crc.log"; fail "resume past a checkpoint with zeroed tensor data failed"; }
 grep -q "tensor target/.* fails its CRC-32" "$WORK/crc.log" &&
-  grep -q "set aside as .*ckpt_6.h5.damaged" "$WORK/crc.log" &&
+  grep -q "aside as .*ckpt_6.h5.damaged" "$WORK/crc.log" &&
   grep -q "resumed from .*ckpt_3.h5 at step 3" "$WORK/crc.log" ||
   { cat "$WORK/crc.log"; fail "zeroed tensor data not caught by its crc32"; }
 echo "ok: a checkpoint whose tensor data was zeroed fails its crc32: set aside, the one" \
@@ -170,6 +170,11 @@ echo "ok: checkpoints a killed run left half-written are removed at the start"
 
 : > "$A/ckpt_3.h5"; : > "$A/ckpt_6.h5"
 expect_error "none of them is intact" pretrain --config "$MICRO" run_dir="$A"
+# ... and stays refused: with no intact checkpoint nothing is set aside (renamed, the next start
+# had begun from step 0 in silence)
+expect_error "none of them is intact" pretrain --config "$MICRO" run_dir="$A"
+[ -f "$A/ckpt_3.h5" ] && [ -f "$A/ckpt_6.h5" ] && ! ls "$A"/*.damaged > /dev/null 2>&1 ||
+  fail "checkpoints set aside although none was intact"
 
 # Another alice version's checkpoint: a stored key this one lacks is skipped with a warning (the
 # run resumes); another format version is refused.
