@@ -21,8 +21,10 @@ static void usage(void)
            "  Describes each file by its format attribute: a data set (alice pack: cases, folds\n"
            "  with their labelled cases, spacing, grid sizes), a checkpoint (alice pretrain /\n"
            "  finetune: kind, method, step, model keys, tensors, the ranks, threads and backend\n"
-           "  that wrote it) or evaluation results (alice eval: cases, organs, mean DSC and NSD,\n"
-           "  where the predictions came from). Reads no voxels; runs on a login node.\n");
+           "  that wrote it) or evaluation results (alice eval: cases, organs, mean DSC and NSD\n"
+           "  as eval prints them, where the predictions came from, what they were scored\n"
+           "  against, the case selection and the cases without a prediction). Reads no voxels;\n"
+           "  runs on a login node.\n");
 }
 
 static void describe_dataset(const char *path)
