@@ -16,7 +16,6 @@
 
 #include "core/check.h"
 #include "core/fsutil.h"
-#include "core/sysmem.h"
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -308,18 +307,19 @@ int nifti_read_volume(const char *path, float **data, int dim[3], double affine[
         nifti_image_free(nim);
         return -1;
     }
-    /* the file's voxels and their float copy must fit: a header (damaged, or a scan larger
-     * than the node) asking for more is this file's error, which --keep-going can skip, not
-     * an allocation failure that ends the job naming no file */
+    /* the file's voxels and their float copy must fit in the node: a header asking for more
+     * (damaged, or a scan larger than the node) is this file's error, which --keep-going can
+     * skip, not an allocation failure that ends the job naming no file. Against the node's
+     * memory, not what is free now: a job's page cache counts as used under its cgroup. */
     const double need = (double)nim->nvox * ((double)nim->nbyper + sizeof(float));
-    const double room = host_available_bytes();
-    if (need > room) {
+    const double node = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (need > node) {
         const long long nx = nim->nx, ny = nim->ny, nz = nim->nz;
         nifti_image_free(nim);
         return fail(err, errlen, "%s: reading its %lld x %lld x %lld voxels takes %.2f GiB, more "
-                    "than the %.2f GiB of memory left (a damaged header, or a scan too large "
+                    "than this node's %.2f GiB of memory (a damaged header, or a scan too large "
                     "for this node): check the file, or run on a node with more memory", path,
-                    nx, ny, nz, need / 1073741824.0, room / 1073741824.0);
+                    nx, ny, nz, need / 1073741824.0, node / 1073741824.0);
     }
     if (load_voxels(nim, path) != 0) {
         nifti_image_free(nim);

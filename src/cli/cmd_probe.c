@@ -67,7 +67,15 @@ int cmd_probe(int argc, char **argv)
     static const char *const used[] = {"data", "synthetic_cases", "seed", "num_folds", "crop",
                                        "window_lo", "window_hi", "threads", NULL};
     cli_only_keys(&cfg, "probe", used);
-    config_validate(&cfg);   /* a crop override the patch does not divide: refused, as elsewhere */
+    /* the crop and windows it reads (config_validate would also judge the checkpoint's mask
+     * keys, which the probe never uses, against the new crop) */
+    for (int a = 0; a < 3; a++)
+        if (cfg.crop[a] < cfg.patch || cfg.crop[a] % cfg.patch)
+            alice_die("alice probe: crop %c = %d is not a multiple of patch = %d; choose a crop "
+                      "that is", "XYZ"[a], cfg.crop[a], cfg.patch);
+    if (cfg.window_hi <= cfg.window_lo)
+        alice_die("alice probe: window_hi = %g must be above window_lo = %g", cfg.window_hi,
+                  cfg.window_lo);
     Dist dist;   /* OpenMP threads: the threads key, or the node's cores over its ranks */
     dist_init(&dist, backend_cpu());
     train_set_threads(&cfg, &dist);

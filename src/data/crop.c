@@ -9,6 +9,8 @@
 /* Bounded rejection sampling: enough tries that a body covering a tenth of the volume is
  * found with certainty for practical purposes, few enough to cost nothing when it is absent. */
 #define BODY_CENTER_TRIES 32
+/* Uniform tries at a background voxel before the exact (one scan) draw: background is most of
+ * a CT, so the scan is almost never reached; it only makes the draw exact for a sliver. */
 #define BACKGROUND_TRIES 256
 
 void crop_extract(const Volume *v, HuWindow w, const int start[3], const int size[3],

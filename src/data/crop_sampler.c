@@ -7,9 +7,6 @@
 
 #include "core/check.h"
 
-/* Uniform tries at a background voxel before the exact (one scan) draw: background is most of
- * a CT, so the scan is almost never reached; it only makes the draw exact for a sliver. */
-
 static void parse_class_ratios(CropSampler *s, const char *text)
 {
     int n = 0;

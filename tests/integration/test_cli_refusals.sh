@@ -10,7 +10,8 @@
 #  - a key=value a command does not read (match matcher=bbox ran both matchers);
 #  - alice match --out into a missing folder (refused after the whole evaluation before);
 #  - a probe whose crops hold one class (it scored 1.0 for every encoder), and --cases beyond
-#    the data (sized from the request: 553 GB asked for).
+#    the data (sized from the request: 553 GB asked for); a probe is not refused for the
+#    checkpoint's mask keys, which it never uses.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ALICE=${ALICE:-$ROOT/bin/alice}
@@ -31,7 +32,7 @@ MICRO=$ROOT/tests/train/micro.cfg
 "$ALICE" pretrain --config "$MICRO" run_dir="$T/pt" steps=1 ckpt_every=1 > /dev/null 2>&1 ||
   fail "the micro pre-training for the probe failed"
 CKPT=$T/pt/ckpt_1.h5
-refused "crop X = 20 is not divisible by patch = 8" probe --checkpoint "$CKPT" crop=20,20,16
+refused "crop X = 20 is not a multiple of patch = 8" probe --checkpoint "$CKPT" crop=20,20,16
 refused "beta2 = 1 must each be below 1" pretrain --config "$MICRO" run_dir="$T/b" beta2=0.99999999
 refused "mask_ratio = 0 masks no token of 32" pretrain --config "$MICRO" run_dir="$T/m" method=mae \
   mask_ratio=0
@@ -51,6 +52,7 @@ refused "'crop=32,32,32' sets a key alice phantom does not use" phantom --out "$
 refused "'sw_overlap=0.9' sets a key alice eval does not use" eval --pred "$T" --labels "$T" \
   sw_overlap=0.9
 refused "match: --out $T/no/t.md: the folder $T/no does not exist" match --eval --out "$T/no/t.md"
+refused "match: --out $T is a folder" match --eval --out "$T"
 # 16^3 crops of patch 8 around a random body centre of the micro model's synthetic cases are
 # mostly one class; a 8^3 crop (one token) is one class by construction
 refused "hold 1 class: a k-NN probe of one class" probe --checkpoint "$CKPT" crop=8,8,8 --crops 1
@@ -59,4 +61,12 @@ refused "hold 1 class: a k-NN probe of one class" probe --checkpoint "$CKPT" cro
 grep -q "probe: --cases 50, but synthetic has 4 labelled cases: probing those 4" "$T/p.log" ||
   { cat "$T/p.log"; fail "--cases beyond the data not said"; }
 echo "ok: probe --cases beyond the data probes the cases there are, saying so"
+# the probe judges only what it reads: a checkpoint trained with z_tube masks probed at a crop
+# its mask_ratio does not fit (the pre-training check had refused it, then refused the
+# mask_ratio it suggested as a key the probe does not read)
+"$ALICE" pretrain --config "$MICRO" run_dir="$T/zt" steps=1 ckpt_every=1 mask_shape=z_tubes \
+  > /dev/null 2>&1 || fail "the z_tubes micro pre-training failed"
+"$ALICE" probe --checkpoint "$T/zt/ckpt_1.h5" crop=24,24,24 --crops 2 > "$T/zt.log" 2>&1 ||
+  { cat "$T/zt.log"; fail "probe refused a crop for the checkpoint's mask settings"; }
+echo "ok: a z_tubes checkpoint probes at a crop its mask_ratio does not fit"
 echo PASS

@@ -188,7 +188,7 @@ def run_checks(tmp):
     open(ptail, "wb").write(bytes(tail))
     got, _, err = read_with_tool(ptail, tmp)
     check(got is not None and np.array_equal(got, big), f"intact .nii.gz with trailing bytes {err}")
-    # a header asking for more memory than any host has (24 TiB; a damaged header, or a
+    # a header asking for more memory than any node has (24 TiB; a damaged header, or a
     # scan too large for the node): this file's error, naming it, not an allocation failure
     # that ended the job naming no file (pack --keep-going could not skip it)
     hdr = nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), lps).header

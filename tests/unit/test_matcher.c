@@ -121,6 +121,23 @@ static int test_cut_organs_left_out_of_the_score(void)
     TEST_CLOSE(mean, 0.0, 0, 1e-9, "the exact mapping's mean error (mm) over whole organs");
     TEST_CHECK(n == 8, "%d organ centroids scored, expected 4 organs x 2 pairs", n);
     match_report_free(&r);
+    /* the faces of x and y cut too: an organ voxel moved onto x = 0 (or y = last) marks it */
+    for (int face = 0; face < 2; face++) {
+        Volume *w = &v[0];
+        LabelCentroids before, after;
+        label_centroids(w, &before);
+        const int liver = 1;
+        TEST_CHECK(!before.cut[liver], "the whole view's liver is not cut");
+        const size_t at = face == 0 ? volume_index(w->dim, 0, w->dim[1] / 2, w->dim[2] / 2)
+                                    : volume_index(w->dim, w->dim[0] / 2, w->dim[1] - 1,
+                                                   w->dim[2] / 2);
+        const uint8_t kept = w->label[at];
+        w->label[at] = liver;
+        label_centroids(w, &after);
+        TEST_CHECK(after.cut[liver], "a liver voxel on the %s face: not marked cut",
+                   face == 0 ? "x = 0" : "y = last");
+        w->label[at] = kept;
+    }
     volume_free(&v[0]);
     volume_free(&v[1]);
     return 0;
