@@ -386,14 +386,19 @@ void config_from_text(Config *c, const char *text, const char *origin)
     free(copy);
 }
 
-/* A mask_ratio that masks k whole z columns, k nearest to ratio's (1 .. columns - 1): half a
- * token above k columns' exact fraction, as the masked count is floor(mask_ratio * tokens) of
- * the float mask_ratio, and k / columns printed to 6 digits may round below it. */
+/* A mask_ratio that masks k whole z columns, k nearest to ratio's (1 .. columns - 1): k /
+ * columns as printed (%g) where that masks them, else half a token above it, as the masked
+ * count is floor(mask_ratio * tokens) of the float mask_ratio and 26 / 36 printed as 0.722222
+ * masks 103 of 144, not 104. */
 static double z_tubes_ratio(float ratio, int columns, int gz, int tokens)
 {
     int k = (int)(ratio * columns + 0.5f);
     if (k < 1) k = 1;
     if (k > columns - 1) k = columns - 1;
+    char printed[32];
+    snprintf(printed, sizeof printed, "%g", (double)k / columns);
+    const float exact = strtof(printed, NULL);
+    if ((int)(exact * tokens) == k * gz) return exact;
     return ((double)k * gz + 0.5) / tokens;
 }
 
