@@ -22,6 +22,8 @@ void gpu_set_collective_timeout(double seconds)
     g_collective_timeout_s = seconds > 0.0 ? seconds : 0.0;
 }
 
+double cuda_collective_timeout_s(void) { return g_collective_timeout_s; }
+
 enum WaitTargetKind { WAIT_ON_STREAM, WAIT_ON_EVENT };
 
 struct WaitTarget {
@@ -153,4 +155,17 @@ void cuda_wait_before_device_sync_at(const char *file, int line)
     cuda_wait_stream_at(cuda_stream(), file, line);
     const cudaStream_t comm = nccl_watch_comm_stream();
     if (comm) cuda_wait_stream_at(comm, file, line);
+}
+
+static int host_flag_set(void *ctx) { return __atomic_load_n((const int *)ctx, __ATOMIC_ACQUIRE); }
+
+int cuda_wait_host_flag(const int *flag, double *waited_s)
+{
+    /* No asynchronous error to ask and nothing to abort: only done or out of time. */
+    const WatchedWaitHooks hooks = {(void *)flag, host_flag_set, NULL, monotonic_now, host_sleep,
+                                    NULL};
+    const WatchedWaitPolicy policy = watched_wait_policy(g_collective_timeout_s);
+    const WatchedWaitResult r = watched_wait(&hooks, &policy);
+    *waited_s = r.waited_s;
+    return r.outcome == WATCHED_WAIT_DONE;
 }

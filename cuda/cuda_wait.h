@@ -26,6 +26,15 @@ void cuda_wait_before_pageable_copy_at(cudaStream_t stream, const char *file, in
  * wait that follows cannot hang on a collective; without one it does nothing. */
 void cuda_wait_before_device_sync_at(const char *file, int line);
 
+/* Polls *flag (read atomically; another host thread sets it to 1 when its work is done) with
+ * the same policy and time limit (nccl_timeout_s, 0 = forever) as the waits above. Returns 1
+ * once the flag is set, 0 when the limit passed first; *waited_s: the time it waited. For
+ * NCCL's communicator set-up, which no asynchronous error or abort can reach before it returns
+ * a communicator (cuda/nccl_comm.cu). */
+int cuda_wait_host_flag(const int *flag, double *waited_s);
+/* nccl_timeout_s as set by gpu_set_collective_timeout (0 = no limit). */
+double cuda_collective_timeout_s(void);
+
 #define CUDA_WAIT_STREAM(stream) cuda_wait_stream_at((stream), __FILE__, __LINE__)
 #define CUDA_WAIT_EVENT(event) cuda_wait_event_at((event), __FILE__, __LINE__)
 #define CUDA_WAIT_BEFORE_PAGEABLE_COPY(stream) \

@@ -17,9 +17,11 @@
 #include <mpi.h>
 #include <nccl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda/cuda_context.h"
+#include "cuda/cuda_wait.h"
 #include "cuda/nccl_watch.h"
 
 #define NCCL_CHECK(call) do { ncclResult_t r_ = (call); if (r_ != ncclSuccess) \
@@ -54,6 +56,83 @@ static int some_gpu_is_shared(void)
     return shared;
 }
 
+/* ---- the communicator's set-up under nccl_timeout_s --------------------------------------
+ * ncclCommInitRank blocks until every rank of the communicator has joined NCCL's bootstrap
+ * over its own sockets. A rank that never gets there (it died after the id's broadcast, or the
+ * nodes cannot reach each other on the interface NCCL picked: a wrong NCCL_SOCKET_IFNAME) held
+ * the others in that call until Slurm's time limit, since no communicator exists yet for the
+ * watched waits to query or abort. So the call runs on a helper thread (with this rank's
+ * device current: the current device is per thread) while the main thread polls for its end
+ * under the same limit as every other GPU wait. On timeout the job ends; the helper thread,
+ * still inside NCCL, ends with the process. The helper never calls MPI (FUNNELED). */
+struct CommSetup {
+    ncclUniqueId id;
+    int nranks, rank, device;
+    ncclComm_t comm;
+    cudaError_t device_result;
+    ncclResult_t result;
+    int done;   /* set last, atomically: the fields above are then final */
+};
+
+static void *comm_setup_thread(void *arg)
+{
+    CommSetup *c = (CommSetup *)arg;
+    c->device_result = cudaSetDevice(c->device);
+    if (c->device_result == cudaSuccess)
+        c->result = ncclCommInitRank(&c->comm, c->nranks, c->id, c->rank);
+    __atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static ncclComm_t open_communicator(int nranks, const ncclUniqueId *id, int rank)
+{
+    /* On the heap: after a timeout the helper thread still writes into it while the job ends. */
+    CommSetup *c = (CommSetup *)xcalloc(1, sizeof *c);
+    c->id = *id;
+    c->nranks = nranks;
+    c->rank = rank;
+    c->device = cuda_context()->device;
+    c->result = ncclInternalError;
+    pthread_t helper;
+    const int created = pthread_create(&helper, NULL, comm_setup_thread, c);
+    if (created != 0)
+        ALICE_FATAL("cannot start the thread that sets up the NCCL communicator: %s",
+                    strerror(created));
+    double waited_s = 0.0;
+    if (!cuda_wait_host_flag(&c->done, &waited_s))
+        ALICE_FATAL("rank %d: the NCCL communicator over %d ranks was not set up within %.0f s "
+                    "(nccl_timeout_s = %g): NCCL's start-up could not reach every rank. Fix: "
+                    "check the other ranks' logs (one may have failed before this point); on "
+                    "several nodes check that they reach each other on the network interface "
+                    "NCCL picks (NCCL_DEBUG=INFO shows it; NCCL_SOCKET_IFNAME names the right "
+                    "one), then resubmit the job",
+                    rank, nranks, waited_s, cuda_collective_timeout_s());
+    const int joined = pthread_join(helper, NULL);
+    if (joined != 0)
+        ALICE_FATAL("joining the NCCL set-up thread failed: %s", strerror(joined));
+    if (c->device_result != cudaSuccess)
+        ALICE_FATAL("CUDA call failed: cudaSetDevice(%d) on the NCCL set-up thread: %s", c->device,
+                    cudaGetErrorString(c->device_result));
+    if (c->result != ncclSuccess)
+        ALICE_FATAL("NCCL call failed: ncclCommInitRank(%d ranks, rank %d): %s", nranks, rank,
+                    ncclGetErrorString(c->result));
+    ncclComm_t comm = c->comm;
+    free(c);
+    return comm;
+}
+
+void nccl_init_alone_for_check(int nranks)
+{
+    if (nccl_ready()) ALICE_FATAL("nccl_init_alone_for_check: a communicator exists already");
+    cuda_context_init();
+    ncclUniqueId id;
+    NCCL_CHECK(ncclGetUniqueId(&id));
+    g_size = nranks;
+    g_rank = 0;
+    g_comm = open_communicator(nranks, &id, 0);
+    g_transport = TRANSPORT_NCCL;
+}
+
 void nccl_init_from_mpi(void)
 {
     if (nccl_ready()) return;
@@ -76,7 +155,7 @@ void nccl_init_from_mpi(void)
     ncclUniqueId id;
     if (rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     CHECK_MPI(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD));
-    NCCL_CHECK(ncclCommInitRank(&g_comm, g_size, id, rank));
+    g_comm = open_communicator(g_size, &id, rank);
     g_transport = TRANSPORT_NCCL;
     log_info("nccl: communicator over %d ranks (NCCL %d.%d.%d)", g_size, NCCL_MAJOR, NCCL_MINOR,
              NCCL_PATCH);

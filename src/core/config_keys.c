@@ -240,8 +240,9 @@ const ConfigKey config_keys[] = {
     K("allreduce_bucket_mb", CFG_T_FLOAT, allreduce_bucket_mb, "25", "0..", "target size of those buckets in MiB, tensor-aligned, as PyTorch DDP (0 = one per tensor)"),
     K("nccl_timeout_s", CFG_T_FLOAT, nccl_timeout_s, "600", "0..",
       "device = cuda with an NCCL communicator (several ranks): a wait for the GPU longer than this "
-      "(a peer rank hung or the network failed) aborts the communicator and ends the job with an "
-      "error naming the cause; resubmitted, the run resumes from its last checkpoint (0 = wait forever)"),
+      "(a peer rank hung or the network failed), or a communicator set-up that some rank never "
+      "joins, ends the job with an error naming the cause; resubmitted, the run resumes from its "
+      "last checkpoint (0 = wait forever)"),
 
     K("ckpt_every", CFG_T_LONG, ckpt_every, "50", "1..", "steps between checkpoints"),
     K("log_every", CFG_T_LONG, log_every, "1", "1..", "steps between log lines"),

@@ -8,8 +8,14 @@
 #include <stddef.h>
 
 /* Creates the job's communicator: rank 0 makes the unique id, MPI_Bcast shares it. Collective;
- * a no-op once the communicator exists. */
+ * a no-op once the communicator exists. The set-up gives up after nccl_timeout_s (a rank that
+ * never joins) with an error naming the likely causes. */
 void nccl_init_from_mpi(void);
+/* The set-up nccl_init_from_mpi runs after the id's broadcast (under nccl_timeout_s), for a
+ * communicator of nranks ranks in which this process is rank 0 and makes the id itself: with
+ * one process and nranks = 2 it never completes, which is how tests/gpu/test_nccl_watchdog.sh
+ * checks the set-up's time limit on one GPU. Not for jobs. */
+void nccl_init_alone_for_check(int nranks);
 /* In place, on the backend's stream: buf[i] = mean over ranks of buf[i] (device memory). */
 void nccl_allreduce_mean(float *buf, size_t n);
 /* The overlapped form of nccl_allreduce_mean (grad_sync): records an event on the backend's

@@ -2,7 +2,9 @@
 # The CUDA backend's watched host waits with a live NCCL communicator (one rank, so one GPU is
 # enough): a stalled compute stream is waited out when it resumes within nccl_timeout_s
 # (slow), and ends the job with the timeout error, naming the rank, the key and the aborted
-# communicator, well before the stall would have ended (hang). Skips (77) without a GPU.
+# communicator, well before the stall would have ended (hang); and the communicator's set-up,
+# which a rank that never joins would block forever, ends the job after nccl_timeout_s (setup).
+# Skips (77) without a GPU.
 # The decisions themselves (polling, backoff, async error, timeout) are unit-tested on the CPU
 # by tests/unit/test_watched_wait.c; this checks the CUDA/NCCL plumbing around them.
 set -u
@@ -45,4 +47,28 @@ if [ -n "$err_line" ] && [ -n "$end_line" ] && [ "$end_line" -lt "$err_line" ]; 
   echo "FAIL: hang: the wait returned only after the stall ended"; status=1
 fi
 [ "$status" -eq 0 ] && echo "ok: hang: timeout error, process gone after ${elapsed_ms} ms (stall 8 s, nccl_timeout_s 1)"
+
+# The communicator's set-up: 2 ranks of which only this process joins, so NCCL's bootstrap
+# waits for a peer that never comes (as for a rank that died after the id's broadcast, or a
+# wrong NCCL_SOCKET_IFNAME); under nccl_timeout_s = 2 the job must end with the set-up error.
+setup_status=0
+start_ns=$(date +%s%N)
+timeout 60 mpirun -np 1 "$tool" setup >"$log" 2>&1
+rc=$?
+elapsed_ms=$(( ($(date +%s%N) - start_ns) / 1000000 ))
+cat "$log"
+if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then
+  echo "FAIL: setup: exit status $rc, expected the set-up timeout error (124: the set-up hung)"
+  setup_status=1
+fi
+for want in 'rank 0: the NCCL communicator over 2 ranks was not set up within 2 s' \
+            'nccl_timeout_s = 2)' 'NCCL_SOCKET_IFNAME' 'resubmit'; do
+  grep -qF "$want" "$log" || { echo "FAIL: setup: the error lacks \"$want\""; setup_status=1; }
+done
+# 2 s of limit plus MPI and CUDA start-up and the abort; 30 s would mean the limit did not act
+if [ "$elapsed_ms" -ge 30000 ]; then
+  echo "FAIL: setup: the process ended only after ${elapsed_ms} ms"; setup_status=1
+fi
+[ "$setup_status" -eq 0 ] && echo "ok: setup: set-up timeout error, process gone after ${elapsed_ms} ms (nccl_timeout_s 2)"
+[ "$setup_status" -eq 0 ] || status=1
 exit $status

@@ -8,7 +8,11 @@
  *         timeout error (rank, nccl_timeout_s, communicator aborted) and a non-zero exit; the
  *         script (tests/gpu/test_nccl_watchdog.sh) checks the message came before the stall
  *         ended. Reaching the end of this mode is a failure.
- * Exit 77 (message "skip") without a GPU. Usage: mpirun -np 1 nccl_watchdog_check slow|hang */
+ *   setup: nccl_timeout_s 2: the communicator's set-up for 2 ranks, of which this single
+ *         process is one (nccl_init_alone_for_check), cannot complete; it must end the process
+ *         after about 2 s with the set-up error (rank, ranks, nccl_timeout_s). Reaching the end
+ *         of this mode is a failure.
+ * Exit 77 (message "skip") without a GPU. Usage: mpirun -np 1 nccl_watchdog_check slow|hang|setup */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
@@ -34,13 +38,34 @@ static const WatchdogMode kModes[] = {
     {"hang", 1.0, 8.0, 0},
 };
 
+/* The set-up mode: a communicator of 2 ranks that only this process joins. */
+static int check_setup_timeout(int *argc, char ***argv)
+{
+    CHECK_MPI(MPI_Init(argc, argv));
+    if (gpu_device_count() == 0) {
+        printf("skip: no GPU (built without CUDA or no device visible)\n");
+        CHECK_MPI(MPI_Finalize());
+        return 77;
+    }
+    (void)backend_cuda();
+    const double timeout_s = 2.0;
+    gpu_set_collective_timeout(timeout_s);
+    const double start = wall_seconds();
+    nccl_init_alone_for_check(2);
+    fprintf(stderr, "FAIL: the set-up of a 2-rank NCCL communicator with one process returned "
+            "after %.2f s (nccl_timeout_s = %g): it must end the process\n",
+            wall_seconds() - start, timeout_s);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
     const WatchdogMode *mode = NULL;
     for (size_t i = 0; argc == 2 && i < sizeof kModes / sizeof kModes[0]; i++)
         if (!strcmp(argv[1], kModes[i].name)) mode = &kModes[i];
+    if (argc == 2 && !strcmp(argv[1], "setup")) return check_setup_timeout(&argc, &argv);
     if (!mode) {
-        fprintf(stderr, "usage: mpirun -np 1 %s slow|hang\n", argv[0]);
+        fprintf(stderr, "usage: mpirun -np 1 %s slow|hang|setup\n", argv[0]);
         return 2;
     }
     int rank = 0, size = 1;
