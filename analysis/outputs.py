@@ -76,3 +76,10 @@ def write_atomic(path, write):
 def save_figure(fig, path, fmt, **kwargs):
     """fig.savefig atomically in the format check_out(path, IMAGE_FORMATS) resolved."""
     write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt, **kwargs))
+
+
+def plot_label(name):
+    """A run or method name as matplotlib shows it verbatim: '$' would start mathtext (a name
+    like 'a $x^$' fails at save time) and a leading '_' hides the entry from the legend."""
+    text = name.replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text

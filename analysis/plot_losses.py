@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from outputs import IMAGE_FORMATS, check_out, save_figure  # noqa: E402
+from outputs import IMAGE_FORMATS, check_out, plot_label, save_figure  # noqa: E402
 
 LOSS_COLUMNS = ("loss", "l_r", "l_dv", "l_st", "ce", "dice")
 
@@ -27,7 +27,11 @@ LOSS_COLUMNS = ("loss", "l_r", "l_dv", "l_st", "ce", "dice")
 def read_csv(path):
     cols = {}
     with open(path) as f:
-        for row in csv.DictReader(f):
+        reader = csv.DictReader(f)
+        if reader.fieldnames and "step" not in reader.fieldnames:
+            raise SystemExit(f"{path}: no step column, so not a metrics.csv or val.csv that "
+                             f"alice pretrain/finetune writes; give their run directories")
+        for row in reader:
             for k, v in row.items():
                 if k is None or v is None or v.strip() == "":
                     continue
@@ -62,7 +66,7 @@ def main(argv=None):
         for c in LOSS_COLUMNS:
             if c in cols:
                 steps, vals = zip(*cols[c])
-                ax.plot(steps, vals, label=f"{name}: {c}", lw=1.5 if c == "loss" else 1)
+                ax.plot(steps, vals, label=plot_label(f"{name}: {c}"), lw=1.5 if c == "loss" else 1)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("training losses")
@@ -76,7 +80,8 @@ def main(argv=None):
                 cols = read_csv(path)
                 if "mean_dice" in cols:
                     steps, vals = zip(*cols["mean_dice"])
-                    vax.plot(steps, vals, marker="o", label=os.path.basename(os.path.normpath(run)))
+                    vax.plot(steps, vals, marker="o",
+                             label=plot_label(os.path.basename(os.path.normpath(run))))
         vax.set_xlabel("step")
         vax.set_ylabel("validation mean Dice")
         vax.legend(fontsize=7)

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from outputs import IMAGE_FORMATS, check_out, save_figure  # noqa: E402
+from outputs import IMAGE_FORMATS, check_out, plot_label, save_figure  # noqa: E402
 from results_io import parse_runs  # noqa: E402
 from tables import check_same_organs, summarise  # noqa: E402
 
@@ -35,8 +35,12 @@ def main(argv=None):
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(organs)), 7), sharex=True)
     for ax, metric in zip(axes, ("dsc", "nsd")):
         for k, (name, s) in enumerate(summ.items()):
+            spread = s[metric][1]
+            # One scored case (or fold) has no spread: every std NaN, which matplotlib's
+            # error bars cannot take (StopIteration); such bars are drawn without them.
+            yerr = None if np.all(np.isnan(spread)) else spread
             ax.bar(x + (k - (len(summ) - 1) / 2) * width, s[metric][0], width,
-                   yerr=s[metric][1], capsize=2, label=name)
+                   yerr=yerr, capsize=2, label=plot_label(name))
         ax.set_ylabel(metric.upper())
         ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)

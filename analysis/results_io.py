@@ -13,7 +13,7 @@ def load_results(path):
     A missing, unreadable or foreign file ends the script naming it and what was expected."""
     try:
         h = h5py.File(path, "r")
-    except OSError as e:
+    except (OSError, ValueError) as e:   # ValueError: an empty or invalid file name
         raise SystemExit(f"{path}: cannot read it as HDF5 ({e}); give the results.h5 that "
                          f"alice eval writes")
     with h:
@@ -22,7 +22,7 @@ def load_results(path):
         if missing:
             raise SystemExit(f"{path}: not an alice eval results file (no {', '.join(missing)}); "
                              f"give the results.h5 that alice eval writes")
-        return {
+        r = {
             "cases": [_text(s) for s in h["case_names"][:]],
             "organs": [_text(s) for s in h["organ_names"][:]],
             "dsc": np.asarray(h["dsc"][:], float),
@@ -33,6 +33,27 @@ def load_results(path):
             else None,
             "attrs": {k: _text(v) for k, v in h.attrs.items()},
         }
+    check_shapes(path, r)
+    return r
+
+
+def check_shapes(path, r):
+    """The score arrays must be [cases, organs] as the name lists say: a table over a shorter
+    organ list would otherwise print organ rows that disagree with its overall mean."""
+    want = (len(r["cases"]), len(r["organs"]))
+    arrays = [("dsc", r["dsc"]), ("nsd", r["nsd"])]
+    if r["truth_voxels"] is not None:
+        arrays.append(("truth_voxels", r["truth_voxels"]))
+    for name, a in arrays:
+        if a.shape != want:
+            raise SystemExit(f"{path}: {name} is {'x'.join(map(str, a.shape)) or 'a scalar'}, "
+                             f"not {want[0]} cases x {want[1]} organs as case_names and "
+                             f"organ_names say; the file is damaged or not written by alice "
+                             f"eval: evaluate again")
+    if r["tolerance_mm"].shape != (want[1],):
+        raise SystemExit(f"{path}: tolerance_mm holds {r['tolerance_mm'].size} values for "
+                         f"{want[1]} organs; the file is damaged or not written by alice eval: "
+                         f"evaluate again")
 
 
 def parse_runs(args):
@@ -42,5 +63,8 @@ def parse_runs(args):
         if "=" not in a:
             raise SystemExit(f"argument '{a}': expected name=path/to/results.h5")
         name, path = a.split("=", 1)
+        if not name.strip() or not path:
+            raise SystemExit(f"argument '{a}': expected name=path/to/results.h5 with a name "
+                             f"and a path")
         runs.setdefault(name, []).append(path)
     return runs
