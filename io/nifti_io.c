@@ -16,6 +16,15 @@
 
 #include "core/check.h"
 #include "core/fsutil.h"
+#include "core/strutil.h"
+
+size_t nifti_name_stem(const char *name)
+{
+    const size_t n = strlen(name);
+    if (n > 7 && str_ends_with(name, ".nii.gz")) return n - 7;
+    if (n > 4 && str_ends_with(name, ".nii")) return n - 4;
+    return 0;
+}
 
 static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int fail(char *err, size_t errlen, const char *fmt, ...)

@@ -8,6 +8,10 @@
 
 #include <stddef.h>
 
+/* Length of a NIfTI file name without its .nii.gz or .nii (the case name), or 0 when it has
+ * neither or nothing before it. */
+size_t nifti_name_stem(const char *name);
+
 /* Reads a 3D volume of any real datatype (u)int8/16/32/64, float32/64, applying
  * scl_slope/scl_inter when a slope is set. The affine is the sform when sform_code > 0, else
  * the qform when qform_code > 0, else diag(pixdim). A 4D file is accepted only with one frame.

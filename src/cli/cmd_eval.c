@@ -17,6 +17,7 @@
 #include "core/check.h"
 #include "core/fsutil.h"
 #include "core/log.h"
+#include "core/strutil.h"
 #include "core/timer.h"
 #include "dataset.h"
 #include "eval/labels.h"
@@ -82,13 +83,10 @@ static int file_exists(const char *path)
 /* Case name of a NIfTI file name, or 0 when it is not one. */
 static int nifti_stem(const char *file, char *name, size_t len)
 {
-    size_t n = strlen(file);
-    size_t cut = 0;
-    if (n > 7 && !strcmp(file + n - 7, ".nii.gz")) cut = 7;
-    else if (n > 4 && !strcmp(file + n - 4, ".nii")) cut = 4;
-    if (!cut || n - cut >= len) return 0;
-    memcpy(name, file, n - cut);
-    name[n - cut] = '\0';
+    const size_t stem = nifti_name_stem(file);
+    if (!stem || stem >= len) return 0;
+    memcpy(name, file, stem);
+    name[stem] = '\0';
     return 1;
 }
 
@@ -122,8 +120,7 @@ static void warn_orphan_predictions(const char *pred_dir, const EvalCase *cases,
     while ((ent = readdir(d))) {
         char name[NAME_LEN];
         if (!nifti_stem(ent->d_name, name, sizeof name)) continue;
-        const size_t len = strlen(name);
-        if (len > 6 && !strcmp(name + len - 6, "_probs")) continue;
+        if (str_ends_with(name, PREDICTION_PROBS_SUFFIX)) continue;
         /* a linear search: the data set's order need not be strcmp's; a data set's unlabelled
          * cases (alice infer predicts them too) are cases, just not scored */
         int known = 0;

@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/config.h"
+#include "core/strutil.h"
 #include "dataset.h"
 #include "eval/metrics.h"
 #include "h5util.h"
@@ -151,12 +152,6 @@ static double table_mean(hid_t f, const char *name, long *n)
     return mean;
 }
 
-static int ends_with(const char *s, const char *suffix)
-{
-    const size_t n = strlen(s), m = strlen(suffix);
-    return n >= m && !strcmp(s + n - m, suffix);
-}
-
 /* What the cases were scored against (/truth_sources, in alice eval's wording): source label
  * files, packed labels, or packed labels mapped back to the source grid (the fallback that a
  * resampling pack makes inexact). Older results without the dataset print nothing. */
@@ -186,8 +181,8 @@ static void describe_truth_sources(const char *path, hid_t f)
     long files = 0, packed = 0, mapped = 0;
     for (long long i = 0; i < n; i++) {
         const char *src = buf + (size_t)i * width;
-        if (ends_with(src, TRUTH_SOURCE_MAPPED_END)) mapped++;
-        else if (ends_with(src, TRUTH_SOURCE_PACKED_END)) packed++;
+        if (str_ends_with(src, TRUTH_SOURCE_MAPPED_END)) mapped++;
+        else if (str_ends_with(src, TRUTH_SOURCE_PACKED_END)) packed++;
         else files++;
     }
     free(buf);

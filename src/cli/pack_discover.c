@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/check.h"
+#include "nifti_io.h"
 
 static int is_file(const char *p)
 {
@@ -20,15 +21,6 @@ static int is_dir(const char *p)
 {
     struct stat st;
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-/* Length of the name without .nii or .nii.gz, or 0 when it is neither. */
-static size_t nifti_stem(const char *name)
-{
-    size_t n = strlen(name);
-    if (n > 7 && !strcmp(name + n - 7, ".nii.gz")) return n - 7;
-    if (n > 4 && !strcmp(name + n - 4, ".nii")) return n - 4;
-    return 0;
 }
 
 /* First of DIR/STEM.nii.gz, DIR/STEM.nii that exists, into out. */
@@ -104,7 +96,7 @@ int pack_discover_dir(const char *dir_in, PackInput **out)
     int n = 0, cap = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        size_t stem = nifti_stem(e->d_name);
+        size_t stem = nifti_name_stem(e->d_name);
         if (!stem) continue;
         char name[DATASET_NAME_LEN], image[DATASET_PATH_LEN + 300], label[DATASET_PATH_LEN + 300] = "";
         snprintf(image, sizeof image, "%s/%s", dir, e->d_name);
@@ -140,7 +132,7 @@ int pack_discover_dir(const char *dir_in, PackInput **out)
 }
 
 /* Whether [line, end) ends with suffix. */
-static int ends_with(const char *line, const char *end, const char *suffix)
+static int range_ends_with(const char *line, const char *end, const char *suffix)
 {
     const size_t n = strlen(suffix);
     return (size_t)(end - line) >= n && !strncmp(end - n, suffix, n);
@@ -156,8 +148,8 @@ static int starts_comment(const char *line, const char *p, int tab_mode)
     if (!tab_mode) return 1;
     const char *q = p;
     while (q > line && q[-1] == ' ') q--;
-    return q == line || q[-1] == '\t' || ends_with(line, q, ".nii") ||
-           ends_with(line, q, ".nii.gz");
+    return q == line || q[-1] == '\t' || range_ends_with(line, q, ".nii") ||
+           range_ends_with(line, q, ".nii.gz");
 }
 
 /* The fields of one list-file line, in place (at most 3: a third means too many). '#' starts a
@@ -233,7 +225,7 @@ int pack_discover_list(const char *list_file, PackInput **out)
             snprintf(label, sizeof label, "%s%s%s", b[0] == '/' ? "" : base,
                      b[0] == '/' ? "" : "/", b);
         const char *fname = strrchr(a, '/') ? strrchr(a, '/') + 1 : a;
-        size_t stem = nifti_stem(fname);
+        size_t stem = nifti_name_stem(fname);
         if (!stem) alice_die("%s:%d: %s is not a .nii or .nii.gz file", list_file, line_no, a);
         char name[DATASET_NAME_LEN];
         if (stem > 5 && !strncmp(fname + stem - 5, "_0000", 5)) stem -= 5;
