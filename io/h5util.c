@@ -23,6 +23,17 @@ static void h5_mutex_init(void)
     pthread_mutexattr_destroy(&a);
 }
 
+static void print_h5_stack(void)
+{
+    H5Eprint2(H5E_DEFAULT, stderr);
+}
+
+void h5_errors_to_alice(void)
+{
+    CHECK_H5(H5Eset_auto2(H5E_DEFAULT, NULL, NULL));
+    alice_set_h5_stack_printer(print_h5_stack);
+}
+
 void h5_lock(void)
 {
     pthread_once(&g_h5_once, h5_mutex_init);

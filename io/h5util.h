@@ -12,6 +12,13 @@
  * HDF5 calls that may run beside another thread's holds this one process-wide lock. Recursive,
  * so a section may call helpers (and other sections) that take it too. */
 void h5_lock(void);
+/* HDF5 stops printing its error stack at every failing call; CHECK_H5 prints it for internal
+ * errors instead (alice_set_h5_stack_printer), and a full disk, quota or file size limit ends
+ * with alice's message alone, not under a page of HDF5-DIAG lines from the later call where
+ * HDF5 met it (H5Dclose, a flush). Calls whose failure the caller handles print nothing, as
+ * under H5E_BEGIN_TRY. For programs (alice's main); call after MPI_Init, before other threads
+ * use HDF5 (the setting is the library's, or the thread's in a thread-safe build). */
+void h5_errors_to_alice(void);
 void h5_unlock(void);
 
 /* Creates `path`.tmp for writing; h5_commit closes it, forces it to the disk and renames it

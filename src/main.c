@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/log.h"
+#include "h5util.h"
 
 static const AliceCommand commands[] = {
     {"config", cmd_config, "print the resolved configuration or the key registry"},
@@ -50,6 +51,7 @@ int main(int argc, char **argv)
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
     CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &size));
     log_set_rank(rank, size);
+    h5_errors_to_alice();
     int rc = cmd->run(argc - 1, argv + 1);
     CHECK_MPI(MPI_Finalize());
     return rc;

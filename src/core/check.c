@@ -106,12 +106,17 @@ void alice_check_mpi_failed(int rc, const char *what, const char *file, int line
     alice_fatal_at(file, line, "MPI call failed (%s): %s", msg, what);
 }
 
+static void (*g_h5_stack_printer)(void);
+
+void alice_set_h5_stack_printer(void (*print)(void)) { g_h5_stack_printer = print; }
+
 void alice_check_h5_failed(int err, const char *what, const char *file, int line)
 {
     if (err == ENOSPC || err == EDQUOT || err == EFBIG)
         alice_die("an HDF5 write failed: %s (%s:%d: %s); free space on that file system (or "
                   "raise the quota or the file size limit), or write elsewhere; the files from "
                   "before are intact", strerror(err), file, line, what);
+    if (g_h5_stack_printer) g_h5_stack_printer();   /* HDF5's own account, for a bug report */
     alice_fatal_at(file, line, "HDF5 call failed: %s", what);
 }
 

@@ -37,6 +37,10 @@ void alice_mpi_init(int *argc, char ***argv);
  * metadata at any later call, not only at H5Dwrite) is the machine's, status 2 with the
  * system's reason; anything else an internal error (status 1). */
 _Noreturn void alice_check_h5_failed(int err, const char *what, const char *file, int line);
+/* Prints HDF5's error stack of the failed call (io/h5util.c registers it, h5_errors_to_alice):
+ * alice_check_h5_failed calls it for internal errors, never for a full disk, whose reason alice
+ * words itself. NULL (the default): HDF5 printed its stack itself as the call failed. */
+void alice_set_h5_stack_printer(void (*print)(void));
 #define CHECK_H5(call) ({ errno = 0; __typeof__(call) rc_ = (call); \
     if (rc_ < 0) { alice_check_h5_failed(errno, #call, __FILE__, __LINE__); } \
     rc_; })
