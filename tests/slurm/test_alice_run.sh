@@ -8,7 +8,7 @@
 #  - on SIGTERM (scancel; preemption, which Slurm requeues by itself) forwards it but does not
 #    requeue, unless ALICE_REQUEUE_ON_TERM=1;
 #  - in a job array, requeues its own task (ARRAYID_TASK), never the whole array;
-# and pack.sbatch's --force only when requeued, the error of a script submitted outside the
+# and pack.sbatch's --force only when requeued over its own data set, the error of a script submitted outside the
 # repository.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -75,27 +75,38 @@ rc=$(run_case usr1-array USR1 SLURM_ARRAY_JOB_ID=4242 SLURM_ARRAY_TASK_ID=1)
 echo "ok: an array task requeues only itself (4242_1)"
 
 
-# pack.sbatch: --force only for a requeued job; a first start leaves an existing data set to
-# alice pack's refusal
+# pack.sbatch: --force only for a requeued job whose earlier start wrote the data set (its id
+# in DATASET.slurm-job); a first start, and a requeued one facing a data set it never wrote
+# (the one that made its first start fail, or another submission's), leave it to alice pack's
+# refusal. Before, every requeued start passed --force and replaced such a data set.
 cat >"$T/alice-args" <<'SH'
 #!/usr/bin/env bash
 echo "$*" >>"$STUB/alice-args.log"
+# as alice pack: write --out (the stand-in of a finished pack)
+while [ $# -gt 0 ]; do [ "$1" = --out ] && echo packed >"$2"; shift; done
 SH
 chmod +x "$T/alice-args"
 mkdir -p "$T/nifti"
-for restart in 0 1; do
+pack_start() {  # pack_start LABEL RESTART_COUNT: runs pack.sbatch as job 4242
   rm -f "$T/alice-args.log"
-  (cd "$T" && ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args SLURM_RESTART_COUNT=$restart \
-     bash "$ROOT/slurm/pack.sbatch" "$T/nifti" "$T/out/ds.h5" > "$T/pack$restart.log" 2>&1) ||
-    { cat "$T/pack$restart.log"; fail "pack.sbatch (restart $restart) failed"; }
-  if [ $restart = 0 ]; then
-    ! grep -q -- "--force" "$T/alice-args.log" || fail "a first pack.sbatch start passed --force"
-  else
-    grep -q -- "pack --force --input" "$T/alice-args.log" ||
-      fail "a requeued pack.sbatch did not pass --force: $(cat "$T/alice-args.log")"
-  fi
-done
-echo "ok: pack.sbatch passes --force only when requeued"
+  (cd "$T" && ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args SLURM_RESTART_COUNT=$2 \
+     bash "$ROOT/slurm/pack.sbatch" "$T/nifti" "$T/out/ds.h5" > "$T/pack_$1.log" 2>&1) ||
+    { cat "$T/pack_$1.log"; fail "pack.sbatch ($1) failed"; }
+}
+passed_force() { grep -q -- "pack --force --input" "$T/alice-args.log"; }
+pack_start first 0
+! passed_force || fail "a first pack.sbatch start passed --force"
+[ "$(cat "$T/out/ds.h5.slurm-job")" = 4242 ] || fail "the first start did not record job 4242"
+pack_start own-requeue 1     # the data set now exists, written by this job
+passed_force || fail "a requeued start did not pass --force for its own data set: $(cat "$T/alice-args.log")"
+echo 9999 > "$T/out/ds.h5.slurm-job"   # the data set another job wrote
+pack_start other-requeue 1
+! passed_force || fail "a requeued start passed --force over another job's data set"
+rm -f "$T/out/ds.h5.slurm-job"         # a data set from before any pack.sbatch (none recorded)
+pack_start unowned-requeue 1
+! passed_force || fail "a requeued start passed --force over a data set no job of its recorded"
+[ ! -e "$T/out/ds.h5.slurm-job" ] || fail "a start facing an existing data set claimed it"
+echo "ok: pack.sbatch passes --force only when requeued over its own data set"
 
 # a batch script that cannot find slurm/common.sh says where it looked and what to do
 mkdir -p "$T/elsewhere"
