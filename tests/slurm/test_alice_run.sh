@@ -108,6 +108,19 @@ pack_start unowned-requeue 1
 [ ! -e "$T/out/ds.h5.slurm-job" ] || fail "a start facing an existing data set claimed it"
 echo "ok: pack.sbatch passes --force only when requeued over its own data set"
 
+# pack.sbatch phantoms:N generates into DATASET's folder under phantoms/ and packs that folder:
+# the phantoms an earlier, larger N left there must go first (they were packed too)
+mkdir -p "$T/ph/phantoms/imagesTr" "$T/ph/phantoms/labelsTr"
+touch "$T/ph/phantoms/imagesTr/case0007_0000.nii.gz" "$T/ph/phantoms/labelsTr/case0007.nii.gz"
+rm -f "$T/alice-args.log"
+(cd "$T" && ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args bash "$ROOT/slurm/pack.sbatch" phantoms:2 \
+   "$T/ph/ds.h5" > "$T/pack_phantoms.log" 2>&1) || { cat "$T/pack_phantoms.log"; fail "pack.sbatch phantoms:2 failed"; }
+grep -q "^phantom --out $T/ph/phantoms --cases 2" "$T/alice-args.log" ||
+  fail "pack.sbatch phantoms:2 did not generate 2 phantoms: $(cat "$T/alice-args.log")"
+[ ! -e "$T/ph/phantoms/imagesTr/case0007_0000.nii.gz" ] && [ ! -e "$T/ph/phantoms/labelsTr/case0007.nii.gz" ] ||
+  fail "pack.sbatch phantoms:2 left an earlier run's phantom to be packed"
+echo "ok: pack.sbatch phantoms:N packs the N phantoms it generated, none left from before"
+
 # a batch script that cannot find slurm/common.sh says where it looked and what to do
 mkdir -p "$T/elsewhere"
 if (cd "$T/elsewhere" && SLURM_SUBMIT_DIR=$T/elsewhere bash "$ROOT/slurm/pretrain.sbatch" x y \
