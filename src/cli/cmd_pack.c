@@ -314,6 +314,12 @@ int cmd_pack(int argc, char **argv)
     if (strlen(out) + TMP_SUFFIX_MAX > DATASET_PATH_LEN)
         alice_die("alice pack: --out %s is longer than %d characters; use a shorter path", out,
                   (int)(DATASET_PATH_LEN - TMP_SUFFIX_MAX));
+    char out_target[DATASET_PATH_LEN];
+    if (output_link_target(out, out_target, sizeof out_target - TMP_SUFFIX_MAX)) {
+        log_info("alice pack: --out %s is a symbolic link: writing its target %s", out,
+                 out_target);
+        out = out_target;
+    }
     const float *spacing = cfg.spacing;   /* validated by the key's type and range */
     const int max_label = cfg.num_classes - 1;
 

@@ -101,6 +101,25 @@ void describe_create_failure(const char *path, char *why, size_t size)
                  "HDF5_USE_FILE_LOCKING=FALSE)", dir);
 }
 
+int output_link_target(const char *path, char *out, size_t n)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISLNK(st.st_mode)) {
+        snprintf(out, n, "%s", path);
+        return 0;
+    }
+    char *target = realpath(path, NULL);
+    if (!target)
+        alice_die("%s is a symbolic link to nothing (%s); point it at the file to write, or "
+                  "remove it", path, strerror(errno));
+    if (strlen(target) >= n)
+        alice_die("%s is a symbolic link to %s, a path longer than %zu characters; write to a "
+                  "shorter path", path, target, n - 1);
+    snprintf(out, n, "%s", target);
+    free(target);
+    return 1;
+}
+
 void absolute_path(const char *path, char *out, size_t n)
 {
     char *resolved = path[0] ? realpath(path, NULL) : NULL;

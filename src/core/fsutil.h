@@ -30,5 +30,11 @@ void describe_create_failure(const char *path, char *why, size_t size);
  * the file when read from another working directory; "" stays "", and a path that does not
  * resolve (or does not fit) is copied as given. */
 void absolute_path(const char *path, char *out, size_t n);
+/* An output about to be replaced through a temporary file and a rename: when `path` is a
+ * symbolic link (data/dataset.h5 -> /scratch/...), the rename would replace the link by a
+ * regular file beside it and leave its target stale, so the target is written instead: its
+ * resolved path goes into out (n bytes) and 1 is returned; else path is copied and 0 returned.
+ * A link to nothing, or a target longer than n, ends the job naming the link and the fix. */
+int output_link_target(const char *path, char *out, size_t n);
 
 #endif
