@@ -51,6 +51,28 @@ static void job_tmp_name(char *tmp, size_t size, const char *out, int rank)
     snprintf(tmp, size, "%s%s", out, suffix);
 }
 
+/* Folds without a labelled case, when some case has a label (a data set for pre-training alone
+ * has none, and needs none): alice finetune refuses such a fold, which a chain of Slurm jobs
+ * would find out only after the whole pre-training. Said now, with the fix. */
+static void warn_unlabelled_folds(const int *fold_labelled, int num_folds, const char *out)
+{
+    int labelled = 0, empty = 0;
+    char list[256] = "";
+    for (int k = 0; k < num_folds; k++) {
+        labelled += fold_labelled[k];
+        if (fold_labelled[k]) continue;
+        const size_t used = strlen(list);
+        if (used + 16 < sizeof list)
+            snprintf(list + used, sizeof list - used, "%s%d", empty ? ", " : "", k);
+        empty++;
+    }
+    if (labelled == 0 || empty == 0) return;
+    log_warn("alice pack: %d of the %d folds of %s hold no labelled case (folds %s; %d labelled "
+             "case(s) in all): alice finetune refuses those folds; pack again with num_folds = "
+             "%d or fewer, or with more labelled cases, if you will fine-tune on every fold",
+             empty, num_folds, out, list, labelled, labelled < num_folds ? labelled : num_folds - 1);
+}
+
 /* Temporary files of earlier packs of `out` left in its folder (a pack killed before its
  * rename), or of one writing it now: named, with their sizes, so the space can be reclaimed.
  * Called before this job creates its own. */
@@ -369,6 +391,7 @@ int cmd_pack(int argc, char **argv)
     CaseStatus *status = xmalloc(sizeof(CaseStatus) * (size_t)nranks);
     char **skipped = xcalloc((size_t)n, sizeof(char *));
     int nskipped = 0, failed = 0;
+    int *fold_labelled = xcalloc((size_t)cfg.num_folds, sizeof(int));   /* written, labelled */
     for (int base = 0; base < n && !failed; base += nranks) {
         const int c = base + rank;
         CaseStatus mine = {.index = -1, .ok = 0, .error = ""};
@@ -383,6 +406,9 @@ int cmd_pack(int argc, char **argv)
         }
         CHECK_MPI(MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, status, (int)sizeof mine, MPI_BYTE,
                                 MPI_COMM_WORLD));
+        for (int r = 0; r < nranks; r++)
+            if (status[r].index >= 0 && status[r].ok && cases[status[r].index].label[0])
+                fold_labelled[fold[status[r].index]]++;
         for (int r = 0; r < nranks; r++) {
             if (status[r].index < 0 || status[r].ok) continue;
             if (rank == 0) fprintf(stderr, "alice: %s: %s\n", keep_going ? "skipping" : "error", status[r].error);
@@ -439,12 +465,14 @@ int cmd_pack(int argc, char **argv)
                 log_info("alice pack: skipped %d case(s):", nskipped);
                 for (int i = 0; i < nskipped; i++) log_info("  %s", skipped[i]);
             }
+            warn_unlabelled_folds(fold_labelled, cfg.num_folds, out);
         }
     }
     h5_pending_done(tmp);   /* renamed by rank 0 (or removed above) */
     for (int i = 0; i < nskipped; i++) free(skipped[i]);
     free(skipped);
     free(fold);
+    free(fold_labelled);
     free(cases);
     CHECK_MPI(MPI_Barrier(MPI_COMM_WORLD));
     return rc;
