@@ -202,6 +202,19 @@ if [ -z "$labels" ] && [ "$own_truth" = 0 ]; then
 fi
 [ -n "$labels" ] && [ "$own_truth" = 1 ] &&
   fail "give the ground truth once: --labels DIR or --eval-args \"--data/--labels ...\", not both"
+# Every fold needs a labelled case: alice finetune refuses a fold without one, which would show
+# only after the whole pre-training (alice pack deals the folds over the cases and warns).
+labelled=
+case $input in
+  phantoms:*) labelled=${input#phantoms:} ;;
+  ?*) [ -n "$labels" ] && [ -d "$labels" ] &&
+        labelled=$(find "$labels" -maxdepth 1 \( -name '*.nii.gz' -o -name '*.nii' \) | wc -l) ;;
+esac
+if [[ $labelled =~ ^[0-9]+$ ]] && [ "$labelled" -gt 0 ] && [ "$labelled" -lt "$folds" ]; then
+  fail "--input $input holds $labelled labelled case(s) for $folds folds: folds $labelled-$((folds - 1))" \
+    "would hold none, and their fine-tuning would fail after the whole pre-training; give" \
+    "--folds $labelled or fewer, or more labelled cases"
+fi
 eval_truth=()
 [ -n "$labels" ] && eval_truth=(--labels "$labels")
 # --dataset without --labels: the data set's own labels (alice eval --data scores against

@@ -15,7 +15,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$ROOT"
 chain() {
-  ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run" --input phantoms:4 \
+  ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run" --input phantoms:5 \
     --pretrain-config jobs/pretrain_tiny.cfg --finetune-config jobs/finetune_tiny.cfg \
     --dry-run "$@"
 }
@@ -80,3 +80,15 @@ else
 fi
 echo "ok: the eval's truth is the automatic labels, or --eval-args' own alone; both refused;" \
   "phantoms scored as FLARE"
+# Fewer labelled cases than folds: refused at submission, naming the empty folds and the fix
+# (it had gone through, and the folds without a labelled case failed after the pre-training).
+if ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run3" --input phantoms:3 \
+     --pretrain-config jobs/pretrain_tiny.cfg --finetune-config jobs/finetune_tiny.cfg \
+     --dry-run > "$tmp/few.log" 2>&1 ||
+   ! grep -q "phantoms:3 holds 3 labelled case(s) for 5 folds: folds 3-4 would hold none.*--folds 3 or fewer" "$tmp/few.log"; then
+  cat "$tmp/few.log"; echo "FAIL: 3 labelled phantoms for 5 folds not refused with the fix"; exit 1
+fi
+ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run3" --input phantoms:3 --folds 3 \
+  --pretrain-config jobs/pretrain_tiny.cfg --finetune-config jobs/finetune_tiny.cfg \
+  --dry-run > "$tmp/few3.log" 2>&1 || { cat "$tmp/few3.log"; echo "FAIL: phantoms:3 --folds 3 refused"; exit 1; }
+echo "ok: fewer labelled cases than folds refused at submission; --folds to match accepted"

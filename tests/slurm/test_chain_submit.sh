@@ -37,7 +37,7 @@ SH
 chmod +x "$T/bin/"*
 export STUB=$T PATH=$T/bin:$PATH ALICE_GPUS=0 ALICE_BIN=$ALICE
 chain() {
-  bash "$ROOT/slurm/chain.sh" --run-dir "$T/run" --input phantoms:4 \
+  bash "$ROOT/slurm/chain.sh" --run-dir "$T/run" --input phantoms:5 \
     --pretrain-config "$ROOT/jobs/pretrain_tiny.cfg" \
     --finetune-config "$ROOT/jobs/finetune_tiny.cfg" "$@"
 }
