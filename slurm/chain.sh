@@ -183,6 +183,50 @@ split_words pretrain_words "$pretrain_args"
 split_words finetune_words "$finetune_args"
 split_words infer_words "$infer_args"
 split_words eval_words "$eval_args"
+
+# The job files as they are at submission: every stage reads copies in RUN_DIR/jobs/, so editing
+# jobs/*.cfg while the chain waits cannot give the folds of one cross-validation different
+# settings (each array task starts when a GPU frees up), nor change the evaluation.
+# freeze_config FILE NAME: prints the copy's path (a dry run writes nothing: FILE itself).
+freeze_config() {
+  if [ "$dry_run" = 1 ]; then echo "$1"; return 0; fi
+  mkdir -p "$run_dir/jobs" && cp "$1" "$run_dir/jobs/$2.tmp.$$" &&
+    mv "$run_dir/jobs/$2.tmp.$$" "$run_dir/jobs/$2" ||
+    { echo "chain.sh: error: cannot copy the job file '$1' into $run_dir/jobs" >&2; return 2; }
+  echo "$run_dir/jobs/$2"
+}
+# freeze_overlays STAGE WORD...: sets frozen to the WORDs with each overlay job file
+# (`--config FILE`, `-c FILE`, `--config=FILE`) replaced by its copy STAGE_overlay<k>.cfg.
+freeze_overlays() {
+  local stage=$1 k=0 pending=0 w copy
+  shift
+  frozen=()
+  for w in "$@"; do
+    if [ $pending = 1 ]; then
+      [ -r "$w" ] || fail "job file '$w' (--config in the $stage arguments) not found"
+      copy=$(freeze_config "$w" "${stage}_overlay$k.cfg") || exit 2
+      frozen+=("$copy"); k=$((k + 1)); pending=0
+    elif [ "$w" = --config ] || [ "$w" = -c ]; then
+      frozen+=("$w"); pending=1
+    elif [[ $w == --config=* ]]; then
+      [ -r "${w#--config=}" ] || fail "job file '${w#--config=}' (--config in the $stage arguments) not found"
+      copy=$(freeze_config "${w#--config=}" "${stage}_overlay$k.cfg") || exit 2
+      frozen+=("--config=$copy"); k=$((k + 1))
+    else
+      frozen+=("$w")
+    fi
+  done
+  [ $pending = 0 ] || fail "--config needs a job file after it (in the $stage arguments)"
+}
+pretrain_cfg=$(freeze_config "$pretrain_cfg" pretrain.cfg) || exit 2
+finetune_cfg=$(freeze_config "$finetune_cfg" finetune.cfg) || exit 2
+eval_cfg=$(freeze_config "$eval_cfg" eval.cfg) || exit 2
+freeze_overlays pretrain ${pretrain_words[@]+"${pretrain_words[@]}"}
+pretrain_words=(${frozen[@]+"${frozen[@]}"})
+freeze_overlays finetune ${finetune_words[@]+"${finetune_words[@]}"}
+finetune_words=(${frozen[@]+"${frozen[@]}"})
+freeze_overlays eval ${eval_words[@]+"${eval_words[@]}"}
+eval_words=(${frozen[@]+"${frozen[@]}"})
 # --eval-args naming its own truth (--data or --labels) takes no automatic one: alice eval
 # refuses two sources of truth, which would only show after the whole chain had run.
 own_truth=0 own_label_set=0

@@ -6,7 +6,8 @@
 #  - a submission that fails (the third: fine-tuning) cancels the two held jobs before it,
 #    releases nothing, and jobs.txt says the chain was cancelled;
 #  - a second chain into a run directory whose jobs.txt lists jobs still in the queue is
-#    refused before any sbatch; once they have left the queue it is submitted.
+#    refused before any sbatch; once they have left the queue it is submitted;
+#  - every stage gets the job files (and overlays) copied into RUN_DIR/jobs/ at submission.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ALICE=${ALICE:-$ROOT/bin/alice}
@@ -77,3 +78,25 @@ rm -f "$T/queue"
 chain >"$T/out4" 2>&1 ||
   { cat "$T/out4"; fail "the chain was refused after its jobs had left the queue"; }
 echo "ok: a chain still queued is not submitted twice into its run directory"
+
+# 4. The job files as they were at submission: every stage gets the copies in RUN_DIR/jobs/
+# (overlays given among a stage's arguments too), so an edit while the chain waits changes
+# none of them (the fine-tuning folds had read the job file at each task's first start).
+reset
+cp "$ROOT/jobs/finetune_tiny.cfg" "$T/ft.cfg"
+cp "$ROOT/jobs/pretrain_tiny.cfg" "$T/overlay.cfg"
+bash "$ROOT/slurm/chain.sh" --run-dir "$T/run5" --input phantoms:5 \
+  --pretrain-config "$ROOT/jobs/pretrain_tiny.cfg" --finetune-config "$T/ft.cfg" \
+  --pretrain-args "--config $T/overlay.cfg steps=3" >"$T/out5" 2>&1 ||
+  { cat "$T/out5"; fail "the chain with an overlay was not submitted"; }
+echo "lr = 0.5" >>"$T/ft.cfg"   # edited after submission
+grep "finetune.sbatch" "$T/sbatch.log" | grep -q "finetune.sbatch $T/run5/jobs/finetune.cfg " ||
+  fail "fine-tuning was not given the frozen copy: $(grep finetune.sbatch "$T/sbatch.log")"
+grep "pretrain.sbatch" "$T/sbatch.log" |
+  grep -q "pretrain.sbatch $T/run5/jobs/pretrain.cfg .*--config $T/run5/jobs/pretrain_overlay0.cfg steps=3" ||
+  fail "pre-training was not given frozen copies: $(grep pretrain.sbatch "$T/sbatch.log")"
+grep "eval.sbatch" "$T/sbatch.log" | grep -q "eval.sbatch $T/run5/jobs/eval.cfg " ||
+  fail "eval was not given the frozen copy: $(grep eval.sbatch "$T/sbatch.log")"
+! grep -q "lr = 0.5" "$T/run5/jobs/finetune.cfg" || fail "the frozen copy followed the edit"
+cmp -s "$T/overlay.cfg" "$T/run5/jobs/pretrain_overlay0.cfg" || fail "the overlay's copy differs"
+echo "ok: every stage reads the job files copied at submission (overlays too); a later edit changes none"
