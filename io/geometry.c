@@ -369,9 +369,18 @@ void geometry_pack_case(const float *image, const float *label, const int dim[3]
     memcpy(g->spacing, target_spacing, sizeof g->spacing);
 }
 
+void geometry_source_edge_faces(const int orig_dim[3], const double orig_affine[4][4],
+                                const float target_spacing[3], const int crop_hi[3],
+                                int edge_high[3])
+{
+    int resampled[3];
+    geometry_pack_resampled_dim(orig_dim, orig_affine, target_spacing, resampled);
+    for (int a = 0; a < 3; a++) edge_high[a] = crop_hi[a] == resampled[a];
+}
+
 void geometry_original_index_map(const int packed_dim[3], const double packed_affine[4][4],
                                  const int orig_dim[3], const double orig_affine[4][4],
-                                 int64_t *index)
+                                 const int edge_high[3], int64_t *index)
 {
     double inv[4][4], m[4][4];
     if (affine_invert(packed_affine, inv) != 0)
@@ -388,9 +397,10 @@ void geometry_original_index_map(const int packed_dim[3], const double packed_af
                     /* The resampled grid's round(n in/out) voxels can end up to 1.5 packed
                      * voxels short of the source's last voxel (downsampling, n in/out rounded
                      * down): those source voxels take the nearest packed one, as the
-                     * resampling let samples past the source's edge take the edge value. */
-                    if (p[a] < 0 && c >= -1.5) p[a] = 0;
-                    if (p[a] >= packed_dim[a] && c < packed_dim[a] + 0.5) p[a] = packed_dim[a] - 1;
+                     * resampling let samples past the source's edge take the edge value. Only
+                     * at a high face the body crop left alone: past a cropped face lies air. */
+                    if (edge_high[a] && p[a] >= packed_dim[a] && c < packed_dim[a] + 0.5)
+                        p[a] = packed_dim[a] - 1;
                     if (p[a] < 0 || p[a] >= packed_dim[a]) inside = 0;
                 }
                 index[((size_t)i * orig_dim[1] + j) * orig_dim[2] + k] =
@@ -401,11 +411,12 @@ void geometry_original_index_map(const int packed_dim[3], const double packed_af
 
 void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
                                 const double packed_affine[4][4], const int orig_dim[3],
-                                const double orig_affine[4][4], uint8_t *out)
+                                const double orig_affine[4][4], const int edge_high[3],
+                                uint8_t *out)
 {
     const size_t n = (size_t)orig_dim[0] * orig_dim[1] * orig_dim[2];
     int64_t *index = xmalloc(n * sizeof *index);
-    geometry_original_index_map(packed_dim, packed_affine, orig_dim, orig_affine, index);
+    geometry_original_index_map(packed_dim, packed_affine, orig_dim, orig_affine, edge_high, index);
     geometry_gather_labels(index, n, packed, out);
     free(index);
 }

@@ -70,15 +70,27 @@ void geometry_pack_case(const float *image, const float *label, const int dim[3]
                         const double affine[4][4], const float target_spacing[3], PackGeometry *g,
                         float **image_out, uint8_t **label_out);
 
+/* The axes whose packed box ends where the resampled grid ends (crop_hi = the resampled dim:
+ * the body crop left that high face alone), from a case's source grid, target spacing and crop
+ * box: edge_high[a] = 1 there. Only such a face may fall short of the source's last voxel (the
+ * resampled grid's round(n in/out) voxels, downsampling); a low face never does (packed voxel
+ * 0 of the resampled grid sits on source voxel 0), nor one the crop cut. */
+void geometry_source_edge_faces(const int orig_dim[3], const double orig_affine[4][4],
+                                const float target_spacing[3], const int crop_hi[3],
+                                int edge_high[3]);
+
 /* Where each voxel of a case's original grid takes its value from on the packed grid:
  * index[i] (i = original voxel, C order; orig_dim voxels) is the flat C-order index of the
  * nearest packed voxel through inv(packed_affine) @ orig_affine, or GEOMETRY_OUTSIDE when that
- * falls outside the packed box (the body crop only removes air). One map serves every
- * per-voxel payload of a prediction (labels, class probabilities), so all are mapped alike. */
+ * falls outside the packed box (the body crop only removes air). Along an axis with
+ * edge_high[a] (geometry_source_edge_faces), a packed coordinate in [n - 0.5, n + 0.5) takes
+ * the face voxel n - 1: those source voxels lie past the resampled grid's end, not outside the
+ * body. One map serves every per-voxel payload of a prediction (labels, class probabilities),
+ * so all are mapped alike. */
 #define GEOMETRY_OUTSIDE ((int64_t)-1)
 void geometry_original_index_map(const int packed_dim[3], const double packed_affine[4][4],
                                  const int orig_dim[3], const double orig_affine[4][4],
-                                 int64_t *index);
+                                 const int edge_high[3], int64_t *index);
 
 /* out[i] = packed[index[i]] for the n voxels of an index map, 0 (background) where it is
  * GEOMETRY_OUTSIDE. */
@@ -89,7 +101,8 @@ void geometry_gather_labels(const int64_t *index, size_t n, const uint8_t *packe
  * orig_dim voxels. */
 void geometry_label_to_original(const uint8_t *packed, const int packed_dim[3],
                                 const double packed_affine[4][4], const int orig_dim[3],
-                                const double orig_affine[4][4], uint8_t *out);
+                                const double orig_affine[4][4], const int edge_high[3],
+                                uint8_t *out);
 
 /* 4x4 affine helpers. */
 void affine_multiply(const double a[4][4], const double b[4][4], double out[4][4]);

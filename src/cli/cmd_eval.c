@@ -431,8 +431,11 @@ static void score_case(const EvalCase *c, Dataset *ds, const LabelSet *set,
         if (c->truth_kind == TRUTH_PACKED_MAPPED) {
             const size_t n = (size_t)dc->orig_dim[0] * dc->orig_dim[1] * dc->orig_dim[2];
             uint8_t *back = xmalloc(n);
+            int edge_high[3];
+            geometry_source_edge_faces(dc->orig_dim, (const double (*)[4])dc->orig_affine,
+                                       dc->spacing, dc->crop_hi, edge_high);
             geometry_label_to_original(truth, td, (const double (*)[4])ta, dc->orig_dim,
-                                       (const double (*)[4])dc->orig_affine, back);
+                                       (const double (*)[4])dc->orig_affine, edge_high, back);
             free(truth);
             truth = back;
             memcpy(td, dc->orig_dim, sizeof td);

@@ -36,7 +36,10 @@ void prediction_write_original(const DatasetCase *c, const uint8_t *labels, cons
 {
     const size_t n = (size_t)c->orig_dim[0] * c->orig_dim[1] * c->orig_dim[2];
     int64_t *index = xmalloc(n * sizeof *index);
-    geometry_original_index_map(packed_dim, packed_affine, c->orig_dim, c->orig_affine, index);
+    int edge_high[3];
+    geometry_source_edge_faces(c->orig_dim, c->orig_affine, c->spacing, c->crop_hi, edge_high);
+    geometry_original_index_map(packed_dim, packed_affine, c->orig_dim, c->orig_affine, edge_high,
+                                index);
     uint8_t *orig = xmalloc(n);
     geometry_gather_labels(index, n, labels, orig);
     /* the source's sform/qform codes: readers place both files alike, even a source with

@@ -83,10 +83,16 @@ def index_map(name):
     ijk = np.indices(odim).reshape(3, -1).astype(np.float64)
     c = m[:3, :3] @ ijk + m[:3, 3:4]
     p = np.floor(c + 0.5).astype(np.int64)
-    # docs/FORMAT.md: within [-1.5, -0.5) and [n - 0.5, n + 0.5) the face voxel
-    p = np.where((p < 0) & (c >= -1.5), 0, p)
+    # docs/FORMAT.md: within [n - 0.5, n + 0.5) the face voxel n - 1, along the axes whose high
+    # face the body crop left alone (crop_box's end = the resampled grid's round(n in/out))
+    aff = np.array(g.attrs["original_affine"], dtype=np.float64)
+    ras_axis = [int(a) for a in g.attrs["ras_axis"]]
+    in_sp = [float(np.float32(np.linalg.norm(aff[:3, ax]))) for ax in ras_axis]
+    out_sp = [float(np.float32(s)) for s in g.attrs["spacing"]]
+    resampled = [max(1, math.floor(odim[ax] * i / o + 0.5)) for ax, i, o in zip(ras_axis, in_sp, out_sp)]
+    edge_high = np.array([int(g.attrs["crop_box"][1][a]) == resampled[a] for a in range(3)])[:, None]
     n = pdim[:, None]
-    p = np.where((p >= n) & (c < n + 0.5), n - 1, p)
+    p = np.where(edge_high & (p >= n) & (c < n + 0.5), n - 1, p)
     inside = np.all((p >= 0) & (p < n), axis=0)
     flat = np.where(inside, (p[0] * pdim[1] + p[1]) * pdim[2] + p[2], -1)
     return flat.reshape(odim), odim
