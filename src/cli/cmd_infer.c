@@ -32,7 +32,9 @@ static void usage(void)
     printf("usage: alice infer --checkpoint CKPT --data dataset.h5 --out DIR [--cases fold:K|all]\n"
            "                   [--probs [--probs-type float32|uint8]] [key=value ...]\n"
            "  Predicts every selected case of a packed data set with the fine-tuned UNETR in CKPT\n"
-           "  (its stored configuration; key=value overrides e.g. sw_overlap, batch, device):\n"
+           "  (its stored configuration; key=value overrides e.g. sw_overlap, batch, device; the\n"
+           "  keys of the network and its input, crop, patch, widths, num_classes, window_lo/hi,\n"
+           "  are the checkpoint's and refused):\n"
            "  Gaussian-weighted sliding windows of the training crop (overlap sw_overlap), argmax,\n"
            "  mapped back to the case's original grid and affine, written as DIR/<case>.nii.gz\n"
            "  (uint8 labels, same shape and affine as the source image).\n"
@@ -52,6 +54,41 @@ static void usage(void)
            "                   1/510; 1 x K bytes per voxel. Where two classes round to the same\n"
            "                   value the stored argmax can differ from the label file, which is\n"
            "                   the prediction.\n");
+}
+
+/* The value line "key = value" of key in config text, or NULL; *len its length. */
+static const char *key_line(const char *text, const char *key, size_t *len)
+{
+    const size_t k = strlen(key);
+    for (const char *l = text; *l; l += strcspn(l, "\n") + (l[strcspn(l, "\n")] == '\n')) {
+        if (!strncmp(l, key, k) && (l[k] == ' ' || l[k] == '=')) {
+            *len = strcspn(l, "\n");
+            return l;
+        }
+    }
+    return NULL;
+}
+
+/* Keys that define the network the checkpoint holds or the input it was trained on: an
+ * override of one runs another network than the one fine-tuned. crop changes no weight's shape
+ * (the window, token grid and position table do change), so the load would not refuse it; the
+ * written predictions would name the checkpoint alone. */
+static void refuse_model_overrides(const char *ckpt, const Config *stored, const Config *cfg)
+{
+    static const char *const model_keys[] = {"crop", "patch", "embed_dim", "depth", "heads",
+                                             "mlp_dim", "feature_size", "num_classes",
+                                             "window_lo", "window_hi", NULL};
+    char *then = config_to_text(stored), *now = config_to_text(cfg);
+    for (int i = 0; model_keys[i]; i++) {
+        size_t lt = 0, ln = 0;
+        const char *t = key_line(then, model_keys[i], &lt), *n = key_line(now, model_keys[i], &ln);
+        if (t && n && (lt != ln || strncmp(t, n, lt)))
+            alice_die("alice infer: %.*s, but %s was fine-tuned with %.*s: the network would see "
+                      "other inputs than it was trained on (or be another network); drop that "
+                      "key=value: infer uses the checkpoint's own", (int)ln, n, ckpt, (int)lt, t);
+    }
+    free(then);
+    free(now);
 }
 
 /* The model sees voxels at the spacing it was fine-tuned at, or a data set repacked to it: a
@@ -122,13 +159,15 @@ int cmd_infer(int argc, char **argv)
         alice_die("%s is a %s checkpoint: alice infer needs a fine-tuned UNETR (alice finetune's "
                   "ckpt_best.h5 or ckpt_<step>.h5)", ckpt, kind[0] ? kind : "kindless");
     free(kind);
-    Config cfg;
+    Config cfg, stored;
     checkpoint_stored_config(ckpt, &cfg);
+    stored = cfg;
     for (int i = 0; i < noverrides; i++) {
         int k = 0;
         char **one = &overrides[i];
         cli_config_arg(&cfg, 1, one, &k);
     }
+    refuse_model_overrides(ckpt, &stored, &cfg);
     config_validate(&cfg);
     Dist dist;
     const AliceBackend *be = train_begin(&cfg, &dist);

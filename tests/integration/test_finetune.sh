@@ -117,6 +117,23 @@ if "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fo
 grep -q "a file of that name exists" "$T/bad.log" ||
   { tail -3 "$T/bad.log"; fail "no clear message for a file as --out"; }
 echo "ok: spacing recorded and checked; a file as --out refused"
+# the network and its input are the checkpoint's: crop changes no weight's shape (the load
+# would not refuse it) but another window, token grid and position table ran silently; a key
+# given at the checkpoint's own value, and an inference key, are fine
+stored_crop=$("$PYTHON" -c "import h5py,re,sys; t=h5py.File(sys.argv[1],'r').attrs['config']; \
+t=t.decode() if isinstance(t, bytes) else str(t); print(re.search(r'^crop *= *([0-9,]+)', t, re.M).group(1))" \
+  "$T/ft/ckpt_best.h5") || fail "no crop in ckpt_best.h5's config"
+[ "$stored_crop" != 48,48,48 ] || fail "the test's refused crop is the stored one"
+for kv in crop=48,48,48 window_lo=-500 num_classes=9; do
+  if "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 \
+      --out "$T/pred_kv" "$kv" > "$T/bad.log" 2>&1; then fail "infer accepted the override $kv"; fi
+  grep -q "alice infer: ${kv%%=*} = .*, but $T/ft/ckpt_best.h5 was fine-tuned with ${kv%%=*} = " "$T/bad.log" ||
+    { tail -3 "$T/bad.log"; fail "no clear message for the override $kv"; }
+done
+[ ! -e "$T/pred_kv" ] || fail "a refused infer created its --out"
+run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 \
+  --out "$T/pred_same" sw_overlap=0.25 crop="$stored_crop"
+echo "ok: overrides of the network's keys refused (crop, window_lo, num_classes); inference keys taken"
 # the predictions carry their sources' sform/qform codes: a source with neither (pixdim alone,
 # which nibabel reads x flipped) and one with an "aligned" sform only each open, in nibabel,
 # exactly where their source does
