@@ -157,6 +157,12 @@ alice_run() {
       alice_log "alice checkpointed and stopped (status $rc); not requeued: $why_not;" \
         "resubmit to resume"
     fi
+  elif [ "$rc" -ne 0 ] && [ "$ALICE_LAUNCHER" = srun ] && [ -z "${SLURM_JOB_ID:-}" ]; then
+    # srun itself fails outside an allocation ("Could not establish a configuration source"
+    # or a new allocation refused): alice may never have started
+    alice_log "the launcher (srun) or alice failed with status $rc outside a Slurm job" \
+      "(SLURM_JOB_ID is unset): submit the script with sbatch, or run it here with" \
+      "ALICE_LAUNCHER=mpirun"
   elif [ "$rc" -ne 0 ]; then
     alice_log "alice failed with status $rc (see the messages above)"
   fi

@@ -129,3 +129,16 @@ want="slurm/common.sh not found under '$T/elsewhere': submit from the repository
 grep -q "$want, or set ALICE_HOME" "$T/nocommon.log" ||
   { cat "$T/nocommon.log"; fail "no clear error without slurm/common.sh"; }
 echo "ok: a script submitted outside the repository names the fix"
+
+# a script run outside Slurm with the default launcher: srun fails without an allocation, and
+# the log says so and names the fix (it had said "alice failed with status 1")
+mkdir -p "$T/nosrun"
+printf '#!/usr/bin/env bash\necho "srun: fatal: Could not establish a configuration source" >&2\nexit 1\n' \
+  > "$T/nosrun/srun"
+chmod +x "$T/nosrun/srun"
+if (cd "$T" && env -u SLURM_JOB_ID PATH="$T/nosrun:$PATH" ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args \
+      bash "$ROOT/slurm/pack.sbatch" "$T/nifti" "$T/out2/ds.h5" > "$T/nosrun.log" 2>&1); then
+  fail "pack.sbatch succeeded although srun failed"; fi
+grep -q "the launcher (srun) or alice failed with status 1 outside a Slurm job.*ALICE_LAUNCHER=mpirun" \
+  "$T/nosrun.log" || { cat "$T/nosrun.log"; fail "no launcher hint outside Slurm"; }
+echo "ok: srun failing outside a Slurm job is named, with ALICE_LAUNCHER=mpirun as the fix"
