@@ -107,8 +107,9 @@ typedef struct {
 } CaseStatus;
 
 /* The resampled grid of a case must be a volume (2 voxels per axis at least) that fits in
- * memory: a target spacing typed 10x too fine (spacing=0.05) or a header's voxel size in the
- * wrong unit asked for hundreds of GB and ended in an allocation failure naming no case. */
+ * memory with the source-grid copies packing holds: a target spacing typed 10x too fine
+ * (spacing=0.05), a header's voxel size in the wrong unit, or too little memory per rank
+ * ended in an allocation failure naming no case. */
 static int resampled_grid_problem(const PackInput *in, const int dim[3], const double affine[4][4],
                                   const float spacing[3], char *err, size_t errlen)
 {
@@ -125,8 +126,12 @@ static int resampled_grid_problem(const PackInput *in, const int dim[3], const d
                      dim[1], dim[2]);
             return -1;
         }
-    /* the resampled image and label (fp32 each while resampling) and the packed uint8 label */
-    const double need = (double)rd[0] * rd[1] * rd[2] * (2 * sizeof(float) + 1);
+    /* Beside the image already read (n floats): the label as floats and both reoriented to RAS
+     * (geometry_pack_case holds all four at once), then the resampled image and label (fp32
+     * each while resampling) and the packed uint8 label. */
+    const double n = (double)dim[0] * dim[1] * dim[2];
+    const double need = n * sizeof(float) * (in->label[0] ? 3 : 1) +
+                        (double)rd[0] * rd[1] * rd[2] * (2 * sizeof(float) + 1);
     const double room = host_available_bytes();
     if (need > room) {
         snprintf(err, errlen, "case %s: %s resampled to spacing %g,%g,%g mm is a %dx%dx%d grid "

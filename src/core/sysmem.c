@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -113,7 +114,26 @@ double host_memory_room(const char *meminfo, const char *self_cgroup, const char
     return limit < room ? limit : room;
 }
 
+/* The address space left under RLIMIT_AS (ulimit -v; Slurm passes a submit shell's limits on
+ * to the job by default): the limit less this process's virtual size (/proc/self/statm's first
+ * field). INFINITY without a limit, or when the size cannot be read. */
+static double address_space_room(void)
+{
+    struct rlimit lim;
+    if (getrlimit(RLIMIT_AS, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY) return INFINITY;
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    const int got = f ? fscanf(f, "%lu", &pages) : 0;
+    if (f) fclose(f);
+    if (got != 1) return INFINITY;
+    const double used = (double)pages * (double)sysconf(_SC_PAGESIZE);
+    const double room = (double)lim.rlim_cur - used;
+    return room > 0 ? room : 0;
+}
+
 double host_available_bytes(void)
 {
-    return host_memory_room("/proc/meminfo", "/proc/self/cgroup", "/sys/fs/cgroup");
+    const double room = host_memory_room("/proc/meminfo", "/proc/self/cgroup", "/sys/fs/cgroup");
+    const double as_room = address_space_room();
+    return as_room < room ? as_room : room;
 }

@@ -7,8 +7,8 @@
 #define ALICE_SYSMEM_H
 
 /* min(MemAvailable, the room left under each memory limit of this process's cgroup and its
- * ancestors), in bytes; cgroup v2 (memory.max - memory.current) and v1
- * (memory.limit_in_bytes - memory.usage_in_bytes). */
+ * ancestors, the address space left under RLIMIT_AS), in bytes; cgroup v2 (memory.max -
+ * memory.current) and v1 (memory.limit_in_bytes - memory.usage_in_bytes). */
 double host_available_bytes(void);
 
 /* The same from the given files: meminfo (as /proc/meminfo), self_cgroup (as /proc/self/cgroup)

@@ -8,14 +8,18 @@
  *    (9223372036854771712) is none;
  *  - a container whose /proc/self/cgroup names a host path absent from its mount: the mount
  *    point's own files count (500000 - 0);
- *  - usage above the limit gives 0, not a negative room. */
+ *  - usage above the limit gives 0, not a negative room;
+ *  - RLIMIT_AS (ulimit -v) bounds the room by the address space left under it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sys/resource.h>
+
 #include "core/sysmem.h"
 #include "test.h"
+#include "test_child.h"
 
 static char root[256];
 
@@ -81,11 +85,45 @@ static int test_room(void)
     return 0;
 }
 
+/* In a child: RLIMIT_AS set 64 MiB above this process's virtual size leaves host_available_bytes
+ * at most those 64 MiB (plus what the size grew by meanwhile, nothing here), and more than 32;
+ * a limit already passed leaves 0. ulimit -v had been ignored: pack's memory check let a case
+ * through that then failed an allocation naming no case. */
+static void address_space_child(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    if (!f || fscanf(f, "%lu", &pages) != 1) _exit(3);
+    fclose(f);
+    const double used = (double)pages * (double)sysconf(_SC_PAGESIZE), slack = 64.0 * 1048576;
+    struct rlimit lim = {(rlim_t)(used + slack), RLIM_INFINITY};
+    if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(4);
+    const double room = host_available_bytes();
+    if (!(room <= slack && room > slack / 2)) {
+        fprintf(stderr, "room %.0f under a limit %.0f above the size\n", room, slack);
+        _exit(1);
+    }
+    lim.rlim_cur = (rlim_t)(used / 2);
+    if (setrlimit(RLIMIT_AS, &lim) != 0) _exit(4);
+    if (host_available_bytes() != 0) _exit(2);
+    _exit(0);
+}
+
+static int test_address_space_limit(void)
+{
+    char err[512];
+    const int rc = test_child_exit(address_space_child, err, sizeof err);
+    TEST_CHECK(rc == 0, "RLIMIT_AS: child status %d (1: room not the limit's, 2: not 0 past the "
+               "limit): %s", rc, err);
+    return 0;
+}
+
 int main(void)
 {
     snprintf(root, sizeof root, "%s/alice_sysmem_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(root)) { perror("mkdtemp"); return 1; }
     TEST_RUN(test_room);
+    TEST_RUN(test_address_space_limit);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", root);
