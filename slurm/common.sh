@@ -84,6 +84,7 @@ alice_launcher_cmd() {
 }
 
 _alice_child=""
+_alice_command=""   # alice's subcommand (pretrain, pack, ...): what a stop signal means to it
 _alice_trapped=0
 _alice_signals=""   # the signals this batch shell got while alice ran, e.g. " USR1 TERM"
 _alice_forward_signal() {
@@ -92,7 +93,13 @@ _alice_forward_signal() {
   # SIGTERM alike, so SIGUSR1 is what the ranks get whichever signal arrived here.
   _alice_trapped=1
   _alice_signals="$_alice_signals $1"
-  alice_log "received SIG$1: asking the ranks to checkpoint and stop (SIGUSR1 to pid $_alice_child)"
+  case $_alice_command in
+    pretrain|finetune)
+      alice_log "received SIG$1: asking the ranks to checkpoint and stop (SIGUSR1 to pid $_alice_child)" ;;
+    *)  # pack, infer, eval: nothing to checkpoint; a requeued job starts the command over
+      alice_log "received SIG$1: stopping alice $_alice_command (SIGUSR1 to pid $_alice_child);" \
+        "it keeps no checkpoint: a requeued job runs it again from the start" ;;
+  esac
   [ -n "$_alice_child" ] && kill -USR1 "$_alice_child" 2>/dev/null || true
 }
 
@@ -121,6 +128,7 @@ alice_run() {
   local launcher rc
   launcher=$(alice_launcher_cmd) || exit 2
   alice_log "running: $launcher $ALICE_BIN $*"
+  _alice_command=$1
   _alice_signals=""
   trap '_alice_forward_signal USR1' USR1
   trap '_alice_forward_signal TERM' TERM

@@ -29,10 +29,11 @@ chmod +x "$T/bin/srun" "$T/bin/scontrol" "$T/alice"
 export STUB=$T PATH=$T/bin:$PATH ALICE_BIN=$T/alice SLURM_JOB_ID=4242
 
 # run_case NAME SIGNAL(or -) [VAR=value ...]: the batch shell's status into $T/NAME.rc
+# (alice's command: pretrain, or $COMMAND)
 run_case() {
   local name=$1 sig=$2; shift 2
   rm -f "$T/started" "$T/scontrol.log"
-  env "$@" bash -c 'source "$1/slurm/common.sh"; alice_run pretrain; echo "rc=$?"' _ "$ROOT" \
+  env "$@" bash -c 'source "$1/slurm/common.sh"; alice_run "${COMMAND:-pretrain}"; echo "rc=$?"' _ "$ROOT" \
     >"$T/$name.log" 2>&1 &
   local shell=$!
   if [ "$sig" != - ]; then
@@ -63,8 +64,16 @@ grep -q "stop requested, checkpoint written" "$T/term.log" ||
 rc=$(run_case term-requeue TERM ALICE_REQUEUE_ON_TERM=1)
 [ "$rc" = 0 ] && requeued ||
   { cat "$T/term-requeue.log"; fail "ALICE_REQUEUE_ON_TERM=1: SIGTERM did not requeue ($rc)"; }
+grep -q "received SIGTERM: asking the ranks to checkpoint and stop" "$T/term.log" ||
+  { cat "$T/term.log"; fail "pretrain: the log does not say the ranks checkpoint"; }
 echo "ok: SIGTERM forwarded, checkpointed, not requeued (status 3);" \
   "requeued with ALICE_REQUEUE_ON_TERM=1"
+# a command without checkpoints (pack, infer, eval) is not said to checkpoint
+run_case term-pack TERM COMMAND=pack > /dev/null
+grep -q "received SIGTERM: stopping alice pack .*it keeps no checkpoint: a requeued job runs it again" \
+  "$T/term-pack.log" && ! grep -q "checkpoint and stop" "$T/term-pack.log" ||
+  { cat "$T/term-pack.log"; fail "pack: the stop message speaks of a checkpoint"; }
+echo "ok: a stop of alice pack says it keeps no checkpoint"
 
 # An array task requeues itself, never the whole array: the first task's SLURM_JOB_ID is the
 # array's id, which scontrol would read as every task (finished folds started again).
