@@ -283,7 +283,17 @@ static void apply_text(Config *c, char *text, const char *origin, int skip_unkno
                     log_warn("%s:%d: key '%s' is unknown to this alice (written by another "
                              "version?): ignored", origin, line, key);
             } else {
-                config_set(c, key, trim(eq + 1), origin, line);
+                const char *value = trim(eq + 1);
+                const size_t n = strlen(value);
+                /* A job file's values are taken as written: run_dir = "runs/x" would be a
+                 * folder named with the quotes. Refused in job files (a stored configuration
+                 * is read back as it was written, whatever it holds). */
+                if (!skip_unknown && n >= 2 && (value[0] == '"' || value[0] == '\'') &&
+                    value[n - 1] == value[0])
+                    alice_die("%s:%d: %s = %s is quoted, but job files take values as written "
+                              "(the quotes would become part of it): write %s = %.*s", origin,
+                              line, key, value, key, (int)(n - 2), value + 1);
+                config_set(c, key, value, origin, line);
                 const int index = (int)(config_find_key(key) - config_keys);
                 if (set_at[index] && log_rank() == 0)
                     log_warn("%s:%d: %s is set again (first at line %d); the later value is used",

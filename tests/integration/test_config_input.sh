@@ -5,7 +5,8 @@
 # is refused naming it; values past their C type (batch = 3e9 wrapped to -2147483648, steps =
 # 1e30, lr = 1e39 became inf) and nan in a triple (spacing = nan crashed pack) are refused;
 # integers are exact and decimal, a '#' inside a value belongs to it (a path like runs/exp#1
-# came back from a checkpoint as runs/exp), a NUL byte or a repeated key in a job file is named.
+# came back from a checkpoint as runs/exp), a NUL byte or a repeated key in a job file is named,
+# and a quoted value (the quotes would become part of it) is refused.
 set -euo pipefail
 ALICE=${ALICE:-bin/alice}
 [ -x "$ALICE" ] || { echo "skip: $ALICE is not built"; exit 77; }
@@ -53,4 +54,11 @@ echo "$out" | grep -q "twice.cfg:3: steps is set again (first at line 1)" ||
   fail "no warning for a key set twice: $out"
 [ "$(echo "$out" | value steps)" = 6 ] || fail "a key set twice: the later value not used"
 echo "ok: BOM, CRLF and piped job files read; a directory and out-of-type values refused"
-echo "ok: exact integers, no hexadecimal, '#' inside values, NUL bytes and repeated keys"
+# values are taken as written: a quoted one would keep its quotes (run_dir = "runs/x" was a
+# folder named with them); refused with the unquoted spelling
+printf 'run_dir = "runs/x"\n' > "$T/quoted.cfg"
+refused 'quoted.cfg:1: run_dir = "runs/x" is quoted.*write run_dir = runs/x' --config "$T/quoted.cfg"
+printf "method = 'mae'\n" > "$T/quoted1.cfg"
+refused "quoted1.cfg:1: method = 'mae' is quoted.*write method = mae" --config "$T/quoted1.cfg"
+echo "ok: exact integers, no hexadecimal, '#' inside values, NUL bytes and repeated keys;" \
+  "quoted values refused"
