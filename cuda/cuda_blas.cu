@@ -65,6 +65,7 @@ struct GemmPlan {
     int out_of_place;  /* algo may write D != C (CUBLASLT_ALGO_CAP_OUT_OF_PLACE_RESULT_SUPPORT) */
     int tune;          /* GemmTuneState */
     int candidate_count;  /* the heuristic's results, best first (autotune plans) */
+    long calls;           /* host calls (eager, or while a graph records): the shape table */
     cublasLtMatmulHeuristicResult_t candidates[kGemmAutotuneMaxCandidates];
 };
 
@@ -209,6 +210,7 @@ static GemmPlan *find_plan(const GemmKey *k)
         destroy_plan(p);
     }
     build_plan(p, k);
+    p->calls = 0;
     return p;
 }
 
@@ -354,8 +356,18 @@ static void tune_plan(GemmPlan *plan, const float *alpha, const void *A, const v
     if (*beta != 0.0f)  /* the accumulating trials start from the call's own C */
         CUDA_CHECK(cudaMemcpyAsync(scratch, C_in, bytes, cudaMemcpyDeviceToDevice, ctx->stream));
     GemmTrial trial = {plan, alpha, beta, A, B, C_in, scratch, residual_form};
+    float chosen_ms = -1.0f, first_ms = -1.0f;
     const int best = cuda_gemm_autotune_choose(plan->candidate_count, eligible,
-                                               gemm_trial_launch, &trial);
+                                               gemm_trial_launch, &trial, &chosen_ms, &first_ms);
+    char shape[96];
+    const GemmKey *k = &plan->key;
+    snprintf(shape, sizeof shape, "%dx%dx%d%s%s b%d %s->%s%s", k->M, k->N, k->K,
+             k->transA ? " At" : "", k->transB ? " Bt" : "", k->batch,
+             k->operands == GEMM_OPERANDS_BF16 ? "bf16" : "fp32",
+             k->output == GEMM_OUTPUT_BF16 ? "bf16" : "fp32",
+             k->epilogue == GEMM_EPILOGUE_BIAS ? " bias" : "");
+    cuda_gemm_autotune_note_plan(shape, 2.0 * k->M * k->N * (double)k->K * k->batch, chosen_ms,
+                                 first_ms, &plan->calls);
     cuda_release(scratch);  /* after the chooser's wait: no trial still reads it */
     plan->algo = plan->candidates[best].algo;
     plan->out_of_place = algo_out_of_place(&plan->algo);
@@ -442,6 +454,7 @@ static void gemm_dispatch_c_in(int operands, int output, int transA, int transB,
             copy_blocks((float *)C, (const float *)C_in, ldc, strideC, M, N, batch);
             C_in = C;
         }
+        plan->calls++;
         cublasStatus_t cublasLtMatmul_status = lt_matmul(plan, &alpha, A, B, &beta, C_in, C);
         if (cublasLtMatmul_status == CUBLAS_STATUS_NOT_SUPPORTED && C_in != C) {
             /* The out-of-place form has not run on every GPU this code meets: an algorithm

@@ -26,8 +26,17 @@ typedef cublasStatus_t (*GemmTrialLaunch)(int candidate, void *arg);
  * launches each between cudaEvents on the backend stream, and returns the one to keep by
  * gemm_autotune_account (src/ops/gemm_autotune_rule.h: the fastest that ran without error, 0
  * when none did), which also adds the plan to the statistics (ineligible and failed candidates
- * count as skipped). Eager only: the caller never calls it while a CUDA graph records. */
-int cuda_gemm_autotune_choose(int count, const int *eligible, GemmTrialLaunch launch, void *arg);
+ * count as skipped). Eager only: the caller never calls it while a CUDA graph records.
+ * *chosen_ms, *first_ms: one launch of the kept candidate and of the heuristic's first
+ * (negative when the first was not timed). */
+int cuda_gemm_autotune_choose(int count, const int *eligible, GemmTrialLaunch launch, void *arg,
+                              float *chosen_ms, float *first_ms);
+
+/* A tuned plan for the run's shape table (gpu_gemm_autotune_report): its shape in words, the
+ * matmul FLOPs of one launch, the times cuda_gemm_autotune_choose measured, and its host call
+ * counter (read at the report: calls made eagerly; a graph's replays do not count). */
+void cuda_gemm_autotune_note_plan(const char *shape, double flop, float chosen_ms,
+                                  float first_ms, const long *calls);
 
 /* A plan first used while a CUDA graph recorded: it keeps the heuristic's first for good. */
 void cuda_gemm_autotune_note_untuned(void);
