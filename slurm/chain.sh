@@ -54,6 +54,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=slurm/overlays.sh
+source "$here/overlays.sh"
 ALICE_HOME=${ALICE_HOME:-$(dirname "$here")}
 export ALICE_HOME
 
@@ -128,6 +130,8 @@ for f in "$pretrain_cfg" "$finetune_cfg" "$eval_cfg"; do
   [ -r "$f" ] || fail "job config '$f' not found"
 done
 [[ $folds =~ ^[1-9][0-9]*$ ]] || fail "--folds '$folds' is not a positive integer"
+[ "$folds" -ge 2 ] || fail "--folds $folds: fine-tuning validates on one fold and trains on the" \
+  "others, so it needs 2 folds at the least"
 [[ $nodes =~ ^[1-9][0-9]*$ ]] || fail "--nodes '$nodes' is not a positive integer"
 [[ $gpus_per_node =~ ^[1-9][0-9]*$ ]] || fail "--gpus-per-node '$gpus_per_node' is not a positive integer"
 [ "$dry_run" = 1 ] || command -v sbatch >/dev/null ||
@@ -184,49 +188,6 @@ split_words finetune_words "$finetune_args"
 split_words infer_words "$infer_args"
 split_words eval_words "$eval_args"
 
-# The job files as they are at submission: every stage reads copies in RUN_DIR/jobs/, so editing
-# jobs/*.cfg while the chain waits cannot give the folds of one cross-validation different
-# settings (each array task starts when a GPU frees up), nor change the evaluation.
-# freeze_config FILE NAME: prints the copy's path (a dry run writes nothing: FILE itself).
-freeze_config() {
-  if [ "$dry_run" = 1 ]; then echo "$1"; return 0; fi
-  mkdir -p "$run_dir/jobs" && cp "$1" "$run_dir/jobs/$2.tmp.$$" &&
-    mv "$run_dir/jobs/$2.tmp.$$" "$run_dir/jobs/$2" ||
-    { echo "chain.sh: error: cannot copy the job file '$1' into $run_dir/jobs" >&2; return 2; }
-  echo "$run_dir/jobs/$2"
-}
-# freeze_overlays STAGE WORD...: sets frozen to the WORDs with each overlay job file
-# (`--config FILE`, `-c FILE`, `--config=FILE`) replaced by its copy STAGE_overlay<k>.cfg.
-freeze_overlays() {
-  local stage=$1 k=0 pending=0 w copy
-  shift
-  frozen=()
-  for w in "$@"; do
-    if [ $pending = 1 ]; then
-      [ -r "$w" ] || fail "job file '$w' (--config in the $stage arguments) not found"
-      copy=$(freeze_config "$w" "${stage}_overlay$k.cfg") || exit 2
-      frozen+=("$copy"); k=$((k + 1)); pending=0
-    elif [ "$w" = --config ] || [ "$w" = -c ]; then
-      frozen+=("$w"); pending=1
-    elif [[ $w == --config=* ]]; then
-      [ -r "${w#--config=}" ] || fail "job file '${w#--config=}' (--config in the $stage arguments) not found"
-      copy=$(freeze_config "${w#--config=}" "${stage}_overlay$k.cfg") || exit 2
-      frozen+=("--config=$copy"); k=$((k + 1))
-    else
-      frozen+=("$w")
-    fi
-  done
-  [ $pending = 0 ] || fail "--config needs a job file after it (in the $stage arguments)"
-}
-pretrain_cfg=$(freeze_config "$pretrain_cfg" pretrain.cfg) || exit 2
-finetune_cfg=$(freeze_config "$finetune_cfg" finetune.cfg) || exit 2
-eval_cfg=$(freeze_config "$eval_cfg" eval.cfg) || exit 2
-freeze_overlays pretrain ${pretrain_words[@]+"${pretrain_words[@]}"}
-pretrain_words=(${frozen[@]+"${frozen[@]}"})
-freeze_overlays finetune ${finetune_words[@]+"${finetune_words[@]}"}
-finetune_words=(${frozen[@]+"${frozen[@]}"})
-freeze_overlays eval ${eval_words[@]+"${eval_words[@]}"}
-eval_words=(${frozen[@]+"${frozen[@]}"})
 # --eval-args naming its own truth (--data or --labels) takes no automatic one: alice eval
 # refuses two sources of truth, which would only show after the whole chain had run.
 own_truth=0 own_label_set=0
@@ -255,9 +216,11 @@ case $input in
         labelled=$(find "$labels" -maxdepth 1 \( -name '*.nii.gz' -o -name '*.nii' \) | wc -l) ;;
 esac
 if [[ $labelled =~ ^[0-9]+$ ]] && [ "$labelled" -gt 0 ] && [ "$labelled" -lt "$folds" ]; then
+  # alice pack deals the labelled cases round the folds first: exactly folds 0..labelled-1 fill
+  fix="give --folds $labelled, or more labelled cases"
+  [ "$labelled" -ge 2 ] || fix="fine-tuning needs 2 labelled cases at the least: add labelled cases"
   fail "--input $input holds $labelled labelled case(s) for $folds folds: folds $labelled-$((folds - 1))" \
-    "would hold none, and their fine-tuning would fail after the whole pre-training; give" \
-    "--folds $labelled or fewer, or more labelled cases"
+    "would hold none, and their fine-tuning would fail after the whole pre-training; $fix"
 fi
 eval_truth=()
 [ -n "$labels" ] && eval_truth=(--labels "$labels")
@@ -275,6 +238,43 @@ fi
   eval_truth+=(label_set=flare)
 [ -n "$labels" ] || [ "$own_truth" = 1 ] ||
   fail "eval needs ground truth: give --labels DIR or --eval-args \"--data <dataset.h5>\""
+
+# The job files as they are at submission (after every check above, so a refused chain copies
+# nothing): every stage reads copies in RUN_DIR/jobs/, so editing
+# jobs/*.cfg while the chain waits cannot give the folds of one cross-validation different
+# settings (each array task starts when a GPU frees up), nor change the evaluation.
+# freeze_config FILE NAME: prints the copy's path (a dry run writes nothing: FILE itself).
+freeze_config() {
+  if [ "$dry_run" = 1 ]; then echo "$1"; return 0; fi
+  mkdir -p "$run_dir/jobs" && cp "$1" "$run_dir/jobs/$2.tmp.$$" &&
+    mv "$run_dir/jobs/$2.tmp.$$" "$run_dir/jobs/$2" ||
+    { echo "chain.sh: error: cannot copy the job file '$1' into $run_dir/jobs" >&2; return 2; }
+  echo "$run_dir/jobs/$2"
+}
+# freeze_overlays STAGE WORD...: sets frozen to the WORDs with each overlay job file
+# (`--config FILE`, `-c FILE`, `--config=FILE`) replaced by its copy STAGE_overlay<k>.cfg.
+_freeze_stage=""
+_freeze_overlay() {
+  [ -r "$1" ] || { echo "chain.sh: error: job file '$1' (--config in the $_freeze_stage arguments) not found" >&2; return 2; }
+  freeze_config "$1" "${_freeze_stage}_overlay$2.cfg"
+}
+freeze_overlays() {
+  _freeze_stage=$1
+  shift
+  alice_map_overlays _freeze_overlay "$@" || exit 2
+  frozen=(${alice_args[@]+"${alice_args[@]}"})
+}
+pretrain_cfg=$(freeze_config "$pretrain_cfg" pretrain.cfg) || exit 2
+finetune_cfg=$(freeze_config "$finetune_cfg" finetune.cfg) || exit 2
+eval_cfg=$(freeze_config "$eval_cfg" eval.cfg) || exit 2
+freeze_overlays pretrain ${pretrain_words[@]+"${pretrain_words[@]}"}
+pretrain_words=(${frozen[@]+"${frozen[@]}"})
+freeze_overlays finetune ${finetune_words[@]+"${finetune_words[@]}"}
+finetune_words=(${frozen[@]+"${frozen[@]}"})
+freeze_overlays eval ${eval_words[@]+"${eval_words[@]}"}
+eval_words=(${frozen[@]+"${frozen[@]}"})
+freeze_overlays pack ${pack_words[@]+"${pack_words[@]}"}
+pack_words=(${frozen[@]+"${frozen[@]}"})
 
 # bash < 4.4 (slurm/common.sh): arrays that are never empty: common opts log array pack_opts
 # pretrain_opts; every other one is expanded as ${a[@]+"${a[@]}"}.

@@ -29,6 +29,9 @@
 
 ALICE_EXIT_REQUEUE=3
 
+# shellcheck source=slurm/overlays.sh
+source "$(dirname "${BASH_SOURCE[0]}")/overlays.sh"
+
 ALICE_HOME=${ALICE_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
 ALICE_BIN=${ALICE_BIN:-$ALICE_HOME/bin/alice}
 ALICE_LAUNCHER=${ALICE_LAUNCHER:-srun}
@@ -168,9 +171,9 @@ alice_run() {
   elif [ "$rc" -ne 0 ] && [ "$ALICE_LAUNCHER" = srun ] && [ -z "${SLURM_JOB_ID:-}" ]; then
     # srun itself fails outside an allocation ("Could not establish a configuration source"
     # or a new allocation refused): alice may never have started
-    alice_log "the launcher (srun) or alice failed with status $rc outside a Slurm job" \
-      "(SLURM_JOB_ID is unset): submit the script with sbatch, or run it here with" \
-      "ALICE_LAUNCHER=mpirun"
+    alice_log "alice failed with status $rc (see the messages above); outside a Slurm job" \
+      "(SLURM_JOB_ID is unset) srun itself may have failed instead: then submit the script" \
+      "with sbatch, or run it here with ALICE_LAUNCHER=mpirun"
   elif [ "$rc" -ne 0 ]; then
     alice_log "alice failed with status $rc (see the messages above)"
   fi
@@ -238,23 +241,11 @@ alice_config_snapshot() {
 # further job file (`--config FILE` or `--config=FILE` among the key=value arguments: an
 # ablation overlay) replaced by its copy RUN_DIR/slurm_job_overlay<k>.cfg, made at the first
 # start and used by a requeued one, as alice_config_snapshot does for the job file itself.
+_alice_overlay_run_dir=""
+_alice_snapshot_overlay() { alice_config_snapshot "$1" "$_alice_overlay_run_dir" "slurm_job_overlay$2.cfg"; }
 alice_snapshot_overlays() {
-  local run_dir=$1 k=0 pending=0 a copy
+  _alice_overlay_run_dir=$1
   shift
-  alice_args=()
-  for a in "$@"; do
-    if [ $pending = 1 ]; then
-      copy=$(alice_config_snapshot "$a" "$run_dir" "slurm_job_overlay$k.cfg") || return 1
-      alice_args+=("$copy"); k=$((k + 1)); pending=0
-    elif [ "$a" = --config ] || [ "$a" = -c ]; then
-      alice_args+=("$a"); pending=1
-    elif [[ $a == --config=* ]]; then
-      copy=$(alice_config_snapshot "${a#--config=}" "$run_dir" "slurm_job_overlay$k.cfg") ||
-        return 1
-      alice_args+=("--config=$copy"); k=$((k + 1))
-    else
-      alice_args+=("$a")
-    fi
-  done
-  [ $pending = 0 ] || alice_fail "--config needs a job file after it"
+  alice_map_overlays _alice_snapshot_overlay "$@" ||
+    alice_fail "the job files among the arguments could not be copied (see above)"
 }

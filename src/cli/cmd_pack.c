@@ -67,10 +67,16 @@ static void warn_unlabelled_folds(const int *fold_labelled, int num_folds, const
         empty++;
     }
     if (labelled == 0 || empty == 0) return;
+    char fix[160];
+    if (labelled >= 2)   /* labelled cases are dealt round the folds first: that many folds fill */
+        snprintf(fix, sizeof fix, "pack again with num_folds = %d, or with more labelled cases",
+                 labelled < num_folds ? labelled : num_folds - 1);
+    else   /* one fold validates while the others train: two labelled cases at the least */
+        snprintf(fix, sizeof fix, "fine-tuning needs 2 labelled cases at the least (one fold "
+                 "to validate, the others to train): add labelled cases");
     log_warn("alice pack: %d of the %d folds of %s hold no labelled case (folds %s; %d labelled "
-             "case(s) in all): alice finetune refuses those folds; pack again with num_folds = "
-             "%d or fewer, or with more labelled cases, if you will fine-tune on every fold",
-             empty, num_folds, out, list, labelled, labelled < num_folds ? labelled : num_folds - 1);
+             "case(s) in all): alice finetune refuses those folds; %s, if you will fine-tune on "
+             "every fold", empty, num_folds, out, list, labelled, fix);
 }
 
 /* Temporary files of earlier packs of `out` left in its folder (a pack killed before its
@@ -375,7 +381,15 @@ int cmd_pack(int argc, char **argv)
     RngStream fs;
     rng_init(&fs, (uint64_t)cfg.seed, 0, 0, RNG_FOLD);
     rng_permutation(&fs, perm, n);
-    for (int i = 0; i < n; i++) fold[perm[i]] = i % cfg.num_folds;
+    /* Dealt in the shuffled order, the labelled cases round the folds first and the unlabelled
+     * ones on their own: dealt together, labelled cases could bunch and leave a fold without
+     * one (which fine-tuning refuses) although there are as many as folds. With every case
+     * labelled this is the plain deal. */
+    int dealt_labelled = 0, dealt_unlabelled = 0;
+    for (int i = 0; i < n; i++) {
+        const int c = perm[i];
+        fold[c] = (cases[c].label[0] ? dealt_labelled++ : dealt_unlabelled++) % cfg.num_folds;
+    }
     free(perm);
 
     char tmp[DATASET_PATH_LEN];

@@ -96,11 +96,19 @@ while [ $# -gt 0 ]; do [ "$1" = --out ] && echo packed >"$2"; shift; done
 SH
 chmod +x "$T/alice-args"
 mkdir -p "$T/nifti"
-pack_start() {  # pack_start LABEL RESTART_COUNT: runs pack.sbatch as job 4242
+pack_start() {  # pack_start LABEL RESTART_COUNT [refused]: runs pack.sbatch as job 4242
   rm -f "$T/alice-args.log"
+  touch "$T/alice-args.log"
+  local rc=0
   (cd "$T" && ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args SLURM_RESTART_COUNT=$2 \
-     bash "$ROOT/slurm/pack.sbatch" "$T/nifti" "$T/out/ds.h5" > "$T/pack_$1.log" 2>&1) ||
-    { cat "$T/pack_$1.log"; fail "pack.sbatch ($1) failed"; }
+     bash "$ROOT/slurm/pack.sbatch" "$T/nifti" "$T/out/ds.h5" > "$T/pack_$1.log" 2>&1) || rc=$?
+  if [ "${3:-}" = refused ]; then
+    [ "$rc" = 2 ] && grep -q "ds.h5 already exists; pass --force .*(nothing was generated or packed)" "$T/pack_$1.log" ||
+      { cat "$T/pack_$1.log"; fail "pack.sbatch ($1): not refused before packing (status $rc)"; }
+    [ ! -s "$T/alice-args.log" ] || fail "pack.sbatch ($1) ran alice although refused: $(cat "$T/alice-args.log")"
+  else
+    [ "$rc" = 0 ] || { cat "$T/pack_$1.log"; fail "pack.sbatch ($1) failed"; }
+  fi
 }
 passed_force() { grep -q -- "pack --force --input" "$T/alice-args.log"; }
 pack_start first 0
@@ -109,13 +117,23 @@ pack_start first 0
 pack_start own-requeue 1     # the data set now exists, written by this job
 passed_force || fail "a requeued start did not pass --force for its own data set: $(cat "$T/alice-args.log")"
 echo 9999 > "$T/out/ds.h5.slurm-job"   # the data set another job wrote
-pack_start other-requeue 1
-! passed_force || fail "a requeued start passed --force over another job's data set"
+pack_start other-requeue 1 refused
 rm -f "$T/out/ds.h5.slurm-job"         # a data set from before any pack.sbatch (none recorded)
-pack_start unowned-requeue 1
-! passed_force || fail "a requeued start passed --force over a data set no job of its recorded"
+pack_start unowned-requeue 1 refused
 [ ! -e "$T/out/ds.h5.slurm-job" ] || fail "a start facing an existing data set claimed it"
+pack_start unowned-first 0 refused     # a first start facing it: refused the same way
 echo "ok: pack.sbatch passes --force only when requeued over its own data set"
+
+# pack.sbatch phantoms:N facing a data set it may not replace is refused before it deletes or
+# generates any phantom (they are what that data set was packed from, and the chain's truth)
+mkdir -p "$T/keep/phantoms/labelsTr" && echo packed > "$T/keep/ds.h5"
+touch "$T/keep/phantoms/labelsTr/case0005.nii.gz"
+rm -f "$T/alice-args.log"; touch "$T/alice-args.log"
+if (cd "$T" && ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args bash "$ROOT/slurm/pack.sbatch" phantoms:2 \
+      "$T/keep/ds.h5" > "$T/pack_keep.log" 2>&1); then fail "phantoms:2 over an existing data set ran"; fi
+[ -e "$T/keep/phantoms/labelsTr/case0005.nii.gz" ] && [ ! -s "$T/alice-args.log" ] ||
+  fail "a refused phantoms:2 removed phantoms or ran alice: $(cat "$T/alice-args.log")"
+echo "ok: a refused pack.sbatch phantoms:N leaves the phantoms alone"
 
 # pack.sbatch phantoms:N generates into DATASET's folder under phantoms/ and packs that folder:
 # the phantoms an earlier, larger N left there must go first (they were packed too)
@@ -148,6 +166,6 @@ chmod +x "$T/nosrun/srun"
 if (cd "$T" && env -u SLURM_JOB_ID PATH="$T/nosrun:$PATH" ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args \
       bash "$ROOT/slurm/pack.sbatch" "$T/nifti" "$T/out2/ds.h5" > "$T/nosrun.log" 2>&1); then
   fail "pack.sbatch succeeded although srun failed"; fi
-grep -q "the launcher (srun) or alice failed with status 1 outside a Slurm job.*ALICE_LAUNCHER=mpirun" \
+grep -q "alice failed with status 1 (see the messages above); outside a Slurm job.*srun itself may have failed.*ALICE_LAUNCHER=mpirun" \
   "$T/nosrun.log" || { cat "$T/nosrun.log"; fail "no launcher hint outside Slurm"; }
 echo "ok: srun failing outside a Slurm job is named, with ALICE_LAUNCHER=mpirun as the fix"

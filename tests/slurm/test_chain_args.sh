@@ -85,10 +85,21 @@ echo "ok: the eval's truth is the automatic labels, or --eval-args' own alone; b
 if ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run3" --input phantoms:3 \
      --pretrain-config jobs/pretrain_tiny.cfg --finetune-config jobs/finetune_tiny.cfg \
      --dry-run > "$tmp/few.log" 2>&1 ||
-   ! grep -q "phantoms:3 holds 3 labelled case(s) for 5 folds: folds 3-4 would hold none.*--folds 3 or fewer" "$tmp/few.log"; then
+   ! grep -q "phantoms:3 holds 3 labelled case(s) for 5 folds: folds 3-4 would hold none.*give --folds 3," "$tmp/few.log"; then
   cat "$tmp/few.log"; echo "FAIL: 3 labelled phantoms for 5 folds not refused with the fix"; exit 1
 fi
 ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run3" --input phantoms:3 --folds 3 \
   --pretrain-config jobs/pretrain_tiny.cfg --finetune-config jobs/finetune_tiny.cfg \
   --dry-run > "$tmp/few3.log" 2>&1 || { cat "$tmp/few3.log"; echo "FAIL: phantoms:3 --folds 3 refused"; exit 1; }
-echo "ok: fewer labelled cases than folds refused at submission; --folds to match accepted"
+# one fold, or one labelled case, cannot be cross-validated: refused without suggesting either
+for args in "--input phantoms:4 --folds 1" "--input phantoms:1 --folds 2"; do
+  # shellcheck disable=SC2086
+  if ALICE_GPUS=0 ALICE_BIN=$ALICE bash slurm/chain.sh --run-dir "$tmp/run1" $args \
+       --pretrain-config jobs/pretrain_tiny.cfg --finetune-config jobs/finetune_tiny.cfg \
+       --dry-run > "$tmp/one.log" 2>&1 ||
+     ! grep -q "2 folds at the least\|2 labelled cases at the least" "$tmp/one.log"; then
+    cat "$tmp/one.log"; echo "FAIL: $args not refused as too few to cross-validate"; exit 1
+  fi
+done
+echo "ok: fewer labelled cases than folds refused at submission; --folds to match accepted;" \
+  "one fold or one labelled case refused"

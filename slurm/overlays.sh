@@ -1,0 +1,24 @@
+# alice_map_overlays COPY ARG...: sets the array alice_args to the ARGs with every job file among
+# them (`--config FILE`, `-c FILE` or `--config=FILE`: an ablation overlay) replaced by what
+# `COPY FILE K` prints (K = 0, 1, ... in order), its copy; returns COPY's failure. Shared by
+# slurm/common.sh (the batch jobs' copies at their first start) and slurm/chain.sh (the copies
+# made at submission), so both read a stage's arguments alike. Defines functions only.
+alice_map_overlays() {
+  local copy_fn=$1 k=0 pending=0 a copy
+  shift
+  alice_args=()
+  for a in "$@"; do
+    if [ $pending = 1 ]; then
+      copy=$("$copy_fn" "$a" "$k") || return 1
+      alice_args+=("$copy"); k=$((k + 1)); pending=0
+    elif [ "$a" = --config ] || [ "$a" = -c ]; then
+      alice_args+=("$a"); pending=1
+    elif [[ $a == --config=* ]]; then
+      copy=$("$copy_fn" "${a#--config=}" "$k") || return 1
+      alice_args+=("--config=$copy"); k=$((k + 1))
+    else
+      alice_args+=("$a")
+    fi
+  done
+  [ $pending = 0 ] || { echo "error: --config needs a job file after it" >&2; return 2; }
+}
