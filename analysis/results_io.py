@@ -23,13 +23,13 @@ def load_results(path):
             raise SystemExit(f"{path}: not an alice eval results file (no {', '.join(missing)}); "
                              f"give the results.h5 that alice eval writes")
         r = {
-            "cases": [_text(s) for s in h["case_names"][:]],
-            "organs": [_text(s) for s in h["organ_names"][:]],
-            "dsc": np.asarray(h["dsc"][:], float),
-            "nsd": np.asarray(h["nsd"][:], float),
-            "tolerance_mm": np.asarray(h["tolerance_mm"][:], float),
+            "cases": [_text(s) for s in np.atleast_1d(h["case_names"][()])],
+            "organs": [_text(s) for s in np.atleast_1d(h["organ_names"][()])],
+            "dsc": np.asarray(h["dsc"][()], float),
+            "nsd": np.asarray(h["nsd"][()], float),
+            "tolerance_mm": np.asarray(h["tolerance_mm"][()], float),
             # None in files of an alice before truth_voxels was recorded
-            "truth_voxels": np.asarray(h["truth_voxels"][:], float) if "truth_voxels" in h
+            "truth_voxels": np.asarray(h["truth_voxels"][()], float) if "truth_voxels" in h
             else None,
             "attrs": {k: _text(v) for k, v in h.attrs.items()},
         }

@@ -165,8 +165,10 @@ int h5_all_objects_open(hid_t loc) { return objects_open(loc, 0); }
 
 hid_t h5_open_read(const char *path, const char *what)
 {
+    errno = 0;
     hid_t f = h5_try_open_read(path);
     if (f >= 0) return f;
+    const int open_errno = errno;   /* the calls below may change it */
     if (access(path, F_OK) != 0)
         alice_die("cannot open %s %s: no such file (check the path)", what, path);
     if (access(path, R_OK) != 0)
@@ -182,6 +184,12 @@ hid_t h5_open_read(const char *path, const char *what)
     if (is_hdf5 <= 0)
         alice_die("cannot open %s %s: not an HDF5 file (alice reads dataset.h5 from alice pack, "
                   "ckpt_*.h5 from training, results.h5 from alice eval)", what, path);
+    /* HDF5's file lock (flock) refused: a process writing the file holds it now */
+    if (open_errno == EAGAIN || open_errno == EWOULDBLOCK)
+        alice_die("cannot open %s %s: another process holds it locked for writing (HDF5's file "
+                  "lock: h5py, another alice, a copy tool); wait until it has closed the file, "
+                  "or, where the file system's locking itself fails (some NFS or Lustre mounts), "
+                  "export HDF5_USE_FILE_LOCKING=FALSE", what, path);
     alice_die("cannot open %s %s: not a complete HDF5 file (truncated or damaged, e.g. by a "
               "crash while it was copied or written); use another copy", what, path);
 }

@@ -17,8 +17,9 @@
 #   --finetune-config FILE   also used by eval unless given (infer takes its settings from
 #                            the checkpoint) [ALICE_FINETUNE_CONFIG, default jobs/finetune_btcv.cfg]
 #   --eval-config FILE       [ALICE_EVAL_CONFIG]
-#   --folds N                fine-tuning folds = array size [ALICE_FOLDS, default 5; with
-#                            --dataset, the data set's num_folds, which a different N must match]
+#   --folds N                fine-tuning folds = array size, 2 at the least, and no more than
+#                            the labelled cases [ALICE_FOLDS, default 5; with --dataset, the
+#                            data set's num_folds, which a different N must match]
 #   --nodes N, --gpus-per-node N   layout of the pre-training job (one task per GPU)
 #                            [ALICE_NODES, default 1; ALICE_GPUS_PER_NODE, default 8]
 #   --cpus-per-task N        [ALICE_CPUS_PER_TASK, default: the scripts' own]
@@ -50,7 +51,8 @@
 # Layout under the run directory:
 #   data/dataset.h5 (and data/phantoms/), pretrain/ (ckpt_<step>.h5, metrics.csv),
 #   finetune/fold<k>/, predictions/<case>.nii.gz, eval/results.{h5,csv}, logs/<job>-<id>.out,
-#   jobs.txt (stage and job id, one per line).
+#   jobs.txt (stage and job id, one per line), jobs/ (the job files and --config overlays as
+#   they were at submission: every stage reads these copies).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

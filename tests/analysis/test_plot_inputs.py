@@ -85,6 +85,12 @@ with tempfile.TemporaryDirectory() as tmp:
         del h["dsc"]
         h["dsc"] = d
     expect(tables.main, [f"A={transposed}"], 1, [f"{transposed}: dsc is 3x4, not 4 cases x 3 organs"])
+    scalar = os.path.join(tmp, "scalar.h5")   # h5py's [:] refused a scalar before the check
+    write_results(scalar, rng.uniform(0.5, 1.0, (2, len(ORGANS))))
+    with h5py.File(scalar, "a") as h:
+        del h["dsc"]
+        h["dsc"] = 0.5
+    expect(tables.main, [f"A={scalar}"], 1, [f"{scalar}: dsc is a scalar, not 2 cases x 3 organs"])
     tol = os.path.join(tmp, "tolerance.h5")
     write_results(tol, rng.uniform(0.5, 1.0, (2, len(ORGANS))))
     with h5py.File(tol, "a") as h:
