@@ -221,8 +221,8 @@ if [[ $labelled =~ ^[0-9]+$ ]] && [ "$labelled" -gt 0 ] && [ "$labelled" -lt "$f
   # alice pack deals the labelled cases round the folds first: exactly folds 0..labelled-1 fill
   fix="give --folds $labelled, or more labelled cases"
   [ "$labelled" -ge 2 ] || fix="fine-tuning needs 2 labelled cases at the least: add labelled cases"
-  fail "--input $input holds $labelled labelled case(s) for $folds folds: folds $labelled-$((folds - 1))" \
-    "would hold none, and their fine-tuning would fail after the whole pre-training; $fix"
+  fail "--input $input holds $labelled labelled case(s) for $folds folds:" \
+    "folds $labelled-$((folds - 1)) would hold none, and their fine-tuning would fail after the whole pre-training; $fix"
 fi
 eval_truth=()
 [ -n "$labels" ] && eval_truth=(--labels "$labels")
@@ -257,7 +257,10 @@ freeze_config() {
 # (`--config FILE`, `-c FILE`, `--config=FILE`) replaced by its copy STAGE_overlay<k>.cfg.
 _freeze_stage=""
 _freeze_overlay() {
-  [ -r "$1" ] || { echo "chain.sh: error: job file '$1' (--config in the $_freeze_stage arguments) not found" >&2; return 2; }
+  [ -r "$1" ] || {
+    echo "chain.sh: error: job file '$1' (--config in the $_freeze_stage arguments) not found" >&2
+    return 2
+  }
   freeze_config "$1" "${_freeze_stage}_overlay$2.cfg"
 }
 freeze_overlays() {

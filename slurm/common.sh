@@ -98,7 +98,8 @@ _alice_forward_signal() {
   _alice_signals="$_alice_signals $1"
   case $_alice_command in
     pretrain|finetune)
-      alice_log "received SIG$1: asking the ranks to checkpoint and stop (SIGUSR1 to pid $_alice_child)" ;;
+      alice_log "received SIG$1: asking the ranks to checkpoint and stop" \
+        "(SIGUSR1 to pid $_alice_child)" ;;
     *)  # pack, infer, eval: nothing to checkpoint; a requeued job starts the command over
       alice_log "received SIG$1: stopping alice $_alice_command (SIGUSR1 to pid $_alice_child);" \
         "it keeps no checkpoint: a requeued job runs it again from the start" ;;
@@ -242,7 +243,9 @@ alice_config_snapshot() {
 # ablation overlay) replaced by its copy RUN_DIR/slurm_job_overlay<k>.cfg, made at the first
 # start and used by a requeued one, as alice_config_snapshot does for the job file itself.
 _alice_overlay_run_dir=""
-_alice_snapshot_overlay() { alice_config_snapshot "$1" "$_alice_overlay_run_dir" "slurm_job_overlay$2.cfg"; }
+_alice_snapshot_overlay() {
+  alice_config_snapshot "$1" "$_alice_overlay_run_dir" "slurm_job_overlay$2.cfg"
+}
 alice_snapshot_overlays() {
   _alice_overlay_run_dir=$1
   shift

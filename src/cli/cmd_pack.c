@@ -143,8 +143,9 @@ static int resampled_grid_problem(const PackInput *in, const int dim[3], const d
         snprintf(err, errlen, "case %s: %s resampled to spacing %g,%g,%g mm is a %dx%dx%d grid "
                  "needing %.1f GiB, more than the %.1f GiB this process may use (the memory "
                  "available, the job's cgroup limit or ulimit -v; its voxels are %g x %g x %g "
-                 "mm): check the spacing key (a typo?), or pack with fewer ranks per node", in->name, in->image, spacing[0], spacing[1], spacing[2], rd[0], rd[1],
-                 rd[2], need / 1073741824.0, room / 1073741824.0, sp[0], sp[1], sp[2]);
+                 "mm): check the spacing key (a typo?), or pack with fewer ranks per node",
+                 in->name, in->image, spacing[0], spacing[1], spacing[2], rd[0], rd[1], rd[2],
+                 need / 1073741824.0, room / 1073741824.0, sp[0], sp[1], sp[2]);
         return -1;
     }
     return 0;

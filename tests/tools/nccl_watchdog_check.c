@@ -12,7 +12,8 @@
  *         process is one (nccl_init_alone_for_check), cannot complete; it must end the process
  *         after about 2 s with the set-up error (rank, ranks, nccl_timeout_s). Reaching the end
  *         of this mode is a failure.
- * Exit 77 (message "skip") without a GPU. Usage: mpirun -np 1 nccl_watchdog_check slow|hang|setup */
+ * Exit 77 (message "skip") without a GPU.
+ * Usage: mpirun -np 1 nccl_watchdog_check slow|hang|setup */
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>

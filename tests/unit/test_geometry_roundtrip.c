@@ -47,8 +47,8 @@ static int roundtrip(const float spacing[3], double min_dice, long *mismatch_out
     uint8_t *back = malloc(n);
     int edge_high[3];
     geometry_source_edge_faces(v.dim, (const double (*)[4])lps, spacing, g.crop_hi, edge_high);
-    geometry_label_to_original(plab, g.dim, (const double (*)[4])g.affine, v.dim, (const double (*)[4])lps,
-                               edge_high, back);
+    geometry_label_to_original(plab, g.dim, (const double (*)[4])g.affine, v.dim,
+                               (const double (*)[4])lps, edge_high, back);
     long mismatch = 0, inter[FLARE_LABEL_COUNT] = {0}, a[FLARE_LABEL_COUNT] = {0}, b[FLARE_LABEL_COUNT] = {0};
     for (size_t i = 0; i < n; i++) {
         int t = (int)lab[i], p = back[i];
@@ -105,7 +105,8 @@ static int test_edges_after_downsampling(void)
     int edge_high[3];
     geometry_source_edge_faces(d, (const double (*)[4])aff, sp, g.crop_hi, edge_high);
     TEST_CHECK(edge_high[0] && edge_high[1] && edge_high[2], "a volume that is body to its edges "
-               "has no cropped face (edge faces %d %d %d)", edge_high[0], edge_high[1], edge_high[2]);
+               "has no cropped face (edge faces %d %d %d)", edge_high[0], edge_high[1],
+               edge_high[2]);
     geometry_label_to_original(plab, g.dim, (const double (*)[4])g.affine, d, (const double (*)[4])aff,
                                edge_high, back);
     long background = 0, last_x = 0, last_z = 0;
@@ -170,7 +171,8 @@ static int test_cropped_faces_stay_outside(void)
                     shell++;   /* within a packed voxel past a cut X face */
                     leaked += at != GEOMETRY_OUTSIDE;
                 }
-                if (cx >= -0.5 && cx < g.dim[0] - 0.5 && cz >= g.dim[2] - 0.5 && at != GEOMETRY_OUTSIDE)
+                const int inside_x = cx >= -0.5 && cx < g.dim[0] - 0.5;
+                if (inside_x && cz >= g.dim[2] - 0.5 && at != GEOMETRY_OUTSIDE)
                     z_snapped++;   /* past the resampled grid's Z end, inside the source */
             }
     TEST_CHECK(shell > 0, "no source voxel within a packed voxel past the cut X faces");

@@ -43,7 +43,8 @@ static int test_internal_error(void)
     const char *stack = strstr(err, "HDF5-DIAG"), *msg = strstr(err, "alice: error:");
     TEST_CHECK(rc == 1, "status %d, want 1", rc);
     TEST_CHECK(stack != NULL, "no HDF5 stack in: %s", err);
-    TEST_CHECK(msg != NULL && strstr(msg, "HDF5 call failed: H5Fopen"), "no alice message in: %s", err);
+    TEST_CHECK(msg != NULL && strstr(msg, "HDF5 call failed: H5Fopen"), "no alice message in: %s",
+               err);
     TEST_CHECK(!stack || !msg || stack < msg, "the HDF5 stack does not come first: %s", err);
     return 0;
 }
