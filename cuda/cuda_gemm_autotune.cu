@@ -80,7 +80,9 @@ static int g_tuned_count;
 void cuda_gemm_autotune_note_plan(const char *shape, double flop, float chosen_ms,
                                   float first_ms, const long *calls)
 {
-    if (g_tuned_count == kShapeTableMax) return;
+    /* a plan none of whose candidates ran has no time to show; the table (256 rows, the plan
+     * cache's size) would count an evicted plan's row with its successor's calls */
+    if (g_tuned_count == kShapeTableMax || chosen_ms < 0.0f) return;
     TunedPlan *t = &g_tuned[g_tuned_count++];
     snprintf(t->shape, sizeof t->shape, "%s", shape);
     t->flop = flop;

@@ -163,6 +163,16 @@ static int objects_open(hid_t loc, int depth)
 
 int h5_all_objects_open(hid_t loc) { return objects_open(loc, 0); }
 
+void h5_refuse_locked(const char *path, const char *what, int open_errno)
+{
+    /* HDF5's file lock (flock) refused: a process writing the file holds it now */
+    if (open_errno == EAGAIN || open_errno == EWOULDBLOCK)
+        alice_die("cannot open %s %s: another process holds it locked for writing (HDF5's file "
+                  "lock: h5py, another alice, a copy tool); wait until it has closed the file, "
+                  "or, where the file system's locking itself fails (some NFS or Lustre mounts), "
+                  "export HDF5_USE_FILE_LOCKING=FALSE", what, path);
+}
+
 hid_t h5_open_read(const char *path, const char *what)
 {
     errno = 0;
@@ -184,12 +194,7 @@ hid_t h5_open_read(const char *path, const char *what)
     if (is_hdf5 <= 0)
         alice_die("cannot open %s %s: not an HDF5 file (alice reads dataset.h5 from alice pack, "
                   "ckpt_*.h5 from training, results.h5 from alice eval)", what, path);
-    /* HDF5's file lock (flock) refused: a process writing the file holds it now */
-    if (open_errno == EAGAIN || open_errno == EWOULDBLOCK)
-        alice_die("cannot open %s %s: another process holds it locked for writing (HDF5's file "
-                  "lock: h5py, another alice, a copy tool); wait until it has closed the file, "
-                  "or, where the file system's locking itself fails (some NFS or Lustre mounts), "
-                  "export HDF5_USE_FILE_LOCKING=FALSE", what, path);
+    h5_refuse_locked(path, what, open_errno);
     alice_die("cannot open %s %s: not a complete HDF5 file (truncated or damaged, e.g. by a "
               "crash while it was copied or written); use another copy", what, path);
 }

@@ -37,6 +37,11 @@ void h5_pending_done(const char *tmp);
 hid_t h5_open_read(const char *path, const char *what);
 /* The same without the error: a negative id when the file cannot be opened. */
 hid_t h5_try_open_read(const char *path);
+/* Ends the job naming `path` as locked for writing by another process when open_errno (errno
+ * right after a failed h5_try_open_read) says HDF5's file lock was refused; else returns. A
+ * locked file is not a damaged one: callers that would skip or set aside a damaged file
+ * (checkpoints) must not do so to a locked one. */
+void h5_refuse_locked(const char *path, const char *what, int open_errno);
 /* 1 when every object under loc (groups recursively, datasets, their attributes' headers)
  * opens: a file whose metadata a crash or a bad copy damaged fails its checksums here, quietly
  * (HDF5's error stack is not printed). Raw data is not read. */

@@ -266,9 +266,29 @@ _freeze_overlay() {
 freeze_overlays() {
   _freeze_stage=$1
   shift
-  alice_map_overlays _freeze_overlay "$@" || exit 2
+  local rc=0
+  alice_map_overlays _freeze_overlay "$@" || rc=$?
+  [ "$rc" != 3 ] || fail "--config needs a job file after it (in the $_freeze_stage arguments)"
+  [ "$rc" = 0 ] || exit 2
   frozen=(${alice_args[@]+"${alice_args[@]}"})
 }
+# Every overlay readable before anything is copied (a missing one refuses the chain whole).
+_check_overlay() {
+  [ -r "$1" ] || fail "job file '$1' (--config in the $_check_stage arguments) not found"
+  echo "$1"
+}
+check_overlays() {  # check_overlays STAGE WORD...
+  _check_stage=$1
+  shift
+  local rc=0
+  alice_map_overlays _check_overlay "$@" || rc=$?
+  [ "$rc" != 3 ] || fail "--config needs a job file after it (in the $_check_stage arguments)"
+  [ "$rc" = 0 ] || exit 2
+}
+check_overlays pack ${pack_words[@]+"${pack_words[@]}"}
+check_overlays pretrain ${pretrain_words[@]+"${pretrain_words[@]}"}
+check_overlays finetune ${finetune_words[@]+"${finetune_words[@]}"}
+check_overlays eval ${eval_words[@]+"${eval_words[@]}"}
 pretrain_cfg=$(freeze_config "$pretrain_cfg" pretrain.cfg) || exit 2
 finetune_cfg=$(freeze_config "$finetune_cfg" finetune.cfg) || exit 2
 eval_cfg=$(freeze_config "$eval_cfg" eval.cfg) || exit 2

@@ -249,6 +249,8 @@ _alice_snapshot_overlay() {
 alice_snapshot_overlays() {
   _alice_overlay_run_dir=$1
   shift
-  alice_map_overlays _alice_snapshot_overlay "$@" ||
-    alice_fail "the job files among the arguments could not be copied (see above)"
+  local rc=0
+  alice_map_overlays _alice_snapshot_overlay "$@" || rc=$?
+  [ "$rc" != 3 ] || alice_fail "--config needs a job file after it"
+  [ "$rc" = 0 ] || alice_fail "the job files among the arguments could not be copied (see above)"
 }

@@ -1,6 +1,7 @@
 # alice_map_overlays COPY ARG...: sets the array alice_args to the ARGs with every job file among
 # them (`--config FILE`, `-c FILE` or `--config=FILE`: an ablation overlay) replaced by what
-# `COPY FILE K` prints (K = 0, 1, ... in order), its copy; returns COPY's failure. Shared by
+# `COPY FILE K` prints (K = 0, 1, ... in order), its copy; returns 1 when COPY failed (it said
+# why), 3 when a --config ends the arguments without a file (the caller words it). Shared by
 # slurm/common.sh (the batch jobs' copies at their first start) and slurm/chain.sh (the copies
 # made at submission), so both read a stage's arguments alike. Defines functions only.
 alice_map_overlays() {
@@ -20,5 +21,5 @@ alice_map_overlays() {
       alice_args+=("$a")
     fi
   done
-  [ $pending = 0 ] || { echo "error: --config needs a job file after it" >&2; return 2; }
+  [ $pending = 0 ] || return 3
 }

@@ -54,7 +54,8 @@ static void job_tmp_name(char *tmp, size_t size, const char *out, int rank)
 /* Folds without a labelled case, when some case has a label (a data set for pre-training alone
  * has none, and needs none): alice finetune refuses such a fold, which a chain of Slurm jobs
  * would find out only after the whole pre-training. Said now, with the fix. */
-static void warn_unlabelled_folds(const int *fold_labelled, int num_folds, const char *out)
+static void warn_unlabelled_folds(const int *fold_labelled, int num_folds, int skipped,
+                                  const char *out)
 {
     int labelled = 0, empty = 0;
     char list[256] = "";
@@ -67,13 +68,16 @@ static void warn_unlabelled_folds(const int *fold_labelled, int num_folds, const
         empty++;
     }
     if (labelled == 0 || empty == 0) return;
-    char fix[160];
-    if (labelled >= 2)   /* labelled cases are dealt round the folds first: that many folds fill */
-        snprintf(fix, sizeof fix, "pack again with num_folds = %d, or with more labelled cases",
-                 labelled < num_folds ? labelled : num_folds - 1);
-    else   /* one fold validates while the others train: two labelled cases at the least */
+    char fix[200];
+    if (labelled < 2)   /* one fold validates while the others train */
         snprintf(fix, sizeof fix, "fine-tuning needs 2 labelled cases at the least (one fold "
                  "to validate, the others to train): add labelled cases");
+    else if (labelled < num_folds)   /* labelled cases are dealt round the folds first */
+        snprintf(fix, sizeof fix, "pack again with num_folds = %d%s, or with more labelled "
+                 "cases", labelled, skipped ? " once the skipped cases are fixed or removed" : "");
+    else   /* enough labelled cases: the skipped ones held the empty folds' places in the deal */
+        snprintf(fix, sizeof fix, "fix or remove the %d skipped case(s), whose places in the "
+                 "deal those folds had, and pack again", skipped);
     log_warn("alice pack: %d of the %d folds of %s hold no labelled case (folds %s; %d labelled "
              "case(s) in all): alice finetune refuses those folds; %s, if you will fine-tune on "
              "every fold", empty, num_folds, out, list, labelled, fix);
@@ -386,7 +390,11 @@ int cmd_pack(int argc, char **argv)
      * ones on their own: dealt together, labelled cases could bunch and leave a fold without
      * one (which fine-tuning refuses) although there are as many as folds. With every case
      * labelled this is the plain deal. */
-    int dealt_labelled = 0, dealt_unlabelled = 0;
+    int found_labelled = 0;
+    for (int i = 0; i < n; i++) found_labelled += cases[i].label[0] != '\0';
+    /* the unlabelled ones go on round from where the labelled left off: the folds' sizes stay
+     * as even as one deal over all cases makes them */
+    int dealt_labelled = 0, dealt_unlabelled = found_labelled;
     for (int i = 0; i < n; i++) {
         const int c = perm[i];
         fold[c] = (cases[c].label[0] ? dealt_labelled++ : dealt_unlabelled++) % cfg.num_folds;
@@ -485,7 +493,7 @@ int cmd_pack(int argc, char **argv)
                 log_info("alice pack: skipped %d case(s):", nskipped);
                 for (int i = 0; i < nskipped; i++) log_info("  %s", skipped[i]);
             }
-            warn_unlabelled_folds(fold_labelled, cfg.num_folds, out);
+            warn_unlabelled_folds(fold_labelled, cfg.num_folds, nskipped, out);
         }
     }
     h5_pending_done(tmp);   /* renamed by rank 0 (or removed above) */

@@ -286,7 +286,9 @@ static int tensor_data_intact(hid_t f)
 int checkpoint_intact(const char *path)
 {
     h5_lock();
+    errno = 0;
     hid_t f = h5_try_open_read(path);
+    if (f < 0) h5_refuse_locked(path, "checkpoint", errno);   /* locked: not damaged */
     int ok = 0;
     if (f >= 0) {
         char *fmt = h5_attr_read_string(f, "format");

@@ -2,6 +2,7 @@
 # An HDF5 file that another process holds open for writing (HDF5's file lock) is named as locked,
 # with the wait and the HDF5_USE_FILE_LOCKING fix, where alice had called it "truncated or
 # damaged; use another copy" (and HDF5's own "unable to lock file" stack is no longer printed).
+# A checkpoint held so at a resume stops it the same way, where it had been set aside as damaged.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ALICE=${ALICE:-$ROOT/bin/alice}
@@ -33,3 +34,32 @@ wait "$writer"
   { cat "$T/info.log"; fail "a locked file: status $rc, not named as locked"; }
 ! grep -q "HDF5-DIAG" "$T/info.log" || { cat "$T/info.log"; fail "HDF5's error stack printed"; }
 echo "ok: a file held open for writing is named as locked: $(grep -m1 error "$T/info.log" | cut -c1-110)"
+
+# A checkpoint held open for writing when a run resumes: named as locked, never taken for a
+# damaged one (which a resume skips and sets aside as .damaged, going back to an older one)
+MICRO=$ROOT/tests/train/micro.cfg
+"$ALICE" pretrain --config "$MICRO" run_dir="$T/run" steps=2 ckpt_every=1 > "$T/pt.log" 2>&1 ||
+  { tail -3 "$T/pt.log"; fail "the micro pre-training"; }
+[ -f "$T/run/ckpt_2.h5" ] || fail "no ckpt_2.h5"
+rm -f "$T/ready" "$T/done"
+"$PYTHON" - "$T" <<'PY' &
+import h5py, os, sys, time
+t = sys.argv[1]
+with h5py.File(os.path.join(t, "run", "ckpt_2.h5"), "r+"):   # opened for writing: locked
+    open(os.path.join(t, "ready"), "w").close()
+    for _ in range(600):
+        if os.path.exists(os.path.join(t, "done")):
+            break
+        time.sleep(0.05)
+PY
+writer=$!
+for _ in $(seq 200); do [ -e "$T/ready" ] && break; sleep 0.05; done
+rc=0
+"$ALICE" pretrain --config "$MICRO" run_dir="$T/run" steps=3 ckpt_every=1 > "$T/resume.log" 2>&1 || rc=$?
+touch "$T/done"
+wait "$writer"
+[ "$rc" = 2 ] && grep -q "ckpt_2.h5: another process holds it locked for writing" "$T/resume.log" ||
+  { tail -5 "$T/resume.log"; fail "a locked checkpoint at resume: status $rc, not named as locked"; }
+[ -f "$T/run/ckpt_2.h5" ] && [ ! -e "$T/run/ckpt_2.h5.damaged" ] ||
+  fail "the locked checkpoint was set aside: $(ls "$T/run")"
+echo "ok: a locked checkpoint stops the resume as locked, not set aside as damaged"

@@ -44,3 +44,20 @@ print("labelled cases per fold:", per, "unlabelled:", [int(np.sum(~lab & (fold =
 sys.exit(0 if per == [1, 1, 1] else 1)
 PY
 echo "ok: 3 labelled cases among 6 fill the 3 folds, one each"
+# Labelled cases skipped by --keep-going held their places in the deal: the warning asks for
+# them to be fixed or removed when the labelled cases written would fill the folds, and never
+# suggests a single fold (it had said num_folds = 1 after 2 of 4 labels failed, at 2 folds)
+"$ALICE" phantom --out "$T/ph4" --cases 4 --size small --seed 4 > /dev/null 2>&1 || fail "phantom 4"
+for c in 0000 0001; do head -c 200 "$T/ph4/labelsTr/case$c.nii.gz" > "$T/bad" && mv "$T/bad" "$T/ph4/labelsTr/case$c.nii.gz"; done
+for folds in 2 3; do
+  "$ALICE" pack --input "$T/ph4/imagesTr" --out "$T/k$folds.h5" spacing=6,6,6 num_folds=$folds \
+    --keep-going > "$T/k$folds.log" 2>&1 || { cat "$T/k$folds.log"; fail "pack --keep-going, $folds folds"; }
+  ! grep -q "num_folds = 1[^0-9]" "$T/k$folds.log" || { cat "$T/k$folds.log"; fail "a single fold suggested"; }
+done
+if grep -q "hold no labelled case" "$T/k2.log"; then
+  grep -q "fix or remove the 2 skipped case(s)" "$T/k2.log" || { cat "$T/k2.log"; fail "2 folds: no word of the skipped cases"; }
+fi
+# 3 folds: 2 labelled cases written leave one empty (seed 4 deals them to folds 0 and 1)
+grep -q "1 of the 3 folds .*num_folds = 2 once the skipped cases are fixed or removed" "$T/k3.log" ||
+  { cat "$T/k3.log"; fail "3 folds: no warning, or one that ignores the skipped cases"; }
+echo "ok: with skipped labelled cases the warning names them, never one fold"

@@ -134,6 +134,11 @@ if (cd "$T" && ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args bash "$ROOT/slurm/pack.s
 [ -e "$T/keep/phantoms/labelsTr/case0005.nii.gz" ] && [ ! -s "$T/alice-args.log" ] ||
   fail "a refused phantoms:2 removed phantoms or ran alice: $(cat "$T/alice-args.log")"
 echo "ok: a refused pack.sbatch phantoms:N leaves the phantoms alone"
+mkdir -p "$T/adir.h5"
+if (cd "$T" && ALICE_HOME=$ROOT ALICE_BIN=$T/alice-args bash "$ROOT/slurm/pack.sbatch" phantoms:2 \
+      "$T/adir.h5" > "$T/pack_dir.log" 2>&1); then fail "a DATASET_H5 that is a directory was packed"; fi
+grep -q "adir.h5' is a directory; name the data set file" "$T/pack_dir.log" ||
+  { cat "$T/pack_dir.log"; fail "a DATASET_H5 directory: not named as one"; }
 
 # pack.sbatch phantoms:N generates into DATASET's folder under phantoms/ and packs that folder:
 # the phantoms an earlier, larger N left there must go first (they were packed too)

@@ -100,3 +100,16 @@ grep "eval.sbatch" "$T/sbatch.log" | grep -q "eval.sbatch $T/run5/jobs/eval.cfg 
 ! grep -q "lr = 0.5" "$T/run5/jobs/finetune.cfg" || fail "the frozen copy followed the edit"
 cmp -s "$T/overlay.cfg" "$T/run5/jobs/pretrain_overlay0.cfg" || fail "the overlay's copy differs"
 echo "ok: every stage reads the job files copied at submission (overlays too); a later edit changes none"
+# a missing overlay, or a --config without a file, refuses the chain before anything is copied
+reset
+for args in "--config $T/none.cfg" "steps=3 --config"; do
+  rm -rf "$T/run6"
+  rc=0
+  bash "$ROOT/slurm/chain.sh" --run-dir "$T/run6" --input phantoms:5 \
+    --pretrain-config "$ROOT/jobs/pretrain_tiny.cfg" --finetune-config "$T/ft.cfg" \
+    --finetune-args "$args" >"$T/out6" 2>&1 || rc=$?
+  [ "$rc" = 2 ] && grep -q "none.cfg' (--config in the finetune arguments) not found\|--config needs a job file after it (in the finetune arguments)" "$T/out6" ||
+    { cat "$T/out6"; fail "--finetune-args '$args': status $rc"; }
+  [ ! -e "$T/run6/jobs" ] && [ ! -e "$T/sbatch.log" ] || fail "--finetune-args '$args': copied or submitted"
+done
+echo "ok: a missing overlay or a bare --config refuses the chain before any copy"
