@@ -253,37 +253,29 @@ freeze_config() {
     { echo "chain.sh: error: cannot copy the job file '$1' into $run_dir/jobs" >&2; return 2; }
   echo "$run_dir/jobs/$2"
 }
-# freeze_overlays STAGE WORD...: sets frozen to the WORDs with each overlay job file
-# (`--config FILE`, `-c FILE`, `--config=FILE`) replaced by its copy STAGE_overlay<k>.cfg.
-_freeze_stage=""
-_freeze_overlay() {
-  [ -r "$1" ] || {
-    echo "chain.sh: error: job file '$1' (--config in the $_freeze_stage arguments) not found" >&2
-    return 2
-  }
-  freeze_config "$1" "${_freeze_stage}_overlay$2.cfg"
-}
-freeze_overlays() {
-  _freeze_stage=$1
-  shift
-  local rc=0
-  alice_map_overlays _freeze_overlay "$@" || rc=$?
-  [ "$rc" != 3 ] || fail "--config needs a job file after it (in the $_freeze_stage arguments)"
+# stage_overlays STAGE COPY WORD...: alice_map_overlays (slurm/overlays.sh) over one stage's
+# arguments, the stage named in its refusals; the result in alice_args.
+_overlay_stage=""
+stage_overlays() {
+  _overlay_stage=$1
+  local copy_fn=$2 rc=0
+  shift 2
+  alice_map_overlays "$copy_fn" "$@" || rc=$?
+  [ "$rc" != 3 ] || fail "--config needs a job file after it (in the $_overlay_stage arguments)"
   [ "$rc" = 0 ] || exit 2
-  frozen=(${alice_args[@]+"${alice_args[@]}"})
 }
-# Every overlay readable before anything is copied (a missing one refuses the chain whole).
-_check_overlay() {
-  [ -r "$1" ] || fail "job file '$1' (--config in the $_check_stage arguments) not found"
+_check_overlay() {   # every overlay readable before anything is copied: a missing one
+  [ -r "$1" ] ||     # refuses the chain whole
+    fail "job file '$1' (--config in the $_overlay_stage arguments) not found"
   echo "$1"
 }
-check_overlays() {  # check_overlays STAGE WORD...
-  _check_stage=$1
-  shift
-  local rc=0
-  alice_map_overlays _check_overlay "$@" || rc=$?
-  [ "$rc" != 3 ] || fail "--config needs a job file after it (in the $_check_stage arguments)"
-  [ "$rc" = 0 ] || exit 2
+_freeze_overlay() { freeze_config "$1" "${_overlay_stage}_overlay$2.cfg"; }
+check_overlays() { stage_overlays "$1" _check_overlay "${@:2}"; }
+# freeze_overlays STAGE WORD...: sets frozen to the WORDs with each overlay job file
+# (`--config FILE`, `-c FILE`, `--config=FILE`) replaced by its copy STAGE_overlay<k>.cfg.
+freeze_overlays() {
+  stage_overlays "$1" _freeze_overlay "${@:2}"
+  frozen=(${alice_args[@]+"${alice_args[@]}"})
 }
 check_overlays pack ${pack_words[@]+"${pack_words[@]}"}
 check_overlays pretrain ${pretrain_words[@]+"${pretrain_words[@]}"}
