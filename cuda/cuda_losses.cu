@@ -527,29 +527,34 @@ struct CeOfValidLabel {
 constexpr long kDiceChunk = 16384;
 
 /* partial[(seg * chunks + chunk) * 3 + {0,1,2}] = chunk sums of p*y, p, y for seg = b*K + k */
+/* x: the chunk of kDiceChunk voxels; y: the segment (b, k), striding past the grid's y limit
+ * (B*K above 65535: a fine-tuning batch above 256 with 256 classes). */
 static __global__ void dice_moments_kernel(double *partial, const float *probs, const int *labels,
-                                           int K, long V)
+                                           int segs, int K, long V)
 {
-    const int chunk = blockIdx.x, chunks = gridDim.x, seg = blockIdx.y;
-    const int b = seg / K, k = seg % K;
-    const float *p = probs + (size_t)seg * V;
-    const int *lab = labels + (size_t)b * V;
-    const long v0 = (long)chunk * kDiceChunk, v1 = min(V, v0 + kDiceChunk);
-    double si = 0.0, sp = 0.0, sy = 0.0;
-    for (long v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
-        const bool hit = lab[v] == k;
-        sp += p[v];
-        si += hit ? p[v] : 0.0f;
-        sy += hit ? 1.0 : 0.0;
-    }
-    si = block_sum(si);
-    sp = block_sum(sp);
-    sy = block_sum(sy);
-    if (threadIdx.x == 0) {
-        double *out = partial + ((size_t)seg * chunks + chunk) * 3;
-        out[0] = si;
-        out[1] = sp;
-        out[2] = sy;
+    const int chunk = blockIdx.x, chunks = gridDim.x;
+    for (int seg = blockIdx.y; seg < segs; seg += gridDim.y) {
+        const int b = seg / K, k = seg % K;
+        const float *p = probs + (size_t)seg * V;
+        const int *lab = labels + (size_t)b * V;
+        const long v0 = (long)chunk * kDiceChunk, v1 = min(V, v0 + kDiceChunk);
+        double si = 0.0, sp = 0.0, sy = 0.0;
+        for (long v = v0 + threadIdx.x; v < v1; v += blockDim.x) {
+            const bool hit = lab[v] == k;
+            sp += p[v];
+            si += hit ? p[v] : 0.0f;
+            sy += hit ? 1.0 : 0.0;
+        }
+        /* block_sum synchronises: every thread of the block runs the same seg iterations */
+        si = block_sum(si);
+        sp = block_sum(sp);
+        sy = block_sum(sy);
+        if (threadIdx.x == 0) {
+            double *out = partial + ((size_t)seg * chunks + chunk) * 3;
+            out[0] = si;
+            out[1] = sp;
+            out[2] = sy;
+        }
     }
 }
 
@@ -573,8 +578,10 @@ static double *dice_statistics(const float *probs, const int *labels, int B, int
     double *partial = (double *)cuda_scratch(
         SCRATCH_STATS, ((size_t)segs * chunks * 3 + (size_t)segs * 3) * sizeof(double));
     double *stats = partial + (size_t)segs * chunks * 3;
-    dice_moments_kernel<<<dim3((unsigned)chunks, segs), kThreads, 0, cuda_stream()>>>(
-        partial, probs, labels, K, V);
+    const unsigned seg_blocks = (unsigned)segs < kMaxPlaneBlocksY ? (unsigned)segs
+                                                                  : kMaxPlaneBlocksY;
+    dice_moments_kernel<<<dim3((unsigned)chunks, seg_blocks), kThreads, 0, cuda_stream()>>>(
+        partial, probs, labels, segs, K, V);
     CUDA_CHECK_LAUNCH();
     dice_totals_kernel<<<grid_for(segs), kThreads, 0, cuda_stream()>>>(stats, partial, segs,
                                                                        (int)chunks);

@@ -5,7 +5,8 @@
  * Checked against a double-precision reference (softmax over K per voxel, mean CE over the B*V
  * voxels with the labels outside 0..K-1 left out, MONAI's Dice with smooth 1e-5, the count of
  * those labels), for one and several Dice chunks (V above kDiceChunk, a ragged last chunk), a
- * batch of one and of two, and batches with labels -1 and K:
+ * batch of one and of two, batches with labels -1 and K, and more Dice segments (B*K) than the
+ * grid's y limit (lowered to 3, see EMU_MAX_GRID_YZ):
  *  - the probabilities within 1e-6 relative, ce and dice within 1e-5 (the emulation's warp
  *    sums add in another order than the GPU's shuffles, so bits are not the question here;
  *    test_backend_parity compares the GPU with the CPU backend);
@@ -25,6 +26,9 @@ extern "C" {
 }
 
 using std::isnan;   /* device code calls it unqualified (CUDA's math API) */
+/* The grid's y limit, in the kernels' cap (the .sh replaces kMaxPlaneBlocksY's 65535 by it)
+ * and in the emulation (main): 3, so that B*K segments above it stride as above 65535. */
+#define EMU_MAX_GRID_YZ 3u
 #include "dicece_kernels.inc"  /* cut out of cuda/ by the .sh */
 
 static int fails = 0;
@@ -146,6 +150,7 @@ static void check_reduce_unrolled(unsigned grid, size_t n)
 
 int main()
 {
+    emu_max_grid_yz = EMU_MAX_GRID_YZ;
     for (unsigned grid : {1u, 3u})
         for (size_t passes : {0, 1, 3})
             for (size_t extra : {0, 1, 255, 700}) {

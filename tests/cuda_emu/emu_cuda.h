@@ -50,6 +50,10 @@ inline unsigned emu_thread_rank()
 /* Nonzero: the blocks of a grid run in a pseudo-random order drawn from this seed (a kernel
  * must not depend on which block runs last); 0: in order (blockIdx.x fastest). */
 inline unsigned emu_block_order_seed;
+/* The device's limit on gridDim.y and gridDim.z (65535 on every CUDA GPU so far). A test may
+ * lower it, together with the kernel source's own cap (cut_kernels.py --replace), to run a
+ * kernel's striding past the limit on a small grid. */
+inline unsigned emu_max_grid_yz = 65535;
 inline unsigned char *emu_smem;
 inline std::barrier<> *emu_block_barrier;
 inline std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
@@ -98,6 +102,15 @@ void emu_launch(Kernel kernel, dim3 grid, dim3 block, unsigned smem_bytes, int s
                 Args... args)
 {
     (void)stream;
+    /* A launch the GPU would refuse (cudaErrorInvalidConfiguration) fails here too. */
+    if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.y > emu_max_grid_yz ||
+        grid.z > emu_max_grid_yz || block.x * block.y * block.z == 0 ||
+        block.x * block.y * block.z > 1024) {
+        fprintf(stderr, "emu_launch: invalid configuration: grid %u x %u x %u (y and z at most "
+                "%u), block %u x %u x %u (1 to 1024 threads)\n", grid.x, grid.y, grid.z,
+                emu_max_grid_yz, block.x, block.y, block.z);
+        exit(1);
+    }
     std::vector<unsigned char> smem(smem_bytes + 256);
     blockDim = block;
     gridDim = grid;
