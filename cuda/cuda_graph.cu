@@ -23,7 +23,7 @@
 
 struct BackendGraph {
     cudaGraphExec_t exec;
-    unsigned long long memory_epoch;  /* cuda_graph_memory_moved count when recorded */
+    unsigned long long memory_epoch;  /* cuda_graph_memory_moved count when its capture began */
     size_t nodes;
 };
 
@@ -37,6 +37,7 @@ struct CaptureState {
     int ndeferred;
     int deferred_overflow;             /* frees beyond the list: leaked, said in the warning */
     unsigned zero_slots;               /* bit s: scratch slot s reallocated during the capture */
+    unsigned long long memory_epoch;   /* g_memory_epoch when the capture began */
 };
 static thread_local CaptureState t_capture;
 
@@ -109,6 +110,9 @@ int cuda_graph_capture_begin(void)
     }
     t_capture.active = 1;
     t_capture.spoiled[0] = '\0';
+    /* Read at the start: memory moved while recording (a thread that does not spoil this
+     * capture) may be named by the recorded work, so the graph must come out stale. */
+    t_capture.memory_epoch = g_memory_epoch.load();
     t_capture.ndeferred = 0;
     t_capture.deferred_overflow = 0;
     t_capture.zero_slots = 0;
@@ -172,7 +176,7 @@ BackendGraph *cuda_graph_capture_end(void)
     }
     BackendGraph *g = (BackendGraph *)xmalloc(sizeof *g);
     g->exec = exec;
-    g->memory_epoch = g_memory_epoch.load();
+    g->memory_epoch = t_capture.memory_epoch;
     g->nodes = nodes;
     log_info("cuda_graph: step recorded as one CUDA graph of %zu nodes", nodes);
     return g;
