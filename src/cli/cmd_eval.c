@@ -268,10 +268,10 @@ static void spacing_of(const double affine[4][4], double spacing[3])
         spacing[j] = sqrt(affine[0][j] * affine[0][j] + affine[1][j] * affine[1][j] + affine[2][j] * affine[2][j]);
 }
 
-/* The spacing NSD measures distances with, for a truth read from the NIfTI file at path (NULL:
- * a packed label, the affine's): the header's voxel size (pixdim, what the FLARE 2022 script and
- * nibabel's get_zooms() read) where it agrees with the affine's column lengths within 1e-4, else
- * those lengths. A rotated sform's float entries make its column lengths 3.0000001 mm for a
+/* The spacing NSD measures distances with, for a truth on the grid of the NIfTI file at path
+ * (the truth's own file, or the prediction's for a truth from the data set): its header's voxel
+ * size (pixdim, what the FLARE 2022 script and nibabel's get_zooms() read) where it agrees with
+ * the affine's column lengths within 1e-4, else those lengths. A rotated sform's float entries make its column lengths 3.0000001 mm for a
  * 3 mm voxel, and NSD counts a distance equal to the tolerance as within: one voxel at a 3 mm
  * tolerance would fall outside. */
 static void truth_spacing(const char *path, const double affine[4][4], double spacing[3])
@@ -450,7 +450,9 @@ static void score_case(const EvalCase *c, Dataset *ds, const LabelSet *set,
     check_known_ids(histogram, set, c->truth_source, allow_unknown);
     /* the truth's organ sizes, from the same pass */
     for (int o = 0; o < set->count; o++) truth_voxels[o] = (double)histogram[set->organs[o].id];
-    truth_spacing(truth_file, ta, spacing);
+    /* A truth from the data set has no header: the prediction's, on the same grid (checked
+     * above), gives the voxel size (infer writes the source's pixdim there). */
+    truth_spacing(truth_file ? truth_file : c->pred, ta, spacing);
     case_scores(truth, pred, td, spacing, set, protocol, dsc, nsd);
     free(pred);
     free(truth);
