@@ -246,7 +246,9 @@ const ConfigKey config_keys[] = {
 
     K("ckpt_every", CFG_T_LONG, ckpt_every, "50", "1..", "steps between checkpoints"),
     K("log_every", CFG_T_LONG, log_every, "1", "1..", "steps between log lines"),
-    K("keep_ckpts", CFG_T_INT, keep_ckpts, "3", "0..", "periodic checkpoints kept (0 = all)"),
+    K("keep_ckpts", CFG_T_INT, keep_ckpts, "3", "0..",
+      "periodic checkpoints kept (0 = all); one written off schedule (a stop, a preemption, the "
+      "end of a run) is kept until a newer one is written"),
 
     K("pretrained", CFG_T_STRING, pretrained, "", "", "pre-training checkpoint for the encoder ('' = random init)"),
     K("num_classes", CFG_T_INT, num_classes, "14", "2..255", "segmentation classes incl. background"),

@@ -76,6 +76,10 @@ void params_write_h5(hid_t f, const char *group, const char *prefix, const Param
 
 static void prune(const char *run_dir, int keep, long written);
 
+/* The attribute that tells prune a periodic checkpoint (kept by keep_ckpts) from one written
+ * off schedule (docs/FORMAT.md). */
+static const char *const kPeriodicAttr = "periodic";
+
 /* Each tensor's own AdamW t (adam_steps less the updates it sat out, freeze_last_layer) as the
  * attribute adam_steps of its /adam_m dataset. */
 static void write_tensor_adam_steps(hid_t f, const ParamSet *online)
@@ -159,6 +163,8 @@ void checkpoint_save_state(const char *run_dir, const char *name, long step, con
     h5_attr_string(f, "kind", kind);
     h5_attr_string(f, "config", text);
     h5_attr_long(f, "step", step);
+    /* on the cadence in force when written (ckpt_every may change at a resume) */
+    if (!name) h5_attr_long(f, kPeriodicAttr, step % cfg->ckpt_every == 0);
     h5_attr_double(f, "metric", metric);
     if (cfg->data_spacing[0] > 0) h5_attr_doubles(f, "data_spacing", cfg->data_spacing, 3);
     write_run_shape(f, online);
@@ -222,20 +228,49 @@ static void close_locked(hid_t f)
     h5_unlock();
 }
 
-/* Removes the oldest ckpt_<step>.h5 up to `written` (the step just saved) until `keep` of
- * them remain (the files checkpoint_steps lists: never ckpt_best.h5, a .tmp or another name
- * that merely starts like one). A newer file (one the resume could not read and could not set
- * aside) is neither counted nor removed: it must not push this run's checkpoints out. */
+/* 0 when the checkpoint at path was written off schedule (attribute periodic = 0); 1 when
+ * periodic, of an alice that did not mark them (no attribute), or unreadable (counted, as
+ * before the attribute existed, rather than removed unread). */
+static int checkpoint_periodic(const char *path)
+{
+    long periodic = 1;
+    h5_lock();
+    hid_t f = h5_try_open_read(path);
+    if (f >= 0) {
+        if (!h5_attr_read_long(f, kPeriodicAttr, &periodic)) periodic = 1;
+        CHECK_H5(H5Fclose(f));
+    }
+    h5_unlock();
+    return periodic != 0;
+}
+
+/* Up to `written` (the step just saved) keeps that checkpoint and the newest `keep` periodic
+ * ones, and removes the rest: older periodic ones, and the ones written off schedule (a stop,
+ * a preemption, the end of an earlier run), which exist to resume from and are superseded by
+ * any newer checkpoint; counted among the kept ones, a requeued run's stop checkpoints had
+ * pushed its periodic history out. The files are those checkpoint_steps lists: never
+ * ckpt_best.h5, a .tmp or another name that merely starts like one. A newer file (one the
+ * resume could not read and could not set aside) is neither counted nor removed: it must not
+ * push this run's checkpoints out. */
 static void prune(const char *run_dir, int keep, long written)
 {
     if (keep <= 0) return;
     int n;
     long *steps = checkpoint_steps(run_dir, &n);
-    int first = 0;
-    while (first < n && steps[first] > written) first++;
-    for (int i = first + keep; i < n; i++) {   /* newest first */
+    int kept = 0;
+    for (int i = 0; i < n; i++) {   /* newest first */
+        if (steps[i] > written) continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/ckpt_%ld.h5", run_dir, steps[i]);
+        const int periodic = checkpoint_periodic(path);
+        if (steps[i] == written) {
+            kept += periodic;
+            continue;
+        }
+        if (periodic && kept < keep) {
+            kept++;
+            continue;
+        }
         unlink(path);
     }
     free(steps);

@@ -12,7 +12,8 @@
 #  - a smaller depth (the checkpoint holds tensors the model lacks), another heads or dec_heads:
 #    refused, naming the tensor or the key;
 #  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed,
-#    the damaged one set aside (ckpt_6.h5.damaged), so keep_ckpts = 1 keeps this run's newest;
+#    the damaged one set aside (ckpt_6.h5.damaged), so keep_ckpts = 1 keeps the newest
+#    periodic one it resumed from (ckpt_3.h5) beside this run's stop checkpoint;
 #  - tensor data zeroed inside a checkpoint that opens: its crc32 fails, set aside the same way;
 #  - every checkpoint damaged: refused;
 #  - another version's checkpoint: a stored key this alice lacks skipped with a warning, a key
@@ -103,8 +104,10 @@ grep -q "aside as .*ckpt_6.h5.damaged" "$WORK/keep.log" ||
   { cat "$WORK/keep.log"; fail "not set aside"; }
 [ -f "$A/ckpt_6.h5.damaged" ] && [ ! -e "$A/ckpt_6.h5" ] ||
   fail "ckpt_6.h5 not moved to ckpt_6.h5.damaged"
-[ "$(cd "$A" && ls ckpt_*.h5)" = "ckpt_5.h5" ] ||
-  { ls "$A"; fail "keep_ckpts = 1 did not keep this run's ckpt_5.h5 alone"; }
+# kept: the newest periodic one (ckpt_3.h5; the damaged ckpt_6.h5, counted, had removed it)
+# and the stop's ckpt_5.h5, the newest
+[ "$(cd "$A" && ls ckpt_*.h5 | sort -V | tr '\n' ' ')" = "ckpt_3.h5 ckpt_5.h5 " ] ||
+  { ls "$A"; fail "keep_ckpts = 1 did not keep ckpt_3.h5 and this run's ckpt_5.h5"; }
 "$PYTHON" -c 'import sys, h5py; assert h5py.File(sys.argv[1], "r").attrs["step"] == 5' \
   "$A/ckpt_5.h5" ||
   fail "ckpt_5.h5 is not an intact checkpoint of step 5"
