@@ -7,19 +7,32 @@
 #include "cli/commands.h"
 #include "core/check.h"
 #include "core/log.h"
+#include "core/preempt.h"
 #include "h5util.h"
 
 static const AliceCommand commands[] = {
-    {"config", cmd_config, "print the resolved configuration or the key registry"},
-    {"pretrain", cmd_pretrain, "self-supervised pre-training (method = alice | mae)"},
-    {"phantom", cmd_phantom, "write synthetic abdominal CTs with 13 organ labels (NIfTI)"},
-    {"pack", cmd_pack, "preprocess NIfTI volumes into one dataset.h5 (MPI-parallel)"},
-    {"finetune", cmd_finetune, "UNETR fine-tuning (DiceCE) from a pre-training checkpoint or random init"},
-    {"infer", cmd_infer, "sliding-window UNETR prediction -> NIfTI in each case's original geometry"},
-    {"eval", cmd_eval, "per case x organ DSC and NSD of predictions -> results.h5 + .csv"},
-    {"probe", cmd_probe, "k-NN probe of encoder patch features against organ labels"},
-    {"match", cmd_match, "anatomical matcher landmark error (--eval): profile vs bbox baseline"},
-    {"info", cmd_info, "describe a dataset.h5, checkpoint or results.h5 (folds, step, model, scores)"},
+    {"config", cmd_config, "print the resolved configuration or the key registry", SIGNALS_DEFAULT},
+    {"pretrain", cmd_pretrain, "self-supervised pre-training (method = alice | mae)",
+     SIGNALS_PREEMPTION},
+    {"phantom", cmd_phantom, "write synthetic abdominal CTs with 13 organ labels (NIfTI)",
+     SIGNALS_DEFAULT},
+    {"pack", cmd_pack, "preprocess NIfTI volumes into one dataset.h5 (MPI-parallel)",
+     SIGNALS_DEFAULT},
+    {"finetune", cmd_finetune,
+     "UNETR fine-tuning (DiceCE) from a pre-training checkpoint or random init",
+     SIGNALS_PREEMPTION},
+    {"infer", cmd_infer,
+     "sliding-window UNETR prediction -> NIfTI in each case's original geometry",
+     SIGNALS_DEFAULT},
+    {"eval", cmd_eval, "per case x organ DSC and NSD of predictions -> results.h5 + .csv",
+     SIGNALS_DEFAULT},
+    {"probe", cmd_probe, "k-NN probe of encoder patch features against organ labels",
+     SIGNALS_DEFAULT},
+    {"match", cmd_match, "anatomical matcher landmark error (--eval): profile vs bbox baseline",
+     SIGNALS_DEFAULT},
+    {"info", cmd_info,
+     "describe a dataset.h5, checkpoint or results.h5 (folds, step, model, scores)",
+     SIGNALS_DEFAULT},
 };
 static const int command_count = (int)(sizeof commands / sizeof commands[0]);
 
@@ -46,6 +59,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    /* Before MPI_Init, which can take seconds at scale: a requeued job signalled again while it
+     * starts must checkpoint and exit 3, not die (the threads MPI starts inherit the unblocked
+     * mask). A training command's benchmark puts the default action back. */
+    if (cmd->signals == SIGNALS_PREEMPTION) preempt_install();
     alice_mpi_init(&argc, &argv);
     int rank = 0, size = 1;
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));

@@ -5,10 +5,18 @@
 
 #include "core/config.h"
 
+/* How a command takes SIGTERM and SIGUSR1 (core/preempt.h). */
+typedef enum {
+    SIGNALS_DEFAULT,     /* the default action: the process ends */
+    SIGNALS_PREEMPTION   /* a training run: checkpoint at the next step boundary, exit 3; the
+                          * handlers go in before MPI_Init, so no part of start-up is exposed */
+} CommandSignals;
+
 typedef struct {
     const char *name;
     int (*run)(int argc, char **argv);
     const char *summary;
+    CommandSignals signals;
 } AliceCommand;
 
 int cmd_config(int argc, char **argv);

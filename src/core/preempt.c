@@ -34,7 +34,8 @@ static void install_one(int signo)
 
 void preempt_install(void)
 {
-    if (g_installed) return;
+    /* Each call installs them again: main installs them before MPI_Init, the training loops
+     * after it, in case the MPI library put its own in meanwhile. */
     install_one(SIGTERM);
     install_one(SIGUSR1);
     /* A launcher may start the process with them blocked (the mask survives exec), which would
@@ -49,6 +50,17 @@ void preempt_install(void)
     if (rc != 0) ALICE_FATAL("pthread_sigmask failed (%s): cannot receive preemption signals",
                              strerror(rc));
     g_installed = 1;
+}
+
+void preempt_uninstall(void)
+{
+    if (!g_installed) return;
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
+    g_installed = 0;
+    /* One that arrived meanwhile takes its default action now, as it would have without the
+     * handlers. */
+    if (g_signal_seen) raise(g_signal_seen);
 }
 
 int preempt_requested(void) { return g_signal_seen != 0; }

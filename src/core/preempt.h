@@ -6,7 +6,7 @@
  *
  * How a training loop uses it (every rank executes the same sequence of calls):
  *
- *     preempt_install();                            // once, after MPI_Init
+ *     preempt_install();                            // before MPI_Init, again after
  *     for (step = start; step < steps; step++) {
  *         ... one optimisation step ...
  *         if (preempt_agreed()) {                   // collective: all ranks, every step
@@ -27,9 +27,14 @@
  * on_nonfinite = skip). Not 1: nothing in alice failed. */
 #define ALICE_EXIT_DIVERGED 4
 
-/* Installs the SIGTERM and SIGUSR1 handlers (idempotent). SA_RESTART keeps blocking reads and
- * writes going; the flag is acted on at the next step boundary, never inside the handler. */
+/* Installs the SIGTERM and SIGUSR1 handlers (again on each call). SA_RESTART keeps blocking
+ * reads and writes going; the flag is acted on at the next step boundary, never inside the
+ * handler. */
 void preempt_install(void);
+
+/* Puts the default actions back (a training command's benchmark, which never checks the
+ * flag); a signal that arrived meanwhile then ends the process as it would have. */
+void preempt_uninstall(void);
 
 /* 1 once this rank has received SIGTERM or SIGUSR1 (a plain read of the flag; no MPI). */
 int preempt_requested(void);

@@ -343,6 +343,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     const AliceBackend *be = train_begin(cfg, &dist);
     /* From the start (not in the benchmark, which never checks): see pretrain_run. */
     if (opt->bench_steps <= 0) preempt_install();
+    else preempt_uninstall();
     UnetrModel model;
     unetr_init(&model, cfg, be, cfg->batch, 1);
     log_info("model: UNETR, ViT %dx%d (%d heads, mlp %d), feature size %d, %d classes, crop %dx%dx%d "

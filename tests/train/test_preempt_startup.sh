@@ -5,6 +5,10 @@
 # 3 for requeue. The handlers used to be installed only just before the loader started, so
 # SIGUSR1 in that window ended the process (exit 138): Slurm saw a failure, no requeue.
 # SIGUSR1 is sent as soon as the run prints its model line, in the window either way.
+# Earlier still: while the command line is read, before the model exists (and, at scale, while
+# MPI_Init runs): the handlers go in before MPI_Init since, where they had gone in only once
+# the backend was chosen (exit 138). The run is held there deterministically by a job file
+# that is a named pipe: signalled while it waits for the file's text, then given the text.
 source "$(dirname "$0")/lib.sh"
 rc=0
 "$PYTHON" - "$ALICE" "$MICRO" "$WORK/run" > "$WORK/a.log" 2>&1 <<'PY' || rc=$?
@@ -28,3 +32,28 @@ tail -n 6 "$WORK/a.log"
 [ "$rc" = 3 ] || fail "a signal during start-up: exit status $rc, expected 3 (checkpoint, requeue)"
 ls "$WORK/run"/ckpt_*.h5 > /dev/null 2>&1 || fail "no checkpoint written after the signal"
 echo "ok: a preemption signal during start-up checkpoints at the first step and exits 3"
+
+# the signal while the job file (a named pipe) is read: before MPI_Init has returned
+mkfifo "$WORK/job.fifo"
+rc=0
+"$PYTHON" - "$ALICE" "$MICRO" "$WORK/early" "$WORK/job.fifo" > "$WORK/b.log" 2>&1 <<'PY' || rc=$?
+import os, signal, subprocess, sys, time
+alice, cfg, run, fifo = sys.argv[1:5]
+p = subprocess.Popen([alice, "pretrain", "--config", fifo, f"run_dir={run}", "steps=4",
+                      "ckpt_every=100"], stdout=open(run + ".out", "w"), stderr=subprocess.STDOUT)
+w = open(fifo, "w")   # returns once alice has opened the pipe to read its job file
+os.kill(p.pid, signal.SIGUSR1)
+time.sleep(0.2)       # delivered meanwhile: a default action would have ended the process
+try:
+    w.write(open(cfg).read())
+    w.close()
+except BrokenPipeError:
+    pass              # the process ended: its status says so
+rc = p.wait()
+print(open(run + ".out").read()[-600:])
+sys.exit(rc if rc >= 0 else 128 - rc)
+PY
+tail -n 4 "$WORK/b.log"
+[ "$rc" = 3 ] || fail "a signal while the job file is read: exit status $rc, expected 3"
+ls "$WORK/early"/ckpt_*.h5 > /dev/null 2>&1 || fail "no checkpoint written after the early signal"
+echo "ok: a preemption signal before the model exists checkpoints at the first step and exits 3"
