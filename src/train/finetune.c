@@ -432,10 +432,22 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     RunLog log;
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);
     /* A preempted run skipped the validation due after its last step (below): given now, on the
-     * weights that step left, so val.csv and ckpt_best.h5 are those of an uninterrupted run. */
+     * weights that step left, so val.csv and ckpt_best.h5 are those of an uninterrupted run.
+     * Not when this start is told to stop as well (a signal while it started): the validation
+     * may outlast the signal's lead, and no step may run before it (a run resumed after that
+     * step would not know it is owed). The checkpoint resumed from is still the newest, so the
+     * run exits for requeue at once and the next start gives it. Collective. */
+    int status = 0, chunk_stopped = 0;
     if (start > 0 && nval > 0 && start % cfg->val_every == 0 && !start_validated) {
-        log_info("validation after step %ld, which the preempted run skipped", start);
-        validate_after(&model, loader, &dist, start, nval, &best);
+        if (preempt_agreed()) {
+            log_info("stopped again before the validation after step %ld, which the preempted "
+                     "run skipped: exiting with status %d, %s still the newest checkpoint; the "
+                     "next start gives it", start, ALICE_EXIT_REQUEUE, ckpt);
+            status = ALICE_EXIT_REQUEUE;
+        } else {
+            log_info("validation after step %ld, which the preempted run skipped", start);
+            validate_after(&model, loader, &dist, start, nval, &best);
+        }
     }
     const long global_batch = train_global_batch(cfg, &dist);
     model.zero_grads_in_step = cfg->accum_steps == 1;   /* accumulation: zeroed once per step */
@@ -446,9 +458,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
      * same buffers: a replay recomputes everything it reads. */
     StepGraph graph;
     train_step_graph_init(&graph, be, cfg, &sync);
-    int status = 0, chunk_stopped = 0;
     StepCtx ctx = {&model, cfg, &dist, &sync, &graph, loader};
-    for (long step = start; step < cfg->steps; step++) {
+    for (long step = start; status == 0 && step < cfg->steps; step++) {
         double t0 = wall_seconds();
         double terms[3];
         float lr;

@@ -7,18 +7,24 @@
 # 1; with val_every = 1, step 1's validation is the first one due. Expected: exit status 3
 # (requeue), "validation after step 1 skipped", ckpt_1.h5, no val.csv row; then the resumed run
 # validates after step 1 (on ckpt_1's weights) before its first step and after steps 2 and 3:
-# val.csv and ckpt_best.h5 equal an uninterrupted run's.
+# val.csv and ckpt_best.h5 equal an uninterrupted run's. Between the two, a start that is
+# signalled as well (pending again) owes step 1's validation but must not give it (it may
+# outlast the signal's lead) nor run a step (the validation would then be lost): it exits 3 at
+# once, writing nothing; it had validated in full, then stepped and checkpointed.
 source "$(dirname "$0")/lib.sh"
 cfg=$ROOT/jobs/finetune_tiny.cfg
 args=(run_dir="$WORK/ft" steps=3 warmup=1 val_every=1 ckpt_every=100 log_every=1)
-rc=0
-"$PYTHON" - "$ALICE" "$cfg" "${args[@]}" > "$WORK/a.log" 2>&1 <<'PY' || rc=$?
+signalled() {  # a finetune run that starts with SIGUSR1 pending; its arguments
+  "$PYTHON" - "$ALICE" "$cfg" "$@" <<'PY'
 import os, signal, subprocess, sys
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])   # inherited by the child
 p = subprocess.Popen([sys.argv[1], "finetune", "--config", sys.argv[2]] + sys.argv[3:])
 os.kill(p.pid, signal.SIGUSR1)                                  # pending until alice unblocks it
 sys.exit(p.wait())
 PY
+}
+rc=0
+signalled "${args[@]}" > "$WORK/a.log" 2>&1 || rc=$?
 cat "$WORK/a.log" | tail -n 8
 [ "$rc" = 3 ] || fail "the preempted run exited with $rc, expected 3 (checkpointed for requeue)"
 grep -q "validation after step 1 skipped" "$WORK/a.log" || fail "step 1's validation was not skipped"
@@ -26,6 +32,16 @@ grep -q "validation after step 1:" "$WORK/a.log" && fail "step 1's validation ra
 [ -f "$WORK/ft/ckpt_1.h5" ] || fail "no checkpoint after step 1"
 rows=$(grep -cE '^[0-9]' "$WORK/ft/val.csv" 2>/dev/null || true)
 [ "${rows:-0}" = 0 ] || fail "val.csv has rows from the preempted run: $(cat "$WORK/ft/val.csv")"
+
+rc=0
+signalled "${args[@]}" > "$WORK/a2.log" 2>&1 || rc=$?
+tail -n 3 "$WORK/a2.log"
+[ "$rc" = 3 ] || fail "the start signalled again exited with $rc, expected 3"
+grep -q "stopped again before the validation after step 1" "$WORK/a2.log" ||
+  fail "the start signalled again did not say it left step 1's validation to the next start"
+grep -q "validation after step 1:" "$WORK/a2.log" && fail "step 1's validation ran although stopped"
+[ "$(cd "$WORK/ft" && ls ckpt_*.h5)" = "ckpt_1.h5" ] ||
+  fail "the start signalled again ran a step: $(ls "$WORK/ft")"
 
 "$ALICE" finetune --config "$cfg" "${args[@]}" > "$WORK/b.log" 2>&1 || { tail "$WORK/b.log"; fail "resumed run failed"; }
 grep -q "resumed from .*ckpt_1.h5 at step 1" "$WORK/b.log" || fail "the second run did not resume at step 1"
