@@ -425,6 +425,15 @@ long checkpoint_step(const char *path)
     return step;
 }
 
+double checkpoint_metric(const char *path)
+{
+    hid_t f = open_locked(path, "checkpoint");
+    double metric = NAN;
+    if (!h5_attr_read_double(f, "metric", &metric)) metric = NAN;
+    close_locked(f);
+    return metric;
+}
+
 long checkpoint_stored_config(const char *path, Config *out)
 {
     char *text = checkpoint_config_text(path);

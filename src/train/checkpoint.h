@@ -83,6 +83,9 @@ long checkpoint_stored_config(const char *path, Config *out);
 /* The steps done that checkpoint path holds (its step attribute); ends the job naming the
  * file when it has none. */
 long checkpoint_step(const char *path);
+/* Its metric attribute (fine-tuning: the run's best validation mean Dice up to its step, -1
+ * before the first), or NaN where it has none. */
+double checkpoint_metric(const char *path);
 /* How the run that wrote a checkpoint computed its steps: what a resume must keep for the
  * losses to continue bit for bit (the rank count also sets the global batch). */
 typedef struct {

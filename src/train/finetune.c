@@ -180,6 +180,20 @@ static double set_aside_discarded_best(const char *run_dir, long start, double b
     return -1.0;
 }
 
+/* The best the checkpoint resumed from recorded (its metric: the run's best up to its step),
+ * where val.csv holds none as good: rows lost (a node crash before the file reached the disk)
+ * or removed. Going on with val.csv's lower best, a later, worse validation would replace
+ * ckpt_best.h5. Rank 0 only. */
+static double best_with_checkpoint(const char *ckpt, const char *run_dir, double csv_best)
+{
+    const double recorded = checkpoint_metric(ckpt);
+    if (!(recorded > csv_best)) return csv_best;   /* NaN (pre-training or older alice) too */
+    log_warn("%s/%s holds no validation as good as the best Dice %.4f that %s recorded (rows "
+             "lost in a crash, or removed): the run goes on from that best, so only a better "
+             "validation replaces %s", run_dir, VAL_CSV, recorded, ckpt, BEST_CKPT);
+    return recorded;
+}
+
 static void val_csv_append(const char *run_dir, long step, double dice)
 {
     char path[4096];
@@ -187,9 +201,12 @@ static void val_csv_append(const char *run_dir, long step, double dice)
     FILE *f = fopen(path, "a");
     if (!f) alice_die("%s: cannot append (%s); check that the run directory is writable", path, strerror(errno));
     /* every digit: a resumed run's best (val_csv_restore) is the uninterrupted run's double,
-     * so both take the same "new best" decisions */
+     * so both take the same "new best" decisions. On the disk before a checkpoint can follow
+     * (rows lost in a crash would lower the resumed run's best; best_with_checkpoint covers
+     * those of an older alice). */
     fprintf(f, "%ld,%.17g\n", step, dice);
-    if (fclose(f) != 0) alice_die("%s: cannot append (%s; disk full?)", path, strerror(errno));
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0)
+        alice_die("%s: cannot append (%s; disk full?)", path, strerror(errno));
 }
 
 /* The step's forward and backward as StepGraph work (train/step_graph.h): no host waits. */
@@ -424,6 +441,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     int start_validated = 0;
     if (dist.rank == 0) {
         best = val_csv_restore(cfg->run_dir, start, &start_validated);
+        if (start > 0) best = best_with_checkpoint(ckpt, cfg->run_dir, best);
         if (start > 0) best = set_aside_discarded_best(cfg->run_dir, start, best);
     }
     CHECK_MPI(MPI_Bcast(&best, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));

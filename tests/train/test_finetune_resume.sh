@@ -107,6 +107,35 @@ grep -q "ckpt_best.h5 is damaged (truncated or unreadable.*set aside as .*ckpt_b
   "$WORK/e2.log" || { cat "$WORK/e2.log"; fail "no warning about the damaged ckpt_best.h5"; }
 "$PYTHON" -c 'import sys, h5py; assert h5py.File(sys.argv[1], "r").attrs["step"] == 6' \
   "$WORK/disc/ckpt_best.h5" || fail "no new ckpt_best.h5 from the validation after step 6"
+
+# val.csv rows lost (a node crash before they reached the disk; emptied here): the resumed run
+# goes on from the best its checkpoint recorded, with a warning, so a later, worse validation
+# does not replace ckpt_best.h5 (it had: the best restarted from the surviving rows). A micro
+# UNETR whose validations after steps 2 and 4 beat the one after step 6 (checked first).
+largs=(synthetic_cases=4 crop=32,32,32 embed_dim=24 heads=2 mlp_dim=48 feature_size=4 lr=4e-3
+       seed=3 steps=6 warmup=3 val_every=2 ckpt_every=3 log_every=1 threads=1)
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/lfull" "${largs[@]}" > "$WORK/lf.log" 2>&1 ||
+  { tail "$WORK/lf.log"; fail "the uninterrupted micro run failed"; }
+"$PYTHON" - "$WORK/lfull/val.csv" <<'PY' || fail "the micro run no longer validates worse after step 6 than before (the case this checks)"
+import csv, sys
+rows = {int(r["step"]): float(r["mean_dice"]) for r in csv.DictReader(open(sys.argv[1]))}
+assert sorted(rows) == [2, 4, 6] and rows[6] < max(rows[2], rows[4]), rows
+PY
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/lost" "${largs[@]}" --stop-after 5 \
+  > "$WORK/l1.log" 2>&1 || { tail "$WORK/l1.log"; fail "the micro run to step 5 failed"; }
+printf 'step,mean_dice\n' > "$WORK/lost/val.csv"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/lost" "${largs[@]}" > "$WORK/l2.log" 2>&1 ||
+  { tail "$WORK/l2.log"; fail "the resume after val.csv lost its rows failed"; }
+grep -q "val.csv holds no validation as good as the best Dice .* that .*ckpt_5.h5 recorded" \
+  "$WORK/l2.log" || { cat "$WORK/l2.log"; fail "no warning about val.csv's lost rows"; }
+"$PYTHON" - "$WORK/lfull/ckpt_best.h5" "$WORK/lost/ckpt_best.h5" <<'PY' ||
+import sys, h5py
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+assert (a.attrs["step"], a.attrs["metric"]) == (b.attrs["step"], b.attrs["metric"]), \
+    ((a.attrs["step"], a.attrs["metric"]), (b.attrs["step"], b.attrs["metric"]))
+PY
+  fail "after val.csv lost its rows, a worse validation replaced ckpt_best.h5"
+echo "ok: val.csv's rows lost: the checkpoint's recorded best kept ckpt_best.h5"
 echo "ok: preempted after step 1 and resumed, and in chunks of 3 steps: losses, validations" \
   "and checkpoints identical; a discarded segment's ckpt_best.h5 set aside, a damaged one too"
 echo PASS
