@@ -541,6 +541,14 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
     if (strcmp(stored.method, cfg->method))
         alice_die("%s is a method = %s run, this run has method = %s: resume it with the same "
                   "method, or give this run another run_dir", path, stored.method, cfg->method);
+    /* Another objective, and DINO's centres exist under one of the two only (a cosine run
+     * resumed with dino had no centres to read; the reverse dropped them in silence). */
+    if (!strcmp(kind, "pretrain") && !strcmp(cfg->method, "alice") &&
+        strcmp(stored.align_loss, cfg->align_loss))
+        alice_die("%s was trained with align_loss = %s, this run has align_loss = %s: the "
+                  "alignment losses (and DINO's centres) would change mid-run; keep align_loss = "
+                  "%s to resume it, or give this run another run_dir", path, stored.align_loss,
+                  cfg->align_loss, stored.align_loss);
     /* The head counts change no tensor's shape, only the split of every attention: the
      * weights would be read under another meaning. (Every other model key changes a shape or
      * the tensor list, which the load refuses.) */
@@ -609,6 +617,11 @@ static void check_format(hid_t f, const char *path)
  * silently drop the trained rest. */
 static void refuse_extra_tensors(hid_t f, const char *path, const char *group, const ParamSet *ps)
 {
+    if (!h5_exists(f, group))
+        alice_die("checkpoint %s was written by a different model: it has no group /%s, which "
+                  "this run's model needs (check method, align_loss and the model keys against "
+                  "the checkpoint's config: alice info %s), or give this run another run_dir",
+                  path, group, path);
     hid_t g = CHECK_H5(H5Gopen2(f, group, H5P_DEFAULT));
     H5G_info_t info;
     CHECK_H5(H5Gget_info(g, &info));

@@ -10,7 +10,8 @@
 #    the lr and EMA schedules jump;
 #  - another thread count or rank count than the checkpoint's stored ones: resumed, warned;
 #  - a smaller depth (the checkpoint holds tensors the model lacks), another heads or dec_heads:
-#    refused, naming the tensor or the key;
+#    refused, naming the tensor or the key; another align_loss refused as another method is; a
+#    group the model needs missing (DINO's centres): refused, naming it;
 #  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed,
 #    the damaged one set aside (ckpt_6.h5.damaged), so keep_ckpts = 1 keeps the newest
 #    periodic one it resumed from (ckpt_3.h5) beside this run's stop checkpoint;
@@ -36,6 +37,19 @@ cp -r "$A" "$WORK/a.orig"
 
 expect_error "already holds checkpoints \(the newest ckpt_6.h5\)" pretrain --config "$MICRO" run_dir="$A" steps=9 --no-resume
 expect_error "is a method = alice run, this run has method = mae" pretrain --config "$MICRO" run_dir="$A" steps=9 method=mae
+# another alignment objective: refused like another method (a cosine run resumed with dino had
+# ended in HDF5's error trace, looking for DINO's centres; the reverse dropped them silently)
+expect_error "trained with align_loss = cosine, this run has align_loss = dino" \
+  pretrain --config "$MICRO" run_dir="$A" steps=9 align_loss=dino
+# a checkpoint lacking a group the model needs (DINO's centres removed from a dino run's):
+# named, not HDF5's error trace
+D=$WORK/dino
+"$ALICE" pretrain --config "$MICRO" run_dir="$D" align_loss=dino steps=3 > /dev/null 2>&1 ||
+  fail "the dino run failed"
+"$PYTHON" -c 'import sys, h5py; f = h5py.File(sys.argv[1], "r+"); del f["buffers"]' \
+  "$D/ckpt_3.h5" || fail "removing /buffers"
+expect_error "written by a different model: it has no group /buffers" \
+  pretrain --config "$MICRO" run_dir="$D" align_loss=dino steps=6
 mkdir -p "$WORK/ft" && cp "$A/ckpt_6.h5" "$WORK/ft/"
 expect_error "written by alice pretrain, this is alice finetune" finetune --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ft"
 expect_error "holds ckpt_6.h5, newer than .*ckpt_3.h5 \(step 3\)" pretrain --config "$MICRO" run_dir="$A" steps=9 --resume "$A/ckpt_3.h5"
