@@ -13,10 +13,24 @@
 #include "core/log.h"
 #include "core/timer.h"
 
+/* Columns `header` adds after the ones of `old` (both "step,...\n" lines) when old's are its
+ * first ones: the file of an older alice, which logged fewer columns (columns are only ever
+ * appended); -1 otherwise. */
+static int columns_added(const char *old, const char *header)
+{
+    const size_t n = strcspn(old, "\n");
+    if (strncmp(old, header, n) != 0 || header[n] != ',') return -1;
+    int added = 0;
+    for (const char *c = header + n; *c && *c != '\n'; c++) added += *c == ',';
+    return added;
+}
+
 /* Writes path anew (through path.tmp and a rename, so a crash leaves the old file or the new
  * one): the header, then the rows of the existing file, if any, for steps before start_step.
  * A file without a header (the first run died before its header reached the disk) keeps its
- * rows; a header naming other columns (another kind of run) is an error. */
+ * rows; one of an older alice that logged fewer columns keeps them with the new columns empty
+ * (the way a missing value is written); a header naming other columns (another kind of run) is
+ * an error. */
 static void rewrite_from(const char *path, const char *header, long start_step)
 {
     char tmp[4200];
@@ -28,23 +42,35 @@ static void rewrite_from(const char *path, const char *header, long start_step)
     FILE *in = fopen(path, "r");
     if (in) {
         char line[8192];
-        int first = 1;
+        int first = 1, pad = 0;
         while (fgets(line, sizeof line, in)) {
             const int row = isdigit((unsigned char)line[0]);
             if (first && !row && strcmp(line, header) != 0) {
-                fclose(in);
-                fclose(out);
-                unlink(tmp);
-                alice_die("%s holds other columns (%.*s) than this run logs (%.*s): it belongs to "
-                          "another kind of run; use another run_dir", path,
-                          (int)strcspn(line, "\n"), line, (int)strcspn(header, "\n"), header);
+                pad = columns_added(line, header);
+                if (pad < 0) {
+                    fclose(in);
+                    fclose(out);
+                    unlink(tmp);
+                    alice_die("%s holds other columns (%.*s) than this run logs (%.*s): it "
+                              "belongs to another kind of run; use another run_dir", path,
+                              (int)strcspn(line, "\n"), line, (int)strcspn(header, "\n"),
+                              header);
+                }
+                log_warn("%s was begun by an older alice, which logged fewer columns: its rows "
+                         "keep the new ones (%.*s) empty", path,
+                         (int)strcspn(header + strcspn(line, "\n") + 1, "\n"),
+                         header + strcspn(line, "\n") + 1);
             }
             first = 0;
             /* a last row without its newline is what a crash mid-write leaves: dropped, or the
              * resumed run's first row would be glued onto it */
             const size_t len = strlen(line);
             const int complete = len > 0 && line[len - 1] == '\n';
-            if (row && complete && atol(line) < start_step) fputs(line, out);
+            if (row && complete && atol(line) < start_step) {
+                fprintf(out, "%.*s", (int)(len - 1), line);
+                for (int c = 0; c < pad; c++) fputc(',', out);
+                fputc('\n', out);
+            }
         }
         fclose(in);
     }

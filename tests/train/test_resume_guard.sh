@@ -20,7 +20,8 @@
 #  - another version's checkpoint: a stored key this alice lacks skipped with a warning, a key
 #    the checkpoint lacks (an older alice's) named in a warning, another format_version refused;
 #  - a second job in a run_dir another job is using: refused, naming the first (pid, host); the
-#    next job after it resumes.
+#    next job after it resumes;
+#  - a metrics.csv of an older alice with fewer columns: resumed, its rows padded, warned.
 source "$(dirname "$0")/lib.sh"
 expect_error() {  # expected-message-regex, command args...
   local want=$1; shift
@@ -231,4 +232,29 @@ kill -TERM $first; wait $first || true   # SIGTERM: a checkpoint, exit 3
 grep -q "resumed from $L/ckpt_" "$WORK/after.log" ||
   { cat "$WORK/after.log"; fail "no resume after the lock's holder ended"; }
 echo "ok: a second job in a run_dir in use is refused naming the first; the next one resumes"
+# a run begun by an older alice, whose metrics.csv lacks a column added since (feat_spread, the
+# last): resumed, its rows kept with the new column empty, with a warning (it had been refused
+# as "another kind of run", leaving the run unresumable after an upgrade)
+O=$WORK/older
+"$ALICE" pretrain --config "$MICRO" run_dir="$O" --stop-after 3 > /dev/null 2>&1 ||
+  fail "the run to step 3 failed"
+"$PYTHON" - "$O/metrics.csv" <<'PY' || fail "dropping metrics.csv's last column"
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+assert lines[0].endswith(",feat_spread"), lines[0]
+open(sys.argv[1], "w").write("".join(l.rsplit(",", 1)[0] + "\n" for l in lines))
+PY
+"$ALICE" pretrain --config "$MICRO" run_dir="$O" > "$WORK/older.log" 2>&1 ||
+  { cat "$WORK/older.log"; fail "a metrics.csv with fewer columns stopped the resume"; }
+grep -q "begun by an older alice, which logged fewer columns: its rows keep the new ones (feat_spread) empty" \
+  "$WORK/older.log" || { cat "$WORK/older.log"; fail "no warning about the older metrics.csv"; }
+"$PYTHON" - "$O/metrics.csv" <<'PY' || fail "the older rows or the resumed ones"
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+assert [int(r["step"]) for r in rows] == list(range(6)), [r["step"] for r in rows]
+assert all(r["feat_spread"] == "" for r in rows[:3]), rows[:3]
+assert all(len(r) == len(rows[0]) and r["loss"] for r in rows), rows
+assert rows[3]["feat_spread"] != "", rows[3]   # logged by the resumed run (log_every = 1)
+PY
+echo "ok: a metrics.csv of an older alice, with fewer columns, resumes with them empty"
 echo PASS

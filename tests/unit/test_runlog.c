@@ -6,6 +6,8 @@
  *  - a file with rows but no header (left by that crash) gets the header, keeps its rows;
  *  - a last row cut mid-write (a crash: rows are flushed, not synced) is dropped, not glued to
  *    the resumed run's first row;
+ *  - a file of an older alice whose columns are the first ones of today's keeps its rows, the
+ *    columns added since empty;
  *  - a file with other columns (another kind of run in the same run_dir) is an error naming
  *    both, and the file is left as it was;
  *  - no temporary file is left behind. */
@@ -83,6 +85,14 @@ static int test_runlog(void)
     runlog_close(&r);
     TEST_CHECK(!strcmp(content(), HEADER "0,0.5,0.001\n1,1.5,0.001\n5,5.5,0.001\n"),
                "a row cut mid-write, resumed at step 5: '%s'", content());
+
+    /* an older alice's file, without the last column added since: kept, that column empty */
+    put("step,loss\n0,0.5\n1,1.5\n2,2.5\n");
+    runlog_open(&r, dir, "metrics.csv", cols, 2, 10, 1);
+    rows(&r, 2, 3);
+    runlog_close(&r);
+    TEST_CHECK(!strcmp(content(), HEADER "0,0.5,\n1,1.5,\n2,2.5,0.001\n"),
+               "an older file with fewer columns, resumed at step 2: '%s'", content());
 
     const char *other = "step,loss,l_r,l_dv\n0,1,2,3\n";
     put(other);
