@@ -410,7 +410,6 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     } else {
         log_info("encoder: random initialisation (no pretrained checkpoint)");
     }
-    train_prepare_run_dir(cfg, &dist, "finetune");
     if (start >= cfg->steps) {
         log_info("run %s is already complete (%ld of %ld steps)", cfg->run_dir, start, cfg->steps);
         unetr_free(&model);
@@ -432,6 +431,8 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
                   "another fold, or fold = -1 to train on every case without validation",
                   cfg->fold, cfg->data, ntrain);
     }
+    /* config.txt once the data is known to serve too (see pretrain_run) */
+    train_prepare_run_dir(cfg, &dist, "finetune");
     log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
              ntrain, nval, cfg->fold, cfg->val_every);
     if (cfg->crops_per_case > 1)

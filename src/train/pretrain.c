@@ -293,7 +293,6 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
         start = checkpoint_load_state(ckpt, &model.online, target, &model.buffers);
         log_info("resumed from %s at step %ld", ckpt, start);
     }
-    train_prepare_run_dir(cfg, &dist, "pretrain");
     if (start >= cfg->steps) {
         log_info("run %s is already complete (%ld of %ld steps)", cfg->run_dir, start, cfg->steps);
         pretrain_model_free(&model);
@@ -306,6 +305,9 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     lo.first_step = start * cfg->accum_steps;   /* a resumed run reads no batch of steps done */
     LoaderSource source = data_source_open(cfg);
     check_data_fits(cfg, &source);
+    /* config.txt once the data is known to serve too: a start refused over its data set
+     * leaves run_dir describing the checkpoints it holds */
+    train_prepare_run_dir(cfg, &dist, "pretrain");
     Loader *loader = loader_create(&lo, source);
     RunLog log;
     runlog_open(&log, cfg->run_dir, "metrics.csv", log_columns, start, cfg->steps, dist.rank == 0);

@@ -34,6 +34,13 @@ cp "$WORK/m/config.txt" "$WORK/m.config.txt"
 expect_error "written by a different model" run_dir="$WORK/m" embed_dim=36 steps=6
 cmp -s "$WORK/m/config.txt" "$WORK/m.config.txt" ||
   fail "the refused resume rewrote config.txt (it no longer describes the checkpoints beside it)"
+# A resume refused over its data set (missing; a crop larger than every volume) leaves
+# config.txt as it was too (it had been rewritten before the data set was opened)
+expect_error "cannot open data set .*missing.h5" run_dir="$WORK/m" data="$WORK/missing.h5" steps=6
+expect_error "larger than every volume" run_dir="$WORK/m" data="$WORK/one.h5" crop=32,128,16 \
+  steps=6 inter_volume=0
+cmp -s "$WORK/m/config.txt" "$WORK/m.config.txt" ||
+  fail "a resume refused over its data set rewrote config.txt"
 # Non-finite loss: stop with status 4 (diverged: not 1, an internal error; not 3, a requeue),
 # the newest checkpoint named and still loading.
 set +e; "$ALICE" pretrain --config "$MICRO" run_dir="$WORK/nan" lr=1e30 ckpt_every=1 > "$WORK/nan.log" 2>&1; rc=$?; set -e
