@@ -61,6 +61,26 @@ long cli_step_count(const char *command, const char *flag, const char *value)
     return n;
 }
 
+int cli_train_option(const char *command, int argc, char **argv, int *i, TrainOptions *o)
+{
+    const char *a = argv[*i];
+    const int no_resume = !strcmp(a, "--no-resume");
+    const int takes_value = !strcmp(a, "--resume") || !strcmp(a, "--bench-steps") ||
+                            !strcmp(a, "--stop-after");
+    if (!no_resume && !takes_value) return 0;
+    if (takes_value && *i + 1 >= argc)
+        alice_die("alice %s: %s needs a value (see alice %s --help)", command, a, command);
+    if (no_resume) o->resume = 0;
+    else if (!strcmp(a, "--resume")) o->resume_from = argv[++*i];
+    else if (!strcmp(a, "--bench-steps")) o->bench_steps = cli_step_count(command, a, argv[++*i]);
+    else o->stop_after = cli_step_count(command, a, argv[++*i]);
+    /* the explicit checkpoint would win in silence */
+    if (!o->resume && o->resume_from)
+        alice_die("alice %s: --resume %s and --no-resume contradict each other: give one", command,
+                  o->resume_from);
+    return 1;
+}
+
 /* The key=value arguments met so far for one Config: a job file given after them (`alice
  * pretrain lr=1e-3 --config job.cfg`) must not undo them, so each file load applies them again.
  * The command line wins over every job file, wherever it stands. */

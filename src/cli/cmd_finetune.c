@@ -44,13 +44,8 @@ int cmd_finetune(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(); return 0; }
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
-        if (!strcmp(argv[i], "--no-resume")) opt.resume = 0;
-        else if (!strcmp(argv[i], "--resume") && i + 1 < argc) opt.resume_from = argv[++i];
-        else if (!strcmp(argv[i], "--bench-steps") && i + 1 < argc)
-            opt.bench_steps = cli_step_count("finetune", argv[i], argv[i + 1]), i++;
-        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc)
-            opt.stop_after = cli_step_count("finetune", argv[i], argv[i + 1]), i++;
-        else if (!strcmp(argv[i], "--fold") && i + 1 < argc)
+        if (cli_train_option("finetune", argc, argv, &i, &opt)) continue;
+        if (!strcmp(argv[i], "--fold") && i + 1 < argc)
             cli_flag_override(&cfg, "fold", argv[++i]);
         else if (!strcmp(argv[i], "--pretrained") && i + 1 < argc)
             cli_flag_override(&cfg, "pretrained", argv[++i]);

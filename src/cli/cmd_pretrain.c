@@ -31,13 +31,8 @@ int cmd_pretrain(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(); return 0; }
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
-        if (!strcmp(argv[i], "--no-resume")) opt.resume = 0;
-        else if (!strcmp(argv[i], "--resume") && i + 1 < argc) opt.resume_from = argv[++i];
-        else if (!strcmp(argv[i], "--bench-steps") && i + 1 < argc)
-            opt.bench_steps = cli_step_count("pretrain", argv[i], argv[i + 1]), i++;
-        else if (!strcmp(argv[i], "--stop-after") && i + 1 < argc)
-            opt.stop_after = cli_step_count("pretrain", argv[i], argv[i + 1]), i++;
-        else alice_die("alice pretrain: unknown argument '%s' (see alice pretrain --help)", argv[i]);
+        if (cli_train_option("pretrain", argc, argv, &i, &opt)) continue;
+        alice_die("alice pretrain: unknown argument '%s' (see alice pretrain --help)", argv[i]);
     }
     config_validate(&cfg);
     /* a mask that masks no token leaves l_r over nothing: 0 at every step (an MAE run of 100K

@@ -4,6 +4,7 @@
 #define ALICE_COMMANDS_H
 
 #include "core/config.h"
+#include "train/train_options.h"
 
 /* How a command takes SIGTERM and SIGUSR1 (core/preempt.h). */
 typedef enum {
@@ -47,6 +48,10 @@ int cli_is_help(const char *arg);
 /* The step count given to `flag` of `command` (--stop-after, --bench-steps); anything but a
  * positive integer ends the job naming both. */
 long cli_step_count(const char *command, const char *flag, const char *value);
+/* A training command's own option at argv[*i] (--resume CKPT, --no-resume, --bench-steps N,
+ * --stop-after N) into o: 1, *i past its value, when it is one. A flag without its value, a
+ * bad step count, or --resume beside --no-resume ends the job naming them. */
+int cli_train_option(const char *command, int argc, char **argv, int *i, TrainOptions *o);
 /* The whole number given to `flag` of `command`, in min..max; anything else (text after the
  * digits, "1e3", out of range) ends the job naming the flag, the value and the range. */
 long cli_int_flag(const char *command, const char *flag, const char *value, long min, long max);

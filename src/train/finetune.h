@@ -9,13 +9,9 @@
 #include <stdint.h>
 
 #include "core/config.h"
+#include "train/train_options.h"
 
-typedef struct {
-    int resume;                   /* 1: continue from the latest checkpoint in run_dir */
-    const char *resume_from;      /* explicit checkpoint, or NULL */
-    long bench_steps;             /* > 0: time this many steps on random crops, no files */
-    long stop_after;              /* > 0: run at most this many steps now, checkpoint, exit 0 */
-} FinetuneOptions;
+typedef TrainOptions FinetuneOptions;
 
 /* Config defaults of the fine-tuning protocol (MONAI UNETR BTCV): applied before job files.
  * window [-175, 250], 96^3 crops, batch 4 (4 volumes x 1 crop; MONAI 1 volume x 4), AdamW lr 1e-4,

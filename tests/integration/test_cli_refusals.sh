@@ -11,7 +11,8 @@
 #  - alice match --out into a missing folder (refused after the whole evaluation before);
 #  - a probe whose crops hold one class (it scored 1.0 for every encoder), and --cases beyond
 #    the data (sized from the request: 553 GB asked for); a probe is not refused for the
-#    checkpoint's mask keys, which it never uses.
+#    checkpoint's mask keys, which it never uses;
+#  - pretrain/finetune --resume without its value, or beside --no-resume.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ALICE=${ALICE:-$ROOT/bin/alice}
@@ -69,4 +70,12 @@ echo "ok: probe --cases beyond the data probes the cases there are, saying so"
 "$ALICE" probe --checkpoint "$T/zt/ckpt_1.h5" crop=24,24,24 --crops 2 > "$T/zt.log" 2>&1 ||
   { cat "$T/zt.log"; fail "probe refused a crop for the checkpoint's mask settings"; }
 echo "ok: a z_tubes checkpoint probes at a crop its mask_ratio does not fit"
+# the training commands' own flags: --resume without its checkpoint (had been "unknown
+# argument '--resume'"), and --resume beside --no-resume (the checkpoint had won in silence)
+for cmd in pretrain finetune; do
+  refused "alice $cmd: --resume needs a value" $cmd data=synthetic --resume
+  refused "alice $cmd: --stop-after needs a value" $cmd data=synthetic --stop-after
+  refused "--resume x.h5 and --no-resume contradict each other" $cmd --no-resume --resume x.h5
+  refused "--resume x.h5 and --no-resume contradict each other" $cmd --resume x.h5 --no-resume
+done
 echo PASS
