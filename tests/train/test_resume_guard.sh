@@ -11,7 +11,8 @@
 #  - another thread count or rank count than the checkpoint's stored ones: resumed, warned;
 #  - a smaller depth (the checkpoint holds tensors the model lacks), another heads or dec_heads:
 #    refused, naming the tensor or the key; another align_loss refused as another method is; a
-#    group the model needs missing (DINO's centres): refused, naming it;
+#    group the model needs missing (DINO's centres): refused, naming it; a fine-tuning run
+#    resumed on another fold: refused;
 #  - the newest checkpoint damaged (truncated): skipped with a warning, the one before resumed,
 #    the damaged one set aside (ckpt_6.h5.damaged), so keep_ckpts = 1 keeps the newest
 #    periodic one it resumed from (ckpt_3.h5) beside this run's stop checkpoint;
@@ -53,6 +54,14 @@ expect_error "written by a different model: it has no group /buffers" \
   pretrain --config "$MICRO" run_dir="$D" align_loss=dino steps=6
 mkdir -p "$WORK/ft" && cp "$A/ckpt_6.h5" "$WORK/ft/"
 expect_error "written by alice pretrain, this is alice finetune" finetune --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ft"
+# a fine-tuning run resumed on another fold: its val.csv and ckpt_best.h5 are of the first
+# fold (it had resumed with a warning, choosing the best across two folds' scores)
+"$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ftfold" fold=0 steps=2 \
+  embed_dim=24 heads=2 mlp_dim=48 feature_size=4 val_every=2 > /dev/null 2>&1 ||
+  fail "the fine-tuning run on fold 0 failed"
+expect_error "fine-tuned with fold = 0, this run has fold = 1" finetune \
+  --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ftfold" fold=1 steps=4 embed_dim=24 \
+  heads=2 mlp_dim=48 feature_size=4 val_every=2
 expect_error "holds ckpt_6.h5, newer than .*ckpt_3.h5 \(step 3\)" pretrain --config "$MICRO" run_dir="$A" steps=9 --resume "$A/ckpt_3.h5"
 # a smaller model (depth = 1 of 2) finds its own tensors in the checkpoint and would drop the
 # trained rest; another head count splits the same weights into other heads: both refused
