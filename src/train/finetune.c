@@ -180,18 +180,33 @@ static double set_aside_discarded_best(const char *run_dir, long start, double b
     return -1.0;
 }
 
-/* The best the checkpoint resumed from recorded (its metric: the run's best up to its step),
- * where val.csv holds none as good: rows lost (a node crash before the file reached the disk)
- * or removed. Going on with val.csv's lower best, a later, worse validation would replace
- * ckpt_best.h5. Rank 0 only. */
-static double best_with_checkpoint(const char *ckpt, const char *run_dir, double csv_best)
+/* The best validation Dice a resumed run goes on from (rank 0 only): the one the checkpoint it
+ * resumes from recorded (the run's best up to its step, the Dice of its ckpt_best.h5; -1 after a
+ * set-aside restarted it), else (an older alice's checkpoint, without one) val.csv's best. Not
+ * val.csv's first: rows lost in a crash before they reached the disk would lower it, and a later,
+ * worse validation would replace ckpt_best.h5; after a set-aside its best has no weights on
+ * disk. -1 when run_dir holds no ckpt_best.h5 (a --resume from another run_dir, the file
+ * removed), so the next validation writes one. */
+static double resumed_best(const char *ckpt, const char *run_dir, double csv_best)
 {
+    double best = csv_best;
     const double recorded = checkpoint_metric(ckpt);
-    if (!(recorded > csv_best)) return csv_best;   /* NaN (pre-training or older alice) too */
-    log_warn("%s/%s holds no validation as good as the best Dice %.4f that %s recorded (rows "
-             "lost in a crash, or removed): the run goes on from that best, so only a better "
-             "validation replaces %s", run_dir, VAL_CSV, recorded, ckpt, BEST_CKPT);
-    return recorded;
+    if (isfinite(recorded)) {
+        if (recorded > csv_best)
+            log_warn("%s/%s holds no validation as good as the best Dice %.4f that %s recorded "
+                     "(rows lost in a crash, or removed): the run goes on from that best, so only "
+                     "a better validation replaces %s", run_dir, VAL_CSV, recorded, ckpt,
+                     BEST_CKPT);
+        best = recorded;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", run_dir, BEST_CKPT);
+    if (best >= 0 && access(path, F_OK) != 0) {
+        log_info("%s holds no %s (best Dice so far %.4f): the next validation writes it",
+                 run_dir, BEST_CKPT, best);
+        best = -1.0;
+    }
+    return best;
 }
 
 static void val_csv_append(const char *run_dir, long step, double dice)
@@ -202,8 +217,8 @@ static void val_csv_append(const char *run_dir, long step, double dice)
     if (!f) alice_die("%s: cannot append (%s); check that the run directory is writable", path, strerror(errno));
     /* every digit: a resumed run's best (val_csv_restore) is the uninterrupted run's double,
      * so both take the same "new best" decisions. On the disk before a checkpoint can follow
-     * (rows lost in a crash would lower the resumed run's best; best_with_checkpoint covers
-     * those of an older alice). */
+     * (rows lost in a crash would lower the best a resumed run of an older alice's checkpoint
+     * goes on from, resumed_best). */
     fprintf(f, "%ld,%.17g\n", step, dice);
     if (fflush(f) != 0 || fsync(fileno(f)) != 0 || fclose(f) != 0)
         alice_die("%s: cannot append (%s; disk full?)", path, strerror(errno));
@@ -442,7 +457,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     int start_validated = 0;
     if (dist.rank == 0) {
         best = val_csv_restore(cfg->run_dir, start, &start_validated);
-        if (start > 0) best = best_with_checkpoint(ckpt, cfg->run_dir, best);
+        if (start > 0) best = resumed_best(ckpt, cfg->run_dir, best);
         if (start > 0) best = set_aside_discarded_best(cfg->run_dir, start, best);
     }
     CHECK_MPI(MPI_Bcast(&best, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));

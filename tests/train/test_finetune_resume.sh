@@ -136,6 +136,43 @@ assert (a.attrs["step"], a.attrs["metric"]) == (b.attrs["step"], b.attrs["metric
 PY
   fail "after val.csv lost its rows, a worse validation replaced ckpt_best.h5"
 echo "ok: val.csv's rows lost: the checkpoint's recorded best kept ckpt_best.h5"
+# --resume from another run_dir into an empty one: no ckpt_best.h5 holds the recorded best
+# there, so the first validation writes one (taking the other run's best as the bar had left
+# the run without any ckpt_best.h5)
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/other" "${largs[@]}" \
+  --resume "$WORK/lost/ckpt_3.h5" > "$WORK/o.log" 2>&1 ||
+  { tail "$WORK/o.log"; fail "the resume from another run_dir failed"; }
+"$PYTHON" - "$WORK/other" <<'PY' || fail "the run resumed from another run_dir"
+import csv, sys, h5py
+rows = {int(r["step"]): float(r["mean_dice"]) for r in csv.DictReader(open(sys.argv[1] + "/val.csv"))}
+best = max(rows, key=lambda s: rows[s])
+with h5py.File(sys.argv[1] + "/ckpt_best.h5", "r") as f:
+    assert (f.attrs["step"], f.attrs["metric"]) == (best, rows[best]), (dict(f.attrs), rows)
+PY
+echo "ok: --resume into an empty run_dir writes its own ckpt_best.h5"
+# after a set-aside (ckpt_best.h5 of a discarded step 7) the best restarts; a second resume
+# must not bring back val.csv's older best, which has no weights on disk: two chunks of one
+# step choose ckpt_best.h5 as one resume of two steps does
+sargs=("${largs[@]}" steps=12 val_every=1 ckpt_every=100)
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/sa" "${sargs[@]}" --stop-after 5 \
+  > "$WORK/sa.log" 2>&1 || { tail "$WORK/sa.log"; fail "the run to step 5 failed"; }
+"$PYTHON" -c 'import sys, h5py; h5py.File(sys.argv[1], "r+").attrs["step"] = 7' \
+  "$WORK/sa/ckpt_best.h5"
+cp -r "$WORK/sa" "$WORK/sa1"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/sa1" "${sargs[@]}" --stop-after 2 \
+  > "$WORK/sa1.log" 2>&1 || { tail "$WORK/sa1.log"; fail "one resume of two steps failed"; }
+for chunk in 1 2; do
+  "$ALICE" finetune --config "$cfg" run_dir="$WORK/sa" "${sargs[@]}" --stop-after 1 \
+    > "$WORK/sa.c$chunk.log" 2>&1 || { tail "$WORK/sa.c$chunk.log"; fail "chunk $chunk failed"; }
+done
+"$PYTHON" - "$WORK/sa1/ckpt_best.h5" "$WORK/sa/ckpt_best.h5" <<'PY' ||
+import sys, h5py
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+assert (a.attrs["step"], a.attrs["metric"]) == (b.attrs["step"], b.attrs["metric"]), \
+    ((a.attrs["step"], a.attrs["metric"]), (b.attrs["step"], b.attrs["metric"]))
+PY
+  fail "after a set-aside, two chunks chose another ckpt_best.h5 than one resume"
+echo "ok: after a set-aside, chunked resumes choose ckpt_best.h5 as one resume does"
 echo "ok: preempted after step 1 and resumed, and in chunks of 3 steps: losses, validations" \
   "and checkpoints identical; a discarded segment's ckpt_best.h5 set aside, a damaged one too"
 echo PASS
