@@ -271,9 +271,9 @@ static void spacing_of(const double affine[4][4], double spacing[3])
 /* The spacing NSD measures distances with, for a truth on the grid of the NIfTI file at path
  * (the truth's own file, or the prediction's for a truth from the data set): its header's voxel
  * size (pixdim, what the FLARE 2022 script and nibabel's get_zooms() read) where it agrees with
- * the affine's column lengths within 1e-4, else those lengths. A rotated sform's float entries make its column lengths 3.0000001 mm for a
- * 3 mm voxel, and NSD counts a distance equal to the tolerance as within: one voxel at a 3 mm
- * tolerance would fall outside. */
+ * the affine's column lengths within 1e-4, else those lengths. A rotated sform's float entries
+ * make its column lengths 3.0000001 mm for a 3 mm voxel, and NSD counts a distance equal to the
+ * tolerance as within: one voxel at a 3 mm tolerance would fall outside. */
 static void truth_spacing(const char *path, const double affine[4][4], double spacing[3])
 {
     spacing_of(affine, spacing);

@@ -45,11 +45,12 @@ int cmd_finetune(int argc, char **argv)
         if (cli_is_help(argv[i])) { usage(); return 0; }
         if (cli_config_arg(&cfg, argc, argv, &i)) continue;
         if (cli_train_option("finetune", argc, argv, &i, &opt)) continue;
-        if (!strcmp(argv[i], "--fold") && i + 1 < argc)
-            cli_flag_override(&cfg, "fold", argv[++i]);
-        else if (!strcmp(argv[i], "--pretrained") && i + 1 < argc)
-            cli_flag_override(&cfg, "pretrained", argv[++i]);
-        else alice_die("alice finetune: unknown argument '%s' (see alice finetune --help)", argv[i]);
+        const int fold = !strcmp(argv[i], "--fold");
+        if (!fold && strcmp(argv[i], "--pretrained"))
+            alice_die("alice finetune: unknown argument '%s' (see alice finetune --help)", argv[i]);
+        if (i + 1 >= argc)
+            alice_die("alice finetune: %s needs a value (see alice finetune --help)", argv[i]);
+        cli_flag_override(&cfg, fold ? "fold" : "pretrained", argv[++i]);
     }
     config_validate(&cfg);
     cli_print_config(&cfg, "finetune");

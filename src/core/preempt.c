@@ -13,6 +13,9 @@
 static volatile sig_atomic_t g_signal_seen = 0;
 static int g_installed = 0;
 static int g_announced = 0;
+/* What the process had before the first install (preempt_uninstall puts it back). */
+static struct sigaction g_old_term, g_old_usr1;
+static sigset_t g_old_mask;
 
 static void on_preempt_signal(int signo)
 {
@@ -20,14 +23,14 @@ static void on_preempt_signal(int signo)
     if (!g_signal_seen) g_signal_seen = signo;
 }
 
-static void install_one(int signo)
+static void install_one(int signo, struct sigaction *old)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_preempt_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    if (sigaction(signo, &sa, NULL) != 0)
+    if (sigaction(signo, &sa, old) != 0)
         ALICE_FATAL("sigaction(%s) failed: cannot handle preemption signals",
                     signo == SIGTERM ? "SIGTERM" : "SIGUSR1");
 }
@@ -36,8 +39,8 @@ void preempt_install(void)
 {
     /* Each call installs them again: main installs them before MPI_Init, the training loops
      * after it, in case the MPI library put its own in meanwhile. */
-    install_one(SIGTERM);
-    install_one(SIGUSR1);
+    install_one(SIGTERM, g_installed ? NULL : &g_old_term);
+    install_one(SIGUSR1, g_installed ? NULL : &g_old_usr1);
     /* A launcher may start the process with them blocked (the mask survives exec), which would
      * leave a preemption signal pending forever: unblock them here. One that arrived before
      * this point is delivered now. Threads started earlier (MPI's, OpenMP's) keep their masks;
@@ -46,7 +49,7 @@ void preempt_install(void)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1);
-    int rc = pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    int rc = pthread_sigmask(SIG_UNBLOCK, &set, g_installed ? NULL : &g_old_mask);
     if (rc != 0) ALICE_FATAL("pthread_sigmask failed (%s): cannot receive preemption signals",
                              strerror(rc));
     g_installed = 1;
@@ -55,12 +58,20 @@ void preempt_install(void)
 void preempt_uninstall(void)
 {
     if (!g_installed) return;
-    signal(SIGTERM, SIG_DFL);
-    signal(SIGUSR1, SIG_DFL);
+    if (sigaction(SIGTERM, &g_old_term, NULL) != 0 || sigaction(SIGUSR1, &g_old_usr1, NULL) != 0)
+        ALICE_FATAL("sigaction failed: cannot restore the actions of SIGTERM and SIGUSR1");
+    /* only these two: MPI may have changed the thread's mask of others since */
+    sigset_t blocked;
+    sigemptyset(&blocked);
+    if (sigismember(&g_old_mask, SIGTERM) == 1) sigaddset(&blocked, SIGTERM);
+    if (sigismember(&g_old_mask, SIGUSR1) == 1) sigaddset(&blocked, SIGUSR1);
+    int rc = pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+    if (rc != 0) ALICE_FATAL("pthread_sigmask failed (%s)", strerror(rc));
     g_installed = 0;
-    /* One that arrived meanwhile takes its default action now, as it would have without the
-     * handlers. */
+    /* One that arrived meanwhile is sent again under what the process had: its action (the
+     * default: the process ends), or pending where the launcher had blocked it. */
     if (g_signal_seen) raise(g_signal_seen);
+    g_signal_seen = 0;
 }
 
 int preempt_requested(void) { return g_signal_seen != 0; }

@@ -32,8 +32,9 @@
  * handler. */
 void preempt_install(void);
 
-/* Puts the default actions back (a training command's benchmark, which never checks the
- * flag); a signal that arrived meanwhile then ends the process as it would have. */
+/* Puts back the actions and the mask the process had before the first preempt_install (a
+ * training command's benchmark, which never checks the flag); a signal that arrived meanwhile
+ * is raised again under them, so it does what it would have done without the handlers. */
 void preempt_uninstall(void);
 
 /* 1 once this rank has received SIGTERM or SIGUSR1 (a plain read of the flag; no MPI). */

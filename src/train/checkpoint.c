@@ -553,10 +553,14 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
      * fold the best would be chosen across two folds' scores, and the model selected on one
      * would have trained on the other's cases. */
     if (!strcmp(kind, "finetune") && stored.fold != cfg->fold)
-        alice_die("%s was fine-tuned with fold = %d, this run has fold = %d: its validations and "
-                  "ckpt_best.h5 are of fold %d; keep fold = %d to resume it, or give this run "
-                  "another run_dir (one per fold, as slurm/finetune.sbatch does)", path,
-                  stored.fold, cfg->fold, stored.fold, stored.fold);
+        alice_die("%s was fine-tuned with fold = %d, this run has fold = %d: %s; keep fold = %d "
+                  "to resume it, or give this run another run_dir (one per fold, as "
+                  "slurm/finetune.sbatch does)", path, stored.fold, cfg->fold,
+                  stored.fold < 0 ? "it trained on every case, those the fold would hold out "
+                                    "among them"
+                                  : "its validations and ckpt_best.h5 are of that fold, and it "
+                                    "trained on the cases another fold holds out",
+                  stored.fold);
     /* The head counts change no tensor's shape, only the split of every attention: the
      * weights would be read under another meaning. (Every other model key changes a shape or
      * the tensor list, which the load refuses.) */

@@ -373,9 +373,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
 {
     Dist dist;
     const AliceBackend *be = train_begin(cfg, &dist);
-    /* From the start (not in the benchmark, which never checks): see pretrain_run. */
-    if (opt->bench_steps <= 0) preempt_install();
-    else preempt_uninstall();
+    train_signals(opt->bench_steps);
     UnetrModel model;
     unetr_init(&model, cfg, be, cfg->batch, 1);
     log_info("model: UNETR, ViT %dx%d (%d heads, mlp %d), feature size %d, %d classes, crop %dx%dx%d "
@@ -435,7 +433,11 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     LoaderOptions lo = loader_options_from_config(cfg, LOADER_FINETUNE, dist.rank, dist.size,
                                                   dist.local_size);
     lo.first_step = start * cfg->accum_steps;   /* a resumed run reads no batch of steps done */
-    Loader *loader = loader_create(&lo, data_source_open(cfg));
+    LoaderSource source = data_source_open(cfg);
+    /* config.txt once the data set opens (see pretrain_run), before the loader's threads start:
+     * a failure to write it must not exit beside their HDF5 reads */
+    train_prepare_run_dir(cfg, &dist, "finetune");
+    Loader *loader = loader_create(&lo, source);
     const int *cases;
     int nval = loader_validation_cases(loader, &cases);
     int ntrain = loader_training_cases(loader, &cases);
@@ -446,8 +448,6 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
                   "another fold, or fold = -1 to train on every case without validation",
                   cfg->fold, cfg->data, ntrain);
     }
-    /* config.txt once the data is known to serve too (see pretrain_run) */
-    train_prepare_run_dir(cfg, &dist, "finetune");
     log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
              ntrain, nval, cfg->fold, cfg->val_every);
     if (cfg->crops_per_case > 1)

@@ -262,12 +262,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
 {
     Dist dist;
     const AliceBackend *be = train_begin(cfg, &dist);
-    /* From the start (main installed the handlers before MPI_Init; again here, after it): a
-     * signal while the model is set up or the checkpoint and data are read stops the run at
-     * its first step boundary, checkpointed for requeue, instead of killing it. Before the
-     * loader's threads start. The benchmark never checks: the default actions back. */
-    if (opt->bench_steps <= 0) preempt_install();
-    else preempt_uninstall();
+    train_signals(opt->bench_steps);
     PretrainModel model;
     pretrain_model_init(&model, cfg, be, cfg->batch);
     log_model(&model, &dist);

@@ -180,6 +180,12 @@ void train_set_threads(const Config *cfg, const Dist *d)
     omp_set_num_threads(n);
 }
 
+void train_signals(long bench_steps)
+{
+    if (bench_steps <= 0) preempt_install();
+    else preempt_uninstall();
+}
+
 void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command)
 {
     if (d->rank == 0) {

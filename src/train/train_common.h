@@ -27,6 +27,12 @@ const AliceBackend *train_begin(const Config *cfg, Dist *d);
  * of the device math (the GEMM and convolution autotunes', when gemm_autotune / conv_autotune
  * = 1 tuned something), then the distribution layer (dist_finalize). */
 void train_end(Dist *d);
+/* The preemption signals of a training loop: handled from the start (main installed the
+ * handlers before MPI_Init; again here, after it), so a signal while the model is set up or the
+ * checkpoint and data are read stops the run at its first step boundary, checkpointed for
+ * requeue; the benchmark (bench_steps > 0), which never checks, gets back what it had. Before
+ * the loader's threads start. */
+void train_signals(long bench_steps);
 /* Creates run_dir (and parents) on rank 0 and writes config.txt; every rank waits for it. */
 void train_prepare_run_dir(const Config *cfg, const Dist *d, const char *command);
 /* Ends the job before any compute when `bytes` of model state does not fit the memory of the

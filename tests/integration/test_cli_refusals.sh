@@ -78,4 +78,6 @@ for cmd in pretrain finetune; do
   refused "--resume x.h5 and --no-resume contradict each other" $cmd --no-resume --resume x.h5
   refused "--resume x.h5 and --no-resume contradict each other" $cmd --resume x.h5 --no-resume
 done
+refused "alice finetune: --fold needs a value" finetune data=synthetic --fold
+refused "alice finetune: --pretrained needs a value" finetune data=synthetic --pretrained
 echo PASS

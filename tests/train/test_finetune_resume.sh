@@ -116,11 +116,12 @@ largs=(synthetic_cases=4 crop=32,32,32 embed_dim=24 heads=2 mlp_dim=48 feature_s
        seed=3 steps=6 warmup=3 val_every=2 ckpt_every=3 log_every=1 threads=1)
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/lfull" "${largs[@]}" > "$WORK/lf.log" 2>&1 ||
   { tail "$WORK/lf.log"; fail "the uninterrupted micro run failed"; }
-"$PYTHON" - "$WORK/lfull/val.csv" <<'PY' || fail "the micro run no longer validates worse after step 6 than before (the case this checks)"
+"$PYTHON" - "$WORK/lfull/val.csv" <<'PY' ||
 import csv, sys
 rows = {int(r["step"]): float(r["mean_dice"]) for r in csv.DictReader(open(sys.argv[1]))}
 assert sorted(rows) == [2, 4, 6] and rows[6] < max(rows[2], rows[4]), rows
 PY
+  fail "the micro run no longer validates worse after step 6 than before (the case this checks)"
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/lost" "${largs[@]}" --stop-after 5 \
   > "$WORK/l1.log" 2>&1 || { tail "$WORK/l1.log"; fail "the micro run to step 5 failed"; }
 printf 'step,mean_dice\n' > "$WORK/lost/val.csv"
@@ -144,7 +145,8 @@ echo "ok: val.csv's rows lost: the checkpoint's recorded best kept ckpt_best.h5"
   { tail "$WORK/o.log"; fail "the resume from another run_dir failed"; }
 "$PYTHON" - "$WORK/other" <<'PY' || fail "the run resumed from another run_dir"
 import csv, sys, h5py
-rows = {int(r["step"]): float(r["mean_dice"]) for r in csv.DictReader(open(sys.argv[1] + "/val.csv"))}
+rows = {int(r["step"]): float(r["mean_dice"])
+        for r in csv.DictReader(open(sys.argv[1] + "/val.csv"))}
 best = max(rows, key=lambda s: rows[s])
 with h5py.File(sys.argv[1] + "/ckpt_best.h5", "r") as f:
     assert (f.attrs["step"], f.attrs["metric"]) == (best, rows[best]), (dict(f.attrs), rows)

@@ -255,7 +255,7 @@ open(sys.argv[1], "w").write("".join(l.rsplit(",", 1)[0] + "\n" for l in lines))
 PY
 "$ALICE" pretrain --config "$MICRO" run_dir="$O" > "$WORK/older.log" 2>&1 ||
   { cat "$WORK/older.log"; fail "a metrics.csv with fewer columns stopped the resume"; }
-grep -q "begun by an older alice, which logged fewer columns: its rows keep the new ones (feat_spread) empty" \
+grep -q "older alice, which logged fewer columns: its rows keep the new ones (feat_spread) empty" \
   "$WORK/older.log" || { cat "$WORK/older.log"; fail "no warning about the older metrics.csv"; }
 "$PYTHON" - "$O/metrics.csv" <<'PY' || fail "the older rows or the resumed ones"
 import csv, sys
