@@ -114,7 +114,8 @@ static void describe_checkpoint(const char *path, hid_t f)
     printf("  tensors    %ld parameter tensors, %.0f floats stored%s\n", params.tensors,
            params.floats, target.tensors ? " (and the EMA target)" : "");
     if (isfinite(metric) && metric < 0)
-        printf("  metric     no validation before this step\n");
+        printf("  metric     no best yet (no validation before this step, or the best "
+               "restarted where a resume set a later ckpt_best.h5 aside)\n");
     else if (isfinite(metric))
         printf("  metric     best validation mean Dice up to this step %.4f\n", metric);
     if (shape_known)
