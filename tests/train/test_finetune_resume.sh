@@ -112,6 +112,14 @@ grep -q "ckpt_best.h5 is damaged (truncated or unreadable.*set aside as .*ckpt_b
 # goes on from the best its checkpoint recorded, with a warning, so a later, worse validation
 # does not replace ckpt_best.h5 (it had: the best restarted from the surviving rows). A micro
 # UNETR whose validations after steps 2 and 4 beat the one after step 6 (checked first).
+same_best() {  # run_dir A, run_dir B: their ckpt_best.h5 of the same step and Dice
+  "$PYTHON" - "$1/ckpt_best.h5" "$2/ckpt_best.h5" <<'PY'
+import sys, h5py
+a, b = (h5py.File(p, "r").attrs for p in sys.argv[1:3])
+assert (a["step"], a["metric"]) == (b["step"], b["metric"]), \
+    ((a["step"], a["metric"]), (b["step"], b["metric"]))
+PY
+}
 largs=(synthetic_cases=4 crop=32,32,32 embed_dim=24 heads=2 mlp_dim=48 feature_size=4 lr=4e-3
        seed=3 steps=6 warmup=3 val_every=2 ckpt_every=3 log_every=1 threads=1)
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/lfull" "${largs[@]}" > "$WORK/lf.log" 2>&1 ||
@@ -129,12 +137,7 @@ printf 'step,mean_dice\n' > "$WORK/lost/val.csv"
   { tail "$WORK/l2.log"; fail "the resume after val.csv lost its rows failed"; }
 grep -q "val.csv holds no validation as good as the best Dice .* that .*ckpt_5.h5 recorded" \
   "$WORK/l2.log" || { cat "$WORK/l2.log"; fail "no warning about val.csv's lost rows"; }
-"$PYTHON" - "$WORK/lfull/ckpt_best.h5" "$WORK/lost/ckpt_best.h5" <<'PY' ||
-import sys, h5py
-a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
-assert (a.attrs["step"], a.attrs["metric"]) == (b.attrs["step"], b.attrs["metric"]), \
-    ((a.attrs["step"], a.attrs["metric"]), (b.attrs["step"], b.attrs["metric"]))
-PY
+same_best "$WORK/lfull" "$WORK/lost" ||
   fail "after val.csv lost its rows, a worse validation replaced ckpt_best.h5"
 echo "ok: val.csv's rows lost: the checkpoint's recorded best kept ckpt_best.h5"
 # --resume from another run_dir into an empty one: no ckpt_best.h5 holds the recorded best
@@ -167,12 +170,7 @@ for chunk in 1 2; do
   "$ALICE" finetune --config "$cfg" run_dir="$WORK/sa" "${sargs[@]}" --stop-after 1 \
     > "$WORK/sa.c$chunk.log" 2>&1 || { tail "$WORK/sa.c$chunk.log"; fail "chunk $chunk failed"; }
 done
-"$PYTHON" - "$WORK/sa1/ckpt_best.h5" "$WORK/sa/ckpt_best.h5" <<'PY' ||
-import sys, h5py
-a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
-assert (a.attrs["step"], a.attrs["metric"]) == (b.attrs["step"], b.attrs["metric"]), \
-    ((a.attrs["step"], a.attrs["metric"]), (b.attrs["step"], b.attrs["metric"]))
-PY
+same_best "$WORK/sa1" "$WORK/sa" ||
   fail "after a set-aside, two chunks chose another ckpt_best.h5 than one resume"
 echo "ok: after a set-aside, chunked resumes choose ckpt_best.h5 as one resume does"
 echo "ok: preempted after step 1 and resumed, and in chunks of 3 steps: losses, validations" \

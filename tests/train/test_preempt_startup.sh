@@ -35,7 +35,7 @@ tail -n 6 "$WORK/a.log"
 ls "$WORK/run"/ckpt_*.h5 > /dev/null 2>&1 || fail "no checkpoint written after the signal"
 echo "ok: a preemption signal during start-up checkpoints at the first step and exits 3"
 
-# the signal while the job file (a named pipe) is read: before MPI_Init has returned
+# the signal while the job file (a named pipe) is read: before the backend and the model exist
 mkfifo "$WORK/job.fifo"
 rc=0
 "$PYTHON" - "$ALICE" "$MICRO" "$WORK/early" "$WORK/job.fifo" > "$WORK/b.log" 2>&1 <<'PY' || rc=$?
