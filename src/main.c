@@ -60,9 +60,9 @@ int main(int argc, char **argv)
         return 2;
     }
     /* Before MPI_Init, which can take seconds at scale: a requeued job signalled again while it
-     * starts must checkpoint and exit 3, not die (the threads MPI starts inherit the unblocked
-     * mask). A training command's benchmark puts the default action back. */
-    if (cmd->signals == SIGNALS_PREEMPTION) preempt_install();
+     * starts must checkpoint and exit 3, not die. The mask stays the launcher's until the
+     * training loop starts (train_signals); a benchmark gets the actions back. */
+    if (cmd->signals == SIGNALS_PREEMPTION) preempt_install_handlers();
     alice_mpi_init(&argc, &argv);
     int rank = 0, size = 1;
     CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &rank));

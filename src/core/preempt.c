@@ -11,9 +11,10 @@
 /* Written by the handler, read by the loop: sig_atomic_t is the only type the C standard
  * lets a signal handler store to; volatile stops the compiler caching it across a step. */
 static volatile sig_atomic_t g_signal_seen = 0;
-static int g_installed = 0;
+static int g_installed = 0;   /* the handlers are in */
+static int g_unblocked = 0;   /* and preempt_install unblocked the signals */
 static int g_announced = 0;
-/* What the process had before the first install (preempt_uninstall puts it back). */
+/* What the process had before the handlers went in (preempt_uninstall puts it back). */
 static struct sigaction g_old_term, g_old_usr1;
 static sigset_t g_old_mask;
 
@@ -35,12 +36,18 @@ static void install_one(int signo, struct sigaction *old)
                     signo == SIGTERM ? "SIGTERM" : "SIGUSR1");
 }
 
-void preempt_install(void)
+void preempt_install_handlers(void)
 {
     /* Each call installs them again: main installs them before MPI_Init, the training loops
      * after it, in case the MPI library put its own in meanwhile. */
     install_one(SIGTERM, g_installed ? NULL : &g_old_term);
     install_one(SIGUSR1, g_installed ? NULL : &g_old_usr1);
+    g_installed = 1;
+}
+
+void preempt_install(void)
+{
+    preempt_install_handlers();
     /* A launcher may start the process with them blocked (the mask survives exec), which would
      * leave a preemption signal pending forever: unblock them here. One that arrived before
      * this point is delivered now. Threads started earlier (MPI's, OpenMP's) keep their masks;
@@ -49,27 +56,31 @@ void preempt_install(void)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGUSR1);
-    int rc = pthread_sigmask(SIG_UNBLOCK, &set, g_installed ? NULL : &g_old_mask);
+    int rc = pthread_sigmask(SIG_UNBLOCK, &set, g_unblocked ? NULL : &g_old_mask);
     if (rc != 0) ALICE_FATAL("pthread_sigmask failed (%s): cannot receive preemption signals",
                              strerror(rc));
-    g_installed = 1;
+    g_unblocked = 1;
 }
 
 void preempt_uninstall(void)
 {
+    if (g_unblocked) {
+        /* blocked again first where the launcher had blocked them (only these two: MPI may
+         * have changed the thread's mask of others since), then the actions */
+        sigset_t blocked;
+        sigemptyset(&blocked);
+        if (sigismember(&g_old_mask, SIGTERM) == 1) sigaddset(&blocked, SIGTERM);
+        if (sigismember(&g_old_mask, SIGUSR1) == 1) sigaddset(&blocked, SIGUSR1);
+        int rc = pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+        if (rc != 0) ALICE_FATAL("pthread_sigmask failed (%s)", strerror(rc));
+        g_unblocked = 0;
+    }
     if (!g_installed) return;
     if (sigaction(SIGTERM, &g_old_term, NULL) != 0 || sigaction(SIGUSR1, &g_old_usr1, NULL) != 0)
         ALICE_FATAL("sigaction failed: cannot restore the actions of SIGTERM and SIGUSR1");
-    /* only these two: MPI may have changed the thread's mask of others since */
-    sigset_t blocked;
-    sigemptyset(&blocked);
-    if (sigismember(&g_old_mask, SIGTERM) == 1) sigaddset(&blocked, SIGTERM);
-    if (sigismember(&g_old_mask, SIGUSR1) == 1) sigaddset(&blocked, SIGUSR1);
-    int rc = pthread_sigmask(SIG_BLOCK, &blocked, NULL);
-    if (rc != 0) ALICE_FATAL("pthread_sigmask failed (%s)", strerror(rc));
     g_installed = 0;
     /* One that arrived meanwhile is sent again under what the process had: its action (the
-     * default: the process ends), or pending where the launcher had blocked it. */
+     * default: the process ends). */
     if (g_signal_seen) raise(g_signal_seen);
     g_signal_seen = 0;
 }

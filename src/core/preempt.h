@@ -6,7 +6,8 @@
  *
  * How a training loop uses it (every rank executes the same sequence of calls):
  *
- *     preempt_install();                            // before MPI_Init, again after
+ *     preempt_install_handlers();                   // before MPI_Init (main)
+ *     preempt_install();                            // the loop's start: again, unblocked
  *     for (step = start; step < steps; step++) {
  *         ... one optimisation step ...
  *         if (preempt_agreed()) {                   // collective: all ranks, every step
@@ -27,12 +28,17 @@
  * on_nonfinite = skip). Not 1: nothing in alice failed. */
 #define ALICE_EXIT_DIVERGED 4
 
-/* Installs the SIGTERM and SIGUSR1 handlers (again on each call). SA_RESTART keeps blocking
- * reads and writes going; the flag is acted on at the next step boundary, never inside the
- * handler. */
+/* Installs the SIGTERM and SIGUSR1 handlers (again on each call), leaving the signal mask as
+ * it is: main, before MPI_Init, so that no part of a training command's start-up is left to
+ * the default action (a launcher that blocked them keeps them pending). */
+void preempt_install_handlers(void);
+
+/* The handlers (preempt_install_handlers), and the two signals unblocked: a training loop's
+ * start. SA_RESTART keeps blocking reads and writes going; the flag is acted on at the next
+ * step boundary, never inside the handler. */
 void preempt_install(void);
 
-/* Puts back the actions and the mask the process had before the first preempt_install (a
+/* Puts back the actions, and the mask, the process had before the handlers went in (a
  * training command's benchmark, which never checks the flag); a signal that arrived meanwhile
  * is raised again under them, so it does what it would have done without the handlers. */
 void preempt_uninstall(void);

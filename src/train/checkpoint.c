@@ -556,10 +556,8 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
         alice_die("%s was fine-tuned with fold = %d, this run has fold = %d: %s; keep fold = %d "
                   "to resume it, or give this run another run_dir (one per fold, as "
                   "slurm/finetune.sbatch does)", path, stored.fold, cfg->fold,
-                  stored.fold < 0 ? "it trained on every case, those the fold would hold out "
-                                    "among them"
-                                  : "its validations and ckpt_best.h5 are of that fold, and it "
-                                    "trained on the cases another fold holds out",
+                  stored.fold < 0 ? "it trained on every case, without validation"
+                                  : "its validations and ckpt_best.h5 are of that fold",
                   stored.fold);
     /* The head counts change no tensor's shape, only the split of every attention: the
      * weights would be read under another meaning. (Every other model key changes a shape or

@@ -117,10 +117,11 @@ static double validate(UnetrModel *m, Loader *loader, const Dist *d)
 
 /* val.csv keeps the rows of steps up to `upto` (a resumed run rewrites what came after) and
  * returns the best mean Dice among them (-1 when none); *has_upto: whether step upto has a
- * row. Rank 0 only. */
-static double val_csv_restore(const char *run_dir, long upto, int *has_upto)
+ * row, *upto_dice its Dice (-1 when none). Rank 0 only. */
+static double val_csv_restore(const char *run_dir, long upto, int *has_upto, double *upto_dice)
 {
     *has_upto = 0;
+    *upto_dice = -1.0;
     char path[4096], tmp[4200];
     snprintf(path, sizeof path, "%s/%s", run_dir, VAL_CSV);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -138,7 +139,10 @@ static double val_csv_restore(const char *run_dir, long upto, int *has_upto)
             fputs(line, out);   /* as written: the value exact (val_csv_append) */
             if (!strchr(line, '\n')) fputc('\n', out);   /* a last row cut short */
             if (v > best) best = v;
-            if (s == upto) *has_upto = 1;
+            if (s == upto) {
+                *has_upto = 1;
+                *upto_dice = v;
+            }
         }
         fclose(in);
     }
@@ -185,23 +189,29 @@ static double set_aside_discarded_best(const char *run_dir, long start, double b
  * set-aside restarted it), else (an older alice's checkpoint, without one) val.csv's best. Not
  * val.csv's first: rows lost in a crash before they reached the disk would lower it, and a later,
  * worse validation would replace ckpt_best.h5; after a set-aside its best has no weights on
- * disk. -1 when run_dir holds no ckpt_best.h5 (a --resume from another run_dir, the file
- * removed), so the next validation writes one. */
-static double resumed_best(const char *ckpt, const char *run_dir, double csv_best)
+ * disk. The one validation the recorded best can lack is the one after the checkpoint's own
+ * step (start_dice, -1 when val.csv has none): a preempted run skipped it and wrote the
+ * checkpoint, the next start gave it and may have written ckpt_best.h5 from it before a crash.
+ * -1 when run_dir holds no ckpt_best.h5 (a --resume from another run_dir, the file removed),
+ * so the next validation writes one. */
+static double resumed_best(const char *ckpt, const char *run_dir, double csv_best,
+                           double start_dice)
 {
     double best = csv_best;
     const double recorded = checkpoint_metric(ckpt);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", run_dir, BEST_CKPT);
+    const int best_on_disk = access(path, F_OK) == 0;
     if (isfinite(recorded)) {
-        if (recorded > csv_best)
+        if (recorded > csv_best && best_on_disk)
             log_warn("%s/%s holds no validation as good as the best Dice %.4f that %s recorded "
                      "(rows lost in a crash, or removed): the run goes on from that best, so only "
                      "a better validation replaces %s", run_dir, VAL_CSV, recorded, ckpt,
                      BEST_CKPT);
         best = recorded;
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/%s", run_dir, BEST_CKPT);
-    if (best >= 0 && access(path, F_OK) != 0) {
+    if (start_dice > best) best = start_dice;
+    if (best >= 0 && !best_on_disk) {
         log_info("%s holds no %s (best Dice so far %.4f): the next validation writes it",
                  run_dir, BEST_CKPT, best);
         best = -1.0;
@@ -434,20 +444,24 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
                                                   dist.local_size);
     lo.first_step = start * cfg->accum_steps;   /* a resumed run reads no batch of steps done */
     LoaderSource source = data_source_open(cfg);
-    /* config.txt once the data set opens (see pretrain_run), before the loader's threads start:
-     * a failure to write it must not exit beside their HDF5 reads */
+    int labelled = 0, held_out = 0;   /* as the loader will split them */
+    for (int i = 0; i < source.num_cases; i++)
+        if (source.case_has_label(source.ctx, i)) {
+            labelled++;
+            held_out += source.case_fold(source.ctx, i) == cfg->fold;
+        }
+    if (cfg->fold >= 0 && held_out == 0)
+        alice_die("fold = %d holds no labelled case of %s (%d labelled cases; its folds are "
+                  "0..num_folds-1 of its packing, or of num_folds for synthetic data): choose "
+                  "another fold, or fold = -1 to train on every case without validation",
+                  cfg->fold, cfg->data, labelled);
+    /* config.txt once the data set serves (see pretrain_run), before the loader's threads
+     * start: a failure to write it must not exit beside their HDF5 reads */
     train_prepare_run_dir(cfg, &dist, "finetune");
     Loader *loader = loader_create(&lo, source);
     const int *cases;
     int nval = loader_validation_cases(loader, &cases);
     int ntrain = loader_training_cases(loader, &cases);
-    if (cfg->fold >= 0 && nval == 0) {
-        loader_destroy(loader);   /* its read-ahead threads may be in HDF5: not beside exit() */
-        alice_die("fold = %d holds no labelled case of %s (%d labelled cases; its folds are "
-                  "0..num_folds-1 of its packing, or of num_folds for synthetic data): choose "
-                  "another fold, or fold = -1 to train on every case without validation",
-                  cfg->fold, cfg->data, ntrain);
-    }
     log_info("fine-tuning on %d labelled cases, validating on %d (fold %d) every %ld steps",
              ntrain, nval, cfg->fold, cfg->val_every);
     if (cfg->crops_per_case > 1)
@@ -456,8 +470,9 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
     double best = -1.0;
     int start_validated = 0;
     if (dist.rank == 0) {
-        best = val_csv_restore(cfg->run_dir, start, &start_validated);
-        if (start > 0) best = resumed_best(ckpt, cfg->run_dir, best);
+        double start_dice;
+        best = val_csv_restore(cfg->run_dir, start, &start_validated, &start_dice);
+        if (start > 0) best = resumed_best(ckpt, cfg->run_dir, best, start_dice);
         if (start > 0) best = set_aside_discarded_best(cfg->run_dir, start, best);
     }
     CHECK_MPI(MPI_Bcast(&best, 1, MPI_DOUBLE, 0, MPI_COMM_WORLD));

@@ -12,7 +12,8 @@
 #  - a probe whose crops hold one class (it scored 1.0 for every encoder), and --cases beyond
 #    the data (sized from the request: 553 GB asked for); a probe is not refused for the
 #    checkpoint's mask keys, which it never uses;
-#  - pretrain/finetune --resume without its value, or beside --no-resume.
+#  - pretrain/finetune --resume without its value, or beside --no-resume; finetune --fold or
+#    --pretrained without a value; a fold without labelled cases (no config.txt written).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ALICE=${ALICE:-$ROOT/bin/alice}
@@ -78,6 +79,12 @@ for cmd in pretrain finetune; do
   refused "--resume x.h5 and --no-resume contradict each other" $cmd --no-resume --resume x.h5
   refused "--resume x.h5 and --no-resume contradict each other" $cmd --resume x.h5 --no-resume
 done
+# a fold without labelled cases: refused before run_dir is written to (no config.txt)
+"$ALICE" phantom --out "$T/ph3" --cases 3 --size small --seed 1 > /dev/null
+"$ALICE" pack --input "$T/ph3" --out "$T/ph3.h5" spacing=4,4,4 num_folds=5 > /dev/null 2>&1
+refused "fold = 4 holds no labelled case of .*ph3.h5 (3 labelled cases" \
+  finetune data="$T/ph3.h5" fold=4 run_dir="$T/ft4"
+[ ! -e "$T/ft4/config.txt" ] || fail "the refused fine-tuning start wrote config.txt"
 refused "alice finetune: --fold needs a value" finetune data=synthetic --fold
 refused "alice finetune: --pretrained needs a value" finetune data=synthetic --pretrained
 echo PASS

@@ -173,6 +173,43 @@ done
 same_best "$WORK/sa1" "$WORK/sa" ||
   fail "after a set-aside, two chunks chose another ckpt_best.h5 than one resume"
 echo "ok: after a set-aside, chunked resumes choose ckpt_best.h5 as one resume does"
+# the validation a preempted run skipped (after step 2), given by the next start, which then
+# crashed before its next checkpoint: the run resumed again from ckpt_2.h5 (whose recorded
+# best lacks that validation, val.csv has its row) must still know it, or a later, worse
+# validation replaces the ckpt_best.h5 it wrote
+oargs=("${largs[@]}" steps=9 val_every=1 ckpt_every=100)
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/ou" "${oargs[@]}" > "$WORK/ou.log" 2>&1 ||
+  { tail "$WORK/ou.log"; fail "the uninterrupted run to step 9 failed"; }
+"$PYTHON" - "$WORK/ou/val.csv" <<'PY' ||
+import csv, sys
+rows = {int(r["step"]): float(r["mean_dice"]) for r in csv.DictReader(open(sys.argv[1]))}
+assert rows[2] > rows[1] and rows[2] > max(rows[s] for s in range(3, 10)), rows
+PY
+  fail "the micro run's best validation is no longer the one after step 2 (the case this checks)"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/ow" "${oargs[@]}" --stop-after 1 \
+  > "$WORK/ow1.log" 2>&1 || { tail "$WORK/ow1.log"; fail "the run to step 1 failed"; }
+rc=0
+"$PYTHON" - "$ALICE" "$cfg" run_dir="$WORK/ow" "${oargs[@]}" > "$WORK/ow2.log" 2>&1 <<'PY' ||
+import os, signal, subprocess, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])   # inherited by the child
+p = subprocess.Popen([sys.argv[1], "finetune", "--config", sys.argv[2]] + sys.argv[3:])
+os.kill(p.pid, signal.SIGUSR1)                                  # pending until alice unblocks it
+sys.exit(p.wait())
+PY
+  rc=$?
+[ "$rc" = 3 ] && grep -q "validation after step 2 skipped" "$WORK/ow2.log" ||
+  { tail "$WORK/ow2.log"; fail "the preempted start: exit $rc, or step 2's validation not skipped"; }
+cp "$WORK/ow/ckpt_2.h5" "$WORK/ow.ckpt_2.h5"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/ow" "${oargs[@]}" --stop-after 1 \
+  > "$WORK/ow3.log" 2>&1 || { tail "$WORK/ow3.log"; fail "the start that owes step 2's validation"; }
+# the node crashed before ckpt_3.h5 reached the disk (and before it pruned ckpt_2.h5)
+rm "$WORK/ow/ckpt_3.h5" && cp "$WORK/ow.ckpt_2.h5" "$WORK/ow/ckpt_2.h5"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/ow" "${oargs[@]}" > "$WORK/ow4.log" 2>&1 ||
+  { tail "$WORK/ow4.log"; fail "the resume after the crash failed"; }
+same_best "$WORK/ou" "$WORK/ow" ||
+  fail "a validation given after a preemption was forgotten at the next resume"
+cmp -s "$WORK/ou/val.csv" "$WORK/ow/val.csv" || fail "val.csv differs from the uninterrupted run's"
+echo "ok: a skipped validation given at the next start is kept as the best across a crash"
 echo "ok: preempted after step 1 and resumed, and in chunks of 3 steps: losses, validations" \
   "and checkpoints identical; a discarded segment's ckpt_best.h5 set aside, a damaged one too"
 echo PASS

@@ -60,13 +60,18 @@ tail -n 4 "$WORK/b.log"
 ls "$WORK/early"/ckpt_*.h5 > /dev/null 2>&1 || fail "no checkpoint written after the early signal"
 echo "ok: a preemption signal before the model exists checkpoints at the first step and exits 3"
 
-# a benchmark started with SIGUSR1 blocked, and sent it: it stays pending, the benchmark ends 0
+# a benchmark started with SIGUSR1 blocked, and sent it at once and while it runs (its threads
+# too keep the launcher's mask): it stays pending, the benchmark ends 0
 rc=0
 "$PYTHON" - "$ALICE" "$MICRO" > "$WORK/c.log" 2>&1 <<'PY' || rc=$?
-import os, signal, subprocess, sys
+import os, signal, subprocess, sys, time
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])   # inherited by the child
-p = subprocess.Popen([sys.argv[1], "pretrain", "--config", sys.argv[2], "--bench-steps", "1"])
+p = subprocess.Popen([sys.argv[1], "pretrain", "--config", sys.argv[2], "crop=64,64,32",
+                      "--bench-steps", "60"])
 os.kill(p.pid, signal.SIGUSR1)
+time.sleep(1.5)
+if p.poll() is None:
+    os.kill(p.pid, signal.SIGUSR1)
 rc = p.wait()
 sys.exit(rc if rc >= 0 else 128 - rc)
 PY
