@@ -198,10 +198,10 @@ sys.exit(p.wait())
 PY
   rc=$?
 [ "$rc" = 3 ] && grep -q "validation after step 2 skipped" "$WORK/ow2.log" ||
-  { tail "$WORK/ow2.log"; fail "the preempted start: exit $rc, or step 2's validation not skipped"; }
+  { tail "$WORK/ow2.log"; fail "the preempted start: exit $rc, or validation 2 not skipped"; }
 cp "$WORK/ow/ckpt_2.h5" "$WORK/ow.ckpt_2.h5"
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/ow" "${oargs[@]}" --stop-after 1 \
-  > "$WORK/ow3.log" 2>&1 || { tail "$WORK/ow3.log"; fail "the start that owes step 2's validation"; }
+  > "$WORK/ow3.log" 2>&1 || { tail "$WORK/ow3.log"; fail "the start that owes validation 2"; }
 # the node crashed before ckpt_3.h5 reached the disk (and before it pruned ckpt_2.h5)
 rm "$WORK/ow/ckpt_3.h5" && cp "$WORK/ow.ckpt_2.h5" "$WORK/ow/ckpt_2.h5"
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/ow" "${oargs[@]}" > "$WORK/ow4.log" 2>&1 ||
