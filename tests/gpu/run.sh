@@ -552,7 +552,7 @@ fi
 # this step, unlike the pre-training one. Measurements, "ok" whatever the speed.
 # unetr_step LABEL key=value...
 unetr_step() { local label=$1; shift; train_step unetr "$label" 90 finetune jobs/finetune_btcv.cfg device=cuda "$@"; }
-if [ $math_modes = 1 ] && grep -q bench_steps src/train/finetune.h; then
+if [ $math_modes = 1 ] && grep -q -- '--bench-steps' src/cli/cmd_finetune.c; then
   unetr_step bf16 precision=bf16 tf32=1
   unetr_step bf16-eager precision=bf16 tf32=1 cuda_graph=0
   unetr_step bf16-instnorm-cudnn precision=bf16 tf32=1 instnorm_kernel=cudnn
