@@ -14,15 +14,7 @@
 source "$(dirname "$0")/lib.sh"
 cfg=$ROOT/jobs/finetune_tiny.cfg
 args=(run_dir="$WORK/ft" steps=3 warmup=1 val_every=1 ckpt_every=100 log_every=1)
-signalled() {  # a finetune run that starts with SIGUSR1 pending; its arguments
-  "$PYTHON" - "$ALICE" "$cfg" "$@" <<'PY'
-import os, signal, subprocess, sys
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])   # inherited by the child
-p = subprocess.Popen([sys.argv[1], "finetune", "--config", sys.argv[2]] + sys.argv[3:])
-os.kill(p.pid, signal.SIGUSR1)                                  # pending until alice unblocks it
-sys.exit(p.wait())
-PY
-}
+signalled() { alice_signalled finetune --config "$cfg" "$@"; }   # SIGUSR1 pending at start
 rc=0
 signalled "${args[@]}" > "$WORK/a.log" 2>&1 || rc=$?
 cat "$WORK/a.log" | tail -n 8

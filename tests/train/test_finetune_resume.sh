@@ -13,13 +13,8 @@ args=(steps=5 warmup=1 val_every=2 ckpt_every=100 log_every=1 threads=1)
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/full" "${args[@]}" > "$WORK/full.log" 2>&1 ||
   { tail "$WORK/full.log"; fail "the uninterrupted run failed"; }
 rc=0
-"$PYTHON" - "$ALICE" "$cfg" run_dir="$WORK/split" "${args[@]}" > "$WORK/a.log" 2>&1 <<'PY' || rc=$?
-import os, signal, subprocess, sys
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])   # inherited by the child
-p = subprocess.Popen([sys.argv[1], "finetune", "--config", sys.argv[2]] + sys.argv[3:])
-os.kill(p.pid, signal.SIGUSR1)                                  # pending until alice unblocks it
-sys.exit(p.wait())
-PY
+alice_signalled finetune --config "$cfg" run_dir="$WORK/split" "${args[@]}" > "$WORK/a.log" 2>&1 ||
+  rc=$?
 [ "$rc" = 3 ] || { tail "$WORK/a.log"; fail "the preempted run exited with $rc, expected 3"; }
 [ -f "$WORK/split/ckpt_1.h5" ] || fail "the preempted run left no ckpt_1.h5"
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/split" "${args[@]}" > "$WORK/b.log" 2>&1 ||
@@ -189,13 +184,7 @@ PY
 "$ALICE" finetune --config "$cfg" run_dir="$WORK/ow" "${oargs[@]}" --stop-after 1 \
   > "$WORK/ow1.log" 2>&1 || { tail "$WORK/ow1.log"; fail "the run to step 1 failed"; }
 rc=0
-"$PYTHON" - "$ALICE" "$cfg" run_dir="$WORK/ow" "${oargs[@]}" > "$WORK/ow2.log" 2>&1 <<'PY' ||
-import os, signal, subprocess, sys
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])   # inherited by the child
-p = subprocess.Popen([sys.argv[1], "finetune", "--config", sys.argv[2]] + sys.argv[3:])
-os.kill(p.pid, signal.SIGUSR1)                                  # pending until alice unblocks it
-sys.exit(p.wait())
-PY
+alice_signalled finetune --config "$cfg" run_dir="$WORK/ow" "${oargs[@]}" > "$WORK/ow2.log" 2>&1 ||
   rc=$?
 [ "$rc" = 3 ] && grep -q "validation after step 2 skipped" "$WORK/ow2.log" ||
   { tail "$WORK/ow2.log"; fail "the preempted start: exit $rc, or validation 2 not skipped"; }
