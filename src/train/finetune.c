@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <errno.h>
 #include <unistd.h>
 
@@ -150,6 +151,48 @@ static double val_csv_restore(const char *run_dir, long upto, int *has_upto, dou
     return best;
 }
 
+/* Of run_dir's discarded_best_step<N>.h5 files (each job killed between checkpoints after a
+ * new best sets one aside), only the one with the highest Dice is kept (ties: the newest): a
+ * model someone may want is that one, and each file is a whole model (about 1 GB for the
+ * ViT-B UNETR) that a run preempted often would otherwise pile up. Files that cannot be read
+ * are left alone. Rank 0 only. */
+static void keep_best_discarded(const char *run_dir)
+{
+    DIR *d = opendir(run_dir);
+    if (!d) return;
+    char keep[4200] = "";
+    double keep_dice = -INFINITY;
+    long keep_step = -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        long step;
+        char expect[96], path[4200];
+        if (sscanf(e->d_name, "discarded_best_step%ld", &step) != 1) continue;
+        snprintf(expect, sizeof expect, "discarded_best_step%ld.h5", step);
+        if (strcmp(expect, e->d_name)) continue;
+        snprintf(path, sizeof path, "%s/%s", run_dir, e->d_name);
+        if (!checkpoint_intact(path)) continue;
+        const double dice = checkpoint_metric(path);
+        if (isnan(dice)) continue;
+        const int better = dice > keep_dice || (dice == keep_dice && step > keep_step);
+        const char *drop = better ? keep : path;
+        if (drop[0]) {
+            if (unlink(drop) == 0)
+                log_info("removed %s: %s holds a discarded best of a higher Dice (or a newer "
+                         "one of the same)", drop, better ? path : keep);
+            else
+                log_warn("cannot remove %s (%s), a discarded best below another", drop,
+                         strerror(errno));
+        }
+        if (better) {
+            snprintf(keep, sizeof keep, "%s", path);
+            keep_dice = dice;
+            keep_step = step;
+        }
+    }
+    closedir(d);
+}
+
 /* A ckpt_best.h5 of a step after `start`, the step a run resumes from, was written by the
  * steps the resume discards (a crash between checkpoints, a resume from an earlier one): its
  * weights and Dice are in no kept val.csv row. It is set aside (not deleted: it may be the
@@ -178,9 +221,10 @@ static double set_aside_discarded_best(const char *run_dir, long start, double b
         alice_die("%s: cannot rename it to %s (%s); check that the run directory is writable",
                   path, aside, strerror(errno));
     log_warn("%s is of step %ld, after step %ld this run resumes from: the steps that wrote it "
-             "are discarded, so it is kept as %s; the best of the kept validations (Dice %.4f) "
+             "are discarded, so it is set aside as %s; the best of the kept validations (Dice %.4f) "
              "has no weights on disk, and ckpt_best.h5 will be the best validation from step "
              "%ld on", path, step, start, aside, best, start);
+    keep_best_discarded(run_dir);
     return -1.0;
 }
 

@@ -89,6 +89,26 @@ with h5py.File(f"{run}/ckpt_best.h5", "r") as f:
 assert got == (best_step, best), (got, resumed)
 print(f"set aside {aside[0]} (step {old_step}); ckpt_best.h5 = step {got[0]}, Dice {got[1]!r}")
 PY
+# Set-asides pile up one per crash: only the discarded best of the highest Dice stays. Two
+# more beside the first (copies with their Dice edited: 0.9 and 0), then the run resumed from
+# ckpt_4.h5 again sets its ckpt_best.h5 aside: the 0.9 one alone is left, the rest removed.
+"$PYTHON" - "$WORK/disc" <<'PY' || fail "could not plant discarded bests"
+import shutil, sys, h5py
+run = sys.argv[1]
+for step, dice in ((100, 0.9), (101, 0.0)):
+    path = f"{run}/discarded_best_step{step}.h5"
+    shutil.copy(f"{run}/ckpt_best.h5", path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["metric"] = dice
+PY
+rm "$WORK/disc/ckpt_8.h5" "$WORK/disc/ckpt_10.h5"
+"$ALICE" finetune --config "$cfg" run_dir="$WORK/disc" "${dargs[@]}" lr=0 min_lr=0 \
+  > "$WORK/d3.log" 2>&1 || { tail "$WORK/d3.log"; fail "the second discarded-best resume"; }
+left=$(cd "$WORK/disc" && ls discarded_best_step*)
+[ "$left" = discarded_best_step100.h5 ] ||
+  { grep -i discarded "$WORK/d3.log"; fail "discarded bests left: $left (want step100 alone)"; }
+grep -q 'removed .*discarded_best_step101.h5' "$WORK/d3.log" || fail "no line names a removal"
+echo "discarded bests: only the highest Dice kept ($left)"
 # A damaged ckpt_best.h5 (a crash while it was written) does not stop the resume, which never
 # reads it: set aside as ckpt_best.h5.damaged, and the next validation writes a new one
 rm -rf "$WORK/disc" && mkdir -p "$WORK/disc"
