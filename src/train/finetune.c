@@ -355,9 +355,8 @@ static void bench_step(void *ctx, long s)
     double terms[3];
     float lr;
     double gnorm;
-    if (whole_step(ctx, s, terms, &lr, &gnorm) != STEP_APPLIED)
-        alice_die("benchmark step %ld produced a non-finite loss (%g) or gradient: lower lr or "
-                  "check precision", s, terms[0]);
+    const StepOutcome outcome = whole_step(ctx, s, terms, &lr, &gnorm);
+    train_bench_require_applied(outcome, s, terms[0]);
 }
 
 /* --bench-steps: the step's timing on random crops (uniform intensities, labels uniform in

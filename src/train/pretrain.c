@@ -164,9 +164,8 @@ static void bench_step(void *ctx, long s)
     double terms[4];
     float lr;
     double gnorm;
-    if (whole_step(ctx, s, terms, &lr, &gnorm) != STEP_APPLIED)
-        alice_die("benchmark step %ld produced a non-finite loss (%g) or gradient: lower lr or "
-                  "check precision", s, terms[0]);
+    const StepOutcome outcome = whole_step(ctx, s, terms, &lr, &gnorm);
+    train_bench_require_applied(outcome, s, terms[0]);
 }
 
 /* Timing of the step on random inputs: the figures of `make bench`. */

@@ -384,6 +384,13 @@ StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *syn
     return STEP_APPLIED;
 }
 
+void train_bench_require_applied(StepOutcome outcome, long step, double loss)
+{
+    if (outcome != STEP_APPLIED)
+        alice_die("benchmark step %ld produced a non-finite loss (%g) or gradient: lower lr or "
+                  "check precision", step, loss);
+}
+
 int train_step_boundary(const Config *cfg, long step, int last, void (*save)(void *ctx, long steps_done),
                         void *ctx)
 {

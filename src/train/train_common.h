@@ -109,6 +109,10 @@ StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *syn
                                  int nterms, long step, float *lr, double *grad_norm,
                                  const EmaUpdate *ema);
 
+/* A benchmark step (--bench-steps) has no loop to skip or stop: one that was not applied (a
+ * non-finite loss terms[0] or gradient) ends the job, naming step and loss. */
+void train_bench_require_applied(StepOutcome outcome, long step, double loss);
+
 /* The end of step `step` (0-based) of every loop: the periodic (or last) checkpoint through
  * save(ctx, steps_done), then the collective preemption check. Returns 1 when the run must
  * stop for a requeue; a checkpoint of the finished step then exists. Collective. */
