@@ -466,8 +466,10 @@ static void warn_run_shape_change(const char *path, const char *backend, long ba
     const CheckpointRunShape now = current_run_shape(backend);
     if (then.ranks != now.ranks && batch_then * then.ranks != batch_now * now.ranks)
         log_warn("%s was written by %ld rank(s), this run has %ld: the global batch (batch x "
-                 "ranks x accum_steps) goes from %ld to %ld", path, then.ranks, now.ranks,
-                 batch_then * then.ranks, batch_now * now.ranks);
+                 "ranks x accum_steps) goes from %ld to %ld, and the data order goes on from "
+                 "sample step x %ld, so some samples are drawn again or skipped once", path,
+                 then.ranks, now.ranks, batch_then * then.ranks, batch_now * now.ranks,
+                 batch_now * now.ranks);
     else if (then.ranks != now.ranks)
         log_warn("%s was written by %ld rank(s), this run has %ld: the global batch stays %ld, "
                  "the same samples per step (batch or accum_steps changed with the ranks)", path,

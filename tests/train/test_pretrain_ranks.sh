@@ -48,7 +48,10 @@ print(f"{count} tensors; worst relative difference {worst:.2e} ({worst_name}); r
 assert count > 50
 assert worst < 1e-4, f"FAIL: {worst_name} differs by {worst:.2e}"
 assert len(r1) == len(r2) and "grad_norm" in cols, (len(r1), len(r2), cols)
+# Float noise measured up to 5.2e-6 (l_st of align_loss=dino, a small term); a rank bug (a
+# gradient summed instead of averaged, one rank's samples not the ones 1 rank draws) moves a
+# column by 1e-2 or more.
 for c, v in diff.items():
-    assert v < 1e-5, f"FAIL: {c} differs by {v:.2e} (relative) between 1 and 2 ranks"
+    assert v < 3e-5, f"FAIL: {c} differs by {v:.2e} (relative) between 1 and 2 ranks"
 PY
 done
