@@ -79,7 +79,6 @@ int cmd_probe(int argc, char **argv)
     Dist dist;   /* OpenMP threads: the threads key, or the node's cores over its ranks */
     dist_init(&dist, backend_cpu());
     train_set_threads(&cfg, &dist);
-    checkpoint_check_encoder_source(ckpt, &cfg);
     ProbeResult a = probe_knn(&cfg, ckpt, cases, crops, k);
     ProbeResult r = probe_knn(&cfg, NULL, cases, crops, k);
     log_info("k-NN probe (k=%d, %ld tokens, %d classes, leave one case out):", k, a.tokens, a.classes);

@@ -45,7 +45,7 @@ ProbeResult probe_knn(const Config *cfg, const char *checkpoint, int cases, int 
     vit_encoder_register(&enc, &ps, "encoder", cfg->patch, cfg->embed_dim, cfg->heads, cfg->mlp_dim, cfg->depth);
     params_allocate(&ps, be, 0);
     params_initialize(&ps, (uint64_t)cfg->seed);
-    if (checkpoint) checkpoint_load_matching(checkpoint, &ps, "encoder.", "encoder.", NULL);
+    if (checkpoint) checkpoint_load_encoder(checkpoint, &ps, "encoder.", cfg);
     int grid[3], N = 1;
     for (int a = 0; a < 3; a++) { grid[a] = cfg->crop[a] / cfg->patch; N *= grid[a]; }
     const int E = cfg->embed_dim;

@@ -463,15 +463,7 @@ void unetr_free(UnetrModel *m)
 
 int unetr_load_pretrained(UnetrModel *m, const char *path)
 {
-    checkpoint_check_encoder_source(path, &m->cfg);
-    int candidates = 0;
-    const int loaded = checkpoint_load_matching(path, &m->ps, "encoder.", "vit.", &candidates);
-    /* the encoder keys match (checked above), so a tensor short is another version's layout */
-    if (loaded < candidates)
-        alice_die("pretrained = %s holds %d of the encoder's %d tensors (params/encoder.*): the "
-                  "rest would start from random weights; give a pre-training checkpoint of this "
-                  "alice version", path, loaded, candidates);
-    return loaded;
+    return checkpoint_load_encoder(path, &m->ps, "vit.", &m->cfg);
 }
 
 void unetr_set_batch(UnetrModel *m, const float *image, const int32_t *label)

@@ -800,3 +800,17 @@ void checkpoint_check_encoder_source(const char *path, const Config *cfg)
                       "pre-training job", path, keys[i].key, keys[i].then, keys[i].key,
                       keys[i].now);
 }
+
+int checkpoint_load_encoder(const char *path, ParamSet *ps, const char *to_prefix,
+                            const Config *cfg)
+{
+    checkpoint_check_encoder_source(path, cfg);
+    int candidates = 0;
+    const int loaded = checkpoint_load_matching(path, ps, "encoder.", to_prefix, &candidates);
+    /* the encoder keys match (checked above), so a tensor short is another version's layout */
+    if (loaded < candidates)
+        alice_die("%s holds %d of the encoder's %d tensors (params/encoder.*): the rest would "
+                  "start from random weights; give a pre-training checkpoint of this alice "
+                  "version", path, loaded, candidates);
+    return loaded;
+}

@@ -70,6 +70,12 @@ void params_write_h5(hid_t file, const char *group, const char *prefix, const Pa
 /* Ends the job unless path is a pre-training checkpoint whose encoder keys (patch, embed_dim,
  * depth, heads, mlp_dim) equal cfg's: what fine-tuning's pretrained = ... must be. */
 void checkpoint_check_encoder_source(const char *path, const Config *cfg);
+/* The encoder of pre-training checkpoint path (checked by checkpoint_check_encoder_source)
+ * into ps's tensors named to_prefix + the checkpoint's "encoder." names; ends the job naming
+ * the file when it holds fewer of them than ps has (another version's layout, or a damaged
+ * file: the rest would stay at random weights). Returns the count loaded. */
+int checkpoint_load_encoder(const char *path, ParamSet *ps, const char *to_prefix,
+                            const Config *cfg);
 /* 1 with the voxel spacing of the packed data set the checkpoint's run trained on (attribute
  * data_spacing; Config.data_spacing); 0 when it does not say (synthetic data, or written before
  * the attribute existed). */

@@ -35,6 +35,16 @@ MICRO=$ROOT/tests/train/micro.cfg
   fail "the micro pre-training for the probe failed"
 CKPT=$T/pt/ckpt_1.h5
 refused "crop X = 20 is not a multiple of patch = 8" probe --checkpoint "$CKPT" crop=20,20,16
+# a checkpoint short of an encoder tensor: the probe scored an encoder partly at random init as
+# the pre-trained one (exit 0); it is refused as fine-tuning's pretrained = refuses it
+"$PYTHON" - "$CKPT" "$T/short.h5" <<'PY' || fail "could not write a checkpoint short a tensor"
+import shutil, sys, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    name = sorted(k for k in f["params"] if k.startswith("encoder."))[0]
+    del f["params"][name]
+PY
+refused "short.h5 holds [0-9]* of the encoder's [0-9]* tensors" probe --checkpoint "$T/short.h5"
 refused "beta2 = 1 must each be below 1" pretrain --config "$MICRO" run_dir="$T/b" beta2=0.99999999
 refused "mask_ratio = 0 masks no token of 32" pretrain --config "$MICRO" run_dir="$T/m" method=mae \
   mask_ratio=0
