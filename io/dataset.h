@@ -42,6 +42,12 @@ typedef struct {
     char source_label[DATASET_PATH_LEN];  /* "" when the case has no label */
 } DatasetCase;
 
+/* Bounds on a case's source grid, far beyond any CT (a 512 x 512 x 2000 scan holds 2^29
+ * voxels): its axes, and its voxels (predictions and probabilities are allocated at that
+ * size), so a damaged original_shape is named instead of asked of the allocator. */
+#define DATASET_MAX_AXIS 65535
+#define DATASET_MAX_VOXELS 4294967296.0
+
 typedef struct Dataset Dataset;
 
 /* Opens and indexes a data set; a missing or foreign file ends the job with a message naming

@@ -3,6 +3,7 @@
  * other and with the main thread's checkpoint writes). */
 #include <errno.h>
 #include <hdf5.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +54,56 @@ static void attr_read_string(const Dataset *ds, hid_t obj, const char *where, co
     free(s);
 }
 
+/* The case's geometry and bookkeeping as `alice pack` writes them: values outside these
+ * ranges (a damaged file, or one edited by another tool) would otherwise surface later as a
+ * prediction with an empty grid or a NaN affine written under its final name, an allocation of
+ * exabytes, or an index past an array. */
+static int affine_usable(const double m[4][4])
+{
+    for (int r = 0; r < 4; r++)
+        for (int k = 0; k < 4; k++)
+            if (!isfinite(m[r][k])) return 0;
+    const double det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1]) -
+                       m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0]) +
+                       m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    return det != 0.0;
+}
+
+static void check_case_meta(const Dataset *ds, const DatasetCase *c)
+{
+    const char *bad = NULL;
+    char what[160] = "";
+    double voxels = 1.0;
+    int axis_seen[3] = {0, 0, 0};
+    for (int a = 0; a < 3 && !bad; a++) {
+        voxels *= (double)c->orig_dim[a];
+        if (c->dim[a] < 1) bad = "the image is empty along an axis";
+        else if (c->orig_dim[a] < 1 || c->orig_dim[a] > DATASET_MAX_AXIS)
+            bad = "original_shape is outside 1..65535";
+        else if (!(c->spacing[a] > 0.0f) || !isfinite(c->spacing[a]))
+            bad = "spacing is not a positive number";
+        else if (c->crop_lo[a] < 0 || c->crop_hi[a] - c->crop_lo[a] != c->dim[a])
+            bad = "crop_box does not span the image (hi - lo = its shape, lo >= 0)";
+        else if (c->ras_axis[a] < 0 || c->ras_axis[a] > 2 || axis_seen[c->ras_axis[a]]++)
+            bad = "ras_axis is not an order of the axes 0, 1, 2";
+        else if (c->ras_flip[a] != 0 && c->ras_flip[a] != 1)
+            bad = "ras_flip holds a value other than 0 and 1";
+    }
+    if (bad) snprintf(what, sizeof what, "%s", bad);
+    else if (voxels > DATASET_MAX_VOXELS)
+        snprintf(what, sizeof what, "original_shape %dx%dx%d holds more than 2^32 voxels",
+                 c->orig_dim[0], c->orig_dim[1], c->orig_dim[2]);
+    else if (!affine_usable(c->affine) || !affine_usable(c->orig_affine))
+        snprintf(what, sizeof what, "an affine (affine or original_affine) holds a non-finite "
+                 "value or is singular");
+    else if (c->fold < 0 || c->fold >= ds->num_folds)
+        snprintf(what, sizeof what, "fold = %d is outside 0..%d (num_folds = %d)", c->fold,
+                 ds->num_folds - 1, ds->num_folds);
+    if (what[0])
+        alice_die("%s: case %s: %s; the file is damaged or was edited by another tool (re-pack "
+                  "it with `alice pack`)", ds->path, c->name, what);
+}
+
 static void read_case_meta(Dataset *ds, DatasetCase *c)
 {
     char where[DATASET_NAME_LEN + 16];
@@ -86,6 +137,13 @@ static void read_case_meta(Dataset *ds, DatasetCase *c)
     attr_read_string(ds, g, where, "source_image", c->source_image, sizeof c->source_image);
     attr_read_string(ds, g, where, "source_label", c->source_label, sizeof c->source_label);
     c->has_label = H5Lexists(g, DS_LABEL, H5P_DEFAULT) > 0;
+    int says_label = c->has_label;
+    if (attr_exists(g, "has_label"))
+        attr_read_n(ds, g, where, "has_label", H5T_NATIVE_INT, &says_label, 1);
+    if (says_label != c->has_label)
+        alice_die("%s: case %s: has_label = %d but the case %s %s dataset; the file is damaged "
+                  "(re-pack it with `alice pack`)", ds->path, c->name, says_label,
+                  c->has_label ? "holds a" : "has no", DS_LABEL);
     if (H5Lexists(g, DS_IMAGE, H5P_DEFAULT) <= 0)
         alice_die("%s: case %s has no %s dataset; the file is damaged or not written by `alice "
                   "pack` (re-pack it)", ds->path, c->name, DS_IMAGE);
@@ -113,6 +171,7 @@ static void read_case_meta(Dataset *ds, DatasetCase *c)
     }
     CHECK_H5(H5Gclose(g));
     CHECK_H5(H5Gclose(cases));
+    check_case_meta(ds, c);
 }
 
 Dataset *dataset_open(const char *path)
@@ -149,6 +208,14 @@ Dataset *dataset_open(const char *path)
     for (int a = 0; a < 3; a++) ds->spacing[a] = (float)sp[a];
     attr_read_n(ds, ds->file, "the root", "num_folds", H5T_NATIVE_INT, &ds->num_folds, 1);
     attr_read_n(ds, ds->file, "the root", "num_cases", H5T_NATIVE_INT, &ds->count, 1);
+    for (int a = 0; a < 3; a++)
+        if (!(ds->spacing[a] > 0.0f) || !isfinite(ds->spacing[a]))
+            alice_die("%s: the root attribute spacing holds %g, not a positive number; the file "
+                      "is damaged (re-pack it)", path, (double)ds->spacing[a]);
+    if (ds->num_folds < 1 || ds->count < 0)
+        alice_die("%s: num_folds = %d, num_cases = %d (a data set has at least one fold and no "
+                  "negative count); the file is damaged (re-pack it)", path, ds->num_folds,
+                  ds->count);
     if (ds->count > 0) {
         if (!h5_exists(ds->file, DS_GROUP_INDEX "/name"))
             alice_die("%s: no /%s/name; the file is damaged or not written by `alice pack` "

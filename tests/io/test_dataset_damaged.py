@@ -14,6 +14,9 @@ a good `alice pack` output changed with h5py:
     variable-length: HDF5 wrote them all into one string's buffer, a heap or stack overflow);
   - a case without its image, and an index of variable-length names (h5py's list of str):
     named, not an HDF5 call's source line;
+  - geometry and bookkeeping values pack never writes (an empty original_shape, NaN or
+    singular affines, ras_axis not an order of the axes, a fold past num_folds, zero spacing,
+    a crop_box not spanning the image, has_label = 1 without a label, an empty image);
   - deflate chunks of the voxel data overwritten (a corrupt copy): a training run's read names
     the file, the case and the fix."""
 import os
@@ -130,6 +133,61 @@ def main():
 
         damaged("no_image", no_image, "has no image dataset")
         damaged("vlen_index", vlen_index, "does not hold fixed-length strings")
+
+        def case_attr(attr, value):
+            def change(p):
+                with h5py.File(p, "a") as f:
+                    g = f["cases"][list(f["cases"].keys())[0]]
+                    g.attrs[attr] = np.asarray(value, dtype=g.attrs[attr].dtype)
+            return change
+
+        def root_attr(attr, value):
+            def change(p):
+                with h5py.File(p, "a") as f:
+                    f.attrs[attr] = np.asarray(value, dtype=f.attrs[attr].dtype)
+            return change
+
+        def no_label(p):
+            with h5py.File(p, "a") as f:
+                del f["cases"][list(f["cases"].keys())[0]]["label"]
+
+        def empty_image(p):
+            with h5py.File(p, "a") as f:
+                g = f["cases"][list(f["cases"].keys())[0]]
+                for member in ("image", "label"):
+                    dtype = g[member].dtype
+                    del g[member]
+                    g[member] = np.zeros((0, 4, 4), dtype)
+
+        # values as alice pack never writes them (a damaged or hand-edited file): named when
+        # the file is opened, not written into a prediction (an empty grid or a NaN affine
+        # under its final name), asked of the allocator (exabytes) or used as an index
+        eye = np.eye(4)
+        for name, change, want in (
+                ("orig_shape_zero", case_attr("original_shape", [0, 0, 0]),
+                 "original_shape is outside 1..65535"),
+                ("orig_shape_negative", case_attr("original_shape", [-5, 128, 78]),
+                 "original_shape is outside 1..65535"),
+                ("orig_shape_huge", case_attr("original_shape", [60000, 60000, 60000]),
+                 "holds more than 2^32 voxels"),
+                ("orig_affine_nan", case_attr("original_affine", eye * np.nan),
+                 "holds a non-finite value or is singular"),
+                ("affine_singular", case_attr("affine", np.zeros((4, 4))),
+                 "holds a non-finite value or is singular"),
+                ("ras_axis_repeat", case_attr("ras_axis", [0, 0, 7]),
+                 "ras_axis is not an order of the axes"),
+                ("ras_flip_two", case_attr("ras_flip", [0, 2, 0]), "ras_flip holds a value"),
+                ("fold_beyond", case_attr("fold", 77), "fold = 77 is outside"),
+                ("spacing_zero", case_attr("spacing", [1.0, 0.0, 1.0]),
+                 "spacing is not a positive number"),
+                ("crop_box_off", case_attr("crop_box", [[0, 0, 0], [1, 1, 1]]),
+                 "crop_box does not span the image"),
+                ("num_folds_zero", root_attr("num_folds", 0), "num_folds = 0"),
+                ("root_spacing_negative", root_attr("spacing", [4.0, -4.0, 4.0]),
+                 "the root attribute spacing holds -4"),
+                ("label_missing", no_label, "has_label = 1 but the case has no label dataset"),
+                ("image_empty", empty_image, "the image is empty along an axis")):
+            damaged(name, change, want)
 
         # the voxel data damaged, the metadata intact: dataset_open accepts the file and the
         # first read of a volume (a training run's loader) fails; named, not an HDF5 call
