@@ -1,6 +1,7 @@
 #include "results.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,7 +80,7 @@ static void write_csv(const char *path, const EvalResults *r)
     FILE *out = fopen(tmp, "w");
     if (!out) alice_die("%s: cannot create the results table: %s; check that the directory exists "
                         "and is writable", tmp, strerror(errno));
-    fprintf(out, "case,organ,dsc,nsd,truth_voxels\n");
+    fputs(RESULTS_CSV_HEADER, out);
     for (int c = 0; c < r->num_cases; c++)
         for (int o = 0; o < r->num_organs; o++) {
             const size_t cell = (size_t)c * r->num_organs + o;
@@ -98,4 +99,42 @@ void results_write(const char *stem, const EvalResults *r)
     write_h5(path, r);
     snprintf(path, sizeof path, "%s.csv", stem);
     write_csv(path, r);
+}
+
+/* 1 when path opens as HDF5 with format = RESULTS_FORMAT_NAME; else 0, with what it holds
+ * instead (its format attribute, when it has one) in found. */
+static int is_results_h5(const char *path, char *found, size_t n)
+{
+    snprintf(found, n, "no alice eval format attribute");
+    h5_lock();
+    hid_t f;
+    H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); } H5E_END_TRY;
+    int ours = 0;
+    if (f < 0) {
+        snprintf(found, n, "not a readable HDF5 file");
+    } else {
+        char *format = h5_attr_read_string(f, "format");
+        ours = format && !strcmp(format, RESULTS_FORMAT_NAME);
+        if (format && !ours) snprintf(found, n, "format = '%s'", format);
+        free(format);
+        CHECK_H5(H5Fclose(f));
+    }
+    h5_unlock();
+    return ours;
+}
+
+void results_check_replaceable(const char *command, const char *stem)
+{
+    char path[4096], found[160];
+    snprintf(path, sizeof path, "%s.h5", stem);
+    const int h5_foreign = access(path, F_OK) == 0 && !is_results_h5(path, found, sizeof found);
+    if (!h5_foreign) {
+        snprintf(path, sizeof path, "%s.csv", stem);
+        if (access(path, F_OK) != 0 || file_starts_with(path, RESULTS_CSV_HEADER)) return;
+        snprintf(found, sizeof found, "its first line is not '%.*s'",
+                 (int)strlen(RESULTS_CSV_HEADER) - 1, RESULTS_CSV_HEADER);
+    }
+    alice_die("%s: --out %s would replace %s, which is not results of alice eval (%s); "
+              "choose another --out (a stem: it writes STEM.h5 and STEM.csv), or move the file "
+              "away if it may go", command, stem, path, found);
 }

@@ -34,7 +34,14 @@ typedef struct {
     const char *case_selection;        /* eval's --cases: "all" or "fold:K" */
 } EvalResults;
 
+/* The first line of <stem>.csv. */
+#define RESULTS_CSV_HEADER "case,organ,dsc,nsd,truth_voxels\n"
+
 /* Writes <stem>.h5 and <stem>.csv (case,organ,dsc,nsd,truth_voxels). */
 void results_write(const char *stem, const EvalResults *r);
+/* Ends the job unless <stem>.h5 and <stem>.csv are absent or results an earlier alice eval
+ * wrote (which a new evaluation replaces): `--out dataset` beside `--data dataset.h5`, or a
+ * checkpoint's stem, would otherwise replace the data set or the checkpoint. */
+void results_check_replaceable(const char *command, const char *stem);
 
 #endif

@@ -68,7 +68,8 @@ static void usage(FILE *out)
             "resampled the case), one on the packed grid against the packed label.\n"
             "--cases fold:K (with --data): the truth is the labelled cases of fold K alone, e.g.\n"
             "the held-out fold that alice infer --cases fold:K predicted (default: all).\n"
-            "Writes STEM.h5 and STEM.csv (default STEM: results) and prints the per-organ\n"
+            "Writes STEM.h5 and STEM.csv (default STEM: results; existing ones only if an\n"
+            "earlier alice eval wrote them) and prints the per-organ\n"
             "means. A label id that is no organ of label_set, in a prediction or a truth, is an\n"
             "error naming the file and the ids; --allow-unknown-labels scores such voxels as\n"
             "background instead (with a warning).\n");
@@ -570,6 +571,7 @@ int cmd_eval(int argc, char **argv)
                   "--labels every label file with a prediction is scored", select);
     /* before any case is scored: on real data the scoring takes minutes */
     cli_check_out_path("eval", out, 1);
+    results_check_replaceable("eval", out);
     const LabelSet *set = label_set_find(cfg.label_set);
     if (!set) alice_die("eval: label_set=%s is not known; use %s", cfg.label_set, label_set_names());
     /* the registry admits only plain|flare22 (config_keys.c) */

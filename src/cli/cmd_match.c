@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/commands.h"
 #include "core/check.h"
@@ -29,7 +30,8 @@ static void usage(void)
            "  maps each organ centroid of every labelled case Q into every other labelled case K\n"
            "  and reports the error to K's centroid in mm (mean, median per organ), for the\n"
            "  matcher(s) chosen (default all: profile beside the bbox baseline). Organ names\n"
-           "  follow the FLARE 2022 ids. --out also writes the table to a file (atomically).\n",
+           "  follow the FLARE 2022 ids. --out also writes the table to a file (atomically;\n"
+           "  an existing file only if it is such a table).\n",
            MATCHER_NAMES);
 }
 
@@ -55,7 +57,13 @@ int cmd_match(int argc, char **argv)
     static const char *const used[] = {"data", "synthetic_cases", "seed", "num_folds", NULL};
     cli_only_keys(&cfg, "match", used);
     if (!eval) alice_die("alice match: nothing to do; add --eval (see alice match --help)");
-    if (out_path) cli_check_out_path("alice match", out_path, 0);
+    if (out_path) {
+        cli_check_out_path("alice match", out_path, 0);
+        if (access(out_path, F_OK) == 0 && !file_starts_with(out_path, MATCH_REPORT_START))
+            alice_die("alice match: --out %s exists and is not a report of alice match (its first "
+                      "line does not begin '%s'); choose another --out, or move the file away if "
+                      "it may go", out_path, MATCH_REPORT_START);
+    }
     const Matcher *methods[2];
     int num_methods = 0;
     if (!strcmp(which, "all")) {

@@ -127,3 +127,16 @@ void absolute_path(const char *path, char *out, size_t n)
     snprintf(out, n, "%s", use);
     free(resolved);
 }
+
+int file_starts_with(const char *path, const char *prefix)
+{
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    const size_t n = strlen(prefix);
+    char head[256];
+    const int same = n <= sizeof head && fread(head, 1, n, f) == n && !memcmp(head, prefix, n);
+    fclose(f);
+    return same;
+}

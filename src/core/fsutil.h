@@ -37,4 +37,9 @@ void absolute_path(const char *path, char *out, size_t n);
  * A link to nothing, or a target longer than n, ends the job naming the link and the fix. */
 int output_link_target(const char *path, char *out, size_t n);
 
+/* 1 when path is a readable regular file whose first bytes are `prefix`: how a command tells
+ * its own earlier output (which it may replace) from another file given as --out by mistake
+ * (a data set, a checkpoint), which it must not. */
+int file_starts_with(const char *path, const char *prefix);
+
 #endif

@@ -138,7 +138,7 @@ void match_report_stats(const MatchReport *r, int m, int o, double *mean, double
 
 void match_report_print(FILE *out, const MatchReport *r, const char *(*organ_name)(int label))
 {
-    fprintf(out, "landmark error (mm): organ centroids of Q mapped into K, %d ordered pairs\n",
+    fprintf(out, MATCH_REPORT_START " organ centroids of Q mapped into K, %d ordered pairs\n",
             r->pairs);
     if (r->cut_left_out)
         fprintf(out, "(%d organ pairs left out: the field of view cuts the organ in Q or in K, so "

@@ -48,5 +48,7 @@ void match_report_stats(const MatchReport *r, int m, int o, double *mean, double
 /* Markdown table: one row per organ (plus "all"), mean and median mm per method.
  * organ_name(label) may return NULL (the label number is printed). */
 void match_report_print(FILE *out, const MatchReport *r, const char *(*organ_name)(int label));
+/* How a report match_report_print wrote begins (alice match --out replaces only such files). */
+#define MATCH_REPORT_START "landmark error (mm):"
 
 #endif
