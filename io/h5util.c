@@ -268,11 +268,28 @@ int h5_exists(hid_t loc, const char *name)
 
 int h5_shape(hid_t loc, const char *name, int maxdims, long long *dims)
 {
-    hid_t ds = CHECK_H5(H5Dopen2(loc, name, H5P_DEFAULT));
+    char file[4096];
+    if (H5Fget_name(loc, file, sizeof file) < 0) snprintf(file, sizeof file, "the file");
+    hid_t ds;
+    H5E_BEGIN_TRY { ds = H5Dopen2(loc, name, H5P_DEFAULT); } H5E_END_TRY;
+    /* the object as the file names it: loc may be a group (a checkpoint's params/) */
+    char group[512] = "";
+    if (H5Iget_name(loc, group, sizeof group) > 1)
+        strncat(group, "/", sizeof group - strlen(group) - 1);
+    else
+        group[0] = '\0';
+    const char *in = group[0] == '/' ? group + 1 : group;
+    if (ds < 0)
+        alice_die("%s: %s%s is missing or is no dataset (a group, or a link to nothing); the "
+                  "file is damaged or was edited by another tool: use the file alice wrote",
+                  file, in, name);
     hid_t space = CHECK_H5(H5Dget_space(ds));
     int nd = CHECK_H5(H5Sget_simple_extent_ndims(space));
     hsize_t hd[16];
-    ALICE_ASSERT(nd <= 16 && nd <= maxdims, "dataset %s has rank %d", name, nd);
+    if (nd > 16 || nd > maxdims)
+        alice_die("%s: dataset %s%s has %d dimensions, at most %d expected; the file is damaged "
+                  "or was edited by another tool: use the file alice wrote", file, in, name, nd,
+                  maxdims);
     CHECK_H5(H5Sget_simple_extent_dims(space, hd, NULL));
     for (int i = 0; i < nd; i++) dims[i] = (long long)hd[i];
     CHECK_H5(H5Sclose(space));

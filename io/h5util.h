@@ -57,7 +57,9 @@ void h5_write_ints(hid_t loc, const char *name, int ndim, const int *dims, const
 void h5_write_doubles(hid_t loc, const char *name, int ndim, const int *dims, const double *data);
 /* 1 when the link exists (intermediate groups are checked one by one). */
 int h5_exists(hid_t loc, const char *name);
-/* Shape of a dataset; returns its rank (at most maxdims). */
+/* Shape of a dataset; returns its rank. A name that is no dataset (a group, a link to nothing)
+ * or one of rank above maxdims ends the job naming the file and the object: the file is
+ * damaged or was edited by another tool. */
 int h5_shape(hid_t loc, const char *name, int maxdims, long long *dims);
 void h5_read_floats(hid_t loc, const char *name, float *data, size_t count);
 void h5_read_ints(hid_t loc, const char *name, int *data, size_t count);

@@ -196,9 +196,18 @@ static void describe_truth_sources(const char *path, hid_t f)
 
 static void describe_results(const char *path, hid_t f)
 {
-    long long cases = 0, organs = 0;
+    long long cases = 0, organs = 0, dsc_dims[2] = {0, 0}, nsd_dims[2] = {0, 0};
     h5_shape(f, "case_names", 1, &cases);
     h5_shape(f, "organ_names", 1, &organs);
+    const int dsc_rank = h5_shape(f, "dsc", 2, dsc_dims);
+    const int nsd_rank = h5_shape(f, "nsd", 2, nsd_dims);
+    for (int t = 0; t < 2; t++) {
+        const long long *dims = t ? nsd_dims : dsc_dims;
+        if ((t ? nsd_rank : dsc_rank) != 2 || dims[0] != cases || dims[1] != organs)
+            alice_die("%s: %s is not a table of %lld cases x %lld organs (case_names x "
+                      "organ_names); the results file is damaged or was edited: evaluate again "
+                      "with alice eval", path, t ? "nsd" : "dsc", cases, organs);
+    }
     char *set = h5_attr_read_string(f, "label_set"), *ckpt = h5_attr_read_string(f, "checkpoint");
     char *pred = h5_attr_read_string(f, "prediction_dir"), *truth = h5_attr_read_string(f, "truth");
     long nd = 0, nn = 0;

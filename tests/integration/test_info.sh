@@ -155,4 +155,23 @@ if "$ALICE" info "$T/empty.h5" > "$T/e.txt" 2>&1; then fail "an empty file was d
 grep -q "empty.h5: the file is empty (0 bytes" "$T/e.txt" ||
   { cat "$T/e.txt"; fail "an empty file: no clear message"; }
 echo "ok: foreign and missing files refused naming them"
+# results or a checkpoint missing a dataset, a tensor that is a group, a table not of the
+# names' shape: named as damaged (exit 2), not an HDF5 error stack and an internal error
+damaged() {  # name, source, python edit of f, expected message
+  cp "$2" "$T/$1.h5"
+  "$PYTHON" -c "import h5py, sys, numpy as np; f = h5py.File(sys.argv[1], 'a'); $3" "$T/$1.h5"
+  rc=0; "$ALICE" info "$T/$1.h5" > "$T/$1.txt" 2>&1 || rc=$?
+  [ "$rc" = 2 ] && grep -q -- "$4" "$T/$1.txt" &&
+    ! grep -q "HDF5-DIAG\|HDF5 call failed" "$T/$1.txt" ||
+    { cat "$T/$1.txt"; fail "$1: exit $rc, want 2 and '$4'"; }
+  echo "ok: $1: $(grep -m1 error "$T/$1.txt" | cut -c1-100)"
+}
+damaged no_dsc "$T/nan.h5" "del f['dsc']" "dsc is missing or is no dataset"
+damaged dsc_shape "$T/nan.h5" "d = f['dsc'][()]; del f['dsc']; f['dsc'] = d[:, :2]" \
+  "dsc is not a table of"
+tensor=$("$PYTHON" -c "import h5py, sys; print(sorted(h5py.File(sys.argv[1])['params'])[0])" \
+  "$T/run/ckpt_2.h5")
+damaged tensor_group "$T/run/ckpt_2.h5" \
+  "del f['params/$tensor']; f.create_group('params/$tensor')" \
+  "params/$tensor is missing or is no dataset"
 echo PASS
