@@ -1,6 +1,7 @@
 #include "train/checkpoint.h"
 
 #include <dirent.h>
+#include <math.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,22 @@ static void refuse_damaged_tensor(const char *path, const char *name)
     alice_die("checkpoint %s: tensor %s fails its CRC-32 (its data changed after it was written: "
               "a damaged disk or copy); restore the file from a copy, or move it away to resume "
               "from the checkpoint before", path, name);
+}
+
+/* A tensor read whole and past its CRC: the values themselves must be finite. Training never
+ * applies a non-finite step (train_optimizer_step's guard), so NaN or Inf here was written by
+ * another tool, or by an alice before that guard; loaded, it surfaced a step later as a
+ * "non-finite loss, lower lr" that no lr cures. */
+static void refuse_nonfinite_tensor(const char *path, const char *name, const float *v, size_t n)
+{
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]) && bad++ == 0) first = i;
+    if (bad)
+        alice_die("checkpoint %s: tensor %s holds %zu non-finite value(s) (NaN or Inf; the first "
+                  "at element %zu): its weights cannot be trained or used; give another "
+                  "checkpoint (move this one away to resume from the one before)", path, name,
+                  bad, first);
 }
 
 void params_write_h5(hid_t f, const char *group, const char *prefix, const ParamSet *ps,
@@ -673,6 +690,7 @@ static void read_set(hid_t f, const char *path, const char *group, const ParamSe
                       "shape (check embed_dim, depth, patch and the other model keys)", path, name);
         h5_read_floats(f, name, host + t->offset, t->numel);
         if (!tensor_crc_ok(f, name, host + t->offset, t->numel)) refuse_damaged_tensor(path, name);
+        refuse_nonfinite_tensor(path, name, host + t->offset, t->numel);
     }
     ps->be->upload(buf, host, ps->total * sizeof(float));
 }
@@ -733,6 +751,7 @@ int checkpoint_load_matching(const char *path, ParamSet *ps, const char *from_pr
                       path, name + 7, t->name);
         h5_read_floats(f, name, host + t->offset, t->numel);
         if (!tensor_crc_ok(f, name, host + t->offset, t->numel)) refuse_damaged_tensor(path, name);
+        refuse_nonfinite_tensor(path, name, host + t->offset, t->numel);
         loaded++;
     }
     ps->be->upload(ps->data, host, ps->total * sizeof(float));

@@ -66,6 +66,20 @@ with open(sys.argv[1], "r+b") as f:
 PY
 refused "tensor params/encoder.patch_embedding.patch_embeddings.weight fails its CRC-32" \
   run_dir="$T/bad6" $ENC pretrained="$T/zeroed.h5"
+# a NaN in an encoder tensor whose crc32 was written over it (another tool's edit): refused
+# naming the tensor, not loaded into a run that stops at its first step blaming lr
+cp "$CKPT" "$T/nan.h5"
+"$PYTHON" - "$T/nan.h5" <<'PY' || fail "could not write the NaN checkpoint"
+import sys, zlib, h5py, numpy as np
+with h5py.File(sys.argv[1], "r+") as f:
+    d = f["params/encoder.patch_embedding.patch_embeddings.weight"]
+    v = d[()]
+    v.flat[3] = np.nan
+    d[...] = v
+    d.attrs["crc32"] = zlib.crc32(np.asarray(v, "<f4").tobytes())
+PY
+refused "patch_embeddings.weight holds 1 non-finite value(s) (NaN or Inf; the first at element 3)" \
+  run_dir="$T/bad7" $ENC pretrained="$T/nan.h5"
 refused "fold = 3 but .*ds.h5 has 2 folds" run_dir="$T/bad3" $ENC pretrained="$CKPT" fold=3
 # every labelled case in the validation fold: named as such (not "the data set has none")
 run "$ALICE" pack --input "$T/ph" --out "$T/ds1.h5" spacing=3,3,3 num_folds=1 seed=1
