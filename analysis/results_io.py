@@ -22,15 +22,20 @@ def load_results(path):
         if missing:
             raise SystemExit(f"{path}: not an alice eval results file (no {', '.join(missing)}); "
                              f"give the results.h5 that alice eval writes")
+        def numbers(name):
+            try:
+                return np.asarray(h[name][()], float)
+            except (TypeError, ValueError) as e:   # strings, compound types: edited by hand
+                raise SystemExit(f"{path}: {name} does not hold numbers ({e}); the file is "
+                                 f"damaged or was edited: evaluate again with alice eval")
         r = {
             "cases": [_text(s) for s in np.atleast_1d(h["case_names"][()])],
             "organs": [_text(s) for s in np.atleast_1d(h["organ_names"][()])],
-            "dsc": np.asarray(h["dsc"][()], float),
-            "nsd": np.asarray(h["nsd"][()], float),
-            "tolerance_mm": np.asarray(h["tolerance_mm"][()], float),
+            "dsc": numbers("dsc"),
+            "nsd": numbers("nsd"),
+            "tolerance_mm": numbers("tolerance_mm"),
             # None in files of an alice before truth_voxels was recorded
-            "truth_voxels": np.asarray(h["truth_voxels"][()], float) if "truth_voxels" in h
-            else None,
+            "truth_voxels": numbers("truth_voxels") if "truth_voxels" in h else None,
             "attrs": {k: _text(v) for k, v in h.attrs.items()},
         }
     check_shapes(path, r)

@@ -11,7 +11,8 @@ bin/alice is built, also two that alice eval wrote):
  - methods, or one method's folds, scored under different eval_protocol or label_set (their
    config attribute) warn that their means are not comparable, naming each one's value; the same
    values (a commented-out line not counting) or a file without a config warn nothing; a
-   config that does not parse is eval_protocol "unknown" (with a warning), not plain."""
+   config that does not parse is eval_protocol "unknown" (with a warning), not plain;
+ - a dsc of strings (an edited file): a message naming the file and dataset, no traceback."""
 import os
 import re
 import subprocess
@@ -174,6 +175,18 @@ with tempfile.TemporaryDirectory() as tmp:
     check(f"{tmp}/garbled.h5: its config attribute does not parse" in err
           and "different eval_protocol (A: plain; G: unknown)" in err and "| G |" in out,
           "a config attribute that does not parse: its eval_protocol unknown, not plain", err)
+
+    # a table of strings where the scores belong (an edited file): a message, not a traceback
+    write_results(f"{tmp}/strings.h5", base)
+    with h5py.File(f"{tmp}/strings.h5", "a") as h:
+        shape = h["dsc"].shape
+        del h["dsc"]
+        h["dsc"] = np.full(shape, b"x")
+    r = subprocess.run([sys.executable, "tables.py", "--format", "md", f"S={tmp}/strings.h5"],
+                       capture_output=True, text=True, cwd=ANALYSIS)
+    check(r.returncode != 0 and "Traceback" not in r.stderr
+          and f"{tmp}/strings.h5: dsc does not hold numbers" in r.stderr,
+          "a dsc of strings: named, no traceback", r.stderr[-400:])
 
     if os.access(ALICE, os.X_OK):
         # the config text alice eval itself records: the truth scored against itself twice
