@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -36,15 +37,20 @@ static const float MIN_HU_SPAN = 100.0f;
 /* <out>.tmp.<host>.<pid> of rank 0, the same on every rank: each job writes a file of its own,
  * so a second pack of the same --out (a resubmitted sbatch) can neither truncate this one's
  * file mid-write nor remove it on its error; the renames are atomic, the last one wins. */
+static void host_tag(char host[64])
+{
+    if (gethostname(host, 64) != 0) snprintf(host, 64, "host");
+    host[63] = '\0';
+    for (char *c = host; *c; c++)   /* one path component whatever the host calls itself */
+        if (*c == '/' || *c == ' ') *c = '_';
+}
+
 static void job_tmp_name(char *tmp, size_t size, const char *out, int rank)
 {
     char suffix[TMP_SUFFIX_MAX] = "";
     if (rank == 0) {
-        char host[64] = "host";
-        if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "host");
-        host[sizeof host - 1] = '\0';
-        for (char *c = host; *c; c++)   /* one path component whatever the host calls itself */
-            if (*c == '/' || *c == ' ') *c = '_';
+        char host[64];
+        host_tag(host);
         snprintf(suffix, sizeof suffix, ".tmp.%s.%ld", host, (long)getpid());
     }
     CHECK_MPI(MPI_Bcast(suffix, (int)sizeof suffix, MPI_CHAR, 0, MPI_COMM_WORLD));
@@ -83,9 +89,26 @@ static void warn_unlabelled_folds(const int *fold_labelled, int num_folds, int s
              "every fold", empty, num_folds, out, list, labelled, fix);
 }
 
+/* 1 when temporary file name `name` (<base>.tmp.<host>.<pid>) is a pack's of this host whose
+ * process is gone (killed before its rename: SIGTERM, SIGKILL, a time limit), so nobody
+ * writes it; a pack of another host, or one still running here, may be writing it. */
+static int tmp_of_dead_pack_here(const char *name, const char *prefix)
+{
+    char host[64], want[80];
+    host_tag(host);
+    snprintf(want, sizeof want, ".%s.", host);
+    const char *rest = name + strlen(prefix);
+    if (strncmp(rest, want, strlen(want)) != 0) return 0;
+    char *end = NULL;
+    const long pid = strtol(rest + strlen(want), &end, 10);
+    if (!end || *end || pid <= 0) return 0;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
 /* Temporary files of earlier packs of `out` left in its folder (a pack killed before its
- * rename), or of one writing it now: named, with their sizes, so the space can be reclaimed.
- * Called before this job creates its own. */
+ * rename), or of one writing it now: those of dead packs on this host removed, the others
+ * named with their sizes, so the space can be reclaimed. Called before this job creates its
+ * own. */
 static void report_leftover_tmp(const char *out)
 {
     char dir_buf[DATASET_PATH_LEN], base_buf[DATASET_PATH_LEN];
@@ -102,6 +125,12 @@ static void report_leftover_tmp(const char *out)
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
         struct stat st;
         if (stat(path, &st) != 0) continue;
+        if (tmp_of_dead_pack_here(e->d_name, prefix) && unlink(path) == 0) {
+            log_warn("alice pack: removed %s (%.1f MiB), the temporary file of a pack of %s on "
+                     "this host that was killed before it finished", path,
+                     st.st_size / 1048576.0, out);
+            continue;
+        }
         log_warn("alice pack: %s (%.1f MiB) is a temporary file of another pack of %s, killed "
                  "before it finished or running now; remove it when no pack of %s runs", path,
                  st.st_size / 1048576.0, out, out);

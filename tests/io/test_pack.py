@@ -13,11 +13,12 @@
   below the target spacing, or a target spacing typed far too fine, are refused naming the case
   before any large allocation; an image whose values span under 100 (not HU) is named.
 - temporary files: each pack writes its own (<out>.tmp.<host>.<pid>), so another pack's of the
-  same --out is left alone and named, and two packs of one --out at once both finish with a
-  complete data set."""
+  same --out is left alone and named (removed when it is a pack's of this host whose process is
+  gone), and two packs of one --out at once both finish with a complete data set."""
 import filecmp
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -173,6 +174,22 @@ def temporary_files(tmp, ph):
           f"it was and named ({r.stderr.strip()[-160:]})")
     if os.path.exists(other):
         os.remove(other)
+    # this host's pack killed before its rename (its process gone): its file is removed; one of
+    # a process still running here (this test's) is left and named
+    host = socket.gethostname().replace("/", "_").replace(" ", "_")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead, live = (f"{out}.tmp.{host}.{pid}" for pid in (gone.pid, os.getpid()))
+    for path in (dead, live):
+        with open(path, "wb") as f:
+            f.write(b"x" * 4096)
+    r = run("pack", "--input", ph, "--out", out, "--force")
+    check(r.returncode == 0 and not os.path.exists(dead) and f"removed {dead}" in r.stderr
+          and os.path.exists(live) and live in r.stderr and leftovers(out) == [
+              os.path.basename(live)],
+          "a dead pack's temporary file on this host is removed, a live one's named "
+          f"({r.stderr.strip()[-200:]})")
+    os.remove(live)
     few = os.path.join(tmp, "few")
     os.makedirs(os.path.join(few, "imagesTr"))
     os.makedirs(os.path.join(few, "labelsTr"))
