@@ -533,6 +533,37 @@ static char *distinct_lines(char *const *s, int n)
     return out;
 }
 
+/* Predictions of more than one model in one folder (an alice infer into a reused --out that
+ * failed part-way, or of another checkpoint over some cases): the means would mix models, so
+ * it is said, with each checkpoint, though the scores are still written (results.h5 records
+ * every case's source). Only alice infer's sources count: alice phantom's labels, scored as
+ * predictions in tests and demos, name their case each. */
+static void warn_mixed_sources(const char *pred_dir, char *const *sources, int n)
+{
+    char **infer = xmalloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
+    int m = 0;
+    for (int c = 0; c < n; c++)
+        if (!strncmp(sources[c], PREDICTION_SOURCE_INFER, strlen(PREDICTION_SOURCE_INFER)))
+            infer[m++] = sources[c];
+    char *distinct = distinct_lines(infer, m);
+    int count = distinct[0] != '\0';
+    for (const char *p = distinct; *p; p++) count += *p == '\n';
+    if (count > 1) {
+        char listed[4096];   /* one line, "; " between the checkpoints */
+        size_t at = 0;
+        for (const char *p = distinct; *p && at + 3 < sizeof listed; p++) {
+            if (*p == '\n') listed[at++] = ';';
+            listed[at++] = *p == '\n' ? ' ' : *p;
+        }
+        listed[at] = '\0';
+        log_warn("eval: the predictions in %s come from %d checkpoints (%s): their scores mix "
+                 "models (an alice infer into a reused --out that stopped part-way?); predict "
+                 "into an empty folder to score one model", pred_dir, count, listed);
+    }
+    free(distinct);
+    free(infer);
+}
+
 int cmd_eval(int argc, char **argv)
 {
     Config cfg;
@@ -661,6 +692,7 @@ int cmd_eval(int argc, char **argv)
             tol[o] = set->organs[o].tolerance_mm;
         }
         char **sources = prediction_sources(cases, nscored);
+        warn_mixed_sources(pred_dir, sources, nscored);
         char *checkpoints = checkpoint[0] ? NULL : distinct_lines(sources, nscored);
         char *config_text = config_to_text(&cfg);
         EvalResults r = {nscored, set->count, case_names, organ_names, ids, tol, dsc, nsd,

@@ -190,7 +190,7 @@ int cmd_infer(int argc, char **argv)
     const long ckpt_step = checkpoint_load(ckpt, &model.ps, NULL);
     /* Recorded in every prediction, so a score can be traced to its checkpoint. */
     char source[PREDICTION_SOURCE_LEN], *ckpt_abs = realpath(ckpt, NULL);
-    snprintf(source, sizeof source, PREDICTION_SOURCE_PREFIX "infer: %s (step %ld)",
+    snprintf(source, sizeof source, PREDICTION_SOURCE_INFER "%s (step %ld)",
              ckpt_abs ? ckpt_abs : ckpt,
              ckpt_step);
     free(ckpt_abs);

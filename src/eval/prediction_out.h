@@ -18,6 +18,8 @@
  * alice writes start with PREDICTION_SOURCE_PREFIX; others name no source. */
 enum { PREDICTION_SOURCE_LEN = 4200 };
 #define PREDICTION_SOURCE_PREFIX "alice "
+/* How alice infer's sources begin (other alice commands, alice phantom, name a case each). */
+#define PREDICTION_SOURCE_INFER PREDICTION_SOURCE_PREFIX "infer: "
 
 /* labels: packed grid uint8 [X, Y, Z], written to label_path (uint8, orig_dim).
  * probs: NULL, or the packed grid's class probabilities class-major [K, X, Y, Z] (K =
