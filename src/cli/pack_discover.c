@@ -31,9 +31,13 @@ static int find_nifti(const char *dir, const char *stem, char *out, size_t n)
         snprintf(out, n, "%s/%s%s", dir, stem, ext[e]);
         if (is_file(out)) return 1;
         struct stat st;
-        if (lstat(out, &st) == 0 && S_ISLNK(st.st_mode))   /* would pack the case unlabelled */
+        if (lstat(out, &st) == 0 && S_ISLNK(st.st_mode) && stat(out, &st) != 0)
             alice_die("%s is a symbolic link to nothing (its target is gone): fix or remove the "
-                      "link", out);
+                      "link", out);   /* would pack the case unlabelled */
+        if (stat(out, &st) == 0)   /* a folder (an archive unpacked in place), a device: ditto */
+            alice_die("%s is not a regular file (%s): a NIfTI of that name must be one; move it "
+                      "away or replace it by the file", out,
+                      S_ISDIR(st.st_mode) ? "a folder" : "a special file");
     }
     out[0] = '\0';
     return 0;

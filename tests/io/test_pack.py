@@ -436,6 +436,12 @@ def main():
     r = run("pack", "--input", dang, "--out", os.path.join(tmp, "dang.h5"))
     check(r.returncode != 0 and "symbolic link to nothing" in r.stderr,
           f"dangling label link refused: {r.stderr.strip()[-120:]}")
+    # a label that is a folder (an archive unpacked in place): refused, not packed unlabelled
+    os.remove(os.path.join(dang, "good.nii.gz"))
+    os.makedirs(os.path.join(dang, "good.nii.gz"))
+    r = run("pack", "--input", dang, "--out", os.path.join(tmp, "dang.h5"))
+    check(r.returncode != 0 and "good.nii.gz is not a regular file (a folder)" in r.stderr,
+          f"a label path that is a folder refused: {r.stderr.strip()[-120:]}")
     r = run("pack", "--input", ph, "--out", os.path.join(tmp, "count.h5"))
     check(r.returncode == 0 and "with a label" in r.stdout,
           f"pack says how many cases have a label: {r.stdout.strip().splitlines()[0][:120]}")
