@@ -369,7 +369,8 @@ StepOutcome train_optimizer_step(const Config *cfg, const Dist *d, GradSync *syn
                          "step %ld, before it", cfg->run_dir, kept, kept);
             else
                 snprintf(where, sizeof where, "%s holds no checkpoint yet, so a rerun starts "
-                         "from step 0", cfg->run_dir);
+                         "where this run started (step 0, or the checkpoint --resume named)",
+                         cfg->run_dir);
             log_warn("step %ld: non-finite loss (%g) or gradient; stopping (exit status %d). "
                      "%s. Lower lr, or set on_nonfinite = skip to skip such steps", step,
                      terms[0], ALICE_EXIT_DIVERGED, where);

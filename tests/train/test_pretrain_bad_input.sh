@@ -58,7 +58,7 @@ set +e
   > "$WORK/nan0.log" 2>&1
 rc=$?
 set -e
-[ $rc -eq 4 ] && grep -q "$WORK/nan0 holds no checkpoint yet, so a rerun starts from step 0" \
+[ $rc -eq 4 ] && grep -q "$WORK/nan0 holds no checkpoint yet, so a rerun starts where this" \
   "$WORK/nan0.log" || { cat "$WORK/nan0.log"; fail "divergence before any checkpoint (exit $rc)"; }
 # every checkpoint left is from before the bad step and holds finite tensors only
 "$PYTHON" - "$WORK/nan" "$bad" <<'PY' ||
