@@ -133,7 +133,7 @@ int cmd_infer(int argc, char **argv)
     const char *ckpt = NULL, *data = NULL, *out = NULL, *select = "all";
     int want_probs = 0, allow_spacing_mismatch = 0;
     NiftiFrameStorage probs_storage = NIFTI_FRAMES_FLOAT32;
-    char *overrides[64];
+    char *overrides[256];
     int noverrides = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) { usage(); return 0; }
@@ -147,8 +147,14 @@ int cmd_infer(int argc, char **argv)
             probs_storage = probs_storage_named(argv[++i]);
             want_probs = 1;
         }
-        else if (argv[i][0] != '-' && strchr(argv[i], '=') && noverrides < 64) overrides[noverrides++] = argv[i];
-        else alice_die("alice infer: unknown argument '%s' (see alice infer --help)", argv[i]);
+        else if (argv[i][0] != '-' && strchr(argv[i], '=')) {
+            if (noverrides == (int)(sizeof overrides / sizeof overrides[0]))
+                alice_die("alice infer: more than %d key=value arguments",
+                          (int)(sizeof overrides / sizeof overrides[0]));
+            overrides[noverrides++] = argv[i];
+        } else {
+            alice_die("alice infer: unknown argument '%s' (see alice infer --help)", argv[i]);
+        }
     }
     if (!ckpt || !data || !out || !out[0])
         alice_die("alice infer: --checkpoint, --data and --out are required (see alice infer --help)");

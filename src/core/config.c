@@ -198,6 +198,9 @@ void config_set(Config *c, const char *key, const char *value, const char *origi
         if (!parse_double(value, &d) || !in_range(k->valid, d) || !fits_type(k->type, d))
             alice_die("%s: %s = '%s' is not valid: expected a number in %s", at, key, value,
                       k->valid && k->valid[0] ? k->valid : "any range");
+        if (d != 0.0 && fabs(d) < FLT_MIN)   /* would be stored as 0, or lose its precision */
+            alice_die("%s: %s = '%s' is below the smallest float (%g): it would be 0; give 0, "
+                      "or a value of at least that size", at, key, value, (double)FLT_MIN);
         *(float *)field = (float)d;
         break;
     case CFG_T_BOOL:

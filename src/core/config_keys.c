@@ -110,11 +110,11 @@ const ConfigKey config_keys[] = {
 
     K("patch", CFG_T_INT, patch, "16", "1..64", "ViT patch size (voxels per side)"),
     K("embed_dim", CFG_T_INT, embed_dim, "768", "1..", "encoder width"),
-    K("depth", CFG_T_INT, depth, "12", "1..", "encoder blocks"),
+    K("depth", CFG_T_INT, depth, "12", "1..48", "encoder blocks (at most 48)"),
     K("heads", CFG_T_INT, heads, "12", "1..", "encoder attention heads"),
     K("mlp_dim", CFG_T_INT, mlp_dim, "3072", "1..", "encoder MLP hidden width"),
     K("dec_dim", CFG_T_INT, dec_dim, "384", "1..", "decoder width"),
-    K("dec_depth", CFG_T_INT, dec_depth, "4", "1..", "decoder blocks"),
+    K("dec_depth", CFG_T_INT, dec_depth, "4", "1..48", "decoder blocks (at most 48)"),
     K("dec_heads", CFG_T_INT, dec_heads, "12", "1..", "decoder attention heads"),
     K("dec_mlp_dim", CFG_T_INT, dec_mlp_dim, "1536", "1..", "decoder MLP hidden width"),
     K("drop_path", CFG_T_FLOAT, drop_path, "0", "0..0.99",

@@ -45,6 +45,11 @@ with h5py.File(sys.argv[2], "r+") as f:
     del f["params"][name]
 PY
 refused "short.h5 holds [0-9]* of the encoder's [0-9]* tensors" probe --checkpoint "$T/short.h5"
+# the transformer's 48 blocks at most: named by the parser (an internal assertion in pretrain
+# said "depth 49", also for dec_depth); a float key below float's range (lr became 0)
+refused "depth = '49' is not valid: expected an integer in 1..48" config depth=49
+refused "dec_depth = '49' is not valid: expected an integer in 1..48" config dec_depth=49
+refused "lr = '1e-50' is below the smallest float" config lr=1e-50
 refused "beta2 = 1 must each be below 1" pretrain --config "$MICRO" run_dir="$T/b" beta2=0.99999999
 refused "mask_ratio = 0 masks no token of 32" pretrain --config "$MICRO" run_dir="$T/m" method=mae \
   mask_ratio=0
