@@ -189,6 +189,18 @@ split_words pretrain_words "$pretrain_args"
 split_words finetune_words "$finetune_args"
 split_words infer_words "$infer_args"
 split_words eval_words "$eval_args"
+# keys the chain sets for a stage: given again there, the stage's last value would win and part
+# the stages (num_folds=3 packed 3 folds while 5 fine-tuning tasks ran; fold= or run_dir= sent
+# several folds' runs into one)
+owned() {  # option, "keys", words...
+  local option=$1 word
+  word=$(alice_owned_word "$2" "${@:3}") || return 0
+  fail "$option '$word': the chain sets ${word%%=*} itself (--folds N for the folds, --run-dir" \
+    "for the directories); remove it"
+}
+owned --pack-args "num_folds" ${pack_words[@]+"${pack_words[@]}"}
+owned --pretrain-args "run_dir" ${pretrain_words[@]+"${pretrain_words[@]}"}
+owned --finetune-args "run_dir fold num_folds" ${finetune_words[@]+"${finetune_words[@]}"}
 
 # --eval-args naming its own truth (--data or --labels) takes no automatic one: alice eval
 # refuses two sources of truth, which would only show after the whole chain had run.

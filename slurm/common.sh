@@ -182,6 +182,16 @@ alice_run() {
 }
 
 # The array task id as the fold, with a clear error outside an array job.
+# alice_refuse_owned_keys SCRIPT "KEY ..." ARGS...: ends the job when ARGS set a key the
+# script sets itself (alice_owned_word).
+alice_refuse_owned_keys() {
+  local script=$1 keys=$2 word
+  shift 2
+  word=$(alice_owned_word "$keys" "$@") || return 0
+  alice_fail "$script sets ${word%%=*} itself (the run directory from its RUN_DIR or" \
+    "RUN_BASE argument, the fold from the array task); remove '$word'"
+}
+
 alice_array_fold() {
   [ -n "${SLURM_ARRAY_TASK_ID:-}" ] ||
     alice_fail "this script is a job array over folds: submit with --array=0-4 (one task per fold)"

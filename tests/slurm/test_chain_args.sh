@@ -103,3 +103,24 @@ for args in "--input phantoms:4 --folds 1" "--input phantoms:1 --folds 2"; do
 done
 echo "ok: fewer labelled cases than folds refused at submission; --folds to match accepted;" \
   "one fold or one labelled case refused"
+# keys a stage's script or the chain sets itself, given again in its arguments: refused at
+# once (the command line's last value won: fold=0 sent array task 2 to train fold 0 into
+# fold2/, num_folds=3 packed 3 folds under 5 fine-tuning tasks)
+for args in "--pack-args num_folds=3" "--finetune-args fold=1" "--finetune-args run_dir=$tmp/x" \
+            "--pretrain-args run_dir=$tmp/x"; do
+  rc=0
+  chain ${args%% *} "${args#* }" > "$tmp/owned.log" 2>&1 || rc=$?
+  [ "$rc" = 2 ] && grep -q "the chain sets .* itself" "$tmp/owned.log" ||
+    { cat "$tmp/owned.log"; echo "FAIL: chain.sh $args: exit $rc"; exit 1; }
+done
+rc=0
+SLURM_ARRAY_TASK_ID=2 ALICE_BIN=$ALICE bash slurm/finetune.sbatch jobs/finetune_tiny.cfg \
+  "$tmp/ft" fold=0 > "$tmp/ft.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "finetune.sbatch sets fold itself" "$tmp/ft.log" && [ ! -e "$tmp/ft" ] ||
+  { cat "$tmp/ft.log"; echo "FAIL: finetune.sbatch with fold=0: exit $rc"; exit 1; }
+rc=0
+ALICE_BIN=$ALICE bash slurm/pretrain.sbatch jobs/pretrain_tiny.cfg "$tmp/pt" run_dir="$tmp/x" \
+  > "$tmp/pt.log" 2>&1 || rc=$?
+[ "$rc" = 2 ] && grep -q "pretrain.sbatch sets run_dir itself" "$tmp/pt.log" &&
+  [ ! -e "$tmp/pt" ] || { cat "$tmp/pt.log"; echo "FAIL: pretrain.sbatch with run_dir="; exit 1; }
+echo "ok: keys a script or the chain sets itself are refused among the passed-on arguments"
