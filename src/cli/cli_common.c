@@ -119,16 +119,21 @@ static void load_job_file(Config *cfg, const char *path)
     for (int k = 0; k < g_overrides.count; k++) apply_override(cfg, g_overrides.args[k]);
 }
 
+/* 1 when key=value argument a names one of list's keys (NULL-terminated). */
+static int names_key_of(const char *a, const char *const *list)
+{
+    const size_t n = (size_t)(strchr(a, '=') - a);
+    for (int u = 0; list[u]; u++)
+        if (strlen(list[u]) == n && !strncmp(a, list[u], n)) return 1;
+    return 0;
+}
+
 void cli_only_keys(const Config *cfg, const char *command, const char *const *used)
 {
     if (g_overrides.cfg != cfg) return;
     for (int k = 0; k < g_overrides.count; k++) {
         const char *a = g_overrides.args[k];
-        const size_t n = (size_t)(strchr(a, '=') - a);
-        int known = 0;
-        for (int u = 0; used[u] && !known; u++)
-            known = strlen(used[u]) == n && !strncmp(a, used[u], n);
-        if (known) continue;
+        if (names_key_of(a, used)) continue;
         char list[512] = "";
         for (int u = 0; used[u]; u++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", u ? ", " : "",
@@ -137,6 +142,17 @@ void cli_only_keys(const Config *cfg, const char *command, const char *const *us
                   "the command that does (alice config --keys describes every key)", command, a,
                   command, list);
     }
+}
+
+void cli_refuse_keys(const Config *cfg, const char *command, const char *const *unused,
+                     const char *whose)
+{
+    if (g_overrides.cfg != cfg) return;
+    for (int k = 0; k < g_overrides.count; k++)
+        if (names_key_of(g_overrides.args[k], unused))
+            alice_die("alice %s: '%s' sets a key of %s, which alice %s does not use; give it "
+                      "to the command that does (alice config --keys describes every key)",
+                      command, g_overrides.args[k], whose, command);
 }
 
 int cli_config_arg(Config *cfg, int argc, char **argv, int *i)

@@ -34,6 +34,14 @@ int cmd_pretrain(int argc, char **argv)
         if (cli_train_option("pretrain", argc, argv, &i, &opt)) continue;
         alice_die("alice pretrain: unknown argument '%s' (see alice pretrain --help)", argv[i]);
     }
+    /* Keys pre-training reads nowhere (a shared job file may set them; a command line that
+     * does meant something else: pretrained = to continue a run, which --resume does). */
+    static const char *const not_pretraining[] = {
+        "pretrained", "num_classes", "feature_size", "layer_decay", "sw_overlap", "val_every",
+        "crops_per_case", "pos_fraction", "crop_sampler", "class_ratios", "fold",
+        "label_set", "eval_protocol", "spacing", NULL};
+    cli_refuse_keys(&cfg, "pretrain", not_pretraining,
+                    "fine-tuning, evaluation or packing (--resume CKPT continues a run)");
     config_validate(&cfg);
     /* a mask that masks no token leaves l_r over nothing: 0 at every step (an MAE run of 100K
      * steps would finish with its weights untouched) */

@@ -43,6 +43,12 @@ void cli_flag_override(Config *cfg, const char *key, const char *value);
  * given to alice pack, which records no label set. Job files are not checked (one file may
  * serve several commands). */
 void cli_only_keys(const Config *cfg, const char *command, const char *const *used);
+/* The same for commands that use most keys: ends the job when a key=value argument of the
+ * command line names one of `unused` (NULL-terminated), keys of `whose` (e.g. "fine-tuning")
+ * that the command would accept and ignore (pretrained = given to alice pretrain started
+ * from random weights, silently). */
+void cli_refuse_keys(const Config *cfg, const char *command, const char *const *unused,
+                     const char *whose);
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);
 /* The step count given to `flag` of `command` (--stop-after, --bench-steps); anything but a

@@ -50,6 +50,13 @@ refused "short.h5 holds [0-9]* of the encoder's [0-9]* tensors" probe --checkpoi
 refused "depth = '49' is not valid: expected an integer in 1..48" config depth=49
 refused "dec_depth = '49' is not valid: expected an integer in 1..48" config dec_depth=49
 refused "lr = '1e-50' is below the smallest float" config lr=1e-50
+# a command-line key the command reads nowhere: pretrained = given to pre-training started it
+# from random weights, silently; pre-training keys given to fine-tuning did nothing
+refused "'pretrained=x.h5' sets a key of fine-tuning, evaluation or packing (--resume CKPT" \
+  pretrain --config "$MICRO" run_dir="$T/pk" pretrained=x.h5
+refused "'mask_ratio=0.3' sets a key of pre-training, evaluation or packing" \
+  finetune data=synthetic run_dir="$T/fk" mask_ratio=0.3
+[ ! -e "$T/pk" ] && [ ! -e "$T/fk" ] || fail "a refused run created its run_dir"
 refused "beta2 = 1 must each be below 1" pretrain --config "$MICRO" run_dir="$T/b" beta2=0.99999999
 refused "mask_ratio = 0 masks no token of 32" pretrain --config "$MICRO" run_dir="$T/m" method=mae \
   mask_ratio=0
