@@ -438,7 +438,16 @@ void config_validate(const Config *c)
     if (!strcmp(c->data, "synthetic") && c->fold >= c->num_folds)
         alice_die("configuration: fold = %d but num_folds = %d (valid folds: 0..%d, or -1)",
                   c->fold, c->num_folds, c->num_folds - 1);
-    int tokens = (c->crop[0] / c->patch) * (c->crop[1] / c->patch) * (c->crop[2] / c->patch);
+    /* attention holds tokens^2 scores per head: 2^24 tokens is far past any memory, and the
+     * count stays an int below it (a larger crop wrapped it round to nonsense) */
+    const long long grid_tokens = (long long)(c->crop[0] / c->patch) *
+                                  (c->crop[1] / c->patch) * (c->crop[2] / c->patch);
+    if (grid_tokens > (1LL << 24))
+        alice_die("configuration: crop %d,%d,%d at patch %d makes %lld tokens, more than the "
+                  "2^24 a ViT here can hold (attention keeps tokens^2 scores); use a smaller "
+                  "crop or a larger patch", c->crop[0], c->crop[1], c->crop[2], c->patch,
+                  grid_tokens);
+    int tokens = (int)grid_tokens;
     int visible = tokens - (int)(c->mask_ratio * tokens);
     if (visible < 1)
         alice_die("configuration: mask_ratio = %g leaves no visible patch of %d", c->mask_ratio, tokens);

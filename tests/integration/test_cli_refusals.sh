@@ -50,6 +50,8 @@ refused "short.h5 holds [0-9]* of the encoder's [0-9]* tensors" probe --checkpoi
 refused "depth = '49' is not valid: expected an integer in 1..48" config depth=49
 refused "dec_depth = '49' is not valid: expected an integer in 1..48" config dec_depth=49
 refused "lr = '1e-50' is below the smallest float" config lr=1e-50
+# a crop of more tokens than an int holds wrapped to "leaves no visible patch of -672510872"
+refused "makes 4299161600 tokens, more than the 2^24" config crop=8192,8192,4100 patch=4
 # a command-line key the command reads nowhere: pretrained = given to pre-training started it
 # from random weights, silently; pre-training keys given to fine-tuning did nothing
 refused "'pretrained=x.h5' sets a key of fine-tuning, evaluation or packing (--resume CKPT" \
