@@ -455,6 +455,12 @@ void config_validate(const Config *c)
         alice_die("configuration: casa_dim = %d is not divisible by casa_heads = %d",
                   c->casa_dim, c->casa_heads);
     const int gz = c->crop[2] / c->patch, columns = tokens / gz;
+    /* one column: it is masked whole or not at all, and neither leaves a visible and a masked
+     * token (the ratio suggested below would be 0, itself refused) */
+    if (!strcmp(c->mask_shape, "z_tubes") && columns < 2)
+        alice_die("configuration: mask_shape = z_tubes masks whole (x, y) columns, and crop "
+                  "%d,%d at patch %d makes one: use a crop of at least 2 patches in X or Y, or "
+                  "mask_shape = tokens", c->crop[0], c->crop[1], c->patch);
     if (!strcmp(c->mask_shape, "z_tubes") && (tokens - visible) % gz != 0)
         alice_die("configuration: mask_shape = z_tubes masks whole columns of %d z tokens, but "
                   "mask_ratio = %g masks %d of %d tokens, not a multiple of %d: set mask_ratio "

@@ -52,6 +52,8 @@ refused "dec_depth = '49' is not valid: expected an integer in 1..48" config dec
 refused "lr = '1e-50' is below the smallest float" config lr=1e-50
 # a crop of more tokens than an int holds wrapped to "leaves no visible patch of -672510872"
 refused "makes 4299161600 tokens, more than the 2^24" config crop=8192,8192,4100 patch=4
+# z_tubes on one (x, y) column: the suggested ratio (0) was itself refused, a loop
+refused "crop 8,8 at patch 8 makes one" config crop=8,8,16 patch=8 mask_shape=z_tubes mask_ratio=0.5
 # a command-line key the command reads nowhere: pretrained = given to pre-training started it
 # from random weights, silently; pre-training keys given to fine-tuning did nothing
 refused "'pretrained=x.h5' sets a key of fine-tuning, evaluation or packing (--resume CKPT" \
