@@ -144,6 +144,15 @@ void cli_only_keys(const Config *cfg, const char *command, const char *const *us
     }
 }
 
+const char *const cli_pretraining_keys[] = {
+    "method", "mask_ratio", "rec_region", "mask_shape", "norm_pix", "head_hidden",
+    "head_bottleneck", "head_out", "head_norm_last", "head_init", "freeze_last_layer",
+    "casa_dim", "inter_volume", "key_jitter", "intact_aug", "pair_redraws", "key_crop",
+    "use_dv", "use_casa", "cls_source", "casa_layer", "casa_kv", "casa_heads", "casa_ffn_dim",
+    "w_rec", "w_dv", "w_st", "ema_start", "ema_end", "teacher_decoder", "align_loss",
+    "teacher_temp", "student_temp", "warmup_teacher_temp", "warmup_teacher_temp_steps",
+    "center_momentum", "matcher", "dec_dim", "dec_depth", "dec_heads", "dec_mlp_dim", NULL};
+
 void cli_refuse_keys(const Config *cfg, const char *command, const char *const *unused,
                      const char *whose)
 {

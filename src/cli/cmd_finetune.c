@@ -54,16 +54,9 @@ int cmd_finetune(int argc, char **argv)
     }
     /* Keys fine-tuning reads nowhere: the pre-training method's (the encoder's come from the
      * pretrained checkpoint, checked against this run's keys), evaluation's and packing's. */
-    static const char *const not_finetuning[] = {
-        "method", "mask_ratio", "rec_region", "mask_shape", "norm_pix", "head_hidden",
-        "head_bottleneck", "head_out", "head_norm_last", "head_init", "freeze_last_layer",
-        "casa_dim", "inter_volume", "key_jitter", "intact_aug", "pair_redraws", "key_crop",
-        "use_dv", "use_casa", "cls_source", "casa_layer", "casa_kv", "casa_heads",
-        "casa_ffn_dim", "w_rec", "w_dv", "w_st", "ema_start", "ema_end", "teacher_decoder",
-        "align_loss", "teacher_temp", "student_temp", "warmup_teacher_temp",
-        "warmup_teacher_temp_steps", "center_momentum", "matcher", "dec_dim", "dec_depth",
-        "dec_heads", "dec_mlp_dim", "label_set", "eval_protocol", "spacing", NULL};
-    cli_refuse_keys(&cfg, "finetune", not_finetuning, "pre-training, evaluation or packing");
+    static const char *const eval_or_pack[] = {"label_set", "eval_protocol", "spacing", NULL};
+    cli_refuse_keys(&cfg, "finetune", cli_pretraining_keys, "pre-training");
+    cli_refuse_keys(&cfg, "finetune", eval_or_pack, "evaluation or packing");
     config_validate(&cfg);
     cli_print_config(&cfg, "finetune");
     return finetune_run(&cfg, &opt);

@@ -174,6 +174,17 @@ int cmd_infer(int argc, char **argv)
         cli_config_arg(&cfg, 1, one, &k);
     }
     refuse_model_overrides(ckpt, &stored, &cfg);
+    /* keys inference reads nowhere: training's (the checkpoint is trained), the pre-training
+     * method's, evaluation's and packing's; fold is --cases fold:K */
+    static const char *const not_inference[] = {
+        "lr", "lr_reference_batch", "min_lr", "warmup", "weight_decay", "weight_decay_schedule",
+        "weight_decay_end", "beta1", "beta2", "adam_eps", "clip", "clip_mode", "on_nonfinite",
+        "steps", "accum_steps", "ckpt_every", "log_every", "keep_ckpts", "pretrained",
+        "layer_decay", "val_every", "crops_per_case", "pos_fraction", "crop_sampler",
+        "class_ratios", "fold", "num_folds", "run_dir", "label_set", "eval_protocol", "spacing",
+        NULL};
+    cli_refuse_keys(&cfg, "infer", not_inference, "training, evaluation or packing");
+    cli_refuse_keys(&cfg, "infer", cli_pretraining_keys, "pre-training");
     config_validate(&cfg);
     Dist dist;
     const AliceBackend *be = train_begin(&cfg, &dist);

@@ -49,6 +49,9 @@ void cli_only_keys(const Config *cfg, const char *command, const char *const *us
  * from random weights, silently). */
 void cli_refuse_keys(const Config *cfg, const char *command, const char *const *unused,
                      const char *whose);
+/* Keys of the pre-training method alone (its masks, heads, CASA, losses, teacher, matcher and
+ * MAE decoder): fine-tuning and inference read none of them. NULL-terminated. */
+extern const char *const cli_pretraining_keys[];
 /* 1 when argv[i] is -h or --help. */
 int cli_is_help(const char *arg);
 /* The step count given to `flag` of `command` (--stop-after, --bench-steps); anything but a

@@ -58,7 +58,7 @@ refused "crop 8,8 at patch 8 makes one" config crop=8,8,16 patch=8 mask_shape=z_
 # from random weights, silently; pre-training keys given to fine-tuning did nothing
 refused "'pretrained=x.h5' sets a key of fine-tuning, evaluation or packing (--resume CKPT" \
   pretrain --config "$MICRO" run_dir="$T/pk" pretrained=x.h5
-refused "'mask_ratio=0.3' sets a key of pre-training, evaluation or packing" \
+refused "'mask_ratio=0.3' sets a key of pre-training, which" \
   finetune data=synthetic run_dir="$T/fk" mask_ratio=0.3
 [ ! -e "$T/pk" ] && [ ! -e "$T/fk" ] || fail "a refused run created its run_dir"
 refused "beta2 = 1 must each be below 1" pretrain --config "$MICRO" run_dir="$T/b" beta2=0.99999999

@@ -144,6 +144,14 @@ for kv in crop=48,48,48 window_lo=-500 num_classes=9; do
   grep -q "alice infer: ${kv%%=*} = .*, but $T/ft/ckpt_best.h5 was fine-tuned with ${kv%%=*} = " "$T/bad.log" ||
     { tail -3 "$T/bad.log"; fail "no clear message for the override $kv"; }
 done
+# keys inference reads nowhere (a training key, fold beside --cases, a pre-training key): refused,
+# they had been accepted and ignored
+for kv in lr=1 fold=1 mask_ratio=0.3; do
+  if "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 \
+      --out "$T/pred_kv" "$kv" > "$T/bad.log" 2>&1; then fail "infer accepted $kv"; fi
+  grep -q "alice infer: '$kv' sets a key of .*, which alice infer does not use" "$T/bad.log" ||
+    { tail -3 "$T/bad.log"; fail "no clear message for the unused $kv"; }
+done
 [ ! -e "$T/pred_kv" ] || fail "a refused infer created its --out"
 run "$ALICE" infer --checkpoint "$T/ft/ckpt_best.h5" --data "$T/ds.h5" --cases fold:0 \
   --out "$T/pred_same" sw_overlap=0.25 crop="$stored_crop"
