@@ -100,17 +100,35 @@ echo "ok: a z_tubes checkpoint probes at a crop its mask_ratio does not fit"
 # the training commands' own flags: --resume without its checkpoint (had been "unknown
 # argument '--resume'"), and --resume beside --no-resume (the checkpoint had won in silence)
 for cmd in pretrain finetune; do
-  refused "alice $cmd: --resume needs a value" $cmd data=synthetic --resume
-  refused "alice $cmd: --stop-after needs a value" $cmd data=synthetic --stop-after
-  refused "--resume x.h5 and --no-resume contradict each other" $cmd --no-resume --resume x.h5
-  refused "--resume x.h5 and --no-resume contradict each other" $cmd --resume x.h5 --no-resume
+  # steps=1: a refusal that broke trains one step and fails here, not a default-length run
+  short=(data=synthetic steps=1 run_dir="$T/r_$cmd")
+  refused "alice $cmd: --resume needs a value" $cmd "${short[@]}" --resume
+  refused "alice $cmd: --stop-after needs a value" $cmd "${short[@]}" --stop-after
+  refused "--resume x.h5 and --no-resume contradict each other" $cmd "${short[@]}" \
+    --no-resume --resume x.h5
+  refused "--resume x.h5 and --no-resume contradict each other" $cmd "${short[@]}" \
+    --resume x.h5 --no-resume
 done
 # a fold without labelled cases: refused before run_dir is written to (no config.txt)
 "$ALICE" phantom --out "$T/ph3" --cases 3 --size small --seed 1 > /dev/null
 "$ALICE" pack --input "$T/ph3" --out "$T/ph3.h5" spacing=4,4,4 num_folds=5 > /dev/null 2>&1
 refused "fold = 4 holds no labelled case of .*ph3.h5 (3 labelled cases" \
-  finetune data="$T/ph3.h5" fold=4 run_dir="$T/ft4"
+  finetune data="$T/ph3.h5" fold=4 run_dir="$T/ft4" steps=1
 [ ! -e "$T/ft4/config.txt" ] || fail "the refused fine-tuning start wrote config.txt"
+# fold 0 without a labelled case (its one case moved to fold 3): refused as fold 4 is, not
+# trained without validation
+"$PYTHON" - "$T/ph3.h5" "$T/ph3f.h5" <<'PY' || fail "could not empty fold 0"
+import shutil, sys, h5py
+shutil.copy(sys.argv[1], sys.argv[2])
+with h5py.File(sys.argv[2], "r+") as f:
+    for i, name in enumerate(f["index/name"][()]):
+        g = f["cases"][name.decode()]
+        if int(g.attrs["fold"]) == 0:
+            g.attrs["fold"] = g.attrs["fold"] * 0 + 3
+            f["index/fold"][i] = 3
+PY
+refused "fold = 0 holds no labelled case of .*ph3f.h5" \
+  finetune data="$T/ph3f.h5" fold=0 run_dir="$T/ft0" steps=1
 refused "alice finetune: --fold needs a value" finetune data=synthetic --fold
 refused "alice finetune: --pretrained needs a value" finetune data=synthetic --pretrained
 echo PASS

@@ -41,4 +41,13 @@ with h5py.File(sys.argv[1] + "/ckpt_9.h5", "r+") as f:
     f.attrs["periodic"] = 0
 PY
 run "ckpt_12.h5 ckpt_14.h5 " steps=14 ckpt_every=4
+# a newer checkpoint than the run writes, damaged and impossible to set aside (a folder holds
+# its .damaged name): the resume goes on from ckpt_3.h5, and pruning leaves that newer file
+# out of the count, so the run's own ckpt_3.h5 stays beside ckpt_6.h5
+rm -rf "$R"
+run "ckpt_3.h5 " steps=12 ckpt_every=3 --stop-after 3
+head -c 3000 /dev/urandom > "$R/ckpt_9.h5"
+mkdir -p "$R/ckpt_9.h5.damaged/x"
+run "ckpt_3.h5 ckpt_6.h5 ckpt_9.h5 " steps=12 ckpt_every=3 --stop-after 3
+grep -q "cannot set .*ckpt_9.h5 aside" "$WORK/run.log" || fail "no warning about ckpt_9.h5"
 echo "ok: keep_ckpts keeps the periodic checkpoints, and an off-schedule one until superseded"

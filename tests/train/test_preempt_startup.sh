@@ -78,3 +78,34 @@ PY
 [ "$rc" = 0 ] ||
   { tail -n 4 "$WORK/c.log"; fail "a benchmark with SIGUSR1 blocked and sent: exit $rc, not 0"; }
 echo "ok: a benchmark started with SIGUSR1 blocked keeps it pending and finishes"
+
+# a benchmark takes no preemption signal: SIGTERM ends it as any process (143), whether sent
+# while it runs or while it still reads its job file (the start-up handlers give the signal
+# back when the benchmark uninstalls them); a benchmark that kept the handlers, or swallowed
+# the early signal, ran to its end and exited 0
+rc=0
+"$PYTHON" - "$ALICE" "$MICRO" "$WORK/bench.fifo" > "$WORK/d.log" 2>&1 <<'PY' || rc=$?
+import os, signal, subprocess, sys, time
+alice, cfg, fifo = sys.argv[1:4]
+bench = ["crop=64,64,32", "--bench-steps", "200"]
+p = subprocess.Popen([alice, "pretrain", "--config", cfg] + bench)
+time.sleep(2.0)
+os.kill(p.pid, signal.SIGTERM)
+mid = p.wait()
+os.mkfifo(fifo)
+p = subprocess.Popen([alice, "pretrain", "--config", fifo] + bench)
+w = open(fifo, "w")   # alice reads its job file: the start-up handlers are in
+os.kill(p.pid, signal.SIGTERM)
+time.sleep(0.2)
+try:
+    w.write(open(cfg).read())
+    w.close()
+except BrokenPipeError:
+    pass
+early = p.wait()
+print(f"SIGTERM mid-benchmark: {mid}; while its job file is read: {early}")
+sys.exit(0 if mid == early == -signal.SIGTERM else 1)
+PY
+tail -n 2 "$WORK/d.log"
+[ "$rc" = 0 ] || fail "a benchmark sent SIGTERM did not end by it (statuses above)"
+echo "ok: SIGTERM ends a benchmark, sent while it runs or while it starts"

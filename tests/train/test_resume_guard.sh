@@ -62,6 +62,13 @@ expect_error "written by alice pretrain, this is alice finetune" finetune --conf
 expect_error "fine-tuned with fold = 0, this run has fold = 1" finetune \
   --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ftfold" fold=1 steps=4 embed_dim=24 \
   heads=2 mlp_dim=48 feature_size=4 val_every=2
+# and the reverse: a run on every case (fold = -1) resumed with a validation fold
+"$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ftall" fold=-1 steps=2 \
+  embed_dim=24 heads=2 mlp_dim=48 feature_size=4 > /dev/null 2>&1 ||
+  fail "the fine-tuning run on every case failed"
+expect_error "fold = -1, this run has fold = 0: it trained on every case, without validation" \
+  finetune --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ftall" fold=0 steps=4 \
+  embed_dim=24 heads=2 mlp_dim=48 feature_size=4
 expect_error "holds ckpt_6.h5, newer than .*ckpt_3.h5 \(step 3\)" pretrain --config "$MICRO" run_dir="$A" steps=9 --resume "$A/ckpt_3.h5"
 # a smaller model (depth = 1 of 2) finds its own tensors in the checkpoint and would drop the
 # trained rest; another head count splits the same weights into other heads: both refused
