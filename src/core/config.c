@@ -186,8 +186,11 @@ void config_set(Config *c, const char *key, const char *value, const char *origi
     case CFG_T_LONG: {
         long long exact = 0;
         int is_exact = 0;
-        if (!parse_integer(value, &d, &exact, &is_exact) || d != floor(d) ||
-            !in_range(k->valid, d) || !fits_type(k->type, d))
+        const int parsed = parse_integer(value, &d, &exact, &is_exact);
+        /* a long read exactly fits by construction (fits_type's bound is a double's, short of
+         * LONG_MAX: the largest seed was refused) */
+        const int fits = parsed && ((k->type == CFG_T_LONG && is_exact) || fits_type(k->type, d));
+        if (!parsed || d != floor(d) || !in_range(k->valid, d) || !fits)
             alice_die("%s: %s = '%s' is not valid: expected an integer in %s", at, key, value,
                       k->valid && k->valid[0] ? k->valid : "any range");
         if (k->type == CFG_T_INT) *(int *)field = (int)d;

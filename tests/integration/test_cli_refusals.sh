@@ -50,6 +50,10 @@ refused "short.h5 holds [0-9]* of the encoder's [0-9]* tensors" probe --checkpoi
 refused "depth = '49' is not valid: expected an integer in 1..48" config depth=49
 refused "dec_depth = '49' is not valid: expected an integer in 1..48" config dec_depth=49
 refused "lr = '1e-50' is below the smallest float" config lr=1e-50
+# seed's range 0.. reaches LONG_MAX (a double's bound of 9.2e18 had refused the largest seeds)
+"$ALICE" config seed=9223372036854775807 | grep -qx 'seed = 9223372036854775807' ||
+  fail "the largest seed was not taken"
+refused "seed = '9223372036854775808' is not valid" config seed=9223372036854775808
 # a crop of more tokens than an int holds wrapped to "leaves no visible patch of -672510872"
 refused "makes 4299161600 tokens, more than the 2^24" config crop=8192,8192,4100 patch=4
 # z_tubes on one (x, y) column: the suggested ratio (0) was itself refused, a loop
