@@ -2,7 +2,8 @@
 # Runs every test: C test binaries ($BUILD/tests/test_*), then script tests
 # (tests/*/test_*.sh and tests/*/test_*.py). Exit status 0 passes, 77 skips, anything else
 # fails. The last line is "N passed, N failed, N skipped".
-# TESTS=<pattern> runs only the tests whose name matches the pattern.
+# TESTS=<pattern> runs only the tests whose name contains the pattern; a pattern ending in $
+# names one test exactly (TESTS='test_finetune$' runs test_finetune, not test_finetune_resume).
 set -u
 BUILD=${BUILD:-build}
 BIN=${BIN:-bin}
@@ -21,7 +22,11 @@ pass=0; fail=0; skip=0; failed=()
 
 run_one() {
   local name=$1; shift
-  [ -n "$pattern" ] && [[ "$name" != *$pattern* ]] && return
+  case $pattern in
+    '') ;;
+    *\$) [[ "$name" == "${pattern%\$}" ]] || return ;;
+    *) [[ "$name" == *$pattern* ]] || return ;;
+  esac
   local log="$logdir/$name.log" t0=$SECONDS rc
   timeout "${TEST_TIMEOUT:-900}" "$@" >"$log" 2>&1; rc=$?
   local dt=$((SECONDS - t0))
