@@ -127,12 +127,12 @@ void results_check_replaceable(const char *command, const char *stem)
 {
     char path[4096], found[160];
     snprintf(path, sizeof path, "%s.h5", stem);
-    const int h5_foreign = access(path, F_OK) == 0 && !is_results_h5(path, found, sizeof found);
+    const int h5_foreign = !output_replaceable(path, NULL) &&
+                           !is_results_h5(path, found, sizeof found);
     if (!h5_foreign) {
         snprintf(path, sizeof path, "%s.csv", stem);
-        if (access(path, F_OK) != 0 || file_starts_with(path, RESULTS_CSV_HEADER)) return;
-        snprintf(found, sizeof found, "its first line is not '%.*s'",
-                 (int)strlen(RESULTS_CSV_HEADER) - 1, RESULTS_CSV_HEADER);
+        if (output_replaceable(path, RESULTS_CSV_COLUMNS)) return;
+        snprintf(found, sizeof found, "its first line does not begin '%s'", RESULTS_CSV_COLUMNS);
     }
     alice_die("%s: --out %s would replace %s, which is not results of alice eval (%s); "
               "choose another --out (a stem: it writes STEM.h5 and STEM.csv), or move the file "

@@ -34,8 +34,10 @@ typedef struct {
     const char *case_selection;        /* eval's --cases: "all" or "fold:K" */
 } EvalResults;
 
-/* The first line of <stem>.csv. */
-#define RESULTS_CSV_HEADER "case,organ,dsc,nsd,truth_voxels\n"
+/* The first line of <stem>.csv; alice eval replaces a CSV that begins with its first four
+ * columns (older results lack truth_voxels, a spreadsheet may end lines with \r\n). */
+#define RESULTS_CSV_COLUMNS "case,organ,dsc,nsd"
+#define RESULTS_CSV_HEADER RESULTS_CSV_COLUMNS ",truth_voxels\n"
 
 /* Writes <stem>.h5 and <stem>.csv (case,organ,dsc,nsd,truth_voxels). */
 void results_write(const char *stem, const EvalResults *r);

@@ -195,12 +195,13 @@ split_words eval_words "$eval_args"
 owned() {  # option, "keys", words...
   local option=$1 word
   word=$(alice_owned_word "$2" "${@:3}") || return 0
-  fail "$option '$word': the chain sets ${word%%=*} itself (--folds N for the folds, --run-dir" \
-    "for the directories); remove it"
+  local key=${word#--}
+  fail "$option '$word': the chain sets ${key%%=*} itself (--folds N for the folds, --run-dir" \
+    "for the directories, --input or --dataset for the data); remove it"
 }
 owned --pack-args "num_folds" ${pack_words[@]+"${pack_words[@]}"}
-owned --pretrain-args "run_dir" ${pretrain_words[@]+"${pretrain_words[@]}"}
-owned --finetune-args "run_dir fold num_folds" ${finetune_words[@]+"${finetune_words[@]}"}
+owned --pretrain-args "run_dir data" ${pretrain_words[@]+"${pretrain_words[@]}"}
+owned --finetune-args "run_dir fold num_folds data" ${finetune_words[@]+"${finetune_words[@]}"}
 
 # --eval-args naming its own truth (--data or --labels) takes no automatic one: alice eval
 # refuses two sources of truth, which would only show after the whole chain had run.

@@ -24,8 +24,9 @@ alice_map_overlays() {
   [ $pending = 0 ] || return 3
 }
 
-# alice_owned_word "KEY ..." ARG...: prints the first ARG that sets one of the KEYs (KEY=...)
-# and returns 0; returns 1 when none does. A script or the chain that sets such a key itself
+# alice_owned_word "KEY ..." ARG...: prints the first ARG that sets one of the KEYs (KEY=...,
+# or the flag --KEY / --KEY=... that alice finetune also takes for fold and pretrained) and
+# returns 0; returns 1 when none does. A script or the chain that sets such a key itself
 # refuses it among the arguments it passes on: the command line's last value wins in alice, so
 # fold=0 given to fold 2's array task trained fold 0 into fold2/, silently.
 alice_owned_word() {
@@ -33,7 +34,8 @@ alice_owned_word() {
   shift
   for word in "$@"; do
     for key in $keys; do
-      [[ $word == "$key="* ]] && { printf '%s\n' "$word"; return 0; }
+      [[ $word == "$key="* || $word == "--$key" || $word == "--$key="* ]] &&
+        { printf '%s\n' "$word"; return 0; }
     done
   done
   return 1

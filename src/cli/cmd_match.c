@@ -59,7 +59,7 @@ int cmd_match(int argc, char **argv)
     if (!eval) alice_die("alice match: nothing to do; add --eval (see alice match --help)");
     if (out_path) {
         cli_check_out_path("alice match", out_path, 0);
-        if (access(out_path, F_OK) == 0 && !file_starts_with(out_path, MATCH_REPORT_START))
+        if (!output_replaceable(out_path, MATCH_REPORT_START))
             alice_die("alice match: --out %s exists and is not a report of alice match (its first "
                       "line does not begin '%s'); choose another --out, or move the file away if "
                       "it may go", out_path, MATCH_REPORT_START);

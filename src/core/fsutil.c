@@ -140,3 +140,10 @@ int file_starts_with(const char *path, const char *prefix)
     fclose(f);
     return same;
 }
+
+int output_replaceable(const char *path, const char *prefix)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) return errno == ENOENT;
+    return (S_ISREG(st.st_mode) && st.st_size == 0) || (prefix && file_starts_with(path, prefix));
+}

@@ -41,5 +41,9 @@ int output_link_target(const char *path, char *out, size_t n);
  * its own earlier output (which it may replace) from another file given as --out by mistake
  * (a data set, a checkpoint), which it must not. */
 int file_starts_with(const char *path, const char *prefix);
+/* 1 when an output may be written over path: it does not exist, it is an empty regular file
+ * (mktemp's), or it begins with prefix (the command's own earlier output; NULL: no prefix
+ * makes it replaceable). */
+int output_replaceable(const char *path, const char *prefix);
 
 #endif

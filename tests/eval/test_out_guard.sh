@@ -3,7 +3,8 @@
 # that command wrote before. `--out dataset` beside `--data dataset.h5` replaced the packed data
 # set with results (exit 0), a checkpoint's stem its checkpoint, and match's --out wrote its
 # table over a data set. Each is refused (exit 2) with the file unchanged; an earlier result
-# of the same command is still replaced.
+# of the same command (also an older alice's, or re-saved with CRLF) and an empty file are
+# still replaced.
 set -u
 ALICE=${ALICE:-bin/alice}
 fail() { echo "FAIL: $*"; exit 1; }
@@ -30,6 +31,15 @@ for run in 1 2; do
   "$ALICE" eval --pred "$W/pred" --data "$W/data.h5" --out "$W/res" > "$W/e$run.log" 2>&1 ||
     { cat "$W/e$run.log"; fail "eval run $run into its own results"; }
 done
+# its own results as an older alice wrote them (no truth_voxels column), or re-saved with CRLF
+# line ends; and empty files (mktemp's): replaced too
+cut -d, -f1-4 "$W/res.csv" > "$W/old.csv" && mv "$W/old.csv" "$W/res.csv"
+sed 's/$/\r/' "$W/res.csv" > "$W/crlf.csv" && cp "$W/res.h5" "$W/crlf.h5"
+: > "$W/empty.h5"; : > "$W/empty.csv"
+for stem in res crlf empty; do
+  "$ALICE" eval --pred "$W/pred" --data "$W/data.h5" --out "$W/$stem" > "$W/e_$stem.log" 2>&1 ||
+    { cat "$W/e_$stem.log"; fail "eval into $stem (its own older, CRLF or empty output)"; }
+done
 echo "ok: eval replaces its own earlier results"
 refused "would replace $W/data.h5, which is not results of alice eval (format = 'alice-dataset')" \
   "$W/data.h5" eval --pred "$W/pred" --data "$W/data.h5" --out "$W/data"
@@ -46,6 +56,9 @@ for run in 1 2; do
   "$ALICE" match --eval --data "$W/data.h5" --out "$W/match.md" > "$W/m$run.log" 2>&1 ||
     { cat "$W/m$run.log"; fail "match run $run into its own report"; }
 done
+: > "$W/empty.md"
+"$ALICE" match --eval --data "$W/data.h5" --out "$W/empty.md" > "$W/m3.log" 2>&1 ||
+  { cat "$W/m3.log"; fail "match into an empty file"; }
 echo "ok: match replaces its own earlier report"
 refused "exists and is not a report of alice match" "$W/data.h5" \
   match --eval --data "$W/data.h5" --out "$W/data.h5"
