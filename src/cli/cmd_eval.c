@@ -533,35 +533,58 @@ static char *distinct_lines(char *const *s, int n)
     return out;
 }
 
-/* Predictions of more than one model in one folder (an alice infer into a reused --out that
- * failed part-way, or of another checkpoint over some cases): the means would mix models, so
- * it is said, with each checkpoint, though the scores are still written (results.h5 records
- * every case's source). Only alice infer's sources count: alice phantom's labels, scored as
- * predictions in tests and demos, name their case each. */
-static void warn_mixed_sources(const char *pred_dir, char *const *sources, int n)
+/* The distinct alice infer sources among cases[0..n-1] whose fold is `fold` (any fold when
+ * ds is NULL), "; " between them, into out; returns their count. Other sources (alice
+ * phantom's labels, scored as predictions in tests and demos, name their case each; another
+ * tool's) do not count. */
+static int infer_sources_of_fold(const EvalCase *cases, char *const *sources, int n,
+                                 const Dataset *ds, int fold, char *out, size_t size)
 {
-    char **infer = xmalloc(sizeof(char *) * (size_t)(n > 0 ? n : 1));
-    int m = 0;
-    for (int c = 0; c < n; c++)
-        if (!strncmp(sources[c], PREDICTION_SOURCE_INFER, strlen(PREDICTION_SOURCE_INFER)))
-            infer[m++] = sources[c];
-    char *distinct = distinct_lines(infer, m);
-    int count = distinct[0] != '\0';
-    for (const char *p = distinct; *p; p++) count += *p == '\n';
-    if (count > 1) {
-        char listed[4096];   /* one line, "; " between the checkpoints */
-        size_t at = 0;
-        for (const char *p = distinct; *p && at + 3 < sizeof listed; p++) {
-            if (*p == '\n') listed[at++] = ';';
-            listed[at++] = *p == '\n' ? ' ' : *p;
-        }
-        listed[at] = '\0';
-        log_warn("eval: the predictions in %s come from %d checkpoints (%s): their scores mix "
-                 "models (an alice infer into a reused --out that stopped part-way?); predict "
-                 "into an empty folder to score one model", pred_dir, count, listed);
+    int count = 0;
+    out[0] = '\0';
+    for (int c = 0; c < n; c++) {
+        if (strncmp(sources[c], PREDICTION_SOURCE_INFER, strlen(PREDICTION_SOURCE_INFER)) ||
+            (ds && dataset_case(ds, cases[c].dataset_index)->fold != fold))
+            continue;
+        int seen = 0;
+        for (int d = 0; d < c && !seen; d++)
+            seen = !strcmp(sources[d], sources[c]) &&
+                   (!ds || dataset_case(ds, cases[d].dataset_index)->fold == fold);
+        if (seen) continue;
+        const size_t at = strlen(out);
+        snprintf(out + at, size - at, "%s%s", count ? "; " : "", sources[c]);
+        count++;
     }
-    free(distinct);
-    free(infer);
+    return count;
+}
+
+/* Predictions of more than one model for one fold's cases (an alice infer into a reused --out
+ * that stopped part-way, or of another checkpoint over some cases): its means would mix
+ * models, so it is said, with each checkpoint, though the scores are still written (results.h5
+ * records every case's source). A cross-validation's folder holds one checkpoint per fold by
+ * design (slurm/infer.sbatch), so with --data the sources are compared fold by fold; with
+ * --labels, which has no folds, several checkpoints are only listed. */
+static void warn_mixed_sources(const char *pred_dir, const EvalCase *cases, char *const *sources,
+                               int n, const Dataset *ds)
+{
+    char listed[4096];
+    if (!ds) {
+        const int count = infer_sources_of_fold(cases, sources, n, NULL, 0, listed,
+                                                sizeof listed);
+        if (count > 1)
+            log_info("eval: the predictions in %s come from %d checkpoints (%s)", pred_dir,
+                     count, listed);
+        return;
+    }
+    for (int fold = 0; fold < dataset_num_folds(ds); fold++) {
+        const int count = infer_sources_of_fold(cases, sources, n, ds, fold, listed,
+                                                sizeof listed);
+        if (count > 1)
+            log_warn("eval: the predictions in %s of fold %d's cases come from %d checkpoints "
+                     "(%s): their scores mix models (an alice infer into a reused --out that "
+                     "stopped part-way?); predict into an empty folder to score one model",
+                     pred_dir, fold, count, listed);
+    }
 }
 
 int cmd_eval(int argc, char **argv)
@@ -692,7 +715,7 @@ int cmd_eval(int argc, char **argv)
             tol[o] = set->organs[o].tolerance_mm;
         }
         char **sources = prediction_sources(cases, nscored);
-        warn_mixed_sources(pred_dir, sources, nscored);
+        warn_mixed_sources(pred_dir, cases, sources, nscored, ds);
         char *checkpoints = checkpoint[0] ? NULL : distinct_lines(sources, nscored);
         char *config_text = config_to_text(&cfg);
         EvalResults r = {nscored, set->count, case_names, organ_names, ids, tol, dsc, nsd,
