@@ -45,8 +45,10 @@ int cmd_config(int argc, char **argv)
     Config cfg;
     config_defaults(&cfg);
     /* --finetune wherever it stands: its defaults come before every job file and key=value */
+    int finetune = 0;
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--finetune")) finetune_config_defaults(&cfg);
+        if (!strcmp(argv[i], "--finetune")) finetune = 1;
+    if (finetune) finetune_config_defaults(&cfg);
     int keys = 0, doc = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
@@ -97,7 +99,9 @@ int cmd_config(int argc, char **argv)
         }
         return 0;
     }
-    config_validate(&cfg);
+    /* as the command whose configuration it prints judges it */
+    if (finetune) config_validate(&cfg);
+    else config_validate_pretraining(&cfg);
     char *text = config_to_text(&cfg);
     fputs(text, stdout);
     free(text);

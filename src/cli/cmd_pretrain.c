@@ -42,7 +42,7 @@ int cmd_pretrain(int argc, char **argv)
         "label_set", "eval_protocol", "spacing", NULL};
     cli_refuse_keys(&cfg, "pretrain", not_pretraining,
                     "fine-tuning, evaluation or packing (--resume CKPT continues a run)");
-    config_validate(&cfg);
+    config_validate_pretraining(&cfg);
     /* a mask that masks no token leaves l_r over nothing: 0 at every step (an MAE run of 100K
      * steps would finish with its weights untouched) */
     const int tokens = (cfg.crop[0] / cfg.patch) * (cfg.crop[1] / cfg.patch) *

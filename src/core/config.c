@@ -427,8 +427,6 @@ void config_validate(const Config *c)
                       "that is a multiple of the patch size", axis[a], c->crop[a], c->patch);
     if (c->embed_dim % c->heads)
         alice_die("configuration: embed_dim = %d is not divisible by heads = %d", c->embed_dim, c->heads);
-    if (c->dec_dim % c->dec_heads)
-        alice_die("configuration: dec_dim = %d is not divisible by dec_heads = %d", c->dec_dim, c->dec_heads);
     /* AdamW's bias corrections divide by 1 - beta^t: a beta of 1 (also a value the float
      * rounds to 1, e.g. 0.99999999) makes the first step NaN */
     if (!(c->beta1 < 1.0f) || !(c->beta2 < 1.0f))
@@ -450,7 +448,15 @@ void config_validate(const Config *c)
                   "2^24 a ViT here can hold (attention keeps tokens^2 scores); use a smaller "
                   "crop or a larger patch", c->crop[0], c->crop[1], c->crop[2], c->patch,
                   grid_tokens);
-    int tokens = (int)grid_tokens;
+}
+
+void config_validate_pretraining(const Config *c)
+{
+    config_validate(c);
+    if (c->dec_dim % c->dec_heads)
+        alice_die("configuration: dec_dim = %d is not divisible by dec_heads = %d", c->dec_dim, c->dec_heads);
+    const int tokens = (c->crop[0] / c->patch) * (c->crop[1] / c->patch) *
+                       (c->crop[2] / c->patch);   /* at most 2^24 (config_validate) */
     int visible = tokens - (int)(c->mask_ratio * tokens);
     if (visible < 1)
         alice_die("configuration: mask_ratio = %g leaves no visible patch of %d", c->mask_ratio, tokens);

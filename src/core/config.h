@@ -161,6 +161,9 @@ char *config_to_text(const Config *c);
 void config_from_text(Config *c, const char *text, const char *origin);
 /* Cross-key checks (crop divisible by patch, width by heads, ...); errors name the keys. */
 void config_validate(const Config *c);
+/* config_validate, then the pre-training method's own keys (its masks, MAE decoder and CASA
+ * heads), which fine-tuning and inference never read. */
+void config_validate_pretraining(const Config *c);
 /* The double of the shortest decimal that reads back as v: the value of the text a float key
  * was given as (0.6, not 0.6000000238...), for arithmetic that must follow a reference
  * computing in double from that text (MONAI's window interval). */

@@ -13,7 +13,7 @@ const char *const pretrain_center_names[CENTER_COUNT] = {"center.cls", "center.t
 
 static void check_config(const Config *c)
 {
-    config_validate(c);
+    config_validate_pretraining(c);
     if (c->embed_dim % 6)
         alice_die("configuration: embed_dim = %d must be divisible by 6 (3D sin-cos position "
                   "embedding); 768, 384 and 96 are", c->embed_dim);

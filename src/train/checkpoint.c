@@ -556,8 +556,9 @@ long checkpoint_check_resumable(const char *path, const char *kind, const Config
     free(stored_kind);
     Config stored;
     const long step = checkpoint_stored_config(path, &stored);
-    /* mae's tensors are a subset of alice's: the shapes alone would let one resume the other */
-    if (strcmp(stored.method, cfg->method))
+    /* mae's tensors are a subset of alice's: the shapes alone would let one resume the other
+     * (fine-tuning reads no method: a job file shared with pre-training may set any) */
+    if (!strcmp(kind, "pretrain") && strcmp(stored.method, cfg->method))
         alice_die("%s is a method = %s run, this run has method = %s: resume it with the same "
                   "method, or give this run another run_dir", path, stored.method, cfg->method);
     /* Another objective, and DINO's centres exist under one of the two only (a cosine run

@@ -56,6 +56,14 @@ refused "lr = '1e-50' is below the smallest float" config lr=1e-50
 refused "seed = '9223372036854775808' is not valid" config seed=9223372036854775808
 # a crop of more tokens than an int holds wrapped to "leaves no visible patch of -672510872"
 refused "makes 4299161600 tokens, more than the 2^24" config crop=8192,8192,4100 patch=4
+# the pre-training method's checks judge pre-training alone: a job file shared with it (z_tubes
+# masks) does not stop fine-tuning at a crop the masks do not divide, where only a job-file
+# edit could help (mask_ratio= and mask_shape= are refused on finetune's command line)
+zt=(--config "$ROOT/jobs/finetune_tiny.cfg" --config "$ROOT/jobs/released_code_tiny.cfg"
+    crop=48,32,32)
+"$ALICE" config --finetune "${zt[@]}" > /dev/null ||
+  fail "fine-tuning's configuration judged by pre-training's mask checks"
+refused "mask_shape = z_tubes masks whole columns" config "${zt[@]}"
 # z_tubes on one (x, y) column: the suggested ratio (0) was itself refused, a loop
 refused "crop 8,8 at patch 8 makes one" config crop=8,8,16 patch=8 mask_shape=z_tubes mask_ratio=0.5
 # a command-line key the command reads nowhere: pretrained = given to pre-training started it

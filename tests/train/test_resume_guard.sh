@@ -62,6 +62,16 @@ expect_error "written by alice pretrain, this is alice finetune" finetune --conf
 expect_error "fine-tuned with fold = 0, this run has fold = 1" finetune \
   --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ftfold" fold=1 steps=4 embed_dim=24 \
   heads=2 mlp_dim=48 feature_size=4 val_every=2
+# fine-tuning reads no method: a run begun under a job file that set one resumes without it
+printf 'method = mae\n' > "$WORK/mae.cfg"
+for extra in "--config $WORK/mae.cfg" ""; do
+  # shellcheck disable=SC2086 # the job file option, or nothing
+  "$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" $extra run_dir="$WORK/ftmae" \
+    steps=2 --stop-after 1 embed_dim=24 heads=2 mlp_dim=48 feature_size=4 > "$WORK/mae.log" 2>&1 ||
+    { tail -3 "$WORK/mae.log"; fail "fine-tuning with a method key ${extra:+(begun)}"; }
+done
+grep -q "resumed from .*ftmae/ckpt_1.h5 at step 1" "$WORK/mae.log" ||
+  { tail -5 "$WORK/mae.log"; fail "the resume without the method key"; }
 # and the reverse: a run on every case (fold = -1) resumed with a validation fold
 "$ALICE" finetune --config "$ROOT/jobs/finetune_tiny.cfg" run_dir="$WORK/ftall" fold=-1 steps=2 \
   embed_dim=24 heads=2 mlp_dim=48 feature_size=4 > /dev/null 2>&1 ||
