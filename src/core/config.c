@@ -454,7 +454,8 @@ void config_validate_pretraining(const Config *c)
 {
     config_validate(c);
     if (c->dec_dim % c->dec_heads)
-        alice_die("configuration: dec_dim = %d is not divisible by dec_heads = %d", c->dec_dim, c->dec_heads);
+        alice_die("configuration: dec_dim = %d is not divisible by dec_heads = %d", c->dec_dim,
+                  c->dec_heads);
     const int tokens = (c->crop[0] / c->patch) * (c->crop[1] / c->patch) *
                        (c->crop[2] / c->patch);   /* at most 2^24 (config_validate) */
     int visible = tokens - (int)(c->mask_ratio * tokens);
