@@ -202,6 +202,9 @@ owned() {  # option, "keys", words...
 owned --pack-args "num_folds" ${pack_words[@]+"${pack_words[@]}"}
 owned --pretrain-args "run_dir data" ${pretrain_words[@]+"${pretrain_words[@]}"}
 owned --finetune-args "run_dir fold num_folds data" ${finetune_words[@]+"${finetune_words[@]}"}
+# infer.sbatch sets the checkpoint, the fold's cases and the folder; the chain the data set:
+# --cases all made every fold's model predict the cases it trained on
+owned --infer-args "cases data out checkpoint" ${infer_words[@]+"${infer_words[@]}"}
 
 # --eval-args naming its own truth (--data or --labels) takes no automatic one: alice eval
 # refuses two sources of truth, which would only show after the whole chain had run.

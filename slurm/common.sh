@@ -188,8 +188,8 @@ alice_refuse_owned_keys() {
   local script=$1 keys=$2 word
   shift 2
   word=$(alice_owned_word "$keys" "$@") || return 0
-  word=${word#--}
-  alice_fail "$script sets ${word%%=*} itself (the run directory from its RUN_DIR or" \
+  local key=${word#--}
+  alice_fail "$script sets ${key%%=*} itself (the run directory from its RUN_DIR or" \
     "RUN_BASE argument, the fold from the array task); remove '$word'"
 }
 

@@ -67,8 +67,8 @@ int cmd_probe(int argc, char **argv)
     static const char *const used[] = {"data", "synthetic_cases", "seed", "num_folds", "crop",
                                        "window_lo", "window_hi", "threads", NULL};
     cli_only_keys(&cfg, "probe", used);
-    /* the crop and windows it reads (config_validate would also judge the checkpoint's mask
-     * keys, which the probe never uses, against the new crop) */
+    /* the crop and windows it reads (checked here rather than by config_validate, which would
+     * also judge keys of the checkpoint's run that the probe never uses) */
     for (int a = 0; a < 3; a++)
         if (cfg.crop[a] < cfg.patch || cfg.crop[a] % cfg.patch)
             alice_die("alice probe: crop %c = %d is not a multiple of patch = %d; choose a crop "

@@ -108,7 +108,8 @@ echo "ok: fewer labelled cases than folds refused at submission; --folds to matc
 # fold2/, num_folds=3 packed 3 folds under 5 fine-tuning tasks)
 for args in "--pack-args num_folds=3" "--finetune-args fold=1" "--finetune-args run_dir=$tmp/x" \
             "--pretrain-args run_dir=$tmp/x" "--finetune-args --fold 1" \
-            "--finetune-args data=$tmp/other.h5" "--pretrain-args data=$tmp/other.h5"; do
+            "--finetune-args data=$tmp/other.h5" "--pretrain-args data=$tmp/other.h5" \
+            "--infer-args --cases all" "--infer-args --data $tmp/other.h5"; do
   rc=0
   chain ${args%% *} "${args#* }" > "$tmp/owned.log" 2>&1 || rc=$?
   [ "$rc" = 2 ] && grep -q "the chain sets .* itself" "$tmp/owned.log" ||
@@ -119,7 +120,8 @@ for given in fold=0 "--fold 0"; do   # alice finetune takes the key and its --fo
   # shellcheck disable=SC2086 # "--fold 0": two words
   SLURM_ARRAY_TASK_ID=2 ALICE_BIN=$ALICE bash slurm/finetune.sbatch jobs/finetune_tiny.cfg \
     "$tmp/ft" $given > "$tmp/ft.log" 2>&1 || rc=$?
-  [ "$rc" = 2 ] && grep -q "finetune.sbatch sets fold itself" "$tmp/ft.log" && [ ! -e "$tmp/ft" ] ||
+  [ "$rc" = 2 ] && grep -q "finetune.sbatch sets fold itself.*remove '${given%% *}" "$tmp/ft.log" &&
+    [ ! -e "$tmp/ft" ] ||
     { cat "$tmp/ft.log"; echo "FAIL: finetune.sbatch with $given: exit $rc"; exit 1; }
 done
 rc=0
