@@ -266,30 +266,36 @@ int h5_exists(hid_t loc, const char *name)
     return H5Lexists(loc, buf, H5P_DEFAULT) > 0;
 }
 
-int h5_shape(hid_t loc, const char *name, int maxdims, long long *dims)
+/* Ends the job: object `name` under loc (a file or a group) is not what alice wrote there
+ * (problem, e.g. "is missing or is no dataset"), named as the file names it. */
+static void die_damaged_object(hid_t loc, const char *name, const char *problem)
 {
-    char file[4096];
+    char file[4096], group[512] = "";
     if (H5Fget_name(loc, file, sizeof file) < 0) snprintf(file, sizeof file, "the file");
-    hid_t ds;
-    H5E_BEGIN_TRY { ds = H5Dopen2(loc, name, H5P_DEFAULT); } H5E_END_TRY;
-    /* the object as the file names it: loc may be a group (a checkpoint's params/) */
-    char group[512] = "";
+    /* loc may be a group (a checkpoint's params/): its path leads the name */
     if (H5Iget_name(loc, group, sizeof group) > 1)
         strncat(group, "/", sizeof group - strlen(group) - 1);
     else
         group[0] = '\0';
-    const char *in = group[0] == '/' ? group + 1 : group;
+    alice_die("%s: %s%s %s; the file is damaged or was edited by another tool: use the file "
+              "alice wrote", file, group[0] == '/' ? group + 1 : group, name, problem);
+}
+
+int h5_shape(hid_t loc, const char *name, int maxdims, long long *dims)
+{
+    hid_t ds;
+    H5E_BEGIN_TRY { ds = H5Dopen2(loc, name, H5P_DEFAULT); } H5E_END_TRY;
     if (ds < 0)
-        alice_die("%s: %s%s is missing or is no dataset (a group, or a link to nothing); the "
-                  "file is damaged or was edited by another tool: use the file alice wrote",
-                  file, in, name);
+        die_damaged_object(loc, name, "is missing or is no dataset (a group, or a link to "
+                                      "nothing)");
     hid_t space = CHECK_H5(H5Dget_space(ds));
     int nd = CHECK_H5(H5Sget_simple_extent_ndims(space));
     hsize_t hd[16];
-    if (nd > 16 || nd > maxdims)
-        alice_die("%s: dataset %s%s has %d dimensions, at most %d expected; the file is damaged "
-                  "or was edited by another tool: use the file alice wrote", file, in, name, nd,
-                  maxdims);
+    if (nd > 16 || nd > maxdims) {
+        char problem[96];
+        snprintf(problem, sizeof problem, "has %d dimensions, at most %d expected", nd, maxdims);
+        die_damaged_object(loc, name, problem);
+    }
     CHECK_H5(H5Sget_simple_extent_dims(space, hd, NULL));
     for (int i = 0; i < nd; i++) dims[i] = (long long)hd[i];
     CHECK_H5(H5Sclose(space));

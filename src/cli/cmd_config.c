@@ -72,7 +72,8 @@ int cmd_config(int argc, char **argv)
                " is part of it; values are not quoted:\na quoted one is refused); `key=value` on the"
                " command line overrides them,\n"
                "wherever it stands; a command refuses a `key=value` it reads nowhere (a job file"
-               " may hold keys\nof several commands). `alice finetune` starts from other defaults for these keys"
+               " may hold keys\nof several commands). `alice finetune` starts from other"
+               " defaults for these keys"
                " (MONAI's UNETR BTCV recipe),\nthen applies job files and the command line"
                " (`alice config --finetune ...` prints the result):");
         for (int i = 0; i < finetune_default_count(); i++)

@@ -221,9 +221,9 @@ static double set_aside_discarded_best(const char *run_dir, long start, double b
         alice_die("%s: cannot rename it to %s (%s); check that the run directory is writable",
                   path, aside, strerror(errno));
     log_warn("%s is of step %ld, after step %ld this run resumes from: the steps that wrote it "
-             "are discarded, so it is set aside as %s; the best of the kept validations (Dice %.4f) "
-             "has no weights on disk, and ckpt_best.h5 will be the best validation from step "
-             "%ld on", path, step, start, aside, best, start);
+             "are discarded, so it is set aside as %s; the best of the kept validations (Dice "
+             "%.4f) has no weights on disk, and ckpt_best.h5 will be the best validation from "
+             "step %ld on", path, step, start, aside, best, start);
     keep_best_discarded(run_dir);
     return -1.0;
 }

@@ -23,7 +23,8 @@ refused() {  # expected message, file that must stay unchanged, alice args
   [ "$rc" = 2 ] || { cat "$W/out.log"; fail "status $rc, not 2, for: alice $*"; }
   grep -q -- "$want" "$W/out.log" || { cat "$W/out.log"; fail "no '$want' for: alice $*"; }
   [ "$(md5sum < "$keep")" = "$before" ] || fail "$keep changed by: alice $*"
-  echo "ok: refused, $(basename "$keep") unchanged: alice $* -> $(grep -m1 error "$W/out.log" | cut -c1-90)"
+  echo "ok: refused, $(basename "$keep") unchanged: alice $* ->" \
+    "$(grep -m1 error "$W/out.log" | cut -c1-90)"
 }
 
 # eval: its own results are replaced on a second run
