@@ -92,6 +92,7 @@ static void fill_table(AliceBackend *t)
     t->linear_fwd_bf16 = cuda_linear_fwd_bf16;
     t->linear_bwd_bf16 = cuda_linear_bwd_bf16;
     t->layernorm_fwd_bf16 = cuda_layernorm_fwd_bf16;
+    t->add_layernorm_fwd = cuda_add_layernorm_fwd;
     t->gelu_fwd_bf16 = cuda_gelu_fwd_bf16;
     t->gelu_bwd_bf16 = cuda_gelu_bwd_bf16;
     t->linear_gelu_bwd_bf16 = cuda_linear_gelu_bwd_bf16;

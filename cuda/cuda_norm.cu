@@ -54,29 +54,38 @@ template <int kMax, class Launch> static void with_vec_width(int vec, Launch lau
  * leave 17 warps per SM, each with a few scalar loads in flight. (Run 3 measured an earlier
  * register-resident variant, 32 scalar floats per lane and 79 registers, slower than the
  * scalar kernel: 13.5 against 10.7 us.) */
-template <typename TOut>
+template <typename TOut, bool kAdd>
 static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, const float *x,
+                                            const __nv_bfloat16 *branch, float *sum,
                                             const float *gamma, const float *beta, int rows,
                                             int dim, float eps)
 {
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
     if (row >= rows) return;
     const float *xr = x + (size_t)row * dim;
+    const __nv_bfloat16 *br = kAdd ? branch + (size_t)row * dim : nullptr;
+    /* the row's value at d: x, or (add_layernorm_fwd) x plus the widened branch, the same
+     * fp32 add in every pass */
+    auto value = [&](int d) {
+        if constexpr (kAdd) return xr[d] + widen(br[d]);
+        else return xr[d];
+    };
     const int chunks = dim / 4, tail = chunks * 4;
     float s = 0.0f;
     for (int c = lane; c < chunks; c += 32)
-        for (int k = 0; k < 4; k++) s += xr[4 * c + k];
-    for (int d = tail + lane; d < dim; d += 32) s += xr[d];
+        for (int k = 0; k < 4; k++) s += value(4 * c + k);
+    for (int d = tail + lane; d < dim; d += 32) s += value(d);
     const float mu = warp_sum(s) / dim;
     float sq = 0.0f;
     for (int c = lane; c < chunks; c += 32)
-        for (int k = 0; k < 4; k++) { const float t = xr[4 * c + k] - mu; sq += t * t; }
-    for (int d = tail + lane; d < dim; d += 32) { const float t = xr[d] - mu; sq += t * t; }
+        for (int k = 0; k < 4; k++) { const float t = value(4 * c + k) - mu; sq += t * t; }
+    for (int d = tail + lane; d < dim; d += 32) { const float t = value(d) - mu; sq += t * t; }
     const float rs = rsqrtf(warp_sum(sq) / dim + eps);  /* biased variance, as PyTorch */
     TOut *yr = y + (size_t)row * dim;
     for (int d = lane; d < dim; d += 32) {
-        const float g = gamma ? gamma[d] : 1.0f, b = beta ? beta[d] : 0.0f;
-        yr[d] = narrow_to<TOut>((xr[d] - mu) * rs * g + b);
+        const float g = gamma ? gamma[d] : 1.0f, b = beta ? beta[d] : 0.0f, v = value(d);
+        if constexpr (kAdd) sum[(size_t)row * dim + d] = v;
+        yr[d] = narrow_to<TOut>((v - mu) * rs * g + b);
     }
     if (lane == 0) {
         if (mean) mean[row] = mu;
@@ -84,10 +93,11 @@ static __global__ void layernorm_fwd_kernel(TOut *y, float *mean, float *rstd, c
     }
 }
 
-template <typename TOut, int kVec>
+template <typename TOut, int kVec, bool kAdd>
 static __global__ void __launch_bounds__(kThreads)
     layernorm_fwd_vec_kernel(TOut *y, float *mean, float *rstd, const float *x,
-                             const float *gamma, const float *beta, int rows, float eps)
+                             const __nv_bfloat16 *branch, float *sum, const float *gamma,
+                             const float *beta, int rows, float eps)
 {
     constexpr int dim = 128 * kVec;
     const int row = blockIdx.x * kRowsPerBlock + (threadIdx.x >> 5), lane = threadIdx.x & 31;
@@ -96,6 +106,19 @@ static __global__ void __launch_bounds__(kThreads)
     Pack<float, 4> v[kVec];
 #pragma unroll
     for (int k = 0; k < kVec; k++) v[k] = load_pack<float, 4>(xr + 4 * (lane + 32 * k));
+    if constexpr (kAdd) {
+        /* every load in flight before the adds; the sum stored once, 16 bytes at a time */
+        Pack<__nv_bfloat16, 4> bv[kVec];
+#pragma unroll
+        for (int k = 0; k < kVec; k++)
+            bv[k] = load_pack<__nv_bfloat16, 4>(branch + (size_t)row * dim + 4 * (lane + 32 * k));
+#pragma unroll
+        for (int k = 0; k < kVec; k++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) v[k].v[e] = v[k].v[e] + widen(bv[k].v[e]);
+            store_pack(sum + (size_t)row * dim + 4 * (lane + 32 * k), v[k]);
+        }
+    }
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < kVec; k++)
@@ -128,24 +151,31 @@ static __global__ void __launch_bounds__(kThreads)
 }
 
 /* The vector kernel where the width and the pointers allow it (a NULL gamma or beta is
- * aligned), else the scalar one: the same bits either way. */
+ * aligned), else the scalar one: the same bits either way. branch (bf16) and sum: the add of
+ * add_layernorm_fwd (both NULL: a plain LayerNorm of x). */
 template <typename TOut>
 static void launch_layernorm_fwd(TOut *y, float *mean, float *rstd, const float *x,
                                  const float *gamma, const float *beta, int rows, int dim,
-                                 float eps)
+                                 float eps, const __nv_bfloat16 *branch = nullptr,
+                                 float *sum = nullptr)
 {
     if (rows <= 0) return;
     const unsigned grid = row_blocks(rows);
-    const int vec = layernorm_vec_width(dim, kLnVecMax, y, x, gamma, beta);
+    /* a row of branch is 2 * dim bytes: 16-byte aligned rows where dim % 128 == 0 */
+    const int vec = layernorm_vec_width(dim, kLnVecMax, y, x, gamma, beta, sum, branch);
     with_vec_width<kLnVecMax>(vec, [&](auto k) {
         constexpr int kVec = decltype(k)::value;
-        if constexpr (kVec > 0)
-            layernorm_fwd_vec_kernel<TOut, kVec><<<grid, kThreads, 0, cuda_stream()>>>(
-                y, mean, rstd, x, gamma, beta, rows, eps);
-        else
-            layernorm_fwd_kernel<TOut><<<grid, kThreads, 0, cuda_stream()>>>(y, mean, rstd, x,
-                                                                            gamma, beta, rows,
-                                                                            dim, eps);
+        auto go = [&](auto add) {
+            constexpr bool kAdd = decltype(add)::value;
+            if constexpr (kVec > 0)
+                layernorm_fwd_vec_kernel<TOut, kVec, kAdd><<<grid, kThreads, 0, cuda_stream()>>>(
+                    y, mean, rstd, x, branch, sum, gamma, beta, rows, eps);
+            else
+                layernorm_fwd_kernel<TOut, kAdd><<<grid, kThreads, 0, cuda_stream()>>>(
+                    y, mean, rstd, x, branch, sum, gamma, beta, rows, dim, eps);
+        };
+        if (branch) go(std::true_type());
+        else go(std::false_type());
     });
     CUDA_CHECK_LAUNCH();
 }
@@ -160,6 +190,19 @@ void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x
                              const float *gamma, const float *beta, int rows, int dim, float eps)
 {
     launch_layernorm_fwd(as_nv(y), mean, rstd, x, gamma, beta, rows, dim, eps);
+}
+
+void cuda_add_layernorm_fwd(float *sum, void *y, DType y_type, float *mean, float *rstd,
+                            const float *x, const bf16_t *branch, const float *gamma,
+                            const float *beta, int rows, int dim, float eps)
+{
+    backend_check_add_layernorm("add_layernorm_fwd", sum, x, branch, (size_t)rows * dim);
+    if (y_type == DTYPE_BF16)
+        launch_layernorm_fwd(as_nv((bf16_t *)y), mean, rstd, x, gamma, beta, rows, dim, eps,
+                             as_nv(branch), sum);
+    else
+        launch_layernorm_fwd((float *)y, mean, rstd, x, gamma, beta, rows, dim, eps,
+                             as_nv(branch), sum);
 }
 
 /* ---- LayerNorm backward ----

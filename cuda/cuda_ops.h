@@ -93,6 +93,9 @@ void cuda_layernorm_bwd_dx16(float *dx, const float *dx_residual, float *dgamma,
                              int dim);
 void cuda_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
                              const float *gamma, const float *beta, int rows, int dim, float eps);
+void cuda_add_layernorm_fwd(float *sum, void *y, DType y_type, float *mean, float *rstd,
+                            const float *x, const bf16_t *branch, const float *gamma,
+                            const float *beta, int rows, int dim, float eps);
 void cuda_softmax_fwd(float *y, const float *x, int rows, int cols);
 void cuda_softmax_bwd(float *dx, const float *dy, const float *y, int rows, int cols);
 void cuda_instnorm_fwd(float *y, float *mean, float *rstd, const float *x, const float *gamma,

@@ -14,6 +14,7 @@ typedef struct Config {
     char device[CFG_STR];         /* cpu | cuda */
     char precision[CFG_STR];      /* fp32 | bf16 (bf16 GEMM operands and activations, fp32 master weights) */
     int bf16_activations;         /* bf16: transformer activations stored in bf16 */
+    int bf16_branch_out;          /* bf16 activations: proj/fc2 outputs bf16, added in LayerNorm */
     int bf16_weight_copy;         /* cuda bf16: weights rounded once per change, not per GEMM */
     int tf32;                     /* cuda fp32 GEMMs/convolutions may use TF32 tensor cores */
     int gemm_autotune;            /* cuda: time cuBLASLt's candidate algorithms per GEMM shape */

@@ -217,7 +217,8 @@ void pretrain_model_init(PretrainModel *m, const Config *cfg, const AliceBackend
         params_initialize(&m->buffers, (uint64_t)cfg->seed);
     }
 
-    arena_plan(&m->arena, be, act_type_for_precision(cfg->precision, cfg->bf16_activations));
+    arena_plan_mixed(&m->arena, be, cfg->precision, cfg->bf16_activations,
+                     cfg->bf16_branch_out);
     layout(m, &m->arena);
     arena_commit(&m->arena);
     layout(m, &m->arena);

@@ -402,7 +402,8 @@ void unetr_init(UnetrModel *m, const Config *cfg, const AliceBackend *be, int B,
         for (int t = 0; t < ps->count; t++)
             ps->lr_scale[t] = unetr_layer_lr_scale(m, t, cfg->layer_decay);
 
-    arena_plan(&m->arena, be, act_type_for_precision(cfg->precision, cfg->bf16_activations));
+    arena_plan_mixed(&m->arena, be, cfg->precision, cfg->bf16_activations,
+                     cfg->bf16_branch_out);
     layout(m, &m->arena);
     arena_commit(&m->arena);
     layout(m, &m->arena);

@@ -10,6 +10,13 @@ DType act_type_for_precision(const char *precision, int bf16_activations)
     return strcmp(precision, "bf16") == 0 && bf16_activations ? DTYPE_BF16 : DTYPE_F32;
 }
 
+void arena_plan_mixed(Arena *a, const AliceBackend *be, const char *precision,
+                      int bf16_activations, int bf16_branch_out)
+{
+    arena_plan(a, be, act_type_for_precision(precision, bf16_activations));
+    a->bf16_branches = a->act_type == DTYPE_BF16 && bf16_branch_out;
+}
+
 Act arena_act(Arena *a, size_t n, DType t)
 {
     /* arena_floats hands out 256-byte aligned blocks: ask for enough floats to hold n of t */

@@ -25,6 +25,11 @@ static inline size_t dtype_bytes(DType t) { return t == DTYPE_BF16 ? sizeof(bf16
  * bf16_activations. */
 DType act_type_for_precision(const char *precision, int bf16_activations);
 
+/* arena_plan for the activation types of config keys precision, bf16_activations and
+ * bf16_branch_out (the last only with bf16 activations). */
+void arena_plan_mixed(Arena *a, const AliceBackend *be, const char *precision,
+                      int bf16_activations, int bf16_branch_out);
+
 /* n elements of type t from the arena. */
 Act arena_act(Arena *a, size_t n, DType t);
 /* The tensor starting elems elements into a (e.g. k and v inside a packed qkv). */

@@ -17,6 +17,9 @@ typedef struct {
     size_t cap, used;
     int planning;
     DType act_type;  /* of the activations that may be stored in low precision (nn/act.h) */
+    /* with bf16 act_type: transformer branches (attention's projection, fc2) stored in bf16 and
+     * added to the residual stream by the LayerNorm after them (bf16_branch_out) */
+    int bf16_branches;
 } Arena;
 
 /* act_type: the element type of activations that may be low precision (nn/act.h). */

@@ -91,6 +91,9 @@ static void layout_stack(const TStack *s, TStackActs *a, Arena *ar, int B, int T
     a->out16 = out_type == DTYPE_BF16 ? arena_act(ar, rows * W, DTYPE_BF16).p : NULL;
     a->out_mean = arena_floats(ar, rows);
     a->out_rstd = arena_floats(ar, rows);
+    a->branch16 = ar->bf16_branches && ar->act_type == DTYPE_BF16
+                      ? arena_act(ar, rows * W, DTYPE_BF16).p
+                      : NULL;
     if (train) {
         a->g0 = arena_floats(ar, rows * W);
         a->g1 = arena_floats(ar, rows * W);
@@ -136,20 +139,48 @@ static const float *drop_scales(const TStackActs *a, int blk, DropBranch br)
     return a->drop_scale + drop_path_index(blk, br, a->B, 0);
 }
 
+/* A residual sum the next LayerNorm still has to make (bf16_branch_out): sum = base +
+ * branch, branch the bf16 output of a block's projection or fc2. branch NULL: nothing pending,
+ * the LayerNorm reads sum as it is. */
+typedef struct {
+    float *sum;
+    const float *base;
+    const bf16_t *branch;
+} PendingSum;
+
 /* y = residual + branch, branch = x W^T + b: the residual added in the linear layer's store
- * (act_linear_fwd), or with drop-path scales the branch stored alone, then
- * y = residual + scale[sample] branch in one pass. */
-static void residual_branch_fwd(const ParamSet *ps, const TStackActs *a, const float *scales,
-                                int w, int b, float *y, Act x, const float *residual, int in,
-                                int out)
+ * (act_linear_fwd); with bf16_branch_out (a->branch16) the branch stored in bf16 and the add
+ * left to the next LayerNorm (returned pending); or with drop-path scales the branch stored
+ * alone, then y = residual + scale[sample] branch in one pass. */
+static PendingSum residual_branch_fwd(const ParamSet *ps, const TStackActs *a,
+                                      const float *scales, int w, int b, float *y, Act x,
+                                      const float *residual, int in, int out)
 {
     const int rows = a->B * a->T;
+    const PendingSum done = {y, NULL, NULL};
+    if (!scales && a->branch16 && x.type == DTYPE_BF16) {
+        act_linear_fwd(ps, w, b, (Act){a->branch16, DTYPE_BF16}, x, NULL, rows, in, out);
+        return (PendingSum){y, residual, a->branch16};
+    }
     if (!scales) {
         act_linear_fwd(ps, w, b, (Act){y, DTYPE_F32}, x, residual, rows, in, out);
-        return;
+        return done;
     }
     act_linear_fwd(ps, w, b, (Act){y, DTYPE_F32}, x, NULL, rows, in, out);
     ps->be->add_group_scaled(y, residual, y, scales, a->B, (size_t)a->T * out);
+    return done;
+}
+
+/* y = LayerNorm(p.sum), making the pending sum first (in the same pass) where there is one. */
+static void residual_norm_fwd(const AliceBackend *be, PendingSum p, Act y, float *mean,
+                              float *rstd, const float *gamma, const float *beta, int rows,
+                              int W)
+{
+    if (p.branch)
+        be->add_layernorm_fwd(p.sum, y.p, y.type, mean, rstd, p.base, p.branch, gamma, beta,
+                              rows, W, LAYERNORM_EPS);
+    else
+        act_layernorm_fwd(be, y, mean, rstd, p.sum, gamma, beta, rows, W, LAYERNORM_EPS);
 }
 
 /* The gradient a dropping branch's output receives: scale[sample] g into scratch (NULL scales:
@@ -172,30 +203,33 @@ void tstack_forward(const TStack *s, TStackActs *a, const ParamSet *ps)
     const AliceBackend *be = ps->be;
     const int W = s->width, M = s->mlp, H = s->heads, B = a->B, T = a->T;
     const int rows = B * T;
-    const float *x = a->x0;
+    /* the block input x: x0, or the previous block's out once its LayerNorm made it */
+    PendingSum x = {a->x0, NULL, NULL};
     for (int i = 0; i < s->depth; i++) {
         const BlockParams *p = &s->blk[i];
         BlockActs *b = &a->act[i];
-        act_layernorm_fwd(be, b->ln1, b->ln1_mean, b->ln1_rstd, x, param(ps, p->norm1_w),
-                          param(ps, p->norm1_b), rows, W, LAYERNORM_EPS);
+        residual_norm_fwd(be, x, b->ln1, b->ln1_mean, b->ln1_rstd, param(ps, p->norm1_w),
+                          param(ps, p->norm1_b), rows, W);
         act_linear_fwd(ps, p->qkv_w, NO_PARAM, b->qkv, b->ln1, NULL, rows, W, 3 * W);
         act_attention_fwd(be, b->att, b->probs, b->qkv, act_offset(b->qkv, W),
                           act_offset(b->qkv, 2 * (size_t)W), B, H, T, T, W / H, 3 * W, 3 * W);
         /* mid = x + proj(att): the residual added in the projection's store (bf16 activations;
-         * fp32 ones add it after). x is x0 or the previous block's out, never this block's mid. */
-        residual_branch_fwd(ps, a, drop_scales(a, i, DROP_BRANCH_ATTN), p->proj_w, p->proj_b,
-                            b->mid, b->att, x, W, W);
-        act_layernorm_fwd(be, b->ln2, b->ln2_mean, b->ln2_rstd, b->mid, param(ps, p->norm2_w),
-                          param(ps, p->norm2_b), rows, W, LAYERNORM_EPS);
+         * fp32 ones add it after), or by norm2 (bf16_branch_out). x is x0 or the previous
+         * block's out, never this block's mid. */
+        const PendingSum mid =
+            residual_branch_fwd(ps, a, drop_scales(a, i, DROP_BRANCH_ATTN), p->proj_w,
+                                p->proj_b, b->mid, b->att, x.sum, W, W);
+        residual_norm_fwd(be, mid, b->ln2, b->ln2_mean, b->ln2_rstd, param(ps, p->norm2_w),
+                          param(ps, p->norm2_b), rows, W);
         act_linear_fwd(ps, p->fc1_w, p->fc1_b, b->h, b->ln2, NULL, rows, W, M);
         act_gelu_fwd(be, b->hg, b->h, (size_t)rows * M);
-        /* out = mid + fc2(hg), the same way */
-        residual_branch_fwd(ps, a, drop_scales(a, i, DROP_BRANCH_MLP), p->fc2_w, p->fc2_b,
-                            b->out, b->hg, b->mid, M, W);
-        x = b->out;
+        /* out = mid + fc2(hg), the same way (with bf16_branch_out made by the next block's
+         * norm1 or the final norm) */
+        x = residual_branch_fwd(ps, a, drop_scales(a, i, DROP_BRANCH_MLP), p->fc2_w, p->fc2_b,
+                                b->out, b->hg, b->mid, M, W);
     }
-    act_layernorm_fwd(be, tstack_output(a), a->out_mean, a->out_rstd, x, param(ps, s->norm_w),
-                      param(ps, s->norm_b), rows, W, LAYERNORM_EPS);
+    residual_norm_fwd(be, x, tstack_output(a), a->out_mean, a->out_rstd, param(ps, s->norm_w),
+                      param(ps, s->norm_b), rows, W);
 }
 
 /* A LayerNorm backward whose dx (dx_residual added) is the dy of a linear layer's backward

@@ -49,6 +49,11 @@ typedef struct {
      * PyTorch's autocast (a matmul's grad_input has the autocast type), so fc2's dx GEMM rounds
      * it in its store (linear_bwd_bf16_dx16) */
     float *g0, *g1, *dmid, *dtmp, *dh2, *datt;
+    /* bf16_branch_out (the arena's bf16_branches): a block's projection or fc2 output in bf16
+     * [B T, W], added to the residual stream by the LayerNorm after it (add_layernorm_fwd);
+     * NULL otherwise. One buffer serves both: each branch is read by the next LayerNorm,
+     * before the next branch is written. */
+    bf16_t *branch16;
     Act dqkv, dh1;
     /* Drop-path (tstack_layout_drop_path; nn/drop_path.h): block i's branches are scaled per
      * sample by drop_scale[drop_path_index(i, branch, B, b)] (backend memory, the owner's draws)

@@ -5,15 +5,31 @@
 
 #include "core/check.h"
 
+static int ranges_overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes)
+{
+    const uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return a_bytes && b_bytes && x < y + b_bytes && y < x + a_bytes;
+}
+
 void backend_check_residual(const char *op, const void *out, DType out_type,
                             const float *residual, size_t n)
 {
     if (!residual) return;
     ALICE_ASSERT(out_type == DTYPE_F32, "%s: a residual is added to an fp32 output only (this "
                  "one is bf16: it would round the residual stream)", op);
-    const uintptr_t o = (uintptr_t)out, r = (uintptr_t)residual, bytes = n * sizeof(float);
-    ALICE_ASSERT(n == 0 || o + bytes <= r || r + bytes <= o, "%s: the output overlaps the "
+    const size_t bytes = n * sizeof(float);
+    ALICE_ASSERT(!ranges_overlap(out, bytes, residual, bytes), "%s: the output overlaps the "
                  "residual it adds (pass distinct buffers)", op);
+}
+
+void backend_check_add_layernorm(const char *op, const float *sum, const float *x,
+                                 const bf16_t *branch, size_t n)
+{
+    const size_t bytes = n * sizeof(float);
+    ALICE_ASSERT(!ranges_overlap(sum, bytes, x, bytes) &&
+                 !ranges_overlap(sum, bytes, branch, n * sizeof(bf16_t)),
+                 "%s: the sum overlaps the residual stream or the branch it adds (pass distinct "
+                 "buffers)", op);
 }
 
 #ifndef ALICE_CUDA

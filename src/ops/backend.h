@@ -45,6 +45,12 @@ typedef struct BackendGraph BackendGraph;
 void backend_check_residual(const char *op, const void *out, DType out_type,
                             const float *residual, size_t n);
 
+/* The argument check of add_layernorm_fwd, shared by the backends: fatal (naming op) when
+ * sum's n floats overlap x's or the n bf16 of branch (the kernels read x and branch after
+ * writing sum, the scalar one three times). */
+void backend_check_add_layernorm(const char *op, const float *sum, const float *x,
+                                 const bf16_t *branch, size_t n);
+
 typedef struct AliceBackend {
     const char *name;
 
@@ -323,6 +329,14 @@ typedef struct AliceBackend {
     void (*layernorm_fwd_bf16)(bf16_t *y, float *mean, float *rstd, const float *x,
                                const float *gamma, const float *beta, int rows, int dim,
                                float eps);
+    /* A bf16 residual branch (bf16_branch_out: attention's projection or fc2 stored in bf16,
+     * PyTorch autocast's rounding) added to the fp32 residual stream inside the LayerNorm that
+     * reads the sum: sum = x + widen(branch) (fp32), y = LayerNorm(sum) in y_type (fp32 or
+     * bf16), mean and rstd fp32. sum must not overlap x or branch (checked). Contract: the
+     * bits of that add followed by layernorm_fwd / layernorm_fwd_bf16 on sum. */
+    void (*add_layernorm_fwd)(float *sum, void *y, DType y_type, float *mean, float *rstd,
+                              const float *x, const bf16_t *branch, const float *gamma,
+                              const float *beta, int rows, int dim, float eps);
     /* GELU of a bf16 tensor into a bf16 tensor; backward dx = dy gelu'(x), fp32. */
     void (*gelu_fwd_bf16)(bf16_t *y, const bf16_t *x, size_t n);
     void (*gelu_bwd_bf16)(float *dx, const float *dy, const bf16_t *x, size_t n);

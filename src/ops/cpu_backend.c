@@ -84,6 +84,7 @@ static const AliceBackend cpu_backend = {
     .linear_fwd_bf16 = cpu_linear_fwd_bf16,
     .linear_bwd_bf16 = cpu_linear_bwd_bf16,
     .layernorm_fwd_bf16 = cpu_layernorm_fwd_bf16,
+    .add_layernorm_fwd = cpu_add_layernorm_fwd,
     .gelu_fwd_bf16 = cpu_gelu_fwd_bf16,
     .gelu_bwd_bf16 = cpu_gelu_bwd_bf16,
     .linear_gelu_bwd_bf16 = cpu_linear_gelu_bwd_bf16,

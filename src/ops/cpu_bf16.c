@@ -256,6 +256,21 @@ void cpu_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
     narrow(y, yf, n);
 }
 
+/* The contract's sequence itself: the add, then the LayerNorm of the fp32 sum. */
+void cpu_add_layernorm_fwd(float *sum, void *y, DType y_type, float *mean, float *rstd,
+                           const float *x, const bf16_t *branch, const float *gamma,
+                           const float *beta, int rows, int dim, float eps)
+{
+    const size_t n = (size_t)rows * dim;
+    backend_check_add_layernorm("add_layernorm_fwd", sum, x, branch, n);
+    #pragma omp parallel for simd schedule(static) if (n > CPU_OMP_MIN_ELEMENTS)
+    for (size_t i = 0; i < n; i++) sum[i] = x[i] + bf16_to_float(branch[i]);
+    if (y_type == DTYPE_BF16)
+        cpu_layernorm_fwd_bf16(y, mean, rstd, sum, gamma, beta, rows, dim, eps);
+    else
+        cpu_layernorm_fwd(y, mean, rstd, sum, gamma, beta, rows, dim, eps);
+}
+
 /* The GELU formula is ops/cpu_math.h's (the fp32 op's and the CUDA kernels'), applied to the
  * widened input element by element: no temporary needed. */
 void cpu_gelu_fwd_bf16(bf16_t *y, const bf16_t *x, size_t n)

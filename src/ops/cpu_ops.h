@@ -192,6 +192,9 @@ void cpu_linear_bwd_bf16(float *dx, float *dW, float *db, const float *dy, const
                          const float *W, int rows, int in, int out);
 void cpu_layernorm_fwd_bf16(bf16_t *y, float *mean, float *rstd, const float *x,
                             const float *gamma, const float *beta, int rows, int dim, float eps);
+void cpu_add_layernorm_fwd(float *sum, void *y, DType y_type, float *mean, float *rstd,
+                           const float *x, const bf16_t *branch, const float *gamma,
+                           const float *beta, int rows, int dim, float eps);
 void cpu_gelu_fwd_bf16(bf16_t *y, const bf16_t *x, size_t n);
 void cpu_gelu_bwd_bf16(float *dx, const float *dy, const bf16_t *x, size_t n);
 void cpu_linear_gelu_bwd_bf16(float *dx, float *dW, float *db, const float *dy_act,

@@ -600,6 +600,7 @@ int finetune_run(const Config *cfg, const FinetuneOptions *opt)
         log_info("fine-tuning done: %ld steps without validation (no held-out case), run "
                  "directory %s (ckpt_best.h5 holds the last step's weights, as the last "
                  "ckpt_<step>.h5)", cfg->steps, cfg->run_dir);
+    step_graph_log_summary(&graph);
     step_graph_free(&graph);
     grad_sync_free(&sync);
     runlog_close(&log);

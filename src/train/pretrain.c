@@ -366,6 +366,7 @@ int pretrain_run(const Config *cfg, const PretrainOptions *opt)
     if (model.alice) log_pair_counts(&pairs, cfg, &dist);
     runlog_close(&log);
     loader_destroy(loader);
+    step_graph_log_summary(&graph);
     step_graph_free(&graph);
     grad_sync_free(&sync);
     pretrain_model_free(&model);

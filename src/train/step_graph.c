@@ -124,6 +124,15 @@ StepRun step_graph_run_if(StepGraph *sg, int recordable, StepEnqueueFn enqueue, 
     return recordable ? step_graph_run(sg, enqueue, ctx) : run_eager(sg, enqueue, ctx);
 }
 
+void step_graph_log_summary(const StepGraph *sg)
+{
+    if (sg->recordings == 0) return;
+    log_info("cuda_graph: %ld steps recorded, %ld replayed, %ld eager (%d recordings%s)",
+             sg->recorded_steps, sg->replayed_steps, sg->eager_steps, sg->recordings,
+             sg->state == STEP_GRAPH_FAILED ? "; the last failed, the loop ran eagerly after it"
+                                            : "");
+}
+
 void step_graph_free(StepGraph *sg)
 {
     if (sg->graph) sg->be->graph_free(sg->graph);

@@ -79,6 +79,9 @@ StepRun step_graph_run(StepGraph *sg, StepEnqueueFn enqueue, void *ctx);
 StepRun step_graph_run_if(StepGraph *sg, int recordable, StepEnqueueFn enqueue, void *ctx);
 /* 1 while steps may go through a graph (WARMUP, CAPTURE, REPLAY). */
 int step_graph_enabled(const StepGraph *sg);
+/* One log_info line of the counters after a training run: how many steps ran recorded,
+ * replayed and eagerly (nothing when no recording was attempted: the graph off, or a CPU run). */
+void step_graph_log_summary(const StepGraph *sg);
 void step_graph_free(StepGraph *sg);
 
 #endif

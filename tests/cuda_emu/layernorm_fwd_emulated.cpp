@@ -9,7 +9,11 @@
  *  - the same rows through the scalar kernel (buffers shifted by one float, so the launcher's
  *    alignment check sends them there) give the vector kernel's bits exactly: y, mean, rstd;
  *  - nothing is written past the last row.
- * Rows 1, 9 and 50 (a partial block of 8 rows). */
+ * Rows 1, 9 and 50 (a partial block of 8 rows).
+ * The add of add_layernorm_fwd (bf16_branch_out: a bf16 branch added to x in the LayerNorm's
+ * pass), at the same widths, aligned (vector kernel where the width allows) and shifted
+ * (scalar kernel): sum is x + the widened branch bit for bit, and y, mean and rstd are the plain
+ * LayerNorm's bits on that sum (the op's contract), with nothing written past the last row. */
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -17,12 +21,25 @@
 
 #include "emu_cuda.h"
 #include "emu_test_util.h"
+extern "C" {
+#include "ops/backend.h" /* DType */
+}
 /* widen, narrow_to, as_nv (the script's empty cuda_bf16.h stands in for CUDA's) */
 #include "cuda/cuda_bf16.cuh"
 
 /* CUDA's rsqrtf (the GPU's approximation differs in the last bits; the bit comparisons here
  * are between two kernels that both call it) */
 static inline float rsqrtf(float v) { return 1.0f / std::sqrt(v); }
+
+/* src/ops/backend.c's check, as the CUDA backend calls it: fatal on an overlap. */
+extern "C" void backend_check_add_layernorm(const char *op, const float *sum, const float *x,
+                                            const bf16_t *branch, size_t n)
+{
+    const char *s = (const char *)sum, *a = (const char *)x, *b = (const char *)branch;
+    const size_t fb = n * sizeof(float), bb = n * sizeof(bf16_t);
+    if (n && ((s < a + fb && a < s + fb) || (s < b + bb && b < s + fb)))
+        alice_fatal_at(__FILE__, __LINE__, "%s: the sum overlaps x or the branch", op);
+}
 
 #include "layernorm_fwd.inc" /* cut out of cuda/cuda_kernels.cuh and cuda/cuda_norm.cu */
 
@@ -129,6 +146,62 @@ template <typename T> static void check_case(int rows, int dim, bool affine)
            affine ? "affine" : "plain ", vector_path ? "vector" : "scalar", worst_y);
 }
 
+/* add_layernorm_fwd's entry (cuda_add_layernorm_fwd) and its path through the launcher: sum
+ * and y from one launch with the branch, its buffers shifted by `shift` floats (bf16 elements
+ * for the branch). */
+template <typename T>
+static void check_add_case(int rows, int dim, int shift)
+{
+    const size_t n = (size_t)rows * dim;
+    std::vector<float> x(n), gamma(dim), beta(dim);
+    std::vector<__nv_bfloat16> branch(n);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = rng.uniform(-1.5f, 2.5f);
+        branch[i] = narrow_to<__nv_bfloat16>(rng.uniform(-2.0f, 2.0f));
+    }
+    for (int d = 0; d < dim; d++) {
+        gamma[d] = rng.uniform(0.5f, 1.5f);
+        beta[d] = rng.uniform(-0.5f, 0.5f);
+    }
+    std::vector<float> xb(n + 64), sb(n + 64 + kGuard, kSentinel);
+    std::vector<__nv_bfloat16> bb(n + 64);
+    std::vector<T> yb(n + 64 + kGuard);
+    fill_sentinel(yb);
+    float *xa = (float *)(((uintptr_t)xb.data() + 15) & ~(uintptr_t)15) + shift;
+    float *sa = (float *)(((uintptr_t)sb.data() + 15) & ~(uintptr_t)15) + shift;
+    __nv_bfloat16 *ba = (__nv_bfloat16 *)(((uintptr_t)bb.data() + 15) & ~(uintptr_t)15) + shift;
+    T *ya = (T *)(((uintptr_t)yb.data() + 15) & ~(uintptr_t)15) + shift;
+    std::memcpy(xa, x.data(), n * sizeof(float));
+    std::memcpy(ba, branch.data(), n * sizeof(__nv_bfloat16));
+    std::vector<float> mean(rows + kGuard, kSentinel), rstd(rows + kGuard, kSentinel);
+    cuda_add_layernorm_fwd(sa, ya, sizeof(T) == 2 ? DTYPE_BF16 : DTYPE_F32, mean.data(),
+                           rstd.data(), xa, reinterpret_cast<const bf16_t *>(ba), gamma.data(),
+                           beta.data(), rows, dim, 1e-5f);
+    /* the reference: the add on the host, then the plain launch on the sum */
+    std::vector<float> want_sum(n);
+    for (size_t i = 0; i < n; i++) want_sum[i] = x[i] + __bfloat162float(branch[i]);
+    const LnRun<T> plain = run_ln<T>(want_sum, gamma, beta, true, rows, dim, 0);
+    int bad_sum = 0, bad_y = 0, bad_stats = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad_sum += !same_bits(sa[i], want_sum[i]);
+        bad_y += !same_bits(ya[i], plain.y[i]);
+    }
+    for (int r = 0; r < rows; r++)
+        bad_stats += !same_bits(mean[r], plain.mean[r]) || !same_bits(rstd[r], plain.rstd[r]);
+    EMU_CHECK(bad_sum == 0 && bad_y == 0 && bad_stats == 0, "add rows %d dim %d shift %d: %d sum, "
+              "%d y and %d rows' statistics differ from the add followed by the plain LayerNorm",
+              rows, dim, shift, bad_sum, bad_y, bad_stats);
+    for (int g = 0; g < kGuard; g++) {
+        EMU_CHECK(sa[n + g] == kSentinel && same_bits(ya[n + g], narrow_to<T>(kSentinel)) &&
+                      mean[rows + g] == kSentinel && rstd[rows + g] == kSentinel,
+                  "add rows %d dim %d: written past the last row", rows, dim);
+    }
+    const bool vector_path = shift == 0 && dim % 128 == 0 && dim / 128 <= kLnVecMax;
+    printf("  add rows %2d dim %4d %s (%s kernel): sum, y and statistics are the add's and the "
+           "plain LayerNorm's bits\n", rows, dim, sizeof(T) == 2 ? "bf16" : "fp32",
+           vector_path ? "vector" : "scalar");
+}
+
 int main()
 {
     for (int dim : {128, 384, 768, 1024, 37, 130, 1027, 1152}) {
@@ -138,6 +211,11 @@ int main()
     check_case<float>(50, 768, false);
     check_case<__nv_bfloat16>(50, 384, true);
     check_case<float>(1, 640, true);
+    for (int dim : {384, 768, 130, 1027})
+        for (int shift : {0, 1}) {
+            check_add_case<__nv_bfloat16>(9, dim, shift);
+            check_add_case<float>(9, dim, shift);
+        }
     printf("%s: LayerNorm forward on the emulation\n", emu_fails ? "FAIL" : "ok");
     return emu_fails ? 1 : 0;
 }

@@ -492,6 +492,22 @@ if [ $math_modes = 1 ] && [ -f src/ops/attention_choice.h ]; then
     record "cudnn attention step speed-up" skip "needs both steps (default ${c:-missing}, flash ${f:-missing} samples/s)"
   fi
 fi
+# bf16_branch_out (session 25): the attention projections and fc2 store their outputs in bf16
+# (PyTorch autocast's rounding) and the LayerNorm after each adds them to the fp32 residual
+# stream in its pass, where the default has cuBLASLt add the residual in an fp32 store (those
+# GEMMs ran at 124-290 TFLOP/s in run 18). A measurement, "ok" either way.
+if [ $math_modes = 1 ] && grep -q bf16_branch_out src/core/config_keys.c; then
+  alice_step bf16-branch16 precision=bf16 tf32=1 bf16_branch_out=1
+  b=${samples_per_s[alice_bf16-branch16]:-}; d=${samples_per_s[alice_bf16]:-}
+  if [ -n "$b" ] && [ -n "$d" ]; then
+    format="%.3fx the default samples/s with bf16_branch_out=1 (%s vs %s; MFU %s%% vs %s%%)"
+    record "bf16 branch step speed-up" ok "$(awk -v d="$d" -v b="$b" -v m="${mfu[alice_bf16]:-?}" \
+      -v n="${mfu[alice_bf16-branch16]:-?}" -v f="$format" 'BEGIN{printf f, b/d, b, d, n, m}')"
+  else
+    record "bf16 branch step speed-up" skip \
+      "needs both steps (default ${d:-missing}, bf16 branches ${b:-missing} samples/s)"
+  fi
+fi
 # The teacher through the whole EMA decoder (teacher_decoder = full, the default since session
 # 12) beside the decoder_embed-only teacher that runs 1-10 timed: what the fidelity fix costs,
 # in the same run (each step's MFU over its own FLOP count).
@@ -852,15 +868,18 @@ if built "train from data" "$BIN/alice" &&
 else
   [ -f "$LOGDIR/phantoms.log" ] && record "phantom data set" FAIL "$(first_line '[Ee]rror' "$LOGDIR/phantoms.log")"
 fi
-train_data() {  # train_data cpu|gpu|gpu-churn
+train_data() {  # train_data cpu|gpu|gpu-churn|gpu-hostchurn
   local dd=$1 extra=() ms rc
   [ $have_data = 1 ] || return 0
   # gpu-churn: a GPU cache of about two of the four volumes, so uploads and evictions run
-  # every step (they should overlap the compute: close to the gpu row)
+  # every step (they should overlap the compute: close to the gpu row); gpu-hostchurn: the
+  # pinned host cache that small too, so the loader's threads free and pin volumes while the
+  # step is recorded
   [ "$dd" = gpu-churn ] && extra=(gpu_cache_mb=96 prefetch=2)
+  [ "$dd" = gpu-hostchurn ] && extra=(cache_mb=96 gpu_cache_mb=96 prefetch=2)
   if timed "train data_device=$dd" 180 "$LOGDIR/train_data_$dd.log" "$BIN/alice" pretrain \
        --config jobs/pretrain_vitb_paper.cfg device=cuda batch=8 precision=bf16 tf32=1 data="$DS" \
-       data_device=${dd%-churn} "${extra[@]}" steps=8 warmup=1 log_every=1 ckpt_every=1000 \
+       data_device=${dd%%-*} "${extra[@]}" steps=8 warmup=1 log_every=1 ckpt_every=1000 \
        run_dir="$DATA_DIR/run_data_$dd"; then
     cp "$DATA_DIR/run_data_$dd/metrics.csv" "$LOGDIR/train_data_$dd.metrics.csv" 2>/dev/null
     # metrics.csv: a header, then steps 0..7; the mean over steps 4-8 (rows 5-9) leaves out
@@ -875,6 +894,25 @@ train_data() {  # train_data cpu|gpu|gpu-churn
 }
 train_data cpu
 train_data gpu
+# The loader's prefetch threads free pinned volumes (cudaFreeHost in io/loader.c's
+# graveyard_flush, which synchronises the context) and pin new ones (cudaHostAlloc) while the
+# training thread records the step. With a host cache of about two of the four volumes that
+# happens every step; the graph must still be recorded and replayed (a spoiled recording would
+# only cost speed: the loop then stays eager and correct).
+if [ $have_data = 1 ]; then
+  train_data gpu-hostchurn
+  hc_log="$LOGDIR/train_data_gpu-hostchurn.log"
+  hc_line=$(grep -o 'cuda_graph: [0-9]* steps recorded.*' "$hc_log" 2>/dev/null | tail -1)
+  hc_warn=$(first_line 'warning.*cuda_graph' "$hc_log")
+  hc_replays=$(echo "$hc_line" | sed -n 's/.* \([0-9]*\) replayed.*/\1/p')
+  if [ ! -f "$hc_log" ]; then :
+  elif [ -n "$hc_warn" ]; then record "graph with host cache churn" FAIL "$hc_warn"
+  elif [ -z "$hc_line" ]; then
+    record "graph with host cache churn" FAIL "no 'cuda_graph: N steps recorded' line in ${hc_log##*/}"
+  elif [ "${hc_replays:-0}" = 0 ]; then
+    record "graph with host cache churn" FAIL "never replayed: $hc_line"
+  else record "graph with host cache churn" ok "$hc_line"; fi
+fi
 
 # ---------------------------------------------------------------------------------------
 # Extras: dropped first when the budget runs short

@@ -214,9 +214,11 @@ check "tiny budget: summary still last" bash -c "tail -1 '$W/run2.out' | grep -q
 # the table of tests/bench/bench_cuda_ops.c)
 cat > "$F/fake_alice" <<'EOF'
 #!/bin/bash
-for a in "$@"; do   # a training run: its metrics.csv (steps 0-2 slow, 3-7 at 100 ms)
+for a in "$@"; do   # a training run: its metrics.csv (steps 0-2 slow, 3-7 at 100 ms), and
+  # the graph counters src/train/step_graph.c logs at its end
   case $a in run_dir=*) d=${a#run_dir=}; mkdir -p "$d"
-    { echo step,loss,ms_per_step; for i in 0 1 2 3 4 5 6 7; do echo "$i,1,$( [ $i -lt 3 ] && echo 900 || echo 100)"; done; } > "$d/metrics.csv" ;;
+    { echo step,loss,ms_per_step; for i in 0 1 2 3 4 5 6 7; do echo "$i,1,$( [ $i -lt 3 ] && echo 900 || echo 100)"; done; } > "$d/metrics.csv"
+    echo "cuda_graph: 1 steps recorded, 6 replayed, 1 eager (1 recordings)" ;;
   esac
 done
 s=0.5; case "$*" in *precision=bf16*) s=0.2 ;; *tf32=1*) s=0.3 ;; esac
@@ -452,6 +454,10 @@ check "figures: linear autotune bench row (off -> on)" \
   grep -q '^linear 9216x768->3072 autotune .* ok .*fwd 0.400 -> 0.380 ms (1.053x), bwd 1.000 -> 0.900 ms (1.111x)' "$W/run3.out"
 check "figures: linear benchmark row" grep -q '^linear 9216x768->3072 bf16 .* ok .*500.0 TFLOP/s fwd' "$W/run3.out"
 check "figures: train-from-data rows, mean of steps 4-8" grep -q '^train data_device=gpu-churn .* ok .*100.0 ms/step' "$W/run3.out"
+check "figures: graph with host cache churn row (the run's graph counters)" \
+  grep -q '^graph with host cache churn .* ok .*cuda_graph: 1 steps recorded, 6 replayed' "$W/run3.out"
+check "figures: bf16 branch speed-up row" \
+  grep -q '^bf16 branch step speed-up .* ok .*the default samples/s with bf16_branch_out=1' "$W/run3.out"
 check "figures: a run's metrics.csv kept beside its log" test -s "$W/logs3/train_data_gpu.metrics.csv"
 check "figures: archive holds the logs, not files over 2 MiB" \
   bash -c "tar -tzf '$W/out3/gpu_logs.tar.gz' > '$W/out3.list' && grep -q 'logs3/step_bf16.log' '$W/out3.list' && ! grep -q big.bin '$W/out3.list'"

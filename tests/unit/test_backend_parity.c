@@ -1962,6 +1962,51 @@ static void bf16_gelu_every_input_case(void)
     bf16_pair_free(&y);
 }
 
+/* add_layernorm_fwd (bf16_branch_out): the sum is one fp32 add on both backends (the same
+ * bits); y and the statistics with layernorm_fwd_bf16's tolerances, in both output types; on
+ * the GPU y and the statistics are the plain LayerNorm's bits on the sum (the contract). */
+static void add_layernorm_case(int rows, int dim)
+{
+    const size_t n = (size_t)rows * dim;
+    Pair x = pair_make(n, INIT_UNIFORM, -2, 3), g = input(dim), b = input(dim);
+    Bf16Pair branch = bf16_pair_make(n, INIT_UNIFORM, -2, 2);
+    for (int typ = 0; typ < 2; typ++) {
+        const DType yt = typ ? DTYPE_BF16 : DTYPE_F32;
+        const char *tn = typ ? "bf16 y" : "fp32 y";
+        Pair sum = output(n), mean = output(rows), rstd = output(rows), y32 = output(n);
+        Pair plain_mean = output(rows), plain_rstd = output(rows), plain32 = output(n);
+        Bf16Pair y16 = bf16_output(n), plain16 = bf16_output(n);
+        void *yg = typ ? (void *)y16.g : (void *)y32.g, *yc = typ ? (void *)y16.c : (void *)y32.c;
+        gpu->add_layernorm_fwd(sum.g, yg, yt, mean.g, rstd.g, x.g, branch.g, g.g, b.g, rows, dim,
+                               1e-6f);
+        cpu->add_layernorm_fwd(sum.c, yc, yt, mean.c, rstd.c, x.c, branch.c, g.c, b.c, rows, dim,
+                               1e-6f);
+        compare(&sum, 0, 0, "add_layernorm_fwd sum (x + widened branch, exact)");
+        if (typ) compare_bf16(&y16, kBf16Ulp + 1e-5, 1e-5, "add_layernorm_fwd bf16 y");
+        else compare(&y32, 1e-5, 1e-5, "add_layernorm_fwd fp32 y");
+        compare(&mean, 1e-5, 1e-6, "add_layernorm_fwd mean");
+        compare(&rstd, 1e-5, 1e-6, "add_layernorm_fwd rstd");
+        void *pg = typ ? (void *)plain16.g : (void *)plain32.g;
+        if (typ)
+            gpu->layernorm_fwd_bf16(pg, plain_mean.g, plain_rstd.g, sum.g, g.g, b.g, rows, dim,
+                                    1e-6f);
+        else
+            gpu->layernorm_fwd(pg, plain_mean.g, plain_rstd.g, sum.g, g.g, b.g, rows, dim, 1e-6f);
+        same_gpu_bits(yg, pg, n * (typ ? sizeof(bf16_t) : sizeof(float)),
+                      typ ? "add_layernorm_fwd bf16 y against layernorm_fwd_bf16 of the sum"
+                          : "add_layernorm_fwd fp32 y against layernorm_fwd of the sum");
+        same_gpu_bits(mean.g, plain_mean.g, rows * sizeof(float), "add_layernorm_fwd mean");
+        same_gpu_bits(rstd.g, plain_rstd.g, rows * sizeof(float), "add_layernorm_fwd rstd");
+        printf("  add_layernorm_fwd %d x %d, %s: sum exact, the plain LayerNorm's bits\n", rows,
+               dim, tn);
+        pair_free(&sum); pair_free(&mean); pair_free(&rstd); pair_free(&y32);
+        pair_free(&plain_mean); pair_free(&plain_rstd); pair_free(&plain32);
+        bf16_pair_free(&y16); bf16_pair_free(&plain16);
+    }
+    pair_free(&x); pair_free(&g); pair_free(&b);
+    bf16_pair_free(&branch);
+}
+
 /* Every bf16-activation op, CPU against GPU; the math mode stays fp32 (these ops are bf16 by
  * their types, whatever gpu_set_math says). Last: the newest kernels. */
 static int test_bf16_activations(void)
@@ -1970,6 +2015,8 @@ static int test_bf16_activations(void)
     bf16_linear_case(64, 48, 144, 1, 0);
     bf16_linear_case(33, 64, 40, 1, 1);
     bf16_layernorm_gelu_case(67, 768);
+    add_layernorm_case(67, 768);   /* the vector kernel */
+    add_layernorm_case(13, 200);   /* the scalar kernel (200 is no multiple of 128) */
     bf16_gelu_every_input_case();
     gpu_set_attention(ATTN_KERNEL_GEMM);
     bf16_attention_cases();

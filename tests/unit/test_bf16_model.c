@@ -15,7 +15,9 @@
  *    dropped or doubled per sample, the same draws in both runs): a dropping block takes the
  *    unfused residual path and hands its branches' linear layers an fp32 scaled dy, not the
  *    bf16 copy of the unscaled gradient (which fails these bounds);
- *  - the Alice step with casa_kv = features (CASA's keys from the decoder's H, kept fp32). */
+ *  - the Alice step with casa_kv = features (CASA's keys from the decoder's H, kept fp32);
+ *  - the Alice step with bf16_branch_out (branches rounded to bf16, added by the LayerNorms),
+ *    alone and with drop-path. */
 #include <mpi.h>
 #include <string.h>
 
@@ -86,15 +88,23 @@ typedef struct {
     size_t total;
 } StepResult;
 
-/* key = value: one more setting of the case (e.g. drop_path = 0.5) */
-static StepResult one_step(const char *method, const char *precision, const char *key,
-                           const char *value)
+/* More settings of a case (e.g. drop_path = 0.5), {NULL, NULL} ended. */
+typedef struct {
+    const char *key, *value;
+} Setting;
+
+static void set_all(Config *cfg, const Setting *set)
+{
+    for (; set->key; set++) config_set(cfg, set->key, set->value, "test", 0);
+}
+
+static StepResult one_step(const char *method, const char *precision, const Setting *set)
 {
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "method", method, "test", 0);
     config_set(&cfg, "precision", precision, "test", 0);
-    config_set(&cfg, key, value, "test", 0);
+    set_all(&cfg, set);
     PretrainModel m;
     pretrain_model_init(&m, &cfg, backend_cpu(), cfg.batch);
     const size_t vox = (size_t)m.B * 16 * 16 * 8;
@@ -165,10 +175,10 @@ static void compare_gradients(const ParamSet *ps, const float *ref, const float 
            what, checked, worst_rel, worst_cos, bad);
 }
 
-static int compare_steps_with(const char *method, const char *key, const char *value)
+static int compare_steps_with(const char *method, const Setting *set)
 {
-    StepResult ref = one_step(method, "fp32", key, value);
-    StepResult mp = one_step(method, "bf16", key, value);
+    StepResult ref = one_step(method, "fp32", set);
+    StepResult mp = one_step(method, "bf16", set);
     TEST_CHECK(ref.total == mp.total && memcmp(ref.data, mp.data, ref.total * sizeof(float)) == 0,
                "%s: both runs must start from the same weights", method);
     TEST_CLOSE(mp.loss.loss, ref.loss.loss, 2e-2, 1e-4, "total loss, bf16 vs fp32");
@@ -176,7 +186,7 @@ static int compare_steps_with(const char *method, const char *key, const char *v
     Config cfg;
     TEST_CONFIG(&cfg, tiny);
     config_set(&cfg, "method", method, "test", 0);
-    config_set(&cfg, key, value, "test", 0);
+    set_all(&cfg, set);
     PretrainModel names;
     pretrain_model_init(&names, &cfg, backend_cpu(), cfg.batch);
     compare_gradients(&names.online, ref.grad, mp.grad, NULL, 5e-2, 0.995, method);
@@ -188,19 +198,28 @@ static int compare_steps_with(const char *method, const char *key, const char *v
 
 static int compare_steps(const char *method)
 {
-    return compare_steps_with(method, "drop_path", "0");
+    return compare_steps_with(method, (const Setting[]){{NULL, NULL}});
 }
 static int test_mae_step(void) { return compare_steps("mae"); }
 static int test_alice_step(void) { return compare_steps("alice"); }
 static int test_alice_step_drop_path(void)
 {
-    return compare_steps_with("alice", "drop_path", "0.5");
+    return compare_steps_with("alice", (const Setting[]){{"drop_path", "0.5"}, {NULL, NULL}});
 }
 /* casa_kv = features: the decoder's H stays fp32 (CASA's LayerNorm reads it) while the head's
  * and pred's GEMMs round it as operands */
 static int test_alice_step_casa_features(void)
 {
-    return compare_steps_with("alice", "casa_kv", "features");
+    return compare_steps_with("alice", (const Setting[]){{"casa_kv", "features"}, {NULL, NULL}});
+}
+/* bf16_branch_out: the projections and fc2 stored in bf16 and added by the LayerNorm after
+ * them; with drop_path = 0.5 the second encoder block drops (its branches keep the fp32 path)
+ * while the first and the decoder's take the bf16 one, so both meet in one stack. */
+static int test_alice_step_bf16_branches(void)
+{
+    compare_steps_with("alice", (const Setting[]){{"bf16_branch_out", "1"}, {NULL, NULL}});
+    return compare_steps_with("alice", (const Setting[]){{"bf16_branch_out", "1"},
+                                                         {"drop_path", "0.5"}, {NULL, NULL}});
 }
 
 /* UNETR fine-tuning: its ViT encoder runs the same stacks (batch: tests/unit/seg_batch.h). */
@@ -269,6 +288,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_step);
     TEST_RUN(test_alice_step_drop_path);
     TEST_RUN(test_alice_step_casa_features);
+    TEST_RUN(test_alice_step_bf16_branches);
     TEST_RUN(test_unetr_step);
     MPI_Finalize();
     return test_finish();

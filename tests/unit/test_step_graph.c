@@ -15,12 +15,15 @@
  *    runs eagerly (once), the loop stays eager, no recording is tried again;
  *  - a launch refused because memory moved: that step runs eagerly, the stale graph is freed,
  *    the next step records again and replays after; after STEP_GRAPH_MAX_RECORDINGS
- *    recordings that all went stale, the loop stays eager. */
+ *    recordings that all went stale, the loop stays eager;
+ *  - step_graph_log_summary's line: the counters after replays and after a failed recording,
+ *    nothing with the graph off. */
 #include <string.h>
 
 #include "train/step_graph.h"
 #include "train/train_common.h"
 #include "test.h"
+#include "test_child.h"
 #include "test_config.h"
 
 /* ---- the fake device and its graph entries ---- */
@@ -133,6 +136,44 @@ static int test_warmup_record_replay(void)
     TEST_CHECK(sg.state == STEP_GRAPH_REPLAY, "state %d", sg.state);
     step_graph_free(&sg);
     TEST_CHECK(dev.frees == 1 && dev.live_graphs == 0, "%d frees, %d graphs alive", dev.frees, dev.live_graphs);
+    return 0;
+}
+
+/* step_graph_log_summary's line after 6 steps, in a child whose stdout (log_info's) joins
+ * its stderr (the pipe test_child_exit reads). */
+static StepGraphMode summary_mode;
+static void summary_after_six_steps(void)
+{
+    fflush(stdout);
+    if (dup2(2, 1) < 0) _exit(3);
+    AliceBackend be = graph_backend();
+    StepGraph sg;
+    step_graph_init(&sg, &be, summary_mode, 0);
+    for (int s = 0; s < 6; s++) step_graph_run(&sg, enqueue_step, NULL);
+    step_graph_log_summary(&sg);
+    step_graph_free(&sg);
+    fflush(stdout);
+}
+
+static void expect_summary(StepGraphMode mode, int fail_end, const char *want)
+{
+    reset_device();
+    dev.fail_end = fail_end;
+    summary_mode = mode;
+    char err[2048];
+    const int status = test_child_exit(summary_after_six_steps, err, sizeof err);
+    TEST_CHECK(status == 0 && (want ? strstr(err, want) != NULL : err[0] == '\0'),
+               "mode %d, fail_end %d: exit %d, stderr '%s', expected %s%s", (int)mode, fail_end,
+               status, err, want ? "a line with " : "nothing", want ? want : "");
+}
+
+static int test_log_summary(void)
+{
+    expect_summary(STEP_GRAPH_ALWAYS, 0, "cuda_graph: 1 steps recorded, 4 replayed, 1 eager "
+                   "(1 recordings)\n");
+    expect_summary(STEP_GRAPH_ALWAYS, 1, "cuda_graph: 0 steps recorded, 0 replayed, 6 eager "
+                   "(1 recordings; the last failed, the loop ran eagerly after it)");
+    expect_summary(STEP_GRAPH_NEVER, 0, NULL);
     return 0;
 }
 
@@ -339,6 +380,7 @@ static int test_training_loop_choice(void)
 int main(void)
 {
     TEST_RUN(test_warmup_record_replay);
+    TEST_RUN(test_log_summary);
     TEST_RUN(test_disabled_and_cpu);
     TEST_RUN(test_recording_fails);
     TEST_RUN(test_stale_graph);

@@ -1,10 +1,9 @@
 /* A full pre-training step (MAE, Alice, Alice without CASA, Alice on the fused attention
- * kernel; in bf16 Alice on each attention kernel, and the default attention_kernel = auto at
- * head width 32, where it runs cuDNN's fused attention) in fp32 on the CPU backend and on the
- * CUDA backend from the same initial weights,
- * crops and masks: the loss terms, every parameter gradient, the parameters after one AdamW
- * step and the EMA target after one update must agree. Skipped (exit 77, "skip: no GPU")
- * without a visible GPU.
+ * kernel; in bf16 Alice on each attention kernel, the default attention_kernel = auto at
+ * head width 32, where it runs cuDNN's fused attention, and bf16_branch_out) in fp32 on the
+ * CPU backend and on the CUDA backend from the same initial weights, crops and masks: the loss
+ * terms, every parameter gradient, the parameters after one AdamW step and the EMA target
+ * after one update must agree. Skipped (exit 77, "skip: no GPU") without a visible GPU.
  *
  * Tolerances (fp32 on both sides, only summation orders differ; they compound through the
  * depth of the model): loss terms 1e-4 relative + 1e-6; gradients per tensor
@@ -326,6 +325,21 @@ static int test_alice_bf16_fused_attention_heads32(void)
     return rc;
 }
 
+/* bf16_branch_out: the projections and fc2 stored in bf16 and added to the residual stream by
+ * the LayerNorm after them (add_layernorm_fwd), in a whole bf16 step: at `small`'s widths (48,
+ * 36: the scalar LayerNorm kernel) and at width 384 (the 16-byte vector kernel). */
+static const char *const branches_small[][2] = {{"bf16_branch_out", "1"}};
+static const char *const branches_384[][2] = {
+    {"bf16_branch_out", "1"}, {"embed_dim", "384"}, {"heads", "6"}, {"mlp_dim", "768"},
+    {"dec_dim", "384"}, {"dec_heads", "6"}, {"dec_mlp_dim", "768"},
+};
+static int test_alice_bf16_branches(void)
+{
+    return check_method_with("alice", 1, &kBf16, branches_small, 1) |
+           check_method_with("alice", 1, &kBf16, branches_384,
+                             sizeof branches_384 / sizeof branches_384[0]);
+}
+
 /* A UNETR fine-tuning step (ViT, convolutions, instance norms, transposed convolutions, leaky
  * ReLU, channel concat, DiceCE) from the same weights and batch: ce, dice and every parameter
  * gradient, at the tolerances of the pre-training step, on tests/unit/seg_batch.h's batch; also
@@ -392,6 +406,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_bf16_cudnn_attention);
     TEST_RUN(test_alice_bf16_fused_attention_heads32);
     TEST_RUN(test_alice_bf16_auto_attention_heads32);
+    TEST_RUN(test_alice_bf16_branches);
     MPI_Finalize();
     return test_finish();
 }

@@ -74,7 +74,8 @@ static void one_view_layout(const PretrainModel *m, OneViewTeacher *t)
 
 static void one_view_init(const PretrainModel *m, OneViewTeacher *t)
 {
-    arena_plan(&t->arena, m->be, act_type_for_precision(m->cfg.precision, m->cfg.bf16_activations));
+    arena_plan_mixed(&t->arena, m->be, m->cfg.precision, m->cfg.bf16_activations,
+                     m->cfg.bf16_branch_out);
     one_view_layout(m, t);
     arena_commit(&t->arena);
     one_view_layout(m, t);
