@@ -11,7 +11,7 @@ const ConfigKey config_keys[] = {
     K("device", CFG_T_ENUM, device, "cpu", "cpu|cuda", "backend the model runs on"),
     K("precision", CFG_T_ENUM, precision, "fp32", "fp32|bf16", "bf16: mixed precision, bf16 GEMM operands (cuda) and bf16 transformer activations (see bf16_activations) with fp32 accumulation, fp32 master weights, gradients, loss and optimiser state; fp32 = full precision (cpu/cuda parity)"),
     K("bf16_activations", CFG_T_BOOL, bf16_activations, "1", "", "precision = bf16: transformer GEMM inputs, qkv, attention output and MLP hidden layer stored in bf16 (fp32 residual stream; the cpu backend emulates it, slower); 0 = bf16 GEMM operands only"),
-    K("bf16_branch_out", CFG_T_BOOL, bf16_branch_out, "0", "", "bf16 activations: the attention projection and fc2 store their outputs in bf16 (PyTorch autocast's rounding) and the next LayerNorm adds them to the fp32 residual stream in its pass, instead of the GEMM adding the residual in an fp32 store (docs/MODEL.md)"),
+    K("bf16_branch_out", CFG_T_BOOL, bf16_branch_out, "1", "", "bf16 activations: the attention projection and fc2 store their outputs in bf16 (PyTorch autocast's rounding) and the next LayerNorm adds them to the fp32 residual stream in its pass (1.03x the paper step on an H200); 0 = the GEMM adds the residual in an fp32 store (docs/MODEL.md)"),
     K("bf16_weight_copy", CFG_T_BOOL, bf16_weight_copy, "1", "", "cuda, precision = bf16: round the weights to bf16 once per optimiser step instead of in every GEMM (same results; 0 only to measure it)"),
     K("tf32", CFG_T_BOOL, tf32, "0", "", "cuda: let fp32 GEMMs and convolutions use TF32 tensor cores"),
     K("gemm_autotune", CFG_T_BOOL, gemm_autotune, "0", "",

@@ -16,8 +16,9 @@
  *    unfused residual path and hands its branches' linear layers an fp32 scaled dy, not the
  *    bf16 copy of the unscaled gradient (which fails these bounds);
  *  - the Alice step with casa_kv = features (CASA's keys from the decoder's H, kept fp32);
- *  - the Alice step with bf16_branch_out (branches rounded to bf16, added by the LayerNorms),
- *    alone and with drop-path. */
+ *  - the Alice step with bf16_branch_out = 0 (the residual added in the GEMM's fp32 store
+ *    instead of the default's bf16 branches added by the LayerNorms), alone and with
+ *    drop-path. */
 #include <mpi.h>
 #include <string.h>
 
@@ -212,13 +213,14 @@ static int test_alice_step_casa_features(void)
 {
     return compare_steps_with("alice", (const Setting[]){{"casa_kv", "features"}, {NULL, NULL}});
 }
-/* bf16_branch_out: the projections and fc2 stored in bf16 and added by the LayerNorm after
- * them; with drop_path = 0.5 the second encoder block drops (its branches keep the fp32 path)
- * while the first and the decoder's take the bf16 one, so both meet in one stack. */
-static int test_alice_step_bf16_branches(void)
+/* The cases above run the default bf16_branch_out = 1 (the projections and fc2 stored in bf16
+ * and added by the LayerNorm after them; with drop_path = 0.5 the second encoder block drops,
+ * its branches keeping the fp32 path, so both meet in one stack). bf16_branch_out = 0: the
+ * residual added in the GEMM's fp32 store, alone and with drop-path. */
+static int test_alice_step_fp32_store_branches(void)
 {
-    compare_steps_with("alice", (const Setting[]){{"bf16_branch_out", "1"}, {NULL, NULL}});
-    return compare_steps_with("alice", (const Setting[]){{"bf16_branch_out", "1"},
+    compare_steps_with("alice", (const Setting[]){{"bf16_branch_out", "0"}, {NULL, NULL}});
+    return compare_steps_with("alice", (const Setting[]){{"bf16_branch_out", "0"},
                                                          {"drop_path", "0.5"}, {NULL, NULL}});
 }
 
@@ -288,7 +290,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_step);
     TEST_RUN(test_alice_step_drop_path);
     TEST_RUN(test_alice_step_casa_features);
-    TEST_RUN(test_alice_step_bf16_branches);
+    TEST_RUN(test_alice_step_fp32_store_branches);
     TEST_RUN(test_unetr_step);
     MPI_Finalize();
     return test_finish();

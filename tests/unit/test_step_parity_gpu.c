@@ -1,7 +1,8 @@
 /* A full pre-training step (MAE, Alice, Alice without CASA, Alice on the fused attention
  * kernel; in bf16 Alice on each attention kernel, the default attention_kernel = auto at
- * head width 32, where it runs cuDNN's fused attention, and bf16_branch_out) in fp32 on the
- * CPU backend and on the CUDA backend from the same initial weights, crops and masks: the loss
+ * head width 32, where it runs cuDNN's fused attention, and both bf16_branch_out paths) in
+ * fp32 on the CPU backend and on the CUDA backend from the same initial weights, crops and
+ * masks: the loss
  * terms, every parameter gradient, the parameters after one AdamW step and the EMA target
  * after one update must agree. Skipped (exit 77, "skip: no GPU") without a visible GPU.
  *
@@ -325,15 +326,17 @@ static int test_alice_bf16_fused_attention_heads32(void)
     return rc;
 }
 
-/* bf16_branch_out: the projections and fc2 stored in bf16 and added to the residual stream by
- * the LayerNorm after them (add_layernorm_fwd), in a whole bf16 step: at `small`'s widths (48,
- * 36: the scalar LayerNorm kernel) and at width 384 (the 16-byte vector kernel). */
-static const char *const branches_small[][2] = {{"bf16_branch_out", "1"}};
+/* The bf16 cases above run the default bf16_branch_out = 1 (the projections and fc2 stored in
+ * bf16 and added to the residual stream by the LayerNorm after them, add_layernorm_fwd) at
+ * `small`'s widths (48, 36: the scalar LayerNorm kernel). Here: the same at width 384 (the
+ * 16-byte vector kernel), and bf16_branch_out = 0 (the residual added in the GEMM's fp32
+ * store). */
+static const char *const branches_small[][2] = {{"bf16_branch_out", "0"}};
 static const char *const branches_384[][2] = {
     {"bf16_branch_out", "1"}, {"embed_dim", "384"}, {"heads", "6"}, {"mlp_dim", "768"},
     {"dec_dim", "384"}, {"dec_heads", "6"}, {"dec_mlp_dim", "768"},
 };
-static int test_alice_bf16_branches(void)
+static int test_alice_bf16_branch_paths(void)
 {
     return check_method_with("alice", 1, &kBf16, branches_small, 1) |
            check_method_with("alice", 1, &kBf16, branches_384,
@@ -406,7 +409,7 @@ int main(int argc, char **argv)
     TEST_RUN(test_alice_bf16_cudnn_attention);
     TEST_RUN(test_alice_bf16_fused_attention_heads32);
     TEST_RUN(test_alice_bf16_auto_attention_heads32);
-    TEST_RUN(test_alice_bf16_branches);
+    TEST_RUN(test_alice_bf16_branch_paths);
     MPI_Finalize();
     return test_finish();
 }
