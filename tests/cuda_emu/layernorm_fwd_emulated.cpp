@@ -12,8 +12,11 @@
  * Rows 1, 9 and 50 (a partial block of 8 rows).
  * The add of add_layernorm_fwd (bf16_branch_out: a bf16 branch added to x in the LayerNorm's
  * pass), at the same widths, aligned (vector kernel where the width allows) and shifted
- * (scalar kernel): sum is x + the widened branch bit for bit, and y, mean and rstd are the plain
- * LayerNorm's bits on that sum (the op's contract), with nothing written past the last row. */
+ * (scalar kernel), also with only the sum or only the branch misaligned, without gamma and
+ * beta, and 50 rows: sum is x + the widened branch bit for bit, and y, mean and rstd are the
+ * plain LayerNorm's bits on that sum (the op's contract), with nothing written past the last
+ * row. Built with -fsanitize=alignment: a 16-byte access through a misaligned pointer (a
+ * launcher that sent one to the vector kernel) stops the test. */
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -147,10 +150,13 @@ template <typename T> static void check_case(int rows, int dim, bool affine)
 }
 
 /* add_layernorm_fwd's entry (cuda_add_layernorm_fwd) and its path through the launcher: sum
- * and y from one launch with the branch, its buffers shifted by `shift` floats (bf16 elements
- * for the branch). */
+ * and y from one launch with the branch. shift_x shifts x and y, shift_sum the sum and
+ * shift_branch the branch (floats, bf16 elements): with x aligned, a shifted sum or branch must
+ * send the launch to the scalar kernel too (the build's -fsanitize=alignment stops the test at
+ * a 16-byte access of a misaligned pointer). */
 template <typename T>
-static void check_add_case(int rows, int dim, int shift)
+static void check_add_case(int rows, int dim, int shift_x, int shift_sum, int shift_branch,
+                           bool affine)
 {
     const size_t n = (size_t)rows * dim;
     std::vector<float> x(n), gamma(dim), beta(dim);
@@ -167,20 +173,22 @@ static void check_add_case(int rows, int dim, int shift)
     std::vector<__nv_bfloat16> bb(n + 64);
     std::vector<T> yb(n + 64 + kGuard);
     fill_sentinel(yb);
-    float *xa = (float *)(((uintptr_t)xb.data() + 15) & ~(uintptr_t)15) + shift;
-    float *sa = (float *)(((uintptr_t)sb.data() + 15) & ~(uintptr_t)15) + shift;
-    __nv_bfloat16 *ba = (__nv_bfloat16 *)(((uintptr_t)bb.data() + 15) & ~(uintptr_t)15) + shift;
-    T *ya = (T *)(((uintptr_t)yb.data() + 15) & ~(uintptr_t)15) + shift;
+    float *xa = (float *)(((uintptr_t)xb.data() + 15) & ~(uintptr_t)15) + shift_x;
+    float *sa = (float *)(((uintptr_t)sb.data() + 15) & ~(uintptr_t)15) + shift_sum;
+    __nv_bfloat16 *ba =
+        (__nv_bfloat16 *)(((uintptr_t)bb.data() + 15) & ~(uintptr_t)15) + shift_branch;
+    T *ya = (T *)(((uintptr_t)yb.data() + 15) & ~(uintptr_t)15) + shift_x;
     std::memcpy(xa, x.data(), n * sizeof(float));
     std::memcpy(ba, branch.data(), n * sizeof(__nv_bfloat16));
     std::vector<float> mean(rows + kGuard, kSentinel), rstd(rows + kGuard, kSentinel);
     cuda_add_layernorm_fwd(sa, ya, sizeof(T) == 2 ? DTYPE_BF16 : DTYPE_F32, mean.data(),
-                           rstd.data(), xa, reinterpret_cast<const bf16_t *>(ba), gamma.data(),
-                           beta.data(), rows, dim, 1e-5f);
+                           rstd.data(), xa, reinterpret_cast<const bf16_t *>(ba),
+                           affine ? gamma.data() : NULL, affine ? beta.data() : NULL, rows, dim,
+                           1e-5f);
     /* the reference: the add on the host, then the plain launch on the sum */
     std::vector<float> want_sum(n);
     for (size_t i = 0; i < n; i++) want_sum[i] = x[i] + __bfloat162float(branch[i]);
-    const LnRun<T> plain = run_ln<T>(want_sum, gamma, beta, true, rows, dim, 0);
+    const LnRun<T> plain = run_ln<T>(want_sum, gamma, beta, affine, rows, dim, 0);
     int bad_sum = 0, bad_y = 0, bad_stats = 0;
     for (size_t i = 0; i < n; i++) {
         bad_sum += !same_bits(sa[i], want_sum[i]);
@@ -188,18 +196,21 @@ static void check_add_case(int rows, int dim, int shift)
     }
     for (int r = 0; r < rows; r++)
         bad_stats += !same_bits(mean[r], plain.mean[r]) || !same_bits(rstd[r], plain.rstd[r]);
-    EMU_CHECK(bad_sum == 0 && bad_y == 0 && bad_stats == 0, "add rows %d dim %d shift %d: %d sum, "
-              "%d y and %d rows' statistics differ from the add followed by the plain LayerNorm",
-              rows, dim, shift, bad_sum, bad_y, bad_stats);
+    EMU_CHECK(bad_sum == 0 && bad_y == 0 && bad_stats == 0, "add rows %d dim %d shifts %d/%d/%d: "
+              "%d sum, %d y and %d rows' statistics differ from the add followed by the plain "
+              "LayerNorm", rows, dim, shift_x, shift_sum, shift_branch, bad_sum, bad_y,
+              bad_stats);
     for (int g = 0; g < kGuard; g++) {
         EMU_CHECK(sa[n + g] == kSentinel && same_bits(ya[n + g], narrow_to<T>(kSentinel)) &&
                       mean[rows + g] == kSentinel && rstd[rows + g] == kSentinel,
                   "add rows %d dim %d: written past the last row", rows, dim);
     }
-    const bool vector_path = shift == 0 && dim % 128 == 0 && dim / 128 <= kLnVecMax;
-    printf("  add rows %2d dim %4d %s (%s kernel): sum, y and statistics are the add's and the "
-           "plain LayerNorm's bits\n", rows, dim, sizeof(T) == 2 ? "bf16" : "fp32",
-           vector_path ? "vector" : "scalar");
+    const bool aligned = shift_x == 0 && shift_sum == 0 && shift_branch % 8 == 0;
+    const bool vector_path = aligned && dim % 128 == 0 && dim / 128 <= kLnVecMax;
+    printf("  add rows %2d dim %4d %s %s shifts x %d sum %d branch %d (%s kernel): sum, y and "
+           "statistics are the add's and the plain LayerNorm's bits\n", rows, dim,
+           sizeof(T) == 2 ? "bf16" : "fp32", affine ? "affine" : "plain ", shift_x, shift_sum,
+           shift_branch, vector_path ? "vector" : "scalar");
 }
 
 int main()
@@ -213,9 +224,15 @@ int main()
     check_case<float>(1, 640, true);
     for (int dim : {384, 768, 130, 1027})
         for (int shift : {0, 1}) {
-            check_add_case<__nv_bfloat16>(9, dim, shift);
-            check_add_case<float>(9, dim, shift);
+            check_add_case<__nv_bfloat16>(9, dim, shift, shift, shift, true);
+            check_add_case<float>(9, dim, shift, shift, shift, true);
         }
+    /* x aligned, the sum or the branch not; no gamma and beta; a partial block of rows */
+    check_add_case<__nv_bfloat16>(9, 768, 0, 1, 0, true);
+    check_add_case<__nv_bfloat16>(9, 768, 0, 0, 1, true);
+    check_add_case<float>(9, 384, 0, 0, 4, true);
+    check_add_case<__nv_bfloat16>(50, 768, 0, 0, 0, false);
+    check_add_case<float>(50, 130, 1, 1, 1, false);
     printf("%s: LayerNorm forward on the emulation\n", emu_fails ? "FAIL" : "ok");
     return emu_fails ? 1 : 0;
 }

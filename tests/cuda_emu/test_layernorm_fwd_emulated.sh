@@ -13,5 +13,8 @@ emu_need_threads
 emu_cut "$TMP/layernorm_fwd.inc" 2 \
   "${EMU_CUT_REDUCTION_HELPERS[@]}" \
   --cut cuda/cuda_norm.cu 'constexpr int kRowsPerBlock' '/* ---- LayerNorm backward ----'
-emu_compile layernorm_fwd_emulated "$HERE/layernorm_fwd_emulated.cpp"
+# -fsanitize=alignment: the vector kernel's 16-byte loads and stores through a pointer the
+# launcher should have sent to the scalar kernel are reported and end the run
+emu_compile layernorm_fwd_emulated "$HERE/layernorm_fwd_emulated.cpp" \
+  -fsanitize=alignment -fno-sanitize-recover=alignment
 "$TMP/layernorm_fwd_emulated"
