@@ -492,6 +492,20 @@ if [ $math_modes = 1 ] && [ -f src/ops/attention_choice.h ]; then
     record "cudnn attention step speed-up" skip "needs both steps (default ${c:-missing}, flash ${f:-missing} samples/s)"
   fi
 fi
+# step_ratio_row ROW ALT WHAT AWK_PRINTF: a row comparing the default step (alice_bf16) with
+# the step alice_ALT in the same run, "ok" with AWK_PRINTF (an awk printf statement over d and
+# a, the two steps' samples/s, and m and n, their MFU), or a skip naming WHAT when one of the
+# steps is missing. A measurement either way.
+step_ratio_row() {
+  local row=$1 alt=$2 what=$3 printf_stmt=$4
+  local a=${samples_per_s[alice_$alt]:-} d=${samples_per_s[alice_bf16]:-}
+  if [ -n "$a" ] && [ -n "$d" ]; then
+    record "$row" ok "$(awk -v d="$d" -v a="$a" -v m="${mfu[alice_bf16]:-?}" \
+      -v n="${mfu[alice_$alt]:-?}" "BEGIN{$printf_stmt}")"
+  else
+    record "$row" skip "needs both steps (default ${d:-missing}, $what ${a:-missing} samples/s)"
+  fi
+}
 # bf16_branch_out (the default since session 25): the attention projections and fc2 store
 # their outputs in bf16 (PyTorch autocast's rounding) and the LayerNorm after each adds them to
 # the fp32 residual stream in its pass. Beside it, bf16_branch_out = 0: cuBLASLt adds the
@@ -499,59 +513,32 @@ fi
 # either way.
 if [ $math_modes = 1 ] && grep -q bf16_branch_out src/core/config_keys.c; then
   alice_step bf16-fp32-branches precision=bf16 tf32=1 bf16_branch_out=0
-  b=${samples_per_s[alice_bf16-fp32-branches]:-}; d=${samples_per_s[alice_bf16]:-}
-  if [ -n "$b" ] && [ -n "$d" ]; then
-    format="%.3fx samples/s with the bf16 branches (default %s vs %s with bf16_branch_out=0; MFU %s%% vs %s%%)"
-    record "bf16 branch step speed-up" ok "$(awk -v d="$d" -v b="$b" -v m="${mfu[alice_bf16]:-?}" \
-      -v n="${mfu[alice_bf16-fp32-branches]:-?}" -v f="$format" 'BEGIN{printf f, d/b, d, b, m, n}')"
-  else
-    record "bf16 branch step speed-up" skip \
-      "needs both steps (default ${d:-missing}, fp32 branches ${b:-missing} samples/s)"
-  fi
+  step_ratio_row "bf16 branch step speed-up" bf16-fp32-branches "fp32 branches" \
+    'printf "%.3fx samples/s with the bf16 branches (default %s vs %s with bf16_branch_out=0; MFU %s%% vs %s%%)", d/a, d, a, m, n'
 fi
 # The teacher through the whole EMA decoder (teacher_decoder = full, the default since session
 # 12) beside the decoder_embed-only teacher that runs 1-10 timed: what the fidelity fix costs,
 # in the same run (each step's MFU over its own FLOP count).
 if [ $math_modes = 1 ] && grep -q teacher_decoder src/core/config_keys.c; then
   alice_step bf16-embed-teacher precision=bf16 tf32=1 teacher_decoder=embed
-  e=${samples_per_s[alice_bf16-embed-teacher]:-}; d=${samples_per_s[alice_bf16]:-}
-  if [ -n "$e" ] && [ -n "$d" ]; then
-    record "full teacher step cost" ok "$(awk -v d="$d" -v e="$e" -v m="${mfu[alice_bf16]:-?}" -v n="${mfu[alice_bf16-embed-teacher]:-?}" \
-      'BEGIN{printf "%.2fx the embed teacher'"'"'s samples/s (default %s vs %s with teacher_decoder=embed; MFU %s%% vs %s%%)", d/e, d, e, m, n}')"
-  else
-    record "full teacher step cost" skip "needs both steps (default ${d:-missing}, embed ${e:-missing} samples/s)"
-  fi
+  step_ratio_row "full teacher step cost" bf16-embed-teacher embed \
+    'printf "%.2fx the embed teacher'"'"'s samples/s (default %s vs %s with teacher_decoder=embed; MFU %s%% vs %s%%)", d/a, d, a, m, n'
 fi
 # CASA's keys and values from the decoder features (casa_kv = features, session 18: the form of
 # DESIGN.md's equations; H stays fp32 under bf16) beside the default heads' outputs: what the
 # paper's form costs per step, in the same run. A measurement, "ok" either way.
 if [ $math_modes = 1 ] && grep -q casa_kv src/core/config_keys.c; then
   alice_step bf16-casa-features precision=bf16 tf32=1 casa_kv=features
-  f=${samples_per_s[alice_bf16-casa-features]:-}; d=${samples_per_s[alice_bf16]:-}
-  if [ -n "$f" ] && [ -n "$d" ]; then
-    format="%.3fx the default samples/s with casa_kv=features (%s vs %s; MFU %s%% vs %s%%)"
-    record "casa_kv features step cost" ok "$(awk -v d="$d" -v f="$f" -v m="${mfu[alice_bf16]:-?}" \
-      -v n="${mfu[alice_bf16-casa-features]:-?}" -v fmt="$format" \
-      'BEGIN{printf fmt, f/d, f, d, n, m}')"
-  else
-    record "casa_kv features step cost" skip \
-      "needs both steps (default ${d:-missing}, features ${f:-missing} samples/s)"
-  fi
+  step_ratio_row "casa_kv features step cost" bf16-casa-features features \
+    'printf "%.3fx the default samples/s with casa_kv=features (%s vs %s; MFU %s%% vs %s%%)", a/d, a, d, n, m'
 fi
 # Gradient accumulation (accum_steps = 2 at batch 4: the same 8 samples per optimiser step in
 # two micro-batches through one recorded step, half the activations): what half the batch per
 # launch costs beside the default step, in the same run. A measurement, "ok" either way.
 if [ $math_modes = 1 ] && grep -q accum_steps src/core/config_keys.c; then
   alice_step bf16-accum2 precision=bf16 tf32=1 batch=4 accum_steps=2
-  a=${samples_per_s[alice_bf16-accum2]:-}; d=${samples_per_s[alice_bf16]:-}
-  if [ -n "$a" ] && [ -n "$d" ]; then
-    format="%.2fx the batch-8 samples/s with batch 4 x accum_steps 2 (%s vs %s; MFU %s%% vs %s%%)"
-    record "accumulation step cost" ok "$(awk -v d="$d" -v a="$a" -v m="${mfu[alice_bf16]:-?}" \
-      -v n="${mfu[alice_bf16-accum2]:-?}" -v f="$format" 'BEGIN{printf f, a/d, a, d, n, m}')"
-  else
-    record "accumulation step cost" skip \
-      "needs both steps (default ${d:-missing}, accumulated ${a:-missing} samples/s)"
-  fi
+  step_ratio_row "accumulation step cost" bf16-accum2 accumulated \
+    'printf "%.2fx the batch-8 samples/s with batch 4 x accum_steps 2 (%s vs %s; MFU %s%% vs %s%%)", a/d, a, d, n, m'
 fi
 # The opt-in cuBLASLt autotune (gemm_autotune = 1): every GEMM shape's heuristic candidates
 # timed at its first (eager, warm-up step) call and the fastest kept. A measurement, "ok" either

@@ -458,6 +458,12 @@ check "figures: graph with host cache churn row (the run's graph counters)" \
   grep -q '^graph with host cache churn .* ok .*cuda_graph: 1 steps recorded, 6 replayed' "$W/run3.out"
 check "figures: bf16 branch speed-up row" \
   grep -q '^bf16 branch step speed-up .* ok .*samples/s with the bf16 branches (default .* with bf16_branch_out=0' "$W/run3.out"
+ratio_rows_ok() {
+  grep -q "^full teacher step cost .* ok .*x the embed teacher's samples/s (default .* with teacher_decoder=embed; MFU" "$1" &&
+    grep -q '^casa_kv features step cost .* ok .*x the default samples/s with casa_kv=features (.*; MFU' "$1" &&
+    grep -q '^accumulation step cost .* ok .*x the batch-8 samples/s with batch 4 x accum_steps 2 (.*; MFU' "$1"
+}
+check "figures: the other same-run step ratios (step_ratio_row)" ratio_rows_ok "$W/run3.out"
 check "figures: a run's metrics.csv kept beside its log" test -s "$W/logs3/train_data_gpu.metrics.csv"
 check "figures: archive holds the logs, not files over 2 MiB" \
   bash -c "tar -tzf '$W/out3/gpu_logs.tar.gz' > '$W/out3.list' && grep -q 'logs3/step_bf16.log' '$W/out3.list' && ! grep -q big.bin '$W/out3.list'"
