@@ -158,7 +158,7 @@ static PendingSum residual_branch_fwd(const ParamSet *ps, const TStackActs *a,
 {
     const int rows = a->B * a->T;
     const PendingSum done = {y, NULL, NULL};
-    if (!scales && a->branch16 && x.type == DTYPE_BF16) {
+    if (!scales && a->branch16) {   /* laid out only with bf16 activations: x is bf16 */
         act_linear_fwd(ps, w, b, (Act){a->branch16, DTYPE_BF16}, x, NULL, rows, in, out);
         return (PendingSum){y, residual, a->branch16};
     }
